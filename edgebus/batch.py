@@ -1,0 +1,226 @@
+"""Record batches: build (producer side), validate and stamp (supervisor), decode (consumer side).
+
+The batch is the unit (docs/FORMAT.md): the bytes a producer builds are the bytes on disk and the
+bytes a consumer receives. The supervisor only validates and stamps the header fields outside the
+CRC; it never decodes records.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from edgebus import format as F
+from edgebus.errors import CorruptRecordError, RecordTooLargeError
+
+Headers = list[tuple[str, bytes | None]]
+
+
+@dataclass(slots=True)
+class Record:
+    """One record as a consumer sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = field(default_factory=list)
+
+    @property
+    def timestamp_type(self) -> int:
+        return 0  # CreateTime, as in kafka-python
+
+
+@dataclass(frozen=True, slots=True)
+class BatchInfo:
+    """The header fields the supervisor needs, read without touching the records."""
+
+    base_offset: int
+    append_time: int
+    length: int
+    record_count: int
+    first_timestamp: int
+    max_timestamp: int
+
+
+_REC_HEAD = struct.Struct("<Iqi")  # record_length, timestamp, key_len
+_I32 = F.I32
+_U16 = F.U16
+
+
+def encode_record(
+    timestamp: int, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]
+) -> bytes:
+    """One record's bytes (record_length prefix included)."""
+    klen = -1 if key is None else len(key)
+    vlen = -1 if value is None else len(value)
+    parts: list[bytes] = []
+    if headers:
+        if len(headers) > F.MAX_HEADERS_PER_RECORD:
+            raise RecordTooLargeError(f"{len(headers)} headers, at most {F.MAX_HEADERS_PER_RECORD}")
+        hparts = [_U16.pack(len(headers))]
+        for hk, hv in headers:
+            kb = hk.encode()
+            hparts.append(_U16.pack(len(kb)))
+            hparts.append(kb)
+            if hv is None:
+                hparts.append(_I32.pack(-1))
+            else:
+                hparts.append(_I32.pack(len(hv)))
+                hparts.append(hv)
+        htail = b"".join(hparts)
+    else:
+        htail = b"\x00\x00"
+    body_len = 8 + 4 + max(klen, 0) + 4 + max(vlen, 0) + len(htail)
+    parts.append(_REC_HEAD.pack(body_len, timestamp, klen))
+    if key:
+        parts.append(key)
+    parts.append(_I32.pack(vlen))
+    if value:
+        parts.append(value)
+    parts.append(htail)
+    return b"".join(parts)
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]) -> int:
+    """Encoded size of a record, for batch sizing before encoding."""
+    size = 4 + 8 + 4 + (len(key) if key else 0) + 4 + (len(value) if value else 0) + 2
+    for hk, hv in headers:
+        size += 2 + len(hk.encode()) + 4 + (len(hv) if hv else 0)
+    return size
+
+
+def build_batch(
+    encoded_records: Sequence[bytes],
+    first_timestamp: int,
+    max_timestamp: int,
+    producer_id: int = -1,
+    base_sequence: int = -1,
+    producer_epoch: int = -1,
+) -> bytes:
+    """A whole batch from already-encoded records; base_offset and append_time are left 0."""
+    if not encoded_records:
+        raise ValueError("a batch needs at least one record")
+    payload = b"".join(encoded_records)
+    body = (
+        F.BATCH_BODY_HEADER.pack(
+            F.MAGIC, 0, 0, len(encoded_records), first_timestamp, max_timestamp,
+            producer_id, base_sequence, producer_epoch, 0,
+        )
+        + payload
+    )
+    length = F.BATCH_HEADER_SIZE + len(payload)
+    crc = zlib.crc32(body)
+    return struct.pack("<qqII", 0, 0, length, crc) + body
+
+
+def validate_batch(buf: bytes | bytearray | memoryview, max_bytes: int = F.MAX_BATCH_BYTES) -> BatchInfo:
+    """Check one whole batch's framing and CRC; raise CorruptRecordError or RecordTooLargeError.
+
+    Per-batch work only: header fields and one CRC over the bytes.
+    """
+    n = len(buf)
+    if n < F.BATCH_HEADER_SIZE:
+        raise CorruptRecordError(f"batch of {n} bytes is shorter than its {F.BATCH_HEADER_SIZE}-byte header")
+    (base, atime, length, crc, magic, attrs, _r, count, first_ts, max_ts, _pid, _seq, _ep, _r2) = (
+        F.BATCH_HEADER.unpack_from(buf, 0)
+    )
+    if length != n:
+        raise CorruptRecordError(f"batch length field says {length} bytes but {n} were sent")
+    if length > max_bytes:
+        raise RecordTooLargeError(f"batch of {length} bytes exceeds the limit of {max_bytes} bytes")
+    if magic != F.MAGIC:
+        raise CorruptRecordError(f"unknown batch magic {magic}, expected {F.MAGIC}")
+    if attrs & 0x07:
+        raise CorruptRecordError(f"compression codec {attrs & 0x07} is not supported")
+    if count < 1:
+        raise CorruptRecordError("batch has no records")
+    # Every record takes at least 22 bytes, so a count beyond that is a lie we can catch cheaply.
+    if count * 22 > length - F.BATCH_HEADER_SIZE:
+        raise CorruptRecordError(f"record count {count} cannot fit in {length} bytes")
+    if zlib.crc32(memoryview(buf)[F.CRC_START:length]) != crc:
+        raise CorruptRecordError("batch CRC mismatch")
+    return BatchInfo(base, atime, length, count, first_ts, max_ts)
+
+
+def stamp_batch(buf: bytearray | memoryview, base_offset: int, append_time: int) -> None:
+    """Write the supervisor's fields (outside the CRC) into a validated batch."""
+    struct.pack_into("<qq", buf, 0, base_offset, append_time)
+
+
+def iter_batches(buf: bytes | memoryview) -> Iterator[memoryview]:
+    """Split a fetched chunk of whole batches; a trailing partial batch is ignored."""
+    mv = memoryview(buf)
+    pos = 0
+    end = len(mv)
+    while end - pos >= F.BATCH_PREFIX_SIZE:
+        length = F.BATCH_PREFIX.unpack_from(mv, pos)[2]
+        if length < F.BATCH_HEADER_SIZE:
+            raise CorruptRecordError(f"batch at byte {pos} has impossible length {length}")
+        if pos + length > end:
+            return
+        yield mv[pos : pos + length]
+        pos += length
+
+
+def decode_batch(batch: bytes | memoryview, topic: str, partition: int, min_offset: int = 0) -> list[Record]:
+    """Validate a batch and decode its records with offset >= min_offset."""
+    info = validate_batch(batch)
+    mv = memoryview(batch)
+    length = info.length
+    pos = F.BATCH_HEADER_SIZE
+    out: list[Record] = []
+    offset = info.base_offset
+    unpack_head = _REC_HEAD.unpack_from
+    unpack_i32 = _I32.unpack_from
+    unpack_u16 = _U16.unpack_from
+    try:
+        for _ in range(info.record_count):
+            rlen, ts, klen = unpack_head(mv, pos)
+            rend = pos + 4 + rlen
+            if rend > length:
+                raise CorruptRecordError(f"record at offset {offset} overruns its batch")
+            p = pos + 16
+            if klen >= 0:
+                key = bytes(mv[p : p + klen])
+                p += klen
+            else:
+                key = None
+            vlen = unpack_i32(mv, p)[0]
+            p += 4
+            if vlen >= 0:
+                value = bytes(mv[p : p + vlen])
+                p += vlen
+            else:
+                value = None
+            hcount = unpack_u16(mv, p)[0]
+            p += 2
+            headers: Headers = []
+            for _h in range(hcount):
+                hklen = unpack_u16(mv, p)[0]
+                p += 2
+                hk = bytes(mv[p : p + hklen]).decode()
+                p += hklen
+                hvlen = unpack_i32(mv, p)[0]
+                p += 4
+                if hvlen >= 0:
+                    hv: bytes | None = bytes(mv[p : p + hvlen])
+                    p += hvlen
+                else:
+                    hv = None
+                headers.append((hk, hv))
+            if p != rend:
+                raise CorruptRecordError(f"record at offset {offset} has inconsistent lengths")
+            if offset >= min_offset:
+                out.append(Record(topic, partition, offset, ts, key, value, headers))
+            offset += 1
+            pos = rend
+    except (struct.error, UnicodeDecodeError) as e:
+        raise CorruptRecordError(f"record at offset {offset} is malformed: {e}") from None
+    if pos != length:
+        raise CorruptRecordError(f"batch at offset {info.base_offset} has {length - pos} trailing bytes")
+    return out

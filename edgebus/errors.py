@@ -1,0 +1,180 @@
+"""The one error tree of edgebus.
+
+Every error that can cross the wire has a fixed numeric code: names may change, numbers may not.
+`retriable` says whether the same request may succeed if tried again later. Operator-facing errors
+carry a `hint` saying what to do.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class EdgebusError(Exception):
+    """Base of every edgebus error."""
+
+    code: ClassVar[int] = 1
+    retriable: ClassVar[bool] = False
+    hint: ClassVar[str] = ""
+
+    def __str__(self) -> str:
+        msg = super().__str__()
+        if self.hint and self.hint not in msg:
+            return f"{msg} (hint: {self.hint})" if msg else self.hint
+        return msg
+
+
+# --- raised by the broker and sent over the wire -------------------------------------------------
+
+
+class UnknownServerError(EdgebusError):
+    code = 1
+
+
+class CorruptRecordError(EdgebusError):
+    """A batch failed its CRC or structural checks."""
+
+    code = 2
+
+
+class InvalidRequestError(EdgebusError):
+    """A well-framed request whose contents are invalid."""
+
+    code = 3
+
+
+class UnsupportedVersionError(EdgebusError):
+    code = 4
+    hint = "upgrade the client or the supervisor so that their protocol versions overlap"
+
+
+class UnknownTopicError(EdgebusError):
+    code = 5
+    hint = "create it with `edgebus topics create NAME` or declare it under `topics:` in the config"
+
+
+class UnknownPartitionError(EdgebusError):
+    code = 6
+
+
+class TopicExistsError(EdgebusError):
+    code = 7
+
+
+class InvalidTopicError(EdgebusError):
+    code = 8
+
+
+class RecordTooLargeError(EdgebusError):
+    code = 9
+    hint = "split the record, or raise max_message_bytes on the topic"
+
+
+class OffsetOutOfRangeError(EdgebusError):
+    """The requested offset is below the log start or above the log end."""
+
+    code = 10
+
+
+class DiskFullError(EdgebusError):
+    code = 11
+    retriable = True
+    hint = "free space on the data directory's filesystem or lower retention"
+
+
+class StorageError(EdgebusError):
+    """An I/O error on the log (for example a failed fsync); the partition needs recovery."""
+
+    code = 12
+    hint = "check the kernel log and the disk; restart the supervisor to run recovery"
+
+
+class ShuttingDownError(EdgebusError):
+    code = 13
+    retriable = True
+
+
+class IllegalGenerationError(EdgebusError):
+    """A group member used a generation that is no longer current."""
+
+    code = 14
+
+
+class UnknownMemberError(EdgebusError):
+    code = 15
+
+
+class RebalanceInProgressError(EdgebusError):
+    code = 16
+    retriable = True
+
+
+class GroupNotEmptyError(EdgebusError):
+    code = 17
+    hint = "stop the group's consumers first"
+
+
+class UnknownGroupError(EdgebusError):
+    code = 18
+
+
+class RequestTimedOutError(EdgebusError):
+    code = 19
+    retriable = True
+
+
+class ProtocolError(EdgebusError):
+    """The peer broke the framing or protocol; the connection is closed."""
+
+    code = 20
+
+
+# --- local only (never sent on the wire) ---------------------------------------------------------
+
+
+class BrokerUnavailableError(EdgebusError):
+    """The supervisor cannot be reached on its socket."""
+
+    code = 100
+    retriable = True
+    hint = "is `edgebus serve` running? set EDGEBUS_SOCKET or socket= to its socket path"
+
+
+class OperationTimeoutError(EdgebusError):
+    """A local wait (a future's get, a flush) ran out of time."""
+
+    code = 101
+    retriable = True
+
+
+class ConfigError(EdgebusError):
+    """The configuration file or an option is invalid; the message names the key."""
+
+    code = 102
+
+
+class ClosedError(EdgebusError):
+    code = 103
+
+
+_BY_CODE: dict[int, type[EdgebusError]] = {}
+
+
+def _register(cls: type[EdgebusError]) -> None:
+    for sub in cls.__subclasses__():
+        if sub.code in _BY_CODE and _BY_CODE[sub.code] is not sub:
+            raise AssertionError(f"duplicate error code {sub.code}")
+        _BY_CODE[sub.code] = sub
+        _register(sub)
+
+
+_register(EdgebusError)
+
+
+def error_for_code(code: int, message: str = "") -> EdgebusError:
+    """The exception for a wire error code (UnknownServerError for codes this client lacks)."""
+    cls = _BY_CODE.get(code, UnknownServerError)
+    return cls(message or cls.__name__)
+
+
+NO_ERROR = 0

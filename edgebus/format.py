@@ -1,0 +1,73 @@
+"""Byte layouts, mirrored from docs/FORMAT.md in the same order. All integers are little-endian.
+
+tests/test_format_doc.py checks that every offset and size here agrees with the document.
+"""
+
+from __future__ import annotations
+
+import struct
+
+# --- Record batch header (64 bytes) --------------------------------------------------------------
+# Fields before CRC_START are outside the CRC: the supervisor stamps base_offset and append_time
+# after validating the producer's bytes, so the CRC the producer computed stays valid on disk.
+BATCH_BASE_OFFSET = 0  # i64, stamped by the supervisor
+BATCH_APPEND_TIME = 8  # i64 ms, stamped by the supervisor, never decreasing within a partition
+BATCH_LENGTH = 16  # u32, whole batch including this header
+BATCH_CRC = 20  # u32, zlib.crc32 of bytes [CRC_START, length)
+BATCH_MAGIC = 24  # u8
+BATCH_ATTRIBUTES = 25  # u8, bits 0-2 compression (0 = none), others reserved 0
+BATCH_RESERVED = 26  # u16, 0
+BATCH_RECORD_COUNT = 28  # u32, >= 1
+BATCH_FIRST_TIMESTAMP = 32  # i64 ms, producer's create time of the first record
+BATCH_MAX_TIMESTAMP = 40  # i64 ms, max create time in the batch
+BATCH_PRODUCER_ID = 48  # i64, -1 = none (reserved for idempotence)
+BATCH_BASE_SEQUENCE = 56  # i32, -1 = none (reserved for idempotence)
+BATCH_PRODUCER_EPOCH = 60  # i16, -1 = none (reserved for idempotence)
+BATCH_RESERVED2 = 62  # u16, 0
+BATCH_HEADER_SIZE = 64
+CRC_START = BATCH_MAGIC
+MAGIC = 1
+
+BATCH_HEADER = struct.Struct("<qqIIBBHIqqqihH")
+assert BATCH_HEADER.size == BATCH_HEADER_SIZE
+# The prefix every scan reads first: base_offset, append_time, length.
+BATCH_PREFIX = struct.Struct("<qqI")
+BATCH_PREFIX_SIZE = BATCH_PREFIX.size  # 20
+# The part the producer fills (magic .. reserved2), packed after the CRC.
+BATCH_BODY_HEADER = struct.Struct("<BBHIqqqihH")
+
+# --- Record (inside a batch, after the header) ---------------------------------------------------
+RECORD_PREFIX = struct.Struct("<Iqi")  # record_length (bytes after this field), timestamp, key_len
+RECORD_PREFIX_SIZE = RECORD_PREFIX.size  # 16
+I32 = struct.Struct("<i")
+U16 = struct.Struct("<H")
+HEADER_KEY_LEN = U16
+NULL_LENGTH = -1
+
+# --- Offset index entry (8 bytes) ----------------------------------------------------------------
+OFFSET_INDEX_ENTRY = struct.Struct("<II")  # relative_offset, file position of the batch
+# --- Time index entry (12 bytes) -----------------------------------------------------------------
+TIME_INDEX_ENTRY = struct.Struct("<qI")  # append_time_ms, relative_offset of the batch
+
+# --- Socket frames -------------------------------------------------------------------------------
+# Request:  length u32 | api_key u16 | api_version u16 | correlation_id u32 | body
+# Response: length u32 | correlation_id u32 | error_code i16 | body
+# length counts the bytes after the length field.
+FRAME_LENGTH = struct.Struct("<I")
+REQUEST_HEADER = struct.Struct("<IHHI")
+RESPONSE_HEADER = struct.Struct("<IIh")
+REQUEST_HEADER_SIZE = REQUEST_HEADER.size  # 12
+RESPONSE_HEADER_SIZE = RESPONSE_HEADER.size  # 10
+
+# --- Limits (each with its reason) ---------------------------------------------------------------
+# One batch is held in memory whole on both sides; 16 MiB bounds a client's cost to the supervisor.
+MAX_BATCH_BYTES = 16 * 1024 * 1024
+# A frame carries at most one batch plus its small envelope.
+MAX_FRAME_BYTES = MAX_BATCH_BYTES + 64 * 1024
+# Topic names become directory names: keep them short and filesystem-safe.
+MAX_TOPIC_NAME = 200
+TOPIC_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+MAX_PARTITIONS = 1024
+MAX_HEADERS_PER_RECORD = 1024
+# Bytes a connection may queue for sending before the supervisor stops reading its requests.
+MAX_OUTPUT_BUFFER = 64 * 1024 * 1024

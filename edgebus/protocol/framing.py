@@ -1,0 +1,156 @@
+"""Sans-IO framing: feed bytes in, get whole requests or responses out. No sockets here.
+
+Rule: any bytes fed in either give valid events or raise ProtocolError, and never buffer more
+than one frame of at most max_frame bytes plus one read's worth.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from edgebus import format as F
+from edgebus.errors import ProtocolError, UnsupportedVersionError, error_for_code
+from edgebus.protocol.codec import Message
+from edgebus.protocol.messages import REQUESTS, RESPONSES, VERSIONS, ErrorBody
+
+# The frame header after the length prefix (see edgebus.format REQUEST_HEADER / RESPONSE_HEADER).
+_REQ_HEAD = struct.Struct("<HHI")
+_RESP_HEAD = struct.Struct("<Ih")
+
+
+@dataclass(slots=True)
+class RequestFrame:
+    api_key: int
+    api_version: int
+    correlation_id: int
+    body: memoryview
+
+
+@dataclass(slots=True)
+class ResponseFrame:
+    correlation_id: int
+    error_code: int
+    body: memoryview
+
+
+class FrameBuffer:
+    """Accumulates bytes and splits them into frames (length-prefixed)."""
+
+    def __init__(self, header_size: int, max_frame: int = F.MAX_FRAME_BYTES) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self._min = header_size - 4  # bytes after the length field that every frame has
+        self._max = max_frame
+
+    def feed(self, data: bytes | memoryview) -> None:
+        if self._pos and self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        elif self._pos > 65536:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos
+
+    def need(self) -> int:
+        """Bytes still missing for the frame being received (0 if unknown or complete)."""
+        avail = len(self._buf) - self._pos
+        if avail < 4:
+            return 0
+        length = F.FRAME_LENGTH.unpack_from(self._buf, self._pos)[0]
+        return max(0, 4 + length - avail)
+
+    def next_frame(self) -> memoryview | None:
+        """The next whole frame (without the length prefix), or None if incomplete."""
+        avail = len(self._buf) - self._pos
+        if avail < 4:
+            return None
+        length = F.FRAME_LENGTH.unpack_from(self._buf, self._pos)[0]
+        if length > self._max:
+            raise ProtocolError(f"frame of {length} bytes exceeds the limit of {self._max} bytes")
+        if length < self._min:
+            raise ProtocolError(f"frame of {length} bytes is shorter than its header")
+        if avail < 4 + length:
+            return None
+        start = self._pos + 4
+        self._pos = start + length
+        # A copy: the caller may keep it while the buffer is reused.
+        return memoryview(bytes(self._buf[start : self._pos]))
+
+
+class ServerProtocol:
+    """The supervisor's side of one connection."""
+
+    def __init__(self, max_frame: int = F.MAX_FRAME_BYTES) -> None:
+        self.frames = FrameBuffer(F.REQUEST_HEADER_SIZE, max_frame)
+
+    def receive_data(self, data: bytes | memoryview) -> None:
+        self.frames.feed(data)
+
+    def next_request(self) -> RequestFrame | None:
+        frame = self.frames.next_frame()
+        if frame is None:
+            return None
+        api_key, api_version, corr = _REQ_HEAD.unpack_from(frame, 0)
+        return RequestFrame(api_key, api_version, corr, frame[8:])
+
+    @staticmethod
+    def decode_body(req: RequestFrame) -> Message:
+        """Decode a request body; ProtocolError for bad bytes, UnsupportedVersionError for an
+        unknown API or version (the connection may stay open for those)."""
+        cls = REQUESTS.get(req.api_key)
+        if cls is None:
+            raise UnsupportedVersionError(f"unknown API key {req.api_key}")
+        lo, hi = VERSIONS[req.api_key]
+        if not lo <= req.api_version <= hi:
+            raise UnsupportedVersionError(
+                f"API {req.api_key} version {req.api_version} not in supported range {lo}..{hi}"
+            )
+        return cls.from_bytes(req.body)
+
+    @staticmethod
+    def encode_response(correlation_id: int, body: Message | None, error_code: int = 0,
+                        error_message: str = "") -> bytes:
+        out: list[bytes] = []
+        if error_code:
+            ErrorBody.encode(ErrorBody(error_message), out)
+        elif body is not None:
+            type(body).encode(body, out)
+        payload = b"".join(out)
+        return F.RESPONSE_HEADER.pack(6 + len(payload), correlation_id, error_code) + payload
+
+
+class ClientProtocol:
+    """A client's side of one connection."""
+
+    def __init__(self, max_frame: int = F.MAX_FRAME_BYTES + 1024 * 1024) -> None:
+        self.frames = FrameBuffer(F.RESPONSE_HEADER_SIZE, max_frame)
+
+    @staticmethod
+    def encode_request(api_key: int, correlation_id: int, body: Message, api_version: int = 0) -> bytes:
+        out: list[bytes] = []
+        type(body).encode(body, out)
+        payload = b"".join(out)
+        return F.REQUEST_HEADER.pack(8 + len(payload), api_key, api_version, correlation_id) + payload
+
+    def receive_data(self, data: bytes | memoryview) -> None:
+        self.frames.feed(data)
+
+    def next_response(self) -> ResponseFrame | None:
+        frame = self.frames.next_frame()
+        if frame is None:
+            return None
+        corr, err = _RESP_HEAD.unpack_from(frame, 0)
+        return ResponseFrame(corr, err, frame[6:])
+
+    @staticmethod
+    def decode_body(api_key: int, resp: ResponseFrame) -> Any:
+        """The response body; raises the typed error when error_code is set."""
+        if resp.error_code:
+            msg = ErrorBody.from_bytes(resp.body).message
+            raise error_for_code(resp.error_code, msg)
+        return RESPONSES[api_key].from_bytes(resp.body)

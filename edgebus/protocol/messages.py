@@ -1,0 +1,270 @@
+"""Every request and response body, as plain data classes. Layouts are in docs/FORMAT.md.
+
+Each API has a fixed numeric key (never reused) and a version range; a request names the version
+it uses. Version 0 is the only version of every API so far.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from edgebus.protocol.codec import BYTES, I8, I16, I32, I64, STR, Array, Message
+
+
+class Api(IntEnum):
+    API_VERSIONS = 0
+    METADATA = 1
+    CREATE_TOPIC = 2
+    DELETE_TOPIC = 3
+    PRODUCE = 4
+    FETCH = 5
+    LIST_OFFSETS = 6
+    STATUS = 7
+    JOIN_GROUP = 10
+    SYNC_GROUP = 11
+    HEARTBEAT = 12
+    LEAVE_GROUP = 13
+    OFFSET_COMMIT = 14
+    OFFSET_FETCH = 15
+    LIST_GROUPS = 16
+    DESCRIBE_GROUP = 17
+    RESET_OFFSETS = 18
+
+
+# Special timestamps for ListOffsets, as in Kafka.
+LATEST = -1
+EARLIEST = -2
+
+ACKS_NONE, ACKS_WRITTEN, ACKS_DURABLE = 0, 1, 2
+ACKS_BY_NAME = {"none": ACKS_NONE, "written": ACKS_WRITTEN, "durable": ACKS_DURABLE}
+
+
+@dataclass
+class ConfigEntry(Message):
+    name: str
+    value: str
+    FIELDS = (("name", STR), ("value", STR))
+
+
+# --- ApiVersions ---------------------------------------------------------------------------------
+@dataclass
+class ApiVersionsRequest(Message):
+    client_software: str = "edgebus-python"
+    FIELDS = (("client_software", STR),)
+
+
+@dataclass
+class ApiVersionRange(Message):
+    api_key: int
+    min_version: int
+    max_version: int
+    FIELDS = (("api_key", I16), ("min_version", I16), ("max_version", I16))
+
+
+@dataclass
+class ApiVersionsResponse(Message):
+    server_version: str
+    apis: list[ApiVersionRange]
+    FIELDS = (("server_version", STR), ("apis", Array(ApiVersionRange)))
+
+
+# --- Metadata ------------------------------------------------------------------------------------
+@dataclass
+class MetadataRequest(Message):
+    topics: list[str] = field(default_factory=list)  # empty = all topics
+    FIELDS = (("topics", Array(STR)),)
+
+
+@dataclass
+class PartitionMetadata(Message):
+    partition: int
+    log_start_offset: int
+    log_end_offset: int
+    size_bytes: int
+    segments: int
+    FIELDS = (
+        ("partition", I32), ("log_start_offset", I64), ("log_end_offset", I64),
+        ("size_bytes", I64), ("segments", I32),
+    )
+
+
+@dataclass
+class TopicMetadata(Message):
+    name: str
+    error_code: int
+    error_message: str
+    configs: list[ConfigEntry]
+    partitions: list[PartitionMetadata]
+    FIELDS = (
+        ("name", STR), ("error_code", I16), ("error_message", STR),
+        ("configs", Array(ConfigEntry)), ("partitions", Array(PartitionMetadata)),
+    )
+
+
+@dataclass
+class MetadataResponse(Message):
+    topics: list[TopicMetadata]
+    FIELDS = (("topics", Array(TopicMetadata)),)
+
+
+# --- Create / delete topic -----------------------------------------------------------------------
+@dataclass
+class CreateTopicRequest(Message):
+    name: str
+    partitions: int
+    configs: list[ConfigEntry] = field(default_factory=list)
+    FIELDS = (("name", STR), ("partitions", I32), ("configs", Array(ConfigEntry)))
+
+
+@dataclass
+class DeleteTopicRequest(Message):
+    name: str
+    FIELDS = (("name", STR),)
+
+
+@dataclass
+class Empty(Message):
+    FIELDS = ()
+
+
+# --- Produce -------------------------------------------------------------------------------------
+@dataclass
+class ProduceRequest(Message):
+    topic: str
+    partition: int
+    acks: int
+    batch: Any  # bytes or memoryview of one whole record batch
+    FIELDS = (("topic", STR), ("partition", I32), ("acks", I8), ("batch", BYTES))
+
+
+@dataclass
+class ProduceResponse(Message):
+    topic: str
+    partition: int
+    base_offset: int
+    append_time: int
+    log_start_offset: int
+    FIELDS = (
+        ("topic", STR), ("partition", I32), ("base_offset", I64), ("append_time", I64),
+        ("log_start_offset", I64),
+    )
+
+
+# --- Fetch ---------------------------------------------------------------------------------------
+@dataclass
+class FetchPartition(Message):
+    topic: str
+    partition: int
+    offset: int
+    max_bytes: int
+    FIELDS = (("topic", STR), ("partition", I32), ("offset", I64), ("max_bytes", I32))
+
+
+@dataclass
+class FetchRequest(Message):
+    max_wait_ms: int
+    min_bytes: int
+    max_bytes: int
+    partitions: list[FetchPartition]
+    FIELDS = (
+        ("max_wait_ms", I32), ("min_bytes", I32), ("max_bytes", I32),
+        ("partitions", Array(FetchPartition)),
+    )
+
+
+@dataclass
+class FetchedPartition(Message):
+    topic: str
+    partition: int
+    error_code: int
+    error_message: str
+    high_watermark: int
+    log_start_offset: int
+    records: Any  # whole batches, concatenated
+    FIELDS = (
+        ("topic", STR), ("partition", I32), ("error_code", I16), ("error_message", STR),
+        ("high_watermark", I64), ("log_start_offset", I64), ("records", BYTES),
+    )
+
+
+@dataclass
+class FetchResponse(Message):
+    partitions: list[FetchedPartition]
+    FIELDS = (("partitions", Array(FetchedPartition)),)
+
+
+# --- ListOffsets ---------------------------------------------------------------------------------
+@dataclass
+class ListOffsetsPartition(Message):
+    topic: str
+    partition: int
+    timestamp: int  # LATEST, EARLIEST, or ms since the epoch
+    FIELDS = (("topic", STR), ("partition", I32), ("timestamp", I64))
+
+
+@dataclass
+class ListOffsetsRequest(Message):
+    partitions: list[ListOffsetsPartition]
+    FIELDS = (("partitions", Array(ListOffsetsPartition)),)
+
+
+@dataclass
+class ListedOffset(Message):
+    topic: str
+    partition: int
+    error_code: int
+    error_message: str
+    offset: int  # -1 when no record has a timestamp at or after the one asked for
+    timestamp: int
+    FIELDS = (
+        ("topic", STR), ("partition", I32), ("error_code", I16), ("error_message", STR),
+        ("offset", I64), ("timestamp", I64),
+    )
+
+
+@dataclass
+class ListOffsetsResponse(Message):
+    partitions: list[ListedOffset]
+    FIELDS = (("partitions", Array(ListedOffset)),)
+
+
+# --- Status (operator view; JSON because it is for people and grows often) ------------------------
+@dataclass
+class StatusResponse(Message):
+    json: str
+    FIELDS = (("json", STR),)
+
+
+@dataclass
+class ErrorBody(Message):
+    """Body of every response whose header error_code is not 0."""
+
+    message: str
+    FIELDS = (("message", STR),)
+
+
+# Request class per API, response class per API (groups are registered by edgebus.protocol.groups).
+REQUESTS: dict[int, type[Message]] = {
+    Api.API_VERSIONS: ApiVersionsRequest,
+    Api.METADATA: MetadataRequest,
+    Api.CREATE_TOPIC: CreateTopicRequest,
+    Api.DELETE_TOPIC: DeleteTopicRequest,
+    Api.PRODUCE: ProduceRequest,
+    Api.FETCH: FetchRequest,
+    Api.LIST_OFFSETS: ListOffsetsRequest,
+    Api.STATUS: Empty,
+}
+RESPONSES: dict[int, type[Message]] = {
+    Api.API_VERSIONS: ApiVersionsResponse,
+    Api.METADATA: MetadataResponse,
+    Api.CREATE_TOPIC: Empty,
+    Api.DELETE_TOPIC: Empty,
+    Api.PRODUCE: ProduceResponse,
+    Api.FETCH: FetchResponse,
+    Api.LIST_OFFSETS: ListOffsetsResponse,
+    Api.STATUS: StatusResponse,
+}
+# (min, max) version the supervisor accepts per API.
+VERSIONS: dict[int, tuple[int, int]] = {int(k): (0, 0) for k in REQUESTS}
