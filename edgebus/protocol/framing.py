@@ -78,8 +78,9 @@ class FrameBuffer:
             return None
         start = self._pos + 4
         self._pos = start + length
-        # A copy: the caller may keep it while the buffer is reused.
-        return memoryview(bytes(self._buf[start : self._pos]))
+        # A writable copy: the caller may keep it while the buffer is reused, and the supervisor
+        # stamps a produced batch's header in place without another copy.
+        return memoryview(self._buf[start : self._pos])
 
 
 class ServerProtocol:

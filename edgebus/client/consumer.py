@@ -1,0 +1,297 @@
+"""edgebus.Consumer: assigned partitions, positions, long-poll fetches and decoding.
+
+Without a group_id the consumer reads the partitions it is given (or every partition of the topics
+named) from positions set by seek(), seek_to_timestamp() or auto_offset_reset.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from edgebus import batch as B
+from edgebus.batch import Record
+from edgebus.client.channel import SyncChannel
+from edgebus.client.types import OffsetAndTimestamp, TopicPartition
+from edgebus.errors import (
+    EdgebusError,
+    OffsetOutOfRangeError,
+    error_for_code,
+)
+from edgebus.protocol import messages as M
+
+_RESETS = ("earliest", "latest", "none")
+
+
+class Consumer:
+    def __init__(
+        self,
+        *topics: str,
+        group_id: str | None = None,
+        socket: str | os.PathLike[str] | None = None,
+        auto_offset_reset: str = "latest",
+        enable_auto_commit: bool = True,
+        fetch_max_wait_ms: int = 500,
+        fetch_min_bytes: int = 1,
+        fetch_max_bytes: int = 8 * 1024 * 1024,
+        max_partition_fetch_bytes: int = 1024 * 1024,
+        max_poll_records: int = 500,
+        consumer_timeout_ms: float = float("inf"),
+        key_deserializer: Callable[[bytes], Any] | None = None,
+        value_deserializer: Callable[[bytes], Any] | None = None,
+        **group_options: Any,
+    ) -> None:
+        if auto_offset_reset not in _RESETS:
+            raise ValueError(f"auto_offset_reset must be one of {_RESETS}, got {auto_offset_reset!r}")
+        self.auto_offset_reset = auto_offset_reset
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.fetch_min_bytes = fetch_min_bytes
+        self.fetch_max_bytes = fetch_max_bytes
+        self.max_partition_fetch_bytes = max_partition_fetch_bytes
+        self.max_poll_records = max_poll_records
+        self.consumer_timeout_ms = consumer_timeout_ms
+        self.key_deserializer = key_deserializer
+        self.value_deserializer = value_deserializer
+        self.group_id = group_id
+        self._ch = SyncChannel(socket)
+        self._ch.request(M.Api.API_VERSIONS, M.ApiVersionsRequest())
+        self._assigned: list[TopicPartition] = []
+        self._positions: dict[TopicPartition, int] = {}
+        self._fetch_pos: dict[TopicPartition, int] = {}
+        self._highwater: dict[TopicPartition, int] = {}
+        self._buffer: deque[Record] = deque()
+        self._closed = False
+        self._group: Any = None
+        if group_id is not None:
+            from edgebus.client.group import GroupMembership  # noqa: PLC0415 (optional feature)
+
+            self._group = GroupMembership(self, group_id, enable_auto_commit=enable_auto_commit,
+                                          **group_options)
+            if topics:
+                self.subscribe(list(topics))
+        else:
+            if group_options:
+                raise TypeError(f"unexpected options without group_id: {sorted(group_options)}")
+            if topics:
+                self.assign([TopicPartition(t, p) for t in topics for p in
+                             sorted(self.partitions_for_topic(t))])
+
+    # --- assignment and positions ----------------------------------------------------------------
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        t = self._ch.request(M.Api.METADATA, M.MetadataRequest([topic])).topics[0]
+        if t.error_code:
+            raise error_for_code(t.error_code, t.error_message)
+        return {p.partition for p in t.partitions}
+
+    def topics(self) -> set[str]:
+        return {t.name for t in self._ch.request(M.Api.METADATA, M.MetadataRequest([])).topics}
+
+    def subscribe(self, topics: Iterable[str] | None = None, pattern: str | None = None,
+                  listener: Any = None) -> None:
+        if self._group is None:
+            raise ValueError("subscribe() needs a group_id; use assign() for manual assignment")
+        self._group.subscribe(topics, pattern, listener)
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        """Manual assignment: replaces the current one; positions of kept partitions stay."""
+        new = [TopicPartition(*tp) for tp in partitions]
+        keep = set(new)
+        for tp in list(self._positions):
+            if tp not in keep:
+                self._forget(tp)
+        self._assigned = new
+
+    def _forget(self, tp: TopicPartition) -> None:
+        self._positions.pop(tp, None)
+        self._fetch_pos.pop(tp, None)
+        self._buffer = deque(r for r in self._buffer if (r.topic, r.partition) != tp)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._assigned)
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        tp = TopicPartition(*partition)
+        if tp not in self._assigned:
+            raise ValueError(f"{tp} is not assigned to this consumer")
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        self._forget(tp)
+        self._positions[tp] = offset
+
+    def _list(self, tps: Iterable[TopicPartition], ts: int) -> dict[TopicPartition, tuple[int, int]]:
+        req = M.ListOffsetsRequest([M.ListOffsetsPartition(t, p, ts) for t, p in tps])
+        if not req.partitions:
+            return {}
+        out = {}
+        for r in self._ch.request(M.Api.LIST_OFFSETS, req).partitions:
+            if r.error_code:
+                raise error_for_code(r.error_code, r.error_message)
+            out[TopicPartition(r.topic, r.partition)] = (r.offset, r.timestamp)
+        return out
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        for tp, (off, _) in self._list(partitions or self._assigned, M.EARLIEST).items():
+            self.seek(tp, off)
+
+    def seek_to_end(self, *partitions: TopicPartition) -> None:
+        for tp, (off, _) in self._list(partitions or self._assigned, M.LATEST).items():
+            self.seek(tp, off)
+
+    def offsets_for_times(self, timestamps: dict[TopicPartition, int]) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+        out: dict[TopicPartition, OffsetAndTimestamp | None] = {}
+        for tp, ts in timestamps.items():
+            off, at = self._list([tp], ts)[TopicPartition(*tp)]
+            out[TopicPartition(*tp)] = None if off < 0 else OffsetAndTimestamp(off, at)
+        return out
+
+    def seek_to_timestamp(self, timestamp_ms: int, *partitions: TopicPartition) -> None:
+        """Position each partition at the first batch appended at or after timestamp_ms
+        (the end of the log when there is none)."""
+        tps = list(partitions or self._assigned)
+        found = self._list(tps, timestamp_ms)
+        ends = self._list([tp for tp, (off, _) in found.items() if off < 0], M.LATEST)
+        for tp, (off, _) in found.items():
+            self.seek(tp, off if off >= 0 else ends[tp][0])
+
+    def beginning_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: o for tp, (o, _) in self._list(partitions, M.EARLIEST).items()}
+
+    def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: o for tp, (o, _) in self._list(partitions, M.LATEST).items()}
+
+    def position(self, partition: TopicPartition) -> int:
+        tp = TopicPartition(*partition)
+        if tp not in self._positions:
+            self._reset_missing([tp])
+        return self._positions[tp]
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        return self._highwater.get(TopicPartition(*partition))
+
+    def _reset_missing(self, tps: list[TopicPartition] | None = None) -> None:
+        missing = [tp for tp in (tps or self._assigned) if tp not in self._positions]
+        if self._group is not None and missing:
+            missing = self._group.fill_committed(missing)
+        if not missing:
+            return
+        if self.auto_offset_reset == "none":
+            raise OffsetOutOfRangeError(f"no position for {missing} and auto_offset_reset='none'")
+        ts = M.EARLIEST if self.auto_offset_reset == "earliest" else M.LATEST
+        for tp, (off, _) in self._list(missing, ts).items():
+            self._positions[tp] = off
+
+    # --- fetching --------------------------------------------------------------------------------
+    def poll(self, timeout_ms: float = 0, max_records: int | None = None,
+             update_offsets: bool = True) -> dict[TopicPartition, list[Record]]:
+        """Records from the assigned partitions, waiting up to timeout_ms for the first one."""
+        if self._closed:
+            raise EdgebusError("the consumer is closed")
+        limit = max_records or self.max_poll_records
+        self._fill(time.monotonic() + timeout_ms / 1000)
+        return self._take(limit) if self._buffer else {}
+
+    def _fill(self, deadline: float) -> None:
+        """Fetch until records are buffered or the deadline passes."""
+        while True:
+            if self._group is not None:
+                self._group.poll()
+            if not self._buffer and self._assigned:
+                left_ms = max(0, int((deadline - time.monotonic()) * 1000))
+                self._fetch(min(left_ms, self.fetch_max_wait_ms))
+            if self._buffer:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if not self._assigned:
+                time.sleep(min(left, 0.1))
+
+    def _take(self, limit: int) -> dict[TopicPartition, list[Record]]:
+        out: dict[TopicPartition, list[Record]] = {}
+        buf = self._buffer
+        kd, vd = self.key_deserializer, self.value_deserializer
+        for _ in range(min(limit, len(buf))):
+            r = buf.popleft()
+            if kd is not None and r.key is not None:
+                r.key = kd(r.key)
+            if vd is not None and r.value is not None:
+                r.value = vd(r.value)
+            tp = TopicPartition(r.topic, r.partition)
+            out.setdefault(tp, []).append(r)
+            self._positions[tp] = r.offset + 1
+        return out
+
+    def _fetch(self, max_wait_ms: int) -> None:
+        self._reset_missing()
+        parts = []
+        for tp in self._assigned:
+            pos = self._positions[tp]
+            parts.append(M.FetchPartition(tp.topic, tp.partition, pos, self.max_partition_fetch_bytes))
+        req = M.FetchRequest(max_wait_ms, self.fetch_min_bytes, self.fetch_max_bytes, parts)
+        resp = self._ch.request(M.Api.FETCH, req, timeout=max_wait_ms / 1000 + 30)
+        for fp in resp.partitions:
+            tp = TopicPartition(fp.topic, fp.partition)
+            if tp not in self._positions:
+                continue  # unassigned meanwhile
+            if fp.error_code == OffsetOutOfRangeError.code:
+                self._out_of_range(tp, fp)
+                continue
+            if fp.error_code:
+                raise error_for_code(fp.error_code, fp.error_message)
+            self._highwater[tp] = fp.high_watermark
+            pos = self._positions[tp]
+            for batch in B.iter_batches(fp.records):
+                self._buffer.extend(B.decode_batch(batch, tp.topic, tp.partition, pos))
+
+    def _out_of_range(self, tp: TopicPartition, fp: M.FetchedPartition) -> None:
+        if self.auto_offset_reset == "none":
+            raise OffsetOutOfRangeError(fp.error_message)
+        # Below the log start (retention deleted it) or past the end (log truncated by recovery).
+        self._positions[tp] = fp.log_start_offset if self.auto_offset_reset == "earliest" or \
+            self._positions[tp] < fp.log_start_offset else fp.high_watermark
+
+    # --- iteration, commits, lifecycle -----------------------------------------------------------
+    def __iter__(self) -> Iterator[Record]:
+        return self
+
+    def __next__(self) -> Record:
+        if not self._buffer:
+            self._fill(time.monotonic() + self.consumer_timeout_ms / 1000)
+            if not self._buffer:
+                raise StopIteration
+        return next(iter(self._take(1).values()))[0]
+
+    def commit(self, offsets: dict[TopicPartition, Any] | None = None) -> None:
+        if self._group is None:
+            raise ValueError("commit() needs a group_id")
+        self._group.commit(offsets)
+
+    def commit_async(self, offsets: dict[TopicPartition, Any] | None = None,
+                     callback: Callable[..., None] | None = None) -> Any:
+        if self._group is None:
+            raise ValueError("commit_async() needs a group_id")
+        return self._group.commit_async(offsets, callback)
+
+    def committed(self, partition: TopicPartition) -> int | None:
+        if self._group is None:
+            raise ValueError("committed() needs a group_id")
+        return self._group.committed(TopicPartition(*partition))
+
+    def close(self, autocommit: bool = True) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._group is not None:
+                self._group.close(autocommit)
+        finally:
+            self._ch.close()
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

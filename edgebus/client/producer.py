@@ -1,0 +1,393 @@
+"""edgebus.Producer: batching, partitioning and acknowledgement futures (kafka-python's names).
+
+Records are encoded in the caller's thread into per-partition batches; one I/O thread sends a batch
+when it reaches `batch_size` or has waited `linger_ms`, pipelining up to `max_in_flight` requests
+on one connection. A lost connection fails the in-flight batches (their outcome is unknown) and
+the next batch reconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from edgebus import batch as B
+from edgebus import format as F
+from edgebus.client.channel import AsyncChannel, SyncChannel, resolve_socket
+from edgebus.client.types import (
+    BatchResult,
+    FutureBatch,
+    FutureRecordMetadata,
+    partition_for_key,
+)
+from edgebus.errors import (
+    BrokerUnavailableError,
+    ClosedError,
+    EdgebusError,
+    OperationTimeoutError,
+    RecordTooLargeError,
+    UnknownPartitionError,
+    error_for_code,
+)
+from edgebus.protocol import messages as M
+from edgebus.protocol.framing import ClientProtocol, ResponseFrame
+
+log = logging.getLogger("edgebus.producer")
+Headers = Sequence[tuple[str, bytes | None]]
+
+
+class _Builder:
+    __slots__ = ("topic", "partition", "records", "size", "first_ts", "max_ts", "result", "created")
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.records: list[bytes] = []
+        self.size = F.BATCH_HEADER_SIZE
+        self.first_ts = -1
+        self.max_ts = -1
+        self.result = BatchResult(topic, partition)
+        self.created = time.monotonic()
+
+    def add(self, rec: bytes, ts: int) -> int:
+        if not self.records:
+            self.first_ts = ts
+        if ts > self.max_ts:
+            self.max_ts = ts
+        self.records.append(rec)
+        self.size += len(rec)
+        return len(self.records) - 1
+
+
+def _as_bytes(v: Any, what: str) -> bytes | None:
+    if v is None or isinstance(v, bytes):
+        return v
+    if isinstance(v, (bytearray, memoryview)):
+        return bytes(v)
+    if isinstance(v, str):
+        return v.encode()
+    raise TypeError(f"{what} must be bytes, str or None (or set a {what}_serializer), "
+                    f"got {type(v).__name__}")
+
+
+class Producer:
+    def __init__(
+        self,
+        socket: str | os.PathLike[str] | None = None,
+        acks: str | int = "written",
+        linger_ms: float = 5,
+        batch_size: int = 64 * 1024,
+        max_request_size: int = 1024 * 1024,
+        buffer_memory: int = 32 * 1024 * 1024,
+        max_block_ms: float = 60_000,
+        max_in_flight: int = 32,
+        delivery_timeout_ms: float = 120_000,
+        reconnect_backoff_ms: float = 50,
+        reconnect_backoff_max_ms: float = 2000,
+        key_serializer: Callable[[Any], bytes] | None = None,
+        value_serializer: Callable[[Any], bytes] | None = None,
+    ) -> None:
+        if isinstance(acks, str):
+            if acks not in M.ACKS_BY_NAME:
+                raise ValueError(f"acks must be one of none, written, durable; got {acks!r}")
+            acks = M.ACKS_BY_NAME[acks]
+        elif acks not in (0, 1, 2):
+            raise ValueError(f"acks must be 0, 1 or 2; got {acks!r}")
+        self.acks = acks
+        self.linger = linger_ms / 1000
+        self.batch_size = batch_size
+        self.max_request_size = max_request_size
+        self.buffer_memory = buffer_memory
+        self.max_block = max_block_ms / 1000
+        self.max_in_flight = max_in_flight
+        self.delivery_timeout = delivery_timeout_ms / 1000
+        self.backoff = reconnect_backoff_ms / 1000
+        self.backoff_max = reconnect_backoff_max_ms / 1000
+        self.key_serializer = key_serializer
+        self.value_serializer = value_serializer
+        self.path = resolve_socket(socket)
+        self._meta = SyncChannel(self.path)
+        self._meta_lock = threading.Lock()
+        self._partitions: dict[str, int] = {}
+        self._sticky: dict[str, int] = {}
+        self._cond = threading.Condition()
+        self._open: dict[tuple[str, int], _Builder] = {}
+        self._ready: deque[_Builder] = deque()
+        self._queued_bytes = 0
+        self._in_flight = 0
+        self._flushing = 0
+        self._closed = False
+        self._channel: AsyncChannel | None = None
+        # Fail fast with a clear error when the supervisor is not there.
+        self._meta.request(M.Api.API_VERSIONS, M.ApiVersionsRequest())
+        self._thread = threading.Thread(target=self._sender, name="edgebus-producer", daemon=True)
+        self._thread.start()
+
+    # --- metadata --------------------------------------------------------------------------------
+    def partitions_for(self, topic: str) -> int:
+        n = self._partitions.get(topic)
+        if n is not None:
+            return n
+        with self._meta_lock:
+            resp = self._meta.request(M.Api.METADATA, M.MetadataRequest([topic]))
+        t = resp.topics[0]
+        if t.error_code:
+            raise error_for_code(t.error_code, t.error_message)
+        self._partitions[topic] = n = len(t.partitions)
+        return n
+
+    def _choose(self, topic: str, key: bytes | None, partition: int | None) -> int:
+        n = self.partitions_for(topic)
+        if partition is not None:
+            if not 0 <= partition < n:
+                raise UnknownPartitionError(f"topic {topic!r} has partitions 0..{n - 1}, not {partition}")
+            return partition
+        if key is not None:
+            return partition_for_key(key, n)
+        p = self._sticky.get(topic)
+        if p is None:
+            p = self._sticky[topic] = random.randrange(n)
+        return p
+
+    # --- sending ---------------------------------------------------------------------------------
+    def send(
+        self,
+        topic: str,
+        value: Any = None,
+        key: Any = None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> FutureRecordMetadata:
+        if self.value_serializer is not None and value is not None:
+            value = self.value_serializer(value)
+        if self.key_serializer is not None and key is not None:
+            key = self.key_serializer(key)
+        value = _as_bytes(value, "value")
+        key = _as_bytes(key, "key")
+        p = self._choose(topic, key, partition)
+        ts = time.time_ns() // 1_000_000 if timestamp_ms is None else int(timestamp_ms)
+        rec = B.encode_record(ts, key, value, headers or ())
+        self._check_size(len(rec))
+        with self._cond:
+            b, idx = self._append(topic, p, rec, ts)
+            return FutureRecordMetadata(b.result, idx, ts)
+
+    def send_batch(
+        self,
+        topic: str,
+        values: Sequence[Any],
+        keys: Sequence[Any] | None = None,
+        partition: int | None = None,
+        headers: Headers | None = None,
+        timestamp_ms: int | None = None,
+    ) -> FutureBatch:
+        """Send many records in one call; cheaper per record than send(). One future for all."""
+        if keys is not None and len(keys) != len(values):
+            raise ValueError(f"{len(keys)} keys for {len(values)} values")
+        ts = time.time_ns() // 1_000_000 if timestamp_ms is None else int(timestamp_ms)
+        hdrs = headers or ()
+        timestamps = [ts] * len(values)
+        enc = B.encode_record
+        vs = self.value_serializer
+        by_part: dict[int, list[tuple[int, bytes]]] = {}
+        for i, v in enumerate(values):
+            if vs is not None and v is not None:
+                v = vs(v)
+            k = None if keys is None else keys[i]
+            if k is not None and self.key_serializer is not None:
+                k = self.key_serializer(k)
+            k = _as_bytes(k, "key")
+            p = self._choose(topic, k, partition)
+            rec = enc(ts, k, _as_bytes(v, "value"), hdrs)
+            self._check_size(len(rec))
+            by_part.setdefault(p, []).append((i, rec))
+        parts: list[tuple[BatchResult, int, list[int]]] = []
+        with self._cond:
+            for p, items in by_part.items():
+                cur: BatchResult | None = None
+                for i, rec in items:
+                    b, idx = self._append(topic, p, rec, ts)
+                    if b.result is not cur:
+                        cur = b.result
+                        parts.append((cur, idx, []))
+                    parts[-1][2].append(i)
+        return FutureBatch(parts, timestamps)
+
+    def _check_size(self, n: int) -> None:
+        if n + F.BATCH_HEADER_SIZE > self.max_request_size:
+            raise RecordTooLargeError(
+                f"record of {n} bytes (with a {F.BATCH_HEADER_SIZE}-byte batch header) exceeds "
+                f"max_request_size={self.max_request_size}")
+
+    def _append(self, topic: str, p: int, rec: bytes, ts: int) -> tuple[_Builder, int]:
+        """Under self._cond: add rec to the open batch of (topic, p), rolling batches as needed."""
+        if self._closed:
+            raise ClosedError("the producer is closed")
+        deadline = None
+        while self._queued_bytes + len(rec) > self.buffer_memory and self._queued_bytes > 0:
+            # Backpressure: the supervisor is slower than the caller (or unreachable).
+            deadline = deadline or time.monotonic() + self.max_block
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise OperationTimeoutError(
+                    f"{self._queued_bytes} bytes are waiting to be sent; buffer_memory is full")
+            self._cond.wait(left)
+        key = (topic, p)
+        b = self._open.get(key)
+        if b is not None and b.size + len(rec) > self.batch_size and b.records:
+            self._seal(key, b)
+            b = None
+        if b is None:
+            b = self._open[key] = _Builder(topic, p)
+        idx = b.add(rec, ts)
+        self._queued_bytes += len(rec)
+        if b.size >= self.batch_size:
+            self._seal(key, b)
+        elif len(b.records) == 1:
+            self._cond.notify()  # the sender must learn this batch's linger deadline
+        return b, idx
+
+    def _seal(self, key: tuple[str, int], b: _Builder) -> None:
+        del self._open[key]
+        self._ready.append(b)
+        if self._sticky.get(b.topic) == b.partition:
+            n = self._partitions.get(b.topic, 1)
+            self._sticky[b.topic] = random.randrange(n)
+        self._cond.notify()
+
+    # --- I/O thread ------------------------------------------------------------------------------
+    def _sender(self) -> None:
+        backoff = self.backoff
+        while True:
+            with self._cond:
+                while True:
+                    now = time.monotonic()
+                    next_due = None
+                    for key, b in list(self._open.items()):
+                        due = b.created + self.linger
+                        if due <= now or self._flushing or self._closed:
+                            self._seal(key, b)
+                        elif next_due is None or due < next_due:
+                            next_due = due
+                    if self._ready and self._in_flight < self.max_in_flight:
+                        break
+                    if self._closed and not self._ready and not self._in_flight:
+                        return
+                    self._cond.wait(None if next_due is None else max(0.0, next_due - now))
+                todo = []
+                while self._ready and self._in_flight + len(todo) < self.max_in_flight:
+                    todo.append(self._ready.popleft())
+            try:
+                ch = self._ensure_channel()
+            except BrokerUnavailableError as e:
+                self._requeue_or_expire(todo, e)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.backoff_max)
+                continue
+            backoff = self.backoff
+            for i, b in enumerate(todo):
+                try:
+                    self._send_batch(ch, b)
+                except BrokerUnavailableError as e:
+                    self._requeue_or_expire(todo[i:], e)
+                    break
+
+    def _ensure_channel(self) -> AsyncChannel:
+        ch = self._channel
+        if ch is None or ch.lost is not None:
+            if ch is not None:
+                ch.close()
+            ch = self._channel = AsyncChannel(self.path)
+        return ch
+
+    def _requeue_or_expire(self, batches: list[_Builder], err: BaseException) -> None:
+        now = time.monotonic()
+        with self._cond:
+            for b in reversed(batches):
+                if now - b.created > self.delivery_timeout or self._closed:
+                    self._finish(b, -1, -1, err, in_flight=False)
+                else:
+                    self._ready.appendleft(b)
+
+    def _send_batch(self, ch: AsyncChannel, b: _Builder) -> None:
+        data = B.build_batch(b.records, b.first_ts, b.max_ts)
+        req = M.ProduceRequest(b.topic, b.partition, self.acks, data)
+        with self._cond:
+            self._in_flight += 1
+        if self.acks == M.ACKS_NONE:
+            ch.send(M.Api.PRODUCE, req, None)
+            with self._cond:
+                self._finish(b, -1, b.max_ts, None)
+            return
+
+        def done(frame: ResponseFrame | None, err: BaseException | None) -> None:
+            base, ts = -1, -1
+            if frame is not None:
+                try:
+                    r = ClientProtocol.decode_body(M.Api.PRODUCE, frame)
+                    base, ts = r.base_offset, r.append_time
+                except EdgebusError as e:
+                    err = e
+            with self._cond:
+                self._finish(b, base, ts, err)
+
+        try:
+            ch.send(M.Api.PRODUCE, req, done)
+        except BrokerUnavailableError:
+            with self._cond:
+                self._in_flight -= 1
+            raise
+
+    def _finish(self, b: _Builder, base: int, ts: int, err: BaseException | None,
+                in_flight: bool = True) -> None:
+        """Under self._cond."""
+        if b.result.is_done:
+            return
+        if in_flight:
+            self._in_flight -= 1
+        self._queued_bytes -= b.size - F.BATCH_HEADER_SIZE
+        b.result.done(base, ts, err)
+        self._cond.notify_all()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def flush(self, timeout: float | None = None) -> None:
+        """Send everything buffered and wait for its acknowledgements."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._flushing += 1
+            self._cond.notify_all()
+            try:
+                while self._open or self._ready or self._in_flight:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise OperationTimeoutError(f"flush did not finish within {timeout} s")
+                    self._cond.wait(left)
+            finally:
+                self._flushing -= 1
+
+    def close(self, timeout: float | None = None) -> None:
+        if self._closed:
+            return
+        try:
+            self.flush(timeout)
+        finally:
+            with self._cond:
+                self._closed = True
+                self._cond.notify_all()
+            self._thread.join(timeout=5)
+            if self._channel is not None:
+                self._channel.close()
+            self._meta.close()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

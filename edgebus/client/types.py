@@ -1,0 +1,138 @@
+"""Small public value types and futures shared by the clients."""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from typing import NamedTuple
+
+from edgebus.errors import EdgebusError, OperationTimeoutError
+
+
+class TopicPartition(NamedTuple):
+    topic: str
+    partition: int
+
+
+class RecordMetadata(NamedTuple):
+    topic: str
+    partition: int
+    offset: int  # -1 with acks="none"
+    timestamp: int
+
+
+class OffsetAndTimestamp(NamedTuple):
+    offset: int
+    timestamp: int
+
+
+def partition_for_key(key: bytes, partitions: int) -> int:
+    """Stable across restarts and versions: CRC-32 (IEEE) of the key bytes, modulo the count.
+
+    Changing this function would move keys between partitions; tests pin sample values.
+    """
+    return zlib.crc32(key) % partitions
+
+
+class BatchResult:
+    """Completion of one produced batch, shared by the futures of its records."""
+
+    __slots__ = ("_event", "base_offset", "error", "timestamp", "topic", "partition", "callbacks")
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self._event = threading.Event()
+        self.topic = topic
+        self.partition = partition
+        self.base_offset = -1
+        self.timestamp = -1
+        self.error: BaseException | None = None
+        self.callbacks: list = []
+
+    def done(self, base_offset: int, timestamp: int, error: BaseException | None) -> None:
+        self.base_offset = base_offset
+        self.timestamp = timestamp
+        self.error = error
+        self._event.set()
+        for cb in self.callbacks:
+            cb(self)
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._event.wait(timeout)
+
+    @property
+    def is_done(self) -> bool:
+        return self._event.is_set()
+
+
+class FutureRecordMetadata:
+    """The future of one sent record: `.get(timeout)` gives its RecordMetadata or raises."""
+
+    __slots__ = ("_batch", "_index", "_timestamp")
+
+    def __init__(self, batch: BatchResult, index: int, timestamp: int) -> None:
+        self._batch = batch
+        self._index = index
+        self._timestamp = timestamp
+
+    def get(self, timeout: float | None = None) -> RecordMetadata:
+        b = self._batch
+        if not b.wait(timeout):
+            raise OperationTimeoutError(f"no acknowledgement within {timeout} s")
+        if b.error is not None:
+            raise b.error
+        offset = b.base_offset + self._index if b.base_offset >= 0 else -1
+        return RecordMetadata(b.topic, b.partition, offset, self._timestamp)
+
+    def done(self) -> bool:
+        return self._batch.is_done
+
+    def succeeded(self) -> bool:
+        return self._batch.is_done and self._batch.error is None
+
+    def failed(self) -> bool:
+        return self._batch.is_done and self._batch.error is not None
+
+    @property
+    def exception(self) -> BaseException | None:
+        return self._batch.error
+
+    def add_callback(self, fn) -> FutureRecordMetadata:  # type: ignore[no-untyped-def]
+        """fn(metadata_or_exception) runs when done (on the producer's I/O thread)."""
+        def cb(_b: BatchResult) -> None:
+            try:
+                fn(self.get(0))
+            except EdgebusError as e:
+                fn(e)
+        if self._batch.is_done:
+            cb(self._batch)
+        else:
+            self._batch.callbacks.append(cb)
+        return self
+
+
+class FutureBatch:
+    """The future of a send_batch call: `.get(timeout)` gives a RecordMetadata per record."""
+
+    def __init__(self, parts: list[tuple[BatchResult, int, list[int]]], timestamps: list[int]) -> None:
+        self._parts = parts  # (batch, first index in that batch, positions of its records in the call)
+        self._timestamps = timestamps
+        self.count = len(timestamps)
+
+    def get(self, timeout: float | None = None) -> list[RecordMetadata]:
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out: list[RecordMetadata | None] = [None] * self.count
+        for b, first, positions in self._parts:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not b.wait(left):
+                raise OperationTimeoutError(f"no acknowledgement within {timeout} s")
+            if b.error is not None:
+                raise b.error
+            for i, pos in enumerate(positions):
+                off = b.base_offset + first + i if b.base_offset >= 0 else -1
+                out[pos] = RecordMetadata(b.topic, b.partition, off, self._timestamps[pos])
+        return out  # type: ignore[return-value]
+
+    def done(self) -> bool:
+        return all(b.is_done for b, _, _ in self._parts)

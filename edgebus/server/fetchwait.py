@@ -1,0 +1,71 @@
+"""Long-poll fetches parked until enough bytes arrive or their wait runs out."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgebus.protocol.messages import FetchRequest
+
+
+@dataclass(eq=False)
+class ParkedFetch:
+    conn: Any
+    correlation_id: int
+    request: FetchRequest
+    deadline: float
+    keys: list[tuple[str, int]] = field(default_factory=list)
+    done: bool = False
+
+
+class FetchWaiters:
+    """Index of parked fetches by partition and by deadline."""
+
+    def __init__(self) -> None:
+        self._by_partition: dict[tuple[str, int], set[ParkedFetch]] = {}
+        self._deadlines: list[tuple[float, int, ParkedFetch]] = []
+        self._seq = itertools.count()
+        self.count = 0
+
+    def park(self, w: ParkedFetch) -> None:
+        w.keys = [(p.topic, p.partition) for p in w.request.partitions]
+        for k in w.keys:
+            self._by_partition.setdefault(k, set()).add(w)
+        heapq.heappush(self._deadlines, (w.deadline, next(self._seq), w))
+        self.count += 1
+        w.conn.parked += 1
+
+    def remove(self, w: ParkedFetch) -> None:
+        if w.done:
+            return
+        w.done = True
+        self.count -= 1
+        w.conn.parked -= 1
+        for k in w.keys:
+            s = self._by_partition.get(k)
+            if s is not None:
+                s.discard(w)
+                if not s:
+                    del self._by_partition[k]
+
+    def waiting_on(self, topic: str, partition: int) -> list[ParkedFetch]:
+        s = self._by_partition.get((topic, partition))
+        return list(s) if s else []
+
+    def expired(self, now: float) -> list[ParkedFetch]:
+        out = []
+        while self._deadlines and (self._deadlines[0][0] <= now or self._deadlines[0][2].done):
+            w = heapq.heappop(self._deadlines)[2]
+            if not w.done:
+                out.append(w)
+        return out
+
+    def next_deadline(self) -> float | None:
+        while self._deadlines and self._deadlines[0][2].done:
+            heapq.heappop(self._deadlines)
+        return self._deadlines[0][0] if self._deadlines else None
+
+    def all(self) -> list[ParkedFetch]:
+        return [w for s in self._by_partition.values() for w in s]

@@ -1,0 +1,137 @@
+"""Group commit: one fsync per partition covers every durable batch appended meanwhile.
+
+The loop appends and queues waiters; when no sync is running it hands every dirty partition's
+SyncTicket to one helper thread. Batches appended while that sync runs wait for the next one, so
+under load each fsync covers everything that arrived during the previous fsync.
+
+Invariant: a waiter is answered OK only after a sync that began after its batch was written has
+succeeded. A failed fsync fails its waiters and the partition goes offline; it is never retried
+into success (after an fsync error the kernel may have dropped the dirty pages).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgebus.errors import StorageError
+
+log = logging.getLogger("edgebus.groupcommit")
+
+
+@dataclass
+class SyncJob:
+    tickets: list[tuple[Any, Any]]  # (partition, ticket)
+    waiters: list[Any]  # opaque to this module; handed back on completion
+    errors: dict[int, OSError] = field(default_factory=dict)  # index into tickets -> error
+    seconds: float = 0.0
+
+
+class GroupCommitter:
+    """Owns the fsync thread. `on_done` is called on the loop thread via `drain()`."""
+
+    def __init__(self, wake_fd: int) -> None:
+        self._wake_fd = wake_fd
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._job: SyncJob | None = None
+        self._done: list[SyncJob] = []
+        self._stop = False
+        self.busy = False
+        self.pending_waiters: list[Any] = []
+        self.dirty: dict[int, Any] = {}  # id(partition) -> partition with durable waiters
+        self.syncs = 0
+        self.sync_seconds = 0.0
+        self._thread = threading.Thread(target=self._run, name="edgebus-fsync", daemon=True)
+        self._thread.start()
+
+    def add_waiter(self, partition: Any, waiter: Any) -> None:
+        self.pending_waiters.append(waiter)
+        self.dirty[id(partition)] = partition
+
+    def start(self, partitions: list[Any] | None = None) -> bool:
+        """Start a sync of the dirty partitions (plus `partitions`) if none is running."""
+        if self.busy:
+            return False
+        parts = dict(self.dirty)
+        for p in partitions or ():
+            parts[id(p)] = p
+        if not parts:
+            return False
+        tickets = []
+        for p in parts.values():
+            t = p.begin_sync()
+            if t is not None:
+                tickets.append((p, t))
+        waiters, self.pending_waiters, self.dirty = self.pending_waiters, [], {}
+        job = SyncJob(tickets, waiters)
+        if not tickets:
+            # Nothing unsynced (e.g. already covered by a previous sync): answer at once.
+            self._done.append(job)
+            os.write(self._wake_fd, b"\x01")
+            return True
+        self.busy = True
+        with self._cond:
+            self._job = job
+            self._cond.notify()
+        return True
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._job is None and not self._stop:
+                    self._cond.wait()
+                if self._job is None:
+                    return
+                job = self._job
+                self._job = None
+            t0 = time.perf_counter()
+            for i, (_p, ticket) in enumerate(job.tickets):
+                try:
+                    ticket.run()
+                except OSError as e:
+                    job.errors[i] = e
+            job.seconds = time.perf_counter() - t0
+            with self._lock:
+                self._done.append(job)
+            try:
+                os.write(self._wake_fd, b"\x01")
+            except OSError:
+                pass
+
+    def drain(self, answer: Callable[[Any, BaseException | None], None]) -> int:
+        """On the loop thread: finish completed jobs, calling answer(waiter, error_or_None)."""
+        with self._lock:
+            done, self._done = self._done, []
+        for job in done:
+            failed: set[int] = set()
+            for i, (p, ticket) in enumerate(job.tickets):
+                err = job.errors.get(i)
+                if err is None:
+                    p.complete_sync(ticket)
+                else:
+                    log.error("fsync failed on %s-%d: %s; partition is offline until restart",
+                              p.topic, p.partition, err)
+                    p.fail_sync(ticket, err)
+                    failed.add(id(p))
+            if job.tickets:
+                self.busy = False
+                self.syncs += 1
+                self.sync_seconds += job.seconds
+            for w in job.waiters:
+                if id(w.partition) in failed or w.partition.offline:
+                    answer(w, StorageError(f"fsync failed on {w.partition.topic}-{w.partition.partition}"))
+                else:
+                    answer(w, None)
+        return len(done)
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._thread.join(timeout=30)

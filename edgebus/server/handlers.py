@@ -1,0 +1,179 @@
+"""Request handlers: the supervisor's behaviour per API, independent of the event loop's I/O.
+
+A handler returns a response body, raises an EdgebusError (sent as an error response), or returns
+DEFERRED when the answer comes later (durable acks, parked fetches).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import edgebus
+from edgebus import batch as B
+from edgebus.errors import (
+    EdgebusError,
+    InvalidRequestError,
+    ShuttingDownError,
+)
+from edgebus.log.topic_config import TopicConfig, validate_topic_name
+from edgebus.protocol import messages as M
+
+if TYPE_CHECKING:
+    from edgebus.server.broker import Broker
+
+log = logging.getLogger("edgebus.handlers")
+
+DEFERRED = object()
+NO_RESPONSE = object()
+
+
+@dataclass(eq=False)
+class DurableWaiter:
+    conn: Any
+    correlation_id: int
+    partition: Any
+    response: M.ProduceResponse
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Handlers:
+    def __init__(self, broker: Broker) -> None:
+        self.b = broker
+        self.logs = broker.logs
+        self.table = {
+            M.Api.API_VERSIONS: self.api_versions,
+            M.Api.METADATA: self.metadata,
+            M.Api.CREATE_TOPIC: self.create_topic,
+            M.Api.DELETE_TOPIC: self.delete_topic,
+            M.Api.PRODUCE: self.produce,
+            M.Api.FETCH: self.fetch,
+            M.Api.LIST_OFFSETS: self.list_offsets,
+            M.Api.STATUS: self.status,
+        }
+
+    # --- control plane ---------------------------------------------------------------------------
+    def api_versions(self, conn: Any, corr: int, req: M.ApiVersionsRequest) -> M.ApiVersionsResponse:
+        return M.ApiVersionsResponse(
+            edgebus.__version__,
+            [M.ApiVersionRange(k, lo, hi) for k, (lo, hi) in sorted(M.VERSIONS.items())],
+        )
+
+    def metadata(self, conn: Any, corr: int, req: M.MetadataRequest) -> M.MetadataResponse:
+        names = req.topics or sorted(self.logs.topics())
+        out = []
+        topics = self.logs.topics()
+        for name in names:
+            cfg = topics.get(name)
+            if cfg is None:
+                out.append(M.TopicMetadata(name, 5, f"unknown topic {name!r}", [], []))
+                continue
+            parts = [
+                M.PartitionMetadata(p.partition, p.log_start_offset, p.log_end_offset,
+                                    p.size_bytes, p.segment_count)
+                for p in self.logs.partitions(name)
+            ]
+            configs = [M.ConfigEntry(k, str(v)) for k, v in sorted(cfg.to_entries().items())]
+            out.append(M.TopicMetadata(name, 0, "", configs, parts))
+        return M.MetadataResponse(out)
+
+    def create_topic(self, conn: Any, corr: int, req: M.CreateTopicRequest) -> M.Empty:
+        validate_topic_name(req.name)
+        entries: dict[str, Any] = {c.name: c.value for c in req.configs}
+        entries["partitions"] = req.partitions
+        cfg = TopicConfig.from_entries(entries, base=self.b.topic_defaults)
+        self.logs.create_topic(req.name, cfg)
+        log.info("created topic %s with %d partitions (by %r)", req.name, cfg.partitions, conn)
+        return M.Empty()
+
+    def delete_topic(self, conn: Any, corr: int, req: M.DeleteTopicRequest) -> M.Empty:
+        # Parked fetches on the topic are answered first so no one holds its partitions.
+        for w in self.b.waiters.all():
+            if any(t == req.name for t, _ in w.keys):
+                self.b.complete_fetch(w)
+        self.logs.delete_topic(req.name)
+        log.info("deleted topic %s (by %r)", req.name, conn)
+        return M.Empty()
+
+    def status(self, conn: Any, corr: int, req: M.Empty) -> M.StatusResponse:
+        import json
+
+        return M.StatusResponse(json.dumps(self.b.status()))
+
+    # --- data plane ------------------------------------------------------------------------------
+    def produce(self, conn: Any, corr: int, req: M.ProduceRequest) -> Any:
+        if self.b.stopping:
+            raise ShuttingDownError("the supervisor is shutting down")
+        if req.acks not in (M.ACKS_NONE, M.ACKS_WRITTEN, M.ACKS_DURABLE):
+            raise InvalidRequestError(f"acks must be 0, 1 or 2, got {req.acks}")
+        p = self.logs.partition(req.topic, req.partition)
+        batch = req.batch
+        info = B.validate_batch(batch, max_bytes=p.config.max_message_bytes)
+        base, atime = p.append(batch, info, now_ms())
+        self.b.records_in += info.record_count
+        self.b.bytes_in += info.length
+        self.b.on_append(p)
+        resp = M.ProduceResponse(req.topic, req.partition, base, atime, p.log_start_offset)
+        if req.acks == M.ACKS_NONE:
+            return NO_RESPONSE
+        if req.acks == M.ACKS_DURABLE:
+            self.b.committer.add_waiter(p, DurableWaiter(conn, corr, p, resp))
+            return DEFERRED
+        return resp
+
+    def fetch(self, conn: Any, corr: int, req: M.FetchRequest) -> Any:
+        if req.max_bytes <= 0 or any(fp.max_bytes <= 0 for fp in req.partitions):
+            raise InvalidRequestError("fetch max_bytes must be positive")
+        resp, total = self.read_fetch(req)
+        wait = min(req.max_wait_ms, self.b.max_fetch_wait_ms)
+        errors = any(p.error_code for p in resp.partitions)
+        if total >= req.min_bytes or wait <= 0 or errors or self.b.stopping:
+            return resp
+        self.b.park_fetch(conn, corr, req, wait)
+        return DEFERRED
+
+    def read_fetch(self, req: M.FetchRequest) -> tuple[M.FetchResponse, int]:
+        remaining = req.max_bytes
+        out = []
+        total = 0
+        for fp in req.partitions:
+            try:
+                p = self.logs.partition(fp.topic, fp.partition)
+                data = p.read(fp.offset, min(fp.max_bytes, remaining)) if remaining > 0 else b""
+                total += len(data)
+                remaining -= len(data)
+                out.append(M.FetchedPartition(fp.topic, fp.partition, 0, "", p.log_end_offset,
+                                              p.log_start_offset, data))
+            except EdgebusError as e:
+                hw = ls = -1
+                try:
+                    p = self.logs.partition(fp.topic, fp.partition)
+                    hw, ls = p.log_end_offset, p.log_start_offset
+                except EdgebusError:
+                    pass
+                out.append(M.FetchedPartition(fp.topic, fp.partition, e.code, str(e), hw, ls, b""))
+        return M.FetchResponse(out), total
+
+    def list_offsets(self, conn: Any, corr: int, req: M.ListOffsetsRequest) -> M.ListOffsetsResponse:
+        out = []
+        for lp in req.partitions:
+            try:
+                p = self.logs.partition(lp.topic, lp.partition)
+                if lp.timestamp == M.LATEST:
+                    off, ts = p.log_end_offset, -1
+                elif lp.timestamp == M.EARLIEST:
+                    off, ts = p.log_start_offset, -1
+                elif lp.timestamp < 0:
+                    raise InvalidRequestError(f"timestamp {lp.timestamp} is not valid")
+                else:
+                    found = p.offset_for_timestamp(lp.timestamp)
+                    off, ts = found if found is not None else (-1, -1)
+                out.append(M.ListedOffset(lp.topic, lp.partition, 0, "", off, ts))
+            except EdgebusError as e:
+                out.append(M.ListedOffset(lp.topic, lp.partition, e.code, str(e), -1, -1))
+        return M.ListOffsetsResponse(out)

@@ -1,0 +1,125 @@
+"""Test helpers shipped as public API: a real supervisor in a temporary directory.
+
+    with EmbeddedBroker() as broker:
+        p = Producer(socket=broker.socket)
+        ...
+        broker.kill9()      # SIGKILL, as a power cut is to the process (not to the disk)
+        broker.restart()    # recovery runs, same data dir and socket
+
+The supervisor is a separate process (`python -m edgebus.cli.main serve`), exactly as users run it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class EmbeddedBroker:
+    def __init__(self, path: str | os.PathLike[str] | None = None, config: dict[str, Any] | None = None,
+                 log_level: str = "INFO") -> None:
+        self._own_dir = path is None
+        self.root = Path(path) if path is not None else Path(tempfile.mkdtemp(prefix="edgebus-test-"))
+        self.data_dir = self.root / "data"
+        # Unix socket paths are limited to 108 bytes; keep it short and unique.
+        self.socket = str(Path(tempfile.mkdtemp(prefix="eb-", dir="/tmp")) / "s.sock")
+        self.log_path = self.root / "supervisor.log"
+        self.config_path = self.root / "edgebus.yaml"
+        cfg: dict[str, Any] = {"data_dir": str(self.data_dir), "socket": self.socket,
+                               "log_level": log_level}
+        cfg.update(config or {})
+        self.config_path.write_text(yaml.safe_dump(cfg))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log_file: Any = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def start(self, timeout: float = 30.0, env: dict[str, str] | None = None) -> EmbeddedBroker:
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("the supervisor is already running")
+        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 (kept open for the child)
+        cmd = [sys.executable, "-m", "edgebus.cli.main", "serve", "--config", str(self.config_path)]
+        self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"the supervisor exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.connect(self.socket)
+                return
+            except OSError:
+                time.sleep(0.02)
+        raise TimeoutError(f"the supervisor did not listen within {timeout} s:\n{self.log()}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait: a clean shutdown. Returns the exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            self._close_log()
+        self.proc = None
+        return code
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._close_log()
+        self.proc = None
+
+    def restart(self, timeout: float = 30.0) -> EmbeddedBroker:
+        if self.proc is not None:
+            self.stop()
+        return self.start(timeout)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _close_log(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def cleanup(self) -> None:
+        self.kill9()
+        shutil.rmtree(Path(self.socket).parent, ignore_errors=True)
+        if self._own_dir:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedBroker:
+        if self.proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.stop()
+        finally:
+            self.cleanup()
