@@ -65,6 +65,8 @@ def encode_record(
         hparts = [_U16.pack(len(headers))]
         for hk, hv in headers:
             kb = hk.encode()
+            if len(kb) > 0xFFFF:
+                raise RecordTooLargeError(f"header key of {len(kb)} bytes, at most 65535")
             hparts.append(_U16.pack(len(kb)))
             hparts.append(kb)
             if hv is None:
@@ -181,6 +183,8 @@ def decode_batch(batch: bytes | memoryview, topic: str, partition: int, min_offs
     try:
         for _ in range(info.record_count):
             rlen, ts, klen = unpack_head(mv, pos)
+            if klen < -1:
+                raise CorruptRecordError(f"record at offset {offset} has key length {klen}")
             rend = pos + 4 + rlen
             if rend > length:
                 raise CorruptRecordError(f"record at offset {offset} overruns its batch")
@@ -192,6 +196,8 @@ def decode_batch(batch: bytes | memoryview, topic: str, partition: int, min_offs
                 key = None
             vlen = unpack_i32(mv, p)[0]
             p += 4
+            if vlen < -1:
+                raise CorruptRecordError(f"record at offset {offset} has value length {vlen}")
             if vlen >= 0:
                 value = bytes(mv[p : p + vlen])
                 p += vlen
@@ -207,6 +213,10 @@ def decode_batch(batch: bytes | memoryview, topic: str, partition: int, min_offs
                 p += hklen
                 hvlen = unpack_i32(mv, p)[0]
                 p += 4
+                if hvlen < -1:
+                    raise CorruptRecordError(
+                        f"record at offset {offset} has header value length {hvlen}"
+                    )
                 if hvlen >= 0:
                     hv: bytes | None = bytes(mv[p : p + hvlen])
                     p += hvlen

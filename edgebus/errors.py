@@ -157,6 +157,13 @@ class ClosedError(EdgebusError):
     code = 103
 
 
+class DataDirLockedError(EdgebusError):
+    """Another process holds the data directory's lock (one supervisor per data directory)."""
+
+    code = 104
+    hint = "another edgebus supervisor is using this data directory; stop it or use another one"
+
+
 _BY_CODE: dict[int, type[EdgebusError]] = {}
 
 

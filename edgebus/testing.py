@@ -30,6 +30,7 @@ class EmbeddedBroker:
                  log_level: str = "INFO") -> None:
         self._own_dir = path is None
         self.root = Path(path) if path is not None else Path(tempfile.mkdtemp(prefix="edgebus-test-"))
+        self.root.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.root / "data"
         # Unix socket paths are limited to 108 bytes; keep it short and unique.
         self.socket = str(Path(tempfile.mkdtemp(prefix="eb-", dir="/tmp")) / "s.sock")

@@ -296,7 +296,11 @@ class Producer:
                 try:
                     self._send_batch(ch, b)
                 except BrokerUnavailableError as e:
-                    self._requeue_or_expire(todo[i:], e)
+                    # This batch may have reached the supervisor: fail it (outcome unknown) rather
+                    # than send it twice; the ones after it were never written, so retry them.
+                    with self._cond:
+                        self._finish(b, -1, -1, e, in_flight=False)
+                    self._requeue_or_expire(todo[i + 1 :], e)
                     break
 
     def _ensure_channel(self) -> AsyncChannel:

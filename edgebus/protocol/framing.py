@@ -118,11 +118,24 @@ class ServerProtocol:
                         error_message: str = "") -> bytes:
         out: list[bytes] = []
         if error_code:
-            ErrorBody.encode(ErrorBody(error_message), out)
+            ErrorBody.encode(ErrorBody(_fit_message(error_message)), out)
         elif body is not None:
             type(body).encode(body, out)
         payload = b"".join(out)
         return F.RESPONSE_HEADER.pack(6 + len(payload), correlation_id, error_code) + payload
+
+
+# An error message travels as a wire str (u16 length). Messages may quote a client's input (a
+# topic name, a config value's repr), so a longer one is cut rather than failing the response.
+MAX_ERROR_MESSAGE = 0xFFFF
+
+
+def _fit_message(message: str) -> str:
+    """message as valid UTF-8 of at most MAX_ERROR_MESSAGE bytes, cut on a character boundary."""
+    data = message.encode("utf-8", "replace")  # "replace": OS text may hold lone surrogates
+    if len(data) > MAX_ERROR_MESSAGE:
+        return data[: MAX_ERROR_MESSAGE - 3].decode("utf-8", "ignore") + "..."
+    return data.decode("utf-8")
 
 
 class ClientProtocol:

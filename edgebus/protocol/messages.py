@@ -268,3 +268,6 @@ RESPONSES: dict[int, type[Message]] = {
 }
 # (min, max) version the supervisor accepts per API.
 VERSIONS: dict[int, tuple[int, int]] = {int(k): (0, 0) for k in REQUESTS}
+
+# The consumer-group APIs register themselves into the tables above (kept in their own module).
+from edgebus.protocol import groups as _groups  # noqa: E402, F401

@@ -141,7 +141,6 @@ class Broker:
             if now >= next_flush:
                 if self._dirty_since_flush and self.committer.start(self.logs.all_partitions()):
                     self._dirty_since_flush = False
-        self._pending_process: set[int] = set()  # connections with whole frames left unhandled
                 next_flush = now + self.flush_interval
             if now >= next_checkpoint:
                 self._checkpoint()

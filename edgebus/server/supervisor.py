@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -26,13 +27,9 @@ def setup_logging(level: str) -> None:
                         stream=sys.stderr, force=True)
 
 
-def topic_defaults_of(config: Any) -> TopicConfig:
-    d = config.topic_defaults
-    return TopicConfig(
-        partitions=d.partitions, retention_ms=d.retention_ms, retention_bytes=d.retention_bytes,
-        segment_bytes=d.segment_bytes, segment_ms=d.segment_ms,
-        max_message_bytes=d.max_message_bytes, index_interval_bytes=d.index_interval_bytes,
-    )
+def topic_config_of(settings: Any) -> TopicConfig:
+    """The storage TopicConfig for a config file's topic settings (the same field names)."""
+    return TopicConfig(**dataclasses.asdict(settings))
 
 
 def run(config: Any) -> int:
@@ -48,13 +45,12 @@ def run(config: Any) -> int:
     except EdgebusError as e:
         log.error("%s", e)
         return 1
-    defaults = topic_defaults_of(config)
+    defaults = topic_config_of(config.topic_defaults)
     try:
         for decl in config.topics:
             if decl.name in logs.topics():
                 continue
-            entries = {k: v for k, v in decl.entries().items() if k != "name"}
-            logs.create_topic(decl.name, TopicConfig.from_entries(entries, base=defaults))
+            logs.create_topic(decl.name, topic_config_of(decl.settings))
             log.info("created topic %s from the config", decl.name)
     except EdgebusError as e:
         log.error("config topics: %s", e)

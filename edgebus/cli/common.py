@@ -1,0 +1,106 @@
+"""Helpers shared by the command modules: socket resolution, argument types, output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from edgebus import format as F
+from edgebus import paths
+
+
+def add_socket_option(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: the option may be given before or after the command, and neither hides the other.
+    parser.add_argument(
+        "--socket", metavar="PATH", default=argparse.SUPPRESS,
+        help="the supervisor's socket (default: $EDGEBUS_SOCKET, else the per-user or system "
+             "default; see README)",
+    )
+
+
+def socket_path(args: argparse.Namespace) -> str:
+    """The socket a client command connects to: --socket, else $EDGEBUS_SOCKET, else default."""
+    return str(getattr(args, "socket", None) or paths.default_socket_path())
+
+
+def int_in_range(lo: int, hi: int | None = None, what: str = "value") -> Any:
+    """An argparse type: a decimal integer in [lo, hi]."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+        if n < lo or (hi is not None and n > hi):
+            bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+            raise argparse.ArgumentTypeError(f"{what} must be {bound}, got {n}")
+        return n
+
+    return parse
+
+
+partition_number = int_in_range(0, F.MAX_PARTITIONS - 1, "partition")
+partition_count = int_in_range(1, F.MAX_PARTITIONS, "partitions")
+
+
+def decode(data: bytes | None) -> str | None:
+    """Bytes as text for display: UTF-8, with undecodable bytes shown as \\xNN escapes."""
+    if data is None:
+        return None
+    if isinstance(data, str):
+        return data
+    return bytes(data).decode("utf-8", errors="backslashreplace")
+
+
+def human_size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], out: Any = None) -> None:
+    out = out or sys.stdout
+    text_rows = [[str(c) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in text_rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    for row in [list(headers), *text_rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+
+
+def print_tree(value: Any, indent: int = 0, out: Any = None) -> None:
+    """Nested dicts and lists as indented `key: value` lines, for people."""
+    out = out or sys.stdout
+    pad = "  " * indent
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(v, dict | list) and v:
+                print(f"{pad}{k}:", file=out)
+                print_tree(v, indent + 1, out)
+            else:
+                print(f"{pad}{k}: {_scalar(v)}", file=out)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict | list) and item:
+                print(f"{pad}-", file=out)
+                print_tree(item, indent + 1, out)
+            else:
+                print(f"{pad}- {_scalar(item)}", file=out)
+    else:
+        print(f"{pad}{_scalar(value)}", file=out)
+
+
+def _scalar(v: Any) -> str:
+    if isinstance(v, dict | list):
+        return json.dumps(v)
+    if v is None:
+        return "-"
+    return str(v)

@@ -1,0 +1,140 @@
+"""`edgebus consume TOPIC`: print records as text or JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import time
+from typing import Any, BinaryIO
+
+from edgebus.cli.common import (
+    add_socket_option,
+    decode,
+    int_in_range,
+    partition_number,
+    socket_path,
+)
+from edgebus.errors import EdgebusError, UnknownPartitionError, UnknownTopicError
+
+# One poll waits at most this long, so --timeout-ms is honoured promptly.
+POLL_SLICE_MS = 1000
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "consume", help="print records of a topic",
+        description="Print records as they arrive, until --max records, --timeout-ms without "
+                    "new records, or Ctrl-C.",
+    )
+    p.add_argument("topic", metavar="TOPIC")
+    p.add_argument("--group", metavar="G", help="consumer group (commits its offsets)")
+    p.add_argument("--from-beginning", action="store_true",
+                   help="start at the oldest retained record (with --group: only when the group "
+                        "has no committed offset)")
+    p.add_argument("--partition", type=partition_number, metavar="P",
+                   help="read only this partition")
+    p.add_argument("--offset", type=int_in_range(0, what="offset"), metavar="O",
+                   help="start at this offset (needs --partition)")
+    p.add_argument("--max", type=int_in_range(1, what="--max"), metavar="N",
+                   help="exit after N records")
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text: the value per line; json: one object per record per line")
+    p.add_argument("--print-key", action="store_true",
+                   help="text format: print key<TAB>value ('null' for no key)")
+    p.add_argument("--timeout-ms", type=int_in_range(0, what="--timeout-ms"), metavar="MS",
+                   help="exit after MS milliseconds without a new record")
+    add_socket_option(p)
+    # The check reports through this command's parser, so its usage line is the one shown.
+    p.set_defaults(func=run, check=functools.partial(check, parser=p))
+
+
+def check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.offset is not None and args.partition is None:
+        parser.error("--offset needs --partition")
+    if args.offset is not None and args.from_beginning:
+        parser.error("--offset and --from-beginning cannot be used together")
+    if args.print_key and args.format == "json":
+        parser.error("--print-key applies to --format text only (json always has the key)")
+
+
+def _open(args: argparse.Namespace) -> Any:
+    from edgebus import Consumer, TopicPartition
+
+    reset = "earliest" if args.from_beginning else "latest"
+    if args.group is not None and args.partition is None:
+        try:
+            return Consumer(args.topic, group_id=args.group, auto_offset_reset=reset,
+                            socket=socket_path(args))
+        except ImportError as e:  # groups are an optional module of the client
+            raise EdgebusError(f"consumer groups are not available in this build: {e}") from None
+    consumer = Consumer(group_id=args.group, auto_offset_reset=reset, socket=socket_path(args),
+                        enable_auto_commit=args.group is not None)
+    try:
+        partitions = consumer.partitions_for_topic(args.topic)
+        if not partitions:
+            raise UnknownTopicError(f"unknown topic {args.topic!r}")
+        if args.partition is not None:
+            if args.partition not in partitions:
+                raise UnknownPartitionError(
+                    f"topic {args.topic!r} has no partition {args.partition} "
+                    f"(it has {len(partitions)})")
+            partitions = {args.partition}
+        tps = [TopicPartition(args.topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        if args.offset is not None:
+            consumer.seek(tps[0], args.offset)
+        elif args.from_beginning:
+            consumer.seek_to_beginning(*tps)
+    except BaseException:
+        consumer.close()
+        raise
+    return consumer
+
+
+def format_record(record: Any, fmt: str, print_key: bool) -> bytes:
+    if fmt == "json":
+        obj = {
+            "topic": record.topic, "partition": record.partition, "offset": record.offset,
+            "timestamp": record.timestamp, "key": decode(record.key), "value": decode(record.value),
+            "headers": [[decode(k), decode(v)] for k, v in (record.headers or [])],
+        }
+        return json.dumps(obj, ensure_ascii=False).encode() + b"\n"
+    value = b"null" if record.value is None else bytes(record.value)
+    if print_key:
+        key = b"null" if record.key is None else bytes(record.key)
+        return key + b"\t" + value + b"\n"
+    return value + b"\n"
+
+
+def run(args: argparse.Namespace, stdout: BinaryIO | None = None) -> int:
+    out = stdout or sys.stdout.buffer
+    count = 0
+    consumer = _open(args)
+    try:
+        last_record = time.monotonic()
+        while args.max is None or count < args.max:
+            wait = POLL_SLICE_MS
+            if args.timeout_ms is not None:
+                left = args.timeout_ms - (time.monotonic() - last_record) * 1000
+                wait = max(0, min(wait, int(left)))
+            want = None if args.max is None else args.max - count
+            polled = consumer.poll(timeout_ms=wait, max_records=want)
+            got = 0
+            for records in polled.values():
+                for record in records:
+                    if want is not None and got >= want:
+                        break
+                    out.write(format_record(record, args.format, args.print_key))
+                    got += 1
+            if got:
+                out.flush()
+                count += got
+                last_record = time.monotonic()
+            elif args.timeout_ms is not None and wait == 0:
+                break
+    finally:
+        consumer.close()
+    print(f"consumed {count} record{'' if count == 1 else 's'}", file=sys.stderr)
+    return 0

@@ -1,0 +1,64 @@
+"""Entry point of the `edgebus` command.
+
+Exit status: 0 success, 1 an edgebus error (printed as `edgebus: error: ...`, no traceback),
+2 a usage error (as argparse does), 130 interrupted by Ctrl-C, 141 standard output closed early
+(as a process killed by SIGPIPE would report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from edgebus import __version__
+from edgebus.cli import consume, produce, serve, status, topics
+from edgebus.cli.common import add_socket_option
+from edgebus.errors import EdgebusError
+
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 2, 130, 141
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgebus",
+        description="A Kafka-style durable event log for one Linux edge host.",
+        epilog="Run `edgebus COMMAND --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgebus {__version__}")
+    add_socket_option(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (serve, topics, produce, consume, status):
+        module.register(sub)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and cross-check arguments; a usage error exits with status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check = getattr(args, "check", None)
+    if check is not None:
+        check(args)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Point stdout at /dev/null so that the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except EdgebusError as e:
+        print(f"edgebus: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

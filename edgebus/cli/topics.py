@@ -1,0 +1,105 @@
+"""`edgebus topics create|list|describe|delete`."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgebus.cli.common import (
+    add_socket_option,
+    human_size,
+    partition_count,
+    print_table,
+    socket_path,
+)
+from edgebus.config import TOPIC_CONFIG_KEYS, parse_topic_setting
+from edgebus.errors import ConfigError, error_for_code
+
+
+def config_entry(text: str) -> tuple[str, str]:
+    """An argparse type for `--config key=value`: checked like the config file, sent as the
+    decimal value ("retention_ms=7d" -> ("retention_ms", "604800000"))."""
+    key, eq, value = text.partition("=")
+    if not eq or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    try:
+        return key.strip(), str(parse_topic_setting(key.strip(), value.strip()))
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("topics", help="create, list, describe and delete topics")
+    tsub = p.add_subparsers(dest="topics_command", metavar="COMMAND", required=True)
+
+    c = tsub.add_parser("create", help="create a topic")
+    c.add_argument("name", metavar="NAME")
+    c.add_argument("--partitions", type=partition_count, metavar="N",
+                   help="number of partitions (default: the supervisor's topic_defaults)")
+    c.add_argument("--config", type=config_entry, action="extend", nargs="+", default=[],
+                   metavar="KEY=VALUE", dest="configs",
+                   help=f"topic setting, repeatable; keys: {', '.join(TOPIC_CONFIG_KEYS)}; "
+                        "sizes like 64MiB and durations like 7d are accepted")
+    c.set_defaults(func=create)
+
+    ls = tsub.add_parser("list", help="list topic names")
+    ls.set_defaults(func=list_topics)
+
+    d = tsub.add_parser("describe", help="partitions, offsets, sizes and settings of a topic")
+    d.add_argument("name", metavar="NAME")
+    d.set_defaults(func=describe)
+
+    rm = tsub.add_parser("delete", help="delete a topic and all its data")
+    rm.add_argument("name", metavar="NAME")
+    rm.set_defaults(func=delete)
+
+    for parser in (c, ls, d, rm):
+        add_socket_option(parser)
+
+
+def _admin(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from edgebus import Admin
+
+    return Admin(socket=socket_path(args))
+
+
+def create(args: argparse.Namespace) -> int:
+    kwargs = {} if args.partitions is None else {"partitions": args.partitions}
+    with _admin(args) as admin:
+        admin.create_topic(args.name, config=dict(args.configs) or None, **kwargs)
+    print(f"created topic {args.name}")
+    return 0
+
+
+def list_topics(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        names = admin.list_topics()
+    for name in sorted(names):
+        print(name)
+    return 0
+
+
+def describe(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        meta = admin.describe_topic(args.name)
+    if getattr(meta, "error_code", 0):
+        raise error_for_code(meta.error_code, meta.error_message)
+    parts = sorted(meta.partitions, key=lambda p: p.partition)
+    print(f"Topic: {meta.name}")
+    print(f"Partitions: {len(parts)}")
+    print("Configs:")
+    for entry in sorted(meta.configs, key=lambda e: e.name):
+        print(f"  {entry.name} = {entry.value}")
+    print()
+    print_table(
+        ["PARTITION", "LOG START", "LOG END", "SIZE", "SEGMENTS"],
+        [(p.partition, p.log_start_offset, p.log_end_offset, human_size(p.size_bytes), p.segments)
+         for p in parts],
+    )
+    return 0
+
+
+def delete(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        admin.delete_topic(args.name)
+    print(f"deleted topic {args.name}")
+    return 0

@@ -1,0 +1,464 @@
+"""The supervisor's configuration: one YAML file mapped to frozen dataclasses.
+
+Every key has a default, so no file (or an empty one) is a valid configuration. Each value is
+checked against its field's kind and bounds; an unknown key, a wrong type or a value out of range
+raises ConfigError naming the file and the full key path (`topics[1].partitions`), with a
+suggestion for a misspelt key. `examples/edgebus.yaml` documents every key with its default.
+
+Sizes are integers (bytes) or strings such as "64MiB"; durations are integers (milliseconds) or
+strings such as "7d", "12h", "30s", "500ms". Only binary size units are accepted: "MB" could mean
+either 10**6 or 2**20 bytes, so it is refused rather than guessed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgebus import format as F
+from edgebus import paths
+from edgebus.errors import ConfigError, InvalidTopicError
+from edgebus.log.topic_config import MAX_SEGMENT_BYTES, validate_topic_name
+
+# An operator's file is small; a bound keeps a wrong path (a log file, a device) from being slurped.
+MAX_CONFIG_BYTES = 1024 * 1024
+# sun_path is 108 bytes on Linux, one of them the terminating NUL.
+MAX_SOCKET_PATH_BYTES = 107
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+KiB, MiB, GiB, TiB = 1024, 1024**2, 1024**3, 1024**4
+SECOND, MINUTE, HOUR, DAY = 1000, 60_000, 3_600_000, 86_400_000
+I32_MAX, I64_MAX = 2**31 - 1, 2**63 - 1
+
+_SIZE_UNITS = {"b": 1, "kib": KiB, "mib": MiB, "gib": GiB, "tib": TiB}
+_DURATION_UNITS = {"ms": 1, "s": SECOND, "m": MINUTE, "h": HOUR, "d": DAY, "w": 7 * DAY}
+_NUMBER_UNIT = re.compile(r"\s*(-?\d+)\s*([A-Za-z]*)\s*")
+
+
+# --- value parsers: each raises ValueError with a message that does not name the key -------------
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _plain_int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from an integer or a string like "64MiB", "512 KiB", "4096"."""
+    if (n := _plain_int(value)) is not None:
+        return n
+    m = _NUMBER_UNIT.fullmatch(value) if isinstance(value, str) else None
+    if m is None:
+        raise ValueError(
+            f"expected a size (bytes, or a string like '64MiB'), got {_describe(value)}"
+        )
+    number, unit = int(m.group(1)), m.group(2)
+    if not unit:
+        return number
+    if unit.lower() not in _SIZE_UNITS:
+        raise ValueError(f"unknown size unit {unit!r} in {value!r} (use B, KiB, MiB, GiB or TiB)")
+    return number * _SIZE_UNITS[unit.lower()]
+
+
+def parse_duration(value: int | str) -> int:
+    """Milliseconds from an integer or a string like "7d", "12h", "30m", "30s", "500ms"."""
+    if (n := _plain_int(value)) is not None:
+        return n
+    m = _NUMBER_UNIT.fullmatch(value) if isinstance(value, str) else None
+    if m is None:
+        raise ValueError(
+            f"expected a duration (milliseconds, or a string like '30s'), got {_describe(value)}"
+        )
+    number, unit = int(m.group(1)), m.group(2)
+    if not unit:
+        return number
+    if unit not in _DURATION_UNITS:
+        raise ValueError(f"unknown duration unit {unit!r} in {value!r} (use ms, s, m, h, d or w)")
+    return number * _DURATION_UNITS[unit]
+
+
+class _OctalInt(int):
+    """An integer written in YAML with a leading zero (0660): the only integers taken as modes."""
+
+
+def _parse_mode(value: Any) -> int:
+    if isinstance(value, str) and re.fullmatch(r"(0o?)?[0-7]{1,4}", value.strip()):
+        mode = int(value.strip().removeprefix("0o"), 8)
+    elif isinstance(value, _OctalInt) or (_plain_int(value) is not None and 0 <= value <= 7):
+        mode = int(value)
+    elif _plain_int(value) is not None:
+        raise ValueError(f"write the mode in octal with a leading zero (like 0660), got {value}")
+    else:
+        raise ValueError(f"expected an octal file mode like 0660, got {_describe(value)}")
+    if mode > 0o777:
+        raise ValueError(f"expected a file mode of at most 0777, got {oct(mode)}")
+    return mode
+
+
+def _parse_level(value: Any) -> str:
+    if isinstance(value, str) and value.strip().upper() in LOG_LEVELS:
+        return value.strip().upper()
+    raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {_describe(value)}")
+
+
+def _parse_int(value: Any) -> int:
+    if (n := _plain_int(value)) is None:
+        raise ValueError(f"expected integer, got {_describe(value)}")
+    return n
+
+
+def _parse_path(value: Any) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a path, got {_describe(value)}")
+    return Path(value).expanduser()
+
+
+_PARSERS = {
+    "int": _parse_int, "size": parse_size, "duration": parse_duration,
+    "path": _parse_path, "level": _parse_level, "mode": _parse_mode,
+}
+
+
+def _setting(default: Any, kind: str, lo: int | None = None, hi: int | None = None,
+             unlimited: bool = False) -> Any:
+    """A dataclass field with its kind and bounds; `unlimited` also admits -1 ("no limit")."""
+    meta = {"kind": kind, "lo": lo, "hi": hi, "unlimited": unlimited}
+    return field(default=default, metadata=meta)
+
+
+def _check_bounds(f: dataclasses.Field[Any], n: int) -> None:
+    lo, hi, unlimited = f.metadata["lo"], f.metadata["hi"], f.metadata["unlimited"]
+    if unlimited and n == -1:
+        return
+    no_limit = " (or -1 for no limit)" if unlimited else ""
+    if lo is not None and n < lo:
+        raise ValueError(f"must be at least {lo}{no_limit}, got {n}")
+    if hi is not None and n > hi:
+        raise ValueError(f"must be at most {hi}, got {n}")
+
+
+# --- the dataclasses -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Background work of the supervisor on the log."""
+
+    # fsync of written data in the background, so the recovery checkpoint advances without acks.
+    flush_interval_ms: int = _setting(1000, "duration", 1, I32_MAX)
+    checkpoint_interval_ms: int = _setting(5000, "duration", 1, I32_MAX)
+    retention_check_interval_ms: int = _setting(60_000, "duration", 1, I32_MAX)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_connections: int = _setting(256, "int", 1, 65_536)
+    # Bytes queued for one connection before the supervisor stops reading its requests.
+    max_output_buffer_bytes: int = _setting(F.MAX_OUTPUT_BUFFER, "size", 1)
+    # The longest a fetch may wait for data (the wire field is an i32).
+    max_fetch_wait_ms: int = _setting(30_000, "duration", 0, I32_MAX)
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    """Partitions and storage settings of a topic: the fields of the storage's TopicConfig
+    (edgebus/log/topic_config.py) with the same defaults, and bounds within its bounds."""
+
+    partitions: int = _setting(1, "int", 1, F.MAX_PARTITIONS)
+    retention_ms: int = _setting(7 * DAY, "duration", 1, I64_MAX, unlimited=True)
+    retention_bytes: int = _setting(-1, "size", 1, I64_MAX, unlimited=True)
+    segment_bytes: int = _setting(64 * MiB, "size", F.BATCH_HEADER_SIZE, MAX_SEGMENT_BYTES)
+    segment_ms: int = _setting(7 * DAY, "duration", 1, I64_MAX)
+    max_message_bytes: int = _setting(1 * MiB, "size", F.BATCH_HEADER_SIZE, F.MAX_BATCH_BYTES)
+    index_interval_bytes: int = _setting(4096, "size", 1, I32_MAX)
+
+    def entries(self) -> dict[str, str]:
+        """Every setting, partitions included, as name -> decimal string (the form of
+        ConfigEntry values and of TopicConfig.from_entries)."""
+        return {k: str(v) for k, v in dataclasses.asdict(self).items()}
+
+    def config_entries(self) -> dict[str, str]:
+        """The storage settings only (partitions travel separately in CreateTopic)."""
+        return {k: v for k, v in self.entries().items() if k != "partitions"}
+
+
+TOPIC_CONFIG_KEYS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(TopicSettings) if f.name != "partitions"
+)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic declared under `topics:`, created at start when missing. `settings` are the
+    topic_defaults overlaid with the keys given for this topic."""
+
+    name: str
+    settings: TopicSettings = field(default_factory=TopicSettings)
+
+    @property
+    def partitions(self) -> int:
+        return self.settings.partitions
+
+    def entries(self) -> dict[str, str]:
+        """This topic's resolved settings (topic_defaults overlaid), partitions included."""
+        return self.settings.entries()
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = field(default_factory=paths.default_data_dir, metadata={"kind": "path"})
+    socket: Path = field(default_factory=paths.default_socket_path, metadata={"kind": "path"})
+    socket_mode: int = _setting(0o660, "mode")
+    log_level: str = _setting("INFO", "level")
+    log: LogSettings = field(default_factory=LogSettings)
+    limits: Limits = field(default_factory=Limits)
+    topic_defaults: TopicSettings = field(default_factory=TopicSettings)
+    topics: tuple[TopicSpec, ...] = ()
+    # The file this was read from (None for built-in defaults); not part of equality.
+    source: Path | None = field(default=None, compare=False)
+
+    def with_overrides(self, *, data_dir: str | Path | None = None,
+                       socket: str | Path | None = None, log_level: str | None = None) -> Config:
+        """A copy with command-line values in place of the file's (relative paths are taken
+        from the current directory)."""
+        changes: dict[str, Any] = {}
+        try:
+            if data_dir is not None:
+                changes["data_dir"] = Path(data_dir).expanduser().absolute()
+            if socket is not None:
+                changes["socket"] = _check_socket(Path(socket).expanduser().absolute())
+            if log_level is not None:
+                changes["log_level"] = _parse_level(log_level)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        return dataclasses.replace(self, **changes)
+
+
+def _check_socket(p: Path) -> Path:
+    if len(os.fsencode(p)) > MAX_SOCKET_PATH_BYTES:
+        raise ValueError(f"socket path {str(p)!r} is longer than {MAX_SOCKET_PATH_BYTES} bytes, "
+                         "the limit for a Unix socket")
+    return p
+
+
+# --- mapping -> dataclasses ----------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(key, message)
+        self.key, self.message = key, message
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Invalid(where or "(top level)", f"expected a mapping, got {_describe(value)}")
+    for k in value:
+        if not isinstance(k, str):
+            raise _Invalid(where or "(top level)", f"keys must be strings, got {_describe(k)}")
+    return value
+
+
+def _unknown(key: str, where: str, allowed: list[str]) -> _Invalid:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(allowed)})"
+    return _Invalid(_join(where, key), f"unknown key{hint}")
+
+
+def _build(cls: type, data: dict[str, Any], where: str, base: Any = None,
+           extra: tuple[str, ...] = ()) -> Any:
+    """An instance of the settings dataclass `cls` from `data`, starting from `base`."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if "kind" in f.metadata}
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        if key in extra:
+            continue
+        if key not in fields:
+            raise _unknown(key, where, [*extra, *fields])
+        f = fields[key]
+        try:
+            value = _PARSERS[f.metadata["kind"]](raw)
+            if isinstance(value, int):
+                _check_bounds(f, value)
+        except ValueError as e:
+            raise _Invalid(_join(where, key), str(e)) from None
+        values[key] = value
+    return dataclasses.replace(base, **values) if base is not None else cls(**values)
+
+
+def _topic_name(value: Any, where: str) -> str:
+    key = _join(where, "name")
+    if not isinstance(value, str):
+        raise _Invalid(key, f"expected a topic name, got {_describe(value)}")
+    try:
+        validate_topic_name(value)  # the storage's rule, so that both agree
+    except InvalidTopicError as e:
+        raise _Invalid(key, str(e)) from None
+    return value
+
+
+def _topics(value: Any, defaults: TopicSettings) -> tuple[TopicSpec, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise _Invalid("topics", f"expected a list of topics, got {_describe(value)}")
+    specs: list[TopicSpec] = []
+    first_seen: dict[str, int] = {}
+    for i, item in enumerate(value):
+        where = f"topics[{i}]"
+        item = _mapping(item, where)
+        if "name" not in item:
+            raise _Invalid(where, "missing required key 'name'")
+        name = _topic_name(item["name"], where)
+        if name in first_seen:
+            raise _Invalid(f"{where}.name",
+                           f"topic {name!r} is declared twice (also topics[{first_seen[name]}])")
+        first_seen[name] = i
+        specs.append(TopicSpec(name, _build(TopicSettings, item, where, defaults, extra=("name",))))
+    return tuple(specs)
+
+
+def _resolve(p: Path, base_dir: Path | None) -> Path:
+    return base_dir / p if base_dir is not None and not p.is_absolute() else p
+
+
+def config_from_mapping(data: Any, source: str | Path | None = None) -> Config:
+    """A Config from an already-parsed YAML document (None means all defaults). Relative paths
+    are taken from the directory of `source` when it is given."""
+    src = Path(source) if source is not None else None
+    try:
+        top = _mapping(data, "")
+        sections = {"log": LogSettings, "limits": Limits, "topic_defaults": TopicSettings}
+        known = [f.name for f in dataclasses.fields(Config) if f.name != "source"]
+        for key in top:
+            if key not in known:
+                raise _unknown(key, "", known)
+        built: dict[str, Any] = {
+            name: _build(cls, _mapping(top.get(name), name), name) for name, cls in sections.items()
+        }
+        scalars = {k: v for k, v in top.items() if k not in sections and k != "topics"}
+        plain = _build(Config, scalars, "")
+        built["topics"] = _topics(top.get("topics"), built["topic_defaults"])
+        base_dir = src.parent if src is not None else None
+        for key in ("data_dir", "socket"):
+            if key in scalars:
+                built[key] = _resolve(getattr(plain, key), base_dir)
+        if "socket" in built:
+            try:
+                _check_socket(built["socket"])
+            except ValueError as e:
+                raise _Invalid("socket", str(e)) from None
+        return dataclasses.replace(plain, source=src, **built)
+    except _Invalid as e:
+        prefix = f"{src}: " if src is not None else ""
+        err = ConfigError(f"{prefix}{e.key}: {e.message}")
+        err.key, err.file = e.key, src  # type: ignore[attr-defined]
+        raise err from None
+
+
+# --- YAML ----------------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML keeps the last one silently) and marks
+    integers written with a leading zero, so that `socket_mode: 660` is not taken as 0o1224."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        except TypeError:
+            pass  # unhashable: construct_mapping reports it
+    return loader.construct_mapping(node, deep=True)
+
+
+def _construct_int(loader: _StrictLoader, node: yaml.ScalarNode) -> int:
+    value = loader.construct_yaml_int(node)
+    text = str(node.value).replace("_", "").lstrip("+-")
+    return _OctalInt(value) if re.fullmatch(r"0[0-7]+", text) else value
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """The configuration from `path`; without one, from $EDGEBUS_CONFIG if set, else the
+    built-in defaults."""
+    if path is None:
+        path = os.environ.get(paths.ENV_CONFIG) or None
+    if path is None:
+        return Config()
+    path = Path(path).expanduser()
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config file: {e.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; is this the config file?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = e.problem or e.context or "syntax error"
+        raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    return config_from_mapping(data, source=path)
+
+
+def parse_topic_setting(key: str, value: str) -> int:
+    """One `--config key=value` of `edgebus topics create`, checked like the file's keys."""
+    if key not in TOPIC_CONFIG_KEYS:
+        raise _unknown_config(key)
+    f = next(f for f in dataclasses.fields(TopicSettings) if f.name == key)
+    try:
+        n = _PARSERS[f.metadata["kind"]](value)
+        _check_bounds(f, n)
+    except ValueError as e:
+        raise ConfigError(f"{key}: {e}") from None
+    return n
+
+
+def _unknown_config(key: str) -> ConfigError:
+    e = _unknown(key, "", list(TOPIC_CONFIG_KEYS))
+    return ConfigError(f"{e.key}: {e.message}")

@@ -1,0 +1,334 @@
+"""The data directory: its lock, the topic list (topics.json), the recovery checkpoint, and every
+partition. Used from the supervisor's loop thread only.
+
+Layout:
+    data_dir/.lock                   flock'ed by the running supervisor
+    data_dir/topics.json             {"version": 1, "topics": {name: TopicConfig.to_entries()}}
+    data_dir/recovery-checkpoint     see edgebus/log/checkpoint.py
+    data_dir/<topic>-<partition>/    segments, see edgebus/log/segment.py
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+from edgebus.errors import (
+    ClosedError,
+    EdgebusError,
+    InvalidRequestError,
+    InvalidTopicError,
+    StorageError,
+    TopicExistsError,
+    UnknownPartitionError,
+    UnknownTopicError,
+)
+from edgebus.log.checkpoint import encode_checkpoint, read_checkpoint
+from edgebus.log.checkpoint import write_checkpoint as _write_checkpoint_file
+from edgebus.log.fileutil import DIR_MODE, atomic_write, fsync_dir, read_file, storage_error
+from edgebus.log.lock import DataDirLock
+from edgebus.log.partition import Partition
+from edgebus.log.topic_config import TopicConfig, validate_topic_name
+
+TOPICS_FILE = "topics.json"
+TOPICS_VERSION = 1
+MAX_TOPICS_FILE_BYTES = 16 * 1024 * 1024  # bounded input, even for a damaged file
+DELETED_SUFFIX = ".deleted"
+_PARTITION_DIR = re.compile(r"(.+)-([0-9]+)")
+
+
+class LogManager:
+    def __init__(self, data_dir: Path | str, log: logging.Logger | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self._log = log or logging.getLogger("edgebus.log")
+        self._lock = DataDirLock(self.data_dir)
+        self._topics: dict[str, TopicConfig] = {}
+        self._parts: dict[str, list[Partition]] = {}
+        self._open = False
+        self._last_checkpoint: bytes | None = None
+
+    # --- open / close -----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Lock the data directory, load the topics, and recover every partition."""
+        if self._open:
+            raise StorageError(f"log manager for {self.data_dir} is already open")
+        try:
+            self.data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            if self.data_dir.stat().st_mode & 0o777 != DIR_MODE:
+                os.chmod(self.data_dir, DIR_MODE)
+        except OSError as e:
+            raise storage_error(e, f"preparing data directory {self.data_dir}") from e
+        self._lock.acquire()
+        try:
+            self._open_locked()
+        except BaseException:
+            for p in self.all_partitions():
+                p.abandon()
+            self._parts = {}
+            self._lock.release()
+            raise
+        self._open = True
+
+    def _open_locked(self) -> None:
+        t0 = time.monotonic()
+        try:
+            self._clean_leftovers()
+            self._topics = self._load_topics()
+            self._remove_orphans()
+        except OSError as e:
+            raise storage_error(e, f"loading {self.data_dir}") from e
+        points = read_checkpoint(self.data_dir, self._log)
+        scanned = 0
+        for name, cfg in self._topics.items():
+            parts = self._parts[name] = []
+            for i in range(cfg.partitions):
+                p = Partition.open(self._dir(name, i), name, i, cfg, points.get((name, i)),
+                                   self._log)
+                parts.append(p)
+                rep = p.recovery_report
+                if rep is None:
+                    continue
+                scanned += rep.scanned_bytes
+                if (rep.anything_cut or rep.rebuilt_indexes or rep.removed_files
+                        or rep.retention_segments):
+                    self._log.info("recovered %s: %s; offsets %d..%d", p.name, rep.summary(),
+                                   p.log_start_offset, p.log_end_offset)
+        self._log.info(
+            "opened %s: %d topic(s), %d partition(s), scanned %d bytes in %.3f s",
+            self.data_dir, len(self._topics), len(self.all_partitions()), scanned,
+            time.monotonic() - t0,
+        )
+
+    def close(self) -> None:
+        """Close every partition (fsync), write the final checkpoint (so the next start scans
+        nothing), and release the lock. Raises the first error after doing all of it."""
+        if not self._open:
+            return
+        errors: list[EdgebusError] = []
+        for p in self.all_partitions():
+            try:
+                p.close()
+            except EdgebusError as e:
+                errors.append(e)
+        try:
+            self.write_checkpoint()
+        except EdgebusError as e:
+            errors.append(e)
+        self._parts = {}
+        self._lock.release()
+        self._open = False
+        if errors:
+            raise errors[0]
+
+    def abandon(self) -> None:
+        """Drop everything without syncing or checkpointing, as kill -9 would. For crash tests."""
+        for p in self.all_partitions():
+            p.abandon()
+        self._parts = {}
+        self._lock.release()
+        self._open = False
+
+    # --- topics -----------------------------------------------------------------------------
+
+    def create_topic(self, name: str, config: TopicConfig, internal: bool = False) -> None:
+        self._check_open()
+        validate_topic_name(name, internal=internal)
+        if name in self._topics:
+            raise TopicExistsError(f"topic {name!r} already exists")
+        if not isinstance(config, TopicConfig):
+            raise InvalidRequestError(f"topic config must be a TopicConfig, not {type(config)}")
+        topics = {**self._topics, name: config}
+        self._save_topics(topics)
+        self._topics = topics
+        parts: list[Partition] = []
+        try:
+            for i in range(config.partitions):
+                d = self._dir(name, i)
+                if d.exists():  # a leftover nobody owns: it must not resurface as this topic
+                    self._remove_dir(d)
+                parts.append(Partition.open(d, name, i, config, None, self._log))
+            fsync_dir(self.data_dir)
+        except (OSError, EdgebusError) as e:
+            for p in parts:
+                p.abandon()
+            self._topics = {k: v for k, v in topics.items() if k != name}
+            try:
+                self._save_topics(self._topics)
+                for i in range(config.partitions):
+                    if self._dir(name, i).exists():
+                        self._remove_dir(self._dir(name, i))
+            except OSError:
+                pass  # cleaned at the next open
+            if isinstance(e, OSError):
+                raise storage_error(e, f"creating topic {name}") from e
+            raise
+        self._parts[name] = parts
+
+    def delete_topic(self, name: str) -> None:
+        """Forget the topic first (topics.json), then remove its directories."""
+        self._check_open()
+        if name not in self._topics:
+            raise UnknownTopicError(f"unknown topic {name!r}")
+        cfg = self._topics[name]
+        topics = {k: v for k, v in self._topics.items() if k != name}
+        try:
+            self._save_topics(topics)
+        except OSError as e:
+            raise storage_error(e, f"deleting topic {name}") from e
+        self._topics = topics
+        for p in self._parts.pop(name, []):
+            p.abandon()  # its data is going away: nothing to fsync
+        try:
+            for i in range(cfg.partitions):
+                d = self._dir(name, i)
+                if d.exists():
+                    self._remove_dir(d)
+        except OSError as e:
+            self._log.warning("deleting the files of topic %s: %s (finished at next start)",
+                              name, e)
+
+    def topics(self) -> dict[str, TopicConfig]:
+        return dict(self._topics)
+
+    def partition(self, topic: str, partition: int) -> Partition:
+        parts = self._parts.get(topic)
+        if parts is None:
+            raise UnknownTopicError(f"unknown topic {topic!r}")
+        if not 0 <= partition < len(parts):
+            raise UnknownPartitionError(
+                f"topic {topic!r} has partitions 0..{len(parts) - 1}; there is no partition "
+                f"{partition}"
+            )
+        return parts[partition]
+
+    def partitions(self, topic: str) -> list[Partition]:
+        parts = self._parts.get(topic)
+        if parts is None:
+            raise UnknownTopicError(f"unknown topic {topic!r}")
+        return list(parts)
+
+    def all_partitions(self) -> list[Partition]:
+        return [p for parts in self._parts.values() for p in parts]
+
+    # --- checkpoint and retention -----------------------------------------------------------
+
+    def checkpoint_bytes(self) -> bytes:
+        """The checkpoint contents now (cheap, loop thread); write_checkpoint(data) may then run
+        on a helper thread."""
+        return encode_checkpoint(
+            {(p.topic, p.partition): p.recovery_point() for p in self.all_partitions()}
+        )
+
+    def write_checkpoint(self, data: bytes | None = None) -> None:
+        """Atomically write the recovery checkpoint (skipped when unchanged: SD cards wear)."""
+        if data is None:
+            data = self.checkpoint_bytes()
+        if data == self._last_checkpoint:
+            return
+        try:
+            _write_checkpoint_file(self.data_dir, data)
+        except OSError as e:
+            raise storage_error(e, "writing the recovery checkpoint") from e
+        self._last_checkpoint = data
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Apply every partition's retention; return the number of segments deleted. An error
+        in one partition does not stop the others; the first is raised at the end."""
+        deleted = 0
+        first: EdgebusError | None = None
+        for p in self.all_partitions():
+            try:
+                deleted += p.apply_retention(now_ms)
+            except EdgebusError as e:
+                self._log.error("retention of %s failed: %s", p.name, e)
+                first = first or e
+        if first is not None:
+            raise first
+        return deleted
+
+    # --- files ------------------------------------------------------------------------------
+
+    def _dir(self, topic: str, partition: int) -> Path:
+        return self.data_dir / f"{topic}-{partition}"
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise ClosedError(f"log manager for {self.data_dir} is not open")
+
+    def _load_topics(self) -> dict[str, TopicConfig]:
+        path = self.data_dir / TOPICS_FILE
+        try:
+            raw = read_file(path, MAX_TOPICS_FILE_BYTES)
+        except FileNotFoundError:
+            found = [d.name for d in self._partition_dirs()]
+            if found:
+                raise StorageError(
+                    f"{path} is missing but {self.data_dir} holds partition directories "
+                    f"({', '.join(sorted(found)[:5])}); restore {TOPICS_FILE} or remove them"
+                ) from None
+            return {}
+        try:
+            doc = json.loads(raw)
+            if doc.get("version") != TOPICS_VERSION or not isinstance(doc.get("topics"), dict):
+                raise ValueError(f"expected version {TOPICS_VERSION} and a 'topics' object")
+            topics: dict[str, TopicConfig] = {}
+            for name, entries in doc["topics"].items():
+                validate_topic_name(name, internal=True)
+                if not isinstance(entries, dict):
+                    raise ValueError(f"topic {name!r}: entries must be an object")
+                topics[name] = TopicConfig.from_entries(entries)
+            return topics
+        except (ValueError, AttributeError, InvalidRequestError, InvalidTopicError) as e:
+            raise StorageError(f"{path} is damaged: {e}") from None
+
+    def _save_topics(self, topics: dict[str, TopicConfig]) -> None:
+        doc = {"version": TOPICS_VERSION,
+               "topics": {k: v.to_entries() for k, v in sorted(topics.items())}}
+        atomic_write(self.data_dir / TOPICS_FILE, (json.dumps(doc, indent=1) + "\n").encode())
+
+    def _partition_dirs(self) -> list[os.DirEntry]:
+        out = []
+        with os.scandir(self.data_dir) as it:
+            for e in it:
+                if (not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+                        and _PARTITION_DIR.fullmatch(e.name)):
+                    out.append(e)
+        return out
+
+    def _clean_leftovers(self) -> None:
+        """Finish interrupted deletes and atomic writes."""
+        with os.scandir(self.data_dir) as it:
+            entries = list(it)
+        for e in entries:
+            if e.name.endswith(DELETED_SUFFIX) and e.is_dir(follow_symlinks=False):
+                self._log.info("removing leftover %s", e.path)
+                shutil.rmtree(e.path)
+            elif e.name in (TOPICS_FILE + ".tmp", "recovery-checkpoint.tmp"):
+                os.unlink(e.path)
+
+    def _remove_orphans(self) -> None:
+        """Partition directories no topic owns are what a crash in the middle of a delete
+        leaves (topics.json is updated first); remove them so a new topic of the same name
+        does not inherit their data."""
+        for e in self._partition_dirs():
+            m = _PARTITION_DIR.fullmatch(e.name)
+            assert m is not None
+            cfg = self._topics.get(m.group(1))
+            if cfg is None or int(m.group(2)) >= cfg.partitions:
+                self._log.warning("removing %s: no topic in %s owns it (interrupted delete?)",
+                                  e.path, TOPICS_FILE)
+                self._remove_dir(Path(e.path))
+
+    def _remove_dir(self, d: Path) -> None:
+        # Rename first so that a crash mid-rmtree leaves a *.deleted leftover, never half a
+        # partition under a live name.
+        tmp = d.with_name(f"{d.name}.{time.time_ns()}{DELETED_SUFFIX}")
+        os.rename(d, tmp)
+        fsync_dir(self.data_dir)
+        shutil.rmtree(tmp)

@@ -1,0 +1,426 @@
+"""One partition of a topic: a run of segments in `data_dir/<topic>-<partition>/`, the last active.
+
+Used from the supervisor's loop thread only, except SyncTicket.run (a helper thread).
+
+Invariants:
+- offsets are dense and never reused: log_end_offset only grows, and survives every segment being
+  deleted because the active segment's file name carries its base offset;
+- append times never decrease within the partition (the clock of a Pi may jump back);
+- the recovery point only advances after a successful fsync of everything before it, and never
+  again after a failed one (the partition goes offline instead).
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import logging
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+from edgebus import format as F
+from edgebus.batch import BatchInfo, stamp_batch
+from edgebus.errors import (
+    ClosedError,
+    CorruptRecordError,
+    EdgebusError,
+    OffsetOutOfRangeError,
+    RecordTooLargeError,
+    StorageError,
+)
+from edgebus.log.checkpoint import RecoveryPoint
+from edgebus.log.fileutil import DIR_MODE, DISK_FULL_ERRNOS, storage_error
+from edgebus.log.recovery import RecoveryReport, recover
+from edgebus.log.segment import U32_MAX, Segment
+from edgebus.log.sync import SyncTicket
+from edgebus.log.topic_config import TopicConfig
+
+# Read fds kept open per partition for old segments (least recently used are closed first).
+MAX_OPEN_READ_FDS = 8
+
+
+class Partition:
+    topic: str
+    partition: int
+    path: Path
+    config: TopicConfig
+    log_start_offset: int  # first offset still on disk
+    log_end_offset: int  # next offset to assign
+    offline: bool  # set after an I/O failure; appends then raise StorageError
+
+    def __init__(
+        self, path: Path, topic: str, partition: int, config: TopicConfig,
+        segments: list[Segment], log_end_offset: int, max_append_time: int,
+        synced: RecoveryPoint, dirty: list[Segment], dir_changed: bool, dir_fd: int,
+        log: logging.Logger, report: RecoveryReport | None = None,
+    ) -> None:
+        self.path = path
+        self.topic = topic
+        self.partition = partition
+        self.config = config
+        self.name = f"{topic}-{partition}"
+        self._log = log
+        self._segments = segments
+        self._bases = [s.base_offset for s in segments]
+        self.log_start_offset = segments[0].base_offset
+        self.log_end_offset = log_end_offset
+        self._max_append_time = max_append_time
+        self.offline = False
+        self._closed = False
+        self._dir_fd = dir_fd
+        # Write generations: every change bumps _gen; a ticket covers changes up to its gen.
+        self._gen = 1
+        self._unsynced: dict[int, Segment] = {}
+        for seg in dirty:
+            seg.last_write_gen = self._gen
+            self._unsynced[seg.base_offset] = seg
+        self._dir_dirty_gen = self._gen if dir_changed else 0
+        self._dir_synced_gen = 0
+        self._synced = (synced.segment_base, synced.position, synced.next_offset)
+        self._lru: OrderedDict[int, Segment] = OrderedDict()
+        self.recovery_report = report
+
+    @classmethod
+    def open(
+        cls, path: Path | str, topic: str, partition: int, config: TopicConfig,
+        recovery_point: RecoveryPoint | None = None, log: logging.Logger | None = None,
+    ) -> Partition:
+        """Open the partition directory (creating it if needed) and run recovery."""
+        path = Path(path)
+        log = log or logging.getLogger("edgebus.log")
+        name = f"{topic}-{partition}"
+        try:
+            path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            rec = recover(path, name, recovery_point, config.index_interval_bytes, log)
+            dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:
+            raise storage_error(e, f"recovering {name} in {path}") from e
+        return cls(
+            path, topic, partition, config, rec.segments, rec.log_end_offset,
+            rec.max_append_time, rec.synced, rec.dirty, rec.dir_changed, dir_fd, log, rec.report,
+        )
+
+    def __repr__(self) -> str:
+        return (f"Partition({self.name}, start={self.log_start_offset}, "
+                f"end={self.log_end_offset}, segments={len(self._segments)})")
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(s.size for s in self._segments)
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+    @property
+    def synced_offset(self) -> int:
+        """Every offset below this one is fsynced (what acks="durable" may acknowledge)."""
+        return self._synced[2]
+
+    @property
+    def _active(self) -> Segment:
+        return self._segments[-1]
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def append(self, batch: bytearray, info: BatchInfo, now_ms: int) -> tuple[int, int]:
+        """Stamp and append one validated batch; return (base_offset, append_time)."""
+        self._check_open()
+        if self.offline:
+            raise StorageError(f"{self.name} is offline after an I/O error")
+        n = len(batch)
+        if n != info.length:
+            raise CorruptRecordError(f"batch is {n} bytes but its header says {info.length}")
+        if n > self.config.max_message_bytes:
+            raise RecordTooLargeError(
+                f"batch of {n} bytes exceeds max_message_bytes={self.config.max_message_bytes}"
+                f" of topic {self.topic}"
+            )
+        count = info.record_count
+        append_time = max(now_ms, self._max_append_time)
+        seg = self._active
+        if seg.size and self._should_roll(seg, n, count, append_time):
+            self._roll()
+            seg = self._active
+        base = self.log_end_offset
+        stamp_batch(batch, base, append_time)
+        pos = seg.size
+        try:
+            seg.write(batch)
+        except OSError as e:
+            self._undo_write(seg, pos, e)
+            raise storage_error(e, f"appending to {seg.log_path}") from e
+        self._gen += 1
+        seg.last_write_gen = self._gen
+        self._unsynced[seg.base_offset] = seg
+        err = seg.note_batch(pos, base, append_time, n, self.config.index_interval_bytes, True)
+        if err is not None:
+            self._log.warning("%s: index entry for offset %d skipped: %s", self.name, base, err)
+        self.log_end_offset = base + count
+        self._max_append_time = append_time
+        return base, append_time
+
+    def _should_roll(self, seg: Segment, n: int, count: int, append_time: int) -> bool:
+        cfg = self.config
+        if seg.size + n > cfg.segment_bytes:
+            return True
+        first = seg.first_append_time
+        if first is not None and append_time - first > cfg.segment_ms:
+            return True
+        return self.log_end_offset + count - 1 - seg.base_offset > U32_MAX
+
+    def _undo_write(self, seg: Segment, pos: int, err: OSError) -> None:
+        """Cut a failed append back so that no partial batch stays in the file."""
+        try:
+            assert seg.fd is not None
+            os.ftruncate(seg.fd, pos)
+        except OSError as e:
+            self._go_offline(f"cannot cut a failed append back to byte {pos}: {e}")
+        seg.size = pos
+        self._gen += 1
+        seg.last_write_gen = self._gen
+        self._unsynced[seg.base_offset] = seg
+        if err.errno not in DISK_FULL_ERRNOS:
+            self._go_offline(f"write error: {err}")
+
+    def _roll(self) -> None:
+        old = self._active
+        try:
+            new = Segment.create(self.path, self.log_end_offset, self._log)
+        except OSError as e:
+            raise storage_error(e, f"rolling a new segment of {self.name}") from e
+        self._segments.append(new)
+        self._bases.append(new.base_offset)
+        self._dir_changed()
+        if old.base_offset not in self._unsynced:
+            old.close_index_writers()
+            self._touch(old)
+
+    def _dir_changed(self) -> None:
+        self._gen += 1
+        self._dir_dirty_gen = self._gen
+
+    def _go_offline(self, why: str) -> None:
+        if not self.offline:
+            self.offline = True
+            self._log.error("%s is offline: %s; restart the supervisor to run recovery",
+                            self.name, why)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def read(self, offset: int, max_bytes: int) -> bytes:
+        """Whole batches from the one holding `offset`, up to max_bytes but at least one."""
+        self._check_open()
+        if offset < self.log_start_offset or offset > self.log_end_offset:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is out of range for {self.name}: log start "
+                f"{self.log_start_offset}, log end {self.log_end_offset}"
+            )
+        if offset == self.log_end_offset:
+            return b""
+        interval = self.config.index_interval_bytes
+        segs = self._segments
+        i = bisect.bisect_right(self._bases, offset) - 1
+        parts: list[bytes] = []
+        budget = max(max_bytes, 0)
+        try:
+            while i < len(segs):
+                seg = segs[i]
+                data, at_end = seg.read(offset, budget, not parts, interval)
+                self._touch(seg)
+                if data:
+                    parts.append(data)
+                    budget -= len(data)
+                if not at_end or budget < F.BATCH_HEADER_SIZE:
+                    break
+                i += 1
+                if i < len(segs):
+                    offset = segs[i].base_offset
+        except OSError as e:
+            raise storage_error(e, f"reading {self.name}") from e
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def offset_for_timestamp(self, ts_ms: int) -> tuple[int, int] | None:
+        """(offset, append_time) of the first batch with append_time >= ts_ms, or None."""
+        self._check_open()
+        interval = self.config.index_interval_bytes
+        segs = self._segments
+        try:
+            # Append times never decrease, so the segment is found by bisection.
+            lo, hi = 0, len(segs)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                t = segs[mid].last_append_time(interval)
+                self._touch(segs[mid])
+                if t is not None and t >= ts_ms:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            if lo == len(segs):
+                return None
+            return segs[lo].find_time(ts_ms, interval)
+        except OSError as e:
+            raise storage_error(e, f"searching {self.name} by time") from e
+
+    def _touch(self, seg: Segment) -> None:
+        """Keep at most MAX_OPEN_READ_FDS read fds of clean old segments open."""
+        if seg is self._active or seg.base_offset in self._unsynced or seg.fd is None:
+            return
+        self._lru[seg.base_offset] = seg
+        self._lru.move_to_end(seg.base_offset)
+        while len(self._lru) > MAX_OPEN_READ_FDS:
+            _, old = self._lru.popitem(last=False)
+            old.close_fd()
+
+    # --- durability -------------------------------------------------------------------------
+
+    def begin_sync(self) -> SyncTicket | None:
+        """A ticket fsyncing every change not yet covered by a completed sync, or None if there
+        is none. Also None when offline: nothing can become durable any more, so callers must
+        check `offline` before acknowledging (a None is not a success then)."""
+        self._check_open()
+        if self.offline:
+            return None
+        dir_dirty = self._dir_dirty_gen > self._dir_synced_gen
+        if not self._unsynced and not dir_dirty:
+            return None
+        fds: list[int] = []
+        try:
+            for seg in self._unsynced.values():
+                fds.extend(seg.dup_fds())
+            if dir_dirty:
+                fds.append(os.dup(self._dir_fd))
+        except OSError as e:
+            SyncTicket(fds, 0, 0, 0, 0).discard()
+            raise storage_error(e, f"preparing an fsync of {self.name}") from e
+        active = self._active
+        return SyncTicket(
+            fds, active.base_offset, active.size, self.log_end_offset, self._gen,
+            list(self._unsynced), dir_dirty, self,
+        )
+
+    def complete_sync(self, ticket: SyncTicket) -> None:
+        """The ticket ran without error: advance the synced point."""
+        if ticket.owner is not self:
+            raise ValueError("ticket belongs to another partition")
+        if self.offline or self._closed:
+            return  # never turn anything into success after a failure
+        point = (ticket.segment_base, ticket.position)
+        # A ticket whose segment retention deleted meanwhile covers nothing that is left.
+        if point > self._synced[:2] and ticket.segment_base >= self.log_start_offset:
+            self._synced = (ticket.segment_base, ticket.position, ticket.next_offset)
+        for base in ticket.segment_bases:
+            seg = self._unsynced.get(base)
+            if seg is not None and seg.last_write_gen <= ticket.gen:
+                del self._unsynced[base]
+                if seg is not self._active:
+                    seg.close_index_writers()
+                    self._touch(seg)
+        if ticket.covers_dir:
+            self._dir_synced_gen = max(self._dir_synced_gen, ticket.gen)
+
+    def fail_sync(self, ticket: SyncTicket, err: OSError) -> None:
+        """The ticket's fsync failed: the partition goes offline (never retried into success)."""
+        ticket.discard()
+        self._go_offline(f"fsync failed: {err}")
+
+    def recovery_point(self) -> RecoveryPoint:
+        seg_base, position, next_offset = self._synced
+        return RecoveryPoint(seg_base, position, next_offset, self.log_start_offset,
+                             self._max_append_time)
+
+    # --- retention --------------------------------------------------------------------------
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Delete whole old segments by time and by size; return how many were deleted."""
+        self._check_open()
+        cfg = self.config
+        deleted = 0
+        try:
+            if cfg.retention_ms >= 0:
+                cutoff = now_ms - cfg.retention_ms
+                while True:
+                    oldest = self._segments[0]
+                    # The largest append time, not producer timestamps: a producer with a
+                    # far-future clock cannot keep (or expire) data.
+                    t = oldest.last_append_time(cfg.index_interval_bytes)
+                    self._touch(oldest)
+                    if t is None or t >= cutoff:
+                        break
+                    if len(self._segments) == 1:
+                        self._roll()  # all expired: an empty active segment keeps log_end_offset
+                    self._delete_oldest()
+                    deleted += 1
+            if cfg.retention_bytes >= 0:
+                while (len(self._segments) > 1
+                       and self.size_bytes - self._segments[0].size >= cfg.retention_bytes):
+                    self._delete_oldest()
+                    deleted += 1
+        except OSError as e:
+            raise storage_error(e, f"applying retention to {self.name}") from e
+        return deleted
+
+    def delete_oldest_segment(self) -> bool:
+        """Delete the oldest segment unless it is the active one (disk-full drop-oldest)."""
+        self._check_open()
+        if len(self._segments) <= 1:
+            return False
+        try:
+            self._delete_oldest()
+        except OSError as e:
+            raise storage_error(e, f"deleting the oldest segment of {self.name}") from e
+        return True
+
+    def _delete_oldest(self) -> None:
+        seg = self._segments[0]
+        seg.delete()
+        del self._segments[0]
+        del self._bases[0]
+        self._unsynced.pop(seg.base_offset, None)
+        self._lru.pop(seg.base_offset, None)
+        first = self._segments[0].base_offset
+        self.log_start_offset = first
+        self._dir_changed()
+        if self._synced[0] < first:
+            # The synced point was in the deleted segment: nothing left is known to be synced.
+            self._synced = (first, 0, first)
+
+    # --- closing ----------------------------------------------------------------------------
+
+    def close(self, sync: bool = True) -> None:
+        """fsync what is unsynced (unless sync=False or offline), then close every fd."""
+        if self._closed:
+            return
+        err: EdgebusError | None = None
+        if sync and not self.offline:
+            ticket = self.begin_sync()
+            if ticket is not None:
+                try:
+                    ticket.run()
+                except OSError as e:
+                    self.fail_sync(ticket, e)
+                    err = storage_error(e, f"fsync of {self.name} at close")
+                else:
+                    self.complete_sync(ticket)
+        self._close_fds()
+        if err is not None:
+            raise err
+
+    def abandon(self) -> None:
+        """Close every fd without syncing: what kill -9 does. For crash tests."""
+        if not self._closed:
+            self._close_fds()
+
+    def _close_fds(self) -> None:
+        self._closed = True
+        for seg in self._segments:
+            with contextlib.suppress(OSError):
+                seg.close()
+        self._lru.clear()
+        with contextlib.suppress(OSError):
+            os.close(self._dir_fd)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"partition {self.name} is closed")

@@ -1,0 +1,361 @@
+"""One log segment: `<base_offset:020d>.log` plus its `.index` and `.timeindex`.
+
+Batches are trusted here: they were validated when appended or when recovery scanned them. Reads
+walk batch headers (edgebus.format.BATCH_PREFIX plus the record count) inside one pread buffer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+from edgebus import format as F
+from edgebus.errors import CorruptRecordError
+from edgebus.log.fileutil import FILE_MODE, unlink_quiet, write_all
+from edgebus.log.index import OffsetIndex, TimeIndex
+
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIMEINDEX_SUFFIX = ".timeindex"
+NAME_DIGITS = 20
+# Enough of a batch header to walk: base offset, append time, length, and the record count.
+HEAD_SIZE = F.BATCH_RECORD_COUNT + 4
+_COUNT = struct.Struct("<I")
+_LENGTH = struct.Struct("<I")
+# Header-only walks read this much at a time: many small batches per pread, little waste on big
+# ones.
+WALK_CHUNK = 64 * 1024
+U32_MAX = 2**32 - 1
+_NEVER = sys.maxsize  # bytes_since_index of an empty segment: its first batch is always indexed
+
+
+class BatchHead(NamedTuple):
+    position: int
+    base_offset: int
+    append_time: int
+    length: int
+    record_count: int
+
+
+def segment_stem(base_offset: int) -> str:
+    return f"{base_offset:0{NAME_DIGITS}d}"
+
+
+def parse_log_name(name: str) -> int | None:
+    """The base offset of a `<20 digits>.log` file name, else None."""
+    stem, dot, ext = name.partition(".")
+    if dot and "." + ext == LOG_SUFFIX and len(stem) == NAME_DIGITS and stem.isdigit():
+        return int(stem)
+    return None
+
+
+class _StaleIndex(Exception):
+    """An index entry does not point at the batch it names."""
+
+
+class Segment:
+    # Invariant: `size` is the byte length of whole, valid batches in the .log file.
+    def __init__(self, directory: Path, base_offset: int, size: int, log: logging.Logger) -> None:
+        stem = segment_stem(base_offset)
+        self.base_offset = base_offset
+        self.log_path = directory / (stem + LOG_SUFFIX)
+        self.index_path = directory / (stem + INDEX_SUFFIX)
+        self.timeindex_path = directory / (stem + TIMEINDEX_SUFFIX)
+        self.size = size
+        self.log = log
+        self.fd: int | None = None
+        self.writable = False
+        self.index: OffsetIndex | None = None  # None until loaded (lazily for old segments)
+        self.timeindex: TimeIndex | None = None
+        self.first_append_time: int | None = None  # known for the active segment
+        self.max_append_time: int | None = None  # None = not computed yet, or empty
+        self.bytes_since_index = _NEVER
+        self.last_write_gen = 0  # partition write generation of the last change to this segment
+
+    def __repr__(self) -> str:
+        return f"Segment({self.log_path.name}, size={self.size})"
+
+    @classmethod
+    def create(cls, directory: Path, base_offset: int, log: logging.Logger) -> Segment:
+        seg = cls(directory, base_offset, 0, log)
+        try:
+            seg.open_writable(truncate=True)
+            seg.index = OffsetIndex(seg.index_path)
+            seg.timeindex = TimeIndex(seg.timeindex_path)
+            seg.open_index_writers(truncate=True)
+        except OSError:
+            with contextlib.suppress(OSError):
+                seg.delete()  # leave no half-made segment behind
+            raise
+        return seg
+
+    # --- file descriptors -------------------------------------------------------------------
+
+    def open_writable(self, truncate: bool = False) -> int:
+        if self.fd is None or not self.writable:
+            self.close_fd()
+            flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if truncate else 0)
+            self.fd = os.open(self.log_path, flags, FILE_MODE)
+            self.writable = True
+        return self.fd
+
+    def open_readable(self) -> int:
+        if self.fd is None:
+            self.fd = os.open(self.log_path, os.O_RDONLY)
+            self.writable = False
+        return self.fd
+
+    def open_index_writers(self, truncate: bool = False) -> None:
+        assert self.index is not None and self.timeindex is not None
+        for idx in (self.index, self.timeindex):
+            idx.open_for_append()
+            if truncate:
+                idx.keep(0)
+                assert idx.fd is not None
+                os.ftruncate(idx.fd, 0)
+
+    def close_index_writers(self) -> None:
+        for idx in (self.index, self.timeindex):
+            if idx is not None:
+                idx.close()
+
+    def close_fd(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            self.writable = False
+            os.close(fd)
+
+    def close(self) -> None:
+        self.close_fd()
+        self.close_index_writers()
+
+    def dup_fds(self) -> list[int]:
+        """Duplicates of every open fd of this segment (for a sync ticket on another thread)."""
+        fds = []
+        try:
+            for fd in (self.fd, self.index and self.index.fd, self.timeindex and self.timeindex.fd):
+                if fd is not None:
+                    fds.append(os.dup(fd))
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
+
+    def delete(self) -> None:
+        """Close and unlink; the .log goes first so that a crash leaves no segment without it."""
+        self.close()
+        unlink_quiet(self.log_path)
+        unlink_quiet(self.index_path)
+        unlink_quiet(self.timeindex_path)
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes to the .log; on OSError the caller cuts back with truncate()."""
+        assert self.fd is not None and self.writable
+        write_all(self.fd, data)
+        self.size += len(data)
+
+    def truncate(self, size: int) -> None:
+        fd = self.open_writable()
+        os.ftruncate(fd, size)
+        self.size = size
+
+    def note_batch(
+        self, position: int, base_offset: int, append_time: int, length: int, interval: int,
+        persist: bool,
+    ) -> OSError | None:
+        """Account for a batch just written or scanned: times, and a sparse index entry when
+        `interval` bytes have passed since the last one. Returns an index write error, if any
+        (the batch itself is safe; a missing sparse entry only lengthens a lookup)."""
+        if self.first_append_time is None:
+            self.first_append_time = append_time
+        self.max_append_time = append_time
+        err = None
+        if self.bytes_since_index >= interval:
+            assert self.index is not None and self.timeindex is not None
+            rel = base_offset - self.base_offset
+            if persist:
+                try:
+                    self.index.append(rel, position)
+                    self.timeindex.append(append_time, rel)
+                    self.bytes_since_index = 0
+                except OSError as e:
+                    err = e
+                    if len(self.timeindex) < len(self.index):  # keep the pair consistent
+                        self.index.keep(len(self.index) - 1)
+            else:
+                self.index.keys.append(rel)
+                self.index.values.append(position)
+                self.timeindex.keys.append(append_time)
+                self.timeindex.values.append(rel)
+                self.bytes_since_index = 0
+        if err is None:
+            self.bytes_since_index += length
+        return err
+
+    # --- indexes ----------------------------------------------------------------------------
+
+    def ensure_indexes(self, interval: int) -> None:
+        """Load the index files (lazily, on first use); rebuild them from the log if unusable."""
+        if self.index is not None and self.timeindex is not None:
+            return
+        idx, why = OffsetIndex.load(self.index_path, self.size)
+        tidx, twhy = TimeIndex.load(self.timeindex_path, self.size)
+        if not why and not twhy and self.size and (not idx or not tidx):
+            why = "empty index for a non-empty segment"
+        self.index, self.timeindex = idx, tidx
+        if why or twhy:
+            if self.size:
+                self.log.info("rebuilding indexes of %s: %s", self.log_path, why or twhy)
+            self.rebuild_indexes(interval)
+
+    def rebuild_indexes(self, interval: int, end: int | None = None) -> None:
+        """Rebuild both indexes from the trusted batches in [0, end) and rewrite their files."""
+        if self.index is None or self.timeindex is None:
+            self.index = OffsetIndex(self.index_path)
+            self.timeindex = TimeIndex(self.timeindex_path)
+        self.index.clear()
+        self.timeindex.clear()
+        self.bytes_since_index = _NEVER
+        for h in self.walk(0, end):
+            self.note_batch(h.position, h.base_offset, h.append_time, h.length, interval, False)
+        self.index.rewrite()
+        self.timeindex.rewrite()
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def walk(self, start: int = 0, end: int | None = None) -> Iterator[BatchHead]:
+        """Headers of the trusted batches in [start, end), read in WALK_CHUNK preads."""
+        fd = self.open_readable()
+        end = self.size if end is None else end
+        pos = start
+        buf = b""
+        bstart = start
+        while pos < end:
+            off = pos - bstart
+            if off + HEAD_SIZE > len(buf):
+                buf = os.pread(fd, min(WALK_CHUNK, end - pos), pos)
+                bstart, off = pos, 0
+                if len(buf) < HEAD_SIZE:
+                    raise CorruptRecordError(f"{self.log_path}: torn batch header at byte {pos}")
+            base, atime, length = F.BATCH_PREFIX.unpack_from(buf, off)
+            count = _COUNT.unpack_from(buf, off + F.BATCH_RECORD_COUNT)[0]
+            if length < F.BATCH_HEADER_SIZE or pos + length > end:
+                raise CorruptRecordError(
+                    f"{self.log_path}: bad batch length {length} at byte {pos}"
+                )
+            yield BatchHead(pos, base, atime, length, count)
+            pos += length
+
+    def read(
+        self, offset: int, max_bytes: int, at_least_one: bool, interval: int
+    ) -> tuple[bytes, bool]:
+        """Whole batches from the one holding `offset`, up to max_bytes (at least one batch if
+        at_least_one). Returns (data, whether the data reaches the end of this segment)."""
+        self.ensure_indexes(interval)
+        try:
+            return self._read(offset, max_bytes, at_least_one, interval)
+        except _StaleIndex:
+            self.log.warning("index of %s points at the wrong batch; rebuilding", self.log_path)
+            self.rebuild_indexes(interval)
+            return self._read(offset, max_bytes, at_least_one, interval)
+
+    def _read(
+        self, offset: int, max_bytes: int, at_least_one: bool, interval: int
+    ) -> tuple[bytes, bool]:
+        assert self.index is not None
+        fd = self.open_readable()
+        size = self.size
+        rel, pos = self.index.lookup(offset - self.base_offset)
+        want = max_bytes + interval + F.BATCH_HEADER_SIZE
+        buf = os.pread(fd, min(want, size - pos), pos)
+        bstart, i = pos, 0
+        first = True
+        # 1. Skip to the batch holding `offset` (at most about one index interval of headers).
+        while True:
+            if bstart + i >= size:
+                return b"", True
+            if i + HEAD_SIZE > len(buf):
+                bstart, i = bstart + i, 0
+                buf = os.pread(fd, min(want, size - bstart), bstart)
+                if len(buf) < HEAD_SIZE:
+                    raise CorruptRecordError(f"{self.log_path} is shorter than expected")
+            base, _atime, length = F.BATCH_PREFIX.unpack_from(buf, i)
+            if first:
+                if base != self.base_offset + rel:
+                    raise _StaleIndex
+                first = False
+            if length < F.BATCH_HEADER_SIZE:
+                raise CorruptRecordError(f"{self.log_path}: bad batch length {length}")
+            if base + _COUNT.unpack_from(buf, i + F.BATCH_RECORD_COUNT)[0] > offset:
+                break
+            i += length
+        # 2. Take whole batches up to max_bytes; re-read once if the buffer ran out first.
+        first_pos, first_len = bstart + i, length
+        j, more = _take(buf, i, max_bytes, at_least_one, size - bstart)
+        if more:
+            buf = os.pread(fd, min(size - first_pos, max(max_bytes, first_len)), first_pos)
+            bstart, i = first_pos, 0
+            j, _ = _take(buf, 0, max_bytes, at_least_one, size - bstart)
+        if j == i and at_least_one:
+            raise CorruptRecordError(f"{self.log_path}: batch at byte {first_pos} is cut short")
+        data = buf if i == 0 and j == len(buf) else buf[i:j]
+        return data, bstart + j >= size
+
+    def find_time(self, ts_ms: int, interval: int) -> tuple[int, int] | None:
+        """(base offset, append time) of the first batch with append time >= ts_ms."""
+        self.ensure_indexes(interval)
+        assert self.index is not None and self.timeindex is not None
+        rel = self.timeindex.before(ts_ms)
+        start = 0 if rel is None else self.index.lookup(rel)[1]
+        for h in self.walk(start):
+            if h.append_time >= ts_ms:
+                return h.base_offset, h.append_time
+        return None
+
+    def last_append_time(self, interval: int) -> int | None:
+        """Append time of the last batch (the largest: append times never decrease), computed
+        by walking headers from the last index entry, and cached."""
+        if self.max_append_time is None and self.size:
+            self.ensure_indexes(interval)
+            assert self.index is not None
+            pos = self.index.lookup(U32_MAX)[1]
+            for h in self.walk(pos):
+                self.max_append_time = h.append_time
+        return self.max_append_time
+
+    def read_first_append_time(self) -> int | None:
+        if self.first_append_time is None and self.size >= HEAD_SIZE:
+            head = os.pread(self.open_readable(), F.BATCH_PREFIX_SIZE, 0)
+            if len(head) == F.BATCH_PREFIX_SIZE:
+                self.first_append_time = F.BATCH_PREFIX.unpack(head)[1]
+        return self.first_append_time
+
+
+def _take(buf: bytes, i: int, max_bytes: int, at_least_one: bool, limit: int) -> tuple[int, bool]:
+    """End index of the whole batches from buf[i] that fit max_bytes, and whether the buffer
+    ended before the budget or `limit` (the segment end, relative to buf) did."""
+    j = i
+    total = 0
+    n = len(buf)
+    while j < limit:
+        if j + F.BATCH_PREFIX_SIZE > n:
+            return j, True
+        length = _LENGTH.unpack_from(buf, j + F.BATCH_LENGTH)[0]
+        if length < F.BATCH_HEADER_SIZE:
+            raise CorruptRecordError(f"bad batch length {length} while reading")
+        if total + length > max_bytes and (total or not at_least_one):
+            return j, False
+        if j + length > n:
+            return j, True
+        total += length
+        j += length
+    return j, False

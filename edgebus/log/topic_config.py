@@ -1,0 +1,115 @@
+"""Per-topic settings and topic-name rules.
+
+A TopicConfig round-trips through `to_entries` / `from_entries` as plain string pairs, which is how
+topics.json, the admin protocol and the CLI carry it. Every value is range-checked on construction,
+and every error names the offending key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from edgebus import format as F
+from edgebus.errors import InvalidRequestError, InvalidTopicError
+
+I64_MAX = 2**63 - 1
+# Index entries store batch positions as u32, and every batch except an oversized first one starts
+# below segment_bytes, so this bound keeps positions representable.
+MAX_SEGMENT_BYTES = 2**32 - 1
+DAY_MS = 24 * 3600 * 1000
+
+# key -> (min, max). -1 is inside the range where it means "unlimited".
+_RANGES: dict[str, tuple[int, int]] = {
+    "partitions": (1, F.MAX_PARTITIONS),
+    "retention_ms": (-1, I64_MAX),
+    "retention_bytes": (-1, I64_MAX),
+    "segment_bytes": (F.BATCH_HEADER_SIZE, MAX_SEGMENT_BYTES),
+    "segment_ms": (1, I64_MAX),
+    "max_message_bytes": (F.BATCH_HEADER_SIZE, F.MAX_BATCH_BYTES),
+    "index_interval_bytes": (0, 2**31 - 1),
+}
+# Kafka's dotted spellings are accepted on input so that Kafka users' habits work.
+_ALIASES = {
+    "retention.ms": "retention_ms",
+    "retention.bytes": "retention_bytes",
+    "segment.bytes": "segment_bytes",
+    "segment.ms": "segment_ms",
+    "max.message.bytes": "max_message_bytes",
+    "index.interval.bytes": "index_interval_bytes",
+}
+_INT_RE = re.compile(r"-?[0-9]{1,19}")
+
+
+@dataclass
+class TopicConfig:
+    partitions: int = 1
+    retention_ms: int = 7 * DAY_MS  # -1 = keep forever
+    retention_bytes: int = -1  # per partition; -1 = unlimited
+    segment_bytes: int = 64 * 1024 * 1024  # roll when the active segment would exceed this
+    segment_ms: int = 7 * DAY_MS  # roll when the active segment's first batch is older than this
+    max_message_bytes: int = 1024 * 1024  # largest batch accepted
+    index_interval_bytes: int = 4096  # one sparse index entry per this many bytes of log
+
+    def __post_init__(self) -> None:
+        for name, (lo, hi) in _RANGES.items():
+            value = getattr(self, name)
+            if type(value) is not int:
+                raise InvalidRequestError(f"topic config {name}: {value!r} is not an integer")
+            if not lo <= value <= hi:
+                raise InvalidRequestError(f"topic config {name}: {value} is outside [{lo}, {hi}]")
+
+    def to_entries(self) -> dict[str, str]:
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_entries(
+        cls, d: Mapping[str, str | int], base: TopicConfig | None = None
+    ) -> TopicConfig:
+        """A config from key/value pairs; keys not given keep `base`'s values (or the defaults)."""
+        values = (base or cls()).to_entries()
+        parsed: dict[str, int] = {k: int(v) for k, v in values.items()}
+        for key, raw in d.items():
+            name = _ALIASES.get(key, key)
+            if name not in _RANGES:
+                raise InvalidRequestError(f"unknown topic config key {key!r}")
+            if isinstance(raw, bool) or not isinstance(raw, int | str):
+                raise InvalidRequestError(f"topic config {key}: {raw!r} is not an integer")
+            if isinstance(raw, str):
+                text = raw.strip()
+                if not _INT_RE.fullmatch(text):
+                    raise InvalidRequestError(f"topic config {key}: {raw!r} is not an integer")
+                raw = int(text)
+            lo, hi = _RANGES[name]
+            if not lo <= raw <= hi:
+                raise InvalidRequestError(f"topic config {key}: {raw} is outside [{lo}, {hi}]")
+            parsed[name] = raw
+        return cls(**parsed)
+
+
+def validate_topic_name(name: str, internal: bool = False) -> None:
+    """Raise InvalidTopicError unless `name` is safe as a directory name and not reserved.
+
+    Names starting with "__" are reserved for edgebus's own topics (internal=True).
+    """
+    if not isinstance(name, str):
+        raise InvalidTopicError(f"topic name must be a string, not {type(name).__name__}")
+    if not name:
+        raise InvalidTopicError("topic name is empty")
+    if len(name) > F.MAX_TOPIC_NAME:
+        raise InvalidTopicError(
+            f"topic name is {len(name)} characters long, at most {F.MAX_TOPIC_NAME} allowed"
+        )
+    bad = sorted(set(name) - F.TOPIC_NAME_CHARS)
+    if bad:
+        raise InvalidTopicError(
+            f"topic name {name!r} contains {''.join(bad)!r}; "
+            "allowed: letters, digits, '.', '_', '-'"
+        )
+    if name in (".", ".."):
+        raise InvalidTopicError(f"topic name {name!r} is not allowed")
+    if name.startswith("."):
+        raise InvalidTopicError(f"topic name {name!r} may not start with '.'")
+    if name.startswith("__") and not internal:
+        raise InvalidTopicError(f"topic name {name!r}: names starting with '__' are reserved")

@@ -1,0 +1,382 @@
+"""The group coordinator: membership, generations and rebalances. No sockets and no disk here.
+
+The supervisor's loop feeds it requests, connection closes and the clock; it answers through
+`reply` callbacks (a JoinGroup is parked until its rebalance completes) or by raising an
+EdgebusError. Tests drive it with a fake clock.
+
+States (Kafka's names; the coordinator computes assignments itself, so a completed join is at once
+Stable and there is no separate "awaiting sync" state):
+
+    state               event                                       next
+    Empty               JoinGroup                                   PreparingRebalance
+    PreparingRebalance  every member has a parked JoinGroup         Stable (generation + 1)
+    PreparingRebalance  rebalance deadline: drop members not joined Stable, or Empty if none left
+    Stable              new member, changed subscription, member
+                        left / died / session expired               PreparingRebalance
+    any                 last member gone                            Empty (generation + 1)
+
+Invariants:
+- `generation` only grows while the group has members; SyncGroup, Heartbeat and OffsetCommit
+  are accepted only with the group's current generation (IllegalGenerationError otherwise), so
+  a member that missed a rebalance cannot commit for partitions that may have moved.
+- A member is removed at once when the connection that sent its JoinGroup closes (the process
+  died), and after `session_timeout_ms` without a heartbeat, sync or commit (a frozen process),
+  except while its JoinGroup is parked (it is waiting on us, not dead).
+- Every member of a Stable group has exactly the partitions `assignment` gives it, and each
+  subscribed partition belongs to at most one member.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from edgebus.errors import (
+    IllegalGenerationError,
+    InvalidRequestError,
+    RebalanceInProgressError,
+    UnknownMemberError,
+)
+from edgebus.protocol import groups as G
+from edgebus.server.groups.assignors import ASSIGNORS, TP, AssignInput, Subscription, choose
+
+log = logging.getLogger("edgebus.groups")
+
+Reply = Callable[[Any], None]  # called with a JoinGroupResponse or an EdgebusError
+
+
+class State(StrEnum):
+    EMPTY = "Empty"
+    PREPARING = "PreparingRebalance"
+    STABLE = "Stable"
+
+
+@dataclass(eq=False)
+class Member:
+    member_id: str
+    client_id: str
+    conn_id: int
+    pid: int
+    session_timeout_ms: int
+    rebalance_timeout_ms: int
+    topics: frozenset[str]
+    assignors: tuple[str, ...]
+    owned: tuple[TP, ...]
+    deadline: float  # monotonic seconds: removed after this without a sign of life
+    join_reply: Reply | None = None  # set while its JoinGroup is parked
+
+
+@dataclass(eq=False)
+class Group:
+    group_id: str
+    state: State = State.EMPTY
+    generation: int = 0
+    assignor: str = ""
+    members: dict[str, Member] = field(default_factory=dict)
+    assignment: dict[str, list[TP]] = field(default_factory=dict)  # of the current generation
+    rebalance_deadline: float | None = None  # PreparingRebalance: give up waiting at this time
+    initial_deadline: float | None = None  # new group: wait this long for more members
+
+
+def check_group_id(group_id: str) -> None:
+    if not group_id:
+        raise InvalidRequestError("group id is empty")
+    if len(group_id) > G.MAX_GROUP_ID:
+        raise InvalidRequestError(
+            f"group id is {len(group_id)} characters, at most {G.MAX_GROUP_ID}")
+
+
+class Coordinator:
+    def __init__(
+        self,
+        partitions_of: Callable[[str], int],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        initial_rebalance_delay_ms: int = 0,
+        max_groups: int = G.MAX_GROUPS,
+    ) -> None:
+        self.partitions_of = partitions_of  # topic -> partition count, 0 if it does not exist
+        self.clock = clock
+        self.initial_delay = initial_rebalance_delay_ms / 1000
+        self.max_groups = max_groups
+        self.groups: dict[str, Group] = {}
+        self._by_conn: dict[int, set[tuple[str, str]]] = {}
+        self._next: float | None = None
+        self._next_valid = False
+        self.rebalances = 0
+
+    # --- requests --------------------------------------------------------------------------------
+    def join(self, conn_id: int, pid: int, req: G.JoinGroupRequest, reply: Reply) -> None:
+        """Park the join until the rebalance completes (reply may run before this returns)."""
+        check_group_id(req.group_id)
+        if not G.MIN_SESSION_TIMEOUT_MS <= req.session_timeout_ms <= G.MAX_SESSION_TIMEOUT_MS:
+            raise InvalidRequestError(
+                f"session_timeout_ms {req.session_timeout_ms} is outside "
+                f"[{G.MIN_SESSION_TIMEOUT_MS}, {G.MAX_SESSION_TIMEOUT_MS}]")
+        if not G.MIN_SESSION_TIMEOUT_MS <= req.rebalance_timeout_ms <= G.MAX_REBALANCE_TIMEOUT_MS:
+            raise InvalidRequestError(
+                f"rebalance_timeout_ms {req.rebalance_timeout_ms} is outside "
+                f"[{G.MIN_SESSION_TIMEOUT_MS}, {G.MAX_REBALANCE_TIMEOUT_MS}]")
+        assignors = tuple(a for a in req.assignors if a in ASSIGNORS)
+        if not assignors:
+            raise InvalidRequestError(
+                f"none of the assignors {req.assignors} is known; known: {sorted(ASSIGNORS)}")
+        now = self.clock()
+        g = self.groups.get(req.group_id)
+        if g is None:
+            if len(self.groups) >= self.max_groups:
+                raise InvalidRequestError(f"the coordinator already holds {self.max_groups} groups")
+            g = self.groups[req.group_id] = Group(req.group_id)
+        others = [m.assignors for m in g.members.values() if m.member_id != req.member_id]
+        if others and choose([*others, assignors]) is None:
+            raise InvalidRequestError(
+                f"assignors {list(assignors)} have none in common with group {g.group_id}'s "
+                f"members ({sorted(set().union(*others))})")
+        topics = frozenset(req.topics)
+        owned = tuple(sorted((tp.topic, p) for tp in req.owned for p in tp.partitions))
+        self._next_valid = False
+        if req.member_id:
+            m = g.members.get(req.member_id)
+            if m is None:
+                raise UnknownMemberError(
+                    f"member {req.member_id} is not in group {g.group_id} (it was removed after "
+                    "its session expired or its connection closed); join again as a new member")
+            changed = m.topics != topics or m.assignors != assignors
+            self._move_conn(g, m, conn_id)
+            m.pid, m.client_id = pid, req.client_id
+            m.session_timeout_ms = req.session_timeout_ms
+            m.rebalance_timeout_ms = req.rebalance_timeout_ms
+            m.topics, m.assignors, m.owned = topics, assignors, owned
+            m.deadline = now + m.session_timeout_ms / 1000
+            if g.state is State.STABLE and not changed:
+                reply(self._join_response(g, m))
+                return
+            m.join_reply = reply
+            if g.state is State.PREPARING:
+                self._maybe_complete(g, now)
+            else:
+                self._prepare(g, now, f"member {m.member_id} changed its subscription")
+            return
+        if len(g.members) >= G.MAX_GROUP_MEMBERS:
+            raise InvalidRequestError(
+                f"group {g.group_id} already has {G.MAX_GROUP_MEMBERS} members")
+        member_id = f"{req.client_id or 'member'}-{secrets.token_hex(6)}"
+        m = Member(member_id, req.client_id, conn_id, pid, req.session_timeout_ms,
+                   req.rebalance_timeout_ms, topics, assignors, owned,
+                   now + req.session_timeout_ms / 1000, reply)
+        g.members[member_id] = m
+        self._by_conn.setdefault(conn_id, set()).add((g.group_id, member_id))
+        log.info("group %s: member %s joined (pid %d)", g.group_id, member_id, pid)
+        if g.state is State.PREPARING:
+            self._maybe_complete(g, now)
+        else:
+            self._prepare(g, now, f"member {member_id} joined")
+
+    def sync(self, req: G.SyncGroupRequest) -> G.SyncGroupResponse:
+        g, m = self._member(req.group_id, req.member_id)
+        self._check_generation(g, req.generation)
+        if g.state is State.PREPARING:
+            raise RebalanceInProgressError(f"group {g.group_id} is rebalancing; join again")
+        self._alive(m)
+        return G.SyncGroupResponse(_by_topic(g.assignment.get(m.member_id, [])))
+
+    def heartbeat(self, req: G.HeartbeatRequest) -> None:
+        g, m = self._member(req.group_id, req.member_id)
+        self._check_generation(g, req.generation)
+        self._alive(m)
+        if g.state is State.PREPARING:
+            raise RebalanceInProgressError(f"group {g.group_id} is rebalancing; join again")
+
+    def leave(self, req: G.LeaveGroupRequest) -> None:
+        g, m = self._member(req.group_id, req.member_id)
+        self._remove(g, m, "left the group")
+
+    def check_commit(self, group_id: str, generation: int, member_id: str) -> None:
+        """Raise unless this client may commit offsets for the group now."""
+        check_group_id(group_id)
+        g = self.groups.get(group_id)
+        if generation == G.NO_GENERATION and not member_id:
+            if g is not None and g.members:
+                raise UnknownMemberError(
+                    f"group {group_id} has active members; only they may commit its offsets")
+            return
+        g, m = self._member(group_id, member_id)
+        self._check_generation(g, generation)
+        self._alive(m)
+
+    def is_empty(self, group_id: str) -> bool:
+        g = self.groups.get(group_id)
+        return g is None or not g.members
+
+    # --- events from the loop --------------------------------------------------------------------
+    def connection_closed(self, conn_id: int) -> None:
+        """The connection's process is gone (or gave up on it): its members die at once."""
+        for gid, mid in sorted(self._by_conn.pop(conn_id, ())):
+            g = self.groups.get(gid)
+            m = g.members.get(mid) if g is not None else None
+            if g is not None and m is not None:
+                m.join_reply = None  # nobody is left to answer
+                self._remove(g, m, "connection closed", conn_gone=True)
+
+    def tick(self, now: float | None = None) -> None:
+        """Expire sessions and finish rebalances whose deadlines passed."""
+        now = self.clock() if now is None else now
+        nxt = self.next_deadline()
+        if nxt is None or now < nxt:
+            return
+        self._next_valid = False
+        for g in list(self.groups.values()):
+            for m in list(g.members.values()):
+                if m.join_reply is None and now >= m.deadline:
+                    self._remove(g, m, f"session timed out ({m.session_timeout_ms} ms without a "
+                                       "heartbeat)")
+            if g.state is not State.PREPARING:
+                continue
+            if g.rebalance_deadline is not None and now >= g.rebalance_deadline:
+                for m in [m for m in g.members.values() if m.join_reply is None]:
+                    self._remove(g, m, "did not rejoin within the rebalance timeout",
+                                 rebalance=False)
+                g.initial_deadline = None
+                self._maybe_complete(g, now)
+            elif g.initial_deadline is not None and now >= g.initial_deadline:
+                g.initial_deadline = None
+                self._maybe_complete(g, now)
+
+    def next_deadline(self) -> float | None:
+        """When tick() next has work (monotonic seconds), or None."""
+        if not self._next_valid:
+            times: list[float] = []
+            for g in self.groups.values():
+                times.extend(m.deadline for m in g.members.values() if m.join_reply is None)
+                if g.state is State.PREPARING:
+                    times.extend(t for t in (g.rebalance_deadline, g.initial_deadline)
+                                 if t is not None)
+            self._next = min(times) if times else None
+            self._next_valid = True
+        return self._next
+
+    # --- views -----------------------------------------------------------------------------------
+    def owner_of(self, group_id: str) -> dict[TP, str]:
+        g = self.groups.get(group_id)
+        if g is None or g.state is not State.STABLE:
+            return {}
+        return {tp: mid for mid, tps in g.assignment.items() for tp in tps}
+
+    # --- internals -------------------------------------------------------------------------------
+    def _member(self, group_id: str, member_id: str) -> tuple[Group, Member]:
+        g = self.groups.get(group_id)
+        m = g.members.get(member_id) if g is not None else None
+        if g is None or m is None:
+            raise UnknownMemberError(
+                f"member {member_id or '(none)'} is not in group {group_id} (removed after its "
+                "session expired, its connection closed or it left); join again")
+        return g, m
+
+    @staticmethod
+    def _check_generation(g: Group, generation: int) -> None:
+        if generation != g.generation:
+            raise IllegalGenerationError(
+                f"generation {generation} of group {g.group_id} is stale (the group is at "
+                f"generation {g.generation}): it rebalanced and the partitions may now belong to "
+                "another member; join again before committing")
+
+    def _alive(self, m: Member) -> None:
+        m.deadline = self.clock() + m.session_timeout_ms / 1000
+        self._next_valid = False
+
+    def _move_conn(self, g: Group, m: Member, conn_id: int) -> None:
+        if m.conn_id == conn_id:
+            return
+        s = self._by_conn.get(m.conn_id)
+        if s is not None:
+            s.discard((g.group_id, m.member_id))
+            if not s:
+                del self._by_conn[m.conn_id]
+        m.conn_id = conn_id
+        self._by_conn.setdefault(conn_id, set()).add((g.group_id, m.member_id))
+
+    def _remove(self, g: Group, m: Member, reason: str, *, conn_gone: bool = False,
+                rebalance: bool = True) -> None:
+        self._next_valid = False
+        del g.members[m.member_id]
+        if not conn_gone:
+            s = self._by_conn.get(m.conn_id)
+            if s is not None:
+                s.discard((g.group_id, m.member_id))
+                if not s:
+                    del self._by_conn[m.conn_id]
+        if m.join_reply is not None:
+            m.join_reply(UnknownMemberError(f"member {m.member_id} was removed: {reason}"))
+            m.join_reply = None
+        g.assignment.pop(m.member_id, None)
+        log.info("group %s: member %s %s", g.group_id, m.member_id, reason)
+        if not g.members:
+            if g.state is not State.EMPTY:
+                g.generation += 1
+            g.state, g.assignment, g.assignor = State.EMPTY, {}, ""
+            g.rebalance_deadline = g.initial_deadline = None
+            log.info("group %s is empty (generation %d)", g.group_id, g.generation)
+            # Nothing worth keeping: its offsets live in the store, and member ids are random, so
+            # a generation restarting at 1 later cannot be mistaken for this one's.
+            del self.groups[g.group_id]
+        elif rebalance and g.state is State.STABLE:
+            self._prepare(g, self.clock(), f"member {m.member_id} {reason}")
+        elif rebalance and g.state is State.PREPARING:
+            self._maybe_complete(g, self.clock())
+
+    def _prepare(self, g: Group, now: float, reason: str) -> None:
+        if g.state is State.EMPTY and self.initial_delay > 0:
+            g.initial_deadline = now + self.initial_delay
+        g.state = State.PREPARING
+        g.rebalance_deadline = now + max(m.rebalance_timeout_ms for m in g.members.values()) / 1000
+        self._next_valid = False
+        log.info("group %s: rebalancing (%s)", g.group_id, reason)
+        self._maybe_complete(g, now)
+
+    def _maybe_complete(self, g: Group, now: float) -> None:
+        if g.state is not State.PREPARING:
+            return
+        if not g.members:
+            return
+        if g.initial_deadline is not None and now < g.initial_deadline:
+            return
+        if any(m.join_reply is None for m in g.members.values()):
+            return
+        self._complete(g, now)
+
+    def _complete(self, g: Group, now: float) -> None:
+        members = dict(sorted(g.members.items()))
+        g.generation += 1
+        g.assignor = choose([m.assignors for m in members.values()]) or "range"
+        topics = sorted(set().union(*(m.topics for m in members.values())))
+        counts = {t: n for t in topics if (n := self.partitions_of(t)) > 0}
+        inp = AssignInput({mid: Subscription(m.topics, m.owned) for mid, m in members.items()},
+                          counts, {mid: tuple(tps) for mid, tps in g.assignment.items()})
+        g.assignment = ASSIGNORS[g.assignor](inp)
+        g.state = State.STABLE
+        g.rebalance_deadline = g.initial_deadline = None
+        self._next_valid = False
+        self.rebalances += 1
+        log.info("group %s: generation %d with %d member(s), assignor %s", g.group_id,
+                 g.generation, len(members), g.assignor)
+        for m in members.values():
+            m.deadline = now + m.session_timeout_ms / 1000
+            reply, m.join_reply = m.join_reply, None
+            if reply is not None:
+                reply(self._join_response(g, m))
+
+    @staticmethod
+    def _join_response(g: Group, m: Member) -> G.JoinGroupResponse:
+        return G.JoinGroupResponse(g.generation, m.member_id, g.assignor, sorted(g.members))
+
+
+def _by_topic(tps: Iterable[TP]) -> list[G.TopicPartitions]:
+    out: dict[str, list[int]] = {}
+    for t, p in sorted(tps):
+        out.setdefault(t, []).append(p)
+    return [G.TopicPartitions(t, ps) for t, ps in out.items()]

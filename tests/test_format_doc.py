@@ -1,0 +1,397 @@
+"""docs/FORMAT.md and the code must agree: the tables are parsed and checked against the constants.
+
+If a test here fails, either the document or the code is wrong; fix whichever is, never both at
+random. The tables' column names are part of the contract with this file.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+
+import pytest
+
+from edgebus import batch, errors
+from edgebus import format as F
+from edgebus.protocol import codec as C
+from edgebus.protocol import groups as G
+from edgebus.protocol import messages as M
+
+pytestmark = pytest.mark.unit
+
+DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "FORMAT.md"
+DOC = DOC_PATH.read_text(encoding="utf-8")
+
+# Doc type name -> struct code.
+STRUCT_CODE = {"i8": "b", "u8": "B", "i16": "h", "u16": "H", "i32": "i", "u32": "I", "i64": "q"}
+LAYOUT_COLUMNS = ["offset", "size", "type", "field", "CRC", "meaning"]
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+
+def _sections(text: str) -> dict[str, list[str]]:
+    """Heading text (without the #s) -> the lines under it, up to the next heading."""
+    out: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    in_code = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        if not in_code and (m := re.match(r"^#{1,6}\s+(.*?)\s*$", line)):
+            current = out.setdefault(m.group(1), [])
+            continue
+        if current is not None:
+            current.append(line)
+    return out
+
+
+SECTIONS = _sections(DOC)
+
+
+def section(title_part: str) -> list[str]:
+    """The one section whose heading contains title_part."""
+    found = [t for t in SECTIONS if title_part in t]
+    assert len(found) == 1, f"expected one heading containing {title_part!r}, found {found}"
+    return SECTIONS[found[0]]
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+Table = tuple[list[str], list[dict[str, str]]]  # (column names, rows keyed by column)
+
+
+def tables(lines: list[str]) -> list[Table]:
+    """Every markdown table in lines."""
+    out: list[Table] = []
+    i = 0
+    while i < len(lines):
+        is_table = lines[i].lstrip().startswith("|") and i + 1 < len(lines)
+        if is_table and re.match(r"^\s*\|[\s:|-]+\|\s*$", lines[i + 1]):
+            header = _cells(lines[i])
+            rows = []
+            i += 2
+            while i < len(lines) and lines[i].lstrip().startswith("|"):
+                cells = _cells(lines[i])
+                assert len(cells) == len(header), f"ragged table row: {lines[i]!r}"
+                rows.append(dict(zip(header, cells, strict=True)))
+                i += 1
+            out.append((header, rows))
+        else:
+            i += 1
+    return out
+
+
+def table(title_part: str, index: int = 0) -> Table:
+    """The index-th table in a section."""
+    ts = tables(section(title_part))
+    assert len(ts) > index, f"section {title_part!r} has no table #{index}"
+    return ts[index]
+
+
+def layout(title_part: str, index: int = 0) -> list[dict[str, str]]:
+    """A byte-layout table: checks the columns, and that offsets are contiguous from 0."""
+    cols, rows = table(title_part, index)
+    assert cols == LAYOUT_COLUMNS, f"{title_part}: columns {cols}"
+    pos = 0
+    for row in rows:
+        where = f"{title_part}: {row['field']} at {row['offset']}"
+        assert int(row["offset"]) == pos, f"{where}, expected {pos}"
+        if row["size"] == "-":  # the variable-size body at the end of a frame
+            break
+        typ = row["type"]
+        assert typ in STRUCT_CODE, f"{title_part}: {row['field']} has unknown type {typ!r}"
+        assert int(row["size"]) == struct.calcsize("<" + STRUCT_CODE[typ]), row
+        pos += int(row["size"])
+    return rows
+
+
+def fixed(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [r for r in rows if r["size"] != "-"]
+
+
+def struct_format(rows: list[dict[str, str]]) -> str:
+    return "<" + "".join(STRUCT_CODE[r["type"]] for r in fixed(rows))
+
+
+# --- record batch --------------------------------------------------------------------------------
+
+
+def test_batch_header_table_matches_format_constants() -> None:
+    rows = layout("Batch header")
+    assert struct_format(rows) == F.BATCH_HEADER.format
+    assert sum(int(r["size"]) for r in rows) == F.BATCH_HEADER_SIZE == F.BATCH_HEADER.size
+    for row in rows:
+        const = "BATCH_" + row["field"].upper()
+        assert getattr(F, const) == int(row["offset"]), f"{const} != doc offset {row['offset']}"
+
+
+def test_every_batch_offset_constant_is_in_the_doc() -> None:
+    documented = {"BATCH_" + r["field"].upper() for r in layout("Batch header")}
+    not_offsets = {"BATCH_HEADER", "BATCH_HEADER_SIZE", "BATCH_PREFIX", "BATCH_PREFIX_SIZE",
+                   "BATCH_BODY_HEADER"}
+    constants = {n for n in dir(F) if n.startswith("BATCH_") and n not in not_offsets}
+    assert constants == documented
+
+
+def test_batch_header_crc_column() -> None:
+    for row in layout("Batch header"):
+        inside = int(row["offset"]) >= F.CRC_START
+        assert row["CRC"] == ("yes" if inside else "no"), row["field"]
+    outside = [r["field"] for r in layout("Batch header") if r["CRC"] == "no"]
+    # The supervisor's stamped fields, and the framing fields the CRC cannot cover.
+    assert outside == ["base_offset", "append_time", "length", "crc"]
+
+
+def test_batch_prefix_and_body_header_are_slices_of_the_table() -> None:
+    rows = layout("Batch header")
+    prefix = [r for r in rows if int(r["offset"]) < F.BATCH_PREFIX_SIZE]
+    body = [r for r in rows if int(r["offset"]) >= F.CRC_START]
+    assert struct_format(prefix) == F.BATCH_PREFIX.format
+    assert [r["field"] for r in prefix] == ["base_offset", "append_time", "length"]
+    assert struct_format(body) == F.BATCH_BODY_HEADER.format
+    magic = next(r for r in rows if r["field"] == "magic")
+    assert f"must be `{F.MAGIC}`" in magic["meaning"]
+
+
+def test_record_prefix_table_matches_format() -> None:
+    rows = layout("2.2 Record")
+    assert struct_format(rows) == F.RECORD_PREFIX.format
+    assert sum(int(r["size"]) for r in rows) == F.RECORD_PREFIX_SIZE
+    assert {r["CRC"] for r in rows} == {"yes"}
+    assert [r["field"] for r in rows] == ["record_length", "timestamp", "key_length"]
+
+
+def test_record_tail_and_header_tables_name_their_types() -> None:
+    _, tail = table("2.2 Record", 1)
+    assert [r["field"] for r in tail] == ["key", "value_length", "value", "header_count", "headers"]
+    assert {r["field"]: r["type"] for r in tail}["value_length"] == "i32"
+    assert {r["field"]: r["type"] for r in tail}["header_count"] == "u16"
+    assert F.HEADER_KEY_LEN is F.U16
+    _, header = table("2.3 Record header")
+    assert [(r["field"], r["type"]) for r in header] == [
+        ("key_length", "u16"), ("key", "UTF-8"), ("value_length", "i32"), ("value", "bytes")
+    ]
+
+
+def test_example_batch_is_byte_exact() -> None:
+    m = re.search(r"```hex\n(.*?)```", DOC, re.S)
+    assert m, "the example hex block is missing"
+    hexdigits = "".join(line.split("#")[0] for line in m.group(1).splitlines())
+    doc_bytes = bytes.fromhex(hexdigits)
+    rec = batch.encode_record(1700000000000, b"k", b"v", [("h", b"1")])
+    built = bytearray(batch.build_batch([rec], 1700000000000, 1700000000000))
+    batch.stamp_batch(built, 42, 1700000000123)
+    assert doc_bytes == bytes(built)
+
+
+# --- index entries and frames --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("title", "entry", "fields"),
+    [
+        ("Offset index entry", F.OFFSET_INDEX_ENTRY, ["relative_offset", "position"]),
+        ("Time index entry", F.TIME_INDEX_ENTRY, ["timestamp", "relative_offset"]),
+    ],
+)
+def test_index_entry_tables(title: str, entry: struct.Struct, fields: list[str]) -> None:
+    rows = layout(title)
+    assert struct_format(rows) == entry.format
+    assert sum(int(r["size"]) for r in rows) == entry.size
+    assert [r["field"] for r in rows] == fields
+    assert {r["CRC"] for r in rows} == {"-"}
+
+
+def test_segment_file_names_are_documented() -> None:
+    for suffix in (".log", ".index", ".timeindex"):
+        assert f"<base_offset:020d>{suffix}" in DOC
+    assert "<topic>-<partition>/" in DOC
+    assert f"{0:020d}.log" in DOC
+
+
+@pytest.mark.parametrize(
+    ("title", "header", "fields"),
+    [
+        ("Request frame", F.REQUEST_HEADER, ["length", "api_key", "api_version", "correlation_id"]),
+        ("Response frame", F.RESPONSE_HEADER, ["length", "correlation_id", "error_code"]),
+    ],
+)
+def test_frame_tables(title: str, header: struct.Struct, fields: list[str]) -> None:
+    rows = layout(title)
+    assert struct_format(rows) == header.format
+    assert [r["field"] for r in fixed(rows)] == fields
+    body = rows[-1]
+    assert body["field"] == "body" and int(body["offset"]) == header.size
+    assert F.FRAME_LENGTH.format == "<" + STRUCT_CODE[rows[0]["type"]]
+
+
+def test_frame_header_sizes() -> None:
+    assert int(layout("Request frame")[-1]["offset"]) == F.REQUEST_HEADER_SIZE
+    assert int(layout("Response frame")[-1]["offset"]) == F.RESPONSE_HEADER_SIZE
+
+
+# --- limits --------------------------------------------------------------------------------------
+
+
+def _expand_chars(spec: str) -> frozenset[str]:
+    chars: set[str] = set()
+    for tok in spec.strip("`").split():
+        if len(tok) == 3 and tok[1] == "-":
+            chars.update(chr(c) for c in range(ord(tok[0]), ord(tok[2]) + 1))
+        else:
+            assert len(tok) == 1, tok
+            chars.add(tok)
+    return frozenset(chars)
+
+
+def test_limits_table_matches_constants() -> None:
+    cols, rows = table("3. Limits")
+    assert cols == ["constant", "value", "reason", "when exceeded"]
+    by_name = {r["constant"].strip("`"): r for r in rows}
+    limits = [n for n in dir(F) if n.startswith("MAX_")] + ["TOPIC_NAME_CHARS"]
+    for name in limits:
+        assert name in by_name, f"limit {name} is not documented"
+        assert by_name[name]["reason"], f"limit {name} has no reason"
+        assert by_name[name]["when exceeded"], f"limit {name} does not say what happens"
+    for name in limits:
+        if name == "TOPIC_NAME_CHARS":
+            assert _expand_chars(by_name[name]["value"]) == F.TOPIC_NAME_CHARS
+        else:
+            assert int(by_name[name]["value"].split()[0]) == getattr(F, name), name
+
+
+def test_group_limits_table_matches_constants() -> None:
+    cols, rows = table("3. Limits", 1)
+    assert cols == ["constant", "value", "reason", "when exceeded"]
+    by_name = {r["constant"].strip("`"): r for r in rows}
+    limits = {n for n in dir(G) if n.startswith(("MAX_", "MIN_"))}
+    assert set(by_name) == limits
+    for name in limits:
+        assert int(by_name[name]["value"].split()[0]) == getattr(G, name), name
+        assert by_name[name]["reason"] and by_name[name]["when exceeded"], name
+
+
+# --- protocol ------------------------------------------------------------------------------------
+
+
+def wire_name(t: object) -> str:
+    """The doc's name for a codec type."""
+    if isinstance(t, C.Int):
+        return {v: k for k, v in STRUCT_CODE.items()}[t.s.format[-1]]
+    if t is C.STR:
+        return "str"
+    if t is C.BYTES:
+        return "bytes"
+    if isinstance(t, C.Array):
+        return "array of " + wire_name(t.item)
+    assert isinstance(t, type) and issubclass(t, C.Message), t
+    return t.__name__
+
+
+def test_wire_types_table() -> None:
+    cols, rows = table("7.3 Wire types")
+    assert cols == ["type", "size", "encoding"]
+    by_type = {r["type"]: r for r in rows}
+    for t in (C.I8, C.I16, C.I32, C.I64, C.U8, C.U16, C.U32):
+        assert int(by_type[wire_name(t)]["size"]) == t.s.size
+    assert "u16" in by_type["str"]["encoding"] and "UTF-8" in by_type["str"]["encoding"]
+    assert "i32" in by_type["bytes"]["encoding"] and "-1" in by_type["bytes"]["encoding"]
+    assert "i32" in by_type["array of T"]["encoding"]
+
+
+def message_classes() -> list[type[C.Message]]:
+    """Every message class reachable from the API tables (groups included), nested structs too."""
+    seen: list[type[C.Message]] = []
+
+    def walk(cls: type[C.Message]) -> None:
+        if cls in seen:
+            return
+        seen.append(cls)
+        for _name, typ in cls.FIELDS:
+            while isinstance(typ, C.Array):
+                typ = typ.item
+            if isinstance(typ, type) and issubclass(typ, C.Message):
+                walk(typ)
+
+    for cls in [*M.REQUESTS.values(), *M.RESPONSES.values(), M.ErrorBody]:
+        walk(cls)
+    return seen
+
+
+def test_api_table_lists_every_api() -> None:
+    cols, rows = table("7.4 APIs")
+    assert cols == ["key", "api", "versions", "request", "response"]
+    by_key = {int(r["key"]): r for r in rows}
+    assert sorted(by_key) == sorted(int(a) for a in M.Api)
+    for api in M.Api:
+        row = by_key[int(api)]
+        assert row["api"] == api.name
+        if api in M.REQUESTS:
+            lo, hi = M.VERSIONS[api]
+            assert row["versions"] == f"{lo}-{hi}", api.name
+            assert row["request"] == M.REQUESTS[api].__name__, api.name
+            assert row["response"] == M.RESPONSES[api].__name__, api.name
+        else:
+            assert row["versions"] == row["request"] == row["response"] == "-", api.name
+
+
+@pytest.mark.parametrize("cls", message_classes(), ids=lambda c: c.__name__)
+def test_message_body_table(cls: type[C.Message]) -> None:
+    cols, rows = table(f"`{cls.__name__}`")
+    assert cols == ["field", "type", "meaning"]
+    assert [(r["field"], r["type"]) for r in rows] == [(n, wire_name(t)) for n, t in cls.FIELDS]
+    assert all(r["meaning"] for r in rows), cls.__name__
+
+
+def test_special_values() -> None:
+    cols, rows = table("Special values")
+    assert cols == ["name", "value", "where", "meaning"]
+    by_name = {r["name"].strip("`"): int(r["value"]) for r in rows}
+    group_values = [n for n in dir(G) if n.startswith(("NO_", "RESET_"))]
+    assert by_name == {
+        "LATEST": M.LATEST, "EARLIEST": M.EARLIEST,
+        "ACKS_NONE": M.ACKS_NONE, "ACKS_WRITTEN": M.ACKS_WRITTEN, "ACKS_DURABLE": M.ACKS_DURABLE,
+        **{n: getattr(G, n) for n in group_values},
+    }
+    for name, value in M.ACKS_BY_NAME.items():
+        assert f'acks="{name}"' in next(r for r in rows if int(r["value"]) == value
+                                        and r["name"].startswith("`ACKS"))["meaning"]
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+def error_classes() -> list[type[errors.EdgebusError]]:
+    out: list[type[errors.EdgebusError]] = []
+    todo = [errors.EdgebusError]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            if sub.__module__ == errors.__name__ and sub not in out:
+                out.append(sub)
+                todo.append(sub)
+    return out
+
+
+def test_error_table_matches_error_tree() -> None:
+    cols, rows = table("8. Error codes")
+    assert cols == ["code", "name", "retriable", "wire", "meaning"]
+    by_code = {int(r["code"]): r for r in rows}
+    assert len(by_code) == len(rows), "duplicate code in the table"
+    classes = error_classes()
+    assert {c.code for c in classes} | {errors.NO_ERROR} == set(by_code)
+    for cls in classes:
+        row = by_code[cls.code]
+        assert row["name"] == cls.__name__
+        assert row["retriable"] == ("yes" if cls.retriable else "no"), cls.__name__
+        assert row["wire"] == ("yes" if cls.code < 100 else "no"), cls.__name__
+        assert row["meaning"], cls.__name__
+        assert errors.error_for_code(cls.code).__class__ is cls
+
+
+def test_recovery_checkpoint_section_exists() -> None:
+    assert any("Recovery checkpoint file" in t for t in SECTIONS)
