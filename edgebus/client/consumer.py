@@ -66,7 +66,7 @@ class Consumer:
         self._closed = False
         self._group: Any = None
         if group_id is not None:
-            from edgebus.client.group import GroupMembership  # noqa: PLC0415 (optional feature)
+            from edgebus.client.group import GroupMembership
 
             self._group = GroupMembership(self, group_id, enable_auto_commit=enable_auto_commit,
                                           **group_options)
@@ -140,7 +140,9 @@ class Consumer:
         for tp, (off, _) in self._list(partitions or self._assigned, M.LATEST).items():
             self.seek(tp, off)
 
-    def offsets_for_times(self, timestamps: dict[TopicPartition, int]) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+    def offsets_for_times(
+        self, timestamps: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
         out: dict[TopicPartition, OffsetAndTimestamp | None] = {}
         for tp, ts in timestamps.items():
             off, at = self._list([tp], ts)[TopicPartition(*tp)]

@@ -43,7 +43,7 @@ Headers = Sequence[tuple[str, bytes | None]]
 
 
 class _Builder:
-    __slots__ = ("topic", "partition", "records", "size", "first_ts", "max_ts", "result", "created")
+    __slots__ = ("created", "first_ts", "max_ts", "partition", "records", "result", "size", "topic")
 
     def __init__(self, topic: str, partition: int) -> None:
         self.topic = topic

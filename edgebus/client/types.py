@@ -37,7 +37,7 @@ def partition_for_key(key: bytes, partitions: int) -> int:
 class BatchResult:
     """Completion of one produced batch, shared by the futures of its records."""
 
-    __slots__ = ("_event", "base_offset", "error", "timestamp", "topic", "partition", "callbacks")
+    __slots__ = ("_event", "base_offset", "callbacks", "error", "partition", "timestamp", "topic")
 
     def __init__(self, topic: str, partition: int) -> None:
         self._event = threading.Event()

@@ -139,7 +139,11 @@ class Segment:
         """Duplicates of every open fd of this segment (for a sync ticket on another thread)."""
         fds = []
         try:
-            for fd in (self.fd, self.index and self.index.fd, self.timeindex and self.timeindex.fd):
+            for fd in (
+                self.fd,
+                None if self.index is None else self.index.fd,
+                None if self.timeindex is None else self.timeindex.fd,
+            ):
                 if fd is not None:
                     fds.append(os.dup(fd))
         except OSError:

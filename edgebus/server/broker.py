@@ -24,6 +24,7 @@ from edgebus.protocol.framing import RequestFrame, ServerProtocol
 from edgebus.server.connection import RECV_SIZE, Connection
 from edgebus.server.fetchwait import FetchWaiters, ParkedFetch
 from edgebus.server.groupcommit import GroupCommitter
+from edgebus.server.groups import attach as attach_groups
 from edgebus.server.handlers import DEFERRED, NO_RESPONSE, DurableWaiter, Handlers
 
 log = logging.getLogger("edgebus.broker")
@@ -63,6 +64,8 @@ class Broker:
         self.conns: dict[int, Connection] = {}
         self.waiters = FetchWaiters()
         self.handlers = Handlers(self)
+        # Consumer groups (edgebus/server/groups): registers its APIs into handlers.table.
+        self.groups = attach_groups(self)
         self.stopping = False
         self.started = time.time()
         self.records_in = 0
@@ -115,6 +118,9 @@ class Broker:
             fd = self.waiters.next_deadline()
             if fd is not None:
                 deadline = min(deadline, fd)
+            gd = self.groups.next_deadline()  # groups: session expiry, rebalances, cleaner
+            if gd is not None:
+                deadline = min(deadline, gd)
             timeout = 0.0 if self._pending_process else max(0.0, deadline - now)
             for key, mask in self.sel.select(timeout):
                 tag = key.data
@@ -138,6 +144,7 @@ class Broker:
             now = time.monotonic()
             for w in self.waiters.expired(now):
                 self.complete_fetch(w)
+            self.groups.tick(now)  # groups: expire sessions, finish rebalances, clean offsets
             if now >= next_flush:
                 if self._dirty_since_flush and self.committer.start(self.logs.all_partitions()):
                     self._dirty_since_flush = False
@@ -287,6 +294,7 @@ class Broker:
         with contextlib.suppress(KeyError, ValueError):
             self.sel.unregister(conn.sock)
         conn.sock.close()
+        self.groups.connection_closed(conn)  # groups: its members die at once
         log.debug("closed %r after %d requests", conn, conn.requests)
 
     # --- fetch long-poll -------------------------------------------------------------------------
@@ -331,7 +339,7 @@ class Broker:
         cpu = proc.cpu_times()
         disk = psutil.disk_usage(str(self.logs.data_dir))
         topics = {}
-        for name, cfg in sorted(self.logs.topics().items()):
+        for name in sorted(self.logs.topics()):
             parts = self.logs.partitions(name)
             topics[name] = {
                 "partitions": [

@@ -11,6 +11,7 @@ into success (after an fsync error the kernel may have dropped the dirty pages).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -99,10 +100,8 @@ class GroupCommitter:
             job.seconds = time.perf_counter() - t0
             with self._lock:
                 self._done.append(job)
-            try:
+            with contextlib.suppress(OSError):
                 os.write(self._wake_fd, b"\x01")
-            except OSError:
-                pass
 
     def drain(self, answer: Callable[[Any, BaseException | None], None]) -> int:
         """On the loop thread: finish completed jobs, calling answer(waiter, error_or_None)."""

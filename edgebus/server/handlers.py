@@ -16,6 +16,7 @@ from edgebus import batch as B
 from edgebus.errors import (
     EdgebusError,
     InvalidRequestError,
+    InvalidTopicError,
     ShuttingDownError,
 )
 from edgebus.log.topic_config import TopicConfig, validate_topic_name
@@ -65,7 +66,8 @@ class Handlers:
         )
 
     def metadata(self, conn: Any, corr: int, req: M.MetadataRequest) -> M.MetadataResponse:
-        names = req.topics or sorted(self.logs.topics())
+        # Internal topics ("__consumer_offsets") are listed only when asked for by name.
+        names = req.topics or sorted(n for n in self.logs.topics() if not n.startswith("__"))
         out = []
         topics = self.logs.topics()
         for name in names:
@@ -92,11 +94,13 @@ class Handlers:
         return M.Empty()
 
     def delete_topic(self, conn: Any, corr: int, req: M.DeleteTopicRequest) -> M.Empty:
+        validate_topic_name(req.name)  # internal topics ("__...") cannot be deleted by clients
         # Parked fetches on the topic are answered first so no one holds its partitions.
         for w in self.b.waiters.all():
             if any(t == req.name for t, _ in w.keys):
                 self.b.complete_fetch(w)
         self.logs.delete_topic(req.name)
+        self.b.groups.topic_deleted(req.name)  # consumer groups: forget its committed offsets
         log.info("deleted topic %s (by %r)", req.name, conn)
         return M.Empty()
 
@@ -111,6 +115,8 @@ class Handlers:
             raise ShuttingDownError("the supervisor is shutting down")
         if req.acks not in (M.ACKS_NONE, M.ACKS_WRITTEN, M.ACKS_DURABLE):
             raise InvalidRequestError(f"acks must be 0, 1 or 2, got {req.acks}")
+        if req.topic.startswith("__"):  # only the supervisor writes its internal topics
+            raise InvalidTopicError(f"{req.topic!r} is an internal topic")
         p = self.logs.partition(req.topic, req.partition)
         batch = req.batch
         info = B.validate_batch(batch, max_bytes=p.config.max_message_bytes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 import time
@@ -76,7 +77,7 @@ def test_truncated_frame_then_hangup(broker, healthy):
 def test_unknown_api_gets_an_error_and_the_connection_stays(broker, healthy):
     s = raw(broker.socket)
     s.sendall(struct.pack("<IHHI", 8, 999, 0, 7))
-    with pytest.raises(E.UnsupportedVersionError, match="unknown API key 999"):
+    with pytest.raises(E.UnsupportedVersionError, match=r"unknown API key 999"):
         response(s, M.Api.METADATA)
     s.sendall(ClientProtocol.encode_request(M.Api.METADATA, 8, M.MetadataRequest([])))
     assert [t.name for t in response(s, M.Api.METADATA).topics] == ["ok"]
@@ -119,7 +120,7 @@ def test_unknown_topic_errors_name_the_topic(broker):
 
 def test_broker_unavailable_names_the_socket(tmp_path):
     path = str(tmp_path / "nobody.sock")
-    with pytest.raises(E.BrokerUnavailableError, match="nobody.sock"):
+    with pytest.raises(E.BrokerUnavailableError, match=re.escape(path)):
         Producer(socket=path)
 
 

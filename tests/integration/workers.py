@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -65,10 +66,8 @@ def durable_producer(socket: str, topic: str, acked_path: str, stop_path: str) -
                     pass
         except BrokerUnavailableError:
             if p is not None:
-                try:
+                with contextlib.suppress(EdgebusError):
                     p.close(1)
-                except EdgebusError:
-                    pass
                 p = None
             time.sleep(0.02)
     out.close()

@@ -183,7 +183,7 @@ class Coordinator:
         if g.state is State.PREPARING:
             raise RebalanceInProgressError(f"group {g.group_id} is rebalancing; join again")
         self._alive(m)
-        return G.SyncGroupResponse(_by_topic(g.assignment.get(m.member_id, [])))
+        return G.SyncGroupResponse(by_topic(g.assignment.get(m.member_id, [])))
 
     def heartbeat(self, req: G.HeartbeatRequest) -> None:
         g, m = self._member(req.group_id, req.member_id)
@@ -375,7 +375,7 @@ class Coordinator:
         return G.JoinGroupResponse(g.generation, m.member_id, g.assignor, sorted(g.members))
 
 
-def _by_topic(tps: Iterable[TP]) -> list[G.TopicPartitions]:
+def by_topic(tps: Iterable[TP]) -> list[G.TopicPartitions]:
     out: dict[str, list[int]] = {}
     for t, p in sorted(tps):
         out.setdefault(t, []).append(p)

@@ -1,0 +1,269 @@
+"""The group APIs on the supervisor's loop: glue between the broker, the coordinator and the
+offset store. Registered into Handlers.table by `attach` (edgebus/server/groups/__init__.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from edgebus.errors import (
+    EdgebusError,
+    GroupNotEmptyError,
+    InvalidRequestError,
+    InvalidTopicError,
+    ShuttingDownError,
+    UnknownGroupError,
+)
+from edgebus.protocol import groups as G
+from edgebus.protocol import messages as M
+from edgebus.server.groups.coordinator import Coordinator, State, by_topic, check_group_id
+from edgebus.server.groups.offsets import OffsetStore
+from edgebus.server.handlers import DEFERRED, DurableWaiter, now_ms
+
+if TYPE_CHECKING:
+    from edgebus.server.broker import Broker
+
+log = logging.getLogger("edgebus.groups")
+
+# While the offsets cleaner has work, it runs a step this often (it waits for fsyncs in between).
+CLEAN_INTERVAL_S = 0.5
+# After a storage error the cleaner backs off this long (the partition may be offline anyway).
+CLEAN_BACKOFF_S = 60.0
+
+
+def _internal(topic: str) -> bool:
+    return topic.startswith("__")
+
+
+class GroupHandlers:
+    def __init__(self, broker: Broker, *, initial_rebalance_delay_ms: int = 0,
+                 store: OffsetStore | None = None) -> None:
+        self.b = broker
+        self.store = store or OffsetStore(broker.logs)
+        self.store.open()
+        self.coordinator = Coordinator(self._partitions_of,
+                                       initial_rebalance_delay_ms=initial_rebalance_delay_ms)
+        self._next_clean = time.monotonic()
+
+    def register(self, table: dict[Any, Any]) -> None:
+        table.update({
+            M.Api.JOIN_GROUP: self.join_group,
+            M.Api.SYNC_GROUP: self.sync_group,
+            M.Api.HEARTBEAT: self.heartbeat,
+            M.Api.LEAVE_GROUP: self.leave_group,
+            M.Api.OFFSET_COMMIT: self.offset_commit,
+            M.Api.OFFSET_FETCH: self.offset_fetch,
+            M.Api.LIST_GROUPS: self.list_groups,
+            M.Api.DESCRIBE_GROUP: self.describe_group,
+            M.Api.RESET_OFFSETS: self.reset_offsets,
+        })
+
+    def _partitions_of(self, topic: str) -> int:
+        if _internal(topic):
+            return 0
+        cfg = self.b.logs.topics().get(topic)
+        return cfg.partitions if cfg is not None else 0
+
+    # --- loop events -----------------------------------------------------------------------------
+    def connection_closed(self, conn: Any) -> None:
+        self.coordinator.connection_closed(conn.id)
+
+    def next_deadline(self) -> float | None:
+        d = self.coordinator.next_deadline()
+        if self.store.needs_cleaning:
+            d = self._next_clean if d is None else min(d, self._next_clean)
+        return d
+
+    def tick(self, now: float) -> None:
+        try:
+            self.coordinator.tick(now)
+        except Exception:  # a bug here must not take the supervisor down for everyone
+            log.exception("internal error in the group coordinator's timers")
+        if self.store.needs_cleaning and now >= self._next_clean:
+            self._next_clean = now + CLEAN_INTERVAL_S
+            try:
+                if self.store.clean(now_ms()):
+                    self.b.on_append(self.store.partition)
+            except EdgebusError as e:
+                log.error("cleaning %s failed: %s", self.store.partition.name, e)
+                self._next_clean = now + CLEAN_BACKOFF_S
+
+    def topic_deleted(self, topic: str) -> None:
+        try:
+            if self.store.delete_topic(topic, now_ms()):
+                self.b.on_append(self.store.partition)
+        except EdgebusError as e:
+            log.error("forgetting the committed offsets of deleted topic %s: %s", topic, e)
+
+    # --- membership ------------------------------------------------------------------------------
+    def join_group(self, conn: Any, corr: int, req: G.JoinGroupRequest) -> Any:
+        if self.b.stopping:
+            raise ShuttingDownError("the supervisor is shutting down")
+
+        def reply(result: Any) -> None:
+            if conn.closed:
+                return
+            if isinstance(result, EdgebusError):
+                self.b._send_error(conn, corr, result.code, str(result))
+            else:
+                self.b._send(conn, corr, result)
+            self.b._update_interest(conn)
+
+        self.coordinator.join(conn.id, conn.pid, req, reply)
+        return DEFERRED
+
+    def sync_group(self, conn: Any, corr: int, req: G.SyncGroupRequest) -> G.SyncGroupResponse:
+        return self.coordinator.sync(req)
+
+    def heartbeat(self, conn: Any, corr: int, req: G.HeartbeatRequest) -> M.Empty:
+        self.coordinator.heartbeat(req)
+        return M.Empty()
+
+    def leave_group(self, conn: Any, corr: int, req: G.LeaveGroupRequest) -> M.Empty:
+        self.coordinator.leave(req)
+        return M.Empty()
+
+    # --- offsets ---------------------------------------------------------------------------------
+    def _check_capacity(self, group_id: str) -> None:
+        known = self.coordinator.groups.keys() | self.store.table.keys()
+        if group_id not in known and len(known) >= G.MAX_GROUPS:
+            raise InvalidRequestError(f"the supervisor already holds {G.MAX_GROUPS} groups")
+
+    def offset_commit(self, conn: Any, corr: int, req: G.OffsetCommitRequest) -> Any:
+        if self.b.stopping:
+            raise ShuttingDownError("the supervisor is shutting down")
+        self.coordinator.check_commit(req.group_id, req.generation, req.member_id)
+        if req.group_id not in self.store.table:
+            self._check_capacity(req.group_id)
+        results = []
+        entries = []
+        for o in req.offsets:
+            try:
+                if _internal(o.topic):
+                    raise InvalidTopicError(f"{o.topic!r} is an internal topic")
+                if o.offset < 0:
+                    raise InvalidRequestError(f"offset {o.offset} is negative")
+                if len(o.metadata.encode()) > G.MAX_COMMIT_METADATA:
+                    raise InvalidRequestError(
+                        f"metadata is longer than {G.MAX_COMMIT_METADATA} bytes")
+                self.b.logs.partition(o.topic, o.partition)
+            except EdgebusError as e:
+                results.append(G.OffsetCommitResult(o.topic, o.partition, e.code, str(e)))
+                continue
+            results.append(G.OffsetCommitResult(o.topic, o.partition, 0, ""))
+            entries.append((o.topic, o.partition, o.offset, o.metadata))
+        now = now_ms()
+        resp = G.OffsetCommitResponse(now, results)
+        if not entries:
+            return resp
+        return self._commit_durably(conn, corr, req.group_id, entries, req.generation, now, resp)
+
+    def _commit_durably(self, conn: Any, corr: int, group_id: str, entries: list[Any],
+                        generation: int, now: int, resp: M.Message) -> Any:
+        """Append, then answer after the fsync that covers it (group commit)."""
+        p = self.store.commit(group_id, entries, generation, now)
+        self.b.on_append(p)
+        self.b.committer.add_waiter(p, DurableWaiter(conn, corr, p, resp))  # type: ignore[arg-type]
+        return DEFERRED
+
+    def offset_fetch(self, conn: Any, corr: int,
+                     req: G.OffsetFetchRequest) -> G.OffsetFetchResponse:
+        check_group_id(req.group_id)
+        if req.partitions:
+            tps = [(t.topic, p) for t in req.partitions for p in t.partitions]
+        else:
+            tps = sorted(self.store.group_offsets(req.group_id))
+        out = []
+        for tp in tps:
+            c = self.store.get(req.group_id, tp)
+            if c is None:
+                out.append(G.CommittedOffset(tp[0], tp[1], G.NO_OFFSET, "", -1))
+            else:
+                out.append(G.CommittedOffset(tp[0], tp[1], c.offset, c.metadata, c.commit_time))
+        return G.OffsetFetchResponse(out)
+
+    # --- operator views --------------------------------------------------------------------------
+    def list_groups(self, conn: Any, corr: int, req: M.Empty) -> G.ListGroupsResponse:
+        out = []
+        for gid in sorted(self.coordinator.groups.keys() | self.store.table.keys()):
+            g = self.coordinator.groups.get(gid)
+            if g is None:
+                out.append(G.GroupListing(gid, State.EMPTY.value, "", 0))
+            else:
+                out.append(G.GroupListing(gid, g.state.value, g.assignor, len(g.members)))
+        return G.ListGroupsResponse(out)
+
+    def describe_group(self, conn: Any, corr: int,
+                       req: G.DescribeGroupRequest) -> G.DescribeGroupResponse:
+        check_group_id(req.group_id)
+        g = self.coordinator.groups.get(req.group_id)
+        offsets = self.store.group_offsets(req.group_id)
+        if g is None and not offsets:
+            raise UnknownGroupError(f"group {req.group_id!r} has no members and no committed "
+                                    "offsets")
+        members = []
+        tps = set(offsets)
+        if g is not None:
+            for mid, m in sorted(g.members.items()):
+                assigned = g.assignment.get(mid, []) if g.state is State.STABLE else []
+                tps.update(assigned)
+                members.append(G.MemberDescription(mid, m.client_id, m.pid, m.session_timeout_ms,
+                                                   by_topic(assigned)))
+        owners = self.coordinator.owner_of(req.group_id)
+        parts = []
+        for topic, part in sorted(tps):
+            try:
+                end = self.b.logs.partition(topic, part).log_end_offset
+            except EdgebusError:
+                end = -1
+            c = offsets.get((topic, part))
+            committed = c.offset if c is not None else G.NO_OFFSET
+            lag = max(0, end - committed) if end >= 0 and committed >= 0 else -1
+            parts.append(G.PartitionLag(
+                topic, part, committed, c.metadata if c else "", c.commit_time if c else -1,
+                end, lag, owners.get((topic, part), "")))
+        state = g.state.value if g is not None else State.EMPTY.value
+        return G.DescribeGroupResponse(req.group_id, state, g.generation if g else 0,
+                                       g.assignor if g else "", members, parts)
+
+    def reset_offsets(self, conn: Any, corr: int, req: G.ResetOffsetsRequest) -> Any:
+        check_group_id(req.group_id)
+        if self.b.stopping:
+            raise ShuttingDownError("the supervisor is shutting down")
+        if not self.coordinator.is_empty(req.group_id):
+            n = len(self.coordinator.groups[req.group_id].members)
+            raise GroupNotEmptyError(f"group {req.group_id} has {n} active member(s); offsets "
+                                     "can only be reset while it has none")
+        if _internal(req.topic):
+            raise InvalidTopicError(f"{req.topic!r} is an internal topic")
+        all_parts = self.b.logs.partitions(req.topic)  # UnknownTopicError
+        chosen = [self.b.logs.partition(req.topic, i) for i in req.partitions] \
+            if req.partitions else all_parts
+        out = []
+        entries = []
+        for p in chosen:
+            if req.to == G.RESET_EARLIEST:
+                target = p.log_start_offset
+            elif req.to == G.RESET_LATEST:
+                target = p.log_end_offset
+            elif req.to == G.RESET_OFFSET:
+                target = min(max(req.value, p.log_start_offset), p.log_end_offset)
+            elif req.to == G.RESET_TIMESTAMP:
+                found = p.offset_for_timestamp(req.value)
+                target = found[0] if found is not None else p.log_end_offset
+            else:
+                raise InvalidRequestError(f"unknown reset target {req.to}")
+            prev = self.store.get(req.group_id, (req.topic, p.partition))
+            out.append(G.OffsetReset(req.topic, p.partition,
+                                     prev.offset if prev else G.NO_OFFSET, target))
+            entries.append((req.topic, p.partition, target, ""))
+        resp = G.ResetOffsetsResponse(out)
+        if req.dry_run or not entries:
+            return resp
+        if req.group_id not in self.store.table:
+            self._check_capacity(req.group_id)
+        log.info("group %s: offsets of %s reset by %r", req.group_id, req.topic, conn)
+        return self._commit_durably(conn, corr, req.group_id, entries, G.NO_GENERATION,
+                                    now_ms(), resp)
