@@ -24,7 +24,7 @@ from edgebus.log.fileutil import FILE_MODE, read_file, write_all
 MAX_INDEX_FILE_BYTES = 1 << 30
 
 
-def _increasing(a: array, strict: bool) -> bool:
+def _increasing(a: array[int], strict: bool) -> bool:
     op = operator.lt if strict else operator.le
     return all(map(op, a, islice(a, 1, None)))
 

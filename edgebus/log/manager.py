@@ -99,6 +99,14 @@ class LogManager:
                         or rep.retention_segments):
                     self._log.info("recovered %s: %s; offsets %d..%d", p.name, rep.summary(),
                                    p.log_start_offset, p.log_end_offset)
+        # Rewrite the checkpoint at once: it drops entries of topics that no longer exist, so
+        # a stale entry can never be applied to a new topic of the same name (create_topic
+        # writes it again before the first append). Not fatal: a full disk must not stop the
+        # start that could free space.
+        try:
+            self.write_checkpoint()
+        except EdgebusError as e:
+            self._log.warning("cannot rewrite the recovery checkpoint at start: %s", e)
         self._log.info(
             "opened %s: %d topic(s), %d partition(s), scanned %d bytes in %.3f s",
             self.data_dir, len(self._topics), len(self.all_partitions()), scanned,
@@ -154,9 +162,12 @@ class LogManager:
                     self._remove_dir(d)
                 parts.append(Partition.open(d, name, i, config, None, self._log))
             fsync_dir(self.data_dir)
+            self._parts[name] = parts
+            self.write_checkpoint()  # replaces any stale entry before a byte is appended
         except (OSError, EdgebusError) as e:
             for p in parts:
                 p.abandon()
+            self._parts.pop(name, None)
             self._topics = {k: v for k, v in topics.items() if k != name}
             try:
                 self._save_topics(self._topics)
@@ -168,7 +179,6 @@ class LogManager:
             if isinstance(e, OSError):
                 raise storage_error(e, f"creating topic {name}") from e
             raise
-        self._parts[name] = parts
 
     def delete_topic(self, name: str) -> None:
         """Forget the topic first (topics.json), then remove its directories."""
@@ -184,6 +194,10 @@ class LogManager:
         self._topics = topics
         for p in self._parts.pop(name, []):
             p.abandon()  # its data is going away: nothing to fsync
+        try:
+            self.write_checkpoint()
+        except EdgebusError as e:
+            self._log.warning("checkpoint after deleting topic %s: %s", name, e)
         try:
             for i in range(cfg.partitions):
                 d = self._dir(name, i)
@@ -292,7 +306,7 @@ class LogManager:
                "topics": {k: v.to_entries() for k, v in sorted(topics.items())}}
         atomic_write(self.data_dir / TOPICS_FILE, (json.dumps(doc, indent=1) + "\n").encode())
 
-    def _partition_dirs(self) -> list[os.DirEntry]:
+    def _partition_dirs(self) -> list[os.DirEntry[str]]:
         out = []
         with os.scandir(self.data_dir) as it:
             for e in it:

@@ -124,8 +124,13 @@ class Partition:
 
     # --- writing ----------------------------------------------------------------------------
 
-    def append(self, batch: bytearray, info: BatchInfo, now_ms: int) -> tuple[int, int]:
-        """Stamp and append one validated batch; return (base_offset, append_time)."""
+    def append(
+        self, batch: bytearray | memoryview | bytes, info: BatchInfo, now_ms: int
+    ) -> tuple[int, int]:
+        """Stamp and append one validated batch; return (base_offset, append_time).
+
+        The stamp is written into `batch` itself when it is writable (no copy); a read-only
+        buffer is copied first."""
         self._check_open()
         if self.offline:
             raise StorageError(f"{self.name} is offline after an I/O error")
@@ -144,7 +149,9 @@ class Partition:
             self._roll()
             seg = self._active
         base = self.log_end_offset
-        stamp_batch(batch, base, append_time)
+        if not isinstance(batch, bytearray) and memoryview(batch).readonly:
+            batch = bytearray(batch)
+        stamp_batch(batch, base, append_time)  # type: ignore[arg-type]
         pos = seg.size
         try:
             seg.write(batch)
@@ -282,13 +289,22 @@ class Partition:
         self._check_open()
         if self.offline:
             return None
+        return self._ticket(all_indexes=False)
+
+    def _ticket(self, all_indexes: bool) -> SyncTicket | None:
+        """all_indexes (at close): the active segment's index files too, even if clean."""
         dir_dirty = self._dir_dirty_gen > self._dir_synced_gen
-        if not self._unsynced and not dir_dirty:
+        if not self._unsynced and not dir_dirty and not all_indexes:
             return None
+        segs = dict(self._unsynced)
+        if all_indexes:
+            segs.setdefault(self._active.base_offset, self._active)
         fds: list[int] = []
         try:
-            for seg in self._unsynced.values():
-                fds.extend(seg.dup_fds())
+            for seg in segs.values():
+                # Index files are derived data, checked and rebuilt at recovery: the active
+                # segment's are fsynced only at close, a rolled segment's once after its roll.
+                fds.extend(seg.dup_fds(all_indexes or seg is not self._active))
             if dir_dirty:
                 fds.append(os.dup(self._dir_fd))
         except OSError as e:
@@ -394,7 +410,7 @@ class Partition:
             return
         err: EdgebusError | None = None
         if sync and not self.offline:
-            ticket = self.begin_sync()
+            ticket = self._ticket(all_indexes=True)
             if ticket is not None:
                 try:
                     ticket.run()

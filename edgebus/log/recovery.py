@@ -97,7 +97,8 @@ def recover(
     dir_changed = bool(report.removed_files)
 
     # Finish a retention pass that a crash interrupted: segments wholly below the log start.
-    if rp is not None:
+    # Only for a checkpoint that matches these files, so a stale one can never delete data.
+    if rp is not None and rp.segment_base in sizes and rp.log_start_offset <= rp.segment_base:
         while len(bases) > 1 and bases[1] <= rp.log_start_offset:
             Segment(directory, bases.pop(0), 0, log).delete()
             report.retention_segments += 1
@@ -203,7 +204,7 @@ def _list_dir(
     """Sizes of the .log files by base offset, and of their index files; leftovers removed."""
     logs: dict[int, int] = {}
     idx: dict[int, list[int | None]] = {}
-    strays: list[os.DirEntry] = []
+    strays: list[os.DirEntry[str]] = []
     with os.scandir(directory) as it:
         for e in it:
             base = parse_log_name(e.name)

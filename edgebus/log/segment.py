@@ -135,15 +135,18 @@ class Segment:
         self.close_fd()
         self.close_index_writers()
 
-    def dup_fds(self) -> list[int]:
-        """Duplicates of every open fd of this segment (for a sync ticket on another thread)."""
+    def dup_fds(self, with_indexes: bool) -> list[int]:
+        """Duplicates of the .log fd, and of the open index fds if asked (for a sync ticket that
+        runs on another thread while this thread may close the originals)."""
         fds = []
+        self.open_readable()  # the .log must be in every ticket that covers this segment
+        index_fds = (
+            (None if self.index is None else self.index.fd,
+             None if self.timeindex is None else self.timeindex.fd)
+            if with_indexes else ()
+        )
         try:
-            for fd in (
-                self.fd,
-                None if self.index is None else self.index.fd,
-                None if self.timeindex is None else self.timeindex.fd,
-            ):
+            for fd in (self.fd, *index_fds):
                 if fd is not None:
                     fds.append(os.dup(fd))
         except OSError:

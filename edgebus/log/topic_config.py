@@ -38,6 +38,15 @@ _ALIASES = {
     "segment.ms": "segment_ms",
     "max.message.bytes": "max_message_bytes",
     "index.interval.bytes": "index_interval_bytes",
+    "on.disk.full": "on_disk_full",
+}
+# What appends to a topic do while the data directory's free space is below the low watermark
+# (edgebus/server/disk.py): refuse them with DiskFullError, or delete the topic's oldest segments.
+DISK_FULL_REJECT = "reject"
+DISK_FULL_DROP_OLDEST = "drop-oldest"
+# key -> allowed values, for the settings that are words rather than integers.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "on_disk_full": (DISK_FULL_REJECT, DISK_FULL_DROP_OLDEST),
 }
 _INT_RE = re.compile(r"-?[0-9]{1,19}")
 
@@ -51,6 +60,7 @@ class TopicConfig:
     segment_ms: int = 7 * DAY_MS  # roll when the active segment's first batch is older than this
     max_message_bytes: int = 1024 * 1024  # largest batch accepted
     index_interval_bytes: int = 4096  # one sparse index entry per this many bytes of log
+    on_disk_full: str = DISK_FULL_REJECT  # policy below the disk low watermark (see _CHOICES)
 
     def __post_init__(self) -> None:
         for name, (lo, hi) in _RANGES.items():
@@ -59,6 +69,11 @@ class TopicConfig:
                 raise InvalidRequestError(f"topic config {name}: {value!r} is not an integer")
             if not lo <= value <= hi:
                 raise InvalidRequestError(f"topic config {name}: {value} is outside [{lo}, {hi}]")
+        for name, allowed in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise InvalidRequestError(
+                    f"topic config {name}: {value!r} is not one of {', '.join(allowed)}")
 
     def to_entries(self) -> dict[str, str]:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}
@@ -69,9 +84,18 @@ class TopicConfig:
     ) -> TopicConfig:
         """A config from key/value pairs; keys not given keep `base`'s values (or the defaults)."""
         values = (base or cls()).to_entries()
-        parsed: dict[str, int] = {k: int(v) for k, v in values.items()}
+        parsed: dict[str, int | str] = {
+            k: v if k in _CHOICES else int(v) for k, v in values.items()
+        }
         for key, raw in d.items():
             name = _ALIASES.get(key, key)
+            if name in _CHOICES:
+                word = raw.strip() if isinstance(raw, str) else raw
+                if word not in _CHOICES[name]:
+                    raise InvalidRequestError(
+                        f"topic config {key}: {raw!r} is not one of {', '.join(_CHOICES[name])}")
+                parsed[name] = word
+                continue
             if name not in _RANGES:
                 raise InvalidRequestError(f"unknown topic config key {key!r}")
             if isinstance(raw, bool) or not isinstance(raw, int | str):
@@ -85,7 +109,7 @@ class TopicConfig:
             if not lo <= raw <= hi:
                 raise InvalidRequestError(f"topic config {key}: {raw} is outside [{lo}, {hi}]")
             parsed[name] = raw
-        return cls(**parsed)
+        return cls(**parsed)  # type: ignore[arg-type]
 
 
 def validate_topic_name(name: str, internal: bool = False) -> None:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
+from logtest_helpers import append, log_files, make_batch, open_partition, read_all, records, values_of
 
 from edgebus import format as F
 from edgebus.batch import iter_batches, validate_batch
 from edgebus.errors import ClosedError, OffsetOutOfRangeError, RecordTooLargeError
 from edgebus.log import TopicConfig
-from logtest_helpers import append, log_files, make_batch, open_partition, read_all, records, values_of
 
 pytestmark = pytest.mark.unit
 
@@ -175,5 +176,13 @@ def test_index_files_are_sparse_and_point_at_batches(tmp_path: Path) -> None:
     for (rel, pos), (t, trel) in zip(entries, tentries, strict=True):
         base, atime, _ = F.BATCH_PREFIX.unpack_from(log, pos)
         assert (base, atime, trel) == (rel, t, rel)
-    gaps = [b[1] - a[1] for a, b in zip(entries, entries[1:], strict=False)]
+    gaps = [b[1] - a[1] for a, b in itertools.pairwise(entries)]
     assert all(g >= 300 for g in gaps)
+
+
+def test_append_accepts_read_only_buffers(tmp_path: Path) -> None:
+    p = open_partition(tmp_path / "t-0")
+    raw = bytes(make_batch([b"a", b"b"]))
+    assert p.append(raw, validate_batch(raw), 5) == (0, 5)
+    assert p.append(memoryview(raw), validate_batch(raw), 6) == (2, 6)
+    assert [v for _, v in read_all(p)] == [b"a", b"b", b"a", b"b"]

@@ -8,10 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from logtest_helpers import append, log_files, open_partition, read_all, values_of
 
 from edgebus import format as F
 from edgebus.log import Partition, RecoveryPoint, TopicConfig
-from logtest_helpers import append, log_files, open_partition, read_all, values_of
 
 pytestmark = pytest.mark.unit
 
@@ -76,7 +76,7 @@ def test_crash_without_close_keeps_everything(tmp_path: Path) -> None:
     p.abandon()
     p = open_partition(d, CFG, None)
     assert p.recovery_report is not None and p.recovery_report.full_scan
-    assert [v for _, v in read_all(p)] == vals + [b"next"]
+    assert [v for _, v in read_all(p)] == [*vals, b"next"]
 
 
 def _last_batch_case(tmp_path: Path) -> tuple[Path, RecoveryPoint, int, int, list[bytes]]:
@@ -135,7 +135,7 @@ def test_flipped_byte_in_last_batch_is_cut(tmp_path: Path, caplog: pytest.LogCap
 
 
 def test_backwards_append_time_is_cut(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    src, rp, start, _end, vals = _last_batch_case(tmp_path)
+    src, _rp, start, _end, vals = _last_batch_case(tmp_path)
     d = tmp_path / "t" / "t-0"
     shutil.copytree(src, d)
     with open(seg_path(d, 0), "r+b") as f:
@@ -316,4 +316,17 @@ def test_leftovers_are_removed(tmp_path: Path) -> None:
     assert sorted(x.name for x in d.iterdir()) == [
         f"{0:020d}.index", f"{0:020d}.log", f"{0:020d}.timeindex"
     ]
+    assert_continues(p, vals)
+
+
+def test_stale_checkpoint_never_deletes_segments(tmp_path: Path) -> None:
+    d = tmp_path / "t-0"
+    p = open_partition(d, CFG)
+    vals = fill(p, 30)
+    p.abandon()
+    # An entry left from an older topic of the same name: its log start is far ahead.
+    stale = RecoveryPoint(5_000, 40, 5_010, 4_000, 0)
+    p = open_partition(d, CFG, stale)
+    assert p.log_start_offset == 0 and p.recovery_report is not None
+    assert p.recovery_report.retention_segments == 0 and p.recovery_report.full_scan
     assert_continues(p, vals)

@@ -6,10 +6,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from logtest_helpers import append, log_files, open_partition, read_all, values_of
 
 from edgebus.errors import OffsetOutOfRangeError
 from edgebus.log import Partition, TopicConfig
-from logtest_helpers import append, log_files, open_partition, read_all, values_of
 
 pytestmark = pytest.mark.unit
 
