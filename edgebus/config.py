@@ -25,7 +25,8 @@ import yaml
 from edgebus import format as F
 from edgebus import paths
 from edgebus.errors import ConfigError, InvalidTopicError
-from edgebus.log.topic_config import MAX_SEGMENT_BYTES, validate_topic_name
+from edgebus.log.topic_config import DISK_FULL_REJECT, MAX_SEGMENT_BYTES, validate_topic_name
+from edgebus.opsconfig import Threshold, parse_disk_policy, parse_listen, parse_threshold
 
 # An operator's file is small; a bound keeps a wrong path (a log file, a device) from being slurped.
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -134,6 +135,8 @@ def _parse_path(value: Any) -> Path:
 _PARSERS = {
     "int": _parse_int, "size": parse_size, "duration": parse_duration,
     "path": _parse_path, "level": _parse_level, "mode": _parse_mode,
+    "threshold": lambda v: parse_threshold(v, parse_size), "listen": parse_listen,
+    "disk_policy": parse_disk_policy,
 }
 
 
@@ -175,6 +178,9 @@ class Limits:
     max_output_buffer_bytes: int = _setting(F.MAX_OUTPUT_BUFFER, "size", 1)
     # The longest a fetch may wait for data (the wire field is an i32).
     max_fetch_wait_ms: int = _setting(30_000, "duration", 0, I32_MAX)
+    # Request bytes read from one connection and not yet handled; reading pauses above this. At
+    # least one largest frame plus a read, so that a whole frame always fits.
+    max_input_buffer_bytes: int = _setting(2 * F.MAX_FRAME_BYTES, "size", F.MAX_FRAME_BYTES + MiB)
 
 
 @dataclass(frozen=True)
@@ -189,6 +195,8 @@ class TopicSettings:
     segment_ms: int = _setting(7 * DAY, "duration", 1, I64_MAX)
     max_message_bytes: int = _setting(1 * MiB, "size", F.BATCH_HEADER_SIZE, F.MAX_BATCH_BYTES)
     index_interval_bytes: int = _setting(4096, "size", 1, I32_MAX)
+    # Below the disk low watermark: "reject" appends (DiskFullError) or "drop-oldest" segments.
+    on_disk_full: str = _setting(DISK_FULL_REJECT, "disk_policy")
 
     def entries(self) -> dict[str, str]:
         """Every setting, partitions included, as name -> decimal string (the form of
@@ -223,6 +231,33 @@ class TopicSpec:
 
 
 @dataclass(frozen=True)
+class DiskSettings:
+    """Free-space watermarks of the data directory's filesystem (edgebus/server/disk.py)."""
+
+    # Below this much free space, each topic's on_disk_full policy applies...
+    # (Threshold is a frozen dataclass, so one shared default instance is safe.)
+    low_watermark: Threshold = _setting(Threshold(percent=5.0), "threshold")  # noqa: RUF009
+    # ...until at least this much is free again (hysteresis, so the state does not flap).
+    high_watermark: Threshold = _setting(Threshold(percent=10.0), "threshold")  # noqa: RUF009
+    # How often free space is checked while idle; appends also check once their bytes could
+    # have crossed the low watermark since the last check.
+    check_interval_ms: int = _setting(5000, "duration", 100, I32_MAX)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.low_watermark, self.high_watermark
+        same_unit = (lo.percent is None) == (hi.percent is None)
+        if same_unit and (lo.bytes or lo.percent or 0) > (hi.bytes or hi.percent or 0):
+            raise _Invalid("disk.high_watermark",
+                           f"must not be below low_watermark ({hi} < {lo})")
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    # host:port of the Prometheus text endpoint, loopback only; null serves none.
+    listen: str | None = _setting(None, "listen")
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path = field(default_factory=paths.default_data_dir, metadata={"kind": "path"})
     socket: Path = field(default_factory=paths.default_socket_path, metadata={"kind": "path"})
@@ -230,6 +265,8 @@ class Config:
     log_level: str = _setting("INFO", "level")
     log: LogSettings = field(default_factory=LogSettings)
     limits: Limits = field(default_factory=Limits)
+    disk: DiskSettings = field(default_factory=DiskSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     topic_defaults: TopicSettings = field(default_factory=TopicSettings)
     topics: tuple[TopicSpec, ...] = ()
     # The file this was read from (None for built-in defaults); not part of equality.
@@ -352,7 +389,8 @@ def config_from_mapping(data: Any, source: str | Path | None = None) -> Config:
     src = Path(source) if source is not None else None
     try:
         top = _mapping(data, "")
-        sections = {"log": LogSettings, "limits": Limits, "topic_defaults": TopicSettings}
+        sections = {"log": LogSettings, "limits": Limits, "topic_defaults": TopicSettings,
+                    "disk": DiskSettings, "metrics": MetricsSettings}
         known = [f.name for f in dataclasses.fields(Config) if f.name != "source"]
         for key in top:
             if key not in known:
@@ -423,6 +461,13 @@ def load_config(path: str | Path | None = None) -> Config:
     if path is None:
         return Config()
     path = Path(path).expanduser()
+    return config_from_mapping(read_yaml_file(path), source=path)
+
+
+def read_yaml_file(path: Path) -> Any:
+    """The parsed YAML document in `path`, read with the strict loader (bounded size, UTF-8, no
+    duplicate keys, octal-looking integers marked); ConfigError names the file and the line.
+    Shared with other config loaders (bridges/mqtt/config.py) so that every file obeys one rule."""
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_CONFIG_BYTES + 1)
@@ -443,7 +488,12 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from None
-    return config_from_mapping(data, source=path)
+    return data
+
+
+def describe_value(value: Any) -> str:
+    """A value as config error messages show it ("null", "a mapping", "'abc'")."""
+    return _describe(value)
 
 
 def parse_topic_setting(key: str, value: str) -> int:

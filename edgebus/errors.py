@@ -164,6 +164,13 @@ class DataDirLockedError(EdgebusError):
     hint = "another edgebus supervisor is using this data directory; stop it or use another one"
 
 
+class ServiceInstallError(EdgebusError):
+    """`edgebus install-service` cannot install the systemd service as asked."""
+
+    code = 105
+    hint = "see `edgebus install-service --help` and the README section on running as a service"
+
+
 _BY_CODE: dict[int, type[EdgebusError]] = {}
 
 

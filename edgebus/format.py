@@ -49,6 +49,36 @@ OFFSET_INDEX_ENTRY = struct.Struct("<II")  # relative_offset, file position of t
 # --- Time index entry (12 bytes) -----------------------------------------------------------------
 TIME_INDEX_ENTRY = struct.Struct("<qI")  # append_time_ms, relative_offset of the batch
 
+# --- Shared-memory ring header (384 bytes, then the data area) ------------------------------------
+# One ring per direction per client, both in one memfd (docs/FORMAT.md section 6). head and tail
+# are on separate cache lines (128 bytes apart: 64-byte lines plus the adjacent-line prefetcher),
+# each next to the waiting flag its owner sets. Counters are published only by edgebus.shm's C
+# code with one atomic store each, never with struct.pack_into (which zeroes before writing).
+RING_MAGIC = 0  # u32 RING_MAGIC_VALUE, written once by the supervisor before the memfd is shared
+RING_VERSION = 4  # u16 RING_FORMAT_VERSION
+RING_HEADER_BYTES = 6  # u16 RING_HEADER_SIZE
+RING_CAPACITY = 8  # u32 data-area bytes, a power of two
+RING_MAX_FRAME = 12  # u32 largest entry (frame with its length prefix), at most capacity / 2
+RING_RESERVED = 16  # 112 bytes, 0
+RING_HEAD = 128  # u64 bytes ever written; stored by the writer only (release)
+RING_WRITER_WAITING = 136  # u32 1 = the writer sleeps until space is freed; set by the writer
+RING_RESERVED2 = 140  # 116 bytes, 0
+RING_TAIL = 256  # u64 bytes ever consumed; stored by the reader only (release)
+RING_READER_WAITING = 264  # u32 1 = the reader sleeps until data arrives; set by the reader
+RING_RESERVED3 = 268  # 116 bytes, 0
+RING_HEADER_SIZE = 384
+RING_MAGIC_VALUE = 0x47524245  # b"EBRG" read as a little-endian u32
+RING_FORMAT_VERSION = 1
+RING_ALIGN = 8  # every entry starts 8-byte aligned
+RING_PAD_MARKER = 0xFFFFFFFF  # an entry length that means "skip to the start of the data area"
+# The fixed fields before the first reserved gap, for tests and tools that read a header.
+RING_HEADER = struct.Struct("<IHHII")
+# A ring smaller than this is not worth a mapping (and a page is the mapping granule anyway).
+MIN_RING_BYTES = 4096
+# Data-area bytes of one ring: bounds the shared memory one client costs the supervisor; large
+# enough that a ring's max frame (capacity / 2) exceeds MAX_FRAME_BYTES.
+MAX_RING_BYTES = 64 * 1024 * 1024
+
 # --- Socket frames -------------------------------------------------------------------------------
 # Request:  length u32 | api_key u16 | api_version u16 | correlation_id u32 | body
 # Response: length u32 | correlation_id u32 | error_code i16 | body

@@ -13,6 +13,8 @@ ENV_SOCKET = "EDGEBUS_SOCKET"
 ENV_DATA_DIR = "EDGEBUS_DATA_DIR"
 ENV_CONFIG = "EDGEBUS_CONFIG"
 SYSTEM_CONFIG = Path("/etc/edgebus/edgebus.yaml")
+# Where the systemd service (systemd/edgebus.service) listens.
+SYSTEM_SOCKET = Path("/run/edgebus/edgebus.sock")
 
 
 def default_data_dir() -> Path:
@@ -33,3 +35,13 @@ def default_socket_path() -> Path:
     if runtime and os.path.isdir(runtime):
         return Path(runtime) / "edgebus" / "edgebus.sock"
     return Path(f"/tmp/edgebus-{os.getuid()}") / "edgebus.sock"
+
+
+def client_socket_path() -> Path:
+    """The socket a client connects to by default: as default_socket_path(), except that a user
+    with no supervisor of their own finds the system service's socket (members of the `edgebus`
+    group use the installed service without setting EDGEBUS_SOCKET)."""
+    own = default_socket_path()
+    if os.environ.get(ENV_SOCKET) or own.exists() or not SYSTEM_SOCKET.exists():
+        return own
+    return SYSTEM_SOCKET

@@ -404,7 +404,11 @@ class FakeAdmin:
         pass
 
     def status(self) -> dict[str, Any]:
-        return {"version": "0.1.0", "topics": {"a": {"partitions": 1}}, "clients": []}
+        return {"version": "0.1.0", "pid": 42, "uptime_s": 3.5, "data_dir": "/d", "socket": "/s",
+                "topics": {"a": {"partitions": [
+                    {"partition": 0, "log_start_offset": 3, "log_end_offset": 9,
+                     "size_bytes": 10, "segments": 2, "offline": False}]}},
+                "clients": [], "groups": []}
 
 
 def test_topics_commands(monkeypatch: pytest.MonkeyPatch,
@@ -431,8 +435,27 @@ def test_status(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[s
     assert main(["status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["version"] == "0.1.0"
     assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "0.1.0" in out
+    assert any(line.split()[:4] == ["a", "0", "3", "9"] for line in out.splitlines())
+
+
+def test_status_of_an_unknown_document_is_shown_as_a_tree(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = {"version": "9", "topics": [{"name": "a", "parts": [{"p": 0, "ok": True}]}],
+           "clients": [], "note": None}
+    monkeypatch.setattr(FakeAdmin, "status", lambda self: doc)
+    monkeypatch.setattr(edgebus, "Admin", FakeAdmin)
+    assert main(["status"]) == 0
     assert capsys.readouterr().out == (
-        "version: 0.1.0\ntopics:\n  a:\n    partitions: 1\nclients: []\n")
+        "version: 9\n"
+        "topics:\n"
+        "  - name: a\n"
+        "    parts:\n"
+        "      - p: 0\n"
+        "        ok: true\n"
+        "clients: []\n"
+        "note: null\n")
 
 
 # --- as a real process ---------------------------------------------------------------------------

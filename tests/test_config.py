@@ -12,8 +12,10 @@ from edgebus import paths
 from edgebus.config import (
     TOPIC_CONFIG_KEYS,
     Config,
+    DiskSettings,
     Limits,
     LogSettings,
+    MetricsSettings,
     TopicSettings,
     TopicSpec,
     config_from_mapping,
@@ -312,6 +314,13 @@ def test_topic_defaults_equal_storage_defaults() -> None:
 @pytest.mark.parametrize("key", [f.name for f in dataclasses.fields(TopicSettings)])
 def test_every_value_the_config_accepts_the_storage_accepts(key: str) -> None:
     f = next(f for f in dataclasses.fields(TopicSettings) if f.name == key)
+    if f.metadata["kind"] == "disk_policy":  # a word, not a number
+        for word in ("reject", "drop-oldest"):
+            settings = config_from_mapping({"topic_defaults": {key: word}}).topic_defaults
+            assert getattr(TopicConfig.from_entries(settings.entries()), key) == word
+        with pytest.raises(ConfigError):
+            config_from_mapping({"topic_defaults": {key: "sometimes"}})
+        return
     for value in (f.metadata["lo"], f.metadata["hi"], -1 if f.metadata["unlimited"] else None):
         if value is not None:
             settings = config_from_mapping({"topic_defaults": {key: value}}).topic_defaults
@@ -393,7 +402,7 @@ def test_example_loads_and_equals_the_defaults() -> None:
 
 def test_example_documents_every_key() -> None:
     text = EXAMPLE.read_text()
-    sections = [Config, LogSettings, Limits, TopicSettings]
+    sections = [Config, LogSettings, Limits, TopicSettings, DiskSettings, MetricsSettings]
     names = {f.name for cls in sections for f in dataclasses.fields(cls)} - {"source"}
     missing = sorted(n for n in names if not re.search(rf"^\s*#?\s*{n}:", text, re.MULTILINE))
     assert missing == []

@@ -395,3 +395,72 @@ def test_error_table_matches_error_tree() -> None:
 
 def test_recovery_checkpoint_section_exists() -> None:
     assert any("Recovery checkpoint file" in t for t in SECTIONS)
+
+
+# --- shared-memory ring header (section 6) -------------------------------------------------------
+
+RING_TYPES = {**STRUCT_CODE, "u64": "Q"}
+
+
+def ring_rows() -> list[dict[str, str]]:
+    """The ring header table: contiguous from 0; `pad` rows are reserved zero bytes."""
+    cols, rows = table("6.2 Ring header")
+    assert cols == LAYOUT_COLUMNS
+    pos = 0
+    for row in rows:
+        assert int(row["offset"]) == pos, f"ring header: {row['field']} at {row['offset']}, expected {pos}"
+        if row["type"] != "pad":
+            assert int(row["size"]) == struct.calcsize("<" + RING_TYPES[row["type"]]), row
+        pos += int(row["size"])
+        assert row["CRC"] == "-", row["field"]
+    return rows
+
+
+def test_ring_header_table_matches_format_constants() -> None:
+    rows = ring_rows()
+    assert sum(int(r["size"]) for r in rows) == F.RING_HEADER_SIZE
+    for row in rows:
+        const = "RING_" + row["field"].upper()
+        assert getattr(F, const) == int(row["offset"]), f"{const} != doc offset {row['offset']}"
+    # Every RING_ offset constant is a documented field, in the document's order.
+    not_offsets = {"RING_HEADER_SIZE", "RING_MAGIC_VALUE", "RING_FORMAT_VERSION", "RING_ALIGN",
+                   "RING_PAD_MARKER", "RING_HEADER"}
+    constants = sorted((getattr(F, n), n) for n in dir(F) if n.startswith("RING_") and n not in not_offsets)
+    assert [n for _, n in constants] == ["RING_" + r["field"].upper() for r in rows]
+    fixed_rows = [r for r in rows if int(r["offset"]) < F.RING_RESERVED]
+    assert F.RING_HEADER.format == "<" + "".join(RING_TYPES[r["type"]] for r in fixed_rows)
+
+
+def test_ring_counters_are_on_separate_cache_lines() -> None:
+    line = 128
+    assert F.RING_HEAD // line != F.RING_TAIL // line
+    assert F.RING_HEAD // line == F.RING_WRITER_WAITING // line  # each flag beside its owner's counter
+    assert F.RING_TAIL // line == F.RING_READER_WAITING // line
+    assert F.RING_HEAD % 8 == 0 and F.RING_TAIL % 8 == 0  # naturally aligned for atomics
+
+
+def test_ring_doc_values_and_c_module_agree() -> None:
+    lines = "\n".join(section("6.2 Ring header"))
+    assert f"`0x{F.RING_MAGIC_VALUE:08X}`" in lines
+    assert "0xFFFFFFFF" in "\n".join(section("6.3 Entries")) and F.RING_PAD_MARKER == 0xFFFFFFFF
+    assert F.RING_MAGIC_VALUE.to_bytes(4, "little") == b"EBRG"
+    from edgebus.shm._ring import lib  # built by setup.py (cffi) at install
+
+    assert lib.EB_RING_MAGIC == F.RING_MAGIC_VALUE
+    assert lib.EB_RING_VERSION == F.RING_FORMAT_VERSION
+    assert lib.EB_HEADER_SIZE == F.RING_HEADER_SIZE
+    assert lib.EB_PAD_MARKER == F.RING_PAD_MARKER
+    assert lib.EB_ALIGN == F.RING_ALIGN
+    for c_name, py in [("MAGIC", F.RING_MAGIC), ("VERSION", F.RING_VERSION),
+                       ("HEADER_SIZE", F.RING_HEADER_BYTES), ("CAPACITY", F.RING_CAPACITY),
+                       ("MAX_FRAME", F.RING_MAX_FRAME), ("HEAD", F.RING_HEAD),
+                       ("WRITER_WAITING", F.RING_WRITER_WAITING), ("TAIL", F.RING_TAIL),
+                       ("READER_WAITING", F.RING_READER_WAITING)]:
+        assert getattr(lib, "EB_OFF_" + c_name) == py, c_name
+
+
+def test_ring_limits() -> None:
+    assert F.MAX_RING_BYTES // 2 > F.MAX_FRAME_BYTES  # the largest frame fits a largest ring
+    assert F.MIN_RING_BYTES & (F.MIN_RING_BYTES - 1) == 0
+    assert F.MAX_RING_BYTES & (F.MAX_RING_BYTES - 1) == 0
+    assert "`MIN_RING_BYTES` (4096" in "\n".join(section("3. Limits"))

@@ -37,6 +37,7 @@ REQUEST_SAMPLES: dict[int, C.Message] = {
     M.Api.FETCH: M.FetchRequest(100, 1, 4096, [M.FetchPartition("t", 0, 5, 1024)]),
     M.Api.LIST_OFFSETS: M.ListOffsetsRequest([M.ListOffsetsPartition("t", 0, M.LATEST)]),
     M.Api.STATUS: M.Empty(),
+    M.Api.SHM_ATTACH: M.ShmAttachRequest(0, 1 << 20),
     M.Api.JOIN_GROUP: G.JoinGroupRequest(
         "g", "", "c", 10_000, 30_000, ["t"], ["range"], [G.TopicPartitions("t", [0, 1])]
     ),

@@ -23,7 +23,7 @@ def add_socket_option(parser: argparse.ArgumentParser) -> None:
 
 def socket_path(args: argparse.Namespace) -> str:
     """The socket a client command connects to: --socket, else $EDGEBUS_SOCKET, else default."""
-    return str(getattr(args, "socket", None) or paths.default_socket_path())
+    return str(getattr(args, "socket", None) or paths.client_socket_path())
 
 
 def int_in_range(lo: int, hi: int | None = None, what: str = "value") -> Any:
@@ -76,31 +76,37 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], out: Any 
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
 
 
-def print_tree(value: Any, indent: int = 0, out: Any = None) -> None:
-    """Nested dicts and lists as indented `key: value` lines, for people."""
-    out = out or sys.stdout
+def print_tree(value: Any, out: Any = None) -> None:
+    """Nested dicts and lists as indented `key: value` lines (YAML-like), for people."""
+    for line in _tree_lines(value, 0):
+        print(line, file=out or sys.stdout)
+
+
+def _tree_lines(value: Any, indent: int) -> list[str]:
     pad = "  " * indent
+    lines: list[str] = []
     if isinstance(value, dict):
         for k, v in value.items():
             if isinstance(v, dict | list) and v:
-                print(f"{pad}{k}:", file=out)
-                print_tree(v, indent + 1, out)
+                lines.append(f"{pad}{k}:")
+                lines.extend(_tree_lines(v, indent + 1))
             else:
-                print(f"{pad}{k}: {_scalar(v)}", file=out)
+                lines.append(f"{pad}{k}: {_scalar(v)}")
     elif isinstance(value, list):
         for item in value:
             if isinstance(item, dict | list) and item:
-                print(f"{pad}-", file=out)
-                print_tree(item, indent + 1, out)
+                # The item's first line goes after the dash, the rest under it.
+                first, *rest = _tree_lines(item, indent + 1)
+                lines.append(f"{pad}- {first.lstrip()}")
+                lines.extend(rest)
             else:
-                print(f"{pad}- {_scalar(item)}", file=out)
+                lines.append(f"{pad}- {_scalar(item)}")
     else:
-        print(f"{pad}{_scalar(value)}", file=out)
+        lines.append(f"{pad}{_scalar(value)}")
+    return lines
 
 
 def _scalar(v: Any) -> str:
-    if isinstance(v, dict | list):
-        return json.dumps(v)
-    if v is None:
-        return "-"
+    if isinstance(v, dict | list | bool) or v is None:
+        return json.dumps(v)  # [] {} true false null, as in --json
     return str(v)

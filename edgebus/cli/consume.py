@@ -16,7 +16,7 @@ from edgebus.cli.common import (
     partition_number,
     socket_path,
 )
-from edgebus.errors import EdgebusError, UnknownPartitionError, UnknownTopicError
+from edgebus.errors import UnknownPartitionError, UnknownTopicError
 
 # One poll waits at most this long, so --timeout-ms is honoured promptly.
 POLL_SLICE_MS = 1000
@@ -64,11 +64,8 @@ def _open(args: argparse.Namespace) -> Any:
 
     reset = "earliest" if args.from_beginning else "latest"
     if args.group is not None and args.partition is None:
-        try:
-            return Consumer(args.topic, group_id=args.group, auto_offset_reset=reset,
-                            socket=socket_path(args))
-        except ImportError as e:  # groups are an optional module of the client
-            raise EdgebusError(f"consumer groups are not available in this build: {e}") from None
+        return Consumer(args.topic, group_id=args.group, auto_offset_reset=reset,
+                        socket=socket_path(args))
     consumer = Consumer(group_id=args.group, auto_offset_reset=reset, socket=socket_path(args),
                         enable_auto_commit=args.group is not None)
     try:

@@ -1,16 +1,25 @@
-"""`edgebus status`: the supervisor's view of itself."""
+"""`edgebus status`: the supervisor at a glance (tables), or the whole document with --json."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from typing import Any, TextIO
 
-from edgebus.cli.common import add_socket_option, print_tree, socket_path
+from edgebus.cli.common import add_socket_option, human_size, print_table, print_tree, socket_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("status", help="show the supervisor's status")
+    p = sub.add_parser(
+        "status", help="show the supervisor's status: disk, memory, topics, clients, groups, lag",
+        description="Uptime, version, data directory, disk used and free (with the watermarks), "
+                    "memory and CPU, every topic's partitions with sizes and offsets, connected "
+                    "clients, and consumer groups with their lag.",
+    )
     p.add_argument("--json", action="store_true", help="print the status as one JSON document")
+    p.add_argument("--all", action="store_true",
+                   help="also list internal topics (__consumer_offsets) and every client")
     add_socket_option(p)
     p.set_defaults(func=run)
 
@@ -23,5 +32,109 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
     else:
-        print_tree(status)
+        render(status, show_all=args.all)
     return 0
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    if days:
+        return f"{days}d {hours}h {minutes}m"
+    if hours:
+        return f"{hours}h {minutes}m {s}s"
+    return f"{minutes}m {s}s" if minutes else f"{s}s"
+
+
+def _dash(v: Any) -> str:
+    return "-" if v is None or v == -1 else str(v)
+
+
+def render(st: dict[str, Any], show_all: bool = False, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    if "uptime_s" not in st or not isinstance(st.get("topics"), dict):
+        # Not the document this version knows (another supervisor version): show it as it is.
+        print_tree(st, out=out)
+        return
+    disk = st.get("disk", {})
+    cpu_pct = st.get("cpu_percent")
+    fields = [
+        ("version", st.get("version")),
+        ("pid", st.get("pid")),
+        ("uptime", _duration(st.get("uptime_s", 0))),
+        ("data dir", st.get("data_dir")),
+        ("socket", st.get("socket")),
+        ("disk", f"{human_size(disk.get('used', 0))} used, {human_size(disk.get('free', 0))} free "
+                 f"of {human_size(disk.get('total', 0))}"
+                 + (f" (low watermark {human_size(disk['low_watermark'])}"
+                    f" = {disk.get('low_watermark_setting')}, high "
+                    f"{human_size(disk.get('high_watermark', 0))})"
+                    if "low_watermark" in disk else "")),
+        ("disk state", _disk_state(disk)),
+        ("log data", human_size(st.get("data_bytes", 0))),
+        ("memory", f"{human_size(st.get('rss_bytes', 0))} RSS"),
+        ("cpu", f"{st.get('cpu_s', 0)} s" + (f", {cpu_pct}% now" if cpu_pct is not None else "")),
+        ("clients", len(st.get("clients", [])) if "clients" in st else st.get("connections")),
+        ("traffic", f"{st.get('records_in', 0)} records in ({human_size(st.get('bytes_in', 0))}), "
+                    f"{st.get('records_out', 0)} out ({human_size(st.get('bytes_out', 0))})"),
+        ("fsyncs", f"{st.get('fsyncs', 0)}" + (f", {st['fsync_avg_ms']} ms average"
+                                                if st.get("fsync_avg_ms") is not None else "")),
+    ]
+    width = max(len(k) for k, _ in fields)
+    for key, value in fields:
+        print(f"{key + ':':<{width + 1}} {_dash(value)}", file=out)
+
+    rows = []
+    for name, topic in sorted(st.get("topics", {}).items()):
+        if name.startswith("__") and not show_all:
+            continue
+        for p in topic.get("partitions", []):
+            rows.append((name, p["partition"], p["log_start_offset"], p["log_end_offset"],
+                         p["log_end_offset"] - p["log_start_offset"], human_size(p["size_bytes"]),
+                         p["segments"], "OFFLINE" if p.get("offline") else ""))
+    print(file=out)
+    if rows:
+        print_table(["TOPIC", "PARTITION", "LOG START", "LOG END", "RECORDS", "SIZE", "SEGMENTS",
+                     ""], rows, out=out)
+    else:
+        print("no topics", file=out)
+
+    groups = st.get("groups", [])
+    print(file=out)
+    if groups:
+        grows = []
+        for g in groups:
+            for p in g["partitions"] or [{"topic": "-", "partition": "-", "committed": None,
+                                          "log_end_offset": None, "lag": None}]:
+                grows.append((g["group"], g["state"], g["members"], p["topic"], p["partition"],
+                              _dash(p["committed"]), _dash(p["log_end_offset"]), _dash(p["lag"])))
+        print_table(["GROUP", "STATE", "MEMBERS", "TOPIC", "PARTITION", "COMMITTED", "LOG END",
+                     "LAG"], grows, out=out)
+    else:
+        print("no consumer groups", file=out)
+
+    clients = st.get("clients", [])
+    if clients and show_all:
+        print(file=out)
+        print_table(["CLIENT", "PID", "UID", "REQUESTS", "PARKED FETCHES", "QUEUED OUT"],
+                    [(c["id"], c["pid"], c["uid"], c["requests"], c["parked_fetches"],
+                      human_size(c["output_bytes"])) for c in clients], out=out)
+
+
+def _disk_state(disk: dict[str, Any]) -> str:
+    state = disk.get("state")
+    if state is None:
+        return "-"
+    text = "ok" if state == "ok" else (
+        "LOW: topics with on_disk_full=reject refuse appends; drop-oldest topics shrink")
+    extra = []
+    if disk.get("rejected_appends"):
+        extra.append(f"{disk['rejected_appends']} appends refused")
+    if disk.get("dropped_segments"):
+        extra.append(f"{disk['dropped_segments']} segments dropped "
+                     f"({human_size(disk.get('dropped_bytes', 0))})")
+    if disk.get("error"):
+        extra.append(f"error: {disk['error']}")
+    return text + (f" ({', '.join(extra)})" if extra else "")

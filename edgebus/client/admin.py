@@ -1,4 +1,4 @@
-"""edgebus.Admin: topics, offsets and status."""
+"""edgebus.Admin: topics, offsets, consumer groups and status."""
 
 from __future__ import annotations
 
@@ -7,25 +7,31 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from edgebus.client.channel import SyncChannel
+from edgebus.client.shm_channel import open_sync_channel
 from edgebus.client.types import TopicPartition
 from edgebus.errors import error_for_code
+from edgebus.protocol import groups as G
 from edgebus.protocol import messages as M
 
 
 class Admin:
-    def __init__(self, socket: str | os.PathLike[str] | None = None, timeout: float = 30.0) -> None:
-        self._ch = SyncChannel(socket, timeout)
+    def __init__(self, socket: str | os.PathLike[str] | None = None, timeout: float = 30.0,
+                 transport: str = "auto") -> None:
+        # transport: "auto" (shared-memory rings when available), "shm" or "socket".
+        self._ch = open_sync_channel(socket, timeout, transport)
         self._ch.request(M.Api.API_VERSIONS, M.ApiVersionsRequest())
 
     @property
     def socket_path(self) -> str:
         return str(self._ch.path)
 
-    def create_topic(self, name: str, partitions: int = 1,
+    def create_topic(self, name: str, partitions: int | None = None,
                      config: Mapping[str, Any] | None = None) -> None:
+        """Create a topic; settings not given come from the supervisor's topic_defaults."""
+        if partitions is not None and partitions < 1:
+            raise ValueError(f"partitions must be >= 1, got {partitions}")
         entries = [M.ConfigEntry(k, str(v)) for k, v in (config or {}).items()]
-        self._ch.request(M.Api.CREATE_TOPIC, M.CreateTopicRequest(name, partitions, entries))
+        self._ch.request(M.Api.CREATE_TOPIC, M.CreateTopicRequest(name, partitions or 0, entries))
 
     def delete_topic(self, name: str) -> None:
         self._ch.request(M.Api.DELETE_TOPIC, M.DeleteTopicRequest(name))
@@ -51,6 +57,39 @@ class Admin:
                 raise error_for_code(r.error_code, r.error_message)
             out[TopicPartition(r.topic, r.partition)] = (r.offset, r.timestamp)
         return out
+
+    # --- consumer groups (bodies in edgebus/protocol/groups.py) ---------------------------------
+    def list_groups(self) -> list[G.GroupListing]:
+        """Every group with members or committed offsets: id, state, assignor, member count."""
+        return self._ch.request(M.Api.LIST_GROUPS, M.Empty()).groups
+
+    def describe_group(self, group_id: str) -> G.DescribeGroupResponse:
+        """State, generation, members with their assignment, and per partition the committed
+        offset, log end offset and lag (UnknownGroupError for a group nobody knows)."""
+        return self._ch.request(M.Api.DESCRIBE_GROUP, G.DescribeGroupRequest(group_id))
+
+    def list_group_offsets(self, group_id: str) -> dict[TopicPartition, G.CommittedOffset]:
+        resp = self._ch.request(M.Api.OFFSET_FETCH, G.OffsetFetchRequest(group_id, []))
+        return {TopicPartition(o.topic, o.partition): o for o in resp.offsets}
+
+    def reset_offsets(self, group_id: str, topic: str, *, earliest: bool = False,
+                      latest: bool = False, offset: int | None = None,
+                      timestamp_ms: int | None = None, partitions: list[int] | None = None,
+                      dry_run: bool = False) -> list[G.OffsetReset]:
+        """Set the group's committed offsets of `topic` (all partitions, or `partitions`) to the
+        earliest or latest offset, to `offset` (clamped to the log), or to the first offset
+        appended at or after `timestamp_ms`. Exactly one target; the group must have no active
+        members (GroupNotEmptyError). Returns the previous and new offset per partition."""
+        chosen = [(earliest, G.RESET_EARLIEST, 0), (latest, G.RESET_LATEST, 0),
+                  (offset is not None, G.RESET_OFFSET, offset or 0),
+                  (timestamp_ms is not None, G.RESET_TIMESTAMP, timestamp_ms or 0)]
+        targets = [(to, value) for given, to, value in chosen if given]
+        if len(targets) != 1:
+            raise ValueError("give exactly one of earliest, latest, offset, timestamp_ms")
+        to, value = targets[0]
+        req = G.ResetOffsetsRequest(group_id, topic, sorted(partitions or []), to, value,
+                                    1 if dry_run else 0)
+        return self._ch.request(M.Api.RESET_OFFSETS, req).offsets
 
     def status(self) -> dict[str, Any]:
         return json.loads(self._ch.request(M.Api.STATUS, M.Empty()).json)

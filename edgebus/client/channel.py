@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebus.errors import BrokerUnavailableError, OperationTimeoutError
-from edgebus.paths import default_socket_path
+from edgebus.paths import client_socket_path
 from edgebus.protocol.codec import Message
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame
 
@@ -26,7 +26,7 @@ RECV_SIZE = 1024 * 1024
 
 
 def resolve_socket(path: str | os.PathLike[str] | None) -> Path:
-    return Path(path) if path is not None else default_socket_path()
+    return Path(path) if path is not None else client_socket_path()
 
 
 def connect(path: Path, timeout: float | None = 10.0) -> socket.socket:

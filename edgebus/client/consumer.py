@@ -14,16 +14,19 @@ from typing import Any
 
 from edgebus import batch as B
 from edgebus.batch import Record
-from edgebus.client.channel import SyncChannel
+from edgebus.client.shm_channel import open_sync_channel
 from edgebus.client.types import OffsetAndTimestamp, TopicPartition
 from edgebus.errors import (
     EdgebusError,
     OffsetOutOfRangeError,
+    UnknownPartitionError,
+    UnknownTopicError,
     error_for_code,
 )
 from edgebus.protocol import messages as M
 
 _RESETS = ("earliest", "latest", "none")
+_GONE = (UnknownTopicError.code, UnknownPartitionError.code)
 
 
 class Consumer:
@@ -42,6 +45,7 @@ class Consumer:
         consumer_timeout_ms: float = float("inf"),
         key_deserializer: Callable[[bytes], Any] | None = None,
         value_deserializer: Callable[[bytes], Any] | None = None,
+        transport: str = "auto",
         **group_options: Any,
     ) -> None:
         if auto_offset_reset not in _RESETS:
@@ -56,7 +60,8 @@ class Consumer:
         self.key_deserializer = key_deserializer
         self.value_deserializer = value_deserializer
         self.group_id = group_id
-        self._ch = SyncChannel(socket)
+        # transport: "auto" (shared-memory rings when available), "shm" or "socket".
+        self._ch = open_sync_channel(socket, transport=transport)
         self._ch.request(M.Api.API_VERSIONS, M.ApiVersionsRequest())
         self._assigned: list[TopicPartition] = []
         self._positions: dict[TopicPartition, int] = {}
@@ -212,18 +217,31 @@ class Consumer:
                 time.sleep(min(left, 0.1))
 
     def _take(self, limit: int) -> dict[TopicPartition, list[Record]]:
+        # Per record only an append and two compares: the buffer holds runs of one partition, so
+        # a TopicPartition is made per run and positions are set once per partition (finally:
+        # also when a deserializer raises, for the records already handed over).
         out: dict[TopicPartition, list[Record]] = {}
         buf = self._buffer
         kd, vd = self.key_deserializer, self.value_deserializer
-        for _ in range(min(limit, len(buf))):
-            r = buf.popleft()
-            if kd is not None and r.key is not None:
-                r.key = kd(r.key)
-            if vd is not None and r.value is not None:
-                r.value = vd(r.value)
-            tp = TopicPartition(r.topic, r.partition)
-            out.setdefault(tp, []).append(r)
-            self._positions[tp] = r.offset + 1
+        if limit >= len(buf):
+            recs = list(buf)
+            buf.clear()
+        else:
+            recs = [buf.popleft() for _ in range(limit)]
+        lt, lp, lst = None, -1, None
+        try:
+            for r in recs:
+                if kd is not None and r.key is not None:
+                    r.key = kd(r.key)
+                if vd is not None and r.value is not None:
+                    r.value = vd(r.value)
+                if r.partition != lp or r.topic != lt:
+                    lt, lp = r.topic, r.partition
+                    lst = out.setdefault(TopicPartition(lt, lp), [])
+                lst.append(r)  # type: ignore[union-attr]
+        finally:
+            for tp, rs in out.items():
+                self._positions[tp] = rs[-1].offset + 1
         return out
 
     def _fetch(self, max_wait_ms: int) -> None:
@@ -241,6 +259,8 @@ class Consumer:
             if fp.error_code == OffsetOutOfRangeError.code:
                 self._out_of_range(tp, fp)
                 continue
+            if fp.error_code in _GONE and self._group is not None and self._group.partition_gone(tp):
+                continue  # topic deleted under a subscription: the group rebalances without it
             if fp.error_code:
                 raise error_for_code(fp.error_code, fp.error_message)
             self._highwater[tp] = fp.high_watermark

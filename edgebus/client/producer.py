@@ -13,13 +13,17 @@ import os
 import random
 import threading
 import time
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
+from itertools import accumulate
 from typing import Any
 
 from edgebus import batch as B
 from edgebus import format as F
+from edgebus.batch import _fast as _bulk  # C record encoding (edgebus/shm/records.py) or None
 from edgebus.client.channel import AsyncChannel, SyncChannel, resolve_socket
+from edgebus.client.shm_channel import ShmAsyncChannel, check_transport, open_async_channel
 from edgebus.client.types import (
     BatchResult,
     FutureBatch,
@@ -43,12 +47,14 @@ Headers = Sequence[tuple[str, bytes | None]]
 
 
 class _Builder:
-    __slots__ = ("created", "first_ts", "max_ts", "partition", "records", "result", "size", "topic")
+    __slots__ = ("count", "created", "first_ts", "max_ts", "partition", "records", "result", "size",
+                 "topic")
 
     def __init__(self, topic: str, partition: int) -> None:
         self.topic = topic
         self.partition = partition
-        self.records: list[bytes] = []
+        self.records: list[bytes] = []  # encoded records; an element may hold several (add_many)
+        self.count = 0  # records in the batch
         self.size = F.BATCH_HEADER_SIZE
         self.first_ts = -1
         self.max_ts = -1
@@ -62,7 +68,19 @@ class _Builder:
             self.max_ts = ts
         self.records.append(rec)
         self.size += len(rec)
-        return len(self.records) - 1
+        self.count += 1
+        return self.count - 1
+
+    def add_many(self, blob: Any, n: int, ts: int) -> int:
+        """n records encoded back to back (the bulk path); the index of the first."""
+        if not self.records:
+            self.first_ts = ts
+        if ts > self.max_ts:
+            self.max_ts = ts
+        self.records.append(blob)
+        self.size += len(blob)
+        self.count += n
+        return self.count - n
 
 
 def _as_bytes(v: Any, what: str) -> bytes | None:
@@ -92,6 +110,7 @@ class Producer:
         reconnect_backoff_max_ms: float = 2000,
         key_serializer: Callable[[Any], bytes] | None = None,
         value_serializer: Callable[[Any], bytes] | None = None,
+        transport: str = "auto",
     ) -> None:
         if isinstance(acks, str):
             if acks not in M.ACKS_BY_NAME:
@@ -112,6 +131,8 @@ class Producer:
         self.key_serializer = key_serializer
         self.value_serializer = value_serializer
         self.path = resolve_socket(socket)
+        # "auto" (shared-memory rings when available), "shm" or "socket" (edgebus/client/shm_channel.py)
+        self.transport = check_transport(transport)
         self._meta = SyncChannel(self.path)
         self._meta_lock = threading.Lock()
         self._partitions: dict[str, int] = {}
@@ -123,7 +144,10 @@ class Producer:
         self._in_flight = 0
         self._flushing = 0
         self._closed = False
-        self._channel: AsyncChannel | None = None
+        self._channel: AsyncChannel | ShmAsyncChannel | None = None
+        # Held while popping ready batches and sending them, by the I/O thread or (linger_ms=0)
+        # by a caller sending inline: batches leave in the order they were sealed.
+        self._io_lock = threading.Lock()
         # Fail fast with a clear error when the supervisor is not there.
         self._meta.request(M.Api.API_VERSIONS, M.ApiVersionsRequest())
         self._thread = threading.Thread(target=self._sender, name="edgebus-producer", daemon=True)
@@ -177,7 +201,10 @@ class Producer:
         self._check_size(len(rec))
         with self._cond:
             b, idx = self._append(topic, p, rec, ts)
-            return FutureRecordMetadata(b.result, idx, ts)
+            fut = FutureRecordMetadata(b.result, idx, ts)
+        if not self.linger:
+            self._send_now()
+        return fut
 
     def send_batch(
         self,
@@ -187,11 +214,29 @@ class Producer:
         partition: int | None = None,
         headers: Headers | None = None,
         timestamp_ms: int | None = None,
+        record_headers: Sequence[Headers | None] | None = None,
     ) -> FutureBatch:
-        """Send many records in one call; cheaper per record than send(). One future for all."""
+        """Send many records in one call; cheaper per record than send(). One future for all.
+
+        `headers` are given to every record; `record_headers[i]`, when given, to record i instead.
+        The records of one call that go to one partition travel in one batch when together they
+        fit in `batch_size` (an open batch of that partition that they would overflow is sealed
+        first): they are appended, or fail, together and in order. The MQTT bridge relies on this
+        to retry a failed call without reordering a partition.
+        """
         if keys is not None and len(keys) != len(values):
             raise ValueError(f"{len(keys)} keys for {len(values)} values")
+        if record_headers is not None and len(record_headers) != len(values):
+            raise ValueError(f"{len(record_headers)} header lists for {len(values)} values")
         ts = time.time_ns() // 1_000_000 if timestamp_ms is None else int(timestamp_ms)
+        if (keys is None and record_headers is None and not headers and _bulk is not None
+                and self.value_serializer is None and values):
+            enc = _bulk.encode_values(values, ts)  # None unless every value is plain bytes
+            if enc is not None:
+                fb = self._send_batch_bulk(topic, partition, ts, *enc)
+                if not self.linger:
+                    self._send_now()
+                return fb
         hdrs = headers or ()
         timestamps = [ts] * len(values)
         enc = B.encode_record
@@ -205,12 +250,14 @@ class Producer:
                 k = self.key_serializer(k)
             k = _as_bytes(k, "key")
             p = self._choose(topic, k, partition)
-            rec = enc(ts, k, _as_bytes(v, "value"), hdrs)
+            h = hdrs if record_headers is None else (record_headers[i] or ())
+            rec = enc(ts, k, _as_bytes(v, "value"), h)
             self._check_size(len(rec))
             by_part.setdefault(p, []).append((i, rec))
         parts: list[tuple[BatchResult, int, list[int]]] = []
         with self._cond:
             for p, items in by_part.items():
+                self._make_room(topic, p, sum(len(rec) for _, rec in items))
                 cur: BatchResult | None = None
                 for i, rec in items:
                     b, idx = self._append(topic, p, rec, ts)
@@ -218,7 +265,81 @@ class Producer:
                         cur = b.result
                         parts.append((cur, idx, []))
                     parts[-1][2].append(i)
+        if not self.linger:
+            self._send_now()
         return FutureBatch(parts, timestamps)
+
+    def _send_batch_bulk(self, topic: str, partition: int | None, ts: int, blob: bytearray,
+                         sizes: list[int]) -> FutureBatch:
+        """send_batch of values only, encoded by C in one go: per batch, not per record, work.
+        Same batching rules as the general path (one batch if they fit, else full batches)."""
+        p = self._choose(topic, None, partition)
+        self._check_size(max(sizes))
+        n = len(sizes)
+        cum = list(accumulate(sizes, initial=0))  # cum[i] = bytes before record i
+        mv = memoryview(blob)
+        parts: list[tuple[BatchResult, int, list[int]]] = []
+        key = (topic, p)
+        with self._cond:
+            self._make_room(topic, p, len(blob))
+            if self._closed:
+                raise ClosedError("the producer is closed")
+            i = 0
+            while i < n:
+                b = self._open.get(key)
+                if b is None:
+                    b = self._open[key] = _Builder(topic, p)
+                room = self.batch_size - b.size
+                j = bisect_right(cum, cum[i] + room, i + 1) - 1  # records i..j-1 fit
+                if j <= i:
+                    if b.count:
+                        self._seal(key, b)
+                        continue
+                    j = i + 1  # a record larger than batch_size travels alone
+                first = b.add_many(mv[cum[i] : cum[j]], j - i, ts)
+                self._queued_bytes += cum[j] - cum[i]
+                parts.append((b.result, first, list(range(i, j))))
+                i = j
+                if b.size >= self.batch_size or i < n:
+                    self._seal(key, b)
+                elif first == 0 and self.linger:
+                    self._cond.notify()  # the sender must learn this batch's linger deadline
+        return FutureBatch(parts, [ts] * n)
+
+    def _send_now(self) -> None:
+        """linger_ms=0: seal what is open and send ready batches from the caller's thread. A
+        hand-off to the I/O thread would cost a thread wake-up (tens of microseconds) per send;
+        if that thread is sending right now, it takes these batches next instead."""
+        if not self._io_lock.acquire(blocking=False):
+            return
+        try:
+            with self._cond:
+                for key, b in list(self._open.items()):
+                    self._seal(key, b, notify=False)
+                todo = self._pop_ready()
+            if todo and not self._send_todo(todo):
+                with self._cond:
+                    self._cond.notify()  # not connected: the I/O thread retries with backoff
+        finally:
+            self._io_lock.release()
+
+    def _make_room(self, topic: str, p: int, total: int) -> None:
+        """Under self._cond, before appending `total` bytes of records to (topic, p) in one go:
+        wait for buffer memory for all of them (so that _append does not release the lock midway,
+        letting the sender seal a half-filled batch), and seal an open batch they would overflow."""
+        deadline = None
+        while self._queued_bytes + total > self.buffer_memory and self._queued_bytes > 0:
+            if self._closed:
+                raise ClosedError("the producer is closed")
+            deadline = deadline or time.monotonic() + self.max_block
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise OperationTimeoutError(
+                    f"{self._queued_bytes} bytes are waiting to be sent; buffer_memory is full")
+            self._cond.wait(left)
+        b = self._open.get((topic, p))
+        if b is not None and b.records and b.size + total > self.batch_size:
+            self._seal((topic, p), b)
 
     def _check_size(self, n: int) -> None:
         if n + F.BATCH_HEADER_SIZE > self.max_request_size:
@@ -250,17 +371,18 @@ class Producer:
         self._queued_bytes += len(rec)
         if b.size >= self.batch_size:
             self._seal(key, b)
-        elif len(b.records) == 1:
+        elif len(b.records) == 1 and self.linger:
             self._cond.notify()  # the sender must learn this batch's linger deadline
         return b, idx
 
-    def _seal(self, key: tuple[str, int], b: _Builder) -> None:
+    def _seal(self, key: tuple[str, int], b: _Builder, notify: bool = True) -> None:
         del self._open[key]
         self._ready.append(b)
         if self._sticky.get(b.topic) == b.partition:
             n = self._partitions.get(b.topic, 1)
             self._sticky[b.topic] = random.randrange(n)
-        self._cond.notify()
+        if notify:
+            self._cond.notify()
 
     # --- I/O thread ------------------------------------------------------------------------------
     def _sender(self) -> None:
@@ -281,34 +403,51 @@ class Producer:
                     if self._closed and not self._ready and not self._in_flight:
                         return
                     self._cond.wait(None if next_due is None else max(0.0, next_due - now))
-                todo = []
-                while self._ready and self._in_flight + len(todo) < self.max_in_flight:
-                    todo.append(self._ready.popleft())
-            try:
-                ch = self._ensure_channel()
-            except BrokerUnavailableError as e:
-                self._requeue_or_expire(todo, e)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, self.backoff_max)
-                continue
+            with self._io_lock:
+                with self._cond:
+                    todo = self._pop_ready()
+                if not todo:
+                    continue  # a caller sent them inline (linger_ms=0)
+                if not self._send_todo(todo):
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, self.backoff_max)
+                    continue
             backoff = self.backoff
-            for i, b in enumerate(todo):
-                try:
-                    self._send_batch(ch, b)
-                except BrokerUnavailableError as e:
-                    # This batch may have reached the supervisor: fail it (outcome unknown) rather
-                    # than send it twice; the ones after it were never written, so retry them.
-                    with self._cond:
-                        self._finish(b, -1, -1, e, in_flight=False)
-                    self._requeue_or_expire(todo[i + 1 :], e)
-                    break
 
-    def _ensure_channel(self) -> AsyncChannel:
+    def _pop_ready(self) -> list[_Builder]:
+        """Under self._cond (and self._io_lock): the batches to send now, oldest first."""
+        todo = []
+        while self._ready and self._in_flight + len(todo) < self.max_in_flight:
+            todo.append(self._ready.popleft())
+        return todo
+
+    def _send_todo(self, todo: list[_Builder]) -> bool:
+        """Under self._io_lock: send in order. False when no connection could be made (the
+        batches are requeued or expired)."""
+        try:
+            ch = self._ensure_channel()
+        except BrokerUnavailableError as e:
+            self._requeue_or_expire(todo, e)
+            return False
+        for i, b in enumerate(todo):
+            try:
+                self._send_batch(ch, b)
+            except BrokerUnavailableError as e:
+                # This batch may have reached the supervisor: fail it (outcome unknown) rather
+                # than send it twice; the ones after it were never written, so retry them.
+                with self._cond:
+                    self._finish(b, -1, -1, e, in_flight=False)
+                self._requeue_or_expire(todo[i + 1 :], e)
+                break
+        return True
+
+    def _ensure_channel(self) -> AsyncChannel | ShmAsyncChannel:
         ch = self._channel
         if ch is None or ch.lost is not None:
             if ch is not None:
                 ch.close()
-            ch = self._channel = AsyncChannel(self.path)
+            ch = self._channel = open_async_channel(self.path, self.transport,
+                                                    self.max_request_size)
         return ch
 
     def _requeue_or_expire(self, batches: list[_Builder], err: BaseException) -> None:
@@ -320,8 +459,8 @@ class Producer:
                 else:
                     self._ready.appendleft(b)
 
-    def _send_batch(self, ch: AsyncChannel, b: _Builder) -> None:
-        data = B.build_batch(b.records, b.first_ts, b.max_ts)
+    def _send_batch(self, ch: AsyncChannel | ShmAsyncChannel, b: _Builder) -> None:
+        data = B.build_batch(b.records, b.first_ts, b.max_ts, record_count=b.count)
         req = M.ProduceRequest(b.topic, b.partition, self.acks, data)
         with self._cond:
             self._in_flight += 1

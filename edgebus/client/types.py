@@ -37,10 +37,15 @@ def partition_for_key(key: bytes, partitions: int) -> int:
 class BatchResult:
     """Completion of one produced batch, shared by the futures of its records."""
 
-    __slots__ = ("_event", "base_offset", "callbacks", "error", "partition", "timestamp", "topic")
+    __slots__ = ("_event", "_lock", "base_offset", "callbacks", "error", "partition", "timestamp",
+                 "topic")
 
     def __init__(self, topic: str, partition: int) -> None:
         self._event = threading.Event()
+        # Invariant: a callback is either in `callbacks` when done() takes the list, or added
+        # after done() set the event (and then run by add_callback itself): never both, never
+        # neither. Without the lock, a callback added between the two steps of done() was lost.
+        self._lock = threading.Lock()
         self.topic = topic
         self.partition = partition
         self.base_offset = -1
@@ -49,12 +54,22 @@ class BatchResult:
         self.callbacks: list = []
 
     def done(self, base_offset: int, timestamp: int, error: BaseException | None) -> None:
-        self.base_offset = base_offset
-        self.timestamp = timestamp
-        self.error = error
-        self._event.set()
-        for cb in self.callbacks:
+        with self._lock:
+            self.base_offset = base_offset
+            self.timestamp = timestamp
+            self.error = error
+            self._event.set()
+            callbacks, self.callbacks = self.callbacks, []
+        for cb in callbacks:
             cb(self)
+
+    def add_callback(self, cb) -> None:  # type: ignore[no-untyped-def]
+        """cb(self) once done: now (in this thread) if already done, else in done()'s thread."""
+        with self._lock:
+            if not self._event.is_set():
+                self.callbacks.append(cb)
+                return
+        cb(self)
 
     def wait(self, timeout: float | None) -> bool:
         return self._event.wait(timeout)
@@ -103,10 +118,7 @@ class FutureRecordMetadata:
                 fn(self.get(0))
             except EdgebusError as e:
                 fn(e)
-        if self._batch.is_done:
-            cb(self._batch)
-        else:
-            self._batch.callbacks.append(cb)
+        self._batch.add_callback(cb)
         return self
 
 
@@ -136,3 +148,27 @@ class FutureBatch:
 
     def done(self) -> bool:
         return all(b.is_done for b, _, _ in self._parts)
+
+    def add_callback(self, fn) -> FutureBatch:  # type: ignore[no-untyped-def]
+        """fn(list of RecordMetadata, or the first exception) once every record's batch is done:
+        exactly once, on the producer's I/O thread (or now, if all are done already)."""
+        left = [len(self._parts)]
+        lock = threading.Lock()
+
+        def cb(_b: BatchResult) -> None:
+            with lock:
+                left[0] -= 1
+                if left[0]:
+                    return
+            try:
+                result = self.get(0)
+            except Exception as e:  # a lost connection can fail a batch with any error
+                fn(e)
+            else:
+                fn(result)
+
+        if not self._parts:
+            fn([])
+        for b, _, _ in self._parts:
+            b.add_callback(cb)
+        return self

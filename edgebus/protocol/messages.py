@@ -31,6 +31,7 @@ class Api(IntEnum):
     LIST_GROUPS = 16
     DESCRIBE_GROUP = 17
     RESET_OFFSETS = 18
+    SHM_ATTACH = 32  # transport APIs start at 32 (edgebus/shm, edgebus/server/shm_transport.py)
 
 
 # Special timestamps for ListOffsets, as in Kafka.
@@ -237,6 +238,31 @@ class StatusResponse(Message):
     FIELDS = (("json", STR),)
 
 
+# --- ShmAttach (the shared-memory transport; docs/FORMAT.md section 6) ---------------------------
+@dataclass
+class ShmAttachRequest(Message):
+    request_ring_bytes: int  # wanted data bytes of the client -> supervisor ring (a power of two)
+    response_ring_bytes: int  # wanted data bytes of the supervisor -> client ring
+    FIELDS = (("request_ring_bytes", I32), ("response_ring_bytes", I32))
+
+
+@dataclass
+class ShmAttachResponse(Message):
+    """Sent with four file descriptors (SCM_RIGHTS), in this order: the memfd holding both rings,
+    the eventfd the supervisor waits on, the eventfd the client's reader waits on, the eventfd a
+    client writer waits on for space."""
+
+    request_ring_bytes: int
+    response_ring_bytes: int
+    response_ring_offset: int  # where the second ring's header starts in the memfd
+    map_bytes: int  # size of the memfd (both rings)
+    fd_count: int  # 4
+    FIELDS = (
+        ("request_ring_bytes", I32), ("response_ring_bytes", I32), ("response_ring_offset", I64),
+        ("map_bytes", I64), ("fd_count", I32),
+    )
+
+
 @dataclass
 class ErrorBody(Message):
     """Body of every response whose header error_code is not 0."""
@@ -255,6 +281,7 @@ REQUESTS: dict[int, type[Message]] = {
     Api.FETCH: FetchRequest,
     Api.LIST_OFFSETS: ListOffsetsRequest,
     Api.STATUS: Empty,
+    Api.SHM_ATTACH: ShmAttachRequest,
 }
 RESPONSES: dict[int, type[Message]] = {
     Api.API_VERSIONS: ApiVersionsResponse,
@@ -265,6 +292,7 @@ RESPONSES: dict[int, type[Message]] = {
     Api.FETCH: FetchResponse,
     Api.LIST_OFFSETS: ListOffsetsResponse,
     Api.STATUS: StatusResponse,
+    Api.SHM_ATTACH: ShmAttachResponse,
 }
 # (min, max) version the supervisor accepts per API.
 VERSIONS: dict[int, tuple[int, int]] = {int(k): (0, 0) for k in REQUESTS}

@@ -16,16 +16,20 @@ from typing import Any
 import psutil
 
 import edgebus
+from edgebus import format as F
 from edgebus.errors import EdgebusError, ProtocolError, UnknownServerError
 from edgebus.log.manager import LogManager
 from edgebus.log.topic_config import TopicConfig
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import RequestFrame, ServerProtocol
 from edgebus.server.connection import RECV_SIZE, Connection
+from edgebus.server.disk import DiskGuard
 from edgebus.server.fetchwait import FetchWaiters, ParkedFetch
 from edgebus.server.groupcommit import GroupCommitter
 from edgebus.server.groups import attach as attach_groups
 from edgebus.server.handlers import DEFERRED, NO_RESPONSE, DurableWaiter, Handlers
+from edgebus.server.shm_transport import attach as attach_shm
+from edgebus.server.stats import Stats
 
 log = logging.getLogger("edgebus.broker")
 
@@ -48,6 +52,8 @@ class Broker:
         checkpoint_interval_ms: int = 5000,
         retention_check_interval_ms: int = 60_000,
         notifier: Any = None,
+        disk: DiskGuard | None = None,
+        max_input_buffer: int = 2 * F.MAX_FRAME_BYTES,
     ) -> None:
         self.logs = logs
         self.socket_path = Path(socket_path)
@@ -60,12 +66,19 @@ class Broker:
         self.checkpoint_interval = checkpoint_interval_ms / 1000
         self.retention_interval = retention_check_interval_ms / 1000
         self.notifier = notifier
+        # Free-space watermarks and each topic's on_disk_full policy (edgebus/server/disk.py).
+        self.disk = disk if disk is not None else DiskGuard(logs)
+        # A client's unprocessed request bytes are not read past this (memory bound per client).
+        self.max_input_buffer = max_input_buffer
+        self.stats = Stats()  # records/bytes out, fsync latency (status and metrics)
         self.sel = selectors.DefaultSelector()
         self.conns: dict[int, Connection] = {}
         self.waiters = FetchWaiters()
         self.handlers = Handlers(self)
         # Consumer groups (edgebus/server/groups): registers its APIs into handlers.table.
         self.groups = attach_groups(self)
+        # Shared-memory rings (edgebus/server/shm_transport.py): registers SHM_ATTACH.
+        self.shm = attach_shm(self)
         self.stopping = False
         self.started = time.time()
         self.records_in = 0
@@ -121,19 +134,26 @@ class Broker:
             gd = self.groups.next_deadline()  # groups: session expiry, rebalances, cleaner
             if gd is not None:
                 deadline = min(deadline, gd)
+            deadline = min(deadline, self.disk.next_deadline())  # free-space check
             timeout = 0.0 if self._pending_process else max(0.0, deadline - now)
-            for key, mask in self.sel.select(timeout):
+            if self.shm.spinning:  # shm: rings with recent traffic are polled, not waited for
+                timeout = 0.0
+            events = self.sel.select(timeout)
+            for key, mask in events:
                 tag = key.data
                 if tag == "listen":
                     self._accept()
                 elif tag == "wake":
                     self._drain_wake()
+                elif callable(tag):  # an extra listener, e.g. the metrics endpoint
+                    tag(mask)
                 else:
                     conn: Connection = tag
                     if mask & selectors.EVENT_WRITE:
                         self._on_writable(conn)
                     if mask & selectors.EVENT_READ and not conn.closed:
                         self._on_readable(conn)
+            self.shm.poll(may_spin=not events and not self._pending_process)  # shm rings
             if self._pending_process:
                 ids, self._pending_process = self._pending_process, set()
                 for cid in ids:
@@ -145,6 +165,7 @@ class Broker:
             for w in self.waiters.expired(now):
                 self.complete_fetch(w)
             self.groups.tick(now)  # groups: expire sessions, finish rebalances, clean offsets
+            self.disk.tick(now)  # watermarks: reject or drop-oldest below the low one
             if now >= next_flush:
                 if self._dirty_since_flush and self.committer.start(self.logs.all_partitions()):
                     self._dirty_since_flush = False
@@ -165,6 +186,7 @@ class Broker:
             while os.read(self._wake_r, 4096):
                 pass
         self.committer.drain(self._answer_durable)
+        self.stats.after_drain(self.committer)
 
     def _answer_durable(self, w: DurableWaiter, err: BaseException | None) -> None:
         if w.conn.closed:
@@ -200,6 +222,8 @@ class Broker:
             log.debug("accepted %r uid=%d", conn, conn.uid)
 
     def _on_readable(self, conn: Connection) -> None:
+        if conn.proto.frames.buffered() >= self.max_input_buffer:
+            return  # whole frames wait in _pending_process; read more once they are handled
         try:
             data = conn.sock.recv(RECV_SIZE)
         except BlockingIOError:
@@ -261,6 +285,8 @@ class Broker:
         self._send(conn, req.correlation_id, result)
 
     def _send(self, conn: Connection, corr: int, body: M.Message) -> None:
+        if type(body) is M.FetchResponse:
+            self.stats.fetch_sent(body)
         conn.queue(ServerProtocol.encode_response(corr, body))
 
     def _send_error(self, conn: Connection, corr: int, code: int, message: str) -> None:
@@ -294,6 +320,8 @@ class Broker:
         with contextlib.suppress(KeyError, ValueError):
             self.sel.unregister(conn.sock)
         conn.sock.close()
+        if conn.shm is not None:  # shm: reclaim the rings at once
+            self.shm.close_link(conn.shm)
         self.groups.connection_closed(conn)  # groups: its members die at once
         log.debug("closed %r after %d requests", conn, conn.requests)
 
@@ -323,7 +351,7 @@ class Broker:
     def _checkpoint(self) -> None:
         try:
             self.logs.write_checkpoint()
-        except OSError as e:
+        except (OSError, EdgebusError) as e:
             log.error("cannot write the recovery checkpoint: %s", e)
 
     def _retention(self) -> None:
@@ -331,7 +359,7 @@ class Broker:
             n = self.logs.apply_retention(time.time_ns() // 1_000_000)
             if n:
                 log.info("retention deleted %d segment(s)", n)
-        except OSError as e:
+        except (OSError, EdgebusError) as e:
             log.error("retention failed: %s", e)
 
     def status(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import logging
 import socket
 import struct
 from collections import deque
+from typing import Any
 
 from edgebus.protocol.framing import ServerProtocol
 
@@ -30,6 +31,8 @@ class Connection:
         self.pid, self.uid = _peer(sock)
         self.parked = 0  # long-poll fetches waiting on this connection
         self.requests = 0
+        # edgebus.server.shm_transport.ShmLink after SHM_ATTACH: responses then go to its ring.
+        self.shm: Any = None
 
     def __repr__(self) -> str:
         return f"conn#{self.id}(pid={self.pid})"
@@ -37,6 +40,8 @@ class Connection:
     def queue(self, data: bytes) -> None:
         if self.closed:
             return
+        if self.shm is not None and self.shm.queue(data):
+            return  # in the response ring, or queued for it (counted in out_bytes)
         if not self.out:
             # Fast path: try to send at once, queue only the remainder.
             try:

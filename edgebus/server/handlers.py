@@ -36,7 +36,7 @@ class DurableWaiter:
     conn: Any
     correlation_id: int
     partition: Any
-    response: M.ProduceResponse
+    response: M.Message  # sent once durable: a ProduceResponse, an OffsetCommitResponse, ...
 
 
 def now_ms() -> int:
@@ -87,9 +87,13 @@ class Handlers:
     def create_topic(self, conn: Any, corr: int, req: M.CreateTopicRequest) -> M.Empty:
         validate_topic_name(req.name)
         entries: dict[str, Any] = {c.name: c.value for c in req.configs}
-        entries["partitions"] = req.partitions
+        if req.partitions > 0:  # 0: the supervisor's topic_defaults.partitions
+            entries["partitions"] = req.partitions
+        elif req.partitions < 0:
+            raise InvalidRequestError(f"partitions must be >= 1, got {req.partitions}")
         cfg = TopicConfig.from_entries(entries, base=self.b.topic_defaults)
         self.logs.create_topic(req.name, cfg)
+        self.b.groups.topic_created(req.name)  # consumer groups: subscribers rebalance
         log.info("created topic %s with %d partitions (by %r)", req.name, cfg.partitions, conn)
         return M.Empty()
 
@@ -107,7 +111,9 @@ class Handlers:
     def status(self, conn: Any, corr: int, req: M.Empty) -> M.StatusResponse:
         import json
 
-        return M.StatusResponse(json.dumps(self.b.status()))
+        from edgebus.server.status import collect  # disk, clients, groups and lag, counters
+
+        return M.StatusResponse(json.dumps(collect(self.b)))
 
     # --- data plane ------------------------------------------------------------------------------
     def produce(self, conn: Any, corr: int, req: M.ProduceRequest) -> Any:
@@ -120,7 +126,7 @@ class Handlers:
         p = self.logs.partition(req.topic, req.partition)
         batch = req.batch
         info = B.validate_batch(batch, max_bytes=p.config.max_message_bytes)
-        base, atime = p.append(batch, info, now_ms())
+        base, atime = self.b.disk.append(p, batch, info, now_ms())  # watermarks (server/disk.py)
         self.b.records_in += info.record_count
         self.b.bytes_in += info.length
         self.b.on_append(p)

@@ -1,7 +1,14 @@
-"""systemd notification: READY, STATUS, WATCHDOG pings from the loop itself, STOPPING.
+"""systemd's notify protocol (sd_notify(3)) through sdnotify: READY, STATUS, WATCHDOG, STOPPING.
 
-Nothing happens when NOTIFY_SOCKET is unset. The watchdog is pinged from the event loop, so a
-loop that hangs stops pinging and systemd restarts the service.
+- READY=1 is sent once, by the supervisor, after recovery and after the socket listens, so a unit
+  ordered After=edgebus.service starts when clients can connect.
+- WATCHDOG=1 is sent from the event loop itself (Broker.serve_forever calls `tick`): a loop that
+  hangs stops pinging and systemd kills and restarts the service (WatchdogSec= in the unit).
+- STATUS= carries a one-line summary (`systemctl status edgebus` shows it).
+- STOPPING=1 when a clean shutdown begins.
+
+Nothing at all happens when NOTIFY_SOCKET is unset (not started by systemd); the watchdog is used
+only when WATCHDOG_USEC is set and WATCHDOG_PID, if set, is this process (sd_watchdog_enabled(3)).
 """
 
 from __future__ import annotations
@@ -11,35 +18,71 @@ from typing import Any
 
 import sdnotify
 
+from edgebus.server.disk import human
+
+# Without a watchdog, STATUS= is refreshed this often (seconds) while systemd listens.
+STATUS_INTERVAL_S = 10.0
+# Not under systemd: tick has nothing to do, so the loop need not wake for it.
+IDLE_INTERVAL_S = 3600.0
+
 
 class Notifier:
-    def __init__(self) -> None:
-        self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
+    def __init__(self, environ: Any = None) -> None:
+        env = os.environ if environ is None else environ
+        self.enabled = bool(env.get("NOTIFY_SOCKET"))
         self._n = sdnotify.SystemdNotifier() if self.enabled else None
-        usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
-        # Ping at half the watchdog period, as sd_watchdog_enabled(3) advises; else a status tick.
-        self.interval = usec / 2_000_000 if usec > 0 else 10.0
-        self.watchdog = usec > 0
+        usec = _int(env.get("WATCHDOG_USEC"))
+        pid = _int(env.get("WATCHDOG_PID"))
+        self.watchdog = self.enabled and usec > 0 and pid in (0, os.getpid())
+        self.watchdog_s = usec / 1_000_000 if self.watchdog else None
+        # Ping at half the watchdog period, as sd_watchdog_enabled(3) advises.
+        if self.watchdog:
+            self.interval = usec / 2_000_000
+        else:
+            self.interval = STATUS_INTERVAL_S if self.enabled else IDLE_INTERVAL_S
+        self.sent = 0
 
     def _send(self, msg: str) -> None:
         if self._n is not None:
             self._n.notify(msg)
+            self.sent += 1
+
+    def status(self, text: str) -> None:
+        self._send(f"STATUS={_one_line(text)}")
 
     def ready(self, summary: str) -> None:
-        self._send(f"READY=1\nSTATUS={summary}\nMAINPID={os.getpid()}")
+        self._send(f"READY=1\nSTATUS={_one_line(summary)}\nMAINPID={os.getpid()}")
 
     def tick(self, broker: Any) -> None:
+        """From the event loop, every `interval` seconds."""
         if self.watchdog:
             self._send("WATCHDOG=1")
         if self.enabled:
-            self._send(f"STATUS={summary_line(broker)}")
+            self._send(f"STATUS={_one_line(summary_line(broker))}")
 
     def stopping(self) -> None:
-        self._send("STOPPING=1\nSTATUS=stopping")
+        self._send("STOPPING=1\nSTATUS=stopping: answering waiters and flushing the log")
 
 
 def summary_line(broker: Any) -> str:
-    topics = broker.logs.topics()
+    topics = {n: t for n, t in broker.logs.topics().items() if not n.startswith("__")}
     parts = sum(t.partitions for t in topics.values())
-    return (f"{len(topics)} topics, {parts} partitions, {len(broker.conns)} clients, "
+    line = (f"{len(topics)} topics, {parts} partitions, {len(broker.conns)} clients, "
             f"{broker.records_in} records in")
+    disk = getattr(broker, "disk", None)
+    if disk is not None and disk.total:
+        line += f", disk {human(disk.free)} free"
+        if disk.low:
+            line += " (LOW: reject topics refuse appends)"
+    return line
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

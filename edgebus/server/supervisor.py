@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import sys
 import time
 from typing import Any
@@ -12,19 +11,18 @@ from typing import Any
 from edgebus.errors import EdgebusError
 from edgebus.log.manager import LogManager
 from edgebus.log.topic_config import TopicConfig
+from edgebus.server import testhooks
 from edgebus.server.broker import Broker
+from edgebus.server.disk import DiskGuard
+from edgebus.server.logsetup import setup_logging as _setup_logging
 from edgebus.server.notify import Notifier, summary_line
 
 log = logging.getLogger("edgebus.supervisor")
 
 
 def setup_logging(level: str) -> None:
-    # One line per event, no color; journald adds its own timestamps, a terminal user wants them.
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if sys.stderr.isatty() or not os.environ.get("JOURNAL_STREAM"):
-        fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt,
-                        stream=sys.stderr, force=True)
+    # One line per event, no colour; under journald with priority prefixes (server/logsetup.py).
+    _setup_logging(level)
 
 
 def topic_config_of(settings: Any) -> TopicConfig:
@@ -35,11 +33,14 @@ def topic_config_of(settings: Any) -> TopicConfig:
 def run(config: Any) -> int:
     """Serve until told to stop; returns the process exit code."""
     setup_logging(config.log_level)
+    testhooks.install()  # test-only, needs EDGEBUS_TEST_HOOKS=1 (server/testhooks.py)
+    notifier = Notifier()  # sd_notify; does nothing without NOTIFY_SOCKET
     t0 = time.monotonic()
     data_dir = config.data_dir
     print(f"edgebus: data directory {data_dir}", file=sys.stderr)
     print(f"edgebus: socket {config.socket}", file=sys.stderr)
     logs = LogManager(data_dir, log=logging.getLogger("edgebus.log"))
+    notifier.status(f"recovering the log in {data_dir}")
     try:
         logs.open()
     except EdgebusError as e:
@@ -56,7 +57,8 @@ def run(config: Any) -> int:
         log.error("config topics: %s", e)
         logs.close()
         return 1
-    notifier = Notifier()
+    disk = DiskGuard.from_settings(logs, config.disk)
+    disk.check()  # a disk already low is reported before READY
     broker = Broker(
         logs, config.socket,
         socket_mode=config.socket_mode,
@@ -68,6 +70,8 @@ def run(config: Any) -> int:
         checkpoint_interval_ms=config.log.checkpoint_interval_ms,
         retention_check_interval_ms=config.log.retention_check_interval_ms,
         notifier=notifier,
+        disk=disk,
+        max_input_buffer=config.limits.max_input_buffer_bytes,
     )
     try:
         broker.listen()
@@ -75,7 +79,33 @@ def run(config: Any) -> int:
         log.error("cannot listen on %s: %s", config.socket, e)
         logs.close()
         return 1
+    metrics = _start_metrics(broker, config)
     log.info("ready in %.3f s: %s", time.monotonic() - t0, summary_line(broker))
-    notifier.ready(summary_line(broker))
-    broker.serve_forever()
+    notifier.ready(summary_line(broker))  # after recovery and listen: clients can connect now
+    try:
+        broker.serve_forever()
+    finally:
+        if metrics is not None:
+            metrics.close()
     return 0
+
+
+def _start_metrics(broker: Broker, config: Any) -> Any:
+    """The optional Prometheus endpoint; a failure to start it is logged, and the log is served
+    all the same (a missing scrape is what alerts on it)."""
+    listen = config.metrics.listen
+    if not listen:
+        return None
+    try:
+        from edgebus.server.metrics import MetricsServer
+
+        server = MetricsServer(broker, listen)
+        server.start()
+    except ImportError as e:
+        log.error("metrics.listen is set but prometheus-client is missing (%s); "
+                  "pip install prometheus-client", e)
+        return None
+    except OSError as e:
+        log.error("cannot serve metrics on %s: %s", listen, e)
+        return None
+    return server

@@ -94,11 +94,11 @@ def sticky_assign(inp: AssignInput) -> Assignment:
     owner: dict[TP, str] = {}
     for m in members:
         prev = list(inp.previous.get(m, ())) or list(inp.members[m].owned)
-        for tp in sorted(set(map(tuple, prev))):  # type: ignore[arg-type]
-            t, _p = tp
+        for t, p in sorted({(t, p) for t, p in prev}):
+            tp = (t, p)
             if tp in valid and tp not in owner and t in inp.members[m].topics:
-                owner[tp] = m  # type: ignore[index]
-                out[m].append(tp)  # type: ignore[arg-type]
+                owner[tp] = m
+                out[m].append(tp)
     # 2. Quotas: with P partitions and M members, P % M members may hold ceil(P/M), others floor.
     total = len(valid)
     floor, extra = divmod(total, len(members))

@@ -153,6 +153,9 @@ class Coordinator:
             m.rebalance_timeout_ms = req.rebalance_timeout_ms
             m.topics, m.assignors, m.owned = topics, assignors, owned
             m.deadline = now + m.session_timeout_ms / 1000
+            if m.join_reply is not None:  # a retry (the client gave up waiting): answer the old one
+                m.join_reply(RebalanceInProgressError("superseded by a newer JoinGroup"))
+            m.join_reply = None
             if g.state is State.STABLE and not changed:
                 reply(self._join_response(g, m))
                 return
@@ -259,6 +262,15 @@ class Coordinator:
             self._next = min(times) if times else None
             self._next_valid = True
         return self._next
+
+    def topic_changed(self, topic: str) -> None:
+        """A topic was created or deleted: rebalance the Stable groups whose members subscribe
+        to it, so that its partitions are handed out (or taken back) without waiting for the
+        members to notice."""
+        now = self.clock()
+        for g in list(self.groups.values()):
+            if g.state is State.STABLE and any(topic in m.topics for m in g.members.values()):
+                self._prepare(g, now, f"topic {topic} was created or deleted")
 
     # --- views -----------------------------------------------------------------------------------
     def owner_of(self, group_id: str) -> dict[TP, str]:

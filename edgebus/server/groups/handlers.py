@@ -18,6 +18,7 @@ from edgebus.errors import (
 )
 from edgebus.protocol import groups as G
 from edgebus.protocol import messages as M
+from edgebus.protocol.codec import Message
 from edgebus.server.groups.coordinator import Coordinator, State, by_topic, check_group_id
 from edgebus.server.groups.offsets import OffsetStore
 from edgebus.server.handlers import DEFERRED, DurableWaiter, now_ms
@@ -90,7 +91,11 @@ class GroupHandlers:
                 log.error("cleaning %s failed: %s", self.store.partition.name, e)
                 self._next_clean = now + CLEAN_BACKOFF_S
 
+    def topic_created(self, topic: str) -> None:
+        self.coordinator.topic_changed(topic)
+
     def topic_deleted(self, topic: str) -> None:
+        self.coordinator.topic_changed(topic)
         try:
             if self.store.delete_topic(topic, now_ms()):
                 self.b.on_append(self.store.partition)
@@ -161,11 +166,11 @@ class GroupHandlers:
         return self._commit_durably(conn, corr, req.group_id, entries, req.generation, now, resp)
 
     def _commit_durably(self, conn: Any, corr: int, group_id: str, entries: list[Any],
-                        generation: int, now: int, resp: M.Message) -> Any:
+                        generation: int, now: int, resp: Message) -> Any:
         """Append, then answer after the fsync that covers it (group commit)."""
         p = self.store.commit(group_id, entries, generation, now)
         self.b.on_append(p)
-        self.b.committer.add_waiter(p, DurableWaiter(conn, corr, p, resp))  # type: ignore[arg-type]
+        self.b.committer.add_waiter(p, DurableWaiter(conn, corr, p, resp))
         return DEFERRED
 
     def offset_fetch(self, conn: Any, corr: int,
@@ -211,6 +216,10 @@ class GroupHandlers:
                 tps.update(assigned)
                 members.append(G.MemberDescription(mid, m.client_id, m.pid, m.session_timeout_ms,
                                                    by_topic(assigned)))
+        # Every partition of a topic the group has any offset or assignment in, so that a
+        # partition nobody committed yet shows up (with an unknown lag) instead of hiding.
+        for topic in {t for t, _ in tps}:
+            tps.update((topic, i) for i in range(self._partitions_of(topic)))
         owners = self.coordinator.owner_of(req.group_id)
         parts = []
         for topic, part in sorted(tps):

@@ -6,11 +6,14 @@ recovery (torn-tail truncation, CRCs, the checkpoint) and group commit (the Offs
 waits for the fsync that covers it) are the log's own. At start the log is replayed in order to
 rebuild the table: the last record of a key wins. Layouts are in docs/FORMAT.md.
 
-Growth bound (a copying cleaner, Kafka's log compaction in its simplest form): whenever the topic
-has more than one segment, the live entries whose records sit in the oldest segment are appended
-again at the head, and once the log is fsynced past those copies (and past every record that
-superseded the rest) the oldest segment is deleted. So the topic holds at most the live entries
-plus about two segments (OFFSETS_SEGMENT_BYTES each), whatever the commit rate.
+Growth bound (a copying cleaner, Kafka's log compaction in its simplest form): when more than
+half of the topic's records are dead (superseded or deleted) and at least CLEAN_MIN_DEAD_RECORDS
+are, the live entries whose records sit in segments older than the active one are appended again
+at the head, and once the log is fsynced past those copies (and past every record that superseded
+the rest) the older segments are deleted. So the topic holds at most about 2 x live + CLEAN_MIN_DEAD_RECORDS records
+plus one segment (OFFSETS_SEGMENT_BYTES; only whole segments are deleted), whatever the commit
+rate; the copying per commit is bounded (at most `live` records copied to free more than `live`);
+and the cleaner rests, rather than churns, when the live entries alone fill several segments.
 
 Invariant: every live entry's `log_offset` is the offset of the latest record of its key, and a
 segment is deleted only when no live entry points into it and everything after it that the
@@ -44,6 +47,9 @@ OFFSETS_TOPIC_CONFIG = TopicConfig(partitions=1, retention_ms=-1, retention_byte
                                    max_message_bytes=1024 * 1024)
 # Records per appended batch: one commit of many partitions is split into batches this size.
 MAX_RECORDS_PER_BATCH = 1000
+# The cleaner does not run for fewer dead records than this (about 1.3 MB): cleaning small logs
+# costs more writes than it saves space, and SD cards wear.
+CLEAN_MIN_DEAD_RECORDS = 10_000
 # Bytes read per step while replaying.
 REPLAY_READ_BYTES = 1024 * 1024
 KEY_VERSION = 0
@@ -84,12 +90,15 @@ class Committed:
 class OffsetStore:
     """Loop-thread only. `logs` is the LogManager (or anything with its topic methods)."""
 
-    def __init__(self, logs: Any, config: TopicConfig = OFFSETS_TOPIC_CONFIG) -> None:
+    def __init__(self, logs: Any, config: TopicConfig = OFFSETS_TOPIC_CONFIG,
+                 min_dead_records: int = CLEAN_MIN_DEAD_RECORDS) -> None:
         self.logs = logs
         self.config = config
+        self.min_dead_records = min_dead_records
         self.table: dict[str, dict[TP, Committed]] = {}
+        self.live_entries = 0  # Invariant: the number of (group, partition) keys in table
         self.partition: Any = None
-        # (segment base offset to delete, offset the log must be fsynced up to first)
+        # (delete the segments below this offset, once the log is fsynced up to this one)
         self._pending_delete: tuple[int, int] | None = None
         self.cleaned_segments = 0
         self.bad_records = 0
@@ -125,9 +134,8 @@ class OffsetStore:
                 pos = max(pos, base + info.record_count)
             if pos == before:
                 break
-        entries = sum(len(t) for t in self.table.values())
         log.info("loaded %d committed offset(s) of %d group(s) from %d record(s) of %s",
-                 entries, len(self.table), records, OFFSETS_TOPIC)
+                 self.live_entries, len(self.table), records, OFFSETS_TOPIC)
 
     def _apply(self, key: bytes | None, value: bytes | None, log_offset: int) -> None:
         try:
@@ -136,11 +144,7 @@ class OffsetStore:
                 raise ProtocolError(f"unknown key version {k.version}")
             tp = (k.topic, k.partition)
             if value is None:
-                group = self.table.get(k.group_id)
-                if group is not None:
-                    group.pop(tp, None)
-                    if not group:
-                        del self.table[k.group_id]
+                self._set(k.group_id, tp, None)
                 return
             v = OffsetValue.from_bytes(value)
             if v.version != VALUE_VERSION:
@@ -149,8 +153,23 @@ class OffsetStore:
             self.bad_records += 1
             log.error("%s: skipping record %d: %s", OFFSETS_TOPIC, log_offset, e)
             return
-        self.table.setdefault(k.group_id, {})[tp] = Committed(
-            v.offset, v.metadata, v.commit_time, v.generation, log_offset)
+        self._set(k.group_id, tp, Committed(v.offset, v.metadata, v.commit_time, v.generation,
+                                            log_offset))
+
+    def _set(self, group_id: str, tp: TP, committed: Committed | None) -> None:
+        """The one place the table changes (it keeps the live count)."""
+        group = self.table.get(group_id)
+        if committed is None:
+            if group is not None and group.pop(tp, None) is not None:
+                self.live_entries -= 1
+                if not group:
+                    del self.table[group_id]
+            return
+        if group is None:
+            group = self.table[group_id] = {}
+        if tp not in group:
+            self.live_entries += 1
+        group[tp] = committed
 
     # --- reads -----------------------------------------------------------------------------------
     def get(self, group_id: str, tp: TP) -> Committed | None:
@@ -203,47 +222,59 @@ class OffsetStore:
             buf = bytearray(B.build_batch(recs, now_ms, now_ms))
             info = B.validate_batch(buf, max_bytes=self.config.max_message_bytes)
             base, _ = p.append(buf, info, now_ms)
-            group = self.table.setdefault(group_id, {})
             for i, (tp, _key, _value, committed) in enumerate(chunk):
-                if committed is None:
-                    group.pop(tp, None)
-                else:
+                if committed is not None:
                     committed.log_offset = base + i
-                    group[tp] = committed
-            if not group:
-                del self.table[group_id]
+                self._set(group_id, tp, committed)
 
     # --- cleaning --------------------------------------------------------------------------------
     @property
     def needs_cleaning(self) -> bool:
         p = self.partition
         return p is not None and not p.offline and (
-            self._pending_delete is not None or p.segment_count > 1)
+            self._pending_delete is not None or self._worth_cleaning())
+
+    def _worth_cleaning(self) -> bool:
+        p = self.partition
+        if p.segment_count <= 1:
+            return False
+        live = self.live_entries
+        dead = p.log_end_offset - p.log_start_offset - live
+        return bool(dead > max(live, self.min_dead_records))
 
     def clean(self, now_ms: int) -> bool:
         """One step of the cleaner; True when it appended copies (the caller then arranges an
-        fsync, as for any append)."""
+        fsync, as for any append).
+
+        Step 1 copies every live entry that is not in the active segment to the head and notes
+        the active segment's base as the boundary; step 2, once the log is fsynced up to the end
+        of step 1, deletes every segment below the boundary. Copying at most the live entries to
+        free more dead records than that keeps the work per commit bounded.
+        """
         p = self.partition
         if p is None or p.offline:
             return False
         if self._pending_delete is not None:
-            base, need_synced = self._pending_delete
-            if p.log_start_offset > base:
-                self._pending_delete = None  # already gone
-            elif p.synced_offset >= need_synced:
-                self._pending_delete = None
-                boundary = _segment_bases(p)[1] if p.segment_count > 1 else None
-                if boundary is not None and not self._live_below(boundary):
-                    p.delete_oldest_segment()
-                    self.cleaned_segments += 1
-                    log.info("%s: cleaned a segment; log now %d..%d, %d live entries",
-                             OFFSETS_TOPIC, p.log_start_offset, p.log_end_offset,
-                             sum(len(t) for t in self.table.values()))
+            boundary, need_synced = self._pending_delete
+            if p.synced_offset < need_synced:
+                return False
+            self._pending_delete = None
+            if self._live_below(boundary):  # cannot happen: copies and commits go to the head
+                log.error("%s: live entries below offset %d; not cleaning", OFFSETS_TOPIC,
+                          boundary)
+                return False
+            deleted = 0
+            while p.segment_count > 1 and p.log_start_offset < boundary:
+                p.delete_oldest_segment()
+                deleted += 1
+            self.cleaned_segments += deleted
+            log.info("%s: cleaned %d segment(s); log now %d..%d, %d live entries",
+                     OFFSETS_TOPIC, deleted, p.log_start_offset, p.log_end_offset,
+                     self.live_entries)
             return False
-        if p.segment_count <= 1:
+        if not self._worth_cleaning():
             return False
-        bases = _segment_bases(p)
-        boundary = bases[1]
+        boundary = _segment_bases(p)[-1]
         copied = 0
         for group_id in list(self.table):
             items = []
@@ -257,9 +288,9 @@ class OffsetStore:
             if items:
                 self._append(group_id, items, now_ms)
                 copied += len(items)
-        # Delete only once the copies, and every record that superseded the segment's other
+        # Delete only once the copies, and every record that superseded the old segments' other
         # entries, are durable: everything up to the current end.
-        self._pending_delete = (bases[0], p.log_end_offset)
+        self._pending_delete = (boundary, p.log_end_offset)
         return copied > 0
 
     def _live_below(self, boundary: int) -> bool:

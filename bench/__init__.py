@@ -1,0 +1,1 @@
+"""edgebus's benchmark suite: `python -m bench [--quick]` (see bench/run.py)."""

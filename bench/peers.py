@@ -1,0 +1,374 @@
+"""The systems under test, each as a small adapter with the same shape.
+
+A system makes a context in the parent (`setup`), then producer and consumer objects inside child
+processes (`producer(ctx, i)`, `consumer(ctx, i)`), and cleans up in the parent (`teardown`).
+
+    producer: send(payload)          one message, the one-record API
+              send_many(payloads)    many, the batch API (pipelining, batched framing, ...)
+              flush(); close()
+    consumer: recv(timeout_s) -> list[bytes]   whatever arrived (possibly nothing)
+              close()
+
+Topologies: `producers` -> `consumers`. With several consumers every consumer receives every
+message (fan-out); with several producers one consumer receives all of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import queue
+import selectors
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_LEN = struct.Struct("<I")
+
+
+@dataclass
+class Ctx:
+    system: str
+    producers: int
+    consumers: int
+    latency: bool  # a fixed-rate latency run (producers use send(), no lingering)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+# --- edgebus -------------------------------------------------------------------------------------
+class Edgebus:
+    """edgebus through its public client API; transport "shm" or "socket"; api "batch" or "send"."""
+
+    def __init__(self, transport: str, api: str, broker: Any) -> None:
+        self.transport = transport
+        self.api = api
+        self.broker = broker
+        self._n = 0
+
+    def setup(self, ctx: Ctx) -> None:
+        from edgebus import Admin
+
+        self._n += 1
+        topic = f"bench-{os.getpid()}-{self._n}-{ctx.system.replace(' ', '_').replace('(', '').replace(')', '')}"
+        with Admin(socket=self.broker.socket, transport="socket") as a:
+            a.create_topic(topic, 1, config={"max_message_bytes": 4 << 20})
+        ctx.data.update(socket=self.broker.socket, topic=topic, transport=self.transport)
+
+    def teardown(self, ctx: Ctx) -> None:
+        from edgebus import Admin
+
+        with Admin(socket=self.broker.socket, transport="socket") as a:
+            a.delete_topic(ctx.data["topic"])
+
+    @staticmethod
+    def producer(ctx: Ctx, i: int) -> Any:
+        from edgebus import Producer
+
+        topic = ctx.data["topic"]
+        if ctx.latency:
+            p = Producer(socket=ctx.data["socket"], transport=ctx.data["transport"], acks="written",
+                         linger_ms=0)
+        else:
+            p = Producer(socket=ctx.data["socket"], transport=ctx.data["transport"], acks="written",
+                         linger_ms=2, batch_size=256 * 1024, max_request_size=2 << 20,
+                         buffer_memory=64 << 20)
+
+        class P:
+            def send(self, payload: bytes) -> None:
+                p.send(topic, payload, partition=0)
+
+            def send_many(self, payloads: list[bytes]) -> None:
+                p.send_batch(topic, payloads, partition=0)
+
+            def flush(self) -> None:
+                p.flush(120)
+
+            def close(self) -> None:
+                p.close(30)
+
+        return P()
+
+    @staticmethod
+    def consumer(ctx: Ctx, i: int) -> Any:
+        from edgebus import Consumer, TopicPartition
+
+        c = Consumer(socket=ctx.data["socket"], transport=ctx.data["transport"],
+                     auto_offset_reset="latest", fetch_max_wait_ms=100,
+                     max_partition_fetch_bytes=1 << 20, fetch_max_bytes=1 << 20,
+                     max_poll_records=1_000_000)
+        tp = TopicPartition(ctx.data["topic"], 0)
+        c.assign([tp])
+        c.seek_to_end(tp)
+        c.position(tp)
+
+        class C:
+            def recv(self, timeout: float) -> list[bytes]:
+                out = []
+                for recs in c.poll(timeout * 1000, max_records=1_000_000).values():
+                    out += [r.value for r in recs]
+                return out
+
+            def close(self) -> None:
+                c.close()
+
+        return C()
+
+
+# --- multiprocessing.Queue -----------------------------------------------------------------------
+class MpQueue:
+    def setup(self, ctx: Ctx) -> None:
+        mpc = mp.get_context("fork")
+        ctx.data["queues"] = [mpc.Queue(maxsize=100_000) for _ in range(ctx.consumers)]
+
+    def teardown(self, ctx: Ctx) -> None:
+        for q in ctx.data["queues"]:
+            q.cancel_join_thread()
+            q.close()
+
+    @staticmethod
+    def producer(ctx: Ctx, i: int) -> Any:
+        qs = ctx.data["queues"]
+
+        class P:
+            def send(self, payload: bytes) -> None:
+                for q in qs:
+                    q.put(payload)
+
+            def send_many(self, payloads: list[bytes]) -> None:
+                for x in payloads:
+                    for q in qs:
+                        q.put(x)
+
+            def flush(self) -> None:
+                pass
+
+            def close(self) -> None:
+                for q in qs:
+                    q.close()
+                    q.join_thread()
+
+        return P()
+
+    @staticmethod
+    def consumer(ctx: Ctx, i: int) -> Any:
+        q = ctx.data["queues"][i]
+
+        class C:
+            def recv(self, timeout: float) -> list[bytes]:
+                try:
+                    out = [q.get(timeout=timeout)]
+                except queue.Empty:
+                    return []
+                with contextlib.suppress(queue.Empty):
+                    for _ in range(10_000):
+                        out.append(q.get_nowait())
+                return out
+
+            def close(self) -> None:
+                pass
+
+        return C()
+
+
+# --- raw Unix socket, length-prefixed frames -----------------------------------------------------
+class UnixSocket:
+    """The floor for any socket protocol in Python: u32 length + bytes, batched writes."""
+
+    def setup(self, ctx: Ctx) -> None:
+        d = tempfile.mkdtemp(prefix="ebb-", dir="/tmp")
+        ctx.data["dir"] = d
+        ctx.data["paths"] = [os.path.join(d, f"c{i}.sock") for i in range(ctx.consumers)]
+
+    def teardown(self, ctx: Ctx) -> None:
+        shutil.rmtree(ctx.data["dir"], ignore_errors=True)
+
+    @staticmethod
+    def producer(ctx: Ctx, i: int) -> Any:
+        socks = []
+        for path in ctx.data["paths"]:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            for _ in range(500):
+                try:
+                    s.connect(path)
+                    break
+                except OSError:
+                    time.sleep(0.01)
+            socks.append(s)
+
+        class P:
+            def send(self, payload: bytes) -> None:
+                data = _LEN.pack(len(payload)) + payload
+                for s in socks:
+                    s.sendall(data)
+
+            def send_many(self, payloads: list[bytes]) -> None:
+                data = b"".join(_LEN.pack(len(x)) + x for x in payloads)
+                for s in socks:
+                    s.sendall(data)
+
+            def flush(self) -> None:
+                pass
+
+            def close(self) -> None:
+                for s in socks:
+                    s.close()
+
+        return P()
+
+    @staticmethod
+    def consumer(ctx: Ctx, i: int) -> Any:
+        path = ctx.data["paths"][i]
+        ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        ls.bind(path)
+        ls.listen(16)
+        expect = ctx.producers
+        sel = selectors.DefaultSelector()
+        bufs: dict[int, bytearray] = {}
+        ls.setblocking(False)
+        sel.register(ls, selectors.EVENT_READ, "listen")
+
+        class C:
+            def recv(self, timeout: float) -> list[bytes]:
+                out: list[bytes] = []
+                for key, _ in sel.select(timeout):
+                    if key.data == "listen":
+                        s, _ = ls.accept()
+                        bufs[s.fileno()] = bytearray()
+                        sel.register(s, selectors.EVENT_READ, s)
+                        if len(bufs) == expect:
+                            sel.unregister(ls)
+                        continue
+                    s = key.data
+                    data = s.recv(1 << 20)
+                    if not data:
+                        sel.unregister(s)
+                        continue
+                    buf = bufs[s.fileno()]
+                    buf += data
+                    pos, end = 0, len(buf)
+                    while end - pos >= 4:
+                        n = _LEN.unpack_from(buf, pos)[0]
+                        if end - pos - 4 < n:
+                            break
+                        out.append(bytes(buf[pos + 4 : pos + 4 + n]))
+                        pos += 4 + n
+                    del buf[:pos]
+                return out
+
+            def close(self) -> None:
+                ls.close()
+
+        return C()
+
+
+# --- Redis Streams -------------------------------------------------------------------------------
+class RedisStreams:
+    """redis-server (appendonly yes, appendfsync everysec) started here; redis-py, pipelining."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.dir = ""
+        self.port = 0
+        self._n = 0
+
+    @staticmethod
+    def available() -> str | None:
+        if shutil.which("redis-server") is None and not Path("/usr/bin/redis-server").exists():
+            return "redis-server is not installed (Debian: apt-get install redis-server)"
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            return "redis-py is not installed (pip install -e '.[bench]')"
+        return None
+
+    def start(self) -> None:
+        import redis
+
+        self.dir = tempfile.mkdtemp(prefix="ebb-redis-")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--appendonly", "yes",
+             "--appendfsync", "everysec", "--save", "", "--dir", self.dir, "--daemonize", "no",
+             "--logfile", os.path.join(self.dir, "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        r = redis.Redis(port=self.port)
+        for _ in range(300):
+            try:
+                r.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def setup(self, ctx: Ctx) -> None:
+        self._n += 1
+        ctx.data.update(port=self.port, key=f"bench-{self._n}")
+
+    def teardown(self, ctx: Ctx) -> None:
+        import redis
+
+        redis.Redis(port=self.port).delete(ctx.data["key"])
+
+    @staticmethod
+    def producer(ctx: Ctx, i: int) -> Any:
+        import redis
+
+        r = redis.Redis(port=ctx.data["port"])
+        key = ctx.data["key"]
+
+        class P:
+            def send(self, payload: bytes) -> None:
+                r.xadd(key, {"d": payload})
+
+            def send_many(self, payloads: list[bytes]) -> None:
+                pipe = r.pipeline(transaction=False)
+                for x in payloads:
+                    pipe.xadd(key, {"d": x})
+                pipe.execute()
+
+            def flush(self) -> None:
+                pass
+
+            def close(self) -> None:
+                r.close()
+
+        return P()
+
+    @staticmethod
+    def consumer(ctx: Ctx, i: int) -> Any:
+        import redis
+
+        r = redis.Redis(port=ctx.data["port"])
+        key = ctx.data["key"]
+        last = ["0-0"]
+
+        class C:
+            def recv(self, timeout: float) -> list[bytes]:
+                resp = r.xread({key: last[0]}, count=10_000, block=max(1, int(timeout * 1000)))
+                if not resp:
+                    return []
+                entries = resp[0][1]
+                last[0] = entries[-1][0]
+                return [fields[b"d"] for _id, fields in entries]
+
+            def close(self) -> None:
+                r.close()
+
+        return C()

@@ -1,0 +1,441 @@
+"""edgebus benchmark: edgebus (shm and socket) against the alternatives a user would pick, in one run.
+
+    python -m bench            # the full run (several minutes)
+    python -m bench --quick    # a few seconds: 1 -> 1, 100-byte messages only
+    python bench/run.py ...    # the same (the Makefile's `make bench`)
+
+Measures, per system, message size and topology (1 -> 1, 4 -> 1, 1 -> 4 fan-out):
+- throughput: producers send as fast as they can for a fixed time; msg/s and MB/s counted where
+  the consumers receive (end to end; a fan-out message counts once, when all consumers have it);
+- one-way latency at a fixed total rate (10,000 msg/s): each payload carries the producer's
+  CLOCK_MONOTONIC send time, the consumer subtracts it from its receive time; p50/p99/p99.9
+  after a warm-up of the first 10%.
+For edgebus: the supervisor's RSS and CPU seconds per million records (its own process only), and
+its idle CPU with 10 idle clients connected. Writes bench/results/latest.json, latest.md and a
+timestamped copy of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import multiprocessing as mp
+import os
+import platform
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: bench/run.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psutil
+
+from bench import peers
+from bench.peers import Ctx
+
+RESULTS = Path(__file__).resolve().parent / "results"
+RATE = 10_000  # total messages/s in latency runs
+_STAMP = struct.Struct("<qq")  # send time (monotonic ns), sequence
+CHUNK = 1000  # messages per send_many call and per one-record loop between clock checks
+
+
+def payload(size: int, seq: int, ts: int = 0) -> bytes:
+    return _STAMP.pack(ts, seq) + b"x" * (size - _STAMP.size)
+
+
+def _tight_timers() -> None:
+    """Sub-100-microsecond sleeps for the fixed-rate producers (default timer slack is 50 us)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(29, 1000, 0, 0, 0)  # PR_SET_TIMERSLACK = 1 us
+
+
+# --- child processes -----------------------------------------------------------------------------
+def producer_main(adapter: Any, ctx: Ctx, i: int, size: int, api: str, duration: float,
+                  ready: Any, go: Any, results: Any) -> None:
+    try:
+        p = adapter.producer(ctx, i)
+        ready.put(("p", i))
+        go.wait()
+        sent = 0
+        if ctx.latency:
+            _tight_timers()
+            rate = RATE / ctx.producers
+            n = int(rate * duration)
+            pad = b"x" * (size - _STAMP.size)
+            t0 = time.monotonic()
+            mono_ns = time.monotonic_ns
+            for k in range(n):
+                delay = t0 + k / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                p.send(_STAMP.pack(mono_ns(), k) + pad)
+            sent = n
+        else:
+            chunk = [payload(size, k) for k in range(CHUNK)]
+            deadline = time.monotonic() + duration
+            if api == "batch":
+                while time.monotonic() < deadline:
+                    p.send_many(chunk)
+                    sent += CHUNK
+            else:
+                send = p.send
+                while time.monotonic() < deadline:
+                    for x in chunk:
+                        send(x)
+                    sent += CHUNK
+        p.flush()
+        results.put(("p", i, sent))
+        p.close()
+    except BaseException as e:
+        results.put(("p", i, -1, f"{type(e).__name__}: {e}"))
+        raise
+
+
+def consumer_main(adapter: Any, ctx: Ctx, i: int, ready: Any, go: Any, go_ns: Any,
+                  expected: Any, hard_deadline: float, results: Any) -> None:
+    try:
+        c = adapter.consumer(ctx, i)
+        ready.put(("c", i))
+        go.wait()
+        count = 0
+        nbytes = 0
+        t_last = 0
+        lat: list[int] = []
+        unpack = _STAMP.unpack_from
+        mono_ns = time.monotonic_ns
+        while time.monotonic() < hard_deadline:
+            msgs = c.recv(0.05)
+            if msgs:
+                now = mono_ns()
+                t_last = now
+                count += len(msgs)
+                nbytes += sum(map(len, msgs))
+                if ctx.latency:
+                    lat += [now - unpack(m)[0] for m in msgs]
+            exp = expected.value
+            if exp > 0 and count >= exp:
+                break
+        results.put(("c", i, count, nbytes, t_last - go_ns.value, lat))
+        c.close()
+    except BaseException as e:
+        results.put(("c", i, -1, 0, 0, [], f"{type(e).__name__}: {e}"))
+        raise
+
+
+# --- one case ------------------------------------------------------------------------------------
+def pct(sorted_vals: list[int], q: float) -> float:
+    if not sorted_vals:
+        return float("nan")
+    k = min(len(sorted_vals) - 1, int(q * len(sorted_vals)))
+    return sorted_vals[k] / 1000.0  # ns -> us
+
+
+def run_case(adapter: Any, system: str, api: str, size: int, producers: int, consumers: int,
+             latency: bool, duration: float, supervisor: psutil.Process | None) -> dict[str, Any]:
+    mpc = mp.get_context("fork")
+    ctx = Ctx(system, producers, consumers, latency)
+    adapter.setup(ctx)
+    ready, results = mpc.Queue(), mpc.Queue()
+    go = mpc.Event()
+    go_ns = mpc.Value("q", 0)
+    expected = mpc.Value("q", 0)
+    hard = time.monotonic() + duration + 60
+    procs = [mpc.Process(target=consumer_main, args=(adapter, ctx, i, ready, go, go_ns, expected,
+                                                     hard, results), daemon=True)
+             for i in range(consumers)]
+    for pr in procs:
+        pr.start()
+    for _ in range(consumers):  # consumers are positioned before any producer exists
+        ready.get(timeout=60)
+    prods = [mpc.Process(target=producer_main, args=(adapter, ctx, i, size, api, duration, ready,
+                                                     go, results), daemon=True)
+             for i in range(producers)]
+    for pr in prods:
+        pr.start()
+    for _ in range(producers):
+        ready.get(timeout=60)
+    cpu0 = supervisor.cpu_times() if supervisor else None
+    time.sleep(0.05)
+    go_ns.value = time.monotonic_ns()
+    go.set()
+    sent = 0
+    errors: list[str] = []
+    got: list[tuple] = []
+    for _ in range(producers):
+        r = results.get(timeout=duration + 120)
+        while r[0] == "c":  # a consumer that failed early
+            got.append(r)
+            r = results.get(timeout=duration + 120)
+        if r[2] < 0:
+            errors.append(r[3])
+        else:
+            sent += r[2]
+    expected.value = max(sent, 1)
+    while len(got) < consumers:
+        got.append(results.get(timeout=120))
+    for pr in procs + prods:
+        pr.join(30)
+        if pr.is_alive():
+            pr.kill()
+    cpu1 = supervisor.cpu_times() if supervisor else None
+    adapter.teardown(ctx)
+    delivered = [g[2] for g in got]
+    errors += [g[6] for g in got if len(g) > 6]
+    elapsed = max(g[4] for g in got) / 1e9 if got else float("nan")
+    received = min(delivered) if delivered else 0
+    row: dict[str, Any] = {
+        "system": system, "api": api, "size": size, "topology": f"{producers}->{consumers}",
+        "mode": "latency" if latency else "throughput", "sent": sent, "received": received,
+        "seconds": round(elapsed, 3),
+    }
+    if errors:
+        row["errors"] = errors[:3]
+    if latency:
+        lat = sorted(x for g in got for x in g[5][len(g[5]) // 10:])
+        row.update(rate=RATE, p50_us=round(pct(lat, 0.50), 1), p99_us=round(pct(lat, 0.99), 1),
+                   p999_us=round(pct(lat, 0.999), 1), samples=len(lat))
+    else:
+        mps = received / elapsed if elapsed > 0 else 0.0
+        row.update(msgs_per_s=round(mps), mb_per_s=round(mps * size / 1e6, 1))
+    if supervisor is not None and cpu0 is not None and cpu1 is not None:
+        cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+        row["supervisor_cpu_s"] = round(cpu, 3)
+        row["supervisor_cpu_s_per_M"] = round(cpu / max(sent, 1) * 1e6, 2)
+        row["supervisor_rss_mb"] = round(supervisor.memory_info().rss / 2**20, 1)
+    return row
+
+
+# --- idle ----------------------------------------------------------------------------------------
+def _idle_clients(sock: str, topic: str, stop: Any) -> None:
+    from edgebus import Admin, Consumer, TopicPartition
+
+    admins = [Admin(socket=sock, transport="shm") for _ in range(5)]
+    for a in admins:
+        a.list_topics()
+    consumers = [Consumer(socket=sock, transport="shm", fetch_max_wait_ms=500) for _ in range(5)]
+    for c in consumers:
+        c.assign([TopicPartition(topic, 0)])
+    # Idle consumers sit in poll(): one long-poll fetch per fetch_max_wait_ms each.
+    while not stop.is_set():
+        for c in consumers:
+            c.poll(100)
+
+
+def idle_cpu(broker: Any, seconds: float) -> dict[str, Any]:
+    from edgebus import Admin
+
+    with Admin(socket=broker.socket, transport="socket") as a:
+        a.create_topic("bench-idle", 1)
+    mpc = mp.get_context("fork")
+    stop = mpc.Event()
+    pr = mpc.Process(target=_idle_clients, args=(broker.socket, "bench-idle", stop), daemon=True)
+    pr.start()
+    time.sleep(1.0)  # connected, past every spin window
+    sup = psutil.Process(broker.pid)
+    c0 = sup.cpu_times()
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    c1 = sup.cpu_times()
+    wall = time.monotonic() - t0
+    stop.set()
+    pr.join(10)
+    if pr.is_alive():
+        pr.kill()
+    cpu = (c1.user + c1.system) - (c0.user + c0.system)
+    return {"clients": 10, "seconds": round(wall, 1), "supervisor_cpu_s": round(cpu, 3),
+            "supervisor_cpu_percent": round(100 * cpu / wall, 3)}
+
+
+# --- report --------------------------------------------------------------------------------------
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    head = ["system", "api", "size", "topology", "msg/s", "MB/s", "p50 us", "p99 us", "p99.9 us",
+            "sup CPU s/M", "sup RSS MB"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        def g(k: str, r: dict[str, Any] = r) -> str:
+            v = r.get(k)
+            return "" if v is None else f"{v:,}" if isinstance(v, int) else str(v)
+        out.append("| " + " | ".join([
+            r["system"], r["api"], str(r["size"]), r["topology"], g("msgs_per_s"), g("mb_per_s"),
+            g("p50_us"), g("p99_us"), g("p999_us"), g("supervisor_cpu_s_per_M"),
+            g("supervisor_rss_mb")]) + (" | " + "; ".join(r["errors"]) if r.get("errors") else "") + " |")
+    return out
+
+
+def find(rows: list[dict[str, Any]], **kw: Any) -> dict[str, Any] | None:
+    for r in rows:
+        if all(r.get(k) == v for k, v in kw.items()):
+            return r
+    return None
+
+
+def targets(rows: list[dict[str, Any]], idle: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The issue's targets, evaluated on this run (100-byte records, 1 -> 1, acks=written)."""
+    out = []
+
+    def tp(system: str, api: str) -> float | None:
+        r = find(rows, system=system, api=api, size=100, topology="1->1", mode="throughput")
+        return r["msgs_per_s"] if r else None
+
+    def lat(system: str, key: str) -> float | None:
+        r = find(rows, system=system, size=100, topology="1->1", mode="latency")
+        return r[key] if r else None
+
+    def add(name: str, value: float | None, goal: float, better: str, unit: str) -> None:
+        if value is None:
+            out.append({"target": name, "value": None, "goal": goal, "met": None})
+            return
+        met = value >= goal if better == "higher" else value < goal
+        ratio = value / goal if goal else None
+        out.append({"target": name, "value": round(value, 2), "goal": goal, "unit": unit,
+                    "met": met, "of_goal": round(ratio, 3) if ratio else None})
+
+    add("shm send_batch records/s", tp("edgebus-shm", "batch"), 1_000_000, "higher", "msg/s")
+    redis = tp("redis-streams", "batch")
+    shm = tp("edgebus-shm", "batch")
+    add("shm send_batch / Redis Streams", shm / redis if shm and redis else None, 20, "higher", "x")
+    add("shm send() records/s", tp("edgebus-shm", "send"), 300_000, "higher", "msg/s")
+    add("shm p50 at 10k msg/s", lat("edgebus-shm", "p50_us"), 20, "lower", "us")
+    add("shm p99 at 10k msg/s", lat("edgebus-shm", "p99_us"), 200, "lower", "us")
+    s50, k50 = lat("edgebus-shm", "p50_us"), lat("edgebus-socket", "p50_us")
+    add("socket p50 / shm p50", k50 / s50 if s50 and k50 else None, 2, "higher", "x")
+    add("idle supervisor CPU %", idle["supervisor_cpu_percent"] if idle else None, 0.5, "lower", "%")
+    return out
+
+
+# --- main ----------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a few seconds: 1->1, 100 B only")
+    ap.add_argument("--duration", type=float, help="seconds per case (default 3, quick 0.5)")
+    ap.add_argument("--idle-seconds", type=float, help="idle CPU window (default 60, quick 2)")
+    ap.add_argument("--only", default="", help="comma-separated system names to run")
+    ap.add_argument("--sizes", default="", help="comma-separated sizes (default 100,1024)")
+    ap.add_argument("--topologies", default="", help="e.g. 1->1,4->1,1->4")
+    ap.add_argument("--rate", type=int, default=10_000, help="total msg/s of latency runs")
+    ap.add_argument("--no-latency", action="store_true")
+    ap.add_argument("--no-throughput", action="store_true")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    globals()["RATE"] = args.rate  # read by the fork()ed producers and the report
+    quick = args.quick
+    duration = args.duration or (0.5 if quick else 3.0)
+    lat_duration = args.duration or (1.0 if quick else 4.0)
+    idle_s = args.idle_seconds if args.idle_seconds is not None else (2.0 if quick else 60.0)
+    sizes = [int(s) for s in args.sizes.split(",") if s] or ([100] if quick else [100, 1024])
+    topos = [tuple(map(int, t.split("->"))) for t in args.topologies.split(",") if t] or (
+        [(1, 1)] if quick else [(1, 1), (4, 1), (1, 4)])
+
+    from edgebus.shm import unavailable_reason
+    from edgebus.testing import EmbeddedBroker
+
+    notes: list[str] = []
+    if (why := unavailable_reason()) is not None:
+        notes.append(f"edgebus-shm skipped: {why}")
+    broker = EmbeddedBroker(log_level="WARNING").start()
+    sup = psutil.Process(broker.pid)
+    redis = peers.RedisStreams()
+    why_redis = redis.available()
+    if why_redis is None:
+        redis.start()
+    else:
+        notes.append(f"redis-streams skipped: {why_redis}")
+
+    systems: list[tuple[str, str, Any, bool]] = []  # (name, api, adapter, is_edgebus)
+    if why is None:
+        systems += [("edgebus-shm", "batch", peers.Edgebus("shm", "batch", broker), True),
+                    ("edgebus-shm", "send", peers.Edgebus("shm", "send", broker), True)]
+    systems += [("edgebus-socket", "batch", peers.Edgebus("socket", "batch", broker), True),
+                ("edgebus-socket", "send", peers.Edgebus("socket", "send", broker), True),
+                ("mp-queue", "send", peers.MpQueue(), False),
+                ("unix-socket", "batch", peers.UnixSocket(), False)]
+    if why_redis is None:
+        systems.append(("redis-streams", "batch", redis, False))
+    only = {s for s in args.only.split(",") if s}
+    if only:
+        systems = [s for s in systems if s[0] in only]
+
+    rows: list[dict[str, Any]] = []
+    started = time.time()
+    try:
+        for size in sizes:
+            for p, c in topos:
+                for name, api, adapter, is_eb in systems:
+                    if not args.no_throughput:
+                        rows.append(run_case(adapter, name, api, size, p, c, False, duration,
+                                             sup if is_eb else None))
+                        _progress(rows[-1])
+                for name, api, adapter, is_eb in systems:
+                    # Latency: one per system, with its one-message API (edgebus: send()).
+                    if args.no_latency or (is_eb and api != "send"):
+                        continue
+                    rows.append(run_case(adapter, name, "send", size, p, c, True, lat_duration,
+                                         sup if is_eb else None))
+                    _progress(rows[-1])
+        idle = idle_cpu(broker, idle_s) if idle_s > 0 and not only else None
+    finally:
+        broker.stop()
+        broker.cleanup()
+        if why_redis is None:
+            redis.stop()
+
+    report = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick,
+        "seconds": round(time.time() - started, 1),
+        "machine": {"cpus": os.cpu_count(), "arch": platform.machine(),
+                    "python": platform.python_version(), "kernel": platform.release()},
+        "settings": {"throughput_seconds": duration, "latency_seconds": lat_duration,
+                     "latency_rate": RATE, "acks": "written", "idle_seconds": idle_s},
+        "notes": notes, "results": rows, "idle": idle, "targets": targets(rows, idle),
+    }
+    md = render_md(report)
+    print("\n".join(md))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    tag = "quick" if quick else "full"
+    for name in (f"latest-{tag}", f"{stamp}-{tag}"):
+        (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+        (out / f"{name}.md").write_text("\n".join(md) + "\n")
+    print(f"\nwrote {out}/latest-{tag}.json and .md")
+    return 0
+
+
+def render_md(report: dict[str, Any]) -> list[str]:
+    m = report["machine"]
+    md = [f"# edgebus benchmark ({'quick' if report['quick'] else 'full'}), {report['when']}", "",
+          f"{m['cpus']} CPUs, {m['arch']}, Python {m['python']}, Linux {m['kernel']}; "
+          f"acks=written; throughput {report['settings']['throughput_seconds']} s per case; "
+          f"latency at {report['settings']['latency_rate']:,} msg/s total for "
+          f"{report['settings']['latency_seconds']} s per case (one-record API). "
+          "Supervisor CPU/RSS only for edgebus rows.", ""]
+    md += table(report["results"])
+    if report["idle"]:
+        i = report["idle"]
+        md += ["", f"Idle: {i['clients']} connected clients (5 admin, 5 consumers in long-poll), "
+               f"{i['seconds']} s: supervisor CPU {i['supervisor_cpu_s']} s = "
+               f"{i['supervisor_cpu_percent']}%."]
+    md += ["", "| target | value | goal | met | of goal |", "|---|---|---|---|---|"]
+    for t in report["targets"]:
+        met = "-" if t["met"] is None else ("yes" if t["met"] else "no")
+        md.append(f"| {t['target']} | {t['value']} | {t['goal']} | {met} | {t.get('of_goal', '')} |")
+    for n in report["notes"]:
+        md.append(f"\nNote: {n}")
+    return md
+
+
+def _progress(row: dict[str, Any]) -> None:
+    what = (f"{row.get('msgs_per_s', 0):>10,} msg/s" if row["mode"] == "throughput"
+            else f"p50 {row['p50_us']} us p99 {row['p99_us']} us")
+    err = f"  ERRORS {row['errors']}" if row.get("errors") else ""
+    print(f"  {row['system']:15} {row['api']:5} {row['size']:5} B {row['topology']:5} "
+          f"{row['mode']:10} {what}{err}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,434 @@
+"""The MQTT bridge's configuration: one YAML file mapped to frozen dataclasses.
+
+The rules are the supervisor's (edgebus/config.py): the same strict YAML reader, sizes like "64KiB"
+and durations like "30s"; an unknown key, a wrong type, a value out of range or a missing required
+key raises ConfigError naming the file and the key path (`ingress[2].key.topic_level`).
+`bridges/mqtt/example.yaml` documents every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridges.mqtt import routes as R
+from edgebus import paths
+from edgebus.config import (  # the supervisor's parsers, so that both files obey one rule
+    describe_value,
+    parse_duration,
+    parse_size,
+    read_yaml_file,
+    validate_topic_name,
+)
+from edgebus.errors import ConfigError, InvalidTopicError
+
+KiB = 1024
+SECOND = 1000
+# The producer's request limit is 1 MiB; a bridge batch stays well inside it.
+MAX_BATCH_BYTES = 512 * KiB
+# Room for the headers of a record (topic, flags, user properties) next to the largest payload;
+# a message whose record is still larger than a batch is dead-lettered (routes.py).
+HEADER_ALLOWANCE = 4 * KiB
+U16, U32 = 65_535, 2**32 - 1
+DEFAULT_GROUP = "edgebus-mqtt-bridge"
+
+
+def _m(kind: str, lo: int | None = None, hi: int | None = None,
+       choices: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A field's metadata: how its value is parsed, and its bounds."""
+    return {"kind": kind, "lo": lo, "hi": hi, "choices": choices}
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    ca_file: Path | None = field(default=None, metadata=_m("path"))
+    cert_file: Path | None = field(default=None, metadata=_m("path"))  # client certificate (with key_file)
+    key_file: Path | None = field(default=None, metadata=_m("path"))
+    insecure: bool = field(default=False, metadata=_m("bool"))  # skip the server's hostname check (tests only)
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    host: str = field(default="127.0.0.1", metadata=_m("str"))
+    port: int = field(default=1883, metadata=_m("int", 1, U16))
+    protocol: str = field(default="5", metadata=_m("protocol"))
+    client_id: str = field(default="edgebus-mqtt-bridge", metadata=_m("str"))
+    keepalive_ms: int = field(default=30 * SECOND, metadata=_m("duration", SECOND, U16 * SECOND))
+    # MQTT 5: how long the broker keeps the session (and queues QoS 1 messages) while the bridge
+    # is away. MQTT 3.1.1 sessions persist until the broker's persistent_client_expiration.
+    session_expiry_ms: int = field(default=86_400 * SECOND, metadata=_m("duration", SECOND, U32 * SECOND))
+    # The in-flight window: messages received and not yet acknowledged, at most. Sent to the
+    # broker as MQTT 5 Receive Maximum, and enforced by the bridge itself (it stops reading from
+    # the socket when the window is full), because brokers do not always keep to it (Mosquitto
+    # 2.0.11 sends more under load; MQTT 3.1.1 has no such field). Bounds memory, and the
+    # duplicates a crash can cause.
+    receive_maximum: int = field(default=64, metadata=_m("int", 1, U16))
+    connect_timeout_ms: int = field(default=5 * SECOND, metadata=_m("duration", 100, 300 * SECOND))
+    reconnect_min_ms: int = field(default=100, metadata=_m("duration", 1, 3600 * SECOND))
+    reconnect_max_ms: int = field(default=30 * SECOND, metadata=_m("duration", 1, 3600 * SECOND))
+    username: str | None = field(default=None, metadata=_m("str"))
+    password: str | None = field(default=None, metadata=_m("str"))
+    password_file: Path | None = field(default=None, metadata=_m("path"))
+    tls: TlsSettings | None = field(default=None, metadata=_m("section"))
+
+
+@dataclass(frozen=True)
+class EdgebusSettings:
+    socket: Path | None = field(default=None, metadata=_m("path"))  # default: $EDGEBUS_SOCKET, else the default socket
+    acks: str = field(default="durable", metadata=_m("choice", choices=("written", "durable")))
+    linger_ms: int = field(default=0, metadata=_m("duration", 0, 1000))
+    max_batch_bytes: int = field(default=256 * KiB, metadata=_m("size", 4 * KiB, MAX_BATCH_BYTES))
+    create_topics: bool = field(default=False, metadata=_m("bool"))
+    partitions: int = field(default=1, metadata=_m("int", 1, 1024))  # of topics the bridge creates
+    retry_backoff_ms: int = field(default=100, metadata=_m("duration", 1, 60 * SECOND))
+    retry_backoff_max_ms: int = field(default=5 * SECOND, metadata=_m("duration", 1, 600 * SECOND))
+
+
+@dataclass(frozen=True)
+class DeadLetterSettings:
+    topic: str = field(default="mqtt.dead-letter", metadata=_m("topic"))
+    max_payload_bytes: int = field(default=64 * KiB, metadata=_m("size", 0, 256 * KiB))
+
+
+@dataclass(frozen=True)
+class KeySettings:
+    topic_level: int | None = field(default=None, metadata=_m("int", 0, 1000))
+    payload_field: str | None = field(default=None, metadata=_m("field_path"))
+
+
+@dataclass(frozen=True)
+class ValidateSettings:
+    max_bytes: int = field(default=64 * KiB, metadata=_m("size", 0, MAX_BATCH_BYTES - HEADER_ALLOWANCE))
+    json: bool = field(default=False, metadata=_m("bool"))
+    required_fields: tuple[str, ...] = field(default=(), metadata=_m("field_list"))
+
+
+@dataclass(frozen=True)
+class IngressSettings:
+    filter: str = field(metadata=_m("filter"))
+    topic: str = field(metadata=_m("topic"))
+    qos: int = field(default=1, metadata=_m("qos_in"))
+    key: KeySettings | None = field(default=None, metadata=_m("section"))
+    validate: ValidateSettings | None = field(default=None, metadata=_m("section"))
+    dead_letter_topic: str | None = field(default=None, metadata=_m("topic"))
+
+
+@dataclass(frozen=True)
+class EgressSettings:
+    topic: str = field(metadata=_m("topic"))
+    mqtt_topic: R.TopicTemplate = field(metadata=_m("template"))
+    group: str = field(default=DEFAULT_GROUP, metadata=_m("str"))
+    qos: int = field(default=1, metadata=_m("int", 0, 2))
+    retain: bool = field(default=False, metadata=_m("bool"))
+    auto_offset_reset: str = field(default="earliest", metadata=_m("choice", choices=("earliest", "latest")))
+    max_in_flight: int = field(default=100, metadata=_m("int", 1, U16))
+    headers_as_user_properties: bool = field(default=True, metadata=_m("bool"))
+
+
+@dataclass(frozen=True)
+class StatusSettings:
+    file: Path | None = field(default=None, metadata=_m("path"))  # default: next to the edgebus socket
+    interval_ms: int = field(default=2 * SECOND, metadata=_m("duration", 100, 3600 * SECOND))
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    mqtt: MqttSettings = field(default_factory=MqttSettings, metadata=_m("section"))
+    edgebus: EdgebusSettings = field(default_factory=EdgebusSettings, metadata=_m("section"))
+    dead_letter: DeadLetterSettings = field(default_factory=DeadLetterSettings, metadata=_m("section"))
+    ingress: tuple[IngressSettings, ...] = field(default=(), metadata=_m("ingress_list"))
+    egress: tuple[EgressSettings, ...] = field(default=(), metadata=_m("egress_list"))
+    status: StatusSettings = field(default_factory=StatusSettings, metadata=_m("section"))
+    log_level: str = field(default="INFO", metadata=_m("choice", choices=("DEBUG", "INFO", "WARNING", "ERROR")))
+    source: Path | None = field(default=None, compare=False)
+
+    @property
+    def status_file(self) -> Path:
+        return self.status.file or default_status_file(self.mqtt.client_id)
+
+    def ingress_routes(self) -> list[R.IngressRoute]:
+        out = []
+        for r in self.ingress:
+            k = r.key or KeySettings()
+            v = r.validate or ValidateSettings()
+            out.append(R.IngressRoute(
+                filter=r.filter, topic=r.topic,
+                dead_letter_topic=r.dead_letter_topic or self.dead_letter.topic, qos=r.qos,
+                key=R.KeySpec(k.topic_level, k.payload_field),
+                validate=R.Validation(v.max_bytes, v.json, v.required_fields),
+                max_dead_letter_payload=self.dead_letter.max_payload_bytes,
+                max_record_bytes=self.edgebus.max_batch_bytes))
+        return out
+
+    def topics(self) -> list[str]:
+        """Every edgebus topic the bridge writes to or reads from."""
+        names = [self.dead_letter.topic]
+        names += [r.topic for r in self.ingress] + [r.dead_letter_topic or "" for r in self.ingress]
+        names += [r.topic for r in self.egress]
+        return sorted({n for n in names if n})
+
+
+def default_status_file(client_id: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in client_id)
+    return paths.default_socket_path().parent / f"mqtt-bridge-{safe}.status.json"
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(key, message)
+        self.key, self.message = key, message
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {describe_value(v)}")
+    return v
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"expected an integer, got {describe_value(v)}")
+    return int(v)
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise ValueError(f"expected a non-empty string, got {describe_value(v)}")
+    return v
+
+
+def _path(v: Any) -> Path:
+    return Path(_str(v)).expanduser()
+
+
+def _topic(v: Any) -> str:
+    try:
+        validate_topic_name(_str(v))
+    except InvalidTopicError as e:
+        raise ValueError(str(e)) from None
+    return v
+
+
+def _protocol(v: Any) -> str:
+    text = str(v).strip().lower().removeprefix("mqttv").removeprefix("v") if v is not None else ""
+    if text in ("5", "5.0", "50"):
+        return "5"
+    if text in ("3.1.1", "311"):
+        return "3.1.1"
+    raise ValueError(f"expected 5 or '3.1.1', got {describe_value(v)}")
+
+
+def _qos_in(v: Any) -> int:
+    n = _int(v)
+    if n == 2:
+        raise ValueError("QoS 2 is refused for ingress: paho answers PUBREC before the bridge sees "
+                         "the message and keeps it only in memory, so a crash would lose it; use "
+                         "1 (no loss, bounded duplicates; the broker downgrades QoS 2 publishes)")
+    if n not in (0, 1):
+        raise ValueError(f"expected 0 or 1, got {n}")
+    return n
+
+
+def _filter(v: Any) -> str:
+    R.validate_filter(_str(v))
+    return v
+
+
+def _field_path(v: Any) -> str:
+    R.validate_field_path(_str(v))
+    return v
+
+
+def _field_list(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list):
+        raise ValueError(f"expected a list of field paths, got {describe_value(v)}")
+    return tuple(_field_path(x) for x in v)
+
+
+def _size(v: Any) -> int:
+    if isinstance(v, bool):
+        raise ValueError(f"expected a size, got {describe_value(v)}")
+    return parse_size(v)
+
+
+def _duration(v: Any) -> int:
+    if isinstance(v, bool):
+        raise ValueError(f"expected a duration, got {describe_value(v)}")
+    return parse_duration(v)
+
+
+_PARSERS = {
+    "bool": _bool, "int": _int, "str": _str, "path": _path, "topic": _topic, "size": _size,
+    "duration": _duration, "protocol": _protocol, "qos_in": _qos_in, "filter": _filter,
+    "field_path": _field_path, "field_list": _field_list, "template": R.TopicTemplate.parse,
+}
+_SECTIONS = {
+    "mqtt": MqttSettings, "edgebus": EdgebusSettings, "dead_letter": DeadLetterSettings,
+    "tls": TlsSettings, "key": KeySettings, "validate": ValidateSettings,
+    "status": StatusSettings,
+}
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Invalid(where or "(top level)", f"expected a mapping, got {describe_value(value)}")
+    for k in value:
+        if not isinstance(k, str):
+            raise _Invalid(where or "(top level)", f"keys must be strings, got {describe_value(k)}")
+    return value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    data = _mapping({} if data is None else data, where)
+    fields = {f.name: f for f in dataclasses.fields(cls) if "kind" in f.metadata}
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(fields)})"
+            raise _Invalid(_join(where, key), f"unknown key{hint}")
+        values[key] = _value(fields[key], raw, _join(where, key))
+    for name, f in fields.items():
+        if name not in values and f.default is dataclasses.MISSING \
+                and f.default_factory is dataclasses.MISSING:
+            raise _Invalid(where or "(top level)", f"missing required key {name!r}")
+    return cls(**values)
+
+
+def _value(f: dataclasses.Field[Any], raw: Any, where: str) -> Any:
+    kind = f.metadata["kind"]
+    if kind == "section":
+        return _build(_SECTIONS[f.name], raw, where)
+    if kind in ("ingress_list", "egress_list"):
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            raise _Invalid(where, f"expected a list of routes, got {describe_value(raw)}")
+        cls = IngressSettings if kind == "ingress_list" else EgressSettings
+        return tuple(_build(cls, item, f"{where}[{i}]") for i, item in enumerate(raw))
+    if raw is None and f.default is None:
+        return None
+    try:
+        if kind == "choice":
+            text = raw.upper() if isinstance(raw, str) and f.name == "log_level" else raw
+            if text not in f.metadata["choices"]:
+                raise ValueError(f"expected one of {', '.join(f.metadata['choices'])}, "
+                                 f"got {describe_value(raw)}")
+            return text
+        value = _PARSERS[kind](raw)
+        lo, hi = f.metadata["lo"], f.metadata["hi"]
+        if isinstance(value, int) and not isinstance(value, bool):
+            if lo is not None and value < lo:
+                raise ValueError(f"must be at least {lo}, got {value}")
+            if hi is not None and value > hi:
+                raise ValueError(f"must be at most {hi}, got {value}")
+        return value
+    except ValueError as e:
+        raise _Invalid(where, str(e)) from None
+
+
+def _cross_check(c: BridgeConfig) -> None:
+    """Rules between keys; each error names the key to change."""
+    if not c.ingress and not c.egress:
+        raise _Invalid("(top level)", "no routes: give at least one 'ingress' or 'egress' route")
+    m = c.mqtt
+    if m.password is not None and m.password_file is not None:
+        raise _Invalid("mqtt.password_file", "give either 'password' or 'password_file', not both")
+    if (m.password is not None or m.password_file is not None) and m.username is None:
+        raise _Invalid("mqtt.username", "a password needs a username")
+    if m.reconnect_min_ms > m.reconnect_max_ms:
+        raise _Invalid("mqtt.reconnect_min_ms", "must not exceed mqtt.reconnect_max_ms")
+    if m.tls is not None and (m.tls.cert_file is None) != (m.tls.key_file is None):
+        raise _Invalid("mqtt.tls.key_file", "a client certificate needs both cert_file and key_file")
+    if len(m.client_id.encode()) > 128:
+        raise _Invalid("mqtt.client_id", "at most 128 bytes (brokers may refuse longer ones)")
+    e = c.edgebus
+    if e.retry_backoff_ms > e.retry_backoff_max_ms:
+        raise _Invalid("edgebus.retry_backoff_ms", "must not exceed edgebus.retry_backoff_max_ms")
+    seen: dict[str, int] = {}
+    for i, r in enumerate(c.ingress):
+        where = f"ingress[{i}]"
+        if r.filter in seen:
+            raise _Invalid(f"{where}.filter",
+                           f"filter {r.filter!r} is routed twice (also ingress[{seen[r.filter]}])")
+        seen[r.filter] = i
+        if r.key is not None:
+            if r.key.topic_level is not None and r.key.payload_field is not None:
+                raise _Invalid(f"{where}.key", "give either topic_level or payload_field, not both")
+            if r.key.topic_level is not None:
+                try:
+                    R.check_key_level(r.filter, r.key.topic_level)
+                except ValueError as err:
+                    raise _Invalid(f"{where}.key.topic_level", str(err)) from None
+        v = r.validate or ValidateSettings()
+        if v.max_bytes + HEADER_ALLOWANCE > e.max_batch_bytes:
+            raise _Invalid(f"{where}.validate.max_bytes",
+                           f"{v.max_bytes} bytes plus {HEADER_ALLOWANCE} for headers exceed "
+                           f"edgebus.max_batch_bytes={e.max_batch_bytes}")
+    if c.dead_letter.max_payload_bytes + HEADER_ALLOWANCE > e.max_batch_bytes:
+        raise _Invalid("dead_letter.max_payload_bytes",
+                       f"plus {HEADER_ALLOWANCE} bytes for headers it exceeds "
+                       f"edgebus.max_batch_bytes={e.max_batch_bytes}")
+    if m.protocol != "5" and any(r.filter.startswith("$share/") for r in c.ingress):
+        raise _Invalid("mqtt.protocol", "shared subscriptions ($share/...) need MQTT 5")
+
+
+def config_from_mapping(data: Any, source: str | Path | None = None) -> BridgeConfig:
+    """A BridgeConfig from a parsed YAML document; relative paths are taken from the directory of
+    `source` when it is given."""
+    src = Path(source) if source is not None else None
+    try:
+        c = _build(BridgeConfig, data, "")
+        _cross_check(c)
+    except _Invalid as e:
+        prefix = f"{src}: " if src is not None else ""
+        err = ConfigError(f"{prefix}{e.key}: {e.message}")
+        err.key, err.file = e.key, src  # type: ignore[attr-defined]
+        raise err from None
+    if src is not None:
+        c = _resolve_paths(c, src.parent)
+    return dataclasses.replace(c, source=src)
+
+
+def _resolve_paths(c: BridgeConfig, base: Path) -> BridgeConfig:
+    def fix(p: Path | None) -> Path | None:
+        return base / p if p is not None and not p.is_absolute() else p
+
+    m = c.mqtt
+    tls = m.tls
+    if tls is not None:
+        tls = dataclasses.replace(tls, ca_file=fix(tls.ca_file), cert_file=fix(tls.cert_file),
+                                  key_file=fix(tls.key_file))
+    return dataclasses.replace(
+        c,
+        mqtt=dataclasses.replace(m, tls=tls, password_file=fix(m.password_file)),
+        edgebus=dataclasses.replace(c.edgebus, socket=fix(c.edgebus.socket)),
+        status=dataclasses.replace(c.status, file=fix(c.status.file)),
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> BridgeConfig:
+    p = Path(path).expanduser()
+    return config_from_mapping(read_yaml_file(p), source=p)
+
+
+def read_password(m: MqttSettings) -> str | None:
+    """The MQTT password: inline, or the first line of password_file (kept out of the config)."""
+    if m.password_file is None:
+        return m.password
+    try:
+        with open(m.password_file, encoding="utf-8") as fh:
+            return fh.readline().rstrip("\r\n")
+    except OSError as e:
+        raise ConfigError(f"mqtt.password_file: cannot read {m.password_file}: {e.strerror}") from None

@@ -1,0 +1,417 @@
+"""Routing without I/O: MQTT topic filters, ingress routes (key, validation, headers) and egress
+topic templates. Everything here is plain functions and data, tested without a broker.
+
+Header names written on ingress records (values are UTF-8 bytes):
+
+    mqtt.topic          the MQTT topic the message was published to
+    mqtt.qos            "0" or "1": the QoS it was delivered to the bridge with
+    mqtt.retain         "1" when the broker delivered a retained message, else "0"
+    mqtt.dup            "1" when the broker marked it as a redelivery, else "0"
+    mqtt.content_type   the MQTT 5 content type, when there is one
+    mqtt.user.NAME      one per MQTT 5 user property NAME (repeats kept, in order)
+
+Dead-lettered records carry the same headers plus:
+
+    edgebus.dlq.reason  why the message was not routed (one line of text)
+    edgebus.dlq.route   the ingress filter (or egress topic) of the route that refused it
+    edgebus.dlq.truncated  the original payload size, when the payload kept was cut
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# MQTT strings are at most 65535 bytes (a u16 length prefix).
+MAX_MQTT_STRING = 65_535
+# User properties kept as headers: MQTT allows any number within the packet; a bound keeps a
+# device from turning one message into thousands of headers.
+MAX_USER_PROPERTIES = 64
+# Levels of a JSON payload-field path ("a.b.c"); deeper paths are refused at config time.
+MAX_FIELD_DEPTH = 16
+# Bytes of a key taken from a payload field: keys choose partitions and are stored per record.
+MAX_KEY_BYTES = 1024
+
+H_TOPIC, H_QOS, H_RETAIN, H_DUP = "mqtt.topic", "mqtt.qos", "mqtt.retain", "mqtt.dup"
+H_CONTENT_TYPE, H_USER_PREFIX = "mqtt.content_type", "mqtt.user."
+H_DLQ_REASON, H_DLQ_ROUTE, H_DLQ_TRUNCATED = (
+    "edgebus.dlq.reason", "edgebus.dlq.route", "edgebus.dlq.truncated")
+
+Headers = list[tuple[str, bytes | None]]
+
+
+# --- topic filters -------------------------------------------------------------------------------
+
+
+def split_shared(filt: str) -> tuple[str | None, str]:
+    """("group", "a/+/b") for "$share/group/a/+/b"; (None, filt) for an ordinary filter."""
+    if filt.startswith("$share/"):
+        rest = filt[len("$share/"):]
+        group, sep, inner = rest.partition("/")
+        if not sep:
+            return group, ""
+        return group, inner
+    return None, filt
+
+
+def validate_filter(filt: str) -> None:
+    """Raise ValueError unless `filt` is a valid MQTT topic filter (shared subscriptions too)."""
+    if not isinstance(filt, str) or not filt:
+        raise ValueError("a topic filter must be a non-empty string")
+    if len(filt.encode("utf-8")) > MAX_MQTT_STRING:
+        raise ValueError(f"a topic filter is at most {MAX_MQTT_STRING} bytes")
+    if "\x00" in filt:
+        raise ValueError("a topic filter may not contain NUL")
+    group, inner = split_shared(filt)
+    if group is not None:
+        if not group or any(c in group for c in "+#"):
+            raise ValueError(f"bad share name {group!r} in {filt!r}")
+        if not inner:
+            raise ValueError(f"{filt!r}: a shared subscription needs a filter after the share name")
+    levels = inner.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            raise ValueError(f"{filt!r}: '#' must be a whole level and the last one")
+        if "+" in level and level != "+":
+            raise ValueError(f"{filt!r}: '+' must be a whole level")
+
+
+def validate_topic(topic: str) -> None:
+    """Raise ValueError unless `topic` is a valid MQTT topic name to publish to."""
+    if not topic:
+        raise ValueError("empty MQTT topic")
+    if any(c in topic for c in "+#\x00"):
+        raise ValueError(f"MQTT topic {topic!r} contains '+', '#' or NUL")
+    if len(topic.encode("utf-8")) > MAX_MQTT_STRING:
+        raise ValueError(f"MQTT topic longer than {MAX_MQTT_STRING} bytes")
+
+
+def filter_matches(filt: str, topic: str) -> bool:
+    """MQTT matching: '+' is one level, '#' the rest (including the parent level itself); a filter
+    starting with a wildcard does not match topics starting with '$' (MQTT 4.7.2)."""
+    _, inner = split_shared(filt)
+    f_levels, t_levels = inner.split("/"), topic.split("/")
+    if topic.startswith("$") and f_levels[0] in ("+", "#"):
+        return False
+    for i, f in enumerate(f_levels):
+        if f == "#":
+            return True
+        if i >= len(t_levels):
+            return False
+        if f != "+" and f != t_levels[i]:
+            return False
+    return len(f_levels) == len(t_levels)
+
+
+# --- ingress -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """Where a record's key comes from: a topic level (0-based), a JSON payload field
+    ("device.id"), or nowhere (both None)."""
+
+    topic_level: int | None = None
+    payload_field: str | None = None
+
+    @property
+    def needs_json(self) -> bool:
+        return self.payload_field is not None
+
+
+@dataclass(frozen=True)
+class Validation:
+    max_bytes: int = 64 * 1024
+    json: bool = False
+    required_fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Accepted:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers
+
+
+@dataclass(frozen=True)
+class Rejected:
+    dead_letter_topic: str
+    reason: str
+    key: bytes | None
+    value: bytes
+    headers: Headers
+
+
+@dataclass(frozen=True)
+class IngressRoute:
+    filter: str
+    topic: str
+    dead_letter_topic: str
+    qos: int = 1
+    key: KeySpec = field(default_factory=KeySpec)
+    validate: Validation = field(default_factory=Validation)
+    max_dead_letter_payload: int = 64 * 1024
+    # A record larger than this (one bridge batch) is dead-lettered rather than appended.
+    max_record_bytes: int = 256 * 1024
+
+    def matches(self, topic: str) -> bool:
+        return filter_matches(self.filter, topic)
+
+    def process(self, topic: str, payload: bytes, qos: int, retain: bool, dup: bool,
+                user_properties: Sequence[tuple[str, str]] = (),
+                content_type: str | None = None) -> Accepted | Rejected:
+        """The record for one MQTT message, or the dead-letter record saying why not."""
+        headers = message_headers(topic, qos, retain, dup, user_properties, content_type)
+        reason, key = self._check(topic, payload, user_properties)
+        if reason is None:
+            size = record_size(key, payload, headers)
+            if size <= self.max_record_bytes:
+                return Accepted(self.topic, key, payload, headers)
+            reason = (f"record of {size} bytes (payload and headers) exceeds the batch limit of "
+                      f"{self.max_record_bytes}")
+        return self.dead_letter(reason, key, payload, headers)
+
+    def dead_letter(self, reason: str, key: bytes | None, payload: bytes,
+                    headers: Headers) -> Rejected:
+        kept = payload[: self.max_dead_letter_payload]
+        extra: Headers = [(H_DLQ_REASON, reason.encode()), (H_DLQ_ROUTE, self.filter.encode())]
+        if len(kept) < len(payload):
+            extra.append((H_DLQ_TRUNCATED, str(len(payload)).encode()))
+        out = headers + extra
+        if record_size(key, kept, out) > self.max_record_bytes:
+            # Headers alone too large (huge user properties or topic): keep only the flags.
+            out = [(k, v if k != H_TOPIC else (v or b"")[:1024]) for k, v in headers[:4]] + extra
+        return Rejected(self.dead_letter_topic, reason, key, kept, out)
+
+    def _check(self, topic: str, payload: bytes,
+               user_properties: Sequence[tuple[str, str]]) -> tuple[str | None, bytes | None]:
+        v = self.validate
+        if len(payload) > v.max_bytes:
+            return f"payload of {len(payload)} bytes exceeds max_bytes={v.max_bytes}", None
+        if len(user_properties) > MAX_USER_PROPERTIES:
+            return (f"{len(user_properties)} user properties, at most {MAX_USER_PROPERTIES}",
+                    None)
+        doc: Any = None
+        if v.json or v.required_fields or self.key.needs_json:
+            try:
+                doc = json.loads(payload)
+            except (UnicodeDecodeError, ValueError) as e:
+                return f"payload is not valid JSON: {_one_line(e)}", None
+        for name in v.required_fields:
+            if _lookup(doc, name) is _MISSING:
+                return f"required field {name!r} is missing", None
+        return extract_key(self.key, topic, doc)
+
+
+def message_headers(topic: str, qos: int, retain: bool, dup: bool,
+                    user_properties: Sequence[tuple[str, str]] = (),
+                    content_type: str | None = None) -> Headers:
+    headers: Headers = [
+        (H_TOPIC, topic.encode()),
+        (H_QOS, b"1" if qos else b"0"),
+        (H_RETAIN, b"1" if retain else b"0"),
+        (H_DUP, b"1" if dup else b"0"),
+    ]
+    if content_type is not None:
+        headers.append((H_CONTENT_TYPE, content_type.encode()))
+    for name, value in user_properties[:MAX_USER_PROPERTIES]:
+        headers.append((H_USER_PREFIX + name, value.encode()))
+    return headers
+
+
+_MISSING = object()
+
+
+def _lookup(doc: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(doc, dict) or part not in doc:
+            return _MISSING
+        doc = doc[part]
+    return doc
+
+
+def extract_key(spec: KeySpec, topic: str, doc: Any) -> tuple[str | None, bytes | None]:
+    """(None, key) on success, (reason, None) when the key cannot be taken."""
+    if spec.topic_level is not None:
+        levels = topic.split("/")
+        if spec.topic_level >= len(levels):
+            return f"topic {topic!r} has no level {spec.topic_level} for the key", None
+        level = levels[spec.topic_level]
+        if not level:
+            return f"level {spec.topic_level} of topic {topic!r} is empty", None
+        return None, level.encode()
+    if spec.payload_field is not None:
+        value = _lookup(doc, spec.payload_field)
+        if value is _MISSING or value is None:
+            return f"key field {spec.payload_field!r} is missing", None
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            return f"key field {spec.payload_field!r} is not a string or a number", None
+        key = (value if isinstance(value, str) else json.dumps(value)).encode()
+        if not key:
+            return f"key field {spec.payload_field!r} is empty", None
+        if len(key) > MAX_KEY_BYTES:
+            return f"key field {spec.payload_field!r} is longer than {MAX_KEY_BYTES} bytes", None
+        return None, key
+    return None, None
+
+
+def validate_field_path(path: str) -> None:
+    if not isinstance(path, str) or not path or any(not p for p in path.split(".")):
+        raise ValueError(f"expected a field path like 'device.id', got {path!r}")
+    if path.count(".") >= MAX_FIELD_DEPTH:
+        raise ValueError(f"field path {path!r} is deeper than {MAX_FIELD_DEPTH} levels")
+
+
+def check_key_level(filt: str, level: int) -> None:
+    """Raise ValueError unless topics matching `filt` always or possibly have `level`."""
+    _, inner = split_shared(filt)
+    levels = inner.split("/")
+    if levels[-1] == "#":
+        return  # any level may exist past '#'; a topic without it is dead-lettered
+    if level >= len(levels):
+        raise ValueError(f"filter {filt!r} has levels 0..{len(levels) - 1}, not {level}")
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+class Router:
+    """The ingress routes in configuration order: the first whose filter matches wins."""
+
+    def __init__(self, routes: Sequence[IngressRoute]) -> None:
+        self.routes = tuple(routes)
+
+    def route(self, topic: str) -> IngressRoute | None:
+        for r in self.routes:
+            if r.matches(topic):
+                return r
+        return None
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
+    """The encoded size of a record (edgebus/batch.py encode_record; docs/FORMAT.md)."""
+    n = 4 + 8 + 4 + (len(key) if key else 0) + 4 + (len(value) if value else 0) + 2
+    for hk, hv in headers:
+        n += 2 + len(hk.encode()) + 4 + (len(hv) if hv else 0)
+    return n
+
+
+# --- egress --------------------------------------------------------------------------------------
+
+
+class TemplateError(ValueError):
+    """A record cannot be given an MQTT topic (the reason is the message)."""
+
+
+_FIELD = re.compile(r"\{([^{}]*)\}")
+
+
+@dataclass(frozen=True)
+class TopicTemplate:
+    """An MQTT topic built from a record: literal text with {key}, {topic}, {partition} and
+    {header:NAME} (the first header NAME). "{{" and "}}" are literal braces. A substituted value
+    must be one non-empty topic level: a key "a/b" or "+" could otherwise aim at other devices."""
+
+    text: str
+    parts: tuple[tuple[str, str], ...]  # ("lit", text) | ("key"|"topic"|"partition"|"header", name)
+
+    @classmethod
+    def parse(cls, text: str) -> TopicTemplate:
+        if not isinstance(text, str) or not text:
+            raise ValueError("expected a topic template like 'devices/{key}/command'")
+        parts: list[tuple[str, str]] = []
+        pos = 0
+        literal = []
+        while pos < len(text):
+            c = text[pos]
+            if text.startswith("{{", pos) or text.startswith("}}", pos):
+                literal.append(c)
+                pos += 2
+                continue
+            if c == "}":
+                raise ValueError(f"unmatched '}}' at position {pos} in {text!r} (write '}}}}')")
+            if c == "{":
+                m = _FIELD.match(text, pos)
+                if m is None:
+                    raise ValueError(f"unclosed '{{' at position {pos} in {text!r}")
+                name = m.group(1)
+                if literal:
+                    parts.append(("lit", "".join(literal)))
+                    literal = []
+                parts.append(_template_field(name, text))
+                pos = m.end()
+                continue
+            literal.append(c)
+            pos += 1
+        if literal:
+            parts.append(("lit", "".join(literal)))
+        lits = "".join(v for k, v in parts if k == "lit")
+        if any(ch in lits for ch in "+#\x00"):
+            raise ValueError(f"template {text!r} contains '+', '#' or NUL: "
+                             "a topic to publish to has no wildcards")
+        return cls(text, tuple(parts))
+
+    def render(self, topic: str, partition: int, key: bytes | None, headers: Headers) -> str:
+        out = []
+        for kind, arg in self.parts:
+            if kind == "lit":
+                out.append(arg)
+                continue
+            if kind == "topic":
+                value = topic
+            elif kind == "partition":
+                value = str(partition)
+            elif kind == "key":
+                if key is None:
+                    raise TemplateError("the record has no key for {key}")
+                value = _text(key, "the key")
+            else:
+                hv = next((v for k, v in headers if k == arg), _MISSING)
+                if hv is _MISSING or hv is None:
+                    raise TemplateError(f"the record has no header {arg!r} for {{header:{arg}}}")
+                value = _text(hv, f"header {arg!r}")  # type: ignore[arg-type]
+            if not value or any(ch in value for ch in "/+#\x00"):
+                raise TemplateError(f"{{{kind}}} value {value!r} is not a single topic level")
+            out.append(value)
+        result = "".join(out)
+        try:
+            validate_topic(result)
+        except ValueError as e:
+            raise TemplateError(str(e)) from None
+        return result
+
+
+def _template_field(name: str, text: str) -> tuple[str, str]:
+    if name in ("key", "topic", "partition"):
+        return (name, "")
+    if name.startswith("header:") and len(name) > len("header:"):
+        return ("header", name[len("header:"):])
+    raise ValueError(f"unknown field {{{name}}} in {text!r} "
+                     "(use {key}, {topic}, {partition} or {header:NAME})")
+
+
+def _text(b: bytes, what: str) -> str:
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TemplateError(f"{what} is not UTF-8 text") from None
+
+
+def user_properties_from_headers(headers: Headers) -> list[tuple[str, str]]:
+    """MQTT 5 user properties for an egress record: every header whose value is UTF-8 text, with
+    the ingress prefix "mqtt.user." removed (so a record bridged in and out keeps its names)."""
+    props = []
+    for k, v in headers:
+        if v is None:
+            continue
+        try:
+            text = v.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        props.append((k.removeprefix(H_USER_PREFIX), text))
+    return props[:MAX_USER_PROPERTIES]

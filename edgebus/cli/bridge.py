@@ -1,0 +1,65 @@
+"""`edgebus bridge mqtt --config FILE` runs the MQTT bridge (bridges/mqtt); `edgebus bridge status`
+shows what a running bridge reports in its status file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from edgebus.errors import EdgebusError
+
+EXIT_NOT_RUNNING = 3  # as LSB init scripts and `systemctl status` say "not running"
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("bridge", help="run a bridge, or show a bridge's status")
+    bsub = p.add_subparsers(dest="bridge_command", metavar="BRIDGE", required=True)
+
+    m = bsub.add_parser("mqtt", help="run the MQTT bridge in the foreground (SIGTERM stops it "
+                                     "cleanly)")
+    m.add_argument("--config", required=True, metavar="FILE",
+                   help="the bridge's YAML config (see bridges/mqtt/example.yaml)")
+    m.add_argument("--check", action="store_true", dest="check_only",
+                   help="check the config file and exit (status 0 if valid)")
+    m.set_defaults(func=run_mqtt)
+
+    s = bsub.add_parser("status", help="show a bridge's status (exit status 3 if not running)")
+    where = s.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", metavar="FILE", help="the bridge's config (finds its status file)")
+    where.add_argument("--status-file", metavar="PATH", help="the status file itself")
+    s.add_argument("--json", action="store_true", help="print the whole status as JSON")
+    s.set_defaults(func=run_status)
+
+
+def run_mqtt(args: argparse.Namespace) -> int:
+    from bridges.mqtt.bridge import run
+    from bridges.mqtt.config import load_config
+
+    cfg = load_config(args.config)
+    if args.check_only:
+        print(f"{args.config}: valid ({len(cfg.ingress)} ingress, {len(cfg.egress)} egress "
+              "route(s))")
+        return 0
+    return run(cfg)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from bridges.mqtt.config import load_config
+    from bridges.mqtt.metrics import read_status, status_line
+
+    path = Path(args.status_file) if args.status_file else load_config(args.config).status_file
+    try:
+        doc = read_status(path)
+    except FileNotFoundError:
+        raise EdgebusError(f"no status file at {path}: the bridge has not run with this "
+                           "config (or status.file points elsewhere)") from None
+    except (OSError, ValueError) as e:
+        raise EdgebusError(f"cannot read the status file {path}: {e}") from None
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        print(status_line(doc))
+        if doc.get("last_error"):
+            print(f"last error: {doc['last_error']}")
+    return 0 if doc["running"] else EXIT_NOT_RUNNING

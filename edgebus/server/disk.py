@@ -1,0 +1,251 @@
+"""Disk protection: free-space watermarks on the data directory's filesystem.
+
+Below the low watermark each topic's `on_disk_full` policy applies: `reject` refuses appends with
+DiskFullError (reads, and the supervisor's own internal topics, go on), `drop-oldest` deletes the
+oldest segments of such topics (oldest first across all of them, never an active segment) until
+the high watermark is free again. Normal service resumes at the high watermark; the gap between
+the two keeps the state from flapping.
+
+Free space is read with psutil.disk_usage (one statvfs call, a few microseconds): on a timer every
+`disk.check_interval_ms`, and on the append path as soon as the bytes appended since the last
+check could have crossed the low watermark, so a burst of appends between two timer checks cannot
+run the filesystem full unseen. Used from the supervisor's loop thread only.
+
+Invariant: `low` is True from a check that saw free < low watermark until a check that sees
+free >= high watermark; while it is True no append to a `reject` topic is accepted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from edgebus.errors import DiskFullError
+from edgebus.log.segment import LOG_SUFFIX, NAME_DIGITS
+from edgebus.log.topic_config import DISK_FULL_DROP_OLDEST
+from edgebus.opsconfig import Threshold
+
+log = logging.getLogger("edgebus.disk")
+
+# (total, free) bytes of the filesystem holding a path.
+Probe = Callable[[Path], tuple[int, int]]
+
+DEFAULT_LOW = Threshold(percent=5.0)
+DEFAULT_HIGH = Threshold(percent=10.0)
+DEFAULT_INTERVAL_S = 5.0
+
+
+def statvfs_probe(path: Path) -> tuple[int, int]:
+    """Total and free bytes for unprivileged writers (psutil's `free` excludes root's reserve)."""
+    u = psutil.disk_usage(str(path))
+    return u.total, u.free
+
+
+def human(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+class DiskGuard:
+    def __init__(self, logs: Any, low: Threshold = DEFAULT_LOW, high: Threshold = DEFAULT_HIGH,
+                 interval_s: float = DEFAULT_INTERVAL_S, *, probe: Probe | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logs = logs
+        self.path = Path(logs.data_dir)
+        self.low_threshold, self.high_threshold = low, high
+        self.interval = interval_s
+        self._probe = probe or statvfs_probe
+        self._clock = clock
+        self.low = False
+        self.total = self.free = 0
+        self.low_bytes = self.high_bytes = 0
+        # Bytes that may still be appended before a check is due (free - low at the last check).
+        self._budget = 0
+        self._next_check = 0.0
+        self.checks = 0
+        self.rejected_appends = 0
+        self.dropped_segments = 0
+        self.dropped_bytes = 0
+        self.last_error: str | None = None
+
+    @classmethod
+    def from_settings(cls, logs: Any, settings: Any, probe: Probe | None = None) -> DiskGuard:
+        """From the config's `disk:` section (edgebus.config.DiskSettings)."""
+        return cls(logs, settings.low_watermark, settings.high_watermark,
+                   settings.check_interval_ms / 1000, probe=probe)
+
+    # --- timer (the broker's loop) ---------------------------------------------------------------
+    def next_deadline(self) -> float:
+        return self._next_check
+
+    def tick(self, now: float) -> None:
+        if now >= self._next_check:
+            self.check(now)
+
+    # --- the check -------------------------------------------------------------------------------
+    def check(self, now: float | None = None, enospc: bool = False) -> None:
+        """Read free space, move between the ok and low states, and reclaim space for
+        drop-oldest topics while low. `enospc`: a write just failed with ENOSPC, which proves
+        the disk full whatever statvfs says (reserved blocks, quotas, a filesystem that cannot
+        count its free space exactly)."""
+        now = self._clock() if now is None else now
+        self._next_check = now + self.interval
+        if not self._read():
+            return
+        if not self.low and (self.free < self.low_bytes or enospc):
+            self.low = True
+            log.warning(
+                "disk space low on %s: %s free of %s, below the low watermark %s (%s); appends to "
+                "topics with on_disk_full=reject are refused and drop-oldest topics lose their "
+                "oldest segments until %s (%s) is free",
+                self.path, human(self.free), human(self.total), human(self.low_bytes),
+                self.low_threshold, human(self.high_bytes), self.high_threshold)
+        if self.low:
+            self._reclaim()
+        if self.low and self.free >= self.high_bytes:
+            self.low = False
+            log.info("disk space recovered on %s: %s free, at or above the high watermark %s; "
+                     "appends resume", self.path, human(self.free), human(self.high_bytes))
+        self._budget = self.free - self.low_bytes
+
+    def _read(self) -> bool:
+        try:
+            self.total, self.free = self._probe(self.path)
+        except OSError as e:
+            # Keep the previous state: a failed statvfs says nothing about space.
+            if self.last_error != str(e):
+                log.error("cannot read free space of %s: %s", self.path, e)
+            self.last_error = str(e)
+            return False
+        self.last_error = None
+        self.checks += 1
+        self.low_bytes = self.low_threshold.resolve(self.total)
+        self.high_bytes = max(self.high_threshold.resolve(self.total), self.low_bytes)
+        return True
+
+    # --- the append path (handlers.produce) ------------------------------------------------------
+    def admit(self, p: Any, nbytes: int) -> None:
+        """Before appending `nbytes` to partition `p`: raise DiskFullError if its topic's policy
+        refuses it now. Costs a subtraction unless a check is due."""
+        self._budget -= nbytes
+        if self._budget < 0 and (not self.low or self._clock() >= self._next_check):
+            self.check()
+        if self.low and p.config.on_disk_full != DISK_FULL_DROP_OLDEST:
+            self.rejected_appends += 1
+            raise DiskFullError(
+                f"disk space low on {self.path}: {human(self.free)} free, below the low watermark "
+                f"of {human(self.low_bytes)}; topic {p.topic!r} (on_disk_full=reject) refuses "
+                f"appends until {human(self.high_bytes)} is free (reads go on)")
+
+    def append(self, p: Any, batch: bytearray, info: Any, now_ms: int) -> tuple[int, int]:
+        """`p.append` behind the watermark policy. An append that meets ENOSPC anyway (another
+        process filled the disk between checks) is tried once more on a drop-oldest topic after
+        reclaiming space; DiskFullError comes from errno, never from message text."""
+        self.admit(p, info.length)
+        try:
+            return p.append(batch, info, now_ms)
+        except DiskFullError:
+            self.check(enospc=True)  # reclaims space for drop-oldest topics
+            if p.config.on_disk_full != DISK_FULL_DROP_OLDEST:
+                self.rejected_appends += 1
+                raise
+        try:
+            return p.append(batch, info, now_ms)
+        except DiskFullError:
+            self.rejected_appends += 1
+            raise
+
+    # --- drop-oldest -----------------------------------------------------------------------------
+    def _reclaim(self) -> None:
+        """Delete oldest segments of drop-oldest topics, oldest first, until the high watermark
+        is free or nothing more may go."""
+        ages: dict[int, tuple[float, Any]] = {}
+        for p in self._droppable():
+            age = _oldest_segment_mtime(p)
+            if age is not None:
+                ages[id(p)] = (age, p)
+        dropped: dict[str, int] = {}
+        while self.free < self.high_bytes and ages:
+            # Oldest first; among equal times (coarse filesystem clocks) the largest partition.
+            key = min(ages, key=lambda k: (ages[k][0], -ages[k][1].size_bytes))
+            p = ages[key][1]
+            size = _oldest_segment_size(p)
+            start = p.log_start_offset
+            try:
+                deleted = p.delete_oldest_segment()
+            except Exception as e:  # storage errors are typed; a bug must not stop the loop
+                log.error("drop-oldest: cannot delete the oldest segment of %s: %s", p.name, e)
+                deleted = False
+            if deleted:
+                self.dropped_segments += 1
+                self.dropped_bytes += size
+                dropped[p.name] = dropped.get(p.name, 0) + 1
+                log.warning("drop-oldest: deleted segment %s of %s (%s, offsets %d..%d) to free "
+                            "disk space", _segment_name(start), p.name, human(size), start,
+                            p.log_start_offset - 1)
+            age = _oldest_segment_mtime(p) if deleted and _droppable_partition(p) else None
+            if age is None:
+                del ages[key]
+            else:
+                ages[key] = (age, p)
+            if deleted and not self._read():
+                break
+        if dropped:
+            log.warning("drop-oldest: deleted %d segment(s) from %s; %s free now",
+                        sum(dropped.values()), ", ".join(sorted(dropped)), human(self.free))
+
+    def _droppable(self) -> list[Any]:
+        return [p for p in self.logs.all_partitions() if _droppable_partition(p)]
+
+    # --- views -----------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "state": "low" if self.low else "ok",
+            "total": self.total,
+            "free": self.free,
+            "used": max(0, self.total - self.free),
+            "low_watermark": self.low_bytes,
+            "high_watermark": self.high_bytes,
+            "low_watermark_setting": str(self.low_threshold),
+            "high_watermark_setting": str(self.high_threshold),
+            "check_interval_s": self.interval,
+            "rejected_appends": self.rejected_appends,
+            "dropped_segments": self.dropped_segments,
+            "dropped_bytes": self.dropped_bytes,
+            "error": self.last_error,
+        }
+
+
+def _droppable_partition(p: Any) -> bool:
+    return (p.config.on_disk_full == DISK_FULL_DROP_OLDEST and not p.topic.startswith("__")
+            and not p.offline and p.segment_count > 1)
+
+
+def _segment_name(base: int) -> str:
+    return f"{base:0{NAME_DIGITS}d}{LOG_SUFFIX}"
+
+
+def _oldest_segment_mtime(p: Any) -> float | None:
+    """When the oldest segment was last written: its newest record's age, from the file itself."""
+    try:
+        return os.stat(Path(p.path) / _segment_name(p.log_start_offset)).st_mtime
+    except OSError:
+        return None
+
+
+def _oldest_segment_size(p: Any) -> int:
+    with contextlib.suppress(OSError):
+        return os.stat(Path(p.path) / _segment_name(p.log_start_offset)).st_size
+    return 0

@@ -1,0 +1,253 @@
+"""Optional Prometheus text endpoint (`metrics: {listen: 127.0.0.1:9464}`), with prometheus-client.
+
+The endpoint is served by the supervisor's own event loop, not by prometheus-client's HTTP thread:
+a scrape then reads the broker's structures on the thread that changes them (no locks, no torn
+views), costs nothing between scrapes, and a hung loop shows as a failed scrape, which is the
+truth. prometheus-client provides the metric families and the text exposition format.
+
+Bounds: at most MAX_CLIENTS scrapes at once (the oldest is dropped), requests of at most
+MAX_REQUEST_BYTES, one request per connection (Connection: close).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import selectors
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+import edgebus
+from edgebus.opsconfig import split_listen
+from edgebus.server import status as S
+
+log = logging.getLogger("edgebus.metrics")
+
+MAX_CLIENTS = 8
+MAX_REQUEST_BYTES = 8192
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class BrokerCollector:
+    """Fresh metric families from the broker at each scrape (prometheus_client's Collector)."""
+
+    def __init__(self, broker: Any) -> None:
+        self.b = broker
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        b = self.b
+        info = GaugeMetricFamily("edgebus_build_info", "edgebus version", labels=["version"])
+        info.add_metric([edgebus.__version__], 1)
+        yield info
+        yield GaugeMetricFamily("edgebus_uptime_seconds", "Seconds since the supervisor started",
+                                value=time.time() - b.started)
+        yield CounterMetricFamily("edgebus_records_in", "Records appended by producers",
+                                  value=b.records_in)
+        yield CounterMetricFamily("edgebus_bytes_in", "Record batch bytes appended by producers",
+                                  value=b.bytes_in)
+        yield CounterMetricFamily("edgebus_records_out", "Records sent to consumers",
+                                  value=b.stats.records_out)
+        yield CounterMetricFamily("edgebus_bytes_out", "Record batch bytes sent to consumers",
+                                  value=b.stats.bytes_out)
+        h = HistogramMetricFamily("edgebus_fsync_duration_seconds",
+                                  "Duration of one group-commit fsync round")
+        h.add_metric([], b.stats.fsync_cumulative(), b.stats.fsync_sum)
+        yield h
+        yield GaugeMetricFamily("edgebus_connections", "Connected clients", value=len(b.conns))
+        # From psutil, which reads /proc/self only: prometheus-client's ProcessCollector also
+        # needs /proc/stat, which the unit's ProcSubset=pid hides.
+        proc = S.process_usage()
+        yield GaugeMetricFamily("edgebus_process_resident_memory_bytes", "Resident set size",
+                                value=proc["rss_bytes"])
+        yield CounterMetricFamily("edgebus_process_cpu_seconds", "User and system CPU time",
+                                  value=proc["cpu_s"])
+        yield GaugeMetricFamily("edgebus_process_open_fds", "Open file descriptors",
+                                value=proc["open_fds"])
+
+        d = b.disk
+        if not d.total:
+            d.check()
+        yield GaugeMetricFamily("edgebus_disk_free_bytes",
+                                "Free bytes on the data directory's filesystem", value=d.free)
+        yield GaugeMetricFamily("edgebus_disk_total_bytes",
+                                "Size of the data directory's filesystem", value=d.total)
+        yield GaugeMetricFamily("edgebus_disk_low_watermark_bytes",
+                                "Free space below which on_disk_full policies apply",
+                                value=d.low_bytes)
+        yield GaugeMetricFamily("edgebus_disk_high_watermark_bytes",
+                                "Free space at which normal service resumes", value=d.high_bytes)
+        yield GaugeMetricFamily("edgebus_disk_low", "1 while below the low watermark",
+                                value=1 if d.low else 0)
+        yield CounterMetricFamily("edgebus_disk_rejected_appends",
+                                  "Appends refused because the disk was low or full",
+                                  value=d.rejected_appends)
+        yield CounterMetricFamily("edgebus_disk_dropped_segments",
+                                  "Segments deleted by the drop-oldest policy",
+                                  value=d.dropped_segments)
+
+        labels = ["topic", "partition"]
+        start = GaugeMetricFamily("edgebus_log_start_offset", "First offset on disk", labels=labels)
+        end = GaugeMetricFamily("edgebus_log_end_offset", "Next offset to be written", labels=labels)
+        size = GaugeMetricFamily("edgebus_log_size_bytes", "Bytes of segments", labels=labels)
+        for p in b.logs.all_partitions():
+            key = [p.topic, str(p.partition)]
+            start.add_metric(key, p.log_start_offset)
+            end.add_metric(key, p.log_end_offset)
+            size.add_metric(key, p.size_bytes)
+        yield from (start, end, size)
+
+        lag = GaugeMetricFamily("edgebus_consumer_group_lag",
+                                "Records between a group's committed offset and the log end",
+                                labels=["group", *labels])
+        for g in S.group_lags(b):
+            for part in g["partitions"]:
+                if part["lag"] >= 0:
+                    lag.add_metric([g["group"], part["topic"], str(part["partition"])], part["lag"])
+        yield lag
+
+
+class MetricsServer:
+    """A minimal HTTP/1.1 responder for GET /metrics on the broker's selector."""
+
+    def __init__(self, broker: Any, listen: str) -> None:
+        from prometheus_client import CollectorRegistry
+
+        self.b = broker
+        self.listen_on = listen
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(BrokerCollector(broker))  # type: ignore[arg-type]
+        self._sock: socket.socket | None = None
+        self._clients: OrderedDict[int, _Scrape] = OrderedDict()
+        self.scrapes = 0
+
+    def start(self) -> None:
+        host, port = split_listen(self.listen_on)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+            s.listen(16)
+        except OSError:
+            s.close()
+            raise
+        s.setblocking(False)
+        self._sock = s
+        self.b.sel.register(s, selectors.EVENT_READ, self._on_accept)
+        host = f"[{host}]" if ":" in host else host
+        log.info("metrics endpoint on http://%s:%d/metrics", host, self.port)
+
+    @property
+    def port(self) -> int:
+        assert self._sock is not None
+        return int(self._sock.getsockname()[1])
+
+    def close(self) -> None:
+        for c in list(self._clients.values()):
+            self._drop(c)
+        if self._sock is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.b.sel.unregister(self._sock)
+            self._sock.close()
+            self._sock = None
+
+    # --- on the loop -----------------------------------------------------------------------------
+    def _on_accept(self, mask: int) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                s, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning("metrics endpoint: accept failed: %s", e)
+                return
+            s.setblocking(False)
+            if len(self._clients) >= MAX_CLIENTS:
+                self._drop(next(iter(self._clients.values())))
+            c = _Scrape(self, s)
+            self._clients[s.fileno()] = c
+            self.b.sel.register(s, selectors.EVENT_READ, c.on_event)
+
+    def _drop(self, c: _Scrape) -> None:
+        self._clients.pop(c.fd, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self.b.sel.unregister(c.sock)
+        c.sock.close()
+
+    def render(self, path: str) -> tuple[str, str, bytes]:
+        from prometheus_client import generate_latest
+
+        if path.split("?", 1)[0] in ("/metrics", "/metrics/"):
+            self.scrapes += 1
+            return "200 OK", CONTENT_TYPE, generate_latest(self.registry)
+        if path == "/":
+            body = b"edgebus supervisor: metrics at /metrics\n"
+            return "200 OK", "text/plain; charset=utf-8", body
+        return "404 Not Found", "text/plain; charset=utf-8", b"not found; try /metrics\n"
+
+
+class _Scrape:
+    def __init__(self, server: MetricsServer, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.inbuf = bytearray()
+        self.out: memoryview | None = None
+
+    def on_event(self, mask: int) -> None:
+        try:
+            if self.out is None:
+                self._read()
+            if self.out is not None:
+                self._write()
+        except OSError:
+            self.server._drop(self)
+
+    def _read(self) -> None:
+        data = self.sock.recv(4096)
+        if not data:
+            self.server._drop(self)
+            return
+        self.inbuf += data
+        if b"\r\n\r\n" not in self.inbuf and b"\n\n" not in self.inbuf:
+            if len(self.inbuf) > MAX_REQUEST_BYTES:
+                self._respond("431 Request Header Fields Too Large", "text/plain", b"too large\n")
+            return
+        line = bytes(self.inbuf).split(b"\n", 1)[0].decode("latin-1").strip()
+        parts = line.split()
+        if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
+            self._respond("405 Method Not Allowed", "text/plain", b"only GET\n")
+            return
+        try:
+            status, ctype, body = self.server.render(parts[1])
+        except Exception:  # a bug in a collector must not take the supervisor down
+            log.exception("metrics endpoint: rendering failed")
+            status, ctype, body = "500 Internal Server Error", "text/plain", b"error\n"
+        self._respond(status, ctype, b"" if parts[0] == "HEAD" else body, len(body))
+
+    def _respond(self, status: str, ctype: str, body: bytes, length: int | None = None) -> None:
+        head = (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body) if length is None else length}\r\n"
+                "Connection: close\r\n\r\n").encode("ascii")
+        self.out = memoryview(head + body)
+        self.server.b.sel.modify(self.sock, selectors.EVENT_WRITE, self.on_event)
+
+    def _write(self) -> None:
+        assert self.out is not None
+        try:
+            n = self.sock.send(self.out)
+        except BlockingIOError:
+            return
+        self.out = self.out[n:]
+        if not len(self.out):
+            self.server._drop(self)

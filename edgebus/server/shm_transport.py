@@ -1,0 +1,341 @@
+"""The supervisor's side of the shared-memory transport (docs/ARCHITECTURE.md, "Shared-memory rings").
+
+A client that connected over the Unix socket may send SHM_ATTACH. The supervisor then makes one
+memfd holding two rings (client -> supervisor requests, supervisor -> client responses) and three
+eventfds, seals the memfd's size, and passes all four descriptors back with SCM_RIGHTS in the
+attach response. From then on the rings carry the same frames as the socket; every request read
+from a ring goes through the broker's ordinary `_dispatch`, and every response for the connection
+goes into the response ring (the socket keeps working for frames too large for a ring). Nothing is
+ever named in /dev/shm, so a kill -9 of either side leaves nothing behind: the kernel frees the
+memfd when its last descriptor and mapping go.
+
+Lifecycle: the link lives exactly as long as the socket connection. The socket closing (the
+kernel closes it when the client dies, kill -9 included) reaches `Broker._close`, which calls
+`close_link`: the eventfd leaves the selector, the mapping and descriptors are released at once.
+
+Wake-ups: while a link has traffic the loop polls its ring (spinning in C for short slices while
+the loop has nothing else to do); after SPIN_NS without traffic it announces it is asleep (the
+ring's reader_waiting flag) and waits for the client's eventfd in the selector like any socket.
+
+Backpressure: a full response ring (a slow consumer) never blocks the loop. Responses queue on the
+link, their bytes count against the connection's output bound (`Connection.out_bytes`), and while
+the connection is over that bound the supervisor stops reading its request ring and its socket;
+the producer on the other side then finds its request ring full and waits, alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import selectors
+import socket
+import struct
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from edgebus import format as F
+from edgebus.errors import InvalidRequestError
+from edgebus.protocol import messages as M
+from edgebus.protocol.framing import RequestFrame, ServerProtocol
+from edgebus.server.handlers import NO_RESPONSE
+from edgebus.shm import unavailable_reason
+
+if TYPE_CHECKING:
+    from edgebus.server.broker import Broker
+    from edgebus.server.connection import Connection
+
+log = logging.getLogger("edgebus.shm")
+
+# Default ring data sizes when a client asks for 0; a client may ask for any power of two in
+# [MIN_RING_BYTES, MAX_RING_BYTES].
+DEFAULT_RING_BYTES = 4 * 1024 * 1024
+# Keep polling a link's ring for this long after its last frame before sleeping on its eventfd.
+# Longer means lower latency under steady traffic and more CPU burnt per idle gap.
+SPIN_NS = int(os.environ.get("EDGEBUS_SHM_SPIN_US", "200")) * 1000
+# One spin slice on the loop when nothing else is ready: the loop still looks at its sockets,
+# timers and the fsync thread at least this often.
+SPIN_SLICE_NS = 50_000
+# Ring reads per link per loop turn (each up to ring.READ_MAX_FRAMES frames): fairness.
+MAX_READS_PER_TURN = 4
+_REQ_HEAD = struct.Struct("<HHI")
+
+
+class ShmLink:
+    """One attached connection: its mapping, rings and eventfds (selector data for efd_sup)."""
+
+    def __init__(self, transport: ShmTransport, conn: Connection, mapping: Any, req: Any,
+                 resp: Any, efd_sup: int, efd_data: int, efd_space: int) -> None:
+        self.t = transport
+        self.conn = conn
+        self.mapping = mapping
+        self.req = req  # client -> supervisor; we are its reader
+        self.resp = resp  # supervisor -> client; we are its writer
+        self.efd_sup = efd_sup  # we wait on it
+        self.efd_data = efd_data  # we signal it after writing resp (if the client sleeps)
+        self.efd_space = efd_space  # we signal it after reading req (if the client waits for room)
+        self.pending: deque[bytes] = deque()  # responses that did not fit in the response ring
+        self.last_active = time.monotonic_ns()
+        self.spinning = True  # polled by the loop (reader_waiting clear) vs asleep on efd_sup
+        self.closed = False
+        self.frames_in = 0
+        self.frames_out = 0
+
+    def __repr__(self) -> str:
+        return f"shm-link({self.conn!r})"
+
+    # --- supervisor -> client ------------------------------------------------------------------
+    def queue(self, data: bytes) -> bool:
+        """Connection.queue's hook: take a response frame. False = too big for the ring, so the
+        caller sends it on the socket instead."""
+        if self.closed:
+            return True
+        if len(data) > self.resp.max_frame:
+            return False
+        if not self.pending and self.resp.write(data, self.efd_data):
+            self.frames_out += 1
+            return True
+        self.pending.append(data)
+        self.conn.out_bytes += len(data)  # counts against the connection's output bound
+        self._want_space()
+        return True
+
+    def _want_space(self) -> None:
+        # Ask the client to signal efd_sup when it frees room; if room appeared meanwhile, use it.
+        while self.pending and self.resp.prepare_sleep_space(len(self.pending[0])):
+            self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        conn = self.conn
+        while self.pending:
+            data = self.pending[0]
+            if not self.resp.write(data, self.efd_data):
+                return
+            self.pending.popleft()
+            conn.out_bytes -= len(data)
+            self.frames_out += 1
+
+    # --- client -> supervisor ------------------------------------------------------------------
+    def __call__(self, mask: int) -> None:
+        """Selector data: the loop calls it when efd_sup is readable (the client wrote frames or
+        freed response room)."""
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self.efd_sup)
+        self.t.wake(self)
+        self.service()
+
+    def service(self) -> bool:
+        """Flush pending responses, then dispatch request frames. True if any work was done."""
+        if self.closed:
+            return False
+        b = self.t.b
+        conn = self.conn
+        was_over = conn.overloaded
+        if self.pending:
+            self._flush_pending()
+            if self.pending:
+                self._want_space()
+            if was_over and not conn.overloaded and not conn.closed:
+                # Room again: resume the socket side too (it may hold whole frames).
+                b._update_interest(conn)
+                if conn.proto.frames.buffered():
+                    b._process(conn)
+        worked = False
+        for _ in range(MAX_READS_PER_TURN):
+            if conn.closed or conn.overloaded or self.closed:
+                break
+            try:
+                buf = self.req.read(self.efd_space)
+            except Exception as e:  # RingError: a corrupt or hostile peer
+                log.warning("%r: request ring is corrupt (%s); closing it", self, e)
+                b._close(conn)
+                return True
+            if buf is None:
+                break
+            worked = True
+            if not self._dispatch_all(buf):
+                return True
+        if worked:
+            self.last_active = time.monotonic_ns()
+            if conn.out and not conn.closed:
+                b._update_interest(conn)  # a frame too large for the ring waits on the socket
+        if conn.closed:
+            b._close(conn)
+        return worked
+
+    def _dispatch_all(self, buf: bytearray) -> bool:
+        b = self.t.b
+        conn = self.conn
+        mv = memoryview(buf)
+        pos, end = 0, len(buf)
+        unpack_len = F.FRAME_LENGTH.unpack_from
+        unpack_head = _REQ_HEAD.unpack_from
+        while pos < end:
+            n = unpack_len(buf, pos)[0]
+            if n < 8:
+                log.warning("%r sent a frame of %d bytes, shorter than its header; closing it",
+                            self, n)
+                b._close(conn)
+                return False
+            api, ver, corr = unpack_head(buf, pos + 4)
+            self.frames_in += 1
+            b._dispatch(conn, RequestFrame(api, ver, corr, mv[pos + 12 : pos + 4 + n]))
+            pos += 4 + n
+            if conn.closed:
+                b._close(conn)
+                return False
+        return True
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.conn.out_bytes -= sum(len(d) for d in self.pending)
+        self.pending.clear()
+        for fd in (self.efd_sup, self.efd_data, self.efd_space):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.req = self.resp = None
+        self.mapping.close()
+
+
+class ShmTransport:
+    """All links of one broker; registers SHM_ATTACH and the loop hooks."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.b = broker
+        self.links: dict[int, ShmLink] = {}  # conn id -> link
+        self.spinning: dict[int, ShmLink] = {}  # links polled by the loop
+        self.reason = unavailable_reason()
+        self._ring_ptrs: Any = None  # cffi array of the spinning rings, rebuilt when they change
+        self._ring_links: list[ShmLink] = []
+        broker.handlers.table[M.Api.SHM_ATTACH] = self.attach
+
+    # --- SHM_ATTACH ------------------------------------------------------------------------------
+    def attach(self, conn: Connection, corr: int, req: M.ShmAttachRequest) -> Any:
+        if self.reason is not None:
+            raise InvalidRequestError(f"shared memory is not available on this supervisor: {self.reason}")
+        if conn.shm is not None:
+            raise InvalidRequestError("this connection already has shared-memory rings")
+        if conn.out:
+            raise InvalidRequestError("SHM_ATTACH must be sent with no responses outstanding")
+        from edgebus.shm import ring as R
+
+        req_cap = _ring_size(req.request_ring_bytes)
+        resp_cap = _ring_size(req.response_ring_bytes)
+        resp_off = R.ring_bytes(req_cap)
+        size = resp_off + R.ring_bytes(resp_cap)
+        fds: list[int] = []
+        mapping = None
+        try:
+            memfd = os.memfd_create(f"edgebus-{conn.pid}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            fds.append(memfd)
+            os.ftruncate(memfd, size)
+            # Sealed: the client can neither shrink the memfd (a SIGBUS in the supervisor) nor
+            # grow it; F_SEAL_SEAL stops it from changing the seals.
+            fcntl.fcntl(memfd, fcntl.F_ADD_SEALS,
+                        fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+            mapping = R.Mapping(memfd, size)
+            R.init_ring(mapping, 0, req_cap)
+            R.init_ring(mapping, resp_off, resp_cap)
+            for _ in range(3):
+                fds.append(R.new_eventfd())
+            resp = M.ShmAttachResponse(req_cap, resp_cap, resp_off, size, 4)
+            data = ServerProtocol.encode_response(corr, resp)
+            sent = socket.send_fds(conn.sock, [data], fds)
+            if sent != len(data):  # a tiny frame on an idle socket: does not happen in practice
+                raise OSError("short send of the SHM_ATTACH response")
+        except OSError as e:
+            if mapping is not None:
+                mapping.close()
+            for fd in fds:
+                os.close(fd)
+            log.warning("%r: SHM_ATTACH failed: %s", conn, e)
+            if isinstance(e, BlockingIOError):
+                conn.closed = True  # the stream may now hold half a frame
+                return NO_RESPONSE
+            raise InvalidRequestError(f"cannot set up shared memory: {e}") from None
+        os.close(memfd)  # the mapping keeps the memory; the client got its own descriptor
+        link = ShmLink(self, conn, mapping, R.Ring(mapping, 0, req_cap),
+                       R.Ring(mapping, resp_off, resp_cap), fds[1], fds[2], fds[3])
+        conn.shm = link
+        self.links[conn.id] = link
+        self.b.sel.register(link.efd_sup, selectors.EVENT_READ, link)
+        self._set_spinning(link, True)
+        log.debug("%r attached rings of %d + %d bytes", conn, req_cap, resp_cap)
+        return NO_RESPONSE
+
+    # --- loop hooks ------------------------------------------------------------------------------
+    def wake(self, link: ShmLink) -> None:
+        if not link.spinning and not link.closed:
+            link.req.cancel_sleep_data()
+            self._set_spinning(link, True)
+        link.last_active = time.monotonic_ns()
+
+    def poll(self, may_spin: bool) -> None:
+        """After each select: service the links being polled; put quiet ones to sleep. With
+        may_spin (the loop has nothing else to do) wait in C for up to SPIN_SLICE_NS first."""
+        if not self.spinning:
+            return
+        if may_spin:
+            ptrs = self._ptrs()
+            from edgebus.shm._ring import lib
+
+            lib.eb_wait_any(ptrs, len(self._ring_links), SPIN_SLICE_NS)
+        now = time.monotonic_ns()
+        for link in list(self.spinning.values()):
+            if link.closed:
+                self._set_spinning(link, False)
+                continue
+            if link.service():
+                continue
+            if now - link.last_active > SPIN_NS:
+                # Announce sleep, fence, re-check (the C side): data that raced in is served.
+                if link.req.prepare_sleep_data():
+                    link.service()
+                else:
+                    self._set_spinning(link, False)
+
+    def _set_spinning(self, link: ShmLink, on: bool) -> None:
+        link.spinning = on
+        if on:
+            self.spinning[link.conn.id] = link
+        else:
+            self.spinning.pop(link.conn.id, None)
+        self._ring_ptrs = None
+
+    def _ptrs(self) -> Any:
+        if self._ring_ptrs is None:
+            from edgebus.shm._ring import ffi
+
+            self._ring_links = list(self.spinning.values())
+            self._ring_ptrs = ffi.new("eb_ring *[]", [ln.req.d for ln in self._ring_links])
+        return self._ring_ptrs
+
+    def close_link(self, link: ShmLink) -> None:
+        """Broker._close's hook: reclaim at once (the socket is gone or going)."""
+        self.links.pop(link.conn.id, None)
+        self._set_spinning(link, False)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self.b.sel.unregister(link.efd_sup)
+        link.close()
+
+    def stats(self) -> dict[str, Any]:
+        return {"links": len(self.links), "spinning": len(self.spinning),
+                "pending_responses": sum(len(ln.pending) for ln in self.links.values())}
+
+
+def _ring_size(asked: int) -> int:
+    if asked <= 0:
+        return DEFAULT_RING_BYTES
+    if asked & (asked - 1) or not F.MIN_RING_BYTES <= asked <= F.MAX_RING_BYTES:
+        raise InvalidRequestError(
+            f"ring size {asked} must be a power of two in {F.MIN_RING_BYTES}..{F.MAX_RING_BYTES}")
+    return asked
+
+
+def attach(broker: Broker) -> ShmTransport:
+    return ShmTransport(broker)
+

@@ -1,0 +1,119 @@
+"""The supervisor's status document (the STATUS API, `edgebus status`, the metrics endpoint).
+
+`collect(broker)` extends Broker.status() with what an operator needs at a glance: disk state and
+watermarks, process CPU and memory, connected clients, consumer groups with their lag, and
+traffic counters. Loop thread only: it reads the broker's structures without locks.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psutil
+
+_process: psutil.Process | None = None
+_last_cpu: tuple[float, float] | None = None  # (monotonic time, cpu seconds) at the last collect
+
+
+def _proc() -> psutil.Process:
+    global _process
+    if _process is None:
+        _process = psutil.Process()
+    return _process
+
+
+def process_usage() -> dict[str, Any]:
+    """RSS, CPU seconds, and CPU percent since the previous call (of one core; None the first
+    time). Reads only /proc/self, which the unit's ProtectProc=/ProcSubset= leave visible."""
+    global _last_cpu
+    proc = _proc()
+    with proc.oneshot():
+        cpu = proc.cpu_times()
+        mem = proc.memory_info()
+        threads = proc.num_threads()
+        fds = proc.num_fds()
+    cpu_s = cpu.user + cpu.system
+    now = time.monotonic()
+    percent = None
+    if _last_cpu is not None and now - _last_cpu[0] > 0.05:
+        percent = round(100 * (cpu_s - _last_cpu[1]) / (now - _last_cpu[0]), 1)
+    _last_cpu = (now, cpu_s)
+    return {"rss_bytes": mem.rss, "cpu_s": round(cpu_s, 3), "cpu_percent": percent,
+            "threads": threads, "open_fds": fds}
+
+
+def clients(broker: Any) -> list[dict[str, Any]]:
+    """Connected clients as the kernel names them (SO_PEERCRED): pid and uid, never /proc."""
+    return [
+        {"id": c.id, "pid": c.pid, "uid": c.uid, "requests": c.requests,
+         "parked_fetches": c.parked, "output_bytes": c.out_bytes}
+        for c in list(broker.conns.values())
+    ]
+
+
+def group_lags(broker: Any) -> list[dict[str, Any]]:
+    """Every consumer group with its state and, per partition, committed offset, log end and lag
+    (-1 when the group has committed nothing for that partition)."""
+    gh = getattr(broker, "groups", None)
+    coordinator = getattr(gh, "coordinator", None)
+    store = getattr(gh, "store", None)
+    if coordinator is None or store is None:
+        return []
+    live = getattr(coordinator, "groups", {})
+    out = []
+    for gid in sorted(set(live) | set(getattr(store, "table", {}))):
+        g = live.get(gid)
+        offsets = store.group_offsets(gid)
+        tps = set(offsets)
+        if g is not None:
+            for tps_of_member in g.assignment.values():
+                tps.update(tps_of_member)
+        parts = []
+        total_lag = 0
+        for topic, part in sorted(tps):
+            try:
+                end = broker.logs.partition(topic, part).log_end_offset
+            except Exception:  # the topic was deleted meanwhile
+                end = -1
+            c = offsets.get((topic, part))
+            committed = c.offset if c is not None else -1
+            lag = max(0, end - committed) if end >= 0 and committed >= 0 else -1
+            total_lag += max(lag, 0)
+            parts.append({"topic": topic, "partition": part, "committed": committed,
+                          "log_end_offset": end, "lag": lag})
+        out.append({
+            "group": gid,
+            "state": str(getattr(g.state, "value", g.state)) if g is not None else "Empty",
+            "members": len(g.members) if g is not None else 0,
+            "generation": g.generation if g is not None else 0,
+            "lag": total_lag,
+            "partitions": parts,
+        })
+    return out
+
+
+def collect(broker: Any) -> dict[str, Any]:
+    doc = dict(broker.status())
+    doc["started_at"] = round(broker.started, 3)
+    doc.update(process_usage())
+    disk = broker.disk.snapshot() if getattr(broker, "disk", None) is not None else None
+    if disk is not None:
+        if disk["total"] == 0:  # no check has run yet
+            broker.disk.check()
+            disk = broker.disk.snapshot()
+        doc["disk"] = {**doc.get("disk", {}), **disk}
+    doc["data_bytes"] = sum(t["size_bytes"] for t in doc.get("topics", {}).values())
+    doc["clients"] = clients(broker)
+    doc["groups"] = group_lags(broker)
+    stats = getattr(broker, "stats", None)
+    if stats is not None:
+        doc["records_out"] = stats.records_out
+        doc["bytes_out"] = stats.bytes_out
+        doc["fsync_count"] = stats.fsync_count
+        doc["fsync_avg_ms"] = round(1000 * stats.fsync_sum / stats.fsync_count, 3) \
+            if stats.fsync_count else None
+    notifier = getattr(broker, "notifier", None)
+    doc["systemd"] = {"notify": bool(getattr(notifier, "enabled", False)),
+                      "watchdog_s": getattr(notifier, "watchdog_s", None)}
+    return doc

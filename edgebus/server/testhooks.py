@@ -1,0 +1,45 @@
+"""Test-only hooks, disabled by default: enabled by EDGEBUS_TEST_HOOKS=1 in the environment.
+
+- SIGUSR2 blocks the event loop for EDGEBUS_TEST_BLOCK_S seconds (default 3), the way a hung
+  loop would: the handler runs on the loop's own thread (Python runs signal handlers in the main
+  thread), so no request is served and no WATCHDOG=1 is sent meanwhile. tests/service/ uses it to
+  show that systemd's watchdog would fire.
+
+Never set EDGEBUS_TEST_HOOKS in production: anyone allowed to signal the supervisor could stall
+it. Without the variable SIGUSR2 keeps its default action.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+log = logging.getLogger("edgebus.testhooks")
+
+ENV_ENABLE = "EDGEBUS_TEST_HOOKS"
+ENV_BLOCK_S = "EDGEBUS_TEST_BLOCK_S"
+DEFAULT_BLOCK_S = 3.0
+
+
+def install(environ: Any = None) -> bool:
+    """Install the hooks if the environment asks for them; True when installed."""
+    env = os.environ if environ is None else environ
+    if env.get(ENV_ENABLE) != "1":
+        return False
+    try:
+        seconds = float(env.get(ENV_BLOCK_S) or DEFAULT_BLOCK_S)
+    except ValueError:
+        seconds = DEFAULT_BLOCK_S
+
+    def block(signum: int, frame: Any) -> None:
+        log.warning("test hook: blocking the event loop for %.1f s (SIGUSR2)", seconds)
+        time.sleep(seconds)
+        log.warning("test hook: the event loop runs again")
+
+    signal.signal(signal.SIGUSR2, block)
+    log.warning("test hooks are enabled (%s=1): SIGUSR2 blocks the event loop for %.1f s; "
+                "never set this in production", ENV_ENABLE, seconds)
+    return True

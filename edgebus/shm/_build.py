@@ -1,0 +1,76 @@
+"""cffi API-mode build of edgebus.shm._ring: the ring, plus record-batch helpers.
+(Run by setup.py's cffi_modules at install time.)
+
+Needs only a C compiler and Python's headers (Debian: gcc, python3-dev). The C source is ring.c
+beside this file; the declarations below are the whole interface Python sees.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cffi import FFI
+
+CDEF = """
+#define EB_RING_MAGIC ...
+#define EB_RING_VERSION ...
+#define EB_OFF_MAGIC ...
+#define EB_OFF_VERSION ...
+#define EB_OFF_HEADER_SIZE ...
+#define EB_OFF_CAPACITY ...
+#define EB_OFF_MAX_FRAME ...
+#define EB_OFF_HEAD ...
+#define EB_OFF_WRITER_WAITING ...
+#define EB_OFF_TAIL ...
+#define EB_OFF_READER_WAITING ...
+#define EB_HEADER_SIZE ...
+#define EB_PAD_MARKER ...
+#define EB_ALIGN ...
+typedef struct {
+    char *hdr;
+    uint32_t cap;
+    uint32_t max_frame;
+} eb_ring;
+
+size_t eb_ring_size(uint32_t capacity);
+int eb_init(char *r, uint32_t capacity, uint32_t max_frame);
+int eb_check(char *r, uint32_t capacity);
+int eb_open(eb_ring *d, char *r, uint32_t capacity);
+uint64_t eb_head(eb_ring *r);
+uint64_t eb_tail(eb_ring *r);
+
+int eb_can_write(eb_ring *r, uint32_t n);
+int eb_write(eb_ring *r, const char *frame, uint32_t n, int wake_fd);
+int eb_prepare_sleep_space(eb_ring *r, uint32_t n);
+int eb_wait_space(eb_ring *r, uint32_t n, int64_t spin_ns);
+
+int64_t eb_available(eb_ring *r, uint64_t max_bytes, uint32_t max_frames);
+int64_t eb_read(eb_ring *r, char *out, uint64_t outcap, uint32_t max_frames, int wake_fd);
+int eb_readable(eb_ring *r);
+int eb_prepare_sleep_data(eb_ring *r);
+void eb_cancel_sleep_data(eb_ring *r);
+int eb_wait_data(eb_ring *r, int64_t spin_ns);
+int eb_wait_any(eb_ring **rings, int n, int64_t spin_ns);
+
+int64_t eb_encode_values(char *out, const char *vals, const uint32_t *lens, uint32_t n, int64_t ts);
+#define EB_IDX_FIELDS ...
+int64_t eb_index_records(const char *b, uint64_t length, uint32_t count, int64_t *out);
+
+char *eb_map(int fd, size_t size);
+int eb_unmap(char *p, size_t size);
+"""
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(_HERE, "ring.c"), encoding="utf-8") as _f:
+    _SOURCE = _f.read()
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "edgebus.shm._ring",
+    _SOURCE,
+    extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+)
+
+if __name__ == "__main__":  # a manual in-tree build: python edgebus/shm/_build.py
+    ffibuilder.compile(tmpdir=os.path.dirname(os.path.dirname(_HERE)), verbose=True)

@@ -1,0 +1,57 @@
+"""Fixtures of the MQTT bridge tests (helpers in mqtt_helpers.py)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mqtt_helpers import MOSQUITTO, BridgeProcess, Device, Mosquitto
+
+from edgebus.testing import EmbeddedBroker
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    if MOSQUITTO is None:
+        pytest.skip("the mosquitto binary is not installed (apt-get install mosquitto)")
+    m = Mosquitto(tmp_path / "mosquitto", persistence=True).start()
+    try:
+        yield m
+    finally:
+        m.kill9()
+
+
+@pytest.fixture
+def edgebus_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    b = EmbeddedBroker(tmp_path / "edgebus")
+    b.start()
+    try:
+        yield b
+    finally:
+        b.cleanup()
+
+
+@pytest.fixture
+def make_bridge(tmp_path: Path) -> Iterator[Callable[..., BridgeProcess]]:
+    made: list[BridgeProcess] = []
+
+    def make(config: dict[str, Any], name: str = "bridge") -> BridgeProcess:
+        b = BridgeProcess(tmp_path / name, config)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.kill9()
+
+
+@pytest.fixture
+def devices() -> Iterator[list[Device]]:
+    made: list[Device] = []
+    yield made
+    for d in made:
+        with contextlib.suppress(Exception):
+            d.close()

@@ -1,0 +1,188 @@
+"""SIGKILL with shared-memory rings in use: of a producer mid-write, of a consumer mid-read, of the
+supervisor. Afterwards: nothing in /dev/shm, the supervisor holds no mapping or descriptor of the
+dead client, the other clients were never stalled, and every acknowledged record is in the log."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edgebus import Admin, Consumer, Producer, TopicPartition
+from tests.shm.helpers import dev_shm_entries, memfd_mappings, open_fds
+
+pytestmark = pytest.mark.crash
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spawn(*args: str) -> subprocess.Popen[bytes]:
+    p = subprocess.Popen([sys.executable, "-m", "tests.shm.workers", *args], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    line = p.stdout.readline()
+    assert line.strip() == b"ready", p.stderr.read().decode()
+    return p
+
+
+def kill9(p: subprocess.Popen[bytes]) -> None:
+    p.send_signal(signal.SIGKILL)
+    p.wait(10)
+
+
+def wait_for(cond, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
+
+
+def read_all(sock: str, topic: str, partition: int = 0) -> dict[int, bytes]:
+    c = Consumer(socket=sock, transport="shm", auto_offset_reset="earliest")
+    tp = TopicPartition(topic, partition)
+    c.assign([tp])
+    c.seek_to_beginning(tp)
+    end = c.end_offsets([tp])[tp]
+    out: dict[int, bytes] = {}
+    deadline = time.monotonic() + 60
+    while c.position(tp) < end and time.monotonic() < deadline:
+        for recs in c.poll(500, max_records=100_000).values():
+            out.update((r.offset, r.value) for r in recs)
+    c.close()
+    return out
+
+
+def acked(path: Path) -> dict[int, bytes]:
+    out = {}
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2:  # the last line may be torn by the kill
+            out[int(parts[0])] = parts[1].encode()
+    return out
+
+
+class Steady:
+    """Another client pair that must keep working throughout: produce-then-consume rounds."""
+
+    def __init__(self, sock: str, topic: str) -> None:
+        self.p = Producer(socket=sock, transport="shm", linger_ms=0)
+        self.c = Consumer(socket=sock, transport="shm", auto_offset_reset="earliest")
+        self.tp = TopicPartition(topic, 0)
+        self.c.assign([self.tp])
+        self.topic = topic
+        self.worst = 0.0
+
+    def round(self) -> None:
+        t0 = time.monotonic()
+        self.p.send(self.topic, b"ping").get(5)
+        got = 0
+        while not got:
+            got = sum(len(v) for v in self.c.poll(5000).values())
+            assert time.monotonic() - t0 < 5, "another client stalled"
+        self.worst = max(self.worst, time.monotonic() - t0)
+
+    def close(self) -> None:
+        self.p.close()
+        self.c.close()
+
+
+def test_sigkill_producer_mid_write(broker, tmp_path):
+    with Admin(socket=broker.socket) as a:
+        a.create_topic("crash", 1)
+        a.create_topic("steady", 1)
+    shm_before = dev_shm_entries()
+    steady = Steady(broker.socket, "steady")
+    steady.round()  # its rings exist before the baseline is taken
+    base_maps = memfd_mappings(broker.pid)
+    for i in range(3):
+        log = tmp_path / f"acked{i}.txt"
+        p = spawn("produce", broker.socket, "crash", str(log))
+        assert wait_for(lambda log=log: log.exists() and log.stat().st_size > 1000)
+        steady.round()
+        kill9(p)  # mid-write: it sends as fast as it can
+        steady.round()
+        assert wait_for(lambda: memfd_mappings(broker.pid) == base_maps), "rings not reclaimed"
+    assert dev_shm_entries() == shm_before
+    log_records = read_all(broker.socket, "crash")
+    for i in range(3):
+        for off, value in acked(tmp_path / f"acked{i}.txt").items():
+            assert log_records.get(off) == value, f"acknowledged record {off} lost"
+    steady.close()
+    assert steady.worst < 2.0
+
+
+def test_sigkill_consumer_mid_read(broker):
+    with Admin(socket=broker.socket) as a:
+        a.create_topic("crash", 1)
+        a.create_topic("steady", 1)
+    with Producer(socket=broker.socket) as p:
+        for _ in range(20):
+            p.send_batch("crash", [b"y" * 1000] * 1000)
+        p.flush(30)
+    shm_before = dev_shm_entries()
+    steady = Steady(broker.socket, "steady")
+    steady.round()  # its rings exist before the baseline is taken
+    base_maps = memfd_mappings(broker.pid)
+    base_fds = open_fds(broker.pid)
+    for _ in range(3):
+        c = spawn("consume", broker.socket, "crash")
+        time.sleep(0.3)  # reading 20 MB in a loop
+        steady.round()
+        kill9(c)
+        steady.round()
+        assert wait_for(lambda: memfd_mappings(broker.pid) == base_maps), "rings not reclaimed"
+        assert wait_for(lambda: open_fds(broker.pid) <= base_fds), "descriptors not reclaimed"
+    assert dev_shm_entries() == shm_before
+    steady.close()
+
+
+def test_sigkill_supervisor_under_shm_traffic(broker, tmp_path):
+    with Admin(socket=broker.socket) as a:
+        a.create_topic("crash", 1)
+    shm_before = dev_shm_entries()
+    log = tmp_path / "acked.txt"
+    p = spawn("produce", broker.socket, "crash", str(log))
+    c = spawn("consume", broker.socket, "crash")
+    assert wait_for(lambda: log.exists() and log.stat().st_size > 5000)
+    broker.kill9()
+    time.sleep(0.5)
+    kill9(p)  # the producer's view of what was acknowledged is now final
+    kill9(c)
+    assert dev_shm_entries() == shm_before
+    broker.start()
+    records = read_all(broker.socket, "crash")
+    want = acked(log)
+    assert want, "the producer had acknowledged nothing"
+    missing = [off for off, v in want.items() if records.get(off) != v]
+    assert not missing, f"{len(missing)} acknowledged records lost, e.g. {missing[:5]}"
+    assert dev_shm_entries() == shm_before
+
+
+def test_clients_notice_a_dead_supervisor_at_once(broker):
+    with Admin(socket=broker.socket) as a:
+        a.create_topic("t", 1)
+    c = Consumer(socket=broker.socket, transport="shm")
+    c.assign([TopicPartition("t", 0)])
+    c.poll(0)
+    import threading
+
+    errors: list[BaseException] = []
+
+    def long_poll() -> None:
+        try:
+            c.poll(20_000)
+        except Exception as e:
+            errors.append(e)
+
+    t = threading.Thread(target=long_poll)
+    t.start()
+    time.sleep(0.3)  # parked in a long poll, asleep on its eventfd
+    t0 = time.monotonic()
+    broker.kill9()
+    t.join(10)
+    assert errors and time.monotonic() - t0 < 2, "the consumer did not notice the supervisor died"
+    c.close()
