@@ -58,7 +58,8 @@ def backlog(broker, admin: Admin) -> None:
 
 def test_describe_shows_lag_against_a_known_backlog(broker, admin: Admin, backlog, members) -> None:
     # A live member (subscribed to another topic) is listed with its assignment.
-    m = members("live", "idle", "lagg", session_timeout_ms=1000, heartbeat_interval_ms=100)
+    m = members("live", "idle", "lagg", session_timeout_ms=1000, heartbeat_interval_ms=100,
+                auto_commit=False)  # commits only what it processes: nothing, "idle" is empty
     wait_for(lambda: owners(admin, "lagg"), 10, "the member to join")
     out = cli(broker.socket, "groups", "describe", "lagg").stdout
     assert "State: Stable" in out and "Members: 1" in out
