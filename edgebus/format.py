@@ -94,6 +94,9 @@ RESPONSE_HEADER_SIZE = RESPONSE_HEADER.size  # 10
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 # A frame carries at most one batch plus its small envelope.
 MAX_FRAME_BYTES = MAX_BATCH_BYTES + 64 * 1024
+# Record bytes in one fetch response (plus at most one oversized first batch): keeps every response
+# inside the client's frame limit whatever max_bytes it asked for.
+MAX_FETCH_RESPONSE_BYTES = MAX_BATCH_BYTES
 # Topic names become directory names: keep them short and filesystem-safe.
 MAX_TOPIC_NAME = 200
 TOPIC_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")

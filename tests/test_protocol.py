@@ -69,7 +69,7 @@ SAMPLES: dict[type[C.Message], list[C.Message]] = {
     ],
     M.ListedOffset: [LISTED],
     M.ListOffsetsResponse: [M.ListOffsetsResponse([LISTED])],
-    M.StatusResponse: [M.StatusResponse('{"uptime_s": 3, "topics": {}}')],
+    M.StatusResponse: [M.StatusResponse(b'{"uptime_s": 3, "topics": {}}')],
     M.ShmAttachRequest: [M.ShmAttachRequest(0, 0), M.ShmAttachRequest(4096, 64 * 1024 * 1024)],
     M.ShmAttachResponse: [M.ShmAttachResponse(4 << 20, 4 << 20, 384 + (4 << 20), 768 + (8 << 20), 4)],
     M.ErrorBody: [M.ErrorBody("unknown topic 'x'"), M.ErrorBody("")],

@@ -92,7 +92,7 @@ class Admin:
         return self._ch.request(M.Api.RESET_OFFSETS, req).offsets
 
     def status(self) -> dict[str, Any]:
-        return json.loads(self._ch.request(M.Api.STATUS, M.Empty()).json)
+        return json.loads(bytes(self._ch.request(M.Api.STATUS, M.Empty()).json))
 
     def request(self, api: int, body: M.Message, timeout: float | None = None) -> Any:
         """Send any request on this connection (used by group and CLI code)."""

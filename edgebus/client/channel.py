@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import select
 import socket
@@ -17,11 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgebus.errors import BrokerUnavailableError, OperationTimeoutError
+from edgebus.errors import BrokerUnavailableError, OperationTimeoutError, ProtocolError
 from edgebus.paths import client_socket_path
 from edgebus.protocol.codec import Message
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame
 
+log = logging.getLogger("edgebus.channel")
 RECV_SIZE = 1024 * 1024
 
 
@@ -71,6 +73,9 @@ class SyncChannel:
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as e:
             self.close()
             raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
+        except ProtocolError:
+            self.close()  # the stream is out of step: the next request starts on a new connection
+            raise
         return ClientProtocol.decode_body(api, resp)
 
     def _read(self, corr: int, timeout: float) -> ResponseFrame:
@@ -157,7 +162,10 @@ class AsyncChannel:
                     with self._lock:
                         cb = self._pending.pop(frame.correlation_id, None)
                     if cb is not None:
-                        cb(frame, None)
+                        try:
+                            cb(frame, None)
+                        except Exception:  # never let one callback end the reader thread
+                            log.exception("a response callback failed")
         except OSError as e:
             err = BrokerUnavailableError(f"lost the connection to {self.path}: {e}")
         except Exception as e:  # a protocol error from a broken peer
@@ -165,11 +173,13 @@ class AsyncChannel:
         with self._lock:
             self.lost = err
             pending, self._pending = self._pending, {}
-        if not self._closed:
-            for cb in pending.values():
+        for cb in pending.values():  # closed or not: every in-flight request gets an outcome
+            try:
                 cb(None, err)
-            if self._on_lost is not None:
-                self._on_lost(err)
+            except Exception:  # a callback's failure must not keep the others from running
+                log.exception("a response callback failed")
+        if not self._closed and self._on_lost is not None:
+            self._on_lost(err)
 
     def close(self) -> None:
         self._closed = True

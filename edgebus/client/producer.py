@@ -141,7 +141,9 @@ class Producer:
         self._open: dict[tuple[str, int], _Builder] = {}
         self._ready: deque[_Builder] = deque()
         self._queued_bytes = 0
+        self._blocked = 0  # callers waiting in _wait_for_memory
         self._in_flight = 0
+        self._sent: dict[int, _Builder] = {}  # batches sent and not yet answered, oldest first
         self._flushing = 0
         self._closed = False
         self._channel: AsyncChannel | ShmAsyncChannel | None = None
@@ -311,6 +313,12 @@ class Producer:
         hand-off to the I/O thread would cost a thread wake-up (tens of microseconds) per send;
         if that thread is sending right now, it takes these batches next instead."""
         if not self._io_lock.acquire(blocking=False):
+            # Whoever holds the lock (the I/O thread or another caller) may not look again:
+            # seal and wake the I/O thread, which sends as soon as the lock is free.
+            with self._cond:
+                for key, b in list(self._open.items()):
+                    self._seal(key, b)
+                self._cond.notify()
             return
         try:
             with self._cond:
@@ -336,7 +344,7 @@ class Producer:
             if left <= 0:
                 raise OperationTimeoutError(
                     f"{self._queued_bytes} bytes are waiting to be sent; buffer_memory is full")
-            self._cond.wait(left)
+            self._wait_for_memory(left)
         b = self._open.get((topic, p))
         if b is not None and b.records and b.size + total > self.batch_size:
             self._seal((topic, p), b)
@@ -354,12 +362,14 @@ class Producer:
         deadline = None
         while self._queued_bytes + len(rec) > self.buffer_memory and self._queued_bytes > 0:
             # Backpressure: the supervisor is slower than the caller (or unreachable).
+            if self._closed:
+                raise ClosedError("the producer is closed")
             deadline = deadline or time.monotonic() + self.max_block
             left = deadline - time.monotonic()
             if left <= 0:
                 raise OperationTimeoutError(
                     f"{self._queued_bytes} bytes are waiting to be sent; buffer_memory is full")
-            self._cond.wait(left)
+            self._wait_for_memory(left)
         key = (topic, p)
         b = self._open.get(key)
         if b is not None and b.size + len(rec) > self.batch_size and b.records:
@@ -388,6 +398,7 @@ class Producer:
     def _sender(self) -> None:
         backoff = self.backoff
         while True:
+            expired = False
             with self._cond:
                 while True:
                     now = time.monotonic()
@@ -398,11 +409,34 @@ class Producer:
                             self._seal(key, b)
                         elif next_due is None or due < next_due:
                             next_due = due
+                    if self._sent:
+                        # delivery_timeout bounds batches already sent too: a supervisor that
+                        # stopped answering (socket open) must not hold futures forever.
+                        oldest = next(iter(self._sent.values())).created + self.delivery_timeout
+                        if oldest <= now:
+                            expired = True
+                            break
+                        next_due = oldest if next_due is None else min(next_due, oldest)
                     if self._ready and self._in_flight < self.max_in_flight:
                         break
                     if self._closed and not self._ready and not self._in_flight:
                         return
                     self._cond.wait(None if next_due is None else max(0.0, next_due - now))
+            if expired:
+                # Dropping the connection fails every in-flight batch (outcome unknown); the
+                # next batch reconnects.
+                with self._io_lock:
+                    ch, self._channel = self._channel, None
+                if ch is not None:
+                    log.warning("no acknowledgement within delivery_timeout_ms=%d; reconnecting",
+                                int(self.delivery_timeout * 1000))
+                    ch.close()
+                with self._cond:  # whatever the transport did not fail on close
+                    err = OperationTimeoutError(
+                        f"no acknowledgement within delivery_timeout_ms={int(self.delivery_timeout * 1000)}")
+                    for b in list(self._sent.values()):
+                        self._finish(b, -1, -1, err)
+                continue
             with self._io_lock:
                 with self._cond:
                     todo = self._pop_ready()
@@ -415,10 +449,13 @@ class Producer:
             backoff = self.backoff
 
     def _pop_ready(self) -> list[_Builder]:
-        """Under self._cond (and self._io_lock): the batches to send now, oldest first."""
+        """Under self._cond (and self._io_lock): the batches to send now, oldest first. They
+        count as in flight from here on, so a flush() looking before they are sent still waits
+        for them."""
         todo = []
         while self._ready and self._in_flight + len(todo) < self.max_in_flight:
             todo.append(self._ready.popleft())
+        self._in_flight += len(todo)
         return todo
 
     def _send_todo(self, todo: list[_Builder]) -> bool:
@@ -427,7 +464,7 @@ class Producer:
         try:
             ch = self._ensure_channel()
         except BrokerUnavailableError as e:
-            self._requeue_or_expire(todo, e)
+            self._requeue_or_expire(todo, e, popped=True)
             return False
         for i, b in enumerate(todo):
             try:
@@ -436,8 +473,8 @@ class Producer:
                 # This batch may have reached the supervisor: fail it (outcome unknown) rather
                 # than send it twice; the ones after it were never written, so retry them.
                 with self._cond:
-                    self._finish(b, -1, -1, e, in_flight=False)
-                self._requeue_or_expire(todo[i + 1 :], e)
+                    self._finish(b, -1, -1, e)
+                self._requeue_or_expire(todo[i + 1 :], e, popped=True)
                 break
         return True
 
@@ -450,9 +487,15 @@ class Producer:
                                                     self.max_request_size)
         return ch
 
-    def _requeue_or_expire(self, batches: list[_Builder], err: BaseException) -> None:
+    def _requeue_or_expire(self, batches: list[_Builder], err: BaseException,
+                           popped: bool = False) -> None:
+        """Put unsent batches back at the front (or fail them once expired). popped: they came
+        from _pop_ready and so are counted in _in_flight."""
         now = time.monotonic()
         with self._cond:
+            if popped:
+                self._in_flight -= len(batches)
+                self._cond.notify_all()  # a flush() may be waiting on that count
             for b in reversed(batches):
                 if now - b.created > self.delivery_timeout or self._closed:
                     self._finish(b, -1, -1, err, in_flight=False)
@@ -462,8 +505,8 @@ class Producer:
     def _send_batch(self, ch: AsyncChannel | ShmAsyncChannel, b: _Builder) -> None:
         data = B.build_batch(b.records, b.first_ts, b.max_ts, record_count=b.count)
         req = M.ProduceRequest(b.topic, b.partition, self.acks, data)
-        with self._cond:
-            self._in_flight += 1
+        # Counted in _in_flight since _pop_ready; a BrokerUnavailableError goes to the caller,
+        # which finishes the batch.
         if self.acks == M.ACKS_NONE:
             ch.send(M.Api.PRODUCE, req, None)
             with self._cond:
@@ -481,12 +524,11 @@ class Producer:
             with self._cond:
                 self._finish(b, base, ts, err)
 
-        try:
-            ch.send(M.Api.PRODUCE, req, done)
-        except BrokerUnavailableError:
-            with self._cond:
-                self._in_flight -= 1
-            raise
+        with self._cond:
+            self._sent[id(b)] = b
+            if len(self._sent) == 1:
+                self._cond.notify_all()  # the I/O thread must learn this batch's delivery deadline
+        ch.send(M.Api.PRODUCE, req, done)
 
     def _finish(self, b: _Builder, base: int, ts: int, err: BaseException | None,
                 in_flight: bool = True) -> None:
@@ -495,9 +537,27 @@ class Producer:
             return
         if in_flight:
             self._in_flight -= 1
+        self._sent.pop(id(b), None)
         self._queued_bytes -= b.size - F.BATCH_HEADER_SIZE
-        b.result.done(base, ts, err)
-        self._cond.notify_all()
+        try:
+            b.result.done(base, ts, err)  # runs the user's callbacks
+        except Exception:
+            # A user callback's exception must not fail other batches or stop the I/O threads.
+            log.exception("a send() callback raised; ignored")
+        finally:
+            # Wake only who can use this: waiters for memory or a flush, the I/O thread when
+            # batches wait for in-flight room or it is closing. (Waking it on every
+            # acknowledgement cost a thread wake-up per batch while it had nothing to do.)
+            if self._blocked or self._flushing or self._ready or self._closed:
+                self._cond.notify_all()
+
+    def _wait_for_memory(self, timeout: float) -> None:
+        """Under self._cond: a caller blocked on buffer_memory (counted, so _finish wakes it)."""
+        self._blocked += 1
+        try:
+            self._cond.wait(timeout)
+        finally:
+            self._blocked -= 1
 
     # --- lifecycle -------------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> None:

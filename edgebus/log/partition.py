@@ -216,8 +216,9 @@ class Partition:
 
     # --- reading ----------------------------------------------------------------------------
 
-    def read(self, offset: int, max_bytes: int) -> bytes:
-        """Whole batches from the one holding `offset`, up to max_bytes but at least one."""
+    def read(self, offset: int, max_bytes: int, at_least_one: bool = True) -> bytes:
+        """Whole batches from the one holding `offset`, up to max_bytes; with at_least_one, the
+        first batch even if it alone exceeds max_bytes (so a huge batch still makes progress)."""
         self._check_open()
         if offset < self.log_start_offset or offset > self.log_end_offset:
             raise OffsetOutOfRangeError(
@@ -234,7 +235,7 @@ class Partition:
         try:
             while i < len(segs):
                 seg = segs[i]
-                data, at_end = seg.read(offset, budget, not parts, interval)
+                data, at_end = seg.read(offset, budget, at_least_one and not parts, interval)
                 self._touch(seg)
                 if data:
                     parts.append(data)

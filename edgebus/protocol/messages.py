@@ -234,8 +234,8 @@ class ListOffsetsResponse(Message):
 # --- Status (operator view; JSON because it is for people and grows often) ------------------------
 @dataclass
 class StatusResponse(Message):
-    json: str
-    FIELDS = (("json", STR),)
+    json: Any  # UTF-8 JSON; bytes (i32 length) because it grows with the number of partitions
+    FIELDS = (("json", BYTES),)
 
 
 # --- ShmAttach (the shared-memory transport; docs/FORMAT.md section 6) ---------------------------

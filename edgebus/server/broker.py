@@ -149,6 +149,9 @@ class Broker:
                     tag(mask)
                 else:
                     conn: Connection = tag
+                    if conn.closed:  # a send failed outside _process (EPIPE): finish closing it
+                        self._close(conn)
+                        continue
                     if mask & selectors.EVENT_WRITE:
                         self._on_writable(conn)
                     if mask & selectors.EVENT_READ and not conn.closed:
@@ -176,7 +179,9 @@ class Broker:
             if now >= next_retention:
                 self._retention()
                 next_retention = now + self.retention_interval
-            if now >= next_watchdog and self.notifier is not None:
+            if now >= next_watchdog and self.notifier is None:
+                next_watchdog = now + 3600.0  # no notifier: this timer must not keep the loop awake
+            elif now >= next_watchdog and self.notifier is not None:
                 self.notifier.tick(self)
                 next_watchdog = now + self.notifier.interval
         self._shutdown()
@@ -196,6 +201,8 @@ class Broker:
         else:
             code = err.code if isinstance(err, EdgebusError) else UnknownServerError.code
             self._send_error(w.conn, w.correlation_id, code, str(err))
+        # The answer may wait in the output queue: make sure the loop watches for writability.
+        self._update_interest(w.conn)
 
     def _accept(self) -> None:
         assert self._listener is not None
@@ -282,7 +289,11 @@ class Broker:
             return
         if result is DEFERRED or result is NO_RESPONSE:
             return
-        self._send(conn, req.correlation_id, result)
+        try:
+            self._send(conn, req.correlation_id, result)
+        except Exception as e:  # an unencodable response must not take the supervisor down
+            log.exception("cannot encode the %s response to %r", _api_name(req.api_key), conn)
+            self._send_error(conn, req.correlation_id, UnknownServerError.code, f"internal error: {e}")
 
     def _send(self, conn: Connection, corr: int, body: M.Message) -> None:
         if type(body) is M.FetchResponse:
@@ -330,6 +341,8 @@ class Broker:
         self.waiters.park(ParkedFetch(conn, corr, req, time.monotonic() + wait_ms / 1000))
 
     def complete_fetch(self, w: ParkedFetch) -> None:
+        if w.done:  # answered already (e.g. listed under two of its partitions)
+            return
         self.waiters.remove(w)
         if w.conn.closed:
             return

@@ -68,4 +68,5 @@ class FetchWaiters:
         return self._deadlines[0][0] if self._deadlines else None
 
     def all(self) -> list[ParkedFetch]:
-        return [w for s in self._by_partition.values() for w in s]
+        """Every parked fetch once (a fetch on several partitions is indexed under each)."""
+        return list({id(w): w for s in self._by_partition.values() for w in s}.values())

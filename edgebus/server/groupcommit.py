@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgebus.errors import StorageError
+from edgebus.errors import EdgebusError, StorageError
 
 log = logging.getLogger("edgebus.groupcommit")
 
@@ -30,6 +30,7 @@ class SyncJob:
     tickets: list[tuple[Any, Any]]  # (partition, ticket)
     waiters: list[Any]  # opaque to this module; handed back on completion
     errors: dict[int, OSError] = field(default_factory=dict)  # index into tickets -> error
+    skipped: set[int] = field(default_factory=set)  # id() of partitions that could not be synced
     seconds: float = 0.0
 
 
@@ -65,12 +66,18 @@ class GroupCommitter:
         if not parts:
             return False
         tickets = []
+        skipped: set[int] = set()
         for p in parts.values():
-            t = p.begin_sync()
+            try:
+                t = p.begin_sync()
+            except EdgebusError as e:  # closed (its topic was deleted this turn) or dup() failed
+                log.error("no fsync of %s-%d: %s", p.topic, p.partition, e)
+                skipped.add(id(p))
+                continue
             if t is not None:
                 tickets.append((p, t))
         waiters, self.pending_waiters, self.dirty = self.pending_waiters, [], {}
-        job = SyncJob(tickets, waiters)
+        job = SyncJob(tickets, waiters, skipped=skipped)
         if not tickets:
             # Nothing unsynced (e.g. already covered by a previous sync): answer at once.
             self._done.append(job)
@@ -123,7 +130,7 @@ class GroupCommitter:
                 self.syncs += 1
                 self.sync_seconds += job.seconds
             for w in job.waiters:
-                if id(w.partition) in failed or w.partition.offline:
+                if id(w.partition) in failed or id(w.partition) in job.skipped or w.partition.offline:
                     answer(w, StorageError(f"fsync failed on {w.partition.topic}-{w.partition.partition}"))
                 else:
                     answer(w, None)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import edgebus
 from edgebus import batch as B
+from edgebus import format as F
 from edgebus.errors import (
     EdgebusError,
     InvalidRequestError,
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
     from edgebus.server.broker import Broker
 
 log = logging.getLogger("edgebus.handlers")
+
+# A consumer needs one parked fetch at a time; more from one connection only cost every append a
+# read per waiter (a client pipelining thousands could slow every producer), so extra ones are
+# answered at once instead of parked.
+MAX_PARKED_FETCHES_PER_CONNECTION = 8
 
 DEFERRED = object()
 NO_RESPONSE = object()
@@ -113,7 +119,7 @@ class Handlers:
 
         from edgebus.server.status import collect  # disk, clients, groups and lag, counters
 
-        return M.StatusResponse(json.dumps(collect(self.b)))
+        return M.StatusResponse(json.dumps(collect(self.b)).encode())
 
     # --- data plane ------------------------------------------------------------------------------
     def produce(self, conn: Any, corr: int, req: M.ProduceRequest) -> Any:
@@ -144,19 +150,23 @@ class Handlers:
         resp, total = self.read_fetch(req)
         wait = min(req.max_wait_ms, self.b.max_fetch_wait_ms)
         errors = any(p.error_code for p in resp.partitions)
-        if total >= req.min_bytes or wait <= 0 or errors or self.b.stopping:
+        if (total >= req.min_bytes or wait <= 0 or errors or self.b.stopping
+                or conn.parked >= MAX_PARKED_FETCHES_PER_CONNECTION):
             return resp
         self.b.park_fetch(conn, corr, req, wait)
         return DEFERRED
 
     def read_fetch(self, req: M.FetchRequest) -> tuple[M.FetchResponse, int]:
-        remaining = req.max_bytes
+        # Bounded whatever the client asks, so the response fits the client's frame limit; only
+        # the first batch of the response may exceed what is left (a huge batch still progresses).
+        remaining = min(req.max_bytes, F.MAX_FETCH_RESPONSE_BYTES)
         out = []
         total = 0
         for fp in req.partitions:
             try:
                 p = self.logs.partition(fp.topic, fp.partition)
-                data = p.read(fp.offset, min(fp.max_bytes, remaining)) if remaining > 0 else b""
+                data = (p.read(fp.offset, min(fp.max_bytes, remaining), at_least_one=total == 0)
+                        if remaining > 0 else b"")
                 total += len(data)
                 remaining -= len(data)
                 out.append(M.FetchedPartition(fp.topic, fp.partition, 0, "", p.log_end_offset,

@@ -41,7 +41,7 @@ from edgebus.errors import InvalidRequestError
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import RequestFrame, ServerProtocol
 from edgebus.server.handlers import NO_RESPONSE
-from edgebus.shm import unavailable_reason
+from edgebus.shm import cpu_free, unavailable_reason
 
 if TYPE_CHECKING:
     from edgebus.server.broker import Broker
@@ -54,7 +54,12 @@ log = logging.getLogger("edgebus.shm")
 DEFAULT_RING_BYTES = 4 * 1024 * 1024
 # Keep polling a link's ring for this long after its last frame before sleeping on its eventfd.
 # Longer means lower latency under steady traffic and more CPU burnt per idle gap.
-SPIN_NS = int(os.environ.get("EDGEBUS_SHM_SPIN_US", "200")) * 1000
+SPIN_NS = int(os.environ.get("EDGEBUS_SHM_SERVER_SPIN_US",
+                             os.environ.get("EDGEBUS_SHM_SPIN_US", "200"))) * 1000
+# "Traffic flows": a link woken by its eventfd starts spinning only if its previous frame came
+# less than this long ago. A long-polling idle consumer (one fetch per fetch_max_wait_ms) then
+# costs one wake-up per request and no spinning at all.
+RECENT_NS = 2_000_000
 # One spin slice on the loop when nothing else is ready: the loop still looks at its sockets,
 # timers and the fsync thread at least this often.
 SPIN_SLICE_NS = 50_000
@@ -123,8 +128,18 @@ class ShmLink:
         freed response room)."""
         with contextlib.suppress(BlockingIOError):
             os.eventfd_read(self.efd_sup)
-        self.t.wake(self)
+        if self.spinning:
+            self.service()
+            return
+        if time.monotonic_ns() - self.last_active < RECENT_NS:
+            self.t.wake(self)  # traffic flows: poll this ring from the loop for a while
+            self.service()
+            return
+        # Isolated request: serve it and stay asleep. The client cleared reader_waiting when it
+        # signalled, so set it again (fence, re-check) or its next frame would not wake us.
         self.service()
+        while self.req is not None and self.req.prepare_sleep_data():
+            self.service()
 
     def service(self) -> bool:
         """Flush pending responses, then dispatch request frames. True if any work was done."""
@@ -279,7 +294,7 @@ class ShmTransport:
         may_spin (the loop has nothing else to do) wait in C for up to SPIN_SLICE_NS first."""
         if not self.spinning:
             return
-        if may_spin:
+        if may_spin and cpu_free(time.monotonic_ns()):  # spin only with a core to spare
             ptrs = self._ptrs()
             from edgebus.shm._ring import lib
 
