@@ -496,6 +496,12 @@ def describe_value(value: Any) -> str:
     return _describe(value)
 
 
+def check_topic_name(name: str) -> None:
+    """InvalidTopicError unless `name` may name a topic: the storage's rule, for other config
+    loaders (bridges) that cannot import edgebus.log."""
+    validate_topic_name(name)
+
+
 def parse_topic_setting(key: str, value: str) -> int:
     """One `--config key=value` of `edgebus topics create`, checked like the file's keys."""
     if key not in TOPIC_CONFIG_KEYS:

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from bridges.mqtt import routes as R
+from bridges.mqtt import templates as T
 from edgebus import paths
 from edgebus.config import (  # the supervisor's parsers, so that both files obey one rule
+    check_topic_name,
     describe_value,
     parse_duration,
     parse_size,
     read_yaml_file,
-    validate_topic_name,
 )
 from edgebus.errors import ConfigError, InvalidTopicError
 
@@ -120,7 +121,7 @@ class IngressSettings:
 @dataclass(frozen=True)
 class EgressSettings:
     topic: str = field(metadata=_m("topic"))
-    mqtt_topic: R.TopicTemplate = field(metadata=_m("template"))
+    mqtt_topic: T.TopicTemplate = field(metadata=_m("template"))
     group: str = field(default=DEFAULT_GROUP, metadata=_m("str"))
     qos: int = field(default=1, metadata=_m("int", 0, 2))
     retain: bool = field(default=False, metadata=_m("bool"))
@@ -213,11 +214,12 @@ def _path(v: Any) -> Path:
 
 
 def _topic(v: Any) -> str:
+    name = _str(v)
     try:
-        validate_topic_name(_str(v))
+        check_topic_name(name)
     except InvalidTopicError as e:
         raise ValueError(str(e)) from None
-    return v
+    return name
 
 
 def _protocol(v: Any) -> str:
@@ -241,13 +243,15 @@ def _qos_in(v: Any) -> int:
 
 
 def _filter(v: Any) -> str:
-    R.validate_filter(_str(v))
-    return v
+    filt = _str(v)
+    R.validate_filter(filt)
+    return filt
 
 
 def _field_path(v: Any) -> str:
-    R.validate_field_path(_str(v))
-    return v
+    path = _str(v)
+    R.validate_field_path(path)
+    return path
 
 
 def _field_list(v: Any) -> tuple[str, ...]:
@@ -271,7 +275,7 @@ def _duration(v: Any) -> int:
 _PARSERS = {
     "bool": _bool, "int": _int, "str": _str, "path": _path, "topic": _topic, "size": _size,
     "duration": _duration, "protocol": _protocol, "qos_in": _qos_in, "filter": _filter,
-    "field_path": _field_path, "field_list": _field_list, "template": R.TopicTemplate.parse,
+    "field_path": _field_path, "field_list": _field_list, "template": T.TopicTemplate.parse,
 }
 _SECTIONS = {
     "mqtt": MqttSettings, "edgebus": EdgebusSettings, "dead_letter": DeadLetterSettings,
@@ -289,7 +293,7 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
+def _build(cls: type[Any], data: Any, where: str) -> Any:
     data = _mapping({} if data is None else data, where)
     fields = {f.name: f for f in dataclasses.fields(cls) if "kind" in f.metadata}
     values: dict[str, Any] = {}
@@ -389,7 +393,7 @@ def config_from_mapping(data: Any, source: str | Path | None = None) -> BridgeCo
     `source` when it is given."""
     src = Path(source) if source is not None else None
     try:
-        c = _build(BridgeConfig, data, "")
+        c: BridgeConfig = _build(BridgeConfig, data, "")
         _cross_check(c)
     except _Invalid as e:
         prefix = f"{src}: " if src is not None else ""

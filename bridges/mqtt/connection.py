@@ -45,7 +45,7 @@ def backoff_delay(attempt: int, lo: float, hi: float, rng: random.Random | None 
     """Exponential backoff with "equal jitter": half of min(hi, lo * 2**attempt), plus a random
     part up to the other half. Never zero, and many bridges restarted together spread out."""
     base = min(hi, lo * (2 ** min(attempt, 32)))
-    return base / 2 + (rng or random).uniform(0, base / 2)
+    return float(base / 2 + (rng or random).uniform(0, base / 2))
 
 
 class MqttConnection:
@@ -111,7 +111,7 @@ class MqttConnection:
     def _connect_properties(self) -> Properties | None:
         if not self.v5:
             return None
-        p = Properties(PacketTypes.CONNECT)
+        p = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         p.SessionExpiryInterval = self.s.session_expiry_ms // 1000
         p.ReceiveMaximum = self.s.receive_maximum
         return p
@@ -177,7 +177,7 @@ class MqttConnection:
                 if not paused:
                     paused = True
                     self.metrics.inc("mqtt_read_pauses")
-                    log.info("holding too many messages: reading from MQTT paused")
+                    log.debug("in-flight window full (or stopping): reading from MQTT paused")
                 # Write (acks) and keep alive, but read nothing: the broker's window fills.
                 self._resume.wait(LOOP_TIMEOUT)
                 self._resume.clear()
@@ -245,7 +245,8 @@ class MqttConnection:
                        properties: Any) -> None:
         if self.connected.is_set():
             self.metrics.inc("mqtt_disconnects")
-            log.warning("disconnected from the MQTT broker: %s", reason)
+            level = logging.INFO if self._stop.is_set() else logging.WARNING
+            log.log(level, "disconnected from the MQTT broker: %s", reason)
         self.connected.clear()
         self.metrics.set("mqtt_connected", 0)
 
@@ -278,7 +279,7 @@ class MqttConnection:
         Returns the message id (on_published(mid, failure) follows)."""
         props = None
         if self.v5 and user_properties:
-            props = Properties(PacketTypes.PUBLISH)
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.UserProperty = user_properties
         info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):

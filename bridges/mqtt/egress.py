@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridges.mqtt import routes as R
+from bridges.mqtt import templates as T
 from bridges.mqtt.clients import EdgebusClient
 from bridges.mqtt.config import BridgeConfig, EgressSettings
 from bridges.mqtt.connection import backoff_delay
@@ -106,6 +107,7 @@ class Egress:
         self._committed: dict[TopicPartition, int] = {}
         self._consumer: Consumer | None = None
         self._stopping = False
+        self._stop = threading.Event()
 
     # --- network thread (under paho's lock: only queue) ------------------------------------------
     def on_published(self, mid: int, failure: str | None) -> None:
@@ -114,6 +116,7 @@ class Egress:
 
     # --- the egress thread -----------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
+        self._stop = stop
         if self.edgebus.connect(stop) is None:
             return
         attempt = 0
@@ -159,11 +162,11 @@ class Egress:
         headers = list(rec.headers or [])
         try:
             topic = self.route.mqtt_topic.render(rec.topic, rec.partition, rec.key, headers)
-        except R.TemplateError as e:
-            self._dead_letter(rec, f"no MQTT topic for the record: {e}")
-            out.done, out.record = True, None
+        except T.TemplateError as e:
+            if self._dead_letter(rec, f"no MQTT topic for the record: {e}"):
+                out.done, out.record = True, None
             return
-        props = R.user_properties_from_headers(headers) \
+        props = T.user_properties_from_headers(headers) \
             if self.route.headers_as_user_properties else None
         mid = self.conn.publish(topic, rec.value or b"", self.route.qos, self.route.retain, props)
         self._by_mid[mid] = out
@@ -183,7 +186,9 @@ class Egress:
             self._outstanding -= 1
             if failure is not None and out.record is not None:
                 self.metrics.inc("out_failed")
-                self._dead_letter(out.record, f"the MQTT broker refused the publish: {failure}")
+                if not self._dead_letter(out.record,
+                                         f"the MQTT broker refused the publish: {failure}"):
+                    continue  # stopping: not committed, so it is read again next time
             else:
                 self.metrics.inc("out_acked")
             out.done, out.record = True, None
@@ -211,12 +216,13 @@ class Egress:
         self._committed.update(todo)
         self.metrics.inc("out_committed", len(todo))
 
-    def _dead_letter(self, rec: Record, reason: str) -> None:
-        """Append the record to the dead-letter topic, retrying until it is there."""
+    def _dead_letter(self, rec: Record, reason: str) -> bool:
+        """Append the record to the dead-letter topic, retrying until it is there (True) or the
+        bridge stops (False)."""
         headers = [*list(rec.headers or []), (R.H_DLQ_REASON, reason.encode()),
                    (R.H_DLQ_ROUTE, self.route.topic.encode())]
         attempt = 0
-        while True:
+        while not self._stop.is_set():
             producer = self.edgebus.producer
             try:
                 assert producer is not None
@@ -225,11 +231,12 @@ class Egress:
                 self.metrics.inc("out_dead_lettered")
                 log.warning("egress record %s-%d@%d dead-lettered: %s", rec.topic, rec.partition,
                             rec.offset, reason)
-                return
+                return True
             except EdgebusError as e:
                 self.metrics.error(f"egress dead letter: {e}")
-                time.sleep(backoff_delay(attempt, 0.1, 5.0))
+                self._stop.wait(backoff_delay(attempt, 0.1, 5.0))
                 attempt += 1
+        return False
 
     # --- rebalance listener (called inside poll, on this thread) ---------------------------------
     def on_revoked(self, revoked: list[TopicPartition]) -> None:

@@ -32,7 +32,7 @@ from bridges.mqtt import routes as R
 from bridges.mqtt.clients import EdgebusClient
 from bridges.mqtt.config import BridgeConfig
 from bridges.mqtt.metrics import Metrics
-from bridges.mqtt.window import AckWindow, Held, Ticket
+from bridges.mqtt.window import AckWindow, Held, Ticket, digest
 from edgebus import partition_for_key
 from edgebus.errors import RecordTooLargeError
 
@@ -107,16 +107,30 @@ class Ingress:
             self.metrics.inc("in_redelivered")
         if qos == 0:
             self.metrics.inc("in_qos0")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("received gen %d mid %d qos %d dup %d retain %d %s %r", generation, msg.mid,
+                      qos, dup, retain, topic, payload[:80])
+        dg = digest(payload) if qos else b""
         with self._cond:
-            held = self._window.match(msg.mid, qos, dup, topic or "", payload)
+            held = self._window.match(msg.mid, qos, dup, topic or "", dg)
             if held is not None:
+                log.debug("merged gen %d mid %d with a held record", generation, msg.mid)
                 self.metrics.inc("in_merged")
-                self._window.add(generation, msg.mid, qos, topic or "", payload, held, merged=True)
+                self._window.add(generation, msg.mid, qos, topic or "", dg, held, merged=True)
                 self._cond.notify()
                 return
-        held = self._to_record(msg, topic, payload, qos, retain, dup)
+        try:
+            held = self._to_record(msg, topic, payload, qos, retain, dup)
+        except Exception as e:  # a bug here must not leave the message neither stored nor acked
+            log.exception("cannot route a message from %r", topic)
+            out = self._unrouted.dead_letter(f"internal error while routing: {e!r}", None,
+                                             payload, R.message_headers(topic or "", qos, retain,
+                                                                        dup))
+            held = Held(out.dead_letter_topic, None, out.value, out.headers,
+                        R.record_size(None, out.value, out.headers), dead_letter=True,
+                        route=self._unrouted)
         with self._cond:
-            self._window.add(generation, msg.mid, qos, topic or "", payload, held)
+            self._window.add(generation, msg.mid, qos, topic or "", dg, held)
             self._inbox.append(held)
             self._held += 1
             self.metrics.set("in_pending", self._held)
@@ -253,10 +267,10 @@ class Ingress:
             self._cond.notify_all()  # drain() waits for this
 
     def _appended(self, lane: Lane, items: list[Held]) -> None:
-        for h in items:
-            h.done = True
-        self._held -= len(items)
         dead = sum(1 for h in items if h.dead_letter)
+        for h in items:
+            h.release()  # done; the payload is not kept
+        self._held -= len(items)
         self.metrics.inc("in_appended", len(items) - dead)
         if dead:
             self.metrics.inc("in_dead_lettered", dead)
@@ -299,11 +313,18 @@ class Ingress:
 
     def _send_acks(self, tickets: list[Ticket]) -> None:
         sent = dropped = 0
+        debug = log.isEnabledFor(logging.DEBUG)
         for t in tickets:
+            # A ticket whose ack cannot go (or goes but is never read) stays remembered in the
+            # window: its redelivery will be recognised, not appended again.
             if self.conn is not None and self.conn.ack(t.generation, t.mid, t.qos):
                 sent += 1
+                if debug:
+                    log.debug("acked gen %d mid %d", t.generation, t.mid)
             else:
                 dropped += 1
+                if debug:
+                    log.debug("ack dropped gen %d mid %d (connection gone)", t.generation, t.mid)
         if sent:
             self.metrics.inc("in_acked", sent)
             self.conn.wake()

@@ -120,4 +120,4 @@ def status_line(doc: dict[str, Any]) -> str:
             f"edgebus {'up' if g.get('edgebus_connected') else 'down'}; "
             f"in {c.get('in_appended', 0)} appended, {c.get('in_dead_lettered', 0)} dead-lettered, "
             f"{g.get('in_pending', 0)} in flight; out {c.get('out_acked', 0)} delivered, "
-            f"{g.get('out_in_flight', 0)} in flight; reconnects {c.get('mqtt_connects', 0)}")
+            f"{g.get('out_in_flight', 0)} in flight; connects {c.get('mqtt_connects', 0)}")

@@ -14,14 +14,26 @@ from edgebus.testing import EmbeddedBroker
 
 
 @pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+def make_mosquitto(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
+    """Factory: a started Mosquitto with the given options (see Mosquitto)."""
     if MOSQUITTO is None:
         pytest.skip("the mosquitto binary is not installed (apt-get install mosquitto)")
-    m = Mosquitto(tmp_path / "mosquitto", persistence=True).start()
-    try:
-        yield m
-    finally:
+    made: list[Mosquitto] = []
+
+    def make(**options: Any) -> Mosquitto:
+        m = Mosquitto(tmp_path / f"mosquitto-{len(made)}", **options).start()
+        made.append(m)
+        return m
+
+    yield make
+    for m in made:
         m.kill9()
+
+
+@pytest.fixture
+def mosquitto(make_mosquitto: Callable[..., Mosquitto]) -> Mosquitto:
+    """A Mosquitto without persistence (fast; the bridge's session lives as long as it runs)."""
+    return make_mosquitto()
 
 
 @pytest.fixture

@@ -128,7 +128,21 @@ def test_errors_name_the_file_and_the_key(data: Any, message: str) -> None:
 def test_yaml_problems_name_the_line(tmp_path: Path) -> None:
     f = tmp_path / "b.yaml"
     f.write_text("ingress:\n  - filter: a/#\n    topic: a\n    topic: b\n")
-    with pytest.raises(ConfigError, match="line 4.*duplicate key 'topic'"):
+    with pytest.raises(ConfigError, match=r"line 4.*duplicate key 'topic'"):
         load_config(f)
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_cli_check_and_status_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgebus.cli.main import main
+
+    assert main(["bridge", "mqtt", "--config", str(REPO / "bridges/mqtt/example.yaml"),
+                 "--check"]) == 0
+    assert "valid (3 ingress, 1 egress route(s))" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ingress: [{filter: a/#, topic: t, qos: 2}]\n")
+    assert main(["bridge", "mqtt", "--config", str(bad), "--check"]) == 1
+    assert "ingress[0].qos: QoS 2 is refused" in capsys.readouterr().err
+    assert main(["bridge", "status", "--status-file", str(tmp_path / "none.json")]) == 1
+    assert "no status file" in capsys.readouterr().err

@@ -4,6 +4,7 @@ in-flight window (mqtt.receive_maximum)."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -28,10 +29,12 @@ DEVICES = [f"d{i}" for i in range(5)]
 RECEIVE_MAX = 32
 
 
-def config(mosq: Mosquitto, socket: str) -> dict[str, Any]:
+def config(mosq: Mosquitto, socket: str, receive_maximum: int = RECEIVE_MAX,
+           log_level: str = "INFO") -> dict[str, Any]:
     return {
+        "log_level": log_level,
         "mqtt": {"port": mosq.port, "client_id": "bridge-faults", "keepalive_ms": "5s",
-                 "receive_maximum": RECEIVE_MAX, "reconnect_min_ms": 50,
+                 "receive_maximum": receive_maximum, "reconnect_min_ms": 50,
                  "reconnect_max_ms": 400},
         "edgebus": {"socket": socket, "acks": "written", "create_topics": True,
                     "retry_backoff_ms": 50, "retry_backoff_max_ms": 400},
@@ -40,22 +43,23 @@ def config(mosq: Mosquitto, socket: str) -> dict[str, Any]:
     }
 
 
-def setup(mosq: Mosquitto, socket: str, make_bridge: Any, made: list[Device]) -> BridgeProcess:
+def setup(mosq: Mosquitto, socket: str, make_bridge: Any, made: list[Device],
+          receive_maximum: int = RECEIVE_MAX, log_level: str = "INFO") -> BridgeProcess:
+    """The topic, a running bridge connected to both sides, and five connected devices."""
     with Admin(socket=socket) as admin:
         admin.create_topic(TOPIC, partitions=3)
-    bridge = make_bridge(config(mosq, socket)).start()
+    bridge = make_bridge(config(mosq, socket, receive_maximum, log_level)).start()
     bridge.wait_connected()
     for d in DEVICES:
         made.append(Device(mosq.port, d, f"devices/{d}/telemetry"))
-    wait_for(lambda: all(dev.client.is_connected() for dev in made), 10, "devices to connect")
     return bridge
 
 
 def finish(devs: list[Device], socket: str, count: int,
            expected: set[tuple[str, int]] | None = None) -> tuple[dict[str, int], int]:
     """Wait for every publish to be acknowledged by Mosquitto and every expected message (default:
-    all) to arrive; check that none is missing and per-device order; return the duplicates per
-    device and the record count."""
+    all) to arrive; check that none is missing and the order per device; return the duplicates
+    per device and the record count."""
     wait_for(lambda: all(d.acked >= count for d in devs), 60,
              "Mosquitto to acknowledge every publish")
     if expected is None:
@@ -74,56 +78,37 @@ def finish(devs: list[Device], socket: str, count: int,
     got = {(d, s) for d, ss in seqs.items() for s in ss}
     lost = sorted(expected - got)
     assert not lost, f"{len(lost)} messages lost by the bridge, first {lost[:10]}"
-    dups = check_no_loss({d: [s for s in ss if (d, s) in expected] for d, ss in seqs.items()},
-                         DEVICES, 0)
-    return dups, len(records)
+    kept = {d: [s for s in ss if (d, s) in expected] for d, ss in seqs.items()}
+    return check_no_loss(kept, DEVICES, 0), len(records)
 
 
-class Witness:
-    """An independent subscriber with its own persistent session that acknowledges a message
-    after recording it (in memory; it never crashes): what Mosquitto really delivered."""
-
-    def __init__(self, port: int) -> None:
-        import json
-
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
-        self.got: set[tuple[str, int]] = set()
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="witness",
-                        protocol=mqtt.MQTTv5, manual_ack=True)
-
-        def on_message(client: Any, userdata: Any, m: Any) -> None:
-            doc = json.loads(m.payload)
-            self.got.add((doc["device"], doc["seq"]))
-            client.ack(m.mid, m.qos)
-
-        c.on_message = on_message
-        c.on_connect = lambda client, *a: client.subscribe("devices/+/telemetry", 1)
-        c.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600
-        c.connect("127.0.0.1", port, clean_start=False, properties=props)
-        c.loop_start()
-        self.client = c
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+def received_by_bridge(bridge: BridgeProcess) -> set[tuple[str, int]]:
+    """Every message the bridge was handed, from its DEBUG trace ("received ... payload")."""
+    got = set()
+    for m in re.finditer(r'received gen .* b\'\{"device": "(d\d)", "seq": (\d+)\}\'',
+                         bridge.log_path.read_text()):
+        got.add((m.group(1), int(m.group(2))))
+    return got
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
 def test_mosquitto_killed_and_restarted_5_times_loses_nothing(
-        mosquitto, edgebus_broker, make_bridge, devices, how) -> None:
-    """SIGTERM: Mosquitto saves its state and every published message must arrive. SIGKILL:
-    Mosquitto itself forgets what it acknowledged to a publisher but had not saved yet (it
-    saves after each change, but after sending the PUBACK); the bridge must then have every
-    message that Mosquitto delivered to an independent witness subscriber."""
+        make_mosquitto, edgebus_broker, make_bridge, devices, how) -> None:
+    """Mosquitto (persistence on) stopped or killed, and restarted, 5 times while devices publish
+    and the bridge appends.
+
+    SIGTERM: Mosquitto saves its sessions and queues as it stops; every published message must
+    arrive, in order per device.
+
+    SIGKILL: Mosquitto sends its PUBACK to a publisher before it saves the message (even when it
+    saves after every change), so a kill loses messages Mosquitto had acknowledged but not saved
+    or not yet sent; no subscriber can get those back. The oracle is then the bridge's own trace:
+    every message Mosquitto handed the bridge must be in edgebus, in order; what never reached
+    the bridge is reported as lost by Mosquitto."""
     count = 600
-    witness = Witness(mosquitto.port)
-    bridge = setup(mosquitto, edgebus_broker.socket, make_bridge, devices)
+    mosquitto = make_mosquitto(persistence=True, save_every_change=how == "SIGKILL")
+    bridge = setup(mosquitto, edgebus_broker.socket, make_bridge, devices,
+                   log_level="DEBUG" if how == "SIGKILL" else "INFO")
     threads = [d.run(count, rate=250) for d in devices]  # 1,250 messages/s for 2.4 s
     for _ in range(5):
         time.sleep(0.35)
@@ -138,17 +123,21 @@ def test_mosquitto_killed_and_restarted_5_times_loses_nothing(
     expected = None
     if how == "SIGKILL":
         wait_for(lambda: all(d.acked >= count for d in devices), 60, "every publish acked")
-        time.sleep(1.0)  # the witness catches up
-        expected = set(witness.got)
-    witness.close()
+        bridge.wait_status(lambda s: s["gauges"]["in_pending"] == 0, 30, "the bridge to idle")
+        time.sleep(0.5)
+        expected = received_by_bridge(bridge)
     dups, total = finish(devices, edgebus_broker.socket, count, expected)
     st = bridge.wait_status(lambda s: s["gauges"]["in_pending"] == 0, 30, "the bridge to idle")
     c = st["counters"]
     lost_by_mosquitto = len(DEVICES) * count - len(expected) if expected is not None else 0
     print(f"\nmosquitto {how} x5: {total} records, duplicates {sum(dups.values())} {dups}; "
-          f"lost by Mosquitto itself {lost_by_mosquitto}; bridge connects {c['mqtt_connects']}, "
-          f"redelivered {c['in_redelivered']}, merged {c['in_merged']}")
-    assert c["mqtt_connects"] >= 6
+          f"never delivered by Mosquitto {lost_by_mosquitto}; bridge connects "
+          f"{c['mqtt_connects']}, redelivered {c['in_redelivered']}, merged {c['in_merged']}")
+    assert c["mqtt_connects"] >= 3  # it reconnected (two restarts may fall in one backoff)
+    if how == "SIGTERM":
+        # Redeliveries of what the bridge had appended (acks Mosquitto had not read when it
+        # stopped, or held messages) are recognised from the bridge's recent deliveries.
+        assert sum(dups.values()) <= RECEIVE_MAX
 
 
 def test_bridge_sigkilled_mid_stream_loses_nothing_and_duplicates_are_bounded(
@@ -174,28 +163,44 @@ def test_bridge_sigkilled_mid_stream_loses_nothing_and_duplicates_are_bounded(
 
 
 def test_supervisor_restarted_mid_stream_bridge_waits_and_loses_nothing(
-        mosquitto, edgebus_broker, make_bridge, devices) -> None:
+        make_mosquitto, edgebus_broker, make_bridge, devices) -> None:
+    """The supervisor is killed mid-stream and comes back a second later; meanwhile Mosquitto is
+    restarted too, so the messages the bridge holds come again on a new connection."""
     count = 800
+    mosquitto = make_mosquitto(persistence=True)  # SIGTERM + start keeps the bridge's session
     bridge = setup(mosquitto, edgebus_broker.socket, make_bridge, devices)
     threads = [d.run(count, rate=400) for d in devices]  # 2,000 messages/s for 2 s
     wait_for(lambda: (bridge.status() or {}).get("counters", {}).get("in_appended", 0) > 800,
              30, "the bridge to be mid-stream")
     edgebus_broker.kill9()
-    # While the supervisor is down the bridge holds at most its window and stops reading.
-    st = bridge.wait_status(lambda s: s["gauges"]["in_pending"] >= RECEIVE_MAX - 1, 10,
-                            "the bridge to fill its window and wait")
-    assert st["gauges"]["in_pending"] <= RECEIVE_MAX
-    time.sleep(1.0)
+    # While the supervisor is down the bridge fills its window, then stops taking messages.
+    received = -1
+    for _ in range(50):
+        time.sleep(0.3)
+        now = bridge.status()["counters"]["in_received"]
+        if now == received:
+            break
+        received = now
+    st = bridge.status()
+    assert st["counters"]["in_received"] == received, "the bridge kept reading"
+    assert 0 < st["gauges"]["in_pending"] <= RECEIVE_MAX
+    mosquitto.stop()  # the held messages' acks can no longer go out on their connection...
+    mosquitto.start()
+    time.sleep(0.5)
     edgebus_broker.start()
     for t in threads:
         t.join()
     dups, total = finish(devices, edgebus_broker.socket, count)
     st = bridge.wait_status(lambda s: s["gauges"]["in_pending"] == 0, 30, "the bridge to idle")
     c = st["counters"]
-    print(f"\nsupervisor kill -9: {total} records, duplicates {sum(dups.values())} {dups}; "
-          f"append retries {c['in_append_retries']}, max held {st['gauges']['in_pending_max']}")
-    assert c["in_append_retries"] > 0
+    print(f"\nsupervisor kill -9 (and a Mosquitto restart meanwhile): {total} records, "
+          f"duplicates {sum(dups.values())} {dups}; append retries {c['in_append_retries']}, "
+          f"max held {st['gauges']['in_pending_max']}, redelivered {c['in_redelivered']}, "
+          f"merged {c['in_merged']}")
     assert st["gauges"]["in_pending_max"] <= RECEIVE_MAX
+    # ...so Mosquitto sends them again on the next one, and the bridge recognises them as the
+    # records it already holds (same packet id, topic and payload): acknowledged, not doubled.
+    assert c["in_merged"] > 0
     # Batches in flight when the supervisor died may have been written before it died; they are
     # sent again, so at most one window of records can be doubled.
     assert sum(dups.values()) <= RECEIVE_MAX

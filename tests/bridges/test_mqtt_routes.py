@@ -1,4 +1,5 @@
-"""Topic filters, key extraction, validation and egress templates: routes.py, without a broker."""
+"""Topic filters, key extraction, validation (routes.py) and egress templates (templates.py),
+without a broker."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 import pytest
 
 from bridges.mqtt import routes as R
+from bridges.mqtt import templates as T
 
 pytestmark = pytest.mark.unit
 
@@ -215,9 +217,9 @@ def test_record_size_matches_the_encoder() -> None:
 
 
 def test_template_rendering() -> None:
-    t = R.TopicTemplate.parse("kitchen/teapot/{key}/command")
+    t = T.TopicTemplate.parse("kitchen/teapot/{key}/command")
     assert t.render("cmds", 0, b"pot-1", []) == "kitchen/teapot/pot-1/command"
-    t = R.TopicTemplate.parse("{topic}/{partition}/{header:room}/{{literal}}")
+    t = T.TopicTemplate.parse("{topic}/{partition}/{header:room}/{{literal}}")
     assert t.render("cmds", 3, None, [("room", b"hall"), ("room", b"x")]) == \
         "cmds/3/hall/{literal}"
 
@@ -231,14 +233,14 @@ def test_template_rendering() -> None:
     (b"\xff", "not UTF-8"),
 ])
 def test_template_refuses_keys_that_are_not_one_level(key: bytes | None, reason: str) -> None:
-    t = R.TopicTemplate.parse("devices/{key}/command")
-    with pytest.raises(R.TemplateError, match=reason):
+    t = T.TopicTemplate.parse("devices/{key}/command")
+    with pytest.raises(T.TemplateError, match=reason):
         t.render("cmds", 0, key, [])
 
 
 def test_template_missing_header() -> None:
-    t = R.TopicTemplate.parse("devices/{header:device}/command")
-    with pytest.raises(R.TemplateError, match="no header 'device'"):
+    t = T.TopicTemplate.parse("devices/{header:device}/command")
+    with pytest.raises(T.TemplateError, match="no header 'device'"):
         t.render("cmds", 0, None, [("other", b"x")])
 
 
@@ -253,10 +255,10 @@ def test_template_missing_header() -> None:
 ])
 def test_bad_templates(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        R.TopicTemplate.parse(text)
+        T.TopicTemplate.parse(text)
 
 
 def test_headers_become_user_properties() -> None:
-    props = R.user_properties_from_headers(
+    props = T.user_properties_from_headers(
         [("reason", b"boiling"), ("mqtt.user.unit", b"C"), ("bin", b"\xff"), ("none", None)])
     assert props == [("reason", "boiling"), ("unit", "C")]

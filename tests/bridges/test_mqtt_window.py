@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridges.mqtt.window import AckWindow, Held
+from bridges.mqtt.window import AckWindow, Held, digest
 
 pytestmark = pytest.mark.unit
 
@@ -15,12 +15,13 @@ def held(n: int = 0) -> Held:
 
 def receive(w: AckWindow, gen: int, mid: int, payload: bytes = b"x", qos: int = 1,
             dup: bool = False, topic: str = "a/b") -> Held:
-    h = w.match(mid, qos, dup, topic, payload)
+    dg = digest(payload)
+    h = w.match(mid, qos, dup, topic, dg)
     if h is not None:
-        w.add(gen, mid, qos, topic, payload, h, merged=True)
+        w.add(gen, mid, qos, topic, dg, h, merged=True)
         return h
     h = Held("t", None, payload, [], 10)
-    w.add(gen, mid, qos, topic, payload, h)
+    w.add(gen, mid, qos, topic, dg, h)
     return h
 
 
@@ -114,3 +115,50 @@ def test_candidates_survive_a_connection_that_drops_before_redelivering() -> Non
     w.new_connection(2, session_present=True)
     w.new_connection(3, session_present=True)
     assert receive(w, 3, 10, b"r1", dup=True) is h
+
+
+def test_a_redelivery_of_an_acknowledged_message_is_recognised() -> None:
+    """Its PUBACK was written but the broker never read it (the connection dropped first)."""
+    w = AckWindow()
+    w.new_connection(1, False)
+    h = receive(w, 1, 10, b"r1")
+    h.release()
+    assert mids(w.ready()) == [10]  # acknowledged...
+    w.new_connection(2, session_present=True)
+    assert receive(w, 2, 10, b"r1", dup=True) is h  # ...yet sent again: not appended twice
+    assert mids(w.ready()) == [10]
+
+
+def test_acknowledged_deliveries_are_forgotten_without_a_session() -> None:
+    w = AckWindow()
+    w.new_connection(1, False)
+    h = receive(w, 1, 10, b"r1")
+    h.release()
+    w.ready()
+    w.new_connection(2, session_present=False)  # the broker lost the session: ids start over
+    assert receive(w, 2, 10, b"r1", dup=True) is not h
+
+
+def test_the_newest_delivery_of_an_id_is_the_one_matched() -> None:
+    w = AckWindow()
+    w.new_connection(1, False)
+    a = receive(w, 1, 10, b"first")
+    a.release()
+    w.ready()  # id 10 acknowledged, then reused by the broker for another message
+    receive(w, 1, 10, b"second")
+    w.new_connection(2, session_present=True)
+    assert receive(w, 2, 10, b"first", dup=True) is not a  # id 10 now means "second"
+    w2 = AckWindow()
+    w2.new_connection(1, False)
+    a = receive(w2, 1, 10, b"first")
+    a.release()
+    w2.ready()
+    b = receive(w2, 1, 10, b"second")
+    w2.new_connection(2, session_present=True)
+    assert receive(w2, 2, 10, b"second", dup=True) is b
+
+
+def test_held_payload_is_released_once_appended() -> None:
+    h = held(1)
+    h.release()
+    assert h.done and h.value == b"" and h.headers == []
