@@ -20,4 +20,5 @@ lint: setup
 
 bench: setup  ## the benchmark; writes its report under bench/results/
 	@test -f bench/run.py || { echo "make: no bench/run.py in this checkout yet" >&2; exit 1; }
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(VENV)/bin/python bench/run.py

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 _LEN = struct.Struct("<I")
+# The edgebus producers' batch_size in throughput runs (the library default is 64 KiB).
+BATCH_BYTES = int(os.environ.get("EDGEBUS_BENCH_BATCH_BYTES", 256 * 1024))
 
 
 @dataclass
@@ -77,7 +79,7 @@ class Edgebus:
                          linger_ms=0)
         else:
             p = Producer(socket=ctx.data["socket"], transport=ctx.data["transport"], acks="written",
-                         linger_ms=2, batch_size=256 * 1024, max_request_size=2 << 20,
+                         linger_ms=2, batch_size=BATCH_BYTES, max_request_size=2 << 20,
                          buffer_memory=64 << 20)
 
         class P:

@@ -12,7 +12,7 @@ Measures, per system, message size and topology (1 -> 1, 4 -> 1, 1 -> 4 fan-out)
   after a warm-up of the first 10%.
 For edgebus: the supervisor's RSS and CPU seconds per million records (its own process only), and
 its idle CPU with 10 idle clients connected. Writes bench/results/latest.json, latest.md and a
-timestamped copy of each.
+timestamped copy of each with --archive.
 """
 
 from __future__ import annotations
@@ -212,21 +212,42 @@ def run_case(adapter: Any, system: str, api: str, size: int, producers: int, con
 
 # --- idle ----------------------------------------------------------------------------------------
 def _idle_clients(sock: str, topic: str, stop: Any) -> None:
+    import threading
+
     from edgebus import Admin, Consumer, TopicPartition
 
     admins = [Admin(socket=sock, transport="shm") for _ in range(5)]
     for a in admins:
         a.list_topics()
-    consumers = [Consumer(socket=sock, transport="shm", fetch_max_wait_ms=500) for _ in range(5)]
-    for c in consumers:
+
+    def consume() -> None:
+        # An idle consumer application sits in poll(): one long-poll fetch per
+        # fetch_max_wait_ms (500 ms, the default) that the supervisor answers empty.
+        c = Consumer(socket=sock, transport="shm")
         c.assign([TopicPartition(topic, 0)])
-    # Idle consumers sit in poll(): one long-poll fetch per fetch_max_wait_ms each.
-    while not stop.is_set():
-        for c in consumers:
-            c.poll(100)
+        while not stop.is_set():
+            c.poll(1000)
+
+    threads = [threading.Thread(target=consume) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
-def idle_cpu(broker: Any, seconds: float) -> dict[str, Any]:
+def idle_cpu(seconds: float) -> dict[str, Any]:
+    """A fresh supervisor (no housekeeping left from the load runs) with 10 idle clients."""
+    from edgebus.testing import EmbeddedBroker
+
+    broker = EmbeddedBroker(log_level="WARNING").start()
+    try:
+        return _idle_cpu(broker, seconds)
+    finally:
+        broker.stop()
+        broker.cleanup()
+
+
+def _idle_cpu(broker: Any, seconds: float) -> dict[str, Any]:
     from edgebus import Admin
 
     with Admin(socket=broker.socket, transport="socket") as a:
@@ -248,6 +269,7 @@ def idle_cpu(broker: Any, seconds: float) -> dict[str, Any]:
         pr.kill()
     cpu = (c1.user + c1.system) - (c0.user + c0.system)
     return {"clients": 10, "seconds": round(wall, 1), "supervisor_cpu_s": round(cpu, 3),
+            "supervisor_rss_mb": round(sup.memory_info().rss / 2**20, 1),
             "supervisor_cpu_percent": round(100 * cpu / wall, 3)}
 
 
@@ -321,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-latency", action="store_true")
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--archive", action="store_true",
+                    help="also keep a timestamped copy of the report next to latest-*")
     args = ap.parse_args(argv)
     globals()["RATE"] = args.rate  # read by the fork()ed producers and the report
     quick = args.quick
@@ -362,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict[str, Any]] = []
     started = time.time()
+    load_before = os.getloadavg()  # other work on the machine skews everything: say so
     try:
         for size in sizes:
             for p, c in topos:
@@ -377,18 +402,20 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(run_case(adapter, name, "send", size, p, c, True, lat_duration,
                                          sup if is_eb else None))
                     _progress(rows[-1])
-        idle = idle_cpu(broker, idle_s) if idle_s > 0 and not only else None
     finally:
         broker.stop()
         broker.cleanup()
         if why_redis is None:
             redis.stop()
+    idle = idle_cpu(idle_s) if idle_s > 0 and not only else None
 
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick,
         "seconds": round(time.time() - started, 1),
         "machine": {"cpus": os.cpu_count(), "arch": platform.machine(),
-                    "python": platform.python_version(), "kernel": platform.release()},
+                    "python": platform.python_version(), "kernel": platform.release(),
+                    "loadavg_before": [round(x, 2) for x in load_before],
+                    "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
         "settings": {"throughput_seconds": duration, "latency_seconds": lat_duration,
                      "latency_rate": RATE, "acks": "written", "idle_seconds": idle_s},
         "notes": notes, "results": rows, "idle": idle, "targets": targets(rows, idle),
@@ -399,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     tag = "quick" if quick else "full"
-    for name in (f"latest-{tag}", f"{stamp}-{tag}"):
+    names = [f"latest-{tag}"] + ([f"{stamp}-{tag}"] if args.archive else [])
+    for name in names:
         (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
         (out / f"{name}.md").write_text("\n".join(md) + "\n")
     print(f"\nwrote {out}/latest-{tag}.json and .md")
@@ -409,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
 def render_md(report: dict[str, Any]) -> list[str]:
     m = report["machine"]
     md = [f"# edgebus benchmark ({'quick' if report['quick'] else 'full'}), {report['when']}", "",
-          f"{m['cpus']} CPUs, {m['arch']}, Python {m['python']}, Linux {m['kernel']}; "
+          f"{m['cpus']} CPUs, {m['arch']}, Python {m['python']}, Linux {m['kernel']}, load average "
+          f"{m.get('loadavg_before', ['?'])[0]} before / {m.get('loadavg_after', ['?'])[0]} after; "
           f"acks=written; throughput {report['settings']['throughput_seconds']} s per case; "
           f"latency at {report['settings']['latency_rate']:,} msg/s total for "
           f"{report['settings']['latency_seconds']} s per case (one-record API). "
@@ -417,9 +446,10 @@ def render_md(report: dict[str, Any]) -> list[str]:
     md += table(report["results"])
     if report["idle"]:
         i = report["idle"]
-        md += ["", f"Idle: {i['clients']} connected clients (5 admin, 5 consumers in long-poll), "
-               f"{i['seconds']} s: supervisor CPU {i['supervisor_cpu_s']} s = "
-               f"{i['supervisor_cpu_percent']}%."]
+        md += ["", f"Idle: a fresh supervisor with {i['clients']} connected shm clients (5 Admin, "
+               f"5 Consumers sitting in poll(), i.e. a 500 ms long-poll each), {i['seconds']} s: "
+               f"supervisor CPU {i['supervisor_cpu_s']} s = {i['supervisor_cpu_percent']}%, "
+               f"RSS {i.get('supervisor_rss_mb')} MB."]
     md += ["", "| target | value | goal | met | of goal |", "|---|---|---|---|---|"]
     for t in report["targets"]:
         met = "-" if t["met"] is None else ("yes" if t["met"] else "no")

@@ -218,8 +218,7 @@ class Consumer:
 
     def _take(self, limit: int) -> dict[TopicPartition, list[Record]]:
         # Per record only an append and two compares: the buffer holds runs of one partition, so
-        # a TopicPartition is made per run and positions are set once per partition (finally:
-        # also when a deserializer raises, for the records already handed over).
+        # a TopicPartition is made per run and positions are set once per partition.
         out: dict[TopicPartition, list[Record]] = {}
         buf = self._buffer
         kd, vd = self.key_deserializer, self.value_deserializer
@@ -228,20 +227,24 @@ class Consumer:
             buf.clear()
         else:
             recs = [buf.popleft() for _ in range(limit)]
+        if kd is not None or vd is not None:
+            try:  # all or nothing: a failure leaves every record buffered, positions unmoved
+                keys = [kd(r.key) if kd is not None and r.key is not None else r.key for r in recs]
+                vals = [vd(r.value) if vd is not None and r.value is not None else r.value
+                        for r in recs]
+            except BaseException:
+                buf.extendleft(reversed(recs))
+                raise
+            for r, k, v in zip(recs, keys, vals, strict=True):
+                r.key, r.value = k, v
         lt, lp, lst = None, -1, None
-        try:
-            for r in recs:
-                if kd is not None and r.key is not None:
-                    r.key = kd(r.key)
-                if vd is not None and r.value is not None:
-                    r.value = vd(r.value)
-                if r.partition != lp or r.topic != lt:
-                    lt, lp = r.topic, r.partition
-                    lst = out.setdefault(TopicPartition(lt, lp), [])
-                lst.append(r)  # type: ignore[union-attr]
-        finally:
-            for tp, rs in out.items():
-                self._positions[tp] = rs[-1].offset + 1
+        for r in recs:
+            if r.partition != lp or r.topic != lt:
+                lt, lp = r.topic, r.partition
+                lst = out.setdefault(TopicPartition(lt, lp), [])
+            lst.append(r)  # type: ignore[union-attr]
+        for tp, rs in out.items():
+            self._positions[tp] = rs[-1].offset + 1
         return out
 
     def _fetch(self, max_wait_ms: int) -> None:

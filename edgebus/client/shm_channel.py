@@ -31,11 +31,12 @@ from typing import Any
 
 from edgebus import format as F
 from edgebus.client.channel import AsyncChannel, Callback, SyncChannel, connect, resolve_socket
+from edgebus.client.fetch_ahead import fetch_key, is_empty, next_fetch
 from edgebus.errors import BrokerUnavailableError, EdgebusError, OperationTimeoutError
 from edgebus.protocol import messages as M
 from edgebus.protocol.codec import Message
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame
-from edgebus.shm import unavailable_reason
+from edgebus.shm import cpu_free, unavailable_reason
 
 log = logging.getLogger("edgebus.client.shm")
 
@@ -46,6 +47,11 @@ SPIN_NS = int(os.environ.get("EDGEBUS_SHM_SPIN_US", "200")) * 1000
 # A producer's acknowledgement reader spins less: nobody waits on it in a hurry, and on a small
 # machine its spinning takes the core the supervisor or a consumer needs.
 ACK_SPIN_NS = min(SPIN_NS, 20_000)
+# Spin only while traffic flows: when the previous response came less than this long ago. An
+# idle long-polling consumer then sleeps at once instead of spinning before every long poll.
+RECENT_NS = 2_000_000
+# Fetch-ahead for consumers (edgebus/client/fetch_ahead.py); EDGEBUS_SHM_FETCH_AHEAD=0 turns it off.
+FETCH_AHEAD = os.environ.get("EDGEBUS_SHM_FETCH_AHEAD", "1") != "0"
 # Default data bytes per ring; a producer asks for more when its max_request_size needs it.
 DEFAULT_RING_BYTES = 4 * 1024 * 1024
 _RECV = 1024 * 1024
@@ -97,9 +103,12 @@ class ShmLink:
         self._rpoll.register(sock.fileno(), select.POLLIN)
         self._wpoll = select.poll()
         self._wpoll.register(self.efd_space, select.POLLIN)
-        self._wpoll.register(sock.fileno(), select.POLLIN)
+        # A writer only watches for the supervisor's death; the socket's data is the reader's
+        # (another thread in a producer), so it must not consume it.
+        self._wpoll.register(sock.fileno(), select.POLLRDHUP)
         self.eof = False
         self.closed = False
+        self.last_rx = 0  # monotonic ns of the last response frame
 
     # --- writing requests ------------------------------------------------------------------------
     def write(self, frame: bytes, deadline: float | None) -> None:
@@ -116,7 +125,7 @@ class ShmLink:
                 raise BrokerUnavailableError("the supervisor closed the connection")
             if req.wait_space(len(frame), SPIN_NS) or req.prepare_sleep_space(len(frame)):
                 continue
-            self._sleep(self._wpoll, self.efd_space, deadline, "room in the request ring")
+            self._sleep(self._wpoll, self.efd_space, deadline, reader=False)
 
     # --- reading responses -----------------------------------------------------------------------
     def read(self, deadline: float | None, spin_ns: int = SPIN_NS) -> list[ResponseFrame]:
@@ -128,12 +137,14 @@ class ShmLink:
                 return out
             if self.eof:
                 raise BrokerUnavailableError("the supervisor closed the connection")
-            if spin_ns and resp.wait_data(spin_ns):
+            now = time.monotonic_ns()
+            if (spin_ns and now - self.last_rx < RECENT_NS and cpu_free(now)
+                    and resp.wait_data(spin_ns)):
                 continue
             if resp.prepare_sleep_data():
                 continue
             try:
-                if not self._sleep(self._rpoll, self.efd_data, deadline, "a response"):
+                if not self._sleep(self._rpoll, self.efd_data, deadline, reader=True):
                     return []
             finally:
                 resp.cancel_sleep_data()
@@ -151,10 +162,12 @@ class ShmLink:
                 pos += 4 + n
         while (f := self.proto.next_response()) is not None:
             out.append(f)
+        if out:
+            self.last_rx = time.monotonic_ns()
         return out
 
-    def _sleep(self, poller: Any, efd: int, deadline: float | None, what: str) -> bool:
-        """Block until efd or the socket is readable. False on the deadline."""
+    def _sleep(self, poller: Any, efd: int, deadline: float | None, reader: bool) -> bool:
+        """Block until efd or the socket is ready. False on the deadline."""
         if deadline is None:
             timeout = None
         else:
@@ -166,8 +179,10 @@ class ShmLink:
             if fd == efd:
                 with contextlib.suppress(BlockingIOError):
                     os.eventfd_read(efd)
-            else:
+            elif reader:
                 self._recv_socket()
+            else:
+                self.eof = True  # POLLRDHUP/POLLHUP: the supervisor closed the connection
         return True
 
     def _recv_socket(self) -> None:
@@ -257,6 +272,12 @@ class ShmSyncChannel(SyncChannel):
         super().__init__(path, timeout)
         self.transport = check_transport(transport)
         self._link: ShmLink | None = None
+        # Fetch-ahead (edgebus/client/fetch_ahead.py): the guessed request's key and correlation
+        # id, and its answer once it arrived.
+        self._ahead: tuple[bytes, int] | None = None
+        self._ahead_frame: ResponseFrame | None = None
+        self._marks: dict[tuple[str, int], tuple[int, int]] = {}  # last high watermark, log start
+        self.fetch_ahead_hits = 0
 
     @property
     def using_shm(self) -> bool:
@@ -274,25 +295,96 @@ class ShmSyncChannel(SyncChannel):
         link = self._link
         if link is None:
             return super().request(api, body, timeout)
-        corr = next(self._corr) & 0xFFFFFFFF
         t = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + t
         try:
-            link.write(ClientProtocol.encode_request(api, corr, body), deadline)
-            while True:
-                frames = link.read(deadline)
-                if not frames:
-                    self.close()  # a response we will not read in order may still come
-                    raise OperationTimeoutError(f"no response from {self.path} within {t:.1f} s")
-                for f in frames:
-                    if f.correlation_id == corr:
-                        return ClientProtocol.decode_body(api, f)
+            if api == M.Api.FETCH:
+                return self._fetch(body, deadline, t)  # type: ignore[arg-type]
+            return ClientProtocol.decode_body(api, self._roundtrip(api, body, deadline, t))
         except (BrokerUnavailableError, OSError) as e:
             self.close()
             raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
 
+    def _send(self, api: int, body: Message, deadline: float) -> int:
+        assert self._link is not None
+        corr = next(self._corr) & 0xFFFFFFFF
+        self._link.write(ClientProtocol.encode_request(api, corr, body), deadline)
+        return corr
+
+    def _roundtrip(self, api: int, body: Message, deadline: float, t: float) -> ResponseFrame:
+        return self._wait(self._send(api, body, deadline), deadline, t)
+
+    def _wait(self, corr: int, deadline: float, t: float, soft: bool = False
+              ) -> ResponseFrame | None:
+        """The response to corr; a fetch-ahead answer arriving meanwhile is kept, others dropped
+        (late answers to abandoned requests). soft: None at the deadline (the request stays
+        outstanding) instead of closing the channel."""
+        assert self._link is not None
+        ahead = self._ahead[1] if self._ahead is not None else -1
+        if corr == ahead and self._ahead_frame is not None:
+            return self._ahead_frame
+        while True:
+            frames = self._link.read(deadline)
+            if not frames:
+                if soft:
+                    return None
+                self.close()  # a response we will not read in order may still come
+                raise OperationTimeoutError(f"no response from {self.path} within {t:.1f} s")
+            found = None
+            for f in frames:
+                if f.correlation_id == corr:
+                    found = f
+                elif f.correlation_id == ahead:
+                    self._ahead_frame = f
+            if found is not None:
+                return found
+
+    def _fetch(self, body: M.FetchRequest, deadline: float, t: float) -> Any:
+        key = fetch_key(body)
+        ahead = self._ahead
+        if ahead is not None and ahead[0] == key:
+            # The fetch sent ahead is this one: wait for it as long as this request would
+            # have waited at the supervisor, no longer (the guess may have been sent with a
+            # longer max_wait_ms); if it is still parked, answer "nothing yet" and keep it.
+            own = time.monotonic() + body.max_wait_ms / 1000 + 0.002
+            frame = self._wait(ahead[1], min(deadline, own), t, soft=True)
+            if frame is None:
+                return self._nothing_yet(body)
+            self._ahead, self._ahead_frame = None, None
+            resp = ClientProtocol.decode_body(M.Api.FETCH, frame)
+            if not is_empty(resp):
+                self.fetch_ahead_hits += 1
+        else:
+            # A wrong guess (seek, new assignment, other limits): its answer, if it comes, is
+            # dropped; the supervisor answers it when its max_wait_ms runs out at the latest.
+            self._ahead, self._ahead_frame = None, None
+            resp = ClientProtocol.decode_body(M.Api.FETCH, self._roundtrip(M.Api.FETCH, body,
+                                                                            deadline, t))
+        self._remember(resp)
+        if FETCH_AHEAD:
+            guess = next_fetch(body, resp, body.max_wait_ms)
+            if guess is None and is_empty(resp) and body.max_wait_ms > 0:
+                guess = body  # nothing new: keep one long-poll parked for the next poll
+            if guess is not None:
+                self._ahead = (fetch_key(guess), self._send(M.Api.FETCH, guess, deadline))
+        return resp
+
+    def _remember(self, resp: M.FetchResponse) -> None:
+        for p in resp.partitions:
+            if not p.error_code:
+                self._marks[(p.topic, p.partition)] = (p.high_watermark, p.log_start_offset)
+
+    def _nothing_yet(self, body: M.FetchRequest) -> M.FetchResponse:
+        """The answer the supervisor would give now: no records, the last known watermarks."""
+        out = []
+        for fp in body.partitions:
+            hw, ls = self._marks.get((fp.topic, fp.partition), (fp.offset, 0))
+            out.append(M.FetchedPartition(fp.topic, fp.partition, 0, "", hw, ls, b""))
+        return M.FetchResponse(out)
+
     def close(self) -> None:
         link, self._link = self._link, None
+        self._ahead = self._ahead_frame = None
         try:
             super().close()
         finally:
@@ -362,11 +454,10 @@ class ShmAsyncChannel:
         with self._lock:
             self.lost = err
             pending, self._pending = self._pending, {}
-        if not self._closed:
-            for cb in pending.values():
-                cb(None, err)
-            if self._on_lost is not None:
-                self._on_lost(err)
+        for cb in pending.values():  # closed or not: every in-flight future gets an outcome
+            cb(None, err)
+        if not self._closed and self._on_lost is not None:
+            self._on_lost(err)
 
     def close(self) -> None:
         self._closed = True

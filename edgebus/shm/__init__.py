@@ -26,3 +26,27 @@ def unavailable_reason() -> str | None:
 
 def available() -> bool:
     return unavailable_reason() is None
+
+
+# --- "is a CPU free?" for spinning --------------------------------------------------------------
+# Spinning only pays when the spinner has a core to itself. On a small board (2 or 4 cores) with
+# more runnable tasks than cores, a spinning supervisor or consumer takes the CPU the producer it
+# is waiting for needs. /proc/loadavg's 4th field counts runnable tasks right now; it is read at
+# most every CPU_CHECK_NS per process (about 10 us each time).
+CPU_CHECK_NS = 10_000_000
+_NCPU = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+_cpu_state = [0, True]  # [checked at (monotonic ns), free]
+
+
+def cpu_free(now_ns: int) -> bool:
+    """True unless more tasks are runnable than this process may use CPUs (cached ~10 ms)."""
+    if now_ns - _cpu_state[0] < CPU_CHECK_NS:
+        return bool(_cpu_state[1])
+    _cpu_state[0] = now_ns
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            running = int(f.read().split()[3].split(b"/")[0])
+        _cpu_state[1] = running <= _NCPU
+    except (OSError, ValueError, IndexError):
+        _cpu_state[1] = True
+    return bool(_cpu_state[1])

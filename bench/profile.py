@@ -1,0 +1,111 @@
+"""Where the time goes: one edgebus case with py-spy on the supervisor, a producer and a consumer.
+
+    python -m bench.profile [--transport shm|socket] [--api batch|send] [--seconds 4]
+
+Runs a producer and a consumer process against a fresh supervisor, samples all three with py-spy
+(pip install -e '.[bench]'), and prints each process's CPU use and its functions by own time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import multiprocessing as mp
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+
+def _producer(sock: str, transport: str, api: str, stop: Any) -> None:
+    from edgebus import Producer
+
+    p = Producer(socket=sock, transport=transport, linger_ms=2 if api == "batch" else 0)
+    vals = [b"x" * 100] * 1000
+    while not stop.is_set():
+        if api == "batch":
+            p.send_batch("prof", vals, partition=0)
+        else:
+            for v in vals:
+                p.send("prof", v, partition=0)
+    p.close(30)
+
+
+def _consumer(sock: str, transport: str, stop: Any, out: Any) -> None:
+    from edgebus import Consumer, TopicPartition
+
+    c = Consumer(socket=sock, transport=transport, fetch_max_wait_ms=100)
+    tp = TopicPartition("prof", 0)
+    c.assign([tp])
+    c.seek_to_end(tp)
+    n, t0 = 0, time.monotonic()
+    while not stop.is_set():
+        for recs in c.poll(50, max_records=1_000_000).values():
+            n += len(recs)
+    out.put(n / (time.monotonic() - t0))
+    c.close()
+
+
+def summarize(path: Path, top: int = 15) -> list[str]:
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        total += n
+        leaf = stack.split(";")[-1]
+        own[leaf.split(" (")[0] + " " + leaf.rsplit("/", 1)[-1].rstrip(")")] += n
+    return [f"  {c / max(total, 1):6.1%} {k}" for k, c in own.most_common(top)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.profile")
+    ap.add_argument("--transport", default="shm", choices=["shm", "socket"])
+    ap.add_argument("--api", default="batch", choices=["batch", "send"])
+    ap.add_argument("--seconds", type=float, default=4.0)
+    args = ap.parse_args()
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    from edgebus import Admin
+    from edgebus.testing import EmbeddedBroker
+
+    out_dir = Path(tempfile.mkdtemp(prefix="ebprof-"))
+    with EmbeddedBroker(log_level="WARNING") as b:
+        with Admin(socket=b.socket, transport="socket") as a:
+            a.create_topic("prof", 1)
+        ctx = mp.get_context("fork")
+        stop, rate = ctx.Event(), ctx.Queue()
+        cons = ctx.Process(target=_consumer, args=(b.socket, args.transport, stop, rate))
+        cons.start()
+        time.sleep(0.5)
+        prod = ctx.Process(target=_producer, args=(b.socket, args.transport, args.api, stop))
+        prod.start()
+        time.sleep(1.0)
+        pids = {"supervisor": b.pid, "producer": prod.pid, "consumer": cons.pid}
+        spies = [subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(int(args.seconds)),
+                                   "-r", "250", "-f", "raw", "-o", str(out_dir / f"{name}.txt")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for name, pid in pids.items()]
+        procs = {n: psutil.Process(p) for n, p in pids.items()}
+        c0 = {n: sum(p.cpu_times()[:2]) for n, p in procs.items()}
+        time.sleep(args.seconds)
+        c1 = {n: sum(p.cpu_times()[:2]) for n, p in procs.items()}
+        for s in spies:
+            s.wait()
+        stop.set()
+        print(f"consumer rate (sampled by py-spy, so slower): {rate.get(timeout=60):,.0f} rec/s")
+        cons.join(30)
+        prod.join(30)
+    for name in pids:
+        print(f"\n{name}: {(c1[name] - c0[name]) / args.seconds:.2f} cores; own time:")
+        path = out_dir / f"{name}.txt"
+        print("\n".join(summarize(path)) if path.exists() else "  (py-spy not available)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

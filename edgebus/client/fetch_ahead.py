@@ -1,0 +1,69 @@
+"""Fetch-ahead for a consumer on the shared-memory transport: pure functions, no I/O.
+
+A consumer's poll loop is request/response: while it decodes one fetch answer the supervisor is
+idle, and while the supervisor reads the log the consumer waits. The rings make a second request
+in flight nearly free, so right after each fetch answer ShmSyncChannel sends the fetch the
+consumer will most likely send next (same partitions and limits, each offset moved past the
+batches just received, the same max_wait_ms, so it parks at the supervisor until data comes) and
+keeps one such fetch outstanding. When the consumer's next FETCH is that request (compared byte
+for byte, max_wait_ms aside), it waits for the outstanding answer for at most its own
+max_wait_ms; if that passes first it gets "nothing yet" (no records, the last known watermarks)
+and the fetch stays parked for the next poll. Any other request discards the guess (its answer is
+dropped when it comes). The number of fetches stays one per answer, as without fetch-ahead; what
+changes is that the supervisor works while the consumer decodes.
+"""
+
+from __future__ import annotations
+
+from edgebus import format as F
+from edgebus.protocol import messages as M
+from edgebus.protocol.codec import Message
+
+
+def fetch_key(req: M.FetchRequest) -> bytes:
+    """The request's identity for matching: everything but max_wait_ms."""
+    out: list[bytes] = []
+    M.FetchRequest.encode(M.FetchRequest(0, req.min_bytes, req.max_bytes, req.partitions), out)
+    return b"".join(out)
+
+
+def _end_offset(records: bytes | memoryview | None) -> int | None:
+    """The offset after the last whole batch in a fetched chunk (None if it holds none)."""
+    if not records:
+        return None
+    mv = memoryview(records)
+    pos, end, last = 0, len(mv), None
+    unpack = F.BATCH_PREFIX.unpack_from
+    count = F.BATCH_HEADER.unpack_from
+    while end - pos >= F.BATCH_HEADER_SIZE:
+        base, _t, length = unpack(mv, pos)
+        if length < F.BATCH_HEADER_SIZE or pos + length > end:
+            break
+        last = base + count(mv, pos)[7]  # + record_count
+        pos += length
+    return last
+
+
+def next_fetch(req: M.FetchRequest, resp: M.FetchResponse, max_wait_ms: int = 0
+               ) -> M.FetchRequest | None:
+    """The fetch to send ahead after `resp` answered `req`, or None (no data, or an error)."""
+    by_tp = {(p.topic, p.partition): p for p in resp.partitions}
+    parts = []
+    moved = False
+    for fp in req.partitions:
+        got = by_tp.get((fp.topic, fp.partition))
+        if got is None or got.error_code:
+            return None
+        end = _end_offset(got.records)
+        if end is not None and end > fp.offset:
+            moved = True
+            parts.append(M.FetchPartition(fp.topic, fp.partition, end, fp.max_bytes))
+        else:
+            parts.append(fp)
+    if not moved:
+        return None
+    return M.FetchRequest(max_wait_ms, req.min_bytes, req.max_bytes, parts)
+
+
+def is_empty(resp: Message) -> bool:
+    return isinstance(resp, M.FetchResponse) and not any(p.records for p in resp.partitions)
