@@ -335,8 +335,16 @@ class Producer:
         """Under self._cond, before appending `total` bytes of records to (topic, p) in one go:
         wait for buffer memory for all of them (so that _append does not release the lock midway,
         letting the sender seal a half-filled batch), and seal an open batch they would overflow."""
+        self._wait_for_room(total)
+        b = self._open.get((topic, p))
+        if b is not None and b.records and b.size + total > self.batch_size:
+            self._seal((topic, p), b)
+
+    def _wait_for_room(self, nbytes: int) -> None:
+        """Under self._cond: backpressure while buffer_memory cannot take nbytes more (the
+        supervisor is slower than the caller, or unreachable), for at most max_block_ms."""
         deadline = None
-        while self._queued_bytes + total > self.buffer_memory and self._queued_bytes > 0:
+        while self._queued_bytes + nbytes > self.buffer_memory and self._queued_bytes > 0:
             if self._closed:
                 raise ClosedError("the producer is closed")
             deadline = deadline or time.monotonic() + self.max_block
@@ -345,9 +353,6 @@ class Producer:
                 raise OperationTimeoutError(
                     f"{self._queued_bytes} bytes are waiting to be sent; buffer_memory is full")
             self._wait_for_memory(left)
-        b = self._open.get((topic, p))
-        if b is not None and b.records and b.size + total > self.batch_size:
-            self._seal((topic, p), b)
 
     def _check_size(self, n: int) -> None:
         if n + F.BATCH_HEADER_SIZE > self.max_request_size:
@@ -359,17 +364,7 @@ class Producer:
         """Under self._cond: add rec to the open batch of (topic, p), rolling batches as needed."""
         if self._closed:
             raise ClosedError("the producer is closed")
-        deadline = None
-        while self._queued_bytes + len(rec) > self.buffer_memory and self._queued_bytes > 0:
-            # Backpressure: the supervisor is slower than the caller (or unreachable).
-            if self._closed:
-                raise ClosedError("the producer is closed")
-            deadline = deadline or time.monotonic() + self.max_block
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise OperationTimeoutError(
-                    f"{self._queued_bytes} bytes are waiting to be sent; buffer_memory is full")
-            self._wait_for_memory(left)
+        self._wait_for_room(len(rec))
         key = (topic, p)
         b = self._open.get(key)
         if b is not None and b.size + len(rec) > self.batch_size and b.records:
