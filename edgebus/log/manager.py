@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -51,6 +52,11 @@ class LogManager:
         self._parts: dict[str, list[Partition]] = {}
         self._open = False
         self._last_checkpoint: bytes | None = None
+        # The checkpoint may be written from the supervisor's fsync thread: snapshots are numbered
+        # on the loop thread, and an older snapshot never overwrites a newer one on disk.
+        self._ckpt_lock = threading.Lock()
+        self._ckpt_seq = 0
+        self._ckpt_written_seq = 0
 
     # --- open / close -----------------------------------------------------------------------
 
@@ -239,17 +245,27 @@ class LogManager:
             {(p.topic, p.partition): p.recovery_point() for p in self.all_partitions()}
         )
 
-    def write_checkpoint(self, data: bytes | None = None) -> None:
-        """Atomically write the recovery checkpoint (skipped when unchanged: SD cards wear)."""
+    def snapshot_checkpoint(self) -> tuple[int, bytes]:
+        """On the loop thread: a numbered snapshot for write_checkpoint(data, seq) elsewhere."""
+        self._ckpt_seq += 1
+        return self._ckpt_seq, self.checkpoint_bytes()
+
+    def write_checkpoint(self, data: bytes | None = None, seq: int | None = None) -> None:
+        """Atomically write the recovery checkpoint (skipped when unchanged: SD cards wear).
+        Thread-safe; with seq, skipped when a newer snapshot is already on disk."""
         if data is None:
-            data = self.checkpoint_bytes()
-        if data == self._last_checkpoint:
-            return
-        try:
-            _write_checkpoint_file(self.data_dir, data)
-        except OSError as e:
-            raise storage_error(e, "writing the recovery checkpoint") from e
-        self._last_checkpoint = data
+            seq, data = self.snapshot_checkpoint()
+        with self._ckpt_lock:
+            if seq is not None and seq <= self._ckpt_written_seq:
+                return
+            if data != self._last_checkpoint:
+                try:
+                    _write_checkpoint_file(self.data_dir, data)
+                except OSError as e:
+                    raise storage_error(e, "writing the recovery checkpoint") from e
+                self._last_checkpoint = data
+            if seq is not None:
+                self._ckpt_written_seq = seq
 
     def apply_retention(self, now_ms: int) -> int:
         """Apply every partition's retention; return the number of segments deleted. An error

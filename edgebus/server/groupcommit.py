@@ -43,6 +43,7 @@ class GroupCommitter:
         self._cond = threading.Condition(self._lock)
         self._job: SyncJob | None = None
         self._done: list[SyncJob] = []
+        self._tasks: list[Callable[[], None]] = []  # other slow disk work (checkpoint writes)
         self._stop = False
         self.busy = False
         self.pending_waiters: list[Any] = []
@@ -89,15 +90,34 @@ class GroupCommitter:
             self._cond.notify()
         return True
 
+    def run_soon(self, task: Callable[[], None]) -> None:
+        """Run task on the fsync thread (after any sync job, which has priority): slow disk work
+        such as the checkpoint's fsyncs must not stall the loop on an SD card."""
+        with self._cond:
+            self._tasks.append(task)
+            self._cond.notify()
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while self._job is None and not self._stop:
+                while self._job is None and not self._tasks and not self._stop:
                     self._cond.wait()
                 if self._job is None:
-                    return
-                job = self._job
-                self._job = None
+                    tasks, self._tasks = self._tasks, []
+                    if not tasks and self._stop:
+                        return
+                    job = None
+                else:
+                    job = self._job
+                    self._job = None
+                    tasks = []
+            for task in tasks:
+                try:
+                    task()
+                except Exception:  # logged, never fatal to the thread: the next one may work
+                    log.exception("background disk task failed")
+            if job is None:
+                continue
             t0 = time.perf_counter()
             for i, (_p, ticket) in enumerate(job.tickets):
                 try:

@@ -252,3 +252,29 @@ def test_stale_checkpoint_entry_cannot_hurt_a_recreated_topic(tmp_path: Path) ->
     m.open()
     assert contents(m, "t") == vals
     m.close()
+
+
+def test_an_older_checkpoint_snapshot_never_overwrites_a_newer_one(tmp_path: Path) -> None:
+    # The supervisor writes snapshots on its fsync thread; create/delete topic write on the loop.
+    m = LogManager(tmp_path / "d")
+    m.open()
+    m.create_topic("t", CFG)
+    fill(m, "t", 2)
+    for p in m.partitions("t"):
+        t = p.begin_sync()
+        assert t is not None
+        t.run()
+        p.complete_sync(t)
+    old_seq, old = m.snapshot_checkpoint()
+    fill(m, "t", 2)
+    for p in m.partitions("t"):
+        t = p.begin_sync()
+        assert t is not None
+        t.run()
+        p.complete_sync(t)
+    new_seq, new = m.snapshot_checkpoint()
+    assert new != old and new_seq > old_seq
+    m.write_checkpoint(new, new_seq)
+    m.write_checkpoint(old, old_seq)  # late: must be ignored
+    assert (tmp_path / "d" / CHECKPOINT_FILE).read_bytes() == new
+    m.close()
