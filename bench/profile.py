@@ -1,9 +1,11 @@
 """Where the time goes: one edgebus case with py-spy on the supervisor, a producer and a consumer.
 
-    python -m bench.profile [--transport shm|socket] [--api batch|send] [--seconds 4]
+    python -m bench.profile [--transport shm|socket] [--api batch|send] [--seconds 4] [--rate N]
 
 Runs a producer and a consumer process against a fresh supervisor, samples all three with py-spy
 (pip install -e '.[bench]'), and prints each process's CPU use and its functions by own time.
+--rate N profiles the latency case instead: one record per send at N records/s, and also prints
+each process's CPU microseconds per record.
 """
 
 from __future__ import annotations
@@ -22,11 +24,21 @@ from typing import Any
 import psutil
 
 
-def _producer(sock: str, transport: str, api: str, stop: Any) -> None:
+def _producer(sock: str, transport: str, api: str, rate: float, stop: Any) -> None:
     from edgebus import Producer
 
-    p = Producer(socket=sock, transport=transport, linger_ms=2 if api == "batch" else 0)
+    p = Producer(socket=sock, transport=transport, linger_ms=2 if api == "batch" and not rate else 0)
     vals = [b"x" * 100] * 1000
+    if rate:  # the latency case: one record at a time at a fixed rate
+        t0, k = time.monotonic(), 0
+        while not stop.is_set():
+            delay = t0 + k / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            p.send("prof", vals[0], partition=0)
+            k += 1
+        p.close(30)
+        return
     while not stop.is_set():
         if api == "batch":
             p.send_batch("prof", vals, partition=0)
@@ -68,6 +80,8 @@ def main() -> int:
     ap.add_argument("--transport", default="shm", choices=["shm", "socket"])
     ap.add_argument("--api", default="batch", choices=["batch", "send"])
     ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--rate", type=float, default=0.0, help="records/s, one per send (latency case)")
+    ap.add_argument("--top", type=int, default=15)
     args = ap.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     from edgebus import Admin
@@ -82,12 +96,12 @@ def main() -> int:
         cons = ctx.Process(target=_consumer, args=(b.socket, args.transport, stop, rate))
         cons.start()
         time.sleep(0.5)
-        prod = ctx.Process(target=_producer, args=(b.socket, args.transport, args.api, stop))
+        prod = ctx.Process(target=_producer, args=(b.socket, args.transport, args.api, args.rate, stop))
         prod.start()
         time.sleep(1.0)
         pids = {"supervisor": b.pid, "producer": prod.pid, "consumer": cons.pid}
         spies = [subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(int(args.seconds)),
-                                   "-r", "250", "-f", "raw", "-o", str(out_dir / f"{name}.txt")],
+                                   "-r", "250", "--nonblocking", "-f", "raw", "-o", str(out_dir / f"{name}.txt")],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for name, pid in pids.items()]
         procs = {n: psutil.Process(p) for n, p in pids.items()}
@@ -101,9 +115,11 @@ def main() -> int:
         cons.join(30)
         prod.join(30)
     for name in pids:
-        print(f"\n{name}: {(c1[name] - c0[name]) / args.seconds:.2f} cores; own time:")
+        cores = (c1[name] - c0[name]) / args.seconds
+        per = f", {cores * 1e6 / args.rate:.1f} us CPU per record" if args.rate else ""
+        print(f"\n{name}: {cores:.2f} cores{per}; own time:")
         path = out_dir / f"{name}.txt"
-        print("\n".join(summarize(path)) if path.exists() else "  (py-spy not available)")
+        print("\n".join(summarize(path, args.top)) if path.exists() else "  (py-spy not available)")
     return 0
 
 

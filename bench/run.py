@@ -425,7 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    tag = "quick" if quick else "full"
+    # A run narrowed by --only/--sizes/--topologies/--no-* is not a full report: keep it apart.
+    partial = bool(only or args.sizes or args.topologies or args.no_latency or args.no_throughput)
+    tag = "partial" if partial else "quick" if quick else "full"
     names = [f"latest-{tag}"] + ([f"{stamp}-{tag}"] if args.archive else [])
     for name in names:
         (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")

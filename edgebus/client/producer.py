@@ -9,6 +9,7 @@ the next batch reconnects.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import threading
@@ -23,6 +24,7 @@ from edgebus import batch as B
 from edgebus import format as F
 from edgebus.batch import _fast as _bulk  # C record encoding (edgebus/shm/records.py) or None
 from edgebus.client.channel import AsyncChannel, SyncChannel, resolve_socket
+from edgebus.client.produce_codec import produce_body, produce_result
 from edgebus.client.shm_channel import ShmAsyncChannel, check_transport, open_async_channel
 from edgebus.client.types import (
     BatchResult,
@@ -40,7 +42,7 @@ from edgebus.errors import (
     error_for_code,
 )
 from edgebus.protocol import messages as M
-from edgebus.protocol.framing import ClientProtocol, ResponseFrame
+from edgebus.protocol.framing import ResponseFrame
 
 log = logging.getLogger("edgebus.producer")
 Headers = Sequence[tuple[str, bytes | None]]
@@ -144,6 +146,11 @@ class Producer:
         self._blocked = 0  # callers waiting in _wait_for_memory
         self._in_flight = 0
         self._sent: dict[int, _Builder] = {}  # batches sent and not yet answered, oldest first
+        # When the I/O thread's current wait ends (monotonic; inf: no deadline; 0: not waiting, so
+        # it looks at _sent before it waits again). A batch sent with a delivery deadline before
+        # this must wake it; later ones need not (one wake-up per batch was most of the I/O
+        # thread's cost at linger_ms=0).
+        self._sender_wake_at = 0.0
         self._flushing = 0
         self._closed = False
         self._channel: AsyncChannel | ShmAsyncChannel | None = None
@@ -204,8 +211,11 @@ class Producer:
         with self._cond:
             b, idx = self._append(topic, p, rec, ts)
             fut = FutureRecordMetadata(b.result, idx, ts)
-        if not self.linger:
-            self._send_now()
+            if self.linger:
+                return fut
+            todo = self._take_for_inline_send()  # in the same lock hold: one fewer per record
+        if todo is not None:
+            self._send_inline(todo)
         return fut
 
     def send_batch(
@@ -278,9 +288,9 @@ class Producer:
         p = self._choose(topic, None, partition)
         self._check_size(max(sizes))
         n = len(sizes)
-        cum = list(accumulate(sizes, initial=0))  # cum[i] = bytes before record i
+        cum: list[int] = []  # cum[i] = bytes before record i; made only when records must split
         mv = memoryview(blob)
-        parts: list[tuple[BatchResult, int, list[int]]] = []
+        parts: list[tuple[BatchResult, int, Sequence[int]]] = []
         key = (topic, p)
         with self._cond:
             self._make_room(topic, p, len(blob))
@@ -292,15 +302,21 @@ class Producer:
                 if b is None:
                     b = self._open[key] = _Builder(topic, p)
                 room = self.batch_size - b.size
-                j = bisect_right(cum, cum[i] + room, i + 1) - 1  # records i..j-1 fit
+                if i == 0 and len(blob) <= room:
+                    j = n  # all fit: the common case needs no per-record sums
+                else:
+                    if not cum:
+                        cum = list(accumulate(sizes, initial=0))
+                    j = bisect_right(cum, cum[i] + room, i + 1) - 1  # records i..j-1 fit
                 if j <= i:
                     if b.count:
                         self._seal(key, b)
                         continue
                     j = i + 1  # a record larger than batch_size travels alone
-                first = b.add_many(mv[cum[i] : cum[j]], j - i, ts)
-                self._queued_bytes += cum[j] - cum[i]
-                parts.append((b.result, first, list(range(i, j))))
+                chunk = mv if j == n and i == 0 else mv[cum[i] : cum[j]]
+                first = b.add_many(chunk, j - i, ts)
+                self._queued_bytes += len(chunk)
+                parts.append((b.result, first, range(i, j)))
                 i = j
                 if b.size >= self.batch_size or i < n:
                     self._seal(key, b)
@@ -312,19 +328,27 @@ class Producer:
         """linger_ms=0: seal what is open and send ready batches from the caller's thread. A
         hand-off to the I/O thread would cost a thread wake-up (tens of microseconds) per send;
         if that thread is sending right now, it takes these batches next instead."""
-        if not self._io_lock.acquire(blocking=False):
-            # Whoever holds the lock (the I/O thread or another caller) may not look again:
-            # seal and wake the I/O thread, which sends as soon as the lock is free.
-            with self._cond:
-                for key, b in list(self._open.items()):
-                    self._seal(key, b)
-                self._cond.notify()
-            return
+        with self._cond:
+            todo = self._take_for_inline_send()
+        if todo is not None:
+            self._send_inline(todo)
+
+    def _take_for_inline_send(self) -> list[_Builder] | None:
+        """Under self._cond: seal every open batch. Then either take the I/O lock (never waited
+        for here, so the lock order I/O lock -> _cond elsewhere cannot deadlock) and return the
+        batches for the caller to send, or, when whoever holds it may not look again, wake the
+        I/O thread, which sends as soon as the lock is free, and return None."""
+        got = self._io_lock.acquire(blocking=False)
+        for key, b in list(self._open.items()):
+            self._seal(key, b, notify=not got)
+        if not got:
+            self._cond.notify()
+            return None
+        return self._pop_ready()
+
+    def _send_inline(self, todo: list[_Builder]) -> None:
+        """With self._io_lock held (by _take_for_inline_send); releases it."""
         try:
-            with self._cond:
-                for key, b in list(self._open.items()):
-                    self._seal(key, b, notify=False)
-                todo = self._pop_ready()
             if todo and not self._send_todo(todo):
                 with self._cond:
                     self._cond.notify()  # not connected: the I/O thread retries with backoff
@@ -416,7 +440,11 @@ class Producer:
                         break
                     if self._closed and not self._ready and not self._in_flight:
                         return
-                    self._cond.wait(None if next_due is None else max(0.0, next_due - now))
+                    self._sender_wake_at = math.inf if next_due is None else next_due
+                    try:
+                        self._cond.wait(None if next_due is None else max(0.0, next_due - now))
+                    finally:
+                        self._sender_wake_at = 0.0
             if expired:
                 # Dropping the connection fails every in-flight batch (outcome unknown); the
                 # next batch reconnects.
@@ -499,7 +527,7 @@ class Producer:
 
     def _send_batch(self, ch: AsyncChannel | ShmAsyncChannel, b: _Builder) -> None:
         data = B.build_batch(b.records, b.first_ts, b.max_ts, record_count=b.count)
-        req = M.ProduceRequest(b.topic, b.partition, self.acks, data)
+        req = produce_body(b.topic, b.partition, self.acks, data)
         # Counted in _in_flight since _pop_ready; a BrokerUnavailableError goes to the caller,
         # which finishes the batch.
         if self.acks == M.ACKS_NONE:
@@ -512,8 +540,7 @@ class Producer:
             base, ts = -1, -1
             if frame is not None:
                 try:
-                    r = ClientProtocol.decode_body(M.Api.PRODUCE, frame)
-                    base, ts = r.base_offset, r.append_time
+                    base, ts = produce_result(frame)
                 except EdgebusError as e:
                     err = e
             with self._cond:
@@ -521,7 +548,7 @@ class Producer:
 
         with self._cond:
             self._sent[id(b)] = b
-            if len(self._sent) == 1:
+            if b.created + self.delivery_timeout < self._sender_wake_at:
                 self._cond.notify_all()  # the I/O thread must learn this batch's delivery deadline
         ch.send(M.Api.PRODUCE, req, done)
 
@@ -542,8 +569,10 @@ class Producer:
         finally:
             # Wake only who can use this: waiters for memory or a flush, the I/O thread when
             # batches wait for in-flight room or it is closing. (Waking it on every
-            # acknowledgement cost a thread wake-up per batch while it had nothing to do.)
-            if self._blocked or self._flushing or self._ready or self._closed:
+            # acknowledgement cost a thread wake-up per batch while it had nothing to do; it waits
+            # with batches ready only while max_in_flight are out.)
+            if self._blocked or self._flushing or self._closed or (
+                    self._ready and self._in_flight + 1 >= self.max_in_flight):
                 self._cond.notify_all()
 
     def _wait_for_memory(self, timeout: float) -> None:
