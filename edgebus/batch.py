@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from edgebus import format as F
 from edgebus.errors import CorruptRecordError, RecordTooLargeError
@@ -18,21 +18,63 @@ from edgebus.errors import CorruptRecordError, RecordTooLargeError
 Headers = list[tuple[str, bytes | None]]
 
 
-@dataclass(slots=True)
 class Record:
-    """One record as a consumer sees it."""
+    """One record as a consumer sees it: topic, partition, offset, timestamp, key, value, headers
+    (a list of (str, bytes | None)) and timestamp_type. Attributes are assignable (deserializers
+    replace key and value); records compare equal when all of them are.
 
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: Headers = field(default_factory=list)
+    A plain __slots__ class rather than a dataclass: the consumer makes one per record (from C,
+    through map), and each Python-level step here costs on every record. A record without headers
+    makes its empty headers list when it is first read: most consumers never read headers, and a
+    list per record is one more object for the cyclic garbage collector to scan (together about a
+    third of a record's decode cost).
+    """
+
+    __slots__ = ("_headers", "key", "offset", "partition", "timestamp", "topic", "value")
+    __match_args__ = ("topic", "partition", "offset", "timestamp", "key", "value", "headers")
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass it replaced
+
+    def __init__(self, topic: str, partition: int, offset: int, timestamp: int, key: bytes | None,
+                 value: bytes | None, headers: Headers | None = None) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.timestamp = timestamp
+        self.key = key
+        self.value = value
+        self._headers = headers  # None: no headers, the list is made when first read
+
+    @property
+    def headers(self) -> Headers:
+        h = self._headers
+        if h is None:
+            h = self._headers = []
+        return h
+
+    @headers.setter
+    def headers(self, headers: Headers) -> None:
+        self._headers = headers
 
     @property
     def timestamp_type(self) -> int:
         return 0  # CreateTime, as in kafka-python
+
+    def _fields(self) -> tuple:
+        h = self._headers
+        return (self.topic, self.partition, self.offset, self.timestamp, self.key, self.value,
+                _NO_HEADERS if h is None else h)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return ("Record(topic={!r}, partition={!r}, offset={!r}, timestamp={!r}, key={!r}, value={!r}, "
+                "headers={!r})".format(*self._fields()))
+
+
+_NO_HEADERS: Headers = []  # compared with, never handed out
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +97,8 @@ except ImportError:  # not built: everything still works, per record more slowly
     _fast = None  # type: ignore[assignment]
 _I32 = F.I32
 _U16 = F.U16
+# Below this many records to return, the Python loop is quicker than setting up the C path.
+_FAST_MIN_RECORDS = 4
 
 
 def encode_record(
@@ -134,12 +178,17 @@ def validate_batch(buf: bytes | bytearray | memoryview, max_bytes: int = F.MAX_B
 
     Per-batch work only: header fields and one CRC over the bytes.
     """
+    h = _checked_header(buf, max_bytes)
+    return BatchInfo(h[0], h[1], h[2], h[7], h[8], h[9])
+
+
+def _checked_header(buf: bytes | bytearray | memoryview, max_bytes: int) -> tuple:
+    """validate_batch's checks; the header's fields unpacked (F.BATCH_HEADER order)."""
     n = len(buf)
     if n < F.BATCH_HEADER_SIZE:
         raise CorruptRecordError(f"batch of {n} bytes is shorter than its {F.BATCH_HEADER_SIZE}-byte header")
-    (base, atime, length, crc, magic, attrs, _r, count, first_ts, max_ts, _pid, _seq, _ep, _r2) = (
-        F.BATCH_HEADER.unpack_from(buf, 0)
-    )
+    h = F.BATCH_HEADER.unpack_from(buf, 0)
+    (_base, _atime, length, crc, magic, attrs, _r, count, _first_ts, _max_ts, _pid, _seq, _ep, _r2) = h
     if length != n:
         raise CorruptRecordError(f"batch length field says {length} bytes but {n} were sent")
     if length > max_bytes:
@@ -155,7 +204,7 @@ def validate_batch(buf: bytes | bytearray | memoryview, max_bytes: int = F.MAX_B
         raise CorruptRecordError(f"record count {count} cannot fit in {length} bytes")
     if zlib.crc32(memoryview(buf)[F.CRC_START:length]) != crc:
         raise CorruptRecordError("batch CRC mismatch")
-    return BatchInfo(base, atime, length, count, first_ts, max_ts)
+    return h
 
 
 def stamp_batch(buf: bytearray | memoryview, base_offset: int, append_time: int) -> None:
@@ -180,24 +229,23 @@ def iter_batches(buf: bytes | memoryview) -> Iterator[memoryview]:
 
 def decode_batch(batch: bytes | memoryview, topic: str, partition: int, min_offset: int = 0) -> list[Record]:
     """Validate a batch and decode its records with offset >= min_offset."""
-    info = validate_batch(batch)
-    if _fast is not None:
-        data = bytes(batch)
+    h = _checked_header(batch, F.MAX_BATCH_BYTES)
+    base_offset, length, record_count = h[0], h[2], h[7]
+    if _fast is not None and record_count - max(0, min_offset - base_offset) >= _FAST_MIN_RECORDS:
         try:
-            return _fast.decode_records(data, info.base_offset, info.length, info.record_count,
+            return _fast.decode_records(batch, base_offset, length, record_count,
                                         topic, partition, min_offset, Record, _headers_at)
-        except ValueError:
+        except (ValueError, struct.error):
             pass  # malformed: the Python decoder below names the record and the reason
     mv = memoryview(batch)
-    length = info.length
     pos = F.BATCH_HEADER_SIZE
     out: list[Record] = []
-    offset = info.base_offset
+    offset = base_offset
     unpack_head = _REC_HEAD.unpack_from
     unpack_i32 = _I32.unpack_from
     unpack_u16 = _U16.unpack_from
     try:
-        for _ in range(info.record_count):
+        for _ in range(record_count):
             rlen, ts, klen = unpack_head(mv, pos)
             if klen < -1:
                 raise CorruptRecordError(f"record at offset {offset} has key length {klen}")
@@ -248,7 +296,7 @@ def decode_batch(batch: bytes | memoryview, topic: str, partition: int, min_offs
     except (struct.error, UnicodeDecodeError) as e:
         raise CorruptRecordError(f"record at offset {offset} is malformed: {e}") from None
     if pos != length:
-        raise CorruptRecordError(f"batch at offset {info.base_offset} has {length - pos} trailing bytes")
+        raise CorruptRecordError(f"batch at offset {base_offset} has {length - pos} trailing bytes")
     return out
 
 

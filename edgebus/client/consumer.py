@@ -14,6 +14,7 @@ from typing import Any
 
 from edgebus import batch as B
 from edgebus.batch import Record
+from edgebus.client.fetch_codec import FetchPlan
 from edgebus.client.shm_channel import open_sync_channel
 from edgebus.client.types import OffsetAndTimestamp, TopicPartition
 from edgebus.errors import (
@@ -67,7 +68,13 @@ class Consumer:
         self._positions: dict[TopicPartition, int] = {}
         self._fetch_pos: dict[TopicPartition, int] = {}
         self._highwater: dict[TopicPartition, int] = {}
-        self._buffer: deque[Record] = deque()
+        # Fetched records not yet returned, as runs of one partition: [tp, records, taken], where
+        # records[taken:] are still to return. Per fetched partition one run, so taking costs a
+        # slice per run, not work per record.
+        # Invariant: no run is empty (records[taken:] holds at least one record).
+        self._buffer: deque[list[Any]] = deque()
+        self._plan: FetchPlan | None = None  # the FETCH body for _assigned and the limits
+        self._tp_of: dict[tuple[str, int], TopicPartition] = {}  # (topic, partition) -> assigned tp
         self._closed = False
         self._group: Any = None
         if group_id is not None:
@@ -108,11 +115,13 @@ class Consumer:
             if tp not in keep:
                 self._forget(tp)
         self._assigned = new
+        self._plan = None
+        self._tp_of = {tp: tp for tp in new}
 
     def _forget(self, tp: TopicPartition) -> None:
         self._positions.pop(tp, None)
         self._fetch_pos.pop(tp, None)
-        self._buffer = deque(r for r in self._buffer if (r.topic, r.partition) != tp)
+        self._buffer = deque(run for run in self._buffer if run[0] != tp)
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._assigned)
@@ -217,47 +226,60 @@ class Consumer:
                 time.sleep(min(left, 0.1))
 
     def _take(self, limit: int) -> dict[TopicPartition, list[Record]]:
-        # Per record only an append and two compares: the buffer holds runs of one partition, so
-        # a TopicPartition is made per run and positions are set once per partition.
-        out: dict[TopicPartition, list[Record]] = {}
+        """Up to limit buffered records by partition; positions move past them. All or nothing:
+        when a deserializer fails, every record stays buffered and no position moves."""
         buf = self._buffer
+        taken = []  # (tp, records); a run taken whole is returned as is, without a copy
+        left = limit
+        for run in buf:
+            tp, recs, i = run
+            k = min(len(recs) - i, left)
+            if k <= 0:
+                break
+            taken.append((tp, recs if i == 0 and k == len(recs) else recs[i : i + k]))
+            left -= k
+            if not left:
+                break
         kd, vd = self.key_deserializer, self.value_deserializer
-        if limit >= len(buf):
-            recs = list(buf)
-            buf.clear()
-        else:
-            recs = [buf.popleft() for _ in range(limit)]
         if kd is not None or vd is not None:
-            try:  # all or nothing: a failure leaves every record buffered, positions unmoved
-                keys = [kd(r.key) if kd is not None and r.key is not None else r.key for r in recs]
-                vals = [vd(r.value) if vd is not None and r.value is not None else r.value
-                        for r in recs]
-            except BaseException:
-                buf.extendleft(reversed(recs))
-                raise
+            recs = [r for _tp, rs in taken for r in rs]
+            keys = [kd(r.key) if kd is not None and r.key is not None else r.key for r in recs]
+            vals = [vd(r.value) if vd is not None and r.value is not None else r.value for r in recs]
             for r, k, v in zip(recs, keys, vals, strict=True):
                 r.key, r.value = k, v
-        lt, lp, lst = None, -1, None
-        for r in recs:
-            if r.partition != lp or r.topic != lt:
-                lt, lp = r.topic, r.partition
-                lst = out.setdefault(TopicPartition(lt, lp), [])
-            lst.append(r)  # type: ignore[union-attr]
+        out: dict[TopicPartition, list[Record]] = {}
+        for tp, rs in taken:  # the runs taken are the first ones, in order
+            run = buf[0]
+            run[2] += len(rs)
+            if run[2] == len(run[1]):
+                buf.popleft()
+            got = out.get(tp)
+            if got is None:
+                out[tp] = rs
+            else:
+                got += rs
+        positions = self._positions
         for tp, rs in out.items():
-            self._positions[tp] = rs[-1].offset + 1
+            positions[tp] = rs[-1].offset + 1
         return out
 
     def _fetch(self, max_wait_ms: int) -> None:
-        self._reset_missing()
-        parts = []
-        for tp in self._assigned:
-            pos = self._positions[tp]
-            parts.append(M.FetchPartition(tp.topic, tp.partition, pos, self.max_partition_fetch_bytes))
-        req = M.FetchRequest(max_wait_ms, self.fetch_min_bytes, self.fetch_max_bytes, parts)
-        resp = self._ch.request(M.Api.FETCH, req, timeout=max_wait_ms / 1000 + 30)
+        positions = self._positions
+        try:
+            offsets = [positions[tp] for tp in self._assigned]
+        except KeyError:
+            self._reset_missing()
+            offsets = [positions[tp] for tp in self._assigned]
+        limits = (self.fetch_min_bytes, self.fetch_max_bytes, self.max_partition_fetch_bytes)
+        plan = self._plan
+        if plan is None or plan.limits != limits:
+            plan = self._plan = FetchPlan(self._assigned, *limits)
+        body = plan.body(max_wait_ms, offsets)
+        resp = self._ch.request(M.Api.FETCH, body, timeout=max_wait_ms / 1000 + 30)
+        tp_of = self._tp_of
         for fp in resp.partitions:
-            tp = TopicPartition(fp.topic, fp.partition)
-            if tp not in self._positions:
+            tp = tp_of.get((fp.topic, fp.partition))
+            if tp is None or tp not in positions:
                 continue  # unassigned meanwhile
             if fp.error_code == OffsetOutOfRangeError.code:
                 self._out_of_range(tp, fp)
@@ -267,9 +289,18 @@ class Consumer:
             if fp.error_code:
                 raise error_for_code(fp.error_code, fp.error_message)
             self._highwater[tp] = fp.high_watermark
-            pos = self._positions[tp]
+            if not fp.records:
+                continue
+            pos = positions[tp]
+            recs: list[Record] = []
             for batch in B.iter_batches(fp.records):
-                self._buffer.extend(B.decode_batch(batch, tp.topic, tp.partition, pos))
+                got = B.decode_batch(batch, tp.topic, tp.partition, pos)
+                if not recs:
+                    recs = got
+                else:
+                    recs += got
+            if recs:
+                self._buffer.append([tp, recs, 0])
 
     def _out_of_range(self, tp: TopicPartition, fp: M.FetchedPartition) -> None:
         if self.auto_offset_reset == "none":

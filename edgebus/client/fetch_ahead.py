@@ -15,9 +15,16 @@ changes is that the supervisor works while the consumer decodes.
 
 from __future__ import annotations
 
+import struct
+
 from edgebus import format as F
+from edgebus.client.fetch_codec import FetchBody
 from edgebus.protocol import messages as M
 from edgebus.protocol.codec import Message
+
+# A batch header's base_offset, length and record_count (F.BATCH_HEADER, fields 0, 2 and 7).
+_BASE_LEN_COUNT = struct.Struct("<q8xI8xI")
+assert _BASE_LEN_COUNT.size == F.BATCH_RECORD_COUNT + 4
 
 
 def fetch_key(req: M.FetchRequest) -> bytes:
@@ -31,15 +38,13 @@ def _end_offset(records: bytes | memoryview | None) -> int | None:
     """The offset after the last whole batch in a fetched chunk (None if it holds none)."""
     if not records:
         return None
-    mv = memoryview(records)
-    pos, end, last = 0, len(mv), None
-    unpack = F.BATCH_PREFIX.unpack_from
-    count = F.BATCH_HEADER.unpack_from
+    pos, end, last = 0, len(records), None
+    unpack = _BASE_LEN_COUNT.unpack_from
     while end - pos >= F.BATCH_HEADER_SIZE:
-        base, _t, length = unpack(mv, pos)
+        base, length, count = unpack(records, pos)
         if length < F.BATCH_HEADER_SIZE or pos + length > end:
             break
-        last = base + count(mv, pos)[7]  # + record_count
+        last = base + count
         pos += length
     return last
 
@@ -65,5 +70,38 @@ def next_fetch(req: M.FetchRequest, resp: M.FetchResponse, max_wait_ms: int = 0
     return M.FetchRequest(max_wait_ms, req.min_bytes, req.max_bytes, parts)
 
 
+def next_body(body: FetchBody, resp: M.FetchResponse, max_wait_ms: int = 0) -> FetchBody | None:
+    """next_fetch for an encoded body: the same guess, encoded from body's plan."""
+    parts = resp.partitions
+    keys = body.plan.keys
+    offsets = body.offsets
+    if len(parts) == len(keys) == 1:  # one partition: no lookup by key
+        got = parts[0]
+        if got.error_code or (got.topic, got.partition) != keys[0]:
+            return None
+        end = _end_offset(got.records)
+        if end is None or end <= offsets[0]:
+            return None
+        return body.with_offsets((end,), max_wait_ms)
+    by_tp = {(p.topic, p.partition): p for p in parts}
+    new = []
+    moved = False
+    for key, off in zip(keys, offsets, strict=True):
+        got = by_tp.get(key)
+        if got is None or got.error_code:
+            return None
+        end = _end_offset(got.records)
+        if end is not None and end > off:
+            moved = True
+            off = end
+        new.append(off)
+    return body.with_offsets(new, max_wait_ms) if moved else None
+
+
 def is_empty(resp: Message) -> bool:
-    return isinstance(resp, M.FetchResponse) and not any(p.records for p in resp.partitions)
+    if not isinstance(resp, M.FetchResponse):
+        return False
+    for p in resp.partitions:  # noqa: SIM110 (a generator costs more; this runs on every poll)
+        if p.records:
+            return False
+    return True

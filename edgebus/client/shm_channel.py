@@ -31,7 +31,8 @@ from typing import Any
 
 from edgebus import format as F
 from edgebus.client.channel import AsyncChannel, Callback, SyncChannel, connect, resolve_socket
-from edgebus.client.fetch_ahead import fetch_key, is_empty, next_fetch
+from edgebus.client.fetch_ahead import is_empty, next_body
+from edgebus.client.fetch_codec import FetchBody, fetch_body, fetch_response
 from edgebus.errors import BrokerUnavailableError, EdgebusError, OperationTimeoutError
 from edgebus.protocol import messages as M
 from edgebus.protocol.codec import Message
@@ -160,8 +161,10 @@ class ShmLink:
                 n, corr, err = unpack(buf, pos)
                 out.append(ResponseFrame(corr, err, mv[pos + 10 : pos + 4 + n]))
                 pos += 4 + n
-        while (f := self.proto.next_response()) is not None:
-            out.append(f)
+        proto = self.proto
+        if proto.frames.buffered():  # frames too large for the ring come on the socket
+            while (f := proto.next_response()) is not None:
+                out.append(f)
         if out:
             self.last_rx = time.monotonic_ns()
         return out
@@ -305,13 +308,14 @@ class ShmSyncChannel(SyncChannel):
             self.close()
             raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
 
-    def _send(self, api: int, body: Message, deadline: float) -> int:
+    def _send(self, api: int, body: Message | FetchBody, deadline: float) -> int:
         assert self._link is not None
         corr = next(self._corr) & 0xFFFFFFFF
-        self._link.write(ClientProtocol.encode_request(api, corr, body), deadline)
+        enc = body.frame(corr) if isinstance(body, FetchBody) else ClientProtocol.encode_request(api, corr, body)
+        self._link.write(enc, deadline)
         return corr
 
-    def _roundtrip(self, api: int, body: Message, deadline: float, t: float) -> ResponseFrame:
+    def _roundtrip(self, api: int, body: Message | FetchBody, deadline: float, t: float) -> ResponseFrame:
         return self._wait(self._send(api, body, deadline), deadline, t)
 
     def _wait(self, corr: int, deadline: float, t: float, soft: bool = False
@@ -339,8 +343,9 @@ class ShmSyncChannel(SyncChannel):
             if found is not None:
                 return found
 
-    def _fetch(self, body: M.FetchRequest, deadline: float, t: float) -> Any:
-        key = fetch_key(body)
+    def _fetch(self, request: M.FetchRequest | FetchBody, deadline: float, t: float) -> Any:
+        body = fetch_body(request)
+        key = body.key
         ahead = self._ahead
         if ahead is not None and ahead[0] == key:
             # The fetch sent ahead is this one: wait for it as long as this request would
@@ -351,22 +356,21 @@ class ShmSyncChannel(SyncChannel):
             if frame is None:
                 return self._nothing_yet(body)
             self._ahead, self._ahead_frame = None, None
-            resp = ClientProtocol.decode_body(M.Api.FETCH, frame)
+            resp = fetch_response(frame)
             if not is_empty(resp):
                 self.fetch_ahead_hits += 1
         else:
             # A wrong guess (seek, new assignment, other limits): its answer, if it comes, is
             # dropped; the supervisor answers it when its max_wait_ms runs out at the latest.
             self._ahead, self._ahead_frame = None, None
-            resp = ClientProtocol.decode_body(M.Api.FETCH, self._roundtrip(M.Api.FETCH, body,
-                                                                            deadline, t))
+            resp = fetch_response(self._roundtrip(M.Api.FETCH, body, deadline, t))
         self._remember(resp)
         if FETCH_AHEAD:
-            guess = next_fetch(body, resp, body.max_wait_ms)
+            guess = next_body(body, resp, body.max_wait_ms)
             if guess is None and is_empty(resp) and body.max_wait_ms > 0:
                 guess = body  # nothing new: keep one long-poll parked for the next poll
             if guess is not None:
-                self._ahead = (fetch_key(guess), self._send(M.Api.FETCH, guess, deadline))
+                self._ahead = (guess.key, self._send(M.Api.FETCH, guess, deadline))
         return resp
 
     def _remember(self, resp: M.FetchResponse) -> None:
@@ -374,12 +378,12 @@ class ShmSyncChannel(SyncChannel):
             if not p.error_code:
                 self._marks[(p.topic, p.partition)] = (p.high_watermark, p.log_start_offset)
 
-    def _nothing_yet(self, body: M.FetchRequest) -> M.FetchResponse:
+    def _nothing_yet(self, body: FetchBody) -> M.FetchResponse:
         """The answer the supervisor would give now: no records, the last known watermarks."""
         out = []
-        for fp in body.partitions:
-            hw, ls = self._marks.get((fp.topic, fp.partition), (fp.offset, 0))
-            out.append(M.FetchedPartition(fp.topic, fp.partition, 0, "", hw, ls, b""))
+        for (topic, partition), offset in zip(body.plan.keys, body.offsets, strict=True):
+            hw, ls = self._marks.get((topic, partition), (offset, 0))
+            out.append(M.FetchedPartition(topic, partition, 0, "", hw, ls, b""))
         return M.FetchResponse(out)
 
     def close(self) -> None:

@@ -131,7 +131,8 @@ class Partition:
 
         The stamp is written into `batch` itself when it is writable (no copy); a read-only
         buffer is copied first."""
-        self._check_open()
+        if self._closed:
+            self._check_open()
         if self.offline:
             raise StorageError(f"{self.name} is offline after an I/O error")
         n = len(batch)
@@ -143,8 +144,8 @@ class Partition:
                 f" of topic {self.topic}"
             )
         count = info.record_count
-        append_time = max(now_ms, self._max_append_time)
-        seg = self._active
+        append_time = now_ms if now_ms > self._max_append_time else self._max_append_time
+        seg = self._segments[-1]  # the active one
         if seg.size and self._should_roll(seg, n, count, append_time):
             self._roll()
             seg = self._active
@@ -200,6 +201,7 @@ class Partition:
         self._segments.append(new)
         self._bases.append(new.base_offset)
         self._dir_changed()
+        old.forget_recent()
         if old.base_offset not in self._unsynced:
             old.close_index_writers()
             self._touch(old)
@@ -248,6 +250,11 @@ class Partition:
         except OSError as e:
             raise storage_error(e, f"reading {self.name}") from e
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def at_end(self, offset: int) -> bool:
+        """Whether read(offset, ...) would return no data and raise nothing, known without
+        reading: `offset` is the log end of an open partition (a caught-up consumer's fetch)."""
+        return offset == self.log_end_offset and not self._closed
 
     def offset_for_timestamp(self, ts_ms: int) -> tuple[int, int] | None:
         """(offset, append_time) of the first batch with append_time >= ts_ms, or None."""

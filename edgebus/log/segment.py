@@ -6,7 +6,9 @@ walk batch headers (edgebus.format.BATCH_PREFIX plus the record count) inside on
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import errno
 import logging
 import os
 import struct
@@ -33,6 +35,8 @@ _LENGTH = struct.Struct("<I")
 WALK_CHUNK = 64 * 1024
 U32_MAX = 2**32 - 1
 _NEVER = sys.maxsize  # bytes_since_index of an empty segment: its first batch is always indexed
+# Batches appended last whose exact position a segment remembers (see Segment._recent_rels).
+RECENT_BATCHES = 64
 
 
 class BatchHead(NamedTuple):
@@ -77,6 +81,13 @@ class Segment:
         self.max_append_time: int | None = None  # None = not computed yet, or empty
         self.bytes_since_index = _NEVER
         self.last_write_gen = 0  # partition write generation of the last change to this segment
+        # The last appended batches' relative offsets and positions (at most 2 * RECENT_BATCHES),
+        # so a read near the end (a consumer just behind the producer) starts at its batch
+        # instead of walking headers from the sparse index entry before it.
+        # Invariant: each pair is the start of a whole batch below `size`; cleared on truncate
+        # and index rebuilds. Live appends only (recovery leaves it empty).
+        self._recent_rels: list[int] = []
+        self._recent_pos: list[int] = []
 
     def __repr__(self) -> str:
         return f"Segment({self.log_path.name}, size={self.size})"
@@ -167,13 +178,25 @@ class Segment:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes to the .log; on OSError the caller cuts back with truncate()."""
         assert self.fd is not None and self.writable
-        write_all(self.fd, data)
-        self.size += len(data)
+        n = len(data)
+        done = os.write(self.fd, data)  # one call for the whole batch, nearly always
+        if done != n:
+            if done <= 0:
+                raise OSError(errno.EIO, "write made no progress")
+            write_all(self.fd, memoryview(data)[done:])
+        self.size += n
 
     def truncate(self, size: int) -> None:
         fd = self.open_writable()
+        self.forget_recent()
         os.ftruncate(fd, size)
         self.size = size
+
+    def forget_recent(self) -> None:
+        """Drop the recent batch positions (the partition does when this segment stops being the
+        active one, so old segments hold no such lists)."""
+        self._recent_rels.clear()
+        self._recent_pos.clear()
 
     def note_batch(
         self, position: int, base_offset: int, append_time: int, length: int, interval: int,
@@ -185,6 +208,13 @@ class Segment:
         if self.first_append_time is None:
             self.first_append_time = append_time
         self.max_append_time = append_time
+        if persist:  # a live append: remember where it starts
+            rels = self._recent_rels
+            if len(rels) >= 2 * RECENT_BATCHES:
+                del rels[:RECENT_BATCHES]
+                del self._recent_pos[:RECENT_BATCHES]
+            rels.append(base_offset - self.base_offset)
+            self._recent_pos.append(position)
         err = None
         if self.bytes_since_index >= interval:
             assert self.index is not None and self.timeindex is not None
@@ -231,6 +261,7 @@ class Segment:
             self.timeindex = TimeIndex(self.timeindex_path)
         self.index.clear()
         self.timeindex.clear()
+        self.forget_recent()
         self.bytes_since_index = _NEVER
         for h in self.walk(0, end):
             self.note_batch(h.position, h.base_offset, h.append_time, h.length, interval, False)
@@ -281,7 +312,13 @@ class Segment:
         assert self.index is not None
         fd = self.open_readable()
         size = self.size
-        rel, pos = self.index.lookup(offset - self.base_offset)
+        rel = offset - self.base_offset
+        rels = self._recent_rels
+        if rels and rel >= rels[0]:  # a recent batch: its exact start
+            i = bisect.bisect_right(rels, rel) - 1
+            rel, pos = rels[i], self._recent_pos[i]
+        else:
+            rel, pos = self.index.lookup(rel)
         want = max_bytes + interval + F.BATCH_HEADER_SIZE
         buf = os.pread(fd, min(want, size - pos), pos)
         bstart, i = pos, 0

@@ -9,6 +9,7 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from edgebus.errors import EdgebusError, ProtocolError, UnknownServerError
 from edgebus.log.manager import LogManager
 from edgebus.log.topic_config import TopicConfig
 from edgebus.protocol import messages as M
-from edgebus.protocol.framing import RequestFrame, ServerProtocol
+from edgebus.protocol.framing import RequestFrame, ServerProtocol, decode_produce
 from edgebus.server.connection import RECV_SIZE, Connection
 from edgebus.server.disk import DiskGuard
 from edgebus.server.fetchwait import FetchWaiters, ParkedFetch
@@ -35,6 +36,8 @@ log = logging.getLogger("edgebus.broker")
 
 # Requests handled per connection per loop turn, so one busy client cannot starve the others.
 MAX_REQUESTS_PER_TURN = 64
+_PRODUCE = int(M.Api.PRODUCE)
+_U32 = struct.Struct("<I")
 
 
 class Broker:
@@ -163,7 +166,8 @@ class Broker:
                     c = self.conns.get(cid)
                     if c is not None and c.reading:
                         self._process(c)
-            self.committer.start()
+            if self.committer.dirty:  # durable waiters: start() would find nothing otherwise
+                self.committer.start()
             now = time.monotonic()
             for w in self.waiters.expired(now):
                 self.complete_fetch(w)
@@ -267,33 +271,56 @@ class Broker:
             self._pending_process.add(conn.id)
 
     def _dispatch(self, conn: Connection, req: RequestFrame) -> None:
+        self.dispatch_frame(conn, req.api_key, req.api_version, req.correlation_id, req.body)
+
+    def dispatch_frame(self, conn: Connection, api_key: int, api_version: int, corr: int,
+                       body: memoryview) -> None:
+        """Handle one request (socket and ring paths). A PRODUCE of version 0 whose body the
+        struct-level decoder takes skips the request dataclass and returns its answer encoded;
+        everything else (malformed bodies included) goes through the generic codec."""
         conn.requests += 1
+        if api_key == _PRODUCE and api_version == 0:
+            fields = decode_produce(body)
+            if fields is not None:
+                self._handle(conn, api_key, corr, self.handlers.produce_fields, fields)
+                return
+        self._handle(conn, api_key, corr, self._decode_and_handle,
+                     (RequestFrame(api_key, api_version, corr, body),))
+
+    def _decode_and_handle(self, conn: Connection, corr: int, req: RequestFrame) -> Any:
+        body = ServerProtocol.decode_body(req)
+        handler = self.handlers.table.get(req.api_key)
+        if handler is None:
+            raise UnknownServerError(f"API {req.api_key} is not served")
+        return handler(conn, corr, body)
+
+    def _handle(self, conn: Connection, api_key: int, corr: int, handler: Any, args: tuple[Any, ...]) -> None:
+        """Run `handler(conn, corr, *args)` and send what it returns: a response body, an encoded
+        response frame (bytes), DEFERRED or NO_RESPONSE; an error it raises is the answer."""
         try:
-            body = ServerProtocol.decode_body(req)
-            handler = self.handlers.table.get(req.api_key)
-            if handler is None:
-                raise UnknownServerError(f"API {req.api_key} is not served")
-            result = handler(conn, req.correlation_id, body)
+            result = handler(conn, corr, *args)
         except ProtocolError as e:
-            log.warning("%r sent a malformed %s request (%s); closing it", conn,
-                        _api_name(req.api_key), e)
-            self._send_error(conn, req.correlation_id, e.code, str(e))
+            log.warning("%r sent a malformed %s request (%s); closing it", conn, _api_name(api_key), e)
+            self._send_error(conn, corr, e.code, str(e))
             conn.closed = True
             return
         except EdgebusError as e:
-            self._send_error(conn, req.correlation_id, e.code, str(e))
+            self._send_error(conn, corr, e.code, str(e))
             return
         except Exception as e:  # a bug must not take down the supervisor for everyone
-            log.exception("internal error handling %s from %r", _api_name(req.api_key), conn)
-            self._send_error(conn, req.correlation_id, UnknownServerError.code, f"internal error: {e}")
+            log.exception("internal error handling %s from %r", _api_name(api_key), conn)
+            self._send_error(conn, corr, UnknownServerError.code, f"internal error: {e}")
             return
         if result is DEFERRED or result is NO_RESPONSE:
             return
+        if type(result) is bytes:
+            conn.queue(result)
+            return
         try:
-            self._send(conn, req.correlation_id, result)
+            self._send(conn, corr, result)
         except Exception as e:  # an unencodable response must not take the supervisor down
-            log.exception("cannot encode the %s response to %r", _api_name(req.api_key), conn)
-            self._send_error(conn, req.correlation_id, UnknownServerError.code, f"internal error: {e}")
+            log.exception("cannot encode the %s response to %r", _api_name(api_key), conn)
+            self._send_error(conn, corr, UnknownServerError.code, f"internal error: {e}")
 
     def _send(self, conn: Connection, corr: int, body: M.Message) -> None:
         if type(body) is M.FetchResponse:
@@ -319,7 +346,9 @@ class Broker:
         conn.reading = not conn.overloaded
         mask = (selectors.EVENT_READ if conn.reading else 0) | (
             selectors.EVENT_WRITE if conn.out else 0)
-        self.sel.modify(conn.sock, mask, conn)
+        if mask != conn.events:  # called after every answer: most change nothing
+            self.sel.modify(conn.sock, mask, conn)
+            conn.events = mask
 
     def _close(self, conn: Connection) -> None:
         if conn.id not in self.conns:
@@ -350,9 +379,25 @@ class Broker:
         self._send(w.conn, w.correlation_id, resp)
         self._update_interest(w.conn)
 
-    def on_append(self, p: Any) -> None:
+    def on_append(self, p: Any, batch: Any = None, base: int = -1, append_time: int = -1) -> None:
+        """Data was appended to `p`: answer the fetches parked on it that now have enough. With
+        the one `batch` just appended (stamped `base`, `append_time`), a fetch asking for
+        exactly that batch is answered from its bytes instead of reading them back."""
         self._dirty_since_flush = True
         for w in self.waiters.waiting_on(p.topic, p.partition):
+            if batch is not None:
+                frame = self.handlers.fetch_appended(w.correlation_id, w.request, p, batch, base,
+                                                     append_time)
+                if frame is not None:
+                    self.waiters.remove(w)
+                    if not w.conn.closed:
+                        st = self.stats  # what Stats.fetch_sent counts for one whole batch
+                        st.bytes_out += len(batch)
+                        st.batches_out += 1
+                        st.records_out += _U32.unpack_from(batch, F.BATCH_RECORD_COUNT)[0]
+                        w.conn.queue(frame)
+                        self._update_interest(w.conn)
+                    continue
             resp, total = self.handlers.read_fetch(w.request)
             if total >= w.request.min_bytes:
                 self.waiters.remove(w)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import selectors
 import socket
 import struct
 from collections import deque
@@ -28,6 +29,7 @@ class Connection:
         self.max_output = max_output
         self.closed = False
         self.reading = True
+        self.events = selectors.EVENT_READ  # what the broker's selector watches (registered so)
         self.pid, self.uid = _peer(sock)
         self.parked = 0  # long-poll fetches waiting on this connection
         self.requests = 0

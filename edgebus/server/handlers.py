@@ -7,6 +7,7 @@ DEFERRED when the answer comes later (durable acks, parked fetches).
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from edgebus.errors import (
 )
 from edgebus.log.topic_config import TopicConfig, validate_topic_name
 from edgebus.protocol import messages as M
+from edgebus.protocol.framing import encode_fetched_one, encode_produce_response
 
 if TYPE_CHECKING:
     from edgebus.server.broker import Broker
@@ -35,6 +37,8 @@ MAX_PARKED_FETCHES_PER_CONNECTION = 8
 
 DEFERRED = object()
 NO_RESPONSE = object()
+# The header fields the log stamps into an appended batch (edgebus.batch.stamp_batch).
+_STAMP = struct.Struct("<qq")
 
 
 @dataclass(eq=False)
@@ -123,38 +127,90 @@ class Handlers:
 
     # --- data plane ------------------------------------------------------------------------------
     def produce(self, conn: Any, corr: int, req: M.ProduceRequest) -> Any:
-        if self.b.stopping:
+        return self.produce_fields(conn, corr, req.topic, req.partition, req.acks, req.batch, False)
+
+    def produce_fields(self, conn: Any, corr: int, topic: str, partition: int, acks: int, batch: Any,
+                       encoded: bool = True) -> Any:
+        """PRODUCE from the request's fields (the broker's fast path decodes them without the
+        dataclass). With `encoded`, an acks=written answer is returned as its whole response
+        frame (bytes, queued as it is) instead of a ProduceResponse."""
+        b = self.b
+        if b.stopping:
             raise ShuttingDownError("the supervisor is shutting down")
-        if req.acks not in (M.ACKS_NONE, M.ACKS_WRITTEN, M.ACKS_DURABLE):
-            raise InvalidRequestError(f"acks must be 0, 1 or 2, got {req.acks}")
-        if req.topic.startswith("__"):  # only the supervisor writes its internal topics
-            raise InvalidTopicError(f"{req.topic!r} is an internal topic")
-        p = self.logs.partition(req.topic, req.partition)
-        batch = req.batch
+        if acks not in (M.ACKS_NONE, M.ACKS_WRITTEN, M.ACKS_DURABLE):
+            raise InvalidRequestError(f"acks must be 0, 1 or 2, got {acks}")
+        if topic.startswith("__"):  # only the supervisor writes its internal topics
+            raise InvalidTopicError(f"{topic!r} is an internal topic")
+        p = self.logs.partition(topic, partition)
         info = B.validate_batch(batch, max_bytes=p.config.max_message_bytes)
-        base, atime = self.b.disk.append(p, batch, info, now_ms())  # watermarks (server/disk.py)
-        self.b.records_in += info.record_count
-        self.b.bytes_in += info.length
-        self.b.on_append(p)
-        resp = M.ProduceResponse(req.topic, req.partition, base, atime, p.log_start_offset)
-        if req.acks == M.ACKS_NONE:
+        base, atime = b.disk.append(p, batch, info, now_ms())  # watermarks (server/disk.py)
+        b.records_in += info.record_count
+        b.bytes_in += info.length
+        b.on_append(p, batch, base, atime)
+        if acks == M.ACKS_WRITTEN and encoded:
+            try:
+                return encode_produce_response(corr, topic, partition, base, atime, p.log_start_offset)
+            except Exception:  # unusual values: the generic codec below gives its own result or error
+                pass
+        if acks == M.ACKS_NONE:
             return NO_RESPONSE
-        if req.acks == M.ACKS_DURABLE:
-            self.b.committer.add_waiter(p, DurableWaiter(conn, corr, p, resp))
+        resp = M.ProduceResponse(topic, partition, base, atime, p.log_start_offset)
+        if acks == M.ACKS_DURABLE:
+            b.committer.add_waiter(p, DurableWaiter(conn, corr, p, resp))
             return DEFERRED
         return resp
 
     def fetch(self, conn: Any, corr: int, req: M.FetchRequest) -> Any:
         if req.max_bytes <= 0 or any(fp.max_bytes <= 0 for fp in req.partitions):
             raise InvalidRequestError("fetch max_bytes must be positive")
-        resp, total = self.read_fetch(req)
         wait = min(req.max_wait_ms, self.b.max_fetch_wait_ms)
+        parkable = (wait > 0 and not self.b.stopping
+                    and conn.parked < MAX_PARKED_FETCHES_PER_CONNECTION)
+        if parkable and req.min_bytes > 0 and self._all_at_end(req):
+            # What read_fetch would find: no data and no error, so total 0 < min_bytes: park.
+            self.b.park_fetch(conn, corr, req, wait)
+            return DEFERRED
+        resp, total = self.read_fetch(req)
         errors = any(p.error_code for p in resp.partitions)
-        if (total >= req.min_bytes or wait <= 0 or errors or self.b.stopping
-                or conn.parked >= MAX_PARKED_FETCHES_PER_CONNECTION):
+        if total >= req.min_bytes or errors or not parkable:
             return resp
         self.b.park_fetch(conn, corr, req, wait)
         return DEFERRED
+
+    def _all_at_end(self, req: M.FetchRequest) -> bool:
+        """Whether every partition of the fetch exists and is asked for at its log end (the fetch a
+        caught-up consumer parks), checked without building a response."""
+        try:
+            for fp in req.partitions:
+                if not self.logs.partition(fp.topic, fp.partition).at_end(fp.offset):
+                    return False
+        except EdgebusError:
+            return False
+        return True
+
+    def fetch_appended(self, corr: int, req: M.FetchRequest, p: Any, batch: Any, base: int,
+                       append_time: int) -> bytes | None:
+        """The response frame that answers the parked fetch `req` right after `batch` (stamped with
+        `base`, `append_time`) was appended to `p`, built from the batch instead of re-reading it;
+        None when read_fetch must decide. Equal to read_fetch's answer when used: a fetch of
+        one partition at the batch's base offset reads the batch holding that offset and, as the
+        first partition of its response, takes it whole whatever the byte limits (at_least_one),
+        and nothing follows it in the log. tests/test_fastpath_server.py compares the two."""
+        parts = req.partitions
+        if len(parts) != 1:
+            return None
+        fp = parts[0]
+        if (fp.offset != base or fp.partition != p.partition or fp.topic != p.topic
+                or len(batch) < req.min_bytes or req.max_bytes <= 0 or fp.max_bytes <= 0
+                or p.log_end_offset <= base):
+            return None
+        if _STAMP.unpack_from(batch, 0) != (base, append_time):
+            return None  # not stamped in place (the log copied a read-only buffer): read it
+        try:
+            return encode_fetched_one(corr, fp.topic, fp.partition, p.log_end_offset,
+                                      p.log_start_offset, batch)
+        except Exception:  # unusual values: the read-based path gives its own result or error
+            return None
 
     def read_fetch(self, req: M.FetchRequest) -> tuple[M.FetchResponse, int]:
         # Bounded whatever the client asks, so the response fits the client's frame limit; only

@@ -4,7 +4,7 @@ A client that connected over the Unix socket may send SHM_ATTACH. The supervisor
 memfd holding two rings (client -> supervisor requests, supervisor -> client responses) and three
 eventfds, seals the memfd's size, and passes all four descriptors back with SCM_RIGHTS in the
 attach response. From then on the rings carry the same frames as the socket; every request read
-from a ring goes through the broker's ordinary `_dispatch`, and every response for the connection
+from a ring goes through the broker's ordinary `dispatch_frame`, and every response for the connection
 goes into the response ring (the socket keeps working for frames too large for a ring). Nothing is
 ever named in /dev/shm, so a kill -9 of either side leaves nothing behind: the kernel frees the
 memfd when its last descriptor and mapping go.
@@ -14,8 +14,9 @@ kernel closes it when the client dies, kill -9 included) reaches `Broker._close`
 `close_link`: the eventfd leaves the selector, the mapping and descriptors are released at once.
 
 Wake-ups: while a link has traffic the loop polls its ring (spinning in C for short slices while
-the loop has nothing else to do); after SPIN_NS without traffic it announces it is asleep (the
-ring's reader_waiting flag) and waits for the client's eventfd in the selector like any socket.
+the loop has nothing else to do); after SPIN_NS without traffic, or as soon as the loop is idle
+with no core to spare (edgebus.shm.cpu_free), it announces it is asleep (the ring's
+reader_waiting flag) and waits for the client's eventfd in the selector like any socket.
 
 Backpressure: a full response ring (a slow consumer) never blocks the loop. Responses queue on the
 link, their bytes count against the connection's output bound (`Connection.out_bytes`), and while
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from edgebus import format as F
 from edgebus.errors import InvalidRequestError
 from edgebus.protocol import messages as M
-from edgebus.protocol.framing import RequestFrame, ServerProtocol
+from edgebus.protocol.framing import ServerProtocol
 from edgebus.server.handlers import NO_RESPONSE
 from edgebus.shm import cpu_free, unavailable_reason
 
@@ -126,17 +127,21 @@ class ShmLink:
     def __call__(self, mask: int) -> None:
         """Selector data: the loop calls it when efd_sup is readable (the client wrote frames or
         freed response room)."""
-        with contextlib.suppress(BlockingIOError):
+        try:  # noqa: SIM105 (once per wake-up: contextlib.suppress costs more)
             os.eventfd_read(self.efd_sup)
+        except BlockingIOError:
+            pass
         if self.spinning:
             self.service()
             return
-        if time.monotonic_ns() - self.last_active < RECENT_NS:
+        now = time.monotonic_ns()
+        if now - self.last_active < RECENT_NS and cpu_free(now):
             self.t.wake(self)  # traffic flows: poll this ring from the loop for a while
             self.service()
             return
-        # Isolated request: serve it and stay asleep. The client cleared reader_waiting when it
-        # signalled, so set it again (fence, re-check) or its next frame would not wake us.
+        # Isolated request, or no core to spare for polling: serve it and stay asleep. The client
+        # cleared reader_waiting when it signalled, so set it again (fence, re-check) or its next
+        # frame would not wake us.
         self.service()
         while self.req is not None and self.req.prepare_sleep_data():
             self.service()
@@ -196,7 +201,7 @@ class ShmLink:
                 return False
             api, ver, corr = unpack_head(buf, pos + 4)
             self.frames_in += 1
-            b._dispatch(conn, RequestFrame(api, ver, corr, mv[pos + 12 : pos + 4 + n]))
+            b.dispatch_frame(conn, api, ver, corr, mv[pos + 12 : pos + 4 + n])
             pos += 4 + n
             if conn.closed:
                 b._close(conn)
@@ -291,14 +296,21 @@ class ShmTransport:
 
     def poll(self, may_spin: bool) -> None:
         """After each select: service the links being polled; put quiet ones to sleep. With
-        may_spin (the loop has nothing else to do) wait in C for up to SPIN_SLICE_NS first."""
+        may_spin (the loop has nothing else to do) wait in C for up to SPIN_SLICE_NS first when a
+        core is free, and put every quiet link to sleep at once when none is."""
         if not self.spinning:
             return
-        if may_spin and cpu_free(time.monotonic_ns()):  # spin only with a core to spare
-            ptrs = self._ptrs()
-            from edgebus.shm._ring import lib
+        # Nothing else to do and no core to spare: quiet links sleep now rather than being polled
+        # by the loop until SPIN_NS passes (a poll in Python takes the core the peer needs).
+        sleep_now = False
+        if may_spin:
+            if cpu_free(time.monotonic_ns()):  # spin only with a core to spare
+                ptrs = self._ptrs()
+                from edgebus.shm._ring import lib
 
-            lib.eb_wait_any(ptrs, len(self._ring_links), SPIN_SLICE_NS)
+                lib.eb_wait_any(ptrs, len(self._ring_links), SPIN_SLICE_NS)
+            else:
+                sleep_now = True
         now = time.monotonic_ns()
         for link in list(self.spinning.values()):
             if link.closed:
@@ -306,7 +318,7 @@ class ShmTransport:
                 continue
             if link.service():
                 continue
-            if now - link.last_active > SPIN_NS:
+            if sleep_now or now - link.last_active > SPIN_NS:
                 # Announce sleep, fence, re-check (the C side): data that raced in is served.
                 if link.req.prepare_sleep_data():
                     link.service()

@@ -1,0 +1,78 @@
+"""Reads that start at a recently appended batch's remembered position (Segment._recent_rels) give
+exactly the bytes that reads through the sparse index give."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from logtest_helpers import append, open_partition, values_of
+
+from edgebus.log import TopicConfig
+from edgebus.log.segment import RECENT_BATCHES
+
+pytestmark = pytest.mark.property
+
+
+def every_read(p, max_bytes_choices=(1, 100, 1000, 1 << 20)) -> dict[tuple[int, int], bytes]:
+    return {(off, mb): p.read(off, mb)
+            for off in range(p.log_start_offset, p.log_end_offset + 1) for mb in max_bytes_choices}
+
+
+def forget_all(p) -> None:
+    for seg in p._segments:
+        seg.forget_recent()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(1, 4), st.integers(0, 400)), min_size=1, max_size=160),
+       st.sampled_from([0, 200, 4096]), st.sampled_from([1500, 1 << 20]))
+def test_recent_positions_read_what_the_index_reads(tmp_path_factory, batches, interval, segment_bytes):
+    path: Path = tmp_path_factory.mktemp("p")
+    cfg = TopicConfig(index_interval_bytes=interval, segment_bytes=segment_bytes)
+    p = open_partition(path, cfg)
+    try:
+        for i, (count, size) in enumerate(batches):
+            append(p, values_of(count, size, start=i * 10), now_ms=1_000 + i)
+        with_recent = every_read(p)
+        active = p._segments[-1]
+        assert 0 < len(active._recent_rels) <= 2 * RECENT_BATCHES
+        assert all(not s._recent_rels for s in p._segments[:-1])  # rolled segments forget
+        forget_all(p)
+        assert every_read(p) == with_recent
+    finally:
+        p.close()
+    reopened = open_partition(path, cfg)  # recovery: nothing remembered, the index only
+    try:
+        assert all(not s._recent_rels for s in reopened._segments)
+        assert every_read(reopened) == with_recent
+    finally:
+        reopened.close()
+
+
+def test_truncate_forgets_positions_past_the_cut(tmp_path: Path) -> None:
+    p = open_partition(tmp_path, TopicConfig(index_interval_bytes=1 << 20))
+    try:
+        for i in range(5):
+            append(p, values_of(2, 50, start=i * 2))
+        seg = p._segments[-1]
+        seg.truncate(0)
+        assert seg._recent_rels == [] and seg._recent_pos == []
+    finally:
+        p.abandon()
+
+
+def test_a_stale_position_is_caught_and_the_index_rebuilt(tmp_path: Path) -> None:
+    p = open_partition(tmp_path, TopicConfig(index_interval_bytes=1 << 20))
+    try:
+        for i in range(6):
+            append(p, values_of(1, 30, start=i))
+        expected = every_read(p)
+        seg = p._segments[-1]
+        seg._recent_pos[3] = seg._recent_pos[2]  # points at the wrong batch
+        assert every_read(p) == expected
+        assert seg._recent_rels == []  # rebuilt from the log: forgotten
+    finally:
+        p.close()
