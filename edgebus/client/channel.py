@@ -137,6 +137,10 @@ class AsyncChannel:
     def in_flight(self) -> int:
         return len(self._pending)
 
+    def hurry(self) -> None:
+        """Someone waits for an acknowledgement. The socket's reader is always woken per
+        response, so nothing to do (the shared-memory channel may collect them lazily)."""
+
     def send(self, api: int, body: Message, callback: Callback | None) -> None:
         """Queue a request; callback(frame, None) on a response or (None, error) if lost.
         A None callback means no response is expected (acks=none)."""

@@ -52,7 +52,7 @@ class _Builder:
     __slots__ = ("count", "created", "first_ts", "max_ts", "partition", "records", "result", "size",
                  "topic")
 
-    def __init__(self, topic: str, partition: int) -> None:
+    def __init__(self, topic: str, partition: int, on_wait: Callable[[], None] | None = None) -> None:
         self.topic = topic
         self.partition = partition
         self.records: list[bytes] = []  # encoded records; an element may hold several (add_many)
@@ -60,7 +60,7 @@ class _Builder:
         self.size = F.BATCH_HEADER_SIZE
         self.first_ts = -1
         self.max_ts = -1
-        self.result = BatchResult(topic, partition)
+        self.result = BatchResult(topic, partition, on_wait)
         self.created = time.monotonic()
 
     def add(self, rec: bytes, ts: int) -> int:
@@ -300,7 +300,7 @@ class Producer:
             while i < n:
                 b = self._open.get(key)
                 if b is None:
-                    b = self._open[key] = _Builder(topic, p)
+                    b = self._open[key] = _Builder(topic, p, self._hurry)
                 room = self.batch_size - b.size
                 if i == 0 and len(blob) <= room:
                     j = n  # all fit: the common case needs no per-record sums
@@ -395,7 +395,7 @@ class Producer:
             self._seal(key, b)
             b = None
         if b is None:
-            b = self._open[key] = _Builder(topic, p)
+            b = self._open[key] = _Builder(topic, p, self._hurry)
         idx = b.add(rec, ts)
         self._queued_bytes += len(rec)
         if b.size >= self.batch_size:
@@ -412,6 +412,13 @@ class Producer:
             self._sticky[b.topic] = random.randrange(n)
         if notify:
             self._cond.notify()
+
+    def _hurry(self) -> None:
+        """Someone is about to wait for acknowledgements: have the channel deliver them at once
+        (a shared-memory channel may otherwise collect them every millisecond or so)."""
+        ch = self._channel
+        if ch is not None:
+            ch.hurry()
 
     # --- I/O thread ------------------------------------------------------------------------------
     def _sender(self) -> None:
@@ -438,6 +445,8 @@ class Producer:
                         next_due = oldest if next_due is None else min(next_due, oldest)
                     if self._ready and self._in_flight < self.max_in_flight:
                         break
+                    if self._ready:
+                        self._hurry()  # max_in_flight are out: their acknowledgements are awaited
                     if self._closed and not self._ready and not self._in_flight:
                         return
                     self._sender_wake_at = math.inf if next_due is None else next_due
@@ -578,6 +587,7 @@ class Producer:
     def _wait_for_memory(self, timeout: float) -> None:
         """Under self._cond: a caller blocked on buffer_memory (counted, so _finish wakes it)."""
         self._blocked += 1
+        self._hurry()
         try:
             self._cond.wait(timeout)
         finally:
@@ -590,6 +600,7 @@ class Producer:
         with self._cond:
             self._flushing += 1
             self._cond.notify_all()
+            self._hurry()
             try:
                 while self._open or self._ready or self._in_flight:
                     left = None if deadline is None else deadline - time.monotonic()

@@ -48,6 +48,16 @@ SPIN_NS = int(os.environ.get("EDGEBUS_SHM_SPIN_US", "200")) * 1000
 # A producer's acknowledgement reader spins less: nobody waits on it in a hurry, and on a small
 # machine its spinning takes the core the supervisor or a consumer needs.
 ACK_SPIN_NS = min(SPIN_NS, 20_000)
+# Lazy acknowledgements: while a producer sends steadily and nobody waits on a result, its
+# reader collects acknowledgements every ACK_LAZY_S instead of being woken per response (each
+# wake-up costs the supervisor an eventfd write and the producer a thread wake-up, together about
+# as much as handling the record). Anyone who waits (a future's get(), flush(), a full buffer)
+# calls hurry(), and the reader is then woken per response for URGENT_S. 0 turns laziness off.
+ACK_LAZY_S = int(os.environ.get("EDGEBUS_SHM_ACK_LAZY_US", "1000")) / 1e6
+URGENT_S = 0.1
+# "Sends steadily": the last request went out less than this long ago; an idle producer's reader
+# sleeps until signalled, so it costs nothing.
+STEADY_S = 0.02
 # Spin only while traffic flows: when the previous response came less than this long ago. An
 # idle long-polling consumer then sleeps at once instead of spinning before every long poll.
 RECENT_NS = 2_000_000
@@ -129,9 +139,21 @@ class ShmLink:
             self._sleep(self._wpoll, self.efd_space, deadline, reader=False)
 
     # --- reading responses -----------------------------------------------------------------------
-    def read(self, deadline: float | None, spin_ns: int = SPIN_NS) -> list[ResponseFrame]:
-        """Response frames (ring and socket), waiting until at least one or the deadline."""
+    def read(self, deadline: float | None, spin_ns: int = SPIN_NS, lazy_s: float = 0.0
+             ) -> list[ResponseFrame]:
+        """Response frames (ring and socket), waiting until at least one or the deadline.
+        lazy_s: instead, wait once for at most lazy_s without asking the supervisor to signal
+        (it then skips the eventfd write per response), and return what came, maybe nothing; a
+        write to efd_data by this process (a nudge) or the socket ends the wait early."""
         resp = self.resp
+        if lazy_s:
+            out = self._take()
+            if not out and not self.eof:
+                self._sleep(self._rpoll, self.efd_data, time.monotonic() + lazy_s, reader=True)
+                out = self._take()
+            if not out and self.eof:
+                raise BrokerUnavailableError("the supervisor closed the connection")
+            return out
         while True:
             out = self._take()
             if out:
@@ -418,6 +440,9 @@ class ShmAsyncChannel:
         self._closed = False
         self.lost: BaseException | None = None
         self._on_lost = on_lost
+        self._last_send = 0.0  # monotonic
+        self._urgent_until = 0.0  # monotonic; see ACK_LAZY_S
+        self._lazy_wait = False  # the reader is (about to be) in an unsignalled wait
         self._reader = threading.Thread(target=self._read_loop, name="edgebus-shm-reader",
                                         daemon=True)
         self._reader.start()
@@ -434,6 +459,7 @@ class ShmAsyncChannel:
             frame = ClientProtocol.encode_request(api, corr, body)
             if callback is not None:
                 self._pending[corr] = callback
+            self._last_send = time.monotonic()
             try:
                 self._link.write(frame, None)
             except (BrokerUnavailableError, OSError) as e:
@@ -445,7 +471,16 @@ class ShmAsyncChannel:
         link = self._link
         try:
             while not self._closed:
-                for frame in link.read(None, ACK_SPIN_NS):
+                # _lazy_wait is set before the checks: a hurry() after them sees it and nudges.
+                self._lazy_wait = True
+                now = time.monotonic()
+                lazy = ACK_LAZY_S if (ACK_LAZY_S and now >= self._urgent_until
+                                      and now - self._last_send < STEADY_S) else 0.0
+                if not lazy:
+                    self._lazy_wait = False
+                frames = link.read(None, ACK_SPIN_NS, lazy)
+                self._lazy_wait = False
+                for frame in frames:
                     with self._lock:
                         cb = self._pending.pop(frame.correlation_id, None)
                     if cb is not None:
@@ -462,6 +497,13 @@ class ShmAsyncChannel:
             cb(None, err)
         if not self._closed and self._on_lost is not None:
             self._on_lost(err)
+
+    def hurry(self) -> None:
+        """Someone waits for an acknowledgement: deliver them as they come for a while."""
+        self._urgent_until = time.monotonic() + URGENT_S
+        if self._lazy_wait:
+            with contextlib.suppress(OSError):
+                os.eventfd_write(self._link.efd_data, 1)  # end the reader's unsignalled wait
 
     def close(self) -> None:
         self._closed = True

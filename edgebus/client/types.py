@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from edgebus.errors import EdgebusError, OperationTimeoutError
@@ -38,10 +38,11 @@ def partition_for_key(key: bytes, partitions: int) -> int:
 class BatchResult:
     """Completion of one produced batch, shared by the futures of its records."""
 
-    __slots__ = ("_done", "_event", "_lock", "base_offset", "callbacks", "error", "partition",
-                 "timestamp", "topic")
+    __slots__ = ("_done", "_event", "_lock", "base_offset", "callbacks", "error", "on_wait",
+                 "partition", "timestamp", "topic")
 
-    def __init__(self, topic: str, partition: int) -> None:
+    def __init__(self, topic: str, partition: int, on_wait: Callable[[], None] | None = None) -> None:
+        self.on_wait = on_wait  # called when someone is about to block on the result
         # The Event is made only when someone waits: making one costs ~4 us, more than the rest
         # of a one-record send, and most batches are never waited for one by one.
         self._event: threading.Event | None = None
@@ -86,6 +87,8 @@ class BatchResult:
             if self._event is None:
                 self._event = threading.Event()
             ev = self._event
+        if self.on_wait is not None:
+            self.on_wait()
         return ev.wait(timeout)
 
     @property
