@@ -390,3 +390,13 @@ def test_property_resealed_garbage_decodes_or_raises_corrupt(
     except CorruptRecordError:
         return
     assert len(records) == validate_batch(buf).record_count
+
+
+@given(st.integers(-(2**63), 2**63 - 1), st.binary(max_size=3000))
+def test_a_keyless_headerless_record_has_the_documented_bytes(ts: int, value: bytes) -> None:
+    # encode_record's one-pack shortcut for the common record, against FORMAT.md section 2
+    # spelled out field by field.
+    want = (struct.pack("<I", 8 + 4 + 4 + len(value) + 2) + struct.pack("<q", ts) + struct.pack("<i", -1)
+            + struct.pack("<i", len(value)) + value + struct.pack("<H", 0))
+    assert encode_record(ts, None, value, ()) == want
+    assert encode_record(ts, None, value, []) == want

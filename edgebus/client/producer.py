@@ -202,12 +202,15 @@ class Producer:
             value = self.value_serializer(value)
         if self.key_serializer is not None and key is not None:
             key = self.key_serializer(key)
-        value = _as_bytes(value, "value")
-        key = _as_bytes(key, "key")
+        if value is not None and value.__class__ is not bytes:
+            value = _as_bytes(value, "value")
+        if key is not None and key.__class__ is not bytes:
+            key = _as_bytes(key, "key")
         p = self._choose(topic, key, partition)
         ts = time.time_ns() // 1_000_000 if timestamp_ms is None else int(timestamp_ms)
         rec = B.encode_record(ts, key, value, headers or ())
-        self._check_size(len(rec))
+        if len(rec) + F.BATCH_HEADER_SIZE > self.max_request_size:
+            self._check_size(len(rec))  # raises
         with self._cond:
             b, idx = self._append(topic, p, rec, ts)
             fut = FutureRecordMetadata(b.result, idx, ts)
@@ -388,7 +391,8 @@ class Producer:
         """Under self._cond: add rec to the open batch of (topic, p), rolling batches as needed."""
         if self._closed:
             raise ClosedError("the producer is closed")
-        self._wait_for_room(len(rec))
+        if self._queued_bytes + len(rec) > self.buffer_memory:
+            self._wait_for_room(len(rec))
         key = (topic, p)
         b = self._open.get(key)
         if b is not None and b.size + len(rec) > self.batch_size and b.records:
