@@ -82,6 +82,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--rate", type=float, default=0.0, help="records/s, one per send (latency case)")
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--no-spy", action="store_true",
+                    help="no profiler: only CPU (user/system) per process, undisturbed")
     args = ap.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     from edgebus import Admin
@@ -100,26 +102,34 @@ def main() -> int:
         prod.start()
         time.sleep(1.0)
         pids = {"supervisor": b.pid, "producer": prod.pid, "consumer": cons.pid}
-        spies = [subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(int(args.seconds)),
-                                   "-r", "250", "--nonblocking", "-f", "raw", "-o", str(out_dir / f"{name}.txt")],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                 for name, pid in pids.items()]
+        spies = [] if args.no_spy else [
+            subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(int(args.seconds)), "-r", "250",
+                              "--nonblocking", "-f", "raw", "-o", str(out_dir / f"{name}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name, pid in pids.items()]
         procs = {n: psutil.Process(p) for n, p in pids.items()}
-        c0 = {n: sum(p.cpu_times()[:2]) for n, p in procs.items()}
+        t0 = {n: p.cpu_times()[:2] for n, p in procs.items()}
         time.sleep(args.seconds)
-        c1 = {n: sum(p.cpu_times()[:2]) for n, p in procs.items()}
+        t1 = {n: p.cpu_times()[:2] for n, p in procs.items()}
         for s in spies:
             s.wait()
         stop.set()
-        print(f"consumer rate (sampled by py-spy, so slower): {rate.get(timeout=60):,.0f} rec/s")
+        print(f"consumer rate{'' if args.no_spy else ' (sampled by py-spy, so slower)'}: "
+              f"{rate.get(timeout=60):,.0f} rec/s")
         cons.join(30)
         prod.join(30)
     for name in pids:
-        cores = (c1[name] - c0[name]) / args.seconds
-        per = f", {cores * 1e6 / args.rate:.1f} us CPU per record" if args.rate else ""
-        print(f"\n{name}: {cores:.2f} cores{per}; own time:")
+        user, system = (t1[name][i] - t0[name][i] for i in (0, 1))
+        cores = (user + system) / args.seconds
+        per = ""
+        if args.rate:
+            n = args.rate * args.seconds
+            per = f", {(user + system) * 1e6 / n:.1f} us CPU per record (user {user * 1e6 / n:.1f}, " \
+                  f"system {system * 1e6 / n:.1f})"
+        print(f"\n{name}: {cores:.2f} cores{per}" + ("" if args.no_spy else "; own time:"))
         path = out_dir / f"{name}.txt"
-        print("\n".join(summarize(path, args.top)) if path.exists() else "  (py-spy not available)")
+        if not args.no_spy:
+            print("\n".join(summarize(path, args.top)) if path.exists() else "  (py-spy not available)")
     return 0
 
 
