@@ -66,7 +66,6 @@ class Consumer:
         self._ch.request(M.Api.API_VERSIONS, M.ApiVersionsRequest())
         self._assigned: list[TopicPartition] = []
         self._positions: dict[TopicPartition, int] = {}
-        self._fetch_pos: dict[TopicPartition, int] = {}
         self._highwater: dict[TopicPartition, int] = {}
         # Fetched records not yet returned, as runs of one partition: [tp, records, taken], where
         # records[taken:] are still to return. Per fetched partition one run, so taking costs a
@@ -120,7 +119,6 @@ class Consumer:
 
     def _forget(self, tp: TopicPartition) -> None:
         self._positions.pop(tp, None)
-        self._fetch_pos.pop(tp, None)
         self._buffer = deque(run for run in self._buffer if run[0] != tp)
 
     def assignment(self) -> set[TopicPartition]:

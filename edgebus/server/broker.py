@@ -9,7 +9,6 @@ import os
 import selectors
 import signal
 import socket
-import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,6 @@ log = logging.getLogger("edgebus.broker")
 # Requests handled per connection per loop turn, so one busy client cannot starve the others.
 MAX_REQUESTS_PER_TURN = 64
 _PRODUCE = int(M.Api.PRODUCE)
-_U32 = struct.Struct("<I")
 
 
 class Broker:
@@ -391,10 +389,7 @@ class Broker:
                 if frame is not None:
                     self.waiters.remove(w)
                     if not w.conn.closed:
-                        st = self.stats  # what Stats.fetch_sent counts for one whole batch
-                        st.bytes_out += len(batch)
-                        st.batches_out += 1
-                        st.records_out += _U32.unpack_from(batch, F.BATCH_RECORD_COUNT)[0]
+                        self.stats.batch_sent(batch)
                         w.conn.queue(frame)
                         self._update_interest(w.conn)
                     continue

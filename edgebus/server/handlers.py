@@ -142,6 +142,8 @@ class Handlers:
         if topic.startswith("__"):  # only the supervisor writes its internal topics
             raise InvalidTopicError(f"{topic!r} is an internal topic")
         p = self.logs.partition(topic, partition)
+        if batch is None:  # BYTES may be null on the wire; a PRODUCE without a batch is meaningless
+            raise InvalidRequestError("PRODUCE carries a null batch (length -1); send one whole record batch")
         info = B.validate_batch(batch, max_bytes=p.config.max_message_bytes)
         base, atime = b.disk.append(p, batch, info, now_ms())  # watermarks (server/disk.py)
         b.records_in += info.record_count

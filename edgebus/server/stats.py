@@ -45,6 +45,12 @@ class Stats:
             self.batches_out += batches
             self.records_out += records
 
+    def batch_sent(self, batch: Any) -> None:
+        """One whole batch went out (a parked fetch answered from the batch just appended)."""
+        self.bytes_out += len(batch)
+        self.batches_out += 1
+        self.records_out += _U32.unpack_from(batch, F.BATCH_RECORD_COUNT)[0]
+
     def after_drain(self, committer: Any) -> None:
         """Observe the fsync rounds the committer finished since the last call. Only one round
         runs at a time, so a drain finishes at most one and the difference is its duration."""
