@@ -518,6 +518,7 @@ class Producer:
         ch = self._channel
         if ch is None or ch.lost is not None:
             if ch is not None:
+                self._channel = None  # closed: nothing may use it (hurry()) if reconnecting fails
                 ch.close()
             ch = self._channel = open_async_channel(self.path, self.transport,
                                                     self.max_request_size)

@@ -443,6 +443,10 @@ class ShmAsyncChannel:
         self._last_send = 0.0  # monotonic
         self._urgent_until = 0.0  # monotonic; see ACK_LAZY_S
         self._lazy_wait = False  # the reader is (about to be) in an unsignalled wait
+        # hurry() writes to the link's eventfd from any thread; close() closes it. This lock
+        # orders the two, so a nudge never lands on a closed (and maybe reused) descriptor number.
+        self._fd_lock = threading.Lock()
+        self._fds_closed = False
         self._reader = threading.Thread(target=self._read_loop, name="edgebus-shm-reader",
                                         daemon=True)
         self._reader.start()
@@ -478,8 +482,10 @@ class ShmAsyncChannel:
                                       and now - self._last_send < STEADY_S) else 0.0
                 if not lazy:
                     self._lazy_wait = False
-                frames = link.read(None, ACK_SPIN_NS, lazy)
-                self._lazy_wait = False
+                try:
+                    frames = link.read(None, ACK_SPIN_NS, lazy)
+                finally:
+                    self._lazy_wait = False  # also when the read raised: no nudges after that
                 for frame in frames:
                     with self._lock:
                         cb = self._pending.pop(frame.correlation_id, None)
@@ -502,8 +508,10 @@ class ShmAsyncChannel:
         """Someone waits for an acknowledgement: deliver them as they come for a while."""
         self._urgent_until = time.monotonic() + URGENT_S
         if self._lazy_wait:
-            with contextlib.suppress(OSError):
-                os.eventfd_write(self._link.efd_data, 1)  # end the reader's unsignalled wait
+            with self._fd_lock:
+                if not self._fds_closed:
+                    with contextlib.suppress(OSError):
+                        os.eventfd_write(self._link.efd_data, 1)  # end the reader's unsignalled wait
 
     def close(self) -> None:
         self._closed = True
@@ -512,6 +520,8 @@ class ShmAsyncChannel:
         self._reader.join(timeout=5)
         self._link.sock.close()
         if not self._reader.is_alive():  # never unmap under a running reader
+            with self._fd_lock:
+                self._fds_closed = True
             self._link.close()
 
 

@@ -1,0 +1,166 @@
+"""Review of the hot-path performance work: a bug it found (a nudge from hurry() landing on a
+closed, reused eventfd number after a lost connection; fixed in ShmAsyncChannel and
+Producer._ensure_channel) and a fuzz of the C record decoder against the Python one.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import struct
+import time
+
+import pytest
+
+from edgebus import batch as B
+from edgebus.client import shm_channel
+from edgebus.client.admin import Admin
+from edgebus.client.shm_channel import ShmAsyncChannel, open_async_channel
+from edgebus.protocol import messages as M
+from edgebus.testing import EmbeddedBroker
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = EmbeddedBroker(tmp_path / "broker")
+    b.start()
+    try:
+        yield b
+    finally:
+        b.cleanup()
+
+
+def _topic(b: EmbeddedBroker, name: str = "t", partitions: int = 1) -> None:
+    with Admin(socket=b.socket, transport="socket") as a:
+        a.create_topic(name, partitions)
+
+
+def _readable(fd: int, timeout: float = 0.2) -> bool:
+    return bool(select.select([fd], [], [], timeout)[0])
+
+
+# --- 1. hurry() after the reader left a lazy wait by an exception writes into a reused fd -------
+@pytest.mark.integration
+def test_hurry_after_the_channel_closed_in_a_lazy_wait_writes_nothing(broker, monkeypatch):
+    """Was a bug: ShmAsyncChannel._read_loop set _lazy_wait = True and only cleared it when link.read()
+    returns. When the supervisor goes away (or close() shuts the socket) during the lazy wait,
+    link.read raises BrokerUnavailableError and _lazy_wait stays True for ever. After close()
+    has closed the link's eventfds, any hurry() (Producer._hurry from fut.get()/flush(): the
+    producer keeps the dead channel in _channel when reconnecting fails) does
+    os.eventfd_write(<closed fd number>, 1): 8 bytes written into whatever file, pipe or socket
+    now has that number."""
+    monkeypatch.setattr(shm_channel, "ACK_LAZY_S", 5.0)  # make the lazy wait easy to hit
+    _topic(broker)
+    ch = open_async_channel(broker.socket, "shm", 1 << 20)
+    assert isinstance(ch, ShmAsyncChannel)
+    got = []
+    data = B.build_batch([B.encode_record(0, None, b"v", [])], 0, 0)
+    ch.send(M.Api.PRODUCE, M.ProduceRequest("t", 0, 1, data), lambda f, e: got.append((f, e)))
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert got
+    time.sleep(0.05)  # the reader is now in its unsignalled (lazy) wait
+    assert ch._lazy_wait
+    efd = ch._link.efd_data
+    ch.close()  # shutdown -> EOF seen in the lazy wait -> read() raises
+    assert not ch._reader.is_alive()
+    # Some other part of the process now gets the number (here: a pipe's write end).
+    r, w = os.pipe()
+    try:
+        os.dup2(w, efd)
+        ch.hurry()  # e.g. Producer._hurry from a future's get() while reconnecting fails
+        leaked = os.read(r, 64) if _readable(r) else b""
+    finally:
+        os.close(efd)
+        os.close(r)
+        os.close(w)
+    assert leaked == b"", f"hurry() on a closed channel wrote {leaked!r} into an unrelated fd"
+
+
+@pytest.mark.integration
+def test_future_get_after_supervisor_loss_writes_nothing_to_a_reused_fd(broker, monkeypatch):
+    """Was the same bug through the public API: the supervisor dies while the producer's
+    reader is in a lazy wait; the next send finds the channel lost, closes it (its eventfds) and
+    fails to reconnect, so Producer._channel still names the closed channel. A later
+    future.get() calls Producer._hurry -> closed_channel.hurry() -> eventfd_write on the closed
+    efd_data number, corrupting whatever the application opened there meanwhile."""
+    from edgebus.client.producer import Producer
+    from edgebus.errors import EdgebusError
+
+    monkeypatch.setattr(shm_channel, "ACK_LAZY_S", 5.0)
+    _topic(broker)
+    p = Producer(socket=broker.socket, transport="shm", linger_ms=0, delivery_timeout_ms=60_000)
+    try:
+        acked = []
+        p.send("t", b"a", partition=0).add_callback(acked.append)
+        deadline = time.monotonic() + 5
+        while not acked and time.monotonic() < deadline:
+            time.sleep(0.001)
+        ch = p._channel
+        assert isinstance(ch, ShmAsyncChannel)
+        time.sleep(0.005)  # reader: in its lazy wait (last send < STEADY_S ago)
+        efd = ch._link.efd_data
+        broker.kill9()
+        ch._reader.join(5)
+        fut = p.send("t", b"b", partition=0)  # inline: channel lost -> closed -> reconnect fails
+        time.sleep(0.2)
+        assert p._channel is not ch and ch._link.closed  # the dead channel is dropped
+        r, w = os.pipe()
+        try:
+            os.dup2(w, efd)  # the application opens something that gets the freed number
+            with pytest.raises(EdgebusError):
+                fut.get(0.3)
+            leaked = os.read(r, 64) if _readable(r) else b""
+        finally:
+            os.close(efd)
+            os.close(r)
+            os.close(w)
+        assert leaked == b"", f"future.get() wrote {leaked!r} into an unrelated fd"
+    finally:
+        p._closed = True  # the supervisor is gone: do not wait out close()'s flush
+        with p._cond:
+            p._cond.notify_all()
+
+
+# --- checked and found sound -----------------------------------------------------------------------
+def _fix_crc(b: bytearray) -> bytes:
+    import zlib
+    struct.pack_into("<I", b, 8, len(b))
+    struct.pack_into("<I", b, 20, zlib.crc32(b[24:]))
+    return bytes(b)
+
+
+def test_sound_c_record_decode_matches_python_on_hostile_lengths():
+    """eb_plan_records / eb_format_records never accept what the Python decoder rejects, and give
+    the same records otherwise, for batches with valid CRCs but lying record/key/value/header
+    lengths (including 0x7fffffff and -2), with skips and multi-chunk batches."""
+    import random
+
+    from edgebus.errors import CorruptRecordError
+    rng = random.Random(7)
+    saved = B._fast
+
+    def both(b, mo):
+        res = []
+        for fast in (saved, None):
+            B._fast = fast
+            try:
+                res.append(("ok", B.decode_batch(b, "t", 0, mo)))
+            except CorruptRecordError as e:
+                res.append(("err", str(e)))
+            finally:
+                B._fast = saved
+        return res
+
+    for _ in range(3000):
+        n = rng.choice([4, 5, 9, 1030])
+        recs = [B.encode_record(rng.randrange(1 << 40), None if rng.random() < .5 else b"k" * rng.randrange(4),
+                                None if rng.random() < .2 else b"v" * rng.randrange(6),
+                                [] if rng.random() < .7 else [("h", b"x")]) for _ in range(n)]
+        b = bytearray(B.build_batch(recs, 0, 0))
+        off = 64 + rng.randrange(len(b) - 64 - 4)
+        struct.pack_into("<i", b, off, rng.choice([0x7FFFFFFF, -2, -1, 0, 1, 70000, rng.randrange(-5, 50)]))
+        b = _fix_crc(b)
+        fast, slow = both(b, rng.choice([0, 1, n - 4]))
+        assert fast == slow
