@@ -1,7 +1,7 @@
 # The few targets people use; each goes through scripts/quickstart, so `make` and the README agree.
 VENV := .venv
 
-.PHONY: setup run test unit lint bench
+.PHONY: setup run test unit check lint bench
 
 setup:  ## make .venv with edgebus and the test tools
 	./scripts/quickstart setup
@@ -15,10 +15,11 @@ test:  ## the whole test suite (what CI runs)
 unit:  ## the quick set
 	./scripts/quickstart test -m unit -q
 
-lint: setup
-	$(VENV)/bin/ruff check .
+check:  ## ruff, lint-imports (the layering) and mypy: what CI runs before the tests
+	./scripts/quickstart check
+
+lint: check
 
 bench: setup  ## the benchmark; writes its report under bench/results/
-	@test -f bench/run.py || { echo "make: no bench/run.py in this checkout yet" >&2; exit 1; }
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
-	$(VENV)/bin/python bench/run.py
+	$(VENV)/bin/python -m bench

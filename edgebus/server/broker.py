@@ -15,7 +15,6 @@ from typing import Any
 
 import psutil
 
-import edgebus
 from edgebus import format as F
 from edgebus.errors import EdgebusError, ProtocolError, UnknownServerError
 from edgebus.log.manager import LogManager
@@ -30,6 +29,7 @@ from edgebus.server.groups import attach as attach_groups
 from edgebus.server.handlers import DEFERRED, NO_RESPONSE, DurableWaiter, Handlers
 from edgebus.server.shm_transport import attach as attach_shm
 from edgebus.server.stats import Stats
+from edgebus.version import __version__
 
 log = logging.getLogger("edgebus.broker")
 
@@ -438,7 +438,7 @@ class Broker:
                 "size_bytes": sum(p.size_bytes for p in parts),
             }
         return {
-            "version": edgebus.__version__,
+            "version": __version__,
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started, 1),
             "data_dir": str(self.logs.data_dir),

@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import edgebus
 from edgebus import batch as B
 from edgebus import format as F
 from edgebus.errors import (
@@ -24,6 +23,7 @@ from edgebus.errors import (
 from edgebus.log.topic_config import TopicConfig, validate_topic_name
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import encode_fetched_one, encode_produce_response
+from edgebus.version import __version__
 
 if TYPE_CHECKING:
     from edgebus.server.broker import Broker
@@ -71,7 +71,7 @@ class Handlers:
     # --- control plane ---------------------------------------------------------------------------
     def api_versions(self, conn: Any, corr: int, req: M.ApiVersionsRequest) -> M.ApiVersionsResponse:
         return M.ApiVersionsResponse(
-            edgebus.__version__,
+            __version__,
             [M.ApiVersionRange(k, lo, hi) for k, (lo, hi) in sorted(M.VERSIONS.items())],
         )
 

@@ -20,9 +20,9 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
-import edgebus
 from edgebus.opsconfig import split_listen
 from edgebus.server import status as S
+from edgebus.version import __version__
 
 log = logging.getLogger("edgebus.metrics")
 
@@ -46,7 +46,7 @@ class BrokerCollector:
 
         b = self.b
         info = GaugeMetricFamily("edgebus_build_info", "edgebus version", labels=["version"])
-        info.add_metric([edgebus.__version__], 1)
+        info.add_metric([__version__], 1)
         yield info
         yield GaugeMetricFamily("edgebus_uptime_seconds", "Seconds since the supervisor started",
                                 value=time.time() - b.started)
