@@ -146,3 +146,15 @@ class Message:
         """Assert FIELDS names match the dataclass fields (used by tests)."""
         names = [f.name for f in dc_fields(cls)]  # type: ignore[arg-type]
         assert names == [n for n, _ in cls.FIELDS], (cls.__name__, names)
+
+
+class EncodedRequest:
+    """A request body that a hand-written codec (the PRODUCE/FETCH fast path) has already
+    encoded. It builds its whole frame itself, so a channel sends `frame(corr)` as it is and the
+    generic codec never sees it. Subclasses give `api_key` and `frame`."""
+
+    __slots__ = ()
+    api_key: ClassVar[int]
+
+    def frame(self, correlation_id: int) -> bytes:
+        raise NotImplementedError
