@@ -32,7 +32,7 @@ from edgebus.errors import (
 from edgebus.log.checkpoint import RecoveryPoint
 from edgebus.log.fileutil import DIR_MODE, DISK_FULL_ERRNOS, storage_error
 from edgebus.log.recovery import RecoveryReport, recover
-from edgebus.log.segment import U32_MAX, Segment
+from edgebus.log.segment import U32_MAX, Segment, SegmentInfo
 from edgebus.log.sync import SyncTicket
 from edgebus.log.topic_config import TopicConfig
 
@@ -112,6 +112,22 @@ class Partition:
     @property
     def segment_count(self) -> int:
         return len(self._segments)
+
+    @property
+    def segment_bases(self) -> list[int]:
+        """Base offsets of the segments, oldest first (the last is the active one)."""
+        return list(self._bases)
+
+    def oldest_segment(self) -> SegmentInfo | None:
+        """The oldest segment, or None when it is the active one (nothing may be dropped)."""
+        if len(self._segments) <= 1:
+            return None
+        seg = self._segments[0]
+        try:
+            mtime: float | None = os.stat(seg.log_path).st_mtime
+        except OSError:
+            mtime = None
+        return SegmentInfo(seg.base_offset, seg.log_path.name, seg.size, mtime)
 
     @property
     def synced_offset(self) -> int:

@@ -27,6 +27,7 @@ from edgebus.log.segment import (
     U32_MAX,
     Segment,
     parse_log_name,
+    segment_stem,
 )
 
 # Scans read this much per pread: large enough that syscalls are rare, small enough for a Pi.
@@ -225,7 +226,7 @@ def _list_dir(
     for base in list(idx):
         if base not in logs:  # an index whose log was deleted (a crash mid-delete)
             for suffix in (INDEX_SUFFIX, TIMEINDEX_SUFFIX):
-                path = directory / (f"{base:0{NAME_DIGITS}d}" + suffix)
+                path = directory / (segment_stem(base) + suffix)
                 if path.exists():
                     unlink_quiet(path)
                     report.removed_files.append(path.name)

@@ -47,7 +47,18 @@ class BatchHead(NamedTuple):
     record_count: int
 
 
+class SegmentInfo(NamedTuple):
+    """What the log tells others about one of its segments (disk guard, offsets cleaner), so
+    that nobody outside edgebus/log builds segment file names or scans partition directories."""
+
+    base_offset: int
+    name: str  # the .log file's name, for messages
+    size: int  # bytes of whole batches
+    mtime: float | None  # when the .log file was last written (None: it could not be read)
+
+
 def segment_stem(base_offset: int) -> str:
+    """The one place a segment's file name is formatted (docs/FORMAT.md: `<base_offset:020d>`)."""
     return f"{base_offset:0{NAME_DIGITS}d}"
 
 

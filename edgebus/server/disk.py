@@ -21,9 +21,7 @@ free >= high watermark; while it is True no append to a `reject` topic is accept
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +30,6 @@ from typing import Any
 import psutil
 
 from edgebus.errors import DiskFullError
-from edgebus.log.segment import LOG_SUFFIX, NAME_DIGITS
 from edgebus.log.topic_config import DISK_FULL_DROP_OLDEST
 from edgebus.opsconfig import Threshold
 
@@ -180,7 +177,7 @@ class DiskGuard:
         is free or nothing more may go."""
         ages: dict[int, tuple[float, Any]] = {}
         for p in self._droppable():
-            age = _oldest_segment_mtime(p)
+            age = _oldest_age(p)
             if age is not None:
                 ages[id(p)] = (age, p)
         dropped: dict[str, int] = {}
@@ -188,7 +185,8 @@ class DiskGuard:
             # Oldest first; among equal times (coarse filesystem clocks) the largest partition.
             key = min(ages, key=lambda k: (ages[k][0], -ages[k][1].size_bytes))
             p = ages[key][1]
-            size = _oldest_segment_size(p)
+            oldest = p.oldest_segment()
+            size, name = (oldest.size, oldest.name) if oldest is not None else (0, "?")
             start = p.log_start_offset
             try:
                 deleted = p.delete_oldest_segment()
@@ -200,9 +198,9 @@ class DiskGuard:
                 self.dropped_bytes += size
                 dropped[p.name] = dropped.get(p.name, 0) + 1
                 log.warning("drop-oldest: deleted segment %s of %s (%s, offsets %d..%d) to free "
-                            "disk space", _segment_name(start), p.name, human(size), start,
+                            "disk space", name, p.name, human(size), start,
                             p.log_start_offset - 1)
-            age = _oldest_segment_mtime(p) if deleted and _droppable_partition(p) else None
+            age = _oldest_age(p) if deleted and _droppable_partition(p) else None
             if age is None:
                 del ages[key]
             else:
@@ -241,19 +239,7 @@ def _droppable_partition(p: Any) -> bool:
             and not p.offline and p.segment_count > 1)
 
 
-def _segment_name(base: int) -> str:
-    return f"{base:0{NAME_DIGITS}d}{LOG_SUFFIX}"
-
-
-def _oldest_segment_mtime(p: Any) -> float | None:
-    """When the oldest segment was last written: its newest record's age, from the file itself."""
-    try:
-        return os.stat(Path(p.path) / _segment_name(p.log_start_offset)).st_mtime
-    except OSError:
-        return None
-
-
-def _oldest_segment_size(p: Any) -> int:
-    with contextlib.suppress(OSError):
-        return os.stat(Path(p.path) / _segment_name(p.log_start_offset)).st_size
-    return 0
+def _oldest_age(p: Any) -> float | None:
+    """When the oldest segment was last written (its newest record's age, from the file)."""
+    oldest = p.oldest_segment()
+    return oldest.mtime if oldest is not None else None

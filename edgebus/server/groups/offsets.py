@@ -24,7 +24,6 @@ durable one, never to a mix that loses a durable commit.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +31,6 @@ from typing import Any
 from edgebus import batch as B
 from edgebus import format as F
 from edgebus.errors import CorruptRecordError, ProtocolError, RecordTooLargeError
-from edgebus.log.segment import parse_log_name
 from edgebus.log.topic_config import TopicConfig
 from edgebus.protocol.codec import I16, I32, I64, STR, Message
 
@@ -274,7 +272,7 @@ class OffsetStore:
             return False
         if not self._worth_cleaning():
             return False
-        boundary = _segment_bases(p)[-1]
+        boundary = p.segment_bases[-1]
         copied = 0
         for group_id in list(self.table):
             items = []
@@ -295,18 +293,3 @@ class OffsetStore:
 
     def _live_below(self, boundary: int) -> bool:
         return any(c.log_offset < boundary for g in self.table.values() for c in g.values())
-
-
-def _segment_bases(p: Any) -> list[int]:
-    """Base offsets of the partition's segments, oldest first (from the segment file names,
-    which docs/FORMAT.md fixes as `<base_offset:020d>.log`)."""
-    bases = getattr(p, "segment_bases", None)
-    if bases is not None:
-        return sorted(bases)
-    out = []
-    with os.scandir(p.path) as it:
-        for e in it:
-            base = parse_log_name(e.name)
-            if base is not None:
-                out.append(base)
-    return sorted(out)
