@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,21 +15,12 @@ from edgebus.testing import EmbeddedBroker  # after the path insert above
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    b = EmbeddedBroker(tmp_path / "broker")
-    b.start()
-    try:
-        yield b
-    finally:
-        b.cleanup()
-
-
-@pytest.fixture
-def make_broker(tmp_path: Path):
-    """Factory for a broker with a custom config (not started)."""
+def make_broker(tmp_path: Path) -> Iterator[Callable[..., EmbeddedBroker]]:
+    """Factory for a broker with a custom config (not started); every one is cleaned up after
+    the test."""
     made: list[EmbeddedBroker] = []
 
-    def make(config: dict | None = None, name: str = "broker") -> EmbeddedBroker:
+    def make(config: dict[str, Any] | None = None, name: str = "broker") -> EmbeddedBroker:
         b = EmbeddedBroker(tmp_path / name, config=config)
         made.append(b)
         return b
@@ -36,3 +28,16 @@ def make_broker(tmp_path: Path):
     yield make
     for b in made:
         b.cleanup()
+
+
+@pytest.fixture
+def broker_config() -> dict[str, Any] | None:
+    """The config of the `broker` fixture: a test directory's conftest.py overrides this fixture
+    instead of writing its own broker fixture."""
+    return None
+
+
+@pytest.fixture
+def broker(make_broker: Callable[..., EmbeddedBroker], broker_config: dict[str, Any] | None) -> EmbeddedBroker:
+    """A started supervisor in the test's temp directory."""
+    return make_broker(broker_config).start()

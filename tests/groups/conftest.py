@@ -23,13 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    b = EmbeddedBroker(tmp_path / "broker", config={"log": {"flush_interval_ms": 100}})
-    b.start()
-    try:
-        yield b
-    finally:
-        b.cleanup()
+def broker_config() -> dict[str, Any]:
+    """The `broker` fixture (tests/conftest.py) flushes often: commits become durable quickly."""
+    return {"log": {"flush_interval_ms": 100}}
 
 
 @pytest.fixture

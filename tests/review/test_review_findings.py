@@ -40,18 +40,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 # --- helpers -----------------------------------------------------------------------------------
-@pytest.fixture
-def broker(tmp_path):
-    b = EmbeddedBroker(tmp_path / "broker")
-    b.start()
-    try:
-        yield b
-    finally:
-        if b.proc is not None and b.proc.poll() is None:
-            os.kill(b.proc.pid, signal.SIGCONT)  # never leave a stopped supervisor behind
-        b.cleanup()
-
-
 def admin(b: EmbeddedBroker) -> Admin:
     return Admin(socket=b.socket, transport="socket")
 

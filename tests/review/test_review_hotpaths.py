@@ -20,16 +20,6 @@ from edgebus.protocol import messages as M
 from edgebus.testing import EmbeddedBroker
 
 
-@pytest.fixture
-def broker(tmp_path):
-    b = EmbeddedBroker(tmp_path / "broker")
-    b.start()
-    try:
-        yield b
-    finally:
-        b.cleanup()
-
-
 def _topic(b: EmbeddedBroker, name: str = "t", partitions: int = 1) -> None:
     with Admin(socket=b.socket, transport="socket") as a:
         a.create_topic(name, partitions)
