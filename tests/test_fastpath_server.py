@@ -11,7 +11,6 @@ as the shared-memory transport would take them. Checked here:
 
 from __future__ import annotations
 
-import os
 import selectors
 import socket
 import struct
@@ -30,8 +29,8 @@ from edgebus.log.topic_config import TopicConfig
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ClientProtocol, RequestFrame, ServerProtocol
 from edgebus.server.broker import Broker
-from edgebus.server.connection import Connection
-from edgebus.server.handlers import MAX_PARKED_FETCHES_PER_CONNECTION
+from edgebus.server.handlers.data import MAX_PARKED_FETCHES_PER_CONNECTION
+from edgebus.server.listeners.stream import Connection
 from edgebus.server.stats import Stats
 
 pytestmark = pytest.mark.unit
@@ -59,24 +58,24 @@ class Harness:
     def conn(self) -> Connection:
         a, peer = socket.socketpair()
         self._socks += [a, peer]
-        c = Connection(a, self._next, 1 << 30)
-        self._next += 1
+        c = Connection(a, self.b.loop)
+        c.max_output = 1 << 30
         c.shm = CapturingLink()
-        self.b.conns[c.id] = c
-        self.b.sel.register(a, selectors.EVENT_READ, c)
+        c.id = self._next  # as Loop.adopt does, but also while the test says it is stopping
+        self._next += 1
+        self.b.loop.conns[c.id] = c
+        self.b.loop.sel.register(a, selectors.EVENT_READ, c.on_event)
         return c
 
     def send(self, conn: Connection, api: int, corr: int, body: bytes, version: int = 0) -> None:
         """A request as ShmLink._dispatch_all hands it over: a writable slice of the read buffer."""
         frame = bytearray(struct.pack("<HHI", api, version, corr) + body)
-        self.b.dispatch_frame(conn, api, version, corr, memoryview(frame)[8:])
+        self.b.loop.dispatch(conn, api, version, corr, memoryview(frame)[8:])
 
     def close(self) -> None:
-        self.b.committer.close()
+        self.b.durable.close()
         self.logs.close()
-        self.b.sel.close()
-        os.close(self.b._wake_r)
-        os.close(self.b._wake_w)
+        self.b.loop.sel.close()
         for s in self._socks:
             s.close()
 
@@ -105,7 +104,7 @@ def fetch_request(parts: list[tuple[str, int, int, int]], min_bytes: int = 1, ma
 
 def read_answer(h: Harness, corr: int, req: M.FetchRequest) -> bytes:
     """The answer the read-based path gives for `req` now (the log is not changed by reading)."""
-    resp, _ = h.b.handlers.read_fetch(req)
+    resp, _ = h.b.data.read_fetch(req)
     return ServerProtocol.encode_response(corr, resp)
 
 
@@ -118,16 +117,16 @@ def decode(frame: bytes, api: int) -> Any:
 
 
 def count_fast_answers(h: Harness) -> list[bool]:
-    """Record, per call, whether Handlers.fetch_appended answered from the batch."""
+    """Record, per call, whether DataHandlers.fetch_appended answered from the batch."""
     used: list[bool] = []
-    inner = h.b.handlers.fetch_appended
+    inner = h.b.data.fetch_appended
 
     def spy(*args: Any) -> Any:
         out = inner(*args)
         used.append(out is not None)
         return out
 
-    h.b.handlers.fetch_appended = spy  # type: ignore[method-assign]
+    h.b.data.fetch_appended = spy  # type: ignore[method-assign]
     return used
 
 
@@ -162,7 +161,7 @@ def test_parked_fetch_answered_from_the_batch_equals_the_read_answer(tmp_path_fa
             assert (ack.topic, ack.partition, ack.base_offset) == ("t", 0, req.partitions[0].offset)
             if len(b) < min_bytes:  # not enough yet: it stays parked (and is dropped here)
                 assert consumer.shm.frames == [] and used[-1] is False
-                h.b.waiters.remove(h.b.waiters.all()[0])
+                h.b.data.waiters.remove(h.b.data.waiters.all()[0])
                 continue
             assert used[-1] is True
             (got,) = consumer.shm.frames
@@ -209,7 +208,7 @@ def test_a_batch_not_stamped_in_place_is_read_back(h):
     req = fetch_request([("t", 0, 0, 1 << 20)])
     h.send(consumer, M.Api.FETCH, 3, req.to_bytes())
     used = count_fast_answers(h)
-    out = h.b.handlers.produce_fields(h.conn(), 1, "t", 0, 1, batch([b"v"]))  # bytes: read-only
+    out = h.b.data.produce_fields(h.conn(), 1, "t", 0, 1, batch([b"v"]))  # bytes: read-only
     assert used == [False]
     (got,) = consumer.shm.frames
     assert got == read_answer(h, 3, req)
@@ -228,7 +227,7 @@ def test_answers_from_the_batch_count_as_read_answers_in_stats(h):
     st_ = h.b.stats
     assert (st_.records_out, st_.batches_out, st_.bytes_out) == (15, 5, expected.bytes_out)
     assert (expected.records_out, expected.batches_out) == (15, 5)
-    assert h.b.records_in == 15
+    assert h.b.stats.records_in == 15
 
 
 # --- parking without reading ---------------------------------------------------------------------
@@ -258,16 +257,16 @@ def test_parking_without_reading_decides_as_reading_does(h, name, stopping):
     for i in range(2):
         h.send(producer, M.Api.PRODUCE, i, produce_body("t", batch([b"v%d" % i])))
     req = fetch_request(parts, min_bytes, wait=wait)
-    h.b.stopping = stopping
+    h.b.loop.stopping = stopping
     outcomes = []
     for shortcut in (True, False):
         c = h.conn()
         if not shortcut:
-            h.b.handlers._all_at_end = lambda req: False  # type: ignore[method-assign]
+            h.b.data._all_at_end = lambda req: False  # type: ignore[method-assign]
         h.send(c, M.Api.FETCH, 9, req.to_bytes())
         outcomes.append((c.parked, c.shm.frames))
-        for w in h.b.waiters.all():
-            h.b.waiters.remove(w)
+        for w in h.b.data.waiters.all():
+            h.b.data.waiters.remove(w)
     assert outcomes[0] == outcomes[1]
 
 
@@ -311,15 +310,15 @@ BODIES = {
 
 
 def run_generic(h: Harness, conn: Connection, corr: int, body: bytes) -> None:
-    """The path every PRODUCE took before: the dataclass decoder and Handlers.produce."""
+    """The path every PRODUCE took before: the dataclass decoder and DataHandlers.produce."""
     frame = bytearray(body)
     req = RequestFrame(M.Api.PRODUCE, 0, corr, memoryview(frame))
     conn.requests += 1
 
     def decode_and_handle(conn: Connection, corr: int, req: RequestFrame) -> Any:
-        return h.b.handlers.produce(conn, corr, M.ProduceRequest.from_bytes(req.body))
+        return h.b.data.produce(conn, corr, M.ProduceRequest.from_bytes(req.body))
 
-    h.b._handle(conn, M.Api.PRODUCE, corr, decode_and_handle, (req,))
+    h.b.dispatcher._handle(conn, M.Api.PRODUCE, corr, decode_and_handle, (req,))
 
 
 @pytest.mark.parametrize("stopping", [False, True])
@@ -327,7 +326,7 @@ def run_generic(h: Harness, conn: Connection, corr: int, body: bytes) -> None:
 def test_produce_frames_get_the_generic_answers(h, name, stopping):
     h.logs.create_topic("t", TopicConfig())
     h.logs.create_topic("small", TopicConfig(max_message_bytes=200))
-    h.b.stopping = stopping
+    h.b.loop.stopping = stopping
     body = BODIES[name]
     results = []
     for fast in (True, False):
@@ -347,7 +346,7 @@ def test_produce_frames_get_the_generic_answers(h, name, stopping):
             else:
                 ack = ClientProtocol.decode_body(M.Api.PRODUCE, resp)
                 answers.append((ack.topic, ack.partition, ack.log_start_offset))
-        durable = [(w.correlation_id, type(w.response).__name__) for w in h.b.committer.pending_waiters
+        durable = [(w.correlation_id, type(w.response).__name__) for w in h.b.durable.committer.pending_waiters
                    if w.conn is c]
         results.append((answers, c.closed, c.requests, durable))
     assert results[0] == results[1]

@@ -32,6 +32,7 @@ import psutil
 from edgebus.errors import DiskFullError
 from edgebus.log.topic_config import DISK_FULL_DROP_OLDEST
 from edgebus.opsconfig import Threshold
+from edgebus.server.service import Service
 
 log = logging.getLogger("edgebus.disk")
 
@@ -58,7 +59,7 @@ def human(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-class DiskGuard:
+class DiskGuard(Service):
     def __init__(self, logs: Any, low: Threshold = DEFAULT_LOW, high: Threshold = DEFAULT_HIGH,
                  interval_s: float = DEFAULT_INTERVAL_S, *, probe: Probe | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -86,7 +87,7 @@ class DiskGuard:
         return cls(logs, settings.low_watermark, settings.high_watermark,
                    settings.check_interval_ms / 1000, probe=probe)
 
-    # --- timer (the broker's loop) ---------------------------------------------------------------
+    # --- the service: a timer on the loop --------------------------------------------------------
     def next_deadline(self) -> float:
         return self._next_check
 

@@ -1,7 +1,7 @@
 """Optional Prometheus text endpoint (`metrics: {listen: 127.0.0.1:9464}`), with prometheus-client.
 
-The endpoint is served by the supervisor's own event loop, not by prometheus-client's HTTP thread:
-a scrape then reads the broker's structures on the thread that changes them (no locks, no torn
+The endpoint is a service on the supervisor's own event loop, not prometheus-client's HTTP thread:
+a scrape then reads the server's structures on the thread that changes them (no locks, no torn
 views), costs nothing between scrapes, and a hung loop shows as a failed scrape, which is the
 truth. prometheus-client provides the metric families and the text exposition format.
 
@@ -11,7 +11,6 @@ MAX_REQUEST_BYTES, one request per connection (Connection: close).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import selectors
 import socket
@@ -22,6 +21,7 @@ from typing import Any
 
 from edgebus.opsconfig import split_listen
 from edgebus.server import status as S
+from edgebus.server.service import LoopApi, Service
 from edgebus.version import __version__
 
 log = logging.getLogger("edgebus.metrics")
@@ -32,10 +32,11 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class BrokerCollector:
-    """Fresh metric families from the broker at each scrape (prometheus_client's Collector)."""
+    """Fresh metric families at each scrape (prometheus_client's Collector), from the status
+    document (server/status.py collect) plus the fsync histogram's buckets."""
 
-    def __init__(self, broker: Any) -> None:
-        self.b = broker
+    def __init__(self, server: Any) -> None:
+        self.server = server
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import (
@@ -44,87 +45,89 @@ class BrokerCollector:
             HistogramMetricFamily,
         )
 
-        b = self.b
+        doc = S.collect(self.server)
+        stats = self.server.stats
         info = GaugeMetricFamily("edgebus_build_info", "edgebus version", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
         yield GaugeMetricFamily("edgebus_uptime_seconds", "Seconds since the supervisor started",
-                                value=time.time() - b.started)
+                                value=time.time() - doc["started_at"])
         yield CounterMetricFamily("edgebus_records_in", "Records appended by producers",
-                                  value=b.records_in)
+                                  value=doc["records_in"])
         yield CounterMetricFamily("edgebus_bytes_in", "Record batch bytes appended by producers",
-                                  value=b.bytes_in)
+                                  value=doc["bytes_in"])
         yield CounterMetricFamily("edgebus_records_out", "Records sent to consumers",
-                                  value=b.stats.records_out)
+                                  value=doc["records_out"])
         yield CounterMetricFamily("edgebus_bytes_out", "Record batch bytes sent to consumers",
-                                  value=b.stats.bytes_out)
+                                  value=doc["bytes_out"])
         h = HistogramMetricFamily("edgebus_fsync_duration_seconds",
                                   "Duration of one group-commit fsync round")
-        h.add_metric([], b.stats.fsync_cumulative(), b.stats.fsync_sum)
+        h.add_metric([], stats.fsync_cumulative(), stats.fsync_sum)
         yield h
-        yield GaugeMetricFamily("edgebus_connections", "Connected clients", value=len(b.conns))
+        yield GaugeMetricFamily("edgebus_connections", "Connected clients",
+                                value=doc["connections"])
         # From psutil, which reads /proc/self only: prometheus-client's ProcessCollector also
         # needs /proc/stat, which the unit's ProcSubset=pid hides.
-        proc = S.process_usage()
         yield GaugeMetricFamily("edgebus_process_resident_memory_bytes", "Resident set size",
-                                value=proc["rss_bytes"])
+                                value=doc["rss_bytes"])
         yield CounterMetricFamily("edgebus_process_cpu_seconds", "User and system CPU time",
-                                  value=proc["cpu_s"])
+                                  value=doc["cpu_s"])
         yield GaugeMetricFamily("edgebus_process_open_fds", "Open file descriptors",
-                                value=proc["open_fds"])
+                                value=doc["open_fds"])
 
-        d = b.disk
-        if not d.total:
-            d.check()
+        d = doc["disk"]
         yield GaugeMetricFamily("edgebus_disk_free_bytes",
-                                "Free bytes on the data directory's filesystem", value=d.free)
+                                "Free bytes on the data directory's filesystem", value=d["free"])
         yield GaugeMetricFamily("edgebus_disk_total_bytes",
-                                "Size of the data directory's filesystem", value=d.total)
+                                "Size of the data directory's filesystem", value=d["total"])
         yield GaugeMetricFamily("edgebus_disk_low_watermark_bytes",
                                 "Free space below which on_disk_full policies apply",
-                                value=d.low_bytes)
+                                value=d["low_watermark"])
         yield GaugeMetricFamily("edgebus_disk_high_watermark_bytes",
-                                "Free space at which normal service resumes", value=d.high_bytes)
+                                "Free space at which normal service resumes",
+                                value=d["high_watermark"])
         yield GaugeMetricFamily("edgebus_disk_low", "1 while below the low watermark",
-                                value=1 if d.low else 0)
+                                value=1 if d["state"] == "low" else 0)
         yield CounterMetricFamily("edgebus_disk_rejected_appends",
                                   "Appends refused because the disk was low or full",
-                                  value=d.rejected_appends)
+                                  value=d["rejected_appends"])
         yield CounterMetricFamily("edgebus_disk_dropped_segments",
                                   "Segments deleted by the drop-oldest policy",
-                                  value=d.dropped_segments)
+                                  value=d["dropped_segments"])
 
         labels = ["topic", "partition"]
         start = GaugeMetricFamily("edgebus_log_start_offset", "First offset on disk", labels=labels)
         end = GaugeMetricFamily("edgebus_log_end_offset", "Next offset to be written", labels=labels)
         size = GaugeMetricFamily("edgebus_log_size_bytes", "Bytes of segments", labels=labels)
-        for p in b.logs.all_partitions():
-            key = [p.topic, str(p.partition)]
-            start.add_metric(key, p.log_start_offset)
-            end.add_metric(key, p.log_end_offset)
-            size.add_metric(key, p.size_bytes)
+        for topic, t in doc["topics"].items():
+            for p in t["partitions"]:
+                key = [topic, str(p["partition"])]
+                start.add_metric(key, p["log_start_offset"])
+                end.add_metric(key, p["log_end_offset"])
+                size.add_metric(key, p["size_bytes"])
         yield from (start, end, size)
 
         lag = GaugeMetricFamily("edgebus_consumer_group_lag",
                                 "Records between a group's committed offset and the log end",
                                 labels=["group", *labels])
-        for g in S.group_lags(b):
+        for g in doc["groups"]:
             for part in g["partitions"]:
                 if part["lag"] >= 0:
                     lag.add_metric([g["group"], part["topic"], str(part["partition"])], part["lag"])
         yield lag
 
 
-class MetricsServer:
-    """A minimal HTTP/1.1 responder for GET /metrics on the broker's selector."""
+class MetricsServer(Service):
+    """A minimal HTTP/1.1 responder for GET /metrics on the loop. `server` is what the status
+    document describes (edgebus.server.broker.Broker)."""
 
-    def __init__(self, broker: Any, listen: str) -> None:
+    def __init__(self, api: LoopApi, server: Any, listen: str) -> None:
         from prometheus_client import CollectorRegistry
 
-        self.b = broker
+        self.api = api
         self.listen_on = listen
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(BrokerCollector(broker))  # type: ignore[arg-type]
+        self.registry.register(BrokerCollector(server))
         self._sock: socket.socket | None = None
         self._clients: OrderedDict[int, _Scrape] = OrderedDict()
         self.scrapes = 0
@@ -142,7 +145,7 @@ class MetricsServer:
             raise
         s.setblocking(False)
         self._sock = s
-        self.b.sel.register(s, selectors.EVENT_READ, self._on_accept)
+        self.api.register(s, self._on_accept)
         host = f"[{host}]" if ":" in host else host
         log.info("metrics endpoint on http://%s:%d/metrics", host, self.port)
 
@@ -155,8 +158,7 @@ class MetricsServer:
         for c in list(self._clients.values()):
             self._drop(c)
         if self._sock is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self.b.sel.unregister(self._sock)
+            self.api.unregister(self._sock)
             self._sock.close()
             self._sock = None
 
@@ -176,12 +178,11 @@ class MetricsServer:
                 self._drop(next(iter(self._clients.values())))
             c = _Scrape(self, s)
             self._clients[s.fileno()] = c
-            self.b.sel.register(s, selectors.EVENT_READ, c.on_event)
+            self.api.register(s, c.on_event)
 
     def _drop(self, c: _Scrape) -> None:
         self._clients.pop(c.fd, None)
-        with contextlib.suppress(KeyError, ValueError):
-            self.b.sel.unregister(c.sock)
+        self.api.unregister(c.sock)
         c.sock.close()
 
     def render(self, path: str) -> tuple[str, str, bytes]:
@@ -240,7 +241,7 @@ class _Scrape:
                 f"Content-Length: {len(body) if length is None else length}\r\n"
                 "Connection: close\r\n\r\n").encode("ascii")
         self.out = memoryview(head + body)
-        self.server.b.sel.modify(self.sock, selectors.EVENT_WRITE, self.on_event)
+        self.server.api.register(self.sock, self.on_event, selectors.EVENT_WRITE)
 
     def _write(self) -> None:
         assert self.out is not None

@@ -2,8 +2,9 @@
 
 - READY=1 is sent once, by the supervisor, after recovery and after the socket listens, so a unit
   ordered After=edgebus.service starts when clients can connect.
-- WATCHDOG=1 is sent from the event loop itself (Broker.serve_forever calls `tick`): a loop that
-  hangs stops pinging and systemd kills and restarts the service (WatchdogSec= in the unit).
+- WATCHDOG=1 is sent from the event loop itself (`Watchdog`, a service on the loop, calls
+  `tick`): a loop that hangs stops pinging and systemd kills and restarts the service
+  (WatchdogSec= in the unit).
 - STATUS= carries a one-line summary (`systemctl status edgebus` shows it).
 - STOPPING=1 when a clean shutdown begins.
 
@@ -14,11 +15,13 @@ only when WATCHDOG_USEC is set and WATCHDOG_PID, if set, is this process (sd_wat
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import sdnotify
 
 from edgebus.server.disk import human
+from edgebus.server.service import Service
 
 # Without a watchdog, STATUS= is refreshed this often (seconds) while systemd listens.
 STATUS_INTERVAL_S = 10.0
@@ -64,11 +67,30 @@ class Notifier:
         self._send("STOPPING=1\nSTATUS=stopping: answering waiters and flushing the log")
 
 
+class Watchdog(Service):
+    """The notifier on the loop: `Notifier.tick` every `interval`, STOPPING=1 at shutdown."""
+
+    def __init__(self, notifier: Notifier, server: Any) -> None:
+        self.notifier = notifier
+        self.server = server  # what summary_line describes (edgebus.server.broker.Broker)
+        self._next = time.monotonic()  # the first ping at once
+
+    def next_deadline(self) -> float | None:
+        return self._next
+
+    def tick(self, now: float) -> None:
+        self.notifier.tick(self.server)
+        self._next = now + self.notifier.interval
+
+    def shutdown(self) -> None:
+        self.notifier.stopping()
+
+
 def summary_line(broker: Any) -> str:
     topics = {n: t for n, t in broker.logs.topics().items() if not n.startswith("__")}
     parts = sum(t.partitions for t in topics.values())
-    line = (f"{len(topics)} topics, {parts} partitions, {len(broker.conns)} clients, "
-            f"{broker.records_in} records in")
+    line = (f"{len(topics)} topics, {parts} partitions, {len(broker.loop.conns)} clients, "
+            f"{broker.stats.records_in} records in")
     disk = getattr(broker, "disk", None)
     if disk is not None and disk.total:
         line += f", disk {human(disk.free)} free"

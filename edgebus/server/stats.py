@@ -23,6 +23,8 @@ FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 
 class Stats:
     def __init__(self) -> None:
+        self.records_in = 0  # appended by producers (handlers/data.py produce_fields)
+        self.bytes_in = 0
         self.records_out = 0
         self.batches_out = 0
         self.bytes_out = 0

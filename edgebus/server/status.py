@@ -1,16 +1,24 @@
-"""The supervisor's status document (the STATUS API, `edgebus status`, the metrics endpoint).
+"""The supervisor's status document, the one source for the STATUS API (`edgebus status`), the
+metrics endpoint and nothing else.
 
-`collect(broker)` extends Broker.status() with what an operator needs at a glance: disk state and
-watermarks, process CPU and memory, connected clients, consumer groups with their lag, and
-traffic counters. Loop thread only: it reads the broker's structures without locks.
+`collect(server)` gives what an operator needs at a glance: version and uptime, disk state and
+watermarks, process CPU and memory, connected clients, topics and partitions, consumer groups
+with their lag, and traffic counters. Loop thread only: it reads the server's structures without
+locks.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
+
+from edgebus.version import __version__
+
+if TYPE_CHECKING:
+    from edgebus.server.broker import Broker
 
 _process: psutil.Process | None = None
 _last_cpu: tuple[float, float] | None = None  # (monotonic time, cpu seconds) at the last collect
@@ -48,7 +56,7 @@ def clients(broker: Any) -> list[dict[str, Any]]:
     return [
         {"id": c.id, "pid": c.pid, "uid": c.uid, "requests": c.requests,
          "parked_fetches": c.parked, "output_bytes": c.out_bytes}
-        for c in list(broker.conns.values())
+        for c in list(broker.loop.conns.values())
     ]
 
 
@@ -93,27 +101,54 @@ def group_lags(broker: Any) -> list[dict[str, Any]]:
     return out
 
 
-def collect(broker: Any) -> dict[str, Any]:
-    doc = dict(broker.status())
-    doc["started_at"] = round(broker.started, 3)
-    doc.update(process_usage())
-    disk = broker.disk.snapshot() if getattr(broker, "disk", None) is not None else None
-    if disk is not None:
-        if disk["total"] == 0:  # no check has run yet
-            broker.disk.check()
-            disk = broker.disk.snapshot()
-        doc["disk"] = {**doc.get("disk", {}), **disk}
-    doc["data_bytes"] = sum(t["size_bytes"] for t in doc.get("topics", {}).values())
+def topics(broker: Any) -> dict[str, Any]:
+    """Every topic (internal ones included) with its partitions' offsets and sizes."""
+    logs = broker.logs
+    out = {}
+    for name in sorted(logs.topics()):
+        parts = logs.partitions(name)
+        out[name] = {
+            "partitions": [
+                {"partition": p.partition, "log_start_offset": p.log_start_offset,
+                 "log_end_offset": p.log_end_offset, "size_bytes": p.size_bytes,
+                 "segments": p.segment_count, "offline": p.offline}
+                for p in parts
+            ],
+            "size_bytes": sum(p.size_bytes for p in parts),
+        }
+    return out
+
+
+def collect(broker: Broker) -> dict[str, Any]:
+    disk = broker.disk
+    if disk.total == 0:  # no check has run yet
+        disk.check()
+    stats = broker.stats
+    doc: dict[str, Any] = {
+        "version": __version__,
+        "pid": os.getpid(),
+        "uptime_s": round(time.time() - broker.started, 1),
+        "data_dir": str(broker.logs.data_dir),
+        "socket": str(broker.socket_path),
+        "disk": disk.snapshot(),
+        **process_usage(),
+        "connections": len(broker.loop.conns),
+        "parked_fetches": broker.data.waiters.count,
+        "records_in": stats.records_in,
+        "bytes_in": stats.bytes_in,
+        "fsyncs": broker.durable.committer.syncs,
+        "topics": topics(broker),
+        "started_at": round(broker.started, 3),
+    }
+    doc["data_bytes"] = sum(t["size_bytes"] for t in doc["topics"].values())
     doc["clients"] = clients(broker)
     doc["groups"] = group_lags(broker)
-    stats = getattr(broker, "stats", None)
-    if stats is not None:
-        doc["records_out"] = stats.records_out
-        doc["bytes_out"] = stats.bytes_out
-        doc["fsync_count"] = stats.fsync_count
-        doc["fsync_avg_ms"] = round(1000 * stats.fsync_sum / stats.fsync_count, 3) \
-            if stats.fsync_count else None
-    notifier = getattr(broker, "notifier", None)
+    doc["records_out"] = stats.records_out
+    doc["bytes_out"] = stats.bytes_out
+    doc["fsync_count"] = stats.fsync_count
+    doc["fsync_avg_ms"] = round(1000 * stats.fsync_sum / stats.fsync_count, 3) \
+        if stats.fsync_count else None
+    notifier = broker.notifier
     doc["systemd"] = {"notify": bool(getattr(notifier, "enabled", False)),
                       "watchdog_s": getattr(notifier, "watchdog_s", None)}
     return doc

@@ -79,33 +79,29 @@ def run(config: Any) -> int:
         log.error("cannot listen on %s: %s", config.socket, e)
         logs.close()
         return 1
-    metrics = _start_metrics(broker, config)
+    _start_metrics(broker, config)
     log.info("ready in %.3f s: %s", time.monotonic() - t0, summary_line(broker))
     notifier.ready(summary_line(broker))  # after recovery and listen: clients can connect now
-    try:
-        broker.serve_forever()
-    finally:
-        if metrics is not None:
-            metrics.close()
+    broker.serve_forever()  # the metrics endpoint, a service, closes with the loop
     return 0
 
 
-def _start_metrics(broker: Broker, config: Any) -> Any:
-    """The optional Prometheus endpoint; a failure to start it is logged, and the log is served
-    all the same (a missing scrape is what alerts on it)."""
+def _start_metrics(broker: Broker, config: Any) -> None:
+    """The optional Prometheus endpoint, a service on the loop; a failure to start it is logged,
+    and the log is served all the same (a missing scrape is what alerts on it)."""
     listen = config.metrics.listen
     if not listen:
-        return None
+        return
     try:
         from edgebus.server.metrics import MetricsServer
 
-        server = MetricsServer(broker, listen)
+        server = MetricsServer(broker.loop, broker, listen)
         server.start()
     except ImportError as e:
         log.error("metrics.listen is set but prometheus-client is missing (%s); "
                   "pip install prometheus-client", e)
-        return None
+        return
     except OSError as e:
         log.error("cannot serve metrics on %s: %s", listen, e)
-        return None
-    return server
+        return
+    broker.add_service(server)

@@ -1,9 +1,11 @@
-"""The group APIs on the supervisor's loop: glue between the broker, the coordinator and the
-offset store. Registered into Handlers.table by `attach` (edgebus/server/groups/__init__.py).
+"""The group APIs on the supervisor's loop: glue between the loop, the coordinator and the
+offset store. Listed in the dispatch table by edgebus/server/dispatch.py; as a service, the
+coordinator's timers and the offsets cleaner are its deadlines.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -19,12 +21,16 @@ from edgebus.errors import (
 from edgebus.protocol import groups as G
 from edgebus.protocol import messages as M
 from edgebus.protocol.codec import Message
+from edgebus.server.dispatch import DEFERRED
+from edgebus.server.durable import DurableAcks
 from edgebus.server.groups.coordinator import Coordinator, State, by_topic, check_group_id
 from edgebus.server.groups.offsets import OffsetStore
-from edgebus.server.handlers import DEFERRED, DurableWaiter, now_ms
+from edgebus.server.handlers.data import now_ms
+from edgebus.server.service import LoopApi, Service
 
 if TYPE_CHECKING:
-    from edgebus.server.broker import Broker
+    from edgebus.log.manager import LogManager
+    from edgebus.server.handlers.data import DataHandlers
 
 log = logging.getLogger("edgebus.groups")
 
@@ -38,33 +44,23 @@ def _internal(topic: str) -> bool:
     return topic.startswith("__")
 
 
-class GroupHandlers:
-    def __init__(self, broker: Broker, *, initial_rebalance_delay_ms: int = 0,
-                 store: OffsetStore | None = None) -> None:
-        self.b = broker
-        self.store = store or OffsetStore(broker.logs)
+class GroupHandlers(Service):
+    def __init__(self, api: LoopApi, logs: LogManager, data: DataHandlers, durable: DurableAcks,
+                 *, initial_rebalance_delay_ms: int = 0, store: OffsetStore | None = None) -> None:
+        self.api = api
+        self.logs = logs
+        self.data = data  # on_append: fetches parked on __consumer_offsets
+        self.durable = durable
+        self.store = store or OffsetStore(logs)
         self.store.open()
         self.coordinator = Coordinator(self._partitions_of,
                                        initial_rebalance_delay_ms=initial_rebalance_delay_ms)
         self._next_clean = time.monotonic()
 
-    def register(self, table: dict[Any, Any]) -> None:
-        table.update({
-            M.Api.JOIN_GROUP: self.join_group,
-            M.Api.SYNC_GROUP: self.sync_group,
-            M.Api.HEARTBEAT: self.heartbeat,
-            M.Api.LEAVE_GROUP: self.leave_group,
-            M.Api.OFFSET_COMMIT: self.offset_commit,
-            M.Api.OFFSET_FETCH: self.offset_fetch,
-            M.Api.LIST_GROUPS: self.list_groups,
-            M.Api.DESCRIBE_GROUP: self.describe_group,
-            M.Api.RESET_OFFSETS: self.reset_offsets,
-        })
-
     def _partitions_of(self, topic: str) -> int:
         if _internal(topic):
             return 0
-        cfg = self.b.logs.topics().get(topic)
+        cfg = self.logs.topics().get(topic)
         return cfg.partitions if cfg is not None else 0
 
     # --- loop events -----------------------------------------------------------------------------
@@ -86,7 +82,7 @@ class GroupHandlers:
             self._next_clean = now + CLEAN_INTERVAL_S
             try:
                 if self.store.clean(now_ms()):
-                    self.b.on_append(self.store.partition)
+                    self.data.on_append(self.store.partition)
             except EdgebusError as e:
                 log.error("cleaning %s failed: %s", self.store.partition.name, e)
                 self._next_clean = now + CLEAN_BACKOFF_S
@@ -98,25 +94,16 @@ class GroupHandlers:
         self.coordinator.topic_changed(topic)
         try:
             if self.store.delete_topic(topic, now_ms()):
-                self.b.on_append(self.store.partition)
+                self.data.on_append(self.store.partition)
         except EdgebusError as e:
             log.error("forgetting the committed offsets of deleted topic %s: %s", topic, e)
 
     # --- membership ------------------------------------------------------------------------------
     def join_group(self, conn: Any, corr: int, req: G.JoinGroupRequest) -> Any:
-        if self.b.stopping:
+        if self.api.stopping:
             raise ShuttingDownError("the supervisor is shutting down")
-
-        def reply(result: Any) -> None:
-            if conn.closed:
-                return
-            if isinstance(result, EdgebusError):
-                self.b._send_error(conn, corr, result.code, str(result))
-            else:
-                self.b._send(conn, corr, result)
-            self.b._update_interest(conn)
-
-        self.coordinator.join(conn.id, conn.pid, req, reply)
+        # Answered when the rebalance completes: a JoinGroupResponse or an EdgebusError.
+        self.coordinator.join(conn.id, conn.pid, req, functools.partial(self.api.answer, conn, corr))
         return DEFERRED
 
     def sync_group(self, conn: Any, corr: int, req: G.SyncGroupRequest) -> G.SyncGroupResponse:
@@ -137,7 +124,7 @@ class GroupHandlers:
             raise InvalidRequestError(f"the supervisor already holds {G.MAX_GROUPS} groups")
 
     def offset_commit(self, conn: Any, corr: int, req: G.OffsetCommitRequest) -> Any:
-        if self.b.stopping:
+        if self.api.stopping:
             raise ShuttingDownError("the supervisor is shutting down")
         self.coordinator.check_commit(req.group_id, req.generation, req.member_id)
         if req.group_id not in self.store.table:
@@ -153,7 +140,7 @@ class GroupHandlers:
                 if len(o.metadata.encode()) > G.MAX_COMMIT_METADATA:
                     raise InvalidRequestError(
                         f"metadata is longer than {G.MAX_COMMIT_METADATA} bytes")
-                self.b.logs.partition(o.topic, o.partition)
+                self.logs.partition(o.topic, o.partition)
             except EdgebusError as e:
                 results.append(G.OffsetCommitResult(o.topic, o.partition, e.code, str(e)))
                 continue
@@ -169,8 +156,8 @@ class GroupHandlers:
                         generation: int, now: int, resp: Message) -> Any:
         """Append, then answer after the fsync that covers it (group commit)."""
         p = self.store.commit(group_id, entries, generation, now)
-        self.b.on_append(p)
-        self.b.committer.add_waiter(p, DurableWaiter(conn, corr, p, resp))
+        self.data.on_append(p)
+        self.durable.add(conn, corr, p, resp)
         return DEFERRED
 
     def offset_fetch(self, conn: Any, corr: int,
@@ -224,7 +211,7 @@ class GroupHandlers:
         parts = []
         for topic, part in sorted(tps):
             try:
-                end = self.b.logs.partition(topic, part).log_end_offset
+                end = self.logs.partition(topic, part).log_end_offset
             except EdgebusError:
                 end = -1
             c = offsets.get((topic, part))
@@ -239,7 +226,7 @@ class GroupHandlers:
 
     def reset_offsets(self, conn: Any, corr: int, req: G.ResetOffsetsRequest) -> Any:
         check_group_id(req.group_id)
-        if self.b.stopping:
+        if self.api.stopping:
             raise ShuttingDownError("the supervisor is shutting down")
         if not self.coordinator.is_empty(req.group_id):
             n = len(self.coordinator.groups[req.group_id].members)
@@ -247,8 +234,8 @@ class GroupHandlers:
                                      "can only be reset while it has none")
         if _internal(req.topic):
             raise InvalidTopicError(f"{req.topic!r} is an internal topic")
-        all_parts = self.b.logs.partitions(req.topic)  # UnknownTopicError
-        chosen = [self.b.logs.partition(req.topic, i) for i in req.partitions] \
+        all_parts = self.logs.partitions(req.topic)  # UnknownTopicError
+        chosen = [self.logs.partition(req.topic, i) for i in req.partitions] \
             if req.partitions else all_parts
         out = []
         entries = []

@@ -4,14 +4,15 @@ A client that connected over the Unix socket may send SHM_ATTACH. The supervisor
 memfd holding two rings (client -> supervisor requests, supervisor -> client responses) and three
 eventfds, seals the memfd's size, and passes all four descriptors back with SCM_RIGHTS in the
 attach response. From then on the rings carry the same frames as the socket; every request read
-from a ring goes through the broker's ordinary `dispatch_frame`, and every response for the connection
+from a ring goes through the ordinary dispatch (LoopApi.dispatch), and every response for the connection
 goes into the response ring (the socket keeps working for frames too large for a ring). Nothing is
 ever named in /dev/shm, so a kill -9 of either side leaves nothing behind: the kernel frees the
 memfd when its last descriptor and mapping go.
 
 Lifecycle: the link lives exactly as long as the socket connection. The socket closing (the
-kernel closes it when the client dies, kill -9 included) reaches `Broker._close`, which calls
-`close_link`: the eventfd leaves the selector, the mapping and descriptors are released at once.
+kernel closes it when the client dies, kill -9 included) reaches `Loop.close`, which tells this
+service (`connection_closed`): the eventfd leaves the selector, the mapping and descriptors are
+released at once.
 
 Wake-ups: while a link has traffic the loop polls its ring (spinning in C for short slices while
 the loop has nothing else to do); after SPIN_NS without traffic, or as soon as the loop is idle
@@ -30,7 +31,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import selectors
 import socket
 import struct
 import time
@@ -41,12 +41,12 @@ from edgebus import format as F
 from edgebus.errors import InvalidRequestError
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ServerProtocol
-from edgebus.server.handlers import NO_RESPONSE
+from edgebus.server.dispatch import NO_RESPONSE
+from edgebus.server.service import LoopApi, Service
 from edgebus.shm import cpu_free, unavailable_reason
 
 if TYPE_CHECKING:
-    from edgebus.server.broker import Broker
-    from edgebus.server.connection import Connection
+    from edgebus.server.listeners.stream import Connection
 
 log = logging.getLogger("edgebus.shm")
 
@@ -75,6 +75,8 @@ class ShmLink:
     def __init__(self, transport: ShmTransport, conn: Connection, mapping: Any, req: Any,
                  resp: Any, efd_sup: int, efd_data: int, efd_space: int) -> None:
         self.t = transport
+        self.api = transport.api
+        self.dispatch = transport.api.dispatch  # bound once: called for every ring frame
         self.conn = conn
         self.mapping = mapping
         self.req = req  # client -> supervisor; we are its reader
@@ -150,7 +152,7 @@ class ShmLink:
         """Flush pending responses, then dispatch request frames. True if any work was done."""
         if self.closed:
             return False
-        b = self.t.b
+        api = self.api
         conn = self.conn
         was_over = conn.overloaded
         if self.pending:
@@ -158,10 +160,7 @@ class ShmLink:
             if self.pending:
                 self._want_space()
             if was_over and not conn.overloaded and not conn.closed:
-                # Room again: resume the socket side too (it may hold whole frames).
-                b._update_interest(conn)
-                if conn.proto.frames.buffered():
-                    b._process(conn)
+                api.resume(conn)  # room again: the socket side too (it may hold whole frames)
         worked = False
         for _ in range(MAX_READS_PER_TURN):
             if conn.closed or conn.overloaded or self.closed:
@@ -170,7 +169,7 @@ class ShmLink:
                 buf = self.req.read(self.efd_space)
             except Exception as e:  # RingError: a corrupt or hostile peer
                 log.warning("%r: request ring is corrupt (%s); closing it", self, e)
-                b._close(conn)
+                api.close(conn)
                 return True
             if buf is None:
                 break
@@ -180,13 +179,14 @@ class ShmLink:
         if worked:
             self.last_active = time.monotonic_ns()
             if conn.out and not conn.closed:
-                b._update_interest(conn)  # a frame too large for the ring waits on the socket
+                conn.update_interest()  # a frame too large for the ring waits on the socket
         if conn.closed:
-            b._close(conn)
+            api.close(conn)
         return worked
 
     def _dispatch_all(self, buf: bytearray) -> bool:
-        b = self.t.b
+        api = self.api
+        dispatch = self.dispatch
         conn = self.conn
         mv = memoryview(buf)
         pos, end = 0, len(buf)
@@ -197,14 +197,14 @@ class ShmLink:
             if n < 8:
                 log.warning("%r sent a frame of %d bytes, shorter than its header; closing it",
                             self, n)
-                b._close(conn)
+                api.close(conn)
                 return False
-            api, ver, corr = unpack_head(buf, pos + 4)
+            key, ver, corr = unpack_head(buf, pos + 4)
             self.frames_in += 1
-            b.dispatch_frame(conn, api, ver, corr, mv[pos + 12 : pos + 4 + n])
+            dispatch(conn, key, ver, corr, mv[pos + 12 : pos + 4 + n])
             pos += 4 + n
             if conn.closed:
-                b._close(conn)
+                api.close(conn)
                 return False
         return True
 
@@ -221,17 +221,16 @@ class ShmLink:
         self.mapping.close()
 
 
-class ShmTransport:
-    """All links of one broker; registers SHM_ATTACH and the loop hooks."""
+class ShmTransport(Service):
+    """All links of the supervisor: the SHM_ATTACH handler, and the rings polled by the loop."""
 
-    def __init__(self, broker: Broker) -> None:
-        self.b = broker
+    def __init__(self, api: LoopApi) -> None:
+        self.api = api
         self.links: dict[int, ShmLink] = {}  # conn id -> link
         self.spinning: dict[int, ShmLink] = {}  # links polled by the loop
         self.reason = unavailable_reason()
         self._ring_ptrs: Any = None  # cffi array of the spinning rings, rebuilt when they change
         self._ring_links: list[ShmLink] = []
-        broker.handlers.table[M.Api.SHM_ATTACH] = self.attach
 
     # --- SHM_ATTACH ------------------------------------------------------------------------------
     def attach(self, conn: Connection, corr: int, req: M.ShmAttachRequest) -> Any:
@@ -282,7 +281,7 @@ class ShmTransport:
                        R.Ring(mapping, resp_off, resp_cap), fds[1], fds[2], fds[3])
         conn.shm = link
         self.links[conn.id] = link
-        self.b.sel.register(link.efd_sup, selectors.EVENT_READ, link)
+        self.api.register(link.efd_sup, link)
         self._set_spinning(link, True)
         log.debug("%r attached rings of %d + %d bytes", conn, req_cap, resp_cap)
         return NO_RESPONSE
@@ -294,16 +293,17 @@ class ShmTransport:
             self._set_spinning(link, True)
         link.last_active = time.monotonic_ns()
 
-    def poll(self, may_spin: bool) -> None:
-        """After each select: service the links being polled; put quiet ones to sleep. With
-        may_spin (the loop has nothing else to do) wait in C for up to SPIN_SLICE_NS first when a
-        core is free, and put every quiet link to sleep at once when none is."""
+    def poll(self, idle: bool) -> bool:
+        """After each select: service the links being polled; put quiet ones to sleep. When
+        idle (the loop has nothing else to do) wait in C for up to SPIN_SLICE_NS first when a
+        core is free, and put every quiet link to sleep at once when none is. True while some
+        link is still polled: the loop must not sleep in select."""
         if not self.spinning:
-            return
+            return False
         # Nothing else to do and no core to spare: quiet links sleep now rather than being polled
         # by the loop until SPIN_NS passes (a poll in Python takes the core the peer needs).
         sleep_now = False
-        if may_spin:
+        if idle:
             if cpu_free(time.monotonic_ns()):  # spin only with a core to spare
                 ptrs = self._ptrs()
                 from edgebus.shm._ring import lib
@@ -324,6 +324,7 @@ class ShmTransport:
                     link.service()
                 else:
                     self._set_spinning(link, False)
+        return bool(self.spinning)
 
     def _set_spinning(self, link: ShmLink, on: bool) -> None:
         link.spinning = on
@@ -341,12 +342,13 @@ class ShmTransport:
             self._ring_ptrs = ffi.new("eb_ring *[]", [ln.req.d for ln in self._ring_links])
         return self._ring_ptrs
 
-    def close_link(self, link: ShmLink) -> None:
-        """Broker._close's hook: reclaim at once (the socket is gone or going)."""
-        self.links.pop(link.conn.id, None)
+    def connection_closed(self, conn: Connection) -> None:
+        """Reclaim the connection's rings at once (the socket is gone or going)."""
+        link = self.links.pop(conn.id, None)
+        if link is None:
+            return
         self._set_spinning(link, False)
-        with contextlib.suppress(KeyError, ValueError, OSError):
-            self.b.sel.unregister(link.efd_sup)
+        self.api.unregister(link.efd_sup)
         link.close()
 
     def stats(self) -> dict[str, Any]:
@@ -361,8 +363,4 @@ def _ring_size(asked: int) -> int:
         raise InvalidRequestError(
             f"ring size {asked} must be a power of two in {F.MIN_RING_BYTES}..{F.MAX_RING_BYTES}")
     return asked
-
-
-def attach(broker: Broker) -> ShmTransport:
-    return ShmTransport(broker)
 

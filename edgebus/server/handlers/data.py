@@ -1,7 +1,8 @@
-"""Request handlers: the supervisor's behaviour per API, independent of the event loop's I/O.
+"""The data plane: PRODUCE, FETCH, LIST_OFFSETS, and the fetches parked for data (long-poll).
 
-A handler returns a response body, raises an EdgebusError (sent as an error response), or returns
-DEFERRED when the answer comes later (durable acks, parked fetches).
+A handler returns a response body (or an encoded frame), raises an EdgebusError (sent as an error
+response), or returns DEFERRED when the answer comes later (durable acks, parked fetches); see
+edgebus/server/dispatch.py. As a service, the parked fetches' deadlines are its timer.
 """
 
 from __future__ import annotations
@@ -9,24 +10,23 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edgebus import batch as B
 from edgebus import format as F
-from edgebus.errors import (
-    EdgebusError,
-    InvalidRequestError,
-    InvalidTopicError,
-    ShuttingDownError,
-)
-from edgebus.log.topic_config import TopicConfig, validate_topic_name
+from edgebus.errors import EdgebusError, InvalidRequestError, InvalidTopicError, ShuttingDownError
+from edgebus.log.manager import LogManager
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import encode_fetched_one, encode_produce_response
-from edgebus.version import __version__
+from edgebus.server.dispatch import DEFERRED, NO_RESPONSE
+from edgebus.server.durable import DurableAcks
+from edgebus.server.fetchwait import FetchWaiters, ParkedFetch
+from edgebus.server.service import LoopApi, Service
+from edgebus.server.stats import Stats
 
 if TYPE_CHECKING:
-    from edgebus.server.broker import Broker
+    from edgebus.server.disk import DiskGuard
+    from edgebus.server.listeners.stream import Connection
 
 log = logging.getLogger("edgebus.handlers")
 
@@ -35,95 +35,43 @@ log = logging.getLogger("edgebus.handlers")
 # answered at once instead of parked.
 MAX_PARKED_FETCHES_PER_CONNECTION = 8
 
-DEFERRED = object()
-NO_RESPONSE = object()
 # The header fields the log stamps into an appended batch (edgebus.batch.stamp_batch).
 _STAMP = struct.Struct("<qq")
-
-
-@dataclass(eq=False)
-class DurableWaiter:
-    conn: Any
-    correlation_id: int
-    partition: Any
-    response: M.Message  # sent once durable: a ProduceResponse, an OffsetCommitResponse, ...
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class Handlers:
-    def __init__(self, broker: Broker) -> None:
-        self.b = broker
-        self.logs = broker.logs
-        self.table = {
-            M.Api.API_VERSIONS: self.api_versions,
-            M.Api.METADATA: self.metadata,
-            M.Api.CREATE_TOPIC: self.create_topic,
-            M.Api.DELETE_TOPIC: self.delete_topic,
-            M.Api.PRODUCE: self.produce,
-            M.Api.FETCH: self.fetch,
-            M.Api.LIST_OFFSETS: self.list_offsets,
-            M.Api.STATUS: self.status,
-        }
+class DataHandlers(Service):
+    def __init__(self, api: LoopApi, logs: LogManager, disk: DiskGuard, durable: DurableAcks,
+                 stats: Stats, *, max_fetch_wait_ms: int = 30_000) -> None:
+        self.api = api
+        self.logs = logs
+        self.disk = disk
+        self.durable = durable
+        self.stats = stats
+        self.max_fetch_wait_ms = max_fetch_wait_ms
+        self.waiters = FetchWaiters()
+        # Something was appended since the last periodic flush (housekeeping.py reads and clears).
+        self.dirty = False
 
-    # --- control plane ---------------------------------------------------------------------------
-    def api_versions(self, conn: Any, corr: int, req: M.ApiVersionsRequest) -> M.ApiVersionsResponse:
-        return M.ApiVersionsResponse(
-            __version__,
-            [M.ApiVersionRange(k, lo, hi) for k, (lo, hi) in sorted(M.VERSIONS.items())],
-        )
+    # --- the service -----------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        return self.waiters.next_deadline()
 
-    def metadata(self, conn: Any, corr: int, req: M.MetadataRequest) -> M.MetadataResponse:
-        # Internal topics ("__consumer_offsets") are listed only when asked for by name.
-        names = req.topics or sorted(n for n in self.logs.topics() if not n.startswith("__"))
-        out = []
-        topics = self.logs.topics()
-        for name in names:
-            cfg = topics.get(name)
-            if cfg is None:
-                out.append(M.TopicMetadata(name, 5, f"unknown topic {name!r}", [], []))
-                continue
-            parts = [
-                M.PartitionMetadata(p.partition, p.log_start_offset, p.log_end_offset,
-                                    p.size_bytes, p.segment_count)
-                for p in self.logs.partitions(name)
-            ]
-            configs = [M.ConfigEntry(k, str(v)) for k, v in sorted(cfg.to_entries().items())]
-            out.append(M.TopicMetadata(name, 0, "", configs, parts))
-        return M.MetadataResponse(out)
+    def tick(self, now: float) -> None:
+        for w in self.waiters.expired(now):
+            self.complete_fetch(w)
 
-    def create_topic(self, conn: Any, corr: int, req: M.CreateTopicRequest) -> M.Empty:
-        validate_topic_name(req.name)
-        entries: dict[str, Any] = {c.name: c.value for c in req.configs}
-        if req.partitions > 0:  # 0: the supervisor's topic_defaults.partitions
-            entries["partitions"] = req.partitions
-        elif req.partitions < 0:
-            raise InvalidRequestError(f"partitions must be >= 1, got {req.partitions}")
-        cfg = TopicConfig.from_entries(entries, base=self.b.topic_defaults)
-        self.logs.create_topic(req.name, cfg)
-        self.b.groups.topic_created(req.name)  # consumer groups: subscribers rebalance
-        log.info("created topic %s with %d partitions (by %r)", req.name, cfg.partitions, conn)
-        return M.Empty()
+    def connection_closed(self, conn: Connection) -> None:
+        if conn.parked:
+            for w in [w for w in self.waiters.all() if w.conn is conn]:
+                self.waiters.remove(w)
 
-    def delete_topic(self, conn: Any, corr: int, req: M.DeleteTopicRequest) -> M.Empty:
-        validate_topic_name(req.name)  # internal topics ("__...") cannot be deleted by clients
-        # Parked fetches on the topic are answered first so no one holds its partitions.
-        for w in self.b.waiters.all():
-            if any(t == req.name for t, _ in w.keys):
-                self.b.complete_fetch(w)
-        self.logs.delete_topic(req.name)
-        self.b.groups.topic_deleted(req.name)  # consumer groups: forget its committed offsets
-        log.info("deleted topic %s (by %r)", req.name, conn)
-        return M.Empty()
-
-    def status(self, conn: Any, corr: int, req: M.Empty) -> M.StatusResponse:
-        import json
-
-        from edgebus.server.status import collect  # disk, clients, groups and lag, counters
-
-        return M.StatusResponse(json.dumps(collect(self.b)).encode())
+    def shutdown(self) -> None:
+        for w in self.waiters.all():
+            self.complete_fetch(w)
 
     # --- data plane ------------------------------------------------------------------------------
     def produce(self, conn: Any, corr: int, req: M.ProduceRequest) -> Any:
@@ -131,11 +79,10 @@ class Handlers:
 
     def produce_fields(self, conn: Any, corr: int, topic: str, partition: int, acks: int, batch: Any,
                        encoded: bool = True) -> Any:
-        """PRODUCE from the request's fields (the broker's fast path decodes them without the
+        """PRODUCE from the request's fields (the dispatcher's fast path decodes them without the
         dataclass). With `encoded`, an acks=written answer is returned as its whole response
         frame (bytes, queued as it is) instead of a ProduceResponse."""
-        b = self.b
-        if b.stopping:
+        if self.api.stopping:
             raise ShuttingDownError("the supervisor is shutting down")
         if acks not in (M.ACKS_NONE, M.ACKS_WRITTEN, M.ACKS_DURABLE):
             raise InvalidRequestError(f"acks must be 0, 1 or 2, got {acks}")
@@ -145,10 +92,11 @@ class Handlers:
         if batch is None:  # BYTES may be null on the wire; a PRODUCE without a batch is meaningless
             raise InvalidRequestError("PRODUCE carries a null batch (length -1); send one whole record batch")
         info = B.validate_batch(batch, max_bytes=p.config.max_message_bytes)
-        base, atime = b.disk.append(p, batch, info, now_ms())  # watermarks (server/disk.py)
-        b.records_in += info.record_count
-        b.bytes_in += info.length
-        b.on_append(p, batch, base, atime)
+        base, atime = self.disk.append(p, batch, info, now_ms())  # watermarks (server/disk.py)
+        stats = self.stats
+        stats.records_in += info.record_count
+        stats.bytes_in += info.length
+        self.on_append(p, batch, base, atime)
         if acks == M.ACKS_WRITTEN and encoded:
             try:
                 return encode_produce_response(corr, topic, partition, base, atime, p.log_start_offset)
@@ -158,25 +106,25 @@ class Handlers:
             return NO_RESPONSE
         resp = M.ProduceResponse(topic, partition, base, atime, p.log_start_offset)
         if acks == M.ACKS_DURABLE:
-            b.committer.add_waiter(p, DurableWaiter(conn, corr, p, resp))
+            self.durable.add(conn, corr, p, resp)
             return DEFERRED
         return resp
 
     def fetch(self, conn: Any, corr: int, req: M.FetchRequest) -> Any:
         if req.max_bytes <= 0 or any(fp.max_bytes <= 0 for fp in req.partitions):
             raise InvalidRequestError("fetch max_bytes must be positive")
-        wait = min(req.max_wait_ms, self.b.max_fetch_wait_ms)
-        parkable = (wait > 0 and not self.b.stopping
+        wait = min(req.max_wait_ms, self.max_fetch_wait_ms)
+        parkable = (wait > 0 and not self.api.stopping
                     and conn.parked < MAX_PARKED_FETCHES_PER_CONNECTION)
         if parkable and req.min_bytes > 0 and self._all_at_end(req):
             # What read_fetch would find: no data and no error, so total 0 < min_bytes: park.
-            self.b.park_fetch(conn, corr, req, wait)
+            self.park_fetch(conn, corr, req, wait)
             return DEFERRED
         resp, total = self.read_fetch(req)
         errors = any(p.error_code for p in resp.partitions)
         if total >= req.min_bytes or errors or not parkable:
             return resp
-        self.b.park_fetch(conn, corr, req, wait)
+        self.park_fetch(conn, corr, req, wait)
         return DEFERRED
 
     def _all_at_end(self, req: M.FetchRequest) -> bool:
@@ -213,6 +161,39 @@ class Handlers:
                                       p.log_start_offset, batch)
         except Exception:  # unusual values: the read-based path gives its own result or error
             return None
+
+    # --- fetch long-poll -------------------------------------------------------------------------
+    def park_fetch(self, conn: Connection, corr: int, req: M.FetchRequest, wait_ms: int) -> None:
+        self.waiters.park(ParkedFetch(conn, corr, req, time.monotonic() + wait_ms / 1000))
+
+    def complete_fetch(self, w: ParkedFetch) -> None:
+        if w.done:  # answered already (e.g. listed under two of its partitions)
+            return
+        self.waiters.remove(w)
+        if w.conn.closed:
+            return
+        resp, _ = self.read_fetch(w.request)
+        self.api.answer(w.conn, w.correlation_id, resp)
+
+    def on_append(self, p: Any, batch: Any = None, base: int = -1, append_time: int = -1) -> None:
+        """Data was appended to `p`: answer the fetches parked on it that now have enough. With
+        the one `batch` just appended (stamped `base`, `append_time`), a fetch asking for
+        exactly that batch is answered from its bytes instead of reading them back."""
+        self.dirty = True
+        for w in self.waiters.waiting_on(p.topic, p.partition):
+            if batch is not None:
+                frame = self.fetch_appended(w.correlation_id, w.request, p, batch, base,
+                                            append_time)
+                if frame is not None:
+                    self.waiters.remove(w)
+                    if not w.conn.closed:
+                        self.stats.batch_sent(batch)
+                        self.api.answer(w.conn, w.correlation_id, frame)
+                    continue
+            resp, total = self.read_fetch(w.request)
+            if total >= w.request.min_bytes:
+                self.waiters.remove(w)
+                self.api.answer(w.conn, w.correlation_id, resp)
 
     def read_fetch(self, req: M.FetchRequest) -> tuple[M.FetchResponse, int]:
         # Bounded whatever the client asks, so the response fits the client's frame limit; only

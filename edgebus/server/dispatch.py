@@ -1,0 +1,127 @@
+"""The dispatch table: every API the supervisor serves, and the one place a request is handled.
+
+`build_table` lists each API with its handler, explicitly. `Dispatcher.dispatch_frame` is what
+every listener calls with a request frame (LoopApi.dispatch). A handler is called as
+`handler(conn, corr, body)` and returns a response body, an encoded response frame (bytes, queued
+as it is), DEFERRED (answered later through LoopApi.answer) or NO_RESPONSE; an EdgebusError it
+raises is the answer. The PRODUCE fast path decodes the body with the struct-level decoder and
+calls DataHandlers.produce_fields without the request dataclass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from edgebus.errors import EdgebusError, ProtocolError, UnknownServerError
+from edgebus.protocol import messages as M
+from edgebus.protocol.framing import RequestFrame, ServerProtocol, decode_produce
+
+if TYPE_CHECKING:
+    from edgebus.server.groups.handlers import GroupHandlers
+    from edgebus.server.handlers.admin import AdminHandlers
+    from edgebus.server.handlers.data import DataHandlers
+    from edgebus.server.listeners.shm import ShmTransport
+    from edgebus.server.listeners.stream import Connection
+    from edgebus.server.loop import Loop
+
+log = logging.getLogger("edgebus.dispatch")
+
+# Handler results besides a body: the answer comes later / there is none (acks=none).
+DEFERRED = object()
+NO_RESPONSE = object()
+
+Handler = Callable[[Any, int, Any], Any]
+_PRODUCE = int(M.Api.PRODUCE)
+
+
+def build_table(data: DataHandlers, admin: AdminHandlers, groups: GroupHandlers,
+                shm: ShmTransport) -> dict[int, Handler]:
+    """API key -> handler, for every API the supervisor serves."""
+    table: dict[Any, Handler] = {
+        # data plane (handlers/data.py)
+        M.Api.PRODUCE: data.produce,
+        M.Api.FETCH: data.fetch,
+        M.Api.LIST_OFFSETS: data.list_offsets,
+        # control plane (handlers/admin.py)
+        M.Api.API_VERSIONS: admin.api_versions,
+        M.Api.METADATA: admin.metadata,
+        M.Api.CREATE_TOPIC: admin.create_topic,
+        M.Api.DELETE_TOPIC: admin.delete_topic,
+        M.Api.STATUS: admin.status,
+        # consumer groups (groups/handlers.py)
+        M.Api.JOIN_GROUP: groups.join_group,
+        M.Api.SYNC_GROUP: groups.sync_group,
+        M.Api.HEARTBEAT: groups.heartbeat,
+        M.Api.LEAVE_GROUP: groups.leave_group,
+        M.Api.OFFSET_COMMIT: groups.offset_commit,
+        M.Api.OFFSET_FETCH: groups.offset_fetch,
+        M.Api.LIST_GROUPS: groups.list_groups,
+        M.Api.DESCRIBE_GROUP: groups.describe_group,
+        M.Api.RESET_OFFSETS: groups.reset_offsets,
+        # transports (listeners/shm.py)
+        M.Api.SHM_ATTACH: shm.attach,
+    }
+    return {int(k): h for k, h in table.items()}
+
+
+class Dispatcher:
+    def __init__(self, loop: Loop, table: dict[int, Handler],
+                 produce_fields: Callable[..., Any]) -> None:
+        self.table = table
+        self._queue_answer = loop.queue_answer  # bound once: called for every answer
+        self._produce_fields = produce_fields
+
+    def dispatch_frame(self, conn: Connection, api_key: int, api_version: int, corr: int,
+                       body: memoryview) -> None:
+        """Handle one request (socket and ring paths). A PRODUCE of version 0 whose body the
+        struct-level decoder takes skips the request dataclass and returns its answer encoded;
+        everything else (malformed bodies included) goes through the generic codec."""
+        conn.requests += 1
+        if api_key == _PRODUCE and api_version == 0:
+            fields = decode_produce(body)
+            if fields is not None:
+                self._handle(conn, api_key, corr, self._produce_fields, fields)
+                return
+        self._handle(conn, api_key, corr, self._decode_and_handle,
+                     (RequestFrame(api_key, api_version, corr, body),))
+
+    def _decode_and_handle(self, conn: Connection, corr: int, req: RequestFrame) -> Any:
+        body = ServerProtocol.decode_body(req)
+        handler = self.table.get(req.api_key)
+        if handler is None:
+            raise UnknownServerError(f"API {req.api_key} is not served")
+        return handler(conn, corr, body)
+
+    def _handle(self, conn: Connection, api_key: int, corr: int, handler: Any,
+                args: tuple[Any, ...]) -> None:
+        """Run `handler(conn, corr, *args)` and queue what it returns (the connection's reader
+        re-arms after its turn); an error it raises is the answer."""
+        try:
+            result = handler(conn, corr, *args)
+        except ProtocolError as e:
+            log.warning("%r sent a malformed %s request (%s); closing it", conn, api_name(api_key), e)
+            self._queue_answer(conn, corr, e)
+            conn.closed = True
+            return
+        except EdgebusError as e:
+            self._queue_answer(conn, corr, e)
+            return
+        except Exception as e:  # a bug must not take down the supervisor for everyone
+            log.exception("internal error handling %s from %r", api_name(api_key), conn)
+            self._queue_answer(conn, corr, UnknownServerError(f"internal error: {e}"))
+            return
+        if result is DEFERRED or result is NO_RESPONSE:
+            return
+        if type(result) is bytes:
+            conn.queue(result)
+            return
+        self._queue_answer(conn, corr, result)
+
+
+def api_name(key: int) -> str:
+    try:
+        return M.Api(key).name
+    except ValueError:
+        return f"api#{key}"

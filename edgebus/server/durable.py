@@ -1,0 +1,86 @@
+"""Durable acknowledgements on the loop: answers sent once the group commit's fsync covers them.
+
+A handler that appended with acks=durable (PRODUCE, OFFSET_COMMIT, RESET_OFFSETS) calls `add`
+with the response it would have sent; the fsync thread (groupcommit.py) wakes the loop through a
+pipe when a round finishes, and each waiter gets its response, or the fsync's error, through
+LoopApi.answer like every other answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from edgebus.errors import EdgebusError, UnknownServerError
+from edgebus.protocol.codec import Message
+from edgebus.server.groupcommit import GroupCommitter
+from edgebus.server.service import LoopApi, Service
+from edgebus.server.stats import Stats
+
+if TYPE_CHECKING:
+    from edgebus.server.listeners.stream import Connection
+
+log = logging.getLogger("edgebus.durable")
+
+# At shutdown, durable acks still in flight are waited for at most this long.
+SHUTDOWN_WAIT_S = 30.0
+
+
+@dataclass(eq=False)
+class DurableWaiter:
+    conn: Any
+    correlation_id: int
+    partition: Any
+    response: Message  # sent once durable: a ProduceResponse, an OffsetCommitResponse, ...
+
+
+class DurableAcks(Service):
+    def __init__(self, api: LoopApi, stats: Stats) -> None:
+        self.api = api
+        self.stats = stats
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.committer = GroupCommitter(self._wake_w)
+        api.register(self._wake_r, self._on_wake)
+
+    def add(self, conn: Connection, corr: int, partition: Any, response: Message) -> None:
+        """Answer `response` to `conn` once `partition` is fsynced (the handler returns DEFERRED)."""
+        self.committer.add_waiter(partition, DurableWaiter(conn, corr, partition, response))
+
+    def poll(self, idle: bool) -> bool:
+        if self.committer.dirty:  # new durable waiters: start a sync now if none is running
+            self.committer.start()
+        return False
+
+    def _on_wake(self, mask: int) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 4096):
+                pass
+        self.committer.drain(self._answer)
+        self.stats.after_drain(self.committer)
+
+    def _answer(self, w: DurableWaiter, err: BaseException | None) -> None:
+        if err is None:
+            self.api.answer(w.conn, w.correlation_id, w.response)
+        else:
+            self.api.answer(w.conn, w.correlation_id, err if isinstance(err, EdgebusError)
+                            else UnknownServerError(str(err)))
+
+    def shutdown(self) -> None:
+        # Finish in-flight and pending durable acks: wait for the running sync, then one more.
+        c = self.committer
+        deadline = time.monotonic() + SHUTDOWN_WAIT_S
+        while (c.busy or c.pending_waiters) and time.monotonic() < deadline:
+            c.start()
+            time.sleep(0.001)
+            self._on_wake(0)
+
+    def close(self) -> None:
+        self.committer.close()
+        self.api.unregister(self._wake_r)
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)

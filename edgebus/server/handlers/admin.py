@@ -1,0 +1,83 @@
+"""The control plane: API_VERSIONS, METADATA, CREATE_TOPIC, DELETE_TOPIC and STATUS."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from edgebus.errors import InvalidRequestError
+from edgebus.log.manager import LogManager
+from edgebus.log.topic_config import TopicConfig, validate_topic_name
+from edgebus.protocol import messages as M
+from edgebus.version import __version__
+
+if TYPE_CHECKING:
+    from edgebus.server.groups.handlers import GroupHandlers
+    from edgebus.server.handlers.data import DataHandlers
+
+log = logging.getLogger("edgebus.handlers")
+
+
+class AdminHandlers:
+    def __init__(self, logs: LogManager, data: DataHandlers, groups: GroupHandlers,
+                 status: Callable[[], dict[str, Any]], topic_defaults: TopicConfig) -> None:
+        self.logs = logs
+        self.data = data
+        self.groups = groups
+        self._status = status  # edgebus/server/status.py collect, bound to the server
+        self.topic_defaults = topic_defaults
+
+    def api_versions(self, conn: Any, corr: int, req: M.ApiVersionsRequest) -> M.ApiVersionsResponse:
+        return M.ApiVersionsResponse(
+            __version__,
+            [M.ApiVersionRange(k, lo, hi) for k, (lo, hi) in sorted(M.VERSIONS.items())],
+        )
+
+    def metadata(self, conn: Any, corr: int, req: M.MetadataRequest) -> M.MetadataResponse:
+        # Internal topics ("__consumer_offsets") are listed only when asked for by name.
+        names = req.topics or sorted(n for n in self.logs.topics() if not n.startswith("__"))
+        out = []
+        topics = self.logs.topics()
+        for name in names:
+            cfg = topics.get(name)
+            if cfg is None:
+                out.append(M.TopicMetadata(name, 5, f"unknown topic {name!r}", [], []))
+                continue
+            parts = [
+                M.PartitionMetadata(p.partition, p.log_start_offset, p.log_end_offset,
+                                    p.size_bytes, p.segment_count)
+                for p in self.logs.partitions(name)
+            ]
+            configs = [M.ConfigEntry(k, str(v)) for k, v in sorted(cfg.to_entries().items())]
+            out.append(M.TopicMetadata(name, 0, "", configs, parts))
+        return M.MetadataResponse(out)
+
+    def create_topic(self, conn: Any, corr: int, req: M.CreateTopicRequest) -> M.Empty:
+        validate_topic_name(req.name)
+        entries: dict[str, Any] = {c.name: c.value for c in req.configs}
+        if req.partitions > 0:  # 0: the supervisor's topic_defaults.partitions
+            entries["partitions"] = req.partitions
+        elif req.partitions < 0:
+            raise InvalidRequestError(f"partitions must be >= 1, got {req.partitions}")
+        cfg = TopicConfig.from_entries(entries, base=self.topic_defaults)
+        self.logs.create_topic(req.name, cfg)
+        self.groups.topic_created(req.name)  # consumer groups: subscribers rebalance
+        log.info("created topic %s with %d partitions (by %r)", req.name, cfg.partitions, conn)
+        return M.Empty()
+
+    def delete_topic(self, conn: Any, corr: int, req: M.DeleteTopicRequest) -> M.Empty:
+        validate_topic_name(req.name)  # internal topics ("__...") cannot be deleted by clients
+        # Parked fetches on the topic are answered first so no one holds its partitions.
+        for w in self.data.waiters.all():
+            if any(t == req.name for t, _ in w.keys):
+                self.data.complete_fetch(w)
+        self.logs.delete_topic(req.name)
+        self.groups.topic_deleted(req.name)  # consumer groups: forget its committed offsets
+        log.info("deleted topic %s (by %r)", req.name, conn)
+        return M.Empty()
+
+    def status(self, conn: Any, corr: int, req: M.Empty) -> M.StatusResponse:
+        # disk, clients, groups and lag, counters: edgebus/server/status.py
+        return M.StatusResponse(json.dumps(self._status()).encode())

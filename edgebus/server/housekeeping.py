@@ -1,0 +1,72 @@
+"""Periodic log housekeeping on the loop: flush, recovery checkpoint, retention.
+
+- flush: every `log.flush_interval_ms`, fsync the partitions appended to since the last flush
+  (through the group committer, so it never runs beside another sync);
+- checkpoint: every `log.checkpoint_interval_ms`, snapshot (cheap, here) and write it with its
+  fsyncs on the fsync thread;
+- retention: every `log.retention_check_interval_ms`, delete segments past their topic's limits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from edgebus.errors import EdgebusError
+from edgebus.log.manager import LogManager
+from edgebus.server.durable import DurableAcks
+from edgebus.server.handlers.data import DataHandlers
+from edgebus.server.service import Service
+
+log = logging.getLogger("edgebus.housekeeping")
+
+
+class Housekeeping(Service):
+    def __init__(self, logs: LogManager, data: DataHandlers, durable: DurableAcks, *,
+                 flush_interval_ms: int = 1000, checkpoint_interval_ms: int = 5000,
+                 retention_check_interval_ms: int = 60_000) -> None:
+        self.logs = logs
+        self.data = data  # its `dirty` flag: something was appended since the last flush
+        self.committer = durable.committer
+        self.flush_interval = flush_interval_ms / 1000
+        self.checkpoint_interval = checkpoint_interval_ms / 1000
+        self.retention_interval = retention_check_interval_ms / 1000
+        now = time.monotonic()
+        self.next_flush = now + self.flush_interval
+        self.next_checkpoint = now + self.checkpoint_interval
+        self.next_retention = now + self.retention_interval
+
+    def next_deadline(self) -> float | None:
+        return min(self.next_flush, self.next_checkpoint, self.next_retention)
+
+    def tick(self, now: float) -> None:
+        if now >= self.next_flush:
+            if self.data.dirty and self.committer.start(self.logs.all_partitions()):
+                self.data.dirty = False
+            self.next_flush = now + self.flush_interval
+        if now >= self.next_checkpoint:
+            self._checkpoint()
+            self.next_checkpoint = now + self.checkpoint_interval
+        if now >= self.next_retention:
+            self._retention()
+            self.next_retention = now + self.retention_interval
+
+    def _checkpoint(self) -> None:
+        # Snapshot here (cheap); the write and its two fsyncs run on the fsync thread.
+        seq, data = self.logs.snapshot_checkpoint()
+
+        def write() -> None:
+            try:
+                self.logs.write_checkpoint(data, seq)
+            except (OSError, EdgebusError) as e:
+                log.error("cannot write the recovery checkpoint: %s", e)
+
+        self.committer.run_soon(write)
+
+    def _retention(self) -> None:
+        try:
+            n = self.logs.apply_retention(time.time_ns() // 1_000_000)
+            if n:
+                log.info("retention deleted %d segment(s)", n)
+        except (OSError, EdgebusError) as e:
+            log.error("retention failed: %s", e)

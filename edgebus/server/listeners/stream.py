@@ -1,0 +1,232 @@
+"""Stream-socket connections and their listener, for any socket family (docs/ARCHITECTURE.md).
+
+`Connection` is one client on the loop: it reads, frames (ServerProtocol), hands each request to
+the dispatch table with fairness (MAX_REQUESTS_PER_TURN) and an input bound, and queues answers
+with an output bound (backpressure: a connection over it is not read until it drains).
+`StreamListener` accepts. Nothing here is specific to Unix sockets: a listener for another
+family (TCP, TLS) subclasses StreamListener and says only how it binds and who the peer is.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import selectors
+import socket
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from edgebus.errors import ProtocolError
+from edgebus.protocol.framing import ServerProtocol
+from edgebus.server.service import Service
+
+if TYPE_CHECKING:
+    from edgebus.server.loop import Loop
+
+log = logging.getLogger("edgebus.conn")
+
+RECV_SIZE = 256 * 1024
+# Requests handled per connection per loop turn, so one busy client cannot starve the others.
+MAX_REQUESTS_PER_TURN = 64
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
+
+
+class Connection:
+    """Socket, input framing and an output queue with a byte bound (backpressure)."""
+
+    def __init__(self, sock: socket.socket, loop: Loop, pid: int = -1, uid: int = -1) -> None:
+        self.sock = sock
+        self.loop = loop
+        self.id = 0  # given by Loop.adopt
+        self.proto = ServerProtocol()
+        self.out: deque[memoryview] = deque()
+        self.out_bytes = 0
+        self.max_output = loop.max_output_buffer
+        self.max_input = loop.max_input_buffer  # unhandled request bytes are not read past this
+        self.closed = False
+        self.reading = True
+        self.events = _READ  # what the loop's selector watches (registered so by Loop.adopt)
+        self.pid, self.uid = pid, uid  # the peer as the kernel names it; -1 when unknown
+        self.parked = 0  # long-poll fetches waiting on this connection
+        self.requests = 0
+        # edgebus.server.listeners.shm.ShmLink after SHM_ATTACH: responses then go to its ring.
+        self.shm: Any = None
+
+    def __repr__(self) -> str:
+        return f"conn#{self.id}(pid={self.pid})"
+
+    # --- output ----------------------------------------------------------------------------------
+    def queue(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.shm is not None and self.shm.queue(data):
+            return  # in the response ring, or queued for it (counted in out_bytes)
+        if not self.out:
+            # Fast path: try to send at once, queue only the remainder.
+            try:
+                n = self.sock.send(data)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                self.closed = True
+                return
+            if n == len(data):
+                return
+            rest = memoryview(data)[n:]
+        else:
+            rest = memoryview(data)
+        self.out.append(rest)
+        self.out_bytes += len(rest)
+
+    def flush(self) -> bool:
+        """Send queued output; True when everything is sent."""
+        while self.out:
+            head = self.out[0]
+            try:
+                n = self.sock.send(head)
+            except BlockingIOError:
+                return False
+            except OSError:
+                self.closed = True
+                return True
+            self.out_bytes -= n
+            if n == len(head):
+                self.out.popleft()
+            else:
+                self.out[0] = head[n:]
+                return False
+        return True
+
+    @property
+    def overloaded(self) -> bool:
+        return self.out_bytes > self.max_output
+
+    def update_interest(self) -> None:
+        """Read unless over the output bound; watch writability while output is queued."""
+        if self.closed:
+            return
+        self.reading = not self.overloaded
+        mask = (_READ if self.reading else 0) | (_WRITE if self.out else 0)
+        if mask != self.events:  # called after every answer: most change nothing
+            self.loop.sel.modify(self.sock, mask, self.on_event)
+            self.events = mask
+
+    # --- the loop's callbacks --------------------------------------------------------------------
+    def on_event(self, mask: int) -> None:
+        """Selector data: the socket is readable and/or writable."""
+        if self.closed:  # a send failed outside process() (EPIPE): finish closing it
+            self.loop.close(self)
+            return
+        if mask & _WRITE:
+            self._on_writable()
+            if self.closed:
+                return
+        if not mask & _READ or self.proto.frames.buffered() >= self.max_input:
+            return  # whole frames wait in Loop.pending; read more once they are handled
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            log.info("%r read error: %s", self, e)
+            self.loop.close(self)
+            return
+        if not data:
+            self.loop.close(self)
+            return
+        self.proto.receive_data(data)
+        self.process()
+
+    def _on_writable(self) -> None:
+        self.flush()
+        if self.closed:
+            self.loop.close(self)
+            return
+        was_overloaded_reads_off = not self.reading
+        self.update_interest()
+        if was_overloaded_reads_off and self.reading:
+            self.process()
+
+    def process(self) -> None:
+        """Handle the whole request frames buffered, at most MAX_REQUESTS_PER_TURN of them."""
+        handled = 0
+        proto = self.proto
+        dispatch = self.loop.dispatch
+        while not self.closed and not self.overloaded and handled < MAX_REQUESTS_PER_TURN:
+            try:
+                req = proto.next_request()
+            except ProtocolError as e:
+                log.warning("%r sent a bad frame (%s); closing it", self, e)
+                self.loop.close(self)
+                return
+            if req is None:
+                break
+            handled += 1
+            dispatch(self, req.api_key, req.api_version, req.correlation_id, req.body)
+        if self.closed:
+            self.loop.close(self)
+            return
+        self.update_interest()
+        if handled >= MAX_REQUESTS_PER_TURN and proto.frames.buffered():
+            # More complete frames may be buffered; come back next turn without waiting for input.
+            self.loop.pending.add(self)
+
+    def resume(self) -> None:
+        """LoopApi.resume: re-arm, then handle the frames that waited for output room."""
+        self.update_interest()
+        if self.reading and not self.closed and self.proto.frames.buffered():
+            self.process()
+
+
+class StreamListener(Service):
+    """Accepts connections on a listening stream socket and hands them to the loop. A subclass
+    gives `bind()` (the listening socket) and `peer(sock)` ((pid, uid), or (-1, -1))."""
+
+    name = "stream"
+
+    def __init__(self, loop: Loop) -> None:
+        self.loop = loop
+        self.sock: socket.socket | None = None
+
+    def bind(self) -> socket.socket:
+        raise NotImplementedError
+
+    def peer(self, sock: socket.socket) -> tuple[int, int]:
+        return -1, -1
+
+    def listen(self) -> None:
+        s = self.bind()
+        s.setblocking(False)
+        self.sock = s
+        self.loop.register(s, self._on_accept)
+
+    def _on_accept(self, mask: int) -> None:
+        assert self.sock is not None
+        loop = self.loop
+        while True:
+            try:
+                s, _ = self.sock.accept()
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE):
+                    log.error("cannot accept a connection: %s", e)
+                    return
+                raise
+            pid, uid = self.peer(s)
+            s.setblocking(False)
+            conn = Connection(s, loop, pid, uid)
+            refused = loop.adopt(conn)
+            if refused is not None:
+                log.warning("refused a connection: %s", refused)
+                s.close()
+                continue
+            log.debug("accepted %r uid=%d on %s", conn, conn.uid, self.name)
+
+    def shutdown(self) -> None:
+        """Stop accepting: the listening socket goes first when the supervisor stops."""
+        if self.sock is not None:
+            self.loop.unregister(self.sock)
+            self.sock.close()
+            self.sock = None

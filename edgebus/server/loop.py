@@ -1,0 +1,221 @@
+"""The supervisor's one event loop: a selector, the connections and the services' timers.
+
+Each turn: tick every service whose deadline has come, sleep in select until the earliest next
+deadline (not at all while a service polls, e.g. shm rings with traffic), call the callback of
+each ready descriptor, handle frames left over by fairness, then let the services poll. The loop
+is the `LoopApi` the services get (edgebus/server/service.py); it knows nothing of what they do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import selectors
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from edgebus import format as F
+from edgebus.errors import EdgebusError, UnknownServerError
+from edgebus.protocol import messages as M
+from edgebus.protocol.framing import ServerProtocol
+from edgebus.server.listeners.stream import Connection
+from edgebus.server.service import Answer, Dispatch, Service
+from edgebus.server.stats import Stats
+
+log = logging.getLogger("edgebus.loop")
+
+_encode = ServerProtocol.encode_response
+
+
+def _unwired(conn: Connection, api_key: int, api_version: int, corr: int, body: memoryview) -> None:
+    raise RuntimeError("the loop has no dispatch table yet")
+
+
+def _overrides(service: object, hook: str) -> bool:
+    impl = getattr(type(service), hook, None)
+    return impl is not None and impl is not getattr(Service, hook)
+
+
+class Loop:
+    """Implements LoopApi. Loop thread only, except `stop` (a signal handler)."""
+
+    def __init__(self, stats: Stats, *, max_connections: int = 256,
+                 max_output_buffer: int = 64 * 1024 * 1024,
+                 max_input_buffer: int = 2 * F.MAX_FRAME_BYTES) -> None:
+        self.stats = stats  # records/bytes out are counted where answers are encoded
+        self.sel = selectors.DefaultSelector()
+        self.conns: dict[int, Connection] = {}
+        self.max_connections = max_connections
+        self.max_output_buffer = max_output_buffer
+        self.max_input_buffer = max_input_buffer
+        self.stopping = False
+        self.dispatch: Dispatch = _unwired
+        self.pending: set[Connection] = set()  # connections with whole frames left unhandled
+        self.services: list[Service] = []
+        self._timed: list[Service] = []
+        self._pollers: list[Service] = []
+        self._conn_watchers: list[Service] = []
+        self._next_id = 1
+        self._signal_fds: tuple[int, int] | None = None
+
+    def add(self, service: Service) -> None:
+        """Add a service; services shut down in the order they were added."""
+        self.services.append(service)
+        if _overrides(service, "next_deadline"):
+            self._timed.append(service)
+        if _overrides(service, "poll"):
+            self._pollers.append(service)
+        if _overrides(service, "connection_closed"):
+            self._conn_watchers.append(service)
+
+    # --- LoopApi ---------------------------------------------------------------------------------
+    def answer(self, conn: Connection, corr: int, body: Answer) -> None:
+        if conn.closed:
+            return
+        self.queue_answer(conn, corr, body)
+        conn.update_interest()
+
+    def queue_answer(self, conn: Connection, corr: int, body: Answer) -> None:
+        """`answer` without re-arming: for answers given during the connection's own read turn
+        (the reader re-arms once after the turn)."""
+        if type(body) is bytes:
+            conn.queue(body)
+            return
+        try:
+            if isinstance(body, EdgebusError):
+                frame = _encode(corr, None, body.code, str(body))
+            else:
+                if type(body) is M.FetchResponse:
+                    self.stats.fetch_sent(body)
+                frame = _encode(corr, body)  # type: ignore[arg-type]  # a Message here
+        except Exception as e:  # an unencodable response must not take the supervisor down
+            log.exception("cannot encode the %s answer to %r", type(body).__name__, conn)
+            frame = _encode(corr, None, UnknownServerError.code, f"internal error: {e}")
+        conn.queue(frame)
+
+    def close(self, conn: Connection) -> None:
+        if self.conns.pop(conn.id, None) is None:
+            return
+        conn.closed = True
+        self.pending.discard(conn)
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(conn.sock)
+        conn.sock.close()
+        for s in self._conn_watchers:  # e.g. parked fetches, shm rings, group members
+            s.connection_closed(conn)
+        log.debug("closed %r after %d requests", conn, conn.requests)
+
+    def resume(self, conn: Connection) -> None:
+        conn.resume()
+
+    def adopt(self, conn: Connection) -> str | None:
+        if self.stopping:
+            return "shutting down"
+        if len(self.conns) >= self.max_connections:
+            return f"{len(self.conns)} connections is the limit"
+        conn.id = self._next_id
+        self._next_id += 1
+        self.conns[conn.id] = conn
+        self.sel.register(conn.sock, selectors.EVENT_READ, conn.on_event)
+        return None
+
+    def register(self, fd: Any, callback: Callable[[int], None],
+                 events: int = selectors.EVENT_READ) -> None:
+        try:
+            self.sel.modify(fd, events, callback)
+        except KeyError:
+            self.sel.register(fd, events, callback)
+
+    def unregister(self, fd: Any) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(fd)
+
+    # --- signals ---------------------------------------------------------------------------------
+    def install_signals(self) -> None:
+        """SIGTERM and SIGINT stop the loop; a byte on the wake-up pipe ends the select."""
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._signal_fds = (r, w)
+        self.register(r, self._drain_signals)
+        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if not self.stopping:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+        self.stopping = True
+
+    def _drain_signals(self, mask: int) -> None:
+        assert self._signal_fds is not None
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._signal_fds[0], 4096):
+                pass
+
+    # --- the loop --------------------------------------------------------------------------------
+    def _next_deadline(self) -> float:
+        deadline = math.inf
+        for s in self._timed:
+            d = s.next_deadline()
+            if d is not None and d < deadline:
+                deadline = d
+        return deadline
+
+    def run(self) -> None:
+        """Serve until `stopping`."""
+        select = self.sel.select
+        monotonic = time.monotonic
+        timed, pollers, pending = self._timed, self._pollers, self.pending
+        busy = False
+        while not self.stopping:
+            now = monotonic()
+            deadline = self._next_deadline()
+            if deadline <= now:
+                for s in timed:
+                    d = s.next_deadline()
+                    if d is not None and d <= now:
+                        s.tick(now)
+                deadline = self._next_deadline()
+            if busy or pending:
+                timeout: float | None = 0.0
+            else:
+                timeout = None if deadline == math.inf else max(0.0, deadline - monotonic())
+            events = select(timeout)
+            for key, mask in events:
+                key.data(mask)
+            idle = not events and not pending
+            if pending:
+                conns = list(pending)
+                pending.clear()
+                for c in conns:
+                    if c.reading and not c.closed:
+                        c.process()
+            busy = False
+            for s in pollers:
+                if s.poll(idle):
+                    busy = True
+
+    def shutdown(self) -> None:
+        """Services stop in order (answer waiters, finish durable acks), then every connection's
+        output is flushed (blocking, bounded) and it is closed, then services release."""
+        for s in self.services:
+            s.shutdown()
+        for conn in list(self.conns.values()):
+            conn.sock.setblocking(True)
+            conn.sock.settimeout(1.0)
+            with contextlib.suppress(OSError):
+                conn.flush()
+            self.close(conn)
+        for s in self.services:
+            s.close()
+
+    def close_signals(self) -> None:
+        if self._signal_fds is not None:
+            signal.set_wakeup_fd(-1)
+            self.unregister(self._signal_fds[0])
+            for fd in self._signal_fds:
+                os.close(fd)
+            self._signal_fds = None

@@ -1,0 +1,97 @@
+"""What the supervisor's parts and its event loop know of each other (docs/ARCHITECTURE.md).
+
+A part (a listener, the shm rings, the group coordinator, the disk guard, housekeeping, the
+watchdog, the metrics endpoint) is a `Service` added to the loop (edgebus/server/loop.py). It gets
+a `LoopApi`, never the loop or the Broker: the loop owns selectors, timers and connections, and a
+part asks it for exactly these things. The loop computes its select timeout from every service's
+`next_deadline()` and ticks the services whose deadline has come, so adding a part never means
+editing the loop.
+"""
+
+from __future__ import annotations
+
+import selectors
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from edgebus.errors import EdgebusError
+from edgebus.protocol.codec import Message
+
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
+
+    from edgebus.server.listeners.stream import Connection
+
+# What a handler or a deferred answer sends: a response body, an error (sent as an error response
+# with its code), or a response frame a fast codec already encoded (queued as it is).
+Answer = Message | EdgebusError | bytes
+# One request frame, whatever listener read it: (conn, api_key, api_version, correlation_id, body).
+Dispatch = Callable[["Connection", int, int, int, memoryview], None]
+
+
+class LoopApi(Protocol):
+    """The loop as the parts see it. Loop thread only."""
+
+    # True once a signal (or a test) asked the supervisor to stop: refuse new work.
+    stopping: bool
+    # Hand one request frame to the dispatch table (edgebus/server/dispatch.py); any listener that
+    # reads frames calls it, and its answer comes back through `answer`.
+    dispatch: Dispatch
+
+    def answer(self, conn: Connection, corr: int, body: Answer) -> None:
+        """THE way an answer goes out, immediate or deferred: encode `body` (unless it is already
+        a frame), queue it on `conn` (socket or ring) and re-arm the connection's interest so a
+        queued remainder is written. Does nothing for a closed connection."""
+        ...
+
+    def close(self, conn: Connection) -> None:
+        """Close `conn` now and tell every service (`Service.connection_closed`). Idempotent."""
+        ...
+
+    def resume(self, conn: Connection) -> None:
+        """Re-arm `conn` after its output drained or answers were queued outside its read turn,
+        and handle the whole request frames it has buffered (they waited for room)."""
+        ...
+
+    def adopt(self, conn: Connection) -> str | None:
+        """Watch a new connection (a listener accepted it); the reason it is refused (the
+        supervisor is stopping, max_connections), or None."""
+        ...
+
+    def register(self, fd: FileDescriptorLike, callback: Callable[[int], None],
+                 events: int = selectors.EVENT_READ) -> None:
+        """Call `callback(mask)` when `fd` is ready for `events`; registering again changes the
+        events and callback."""
+        ...
+
+    def unregister(self, fd: FileDescriptorLike) -> None:
+        """Stop watching `fd` (nothing happens if it is not watched). Before closing it."""
+        ...
+
+
+class Service:
+    """A part on the loop. Every hook has a default that does nothing, and the loop calls only
+    the hooks a service overrides (a service without timers costs the loop nothing per turn)."""
+
+    def next_deadline(self) -> float | None:
+        """The monotonic time at which `tick` has work, or None for no timer."""
+        return None
+
+    def tick(self, now: float) -> None:
+        """Called once `now` has reached `next_deadline()`, before the loop sleeps again."""
+
+    def poll(self, idle: bool) -> bool:
+        """Called after every select, after the connections' I/O. `idle`: the select returned
+        nothing and no connection has frames waiting (the loop may spend a little time here).
+        True = more work is expected at once: the next select must not sleep (shm spinning)."""
+        return False
+
+    def connection_closed(self, conn: Connection) -> None:
+        """`conn` is closed: drop what the service holds for it (waiters, rings, members)."""
+
+    def shutdown(self) -> None:
+        """The supervisor is stopping (in the order services were added): stop accepting work
+        and answer what waits. The loop flushes and closes every connection afterwards."""
+
+    def close(self) -> None:
+        """Release threads, sockets and descriptors: after every connection is closed."""
