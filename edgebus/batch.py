@@ -92,8 +92,8 @@ class BatchInfo:
 _REC_HEAD = struct.Struct("<Iqi")  # record_length, timestamp, key_len
 _REC_NOKEY = struct.Struct("<Iqii")  # record_length, timestamp, key_len (-1), value_len
 
-try:  # C record loops (edgebus/shm/records.py, built at install); the Python code below is the spec
-    from edgebus.shm import records as _fast
+try:  # C record loops (edgebus/records.py, built at install); the Python code below is the spec
+    from edgebus import records as _fast
 except ImportError:  # not built: everything still works, per record more slowly
     _fast = None  # type: ignore[assignment]
 _I32 = F.I32

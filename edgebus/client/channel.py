@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgebus.client.fetch_codec import FetchBody, fetch_response
 from edgebus.errors import BrokerUnavailableError, OperationTimeoutError, ProtocolError
+from edgebus.fastpath.fetch import FetchBody, fetch_response
 from edgebus.paths import client_socket_path
 from edgebus.protocol.codec import Message
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame

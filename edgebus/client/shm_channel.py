@@ -32,8 +32,8 @@ from typing import Any
 from edgebus import format as F
 from edgebus.client.channel import AsyncChannel, Callback, SyncChannel, connect, resolve_socket
 from edgebus.client.fetch_ahead import is_empty, next_body
-from edgebus.client.fetch_codec import FetchBody, fetch_body, fetch_response
 from edgebus.errors import BrokerUnavailableError, EdgebusError, OperationTimeoutError
+from edgebus.fastpath.fetch import FetchBody, fetch_body, fetch_response
 from edgebus.protocol import messages as M
 from edgebus.protocol.codec import Message
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame

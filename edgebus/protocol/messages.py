@@ -269,33 +269,3 @@ class ErrorBody(Message):
 
     message: str
     FIELDS = (("message", STR),)
-
-
-# Request class per API, response class per API (groups are registered by edgebus.protocol.groups).
-REQUESTS: dict[int, type[Message]] = {
-    Api.API_VERSIONS: ApiVersionsRequest,
-    Api.METADATA: MetadataRequest,
-    Api.CREATE_TOPIC: CreateTopicRequest,
-    Api.DELETE_TOPIC: DeleteTopicRequest,
-    Api.PRODUCE: ProduceRequest,
-    Api.FETCH: FetchRequest,
-    Api.LIST_OFFSETS: ListOffsetsRequest,
-    Api.STATUS: Empty,
-    Api.SHM_ATTACH: ShmAttachRequest,
-}
-RESPONSES: dict[int, type[Message]] = {
-    Api.API_VERSIONS: ApiVersionsResponse,
-    Api.METADATA: MetadataResponse,
-    Api.CREATE_TOPIC: Empty,
-    Api.DELETE_TOPIC: Empty,
-    Api.PRODUCE: ProduceResponse,
-    Api.FETCH: FetchResponse,
-    Api.LIST_OFFSETS: ListOffsetsResponse,
-    Api.STATUS: StatusResponse,
-    Api.SHM_ATTACH: ShmAttachResponse,
-}
-# (min, max) version the supervisor accepts per API.
-VERSIONS: dict[int, tuple[int, int]] = {int(k): (0, 0) for k in REQUESTS}
-
-# The consumer-group APIs register themselves into the tables above (kept in their own module).
-from edgebus.protocol import groups as _groups  # noqa: E402, F401

@@ -17,10 +17,11 @@ import psutil
 
 from edgebus import format as F
 from edgebus.errors import EdgebusError, ProtocolError, UnknownServerError
+from edgebus.fastpath.supervisor import decode_produce, decode_request, encode_response
 from edgebus.log.manager import LogManager
 from edgebus.log.topic_config import TopicConfig
 from edgebus.protocol import messages as M
-from edgebus.protocol.framing import RequestFrame, ServerProtocol, decode_produce
+from edgebus.protocol.framing import RequestFrame
 from edgebus.server.connection import RECV_SIZE, Connection
 from edgebus.server.disk import DiskGuard
 from edgebus.server.fetchwait import FetchWaiters, ParkedFetch
@@ -286,7 +287,7 @@ class Broker:
                      (RequestFrame(api_key, api_version, corr, body),))
 
     def _decode_and_handle(self, conn: Connection, corr: int, req: RequestFrame) -> Any:
-        body = ServerProtocol.decode_body(req)
+        body = decode_request(req)
         handler = self.handlers.table.get(req.api_key)
         if handler is None:
             raise UnknownServerError(f"API {req.api_key} is not served")
@@ -323,10 +324,10 @@ class Broker:
     def _send(self, conn: Connection, corr: int, body: M.Message) -> None:
         if type(body) is M.FetchResponse:
             self.stats.fetch_sent(body)
-        conn.queue(ServerProtocol.encode_response(corr, body))
+        conn.queue(encode_response(corr, body))
 
     def _send_error(self, conn: Connection, corr: int, code: int, message: str) -> None:
-        conn.queue(ServerProtocol.encode_response(corr, None, code, message))
+        conn.queue(encode_response(corr, None, code, message))
 
     def _on_writable(self, conn: Connection) -> None:
         conn.flush()

@@ -7,7 +7,6 @@ DEFERRED when the answer comes later (durable acks, parked fetches).
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,9 +19,11 @@ from edgebus.errors import (
     InvalidTopicError,
     ShuttingDownError,
 )
+from edgebus.fastpath.fetch import encode_fetched_one
+from edgebus.fastpath.produce import encode_produce_response
 from edgebus.log.topic_config import TopicConfig, validate_topic_name
 from edgebus.protocol import messages as M
-from edgebus.protocol.framing import encode_fetched_one, encode_produce_response
+from edgebus.protocol import registry as AR
 from edgebus.version import __version__
 
 if TYPE_CHECKING:
@@ -37,8 +38,6 @@ MAX_PARKED_FETCHES_PER_CONNECTION = 8
 
 DEFERRED = object()
 NO_RESPONSE = object()
-# The header fields the log stamps into an appended batch (edgebus.batch.stamp_batch).
-_STAMP = struct.Struct("<qq")
 
 
 @dataclass(eq=False)
@@ -72,7 +71,7 @@ class Handlers:
     def api_versions(self, conn: Any, corr: int, req: M.ApiVersionsRequest) -> M.ApiVersionsResponse:
         return M.ApiVersionsResponse(
             __version__,
-            [M.ApiVersionRange(k, lo, hi) for k, (lo, hi) in sorted(M.VERSIONS.items())],
+            [M.ApiVersionRange(k, lo, hi) for k, (lo, hi) in sorted(AR.VERSIONS.items())],
         )
 
     def metadata(self, conn: Any, corr: int, req: M.MetadataRequest) -> M.MetadataResponse:
@@ -206,7 +205,7 @@ class Handlers:
                 or len(batch) < req.min_bytes or req.max_bytes <= 0 or fp.max_bytes <= 0
                 or p.log_end_offset <= base):
             return None
-        if _STAMP.unpack_from(batch, 0) != (base, append_time):
+        if F.BATCH_STAMP.unpack_from(batch, 0) != (base, append_time):
             return None  # not stamped in place (the log copied a read-only buffer): read it
         try:
             return encode_fetched_one(corr, fp.topic, fp.partition, p.log_end_offset,
