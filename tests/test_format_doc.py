@@ -396,8 +396,8 @@ def test_fast_path_runs_are_slices_of_their_messages(run: struct.Struct, cls: ty
 
 def test_fast_path_offsets() -> None:
     assert F.FETCHED_PARTITION_RUN.format == F.FETCHED_PARTITION_HEAD.format + F.FETCHED_PARTITION_TAIL.format[1:]
-    assert F.FETCH_REQUEST_MIN_BYTES == struct.calcsize("<i")  # after max_wait_ms
-    assert F.FETCH_PARTITION_OFFSET == struct.calcsize("<i")  # after partition
+    assert struct.calcsize("<i") == F.FETCH_REQUEST_MIN_BYTES  # after max_wait_ms
+    assert struct.calcsize("<i") == F.FETCH_PARTITION_OFFSET  # after partition
     assert (F.STR_LENGTH.format, F.BYTES_LENGTH.format, F.ARRAY_COUNT.format) == ("<H", "<i", "<i")
 
 

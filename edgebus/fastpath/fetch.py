@@ -149,9 +149,9 @@ def fetch_response(frame: ResponseFrame) -> M.FetchResponse:
     """The FetchResponse in a FETCH response frame; raises the typed error it carries, and the
     generic codec's ProtocolError for a malformed body."""
     if not frame.error_code:
-        resp = _decode(frame.body)
-        if resp is not None:
-            return resp
+        fast = _decode(frame.body)
+        if fast is not None:
+            return fast
     resp: M.FetchResponse = ClientProtocol.decode_body(_FETCH, frame)  # errors, anything unusual
     return resp
 

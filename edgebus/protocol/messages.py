@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from edgebus.protocol.codec import BYTES, I8, I16, I32, I64, STR, Array, Message
+from edgebus.protocol.codec import BYTES, I8, I16, I32, I64, STR, Array
+from edgebus.protocol.codec import Message as Message  # re-exported: M.Message is used across the tree
 
 
 class Api(IntEnum):

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from edgebus import batch as B
 from edgebus import format as F
-from edgebus.errors import CorruptRecordError
 from edgebus import records as R
+from edgebus.errors import CorruptRecordError
 
 pytestmark = pytest.mark.property
 
