@@ -19,16 +19,10 @@ from typing import Any
 
 from edgebus import batch as B
 from edgebus import format as F
-from edgebus.client.fetch_codec import fetch_response
-from edgebus.client.produce_codec import produce_body
+from edgebus.fastpath.fetch import encode_fetched_one, fetch_response
+from edgebus.fastpath.produce import decode_produce, encode_produce_response, produce_body
 from edgebus.protocol import messages as M
-from edgebus.protocol.framing import (
-    ClientProtocol,
-    ResponseFrame,
-    decode_produce,
-    encode_fetched_one,
-    encode_produce_response,
-)
+from edgebus.protocol.framing import ClientProtocol, ResponseFrame
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -89,11 +89,12 @@ class BatchInfo:
     max_timestamp: int
 
 
-_REC_HEAD = struct.Struct("<Iqi")  # record_length, timestamp, key_len
-_REC_NOKEY = struct.Struct("<Iqii")  # record_length, timestamp, key_len (-1), value_len
+_REC_HEAD = F.RECORD_PREFIX  # record_length, timestamp, key_len
+_REC_NOKEY = F.RECORD_PREFIX_NO_KEY  # record_length, timestamp, key_len (-1), value_len
+_NOKEY_REST = F.RECORD_MIN_SIZE - F.RECORD_LENGTH_SIZE  # record_length of a keyless, headerless record, less its value
 
-try:  # C record loops (edgebus/shm/records.py, built at install); the Python code below is the spec
-    from edgebus.shm import records as _fast
+try:  # C record loops (edgebus/records.py, built at install); the Python code below is the spec
+    from edgebus import records as _fast
 except ImportError:  # not built: everything still works, per record more slowly
     _fast = None  # type: ignore[assignment]
 _I32 = F.I32
@@ -107,7 +108,7 @@ def encode_record(
 ) -> bytes:
     """One record's bytes (record_length prefix included)."""
     if key is None and not headers and value is not None:  # the common record: one pack, one join
-        return b"".join((_REC_NOKEY.pack(18 + len(value), timestamp, -1, len(value)), value, b"\x00\x00"))
+        return b"".join((_REC_NOKEY.pack(_NOKEY_REST + len(value), timestamp, -1, len(value)), value, b"\x00\x00"))
     klen = -1 if key is None else len(key)
     vlen = -1 if value is None else len(value)
     parts: list[bytes] = []
@@ -173,7 +174,7 @@ def build_batch(
     )
     length = F.BATCH_HEADER_SIZE + len(payload)
     crc = zlib.crc32(body)
-    return struct.pack("<qqII", 0, 0, length, crc) + body
+    return F.BATCH_OUTSIDE_CRC.pack(0, 0, length, crc) + body
 
 
 def validate_batch(buf: bytes | bytearray | memoryview, max_bytes: int = F.MAX_BATCH_BYTES) -> BatchInfo:
@@ -203,7 +204,7 @@ def _checked_header(buf: bytes | bytearray | memoryview, max_bytes: int) -> tupl
     if count < 1:
         raise CorruptRecordError("batch has no records")
     # Every record takes at least 22 bytes, so a count beyond that is a lie we can catch cheaply.
-    if count * 22 > length - F.BATCH_HEADER_SIZE:
+    if count * F.RECORD_MIN_SIZE > length - F.BATCH_HEADER_SIZE:
         raise CorruptRecordError(f"record count {count} cannot fit in {length} bytes")
     if zlib.crc32(memoryview(buf)[F.CRC_START:length]) != crc:
         raise CorruptRecordError("batch CRC mismatch")
@@ -212,7 +213,7 @@ def _checked_header(buf: bytes | bytearray | memoryview, max_bytes: int) -> tupl
 
 def stamp_batch(buf: bytearray | memoryview, base_offset: int, append_time: int) -> None:
     """Write the supervisor's fields (outside the CRC) into a validated batch."""
-    struct.pack_into("<qq", buf, 0, base_offset, append_time)
+    F.BATCH_STAMP.pack_into(buf, 0, base_offset, append_time)
 
 
 def iter_batches(buf: bytes | memoryview) -> Iterator[memoryview]:

@@ -35,14 +35,30 @@ BATCH_PREFIX = struct.Struct("<qqI")
 BATCH_PREFIX_SIZE = BATCH_PREFIX.size  # 20
 # The part the producer fills (magic .. reserved2), packed after the CRC.
 BATCH_BODY_HEADER = struct.Struct("<BBHIqqqihH")
+# The fields before CRC_START (base_offset, append_time, length, crc): what build_batch packs last.
+BATCH_OUTSIDE_CRC = struct.Struct("<qqII")
+assert BATCH_OUTSIDE_CRC.size == CRC_START
+# The supervisor's stamp (base_offset, append_time), written in place after validation.
+BATCH_STAMP = struct.Struct("<qq")
+assert BATCH_STAMP.size == BATCH_LENGTH
+# What a scan from batch to batch needs: base_offset, length, record_count (fields 0, 2 and 7).
+BATCH_SCAN = struct.Struct(f"<q{BATCH_LENGTH - 8}xI{BATCH_RECORD_COUNT - BATCH_CRC}xI")
+BATCH_SCAN_SIZE = BATCH_SCAN.size  # 32: the header up to and including record_count
+assert BATCH_SCAN_SIZE == BATCH_RECORD_COUNT + 4
 
 # --- Record (inside a batch, after the header) ---------------------------------------------------
 RECORD_PREFIX = struct.Struct("<Iqi")  # record_length (bytes after this field), timestamp, key_len
 RECORD_PREFIX_SIZE = RECORD_PREFIX.size  # 16
 I32 = struct.Struct("<i")
 U16 = struct.Struct("<H")
+U32 = struct.Struct("<I")
 HEADER_KEY_LEN = U16
 NULL_LENGTH = -1
+RECORD_LENGTH_SIZE = 4  # the u32 record_length itself, not counted in its value
+# A record with a null key: the prefix and value_length packed at once (the producer's common record).
+RECORD_PREFIX_NO_KEY = struct.Struct("<Iqii")
+# The smallest record (null key, null value, no headers): prefix, value_length, header_count.
+RECORD_MIN_SIZE = RECORD_PREFIX_SIZE + I32.size + U16.size  # 22
 
 # --- Offset index entry (8 bytes) ----------------------------------------------------------------
 OFFSET_INDEX_ENTRY = struct.Struct("<II")  # relative_offset, file position of the batch
@@ -84,10 +100,40 @@ MAX_RING_BYTES = 64 * 1024 * 1024
 # Response: length u32 | correlation_id u32 | error_code i16 | body
 # length counts the bytes after the length field.
 FRAME_LENGTH = struct.Struct("<I")
+FRAME_LENGTH_SIZE = FRAME_LENGTH.size  # 4
 REQUEST_HEADER = struct.Struct("<IHHI")
 RESPONSE_HEADER = struct.Struct("<IIh")
 REQUEST_HEADER_SIZE = REQUEST_HEADER.size  # 12
 RESPONSE_HEADER_SIZE = RESPONSE_HEADER.size  # 10
+# The headers after the length field (what a frame split off its length starts with); their
+# sizes are the smallest length a frame may give (8 for requests, 6 for responses).
+REQUEST_HEADER_REST = struct.Struct("<HHI")  # api_key, api_version, correlation_id
+RESPONSE_HEADER_REST = struct.Struct("<Ih")  # correlation_id, error_code
+REQUEST_MIN_LENGTH = REQUEST_HEADER_REST.size  # 8
+RESPONSE_MIN_LENGTH = RESPONSE_HEADER_REST.size  # 6
+assert REQUEST_HEADER_SIZE == FRAME_LENGTH_SIZE + REQUEST_MIN_LENGTH
+assert RESPONSE_HEADER_SIZE == FRAME_LENGTH_SIZE + RESPONSE_MIN_LENGTH
+
+# --- Wire types and the data plane's fixed runs (docs/FORMAT.md 7.3, 7.6) ------------------------
+# Length prefixes of the variable-length wire types.
+STR_LENGTH = U16  # str: u16 byte length, then UTF-8
+BYTES_LENGTH = I32  # bytes: i32 byte length (-1 = null), then the bytes
+ARRAY_COUNT = I32  # array: i32 element count, then the elements
+# The struct-level PRODUCE/FETCH codecs (edgebus/fastpath) read and write the fields between two
+# variable-length ones with one Struct each. Every run is a slice of its message's table in
+# section 7.6 (tests/test_format_doc.py checks them against the messages' FIELDS).
+PRODUCE_REQUEST_RUN = struct.Struct("<ibi")  # ProduceRequest after topic: partition, acks, batch length
+PRODUCE_RESPONSE_RUN = struct.Struct("<iqqq")  # ProduceResponse after topic: partition .. log_start_offset
+FETCH_REQUEST_RUN = struct.Struct("<iiii")  # FetchRequest: max_wait_ms, min_bytes, max_bytes, partition count
+FETCH_REQUEST_MIN_BYTES = 4  # offset of min_bytes: a FETCH body's bytes after max_wait_ms
+FETCH_PARTITION_RUN = struct.Struct("<iqi")  # FetchPartition after topic: partition, offset, max_bytes
+FETCH_PARTITION_OFFSET = 4  # offset of `offset` in FETCH_PARTITION_RUN
+# FetchedPartition after topic: partition, error_code, error_message length | message | then
+# high_watermark, log_start_offset, records length; with an empty message, all in one run.
+FETCHED_PARTITION_HEAD = struct.Struct("<ihH")
+FETCHED_PARTITION_TAIL = struct.Struct("<qqi")
+FETCHED_PARTITION_RUN = struct.Struct("<ihHqqi")
+assert FETCHED_PARTITION_RUN.size == FETCHED_PARTITION_HEAD.size + FETCHED_PARTITION_TAIL.size
 
 # --- Limits (each with its reason) ---------------------------------------------------------------
 # One batch is held in memory whole on both sides; 16 MiB bounds a client's cost to the supervisor.

@@ -1,4 +1,4 @@
-"""The struct-level PRODUCE/FETCH codecs of edgebus/protocol/framing.py against the generic codec.
+"""The supervisor's struct-level PRODUCE/FETCH codecs (edgebus/fastpath) against the generic codec.
 
 The fast decoders must return exactly the generic codec's values for what they accept and decline
 (None) everything else, so that malformed bodies still get the generic ProtocolError; the fast
@@ -17,16 +17,11 @@ from hypothesis import strategies as st
 from edgebus import format as F
 from edgebus.batch import build_batch, encode_record
 from edgebus.errors import ProtocolError
-from edgebus.protocol import framing
+from edgebus.fastpath import supervisor
+from edgebus.fastpath.fetch import decode_fetch, encode_fetch, encode_fetched_one
+from edgebus.fastpath.produce import decode_produce, encode_produce_response
 from edgebus.protocol import messages as M
-from edgebus.protocol.framing import (
-    RequestFrame,
-    ServerProtocol,
-    decode_fetch,
-    decode_produce,
-    encode_fetched_one,
-    encode_produce_response,
-)
+from edgebus.protocol.framing import RequestFrame
 
 pytestmark = pytest.mark.property
 
@@ -41,7 +36,7 @@ records = st.none() | st.binary(max_size=300) | st.just(BATCH) | st.binary(max_s
 
 
 def generic_response(corr: int, body: M.Message) -> bytes:
-    """What ServerProtocol.encode_response gave before the fast encoders (the generic codec)."""
+    """What supervisor.encode_response gave before the fast encoders (the generic codec)."""
     out: list[bytes] = []
     type(body).encode(body, out)
     payload = b"".join(out)
@@ -65,7 +60,7 @@ def test_decode_produce_gives_the_generic_fields(topic, partition, acks, batch):
     generic = M.ProduceRequest.from_bytes(body)
     assert fields[:3] == (generic.topic, generic.partition, generic.acks)
     assert isinstance(fields[3], memoryview) and bytes(fields[3]) == bytes(generic.batch) == batch
-    assert ServerProtocol.decode_body(RequestFrame(M.Api.PRODUCE, 0, 1, memoryview(body))) == generic
+    assert supervisor.decode_request(RequestFrame(M.Api.PRODUCE, 0, 1, memoryview(body))) == generic
 
 
 def test_the_batch_is_a_writable_slice_of_the_frame():
@@ -97,7 +92,7 @@ def test_any_produce_body_decodes_as_the_generic_codec_does(body):
     if fields is not None:  # accepted: exactly the generic values
         assert generic[0] == "ok"
         assert M.ProduceRequest(*fields) == generic[1]
-    via_server = outcome(ServerProtocol.decode_body, RequestFrame(M.Api.PRODUCE, 0, 1, memoryview(body)))
+    via_server = outcome(supervisor.decode_request, RequestFrame(M.Api.PRODUCE, 0, 1, memoryview(body)))
     assert via_server == generic
     if generic[0] == "error":
         assert generic[1] is ProtocolError
@@ -116,7 +111,7 @@ def test_decode_fetch_gives_the_generic_request(max_wait, min_bytes, max_bytes, 
         assert fast == generic
     else:
         assert fast is None  # more partitions than one: the generic codec decodes it
-    assert ServerProtocol.decode_body(RequestFrame(M.Api.FETCH, 0, 1, memoryview(body))) == generic
+    assert supervisor.decode_request(RequestFrame(M.Api.FETCH, 0, 1, memoryview(body))) == generic
 
 
 ONE_FETCH = M.FetchRequest(100, 1, 1 << 20, [M.FetchPartition("t", 0, 42, 1 << 20)]).to_bytes()
@@ -133,12 +128,12 @@ def test_any_fetch_body_decodes_as_the_generic_codec_does(body):
     generic = outcome(M.FetchRequest.from_bytes, body)
     if fast is not None:
         assert generic == ("ok", fast)
-    assert outcome(ServerProtocol.decode_body, RequestFrame(M.Api.FETCH, 0, 1, memoryview(body))) == generic
+    assert outcome(supervisor.decode_request, RequestFrame(M.Api.FETCH, 0, 1, memoryview(body))) == generic
 
 
 def test_only_version_0_takes_the_fast_decoders():
     with pytest.raises(Exception, match="version 1 not in supported range"):
-        ServerProtocol.decode_body(RequestFrame(M.Api.PRODUCE, 1, 1, memoryview(VALID)))
+        supervisor.decode_request(RequestFrame(M.Api.PRODUCE, 1, 1, memoryview(VALID)))
 
 
 # --- responses -----------------------------------------------------------------------------------
@@ -146,7 +141,7 @@ def test_only_version_0_takes_the_fast_decoders():
 def test_produce_response_bytes_equal_the_generic_codec(corr, topic, partition, base, ts, start):
     body = M.ProduceResponse(topic, partition, base, ts, start)
     expected = outcome(generic_response, corr, body)
-    assert outcome(ServerProtocol.encode_response, corr, body) == expected
+    assert outcome(supervisor.encode_response, corr, body) == expected
     if expected[0] == "ok":
         assert encode_produce_response(corr, topic, partition, base, ts, start) == expected[1]
 
@@ -158,9 +153,9 @@ fetched = st.builds(M.FetchedPartition, topics, i32, i16, st.text(max_size=20), 
 def test_fetch_response_bytes_equal_the_generic_codec(corr, parts):
     body = M.FetchResponse(parts)
     expected = outcome(generic_response, corr, body)
-    assert outcome(ServerProtocol.encode_response, corr, body) == expected
+    assert outcome(supervisor.encode_response, corr, body) == expected
     if expected[0] == "ok":  # the struct-level encoder itself took it (no silent fallback)
-        assert framing._FAST_RESPONSES[M.FetchResponse](corr, body) == expected[1]
+        assert encode_fetch(corr, body) == expected[1]
 
 
 @given(u32, topics, i32, i64, i64, st.binary(max_size=300) | st.just(BATCH))
@@ -193,10 +188,10 @@ def test_encode_fetched_one_equals_the_generic_codec(corr, topic, partition, hw,
 def test_unencodable_responses_raise_the_generic_error(body):
     generic = outcome(generic_response, 5, body)
     assert generic[0] == "error"
-    assert outcome(ServerProtocol.encode_response, 5, body) == generic
+    assert outcome(supervisor.encode_response, 5, body) == generic
 
 
 def test_an_error_response_ignores_the_body():
     body = M.ProduceResponse("t", 0, 1, 2, 3)
-    out = ServerProtocol.encode_response(9, body, 3, "nope")
-    assert out == ServerProtocol.encode_response(9, None, 3, "nope")
+    out = supervisor.encode_response(9, body, 3, "nope")
+    assert out == supervisor.encode_response(9, None, 3, "nope")

@@ -17,6 +17,7 @@ from edgebus import format as F
 from edgebus.protocol import codec as C
 from edgebus.protocol import groups as G
 from edgebus.protocol import messages as M
+from edgebus.protocol import registry as AR
 
 pytestmark = pytest.mark.unit
 
@@ -132,7 +133,7 @@ def test_batch_header_table_matches_format_constants() -> None:
 def test_every_batch_offset_constant_is_in_the_doc() -> None:
     documented = {"BATCH_" + r["field"].upper() for r in layout("Batch header")}
     not_offsets = {"BATCH_HEADER", "BATCH_HEADER_SIZE", "BATCH_PREFIX", "BATCH_PREFIX_SIZE",
-                   "BATCH_BODY_HEADER"}
+                   "BATCH_BODY_HEADER", "BATCH_OUTSIDE_CRC", "BATCH_STAMP", "BATCH_SCAN", "BATCH_SCAN_SIZE"}
     constants = {n for n in dir(F) if n.startswith("BATCH_") and n not in not_offsets}
     assert constants == documented
 
@@ -155,6 +156,17 @@ def test_batch_prefix_and_body_header_are_slices_of_the_table() -> None:
     assert struct_format(body) == F.BATCH_BODY_HEADER.format
     magic = next(r for r in rows if r["field"] == "magic")
     assert f"must be `{F.MAGIC}`" in magic["meaning"]
+
+
+def test_batch_stamp_outside_crc_and_scan_are_slices_of_the_table() -> None:
+    rows = layout("Batch header")
+    outside = [r for r in rows if r["CRC"] == "no"]
+    assert struct_format(outside) == F.BATCH_OUTSIDE_CRC.format
+    assert struct_format(outside[:2]) == F.BATCH_STAMP.format
+    assert [r["field"] for r in outside[:2]] == ["base_offset", "append_time"]
+    # BATCH_SCAN unpacks base_offset, length and record_count, skipping the fields between.
+    assert F.BATCH_SCAN.unpack(F.BATCH_HEADER.pack(*range(1, 15))[: F.BATCH_SCAN_SIZE]) == (1, 3, 8)
+    assert F.BATCH_SCAN_SIZE == F.BATCH_RECORD_COUNT + 4
 
 
 def test_record_prefix_table_matches_format() -> None:
@@ -232,6 +244,17 @@ def test_frame_tables(title: str, header: struct.Struct, fields: list[str]) -> N
 def test_frame_header_sizes() -> None:
     assert int(layout("Request frame")[-1]["offset"]) == F.REQUEST_HEADER_SIZE
     assert int(layout("Response frame")[-1]["offset"]) == F.RESPONSE_HEADER_SIZE
+    for title, rest, least in [("Request frame", F.REQUEST_HEADER_REST, F.REQUEST_MIN_LENGTH),
+                               ("Response frame", F.RESPONSE_HEADER_REST, F.RESPONSE_MIN_LENGTH)]:
+        rows = fixed(layout(title))
+        assert struct_format(rows[1:]) == rest.format  # the header after the length field
+        assert int(rows[0]["size"]) == F.FRAME_LENGTH_SIZE
+        assert rest.size == least and f"At least {least}" in rows[0]["meaning"]
+
+
+def test_record_minimum_size() -> None:
+    assert F.RECORD_MIN_SIZE == 22 and "takes at least 22 bytes" in DOC
+    assert F.RECORD_PREFIX_NO_KEY.format == F.RECORD_PREFIX.format + "i"
 
 
 # --- limits --------------------------------------------------------------------------------------
@@ -317,7 +340,7 @@ def message_classes() -> list[type[C.Message]]:
             if isinstance(typ, type) and issubclass(typ, C.Message):
                 walk(typ)
 
-    for cls in [*M.REQUESTS.values(), *M.RESPONSES.values(), M.ErrorBody]:
+    for cls in [*AR.REQUESTS.values(), *AR.RESPONSES.values(), M.ErrorBody]:
         walk(cls)
     return seen
 
@@ -330,13 +353,52 @@ def test_api_table_lists_every_api() -> None:
     for api in M.Api:
         row = by_key[int(api)]
         assert row["api"] == api.name
-        if api in M.REQUESTS:
-            lo, hi = M.VERSIONS[api]
+        if api in AR.REQUESTS:
+            lo, hi = AR.VERSIONS[api]
             assert row["versions"] == f"{lo}-{hi}", api.name
-            assert row["request"] == M.REQUESTS[api].__name__, api.name
-            assert row["response"] == M.RESPONSES[api].__name__, api.name
+            assert row["request"] == AR.REQUESTS[api].__name__, api.name
+            assert row["response"] == AR.RESPONSES[api].__name__, api.name
         else:
             assert row["versions"] == row["request"] == row["response"] == "-", api.name
+
+
+def _run_format(cls: type[C.Message], first: str, last: str) -> str:
+    """The struct format of cls's fixed-size fields first..last (an array stands for its count)."""
+    names = [n for n, _ in cls.FIELDS]
+    codes = []
+    for _name, t in cls.FIELDS[names.index(first) : names.index(last) + 1]:
+        if isinstance(t, C.Int):
+            codes.append(t.s.format[-1])
+        elif isinstance(t, C.Array) or t is C.BYTES:
+            codes.append(F.ARRAY_COUNT.format[-1] if isinstance(t, C.Array) else F.BYTES_LENGTH.format[-1])
+        elif t is C.STR:
+            codes.append(F.STR_LENGTH.format[-1])
+        else:
+            raise AssertionError(t)
+    return "<" + "".join(codes)
+
+
+@pytest.mark.parametrize(("run", "cls", "first", "last"), [
+    (F.PRODUCE_REQUEST_RUN, M.ProduceRequest, "partition", "batch"),
+    (F.PRODUCE_RESPONSE_RUN, M.ProduceResponse, "partition", "log_start_offset"),
+    (F.FETCH_REQUEST_RUN, M.FetchRequest, "max_wait_ms", "partitions"),
+    (F.FETCH_PARTITION_RUN, M.FetchPartition, "partition", "max_bytes"),
+    (F.FETCHED_PARTITION_HEAD, M.FetchedPartition, "partition", "error_message"),
+    (F.FETCHED_PARTITION_TAIL, M.FetchedPartition, "high_watermark", "records"),
+], ids=lambda v: getattr(v, "__name__", None) or str(getattr(v, "format", v)))
+def test_fast_path_runs_are_slices_of_their_messages(run: struct.Struct, cls: type[C.Message], first: str,
+                                                     last: str) -> None:
+    """The data plane's fixed runs (format.py, used by edgebus/fastpath) are the documented fields."""
+    assert run.format == _run_format(cls, first, last)
+    rows = table(f"`{cls.__name__}`")[1]
+    assert [r["field"] for r in rows] == [n for n, _ in cls.FIELDS]
+
+
+def test_fast_path_offsets() -> None:
+    assert F.FETCHED_PARTITION_RUN.format == F.FETCHED_PARTITION_HEAD.format + F.FETCHED_PARTITION_TAIL.format[1:]
+    assert struct.calcsize("<i") == F.FETCH_REQUEST_MIN_BYTES  # after max_wait_ms
+    assert struct.calcsize("<i") == F.FETCH_PARTITION_OFFSET  # after partition
+    assert (F.STR_LENGTH.format, F.BYTES_LENGTH.format, F.ARRAY_COUNT.format) == ("<H", "<i", "<i")
 
 
 @pytest.mark.parametrize("cls", message_classes(), ids=lambda c: c.__name__)

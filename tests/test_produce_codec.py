@@ -6,10 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgebus.client.produce_codec import produce_body, produce_result
 from edgebus.errors import CorruptRecordError, ProtocolError
+from edgebus.fastpath import supervisor
+from edgebus.fastpath.produce import produce_body, produce_result
 from edgebus.protocol import messages as M
-from edgebus.protocol.framing import ClientProtocol, ResponseFrame, ServerProtocol
+from edgebus.protocol.framing import ClientProtocol, ResponseFrame
 
 pytestmark = pytest.mark.property
 
@@ -37,13 +38,13 @@ def _frame(data: bytes) -> ResponseFrame:
 @given(topics, i32, i64, i64, i64)
 def test_response_fields_equal_the_generic_codec(topic: str, partition: int, base: int, ts: int,
                                                  start: int) -> None:
-    f = _frame(ServerProtocol.encode_response(9, M.ProduceResponse(topic, partition, base, ts, start)))
+    f = _frame(supervisor.encode_response(9, M.ProduceResponse(topic, partition, base, ts, start)))
     r = ClientProtocol.decode_body(M.Api.PRODUCE, f)
     assert produce_result(f) == (r.base_offset, r.append_time) == (base, ts)
 
 
 def test_an_error_response_raises_its_typed_error() -> None:
-    f = _frame(ServerProtocol.encode_response(3, None, CorruptRecordError.code, "bad crc at byte 12"))
+    f = _frame(supervisor.encode_response(3, None, CorruptRecordError.code, "bad crc at byte 12"))
     with pytest.raises(CorruptRecordError, match="bad crc at byte 12"):
         produce_result(f)
 

@@ -14,6 +14,7 @@ from edgebus.errors import ProtocolError, UnsupportedVersionError
 from edgebus.protocol import codec as C
 from edgebus.protocol import groups as G
 from edgebus.protocol import messages as M
+from edgebus.protocol import registry as AR
 from edgebus.protocol.framing import ClientProtocol, FrameBuffer, RequestFrame, ServerProtocol
 
 pytestmark = pytest.mark.unit
@@ -42,7 +43,7 @@ SAMPLES: dict[type[C.Message], list[C.Message]] = {
     M.ApiVersionRange: [M.ApiVersionRange(4, 0, 0), M.ApiVersionRange(-1, -32768, 32767)],
     M.ApiVersionsResponse: [
         M.ApiVersionsResponse("0.1.0", [M.ApiVersionRange(int(k), lo, hi)
-                                        for k, (lo, hi) in M.VERSIONS.items()]),
+                                        for k, (lo, hi) in AR.VERSIONS.items()]),
         M.ApiVersionsResponse("", []),
     ],
     M.MetadataRequest: [M.MetadataRequest(), M.MetadataRequest(["a", "b.c", "d_e-f"])],
@@ -112,7 +113,7 @@ SAMPLES: dict[type[C.Message], list[C.Message]] = {
     G.ResetOffsetsResponse: [G.ResetOffsetsResponse([G.OffsetReset("sensors", 1, 5, 9)])],
 }
 ALL_SAMPLES = [(cls, s) for cls, ss in SAMPLES.items() for s in ss]
-SERVED = sorted(M.REQUESTS)
+SERVED = sorted(AR.REQUESTS)
 
 
 def sample_id(v: object) -> str:
@@ -131,7 +132,7 @@ def all_message_classes() -> set[type[C.Message]]:
 
 def test_every_message_class_has_a_sample() -> None:
     assert all_message_classes() == set(SAMPLES)
-    assert set(M.REQUESTS.values()) | set(M.RESPONSES.values()) <= set(SAMPLES)
+    assert set(AR.REQUESTS.values()) | set(AR.RESPONSES.values()) <= set(SAMPLES)
 
 
 @pytest.mark.parametrize("cls", sorted(all_message_classes(), key=lambda c: c.__name__),
@@ -233,7 +234,7 @@ def test_decoded_bytes_are_views_without_copy() -> None:
 def request_stream() -> tuple[bytes, list[tuple[int, int, C.Message]]]:
     """Several request frames back to back, and what each one carries."""
     sent = [
-        (int(api), corr, SAMPLES[M.REQUESTS[api]][corr % len(SAMPLES[M.REQUESTS[api]])])
+        (int(api), corr, SAMPLES[AR.REQUESTS[api]][corr % len(SAMPLES[AR.REQUESTS[api]])])
         for corr, api in enumerate(SERVED * 2)
     ]
     data = b"".join(ClientProtocol.encode_request(api, corr, body) for api, corr, body in sent)
@@ -320,7 +321,7 @@ def test_returned_frames_survive_later_feeds() -> None:
 
 @pytest.mark.parametrize("api", SERVED, ids=lambda a: M.Api(a).name)
 def test_request_round_trip(api: int) -> None:
-    for i, body in enumerate(SAMPLES[M.REQUESTS[api]]):
+    for i, body in enumerate(SAMPLES[AR.REQUESTS[api]]):
         data = ClientProtocol.encode_request(api, 2**32 - 1 - i, body)
         assert struct.unpack_from("<I", data)[0] == len(data) - 4
         server = ServerProtocol()
@@ -333,7 +334,7 @@ def test_request_round_trip(api: int) -> None:
 
 @pytest.mark.parametrize("api", SERVED, ids=lambda a: M.Api(a).name)
 def test_response_round_trip(api: int) -> None:
-    for i, body in enumerate(SAMPLES[M.RESPONSES[api]]):
+    for i, body in enumerate(SAMPLES[AR.RESPONSES[api]]):
         data = ServerProtocol.encode_response(i + 1, body)
         assert struct.unpack_from("<I", data)[0] == len(data) - 4
         client = ClientProtocol()
@@ -432,7 +433,7 @@ def test_unknown_api_key(api_key: int) -> None:
 @pytest.mark.parametrize("api", SERVED, ids=lambda a: M.Api(a).name)
 @pytest.mark.parametrize("version", [1, 7, 0xFFFF])
 def test_unsupported_version(api: int, version: int) -> None:
-    body = SAMPLES[M.REQUESTS[api]][0].to_bytes()
+    body = SAMPLES[AR.REQUESTS[api]][0].to_bytes()
     with pytest.raises(UnsupportedVersionError, match=f"version {version} not in"):
         ServerProtocol.decode_body(_request(api, version, body))
 

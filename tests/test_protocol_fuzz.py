@@ -21,6 +21,7 @@ from edgebus.errors import ProtocolError, UnsupportedVersionError
 from edgebus.protocol import codec as C
 from edgebus.protocol import groups as G
 from edgebus.protocol import messages as M
+from edgebus.protocol import registry as AR
 from edgebus.protocol.framing import ClientProtocol, ServerProtocol
 
 pytestmark = pytest.mark.property
@@ -55,7 +56,7 @@ REQUEST_SAMPLES: dict[int, C.Message] = {
 
 
 def test_every_served_api_has_a_sample() -> None:
-    assert set(REQUEST_SAMPLES) == set(M.REQUESTS)
+    assert set(REQUEST_SAMPLES) == set(AR.REQUESTS)
 
 
 # --- the rule, as one checker --------------------------------------------------------------------
@@ -100,12 +101,12 @@ def serve(data: bytes, sizes: list[int], max_frame: int = SMALL) -> tuple[Events
                 try:
                     msg = ServerProtocol.decode_body(req)
                 except UnsupportedVersionError:
-                    assert req.api_key not in M.REQUESTS or req.api_version != 0
+                    assert req.api_key not in AR.REQUESTS or req.api_version != 0
                     continue  # answered with error code 4; the connection stays open
                 except ProtocolError as e:
                     raise Closed from e
                 # A valid event is exactly what was sent: the encoding is canonical.
-                assert type(msg) is M.REQUESTS[req.api_key]
+                assert type(msg) is AR.REQUESTS[req.api_key]
                 assert msg.to_bytes() == bytes(req.body)
                 events.append((req.api_key, msg))
             # Never more than one incomplete frame (its 4 length bytes included) stays buffered.
@@ -135,9 +136,9 @@ def framed(draw: st.DrawFn) -> bytes:
     for _ in range(draw(st.integers(1, 6))):
         sound = draw(st.integers(0, 3)) > 0
         if sound:
-            api, version = draw(st.sampled_from(sorted(M.REQUESTS))), 0
+            api, version = draw(st.sampled_from(sorted(AR.REQUESTS))), 0
         else:
-            api = draw(st.sampled_from(sorted(M.REQUESTS)) | st.integers(0, 0xFFFF))
+            api = draw(st.sampled_from(sorted(AR.REQUESTS)) | st.integers(0, 0xFFFF))
             version = draw(st.sampled_from([0, 1]) | st.integers(0, 0xFFFF))
         kind = draw(st.sampled_from(["sample", "edited sample", "random"]))
         body = REQUEST_SAMPLES.get(api, M.Empty()).to_bytes()
@@ -168,7 +169,7 @@ def test_frame_shaped_bytes(data: bytes, sizes: list[int]) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(data=st.binary(max_size=3 * SMALL) | framed(), sizes=sizes_st,
-       api=st.sampled_from(sorted(M.RESPONSES)))
+       api=st.sampled_from(sorted(AR.RESPONSES)))
 def test_any_bytes_to_the_client(data: bytes, sizes: list[int], api: int) -> None:
     """The client side: responses decode, or raise an edgebus error (typed by the error code)."""
     proto = ClientProtocol(max_frame=SMALL)
@@ -234,7 +235,7 @@ def test_mutated_bodies(api: int, flips: list[int], cut: int | None) -> None:
 def test_every_single_bit_flip_and_truncation_of_each_request(api: int) -> None:
     """Exhaustive for each request type: a flipped bit decodes to a valid message or is a
     ProtocolError; a truncated body is always a ProtocolError."""
-    cls = M.REQUESTS[api]
+    cls = AR.REQUESTS[api]
     body = REQUEST_SAMPLES[api].to_bytes()
     for bit in range(len(body) * 8):
         mutated = bytearray(body)

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgebus.client.fetch_codec import FetchBody, fetch_response
 from edgebus.errors import BrokerUnavailableError, OperationTimeoutError, ProtocolError
+from edgebus.fastpath.fetch import FetchBody, fetch_response
 from edgebus.paths import client_socket_path
-from edgebus.protocol.codec import Message
+from edgebus.protocol.codec import EncodedRequest, Message
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame
 from edgebus.protocol.messages import Api
 
@@ -65,7 +65,7 @@ class SyncChannel:
             self._proto = ClientProtocol()
         return self._sock
 
-    def request(self, api: int, body: Message, timeout: float | None = None) -> Any:
+    def request(self, api: int, body: Message | EncodedRequest, timeout: float | None = None) -> Any:
         """Send one request and return its decoded response (typed error on an error code)."""
         sock = self._ensure()
         corr = next(self._corr) & 0xFFFFFFFF
@@ -141,7 +141,7 @@ class AsyncChannel:
         """Someone waits for an acknowledgement. The socket's reader is always woken per
         response, so nothing to do (the shared-memory channel may collect them lazily)."""
 
-    def send(self, api: int, body: Message, callback: Callback | None) -> None:
+    def send(self, api: int, body: Message | EncodedRequest, callback: Callback | None) -> None:
         """Queue a request; callback(frame, None) on a response or (None, error) if lost.
         A None callback means no response is expected (acks=none)."""
         with self._lock:

@@ -14,7 +14,6 @@ from typing import Any
 
 from edgebus import batch as B
 from edgebus.batch import Record
-from edgebus.client.fetch_codec import FetchPlan
 from edgebus.client.shm_channel import open_sync_channel
 from edgebus.client.types import OffsetAndTimestamp, TopicPartition
 from edgebus.errors import (
@@ -24,6 +23,7 @@ from edgebus.errors import (
     UnknownTopicError,
     error_for_code,
 )
+from edgebus.fastpath.fetch import FetchPlan
 from edgebus.protocol import messages as M
 
 _RESETS = ("earliest", "latest", "none")

@@ -15,16 +15,10 @@ changes is that the supervisor works while the consumer decodes.
 
 from __future__ import annotations
 
-import struct
-
 from edgebus import format as F
-from edgebus.client.fetch_codec import FetchBody
+from edgebus.fastpath.fetch import FetchBody
 from edgebus.protocol import messages as M
 from edgebus.protocol.codec import Message
-
-# A batch header's base_offset, length and record_count (F.BATCH_HEADER, fields 0, 2 and 7).
-_BASE_LEN_COUNT = struct.Struct("<q8xI8xI")
-assert _BASE_LEN_COUNT.size == F.BATCH_RECORD_COUNT + 4
 
 
 def fetch_key(req: M.FetchRequest) -> bytes:
@@ -39,7 +33,7 @@ def _end_offset(records: bytes | memoryview | None) -> int | None:
     if not records:
         return None
     pos, end, last = 0, len(records), None
-    unpack = _BASE_LEN_COUNT.unpack_from
+    unpack = F.BATCH_SCAN.unpack_from
     while end - pos >= F.BATCH_HEADER_SIZE:
         base, length, count = unpack(records, pos)
         if length < F.BATCH_HEADER_SIZE or pos + length > end:

@@ -22,9 +22,8 @@ from typing import Any
 
 from edgebus import batch as B
 from edgebus import format as F
-from edgebus.batch import _fast as _bulk  # C record encoding (edgebus/shm/records.py) or None
+from edgebus.batch import _fast as _bulk  # C record encoding (edgebus/records.py) or None
 from edgebus.client.channel import AsyncChannel, SyncChannel, resolve_socket
-from edgebus.client.produce_codec import produce_body, produce_result
 from edgebus.client.shm_channel import ShmAsyncChannel, check_transport, open_async_channel
 from edgebus.client.types import (
     BatchResult,
@@ -41,6 +40,7 @@ from edgebus.errors import (
     UnknownPartitionError,
     error_for_code,
 )
+from edgebus.fastpath.produce import produce_body, produce_result
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ResponseFrame
 

@@ -32,10 +32,10 @@ from typing import Any
 from edgebus import format as F
 from edgebus.client.channel import AsyncChannel, Callback, SyncChannel, connect, resolve_socket
 from edgebus.client.fetch_ahead import is_empty, next_body
-from edgebus.client.fetch_codec import FetchBody, fetch_body, fetch_response
 from edgebus.errors import BrokerUnavailableError, EdgebusError, OperationTimeoutError
+from edgebus.fastpath.fetch import FetchBody, fetch_body, fetch_response
 from edgebus.protocol import messages as M
-from edgebus.protocol.codec import Message
+from edgebus.protocol.codec import EncodedRequest, Message
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame
 from edgebus.shm import cpu_free, unavailable_reason
 
@@ -315,7 +315,7 @@ class ShmSyncChannel(SyncChannel):
             self._proto = ClientProtocol() if self._link is None else self._link.proto
         return self._sock
 
-    def request(self, api: int, body: Message, timeout: float | None = None) -> Any:
+    def request(self, api: int, body: Message | EncodedRequest, timeout: float | None = None) -> Any:
         self._ensure()
         link = self._link
         if link is None:
@@ -330,14 +330,14 @@ class ShmSyncChannel(SyncChannel):
             self.close()
             raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
 
-    def _send(self, api: int, body: Message | FetchBody, deadline: float) -> int:
+    def _send(self, api: int, body: Message | EncodedRequest, deadline: float) -> int:
         assert self._link is not None
         corr = next(self._corr) & 0xFFFFFFFF
         enc = body.frame(corr) if isinstance(body, FetchBody) else ClientProtocol.encode_request(api, corr, body)
         self._link.write(enc, deadline)
         return corr
 
-    def _roundtrip(self, api: int, body: Message | FetchBody, deadline: float, t: float) -> ResponseFrame:
+    def _roundtrip(self, api: int, body: Message | EncodedRequest, deadline: float, t: float) -> ResponseFrame:
         return self._wait(self._send(api, body, deadline), deadline, t)
 
     def _wait(self, corr: int, deadline: float, t: float, soft: bool = False
@@ -455,7 +455,7 @@ class ShmAsyncChannel:
     def in_flight(self) -> int:
         return len(self._pending)
 
-    def send(self, api: int, body: Message, callback: Callback | None) -> None:
+    def send(self, api: int, body: Message | EncodedRequest, callback: Callback | None) -> None:
         with self._lock:
             if self.lost is not None:
                 raise BrokerUnavailableError(str(self.lost))

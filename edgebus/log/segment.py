@@ -11,7 +11,6 @@ import contextlib
 import errno
 import logging
 import os
-import struct
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,9 +26,9 @@ INDEX_SUFFIX = ".index"
 TIMEINDEX_SUFFIX = ".timeindex"
 NAME_DIGITS = 20
 # Enough of a batch header to walk: base offset, append time, length, and the record count.
-HEAD_SIZE = F.BATCH_RECORD_COUNT + 4
-_COUNT = struct.Struct("<I")
-_LENGTH = struct.Struct("<I")
+HEAD_SIZE = F.BATCH_SCAN_SIZE
+_COUNT = F.U32  # record_count, read at F.BATCH_RECORD_COUNT
+_LENGTH = F.U32  # length, read at F.BATCH_LENGTH
 # Header-only walks read this much at a time: many small batches per pread, little waste on big
 # ones.
 WALK_CHUNK = 64 * 1024

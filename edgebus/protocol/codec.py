@@ -9,6 +9,7 @@ import struct
 from dataclasses import fields as dc_fields
 from typing import Any, ClassVar, Protocol
 
+from edgebus import format as F
 from edgebus.errors import ProtocolError
 
 
@@ -36,7 +37,7 @@ class Int:
 
 I8, I16, I32, I64 = Int("b"), Int("h"), Int("i"), Int("q")
 U8, U16, U32 = Int("B"), Int("H"), Int("I")
-_LEN = struct.Struct("<i")
+_LEN = F.BYTES_LENGTH  # also an array's count (F.ARRAY_COUNT)
 
 
 class _Bytes:
@@ -68,13 +69,13 @@ class _Str:
         b = value.encode()
         if len(b) > 0xFFFF:
             raise ValueError("string longer than 65535 bytes")
-        out.append(struct.pack("<H", len(b)))
+        out.append(F.STR_LENGTH.pack(len(b)))
         out.append(b)
 
     def decode(self, mv: memoryview, pos: int) -> tuple[Any, int]:
         if pos + 2 > len(mv):
             raise ProtocolError("message body truncated")
-        n = struct.unpack_from("<H", mv, pos)[0]
+        n = F.STR_LENGTH.unpack_from(mv, pos)[0]
         pos += 2
         if pos + n > len(mv):
             raise ProtocolError(f"string of length {n} overruns the frame")

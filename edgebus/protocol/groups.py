@@ -1,7 +1,6 @@
 """Consumer-group request and response bodies (APIs 10-18). Layouts are in docs/FORMAT.md.
 
-Importing this module registers the group APIs into messages.REQUESTS / RESPONSES / VERSIONS;
-edgebus.protocol.messages imports it at its end, so every user of the protocol sees them.
+The API table that names them is edgebus.protocol.registry.
 
 Assignment is computed by the coordinator in the supervisor (it knows every topic's partition
 count), so JoinGroup carries each member's subscription and SyncGroup hands out the result.
@@ -12,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edgebus.protocol.codec import I8, I16, I32, I64, STR, Array, Message
-from edgebus.protocol.messages import REQUESTS, RESPONSES, VERSIONS, Api, Empty
 
 # --- limits (each with its reason) ---------------------------------------------------------------
 # Group ids appear in log lines, in describe output and in every committed-offset key.
@@ -263,20 +261,3 @@ class OffsetReset(Message):
 class ResetOffsetsResponse(Message):
     offsets: list[OffsetReset]
     FIELDS = (("offsets", Array(OffsetReset)),)
-
-
-_APIS: dict[int, tuple[type[Message], type[Message]]] = {
-    Api.JOIN_GROUP: (JoinGroupRequest, JoinGroupResponse),
-    Api.SYNC_GROUP: (SyncGroupRequest, SyncGroupResponse),
-    Api.HEARTBEAT: (HeartbeatRequest, Empty),
-    Api.LEAVE_GROUP: (LeaveGroupRequest, Empty),
-    Api.OFFSET_COMMIT: (OffsetCommitRequest, OffsetCommitResponse),
-    Api.OFFSET_FETCH: (OffsetFetchRequest, OffsetFetchResponse),
-    Api.LIST_GROUPS: (Empty, ListGroupsResponse),
-    Api.DESCRIBE_GROUP: (DescribeGroupRequest, DescribeGroupResponse),
-    Api.RESET_OFFSETS: (ResetOffsetsRequest, ResetOffsetsResponse),
-}
-for _key, (_req, _resp) in _APIS.items():
-    REQUESTS[_key] = _req
-    RESPONSES[_key] = _resp
-    VERSIONS[int(_key)] = (0, 0)

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from edgebus.protocol.codec import BYTES, I8, I16, I32, I64, STR, Array, Message
+from edgebus.protocol.codec import BYTES, I8, I16, I32, I64, STR, Array
+from edgebus.protocol.codec import Message as Message  # re-exported: M.Message is used across the tree
 
 
 class Api(IntEnum):
@@ -31,7 +32,7 @@ class Api(IntEnum):
     LIST_GROUPS = 16
     DESCRIBE_GROUP = 17
     RESET_OFFSETS = 18
-    SHM_ATTACH = 32  # transport APIs start at 32 (edgebus/shm, edgebus/server/shm_transport.py)
+    SHM_ATTACH = 32  # transport APIs start at 32 (edgebus/shm, edgebus/server/listeners/shm.py)
 
 
 # Special timestamps for ListOffsets, as in Kafka.
@@ -269,33 +270,3 @@ class ErrorBody(Message):
 
     message: str
     FIELDS = (("message", STR),)
-
-
-# Request class per API, response class per API (groups are registered by edgebus.protocol.groups).
-REQUESTS: dict[int, type[Message]] = {
-    Api.API_VERSIONS: ApiVersionsRequest,
-    Api.METADATA: MetadataRequest,
-    Api.CREATE_TOPIC: CreateTopicRequest,
-    Api.DELETE_TOPIC: DeleteTopicRequest,
-    Api.PRODUCE: ProduceRequest,
-    Api.FETCH: FetchRequest,
-    Api.LIST_OFFSETS: ListOffsetsRequest,
-    Api.STATUS: Empty,
-    Api.SHM_ATTACH: ShmAttachRequest,
-}
-RESPONSES: dict[int, type[Message]] = {
-    Api.API_VERSIONS: ApiVersionsResponse,
-    Api.METADATA: MetadataResponse,
-    Api.CREATE_TOPIC: Empty,
-    Api.DELETE_TOPIC: Empty,
-    Api.PRODUCE: ProduceResponse,
-    Api.FETCH: FetchResponse,
-    Api.LIST_OFFSETS: ListOffsetsResponse,
-    Api.STATUS: StatusResponse,
-    Api.SHM_ATTACH: ShmAttachResponse,
-}
-# (min, max) version the supervisor accepts per API.
-VERSIONS: dict[int, tuple[int, int]] = {int(k): (0, 0) for k in REQUESTS}
-
-# The consumer-group APIs register themselves into the tables above (kept in their own module).
-from edgebus.protocol import groups as _groups  # noqa: E402, F401

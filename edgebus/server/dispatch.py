@@ -15,8 +15,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from edgebus.errors import EdgebusError, ProtocolError, UnknownServerError
+from edgebus.fastpath.supervisor import decode_produce, decode_request
 from edgebus.protocol import messages as M
-from edgebus.protocol.framing import RequestFrame, ServerProtocol, decode_produce
+from edgebus.protocol.framing import RequestFrame
 
 if TYPE_CHECKING:
     from edgebus.server.groups.handlers import GroupHandlers
@@ -88,7 +89,7 @@ class Dispatcher:
                      (RequestFrame(api_key, api_version, corr, body),))
 
     def _decode_and_handle(self, conn: Connection, corr: int, req: RequestFrame) -> Any:
-        body = ServerProtocol.decode_body(req)
+        body = decode_request(req)
         handler = self.table.get(req.api_key)
         if handler is None:
             raise UnknownServerError(f"API {req.api_key} is not served")

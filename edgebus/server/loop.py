@@ -20,15 +20,15 @@ from typing import Any
 
 from edgebus import format as F
 from edgebus.errors import EdgebusError, UnknownServerError
+from edgebus.fastpath.supervisor import encode_response
 from edgebus.protocol import messages as M
-from edgebus.protocol.framing import ServerProtocol
 from edgebus.server.listeners.stream import Connection
 from edgebus.server.service import Answer, Dispatch, Service
 from edgebus.server.stats import Stats
 
 log = logging.getLogger("edgebus.loop")
 
-_encode = ServerProtocol.encode_response
+_encode = encode_response
 
 
 def _unwired(conn: Connection, api_key: int, api_version: int, corr: int, body: memoryview) -> None:

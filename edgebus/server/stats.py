@@ -9,14 +9,13 @@ decoding records.
 from __future__ import annotations
 
 import bisect
-import struct
 from typing import Any
 
 from edgebus import format as F
 
 # Upper bounds (seconds) of the fsync latency buckets: 0.1 ms on a fast SSD to seconds on a worn
 # SD card.
-_U32 = struct.Struct("<I")
+_U32 = F.U32
 FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                  0.5, 1.0, 2.5, 5.0, 10.0)
 

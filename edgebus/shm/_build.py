@@ -1,4 +1,5 @@
-"""cffi API-mode build of edgebus.shm._ring: the ring, plus record-batch helpers.
+"""cffi API-mode build of edgebus.shm._ring: the shared-memory ring (the record-batch helpers are
+edgebus._records, built by edgebus/_records_build.py).
 (Run by setup.py's cffi_modules at install time.)
 
 Needs only a C compiler and Python's headers (Debian: gcc, python3-dev). The C source is ring.c
@@ -51,18 +52,6 @@ int eb_prepare_sleep_data(eb_ring *r);
 void eb_cancel_sleep_data(eb_ring *r);
 int eb_wait_data(eb_ring *r, int64_t spin_ns);
 int eb_wait_any(eb_ring **rings, int n, int64_t spin_ns);
-
-int64_t eb_encode_values(char *out, const char *vals, const uint32_t *lens, uint32_t n, int64_t ts);
-#define EB_IDX_FIELDS ...
-int64_t eb_index_records(const char *b, uint64_t length, uint32_t count, int64_t *out);
-#define EB_PLAN_FIELDS ...
-int64_t eb_plan_records(const char *b, uint64_t length, uint32_t count, uint32_t skip, uint32_t chunk,
-                        char *fmt, uint64_t cap, int64_t *plan);
-#define EB_FMT_PER_RECORD ...
-#define EB_FMT_KEYS ...
-#define EB_FMT_VALUES ...
-int64_t eb_format_records(const char *b, uint64_t length, uint64_t pos, uint32_t n, int flags,
-                          char *fmt, uint64_t cap, uint64_t *next_pos);
 
 char *eb_map(int fd, size_t size);
 int eb_unmap(char *p, size_t size);

@@ -1,8 +1,8 @@
 """The consumer's fast paths return exactly what the general code returns, and fail the same way.
 
-- records: edgebus.shm.records.decode_records (C plan + one struct unpack per chunk) against the
+- records: edgebus.records.decode_records (C plan + one struct unpack per chunk) against the
   Python decoder in edgebus.batch, which is the specification;
-- FETCH: edgebus.client.fetch_codec (a request body encoded once per assignment, a response read
+- FETCH: edgebus.fastpath.fetch (a request body encoded once per assignment, a response read
   at struct level) against the generic codec in edgebus.protocol;
 - the consumer: Consumer.poll over scripted FETCH responses (several batches, partial batches,
   positions inside a batch, several partitions) against a reference built with the spec decoder.
@@ -22,15 +22,15 @@ from hypothesis import strategies as st
 
 from edgebus import batch as B
 from edgebus import format as F
+from edgebus import records as R
 from edgebus.batch import Record
 from edgebus.client import consumer as C
 from edgebus.client.fetch_ahead import fetch_key, next_body, next_fetch
-from edgebus.client.fetch_codec import FetchBody, FetchPlan, fetch_body, fetch_response
 from edgebus.client.types import TopicPartition
 from edgebus.errors import CorruptRecordError, ProtocolError
+from edgebus.fastpath.fetch import FetchBody, FetchPlan, fetch_body, fetch_response
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame
-from edgebus.shm import records as R
 
 pytestmark = pytest.mark.property
 

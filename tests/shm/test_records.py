@@ -1,4 +1,4 @@
-"""The C record helpers (edgebus/shm/records.py) agree with the Python code in edgebus.batch,
+"""The C record helpers (edgebus/records.py) agree with the Python code in edgebus.batch,
 which is the specification: same records, and malformed input still raises CorruptRecordError."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from edgebus import batch as B
 from edgebus import format as F
+from edgebus import records as R
 from edgebus.errors import CorruptRecordError
-from edgebus.shm import records as R
 
 pytestmark = pytest.mark.property
 

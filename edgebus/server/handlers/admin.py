@@ -11,6 +11,7 @@ from edgebus.errors import InvalidRequestError
 from edgebus.log.manager import LogManager
 from edgebus.log.topic_config import TopicConfig, validate_topic_name
 from edgebus.protocol import messages as M
+from edgebus.protocol import registry as AR
 from edgebus.version import __version__
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ class AdminHandlers:
     def api_versions(self, conn: Any, corr: int, req: M.ApiVersionsRequest) -> M.ApiVersionsResponse:
         return M.ApiVersionsResponse(
             __version__,
-            [M.ApiVersionRange(k, lo, hi) for k, (lo, hi) in sorted(M.VERSIONS.items())],
+            [M.ApiVersionRange(k, lo, hi) for k, (lo, hi) in sorted(AR.VERSIONS.items())],
         )
 
     def metadata(self, conn: Any, corr: int, req: M.MetadataRequest) -> M.MetadataResponse:

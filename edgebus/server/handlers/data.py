@@ -8,16 +8,16 @@ edgebus/server/dispatch.py. As a service, the parked fetches' deadlines are its 
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from typing import TYPE_CHECKING, Any
 
 from edgebus import batch as B
 from edgebus import format as F
 from edgebus.errors import EdgebusError, InvalidRequestError, InvalidTopicError, ShuttingDownError
+from edgebus.fastpath.fetch import encode_fetched_one
+from edgebus.fastpath.produce import encode_produce_response
 from edgebus.log.manager import LogManager
 from edgebus.protocol import messages as M
-from edgebus.protocol.framing import encode_fetched_one, encode_produce_response
 from edgebus.server.dispatch import DEFERRED, NO_RESPONSE
 from edgebus.server.durable import DurableAcks
 from edgebus.server.fetchwait import FetchWaiters, ParkedFetch
@@ -34,9 +34,6 @@ log = logging.getLogger("edgebus.handlers")
 # read per waiter (a client pipelining thousands could slow every producer), so extra ones are
 # answered at once instead of parked.
 MAX_PARKED_FETCHES_PER_CONNECTION = 8
-
-# The header fields the log stamps into an appended batch (edgebus.batch.stamp_batch).
-_STAMP = struct.Struct("<qq")
 
 
 def now_ms() -> int:
@@ -154,7 +151,7 @@ class DataHandlers(Service):
                 or len(batch) < req.min_bytes or req.max_bytes <= 0 or fp.max_bytes <= 0
                 or p.log_end_offset <= base):
             return None
-        if _STAMP.unpack_from(batch, 0) != (base, append_time):
+        if F.BATCH_STAMP.unpack_from(batch, 0) != (base, append_time):
             return None  # not stamped in place (the log copied a read-only buffer): read it
         try:
             return encode_fetched_one(corr, fp.topic, fp.partition, p.log_end_offset,

@@ -32,7 +32,6 @@ import fcntl
 import logging
 import os
 import socket
-import struct
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -66,7 +65,6 @@ RECENT_NS = 2_000_000
 SPIN_SLICE_NS = 50_000
 # Ring reads per link per loop turn (each up to ring.READ_MAX_FRAMES frames): fairness.
 MAX_READS_PER_TURN = 4
-_REQ_HEAD = struct.Struct("<HHI")
 
 
 class ShmLink:
@@ -191,18 +189,19 @@ class ShmLink:
         mv = memoryview(buf)
         pos, end = 0, len(buf)
         unpack_len = F.FRAME_LENGTH.unpack_from
-        unpack_head = _REQ_HEAD.unpack_from
+        unpack_head = F.REQUEST_HEADER_REST.unpack_from
+        len_size, head_size = F.FRAME_LENGTH_SIZE, F.REQUEST_HEADER_SIZE
         while pos < end:
             n = unpack_len(buf, pos)[0]
-            if n < 8:
+            if n < F.REQUEST_MIN_LENGTH:
                 log.warning("%r sent a frame of %d bytes, shorter than its header; closing it",
                             self, n)
                 api.close(conn)
                 return False
-            key, ver, corr = unpack_head(buf, pos + 4)
+            key, ver, corr = unpack_head(buf, pos + len_size)
             self.frames_in += 1
-            dispatch(conn, key, ver, corr, mv[pos + 12 : pos + 4 + n])
-            pos += 4 + n
+            dispatch(conn, key, ver, corr, mv[pos + head_size : pos + len_size + n])
+            pos += len_size + n
             if conn.closed:
                 api.close(conn)
                 return False

@@ -1,5 +1,6 @@
-"""C helpers for record batches (in the same cffi module as the ring): the per-record loops that
-cost about a microsecond each in Python.
+"""C helpers for record batches (the cffi module edgebus._records, built from edgebus/records.c at
+install): the per-record loops that cost about a microsecond each in Python. Importing this
+raises ImportError when the module is not built; edgebus.batch then uses its Python code.
 
 - `encode_values`: the records of a send_batch call with no keys and no headers, encoded in one C
   call (the producer's bulk path).
@@ -20,10 +21,11 @@ from collections.abc import Callable, Sequence
 from itertools import repeat
 from typing import Any
 
-from edgebus.shm._ring import ffi, lib
+from edgebus import format as F
+from edgebus._records import ffi, lib
 
 _FIELDS = lib.EB_IDX_FIELDS
-RECORD_OVERHEAD = 22  # bytes of a record with no key and no headers, besides its value
+RECORD_OVERHEAD = F.RECORD_MIN_SIZE  # bytes of a record with no key and no headers, besides its value
 
 # Records per struct format: bounds a compiled Struct (about 50 bytes a record) and the format
 # text (at most EB_FMT_PER_RECORD bytes a record: 56 KiB here).

@@ -1,0 +1,41 @@
+"""cffi API-mode build of edgebus._records: the record-batch helpers of edgebus/records.c.
+(Run by setup.py's cffi_modules at install time.)
+
+Needs only a C compiler and Python's headers (Debian: gcc, python3-dev). The declarations below
+are the whole interface Python sees (edgebus/records.py wraps them).
+"""
+
+from __future__ import annotations
+
+import os
+
+from cffi import FFI
+
+CDEF = """
+int64_t eb_encode_values(char *out, const char *vals, const uint32_t *lens, uint32_t n, int64_t ts);
+#define EB_IDX_FIELDS ...
+int64_t eb_index_records(const char *b, uint64_t length, uint32_t count, int64_t *out);
+#define EB_PLAN_FIELDS ...
+int64_t eb_plan_records(const char *b, uint64_t length, uint32_t count, uint32_t skip, uint32_t chunk,
+                        char *fmt, uint64_t cap, int64_t *plan);
+#define EB_FMT_PER_RECORD ...
+#define EB_FMT_KEYS ...
+#define EB_FMT_VALUES ...
+int64_t eb_format_records(const char *b, uint64_t length, uint64_t pos, uint32_t n, int flags,
+                          char *fmt, uint64_t cap, uint64_t *next_pos);
+"""
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(_HERE, "records.c"), encoding="utf-8") as _f:
+    _SOURCE = _f.read()
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "edgebus._records",
+    _SOURCE,
+    extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+)
+
+if __name__ == "__main__":  # a manual in-tree build: python edgebus/_records_build.py
+    ffibuilder.compile(tmpdir=os.path.dirname(_HERE), verbose=True)

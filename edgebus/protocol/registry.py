@@ -1,0 +1,46 @@
+"""Every API the supervisor serves, declared once as data: its key, request and response bodies
+and the versions accepted (docs/FORMAT.md 7.4). messages.py and groups.py only define bodies;
+nothing is registered as a side effect of an import.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from edgebus.protocol import groups as G
+from edgebus.protocol import messages as M
+from edgebus.protocol.codec import Message
+
+
+class ApiSpec(NamedTuple):
+    request: type[Message]
+    response: type[Message]
+    min_version: int = 0
+    max_version: int = 0
+
+
+APIS: dict[int, ApiSpec] = {
+    M.Api.API_VERSIONS: ApiSpec(M.ApiVersionsRequest, M.ApiVersionsResponse),
+    M.Api.METADATA: ApiSpec(M.MetadataRequest, M.MetadataResponse),
+    M.Api.CREATE_TOPIC: ApiSpec(M.CreateTopicRequest, M.Empty),
+    M.Api.DELETE_TOPIC: ApiSpec(M.DeleteTopicRequest, M.Empty),
+    M.Api.PRODUCE: ApiSpec(M.ProduceRequest, M.ProduceResponse),
+    M.Api.FETCH: ApiSpec(M.FetchRequest, M.FetchResponse),
+    M.Api.LIST_OFFSETS: ApiSpec(M.ListOffsetsRequest, M.ListOffsetsResponse),
+    M.Api.STATUS: ApiSpec(M.Empty, M.StatusResponse),
+    M.Api.JOIN_GROUP: ApiSpec(G.JoinGroupRequest, G.JoinGroupResponse),
+    M.Api.SYNC_GROUP: ApiSpec(G.SyncGroupRequest, G.SyncGroupResponse),
+    M.Api.HEARTBEAT: ApiSpec(G.HeartbeatRequest, M.Empty),
+    M.Api.LEAVE_GROUP: ApiSpec(G.LeaveGroupRequest, M.Empty),
+    M.Api.OFFSET_COMMIT: ApiSpec(G.OffsetCommitRequest, G.OffsetCommitResponse),
+    M.Api.OFFSET_FETCH: ApiSpec(G.OffsetFetchRequest, G.OffsetFetchResponse),
+    M.Api.LIST_GROUPS: ApiSpec(M.Empty, G.ListGroupsResponse),
+    M.Api.DESCRIBE_GROUP: ApiSpec(G.DescribeGroupRequest, G.DescribeGroupResponse),
+    M.Api.RESET_OFFSETS: ApiSpec(G.ResetOffsetsRequest, G.ResetOffsetsResponse),
+    M.Api.SHM_ATTACH: ApiSpec(M.ShmAttachRequest, M.ShmAttachResponse),
+}
+
+# The views the codec and the ApiVersions handler read (derived from APIS, never edited).
+REQUESTS: dict[int, type[Message]] = {k: s.request for k, s in APIS.items()}
+RESPONSES: dict[int, type[Message]] = {k: s.response for k, s in APIS.items()}
+VERSIONS: dict[int, tuple[int, int]] = {int(k): (s.min_version, s.max_version) for k, s in APIS.items()}
