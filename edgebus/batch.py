@@ -59,7 +59,7 @@ class Record:
     def timestamp_type(self) -> int:
         return 0  # CreateTime, as in kafka-python
 
-    def _fields(self) -> tuple:
+    def _fields(self) -> tuple[object, ...]:
         h = self._headers
         return (self.topic, self.partition, self.offset, self.timestamp, self.key, self.value,
                 _NO_HEADERS if h is None else h)
@@ -67,7 +67,7 @@ class Record:
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return self._fields() == other._fields()  # type: ignore[attr-defined]
+        return self._fields() == other._fields()
 
     def __repr__(self) -> str:
         return ("Record(topic={!r}, partition={!r}, offset={!r}, timestamp={!r}, key={!r}, value={!r}, "
@@ -97,6 +97,17 @@ try:  # C record loops (edgebus/records.py, built at install); the Python code b
     from edgebus import records as _fast
 except ImportError:  # not built: everything still works, per record more slowly
     _fast = None  # type: ignore[assignment]
+
+
+def encode_plain_values(values: Sequence[bytes], ts: int) -> tuple[bytearray, list[int]] | None:
+    """Keyless, headerless records of plain-bytes values, back to back, and each one's size,
+    by the C loop; None without the C module or when some value is not plain bytes (the caller
+    then encodes record by record)."""
+    if _fast is None:
+        return None
+    return _fast.encode_values(values, ts)
+
+
 _I32 = F.I32
 _U16 = F.U16
 # Below this many records to return, the Python loop is quicker than setting up the C path.
@@ -186,7 +197,7 @@ def validate_batch(buf: bytes | bytearray | memoryview, max_bytes: int = F.MAX_B
     return BatchInfo(h[0], h[1], h[2], h[7], h[8], h[9])
 
 
-def _checked_header(buf: bytes | bytearray | memoryview, max_bytes: int) -> tuple:
+def _checked_header(buf: bytes | bytearray | memoryview, max_bytes: int) -> tuple[int, ...]:
     """validate_batch's checks; the header's fields unpacked (F.BATCH_HEADER order)."""
     n = len(buf)
     if n < F.BATCH_HEADER_SIZE:

@@ -509,6 +509,8 @@ def parse_topic_setting(key: str, value: str) -> int:
     f = next(f for f in dataclasses.fields(TopicSettings) if f.name == key)
     try:
         n = _PARSERS[f.metadata["kind"]](value)
+        if not isinstance(n, int):  # every topic setting is a number (size, duration, count)
+            raise ValueError(f"expected a number, got {value!r}")
         _check_bounds(f, n)
     except ValueError as e:
         raise ConfigError(f"{key}: {e}") from None

@@ -69,7 +69,7 @@ def encode_values(values: Sequence[bytes], ts: int) -> tuple[bytearray, list[int
     return out, [RECORD_OVERHEAD + x for x in lens]
 
 
-def index_records(data: Any, length: int, count: int) -> array:
+def index_records(data: Any, length: int, count: int) -> array[int]:
     """EB_IDX_FIELDS int64 per record; ValueError(i) naming the first malformed record."""
     idx = array("q", bytes(8 * _FIELDS * count))
     rc = lib.eb_index_records(ffi.from_buffer(data), length, count, ffi.from_buffer("int64_t[]", idx))
@@ -89,7 +89,7 @@ def _struct_for(fmt: bytes) -> struct.Struct:
 
 def decode_records(batch: Any, base_offset: int, length: int, count: int, topic: str,
                    partition: int, min_offset: int, make: Callable[..., Any],
-                   headers_at: Callable[[bytes, int, int], Any]) -> list:
+                   headers_at: Callable[[bytes, int, int], Any]) -> list[Any]:
     """Records of one validated batch (batch: its bytes, any buffer) with offset >= min_offset,
     each made by make(topic, partition, offset, timestamp, key, value, headers or None).
     ValueError(i) names the first malformed record (the caller re-decodes in Python for the
@@ -110,7 +110,7 @@ def decode_records(batch: Any, base_offset: int, length: int, count: int, topic:
     if with_headers or 0 < null_keys < n or 0 < null_values < n:
         idx = index_records(batch, length, count)  # nulls to restore, headers to decode
         data = bytes(batch) if with_headers else b""
-    out: list = []
+    out: list[Any] = []
     first = 0  # index (from skip) of this chunk's first record
     while True:
         fields = _struct_for(ffi.unpack(fmt, flen)).unpack_from(batch, pos)

@@ -111,7 +111,7 @@ class MqttConnection:
     def _connect_properties(self) -> Properties | None:
         if not self.v5:
             return None
-        p = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        p = Properties(PacketTypes.CONNECT)
         p.SessionExpiryInterval = self.s.session_expiry_ms // 1000
         p.ReceiveMaximum = self.s.receive_maximum
         return p
@@ -279,7 +279,7 @@ class MqttConnection:
         Returns the message id (on_published(mid, failure) follows)."""
         props = None
         if self.v5 and user_properties:
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props = Properties(PacketTypes.PUBLISH)
             props.UserProperty = user_properties
         info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):

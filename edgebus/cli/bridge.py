@@ -12,7 +12,7 @@ from edgebus.errors import EdgebusError
 EXIT_NOT_RUNNING = 3  # as LSB init scripts and `systemctl status` say "not running"
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bridge", help="run a bridge, or show a bridge's status")
     bsub = p.add_subparsers(dest="bridge_command", metavar="BRIDGE", required=True)
 

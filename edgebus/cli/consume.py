@@ -22,7 +22,7 @@ from edgebus.errors import UnknownPartitionError, UnknownTopicError
 POLL_SLICE_MS = 1000
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "consume", help="print records of a topic",
         description="Print records as they arrive, until --max records, --timeout-ms without "

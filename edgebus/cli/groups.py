@@ -25,7 +25,7 @@ def iso_datetime(text: str) -> int:
     return int(when.timestamp() * 1000)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("groups", help="list and describe consumer groups, reset their offsets")
     gsub = p.add_subparsers(dest="groups_command", metavar="COMMAND", required=True)
 

@@ -23,7 +23,7 @@ def _separator(text: str) -> str:
     return text
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "produce", help="append one record per line of standard input",
         description="Append one record per line read from standard input (the trailing newline "

@@ -8,7 +8,7 @@ import sys
 from edgebus.config import LOG_LEVELS, load_config
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "serve", help="run the supervisor (the broker) in the foreground",
         description="Run the supervisor in the foreground: recover every partition, then serve "

@@ -36,7 +36,7 @@ SYSUSERS_PATH = Path("etc/sysusers.d/edgebus.conf")
 HIDDEN_PREFIXES = ("/home/", "/root/", "/run/user/")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "install-service", help="install the systemd units, the edgebus user and a default config",
         description="Install systemd/edgebus.service and edgebus-bridge@.service into "

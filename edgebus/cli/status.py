@@ -10,7 +10,7 @@ from typing import Any, TextIO
 from edgebus.cli.common import add_socket_option, human_size, print_table, print_tree, socket_path
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "status", help="show the supervisor's status: disk, memory, topics, clients, groups, lag",
         description="Uptime, version, data directory, disk used and free (with the watermarks), "

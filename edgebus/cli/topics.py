@@ -27,7 +27,7 @@ def config_entry(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("topics", help="create, list, describe and delete topics")
     tsub = p.add_subparsers(dest="topics_command", metavar="COMMAND", required=True)
 
@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         add_socket_option(parser)
 
 
-def _admin(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _admin(args: argparse.Namespace):
     from edgebus import Admin
 
     return Admin(socket=socket_path(args))

@@ -1,32 +1,63 @@
-"""Client connections to the supervisor's Unix socket.
+"""Client channels: what Producer, Consumer, Admin and the group code use, and the socket's.
 
-`SyncChannel` sends a request and reads until its response arrives (Admin, Consumer).
-`AsyncChannel` pipelines requests; a reader thread resolves callbacks by correlation id (Producer).
+`RequestChannel` (one request at a time: Admin, Consumer, the group coordinator link) and
+`PipelinedChannel` (many in flight, callbacks on a reader thread: Producer) are the interfaces.
+`SyncChannel` and `AsyncChannel` implement them over the supervisor's Unix socket; the
+shared-memory channels (edgebus/client/shm_channel.py) are the same classes with another
+transport underneath. What the transports share is written once: the request/wait-by-correlation
+logic in `SyncChannel`, the pending-request dispatcher in `Dispatcher` (edgebus/client/dispatch.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
 import os
 import select
 import socket
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from edgebus.client.dispatch import CORR_MASK, Callback, Dispatcher, encode
 from edgebus.errors import BrokerUnavailableError, OperationTimeoutError, ProtocolError
-from edgebus.fastpath.fetch import FetchBody, fetch_response
+from edgebus.fastpath.fetch import fetch_response
 from edgebus.paths import client_socket_path
 from edgebus.protocol.codec import EncodedRequest, Message
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame
 from edgebus.protocol.messages import Api
 
-log = logging.getLogger("edgebus.channel")
 RECV_SIZE = 1024 * 1024
+
+
+class RequestChannel(Protocol):
+    """One request at a time, answered in the caller's thread (not thread-safe)."""
+
+    path: Path
+
+    def request(self, api: int, body: Any, timeout: float | None = None) -> Any:
+        """The decoded response (raises its typed error), or BrokerUnavailableError /
+        OperationTimeoutError; the next request after those starts on a new connection."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class PipelinedChannel(Protocol):
+    """Requests pipelined from any thread; callbacks run on the channel's reader thread."""
+
+    path: Path
+    lost: BaseException | None
+
+    @property
+    def in_flight(self) -> int: ...
+
+    def send(self, api: int, body: Any, callback: Callback | None) -> None: ...
+
+    def hurry(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def resolve_socket(path: str | os.PathLike[str] | None) -> Path:
@@ -50,7 +81,12 @@ def connect(path: Path, timeout: float | None = 10.0) -> socket.socket:
 
 
 class SyncChannel:
-    """One blocking connection; request() is not thread-safe (one caller at a time)."""
+    """One blocking connection on the socket; request() is not thread-safe (one caller at a time).
+
+    The transport-neutral part (correlation, waiting, errors) is here; a transport overrides
+    `_connect`, `_write` and `_frames` (ShmSyncChannel), and may keep frames that are not the
+    awaited one (`_keep`) and answer FETCH its own way (`_fetch`).
+    """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, timeout: float = 30.0) -> None:
         self.path = resolve_socket(path)
@@ -59,52 +95,94 @@ class SyncChannel:
         self._proto = ClientProtocol()
         self._corr = itertools.count(1)
 
-    def _ensure(self) -> socket.socket:
+    def _ensure(self) -> None:
         if self._sock is None:
-            self._sock = connect(self.path)
-            self._proto = ClientProtocol()
-        return self._sock
+            self._connect()
+
+    def _connect(self) -> None:
+        self._sock = connect(self.path)
+        self._proto = ClientProtocol()
 
     def request(self, api: int, body: Message | EncodedRequest, timeout: float | None = None) -> Any:
         """Send one request and return its decoded response (typed error on an error code)."""
-        sock = self._ensure()
-        corr = next(self._corr) & 0xFFFFFFFF
+        self._ensure()
+        t = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + t
         try:
-            frame = body.frame(corr) if isinstance(body, FetchBody) else ClientProtocol.encode_request(api, corr, body)
-            sock.sendall(frame)
-            resp = self._read(corr, self.timeout if timeout is None else timeout)
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as e:
+            if api == Api.FETCH:
+                return self._fetch(body, deadline, t)
+            frame = self._roundtrip(api, body, deadline, t)
+        except (OSError, BrokerUnavailableError) as e:
             self.close()
             raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
         except ProtocolError:
             self.close()  # the stream is out of step: the next request starts on a new connection
             raise
-        if api == Api.FETCH:
-            return fetch_response(resp)  # the consumer's hot path, by hand; same results
-        return ClientProtocol.decode_body(api, resp)
+        return ClientProtocol.decode_body(api, frame)
 
-    def _read(self, corr: int, timeout: float) -> ResponseFrame:
-        assert self._sock is not None
-        deadline = time.monotonic() + timeout
+    def _fetch(self, body: Any, deadline: float, t: float) -> Any:
+        return fetch_response(self._roundtrip(Api.FETCH, body, deadline, t))  # by hand; same results
+
+    def _send(self, api: int, body: Message | EncodedRequest, deadline: float) -> int:
+        corr = next(self._corr) & CORR_MASK
+        self._write(encode(api, corr, body), deadline)
+        return corr
+
+    def _roundtrip(self, api: int, body: Message | EncodedRequest, deadline: float, t: float
+                   ) -> ResponseFrame:
+        frame = self._wait(self._send(api, body, deadline), deadline, t)
+        assert frame is not None
+        return frame
+
+    def _wait(self, corr: int, deadline: float, t: float, soft: bool = False
+              ) -> ResponseFrame | None:
+        """The response to corr; other frames are late answers to abandoned requests, dropped
+        unless `_keep` keeps them. soft: None at the deadline (the request stays outstanding)
+        instead of closing the channel."""
         while True:
-            frame = self._proto.next_response()
-            if frame is not None:
-                if frame.correlation_id == corr:
-                    return frame
-                continue  # a late answer to an abandoned request
+            frames = self._frames(deadline)
+            if not frames:
+                if soft:
+                    return None
+                # The stream may still bring a response we will not read in order: start afresh.
+                self.close()
+                raise OperationTimeoutError(f"no response from {self.path} within {t:.1f} s")
+            found = None
+            for f in frames:
+                if f.correlation_id == corr:
+                    found = f
+                else:
+                    self._keep(f)
+            if found is not None:
+                return found
+
+    def _keep(self, frame: ResponseFrame) -> None:
+        """A frame that is not the awaited one: dropped."""
+
+    # --- the socket transport --------------------------------------------------------------------
+    def _write(self, frame: bytes, deadline: float) -> None:
+        assert self._sock is not None
+        self._sock.sendall(frame)
+
+    def _frames(self, deadline: float) -> list[ResponseFrame]:
+        """The response frames buffered or next received; [] at the deadline."""
+        sock, proto = self._sock, self._proto
+        assert sock is not None
+        while True:
+            out = []
+            while (f := proto.next_response()) is not None:
+                out.append(f)
+            if out:
+                return out
             left = deadline - time.monotonic()
             if left <= 0:
-                # The stream now holds a response we will not read in order: start afresh.
-                self.close()
-                raise OperationTimeoutError(f"no response from {self.path} within {timeout:.1f} s")
-            r, _, _ = select.select([self._sock], [], [], left)
-            if not r:
-                continue
-            data = self._sock.recv(RECV_SIZE)
-            if not data:
-                self.close()
-                raise BrokerUnavailableError(f"the supervisor at {self.path} closed the connection")
-            self._proto.receive_data(data)
+                return out
+            r, _, _ = select.select([sock], [], [], left)
+            if r:
+                data = sock.recv(RECV_SIZE)
+                if not data:
+                    raise BrokerUnavailableError("the supervisor closed the connection")
+                proto.receive_data(data)
 
     def close(self) -> None:
         if self._sock is not None:
@@ -114,81 +192,22 @@ class SyncChannel:
                 self._sock = None
 
 
-Callback = Callable[[ResponseFrame | None, BaseException | None], None]
-
-
-class AsyncChannel:
-    """Pipelined requests on one connection; callbacks run on the reader thread."""
+class AsyncChannel(Dispatcher):
+    """Pipelined requests on one socket connection (Dispatcher: the transport-neutral part)."""
 
     def __init__(self, path: Path, on_lost: Callable[[BaseException], None] | None = None) -> None:
-        self.path = path
+        super().__init__(path, on_lost, "edgebus-reader")
         self._sock = connect(path)
         self._proto = ClientProtocol()
-        self._corr = itertools.count(1)
-        self._lock = threading.Lock()
-        self._pending: dict[int, Callback] = {}
-        self._closed = False
-        self.lost: BaseException | None = None
-        self._on_lost = on_lost
-        self._reader = threading.Thread(target=self._read_loop, name="edgebus-reader", daemon=True)
-        self._reader.start()
+        self._write = self._sock.sendall
+        self._start()
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._pending)
-
-    def hurry(self) -> None:
-        """Someone waits for an acknowledgement. The socket's reader is always woken per
-        response, so nothing to do (the shared-memory channel may collect them lazily)."""
-
-    def send(self, api: int, body: Message | EncodedRequest, callback: Callback | None) -> None:
-        """Queue a request; callback(frame, None) on a response or (None, error) if lost.
-        A None callback means no response is expected (acks=none)."""
-        with self._lock:
-            if self.lost is not None:
-                raise BrokerUnavailableError(str(self.lost))
-            corr = next(self._corr) & 0xFFFFFFFF
-            if callback is not None:
-                self._pending[corr] = callback
-            data = ClientProtocol.encode_request(api, corr, body)
-            try:
-                self._sock.sendall(data)
-            except OSError as e:
-                self._pending.pop(corr, None)
-                err = BrokerUnavailableError(f"lost the connection to {self.path}: {e}")
-                raise err from None
-
-    def _read_loop(self) -> None:
-        err: BaseException
-        try:
-            while True:
-                data = self._sock.recv(RECV_SIZE)
-                if not data:
-                    err = BrokerUnavailableError(f"the supervisor at {self.path} closed the connection")
-                    break
-                self._proto.receive_data(data)
-                while (frame := self._proto.next_response()) is not None:
-                    with self._lock:
-                        cb = self._pending.pop(frame.correlation_id, None)
-                    if cb is not None:
-                        try:
-                            cb(frame, None)
-                        except Exception:  # never let one callback end the reader thread
-                            log.exception("a response callback failed")
-        except OSError as e:
-            err = BrokerUnavailableError(f"lost the connection to {self.path}: {e}")
-        except Exception as e:  # a protocol error from a broken peer
-            err = e
-        with self._lock:
-            self.lost = err
-            pending, self._pending = self._pending, {}
-        for cb in pending.values():  # closed or not: every in-flight request gets an outcome
-            try:
-                cb(None, err)
-            except Exception:  # a callback's failure must not keep the others from running
-                log.exception("a response callback failed")
-        if not self._closed and self._on_lost is not None:
-            self._on_lost(err)
+    def _receive(self) -> Iterable[ResponseFrame]:
+        data = self._sock.recv(RECV_SIZE)
+        if not data:
+            raise BrokerUnavailableError(f"the supervisor at {self.path} closed the connection")
+        self._proto.receive_data(data)
+        return iter(self._proto.next_response, None)
 
     def close(self) -> None:
         self._closed = True
@@ -196,3 +215,7 @@ class AsyncChannel:
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
         self._reader.join(timeout=5)
+
+
+__all__ = ["AsyncChannel", "Callback", "PipelinedChannel", "RequestChannel", "SyncChannel",
+           "connect", "resolve_socket"]

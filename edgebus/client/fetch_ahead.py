@@ -81,10 +81,10 @@ def next_body(body: FetchBody, resp: M.FetchResponse, max_wait_ms: int = 0) -> F
     new = []
     moved = False
     for key, off in zip(keys, offsets, strict=True):
-        got = by_tp.get(key)
-        if got is None or got.error_code:
+        found = by_tp.get(key)
+        if found is None or found.error_code:
             return None
-        end = _end_offset(got.records)
+        end = _end_offset(found.records)
         if end is not None and end > off:
             moved = True
             off = end

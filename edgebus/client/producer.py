@@ -22,7 +22,6 @@ from typing import Any
 
 from edgebus import batch as B
 from edgebus import format as F
-from edgebus.batch import _fast as _bulk  # C record encoding (edgebus/records.py) or None
 from edgebus.client.channel import AsyncChannel, SyncChannel, resolve_socket
 from edgebus.client.shm_channel import ShmAsyncChannel, check_transport, open_async_channel
 from edgebus.client.types import (
@@ -244,11 +243,11 @@ class Producer:
         if record_headers is not None and len(record_headers) != len(values):
             raise ValueError(f"{len(record_headers)} header lists for {len(values)} values")
         ts = time.time_ns() // 1_000_000 if timestamp_ms is None else int(timestamp_ms)
-        if (keys is None and record_headers is None and not headers and _bulk is not None
+        if (keys is None and record_headers is None and not headers
                 and self.value_serializer is None and values):
-            enc = _bulk.encode_values(values, ts)  # None unless every value is plain bytes
-            if enc is not None:
-                fb = self._send_batch_bulk(topic, partition, ts, *enc)
+            bulk = B.encode_plain_values(values, ts)  # None unless every value is plain bytes
+            if bulk is not None:
+                fb = self._send_batch_bulk(topic, partition, ts, *bulk)
                 if not self.linger:
                     self._send_now()
                 return fb
@@ -488,7 +487,7 @@ class Producer:
         """Under self._cond (and self._io_lock): the batches to send now, oldest first. They
         count as in flight from here on, so a flush() looking before they are sent still waits
         for them."""
-        todo = []
+        todo: list[_Builder] = []
         while self._ready and self._in_flight + len(todo) < self.max_in_flight:
             todo.append(self._ready.popleft())
         self._in_flight += len(todo)

@@ -70,7 +70,7 @@ class BatchResult:
         for cb in callbacks:
             cb(self)
 
-    def add_callback(self, cb) -> None:  # type: ignore[no-untyped-def]
+    def add_callback(self, cb: Callable[[BatchResult], object]) -> None:
         """cb(self) once done: now (in this thread) if already done, else in done()'s thread."""
         with self._lock:
             if not self._done:
@@ -128,7 +128,7 @@ class FutureRecordMetadata:
     def exception(self) -> BaseException | None:
         return self._batch.error
 
-    def add_callback(self, fn) -> FutureRecordMetadata:  # type: ignore[no-untyped-def]
+    def add_callback(self, fn: Callable[[RecordMetadata | BaseException], object]) -> FutureRecordMetadata:
         """fn(metadata_or_exception) runs when done (on the producer's I/O thread)."""
         def cb(_b: BatchResult) -> None:
             try:
@@ -166,7 +166,7 @@ class FutureBatch:
     def done(self) -> bool:
         return all(b.is_done for b, _, _ in self._parts)
 
-    def add_callback(self, fn) -> FutureBatch:  # type: ignore[no-untyped-def]
+    def add_callback(self, fn: Callable[[list[RecordMetadata] | BaseException], object]) -> FutureBatch:
         """fn(list of RecordMetadata, or the first exception) once every record's batch is done:
         exactly once, on the producer's I/O thread (or now, if all are done already)."""
         left = [len(self._parts)]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
+from edgebus.tuning import CPU_CHECK, CPU_CHECK_NS
+
 
 def unavailable_reason() -> str | None:
     """None when rings can be used here, else why not (for the fallback's debug line)."""
@@ -32,11 +34,10 @@ def available() -> bool:
 # Spinning only pays when the spinner has a core to itself. On a small board (2 or 4 cores) with
 # more runnable tasks than cores, a spinning supervisor or consumer takes the CPU the producer it
 # is waiting for needs. /proc/loadavg's 4th field counts runnable tasks right now; it is read at
-# most every CPU_CHECK_NS per process (about 10 us each time).
-CPU_CHECK_NS = 10_000_000
+# most every CPU_CHECK_NS per process (edgebus/tuning.py; EDGEBUS_SHM_CPU_CHECK=0 turns it off).
 _NCPU = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-_cpu_state = [0, True]
-_NO_CHECK = os.environ.get("EDGEBUS_SHM_CPU_CHECK", "1") == "0"  # [checked at (monotonic ns), free]
+_cpu_state = [0, True]  # [checked at (monotonic ns), free]
+_NO_CHECK = not CPU_CHECK
 
 
 def cpu_free(now_ns: int) -> bool:

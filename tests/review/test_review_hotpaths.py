@@ -52,7 +52,7 @@ def test_hurry_after_the_channel_closed_in_a_lazy_wait_writes_nothing(broker, mo
     assert got
     time.sleep(0.05)  # the reader is now in its unsignalled (lazy) wait
     assert ch._lazy_wait
-    efd = ch._link.efd_data
+    efd = ch._rings.efd_data
     ch.close()  # shutdown -> EOF seen in the lazy wait -> read() raises
     assert not ch._reader.is_alive()
     # Some other part of the process now gets the number (here: a pipe's write end).
@@ -90,12 +90,12 @@ def test_future_get_after_supervisor_loss_writes_nothing_to_a_reused_fd(broker, 
         ch = p._channel
         assert isinstance(ch, ShmAsyncChannel)
         time.sleep(0.005)  # reader: in its lazy wait (last send < STEADY_S ago)
-        efd = ch._link.efd_data
+        efd = ch._rings.efd_data
         broker.kill9()
         ch._reader.join(5)
         fut = p.send("t", b"b", partition=0)  # inline: channel lost -> closed -> reconnect fails
         time.sleep(0.2)
-        assert p._channel is not ch and ch._link.closed  # the dead channel is dropped
+        assert p._channel is not ch and ch._rings.closed  # the dead channel is dropped
         r, w = os.pipe()
         try:
             os.dup2(w, efd)  # the application opens something that gets the freed number

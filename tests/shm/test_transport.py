@@ -11,9 +11,10 @@ import psutil
 import pytest
 
 from edgebus import Admin, Consumer, Producer, TopicPartition
-from edgebus.client import shm_channel
+from edgebus.client import shm_rings
 from edgebus.client.channel import AsyncChannel, SyncChannel, connect
-from edgebus.client.shm_channel import ShmAsyncChannel, attach
+from edgebus.client.shm_channel import ShmAsyncChannel
+from edgebus.client.shm_rings import attach
 from edgebus.errors import BrokerUnavailableError
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ClientProtocol
@@ -65,7 +66,7 @@ def test_every_transport_round_trips(broker, transport):
 
 
 def test_auto_falls_back_with_a_debug_line_and_shm_is_strict(broker, monkeypatch, caplog):
-    monkeypatch.setattr(shm_channel, "unavailable_reason", lambda: "no rings in this test")
+    monkeypatch.setattr(shm_rings, "unavailable_reason", lambda: "no rings in this test")
     with caplog.at_level(logging.DEBUG, logger="edgebus.client.shm"), \
             Admin(socket=broker.socket) as a:
         a.create_topic("fb", 1)

@@ -37,6 +37,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from edgebus import format as F
+from edgebus import tuning
 from edgebus.errors import InvalidRequestError
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ServerProtocol
@@ -49,22 +50,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgebus.shm")
 
-# Default ring data sizes when a client asks for 0; a client may ask for any power of two in
-# [MIN_RING_BYTES, MAX_RING_BYTES].
-DEFAULT_RING_BYTES = 4 * 1024 * 1024
-# Keep polling a link's ring for this long after its last frame before sleeping on its eventfd.
-# Longer means lower latency under steady traffic and more CPU burnt per idle gap.
-SPIN_NS = int(os.environ.get("EDGEBUS_SHM_SERVER_SPIN_US",
-                             os.environ.get("EDGEBUS_SHM_SPIN_US", "200"))) * 1000
-# "Traffic flows": a link woken by its eventfd starts spinning only if its previous frame came
-# less than this long ago. A long-polling idle consumer (one fetch per fetch_max_wait_ms) then
-# costs one wake-up per request and no spinning at all.
-RECENT_NS = 2_000_000
-# One spin slice on the loop when nothing else is ready: the loop still looks at its sockets,
-# timers and the fsync thread at least this often.
-SPIN_SLICE_NS = 50_000
-# Ring reads per link per loop turn (each up to ring.READ_MAX_FRAMES frames): fairness.
-MAX_READS_PER_TURN = 4
+# Ring sizes, spinning and fairness: edgebus/tuning.py holds each with its reason. A client may
+# ask for any power of two in [MIN_RING_BYTES, MAX_RING_BYTES]; 0 gets DEFAULT_RING_BYTES.
+DEFAULT_RING_BYTES = tuning.DEFAULT_RING_BYTES
+SPIN_NS = tuning.SERVER_SPIN_NS
+RECENT_NS = tuning.SERVER_RECENT_NS
+SPIN_SLICE_NS = tuning.SERVER_SPIN_SLICE_NS
+MAX_READS_PER_TURN = tuning.SERVER_MAX_READS_PER_TURN
 
 
 class ShmLink:

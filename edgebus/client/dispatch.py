@@ -1,0 +1,127 @@
+"""The pending-request dispatcher every pipelined channel is built on, whatever its transport.
+
+A pipelined channel (the producer's) sends requests from any thread and resolves each response
+on its reader thread by correlation id. `Dispatcher` holds all of that: the correlation ids, the
+callbacks of the requests in flight, the guard that keeps one raising callback from ending the
+reader, and the end: when the stream is lost (or closed) every request still in flight gets
+exactly one outcome, the error, and `on_lost` is told unless the channel was closed on purpose.
+A transport (edgebus/client/channel.py: the socket; edgebus/client/shm_channel.py: the rings)
+gives only `_write` (one request frame) and `_receive` (the next response frames, waiting).
+
+Invariant: a callback is called at most once, with a frame or with the error, never both: it
+leaves `_pending` (under `_lock`) before it is called, and `lost` is set under the same lock, so
+no request is registered after the final sweep.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from edgebus.errors import BrokerUnavailableError
+from edgebus.protocol.codec import EncodedRequest, Message
+from edgebus.protocol.framing import ClientProtocol, ResponseFrame
+
+log = logging.getLogger("edgebus.channel")
+
+Callback = Callable[[ResponseFrame | None, BaseException | None], None]
+CORR_MASK = 0xFFFFFFFF  # correlation ids are u32 on the wire
+
+
+def encode(api: int, corr: int, body: Message | EncodedRequest) -> bytes:
+    """The request frame: built by the body itself when it is already encoded, else the codec."""
+    if isinstance(body, EncodedRequest):
+        return body.frame(corr)
+    return ClientProtocol.encode_request(api, corr, body)
+
+
+class Dispatcher:
+    """Requests in flight on one pipelined connection; callbacks run on the reader thread.
+
+    Subclasses set `_write(frame)` (called under `_lock`, so one writer at a time; an attribute,
+    so that it can be the transport's own method with no layer between), implement `_receive()`
+    (the reader thread's wait for response frames; it raises to end the stream), and call
+    `_start()` once they are ready to read.
+    """
+
+    _write: Callable[[bytes], object]
+
+    def __init__(self, path: Path, on_lost: Callable[[BaseException], None] | None,
+                 reader_name: str) -> None:
+        self.path = path
+        self._corr = itertools.count(1)
+        self._lock = threading.Lock()  # the writer side and _pending
+        self._pending: dict[int, Callback] = {}
+        self._closed = False  # close() was called: the loss is no news to anyone
+        self.lost: BaseException | None = None
+        self._on_lost = on_lost
+        self._reader = threading.Thread(target=self._read_loop, name=reader_name, daemon=True)
+
+    def _start(self) -> None:
+        self._reader.start()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def hurry(self) -> None:
+        """Someone waits for an acknowledgement (a transport that collects them lazily wakes
+        its reader); by default every response is delivered as it comes."""
+
+    def send(self, api: int, body: Message | EncodedRequest, callback: Callback | None) -> None:
+        """Queue a request; callback(frame, None) on a response or (None, error) if lost.
+        A None callback means no response is expected (acks=none)."""
+        with self._lock:
+            if self.lost is not None:
+                raise BrokerUnavailableError(str(self.lost))
+            corr = next(self._corr) & CORR_MASK
+            frame = body.frame(corr) if isinstance(body, EncodedRequest) \
+                else ClientProtocol.encode_request(api, corr, body)
+            if callback is not None:
+                self._pending[corr] = callback
+            try:
+                self._write(frame)
+            except (BrokerUnavailableError, OSError) as e:
+                self._pending.pop(corr, None)
+                raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
+
+    def _receive(self) -> Iterable[ResponseFrame]:
+        raise NotImplementedError
+
+    def _read_loop(self) -> None:
+        err: BaseException
+        lock, pending, receive = self._lock, self._pending, self._receive
+        try:
+            while True:
+                for frame in receive():
+                    with lock:
+                        cb = pending.pop(frame.correlation_id, None)
+                    if cb is not None:
+                        try:
+                            cb(frame, None)
+                        except Exception:  # never let one callback end the reader thread
+                            log.exception("a response callback failed")
+        except OSError as e:
+            err = BrokerUnavailableError(f"lost the connection to {self.path}: {e}")
+        except Exception as e:  # the stream ended (BrokerUnavailableError) or a broken peer
+            err = e
+        self._lose(err)
+
+    def _lose(self, err: BaseException) -> None:
+        with self._lock:
+            self.lost = err
+            pending = list(self._pending.values())
+            self._pending.clear()
+        for cb in pending:  # closed or not: every in-flight request gets an outcome
+            try:
+                cb(None, err)
+            except Exception:  # a callback's failure must not keep the others from running
+                log.exception("a response callback failed")
+        if not self._closed and self._on_lost is not None:
+            try:
+                self._on_lost(err)
+            except Exception:
+                log.exception("the on_lost callback failed")

@@ -1,0 +1,242 @@
+"""The client's end of the shared-memory rings: attaching them and moving frames through them.
+
+Setup (`attach`): on a freshly connected Unix socket send SHM_ATTACH, receive its response
+together with four file descriptors (SCM_RIGHTS): the memfd holding both rings and three eventfds.
+Then requests go into the request ring and responses come from the response ring; the socket
+stays open to notice the supervisor's death at once (it becomes readable with EOF) and to carry
+frames too large for a ring. `connect_rings` falls back to the plain socket when rings cannot be
+had (edgebus/client/shm_channel.py says when that is allowed).
+
+Waiting: spin in C for SPIN_NS (cheap while traffic flows), then announce the sleep (the ring's
+waiting flag), re-check, and block in poll() on the eventfd and the socket together. The
+constants are in edgebus/tuning.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from edgebus import format as F
+from edgebus.client.channel import connect
+from edgebus.errors import BrokerUnavailableError, EdgebusError, OperationTimeoutError
+from edgebus.protocol import messages as M
+from edgebus.protocol.framing import ClientProtocol, ResponseFrame
+from edgebus.shm import cpu_free, unavailable_reason
+from edgebus.tuning import DEFAULT_RING_BYTES, RECENT_NS, SPIN_NS
+
+log = logging.getLogger("edgebus.client.shm")
+
+_RECV = 1024 * 1024
+
+
+def ring_bytes_for(max_frame: int) -> int:
+    """The smallest allowed power-of-two ring whose max frame (capacity / 2) holds max_frame."""
+    n = DEFAULT_RING_BYTES
+    while n // 2 < max_frame and n < F.MAX_RING_BYTES:
+        n *= 2
+    return n
+
+
+class ShmRings:
+    """The client's end of one attached connection: socket, mapping, rings, eventfds.
+
+    Thread use: one reader (of the response ring) and one writer (of the request ring) at a time;
+    callers serialise each side. close() only after both have stopped (it unmaps).
+    """
+
+    def __init__(self, sock: socket.socket, resp: M.ShmAttachResponse, fds: list[int]) -> None:
+        from edgebus.shm import ring as R
+
+        memfd, self.efd_sup, self.efd_data, self.efd_space = fds
+        try:
+            self.mapping = R.Mapping(memfd, resp.map_bytes)
+        finally:
+            os.close(memfd)  # the mapping keeps the memory
+        self.sock = sock
+        self.req = R.Ring(self.mapping, 0, resp.request_ring_bytes)
+        self.resp = R.Ring(self.mapping, resp.response_ring_offset, resp.response_ring_bytes)
+        self.proto = ClientProtocol()  # frames that arrive on the socket (too large for the ring)
+        self._rpoll = select.poll()
+        self._rpoll.register(self.efd_data, select.POLLIN)
+        self._rpoll.register(sock.fileno(), select.POLLIN)
+        self._wpoll = select.poll()
+        self._wpoll.register(self.efd_space, select.POLLIN)
+        # A writer only watches for the supervisor's death; the socket's data is the reader's
+        # (another thread in a producer), so it must not consume it.
+        self._wpoll.register(sock.fileno(), select.POLLRDHUP)
+        self.eof = False
+        self.closed = False
+        self.last_rx = 0  # monotonic ns of the last response frame
+
+    # --- writing requests ------------------------------------------------------------------------
+    def write(self, frame: bytes, deadline: float | None = None) -> None:
+        """Put one request frame, waiting for room (this producer only: backpressure)."""
+        req = self.req
+        if len(frame) > req.max_frame:
+            # Too big for the ring: the socket carries it. Callers that pipeline keep frames
+            # within the ring (ring_bytes_for); for one-at-a-time callers order is trivially kept.
+            self.sock.sendall(frame)
+            return
+        efd = self.efd_sup
+        while not req.write(frame, efd):
+            if self.eof:
+                raise BrokerUnavailableError("the supervisor closed the connection")
+            if req.wait_space(len(frame), SPIN_NS) or req.prepare_sleep_space(len(frame)):
+                continue
+            self._sleep(self._wpoll, self.efd_space, deadline, reader=False)
+
+    # --- reading responses -----------------------------------------------------------------------
+    def read(self, deadline: float | None, spin_ns: int = SPIN_NS, lazy_s: float = 0.0
+             ) -> list[ResponseFrame]:
+        """Response frames (ring and socket), waiting until at least one or the deadline.
+        lazy_s: instead, wait once for at most lazy_s without asking the supervisor to signal
+        (it then skips the eventfd write per response), and return what came, maybe nothing; a
+        write to efd_data by this process (a nudge) or the socket ends the wait early."""
+        resp = self.resp
+        if lazy_s:
+            out = self._take()
+            if not out and not self.eof:
+                self._sleep(self._rpoll, self.efd_data, time.monotonic() + lazy_s, reader=True)
+                out = self._take()
+            if not out and self.eof:
+                raise BrokerUnavailableError("the supervisor closed the connection")
+            return out
+        while True:
+            out = self._take()
+            if out:
+                return out
+            if self.eof:
+                raise BrokerUnavailableError("the supervisor closed the connection")
+            now = time.monotonic_ns()
+            if (spin_ns and now - self.last_rx < RECENT_NS and cpu_free(now)
+                    and resp.wait_data(spin_ns)):
+                continue
+            if resp.prepare_sleep_data():
+                continue
+            try:
+                if not self._sleep(self._rpoll, self.efd_data, deadline, reader=True):
+                    return []
+            finally:
+                resp.cancel_sleep_data()
+
+    def _take(self) -> list[ResponseFrame]:
+        out: list[ResponseFrame] = []
+        buf = self.resp.read(self.efd_sup)
+        if buf is not None:
+            mv = memoryview(buf)
+            pos, end = 0, len(buf)
+            unpack = F.RESPONSE_HEADER.unpack_from
+            while pos < end:
+                n, corr, err = unpack(buf, pos)
+                out.append(ResponseFrame(corr, err, mv[pos + 10 : pos + 4 + n]))
+                pos += 4 + n
+        proto = self.proto
+        if proto.frames.buffered():  # frames too large for the ring come on the socket
+            while (f := proto.next_response()) is not None:
+                out.append(f)
+        if out:
+            self.last_rx = time.monotonic_ns()
+        return out
+
+    def _sleep(self, poller: Any, efd: int, deadline: float | None, reader: bool) -> bool:
+        """Block until efd or the socket is ready. False on the deadline."""
+        if deadline is None:
+            timeout = None
+        else:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            timeout = left * 1000
+        for fd, _ev in poller.poll(timeout):
+            if fd == efd:
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(efd)
+            elif reader:
+                self._recv_socket()
+            else:
+                self.eof = True  # POLLRDHUP/POLLHUP: the supervisor closed the connection
+        return True
+
+    def _recv_socket(self) -> None:
+        try:
+            data = self.sock.recv(_RECV)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.eof = True
+            return
+        self.proto.receive_data(data)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for fd in (self.efd_sup, self.efd_data, self.efd_space):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.req = self.resp = None  # type: ignore[assignment]
+        self.mapping.close()
+
+
+def attach(sock: socket.socket, request_ring_bytes: int = 0, response_ring_bytes: int = 0,
+           timeout: float = 10.0) -> ShmRings:
+    """SHM_ATTACH on a freshly connected socket (nothing else outstanding on it)."""
+    req = M.ShmAttachRequest(request_ring_bytes, response_ring_bytes)
+    sock.sendall(ClientProtocol.encode_request(M.Api.SHM_ATTACH, 0, req))
+    proto = ClientProtocol()
+    fds: list[int] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while (frame := proto.next_response()) is None:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            try:
+                data, got, _flags, _addr = socket.recv_fds(sock, 4096, 4)
+            except TimeoutError:
+                raise OperationTimeoutError("no answer to SHM_ATTACH") from None
+            finally:
+                sock.settimeout(None)
+            fds.extend(got)
+            if not data:
+                raise BrokerUnavailableError("the supervisor closed the connection during SHM_ATTACH")
+            proto.receive_data(data)
+        resp = ClientProtocol.decode_body(M.Api.SHM_ATTACH, frame)  # raises the typed error
+        if len(fds) != 4 or resp.fd_count != 4:
+            raise BrokerUnavailableError(f"SHM_ATTACH passed {len(fds)} descriptors, expected 4")
+        if proto.frames.buffered():
+            raise BrokerUnavailableError("unexpected bytes after the SHM_ATTACH response")
+        rings = ShmRings(sock, resp, fds)
+        fds = []
+        return rings
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def connect_rings(path: Path, transport: str, request_ring_bytes: int = 0
+                  ) -> tuple[socket.socket, ShmRings | None]:
+    """A connected socket, with rings attached when they can be had (see the module doc)."""
+    sock = connect(path)
+    reason = unavailable_reason()
+    if reason is None:
+        try:
+            return sock, attach(sock, request_ring_bytes, DEFAULT_RING_BYTES)
+        except (EdgebusError, OSError) as e:
+            sock.close()
+            reason = f"SHM_ATTACH failed: {e}"
+            if transport == "shm":
+                raise BrokerUnavailableError(f"shared memory with {path}: {reason}") from None
+            sock = connect(path)  # the old stream's state is unknown: start clean
+    elif transport == "shm":
+        sock.close()
+        raise BrokerUnavailableError(f"transport='shm' but {reason}")
+    log.debug("using the socket transport to %s: %s", path, reason)
+    return sock, None

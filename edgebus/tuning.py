@@ -1,0 +1,152 @@
+"""Tuning constants and environment knobs, each defined once: its default, why, how it is read.
+
+The bottom layer: it imports nothing from edgebus but the error tree, so any module may use it.
+Every knob is read once, when this module is imported (the hot paths read plain module
+constants); a value that does not parse raises `ConfigError` naming the variable, at import,
+rather than being ignored. `KNOBS` lists them all (README.md, "Environment variables", shows the
+same table; tests/client/test_tuning.py checks the two agree).
+
+Who reads what: the clients (edgebus/client/), the "is a CPU free" check (edgebus/shm/) and the
+supervisor's shared-memory listener (edgebus/server/listeners/shm.py) read their values from
+here; edgebus/paths.py reads the location variables (their defaults depend on the user, so they
+are computed there).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from edgebus.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One environment variable: its name, default (as written in the environment), meaning."""
+
+    name: str
+    default: str
+    meaning: str
+
+
+KNOBS: list[Knob] = []
+
+
+def _knob(name: str, default: str, meaning: str) -> str:
+    KNOBS.append(Knob(name, default, meaning))
+    value = os.environ.get(name, "")
+    return value.strip() or default
+
+
+def _int(name: str, raw: str, lo: int, hi: int) -> int:
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if not lo <= n <= hi:
+        raise ConfigError(f"{name} must be in [{lo}, {hi}], got {n}")
+    return n
+
+
+def _flag(name: str, raw: str) -> bool:
+    if raw not in ("0", "1"):
+        raise ConfigError(f"{name} must be 0 or 1, got {raw!r}")
+    return raw == "1"
+
+
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {raw!r}")
+    return raw
+
+
+# --- locations (read by edgebus/paths.py, whose defaults depend on the user) ------------------
+ENV_SOCKET = "EDGEBUS_SOCKET"
+ENV_DATA_DIR = "EDGEBUS_DATA_DIR"
+ENV_CONFIG = "EDGEBUS_CONFIG"
+KNOBS += [
+    Knob(ENV_SOCKET, "", "the supervisor's socket (default: per user, or /run/edgebus/edgebus.sock for root)"),
+    Knob(ENV_DATA_DIR, "", "the data directory (default: per user, or /var/lib/edgebus for root)"),
+    Knob(ENV_CONFIG, "", "the configuration file (default: /etc/edgebus/edgebus.yaml if present)"),
+]
+
+# --- transport choice (clients) ----------------------------------------------------------------
+TRANSPORTS = ("auto", "shm", "socket")
+# A deployment or a test run can force one transport for every client without code changes; it
+# applies to clients created with transport="auto" (the default). Read at each client's creation
+# (check_transport), not at import: a test may set it for one run.
+ENV_TRANSPORT = "EDGEBUS_TRANSPORT"
+KNOBS.append(Knob(ENV_TRANSPORT, "auto", "the transport of clients created with "
+                  "transport=\"auto\": auto (rings when available), shm or socket"))
+
+
+def check_transport(transport: str) -> str:
+    """The transport to use: "auto" defers to $EDGEBUS_TRANSPORT when that is set."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}; got {transport!r}")
+    if transport == "auto":
+        return _choice(ENV_TRANSPORT, os.environ.get(ENV_TRANSPORT, "").strip() or "auto", TRANSPORTS)
+    return transport
+
+
+# --- shared-memory waiting (clients) -----------------------------------------------------------
+_MAX_US = 10_000_000  # no spin or lazy wait longer than 10 s makes sense; a typo would hang
+# Spin this long for a response or for room before sleeping on the eventfd (a consumer waiting
+# for its fetch answer, an Admin call). Spinning trades CPU for latency while traffic flows.
+SPIN_NS = _int("EDGEBUS_SHM_SPIN_US", _knob(
+    "EDGEBUS_SHM_SPIN_US", "200", "microseconds a client spins on its ring before sleeping "
+    "(also the supervisor's, unless EDGEBUS_SHM_SERVER_SPIN_US is set)"), 0, _MAX_US) * 1000
+# A producer's acknowledgement reader spins less: nobody waits on it in a hurry, and on a small
+# machine its spinning takes the core the supervisor or a consumer needs.
+ACK_SPIN_NS = min(SPIN_NS, 20_000)
+# Lazy acknowledgements: while a producer sends steadily and nobody waits on a result, its
+# reader collects acknowledgements every ACK_LAZY_S instead of being woken per response (each
+# wake-up costs the supervisor an eventfd write and the producer a thread wake-up, together about
+# as much as handling the record). Anyone who waits (a future's get(), flush(), a full buffer)
+# calls hurry(), and the reader is then woken per response for URGENT_S. 0 turns laziness off.
+ACK_LAZY_S = _int("EDGEBUS_SHM_ACK_LAZY_US", _knob(
+    "EDGEBUS_SHM_ACK_LAZY_US", "1000", "microseconds a steadily sending producer collects "
+    "acknowledgements without being woken per response; 0 turns this off"), 0, _MAX_US) / 1e6
+URGENT_S = 0.1
+# "Sends steadily": the last request went out less than this long ago; an idle producer's reader
+# sleeps until signalled, so it costs nothing.
+STEADY_S = 0.02
+# Spin only while traffic flows: when the previous response came less than this long ago. An
+# idle long-polling consumer then sleeps at once instead of spinning before every long poll.
+RECENT_NS = 2_000_000
+# Fetch-ahead for consumers (edgebus/client/fetch_ahead.py).
+FETCH_AHEAD = _flag("EDGEBUS_SHM_FETCH_AHEAD", _knob(
+    "EDGEBUS_SHM_FETCH_AHEAD", "1", "1: a consumer on the rings sends its likely next fetch "
+    "ahead; 0 turns this off"))
+# Default data bytes per ring; a producer asks for more when its max_request_size needs it.
+DEFAULT_RING_BYTES = 4 * 1024 * 1024
+
+# --- "is a CPU free?" for spinning (edgebus/shm, both sides) -----------------------------------
+# Spinning only pays when the spinner has a core to itself; /proc/loadavg is read at most every
+# CPU_CHECK_NS per process (about 10 us each time).
+CPU_CHECK = _flag("EDGEBUS_SHM_CPU_CHECK", _knob(
+    "EDGEBUS_SHM_CPU_CHECK", "1", "1: spin only while no more tasks are runnable than CPUs; "
+    "0 spins whenever traffic flows"))
+CPU_CHECK_NS = 10_000_000
+
+# --- the supervisor's shared-memory listener (edgebus/server/listeners/shm.py) --------------------
+# Keep polling a link's ring for this long after its last frame before sleeping on its eventfd.
+# Longer means lower latency under steady traffic and more CPU burnt per idle gap.
+SERVER_SPIN_NS = _int("EDGEBUS_SHM_SERVER_SPIN_US", _knob(
+    "EDGEBUS_SHM_SERVER_SPIN_US", str(SPIN_NS // 1000), "microseconds the supervisor polls a "
+    "ring after its last frame (default: EDGEBUS_SHM_SPIN_US)"), 0, _MAX_US) * 1000
+# "Traffic flows" on the supervisor's side: a link woken by its eventfd spins only if its previous
+# frame came less than this long ago (an idle long-polling consumer costs one wake-up a request).
+SERVER_RECENT_NS = 2_000_000
+# One spin slice on the loop when nothing else is ready: the loop still looks at its sockets,
+# timers and the fsync thread at least this often.
+SERVER_SPIN_SLICE_NS = 50_000
+# Ring reads per link per loop turn (each up to ring.READ_MAX_FRAMES frames): fairness.
+SERVER_MAX_READS_PER_TURN = 4
+
+# --- test hooks (edgebus/server/testhooks.py; never in production) ----------------------------
+KNOBS += [
+    Knob("EDGEBUS_TEST_HOOKS", "0", "test only: 1 makes SIGUSR2 block the event loop"),
+    Knob("EDGEBUS_TEST_BLOCK_S", "3", "test only: seconds SIGUSR2 blocks the loop"),
+]
+
