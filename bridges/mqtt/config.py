@@ -26,6 +26,7 @@ from edgebus.config import (  # the supervisor's parsers, so that both files obe
     read_yaml_file,
 )
 from edgebus.errors import ConfigError, InvalidTopicError
+from edgebus.opsconfig import parse_listen
 
 KiB = 1024
 SECOND = 1000
@@ -137,6 +138,13 @@ class StatusSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    # host:port on a loopback address (no authentication); /metrics for Prometheus, /status for
+    # `edgebus bridge status`. Off when not given.
+    listen: str | None = field(default=None, metadata=_m("listen"))
+
+
+@dataclass(frozen=True)
 class BridgeConfig:
     mqtt: MqttSettings = field(default_factory=MqttSettings, metadata=_m("section"))
     edgebus: EdgebusSettings = field(default_factory=EdgebusSettings, metadata=_m("section"))
@@ -144,6 +152,7 @@ class BridgeConfig:
     ingress: tuple[IngressSettings, ...] = field(default=(), metadata=_m("ingress_list"))
     egress: tuple[EgressSettings, ...] = field(default=(), metadata=_m("egress_list"))
     status: StatusSettings = field(default_factory=StatusSettings, metadata=_m("section"))
+    metrics: MetricsSettings = field(default_factory=MetricsSettings, metadata=_m("section"))
     log_level: str = field(default="INFO", metadata=_m("choice", choices=("DEBUG", "INFO", "WARNING", "ERROR")))
     source: Path | None = field(default=None, compare=False)
 
@@ -174,8 +183,13 @@ class BridgeConfig:
 
 
 def default_status_file(client_id: str) -> Path:
+    """In the bridge's own runtime directory when systemd gave it one (RuntimeDirectory= sets
+    $RUNTIME_DIRECTORY; the supervisor's socket directory is not writable by the bridge's user),
+    else next to the edgebus socket."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in client_id)
-    return paths.default_socket_path().parent / f"mqtt-bridge-{safe}.status.json"
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    where = Path(runtime) if runtime else paths.default_socket_path().parent
+    return where / f"mqtt-bridge-{safe}.status.json"
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -260,6 +274,10 @@ def _field_list(v: Any) -> tuple[str, ...]:
     return tuple(_field_path(x) for x in v)
 
 
+def _listen(v: Any) -> str | None:
+    return parse_listen(v)
+
+
 def _size(v: Any) -> int:
     if isinstance(v, bool):
         raise ValueError(f"expected a size, got {describe_value(v)}")
@@ -276,11 +294,12 @@ _PARSERS = {
     "bool": _bool, "int": _int, "str": _str, "path": _path, "topic": _topic, "size": _size,
     "duration": _duration, "protocol": _protocol, "qos_in": _qos_in, "filter": _filter,
     "field_path": _field_path, "field_list": _field_list, "template": T.TopicTemplate.parse,
+    "listen": _listen,
 }
 _SECTIONS = {
     "mqtt": MqttSettings, "edgebus": EdgebusSettings, "dead_letter": DeadLetterSettings,
     "tls": TlsSettings, "key": KeySettings, "validate": ValidateSettings,
-    "status": StatusSettings,
+    "status": StatusSettings, "metrics": MetricsSettings,
 }
 
 

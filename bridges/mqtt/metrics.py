@@ -110,6 +110,22 @@ def read_status(path: Path) -> dict[str, Any]:
     return doc
 
 
+def fetch_status(listen: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The status document from a running bridge's endpoint (exporter.py), with `running` set.
+    Raises OSError when nothing answers there."""
+    import urllib.request
+
+    host, _, port = listen.rpartition(":")
+    with urllib.request.urlopen(f"http://{host}:{port}/status", timeout=timeout) as r:
+        raw = r.read(MAX_STATUS_BYTES + 1)
+    doc = json.loads(raw)
+    if not isinstance(doc, dict):
+        raise ValueError(f"http://{listen}/status did not answer a status document")
+    doc["age_s"] = 0.0
+    doc["running"] = doc.get("state") == "running"
+    return doc
+
+
 def status_line(doc: dict[str, Any]) -> str:
     """One line for people: state, connections and the main counters."""
     c, g = doc.get("counters", {}), doc.get("gauges", {})
