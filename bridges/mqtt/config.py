@@ -76,6 +76,10 @@ class MqttSettings:
     password: str | None = field(default=None, metadata=_m("str"))
     password_file: Path | None = field(default=None, metadata=_m("path"))
     tls: TlsSettings | None = field(default=None, metadata=_m("section"))
+    # Where the bridge remembers the filters its broker session holds, to unsubscribe the ones
+    # removed from this file (subscriptions.py). Default: $STATE_DIRECTORY (systemd's
+    # StateDirectory=), else next to the status file.
+    session_file: Path | None = field(default=None, metadata=_m("path"))
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,9 @@ class EdgebusSettings:
 @dataclass(frozen=True)
 class DeadLetterSettings:
     topic: str = field(default="mqtt.dead-letter", metadata=_m("topic"))
-    max_payload_bytes: int = field(default=64 * KiB, metadata=_m("size", 0, 256 * KiB))
+    # Payload bytes kept in a dead letter. Default: the whole payload, as long as the record fits
+    # in edgebus.max_batch_bytes (longer ones are cut, and say so in edgebus.dlq.truncated).
+    max_payload_bytes: int | None = field(default=None, metadata=_m("size", 0, MAX_BATCH_BYTES - HEADER_ALLOWANCE))
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,14 @@ class BridgeConfig:
     def status_file(self) -> Path:
         return self.status.file or default_status_file(self.mqtt.client_id)
 
+    @property
+    def session_file(self) -> Path:
+        if self.mqtt.session_file is not None:
+            return self.mqtt.session_file
+        state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        where = Path(state) if state else self.status_file.parent
+        return where / f"mqtt-session-{_safe(self.mqtt.client_id)}.json"
+
     def ingress_routes(self) -> list[R.IngressRoute]:
         out = []
         for r in self.ingress:
@@ -182,11 +196,15 @@ class BridgeConfig:
         return sorted({n for n in names if n})
 
 
+def _safe(client_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in client_id)
+
+
 def default_status_file(client_id: str) -> Path:
     """In the bridge's own runtime directory when systemd gave it one (RuntimeDirectory= sets
     $RUNTIME_DIRECTORY; the supervisor's socket directory is not writable by the bridge's user),
     else next to the edgebus socket."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in client_id)
+    safe = _safe(client_id)
     runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
     where = Path(runtime) if runtime else paths.default_socket_path().parent
     return where / f"mqtt-bridge-{safe}.status.json"
@@ -399,12 +417,36 @@ def _cross_check(c: BridgeConfig) -> None:
             raise _Invalid(f"{where}.validate.max_bytes",
                            f"{v.max_bytes} bytes plus {HEADER_ALLOWANCE} for headers exceed "
                            f"edgebus.max_batch_bytes={e.max_batch_bytes}")
-    if c.dead_letter.max_payload_bytes + HEADER_ALLOWANCE > e.max_batch_bytes:
+    dl_max = c.dead_letter.max_payload_bytes
+    if dl_max is not None and dl_max + HEADER_ALLOWANCE > e.max_batch_bytes:
         raise _Invalid("dead_letter.max_payload_bytes",
                        f"plus {HEADER_ALLOWANCE} bytes for headers it exceeds "
                        f"edgebus.max_batch_bytes={e.max_batch_bytes}")
     if m.protocol != "5" and any(r.filter.startswith("$share/") for r in c.ingress):
         raise _Invalid("mqtt.protocol", "shared subscriptions ($share/...) need MQTT 5")
+    _check_loops(c)
+
+
+def _check_loops(c: BridgeConfig) -> None:
+    """An ingress filter matching an egress route's topics would take the bridge's own publishes
+    back in (a loop through edgebus). MQTT 5's noLocal stops the broker from sending them, but
+    not on shared subscriptions (MQTT 5 3.8.3.1) and not at all with MQTT 3.1.1: refused there."""
+    for j, eg in enumerate(c.egress):
+        out_filter = eg.mqtt_topic.as_filter()
+        for i, r in enumerate(c.ingress):
+            if not R.filters_overlap(r.filter, out_filter):
+                continue
+            if c.mqtt.protocol != "5":
+                why = "MQTT 3.1.1 has no noLocal"
+            elif r.filter.startswith("$share/"):
+                why = "noLocal is not allowed on a shared subscription"
+            else:
+                continue
+            raise _Invalid(f"ingress[{i}].filter",
+                           f"{r.filter!r} matches topics egress[{j}] publishes to "
+                           f"({eg.mqtt_topic.text!r}), and {why}: the bridge would take its own "
+                           "publishes back in; use filters that do not overlap (or MQTT 5 "
+                           "without $share)")
 
 
 def config_from_mapping(data: Any, source: str | Path | None = None) -> BridgeConfig:
@@ -435,7 +477,8 @@ def _resolve_paths(c: BridgeConfig, base: Path) -> BridgeConfig:
                                   key_file=fix(tls.key_file))
     return dataclasses.replace(
         c,
-        mqtt=dataclasses.replace(m, tls=tls, password_file=fix(m.password_file)),
+        mqtt=dataclasses.replace(m, tls=tls, password_file=fix(m.password_file),
+                                 session_file=fix(m.session_file)),
         edgebus=dataclasses.replace(c.edgebus, socket=fix(c.edgebus.socket)),
         status=dataclasses.replace(c.status, file=fix(c.status.file)),
     )

@@ -33,6 +33,7 @@ COUNTERS = (
     "in_append_retries",    # batches sent again after an error
     "in_qos0",              # QoS 0 messages (never acknowledged, at most once)
     "in_unrouted",          # messages matching no route (dead-lettered)
+    "in_skipped_copies",    # copies of a message recorded through another subscription (MQTT 5)
     # egress
     "out_polled", "out_published", "out_acked", "out_committed", "out_dead_lettered",
     "out_failed",

@@ -38,8 +38,14 @@ def run_mqtt(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     if args.check_only:
+        from bridges.mqtt.check import limits, warnings
+
         print(f"{args.config}: valid ({len(cfg.ingress)} ingress, {len(cfg.egress)} egress "
               "route(s))")
+        for line in limits(cfg):
+            print(f"limit: {line}")
+        for line in warnings(cfg):
+            print(f"warning: {line}")
         return 0
     return run(cfg)
 
