@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -78,7 +79,11 @@ class Exporter:
         self._metrics_app = make_wsgi_app(self.registry)
         self._status = status
         host, port = split_listen(listen)
-        self._server = make_server(host, port, self._app, ThreadingWSGIServer, _QuietHandler)
+
+        class _Server(ThreadingWSGIServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        self._server = make_server(host, port, self._app, _Server, _QuietHandler)
         self.port = int(self._server.server_address[1])
         self.host = host
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics",

@@ -17,8 +17,10 @@ topic it matches is not subscribed at all (routes.shadowed): it could never win.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,5 +156,8 @@ class Subscriptions:
                 log.warning("cannot write the session file %s: %s; subscriptions removed from "
                             "the config may stay in the broker's session", self.path, error)
             self._write_error = error
+            # An older file would claim to know this session: better no file at all.
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
             return
         self._write_error = None

@@ -218,3 +218,19 @@ def test_a_removed_route_is_unsubscribed_when_the_session_resumes(
     assert st["counters"]["in_received"] == 30
     dev.close()
     assert bridge.stop() == 0
+
+
+def test_session_file_remembers_granted_and_stale_filters_per_broker(tmp_path: Path) -> None:
+    from bridges.mqtt.subscriptions import Subscriptions, load_session
+
+    path = tmp_path / "session.json"
+    s = Subscriptions([("a/#", 1), ("b/#", 1)], True, path, "h:1/c", router("a/#", "b/#"))
+    assert s.connected(session_present=False) == []
+    s.acknowledged(["a/#", "b/#"], [False, True])  # b/# refused
+    assert load_session(path, "h:1/c").granted == {"a/#"}
+    assert load_session(path, "h:1/c").maybe == {"a/#", "b/#"}
+    assert not load_session(path, "other:1/c").known
+    s2 = Subscriptions([("b/#", 1)], True, path, "h:1/c")
+    assert s2.connected(session_present=True) == ["a/#"]  # to unsubscribe
+    s2.unsubscribed(["a/#"])
+    assert load_session(path, "h:1/c").maybe == {"b/#"}
