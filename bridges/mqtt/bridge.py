@@ -23,8 +23,10 @@ from bridges.mqtt.clients import EdgebusClient
 from bridges.mqtt.config import BridgeConfig
 from bridges.mqtt.connection import MqttConnection
 from bridges.mqtt.egress import Egress, PublishRouter
+from bridges.mqtt.exporter import Exporter
 from bridges.mqtt.ingress import Ingress
 from bridges.mqtt.metrics import Metrics, write_status
+from edgebus.errors import ConfigError
 
 log = logging.getLogger("edgebus.bridge.mqtt")
 
@@ -43,7 +45,8 @@ class Bridge:
         self.conn = MqttConnection(
             cfg.mqtt, self.metrics, on_message=self.ingress.on_message,
             subscriptions=self.ingress.subscriptions, can_read=self.ingress.can_read,
-            on_published=self.router.on_published, on_connected=self.ingress.on_connected)
+            on_published=self.router.on_published, on_connected=self.ingress.on_connected,
+            session_file=cfg.session_file, router=self.ingress.router)
         self.ingress.conn = self.conn
         for e in self.egress:
             e.conn = self.conn
@@ -51,9 +54,19 @@ class Bridge:
         self._requested = threading.Event()   # a signal asked for shutdown
         self._threads: list[threading.Thread] = []
         self.state = "starting"
+        self.exporter: Exporter | None = None
+        self._status_error: str | None = None  # the last failure to write the status file
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
+        if self.cfg.metrics.listen is not None:
+            try:
+                self.exporter = Exporter(self.cfg.metrics.listen, self.metrics,
+                                         self.cfg.mqtt.client_id, self.status)
+            except OSError as err:
+                raise ConfigError(f"metrics.listen: cannot listen on {self.cfg.metrics.listen}: "
+                                  f"{err.strerror or err}") from None
+            self.exporter.start()
         self.conn.start()
         self._spawn("ingress", self.ingress.run)
         for i, e in enumerate(self.egress):
@@ -111,6 +124,8 @@ class Bridge:
         self.edgebus.close()
         self.state = "stopped"
         self.write_status()
+        if self.exporter is not None:
+            self.exporter.stop()
         log.info("bridge %s stopped", self.cfg.mqtt.client_id)
 
     # --- status ----------------------------------------------------------------------------------
@@ -126,6 +141,7 @@ class Bridge:
                      "connection": self.conn.generation,
                      "receive_maximum": c.mqtt.receive_maximum},
             "edgebus": {"socket": self.edgebus.socket, "acks": c.edgebus.acks},
+            "status_file": str(c.status_file),
             "ingress": [{"filter": r.filter, "topic": r.topic} for r in c.ingress],
             "egress": [{"topic": r.topic, "mqtt_topic": r.mqtt_topic.text, "group": r.group}
                        for r in c.egress],
@@ -134,10 +150,24 @@ class Bridge:
         return doc
 
     def write_status(self) -> None:
+        """Write the status file; a failure is logged once (and its end once), not every
+        interval: it does not change while nobody fixes the directory."""
+        path = self.cfg.status_file
         try:
-            write_status(self.cfg.status_file, self.status())
+            write_status(path, self.status())
         except OSError as e:
-            log.warning("cannot write the status file %s: %s", self.cfg.status_file, e)
+            error = f"{type(e).__name__}: {e.strerror or e}"
+            if error != self._status_error:
+                hint = "; status is served at /status of the metrics endpoint" \
+                    if self.exporter is not None else \
+                    " (set status.file to a writable place, or metrics.listen)"
+                log.warning("cannot write the status file %s: %s%s", path, error, hint)
+                self.metrics.error(f"cannot write the status file {path}: {error}")
+            self._status_error = error
+            return
+        if self._status_error is not None:
+            log.info("the status file %s is written again", path)
+            self._status_error = None
 
 
 def run(cfg: BridgeConfig) -> int:

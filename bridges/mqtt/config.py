@@ -26,6 +26,7 @@ from edgebus.config import (  # the supervisor's parsers, so that both files obe
     read_yaml_file,
 )
 from edgebus.errors import ConfigError, InvalidTopicError
+from edgebus.opsconfig import parse_listen
 
 KiB = 1024
 SECOND = 1000
@@ -75,6 +76,10 @@ class MqttSettings:
     password: str | None = field(default=None, metadata=_m("str"))
     password_file: Path | None = field(default=None, metadata=_m("path"))
     tls: TlsSettings | None = field(default=None, metadata=_m("section"))
+    # Where the bridge remembers the filters its broker session holds, to unsubscribe the ones
+    # removed from this file (subscriptions.py). Default: $STATE_DIRECTORY (systemd's
+    # StateDirectory=), else next to the status file.
+    session_file: Path | None = field(default=None, metadata=_m("path"))
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,9 @@ class EdgebusSettings:
 @dataclass(frozen=True)
 class DeadLetterSettings:
     topic: str = field(default="mqtt.dead-letter", metadata=_m("topic"))
-    max_payload_bytes: int = field(default=64 * KiB, metadata=_m("size", 0, 256 * KiB))
+    # Payload bytes kept in a dead letter. Default: the whole payload, as long as the record fits
+    # in edgebus.max_batch_bytes (longer ones are cut, and say so in edgebus.dlq.truncated).
+    max_payload_bytes: int | None = field(default=None, metadata=_m("size", 0, MAX_BATCH_BYTES - HEADER_ALLOWANCE))
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,13 @@ class StatusSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    # host:port on a loopback address (no authentication); /metrics for Prometheus, /status for
+    # `edgebus bridge status`. Off when not given.
+    listen: str | None = field(default=None, metadata=_m("listen"))
+
+
+@dataclass(frozen=True)
 class BridgeConfig:
     mqtt: MqttSettings = field(default_factory=MqttSettings, metadata=_m("section"))
     edgebus: EdgebusSettings = field(default_factory=EdgebusSettings, metadata=_m("section"))
@@ -144,12 +158,21 @@ class BridgeConfig:
     ingress: tuple[IngressSettings, ...] = field(default=(), metadata=_m("ingress_list"))
     egress: tuple[EgressSettings, ...] = field(default=(), metadata=_m("egress_list"))
     status: StatusSettings = field(default_factory=StatusSettings, metadata=_m("section"))
+    metrics: MetricsSettings = field(default_factory=MetricsSettings, metadata=_m("section"))
     log_level: str = field(default="INFO", metadata=_m("choice", choices=("DEBUG", "INFO", "WARNING", "ERROR")))
     source: Path | None = field(default=None, compare=False)
 
     @property
     def status_file(self) -> Path:
         return self.status.file or default_status_file(self.mqtt.client_id)
+
+    @property
+    def session_file(self) -> Path:
+        if self.mqtt.session_file is not None:
+            return self.mqtt.session_file
+        state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        where = Path(state) if state else self.status_file.parent
+        return where / f"mqtt-session-{_safe(self.mqtt.client_id)}.json"
 
     def ingress_routes(self) -> list[R.IngressRoute]:
         out = []
@@ -173,9 +196,18 @@ class BridgeConfig:
         return sorted({n for n in names if n})
 
 
+def _safe(client_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in client_id)
+
+
 def default_status_file(client_id: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in client_id)
-    return paths.default_socket_path().parent / f"mqtt-bridge-{safe}.status.json"
+    """In the bridge's own runtime directory when systemd gave it one (RuntimeDirectory= sets
+    $RUNTIME_DIRECTORY; the supervisor's socket directory is not writable by the bridge's user),
+    else next to the edgebus socket."""
+    safe = _safe(client_id)
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    where = Path(runtime) if runtime else paths.default_socket_path().parent
+    return where / f"mqtt-bridge-{safe}.status.json"
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -260,6 +292,10 @@ def _field_list(v: Any) -> tuple[str, ...]:
     return tuple(_field_path(x) for x in v)
 
 
+def _listen(v: Any) -> str | None:
+    return parse_listen(v)
+
+
 def _size(v: Any) -> int:
     if isinstance(v, bool):
         raise ValueError(f"expected a size, got {describe_value(v)}")
@@ -276,11 +312,12 @@ _PARSERS = {
     "bool": _bool, "int": _int, "str": _str, "path": _path, "topic": _topic, "size": _size,
     "duration": _duration, "protocol": _protocol, "qos_in": _qos_in, "filter": _filter,
     "field_path": _field_path, "field_list": _field_list, "template": T.TopicTemplate.parse,
+    "listen": _listen,
 }
 _SECTIONS = {
     "mqtt": MqttSettings, "edgebus": EdgebusSettings, "dead_letter": DeadLetterSettings,
     "tls": TlsSettings, "key": KeySettings, "validate": ValidateSettings,
-    "status": StatusSettings,
+    "status": StatusSettings, "metrics": MetricsSettings,
 }
 
 
@@ -380,12 +417,36 @@ def _cross_check(c: BridgeConfig) -> None:
             raise _Invalid(f"{where}.validate.max_bytes",
                            f"{v.max_bytes} bytes plus {HEADER_ALLOWANCE} for headers exceed "
                            f"edgebus.max_batch_bytes={e.max_batch_bytes}")
-    if c.dead_letter.max_payload_bytes + HEADER_ALLOWANCE > e.max_batch_bytes:
+    dl_max = c.dead_letter.max_payload_bytes
+    if dl_max is not None and dl_max + HEADER_ALLOWANCE > e.max_batch_bytes:
         raise _Invalid("dead_letter.max_payload_bytes",
                        f"plus {HEADER_ALLOWANCE} bytes for headers it exceeds "
                        f"edgebus.max_batch_bytes={e.max_batch_bytes}")
     if m.protocol != "5" and any(r.filter.startswith("$share/") for r in c.ingress):
         raise _Invalid("mqtt.protocol", "shared subscriptions ($share/...) need MQTT 5")
+    _check_loops(c)
+
+
+def _check_loops(c: BridgeConfig) -> None:
+    """An ingress filter matching an egress route's topics would take the bridge's own publishes
+    back in (a loop through edgebus). MQTT 5's noLocal stops the broker from sending them, but
+    not on shared subscriptions (MQTT 5 3.8.3.1) and not at all with MQTT 3.1.1: refused there."""
+    for j, eg in enumerate(c.egress):
+        out_filter = eg.mqtt_topic.as_filter()
+        for i, r in enumerate(c.ingress):
+            if not R.filters_overlap(r.filter, out_filter):
+                continue
+            if c.mqtt.protocol != "5":
+                why = "MQTT 3.1.1 has no noLocal"
+            elif r.filter.startswith("$share/"):
+                why = "noLocal is not allowed on a shared subscription"
+            else:
+                continue
+            raise _Invalid(f"ingress[{i}].filter",
+                           f"{r.filter!r} matches topics egress[{j}] publishes to "
+                           f"({eg.mqtt_topic.text!r}), and {why}: the bridge would take its own "
+                           "publishes back in; use filters that do not overlap (or MQTT 5 "
+                           "without $share)")
 
 
 def config_from_mapping(data: Any, source: str | Path | None = None) -> BridgeConfig:
@@ -416,7 +477,8 @@ def _resolve_paths(c: BridgeConfig, base: Path) -> BridgeConfig:
                                   key_file=fix(tls.key_file))
     return dataclasses.replace(
         c,
-        mqtt=dataclasses.replace(m, tls=tls, password_file=fix(m.password_file)),
+        mqtt=dataclasses.replace(m, tls=tls, password_file=fix(m.password_file),
+                                 session_file=fix(m.session_file)),
         edgebus=dataclasses.replace(c.edgebus, socket=fix(c.edgebus.socket)),
         status=dataclasses.replace(c.status, file=fix(c.status.file)),
     )

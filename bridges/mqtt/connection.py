@@ -24,16 +24,18 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from bridges.mqtt import routes as R
 from bridges.mqtt.config import MqttSettings, read_password
 from bridges.mqtt.metrics import Metrics
+from bridges.mqtt.subscriptions import Subscriptions
 
 log = logging.getLogger("edgebus.bridge.mqtt")
 
@@ -58,6 +60,8 @@ class MqttConnection:
         can_read: Callable[[], bool] = lambda: True,
         on_published: Callable[[int, str | None], None] | None = None,
         on_connected: Callable[[int, bool], None] | None = None,
+        session_file: Path | None = None,
+        router: R.Router | None = None,
     ) -> None:
         self.s = settings
         self.metrics = metrics
@@ -66,6 +70,10 @@ class MqttConnection:
         self._on_published_cb = on_published
         self._on_connected_cb = on_connected
         self.subscriptions = subscriptions
+        self.subs = Subscriptions(subscriptions, self.v5, session_file,
+                                  f"{settings.host}:{settings.port}/{settings.client_id}", router)
+        self._sub_mids: dict[int, list[str]] = {}    # SUBSCRIBE mid -> its filters
+        self._unsub_mids: dict[int, list[str]] = {}  # UNSUBSCRIBE mid -> its filters
         self._can_read = can_read
         self._gen_lock = threading.Lock()
         self.generation = 0
@@ -102,6 +110,7 @@ class MqttConnection:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
+        c.on_unsubscribe = self._on_unsubscribe
         c.on_publish = self._on_publish
         # External-loop hooks: paho then queues packets from other threads for ours to write.
         c.on_socket_register_write = _noop
@@ -218,28 +227,39 @@ class MqttConnection:
                  self.s.port, self.generation, self.session_present)
         if self._on_connected_cb is not None:
             self._on_connected_cb(self.generation, self.session_present)
-        if self.subscriptions:
-            client.subscribe(self._subscribe_list())
+        self._subscribe(client)
 
-    def _subscribe_list(self) -> list[Any]:
-        if not self.v5:
-            return list(self.subscriptions)
-        out = []
-        for filt, qos in self.subscriptions:
-            shared = filt.startswith("$share/")
-            # Retained messages again only for a new subscription (not on every reconnect), and
-            # not our own egress publishes (noLocal; not allowed on shared subscriptions).
-            out.append((filt, SubscribeOptions(
-                qos=qos, noLocal=not shared,
-                retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)))
-        return out
+    def _subscribe(self, client: mqtt.Client) -> None:
+        """Subscribe to the configured filters and, in a resumed session, unsubscribe the ones
+        no longer configured (subscriptions.py)."""
+        stale = self.subs.connected(self.session_present)
+        self._sub_mids.clear()
+        self._unsub_mids.clear()
+        for topic, props, filters in self.subs.requests():
+            rc, mid = client.subscribe(topic, properties=props)
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+                self._sub_mids[mid] = filters
+        if stale:
+            log.info("unsubscribing from filter(s) no longer configured, kept by the broker's "
+                     "session: %s", ", ".join(repr(f) for f in stale))
+            rc, mid = client.unsubscribe(stale)
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+                self._unsub_mids[mid] = stale
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[Any],
                       properties: Any) -> None:
-        for (filt, _), rc in zip(self.subscriptions, reasons, strict=False):
-            if rc.is_failure:
-                self.metrics.error(f"the broker refused the subscription to {filt!r}: {rc}")
-                log.error("the broker refused the subscription to %r: %s", filt, rc)
+        filters = self._sub_mids.pop(mid, [])
+        for filt in self.subs.acknowledged(filters, [rc.is_failure for rc in reasons]):
+            rc = reasons[filters.index(filt)]
+            self.metrics.error(f"the broker refused the subscription to {filt!r}: {rc}")
+            log.error("the broker refused the subscription to %r: %s", filt, rc)
+
+    def _on_unsubscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                        properties: Any) -> None:
+        filters = self._unsub_mids.pop(mid, [])
+        if filters:
+            self.subs.unsubscribed(filters)
+            log.info("unsubscribed from %s", ", ".join(repr(f) for f in filters))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:

@@ -121,6 +121,13 @@ class Ingress:
                 return
         try:
             held = self._to_record(msg, topic, payload, qos, retain, dup)
+            if held is None:  # a copy recorded through another subscription (routes.Router)
+                self.metrics.inc("in_skipped_copies")
+                with self._cond:
+                    self._window.add(generation, msg.mid, qos, topic or "", dg,
+                                     Held("", None, b"", [], 0, done=True))
+                    self._cond.notify()
+                return
         except Exception as e:  # a bug here must not leave the message neither stored nor acked
             log.exception("cannot route a message from %r", topic)
             out = self._unrouted.dead_letter(f"internal error while routing: {e!r}", None,
@@ -137,7 +144,7 @@ class Ingress:
             self._cond.notify()
 
     def _to_record(self, msg: Any, topic: str | None, payload: bytes, qos: int, retain: bool,
-                   dup: bool) -> Held:
+                   dup: bool) -> Held | None:
         props = getattr(msg, "properties", None)
         user = list(getattr(props, "UserProperty", None) or [])
         ctype = getattr(props, "ContentType", None) if props is not None else None
@@ -146,7 +153,9 @@ class Ingress:
                 "the MQTT topic is not valid UTF-8", None, payload,
                 R.message_headers("", qos, retain, dup))
         else:
-            route = self.router.route(topic)
+            route = self.router.route(topic, getattr(props, "SubscriptionIdentifier", None) or ())
+            if isinstance(route, R.Skip):
+                return None
             if route is None:
                 self.metrics.inc("in_unrouted")
                 route = self._unrouted

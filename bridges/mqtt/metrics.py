@@ -33,6 +33,7 @@ COUNTERS = (
     "in_append_retries",    # batches sent again after an error
     "in_qos0",              # QoS 0 messages (never acknowledged, at most once)
     "in_unrouted",          # messages matching no route (dead-lettered)
+    "in_skipped_copies",    # copies of a message recorded through another subscription (MQTT 5)
     # egress
     "out_polled", "out_published", "out_acked", "out_committed", "out_dead_lettered",
     "out_failed",
@@ -107,6 +108,22 @@ def read_status(path: Path) -> dict[str, Any]:
     interval = float(doc.get("interval_ms", 2000)) / 1000
     doc["age_s"] = round(age, 1)
     doc["running"] = bool(doc.get("state") == "running" and age <= STALE_INTERVALS * interval)
+    return doc
+
+
+def fetch_status(listen: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The status document from a running bridge's endpoint (exporter.py), with `running` set.
+    Raises OSError when nothing answers there."""
+    import urllib.request
+
+    host, _, port = listen.rpartition(":")
+    with urllib.request.urlopen(f"http://{host}:{port}/status", timeout=timeout) as r:
+        raw = r.read(MAX_STATUS_BYTES + 1)
+    doc = json.loads(raw)
+    if not isinstance(doc, dict):
+        raise ValueError(f"http://{listen}/status did not answer a status document")
+    doc["age_s"] = 0.0
+    doc["running"] = doc.get("state") == "running"
     return doc
 
 

@@ -20,6 +20,7 @@ Dead-lettered records carry the same headers plus:
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,6 +106,67 @@ def filter_matches(filt: str, topic: str) -> bool:
     return len(f_levels) == len(t_levels)
 
 
+def _levels(filt: str) -> list[str]:
+    return split_shared(filt)[1].split("/")
+
+
+def _dollar_excluded(a: list[str], b: list[str]) -> bool:
+    """A filter starting with a wildcard matches no '$' topic (MQTT 4.7.2), and a filter starting
+    with a '$' level matches only '$' topics."""
+    return (a[0] in ("+", "#") and b[0].startswith("$")) or \
+        (b[0] in ("+", "#") and a[0].startswith("$"))
+
+
+def filters_overlap(a: str, b: str) -> bool:
+    """True if some topic matches both filters (shared-subscription prefixes ignored)."""
+    la, lb = _levels(a), _levels(b)
+    if _dollar_excluded(la, lb):
+        return False
+    for i in range(max(len(la), len(lb))):
+        x = la[i] if i < len(la) else None
+        y = lb[i] if i < len(lb) else None
+        if x == "#" or y == "#":
+            return True  # "a/#" matches "a" too, so a shorter filter ending here still meets it
+        if x is None or y is None:
+            return False
+        if x != "+" and y != "+" and x != y:
+            return False
+    return True
+
+
+def filter_covers(a: str, b: str) -> bool:
+    """True if every topic matching filter `b` matches filter `a`."""
+    la, lb = _levels(a), _levels(b)
+    if la[0] in ("+", "#") and lb[0].startswith("$"):
+        return False
+    if lb[0] in ("+", "#") and la[0] not in ("+", "#"):
+        return False  # b matches '$'-less topics that a literal first level of a does not
+    for i, x in enumerate(la):
+        if x == "#":
+            return True
+        if i >= len(lb):
+            return False
+        y = lb[i]
+        if y == "#" or (x != "+" and (y == "+" or x != y)):
+            return False
+    return len(la) == len(lb)
+
+
+def shadowed(filters: Sequence[str]) -> dict[int, int]:
+    """{j: i} for each filter j that an earlier, non-shared filter i covers: with "the first
+    declared route wins", j can never win, so it is not subscribed to at all (and so its copies
+    cannot double a message). A shared filter shadows nothing: its copy of a message may go to
+    another member of the share group."""
+    out = {}
+    for j, b in enumerate(filters):
+        for i in range(j):
+            a = filters[i]
+            if split_shared(a)[0] is None and filter_covers(a, b):
+                out[j] = i
+                break
+    return out
+
+
 # --- ingress -------------------------------------------------------------------------------------
 
 
@@ -153,7 +215,8 @@ class IngressRoute:
     qos: int = 1
     key: KeySpec = field(default_factory=KeySpec)
     validate: Validation = field(default_factory=Validation)
-    max_dead_letter_payload: int = 64 * 1024
+    # Payload bytes kept in a dead letter; None: the whole payload, as far as the record fits.
+    max_dead_letter_payload: int | None = None
     # A record larger than this (one bridge batch) is dead-lettered rather than appended.
     max_record_bytes: int = 256 * 1024
 
@@ -176,14 +239,23 @@ class IngressRoute:
 
     def dead_letter(self, reason: str, key: bytes | None, payload: bytes,
                     headers: Headers) -> Rejected:
-        kept = payload[: self.max_dead_letter_payload]
+        """The dead-letter record: the whole payload when it fits in one record of at most
+        max_record_bytes (and max_dead_letter_payload, when set); else as much as fits, with
+        edgebus.dlq.truncated saying the original size. Headers give way before the payload:
+        when they crowd it out, only the MQTT flags are kept."""
+        limit = len(payload) if self.max_dead_letter_payload is None \
+            else self.max_dead_letter_payload
         extra: Headers = [(H_DLQ_REASON, reason.encode()), (H_DLQ_ROUTE, self.filter.encode())]
-        if len(kept) < len(payload):
-            extra.append((H_DLQ_TRUNCATED, str(len(payload)).encode()))
         out = headers + extra
-        if record_size(key, kept, out) > self.max_record_bytes:
-            # Headers alone too large (huge user properties or topic): keep only the flags.
+        wanted = min(len(payload), limit)
+        if record_size(key, payload[:wanted], out) > self.max_record_bytes:
+            # Headers too large next to the payload (huge user properties or topic): the flags.
             out = [(k, v if k != H_TOPIC else (v or b"")[:1024]) for k, v in headers[:4]] + extra
+        kept = payload
+        if len(payload) > limit or record_size(key, payload, out) > self.max_record_bytes:
+            out.append((H_DLQ_TRUNCATED, str(len(payload)).encode()))
+            room = self.max_record_bytes - record_size(key, b"", out)
+            kept = payload[: max(0, min(limit, room))]
         return Rejected(self.dead_letter_topic, reason, key, kept, out)
 
     def _check(self, topic: str, payload: bytes,
@@ -279,17 +351,113 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())
 
 
+# MQTT 5 subscription identifiers are 1 .. 268,435,455 (a variable byte integer).
+MAX_SUBSCRIPTION_ID = 268_435_455
+
+
+def subscription_ids(filters: Sequence[str]) -> dict[str, int]:
+    """A stable identifier per filter, from a hash of the filter itself: a subscription that an
+    older configuration left in the broker's session keeps its identifier, which then cannot be
+    taken for a current route's (identifiers by position would collide). Probes on the rare
+    collision among the current filters."""
+    out: dict[str, int] = {}
+    used: set[int] = set()
+    for f in filters:
+        n = zlib.crc32(f.encode()) % MAX_SUBSCRIPTION_ID + 1
+        while n in used:
+            n = n % MAX_SUBSCRIPTION_ID + 1
+        used.add(n)
+        out[f] = n
+    return out
+
+
+class Skip:
+    """Router.route's answer for a copy of a message that is recorded through another
+    subscription: acknowledge it, record nothing."""
+
+    def __repr__(self) -> str:
+        return "SKIP"
+
+
+SKIP = Skip()
+
+
 class Router:
-    """The ingress routes in configuration order: the first whose filter matches wins."""
+    """The ingress routes in configuration order: the first whose filter matches wins.
+
+    Overlapping filters: a broker sends one copy of a message per matching subscription (as
+    Mosquitto 2 does; MQTT 5 allows one copy carrying every identifier instead). With MQTT 5 each
+    copy says which subscriptions it came through (subscription identifiers, `ids`), and the
+    message is recorded once, by the winner's copy (the first declared route that matches the
+    topic). A copy that did not come through the winner is skipped only when the winner's
+    subscription surely delivers the same message too:
+
+    * the winner was subscribed in the broker's session before this connection (the session
+      file says the broker granted it), or a copy through it already arrived in this session
+      (brokers deliver a session's messages in order, so whatever was published before the
+      subscription existed came first); or
+    * every subscription the copy came through is new in this session (known not to be in it
+      before this connection), like the winner: the bridge subscribes in declaration order, and
+      the winner is declared before every other route matching the topic, so it existed first.
+
+    Otherwise the copy is recorded through its own route: a duplicate at worst (at least once),
+    never a loss. Copies without identifiers (MQTT 3.1.1, or subscriptions made before they were
+    used) go to the winner. A shared winner ($share/...) never makes a copy skipped: its copy may
+    go to another member of the group.
+
+    Used by the network thread only (connection.py feeds the session state, ingress routes)."""
 
     def __init__(self, routes: Sequence[IngressRoute]) -> None:
         self.routes = tuple(routes)
+        self.ids = subscription_ids([r.filter for r in self.routes])
+        self._by_id = {self.ids[r.filter]: r for r in self.routes}
+        self._established: set[str] = set()
+        self._fresh: set[str] = set()
 
-    def route(self, topic: str) -> IngressRoute | None:
+    def route(self, topic: str, ids: Sequence[int] = ()) -> IngressRoute | Skip | None:
+        """The route of a message on `topic` that came through the subscriptions `ids`; SKIP
+        for a copy recorded through another subscription; None when no route matches."""
+        winner = None
         for r in self.routes:
             if r.matches(topic):
+                winner = r
+                break
+        if not ids or winner is None:
+            return winner
+        through = [self._by_id[i] for i in ids if i in self._by_id]
+        for r in through:
+            self._established.add(r.filter)
+        if winner in through:
+            return winner
+        if split_shared(winner.filter)[0] is None:
+            if winner.filter in self._established:
+                return SKIP
+            if winner.filter in self._fresh and len(through) == len(ids) \
+                    and all(r.filter in self._fresh for r in through):
+                return SKIP
+        for r in self.routes:  # its own route: the first declared it came through
+            if r in through and r.matches(topic):
                 return r
-        return None
+        return winner
+
+    # --- session state (connection.py) ------------------------------------------------------------
+    def new_session(self, granted_before: set[str], fresh: set[str]) -> None:
+        """A connection was accepted. `granted_before`: filters the broker granted in the session
+        it resumed (empty for a new session); `fresh`: filters known not to have been in the
+        session before this connection (all of them for a new session; none when nothing is
+        known about a resumed one)."""
+        current = {r.filter for r in self.routes}
+        self._established = current & granted_before
+        self._fresh = current & fresh - granted_before
+
+    def refused(self, filt: str) -> None:
+        """The broker refused the subscription: it delivers nothing through it."""
+        self._established.discard(filt)
+        self._fresh.discard(filt)
+
+    @property
+    def established(self) -> frozenset[str]:
+        return frozenset(self._established)
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:

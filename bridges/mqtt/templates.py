@@ -65,6 +65,12 @@ class TopicTemplate:
                              "a topic to publish to has no wildcards")
         return cls(text, tuple(parts))
 
+    def as_filter(self) -> str:
+        """A topic filter matching every topic this template can give: each level holding a
+        field becomes '+' (a field's value is one whole level, or part of one)."""
+        text = "".join(v if k == "lit" else "\x00" for k, v in self.parts)
+        return "/".join("+" if "\x00" in level else level for level in text.split("/"))
+
     def render(self, topic: str, partition: int, key: bytes | None, headers: Headers) -> str:
         out = []
         for kind, arg in self.parts:

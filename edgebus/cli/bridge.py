@@ -38,24 +38,46 @@ def run_mqtt(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     if args.check_only:
+        from bridges.mqtt.check import limits, warnings
+
         print(f"{args.config}: valid ({len(cfg.ingress)} ingress, {len(cfg.egress)} egress "
               "route(s))")
+        for line in limits(cfg):
+            print(f"limit: {line}")
+        for line in warnings(cfg):
+            print(f"warning: {line}")
         return 0
     return run(cfg)
 
 
 def run_status(args: argparse.Namespace) -> int:
     from bridges.mqtt.config import load_config
-    from bridges.mqtt.metrics import read_status, status_line
+    from bridges.mqtt.metrics import fetch_status, read_status, status_line
 
-    path = Path(args.status_file) if args.status_file else load_config(args.config).status_file
-    try:
-        doc = read_status(path)
-    except FileNotFoundError:
-        raise EdgebusError(f"no status file at {path}: the bridge has not run with this "
-                           "config (or status.file points elsewhere)") from None
-    except (OSError, ValueError) as e:
-        raise EdgebusError(f"cannot read the status file {path}: {e}") from None
+    cfg = load_config(args.config) if args.config else None
+    listen = cfg.metrics.listen if cfg is not None else None
+    doc = None
+    if listen is not None:
+        # The running bridge itself answers: no file (and no file permissions) involved.
+        try:
+            doc = fetch_status(listen)
+        except (OSError, ValueError):
+            doc = None
+    if doc is None:
+        path = Path(args.status_file) if args.status_file else cfg.status_file  # type: ignore[union-attr]
+        try:
+            doc = read_status(path)
+        except OSError as e:
+            if listen is not None:
+                print(f"mqtt bridge: not running (nothing answers on http://{listen}/status, and "
+                      f"the status file {path}: {e.strerror or e})")
+                return EXIT_NOT_RUNNING
+            if not isinstance(e, FileNotFoundError):
+                raise EdgebusError(f"cannot read the status file {path}: {e}") from None
+            raise EdgebusError(f"no status file at {path}: the bridge has not run with this "
+                               "config (or status.file points elsewhere)") from None
+        except ValueError as e:
+            raise EdgebusError(f"cannot read the status file {path}: {e}") from None
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
     else:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from edgebus.opsconfig import split_listen
+from edgebus.procmetrics import process_collector
 from edgebus.server import status as S
 from edgebus.server.service import LoopApi, Service
 from edgebus.version import __version__
@@ -66,8 +67,8 @@ class BrokerCollector:
         yield h
         yield GaugeMetricFamily("edgebus_connections", "Connected clients",
                                 value=doc["connections"])
-        # From psutil, which reads /proc/self only: prometheus-client's ProcessCollector also
-        # needs /proc/stat, which the unit's ProcSubset=pid hides.
+        # The standard process_* names come from ProcessCollector (edgebus/procmetrics.py);
+        # these edgebus_process_* ones, from psutil, stay for the dashboards made before.
         yield GaugeMetricFamily("edgebus_process_resident_memory_bytes", "Resident set size",
                                 value=doc["rss_bytes"])
         yield CounterMetricFamily("edgebus_process_cpu_seconds", "User and system CPU time",
@@ -95,6 +96,8 @@ class BrokerCollector:
                                   "Segments deleted by the drop-oldest policy",
                                   value=d["dropped_segments"])
 
+        yield from _topic_counters(stats)
+
         labels = ["topic", "partition"]
         start = GaugeMetricFamily("edgebus_log_start_offset", "First offset on disk", labels=labels)
         end = GaugeMetricFamily("edgebus_log_end_offset", "Next offset to be written", labels=labels)
@@ -117,6 +120,23 @@ class BrokerCollector:
         yield lag
 
 
+def _topic_counters(stats: Any) -> Iterator[Any]:
+    """Records and bytes in and out per topic (server/stats.py counts them per batch)."""
+    from prometheus_client.core import CounterMetricFamily
+
+    for direction, table, what in (("in", stats.topic_in, "appended by producers"),
+                                   ("out", stats.topic_out, "sent to consumers")):
+        records = CounterMetricFamily(f"edgebus_topic_records_{direction}",
+                                      f"Records {what}, per topic", labels=["topic"])
+        nbytes = CounterMetricFamily(f"edgebus_topic_bytes_{direction}",
+                                     f"Record batch bytes {what}, per topic", labels=["topic"])
+        for topic, (n, b) in sorted(table.items()):
+            records.add_metric([topic], n)
+            nbytes.add_metric([topic], b)
+        yield records
+        yield nbytes
+
+
 class MetricsServer(Service):
     """A minimal HTTP/1.1 responder for GET /metrics on the loop. `server` is what the status
     document describes (edgebus.server.broker.Broker)."""
@@ -128,6 +148,7 @@ class MetricsServer(Service):
         self.listen_on = listen
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(BrokerCollector(server))
+        process_collector(self.registry)  # process_cpu_seconds_total, ..._start_time_seconds, ...
         self._sock: socket.socket | None = None
         self._clients: OrderedDict[int, _Scrape] = OrderedDict()
         self.scrapes = 0

@@ -27,12 +27,26 @@ class Stats:
         self.records_out = 0
         self.batches_out = 0
         self.bytes_out = 0
+        # Per topic: [records, bytes], added once per batch from its header (never per record).
+        # A topic's entry stays after it is deleted: Prometheus counters never go back.
+        self.topic_in: dict[str, list[int]] = {}
+        self.topic_out: dict[str, list[int]] = {}
         # fsync rounds of the group committer (one round may cover several partitions).
         self.fsync_buckets = [0] * (len(FSYNC_BUCKETS) + 1)  # the last one is +Inf
         self.fsync_count = 0
         self.fsync_sum = 0.0
         self._seen_syncs = 0
         self._seen_seconds = 0.0
+
+    def appended(self, topic: str, records: int, nbytes: int) -> None:
+        """One batch of `records` records and `nbytes` bytes was appended to `topic`."""
+        self.records_in += records
+        self.bytes_in += nbytes
+        t = self.topic_in.get(topic)
+        if t is None:
+            t = self.topic_in[topic] = [0, 0]
+        t[0] += records
+        t[1] += nbytes
 
     def fetch_sent(self, resp: Any) -> None:
         """A FetchResponse went out: count its whole batches, records and bytes."""
@@ -41,16 +55,22 @@ class Stats:
             n = len(data)
             if not n:
                 continue
-            self.bytes_out += n
             batches, records = count_batches(data)
-            self.batches_out += batches
-            self.records_out += records
+            self._sent(part.topic, batches, records, n)
 
-    def batch_sent(self, batch: Any) -> None:
+    def batch_sent(self, topic: str, batch: Any) -> None:
         """One whole batch went out (a parked fetch answered from the batch just appended)."""
-        self.bytes_out += len(batch)
-        self.batches_out += 1
-        self.records_out += _U32.unpack_from(batch, F.BATCH_RECORD_COUNT)[0]
+        self._sent(topic, 1, _U32.unpack_from(batch, F.BATCH_RECORD_COUNT)[0], len(batch))
+
+    def _sent(self, topic: str, batches: int, records: int, nbytes: int) -> None:
+        self.bytes_out += nbytes
+        self.batches_out += batches
+        self.records_out += records
+        t = self.topic_out.get(topic)
+        if t is None:
+            t = self.topic_out[topic] = [0, 0]
+        t[0] += records
+        t[1] += nbytes
 
     def after_drain(self, committer: Any) -> None:
         """Observe the fsync rounds the committer finished since the last call. Only one round

@@ -148,10 +148,11 @@ def test_records_out_are_counted_from_batch_headers():
     assert count_batches(b"") == (0, 0)
     assert count_batches(b"\0" * 100) == (0, 0)  # garbage never loops
     s = Stats()
-    resp = SimpleNamespace(partitions=[SimpleNamespace(records=one + two),
-                                       SimpleNamespace(records=b"")])
+    resp = SimpleNamespace(partitions=[SimpleNamespace(topic="t", records=one + two),
+                                       SimpleNamespace(topic="u", records=b"")])
     s.fetch_sent(resp)
     assert (s.records_out, s.batches_out, s.bytes_out) == (8, 2, len(one) + len(two))
+    assert s.topic_out == {"t": [8, len(one) + len(two)]}  # per topic, empty ones left out
 
 
 def test_fsync_histogram_from_the_committer_counters():

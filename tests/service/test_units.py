@@ -134,6 +134,15 @@ def test_bridge_unit_can_reach_other_hosts_and_the_socket() -> None:
     assert d["After"] and "edgebus.service" in " ".join(d["After"])
 
 
+def test_bridge_unit_has_a_runtime_directory_of_its_own() -> None:
+    """Issue 14 item 16: the bridge's user cannot write to the supervisor's /run/edgebus (0750);
+    its status file goes to its own RuntimeDirectory (bridges/mqtt/config.default_status_file
+    follows $RUNTIME_DIRECTORY)."""
+    d = directives("edgebus-bridge@.service")
+    assert d["RuntimeDirectory"] == ["edgebus-bridge-%i"]
+    assert d["RuntimeDirectoryMode"] == ["0755"]
+
+
 @pytest.mark.parametrize("name", ["edgebus.service", "edgebus-bridge@.service"])
 def test_every_service_directive_has_its_reason(name: str) -> None:
     """Each group of [Service] lines (lines between blank lines) carries a comment, and each

@@ -90,9 +90,7 @@ class DataHandlers(Service):
             raise InvalidRequestError("PRODUCE carries a null batch (length -1); send one whole record batch")
         info = B.validate_batch(batch, max_bytes=p.config.max_message_bytes)
         base, atime = self.disk.append(p, batch, info, now_ms())  # watermarks (server/disk.py)
-        stats = self.stats
-        stats.records_in += info.record_count
-        stats.bytes_in += info.length
+        self.stats.appended(topic, info.record_count, info.length)
         self.on_append(p, batch, base, atime)
         if acks == M.ACKS_WRITTEN and encoded:
             try:
@@ -184,7 +182,7 @@ class DataHandlers(Service):
                 if frame is not None:
                     self.waiters.remove(w)
                     if not w.conn.closed:
-                        self.stats.batch_sent(batch)
+                        self.stats.batch_sent(p.topic, batch)
                         self.api.answer(w.conn, w.correlation_id, frame)
                     continue
             resp, total = self.read_fetch(w.request)
