@@ -54,20 +54,33 @@ class Resync:
     base_offset: int
 
 
-def whole_batch(buf: bytes | memoryview, i: int, limit: int) -> tuple[int, int, int, int] | None:
-    """(base offset, append time, length, record count) of a batch at buf[i] that passes the
-    supervisor's checks (header, count bound, CRC) and ends by `limit`, else None."""
+def plausible_head(buf: bytes | memoryview, i: int, limit: int) -> tuple[int, int, int, int] | None:
+    """(base offset, append time, length, crc) of a batch header at buf[i] that passes the
+    supervisor's header checks and whose batch ends by `limit`, else None (no CRC yet)."""
     if i + F.BATCH_HEADER_SIZE > len(buf):
         return None
-    h = F.BATCH_HEADER.unpack_from(buf, i)
-    base, atime, length, crc, magic, attrs, _r, count = h[:8]
+    base, atime, length, crc, magic, attrs, _r, count = F.BATCH_HEADER.unpack_from(buf, i)[:8]
     if (magic != F.MAGIC or attrs & 0x07 or count < 1 or length < _MIN_BATCH
-            or length > F.MAX_BATCH_BYTES or i + length > limit or i + length > len(buf)
+            or length > F.MAX_BATCH_BYTES or i + length > limit
             or count * F.RECORD_MIN_SIZE > length - F.BATCH_HEADER_SIZE):
         return None
-    if zlib.crc32(memoryview(buf)[i + F.CRC_START : i + length]) != crc:
+    return base, atime, length, crc
+
+
+def _crc_ok(fd: int, buf: bytes, i: int, pos: int, length: int, crc: int) -> bool:
+    """The CRC of the batch at buf[i] (file position pos + i), read again if it runs past buf."""
+    data = memoryview(buf)[i : i + length] if i + length <= len(buf) else \
+        memoryview(os.pread(fd, length, pos + i))
+    return len(data) == length and zlib.crc32(data[F.CRC_START:]) == crc
+
+
+def valid_batch_at(fd: int, position: int, size: int) -> tuple[int, int] | None:
+    """(base offset, append time) of a whole valid batch at `position` of the file, else None."""
+    head = os.pread(fd, F.BATCH_HEADER_SIZE, position)
+    got = plausible_head(head, 0, size - position)
+    if got is None or not _crc_ok(fd, head, 0, position, got[2], got[3]):
         return None
-    return base, atime, length, count
+    return got[0], got[1]
 
 
 def _search(fd: int, start: int, size: int,
@@ -75,21 +88,20 @@ def _search(fd: int, start: int, size: int,
     """(position, base offset) of the first whole valid batch at or after `start` for which
     accept(position, base offset, append time) holds. Candidates are found by their magic byte,
     so garbage costs a `bytes.find` and a header check per 0x01 byte, a CRC only when the
-    header is plausible."""
+    header is plausible. Reads SEARCH_CHUNK (plus a header) at a time."""
     pos = start
     while pos + _MIN_BATCH <= size:
-        # A candidate's whole batch must be in the buffer: read a chunk, plus what a batch
-        # starting near its end may need.
-        buf = os.pread(fd, min(SEARCH_CHUNK + F.MAX_BATCH_BYTES, size - pos), pos)
-        last = min(len(buf) - _MIN_BATCH, SEARCH_CHUNK - 1)
+        buf = os.pread(fd, min(SEARCH_CHUNK + F.BATCH_HEADER_SIZE, size - pos), pos)
+        last = min(len(buf) - _MIN_BATCH, SEARCH_CHUNK - 1)  # candidates here: [0, last]
         i = 0
         while i <= last:
             m = buf.find(_MAGIC, i + F.BATCH_MAGIC, last + F.BATCH_MAGIC + 1)
             if m < 0:
                 break
             i = m - F.BATCH_MAGIC
-            got = whole_batch(buf, i, size - pos)
-            if got is not None and accept(pos + i, got[0], got[1]):
+            got = plausible_head(buf, i, size - pos)
+            if (got is not None and accept(pos + i, got[0], got[1])
+                    and _crc_ok(fd, buf, i, pos, got[2], got[3])):
                 return pos + i, got[0]
             i += 1
         pos += last + 1
@@ -113,8 +125,7 @@ def find_resync(segments: list[Segment], k: int, p: int, expected: int,
         next_name = segments[k2 + 1].base_offset if k2 + 1 < len(segments) else None
         if k2 > k and seg.base_offset >= expected:
             # A file's name is where its offsets start, whatever its first batch says.
-            head = os.pread(fd, min(size, F.MAX_BATCH_BYTES), 0)
-            got = whole_batch(head, 0, size)
+            got = valid_batch_at(fd, 0, size)
             if got is not None and (min_time is None or got[1] >= min_time):
                 return Resync(k2, 0, seg.base_offset)
             start = 1
@@ -196,13 +207,17 @@ def set_aside(directory: Path, segments: list[Segment], k: int, p: int, expected
     # theirs. An emptied segment named at or past `expected` stays (empty): it marks its offsets
     # as damaged; one named before (out of place) goes.
     drop = []
-    for seg, lo, _hi in pieces:
+    for k2 in range(k, r.k + 1):
+        seg = segments[k2]
         if seg is last and r.position == 0:
             continue
-        seg.truncate(lo if seg is segments[k] else 0)
+        keep = p if k2 == k else 0
+        if os.fstat(seg.open_readable()).st_size != keep:
+            seg.truncate(keep)
+        seg.size = keep
         seg.close_fd()
         changed.append(seg)
-        if seg.size == 0 and seg.base_offset < expected:
+        if keep == 0 and seg.base_offset < expected:
             drop.append(seg)
     for seg in drop:
         seg.delete()

@@ -145,8 +145,11 @@ def recover(
         consistent = rp.next_offset >= rp.segment_base and (
             rp.position > 0 or rp.next_offset == rp.segment_base
         )
-        # A checkpoint past the end of its file means someone truncated it: trust nothing.
-        if consistent and rp.position <= sizes[rp.segment_base]:
+        # A checkpoint past the end of its file means someone truncated it, and one that does
+        # not point at the batch holding its next offset belongs to other bytes: trust nothing
+        # (restamping from it would shift every later offset).
+        if (consistent and rp.position <= sizes[rp.segment_base]
+                and _starts_at(directory, rp, sizes[rp.segment_base])):
             start_i, start_pos, expected = k, rp.position, rp.next_offset
             report.full_scan = False
     synced = (
@@ -223,6 +226,8 @@ def recover(
 
     # Write the index entries the scan added, and ready the last segment for appends.
     for seg in segments[start_i:]:
+        if seg.index is None:  # an empty segment passed over while looking past damage
+            _prepare_indexes(seg, 0, seg.base_offset, interval, report)
         assert seg.index is not None and seg.timeindex is not None
         seg.index.flush()
         seg.timeindex.flush()
@@ -249,6 +254,19 @@ def recover(
             report.deleted_segments, kept,
         )
     return RecoveredLog(segments, expected, max_time, synced, dirty, dir_changed, report)
+
+
+def _starts_at(directory: Path, rp: RecoveryPoint, size: int) -> bool:
+    """Whether the checkpoint's position is the end of its file or a batch stamped with its
+    next offset (a checkpoint of other bytes, e.g. a recreated topic, is not)."""
+    if rp.position >= size:
+        return True
+    fd = os.open(directory / (segment_stem(rp.segment_base) + ".log"), os.O_RDONLY)
+    try:
+        head = os.pread(fd, F.BATCH_STAMP.size, rp.position)
+    finally:
+        os.close(fd)
+    return len(head) == F.BATCH_STAMP.size and F.BATCH_STAMP.unpack(head)[0] == rp.next_offset
 
 
 def _list_dir(

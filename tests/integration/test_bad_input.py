@@ -122,7 +122,7 @@ def test_batch_whose_records_do_not_decode_is_refused(broker, healthy):
     struct.pack_into("<I", bad, 20, zlib.crc32(bad[24:]))  # resealed: the CRC is right
     B.validate_batch(bad)
     s.sendall(ClientProtocol.encode_request(M.Api.PRODUCE, 1, M.ProduceRequest("ok", 0, 1, bytes(bad))))
-    with pytest.raises(E.CorruptRecordError, match="do not decode.*key length -2"):
+    with pytest.raises(E.CorruptRecordError, match=r"do not decode.*key length -2"):
         response(s, M.Api.PRODUCE)
     s.sendall(ClientProtocol.encode_request(M.Api.PRODUCE, 2, M.ProduceRequest("ok", 0, 1, bytes(good))))
     assert response(s, M.Api.PRODUCE).base_offset == 0  # nothing was appended before it

@@ -193,3 +193,30 @@ def test_whole_segment_damaged_then_retention(tmp_path: Path) -> None:
     assert p.apply_retention(times[bases[1]] + 11) == 2
     assert p.log_start_offset == bases[2]
     p.close()
+
+
+def test_an_empty_segment_between_the_damage_and_the_resync_point(tmp_path: Path) -> None:
+    d = tmp_path / "t-0"
+    vals, where, rp = crashed_log(d)
+    bases = sorted({w[0] for w in where})
+    a = [w for w in where if w[0] == bases[3]]
+    sa = seg_file(d, bases[3])
+    sa.write_bytes(sa.read_bytes()[: a[1][1]] + bytes(sa.stat().st_size - a[1][1]))
+    seg_file(d, bases[4] - 1).write_bytes(b"")  # an empty segment inside the damaged offsets
+    p = open_partition(d, CFG, rp)
+    expect_refused(p, vals, range(a[1][2], bases[4]), len(vals))
+    p.close()
+
+
+def test_a_checkpoint_of_other_bytes_is_not_trusted(tmp_path: Path) -> None:
+    """A checkpoint whose position does not hold its next offset (other bytes: a topic deleted
+    and made again) falls back to a full scan instead of restamping every later batch."""
+    d = tmp_path / "t-0"
+    vals, where, _rp = crashed_log(d)
+    seg, pos, first, _length = where[2]
+    stale = RecoveryPoint(seg, pos, first + 1000, 0, 0)
+    p = open_partition(d, CFG, stale)
+    assert p.recovery_report is not None and p.recovery_report.full_scan
+    assert p.recovery_report.restamped == 0
+    assert read_survivors(p) == (list(enumerate(vals)), [])
+    p.close()
