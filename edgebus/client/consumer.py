@@ -74,8 +74,9 @@ class Consumer:
         # Invariant: no run is empty (records[taken:] holds at least one record).
         self._buffer: deque[list[Any]] = deque()
         self._plan: FetchPlan | None = None  # the FETCH body for _assigned and the limits
-        # Damage met at a partition's position, raised once the records fetched before it are
-        # returned (see _fetch). Invariant: the position of each key is the offset its error names.
+        # Damage met in a partition, raised once the records fetched before it are returned (see
+        # _fetch). Invariant: each error names the offset right after the partition's buffered
+        # records (its position once they are taken); seek() and assign() drop it.
         self._corrupt: dict[TopicPartition, CorruptRecordError] = {}
         self._tp_of: dict[tuple[str, int], TopicPartition] = {}  # (topic, partition) -> assigned tp
         self._closed = False

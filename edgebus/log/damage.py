@@ -13,14 +13,17 @@ rest of that segment and in the later ones:
   out of the log. The damaged offsets become a gap between two segments, which reads answer with
   CorruptRecordError (Partition.read); nothing that passes its CRC is deleted.
 
-Crash safety: the copies and the new segment are fsynced, and the directory with them, before any
-truncation, and each is written under a `.tmp` name and renamed, so recovery interrupted at any
-point finds either the damage again (and redoes the same steps) or its finished result.
+Crash safety: the copies and the new segment are written under `.tmp` names, fsynced and renamed,
+and the directory fsynced, before any truncation (whose segments are then synced with the first
+group commit). Recovery interrupted at any point finds the damage again: it then resumes at the
+segment it had made, and the bytes it had copied out of the damaged one are kept aside a second
+time (tests/log/test_log_damage.py); nothing is lost either way.
 """
 
 from __future__ import annotations
 
 import bisect
+import errno
 import logging
 import os
 import zlib
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgebus import format as F
-from edgebus.log.fileutil import FILE_MODE, fsync_dir, unlink_quiet
+from edgebus.log.fileutil import FILE_MODE, fsync_dir
 from edgebus.log.segment import Segment, segment_stem
 
 CORRUPT_SUFFIX = ".corrupt"
@@ -157,7 +160,7 @@ def _copy_out(src: Segment, start: int, end: int, dst: Path) -> None:
         while pos < end:
             n = os.copy_file_range(sfd, fd, min(SEARCH_CHUNK, end - pos), pos)
             if n <= 0:
-                raise OSError(f"copy from {src.log_path} made no progress at byte {pos}")
+                raise OSError(errno.EIO, f"copy from {src.log_path} made no progress at byte {pos}")
             pos += n
         os.fsync(fd)
     finally:
@@ -223,7 +226,6 @@ def set_aside(directory: Path, segments: list[Segment], k: int, p: int, expected
         seg.delete()
         segments.remove(seg)
         changed.remove(seg)
-        unlink_quiet(seg.index_path)
     if new_seg is None:
         nxt = segments.index(last)
     else:
