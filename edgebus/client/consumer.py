@@ -297,8 +297,9 @@ class Consumer:
             if fp.error_code in _GONE and self._group is not None and self._group.partition_gone(tp):
                 continue  # topic deleted under a subscription: the group rebalances without it
             pos = positions[tp]
-            if fp.error_code == CorruptRecordError.code:
-                self._corrupt[tp] = _damaged(tp, pos, fp.error_message)
+            if fp.error_code == CorruptRecordError.code:  # the message names the offsets
+                self._corrupt[tp] = CorruptRecordError(
+                    fp.error_message, topic=tp.topic, partition=tp.partition, offset=pos)
                 continue
             if fp.error_code:
                 raise error_for_code(fp.error_code, fp.error_message)
@@ -373,6 +374,6 @@ class Consumer:
 
 def _damaged(tp: TopicPartition, offset: int, why: str) -> CorruptRecordError:
     return CorruptRecordError(
-        f"{tp.topic}-{tp.partition}: the record at offset {offset} cannot be read ({why}); "
-        f"the records before it were delivered; to skip it, seek to {offset + 1}",
+        f"{tp.topic}-{tp.partition} at offset {offset}: the batch holding it is damaged ({why}); "
+        f"the records before it were delivered; seek to {offset + 1} to skip it",
         topic=tp.topic, partition=tp.partition, offset=offset)

@@ -293,9 +293,9 @@ class Partition:
         whose batches recovery moved aside (their segment ends early)."""
         nxt = self._bases[i + 1] if i + 1 < len(self._bases) else self.log_end_offset
         return CorruptRecordError(
-            f"{self.name}: offsets {start}..{nxt - 1} were damaged on disk and moved aside by "
-            f"recovery (a .corrupt file next to the segment, and a WARNING in the supervisor's "
-            f"log); seek to {nxt} to skip them",
+            f"{self.name} at offset {offset}: offsets {start}..{nxt - 1} were damaged or lost on "
+            f"disk (recovery's WARNING in the supervisor's log says which bytes it set aside in "
+            f".corrupt files); seek to {nxt} to skip them",
             topic=self.topic, partition=self.partition, offset=offset, next_offset=nxt)
 
     def at_end(self, offset: int) -> bool:
