@@ -79,7 +79,7 @@ class _StaleIndex(Exception):
     """An index entry does not point at the batch it names."""
 
 
-def corrupt_batch(path: Path, first: int, count: int, stored: int) -> CorruptRecordError:
+def _corrupt_batch(path: Path, first: int, count: int, stored: int) -> CorruptRecordError:
     """The error for a batch whose stored base offset is not its place in the sequence."""
     return CorruptRecordError(
         f"{path.name}: the batch holding offsets {first}..{first + count - 1} is stamped with "
@@ -375,7 +375,7 @@ class Segment:
                 if first and not self._index_derived:
                     raise _StaleIndex
                 if expect + count > offset:
-                    raise corrupt_batch(self.log_path, expect, count, base)
+                    raise _corrupt_batch(self.log_path, expect, count, base)
             first = False
             if expect + count > offset:
                 break
