@@ -220,3 +220,11 @@ def test_a_checkpoint_of_other_bytes_is_not_trusted(tmp_path: Path) -> None:
     assert p.recovery_report.restamped == 0
     assert read_survivors(p) == (list(enumerate(vals)), [])
     p.close()
+
+
+def test_the_corrupt_file_name_is_documented() -> None:
+    from edgebus.log.damage import corrupt_name
+
+    assert corrupt_name(780, 4096) == "00000000000000000780.4096.corrupt"
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md").read_text()
+    assert "<base_offset:020d>.<position>.corrupt" in doc and "### 4.5 Damaged bytes" in doc
