@@ -15,6 +15,7 @@ CDEF = """
 int64_t eb_encode_values(char *out, const char *vals, const uint32_t *lens, uint32_t n, int64_t ts);
 #define EB_IDX_FIELDS ...
 int64_t eb_index_records(const char *b, uint64_t length, uint32_t count, int64_t *out);
+int64_t eb_check_records(const char *b, uint64_t length, uint32_t count);
 #define EB_PLAN_FIELDS ...
 int64_t eb_plan_records(const char *b, uint64_t length, uint32_t count, uint32_t skip, uint32_t chunk,
                         char *fmt, uint64_t cap, int64_t *plan);

@@ -222,6 +222,28 @@ def _checked_header(buf: bytes | bytearray | memoryview, max_bytes: int) -> tupl
     return h
 
 
+def check_records(buf: bytes | bytearray | memoryview, info: BatchInfo) -> None:
+    """Check that the records of a validated batch decode as every consumer will decode them
+    (lengths consistent, header keys UTF-8); CorruptRecordError names the first that does not.
+    The supervisor calls this at produce, so that a batch with a valid CRC but undecodable records
+    is refused instead of failing every reader of its partition. The per-record loop is C
+    (edgebus/records.c eb_check_records, no allocation; `bench/micro.py` measures it); without the
+    C module, the Python decoder."""
+    bad = None
+    if _fast is not None:
+        try:
+            _fast.check_records(buf, info.length, info.record_count)
+            return
+        except ValueError as e:
+            bad = f"record {e.args[0]} of {info.record_count}"
+    try:  # the Python decoder, without keeping the records; after C, for the reason's wording
+        decode_batch(memoryview(buf), "", 0, info.base_offset + info.record_count)
+    except CorruptRecordError as e:
+        raise CorruptRecordError(f"the batch's records do not decode: {e}") from None
+    if bad is not None:  # not reached (the two agree: tests/test_check_records.py)
+        raise CorruptRecordError(f"the batch's records do not decode: {bad} is malformed")
+
+
 def stamp_batch(buf: bytearray | memoryview, base_offset: int, append_time: int) -> None:
     """Write the supervisor's fields (outside the CRC) into a validated batch."""
     F.BATCH_STAMP.pack_into(buf, 0, base_offset, append_time)

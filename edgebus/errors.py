@@ -32,9 +32,23 @@ class UnknownServerError(EdgebusError):
 
 
 class CorruptRecordError(EdgebusError):
-    """A batch failed its CRC or structural checks."""
+    """A batch failed its CRC or structural checks (or its stored offsets are out of sequence).
+
+    Where known, `topic`, `partition` and `offset` name the first offset that cannot be read, and
+    `next_offset` the first one after the damage (None when only the server knows it: the wire
+    carries the message alone). A reader may skip the damage with
+    `consumer.seek(TopicPartition(e.topic, e.partition), e.next_offset or e.offset + 1)`."""
 
     code = 2
+
+    def __init__(self, message: str = "", *, topic: str | None = None,
+                 partition: int | None = None, offset: int | None = None,
+                 next_offset: int | None = None) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.next_offset = next_offset
 
 
 class InvalidRequestError(EdgebusError):

@@ -113,6 +113,56 @@ int64_t eb_index_records(const char *b, uint64_t length, uint32_t count, int64_t
     return count;
 }
 
+/* Strict UTF-8 as Python's decoder (errors="strict") accepts it: no overlong forms, no surrogates,
+ * nothing above U+10FFFF. 1 = valid. */
+static int utf8_valid(const unsigned char *s, uint64_t n) {
+    uint64_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c < 0x80) { i++; continue; }
+        uint32_t cp, min;
+        uint64_t k;
+        if (c >= 0xC2 && c <= 0xDF) { cp = c & 0x1F; k = 1; min = 0x80; }
+        else if ((c & 0xF0) == 0xE0) { cp = c & 0x0F; k = 2; min = 0x800; }
+        else if (c >= 0xF0 && c <= 0xF4) { cp = c & 0x07; k = 3; min = 0x10000; }
+        else return 0;
+        if (n - i <= k) return 0;
+        for (uint64_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xC0) != 0x80) return 0;
+            cp = (cp << 6) | (s[i + j] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
+/* The supervisor's produce-time check of one batch (its bytes from offset 0, length bytes, count
+ * records after the 64-byte header): every record as check_record checks it, and every header
+ * key as UTF-8, which is all the consumer's decoder needs, so a batch that passes decodes.
+ * Writes nothing. Returns count, or -(1 + i) when record i is malformed (-(1 + count) for bytes
+ * after the last record). */
+int64_t eb_check_records(const char *b, uint64_t length, uint32_t count) {
+    uint64_t pos = 64;
+    eb_rec r;
+    for (uint32_t i = 0; i < count; i++) {
+        if (check_record(b, length, pos, &r)) return -(int64_t)i - 1;
+        uint64_t p = r.hpos + 2; /* check_record checked that every header fits */
+        for (uint32_t h = 0; h < r.hcount; h++) {
+            uint16_t hk;
+            int32_t hv;
+            memcpy(&hk, b + p, 2);
+            if (!utf8_valid((const unsigned char *)b + p + 2, hk)) return -(int64_t)i - 1;
+            p += 2 + hk;
+            memcpy(&hv, b + p, 4);
+            p += 4 + (hv > 0 ? (uint64_t)hv : 0);
+        }
+        pos = r.end;
+    }
+    if (pos != length) return -(int64_t)count - 1;
+    return count;
+}
+
 #define EB_PLAN_FIELDS 7
 #define EB_FMT_KEYS 1   /* eb_format_records flags: unpack each record's key, */
 #define EB_FMT_VALUES 2 /* and its value */

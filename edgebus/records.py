@@ -4,6 +4,8 @@ raises ImportError when the module is not built; edgebus.batch then uses its Pyt
 
 - `encode_values`: the records of a send_batch call with no keys and no headers, encoded in one C
   call (the producer's bulk path).
+- `check_records`: the supervisor's produce-time check that a batch's records decode (lengths and
+  header keys), without building anything.
 - `decode_records`: the consumer's decode. C checks every record's lengths and writes a
   `struct` format that picks each record's timestamp, key and value out of the batch; one
   `Struct.unpack_from` call then makes all of those objects, and `map` makes the records, so no
@@ -76,6 +78,14 @@ def index_records(data: Any, length: int, count: int) -> array[int]:
     if rc < 0:
         raise ValueError(-rc - 1)
     return idx
+
+
+def check_records(data: Any, length: int, count: int) -> None:
+    """Check every record of a batch as the consumer's decoder will (lengths, header keys as
+    UTF-8) without building anything; ValueError(i) names the first malformed record."""
+    rc = lib.eb_check_records(ffi.from_buffer(data), length, count)
+    if rc < 0:
+        raise ValueError(-rc - 1)
 
 
 def _struct_for(fmt: bytes) -> struct.Struct:

@@ -17,6 +17,7 @@ from edgebus.batch import Record
 from edgebus.client.shm_channel import open_sync_channel
 from edgebus.client.types import OffsetAndTimestamp, TopicPartition
 from edgebus.errors import (
+    CorruptRecordError,
     EdgebusError,
     OffsetOutOfRangeError,
     UnknownPartitionError,
@@ -73,6 +74,10 @@ class Consumer:
         # Invariant: no run is empty (records[taken:] holds at least one record).
         self._buffer: deque[list[Any]] = deque()
         self._plan: FetchPlan | None = None  # the FETCH body for _assigned and the limits
+        # Damage met in a partition, raised once the records fetched before it are returned (see
+        # _fetch). Invariant: each error names the offset right after the partition's buffered
+        # records (its position once they are taken); seek() and assign() drop it.
+        self._corrupt: dict[TopicPartition, CorruptRecordError] = {}
         self._tp_of: dict[tuple[str, int], TopicPartition] = {}  # (topic, partition) -> assigned tp
         self._closed = False
         self._group: Any = None
@@ -119,6 +124,7 @@ class Consumer:
 
     def _forget(self, tp: TopicPartition) -> None:
         self._positions.pop(tp, None)
+        self._corrupt.pop(tp, None)
         self._buffer = deque(run for run in self._buffer if run[0] != tp)
 
     def assignment(self) -> set[TopicPartition]:
@@ -262,6 +268,12 @@ class Consumer:
         return out
 
     def _fetch(self, max_wait_ms: int) -> None:
+        """One FETCH; its records go to the buffer. A partition's damage (a batch failing its
+        CRC or its structure here, or a CorruptRecordError from the supervisor) costs only that
+        partition's records from the damage on: everything before it is buffered, and the error
+        is raised once the buffer is empty (at once if it is), with the offset to seek past."""
+        if self._corrupt:  # called with an empty buffer: the damage is next
+            raise self._corrupt.pop(next(iter(self._corrupt)))
         positions = self._positions
         try:
             offsets = [positions[tp] for tp in self._assigned]
@@ -284,21 +296,30 @@ class Consumer:
                 continue
             if fp.error_code in _GONE and self._group is not None and self._group.partition_gone(tp):
                 continue  # topic deleted under a subscription: the group rebalances without it
+            pos = positions[tp]
+            if fp.error_code == CorruptRecordError.code:  # the message names the offsets
+                self._corrupt[tp] = CorruptRecordError(
+                    fp.error_message, topic=tp.topic, partition=tp.partition, offset=pos)
+                continue
             if fp.error_code:
                 raise error_for_code(fp.error_code, fp.error_message)
             self._highwater[tp] = fp.high_watermark
             if not fp.records:
                 continue
-            pos = positions[tp]
             recs: list[Record] = []
-            for batch in B.iter_batches(fp.records):
-                got = B.decode_batch(batch, tp.topic, tp.partition, pos)
-                if not recs:
-                    recs = got
-                else:
-                    recs += got
+            try:
+                for batch in B.iter_batches(fp.records):
+                    got = B.decode_batch(batch, tp.topic, tp.partition, pos)
+                    if not recs:
+                        recs = got
+                    else:
+                        recs += got
+            except CorruptRecordError as e:  # the records before the bad batch still count
+                self._corrupt[tp] = _damaged(tp, recs[-1].offset + 1 if recs else pos, str(e))
             if recs:
                 self._buffer.append([tp, recs, 0])
+        if self._corrupt and not self._buffer:
+            raise self._corrupt.pop(next(iter(self._corrupt)))
 
     def _out_of_range(self, tp: TopicPartition, fp: M.FetchedPartition) -> None:
         if self.auto_offset_reset == "none":
@@ -349,3 +370,10 @@ class Consumer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _damaged(tp: TopicPartition, offset: int, why: str) -> CorruptRecordError:
+    return CorruptRecordError(
+        f"{tp.topic}-{tp.partition} at offset {offset}: the batch holding it is damaged ({why}); "
+        f"the records before it were delivered; seek to {offset + 1} to skip it",
+        topic=tp.topic, partition=tp.partition, offset=offset)

@@ -236,7 +236,12 @@ class Partition:
 
     def read(self, offset: int, max_bytes: int, at_least_one: bool = True) -> bytes:
         """Whole batches from the one holding `offset`, up to max_bytes; with at_least_one, the
-        first batch even if it alone exceeds max_bytes (so a huge batch still makes progress)."""
+        first batch even if it alone exceeds max_bytes (so a huge batch still makes progress).
+
+        Damage is a typed error at its offsets, never records at wrong offsets: the read stops
+        before a damaged batch or a gap (offsets whose batches recovery moved aside, between two
+        segments), and a read that starts in one raises CorruptRecordError with `next_offset`,
+        the first offset after it."""
         self._check_open()
         if offset < self.log_start_offset or offset > self.log_end_offset:
             raise OffsetOutOfRangeError(
@@ -253,8 +258,16 @@ class Partition:
         try:
             while i < len(segs):
                 seg = segs[i]
-                data, at_end = seg.read(offset, budget, at_least_one and not parts, interval)
+                try:
+                    data, at_end, after = seg.read(offset, budget, at_least_one and not parts,
+                                                   interval)
+                except CorruptRecordError as e:
+                    if parts:
+                        break  # deliver what lies before the damage; the next read raises
+                    raise self._damaged(offset, e) from None
                 self._touch(seg)
+                if not data and at_end and not parts:
+                    raise self._gap(offset, after, i)
                 if data:
                     parts.append(data)
                     budget -= len(data)
@@ -262,10 +275,28 @@ class Partition:
                     break
                 i += 1
                 if i < len(segs):
-                    offset = segs[i].base_offset
+                    if segs[i].base_offset != after:
+                        break  # a gap follows: stop before it
+                    offset = after
         except OSError as e:
             raise storage_error(e, f"reading {self.name}") from e
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _damaged(self, offset: int, e: CorruptRecordError) -> CorruptRecordError:
+        nxt = e.next_offset
+        skip = f"; seek to {nxt} to skip it" if nxt is not None else ""
+        return CorruptRecordError(f"{self.name} at offset {offset}: {e}{skip}", topic=self.topic,
+                                  partition=self.partition, offset=offset, next_offset=nxt)
+
+    def _gap(self, offset: int, start: int, i: int) -> CorruptRecordError:
+        """`offset` lies past the last batch of segment i and before the next segment: offsets
+        whose batches recovery moved aside (their segment ends early)."""
+        nxt = self._bases[i + 1] if i + 1 < len(self._bases) else self.log_end_offset
+        return CorruptRecordError(
+            f"{self.name} at offset {offset}: offsets {start}..{nxt - 1} were damaged or lost on "
+            f"disk (recovery's WARNING in the supervisor's log says which bytes it set aside in "
+            f".corrupt files); seek to {nxt} to skip them",
+            topic=self.topic, partition=self.partition, offset=offset, next_offset=nxt)
 
     def at_end(self, offset: int) -> bool:
         """Whether read(offset, ...) would return no data and raise nothing, known without
@@ -386,6 +417,16 @@ class Partition:
                     # far-future clock cannot keep (or expire) data.
                     t = oldest.last_append_time(cfg.index_interval_bytes)
                     self._touch(oldest)
+                    if t is None and oldest.size == 0 and len(self._segments) > 1:
+                        # Emptied by recovery (its batches moved aside): it marks their offsets
+                        # as damaged, and goes with the segment after it.
+                        t = self._segments[1].last_append_time(cfg.index_interval_bytes)
+                        self._touch(self._segments[1])
+                        if t is None or t >= cutoff:
+                            break
+                        self._delete_oldest()
+                        deleted += 1
+                        continue
                     if t is None or t >= cutoff:
                         break
                     if len(self._segments) == 1:

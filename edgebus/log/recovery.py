@@ -1,9 +1,17 @@
 """Partition recovery at open.
 
-Invariant kept here: after recovery the log is a run of whole, valid batches with dense offsets;
-a torn or corrupt tail is cut at the last whole valid batch, and nothing before the checkpointed
-(fsynced) point is touched. Only bytes after that point are read; older segments are trusted and
-merely listed (their indexes are loaded lazily, on first use).
+Invariant kept here: after recovery each segment is a run of whole, valid batches with dense
+offsets from its name, and nothing before the checkpointed (fsynced) point is touched. Only bytes
+after that point are read; older segments are trusted and merely listed (their indexes are loaded
+lazily, on first use). Nothing that passes its CRC is deleted:
+
+- a batch that passes its CRC but whose stamp (base offset, append time: outside the CRC) is out
+  of sequence is restamped in place with the value the sequence gives;
+- at the first batch that fails its checks, edgebus/log/damage.py looks for the next valid batch.
+  None (a **torn tail**: nothing valid after the damage): truncate at the last whole valid batch.
+  One (**mid-log damage**): the damaged bytes go to a `.corrupt` file, the later batches stay
+  readable at their offsets, and the damaged offsets become a gap that reads refuse with
+  CorruptRecordError.
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ from edgebus import format as F
 from edgebus.batch import validate_batch
 from edgebus.errors import CorruptRecordError, RecordTooLargeError
 from edgebus.log.checkpoint import RecoveryPoint
-from edgebus.log.fileutil import unlink_quiet
+from edgebus.log.damage import CORRUPT_SUFFIX, find_resync, set_aside
+from edgebus.log.fileutil import FILE_MODE, unlink_quiet
 from edgebus.log.index import OffsetIndex, TimeIndex
 from edgebus.log.segment import (
     _NEVER,
@@ -44,7 +53,11 @@ class RecoveryReport:
     cut_position: int = 0
     cut_bytes: int = 0
     cut_reason: str | None = None
-    deleted_segments: int = 0  # later segments dropped by the cut
+    deleted_segments: int = 0  # later segments dropped by the cut (they held no valid batch)
+    restamped: int = 0  # batches whose base offset or append time was rewritten
+    set_aside: list[str] = field(default_factory=list)  # .corrupt files written
+    set_aside_bytes: int = 0
+    damaged_offsets: list[tuple[int, int]] = field(default_factory=list)  # [start, end) ranges
     retention_segments: int = 0  # segments an interrupted retention pass had left behind
     rebuilt_indexes: int = 0
     removed_files: list[str] = field(default_factory=list)
@@ -60,6 +73,11 @@ class RecoveryReport:
                          f"{self.cut_file} ({self.cut_reason})")
         if self.deleted_segments:
             parts.append(f"deleted {self.deleted_segments} later segment(s)")
+        if self.restamped:
+            parts.append(f"restamped {self.restamped} batch(es)")
+        if self.set_aside:
+            parts.append(f"moved {self.set_aside_bytes} damaged bytes aside to "
+                         f"{', '.join(self.set_aside)}")
         if self.retention_segments:
             parts.append(f"finished deleting {self.retention_segments} expired segment(s)")
         if self.rebuilt_indexes:
@@ -93,7 +111,7 @@ def recover(
     directory: Path, name: str, rp: RecoveryPoint | None, interval: int, log: logging.Logger
 ) -> RecoveredLog:
     report = RecoveryReport(name)
-    sizes, index_sizes = _list_dir(directory, report)
+    sizes, index_sizes, corrupt = _list_dir(directory, report)
     bases = sorted(sizes)
     dir_changed = bool(report.removed_files)
 
@@ -103,6 +121,12 @@ def recover(
         while len(bases) > 1 and bases[1] <= rp.log_start_offset:
             Segment(directory, bases.pop(0), 0, log).delete()
             report.retention_segments += 1
+            dir_changed = True
+    # Damaged bytes set aside go with the retention of their offsets (at the next start).
+    for cname, cbase in corrupt:
+        if not bases or cbase < bases[0]:
+            unlink_quiet(directory / cname)
+            report.removed_files.append(cname)
             dir_changed = True
 
     if not bases:
@@ -121,8 +145,11 @@ def recover(
         consistent = rp.next_offset >= rp.segment_base and (
             rp.position > 0 or rp.next_offset == rp.segment_base
         )
-        # A checkpoint past the end of its file means someone truncated it: trust nothing.
-        if consistent and rp.position <= sizes[rp.segment_base]:
+        # A checkpoint past the end of its file means someone truncated it, and one that does
+        # not point at the batch holding its next offset belongs to other bytes: trust nothing
+        # (restamping from it would shift every later offset).
+        if (consistent and rp.position <= sizes[rp.segment_base]
+                and _starts_at(directory, rp, sizes[rp.segment_base])):
             start_i, start_pos, expected = k, rp.position, rp.next_offset
             report.full_scan = False
     synced = (
@@ -141,36 +168,66 @@ def recover(
 
     dirty: list[Segment] = []
     prev_time: list[int | None] = [None]
-    cut_k: int | None = None
-    cut: _Cut | None = None
-    for k in range(start_i, len(segments)):
+    k = start_i
+    while k < len(segments):
         seg = segments[k]
         pos = start_pos if k == start_i else 0
-        if pos == 0 and seg.base_offset != expected:
-            cut_k, cut = k, _Cut(0, f"segment named for offset {seg.base_offset} "
-                                    f"but the log before it ends at offset {expected}", True)
-            break
-        _prepare_indexes(seg, pos, expected, interval, report)
-        try:
-            expected = _scan(seg, pos, expected, interval, report, prev_time)
-        except _Cut as c:
-            cut_k, cut = k, c
-            if c.next_offset >= 0:
+        cut: _Cut | None = None
+        if pos == 0 and seg.base_offset > expected:
+            # Offsets with no bytes at all (a lost segment file): a gap, like damage set aside.
+            log.warning("recovery of %s: offsets %d..%d are missing (no segment holds them); "
+                        "reads of them are refused as damaged", name, expected,
+                        seg.base_offset - 1)
+            report.damaged_offsets.append((expected, seg.base_offset))
+            expected = seg.base_offset
+        if pos == 0 and seg.base_offset < expected:
+            cut = _Cut(0, f"segment named for offset {seg.base_offset} but the log before it "
+                          f"ends at offset {expected}", True)
+        else:
+            _prepare_indexes(seg, pos, expected, interval, report)
+            try:
+                expected = _scan(seg, pos, expected, interval, report, prev_time)
+            except _Cut as c:
+                cut = c
                 expected = c.next_offset
+            finally:
+                if seg.size > pos or pos == 0:
+                    dirty.append(seg)
+        if cut is None:
+            k += 1
+            continue
+        found = find_resync(segments, k, cut.position, expected, prev_time[0])
+        if found is None:  # a torn tail: nothing valid follows
+            _apply_cut(segments, k, cut, report, dirty)
+            dir_changed = dir_changed or report.deleted_segments > 0
             break
-        finally:
-            if seg.size > pos or pos == 0:
-                dirty.append(seg)
-
-    if cut is not None and cut_k is not None:
-        _apply_cut(segments, cut_k, cut, report, dirty)
-        dir_changed = dir_changed or report.deleted_segments > 0
+        done, k, changed = set_aside(directory, segments, k, cut.position, expected, found, log)
+        for s in changed:
+            if s.index is None:
+                _prepare_indexes(s, 0, s.base_offset, interval, report)
+            if s not in dirty:
+                dirty.append(s)
+        dirty = [s for s in dirty if s in segments]
+        dir_changed = True
+        report.set_aside += done.files
+        report.set_aside_bytes += done.bytes
+        report.damaged_offsets.append((done.first_offset, done.resume_offset))
+        log.warning(
+            "recovery of %s: damage at byte %d of %s (%s); %d bytes moved aside to %s; "
+            "offsets %d..%d are lost and refused to readers as damaged; the log resumes at "
+            "offset %d%s", name, cut.position, seg.log_path.name, cut.reason, done.bytes,
+            ", ".join(done.files) or "nothing", done.first_offset, done.resume_offset - 1,
+            done.resume_offset, f" in {done.new_segment}" if done.new_segment else "",
+        )
+        expected = found.base_offset
     if not segments:
         segments.append(Segment.create(directory, expected, log))
         dir_changed = True
 
     # Write the index entries the scan added, and ready the last segment for appends.
     for seg in segments[start_i:]:
+        if seg.index is None:  # an empty segment passed over while looking past damage
+            _prepare_indexes(seg, 0, seg.base_offset, interval, report)
         assert seg.index is not None and seg.timeindex is not None
         seg.index.flush()
         seg.timeindex.flush()
@@ -199,12 +256,27 @@ def recover(
     return RecoveredLog(segments, expected, max_time, synced, dirty, dir_changed, report)
 
 
+def _starts_at(directory: Path, rp: RecoveryPoint, size: int) -> bool:
+    """Whether the checkpoint's position is the end of its file or a batch stamped with its
+    next offset (a checkpoint of other bytes, e.g. a recreated topic, is not)."""
+    if rp.position >= size:
+        return True
+    fd = os.open(directory / (segment_stem(rp.segment_base) + ".log"), os.O_RDONLY)
+    try:
+        head = os.pread(fd, F.BATCH_STAMP.size, rp.position)
+    finally:
+        os.close(fd)
+    return len(head) == F.BATCH_STAMP.size and F.BATCH_STAMP.unpack(head)[0] == rp.next_offset
+
+
 def _list_dir(
     directory: Path, report: RecoveryReport
-) -> tuple[dict[int, int], dict[int, tuple[int | None, int | None]]]:
-    """Sizes of the .log files by base offset, and of their index files; leftovers removed."""
+) -> tuple[dict[int, int], dict[int, tuple[int | None, int | None]], list[tuple[str, int]]]:
+    """Sizes of the .log files by base offset, and of their index files; the .corrupt files
+    (name, segment base); leftovers removed."""
     logs: dict[int, int] = {}
     idx: dict[int, list[int | None]] = {}
+    corrupt: list[tuple[str, int]] = []
     strays: list[os.DirEntry[str]] = []
     with os.scandir(directory) as it:
         for e in it:
@@ -220,6 +292,8 @@ def _list_dir(
                 idx.setdefault(int(stem), [None, None])[slot] = e.stat().st_size
             elif e.name.endswith(_LEFTOVER_SUFFIXES):
                 strays.append(e)
+            elif e.name.endswith(CORRUPT_SUFFIX) and len(stem) == NAME_DIGITS and stem.isdigit():
+                corrupt.append((e.name, int(stem)))
     for e in strays:
         unlink_quiet(Path(e.path))
         report.removed_files.append(e.name)
@@ -231,7 +305,7 @@ def _list_dir(
                     unlink_quiet(path)
                     report.removed_files.append(path.name)
             del idx[base]
-    return logs, {b: (v[0], v[1]) for b, v in idx.items()}
+    return logs, {b: (v[0], v[1]) for b, v in idx.items()}, corrupt
 
 
 def _prepare_indexes(
@@ -291,13 +365,20 @@ def _scan(
                 info = validate_batch(memoryview(buf)[off : off + length], F.MAX_BATCH_BYTES)
             except (CorruptRecordError, RecordTooLargeError) as e:
                 raise _Cut(p, str(e)) from None
-            if base != expected:
-                raise _Cut(p, f"batch base offset {base}, expected {expected}")
-            if base + info.record_count - 1 - seg.base_offset > U32_MAX:
+            if expected + info.record_count - 1 - seg.base_offset > U32_MAX:
                 raise _Cut(p, "relative offset overflows u32")
-            if prev_time[0] is not None and atime < prev_time[0]:
-                raise _Cut(p, f"append time {atime} is before the previous {prev_time[0]}")
-            seg.note_batch(p, base, atime, length, interval, persist=False)
+            # The stamp lies outside the CRC; the batch itself is whole and valid, and its place
+            # in the sequence gives the values: restamp rather than lose it.
+            new_time = atime if prev_time[0] is None or atime >= prev_time[0] else prev_time[0]
+            if base != expected or new_time != atime:
+                _restamp(seg, p, expected, new_time)
+                report.restamped += 1
+                seg.log.warning(
+                    "recovery of %s: the batch at byte %d of %s is whole but stamped base offset "
+                    "%d, append time %d; restamped %d, %d", seg.log_path.parent.name, p,
+                    seg.log_path.name, base, atime, expected, new_time)
+                atime = new_time
+            seg.note_batch(p, expected, atime, length, interval, persist=False)
             prev_time[0] = atime
             expected += info.record_count
             p += length
@@ -306,6 +387,15 @@ def _scan(
         c.next_offset = expected  # the offsets kept before the cut stay in the log
         raise
     return expected
+
+
+def _restamp(seg: Segment, position: int, base_offset: int, append_time: int) -> None:
+    # Its own fd: pwrite on the segment's O_APPEND fd would append instead.
+    fd = os.open(seg.log_path, os.O_WRONLY, FILE_MODE)
+    try:
+        os.pwrite(fd, F.BATCH_STAMP.pack(base_offset, append_time), position)
+    finally:
+        os.close(fd)
 
 
 def _apply_cut(

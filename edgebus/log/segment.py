@@ -2,6 +2,12 @@
 
 Batches are trusted here: they were validated when appended or when recovery scanned them. Reads
 walk batch headers (edgebus.format.BATCH_PREFIX plus the record count) inside one pread buffer.
+
+Invariant checked on every read: the batches of a segment hold dense offsets from its base (the
+file name), so each batch's offsets follow from the record counts before it. `base_offset` lies
+outside the CRC, so a flipped bit there is caught only by comparing it with that sequence: a read
+answers CorruptRecordError for the batch whose stored base disagrees (and serves the batches
+before it), never records at wrong offsets. One comparison per batch header, no record decoded.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ NAME_DIGITS = 20
 # Enough of a batch header to walk: base offset, append time, length, and the record count.
 HEAD_SIZE = F.BATCH_SCAN_SIZE
 _COUNT = F.U32  # record_count, read at F.BATCH_RECORD_COUNT
-_LENGTH = F.U32  # length, read at F.BATCH_LENGTH
+_SCAN = F.BATCH_SCAN  # base_offset, length, record_count
 # Header-only walks read this much at a time: many small batches per pread, little waste on big
 # ones.
 WALK_CHUNK = 64 * 1024
@@ -73,6 +79,14 @@ class _StaleIndex(Exception):
     """An index entry does not point at the batch it names."""
 
 
+def _corrupt_batch(path: Path, first: int, count: int, stored: int) -> CorruptRecordError:
+    """The error for a batch whose stored base offset is not its place in the sequence."""
+    return CorruptRecordError(
+        f"{path.name}: the batch holding offsets {first}..{first + count - 1} is stamped with "
+        f"base offset {stored} (damaged on disk)", offset=first, next_offset=first + count,
+    )
+
+
 class Segment:
     # Invariant: `size` is the byte length of whole, valid batches in the .log file.
     def __init__(self, directory: Path, base_offset: int, size: int, log: logging.Logger) -> None:
@@ -98,6 +112,9 @@ class Segment:
         # and index rebuilds. Live appends only (recovery leaves it empty).
         self._recent_rels: list[int] = []
         self._recent_pos: list[int] = []
+        # The index was rebuilt from this file's record counts by this process, so an entry that
+        # disagrees with the batch it points at means a damaged base offset, not a stale index.
+        self._index_derived = False
 
     def __repr__(self) -> str:
         return f"Segment({self.log_path.name}, size={self.size})"
@@ -265,7 +282,9 @@ class Segment:
             self.rebuild_indexes(interval)
 
     def rebuild_indexes(self, interval: int, end: int | None = None) -> None:
-        """Rebuild both indexes from the trusted batches in [0, end) and rewrite their files."""
+        """Rebuild both indexes from the trusted batches in [0, end) and rewrite their files.
+        Entries carry each batch's offset as the record counts give it (the segment's base plus
+        the counts before it), not its stored base offset, which may be damaged."""
         if self.index is None or self.timeindex is None:
             self.index = OffsetIndex(self.index_path)
             self.timeindex = TimeIndex(self.timeindex_path)
@@ -273,10 +292,13 @@ class Segment:
         self.timeindex.clear()
         self.forget_recent()
         self.bytes_since_index = _NEVER
+        expect = self.base_offset
         for h in self.walk(0, end):
-            self.note_batch(h.position, h.base_offset, h.append_time, h.length, interval, False)
+            self.note_batch(h.position, expect, h.append_time, h.length, interval, False)
+            expect += h.record_count
         self.index.rewrite()
         self.timeindex.rewrite()
+        self._index_derived = True
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -305,9 +327,12 @@ class Segment:
 
     def read(
         self, offset: int, max_bytes: int, at_least_one: bool, interval: int
-    ) -> tuple[bytes, bool]:
+    ) -> tuple[bytes, bool, int]:
         """Whole batches from the one holding `offset`, up to max_bytes (at least one batch if
-        at_least_one). Returns (data, whether the data reaches the end of this segment)."""
+        at_least_one). Returns (data, whether the data reaches the end of this segment, the
+        offset after the data). No data with the end reached: `offset` lies past the last batch
+        of this segment. Stops before a batch whose stored base offset is out of sequence, and
+        raises CorruptRecordError when that batch holds `offset`."""
         self.ensure_indexes(interval)
         try:
             return self._read(offset, max_bytes, at_least_one, interval)
@@ -318,7 +343,7 @@ class Segment:
 
     def _read(
         self, offset: int, max_bytes: int, at_least_one: bool, interval: int
-    ) -> tuple[bytes, bool]:
+    ) -> tuple[bytes, bool, int]:
         assert self.index is not None
         fd = self.open_readable()
         size = self.size
@@ -332,47 +357,53 @@ class Segment:
         want = max_bytes + interval + F.BATCH_HEADER_SIZE
         buf = os.pread(fd, min(want, size - pos), pos)
         bstart, i = pos, 0
+        expect = self.base_offset + rel  # the offset of the batch at bstart + i, by the counts
         first = True
         # 1. Skip to the batch holding `offset` (at most about one index interval of headers).
         while True:
             if bstart + i >= size:
-                return b"", True
+                return b"", True, expect
             if i + HEAD_SIZE > len(buf):
                 bstart, i = bstart + i, 0
                 buf = os.pread(fd, min(want, size - bstart), bstart)
                 if len(buf) < HEAD_SIZE:
                     raise CorruptRecordError(f"{self.log_path} is shorter than expected")
-            base, _atime, length = F.BATCH_PREFIX.unpack_from(buf, i)
-            if first:
-                if base != self.base_offset + rel:
-                    raise _StaleIndex
-                first = False
+            base, length, count = _SCAN.unpack_from(buf, i)
             if length < F.BATCH_HEADER_SIZE:
                 raise CorruptRecordError(f"{self.log_path}: bad batch length {length}")
-            if base + _COUNT.unpack_from(buf, i + F.BATCH_RECORD_COUNT)[0] > offset:
+            if base != expect:
+                if first and not self._index_derived:
+                    raise _StaleIndex
+                if expect + count > offset:
+                    raise _corrupt_batch(self.log_path, expect, count, base)
+            first = False
+            if expect + count > offset:
                 break
+            expect += count
             i += length
         # 2. Take whole batches up to max_bytes; re-read once if the buffer ran out first.
-        first_pos, first_len = bstart + i, length
-        j, more = _take(buf, i, max_bytes, at_least_one, size - bstart)
+        first_pos, first_len, first_expect = bstart + i, length, expect
+        j, more, expect = _take(buf, i, max_bytes, at_least_one, size - bstart, expect)
         if more:
             buf = os.pread(fd, min(size - first_pos, max(max_bytes, first_len)), first_pos)
             bstart, i = first_pos, 0
-            j, _ = _take(buf, 0, max_bytes, at_least_one, size - bstart)
+            j, _, expect = _take(buf, 0, max_bytes, at_least_one, size - bstart, first_expect)
         if j == i and at_least_one:
             raise CorruptRecordError(f"{self.log_path}: batch at byte {first_pos} is cut short")
         data = buf if i == 0 and j == len(buf) else buf[i:j]
-        return data, bstart + j >= size
+        return data, bstart + j >= size, expect
 
     def find_time(self, ts_ms: int, interval: int) -> tuple[int, int] | None:
         """(base offset, append time) of the first batch with append time >= ts_ms."""
         self.ensure_indexes(interval)
         assert self.index is not None and self.timeindex is not None
         rel = self.timeindex.before(ts_ms)
-        start = 0 if rel is None else self.index.lookup(rel)[1]
+        rel, start = (0, 0) if rel is None else self.index.lookup(rel)
+        expect = self.base_offset + rel  # offsets by the record counts (a stored one may be damaged)
         for h in self.walk(start):
             if h.append_time >= ts_ms:
-                return h.base_offset, h.append_time
+                return expect, h.append_time
+            expect += h.record_count
         return None
 
     def last_append_time(self, interval: int) -> int | None:
@@ -394,22 +425,28 @@ class Segment:
         return self.first_append_time
 
 
-def _take(buf: bytes, i: int, max_bytes: int, at_least_one: bool, limit: int) -> tuple[int, bool]:
-    """End index of the whole batches from buf[i] that fit max_bytes, and whether the buffer
-    ended before the budget or `limit` (the segment end, relative to buf) did."""
+def _take(buf: bytes, i: int, max_bytes: int, at_least_one: bool, limit: int,
+          expect: int) -> tuple[int, bool, int]:
+    """End index of the whole batches from buf[i] (whose offset is `expect`) that fit max_bytes
+    and run in sequence, whether the buffer ended before the budget or `limit` (the segment
+    end, relative to buf) did, and the offset after the batches taken. A batch stamped out of
+    sequence ends the run: the read that starts at it raises."""
     j = i
     total = 0
     n = len(buf)
     while j < limit:
-        if j + F.BATCH_PREFIX_SIZE > n:
-            return j, True
-        length = _LENGTH.unpack_from(buf, j + F.BATCH_LENGTH)[0]
+        if j + HEAD_SIZE > n:
+            return j, True, expect
+        base, length, count = _SCAN.unpack_from(buf, j)
         if length < F.BATCH_HEADER_SIZE:
             raise CorruptRecordError(f"bad batch length {length} while reading")
+        if base != expect and j > i:
+            return j, False, expect
         if total + length > max_bytes and (total or not at_least_one):
-            return j, False
+            return j, False, expect
         if j + length > n:
-            return j, True
+            return j, True, expect
         total += length
         j += length
-    return j, False
+        expect += count
+    return j, False, expect

@@ -161,6 +161,26 @@ def test_replay_skips_undecodable_records(tmp_path: Path) -> None:
     logs.close()
 
 
+def test_replay_skips_a_batch_with_a_damaged_stored_offset(tmp_path: Path) -> None:
+    """A flipped byte in the base offset of a sealed commit batch (not rescanned at start) is a
+    CorruptRecordError on read: replay skips those offsets and keeps every other commit."""
+    from edgebus import format as F
+
+    logs, s = open_store(tmp_path)
+    for i in range(3):
+        s.commit("g", [("t", i, 10 + i, "")], 1, i)
+    logs.close()
+    seg = sorted((tmp_path / f"{OFFSETS_TOPIC}-0").glob("*.log"))[0]
+    data = bytearray(seg.read_bytes())
+    second = F.U32.unpack_from(data, F.BATCH_LENGTH)[0]  # the second commit's batch
+    data[second + F.BATCH_BASE_OFFSET + 1] ^= 0x40
+    seg.write_bytes(data)
+    logs, s = open_store(tmp_path)
+    assert table(s) == {"g": {("t", 0): (10, "", 1), ("t", 2): (12, "", 1)}}
+    assert s.bad_records == 1
+    logs.close()
+
+
 @pytest.mark.parametrize("cls", [OffsetKey, OffsetValue], ids=lambda c: c.__name__)
 def test_record_layouts_match_docs_format(cls) -> None:
     from tests.test_format_doc import table, wire_name

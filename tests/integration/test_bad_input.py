@@ -6,6 +6,7 @@ import re
 import socket
 import struct
 import time
+import zlib
 
 import pytest
 
@@ -109,6 +110,27 @@ def test_corrupt_batch_and_unknown_topic_and_too_large(broker, healthy):
     # The client-side check names the limit before anything is sent.
     with pytest.raises(E.RecordTooLargeError, match="max_request_size"):
         healthy.send("ok", b"x" * (2 * 1024 * 1024))
+
+
+def test_batch_whose_records_do_not_decode_is_refused(broker, healthy):
+    """A valid CRC over records that do not decode (issue 14, item 5): refused with a typed
+    error, nothing appended, and every reader of the partition keeps working."""
+    s = raw(broker.socket)
+    good = bytearray(B.build_batch([B.encode_record(1, b"k", b"v", [])], 1, 1))
+    bad = bytearray(good)
+    struct.pack_into("<i", bad, 64 + 12, -2)  # the first record's key length
+    struct.pack_into("<I", bad, 20, zlib.crc32(bad[24:]))  # resealed: the CRC is right
+    B.validate_batch(bad)
+    s.sendall(ClientProtocol.encode_request(M.Api.PRODUCE, 1, M.ProduceRequest("ok", 0, 1, bytes(bad))))
+    with pytest.raises(E.CorruptRecordError, match=r"do not decode.*key length -2"):
+        response(s, M.Api.PRODUCE)
+    s.sendall(ClientProtocol.encode_request(M.Api.PRODUCE, 2, M.ProduceRequest("ok", 0, 1, bytes(good))))
+    assert response(s, M.Api.PRODUCE).base_offset == 0  # nothing was appended before it
+    s.close()
+    with Consumer(socket=broker.socket, auto_offset_reset="earliest") as c:
+        c.assign([TopicPartition("ok", 0)])
+        recs = c.poll(5000)[TopicPartition("ok", 0)]
+    assert [(r.offset, r.key, r.value) for r in recs] == [(0, b"k", b"v")]
 
 
 def test_unknown_topic_errors_name_the_topic(broker):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgebus.batch import build_batch, decode_batch, encode_record, iter_batches, validate_batch
+from edgebus.errors import CorruptRecordError
 from edgebus.log import Partition, RecoveryPoint, TopicConfig
 
 
@@ -41,6 +42,36 @@ def read_all(p: Partition, start: int | None = None, max_bytes: int = 1 << 20) -
         out.extend((r.offset, r.value) for r in recs)
         off = recs[-1].offset + 1
     return out
+
+
+def read_survivors(
+    p: Partition, max_bytes: int = 1 << 20
+) -> tuple[list[tuple[int, bytes]], list[tuple[int, int]]]:
+    """(offset, value) of every readable record from the log start, and the [start, end) ranges
+    that reads refuse as damaged (a reader skipping each CorruptRecordError to its next_offset).
+    Checks that every refusal names the offset asked for and that no record is out of place."""
+    off = p.log_start_offset
+    out: list[tuple[int, bytes]] = []
+    refused: list[tuple[int, int]] = []
+    while off < p.log_end_offset:
+        try:
+            data = p.read(off, max_bytes)
+        except CorruptRecordError as e:
+            assert e.offset == off and e.next_offset is not None and e.next_offset > off
+            assert (e.topic, e.partition) == (p.topic, p.partition) and str(off) in str(e)
+            if refused and refused[-1][1] == off:
+                refused[-1] = (refused[-1][0], e.next_offset)
+            else:
+                refused.append((off, e.next_offset))
+            off = e.next_offset
+            continue
+        assert data, f"empty read at {off} below log end {p.log_end_offset}"
+        recs = records(data, p.topic, p.partition, off)
+        assert recs and recs[0].offset == off
+        assert [r.offset for r in recs] == list(range(off, off + len(recs))), "out of sequence"
+        out.extend((r.offset, r.value) for r in recs)
+        off = recs[-1].offset + 1
+    return out, refused
 
 
 def open_partition(

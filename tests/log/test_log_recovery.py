@@ -8,7 +8,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from logtest_helpers import append, log_files, open_partition, read_all, values_of
+from logtest_helpers import (
+    append,
+    log_files,
+    open_partition,
+    read_all,
+    read_survivors,
+    values_of,
+)
 
 from edgebus import format as F
 from edgebus.log import Partition, RecoveryPoint, TopicConfig
@@ -116,8 +123,9 @@ def test_truncate_last_batch_at_every_byte(
 
 def test_flipped_byte_in_last_batch_is_cut(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     src, rp, start, end, vals = _last_batch_case(tmp_path)
-    # Bytes 8..15 are the append time, outside the CRC (see test_backwards_append_time_is_cut).
-    positions = [i for i in range(start, end) if not 8 <= i - start < 16]
+    # Bytes 0..15 are the stamp (base offset, append time), outside the CRC: a whole batch with
+    # a bad stamp is restamped, not cut (see test_damaged_stamp_is_restamped).
+    positions = [i for i in range(start, end) if not 0 <= i - start < 16]
     for pos in positions:
         d = tmp_path / f"f{pos}" / "t-0"
         shutil.copytree(src, d)
@@ -134,17 +142,33 @@ def test_flipped_byte_in_last_batch_is_cut(tmp_path: Path, caplog: pytest.LogCap
         p.close()
 
 
-def test_backwards_append_time_is_cut(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    src, _rp, start, _end, vals = _last_batch_case(tmp_path)
+# From a checkpoint the time of the batch before is not known, so only a full scan can tell
+# that an append time went backwards.
+@pytest.mark.parametrize(("field", "with_checkpoint"),
+                         [("append_time", False), ("base_offset", False), ("base_offset", True)])
+def test_damaged_stamp_is_restamped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, field: str, with_checkpoint: bool
+) -> None:
+    """The stamp lies outside the CRC: a whole, valid batch with a backwards append time or an
+    out-of-sequence base offset keeps its records, restamped from the sequence (it used to be
+    cut, which deleted bytes that pass their CRC)."""
+    src, rp, start, _end, vals = _last_batch_case(tmp_path)
     d = tmp_path / "t" / "t-0"
     shutil.copytree(src, d)
+    at = F.BATCH_APPEND_TIME if field == "append_time" else F.BATCH_BASE_OFFSET
     with open(seg_path(d, 0), "r+b") as f:
-        f.seek(start + F.BATCH_APPEND_TIME)
+        f.seek(start + at)
         f.write((-5).to_bytes(8, "little", signed=True))
     with caplog.at_level(logging.WARNING, logger="edgebus.log"):
-        p = open_partition(d, CFG, None)
-    assert p.log_end_offset == len(vals)
-    assert "append time" in caplog.text
+        p = open_partition(d, CFG, rp if with_checkpoint else None)
+    last = values_of(3, 20, 99)
+    assert p.log_end_offset == len(vals) + 3
+    assert "restamped" in caplog.text and p.recovery_report is not None
+    assert p.recovery_report.restamped == 1 and not p.recovery_report.anything_cut
+    assert [v for _, v in read_all(p)] == vals + last
+    head = F.BATCH_STAMP.unpack(seg_path(d, 0).read_bytes()[start : start + 16])
+    assert head[0] == len(vals) and head[1] >= 1_007  # the time of the batch before it
+    assert_continues(p, vals + last)
 
 
 def test_garbage_after_the_last_batch_is_cut(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -167,9 +191,10 @@ def test_garbage_after_the_last_batch_is_cut(tmp_path: Path, caplog: pytest.LogC
         caplog.clear()
 
 
-def test_corrupt_middle_segment_drops_later_segments(
+def test_corrupt_first_batch_of_a_middle_segment_keeps_later_segments(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Mid-log damage (item 6 of issue 14): it used to cut here and delete every later segment."""
     d = tmp_path / "t-0"
     p = open_partition(d, CFG)
     vals = fill(p, 40)
@@ -182,12 +207,18 @@ def test_corrupt_middle_segment_drops_later_segments(
     victim.write_bytes(data)
     with caplog.at_level(logging.WARNING, logger="edgebus.log"):
         p = open_partition(d, CFG, None)
-    kept = int(victim.name[:20])
-    assert p.log_end_offset == kept
-    assert log_files(d) == segs[:2] and victim.stat().st_size == 0
-    assert f"{len(segs) - 2} later segment(s) deleted" in caplog.text
-    assert "CRC" in caplog.text
-    assert_continues(p, vals[:kept])
+    first = int(victim.name[:20])
+    damaged = range(first, first + 3)  # the first batch of the victim: 3 records
+    assert p.log_end_offset == len(vals)
+    assert log_files(d)[:2] == segs[:2] and victim.stat().st_size == 0  # emptied, kept
+    assert set(segs[2:]) <= set(log_files(d))  # nothing later deleted
+    assert "CRC" in caplog.text and "moved aside" in caplog.text
+    aside = d / f"{victim.name[:20]}.0.corrupt"
+    assert aside.read_bytes() == bytes(data[: len(aside.read_bytes())])
+    survivors, refused = read_survivors(p)
+    assert refused == [(first, first + 3)]
+    assert survivors == [(o, v) for o, v in enumerate(vals) if o not in damaged]
+    assert append(p, [b"next"], 9_999)[0] == len(vals)
 
 
 def test_missing_middle_segment_is_a_gap(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -199,9 +230,14 @@ def test_missing_middle_segment_is_a_gap(tmp_path: Path, caplog: pytest.LogCaptu
     segs[2].unlink()
     with caplog.at_level(logging.WARNING, logger="edgebus.log"):
         p = open_partition(d, CFG, None)
-    assert p.log_end_offset == int(segs[2].name[:20])
-    assert "segment named for offset" in caplog.text
-    assert_continues(p, vals[: p.log_end_offset])
+    gone = range(int(segs[2].name[:20]), int(segs[3].name[:20]))
+    # The later segments stay (they used to be deleted); the missing offsets are refused.
+    assert p.log_end_offset == len(vals)
+    assert f"offsets {gone.start}..{gone.stop - 1} are missing" in caplog.text
+    survivors, refused = read_survivors(p)
+    assert refused == [(gone.start, gone.stop)]
+    assert survivors == [(o, v) for o, v in enumerate(vals) if o not in gone]
+    assert append(p, [b"next"], 9_999)[0] == len(vals)
 
 
 @pytest.mark.parametrize("damage", ["missing", "odd-size", "backwards", "past-end", "shifted"])

@@ -115,7 +115,14 @@ class OffsetStore:
         records = 0
         while pos < p.log_end_offset:
             before = pos
-            for b in B.iter_batches(p.read(pos, REPLAY_READ_BYTES)):
+            try:
+                data = p.read(pos, REPLAY_READ_BYTES)
+            except CorruptRecordError as e:  # damaged on disk: skip it, keep every other commit
+                self.bad_records += 1
+                log.error("%s: skipping damaged offsets: %s", OFFSETS_TOPIC, e)
+                pos = e.next_offset if e.next_offset is not None else pos + 1
+                continue
+            for b in B.iter_batches(data):
                 base = F.BATCH_PREFIX.unpack_from(b, 0)[0]
                 try:
                     info = B.validate_batch(b)

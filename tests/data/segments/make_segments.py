@@ -42,6 +42,8 @@ def main() -> None:
     bad_magic = batch(1)
     bad_magic[F.BATCH_MAGIC] = 2
     struct.pack_into("<I", bad_magic, F.BATCH_CRC, zlib.crc32(bad_magic[F.CRC_START:]))
+    bad_crc1 = batch(1)
+    bad_crc1[F.BATCH_HEADER_SIZE + 20] ^= 0x04
     first_bad = batch(0)
     first_bad[F.BATCH_HEADER_SIZE + 2] ^= 0x01
     files = {
@@ -55,6 +57,8 @@ def main() -> None:
         "bad-magic.log": good(1) + bad_magic,
         "first-batch-corrupt.log": first_bad + batch(1),
         "empty.log": bytearray(),
+        "zeroed-middle.log": good(2) + bytes(2 * len(b2)) + batch(4) + batch(5),
+        "rot-then-torn.log": batch(0) + bad_crc1 + batch(2) + batch(3)[:40],
     }
     for name, data in files.items():
         (HERE / name).write_bytes(bytes(data))
