@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from edgebus.client.consumer import Consumer
     from edgebus.client.group import OffsetAndMetadata, RebalanceListener
     from edgebus.client.producer import Producer
+    from edgebus.client.replica import BatchReader, ReplicaLink, StoredBatch, TopicInfo
     from edgebus.client.types import (
         OffsetAndTimestamp,
         RecordMetadata,
@@ -32,6 +33,10 @@ _PUBLIC = {
     "OffsetAndMetadata": "edgebus.client.group",
     "RebalanceListener": "edgebus.client.group",
     "Producer": "edgebus.client.producer",
+    "BatchReader": "edgebus.client.replica",
+    "ReplicaLink": "edgebus.client.replica",
+    "StoredBatch": "edgebus.client.replica",
+    "TopicInfo": "edgebus.client.replica",
     "OffsetAndTimestamp": "edgebus.client.types",
     "RecordMetadata": "edgebus.client.types",
     "TopicPartition": "edgebus.client.types",
@@ -54,6 +59,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Admin",
+    "BatchReader",
     "Consumer",
     "OffsetAndMetadata",
     "OffsetAndTimestamp",
@@ -61,6 +67,9 @@ __all__ = [
     "RebalanceListener",
     "Record",
     "RecordMetadata",
+    "ReplicaLink",
+    "StoredBatch",
+    "TopicInfo",
     "TopicPartition",
     "__version__",
     "partition_for_key",

@@ -69,6 +69,10 @@ def parse_disk_policy(value: Any) -> str:
     raise ValueError(f"expected one of {', '.join(DISK_FULL_POLICIES)}, got {value!r}")
 
 
+# A node's name (replication): what its peers' mirror topics record as their source.
+NODE_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
 def parse_listen(value: Any) -> str | None:
     """`host:port` on a loopback address ("127.0.0.1:9464", "[::1]:9464", "localhost:9464"), or
     None (null or an empty string) for no endpoint."""
@@ -91,6 +95,18 @@ def parse_listen(value: Any) -> str | None:
                 "so it listens on localhost only (scrape it through a proxy or an SSH tunnel)"
             )
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_replica_listen(value: Any) -> str | None:
+    """The replica listener's host:port: loopback only, because its TCP is not encrypted."""
+    try:
+        return parse_listen(value)
+    except ValueError as e:
+        if "loopback" not in str(e):
+            raise
+        raise ValueError(
+            f"{value!r} is not a loopback address; replica links are plain TCP, so they listen on "
+            "localhost only: carry them between hosts through an SSH or WireGuard tunnel") from None
 
 
 def split_listen(listen: str) -> tuple[str, int]:

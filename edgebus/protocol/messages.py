@@ -33,6 +33,9 @@ class Api(IntEnum):
     DESCRIBE_GROUP = 17
     RESET_OFFSETS = 18
     SHM_ATTACH = 32  # transport APIs start at 32 (edgebus/shm, edgebus/server/listeners/shm.py)
+    REPLICA_HELLO = 40  # replication APIs start at 40 (docs/REPLICATION.md)
+    REPLICA_APPEND = 41
+    PROMOTE_TOPIC = 42
 
 
 # Special timestamps for ListOffsets, as in Kafka.
@@ -262,6 +265,55 @@ class ShmAttachResponse(Message):
         ("request_ring_bytes", I32), ("response_ring_bytes", I32), ("response_ring_offset", I64),
         ("map_bytes", I64), ("fd_count", I32),
     )
+
+
+# --- Replication (docs/REPLICATION.md; docs/FORMAT.md 7.5) ---------------------------------------
+@dataclass
+class ReplicaHelloRequest(Message):
+    """The first request on a replica listener: who the sending node is, and its token."""
+
+    node: str
+    token: str
+    FIELDS = (("node", STR), ("token", STR))
+
+
+@dataclass
+class ReplicaHelloResponse(Message):
+    node: str  # the destination's node name
+    FIELDS = (("node", STR),)
+
+
+@dataclass
+class ReplicaAppendRequest(Message):
+    """One batch of a source partition, exactly as the source holds it (offsets stamped)."""
+
+    topic: str
+    partition: int
+    incarnation: str  # the source topic's; must equal the mirror's
+    acks: int  # ACKS_WRITTEN or ACKS_DURABLE
+    batch: Any
+    FIELDS = (("topic", STR), ("partition", I32), ("incarnation", STR), ("acks", I8),
+              ("batch", BYTES))
+
+
+REPLICA_APPENDED, REPLICA_ALREADY_PRESENT = 0, 1
+
+
+@dataclass
+class ReplicaAppendResponse(Message):
+    topic: str
+    partition: int
+    outcome: int  # REPLICA_APPENDED or REPLICA_ALREADY_PRESENT
+    log_end_offset: int  # the mirror's, after this batch: the replicator's next cursor
+    FIELDS = (("topic", STR), ("partition", I32), ("outcome", I8), ("log_end_offset", I64))
+
+
+@dataclass
+class PromoteTopicRequest(Message):
+    """Make a mirror an ordinary writable topic (after its source is gone for good)."""
+
+    name: str
+    FIELDS = (("name", STR),)
 
 
 @dataclass

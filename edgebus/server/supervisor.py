@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any
 
+from edgebus.config import load_replica_tokens
 from edgebus.errors import EdgebusError
 from edgebus.log.manager import LogManager
 from edgebus.log.topic_config import TopicConfig
@@ -57,6 +58,12 @@ def run(config: Any) -> int:
         log.error("config topics: %s", e)
         logs.close()
         return 1
+    try:
+        tokens = load_replica_tokens(config.replica.tokens_file)
+    except EdgebusError as e:
+        log.error("%s", e)
+        logs.close()
+        return 1
     disk = DiskGuard.from_settings(logs, config.disk)
     disk.check()  # a disk already low is reported before READY
     broker = Broker(
@@ -72,9 +79,16 @@ def run(config: Any) -> int:
         notifier=notifier,
         disk=disk,
         max_input_buffer=config.limits.max_input_buffer_bytes,
+        node=config.replica.node,
+        replica_listen=config.replica.listen,
+        replica_tokens=tokens,
     )
     try:
         broker.listen()
+    except EdgebusError as e:
+        log.error("%s", e)
+        logs.close()
+        return 1
     except OSError as e:
         log.error("cannot listen on %s: %s", config.socket, e)
         logs.close()

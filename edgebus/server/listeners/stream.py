@@ -52,6 +52,11 @@ class Connection:
         self.requests = 0
         # edgebus.server.listeners.shm.ShmLink after SHM_ATTACH: responses then go to its ring.
         self.shm: Any = None
+        # The APIs this connection may call (None: all). A listener that needs a handshake first
+        # (the replica listener) narrows it; the dispatcher refuses anything else.
+        self.allowed: frozenset[int] | None = None
+        # The replication peer this connection speaks for, after REPLICA_HELLO (None: a local client).
+        self.node: str | None = None
 
     def __repr__(self) -> str:
         return f"conn#{self.id}(pid={self.pid})"
@@ -195,6 +200,9 @@ class StreamListener(Service):
     def peer(self, sock: socket.socket) -> tuple[int, int]:
         return -1, -1
 
+    def accepted(self, conn: Connection) -> None:
+        """A new connection is on the loop: a listener that restricts what it may do says so here."""
+
     def listen(self) -> None:
         s = self.bind()
         s.setblocking(False)
@@ -222,6 +230,7 @@ class StreamListener(Service):
                 log.warning("refused a connection: %s", refused)
                 s.close()
                 continue
+            self.accepted(conn)
             log.debug("accepted %r uid=%d on %s", conn, conn.uid, self.name)
 
     def shutdown(self) -> None:

@@ -1,0 +1,133 @@
+"""The replicator's YAML config: this node, the local supervisor, and the links.
+
+    node: gateway-7                 # this node's name: mirrors on peers are "gateway-7/<topic>"
+    source:
+      socket: /run/edgebus/edgebus.sock   # optional (default: as every client finds it)
+    links:
+      - name: backup                # for logs and status
+        target: peer                # another edgebus node's replica listener
+        address: 127.0.0.1:9093
+        token_file: /etc/edgebus/backup.token   # this node's token there (mode 0600)
+        topics: [teapot, "sensors.*"]           # names or fnmatch patterns
+        durable: true               # wait for the peer's fsync before a batch counts (default)
+
+Every error is a ConfigError naming the key, as for the supervisor's config.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgebus.config import read_yaml_file
+from edgebus.errors import ConfigError
+from edgebus.opsconfig import NODE_NAME_RE
+
+TARGET_KINDS = ("peer",)
+MAX_LINKS = 64  # a gateway has a handful; more is a mistake in the file
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    name: str
+    target: str
+    address: str
+    token: str
+    topics: tuple[str, ...]
+    durable: bool = True
+
+
+@dataclass(frozen=True)
+class ReplicatorConfig:
+    node: str
+    socket: Path | None
+    links: tuple[LinkConfig, ...]
+    source: Path | None = None
+
+
+def _str(d: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
+    v = d.get(key, default)
+    if not isinstance(v, str) or not v.strip():
+        raise ConfigError(f"{where}{key}: expected a non-empty string, got {v!r}")
+    return v.strip()
+
+
+def _read_token(path: Path, where: str) -> str:
+    try:
+        st = path.stat()
+        if st.st_mode & 0o077:
+            raise ConfigError(f"{where}token_file: {path} is readable by others "
+                              f"(mode {st.st_mode & 0o777:04o}); chmod 0600 it")
+        token = path.read_text().strip()
+    except OSError as e:
+        raise ConfigError(f"{where}token_file: cannot read {path}: {e.strerror}") from None
+    if not token:
+        raise ConfigError(f"{where}token_file: {path} is empty")
+    return token
+
+
+def _link(raw: Any, i: int, base: Path | None) -> LinkConfig:
+    where = f"links[{i}]."
+    if not isinstance(raw, dict):
+        raise ConfigError(f"links[{i}]: expected a mapping")
+    known = {"name", "target", "address", "token_file", "topics", "durable"}
+    for k in raw:
+        if k not in known:
+            raise ConfigError(f"{where}{k}: unknown key (known: {', '.join(sorted(known))})")
+    target = _str(raw, "target", where)
+    if target not in TARGET_KINDS:
+        raise ConfigError(f"{where}target: {target!r} is not one of {', '.join(TARGET_KINDS)}")
+    address = _str(raw, "address", where)
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where}address: expected host:port, got {address!r}")
+    tf = Path(_str(raw, "token_file", where)).expanduser()
+    if not tf.is_absolute() and base is not None:
+        tf = base / tf
+    topics = raw.get("topics")
+    if (not isinstance(topics, list) or not topics
+            or not all(isinstance(t, str) and t.strip() for t in topics)):
+        raise ConfigError(f"{where}topics: expected a non-empty list of topic names or patterns")
+    durable = raw.get("durable", True)
+    if not isinstance(durable, bool):
+        raise ConfigError(f"{where}durable: expected true or false, got {durable!r}")
+    return LinkConfig(_str(raw, "name", where, f"link{i}"), target, address,
+                      _read_token(tf, where), tuple(t.strip() for t in topics), durable)
+
+
+def config_from_mapping(doc: Any, source: Path | None = None) -> ReplicatorConfig:
+    if not isinstance(doc, dict):
+        raise ConfigError("the replicator config must be a mapping with node and links")
+    for k in doc:
+        if k not in ("node", "source", "links"):
+            raise ConfigError(f"{k}: unknown key (known: links, node, source)")
+    node = _str(doc, "node", "")
+    if not NODE_NAME_RE.fullmatch(node):
+        raise ConfigError(f"node: {node!r} is not a node name (1-64 letters, digits, '.', '_', '-')")
+    src = doc.get("source") or {}
+    if not isinstance(src, dict) or set(src) - {"socket"}:
+        raise ConfigError("source: expected a mapping with at most 'socket'")
+    sock = Path(_str(src, "socket", "source.")).expanduser() if "socket" in src else None
+    links = doc.get("links")
+    if not isinstance(links, list) or not links:
+        raise ConfigError("links: expected a non-empty list")
+    if len(links) > MAX_LINKS:
+        raise ConfigError(f"links: {len(links)} links, at most {MAX_LINKS}")
+    base = source.parent if source is not None else None
+    built = tuple(_link(raw, i, base) for i, raw in enumerate(links))
+    names = [ln.name for ln in built]
+    if len(set(names)) != len(names):
+        raise ConfigError("links: two links have the same name")
+    return ReplicatorConfig(node, sock, built, source)
+
+
+def load_config(path: str | os.PathLike[str]) -> ReplicatorConfig:
+    p = Path(path).expanduser()
+    try:
+        return config_from_mapping(read_yaml_file(p), p)
+    except ConfigError as e:
+        if str(p) in str(e):
+            raise
+        raise ConfigError(f"{p}: {e}") from None

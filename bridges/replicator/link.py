@@ -1,0 +1,160 @@
+"""One link's runner: a thread that ships every matching source partition to its target, forever.
+
+Each session: connect to the target and the local supervisor, read every partition's cursor
+from the target (never from a local note: after any crash the target's log end is the truth),
+then loop: one FETCH over all partitions (long-poll when the last round moved nothing), ship
+what came, advance the cursors to what the target answered. Any failure ends the session; the
+next one starts after a backoff with jitter and reads the cursors again, so nothing is skipped
+and a batch the target already holds is recognised there, not sent twice into the log.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bridges.replicator.config import LinkConfig
+from bridges.replicator.targets.base import Target
+from bridges.replicator.targets.peer import PeerTarget
+from edgebus import BatchReader, TopicInfo
+from edgebus.errors import EdgebusError, IncarnationMismatchError, OffsetOutOfRangeError
+
+log = logging.getLogger("edgebus.replicator")
+
+TOPIC_REFRESH_S = 5.0  # how soon a new matching topic starts replicating
+IDLE_WAIT_MS = 500  # long-poll of the source when nothing moved (idle is idle: no spinning)
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 30.0
+
+
+def make_target(cfg: LinkConfig, node: str) -> Target:
+    if cfg.target == "peer":
+        return PeerTarget(cfg.name, cfg.address, node, cfg.token, cfg.durable)
+    raise ValueError(f"unknown target kind {cfg.target!r}")
+
+
+@dataclass
+class PartitionState:
+    cursor: int
+    shipped_batches: int = 0
+    duplicates: int = 0
+    error: str = ""  # why this partition is held (a gap, a recreated source); "" when flowing
+
+
+@dataclass
+class LinkStatus:
+    state: str = "starting"  # starting | up | down
+    last_error: str = ""
+    sessions: int = 0
+    partitions: dict[tuple[str, int], PartitionState] = field(default_factory=dict)
+
+
+class LinkRunner:
+    def __init__(self, cfg: LinkConfig, node: str, socket: Path | None,
+                 stop: threading.Event, target: Target | None = None) -> None:
+        self.cfg = cfg
+        self.node = node
+        self.socket = socket
+        self.stop = stop
+        self.target = target if target is not None else make_target(cfg, node)
+        self.status = LinkStatus()
+        self.thread = threading.Thread(target=self.run, name=f"link-{cfg.name}", daemon=True)
+
+    def matches(self, topic: str) -> bool:
+        if topic.startswith("__"):
+            return False  # internal topics (committed offsets) are not the user's data
+        return any(fnmatch.fnmatchcase(topic, pat) for pat in self.cfg.topics)
+
+    def run(self) -> None:
+        delay = BACKOFF_MIN_S
+        while not self.stop.is_set():
+            self.status.sessions += 1
+            started = time.monotonic()
+            try:
+                self._session()
+            except (EdgebusError, OSError) as e:
+                if self.status.state != "down" or str(e) != self.status.last_error:
+                    log.warning("link %s: %s: %s (retrying)", self.cfg.name, type(e).__name__, e)
+                self.status.state, self.status.last_error = "down", str(e)
+            finally:
+                self.target.close()
+            if time.monotonic() - started > BACKOFF_MAX_S:
+                delay = BACKOFF_MIN_S  # a session that lasted was a healthy one
+            self.stop.wait(delay * random.uniform(0.5, 1.5))  # jitter: peers do not retry in step
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    def _session(self) -> None:
+        target, st = self.target, self.status
+        st.partitions = {}  # every cursor is read again from the target, held ones retried
+        target.connect()
+        with BatchReader(self.socket) as reader:
+            infos: dict[str, TopicInfo] = {}
+            cursors: dict[tuple[str, int], int] = {}
+            next_refresh = 0.0
+            moved = True
+            while not self.stop.is_set():
+                if time.monotonic() >= next_refresh:
+                    self._discover(reader, infos, cursors)
+                    next_refresh = time.monotonic() + TOPIC_REFRESH_S
+                if st.state != "up":
+                    log.info("link %s: up, %d partition(s) to %s", self.cfg.name, len(cursors),
+                             target.name)
+                    st.state, st.last_error = "up", ""
+                live = {tp: c for tp, c in cursors.items() if not st.partitions[tp].error}
+                if not live:
+                    self.stop.wait(IDLE_WAIT_MS / 1000)
+                    next_refresh = 0.0
+                    continue
+                reads = reader.read_many(live, max_wait_ms=0 if moved else IDLE_WAIT_MS)
+                moved = False
+                for tp, r in reads.items():
+                    ps = st.partitions[tp]
+                    if r.error is not None:
+                        if isinstance(r.error, OffsetOutOfRangeError):
+                            ps.error = (f"gap: offsets from {cursors[tp]} were deleted by the source's "
+                                        f"retention before they were shipped")
+                            log.error("link %s: %s-%d %s; the partition is held until an operator "
+                                      "acts (docs/REPLICATION.md)", self.cfg.name, tp[0], tp[1], ps.error)
+                            continue
+                        raise r.error
+                    if not r.batches:
+                        continue
+                    if r.batches[0].base_offset != cursors[tp]:
+                        ps.error = (f"the target's end {cursors[tp]} is inside the source batch at "
+                                    f"{r.batches[0].base_offset}: not a mirror of this source")
+                        log.error("link %s: %s-%d: %s", self.cfg.name, tp[0], tp[1], ps.error)
+                        continue
+                    end, dups = target.ship(tp[0], tp[1], infos[tp[0]], r.batches)
+                    ps.shipped_batches += len(r.batches) - dups
+                    ps.duplicates += dups
+                    cursors[tp] = ps.cursor = end
+                    moved = True
+
+    def _discover(self, reader: BatchReader, infos: dict[str, TopicInfo],
+                  cursors: dict[tuple[str, int], int]) -> None:
+        """New matching topics (and partitions) get a cursor, read from the target."""
+        st = self.status
+        for topic in reader.topics():
+            if not self.matches(topic):
+                continue
+            info = reader.describe(topic)
+            old = infos.get(topic)
+            if old is not None and old.incarnation != info.incarnation:
+                raise IncarnationMismatchError(
+                    f"source topic {topic!r} was deleted and created again while shipping")
+            infos[topic] = info
+            for p in range(info.partitions):
+                if (topic, p) in st.partitions:
+                    continue
+                try:
+                    c = self.target.cursor(topic, p, info)
+                except IncarnationMismatchError as e:
+                    st.partitions[(topic, p)] = PartitionState(-1, error=str(e))
+                    log.error("link %s: %s", self.cfg.name, e)
+                    continue
+                cursors[(topic, p)] = c
+                st.partitions[(topic, p)] = PartitionState(c)

@@ -1,0 +1,33 @@
+"""What every replication target offers the link runner (bridges/replicator/link.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from edgebus import StoredBatch, TopicInfo
+
+
+class Target(Protocol):
+    """One destination. Its methods may raise any EdgebusError; a retriable one (or a lost
+    connection) makes the runner reconnect with backoff and read every cursor again."""
+
+    name: str
+
+    def connect(self) -> None:
+        """Open (or reopen) the connection; raises if the target refuses us (wrong token)."""
+        ...
+
+    def cursor(self, topic: str, partition: int, source: TopicInfo) -> int:
+        """The next offset the target expects for this source partition: read from the target
+        itself (its log end), creating the destination for it first if there is none. Raises
+        IncarnationMismatchError when the target holds another incarnation of the topic."""
+        ...
+
+    def ship(self, topic: str, partition: int, source: TopicInfo,
+             batches: Sequence[StoredBatch]) -> tuple[int, int]:
+        """Append `batches` (contiguous, the first at the cursor) and return (the target's new
+        cursor, batches it already held)."""
+        ...
+
+    def close(self) -> None: ...

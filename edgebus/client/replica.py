@@ -1,0 +1,256 @@
+"""The client side of replication: read a partition's batches as stored, and append them to a
+peer's mirror. What the replicator (bridges/replicator) is built on; docs/REPLICATION.md.
+
+`BatchReader` reads whole record batches (the exact bytes of the log: offsets, append times and
+CRCs as the source stamped them) from the local supervisor. `ReplicaLink` is one authenticated
+connection to a peer supervisor's replica listener (`replica.listen` there): it creates mirror
+topics and appends batches at exactly the mirror's log end.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgebus import batch as B
+from edgebus import format as F
+from edgebus.client.channel import SyncChannel
+from edgebus.client.shm_channel import open_sync_channel
+from edgebus.errors import (
+    BrokerUnavailableError,
+    EdgebusError,
+    OperationTimeoutError,
+    UnknownTopicError,
+    error_for_code,
+)
+from edgebus.protocol import messages as M
+from edgebus.protocol.framing import ClientProtocol, ResponseFrame
+
+# Bytes of batches one read asks for: a few of the largest batches, bounded memory.
+READ_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """What replication needs to know of a topic on either side."""
+
+    name: str
+    incarnation: str
+    mirror_of: str  # "" for an ordinary topic
+    configs: dict[str, str]
+    start_offsets: list[int]  # per partition
+    end_offsets: list[int]
+
+    @property
+    def partitions(self) -> int:
+        return len(self.end_offsets)
+
+
+def _topic_info(t: M.TopicMetadata) -> TopicInfo:
+    if t.error_code:
+        raise error_for_code(t.error_code, t.error_message)
+    cfg = {c.name: c.value for c in t.configs}
+    parts = sorted(t.partitions, key=lambda p: p.partition)
+    return TopicInfo(t.name, cfg.get("incarnation", ""), cfg.get("mirror_of", ""), cfg,
+                     [p.log_start_offset for p in parts], [p.log_end_offset for p in parts])
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    """One record batch exactly as the log holds it."""
+
+    data: bytes
+    base_offset: int
+    next_offset: int  # base_offset + record count: where the following batch starts
+
+
+@dataclass(frozen=True)
+class PartitionRead:
+    """One partition's part of BatchReader.read_many."""
+
+    batches: list[StoredBatch]
+    log_start_offset: int
+    log_end_offset: int
+    error: EdgebusError | None  # OffsetOutOfRangeError, UnknownTopicError, ... (then no batches)
+
+
+def _batches(records: bytes | memoryview | None) -> list[StoredBatch]:
+    out = []
+    for mv in B.iter_batches(records or b""):
+        info = B.validate_batch(mv)  # a batch damaged on the way is never shipped
+        out.append(StoredBatch(bytes(mv), info.base_offset, info.base_offset + info.record_count))
+    return out
+
+
+class BatchReader:
+    """Reads whole batches from the local supervisor (any topic, any offset still on disk)."""
+
+    def __init__(self, socket: str | os.PathLike[str] | None = None, timeout: float = 30.0) -> None:
+        self._ch = open_sync_channel(socket, timeout, "socket")
+
+    def topics(self) -> list[str]:
+        return [t.name for t in self._ch.request(M.Api.METADATA, M.MetadataRequest([])).topics]
+
+    def describe(self, topic: str) -> TopicInfo:
+        return _topic_info(self._ch.request(M.Api.METADATA, M.MetadataRequest([topic])).topics[0])
+
+    def read(self, topic: str, partition: int, offset: int, max_bytes: int = READ_BYTES,
+             max_wait_ms: int = 0) -> tuple[list[StoredBatch], int, int]:
+        """(batches from the one holding `offset`, log start, log end). With max_wait_ms, waits
+        that long for data when `offset` is the log end. Raises OffsetOutOfRangeError when the
+        offset is no longer (or not yet) in the log."""
+        req = M.FetchRequest(max_wait_ms, 1, max_bytes,
+                             [M.FetchPartition(topic, partition, offset, max_bytes)])
+        resp = self._ch.request(M.Api.FETCH, req, timeout=self._ch.timeout + max_wait_ms / 1000)
+        fp = resp.partitions[0]
+        if fp.error_code:
+            raise error_for_code(fp.error_code, fp.error_message)
+        return _batches(fp.records), fp.log_start_offset, fp.high_watermark
+
+    def read_many(self, positions: Mapping[tuple[str, int], int], max_bytes: int = READ_BYTES,
+                  max_wait_ms: int = 0) -> dict[tuple[str, int], PartitionRead]:
+        """read() of many partitions in one request; with max_wait_ms, the answer comes as soon
+        as any of them has data (or the wait ends)."""
+        per = max(F.BATCH_HEADER_SIZE, max_bytes // max(1, len(positions)))
+        req = M.FetchRequest(max_wait_ms, 1, max_bytes,
+                             [M.FetchPartition(t, p, off, per) for (t, p), off in positions.items()])
+        resp = self._ch.request(M.Api.FETCH, req, timeout=self._ch.timeout + max_wait_ms / 1000)
+        out: dict[tuple[str, int], PartitionRead] = {}
+        for fp in resp.partitions:
+            if fp.error_code:
+                out[(fp.topic, fp.partition)] = PartitionRead(
+                    [], -1, -1, error_for_code(fp.error_code, fp.error_message))
+                continue
+            out[(fp.topic, fp.partition)] = PartitionRead(
+                _batches(fp.records), fp.log_start_offset, fp.high_watermark, None)
+        return out
+
+    def close(self) -> None:
+        self._ch.close()
+
+    def __enter__(self) -> BatchReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _TcpChannel(SyncChannel):
+    """SyncChannel over TCP to a replica listener, with the REPLICA_HELLO handshake on connect."""
+
+    def __init__(self, host: str, port: int, node: str, token: str, timeout: float) -> None:
+        super().__init__(Path(f"tcp:{host}:{port}"), timeout)
+        self.host, self.port = host, port
+        self.node, self.token = node, token
+        self.peer_node = ""
+
+    def _connect(self) -> None:
+        try:
+            s = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        except OSError as e:
+            raise BrokerUnavailableError(
+                f"cannot connect to the replica listener at {self.host}:{self.port}: {e}") from None
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.settimeout(None)
+        self._sock = s
+        self._proto = type(self._proto)()
+        try:
+            resp = super().request(M.Api.REPLICA_HELLO, M.ReplicaHelloRequest(self.node, self.token))
+        except BaseException:
+            self.close()
+            raise
+        self.peer_node = resp.node
+
+
+class ReplicaLink:
+    """One authenticated link to a peer's replica listener, as node `node` with its token."""
+
+    def __init__(self, address: str, node: str, token: str, timeout: float = 30.0) -> None:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"expected host:port, got {address!r}")
+        self.address = address
+        self._ch = _TcpChannel(host.strip("[]"), int(port), node, token, timeout)
+        self._ch._ensure()  # connect and authenticate now: a wrong token fails here
+
+    @property
+    def peer_node(self) -> str:
+        return self._ch.peer_node
+
+    def describe(self, topic: str) -> TopicInfo | None:
+        """The mirror's state on the peer, or None when it has no such topic."""
+        t = self._ch.request(M.Api.METADATA, M.MetadataRequest([topic])).topics[0]
+        if t.error_code == UnknownTopicError.code:
+            return None
+        return _topic_info(t)
+
+    def create_mirror(self, topic: str, source: TopicInfo, mirror_of: str) -> None:
+        """Create `topic` on the peer as a mirror of `source` (same partitions, limits and
+        incarnation)."""
+        keep = ("retention_ms", "retention_bytes", "segment_bytes", "segment_ms",
+                "max_message_bytes", "index_interval_bytes", "on_disk_full")
+        configs = [M.ConfigEntry(k, source.configs[k]) for k in keep if k in source.configs]
+        configs += [M.ConfigEntry("mirror_of", mirror_of),
+                    M.ConfigEntry("incarnation", source.incarnation)]
+        self._ch.request(M.Api.CREATE_TOPIC, M.CreateTopicRequest(topic, source.partitions, configs))
+
+    def append(self, topic: str, partition: int, incarnation: str, batch: bytes,
+               durable: bool = False) -> tuple[bool, int]:
+        """(appended, the mirror's log end). appended is False when the mirror already held this
+        very batch. acks: durable waits for the peer's fsync."""
+        acks = M.ACKS_DURABLE if durable else M.ACKS_WRITTEN
+        r = self._ch.request(M.Api.REPLICA_APPEND,
+                             M.ReplicaAppendRequest(topic, partition, incarnation, acks, batch))
+        return r.outcome == M.REPLICA_APPENDED, r.log_end_offset
+
+    def append_many(self, topic: str, partition: int, incarnation: str,
+                    batches: Sequence[bytes], durable: bool = False) -> tuple[int, int]:
+        """append() of consecutive batches, pipelined: every request is sent before the first
+        answer is awaited, so one round trip (and, durable, one group-commit fsync on the peer)
+        covers them all. (duplicates already held, the mirror's log end after the last)."""
+        if not batches:
+            raise ValueError("no batches")
+        acks = M.ACKS_DURABLE if durable else M.ACKS_WRITTEN
+        ch = self._ch
+        ch._ensure()
+        deadline = time.monotonic() + ch.timeout
+        try:
+            corrs = [ch._send(M.Api.REPLICA_APPEND,
+                              M.ReplicaAppendRequest(topic, partition, incarnation, acks, b),
+                              deadline)
+                     for b in batches]
+            want = set(corrs)
+            got: dict[int, ResponseFrame] = {}
+            while len(got) < len(corrs):
+                frames = ch._frames(deadline)
+                if not frames:
+                    ch.close()
+                    raise OperationTimeoutError(
+                        f"no answer from the replica link {self.address} within {ch.timeout:.0f} s")
+                got.update((f.correlation_id, f) for f in frames if f.correlation_id in want)
+            frames = [got[c] for c in corrs]
+        except (OSError, BrokerUnavailableError) as e:
+            ch.close()
+            raise BrokerUnavailableError(f"lost the replica link to {self.address}: {e}") from None
+        dups, end = 0, -1
+        for f in frames:
+            r = ClientProtocol.decode_body(M.Api.REPLICA_APPEND, f)  # raises the typed error
+            dups += r.outcome != M.REPLICA_APPENDED
+            end = r.log_end_offset
+        return dups, end
+
+    def close(self) -> None:
+        self._ch.close()
+
+    def __enter__(self) -> ReplicaLink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["READ_BYTES", "BatchReader", "PartitionRead", "ReplicaLink", "StoredBatch", "TopicInfo"]

@@ -1,0 +1,126 @@
+"""The destination side of replication: REPLICA_HELLO, REPLICA_APPEND and PROMOTE_TOPIC.
+
+A replica link is a connection on the replica listener (listeners/tcp.py). It may do nothing but
+REPLICA_HELLO until its node name and token are accepted; then only what a link needs
+(LINK_APIS): read metadata and offsets, create mirror topics of its own node, append replica
+batches. docs/REPLICATION.md says what is promised; the cursor rule lives in
+Partition.append_replica.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from edgebus import batch as B
+from edgebus import format as F
+from edgebus.errors import (
+    AuthenticationError,
+    IncarnationMismatchError,
+    InvalidRequestError,
+    NotAMirrorError,
+    NotAuthenticatedError,
+)
+from edgebus.log.manager import LogManager
+from edgebus.protocol import messages as M
+from edgebus.server.dispatch import DEFERRED, NO_RESPONSE
+
+if TYPE_CHECKING:
+    from edgebus.server.disk import DiskGuard
+    from edgebus.server.durable import DurableAcks
+    from edgebus.server.handlers.data import DataHandlers
+    from edgebus.server.service import LoopApi
+    from edgebus.server.stats import Stats
+
+log = logging.getLogger("edgebus.replica")
+
+# Before REPLICA_HELLO succeeds.
+HANDSHAKE_APIS = frozenset({int(M.Api.API_VERSIONS), int(M.Api.REPLICA_HELLO)})
+# After it: what a link needs, and nothing that could change or read ordinary topics' data.
+LINK_APIS = frozenset(int(a) for a in (
+    M.Api.API_VERSIONS, M.Api.METADATA, M.Api.LIST_OFFSETS, M.Api.CREATE_TOPIC,
+    M.Api.REPLICA_APPEND,
+))
+
+
+class ReplicaHandlers:
+    def __init__(self, api: LoopApi, logs: LogManager, data: DataHandlers, disk: DiskGuard,
+                 durable: DurableAcks, stats: Stats, node: str, tokens: Mapping[str, str]) -> None:
+        self.api = api
+        self.logs = logs
+        self.data = data
+        self.disk = disk
+        self.durable = durable
+        self.stats = stats
+        self.node = node
+        self.tokens = dict(tokens)  # peer node name -> its token (replica.tokens_file)
+        self.refused = 0  # handshakes refused (status, metrics)
+        self.duplicates = 0  # replica batches that were already here (a resend)
+        self.links: list[Any] = []  # connections that passed REPLICA_HELLO (closed ones dropped)
+
+    def hello(self, conn: Any, corr: int, req: M.ReplicaHelloRequest) -> Any:
+        want = self.tokens.get(req.node)
+        # compare_digest even for an unknown node, so timing does not tell which names exist.
+        ok = hmac.compare_digest((want or "\0").encode(), req.token.encode()) and want is not None
+        if not ok or conn.node is not None:
+            self.refused += 1
+            why = ("a second REPLICA_HELLO" if conn.node is not None
+                   else f"node {req.node!r} is unknown or its token is wrong")
+            log.warning("refused a replica link from %r: %s", conn, why)
+            self.api.answer(conn, corr, AuthenticationError(f"replica link refused: {why}"))
+            self.api.close(conn)
+            return NO_RESPONSE
+        conn.node = req.node
+        conn.allowed = LINK_APIS
+        self.links = [c for c in self.links if not c.closed] + [conn]
+        log.info("replica link from node %s accepted (%r)", req.node, conn)
+        return M.ReplicaHelloResponse(self.node)
+
+    def append(self, conn: Any, corr: int, req: M.ReplicaAppendRequest) -> Any:
+        if conn.node is None:  # a local client must not write mirrors (they refuse produce too)
+            raise NotAuthenticatedError("replica appends come only over a replica link")
+        if req.acks not in (M.ACKS_WRITTEN, M.ACKS_DURABLE):
+            raise InvalidRequestError(f"a replica append needs acks 1 or 2, got {req.acks}")
+        if req.batch is None:
+            raise InvalidRequestError("REPLICA_APPEND carries a null batch")
+        p = self.logs.partition(req.topic, req.partition)
+        cfg = p.config
+        if not cfg.is_mirror:
+            raise NotAMirrorError(f"topic {req.topic!r} is not a mirror; a link writes only mirrors")
+        if not cfg.mirror_of.startswith(conn.node + "/"):
+            raise NotAMirrorError(
+                f"topic {req.topic!r} mirrors {cfg.mirror_of}, not a topic of node {conn.node}")
+        if req.incarnation != cfg.incarnation:
+            raise IncarnationMismatchError(
+                f"topic {req.topic!r} mirrors incarnation {cfg.incarnation} of {cfg.mirror_of}; "
+                f"the source now sends incarnation {req.incarnation} (deleted and created again)")
+        # The source accepted the batch under its own limits: the format's bound applies here.
+        info = B.validate_batch(req.batch, max_bytes=F.MAX_BATCH_BYTES)
+        self.disk.admit(p, info.length)
+        appended = p.append_replica(req.batch, info)
+        outcome = M.REPLICA_APPENDED if appended else M.REPLICA_ALREADY_PRESENT
+        if appended:
+            self.stats.records_in += info.record_count
+            self.stats.bytes_in += info.length
+            self.data.on_append(p)
+        else:
+            self.duplicates += 1
+        resp = M.ReplicaAppendResponse(req.topic, req.partition, outcome, p.log_end_offset)
+        if req.acks == M.ACKS_DURABLE:
+            self.durable.add(conn, corr, p, resp)
+            return DEFERRED
+        return resp
+
+    def promote(self, conn: Any, corr: int, req: M.PromoteTopicRequest) -> M.Empty:
+        cfg = self.logs.topics().get(req.name)
+        source_node = cfg.mirror_of.split("/", 1)[0] if cfg is not None and cfg.is_mirror else None
+        live = [c for c in self.links if not c.closed and c.node == source_node]
+        if live:
+            raise InvalidRequestError(
+                f"topic {req.name!r} still has a live replica link from node {source_node}: "
+                "stop that replicator (or cut the link) before promoting its mirror")
+        self.logs.promote(req.name)
+        log.warning("promoted mirror topic %s to a writable topic (by %r)", req.name, conn)
+        return M.Empty()

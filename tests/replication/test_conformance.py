@@ -1,0 +1,159 @@
+"""The replication conformance suite: the same test bodies for every target kind (conftest.py
+TARGETS), with real supervisors and the real `edgebus replicate` process."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from edgebus import Admin, BatchReader, Consumer, Producer, TopicPartition
+from edgebus.errors import EdgebusError, MirrorReadOnlyError
+
+from .conftest import read_all, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def source_batches(source, topic: str, partition: int) -> list[bytes]:
+    with BatchReader(source.socket) as r:
+        return read_all(r, topic, partition, r.describe(topic).start_offsets[partition])
+
+
+def in_step(source, destination, topic: str, partitions: int) -> bool:
+    return all(source_batches(source, topic, p) == destination.batches(topic, p)
+               for p in range(partitions))
+
+
+def produce(source, topic: str, n: int, **kw) -> None:
+    with Producer(socket=source.socket, **kw) as p:
+        for i in range(n):
+            p.send(topic, f"reading {i}".encode(), key=f"kettle-{i % 7}".encode(),
+                   headers=[("unit", b"C")])
+        p.flush()
+
+
+def test_the_mirror_has_the_sources_offsets_timestamps_and_batch_bytes(source, destination,
+                                                                       make_replicator):
+    with Admin(socket=source.socket) as a:
+        a.create_topic("teapot", 3)
+    produce(source, "teapot", 1500, linger_ms=1)
+    produce(source, "teapot", 40, linger_ms=0)  # many one-record batches too
+    make_replicator(["teapot"]).start()
+    wait_for(lambda: in_step(source, destination, "teapot", 3), what="the mirror to catch up")
+    for p in range(3):
+        assert source_batches(source, "teapot", p), "every partition has data"
+    # Records as a consumer sees them: the same offsets, timestamps, keys, values and headers.
+    got = {}
+    for sock in (source.socket, destination.broker.socket):
+        with Consumer(socket=sock, auto_offset_reset="earliest", consumer_timeout_ms=2000) as c:
+            c.assign([TopicPartition("teapot", p) for p in range(3)])
+            got[sock] = sorted((r.partition, r.offset, r.timestamp, r.key, r.value, tuple(r.headers))
+                               for r in c)
+    assert len(got[source.socket]) == 1540
+    assert got[source.socket] == got[destination.broker.socket]
+    # New records follow without a restart (the link long-polls the source).
+    produce(source, "teapot", 25, linger_ms=0)
+    wait_for(lambda: in_step(source, destination, "teapot", 3), what="new records to follow")
+
+
+def test_a_mirror_refuses_local_writes_and_promote_waits_for_the_link(source, destination,
+                                                                      make_replicator):
+    with Admin(socket=source.socket) as a:
+        a.create_topic("cmd", 1)
+    produce(source, "cmd", 10)
+    r = make_replicator(["cmd"]).start()
+    wait_for(lambda: in_step(source, destination, "cmd", 1), what="the mirror")
+    dst = destination.broker.socket
+    with Producer(socket=dst, acks="written") as p, pytest.raises(MirrorReadOnlyError):
+        p.send("cmd", b"local").get(10)
+    with Admin(socket=dst) as a:
+        with pytest.raises(EdgebusError, match="live replica link"):
+            a.promote_topic("cmd")
+        assert r.stop() == 0
+        wait_for(lambda: _promote(a, "cmd"), what="promote once the link is gone")
+    with Producer(socket=dst, acks="written") as p:
+        md = p.send("cmd", b"after failover").get(10)
+    assert md.offset == 10  # the mirror's offsets go on
+
+
+def _promote(a: Admin, topic: str) -> bool:
+    a.promote_topic(topic)
+    return True
+
+
+def test_the_cursor_comes_from_the_target_after_every_kind_of_crash(source, destination,
+                                                                    make_replicator):
+    """Producers never stop; the replicator, the destination and the source are killed with
+    SIGKILL again and again; afterwards the destination holds exactly the source's batches."""
+    with Admin(socket=source.socket) as a:
+        a.create_topic("events", 2)
+    stop = threading.Event()
+    sent = [0]
+
+    def keep_producing() -> None:
+        while not stop.is_set():
+            try:
+                with Producer(socket=source.socket, linger_ms=2) as p:
+                    while not stop.is_set():
+                        for i in range(50):
+                            p.send("events", f"e{sent[0] + i}".encode(), key=str(i).encode())
+                        p.flush(10)
+                        sent[0] += 50
+                        time.sleep(0.005)
+            except EdgebusError:
+                time.sleep(0.1)  # the source is restarting
+
+    t = threading.Thread(target=keep_producing, daemon=True)
+    t.start()
+    rep = make_replicator(["events"]).start()
+    kills = ["replicator"] * 5 + ["destination"] * 3 + ["source"] * 2
+    for what in kills:
+        time.sleep(0.7)
+        if what == "replicator":
+            rep.kill9()
+            rep.start()
+        elif what == "destination":
+            destination.kill9()
+            time.sleep(0.2)
+            destination.restart()
+        else:
+            source.kill9()
+            source.start()
+    time.sleep(0.5)
+    stop.set()
+    t.join(30)
+    assert sent[0] > 0
+    wait_for(lambda: in_step(source, destination, "events", 2), timeout=60,
+             what=f"the mirror to equal the source after {len(kills)} kills:\n{rep.log()[-3000:]}")
+    total = sum(len(source_batches(source, "events", p)) for p in range(2))
+    assert total > 20, "the test shipped real traffic"
+
+
+def test_a_wrong_token_is_refused_on_both_sides(source, destination, make_replicator):
+    with Admin(socket=source.socket) as a:
+        a.create_topic("secret", 1)
+    produce(source, "secret", 5)
+    r = make_replicator(["secret"], token="not-the-right-token-at-all").start()
+    wait_for(lambda: "AuthenticationError" in r.log(), what="the replicator to report the refusal")
+    assert "refused a replica link" in destination.broker.log()
+    with Admin(socket=destination.broker.socket) as a:
+        assert "secret" not in a.list_topics()
+
+
+def test_a_recreated_source_topic_is_reported_not_mixed(source, destination, make_replicator):
+    with Admin(socket=source.socket) as a:
+        a.create_topic("t", 1)
+    produce(source, "t", 30)
+    r = make_replicator(["t"]).start()
+    wait_for(lambda: in_step(source, destination, "t", 1), what="the mirror")
+    before = destination.batches("t", 0)
+    r.stop()
+    with Admin(socket=source.socket) as a:
+        a.delete_topic("t")
+        a.create_topic("t", 1)
+    produce(source, "t", 3)
+    r2 = make_replicator(["t"]).start()
+    wait_for(lambda: "deleted and created again" in r2.log(), what="the replicator to report it")
+    assert destination.batches("t", 0) == before
