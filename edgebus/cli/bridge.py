@@ -24,6 +24,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="check the config file and exit (status 0 if valid)")
     m.set_defaults(func=run_mqtt)
 
+    # The replicator is a bridge too, so that `systemctl enable --now edgebus-bridge@replicate`
+    # runs it under the same hardened template unit (config /etc/edgebus/bridge-replicate.yaml).
+    r = bsub.add_parser("replicate", help="the replicator (same as `edgebus replicate`)")
+    r.add_argument("--config", required=True, metavar="FILE",
+                   help="the replicator's YAML config (see docs/REPLICATION.md)")
+    r.add_argument("--check", action="store_true", dest="check_only",
+                   help="check the config file and exit (status 0 if valid)")
+    r.set_defaults(func=run_replicate)
+
     s = bsub.add_parser("status", help="show a bridge's status (exit status 3 if not running)")
     where = s.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", metavar="FILE", help="the bridge's config (finds its status file)")
@@ -42,6 +51,12 @@ def run_mqtt(args: argparse.Namespace) -> int:
               "route(s))")
         return 0
     return run(cfg)
+
+
+def run_replicate(args: argparse.Namespace) -> int:
+    from edgebus.cli.replicate import run
+
+    return run(args)
 
 
 def run_status(args: argparse.Namespace) -> int:
