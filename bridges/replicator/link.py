@@ -21,12 +21,13 @@ from pathlib import Path
 from bridges.replicator.config import LinkConfig
 from bridges.replicator.targets.base import Target
 from bridges.replicator.targets.peer import PeerTarget
-from edgebus import BatchReader, TopicInfo
+from edgebus import Admin, BatchReader, TopicInfo
 from edgebus.errors import EdgebusError, IncarnationMismatchError, OffsetOutOfRangeError
 
 log = logging.getLogger("edgebus.replicator")
 
 TOPIC_REFRESH_S = 5.0  # how soon a new matching topic starts replicating
+GROUP_SYNC_S = 2.0  # how often consumer groups' committed offsets are mirrored
 IDLE_WAIT_MS = 500  # long-poll of the source when nothing moved (idle is idle: no spinning)
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 30.0
 
@@ -91,15 +92,19 @@ class LinkRunner:
         target, st = self.target, self.status
         st.partitions = {}  # every cursor is read again from the target, held ones retried
         target.connect()
-        with BatchReader(self.socket) as reader:
+        with BatchReader(self.socket) as reader, Admin(self.socket, transport="socket") as admin:
             infos: dict[str, TopicInfo] = {}
             cursors: dict[tuple[str, int], int] = {}
-            next_refresh = 0.0
+            committed: dict[tuple[str, str, int], int] = {}  # mirrored this session
+            next_refresh = next_groups = 0.0
             moved = True
             while not self.stop.is_set():
                 if time.monotonic() >= next_refresh:
                     self._discover(reader, infos, cursors)
                     next_refresh = time.monotonic() + TOPIC_REFRESH_S
+                if time.monotonic() >= next_groups:
+                    self._sync_groups(admin, cursors, committed)
+                    next_groups = time.monotonic() + GROUP_SYNC_S
                 if st.state != "up":
                     log.info("link %s: up, %d partition(s) to %s", self.cfg.name, len(cursors),
                              target.name)
@@ -133,6 +138,25 @@ class LinkRunner:
                     ps.duplicates += dups
                     cursors[tp] = ps.cursor = end
                     moved = True
+
+    def _sync_groups(self, admin: Admin, cursors: dict[tuple[str, int], int],
+                     committed: dict[tuple[str, str, int], int]) -> None:
+        """Mirror the committed offsets of every consumer group on replicated partitions. An
+        offset beyond what the target holds is clamped to its cursor: after a failover the group
+        resumes at the first record it has not seen among those that exist there."""
+        for g in admin.list_groups():
+            todo: dict[tuple[str, int], int] = {}
+            for tp, co in admin.list_group_offsets(g.group_id).items():
+                key = (tp.topic, tp.partition)
+                if co.offset < 0 or key not in cursors:
+                    continue
+                off = min(co.offset, cursors[key])
+                if committed.get((g.group_id, *key)) != off:
+                    todo[key] = off
+            if todo:
+                self.target.commit_group_offsets(g.group_id, todo)
+                for key, off in todo.items():
+                    committed[(g.group_id, *key)] = off
 
     def _discover(self, reader: BatchReader, infos: dict[str, TopicInfo],
                   cursors: dict[tuple[str, int], int]) -> None:

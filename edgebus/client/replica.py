@@ -27,6 +27,7 @@ from edgebus.errors import (
     UnknownTopicError,
     error_for_code,
 )
+from edgebus.protocol import groups as G
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame
 
@@ -242,6 +243,16 @@ class ReplicaLink:
             dups += r.outcome != M.REPLICA_APPENDED
             end = r.log_end_offset
         return dups, end
+
+    def commit_offsets(self, group_id: str, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Commit a consumer group's offsets of mirror topics on the peer (durable there), so
+        that the group resumes from them after a failover. Raises the first partition's error."""
+        parts = [G.OffsetCommitPartition(t, p, off) for (t, p), off in sorted(offsets.items())]
+        resp = self._ch.request(M.Api.OFFSET_COMMIT,
+                                G.OffsetCommitRequest(group_id, G.NO_GENERATION, "", parts))
+        for r in resp.partitions:
+            if r.error_code:
+                raise error_for_code(r.error_code, r.error_message)
 
     def close(self) -> None:
         self._ch.close()

@@ -157,3 +157,47 @@ def test_a_recreated_source_topic_is_reported_not_mixed(source, destination, mak
     r2 = make_replicator(["t"]).start()
     wait_for(lambda: "deleted and created again" in r2.log(), what="the replicator to report it")
     assert destination.batches("t", 0) == before
+
+
+def test_failover_a_group_continues_on_the_peer_from_its_committed_offsets(source, destination,
+                                                                          make_replicator):
+    if destination.kind != "peer":
+        pytest.skip("failover to a consumer group applies to peer mirrors")
+    with Admin(socket=source.socket) as a:
+        a.create_topic("orders", 2)
+    produce(source, "orders", 300, linger_ms=1)
+    seen: set[tuple[int, int]] = set()
+    with Consumer("orders", socket=source.socket, group_id="billing",
+                  auto_offset_reset="earliest", enable_auto_commit=False) as c:
+        while len(seen) < 120:
+            for records in c.poll(timeout_ms=1000, max_records=120 - len(seen)).values():
+                seen.update((r.partition, r.offset) for r in records)
+        c.commit()
+    with Admin(socket=source.socket) as a:
+        on_source = {tp: o.offset for tp, o in a.list_group_offsets("billing").items()}
+    assert sum(on_source.values()) == 120
+    rep = make_replicator(["orders"]).start()
+    wait_for(lambda: in_step(source, destination, "orders", 2), what="the mirror")
+    dst = destination.broker.socket
+
+    def group_mirrored() -> bool:
+        with Admin(socket=dst) as a:
+            return {tp: o.offset for tp, o in a.list_group_offsets("billing").items()} == on_source
+
+    wait_for(group_mirrored, what="the group's offsets on the peer")
+    source.kill9()  # the source node is gone
+    rep.kill9()
+    with Admin(socket=dst) as a:
+        wait_for(lambda: _promote(a, "orders"), what="promote")
+    rest: list[tuple[int, int]] = []
+    with Consumer("orders", socket=dst, group_id="billing", auto_offset_reset="earliest",
+                  consumer_timeout_ms=3000) as c:
+        rest = [(r.partition, r.offset) for r in c]
+    assert not seen & set(rest), "records repeated past the committed offsets"
+    assert len(rest) == len(set(rest)) == 180
+    assert seen | set(rest) == {(p, o) for p in range(2) for o in range(on_source_end(p, dst))}
+
+
+def on_source_end(partition: int, sock: str) -> int:
+    with BatchReader(sock) as r:
+        return r.describe("orders").end_offsets[partition]

@@ -30,4 +30,9 @@ class Target(Protocol):
         cursor, batches it already held)."""
         ...
 
+    def commit_group_offsets(self, group_id: str, offsets: dict[tuple[str, int], int]) -> None:
+        """Record a consumer group's committed offsets at the target (each at most the
+        target's cursor of its partition), so the group resumes there after a failover."""
+        ...
+
     def close(self) -> None: ...

@@ -73,6 +73,9 @@ class PeerTarget:
                                           [b.data for b in batches], self.durable)
         return end, dups
 
+    def commit_group_offsets(self, group_id: str, offsets: dict[tuple[str, int], int]) -> None:
+        self.link.commit_offsets(group_id, offsets)
+
     def close(self) -> None:
         if self._link is not None:
             self._link.close()

@@ -41,7 +41,7 @@ HANDSHAKE_APIS = frozenset({int(M.Api.API_VERSIONS), int(M.Api.REPLICA_HELLO)})
 # After it: what a link needs, and nothing that could change or read ordinary topics' data.
 LINK_APIS = frozenset(int(a) for a in (
     M.Api.API_VERSIONS, M.Api.METADATA, M.Api.LIST_OFFSETS, M.Api.CREATE_TOPIC,
-    M.Api.REPLICA_APPEND,
+    M.Api.REPLICA_APPEND, M.Api.OFFSET_COMMIT,
 ))
 
 
