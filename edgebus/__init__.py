@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from edgebus.client.consumer import Consumer
     from edgebus.client.group import OffsetAndMetadata, RebalanceListener
     from edgebus.client.producer import Producer
-    from edgebus.client.replica import BatchReader, ReplicaLink, StoredBatch, TopicInfo
+    from edgebus.client.replica import BatchReader, PartitionRead, ReplicaLink, StoredBatch, TopicInfo
     from edgebus.client.types import (
         OffsetAndTimestamp,
         RecordMetadata,
@@ -35,6 +35,7 @@ _PUBLIC = {
     "Producer": "edgebus.client.producer",
     "BatchReader": "edgebus.client.replica",
     "ReplicaLink": "edgebus.client.replica",
+    "PartitionRead": "edgebus.client.replica",
     "StoredBatch": "edgebus.client.replica",
     "TopicInfo": "edgebus.client.replica",
     "OffsetAndTimestamp": "edgebus.client.types",
@@ -63,6 +64,7 @@ __all__ = [
     "Consumer",
     "OffsetAndMetadata",
     "OffsetAndTimestamp",
+    "PartitionRead",
     "Producer",
     "RebalanceListener",
     "Record",

@@ -417,7 +417,6 @@ def test_special_values() -> None:
     assert by_name == {
         "LATEST": M.LATEST, "EARLIEST": M.EARLIEST,
         "ACKS_NONE": M.ACKS_NONE, "ACKS_WRITTEN": M.ACKS_WRITTEN, "ACKS_DURABLE": M.ACKS_DURABLE,
-        "REPLICA_APPENDED": M.REPLICA_APPENDED, "REPLICA_ALREADY_PRESENT": M.REPLICA_ALREADY_PRESENT,
         **{n: getattr(G, n) for n in group_values},
     }
     for name, value in M.ACKS_BY_NAME.items():

@@ -41,7 +41,7 @@ def make_target(cfg: LinkConfig, node: str) -> Target:
 @dataclass
 class PartitionState:
     cursor: int
-    shipped_batches: int = 0
+    shipped_records: int = 0  # offsets the target's log end moved by in this session
     duplicates: int = 0
     error: str = ""  # why this partition is held (a gap, a recreated source); "" when flowing
 
@@ -126,15 +126,15 @@ class LinkRunner:
                                       "acts (docs/REPLICATION.md)", self.cfg.name, tp[0], tp[1], ps.error)
                             continue
                         raise r.error
-                    if not r.batches:
+                    if not r.data:
                         continue
-                    if r.batches[0].base_offset != cursors[tp]:
+                    if r.first_offset != cursors[tp]:
                         ps.error = (f"the target's end {cursors[tp]} is inside the source batch at "
-                                    f"{r.batches[0].base_offset}: not a mirror of this source")
+                                    f"{r.first_offset}: not a mirror of this source")
                         log.error("link %s: %s-%d: %s", self.cfg.name, tp[0], tp[1], ps.error)
                         continue
-                    end, dups = target.ship(tp[0], tp[1], infos[tp[0]], r.batches)
-                    ps.shipped_batches += len(r.batches) - dups
+                    end, dups = target.ship(tp[0], tp[1], infos[tp[0]], r)
+                    ps.shipped_records += end - cursors[tp]
                     ps.duplicates += dups
                     cursors[tp] = ps.cursor = end
                     moved = True

@@ -19,10 +19,10 @@ SUMMARY_EVERY_S = 60.0  # one status line per link at this interval (journald ke
 def summary(r: LinkRunner) -> str:
     parts = r.status.partitions
     held = sum(1 for p in parts.values() if p.error)
-    shipped = sum(p.shipped_batches for p in parts.values())
+    shipped = sum(p.shipped_records for p in parts.values())
     dups = sum(p.duplicates for p in parts.values())
     return (f"link {r.cfg.name}: {r.status.state}, {len(parts)} partition(s), {held} held, "
-            f"{shipped} batch(es) shipped, {dups} already there"
+            f"{shipped} record(s) shipped, {dups} batch(es) already there"
             + (f", last error: {r.status.last_error}" if r.status.last_error else ""))
 
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,13 +22,11 @@ from edgebus.client.shm_channel import open_sync_channel
 from edgebus.errors import (
     BrokerUnavailableError,
     EdgebusError,
-    OperationTimeoutError,
     UnknownTopicError,
     error_for_code,
 )
 from edgebus.protocol import groups as G
 from edgebus.protocol import messages as M
-from edgebus.protocol.framing import ClientProtocol, ResponseFrame
 
 # Bytes of batches one read asks for: a few of the largest batches, bounded memory.
 READ_BYTES = 4 * 1024 * 1024
@@ -71,12 +68,18 @@ class StoredBatch:
 
 @dataclass(frozen=True)
 class PartitionRead:
-    """One partition's part of BatchReader.read_many."""
+    """One partition's part of BatchReader.read_many: whole batches back to back, as stored
+    (forwarded as they are: the destination checks every CRC)."""
 
-    batches: list[StoredBatch]
+    data: bytes
+    first_offset: int  # base offset of the first batch (-1 when there is none)
+    next_offset: int  # where the batch after the last one starts (-1 when there is none)
     log_start_offset: int
     log_end_offset: int
-    error: EdgebusError | None  # OffsetOutOfRangeError, UnknownTopicError, ... (then no batches)
+    error: EdgebusError | None  # OffsetOutOfRangeError, UnknownTopicError, ... (then no data)
+
+    def batches(self) -> list[StoredBatch]:
+        return _batches(self.data)
 
 
 def _batches(records: bytes | memoryview | None) -> list[StoredBatch]:
@@ -85,6 +88,24 @@ def _batches(records: bytes | memoryview | None) -> list[StoredBatch]:
         info = B.validate_batch(mv)  # a batch damaged on the way is never shipped
         out.append(StoredBatch(bytes(mv), info.base_offset, info.base_offset + info.record_count))
     return out
+
+
+def _whole(records: bytes | memoryview | None) -> tuple[bytes, int, int]:
+    """(the whole batches, first base offset, next offset) from headers only, no CRC: one pass
+    over the batch headers, so shipping costs nothing per record here."""
+    mv = memoryview(records or b"")
+    pos = 0
+    first = nxt = -1
+    scan = F.BATCH_SCAN
+    while len(mv) - pos >= F.BATCH_HEADER_SIZE:
+        base, length, count = scan.unpack_from(mv, pos)
+        if length < F.BATCH_HEADER_SIZE or pos + length > len(mv):
+            break  # a trailing partial batch: the next read starts with it
+        if first < 0:
+            first = base
+        nxt = base + count
+        pos += length
+    return bytes(mv[:pos]), first, nxt
 
 
 class BatchReader:
@@ -124,10 +145,11 @@ class BatchReader:
         for fp in resp.partitions:
             if fp.error_code:
                 out[(fp.topic, fp.partition)] = PartitionRead(
-                    [], -1, -1, error_for_code(fp.error_code, fp.error_message))
+                    b"", -1, -1, -1, -1, error_for_code(fp.error_code, fp.error_message))
                 continue
+            data, first, nxt = _whole(fp.records)
             out[(fp.topic, fp.partition)] = PartitionRead(
-                _batches(fp.records), fp.log_start_offset, fp.high_watermark, None)
+                data, first, nxt, fp.log_start_offset, fp.high_watermark, None)
         return out
 
     def close(self) -> None:
@@ -199,50 +221,15 @@ class ReplicaLink:
                     M.ConfigEntry("incarnation", source.incarnation)]
         self._ch.request(M.Api.CREATE_TOPIC, M.CreateTopicRequest(topic, source.partitions, configs))
 
-    def append(self, topic: str, partition: int, incarnation: str, batch: bytes,
-               durable: bool = False) -> tuple[bool, int]:
-        """(appended, the mirror's log end). appended is False when the mirror already held this
-        very batch. acks: durable waits for the peer's fsync."""
+    def append(self, topic: str, partition: int, incarnation: str, batches: bytes,
+               durable: bool = False) -> tuple[int, int, int]:
+        """Append consecutive whole batches (a PartitionRead's data) to the mirror: (batches
+        appended, batches it already held, the mirror's log end). durable: the answer waits
+        for the peer's fsync (group commit there)."""
         acks = M.ACKS_DURABLE if durable else M.ACKS_WRITTEN
         r = self._ch.request(M.Api.REPLICA_APPEND,
-                             M.ReplicaAppendRequest(topic, partition, incarnation, acks, batch))
-        return r.outcome == M.REPLICA_APPENDED, r.log_end_offset
-
-    def append_many(self, topic: str, partition: int, incarnation: str,
-                    batches: Sequence[bytes], durable: bool = False) -> tuple[int, int]:
-        """append() of consecutive batches, pipelined: every request is sent before the first
-        answer is awaited, so one round trip (and, durable, one group-commit fsync on the peer)
-        covers them all. (duplicates already held, the mirror's log end after the last)."""
-        if not batches:
-            raise ValueError("no batches")
-        acks = M.ACKS_DURABLE if durable else M.ACKS_WRITTEN
-        ch = self._ch
-        ch._ensure()
-        deadline = time.monotonic() + ch.timeout
-        try:
-            corrs = [ch._send(M.Api.REPLICA_APPEND,
-                              M.ReplicaAppendRequest(topic, partition, incarnation, acks, b),
-                              deadline)
-                     for b in batches]
-            want = set(corrs)
-            got: dict[int, ResponseFrame] = {}
-            while len(got) < len(corrs):
-                frames = ch._frames(deadline)
-                if not frames:
-                    ch.close()
-                    raise OperationTimeoutError(
-                        f"no answer from the replica link {self.address} within {ch.timeout:.0f} s")
-                got.update((f.correlation_id, f) for f in frames if f.correlation_id in want)
-            frames = [got[c] for c in corrs]
-        except (OSError, BrokerUnavailableError) as e:
-            ch.close()
-            raise BrokerUnavailableError(f"lost the replica link to {self.address}: {e}") from None
-        dups, end = 0, -1
-        for f in frames:
-            r = ClientProtocol.decode_body(M.Api.REPLICA_APPEND, f)  # raises the typed error
-            dups += r.outcome != M.REPLICA_APPENDED
-            end = r.log_end_offset
-        return dups, end
+                             M.ReplicaAppendRequest(topic, partition, incarnation, acks, batches))
+        return r.appended, r.present, r.log_end_offset
 
     def commit_offsets(self, group_id: str, offsets: Mapping[tuple[str, int], int]) -> None:
         """Commit a consumer group's offsets of mirror topics on the peer (durable there), so

@@ -285,27 +285,27 @@ class ReplicaHelloResponse(Message):
 
 @dataclass
 class ReplicaAppendRequest(Message):
-    """One batch of a source partition, exactly as the source holds it (offsets stamped)."""
+    """Consecutive whole batches of a source partition, exactly as the source holds them
+    (offsets and append times stamped): a FETCH answer's records, forwarded as they are."""
 
     topic: str
     partition: int
     incarnation: str  # the source topic's; must equal the mirror's
     acks: int  # ACKS_WRITTEN or ACKS_DURABLE
-    batch: Any
+    batches: Any
     FIELDS = (("topic", STR), ("partition", I32), ("incarnation", STR), ("acks", I8),
-              ("batch", BYTES))
-
-
-REPLICA_APPENDED, REPLICA_ALREADY_PRESENT = 0, 1
+              ("batches", BYTES))
 
 
 @dataclass
 class ReplicaAppendResponse(Message):
     topic: str
     partition: int
-    outcome: int  # REPLICA_APPENDED or REPLICA_ALREADY_PRESENT
-    log_end_offset: int  # the mirror's, after this batch: the replicator's next cursor
-    FIELDS = (("topic", STR), ("partition", I32), ("outcome", I8), ("log_end_offset", I64))
+    appended: int  # batches written
+    present: int  # batches the mirror already held (a resend), not written again
+    log_end_offset: int  # the mirror's, after this request: the replicator's next cursor
+    FIELDS = (("topic", STR), ("partition", I32), ("appended", I32), ("present", I32),
+              ("log_end_offset", I64))
 
 
 @dataclass

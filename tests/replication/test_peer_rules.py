@@ -14,6 +14,7 @@ from edgebus import batch as B
 from edgebus.errors import (
     AuthenticationError,
     ConfigError,
+    CorruptRecordError,
     InvalidRequestError,
     NotAMirrorError,
     NotAuthenticatedError,
@@ -61,9 +62,12 @@ def test_appends_land_only_at_the_log_end_and_a_resend_is_recognised(peer, src):
         link.create_mirror("t", info, f"{NODE}/t")
         with pytest.raises(OffsetOutOfRangeError, match="gap"):
             link.append("t", 0, info.incarnation, bs[1].data)  # offset 1 on an empty mirror
-        assert link.append("t", 0, info.incarnation, bs[0].data) == (True, 1)
-        assert link.append("t", 0, info.incarnation, bs[0].data) == (False, 1)  # a resend
-        assert link.append_many("t", 0, info.incarnation, [b.data for b in bs]) == (1, 5)
+        assert link.append("t", 0, info.incarnation, bs[0].data) == (1, 0, 1)
+        assert link.append("t", 0, info.incarnation, bs[0].data) == (0, 1, 1)  # a resend
+        everything = b"".join(b.data for b in bs)
+        assert link.append("t", 0, info.incarnation, everything) == (4, 1, 5)
+        with pytest.raises(CorruptRecordError, match="after the last whole batch"):
+            link.append("t", 0, info.incarnation, everything + b"\0" * 10)
         # Another batch claiming offset 2: same offset, other bytes.
         forged = bytearray(B.build_batch([B.encode_record(0, None, b"forged", [])], 0, 0))
         B.stamp_batch(forged, 2, 0)

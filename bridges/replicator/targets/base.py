@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Protocol
 
-from edgebus import StoredBatch, TopicInfo
+from edgebus import PartitionRead, TopicInfo
 
 
 class Target(Protocol):
@@ -24,10 +23,10 @@ class Target(Protocol):
         IncarnationMismatchError when the target holds another incarnation of the topic."""
         ...
 
-    def ship(self, topic: str, partition: int, source: TopicInfo,
-             batches: Sequence[StoredBatch]) -> tuple[int, int]:
-        """Append `batches` (contiguous, the first at the cursor) and return (the target's new
-        cursor, batches it already held)."""
+    def ship(self, topic: str, partition: int, source: TopicInfo, read: PartitionRead
+             ) -> tuple[int, int]:
+        """Append the read's batches (contiguous, the first at the cursor) and return (the
+        target's new cursor, batches it already held)."""
         ...
 
     def commit_group_offsets(self, group_id: str, offsets: dict[tuple[str, int], int]) -> None:

@@ -8,9 +8,7 @@ skipped by the peer itself (Partition.append_replica).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from edgebus import ReplicaLink, StoredBatch, TopicInfo
+from edgebus import PartitionRead, ReplicaLink, TopicInfo
 from edgebus.errors import IncarnationMismatchError, NotAMirrorError
 
 
@@ -67,11 +65,11 @@ class PeerTarget:
                                   f"{info.partitions} partitions, the source {source.partitions}")
         return info.end_offsets[partition]
 
-    def ship(self, topic: str, partition: int, source: TopicInfo,
-             batches: Sequence[StoredBatch]) -> tuple[int, int]:
-        dups, end = self.link.append_many(topic, partition, source.incarnation,
-                                          [b.data for b in batches], self.durable)
-        return end, dups
+    def ship(self, topic: str, partition: int, source: TopicInfo, read: PartitionRead
+             ) -> tuple[int, int]:
+        _, present, end = self.link.append(topic, partition, source.incarnation, read.data,
+                                           self.durable)
+        return end, present
 
     def commit_group_offsets(self, group_id: str, offsets: dict[tuple[str, int], int]) -> None:
         self.link.commit_offsets(group_id, offsets)

@@ -18,6 +18,7 @@ from edgebus import batch as B
 from edgebus import format as F
 from edgebus.errors import (
     AuthenticationError,
+    CorruptRecordError,
     IncarnationMismatchError,
     InvalidRequestError,
     NotAMirrorError,
@@ -83,8 +84,8 @@ class ReplicaHandlers:
             raise NotAuthenticatedError("replica appends come only over a replica link")
         if req.acks not in (M.ACKS_WRITTEN, M.ACKS_DURABLE):
             raise InvalidRequestError(f"a replica append needs acks 1 or 2, got {req.acks}")
-        if req.batch is None:
-            raise InvalidRequestError("REPLICA_APPEND carries a null batch")
+        if not req.batches:
+            raise InvalidRequestError("REPLICA_APPEND carries no batch")
         p = self.logs.partition(req.topic, req.partition)
         cfg = p.config
         if not cfg.is_mirror:
@@ -96,18 +97,30 @@ class ReplicaHandlers:
             raise IncarnationMismatchError(
                 f"topic {req.topic!r} mirrors incarnation {cfg.incarnation} of {cfg.mirror_of}; "
                 f"the source now sends incarnation {req.incarnation} (deleted and created again)")
-        # The source accepted the batch under its own limits: the format's bound applies here.
-        info = B.validate_batch(req.batch, max_bytes=F.MAX_BATCH_BYTES)
-        self.disk.admit(p, info.length)
-        appended = p.append_replica(req.batch, info)
-        outcome = M.REPLICA_APPENDED if appended else M.REPLICA_ALREADY_PRESENT
-        if appended:
-            self.stats.records_in += info.record_count
-            self.stats.bytes_in += info.length
-            self.data.on_append(p)
-        else:
-            self.duplicates += 1
-        resp = M.ReplicaAppendResponse(req.topic, req.partition, outcome, p.log_end_offset)
+        data = memoryview(req.batches)
+        appended = present = pos = 0
+        try:
+            while pos < len(data):
+                if len(data) - pos < F.BATCH_HEADER_SIZE:
+                    raise CorruptRecordError(f"{len(data) - pos} bytes after the last whole batch")
+                length = F.BATCH_PREFIX.unpack_from(data, pos)[2]
+                batch = data[pos : pos + length]
+                # The source accepted it under its own limits: the format's bound applies here.
+                info = B.validate_batch(batch, max_bytes=F.MAX_BATCH_BYTES)
+                self.disk.admit(p, info.length)
+                if p.append_replica(batch, info):
+                    appended += 1
+                    self.stats.records_in += info.record_count
+                    self.stats.bytes_in += info.length
+                else:
+                    present += 1
+                pos += length
+        finally:  # what was appended before an error stays, and its readers are woken
+            if appended:
+                self.data.on_append(p)
+            self.duplicates += present
+        resp = M.ReplicaAppendResponse(req.topic, req.partition, appended, present,
+                                       p.log_end_offset)
         if req.acks == M.ACKS_DURABLE:
             self.durable.add(conn, corr, p, resp)
             return DEFERRED
