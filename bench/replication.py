@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import socket
 import statistics
 import struct
@@ -112,21 +113,28 @@ def catch_up(root: Path, size: int, records: int, durable: bool) -> dict[str, An
     try:
         with Admin(socket=s.src.socket) as a:
             a.create_topic("b", 1)
+        # The replicator is connected and the mirror made before the clock starts; it is stopped
+        # (SIGSTOP) while the backlog is written, as if its link had been down.
+        s.start_replicator()
+        assert s.rep is not None
+        while s.end(s.dst.socket, "b") < 0:
+            time.sleep(0.01)
+        time.sleep(0.5)
+        os.kill(s.rep.pid, signal.SIGSTOP)
         value = b"x" * size
         with Producer(socket=s.src.socket, batch_size=256 * 1024) as p:
             for _ in range(records // 1000):
                 p.send_batch("b", [value] * 1000, partition=0)
             p.flush()
         want = s.end(s.src.socket, "b")
-        cpu0 = {"src": _cpu(s.src.pid or 0), "dst": _cpu(s.dst.pid or 0)}
+        pids = {"replicator": s.rep.pid, "src": s.src.pid or 0, "dst": s.dst.pid or 0}
+        cpu0 = {k: _cpu(pid) for k, pid in pids.items()}
         t0 = time.perf_counter()
-        s.start_replicator()
-        assert s.rep is not None
+        os.kill(s.rep.pid, signal.SIGCONT)
         while s.end(s.dst.socket, "b") < want:
-            time.sleep(0.01)
+            time.sleep(0.005)
         secs = time.perf_counter() - t0
-        cpu = {"replicator": _cpu(s.rep.pid), "src": _cpu(s.src.pid or 0) - cpu0["src"],
-               "dst": _cpu(s.dst.pid or 0) - cpu0["dst"]}
+        cpu = {k: _cpu(pid) - cpu0[k] for k, pid in pids.items()}
         per_m = {k: v / want * 1e6 for k, v in cpu.items()}
         return {"size": size, "records": want, "durable": durable, "seconds": secs,
                 "records_per_s": want / secs, "mb_per_s": want * size / secs / 1e6,
@@ -143,23 +151,29 @@ def lag(root: Path, size: int, rate: int, seconds: float) -> dict[str, Any]:
         s.start_replicator()
         while s.end(s.dst.socket, "b") < 0:  # the mirror exists
             time.sleep(0.02)
-        lags: list[float] = []
+        lags: dict[str, list[float]] = {"dst": [], "src": []}
         done = threading.Event()
         n = int(rate * seconds)
 
-        def consume() -> None:
-            with Consumer(socket=s.dst.socket, auto_offset_reset="earliest") as c:
+        def consume(where: str) -> None:
+            sock = s.dst.socket if where == "dst" else s.src.socket
+            out = lags[where]
+            with Consumer(socket=sock, auto_offset_reset="earliest") as c:
                 c.assign([TopicPartition("b", 0)])
                 got = 0
                 while got < n and not done.is_set():
                     for recs in c.poll(timeout_ms=200).values():
                         now = time.monotonic_ns()
                         for r in recs:
-                            lags.append((now - _TS.unpack_from(r.value)[0]) / 1e6)
+                            out.append((now - _TS.unpack_from(r.value)[0]) / 1e6)
                         got += len(recs)
 
-        t = threading.Thread(target=consume, daemon=True)
-        t.start()
+        threads = [threading.Thread(target=consume, args=(w,), daemon=True) for w in lags]
+        for t in threads:
+            t.start()
+        assert s.rep is not None
+        pids = {"replicator": s.rep.pid, "src": s.src.pid or 0, "dst": s.dst.pid or 0}
+        cpu0 = {k: _cpu(pid) for k, pid in pids.items()}
         pad = b"x" * (size - _TS.size)
         with Producer(socket=s.src.socket, linger_ms=0) as p:
             start = time.monotonic()
@@ -170,12 +184,18 @@ def lag(root: Path, size: int, rate: int, seconds: float) -> dict[str, Any]:
                     time.sleep(delay)
                 p.send("b", _TS.pack(time.monotonic_ns()) + pad, partition=0)
             p.flush()
-        t.join(seconds + 30)
+        for t in threads:
+            t.join(seconds + 30)
         done.set()
-        kept = lags[len(lags) // 10:]  # the first 10%: warm-up
-        q = statistics.quantiles(kept, n=100) if len(kept) > 100 else [float("nan")] * 99
-        return {"size": size, "rate": rate, "received": len(lags), "sent": n,
-                "lag_p50_ms": q[49], "lag_p99_ms": q[98]}
+        cpu = {k: (_cpu(pid) - cpu0[k]) / n * 1e6 for k, pid in pids.items()}
+        q = {}
+        for where, got in lags.items():
+            kept = got[len(got) // 10:]  # the first 10%: warm-up
+            q[where] = statistics.quantiles(kept, n=100) if len(kept) > 100 else [float("nan")] * 99
+        return {"size": size, "rate": rate, "received": len(lags["dst"]), "sent": n,
+                "lag_p50_ms": q["dst"][49], "lag_p99_ms": q["dst"][98],
+                "local_consumer_p50_ms": q["src"][49], "local_consumer_p99_ms": q["src"][98],
+                "cpu_us_per_record": cpu}
     finally:
         s.close()
 
@@ -206,7 +226,10 @@ def main(argv: list[str] | None = None) -> int:
             lr = lag(root / f"g{i}", size, args.rate, args.seconds)
             rows.append(lr)
             print(f"lag at {lr['rate']:,}/s, {size} B: p50 {lr['lag_p50_ms']:.1f} ms, "
-                  f"p99 {lr['lag_p99_ms']:.1f} ms ({lr['received']}/{lr['sent']} received)")
+                  f"p99 {lr['lag_p99_ms']:.1f} ms ({lr['received']}/{lr['sent']} received; a consumer "
+                  f"on the source in the same run: p50 {lr['local_consumer_p50_ms']:.1f} ms, "
+                  f"p99 {lr['local_consumer_p99_ms']:.1f} ms); CPU us "
+                  "per record: " + ", ".join(f"{k} {v:.0f}" for k, v in lr["cpu_us_per_record"].items()))
     report = {"machine": {"cpus": os.cpu_count(), "arch": platform.machine(),
                           "python": platform.python_version(), "load_before": load_before,
                           "load_after": os.getloadavg()},
