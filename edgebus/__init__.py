@@ -17,7 +17,14 @@ if TYPE_CHECKING:
     from edgebus.client.consumer import Consumer
     from edgebus.client.group import OffsetAndMetadata, RebalanceListener
     from edgebus.client.producer import Producer
-    from edgebus.client.replica import BatchReader, PartitionRead, ReplicaLink, StoredBatch, TopicInfo
+    from edgebus.client.replica import (
+        BatchReader,
+        PartitionRead,
+        ReplicaLink,
+        StoredBatch,
+        TopicInfo,
+        client_context,
+    )
     from edgebus.client.types import (
         OffsetAndTimestamp,
         RecordMetadata,
@@ -38,6 +45,7 @@ _PUBLIC = {
     "PartitionRead": "edgebus.client.replica",
     "StoredBatch": "edgebus.client.replica",
     "TopicInfo": "edgebus.client.replica",
+    "client_context": "edgebus.client.replica",
     "OffsetAndTimestamp": "edgebus.client.types",
     "RecordMetadata": "edgebus.client.types",
     "TopicPartition": "edgebus.client.types",
@@ -74,5 +82,6 @@ __all__ = [
     "TopicInfo",
     "TopicPartition",
     "__version__",
+    "client_context",
     "partition_for_key",
 ]

@@ -29,6 +29,7 @@ from edgebus.log.topic_config import DISK_FULL_REJECT, MAX_SEGMENT_BYTES, valida
 from edgebus.opsconfig import (
     NODE_NAME_RE,
     Threshold,
+    is_loopback_listen,
     parse_disk_policy,
     parse_listen,
     parse_replica_listen,
@@ -282,12 +283,17 @@ MIN_TOKEN_CHARS = 16
 @dataclass(frozen=True)
 class ReplicaSettings:
     # host:port where peers' replicators append their mirrors (docs/REPLICATION.md); null serves
-    # none. Plain TCP, so loopback only (an SSH or WireGuard tunnel carries it between hosts).
+    # none. A non-loopback address needs tls_cert and tls_key (plain TCP stays on loopback).
     listen: str | None = _setting(None, "replica_listen")
     # This node's name, as its peers' mirrors name it (mirror_of "<node>/<topic>"); "" = host name.
     node: str = _setting("", "node")
     # YAML mapping of peer node name -> token; a link must present its node's token.
     tokens_file: Path | None = field(default=None, metadata={"kind": "optional_path"})
+    # TLS: this node's certificate chain and key (PEM). With tls_ca, peers must present a
+    # certificate that CA signed, whose common name is their node name (mutual TLS).
+    tls_cert: Path | None = field(default=None, metadata={"kind": "optional_path"})
+    tls_key: Path | None = field(default=None, metadata={"kind": "optional_path"})
+    tls_ca: Path | None = field(default=None, metadata={"kind": "optional_path"})
 
 
 @dataclass(frozen=True)
@@ -321,6 +327,23 @@ class Config:
         except ValueError as e:
             raise ConfigError(str(e)) from None
         return dataclasses.replace(self, **changes)
+
+
+def _check_replica(r: ReplicaSettings, base_dir: Path | None) -> ReplicaSettings:
+    """Paths taken from the config's directory; TLS settings that make sense together."""
+    paths: dict[str, Any] = {k: _resolve(getattr(r, k), base_dir) for k in
+                             ("tokens_file", "tls_cert", "tls_key", "tls_ca")
+                             if getattr(r, k) is not None}
+    r = dataclasses.replace(r, **paths)
+    if (r.tls_cert is None) != (r.tls_key is None):
+        raise _Invalid("replica.tls_cert", "tls_cert and tls_key go together")
+    if r.tls_ca is not None and r.tls_cert is None:
+        raise _Invalid("replica.tls_ca", "mutual TLS needs this node's tls_cert and tls_key too")
+    if r.listen is not None and r.tls_cert is None and not is_loopback_listen(r.listen):
+        raise _Invalid("replica.listen",
+                       f"{r.listen} is not a loopback address, and without TLS (tls_cert, tls_key) "
+                       "a replica link is plain TCP: set them, or carry the link through a tunnel")
+    return r
 
 
 def _check_socket(p: Path) -> Path:
@@ -439,10 +462,7 @@ def config_from_mapping(data: Any, source: str | Path | None = None) -> Config:
         for key in ("data_dir", "socket"):
             if key in scalars:
                 built[key] = _resolve(getattr(plain, key), base_dir)
-        tokens = built["replica"].tokens_file
-        if tokens is not None:
-            built["replica"] = dataclasses.replace(built["replica"],
-                                                   tokens_file=_resolve(tokens, base_dir))
+        built["replica"] = _check_replica(built["replica"], base_dir)
         if "socket" in built:
             try:
                 _check_socket(built["socket"])

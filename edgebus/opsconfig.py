@@ -73,7 +73,7 @@ def parse_disk_policy(value: Any) -> str:
 NODE_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
-def parse_listen(value: Any) -> str | None:
+def parse_listen(value: Any, loopback_only: bool = True) -> str | None:
     """`host:port` on a loopback address ("127.0.0.1:9464", "[::1]:9464", "localhost:9464"), or
     None (null or an empty string) for no endpoint."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -84,7 +84,7 @@ def parse_listen(value: Any) -> str | None:
     host, port = m.group(1).strip("[]"), int(m.group(2))
     if not 0 <= port <= 65535:  # 0: any free port (tests; the log line names the one chosen)
         raise ValueError(f"port must be between 0 and 65535, got {port}")
-    if host not in LOOPBACK_NAMES:
+    if loopback_only and host not in LOOPBACK_NAMES:
         try:
             loopback = ipaddress.ip_address(host).is_loopback
         except ValueError:
@@ -98,15 +98,19 @@ def parse_listen(value: Any) -> str | None:
 
 
 def parse_replica_listen(value: Any) -> str | None:
-    """The replica listener's host:port: loopback only, because its TCP is not encrypted."""
+    """The replica listener's host:port, any address (config.py refuses a non-loopback one
+    without TLS)."""
+    return parse_listen(value, loopback_only=False)
+
+
+def is_loopback_listen(listen: str) -> bool:
+    host = split_listen(listen)[0]
+    if host in LOOPBACK_NAMES:
+        return True
     try:
-        return parse_listen(value)
-    except ValueError as e:
-        if "loopback" not in str(e):
-            raise
-        raise ValueError(
-            f"{value!r} is not a loopback address; replica links are plain TCP, so they listen on "
-            "localhost only: carry them between hosts through an SSH or WireGuard tunnel") from None
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def split_listen(listen: str) -> tuple[str, int]:

@@ -8,6 +8,11 @@
         target: peer                # another edgebus node's replica listener
         address: 127.0.0.1:9093
         token_file: /etc/edgebus/backup.token   # this node's token there (mode 0600)
+        tls:                        # when the peer's listener has TLS (any address but loopback)
+          ca: /etc/edgebus/peer-ca.pem          # verifies the peer (default: the system's CAs)
+          cert: /etc/edgebus/gw-7.pem           # mutual TLS: this node's certificate and key;
+          key: /etc/edgebus/gw-7.key            #   then token_file may be left out
+          server_name: gw-8.example             # the name in the peer's certificate
         topics: [teapot, "sensors.*"]           # names or fnmatch patterns
         durable: true               # wait for the peer's fsync before a batch counts (default)
 
@@ -30,6 +35,14 @@ MAX_LINKS = 64  # a gateway has a handful; more is a mistake in the file
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    server_name: str | None = None
+
+
+@dataclass(frozen=True)
 class LinkConfig:
     name: str
     target: str
@@ -37,6 +50,7 @@ class LinkConfig:
     token: str
     topics: tuple[str, ...]
     durable: bool = True
+    tls: TlsConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -72,7 +86,7 @@ def _link(raw: Any, i: int, base: Path | None) -> LinkConfig:
     where = f"links[{i}]."
     if not isinstance(raw, dict):
         raise ConfigError(f"links[{i}]: expected a mapping")
-    known = {"name", "target", "address", "token_file", "topics", "durable"}
+    known = {"name", "target", "address", "token_file", "topics", "durable", "tls"}
     for k in raw:
         if k not in known:
             raise ConfigError(f"{where}{k}: unknown key (known: {', '.join(sorted(known))})")
@@ -83,9 +97,10 @@ def _link(raw: Any, i: int, base: Path | None) -> LinkConfig:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{where}address: expected host:port, got {address!r}")
-    tf = Path(_str(raw, "token_file", where)).expanduser()
-    if not tf.is_absolute() and base is not None:
-        tf = base / tf
+    tls = _tls(raw.get("tls"), where + "tls.", base) if "tls" in raw else None
+    token = ""
+    if "token_file" in raw or tls is None or tls.cert is None:
+        token = _read_token(_path(_str(raw, "token_file", where), base), where)
     topics = raw.get("topics")
     if (not isinstance(topics, list) or not topics
             or not all(isinstance(t, str) and t.strip() for t in topics)):
@@ -93,8 +108,28 @@ def _link(raw: Any, i: int, base: Path | None) -> LinkConfig:
     durable = raw.get("durable", True)
     if not isinstance(durable, bool):
         raise ConfigError(f"{where}durable: expected true or false, got {durable!r}")
-    return LinkConfig(_str(raw, "name", where, f"link{i}"), target, address,
-                      _read_token(tf, where), tuple(t.strip() for t in topics), durable)
+    return LinkConfig(_str(raw, "name", where, f"link{i}"), target, address, token,
+                      tuple(t.strip() for t in topics), durable, tls)
+
+
+def _path(text: str, base: Path | None) -> Path:
+    p = Path(text).expanduser()
+    return base / p if not p.is_absolute() and base is not None else p
+
+
+def _tls(raw: Any, where: str, base: Path | None) -> TlsConfig:
+    if raw is None:
+        return TlsConfig()
+    if not isinstance(raw, dict) or set(raw) - {"ca", "cert", "key", "server_name"}:
+        raise ConfigError(f"{where[:-1]}: expected a mapping of ca, cert, key, server_name")
+    paths = {k: _path(_str(raw, k, where), base) for k in ("ca", "cert", "key") if k in raw}
+    for k, p in paths.items():
+        if not p.is_file():
+            raise ConfigError(f"{where}{k}: {p} is not a readable file")
+    if ("cert" in paths) != ("key" in paths):
+        raise ConfigError(f"{where}cert: cert and key go together")
+    name = _str(raw, "server_name", where) if "server_name" in raw else None
+    return TlsConfig(paths.get("ca"), paths.get("cert"), paths.get("key"), name)
 
 
 def config_from_mapping(doc: Any, source: Path | None = None) -> ReplicatorConfig:

@@ -34,7 +34,7 @@ BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 30.0
 
 def make_target(cfg: LinkConfig, node: str) -> Target:
     if cfg.target == "peer":
-        return PeerTarget(cfg.name, cfg.address, node, cfg.token, cfg.durable)
+        return PeerTarget(cfg.name, cfg.address, node, cfg.token, cfg.durable, cfg.tls)
     raise ValueError(f"unknown target kind {cfg.target!r}")
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from edgebus import format as F
 from edgebus.client.channel import SyncChannel
 from edgebus.client.shm_channel import open_sync_channel
 from edgebus.errors import (
+    AuthenticationError,
     BrokerUnavailableError,
     EdgebusError,
     UnknownTopicError,
@@ -27,6 +30,7 @@ from edgebus.errors import (
 )
 from edgebus.protocol import groups as G
 from edgebus.protocol import messages as M
+from edgebus.protocol.framing import ClientProtocol, ResponseFrame
 
 # Bytes of batches one read asks for: a few of the largest batches, bounded memory.
 READ_BYTES = 4 * 1024 * 1024
@@ -165,10 +169,12 @@ class BatchReader:
 class _TcpChannel(SyncChannel):
     """SyncChannel over TCP to a replica listener, with the REPLICA_HELLO handshake on connect."""
 
-    def __init__(self, host: str, port: int, node: str, token: str, timeout: float) -> None:
+    def __init__(self, host: str, port: int, node: str, token: str, timeout: float,
+                 tls: ssl.SSLContext | None, server_name: str | None) -> None:
         super().__init__(Path(f"tcp:{host}:{port}"), timeout)
         self.host, self.port = host, port
         self.node, self.token = node, token
+        self.tls, self.server_name = tls, server_name or host
         self.peer_node = ""
 
     def _connect(self) -> None:
@@ -178,26 +184,65 @@ class _TcpChannel(SyncChannel):
             raise BrokerUnavailableError(
                 f"cannot connect to the replica listener at {self.host}:{self.port}: {e}") from None
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            try:
+                s = self.tls.wrap_socket(s, server_hostname=self.server_name)
+            except (OSError, ssl.SSLError) as e:
+                s.close()
+                raise AuthenticationError(
+                    f"TLS with the replica listener at {self.host}:{self.port} failed: {e}") from None
         s.settimeout(None)
         self._sock = s
         self._proto = type(self._proto)()
+        hello = M.ReplicaHelloRequest(self.node, self.token)
         try:
-            resp = super().request(M.Api.REPLICA_HELLO, M.ReplicaHelloRequest(self.node, self.token))
+            try:
+                frame = self._roundtrip(M.Api.REPLICA_HELLO, hello,
+                                        time.monotonic() + self.timeout, self.timeout)
+            except ssl.SSLError as e:  # TLS 1.3: the server's verdict on our certificate
+                raise AuthenticationError(
+                    f"the replica listener at {self.host}:{self.port} refused this node's TLS "
+                    f"certificate: {e.reason or e}") from None
+            except OSError as e:
+                raise BrokerUnavailableError(
+                    f"lost the replica listener at {self.host}:{self.port}: {e}") from None
+            resp = ClientProtocol.decode_body(M.Api.REPLICA_HELLO, frame)
         except BaseException:
             self.close()
             raise
         self.peer_node = resp.node
 
+    def _frames(self, deadline: float) -> list[ResponseFrame]:
+        # Decrypted bytes that OpenSSL already holds are invisible to select(): take them first.
+        sock = self._sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            self._proto.receive_data(sock.recv(sock.pending()))
+        return super()._frames(deadline)
+
+
+def client_context(ca: str | None = None, cert: str | None = None, key: str | None = None
+                   ) -> ssl.SSLContext:
+    """TLS for a replica link: the peer verified against `ca` (default: the system's CAs), and
+    this node's certificate for mutual TLS when `cert` and `key` are given."""
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert is not None:
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
 
 class ReplicaLink:
     """One authenticated link to a peer's replica listener, as node `node` with its token."""
 
-    def __init__(self, address: str, node: str, token: str, timeout: float = 30.0) -> None:
+    def __init__(self, address: str, node: str, token: str = "", timeout: float = 30.0,
+                 tls: ssl.SSLContext | None = None, server_name: str | None = None) -> None:
+        """tls: edgebus.client.replica.client_context(...) for a listener with TLS; the peer's
+        certificate must name `server_name` (default: the address's host)."""
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"expected host:port, got {address!r}")
         self.address = address
-        self._ch = _TcpChannel(host.strip("[]"), int(port), node, token, timeout)
+        self._ch = _TcpChannel(host.strip("[]"), int(port), node, token, timeout, tls, server_name)
         self._ch._ensure()  # connect and authenticate now: a wrong token fails here
 
     @property
@@ -251,4 +296,5 @@ class ReplicaLink:
         self.close()
 
 
-__all__ = ["READ_BYTES", "BatchReader", "PartitionRead", "ReplicaLink", "StoredBatch", "TopicInfo"]
+__all__ = ["READ_BYTES", "BatchReader", "PartitionRead", "ReplicaLink", "StoredBatch", "TopicInfo",
+           "client_context"]

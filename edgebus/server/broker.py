@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -56,6 +57,7 @@ class Broker:
         node: str = "",
         replica_listen: str | None = None,
         replica_tokens: Mapping[str, str] | None = None,
+        replica_tls: ssl.SSLContext | None = None,
     ) -> None:
         self.logs = logs
         self.socket_path = Path(socket_path)
@@ -83,7 +85,8 @@ class Broker:
         self.replica = ReplicaHandlers(loop, logs, self.data, self.disk, self.durable, self.stats,
                                        self.node, replica_tokens or {})
         # Peers' replicators append mirrors here (listeners/tcp.py); none unless configured.
-        self.replica_listener = ReplicaListener(loop, replica_listen) if replica_listen else None
+        self.replica_listener = (ReplicaListener(loop, replica_listen, replica_tls)
+                                 if replica_listen else None)
         self.dispatcher = Dispatcher(
             loop, build_table(self.data, self.admin, self.groups, self.shm, self.replica),
             self.data.produce_fields)

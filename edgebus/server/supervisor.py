@@ -15,6 +15,7 @@ from edgebus.log.topic_config import TopicConfig
 from edgebus.server import testhooks
 from edgebus.server.broker import Broker
 from edgebus.server.disk import DiskGuard
+from edgebus.server.listeners.tcp import server_context
 from edgebus.server.logsetup import setup_logging as _setup_logging
 from edgebus.server.notify import Notifier, summary_line
 
@@ -60,6 +61,9 @@ def run(config: Any) -> int:
         return 1
     try:
         tokens = load_replica_tokens(config.replica.tokens_file)
+        r = config.replica
+        tls = (server_context(str(r.tls_cert), str(r.tls_key), str(r.tls_ca) if r.tls_ca else None)
+               if r.tls_cert is not None and r.tls_key is not None else None)
     except EdgebusError as e:
         log.error("%s", e)
         logs.close()
@@ -82,6 +86,7 @@ def run(config: Any) -> int:
         node=config.replica.node,
         replica_listen=config.replica.listen,
         replica_tokens=tokens,
+        replica_tls=tls,
     )
     try:
         broker.listen()

@@ -36,21 +36,49 @@ def secret(path: Path, text: str) -> Path:
 
 
 class PeerDestination:
-    """An edgebus node that takes the source's mirrors on its replica listener."""
+    """An edgebus node that takes the source's mirrors on its replica listener; with `tls`, over
+    mutual TLS (a throw-away CA; the source node's certificate names it)."""
 
     kind = "peer"
 
-    def __init__(self, make_broker: Callable[..., EmbeddedBroker], root: Path) -> None:
+    def __init__(self, make_broker: Callable[..., EmbeddedBroker], root: Path,
+                 tls: bool = False) -> None:
         self.port = free_port()
+        self.root = root
         tokens = secret(root / "peer-tokens.yaml", yaml.safe_dump({NODE: TOKEN}))
-        self.broker = make_broker({"replica": {"listen": f"127.0.0.1:{self.port}", "node": "gw-dst",
-                                               "tokens_file": str(tokens)}}, name="dst")
+        replica: dict[str, Any] = {"listen": f"127.0.0.1:{self.port}", "node": "gw-dst",
+                                   "tokens_file": str(tokens)}
+        self.tls = tls
+        if tls:
+            import trustme
+
+            self.ca = trustme.CA()
+            server = self.ca.issue_cert("127.0.0.1", "localhost")
+            server.private_key_and_cert_chain_pem.write_to_path(str(root / "dst.pem"))
+            self.ca.cert_pem.write_to_path(str(root / "ca.pem"))
+            client = self.ca.issue_cert(NODE, common_name=NODE)
+            client.private_key_and_cert_chain_pem.write_to_path(str(root / "src.pem"))
+            replica.update(tls_cert=str(root / "dst.pem"), tls_key=str(root / "dst.pem"),
+                           tls_ca=str(root / "ca.pem"))
+        self.broker = make_broker({"replica": replica}, name="dst")
         self.broker.start()
         self.address = f"127.0.0.1:{self.port}"
 
     def link_config(self, root: Path, token: str = TOKEN) -> dict[str, Any]:
         tf = secret(root / f"token-{time.monotonic_ns()}", token)
-        return {"target": "peer", "address": self.address, "token_file": str(tf)}
+        cfg: dict[str, Any] = {"target": "peer", "address": self.address}
+        if self.tls:
+            # Mutual TLS names the node: no token. A wrong "token" test uses a foreign cert.
+            cert = self.root / "src.pem" if token == TOKEN else self.root / "foreign.pem"
+            if token != TOKEN:
+                import trustme
+
+                trustme.CA().issue_cert(NODE, common_name=NODE) \
+                    .private_key_and_cert_chain_pem.write_to_path(str(cert))
+            cfg["tls"] = {"ca": str(self.root / "ca.pem"), "cert": str(cert), "key": str(cert)}
+        else:
+            cfg["token_file"] = str(tf)
+        return cfg
 
     def batches(self, topic: str, partition: int) -> list[bytes]:
         """Every batch the destination holds for the source partition, as stored."""
@@ -76,14 +104,14 @@ def read_all(r: BatchReader, topic: str, partition: int, start: int) -> list[byt
         off = got[-1].next_offset
 
 
-TARGETS = ["peer"]
+TARGETS = ["peer", "peer-tls"]
 
 
 @pytest.fixture(params=TARGETS)
 def destination(request: pytest.FixtureRequest, make_broker: Callable[..., EmbeddedBroker],
                 tmp_path: Path) -> Any:
-    if request.param == "peer":
-        return PeerDestination(make_broker, tmp_path)
+    if request.param in ("peer", "peer-tls"):
+        return PeerDestination(make_broker, tmp_path, tls=request.param == "peer-tls")
     raise AssertionError(request.param)
 
 

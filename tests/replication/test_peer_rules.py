@@ -179,3 +179,39 @@ def test_replicate_check_validates_and_exits(tmp_path: Path):
     cfg.write_text("node: gw\nlinks: []\n")
     bad = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "links: expected a non-empty list" in bad.stderr
+
+
+def test_a_replica_listener_off_loopback_needs_tls(tmp_path: Path):
+    from edgebus.config import config_from_mapping as server_config
+
+    with pytest.raises(ConfigError, match="not a loopback address"):
+        server_config({"replica": {"listen": "0.0.0.0:9093"}})
+    with pytest.raises(ConfigError, match="go together"):
+        server_config({"replica": {"listen": "0.0.0.0:9093", "tls_cert": "/x.pem"}})
+    cfg = server_config({"replica": {"listen": "0.0.0.0:9093", "tls_cert": "c.pem",
+                                     "tls_key": "k.pem"}}, source=tmp_path / "edgebus.yaml")
+    assert cfg.replica.tls_cert == tmp_path / "c.pem"  # relative to the config file
+
+
+def test_mutual_tls_the_certificate_names_the_node(make_broker, tmp_path):
+    import trustme
+
+    from edgebus import client_context
+
+    ca = trustme.CA()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "s.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    ca.issue_cert("other", common_name="other").private_key_and_cert_chain_pem.write_to_path(
+        str(tmp_path / "other.pem"))
+    port = free_port()
+    peer = make_broker({"replica": {"listen": f"127.0.0.1:{port}", "tls_cert": str(tmp_path / "s.pem"),
+                                    "tls_key": str(tmp_path / "s.pem"),
+                                    "tls_ca": str(tmp_path / "ca.pem")}}).start()
+    ctx = client_context(str(tmp_path / "ca.pem"), str(tmp_path / "other.pem"), str(tmp_path / "other.pem"))
+    with ReplicaLink(f"127.0.0.1:{port}", "other", tls=ctx) as link:
+        assert link.peer_node  # accepted as "other", with no token
+    with pytest.raises(AuthenticationError, match="certificate is node 'other'"):
+        ReplicaLink(f"127.0.0.1:{port}", NODE, TOKEN, tls=ctx)
+    with pytest.raises(AuthenticationError, match="refused this node's TLS certificate"):
+        ReplicaLink(f"127.0.0.1:{port}", NODE, tls=client_context(str(tmp_path / "ca.pem")))
+    assert "TLS handshake failed" in peer.log()

@@ -8,23 +8,35 @@ skipped by the peer itself (Partition.append_replica).
 
 from __future__ import annotations
 
-from edgebus import PartitionRead, ReplicaLink, TopicInfo
+from pathlib import Path
+
+from bridges.replicator.config import TlsConfig
+from edgebus import PartitionRead, ReplicaLink, TopicInfo, client_context
 from edgebus.errors import IncarnationMismatchError, NotAMirrorError
 
 
+def _opt(p: Path | None) -> str | None:
+    return None if p is None else str(p)
+
+
 class PeerTarget:
-    def __init__(self, name: str, address: str, node: str, token: str, durable: bool = True) -> None:
+    def __init__(self, name: str, address: str, node: str, token: str, durable: bool = True,
+                 tls: TlsConfig | None = None) -> None:
         self.name = name
         self.address = address
         self.node = node
         self.token = token
         self.durable = durable
+        self.tls = tls
+        self._ctx = None if tls is None else client_context(
+            _opt(tls.ca), _opt(tls.cert), _opt(tls.key))
         self._link: ReplicaLink | None = None
         self._known: dict[str, TopicInfo] = {}  # mirrors checked on this connection
 
     def connect(self) -> None:
         self.close()
-        self._link = ReplicaLink(self.address, self.node, self.token)
+        self._link = ReplicaLink(self.address, self.node, self.token, tls=self._ctx,
+                                 server_name=self.tls.server_name if self.tls else None)
 
     @property
     def link(self) -> ReplicaLink:

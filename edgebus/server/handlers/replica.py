@@ -62,13 +62,20 @@ class ReplicaHandlers:
         self.links: list[Any] = []  # connections that passed REPLICA_HELLO (closed ones dropped)
 
     def hello(self, conn: Any, corr: int, req: M.ReplicaHelloRequest) -> Any:
-        want = self.tokens.get(req.node)
-        # compare_digest even for an unknown node, so timing does not tell which names exist.
-        ok = hmac.compare_digest((want or "\0").encode(), req.token.encode()) and want is not None
+        if conn.peer_name is not None:
+            # Mutual TLS: the verified certificate names the node; no token is needed.
+            ok = conn.peer_name == req.node
+            why = f"the certificate is node {conn.peer_name!r}'s, not {req.node!r}'s"
+        else:
+            want = self.tokens.get(req.node)
+            # compare_digest even for an unknown node, so timing does not tell which names exist.
+            ok = (hmac.compare_digest((want or "\0").encode(), req.token.encode())
+                  and want is not None)
+            why = f"node {req.node!r} is unknown or its token is wrong"
         if not ok or conn.node is not None:
             self.refused += 1
-            why = ("a second REPLICA_HELLO" if conn.node is not None
-                   else f"node {req.node!r} is unknown or its token is wrong")
+            if conn.node is not None:
+                why = "a second REPLICA_HELLO"
             log.warning("refused a replica link from %r: %s", conn, why)
             self.api.answer(conn, corr, AuthenticationError(f"replica link refused: {why}"))
             self.api.close(conn)

@@ -57,9 +57,20 @@ class Connection:
         self.allowed: frozenset[int] | None = None
         # The replication peer this connection speaks for, after REPLICA_HELLO (None: a local client).
         self.node: str | None = None
+        # The common name of a verified TLS client certificate (mutual TLS), else None.
+        self.peer_name: str | None = None
 
     def __repr__(self) -> str:
         return f"conn#{self.id}(pid={self.pid})"
+
+    # --- the socket (a TLS connection overrides these two) ----------------------------------------
+    def send(self, data: bytes | memoryview) -> int:
+        """Bytes sent; BlockingIOError when none can be now; another OSError: the peer is gone."""
+        return self.sock.send(data)
+
+    def recv(self) -> bytes:
+        """Bytes received (b"" at EOF); BlockingIOError when none are ready."""
+        return self.sock.recv(RECV_SIZE)
 
     # --- output ----------------------------------------------------------------------------------
     def queue(self, data: bytes) -> None:
@@ -70,7 +81,7 @@ class Connection:
         if not self.out:
             # Fast path: try to send at once, queue only the remainder.
             try:
-                n = self.sock.send(data)
+                n = self.send(data)
             except BlockingIOError:
                 n = 0
             except OSError:
@@ -89,7 +100,7 @@ class Connection:
         while self.out:
             head = self.out[0]
             try:
-                n = self.sock.send(head)
+                n = self.send(head)
             except BlockingIOError:
                 return False
             except OSError:
@@ -130,7 +141,7 @@ class Connection:
         if not mask & _READ or self.proto.frames.buffered() >= self.max_input:
             return  # whole frames wait in Loop.pending; read more once they are handled
         try:
-            data = self.sock.recv(RECV_SIZE)
+            data = self.recv()
         except BlockingIOError:
             return
         except OSError as e:
@@ -200,6 +211,10 @@ class StreamListener(Service):
     def peer(self, sock: socket.socket) -> tuple[int, int]:
         return -1, -1
 
+    def connection(self, sock: socket.socket, pid: int, uid: int) -> Connection:
+        """The Connection for an accepted socket (a TLS listener makes a TlsConnection)."""
+        return Connection(sock, self.loop, pid, uid)
+
     def accepted(self, conn: Connection) -> None:
         """A new connection is on the loop: a listener that restricts what it may do says so here."""
 
@@ -224,7 +239,7 @@ class StreamListener(Service):
                 raise
             pid, uid = self.peer(s)
             s.setblocking(False)
-            conn = Connection(s, loop, pid, uid)
+            conn = self.connection(s, pid, uid)
             refused = loop.adopt(conn)
             if refused is not None:
                 log.warning("refused a connection: %s", refused)
