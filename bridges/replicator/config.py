@@ -13,24 +13,31 @@
           cert: /etc/edgebus/gw-7.pem           # mutual TLS: this node's certificate and key;
           key: /etc/edgebus/gw-7.key            #   then token_file may be left out
           server_name: gw-8.example             # the name in the peer's certificate
-        topics: [teapot, "sensors.*"]           # names or fnmatch patterns
+        topics:                     # names or fnmatch patterns; the first that matches counts
+          - {pattern: "alarms.*", priority: 10}   # strict priority: higher drains first
+          - teapot                  # priority 0
+          - "sensors.*"
         durable: true               # wait for the peer's fsync before a batch counts (default)
+        max_bytes_per_s: 2MiB       # bandwidth cap of the link (default: none)
 
 Every error is a ConfigError naming the key, as for the supervisor's config.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgebus.config import read_yaml_file
+from edgebus.config import parse_size, read_yaml_file
 from edgebus.errors import ConfigError
 from edgebus.opsconfig import NODE_NAME_RE
 
 TARGET_KINDS = ("peer",)
+# A cap below this would ship less than one default-size batch a second: surely a typo.
+MIN_BYTES_PER_S = 64 * 1024
 MAX_LINKS = 64  # a gateway has a handful; more is a mistake in the file
 
 
@@ -43,14 +50,26 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class TopicRule:
+    pattern: str  # a topic name or an fnmatch pattern
+    priority: int = 0  # strict: a class ships only when every higher one has nothing to ship
+
+
+@dataclass(frozen=True)
 class LinkConfig:
     name: str
     target: str
     address: str
     token: str
-    topics: tuple[str, ...]
+    topics: tuple[TopicRule, ...]
     durable: bool = True
     tls: TlsConfig | None = None
+    max_bytes_per_s: int | None = None  # None: no cap
+
+    def rule_for(self, topic: str) -> TopicRule | None:
+        if topic.startswith("__"):
+            return None  # internal topics (committed offsets) are not the user's data
+        return next((r for r in self.topics if fnmatch.fnmatchcase(topic, r.pattern)), None)
 
 
 @dataclass(frozen=True)
@@ -86,7 +105,8 @@ def _link(raw: Any, i: int, base: Path | None) -> LinkConfig:
     where = f"links[{i}]."
     if not isinstance(raw, dict):
         raise ConfigError(f"links[{i}]: expected a mapping")
-    known = {"name", "target", "address", "token_file", "topics", "durable", "tls"}
+    known = {"name", "target", "address", "token_file", "topics", "durable", "tls",
+             "max_bytes_per_s"}
     for k in raw:
         if k not in known:
             raise ConfigError(f"{where}{k}: unknown key (known: {', '.join(sorted(known))})")
@@ -102,14 +122,33 @@ def _link(raw: Any, i: int, base: Path | None) -> LinkConfig:
     if "token_file" in raw or tls is None or tls.cert is None:
         token = _read_token(_path(_str(raw, "token_file", where), base), where)
     topics = raw.get("topics")
-    if (not isinstance(topics, list) or not topics
-            or not all(isinstance(t, str) and t.strip() for t in topics)):
+    if not isinstance(topics, list) or not topics:
         raise ConfigError(f"{where}topics: expected a non-empty list of topic names or patterns")
+    rules = tuple(_rule(t, f"{where}topics[{j}]") for j, t in enumerate(topics))
+    cap = raw.get("max_bytes_per_s")
+    if cap is not None:
+        try:
+            cap = parse_size(cap)
+        except ValueError as e:
+            raise ConfigError(f"{where}max_bytes_per_s: {e}") from None
+        if cap < MIN_BYTES_PER_S:
+            raise ConfigError(f"{where}max_bytes_per_s: at least {MIN_BYTES_PER_S} bytes/s")
     durable = raw.get("durable", True)
     if not isinstance(durable, bool):
         raise ConfigError(f"{where}durable: expected true or false, got {durable!r}")
-    return LinkConfig(_str(raw, "name", where, f"link{i}"), target, address, token,
-                      tuple(t.strip() for t in topics), durable, tls)
+    return LinkConfig(_str(raw, "name", where, f"link{i}"), target, address, token, rules,
+                      durable, tls, cap)
+
+
+def _rule(raw: Any, where: str) -> TopicRule:
+    if isinstance(raw, str) and raw.strip():
+        return TopicRule(raw.strip())
+    if isinstance(raw, dict) and set(raw) <= {"pattern", "priority"} and "pattern" in raw:
+        prio = raw.get("priority", 0)
+        if isinstance(prio, bool) or not isinstance(prio, int) or not -100 <= prio <= 100:
+            raise ConfigError(f"{where}.priority: expected a whole number in [-100, 100], got {prio!r}")
+        return TopicRule(_str(raw, "pattern", where + "."), prio)
+    raise ConfigError(f"{where}: expected a topic name or pattern, or {{pattern: ..., priority: N}}")
 
 
 def _path(text: str, base: Path | None) -> Path:

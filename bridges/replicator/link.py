@@ -10,7 +10,6 @@ and a batch the target already holds is recognised there, not sent twice into th
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import random
 import threading
@@ -21,13 +20,15 @@ from pathlib import Path
 from bridges.replicator.config import LinkConfig
 from bridges.replicator.targets.base import Target
 from bridges.replicator.targets.peer import PeerTarget
-from edgebus import Admin, BatchReader, TopicInfo
+from edgebus import Admin, BatchReader, PartitionRead, TopicInfo
 from edgebus.errors import EdgebusError, IncarnationMismatchError, OffsetOutOfRangeError
 
 log = logging.getLogger("edgebus.replicator")
 
 TOPIC_REFRESH_S = 5.0  # how soon a new matching topic starts replicating
 GROUP_SYNC_S = 2.0  # how often consumer groups' committed offsets are mirrored
+READ_BYTES = 4 * 1024 * 1024  # one read of all partitions: bounded memory
+MIN_READ_BYTES = 64 * 1024  # per partition: more than any batch header, so every read moves
 IDLE_WAIT_MS = 500  # long-poll of the source when nothing moved (idle is idle: no spinning)
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 30.0
 
@@ -42,6 +43,7 @@ def make_target(cfg: LinkConfig, node: str) -> Target:
 class PartitionState:
     cursor: int
     shipped_records: int = 0  # offsets the target's log end moved by in this session
+    shipped_bytes: int = 0
     duplicates: int = 0
     error: str = ""  # why this partition is held (a gap, a recreated source); "" when flowing
 
@@ -64,11 +66,11 @@ class LinkRunner:
         self.target = target if target is not None else make_target(cfg, node)
         self.status = LinkStatus()
         self.thread = threading.Thread(target=self.run, name=f"link-{cfg.name}", daemon=True)
+        self._tokens = float(cfg.max_bytes_per_s or 0)  # the bandwidth cap's bucket
+        self._refilled = time.monotonic()
 
     def matches(self, topic: str) -> bool:
-        if topic.startswith("__"):
-            return False  # internal topics (committed offsets) are not the user's data
-        return any(fnmatch.fnmatchcase(topic, pat) for pat in self.cfg.topics)
+        return self.cfg.rule_for(topic) is not None
 
     def run(self) -> None:
         delay = BACKOFF_MIN_S
@@ -114,30 +116,80 @@ class LinkRunner:
                     self.stop.wait(IDLE_WAIT_MS / 1000)
                     next_refresh = 0.0
                     continue
-                reads = reader.read_many(live, max_wait_ms=0 if moved else IDLE_WAIT_MS)
-                moved = False
-                for tp, r in reads.items():
-                    ps = st.partitions[tp]
-                    if r.error is not None:
-                        if isinstance(r.error, OffsetOutOfRangeError):
-                            ps.error = (f"gap: offsets from {cursors[tp]} were deleted by the source's "
-                                        f"retention before they were shipped")
-                            log.error("link %s: %s-%d %s; the partition is held until an operator "
-                                      "acts (docs/REPLICATION.md)", self.cfg.name, tp[0], tp[1], ps.error)
-                            continue
-                        raise r.error
-                    if not r.data:
-                        continue
-                    if r.first_offset != cursors[tp]:
-                        ps.error = (f"the target's end {cursors[tp]} is inside the source batch at "
-                                    f"{r.first_offset}: not a mirror of this source")
-                        log.error("link %s: %s-%d: %s", self.cfg.name, tp[0], tp[1], ps.error)
-                        continue
-                    end, dups = target.ship(tp[0], tp[1], infos[tp[0]], r)
-                    ps.shipped_records += end - cursors[tp]
-                    ps.duplicates += dups
-                    cursors[tp] = ps.cursor = end
-                    moved = True
+                moved = self._round(reader, infos, cursors, live, wait=not moved)
+
+    def _round(self, reader: BatchReader, infos: dict[str, TopicInfo],
+               cursors: dict[tuple[str, int], int], live: dict[tuple[str, int], int],
+               wait: bool) -> bool:
+        """Ship what there is, highest priority class first; True if anything moved. After an
+        empty round (wait), one long poll over every partition instead: idle is idle."""
+        if wait:
+            reads = reader.read_many(live, self._read_bytes(len(live)), IDLE_WAIT_MS)
+            return self._ship(infos, cursors, reads, sorted(reads, key=self._priority, reverse=True))
+        for cls in sorted({self._priority(tp) for tp in live}, reverse=True):
+            part = {tp: c for tp, c in live.items() if self._priority(tp) == cls}
+            reads = reader.read_many(part, self._read_bytes(len(part)), 0)
+            if self._ship(infos, cursors, reads, list(reads)):
+                return True  # strict priority: look at the higher classes again first
+        return False
+
+    def _priority(self, tp: tuple[str, int]) -> int:
+        rule = self.cfg.rule_for(tp[0])
+        return rule.priority if rule is not None else 0
+
+    def _read_bytes(self, partitions: int) -> int:
+        """Bytes one read asks for: with a bandwidth cap, about a quarter second's worth, so a
+        higher class waits at most that long behind a lower one's shipment."""
+        cap = self.cfg.max_bytes_per_s
+        if cap is None:
+            return READ_BYTES
+        return max(MIN_READ_BYTES, min(READ_BYTES, cap // 4))
+
+    def _throttle(self, nbytes: int) -> None:
+        """The link's bandwidth cap, a token bucket of one second's worth: wait until `nbytes`
+        may go (a batch larger than a second's worth goes alone, then pays its debt)."""
+        cap = self.cfg.max_bytes_per_s
+        if cap is None:
+            return
+        now = time.monotonic()
+        self._tokens = min(float(cap), self._tokens + (now - self._refilled) * cap)
+        self._refilled = now
+        if self._tokens < min(nbytes, cap):
+            self.stop.wait((min(nbytes, cap) - self._tokens) / cap)
+            now = time.monotonic()
+            self._tokens += (now - self._refilled) * cap
+            self._refilled = now
+        self._tokens -= nbytes
+
+    def _ship(self, infos: dict[str, TopicInfo], cursors: dict[tuple[str, int], int],
+              reads: dict[tuple[str, int], PartitionRead], order: list[tuple[str, int]]) -> bool:
+        st, moved = self.status, False
+        for tp in order:
+            r = reads[tp]
+            ps = st.partitions[tp]
+            if r.error is not None:
+                if isinstance(r.error, OffsetOutOfRangeError):
+                    ps.error = (f"gap: offsets from {cursors[tp]} were deleted by the source's "
+                                "retention before they were shipped")
+                    log.error("link %s: %s-%d %s; the partition is held until an operator "
+                              "acts (docs/REPLICATION.md)", self.cfg.name, tp[0], tp[1], ps.error)
+                    continue
+                raise r.error
+            if not r.data:
+                continue
+            if r.first_offset != cursors[tp]:
+                ps.error = (f"the target's end {cursors[tp]} is inside the source batch at "
+                            f"{r.first_offset}: not a mirror of this source")
+                log.error("link %s: %s-%d: %s", self.cfg.name, tp[0], tp[1], ps.error)
+                continue
+            self._throttle(len(r.data))
+            end, dups = self.target.ship(tp[0], tp[1], infos[tp[0]], r)
+            ps.shipped_records += end - cursors[tp]
+            ps.shipped_bytes += len(r.data)
+            ps.duplicates += dups
+            cursors[tp] = ps.cursor = end
+            moved = True
+        return moved
 
     def _sync_groups(self, admin: Admin, cursors: dict[tuple[str, int], int],
                      committed: dict[tuple[str, str, int], int]) -> None:

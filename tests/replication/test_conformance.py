@@ -201,3 +201,52 @@ def test_failover_a_group_continues_on_the_peer_from_its_committed_offsets(sourc
 def on_source_end(partition: int, sock: str) -> int:
     with BatchReader(sock) as r:
         return r.describe("orders").end_offsets[partition]
+
+
+def test_priority_drains_first_and_the_bandwidth_cap_holds(source, destination, make_replicator):
+    """A backlog in two topics on a capped link: the high-priority topic (named to sort last, so
+    that only its priority puts it first) drains while the bulk one has hardly moved, and the
+    whole backlog takes at least what the cap allows. (The cap is an upper bound, so only a
+    lower bound on the time is asserted: never faster.) Without priorities the two would share
+    the link and bulk would be a quarter through when the alarms are done."""
+    cap = 1024 * 1024
+    with Admin(socket=source.socket) as a:
+        a.create_topic("bulk", 1)
+        a.create_topic("z-alarms", 1)
+    with Producer(socket=source.socket, batch_size=128 * 1024) as p:
+        for _ in range(4):
+            p.send_batch("bulk", [b"b" * 1000] * 1000, partition=0)  # ~4 MB
+        p.flush()
+    with Producer(socket=source.socket, batch_size=64 * 1024) as p:
+        p.send_batch("z-alarms", [b"a" * 1000] * 1000, partition=0)  # ~1 MB
+        p.flush()
+    with BatchReader(source.socket) as r:
+        want = {t: r.describe(t).end_offsets[0] for t in ("bulk", "z-alarms")}
+        size = sum(len(b"".join(read_all(r, t, 0, 0))) for t in ("bulk", "z-alarms"))
+    make_replicator([{"pattern": "z-*", "priority": 10}, "bulk"], max_bytes_per_s=cap).start()
+
+    def ends() -> dict[str, int]:
+        with BatchReader(destination.broker.socket) as r:
+            return {t: r.describe(t).end_offsets[0] for t in ("bulk", "z-alarms")}
+
+    wait_for(lambda: ends()["z-alarms"] >= 0, what="the mirrors")
+    start = time.monotonic()
+    bulk_when_alarms_done = None
+    while True:
+        try:
+            e = ends()
+        except EdgebusError:
+            time.sleep(0.02)
+            continue
+        if bulk_when_alarms_done is None and e["z-alarms"] == want["z-alarms"]:
+            bulk_when_alarms_done = e["bulk"]
+        if e["bulk"] == want["bulk"]:
+            break
+        assert time.monotonic() - start < 60, "the backlog did not drain"
+        time.sleep(0.02)
+    elapsed = time.monotonic() - start
+    assert bulk_when_alarms_done is not None
+    assert bulk_when_alarms_done < want["bulk"] * 0.15, (bulk_when_alarms_done, want)
+    # A token bucket of one second's worth: at most cap * (elapsed + 1) bytes may have gone.
+    assert size <= cap * (elapsed + 1.0) * 1.05, (size, elapsed)
+    assert in_step(source, destination, "bulk", 1) and in_step(source, destination, "z-alarms", 1)
