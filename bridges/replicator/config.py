@@ -65,6 +65,9 @@ class LinkConfig:
     durable: bool = True
     tls: TlsConfig | None = None
     max_bytes_per_s: int | None = None  # None: no cap
+    # An idle link asks the target for a sign of life this often, and every request to the
+    # target waits at most twice this: a half-open link is noticed within two intervals.
+    heartbeat_s: float = 5.0
 
     def rule_for(self, topic: str) -> TopicRule | None:
         if topic.startswith("__"):
@@ -106,7 +109,7 @@ def _link(raw: Any, i: int, base: Path | None) -> LinkConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"links[{i}]: expected a mapping")
     known = {"name", "target", "address", "token_file", "topics", "durable", "tls",
-             "max_bytes_per_s"}
+             "max_bytes_per_s", "heartbeat_s"}
     for k in raw:
         if k not in known:
             raise ConfigError(f"{where}{k}: unknown key (known: {', '.join(sorted(known))})")
@@ -136,8 +139,11 @@ def _link(raw: Any, i: int, base: Path | None) -> LinkConfig:
     durable = raw.get("durable", True)
     if not isinstance(durable, bool):
         raise ConfigError(f"{where}durable: expected true or false, got {durable!r}")
+    hb = raw.get("heartbeat_s", 5.0)
+    if isinstance(hb, bool) or not isinstance(hb, int | float) or not 0.1 <= hb <= 300:
+        raise ConfigError(f"{where}heartbeat_s: expected seconds in [0.1, 300], got {hb!r}")
     return LinkConfig(_str(raw, "name", where, f"link{i}"), target, address, token, rules,
-                      durable, tls, cap)
+                      durable, tls, cap, float(hb))
 
 
 def _rule(raw: Any, where: str) -> TopicRule:

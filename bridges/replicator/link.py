@@ -35,7 +35,8 @@ BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 30.0
 
 def make_target(cfg: LinkConfig, node: str) -> Target:
     if cfg.target == "peer":
-        return PeerTarget(cfg.name, cfg.address, node, cfg.token, cfg.durable, cfg.tls)
+        return PeerTarget(cfg.name, cfg.address, node, cfg.token, cfg.durable, cfg.tls,
+                          timeout=2 * cfg.heartbeat_s)
     raise ValueError(f"unknown target kind {cfg.target!r}")
 
 
@@ -68,6 +69,8 @@ class LinkRunner:
         self.thread = threading.Thread(target=self.run, name=f"link-{cfg.name}", daemon=True)
         self._tokens = float(cfg.max_bytes_per_s or 0)  # the bandwidth cap's bucket
         self._refilled = time.monotonic()
+        self._target_io = time.monotonic()  # the last answer from the target
+        self._was_up = False  # this session reached "up"
 
     def matches(self, topic: str) -> bool:
         return self.cfg.rule_for(topic) is not None
@@ -76,17 +79,18 @@ class LinkRunner:
         delay = BACKOFF_MIN_S
         while not self.stop.is_set():
             self.status.sessions += 1
-            started = time.monotonic()
+            self._was_up = False
             try:
                 self._session()
             except (EdgebusError, OSError) as e:
-                if self.status.state != "down" or str(e) != self.status.last_error:
+                # One line per change of trouble, not one per retry of the same.
+                if self._was_up or str(e) != self.status.last_error:
                     log.warning("link %s: %s: %s (retrying)", self.cfg.name, type(e).__name__, e)
                 self.status.state, self.status.last_error = "down", str(e)
             finally:
                 self.target.close()
-            if time.monotonic() - started > BACKOFF_MAX_S:
-                delay = BACKOFF_MIN_S  # a session that lasted was a healthy one
+            if self._was_up:
+                delay = BACKOFF_MIN_S  # the link worked: a new failure starts the backoff over
             self.stop.wait(delay * random.uniform(0.5, 1.5))  # jitter: peers do not retry in step
             delay = min(delay * 2, BACKOFF_MAX_S)
 
@@ -94,6 +98,7 @@ class LinkRunner:
         target, st = self.target, self.status
         st.partitions = {}  # every cursor is read again from the target, held ones retried
         target.connect()
+        self._target_io = time.monotonic()
         with BatchReader(self.socket) as reader, Admin(self.socket, transport="socket") as admin:
             infos: dict[str, TopicInfo] = {}
             cursors: dict[tuple[str, int], int] = {}
@@ -107,10 +112,14 @@ class LinkRunner:
                 if time.monotonic() >= next_groups:
                     self._sync_groups(admin, cursors, committed)
                     next_groups = time.monotonic() + GROUP_SYNC_S
+                if time.monotonic() - self._target_io >= self.cfg.heartbeat_s:
+                    target.heartbeat()  # raises on a half-open link: the session ends
+                    self._target_io = time.monotonic()
                 if st.state != "up":
                     log.info("link %s: up, %d partition(s) to %s", self.cfg.name, len(cursors),
                              target.name)
                     st.state, st.last_error = "up", ""
+                    self._was_up = True
                 live = {tp: c for tp, c in cursors.items() if not st.partitions[tp].error}
                 if not live:
                     self.stop.wait(IDLE_WAIT_MS / 1000)
@@ -184,6 +193,7 @@ class LinkRunner:
                 continue
             self._throttle(len(r.data))
             end, dups = self.target.ship(tp[0], tp[1], infos[tp[0]], r)
+            self._target_io = time.monotonic()
             ps.shipped_records += end - cursors[tp]
             ps.shipped_bytes += len(r.data)
             ps.duplicates += dups

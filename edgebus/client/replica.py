@@ -276,6 +276,10 @@ class ReplicaLink:
                              M.ReplicaAppendRequest(topic, partition, incarnation, acks, batches))
         return r.appended, r.present, r.log_end_offset
 
+    def ping(self) -> None:
+        """One round trip (API_VERSIONS): raises when the peer does not answer in time."""
+        self._ch.request(M.Api.API_VERSIONS, M.ApiVersionsRequest("edgebus-replicator"))
+
     def commit_offsets(self, group_id: str, offsets: Mapping[tuple[str, int], int]) -> None:
         """Commit a consumer group's offsets of mirror topics on the peer (durable there), so
         that the group resumes from them after a failover. Raises the first partition's error."""

@@ -250,3 +250,50 @@ def test_priority_drains_first_and_the_bandwidth_cap_holds(source, destination, 
     # A token bucket of one second's worth: at most cap * (elapsed + 1) bytes may have gone.
     assert size <= cap * (elapsed + 1.0) * 1.05, (size, elapsed)
     assert in_step(source, destination, "bulk", 1) and in_step(source, destination, "z-alarms", 1)
+
+
+def test_link_cuts_and_half_open_links_heal_without_loss_or_doubles(source, destination,
+                                                                    make_replicator):
+    """20 cuts of the link while producers send: half of them close the connection, half leave it
+    half-open (nothing forwarded, nothing closed), which only the heartbeat can notice."""
+    if destination.kind != "peer":
+        pytest.skip("the relay sits in front of a TCP target")
+    from .relay import Relay
+
+    relay = Relay(("127.0.0.1", destination.port))
+    with Admin(socket=source.socket) as a:
+        a.create_topic("flaky", 2)
+    stop = threading.Event()
+
+    def keep_producing() -> None:
+        with Producer(socket=source.socket, linger_ms=2) as p:
+            i = 0
+            while not stop.is_set():
+                p.send("flaky", f"m{i}".encode(), key=str(i % 5).encode())
+                i += 1
+                if i % 100 == 0:
+                    p.flush(10)
+                    time.sleep(0.01)
+
+    t = threading.Thread(target=keep_producing, daemon=True)
+    t.start()
+    rep = make_replicator(["flaky"], address=relay.address, heartbeat_s=0.3).start()
+    try:
+        for i in range(20):
+            time.sleep(0.4)
+            if i % 2:
+                relay.cut()
+            else:
+                relay.blackhole = True
+                time.sleep(0.8)  # longer than two heartbeats
+                relay.blackhole = False
+                relay.cut()  # the black-holed connections are dead to both ends anyway
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        t.join(30)
+    wait_for(lambda: in_step(source, destination, "flaky", 2), timeout=60,
+             what=f"the mirror after 20 cuts:\n{rep.log()[-3000:]}")
+    assert relay.connections >= 10, "the replicator reconnected after the cuts"
+    assert source_batches(source, "flaky", 0) or source_batches(source, "flaky", 1)
+    relay.close()

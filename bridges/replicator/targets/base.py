@@ -29,6 +29,10 @@ class Target(Protocol):
         target's new cursor, batches it already held)."""
         ...
 
+    def heartbeat(self) -> None:
+        """A cheap round trip: raises when the target is unreachable (a half-open link)."""
+        ...
+
     def commit_group_offsets(self, group_id: str, offsets: dict[tuple[str, int], int]) -> None:
         """Record a consumer group's committed offsets at the target (each at most the
         target's cursor of its partition), so the group resumes there after a failover."""

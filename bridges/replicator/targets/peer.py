@@ -21,13 +21,14 @@ def _opt(p: Path | None) -> str | None:
 
 class PeerTarget:
     def __init__(self, name: str, address: str, node: str, token: str, durable: bool = True,
-                 tls: TlsConfig | None = None) -> None:
+                 tls: TlsConfig | None = None, timeout: float = 10.0) -> None:
         self.name = name
         self.address = address
         self.node = node
         self.token = token
         self.durable = durable
         self.tls = tls
+        self.timeout = timeout
         self._ctx = None if tls is None else client_context(
             _opt(tls.ca), _opt(tls.cert), _opt(tls.key))
         self._link: ReplicaLink | None = None
@@ -35,7 +36,7 @@ class PeerTarget:
 
     def connect(self) -> None:
         self.close()
-        self._link = ReplicaLink(self.address, self.node, self.token, tls=self._ctx,
+        self._link = ReplicaLink(self.address, self.node, self.token, self.timeout, tls=self._ctx,
                                  server_name=self.tls.server_name if self.tls else None)
 
     @property
@@ -82,6 +83,9 @@ class PeerTarget:
         _, present, end = self.link.append(topic, partition, source.incarnation, read.data,
                                            self.durable)
         return end, present
+
+    def heartbeat(self) -> None:
+        self.link.ping()
 
     def commit_group_offsets(self, group_id: str, offsets: dict[tuple[str, int], int]) -> None:
         self.link.commit_offsets(group_id, offsets)
