@@ -1,6 +1,8 @@
 """The replicator's YAML config: this node, the local supervisor, and the links.
 
     node: gateway-7                 # this node's name: mirrors on peers are "gateway-7/<topic>"
+    metrics:
+      listen: 127.0.0.1:9466        # optional: Prometheus /metrics and a JSON /status
     source:
       socket: /run/edgebus/edgebus.sock   # optional (default: as every client finds it)
     links:
@@ -33,7 +35,7 @@ from typing import Any
 
 from edgebus.config import parse_size, read_yaml_file
 from edgebus.errors import ConfigError
-from edgebus.opsconfig import NODE_NAME_RE
+from edgebus.opsconfig import NODE_NAME_RE, parse_listen
 
 TARGET_KINDS = ("peer",)
 # A cap below this would ship less than one default-size batch a second: surely a typo.
@@ -81,6 +83,7 @@ class ReplicatorConfig:
     socket: Path | None
     links: tuple[LinkConfig, ...]
     source: Path | None = None
+    metrics_listen: str | None = None  # host:port (loopback) of /metrics and /status
 
 
 def _str(d: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
@@ -181,8 +184,8 @@ def config_from_mapping(doc: Any, source: Path | None = None) -> ReplicatorConfi
     if not isinstance(doc, dict):
         raise ConfigError("the replicator config must be a mapping with node and links")
     for k in doc:
-        if k not in ("node", "source", "links"):
-            raise ConfigError(f"{k}: unknown key (known: links, node, source)")
+        if k not in ("node", "source", "links", "metrics"):
+            raise ConfigError(f"{k}: unknown key (known: links, metrics, node, source)")
     node = _str(doc, "node", "")
     if not NODE_NAME_RE.fullmatch(node):
         raise ConfigError(f"node: {node!r} is not a node name (1-64 letters, digits, '.', '_', '-')")
@@ -200,7 +203,14 @@ def config_from_mapping(doc: Any, source: Path | None = None) -> ReplicatorConfi
     names = [ln.name for ln in built]
     if len(set(names)) != len(names):
         raise ConfigError("links: two links have the same name")
-    return ReplicatorConfig(node, sock, built, source)
+    metrics = doc.get("metrics") or {}
+    if not isinstance(metrics, dict) or set(metrics) - {"listen"}:
+        raise ConfigError("metrics: expected a mapping with 'listen: 127.0.0.1:PORT'")
+    try:
+        listen = parse_listen(metrics.get("listen"))
+    except ValueError as e:
+        raise ConfigError(f"metrics.listen: {e}") from None
+    return ReplicatorConfig(node, sock, built, source, listen)
 
 
 def load_config(path: str | os.PathLike[str]) -> ReplicatorConfig:

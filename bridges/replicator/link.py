@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bridges.replicator.config import LinkConfig
 from bridges.replicator.targets.base import Target
@@ -42,9 +43,11 @@ def make_target(cfg: LinkConfig, node: str) -> Target:
 
 @dataclass
 class PartitionState:
-    cursor: int
+    cursor: int  # the target's log end: the next offset it expects
     shipped_records: int = 0  # offsets the target's log end moved by in this session
     shipped_bytes: int = 0
+    source_end: int = -1  # the source's log end at the last read
+    caught_up_at: float = field(default_factory=time.time)  # when the cursor last met source_end
     duplicates: int = 0
     error: str = ""  # why this partition is held (a gap, a recreated source); "" when flowing
 
@@ -55,6 +58,23 @@ class LinkStatus:
     last_error: str = ""
     sessions: int = 0
     partitions: dict[tuple[str, int], PartitionState] = field(default_factory=dict)
+    # Guards `partitions` against a reader on another thread (the status endpoint).
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.time()
+        with self.lock:
+            parts = list(self.partitions.items())
+        out = []
+        for (topic, p), ps in sorted(parts):
+            lag = max(0, ps.source_end - ps.cursor) if ps.source_end >= 0 and ps.cursor >= 0 else None
+            out.append({"topic": topic, "partition": p, "target_end": ps.cursor,
+                        "source_end": ps.source_end, "lag_records": lag,
+                        "lag_seconds": round(now - ps.caught_up_at, 3) if lag else 0.0,
+                        "shipped_records": ps.shipped_records, "shipped_bytes": ps.shipped_bytes,
+                        "already_there": ps.duplicates, "held": ps.error})
+        return {"state": self.state, "last_error": self.last_error, "sessions": self.sessions,
+                "partitions": out}
 
 
 class LinkRunner:
@@ -96,7 +116,8 @@ class LinkRunner:
 
     def _session(self) -> None:
         target, st = self.target, self.status
-        st.partitions = {}  # every cursor is read again from the target, held ones retried
+        with st.lock:
+            st.partitions = {}  # every cursor is read again from the target, held ones retried
         target.connect()
         self._target_io = time.monotonic()
         with BatchReader(self.socket) as reader, Admin(self.socket, transport="socket") as admin:
@@ -176,6 +197,10 @@ class LinkRunner:
         for tp in order:
             r = reads[tp]
             ps = st.partitions[tp]
+            if r.error is None:
+                ps.source_end = r.log_end_offset
+                if not r.data and cursors[tp] >= r.log_end_offset:
+                    ps.caught_up_at = time.time()
             if r.error is not None:
                 if isinstance(r.error, OffsetOutOfRangeError):
                     ps.error = (f"gap: offsets from {cursors[tp]} were deleted by the source's "
@@ -198,6 +223,8 @@ class LinkRunner:
             ps.shipped_bytes += len(r.data)
             ps.duplicates += dups
             cursors[tp] = ps.cursor = end
+            if end >= ps.source_end:
+                ps.caught_up_at = time.time()
             moved = True
         return moved
 
@@ -239,8 +266,10 @@ class LinkRunner:
                 try:
                     c = self.target.cursor(topic, p, info)
                 except IncarnationMismatchError as e:
-                    st.partitions[(topic, p)] = PartitionState(-1, error=str(e))
+                    with st.lock:
+                        st.partitions[(topic, p)] = PartitionState(-1, error=str(e))
                     log.error("link %s: %s", self.cfg.name, e)
                     continue
                 cursors[(topic, p)] = c
-                st.partitions[(topic, p)] = PartitionState(c)
+                with st.lock:
+                    st.partitions[(topic, p)] = PartitionState(c)

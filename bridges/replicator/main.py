@@ -26,6 +26,13 @@ def summary(r: LinkRunner) -> str:
             + (f", last error: {r.status.last_error}" if r.status.last_error else ""))
 
 
+def status(cfg: ReplicatorConfig, runners: list[LinkRunner]) -> dict[str, Any]:
+    """The /status document: every link with its partitions (bridges/replicator/link.py)."""
+    return {"node": cfg.node, "links": {r.cfg.name: {"target": r.cfg.target,
+                                                      "address": r.cfg.address,
+                                                      **r.status.snapshot()} for r in runners}}
+
+
 def run(cfg: ReplicatorConfig) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
@@ -36,6 +43,14 @@ def run(cfg: ReplicatorConfig) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     runners = [LinkRunner(link, cfg.node, cfg.socket, stop) for link in cfg.links]
+    endpoint = None
+    if cfg.metrics_listen:
+        from bridges.endpoint import Endpoint
+        from bridges.replicator.metrics import ReplicatorCollector
+
+        endpoint = Endpoint(cfg.metrics_listen, ReplicatorCollector(runners),
+                            lambda: status(cfg, runners), "replicator")
+        endpoint.start()
     for r in runners:
         r.thread.start()
     log.info("replicator of node %s: %d link(s)", cfg.node, len(runners))
@@ -47,5 +62,7 @@ def run(cfg: ReplicatorConfig) -> int:
             next_summary = time.monotonic() + SUMMARY_EVERY_S
     for r in runners:
         r.thread.join(timeout=10)
+    if endpoint is not None:
+        endpoint.stop()
     log.info("replicator stopped")
     return 0

@@ -27,10 +27,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     # The replicator is a bridge too, so that `systemctl enable --now edgebus-bridge@replicate`
     # runs it under the same hardened template unit (config /etc/edgebus/bridge-replicate.yaml).
     r = bsub.add_parser("replicate", help="the replicator (same as `edgebus replicate`)")
-    r.add_argument("--config", required=True, metavar="FILE",
-                   help="the replicator's YAML config (see docs/REPLICATION.md)")
-    r.add_argument("--check", action="store_true", dest="check_only",
-                   help="check the config file and exit (status 0 if valid)")
+    from edgebus.cli.replicate import add_arguments
+
+    add_arguments(r)
     r.set_defaults(func=run_replicate)
 
     s = bsub.add_parser("status", help="show a bridge's status (exit status 3 if not running)")
