@@ -161,7 +161,9 @@ def _rule(raw: Any, where: str) -> TopicRule:
 
 
 def _path(text: str, base: Path | None) -> Path:
-    p = Path(text).expanduser()
+    # $CREDENTIALS_DIRECTORY: systemd's LoadCredential= hands secrets to a DynamicUser service
+    # there (docs/REPLICATION.md, "Running it under systemd").
+    p = Path(os.path.expandvars(text)).expanduser()
     return base / p if not p.is_absolute() and base is not None else p
 
 
