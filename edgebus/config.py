@@ -294,6 +294,9 @@ class ReplicaSettings:
     tls_cert: Path | None = field(default=None, metadata={"kind": "optional_path"})
     tls_key: Path | None = field(default=None, metadata={"kind": "optional_path"})
     tls_ca: Path | None = field(default=None, metadata={"kind": "optional_path"})
+    # A link silent this long is closed (a peer that lost power leaves a half-open connection,
+    # which would otherwise block `topics promote`); replicators' heartbeats must be shorter.
+    link_idle_timeout_ms: int = _setting(30_000, "duration", lo=1000, hi=3_600_000)
 
 
 @dataclass(frozen=True)

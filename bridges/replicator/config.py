@@ -35,7 +35,7 @@ from typing import Any
 
 from edgebus.config import parse_size, read_yaml_file
 from edgebus.errors import ConfigError
-from edgebus.opsconfig import NODE_NAME_RE, parse_listen
+from edgebus.opsconfig import NODE_NAME_RE, is_loopback_listen, parse_listen
 
 TARGET_KINDS = ("peer",)
 # A cap below this would ship less than one default-size batch a second: surely a typo.
@@ -124,6 +124,10 @@ def _link(raw: Any, i: int, base: Path | None) -> LinkConfig:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{where}address: expected host:port, got {address!r}")
     tls = _tls(raw.get("tls"), where + "tls.", base) if "tls" in raw else None
+    if tls is None and not is_loopback_listen(address):
+        raise ConfigError(f"{where}address: {address} is not a loopback address, and without tls "
+                          "the link's token would cross the network in clear: add tls (the peer "
+                          "sets replica.tls_cert), or use a tunnel to a loopback address")
     token = ""
     if "token_file" in raw or tls is None or tls.cert is None:
         token = _read_token(_path(_str(raw, "token_file", where), base), where)

@@ -91,6 +91,7 @@ class LinkRunner:
         self._refilled = time.monotonic()
         self._target_io = time.monotonic()  # the last answer from the target
         self._was_up = False  # this session reached "up"
+        self._turn = 0  # rounds, for rotating the partitions' order
 
     def matches(self, topic: str) -> bool:
         return self.cfg.rule_for(topic) is not None
@@ -152,14 +153,19 @@ class LinkRunner:
                cursors: dict[tuple[str, int], int], live: dict[tuple[str, int], int],
                wait: bool) -> bool:
         """Ship what there is, highest priority class first; True if anything moved. After an
-        empty round (wait), one long poll over every partition instead: idle is idle."""
+        empty round (wait), one long poll over every partition first: idle is idle. Only
+        durable data is shipped (read_durable): a power cut on this node can take back what
+        it had not fsynced, and a mirror must never hold what its source lost."""
         if wait:
-            reads = reader.read_many(live, self._read_bytes(len(live)), IDLE_WAIT_MS)
-            return self._ship(infos, cursors, reads, sorted(reads, key=self._priority, reverse=True))
+            # Wakes when any partition has new data, read or not; its bytes are not shipped.
+            reader.read_many(live, 1, IDLE_WAIT_MS)
+        self._turn += 1
         for cls in sorted({self._priority(tp) for tp in live}, reverse=True):
-            part = {tp: c for tp, c in live.items() if self._priority(tp) == cls}
-            reads = reader.read_many(part, self._read_bytes(len(part)), 0)
-            if self._ship(infos, cursors, reads, list(reads)):
+            part = [tp for tp in live if self._priority(tp) == cls]
+            k = self._turn % len(part)  # rotated: a partition left out of a full read goes first
+            part = part[k:] + part[:k]
+            reads = reader.read_durable({tp: live[tp] for tp in part}, self._read_bytes(len(part)))
+            if self._ship(infos, cursors, reads, part):
                 return True  # strict priority: look at the higher classes again first
         return False
 
@@ -191,33 +197,44 @@ class LinkRunner:
             self._refilled = now
         self._tokens -= nbytes
 
+    def _hold(self, tp: tuple[str, int], ps: PartitionState, why: str) -> None:
+        """Stop shipping this partition, loudly: never skip, never mix (docs/REPLICATION.md)."""
+        ps.error = why
+        log.error("link %s: %s-%d held: %s; until an operator acts (docs/REPLICATION.md)",
+                  self.cfg.name, tp[0], tp[1], why)
+
     def _ship(self, infos: dict[str, TopicInfo], cursors: dict[tuple[str, int], int],
               reads: dict[tuple[str, int], PartitionRead], order: list[tuple[str, int]]) -> bool:
         st, moved = self.status, False
         for tp in order:
             r = reads[tp]
             ps = st.partitions[tp]
+            if r.incarnation != infos[tp[0]].incarnation:
+                self._hold(tp, ps, f"the source topic was deleted and created again (incarnation "
+                           f"{r.incarnation or 'none'}, the link ships {infos[tp[0]].incarnation})")
+                continue
             if r.error is None:
                 ps.source_end = r.log_end_offset
                 if not r.data and cursors[tp] >= r.log_end_offset:
                     ps.caught_up_at = time.time()
             if r.error is not None:
-                if isinstance(r.error, OffsetOutOfRangeError):
-                    ps.error = (f"gap: offsets from {cursors[tp]} were deleted by the source's "
-                                "retention before they were shipped")
-                    log.error("link %s: %s-%d %s; the partition is held until an operator "
-                              "acts (docs/REPLICATION.md)", self.cfg.name, tp[0], tp[1], ps.error)
-                    continue
-                raise r.error
+                if not isinstance(r.error, OffsetOutOfRangeError):
+                    raise r.error
+                if cursors[tp] < r.log_start_offset:
+                    self._hold(tp, ps, f"gap: offsets {cursors[tp]} to {r.log_start_offset - 1} "
+                               "were deleted by the source's retention before they were shipped")
+                else:
+                    self._hold(tp, ps, f"the source's log ends at {r.log_end_offset}, below the "
+                               f"target's {cursors[tp]}: the source lost data its mirror holds")
+                continue
             if not r.data:
                 continue
             if r.first_offset != cursors[tp]:
-                ps.error = (f"the target's end {cursors[tp]} is inside the source batch at "
-                            f"{r.first_offset}: not a mirror of this source")
-                log.error("link %s: %s-%d: %s", self.cfg.name, tp[0], tp[1], ps.error)
+                self._hold(tp, ps, f"the target's end {cursors[tp]} is inside the source batch "
+                           f"at {r.first_offset}: not a mirror of this source")
                 continue
             self._throttle(len(r.data))
-            end, dups = self.target.ship(tp[0], tp[1], infos[tp[0]], r)
+            end, dups = self.target.ship(tp[0], tp[1], r.incarnation, r)
             self._target_io = time.monotonic()
             ps.shipped_records += end - cursors[tp]
             ps.shipped_bytes += len(r.data)

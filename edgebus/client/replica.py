@@ -81,6 +81,8 @@ class PartitionRead:
     log_start_offset: int
     log_end_offset: int
     error: EdgebusError | None  # OffsetOutOfRangeError, UnknownTopicError, ... (then no data)
+    incarnation: str = ""  # read_durable: the topic's at the time of the read
+    durable_end: int = -1  # read_durable: every offset below it is fsynced on the source
 
     def batches(self) -> list[StoredBatch]:
         return _batches(self.data)
@@ -154,6 +156,24 @@ class BatchReader:
             data, first, nxt = _whole(fp.records)
             out[(fp.topic, fp.partition)] = PartitionRead(
                 data, first, nxt, fp.log_start_offset, fp.high_watermark, None)
+        return out
+
+    def read_durable(self, positions: Mapping[tuple[str, int], int], max_bytes: int = READ_BYTES,
+                     sync: bool = True) -> dict[tuple[str, int], PartitionRead]:
+        """Like read_many, but only batches the source has fsynced (what a replica may hold),
+        with each topic's incarnation read in the same turn. sync: data past a partition's
+        synced point is fsynced first (group commit), so nothing waits for the periodic flush."""
+        req = M.ReplicaFetchRequest(1 if sync else 0, max_bytes,
+                                    [M.FetchPartition(t, p, off, max_bytes)
+                                     for (t, p), off in positions.items()])
+        resp = self._ch.request(M.Api.REPLICA_FETCH, req)
+        out: dict[tuple[str, int], PartitionRead] = {}
+        for fp in resp.partitions:
+            err = error_for_code(fp.error_code, fp.error_message) if fp.error_code else None
+            data, first, nxt = _whole(fp.records) if err is None else (b"", -1, -1)
+            out[(fp.topic, fp.partition)] = PartitionRead(
+                data, first, nxt, fp.log_start_offset, fp.log_end_offset, err, fp.incarnation,
+                fp.durable_end)
         return out
 
     def close(self) -> None:

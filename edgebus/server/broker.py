@@ -58,6 +58,7 @@ class Broker:
         replica_listen: str | None = None,
         replica_tokens: Mapping[str, str] | None = None,
         replica_tls: ssl.SSLContext | None = None,
+        replica_link_idle_ms: int = 30_000,
     ) -> None:
         self.logs = logs
         self.socket_path = Path(socket_path)
@@ -85,7 +86,8 @@ class Broker:
         self.replica = ReplicaHandlers(loop, logs, self.data, self.disk, self.durable, self.stats,
                                        self.node, replica_tokens or {})
         # Peers' replicators append mirrors here (listeners/tcp.py); none unless configured.
-        self.replica_listener = (ReplicaListener(loop, replica_listen, replica_tls)
+        self.replica_listener = (ReplicaListener(loop, replica_listen, replica_tls,
+                                                 replica_link_idle_ms / 1000)
                                  if replica_listen else None)
         self.dispatcher = Dispatcher(
             loop, build_table(self.data, self.admin, self.groups, self.shm, self.replica),

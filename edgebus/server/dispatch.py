@@ -68,6 +68,7 @@ def build_table(data: DataHandlers, admin: AdminHandlers, groups: GroupHandlers,
         M.Api.REPLICA_HELLO: replica.hello,
         M.Api.REPLICA_APPEND: replica.append,
         M.Api.PROMOTE_TOPIC: replica.promote,
+        M.Api.REPLICA_FETCH: replica.fetch,
     }
     return {int(k): h for k, h in table.items()}
 

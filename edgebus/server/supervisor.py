@@ -87,6 +87,7 @@ def run(config: Any) -> int:
         replica_listen=config.replica.listen,
         replica_tokens=tokens,
         replica_tls=tls,
+        replica_link_idle_ms=config.replica.link_idle_timeout_ms,
     )
     try:
         broker.listen()

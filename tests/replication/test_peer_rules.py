@@ -4,6 +4,7 @@ who may append, where, and what a resend or a foreign batch gets."""
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from edgebus import Admin, BatchReader, Producer, ReplicaLink
 from edgebus import batch as B
 from edgebus.errors import (
     AuthenticationError,
+    BrokerUnavailableError,
     ConfigError,
     CorruptRecordError,
     InvalidRequestError,
@@ -215,3 +217,93 @@ def test_mutual_tls_the_certificate_names_the_node(make_broker, tmp_path):
     with pytest.raises(AuthenticationError, match="refused this node's TLS certificate"):
         ReplicaLink(f"127.0.0.1:{port}", NODE, tls=client_context(str(tmp_path / "ca.pem")))
     assert "TLS handshake failed" in peer.log()
+
+
+def test_the_replicator_reads_only_durable_data_and_can_ask_for_a_sync(make_broker):
+    """A power cut takes back what the source had not fsynced, so a mirror must never get it:
+    REPLICA_FETCH answers below the synced point only, and with sync=1 fsyncs first."""
+    b = make_broker({"log": {"flush_interval_ms": 3_600_000, "checkpoint_interval_ms": 3_600_000}},
+                    name="lazy").start()
+    with Admin(socket=b.socket) as a:
+        a.create_topic("t", 1)
+    with Producer(socket=b.socket, acks="written", linger_ms=0) as p:
+        for i in range(5):
+            p.send("t", f"w{i}".encode()).get(10)
+    with BatchReader(b.socket) as r:
+        no_sync = r.read_durable({("t", 0): 0}, sync=False)[("t", 0)]
+        assert (no_sync.data, no_sync.durable_end, no_sync.log_end_offset) == (b"", 0, 5)
+        synced = r.read_durable({("t", 0): 0}, sync=True)[("t", 0)]
+        assert synced.durable_end == 5 and synced.next_offset == 5 and synced.first_offset == 0
+        assert synced.incarnation == r.describe("t").incarnation
+
+
+def test_unauthenticated_connections_are_bounded(peer):
+    """Before REPLICA_HELLO a connection may send only a small frame; at most 16 replica
+    connections at once, so they cannot take the slots of local clients."""
+    from edgebus.server.listeners.tcp import MAX_REPLICA_CONNECTIONS, PREAUTH_MAX_FRAME
+
+    host, port = peer.address.split(":")
+    big = socket.create_connection((host, int(port)), timeout=10)
+    big.sendall(ClientProtocol.encode_request(
+        M.Api.REPLICA_HELLO, 1, M.ReplicaHelloRequest(NODE, "x" * (PREAUTH_MAX_FRAME + 10))))
+    assert big.recv(1) == b""  # closed: the frame is over the pre-authentication limit
+    big.close()
+    held = [socket.create_connection((host, int(port)), timeout=10)
+            for _ in range(MAX_REPLICA_CONNECTIONS + 4)]
+    try:
+        time.sleep(0.3)
+        closed = 0
+        for s in held:
+            s.setblocking(False)
+            try:
+                closed += s.recv(1) == b""
+            except BlockingIOError:
+                pass
+        assert closed == 4  # the ones over the limit
+        with Admin(socket=peer.socket) as a:  # local clients still get in
+            a.list_topics()
+        with pytest.raises(BrokerUnavailableError):  # and no link fits now
+            ReplicaLink(peer.address, NODE, TOKEN)
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.3)
+    with ReplicaLink(peer.address, NODE, TOKEN) as link:  # once they are gone, links work
+        assert link.peer_node
+
+
+def test_a_silent_link_is_closed_so_promote_works_after_the_source_died(make_broker, tmp_path, src):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    tokens = secret(tmp_path / "t.yaml", yaml.safe_dump({NODE: TOKEN}))
+    peer = make_broker({"replica": {"listen": f"127.0.0.1:{port}", "tokens_file": str(tokens),
+                                    "link_idle_timeout_ms": 2000}}, name="p2").start()
+    tf = secret(tmp_path / "tok", TOKEN)
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(yaml.safe_dump({"node": NODE, "source": {"socket": src.socket}, "links": [
+        {"name": "l", "target": "peer", "address": f"127.0.0.1:{port}", "token_file": str(tf),
+         "topics": ["t"], "heartbeat_s": 0.5}]}))
+    rep = subprocess.Popen([sys.executable, "-m", "edgebus.cli.main", "replicate", "--config",
+                            str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with BatchReader(peer.socket) as r:
+                if "t" in r.topics() and r.describe("t").end_offsets[0] == 5:
+                    break
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(rep.pid, signal.SIGSTOP)  # a source host that froze: its connection stays open
+        with Admin(socket=peer.socket) as a:
+            with pytest.raises(InvalidRequestError, match="live replica link"):
+                a.promote_topic("t")
+            time.sleep(3.5)  # past link_idle_timeout_ms
+            a.promote_topic("t")
+        assert "silent for" in peer.log()
+    finally:
+        rep.kill()
+        rep.wait()

@@ -23,10 +23,11 @@ class Target(Protocol):
         IncarnationMismatchError when the target holds another incarnation of the topic."""
         ...
 
-    def ship(self, topic: str, partition: int, source: TopicInfo, read: PartitionRead
+    def ship(self, topic: str, partition: int, incarnation: str, read: PartitionRead
              ) -> tuple[int, int]:
-        """Append the read's batches (contiguous, the first at the cursor) and return (the
-        target's new cursor, batches it already held)."""
+        """Append the read's batches (contiguous, the first at the cursor; of the source topic's
+        `incarnation`, read with them) and return (the target's new cursor, batches it already
+        held)."""
         ...
 
     def heartbeat(self) -> None:

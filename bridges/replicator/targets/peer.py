@@ -78,9 +78,9 @@ class PeerTarget:
                                   f"{info.partitions} partitions, the source {source.partitions}")
         return info.end_offsets[partition]
 
-    def ship(self, topic: str, partition: int, source: TopicInfo, read: PartitionRead
+    def ship(self, topic: str, partition: int, incarnation: str, read: PartitionRead
              ) -> tuple[int, int]:
-        _, present, end = self.link.append(topic, partition, source.incarnation, read.data,
+        _, present, end = self.link.append(topic, partition, incarnation, read.data,
                                            self.durable)
         return end, present
 

@@ -41,6 +41,11 @@ class AdminHandlers:
         names = req.topics or sorted(n for n in self.logs.topics() if not n.startswith("__"))
         out = []
         topics = self.logs.topics()
+        if conn.node is not None:  # a replica link sees its own node's mirrors, nothing else
+            mine = f"{conn.node}/"
+            topics = {n: c for n, c in topics.items() if c.mirror_of.startswith(mine)}
+            if not req.topics:
+                names = sorted(topics)
         for name in names:
             cfg = topics.get(name)
             if cfg is None:

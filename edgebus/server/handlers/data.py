@@ -19,6 +19,7 @@ from edgebus.errors import (
     InvalidTopicError,
     MirrorReadOnlyError,
     ShuttingDownError,
+    UnknownTopicError,
 )
 from edgebus.fastpath.fetch import encode_fetched_one
 from edgebus.fastpath.produce import encode_produce_response
@@ -232,6 +233,8 @@ class DataHandlers(Service):
         for lp in req.partitions:
             try:
                 p = self.logs.partition(lp.topic, lp.partition)
+                if conn.node is not None and not p.config.mirror_of.startswith(f"{conn.node}/"):
+                    raise UnknownTopicError(f"unknown topic {lp.topic!r}")  # not this link's
                 if lp.timestamp == M.LATEST:
                     off, ts = p.log_end_offset, -1
                 elif lp.timestamp == M.EARLIEST:

@@ -19,6 +19,7 @@ from edgebus import format as F
 from edgebus.errors import (
     AuthenticationError,
     CorruptRecordError,
+    EdgebusError,
     IncarnationMismatchError,
     InvalidRequestError,
     NotAMirrorError,
@@ -82,6 +83,8 @@ class ReplicaHandlers:
             return NO_RESPONSE
         conn.node = req.node
         conn.allowed = LINK_APIS
+        conn.max_input = conn.loop.max_input_buffer  # the ordinary bounds, now that we know it
+        conn.proto.frames.limit(F.MAX_FRAME_BYTES)
         self.links = [c for c in self.links if not c.closed] + [conn]
         log.info("replica link from node %s accepted (%r)", req.node, conn)
         return M.ReplicaHelloResponse(self.node)
@@ -133,6 +136,60 @@ class ReplicaHandlers:
             return DEFERRED
         return resp
 
+    def fetch(self, conn: Any, corr: int, req: M.ReplicaFetchRequest) -> Any:
+        """Durable batches only (a mirror must never hold what a power cut could take back from
+        its source), with each topic's incarnation read in the same turn as its data (a topic
+        deleted and created again is never shipped under the old one's name). With `sync`, a
+        partition with data past its synced point is fsynced first (group commit), then read."""
+        if conn.node is not None:
+            raise NotAuthenticatedError("REPLICA_FETCH is for the local replicator")
+        if req.max_bytes <= 0:
+            raise InvalidRequestError(f"max_bytes must be positive, got {req.max_bytes}")
+        if req.sync:
+            behind = []
+            for fp in req.partitions:
+                try:
+                    p = self.logs.partition(fp.topic, fp.partition)
+                except EdgebusError:
+                    continue
+                if p.synced_offset < p.log_end_offset and fp.offset < p.log_end_offset:
+                    behind.append(p)
+            if behind:
+                self.durable.add_after_sync(conn, corr, behind, lambda: self._read(req))
+                return DEFERRED
+        return self._read(req)
+
+    def _read(self, req: M.ReplicaFetchRequest) -> M.ReplicaFetchResponse:
+        """Every partition gets at least its first whole durable batch while the response is
+        under max_bytes (a large batch is never starved by smaller ones elsewhere); the
+        partitions after that point get none this time (the replicator rotates their order)."""
+        remaining = min(req.max_bytes, F.MAX_FETCH_RESPONSE_BYTES)
+        out = []
+        topics = self.logs.topics()
+        for fp in req.partitions:
+            cfg = topics.get(fp.topic)
+            inc = cfg.incarnation if cfg is not None else ""
+            try:
+                p = self.logs.partition(fp.topic, fp.partition)
+                durable = p.synced_offset
+                data = b""
+                if remaining > 0 and fp.offset < durable:
+                    data = _below(p.read(fp.offset, min(fp.max_bytes, remaining), True), durable)
+                remaining -= len(data)
+                out.append(M.ReplicaFetchedPartition(
+                    fp.topic, fp.partition, 0, "", inc, p.log_start_offset, durable,
+                    p.log_end_offset, data))
+            except EdgebusError as e:
+                ls = de = le = -1
+                try:
+                    p = self.logs.partition(fp.topic, fp.partition)
+                    ls, de, le = p.log_start_offset, p.synced_offset, p.log_end_offset
+                except EdgebusError:
+                    pass
+                out.append(M.ReplicaFetchedPartition(fp.topic, fp.partition, e.code, str(e), inc,
+                                                     ls, de, le, b""))
+        return M.ReplicaFetchResponse(out)
+
     def promote(self, conn: Any, corr: int, req: M.PromoteTopicRequest) -> M.Empty:
         cfg = self.logs.topics().get(req.name)
         source_node = cfg.mirror_of.split("/", 1)[0] if cfg is not None and cfg.is_mirror else None
@@ -144,3 +201,15 @@ class ReplicaHandlers:
         self.logs.promote(req.name)
         log.warning("promoted mirror topic %s to a writable topic (by %r)", req.name, conn)
         return M.Empty()
+
+
+def _below(data: bytes, end: int) -> bytes:
+    """The whole batches of `data` that end at or before offset `end` (headers only)."""
+    mv = memoryview(data)
+    pos = 0
+    while len(mv) - pos >= F.BATCH_HEADER_SIZE:
+        base, length, count = F.BATCH_SCAN.unpack_from(mv, pos)
+        if base + count > end or pos + length > len(mv):
+            break
+        pos += length
+    return data if pos == len(data) else bytes(mv[:pos])

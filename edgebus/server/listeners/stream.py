@@ -59,6 +59,8 @@ class Connection:
         self.node: str | None = None
         # The common name of a verified TLS client certificate (mutual TLS), else None.
         self.peer_name: str | None = None
+        # Counted against limits.max_connections (False where the listener bounds its own).
+        self.counts_as_client = True
 
     def __repr__(self) -> str:
         return f"conn#{self.id}(pid={self.pid})"
