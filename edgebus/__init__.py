@@ -17,6 +17,14 @@ if TYPE_CHECKING:
     from edgebus.client.consumer import Consumer
     from edgebus.client.group import OffsetAndMetadata, RebalanceListener
     from edgebus.client.producer import Producer
+    from edgebus.client.replica import (
+        BatchReader,
+        PartitionRead,
+        ReplicaLink,
+        StoredBatch,
+        TopicInfo,
+        client_context,
+    )
     from edgebus.client.types import (
         OffsetAndTimestamp,
         RecordMetadata,
@@ -32,6 +40,12 @@ _PUBLIC = {
     "OffsetAndMetadata": "edgebus.client.group",
     "RebalanceListener": "edgebus.client.group",
     "Producer": "edgebus.client.producer",
+    "BatchReader": "edgebus.client.replica",
+    "ReplicaLink": "edgebus.client.replica",
+    "PartitionRead": "edgebus.client.replica",
+    "StoredBatch": "edgebus.client.replica",
+    "TopicInfo": "edgebus.client.replica",
+    "client_context": "edgebus.client.replica",
     "OffsetAndTimestamp": "edgebus.client.types",
     "RecordMetadata": "edgebus.client.types",
     "TopicPartition": "edgebus.client.types",
@@ -54,14 +68,20 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Admin",
+    "BatchReader",
     "Consumer",
     "OffsetAndMetadata",
     "OffsetAndTimestamp",
+    "PartitionRead",
     "Producer",
     "RebalanceListener",
     "Record",
     "RecordMetadata",
+    "ReplicaLink",
+    "StoredBatch",
+    "TopicInfo",
     "TopicPartition",
     "__version__",
+    "client_context",
     "partition_for_key",
 ]

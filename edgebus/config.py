@@ -26,7 +26,15 @@ from edgebus import format as F
 from edgebus import paths
 from edgebus.errors import ConfigError, InvalidTopicError
 from edgebus.log.topic_config import DISK_FULL_REJECT, MAX_SEGMENT_BYTES, validate_topic_name
-from edgebus.opsconfig import Threshold, parse_disk_policy, parse_listen, parse_threshold
+from edgebus.opsconfig import (
+    NODE_NAME_RE,
+    Threshold,
+    is_loopback_listen,
+    parse_disk_policy,
+    parse_listen,
+    parse_replica_listen,
+    parse_threshold,
+)
 
 # An operator's file is small; a bound keeps a wrong path (a log file, a device) from being slurped.
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -132,11 +140,22 @@ def _parse_path(value: Any) -> Path:
     return Path(value).expanduser()
 
 
+def _parse_optional_path(value: Any) -> Path | None:
+    return None if value is None else _parse_path(value)
+
+
+def _parse_node(value: Any) -> str:
+    if isinstance(value, str) and (value == "" or NODE_NAME_RE.fullmatch(value)):
+        return value
+    raise ValueError(f"expected a node name of 1-64 letters, digits, '.', '_' or '-', got {_describe(value)}")
+
+
 _PARSERS = {
     "int": _parse_int, "size": parse_size, "duration": parse_duration,
     "path": _parse_path, "level": _parse_level, "mode": _parse_mode,
     "threshold": lambda v: parse_threshold(v, parse_size), "listen": parse_listen,
-    "disk_policy": parse_disk_policy,
+    "disk_policy": parse_disk_policy, "replica_listen": parse_replica_listen,
+    "optional_path": _parse_optional_path, "node": _parse_node,
 }
 
 
@@ -257,6 +276,29 @@ class MetricsSettings:
     listen: str | None = _setting(None, "listen")
 
 
+# A replica link's shared secret: long enough that guessing it over the network is hopeless.
+MIN_TOKEN_CHARS = 16
+
+
+@dataclass(frozen=True)
+class ReplicaSettings:
+    # host:port where peers' replicators append their mirrors (docs/REPLICATION.md); null serves
+    # none. A non-loopback address needs tls_cert and tls_key (plain TCP stays on loopback).
+    listen: str | None = _setting(None, "replica_listen")
+    # This node's name, as its peers' mirrors name it (mirror_of "<node>/<topic>"); "" = host name.
+    node: str = _setting("", "node")
+    # YAML mapping of peer node name -> token; a link must present its node's token.
+    tokens_file: Path | None = field(default=None, metadata={"kind": "optional_path"})
+    # TLS: this node's certificate chain and key (PEM). With tls_ca, peers must present a
+    # certificate that CA signed, whose common name is their node name (mutual TLS).
+    tls_cert: Path | None = field(default=None, metadata={"kind": "optional_path"})
+    tls_key: Path | None = field(default=None, metadata={"kind": "optional_path"})
+    tls_ca: Path | None = field(default=None, metadata={"kind": "optional_path"})
+    # A link silent this long is closed (a peer that lost power leaves a half-open connection,
+    # which would otherwise block `topics promote`); replicators' heartbeats must be shorter.
+    link_idle_timeout_ms: int = _setting(30_000, "duration", lo=1000, hi=3_600_000)
+
+
 @dataclass(frozen=True)
 class Config:
     data_dir: Path = field(default_factory=paths.default_data_dir, metadata={"kind": "path"})
@@ -267,6 +309,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     disk: DiskSettings = field(default_factory=DiskSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    replica: ReplicaSettings = field(default_factory=ReplicaSettings)
     topic_defaults: TopicSettings = field(default_factory=TopicSettings)
     topics: tuple[TopicSpec, ...] = ()
     # The file this was read from (None for built-in defaults); not part of equality.
@@ -287,6 +330,23 @@ class Config:
         except ValueError as e:
             raise ConfigError(str(e)) from None
         return dataclasses.replace(self, **changes)
+
+
+def _check_replica(r: ReplicaSettings, base_dir: Path | None) -> ReplicaSettings:
+    """Paths taken from the config's directory; TLS settings that make sense together."""
+    paths: dict[str, Any] = {k: _resolve(getattr(r, k), base_dir) for k in
+                             ("tokens_file", "tls_cert", "tls_key", "tls_ca")
+                             if getattr(r, k) is not None}
+    r = dataclasses.replace(r, **paths)
+    if (r.tls_cert is None) != (r.tls_key is None):
+        raise _Invalid("replica.tls_cert", "tls_cert and tls_key go together")
+    if r.tls_ca is not None and r.tls_cert is None:
+        raise _Invalid("replica.tls_ca", "mutual TLS needs this node's tls_cert and tls_key too")
+    if r.listen is not None and r.tls_cert is None and not is_loopback_listen(r.listen):
+        raise _Invalid("replica.listen",
+                       f"{r.listen} is not a loopback address, and without TLS (tls_cert, tls_key) "
+                       "a replica link is plain TCP: set them, or carry the link through a tunnel")
+    return r
 
 
 def _check_socket(p: Path) -> Path:
@@ -390,7 +450,7 @@ def config_from_mapping(data: Any, source: str | Path | None = None) -> Config:
     try:
         top = _mapping(data, "")
         sections = {"log": LogSettings, "limits": Limits, "topic_defaults": TopicSettings,
-                    "disk": DiskSettings, "metrics": MetricsSettings}
+                    "disk": DiskSettings, "metrics": MetricsSettings, "replica": ReplicaSettings}
         known = [f.name for f in dataclasses.fields(Config) if f.name != "source"]
         for key in top:
             if key not in known:
@@ -405,6 +465,7 @@ def config_from_mapping(data: Any, source: str | Path | None = None) -> Config:
         for key in ("data_dir", "socket"):
             if key in scalars:
                 built[key] = _resolve(getattr(plain, key), base_dir)
+        built["replica"] = _check_replica(built["replica"], base_dir)
         if "socket" in built:
             try:
                 _check_socket(built["socket"])
@@ -520,3 +581,29 @@ def parse_topic_setting(key: str, value: str) -> int:
 def _unknown_config(key: str) -> ConfigError:
     e = _unknown(key, "", list(TOPIC_CONFIG_KEYS))
     return ConfigError(f"{e.key}: {e.message}")
+
+
+def load_replica_tokens(path: Path | None) -> dict[str, str]:
+    """replica.tokens_file: a YAML mapping of peer node name -> token ({} without a file). The
+    file holds secrets, so one that other users can read is refused (as ssh refuses a key)."""
+    if path is None:
+        return {}
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        raise ConfigError(f"replica.tokens_file: cannot read {path}: {e.strerror}") from None
+    if mode & 0o077:  # the edgebus group holds every local client: not them either
+        raise ConfigError(f"replica.tokens_file: {path} is readable by its group or others "
+                          f"(mode {mode & 0o777:04o}); chmod 0600 it")
+    doc = read_yaml_file(path)
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping of node name -> token")
+    out: dict[str, str] = {}
+    for node, token in doc.items():
+        if not isinstance(node, str) or not NODE_NAME_RE.fullmatch(node):
+            raise ConfigError(f"{path}: {node!r} is not a node name")
+        if not isinstance(token, str) or len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"{path}: the token of {node} must be a string of at least "
+                              f"{MIN_TOKEN_CHARS} characters")
+        out[node] = token
+    return out

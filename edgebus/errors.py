@@ -143,6 +143,49 @@ class ProtocolError(EdgebusError):
     code = 20
 
 
+# --- replication (docs/REPLICATION.md); 40-49 ---------------------------------------------------
+
+
+class MirrorReadOnlyError(EdgebusError):
+    """A produce to a mirror topic: only its replication link writes it."""
+
+    code = 40
+    hint = "write to the source node's topic, or `edgebus topics promote` the mirror after a failover"
+
+
+class NotAMirrorError(EdgebusError):
+    """A replica append to a topic that is not a mirror (or mirrors another source)."""
+
+    code = 41
+
+
+class IncarnationMismatchError(EdgebusError):
+    """The source topic was deleted and created again since the mirror was made: its offsets
+    are a new sequence, and mixing them into the old mirror would lie."""
+
+    code = 42
+    hint = "delete the mirror topic on the destination (or rename it) to start a new mirror"
+
+
+class ReplicaDivergedError(EdgebusError):
+    """A replica batch differs from the batch the mirror already holds at that offset."""
+
+    code = 43
+
+
+class AuthenticationError(EdgebusError):
+    """A replica link's token or certificate was refused."""
+
+    code = 44
+    hint = "check the link's token (replica.tokens_file on the destination) or its TLS certificates"
+
+
+class NotAuthenticatedError(EdgebusError):
+    """A request on a replica listener before REPLICA_HELLO, or one the link may not make."""
+
+    code = 45
+
+
 # --- local only (never sent on the wire) ---------------------------------------------------------
 
 

@@ -69,7 +69,11 @@ def parse_disk_policy(value: Any) -> str:
     raise ValueError(f"expected one of {', '.join(DISK_FULL_POLICIES)}, got {value!r}")
 
 
-def parse_listen(value: Any) -> str | None:
+# A node's name (replication): what its peers' mirror topics record as their source.
+NODE_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def parse_listen(value: Any, loopback_only: bool = True) -> str | None:
     """`host:port` on a loopback address ("127.0.0.1:9464", "[::1]:9464", "localhost:9464"), or
     None (null or an empty string) for no endpoint."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -80,7 +84,7 @@ def parse_listen(value: Any) -> str | None:
     host, port = m.group(1).strip("[]"), int(m.group(2))
     if not 0 <= port <= 65535:  # 0: any free port (tests; the log line names the one chosen)
         raise ValueError(f"port must be between 0 and 65535, got {port}")
-    if host not in LOOPBACK_NAMES:
+    if loopback_only and host not in LOOPBACK_NAMES:
         try:
             loopback = ipaddress.ip_address(host).is_loopback
         except ValueError:
@@ -91,6 +95,22 @@ def parse_listen(value: Any) -> str | None:
                 "so it listens on localhost only (scrape it through a proxy or an SSH tunnel)"
             )
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_replica_listen(value: Any) -> str | None:
+    """The replica listener's host:port, any address (config.py refuses a non-loopback one
+    without TLS)."""
+    return parse_listen(value, loopback_only=False)
+
+
+def is_loopback_listen(listen: str) -> bool:
+    host = split_listen(listen)[0]
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def split_listen(listen: str) -> tuple[str, int]:

@@ -24,6 +24,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="check the config file and exit (status 0 if valid)")
     m.set_defaults(func=run_mqtt)
 
+    # The replicator is a bridge too, so that `systemctl enable --now edgebus-bridge@replicate`
+    # runs it under the same hardened template unit (config /etc/edgebus/bridge-replicate.yaml).
+    r = bsub.add_parser("replicate", help="the replicator (same as `edgebus replicate`)")
+    from edgebus.cli.replicate import add_arguments
+
+    add_arguments(r)
+    r.set_defaults(func=run_replicate)
+
     s = bsub.add_parser("status", help="show a bridge's status (exit status 3 if not running)")
     where = s.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", metavar="FILE", help="the bridge's config (finds its status file)")
@@ -48,6 +56,12 @@ def run_mqtt(args: argparse.Namespace) -> int:
             print(f"warning: {line}")
         return 0
     return run(cfg)
+
+
+def run_replicate(args: argparse.Namespace) -> int:
+    from edgebus.cli.replicate import run
+
+    return run(args)
 
 
 def run_status(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from edgebus import __version__
-from edgebus.cli import bridge, consume, groups, produce, serve, service, status, topics
+from edgebus.cli import bridge, consume, groups, produce, replicate, serve, service, status, topics
 from edgebus.cli.common import add_socket_option
 from edgebus.errors import EdgebusError
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgebus {__version__}")
     add_socket_option(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (serve, topics, produce, consume, groups, bridge, status, service):
+    for module in (serve, topics, produce, consume, groups, bridge, replicate, status, service):
         module.register(sub)
     return parser
 

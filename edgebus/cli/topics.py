@@ -52,7 +52,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rm.add_argument("name", metavar="NAME")
     rm.set_defaults(func=delete)
 
-    for parser in (c, ls, d, rm):
+    pr = tsub.add_parser("promote", help="make a mirror topic writable (after a failover; stop "
+                                         "the replicator that feeds it first)")
+    pr.add_argument("name", metavar="NAME")
+    pr.set_defaults(func=promote)
+
+    for parser in (c, ls, d, rm, pr):
         add_socket_option(parser)
 
 
@@ -102,4 +107,11 @@ def delete(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         admin.delete_topic(args.name)
     print(f"deleted topic {args.name}")
+    return 0
+
+
+def promote(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        admin.promote_topic(args.name)
+    print(f"promoted topic {args.name}: it is now writable; its offsets go on from the mirror's")
     return 0

@@ -33,6 +33,11 @@ class Admin:
         entries = [M.ConfigEntry(k, str(v)) for k, v in (config or {}).items()]
         self._ch.request(M.Api.CREATE_TOPIC, M.CreateTopicRequest(name, partitions or 0, entries))
 
+    def promote_topic(self, name: str) -> None:
+        """Make a mirror topic writable (after a failover: its source node is gone for good).
+        Stop the replicator that feeds it first: appends of that link are refused from now on."""
+        self._ch.request(M.Api.PROMOTE_TOPIC, M.PromoteTopicRequest(name))
+
     def delete_topic(self, name: str) -> None:
         self._ch.request(M.Api.DELETE_TOPIC, M.DeleteTopicRequest(name))
 

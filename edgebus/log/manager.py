@@ -10,6 +10,7 @@ Layout:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from edgebus.log.checkpoint import write_checkpoint as _write_checkpoint_file
 from edgebus.log.fileutil import DIR_MODE, atomic_write, fsync_dir, read_file, storage_error
 from edgebus.log.lock import DataDirLock
 from edgebus.log.partition import Partition
-from edgebus.log.topic_config import TopicConfig, validate_topic_name
+from edgebus.log.topic_config import TopicConfig, new_incarnation, validate_topic_name
 
 TOPICS_FILE = "topics.json"
 TOPICS_VERSION = 1
@@ -157,6 +158,8 @@ class LogManager:
             raise TopicExistsError(f"topic {name!r} already exists")
         if not isinstance(config, TopicConfig):
             raise InvalidRequestError(f"topic config must be a TopicConfig, not {type(config)}")
+        if not config.incarnation:  # a mirror brings its source's; every other topic a new one
+            config = dataclasses.replace(config, incarnation=new_incarnation())
         topics = {**self._topics, name: config}
         self._save_topics(topics)
         self._topics = topics
@@ -212,6 +215,25 @@ class LogManager:
         except OSError as e:
             self._log.warning("deleting the files of topic %s: %s (finished at next start)",
                               name, e)
+
+    def promote(self, name: str) -> TopicConfig:
+        """Make a mirror an ordinary, writable topic (after a failover); its offsets go on."""
+        self._check_open()
+        cfg = self._topics.get(name)
+        if cfg is None:
+            raise UnknownTopicError(f"unknown topic {name!r}")
+        if not cfg.is_mirror:
+            raise InvalidRequestError(f"topic {name!r} is not a mirror")
+        new = dataclasses.replace(cfg, mirror_of="")
+        topics = {**self._topics, name: new}
+        try:
+            self._save_topics(topics)
+        except OSError as e:
+            raise storage_error(e, f"promoting topic {name}") from e
+        self._topics = topics
+        for p in self._parts.get(name, []):
+            p.config = new
+        return new
 
     def topics(self) -> dict[str, TopicConfig]:
         return dict(self._topics)
@@ -313,6 +335,11 @@ class LogManager:
                 if not isinstance(entries, dict):
                     raise ValueError(f"topic {name!r}: entries must be an object")
                 topics[name] = TopicConfig.from_entries(entries)
+            missing = [n for n, c in topics.items() if not c.incarnation]
+            for n in missing:  # topics made before incarnations existed get one now, once
+                topics[n] = dataclasses.replace(topics[n], incarnation=new_incarnation())
+            if missing:
+                self._save_topics(topics)
             return topics
         except (ValueError, AttributeError, InvalidRequestError, InvalidTopicError) as e:
             raise StorageError(f"{path} is damaged: {e}") from None

@@ -27,6 +27,7 @@ from edgebus.errors import (
     EdgebusError,
     OffsetOutOfRangeError,
     RecordTooLargeError,
+    ReplicaDivergedError,
     StorageError,
 )
 from edgebus.log.checkpoint import RecoveryPoint
@@ -164,11 +165,63 @@ class Partition:
         seg = self._segments[-1]  # the active one
         if seg.size and self._should_roll(seg, n, count, append_time):
             self._roll()
-            seg = self._active
         base = self.log_end_offset
         if not isinstance(batch, bytearray) and memoryview(batch).readonly:
             batch = bytearray(batch)
         stamp_batch(batch, base, append_time)  # type: ignore[arg-type]
+        self._write(batch, base, append_time, count)
+        return base, append_time
+
+    def append_replica(self, batch: bytes | bytearray | memoryview, info: BatchInfo) -> bool:
+        """Append one validated batch of a mirror exactly as its source stamped it (offsets and
+        append time kept). True if appended; False if the mirror already holds this very batch
+        (same offset, length and CRC: a resend after a lost answer). Raises ReplicaDivergedError
+        when it holds other bytes there, OffsetOutOfRangeError when the batch would leave a gap.
+
+        Invariant: a mirror's log is a prefix of its source's, batch for batch; the replicator's
+        cursor is this partition's log end (docs/REPLICATION.md)."""
+        if self._closed:
+            self._check_open()
+        if self.offline:
+            raise StorageError(f"{self.name} is offline after an I/O error")
+        n = len(batch)
+        if n != info.length:
+            raise CorruptRecordError(f"batch is {n} bytes but its header says {info.length}")
+        base = info.base_offset
+        if base < self.log_end_offset:
+            self._check_same(batch, info)
+            return False
+        if base > self.log_end_offset:
+            raise OffsetOutOfRangeError(
+                f"replica batch at offset {base} would leave a gap in {self.name}, whose log end "
+                f"is {self.log_end_offset}")
+        count = info.record_count
+        seg = self._segments[-1]
+        if seg.size and self._should_roll(seg, n, count, info.append_time):
+            self._roll()
+        self._write(batch, base, max(info.append_time, self._max_append_time), count)
+        return True
+
+    def _check_same(self, batch: bytes | bytearray | memoryview, info: BatchInfo) -> None:
+        """ReplicaDivergedError unless the batch at info.base_offset is this one."""
+        if info.base_offset < self.log_start_offset:
+            return  # retention already dropped it here too: nothing left to compare
+        have = memoryview(self.read(info.base_offset, info.length, True))
+        if len(have) < F.BATCH_HEADER_SIZE:
+            raise ReplicaDivergedError(f"{self.name} holds no batch at offset {info.base_offset}")
+        b0, _, l0, c0 = F.BATCH_OUTSIDE_CRC.unpack_from(have, 0)
+        b1, _, l1, c1 = F.BATCH_OUTSIDE_CRC.unpack_from(batch, 0)
+        if (b0, l0, c0) != (b1, l1, c1):
+            raise ReplicaDivergedError(
+                f"{self.name} holds a different batch at offset {info.base_offset}: base offset "
+                f"{b0}, {l0} bytes, CRC {c0:#010x} here; base offset {b1}, {l1} bytes, CRC "
+                f"{c1:#010x} sent")
+
+    def _write(self, batch: bytes | bytearray | memoryview, base: int, append_time: int,
+               count: int) -> None:
+        """Write one stamped batch at the log end of the active segment and index it."""
+        n = len(batch)
+        seg = self._active
         pos = seg.size
         try:
             seg.write(batch)
@@ -183,7 +236,6 @@ class Partition:
             self._log.warning("%s: index entry for offset %d skipped: %s", self.name, base, err)
         self.log_end_offset = base + count
         self._max_append_time = append_time
-        return base, append_time
 
     def _should_roll(self, seg: Segment, n: int, count: int, append_time: int) -> bool:
         cfg = self.config

@@ -8,6 +8,7 @@ and every error names the offending key.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
@@ -49,6 +50,15 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "on_disk_full": (DISK_FULL_REJECT, DISK_FULL_DROP_OLDEST),
 }
 _INT_RE = re.compile(r"-?[0-9]{1,19}")
+# Free-form words, each with the pattern it must match ("" = unset).
+# incarnation: made once when a topic is created (32 hex digits, random); a mirror carries its
+#   source's, so a source deleted and created again is told apart from the one mirrored.
+# mirror_of: "<node>/<topic>" of the source a mirror copies; "" for an ordinary topic. A mirror
+#   takes appends only from its replication link (docs/REPLICATION.md).
+_STRINGS: dict[str, re.Pattern[str]] = {
+    "incarnation": re.compile(r"(|[0-9a-f]{32})"),
+    "mirror_of": re.compile(r"(|[A-Za-z0-9._-]{1,64}/[A-Za-z0-9._-]{1,249})"),
+}
 
 
 @dataclass
@@ -61,6 +71,8 @@ class TopicConfig:
     max_message_bytes: int = 1024 * 1024  # largest batch accepted
     index_interval_bytes: int = 4096  # one sparse index entry per this many bytes of log
     on_disk_full: str = DISK_FULL_REJECT  # policy below the disk low watermark (see _CHOICES)
+    incarnation: str = ""  # see _STRINGS; LogManager.create_topic makes one
+    mirror_of: str = ""  # see _STRINGS
 
     def __post_init__(self) -> None:
         for name, (lo, hi) in _RANGES.items():
@@ -74,6 +86,14 @@ class TopicConfig:
             if value not in allowed:
                 raise InvalidRequestError(
                     f"topic config {name}: {value!r} is not one of {', '.join(allowed)}")
+        for name, pattern in _STRINGS.items():
+            value = getattr(self, name)
+            if not isinstance(value, str) or not pattern.fullmatch(value):
+                raise InvalidRequestError(f"topic config {name}: {value!r} is not valid")
+
+    @property
+    def is_mirror(self) -> bool:
+        return bool(self.mirror_of)
 
     def to_entries(self) -> dict[str, str]:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}
@@ -85,10 +105,16 @@ class TopicConfig:
         """A config from key/value pairs; keys not given keep `base`'s values (or the defaults)."""
         values = (base or cls()).to_entries()
         parsed: dict[str, int | str] = {
-            k: v if k in _CHOICES else int(v) for k, v in values.items()
+            k: v if k in _CHOICES or k in _STRINGS else int(v) for k, v in values.items()
         }
         for key, raw in d.items():
             name = _ALIASES.get(key, key)
+            if name in _STRINGS:
+                text = raw.strip() if isinstance(raw, str) else raw
+                if not isinstance(text, str) or not _STRINGS[name].fullmatch(text):
+                    raise InvalidRequestError(f"topic config {key}: {raw!r} is not valid")
+                parsed[name] = text
+                continue
             if name in _CHOICES:
                 word = raw.strip() if isinstance(raw, str) else raw
                 if word not in _CHOICES[name]:
@@ -110,6 +136,11 @@ class TopicConfig:
                 raise InvalidRequestError(f"topic config {key}: {raw} is outside [{lo}, {hi}]")
             parsed[name] = raw
         return cls(**parsed)  # type: ignore[arg-type]
+
+
+def new_incarnation() -> str:
+    """A topic's incarnation id: 128 random bits, so two creations never share one."""
+    return secrets.token_hex(16)
 
 
 def validate_topic_name(name: str, internal: bool = False) -> None:

@@ -54,6 +54,11 @@ class FrameBuffer:
     def buffered(self) -> int:
         return len(self._buf) - self._pos
 
+    def limit(self, max_frame: int) -> None:
+        """Change the largest frame accepted (a connection not yet authenticated gets a small
+        one, so it cannot make the supervisor buffer a large frame for nobody)."""
+        self._max = max_frame
+
     def need(self) -> int:
         """Bytes still missing for the frame being received (0 if unknown or complete)."""
         avail = len(self._buf) - self._pos

@@ -33,6 +33,10 @@ class Api(IntEnum):
     DESCRIBE_GROUP = 17
     RESET_OFFSETS = 18
     SHM_ATTACH = 32  # transport APIs start at 32 (edgebus/shm, edgebus/server/listeners/shm.py)
+    REPLICA_HELLO = 40  # replication APIs start at 40 (docs/REPLICATION.md)
+    REPLICA_APPEND = 41
+    PROMOTE_TOPIC = 42
+    REPLICA_FETCH = 43
 
 
 # Special timestamps for ListOffsets, as in Kafka.
@@ -262,6 +266,90 @@ class ShmAttachResponse(Message):
         ("request_ring_bytes", I32), ("response_ring_bytes", I32), ("response_ring_offset", I64),
         ("map_bytes", I64), ("fd_count", I32),
     )
+
+
+# --- Replication (docs/REPLICATION.md; docs/FORMAT.md 7.9) ---------------------------------------
+@dataclass
+class ReplicaHelloRequest(Message):
+    """The first request on a replica listener: who the sending node is, and its token."""
+
+    node: str
+    token: str
+    FIELDS = (("node", STR), ("token", STR))
+
+
+@dataclass
+class ReplicaHelloResponse(Message):
+    node: str  # the destination's node name
+    FIELDS = (("node", STR),)
+
+
+@dataclass
+class ReplicaAppendRequest(Message):
+    """Consecutive whole batches of a source partition, exactly as the source holds them
+    (offsets and append times stamped): a FETCH answer's records, forwarded as they are."""
+
+    topic: str
+    partition: int
+    incarnation: str  # the source topic's; must equal the mirror's
+    acks: int  # ACKS_WRITTEN or ACKS_DURABLE
+    batches: Any
+    FIELDS = (("topic", STR), ("partition", I32), ("incarnation", STR), ("acks", I8),
+              ("batches", BYTES))
+
+
+@dataclass
+class ReplicaAppendResponse(Message):
+    topic: str
+    partition: int
+    appended: int  # batches written
+    present: int  # batches the mirror already held (a resend), not written again
+    log_end_offset: int  # the mirror's, after this request: the replicator's next cursor
+    FIELDS = (("topic", STR), ("partition", I32), ("appended", I32), ("present", I32),
+              ("log_end_offset", I64))
+
+
+@dataclass
+class ReplicaFetchRequest(Message):
+    """The replicator's read of its local supervisor: durable batches only, each partition's
+    incarnation with them. With `sync`, unsynced data is fsynced first (group commit)."""
+
+    sync: int  # 1: if a partition has data past its synced point, fsync, then answer
+    max_bytes: int
+    partitions: list[FetchPartition]
+    FIELDS = (("sync", I8), ("max_bytes", I32), ("partitions", Array(FetchPartition)))
+
+
+@dataclass
+class ReplicaFetchedPartition(Message):
+    topic: str
+    partition: int
+    error_code: int
+    error_message: str
+    incarnation: str  # the topic's, at the time of this read ("" if it does not exist)
+    log_start_offset: int
+    durable_end: int  # every offset below this is fsynced; no batch at or past it is sent
+    log_end_offset: int
+    records: Any  # whole batches, all below durable_end
+    FIELDS = (
+        ("topic", STR), ("partition", I32), ("error_code", I16), ("error_message", STR),
+        ("incarnation", STR), ("log_start_offset", I64), ("durable_end", I64),
+        ("log_end_offset", I64), ("records", BYTES),
+    )
+
+
+@dataclass
+class ReplicaFetchResponse(Message):
+    partitions: list[ReplicaFetchedPartition]
+    FIELDS = (("partitions", Array(ReplicaFetchedPartition)),)
+
+
+@dataclass
+class PromoteTopicRequest(Message):
+    """Make a mirror an ordinary writable topic (after its source is gone for good)."""
+
+    name: str
+    FIELDS = (("name", STR),)
 
 
 @dataclass

@@ -7,7 +7,10 @@ its own module and sees the loop through LoopApi (edgebus/server/service.py).
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,10 @@ from edgebus.server.durable import DurableAcks
 from edgebus.server.groups import GroupHandlers
 from edgebus.server.handlers.admin import AdminHandlers
 from edgebus.server.handlers.data import DataHandlers
+from edgebus.server.handlers.replica import ReplicaHandlers
 from edgebus.server.housekeeping import Housekeeping
 from edgebus.server.listeners.shm import ShmTransport
+from edgebus.server.listeners.tcp import ReplicaListener
 from edgebus.server.listeners.unix import UnixListener
 from edgebus.server.loop import Loop
 from edgebus.server.notify import Notifier, Watchdog
@@ -49,6 +54,11 @@ class Broker:
         notifier: Notifier | None = None,
         disk: DiskGuard | None = None,
         max_input_buffer: int = 2 * F.MAX_FRAME_BYTES,
+        node: str = "",
+        replica_listen: str | None = None,
+        replica_tokens: Mapping[str, str] | None = None,
+        replica_tls: ssl.SSLContext | None = None,
+        replica_link_idle_ms: int = 30_000,
     ) -> None:
         self.logs = logs
         self.socket_path = Path(socket_path)
@@ -72,13 +82,23 @@ class Broker:
             logs, self.data, self.durable, flush_interval_ms=flush_interval_ms,
             checkpoint_interval_ms=checkpoint_interval_ms,
             retention_check_interval_ms=retention_check_interval_ms)
-        self.dispatcher = Dispatcher(loop, build_table(self.data, self.admin, self.groups, self.shm),
-                                     self.data.produce_fields)
+        self.node = node or socket.gethostname()
+        self.replica = ReplicaHandlers(loop, logs, self.data, self.disk, self.durable, self.stats,
+                                       self.node, replica_tokens or {})
+        # Peers' replicators append mirrors here (listeners/tcp.py); none unless configured.
+        self.replica_listener = (ReplicaListener(loop, replica_listen, replica_tls,
+                                                 replica_link_idle_ms / 1000)
+                                 if replica_listen else None)
+        self.dispatcher = Dispatcher(
+            loop, build_table(self.data, self.admin, self.groups, self.shm, self.replica),
+            self.data.produce_fields)
         loop.dispatch = self.dispatcher.dispatch_frame
         # Shutdown runs in this order: STOPPING=1, stop accepting, answer parked fetches, finish
         # durable acks; then the loop flushes and closes every connection.
         services: list[Service] = [self.listener, self.shm, self.data, self.groups, self.durable,
                                    self.disk, self.housekeeping]
+        if self.replica_listener is not None:
+            services.insert(1, self.replica_listener)
         if notifier is not None:  # without one, no watchdog timer keeps the loop awake
             services.insert(0, Watchdog(notifier, self))
         for s in services:
@@ -90,6 +110,8 @@ class Broker:
 
     def listen(self) -> None:
         self.listener.listen()
+        if self.replica_listener is not None:
+            self.replica_listener.listen()
         self.loop.install_signals()
 
     def serve_forever(self) -> None:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from edgebus.errors import EdgebusError, ProtocolError, UnknownServerError
+from edgebus.errors import EdgebusError, NotAuthenticatedError, ProtocolError, UnknownServerError
 from edgebus.fastpath.supervisor import decode_produce, decode_request
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import RequestFrame
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from edgebus.server.groups.handlers import GroupHandlers
     from edgebus.server.handlers.admin import AdminHandlers
     from edgebus.server.handlers.data import DataHandlers
+    from edgebus.server.handlers.replica import ReplicaHandlers
     from edgebus.server.listeners.shm import ShmTransport
     from edgebus.server.listeners.stream import Connection
     from edgebus.server.loop import Loop
@@ -38,7 +39,7 @@ _PRODUCE = int(M.Api.PRODUCE)
 
 
 def build_table(data: DataHandlers, admin: AdminHandlers, groups: GroupHandlers,
-                shm: ShmTransport) -> dict[int, Handler]:
+                shm: ShmTransport, replica: ReplicaHandlers) -> dict[int, Handler]:
     """API key -> handler, for every API the supervisor serves."""
     table: dict[Any, Handler] = {
         # data plane (handlers/data.py)
@@ -63,6 +64,11 @@ def build_table(data: DataHandlers, admin: AdminHandlers, groups: GroupHandlers,
         M.Api.RESET_OFFSETS: groups.reset_offsets,
         # transports (listeners/shm.py)
         M.Api.SHM_ATTACH: shm.attach,
+        # replication, the destination side (handlers/replica.py)
+        M.Api.REPLICA_HELLO: replica.hello,
+        M.Api.REPLICA_APPEND: replica.append,
+        M.Api.PROMOTE_TOPIC: replica.promote,
+        M.Api.REPLICA_FETCH: replica.fetch,
     }
     return {int(k): h for k, h in table.items()}
 
@@ -80,6 +86,11 @@ class Dispatcher:
         struct-level decoder takes skips the request dataclass and returns its answer encoded;
         everything else (malformed bodies included) goes through the generic codec."""
         conn.requests += 1
+        if conn.allowed is not None and api_key not in conn.allowed:
+            self._queue_answer(conn, corr, NotAuthenticatedError(
+                f"{api_name(api_key)} is not allowed on this connection"
+                + ("" if conn.node else " before REPLICA_HELLO")))
+            return
         if api_key == _PRODUCE and api_version == 0:
             fields = decode_produce(body)
             if fields is not None:

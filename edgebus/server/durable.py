@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,8 @@ class DurableWaiter:
     conn: Any
     correlation_id: int
     partition: Any
-    response: Message  # sent once durable: a ProduceResponse, an OffsetCommitResponse, ...
+    # sent once durable: a ProduceResponse, an OffsetCommitResponse, ...; or made then
+    response: Message | Callable[[], Message]
 
 
 class DurableAcks(Service):
@@ -49,6 +51,14 @@ class DurableAcks(Service):
     def add(self, conn: Connection, corr: int, partition: Any, response: Message) -> None:
         """Answer `response` to `conn` once `partition` is fsynced (the handler returns DEFERRED)."""
         self.committer.add_waiter(partition, DurableWaiter(conn, corr, partition, response))
+
+    def add_after_sync(self, conn: Connection, corr: int, partitions: list[Any],
+                       respond: Callable[[], Message]) -> None:
+        """Answer `respond()`, computed then, once every one of `partitions` is fsynced."""
+        w = DurableWaiter(conn, corr, partitions[0], respond)
+        self.committer.add_waiter(partitions[0], w)
+        for p in partitions[1:]:
+            self.committer.mark_dirty(p)
 
     def poll(self, idle: bool) -> bool:
         if self.committer.dirty:  # new durable waiters: start a sync now if none is running
@@ -64,7 +74,15 @@ class DurableAcks(Service):
 
     def _answer(self, w: DurableWaiter, err: BaseException | None) -> None:
         if err is None:
-            self.api.answer(w.conn, w.correlation_id, w.response)
+            resp: Message | EdgebusError
+            if callable(w.response):  # computed after the sync (add_after_sync)
+                try:
+                    resp = w.response()
+                except EdgebusError as e:
+                    resp = e
+            else:
+                resp = w.response
+            self.api.answer(w.conn, w.correlation_id, resp)
         else:
             self.api.answer(w.conn, w.correlation_id, err if isinstance(err, EdgebusError)
                             else UnknownServerError(str(err)))

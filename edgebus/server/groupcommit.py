@@ -57,6 +57,10 @@ class GroupCommitter:
         self.pending_waiters.append(waiter)
         self.dirty[id(partition)] = partition
 
+    def mark_dirty(self, partition: Any) -> None:
+        """Include `partition` in the next sync (a waiter of another partition depends on it)."""
+        self.dirty[id(partition)] = partition
+
     def start(self, partitions: list[Any] | None = None) -> bool:
         """Start a sync of the dirty partitions (plus `partitions`) if none is running."""
         if self.busy:

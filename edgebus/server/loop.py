@@ -54,6 +54,9 @@ class Loop:
         self.max_input_buffer = max_input_buffer
         self.stopping = False
         self.dispatch: Dispatch = _unwired
+        # Connections counted against max_connections (a listener with its own bound, the
+        # replica listener, makes connections that are not).
+        self.clients = 0
         self.pending: set[Connection] = set()  # connections with whole frames left unhandled
         self.services: list[Service] = []
         self._timed: list[Service] = []
@@ -100,6 +103,8 @@ class Loop:
     def close(self, conn: Connection) -> None:
         if self.conns.pop(conn.id, None) is None:
             return
+        if conn.counts_as_client:
+            self.clients -= 1
         conn.closed = True
         self.pending.discard(conn)
         with contextlib.suppress(KeyError, ValueError):
@@ -115,8 +120,10 @@ class Loop:
     def adopt(self, conn: Connection) -> str | None:
         if self.stopping:
             return "shutting down"
-        if len(self.conns) >= self.max_connections:
-            return f"{len(self.conns)} connections is the limit"
+        if conn.counts_as_client:
+            if self.clients >= self.max_connections:
+                return f"{self.clients} connections is the limit"
+            self.clients += 1
         conn.id = self._next_id
         self._next_id += 1
         self.conns[conn.id] = conn

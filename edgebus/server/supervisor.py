@@ -8,12 +8,14 @@ import sys
 import time
 from typing import Any
 
+from edgebus.config import load_replica_tokens
 from edgebus.errors import EdgebusError
 from edgebus.log.manager import LogManager
 from edgebus.log.topic_config import TopicConfig
 from edgebus.server import testhooks
 from edgebus.server.broker import Broker
 from edgebus.server.disk import DiskGuard
+from edgebus.server.listeners.tcp import server_context
 from edgebus.server.logsetup import setup_logging as _setup_logging
 from edgebus.server.notify import Notifier, summary_line
 
@@ -57,6 +59,15 @@ def run(config: Any) -> int:
         log.error("config topics: %s", e)
         logs.close()
         return 1
+    try:
+        tokens = load_replica_tokens(config.replica.tokens_file)
+        r = config.replica
+        tls = (server_context(str(r.tls_cert), str(r.tls_key), str(r.tls_ca) if r.tls_ca else None)
+               if r.tls_cert is not None and r.tls_key is not None else None)
+    except EdgebusError as e:
+        log.error("%s", e)
+        logs.close()
+        return 1
     disk = DiskGuard.from_settings(logs, config.disk)
     disk.check()  # a disk already low is reported before READY
     broker = Broker(
@@ -72,9 +83,18 @@ def run(config: Any) -> int:
         notifier=notifier,
         disk=disk,
         max_input_buffer=config.limits.max_input_buffer_bytes,
+        node=config.replica.node,
+        replica_listen=config.replica.listen,
+        replica_tokens=tokens,
+        replica_tls=tls,
+        replica_link_idle_ms=config.replica.link_idle_timeout_ms,
     )
     try:
         broker.listen()
+    except EdgebusError as e:
+        log.error("%s", e)
+        logs.close()
+        return 1
     except OSError as e:
         log.error("cannot listen on %s: %s", config.socket, e)
         logs.close()

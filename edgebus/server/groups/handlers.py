@@ -15,6 +15,7 @@ from edgebus.errors import (
     GroupNotEmptyError,
     InvalidRequestError,
     InvalidTopicError,
+    NotAMirrorError,
     ShuttingDownError,
     UnknownGroupError,
 )
@@ -135,6 +136,12 @@ class GroupHandlers(Service):
             try:
                 if _internal(o.topic):
                     raise InvalidTopicError(f"{o.topic!r} is an internal topic")
+                if conn.node is not None:  # a replica link mirrors commits of its own mirrors only
+                    mirror_of = self.logs.partition(o.topic, o.partition).config.mirror_of
+                    if not mirror_of.startswith(f"{conn.node}/"):
+                        raise NotAMirrorError(
+                            f"topic {o.topic!r} is not a mirror of node {conn.node}; a replica "
+                            "link commits offsets of its own mirrors only")
                 if o.offset < 0:
                     raise InvalidRequestError(f"offset {o.offset} is negative")
                 if len(o.metadata.encode()) > G.MAX_COMMIT_METADATA:

@@ -41,6 +41,11 @@ class AdminHandlers:
         names = req.topics or sorted(n for n in self.logs.topics() if not n.startswith("__"))
         out = []
         topics = self.logs.topics()
+        if conn.node is not None:  # a replica link sees its own node's mirrors, nothing else
+            mine = f"{conn.node}/"
+            topics = {n: c for n, c in topics.items() if c.mirror_of.startswith(mine)}
+            if not req.topics:
+                names = sorted(topics)
         for name in names:
             cfg = topics.get(name)
             if cfg is None:
@@ -62,6 +67,14 @@ class AdminHandlers:
             entries["partitions"] = req.partitions
         elif req.partitions < 0:
             raise InvalidRequestError(f"partitions must be >= 1, got {req.partitions}")
+        mirror_of = entries.get("mirror_of", "")
+        if conn.node is not None and not mirror_of.startswith(f"{conn.node}/"):
+            raise InvalidRequestError(
+                f"a replica link of node {conn.node} creates only mirrors of its own topics "
+                f"(mirror_of \"{conn.node}/<topic>\")")
+        if conn.node is None and (mirror_of or "incarnation" in entries):
+            raise InvalidRequestError("mirror topics are made by their replication link; "
+                                      "mirror_of and incarnation cannot be set here")
         cfg = TopicConfig.from_entries(entries, base=self.topic_defaults)
         self.logs.create_topic(req.name, cfg)
         self.groups.topic_created(req.name)  # consumer groups: subscribers rebalance

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from edgebus import batch as B
 from edgebus import format as F
-from edgebus.errors import EdgebusError, InvalidRequestError, InvalidTopicError, ShuttingDownError
+from edgebus.errors import (
+    EdgebusError,
+    InvalidRequestError,
+    InvalidTopicError,
+    MirrorReadOnlyError,
+    ShuttingDownError,
+    UnknownTopicError,
+)
 from edgebus.fastpath.fetch import encode_fetched_one
 from edgebus.fastpath.produce import encode_produce_response
 from edgebus.log.manager import LogManager
@@ -86,6 +93,10 @@ class DataHandlers(Service):
         if topic.startswith("__"):  # only the supervisor writes its internal topics
             raise InvalidTopicError(f"{topic!r} is an internal topic")
         p = self.logs.partition(topic, partition)
+        if p.config.mirror_of:
+            raise MirrorReadOnlyError(
+                f"topic {topic!r} is a mirror of {p.config.mirror_of}: only its replication link "
+                "writes it")
         if batch is None:  # BYTES may be null on the wire; a PRODUCE without a batch is meaningless
             raise InvalidRequestError("PRODUCE carries a null batch (length -1); send one whole record batch")
         info = B.validate_batch(batch, max_bytes=p.config.max_message_bytes)
@@ -221,6 +232,8 @@ class DataHandlers(Service):
         for lp in req.partitions:
             try:
                 p = self.logs.partition(lp.topic, lp.partition)
+                if conn.node is not None and not p.config.mirror_of.startswith(f"{conn.node}/"):
+                    raise UnknownTopicError(f"unknown topic {lp.topic!r}")  # not this link's
                 if lp.timestamp == M.LATEST:
                     off, ts = p.log_end_offset, -1
                 elif lp.timestamp == M.EARLIEST:

@@ -52,9 +52,27 @@ class Connection:
         self.requests = 0
         # edgebus.server.listeners.shm.ShmLink after SHM_ATTACH: responses then go to its ring.
         self.shm: Any = None
+        # The APIs this connection may call (None: all). A listener that needs a handshake first
+        # (the replica listener) narrows it; the dispatcher refuses anything else.
+        self.allowed: frozenset[int] | None = None
+        # The replication peer this connection speaks for, after REPLICA_HELLO (None: a local client).
+        self.node: str | None = None
+        # The common name of a verified TLS client certificate (mutual TLS), else None.
+        self.peer_name: str | None = None
+        # Counted against limits.max_connections (False where the listener bounds its own).
+        self.counts_as_client = True
 
     def __repr__(self) -> str:
         return f"conn#{self.id}(pid={self.pid})"
+
+    # --- the socket (a TLS connection overrides these two) ----------------------------------------
+    def send(self, data: bytes | memoryview) -> int:
+        """Bytes sent; BlockingIOError when none can be now; another OSError: the peer is gone."""
+        return self.sock.send(data)
+
+    def recv(self) -> bytes:
+        """Bytes received (b"" at EOF); BlockingIOError when none are ready."""
+        return self.sock.recv(RECV_SIZE)
 
     # --- output ----------------------------------------------------------------------------------
     def queue(self, data: bytes) -> None:
@@ -65,7 +83,7 @@ class Connection:
         if not self.out:
             # Fast path: try to send at once, queue only the remainder.
             try:
-                n = self.sock.send(data)
+                n = self.send(data)
             except BlockingIOError:
                 n = 0
             except OSError:
@@ -84,7 +102,7 @@ class Connection:
         while self.out:
             head = self.out[0]
             try:
-                n = self.sock.send(head)
+                n = self.send(head)
             except BlockingIOError:
                 return False
             except OSError:
@@ -125,7 +143,7 @@ class Connection:
         if not mask & _READ or self.proto.frames.buffered() >= self.max_input:
             return  # whole frames wait in Loop.pending; read more once they are handled
         try:
-            data = self.sock.recv(RECV_SIZE)
+            data = self.recv()
         except BlockingIOError:
             return
         except OSError as e:
@@ -195,6 +213,13 @@ class StreamListener(Service):
     def peer(self, sock: socket.socket) -> tuple[int, int]:
         return -1, -1
 
+    def connection(self, sock: socket.socket, pid: int, uid: int) -> Connection:
+        """The Connection for an accepted socket (a TLS listener makes a TlsConnection)."""
+        return Connection(sock, self.loop, pid, uid)
+
+    def accepted(self, conn: Connection) -> None:
+        """A new connection is on the loop: a listener that restricts what it may do says so here."""
+
     def listen(self) -> None:
         s = self.bind()
         s.setblocking(False)
@@ -216,12 +241,13 @@ class StreamListener(Service):
                 raise
             pid, uid = self.peer(s)
             s.setblocking(False)
-            conn = Connection(s, loop, pid, uid)
+            conn = self.connection(s, pid, uid)
             refused = loop.adopt(conn)
             if refused is not None:
                 log.warning("refused a connection: %s", refused)
                 s.close()
                 continue
+            self.accepted(conn)
             log.debug("accepted %r uid=%d on %s", conn, conn.uid, self.name)
 
     def shutdown(self) -> None:

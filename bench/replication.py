@@ -1,0 +1,245 @@
+"""The peer mirror: how fast the replicator ships, what it costs, and how far behind it runs.
+
+    python -m bench.replication [--records 200000] [--rate 10000] [--seconds 6]
+
+In one run, on this machine, with real processes (two supervisors, `edgebus replicate`):
+- the local rate a producer appends with `send_batch` (the rate the mirror should keep up with),
+- catch-up: a backlog of --records records on the source, then the replicator started; records/s
+  and MB/s until the mirror's log end equals the source's, and CPU seconds per million records of
+  the replicator and of each supervisor (psutil, user + system), for durable and written links;
+- lag at a steady --rate records/s sent one at a time (`send()`, linger_ms=0): each value carries
+  its send time; a consumer on the destination records receive minus send; p50/p99.
+Sizes: 100 B and 1 KiB values. Prints a table and writes bench/results/replication.json.
+NATS leaf-to-hub sourcing, the peer to beat, is not measured yet (docs/REPLICATION.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+from edgebus import Admin, Consumer, Producer, TopicPartition
+from edgebus.testing import EmbeddedBroker
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NODE, TOKEN = "bench-src", "bench-token-0123456789"
+_TS = struct.Struct("<q")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cpu(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+class Setup:
+    def __init__(self, root: Path, durable: bool) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        port = _free_port()
+        tokens = root / "tokens.yaml"
+        tokens.write_text(yaml.safe_dump({NODE: TOKEN}))
+        tokens.chmod(0o600)
+        tok = root / "token"
+        tok.write_text(TOKEN)
+        tok.chmod(0o600)
+        self.src = EmbeddedBroker(root / "src").start()
+        self.dst = EmbeddedBroker(root / "dst", config={"replica": {
+            "listen": f"127.0.0.1:{port}", "tokens_file": str(tokens)}}).start()
+        self.cfg = root / "replicator.yaml"
+        self.cfg.write_text(yaml.safe_dump({"node": NODE, "source": {"socket": self.src.socket},
+                                            "links": [{"name": "bench", "target": "peer",
+                                                       "address": f"127.0.0.1:{port}",
+                                                       "token_file": str(tok), "topics": ["b*"],
+                                                       "durable": durable}]}))
+        self.rep: subprocess.Popen[bytes] | None = None
+
+    def start_replicator(self) -> None:
+        self.rep = subprocess.Popen(
+            [sys.executable, "-m", "edgebus.cli.main", "replicate", "--config", str(self.cfg)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def end(self, sock: str, topic: str) -> int:
+        try:
+            with Admin(socket=sock, transport="socket") as a:
+                return sum(p.log_end_offset for p in a.describe_topic(topic).partitions)
+        except Exception:
+            return -1
+
+    def close(self) -> None:
+        if self.rep is not None:
+            self.rep.kill()
+            self.rep.wait()
+        self.src.cleanup()
+        self.dst.cleanup()
+
+
+def local_rate(root: Path, size: int, records: int) -> float:
+    with EmbeddedBroker(root / "local") as b:
+        with Admin(socket=b.socket) as a:
+            a.create_topic("b", 1)
+        value = b"x" * size
+        with Producer(socket=b.socket, batch_size=256 * 1024) as p:
+            t0 = time.perf_counter()
+            for _ in range(records // 1000):
+                p.send_batch("b", [value] * 1000, partition=0)
+            p.flush()
+            return records / (time.perf_counter() - t0)
+
+
+def catch_up(root: Path, size: int, records: int, durable: bool) -> dict[str, Any]:
+    s = Setup(root, durable)
+    try:
+        with Admin(socket=s.src.socket) as a:
+            a.create_topic("b", 1)
+        # The replicator is connected and the mirror made before the clock starts; it is stopped
+        # (SIGSTOP) while the backlog is written, as if its link had been down.
+        s.start_replicator()
+        assert s.rep is not None
+        while s.end(s.dst.socket, "b") < 0:
+            time.sleep(0.01)
+        time.sleep(0.5)
+        os.kill(s.rep.pid, signal.SIGSTOP)
+        value = b"x" * size
+        with Producer(socket=s.src.socket, batch_size=256 * 1024) as p:
+            for _ in range(records // 1000):
+                p.send_batch("b", [value] * 1000, partition=0)
+            p.flush()
+        want = s.end(s.src.socket, "b")
+        pids = {"replicator": s.rep.pid, "src": s.src.pid or 0, "dst": s.dst.pid or 0}
+        cpu0 = {k: _cpu(pid) for k, pid in pids.items()}
+        t0 = time.perf_counter()
+        os.kill(s.rep.pid, signal.SIGCONT)
+        while s.end(s.dst.socket, "b") < want:
+            time.sleep(0.005)
+        secs = time.perf_counter() - t0
+        cpu = {k: _cpu(pid) - cpu0[k] for k, pid in pids.items()}
+        per_m = {k: v / want * 1e6 for k, v in cpu.items()}
+        return {"size": size, "records": want, "durable": durable, "seconds": secs,
+                "records_per_s": want / secs, "mb_per_s": want * size / secs / 1e6,
+                "cpu_s_per_million": per_m}
+    finally:
+        s.close()
+
+
+def lag(root: Path, size: int, rate: int, seconds: float) -> dict[str, Any]:
+    s = Setup(root, True)
+    try:
+        with Admin(socket=s.src.socket) as a:
+            a.create_topic("b", 1)
+        s.start_replicator()
+        while s.end(s.dst.socket, "b") < 0:  # the mirror exists
+            time.sleep(0.02)
+        lags: dict[str, list[float]] = {"dst": [], "src": []}
+        done = threading.Event()
+        n = int(rate * seconds)
+
+        def consume(where: str) -> None:
+            sock = s.dst.socket if where == "dst" else s.src.socket
+            out = lags[where]
+            with Consumer(socket=sock, auto_offset_reset="earliest") as c:
+                c.assign([TopicPartition("b", 0)])
+                got = 0
+                while got < n and not done.is_set():
+                    for recs in c.poll(timeout_ms=200).values():
+                        now = time.monotonic_ns()
+                        for r in recs:
+                            out.append((now - _TS.unpack_from(r.value)[0]) / 1e6)
+                        got += len(recs)
+
+        threads = [threading.Thread(target=consume, args=(w,), daemon=True) for w in lags]
+        for t in threads:
+            t.start()
+        assert s.rep is not None
+        pids = {"replicator": s.rep.pid, "src": s.src.pid or 0, "dst": s.dst.pid or 0}
+        cpu0 = {k: _cpu(pid) for k, pid in pids.items()}
+        pad = b"x" * (size - _TS.size)
+        with Producer(socket=s.src.socket, linger_ms=0) as p:
+            start = time.monotonic()
+            for i in range(n):
+                due = start + i / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                p.send("b", _TS.pack(time.monotonic_ns()) + pad, partition=0)
+            p.flush()
+        for t in threads:
+            t.join(seconds + 30)
+        done.set()
+        cpu = {k: (_cpu(pid) - cpu0[k]) / n * 1e6 for k, pid in pids.items()}
+        q = {}
+        for where, got in lags.items():
+            kept = got[len(got) // 10:]  # the first 10%: warm-up
+            q[where] = statistics.quantiles(kept, n=100) if len(kept) > 100 else [float("nan")] * 99
+        return {"size": size, "rate": rate, "received": len(lags["dst"]), "sent": n,
+                "lag_p50_ms": q["dst"][49], "lag_p99_ms": q["dst"][98],
+                "local_consumer_p50_ms": q["src"][49], "local_consumer_p99_ms": q["src"][98],
+                "cpu_us_per_record": cpu}
+    finally:
+        s.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--rate", type=int, default=10_000)
+    ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--out", default=str(RESULTS / "replication.json"))
+    args = ap.parse_args(argv)
+    load_before = os.getloadavg()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="eb-bench-") as d:
+        root = Path(d)
+        for i, size in enumerate((100, 1024)):
+            records = args.records if size == 100 else args.records // 4
+            local = local_rate(root / f"l{i}", size, records)
+            for durable in (True, False):
+                r = catch_up(root / f"c{i}{durable}", size, records, durable)
+                r["local_send_batch_per_s"] = local
+                r["mirror_vs_local"] = local / r["records_per_s"]
+                rows.append(r)
+                print(f"catch-up {size:5d} B durable={durable!s:5}: {r['records_per_s']:10,.0f} rec/s "
+                      f"{r['mb_per_s']:6.1f} MB/s; local send_batch {local:10,.0f}/s "
+                      f"({r['mirror_vs_local']:.2f}x); CPU s per M records: "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_s_per_million"].items()))
+            lr = lag(root / f"g{i}", size, args.rate, args.seconds)
+            rows.append(lr)
+            print(f"lag at {lr['rate']:,}/s, {size} B: p50 {lr['lag_p50_ms']:.1f} ms, "
+                  f"p99 {lr['lag_p99_ms']:.1f} ms ({lr['received']}/{lr['sent']} received; a consumer "
+                  f"on the source in the same run: p50 {lr['local_consumer_p50_ms']:.1f} ms, "
+                  f"p99 {lr['local_consumer_p99_ms']:.1f} ms); CPU us "
+                  "per record: " + ", ".join(f"{k} {v:.0f}" for k, v in lr["cpu_us_per_record"].items()))
+    report = {"machine": {"cpus": os.cpu_count(), "arch": platform.machine(),
+                          "python": platform.python_version(), "load_before": load_before,
+                          "load_after": os.getloadavg()},
+              "when": time.strftime("%Y-%m-%d %H:%M:%S"), "results": rows}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {out} (load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""The replicator's YAML config: this node, the local supervisor, and the links.
+
+    node: gateway-7                 # this node's name: mirrors on peers are "gateway-7/<topic>"
+    metrics:
+      listen: 127.0.0.1:9466        # optional: Prometheus /metrics and a JSON /status
+    source:
+      socket: /run/edgebus/edgebus.sock   # optional (default: as every client finds it)
+    links:
+      - name: backup                # for logs and status
+        target: peer                # another edgebus node's replica listener
+        address: 127.0.0.1:9093
+        token_file: /etc/edgebus/backup.token   # this node's token there (mode 0600)
+        tls:                        # when the peer's listener has TLS (any address but loopback)
+          ca: /etc/edgebus/peer-ca.pem          # verifies the peer (default: the system's CAs)
+          cert: /etc/edgebus/gw-7.pem           # mutual TLS: this node's certificate and key;
+          key: /etc/edgebus/gw-7.key            #   then token_file may be left out
+          server_name: gw-8.example             # the name in the peer's certificate
+        topics:                     # names or fnmatch patterns; the first that matches counts
+          - {pattern: "alarms.*", priority: 10}   # strict priority: higher drains first
+          - teapot                  # priority 0
+          - "sensors.*"
+        durable: true               # wait for the peer's fsync before a batch counts (default)
+        max_bytes_per_s: 2MiB       # bandwidth cap of the link (default: none)
+
+Every error is a ConfigError naming the key, as for the supervisor's config.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgebus.config import parse_size, read_yaml_file
+from edgebus.errors import ConfigError
+from edgebus.opsconfig import NODE_NAME_RE, is_loopback_listen, parse_listen
+
+TARGET_KINDS = ("peer",)
+# A cap below this would ship less than one default-size batch a second: surely a typo.
+MIN_BYTES_PER_S = 64 * 1024
+MAX_LINKS = 64  # a gateway has a handful; more is a mistake in the file
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    server_name: str | None = None
+
+
+@dataclass(frozen=True)
+class TopicRule:
+    pattern: str  # a topic name or an fnmatch pattern
+    priority: int = 0  # strict: a class ships only when every higher one has nothing to ship
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    name: str
+    target: str
+    address: str
+    token: str
+    topics: tuple[TopicRule, ...]
+    durable: bool = True
+    tls: TlsConfig | None = None
+    max_bytes_per_s: int | None = None  # None: no cap
+    # An idle link asks the target for a sign of life this often, and every request to the
+    # target waits at most twice this: a half-open link is noticed within two intervals.
+    heartbeat_s: float = 5.0
+
+    def rule_for(self, topic: str) -> TopicRule | None:
+        if topic.startswith("__"):
+            return None  # internal topics (committed offsets) are not the user's data
+        return next((r for r in self.topics if fnmatch.fnmatchcase(topic, r.pattern)), None)
+
+
+@dataclass(frozen=True)
+class ReplicatorConfig:
+    node: str
+    socket: Path | None
+    links: tuple[LinkConfig, ...]
+    source: Path | None = None
+    metrics_listen: str | None = None  # host:port (loopback) of /metrics and /status
+
+
+def _str(d: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
+    v = d.get(key, default)
+    if not isinstance(v, str) or not v.strip():
+        raise ConfigError(f"{where}{key}: expected a non-empty string, got {v!r}")
+    return v.strip()
+
+
+def _read_token(path: Path, where: str) -> str:
+    try:
+        st = path.stat()
+        if st.st_mode & 0o077:
+            raise ConfigError(f"{where}token_file: {path} is readable by others "
+                              f"(mode {st.st_mode & 0o777:04o}); chmod 0600 it")
+        token = path.read_text().strip()
+    except OSError as e:
+        raise ConfigError(f"{where}token_file: cannot read {path}: {e.strerror}") from None
+    if not token:
+        raise ConfigError(f"{where}token_file: {path} is empty")
+    return token
+
+
+def _link(raw: Any, i: int, base: Path | None) -> LinkConfig:
+    where = f"links[{i}]."
+    if not isinstance(raw, dict):
+        raise ConfigError(f"links[{i}]: expected a mapping")
+    known = {"name", "target", "address", "token_file", "topics", "durable", "tls",
+             "max_bytes_per_s", "heartbeat_s"}
+    for k in raw:
+        if k not in known:
+            raise ConfigError(f"{where}{k}: unknown key (known: {', '.join(sorted(known))})")
+    target = _str(raw, "target", where)
+    if target not in TARGET_KINDS:
+        raise ConfigError(f"{where}target: {target!r} is not one of {', '.join(TARGET_KINDS)}")
+    address = _str(raw, "address", where)
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where}address: expected host:port, got {address!r}")
+    tls = _tls(raw.get("tls"), where + "tls.", base) if "tls" in raw else None
+    if tls is None and not is_loopback_listen(address):
+        raise ConfigError(f"{where}address: {address} is not a loopback address, and without tls "
+                          "the link's token would cross the network in clear: add tls (the peer "
+                          "sets replica.tls_cert), or use a tunnel to a loopback address")
+    token = ""
+    if "token_file" in raw or tls is None or tls.cert is None:
+        token = _read_token(_path(_str(raw, "token_file", where), base), where)
+    topics = raw.get("topics")
+    if not isinstance(topics, list) or not topics:
+        raise ConfigError(f"{where}topics: expected a non-empty list of topic names or patterns")
+    rules = tuple(_rule(t, f"{where}topics[{j}]") for j, t in enumerate(topics))
+    cap = raw.get("max_bytes_per_s")
+    if cap is not None:
+        try:
+            cap = parse_size(cap)
+        except ValueError as e:
+            raise ConfigError(f"{where}max_bytes_per_s: {e}") from None
+        if cap < MIN_BYTES_PER_S:
+            raise ConfigError(f"{where}max_bytes_per_s: at least {MIN_BYTES_PER_S} bytes/s")
+    durable = raw.get("durable", True)
+    if not isinstance(durable, bool):
+        raise ConfigError(f"{where}durable: expected true or false, got {durable!r}")
+    hb = raw.get("heartbeat_s", 5.0)
+    if isinstance(hb, bool) or not isinstance(hb, int | float) or not 0.1 <= hb <= 300:
+        raise ConfigError(f"{where}heartbeat_s: expected seconds in [0.1, 300], got {hb!r}")
+    return LinkConfig(_str(raw, "name", where, f"link{i}"), target, address, token, rules,
+                      durable, tls, cap, float(hb))
+
+
+def _rule(raw: Any, where: str) -> TopicRule:
+    if isinstance(raw, str) and raw.strip():
+        return TopicRule(raw.strip())
+    if isinstance(raw, dict) and set(raw) <= {"pattern", "priority"} and "pattern" in raw:
+        prio = raw.get("priority", 0)
+        if isinstance(prio, bool) or not isinstance(prio, int) or not -100 <= prio <= 100:
+            raise ConfigError(f"{where}.priority: expected a whole number in [-100, 100], got {prio!r}")
+        return TopicRule(_str(raw, "pattern", where + "."), prio)
+    raise ConfigError(f"{where}: expected a topic name or pattern, or {{pattern: ..., priority: N}}")
+
+
+def _path(text: str, base: Path | None) -> Path:
+    # $CREDENTIALS_DIRECTORY: systemd's LoadCredential= hands secrets to a DynamicUser service
+    # there (docs/REPLICATION.md, "Running it under systemd").
+    p = Path(os.path.expandvars(text)).expanduser()
+    return base / p if not p.is_absolute() and base is not None else p
+
+
+def _tls(raw: Any, where: str, base: Path | None) -> TlsConfig:
+    if raw is None:
+        return TlsConfig()
+    if not isinstance(raw, dict) or set(raw) - {"ca", "cert", "key", "server_name"}:
+        raise ConfigError(f"{where[:-1]}: expected a mapping of ca, cert, key, server_name")
+    paths = {k: _path(_str(raw, k, where), base) for k in ("ca", "cert", "key") if k in raw}
+    for k, p in paths.items():
+        if not p.is_file():
+            raise ConfigError(f"{where}{k}: {p} is not a readable file")
+    if ("cert" in paths) != ("key" in paths):
+        raise ConfigError(f"{where}cert: cert and key go together")
+    name = _str(raw, "server_name", where) if "server_name" in raw else None
+    return TlsConfig(paths.get("ca"), paths.get("cert"), paths.get("key"), name)
+
+
+def config_from_mapping(doc: Any, source: Path | None = None) -> ReplicatorConfig:
+    if not isinstance(doc, dict):
+        raise ConfigError("the replicator config must be a mapping with node and links")
+    for k in doc:
+        if k not in ("node", "source", "links", "metrics"):
+            raise ConfigError(f"{k}: unknown key (known: links, metrics, node, source)")
+    node = _str(doc, "node", "")
+    if not NODE_NAME_RE.fullmatch(node):
+        raise ConfigError(f"node: {node!r} is not a node name (1-64 letters, digits, '.', '_', '-')")
+    src = doc.get("source") or {}
+    if not isinstance(src, dict) or set(src) - {"socket"}:
+        raise ConfigError("source: expected a mapping with at most 'socket'")
+    sock = Path(_str(src, "socket", "source.")).expanduser() if "socket" in src else None
+    links = doc.get("links")
+    if not isinstance(links, list) or not links:
+        raise ConfigError("links: expected a non-empty list")
+    if len(links) > MAX_LINKS:
+        raise ConfigError(f"links: {len(links)} links, at most {MAX_LINKS}")
+    base = source.parent if source is not None else None
+    built = tuple(_link(raw, i, base) for i, raw in enumerate(links))
+    names = [ln.name for ln in built]
+    if len(set(names)) != len(names):
+        raise ConfigError("links: two links have the same name")
+    metrics = doc.get("metrics") or {}
+    if not isinstance(metrics, dict) or set(metrics) - {"listen"}:
+        raise ConfigError("metrics: expected a mapping with 'listen: 127.0.0.1:PORT'")
+    try:
+        listen = parse_listen(metrics.get("listen"))
+    except ValueError as e:
+        raise ConfigError(f"metrics.listen: {e}") from None
+    return ReplicatorConfig(node, sock, built, source, listen)
+
+
+def load_config(path: str | os.PathLike[str]) -> ReplicatorConfig:
+    p = Path(path).expanduser()
+    try:
+        return config_from_mapping(read_yaml_file(p), p)
+    except ConfigError as e:
+        if str(p) in str(e):
+            raise
+        raise ConfigError(f"{p}: {e}") from None

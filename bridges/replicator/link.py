@@ -1,0 +1,292 @@
+"""One link's runner: a thread that ships every matching source partition to its target, forever.
+
+Each session: connect to the target and the local supervisor, read every partition's cursor
+from the target (never from a local note: after any crash the target's log end is the truth),
+then loop: one FETCH over all partitions (long-poll when the last round moved nothing), ship
+what came, advance the cursors to what the target answered. Any failure ends the session; the
+next one starts after a backoff with jitter and reads the cursors again, so nothing is skipped
+and a batch the target already holds is recognised there, not sent twice into the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridges.replicator.config import LinkConfig
+from bridges.replicator.targets.base import Target
+from bridges.replicator.targets.peer import PeerTarget
+from edgebus import Admin, BatchReader, PartitionRead, TopicInfo
+from edgebus.errors import EdgebusError, IncarnationMismatchError, OffsetOutOfRangeError
+
+log = logging.getLogger("edgebus.replicator")
+
+TOPIC_REFRESH_S = 5.0  # how soon a new matching topic starts replicating
+GROUP_SYNC_S = 2.0  # how often consumer groups' committed offsets are mirrored
+READ_BYTES = 4 * 1024 * 1024  # one read of all partitions: bounded memory
+MIN_READ_BYTES = 64 * 1024  # per partition: more than any batch header, so every read moves
+IDLE_WAIT_MS = 500  # long-poll of the source when nothing moved (idle is idle: no spinning)
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 30.0
+
+
+def make_target(cfg: LinkConfig, node: str) -> Target:
+    if cfg.target == "peer":
+        return PeerTarget(cfg.name, cfg.address, node, cfg.token, cfg.durable, cfg.tls,
+                          timeout=2 * cfg.heartbeat_s)
+    raise ValueError(f"unknown target kind {cfg.target!r}")
+
+
+@dataclass
+class PartitionState:
+    cursor: int  # the target's log end: the next offset it expects
+    shipped_records: int = 0  # offsets the target's log end moved by in this session
+    shipped_bytes: int = 0
+    source_end: int = -1  # the source's log end at the last read
+    caught_up_at: float = field(default_factory=time.time)  # when the cursor last met source_end
+    duplicates: int = 0
+    error: str = ""  # why this partition is held (a gap, a recreated source); "" when flowing
+
+
+@dataclass
+class LinkStatus:
+    state: str = "starting"  # starting | up | down
+    last_error: str = ""
+    sessions: int = 0
+    partitions: dict[tuple[str, int], PartitionState] = field(default_factory=dict)
+    # Guards `partitions` against a reader on another thread (the status endpoint).
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.time()
+        with self.lock:
+            parts = list(self.partitions.items())
+        out = []
+        for (topic, p), ps in sorted(parts):
+            lag = max(0, ps.source_end - ps.cursor) if ps.source_end >= 0 and ps.cursor >= 0 else None
+            out.append({"topic": topic, "partition": p, "target_end": ps.cursor,
+                        "source_end": ps.source_end, "lag_records": lag,
+                        "lag_seconds": round(now - ps.caught_up_at, 3) if lag else 0.0,
+                        "shipped_records": ps.shipped_records, "shipped_bytes": ps.shipped_bytes,
+                        "already_there": ps.duplicates, "held": ps.error})
+        return {"state": self.state, "last_error": self.last_error, "sessions": self.sessions,
+                "partitions": out}
+
+
+class LinkRunner:
+    def __init__(self, cfg: LinkConfig, node: str, socket: Path | None,
+                 stop: threading.Event, target: Target | None = None) -> None:
+        self.cfg = cfg
+        self.node = node
+        self.socket = socket
+        self.stop = stop
+        self.target = target if target is not None else make_target(cfg, node)
+        self.status = LinkStatus()
+        self.thread = threading.Thread(target=self.run, name=f"link-{cfg.name}", daemon=True)
+        self._tokens = float(cfg.max_bytes_per_s or 0)  # the bandwidth cap's bucket
+        self._refilled = time.monotonic()
+        self._target_io = time.monotonic()  # the last answer from the target
+        self._was_up = False  # this session reached "up"
+        self._turn = 0  # rounds, for rotating the partitions' order
+
+    def matches(self, topic: str) -> bool:
+        return self.cfg.rule_for(topic) is not None
+
+    def run(self) -> None:
+        delay = BACKOFF_MIN_S
+        while not self.stop.is_set():
+            self.status.sessions += 1
+            self._was_up = False
+            try:
+                self._session()
+            except (EdgebusError, OSError) as e:
+                # One line per change of trouble, not one per retry of the same.
+                if self._was_up or str(e) != self.status.last_error:
+                    log.warning("link %s: %s: %s (retrying)", self.cfg.name, type(e).__name__, e)
+                self.status.state, self.status.last_error = "down", str(e)
+            finally:
+                self.target.close()
+            if self._was_up:
+                delay = BACKOFF_MIN_S  # the link worked: a new failure starts the backoff over
+            self.stop.wait(delay * random.uniform(0.5, 1.5))  # jitter: peers do not retry in step
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    def _session(self) -> None:
+        target, st = self.target, self.status
+        with st.lock:
+            st.partitions = {}  # every cursor is read again from the target, held ones retried
+        target.connect()
+        self._target_io = time.monotonic()
+        with BatchReader(self.socket) as reader, Admin(self.socket, transport="socket") as admin:
+            infos: dict[str, TopicInfo] = {}
+            cursors: dict[tuple[str, int], int] = {}
+            committed: dict[tuple[str, str, int], int] = {}  # mirrored this session
+            next_refresh = next_groups = 0.0
+            moved = True
+            while not self.stop.is_set():
+                if time.monotonic() >= next_refresh:
+                    self._discover(reader, infos, cursors)
+                    next_refresh = time.monotonic() + TOPIC_REFRESH_S
+                if time.monotonic() >= next_groups:
+                    self._sync_groups(admin, cursors, committed)
+                    next_groups = time.monotonic() + GROUP_SYNC_S
+                if time.monotonic() - self._target_io >= self.cfg.heartbeat_s:
+                    target.heartbeat()  # raises on a half-open link: the session ends
+                    self._target_io = time.monotonic()
+                if st.state != "up":
+                    log.info("link %s: up, %d partition(s) to %s", self.cfg.name, len(cursors),
+                             target.name)
+                    st.state, st.last_error = "up", ""
+                    self._was_up = True
+                live = {tp: c for tp, c in cursors.items() if not st.partitions[tp].error}
+                if not live:
+                    self.stop.wait(IDLE_WAIT_MS / 1000)
+                    next_refresh = 0.0
+                    continue
+                moved = self._round(reader, infos, cursors, live, wait=not moved)
+
+    def _round(self, reader: BatchReader, infos: dict[str, TopicInfo],
+               cursors: dict[tuple[str, int], int], live: dict[tuple[str, int], int],
+               wait: bool) -> bool:
+        """Ship what there is, highest priority class first; True if anything moved. After an
+        empty round (wait), one long poll over every partition first: idle is idle. Only
+        durable data is shipped (read_durable): a power cut on this node can take back what
+        it had not fsynced, and a mirror must never hold what its source lost."""
+        if wait:
+            # Wakes when any partition has new data, read or not; its bytes are not shipped.
+            reader.read_many(live, 1, IDLE_WAIT_MS)
+        self._turn += 1
+        for cls in sorted({self._priority(tp) for tp in live}, reverse=True):
+            part = [tp for tp in live if self._priority(tp) == cls]
+            k = self._turn % len(part)  # rotated: a partition left out of a full read goes first
+            part = part[k:] + part[:k]
+            reads = reader.read_durable({tp: live[tp] for tp in part}, self._read_bytes(len(part)))
+            if self._ship(infos, cursors, reads, part):
+                return True  # strict priority: look at the higher classes again first
+        return False
+
+    def _priority(self, tp: tuple[str, int]) -> int:
+        rule = self.cfg.rule_for(tp[0])
+        return rule.priority if rule is not None else 0
+
+    def _read_bytes(self, partitions: int) -> int:
+        """Bytes one read asks for: with a bandwidth cap, about a quarter second's worth, so a
+        higher class waits at most that long behind a lower one's shipment."""
+        cap = self.cfg.max_bytes_per_s
+        if cap is None:
+            return READ_BYTES
+        return max(MIN_READ_BYTES, min(READ_BYTES, cap // 4))
+
+    def _throttle(self, nbytes: int) -> None:
+        """The link's bandwidth cap, a token bucket of one second's worth: wait until `nbytes`
+        may go (a batch larger than a second's worth goes alone, then pays its debt)."""
+        cap = self.cfg.max_bytes_per_s
+        if cap is None:
+            return
+        now = time.monotonic()
+        self._tokens = min(float(cap), self._tokens + (now - self._refilled) * cap)
+        self._refilled = now
+        if self._tokens < min(nbytes, cap):
+            self.stop.wait((min(nbytes, cap) - self._tokens) / cap)
+            now = time.monotonic()
+            self._tokens += (now - self._refilled) * cap
+            self._refilled = now
+        self._tokens -= nbytes
+
+    def _hold(self, tp: tuple[str, int], ps: PartitionState, why: str) -> None:
+        """Stop shipping this partition, loudly: never skip, never mix (docs/REPLICATION.md)."""
+        ps.error = why
+        log.error("link %s: %s-%d held: %s; until an operator acts (docs/REPLICATION.md)",
+                  self.cfg.name, tp[0], tp[1], why)
+
+    def _ship(self, infos: dict[str, TopicInfo], cursors: dict[tuple[str, int], int],
+              reads: dict[tuple[str, int], PartitionRead], order: list[tuple[str, int]]) -> bool:
+        st, moved = self.status, False
+        for tp in order:
+            r = reads[tp]
+            ps = st.partitions[tp]
+            if r.incarnation != infos[tp[0]].incarnation:
+                self._hold(tp, ps, f"the source topic was deleted and created again (incarnation "
+                           f"{r.incarnation or 'none'}, the link ships {infos[tp[0]].incarnation})")
+                continue
+            if r.error is None:
+                ps.source_end = r.log_end_offset
+                if not r.data and cursors[tp] >= r.log_end_offset:
+                    ps.caught_up_at = time.time()
+            if r.error is not None:
+                if not isinstance(r.error, OffsetOutOfRangeError):
+                    raise r.error
+                if cursors[tp] < r.log_start_offset:
+                    self._hold(tp, ps, f"gap: offsets {cursors[tp]} to {r.log_start_offset - 1} "
+                               "were deleted by the source's retention before they were shipped")
+                else:
+                    self._hold(tp, ps, f"the source's log ends at {r.log_end_offset}, below the "
+                               f"target's {cursors[tp]}: the source lost data its mirror holds")
+                continue
+            if not r.data:
+                continue
+            if r.first_offset != cursors[tp]:
+                self._hold(tp, ps, f"the target's end {cursors[tp]} is inside the source batch "
+                           f"at {r.first_offset}: not a mirror of this source")
+                continue
+            self._throttle(len(r.data))
+            end, dups = self.target.ship(tp[0], tp[1], r.incarnation, r)
+            self._target_io = time.monotonic()
+            ps.shipped_records += end - cursors[tp]
+            ps.shipped_bytes += len(r.data)
+            ps.duplicates += dups
+            cursors[tp] = ps.cursor = end
+            if end >= ps.source_end:
+                ps.caught_up_at = time.time()
+            moved = True
+        return moved
+
+    def _sync_groups(self, admin: Admin, cursors: dict[tuple[str, int], int],
+                     committed: dict[tuple[str, str, int], int]) -> None:
+        """Mirror the committed offsets of every consumer group on replicated partitions. An
+        offset beyond what the target holds is clamped to its cursor: after a failover the group
+        resumes at the first record it has not seen among those that exist there."""
+        for g in admin.list_groups():
+            todo: dict[tuple[str, int], int] = {}
+            for tp, co in admin.list_group_offsets(g.group_id).items():
+                key = (tp.topic, tp.partition)
+                if co.offset < 0 or key not in cursors:
+                    continue
+                off = min(co.offset, cursors[key])
+                if committed.get((g.group_id, *key)) != off:
+                    todo[key] = off
+            if todo:
+                self.target.commit_group_offsets(g.group_id, todo)
+                for key, off in todo.items():
+                    committed[(g.group_id, *key)] = off
+
+    def _discover(self, reader: BatchReader, infos: dict[str, TopicInfo],
+                  cursors: dict[tuple[str, int], int]) -> None:
+        """New matching topics (and partitions) get a cursor, read from the target."""
+        st = self.status
+        for topic in reader.topics():
+            if not self.matches(topic):
+                continue
+            info = reader.describe(topic)
+            old = infos.get(topic)
+            if old is not None and old.incarnation != info.incarnation:
+                raise IncarnationMismatchError(
+                    f"source topic {topic!r} was deleted and created again while shipping")
+            infos[topic] = info
+            for p in range(info.partitions):
+                if (topic, p) in st.partitions:
+                    continue
+                try:
+                    c = self.target.cursor(topic, p, info)
+                except IncarnationMismatchError as e:
+                    with st.lock:
+                        st.partitions[(topic, p)] = PartitionState(-1, error=str(e))
+                    log.error("link %s: %s", self.cfg.name, e)
+                    continue
+                cursors[(topic, p)] = c
+                with st.lock:
+                    st.partitions[(topic, p)] = PartitionState(c)

@@ -1,0 +1,42 @@
+"""What every replication target offers the link runner (bridges/replicator/link.py)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from edgebus import PartitionRead, TopicInfo
+
+
+class Target(Protocol):
+    """One destination. Its methods may raise any EdgebusError; a retriable one (or a lost
+    connection) makes the runner reconnect with backoff and read every cursor again."""
+
+    name: str
+
+    def connect(self) -> None:
+        """Open (or reopen) the connection; raises if the target refuses us (wrong token)."""
+        ...
+
+    def cursor(self, topic: str, partition: int, source: TopicInfo) -> int:
+        """The next offset the target expects for this source partition: read from the target
+        itself (its log end), creating the destination for it first if there is none. Raises
+        IncarnationMismatchError when the target holds another incarnation of the topic."""
+        ...
+
+    def ship(self, topic: str, partition: int, incarnation: str, read: PartitionRead
+             ) -> tuple[int, int]:
+        """Append the read's batches (contiguous, the first at the cursor; of the source topic's
+        `incarnation`, read with them) and return (the target's new cursor, batches it already
+        held)."""
+        ...
+
+    def heartbeat(self) -> None:
+        """A cheap round trip: raises when the target is unreachable (a half-open link)."""
+        ...
+
+    def commit_group_offsets(self, group_id: str, offsets: dict[tuple[str, int], int]) -> None:
+        """Record a consumer group's committed offsets at the target (each at most the
+        target's cursor of its partition), so the group resumes there after a failover."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,68 @@
+"""`edgebus replicate --config FILE`: the replicator (bridges/replicator, docs/REPLICATION.md);
+with --status, what the running replicator reports on its metrics endpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.error
+import urllib.request
+
+from edgebus.errors import EdgebusError
+
+EXIT_NOT_RUNNING = 3  # as LSB init scripts and `systemctl status` say "not running"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("replicate", help="ship topics to a peer edgebus node (foreground; SIGTERM "
+                                         "stops it cleanly)")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, metavar="FILE",
+                   help="the replicator's YAML config (see docs/REPLICATION.md)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--check", action="store_true", dest="check_only",
+                      help="check the config file and exit (status 0 if valid)")
+    what.add_argument("--status", action="store_true",
+                      help="show the running replicator's links (from its metrics.listen "
+                           "endpoint; exit status 3 if it does not answer)")
+    p.add_argument("--json", action="store_true", help="with --status: the whole document")
+
+
+def run(args: argparse.Namespace) -> int:
+    from bridges.replicator.config import load_config
+    from bridges.replicator.main import run as run_replicator
+
+    cfg = load_config(args.config)
+    if args.check_only:
+        print(f"{args.config}: valid (node {cfg.node}, {len(cfg.links)} link(s): "
+              + ", ".join(f"{ln.name} -> {ln.target} {ln.address}" for ln in cfg.links) + ")")
+        return 0
+    if args.status:
+        if not cfg.metrics_listen:
+            raise EdgebusError(f"{args.config} sets no metrics.listen: the replicator serves no "
+                               "status to ask")
+        url = f"http://{cfg.metrics_listen}/status"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                doc = json.loads(resp.read())
+        except (OSError, urllib.error.URLError, ValueError) as e:
+            print(f"the replicator does not answer at {url}: {e}")
+            return EXIT_NOT_RUNNING
+        if args.json:
+            print(json.dumps(doc, indent=2, sort_keys=True))
+            return 0
+        for name, link in sorted(doc["links"].items()):
+            print(f"link {name} -> {link['target']} {link['address']}: {link['state']}"
+                  + (f" ({link['last_error']})" if link["last_error"] else ""))
+            for p in link["partitions"]:
+                lag = "?" if p["lag_records"] is None else p["lag_records"]
+                print(f"  {p['topic']}-{p['partition']}: target end {p['target_end']}, "
+                      f"lag {lag} records / {p['lag_seconds']:.1f} s, shipped "
+                      f"{p['shipped_records']} records"
+                      + (f", HELD: {p['held']}" if p["held"] else ""))
+        return 0
+    return run_replicator(cfg)

@@ -1,0 +1,324 @@
+"""The client side of replication: read a partition's batches as stored, and append them to a
+peer's mirror. What the replicator (bridges/replicator) is built on; docs/REPLICATION.md.
+
+`BatchReader` reads whole record batches (the exact bytes of the log: offsets, append times and
+CRCs as the source stamped them) from the local supervisor. `ReplicaLink` is one authenticated
+connection to a peer supervisor's replica listener (`replica.listen` there): it creates mirror
+topics and appends batches at exactly the mirror's log end.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgebus import batch as B
+from edgebus import format as F
+from edgebus.client.channel import SyncChannel
+from edgebus.client.shm_channel import open_sync_channel
+from edgebus.errors import (
+    AuthenticationError,
+    BrokerUnavailableError,
+    EdgebusError,
+    UnknownTopicError,
+    error_for_code,
+)
+from edgebus.protocol import groups as G
+from edgebus.protocol import messages as M
+from edgebus.protocol.framing import ClientProtocol, ResponseFrame
+
+# Bytes of batches one read asks for: a few of the largest batches, bounded memory.
+READ_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """What replication needs to know of a topic on either side."""
+
+    name: str
+    incarnation: str
+    mirror_of: str  # "" for an ordinary topic
+    configs: dict[str, str]
+    start_offsets: list[int]  # per partition
+    end_offsets: list[int]
+
+    @property
+    def partitions(self) -> int:
+        return len(self.end_offsets)
+
+
+def _topic_info(t: M.TopicMetadata) -> TopicInfo:
+    if t.error_code:
+        raise error_for_code(t.error_code, t.error_message)
+    cfg = {c.name: c.value for c in t.configs}
+    parts = sorted(t.partitions, key=lambda p: p.partition)
+    return TopicInfo(t.name, cfg.get("incarnation", ""), cfg.get("mirror_of", ""), cfg,
+                     [p.log_start_offset for p in parts], [p.log_end_offset for p in parts])
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    """One record batch exactly as the log holds it."""
+
+    data: bytes
+    base_offset: int
+    next_offset: int  # base_offset + record count: where the following batch starts
+
+
+@dataclass(frozen=True)
+class PartitionRead:
+    """One partition's part of BatchReader.read_many: whole batches back to back, as stored
+    (forwarded as they are: the destination checks every CRC)."""
+
+    data: bytes
+    first_offset: int  # base offset of the first batch (-1 when there is none)
+    next_offset: int  # where the batch after the last one starts (-1 when there is none)
+    log_start_offset: int
+    log_end_offset: int
+    error: EdgebusError | None  # OffsetOutOfRangeError, UnknownTopicError, ... (then no data)
+    incarnation: str = ""  # read_durable: the topic's at the time of the read
+    durable_end: int = -1  # read_durable: every offset below it is fsynced on the source
+
+    def batches(self) -> list[StoredBatch]:
+        return _batches(self.data)
+
+
+def _batches(records: bytes | memoryview | None) -> list[StoredBatch]:
+    out = []
+    for mv in B.iter_batches(records or b""):
+        info = B.validate_batch(mv)  # a batch damaged on the way is never shipped
+        out.append(StoredBatch(bytes(mv), info.base_offset, info.base_offset + info.record_count))
+    return out
+
+
+def _whole(records: bytes | memoryview | None) -> tuple[bytes, int, int]:
+    """(the whole batches, first base offset, next offset) from headers only, no CRC: one pass
+    over the batch headers, so shipping costs nothing per record here."""
+    mv = memoryview(records or b"")
+    pos = 0
+    first = nxt = -1
+    scan = F.BATCH_SCAN
+    while len(mv) - pos >= F.BATCH_HEADER_SIZE:
+        base, length, count = scan.unpack_from(mv, pos)
+        if length < F.BATCH_HEADER_SIZE or pos + length > len(mv):
+            break  # a trailing partial batch: the next read starts with it
+        if first < 0:
+            first = base
+        nxt = base + count
+        pos += length
+    return bytes(mv[:pos]), first, nxt
+
+
+class BatchReader:
+    """Reads whole batches from the local supervisor (any topic, any offset still on disk)."""
+
+    def __init__(self, socket: str | os.PathLike[str] | None = None, timeout: float = 30.0) -> None:
+        self._ch = open_sync_channel(socket, timeout, "socket")
+
+    def topics(self) -> list[str]:
+        return [t.name for t in self._ch.request(M.Api.METADATA, M.MetadataRequest([])).topics]
+
+    def describe(self, topic: str) -> TopicInfo:
+        return _topic_info(self._ch.request(M.Api.METADATA, M.MetadataRequest([topic])).topics[0])
+
+    def read(self, topic: str, partition: int, offset: int, max_bytes: int = READ_BYTES,
+             max_wait_ms: int = 0) -> tuple[list[StoredBatch], int, int]:
+        """(batches from the one holding `offset`, log start, log end). With max_wait_ms, waits
+        that long for data when `offset` is the log end. Raises OffsetOutOfRangeError when the
+        offset is no longer (or not yet) in the log."""
+        req = M.FetchRequest(max_wait_ms, 1, max_bytes,
+                             [M.FetchPartition(topic, partition, offset, max_bytes)])
+        resp = self._ch.request(M.Api.FETCH, req, timeout=self._ch.timeout + max_wait_ms / 1000)
+        fp = resp.partitions[0]
+        if fp.error_code:
+            raise error_for_code(fp.error_code, fp.error_message)
+        return _batches(fp.records), fp.log_start_offset, fp.high_watermark
+
+    def read_many(self, positions: Mapping[tuple[str, int], int], max_bytes: int = READ_BYTES,
+                  max_wait_ms: int = 0) -> dict[tuple[str, int], PartitionRead]:
+        """read() of many partitions in one request; with max_wait_ms, the answer comes as soon
+        as any of them has data (or the wait ends)."""
+        per = max(F.BATCH_HEADER_SIZE, max_bytes // max(1, len(positions)))
+        req = M.FetchRequest(max_wait_ms, 1, max_bytes,
+                             [M.FetchPartition(t, p, off, per) for (t, p), off in positions.items()])
+        resp = self._ch.request(M.Api.FETCH, req, timeout=self._ch.timeout + max_wait_ms / 1000)
+        out: dict[tuple[str, int], PartitionRead] = {}
+        for fp in resp.partitions:
+            if fp.error_code:
+                out[(fp.topic, fp.partition)] = PartitionRead(
+                    b"", -1, -1, -1, -1, error_for_code(fp.error_code, fp.error_message))
+                continue
+            data, first, nxt = _whole(fp.records)
+            out[(fp.topic, fp.partition)] = PartitionRead(
+                data, first, nxt, fp.log_start_offset, fp.high_watermark, None)
+        return out
+
+    def read_durable(self, positions: Mapping[tuple[str, int], int], max_bytes: int = READ_BYTES,
+                     sync: bool = True) -> dict[tuple[str, int], PartitionRead]:
+        """Like read_many, but only batches the source has fsynced (what a replica may hold),
+        with each topic's incarnation read in the same turn. sync: data past a partition's
+        synced point is fsynced first (group commit), so nothing waits for the periodic flush."""
+        req = M.ReplicaFetchRequest(1 if sync else 0, max_bytes,
+                                    [M.FetchPartition(t, p, off, max_bytes)
+                                     for (t, p), off in positions.items()])
+        resp = self._ch.request(M.Api.REPLICA_FETCH, req)
+        out: dict[tuple[str, int], PartitionRead] = {}
+        for fp in resp.partitions:
+            err = error_for_code(fp.error_code, fp.error_message) if fp.error_code else None
+            data, first, nxt = _whole(fp.records) if err is None else (b"", -1, -1)
+            out[(fp.topic, fp.partition)] = PartitionRead(
+                data, first, nxt, fp.log_start_offset, fp.log_end_offset, err, fp.incarnation,
+                fp.durable_end)
+        return out
+
+    def close(self) -> None:
+        self._ch.close()
+
+    def __enter__(self) -> BatchReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _TcpChannel(SyncChannel):
+    """SyncChannel over TCP to a replica listener, with the REPLICA_HELLO handshake on connect."""
+
+    def __init__(self, host: str, port: int, node: str, token: str, timeout: float,
+                 tls: ssl.SSLContext | None, server_name: str | None) -> None:
+        super().__init__(Path(f"tcp:{host}:{port}"), timeout)
+        self.host, self.port = host, port
+        self.node, self.token = node, token
+        self.tls, self.server_name = tls, server_name or host
+        self.peer_node = ""
+
+    def _connect(self) -> None:
+        try:
+            s = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        except OSError as e:
+            raise BrokerUnavailableError(
+                f"cannot connect to the replica listener at {self.host}:{self.port}: {e}") from None
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            try:
+                s = self.tls.wrap_socket(s, server_hostname=self.server_name)
+            except (OSError, ssl.SSLError) as e:
+                s.close()
+                raise AuthenticationError(
+                    f"TLS with the replica listener at {self.host}:{self.port} failed: {e}") from None
+        s.settimeout(None)
+        self._sock = s
+        self._proto = type(self._proto)()
+        hello = M.ReplicaHelloRequest(self.node, self.token)
+        try:
+            try:
+                frame = self._roundtrip(M.Api.REPLICA_HELLO, hello,
+                                        time.monotonic() + self.timeout, self.timeout)
+            except ssl.SSLError as e:  # TLS 1.3: the server's verdict on our certificate
+                raise AuthenticationError(
+                    f"the replica listener at {self.host}:{self.port} refused this node's TLS "
+                    f"certificate: {e.reason or e}") from None
+            except OSError as e:
+                raise BrokerUnavailableError(
+                    f"lost the replica listener at {self.host}:{self.port}: {e}") from None
+            resp = ClientProtocol.decode_body(M.Api.REPLICA_HELLO, frame)
+        except BaseException:
+            self.close()
+            raise
+        self.peer_node = resp.node
+
+    def _frames(self, deadline: float) -> list[ResponseFrame]:
+        # Decrypted bytes that OpenSSL already holds are invisible to select(): take them first.
+        sock = self._sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            self._proto.receive_data(sock.recv(sock.pending()))
+        return super()._frames(deadline)
+
+
+def client_context(ca: str | None = None, cert: str | None = None, key: str | None = None
+                   ) -> ssl.SSLContext:
+    """TLS for a replica link: the peer verified against `ca` (default: the system's CAs), and
+    this node's certificate for mutual TLS when `cert` and `key` are given."""
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert is not None:
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+class ReplicaLink:
+    """One authenticated link to a peer's replica listener, as node `node` with its token."""
+
+    def __init__(self, address: str, node: str, token: str = "", timeout: float = 30.0,
+                 tls: ssl.SSLContext | None = None, server_name: str | None = None) -> None:
+        """tls: edgebus.client.replica.client_context(...) for a listener with TLS; the peer's
+        certificate must name `server_name` (default: the address's host)."""
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"expected host:port, got {address!r}")
+        self.address = address
+        self._ch = _TcpChannel(host.strip("[]"), int(port), node, token, timeout, tls, server_name)
+        self._ch._ensure()  # connect and authenticate now: a wrong token fails here
+
+    @property
+    def peer_node(self) -> str:
+        return self._ch.peer_node
+
+    def describe(self, topic: str) -> TopicInfo | None:
+        """The mirror's state on the peer, or None when it has no such topic."""
+        t = self._ch.request(M.Api.METADATA, M.MetadataRequest([topic])).topics[0]
+        if t.error_code == UnknownTopicError.code:
+            return None
+        return _topic_info(t)
+
+    def create_mirror(self, topic: str, source: TopicInfo, mirror_of: str) -> None:
+        """Create `topic` on the peer as a mirror of `source` (same partitions, limits and
+        incarnation)."""
+        keep = ("retention_ms", "retention_bytes", "segment_bytes", "segment_ms",
+                "max_message_bytes", "index_interval_bytes", "on_disk_full")
+        configs = [M.ConfigEntry(k, source.configs[k]) for k in keep if k in source.configs]
+        configs += [M.ConfigEntry("mirror_of", mirror_of),
+                    M.ConfigEntry("incarnation", source.incarnation)]
+        self._ch.request(M.Api.CREATE_TOPIC, M.CreateTopicRequest(topic, source.partitions, configs))
+
+    def append(self, topic: str, partition: int, incarnation: str, batches: bytes,
+               durable: bool = False) -> tuple[int, int, int]:
+        """Append consecutive whole batches (a PartitionRead's data) to the mirror: (batches
+        appended, batches it already held, the mirror's log end). durable: the answer waits
+        for the peer's fsync (group commit there)."""
+        acks = M.ACKS_DURABLE if durable else M.ACKS_WRITTEN
+        r = self._ch.request(M.Api.REPLICA_APPEND,
+                             M.ReplicaAppendRequest(topic, partition, incarnation, acks, batches))
+        return r.appended, r.present, r.log_end_offset
+
+    def ping(self) -> None:
+        """One round trip (API_VERSIONS): raises when the peer does not answer in time."""
+        self._ch.request(M.Api.API_VERSIONS, M.ApiVersionsRequest("edgebus-replicator"))
+
+    def commit_offsets(self, group_id: str, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Commit a consumer group's offsets of mirror topics on the peer (durable there), so
+        that the group resumes from them after a failover. Raises the first partition's error."""
+        parts = [G.OffsetCommitPartition(t, p, off) for (t, p), off in sorted(offsets.items())]
+        resp = self._ch.request(M.Api.OFFSET_COMMIT,
+                                G.OffsetCommitRequest(group_id, G.NO_GENERATION, "", parts))
+        for r in resp.partitions:
+            if r.error_code:
+                raise error_for_code(r.error_code, r.error_message)
+
+    def close(self) -> None:
+        self._ch.close()
+
+    def __enter__(self) -> ReplicaLink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["READ_BYTES", "BatchReader", "PartitionRead", "ReplicaLink", "StoredBatch", "TopicInfo",
+           "client_context"]

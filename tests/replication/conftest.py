@@ -1,0 +1,189 @@
+"""Replication fixtures: a real source supervisor, a real destination for each target kind, and
+the real replicator process (`edgebus replicate`) between them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edgebus import BatchReader
+from edgebus.testing import EmbeddedBroker
+
+NODE = "gw-src"
+TOKEN = "t0ken-of-the-source-node-1234"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def secret(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+class PeerDestination:
+    """An edgebus node that takes the source's mirrors on its replica listener; with `tls`, over
+    mutual TLS (a throw-away CA; the source node's certificate names it)."""
+
+    kind = "peer"
+
+    def __init__(self, make_broker: Callable[..., EmbeddedBroker], root: Path,
+                 tls: bool = False) -> None:
+        self.port = free_port()
+        self.root = root
+        tokens = secret(root / "peer-tokens.yaml", yaml.safe_dump({NODE: TOKEN}))
+        replica: dict[str, Any] = {"listen": f"127.0.0.1:{self.port}", "node": "gw-dst",
+                                   "tokens_file": str(tokens)}
+        self.tls = tls
+        if tls:
+            import trustme
+
+            self.ca = trustme.CA()
+            server = self.ca.issue_cert("127.0.0.1", "localhost")
+            server.private_key_and_cert_chain_pem.write_to_path(str(root / "dst.pem"))
+            self.ca.cert_pem.write_to_path(str(root / "ca.pem"))
+            client = self.ca.issue_cert(NODE, common_name=NODE)
+            client.private_key_and_cert_chain_pem.write_to_path(str(root / "src.pem"))
+            replica.update(tls_cert=str(root / "dst.pem"), tls_key=str(root / "dst.pem"),
+                           tls_ca=str(root / "ca.pem"))
+        self.broker = make_broker({"replica": replica}, name="dst")
+        self.broker.start()
+        self.address = f"127.0.0.1:{self.port}"
+
+    def link_config(self, root: Path, token: str = TOKEN) -> dict[str, Any]:
+        tf = secret(root / f"token-{time.monotonic_ns()}", token)
+        cfg: dict[str, Any] = {"target": "peer", "address": self.address}
+        if self.tls:
+            # Mutual TLS names the node: no token. A wrong "token" test uses a foreign cert.
+            cert = self.root / "src.pem" if token == TOKEN else self.root / "foreign.pem"
+            if token != TOKEN:
+                import trustme
+
+                trustme.CA().issue_cert(NODE, common_name=NODE) \
+                    .private_key_and_cert_chain_pem.write_to_path(str(cert))
+            cfg["tls"] = {"ca": str(self.root / "ca.pem"), "cert": str(cert), "key": str(cert)}
+        else:
+            cfg["token_file"] = str(tf)
+        return cfg
+
+    def batches(self, topic: str, partition: int) -> list[bytes]:
+        """Every batch the destination holds for the source partition, as stored."""
+        with BatchReader(self.broker.socket) as r:
+            info = r.describe(topic)
+            return read_all(r, topic, partition, info.start_offsets[partition])
+
+    def kill9(self) -> None:
+        self.broker.kill9()
+
+    def restart(self) -> None:
+        self.broker.start()
+
+
+def read_all(r: BatchReader, topic: str, partition: int, start: int) -> list[bytes]:
+    out: list[bytes] = []
+    off = start
+    while True:
+        got, _, end = r.read(topic, partition, off)
+        out += [b.data for b in got]
+        if not got or got[-1].next_offset >= end:
+            return out
+        off = got[-1].next_offset
+
+
+TARGETS = ["peer", "peer-tls"]
+
+
+@pytest.fixture(params=TARGETS)
+def destination(request: pytest.FixtureRequest, make_broker: Callable[..., EmbeddedBroker],
+                tmp_path: Path) -> Any:
+    if request.param in ("peer", "peer-tls"):
+        return PeerDestination(make_broker, tmp_path, tls=request.param == "peer-tls")
+    raise AssertionError(request.param)
+
+
+@pytest.fixture
+def source(make_broker: Callable[..., EmbeddedBroker]) -> EmbeddedBroker:
+    return make_broker(name="src").start()
+
+
+class Replicator:
+    """`edgebus replicate` as a real process."""
+
+    def __init__(self, config_path: Path, log_path: Path) -> None:
+        self.config_path = config_path
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Replicator:
+        log = open(self.log_path, "ab")  # noqa: SIM115 (the child keeps it)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edgebus.cli.main", "replicate", "--config", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        return self
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(30)
+        self.proc = None
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def make_replicator(tmp_path: Path, source: EmbeddedBroker, destination: Any
+                    ) -> Iterator[Callable[..., Replicator]]:
+    made: list[Replicator] = []
+
+    def make(topics: list[str], token: str = TOKEN, **link: Any) -> Replicator:
+        cfg = {"node": NODE, "source": {"socket": source.socket},
+               "links": [{"name": "l1", "topics": topics,
+                          **destination.link_config(tmp_path, token), **link}]}
+        path = tmp_path / f"replicator-{len(made)}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        r = Replicator(path, tmp_path / f"replicator-{len(made)}.log")
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.kill9()
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if cond():
+                return
+        except Exception:  # the peer may be restarting
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+__all__ = ["NODE", "TOKEN", "Replicator", "free_port", "os", "read_all", "wait_for"]
