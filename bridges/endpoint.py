@@ -19,6 +19,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from edgebus.opsconfig import split_listen
+from edgebus.procmetrics import process_collector
 
 log = logging.getLogger("edgebus.bridge")
 
@@ -26,17 +27,6 @@ log = logging.getLogger("edgebus.bridge")
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return None
-
-
-def _process_collector(registry: Any) -> None:
-    """process_* metrics without /proc/stat (ProcSubset=pid hides it): boot time from clocks."""
-    from prometheus_client import ProcessCollector
-
-    class _Collector(ProcessCollector):
-        def _boot_time(self) -> float:
-            return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
-
-    _Collector(registry=registry)
 
 
 class Endpoint:
@@ -47,7 +37,7 @@ class Endpoint:
 
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
-        _process_collector(self.registry)
+        process_collector(self.registry)
         self._metrics_app = make_wsgi_app(self.registry)
         self._status = status
         self._what = what

@@ -5,8 +5,8 @@ Why HTTP as well as the status file: under systemd the bridge runs as its own us
 able to write next to the supervisor's socket, and a file says only what the bridge last managed
 to write. The endpoint answers from the running process, and `edgebus bridge status --config`
 asks it first. prometheus-client gives the metric families, the text format and the standard
-`process_*` metrics; wsgiref (with prometheus-client's threading server) serves them on a daemon
-thread. Reading the counters takes the Metrics lock briefly; nothing else is shared.
+`process_*` metrics; bridges/endpoint.py (shared with the replicator) serves them. Reading the
+counters takes the Metrics lock briefly; nothing else is shared.
 
 Names: every counter of metrics.COUNTERS as `edgebus_mqtt_bridge_<name>_total` and every gauge as
 `edgebus_mqtt_bridge_<name>`, e.g. messages in `..._in_received_total`, out
@@ -16,20 +16,11 @@ Names: every counter of metrics.COUNTERS as `edgebus_mqtt_bridge_<name>_total` a
 
 from __future__ import annotations
 
-import json
-import logging
-import socket
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
+from bridges.endpoint import Endpoint
 from bridges.mqtt.metrics import COUNTERS, GAUGES, Metrics
-from edgebus.opsconfig import split_listen
-from edgebus.procmetrics import process_collector
-
-log = logging.getLogger("edgebus.bridge.mqtt")
 
 PREFIX = "edgebus_mqtt_bridge_"
 
@@ -60,58 +51,9 @@ class BridgeCollector:
                                     "metrics.py)", value=snap["gauges"][name])
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
-
-class Exporter:
-    """The endpoint's server thread; `status()` gives the /status document."""
+class Exporter(Endpoint):
+    """The bridge's endpoint (bridges/endpoint.py) with its counters and gauges."""
 
     def __init__(self, listen: str, metrics: Metrics, client_id: str,
                  status: Callable[[], dict[str, Any]]) -> None:
-        from prometheus_client import CollectorRegistry, make_wsgi_app
-        from prometheus_client.exposition import ThreadingWSGIServer
-
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(BridgeCollector(metrics, client_id))
-        process_collector(self.registry)
-        self._metrics_app = make_wsgi_app(self.registry)
-        self._status = status
-        host, port = split_listen(listen)
-
-        class _Server(ThreadingWSGIServer):
-            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-        self._server = make_server(host, port, self._app, _Server, _QuietHandler)
-        self.port = int(self._server.server_address[1])
-        self.host = host
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics",
-                                        daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        log.info("metrics endpoint on http://%s:%d/metrics (status at /status)", host, self.port)
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5.0)
-
-    def _app(self, environ: dict[str, Any], start: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if path in ("/status", "/status/"):
-            doc = self._status()
-            doc["served_at"] = time.time()
-            body = json.dumps(doc, sort_keys=True).encode()
-            start("200 OK", [("Content-Type", "application/json"),
-                             ("Content-Length", str(len(body)))])
-            return [body]
-        if path in ("/metrics", "/metrics/"):
-            out: Iterable[bytes] = self._metrics_app(environ, start)
-            return out
-        body = b"edgebus MQTT bridge: /metrics (Prometheus) and /status (JSON)\n"
-        start("404 Not Found", [("Content-Type", "text/plain; charset=utf-8"),
-                                ("Content-Length", str(len(body)))])
-        return [body]
+        super().__init__(listen, BridgeCollector(metrics, client_id), status, "MQTT bridge")
