@@ -54,7 +54,7 @@ class Endpoint:
     def start(self) -> None:
         self._thread.start()
         host = f"[{self.host}]" if ":" in self.host else self.host
-        log.info("%s: metrics at http://%s:%d/metrics, status at /status", self._what, host,
+        log.info("%s: metrics endpoint on http://%s:%d/metrics (status at /status)", self._what, host,
                  self.port)
 
     def stop(self) -> None:
