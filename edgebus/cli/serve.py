@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgebus.config import LOG_LEVELS, Config, load_config
+from edgebus.config import LOG_LEVELS, load_config
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,15 +26,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    def read_config() -> Config:
-        return load_config(args.config).with_overrides(
-            data_dir=args.data_dir, socket=getattr(args, "socket", None), log_level=args.log_level,
-        )
-
-    config = read_config()
+    config = load_config(args.config).with_overrides(
+        data_dir=args.data_dir, socket=getattr(args, "socket", None), log_level=args.log_level,
+    )
     # The supervisor prints the data directory and socket; say where they came from.
     print(f"edgebus: config {config.source or 'built-in defaults'}", file=sys.stderr, flush=True)
     from edgebus.server.supervisor import run as run_supervisor
 
-    # SIGHUP reads the same file again, with the same overrides (a reload).
-    return int(run_supervisor(config, reload_config=read_config if config.source else None))
+    return int(run_supervisor(config))

@@ -75,11 +75,11 @@ class ConfigReload(Service):
     """SIGHUP: read the config file again and apply its declared topics and topic_defaults."""
 
     def __init__(self, logs: LogManager, admin: AdminHandlers, config: Any,
-                 load: Callable[[], Any], notifier: Notifier | None = None) -> None:
+                 load: Callable[[], Any] | None, notifier: Notifier | None = None) -> None:
         self.logs = logs
         self.admin = admin
         self.config = config  # the running configuration
-        self.load = load  # reads the file again, with the same command-line overrides
+        self.load = load  # reads the file again (None: running on built-in defaults)
         self.notifier = notifier
         self.requested = False
         self.reloads = 0  # reloads applied (a file that did not load is not counted)
@@ -103,7 +103,7 @@ class ConfigReload(Service):
     def reload(self) -> bool:
         """Apply the file now; False if it did not load (the running settings stay)."""
         source = self.config.source
-        if source is None:
+        if self.load is None:
             log.warning("received SIGHUP, but the supervisor runs on built-in defaults: no config "
                         "file to reload (start it with --config FILE)")
             return False

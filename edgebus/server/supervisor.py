@@ -6,9 +6,9 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
+from edgebus.config import load_config
 from edgebus.errors import EdgebusError
 from edgebus.log.manager import LogManager
 from edgebus.server import testhooks
@@ -26,9 +26,16 @@ def setup_logging(level: str) -> None:
     _setup_logging(level)
 
 
-def run(config: Any, reload_config: Callable[[], Any] | None = None) -> int:
-    """Serve until told to stop; returns the process exit code. `reload_config` reads the
-    config file again on SIGHUP (None: nothing to reload)."""
+def reread(running: Any) -> Any:
+    """The config file read again for a reload, with what cannot change while running (the
+    data directory, the socket and the log level, command-line overrides included) kept."""
+    return load_config(running.source).with_overrides(
+        data_dir=running.data_dir, socket=running.socket, log_level=running.log_level)
+
+
+def run(config: Any) -> int:
+    """Serve until told to stop; returns the process exit code. SIGHUP re-reads the config
+    file (edgebus/server/reload.py)."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until ConfigReload handles it (after recovery)
     setup_logging(config.log_level)
     testhooks.install()  # test-only, needs EDGEBUS_TEST_HOOKS=1 (server/testhooks.py)
@@ -71,10 +78,10 @@ def run(config: Any, reload_config: Callable[[], Any] | None = None) -> int:
         log.error("cannot listen on %s: %s", config.socket, e)
         logs.close()
         return 1
-    if reload_config is not None:
-        reloader = ConfigReload(logs, broker.admin, config, reload_config, notifier)
-        broker.add_service(reloader)
-        reloader.install()
+    load = (lambda: reread(config)) if config.source is not None else None
+    reloader = ConfigReload(logs, broker.admin, config, load, notifier)
+    broker.add_service(reloader)
+    reloader.install()
     _start_metrics(broker, config)
     log.info("ready in %.3f s: %s", time.monotonic() - t0, summary_line(broker))
     notifier.ready(summary_line(broker))  # after recovery and listen: clients can connect now
