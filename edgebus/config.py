@@ -234,7 +234,8 @@ TOPIC_CONFIG_KEYS: tuple[str, ...] = tuple(
 
 @dataclass(frozen=True)
 class TopicSpec:
-    """A topic declared under `topics:`, created at start when missing. `settings` are the
+    """A topic declared under `topics:`: created at start when missing, and given these settings
+    at start and on SIGHUP when it exists (edgebus/server/reload.py). `settings` are the
     topic_defaults overlaid with the keys given for this topic."""
 
     name: str
@@ -563,14 +564,17 @@ def check_topic_name(name: str) -> None:
     validate_topic_name(name)
 
 
-def parse_topic_setting(key: str, value: str) -> int:
-    """One `--config key=value` of `edgebus topics create`, checked like the file's keys."""
+def parse_topic_setting(key: str, value: str) -> int | str:
+    """One `--config key=value` of `edgebus topics create|alter`, checked like the file's keys:
+    a number (size, duration, count), or a word for on_disk_full."""
     if key not in TOPIC_CONFIG_KEYS:
         raise _unknown_config(key)
     f = next(f for f in dataclasses.fields(TopicSettings) if f.name == key)
     try:
         n = _PARSERS[f.metadata["kind"]](value)
-        if not isinstance(n, int):  # every topic setting is a number (size, duration, count)
+        if isinstance(n, str):  # a word setting (on_disk_full): its parser checked it
+            return n
+        if not isinstance(n, int):
             raise ValueError(f"expected a number, got {value!r}")
         _check_bounds(f, n)
     except ValueError as e:

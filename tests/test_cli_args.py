@@ -339,7 +339,7 @@ def test_consume_json(monkeypatch: pytest.MonkeyPatch) -> None:
                                headers=[("h", b"1"), ("n", None)])]])
     assert json.loads(out) == {
         "topic": "t", "partition": 0, "offset": 5, "timestamp": 1005, "key": "k",
-        "value": "café \\xff", "headers": [["h", "1"], ["n", None]],
+        "value": {"base64": "Y2Fmw6kg/w=="}, "headers": [["h", "1"], ["n", None]],
     }
 
 
@@ -387,8 +387,10 @@ class FakeAdmin:
     def __exit__(self, *exc: object) -> None:
         pass
 
-    def create_topic(self, name: str, partitions: int = 1, config: Any = None) -> None:
+    def create_topic(self, name: str, partitions: int = 1, config: Any = None,
+                     exist_ok: bool = False) -> bool:
         FakeAdmin.created.append((name, partitions, config))
+        return True
 
     def list_topics(self) -> list[str]:
         return ["b", "a"]

@@ -51,6 +51,9 @@ SAMPLES: dict[type[C.Message], list[C.Message]] = {
     M.TopicMetadata: [TOPIC_META, M.TopicMetadata("missing", 5, "unknown topic", [], [])],
     M.MetadataResponse: [M.MetadataResponse([TOPIC_META]), M.MetadataResponse([])],
     M.CreateTopicRequest: [M.CreateTopicRequest("t", 3), M.CreateTopicRequest("t", 1, [CONFIG])],
+    M.AlterTopicConfigRequest: [M.AlterTopicConfigRequest("t", [CONFIG]),
+                                M.AlterTopicConfigRequest("t", [])],
+    M.AlterTopicConfigResponse: [M.AlterTopicConfigResponse([CONFIG, M.ConfigEntry("partitions", "2")])],
     M.DeleteTopicRequest: [M.DeleteTopicRequest("t")],
     M.Empty: [M.Empty()],
     M.ProduceRequest: [

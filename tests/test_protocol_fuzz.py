@@ -34,6 +34,7 @@ REQUEST_SAMPLES: dict[int, C.Message] = {
     M.Api.METADATA: M.MetadataRequest(["a", "bb"]),
     M.Api.CREATE_TOPIC: M.CreateTopicRequest("t", 2, [M.ConfigEntry("retention_ms", "1000")]),
     M.Api.DELETE_TOPIC: M.DeleteTopicRequest("t"),
+    M.Api.ALTER_TOPIC_CONFIG: M.AlterTopicConfigRequest("t", [M.ConfigEntry("retention_ms", "1")]),
     M.Api.PRODUCE: M.ProduceRequest("t", 0, M.ACKS_WRITTEN, BATCH),
     M.Api.FETCH: M.FetchRequest(100, 1, 4096, [M.FetchPartition("t", 0, 5, 1024)]),
     M.Api.LIST_OFFSETS: M.ListOffsetsRequest([M.ListOffsetsPartition("t", 0, M.LATEST)]),

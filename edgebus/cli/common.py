@@ -46,15 +46,6 @@ partition_number = int_in_range(0, F.MAX_PARTITIONS - 1, "partition")
 partition_count = int_in_range(1, F.MAX_PARTITIONS, "partitions")
 
 
-def decode(data: bytes | None) -> str | None:
-    """Bytes as text for display: UTF-8, with undecodable bytes shown as \\xNN escapes."""
-    if data is None:
-        return None
-    if isinstance(data, str):
-        return data
-    return bytes(data).decode("utf-8", errors="backslashreplace")
-
-
 def human_size(n: int) -> str:
     if n < 1024:
         return f"{n} B"

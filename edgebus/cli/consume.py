@@ -1,21 +1,21 @@
-"""`edgebus consume TOPIC`: print records as text or JSON lines."""
+"""`edgebus consume TOPIC`: print records as text, JSON lines or a kcat-style template."""
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from edgebus.cli.common import (
     add_socket_option,
-    decode,
     int_in_range,
     partition_number,
     socket_path,
 )
+from edgebus.cli.recordfmt import BINARY_ENCODINGS, Template, json_line, text_line
 from edgebus.errors import UnknownPartitionError, UnknownTopicError
 
 # One poll waits at most this long, so --timeout-ms is honoured promptly.
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "consume", help="print records of a topic",
         description="Print records as they arrive, until --max records, --timeout-ms without "
-                    "new records, or Ctrl-C.",
+                    "new records, the end of every partition (--exit-at-end), or Ctrl-C.",
     )
     p.add_argument("topic", metavar="TOPIC")
     p.add_argument("--group", metavar="G", help="consumer group (commits its offsets)")
@@ -39,10 +39,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="start at this offset (needs --partition)")
     p.add_argument("--max", type=int_in_range(1, what="--max"), metavar="N",
                    help="exit after N records")
-    p.add_argument("--format", choices=("text", "json"), default="text",
-                   help="text: the value per line; json: one object per record per line")
+    p.add_argument("--format", default="text", metavar="FORMAT",
+                   help="text: the value per line (bytes as they are); json: one object per "
+                        "record per line (bytes that are not UTF-8 as {\"base64\": ...}); or a "
+                        "template as kcat -f: %%t topic, %%p partition, %%o offset, %%T timestamp, "
+                        "%%k key, %%K key length, %%s value, %%S value length, %%h headers, %%%% "
+                        "a percent sign, \\n \\t \\0 \\xNN escapes; nothing is added "
+                        "(end it with \\n)")
+    p.add_argument("--binary", choices=BINARY_ENCODINGS, default="base64",
+                   help="json: how bytes that are not UTF-8 are written (default: base64)")
     p.add_argument("--print-key", action="store_true",
                    help="text format: print key<TAB>value ('null' for no key)")
+    p.add_argument("-e", "--exit-at-end", action="store_true",
+                   help="exit once every partition read has been read to its end (kcat -e)")
     p.add_argument("--timeout-ms", type=int_in_range(0, what="--timeout-ms"), metavar="MS",
                    help="exit after MS milliseconds without a new record")
     add_socket_option(p)
@@ -51,12 +60,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.format not in ("text", "json"):
+        if "%" not in args.format:
+            parser.error(f"argument --format: invalid choice: {args.format!r} (text, json, or "
+                         "a template with % tokens such as '%k %s\\n')")
+        try:
+            args.template = Template(args.format)
+        except ValueError as e:
+            parser.error(f"--format: {e}")
     if args.offset is not None and args.partition is None:
         parser.error("--offset needs --partition")
     if args.offset is not None and args.from_beginning:
         parser.error("--offset and --from-beginning cannot be used together")
     if args.print_key and args.format == "json":
         parser.error("--print-key applies to --format text only (json always has the key)")
+    if args.print_key and args.format != "text":
+        parser.error("--print-key applies to --format text only (a template has %k)")
 
 
 def _open(args: argparse.Namespace) -> Any:
@@ -90,28 +109,38 @@ def _open(args: argparse.Namespace) -> Any:
     return consumer
 
 
-def format_record(record: Any, fmt: str, print_key: bool) -> bytes:
-    if fmt == "json":
-        obj = {
-            "topic": record.topic, "partition": record.partition, "offset": record.offset,
-            "timestamp": record.timestamp, "key": decode(record.key), "value": decode(record.value),
-            "headers": [[decode(k), decode(v)] for k, v in (record.headers or [])],
-        }
-        return json.dumps(obj, ensure_ascii=False).encode() + b"\n"
-    value = b"null" if record.value is None else bytes(record.value)
-    if print_key:
-        key = b"null" if record.key is None else bytes(record.key)
-        return key + b"\t" + value + b"\n"
-    return value + b"\n"
+def formatter(args: argparse.Namespace) -> Callable[[Any], bytes]:
+    if args.format == "json":
+        return functools.partial(json_line, binary=args.binary)
+    if args.format == "text":
+        return functools.partial(text_line, print_key=args.print_key)
+    template: Template = getattr(args, "template", None) or Template(args.format)
+    return template.render
+
+
+def at_end(consumer: Any) -> bool:
+    """Every assigned partition read up to the end its last fetch reported (a group member
+    must have its assignment first)."""
+    tps = consumer.assignment()
+    if not tps:
+        return False
+    for tp in tps:
+        end = consumer.highwater(tp)
+        if end is None or consumer.position(tp) < end:
+            return False
+    return True
 
 
 def run(args: argparse.Namespace, stdout: BinaryIO | None = None) -> int:
     out = stdout or sys.stdout.buffer
+    fmt = formatter(args)
     count = 0
     consumer = _open(args)
     try:
         last_record = time.monotonic()
         while args.max is None or count < args.max:
+            if args.exit_at_end and at_end(consumer):
+                break
             wait = POLL_SLICE_MS
             if args.timeout_ms is not None:
                 left = args.timeout_ms - (time.monotonic() - last_record) * 1000
@@ -123,7 +152,7 @@ def run(args: argparse.Namespace, stdout: BinaryIO | None = None) -> int:
                 for record in records:
                     if want is not None and got >= want:
                         break
-                    out.write(format_record(record, args.format, args.print_key))
+                    out.write(fmt(record))
                     got += 1
             if got:
                 out.flush()

@@ -1,4 +1,4 @@
-"""`edgebus topics create|list|describe|delete`."""
+"""`edgebus topics create|alter|list|describe|delete`."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def config_entry(text: str) -> tuple[str, str]:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("topics", help="create, list, describe and delete topics")
+    p = sub.add_parser("topics", help="create, alter, list, describe and delete topics")
     tsub = p.add_subparsers(dest="topics_command", metavar="COMMAND", required=True)
 
     c = tsub.add_parser("create", help="create a topic")
@@ -39,7 +39,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    metavar="KEY=VALUE", dest="configs",
                    help=f"topic setting, repeatable; keys: {', '.join(TOPIC_CONFIG_KEYS)}; "
                         "sizes like 64MiB and durations like 7d are accepted")
+    c.add_argument("--if-not-exists", action="store_true",
+                   help="a topic of that name existing already is no error (it is left as it is)")
     c.set_defaults(func=create)
+
+    a = tsub.add_parser("alter", help="change settings of a topic",
+                        description="Change settings of an existing topic; the others keep their "
+                                    "values. The change is kept across restarts.")
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("--config", type=config_entry, action="append", required=True,
+                   metavar="KEY=VALUE", dest="configs",
+                   help=f"setting to change, repeatable; keys: {', '.join(TOPIC_CONFIG_KEYS)}")
+    a.set_defaults(func=alter)
 
     ls = tsub.add_parser("list", help="list topic names")
     ls.set_defaults(func=list_topics)
@@ -57,7 +68,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pr.add_argument("name", metavar="NAME")
     pr.set_defaults(func=promote)
 
-    for parser in (c, ls, d, rm, pr):
+    for parser in (c, a, ls, d, rm, pr):
         add_socket_option(parser)
 
 
@@ -70,8 +81,18 @@ def _admin(args: argparse.Namespace):
 def create(args: argparse.Namespace) -> int:
     kwargs = {} if args.partitions is None else {"partitions": args.partitions}
     with _admin(args) as admin:
-        admin.create_topic(args.name, config=dict(args.configs) or None, **kwargs)
-    print(f"created topic {args.name}")
+        created = admin.create_topic(args.name, config=dict(args.configs) or None,
+                                     exist_ok=args.if_not_exists, **kwargs)
+    print(f"created topic {args.name}" if created else f"topic {args.name} exists already")
+    return 0
+
+
+def alter(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        after = admin.alter_topic_config(args.name, dict(args.configs))
+    changed = dict(args.configs)
+    print(f"altered topic {args.name}: "
+          + ", ".join(f"{k} = {after.get(k, v)}" for k, v in changed.items()))
     return 0
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from edgebus.client.shm_channel import open_sync_channel
 from edgebus.client.types import TopicPartition
-from edgebus.errors import error_for_code
+from edgebus.errors import TopicExistsError, error_for_code
 from edgebus.protocol import groups as G
 from edgebus.protocol import messages as M
 
@@ -26,12 +26,31 @@ class Admin:
         return str(self._ch.path)
 
     def create_topic(self, name: str, partitions: int | None = None,
-                     config: Mapping[str, Any] | None = None) -> None:
-        """Create a topic; settings not given come from the supervisor's topic_defaults."""
+                     config: Mapping[str, Any] | None = None, exist_ok: bool = False) -> bool:
+        """Create a topic; settings not given come from the supervisor's topic_defaults.
+        Returns True if it was created. With exist_ok, a topic that exists already is no error
+        (False is returned) and is left as it is: its partitions and settings are not compared
+        with those asked for (alter_topic_config changes settings)."""
         if partitions is not None and partitions < 1:
             raise ValueError(f"partitions must be >= 1, got {partitions}")
         entries = [M.ConfigEntry(k, str(v)) for k, v in (config or {}).items()]
-        self._ch.request(M.Api.CREATE_TOPIC, M.CreateTopicRequest(name, partitions or 0, entries))
+        try:
+            self._ch.request(M.Api.CREATE_TOPIC,
+                             M.CreateTopicRequest(name, partitions or 0, entries))
+        except TopicExistsError:
+            if not exist_ok:
+                raise
+            return False
+        return True
+
+    def alter_topic_config(self, name: str, config: Mapping[str, Any]) -> dict[str, str]:
+        """Change settings of an existing topic (e.g. {"retention_ms": 86_400_000}); the others
+        keep their values. The change is durable (it survives a restart) when this returns, and
+        applies from the next append, segment roll or retention check. Returns every setting of
+        the topic after the change. The partition count cannot be changed."""
+        entries = [M.ConfigEntry(k, str(v)) for k, v in config.items()]
+        resp = self._ch.request(M.Api.ALTER_TOPIC_CONFIG, M.AlterTopicConfigRequest(name, entries))
+        return {e.name: e.value for e in resp.configs}
 
     def promote_topic(self, name: str) -> None:
         """Make a mirror topic writable (after a failover: its source node is gone for good).

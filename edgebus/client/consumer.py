@@ -29,6 +29,9 @@ from edgebus.protocol import messages as M
 
 _RESETS = ("earliest", "latest", "none")
 _GONE = (UnknownTopicError.code, UnknownPartitionError.code)
+# With nothing to fetch (no assignment yet, or every partition paused) a poll re-checks its group
+# and its deadline this often instead of spinning.
+IDLE_RECHECK_S = 0.1
 
 
 class Consumer:
@@ -66,6 +69,9 @@ class Consumer:
         self._ch = open_sync_channel(socket, transport=transport)
         self._ch.request(M.Api.API_VERSIONS, M.ApiVersionsRequest())
         self._assigned: list[TopicPartition] = []
+        # Assigned partitions not fetched until resume() (kafka-python's pause); a subset of
+        # _assigned, and none of them has records in _buffer.
+        self._paused: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}
         self._highwater: dict[TopicPartition, int] = {}
         # Fetched records not yet returned, as runs of one partition: [tp, records, taken], where
@@ -73,7 +79,7 @@ class Consumer:
         # slice per run, not work per record.
         # Invariant: no run is empty (records[taken:] holds at least one record).
         self._buffer: deque[list[Any]] = deque()
-        self._plan: FetchPlan | None = None  # the FETCH body for _assigned and the limits
+        self._plan: FetchPlan | None = None  # the FETCH body for _fetchable() and the limits
         # Damage met in a partition, raised once the records fetched before it are returned (see
         # _fetch). Invariant: each error names the offset right after the partition's buffered
         # records (its position once they are taken); seek() and assign() drop it.
@@ -119,6 +125,7 @@ class Consumer:
             if tp not in keep:
                 self._forget(tp)
         self._assigned = new
+        self._paused &= keep  # a partition kept stays paused
         self._plan = None
         self._tp_of = {tp: tp for tp in new}
 
@@ -128,7 +135,52 @@ class Consumer:
         self._buffer = deque(run for run in self._buffer if run[0] != tp)
 
     def assignment(self) -> set[TopicPartition]:
+        """The partitions assigned now (by assign(), or by the group at its last rebalance)."""
         return set(self._assigned)
+
+    def subscription(self) -> set[str] | None:
+        """The topics subscribed to (for a pattern: the topics it matched at the last
+        rebalance), or None without a subscription (manual assignment, or after unsubscribe)."""
+        return self._group.subscription() if self._group is not None else None
+
+    def unsubscribe(self) -> None:
+        """Give up the subscription and every assigned partition, as kafka-python does. In a
+        group: the positions are committed (with auto-commit), the listener's on_revoked runs,
+        and the member leaves the group, so its partitions move to the others at once. The
+        consumer stays open: subscribe() or assign() again to read on."""
+        if self._group is not None:
+            self._group.unsubscribe()
+        self.assign([])
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        """Stop fetching from these assigned partitions until resume(): poll() and iteration
+        return no records of them. Their positions stay where the application got to, so
+        records fetched but not yet returned are fetched again after resume(). A group member
+        keeps heartbeating while paused, and a partition stays paused across a rebalance that
+        leaves it assigned to this consumer."""
+        tps = [TopicPartition(*tp) for tp in partitions]
+        for tp in tps:
+            if tp not in self._tp_of:
+                raise ValueError(f"{tp} is not assigned to this consumer")
+        for tp in tps:
+            if tp not in self._paused:
+                self._paused.add(tp)
+                self._buffer = deque(run for run in self._buffer if run[0] != tp)
+        self._plan = None
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        """Fetch again from paused partitions (partitions that are not paused are ignored)."""
+        self._paused.difference_update(TopicPartition(*tp) for tp in partitions)
+        self._plan = None
+
+    def paused(self) -> set[TopicPartition]:
+        """The partitions paused by pause() and not resumed."""
+        return set(self._paused)
+
+    def _fetchable(self) -> list[TopicPartition]:
+        if not self._paused:
+            return self._assigned
+        return [tp for tp in self._assigned if tp not in self._paused]
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         tp = TopicPartition(*partition)
@@ -218,16 +270,19 @@ class Consumer:
         while True:
             if self._group is not None:
                 self._group.poll()
-            if not self._buffer and self._assigned:
-                left_ms = max(0, int((deadline - time.monotonic()) * 1000))
-                self._fetch(min(left_ms, self.fetch_max_wait_ms))
+            fetchable = self._fetchable()
+            if not self._buffer and fetchable:
+                # The deadline may be infinite (consumer_timeout_ms's default): no int() of it.
+                left_ms = (deadline - time.monotonic()) * 1000
+                self._fetch(self.fetch_max_wait_ms if left_ms >= self.fetch_max_wait_ms
+                            else max(0, int(left_ms)))
             if self._buffer:
                 return
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            if not self._assigned:
-                time.sleep(min(left, 0.1))
+            if not fetchable:
+                time.sleep(min(left, IDLE_RECHECK_S))
 
     def _take(self, limit: int) -> dict[TopicPartition, list[Record]]:
         """Up to limit buffered records by partition; positions move past them. All or nothing:
@@ -275,22 +330,23 @@ class Consumer:
         if self._corrupt:  # called with an empty buffer: the damage is next
             raise self._corrupt.pop(next(iter(self._corrupt)))
         positions = self._positions
+        fetchable = self._fetchable()
         try:
-            offsets = [positions[tp] for tp in self._assigned]
+            offsets = [positions[tp] for tp in fetchable]
         except KeyError:
-            self._reset_missing()
-            offsets = [positions[tp] for tp in self._assigned]
+            self._reset_missing(fetchable)
+            offsets = [positions[tp] for tp in fetchable]
         limits = (self.fetch_min_bytes, self.fetch_max_bytes, self.max_partition_fetch_bytes)
         plan = self._plan
         if plan is None or plan.limits != limits:
-            plan = self._plan = FetchPlan(self._assigned, *limits)
+            plan = self._plan = FetchPlan(fetchable, *limits)
         body = plan.body(max_wait_ms, offsets)
         resp = self._ch.request(M.Api.FETCH, body, timeout=max_wait_ms / 1000 + 30)
         tp_of = self._tp_of
         for fp in resp.partitions:
             tp = tp_of.get((fp.topic, fp.partition))
-            if tp is None or tp not in positions:
-                continue  # unassigned meanwhile
+            if tp is None or tp not in positions or tp in self._paused:
+                continue  # unassigned or paused meanwhile
             if fp.error_code == OffsetOutOfRangeError.code:
                 self._out_of_range(tp, fp)
                 continue

@@ -144,8 +144,36 @@ class GroupMembership:
         self._next_metadata = 0.0
         self._link.rejoin()
 
-    def subscription(self) -> set[str]:
-        return set(self._snapshot)
+    def subscription(self) -> set[str] | None:
+        """The topics named by subscribe(), or those a pattern matched at the last rebalance;
+        None when not subscribed."""
+        if self._topics is not None:
+            return set(self._topics)
+        if self._pattern is not None:
+            return set(self._snapshot)
+        return None
+
+    def unsubscribe(self) -> None:
+        """Commit (with auto-commit) and revoke what is assigned, leave the group, and forget
+        the subscription. A later subscribe() joins as a new member."""
+        self._check_open()
+        ident = self._link.identity
+        self._link.pause_heartbeats()
+        if self._subscribed() and (ident is not None or self._assigned):
+            self._revoke()
+        if ident is not None:
+            try:
+                self._link.request(M.Api.LEAVE_GROUP, G.LeaveGroupRequest(self.group_id, ident[0]))
+            except EdgebusError as e:
+                log.debug("group %s: leave failed: %s", self.group_id, e)
+            self._link.left()
+        self._deliver_async()
+        self._topics = None
+        self._pattern = None
+        self._listener = None
+        self._snapshot = {}
+        self._assigned = []
+        self._last_assignment = []  # a new member owns nothing (the sticky assignor's input)
 
     def poll(self) -> None:
         """Called by the consumer at the start of every fetch round."""

@@ -87,6 +87,15 @@ class CoordinatorLink:
         with self._lock:
             self._heartbeating = False
 
+    def left(self) -> None:
+        """The member left the group (unsubscribe): no identity, no heartbeats; the next join
+        is as a new member."""
+        with self._lock:
+            self._identity = None
+            self._rejoin_id = ""
+            self._need_rejoin = True
+            self._heartbeating = False
+
     def forget_member_id(self) -> None:
         with self._lock:
             self._rejoin_id = ""

@@ -235,6 +235,32 @@ class LogManager:
             p.config = new
         return new
 
+    def alter_topic_config(self, name: str, config: TopicConfig) -> None:
+        """Replace a topic's settings: saved in topics.json first (so a restart keeps them),
+        then used by its partitions from their next append, roll or retention check. The
+        partition count is fixed at creation."""
+        self._check_open()
+        current = self._topics.get(name)
+        if current is None:
+            raise UnknownTopicError(f"unknown topic {name!r}")
+        if config.partitions != current.partitions:
+            raise InvalidRequestError(
+                f"topic {name!r} has {current.partitions} partition(s); the partition count "
+                f"cannot be changed (asked for {config.partitions})")
+        # Invariant: a topic's incarnation never changes, nor its mirror_of but by promote().
+        config = dataclasses.replace(config, incarnation=current.incarnation,
+                                     mirror_of=current.mirror_of)
+        if config == current:
+            return
+        topics = {**self._topics, name: config}
+        try:
+            self._save_topics(topics)
+        except OSError as e:
+            raise storage_error(e, f"altering topic {name}") from e
+        self._topics = topics
+        for p in self._parts.get(name, []):
+            p.config = config
+
     def topics(self) -> dict[str, TopicConfig]:
         return dict(self._topics)
 

@@ -32,6 +32,7 @@ class Api(IntEnum):
     LIST_GROUPS = 16
     DESCRIBE_GROUP = 17
     RESET_OFFSETS = 18
+    ALTER_TOPIC_CONFIG = 20
     SHM_ATTACH = 32  # transport APIs start at 32 (edgebus/shm, edgebus/server/listeners/shm.py)
     REPLICA_HELLO = 40  # replication APIs start at 40 (docs/REPLICATION.md)
     REPLICA_APPEND = 41
@@ -128,6 +129,19 @@ class CreateTopicRequest(Message):
 class DeleteTopicRequest(Message):
     name: str
     FIELDS = (("name", STR),)
+
+
+@dataclass
+class AlterTopicConfigRequest(Message):
+    name: str
+    configs: list[ConfigEntry]  # the settings to change; the others keep their values
+    FIELDS = (("name", STR), ("configs", Array(ConfigEntry)))
+
+
+@dataclass
+class AlterTopicConfigResponse(Message):
+    configs: list[ConfigEntry]  # every setting of the topic after the change
+    FIELDS = (("configs", Array(ConfigEntry)),)
 
 
 @dataclass

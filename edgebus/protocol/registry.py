@@ -28,6 +28,7 @@ APIS: dict[int, ApiSpec] = {
     M.Api.FETCH: ApiSpec(M.FetchRequest, M.FetchResponse),
     M.Api.LIST_OFFSETS: ApiSpec(M.ListOffsetsRequest, M.ListOffsetsResponse),
     M.Api.STATUS: ApiSpec(M.Empty, M.StatusResponse),
+    M.Api.ALTER_TOPIC_CONFIG: ApiSpec(M.AlterTopicConfigRequest, M.AlterTopicConfigResponse),
     M.Api.JOIN_GROUP: ApiSpec(G.JoinGroupRequest, G.JoinGroupResponse),
     M.Api.SYNC_GROUP: ApiSpec(G.SyncGroupRequest, G.SyncGroupResponse),
     M.Api.HEARTBEAT: ApiSpec(G.HeartbeatRequest, M.Empty),

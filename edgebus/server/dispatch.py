@@ -51,6 +51,7 @@ def build_table(data: DataHandlers, admin: AdminHandlers, groups: GroupHandlers,
         M.Api.METADATA: admin.metadata,
         M.Api.CREATE_TOPIC: admin.create_topic,
         M.Api.DELETE_TOPIC: admin.delete_topic,
+        M.Api.ALTER_TOPIC_CONFIG: admin.alter_topic_config,
         M.Api.STATUS: admin.status,
         # consumer groups (groups/handlers.py)
         M.Api.JOIN_GROUP: groups.join_group,

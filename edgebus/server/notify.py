@@ -7,6 +7,7 @@
   (WatchdogSec= in the unit).
 - STATUS= carries a one-line summary (`systemctl status edgebus` shows it).
 - STOPPING=1 when a clean shutdown begins.
+- RELOADING=1 when a SIGHUP reload begins, READY=1 when it is done (edgebus/server/reload.py).
 
 Nothing at all happens when NOTIFY_SOCKET is unset (not started by systemd); the watchdog is used
 only when WATCHDOG_USEC is set and WATCHDOG_PID, if set, is this process (sd_watchdog_enabled(3)).
@@ -62,6 +63,14 @@ class Notifier:
             self._send("WATCHDOG=1")
         if self.enabled:
             self._send(f"STATUS={_one_line(summary_line(broker))}")
+
+    def reloading(self) -> None:
+        # MONOTONIC_USEC: systemd (253+) matches the message to the reload it asked for.
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self._send(f"RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=reloading the config file")
+
+    def reloaded(self) -> None:
+        self._send("READY=1\nSTATUS=reloaded the config file")
 
     def stopping(self) -> None:
         self._send("STOPPING=1\nSTATUS=stopping: answering waiters and flushing the log")

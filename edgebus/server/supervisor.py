@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+import signal
 import sys
 import time
 from typing import Any
 
-from edgebus.config import load_replica_tokens
+from edgebus.config import load_config, load_replica_tokens
 from edgebus.errors import EdgebusError
 from edgebus.log.manager import LogManager
-from edgebus.log.topic_config import TopicConfig
 from edgebus.server import testhooks
 from edgebus.server.broker import Broker
 from edgebus.server.disk import DiskGuard
 from edgebus.server.listeners.tcp import server_context
 from edgebus.server.logsetup import setup_logging as _setup_logging
 from edgebus.server.notify import Notifier, summary_line
+from edgebus.server.reload import ConfigReload, apply_declared_topics, topic_config_of
 
 log = logging.getLogger("edgebus.supervisor")
 
@@ -27,13 +27,17 @@ def setup_logging(level: str) -> None:
     _setup_logging(level)
 
 
-def topic_config_of(settings: Any) -> TopicConfig:
-    """The storage TopicConfig for a config file's topic settings (the same field names)."""
-    return TopicConfig(**dataclasses.asdict(settings))
+def reread(running: Any) -> Any:
+    """The config file read again for a reload, with what cannot change while running (the
+    data directory, the socket and the log level, command-line overrides included) kept."""
+    return load_config(running.source).with_overrides(
+        data_dir=running.data_dir, socket=running.socket, log_level=running.log_level)
 
 
 def run(config: Any) -> int:
-    """Serve until told to stop; returns the process exit code."""
+    """Serve until told to stop; returns the process exit code. SIGHUP re-reads the config
+    file (edgebus/server/reload.py)."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until ConfigReload handles it (after recovery)
     setup_logging(config.log_level)
     testhooks.install()  # test-only, needs EDGEBUS_TEST_HOOKS=1 (server/testhooks.py)
     notifier = Notifier()  # sd_notify; does nothing without NOTIFY_SOCKET
@@ -49,14 +53,8 @@ def run(config: Any) -> int:
         log.error("%s", e)
         return 1
     defaults = topic_config_of(config.topic_defaults)
-    try:
-        for decl in config.topics:
-            if decl.name in logs.topics():
-                continue
-            logs.create_topic(decl.name, topic_config_of(decl.settings))
-            log.info("created topic %s from the config", decl.name)
-    except EdgebusError as e:
-        log.error("config topics: %s", e)
+    # Declared topics are created, or set to the file's settings (edgebus/server/reload.py).
+    if apply_declared_topics(logs, config.topics):
         logs.close()
         return 1
     try:
@@ -99,6 +97,10 @@ def run(config: Any) -> int:
         log.error("cannot listen on %s: %s", config.socket, e)
         logs.close()
         return 1
+    load = (lambda: reread(config)) if config.source is not None else None
+    reloader = ConfigReload(logs, broker.admin, config, load, notifier)
+    broker.add_service(reloader)
+    reloader.install()
     _start_metrics(broker, config)
     log.info("ready in %.3f s: %s", time.monotonic() - t0, summary_line(broker))
     notifier.ready(summary_line(broker))  # after recovery and listen: clients can connect now

@@ -1,4 +1,5 @@
-"""The control plane: API_VERSIONS, METADATA, CREATE_TOPIC, DELETE_TOPIC and STATUS."""
+"""The control plane: API_VERSIONS, METADATA, CREATE_TOPIC, ALTER_TOPIC_CONFIG, DELETE_TOPIC and
+STATUS."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from edgebus.errors import InvalidRequestError
+from edgebus.errors import InvalidRequestError, UnknownTopicError
 from edgebus.log.manager import LogManager
 from edgebus.log.topic_config import TopicConfig, validate_topic_name
 from edgebus.protocol import messages as M
@@ -81,6 +82,31 @@ class AdminHandlers:
         log.info("created topic %s with %d partitions (by %r)", req.name, cfg.partitions, conn)
         return M.Empty()
 
+    def alter_topic_config(self, conn: Any, corr: int,
+                           req: M.AlterTopicConfigRequest) -> M.AlterTopicConfigResponse:
+        validate_topic_name(req.name)  # internal topics ("__...") are not the clients' to change
+        current = self.logs.topics().get(req.name)
+        if current is None:
+            raise UnknownTopicError(f"unknown topic {req.name!r}")
+        if not req.configs:
+            raise InvalidRequestError("no setting to change")
+        entries = {c.name: c.value for c in req.configs}
+        if "partitions" in entries:
+            raise InvalidRequestError(
+                f"the partition count of topic {req.name!r} cannot be changed (it has "
+                f"{current.partitions}); create a new topic to have more")
+        fixed = sorted({"incarnation", "mirror_of"} & set(entries))
+        if fixed:
+            raise InvalidRequestError(
+                f"{', '.join(fixed)} of topic {req.name!r} cannot be altered (a mirror is made "
+                "writable with `edgebus topics promote`)")
+        cfg = TopicConfig.from_entries(entries, base=current)
+        self.logs.alter_topic_config(req.name, cfg)
+        changes = describe_changes(current, cfg)
+        log.info("altered topic %s: %s (by %r)", req.name, changes or "no change", conn)
+        return M.AlterTopicConfigResponse(
+            [M.ConfigEntry(k, v) for k, v in sorted(cfg.to_entries().items())])
+
     def delete_topic(self, conn: Any, corr: int, req: M.DeleteTopicRequest) -> M.Empty:
         validate_topic_name(req.name)  # internal topics ("__...") cannot be deleted by clients
         # Parked fetches on the topic are answered first so no one holds its partitions.
@@ -95,3 +121,9 @@ class AdminHandlers:
     def status(self, conn: Any, corr: int, req: M.Empty) -> M.StatusResponse:
         # disk, clients, groups and lag, counters: edgebus/server/status.py
         return M.StatusResponse(json.dumps(self._status()).encode())
+
+
+def describe_changes(old: TopicConfig, new: TopicConfig) -> str:
+    """"retention_ms 604800000 -> 86400000, ..." for a log line; "" when nothing changed."""
+    a, b = old.to_entries(), new.to_entries()
+    return ", ".join(f"{k} {a[k]} -> {b[k]}" for k in sorted(a) if a[k] != b[k])
