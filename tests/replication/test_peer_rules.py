@@ -306,3 +306,18 @@ def test_a_silent_link_is_closed_so_promote_works_after_the_source_died(make_bro
     finally:
         rep.kill()
         rep.wait()
+
+
+def test_alter_and_reload_keep_a_topics_identity(peer, src):
+    """incarnation and mirror_of are not settings: ALTER_TOPIC_CONFIG refuses them, and altering
+    the others (or a config reload) keeps them."""
+    info, _ = batches(src)
+    with ReplicaLink(peer.address, NODE, TOKEN) as link:
+        link.create_mirror("t", info, f"{NODE}/t")
+    with Admin(socket=peer.socket) as a:
+        with pytest.raises(InvalidRequestError, match="cannot be altered"):
+            a.alter_topic_config("t", {"mirror_of": ""})
+        a.alter_topic_config("t", {"retention_ms": 3_600_000})
+        cfg = {c.name: c.value for c in a.describe_topic("t").configs}
+    assert (cfg["incarnation"], cfg["mirror_of"], cfg["retention_ms"]) == (
+        info.incarnation, f"{NODE}/t", "3600000")
