@@ -77,6 +77,20 @@ SAMPLES: dict[type[C.Message], list[C.Message]] = {
     M.ShmAttachRequest: [M.ShmAttachRequest(0, 0), M.ShmAttachRequest(4096, 64 * 1024 * 1024)],
     M.ShmAttachResponse: [M.ShmAttachResponse(4 << 20, 4 << 20, 384 + (4 << 20), 768 + (8 << 20), 4)],
     M.ErrorBody: [M.ErrorBody("unknown topic 'x'"), M.ErrorBody("")],
+    # Replication (docs/FORMAT.md 7.9)
+    M.ReplicaHelloRequest: [M.ReplicaHelloRequest("gw-7", "t0ken-0123456789abcdef"),
+                            M.ReplicaHelloRequest("gw-7", "")],
+    M.ReplicaHelloResponse: [M.ReplicaHelloResponse("gw-8")],
+    M.ReplicaAppendRequest: [M.ReplicaAppendRequest("t", 0, "ab" * 16, M.ACKS_DURABLE, BATCH),
+                             M.ReplicaAppendRequest("t", 3, "ab" * 16, M.ACKS_WRITTEN, BATCH * 2)],
+    M.ReplicaAppendResponse: [M.ReplicaAppendResponse("t", 0, 2, 1, 42)],
+    M.ReplicaFetchRequest: [M.ReplicaFetchRequest(1, 1 << 20, [M.FetchPartition("t", 0, 5, 1024)]),
+                            M.ReplicaFetchRequest(0, 4096, [])],
+    M.ReplicaFetchedPartition: [M.ReplicaFetchedPartition("t", 0, 0, "", "ab" * 16, 0, 5, 7, b"")],
+    M.ReplicaFetchResponse: [M.ReplicaFetchResponse([
+        M.ReplicaFetchedPartition("t", 0, 0, "", "ab" * 16, 0, 5, 7, BATCH),
+        M.ReplicaFetchedPartition("t", 1, 10, "offset 9 is out of range", "", -1, -1, -1, b"")])],
+    M.PromoteTopicRequest: [M.PromoteTopicRequest("t")],
     # Consumer groups (edgebus/protocol/groups.py)
     G.TopicPartitions: TPS,
     G.JoinGroupRequest: [

@@ -53,6 +53,10 @@ REQUEST_SAMPLES: dict[int, C.Message] = {
     M.Api.LIST_GROUPS: M.Empty(),
     M.Api.DESCRIBE_GROUP: G.DescribeGroupRequest("g"),
     M.Api.RESET_OFFSETS: G.ResetOffsetsRequest("g", "t", [0, 1], G.RESET_OFFSET, 7, 1),
+    M.Api.REPLICA_HELLO: M.ReplicaHelloRequest("gw-7", "t0ken-0123456789abcdef"),
+    M.Api.REPLICA_APPEND: M.ReplicaAppendRequest("t", 0, "ab" * 16, M.ACKS_WRITTEN, BATCH),
+    M.Api.PROMOTE_TOPIC: M.PromoteTopicRequest("t"),
+    M.Api.REPLICA_FETCH: M.ReplicaFetchRequest(1, 4096, [M.FetchPartition("t", 0, 5, 1024)]),
 }
 
 

@@ -74,6 +74,10 @@ class TopicConfig:
     incarnation: str = ""  # see _STRINGS; LogManager.create_topic makes one
     mirror_of: str = ""  # see _STRINGS
 
+    # Not settings but the topic's identity: never in a config file, never altered (promote()
+    # clears mirror_of).
+    IDENTITY = ("incarnation", "mirror_of")
+
     def __post_init__(self) -> None:
         for name, (lo, hi) in _RANGES.items():
             value = getattr(self, name)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -48,7 +50,9 @@ def test_create_write_close_reopen(tmp_path: Path) -> None:
     m.open()
     assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o750
     m.create_topic("orders", CFG)
-    assert m.topics() == {"orders": CFG}
+    made = m.topics()["orders"]
+    assert re.fullmatch(r"[0-9a-f]{32}", made.incarnation)  # each topic gets its identity
+    assert m.topics() == {"orders": dataclasses.replace(CFG, incarnation=made.incarnation)}
     assert sorted(d.name for d in (tmp_path / "data").iterdir() if d.is_dir()) == [
         "orders-0", "orders-1",
     ]
@@ -61,7 +65,7 @@ def test_create_write_close_reopen(tmp_path: Path) -> None:
 
     m = LogManager(tmp_path / "data")
     m.open()
-    assert m.topics() == {"orders": CFG}
+    assert m.topics() == {"orders": made}  # its incarnation survives the reopen
     for p in m.all_partitions():
         assert p.recovery_report is not None and p.recovery_report.scanned_bytes == 0
     assert contents(m, "orders") == vals
