@@ -64,6 +64,28 @@ def test_topics_args() -> None:
     assert parse_args(["topics", "delete", "events"]).name == "events"
 
 
+@pytest.mark.parametrize("argv", [
+    ["--config", "retention_ms=7d", "events"],
+    ["--config", "retention_ms=7d", "segment_bytes=1MiB", "events", "--partitions", "3"],
+    ["--config", "retention_ms=7d", "--config", "segment_bytes=1MiB", "events"],
+    ["--partitions", "3", "--config", "retention_ms=7d", "events", "--config", "segment_bytes=1MiB"],
+])
+def test_topics_create_name_after_config(argv: list[str]) -> None:
+    # Issue 14 item 13: `--config a=b NAME` was a usage error (the option swallowed NAME).
+    a = parse_args(["topics", "create", *argv])
+    assert a.name == "events"
+    assert a.configs[0] == ("retention_ms", "604800000")
+    assert a.partitions in (None, 3)
+
+
+def test_topics_create_usage_names_name_as_required(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        parse_args(["topics", "create", "--config", "retention_ms=7d"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "required: NAME" in err and "[NAME]" not in err
+
+
 def test_produce_args() -> None:
     a = parse_args(["produce", "t"])
     assert (a.topic, a.key_separator, a.partition, a.acks) == ("t", None, None, "written")
