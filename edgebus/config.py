@@ -486,8 +486,15 @@ def read_yaml_file(path: Path) -> Any:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = e.problem or e.context or "syntax error"
         raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    except yaml.reader.ReaderError as e:  # a control character such as NUL: say where, on one line
+        line = text.count("\n", 0, e.position) + 1
+        column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        ch = e.character
+        code = ch if isinstance(ch, int) else ord(ch[:1] or "\0")
+        raise ConfigError(f"{path}: line {line}, column {column}: invalid YAML: the control "
+                          f"character U+{code:04X} is not allowed in YAML text") from None
+    except yaml.YAMLError as e:  # every config error is one line (journald, `systemctl status`)
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
     return data
 
 
