@@ -158,7 +158,10 @@ class LogManager:
         if not isinstance(config, TopicConfig):
             raise InvalidRequestError(f"topic config must be a TopicConfig, not {type(config)}")
         topics = {**self._topics, name: config}
-        self._save_topics(topics)
+        try:
+            self._save_topics(topics)  # a full disk here is DiskFullError too (by errno)
+        except OSError as e:
+            raise storage_error(e, f"creating topic {name}") from e
         self._topics = topics
         parts: list[Partition] = []
         try:
