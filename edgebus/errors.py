@@ -171,6 +171,32 @@ class ServiceInstallError(EdgebusError):
     hint = "see `edgebus install-service --help` and the README section on running as a service"
 
 
+class SocketDirError(EdgebusError):
+    """The socket's directory is not safe to serve from: another user owns it or may write it,
+    so they could remove the socket and put their own in its place."""
+
+    code = 110
+    hint = ("use a directory only you (or root) own and can write, e.g. `chmod 700 DIR`, or "
+            "remove it and let the supervisor create it; or set `socket:` elsewhere")
+
+
+class SocketInUseError(EdgebusError):
+    """Another process serves the socket path: a second supervisor never takes it over."""
+
+    code = 111
+    hint = "stop the other supervisor first, or give this one another `--socket`"
+
+
+class UntrustedSocketError(BrokerUnavailableError):
+    """The process serving the socket runs as a user the client does not trust (not the
+    client's own, root or the edgebus service user): nothing was sent to it."""
+
+    code = 112
+    retriable = False
+    hint = ("another local user may have put a socket at this path; if that user's supervisor is "
+            "meant to serve you, set EDGEBUS_SUPERVISOR_USER to that user")
+
+
 _BY_CODE: dict[int, type[EdgebusError]] = {}
 
 

@@ -23,6 +23,7 @@ from edgebus.server.handlers.admin import AdminHandlers
 from edgebus.server.handlers.data import DataHandlers
 from edgebus.server.housekeeping import Housekeeping
 from edgebus.server.listeners.shm import ShmTransport
+from edgebus.server.listeners.socket_claim import SocketClaim
 from edgebus.server.listeners.unix import UnixListener
 from edgebus.server.loop import Loop
 from edgebus.server.notify import Notifier, Watchdog
@@ -49,6 +50,7 @@ class Broker:
         notifier: Notifier | None = None,
         disk: DiskGuard | None = None,
         max_input_buffer: int = 2 * F.MAX_FRAME_BYTES,
+        socket_claim: SocketClaim | None = None,
     ) -> None:
         self.logs = logs
         self.socket_path = Path(socket_path)
@@ -60,7 +62,7 @@ class Broker:
                                 max_input_buffer=max_input_buffer)
         # Free-space watermarks and each topic's on_disk_full policy (edgebus/server/disk.py).
         self.disk = disk if disk is not None else DiskGuard(logs)
-        self.listener = UnixListener(loop, self.socket_path, socket_mode)
+        self.listener = UnixListener(loop, self.socket_path, socket_mode, socket_claim)
         self.shm = ShmTransport(loop)  # shared-memory rings (listeners/shm.py)
         self.durable = DurableAcks(loop, self.stats)  # group commit's answers
         self.data = DataHandlers(loop, logs, self.disk, self.durable, self.stats,

@@ -14,6 +14,7 @@ from edgebus.log.topic_config import TopicConfig
 from edgebus.server import testhooks
 from edgebus.server.broker import Broker
 from edgebus.server.disk import DiskGuard
+from edgebus.server.listeners.socket_claim import SocketClaim
 from edgebus.server.logsetup import setup_logging as _setup_logging
 from edgebus.server.notify import Notifier, summary_line
 
@@ -39,12 +40,24 @@ def run(config: Any) -> int:
     data_dir = config.data_dir
     print(f"edgebus: data directory {data_dir}", file=sys.stderr)
     print(f"edgebus: socket {config.socket}", file=sys.stderr)
+    # The socket path first: a second supervisor on a live socket, or an unsafe socket
+    # directory, is refused at once, not after minutes of recovery (server/listeners/socket_claim.py).
+    claim = SocketClaim(config.socket, config.socket_mode)
+    try:
+        claim.acquire()
+    except EdgebusError as e:
+        log.error("%s", e)
+        return 1
+    except OSError as e:
+        log.error("cannot use the socket path %s: %s", config.socket, e)
+        return 1
     logs = LogManager(data_dir, log=logging.getLogger("edgebus.log"))
     notifier.status(f"recovering the log in {data_dir}")
     try:
         logs.open()
     except EdgebusError as e:
         log.error("%s", e)
+        claim.release()
         return 1
     defaults = topic_config_of(config.topic_defaults)
     try:
@@ -56,6 +69,7 @@ def run(config: Any) -> int:
     except EdgebusError as e:
         log.error("config topics: %s", e)
         logs.close()
+        claim.release()
         return 1
     disk = DiskGuard.from_settings(logs, config.disk)
     disk.check()  # a disk already low is reported before READY
@@ -72,12 +86,14 @@ def run(config: Any) -> int:
         notifier=notifier,
         disk=disk,
         max_input_buffer=config.limits.max_input_buffer_bytes,
+        socket_claim=claim,
     )
     try:
         broker.listen()
-    except OSError as e:
+    except (OSError, EdgebusError) as e:
         log.error("cannot listen on %s: %s", config.socket, e)
         logs.close()
+        claim.release()
         return 1
     _start_metrics(broker, config)
     log.info("ready in %.3f s: %s", time.monotonic() - t0, summary_line(broker))
