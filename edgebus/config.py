@@ -181,6 +181,13 @@ class Limits:
     # Request bytes read from one connection and not yet handled; reading pauses above this. At
     # least one largest frame plus a read, so that a whole frame always fits.
     max_input_buffer_bytes: int = _setting(2 * F.MAX_FRAME_BYTES, "size", F.MAX_FRAME_BYTES + MiB)
+    # (Fields below were added later: new ones go last, as Limits(...) may be built positionally.)
+    # Connections of one user (SO_PEERCRED uid) at once: half the slots by default, so that one
+    # user's clients (or a runaway loop of them) cannot take every slot from the others.
+    max_connections_per_uid: int = _setting(128, "int", 1, 65_536)
+    # Bytes queued for all connections together: at or above it, fetches are refused
+    # (ServerBusyError) until clients read; four stuck 64MiB connections reach the default.
+    max_output_total_bytes: int = _setting(F.MAX_OUTPUT_TOTAL, "size", F.MAX_BATCH_BYTES)
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,27 @@ class ProtocolError(EdgebusError):
     code = 20
 
 
+class TooManyConnectionsError(EdgebusError):
+    """The supervisor refused a new connection: it has limits.max_connections, or this client's
+    user has limits.max_connections_per_uid. Sent as the refused connection's only frame
+    (correlation id 0, docs/FORMAT.md section 7)."""
+
+    code = 30
+    retriable = True
+    hint = ("close idle clients of this user, or raise limits.max_connections_per_uid / "
+            "limits.max_connections in the supervisor's config")
+
+
+class ServerBusyError(EdgebusError):
+    """A fetch was refused because the responses queued for all connections together reached
+    limits.max_output_total_bytes (clients that do not read their answers hold it)."""
+
+    code = 31
+    retriable = True
+    hint = ("retry shortly; `edgebus status` shows the clients holding queued output "
+            "(output_bytes); limits.max_output_total_bytes bounds the total")
+
+
 # --- local only (never sent on the wire) ---------------------------------------------------------
 
 

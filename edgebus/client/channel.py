@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from edgebus.client.dispatch import CORR_MASK, Callback, Dispatcher, encode
+from edgebus.client.dispatch import Callback, Dispatcher, encode, next_corr, refusal
 from edgebus.errors import (
     BrokerUnavailableError,
     OperationTimeoutError,
@@ -150,7 +150,7 @@ class SyncChannel:
         return fetch_response(self._roundtrip(Api.FETCH, body, deadline, t))  # by hand; same results
 
     def _send(self, api: int, body: Message | EncodedRequest, deadline: float) -> int:
-        corr = next(self._corr) & CORR_MASK
+        corr = next_corr(self._corr)
         self._write(encode(api, corr, body), deadline)
         return corr
 
@@ -177,6 +177,9 @@ class SyncChannel:
             for f in frames:
                 if f.correlation_id == corr:
                     found = f
+                elif (refused := refusal(f)) is not None:
+                    self.close()  # the supervisor refused this connection (too many, stopping)
+                    raise refused
                 else:
                     self._keep(f)
             if found is not None:

@@ -51,6 +51,8 @@ class Broker:
         disk: DiskGuard | None = None,
         max_input_buffer: int = 2 * F.MAX_FRAME_BYTES,
         socket_claim: SocketClaim | None = None,
+        max_connections_per_uid: int = 128,
+        max_output_total: int = F.MAX_OUTPUT_TOTAL,
     ) -> None:
         self.logs = logs
         self.socket_path = Path(socket_path)
@@ -59,7 +61,9 @@ class Broker:
         self.stats = Stats()  # records/bytes in and out, fsync latency (status and metrics)
         self.loop = loop = Loop(self.stats, max_connections=max_connections,
                                 max_output_buffer=max_output_buffer,
-                                max_input_buffer=max_input_buffer)
+                                max_input_buffer=max_input_buffer,
+                                max_connections_per_uid=max_connections_per_uid,
+                                max_output_total=max_output_total)
         # Free-space watermarks and each topic's on_disk_full policy (edgebus/server/disk.py).
         self.disk = disk if disk is not None else DiskGuard(logs)
         self.listener = UnixListener(loop, self.socket_path, socket_mode, socket_claim)

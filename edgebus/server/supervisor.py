@@ -87,6 +87,8 @@ def run(config: Any) -> int:
         disk=disk,
         max_input_buffer=config.limits.max_input_buffer_bytes,
         socket_claim=claim,
+        max_connections_per_uid=config.limits.max_connections_per_uid,
+        max_output_total=config.limits.max_output_total_bytes,
     )
     try:
         broker.listen()

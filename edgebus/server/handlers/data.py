@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from edgebus import batch as B
 from edgebus import format as F
-from edgebus.errors import EdgebusError, InvalidRequestError, InvalidTopicError, ShuttingDownError
+from edgebus.errors import (
+    EdgebusError,
+    InvalidRequestError,
+    InvalidTopicError,
+    ServerBusyError,
+    ShuttingDownError,
+)
 from edgebus.fastpath.fetch import encode_fetched_one
 from edgebus.fastpath.produce import encode_produce_response
 from edgebus.log.manager import LogManager
@@ -110,6 +116,8 @@ class DataHandlers(Service):
     def fetch(self, conn: Any, corr: int, req: M.FetchRequest) -> Any:
         if req.max_bytes <= 0 or any(fp.max_bytes <= 0 for fp in req.partitions):
             raise InvalidRequestError("fetch max_bytes must be positive")
+        if self.api.output_budget_used:
+            raise self._busy()
         wait = min(req.max_wait_ms, self.max_fetch_wait_ms)
         parkable = (wait > 0 and not self.api.stopping
                     and conn.parked < MAX_PARKED_FETCHES_PER_CONNECTION)
@@ -169,14 +177,26 @@ class DataHandlers(Service):
         self.waiters.remove(w)
         if w.conn.closed:
             return
+        if self.api.output_budget_used:
+            self.api.answer(w.conn, w.correlation_id, self._busy())
+            return
         resp, _ = self.read_fetch(w.request)
         self.api.answer(w.conn, w.correlation_id, resp)
+
+    def _busy(self) -> EdgebusError:
+        """The answer to a fetch while the queued answers of all connections are at
+        limits.max_output_total_bytes (counted: `edgebus status`, metrics)."""
+        self.stats.refused_fetches_output_budget += 1
+        return ServerBusyError("the supervisor's answers waiting to be read by clients reached "
+                               "limits.max_output_total_bytes; fetch again shortly")
 
     def on_append(self, p: Any, batch: Any = None, base: int = -1, append_time: int = -1) -> None:
         """Data was appended to `p`: answer the fetches parked on it that now have enough. With
         the one `batch` just appended (stamped `base`, `append_time`), a fetch asking for
         exactly that batch is answered from its bytes instead of reading them back."""
         self.dirty = True
+        if self.api.output_budget_used:
+            return  # parked fetches wait (costing nothing) until room or their deadline
         for w in self.waiters.waiting_on(p.topic, p.partition):
             if batch is not None:
                 frame = self.fetch_appended(w.correlation_id, w.request, p, batch, base,
