@@ -126,7 +126,7 @@ class Connection:
 
     @property
     def overloaded(self) -> bool:
-        return self.out_bytes > self.max_output
+        return self._out_bytes > self.max_output  # per request: the field, not the property
 
     def update_interest(self) -> None:
         """Read unless over the output bound; watch writability while output is queued."""
