@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -19,14 +20,25 @@ from tests.security.conftest import Users
 pytestmark = pytest.mark.integration
 
 
+def admin_when_room(sock: str, timeout: float = 30.0) -> Admin:
+    """A connected Admin, retrying while the supervisor has not yet seen an earlier connection
+    of this user close (closes reach it asynchronously: start()'s readiness probe, a close())."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return Admin(socket=sock)  # connects (ApiVersions) at once
+        except TooManyConnectionsError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def test_one_user_at_its_limit_leaves_room_for_others(users: Users, make_broker) -> None:
     other = users.add("ebcli")
     b = make_broker({"limits": {"max_connections_per_uid": 2}, "socket_mode": "0666"}).start()
     os.chmod(Path(b.socket).parent, 0o711)  # the other user may reach the socket
-    held = [Admin(socket=b.socket) for _ in range(2)]
+    held = [admin_when_room(b.socket) for _ in range(2)]
     try:
-        for a in held:
-            a.list_topics()  # connected
         # A third connection of this user: refused with the typed error...
         with pytest.raises(TooManyConnectionsError) as e:
             Admin(socket=b.socket).list_topics()
@@ -50,10 +62,10 @@ def test_one_user_at_its_limit_leaves_room_for_others(users: Users, make_broker)
         assert r.returncode == 0, r.stderr
         # The refusals are counted.
         lim = held[0].status()["limits"]
-        assert lim["refused_connections"]["max_connections_per_uid"] == 2
+        assert lim["refused_connections"]["max_connections_per_uid"] >= 2
         # A connection of this user that closes frees its slot.
         held.pop().close()
-        with Admin(socket=b.socket) as a:
+        with admin_when_room(b.socket) as a:
             assert "theirs" in a.list_topics()
     finally:
         for a in held:
