@@ -123,12 +123,12 @@ class Loop:
         with contextlib.suppress(KeyError, ValueError):
             self.sel.unregister(conn.sock)
         conn.sock.close()
+        held = conn.out_bytes + conn.proto.frames.buffered()  # socket and shm link answers
         for s in self._conn_watchers:  # e.g. parked fetches, shm rings, group members
             s.connection_closed(conn)
         # Its buffers go now, whoever still holds the Connection object (a cycle with its shm
         # link, a parked fetch), and large ones are handed back to the kernel: unsent answers
         # can be tens of MiB per connection (edgebus/server/memtrim.py).
-        held = conn.out_bytes + conn.proto.frames.buffered()
         conn.release()
         if held >= TRIM_AFTER_BYTES:
             release_free_memory()

@@ -82,6 +82,7 @@ class Connection:
         self.out_bytes = 0
         self.proto = ServerProtocol()
         self.shm = None  # the link (closed by its service) and this object referred to each other
+
     # --- output ----------------------------------------------------------------------------------
     def queue(self, data: bytes) -> None:
         if self.closed:
