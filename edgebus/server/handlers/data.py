@@ -116,8 +116,6 @@ class DataHandlers(Service):
     def fetch(self, conn: Any, corr: int, req: M.FetchRequest) -> Any:
         if req.max_bytes <= 0 or any(fp.max_bytes <= 0 for fp in req.partitions):
             raise InvalidRequestError("fetch max_bytes must be positive")
-        if self.api.output_budget_used:
-            raise self._busy()
         wait = min(req.max_wait_ms, self.max_fetch_wait_ms)
         parkable = (wait > 0 and not self.api.stopping
                     and conn.parked < MAX_PARKED_FETCHES_PER_CONNECTION)
@@ -125,6 +123,8 @@ class DataHandlers(Service):
             # What read_fetch would find: no data and no error, so total 0 < min_bytes: park.
             self.park_fetch(conn, corr, req, wait)
             return DEFERRED
+        if self.api.output_budget_used:  # a parked fetch above costs nothing; an answer might
+            raise self._busy()
         resp, total = self.read_fetch(req)
         errors = any(p.error_code for p in resp.partitions)
         if total >= req.min_bytes or errors or not parkable:
