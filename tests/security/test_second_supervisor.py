@@ -27,7 +27,7 @@ def serve(data_dir: Path, sock: str, timeout: float = 60) -> subprocess.Complete
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        p.terminate()
+        p.kill()
         out, err = p.communicate()
         raise AssertionError(f"the second supervisor kept running (it took the socket):\n{err}"
                              ) from None
@@ -63,8 +63,8 @@ def test_a_socket_nobody_answers_on_is_replaced(make_broker, tmp_path: Path) -> 
     assert os.path.exists(first.socket)
     second = EmbeddedBroker(tmp_path / "second", config={"socket": first.socket})
     second.socket = first.socket  # what start() waits on
-    second.start()
     try:
+        second.start()
         with Admin(socket=first.socket) as a:
             a.create_topic("second")
         assert second.stop() == 0
