@@ -10,6 +10,7 @@ other user runs the very same Python and venv, and nothing of the host changes.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -66,8 +67,6 @@ class Users:
                             "/usr/sbin/nologin", name], capture_output=True, text=True)
         if r.returncode != 0:
             pytest.skip(f"useradd failed: {r.stderr.strip()}")
-        import pwd
-
         pw = pwd.getpwnam(name)
         user = LocalUser(name, pw.pw_uid, pw.pw_gid)
         self.made.append(user)
