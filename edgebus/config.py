@@ -200,6 +200,13 @@ class Limits:
     # Request bytes read from one connection and not yet handled; reading pauses above this. At
     # least one largest frame plus a read, so that a whole frame always fits.
     max_input_buffer_bytes: int = _setting(2 * F.MAX_FRAME_BYTES, "size", F.MAX_FRAME_BYTES + MiB)
+    # (Fields below were added later: new ones go last, as Limits(...) may be built positionally.)
+    # Connections of one user (SO_PEERCRED uid) at once: half the slots by default, so that one
+    # user's clients (or a runaway loop of them) cannot take every slot from the others.
+    max_connections_per_uid: int = _setting(128, "int", 1, 65_536)
+    # Bytes queued for all connections together: at or above it, fetches are refused
+    # (ServerBusyError) until clients read; four stuck 64MiB connections reach the default.
+    max_output_total_bytes: int = _setting(F.MAX_OUTPUT_TOTAL, "size", F.MAX_BATCH_BYTES)
 
 
 @dataclass(frozen=True)
@@ -548,8 +555,15 @@ def read_yaml_file(path: Path) -> Any:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = e.problem or e.context or "syntax error"
         raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    except yaml.reader.ReaderError as e:  # a control character such as NUL: say where, on one line
+        line = text.count("\n", 0, e.position) + 1
+        column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        ch = e.character
+        code = ch if isinstance(ch, int) else ord(ch[:1] or "\0")
+        raise ConfigError(f"{path}: line {line}, column {column}: invalid YAML: the control "
+                          f"character U+{code:04X} is not allowed in YAML text") from None
+    except yaml.YAMLError as e:  # every config error is one line (journald, `systemctl status`)
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
     return data
 
 

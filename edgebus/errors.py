@@ -143,6 +143,27 @@ class ProtocolError(EdgebusError):
     code = 20
 
 
+class TooManyConnectionsError(EdgebusError):
+    """The supervisor refused a new connection: it has limits.max_connections, or this client's
+    user has limits.max_connections_per_uid. Sent as the refused connection's only frame
+    (correlation id 0, docs/FORMAT.md section 7)."""
+
+    code = 30
+    retriable = True
+    hint = ("close idle clients of this user, or raise limits.max_connections_per_uid / "
+            "limits.max_connections in the supervisor's config")
+
+
+class ServerBusyError(EdgebusError):
+    """A fetch was refused because the responses queued for all connections together reached
+    limits.max_output_total_bytes (clients that do not read their answers hold it)."""
+
+    code = 31
+    retriable = True
+    hint = ("retry shortly; `edgebus status` shows the clients holding queued output "
+            "(output_bytes); limits.max_output_total_bytes bounds the total")
+
+
 # --- replication (docs/REPLICATION.md); 40-49 ---------------------------------------------------
 
 
@@ -226,6 +247,32 @@ class ServiceInstallError(EdgebusError):
 
     code = 105
     hint = "see `edgebus install-service --help` and the README section on running as a service"
+
+
+class SocketDirError(EdgebusError):
+    """The socket's directory is not safe to serve from: another user owns it or may write it,
+    so they could remove the socket and put their own in its place."""
+
+    code = 110
+    hint = ("use a directory only you (or root) own and can write, e.g. `chmod 700 DIR`, or "
+            "remove it and let the supervisor create it; or set `socket:` elsewhere")
+
+
+class SocketInUseError(EdgebusError):
+    """Another process serves the socket path: a second supervisor never takes it over."""
+
+    code = 111
+    hint = "stop the other supervisor first, or give this one another `--socket`"
+
+
+class UntrustedSocketError(BrokerUnavailableError):
+    """The process serving the socket runs as a user the client does not trust (not the
+    client's own, root or the edgebus service user): nothing was sent to it."""
+
+    code = 112
+    retriable = False
+    hint = ("another local user may have put a socket at this path; if that user's supervisor is "
+            "meant to serve you, set EDGEBUS_SUPERVISOR_USER to that user")
 
 
 _BY_CODE: dict[int, type[EdgebusError]] = {}

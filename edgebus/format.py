@@ -150,3 +150,9 @@ MAX_PARTITIONS = 1024
 MAX_HEADERS_PER_RECORD = 1024
 # Bytes a connection may queue for sending before the supervisor stops reading its requests.
 MAX_OUTPUT_BUFFER = 64 * 1024 * 1024
+# Bytes queued for all connections together before fetches are refused: the supervisor's memory
+# for answers must not grow with the number of clients that stop reading.
+MAX_OUTPUT_TOTAL = 256 * 1024 * 1024
+# The correlation id of the one frame a refused connection gets (an error, then EOF); clients
+# never use it for a request other than SHM_ATTACH, which is always a connection's first.
+REFUSAL_CORRELATION_ID = 0

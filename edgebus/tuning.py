@@ -69,6 +69,11 @@ KNOBS += [
     Knob(ENV_DATA_DIR, "", "the data directory (default: per user, or /var/lib/edgebus for root)"),
     Knob(ENV_CONFIG, "", "the configuration file (default: /etc/edgebus/edgebus.yaml if present)"),
 ]
+# Clients trust a socket served by their own user, root or `edgebus` (edgebus/peercred.py); a
+# supervisor run by anyone else must be named here. Read at each connect.
+ENV_SUPERVISOR_USER = "EDGEBUS_SUPERVISOR_USER"
+KNOBS.append(Knob(ENV_SUPERVISOR_USER, "", "a user (name or uid) whose supervisor clients also "
+                  "trust, beside their own user, root and edgebus"))
 
 # --- transport choice (clients) ----------------------------------------------------------------
 TRANSPORTS = ("auto", "shm", "socket")

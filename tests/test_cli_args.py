@@ -64,6 +64,28 @@ def test_topics_args() -> None:
     assert parse_args(["topics", "delete", "events"]).name == "events"
 
 
+@pytest.mark.parametrize("argv", [
+    ["--config", "retention_ms=7d", "events"],
+    ["--config", "retention_ms=7d", "segment_bytes=1MiB", "events", "--partitions", "3"],
+    ["--config", "retention_ms=7d", "--config", "segment_bytes=1MiB", "events"],
+    ["--partitions", "3", "--config", "retention_ms=7d", "events", "--config", "segment_bytes=1MiB"],
+])
+def test_topics_create_name_after_config(argv: list[str]) -> None:
+    # Issue 14 item 13: `--config a=b NAME` was a usage error (the option swallowed NAME).
+    a = parse_args(["topics", "create", *argv])
+    assert a.name == "events"
+    assert a.configs[0] == ("retention_ms", "604800000")
+    assert a.partitions in (None, 3)
+
+
+def test_topics_create_usage_names_name_as_required(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        parse_args(["topics", "create", "--config", "retention_ms=7d"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "required: NAME" in err and "[NAME]" not in err
+
+
 def test_produce_args() -> None:
     a = parse_args(["produce", "t"])
     assert (a.topic, a.key_separator, a.partition, a.acks) == ("t", None, None, "written")
@@ -185,10 +207,12 @@ def test_serve_builds_config_and_calls_supervisor(monkeypatch: pytest.MonkeyPatc
     assert config.limits.max_connections == 3 and config.log_level == "ERROR"
 
 
-def test_serve_bad_config_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_bad_config_exits_78(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Issue 14 item 7: a configuration error exits 78 (EX_CONFIG), so that the unit's
+    # RestartPreventExitStatus=78 stops a restart loop; it used to exit 1.
     cfg = tmp_path / "c.yaml"
     cfg.write_text("limits: {max_connections: lots}\n")
-    assert main(["serve", "--config", str(cfg)]) == 1
+    assert main(["serve", "--config", str(cfg)]) == 78
     assert capsys.readouterr().err == (
         f"edgebus: error: {cfg}: limits.max_connections: expected integer, got 'lots'\n")
 
@@ -482,6 +506,27 @@ def test_usage_error_as_a_process() -> None:
     r = run_cli("consume")
     assert r.returncode == 2
     assert "required: TOPIC" in r.stderr
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    (b"log_level: INFO\n\0\n", "line 2, column 1: invalid YAML: the control character U+0000"),
+    (b"log_level: INFO\nlimits: [\n", "line 3, column 1: invalid YAML"),
+    (b"socket: '/tmp/" + b"x" * 120 + b"'\n", "socket: socket path"),
+    (b'"log\\nlevel": INFO\n', "log level: unknown key (did you mean 'log_level'?)"),
+])
+def test_config_errors_exit_78_with_one_line(tmp_path: Path, text: bytes, where: str) -> None:
+    # Issue 14 item 7: every configuration error, a NUL byte included, is one line and exit 78.
+    cfg = tmp_path / "c.yaml"
+    cfg.write_bytes(text)
+    r = run_cli("serve", "--config", str(cfg), "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 78, r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"edgebus: error: {cfg}: "), r.stderr
+    assert where in r.stderr, r.stderr
+
+
+def test_a_config_error_on_the_command_line_exits_78(tmp_path: Path) -> None:
+    r = run_cli("serve", "--socket", "/tmp/" + "y" * 120, "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 78 and "longer than 107 bytes" in r.stderr, r.stderr
 
 
 def test_no_supervisor_as_a_process(tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
 """Entry point of the `edgebus` command.
 
 Exit status: 0 success, 1 an edgebus error (printed as `edgebus: error: ...`, no traceback),
-2 a usage error (as argparse does), 130 interrupted by Ctrl-C, 141 standard output closed early
-(as a process killed by SIGPIPE would report).
+2 a usage error (as argparse does), 78 a configuration error (EX_CONFIG from sysexits.h: the
+units' `RestartPreventExitStatus=78` keeps systemd from restarting a service whose config file
+is wrong), 130 interrupted by Ctrl-C, 141 standard output closed early (as a process killed by
+SIGPIPE would report).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from collections.abc import Sequence
 from edgebus import __version__
 from edgebus.cli import bridge, consume, groups, produce, replicate, serve, service, status, topics
 from edgebus.cli.common import add_socket_option
-from edgebus.errors import EdgebusError
+from edgebus.errors import ConfigError, EdgebusError
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 2, 130, 141
+EXIT_CONFIG = os.EX_CONFIG  # 78
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,9 +58,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except ConfigError as e:
+        print(f"edgebus: error: {_one_line(str(e))}", file=sys.stderr)
+        return EXIT_CONFIG
     except EdgebusError as e:
         print(f"edgebus: error: {e}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _one_line(message: str) -> str:
+    """A config error on one line whatever it quotes (a value with a newline, an OS message)."""
+    return " ".join(message.splitlines())
 
 
 if __name__ == "__main__":

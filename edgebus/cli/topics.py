@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
+from collections.abc import Sequence
+from typing import Any
 
 from edgebus.cli.common import (
     add_socket_option,
@@ -27,21 +30,52 @@ def config_entry(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+class ConfigEntries(argparse.Action):
+    """`--config KEY=VALUE [KEY=VALUE ...]`, repeatable. The option takes several entries, so
+    argparse would also swallow a NAME written after them (`--config a=b NAME`): a last value
+    without "=" while no NAME was given yet is kept as the NAME (topic names cannot hold "="),
+    and `_check_name` puts it in place. Any other value without "=" is a bad entry."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+        texts = [values] if isinstance(values, str) else list(values or [])
+        if (texts and "=" not in texts[-1] and getattr(namespace, "name", None) is None
+                and getattr(namespace, "name_after_config", None) is None):
+            namespace.name_after_config = texts.pop()
+        try:
+            entries = [config_entry(t) for t in texts]
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentError(self, str(e)) from None
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or []), *entries])
+
+
+def _check_name(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    trailing = getattr(args, "name_after_config", None)
+    if trailing is not None and args.name is not None:
+        parser.error(f"unrecognized arguments: {args.name}")
+    if trailing is not None:
+        args.name = trailing
+    if args.name is None:
+        parser.error("the following arguments are required: NAME")
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("topics", help="create, alter, list, describe and delete topics")
     tsub = p.add_subparsers(dest="topics_command", metavar="COMMAND", required=True)
 
-    c = tsub.add_parser("create", help="create a topic")
-    c.add_argument("name", metavar="NAME")
+    c = tsub.add_parser("create", help="create a topic", usage=(
+        "%(prog)s [-h] [--partitions N] [--config KEY=VALUE [KEY=VALUE ...]] [--socket PATH] NAME"))
+    # Optional for argparse only: `--config` may have taken it (ConfigEntries, _check_name).
+    c.add_argument("name", metavar="NAME", nargs="?")
     c.add_argument("--partitions", type=partition_count, metavar="N",
                    help="number of partitions (default: the supervisor's topic_defaults)")
-    c.add_argument("--config", type=config_entry, action="extend", nargs="+", default=[],
+    c.add_argument("--config", action=ConfigEntries, nargs="+", default=[],
                    metavar="KEY=VALUE", dest="configs",
                    help=f"topic setting, repeatable; keys: {', '.join(TOPIC_CONFIG_KEYS)}; "
                         "sizes like 64MiB and durations like 7d are accepted")
     c.add_argument("--if-not-exists", action="store_true",
                    help="a topic of that name existing already is no error (it is left as it is)")
-    c.set_defaults(func=create)
+    c.set_defaults(func=create, check=functools.partial(_check_name, parser=c))
 
     a = tsub.add_parser("alter", help="change settings of a topic",
                         description="Change settings of an existing topic; the others keep their "

@@ -20,10 +20,16 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from edgebus.client.dispatch import CORR_MASK, Callback, Dispatcher, encode
-from edgebus.errors import BrokerUnavailableError, OperationTimeoutError, ProtocolError
+from edgebus.client.dispatch import Callback, Dispatcher, encode, next_corr, refusal
+from edgebus.errors import (
+    BrokerUnavailableError,
+    OperationTimeoutError,
+    ProtocolError,
+    UntrustedSocketError,
+)
 from edgebus.fastpath.fetch import fetch_response
 from edgebus.paths import client_socket_path
+from edgebus.peercred import SERVICE_USER, peer_cred, trusted_supervisor_uids, user_name
 from edgebus.protocol.codec import EncodedRequest, Message
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame
 from edgebus.protocol.messages import Api
@@ -76,8 +82,28 @@ def connect(path: Path, timeout: float | None = 10.0) -> socket.socket:
     except OSError as e:
         s.close()
         raise BrokerUnavailableError(f"cannot connect to the edgebus supervisor at {path}: {e}") from None
+    try:
+        check_server(s, path)
+    except BaseException:
+        s.close()
+        raise
     s.settimeout(None)
     return s
+
+
+def check_server(s: socket.socket, path: Path) -> None:
+    """UntrustedSocketError unless the process serving `s` runs as a user this client trusts
+    (its own, root, the edgebus service user, $EDGEBUS_SUPERVISOR_USER): checked right after
+    connect, before a byte is sent, so a socket another local user put at the path learns
+    nothing (edgebus/peercred.py)."""
+    try:
+        pid, uid, _ = peer_cred(s)
+    except OSError as e:
+        raise BrokerUnavailableError(f"cannot identify the process serving {path}: {e}") from None
+    if uid not in trusted_supervisor_uids():
+        raise UntrustedSocketError(
+            f"refusing the socket {path}: it is served by {user_name(uid)} (pid {pid}), not by "
+            f"this user, root or the {SERVICE_USER} service user; nothing was sent")
 
 
 class SyncChannel:
@@ -124,7 +150,7 @@ class SyncChannel:
         return fetch_response(self._roundtrip(Api.FETCH, body, deadline, t))  # by hand; same results
 
     def _send(self, api: int, body: Message | EncodedRequest, deadline: float) -> int:
-        corr = next(self._corr) & CORR_MASK
+        corr = next_corr(self._corr)
         self._write(encode(api, corr, body), deadline)
         return corr
 
@@ -151,6 +177,9 @@ class SyncChannel:
             for f in frames:
                 if f.correlation_id == corr:
                     found = f
+                elif (refused := refusal(f)) is not None:
+                    self.close()  # the supervisor refused this connection (too many, stopping)
+                    raise refused
                 else:
                     self._keep(f)
             if found is not None:

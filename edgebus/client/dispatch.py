@@ -18,10 +18,11 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from edgebus.errors import BrokerUnavailableError
+from edgebus import format as F
+from edgebus.errors import BrokerUnavailableError, EdgebusError
 from edgebus.protocol.codec import EncodedRequest, Message
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame
 
@@ -29,6 +30,24 @@ log = logging.getLogger("edgebus.channel")
 
 Callback = Callable[[ResponseFrame | None, BaseException | None], None]
 CORR_MASK = 0xFFFFFFFF  # correlation ids are u32 on the wire
+
+
+def next_corr(counter: Iterator[int]) -> int:
+    """The next correlation id: 1 .. 2**32 - 1, wrapping, never 0 (F.REFUSAL_CORRELATION_ID,
+    which marks the supervisor's refusal of a connection)."""
+    return (next(counter) - 1) % CORR_MASK + 1
+
+
+def refusal(frame: ResponseFrame) -> EdgebusError | None:
+    """The error of a frame that refuses the whole connection (an error with correlation id 0,
+    docs/FORMAT.md 7.2: too many connections, shutting down), else None."""
+    if frame.correlation_id != F.REFUSAL_CORRELATION_ID or not frame.error_code:
+        return None
+    try:
+        ClientProtocol.decode_body(-1, frame)
+    except EdgebusError as e:
+        return e
+    return None
 
 
 def encode(api: int, corr: int, body: Message | EncodedRequest) -> bytes:
@@ -77,7 +96,7 @@ class Dispatcher:
         with self._lock:
             if self.lost is not None:
                 raise BrokerUnavailableError(str(self.lost))
-            corr = next(self._corr) & CORR_MASK
+            corr = next_corr(self._corr)
             frame = body.frame(corr) if isinstance(body, EncodedRequest) \
                 else ClientProtocol.encode_request(api, corr, body)
             if callback is not None:
@@ -99,6 +118,8 @@ class Dispatcher:
                 for frame in receive():
                     with lock:
                         cb = pending.pop(frame.correlation_id, None)
+                    if cb is None and (refused := refusal(frame)) is not None:
+                        raise refused  # the supervisor refused this connection: end with it
                     if cb is not None:
                         try:
                             cb(frame, None)

@@ -25,7 +25,13 @@ from typing import Any
 
 from edgebus import format as F
 from edgebus.client.channel import connect
-from edgebus.errors import BrokerUnavailableError, EdgebusError, OperationTimeoutError
+from edgebus.errors import (
+    BrokerUnavailableError,
+    EdgebusError,
+    OperationTimeoutError,
+    ShuttingDownError,
+    TooManyConnectionsError,
+)
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame
 from edgebus.shm import cpu_free, unavailable_reason
@@ -229,6 +235,9 @@ def connect_rings(path: Path, transport: str, request_ring_bytes: int = 0
     if reason is None:
         try:
             return sock, attach(sock, request_ring_bytes, DEFAULT_RING_BYTES)
+        except (TooManyConnectionsError, ShuttingDownError):
+            sock.close()  # the supervisor refused the connection itself: another one would be too
+            raise
         except (EdgebusError, OSError) as e:
             sock.close()
             reason = f"SHM_ATTACH failed: {e}"

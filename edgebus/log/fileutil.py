@@ -49,6 +49,9 @@ def atomic_write(path: Path, data: bytes) -> None:
     try:
         write_all(fd, data)
         os.fsync(fd)
+    except OSError:
+        unlink_quiet(tmp)  # a partial copy (ENOSPC) would only hold on to the space that ran out
+        raise
     finally:
         os.close(fd)
     os.replace(tmp, path)

@@ -161,7 +161,10 @@ class LogManager:
         if not config.incarnation:  # a mirror brings its source's; every other topic a new one
             config = dataclasses.replace(config, incarnation=new_incarnation())
         topics = {**self._topics, name: config}
-        self._save_topics(topics)
+        try:
+            self._save_topics(topics)  # a full disk here is DiskFullError too (by errno)
+        except OSError as e:
+            raise storage_error(e, f"creating topic {name}") from e
         self._topics = topics
         parts: list[Partition] = []
         try:

@@ -27,6 +27,7 @@ from edgebus.server.handlers.data import DataHandlers
 from edgebus.server.handlers.replica import ReplicaHandlers
 from edgebus.server.housekeeping import Housekeeping
 from edgebus.server.listeners.shm import ShmTransport
+from edgebus.server.listeners.socket_claim import SocketClaim
 from edgebus.server.listeners.tcp import ReplicaListener
 from edgebus.server.listeners.unix import UnixListener
 from edgebus.server.loop import Loop
@@ -59,6 +60,9 @@ class Broker:
         replica_tokens: Mapping[str, str] | None = None,
         replica_tls: ssl.SSLContext | None = None,
         replica_link_idle_ms: int = 30_000,
+        socket_claim: SocketClaim | None = None,
+        max_connections_per_uid: int = 128,
+        max_output_total: int = F.MAX_OUTPUT_TOTAL,
     ) -> None:
         self.logs = logs
         self.socket_path = Path(socket_path)
@@ -67,10 +71,12 @@ class Broker:
         self.stats = Stats()  # records/bytes in and out, fsync latency (status and metrics)
         self.loop = loop = Loop(self.stats, max_connections=max_connections,
                                 max_output_buffer=max_output_buffer,
-                                max_input_buffer=max_input_buffer)
+                                max_input_buffer=max_input_buffer,
+                                max_connections_per_uid=max_connections_per_uid,
+                                max_output_total=max_output_total)
         # Free-space watermarks and each topic's on_disk_full policy (edgebus/server/disk.py).
         self.disk = disk if disk is not None else DiskGuard(logs)
-        self.listener = UnixListener(loop, self.socket_path, socket_mode)
+        self.listener = UnixListener(loop, self.socket_path, socket_mode, socket_claim)
         self.shm = ShmTransport(loop)  # shared-memory rings (listeners/shm.py)
         self.durable = DurableAcks(loop, self.stats)  # group commit's answers
         self.data = DataHandlers(loop, logs, self.disk, self.durable, self.stats,

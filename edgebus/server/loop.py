@@ -19,10 +19,16 @@ from collections.abc import Callable
 from typing import Any
 
 from edgebus import format as F
-from edgebus.errors import EdgebusError, UnknownServerError
+from edgebus.errors import (
+    EdgebusError,
+    ShuttingDownError,
+    TooManyConnectionsError,
+    UnknownServerError,
+)
 from edgebus.fastpath.supervisor import encode_response
 from edgebus.protocol import messages as M
 from edgebus.server.listeners.stream import Connection
+from edgebus.server.memtrim import TRIM_AFTER_BYTES, release_free_memory
 from edgebus.server.service import Answer, Dispatch, Service
 from edgebus.server.stats import Stats
 
@@ -44,14 +50,21 @@ class Loop:
     """Implements LoopApi. Loop thread only, except `stop` (a signal handler)."""
 
     def __init__(self, stats: Stats, *, max_connections: int = 256,
-                 max_output_buffer: int = 64 * 1024 * 1024,
-                 max_input_buffer: int = 2 * F.MAX_FRAME_BYTES) -> None:
+                 max_output_buffer: int = F.MAX_OUTPUT_BUFFER,
+                 max_input_buffer: int = 2 * F.MAX_FRAME_BYTES,
+                 max_connections_per_uid: int = 128,
+                 max_output_total: int = F.MAX_OUTPUT_TOTAL) -> None:
         self.stats = stats  # records/bytes out are counted where answers are encoded
         self.sel = selectors.DefaultSelector()
         self.conns: dict[int, Connection] = {}
         self.max_connections = max_connections
+        self.max_connections_per_uid = max_connections_per_uid
         self.max_output_buffer = max_output_buffer
+        self.max_output_total = max_output_total
         self.max_input_buffer = max_input_buffer
+        # Invariant: output_bytes == sum(c.out_bytes for c in conns), kept by Connection.out_bytes.
+        self.output_bytes = 0
+        self.conns_per_uid: dict[int, int] = {}
         self.stopping = False
         self.dispatch: Dispatch = _unwired
         # Connections counted against max_connections (a listener with its own bound, the
@@ -107,28 +120,54 @@ class Loop:
             self.clients -= 1
         conn.closed = True
         self.pending.discard(conn)
+        left = self.conns_per_uid.get(conn.uid, 1) - 1
+        if left > 0:
+            self.conns_per_uid[conn.uid] = left
+        else:
+            self.conns_per_uid.pop(conn.uid, None)
         with contextlib.suppress(KeyError, ValueError):
             self.sel.unregister(conn.sock)
         conn.sock.close()
+        held = conn.out_bytes + conn.proto.frames.buffered()  # socket and shm link answers
         for s in self._conn_watchers:  # e.g. parked fetches, shm rings, group members
             s.connection_closed(conn)
+        # Its buffers go now, whoever still holds the Connection object (a cycle with its shm
+        # link, a parked fetch), and large ones are handed back to the kernel: unsent answers
+        # can be tens of MiB per connection (edgebus/server/memtrim.py).
+        conn.release()
+        if held >= TRIM_AFTER_BYTES:
+            release_free_memory()
         log.debug("closed %r after %d requests", conn, conn.requests)
 
     def resume(self, conn: Connection) -> None:
         conn.resume()
 
-    def adopt(self, conn: Connection) -> str | None:
+    def adopt(self, conn: Connection) -> EdgebusError | None:
         if self.stopping:
-            return "shutting down"
+            return ShuttingDownError("the supervisor is shutting down")
+        if conn.counts_as_client and self.clients >= self.max_connections:
+            self.stats.refused_connection("max_connections")
+            return TooManyConnectionsError(
+                f"{self.clients} connections is the limit (limits.max_connections)")
+        per_uid = self.conns_per_uid.get(conn.uid, 0)
+        if per_uid >= self.max_connections_per_uid:
+            self.stats.refused_connection("max_connections_per_uid")
+            return TooManyConnectionsError(
+                f"uid {conn.uid} has {per_uid} connections, the limit for one user "
+                "(limits.max_connections_per_uid)")
         if conn.counts_as_client:
-            if self.clients >= self.max_connections:
-                return f"{self.clients} connections is the limit"
             self.clients += 1
         conn.id = self._next_id
         self._next_id += 1
         self.conns[conn.id] = conn
+        self.conns_per_uid[conn.uid] = per_uid + 1
         self.sel.register(conn.sock, selectors.EVENT_READ, conn.on_event)
         return None
+
+    @property
+    def output_budget_used(self) -> bool:
+        """Whether the answers queued for all connections reached limits.max_output_total_bytes."""
+        return self.output_bytes >= self.max_output_total
 
     def register(self, fd: Any, callback: Callable[[int], None],
                  events: int = selectors.EVENT_READ) -> None:

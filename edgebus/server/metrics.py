@@ -67,6 +67,20 @@ class BrokerCollector:
         yield h
         yield GaugeMetricFamily("edgebus_connections", "Connected clients",
                                 value=doc["connections"])
+        lim = doc["limits"]
+        refused = CounterMetricFamily("edgebus_connections_refused",
+                                      "Connections refused, by the limit that refused them",
+                                      labels=["limit"])
+        for limit, n in sorted(lim["refused_connections"].items()):
+            refused.add_metric([limit], n)
+        yield refused
+        yield CounterMetricFamily("edgebus_fetches_refused_output_budget",
+                                  "Fetches refused because queued answers reached "
+                                  "limits.max_output_total_bytes",
+                                  value=lim["refused_fetches_output_budget"])
+        yield GaugeMetricFamily("edgebus_output_queued_bytes",
+                                "Answer bytes queued for all connections, not yet read by clients",
+                                value=lim["output_bytes"])
         # The standard process_* names come from ProcessCollector (edgebus/procmetrics.py);
         # these edgebus_process_* ones, from psutil, stay for the dashboards made before.
         yield GaugeMetricFamily("edgebus_process_resident_memory_bytes", "Resident set size",

@@ -53,9 +53,16 @@ class LoopApi(Protocol):
         and handle the whole request frames it has buffered (they waited for room)."""
         ...
 
-    def adopt(self, conn: Connection) -> str | None:
-        """Watch a new connection (a listener accepted it); the reason it is refused (the
-        supervisor is stopping, max_connections), or None."""
+    @property
+    def output_budget_used(self) -> bool:
+        """The answers queued for all connections together reached limits.max_output_total_bytes:
+        refuse work that would queue more (a fetch gets ServerBusyError)."""
+        ...
+
+    def adopt(self, conn: Connection) -> EdgebusError | None:
+        """Watch a new connection (a listener accepted it); the error it is refused with (the
+        supervisor is stopping, max_connections, max_connections_per_uid), or None. The
+        listener sends that error as the connection's only frame."""
         ...
 
     def register(self, fd: FileDescriptorLike, callback: Callable[[int], None],

@@ -37,6 +37,14 @@ class Stats:
         self.fsync_sum = 0.0
         self._seen_syncs = 0
         self._seen_seconds = 0.0
+        # Refusals by the limits (edgebus/config.py `limits:`): connections by the limit that
+        # refused them, fetches refused because queued answers reached the output budget.
+        self.refused_connections: dict[str, int] = {"max_connections": 0,
+                                                    "max_connections_per_uid": 0}
+        self.refused_fetches_output_budget = 0
+
+    def refused_connection(self, limit: str) -> None:
+        self.refused_connections[limit] = self.refused_connections.get(limit, 0) + 1
 
     def appended(self, topic: str, records: int, nbytes: int) -> None:
         """One batch of `records` records and `nbytes` bytes was appended to `topic`."""

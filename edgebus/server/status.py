@@ -133,6 +133,11 @@ def collect(broker: Broker) -> dict[str, Any]:
         "disk": disk.snapshot(),
         **process_usage(),
         "connections": len(broker.loop.conns),
+        # Refusals by the limits, and the answers queued for all connections (the budget's use).
+        "limits": {"output_bytes": broker.loop.output_bytes,
+                   "max_output_total_bytes": broker.loop.max_output_total,
+                   "refused_connections": dict(stats.refused_connections),
+                   "refused_fetches_output_budget": stats.refused_fetches_output_budget},
         "parked_fetches": broker.data.waiters.count,
         "records_in": stats.records_in,
         "bytes_in": stats.bytes_in,

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import time
 from typing import Any
 
 from edgebus.config import load_config, load_replica_tokens
-from edgebus.errors import EdgebusError
+from edgebus.errors import ConfigError, EdgebusError
 from edgebus.log.manager import LogManager
 from edgebus.server import testhooks
 from edgebus.server.broker import Broker
 from edgebus.server.disk import DiskGuard
+from edgebus.server.listeners.socket_claim import SocketClaim
 from edgebus.server.listeners.tcp import server_context
 from edgebus.server.logsetup import setup_logging as _setup_logging
 from edgebus.server.notify import Notifier, summary_line
@@ -45,26 +47,39 @@ def run(config: Any) -> int:
     data_dir = config.data_dir
     print(f"edgebus: data directory {data_dir}", file=sys.stderr)
     print(f"edgebus: socket {config.socket}", file=sys.stderr)
+    # The replica listener's secrets: a config error, found before anything is touched.
+    try:
+        tokens = load_replica_tokens(config.replica.tokens_file)
+        r = config.replica
+        tls = (server_context(str(r.tls_cert), str(r.tls_key), str(r.tls_ca) if r.tls_ca else None)
+               if r.tls_cert is not None and r.tls_key is not None else None)
+    except ConfigError as e:
+        log.error("%s", e)
+        return os.EX_CONFIG
+    # The socket path first: a second supervisor on a live socket, or an unsafe socket
+    # directory, is refused at once, not after minutes of recovery (server/listeners/socket_claim.py).
+    claim = SocketClaim(config.socket, config.socket_mode)
+    try:
+        claim.acquire()
+    except EdgebusError as e:
+        log.error("%s", e)
+        return 1
+    except OSError as e:
+        log.error("cannot use the socket path %s: %s", config.socket, e)
+        return 1
     logs = LogManager(data_dir, log=logging.getLogger("edgebus.log"))
     notifier.status(f"recovering the log in {data_dir}")
     try:
         logs.open()
     except EdgebusError as e:
         log.error("%s", e)
+        claim.release()
         return 1
     defaults = topic_config_of(config.topic_defaults)
     # Declared topics are created, or set to the file's settings (edgebus/server/reload.py).
     if apply_declared_topics(logs, config.topics):
         logs.close()
-        return 1
-    try:
-        tokens = load_replica_tokens(config.replica.tokens_file)
-        r = config.replica
-        tls = (server_context(str(r.tls_cert), str(r.tls_key), str(r.tls_ca) if r.tls_ca else None)
-               if r.tls_cert is not None and r.tls_key is not None else None)
-    except EdgebusError as e:
-        log.error("%s", e)
-        logs.close()
+        claim.release()
         return 1
     disk = DiskGuard.from_settings(logs, config.disk)
     disk.check()  # a disk already low is reported before READY
@@ -86,16 +101,16 @@ def run(config: Any) -> int:
         replica_tokens=tokens,
         replica_tls=tls,
         replica_link_idle_ms=config.replica.link_idle_timeout_ms,
+        socket_claim=claim,
+        max_connections_per_uid=config.limits.max_connections_per_uid,
+        max_output_total=config.limits.max_output_total_bytes,
     )
     try:
         broker.listen()
-    except EdgebusError as e:
-        log.error("%s", e)
-        logs.close()
-        return 1
-    except OSError as e:
+    except (OSError, EdgebusError) as e:
         log.error("cannot listen on %s: %s", config.socket, e)
         logs.close()
+        claim.release()
         return 1
     load = (lambda: reread(config)) if config.source is not None else None
     reloader = ConfigReload(logs, broker.admin, config, load, notifier)

@@ -142,7 +142,7 @@ def test_cli_check_and_status_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "valid (3 ingress, 1 egress route(s))" in capsys.readouterr().out
     bad = tmp_path / "bad.yaml"
     bad.write_text("ingress: [{filter: a/#, topic: t, qos: 2}]\n")
-    assert main(["bridge", "mqtt", "--config", str(bad), "--check"]) == 1
+    assert main(["bridge", "mqtt", "--config", str(bad), "--check"]) == 78  # EX_CONFIG
     assert "ingress[0].qos: QoS 2 is refused" in capsys.readouterr().err
     assert main(["bridge", "status", "--status-file", str(tmp_path / "none.json")]) == 1
     assert "no status file" in capsys.readouterr().err

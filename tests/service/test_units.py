@@ -144,6 +144,18 @@ def test_bridge_unit_has_a_runtime_directory_of_its_own() -> None:
 
 
 @pytest.mark.parametrize("name", ["edgebus.service", "edgebus-bridge@.service"])
+def test_a_config_error_is_not_restarted(name: str) -> None:
+    # Issue 14 item 7: `edgebus serve` and `edgebus bridge` exit EX_CONFIG (78) on a wrong config
+    # (tests/test_cli_args.py::test_config_errors_exit_78_with_one_line); Restart=on-failure
+    # would restart that in a loop, so the units name the status as final.
+    from edgebus.cli.main import EXIT_CONFIG
+
+    d = directives(name)
+    assert d["Restart"] == ["on-failure"]
+    assert d["RestartPreventExitStatus"] == [str(EXIT_CONFIG)] and EXIT_CONFIG == 78
+
+
+@pytest.mark.parametrize("name", ["edgebus.service", "edgebus-bridge@.service"])
 def test_every_service_directive_has_its_reason(name: str) -> None:
     """Each group of [Service] lines (lines between blank lines) carries a comment, and each
     deliberately absent protection says why it is absent."""

@@ -18,6 +18,7 @@ from edgebus.errors import (
     InvalidRequestError,
     InvalidTopicError,
     MirrorReadOnlyError,
+    ServerBusyError,
     ShuttingDownError,
     UnknownTopicError,
 )
@@ -127,6 +128,8 @@ class DataHandlers(Service):
             # What read_fetch would find: no data and no error, so total 0 < min_bytes: park.
             self.park_fetch(conn, corr, req, wait)
             return DEFERRED
+        if self.api.output_budget_used:  # a parked fetch above costs nothing; an answer might
+            raise self._busy()
         resp, total = self.read_fetch(req)
         errors = any(p.error_code for p in resp.partitions)
         if total >= req.min_bytes or errors or not parkable:
@@ -179,14 +182,26 @@ class DataHandlers(Service):
         self.waiters.remove(w)
         if w.conn.closed:
             return
+        if self.api.output_budget_used:
+            self.api.answer(w.conn, w.correlation_id, self._busy())
+            return
         resp, _ = self.read_fetch(w.request)
         self.api.answer(w.conn, w.correlation_id, resp)
+
+    def _busy(self) -> EdgebusError:
+        """The answer to a fetch while the queued answers of all connections are at
+        limits.max_output_total_bytes (counted: `edgebus status`, metrics)."""
+        self.stats.refused_fetches_output_budget += 1
+        return ServerBusyError("the supervisor's answers waiting to be read by clients reached "
+                               "limits.max_output_total_bytes; fetch again shortly")
 
     def on_append(self, p: Any, batch: Any = None, base: int = -1, append_time: int = -1) -> None:
         """Data was appended to `p`: answer the fetches parked on it that now have enough. With
         the one `batch` just appended (stamped `base`, `append_time`), a fetch asking for
         exactly that batch is answered from its bytes instead of reading them back."""
         self.dirty = True
+        if self.api.output_budget_used:
+            return  # parked fetches wait (costing nothing) until room or their deadline
         for w in self.waiters.waiting_on(p.topic, p.partition):
             if batch is not None:
                 frame = self.fetch_appended(w.correlation_id, w.request, p, batch, base,

@@ -133,10 +133,15 @@ class ShmLink:
             return
         # Isolated request, or no core to spare for polling: serve it and stay asleep. The client
         # cleared reader_waiting when it signalled, so set it again (fence, re-check) or its next
-        # frame would not wake us.
+        # frame would not wake us. Frames left unread because the connection is overloaded must
+        # not be re-checked here (that spun forever: the whole loop hung); the link is polled by
+        # the loop instead, as a link that overloads while busy is, and reads on once its
+        # answers drain.
         self.service()
         while self.req is not None and self.req.prepare_sleep_data():
-            self.service()
+            if not self.service():
+                self.t.wake(self)
+                break
 
     def service(self) -> bool:
         """Flush pending responses, then dispatch request frames. True if any work was done."""

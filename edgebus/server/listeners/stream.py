@@ -10,13 +10,17 @@ family (TCP, TLS) subclasses StreamListener and says only how it binds and who t
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import selectors
 import socket
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from edgebus.errors import ProtocolError
+from edgebus import format as F
+from edgebus.errors import EdgebusError, ProtocolError
+from edgebus.fastpath.supervisor import encode_response
 from edgebus.protocol.framing import ServerProtocol
 from edgebus.server.service import Service
 
@@ -26,6 +30,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgebus.conn")
 
 RECV_SIZE = 256 * 1024
+# A refused connection is read (and what it sends dropped) this long at most, so that the client
+# gets to read its refusal; and at most this many linger at once (beyond, they are just closed).
+REFUSED_LINGER_S = 1.0
+MAX_LINGERING = 64
 # Requests handled per connection per loop turn, so one busy client cannot starve the others.
 MAX_REQUESTS_PER_TURN = 64
 _READ = selectors.EVENT_READ
@@ -41,7 +49,7 @@ class Connection:
         self.id = 0  # given by Loop.adopt
         self.proto = ServerProtocol()
         self.out: deque[memoryview] = deque()
-        self.out_bytes = 0
+        self._out_bytes = 0
         self.max_output = loop.max_output_buffer
         self.max_input = loop.max_input_buffer  # unhandled request bytes are not read past this
         self.closed = False
@@ -73,6 +81,25 @@ class Connection:
     def recv(self) -> bytes:
         """Bytes received (b"" at EOF); BlockingIOError when none are ready."""
         return self.sock.recv(RECV_SIZE)
+
+    @property
+    def out_bytes(self) -> int:
+        """Answer bytes queued and not yet sent (socket or shm link): the output bound's count.
+        Setting it keeps the loop's total across connections (Loop.output_bytes) in step."""
+        return self._out_bytes
+
+    @out_bytes.setter
+    def out_bytes(self, n: int) -> None:
+        self.loop.output_bytes += n - self._out_bytes
+        self._out_bytes = n
+
+    def release(self) -> None:
+        """Drop every buffer of a closed connection at once: its unsent answers and unread
+        requests (Loop.close)."""
+        self.out.clear()
+        self.out_bytes = 0
+        self.proto = ServerProtocol()
+        self.shm = None  # the link (closed by its service) and this object referred to each other
 
     # --- output ----------------------------------------------------------------------------------
     def queue(self, data: bytes) -> None:
@@ -118,7 +145,7 @@ class Connection:
 
     @property
     def overloaded(self) -> bool:
-        return self.out_bytes > self.max_output
+        return self._out_bytes > self.max_output  # per request: the field, not the property
 
     def update_interest(self) -> None:
         """Read unless over the output bound; watch writability while output is queued."""
@@ -206,6 +233,7 @@ class StreamListener(Service):
     def __init__(self, loop: Loop) -> None:
         self.loop = loop
         self.sock: socket.socket | None = None
+        self._lingering: dict[socket.socket, float] = {}  # refused connections: until when
 
     def bind(self) -> socket.socket:
         raise NotImplementedError
@@ -244,11 +272,53 @@ class StreamListener(Service):
             conn = self.connection(s, pid, uid)
             refused = loop.adopt(conn)
             if refused is not None:
-                log.warning("refused a connection: %s", refused)
-                s.close()
+                log.warning("refused a connection from pid %d uid %d: %s", pid, uid, refused)
+                self._refuse(s, refused)
                 continue
             self.accepted(conn)
             log.debug("accepted %r uid=%d on %s", conn, conn.uid, self.name)
+
+    # --- refused connections ---------------------------------------------------------------------
+    def _refuse(self, s: socket.socket, err: EdgebusError) -> None:
+        """Send `err` as the connection's only frame (correlation id 0, FORMAT.md 7.2), then
+        linger: read and drop what the client sends until it hangs up or REFUSED_LINGER_S
+        passes, so that its first request does not fail with EPIPE before it reads the frame.
+        Lingering sockets hold no buffer; beyond MAX_LINGERING they are closed at once."""
+        frame = encode_response(F.REFUSAL_CORRELATION_ID, None, err.code, str(err))
+        try:
+            s.send(frame)  # a fresh socket's buffer takes these few bytes whole
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            s.close()
+            return
+        if len(self._lingering) >= MAX_LINGERING:
+            s.close()
+            return
+        self._lingering[s] = time.monotonic() + REFUSED_LINGER_S
+        self.loop.register(s, functools.partial(self._drain, s))
+
+    def _drain(self, s: socket.socket, mask: int) -> None:
+        try:
+            if s.recv(RECV_SIZE):
+                return
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        self._end_linger(s)
+
+    def _end_linger(self, s: socket.socket) -> None:
+        if self._lingering.pop(s, None) is not None:
+            self.loop.unregister(s)
+            s.close()
+
+    def next_deadline(self) -> float | None:
+        return min(self._lingering.values()) if self._lingering else None
+
+    def tick(self, now: float) -> None:
+        for s, deadline in list(self._lingering.items()):
+            if deadline <= now:
+                self._end_linger(s)
 
     def shutdown(self) -> None:
         """Stop accepting: the listening socket goes first when the supervisor stops."""
@@ -256,3 +326,5 @@ class StreamListener(Service):
             self.loop.unregister(self.sock)
             self.sock.close()
             self.sock = None
+        for s in list(self._lingering):
+            self._end_linger(s)
