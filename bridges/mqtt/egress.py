@@ -27,9 +27,9 @@ from bridges.mqtt import routes as R
 from bridges.mqtt import templates as T
 from bridges.mqtt.clients import EdgebusClient
 from bridges.mqtt.config import BridgeConfig, EgressSettings
-from bridges.mqtt.connection import backoff_delay
 from bridges.mqtt.metrics import Metrics
 from edgebus import Consumer, Record, TopicPartition
+from edgebus.backoff import backoff_delay
 from edgebus.errors import EdgebusError
 
 log = logging.getLogger("edgebus.bridge.mqtt")
