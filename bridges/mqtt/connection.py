@@ -13,6 +13,14 @@ Invariant (acks and generations): `generation` grows by one before every connect
 queued on a connection that then dies is discarded by paho's reconnect(); an ack for a message of an
 earlier connection is never sent, because in a resumed session the broker may already have reused
 that packet id for another message, which the stale ack would then acknowledge before it is stored.
+
+Confirmed acks: a PUBACK the bridge has sent is not yet one the broker has *processed* (it may sit
+in paho's queue, in the socket, or unread in the broker, which reads a busy connection late). If
+the bridge dies meanwhile, the broker sends that message again: a duplicate. To bound that, the
+bridge asks the broker to confirm its PUBACKs: it sends an UNSUBSCRIBE of a filter it never
+subscribes to (ACK_BARRIER_FILTER) after them; a broker handles one connection's packets in order,
+so its UNSUBACK means every PUBACK sent before it was processed. `unconfirmed_acks()` counts the
+rest, and the ingress counts them against its window (ingress.py).
 """
 
 from __future__ import annotations
@@ -40,6 +48,10 @@ log = logging.getLogger("edgebus.bridge.mqtt")
 
 # How long one loop() may wait in select(): bounds the reaction time to stop() and to a pause.
 LOOP_TIMEOUT = 0.1
+# The filter of the UNSUBSCRIBE whose answer confirms the PUBACKs sent before it (module
+# docstring). Never subscribed, so unsubscribing it changes nothing (MQTT 5 answers 0x11, "no
+# subscription existed"; 3.1.1 has no reason codes).
+ACK_BARRIER_FILTER = "edgebus-bridge/ack-barrier"
 
 
 class MqttConnection:
@@ -52,6 +64,7 @@ class MqttConnection:
         can_read: Callable[[], bool] = lambda: True,
         on_published: Callable[[int, str | None], None] | None = None,
         on_connected: Callable[[int, bool], None] | None = None,
+        on_acks_confirmed: Callable[[], None] | None = None,
     ) -> None:
         self.s = settings
         self.metrics = metrics
@@ -59,10 +72,17 @@ class MqttConnection:
         self._on_message_cb = on_message
         self._on_published_cb = on_published
         self._on_connected_cb = on_connected
+        self._on_acks_confirmed_cb = on_acks_confirmed
         self.subscriptions = subscriptions
         self._can_read = can_read
         self._gen_lock = threading.Lock()
         self.generation = 0
+        # Invariant: on the current connection, PUBACKs sent = _acks_sent, of which the broker
+        # confirmed _acks_confirmed; _barrier = (mid, _acks_sent when it was sent) while one is
+        # unanswered. All three reset with the generation (under _gen_lock).
+        self._acks_sent = 0
+        self._acks_confirmed = 0
+        self._barrier: tuple[int, int] | None = None
         self.session_present = False
         self.connected = threading.Event()
         self._stop = threading.Event()
@@ -96,6 +116,7 @@ class MqttConnection:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
+        c.on_unsubscribe = self._on_unsubscribe
         c.on_publish = self._on_publish
         # External-loop hooks: paho then queues packets from other threads for ours to write.
         c.on_socket_register_write = _noop
@@ -135,6 +156,8 @@ class MqttConnection:
                 continue
             with self._gen_lock:
                 self.generation += 1
+                self._acks_sent = self._acks_confirmed = 0
+                self._barrier = None
             try:
                 kwargs: dict[str, Any] = {}
                 if self.v5:
@@ -235,6 +258,17 @@ class MqttConnection:
                 self.metrics.error(f"the broker refused the subscription to {filt!r}: {rc}")
                 log.error("the broker refused the subscription to %r: %s", filt, rc)
 
+    def _on_unsubscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                        properties: Any) -> None:
+        with self._gen_lock:
+            b = self._barrier
+            if b is None or b[0] != mid:
+                return
+            self._acks_confirmed = b[1]
+            self._barrier = None
+        if self._on_acks_confirmed_cb is not None:
+            self._on_acks_confirmed_cb()
+
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
         if self.connected.is_set():
@@ -265,7 +299,27 @@ class MqttConnection:
             if generation != self.generation or not self.connected.is_set():
                 return False
             self.client.ack(mid, qos)
+            self._acks_sent += 1
             return True
+
+    def confirm_acks(self) -> None:
+        """Ask the broker to confirm the PUBACKs sent so far (one request at a time; sent after
+        them, from the same thread, so paho queues it behind them)."""
+        with self._gen_lock:
+            if self._barrier is not None or self._acks_sent == self._acks_confirmed \
+                    or not self.connected.is_set():
+                return
+            rc, mid = self.client.unsubscribe(ACK_BARRIER_FILTER)
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+                self._barrier = (mid, self._acks_sent)
+
+    def unconfirmed_acks(self) -> int:
+        """PUBACKs sent on this connection that the broker has not confirmed processing."""
+        return self._acks_sent - self._acks_confirmed
+
+    def confirming(self) -> bool:
+        """A confirmation is on its way: its answer must be read, even in a read pause."""
+        return self._barrier is not None
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool,
                 user_properties: list[tuple[str, str]] | None = None) -> int:
