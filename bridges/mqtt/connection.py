@@ -31,6 +31,7 @@ import random
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,9 @@ LOOP_TIMEOUT = 0.1
 # docstring). Never subscribed, so unsubscribing it changes nothing (MQTT 5 answers 0x11, "no
 # subscription existed"; 3.1.1 has no reason codes).
 ACK_BARRIER_FILTER = "edgebus-bridge/ack-barrier"
+# Confirmations on their way at once: one per burst of acks, so an ack waits about one round
+# trip to the broker for its confirmation, not two; a few suffice to keep them overlapping.
+MAX_BARRIERS_IN_FLIGHT = 4
 
 
 class MqttConnection:
@@ -78,11 +82,12 @@ class MqttConnection:
         self._gen_lock = threading.Lock()
         self.generation = 0
         # Invariant: on the current connection, PUBACKs sent = _acks_sent, of which the broker
-        # confirmed _acks_confirmed; _barrier = (mid, _acks_sent when it was sent) while one is
-        # unanswered. All three reset with the generation (under _gen_lock).
+        # confirmed _acks_confirmed; _barriers holds (mid, _acks_sent when it was sent) of each
+        # unanswered confirmation request, oldest first, with growing counts. All reset with the
+        # generation (under _gen_lock).
         self._acks_sent = 0
         self._acks_confirmed = 0
-        self._barrier: tuple[int, int] | None = None
+        self._barriers: deque[tuple[int, int]] = deque()
         self.session_present = False
         self.connected = threading.Event()
         self._stop = threading.Event()
@@ -157,7 +162,7 @@ class MqttConnection:
             with self._gen_lock:
                 self.generation += 1
                 self._acks_sent = self._acks_confirmed = 0
-                self._barrier = None
+                self._barriers.clear()
             try:
                 kwargs: dict[str, Any] = {}
                 if self.v5:
@@ -261,11 +266,14 @@ class MqttConnection:
     def _on_unsubscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
                         properties: Any) -> None:
         with self._gen_lock:
-            b = self._barrier
-            if b is None or b[0] != mid:
-                return
-            self._acks_confirmed = b[1]
-            self._barrier = None
+            barriers = self._barriers
+            if not any(m == mid for m, _ in barriers):
+                return  # not ours (or of an earlier connection)
+            while barriers:  # answered in order: this one covers the ones before it
+                m, count = barriers.popleft()
+                self._acks_confirmed = count
+                if m == mid:
+                    break
         if self._on_acks_confirmed_cb is not None:
             self._on_acks_confirmed_cb()
 
@@ -303,15 +311,17 @@ class MqttConnection:
             return True
 
     def confirm_acks(self) -> None:
-        """Ask the broker to confirm the PUBACKs sent so far (one request at a time; sent after
-        them, from the same thread, so paho queues it behind them)."""
+        """Ask the broker to confirm the PUBACKs sent so far, unless a request already covers
+        them (sent after them, from the same thread, so paho queues it behind them)."""
         with self._gen_lock:
-            if self._barrier is not None or self._acks_sent == self._acks_confirmed \
+            barriers = self._barriers
+            covered = barriers[-1][1] if barriers else self._acks_confirmed
+            if self._acks_sent == covered or len(barriers) >= MAX_BARRIERS_IN_FLIGHT \
                     or not self.connected.is_set():
                 return
             rc, mid = self.client.unsubscribe(ACK_BARRIER_FILTER)
             if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
-                self._barrier = (mid, self._acks_sent)
+                barriers.append((mid, self._acks_sent))
 
     def unconfirmed_acks(self) -> int:
         """PUBACKs sent on this connection that the broker has not confirmed processing."""
@@ -319,7 +329,7 @@ class MqttConnection:
 
     def confirming(self) -> bool:
         """A confirmation is on its way: its answer must be read, even in a read pause."""
-        return self._barrier is not None
+        return bool(self._barriers)
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool,
                 user_properties: list[tuple[str, str]] | None = None) -> int:
