@@ -288,8 +288,7 @@ class Producer:
         `headers` are given to every record; `record_headers[i]`, when given, to record i instead.
         The records of one call that go to one partition travel in one batch when together they
         fit in `batch_size` (an open batch of that partition that they would overflow is sealed
-        first): they are appended, or fail, together and in order. The MQTT bridge relies on this
-        to retry a failed call without reordering a partition.
+        first): they are appended, or fail, together and in order.
         """
         if keys is not None and len(keys) != len(values):
             raise ValueError(f"{len(keys)} keys for {len(values)} values")
