@@ -84,7 +84,7 @@ def bridge_config(root: Path, port: int, sock: str, args: argparse.Namespace) ->
     cfg = {
         "log_level": "WARNING",
         "mqtt": {"port": port, "client_id": "bench-bridge", "receive_maximum": args.receive_maximum},
-        "edgebus": {"socket": sock, "acks": args.acks},
+        "edgebus": {"socket": sock, "acks": args.acks, "create_topics": True},
         "ingress": [{"filter": "devices/+/telemetry", "topic": TOPIC, "key": {"topic_level": 1}}],
         "status": {"file": str(root / "status.json"), "interval_ms": 100},
     }

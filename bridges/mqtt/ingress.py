@@ -20,13 +20,14 @@ was deleted, the partition went offline after a storage error) is retried here a
 never dropped and never acknowledged meanwhile.
 
 Duplicates after a crash. A message whose record was appended comes again if the bridge dies
-before the broker has *processed* its PUBACK: while its ack waits for the ack-order rule, and
-after the ack was sent until the broker confirms it (connection.py, "Confirmed acks"). Both are
-counted: a record is handed to the producer only while fewer than mqtt.receive_maximum messages
-are so exposed (`_budget`), which bounds the duplicates of a crash by the window. Reading stops
-at the same count (window + unconfirmed acks), except that while a confirmation is on its way the
-broker's answer must be read: a broker that sends past its Receive Maximum may then put up to
-CONFIRM_READ_FACTOR windows in the bridge's hands (held, not handed to the producer).
+before the broker has *processed* its PUBACK: while its ack waits (for its append, or for the
+ack-order rule), and after the ack was sent until the broker confirms it (connection.py,
+"Confirmed acks"). Reading stops while those together reach mqtt.receive_maximum, so with a broker
+that keeps to its Receive Maximum a crash duplicates at most that many. One exception: while a
+confirmation is on its way, its answer must be read, and so must whatever the broker sent before
+it; a broker that sends past its Receive Maximum (Mosquitto 2.0 does, with a session's backlog)
+can then have more appended before the confirmation comes. Holding those back instead would need
+memory for all of them, or stall until the keepalive drops the connection (tried, and seen to).
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ log = logging.getLogger("edgebus.bridge.mqtt")
 _UNROUTED_FILTER = "(no route)"
 # What a dead letter keeps of its payload when even the dead letter is too large for its topic.
 DEAD_LETTER_KEEP = 1024
-# While a confirmation of acks is on its way, reading goes on (its answer must be read) up to this
-# many windows of messages held, for a broker that sends past its Receive Maximum meanwhile.
+# While a confirmation of acks is on its way, reading goes on (its answer must be read) while at
+# most this many windows of messages wait for their acks (their payloads are not kept).
 CONFIRM_READ_FACTOR = 2
 
 
@@ -104,17 +105,11 @@ class Ingress:
         if self._held < limit and window + unconfirmed < limit:
             return True
         return conn is not None and conn.confirming() \
-            and self._held < CONFIRM_READ_FACTOR * limit and window < CONFIRM_READ_FACTOR * limit
-
-    def _budget(self) -> int:
-        """Under _cond: how many more records may be handed to the producer now (module
-        docstring, "Duplicates after a crash")."""
-        conn = self.conn
-        unconfirmed = conn.unconfirmed_acks() if conn is not None else 0
-        return self._window_max - self._window.exposed() - unconfirmed
+            and self._held < limit and window < CONFIRM_READ_FACTOR * limit
 
     def on_acks_confirmed(self) -> None:
-        """The broker confirmed acks (network thread): the budget grew."""
+        """The broker confirmed acks (network thread): the worker asks for the next
+        confirmation if acks left since."""
         with self._cond:
             self._cond.notify()
 
@@ -213,13 +208,9 @@ class Ingress:
                 sends = []
                 while self._retry and self._retry[0][0] <= now:
                     sends.append(self._retry.popleft()[1])
-                budget = self._budget()
-                while self._inbox and budget > 0:
-                    held = self._inbox.popleft()
-                    held.handed = True
-                    self._in_producer += 1
-                    sends.append(held)
-                    budget -= 1
+                self._in_producer += len(self._inbox)
+                sends.extend(self._inbox)
+                self._inbox.clear()
                 acks = self._window.ready()
                 if not acks and not sends:
                     wait = self._retry[0][0] - now if self._retry else 1.0

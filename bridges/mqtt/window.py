@@ -47,7 +47,6 @@ class Held:
     headers: list[tuple[str, bytes | None]]
     size: int
     dead_letter: bool = False  # the record goes to a dead-letter topic
-    handed: bool = False       # given to the producer: from here on it may be appended
     done: bool = False         # appended (at the configured acks level)
     route: object = None       # the ingress route (to dead-letter it later if it cannot be appended)
 
@@ -124,12 +123,6 @@ class AckWindow:
     def has_ready(self) -> bool:
         """An ack may leave now (ready() would return something)."""
         return bool(self._order) and self._order[0].held.done
-
-    def exposed(self) -> int:
-        """Tickets waiting for their ack whose record was given to the producer (so may be
-        appended): if the bridge died now, their messages would come again and be appended twice.
-        The connection adds the acks sent but not confirmed (connection.py)."""
-        return sum(1 for t in self._order if t.held.handed or t.held.done)
 
     def ready(self) -> list[Ticket]:
         """Tickets whose acks may leave now, in order (rule 2), taken out of the window. They are
