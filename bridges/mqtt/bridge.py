@@ -43,8 +43,7 @@ class Bridge:
         self.conn = MqttConnection(
             cfg.mqtt, self.metrics, on_message=self.ingress.on_message,
             subscriptions=self.ingress.subscriptions, can_read=self.ingress.can_read,
-            on_published=self.router.on_published, on_connected=self.ingress.on_connected,
-            on_acks_confirmed=self.ingress.on_acks_confirmed)
+            on_published=self.router.on_published, on_connected=self.ingress.on_connected)
         self.ingress.conn = self.conn
         for e in self.egress:
             e.conn = self.conn

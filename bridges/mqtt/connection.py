@@ -13,14 +13,6 @@ Invariant (acks and generations): `generation` grows by one before every connect
 queued on a connection that then dies is discarded by paho's reconnect(); an ack for a message of an
 earlier connection is never sent, because in a resumed session the broker may already have reused
 that packet id for another message, which the stale ack would then acknowledge before it is stored.
-
-Confirmed acks: a PUBACK the bridge has sent is not yet one the broker has *processed* (it may sit
-in paho's queue, in the socket, or unread in the broker, which reads a busy connection late). If
-the bridge dies meanwhile, the broker sends that message again: a duplicate. To bound that, the
-bridge asks the broker to confirm its PUBACKs: it sends an UNSUBSCRIBE of a filter it never
-subscribes to (ACK_BARRIER_FILTER) after them; a broker handles one connection's packets in order,
-so its UNSUBACK means every PUBACK sent before it was processed. `unconfirmed_acks()` counts the
-rest, and the ingress counts them against its window (ingress.py).
 """
 
 from __future__ import annotations
@@ -31,7 +23,6 @@ import random
 import ssl
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -49,13 +40,6 @@ log = logging.getLogger("edgebus.bridge.mqtt")
 
 # How long one loop() may wait in select(): bounds the reaction time to stop() and to a pause.
 LOOP_TIMEOUT = 0.1
-# The filter of the UNSUBSCRIBE whose answer confirms the PUBACKs sent before it (module
-# docstring). Never subscribed, so unsubscribing it changes nothing (MQTT 5 answers 0x11, "no
-# subscription existed"; 3.1.1 has no reason codes).
-ACK_BARRIER_FILTER = "edgebus-bridge/ack-barrier"
-# Confirmations on their way at once: one per burst of acks, so an ack waits about one round
-# trip to the broker for its confirmation, not two; a few suffice to keep them overlapping.
-MAX_BARRIERS_IN_FLIGHT = 4
 
 
 class MqttConnection:
@@ -68,7 +52,6 @@ class MqttConnection:
         can_read: Callable[[], bool] = lambda: True,
         on_published: Callable[[int, str | None], None] | None = None,
         on_connected: Callable[[int, bool], None] | None = None,
-        on_acks_confirmed: Callable[[], None] | None = None,
     ) -> None:
         self.s = settings
         self.metrics = metrics
@@ -76,18 +59,10 @@ class MqttConnection:
         self._on_message_cb = on_message
         self._on_published_cb = on_published
         self._on_connected_cb = on_connected
-        self._on_acks_confirmed_cb = on_acks_confirmed
         self.subscriptions = subscriptions
         self._can_read = can_read
         self._gen_lock = threading.Lock()
         self.generation = 0
-        # Invariant: on the current connection, PUBACKs sent = _acks_sent, of which the broker
-        # confirmed _acks_confirmed; _barriers holds (mid, _acks_sent when it was sent) of each
-        # unanswered confirmation request, oldest first, with growing counts. All reset with the
-        # generation (under _gen_lock).
-        self._acks_sent = 0
-        self._acks_confirmed = 0
-        self._barriers: deque[tuple[int, int]] = deque()
         self.session_present = False
         self.connected = threading.Event()
         self._stop = threading.Event()
@@ -121,7 +96,6 @@ class MqttConnection:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
-        c.on_unsubscribe = self._on_unsubscribe
         c.on_publish = self._on_publish
         # External-loop hooks: paho then queues packets from other threads for ours to write.
         c.on_socket_register_write = _noop
@@ -161,8 +135,6 @@ class MqttConnection:
                 continue
             with self._gen_lock:
                 self.generation += 1
-                self._acks_sent = self._acks_confirmed = 0
-                self._barriers.clear()
             try:
                 kwargs: dict[str, Any] = {}
                 if self.v5:
@@ -263,20 +235,6 @@ class MqttConnection:
                 self.metrics.error(f"the broker refused the subscription to {filt!r}: {rc}")
                 log.error("the broker refused the subscription to %r: %s", filt, rc)
 
-    def _on_unsubscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
-                        properties: Any) -> None:
-        with self._gen_lock:
-            barriers = self._barriers
-            if not any(m == mid for m, _ in barriers):
-                return  # not ours (or of an earlier connection)
-            while barriers:  # answered in order: this one covers the ones before it
-                m, count = barriers.popleft()
-                self._acks_confirmed = count
-                if m == mid:
-                    break
-        if self._on_acks_confirmed_cb is not None:
-            self._on_acks_confirmed_cb()
-
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
         if self.connected.is_set():
@@ -307,29 +265,7 @@ class MqttConnection:
             if generation != self.generation or not self.connected.is_set():
                 return False
             self.client.ack(mid, qos)
-            self._acks_sent += 1
             return True
-
-    def confirm_acks(self) -> None:
-        """Ask the broker to confirm the PUBACKs sent so far, unless a request already covers
-        them (sent after them, from the same thread, so paho queues it behind them)."""
-        with self._gen_lock:
-            barriers = self._barriers
-            covered = barriers[-1][1] if barriers else self._acks_confirmed
-            if self._acks_sent == covered or len(barriers) >= MAX_BARRIERS_IN_FLIGHT \
-                    or not self.connected.is_set():
-                return
-            rc, mid = self.client.unsubscribe(ACK_BARRIER_FILTER)
-            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
-                barriers.append((mid, self._acks_sent))
-
-    def unconfirmed_acks(self) -> int:
-        """PUBACKs sent on this connection that the broker has not confirmed processing."""
-        return self._acks_sent - self._acks_confirmed
-
-    def confirming(self) -> bool:
-        """A confirmation is on its way: its answer must be read, even in a read pause."""
-        return bool(self._barriers)
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool,
                 user_properties: list[tuple[str, str]] | None = None) -> int:

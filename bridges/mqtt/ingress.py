@@ -18,16 +18,6 @@ arrival order: window.py), or failed for good. A record too large for its topic 
 at once, from the topic's max_message_bytes) is dead-lettered; any other final error (the topic
 was deleted, the partition went offline after a storage error) is retried here after a backoff,
 never dropped and never acknowledged meanwhile.
-
-Duplicates after a crash. A message whose record was appended comes again if the bridge dies
-before the broker has *processed* its PUBACK: while its ack waits (for its append, or for the
-ack-order rule), and after the ack was sent until the broker confirms it (connection.py,
-"Confirmed acks"). Reading stops while those together reach mqtt.receive_maximum, so with a broker
-that keeps to its Receive Maximum a crash duplicates at most that many. One exception: while a
-confirmation is on its way, its answer must be read, and so must whatever the broker sent before
-it; a broker that sends past its Receive Maximum (Mosquitto 2.0 does, with a session's backlog)
-can then have more appended before the confirmation comes. Holding those back instead would need
-memory for all of them, or stall until the keepalive drops the connection (tried, and seen to).
 """
 
 from __future__ import annotations
@@ -54,9 +44,6 @@ log = logging.getLogger("edgebus.bridge.mqtt")
 _UNROUTED_FILTER = "(no route)"
 # What a dead letter keeps of its payload when even the dead letter is too large for its topic.
 DEAD_LETTER_KEEP = 1024
-# While a confirmation of acks is on its way, reading goes on (its answer must be read) while at
-# most this many windows of messages wait for their acks (their payloads are not kept).
-CONFIRM_READ_FACTOR = 2
 
 
 class Ingress:
@@ -76,8 +63,7 @@ class Ingress:
         self._inbox: deque[Held] = deque()  # to hand to the producer, in arrival order
         self._failed: deque[tuple[Held, BaseException]] = deque()  # final failures, to handle
         self._retry: deque[tuple[float, Held]] = deque()  # (when, record) to send again
-        self._held = 0         # messages read and not yet appended (their payload is kept)
-        self._in_producer = 0  # of which handed to the producer (or waiting to be sent again)
+        self._held = 0
         self._stopping = False
         self._backoff_lo = cfg.edgebus.retry_backoff_ms / 1000
         self._backoff_hi = cfg.edgebus.retry_backoff_max_ms / 1000
@@ -92,26 +78,10 @@ class Ingress:
 
     # --- network thread --------------------------------------------------------------------------
     def can_read(self) -> bool:
-        """False while the in-flight window is full (messages unacknowledged, plus acks the
-        broker has not confirmed): the network thread then reads nothing, so the broker keeps
-        the rest (and paho buffers at most one more packet). Except while a confirmation is on
-        its way (module docstring)."""
-        if self._stopping:
-            return False
-        limit = self._window_max
-        window = len(self._window)
-        conn = self.conn
-        unconfirmed = conn.unconfirmed_acks() if conn is not None else 0
-        if self._held < limit and window + unconfirmed < limit:
-            return True
-        return conn is not None and conn.confirming() \
-            and self._held < limit and window < CONFIRM_READ_FACTOR * limit
-
-    def on_acks_confirmed(self) -> None:
-        """The broker confirmed acks (network thread): the worker asks for the next
-        confirmation if acks left since."""
-        with self._cond:
-            self._cond.notify()
+        """False while the in-flight window is full: the network thread then reads nothing, so the
+        broker keeps the rest (and paho buffers at most one more packet)."""
+        return not self._stopping and self._held < self._window_max \
+            and len(self._window) < self._window_max
 
     def on_connected(self, generation: int, session_present: bool) -> None:
         with self._cond:
@@ -200,17 +170,13 @@ class Ingress:
         if self.edgebus.connect(stop) is None:
             return
         while not stop.is_set():
-            if self.conn is not None:
-                self.conn.confirm_acks()  # acks sent since the last confirmation, if any
             with self._cond:
                 now = time.monotonic()
                 self._take_failures(now)
-                sends = []
+                sends = list(self._inbox)
+                self._inbox.clear()
                 while self._retry and self._retry[0][0] <= now:
                     sends.append(self._retry.popleft()[1])
-                self._in_producer += len(self._inbox)
-                sends.extend(self._inbox)
-                self._inbox.clear()
                 acks = self._window.ready()
                 if not acks and not sends:
                     wait = self._retry[0][0] - now if self._retry else 1.0
@@ -221,13 +187,11 @@ class Ingress:
             self._send_acks(acks)
 
     def drain(self, timeout: float) -> bool:
-        """Stop reading new messages and wait until every record given to the producer is
-        appended and its ack sent; records not given to it yet are left (their messages were
-        not acknowledged, so the broker sends them again)."""
+        """Stop reading new messages and wait until every held record is appended and acked."""
         deadline = time.monotonic() + timeout
         with self._cond:
             self._stopping = True
-            while self._in_producer or self._window.has_ready():
+            while self._held or len(self._window):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -259,14 +223,13 @@ class Ingress:
         """Under _cond."""
         held.release()  # done; the payload is not kept
         self._held -= 1
-        self._in_producer -= 1
         self.metrics.inc("in_dead_lettered" if held.dead_letter else "in_appended")
         self.metrics.set("in_pending", self._held)
         self._appended_since_sync = True
         if self._failures:
             log.info("appending again")
             self._failures = 0
-        if not self._in_producer:
+        if not self._held:
             self._cond.notify_all()  # drain() waits for this
 
     def _take_failures(self, now: float) -> None:
@@ -339,7 +302,6 @@ class Ingress:
                     log.debug("ack dropped gen %d mid %d (connection gone)", t.generation, t.mid)
         if sent:
             self.metrics.inc("in_acked", sent)
-            self.conn.confirm_acks()
             self.conn.wake()
         if dropped:
             self.metrics.inc("in_acks_dropped", dropped)

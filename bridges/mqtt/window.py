@@ -120,10 +120,6 @@ class AckWindow:
                 self._order.append(t)
         return t
 
-    def has_ready(self) -> bool:
-        """An ack may leave now (ready() would return something)."""
-        return bool(self._order) and self._order[0].held.done
-
     def ready(self) -> list[Ticket]:
         """Tickets whose acks may leave now, in order (rule 2), taken out of the window. They are
         remembered: if the connection drops before the broker has read their PUBACKs, the

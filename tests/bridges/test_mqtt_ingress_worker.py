@@ -47,15 +47,6 @@ class FakeConn:
     def wake(self) -> None:
         pass
 
-    def confirm_acks(self) -> None:
-        pass
-
-    def unconfirmed_acks(self) -> int:
-        return 0  # as if the broker processed every ack at once
-
-    def confirming(self) -> bool:
-        return False
-
 
 # The topic takes records up to this size (max_message_bytes), so a larger one is too large.
 TOPIC_LIMIT = 4096
