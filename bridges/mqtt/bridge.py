@@ -130,6 +130,7 @@ class Bridge:
 
     # --- status ----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
+        self.ingress.sync_metrics()
         c = self.cfg
         doc = {
             "bridge": "mqtt", "client_id": c.mqtt.client_id, "pid": os.getpid(),

@@ -4,21 +4,20 @@ supervisor is reachable, and the partition counts of the topics the bridge write
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from typing import Any
 
 from bridges.mqtt.config import BridgeConfig
-from bridges.mqtt.connection import backoff_delay
 from bridges.mqtt.metrics import Metrics
 from edgebus import Admin, Producer
+from edgebus.backoff import backoff_delay
 from edgebus.errors import EdgebusError, TopicExistsError, UnknownTopicError
 
 log = logging.getLogger("edgebus.bridge.mqtt")
 
-# The Producer's batch holds one bridge batch (max_batch_bytes) plus this margin, so that the
-# records of one send_batch call for one partition always travel as one batch (producer.py).
-BATCH_MARGIN = 4096
-# The Producer's own request limit (its default); a bridge batch is at most half of it.
+# The Producer's request limit: its default, or more if a batch may be larger (config allows
+# up to 512 KiB; a request adds its own small header).
 MAX_REQUEST_BYTES = 1024 * 1024
 
 
@@ -62,10 +61,15 @@ class EdgebusClient:
         return None
 
     def _make_producer(self) -> Producer:
-        batch = self.s.max_batch_bytes + BATCH_MARGIN
+        """Ordered retries without limit (ingress.py): a record is retried, in order, until the
+        supervisor takes it; the broker's window bounds what waits meanwhile."""
+        batch = self.s.max_batch_bytes
         kwargs: dict[str, Any] = {
             "socket": self.socket, "acks": self.s.acks, "linger_ms": self.s.linger_ms,
             "batch_size": batch, "max_request_size": max(MAX_REQUEST_BYTES, 2 * batch),
+            "retries": math.inf, "delivery_timeout_ms": None,
+            "retry_backoff_ms": self.s.retry_backoff_ms,
+            "retry_backoff_max_ms": self.s.retry_backoff_max_ms,
         }
         return Producer(**kwargs)
 

@@ -36,18 +36,12 @@ from bridges.mqtt import routes as R
 from bridges.mqtt.config import MqttSettings, read_password
 from bridges.mqtt.metrics import Metrics
 from bridges.mqtt.subscriptions import Subscriptions
+from edgebus.backoff import backoff_delay
 
 log = logging.getLogger("edgebus.bridge.mqtt")
 
 # How long one loop() may wait in select(): bounds the reaction time to stop() and to a pause.
 LOOP_TIMEOUT = 0.1
-
-
-def backoff_delay(attempt: int, lo: float, hi: float, rng: random.Random | None = None) -> float:
-    """Exponential backoff with "equal jitter": half of min(hi, lo * 2**attempt), plus a random
-    part up to the other half. Never zero, and many bridges restarted together spread out."""
-    base = min(hi, lo * (2 ** min(attempt, 32)))
-    return float(base / 2 + (rng or random).uniform(0, base / 2))
 
 
 class MqttConnection:

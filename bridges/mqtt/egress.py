@@ -27,9 +27,9 @@ from bridges.mqtt import routes as R
 from bridges.mqtt import templates as T
 from bridges.mqtt.clients import EdgebusClient
 from bridges.mqtt.config import BridgeConfig, EgressSettings
-from bridges.mqtt.connection import backoff_delay
 from bridges.mqtt.metrics import Metrics
 from edgebus import Consumer, Record, TopicPartition
+from edgebus.backoff import backoff_delay
 from edgebus.errors import EdgebusError
 
 log = logging.getLogger("edgebus.bridge.mqtt")
@@ -38,6 +38,9 @@ log = logging.getLogger("edgebus.bridge.mqtt")
 POLL_MS = 200
 # How long a revocation waits for the acks of the partitions it takes away.
 REVOKE_WAIT = 2.0
+# How long one wait for a dead letter's append lasts before stop() is looked at again (the
+# producer retries the append itself, for as long as it takes).
+DEAD_LETTER_POLL = 1.0
 
 
 _NOT_YET = object()
@@ -130,7 +133,7 @@ class Egress:
                 self.metrics.error(f"egress {self.route.topic}: {e}")
                 log.warning("egress from %s: %s; reconnecting", self.route.topic, e)
                 self._reset()
-                stop.wait(backoff_delay(attempt, 0.1, 5.0))
+                stop.wait(self._backoff(attempt))
                 attempt += 1
         self._finish()
 
@@ -222,21 +225,31 @@ class Egress:
         headers = [*list(rec.headers or []), (R.H_DLQ_REASON, reason.encode()),
                    (R.H_DLQ_ROUTE, self.route.topic.encode())]
         attempt = 0
+        fut = None
         while not self._stop.is_set():
             producer = self.edgebus.producer
             try:
                 assert producer is not None
-                producer.send(self.cfg.dead_letter.topic, rec.value, key=rec.key,
-                              headers=headers).get(timeout=30)
+                if fut is None:
+                    fut = producer.send(self.cfg.dead_letter.topic, rec.value, key=rec.key,
+                                        headers=headers)
+                fut.get(timeout=DEAD_LETTER_POLL)
                 self.metrics.inc("out_dead_lettered")
                 log.warning("egress record %s-%d@%d dead-lettered: %s", rec.topic, rec.partition,
                             rec.offset, reason)
                 return True
             except EdgebusError as e:
+                if fut is not None and not fut.done():
+                    continue  # the producer is still retrying it: sending it again would double it
+                fut = None
                 self.metrics.error(f"egress dead letter: {e}")
-                self._stop.wait(backoff_delay(attempt, 0.1, 5.0))
+                self._stop.wait(self._backoff(attempt))
                 attempt += 1
         return False
+
+    def _backoff(self, attempt: int) -> float:
+        e = self.cfg.edgebus
+        return backoff_delay(attempt, e.retry_backoff_ms / 1000, e.retry_backoff_max_ms / 1000)
 
     # --- rebalance listener (called inside poll, on this thread) ---------------------------------
     def on_revoked(self, revoked: list[TopicPartition]) -> None:

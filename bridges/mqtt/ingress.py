@@ -1,22 +1,23 @@
 """Ingress: MQTT messages in, records appended, PUBACKs out only after the append.
 
 Threads: paho's callbacks run on the network thread (connection.py) and only route the message and
-queue it here; the producer's callbacks run on its I/O thread and only queue the outcome; one worker
-thread (`run`) does everything else under `_cond`: partition assignment, batching, retries, acks.
+queue it here; the producer's callbacks run on its I/O thread and only record the outcome; one
+worker thread (`run`) hands each record to the producer (`Producer.send`) and sends the acks.
 
-Batching and order. Records wait in a *lane* per (topic, partition). A lane has at most one batch in
-flight: when it is idle, everything it holds (up to edgebus.max_batch_bytes) leaves as one
-send_batch call, which the producer keeps as one batch (appended or failed as a whole). So batches
-grow by themselves while the previous one is being appended, and nothing waits for a timer: an ack
-is held exactly as long as its record's append takes, plus the ack-order rule (window.py).
+Batching, order and retries are the producer's (edgebus.Producer with ordered retries, made in
+clients.py): records of a partition are batched while the previous batch of that partition is
+being appended, so nothing waits for a timer; a batch that fails with a retriable error (say the
+supervisor restarts: in-flight batches fail, and may or may not have been written) is sent again
+after a backoff, before anything newer of its partition, for as long as it takes. So order per
+key is kept, and a record is appended at least once. Its messages stay unacknowledged meanwhile,
+so the broker's receive window fills and it stops sending: memory is bounded by the window
+(mqtt.receive_maximum, which the network thread enforces by not reading).
 
-Failures. When a batch fails (say the supervisor restarts: in-flight batches fail with
-BrokerUnavailableError, and may or may not have been written), its records go back to the front of
-their lane and are sent again after a backoff, before anything newer in that partition: order is
-kept, and a record is appended at least once. Its messages stay unacknowledged meanwhile, so the
-broker's receive window fills and it stops sending: memory is bounded by the window (and by
-mqtt.receive_maximum, which the network thread enforces by not reading). The only error not retried is a
-record too large for its topic: it is dead-lettered (a batch that fails so is split first).
+What reaches this module's callback is an outcome: appended (the message's ack may leave, in
+arrival order: window.py), or failed for good. A record too large for its topic (send() says so
+at once, from the topic's max_message_bytes) is dead-lettered; any other final error (the topic
+was deleted, the partition went offline after a storage error) is retried here after a backoff,
+never dropped and never acknowledged meanwhile.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from bridges.mqtt import routes as R
@@ -33,26 +33,17 @@ from bridges.mqtt.clients import EdgebusClient
 from bridges.mqtt.config import BridgeConfig
 from bridges.mqtt.metrics import Metrics
 from bridges.mqtt.window import AckWindow, Held, Ticket, digest
-from edgebus import partition_for_key
-from edgebus.errors import RecordTooLargeError
+from edgebus import RecordMetadata
+from edgebus.backoff import backoff_delay
+from edgebus.errors import EdgebusError, RecordTooLargeError
 
 log = logging.getLogger("edgebus.bridge.mqtt")
 
 # A route for messages that match no ingress route (possible with overlapping broker-side
 # subscriptions, or a session that kept an old subscription): dead-lettered, never dropped.
 _UNROUTED_FILTER = "(no route)"
-
-
-@dataclass(eq=False)
-class Lane:
-    topic: str
-    partition: int
-    queue: deque[Held] = field(default_factory=deque)
-    in_flight: list[Held] | None = None
-    retry_at: float = 0.0
-    backoff: float = 0.0
-    singles: int = 0  # send this many records one at a time (isolating a too-large record)
-    last_error: str | None = None
+# What a dead letter keeps of its payload when even the dead letter is too large for its topic.
+DEAD_LETTER_KEEP = 1024
 
 
 class Ingress:
@@ -69,16 +60,17 @@ class Ingress:
         self.conn: Any = None  # MqttConnection, set by the bridge
         self._cond = threading.Condition()
         self._window = AckWindow()
-        self._inbox: deque[Held] = deque()
-        self._lanes: dict[tuple[str, int], Lane] = {}
-        self._results: deque[tuple[Lane, list[Held], Any]] = deque()
+        self._inbox: deque[Held] = deque()  # to hand to the producer, in arrival order
+        self._failed: deque[tuple[Held, BaseException]] = deque()  # final failures, to handle
+        self._retry: deque[tuple[float, Held]] = deque()  # (when, record) to send again
         self._held = 0
-        self._rr: dict[str, int] = {}
         self._stopping = False
-        self._max_bytes = cfg.edgebus.max_batch_bytes
         self._backoff_lo = cfg.edgebus.retry_backoff_ms / 1000
         self._backoff_hi = cfg.edgebus.retry_backoff_max_ms / 1000
         self._window_max = cfg.mqtt.receive_maximum
+        self._failures = 0  # final failures in a row (their backoff)
+        self._appended_since_sync = False
+        self._producer_retries = 0
 
     @property
     def subscriptions(self) -> list[tuple[str, int]]:
@@ -171,9 +163,14 @@ class Ingress:
                     route=self._unrouted if topic is None else route)
 
     # --- producer I/O thread ---------------------------------------------------------------------
-    def _on_batch_done(self, lane: Lane, items: list[Held], result: Any) -> None:
+    def _on_outcome(self, held: Held, result: RecordMetadata | BaseException) -> None:
+        """The record's final outcome (the producer has done its retries). Runs under the
+        producer's lock: only record it and wake the worker."""
         with self._cond:
-            self._results.append((lane, items, result))
+            if isinstance(result, BaseException):
+                self._failed.append((held, result))
+            else:
+                self._appended(held)
             self._cond.notify()
 
     # --- the worker ------------------------------------------------------------------------------
@@ -184,16 +181,19 @@ class Ingress:
         while not stop.is_set():
             with self._cond:
                 now = time.monotonic()
-                self._apply_results(now)
-                self._assign()
+                self._take_failures(now)
+                sends = list(self._inbox)
+                self._inbox.clear()
+                while self._retry and self._retry[0][0] <= now:
+                    sends.append(self._retry.popleft()[1])
                 acks = self._window.ready()
-                sends = self._take(now)
-                if not acks and not sends and not self._results:
-                    self._cond.wait(self._wait_time(now))
+                if not acks and not sends:
+                    wait = self._retry[0][0] - now if self._retry else 1.0
+                    self._cond.wait(max(0.001, wait))
                     continue
+            for held in sends:
+                self._send(held)
             self._send_acks(acks)
-            for lane, items in sends:
-                self._send(lane, items)
 
     def drain(self, timeout: float) -> bool:
         """Stop reading new messages and wait until every held record is appended and acked."""
@@ -207,118 +207,93 @@ class Ingress:
                 self._cond.wait(min(left, 0.1))
         return True
 
-    def _wait_time(self, now: float) -> float:
-        waits = [lane.retry_at - now for lane in self._lanes.values()
-                 if lane.queue and lane.in_flight is None and lane.retry_at > now]
-        return max(0.001, min(waits, default=1.0))
-
-    def _assign(self) -> None:
-        """Inbox -> lanes, in arrival order (keyed records go to their key's partition)."""
-        inbox = self._inbox
-        while inbox:
-            held = inbox[0]
-            n = self.edgebus.partitions(held.topic)
-            if n is None:  # not resolved yet (only before the producer is ready)
-                return
-            inbox.popleft()
-            if held.key is not None:
-                p = partition_for_key(held.key, n)
-            else:
-                p = self._rr.get(held.topic, 0) % n
-                self._rr[held.topic] = p + 1
-            lane = self._lanes.get((held.topic, p))
-            if lane is None:
-                lane = self._lanes[(held.topic, p)] = Lane(held.topic, p)
-            lane.queue.append(held)
-
-    def _take(self, now: float) -> list[tuple[Lane, list[Held]]]:
-        out = []
-        for lane in self._lanes.values():
-            if lane.in_flight is not None or not lane.queue or lane.retry_at > now:
-                continue
-            items = [lane.queue.popleft()]
-            size = items[0].size
-            if lane.singles:
-                lane.singles -= 1
-            else:
-                while lane.queue and size + lane.queue[0].size <= self._max_bytes:
-                    size += lane.queue[0].size
-                    items.append(lane.queue.popleft())
-            lane.in_flight = items
-            out.append((lane, items))
-        return out
-
-    def _send(self, lane: Lane, items: list[Held]) -> None:
+    def _send(self, held: Held) -> None:
+        """Hand one record to the producer; its outcome comes to _on_outcome."""
         producer = self.edgebus.producer
-        self.metrics.inc("in_batches")
         try:
             assert producer is not None
-            fut = producer.send_batch(
-                lane.topic, [h.value for h in items], keys=[h.key for h in items],
-                partition=lane.partition, record_headers=[h.headers for h in items])
-        except Exception as e:  # anything: the records are retried, never dropped
-            self._on_batch_done(lane, items, e)
+            fut = producer.send(held.topic, held.value, key=held.key, headers=held.headers)
+        except RecordTooLargeError as e:  # for its topic: known before anything is sent
+            if self._too_large(held, e):
+                self._send(held)  # to the dead-letter topic (cut to fit if need be)
+                return
+            fut = None
+            err: EdgebusError = e
+        except EdgebusError as e:  # the producer is closing, a topic vanished: try again later
+            fut, err = None, e
+        if fut is None:
+            with self._cond:
+                self._failed.append((held, err))
+                self._cond.notify()
             return
-        fut.add_callback(lambda result: self._on_batch_done(lane, items, result))
+        fut.add_both(lambda result: self._on_outcome(held, result))
 
-    def _apply_results(self, now: float) -> None:
-        while self._results:
-            lane, items, result = self._results.popleft()
-            lane.in_flight = None
-            if not isinstance(result, BaseException):
-                self._appended(lane, items)
-            elif isinstance(result, RecordTooLargeError):
-                self._too_large(lane, items, result)
-            else:
-                self._retry(lane, items, result, now)
+    def _appended(self, held: Held) -> None:
+        """Under _cond."""
+        held.release()  # done; the payload is not kept
+        self._held -= 1
+        self.metrics.inc("in_dead_lettered" if held.dead_letter else "in_appended")
         self.metrics.set("in_pending", self._held)
-        if not self._held and not self._inbox:
+        self._appended_since_sync = True
+        if self._failures:
+            log.info("appending again")
+            self._failures = 0
+        if not self._held:
             self._cond.notify_all()  # drain() waits for this
 
-    def _appended(self, lane: Lane, items: list[Held]) -> None:
-        dead = sum(1 for h in items if h.dead_letter)
-        for h in items:
-            h.release()  # done; the payload is not kept
-        self._held -= len(items)
-        self.metrics.inc("in_appended", len(items) - dead)
-        if dead:
-            self.metrics.inc("in_dead_lettered", dead)
-        if lane.backoff:
-            log.info("appending to %s-%d again", lane.topic, lane.partition)
-        lane.backoff = 0.0
-        lane.last_error = None
-        self.metrics.set("edgebus_connected", 1)
-
-    def _retry(self, lane: Lane, items: list[Held], err: BaseException, now: float) -> None:
-        lane.queue.extendleft(reversed(items))
-        lane.backoff = min(self._backoff_hi, max(self._backoff_lo, lane.backoff * 2))
-        lane.retry_at = now + lane.backoff
-        self.metrics.inc("in_append_retries")
-        if getattr(err, "retriable", False):
+    def _take_failures(self, now: float) -> None:
+        """Under _cond: final failures. Too large: dead-lettered; anything else: sent again
+        after a backoff (in the order they failed)."""
+        while self._failed:
+            held, err = self._failed.popleft()
+            if isinstance(err, RecordTooLargeError) and self._too_large(held, err):
+                self._retry.appendleft((now, held))  # the topic's limit was lowered meanwhile
+                continue
+            delay = backoff_delay(self._failures, self._backoff_lo, self._backoff_hi)
+            self._failures += 1
+            self._retry.append((now + delay, held))
+            self.metrics.inc("in_append_retries")
             self.metrics.set("edgebus_connected", 0)
-        msg = f"append to {lane.topic}-{lane.partition} failed ({len(items)} records held, " \
-              f"retrying in {lane.backoff:.2f} s): {type(err).__name__}: {err}"
-        self.metrics.error(msg)
-        if lane.last_error != type(err).__name__:
+            msg = (f"append to {held.topic} failed ({self._held} records held, retrying in "
+                   f"{delay:.2f} s): {type(err).__name__}: {err}")
+            self.metrics.error(msg)
             log.warning("%s", msg)
-        lane.last_error = type(err).__name__
 
-    def _too_large(self, lane: Lane, items: list[Held], err: BaseException) -> None:
-        if len(items) > 1:
-            lane.queue.extendleft(reversed(items))
-            lane.singles = len(items)  # find which one: send them one by one
-            return
-        h = items[0]
-        route = h.route if isinstance(h.route, R.IngressRoute) else self._unrouted
-        if h.dead_letter:
+    def _too_large(self, held: Held, err: BaseException) -> bool:
+        """Make `held` the dead letter of its message (or, if it is one already, cut it); False
+        if there is nothing left to cut (then it is retried like any other failure)."""
+        route = held.route if isinstance(held.route, R.IngressRoute) else self._unrouted
+        if held.dead_letter:
             # Even the dead-letter record is refused: keep only a little of the payload.
-            h.value = h.value[:1024]
+            cut = held.value[:DEAD_LETTER_KEEP] if len(held.value) > DEAD_LETTER_KEEP else b""
+            if cut == held.value:
+                return False
+            held.value = cut
         else:
-            out = route.dead_letter(f"the append was refused: {err}", h.key, h.value, h.headers)
-            h.topic, h.value, h.headers = out.dead_letter_topic, out.value, out.headers
-            h.dead_letter = True
-        h.size = R.record_size(h.key, h.value, h.headers)
-        self._inbox.appendleft(h)  # to its dead-letter topic's lane
+            out = route.dead_letter(f"the append was refused: {err}", held.key, held.value,
+                                    held.headers)
+            held.topic, held.value, held.headers = out.dead_letter_topic, out.value, out.headers
+            held.dead_letter = True
+        held.size = R.record_size(held.key, held.value, held.headers)
+        return True
+
+    def sync_metrics(self) -> None:
+        """Copy the producer's counters into the bridge's (called before each status write)."""
+        producer = self.edgebus.producer
+        if producer is None:
+            return
+        m = producer.metrics()["producer-metrics"]
+        self.metrics.set("in_batches", int(m["batch-send-total"]))
+        retries = int(m["batch-retry-total"])
+        with self._cond:
+            appended, self._appended_since_sync = self._appended_since_sync, False
+            new, self._producer_retries = retries - self._producer_retries, retries
+        if new:
+            self.metrics.inc("in_append_retries", new)
+        if new and not appended:
+            self.metrics.set("edgebus_connected", 0)  # retrying, and nothing got through
+        elif appended:
+            self.metrics.set("edgebus_connected", 1)
 
     def _send_acks(self, tickets: list[Ticket]) -> None:
         sent = dropped = 0

@@ -4,6 +4,18 @@ Records are encoded in the caller's thread into per-partition batches; one I/O t
 when it reaches `batch_size` or has waited `linger_ms`, pipelining up to `max_in_flight` requests
 on one connection. A lost connection fails the in-flight batches (their outcome is unknown) and
 the next batch reconnects.
+
+Ordered retries (`retries` > 0; Kafka's `retries` with `max.in.flight.requests.per.connection=1`
+per partition): a batch that fails with a retriable error (a lost connection, a request timeout,
+the supervisor shutting down, a full disk) goes back to the front of its partition and is sent
+again after `retry_backoff_ms` (doubling, with jitter, up to `retry_backoff_max_ms`), before
+anything newer of that partition; each partition then has at most one batch in flight, and its
+next batch keeps filling (up to `batch_size`) while it waits, as Kafka's accumulator does. So the
+order per partition, and so per key, survives retries; a record is appended at least once (a
+batch whose connection died may have been written: resending it can duplicate it, never lose or
+reorder it). Other partitions keep moving meanwhile. `delivery_timeout_ms` (None: no limit) bounds
+the whole time from send() to the outcome; `request_timeout_ms` bounds one unanswered request
+(the connection is then dropped and the batches in flight fail, or are retried).
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ from typing import Any
 
 from edgebus import batch as B
 from edgebus import format as F
+from edgebus.backoff import backoff_delay
 from edgebus.client.channel import AsyncChannel, SyncChannel, resolve_socket
 from edgebus.client.shm_channel import ShmAsyncChannel, check_transport, open_async_channel
 from edgebus.client.types import (
@@ -48,8 +61,8 @@ Headers = Sequence[tuple[str, bytes | None]]
 
 
 class _Builder:
-    __slots__ = ("count", "created", "first_ts", "max_ts", "partition", "records", "result", "size",
-                 "topic")
+    __slots__ = ("attempts", "count", "created", "deadline", "first_ts", "max_ts", "partition",
+                 "records", "result", "size", "topic")
 
     def __init__(self, topic: str, partition: int, on_wait: Callable[[], None] | None = None) -> None:
         self.topic = topic
@@ -61,6 +74,8 @@ class _Builder:
         self.max_ts = -1
         self.result = BatchResult(topic, partition, on_wait)
         self.created = time.monotonic()
+        self.deadline = math.inf  # while sent: when it is given up on (request/delivery timeout)
+        self.attempts = 0  # retries so far
 
     def add(self, rec: bytes, ts: int) -> int:
         if not self.records:
@@ -96,6 +111,16 @@ def _as_bytes(v: Any, what: str) -> bytes | None:
 
 
 class Producer:
+    """Sends records to the supervisor; kafka-python's names and meanings where they fit.
+
+    `acks`: what a successful future promises ("none": nothing, no answer; "written": in the log
+    file; "durable": fsynced; README "Acknowledgements"). A future succeeds only at that level,
+    and fails with the error otherwise (`future.add_callback` / `add_errback` / `add_both`).
+    `retries` > 0 turns on ordered retries (module docstring): the mode for a producer that must
+    not lose or reorder what it was given, like the MQTT bridge (`retries=math.inf`,
+    `delivery_timeout_ms=None`: retry until the supervisor is back).
+    """
+
     def __init__(
         self,
         socket: str | os.PathLike[str] | None = None,
@@ -106,13 +131,21 @@ class Producer:
         buffer_memory: int = 32 * 1024 * 1024,
         max_block_ms: float = 60_000,
         max_in_flight: int = 32,
-        delivery_timeout_ms: float = 120_000,
+        delivery_timeout_ms: float | None = 120_000,
+        request_timeout_ms: float = 30_000,
+        retries: float = 0,
+        retry_backoff_ms: float = 100,
+        retry_backoff_max_ms: float = 1000,
         reconnect_backoff_ms: float = 50,
         reconnect_backoff_max_ms: float = 2000,
         key_serializer: Callable[[Any], bytes] | None = None,
         value_serializer: Callable[[Any], bytes] | None = None,
         transport: str = "auto",
     ) -> None:
+        if retries < 0 or retry_backoff_ms <= 0 or retry_backoff_max_ms < retry_backoff_ms:
+            raise ValueError("need retries >= 0 and 0 < retry_backoff_ms <= retry_backoff_max_ms")
+        if request_timeout_ms <= 0 or (delivery_timeout_ms is not None and delivery_timeout_ms <= 0):
+            raise ValueError("request_timeout_ms and delivery_timeout_ms must be positive")
         if isinstance(acks, str):
             if acks not in M.ACKS_BY_NAME:
                 raise ValueError(f"acks must be one of none, written, durable; got {acks!r}")
@@ -126,7 +159,17 @@ class Producer:
         self.buffer_memory = buffer_memory
         self.max_block = max_block_ms / 1000
         self.max_in_flight = max_in_flight
-        self.delivery_timeout = delivery_timeout_ms / 1000
+        self.delivery_timeout = math.inf if delivery_timeout_ms is None else delivery_timeout_ms / 1000
+        self.request_timeout = request_timeout_ms / 1000
+        self.retries = retries
+        self.retry_backoff = retry_backoff_ms / 1000
+        self.retry_backoff_max = retry_backoff_max_ms / 1000
+        # Ordered retries: at most one batch in flight per partition (module docstring).
+        self._ordered = retries > 0
+        self._busy: set[tuple[str, int]] = set()  # partitions with a batch in flight (ordered)
+        self._retry_at: dict[tuple[str, int], float] = {}  # partitions waiting out a backoff
+        self._counts = {"record-send-total": 0, "record-retry-total": 0, "record-error-total": 0,
+                        "batch-send-total": 0, "batch-retry-total": 0}
         self.backoff = reconnect_backoff_ms / 1000
         self.backoff_max = reconnect_backoff_max_ms / 1000
         self.key_serializer = key_serializer
@@ -137,6 +180,10 @@ class Producer:
         self._meta = SyncChannel(self.path)
         self._meta_lock = threading.Lock()
         self._partitions: dict[str, int] = {}
+        # Per topic: the largest record and the largest batch it takes (its max_message_bytes
+        # bounds both), so that a batch is never refused as a whole for being too large.
+        self._record_max: dict[str, int] = {}
+        self._batch_max: dict[str, int] = {}
         self._sticky: dict[str, int] = {}
         self._cond = threading.Condition()
         self._open: dict[tuple[str, int], _Builder] = {}
@@ -171,6 +218,12 @@ class Producer:
         t = resp.topics[0]
         if t.error_code:
             raise error_for_code(t.error_code, t.error_message)
+        limit = self.max_request_size
+        for c in t.configs:
+            if c.name == "max_message_bytes":
+                limit = min(limit, int(c.value))
+        self._record_max[topic] = limit
+        self._batch_max[topic] = min(self.batch_size, limit)
         self._partitions[topic] = n = len(t.partitions)
         return n
 
@@ -208,8 +261,8 @@ class Producer:
         p = self._choose(topic, key, partition)
         ts = time.time_ns() // 1_000_000 if timestamp_ms is None else int(timestamp_ms)
         rec = B.encode_record(ts, key, value, headers or ())
-        if len(rec) + F.BATCH_HEADER_SIZE > self.max_request_size:
-            self._check_size(len(rec))  # raises
+        if len(rec) + F.BATCH_HEADER_SIZE > self._record_max[topic]:
+            self._check_size(topic, len(rec))  # raises
         with self._cond:
             b, idx = self._append(topic, p, rec, ts)
             fut = FutureRecordMetadata(b.result, idx, ts)
@@ -235,8 +288,7 @@ class Producer:
         `headers` are given to every record; `record_headers[i]`, when given, to record i instead.
         The records of one call that go to one partition travel in one batch when together they
         fit in `batch_size` (an open batch of that partition that they would overflow is sealed
-        first): they are appended, or fail, together and in order. The MQTT bridge relies on this
-        to retry a failed call without reordering a partition.
+        first): they are appended, or fail, together and in order.
         """
         if keys is not None and len(keys) != len(values):
             raise ValueError(f"{len(keys)} keys for {len(values)} values")
@@ -266,7 +318,7 @@ class Producer:
             p = self._choose(topic, k, partition)
             h = hdrs if record_headers is None else (record_headers[i] or ())
             rec = enc(ts, k, _as_bytes(v, "value"), h)
-            self._check_size(len(rec))
+            self._check_size(topic, len(rec))
             by_part.setdefault(p, []).append((i, rec))
         parts: list[tuple[BatchResult, int, list[int]]] = []
         with self._cond:
@@ -288,7 +340,7 @@ class Producer:
         """send_batch of values only, encoded by C in one go: per batch, not per record, work.
         Same batching rules as the general path (one batch if they fit, else full batches)."""
         p = self._choose(topic, None, partition)
-        self._check_size(max(sizes))
+        self._check_size(topic, max(sizes))
         n = len(sizes)
         cum: list[int] = []  # cum[i] = bytes before record i; made only when records must split
         mv = memoryview(blob)
@@ -303,7 +355,7 @@ class Producer:
                 b = self._open.get(key)
                 if b is None:
                     b = self._open[key] = _Builder(topic, p, self._hurry)
-                room = self.batch_size - b.size
+                room = self._batch_max[topic] - b.size
                 if i == 0 and len(blob) <= room:
                     j = n  # all fit: the common case needs no per-record sums
                 else:
@@ -320,7 +372,7 @@ class Producer:
                 self._queued_bytes += len(chunk)
                 parts.append((b.result, first, range(i, j)))
                 i = j
-                if b.size >= self.batch_size or i < n:
+                if b.size >= self._batch_max[topic] or i < n:
                     self._seal(key, b)
                 elif first == 0 and self.linger:
                     self._cond.notify()  # the sender must learn this batch's linger deadline
@@ -342,6 +394,8 @@ class Producer:
         I/O thread, which sends as soon as the lock is free, and return None."""
         got = self._io_lock.acquire(blocking=False)
         for key, b in list(self._open.items()):
+            if self._ordered and self._waiting(key, time.monotonic()):
+                continue  # it keeps filling until its partition may send again
             self._seal(key, b, notify=not got)
         if not got:
             self._cond.notify()
@@ -363,7 +417,7 @@ class Producer:
         letting the sender seal a half-filled batch), and seal an open batch they would overflow."""
         self._wait_for_room(total)
         b = self._open.get((topic, p))
-        if b is not None and b.records and b.size + total > self.batch_size:
+        if b is not None and b.records and b.size + total > self._batch_max[topic]:
             self._seal((topic, p), b)
 
     def _wait_for_room(self, nbytes: int) -> None:
@@ -380,11 +434,14 @@ class Producer:
                     f"{self._queued_bytes} bytes are waiting to be sent; buffer_memory is full")
             self._wait_for_memory(left)
 
-    def _check_size(self, n: int) -> None:
-        if n + F.BATCH_HEADER_SIZE > self.max_request_size:
+    def _check_size(self, topic: str, n: int) -> None:
+        limit = self._record_max.get(topic, self.max_request_size)
+        if n + F.BATCH_HEADER_SIZE > limit:
+            what = "max_request_size" if limit == self.max_request_size else \
+                f"the max_message_bytes of topic {topic!r}"
             raise RecordTooLargeError(
                 f"record of {n} bytes (with a {F.BATCH_HEADER_SIZE}-byte batch header) exceeds "
-                f"max_request_size={self.max_request_size}")
+                f"{what} ({limit} bytes)")
 
     def _append(self, topic: str, p: int, rec: bytes, ts: int) -> tuple[_Builder, int]:
         """Under self._cond: add rec to the open batch of (topic, p), rolling batches as needed."""
@@ -393,15 +450,16 @@ class Producer:
         if self._queued_bytes + len(rec) > self.buffer_memory:
             self._wait_for_room(len(rec))
         key = (topic, p)
+        limit = self._batch_max[topic]
         b = self._open.get(key)
-        if b is not None and b.size + len(rec) > self.batch_size and b.records:
+        if b is not None and b.size + len(rec) > limit and b.records:
             self._seal(key, b)
             b = None
         if b is None:
             b = self._open[key] = _Builder(topic, p, self._hurry)
         idx = b.add(rec, ts)
         self._queued_bytes += len(rec)
-        if b.size >= self.batch_size:
+        if b.size >= limit:
             self._seal(key, b)
         elif len(b.records) == 1 and self.linger:
             self._cond.notify()  # the sender must learn this batch's linger deadline
@@ -425,7 +483,7 @@ class Producer:
 
     # --- I/O thread ------------------------------------------------------------------------------
     def _sender(self) -> None:
-        backoff = self.backoff
+        attempt = 0  # failed connection attempts in a row
         while True:
             expired = False
             with self._cond:
@@ -434,20 +492,33 @@ class Producer:
                     next_due = None
                     for key, b in list(self._open.items()):
                         due = b.created + self.linger
+                        if self._ordered and self._waiting(key, now):
+                            # Kept open (and filling) until its partition may send; the end of
+                            # the in-flight batch wakes this thread, a backoff's end is a due.
+                            if key in self._busy:
+                                continue
+                            due = max(due, self._retry_at[key])
                         if due <= now or self._flushing or self._closed:
                             self._seal(key, b)
                         elif next_due is None or due < next_due:
                             next_due = due
                     if self._sent:
-                        # delivery_timeout bounds batches already sent too: a supervisor that
-                        # stopped answering (socket open) must not hold futures forever.
-                        oldest = next(iter(self._sent.values())).created + self.delivery_timeout
+                        # Request and delivery timeouts bound batches already sent too: a
+                        # supervisor that stopped answering (socket open) must not hold futures
+                        # forever.
+                        oldest = self._oldest_deadline()
                         if oldest <= now:
                             expired = True
                             break
                         next_due = oldest if next_due is None else min(next_due, oldest)
                     if self._ready and self._in_flight < self.max_in_flight:
-                        break
+                        if not self._ordered:
+                            break
+                        sendable, backoff_end = self._ordered_ready(now)
+                        if sendable:
+                            break
+                        if backoff_end is not None:
+                            next_due = backoff_end if next_due is None else min(next_due, backoff_end)
                     if self._ready:
                         self._hurry()  # max_in_flight are out: their acknowledgements are awaited
                     if self._closed and not self._ready and not self._in_flight:
@@ -458,19 +529,22 @@ class Producer:
                     finally:
                         self._sender_wake_at = 0.0
             if expired:
-                # Dropping the connection fails every in-flight batch (outcome unknown); the
-                # next batch reconnects.
+                # Dropping the connection fails every in-flight batch (outcome unknown; retried
+                # in ordered mode while the delivery timeout allows); the next batch reconnects.
                 with self._io_lock:
                     ch, self._channel = self._channel, None
                 if ch is not None:
-                    log.warning("no acknowledgement within delivery_timeout_ms=%d; reconnecting",
-                                int(self.delivery_timeout * 1000))
+                    log.warning("no acknowledgement within request_timeout_ms=%d or "
+                                "delivery_timeout_ms=%s; reconnecting",
+                                int(self.request_timeout * 1000), self._delivery_ms())
                     ch.close()
                 with self._cond:  # whatever the transport did not fail on close
                     err = OperationTimeoutError(
-                        f"no acknowledgement within delivery_timeout_ms={int(self.delivery_timeout * 1000)}")
+                        f"no acknowledgement within request_timeout_ms="
+                        f"{int(self.request_timeout * 1000)} or delivery_timeout_ms="
+                        f"{self._delivery_ms()}")
                     for b in list(self._sent.values()):
-                        self._finish(b, -1, -1, err)
+                        self._finish(b, -1, -1, err)  # retried if ordered mode allows
                 continue
             with self._io_lock:
                 with self._cond:
@@ -478,20 +552,66 @@ class Producer:
                 if not todo:
                     continue  # a caller sent them inline (linger_ms=0)
                 if not self._send_todo(todo):
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, self.backoff_max)
+                    time.sleep(backoff_delay(attempt, self.backoff, self.backoff_max))
+                    attempt += 1
                     continue
-            backoff = self.backoff
+            attempt = 0
 
     def _pop_ready(self) -> list[_Builder]:
         """Under self._cond (and self._io_lock): the batches to send now, oldest first. They
         count as in flight from here on, so a flush() looking before they are sent still waits
-        for them."""
+        for them. Ordered mode: at most one per partition, none of a partition that has one in
+        flight or waits out a backoff; the others stay, in order."""
         todo: list[_Builder] = []
-        while self._ready and self._in_flight + len(todo) < self.max_in_flight:
-            todo.append(self._ready.popleft())
+        if not self._ordered:
+            while self._ready and self._in_flight + len(todo) < self.max_in_flight:
+                todo.append(self._ready.popleft())
+        else:
+            now = time.monotonic()
+            keep: deque[_Builder] = deque()
+            while self._ready:
+                b = self._ready.popleft()
+                key = (b.topic, b.partition)
+                if self._in_flight + len(todo) < self.max_in_flight and \
+                        not self._waiting(key, now):
+                    self._busy.add(key)
+                    todo.append(b)
+                else:
+                    keep.append(b)
+            self._ready = keep
         self._in_flight += len(todo)
         return todo
+
+    def _waiting(self, key: tuple[str, int], now: float) -> bool:
+        """Ordered mode: the partition has a batch in flight or waits out a retry backoff."""
+        if key in self._busy:
+            return True
+        at = self._retry_at.get(key)
+        return at is not None and at > now
+
+    def _ordered_ready(self, now: float) -> tuple[bool, float | None]:
+        """Under self._cond, ordered mode: is a ready batch sendable now; else the earliest end
+        of a backoff that holds one back (None: they wait for batches in flight)."""
+        due = None
+        for b in self._ready:
+            key = (b.topic, b.partition)
+            if key in self._busy:
+                continue
+            at = self._retry_at.get(key)
+            if at is None or at <= now:
+                return True, None
+            due = at if due is None else min(due, at)
+        return False, due
+
+    def _oldest_deadline(self) -> float:
+        """Under self._cond: the earliest deadline of the batches in flight. They are sent with
+        deadlines in order, except retried ones (their delivery deadline may come first)."""
+        if not self._ordered:
+            return next(iter(self._sent.values())).deadline
+        return min(b.deadline for b in self._sent.values())
+
+    def _delivery_ms(self) -> str:
+        return "None" if self.delivery_timeout == math.inf else str(int(self.delivery_timeout * 1000))
 
     def _send_todo(self, todo: list[_Builder]) -> bool:
         """Under self._io_lock: send in order. False when no connection could be made (the
@@ -532,6 +652,8 @@ class Producer:
             if popped:
                 self._in_flight -= len(batches)
                 self._cond.notify_all()  # a flush() may be waiting on that count
+                for b in batches:
+                    self._busy.discard((b.topic, b.partition))
             for b in reversed(batches):
                 if now - b.created > self.delivery_timeout or self._closed:
                     self._finish(b, -1, -1, err, in_flight=False)
@@ -560,9 +682,11 @@ class Producer:
                 self._finish(b, base, ts, err)
 
         with self._cond:
+            b.deadline = min(b.created + self.delivery_timeout,
+                             time.monotonic() + self.request_timeout)
             self._sent[id(b)] = b
-            if b.created + self.delivery_timeout < self._sender_wake_at:
-                self._cond.notify_all()  # the I/O thread must learn this batch's delivery deadline
+            if b.deadline < self._sender_wake_at:
+                self._cond.notify_all()  # the I/O thread must learn this batch's deadline
         ch.send(M.Api.PRODUCE, req, done)
 
     def _finish(self, b: _Builder, base: int, ts: int, err: BaseException | None,
@@ -573,7 +697,19 @@ class Producer:
         if in_flight:
             self._in_flight -= 1
         self._sent.pop(id(b), None)
+        if self._ordered:
+            key = (b.topic, b.partition)
+            self._busy.discard(key)
+            if err is not None and self._retry(b, err):
+                return
+            self._retry_at.pop(key, None)
+            self._cond.notify_all()  # its partition may send again (the I/O thread looks)
         self._queued_bytes -= b.size - F.BATCH_HEADER_SIZE
+        if err is None:
+            self._counts["record-send-total"] += b.count
+            self._counts["batch-send-total"] += 1
+        else:
+            self._counts["record-error-total"] += b.count
         try:
             b.result.done(base, ts, err)  # runs the user's callbacks
         except Exception:
@@ -587,6 +723,40 @@ class Producer:
             if self._blocked or self._flushing or self._closed or (
                     self._ready and self._in_flight + 1 >= self.max_in_flight):
                 self._cond.notify_all()
+
+    def _retry(self, b: _Builder, err: BaseException) -> bool:
+        """Under self._cond, ordered mode: put a failed batch back at the front of its partition
+        (nothing newer of that partition is in flight or was sent) if the error is retriable and
+        retries and the delivery timeout allow; False to fail it."""
+        now = time.monotonic()
+        if not getattr(err, "retriable", False) or b.attempts >= self.retries or self._closed \
+                or now - b.created >= self.delivery_timeout:
+            return False
+        key = (b.topic, b.partition)
+        delay = backoff_delay(b.attempts, self.retry_backoff, self.retry_backoff_max)
+        b.attempts += 1
+        b.deadline = math.inf
+        self._retry_at[key] = now + delay
+        self._ready.appendleft(b)
+        self._counts["batch-retry-total"] += 1
+        self._counts["record-retry-total"] += b.count
+        log.log(logging.WARNING if b.attempts == 1 else logging.DEBUG,
+                "sending %d record(s) to %s-%d again in %.3f s (retry %d): %s: %s", b.count,
+                b.topic, b.partition, delay, b.attempts, type(err).__name__, err)
+        self._cond.notify_all()  # the I/O thread learns the backoff's end
+        return True
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """Counters in kafka-python's shape ({"producer-metrics": {name: value}}): records and
+        batches acknowledged (`record-send-total`, `batch-send-total`), records failed for good
+        (`record-error-total`), sent again (`record-retry-total`, `batch-retry-total`), and
+        whether the data connection is open (`connection-count`, 0 or 1; it opens at the
+        first send)."""
+        with self._cond:
+            out: dict[str, float] = dict(self._counts)
+        ch = self._channel
+        out["connection-count"] = 1 if ch is not None and ch.lost is None else 0
+        return {"producer-metrics": out}
 
     def _wait_for_memory(self, timeout: float) -> None:
         """Under self._cond: a caller blocked on buffer_memory (counted, so _finish wakes it)."""

@@ -7,7 +7,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from edgebus.errors import EdgebusError, OperationTimeoutError
+from edgebus.errors import OperationTimeoutError
 
 
 class TopicPartition(NamedTuple):
@@ -128,13 +128,26 @@ class FutureRecordMetadata:
     def exception(self) -> BaseException | None:
         return self._batch.error
 
-    def add_callback(self, fn: Callable[[RecordMetadata | BaseException], object]) -> FutureRecordMetadata:
-        """fn(metadata_or_exception) runs when done (on the producer's I/O thread)."""
+    # Callbacks (kafka-python's three): each runs once, on the producer's I/O thread when the
+    # outcome arrives (or at once, in the caller's thread, if it is already known). Success
+    # means appended at the producer's `acks` level ("written": in the log file; "durable":
+    # fsynced; "none": sent, offset -1). An exception a callback raises is logged and ignored.
+    def add_callback(self, fn: Callable[[RecordMetadata], object]) -> FutureRecordMetadata:
+        """fn(metadata) if the record is acknowledged; not called if it fails."""
+        return self.add_both(lambda r: None if isinstance(r, BaseException) else fn(r))
+
+    def add_errback(self, fn: Callable[[BaseException], object]) -> FutureRecordMetadata:
+        """fn(exception) if the record failed for good (after the producer's retries)."""
+        return self.add_both(lambda r: fn(r) if isinstance(r, BaseException) else None)
+
+    def add_both(self, fn: Callable[[RecordMetadata | BaseException], object]) -> FutureRecordMetadata:
+        """fn(metadata) on success, fn(exception) on failure: the outcome, whichever it is."""
         def cb(_b: BatchResult) -> None:
             try:
-                fn(self.get(0))
-            except EdgebusError as e:
-                fn(e)
+                result: RecordMetadata | BaseException = self.get(0)
+            except Exception as e:  # a lost connection can fail a batch with any error
+                result = e
+            fn(result)
         self._batch.add_callback(cb)
         return self
 
@@ -166,7 +179,15 @@ class FutureBatch:
     def done(self) -> bool:
         return all(b.is_done for b, _, _ in self._parts)
 
-    def add_callback(self, fn: Callable[[list[RecordMetadata] | BaseException], object]) -> FutureBatch:
+    def add_callback(self, fn: Callable[[list[RecordMetadata]], object]) -> FutureBatch:
+        """fn(list of RecordMetadata) if every record is acknowledged (FutureRecordMetadata)."""
+        return self.add_both(lambda r: None if isinstance(r, BaseException) else fn(r))
+
+    def add_errback(self, fn: Callable[[BaseException], object]) -> FutureBatch:
+        """fn(the first exception) if any record failed for good."""
+        return self.add_both(lambda r: fn(r) if isinstance(r, BaseException) else None)
+
+    def add_both(self, fn: Callable[[list[RecordMetadata] | BaseException], object]) -> FutureBatch:
         """fn(list of RecordMetadata, or the first exception) once every record's batch is done:
         exactly once, on the producer's I/O thread (or now, if all are done already)."""
         left = [len(self._parts)]

@@ -1,0 +1,92 @@
+"""Parked (long-poll) fetches: a peer gone before its answer, a waiter on two partitions, many
+parked fetches from one client.
+
+Moved from tests/review/test_review_findings.py (the review that found these bugs); each test
+failed on the code it was written against. Real supervisor processes; SIGSTOP/SIGCONT only orders
+events deterministically (the kernel keeps queueing socket data meanwhile).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from edgebus.client.producer import Producer
+from edgebus.protocol import messages as M
+from tests.server.rawclient import admin, cpu_seconds, produce, raw, read_frames, req
+
+
+# --- 2. a peer gone before its parked fetch is answered: leaked connection, 100% CPU ---------
+@pytest.mark.integration
+def test_peer_gone_before_parked_fetch_answer_leaks_connection_and_spins(broker):
+    """on_append answers a parked fetch whose client has just closed: send() gets EPIPE,
+    Connection.queue sets closed=True, nobody calls Broker._close, and the loop skips READ events
+    of closed connections: the EOF stays readable forever (busy loop) and the connection leaks."""
+    with admin(broker) as a:
+        a.create_topic("t", 1)
+    fetcher = raw(broker)
+    fetcher.sendall(req(M.Api.FETCH, 1, M.FetchRequest(
+        20_000, 1, 1 << 20, [M.FetchPartition("t", 0, 0, 1 << 20)])))
+    producer = raw(broker)
+    time.sleep(0.3)  # both accepted, the fetch parked
+    pid = broker.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        producer.sendall(produce("t", 1, M.ACKS_WRITTEN))  # ready first ...
+        fetcher.close()  # ... then the parked fetcher's EOF
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert read_frames(producer, 5.0, want=1), "no produce answer"
+    time.sleep(0.3)
+    used = cpu_seconds(pid, 1.0)
+    with admin(broker) as a:
+        conns = a.status()["connections"]
+    # Expected: the fetcher's connection is closed (admin + producer remain) and the loop idles.
+    assert conns == 2 and used < 0.3, f"connections={conns}, supervisor CPU {used:.2f} s in 1 s"
+
+
+# --- 4. a parked fetch on two partitions is answered twice ------------------------------------
+@pytest.mark.integration
+def test_parked_fetch_on_two_partitions_is_answered_twice_on_delete_topic(broker):
+    """FetchWaiters.all() lists a waiter once per partition; delete_topic (and _shutdown) call
+    complete_fetch for each listing, and complete_fetch sends even when the waiter is done."""
+    with admin(broker) as a:
+        a.create_topic("t", 2)
+    s = raw(broker)
+    s.sendall(req(M.Api.FETCH, 7, M.FetchRequest(
+        20_000, 1, 1 << 20, [M.FetchPartition("t", 0, 0, 1 << 20),
+                             M.FetchPartition("t", 1, 0, 1 << 20)])))
+    time.sleep(0.3)
+    with admin(broker) as a:
+        a.delete_topic("t")
+    answers = [f for f in read_frames(s, 1.5) if f.correlation_id == 7]
+    assert len(answers) == 1, f"fetch corr=7 was answered {len(answers)} times"
+
+
+# --- 13. unbounded parked fetches per connection stall every producer ----------------------------
+@pytest.mark.integration
+def test_one_client_parking_many_fetches_stalls_other_producers(broker):
+    """Nothing bounds parked fetches per connection (conn.parked is only counted), and on_append
+    runs read_fetch (a pread) for every waiter of the partition: 30k pipelined long-poll fetches
+    from one client make every append of every other client cost ~0.15 s of loop time."""
+    with admin(broker) as a:
+        a.create_topic("t", 1)
+    p = Producer(socket=broker.socket, transport="socket", linger_ms=0)
+    try:
+        p.send("t", b"first").get(5)
+        hostile = raw(broker)
+        one = req(M.Api.FETCH, 1, M.FetchRequest(30_000, 1 << 30, 1, [M.FetchPartition("t", 0, 0, 1)]))
+        hostile.sendall(one * 30_000)
+        time.sleep(1.0)
+        lat = []
+        for _ in range(5):
+            t0 = time.monotonic()
+            p.send("t", b"x").get(30)
+            lat.append(time.monotonic() - t0)
+        lat.sort()
+        assert lat[2] < 0.05, f"median produce latency {lat[2] * 1000:.0f} ms with one hostile client"
+    finally:
+        p.close(1)
