@@ -11,7 +11,6 @@ and a batch the target already holds is recognised there, not sent twice into th
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from bridges.replicator.config import LinkConfig
 from bridges.replicator.targets.base import Target
 from bridges.replicator.targets.peer import PeerTarget
 from edgebus import Admin, BatchReader, PartitionRead, TopicInfo
+from edgebus.backoff import backoff_delay
 from edgebus.errors import EdgebusError, IncarnationMismatchError, OffsetOutOfRangeError
 
 log = logging.getLogger("edgebus.replicator")
@@ -97,7 +97,7 @@ class LinkRunner:
         return self.cfg.rule_for(topic) is not None
 
     def run(self) -> None:
-        delay = BACKOFF_MIN_S
+        attempt = 0  # sessions failed in a row
         while not self.stop.is_set():
             self.status.sessions += 1
             self._was_up = False
@@ -111,9 +111,10 @@ class LinkRunner:
             finally:
                 self.target.close()
             if self._was_up:
-                delay = BACKOFF_MIN_S  # the link worked: a new failure starts the backoff over
-            self.stop.wait(delay * random.uniform(0.5, 1.5))  # jitter: peers do not retry in step
-            delay = min(delay * 2, BACKOFF_MAX_S)
+                attempt = 0  # the link worked: a new failure starts the backoff over
+            # Jittered (edgebus/backoff.py), so that peers restarted together do not retry in step.
+            self.stop.wait(backoff_delay(attempt, BACKOFF_MIN_S, BACKOFF_MAX_S))
+            attempt += 1
 
     def _session(self) -> None:
         target, st = self.target, self.status
