@@ -33,7 +33,8 @@ def test_a_child_that_dies_is_reported_at_once_with_its_last_lines():
     r = bare_python(DEMO, env={"EDGEBUS_SHM_SPIN_US": "bogus"})
     assert r.returncode == 1
     assert f"running with {VENV_PYTHON}" in r.stderr
-    assert "demo: edgebus exited with status 1; its last lines:" in r.stderr
+    # A bad EDGEBUS_* value is a configuration error: exit 78 (EX_CONFIG, issue 14 item 7).
+    assert "demo: edgebus exited with status 78; its last lines:" in r.stderr
     assert "EDGEBUS_SHM_SPIN_US must be a whole number" in r.stderr
     assert "timed out" not in r.stderr
 
