@@ -274,7 +274,7 @@ class DiskSettings:
         lo, hi = self.low_watermark, self.high_watermark
         same_unit = (lo.percent is None) == (hi.percent is None)
         if same_unit and (lo.bytes or lo.percent or 0) > (hi.bytes or hi.percent or 0):
-            raise _Invalid("disk.high_watermark",
+            raise InvalidKey("disk.high_watermark",
                            f"must not be below low_watermark ({hi} < {lo})")
 
 
@@ -347,11 +347,11 @@ def _check_replica(r: ReplicaSettings, base_dir: Path | None) -> ReplicaSettings
                              if getattr(r, k) is not None}
     r = dataclasses.replace(r, **paths)
     if (r.tls_cert is None) != (r.tls_key is None):
-        raise _Invalid("replica.tls_cert", "tls_cert and tls_key go together")
+        raise InvalidKey("replica.tls_cert", "tls_cert and tls_key go together")
     if r.tls_ca is not None and r.tls_cert is None:
-        raise _Invalid("replica.tls_ca", "mutual TLS needs this node's tls_cert and tls_key too")
+        raise InvalidKey("replica.tls_ca", "mutual TLS needs this node's tls_cert and tls_key too")
     if r.listen is not None and r.tls_cert is None and not is_loopback_listen(r.listen):
-        raise _Invalid("replica.listen",
+        raise InvalidKey("replica.listen",
                        f"{r.listen} is not a loopback address, and without TLS (tls_cert, tls_key) "
                        "a replica link is plain TCP: set them, or carry the link through a tunnel")
     return r
@@ -367,31 +367,36 @@ def _check_socket(p: Path) -> Path:
 # --- mapping -> dataclasses ----------------------------------------------------------------------
 
 
-class _Invalid(Exception):
+class InvalidKey(Exception):
+    """A config key and what is wrong with its value; loaders turn it into one ConfigError line
+    (shared with other config loaders, bridges/mqtt/config.py, so both files word it alike)."""
+
     def __init__(self, key: str, message: str) -> None:
         super().__init__(key, message)
         self.key, self.message = key, message
 
 
-def _join(prefix: str, key: str) -> str:
+def join_key(prefix: str, key: str) -> str:
+    """The dotted name of `key` inside the section `prefix` ("" at the top level)."""
     return f"{prefix}.{key}" if prefix else key
 
 
-def _mapping(value: Any, where: str) -> dict[str, Any]:
+def as_mapping(value: Any, where: str) -> dict[str, Any]:
+    """`value` as a mapping with string keys (None: empty), else InvalidKey naming `where`."""
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise _Invalid(where or "(top level)", f"expected a mapping, got {_describe(value)}")
+        raise InvalidKey(where or "(top level)", f"expected a mapping, got {_describe(value)}")
     for k in value:
         if not isinstance(k, str):
-            raise _Invalid(where or "(top level)", f"keys must be strings, got {_describe(k)}")
+            raise InvalidKey(where or "(top level)", f"keys must be strings, got {_describe(k)}")
     return value
 
 
-def _unknown(key: str, where: str, allowed: list[str]) -> _Invalid:
+def _unknown(key: str, where: str, allowed: list[str]) -> InvalidKey:
     close = difflib.get_close_matches(key, allowed, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(allowed)})"
-    return _Invalid(_join(where, key), f"unknown key{hint}")
+    return InvalidKey(join_key(where, key), f"unknown key{hint}")
 
 
 def _build(cls: type, data: dict[str, Any], where: str, base: Any = None,
@@ -410,19 +415,19 @@ def _build(cls: type, data: dict[str, Any], where: str, base: Any = None,
             if isinstance(value, int):
                 _check_bounds(f, value)
         except ValueError as e:
-            raise _Invalid(_join(where, key), str(e)) from None
+            raise InvalidKey(join_key(where, key), str(e)) from None
         values[key] = value
     return dataclasses.replace(base, **values) if base is not None else cls(**values)
 
 
 def _topic_name(value: Any, where: str) -> str:
-    key = _join(where, "name")
+    key = join_key(where, "name")
     if not isinstance(value, str):
-        raise _Invalid(key, f"expected a topic name, got {_describe(value)}")
+        raise InvalidKey(key, f"expected a topic name, got {_describe(value)}")
     try:
         validate_topic_name(value)  # the storage's rule, so that both agree
     except InvalidTopicError as e:
-        raise _Invalid(key, str(e)) from None
+        raise InvalidKey(key, str(e)) from None
     return value
 
 
@@ -430,17 +435,17 @@ def _topics(value: Any, defaults: TopicSettings) -> tuple[TopicSpec, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise _Invalid("topics", f"expected a list of topics, got {_describe(value)}")
+        raise InvalidKey("topics", f"expected a list of topics, got {_describe(value)}")
     specs: list[TopicSpec] = []
     first_seen: dict[str, int] = {}
     for i, item in enumerate(value):
         where = f"topics[{i}]"
-        item = _mapping(item, where)
+        item = as_mapping(item, where)
         if "name" not in item:
-            raise _Invalid(where, "missing required key 'name'")
+            raise InvalidKey(where, "missing required key 'name'")
         name = _topic_name(item["name"], where)
         if name in first_seen:
-            raise _Invalid(f"{where}.name",
+            raise InvalidKey(f"{where}.name",
                            f"topic {name!r} is declared twice (also topics[{first_seen[name]}])")
         first_seen[name] = i
         specs.append(TopicSpec(name, _build(TopicSettings, item, where, defaults, extra=("name",))))
@@ -456,7 +461,7 @@ def config_from_mapping(data: Any, source: str | Path | None = None) -> Config:
     are taken from the directory of `source` when it is given."""
     src = Path(source) if source is not None else None
     try:
-        top = _mapping(data, "")
+        top = as_mapping(data, "")
         sections = {"log": LogSettings, "limits": Limits, "topic_defaults": TopicSettings,
                     "disk": DiskSettings, "metrics": MetricsSettings, "replica": ReplicaSettings}
         known = [f.name for f in dataclasses.fields(Config) if f.name != "source"]
@@ -464,7 +469,7 @@ def config_from_mapping(data: Any, source: str | Path | None = None) -> Config:
             if key not in known:
                 raise _unknown(key, "", known)
         built: dict[str, Any] = {
-            name: _build(cls, _mapping(top.get(name), name), name) for name, cls in sections.items()
+            name: _build(cls, as_mapping(top.get(name), name), name) for name, cls in sections.items()
         }
         scalars = {k: v for k, v in top.items() if k not in sections and k != "topics"}
         plain = _build(Config, scalars, "")
@@ -478,9 +483,9 @@ def config_from_mapping(data: Any, source: str | Path | None = None) -> Config:
             try:
                 _check_socket(built["socket"])
             except ValueError as e:
-                raise _Invalid("socket", str(e)) from None
+                raise InvalidKey("socket", str(e)) from None
         return dataclasses.replace(plain, source=src, **built)
-    except _Invalid as e:
+    except InvalidKey as e:
         prefix = f"{src}: " if src is not None else ""
         err = ConfigError(f"{prefix}{e.key}: {e.message}")
         err.key, err.file = e.key, src  # type: ignore[attr-defined]

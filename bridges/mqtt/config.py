@@ -19,8 +19,11 @@ from bridges.mqtt import routes as R
 from bridges.mqtt import templates as T
 from edgebus import paths
 from edgebus.config import (  # the supervisor's parsers, so that both files obey one rule
+    InvalidKey,
+    as_mapping,
     check_topic_name,
     describe_value,
+    join_key,
     parse_duration,
     parse_size,
     read_yaml_file,
@@ -213,16 +216,6 @@ def default_status_file(client_id: str) -> Path:
 # --- parsing -------------------------------------------------------------------------------------
 
 
-class _Invalid(Exception):
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(key, message)
-        self.key, self.message = key, message
-
-
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
-
-
 def _bool(v: Any) -> bool:
     if not isinstance(v, bool):
         raise ValueError(f"expected true or false, got {describe_value(v)}")
@@ -321,29 +314,20 @@ _SECTIONS = {
 }
 
 
-def _mapping(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _Invalid(where or "(top level)", f"expected a mapping, got {describe_value(value)}")
-    for k in value:
-        if not isinstance(k, str):
-            raise _Invalid(where or "(top level)", f"keys must be strings, got {describe_value(k)}")
-    return value
-
-
 def _build(cls: type[Any], data: Any, where: str) -> Any:
-    data = _mapping({} if data is None else data, where)
+    data = as_mapping({} if data is None else data, where)
     fields = {f.name: f for f in dataclasses.fields(cls) if "kind" in f.metadata}
     values: dict[str, Any] = {}
     for key, raw in data.items():
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(fields)})"
-            raise _Invalid(_join(where, key), f"unknown key{hint}")
-        values[key] = _value(fields[key], raw, _join(where, key))
+            raise InvalidKey(join_key(where, key), f"unknown key{hint}")
+        values[key] = _value(fields[key], raw, join_key(where, key))
     for name, f in fields.items():
         if name not in values and f.default is dataclasses.MISSING \
                 and f.default_factory is dataclasses.MISSING:
-            raise _Invalid(where or "(top level)", f"missing required key {name!r}")
+            raise InvalidKey(where or "(top level)", f"missing required key {name!r}")
     return cls(**values)
 
 
@@ -355,7 +339,7 @@ def _value(f: dataclasses.Field[Any], raw: Any, where: str) -> Any:
         if raw is None:
             return ()
         if not isinstance(raw, list):
-            raise _Invalid(where, f"expected a list of routes, got {describe_value(raw)}")
+            raise InvalidKey(where, f"expected a list of routes, got {describe_value(raw)}")
         cls = IngressSettings if kind == "ingress_list" else EgressSettings
         return tuple(_build(cls, item, f"{where}[{i}]") for i, item in enumerate(raw))
     if raw is None and f.default is None:
@@ -376,54 +360,54 @@ def _value(f: dataclasses.Field[Any], raw: Any, where: str) -> Any:
                 raise ValueError(f"must be at most {hi}, got {value}")
         return value
     except ValueError as e:
-        raise _Invalid(where, str(e)) from None
+        raise InvalidKey(where, str(e)) from None
 
 
 def _cross_check(c: BridgeConfig) -> None:
     """Rules between keys; each error names the key to change."""
     if not c.ingress and not c.egress:
-        raise _Invalid("(top level)", "no routes: give at least one 'ingress' or 'egress' route")
+        raise InvalidKey("(top level)", "no routes: give at least one 'ingress' or 'egress' route")
     m = c.mqtt
     if m.password is not None and m.password_file is not None:
-        raise _Invalid("mqtt.password_file", "give either 'password' or 'password_file', not both")
+        raise InvalidKey("mqtt.password_file", "give either 'password' or 'password_file', not both")
     if (m.password is not None or m.password_file is not None) and m.username is None:
-        raise _Invalid("mqtt.username", "a password needs a username")
+        raise InvalidKey("mqtt.username", "a password needs a username")
     if m.reconnect_min_ms > m.reconnect_max_ms:
-        raise _Invalid("mqtt.reconnect_min_ms", "must not exceed mqtt.reconnect_max_ms")
+        raise InvalidKey("mqtt.reconnect_min_ms", "must not exceed mqtt.reconnect_max_ms")
     if m.tls is not None and (m.tls.cert_file is None) != (m.tls.key_file is None):
-        raise _Invalid("mqtt.tls.key_file", "a client certificate needs both cert_file and key_file")
+        raise InvalidKey("mqtt.tls.key_file", "a client certificate needs both cert_file and key_file")
     if len(m.client_id.encode()) > 128:
-        raise _Invalid("mqtt.client_id", "at most 128 bytes (brokers may refuse longer ones)")
+        raise InvalidKey("mqtt.client_id", "at most 128 bytes (brokers may refuse longer ones)")
     e = c.edgebus
     if e.retry_backoff_ms > e.retry_backoff_max_ms:
-        raise _Invalid("edgebus.retry_backoff_ms", "must not exceed edgebus.retry_backoff_max_ms")
+        raise InvalidKey("edgebus.retry_backoff_ms", "must not exceed edgebus.retry_backoff_max_ms")
     seen: dict[str, int] = {}
     for i, r in enumerate(c.ingress):
         where = f"ingress[{i}]"
         if r.filter in seen:
-            raise _Invalid(f"{where}.filter",
+            raise InvalidKey(f"{where}.filter",
                            f"filter {r.filter!r} is routed twice (also ingress[{seen[r.filter]}])")
         seen[r.filter] = i
         if r.key is not None:
             if r.key.topic_level is not None and r.key.payload_field is not None:
-                raise _Invalid(f"{where}.key", "give either topic_level or payload_field, not both")
+                raise InvalidKey(f"{where}.key", "give either topic_level or payload_field, not both")
             if r.key.topic_level is not None:
                 try:
                     R.check_key_level(r.filter, r.key.topic_level)
                 except ValueError as err:
-                    raise _Invalid(f"{where}.key.topic_level", str(err)) from None
+                    raise InvalidKey(f"{where}.key.topic_level", str(err)) from None
         v = r.validate or ValidateSettings()
         if v.max_bytes + HEADER_ALLOWANCE > e.max_batch_bytes:
-            raise _Invalid(f"{where}.validate.max_bytes",
+            raise InvalidKey(f"{where}.validate.max_bytes",
                            f"{v.max_bytes} bytes plus {HEADER_ALLOWANCE} for headers exceed "
                            f"edgebus.max_batch_bytes={e.max_batch_bytes}")
     dl_max = c.dead_letter.max_payload_bytes
     if dl_max is not None and dl_max + HEADER_ALLOWANCE > e.max_batch_bytes:
-        raise _Invalid("dead_letter.max_payload_bytes",
+        raise InvalidKey("dead_letter.max_payload_bytes",
                        f"plus {HEADER_ALLOWANCE} bytes for headers it exceeds "
                        f"edgebus.max_batch_bytes={e.max_batch_bytes}")
     if m.protocol != "5" and any(r.filter.startswith("$share/") for r in c.ingress):
-        raise _Invalid("mqtt.protocol", "shared subscriptions ($share/...) need MQTT 5")
+        raise InvalidKey("mqtt.protocol", "shared subscriptions ($share/...) need MQTT 5")
     _check_loops(c)
 
 
@@ -442,7 +426,7 @@ def _check_loops(c: BridgeConfig) -> None:
                 why = "noLocal is not allowed on a shared subscription"
             else:
                 continue
-            raise _Invalid(f"ingress[{i}].filter",
+            raise InvalidKey(f"ingress[{i}].filter",
                            f"{r.filter!r} matches topics egress[{j}] publishes to "
                            f"({eg.mqtt_topic.text!r}), and {why}: the bridge would take its own "
                            "publishes back in; use filters that do not overlap (or MQTT 5 "
@@ -456,7 +440,7 @@ def config_from_mapping(data: Any, source: str | Path | None = None) -> BridgeCo
     try:
         c: BridgeConfig = _build(BridgeConfig, data, "")
         _cross_check(c)
-    except _Invalid as e:
+    except InvalidKey as e:
         prefix = f"{src}: " if src is not None else ""
         err = ConfigError(f"{prefix}{e.key}: {e.message}")
         err.key, err.file = e.key, src  # type: ignore[attr-defined]

@@ -148,13 +148,7 @@ class Partition:
 
         The stamp is written into `batch` itself when it is writable (no copy); a read-only
         buffer is copied first."""
-        if self._closed:
-            self._check_open()
-        if self.offline:
-            raise StorageError(f"{self.name} is offline after an I/O error")
-        n = len(batch)
-        if n != info.length:
-            raise CorruptRecordError(f"batch is {n} bytes but its header says {info.length}")
+        n = self._writable(batch, info)
         if n > self.config.max_message_bytes:
             raise RecordTooLargeError(
                 f"batch of {n} bytes exceeds max_message_bytes={self.config.max_message_bytes}"
@@ -180,13 +174,7 @@ class Partition:
 
         Invariant: a mirror's log is a prefix of its source's, batch for batch; the replicator's
         cursor is this partition's log end (docs/REPLICATION.md)."""
-        if self._closed:
-            self._check_open()
-        if self.offline:
-            raise StorageError(f"{self.name} is offline after an I/O error")
-        n = len(batch)
-        if n != info.length:
-            raise CorruptRecordError(f"batch is {n} bytes but its header says {info.length}")
+        n = self._writable(batch, info)
         base = info.base_offset
         if base < self.log_end_offset:
             self._check_same(batch, info)
@@ -201,6 +189,17 @@ class Partition:
             self._roll()
         self._write(batch, base, max(info.append_time, self._max_append_time), count)
         return True
+
+    def _writable(self, batch: bytes | bytearray | memoryview, info: BatchInfo) -> int:
+        """The batch's length, once the partition may take it and its header agrees."""
+        if self._closed:
+            self._check_open()
+        if self.offline:
+            raise StorageError(f"{self.name} is offline after an I/O error")
+        n = len(batch)
+        if n != info.length:
+            raise CorruptRecordError(f"batch is {n} bytes but its header says {info.length}")
+        return n
 
     def _check_same(self, batch: bytes | bytearray | memoryview, info: BatchInfo) -> None:
         """ReplicaDivergedError unless the batch at info.base_offset is this one."""
