@@ -249,6 +249,27 @@ def stamp_batch(buf: bytearray | memoryview, base_offset: int, append_time: int)
     F.BATCH_STAMP.pack_into(buf, 0, base_offset, append_time)
 
 
+def whole_batches(buf: bytes | memoryview | None, end: int | None = None) -> tuple[int, int, int]:
+    """(bytes, first base offset, next offset) of the leading whole batches of `buf`, read from
+    their headers only (no CRC): a trailing partial batch, and with `end` every batch that does
+    not end at or before that offset, are left out. Offsets are -1 when there is no batch."""
+    mv = memoryview(buf or b"")
+    pos = 0
+    first = nxt = -1
+    scan = F.BATCH_SCAN
+    while len(mv) - pos >= F.BATCH_HEADER_SIZE:
+        base, length, count = scan.unpack_from(mv, pos)
+        if length < F.BATCH_HEADER_SIZE or pos + length > len(mv):
+            break
+        if end is not None and base + count > end:
+            break
+        if first < 0:
+            first = base
+        nxt = base + count
+        pos += length
+    return pos, first, nxt
+
+
 def iter_batches(buf: bytes | memoryview) -> Iterator[memoryview]:
     """Split a fetched chunk of whole batches; a trailing partial batch is ignored."""
     mv = memoryview(buf)

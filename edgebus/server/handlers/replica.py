@@ -174,7 +174,9 @@ class ReplicaHandlers:
                 durable = p.synced_offset
                 data = b""
                 if remaining > 0 and fp.offset < durable:
-                    data = _below(p.read(fp.offset, min(fp.max_bytes, remaining), True), durable)
+                    data = p.read(fp.offset, min(fp.max_bytes, remaining), True)
+                    n = B.whole_batches(data, durable)[0]  # only batches below the synced point
+                    data = data if n == len(data) else data[:n]
                 remaining -= len(data)
                 out.append(M.ReplicaFetchedPartition(
                     fp.topic, fp.partition, 0, "", inc, p.log_start_offset, durable,
@@ -202,14 +204,3 @@ class ReplicaHandlers:
         log.warning("promoted mirror topic %s to a writable topic (by %r)", req.name, conn)
         return M.Empty()
 
-
-def _below(data: bytes, end: int) -> bytes:
-    """The whole batches of `data` that end at or before offset `end` (headers only)."""
-    mv = memoryview(data)
-    pos = 0
-    while len(mv) - pos >= F.BATCH_HEADER_SIZE:
-        base, length, count = F.BATCH_SCAN.unpack_from(mv, pos)
-        if base + count > end or pos + length > len(mv):
-            break
-        pos += length
-    return data if pos == len(data) else bytes(mv[:pos])
