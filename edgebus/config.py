@@ -144,6 +144,12 @@ def _parse_optional_path(value: Any) -> Path | None:
     return None if value is None else _parse_path(value)
 
 
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"expected true or false, got {_describe(value)}")
+
+
 def _parse_node(value: Any) -> str:
     if isinstance(value, str) and (value == "" or NODE_NAME_RE.fullmatch(value)):
         return value
@@ -155,7 +161,7 @@ _PARSERS = {
     "path": _parse_path, "level": _parse_level, "mode": _parse_mode,
     "threshold": lambda v: parse_threshold(v, parse_size), "listen": parse_listen,
     "disk_policy": parse_disk_policy, "replica_listen": parse_replica_listen,
-    "optional_path": _parse_optional_path, "node": _parse_node,
+    "optional_path": _parse_optional_path, "node": _parse_node, "bool": _parse_bool,
 }
 
 
@@ -308,6 +314,25 @@ class ReplicaSettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    """The HTTP API and web console (docs/HTTP.md), a listener in the supervisor."""
+
+    enabled: bool = _setting(False, "bool")
+    # host:port; anything but loopback needs tls_cert, tls_key and users_file (refused otherwise).
+    listen: str | None = _setting("127.0.0.1:8470", "replica_listen")
+    # TLS: certificate chain and key (PEM).
+    tls_cert: Path | None = field(default=None, metadata={"kind": "optional_path"})
+    tls_key: Path | None = field(default=None, metadata={"kind": "optional_path"})
+    # YAML mapping of user name -> secret (mode 0600): `Authorization: Bearer <secret>` or HTTP
+    # basic with that user and secret. Without it (loopback only) no authentication is asked.
+    users_file: Path | None = field(default=None, metadata={"kind": "optional_path"})
+    # Bounds: connections at once, a request body, live-tail (SSE) streams at once.
+    max_connections: int = _setting(32, "int", 1, 4096)
+    max_body_bytes: int = _setting(2 * MiB, "size", 4 * KiB, F.MAX_BATCH_BYTES * 2)
+    max_streams: int = _setting(8, "int", 1, 1024)
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path = field(default_factory=paths.default_data_dir, metadata={"kind": "path"})
     socket: Path = field(default_factory=paths.default_socket_path, metadata={"kind": "path"})
@@ -318,6 +343,7 @@ class Config:
     disk: DiskSettings = field(default_factory=DiskSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     replica: ReplicaSettings = field(default_factory=ReplicaSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     topic_defaults: TopicSettings = field(default_factory=TopicSettings)
     topics: tuple[TopicSpec, ...] = ()
     # The file this was read from (None for built-in defaults); not part of equality.
@@ -355,6 +381,26 @@ def _check_replica(r: ReplicaSettings, base_dir: Path | None) -> ReplicaSettings
                        f"{r.listen} is not a loopback address, and without TLS (tls_cert, tls_key) "
                        "a replica link is plain TCP: set them, or carry the link through a tunnel")
     return r
+
+
+def _check_http(h: HttpSettings, base_dir: Path | None) -> HttpSettings:
+    """Paths taken from the config's directory; off loopback, TLS and authentication or refusal."""
+    paths: dict[str, Any] = {k: _resolve(getattr(h, k), base_dir) for k in
+                             ("tls_cert", "tls_key", "users_file") if getattr(h, k) is not None}
+    h = dataclasses.replace(h, **paths)
+    if (h.tls_cert is None) != (h.tls_key is None):
+        raise InvalidKey("http.tls_cert", "tls_cert and tls_key go together")
+    if h.enabled and h.listen is None:
+        raise InvalidKey("http.listen", "http.enabled is true but no listen address is set")
+    if h.enabled and h.listen is not None and not is_loopback_listen(h.listen):
+        missing = [k for k in ("tls_cert", "tls_key", "users_file") if getattr(h, k) is None]
+        if missing:
+            raise InvalidKey("http.listen",
+                             f"{h.listen} is not a loopback address: anyone on the network could "
+                             f"reach the console, so it needs TLS and authentication; set "
+                             f"{', '.join('http.' + m for m in missing)} (docs/HTTP.md), or "
+                             "listen on 127.0.0.1 and use an SSH tunnel")
+    return h
 
 
 def _check_socket(p: Path) -> Path:
@@ -463,7 +509,8 @@ def config_from_mapping(data: Any, source: str | Path | None = None) -> Config:
     try:
         top = as_mapping(data, "")
         sections = {"log": LogSettings, "limits": Limits, "topic_defaults": TopicSettings,
-                    "disk": DiskSettings, "metrics": MetricsSettings, "replica": ReplicaSettings}
+                    "disk": DiskSettings, "metrics": MetricsSettings, "replica": ReplicaSettings,
+                    "http": HttpSettings}
         known = [f.name for f in dataclasses.fields(Config) if f.name != "source"]
         for key in top:
             if key not in known:
@@ -479,6 +526,7 @@ def config_from_mapping(data: Any, source: str | Path | None = None) -> Config:
             if key in scalars:
                 built[key] = _resolve(getattr(plain, key), base_dir)
         built["replica"] = _check_replica(built["replica"], base_dir)
+        built["http"] = _check_http(built["http"], base_dir)
         if "socket" in built:
             try:
                 _check_socket(built["socket"])

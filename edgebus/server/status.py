@@ -116,6 +116,14 @@ def topics(broker: Any) -> dict[str, Any]:
             ],
             "size_bytes": sum(p.size_bytes for p in parts),
         }
+        # Traffic counters per topic (server/stats.py), so that readers (the web console) can
+        # show rates from two looks.
+        stats = getattr(broker, "stats", None)
+        if stats is not None:
+            rin = stats.topic_in.get(name, (0, 0))
+            rout = stats.topic_out.get(name, (0, 0))
+            out[name].update(records_in=rin[0], bytes_in=rin[1], records_out=rout[0],
+                             bytes_out=rout[1])
     return out
 
 

@@ -105,6 +105,10 @@ def run(config: Any) -> int:
         max_connections_per_uid=config.limits.max_connections_per_uid,
         max_output_total=config.limits.max_output_total_bytes,
     )
+    if config.http.enabled and not _start_http(broker, config):  # the console and HTTP API
+        logs.close()
+        claim.release()
+        return os.EX_CONFIG
     try:
         broker.listen()
     except (OSError, EdgebusError) as e:
@@ -121,6 +125,29 @@ def run(config: Any) -> int:
     notifier.ready(summary_line(broker))  # after recovery and listen: clients can connect now
     broker.serve_forever()  # the metrics endpoint, a service, closes with the loop
     return 0
+
+
+def _start_http(broker: Broker, config: Any) -> bool:
+    """The HTTP API and console (docs/HTTP.md), a listener on the loop. Unlike metrics, a
+    failure stops the start: an operator who enabled it expects it, and the error says why."""
+    from edgebus.server.http.api import App
+    from edgebus.server.http.auth import Authenticator, load_users
+    from edgebus.server.listeners.http import HttpListener
+
+    h = config.http
+    try:
+        users = load_users(h.users_file)
+        tls = (server_context(str(h.tls_cert), str(h.tls_key), None)
+               if h.tls_cert is not None and h.tls_key is not None else None)
+        app = App(Authenticator(users), max_streams=h.max_streams)
+        listener = HttpListener(broker.loop, app, h.listen, tls, max_connections=h.max_connections,
+                                max_body=h.max_body_bytes)
+        listener.listen()
+    except (ConfigError, OSError) as e:
+        log.error("cannot serve HTTP on %s: %s", h.listen, e)
+        return False
+    broker.add_service(listener)
+    return True
 
 
 def _start_metrics(broker: Broker, config: Any) -> None:
