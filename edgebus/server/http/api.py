@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgebus import errors as E
 from edgebus import format as F
+from edgebus.config import TOPIC_CONFIG_KEYS, parse_topic_setting
 from edgebus.protocol import groups as G
 from edgebus.protocol import messages as M
 from edgebus.server.http import records as R
@@ -81,6 +82,11 @@ def configs_of(doc: Any, where: str) -> list[M.ConfigEntry]:
     for k, v in doc.items():
         if isinstance(v, bool) or not isinstance(v, (str, int)):
             raise E.InvalidRequestError(f"{where}.{k} must be a string or an integer")
+        if k in TOPIC_CONFIG_KEYS:  # "1d", "64MiB" as in the config file and the CLI
+            try:
+                v = parse_topic_setting(k, str(v))
+            except E.ConfigError as e:
+                raise E.InvalidRequestError(f"{where}.{e}") from None
         out.append(M.ConfigEntry(str(k), str(v)))
     return out
 

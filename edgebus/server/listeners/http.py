@@ -47,6 +47,7 @@ HEAD_DEADLINE_S = 10.0  # a request head must be whole this long after the conne
 IDLE_S = 60.0  # a keep-alive connection with nothing in progress
 SSE_HIGH_WATER = 256 * 1024  # an SSE stream asks for no more records while this much is unsent
 TICK_S = 1.0
+DRAIN_S = 2.0  # a refused request's remaining body is read and dropped this long at most
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _corr = itertools.count(1)
 
@@ -85,6 +86,10 @@ class HttpConnection(Connection):
         self.opened = self.active = time.monotonic()
         self.in_dispatch = False
         self.close_when_sent = False
+        # After a refusal that ends the connection (a body too large): our side is shut, and what
+        # the client still sends is read and dropped for a while, so that it gets to read the
+        # answer instead of a reset (StreamListener._refuse does the same for the socket).
+        self.draining_since = 0.0
 
     def __repr__(self) -> str:
         return f"http#{self.id}({self.principal or 'anonymous'})"
@@ -96,7 +101,8 @@ class HttpConnection(Connection):
         ex = self.ex
         # During an exchange the next request waits in the kernel (HTTP/1.1 answers in order); a
         # stream keeps reading so that a client going away is seen at once.
-        self.reading = not self.overloaded and (ex is None or ex.stream)
+        self.reading = self.draining_since > 0 or (
+            not self.overloaded and (ex is None or ex.stream))
         mask = (_READ if self.reading else 0) | (_WRITE if self.out else 0)
         if mask != self.events:
             self.loop.sel.modify(self.sock, mask, self.on_event)
@@ -121,6 +127,10 @@ class HttpConnection(Connection):
             self.loop.close(self)
             return
         self.active = time.monotonic()
+        if self.draining_since:
+            if not data:
+                self.loop.close(self)
+            return
         if self.ex is not None and self.ex.stream:
             if not data:  # the browser closed the tail
                 self.loop.close(self)
@@ -284,7 +294,7 @@ class HttpConnection(Connection):
         if close:
             headers.append((b"connection", b"close"))
         self._send(h11.Response(status_code=reply.status, headers=headers, reason=_reason(reply.status)))
-        if reply.body and self.head is not None and self.head.method != b"HEAD":
+        if reply.body and (self.head is None or self.head.method != b"HEAD"):
             self._send(h11.Data(data=reply.body))
         self._send(h11.EndOfMessage())
         self._after_response()
@@ -293,7 +303,7 @@ class HttpConnection(Connection):
         if self.h11.our_state is h11.MUST_CLOSE or self.close_when_sent:
             self.close_when_sent = True
             if not self.out:
-                self.loop.close(self)
+                self._sent_and_close()
             return
         self.loop.pending.discard(self)
         self._next_events()  # a pipelined request already buffered
@@ -311,8 +321,11 @@ class HttpConnection(Connection):
     # --- output and timers -----------------------------------------------------------------------
     def _on_writable(self) -> None:
         self.flush()
-        if self.closed or (self.close_when_sent and not self.out):
+        if self.closed:
             self.loop.close(self)
+            return
+        if self.close_when_sent and not self.out:
+            self._sent_and_close()
             return
         ex = self.ex
         if ex is not None and ex.held is not None and self.out_bytes <= SSE_HIGH_WATER // 2:
@@ -320,6 +333,20 @@ class HttpConnection(Connection):
             value, error = self._call(ex, call)
             if ex.waiting is None:
                 self._step(value, error)
+        self.update_interest()
+
+    def _sent_and_close(self) -> None:
+        """Everything is sent and the connection ends: shut our side, drain theirs (plain TCP;
+        a TLS connection is just closed)."""
+        if self.draining_since or isinstance(self.sock, ssl.SSLSocket):
+            self.loop.close(self)
+            return
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.loop.close(self)
+            return
+        self.draining_since = time.monotonic()
         self.update_interest()
 
     def wake(self) -> None:
@@ -439,6 +466,10 @@ class HttpListener(StreamListener):
             return
         self._next_tick = now + TICK_S
         for c in list(self.conns.values()):
+            if c.draining_since:
+                if now - c.draining_since > DRAIN_S:
+                    self.loop.close(c)
+                continue
             if c.ex is not None:
                 continue  # answering, or streaming (streams send keep-alives)
             # No whole request head soon after connecting (a slow-loris), or idle keep-alive.
