@@ -191,7 +191,7 @@ function onRecord(r) {
   if ($("#tail-pause").checked) return;
   let parsed = null;
   if (r.encoding === "utf8" && r.value) { try { parsed = JSON.parse(r.value); } catch (e) { /* not JSON */ } }
-  const li = el("li", { class: "record", "data-offset": String(r.offset) });
+  const li = el("li", { class: "record", "data-offset": String(r.offset), "data-partition": String(r.partition) });
   li.append(el("div", { class: "meta" },
     `p${r.partition} @${r.offset} \u00b7 ${new Date(r.timestamp).toLocaleTimeString()}${r.key != null ? ` \u00b7 key ${r.key}` : ""}`));
   li.append(el("pre", {}, parsed !== null ? JSON.stringify(parsed, null, 2) : String(r.value)));
