@@ -275,7 +275,9 @@ class HttpConnection(Connection):
         if not ex.started:
             ex.started = ex.stream = True
             self.listener.streams += 1
-            self._send(h11.Response(status_code=200, headers=_headers(item.headers), reason=b"OK"))
+            self._send(h11.Response(status_code=200, headers=_headers(item.headers), reason=b"OK"),
+                       h11.Data(data=item.data))
+            return
         self._send(h11.Data(data=item.data))
 
     def _finish(self, reply: Reply) -> None:
@@ -293,10 +295,12 @@ class HttpConnection(Connection):
         headers.append((b"content-length", str(len(reply.body)).encode()))
         if close:
             headers.append((b"connection", b"close"))
-        self._send(h11.Response(status_code=reply.status, headers=headers, reason=_reason(reply.status)))
+        events: list[Any] = [h11.Response(status_code=reply.status, headers=headers,
+                                          reason=_reason(reply.status))]
         if reply.body and (self.head is None or self.head.method != b"HEAD"):
-            self._send(h11.Data(data=reply.body))
-        self._send(h11.EndOfMessage())
+            events.append(h11.Data(data=reply.body))
+        events.append(h11.EndOfMessage())
+        self._send(*events)
         self._after_response()
 
     def _after_response(self) -> None:
@@ -308,15 +312,21 @@ class HttpConnection(Connection):
         self.loop.pending.discard(self)
         self._next_events()  # a pipelined request already buffered
 
-    def _send(self, event: Any) -> None:
-        try:
-            data = self.h11.send(event)
-        except h11.LocalProtocolError as e:  # e.g. a body after HEAD: a bug, not the client's fault
-            log.warning("%r: %s", self, e)
-            self.close_when_sent = True
-            return
-        if data:
-            Connection.queue(self, data)
+    def _send(self, *events: Any) -> None:
+        """h11's bytes for `events`, queued as one write (one segment for a small answer: a write
+        per event costs a wake-up of the client per write)."""
+        out = []
+        for event in events:
+            try:
+                data = self.h11.send(event)
+            except h11.LocalProtocolError as e:  # e.g. a body after HEAD: a bug, not the client's
+                log.warning("%r: %s", self, e)
+                self.close_when_sent = True
+                break
+            if data:
+                out.append(data)
+        if out:
+            Connection.queue(self, out[0] if len(out) == 1 else b"".join(out))
 
     # --- output and timers -----------------------------------------------------------------------
     def _on_writable(self) -> None:
