@@ -137,7 +137,7 @@ def _start_http(broker: Broker, config: Any) -> bool:
     h = config.http
     try:
         users = load_users(h.users_file)
-        tls = (server_context(str(h.tls_cert), str(h.tls_key), None)
+        tls = (server_context(str(h.tls_cert), str(h.tls_key), None, "http.tls_cert")
                if h.tls_cert is not None and h.tls_key is not None else None)
         app = App(Authenticator(users), max_streams=h.max_streams)
         listener = HttpListener(broker.loop, app, h.listen, tls, max_connections=h.max_connections,

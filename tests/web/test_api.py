@@ -140,6 +140,24 @@ def test_long_poll_fetch_is_answered_by_an_append(api: Http, http_broker: Any) -
     assert [r["value"] for r in got["records"]] == ["boiled"]
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: Any) -> Any:
+    """One supervisor for the table of bad inputs below (each case leaves it as it was)."""
+    from edgebus.testing import EmbeddedBroker
+
+    from .conftest import free_port
+
+    port = free_port()
+    b = EmbeddedBroker(tmp_path_factory.mktemp("bad-input"), config={
+        "topics": [{"name": TOPIC}], "http": {"enabled": True, "listen": f"127.0.0.1:{port}"}})
+    b.start()
+    c = Http(port)
+    yield c
+    c.close()
+    b.stop()
+    b.cleanup()
+
+
 @pytest.mark.parametrize("method,path,body,raw,headers,status,code", [
     ("POST", f"/api/topics/{TOPIC}/records", None, b"{not json", {"Content-Type": "application/json"}, 400, 3),
     ("POST", f"/api/topics/{TOPIC}/records", None, b'{"value":"x"}', {"Content-Type": "text/plain"}, 400, 3),
@@ -168,9 +186,10 @@ def test_long_poll_fetch_is_answered_by_an_append(api: Http, http_broker: Any) -
     ("DELETE", "/api/groups", None, None, {}, 405, 3),
     ("GET", "/console/../../etc/passwd", None, None, {}, 404, 3),
 ])
-def test_bad_input_gets_a_typed_json_error(api: Http, method: str, path: str, body: Any,
+def test_bad_input_gets_a_typed_json_error(shared: Http, method: str, path: str, body: Any,
                                            raw: bytes | None, headers: dict[str, str],
                                            status: int, code: int) -> None:
+    api = shared
     got, hdrs, doc = api.request(method, path, body, raw=raw, headers=headers)
     assert got == status, doc
     assert hdrs["content-type"] == "application/json"
@@ -254,3 +273,20 @@ def test_console_files_are_served_and_nothing_else(api: Http) -> None:
     for f in ("console.js", "console.css"):
         assert api.get(f"/console/{f}")[0] == 200
     assert api.get("/console/nothing.js")[0] == 404
+
+
+def test_connections_are_bounded(make_broker: Any) -> None:
+    from .conftest import free_port
+
+    port = free_port()
+    make_broker({"http": {"enabled": True, "listen": f"127.0.0.1:{port}", "max_connections": 2}}).start()
+    first, second = Http(port), Http(port)
+    assert first.get("/api/topics")[0] == second.get("/api/topics")[0] == 200
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET /api/topics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        try:
+            got = s.recv(100)
+        except ConnectionResetError:  # closed with the request unread
+            got = b""
+        assert got == b""  # closed at once: the two others hold the slots
+    assert first.get("/api/topics")[0] == 200  # and they keep working
