@@ -138,7 +138,7 @@ class App:
                 raise E.NotAuthenticatedError(f"Host {host!r} is not a loopback name, and this "
                                               "server asks for no authentication")
             try:
-                req.conn.principal = self.auth.principal(req.headers.get("authorization"))
+                req.conn.set_principal(self.auth.principal(req.headers.get("authorization")))
             except E.AuthenticationError as e:
                 return error_reply(e, 401, [("www-authenticate", REALM)])
             check_origin(req.method, req.headers.get("origin"), host,

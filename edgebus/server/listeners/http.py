@@ -77,8 +77,14 @@ class HttpConnection(Connection):
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         self.rpc = ClientProtocol()  # decodes the answer frames the dispatcher queues here
         # Who this connection authenticated as (token or basic user; "" before, or when the
-        # listener asks for no authentication). The permission check reads it.
+        # listener asks for no authentication): set_principal.
         self.principal = ""
+        # For access control (docs/SECURITY.md on the acl branch; harmless without it): a user
+        # who proved a secret is a password-authenticated name, the principal `sasl:NAME` the
+        # Kafka listener's SASL users get; without authentication (loopback only, config.py),
+        # the client is found as identd would, by the owner of its loopback TCP socket.
+        self.sasl_user: str | None = None
+        self.tcp_owner_lookup = not listener.app.auth.required
         self.head: h11.Request | None = None
         self.body = bytearray()
         self.body_too_large = False
@@ -93,6 +99,14 @@ class HttpConnection(Connection):
 
     def __repr__(self) -> str:
         return f"http#{self.id}({self.principal or 'anonymous'})"
+
+    def set_principal(self, user: str) -> None:
+        """The user a request authenticated as. HTTP authenticates each request, so a keep-alive
+        connection may change user: then cached access decisions (`acl`) are dropped."""
+        if user != self.principal:
+            self.principal = user
+            self.sasl_user = user or None
+            self.acl = None
 
     # --- reading -----------------------------------------------------------------------------------
     def update_interest(self) -> None:
