@@ -3,6 +3,7 @@ and a users file (refused at start otherwise); tokens and HTTP basic against a r
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import ssl
 import subprocess
@@ -72,6 +73,12 @@ def users_file(tmp_path: Path) -> Path:
     return p
 
 
+def open_policy() -> dict[str, Any]:
+    """Where access control is built (edgebus/server/acl), let every authenticated user do
+    everything: these tests are about authentication (test_acl_http.py is about the rules)."""
+    return {"acl": {"default": "allow"}} if importlib.util.find_spec("edgebus.server.acl") else {}
+
+
 def _check_auth(port: int, **kw: Any) -> None:
     code, hdrs, doc = Http(port, **kw).get("/api/topics")
     assert code == 401 and hdrs["www-authenticate"].startswith("Basic") and error_of(doc)[0] == 44
@@ -88,7 +95,7 @@ def _check_auth(port: int, **kw: Any) -> None:
 def test_tokens_and_basic_users(make_broker: Any, users_file: Path) -> None:
     port = free_port()
     make_broker({"http": {"enabled": True, "listen": f"127.0.0.1:{port}",
-                          "users_file": str(users_file)}}).start()
+                          "users_file": str(users_file)}, **open_policy()}).start()
     _check_auth(port)
     # with authentication, any Host name is fine (a phone uses the gateway's address)
     assert Http(port, token=TOKEN).get("/api/topics", headers={"Host": "gw.local:8470"})[0] == 200
@@ -102,7 +109,8 @@ def test_tls_with_authentication(make_broker: Any, users_file: Path, tmp_path: P
     cert.private_key_pem.write_to_path(str(tmp_path / "gw.key"))
     port = free_port()
     make_broker({"http": {"enabled": True, "listen": f"127.0.0.1:{port}", "users_file": str(users_file),
-                          "tls_cert": str(tmp_path / "gw.pem"), "tls_key": str(tmp_path / "gw.key")}}).start()
+                          "tls_cert": str(tmp_path / "gw.pem"), "tls_key": str(tmp_path / "gw.key")},
+                 **open_policy()}).start()
     ctx = ssl.create_default_context()
     ca.configure_trust(ctx)
     _check_auth(port, context=ctx)

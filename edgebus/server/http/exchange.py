@@ -107,10 +107,16 @@ def json_reply(doc: Any, status: int = 200, headers: list[tuple[str, str]] | Non
                                 *(headers or [])])
 
 
+# By wire code, for errors defined on other branches (50: access control's AuthorizationError).
+_STATUS_BY_CODE = {50: 403}
+
+
 def status_of(e: E.EdgebusError) -> int:
     for cls in type(e).__mro__:
         if cls in _STATUS:
             return _STATUS[cls]
+    if e.code in _STATUS_BY_CODE:
+        return _STATUS_BY_CODE[e.code]
     return 503 if e.retriable else 500
 
 
