@@ -46,7 +46,14 @@ def _bytes(v: Any, encoding: str, what: str, json_ok: bool = False) -> bytes | N
             return base64.b64decode(v, validate=True)
         except binascii.Error:
             raise InvalidRequestError(f"{what} is not valid base64") from None
-    return v.encode()
+    return _utf8(v, what)
+
+
+def _utf8(v: str, what: str) -> bytes:
+    try:
+        return v.encode()
+    except UnicodeEncodeError:  # a lone surrogate from a JSON \ud800 escape
+        raise InvalidRequestError(f"{what} is not valid Unicode text (a lone surrogate)") from None
 
 
 def _int(v: Any, what: str, lo: int, hi: int) -> int:
@@ -86,6 +93,7 @@ def parse_produce(doc: Any) -> list[NewRecord]:
         for pair in pairs:
             if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], str)):
                 raise InvalidRequestError(f"{where}.headers: each header is a name and a value")
+            _utf8(pair[0], f"{where}.headers name")
             hs.append((pair[0], _bytes(pair[1], encoding, f"{where}.headers[{pair[0]!r}]")))
         part = r.get("partition")
         ts = r.get("timestamp")
