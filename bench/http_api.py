@@ -237,11 +237,11 @@ def idle_case(seconds: float, browser: bool) -> dict[str, Any]:
     finally:
         b.stop()
         b.cleanup()
-    code = ("import resource\n"
-            "import edgebus.server.broker\n"
-            "a = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-            "import h11, edgebus.server.listeners.http\n"
-            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - a) * 1024)\n")
+    code = ("import psutil\n"
+            "import edgebus.server.supervisor\n"
+            "a = psutil.Process().memory_info().rss\n"
+            "import edgebus.server.listeners.http, edgebus.server.http.auth\n"
+            "print(psutil.Process().memory_info().rss - a)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     res["import_h11_and_listener_bytes"] = int(out.stdout.strip() or 0)
     return res
