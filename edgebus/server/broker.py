@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import logging
 import socket
-import ssl
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgebus import format as F
 from edgebus.log.manager import LogManager
@@ -28,12 +27,14 @@ from edgebus.server.handlers.replica import ReplicaHandlers
 from edgebus.server.housekeeping import Housekeeping
 from edgebus.server.listeners.shm import ShmTransport
 from edgebus.server.listeners.socket_claim import SocketClaim
-from edgebus.server.listeners.tcp import ReplicaListener
 from edgebus.server.listeners.unix import UnixListener
 from edgebus.server.loop import Loop
 from edgebus.server.notify import Notifier, Watchdog
 from edgebus.server.service import Service
 from edgebus.server.stats import Stats
+
+if TYPE_CHECKING:  # ssl costs ~5 MB of RSS; only a configured replica listener needs it
+    import ssl
 
 log = logging.getLogger("edgebus.broker")
 
@@ -92,9 +93,11 @@ class Broker:
         self.replica = ReplicaHandlers(loop, logs, self.data, self.disk, self.durable, self.stats,
                                        self.node, replica_tokens or {})
         # Peers' replicators append mirrors here (listeners/tcp.py); none unless configured.
-        self.replica_listener = (ReplicaListener(loop, replica_listen, replica_tls,
-                                                 replica_link_idle_ms / 1000)
-                                 if replica_listen else None)
+        self.replica_listener = None
+        if replica_listen:
+            from edgebus.server.listeners.tcp import ReplicaListener  # ssl: loaded only if used
+            self.replica_listener = ReplicaListener(loop, replica_listen, replica_tls,
+                                                    replica_link_idle_ms / 1000)
         self.dispatcher = Dispatcher(
             loop, build_table(self.data, self.admin, self.groups, self.shm, self.replica),
             self.data.produce_fields)
