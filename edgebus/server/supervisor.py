@@ -138,6 +138,8 @@ def _start_http(broker: Broker, config: Any) -> bool:
     h = config.http
     try:
         users = load_users(h.users_file)
+        if h.tls_cert is not None:
+            from edgebus.server.listeners.tcp import server_context  # ssl only when configured
         tls = (server_context(str(h.tls_cert), str(h.tls_key), None, "http.tls_cert")
                if h.tls_cert is not None and h.tls_key is not None else None)
         app = App(Authenticator(users), max_streams=h.max_streams)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import ipaddress
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -67,6 +66,7 @@ class Authenticator:
         AuthenticationError (401) otherwise."""
         if not self.users:
             return ""
+        import hmac  # hashlib's OpenSSL is 3.6 MB of RSS: only where there are secrets to compare
         if not authorization:
             raise AuthenticationError("authentication required: HTTP basic (user and secret) "
                                       "or Authorization: Bearer <secret>")

@@ -17,11 +17,11 @@ connections closed after IDLE_S.
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
 import logging
 import selectors
 import socket
-import ssl
 import time
 from collections.abc import Generator
 from http import HTTPStatus
@@ -35,9 +35,10 @@ from edgebus.protocol.framing import ClientProtocol
 from edgebus.server.http.api import App
 from edgebus.server.http.exchange import Call, Emit, Pause, Reply, Request, error_reply
 from edgebus.server.listeners.stream import Connection, StreamListener
-from edgebus.server.listeners.tcp import TlsConnection
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # ssl costs about 5 MB of RSS: loaded only with http.tls_cert
+    import ssl
+
     from edgebus.server.loop import Loop
 
 log = logging.getLogger("edgebus.http")
@@ -69,6 +70,8 @@ class _Exchange:
 
 class HttpConnection(Connection):
     """One HTTP client: h11 for the bytes, an exchange for the request being answered."""
+
+    tls = False
 
     def __init__(self, sock: socket.socket, loop: Loop, listener: HttpListener) -> None:
         super().__init__(sock, loop)
@@ -362,7 +365,7 @@ class HttpConnection(Connection):
     def _sent_and_close(self) -> None:
         """Everything is sent and the connection ends: shut our side, drain theirs (plain TCP;
         a TLS connection is just closed)."""
-        if self.draining_since or isinstance(self.sock, ssl.SSLSocket):
+        if self.draining_since or self.tls:
             self.loop.close(self)
             return
         try:
@@ -404,12 +407,16 @@ def _headers(pairs: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
 
 
-class HttpsConnection(HttpConnection, TlsConnection):
-    """HttpConnection over TLS: TlsConnection's recv/send (the handshake as data arrives)."""
+@functools.cache
+def https_connection() -> type[HttpConnection]:
+    """HttpConnection over TLS: TlsConnection's recv/send (the handshake as data arrives). Made
+    on first use, so that a listener without TLS never imports ssl (listeners/tcp.py does)."""
+    from edgebus.server.listeners.tcp import TlsConnection
 
-    def __init__(self, sock: ssl.SSLSocket, loop: Loop, listener: HttpListener) -> None:
-        HttpConnection.__init__(self, sock, loop, listener)
-        self.handshaken = False
+    class HttpsConnection(HttpConnection, TlsConnection):
+        tls = True
+
+    return HttpsConnection
 
 
 class HttpListener(StreamListener):
@@ -453,7 +460,7 @@ class HttpListener(StreamListener):
         if self.tls is None:
             return HttpConnection(sock, self.loop, self)
         tls = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return HttpsConnection(tls, self.loop, self)
+        return https_connection()(tls, self.loop, self)
 
     def accepted(self, conn: Connection) -> None:
         assert isinstance(conn, HttpConnection)
