@@ -152,3 +152,46 @@ def test_the_number_of_streams_is_bounded(make_broker: Any) -> None:
     again = SseClient(port, f"/api/topics/{TOPIC}/tail")
     again.close()
     b.stop()
+
+
+def test_what_http_acknowledged_survives_a_kill9(http_broker: Any) -> None:
+    """acks=durable over HTTP means what it means on the socket: after kill -9 of the supervisor
+    mid-produce, every record whose POST was answered is there, at its offset."""
+    port = http_broker.http_port
+    acked: dict[int, str] = {}
+    stop = threading.Event()
+
+    def writer() -> None:
+        api = Http(port)
+        i = 0
+        while not stop.is_set():
+            values = [f"v{i + j}" for j in range(10)]
+            try:
+                code, _, doc = api.post(f"/api/topics/{TOPIC}/records?acks=durable",
+                                        {"records": [{"value": v} for v in values]})
+            except OSError:
+                return  # the supervisor died with this request in flight: its fate is unknown
+            if code != 200:
+                return
+            for v, o in zip(values, doc["offsets"], strict=True):
+                acked[o["offset"]] = v
+            i += 10
+
+    t = threading.Thread(target=writer)
+    t.start()
+    while len(acked) < 200:
+        time.sleep(0.01)
+    http_broker.kill9()
+    stop.set()
+    t.join()
+    http_broker.start()
+    api = Http(port)
+    got: dict[int, str] = {}
+    offset = 0
+    while True:
+        page = api.ok("GET", f"/api/topics/{TOPIC}/records?offset={offset}&limit=1000")
+        got.update({r["offset"]: r["value"] for r in page["records"]})
+        if page["next_offset"] >= page["high_watermark"]:
+            break
+        offset = page["next_offset"]
+    assert {o: got.get(o) for o in acked} == acked
