@@ -295,3 +295,25 @@ def test_connections_are_bounded(make_broker: Any) -> None:
             got = b""
         assert got == b""  # closed at once: the two others hold the slots
     assert first.get("/api/topics")[0] == 200  # and they keep working
+
+
+def test_pipelined_requests_are_answered_in_order(http_broker: Any) -> None:
+    body = b'{"value":"p"}'
+    reqs = (b"GET /api/topics/teapot.temperature HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            b"POST /api/topics/teapot.temperature/records?acks=durable HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            b"HEAD /api/topics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            b"GET /api/topics/teapot.temperature/records?offset=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Connection: close\r\n\r\n") % (len(body), body)
+    with socket.create_connection(("127.0.0.1", http_broker.http_port)) as s:
+        s.sendall(reqs)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    heads = re.findall(rb"HTTP/1.1 (\d+) ", data)
+    assert heads == [b"200"] * 4, data
+    # in order: the topic, the produce's offset (after its fsync), HEAD without a body, the record
+    assert data.index(b'"name":"teapot.temperature"') < data.index(b'"offsets":[{"partition":0,"offset":0}]') \
+        < data.index(b'"value":"p"')
+    head_part = data.split(b"HTTP/1.1 ")[3]
+    assert b"content-length: " in head_part and head_part.endswith(b"\r\n\r\n")
