@@ -72,6 +72,10 @@ class Browser:
         self.send("Emulation.setDeviceMetricsOverride", width=width, height=height,
                   deviceScaleFactor=2 if mobile else 1, mobile=mobile)
         self.send("Page.enable")
+        # Script errors of the page are collected where the test can read them.
+        self.send("Page.addScriptToEvaluateOnNewDocument", source=(
+            "window.__errors = []; addEventListener('error', e => __errors.push(String(e.message)));"
+            "addEventListener('unhandledrejection', e => __errors.push(String(e.reason)));"))
         self.send("Page.navigate", url=url)
 
     def eval(self, expr: str) -> Any:

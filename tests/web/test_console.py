@@ -142,6 +142,7 @@ def test_the_console_shows_the_teapot(kitchen: Any, tmp_path: Path) -> None:
         assert browser.wait_for("document.querySelectorAll('#chart circle.pt').length >= 5", 30)
         time.sleep(1.0)  # a few more readings on the chart
         browser.screenshot(out / "console-desktop-tail.png")
+        assert browser.eval("window.__errors") == []  # no script error on any view
     finally:
         browser.close()
     for name in ("console-phone-tail", "console-phone-topics", "console-desktop-overview",
