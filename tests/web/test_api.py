@@ -317,3 +317,18 @@ def test_pipelined_requests_are_answered_in_order(http_broker: Any) -> None:
         < data.index(b'"value":"p"')
     head_part = data.split(b"HTTP/1.1 ")[3]
     assert b"content-length: " in head_part and head_part.endswith(b"\r\n\r\n")
+
+
+def test_expect_100_continue_is_answered_before_the_body(http_broker: Any) -> None:
+    body = b'{"value":"after 100"}'
+    with socket.create_connection(("127.0.0.1", http_broker.http_port), timeout=30) as s:
+        s.sendall(b"POST /api/topics/teapot.temperature/records HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))
+        interim = s.recv(1000)  # the body is sent only after this, as curl does for large ones
+        assert interim.startswith(b"HTTP/1.1 100 ")
+        s.sendall(body)
+        data = b""
+        while b'"offsets"' not in data:
+            data += s.recv(65536)
+    assert data.startswith(b"HTTP/1.1 200 ")

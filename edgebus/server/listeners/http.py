@@ -180,6 +180,9 @@ class HttpConnection(Connection):
                 if length is not None and length > self.listener.max_body:
                     self._too_large(length)
                     return
+                if self.h11.they_are_waiting_for_100_continue:
+                    # curl asks before a large body and would otherwise wait a second for this
+                    self._send(h11.InformationalResponse(status_code=100, headers=[]))
             elif isinstance(ev, h11.Data):
                 if len(self.body) + len(ev.data) > self.listener.max_body:
                     self._too_large(len(self.body) + len(ev.data))
