@@ -332,3 +332,18 @@ def test_expect_100_continue_is_answered_before_the_body(http_broker: Any) -> No
         while b'"offsets"' not in data:
             data += s.recv(65536)
     assert data.startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_client_gone_during_a_long_poll_is_cleaned_up(api: Http, http_broker: Any) -> None:
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", http_broker.http_port))
+        s.sendall(b"GET /api/topics/teapot.temperature/records?offset=latest&wait_ms=30000 HTTP/1.1\r\n"
+                  b"Host: 127.0.0.1\r\n\r\n")
+        s.close()
+    api.ok("POST", f"/api/topics/{TOPIC}/records", {"value": "wake them"})  # answers the parked fetches
+    for _ in range(400):
+        doc = api.ok("GET", "/api/status")
+        if doc["http"]["connections"] == 1 and doc["parked_fetches"] == 0:
+            break
+        time.sleep(0.05)
+    assert doc["http"]["connections"] == 1 and doc["parked_fetches"] == 0

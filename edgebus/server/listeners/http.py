@@ -347,6 +347,8 @@ class HttpConnection(Connection):
                 out.append(data)
         if out:
             Connection.queue(self, out[0] if len(out) == 1 else b"".join(out))
+            if self.closed:  # the peer is gone (the send failed): nothing else would close it
+                self.loop.close(self)
 
     # --- output and timers -----------------------------------------------------------------------
     def _on_writable(self) -> None:
