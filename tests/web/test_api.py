@@ -347,3 +347,19 @@ def test_a_client_gone_during_a_long_poll_is_cleaned_up(api: Http, http_broker: 
             break
         time.sleep(0.05)
     assert doc["http"]["connections"] == 1 and doc["parked_fetches"] == 0
+
+
+def test_a_topic_made_again_with_fewer_partitions_takes_the_next_produce(api: Http) -> None:
+    """Produce remembers a topic's partition count for a moment; a topic deleted and created
+    again meanwhile must not make a produce fail."""
+    api.ok("POST", "/api/topics", {"name": "shaped", "partitions": 4}, status=201)
+    key = next(f"k{i}" for i in range(100) if partition_for_key(f"k{i}".encode(), 4) == 3)
+    assert api.ok("POST", "/api/topics/shaped/records", {"key": key, "value": "a"})["offsets"][0]["partition"] == 3
+    api.ok("DELETE", "/api/topics/shaped")
+    api.ok("POST", "/api/topics", {"name": "shaped", "partitions": 1, "configs": {"max_message_bytes": 4096}},
+           status=201)
+    assert api.ok("POST", "/api/topics/shaped/records", {"key": key, "value": "b"})["offsets"] == [
+        {"partition": 0, "offset": 0}]
+    api.ok("DELETE", "/api/topics/shaped")
+    code, _, doc = api.post("/api/topics/shaped/records", {"value": "c"})
+    assert code == 404 and error_of(doc)[0] == 5

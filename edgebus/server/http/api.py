@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from edgebus import errors as E
 from edgebus import format as F
@@ -38,6 +39,8 @@ _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 
 RESET_TO = {"earliest": G.RESET_EARLIEST, "latest": G.RESET_LATEST, "offset": G.RESET_OFFSET,
             "timestamp": G.RESET_TIMESTAMP}
 MAX_WAIT_MS = 30_000
+SHAPE_TTL_S = 2.0  # how long a produce trusts a topic's partition count and max_message_bytes
+MAX_SHAPES = 1024
 
 Exchange = Generator[Any, Any, Reply]
 Route = Callable[..., "Reply | Exchange"]
@@ -99,6 +102,11 @@ class App:
         self.max_streams = max_streams
         self.listener: HttpListener | None = None  # set by the listener
         self._rr = 0  # partition for records without key or partition (round robin per request)
+        # topic -> (when, partitions, max_message_bytes), so that a stream of small produce
+        # requests does not look the topic up each time (a third of such a request's cost). A
+        # stale entry costs nothing unsafe: the PRODUCE handler checks the topic, the partition
+        # and the batch size itself (a typed error), and the entry is forgotten on any error.
+        self._shapes: dict[str, tuple[float, int, int]] = {}
         self.routes: list[tuple[str, re.Pattern[str], str, Route]] = []
         for method, template, fn in (
             ("GET", "/", self.console),
@@ -155,7 +163,7 @@ class App:
             if m is None:
                 continue
             if method == req.method or (method == "GET" and req.method == "HEAD"):
-                args = {k: _unquote(v) for k, v in m.groupdict().items()}
+                args = {k: unquote(v) for k, v in m.groupdict().items()}
                 return fn(req, **args)
             allowed.append(method)
         if allowed:
@@ -227,16 +235,35 @@ class App:
         if acks_name not in ("written", "durable"):
             raise E.InvalidRequestError(f"acks must be written or durable, got {acks_name!r}")
         acks = M.ACKS_BY_NAME[acks_name]
+        shape = self._shapes.get(topic)
+        if shape is not None and time.monotonic() - shape[0] <= SHAPE_TTL_S:
+            try:
+                return (yield from self._produce(topic, recs, acks, shape[1], shape[2]))
+            except _NothingWritten:
+                pass  # maybe the topic changed since it was looked up: once more, afresh
         meta = one_topic((yield Call(M.Api.METADATA, M.MetadataRequest([topic]))), topic)
-        n = len(meta.partitions)
-        max_bytes = int({c.name: c.value for c in meta.configs}.get("max_message_bytes", F.MAX_BATCH_BYTES))
+        cfg = {c.name: c.value for c in meta.configs}
+        if len(self._shapes) >= MAX_SHAPES:
+            self._shapes.clear()
+        shape = self._shapes[topic] = (time.monotonic(), len(meta.partitions),
+                                       int(cfg.get("max_message_bytes", F.MAX_BATCH_BYTES)))
+        try:
+            return (yield from self._produce(topic, recs, acks, shape[1], shape[2]))
+        except _NothingWritten as e:
+            self._shapes.pop(topic, None)
+            raise e.error from None
+
+    def _produce(self, topic: str, recs: list[R.NewRecord], acks: int, n: int,
+                 max_bytes: int) -> Exchange:
+        """The records sent as one batch per partition (more when they exceed max_bytes), for a
+        topic of `n` partitions; _NothingWritten when the first batch fails."""
         self._rr = (self._rr + 1) % n
         by_part: dict[int, list[int]] = {}
         for i, r in enumerate(recs):
             if r.partition is not None:
                 if r.partition >= n:
-                    raise E.UnknownPartitionError(f"topic {topic!r} has {n} partitions; "
-                                                  f"records[{i}].partition is {r.partition}")
+                    raise _NothingWritten(E.UnknownPartitionError(
+                        f"topic {topic!r} has {n} partitions; records[{i}].partition is {r.partition}"))
                 p = r.partition
             else:
                 p = R.partition_for_key(r.key, n) if r.key is not None else self._rr
@@ -250,10 +277,11 @@ class App:
                 try:
                     resp = yield Call(M.Api.PRODUCE, M.ProduceRequest(topic, p, acks, batch))
                 except E.EdgebusError as e:
-                    if written:
-                        raise type(e)(f"{e} (after {written} of {len(recs)} records were appended: "
-                                      "see their offsets with GET .../records)") from None
-                    raise
+                    self._shapes.pop(topic, None)
+                    if not written and isinstance(e, _STALE_SHAPE):
+                        raise _NothingWritten(e) from None  # refused before any append
+                    raise type(e)(f"{e} (after {written} of {len(recs)} records were appended: "
+                                  "see their offsets with GET .../records)") from None
                 for j, i in enumerate(chunk):
                     offsets[i] = {"partition": p, "offset": resp.base_offset + j}
                 written += len(chunk)
@@ -332,17 +360,24 @@ class App:
             for o in resp.offsets]})
 
 
+# Errors of a PRODUCE that a stale look-up of the topic explains (it was deleted and made
+# again): refused before anything is appended, so the request is tried once more afresh.
+_STALE_SHAPE = (E.UnknownTopicError, E.UnknownPartitionError, E.RecordTooLargeError)
+
+
+class _NothingWritten(Exception):
+    """A produce failed before any record was appended: it may be tried again."""
+
+    def __init__(self, error: E.EdgebusError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _encoding(req: Request) -> bool:
     enc = req.query.get("encoding", "auto")
     if enc not in ("auto", "base64"):
         raise E.InvalidRequestError(f"encoding must be auto or base64, got {enc!r}")
     return enc == "base64"
-
-
-def _unquote(s: str) -> str:
-    from urllib.parse import unquote
-
-    return unquote(s)
 
 
 def _chunks(idx: list[int], recs: list[R.NewRecord], max_bytes: int) -> list[list[int]]:
