@@ -101,8 +101,11 @@ class Request:
             raise E.InvalidRequestError(f"the body is not valid JSON: {e}") from None
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def json_reply(doc: Any, status: int = 200, headers: list[tuple[str, str]] | None = None) -> Reply:
-    body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    body = _encode(doc).encode()
     return Reply(status, body, [("content-type", JSON), ("cache-control", "no-store"),
                                 *(headers or [])])
 

@@ -137,6 +137,14 @@ def _text(b: bytes | None, force_b64: bool) -> tuple[str | None, str]:
 def record_doc(r: B.Record, force_b64: bool = False) -> dict[str, Any]:
     """One record as JSON. `encoding` is "base64" when the key, the value or a header value is
     not valid UTF-8 (then all three are base64), else "utf8"."""
+    if not force_b64 and not r.headers:  # the common record: text key and value, no headers
+        try:
+            return {"partition": r.partition, "offset": r.offset, "timestamp": r.timestamp,
+                    "key": None if r.key is None else r.key.decode(),
+                    "value": None if r.value is None else r.value.decode(),
+                    "headers": [], "encoding": "utf8"}
+        except UnicodeDecodeError:
+            pass
     key, ke = _text(r.key, force_b64)
     value, ve = _text(r.value, force_b64)
     hs = [_text(v, force_b64) for _, v in r.headers]

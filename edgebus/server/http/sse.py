@@ -58,7 +58,8 @@ def parse_last_event_id(value: str, partitions: list[int]) -> dict[int, int]:
 
 def event_id(last: dict[int, int]) -> str:
     if len(last) == 1:
-        return str(next(iter(last.values())))
+        for o in last.values():
+            return str(o)
     return ",".join(f"{p}:{o}" for p, o in sorted(last.items()))
 
 
@@ -132,8 +133,12 @@ def tail(app: App, req: Request, topic: str, b64: bool) -> Generator[Any, Any, R
     return json_reply({})
 
 
+# One encoder for every event: json.dumps with arguments builds a new encoder per call.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def _json(doc: Any) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    return _encode(doc).encode()
 
 
 def _event(name: str, doc: Any) -> bytes:
