@@ -327,7 +327,9 @@ class HttpSettings:
     # basic with that user and secret. Without it (loopback only) no authentication is asked.
     users_file: Path | None = field(default=None, metadata={"kind": "optional_path"})
     # Bounds: connections at once, a request body, live-tail (SSE) streams at once.
-    max_connections: int = _setting(32, "int", 1, 4096)
+    # At most 100: HTTP and replica peers share the unknown uid's limits.max_connections_per_uid
+    # (128 by default), and a refusal there would be a socket-protocol frame, not HTTP.
+    max_connections: int = _setting(32, "int", 1, 100)
     max_body_bytes: int = _setting(2 * MiB, "size", 4 * KiB, F.MAX_BATCH_BYTES * 2)
     max_streams: int = _setting(8, "int", 1, 1024)
 
