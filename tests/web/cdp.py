@@ -95,6 +95,7 @@ class Browser:
             time.sleep(0.2)
 
     def screenshot(self, path: Path) -> None:
+        self.eval("window.scrollTo(0, 0)")
         data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=False)["data"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))

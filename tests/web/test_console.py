@@ -129,6 +129,9 @@ def test_the_console_shows_the_teapot(kitchen: Any, tmp_path: Path) -> None:
                                f"'#topics-table tr[data-topic=\"{TOPIC}\"]'))", 30)
         assert TOPIC in row
         assert browser.wait_for("!!document.querySelector('#topics-table tr[data-topic=\"teapot.commands\"]')", 30)
+        # rates come from two status reads 5 s apart: the teapots' readings show as records in/s
+        assert browser.wait_for(f"+document.querySelector('#topics-table tr[data-topic=\"{TOPIC}\"]')"
+                                ".children[4].textContent > 0", 30)
         browser.screenshot(out / "console-phone-topics.png")
         # --- a desktop: overview, groups with lag over time, the tail
         browser.open(f"http://127.0.0.1:{port}/#overview", 1280, 860)
