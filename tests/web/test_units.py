@@ -20,18 +20,21 @@ from edgebus.server.http.sse import event_id, parse_last_event_id
 from .conftest import Http
 
 
+@pytest.mark.property
 @given(st.dictionaries(st.integers(0, 63), st.integers(-1, 2**40), min_size=1, max_size=8))
 def test_an_event_id_resumes_after_what_it_names(last: dict[int, int]) -> None:
     parts = sorted(last)
     assert parse_last_event_id(event_id(last), parts) == {p: o + 1 for p, o in last.items()}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("bad", ["", "x", "1:2:3", "0:1,9:1", "5", "0:-5"])
 def test_a_foreign_last_event_id_is_refused(bad: str) -> None:
     with pytest.raises(E.InvalidRequestError):
         parse_last_event_id(bad, [0, 1])
 
 
+@pytest.mark.property
 @given(st.lists(st.tuples(st.one_of(st.none(), st.binary(max_size=20)),
                           st.one_of(st.none(), st.binary(max_size=50)),
                           st.lists(st.tuples(st.text(min_size=1, max_size=5),
@@ -56,6 +59,7 @@ def test_records_survive_json_both_ways(items: list[Any]) -> None:
         assert [(k, dec(v)) for k, v in doc["headers"]] == r.headers
 
 
+@pytest.mark.unit
 def test_every_wire_error_has_a_status_and_a_code() -> None:
     for cls in E._BY_CODE.values():  # type: ignore[attr-defined]
         e = cls("m")
@@ -64,6 +68,7 @@ def test_every_wire_error_has_a_status_and_a_code() -> None:
     assert status_of(E.UnknownTopicError("x")) == 404 and status_of(E.DiskFullError("x")) == 507
 
 
+@pytest.mark.integration
 def test_random_bytes_never_hurt_the_listener(http_broker: Any) -> None:
     port = http_broker.http_port
     rng = random.Random(17)
