@@ -8,7 +8,7 @@ import socket
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgebus import batch as B
@@ -21,6 +21,7 @@ from .conftest import Http
 
 
 @pytest.mark.property
+@settings(deadline=None)  # a loaded CI machine is slow, not wrong
 @given(st.dictionaries(st.integers(0, 63), st.integers(-1, 2**40), min_size=1, max_size=8))
 def test_an_event_id_resumes_after_what_it_names(last: dict[int, int]) -> None:
     parts = sorted(last)
@@ -35,6 +36,7 @@ def test_a_foreign_last_event_id_is_refused(bad: str) -> None:
 
 
 @pytest.mark.property
+@settings(deadline=None, max_examples=60)
 @given(st.lists(st.tuples(st.one_of(st.none(), st.binary(max_size=20)),
                           st.one_of(st.none(), st.binary(max_size=50)),
                           st.lists(st.tuples(st.text(min_size=1, max_size=5),
