@@ -124,3 +124,12 @@ def test_loopback_host_names() -> None:
         assert is_loopback_host(ok)
     for bad in ("evil.example", "192.168.1.2:8470", "[2001:db8::1]:80", "", "localhost.evil.example"):
         assert not is_loopback_host(bad)
+
+
+def test_a_port_in_use_stops_the_start_with_a_clear_message(make_broker: Any) -> None:
+    port = free_port()
+    make_broker({"http": {"enabled": True, "listen": f"127.0.0.1:{port}"}}, name="first").start()
+    second = make_broker({"http": {"enabled": True, "listen": f"127.0.0.1:{port}"}}, name="second")
+    with pytest.raises(RuntimeError, match=r"already in use by another process"):
+        second.start()
+    assert not second.socket or not os.path.exists(second.socket)  # it never served
