@@ -89,7 +89,11 @@ class LogCleaner(Service):
             cfg = p.config
             self._todo.put(CleanPlan(p.topic, p.partition, tuple(segs), now_ms,
                                      cfg.delete_retention_ms, cfg.min_compaction_lag_ms))
-            self._cleaned[p.name] = (p.log_end_offset, None)
+            # A sealed segment not yet fsynced is left out of this cleaning: plan again.
+            complete = all(s.cleanable for s in segs[:-1])
+            if not complete:
+                self.committer.start([p])
+            self._cleaned[p.name] = (p.log_end_offset if complete else -1, None)
             self._busy = True
             self._start()
             return  # one at a time: the next is planned after this one is swapped in
