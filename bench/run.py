@@ -415,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
         if why_redis is None:
             redis.stop()
     idle = idle_cpu(idle_s) if idle_s > 0 and not only else None
+    wear_rows = None
+    if not only and not quick:  # issue 16: SD-card wear per acks level (bench/wear.py)
+        from bench import wear
+
+        wear_rows = wear.run()
 
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick,
@@ -426,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"throughput_seconds": duration, "latency_seconds": lat_duration,
                      "latency_rate": RATE, "acks": "written", "idle_seconds": idle_s},
         "notes": notes, "results": rows, "idle": idle, "targets": targets(rows, idle),
+        "wear": wear_rows,
     }
     md = render_md(report)
     print("\n".join(md))
@@ -453,6 +459,11 @@ def render_md(report: dict[str, Any]) -> list[str]:
           f"{report['settings']['latency_seconds']} s per case (one-record API). "
           "Supervisor CPU/RSS only for edgebus rows.", ""]
     md += table(report["results"])
+    if report.get("wear"):
+        from bench import wear
+
+        md += ["", "SD-card wear, 100 B records paced at 5,000/s (bench/wear.py):", ""]
+        md += wear.table(report["wear"])
     if report["idle"]:
         i = report["idle"]
         md += ["", f"Idle: a fresh supervisor with {i['clients']} connected shm clients (5 Admin, "

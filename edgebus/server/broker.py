@@ -17,6 +17,7 @@ from edgebus import format as F
 from edgebus.log.manager import LogManager
 from edgebus.log.topic_config import TopicConfig
 from edgebus.server import status
+from edgebus.server.cleaning import LogCleaner
 from edgebus.server.disk import DiskGuard
 from edgebus.server.dispatch import Dispatcher, build_table
 from edgebus.server.durable import DurableAcks
@@ -64,6 +65,8 @@ class Broker:
         socket_claim: SocketClaim | None = None,
         max_connections_per_uid: int = 128,
         max_output_total: int = F.MAX_OUTPUT_TOTAL,
+        cleaner_interval_ms: int = 15_000,
+        cleaner_io_bytes_per_s: int = 4 * 1024 * 1024,
     ) -> None:
         self.logs = logs
         self.socket_path = Path(socket_path)
@@ -89,6 +92,9 @@ class Broker:
             logs, self.data, self.durable, flush_interval_ms=flush_interval_ms,
             checkpoint_interval_ms=checkpoint_interval_ms,
             retention_check_interval_ms=retention_check_interval_ms)
+        # Compacted topics' log cleaner: a thread, paced (server/cleaning.py).
+        self.cleaner = LogCleaner(logs, self.durable.committer, cleaner_interval_ms,
+                                  cleaner_io_bytes_per_s)
         self.node = node or socket.gethostname()
         self.replica = ReplicaHandlers(loop, logs, self.data, self.disk, self.durable, self.stats,
                                        self.node, replica_tokens or {})
@@ -105,7 +111,7 @@ class Broker:
         # Shutdown runs in this order: STOPPING=1, stop accepting, answer parked fetches, finish
         # durable acks; then the loop flushes and closes every connection.
         services: list[Service] = [self.listener, self.shm, self.data, self.groups, self.durable,
-                                   self.disk, self.housekeeping]
+                                   self.disk, self.housekeeping, self.cleaner]
         if self.replica_listener is not None:
             services.insert(1, self.replica_listener)
         if notifier is not None:  # without one, no watchdog timer keeps the loop awake

@@ -152,6 +152,7 @@ def collect(broker: Broker) -> dict[str, Any]:
         "records_in": stats.records_in,
         "bytes_in": stats.bytes_in,
         "fsyncs": broker.durable.committer.syncs,
+        "cleaner": broker.cleaner.status(),
         "topics": topics(broker),
         "started_at": round(broker.started, 3),
     }
