@@ -38,6 +38,10 @@ def make_target(cfg: LinkConfig, node: str) -> Target:
     if cfg.target == "peer":
         return PeerTarget(cfg.name, cfg.address, node, cfg.token, cfg.durable, cfg.tls,
                           timeout=2 * cfg.heartbeat_s)
+    if cfg.target == "kafka" and cfg.kafka is not None:
+        from bridges.replicator.targets.kafka import KafkaTarget
+
+        return KafkaTarget(cfg.name, cfg.kafka, node, timeout=2 * cfg.heartbeat_s)
     raise ValueError(f"unknown target kind {cfg.target!r}")
 
 
