@@ -151,6 +151,9 @@ def _link(raw: Any, i: int, base: Path | None) -> LinkConfig:
     if "token_file" in raw or tls is None or tls.cert is None:
         token = _read_token(_path(_str(raw, "token_file", where), base), where)
     rules = _rules(raw, where)
+    if any(r.direction == "down" for r in rules):
+        raise ConfigError(f"{where}topics: direction: down is built for the kafka target only "
+                          "(a peer's topics come here by that peer's own replicator)")
     cap, durable, hb = _common(raw, where)
     return LinkConfig(_str(raw, "name", where, f"link{i}"), target, address, token, rules,
                       durable, tls, cap, hb)

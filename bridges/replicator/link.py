@@ -85,6 +85,7 @@ class LinkRunner:
     def __init__(self, cfg: LinkConfig, node: str, socket: Path | None,
                  stop: threading.Event, target: Target | None = None) -> None:
         self.cfg = cfg
+        self.label = cfg.name  # its name in status and metrics (a down direction: pull.py)
         self.node = node
         self.socket = socket
         self.stop = stop

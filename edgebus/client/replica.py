@@ -70,6 +70,10 @@ class StoredBatch:
     base_offset: int
     next_offset: int  # base_offset + record count: where the following batch starts
 
+    def records(self, topic: str, partition: int) -> list[Record]:
+        """The batch's records, checked (CRC) and decoded."""
+        return B.decode_batch(self.data, topic, partition)
+
 
 @dataclass(frozen=True)
 class PartitionRead:

@@ -164,6 +164,12 @@ class KafkaDestination:
         finally:
             c.close()
 
+    def create_topic(self, name: str, partitions: int) -> None:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient(self.client())  # kept until the answer: its end cancels the request
+        admin.create_topics([NewTopic(name, partitions, 1)])[name].result(10)
+
     def close(self) -> None:
         self.tansu.stop()
         self.relay.close()

@@ -275,10 +275,13 @@ class KafkaTarget:
                         prod.poll(POLL_S)
             # At most one shipment in flight per link: every record is answered before the
             # next read is shipped, so a failure is always at the end of what is there.
-            deadline = time.monotonic() + self.timeout
+            # The deadline is for an answer, not for the whole shipment: it moves with each.
+            deadline, answered = time.monotonic() + self.timeout, 0
             while len(reports) < len(records):
                 prod.poll(POLL_S)
-                if time.monotonic() > deadline:
+                if len(reports) > answered:
+                    deadline, answered = time.monotonic() + self.timeout, len(reports)
+                elif time.monotonic() > deadline:
                     raise BrokerUnavailableError(
                         f"Kafka at {self.cfg.bootstrap} did not acknowledge {dest}-{partition} "
                         f"within {self.timeout:.1f} s ({len(reports)} of {len(records)} records)")
