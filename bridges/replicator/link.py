@@ -22,7 +22,12 @@ from bridges.replicator.targets.base import Target
 from bridges.replicator.targets.peer import PeerTarget
 from edgebus import Admin, BatchReader, PartitionRead, TopicInfo
 from edgebus.backoff import backoff_delay
-from edgebus.errors import EdgebusError, IncarnationMismatchError, OffsetOutOfRangeError
+from edgebus.errors import (
+    EdgebusError,
+    IncarnationMismatchError,
+    NotAMirrorError,
+    OffsetOutOfRangeError,
+)
 
 log = logging.getLogger("edgebus.replicator")
 
@@ -288,7 +293,7 @@ class LinkRunner:
                     continue
                 try:
                     c = self.target.cursor(topic, p, info)
-                except IncarnationMismatchError as e:
+                except (IncarnationMismatchError, NotAMirrorError) as e:  # this partition only
                     with st.lock:
                         st.partitions[(topic, p)] = PartitionState(-1, error=str(e))
                     log.error("link %s: %s", self.cfg.name, e)

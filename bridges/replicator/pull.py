@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from bridges.replicator.config import LinkConfig
-from bridges.replicator.link import BACKOFF_MAX_S, BACKOFF_MIN_S, IDLE_WAIT_MS, LinkStatus, PartitionState
+from bridges.replicator.link import (
+    BACKOFF_MAX_S,
+    BACKOFF_MIN_S,
+    IDLE_WAIT_MS,
+    TOPIC_REFRESH_S,
+    LinkStatus,
+    PartitionState,
+)
 from bridges.replicator.targets.base import Remote, RemoteRecord
 from edgebus import Admin, BatchReader, Producer
 from edgebus.backoff import backoff_delay
@@ -99,8 +106,14 @@ class PullRunner:
             log.info("link %s: up, %d partition(s) from %s", self.label, len(cursors), remote.name)
             st.state, st.last_error = "up", ""
             self._was_up = True
-            beat = time.monotonic()
+            beat = refresh = time.monotonic()
+            missing = [r.remote or r.pattern for r in self.cfg.pulls
+                       if (r.remote or r.pattern, 0) not in local_of]
             while not self.stop.is_set():
+                if missing and time.monotonic() - refresh >= TOPIC_REFRESH_S:
+                    refresh = time.monotonic()
+                    if any(remote.remote_partitions(t) is not None for t in missing):
+                        return  # a topic waited for is there: a new session takes it up
                 got = remote.pull(IDLE_WAIT_MS / 1000)
                 for rtp, end in got.at_end.items():
                     if rtp in local_of:

@@ -250,3 +250,19 @@ def test_status_shows_the_down_direction(source, destination, make_replicator):
         text = r.read().decode()
     assert 'edgebus_replicator_link_up{link="l1:down"} 1.0' in text
     assert 'edgebus_replicator_shipped_records_total{link="l1:down",partition="0",topic="config"} 30.0' in text
+
+
+def test_a_remote_topic_that_appears_later_is_brought_down_then(source, destination,
+                                                                make_replicator):
+    rep = make_replicator([{"pattern": "orders", "direction": "down"}]).start()
+    wait_for(lambda: "has no topic 'orders'" in rep.log() or "up, 0 partition" in rep.log(),
+             what="the replicator to wait for the remote topic")
+    destination.create_topic("orders", 2)
+    kp = kafka_producer(destination)
+    for i in range(40):
+        kp.produce("orders", b"o%d" % i, partition=i % 2)
+    kp.flush(10)
+    for p in range(2):
+        wait_for(lambda p=p: len(remote_rows(destination, "orders", p)) == 20
+                 and local_rows(source.socket, "orders", p) == remote_rows(destination, "orders", p),
+                 timeout=30, what=f"orders-{p} brought down:\n{rep.log()[-2000:]}")

@@ -133,7 +133,9 @@ class KafkaClients:
 
         assert self.admin is not None
         try:
-            md = self.admin.list_topics(topic=topic, timeout=self.timeout)
+            # All topics, not this one: a metadata request naming a missing topic makes a
+            # broker with auto.create.topics.enable create it, with its default partitions.
+            md = self.admin.list_topics(timeout=self.timeout)
         except KafkaException as e:
             raise kafka_error(e, f"Kafka at {self.cfg.bootstrap}") from None
         t = md.topics.get(topic)
@@ -321,8 +323,7 @@ class KafkaTarget:
 
         assert self.clients.admin is not None
         try:
-            self.clients.admin.list_topics(topic=next(iter(self._ready), None),
-                                           timeout=self.timeout)
+            self.clients.admin.list_topics(timeout=self.timeout)
         except KafkaException as e:
             raise kafka_error(e, f"Kafka at {self.cfg.bootstrap}") from None
 

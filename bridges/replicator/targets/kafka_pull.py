@@ -22,7 +22,6 @@ class KafkaRemote:
         self.cfg = cfg
         self.clients = KafkaClients(cfg, node, name + "-down", timeout)
         self.timeout = timeout
-        self._topic: str | None = None  # one topic the heartbeat asks about (not all of them)
 
     def connect_pull(self) -> None:
         self.clients.open(producer=False)
@@ -46,7 +45,6 @@ class KafkaRemote:
         from confluent_kafka import TopicPartition
 
         assert self.clients.consumer is not None
-        self._topic = next(iter(positions), (None, 0))[0]
         self.clients.consumer.assign([TopicPartition(t, p, off)
                                       for (t, p), off in positions.items()])
 
@@ -86,7 +84,7 @@ class KafkaRemote:
 
         assert self.clients.admin is not None
         try:
-            self.clients.admin.list_topics(topic=self._topic, timeout=self.timeout)
+            self.clients.admin.list_topics(timeout=self.timeout)  # naming none: see partitions()
         except KafkaException as e:
             raise kafka_error(e, f"Kafka at {self.cfg.bootstrap}") from None
 
