@@ -221,6 +221,8 @@ def test_a_topic_brought_down_from_kafka_survives_kills_and_cuts(source, destina
 
 def test_status_shows_the_down_direction(source, destination, make_replicator):
     import json
+    import subprocess
+    import sys
     import urllib.request
 
     from .conftest import free_port
@@ -250,6 +252,11 @@ def test_status_shows_the_down_direction(source, destination, make_replicator):
         text = r.read().decode()
     assert 'edgebus_replicator_link_up{link="l1:down"} 1.0' in text
     assert 'edgebus_replicator_shipped_records_total{link="l1:down",partition="0",topic="config"} 30.0' in text
+    out = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "replicate", "--config",
+                          str(rep.config_path), "--status"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and "link l1:down <- kafka" in out.stdout, out.stdout
+    assert "config-0: target end 30, lag 0 records" in out.stdout, out.stdout
 
 
 def test_a_remote_topic_that_appears_later_is_brought_down_then(source, destination,
