@@ -118,6 +118,9 @@ class LinkRunner:
                 if self._was_up or str(e) != self.status.last_error:
                     log.warning("link %s: %s: %s (retrying)", self.cfg.name, type(e).__name__, e)
                 self.status.state, self.status.last_error = "down", str(e)
+            except Exception as e:  # a bug or a library's surprise: log it, never stop the link
+                log.exception("link %s: unexpected error (retrying)", self.cfg.name)
+                self.status.state, self.status.last_error = "down", f"{type(e).__name__}: {e}"
             finally:
                 self.target.close()
             if self._was_up:

@@ -80,6 +80,9 @@ class PullRunner:
                 if self._was_up or str(e) != self.status.last_error:
                     log.warning("link %s: %s: %s (retrying)", self.label, type(e).__name__, e)
                 self.status.state, self.status.last_error = "down", str(e)
+            except Exception as e:  # a bug or a library's surprise: log it, never stop the link
+                log.exception("link %s: unexpected error (retrying)", self.label)
+                self.status.state, self.status.last_error = "down", f"{type(e).__name__}: {e}"
             finally:
                 self.remote.close()
             if self._was_up:
