@@ -9,6 +9,7 @@
         security.protocol: SASL_SSL       # as librdkafka names them, passed through
         sasl.mechanism: SCRAM-SHA-512     # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
         sasl.username: gw-7
+        compression.type: zstd            # also linger.ms, batch.size
         sasl.password_file: ${CREDENTIALS_DIRECTORY}/kafka-password   # mode 0600
         ssl.ca.location: /etc/edgebus/kafka-ca.pem
         ssl.certificate.location: /etc/edgebus/gw-7.pem   # TLS client authentication
@@ -36,7 +37,9 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 # in a config file can quietly weaken the no-gap, no-duplicate promise.
 PASSTHROUGH = ("security.protocol", "sasl.mechanism", "sasl.username", "ssl.ca.location",
                "ssl.certificate.location", "ssl.key.location",
-               "ssl.endpoint.identification.algorithm", "client.id")
+               "ssl.endpoint.identification.algorithm", "client.id",
+               # Throughput only: compression of the produce requests, and how long they wait.
+               "compression.type", "linger.ms", "batch.size")
 FILES = ("ssl.ca.location", "ssl.certificate.location", "ssl.key.location")
 OWN = ("topic", "replication_factor", "sasl.password_file", "ssl.key.password_file")
 MAX_TOPIC_NAME = 249  # Kafka's own limit
@@ -101,6 +104,8 @@ def kafka_config(raw: Any, address: str, where: str, base: Path | None) -> Kafka
     for k in PASSTHROUGH:
         if k in raw:
             v = raw[k]
+            if isinstance(v, int) and not isinstance(v, bool) and k in ("linger.ms", "batch.size"):
+                v = str(v)
             if not isinstance(v, str) or not v.strip():
                 raise ConfigError(f"{where}{k}: expected a non-empty string, got {v!r}")
             client[k] = str(_path(v, base)) if k in FILES else v.strip()

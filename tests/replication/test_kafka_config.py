@@ -39,13 +39,15 @@ def test_a_sasl_ssl_link_as_kafka_users_write_it(tmp_path: Path, monkeypatch):
         "topic": "edge.{node}.{topic}", "replication_factor": 3,
         "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
         "sasl.username": "gw-7", "sasl.password_file": "${CREDENTIALS_DIRECTORY}/kafka-password",
-        "ssl.ca.location": str(tmp_path / "ca.pem")},
+        "ssl.ca.location": str(tmp_path / "ca.pem"), "compression.type": "zstd",
+        "linger.ms": 20},
         address="kafka-1.example:9093, kafka-2.example:9093",
         topics=["sensors.*", {"pattern": "commands", "direction": "down",
                               "remote": "office.commands.gw-7"}]))
     link = cfg.links[0]
     assert link.kafka is not None
     assert link.kafka.client["sasl.password"] == "s3cret-of-gw-7"
+    assert (link.kafka.client["compression.type"], link.kafka.client["linger.ms"]) == ("zstd", "20")
     assert link.kafka.client["bootstrap.servers"] == "kafka-1.example:9093,kafka-2.example:9093"
     assert link.kafka.destination("sensors.t", "gw-7") == "edge.gw-7.sensors.t"
     assert "s3cret" not in repr(link)  # the password stays out of logs and tracebacks
@@ -70,6 +72,7 @@ def test_a_sasl_ssl_link_as_kafka_users_write_it(tmp_path: Path, monkeypatch):
     ({"topic": "edge.{node}"}, None, "topic: expected a name template containing {topic}"),
     ({"topic": "{topic}.{site}"}, None, "only {topic} and {node} may be used"),
     ({"replication_factor": 0}, None, "replication_factor: expected 1..16"),
+    ({"compression.type": "rar"}, None, "librdkafka refuses these settings"),
     ({}, "127.0.0.1", "address: expected host:port"),
 ])
 def test_kafka_settings_are_checked(kafka, address, message):

@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from bridges.replicator.kafka_config import KafkaConfig
-from edgebus import PartitionRead, TopicInfo
+from edgebus import PartitionRead, Record, TopicInfo
 from edgebus.errors import (
     AuthenticationError,
     BrokerUnavailableError,
@@ -35,6 +35,10 @@ log = logging.getLogger("edgebus.replicator")
 
 SOURCE_HEADER = "edgebus-source"
 POLL_S = 0.05  # one wait for delivery reports; the deadline is the link's request timeout
+# One shipment: whole source batches up to about this many records. Every record of it must be
+# answered before the next goes, so a small one is answered soon even on a slow broker (a
+# heavy backlog shipped as one 4 MiB read could never be answered within a short timeout).
+SHIP_RECORDS = 4000
 
 
 def source_header(node: str, topic: str, partition: int, offset: int, incarnation: str) -> bytes:
@@ -101,14 +105,13 @@ class KafkaClients:
             "isolation.level": "read_committed", "fetch.wait.max.ms": 100})
         if producer:
             self.producer = Producer({
-                **self.base(),
+                "linger.ms": 5, **self.base(),  # the config may set linger and compression
                 # Idempotence: retries inside librdkafka (a lost connection, a lost answer) are
                 # deduplicated by the broker and keep the order; with the gapless guarantee a
                 # failure that would leave a hole behind a later success stops the producer.
                 "enable.idempotence": True, "enable.gapless.guarantee": True, "acks": "all",
                 "message.timeout.ms": 0,  # never give a record up (the session does that)
-                "request.timeout.ms": int(self.timeout * 1000), "linger.ms": 5,
-                "compression.type": "none"})
+                "request.timeout.ms": int(self.timeout * 1000)})
         try:
             self.admin.list_topics(timeout=self.timeout)
         except KafkaException as e:
@@ -258,7 +261,13 @@ class KafkaTarget:
         assert self.clients.producer is not None
         prod = self.clients.producer
         dest = self.cfg.destination(topic, self.node)
-        records = read.records(topic, partition)
+        records: list[Record] = []
+        end = read.first_offset
+        for b in read.batches():  # whole batches: the cursor stays on a batch boundary
+            if records and len(records) + (b.next_offset - b.base_offset) > SHIP_RECORDS:
+                break
+            records += b.records(topic, partition)
+            end = b.next_offset
         reports: list[tuple[Any, int]] = []
 
         def delivered(err: Any, msg: Message) -> None:
@@ -293,7 +302,7 @@ class KafkaTarget:
         except KafkaException as e:
             raise kafka_error(e, f"producing to {dest}-{partition}") from None
         self._check(topic, partition, dest, read, reports)
-        return read.next_offset, 0
+        return end, 0
 
     def _check(self, topic: str, partition: int, dest: str, read: PartitionRead,
                reports: list[tuple[Any, int]]) -> None:
