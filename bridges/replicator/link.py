@@ -243,7 +243,11 @@ class LinkRunner:
                 continue
             if not r.data:
                 continue
-            if r.first_offset != cursors[tp]:
+            # A target of records (Kafka) may hold part of a batch (a shipment cut short): it
+            # says so (record_cursor) and skips the records below its cursor itself.
+            inside = getattr(self.target, "record_cursor", False) and \
+                r.first_offset < cursors[tp] < r.next_offset
+            if r.first_offset != cursors[tp] and not inside:
                 self._hold(tp, ps, f"the target's end {cursors[tp]} is inside the source batch "
                            f"at {r.first_offset}: not a mirror of this source")
                 continue

@@ -39,6 +39,11 @@ POLL_S = 0.05  # one wait for delivery reports; the deadline is the link's reque
 # answered before the next goes, so a small one is answered soon even on a slow broker (a
 # heavy backlog shipped as one 4 MiB read could never be answered within a short timeout).
 SHIP_RECORDS = 4000
+# Setting a session up (connections, metadata, the tail of each partition) may take longer than
+# an answer to a shipment: on a loaded machine a short heartbeat's timeout would fail every
+# setup, and the link would never come up. A half-open link is still noticed within two
+# heartbeats once the session ships (ship, heartbeat).
+SETUP_TIMEOUT_S = 10.0
 
 
 def source_header(node: str, topic: str, partition: int, offset: int, incarnation: str) -> bytes:
@@ -82,6 +87,7 @@ class KafkaClients:
 
     def __init__(self, cfg: KafkaConfig, node: str, link: str, timeout: float) -> None:
         self.cfg, self.node, self.link, self.timeout = cfg, node, link, timeout
+        self.setup = max(timeout, SETUP_TIMEOUT_S)
         self.producer: Producer | None = None
         self.consumer: Consumer | None = None
         self.admin: AdminClient | None = None
@@ -89,7 +95,7 @@ class KafkaClients:
     def base(self) -> dict[str, Any]:
         return {**self.cfg.client, "client.id": self.cfg.client.get(
                     "client.id", f"edgebus-{self.node}-{self.link}"),
-                "socket.timeout.ms": int(self.timeout * 1000),
+                "socket.timeout.ms": int(self.setup * 1000),
                 "reconnect.backoff.max.ms": 2000}
 
     def open(self, producer: bool = True) -> None:
@@ -111,9 +117,9 @@ class KafkaClients:
                 # failure that would leave a hole behind a later success stops the producer.
                 "enable.idempotence": True, "enable.gapless.guarantee": True, "acks": "all",
                 "message.timeout.ms": 0,  # never give a record up (the session does that)
-                "request.timeout.ms": int(self.timeout * 1000)})
+                "request.timeout.ms": int(self.setup * 1000)})
         try:
-            self.admin.list_topics(timeout=self.timeout)
+            self.admin.list_topics(timeout=self.setup)
         except KafkaException as e:
             self.close()
             raise kafka_error(e, f"Kafka at {self.cfg.bootstrap}") from None
@@ -138,7 +144,7 @@ class KafkaClients:
         try:
             # All topics, not this one: a metadata request naming a missing topic makes a
             # broker with auto.create.topics.enable create it, with its default partitions.
-            md = self.admin.list_topics(timeout=self.timeout)
+            md = self.admin.list_topics(timeout=self.setup)
         except KafkaException as e:
             raise kafka_error(e, f"Kafka at {self.cfg.bootstrap}") from None
         t = md.topics.get(topic)
@@ -156,9 +162,9 @@ class KafkaClients:
         if have is None:
             fut = self.admin.create_topics(
                 [NewTopic(topic, partitions, self.cfg.replication_factor)],
-                request_timeout=self.timeout)[topic]
+                request_timeout=self.setup)[topic]
             try:
-                fut.result(self.timeout)
+                fut.result(self.setup)
                 log.info("created %s with %d partition(s) at Kafka %s", topic, partitions,
                          self.cfg.bootstrap)
             except KafkaException as e:
@@ -185,12 +191,12 @@ class KafkaClients:
         c = self.consumer
         try:
             lo, hi = c.get_watermark_offsets(TopicPartition(topic, partition),
-                                             timeout=self.timeout)
+                                             timeout=self.setup)
             if hi <= lo:
                 return None, hi
             c.assign([TopicPartition(topic, partition, max(lo, hi - 1))])
             last = None
-            deadline = time.monotonic() + self.timeout
+            deadline = time.monotonic() + self.setup
             while True:
                 m = c.poll(POLL_S)
                 if m is None:
@@ -214,6 +220,10 @@ class KafkaClients:
 
 
 class KafkaTarget:
+    # The cursor may fall inside a source batch: a shipment cut short leaves a prefix of a
+    # batch at Kafka, and the next one ships the rest (link.py; records below it are skipped).
+    record_cursor = True
+
     def __init__(self, name: str, cfg: KafkaConfig, node: str, timeout: float = 10.0) -> None:
         self.name = name
         self.cfg = cfg
@@ -223,10 +233,14 @@ class KafkaTarget:
         # (topic, partition) -> the destination offset the next record must land at: anything
         # else means another producer wrote there in between (docs/REPLICATION.md).
         self._next_dest: dict[tuple[str, int], int] = {}
+        self._cursor: dict[tuple[str, int], int] = {}  # the next source offset, per partition
+        self._answered = False
         self._ready: set[str] = set()  # destination topics checked on this connection
 
     def connect(self) -> None:
         self._next_dest.clear()
+        self._cursor.clear()
+        self._answered = False  # no shipment of this session was answered yet
         self._ready.clear()
         self.clients.open()
 
@@ -239,6 +253,7 @@ class KafkaTarget:
         self._next_dest[(topic, partition)] = end
         if last is None:
             # Nothing there yet: start at the oldest record the source still has.
+            self._cursor[(topic, partition)] = source.start_offsets[partition]
             return source.start_offsets[partition]
         src = parse_source_header(header(last, SOURCE_HEADER))
         if src is None or src[:3] != (self.node, topic, partition):
@@ -252,6 +267,7 @@ class KafkaTarget:
                 f"{dest}-{partition} at Kafka {self.cfg.bootstrap} holds incarnation {src[4]} of "
                 f"{topic}, the source topic is now incarnation {source.incarnation} (deleted and "
                 "created again): map the new one to another destination topic")
+        self._cursor[(topic, partition)] = src[3] + 1
         return src[3] + 1
 
     def ship(self, topic: str, partition: int, incarnation: str, read: PartitionRead
@@ -262,11 +278,12 @@ class KafkaTarget:
         prod = self.clients.producer
         dest = self.cfg.destination(topic, self.node)
         records: list[Record] = []
+        start = self._cursor.get((topic, partition), read.first_offset)
         end = read.first_offset
-        for b in read.batches():  # whole batches: the cursor stays on a batch boundary
+        for b in read.batches():  # whole batches (the first from the cursor on)
             if records and len(records) + (b.next_offset - b.base_offset) > SHIP_RECORDS:
                 break
-            records += b.records(topic, partition)
+            records += [r for r in b.records(topic, partition) if r.offset >= start]
             end = b.next_offset
         reports: list[tuple[Any, int]] = []
 
@@ -290,18 +307,23 @@ class KafkaTarget:
             # At most one shipment in flight per link: every record is answered before the
             # next read is shipped, so a failure is always at the end of what is there.
             # The deadline is for an answer, not for the whole shipment: it moves with each.
-            deadline, answered = time.monotonic() + self.timeout, 0
+            # The first answer of a session waits longer: librdkafka connects and gets its
+            # producer id only when the first record goes.
+            wait = self.timeout if self._answered else self.clients.setup
+            deadline, answered = time.monotonic() + wait, 0
             while len(reports) < len(records):
                 prod.poll(POLL_S)
                 if len(reports) > answered:
                     deadline, answered = time.monotonic() + self.timeout, len(reports)
+                    self._answered = True
                 elif time.monotonic() > deadline:
                     raise BrokerUnavailableError(
                         f"Kafka at {self.cfg.bootstrap} did not acknowledge {dest}-{partition} "
-                        f"within {self.timeout:.1f} s ({len(reports)} of {len(records)} records)")
+                        f"within {wait:.1f} s ({len(reports)} of {len(records)} records)")
         except KafkaException as e:
             raise kafka_error(e, f"producing to {dest}-{partition}") from None
         self._check(topic, partition, dest, read, reports)
+        self._cursor[(topic, partition)] = end
         return end, 0
 
     def _check(self, topic: str, partition: int, dest: str, read: PartitionRead,

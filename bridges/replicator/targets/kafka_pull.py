@@ -35,7 +35,7 @@ class KafkaRemote:
         assert self.clients.consumer is not None
         try:
             lo, _ = self.clients.consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=self.timeout)
+                TopicPartition(topic, partition), timeout=self.clients.setup)
         except KafkaException as e:
             raise kafka_error(e, f"reading {topic}-{partition} at Kafka {self.cfg.bootstrap}"
                               ) from None
