@@ -167,6 +167,9 @@ def _kafka_link(raw: dict[str, Any], i: int, address: str, base: Path | None) ->
                               "(security.protocol, sasl.*, ssl.*)")
     kcfg = kafka_config(raw.get("kafka"), address, where, base)
     cap, durable, hb = _common(raw, where)
+    if not durable:
+        raise ConfigError(f"{where}durable: a Kafka link always waits for acks=all (the no-gap "
+                          "promise rests on it); leave durable out")
     return LinkConfig(_str(raw, "name", where, f"link{i}"), "kafka", kcfg.bootstrap, "",
                       _rules(raw, where), durable, None, cap, hb, kcfg)
 

@@ -119,6 +119,8 @@ def test_peer_links_refuse_a_down_direction_and_kafka_keys(tmp_path: Path):
         config_from_mapping({"node": "gw", "links": [{**peer, "topics": ["a"], "kafka": {}}]})
     with pytest.raises(ConfigError, match="token_file: a Kafka link sets its security under"):
         config_from_mapping(doc(token_file=str(tf)))
+    with pytest.raises(ConfigError, match="durable: a Kafka link always waits for acks=all"):
+        config_from_mapping(doc(durable=False))
 
 
 def test_replicate_check_validates_a_kafka_link(tmp_path: Path):
