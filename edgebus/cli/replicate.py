@@ -12,7 +12,8 @@ EXIT_NOT_RUNNING = 3  # as LSB init scripts and `systemctl status` say "not runn
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("replicate", help="ship topics to a peer edgebus node (foreground; SIGTERM "
+    p = sub.add_parser("replicate", help="ship topics to a peer edgebus node or a Kafka cluster, "
+                                         "and bring topics down from Kafka (foreground; SIGTERM "
                                          "stops it cleanly)")
     add_arguments(p)
     p.set_defaults(func=run)
@@ -57,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(doc, indent=2, sort_keys=True))
             return 0
         for name, link in sorted(doc["links"].items()):
-            print(f"link {name} -> {link['target']} {link['address']}: {link['state']}"
+            arrow = "<-" if link.get("direction") == "down" else "->"
+            print(f"link {name} {arrow} {link['target']} {link['address']}: {link['state']}"
                   + (f" ({link['last_error']})" if link["last_error"] else ""))
             for p in link["partitions"]:
                 lag = "?" if p["lag_records"] is None else p["lag_records"]

@@ -86,6 +86,22 @@ class PeerDestination:
             info = r.describe(topic)
             return read_all(r, topic, partition, info.start_offsets[partition])
 
+    def contents(self, topic: str, partition: int) -> list[bytes]:
+        """What the conformance suite compares: here the batches, byte for byte."""
+        return self.batches(topic, partition)
+
+    def expected(self, source: EmbeddedBroker, topic: str, partition: int) -> list[bytes]:
+        with BatchReader(source.socket) as r:
+            return read_all(r, topic, partition, r.describe(topic).start_offsets[partition])
+
+    def source_end(self, topic: str, partition: int) -> int:
+        """The next source offset the destination expects."""
+        with BatchReader(self.broker.socket) as r:
+            return r.describe(topic).end_offsets[partition]
+
+    def close(self) -> None:
+        pass  # the broker is make_broker's
+
     def kill9(self) -> None:
         self.broker.kill9()
 
@@ -104,14 +120,22 @@ def read_all(r: BatchReader, topic: str, partition: int, start: int) -> list[byt
         off = got[-1].next_offset
 
 
-TARGETS = ["peer", "peer-tls"]
+TARGETS = ["peer", "peer-tls", "kafka"]
 
 
 @pytest.fixture(params=TARGETS)
 def destination(request: pytest.FixtureRequest, make_broker: Callable[..., EmbeddedBroker],
-                tmp_path: Path) -> Any:
+                tmp_path: Path) -> Iterator[Any]:
     if request.param in ("peer", "peer-tls"):
-        return PeerDestination(make_broker, tmp_path, tls=request.param == "peer-tls")
+        yield PeerDestination(make_broker, tmp_path, tls=request.param == "peer-tls")
+        return
+    if request.param == "kafka":
+        from .kafka import KafkaDestination
+
+        dest = KafkaDestination(tmp_path)
+        yield dest
+        dest.close()
+        return
     raise AssertionError(request.param)
 
 
