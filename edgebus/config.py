@@ -24,6 +24,7 @@ import yaml
 
 from edgebus import format as F
 from edgebus import paths
+from edgebus.acl.settings import AclKeyError, AclSettings, parse_section
 from edgebus.errors import ConfigError, InvalidTopicError
 from edgebus.log.topic_config import DISK_FULL_REJECT, MAX_SEGMENT_BYTES, validate_topic_name
 from edgebus.opsconfig import (
@@ -320,6 +321,8 @@ class Config:
     replica: ReplicaSettings = field(default_factory=ReplicaSettings)
     topic_defaults: TopicSettings = field(default_factory=TopicSettings)
     topics: tuple[TopicSpec, ...] = ()
+    # Access control (edgebus/acl/settings.py, docs/SECURITY.md); applied again on SIGHUP.
+    acl: AclSettings = field(default_factory=AclSettings)
     # The file this was read from (None for built-in defaults); not part of equality.
     source: Path | None = field(default=None, compare=False)
 
@@ -471,7 +474,7 @@ def config_from_mapping(data: Any, source: str | Path | None = None) -> Config:
         built: dict[str, Any] = {
             name: _build(cls, as_mapping(top.get(name), name), name) for name, cls in sections.items()
         }
-        scalars = {k: v for k, v in top.items() if k not in sections and k != "topics"}
+        scalars = {k: v for k, v in top.items() if k not in sections and k not in ("topics", "acl")}
         plain = _build(Config, scalars, "")
         built["topics"] = _topics(top.get("topics"), built["topic_defaults"])
         base_dir = src.parent if src is not None else None
@@ -479,6 +482,10 @@ def config_from_mapping(data: Any, source: str | Path | None = None) -> Config:
             if key in scalars:
                 built[key] = _resolve(getattr(plain, key), base_dir)
         built["replica"] = _check_replica(built["replica"], base_dir)
+        try:
+            built["acl"] = parse_section(top.get("acl"), base_dir, read_yaml_file)
+        except AclKeyError as e:
+            raise InvalidKey(e.key, e.message) from None
         if "socket" in built:
             try:
                 _check_socket(built["socket"])

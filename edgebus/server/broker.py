@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from edgebus import format as F
+from edgebus.acl import Policy
 from edgebus.log.manager import LogManager
 from edgebus.log.topic_config import TopicConfig
 from edgebus.server import status
+from edgebus.server.acl import Authorizer
 from edgebus.server.disk import DiskGuard
 from edgebus.server.dispatch import Dispatcher, build_table
 from edgebus.server.durable import DurableAcks
@@ -36,6 +38,8 @@ from edgebus.server.service import Service
 from edgebus.server.stats import Stats
 
 log = logging.getLogger("edgebus.broker")
+
+_OWNER_POLICY = Policy()  # no rules, default `owner`: the supervisor's user and root only
 
 
 class Broker:
@@ -63,6 +67,7 @@ class Broker:
         socket_claim: SocketClaim | None = None,
         max_connections_per_uid: int = 128,
         max_output_total: int = F.MAX_OUTPUT_TOTAL,
+        acl: Policy | None = _OWNER_POLICY,
     ) -> None:
         self.logs = logs
         self.socket_path = Path(socket_path)
@@ -95,9 +100,11 @@ class Broker:
         self.replica_listener = (ReplicaListener(loop, replica_listen, replica_tls,
                                                  replica_link_idle_ms / 1000)
                                  if replica_listen else None)
+        # Access control, checked by the dispatcher for every request (None: acl.enabled false).
+        self.acl = Authorizer(acl) if acl is not None else None
         self.dispatcher = Dispatcher(
             loop, build_table(self.data, self.admin, self.groups, self.shm, self.replica),
-            self.data.produce_fields)
+            self.data.produce_fields, self.acl)
         loop.dispatch = self.dispatcher.dispatch_frame
         # Shutdown runs in this order: STOPPING=1, stop accepting, answer parked fetches, finish
         # durable acks; then the loop flushes and closes every connection.

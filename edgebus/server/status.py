@@ -147,6 +147,8 @@ def collect(broker: Broker) -> dict[str, Any]:
     }
     doc["data_bytes"] = sum(t["size_bytes"] for t in doc["topics"].values())
     doc["clients"] = clients(broker)
+    acl = getattr(broker, "acl", None)  # access control: policy and denials (server/acl/)
+    doc["acl"] = acl.stats() if acl is not None else {"enabled": False}
     doc["groups"] = group_lags(broker)
     doc["records_out"] = stats.records_out
     doc["bytes_out"] = stats.bytes_out

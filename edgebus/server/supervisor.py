@@ -104,6 +104,7 @@ def run(config: Any) -> int:
         socket_claim=claim,
         max_connections_per_uid=config.limits.max_connections_per_uid,
         max_output_total=config.limits.max_output_total_bytes,
+        acl=config.acl.policy() if config.acl.enabled else None,
     )
     try:
         broker.listen()
@@ -114,6 +115,7 @@ def run(config: Any) -> int:
         return 1
     load = (lambda: reread(config)) if config.source is not None else None
     reloader = ConfigReload(logs, broker.admin, config, load, notifier)
+    reloader.acl = broker.acl  # the access rules are reloaded too
     broker.add_service(reloader)
     reloader.install()
     _start_metrics(broker, config)

@@ -69,6 +69,9 @@ class Connection:
         self.peer_name: str | None = None
         # Counted against limits.max_connections (False where the listener bounds its own).
         self.counts_as_client = True
+        # Access control: its principals and cached decisions (edgebus/server/acl/), made at its
+        # first checked request.
+        self.acl: Any = None
 
     def __repr__(self) -> str:
         return f"conn#{self.id}(pid={self.pid})"
