@@ -10,8 +10,8 @@ API that touches a topic, a group or the cluster is tried, allowed and denied.
 from __future__ import annotations
 
 import json
-import subprocess
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 

@@ -10,6 +10,7 @@ compares before use: the next request of a connected client is decided by the ne
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -95,10 +96,8 @@ def _peer_groups(sock: Any, uid: int) -> tuple[int, ...]:
     except OSError as e:
         if e.errno != errno.ERANGE:
             return tuple(out)  # an older kernel: the primary gid is what is known
-        try:  # more groups than the buffer holds: the user database's list of them
+        with contextlib.suppress(KeyError):  # more groups than fit: the user database's list
             out += os.getgrouplist(pwd.getpwuid(uid).pw_name, out[0])
-        except KeyError:
-            pass
     return tuple(out)
 
 
