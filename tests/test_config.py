@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgebus import paths
+from edgebus.acl.settings import KEYS as ACL_KEYS
 from edgebus.config import (
     TOPIC_CONFIG_KEYS,
     Config,
@@ -406,6 +407,7 @@ def test_example_documents_every_key() -> None:
     sections = [Config, LogSettings, Limits, TopicSettings, DiskSettings, MetricsSettings,
                 ReplicaSettings]
     names = {f.name for cls in sections for f in dataclasses.fields(cls)} - {"source"}
+    names |= set(ACL_KEYS)
     missing = sorted(n for n in names if not re.search(rf"^\s*#?\s*{n}:", text, re.MULTILINE))
     assert missing == []
 
