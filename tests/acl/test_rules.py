@@ -11,7 +11,7 @@ import pytest
 from edgebus.acl import Kind, Op, Policy, parse_rule
 from edgebus.acl.principals import PrincipalMap
 from edgebus.acl.rules import AclSyntaxError
-from edgebus.config import config_from_mapping
+from edgebus.config import config_from_mapping, load_config
 from edgebus.errors import ConfigError
 
 ALICE = ("user:alice", "uid:1000", "group:sensors", "gid:50")
@@ -128,3 +128,31 @@ def test_config_section_and_rules_file(tmp_path: Path) -> None:
 def test_config_errors_name_the_key(acl: dict[str, object], key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
         config_from_mapping({"acl": acl})
+
+
+def test_shipped_config_gives_the_bridges_exactly_what_they_need() -> None:
+    """systemd/edgebus.yaml: the bridge units' users (User=edgebus-%i) get their rights, no more."""
+    root = Path(__file__).resolve().parents[2]
+    p = load_config(root / "systemd" / "edgebus.yaml").acl.policy()
+
+    def may(user: str, op: str, res: str) -> bool:
+        kind, _, name = res.partition(":")
+        return p.decide((f"user:{user}", f"group:{user}", "group:edgebus"), Op(op), Kind(kind),
+                        name or "*", False).allowed
+
+    mqtt, repl = "edgebus-mqtt", "edgebus-replicate"
+    for res in ("topic:sensors.temperature", "topic:meters", "topic:device.logs",
+                "topic:mqtt.dead-letter"):
+        assert may(mqtt, "write", res) and may(mqtt, "describe", res) and not may(mqtt, "read", res)
+    assert may(mqtt, "read", "topic:device.commands") and not may(mqtt, "write", "topic:device.commands")
+    assert may(mqtt, "read", "group:edgebus-mqtt-bridge") and not may(mqtt, "read", "group:other")
+    assert may(repl, "read", "topic:anything") and may(repl, "describe", "group:any")
+    assert not may(repl, "write", "topic:anything") and not may(repl, "read", "group:any")
+    for who in (mqtt, repl):
+        for op, res in (("create", "topic:x"), ("delete", "topic:sensors.temperature"),
+                        ("alter", "topic:meters"), ("status", "cluster"), ("delete", "group:g")):
+            assert not may(who, op, res), (who, op, res)
+    unit = (root / "systemd" / "edgebus-bridge@.service").read_text()
+    assert "\nUser=edgebus-%i\n" in unit
+    sysusers = (root / "systemd" / "edgebus.sysusers.conf").read_text()
+    assert "u edgebus-mqtt " in sysusers and "u edgebus-replicate " in sysusers
