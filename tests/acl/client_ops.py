@@ -3,7 +3,7 @@ library and print one JSON line {operation: "ok" | "<ErrorClass>: <message>"}.
 
     python -m tests.acl.client_ops SOCKET TRANSPORT OP=RESOURCE ...
 
-OP is topic.write, topic.read, topic.describe, topic.listed, topic.create, topic.alter,
+OP is topic.write, topic.read, topic.batches, topic.describe, topic.offsets, topic.listed, topic.create, topic.alter,
 topic.delete, group.read, group.describe, group.listed, group.reset, cluster.status; RESOURCE a
 topic or group name (group.read and group.reset take GROUP/TOPIC).
 """
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from edgebus import Admin, Consumer, Producer
+from edgebus import Admin, BatchReader, Consumer, Producer
 from edgebus.client.types import TopicPartition
 
 
@@ -45,10 +45,15 @@ def run(sock: str, transport: str, op: str, arg: str) -> str:
         finally:
             c.close()
         return "ok"
+    if op == "topic.batches":  # REPLICA_FETCH: the replicator's read of whole batches
+        with BatchReader(sock) as r:
+            r.read(arg, 0, 0)
+        return "ok"
     a = Admin(socket=sock)
     try:
         actions: dict[str, Callable[[], Any]] = {
             "topic.describe": lambda: a.describe_topic(arg),
+            "topic.offsets": lambda: a.list_offsets([TopicPartition(arg, 0)], -1),
             "topic.listed": lambda: "ok" if arg in a.list_topics() else "hidden",
             "topic.create": lambda: a.create_topic(arg),
             "topic.alter": lambda: a.alter_topic_config(arg, {"retention_ms": 3_600_000}),

@@ -53,6 +53,7 @@ def matrix(alice: str, bob: str, carol: str, eve: str) -> dict[str, list[tuple[s
         alice: [
             ("topic.describe=orders", OK), ("topic.listed=orders", OK),
             ("topic.write=orders", OK), ("topic.read=orders", OK),
+            ("topic.offsets=orders", OK), ("topic.batches=orders", OK),
             ("topic.alter=orders", OK),
             ("topic.describe=sensors.temp", DENIED), ("topic.listed=sensors.temp", HIDDEN),
             ("topic.write=sensors.temp", DENIED), ("topic.read=sensors.temp", DENIED),
@@ -69,6 +70,7 @@ def matrix(alice: str, bob: str, carol: str, eve: str) -> dict[str, list[tuple[s
         bob: [
             ("topic.describe=orders", DENIED), ("topic.listed=orders", HIDDEN),
             ("topic.write=orders", DENIED), ("topic.read=orders", DENIED),
+            ("topic.offsets=orders", DENIED), ("topic.batches=orders", DENIED),
             ("topic.alter=orders", DENIED), ("topic.delete=orders", DENIED),
             ("topic.create=bobs", DENIED),
             ("group.read=billing/orders", DENIED), ("group.describe=billing", DENIED),
@@ -83,6 +85,7 @@ def matrix(alice: str, bob: str, carol: str, eve: str) -> dict[str, list[tuple[s
             # May describe orders (so the clients get as far as PRODUCE and FETCH), no more.
             ("topic.describe=orders", OK), ("topic.write=orders", DENIED),
             ("topic.read=orders", DENIED), ("topic.alter=orders", DENIED),
+            ("topic.offsets=orders", OK), ("topic.batches=orders", DENIED),
             ("group.read=sensor-a/sensors.temp", OK), ("group.describe=sensor-a", OK),
             ("group.listed=sensor-a", OK), ("group.reset=sensor-a/sensors.temp", OK),
             ("group.read=billing/orders", DENIED), ("cluster.status=", DENIED),
