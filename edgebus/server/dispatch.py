@@ -6,6 +6,10 @@ every listener calls with a request frame (LoopApi.dispatch). A handler is calle
 as it is), DEFERRED (answered later through LoopApi.answer) or NO_RESPONSE; an EdgebusError it
 raises is the answer. The PRODUCE fast path decodes the body with the struct-level decoder and
 calls DataHandlers.produce_fields without the request dataclass.
+
+Access control is here too, so that no way in can skip it: with an Authorizer, each API's check
+(edgebus/server/acl/checks.py) runs before its handler, on the fast path as on the generic one,
+and METADATA and LIST_GROUPS answers are filtered after it (docs/SECURITY.md).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ accepted (the `owner` default trusts it with its own mirrors), and a rule can na
 
 from __future__ import annotations
 
+import re
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,8 @@ def test_rules_apply_to_replica_links(make_broker: Any, tmp_path: Path) -> None:
     tokens = secret(tmp_path / "tokens.yaml", yaml.safe_dump({NODE: TOKEN, "other": "x" * 20}))
     peer = make_broker({"replica": {"listen": f"127.0.0.1:{port}", "tokens_file": str(tokens)},
                         "acl": {"rules": [f"deny node:{NODE} write topic:blocked",
-                                          "deny node:other create topic:*"]}},
+                                          "deny node:other create topic:*"]},
+                        "metrics": {"listen": "127.0.0.1:0"}},
                        name="peer").start()
     address = f"127.0.0.1:{port}"
     with ReplicaLink(address, NODE, TOKEN) as link:
@@ -50,3 +53,9 @@ def test_rules_apply_to_replica_links(make_broker: Any, tmp_path: Path) -> None:
     denied = {(d["principal"], d["operation"]) for d in
               Admin(socket=peer.socket).status()["acl"]["denied"]}
     assert denied == {(f"node:{NODE}", "write"), ("node:other", "create")}
+    # The metric, per principal and operation.
+    port = re.search(r"metrics endpoint on http://127\.0\.0\.1:(\d+)/metrics", peer.log())
+    assert port is not None
+    with urllib.request.urlopen(f"http://127.0.0.1:{port.group(1)}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    assert f'edgebus_acl_denied_total{{operation="write",principal="node:{NODE}"}} 1.0' in text

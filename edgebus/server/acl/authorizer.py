@@ -55,6 +55,9 @@ class Subject:
 
     identities: tuple[str, ...]
     trusted: bool = False
+    # Not fields: what Authorizer.check reads of a connection (a Subject has no cache of its own).
+    acl = None
+    node = None
 
     @classmethod
     def local(cls, uid: int, gids: tuple[int, ...] = ()) -> Subject:
@@ -136,7 +139,7 @@ class Authorizer:
 
     def check(self, who: Any, slot: int, name: str) -> None:
         """authorize() with the (kind, operation) pair as its slot number (the hot path)."""
-        st = who.acl if not isinstance(who, Subject) else None
+        st = who.acl
         if st is None or st.gen != self.gen or st.node is not who.node:
             st = self.state(who)
         if st.all:
@@ -150,7 +153,7 @@ class Authorizer:
 
     def allowed(self, who: Any, kind: Kind, op: Op, name: str) -> bool:
         """Whether `who` may (filters: metadata, list groups); a no is not counted as a denial."""
-        st = who.acl if not isinstance(who, Subject) else None
+        st = who.acl
         if st is None or st.gen != self.gen or st.node is not who.node:
             st = self.state(who)
         if st.all:
