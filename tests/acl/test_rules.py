@@ -156,3 +156,26 @@ def test_shipped_config_gives_the_bridges_exactly_what_they_need() -> None:
     assert "\nUser=edgebus-%i\n" in unit
     sysusers = (root / "systemd" / "edgebus.sysusers.conf").read_text()
     assert "u edgebus-mqtt " in sysusers and "u edgebus-replicate " in sysusers
+
+
+def test_the_teapot_example_in_security_md_decides_as_it_says() -> None:
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "SECURITY.md").read_text()
+    block = text.split("## Example: the teapot deployment", 1)[1].split("```yaml\n", 1)[1]
+    cfg = config_from_mapping(yaml.safe_load(block.split("```", 1)[0]))
+    p = cfg.acl.policy()
+
+    def may(who: tuple[str, ...], op: str, res: str) -> bool:
+        kind, _, name = res.partition(":")
+        return p.decide(who, Op(op), Kind(kind), name or "*", False).allowed
+
+    bridge, app, ops = ("user:edgebus-mqtt",), ("user:teapot-app",), ("user:olga", "group:teapot-ops")
+    assert may(bridge, "write", "topic:teapot.temperature")
+    assert may(bridge, "read", "topic:teapot.commands") and may(bridge, "read", "group:teapot-bridge")
+    assert not may(bridge, "write", "topic:teapot.commands")
+    assert may(app, "read", "topic:teapot.temperature") and may(app, "read", "group:boil-detector")
+    assert may(app, "write", "topic:teapot.commands")
+    assert not may(app, "write", "topic:teapot.temperature")  # as the doc's `acl check` says
+    assert may(ops, "describe", "topic:teapot.temperature") and may(ops, "status", "cluster")
+    assert not may(ops, "write", "topic:teapot.commands") and not may(ops, "read", "topic:teapot.commands")
