@@ -113,9 +113,10 @@ class Broker:
         if kafka is not None and kafka.enabled:
             from edgebus.server.kafka.setup import make_kafka
 
-            self.kafka, self.kafka_listeners = make_kafka(self, kafka, kafka_tls)
+            self.kafka, self.kafka_listeners, kafka_services = make_kafka(self, kafka, kafka_tls)
             for i, kl in enumerate(self.kafka_listeners):
                 services.insert(1 + i, kl)
+            services[services.index(self.data):services.index(self.data)] = kafka_services
         if notifier is not None:  # without one, no watchdog timer keeps the loop awake
             services.insert(0, Watchdog(notifier, self))
         for s in services:
