@@ -131,7 +131,7 @@ class ConfigReload(Service):
         if self.acl is not None:
             # The next request of every connection is decided by the new rules (its cache is
             # of the old generation); connections stay open.
-            self.acl.set_policy(new.acl.policy())
+            self.acl.apply(new.acl)
             log.info("reload: access control: %d rule(s), default %s", len(new.acl.policy().rules),
                      new.acl.default)
         self.admin.topic_defaults = topic_config_of(new.topic_defaults)

@@ -25,6 +25,7 @@ from edgebus.acl.policy import Policy
 from edgebus.acl.principals import local_identities
 from edgebus.acl.procnet import peer_uid
 from edgebus.acl.rules import Kind, Op
+from edgebus.acl.settings import AclSettings
 from edgebus.errors import AuthorizationError
 
 log = logging.getLogger("edgebus.acl")
@@ -71,7 +72,8 @@ class Subject:
             if conn.peer_name:
                 ids.append(f"cert:{conn.peer_name}")
             return cls(tuple(ids), True)
-        sasl = getattr(conn, "sasl_user", None)  # the Kafka listener's SASL user, once it has one
+        # The Kafka listener's SASL user, once authenticated (listeners/kafka.py `principal`).
+        sasl = getattr(conn, "sasl_user", None) or getattr(conn, "principal", None)
         if sasl:
             return cls((f"sasl:{sasl}",), False)
         if conn.peer_name:
@@ -119,11 +121,19 @@ class ConnAcl:
 
 
 class Authorizer:
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, settings: AclSettings | None = None) -> None:
         self.policy = policy
+        # The config's acl section the policy was built from (Kafka's CreateAcls/DeleteAcls
+        # write its acl.file and apply the result, as a reload would).
+        self.settings = settings
         self.gen = 0
         self.denied: dict[tuple[str, str], int] = {}  # (principal, operation) -> count
         self._logged: dict[tuple[str, str, str], float] = {}
+
+    def apply(self, settings: AclSettings) -> None:
+        """A reload (or a Kafka ACL change): the rules of `settings` from now on."""
+        self.settings = settings
+        self.set_policy(settings.policy())
 
     def set_policy(self, policy: Policy) -> None:
         """A reload: every connection's cache is stale from now on."""
