@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +133,8 @@ def read_rules_file(path: Path, read_yaml: Any) -> tuple[tuple[Rule, ...], Princ
 
 def write_rules_file(path: Path, rules: tuple[Rule, ...], principals: PrincipalMap) -> None:
     """Replace the file atomically (a reload never reads half a file), mode 0644."""
+    import tempfile  # only here: the supervisor loads this module, and rarely writes the file
+
     import yaml
 
     doc: dict[str, Any] = {"rules": [r.text() for r in rules]}

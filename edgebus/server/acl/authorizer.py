@@ -79,6 +79,10 @@ class Subject:
         if conn.peer_name:
             return cls((f"cert:{conn.peer_name}",), False)
         uid = conn.uid
+        if uid < 0 and getattr(conn.sock, "family", None) == socket.AF_UNIX:
+            with contextlib.suppress(OSError):  # the listener did not ask: the kernel says
+                uid = struct.unpack("3i", conn.sock.getsockopt(
+                    socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
         if uid < 0 and getattr(conn, "tcp_owner_lookup", False):
             found = peer_uid(conn.sock)  # a loopback TCP client: identd's answer
             uid = found if found is not None else -1
