@@ -1,7 +1,10 @@
 """The same rules on the Kafka listener (issue 15): a Kafka client on loopback without SASL is
 the local user owning its end of the connection (/proc/net/tcp), so the rules that name a user
 apply to its Kafka programs and its native ones alike; and Kafka's CreateAcls, DescribeAcls and
-DeleteAcls edit those rules. Real users, real kafka-python clients, a real supervisor."""
+DeleteAcls edit those rules. Real users, real kafka-python clients, a real supervisor.
+
+About a minute: each user's operations run in one kafka-python process (started as that user),
+and a refused Kafka client waits out its metadata retries before it reports the error."""
 
 from __future__ import annotations
 

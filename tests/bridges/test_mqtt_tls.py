@@ -1,7 +1,10 @@
 """The MQTT bridge over TLS and with authentication, against a real Mosquitto TLS listener whose
 certificates the test makes (trustme): server TLS alone, client certificates required (with and
 without one), username/password (right and wrong), and a CA that did not sign the broker's
-certificate (a clear error, and retries at the slowest pace instead of a storm)."""
+certificate (a clear error, and retries at the slowest pace instead of a storm).
+
+About a minute: four Mosquitto TLS listeners and bridge processes, and the wrong-CA case waits
+two real retries at reconnect_max_ms to show there is no storm."""
 
 from __future__ import annotations
 
