@@ -350,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-latency", action="store_true")
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--acl", action="store_true",
+                    help="also run the edgebus rows against a second supervisor with access "
+                         "control on (ACL_RULES, 10 rules) and report on/off ratios; the first "
+                         "supervisor then has it off (acl.enabled: false)")
     ap.add_argument("--archive", action="store_true",
                     help="also keep a timestamped copy of the report next to latest-*")
     args = ap.parse_args(argv)
@@ -368,8 +372,12 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     if (why := unavailable_reason()) is not None:
         notes.append(f"edgebus-shm skipped: {why}")
-    broker = EmbeddedBroker(log_level="WARNING").start()
+    broker = EmbeddedBroker(log_level="WARNING",
+                            config={"acl": {"enabled": False}} if args.acl else None).start()
     sup = psutil.Process(broker.pid)
+    acl_broker = EmbeddedBroker(log_level="WARNING", config={"acl": {"rules": ACL_RULES}}).start() \
+        if args.acl else None
+    sups = {False: sup, True: psutil.Process(acl_broker.pid) if acl_broker else None}
     redis = peers.RedisStreams()
     why_redis = redis.available()
     if why_redis is None:
@@ -378,12 +386,15 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"redis-streams skipped: {why_redis}")
 
     systems: list[tuple[str, str, Any, bool]] = []  # (name, api, adapter, is_edgebus)
-    if why is None:
-        systems += [("edgebus-shm", "batch", peers.Edgebus("shm", "batch", broker), True),
-                    ("edgebus-shm", "send", peers.Edgebus("shm", "send", broker), True)]
-    systems += [("edgebus-socket", "batch", peers.Edgebus("socket", "batch", broker), True),
-                ("edgebus-socket", "send", peers.Edgebus("socket", "send", broker), True),
-                ("mp-queue", "send", peers.MpQueue(), False),
+    # With --acl each edgebus row is followed by the same row on the ACL supervisor (alternated,
+    # so that drift in the machine's load touches both alike).
+    transports = (["shm"] if why is None else []) + ["socket"]
+    for t in transports:
+        for api in ("batch", "send"):
+            systems.append((f"edgebus-{t}", api, peers.Edgebus(t, api, broker), True))
+            if acl_broker is not None:
+                systems.append((f"edgebus-{t}-acl", api, peers.Edgebus(t, api, acl_broker), True))
+    systems += [("mp-queue", "send", peers.MpQueue(), False),
                 ("unix-socket", "batch", peers.UnixSocket(), False)]
     if why_redis is None:
         systems.append(("redis-streams", "batch", redis, False))
@@ -400,18 +411,21 @@ def main(argv: list[str] | None = None) -> int:
                 for name, api, adapter, is_eb in systems:
                     if not args.no_throughput:
                         rows.append(run_case(adapter, name, api, size, p, c, False, duration,
-                                             sup if is_eb else None))
+                                             sups["-acl" in name] if is_eb else None))
                         _progress(rows[-1])
                 for name, api, adapter, is_eb in systems:
                     # Latency: one per system, with its one-message API (edgebus: send()).
                     if args.no_latency or (is_eb and api != "send"):
                         continue
                     rows.append(run_case(adapter, name, "send", size, p, c, True, lat_duration,
-                                         sup if is_eb else None))
+                                         sups["-acl" in name] if is_eb else None))
                     _progress(rows[-1])
     finally:
         broker.stop()
         broker.cleanup()
+        if acl_broker is not None:
+            acl_broker.stop()
+            acl_broker.cleanup()
         if why_redis is None:
             redis.stop()
     idle = idle_cpu(idle_s) if idle_s > 0 and not only else None
@@ -421,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
 
         wear_rows = wear.run()
 
+    if acl_broker is not None:
+        notes += acl_ratios(rows)
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick,
         "seconds": round(time.time() - started, 1),
@@ -447,6 +463,42 @@ def main(argv: list[str] | None = None) -> int:
         (out / f"{name}.md").write_text("\n".join(md) + "\n")
     print(f"\nwrote {out}/latest-{tag}.json and .md")
     return 0
+
+
+# --acl: ten rules of a gateway, one of which concerns the benchmark's own user (root), so that
+# its connections take the per-connection decision cache instead of the "nothing applies" path.
+ACL_RULES = [
+    "deny user:root delete topic:protected.*",
+    "allow user:mqtt-bridge write topic:sensors.*",
+    "allow user:mqtt-bridge read topic:commands.*",
+    "allow user:mqtt-bridge read group:mqtt-egress",
+    "allow group:sensors read topic:sensors.*",
+    "allow group:sensors read group:sensor-*",
+    "allow user:replicator read topic:*",
+    "allow user:* read,write topic:home.%u.*",
+    "deny user:guest all topic:billing*",
+    "allow node:gateway-7 all topic:gateway-7/*",
+]
+
+
+def acl_ratios(rows: list[dict[str, Any]]) -> list[str]:
+    """One note per edgebus case: the ACL supervisor's figure against the plain one's."""
+    out = []
+    by = {(r["system"], r["api"], r["size"], r["topology"], r["mode"]): r for r in rows}
+    for (system, api, size, topo, mode), on in by.items():
+        if not system.endswith("-acl"):
+            continue
+        off = by.get((system[:-4], api, size, topo, mode))
+        if off is None:
+            continue
+        if mode == "throughput" and off.get("msgs_per_s") and on.get("msgs_per_s"):
+            ratio = on["msgs_per_s"] / off["msgs_per_s"]
+            out.append(f"ACL on/off {system[:-4]} {api} {size} B {topo}: throughput x{ratio:.3f} "
+                       f"({on['msgs_per_s']:,} vs {off['msgs_per_s']:,} msg/s)")
+        elif mode != "throughput" and off.get("p50_us") and on.get("p50_us"):
+            out.append(f"ACL on/off {system[:-4]} {size} B {topo}: latency p50 x"
+                       f"{on['p50_us'] / off['p50_us']:.3f} ({on['p50_us']} vs {off['p50_us']} us)")
+    return out
 
 
 def render_md(report: dict[str, Any]) -> list[str]:

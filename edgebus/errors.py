@@ -207,6 +207,26 @@ class NotAuthenticatedError(EdgebusError):
     code = 45
 
 
+# --- access control (docs/SECURITY.md); 50-59 ---------------------------------------------------
+
+
+class AuthorizationError(EdgebusError):
+    """The access rules do not let this principal do this operation on this resource. The
+    message names the principal, the operation, the resource and the rule (or default policy)
+    that decided; `operation` and `resource` (`topic:NAME`, `group:NAME`, `cluster`) are set
+    where it was raised (the wire carries the message alone)."""
+
+    code = 50
+    hint = ("an operator can allow it with `edgebus acl add PRINCIPAL OPERATION RESOURCE` "
+            "(docs/SECURITY.md)")
+
+    def __init__(self, message: str = "", *, operation: str | None = None,
+                 resource: str | None = None) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.resource = resource
+
+
 # --- local only (never sent on the wire) ---------------------------------------------------------
 
 

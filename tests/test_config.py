@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from edgebus import paths
+from edgebus.acl.settings import KEYS as ACL_KEYS
 from edgebus.config import (
     TOPIC_CONFIG_KEYS,
     Config,
     DiskSettings,
+    KafkaSettings,
     Limits,
     LogSettings,
     MetricsSettings,
@@ -406,8 +408,9 @@ def test_example_loads_and_equals_the_defaults() -> None:
 def test_example_documents_every_key() -> None:
     text = EXAMPLE.read_text()
     sections = [Config, LogSettings, Limits, TopicSettings, DiskSettings, MetricsSettings,
-                ReplicaSettings]
+                ReplicaSettings, KafkaSettings]
     names = {f.name for cls in sections for f in dataclasses.fields(cls)} - {"source"}
+    names |= set(ACL_KEYS)
     missing = sorted(n for n in names if not re.search(rf"^\s*#?\s*{n}:", text, re.MULTILINE))
     assert missing == []
 

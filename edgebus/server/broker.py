@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgebus import format as F
+from edgebus.acl import Policy
 from edgebus.log.manager import LogManager
 from edgebus.log.topic_config import TopicConfig
 from edgebus.server import status
+from edgebus.server.acl import Authorizer
 from edgebus.server.cleaning import LogCleaner
 from edgebus.server.disk import DiskGuard
 from edgebus.server.dispatch import Dispatcher, build_table
@@ -38,6 +40,8 @@ if TYPE_CHECKING:  # ssl costs ~5 MB of RSS; only a configured replica listener 
     import ssl
 
 log = logging.getLogger("edgebus.broker")
+
+_OWNER_POLICY = Policy()  # no rules, default `owner`: the supervisor's user and root only
 
 
 class Broker:
@@ -67,6 +71,9 @@ class Broker:
         max_output_total: int = F.MAX_OUTPUT_TOTAL,
         cleaner_interval_ms: int = 15_000,
         cleaner_io_bytes_per_s: int = 4 * 1024 * 1024,
+        acl: Policy | None = _OWNER_POLICY,
+        kafka: Any = None,
+        kafka_tls: ssl.SSLContext | None = None,
     ) -> None:
         self.logs = logs
         self.socket_path = Path(socket_path)
@@ -104,9 +111,11 @@ class Broker:
             from edgebus.server.listeners.tcp import ReplicaListener  # ssl: loaded only if used
             self.replica_listener = ReplicaListener(loop, replica_listen, replica_tls,
                                                     replica_link_idle_ms / 1000)
+        # Access control, checked by the dispatcher for every request (None: acl.enabled false).
+        self.acl = Authorizer(acl) if acl is not None else None
         self.dispatcher = Dispatcher(
             loop, build_table(self.data, self.admin, self.groups, self.shm, self.replica),
-            self.data.produce_fields)
+            self.data.produce_fields, self.acl)
         loop.dispatch = self.dispatcher.dispatch_frame
         # Shutdown runs in this order: STOPPING=1, stop accepting, answer parked fetches, finish
         # durable acks; then the loop flushes and closes every connection.
@@ -114,6 +123,16 @@ class Broker:
                                    self.disk, self.housekeeping, self.cleaner]
         if self.replica_listener is not None:
             services.insert(1, self.replica_listener)
+        # The Kafka wire protocol (edgebus/server/kafka/, listeners/kafka.py): kafka.enabled.
+        self.kafka_listeners: list[Any] = []
+        self.kafka: Any = None
+        if kafka is not None and kafka.enabled:
+            from edgebus.server.kafka.setup import make_kafka
+
+            self.kafka, self.kafka_listeners, kafka_services = make_kafka(self, kafka, kafka_tls)
+            for i, kl in enumerate(self.kafka_listeners):
+                services.insert(1 + i, kl)
+            services[services.index(self.data):services.index(self.data)] = kafka_services
         if notifier is not None:  # without one, no watchdog timer keeps the loop awake
             services.insert(0, Watchdog(notifier, self))
         for s in services:
@@ -124,9 +143,17 @@ class Broker:
         self.loop.add(service)
 
     def listen(self) -> None:
+        # The Kafka listeners first: a port in use fails the start before the Unix socket
+        # answers (which is what tells clients and tests the supervisor is ready).
+        for kl in self.kafka_listeners:
+            kl.listen()
         self.listener.listen()
         if self.replica_listener is not None:
             self.replica_listener.listen()
+        if self.kafka is not None:
+            from edgebus.server.kafka.setup import advertise
+
+            advertise(self.kafka, self.kafka_listeners)
         self.loop.install_signals()
 
     def serve_forever(self) -> None:

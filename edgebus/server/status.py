@@ -158,12 +158,21 @@ def collect(broker: Broker) -> dict[str, Any]:
     }
     doc["data_bytes"] = sum(t["size_bytes"] for t in doc["topics"].values())
     doc["clients"] = clients(broker)
+    acl = getattr(broker, "acl", None)  # access control: policy and denials (server/acl/)
+    doc["acl"] = acl.stats() if acl is not None else {"enabled": False}
     doc["groups"] = group_lags(broker)
     doc["records_out"] = stats.records_out
     doc["bytes_out"] = stats.bytes_out
     doc["fsync_count"] = stats.fsync_count
     doc["fsync_avg_ms"] = round(1000 * stats.fsync_sum / stats.fsync_count, 3) \
         if stats.fsync_count else None
+    # The Kafka listeners and their connections (null when kafka.enabled is false).
+    kl = getattr(broker, "kafka_listeners", [])
+    if kl:
+        host, port = broker.kafka.advertised
+        doc["kafka"] = {"listeners": [k.status() for k in kl], "advertised": f"{host}:{port}"}
+    else:
+        doc["kafka"] = None
     notifier = broker.notifier
     doc["systemd"] = {"notify": bool(getattr(notifier, "enabled", False)),
                       "watchdog_s": getattr(notifier, "watchdog_s", None)}

@@ -54,6 +54,7 @@ def run(config: Any) -> int:
             from edgebus.server.listeners.tcp import server_context  # ssl only when configured
         tls = (server_context(str(r.tls_cert), str(r.tls_key), str(r.tls_ca) if r.tls_ca else None)
                if r.tls_cert is not None and r.tls_key is not None else None)
+        kafka_tls = _kafka_tls(config.kafka)
     except ConfigError as e:
         log.error("%s", e)
         return os.EX_CONFIG
@@ -107,6 +108,9 @@ def run(config: Any) -> int:
         socket_claim=claim,
         max_connections_per_uid=config.limits.max_connections_per_uid,
         max_output_total=config.limits.max_output_total_bytes,
+        acl=config.acl.policy() if config.acl.enabled else None,
+        kafka=config.kafka,
+        kafka_tls=kafka_tls,
     )
     if config.http.enabled and not _start_http(broker, config):  # the console and HTTP API
         logs.close()
@@ -114,6 +118,12 @@ def run(config: Any) -> int:
         return os.EX_CONFIG
     try:
         broker.listen()
+    except ConfigError as e:  # a listener's port in use: the message names the setting
+        log.error("%s", e)
+        broker.listener.shutdown()
+        logs.close()
+        claim.release()
+        return 1
     except (OSError, EdgebusError) as e:
         log.error("cannot listen on %s: %s", config.socket, e)
         logs.close()
@@ -121,6 +131,9 @@ def run(config: Any) -> int:
         return 1
     load = (lambda: reread(config)) if config.source is not None else None
     reloader = ConfigReload(logs, broker.admin, config, load, notifier)
+    reloader.acl = broker.acl  # the access rules are reloaded too
+    if broker.acl is not None:
+        broker.acl.settings = config.acl  # Kafka's CreateAcls/DeleteAcls edit its acl.file
     broker.add_service(reloader)
     reloader.install()
     _start_metrics(broker, config)
@@ -153,6 +166,15 @@ def _start_http(broker: Broker, config: Any) -> bool:
         return False
     broker.add_service(listener)
     return True
+
+
+def _kafka_tls(k: Any) -> Any:
+    """The Kafka listener's TLS context (None: plain TCP); ConfigError for unreadable files."""
+    if not k.enabled or k.tls_cert is None or k.tls_key is None:
+        return None
+    from edgebus.server.listeners.kafka import tls_context
+
+    return tls_context(str(k.tls_cert), str(k.tls_key), str(k.tls_ca) if k.tls_ca else None)
 
 
 def _start_metrics(broker: Broker, config: Any) -> None:
