@@ -33,11 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bridges.replicator.nats_config import NATS_KEYS, NatsOptions, nats_options
 from edgebus.config import parse_size, read_yaml_file
 from edgebus.errors import ConfigError
 from edgebus.opsconfig import NODE_NAME_RE, is_loopback_listen, parse_listen
 
-TARGET_KINDS = ("peer",)
+TARGET_KINDS = ("peer", "nats")
 # A cap below this would ship less than one default-size batch a second: surely a typo.
 MIN_BYTES_PER_S = 64 * 1024
 MAX_LINKS = 64  # a gateway has a handful; more is a mistake in the file
@@ -70,6 +71,7 @@ class LinkConfig:
     # An idle link asks the target for a sign of life this often, and every request to the
     # target waits at most twice this: a half-open link is noticed within two intervals.
     heartbeat_s: float = 5.0
+    nats: NatsOptions | None = None  # target "nats": servers, stream, credentials
 
     def rule_for(self, topic: str) -> TopicRule | None:
         if topic.startswith("__"):
@@ -93,43 +95,52 @@ def _str(d: dict[str, Any], key: str, where: str, default: str | None = None) ->
     return v.strip()
 
 
-def _read_token(path: Path, where: str) -> str:
+def _read_token(path: Path, where: str, key: str = "token_file") -> str:
     try:
         st = path.stat()
         if st.st_mode & 0o077:
-            raise ConfigError(f"{where}token_file: {path} is readable by others "
+            raise ConfigError(f"{where}{key}: {path} is readable by others "
                               f"(mode {st.st_mode & 0o777:04o}); chmod 0600 it")
         token = path.read_text().strip()
     except OSError as e:
-        raise ConfigError(f"{where}token_file: cannot read {path}: {e.strerror}") from None
+        raise ConfigError(f"{where}{key}: cannot read {path}: {e.strerror}") from None
     if not token:
-        raise ConfigError(f"{where}token_file: {path} is empty")
+        raise ConfigError(f"{where}{key}: {path} is empty")
     return token
 
 
-def _link(raw: Any, i: int, base: Path | None) -> LinkConfig:
+def _link(raw: Any, i: int, base: Path | None, node: str = "") -> LinkConfig:
     where = f"links[{i}]."
     if not isinstance(raw, dict):
         raise ConfigError(f"links[{i}]: expected a mapping")
     known = {"name", "target", "address", "token_file", "topics", "durable", "tls",
              "max_bytes_per_s", "heartbeat_s"}
+    if raw.get("target") == "nats":
+        known = known - {"address"} | NATS_KEYS
     for k in raw:
         if k not in known:
             raise ConfigError(f"{where}{k}: unknown key (known: {', '.join(sorted(known))})")
     target = _str(raw, "target", where)
     if target not in TARGET_KINDS:
         raise ConfigError(f"{where}target: {target!r} is not one of {', '.join(TARGET_KINDS)}")
-    address = _str(raw, "address", where)
+    tls = _tls(raw.get("tls"), where + "tls.", base) if "tls" in raw else None
+    nats = None
+    if target == "nats":
+        def secret(key: str) -> tuple[Path, str]:
+            path = _path(_str(raw, key, where), base)
+            return path, _read_token(path, where, key)
+
+        nats = nats_options(raw, where, node, secret, tls is not None)
+    address = nats.servers[0] if nats else _str(raw, "address", where)
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{where}address: expected host:port, got {address!r}")
-    tls = _tls(raw.get("tls"), where + "tls.", base) if "tls" in raw else None
-    if tls is None and not is_loopback_listen(address):
+    if tls is None and nats is None and not is_loopback_listen(address):
         raise ConfigError(f"{where}address: {address} is not a loopback address, and without tls "
                           "the link's token would cross the network in clear: add tls (the peer "
                           "sets replica.tls_cert), or use a tunnel to a loopback address")
     token = ""
-    if "token_file" in raw or tls is None or tls.cert is None:
+    if nats is None and ("token_file" in raw or tls is None or tls.cert is None):
         token = _read_token(_path(_str(raw, "token_file", where), base), where)
     topics = raw.get("topics")
     if not isinstance(topics, list) or not topics:
@@ -150,7 +161,7 @@ def _link(raw: Any, i: int, base: Path | None) -> LinkConfig:
     if isinstance(hb, bool) or not isinstance(hb, int | float) or not 0.1 <= hb <= 300:
         raise ConfigError(f"{where}heartbeat_s: expected seconds in [0.1, 300], got {hb!r}")
     return LinkConfig(_str(raw, "name", where, f"link{i}"), target, address, token, rules,
-                      durable, tls, cap, float(hb))
+                      durable, tls, cap, float(hb), nats)
 
 
 def _rule(raw: Any, where: str) -> TopicRule:
@@ -205,7 +216,7 @@ def config_from_mapping(doc: Any, source: Path | None = None) -> ReplicatorConfi
     if len(links) > MAX_LINKS:
         raise ConfigError(f"links: {len(links)} links, at most {MAX_LINKS}")
     base = source.parent if source is not None else None
-    built = tuple(_link(raw, i, base) for i, raw in enumerate(links))
+    built = tuple(_link(raw, i, base, node) for i, raw in enumerate(links))
     names = [ln.name for ln in built]
     if len(set(names)) != len(names):
         raise ConfigError("links: two links have the same name")

@@ -38,6 +38,10 @@ def make_target(cfg: LinkConfig, node: str) -> Target:
     if cfg.target == "peer":
         return PeerTarget(cfg.name, cfg.address, node, cfg.token, cfg.durable, cfg.tls,
                           timeout=2 * cfg.heartbeat_s)
+    if cfg.target == "nats":
+        from bridges.replicator.targets.nats import NatsTarget  # nats-py only when used
+
+        return NatsTarget(cfg, node, timeout=2 * cfg.heartbeat_s)
     raise ValueError(f"unknown target kind {cfg.target!r}")
 
 

@@ -69,6 +69,11 @@ class StoredBatch:
     base_offset: int
     next_offset: int  # base_offset + record count: where the following batch starts
 
+    def records(self, topic: str, partition: int) -> list[B.Record]:
+        """The batch's records as a consumer sees them (CRC checked): for targets that store
+        records, not batches (NATS, Kafka)."""
+        return B.decode_batch(self.data, topic, partition)
+
 
 @dataclass(frozen=True)
 class PartitionRead:

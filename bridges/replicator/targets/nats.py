@@ -1,0 +1,312 @@
+"""The NATS JetStream target: each source partition as one subject of a stream on a JetStream
+cluster (docs/REPLICATION.md, "NATS JetStream"; the message layout in nats_codec.py).
+
+No holes, no doubles: records go as JetStream *atomic batches* (nats-server 2.12+, the stream's
+allow_atomic), at most one batch of a partition in flight. A batch is stored whole or not at
+all, and its first message says which message must be the subject's last
+(Nats-Expected-Last-Subject-Sequence), so a batch can never land after a missing one, nor
+after a stale batch of an older session. The cursor is read from the destination at the
+start of every session: the subject's last message (JetStream "get last message by subject")
+carries the offset to resume from; the dedup window (Nats-Msg-Id) is only a second guard.
+
+nats-py is asyncio and the Target protocol is synchronous: the target runs a private event loop
+on its own thread, from connect() to close(); every call waits for its coroutine with a bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import ssl
+import threading
+import uuid
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from bridges.replicator.config import LinkConfig
+from bridges.replicator.targets import nats_codec as C
+from edgebus import PartitionRead, TopicInfo, client_context
+from edgebus.errors import (
+    AuthenticationError,
+    BrokerUnavailableError,
+    EdgebusError,
+    IncarnationMismatchError,
+    NotAMirrorError,
+    OperationTimeoutError,
+    ReplicaDivergedError,
+    UnknownServerError,
+)
+
+T = TypeVar("T")
+
+
+class NatsUnavailableError(BrokerUnavailableError):
+    """The NATS cluster did not answer or closed the connection (retried by the link)."""
+
+    hint = "check that the servers of the link's 'servers' run and that JetStream has a leader"
+
+# nats-server's default max_batch_size: more messages in one atomic batch are refused.
+MAX_BATCH_MESSAGES = 1000
+# Bytes of one atomic batch (staged by the stream leader, then one replicated proposal).
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+# JetStream API error codes the target acts on (nats-server server/errors.json).
+ERR_STREAM_NOT_FOUND = 10059
+ERR_NO_MESSAGE = 10037
+ERR_WRONG_LAST_SEQUENCE = 10071
+
+
+class NatsTarget:
+    def __init__(self, cfg: LinkConfig, node: str, timeout: float = 10.0) -> None:
+        assert cfg.nats is not None
+        self.name = f"nats stream {cfg.nats.stream}"
+        self.cfg = cfg
+        self.opts = cfg.nats
+        self.node = node
+        self.timeout = timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._nc: Any = None
+        # Per partition: (stream sequence of the subject's last message, first offset not there).
+        self._last: dict[tuple[str, int], tuple[int, int]] = {}
+        self._stream_checked = False
+
+    # -- the private event loop ------------------------------------------------------------
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        assert self._loop is not None
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result(timeout if timeout is not None else self.timeout)
+        except TimeoutError:
+            fut.cancel()
+            raise OperationTimeoutError(f"{self.name}: no answer within "
+                                        f"{timeout or self.timeout:.1f} s") from None
+        except EdgebusError:
+            raise
+        except Exception as e:  # nats-py's own errors, and OSError from its transport
+            raise _mapped(e, self.name) from None
+
+    # -- Target ----------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        import nats  # a dependency of this target only
+
+        self.close()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name=f"nats-{self.cfg.name}")
+        self._thread.start()
+        o = self.opts
+        kw: dict[str, Any] = {
+            "servers": list(o.servers), "name": f"edgebus-replicator {self.node}/{self.cfg.name}",
+            # One connection per session: a failure ends the session and the link reads every
+            # cursor again, so nats-py must not reconnect (or buffer publishes) behind our back.
+            "allow_reconnect": False, "connect_timeout": self.timeout,
+            "max_outstanding_pings": 2, "ping_interval": max(1, int(self.cfg.heartbeat_s)),
+        }
+        if o.user is not None:
+            kw.update(user=o.user, password=o.password)
+        if o.token is not None:
+            kw["token"] = o.token
+        if o.creds_file is not None:
+            kw["user_credentials"] = o.creds_file
+        if o.nkey_seed_file is not None:
+            kw["nkeys_seed"] = o.nkey_seed_file
+        if self.cfg.tls is not None or o.tls_urls:
+            tls = self.cfg.tls
+            ctx: ssl.SSLContext = client_context(
+                *(None if p is None else str(p) for p in (tls.ca, tls.cert, tls.key))
+            ) if tls is not None else ssl.create_default_context()
+            kw["tls"] = ctx
+            if tls is not None and tls.server_name:
+                kw["tls_hostname"] = tls.server_name
+
+        async def errors(e: Exception) -> None:
+            pass  # every error reaches the caller of the failing request; no log per retry
+
+        kw["error_cb"] = errors
+        self._nc = self._run(nats.connect(**kw))
+        self._stream_checked = False
+        self._last.clear()
+        self._ensure_stream()
+
+    async def _api(self, subject: str, body: dict[str, Any]) -> dict[str, Any]:
+        msg = await self._nc.request(subject, json.dumps(body).encode(), timeout=self.timeout)
+        return dict(json.loads(msg.data))
+
+    def _ensure_stream(self) -> None:
+        o = self.opts
+        info = self._run(self._api(f"$JS.API.STREAM.INFO.{o.stream}", {}))
+        err = info.get("error")
+        if err and err.get("err_code") == ERR_STREAM_NOT_FOUND:
+            cfg = {"name": o.stream, "subjects": [f"{o.subject_prefix}.>"], "storage": "file",
+                   "num_replicas": o.replicas, "allow_atomic": True,
+                   "metadata": {"edgebus_node": self.node}}
+            info = self._run(self._api(f"$JS.API.STREAM.CREATE.{o.stream}", cfg))
+            err = info.get("error")
+        if err:
+            raise _api_error(err, f"{self.name}: ")
+        if not info.get("config", {}).get("allow_atomic"):
+            raise NotAMirrorError(
+                f"{self.name} does not allow atomic batch publish, which the replicator needs "
+                "so that a failed batch can never leave a hole; set allow_atomic on it "
+                "(nats stream edit --allow-batch ...; nats-server 2.12 or newer)")
+        self._stream_checked = True
+
+    def cursor(self, topic: str, partition: int, source: TopicInfo) -> int:
+        problem = C.subject_problem(topic)
+        if problem is not None:
+            raise IncarnationMismatchError(problem)  # held with this reason, never mixed
+        subject = C.subject_for(self.opts.subject_prefix, topic, partition)
+        ans = self._run(self._api(f"$JS.API.STREAM.MSG.GET.{self.opts.stream}",
+                                  {"last_by_subj": subject}))
+        err = ans.get("error")
+        if err and err.get("err_code") == ERR_NO_MESSAGE:
+            start = source.start_offsets[partition]
+            self._last[(topic, partition)] = (0, start)
+            return start
+        if err:
+            raise _api_error(err, f"{self.name}: ")
+        m = ans["message"]
+        h = C.parse_header_block(base64.b64decode(m.get("hdrs", "")))
+        mine = C.msg_id(self.node, topic, partition, 0).rsplit("/", 1)[0] + "/"
+        if not h.get(C.MSG_ID, "").startswith(mine) or C.RESUME not in h:
+            raise NotAMirrorError(
+                f"{self.name}: the last message on {subject} (stream sequence {m['seq']}) was not "
+                f"written by this link (Nats-Msg-Id {h.get(C.MSG_ID)!r}); another publisher "
+                "writes there: give this link its own subject_prefix")
+        if h.get(C.INCARNATION) != source.incarnation:
+            raise IncarnationMismatchError(
+                f"{self.name}: {subject} holds incarnation {h.get(C.INCARNATION)} of topic "
+                f"{topic!r}, the source topic is now incarnation {source.incarnation} (deleted "
+                "and created again); purge the subject there to start anew")
+        offset = int(h[C.MSG_ID].rsplit("/", 1)[1])
+        self._last[(topic, partition)] = (int(m["seq"]), offset + 1)
+        return int(h[C.RESUME])
+
+    def ship(self, topic: str, partition: int, incarnation: str, read: PartitionRead
+             ) -> tuple[int, int]:
+        """Every record not yet there, as atomic batches of whole source batches (a source batch
+        of more than MAX_BATCH_MESSAGES records is split; the resume point then stays at its
+        start and the records already there are skipped here, counted as already there)."""
+        key = (topic, partition)
+        last_seq, there = self._last[key]
+        subject = C.subject_for(self.opts.subject_prefix, topic, partition)
+        group: list[tuple[bytes, dict[str, str]]] = []
+        size = 0
+        already = 0
+        end = read.next_offset
+        for b in read.batches():
+            if b.next_offset <= there:
+                already += 1
+                continue
+            recs = [r for r in b.records(topic, partition) if r.offset >= there]
+            if len(recs) < b.next_offset - b.base_offset:
+                already += 1
+            nbytes = sum(len(r.value or b"") for r in recs)
+            if group and (len(group) + len(recs) > MAX_BATCH_MESSAGES
+                          or size + nbytes > MAX_BATCH_BYTES):
+                last_seq = self._commit(subject, group, last_seq, incarnation)
+                group, size = [], 0
+            for i, r in enumerate(recs):
+                payload, h = C.encode(self.node, topic, partition, r.offset, r.timestamp, r.key,
+                                      r.value, r.headers)
+                # The cursor when this is the subject's last message: past the source batch
+                # if it is the batch's last record, else the batch's start (skipped from here).
+                h[C.RESUME] = str(b.next_offset if i == len(recs) - 1 else b.base_offset)
+                group.append((payload, h))
+                size += len(payload)
+                if len(group) == MAX_BATCH_MESSAGES:
+                    last_seq = self._commit(subject, group, last_seq, incarnation)
+                    group, size = [], 0
+            there = recs[-1].offset + 1 if recs else there
+        if group:
+            last_seq = self._commit(subject, group, last_seq, incarnation)
+        self._last[key] = (last_seq, max(there, end))
+        return end, already
+
+    def _commit(self, subject: str, group: list[tuple[bytes, dict[str, str]]], last_seq: int,
+                incarnation: str) -> int:
+        """One atomic batch; returns the stream sequence of its last message. Any failure ends
+        the session, and the next reads the cursor again (the batch is there whole or not)."""
+        group[-1][1][C.INCARNATION] = incarnation
+        ack = self._run(self._publish(subject, group, last_seq), self.timeout + 1)
+        err = ack.get("error")
+        if err:
+            raise _api_error(err, f"{self.name}: {subject}: ")
+        if ack.get("stream") != self.opts.stream or ack.get("count") != len(group):
+            raise NotAMirrorError(f"{self.name}: {subject} was stored by stream "
+                                  f"{ack.get('stream')!r} ({ack.get('count')} messages of "
+                                  f"{len(group)}): another stream takes these subjects")
+        return int(ack["seq"])
+
+    async def _publish(self, subject: str, group: list[tuple[bytes, dict[str, str]]],
+                       last_seq: int) -> dict[str, Any]:
+        nc = self._nc
+        bid = uuid.uuid4().hex
+        n = len(group)
+        for i, (payload, h) in enumerate(group, 1):
+            h["Nats-Batch-Id"] = bid
+            h["Nats-Batch-Sequence"] = str(i)
+            if i == 1:
+                h["Nats-Expected-Last-Subject-Sequence"] = str(last_seq)
+            if i < n:
+                await nc.publish(subject, payload, headers=h)
+        payload, h = group[-1]
+        h["Nats-Batch-Commit"] = "1"
+        msg = await nc.request(subject, payload, headers=h, timeout=self.timeout)
+        return dict(json.loads(msg.data))
+
+    def heartbeat(self) -> None:
+        self._run(self._nc.flush(self.timeout), self.timeout + 1)  # PING, PONG
+
+    def commit_group_offsets(self, group_id: str, offsets: dict[tuple[str, int], int]) -> None:
+        """Consumer groups are edgebus's; a stream's consumers keep their own positions."""
+
+    def close(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        nc, self._nc = self._nc, None
+
+        async def shut() -> None:
+            if nc is not None:
+                with contextlib.suppress(Exception):  # already broken: nothing to flush
+                    await asyncio.wait_for(nc.close(), 2)
+            me = asyncio.current_task()
+            for t in asyncio.all_tasks():
+                if t is not me:
+                    t.cancel()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(shut(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(5)
+        self._thread = None
+        if not loop.is_running():
+            loop.close()
+
+
+def _api_error(err: dict[str, Any], where: str) -> EdgebusError:
+    code, text = err.get("err_code"), err.get("description", "")
+    if code == ERR_WRONG_LAST_SEQUENCE:
+        return ReplicaDivergedError(
+            f"{where}{text}: the subject moved under the link (a stale batch of an earlier "
+            "session, or another publisher); the cursor is read again")
+    if err.get("code") in (503, 408) or "incomplete" in text:
+        return NatsUnavailableError(f"{where}{text} (JetStream error {code})")
+    return UnknownServerError(f"{where}{text} (JetStream error {code})")
+
+
+def _mapped(e: Exception, where: str) -> EdgebusError:
+    import nats.errors as ne
+
+    text = str(e) or type(e).__name__
+    if "authorization" in text.lower() or isinstance(e, ne.AuthorizationError):
+        return AuthenticationError(f"{where}: the NATS server refused our credentials: {text}")
+    if isinstance(e, ne.TimeoutError | asyncio.TimeoutError):
+        return OperationTimeoutError(f"{where}: no answer within the timeout")
+    return NatsUnavailableError(f"{where}: {type(e).__name__}: {text}")
