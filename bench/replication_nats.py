@@ -7,9 +7,10 @@ leaf-to-hub stream sourcing (the peer to beat), on the same 3-node hub cluster s
 - sourcing catch-up: the same records in an R1 stream on a leaf nats-server (JetStream domain
   "leaf", a leafnode connection to every hub node); then an R3 stream on the hub is made with
   the leaf stream as its source; records/s until it holds them all; CPU of the leaf and the hub.
-- lag at a steady rate: each value carries its send time (CLOCK_MONOTONIC); an ordered push
-  consumer on the hub stream records receive minus send. edgebus: `send()` to the source;
-  sourcing: a core publish to the leaf's stream subject.
+- lag at a steady rate: each value carries its send time (the wall clock; one host); an ordered
+  push consumer on the hub stream records the hub's store time of each message (JetStream's
+  timestamp) minus the send time, so the Python consumer's own speed is not in the figure.
+  edgebus: `send()` to the source; sourcing: a core publish to the leaf's stream subject.
 """
 
 from __future__ import annotations
@@ -195,14 +196,15 @@ def sourcing_catch_up(root: Path, size: int, records: int) -> dict[str, Any]:
 
 def _consume(url: str, stream: str, n: int, out: list[float], ready: threading.Event,
              seconds: float) -> None:
-    """An ordered push consumer on the hub stream: receive minus send per message."""
+    """An ordered push consumer on the hub stream: stored at the hub minus sent, per message."""
     async def go() -> None:
         nc = await _connect(url)
         js = nc.jetstream()
         done = asyncio.Event()
 
         async def on(m: Any) -> None:
-            out.append((time.monotonic_ns() - _TS.unpack_from(m.data)[0]) / 1e6)
+            stored = m.metadata.timestamp.timestamp() * 1e9
+            out.append((stored - _TS.unpack_from(m.data)[0]) / 1e6)
             if len(out) >= n:
                 done.set()
 
@@ -234,18 +236,21 @@ def target_lag(root: Path, size: int, rate: int, seconds: float) -> dict[str, An
         t.start()
         ready.wait(30)
         pad = b"x" * (size - _TS.size)
+        pids = {"replicator": [rep.pid], "src": [src.pid or 0], "hub": hub.pids()}
+        cpu0 = {k: _cpu(v) for k, v in pids.items()}
         with Producer(socket=src.socket, linger_ms=0) as p:
             start = time.monotonic()
             for i in range(n):
                 delay = start + i / rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                p.send("b", _TS.pack(time.monotonic_ns()) + pad, partition=0)
+                p.send("b", _TS.pack(time.time_ns()) + pad, partition=0)
             p.flush()
         t.join(seconds + 40)
         q = _quantiles(got)
         return {"peer": "edgebus replicator -> NATS R3", "size": size, "rate": rate, "sent": n,
-                "received": len(got), "lag_p50_ms": q[49], "lag_p99_ms": q[98]}
+                "received": len(got), "lag_p50_ms": q[49], "lag_p99_ms": q[98],
+                "cpu_us_per_record": {k: (_cpu(v) - cpu0[k]) / n * 1e6 for k, v in pids.items()}}
     finally:
         if rep is not None:
             rep.kill()
@@ -282,6 +287,8 @@ def sourcing_lag(root: Path, size: int, rate: int, seconds: float) -> dict[str, 
         t.start()
         ready.wait(30)
         pad = b"x" * (size - _TS.size)
+        pids = {"leaf": [hub.leaf.proc.pid if hub.leaf.proc else 0], "hub": hub.pids()}
+        cpu0 = {k: _cpu(v) for k, v in pids.items()}
 
         async def send() -> None:
             nc = await _connect(leaf_url)
@@ -292,7 +299,7 @@ def sourcing_lag(root: Path, size: int, rate: int, seconds: float) -> dict[str, 
                     if delay > 0:
                         await nc.flush()
                         await asyncio.sleep(delay)
-                    await nc.publish("leaf.b", _TS.pack(time.monotonic_ns()) + pad)
+                    await nc.publish("leaf.b", _TS.pack(time.time_ns()) + pad)
                 await nc.flush()
             finally:
                 await nc.close()
@@ -301,7 +308,8 @@ def sourcing_lag(root: Path, size: int, rate: int, seconds: float) -> dict[str, 
         t.join(seconds + 40)
         q = _quantiles(got)
         return {"peer": "NATS leaf stream sourced into R3 hub", "size": size, "rate": rate,
-                "sent": n, "received": len(got), "lag_p50_ms": q[49], "lag_p99_ms": q[98]}
+                "sent": n, "received": len(got), "lag_p50_ms": q[49], "lag_p99_ms": q[98],
+                "cpu_us_per_record": {k: (_cpu(v) - cpu0[k]) / n * 1e6 for k, v in pids.items()}}
     finally:
         hub.close()
 
@@ -322,6 +330,7 @@ def run(root: Path, records: int, rate: int, seconds: float) -> list[dict[str, A
                 sourcing_lag(root / f"ls{i}", size, rate, seconds)]
         for r in lags:
             print(f"NATS lag at {rate:,}/s, {size} B, {r['peer']:38}: p50 {r['lag_p50_ms']:.1f} ms, "
-                  f"p99 {r['lag_p99_ms']:.1f} ms ({r['received']}/{r['sent']} received)")
+                  f"p99 {r['lag_p99_ms']:.1f} ms ({r['received']}/{r['sent']} received); CPU us "
+                  "per record: " + ", ".join(f"{k} {v:.0f}" for k, v in r["cpu_us_per_record"].items()))
         rows += pair + lags
     return rows

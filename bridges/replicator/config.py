@@ -22,6 +22,9 @@
         durable: true               # wait for the peer's fsync before a batch counts (default)
         max_bytes_per_s: 2MiB       # bandwidth cap of the link (default: none)
 
+A link with `target: nats` names `servers`, `stream` and its credentials instead of address and
+token_file (bridges/replicator/nats_config.py).
+
 Every error is a ConfigError naming the key, as for the supervisor's config.
 """
 

@@ -48,9 +48,12 @@ def replicator(tmp_path: Path, source: EmbeddedBroker, nats: NatsDestination
                ) -> Iterator[Callable[..., Replicator]]:
     made: list[Replicator] = []
 
-    def make(topics: list[str], **link: Any) -> Replicator:
-        cfg = {"node": NODE, "source": {"socket": source.socket},
-               "links": [{"name": "hub", "topics": topics, **nats.link_config(tmp_path), **link}]}
+    def make(topics: list[str], metrics_listen: int | None = None, **link: Any) -> Replicator:
+        cfg: dict[str, Any] = {
+            "node": NODE, "source": {"socket": source.socket},
+            "links": [{"name": "hub", "topics": topics, **nats.link_config(tmp_path), **link}]}
+        if metrics_listen is not None:
+            cfg["metrics"] = {"listen": f"127.0.0.1:{metrics_listen}"}
         path = tmp_path / "replicator.yaml"
         path.write_text(yaml.safe_dump(cfg))
         made.append(Replicator(path, tmp_path / "replicator.log"))
@@ -65,13 +68,7 @@ def _stream_api(nats: NatsDestination, subject: str, body: dict[str, Any]) -> di
     async def call() -> dict[str, Any]:
         nc = await _connect(nats.cluster.urls)
         try:
-            for _ in range(100):  # the meta leader may still be elected
-                r = await nc.request(subject, json.dumps(body).encode(), timeout=5)
-                d = dict(json.loads(r.data))
-                if "error" not in d or d["error"].get("code") != 503:
-                    return d
-                await asyncio.sleep(0.2)
-            return d
+            return await _stream_api_async(nc, subject, body)
         finally:
             await nc.close()
 
@@ -214,3 +211,78 @@ def test_a_foreign_publisher_on_the_subject_is_reported(
     msgs = nats.messages("cmd", 0)
     assert len(msgs) == 21 and msgs[-1][1] == b"not from edgebus", "nothing shipped after it"
     assert rep.stop() == 0
+
+
+def test_a_source_batch_larger_than_an_atomic_batch_resumes_inside_it(
+        tmp_path: Path, source: EmbeddedBroker, nats: NatsDestination,
+        replicator: Callable[..., Replicator]) -> None:
+    """A source batch of 2500 records goes as three atomic batches (nats-server takes at most
+    1000 messages in one). Here a previous session committed the first 1000 and died: the
+    subject's last message says "resume at the batch's start", the link skips the 1000 records
+    already there (status: already_there 1) and ships the other 1500 once."""
+    import urllib.request
+
+    from bridges.replicator.targets import nats_codec as C
+    from edgebus import BatchReader
+
+    from .conftest import free_port
+
+    with Admin(socket=source.socket) as a:
+        a.create_topic("big", 1)
+    with Producer(socket=source.socket, batch_size=1024 * 1024, linger_ms=50) as p:
+        p.send_batch("big", [f"r{i}".encode() for i in range(2500)], partition=0)
+        p.flush()
+    with BatchReader(source.socket) as r:
+        (batch,), _, _ = r.read("big", 0, 0)
+        incarnation = r.describe("big").incarnation
+    assert batch.next_offset - batch.base_offset == 2500, "one source batch"
+    first = batch.records("big", 0)[:1000]
+
+    async def first_session() -> None:
+        nc = await _connect(nats.cluster.urls)
+        try:
+            await _stream_api_async(nc, f"$JS.API.STREAM.CREATE.{STREAM}", {
+                "name": STREAM, "subjects": [f"{PREFIX}.>"], "storage": "file",
+                "num_replicas": 3, "allow_atomic": True})
+            subject = nats.subject("big", 0)
+            for i, rec in enumerate(first, 1):
+                payload, h = C.encode(NODE, "big", 0, rec.offset, rec.timestamp, rec.key,
+                                      rec.value, rec.headers)
+                h.update({"Nats-Batch-Id": "first-session", "Nats-Batch-Sequence": str(i)})
+                if i < len(first):
+                    await nc.publish(subject, payload, headers=h)
+                else:
+                    h.update({C.RESUME: str(batch.base_offset), C.INCARNATION: incarnation,
+                              "Nats-Batch-Commit": "1"})
+                    ack = json.loads((await nc.request(subject, payload, headers=h,
+                                                       timeout=5)).data)
+                    assert ack.get("count") == 1000, ack
+        finally:
+            await nc.close()
+
+    asyncio.run(first_session())
+    port = free_port()
+    rep = replicator(["big"], metrics_listen=port).start()
+    wait_for(lambda: nats.same_as_source(source.socket, "big", 0),
+             what=f"the rest of the batch:\n{rep.log()[-2000:]}")
+    assert [int(h[C.MSG_ID].rsplit("/", 1)[1]) for h, _, _ in nats.messages("big", 0)] == \
+        list(range(2500))
+
+    def status() -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
+            return json.loads(r.read())
+
+    wait_for(lambda: status()["links"]["hub"]["partitions"][0]["target_end"] == 2500,
+             what="the status")
+    part = status()["links"]["hub"]["partitions"][0]
+    assert part["already_there"] == 1 and part["shipped_records"] == 2500 and part["lag_records"] == 0
+
+
+async def _stream_api_async(nc: Any, subject: str, body: dict[str, Any]) -> dict[str, Any]:
+    for _ in range(100):  # the meta leader may still be elected
+        r = await nc.request(subject, json.dumps(body).encode(), timeout=5)
+        d = dict(json.loads(r.data))
+        if "error" not in d or d["error"].get("code") != 503:
+            return d
+        await asyncio.sleep(0.2)
+    return d

@@ -22,7 +22,8 @@ import json
 import ssl
 import threading
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from bridges.replicator.config import LinkConfig
@@ -76,7 +77,9 @@ class NatsTarget:
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         assert self._loop is not None
-        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return self._wait(asyncio.run_coroutine_threadsafe(coro, self._loop), timeout)
+
+    def _wait(self, fut: Future[T], timeout: float | None = None) -> T:
         try:
             return fut.result(timeout if timeout is not None else self.timeout)
         except TimeoutError:
@@ -188,27 +191,43 @@ class NatsTarget:
 
     def ship(self, topic: str, partition: int, incarnation: str, read: PartitionRead
              ) -> tuple[int, int]:
-        """Every record not yet there, as atomic batches of whole source batches (a source batch
-        of more than MAX_BATCH_MESSAGES records is split; the resume point then stays at its
-        start and the records already there are skipped here, counted as already there)."""
+        """Every record not yet there, as atomic batches, one in flight: the next batch is
+        encoded while the previous one's commit is on its way, and sent once it is acknowledged
+        (its first message expects the acknowledged sequence)."""
         key = (topic, partition)
         last_seq, there = self._last[key]
         subject = C.subject_for(self.opts.subject_prefix, topic, partition)
+        already = [0]
+        pending: tuple[Future[dict[str, Any]], int] | None = None
+        for group in self._groups(topic, partition, read, there, already):
+            frames = self._frames(subject, group, incarnation)
+            if pending is not None:
+                last_seq = self._acked(subject, *pending)
+            pending = self._submit(subject, group, frames, last_seq), len(group)
+        if pending is not None:
+            last_seq = self._acked(subject, *pending)
+        self._last[key] = (last_seq, max(there, read.next_offset))
+        return read.next_offset, already[0]
+
+    def _groups(self, topic: str, partition: int, read: PartitionRead, there: int,
+                already: list[int]) -> Iterator[list[tuple[bytes, dict[str, str]]]]:
+        """The records from offset `there` on, encoded, in atomic batches of whole source
+        batches where they fit. A source batch of more than MAX_BATCH_MESSAGES records is
+        split; the resume point then stays at its start, and after a failure the records
+        already there are skipped (the batch counted in `already`)."""
         group: list[tuple[bytes, dict[str, str]]] = []
         size = 0
-        already = 0
-        end = read.next_offset
         for b in read.batches():
             if b.next_offset <= there:
-                already += 1
+                already[0] += 1
                 continue
             recs = [r for r in b.records(topic, partition) if r.offset >= there]
             if len(recs) < b.next_offset - b.base_offset:
-                already += 1
+                already[0] += 1
             nbytes = sum(len(r.value or b"") for r in recs)
             if group and (len(group) + len(recs) > MAX_BATCH_MESSAGES
                           or size + nbytes > MAX_BATCH_BYTES):
-                last_seq = self._commit(subject, group, last_seq, incarnation)
+                yield group
                 group, size = [], 0
             for i, r in enumerate(recs):
                 payload, h = C.encode(self.node, topic, partition, r.offset, r.timestamp, r.key,
@@ -219,47 +238,56 @@ class NatsTarget:
                 group.append((payload, h))
                 size += len(payload)
                 if len(group) == MAX_BATCH_MESSAGES:
-                    last_seq = self._commit(subject, group, last_seq, incarnation)
+                    yield group
                     group, size = [], 0
-            there = recs[-1].offset + 1 if recs else there
         if group:
-            last_seq = self._commit(subject, group, last_seq, incarnation)
-        self._last[key] = (last_seq, max(there, end))
-        return end, already
+            yield group
 
-    def _commit(self, subject: str, group: list[tuple[bytes, dict[str, str]]], last_seq: int,
-                incarnation: str) -> int:
-        """One atomic batch; returns the stream sequence of its last message. Any failure ends
-        the session, and the next reads the cursor again (the batch is there whole or not)."""
+    def _frames(self, subject: str, group: list[tuple[bytes, dict[str, str]]],
+                incarnation: str) -> bytes:
+        """Marks the group as one atomic batch; returns the HPUB frames of its messages but the
+        first and the last, built here: a few microseconds a message, instead of a coroutine
+        call into nats-py on the loop's thread."""
         bid = uuid.uuid4().hex
         for i, (_, h) in enumerate(group, 1):
             h["Nats-Batch-Id"] = bid
             h["Nats-Batch-Sequence"] = str(i)
-        group[0][1]["Nats-Expected-Last-Subject-Sequence"] = str(last_seq)
         group[-1][1][C.INCARNATION] = incarnation
         group[-1][1]["Nats-Batch-Commit"] = "1"
-        # All but the last as one buffer of HPUB frames, built here: per message this costs a
-        # few microseconds instead of a coroutine call into nats-py on the loop's thread.
-        frames = b"".join(_hpub(subject, payload, h) for payload, h in group[:-1])
-        ack = self._run(self._publish(subject, frames, group[-1]), self.timeout + 1)
+        return b"".join(_hpub(subject, payload, h) for payload, h in group[1:-1])
+
+    def _submit(self, subject: str, group: list[tuple[bytes, dict[str, str]]], frames: bytes,
+                last_seq: int) -> Future[dict[str, Any]]:
+        group[0][1]["Nats-Expected-Last-Subject-Sequence"] = str(last_seq)
+        head = _hpub(subject, *group[0]) if len(group) > 1 else b""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(
+            self._publish(subject, (head, frames), group[-1]), self._loop)
+
+    def _acked(self, subject: str, fut: Future[dict[str, Any]], count: int) -> int:
+        """Waits for one atomic batch's PubAck; returns the stream sequence of its last message.
+        Any failure ends the session, and the next reads the cursor again (the batch is there
+        whole or not at all)."""
+        ack = self._wait(fut, self.timeout + 1)
         err = ack.get("error")
         if err:
             raise _api_error(err, f"{self.name}: {subject}: ")
-        if ack.get("stream") != self.opts.stream or ack.get("count") != len(group):
+        if ack.get("stream") != self.opts.stream or ack.get("count") != count:
             raise NotAMirrorError(f"{self.name}: {subject} was stored by stream "
                                   f"{ack.get('stream')!r} ({ack.get('count')} messages of "
-                                  f"{len(group)}): another stream takes these subjects")
+                                  f"{count}): another stream takes these subjects")
         return int(ack["seq"])
 
-    async def _publish(self, subject: str, frames: bytes, last: tuple[bytes, dict[str, str]]
-                       ) -> dict[str, Any]:
+    async def _publish(self, subject: str, frames: tuple[bytes, bytes],
+                       last: tuple[bytes, dict[str, str]]) -> dict[str, Any]:
         """The batch's frames, then its commit as a request: one connection keeps their order,
         and the commit's answer is the batch's PubAck (or why it was refused whole)."""
         nc = self._nc
-        if frames:
-            # nats-py has no public call for frames already encoded; _send_command queues
-            # bytes on the connection in order with everything published after them.
-            await nc._send_command(frames)
+        for f in frames:
+            if f:
+                # nats-py has no public call for frames already encoded; _send_command queues
+                # bytes on the connection in order with everything published after them.
+                await nc._send_command(f)
         msg = await nc.request(subject, last[0], headers=last[1], timeout=self.timeout)
         return dict(json.loads(msg.data))
 
