@@ -286,3 +286,22 @@ async def _stream_api_async(nc: Any, subject: str, body: dict[str, Any]) -> dict
             return d
         await asyncio.sleep(0.2)
     return d
+
+
+def test_a_stream_without_atomic_batches_is_refused_with_the_reason(
+        source: EmbeddedBroker, nats: NatsDestination,
+        replicator: Callable[..., Replicator]) -> None:
+    """Without allow_atomic a failed publish could leave a hole, so the link ships nothing to
+    such a stream and says what to change."""
+    created = _stream_api(nats, f"$JS.API.STREAM.CREATE.{STREAM}", {
+        "name": STREAM, "subjects": [f"{PREFIX}.>"], "storage": "file", "num_replicas": 3})
+    assert "error" not in created, created
+    with Admin(socket=source.socket) as a:
+        a.create_topic("t", 1)
+    with Producer(socket=source.socket) as p:
+        p.send("t", b"x").get(10)
+    rep = replicator(["t"]).start()
+    wait_for(lambda: "does not allow atomic batch publish" in rep.log(),
+             what=f"the refusal:\n{rep.log()[-2000:]}")
+    assert "allow_atomic: true" in rep.log()
+    assert nats.messages("t", 0) == []

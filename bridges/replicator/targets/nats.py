@@ -71,7 +71,6 @@ class NatsTarget:
         self._nc: Any = None
         # Per partition: (stream sequence of the subject's last message, first offset not there).
         self._last: dict[tuple[str, int], tuple[int, int]] = {}
-        self._stream_checked = False
 
     # -- the private event loop ------------------------------------------------------------
 
@@ -131,7 +130,6 @@ class NatsTarget:
 
         kw["error_cb"] = errors
         self._nc = self._run(nats.connect(**kw))
-        self._stream_checked = False
         self._last.clear()
         self._ensure_stream()
 
@@ -154,9 +152,8 @@ class NatsTarget:
         if not info.get("config", {}).get("allow_atomic"):
             raise NotAMirrorError(
                 f"{self.name} does not allow atomic batch publish, which the replicator needs "
-                "so that a failed batch can never leave a hole; set allow_atomic on it "
-                "(nats stream edit --allow-batch ...; nats-server 2.12 or newer)")
-        self._stream_checked = True
+                "so that a failed batch can never leave a hole; set allow_atomic: true in its "
+                "config (nats-server 2.12 or newer)")
 
     def cursor(self, topic: str, partition: int, source: TopicInfo) -> int:
         problem = C.subject_problem(topic)
