@@ -19,6 +19,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import random
 import ssl
 import threading
 import uuid
@@ -129,7 +130,19 @@ class NatsTarget:
             pass  # every error reaches the caller of the failing request; no log per retry
 
         kw["error_cb"] = errors
-        self._nc = self._run(nats.connect(**kw))
+        # nats-py without reconnects gives up after the first server it tries: try each in
+        # turn (shuffled, so that nodes share the links), so a node that is down costs nothing.
+        servers = list(o.servers)
+        random.shuffle(servers)
+        for i, server in enumerate(servers):
+            try:
+                self._nc = self._run(nats.connect(**{**kw, "servers": [server]}))
+                break
+            except AuthenticationError:
+                raise
+            except EdgebusError:
+                if i == len(servers) - 1:
+                    raise
         self._last.clear()
         self._ensure_stream()
 
