@@ -108,12 +108,17 @@ class Hub:
         self.cluster = NatsCluster(root / "hub", leafnodes=leaf).start()
         self.leaf: NatsNode | None = None
         if leaf:
-            self.leaf = leaf_node(root, self.cluster)
-            self.leaf.start()
-            self.cluster.wait_ready()
-            deadline = time.monotonic() + 30
-            while "JetStream using domains" not in self.leaf.log() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            try:
+                self.leaf = leaf_node(root, self.cluster)
+                self.leaf.start()
+                self.cluster.wait_ready()
+                deadline = time.monotonic() + 30
+                while ("JetStream using domains" not in self.leaf.log()
+                       and time.monotonic() < deadline):
+                    time.sleep(0.05)
+            except BaseException:
+                self.close()
+                raise
 
     def pids(self) -> list[int]:
         return [n.proc.pid for n in self.cluster.nodes if n.proc is not None]

@@ -123,9 +123,13 @@ class NatsCluster:
         return [n.url for n in self.nodes]
 
     def start(self, timeout: float = 30.0) -> NatsCluster:
-        for n in self.nodes:
-            n.start()
-        self.wait_ready(timeout)
+        try:
+            for n in self.nodes:
+                n.start()
+            self.wait_ready(timeout)
+        except BaseException:
+            self.close()  # nobody else holds this cluster yet: leave no server behind
+            raise
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:
