@@ -22,6 +22,9 @@
         durable: true               # wait for the peer's fsync before a batch counts (default)
         max_bytes_per_s: 2MiB       # bandwidth cap of the link (default: none)
 
+A link with `target: nats` names `servers`, `stream` and its credentials instead of address and
+token_file (bridges/replicator/nats_config.py).
+
 Every error is a ConfigError naming the key, as for the supervisor's config.
 """
 
@@ -34,11 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from bridges.replicator.kafka_config import KafkaConfig, kafka_config
+from bridges.replicator.nats_config import NATS_KEYS, NatsOptions, nats_options
 from edgebus.config import parse_size, read_yaml_file
 from edgebus.errors import ConfigError
 from edgebus.opsconfig import NODE_NAME_RE, is_loopback_listen, parse_listen
 
-TARGET_KINDS = ("peer", "kafka")
+TARGET_KINDS = ("peer", "kafka", "nats")
 # A cap below this would ship less than one default-size batch a second: surely a typo.
 MIN_BYTES_PER_S = 64 * 1024
 MAX_LINKS = 64  # a gateway has a handful; more is a mistake in the file
@@ -76,6 +80,7 @@ class LinkConfig:
     # target waits at most twice this: a half-open link is noticed within two intervals.
     heartbeat_s: float = 5.0
     kafka: KafkaConfig | None = None  # target: kafka
+    nats: NatsOptions | None = None  # target "nats": servers, stream, credentials
 
     def rule_for(self, topic: str) -> TopicRule | None:
         if topic.startswith("__"):
@@ -108,32 +113,36 @@ def _str(d: dict[str, Any], key: str, where: str, default: str | None = None) ->
     return v.strip()
 
 
-def _read_token(path: Path, where: str) -> str:
+def _read_token(path: Path, where: str, key: str = "token_file") -> str:
     try:
         st = path.stat()
         if st.st_mode & 0o077:
-            raise ConfigError(f"{where}token_file: {path} is readable by others "
+            raise ConfigError(f"{where}{key}: {path} is readable by others "
                               f"(mode {st.st_mode & 0o777:04o}); chmod 0600 it")
         token = path.read_text().strip()
     except OSError as e:
-        raise ConfigError(f"{where}token_file: cannot read {path}: {e.strerror}") from None
+        raise ConfigError(f"{where}{key}: cannot read {path}: {e.strerror}") from None
     if not token:
-        raise ConfigError(f"{where}token_file: {path} is empty")
+        raise ConfigError(f"{where}{key}: {path} is empty")
     return token
 
 
-def _link(raw: Any, i: int, base: Path | None) -> LinkConfig:
+def _link(raw: Any, i: int, base: Path | None, node: str = "") -> LinkConfig:
     where = f"links[{i}]."
     if not isinstance(raw, dict):
         raise ConfigError(f"links[{i}]: expected a mapping")
     known = {"name", "target", "address", "token_file", "topics", "durable", "tls",
              "max_bytes_per_s", "heartbeat_s", "kafka"}
+    if raw.get("target") == "nats":
+        known = known - {"address"} | NATS_KEYS
     for k in raw:
         if k not in known:
             raise ConfigError(f"{where}{k}: unknown key (known: {', '.join(sorted(known))})")
     target = _str(raw, "target", where)
     if target not in TARGET_KINDS:
         raise ConfigError(f"{where}target: {target!r} is not one of {', '.join(TARGET_KINDS)}")
+    if target == "nats":
+        return _nats_link(raw, i, base, node)
     address = _str(raw, "address", where)
     if target == "kafka":
         return _kafka_link(raw, i, address, base)
@@ -172,6 +181,23 @@ def _kafka_link(raw: dict[str, Any], i: int, address: str, base: Path | None) ->
                           "promise rests on it); leave durable out")
     return LinkConfig(_str(raw, "name", where, f"link{i}"), "kafka", kcfg.bootstrap, "",
                       _rules(raw, where), durable, None, cap, hb, kcfg)
+
+
+def _nats_link(raw: dict[str, Any], i: int, base: Path | None, node: str) -> LinkConfig:
+    where = f"links[{i}]."
+    tls = _tls(raw.get("tls"), where + "tls.", base) if "tls" in raw else None
+
+    def secret(key: str) -> tuple[Path, str]:
+        path = _path(_str(raw, key, where), base)
+        return path, _read_token(path, where, key)
+
+    nats = nats_options(raw, where, node, secret, tls is not None)
+    rules = _rules(raw, where)
+    if any(r.direction == "down" for r in rules):
+        raise ConfigError(f"{where}topics: direction: down is built for the kafka target only")
+    cap, durable, hb = _common(raw, where)
+    return LinkConfig(_str(raw, "name", where, f"link{i}"), "nats", nats.servers[0], "", rules,
+                      durable, tls, cap, hb, nats=nats)
 
 
 def _rules(raw: dict[str, Any], where: str) -> tuple[TopicRule, ...]:
@@ -269,7 +295,7 @@ def config_from_mapping(doc: Any, source: Path | None = None) -> ReplicatorConfi
     if len(links) > MAX_LINKS:
         raise ConfigError(f"links: {len(links)} links, at most {MAX_LINKS}")
     base = source.parent if source is not None else None
-    built = tuple(_link(raw, i, base) for i, raw in enumerate(links))
+    built = tuple(_link(raw, i, base, node) for i, raw in enumerate(links))
     names = [ln.name for ln in built]
     if len(set(names)) != len(names):
         raise ConfigError("links: two links have the same name")

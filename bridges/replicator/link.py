@@ -47,6 +47,10 @@ def make_target(cfg: LinkConfig, node: str) -> Target:
         from bridges.replicator.targets.kafka import KafkaTarget
 
         return KafkaTarget(cfg.name, cfg.kafka, node, timeout=2 * cfg.heartbeat_s)
+    if cfg.target == "nats":
+        from bridges.replicator.targets.nats import NatsTarget  # nats-py only when used
+
+        return NatsTarget(cfg, node, timeout=2 * cfg.heartbeat_s)
     raise ValueError(f"unknown target kind {cfg.target!r}")
 
 

@@ -13,7 +13,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +99,15 @@ class PartitionRead:
         for mv in B.iter_batches(self.data):
             out += B.decode_batch(mv, topic, partition)
         return out
+
+    def record_batches(self, topic: str, partition: int
+                       ) -> Iterator[tuple[int, int, list[B.Record]]]:
+        """(base offset, next offset, records) of each batch, its header and CRC checked once:
+        for targets that store records, not batches (NATS, Kafka)."""
+        for mv in B.iter_batches(self.data):
+            recs = B.decode_batch(mv, topic, partition)
+            h = F.BATCH_HEADER.unpack_from(mv, 0)
+            yield h[0], h[0] + h[7], recs
 
 
 def _batches(records: bytes | memoryview | None) -> list[StoredBatch]:
