@@ -125,7 +125,7 @@ def _decompress_into(codec: int, data: memoryview, out: bytearray) -> memoryview
         else:
             raise UnsupportedBatchError(f"unknown compression codec {codec}")
     except (cramjam.DecompressionError, ValueError) as e:
-        if "whole buffer" in str(e):  # cramjam's "output full"
+        if "whole buffer" in str(e) or "smaller than required" in str(e):  # cramjam: output full
             raise _Full from None
         raise CorruptRecordError(f"{CODEC_NAMES.get(codec, codec)} data does not decompress: {e}") from None
     if n > F.MAX_BATCH_BYTES:
