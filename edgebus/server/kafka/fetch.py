@@ -23,7 +23,6 @@ from edgebus.server.kafka.apis import DEFERRED
 from edgebus.server.kafka.codec import build, kafka_error, response_module
 from edgebus.server.kafka.records import edgebus_to_kafka
 from edgebus.server.service import Service
-from edgebus.server.stats import count_batches
 
 if TYPE_CHECKING:
     from edgebus.server.kafka.context import KafkaContext
@@ -138,8 +137,7 @@ def read(ctx: KafkaContext, header: Any, req: Any) -> tuple[Any, int]:
                         records = edgebus_to_kafka(data)
                         total += len(records)
                         remaining -= len(records)
-                        batches, nrec = count_batches(data)
-                        ctx.stats._sent(t.topic, batches, nrec, len(data))
+                        ctx.stats.bytes_sent(t.topic, data)
                 elif fp.fetch_offset > hw:
                     err = ErrorCode.offset_out_of_range
             except EdgebusError as e:
