@@ -144,6 +144,41 @@ def _parse_optional_path(value: Any) -> Path | None:
     return None if value is None else _parse_path(value)
 
 
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"expected true or false, got {_describe(value)}")
+
+
+def _parse_kafka_listeners(value: Any) -> tuple[str, ...]:
+    """One host:port or a list of them (any address: the kafka section refuses a non-loopback
+    one without TLS or SASL)."""
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for v in items:
+        listen = parse_replica_listen(v)
+        if listen is None:
+            raise ValueError(f"expected host:port such as '127.0.0.1:9092', got {_describe(v)}")
+        out.append(listen)
+    return tuple(out)
+
+
+def _parse_sasl_mechanisms(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for v in items:
+        if not isinstance(v, str) or v.strip().upper() not in SASL_MECHANISMS:
+            raise ValueError(f"expected a list of {', '.join(SASL_MECHANISMS)}, got {_describe(v)}")
+        out.append(v.strip().upper())
+    return tuple(out)
+
+
+def _parse_optional_str(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value or None
+    raise ValueError(f"expected a string, got {_describe(value)}")
+
+
 def _parse_node(value: Any) -> str:
     if isinstance(value, str) and (value == "" or NODE_NAME_RE.fullmatch(value)):
         return value
@@ -156,6 +191,8 @@ _PARSERS = {
     "threshold": lambda v: parse_threshold(v, parse_size), "listen": parse_listen,
     "disk_policy": parse_disk_policy, "replica_listen": parse_replica_listen,
     "optional_path": _parse_optional_path, "node": _parse_node,
+    "bool": _parse_bool, "kafka_listeners": _parse_kafka_listeners,
+    "sasl_mechanisms": _parse_sasl_mechanisms, "optional_str": _parse_optional_str,
 }
 
 
@@ -307,6 +344,39 @@ class ReplicaSettings:
     link_idle_timeout_ms: int = _setting(30_000, "duration", lo=1000, hi=3_600_000)
 
 
+# SASL mechanisms the Kafka listener offers (docs/KAFKA.md).
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# The Kafka listener's default address; tests set the variable to "127.0.0.1:0" (a free port) so
+# that the many supervisors they start never fight over 9092.
+ENV_KAFKA_LISTENERS = "EDGEBUS_KAFKA_LISTENERS"
+DEFAULT_KAFKA_LISTENERS = "127.0.0.1:9092"
+
+
+def _default_kafka_listeners() -> tuple[str, ...]:
+    return _parse_kafka_listeners(os.environ.get(ENV_KAFKA_LISTENERS) or DEFAULT_KAFKA_LISTENERS)
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """The Kafka wire-protocol listener (edgebus/server/listeners/kafka.py, docs/KAFKA.md)."""
+
+    enabled: bool = _setting(True, "bool")
+    # host:port, or a list of them; a non-loopback address needs TLS or SASL.
+    listeners: tuple[str, ...] = field(default_factory=_default_kafka_listeners,
+                                       metadata={"kind": "kafka_listeners"})
+    # The host (or host:port) clients are told to connect to in Metadata; null: the listener's.
+    advertised: str | None = _setting(None, "optional_str")
+    # TLS: certificate chain and key (PEM); with tls_ca, clients must present a certificate
+    # that CA signed (mutual TLS).
+    tls_cert: Path | None = field(default=None, metadata={"kind": "optional_path"})
+    tls_key: Path | None = field(default=None, metadata={"kind": "optional_path"})
+    tls_ca: Path | None = field(default=None, metadata={"kind": "optional_path"})
+    # SASL: the mechanisms offered (none: no authentication) and the credentials file
+    # (`edgebus kafka-user add`, docs/KAFKA.md: SCRAM salted keys, never plain passwords).
+    sasl_mechanisms: tuple[str, ...] = _setting((), "sasl_mechanisms")
+    sasl_credentials_file: Path | None = field(default=None, metadata={"kind": "optional_path"})
+
+
 @dataclass(frozen=True)
 class Config:
     data_dir: Path = field(default_factory=paths.default_data_dir, metadata={"kind": "path"})
@@ -318,6 +388,7 @@ class Config:
     disk: DiskSettings = field(default_factory=DiskSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     replica: ReplicaSettings = field(default_factory=ReplicaSettings)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topic_defaults: TopicSettings = field(default_factory=TopicSettings)
     topics: tuple[TopicSpec, ...] = ()
     # The file this was read from (None for built-in defaults); not part of equality.
@@ -355,6 +426,32 @@ def _check_replica(r: ReplicaSettings, base_dir: Path | None) -> ReplicaSettings
                        f"{r.listen} is not a loopback address, and without TLS (tls_cert, tls_key) "
                        "a replica link is plain TCP: set them, or carry the link through a tunnel")
     return r
+
+
+def _check_kafka(k: KafkaSettings, base_dir: Path | None) -> KafkaSettings:
+    """Paths taken from the config's directory; no listener open to the network unprotected."""
+    paths: dict[str, Any] = {f: _resolve(getattr(k, f), base_dir) for f in
+                             ("tls_cert", "tls_key", "tls_ca", "sasl_credentials_file")
+                             if getattr(k, f) is not None}
+    k = dataclasses.replace(k, **paths)
+    if (k.tls_cert is None) != (k.tls_key is None):
+        raise InvalidKey("kafka.tls_cert", "tls_cert and tls_key go together")
+    if k.tls_ca is not None and k.tls_cert is None:
+        raise InvalidKey("kafka.tls_ca", "client certificates need the listener's tls_cert and tls_key too")
+    if k.sasl_mechanisms and k.sasl_credentials_file is None:
+        raise InvalidKey("kafka.sasl_credentials_file",
+                         "sasl_mechanisms are set but no credentials file names the users")
+    if not k.listeners:
+        raise InvalidKey("kafka.listeners", "at least one host:port (or set enabled: false)")
+    if k.enabled and k.tls_cert is None and not k.sasl_mechanisms:
+        for listen in k.listeners:
+            if not is_loopback_listen(listen):
+                raise InvalidKey(
+                    "kafka.listeners",
+                    f"{listen} is not a loopback address, and without TLS (tls_cert, tls_key) or "
+                    "SASL (sasl_mechanisms) anyone on the network could read and write every "
+                    "topic: set them, or listen on 127.0.0.1")
+    return k
 
 
 def _check_socket(p: Path) -> Path:
@@ -463,7 +560,8 @@ def config_from_mapping(data: Any, source: str | Path | None = None) -> Config:
     try:
         top = as_mapping(data, "")
         sections = {"log": LogSettings, "limits": Limits, "topic_defaults": TopicSettings,
-                    "disk": DiskSettings, "metrics": MetricsSettings, "replica": ReplicaSettings}
+                    "disk": DiskSettings, "metrics": MetricsSettings, "replica": ReplicaSettings,
+                    "kafka": KafkaSettings}
         known = [f.name for f in dataclasses.fields(Config) if f.name != "source"]
         for key in top:
             if key not in known:
@@ -479,6 +577,7 @@ def config_from_mapping(data: Any, source: str | Path | None = None) -> Config:
             if key in scalars:
                 built[key] = _resolve(getattr(plain, key), base_dir)
         built["replica"] = _check_replica(built["replica"], base_dir)
+        built["kafka"] = _check_kafka(built["kafka"], base_dir)
         if "socket" in built:
             try:
                 _check_socket(built["socket"])

@@ -13,6 +13,7 @@ from edgebus.config import (
     TOPIC_CONFIG_KEYS,
     Config,
     DiskSettings,
+    KafkaSettings,
     Limits,
     LogSettings,
     MetricsSettings,
@@ -404,7 +405,7 @@ def test_example_loads_and_equals_the_defaults() -> None:
 def test_example_documents_every_key() -> None:
     text = EXAMPLE.read_text()
     sections = [Config, LogSettings, Limits, TopicSettings, DiskSettings, MetricsSettings,
-                ReplicaSettings]
+                ReplicaSettings, KafkaSettings]
     names = {f.name for cls in sections for f in dataclasses.fields(cls)} - {"source"}
     missing = sorted(n for n in names if not re.search(rf"^\s*#?\s*{n}:", text, re.MULTILINE))
     assert missing == []

@@ -63,6 +63,8 @@ class Broker:
         socket_claim: SocketClaim | None = None,
         max_connections_per_uid: int = 128,
         max_output_total: int = F.MAX_OUTPUT_TOTAL,
+        kafka: Any = None,
+        kafka_tls: ssl.SSLContext | None = None,
     ) -> None:
         self.logs = logs
         self.socket_path = Path(socket_path)
@@ -105,6 +107,15 @@ class Broker:
                                    self.disk, self.housekeeping]
         if self.replica_listener is not None:
             services.insert(1, self.replica_listener)
+        # The Kafka wire protocol (edgebus/server/kafka/, listeners/kafka.py): kafka.enabled.
+        self.kafka_listeners: list[Any] = []
+        self.kafka: Any = None
+        if kafka is not None and kafka.enabled:
+            from edgebus.server.kafka.setup import make_kafka
+
+            self.kafka, self.kafka_listeners = make_kafka(self, kafka, kafka_tls)
+            for i, kl in enumerate(self.kafka_listeners):
+                services.insert(1 + i, kl)
         if notifier is not None:  # without one, no watchdog timer keeps the loop awake
             services.insert(0, Watchdog(notifier, self))
         for s in services:
@@ -118,6 +129,12 @@ class Broker:
         self.listener.listen()
         if self.replica_listener is not None:
             self.replica_listener.listen()
+        for kl in self.kafka_listeners:
+            kl.listen()
+        if self.kafka is not None:
+            from edgebus.server.kafka.setup import advertise
+
+            advertise(self.kafka, self.kafka_listeners)
         self.loop.install_signals()
 
     def serve_forever(self) -> None:

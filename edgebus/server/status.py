@@ -153,6 +153,13 @@ def collect(broker: Broker) -> dict[str, Any]:
     doc["fsync_count"] = stats.fsync_count
     doc["fsync_avg_ms"] = round(1000 * stats.fsync_sum / stats.fsync_count, 3) \
         if stats.fsync_count else None
+    # The Kafka listeners and their connections (null when kafka.enabled is false).
+    kl = getattr(broker, "kafka_listeners", [])
+    if kl:
+        host, port = broker.kafka.advertised
+        doc["kafka"] = {"listeners": [k.status() for k in kl], "advertised": f"{host}:{port}"}
+    else:
+        doc["kafka"] = None
     notifier = broker.notifier
     doc["systemd"] = {"notify": bool(getattr(notifier, "enabled", False)),
                       "watchdog_s": getattr(notifier, "watchdog_s", None)}

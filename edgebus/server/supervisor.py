@@ -53,6 +53,7 @@ def run(config: Any) -> int:
         r = config.replica
         tls = (server_context(str(r.tls_cert), str(r.tls_key), str(r.tls_ca) if r.tls_ca else None)
                if r.tls_cert is not None and r.tls_key is not None else None)
+        kafka_tls = _kafka_tls(config.kafka)
     except ConfigError as e:
         log.error("%s", e)
         return os.EX_CONFIG
@@ -104,9 +105,17 @@ def run(config: Any) -> int:
         socket_claim=claim,
         max_connections_per_uid=config.limits.max_connections_per_uid,
         max_output_total=config.limits.max_output_total_bytes,
+        kafka=config.kafka,
+        kafka_tls=kafka_tls,
     )
     try:
         broker.listen()
+    except ConfigError as e:  # a listener's port in use: the message names the setting
+        log.error("%s", e)
+        broker.listener.shutdown()
+        logs.close()
+        claim.release()
+        return 1
     except (OSError, EdgebusError) as e:
         log.error("cannot listen on %s: %s", config.socket, e)
         logs.close()
@@ -121,6 +130,15 @@ def run(config: Any) -> int:
     notifier.ready(summary_line(broker))  # after recovery and listen: clients can connect now
     broker.serve_forever()  # the metrics endpoint, a service, closes with the loop
     return 0
+
+
+def _kafka_tls(k: Any) -> Any:
+    """The Kafka listener's TLS context (None: plain TCP); ConfigError for unreadable files."""
+    if not k.enabled or k.tls_cert is None or k.tls_key is None:
+        return None
+    from edgebus.server.listeners.kafka import tls_context
+
+    return tls_context(str(k.tls_cert), str(k.tls_key), str(k.tls_ca) if k.tls_ca else None)
 
 
 def _start_metrics(broker: Broker, config: Any) -> None:
