@@ -30,13 +30,12 @@ from edgebus.log.topic_config import TopicConfig, validate_topic_name
 from edgebus.protocol import messages as M
 from edgebus.server.kafka import errcodes as E
 from edgebus.server.kafka import topic_configs as C
+from edgebus.server.kafka.admin_configs import describe_configs, incremental_alter_configs
+from edgebus.server.kafka.apis import KafkaApi
 from edgebus.server.kafka.group_common import admin_of, groups_of
 from edgebus.server.kafka.shape import response
 
 log = logging.getLogger("edgebus.kafka.admin")
-
-# DescribeConfigs / IncrementalAlterConfigs resource types.
-RESOURCE_TOPIC, RESOURCE_BROKER, RESOURCE_BROKER_LOGGER = 2, 4, 8
 
 
 def topic_id(cfg: TopicConfig) -> uuid.UUID:
@@ -195,3 +194,13 @@ def delete_records(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
                                  error_code=E.code_of(e)))
         topics.append(dict(name=t.name, partitions=rows))
     return response(header, topics=topics)
+
+
+APIS = [
+    KafkaApi(19, 2, 7, create_topics),
+    KafkaApi(20, 1, 6, delete_topics),
+    KafkaApi(21, 0, 2, delete_records),
+    KafkaApi(37, 0, 3, create_partitions),
+    KafkaApi(32, 1, 4, describe_configs),
+    KafkaApi(44, 0, 1, incremental_alter_configs),
+]

@@ -14,7 +14,6 @@ from edgebus.log.topic_config import TopicConfig, validate_topic_name
 from edgebus.server.handlers.admin import describe_changes
 from edgebus.server.kafka import errcodes as E
 from edgebus.server.kafka import topic_configs as C
-from edgebus.server.kafka.admin import RESOURCE_BROKER, RESOURCE_TOPIC
 from edgebus.server.kafka.group_common import admin_of
 from edgebus.server.kafka.shape import response
 
@@ -36,14 +35,14 @@ def describe_configs(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
         row: dict[str, Any] = dict(error_code=E.NONE, error_message=None,
                                    resource_type=r.resource_type,
                                    resource_name=r.resource_name, configs=[])
-        if r.resource_type == RESOURCE_TOPIC:
+        if r.resource_type == C.RESOURCE_TOPIC:
             try:
                 cfg = _topic(ctx, r.resource_name)
                 keys = tuple(r.configuration_keys) if r.configuration_keys is not None else None
                 row["configs"] = C.describe(cfg, defaults, keys)
             except EdgebusError as e:
                 row.update(error_code=E.code_of(e), error_message=str(e))
-        elif r.resource_type != RESOURCE_BROKER:
+        elif r.resource_type != C.RESOURCE_BROKER:
             row.update(error_code=E.INVALID_REQUEST,
                        error_message=f"resource type {r.resource_type} is not supported "
                                      "(topics: 2, brokers: 4)")
@@ -59,7 +58,7 @@ def incremental_alter_configs(ctx: Any, conn: Any, header: Any, req: Any) -> Any
                                    resource_type=r.resource_type,
                                    resource_name=r.resource_name)
         out.append(row)
-        if r.resource_type != RESOURCE_TOPIC:
+        if r.resource_type != C.RESOURCE_TOPIC:
             row.update(error_code=E.INVALID_REQUEST, error_message=(
                 "only topic configs can be altered here; the broker's settings are in the "
                 "supervisor's config file (edgebus.yaml), applied on SIGHUP"))

@@ -1,32 +1,18 @@
-"""Kafka error codes for the group and admin APIs, and the mapping from edgebus's error tree.
+"""Kafka error codes for the group and admin APIs.
 
-Kafka's codes are fixed by its protocol (`kio.schema.errors.ErrorCode`); only the names used by
-this listener's group and admin handlers are given here, each with the edgebus error it answers.
+Kafka's codes are fixed by its protocol (`kio.schema.errors.ErrorCode`); the names the group and
+admin handlers use are given here as ints. `code_of` is codec.kafka_error (edgebus's error tree
+mapped once for the whole listener) with the two answers that differ for these APIs: a bad
+argument is the API's own INVALID_* code, and a supervisor shutting down is
+COORDINATOR_NOT_AVAILABLE (a group client then looks for the coordinator again).
 """
 
 from __future__ import annotations
 
 from kio.schema.errors import ErrorCode
 
-from edgebus.errors import (
-    DiskFullError,
-    EdgebusError,
-    GroupNotEmptyError,
-    IllegalGenerationError,
-    InvalidRequestError,
-    InvalidTopicError,
-    MirrorReadOnlyError,
-    OffsetOutOfRangeError,
-    RebalanceInProgressError,
-    RecordTooLargeError,
-    ShuttingDownError,
-    StorageError,
-    TopicExistsError,
-    UnknownGroupError,
-    UnknownMemberError,
-    UnknownPartitionError,
-    UnknownTopicError,
-)
+from edgebus.errors import InvalidRequestError, MirrorReadOnlyError, ShuttingDownError
+from edgebus.server.kafka.codec import kafka_error
 
 NONE = int(ErrorCode.none)
 UNKNOWN_SERVER_ERROR = int(ErrorCode.unknown_server_error)
@@ -55,31 +41,13 @@ GROUP_ID_NOT_FOUND = int(ErrorCode.group_id_not_found)
 UNSUPPORTED_VERSION = int(ErrorCode.unsupported_version)
 UNKNOWN_TOPIC_ID = int(ErrorCode.unknown_topic_id)
 
-# Most specific class first: the first isinstance match wins.
-_CODES: tuple[tuple[type[EdgebusError], int], ...] = (
-    (UnknownMemberError, UNKNOWN_MEMBER_ID),
-    (IllegalGenerationError, ILLEGAL_GENERATION),
-    (RebalanceInProgressError, REBALANCE_IN_PROGRESS),
-    (GroupNotEmptyError, NON_EMPTY_GROUP),
-    (UnknownGroupError, GROUP_ID_NOT_FOUND),
-    (UnknownTopicError, UNKNOWN_TOPIC_OR_PARTITION),
-    (UnknownPartitionError, UNKNOWN_TOPIC_OR_PARTITION),
-    (TopicExistsError, TOPIC_ALREADY_EXISTS),
-    (InvalidTopicError, INVALID_TOPIC),
-    (RecordTooLargeError, MESSAGE_TOO_LARGE),
-    (OffsetOutOfRangeError, OFFSET_OUT_OF_RANGE),
-    (ShuttingDownError, COORDINATOR_NOT_AVAILABLE),
-    (DiskFullError, KAFKA_STORAGE_ERROR),
-    (StorageError, KAFKA_STORAGE_ERROR),
-    (MirrorReadOnlyError, POLICY_VIOLATION),
-    (InvalidRequestError, INVALID_REQUEST),
-)
-
-
 def code_of(e: BaseException, invalid: int = INVALID_REQUEST) -> int:
     """The Kafka error code answering `e`; `invalid` for InvalidRequestError (each API has its
-    own: INVALID_CONFIG for a bad topic setting, INVALID_GROUP_ID, ...)."""
-    for cls, code in _CODES:
-        if isinstance(e, cls):
-            return invalid if cls is InvalidRequestError else code
-    return UNKNOWN_SERVER_ERROR
+    own: INVALID_CONFIG for a bad topic setting, INVALID_PARTITIONS, ...)."""
+    if type(e) is InvalidRequestError:
+        return invalid
+    if isinstance(e, ShuttingDownError):
+        return COORDINATOR_NOT_AVAILABLE
+    if isinstance(e, MirrorReadOnlyError):
+        return POLICY_VIOLATION
+    return int(kafka_error(e))

@@ -2,34 +2,48 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from edgebus.server.dispatch import DEFERRED
+from edgebus.server.kafka.apis import DEFERRED
+from edgebus.server.kafka.codec import encode_response
+from edgebus.server.kafka.context import NODE_ID
 
-__all__ = ["DEFERRED", "admin_of", "after_fsync", "answer", "coordinator_address", "groups_of"]
+if TYPE_CHECKING:
+    from edgebus.server.groups.handlers import GroupHandlers
+    from edgebus.server.handlers.admin import AdminHandlers
+    from edgebus.server.kafka.context import KafkaContext
+
+# Kafka's protocol type of consumer groups (the only kind edgebus has).
+PROTOCOL_TYPE = "consumer"
+
+__all__ = ["DEFERRED", "PROTOCOL_TYPE", "admin_of", "after_fsync", "answer",
+           "coordinator_address", "groups_of"]
 
 
-def groups_of(ctx: Any) -> Any:
+def groups_of(ctx: KafkaContext) -> GroupHandlers:
     """The supervisor's GroupHandlers (coordinator, offset store, durable acks)."""
     return ctx.groups
 
 
-def answer(ctx: Any, conn: Any, header: Any, resp: Any) -> None:
+def admin_of(ctx: KafkaContext) -> AdminHandlers:
+    """The supervisor's native AdminHandlers (topic defaults, delete_topic's clean-up)."""
+    return ctx.admin
+
+
+def answer(ctx: KafkaContext, conn: Any, header: Any, resp: Any) -> None:
     ctx.answer(conn, header, resp)
 
 
-def coordinator_address(ctx: Any) -> tuple[int, str, int]:
-    """(node id, host, port) of this broker as clients should reach it: it is every group's
-    coordinator."""
-    return ctx.node_id, ctx.advertised_host, ctx.advertised_port
+def coordinator_address(ctx: KafkaContext) -> tuple[int, str, int]:
+    """(node id, host, port) of this broker as clients reach it: every group's coordinator."""
+    host, port = ctx.advertised
+    return NODE_ID, host, port
 
 
-def after_fsync(ctx: Any, conn: Any, header: Any, partition: Any, resp: Any) -> Any:
-    """Answer `resp` once `partition` is fsynced (group commit); returns DEFERRED."""
-    groups_of(ctx).durable.add(conn, header.correlation_id, partition, resp)
+def after_fsync(ctx: KafkaContext, conn: Any, header: Any, partition: Any, resp: Any) -> Any:
+    """Answer `resp` once `partition` is fsynced (group commit); returns DEFERRED. The frame is
+    encoded now: the durable-ack machinery hands bytes to the connection as they are."""
+    frame = encode_response(header.request_api_key, header.request_api_version,
+                            header.correlation_id, resp)
+    ctx.durable.add(conn, header.correlation_id, partition, cast(Any, frame))
     return DEFERRED
-
-
-def admin_of(ctx: Any) -> Any:
-    """The supervisor's native AdminHandlers (topic defaults, delete_topic's clean-up)."""
-    return ctx.admin

@@ -15,8 +15,7 @@ from edgebus.server.groups.coordinator import State, check_group_id
 from edgebus.server.handlers.data import now_ms
 from edgebus.server.kafka import errcodes as E
 from edgebus.server.kafka.consumer_protocol import encode_assignment, encode_subscription
-from edgebus.server.kafka.group_common import after_fsync, groups_of
-from edgebus.server.kafka.groups import PROTOCOL_TYPE
+from edgebus.server.kafka.group_common import PROTOCOL_TYPE, after_fsync, groups_of
 from edgebus.server.kafka.shape import response
 
 # Kafka's state for a group it does not know (DescribeGroups before v6 answers it without error).

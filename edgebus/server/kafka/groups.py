@@ -28,18 +28,26 @@ from typing import Any
 from edgebus.errors import EdgebusError
 from edgebus.protocol import groups as G
 from edgebus.server.kafka import errcodes as E
+from edgebus.server.kafka.apis import KafkaApi
 from edgebus.server.kafka.consumer_protocol import (
     decode_subscription,
     encode_assignment,
 )
-from edgebus.server.kafka.group_common import DEFERRED, answer, coordinator_address, groups_of
+from edgebus.server.kafka.group_common import (
+    DEFERRED,
+    PROTOCOL_TYPE,
+    answer,
+    coordinator_address,
+    groups_of,
+)
+from edgebus.server.kafka.group_offsets import offset_commit, offset_fetch
+from edgebus.server.kafka.group_views import delete_groups, describe_groups, list_groups
 from edgebus.server.kafka.shape import response
 
 log = logging.getLogger("edgebus.kafka.groups")
 
 # The leader id every Kafka member is told: no member has it, so none computes an assignment.
 LEADER = "edgebus-coordinator"
-PROTOCOL_TYPE = "consumer"
 # Kafka assignor names (librdkafka, kafka-python, aiokafka, Java; kafkajs's own name) -> the
 # edgebus assignor that gives the same kind of assignment.
 PROTOCOLS = {
@@ -187,3 +195,19 @@ def leave_group(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
         out.append(dict(member_id=m.member_id, group_instance_id=m.group_instance_id,
                         error_code=code))
     return response(header, error_code=E.NONE, members=out)
+
+
+# Versions: those kio generates (Kafka 4's ranges), less OffsetCommit v10 / OffsetFetch v10
+# (topic ids in place of names, KIP-848's consumer protocol).
+APIS = [
+    KafkaApi(8, 2, 9, offset_commit),
+    KafkaApi(9, 1, 9, offset_fetch),
+    KafkaApi(10, 0, 6, find_coordinator),
+    KafkaApi(11, 0, 9, join_group),
+    KafkaApi(12, 0, 4, heartbeat),
+    KafkaApi(13, 0, 5, leave_group),
+    KafkaApi(14, 0, 5, sync_group),
+    KafkaApi(15, 0, 5, describe_groups),
+    KafkaApi(16, 0, 5, list_groups),
+    KafkaApi(42, 0, 2, delete_groups),
+]

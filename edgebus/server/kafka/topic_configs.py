@@ -20,6 +20,8 @@ from edgebus.log.topic_config import TopicConfig
 T_INT, T_LONG, T_STRING, T_LIST = 3, 5, 2, 7
 # DescribeConfigs config_source.
 SOURCE_TOPIC, SOURCE_DEFAULT = 1, 5
+# DescribeConfigs / IncrementalAlterConfigs resource types.
+RESOURCE_TOPIC, RESOURCE_BROKER = 2, 4
 # IncrementalAlterConfigs operations.
 OP_SET, OP_DELETE, OP_APPEND, OP_SUBTRACT = 0, 1, 2, 3
 
