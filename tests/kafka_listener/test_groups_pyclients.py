@@ -1,0 +1,90 @@
+"""Consumer groups through the pure-Python Kafka clients: kafka-python and aiokafka subscribe,
+consume, commit and seek, and their commits are the group's offsets for every other client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from kafka import KafkaConsumer
+from kafka import TopicPartition as KTP
+from kafka.admin import KafkaAdminClient
+
+from edgebus import Admin, Producer
+from edgebus.testing import EmbeddedBroker
+from tests.kafka_listener.conftest import create_topic
+
+pytestmark = pytest.mark.integration
+
+WAIT_S = 60
+
+
+def produce(broker: EmbeddedBroker, topic: str, n: int, partitions: int = 1) -> None:
+    with Producer(socket=broker.socket) as p:
+        for i in range(n):
+            p.send(topic, b"v%d" % i, key=b"k%d" % i, partition=i % partitions)
+        p.flush()
+
+
+def group_offsets(broker: EmbeddedBroker, group: str) -> dict[int, int]:
+    with Admin(socket=broker.socket) as a:
+        return {tp.partition: o.offset for tp, o in a.list_group_offsets(group).items()}
+
+
+def test_kafka_python_group_consume_commit_seek(kbroker: EmbeddedBroker) -> None:
+    create_topic(kbroker, "t", partitions=2)
+    produce(kbroker, "t", 10, partitions=2)
+    c = KafkaConsumer("t", bootstrap_servers=kbroker.kafka_bootstrap, group_id="kp",
+                      auto_offset_reset="earliest", enable_auto_commit=False,
+                      consumer_timeout_ms=WAIT_S * 1000)
+    try:
+        got = []
+        for m in c:
+            got.append((m.partition, m.offset, m.key, m.value))
+            if len(got) == 10:
+                break
+        assert sorted(v for *_, v in got) == sorted(b"v%d" % i for i in range(10))
+        assert c.assignment() == {KTP("t", 0), KTP("t", 1)}
+        c.commit()
+        assert group_offsets(kbroker, "kp") == {0: 5, 1: 5}
+        c.seek(KTP("t", 1), 2)
+        again = c.poll(timeout_ms=WAIT_S * 1000, max_records=3)
+        assert [m.offset for m in again[KTP("t", 1)]] == [2, 3, 4]
+    finally:
+        c.close()
+    ka = KafkaAdminClient(bootstrap_servers=kbroker.kafka_bootstrap)
+    try:
+        assert ("kp", "consumer") in [(g[0], g[1]) for g in ka.list_groups()] or \
+            "kp" in str(ka.list_groups())
+        offs = ka.list_group_offsets("kp")
+        assert {tp.partition: om.offset for tp, om in offs.items()} == {0: 5, 1: 5}
+        ka.delete_groups(["kp"])
+    finally:
+        ka.close()
+    assert group_offsets(kbroker, "kp") == {}
+
+
+def test_aiokafka_group_consume_and_commit(kbroker: EmbeddedBroker) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    create_topic(kbroker, "t")
+    produce(kbroker, "t", 6)
+
+    async def run() -> list[bytes]:
+        c = AIOKafkaConsumer("t", bootstrap_servers=kbroker.kafka_bootstrap, group_id="aio",
+                             auto_offset_reset="earliest", enable_auto_commit=False)
+        await c.start()
+        try:
+            out: list[bytes] = []
+            deadline = time.monotonic() + WAIT_S
+            while len(out) < 6 and time.monotonic() < deadline:
+                batch = await c.getmany(timeout_ms=500)
+                out += [m.value for msgs in batch.values() for m in msgs]
+            await c.commit()
+            return out
+        finally:
+            await c.stop()
+
+    assert asyncio.run(run()) == [b"v%d" % i for i in range(6)]
+    assert group_offsets(kbroker, "aio") == {0: 6}
