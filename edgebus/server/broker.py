@@ -113,9 +113,10 @@ class Broker:
         if kafka is not None and kafka.enabled:
             from edgebus.server.kafka.setup import make_kafka
 
-            self.kafka, self.kafka_listeners = make_kafka(self, kafka, kafka_tls)
+            self.kafka, self.kafka_listeners, kafka_services = make_kafka(self, kafka, kafka_tls)
             for i, kl in enumerate(self.kafka_listeners):
                 services.insert(1 + i, kl)
+            services[services.index(self.data):services.index(self.data)] = kafka_services
         if notifier is not None:  # without one, no watchdog timer keeps the loop awake
             services.insert(0, Watchdog(notifier, self))
         for s in services:
@@ -126,11 +127,13 @@ class Broker:
         self.loop.add(service)
 
     def listen(self) -> None:
+        # The Kafka listeners first: a port in use fails the start before the Unix socket
+        # answers (which is what tells clients and tests the supervisor is ready).
+        for kl in self.kafka_listeners:
+            kl.listen()
         self.listener.listen()
         if self.replica_listener is not None:
             self.replica_listener.listen()
-        for kl in self.kafka_listeners:
-            kl.listen()
         if self.kafka is not None:
             from edgebus.server.kafka.setup import advertise
 

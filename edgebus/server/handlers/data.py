@@ -60,6 +60,8 @@ class DataHandlers(Service):
         self.waiters = FetchWaiters()
         # Something was appended since the last periodic flush (housekeeping.py reads and clears).
         self.dirty = False
+        # Called with the partition after every append (the Kafka listener's parked fetches).
+        self.append_listeners: list[Any] = []
 
     # --- the service -----------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
@@ -200,6 +202,8 @@ class DataHandlers(Service):
         the one `batch` just appended (stamped `base`, `append_time`), a fetch asking for
         exactly that batch is answered from its bytes instead of reading them back."""
         self.dirty = True
+        for listener in self.append_listeners:
+            listener(p)
         if self.api.output_budget_used:
             return  # parked fetches wait (costing nothing) until room or their deadline
         for w in self.waiters.waiting_on(p.topic, p.partition):

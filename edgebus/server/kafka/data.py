@@ -15,12 +15,21 @@ from kio.schema.errors import ErrorCode
 from edgebus.server.kafka.apis import KafkaApi
 from edgebus.server.kafka.codec import build, response_module
 from edgebus.server.kafka.context import CLUSTER_ID, NODE_ID
+from edgebus.server.kafka.fetch import KafkaFetches, fetch, list_offsets
+from edgebus.server.kafka.produce import produce, producers
 
 if TYPE_CHECKING:
     from edgebus.server.kafka.context import KafkaContext
     from edgebus.server.listeners.stream import Connection
 
-API_VERSIONS, METADATA = 18, 3
+PRODUCE, FETCH, LIST_OFFSETS, METADATA, API_VERSIONS, INIT_PRODUCER_ID = 0, 1, 2, 3, 18, 22
+
+
+def init(ctx: KafkaContext) -> list[Any]:
+    """The state these APIs keep: parked fetches (a service on the loop) and producer ids."""
+    ctx.parts["fetches"] = f = KafkaFetches(ctx)
+    producers(ctx)
+    return [f]
 
 
 def api_versions(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
@@ -71,7 +80,27 @@ def metadata(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
                  controller_id=NODE_ID, topics=tuple(out))
 
 
+def init_producer_id(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
+    """A new producer id (epoch 0) for an idempotent producer; a producer that gives its id and
+    epoch back (KIP-360, v3+) gets the next epoch of the same id. Transactions are not
+    supported."""
+    mod = response_module(INIT_PRODUCER_ID, header.request_api_version)
+    if req.transactional_id is not None:
+        return build(mod.InitProducerIdResponse, error_code=ErrorCode.transactional_id_authorization_failed,
+                     producer_id=-1, producer_epoch=-1)
+    pid, epoch = getattr(req, "producer_id", -1), getattr(req, "producer_epoch", -1)
+    if pid >= 0 and 0 <= epoch < 32767:
+        return build(mod.InitProducerIdResponse, error_code=ErrorCode.none, producer_id=pid,
+                     producer_epoch=epoch + 1)
+    return build(mod.InitProducerIdResponse, error_code=ErrorCode.none,
+                 producer_id=producers(ctx).new_producer_id(), producer_epoch=0)
+
+
 APIS: list[KafkaApi] = [
-    KafkaApi(API_VERSIONS, 0, 3, api_versions, before_auth=True),
+    KafkaApi(PRODUCE, 3, 9, produce),
+    KafkaApi(FETCH, 4, 12, fetch),
+    KafkaApi(LIST_OFFSETS, 1, 6, list_offsets),
     KafkaApi(METADATA, 0, 12, metadata),
+    KafkaApi(API_VERSIONS, 0, 3, api_versions, before_auth=True),
+    KafkaApi(INIT_PRODUCER_ID, 0, 4, init_producer_id),
 ]

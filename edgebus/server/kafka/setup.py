@@ -9,24 +9,27 @@ from edgebus.opsconfig import split_listen
 from edgebus.server.kafka.apis import collect
 from edgebus.server.kafka.context import KafkaContext
 from edgebus.server.listeners.kafka import KafkaListener
+from edgebus.server.service import Service
 
 if TYPE_CHECKING:
     from edgebus.config import KafkaSettings
 
 
 def make_kafka(parts: Any, settings: KafkaSettings,
-               tls: ssl.SSLContext | None) -> tuple[KafkaContext, list[KafkaListener]]:
+               tls: ssl.SSLContext | None) -> tuple[KafkaContext, list[KafkaListener], list[Service]]:
     """`parts`: the Broker (its loop, logs, data, admin, groups, durable and stats are taken
-    here, once; handlers see only the context)."""
+    here, once; handlers see only the context). Returns the context, the listeners and the
+    services the handler modules' init(ctx) made (parked fetches, ...)."""
     ctx = KafkaContext(api=parts.loop, logs=parts.logs, data=parts.data, admin=parts.admin,
                        groups=parts.groups, durable=parts.durable, stats=parts.stats,
                        settings=settings, apis=collect())
+    services: list[Service] = []
     for name in ("data", "groups", "admin", "sasl"):  # modules with state make it here
         mod = _module(name)
         if mod is not None and hasattr(mod, "init"):
-            mod.init(ctx)
+            services.extend(mod.init(ctx) or ())
     listeners = [KafkaListener(parts.loop, ctx, listen, tls) for listen in settings.listeners]
-    return ctx, listeners
+    return ctx, listeners, services
 
 
 def advertise(ctx: KafkaContext, listeners: list[KafkaListener]) -> None:
