@@ -18,16 +18,10 @@ from confluent_kafka import Consumer as KConsumer
 from confluent_kafka import TopicPartition as KTP
 
 from edgebus import Admin, Consumer, Producer, TopicPartition
-from edgebus.server.kafka.apis import collect
 from edgebus.testing import EmbeddedBroker
 from tests.kafka_listener.conftest import create_topic
 
 pytestmark = pytest.mark.integration
-
-# Fetch (1) and ListOffsets (2) come with the listener's data APIs; until this build has them
-# these tests cannot consume.
-needs_fetch = pytest.mark.skipif(not {1, 2} <= set(collect()),
-                                 reason="this build's Kafka listener has no Fetch/ListOffsets yet")
 
 WAIT_S = 60  # upper bound on waiting for a group to settle (never a speed assertion)
 
@@ -66,7 +60,6 @@ def drain(c: KConsumer, n: int) -> list[Any]:
     return out
 
 
-@needs_fetch
 def test_subscribe_commit_and_a_native_consumer_resumes(kbroker: EmbeddedBroker) -> None:
     create_topic(kbroker, "t", partitions=2)
     produce(kbroker, "t", {0: 5, 1: 5})
@@ -97,7 +90,6 @@ def test_subscribe_commit_and_a_native_consumer_resumes(kbroker: EmbeddedBroker)
     c.close()
 
 
-@needs_fetch
 def test_seek_within_the_assignment(kbroker: EmbeddedBroker) -> None:
     create_topic(kbroker, "t")
     produce(kbroker, "t", {0: 10})
@@ -111,7 +103,6 @@ def test_seek_within_the_assignment(kbroker: EmbeddedBroker) -> None:
     c.close()
 
 
-@needs_fetch
 def test_native_and_kafka_consumers_split_a_group(kbroker: EmbeddedBroker) -> None:
     create_topic(kbroker, "t", partitions=2)
     native = Consumer("t", group_id="mixed", socket=kbroker.socket, auto_offset_reset="earliest",

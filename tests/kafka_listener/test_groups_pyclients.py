@@ -12,16 +12,10 @@ from kafka import TopicPartition as KTP
 from kafka.admin import KafkaAdminClient
 
 from edgebus import Admin, Producer
-from edgebus.server.kafka.apis import collect
 from edgebus.testing import EmbeddedBroker
 from tests.kafka_listener.conftest import create_topic
 
 pytestmark = pytest.mark.integration
-
-# Fetch (1) and ListOffsets (2) come with the listener's data APIs; until this build has them
-# these tests cannot consume.
-needs_fetch = pytest.mark.skipif(not {1, 2} <= set(collect()),
-                                 reason="this build's Kafka listener has no Fetch/ListOffsets yet")
 
 WAIT_S = 60
 
@@ -38,7 +32,6 @@ def group_offsets(broker: EmbeddedBroker, group: str) -> dict[int, int]:
         return {tp.partition: o.offset for tp, o in a.list_group_offsets(group).items()}
 
 
-@needs_fetch
 def test_kafka_python_group_consume_commit_seek(kbroker: EmbeddedBroker) -> None:
     create_topic(kbroker, "t", partitions=2)
     produce(kbroker, "t", 10, partitions=2)
@@ -71,7 +64,6 @@ def test_kafka_python_group_consume_commit_seek(kbroker: EmbeddedBroker) -> None
     assert group_offsets(kbroker, "kp") == {}
 
 
-@needs_fetch
 def test_aiokafka_group_consume_and_commit(kbroker: EmbeddedBroker) -> None:
     from aiokafka import AIOKafkaConsumer
 

@@ -11,16 +11,10 @@ from pathlib import Path
 import pytest
 
 from edgebus import Admin, Producer
-from edgebus.server.kafka.apis import collect
 from edgebus.testing import EmbeddedBroker
 from tests.kafka_listener.conftest import create_topic
 
 pytestmark = pytest.mark.integration
-
-# Fetch (1) and ListOffsets (2) come with the listener's data APIs; until this build has them
-# these tests cannot consume.
-needs_fetch = pytest.mark.skipif(not {1, 2} <= set(collect()),
-                                 reason="this build's Kafka listener has no Fetch/ListOffsets yet")
 
 KAFKAJS_VERSION = "2.2.4"
 WAIT_S = 60
@@ -38,7 +32,6 @@ def group_offsets(broker: EmbeddedBroker, group: str) -> dict[int, int]:
         return {tp.partition: o.offset for tp, o in a.list_group_offsets(group).items()}
 
 
-@needs_fetch
 def test_kcat_balanced_consumer(kbroker: EmbeddedBroker) -> None:
     if shutil.which("kcat") is None:
         pytest.skip("kcat is not installed (Debian package kcat; scripts/quickstart installs it "
@@ -92,7 +85,6 @@ const got = [];
 """
 
 
-@needs_fetch
 def test_kafkajs_group_consume(kbroker: EmbeddedBroker, kafkajs_dir: Path) -> None:
     create_topic(kbroker, "t", partitions=2)
     produce(kbroker, "t", 6, partitions=2)

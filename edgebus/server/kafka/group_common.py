@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from edgebus.server.kafka.apis import DEFERRED
@@ -40,10 +41,16 @@ def coordinator_address(ctx: KafkaContext) -> tuple[int, str, int]:
     return NODE_ID, host, port
 
 
-def after_fsync(ctx: KafkaContext, conn: Any, header: Any, partition: Any, resp: Any) -> Any:
-    """Answer `resp` once `partition` is fsynced (group commit); returns DEFERRED. The frame is
-    encoded now: the durable-ack machinery hands bytes to the connection as they are."""
-    frame = encode_response(header.request_api_key, header.request_api_version,
-                            header.correlation_id, resp)
-    ctx.durable.add(conn, header.correlation_id, partition, cast(Any, frame))
+def after_fsync(ctx: KafkaContext, conn: Any, header: Any, partition: Any, resp: Any,
+                on_error: Callable[[BaseException], Any]) -> Any:
+    """Answer `resp` once `partition` is fsynced (group commit), or `on_error(err)` (a response
+    carrying the error) if the fsync fails; returns DEFERRED. Frames are encoded here: the
+    durable-ack machinery hands bytes to the connection as they are."""
+    def encode(r: Any) -> bytes:
+        return encode_response(header.request_api_key, header.request_api_version,
+                               header.correlation_id, r)
+
+    frame = encode(resp)
+    ctx.durable.add_after_sync(conn, header.correlation_id, [partition],
+                               cast(Any, lambda: frame), lambda e: encode(on_error(e)))
     return DEFERRED

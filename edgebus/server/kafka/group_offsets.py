@@ -76,7 +76,7 @@ def offset_commit(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     except EdgebusError as e:
         return all_failed(E.code_of(e))
     gh.data.on_append(p)
-    return after_fsync(ctx, conn, header, p, resp)
+    return after_fsync(ctx, conn, header, p, resp, lambda e: all_failed(E.code_of(e)))
 
 
 def _fetch_group(gh: Any, group_id: str, topics: Any) -> tuple[int, list[dict[str, Any]]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgebus.errors import EdgebusError
 from edgebus.server.groups.coordinator import State, check_group_id
 from edgebus.server.handlers.data import now_ms
 from edgebus.server.kafka import errcodes as E
@@ -102,7 +103,16 @@ def delete_groups(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     resp = response(header, results=results)
     if not keys:
         return resp
-    gh.store.delete(keys, now_ms())
+
+    def failed(e: BaseException) -> Any:
+        code = E.code_of(e)
+        return response(header, results=[dict(r, error_code=code if r["error_code"] == E.NONE
+                                              else r["error_code"]) for r in results])
+
+    try:
+        gh.store.delete(keys, now_ms())
+    except EdgebusError as e:
+        return failed(e)
     p = gh.store.partition
     gh.data.on_append(p)
-    return after_fsync(ctx, conn, header, p, resp)
+    return after_fsync(ctx, conn, header, p, resp, failed)
