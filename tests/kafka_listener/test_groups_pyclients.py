@@ -87,3 +87,33 @@ def test_aiokafka_group_consume_and_commit(kbroker: EmbeddedBroker) -> None:
 
     assert asyncio.run(run()) == [b"v%d" % i for i in range(6)]
     assert group_offsets(kbroker, "aio") == {0: 6}
+
+
+def test_answers_keep_request_order_with_deferred_commits(kbroker: EmbeddedBroker,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """kafka-python checks that answers come in request order. Its heartbeat thread and its
+    auto-commits share the coordinator connection; an OffsetCommit waits for its fsync, and a
+    Heartbeat answered before it used to close that connection (CorrelationIdError), lose the
+    commit and make the member rejoin."""
+    import logging
+
+    create_topic(kbroker, "t")
+    caplog.set_level(logging.WARNING, logger="kafka")
+    c = KafkaConsumer("t", bootstrap_servers=kbroker.kafka_bootstrap, group_id="order",
+                      auto_offset_reset="earliest", enable_auto_commit=True,
+                      auto_commit_interval_ms=20, heartbeat_interval_ms=20)
+    try:
+        with Producer(socket=kbroker.socket) as p:
+            for i in range(200):
+                p.send("t", b"v%d" % i)
+                p.flush()
+                c.poll(timeout_ms=10)
+        c.commit()
+    finally:
+        c.close(autocommit=False)
+    bad = [r.getMessage() for r in caplog.records
+           if "Correlation" in r.getMessage() or "coordinator dead" in r.getMessage()]
+    assert bad == []
+    with Admin(socket=kbroker.socket) as a:
+        offs = a.list_group_offsets("order")
+    assert [o.offset for o in offs.values()] == [200]
