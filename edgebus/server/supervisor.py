@@ -84,30 +84,36 @@ def run(config: Any) -> int:
         return 1
     disk = DiskGuard.from_settings(logs, config.disk)
     disk.check()  # a disk already low is reported before READY
-    broker = Broker(
-        logs, config.socket,
-        socket_mode=config.socket_mode,
-        topic_defaults=defaults,
-        max_connections=config.limits.max_connections,
-        max_output_buffer=config.limits.max_output_buffer_bytes,
-        max_fetch_wait_ms=config.limits.max_fetch_wait_ms,
-        flush_interval_ms=config.log.flush_interval_ms,
-        checkpoint_interval_ms=config.log.checkpoint_interval_ms,
-        retention_check_interval_ms=config.log.retention_check_interval_ms,
-        notifier=notifier,
-        disk=disk,
-        max_input_buffer=config.limits.max_input_buffer_bytes,
-        node=config.replica.node,
-        replica_listen=config.replica.listen,
-        replica_tokens=tokens,
-        replica_tls=tls,
-        replica_link_idle_ms=config.replica.link_idle_timeout_ms,
-        socket_claim=claim,
-        max_connections_per_uid=config.limits.max_connections_per_uid,
-        max_output_total=config.limits.max_output_total_bytes,
-        kafka=config.kafka,
-        kafka_tls=kafka_tls,
-    )
+    try:
+        broker = Broker(
+            logs, config.socket,
+            socket_mode=config.socket_mode,
+            topic_defaults=defaults,
+            max_connections=config.limits.max_connections,
+            max_output_buffer=config.limits.max_output_buffer_bytes,
+            max_fetch_wait_ms=config.limits.max_fetch_wait_ms,
+            flush_interval_ms=config.log.flush_interval_ms,
+            checkpoint_interval_ms=config.log.checkpoint_interval_ms,
+            retention_check_interval_ms=config.log.retention_check_interval_ms,
+            notifier=notifier,
+            disk=disk,
+            max_input_buffer=config.limits.max_input_buffer_bytes,
+            node=config.replica.node,
+            replica_listen=config.replica.listen,
+            replica_tokens=tokens,
+            replica_tls=tls,
+            replica_link_idle_ms=config.replica.link_idle_timeout_ms,
+            socket_claim=claim,
+            max_connections_per_uid=config.limits.max_connections_per_uid,
+            max_output_total=config.limits.max_output_total_bytes,
+            kafka=config.kafka,
+            kafka_tls=kafka_tls,
+        )
+    except ConfigError as e:  # e.g. the Kafka listener's SASL credentials file
+        log.error("%s", e)
+        logs.close()
+        claim.release()
+        return os.EX_CONFIG
     try:
         broker.listen()
     except ConfigError as e:  # a listener's port in use: the message names the setting

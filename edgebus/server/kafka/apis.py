@@ -138,3 +138,6 @@ def dispatch(ctx: KafkaContext, conn: Connection, api_key: int, api_version: int
         log.exception("cannot encode the answer to Kafka API %d v%d for %r; closing it", api_key,
                       api_version, conn)
         conn.closed = True
+    if getattr(conn, "close_after_answer", False):  # a failed authentication: answered, then closed
+        conn.flush()
+        conn.closed = True
