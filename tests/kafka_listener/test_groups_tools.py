@@ -1,9 +1,10 @@
 """Consumer groups from outside Python: `kcat -G` (Debian's kcat, an older librdkafka) and
-kafkajs under Debian's Node.js (installed from npm into a directory of this test session)."""
+kafkajs under Debian's Node.js (installed once from npm by test_kafkajs.py's fixture)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,10 +14,10 @@ import pytest
 from edgebus import Admin, Producer
 from edgebus.testing import EmbeddedBroker
 from tests.kafka_listener.conftest import create_topic
+from tests.kafka_listener.test_kafkajs import kafkajs  # noqa: F401  (the session fixture: npm install once)
 
 pytestmark = pytest.mark.integration
 
-KAFKAJS_VERSION = "2.2.4"
 WAIT_S = 60
 
 
@@ -48,19 +49,6 @@ def test_kcat_balanced_consumer(kbroker: EmbeddedBroker) -> None:
     assert group_offsets(kbroker, "kc") == {0: 3, 1: 3}
 
 
-@pytest.fixture(scope="session")
-def kafkajs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("Node.js/npm are not installed (Debian packages nodejs and npm)")
-    d = tmp_path_factory.mktemp("kafkajs")
-    r = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(d),
-                        f"kafkajs@{KAFKAJS_VERSION}"], capture_output=True, text=True, timeout=300)
-    if r.returncode != 0:
-        pytest.skip(f"npm could not install kafkajs (is the npm registry reachable?): "
-                    f"{r.stderr.strip()[-300:]}")
-    return d
-
-
 KAFKAJS_GROUP = r"""
 const { Kafka, logLevel } = require('kafkajs');
 const [broker, group, topic, want] = process.argv.slice(2);
@@ -85,13 +73,15 @@ const got = [];
 """
 
 
-def test_kafkajs_group_consume(kbroker: EmbeddedBroker, kafkajs_dir: Path) -> None:
+def test_kafkajs_group_consume(kbroker: EmbeddedBroker, kafkajs: Path,  # noqa: F811 (fixture)
+                               tmp_path: Path) -> None:
     create_topic(kbroker, "t", partitions=2)
     produce(kbroker, "t", 6, partitions=2)
-    script = kafkajs_dir / "group.js"
+    script = tmp_path / "group.js"
     script.write_text(KAFKAJS_GROUP)
     r = subprocess.run(["node", str(script), kbroker.kafka_bootstrap, "kjs", "t", "6"],
-                       capture_output=True, text=True, timeout=WAIT_S * 2, cwd=kafkajs_dir)
+                       capture_output=True, text=True, timeout=WAIT_S * 2,
+                       env={**os.environ, "NODE_PATH": str(kafkajs)})
     assert r.returncode == 0, r.stderr[-2000:]
     got = sorted(tuple(x) for x in json.loads(r.stdout.strip().splitlines()[-1]))
     assert got == sorted((i % 2, i // 2, f"m{i}") for i in range(6))
