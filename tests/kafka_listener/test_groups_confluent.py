@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer as KConsumer
 from confluent_kafka import TopicPartition as KTP
+from confluent_kafka.admin import AdminClient
 
 from edgebus import Admin, Consumer, Producer, TopicPartition
 from edgebus.testing import EmbeddedBroker
@@ -123,6 +124,12 @@ def test_native_and_kafka_consumers_split_a_group(kbroker: EmbeddedBroker) -> No
         wait_for(settled, "the group to split its partitions")
         kpart = k.assignment()[0].partition
         npart = 1 - kpart
+        # Kafka's admin view of the group shows both members, the native one too.
+        ac = AdminClient({"bootstrap.servers": kbroker.kafka_bootstrap})
+        desc = ac.describe_consumer_groups(["mixed"])["mixed"].result(15)
+        owned = sorted((m.client_id.startswith("rdkafka"), [tp.partition for tp in m.assignment.topic_partitions])
+                       for m in desc.members)
+        assert owned == [(False, [npart]), (True, [kpart])]
         produce(kbroker, "t", {0: 3, 1: 3})
         got_k = drain(k, 3)
         assert {m.partition() for m in got_k} == {kpart}
