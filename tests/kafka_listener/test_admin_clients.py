@@ -45,6 +45,7 @@ def test_confluent_admin_topics_configs_partitions(kbroker: EmbeddedBroker) -> N
     assert _error_code(ac.create_topics(
         [NewTopic("compacted", 1, config={"cleanup.policy": "compact"})])["compacted"]) == 40
     assert _error_code(ac.create_topics([NewTopic("__mine", 1)])["__mine"]) == 17  # INVALID_TOPIC
+    assert _error_code(ac.create_topics([NewTopic("huge", 5000)])["huge"]) == 37  # INVALID_PARTITIONS
     with Admin(socket=kbroker.socket) as a:
         assert sorted(a.list_topics()) == ["orders"], "refused topics were not created"
         cfg = {c.name: c.value for c in a.describe_topic("orders").configs}

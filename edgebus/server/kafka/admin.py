@@ -18,6 +18,7 @@ import logging
 import uuid
 from typing import Any
 
+from edgebus import format as F
 from edgebus.errors import (
     EdgebusError,
     InvalidRequestError,
@@ -64,9 +65,10 @@ def _create_one(ctx: Any, t: Any, validate_only: bool) -> dict[str, Any]:
             return row
         if t.assignments:
             raise InvalidRequestError("manual replica assignment is not supported (one broker)")
-        if t.num_partitions == 0 or t.num_partitions < -1:
-            row.update(error_code=E.INVALID_PARTITIONS,
-                       error_message=f"num_partitions must be >= 1 or -1, got {t.num_partitions}")
+        if t.num_partitions == 0 or t.num_partitions < -1 or t.num_partitions > F.MAX_PARTITIONS:
+            row.update(error_code=E.INVALID_PARTITIONS, error_message=(
+                f"num_partitions must be 1..{F.MAX_PARTITIONS} or -1 (the default), got "
+                f"{t.num_partitions}"))
             return row
         try:
             entries = C.entries_for([(c.name, C.OP_SET, c.value) for c in t.configs], defaults,
