@@ -58,13 +58,21 @@ class UnsupportedBatchError(EdgebusError):
 
 @dataclass(slots=True)
 class Converted:
-    """One Kafka batch as an edgebus batch, with what the idempotence check needs."""
+    """One Kafka batch as edgebus batches (one, or several when it is larger than the topic's
+    max_message_bytes as stored: (batch, record count) each, dense offsets, base sequences
+    continued), with what the idempotence check needs."""
 
-    batch: bytearray
+    pieces: list[tuple[bytearray, int]]
     count: int
     producer_id: int
     producer_epoch: int
     base_sequence: int
+
+    @property
+    def batch(self) -> bytearray:
+        """The one edgebus batch (tests; a split batch has several)."""
+        assert len(self.pieces) == 1
+        return self.pieces[0][0]
 
 
 # --- produce: Kafka -> edgebus ---------------------------------------------------------------------
@@ -199,8 +207,8 @@ def _put_bytes(recs: memoryview, p: int, stop: int, out: bytearray, pack_i32: ob
 
 
 def kafka_batches(data: bytes | memoryview, max_bytes: int = F.MAX_BATCH_BYTES) -> list[Converted]:
-    """Every Kafka batch of a Produce partition's `records` as an edgebus batch; the error of the
-    first that is refused."""
+    """Every Kafka batch of a Produce partition's `records` as edgebus batches of at most
+    `max_bytes` (the topic's max_message_bytes); the error of the first that is refused."""
     view = memoryview(data)
     out = []
     pos = 0
@@ -233,39 +241,98 @@ def kafka_batches(data: bytes | memoryview, max_bytes: int = F.MAX_BATCH_BYTES) 
 
 
 def _to_edgebus(recs: memoryview, count: int, base_ts: int, pid: int, epoch: int, base_seq: int,
-                max_bytes: int) -> bytearray:
+                max_bytes: int) -> list[tuple[bytearray, int]]:
     if HAVE_C:
         return _to_edgebus_c(recs, count, base_ts, pid, epoch, base_seq, max_bytes)
     body, first_ts, max_ts = _records_to_edgebus(recs, count, base_ts)
-    length = F.BATCH_HEADER_SIZE + len(body)
-    if length > max_bytes:
-        raise RecordTooLargeError(f"the batch is {length} bytes as stored, above the topic's "
-                                  f"max_message_bytes {max_bytes}")
     batch = bytearray(F.BATCH_HEADER_SIZE) + body
-    F.BATCH_BODY_HEADER.pack_into(batch, F.CRC_START, F.MAGIC, 0, 0, count, first_ts,
-                                  max_ts, pid, base_seq, epoch, 0)
-    crc = zlib.crc32(memoryview(batch)[F.CRC_START :])
-    F.BATCH_OUTSIDE_CRC.pack_into(batch, 0, 0, 0, length, crc)
-    return batch
+    F.BATCH_BODY_HEADER.pack_into(batch, F.CRC_START, F.MAGIC, 0, 0, count, first_ts, max_ts, pid,
+                                  base_seq, epoch, 0)
+    _seal(batch)
+    return split(batch, count, max_bytes)
+
+
+def _seal(batch: bytearray) -> None:
+    """Length and CRC into a batch whose header from magic on is written."""
+    F.BATCH_OUTSIDE_CRC.pack_into(batch, 0, 0, 0, len(batch), zlib.crc32(memoryview(batch)[F.CRC_START:]))
+
+
+_REC_LEN = struct.Struct("<I")
+
+
+def split(batch: bytearray, count: int, limit: int) -> list[tuple[bytearray, int]]:
+    """`batch`, or when it is larger than `limit` (an edgebus record takes up to 16 bytes more
+    than a Kafka one, so a full Kafka batch can be a little larger here) the same records as
+    several batches each within it (dense offsets; base sequences continued)."""
+    if len(batch) <= limit:
+        return [(batch, count)]
+    hdr = F.BATCH_HEADER.unpack_from(batch, 0)
+    pid, seq, epoch = hdr[10], hdr[11], hdr[12]
+    out: list[tuple[bytearray, int]] = []
+    pos, end = F.BATCH_HEADER_SIZE, len(batch)
+    start, n = pos, 0
+    while pos < end:
+        rlen = 4 + _REC_LEN.unpack_from(batch, pos)[0]
+        if F.BATCH_HEADER_SIZE + rlen > limit:
+            raise RecordTooLargeError(f"a record of {rlen} bytes exceeds the topic's max_message_bytes {limit}")
+        if F.BATCH_HEADER_SIZE + (pos - start) + rlen > limit:
+            out.append((_piece(batch, start, pos, n, pid, epoch, seq), n))
+            seq = seq + n if seq >= 0 else seq
+            start, n = pos, 0
+        pos += rlen
+        n += 1
+    out.append((_piece(batch, start, pos, n, pid, epoch, seq), n))
+    return out
+
+
+def _piece(batch: bytearray, start: int, end: int, n: int, pid: int, epoch: int, seq: int) -> bytearray:
+    recs = memoryview(batch)[start:end]
+    first_ts = max_ts = struct.unpack_from("<q", recs, 4)[0]
+    p = 0
+    while p < len(recs):
+        max_ts = max(max_ts, struct.unpack_from("<q", recs, p + 4)[0])
+        p += 4 + _REC_LEN.unpack_from(recs, p)[0]
+    out = bytearray(F.BATCH_HEADER_SIZE) + recs
+    F.BATCH_BODY_HEADER.pack_into(out, F.CRC_START, F.MAGIC, 0, 0, n, first_ts, max_ts, pid, seq, epoch, 0)
+    _seal(out)
+    return out
+
+
+# Conversion output, reused (loop thread only): allocating and zeroing a fresh worst-case
+# buffer per batch cost more than the conversion itself (py-spy).
+_out: bytearray | None = None
+SCRATCH_MAX = 8 * 1024 * 1024
 
 
 def _to_edgebus_c(recs: memoryview, count: int, base_ts: int, pid: int, epoch: int, base_seq: int,
-                  max_bytes: int) -> bytearray:
-    # Every Kafka record of n payload bytes takes at most n + 16 bytes here (fixed-width
-    # lengths, u16 header counts), headers at most 4 more each: a bound known before writing.
-    cap = F.BATCH_HEADER_SIZE + len(recs) * 3 + count * 24
-    out = bytearray(cap)
-    n = _lib.eb_kafka_to_edgebus(_ffi.from_buffer(recs), len(recs), count, base_ts, pid, epoch,
-                                 base_seq, _ffi.from_buffer(out, require_writable=True), cap)
-    if n < 0:
-        raise CorruptRecordError(_C_ERRORS.get(int(n), f"Kafka records do not decode ({n})"))
-    if n > max_bytes:
-        raise RecordTooLargeError(f"the batch is {n} bytes as stored, above the topic's "
-                                  f"max_message_bytes {max_bytes}")
-    del out[n:]
-    crc = zlib.crc32(memoryview(out)[F.CRC_START :])
-    F.BATCH_OUTSIDE_CRC.pack_into(out, 0, 0, 0, n, crc)
-    return out
+                  max_bytes: int) -> list[tuple[bytearray, int]]:
+    global _out
+    # A piece is at most max_bytes; the C loop needs room for one more record's worst case
+    # (three times its Kafka size, plus 24) before it sees that the record does not fit.
+    cap = min(max_bytes, F.BATCH_HEADER_SIZE + 3 * len(recs) + 24 * count) + 3 * len(recs) + 24
+    if cap <= SCRATCH_MAX:
+        if _out is None or len(_out) < cap:
+            _out = bytearray(max(cap, 1024 * 1024))
+        out = _out
+    else:
+        out = bytearray(cap)
+    dest = _ffi.from_buffer(out, require_writable=True)
+    state = _ffi.new("uint64_t[2]")
+    pieces: list[tuple[bytearray, int]] = []
+    src = _ffi.from_buffer(recs)
+    while state[1] < count:
+        first = state[1]
+        n = _lib.eb_kafka_to_edgebus(src, len(recs), count, base_ts, pid, epoch, base_seq, dest, cap,
+                                     max_bytes, state)
+        if n < 0:
+            if n == -9:
+                raise RecordTooLargeError(f"record {first} of a Kafka batch is larger than the topic's "
+                                          f"max_message_bytes {max_bytes} as stored")
+            raise CorruptRecordError(_C_ERRORS.get(int(n), f"Kafka records do not decode ({n})"))
+        piece = out[:n]
+        _seal(piece)
+        pieces.append((piece, int(state[1] - first)))
+    return pieces
 
 
 _C_ERRORS = {
