@@ -68,6 +68,9 @@ def test_every_truncation_of_a_subscription_is_a_typed_error() -> None:
     assert decode_subscription(whole).topics == ("topic-a", "topic-b")
     with pytest.raises(InvalidRequestError, match="negative"):
         decode_subscription(b"\xff\xff")
+    # A topics array claiming 2**31 - 1 entries: refused before kio allocates for them.
+    with pytest.raises(InvalidRequestError, match="array length 2147483647"):
+        decode_subscription(b"\x00\x00\x7f\xff\xff\xff")
 
 
 # --- raw requests to a real supervisor -----------------------------------------------------------

@@ -29,6 +29,7 @@ from kio.serial import entity_reader, entity_writer
 from kio.static.primitive import i32
 
 from edgebus.errors import InvalidRequestError
+from edgebus.server.kafka.lengths import check as check_lengths
 
 # Subscription schemas by version; newer versions are read with the last one.
 _SUBSCRIPTIONS: tuple[Any, ...] = (
@@ -60,10 +61,12 @@ def decode_subscription(data: bytes) -> Subscription:
     (version,) = struct.unpack_from(">h", data)
     if version < 0:
         raise InvalidRequestError(f"consumer protocol subscription version {version} is negative")
-    reader = _READERS[min(version, len(_READERS) - 1)]
+    i = min(version, len(_READERS) - 1)
+    view = memoryview(data).toreadonly()
     try:
-        sub, _size = reader(data, 2)
-    except Exception as e:  # kio raises plain errors (struct, index, unicode) on short bytes
+        check_lengths(_SUBSCRIPTIONS[i], view, 2)  # kio allocates from the lengths it reads
+        sub, _size = _READERS[i](view, 2)
+    except Exception as e:  # ProtocolError from the check; kio's plain errors on short bytes
         raise InvalidRequestError(
             f"consumer protocol subscription (version {version}) does not decode: {e}") from None
     topics = tuple(sub.topics)
