@@ -200,3 +200,16 @@ def test_a_batch_larger_than_the_topic_limit_is_split() -> None:
     # One record larger than the limit on its own: refused, in both.
     big = kafka_batch([(None, b"x" * 9000, [], 0)])
     assert [r[0] for r in both(R.kafka_batches, big, 8192)] == ["RecordTooLargeError"] * 2
+
+
+@pytest.mark.parametrize("codec", [2, 3, 4])
+def test_compressed_batch_larger_than_the_kept_buffer(codec: int) -> None:
+    """Records decompressing to more than the kept 1 MiB buffer go through the bounded one."""
+    recs = [(None, bytes([i % 251]) * 1000, [], 0) for i in range(3000)]  # about 3 MB
+    kb = kafka_batch(recs)
+    body = kb[R.KAFKA_HEADER_SIZE:]
+    packed = {2: lambda d: bytes(cramjam.snappy.compress_raw(d)), 3: lambda d: bytes(cramjam.lz4.compress(d)),
+              4: lambda d: bytes(cramjam.zstd.compress(d))}[codec](body)
+    assert len(body) > R.SMALL_OUTPUT
+    (conv,) = R.kafka_batches(_reframe(kb[:R.KAFKA_HEADER_SIZE], packed, codec))
+    assert conv.batch == R.kafka_batches(kb)[0].batch
