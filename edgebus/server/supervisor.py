@@ -16,7 +16,6 @@ from edgebus.server import testhooks
 from edgebus.server.broker import Broker
 from edgebus.server.disk import DiskGuard
 from edgebus.server.listeners.socket_claim import SocketClaim
-from edgebus.server.listeners.tcp import server_context
 from edgebus.server.logsetup import setup_logging as _setup_logging
 from edgebus.server.notify import Notifier, summary_line
 from edgebus.server.reload import ConfigReload, apply_declared_topics, topic_config_of
@@ -51,6 +50,8 @@ def run(config: Any) -> int:
     try:
         tokens = load_replica_tokens(config.replica.tokens_file)
         r = config.replica
+        if r.tls_cert is not None and r.tls_key is not None:
+            from edgebus.server.listeners.tcp import server_context  # ssl only when configured
         tls = (server_context(str(r.tls_cert), str(r.tls_key), str(r.tls_ca) if r.tls_ca else None)
                if r.tls_cert is not None and r.tls_key is not None else None)
         kafka_tls = _kafka_tls(config.kafka)
@@ -95,6 +96,8 @@ def run(config: Any) -> int:
             flush_interval_ms=config.log.flush_interval_ms,
             checkpoint_interval_ms=config.log.checkpoint_interval_ms,
             retention_check_interval_ms=config.log.retention_check_interval_ms,
+            cleaner_interval_ms=config.log.cleaner_interval_ms,
+            cleaner_io_bytes_per_s=config.log.cleaner_io_bytes_per_s,
             notifier=notifier,
             disk=disk,
             max_input_buffer=config.limits.max_input_buffer_bytes,

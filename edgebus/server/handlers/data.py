@@ -104,7 +104,7 @@ class DataHandlers(Service):
         if batch is None:  # BYTES may be null on the wire; a PRODUCE without a batch is meaningless
             raise InvalidRequestError("PRODUCE carries a null batch (length -1); send one whole record batch")
         if built is None:
-            info = B.validate_batch(batch, max_bytes=p.config.max_message_bytes)
+            info = B.validate_batch(batch, max_bytes=p.config.max_message_bytes, compacted_ok=False)
         else:  # built by the supervisor itself (the Kafka listener): its CRC is right by construction
             if built.length > p.config.max_message_bytes:
                 raise RecordTooLargeError(f"batch of {built.length} bytes exceeds the limit of "

@@ -381,6 +381,16 @@ def edgebus_to_kafka(data: bytes | memoryview) -> bytes:
         if length < F.BATCH_HEADER_SIZE or pos + length > len(view):
             break
         recs = view[pos + F.BATCH_HEADER_SIZE : pos + length]
+        if _attrs & F.ATTR_COMPACTED:
+            # Offsets the log cleaner removed (FORMAT.md 4.8): an empty Kafka batch spanning
+            # them, which consumers step over as they do over Kafka's own emptied batches.
+            kb = bytearray(KAFKA_HEADER_SIZE)
+            KAFKA_HEADER.pack_into(kb, 0, base, len(kb) - _LENGTH_END, 0, 2, 0, 0, count - 1,
+                                   first_ts, max_ts, -1, -1, -1, 0)
+            struct.pack_into(">I", kb, 17, crc32c(memoryview(kb)[_CRC_START:]))
+            out.append(bytes(kb))
+            pos += length
+            continue
         if HAVE_C:
             cap = KAFKA_HEADER_SIZE + 2 * len(recs) + 48 * count
             kb = bytearray(cap)
