@@ -4,8 +4,8 @@ Kafka tools describe and set a topic's settings by Kafka's names. Those with an 
 equivalent map onto TopicConfig's keys (edgebus/log/topic_config.py) and are read and written
 there. Two Kafka settings have one value here that cannot change (one replica; batches stored
 uncompressed); they are described with that value, marked read-only, and setting them to anything
-else is refused with INVALID_CONFIG naming what is accepted. Any other name is refused with INVALID_CONFIG too: a setting accepted and then
-ignored would lie to the operator.
+else is refused with INVALID_CONFIG naming what is accepted. Any other name is refused with
+INVALID_CONFIG too: a setting accepted and then ignored would lie to the operator.
 """
 
 from __future__ import annotations
