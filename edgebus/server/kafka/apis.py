@@ -108,6 +108,7 @@ def dispatch(ctx: KafkaContext, conn: Connection, api_key: int, api_version: int
         data = data.toreadonly()  # kio reads only read-only buffers
         header, size = decode_header(api_key, api_version, data)
         request = decode_request(api_key, api_version, data, size)
+        answers = conn.answers
         result = api.handler(ctx, conn, header, request)
     except ProtocolError as e:
         log.warning("%r sent a malformed Kafka request (%s); closing it", conn, e)
@@ -122,6 +123,9 @@ def dispatch(ctx: KafkaContext, conn: Connection, api_key: int, api_version: int
         log.exception("internal error handling Kafka API %d v%d from %r; closing it", api_key,
                       api_version, conn)
         conn.closed = True
+        return
+    if result is DEFERRED and conn.answers == answers:
+        conn.awaiting = True  # answered later: hold this connection's next requests (stream.py)
         return
     if result is DEFERRED or result is NO_RESPONSE:
         return

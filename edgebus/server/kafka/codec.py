@@ -26,6 +26,7 @@ from kio.static.constants import EntityType
 from edgebus import errors as E
 from edgebus.errors import ProtocolError
 from edgebus.server.kafka.framing import frame
+from edgebus.server.kafka.lengths import check as check_lengths
 
 API_VERSIONS_KEY = 18
 ZERO_UUID = uuid.UUID(int=0)
@@ -91,6 +92,7 @@ def decode_request(api_key: int, version: int, data: memoryview, offset: int) ->
     parse. Bytes after the body are ignored, as Kafka's broker ignores them (librdkafka 2.x
     sends three after a Metadata v12 body)."""
     entity = _request_type(api_key, version)
+    check_lengths(entity, data, offset)  # before kio: it allocates from lengths (lengths.py)
     try:
         body, _size = _reader(entity)(data, offset)
     except Exception as e:
