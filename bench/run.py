@@ -433,14 +433,14 @@ def main(argv: list[str] | None = None) -> int:
                 for name, api, adapter, is_eb in systems:
                     if not args.no_throughput:
                         rows.append(run_case(adapter, name, api, size, p, c, False, duration,
-                                             _measured(is_eb, sups["-acl" in name]))
+                                             _measured(is_eb, sups["-acl" in name])))
                         _progress(rows[-1])
                 for name, api, adapter, is_eb in systems:
                     # Latency: one per system, with its one-message API (edgebus: send()).
                     if args.no_latency or (is_eb is True and api != "send"):
                         continue
                     rows.append(run_case(adapter, name, "send", size, p, c, True, lat_duration,
-                                         _measured(is_eb, sups["-acl" in name]))
+                                         _measured(is_eb, sups["-acl" in name])))
                     _progress(rows[-1])
     finally:
         broker.stop()
