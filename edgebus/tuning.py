@@ -149,6 +149,14 @@ SERVER_SPIN_SLICE_NS = 50_000
 # Ring reads per link per loop turn (each up to ring.READ_MAX_FRAMES frames): fairness.
 SERVER_MAX_READS_PER_TURN = 4
 
+# --- the C heap (edgebus/heap.py; the supervisor and every client process) -----------------------
+# Free memory glibc keeps at the top of the heap instead of giving it back to the kernel, so the
+# next batch-sized buffer reuses pages instead of faulting them in again. 0 leaves glibc's
+# defaults (which give back anything above 128 KiB, or twice the largest mmapped block seen).
+HEAP_KEEP_MIB = _int("EDGEBUS_HEAP_KEEP_MIB", _knob(
+    "EDGEBUS_HEAP_KEEP_MIB", "8", "MiB of freed C heap a process keeps for reuse instead of "
+    "returning it to the kernel at once (0: glibc's defaults)"), 0, 64)
+
 # --- test hooks (edgebus/server/testhooks.py; never in production) ----------------------------
 KNOBS += [
     Knob("EDGEBUS_TEST_HOOKS", "0", "test only: 1 makes SIGUSR2 block the event loop"),

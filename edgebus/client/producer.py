@@ -52,7 +52,8 @@ from edgebus.errors import (
     UnknownPartitionError,
     error_for_code,
 )
-from edgebus.fastpath.produce import produce_body, produce_result
+from edgebus.fastpath.produce import produce_body_parts, produce_result
+from edgebus.heap import keep_freed_heap
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ResponseFrame
 
@@ -152,6 +153,7 @@ class Producer:
             acks = M.ACKS_BY_NAME[acks]
         elif acks not in (0, 1, 2):
             raise ValueError(f"acks must be 0, 1 or 2; got {acks!r}")
+        keep_freed_heap()  # batch-sized buffers reuse heap pages (edgebus/heap.py)
         self.acks = acks
         self.linger = linger_ms / 1000
         self.batch_size = batch_size
@@ -661,8 +663,8 @@ class Producer:
                     self._ready.appendleft(b)
 
     def _send_batch(self, ch: AsyncChannel | ShmAsyncChannel, b: _Builder) -> None:
-        data = B.build_batch(b.records, b.first_ts, b.max_ts, record_count=b.count)
-        req = produce_body(b.topic, b.partition, self.acks, data)
+        parts, size = B.batch_parts(b.records, b.first_ts, b.max_ts, record_count=b.count)
+        req = produce_body_parts(b.topic, b.partition, self.acks, parts, size)
         # Counted in _in_flight since _pop_ready; a BrokerUnavailableError goes to the caller,
         # which finishes the batch.
         if self.acks == M.ACKS_NONE:
