@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edgebus.batch import batch_parts, build_batch
 from edgebus.errors import CorruptRecordError, ProtocolError
 from edgebus.fastpath import supervisor
-from edgebus.batch import batch_parts, build_batch
 from edgebus.fastpath.produce import produce_body, produce_body_parts, produce_result
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame
