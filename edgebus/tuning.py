@@ -104,6 +104,14 @@ SPIN_NS = _int("EDGEBUS_SHM_SPIN_US", _knob(
 # A producer's acknowledgement reader spins less: nobody waits on it in a hurry, and on a small
 # machine its spinning takes the core the supervisor or a consumer needs.
 ACK_SPIN_NS = min(SPIN_NS, 20_000)
+# Adaptive spinning (edgebus/shm/spin.py): a reader spins for its next frame only while frames
+# have been arriving closer together than this on average, i.e. when the next one is likely to
+# come before a sleep and wake-up (tens of microseconds of CPU) would be over. SPIN_NS and
+# SERVER_SPIN_NS stay the upper bounds of one spin.
+SPIN_GAP_NS = _int("EDGEBUS_SHM_SPIN_GAP_US", _knob(
+    "EDGEBUS_SHM_SPIN_GAP_US", "50", "a ring reader (supervisor or client) spins only while its "
+    "frames arrive on average closer together than this many microseconds (0: never spin)"),
+    0, _MAX_US) * 1000
 # Lazy acknowledgements: while a producer sends steadily and nobody waits on a result, its
 # reader collects acknowledgements every ACK_LAZY_S instead of being woken per response (each
 # wake-up costs the supervisor an eventfd write and the producer a thread wake-up, together about
