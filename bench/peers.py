@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 _LEN = struct.Struct("<I")
-# The edgebus producers' batch_size in throughput runs (the library default is 64 KiB).
+# The edgebus producers' batch_size in throughput runs (the library default is the same, 256 KiB).
 BATCH_BYTES = int(os.environ.get("EDGEBUS_BENCH_BATCH_BYTES", 256 * 1024))
 
 
