@@ -10,7 +10,8 @@ In one run, on this machine, with real processes (two supervisors, `edgebus repl
 - lag at a steady --rate records/s sent one at a time (`send()`, linger_ms=0): each value carries
   its send time; a consumer on the destination records receive minus send; p50/p99.
 Sizes: 100 B and 1 KiB values. Prints a table and writes bench/results/replication.json.
-NATS leaf-to-hub sourcing, the peer to beat, is not measured yet (docs/REPLICATION.md).
+Then the NATS JetStream target against NATS's own leaf-to-hub stream sourcing, the peer to beat
+(bench/replication_nats.py; --nats-only runs just that part, --no-nats skips it).
 """
 
 from __future__ import annotations
@@ -206,12 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=int, default=10_000)
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--out", default=str(RESULTS / "replication.json"))
+    ap.add_argument("--nats-only", action="store_true", help="only the NATS target and sourcing")
+    ap.add_argument("--no-nats", action="store_true", help="skip the NATS part")
     args = ap.parse_args(argv)
     load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="eb-bench-") as d:
         root = Path(d)
-        for i, size in enumerate((100, 1024)):
+        for i, size in enumerate(() if args.nats_only else (100, 1024)):
             records = args.records if size == 100 else args.records // 4
             local = local_rate(root / f"l{i}", size, records)
             for durable in (True, False):
@@ -230,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"on the source in the same run: p50 {lr['local_consumer_p50_ms']:.1f} ms, "
                   f"p99 {lr['local_consumer_p99_ms']:.1f} ms); CPU us "
                   "per record: " + ", ".join(f"{k} {v:.0f}" for k, v in lr["cpu_us_per_record"].items()))
+        if not args.no_nats:
+            from bench.replication_nats import run as run_nats
+
+            rows += run_nats(root / "nats", args.records // 2, args.rate, args.seconds)
     report = {"machine": {"cpus": os.cpu_count(), "arch": platform.machine(),
                           "python": platform.python_version(), "load_before": load_before,
                           "load_after": os.getloadavg()},

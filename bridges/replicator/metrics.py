@@ -9,6 +9,9 @@
     edgebus_replicator_already_there_total{...}            batches the target already held
     edgebus_replicator_held{link,topic,partition}          1 while held (a gap, a recreated source)
 
+A link's down direction (topics brought down from the target, pull.py) is the link
+"<name>:down": lag is the target's end minus the local copy's, topic the local topic.
+
 The per-session counters restart with each session (they count what that session shipped).
 """
 
@@ -18,12 +21,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from bridges.replicator.link import LinkRunner
+from bridges.replicator.pull import PullRunner
 
 PREFIX = "edgebus_replicator_"
 
 
 class ReplicatorCollector:
-    def __init__(self, runners: Sequence[LinkRunner]) -> None:
+    def __init__(self, runners: Sequence[LinkRunner | PullRunner]) -> None:
         self.runners = runners
 
     def collect(self) -> Iterator[Any]:
@@ -45,10 +49,10 @@ class ReplicatorCollector:
         held = GaugeMetricFamily(PREFIX + "held", "1 while the partition is held", labels=labels)
         for r in self.runners:
             snap = r.status.snapshot()
-            up.add_metric([r.cfg.name], 1 if snap["state"] == "up" else 0)
-            sessions.add_metric([r.cfg.name], snap["sessions"])
+            up.add_metric([r.label], 1 if snap["state"] == "up" else 0)
+            sessions.add_metric([r.label], snap["sessions"])
             for p in snap["partitions"]:
-                lv = [r.cfg.name, p["topic"], str(p["partition"])]
+                lv = [r.label, p["topic"], str(p["partition"])]
                 if p["lag_records"] is not None:
                     lag.add_metric(lv, p["lag_records"])
                 lag_s.add_metric(lv, p["lag_seconds"])
