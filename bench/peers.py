@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 _LEN = struct.Struct("<I")
-# The edgebus producers' batch_size in throughput runs (the library default is 64 KiB).
+# The edgebus producers' batch_size in throughput runs (the library default is the same, 256 KiB).
 BATCH_BYTES = int(os.environ.get("EDGEBUS_BENCH_BATCH_BYTES", 256 * 1024))
 
 
@@ -46,13 +46,23 @@ class Ctx:
 
 # --- edgebus -------------------------------------------------------------------------------------
 class Edgebus:
-    """edgebus through its public client API; transport "shm" or "socket"; api "batch" or "send"."""
+    """edgebus through its public client API; transport "shm" or "socket"; api "batch" or "send".
+    acks: the producer's; defaults: "producer", "consumer" or "all" use the library's defaults
+    for that side instead of the benchmark's tuning (256 KiB batches, 1 MiB fetches);
+    linger_ms: set it (0: no lingering)."""
 
-    def __init__(self, transport: str, api: str, broker: Any) -> None:
+    def __init__(self, transport: str, api: str, broker: Any, acks: str = "written",
+                 defaults: str = "", linger_ms: float | None = None) -> None:
         self.transport = transport
         self.api = api
         self.broker = broker
+        self.acks = acks
+        self.defaults = defaults
+        self.linger_ms = linger_ms
         self._n = 0
+
+    def server_pid(self) -> int:
+        return int(self.broker.pid)
 
     def setup(self, ctx: Ctx) -> None:
         from edgebus import Admin
@@ -61,7 +71,8 @@ class Edgebus:
         topic = f"bench-{os.getpid()}-{self._n}-{ctx.system.replace(' ', '_').replace('(', '').replace(')', '')}"
         with Admin(socket=self.broker.socket, transport="socket") as a:
             a.create_topic(topic, 1, config={"max_message_bytes": 4 << 20})
-        ctx.data.update(socket=self.broker.socket, topic=topic, transport=self.transport)
+        ctx.data.update(socket=self.broker.socket, topic=topic, transport=self.transport,
+                        acks=self.acks, defaults=self.defaults, linger_ms=self.linger_ms)
 
     def teardown(self, ctx: Ctx) -> None:
         from edgebus import Admin
@@ -74,11 +85,14 @@ class Edgebus:
         from edgebus import Producer
 
         topic = ctx.data["topic"]
-        if ctx.latency:
-            p = Producer(socket=ctx.data["socket"], transport=ctx.data["transport"], acks="written",
+        acks, linger = ctx.data.get("acks", "written"), ctx.data.get("linger_ms")
+        if ctx.latency or linger == 0:
+            p = Producer(socket=ctx.data["socket"], transport=ctx.data["transport"], acks=acks,
                          linger_ms=0)
+        elif ctx.data.get("defaults") in ("producer", "all"):
+            p = Producer(socket=ctx.data["socket"], transport=ctx.data["transport"], acks=acks)
         else:
-            p = Producer(socket=ctx.data["socket"], transport=ctx.data["transport"], acks="written",
+            p = Producer(socket=ctx.data["socket"], transport=ctx.data["transport"], acks=acks,
                          linger_ms=2, batch_size=BATCH_BYTES, max_request_size=2 << 20,
                          buffer_memory=64 << 20)
 
@@ -101,10 +115,14 @@ class Edgebus:
     def consumer(ctx: Ctx, i: int) -> Any:
         from edgebus import Consumer, TopicPartition
 
-        c = Consumer(socket=ctx.data["socket"], transport=ctx.data["transport"],
-                     auto_offset_reset="latest", fetch_max_wait_ms=100,
-                     max_partition_fetch_bytes=1 << 20, fetch_max_bytes=1 << 20,
-                     max_poll_records=1_000_000)
+        if ctx.data.get("defaults") in ("consumer", "all"):
+            c = Consumer(socket=ctx.data["socket"], transport=ctx.data["transport"],
+                         auto_offset_reset="latest")
+        else:
+            c = Consumer(socket=ctx.data["socket"], transport=ctx.data["transport"],
+                         auto_offset_reset="latest", fetch_max_wait_ms=100,
+                         max_partition_fetch_bytes=1 << 20, fetch_max_bytes=1 << 20,
+                         max_poll_records=1_000_000)
         tp = TopicPartition(ctx.data["topic"], 0)
         c.assign([tp])
         c.seek_to_end(tp)
@@ -311,6 +329,9 @@ class RedisStreams:
             except redis.ConnectionError:
                 time.sleep(0.02)
         raise RuntimeError("redis-server did not start")
+
+    def server_pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
 
     def stop(self) -> None:
         if self.proc is not None:

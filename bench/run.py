@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: bench/run.py
 
 import psutil
 
-from bench import kafka_peers, peers
+from bench import cost, kafka_peers, peers
 from bench.peers import Ctx
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -47,6 +47,11 @@ CHUNK = 1000  # messages per send_many call and per one-record loop between cloc
 
 def payload(size: int, seq: int, ts: int = 0) -> bytes:
     return _STAMP.pack(ts, seq) + b"x" * (size - _STAMP.size)
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 def _tight_timers() -> None:
@@ -62,6 +67,7 @@ def producer_main(adapter: Any, ctx: Ctx, i: int, size: int, api: str, duration:
         p = adapter.producer(ctx, i)
         ready.put(("p", i))
         go.wait()
+        cpu0 = _cpu()
         sent = 0
         if ctx.latency:
             _tight_timers()
@@ -90,7 +96,7 @@ def producer_main(adapter: Any, ctx: Ctx, i: int, size: int, api: str, duration:
                         send(x)
                     sent += CHUNK
         p.flush()
-        results.put(("p", i, sent))
+        results.put(("p", i, sent, _cpu() - cpu0))
         p.close()
     except BaseException as e:
         results.put(("p", i, -1, f"{type(e).__name__}: {e}"))
@@ -103,6 +109,7 @@ def consumer_main(adapter: Any, ctx: Ctx, i: int, ready: Any, go: Any, go_ns: An
         c = adapter.consumer(ctx, i)
         ready.put(("c", i))
         go.wait()
+        cpu0 = _cpu()
         count = 0
         nbytes = 0
         t_last = 0
@@ -121,10 +128,10 @@ def consumer_main(adapter: Any, ctx: Ctx, i: int, ready: Any, go: Any, go_ns: An
             exp = expected.value
             if exp > 0 and count >= exp:
                 break
-        results.put(("c", i, count, nbytes, t_last - go_ns.value, lat))
+        results.put(("c", i, count, nbytes, t_last - go_ns.value, lat, _cpu() - cpu0))
         c.close()
     except BaseException as e:
-        results.put(("c", i, -1, 0, 0, [], f"{type(e).__name__}: {e}"))
+        results.put(("c", i, -1, 0, 0, [], 0.0, f"{type(e).__name__}: {e}"))
         raise
 
 
@@ -161,10 +168,14 @@ def run_case(adapter: Any, system: str, api: str, size: int, producers: int, con
     for _ in range(producers):
         ready.get(timeout=60)
     cpu0 = supervisor.cpu_times() if supervisor else None
+    server_pid = adapter.server_pid() if hasattr(adapter, "server_pid") else None
+    server = psutil.Process(server_pid) if server_pid else None
+    server0 = server.cpu_times() if server else None
     time.sleep(0.05)
     go_ns.value = time.monotonic_ns()
     go.set()
     sent = 0
+    producer_cpu = 0.0
     errors: list[str] = []
     got: list[tuple] = []
     for _ in range(producers):
@@ -176,6 +187,7 @@ def run_case(adapter: Any, system: str, api: str, size: int, producers: int, con
             errors.append(r[3])
         else:
             sent += r[2]
+            producer_cpu += r[3]
     expected.value = max(sent, 1)
     while len(got) < consumers:
         got.append(results.get(timeout=120))
@@ -184,9 +196,10 @@ def run_case(adapter: Any, system: str, api: str, size: int, producers: int, con
         if pr.is_alive():
             pr.kill()
     cpu1 = supervisor.cpu_times() if supervisor else None
+    server1 = server.cpu_times() if server else None
     adapter.teardown(ctx)
     delivered = [g[2] for g in got]
-    errors += [g[6] for g in got if len(g) > 6]
+    errors += [g[7] for g in got if len(g) > 7]
     elapsed = max(g[4] for g in got) / 1e9 if got else float("nan")
     received = min(delivered) if delivered else 0
     row: dict[str, Any] = {
@@ -203,6 +216,16 @@ def run_case(adapter: Any, system: str, api: str, size: int, producers: int, con
     else:
         mps = received / elapsed if elapsed > 0 else 0.0
         row.update(msgs_per_s=round(mps), mb_per_s=round(mps * size / 1e6, 1))
+    # CPU of every process of the system (producers, consumers, server) per message sent.
+    server_cpu = 0.0
+    if server0 is not None and server1 is not None:
+        server_cpu = (server1.user + server1.system) - (server0.user + server0.system)
+    elif supervisor is not None and cpu0 is not None and cpu1 is not None:
+        server_cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+    consumer_cpu = sum(g[6] for g in got if len(g) > 6 and g[2] >= 0)
+    row["cpu_us_per_msg"] = round((producer_cpu + consumer_cpu + server_cpu) / max(sent, 1) * 1e6, 1)
+    if elapsed > 0:
+        row["server_cpu_percent"] = round(100 * server_cpu / elapsed, 1)
     if supervisor is not None and cpu0 is not None and cpu1 is not None:
         cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
         row["supervisor_cpu_s"] = round(cpu, 3)
@@ -280,7 +303,7 @@ def _idle_cpu(broker: Any, seconds: float) -> dict[str, Any]:
 # --- report --------------------------------------------------------------------------------------
 def table(rows: list[dict[str, Any]]) -> list[str]:
     head = ["system", "api", "size", "topology", "msg/s", "MB/s", "p50 us", "p99 us", "p99.9 us",
-            "sup CPU s/M", "sup RSS MB"]
+            "sup CPU s/M", "sup RSS MB", "CPU us/msg (all)"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         def g(k: str, r: dict[str, Any] = r) -> str:
@@ -289,7 +312,8 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         out.append("| " + " | ".join([
             r["system"], r["api"], str(r["size"]), r["topology"], g("msgs_per_s"), g("mb_per_s"),
             g("p50_us"), g("p99_us"), g("p999_us"), g("supervisor_cpu_s_per_M"),
-            g("supervisor_rss_mb")]) + (" | " + "; ".join(r["errors"]) if r.get("errors") else "") + " |")
+            g("supervisor_rss_mb"), g("cpu_us_per_msg")])
+            + (" | " + "; ".join(r["errors"]) if r.get("errors") else "") + " |")
     return out
 
 
@@ -355,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=int, default=10_000, help="total msg/s of latency runs")
     ap.add_argument("--no-latency", action="store_true")
     ap.add_argument("--no-throughput", action="store_true")
+    ap.add_argument("--no-cost", action="store_true",
+                    help="skip issue 16's section (1,000 msg/s, durable, defaults); --quick skips it")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--acl", action="store_true",
                     help="also run the edgebus rows against a second supervisor with access "
@@ -425,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
         systems = [s for s in systems if s[0] in only]
 
     rows: list[dict[str, Any]] = []
+    cost_rows: list[dict[str, Any]] = []
+    fsync: dict[str, Any] | None = None
     started = time.time()
     load_before = os.getloadavg()  # other work on the machine skews everything: say so
     try:
@@ -442,6 +470,10 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(run_case(adapter, name, "send", size, p, c, True, lat_duration,
                                          _measured(is_eb, sups["-acl" in name])))
                     _progress(rows[-1])
+        if not (args.no_cost or quick or only):
+            cost_rows, fsync = cost.run(
+                run_case, lambda r: globals().__setitem__("RATE", r), broker, sup,
+                redis if why_redis is None else None, why is None, duration, lat_duration, _progress)
     finally:
         broker.stop()
         broker.cleanup()
@@ -470,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"throughput_seconds": duration, "latency_seconds": lat_duration,
                      "latency_rate": RATE, "acks": "written", "idle_seconds": idle_s},
         "notes": notes, "results": rows, "idle": idle, "targets": targets(rows, idle),
+        "cost": {"results": cost_rows, "fsync": fsync,
+                 "targets": cost.targets(rows + cost_rows, fsync)} if cost_rows else None,
         "wear": wear_rows,
     }
     md = render_md(report)
@@ -560,6 +594,9 @@ def render_md(report: dict[str, Any]) -> list[str]:
     for t in report["targets"]:
         met = "-" if t["met"] is None else ("yes" if t["met"] else "no")
         md.append(f"| {t['target']} | {t['value']} | {t['goal']} | {met} | {t.get('of_goal', '')} |")
+    if report.get("cost"):
+        c = report["cost"]
+        md += cost.render(c["results"], c["fsync"], c["targets"])
     for n in report["notes"]:
         md.append(f"\nNote: {n}")
     return md

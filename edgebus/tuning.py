@@ -104,6 +104,14 @@ SPIN_NS = _int("EDGEBUS_SHM_SPIN_US", _knob(
 # A producer's acknowledgement reader spins less: nobody waits on it in a hurry, and on a small
 # machine its spinning takes the core the supervisor or a consumer needs.
 ACK_SPIN_NS = min(SPIN_NS, 20_000)
+# Adaptive spinning (edgebus/shm/spin.py): a reader spins for its next frame only while frames
+# have been arriving closer together than this on average, i.e. when the next one is likely to
+# come before a sleep and wake-up (tens of microseconds of CPU) would be over. SPIN_NS and
+# SERVER_SPIN_NS stay the upper bounds of one spin.
+SPIN_GAP_NS = _int("EDGEBUS_SHM_SPIN_GAP_US", _knob(
+    "EDGEBUS_SHM_SPIN_GAP_US", "50", "a ring reader (supervisor or client) spins only while its "
+    "frames arrive on average closer together than this many microseconds (0: never spin)"),
+    0, _MAX_US) * 1000
 # Lazy acknowledgements: while a producer sends steadily and nobody waits on a result, its
 # reader collects acknowledgements every ACK_LAZY_S instead of being woken per response (each
 # wake-up costs the supervisor an eventfd write and the producer a thread wake-up, together about
@@ -148,6 +156,14 @@ SERVER_RECENT_NS = 2_000_000
 SERVER_SPIN_SLICE_NS = 50_000
 # Ring reads per link per loop turn (each up to ring.READ_MAX_FRAMES frames): fairness.
 SERVER_MAX_READS_PER_TURN = 4
+
+# --- the C heap (edgebus/heap.py; the supervisor and every client process) -----------------------
+# Free memory glibc keeps at the top of the heap instead of giving it back to the kernel, so the
+# next batch-sized buffer reuses pages instead of faulting them in again. 0 leaves glibc's
+# defaults (which give back anything above 128 KiB, or twice the largest mmapped block seen).
+HEAP_KEEP_MIB = _int("EDGEBUS_HEAP_KEEP_MIB", _knob(
+    "EDGEBUS_HEAP_KEEP_MIB", "8", "MiB of freed C heap a process keeps for reuse instead of "
+    "returning it to the kernel at once (0: glibc's defaults)"), 0, 64)
 
 # --- test hooks (edgebus/server/testhooks.py; never in production) ----------------------------
 KNOBS += [

@@ -26,6 +26,7 @@ from edgebus.errors import (
     error_for_code,
 )
 from edgebus.fastpath.fetch import FetchPlan
+from edgebus.heap import keep_freed_heap
 from edgebus.protocol import messages as M
 
 _RESETS = ("earliest", "latest", "none")
@@ -56,6 +57,7 @@ class Consumer:
     ) -> None:
         if auto_offset_reset not in _RESETS:
             raise ValueError(f"auto_offset_reset must be one of {_RESETS}, got {auto_offset_reset!r}")
+        keep_freed_heap()  # batch-sized buffers reuse heap pages (edgebus/heap.py)
         self.auto_offset_reset = auto_offset_reset
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.fetch_min_bytes = fetch_min_bytes

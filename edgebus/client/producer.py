@@ -16,6 +16,14 @@ batch whose connection died may have been written: resending it can duplicate it
 reorder it). Other partitions keep moving meanwhile. `delivery_timeout_ms` (None: no limit) bounds
 the whole time from send() to the outcome; `request_timeout_ms` bounds one unanswered request
 (the connection is then dropped and the batches in flight fail, or are retried).
+
+Durable sends without lingering (`acks="durable"`, any `linger_ms`): an acknowledgement waits for
+the fsync, so a partition whose records each left as a batch of their own had at most
+`max_in_flight` records per fsync (7,500 records/s at linger_ms=0). As Kafka's accumulator does
+while its in-flight requests wait, a partition with DURABLE_IN_FLIGHT batches unacknowledged keeps
+its next records in one open batch (up to `batch_size`), sent as soon as one of them is
+acknowledged: one fsync then covers everything that arrived meanwhile, and no record waits for
+more than about two fsyncs. `flush()` and `close()` send it at once.
 """
 
 from __future__ import annotations
@@ -52,11 +60,21 @@ from edgebus.errors import (
     UnknownPartitionError,
     error_for_code,
 )
-from edgebus.fastpath.produce import produce_body, produce_result
+from edgebus.fastpath.produce import produce_body_parts, produce_result
+from edgebus.heap import keep_freed_heap
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ResponseFrame
 
 log = logging.getLogger("edgebus.producer")
+
+# acks="durable": batches per partition sent and not yet acknowledged before its next records are
+# held back to fill one batch (module docstring). Two: one being fsynced while the next is
+# written, so that the group commit after it covers the next one at once.
+DURABLE_IN_FLIGHT = 2
+# Bytes per batch by default. The supervisor's work is per batch, so small batches cost it CPU
+# per record: at 64 KiB the benchmark's send_batch moved ~40% less than at 256 KiB with ~20% more
+# supervisor CPU per record (bench/results/defaults.md). An open batch grows only as records come.
+DEFAULT_BATCH_SIZE = 256 * 1024
 Headers = Sequence[tuple[str, bytes | None]]
 
 
@@ -126,7 +144,7 @@ class Producer:
         socket: str | os.PathLike[str] | None = None,
         acks: str | int = "written",
         linger_ms: float = 5,
-        batch_size: int = 64 * 1024,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         max_request_size: int = 1024 * 1024,
         buffer_memory: int = 32 * 1024 * 1024,
         max_block_ms: float = 60_000,
@@ -152,6 +170,7 @@ class Producer:
             acks = M.ACKS_BY_NAME[acks]
         elif acks not in (0, 1, 2):
             raise ValueError(f"acks must be 0, 1 or 2; got {acks!r}")
+        keep_freed_heap()  # batch-sized buffers reuse heap pages (edgebus/heap.py)
         self.acks = acks
         self.linger = linger_ms / 1000
         self.batch_size = batch_size
@@ -200,6 +219,11 @@ class Producer:
         self._flushing = 0
         self._closed = False
         self._channel: AsyncChannel | ShmAsyncChannel | None = None
+        # acks="durable": sealed, unacknowledged batches per partition; at DURABLE_IN_FLIGHT its
+        # open batch is held (keeps filling) instead of sealed at its linger deadline. Ordered
+        # mode holds a partition's next batch already (one in flight per partition).
+        self._hold_at = DURABLE_IN_FLIGHT if acks == M.ACKS_DURABLE and not self._ordered else 0
+        self._unacked: dict[tuple[str, int], int] = {}
         # Held while popping ready batches and sending them, by the I/O thread or (linger_ms=0)
         # by a caller sending inline: batches leave in the order they were sealed.
         self._io_lock = threading.Lock()
@@ -396,6 +420,8 @@ class Producer:
         for key, b in list(self._open.items()):
             if self._ordered and self._waiting(key, time.monotonic()):
                 continue  # it keeps filling until its partition may send again
+            if self._hold_at and self._unacked.get(key, 0) >= self._hold_at:
+                continue  # durable: it keeps filling until an acknowledgement comes
             self._seal(key, b, notify=not got)
         if not got:
             self._cond.notify()
@@ -468,6 +494,8 @@ class Producer:
     def _seal(self, key: tuple[str, int], b: _Builder, notify: bool = True) -> None:
         del self._open[key]
         self._ready.append(b)
+        if self._hold_at:
+            self._unacked[key] = self._unacked.get(key, 0) + 1
         if self._sticky.get(b.topic) == b.partition:
             n = self._partitions.get(b.topic, 1)
             self._sticky[b.topic] = random.randrange(n)
@@ -491,6 +519,9 @@ class Producer:
                     now = time.monotonic()
                     next_due = None
                     for key, b in list(self._open.items()):
+                        if (self._hold_at and self._unacked.get(key, 0) >= self._hold_at
+                                and not (self._flushing or self._closed)):
+                            continue  # durable: held until an acknowledgement (it wakes us)
                         due = b.created + self.linger
                         if self._ordered and self._waiting(key, now):
                             # Kept open (and filling) until its partition may send; the end of
@@ -664,8 +695,8 @@ class Producer:
                     self._ready.appendleft(b)
 
     def _send_batch(self, ch: AsyncChannel | ShmAsyncChannel, b: _Builder) -> None:
-        data = B.build_batch(b.records, b.first_ts, b.max_ts, record_count=b.count)
-        req = produce_body(b.topic, b.partition, self.acks, data)
+        parts, size = B.batch_parts(b.records, b.first_ts, b.max_ts, record_count=b.count)
+        req = produce_body_parts(b.topic, b.partition, self.acks, parts, size)
         # Counted in _in_flight since _pop_ready; a BrokerUnavailableError goes to the caller,
         # which finishes the batch.
         if self.acks == M.ACKS_NONE:
@@ -700,6 +731,13 @@ class Producer:
         if in_flight:
             self._in_flight -= 1
         self._sent.pop(id(b), None)
+        held = False
+        if self._hold_at:
+            key = (b.topic, b.partition)
+            n = self._unacked.pop(key, 0) - 1
+            if n > 0:
+                self._unacked[key] = n
+            held = key in self._open  # its next records wait for this: send them now
         if self._ordered:
             key = (b.topic, b.partition)
             self._busy.discard(key)
@@ -723,7 +761,7 @@ class Producer:
             # batches wait for in-flight room or it is closing. (Waking it on every
             # acknowledgement cost a thread wake-up per batch while it had nothing to do; it waits
             # with batches ready only while max_in_flight are out.)
-            if self._blocked or self._flushing or self._closed or (
+            if self._blocked or self._flushing or self._closed or held or (
                     self._ready and self._in_flight + 1 >= self.max_in_flight):
                 self._cond.notify_all()
 

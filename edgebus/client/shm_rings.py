@@ -7,9 +7,10 @@ stays open to notice the supervisor's death at once (it becomes readable with EO
 frames too large for a ring. `connect_rings` falls back to the plain socket when rings cannot be
 had (edgebus/client/shm_channel.py says when that is allowed).
 
-Waiting: spin in C for SPIN_NS (cheap while traffic flows), then announce the sleep (the ring's
-waiting flag), re-check, and block in poll() on the eventfd and the socket together. The
-constants are in edgebus/tuning.py.
+Waiting: while responses have been coming close together (edgebus/shm/spin.py) spin in C for
+about two of their average gaps (SPIN_NS at most), then, or at once when they come further
+apart, announce the sleep (the ring's waiting flag), re-check, and block in poll() on the
+eventfd and the socket together. The constants are in edgebus/tuning.py.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from edgebus.errors import (
 )
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame
-from edgebus.shm import cpu_free, unavailable_reason
-from edgebus.tuning import DEFAULT_RING_BYTES, RECENT_NS, SPIN_NS
+from edgebus.shm import unavailable_reason
+from edgebus.shm.spin import Arrivals
+from edgebus.tuning import DEFAULT_RING_BYTES, SPIN_NS
 
 log = logging.getLogger("edgebus.client.shm")
 
@@ -80,7 +82,7 @@ class ShmRings:
         self._wpoll.register(sock.fileno(), select.POLLRDHUP)
         self.eof = False
         self.closed = False
-        self.last_rx = 0  # monotonic ns of the last response frame
+        self.arrivals = Arrivals()  # the gaps between responses: whether to spin for the next
 
     # --- writing requests ------------------------------------------------------------------------
     def write(self, frame: bytes, deadline: float | None = None) -> None:
@@ -121,9 +123,8 @@ class ShmRings:
                 return out
             if self.eof:
                 raise BrokerUnavailableError("the supervisor closed the connection")
-            now = time.monotonic_ns()
-            if (spin_ns and now - self.last_rx < RECENT_NS and cpu_free(now)
-                    and resp.wait_data(spin_ns)):
+            spin = self.arrivals.spin_ns(time.monotonic_ns(), spin_ns)
+            if spin and resp.wait_data(spin):
                 continue
             if resp.prepare_sleep_data():
                 continue
@@ -149,7 +150,7 @@ class ShmRings:
             while (f := proto.next_response()) is not None:
                 out.append(f)
         if out:
-            self.last_rx = time.monotonic_ns()
+            self.arrivals.arrived(time.monotonic_ns())
         return out
 
     def _sleep(self, poller: Any, efd: int, deadline: float | None, reader: bool) -> bool:

@@ -33,17 +33,27 @@ ProduceFields = tuple[str, int, int, memoryview]
 
 # --- the producer ---------------------------------------------------------------------------------
 class ProduceBody(EncodedRequest):
-    """The body of a ProduceRequest, encoded by `produce_body`."""
+    """The body of a ProduceRequest, encoded by `produce_body` or `produce_body_parts`: kept as
+    pieces that `frame` joins once, behind the frame header. A batch of large records is
+    copied once on its way to the socket or ring, not once per layer (each transient copy of a
+    256 KiB batch also pays its page faults when the heap gives memory back between batches)."""
 
-    __slots__ = ("payload",)
+    __slots__ = ("_parts", "_size")
     api_key: ClassVar[int] = _PRODUCE
 
-    def __init__(self, payload: bytes) -> None:
-        self.payload = payload
+    def __init__(self, parts: list[bytes], size: int) -> None:
+        self._parts = parts  # parts[0] is left free for the frame header
+        self._size = size  # bytes of the body
+
+    @property
+    def payload(self) -> bytes:
+        """The body's bytes."""
+        return b"".join(self._parts[1:])
 
     def frame(self, correlation_id: int) -> bytes:
-        payload = self.payload
-        return F.REQUEST_HEADER.pack(F.REQUEST_MIN_LENGTH + len(payload), _PRODUCE, 0, correlation_id) + payload
+        parts = self._parts
+        parts[0] = F.REQUEST_HEADER.pack(F.REQUEST_MIN_LENGTH + self._size, _PRODUCE, 0, correlation_id)
+        return b"".join(parts)
 
 
 def _prefix(topic: str, partition: int, acks: int) -> bytes:
@@ -62,7 +72,15 @@ def _prefix(topic: str, partition: int, acks: int) -> bytes:
 
 def produce_body(topic: str, partition: int, acks: int, batch: bytes) -> ProduceBody:
     """The body of ProduceRequest(topic, partition, acks, batch), encoded."""
-    return ProduceBody(_prefix(topic, partition, acks) + F.BYTES_LENGTH.pack(len(batch)) + batch)
+    return produce_body_parts(topic, partition, acks, [batch], len(batch))
+
+
+def produce_body_parts(topic: str, partition: int, acks: int, batch: list[bytes],
+                       batch_size: int) -> ProduceBody:
+    """produce_body of the batch whose bytes are the pieces `batch` (edgebus.batch.batch_parts),
+    `batch_size` bytes in all, without joining them here."""
+    pre = _prefix(topic, partition, acks) + F.BYTES_LENGTH.pack(batch_size)
+    return ProduceBody([b"", pre, *batch], len(pre) + batch_size)
 
 
 def produce_result(frame: ResponseFrame) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from edgebus.config import load_config, load_replica_tokens
 from edgebus.errors import ConfigError, EdgebusError
+from edgebus.heap import keep_freed_heap
 from edgebus.log.manager import LogManager
 from edgebus.server import testhooks
 from edgebus.server.broker import Broker
@@ -40,6 +41,7 @@ def run(config: Any) -> int:
     file (edgebus/server/reload.py)."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until ConfigReload handles it (after recovery)
     setup_logging(config.log_level)
+    keep_freed_heap()  # batch-sized buffers reuse heap pages (edgebus/heap.py)
     testhooks.install()  # test-only, needs EDGEBUS_TEST_HOOKS=1 (server/testhooks.py)
     notifier = Notifier()  # sd_notify; does nothing without NOTIFY_SOCKET
     t0 = time.monotonic()

@@ -46,7 +46,8 @@ def test_no_guess_without_data_or_with_an_error():
 def test_seeks_between_polls_are_honoured(broker):
     with Admin(socket=broker.socket) as a:
         a.create_topic("fa", 1)
-    with Producer(socket=broker.socket) as p:
+    # Small batches (the default is 256 KiB): several fetches per target, so guesses are made.
+    with Producer(socket=broker.socket, batch_size=2048) as p:
         for i in range(50):
             p.send_batch("fa", [f"{i}:{j}".encode() for j in range(100)], partition=0)
         p.flush(10)

@@ -14,10 +14,13 @@ kernel closes it when the client dies, kill -9 included) reaches `Loop.close`, w
 service (`connection_closed`): the eventfd leaves the selector, the mapping and descriptors are
 released at once.
 
-Wake-ups: while a link has traffic the loop polls its ring (spinning in C for short slices while
-the loop has nothing else to do); after SPIN_NS without traffic, or as soon as the loop is idle
-with no core to spare (edgebus.shm.cpu_free), it announces it is asleep (the ring's
-reader_waiting flag) and waits for the client's eventfd in the selector like any socket.
+Wake-ups: a link whose frames come close together (edgebus/shm/spin.py: on average closer than
+EDGEBUS_SHM_SPIN_GAP_US) is polled by the loop (spinning in C for short slices while the loop
+has nothing else to do) for about two average gaps after its last frame, SPIN_NS at most; then,
+or at once for a link whose frames come further apart (1,000 or 10,000 a second), or as soon
+as the loop is idle with no core to spare (edgebus.shm.cpu_free), it announces it is asleep
+(the ring's reader_waiting flag) and waits for the client's eventfd in the selector like any
+socket.
 
 Backpressure: a full response ring (a slow consumer) never blocks the loop. Responses queue on the
 link, their bytes count against the connection's output bound (`Connection.out_bytes`), and while
@@ -44,6 +47,7 @@ from edgebus.protocol.framing import ServerProtocol
 from edgebus.server.dispatch import NO_RESPONSE
 from edgebus.server.service import LoopApi, Service
 from edgebus.shm import cpu_free, unavailable_reason
+from edgebus.shm.spin import Arrivals
 
 if TYPE_CHECKING:
     from edgebus.server.listeners.stream import Connection
@@ -54,7 +58,6 @@ log = logging.getLogger("edgebus.shm")
 # ask for any power of two in [MIN_RING_BYTES, MAX_RING_BYTES]; 0 gets DEFAULT_RING_BYTES.
 DEFAULT_RING_BYTES = tuning.DEFAULT_RING_BYTES
 SPIN_NS = tuning.SERVER_SPIN_NS
-RECENT_NS = tuning.SERVER_RECENT_NS
 SPIN_SLICE_NS = tuning.SERVER_SPIN_SLICE_NS
 MAX_READS_PER_TURN = tuning.SERVER_MAX_READS_PER_TURN
 
@@ -76,6 +79,7 @@ class ShmLink:
         self.efd_space = efd_space  # we signal it after reading req (if the client waits for room)
         self.pending: deque[bytes] = deque()  # responses that did not fit in the response ring
         self.last_active = time.monotonic_ns()
+        self.arrivals = Arrivals()  # the gaps between request frames: whether to poll this ring
         self.spinning = True  # polled by the loop (reader_waiting clear) vs asleep on efd_sup
         self.closed = False
         self.frames_in = 0
@@ -126,18 +130,16 @@ class ShmLink:
         if self.spinning:
             self.service()
             return
-        now = time.monotonic_ns()
-        if now - self.last_active < RECENT_NS and cpu_free(now):
-            self.t.wake(self)  # traffic flows: poll this ring from the loop for a while
-            self.service()
+        self.service()
+        if self.arrivals.spin_ns(time.monotonic_ns(), SPIN_NS):
+            self.t.wake(self)  # frames come close together: poll this ring from the loop a while
             return
-        # Isolated request, or no core to spare for polling: serve it and stay asleep. The client
+        # Frames come far apart (or no core to spare for polling): served, stay asleep. The client
         # cleared reader_waiting when it signalled, so set it again (fence, re-check) or its next
         # frame would not wake us. Frames left unread because the connection is overloaded must
         # not be re-checked here (that spun forever: the whole loop hung); the link is polled by
         # the loop instead, as a link that overloads while busy is, and reads on once its
         # answers drain.
-        self.service()
         while self.req is not None and self.req.prepare_sleep_data():
             if not self.service():
                 self.t.wake(self)
@@ -172,7 +174,8 @@ class ShmLink:
             if not self._dispatch_all(buf):
                 return True
         if worked:
-            self.last_active = time.monotonic_ns()
+            self.last_active = now = time.monotonic_ns()
+            self.arrivals.arrived(now)
             if conn.out and not conn.closed:
                 conn.update_interest()  # a frame too large for the ring waits on the socket
         if conn.closed:
@@ -289,7 +292,6 @@ class ShmTransport(Service):
         if not link.spinning and not link.closed:
             link.req.cancel_sleep_data()
             self._set_spinning(link, True)
-        link.last_active = time.monotonic_ns()
 
     def poll(self, idle: bool) -> bool:
         """After each select: service the links being polled; put quiet ones to sleep. When
@@ -316,7 +318,7 @@ class ShmTransport(Service):
                 continue
             if link.service():
                 continue
-            if sleep_now or now - link.last_active > SPIN_NS:
+            if sleep_now or now - link.last_active > link.arrivals.window(SPIN_NS):
                 # Announce sleep, fence, re-check (the C side): data that raced in is served.
                 if link.req.prepare_sleep_data():
                     link.service()
