@@ -10,6 +10,8 @@ replicate`. About 30 s."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -260,6 +262,11 @@ def test_a_recreated_peer_topic_is_reported_not_mixed_and_status_shows_the_link(
     assert 'edgebus_replicator_link_up{link="l1:down"} 1.0' in text
     assert ('edgebus_replicator_shipped_records_total{link="l1:down",partition="0",'
             'topic="config"} 30.0') in text
+    out = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "replicate", "--config",
+                          str(rep.config_path), "--status"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and "link l1:down <- peer" in out.stdout, out.stdout
+    assert "config-0: target end 30, lag 0 records" in out.stdout, out.stdout
     before = batches(source, "config", 0)
     with Admin(socket=peer.broker.socket) as a:
         a.delete_topic("office.cfg")
@@ -271,3 +278,20 @@ def test_a_recreated_peer_topic_is_reported_not_mixed_and_status_shows_the_link(
              what=f"the recreated topic reported:\n{rep.log()[-2000:]}")
     assert "deleted and created again" in rep.log()
     assert batches(source, "config", 0) == before  # nothing of the new topic mixed in
+
+
+def test_with_access_control_off_no_link_reads_anything(make_broker, tmp_path):
+    port = free_port()
+    tokens = secret(tmp_path / "t.yaml", yaml.safe_dump({NODE: TOKEN}))
+    b = make_broker({"replica": {"listen": f"127.0.0.1:{port}", "node": PEER,
+                                 "tokens_file": str(tokens)}, "acl": {"enabled": False}},
+                    name="open").start()
+    with Admin(socket=b.socket) as a:
+        a.create_topic("office.cfg", 1)
+    ln = ReplicaLink(f"127.0.0.1:{port}", NODE, TOKEN)
+    try:
+        with pytest.raises(AuthorizationError, match=r"access control is off here"):
+            ln.read_durable({("office.cfg", 0): 0})
+        assert ln.describe("office.cfg") is None
+    finally:
+        ln.close()
