@@ -5,7 +5,7 @@ while the peer's producers send all the time. Also what is refused: a node no ac
 read a topic, a local client writing the mirror, a topic recreated at the peer.
 
 Real processes: two supervisors, the relay (relay.py) on the link to the peer, `edgebus
-replicate`. About 30 s."""
+replicate`. About 45 s: 19 faults while the peer's producer sends, each given time to bite."""
 
 from __future__ import annotations
 
@@ -137,7 +137,10 @@ def test_a_peer_topic_comes_down_batch_for_batch_through_cuts_and_kills(source, 
     rep = make_replicator([{"pattern": "commands", "direction": "down",
                             "remote": "office.commands"}]).start()
     events = ["cut", "replicator", "half-open", "local", "cut", "peer", "replicator",
-              "half-open", "cut", "local", "peer", "replicator", "cut"]
+              "half-open", "cut", "local", "peer", "replicator", "cut", "peer", "half-open",
+              "local", "cut", "replicator", "cut"]
+    assert (events.count("cut") + events.count("half-open"), events.count("replicator"),
+            events.count("local"), events.count("peer")) == (9, 4, 3, 3)
     try:
         for what in events:
             time.sleep(0.4)
@@ -267,6 +270,8 @@ def test_a_recreated_peer_topic_is_reported_not_mixed_and_status_shows_the_link(
                          timeout=60)
     assert out.returncode == 0 and "link l1:down <- peer" in out.stdout, out.stdout
     assert "config-0: target end 30, lag 0 records" in out.stdout, out.stdout
+    with Admin(socket=source.socket) as a, pytest.raises(EdgebusError, match="live replica link"):
+        a.promote_topic("config")  # the local mirror stays one while its link delivers
     before = batches(source, "config", 0)
     with Admin(socket=peer.broker.socket) as a:
         a.delete_topic("office.cfg")
