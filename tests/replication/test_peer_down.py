@@ -300,3 +300,55 @@ def test_with_access_control_off_no_link_reads_anything(make_broker, tmp_path):
         assert ln.describe("office.cfg") is None
     finally:
         ln.close()
+
+
+def test_over_mutual_tls_the_certificate_names_the_node_the_rules_see(make_broker, source,
+                                                                      tmp_path):
+    """The peer knows this node by its client certificate (no token); the access rule on
+    node:gw-src still decides what it may read."""
+    import trustme
+
+    ca = trustme.CA()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "p.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    ca.issue_cert(NODE, common_name=NODE).private_key_and_cert_chain_pem.write_to_path(
+        str(tmp_path / "me.pem"))
+    port = free_port()
+    tokens = secret(tmp_path / "tls-tokens.yaml", yaml.safe_dump({}))
+    peer = make_broker({"replica": {"listen": f"127.0.0.1:{port}", "node": PEER,
+                                    "tokens_file": str(tokens),
+                                    "tls_cert": str(tmp_path / "p.pem"),
+                                    "tls_key": str(tmp_path / "p.pem"),
+                                    "tls_ca": str(tmp_path / "ca.pem")},
+                        "acl": {"rules": [f"allow node:{NODE} read topic:office.*"]}},
+                       name="tlspeer").start()
+    with Admin(socket=peer.socket) as a:
+        a.create_topic("office.cfg", 2)
+        a.create_topic("other", 1)
+    with Producer(socket=peer.socket) as p:
+        for i in range(50):
+            p.send("office.cfg", b"c%d" % i, key=b"k", headers=[("h", b"%d" % i)],
+                   partition=i % 2)
+    mine = str(tmp_path / "me.pem")
+    cfg = {"node": NODE, "source": {"socket": source.socket},
+           "links": [{"name": "tls", "target": "peer", "address": f"127.0.0.1:{port}",
+                      "tls": {"ca": str(tmp_path / "ca.pem"), "cert": mine, "key": mine},
+                      "local_replica": {
+                          "address": local_address(source),
+                          "token_file": str(secret(tmp_path / "ltok", PEER_TOKEN))},
+                      "topics": [{"pattern": "cfg", "direction": "down", "remote": "office.cfg"},
+                                 {"pattern": "oth", "direction": "down", "remote": "other"}],
+                      "heartbeat_s": 0.5}]}
+    path = tmp_path / "tls.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    rep = Replicator(path, tmp_path / "tls.log").start()
+    try:
+        for p in range(2):
+            wait_for(lambda p=p: batches(source, "cfg", p) == batches(peer, "office.cfg", p)
+                     and len(batches(source, "cfg", p)) > 0,
+                     what=f"cfg-{p} over mutual TLS:\n{rep.log()[-2000:]}")
+        with Admin(socket=source.socket) as a:  # set up in the same session as cfg
+            assert "oth" not in a.list_topics()  # `other` is not this node's to read
+    finally:
+        rep.kill9()
+
