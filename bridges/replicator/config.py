@@ -19,6 +19,10 @@
           - {pattern: "alarms.*", priority: 10}   # strict priority: higher drains first
           - teapot                  # priority 0
           - "sensors.*"
+          - {pattern: commands, direction: down}  # the peer's topic, mirrored here
+        local_replica:              # for direction: down: this node's own replica listener,
+          address: 127.0.0.1:9093   #   where the link appends as the peer node
+          token_file: /etc/edgebus/from-gw-8.token
         durable: true               # wait for the peer's fsync before a batch counts (default)
         max_bytes_per_s: 2MiB       # bandwidth cap of the link (default: none)
 
@@ -57,6 +61,17 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class LocalReplica:
+    """A peer link's way into this node's own supervisor for topics brought down from the peer
+    (bridges/replicator/peer_pull.py): its replica listener, where the link appends as the peer
+    node (its token there in replica.tokens_file), so that only mirrors of that peer are written."""
+
+    address: str
+    token: str
+    tls: TlsConfig | None = None
+
+
+@dataclass(frozen=True)
 class TopicRule:
     pattern: str  # a topic name or an fnmatch pattern
     priority: int = 0  # strict: a class ships only when every higher one has nothing to ship
@@ -81,6 +96,7 @@ class LinkConfig:
     heartbeat_s: float = 5.0
     kafka: KafkaConfig | None = None  # target: kafka
     nats: NatsOptions | None = None  # target "nats": servers, stream, credentials
+    local: LocalReplica | None = None  # target "peer" with direction: down rules
 
     def rule_for(self, topic: str) -> TopicRule | None:
         if topic.startswith("__"):
@@ -132,7 +148,7 @@ def _link(raw: Any, i: int, base: Path | None, node: str = "") -> LinkConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"links[{i}]: expected a mapping")
     known = {"name", "target", "address", "token_file", "topics", "durable", "tls",
-             "max_bytes_per_s", "heartbeat_s", "kafka"}
+             "max_bytes_per_s", "heartbeat_s", "kafka", "local_replica"}
     if raw.get("target") == "nats":
         known = known - {"address"} | NATS_KEYS
     for k in raw:
@@ -160,12 +176,33 @@ def _link(raw: Any, i: int, base: Path | None, node: str = "") -> LinkConfig:
     if "token_file" in raw or tls is None or tls.cert is None:
         token = _read_token(_path(_str(raw, "token_file", where), base), where)
     rules = _rules(raw, where)
-    if any(r.direction == "down" for r in rules):
-        raise ConfigError(f"{where}topics: direction: down is built for the kafka target only "
-                          "(a peer's topics come here by that peer's own replicator)")
+    local = None
+    if any(r.direction == "down" for r in rules) or "local_replica" in raw:
+        local = _local_replica(raw.get("local_replica"), where + "local_replica", base)
     cap, durable, hb = _common(raw, where)
     return LinkConfig(_str(raw, "name", where, f"link{i}"), target, address, token, rules,
-                      durable, tls, cap, hb)
+                      durable, tls, cap, hb, local=local)
+
+
+def _local_replica(raw: Any, where: str, base: Path | None) -> LocalReplica:
+    """local_replica: {address, token_file, tls}: this node's own replica listener."""
+    if not isinstance(raw, dict) or "address" not in raw \
+            or set(raw) - {"address", "token_file", "tls"}:
+        raise ConfigError(
+            f"{where}: a peer link with direction: down rules needs local_replica: {{address: "
+            "HOST:PORT, token_file: FILE}, this node's own replica listener (replica.listen "
+            "here), where it appends the peer's batches as the peer node (docs/REPLICATION.md)")
+    address = _str(raw, "address", where + ".")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where}.address: expected host:port, got {address!r}")
+    tls = _tls(raw.get("tls"), where + ".tls.", base) if "tls" in raw else None
+    if tls is None and not is_loopback_listen(address):
+        raise ConfigError(f"{where}.address: {address} is not a loopback address: add tls")
+    token = ""
+    if "token_file" in raw or tls is None or tls.cert is None:
+        token = _read_token(_path(_str(raw, "token_file", where + "."), base), where + ".")
+    return LocalReplica(address, token, tls)
 
 
 def _kafka_link(raw: dict[str, Any], i: int, address: str, base: Path | None) -> LinkConfig:
@@ -194,7 +231,7 @@ def _nats_link(raw: dict[str, Any], i: int, base: Path | None, node: str) -> Lin
     nats = nats_options(raw, where, node, secret, tls is not None)
     rules = _rules(raw, where)
     if any(r.direction == "down" for r in rules):
-        raise ConfigError(f"{where}topics: direction: down is built for the kafka target only")
+        raise ConfigError(f"{where}topics: direction: down is built for the kafka and peer targets only")
     cap, durable, hb = _common(raw, where)
     return LinkConfig(_str(raw, "name", where, f"link{i}"), "nats", nats.servers[0], "", rules,
                       durable, tls, cap, hb, nats=nats)

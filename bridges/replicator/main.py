@@ -10,6 +10,7 @@ from typing import Any
 
 from bridges.replicator.config import ReplicatorConfig
 from bridges.replicator.link import LinkRunner
+from bridges.replicator.peer_pull import PeerPullRunner
 from bridges.replicator.pull import PullRunner
 
 log = logging.getLogger("edgebus.replicator")
@@ -48,7 +49,8 @@ def run(cfg: ReplicatorConfig) -> int:
     runners: list[LinkRunner | PullRunner] = [
         LinkRunner(link, cfg.node, cfg.socket, stop) for link in cfg.links
         if any(r.direction == "up" for r in link.topics)]
-    runners += [PullRunner(link, cfg.node, cfg.socket, stop) for link in cfg.links if link.pulls]
+    runners += [(PeerPullRunner if link.target == "peer" else PullRunner)(
+        link, cfg.node, cfg.socket, stop) for link in cfg.links if link.pulls]
     endpoint = None
     if cfg.metrics_listen:
         from bridges.endpoint import Endpoint

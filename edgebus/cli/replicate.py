@@ -13,7 +13,7 @@ EXIT_NOT_RUNNING = 3  # as LSB init scripts and `systemctl status` say "not runn
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("replicate", help="ship topics to a peer edgebus node or a Kafka cluster, "
-                                         "and bring topics down from Kafka (foreground; SIGTERM "
+                                         "and bring topics down from either (foreground; SIGTERM "
                                          "stops it cleanly)")
     add_arguments(p)
     p.set_defaults(func=run)

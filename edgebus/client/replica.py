@@ -125,6 +125,22 @@ def _whole(records: bytes | memoryview | None) -> tuple[bytes, int, int]:
     return bytes(memoryview(records or b"")[:n]), first, nxt
 
 
+def _read_durable(ch: SyncChannel, positions: Mapping[tuple[str, int], int], max_bytes: int,
+                  sync: bool) -> dict[tuple[str, int], PartitionRead]:
+    req = M.ReplicaFetchRequest(1 if sync else 0, max_bytes,
+                                [M.FetchPartition(t, p, off, max_bytes)
+                                 for (t, p), off in positions.items()])
+    resp = ch.request(M.Api.REPLICA_FETCH, req)
+    out: dict[tuple[str, int], PartitionRead] = {}
+    for fp in resp.partitions:
+        err = error_for_code(fp.error_code, fp.error_message) if fp.error_code else None
+        data, first, nxt = _whole(fp.records) if err is None else (b"", -1, -1)
+        out[(fp.topic, fp.partition)] = PartitionRead(
+            data, first, nxt, fp.log_start_offset, fp.log_end_offset, err, fp.incarnation,
+            fp.durable_end)
+    return out
+
+
 class BatchReader:
     """Reads whole batches from the local supervisor (any topic, any offset still on disk)."""
 
@@ -174,18 +190,7 @@ class BatchReader:
         """Like read_many, but only batches the source has fsynced (what a replica may hold),
         with each topic's incarnation read in the same turn. sync: data past a partition's
         synced point is fsynced first (group commit), so nothing waits for the periodic flush."""
-        req = M.ReplicaFetchRequest(1 if sync else 0, max_bytes,
-                                    [M.FetchPartition(t, p, off, max_bytes)
-                                     for (t, p), off in positions.items()])
-        resp = self._ch.request(M.Api.REPLICA_FETCH, req)
-        out: dict[tuple[str, int], PartitionRead] = {}
-        for fp in resp.partitions:
-            err = error_for_code(fp.error_code, fp.error_message) if fp.error_code else None
-            data, first, nxt = _whole(fp.records) if err is None else (b"", -1, -1)
-            out[(fp.topic, fp.partition)] = PartitionRead(
-                data, first, nxt, fp.log_start_offset, fp.log_end_offset, err, fp.incarnation,
-                fp.durable_end)
-        return out
+        return _read_durable(self._ch, positions, max_bytes, sync)
 
     def close(self) -> None:
         self._ch.close()
@@ -306,6 +311,12 @@ class ReplicaLink:
         r = self._ch.request(M.Api.REPLICA_APPEND,
                              M.ReplicaAppendRequest(topic, partition, incarnation, acks, batches))
         return r.appended, r.present, r.log_end_offset
+
+    def read_durable(self, positions: Mapping[tuple[str, int], int],
+                     max_bytes: int = READ_BYTES) -> dict[tuple[str, int], PartitionRead]:
+        """BatchReader.read_durable of the peer's topics (a topic brought down from it): only
+        what the peer's access rules let this node read (`allow node:NAME read topic:T`)."""
+        return _read_durable(self._ch, positions, max_bytes, True)
 
     def ping(self) -> None:
         """One round trip (API_VERSIONS): raises when the peer does not answer in time."""

@@ -113,6 +113,7 @@ class Broker:
                                                     replica_link_idle_ms / 1000)
         # Access control, checked by the dispatcher for every request (None: acl.enabled false).
         self.acl = Authorizer(acl) if acl is not None else None
+        self.replica.acl = self.admin.acl = self.acl  # links read only what a rule grants
         self.dispatcher = Dispatcher(
             loop, build_table(self.data, self.admin, self.groups, self.shm, self.replica),
             self.data.produce_fields, self.acl)

@@ -107,14 +107,22 @@ def test_direction_rules_are_checked(topics, message):
         config_from_mapping(doc(topics=topics))
 
 
-def test_peer_links_refuse_a_down_direction_and_kafka_keys(tmp_path: Path):
+def test_peer_links_need_local_replica_for_a_down_direction_and_refuse_kafka_keys(
+        tmp_path: Path):
     from bridges.replicator.config import config_from_mapping
 
     tf = secret(tmp_path / "tok", "t0ken-of-the-source-node-1234")
     peer = {"name": "b", "target": "peer", "address": "127.0.0.1:9", "token_file": str(tf),
             "topics": [{"pattern": "cmd", "direction": "down"}]}
-    with pytest.raises(ConfigError, match="direction: down is built for the kafka target only"):
+    with pytest.raises(ConfigError, match="a peer link with direction: down rules needs "
+                       "local_replica"):
         config_from_mapping({"node": "gw", "links": [peer]})
+    with pytest.raises(ConfigError, match=r"local_replica\.address: 10\.0\.0\.1:9 is not a "):
+        config_from_mapping({"node": "gw", "links": [
+            {**peer, "local_replica": {"address": "10.0.0.1:9", "token_file": str(tf)}}]})
+    ok = config_from_mapping({"node": "gw", "links": [
+        {**peer, "local_replica": {"address": "127.0.0.1:10", "token_file": str(tf)}}]})
+    assert ok.links[0].local is not None and ok.links[0].local.address == "127.0.0.1:10"
     with pytest.raises(ConfigError, match="kafka: only for target: kafka"):
         config_from_mapping({"node": "gw", "links": [{**peer, "topics": ["a"], "kafka": {}}]})
     with pytest.raises(ConfigError, match="token_file: a Kafka link sets its security under"):

@@ -13,9 +13,11 @@ from edgebus.log.manager import LogManager
 from edgebus.log.topic_config import TopicConfig, validate_topic_name
 from edgebus.protocol import messages as M
 from edgebus.protocol import registry as AR
+from edgebus.server.handlers.link_read import link_can_read
 from edgebus.version import __version__
 
 if TYPE_CHECKING:
+    from edgebus.server.acl import Authorizer
     from edgebus.server.groups.handlers import GroupHandlers
     from edgebus.server.handlers.data import DataHandlers
 
@@ -23,6 +25,8 @@ log = logging.getLogger("edgebus.handlers")
 
 
 class AdminHandlers:
+    acl: Authorizer | None = None  # set by the broker: which topics a replica link may read
+
     def __init__(self, logs: LogManager, data: DataHandlers, groups: GroupHandlers,
                  status: Callable[[], dict[str, Any]], topic_defaults: TopicConfig) -> None:
         self.logs = logs
@@ -42,9 +46,10 @@ class AdminHandlers:
         names = req.topics or sorted(n for n in self.logs.topics() if not n.startswith("__"))
         out = []
         topics = self.logs.topics()
-        if conn.node is not None:  # a replica link sees its own node's mirrors, nothing else
-            mine = f"{conn.node}/"
-            topics = {n: c for n, c in topics.items() if c.mirror_of.startswith(mine)}
+        if conn.node is not None:  # a replica link sees its own node's mirrors, and the topics
+            mine = f"{conn.node}/"  # a rule lets it read (handlers/link_read.py)
+            topics = {n: c for n, c in topics.items()
+                      if c.mirror_of.startswith(mine) or link_can_read(self.acl, conn, n)}
             if not req.topics:
                 names = sorted(topics)
         for name in names:

@@ -3,8 +3,8 @@
 A replica link is a connection on the replica listener (listeners/tcp.py). It may do nothing but
 REPLICA_HELLO until its node name and token are accepted; then only what a link needs
 (LINK_APIS): read metadata and offsets, create mirror topics of its own node, append replica
-batches. docs/REPLICATION.md says what is promised; the cursor rule lives in
-Partition.append_replica.
+batches, and read (REPLICA_FETCH) the topics an access rule names for it (link_read.py).
+docs/REPLICATION.md says what is promised; the cursor rule lives in Partition.append_replica.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ from edgebus.errors import (
 from edgebus.log.manager import LogManager
 from edgebus.protocol import messages as M
 from edgebus.server.dispatch import DEFERRED, NO_RESPONSE
+from edgebus.server.handlers.link_read import link_may_read
 
 if TYPE_CHECKING:
+    from edgebus.server.acl import Authorizer
     from edgebus.server.disk import DiskGuard
     from edgebus.server.durable import DurableAcks
     from edgebus.server.handlers.data import DataHandlers
@@ -43,7 +45,7 @@ HANDSHAKE_APIS = frozenset({int(M.Api.API_VERSIONS), int(M.Api.REPLICA_HELLO)})
 # After it: what a link needs, and nothing that could change or read ordinary topics' data.
 LINK_APIS = frozenset(int(a) for a in (
     M.Api.API_VERSIONS, M.Api.METADATA, M.Api.LIST_OFFSETS, M.Api.CREATE_TOPIC,
-    M.Api.REPLICA_APPEND, M.Api.OFFSET_COMMIT,
+    M.Api.REPLICA_APPEND, M.Api.OFFSET_COMMIT, M.Api.REPLICA_FETCH,
 ))
 
 
@@ -61,6 +63,7 @@ class ReplicaHandlers:
         self.refused = 0  # handshakes refused (status, metrics)
         self.duplicates = 0  # replica batches that were already here (a resend)
         self.links: list[Any] = []  # connections that passed REPLICA_HELLO (closed ones dropped)
+        self.acl: Authorizer | None = None  # set by the broker: links' reads need a rule
 
     def hello(self, conn: Any, corr: int, req: M.ReplicaHelloRequest) -> Any:
         if conn.peer_name is not None:
@@ -142,7 +145,8 @@ class ReplicaHandlers:
         deleted and created again is never shipped under the old one's name). With `sync`, a
         partition with data past its synced point is fsynced first (group commit), then read."""
         if conn.node is not None:
-            raise NotAuthenticatedError("REPLICA_FETCH is for the local replicator")
+            for fp in req.partitions:  # a link reads a topic only where a rule says it may
+                link_may_read(self.acl, conn, fp.topic)
         if req.max_bytes <= 0:
             raise InvalidRequestError(f"max_bytes must be positive, got {req.max_bytes}")
         if req.sync:
