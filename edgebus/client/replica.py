@@ -296,7 +296,8 @@ class ReplicaLink:
         """Create `topic` on the peer as a mirror of `source` (same partitions, limits and
         incarnation)."""
         keep = ("retention_ms", "retention_bytes", "segment_bytes", "segment_ms",
-                "max_message_bytes", "index_interval_bytes", "on_disk_full")
+                "max_message_bytes", "index_interval_bytes", "on_disk_full",
+                "cleanup_policy", "delete_retention_ms", "min_compaction_lag_ms")
         configs = [M.ConfigEntry(k, source.configs[k]) for k in keep if k in source.configs]
         configs += [M.ConfigEntry("mirror_of", mirror_of),
                     M.ConfigEntry("incarnation", source.incarnation)]

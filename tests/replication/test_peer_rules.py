@@ -321,3 +321,17 @@ def test_alter_and_reload_keep_a_topics_identity(peer, src):
         cfg = {c.name: c.value for c in a.describe_topic("t").configs}
     assert (cfg["incarnation"], cfg["mirror_of"], cfg["retention_ms"]) == (
         info.incarnation, f"{NODE}/t", "3600000")
+
+
+def test_a_mirror_of_a_compacted_topic_is_compacted_too(peer, make_broker):
+    """The mirror takes the source's cleanup policy: it keeps what the source keeps."""
+    src = make_broker(name="compacted-src").start()
+    with Admin(socket=src.socket) as a:
+        a.create_topic("table", 1, config={"cleanup_policy": "compact", "delete_retention_ms": 60_000})
+    with BatchReader(src.socket) as r:
+        info = r.describe("table")
+    with ReplicaLink(peer.address, NODE, TOKEN) as link:
+        link.create_mirror("table", info, f"{NODE}/table")
+    with Admin(socket=peer.socket) as a:
+        cfg = {c.name: c.value for c in a.describe_topic("table").configs}
+    assert (cfg["cleanup_policy"], cfg["delete_retention_ms"]) == ("compact", "60000")
