@@ -17,10 +17,14 @@
           server_name: gw-8.example             # the name in the peer's certificate
         topics:                     # names or fnmatch patterns; the first that matches counts
           - {pattern: "alarms.*", priority: 10}   # strict priority: higher drains first
-          - teapot                  # priority 0
-          - "sensors.*"
+          - {pattern: "sensors.*", weight: 3}     # within a class, shares by weight (default 1)
+          - {pattern: "debug.*", max_age: 1h}     # older records are not shipped: a gap record
+          - teapot                  # priority 0, weight 1, no max_age
         durable: true               # wait for the peer's fsync before a batch counts (default)
         max_bytes_per_s: 2MiB       # bandwidth cap of the link (default: none)
+        batch_bytes: 1MiB           # the most one append carries per partition (default 4MiB)
+        linger_ms: 0                # after new data wakes an idle link, wait this long first
+        compression: zstd           # on the wire only; the peer stores the exact bytes (none)
 
 Every error is a ConfigError naming the key, as for the supervisor's config.
 """
@@ -33,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgebus.config import parse_size, read_yaml_file
+from edgebus.config import parse_duration, parse_size, read_yaml_file
 from edgebus.errors import ConfigError
 from edgebus.opsconfig import NODE_NAME_RE, is_loopback_listen, parse_listen
 
@@ -41,6 +45,11 @@ TARGET_KINDS = ("peer",)
 # A cap below this would ship less than one default-size batch a second: surely a typo.
 MIN_BYTES_PER_S = 64 * 1024
 MAX_LINKS = 64  # a gateway has a handful; more is a mistake in the file
+MAX_WEIGHT = 1000
+# One append is at least a batch header's worth and at most what one read returns.
+MIN_BATCH_BYTES, MAX_BATCH_BYTES = 4096, 4 * 1024 * 1024
+MAX_LINGER_MS = 60_000  # longer would look like a stalled link
+COMPRESSIONS = ("none", "zstd")
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,8 @@ class TlsConfig:
 class TopicRule:
     pattern: str  # a topic name or an fnmatch pattern
     priority: int = 0  # strict: a class ships only when every higher one has nothing to ship
+    weight: int = 1  # within a class: each partition's share of a read, in proportion
+    max_age_ms: int | None = None  # batches appended longer ago are not shipped (a gap record)
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,9 @@ class LinkConfig:
     # An idle link asks the target for a sign of life this often, and every request to the
     # target waits at most twice this: a half-open link is noticed within two intervals.
     heartbeat_s: float = 5.0
+    batch_bytes: int = MAX_BATCH_BYTES  # the most one append carries per partition
+    linger_ms: int = 0  # after new data wakes an idle link, wait this long before reading it
+    compression: str = "none"  # "zstd": appends compressed on the wire
 
     def rule_for(self, topic: str) -> TopicRule | None:
         if topic.startswith("__"):
@@ -112,7 +126,7 @@ def _link(raw: Any, i: int, base: Path | None) -> LinkConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"links[{i}]: expected a mapping")
     known = {"name", "target", "address", "token_file", "topics", "durable", "tls",
-             "max_bytes_per_s", "heartbeat_s"}
+             "max_bytes_per_s", "heartbeat_s", "batch_bytes", "linger_ms", "compression"}
     for k in raw:
         if k not in known:
             raise ConfigError(f"{where}{k}: unknown key (known: {', '.join(sorted(known))})")
@@ -149,19 +163,56 @@ def _link(raw: Any, i: int, base: Path | None) -> LinkConfig:
     hb = raw.get("heartbeat_s", 5.0)
     if isinstance(hb, bool) or not isinstance(hb, int | float) or not 0.1 <= hb <= 300:
         raise ConfigError(f"{where}heartbeat_s: expected seconds in [0.1, 300], got {hb!r}")
+    batch_bytes = _size(raw, "batch_bytes", where, MAX_BATCH_BYTES, MIN_BATCH_BYTES,
+                        MAX_BATCH_BYTES)
+    linger = raw.get("linger_ms", 0)
+    try:
+        linger = parse_duration(linger)
+    except ValueError as e:
+        raise ConfigError(f"{where}linger_ms: {e}") from None
+    if not 0 <= linger <= MAX_LINGER_MS:
+        raise ConfigError(f"{where}linger_ms: expected 0..{MAX_LINGER_MS} ms, got {linger}")
+    comp = raw.get("compression", "none")
+    if comp not in COMPRESSIONS:
+        raise ConfigError(f"{where}compression: expected one of {', '.join(COMPRESSIONS)}, "
+                          f"got {comp!r}")
     return LinkConfig(_str(raw, "name", where, f"link{i}"), target, address, token, rules,
-                      durable, tls, cap, float(hb))
+                      durable, tls, cap, float(hb), batch_bytes, linger, comp)
+
+
+def _size(raw: dict[str, Any], key: str, where: str, default: int, lo: int, hi: int) -> int:
+    try:
+        v = parse_size(raw.get(key, default))
+    except ValueError as e:
+        raise ConfigError(f"{where}{key}: {e}") from None
+    if not lo <= v <= hi:
+        raise ConfigError(f"{where}{key}: expected {lo}..{hi} bytes, got {v}")
+    return v
 
 
 def _rule(raw: Any, where: str) -> TopicRule:
     if isinstance(raw, str) and raw.strip():
         return TopicRule(raw.strip())
-    if isinstance(raw, dict) and set(raw) <= {"pattern", "priority"} and "pattern" in raw:
+    if isinstance(raw, dict) and set(raw) <= {"pattern", "priority", "weight", "max_age"} \
+            and "pattern" in raw:
         prio = raw.get("priority", 0)
         if isinstance(prio, bool) or not isinstance(prio, int) or not -100 <= prio <= 100:
             raise ConfigError(f"{where}.priority: expected a whole number in [-100, 100], got {prio!r}")
-        return TopicRule(_str(raw, "pattern", where + "."), prio)
-    raise ConfigError(f"{where}: expected a topic name or pattern, or {{pattern: ..., priority: N}}")
+        weight = raw.get("weight", 1)
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_WEIGHT:
+            raise ConfigError(f"{where}.weight: expected a whole number in [1, {MAX_WEIGHT}], "
+                              f"got {weight!r}")
+        max_age = None
+        if raw.get("max_age") is not None:
+            try:
+                max_age = parse_duration(raw["max_age"])
+            except ValueError as e:
+                raise ConfigError(f"{where}.max_age: {e}") from None
+            if max_age <= 0:
+                raise ConfigError(f"{where}.max_age: expected a positive duration, got {max_age}")
+        return TopicRule(_str(raw, "pattern", where + "."), prio, weight, max_age)
+    raise ConfigError(f"{where}: expected a topic name or pattern, or {{pattern: ..., priority: N, "
+                      "weight: N, max_age: DURATION}}")
 
 
 def _path(text: str, base: Path | None) -> Path:

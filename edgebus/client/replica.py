@@ -87,6 +87,19 @@ class PartitionRead:
     def batches(self) -> list[StoredBatch]:
         return _batches(self.data)
 
+    def split_at_time(self, append_time_ms: int) -> tuple[int, int]:
+        """(bytes, next offset) of the leading batches appended before `append_time_ms`, from
+        their headers only (append times never decrease within a partition, so the older
+        batches are a prefix): (0, first_offset) when the first is not older."""
+        data, pos, nxt = self.data, 0, self.first_offset
+        while pos < len(data):
+            base, append_time, length = F.BATCH_PREFIX.unpack_from(data, pos)
+            if append_time >= append_time_ms:
+                return pos, base
+            pos += length
+            nxt = self.next_offset
+        return pos, nxt
+
 
 def _batches(records: bytes | memoryview | None) -> list[StoredBatch]:
     out = []
@@ -148,12 +161,17 @@ class BatchReader:
         return out
 
     def read_durable(self, positions: Mapping[tuple[str, int], int], max_bytes: int = READ_BYTES,
-                     sync: bool = True) -> dict[tuple[str, int], PartitionRead]:
+                     sync: bool = True,
+                     per_partition: Mapping[tuple[str, int], int] | None = None
+                     ) -> dict[tuple[str, int], PartitionRead]:
         """Like read_many, but only batches the source has fsynced (what a replica may hold),
         with each topic's incarnation read in the same turn. sync: data past a partition's
-        synced point is fsynced first (group commit), so nothing waits for the periodic flush."""
+        synced point is fsynced first (group commit), so nothing waits for the periodic flush.
+        per_partition: each partition's own cap (default max_bytes); its first whole batch comes
+        whatever the cap."""
+        caps = per_partition or {}
         req = M.ReplicaFetchRequest(1 if sync else 0, max_bytes,
-                                    [M.FetchPartition(t, p, off, max_bytes)
+                                    [M.FetchPartition(t, p, off, caps.get((t, p), max_bytes))
                                      for (t, p), off in positions.items()])
         resp = self._ch.request(M.Api.REPLICA_FETCH, req)
         out: dict[tuple[str, int], PartitionRead] = {}
@@ -284,6 +302,28 @@ class ReplicaLink:
         r = self._ch.request(M.Api.REPLICA_APPEND,
                              M.ReplicaAppendRequest(topic, partition, incarnation, acks, batches))
         return r.appended, r.present, r.log_end_offset
+
+    def append_compressed(self, topic: str, partition: int, incarnation: str, batches: bytes,
+                          durable: bool = False, level: int = 3) -> tuple[int, int, int, int]:
+        """append() with the batches zstd-compressed on the wire (REPLICA_APPEND_COMPRESSED);
+        the peer stores the exact bytes. Returns append()'s answer and the bytes sent."""
+        import zstandard
+
+        packed = zstandard.ZstdCompressor(level=level).compress(batches)
+        acks = M.ACKS_DURABLE if durable else M.ACKS_WRITTEN
+        r = self._ch.request(M.Api.REPLICA_APPEND_COMPRESSED, M.ReplicaAppendCompressedRequest(
+            topic, partition, incarnation, acks, M.CODEC_ZSTD, len(batches), packed))
+        return r.appended, r.present, r.log_end_offset, len(packed)
+
+    def gap(self, topic: str, partition: int, incarnation: str, start: int, end: int,
+            reason: int, durable: bool = False) -> int:
+        """Record on the peer that offsets start..end-1 will never be shipped (reason: 1 the
+        source's retention deleted them, 2 older than max_age); `start` must be the mirror's log
+        end. Returns the mirror's new log end (`end`)."""
+        acks = M.ACKS_DURABLE if durable else M.ACKS_WRITTEN
+        r = self._ch.request(M.Api.REPLICA_GAP, M.ReplicaGapRequest(
+            topic, partition, incarnation, acks, start, end, reason))
+        return int(r.log_end_offset)
 
     def ping(self) -> None:
         """One round trip (API_VERSIONS): raises when the peer does not answer in time."""

@@ -1,0 +1,171 @@
+"""Store-and-forward policies of a link, end to end with real supervisors, the real relay and the
+real `edgebus replicate` process: gap records (retention deleted what was never shipped),
+max_age, weights within a priority class, batching by bytes, compression on the wire."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+
+from edgebus import Admin, BatchReader, Producer
+from edgebus.errors import CorruptRecordError
+from edgebus.log import gaps as G
+
+from .conftest import free_port, read_all, wait_for
+from .relay import Relay
+from .test_conformance import in_step, produce, source_batches
+
+pytestmark = pytest.mark.integration
+
+# The policies are the runner's (bridges/replicator/link.py), the same whatever the transport:
+# the plain peer is enough here (the conformance suite runs every target kind).
+ONLY_PEER = pytest.mark.parametrize("destination", ["peer"], indirect=True)
+
+
+@pytest.fixture
+def source(make_broker):
+    # Retention checked often, so that a test can watch it delete what was never shipped.
+    return make_broker({"log": {"retention_check_interval_ms": 100}}, name="src").start()
+
+
+def with_metrics(rep) -> int:
+    port = free_port()
+    rep.config_path.write_text(rep.config_path.read_text()
+                               + f"metrics:\n  listen: 127.0.0.1:{port}\n")
+    return port
+
+
+def status(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def ends(sock: str, topic: str) -> tuple[list[int], list[int]]:
+    with BatchReader(sock) as r:
+        info = r.describe(topic)
+        return info.start_offsets, info.end_offsets
+
+
+def gap_records(destination, topic: str, partition: int) -> list[G.Gap]:
+    return G.load(destination.broker.data_dir / f"{topic}-{partition}")
+
+
+@ONLY_PEER
+def test_retention_past_a_cut_link_leaves_a_gap_record_and_the_rest_is_exact(
+        source, destination, make_replicator):
+    with Admin(socket=source.socket) as a:
+        a.create_topic("tiny", 1, {"segment_bytes": 2048})
+    produce(source, "tiny", 40, linger_ms=0)
+    relay = Relay(("127.0.0.1", destination.port))
+    rep = make_replicator(["tiny"], address=relay.address, heartbeat_s=0.3)
+    port = with_metrics(rep)
+    rep.start()
+    wait_for(lambda: in_step(source, destination, "tiny", 1), what="the mirror")
+    mirror_end = ends(destination.broker.socket, "tiny")[1][0]
+    assert mirror_end == 40
+    relay.blackhole = True  # the link is cut (half-open: nothing is closed, nothing arrives)
+    relay.cut()
+    produce(source, "tiny", 200, linger_ms=0)  # many small segments
+    with Admin(socket=source.socket) as a:
+        a.alter_topic_config("tiny", {"retention_ms": 1})
+        wait_for(lambda: ends(source.socket, "tiny")[0][0] > 100,
+                 what="retention to delete what was never shipped")
+        a.alter_topic_config("tiny", {"retention_ms": 86_400_000})
+    start = ends(source.socket, "tiny")[0][0]
+    relay.blackhole = False  # the link is back
+    produce(source, "tiny", 25, linger_ms=0)
+    want_end = ends(source.socket, "tiny")[1][0]
+    wait_for(lambda: ends(destination.broker.socket, "tiny")[1][0] == want_end, timeout=60,
+             what=f"the mirror past the gap:\n{rep.log()[-2000:]}")
+    # The gap is recorded at the target with exactly the range that was never shipped...
+    [gap] = gap_records(destination, "tiny", 0)
+    assert (gap.start, gap.end, gap.reason) == (40, start, G.GAP_RETENTION)
+    with BatchReader(destination.broker.socket) as r:
+        with pytest.raises(CorruptRecordError, match=f"offsets 40..{start - 1} were deleted"):
+            r.read("tiny", 0, 40)
+        # ...and everything before and after it is the source's, batch for batch.
+        assert read_all(r, "tiny", 0, start) == source_batches(source, "tiny", 0)
+        assert sum(b.next_offset - b.base_offset for b in r.read("tiny", 0, 0, 1 << 20)[0]) == 40
+    # The metric and the status line say so.
+    want = f'edgebus_replicator_gap_records_total{{link="l1",partition="0",topic="tiny"}} ' \
+           f'{float(start - 40)}'
+    assert want in metrics(port)
+    [p] = status(port)["links"]["l1"]["partitions"]
+    assert p["gap_records"] == start - 40 and "deleted by the source's retention" in p["last_gap"]
+    out = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "replicate", "--config",
+                          str(rep.config_path), "--status"], capture_output=True, text=True,
+                         timeout=60)
+    assert f"GAP: {start - 40} records deleted by retention" in out.stdout, out.stdout
+    assert f"offsets 40..{start - 1}" in out.stdout
+    assert "gap recorded" in rep.log()
+    relay.close()
+
+
+@ONLY_PEER
+def test_max_age_records_are_not_shipped_and_are_counted(source, destination, make_replicator):
+    with Admin(socket=source.socket) as a:
+        a.create_topic("stale", 1)
+        a.create_topic("fresh", 1)
+    produce(source, "stale", 30, linger_ms=0)
+    produce(source, "fresh", 30, linger_ms=0)
+    time.sleep(2.5)  # these are now older than max_age
+    rep = make_replicator([{"pattern": "stale", "max_age": "2s"}, "fresh"])
+    port = with_metrics(rep)
+    rep.start()
+    wait_for(lambda: ends(destination.broker.socket, "stale")[1][0] == 30, what="the gap")
+    produce(source, "stale", 20, linger_ms=0)  # young: these ship
+    wait_for(lambda: ends(destination.broker.socket, "stale")[1][0] == 50, what="young records")
+    [gap] = gap_records(destination, "stale", 0)
+    assert (gap.start, gap.end, gap.reason) == (0, 30, G.GAP_MAX_AGE), "one gap, not one per read"
+    with BatchReader(destination.broker.socket) as r:
+        assert read_all(r, "stale", 0, 30) == read_all_source(source, "stale", 30)
+    # A topic without max_age ships everything, however old.
+    wait_for(lambda: in_step(source, destination, "fresh", 1), what="the other topic")
+    assert not gap_records(destination, "fresh", 0)
+    text = metrics(port)
+    assert 'edgebus_replicator_expired_records_total{link="l1",partition="0",topic="stale"} 30.0' \
+        in text
+    assert 'edgebus_replicator_expired_records_total{link="l1",partition="0",topic="fresh"} 0.0' \
+        in text
+    by_topic = {p["topic"]: p for p in status(port)["links"]["l1"]["partitions"]}
+    assert by_topic["stale"]["expired_records"] == 30 and by_topic["fresh"]["expired_records"] == 0
+
+
+def read_all_source(source, topic: str, start: int) -> list[bytes]:
+    with BatchReader(source.socket) as r:
+        return read_all(r, topic, 0, start)
+
+
+@ONLY_PEER
+def test_compression_and_batch_bytes_keep_the_exact_bytes(source, destination, make_replicator):
+    """zstd on the wire: the mirror holds the source's exact batches, and fewer bytes crossed
+    the link than were shipped; batch_bytes bounds each append (more, smaller appends)."""
+    with Admin(socket=source.socket) as a:
+        a.create_topic("logs", 1)
+    with Producer(socket=source.socket, batch_size=16 * 1024, linger_ms=5) as p:
+        for i in range(4000):
+            p.send("logs", f"level=info unit=pump-{i % 5} msg=pressure nominal {i}".encode())
+        p.flush()
+    rep = make_replicator(["logs"], compression="zstd", batch_bytes="32KiB")
+    port = with_metrics(rep)
+    rep.start()
+    wait_for(lambda: in_step(source, destination, "logs", 1), what="the mirror")
+    [p] = status(port)["links"]["l1"]["partitions"]
+    size = sum(len(b) for b in source_batches(source, "logs", 0))
+    assert p["shipped_bytes"] == size
+    assert p["appends"] >= size // (32 * 1024 + 16 * 1024), "batch_bytes bounds an append"
+    wire = [ln for ln in metrics(port).splitlines()
+            if ln.startswith('edgebus_replicator_wire_bytes_total{link="l1"}')]
+    sent = float(wire[0].split()[-1])
+    assert 0 < sent < size / 3, (sent, size)  # text compresses well
