@@ -169,3 +169,37 @@ def test_compression_and_batch_bytes_keep_the_exact_bytes(source, destination, m
             if ln.startswith('edgebus_replicator_wire_bytes_total{link="l1"}')]
     sent = float(wire[0].split()[-1])
     assert 0 < sent < size / 3, (sent, size)  # text compresses well
+
+
+@ONLY_PEER
+def test_weights_share_a_priority_class(source, destination, make_replicator):
+    """Two topics of one class, each with a backlog, on a capped link (so that the backlog takes
+    many reads): with weights 3 and 1 the heavy one ships three bytes for every one of the light
+    one, so when the heavy backlog is done the light one is about a third through. (Equal
+    weights would have it nearly done; strict priority would have it at 0.)"""
+    with Admin(socket=source.socket) as a:
+        a.create_topic("heavy", 1)
+        a.create_topic("light", 1)
+    for topic in ("heavy", "light"):
+        with Producer(socket=source.socket, batch_size=32 * 1024) as p:
+            for _ in range(2):
+                p.send_batch(topic, [b"w" * 1000] * 1000, partition=0)  # ~2 MB
+            p.flush()
+    want = {t: ends(source.socket, t)[1][0] for t in ("heavy", "light")}
+    make_replicator([{"pattern": "heavy", "weight": 3}, {"pattern": "light", "weight": 1}],
+                    max_bytes_per_s=1024 * 1024).start()
+    light_when_heavy_done = None
+    deadline = time.monotonic() + 60
+    while light_when_heavy_done is None:
+        assert time.monotonic() < deadline, "the backlog did not drain"
+        try:
+            e = {t: ends(destination.broker.socket, t)[1][0] for t in ("heavy", "light")}
+        except Exception:  # the mirrors are not created yet
+            time.sleep(0.02)
+            continue
+        if e["heavy"] == want["heavy"]:
+            light_when_heavy_done = e["light"]
+        time.sleep(0.02)
+    share = light_when_heavy_done / want["light"]
+    assert 0.15 < share < 0.55, (light_when_heavy_done, want)
+    wait_for(lambda: in_step(source, destination, "light", 1), what="the light topic after")
