@@ -203,3 +203,54 @@ def test_weights_share_a_priority_class(source, destination, make_replicator):
     share = light_when_heavy_done / want["light"]
     assert 0.15 < share < 0.55, (light_when_heavy_done, want)
     wait_for(lambda: in_step(source, destination, "light", 1), what="the light topic after")
+
+
+def test_the_policy_settings_are_checked(tmp_path):
+    from bridges.replicator.config import config_from_mapping
+    from edgebus.errors import ConfigError
+
+    from .conftest import TOKEN, secret
+
+    tf = secret(tmp_path / "tok", TOKEN)
+    link = {"name": "b", "target": "peer", "address": "127.0.0.1:9", "token_file": str(tf),
+            "topics": [{"pattern": "a*", "priority": 3, "weight": 5, "max_age": "2h"}],
+            "batch_bytes": "256KiB", "linger_ms": "50ms", "compression": "zstd"}
+    cfg = config_from_mapping({"node": "gw", "links": [link]}).links[0]
+    assert (cfg.batch_bytes, cfg.linger_ms, cfg.compression) == (256 * 1024, 50, "zstd")
+    rule = cfg.rule_for("ab")
+    assert rule is not None and (rule.priority, rule.weight, rule.max_age_ms) == (3, 5, 7_200_000)
+    bad = [({"topics": [{"pattern": "a", "weight": 0}]}, r"topics\[0\]\.weight"),
+           ({"topics": [{"pattern": "a", "weight": True}]}, r"topics\[0\]\.weight"),
+           ({"topics": [{"pattern": "a", "max_age": "soon"}]}, r"topics\[0\]\.max_age"),
+           ({"topics": [{"pattern": "a", "max_age": 0}]}, r"topics\[0\]\.max_age"),
+           ({"topics": [{"pattern": "a", "maxage": "1h"}]}, r"topics\[0\]"),
+           ({"batch_bytes": 100}, "batch_bytes: expected 4096"),
+           ({"linger_ms": "2h"}, "linger_ms: expected 0..60000"),
+           ({"compression": "lz5"}, "compression: expected one of none, zstd")]
+    for change, msg in bad:
+        with pytest.raises(ConfigError, match=msg):
+            config_from_mapping({"node": "gw", "links": [{**link, **change}]})
+
+
+@ONLY_PEER
+def test_linger_gathers_a_trickle_into_one_append(source, destination, make_replicator):
+    """An idle link woken by new data waits linger_ms before it reads: 30 one-record batches
+    sent one after another (well within the linger) ship in one or two appends; without linger
+    each goes on its own as it comes."""
+    with Admin(socket=source.socket) as a:
+        a.create_topic("trickle", 1)
+    produce(source, "trickle", 1, linger_ms=0)
+    rep = make_replicator(["trickle"], linger_ms=3000)
+    port = with_metrics(rep)
+    rep.start()
+    wait_for(lambda: in_step(source, destination, "trickle", 1), what="the mirror")
+    wait_for(lambda: status(port)["links"]["l1"]["state"] == "up", what="the link up")
+    [before] = status(port)["links"]["l1"]["partitions"]
+    with Producer(socket=source.socket, linger_ms=0) as p:  # 30 batches of one record, a
+        for i in range(30):                                   # trickle of about 0.6 s
+            p.send("trickle", f"t{i}".encode()).get(10)
+            time.sleep(0.02)
+    assert len(source_batches(source, "trickle", 0)) == 31
+    wait_for(lambda: in_step(source, destination, "trickle", 1), what="the trickle")
+    [after] = status(port)["links"]["l1"]["partitions"]
+    assert after["appends"] - before["appends"] <= 2, (before, after)
