@@ -7,6 +7,7 @@ record whose produce was acknowledged is there."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -110,3 +111,82 @@ def test_cuts_and_kills_of_every_process_leave_an_exact_mirror(source, destinati
     assert set(acked) <= on_mirror, "an acknowledged record is missing"
     assert relay.connections >= CUTS // 2, "the replicator reconnected after the cuts"
     relay.close()
+
+
+@pytest.mark.parametrize("destination", ["peer"], indirect=True)
+def test_failover_under_traffic_the_group_resumes_exactly_at_its_commits(source, destination,
+                                                                         make_replicator):
+    """Producers send all the time and a consumer group consumes and commits on the source; the
+    source node is killed with SIGKILL in mid-traffic (its replicator too), the peer's mirror is
+    promoted, and the group continues there: it starts exactly at the offsets it had committed
+    (nothing it committed is read again), it then reads every record the mirror holds (nothing
+    lost), the mirror is a prefix of the source's log, and new records continue the offsets."""
+    with Admin(socket=source.socket) as a:
+        a.create_topic("orders", PARTITIONS)
+    stop = threading.Event()
+
+    def keep_producing() -> None:
+        p = Producer(socket=source.socket, linger_ms=2, acks="written")
+        with contextlib.suppress(EdgebusError):
+            i = 0
+            while not stop.is_set():
+                p.send("orders", f"o{i}".encode(), key=str(i % 11).encode())
+                i += 1
+                if i % 50 == 0:
+                    time.sleep(0.01)
+        with contextlib.suppress(EdgebusError):
+            p.close(timeout=0.5)
+
+    t = threading.Thread(target=keep_producing, daemon=True)
+    t.start()
+    rep = make_replicator(["orders"]).start()
+    consumed: list[tuple[int, int]] = []
+    with Consumer("orders", socket=source.socket, group_id="billing",
+                  auto_offset_reset="earliest", enable_auto_commit=False) as c:
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline or len(consumed) < 500:
+            for got in c.poll(timeout_ms=200, max_records=300).values():
+                consumed += [(r.partition, r.offset) for r in got]
+            c.commit()
+        committed = {tp.partition: c.committed(tp) for tp in
+                     (TopicPartition("orders", p) for p in range(PARTITIONS))}
+    dst = destination.broker.socket
+
+    def mirrored() -> bool:
+        with Admin(socket=dst) as a:
+            got = {tp.partition: o.offset for tp, o in a.list_group_offsets("billing").items()}
+        return got == committed
+
+    wait_for(mirrored, what="the group's commits on the peer")  # producers still sending
+    time.sleep(0.3)
+    source.kill9()  # mid-traffic
+    rep.kill9()
+    stop.set()  # the producer's buffered records died with the node: it is not waited for
+    with Admin(socket=dst) as a:
+        wait_for(lambda: _promote(a, "orders"), what="promote")
+        mirror_end = {p: a.describe_topic("orders").partitions[p].log_end_offset
+                      for p in range(PARTITIONS)}
+    assert all(mirror_end[p] >= committed[p] for p in range(PARTITIONS))
+    with Producer(socket=dst, acks="written") as p:  # the promoted topic goes on
+        after = p.send("orders", b"after failover", partition=0).get(10)
+    assert after.offset == mirror_end[0]
+    rest: list[tuple[int, int]] = []
+    with Consumer("orders", socket=dst, group_id="billing", auto_offset_reset="earliest",
+                  consumer_timeout_ms=3000) as c:
+        rest = [(r.partition, r.offset) for r in c]
+    for p in range(PARTITIONS):
+        got = [o for q, o in rest if q == p]
+        end = mirror_end[p] + (1 if p == 0 else 0)
+        assert got == list(range(committed[p], end)), f"partition {p}: resumed at its commit, " \
+                                                      "read everything after it once"
+    assert not {(p, o) for p, o in consumed if o < committed[p]} & set(rest)
+    source.start()  # the old source's log: the mirror is a prefix of it, batch for batch
+    src, mirror = records(source.socket, "orders"), records(dst, "orders")
+    for p in range(PARTITIONS):
+        held = [r for r in mirror[p] if r[0] < mirror_end[p]]
+        assert held == src[p][: len(held)] and len(held) == mirror_end[p]
+
+
+def _promote(a: Admin, topic: str) -> bool:
+    a.promote_topic(topic)
+    return True
