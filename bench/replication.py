@@ -9,6 +9,9 @@ In one run, on this machine, with real processes (two supervisors, `edgebus repl
   the replicator and of each supervisor (psutil, user + system), for durable and written links;
 - lag at a steady --rate records/s sent one at a time (`send()`, linger_ms=0): each value carries
   its send time; a consumer on the destination records receive minus send; p50/p99.
+- compression: the catch-up (durable) with `compression: zstd` against none, alternated twice,
+  with values like a sensor's JSON readings; MB/s, CPU, and the wire bytes per batch byte
+  (--only-compression runs only this).
 Sizes: 100 B and 1 KiB values. Prints a table and writes bench/results/replication.json.
 NATS leaf-to-hub sourcing, the peer to beat, is not measured yet (docs/REPLICATION.md).
 """
