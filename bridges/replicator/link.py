@@ -281,7 +281,12 @@ class LinkRunner:
                     continue
                 r = fresh
             self._throttle(len(r.data))
+            wire0 = getattr(self.target, "wire_bytes", None)
             end, dups = self.target.ship(tp[0], tp[1], r.incarnation, r)
+            if wire0 is not None and self.cfg.max_bytes_per_s is not None:
+                # The cap is on the wire: what compression saved is given back to the bucket.
+                saved = len(r.data) - (getattr(self.target, "wire_bytes", wire0) - wire0)
+                self._tokens = min(float(self.cfg.max_bytes_per_s), self._tokens + max(0, saved))
             self._target_io = time.monotonic()
             ps.shipped_records += end - cursors[tp]
             ps.shipped_bytes += len(r.data)

@@ -109,6 +109,11 @@ def test_retention_past_a_cut_link_leaves_a_gap_record_and_the_rest_is_exact(
     assert f"GAP: {start - 40} records deleted by retention" in out.stdout, out.stdout
     assert f"offsets 40..{start - 1}" in out.stdout
     assert "gap recorded" in rep.log()
+    # And the destination's own `edgebus status` shows the mirror's gap record.
+    dst = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "status", "--socket",
+                          destination.broker.socket], capture_output=True, text=True, timeout=60)
+    assert f"GAP: {start - 40} offsets never shipped (1 record(s); last 40..{start - 1}, " \
+        "retention)" in dst.stdout, dst.stdout
     relay.close()
 
 
