@@ -175,15 +175,24 @@ class LinkRunner:
                cursors: dict[tuple[str, int], int], live: dict[tuple[str, int], int],
                wait: bool) -> bool:
         """Ship what there is, highest priority class first; True if anything moved. After an
-        empty round (wait), one long poll over every partition first: idle is idle. Only
+        empty round (wait), one long poll over every partition instead: idle is idle. Only
         durable data is shipped (read_durable): a power cut on this node can take back what
         it had not fsynced, and a mirror must never hold what its source lost."""
-        if wait:
-            # Wakes when any partition has new data, read or not; its bytes are not shipped.
+        if wait and self.cfg.linger_ms:
+            # Wakes when any partition has new data; its bytes are not shipped: batching by
+            # time, what arrives meanwhile ships in the same append.
             woke = reader.read_many(live, 1, IDLE_WAIT_MS)
-            if self.cfg.linger_ms and any(r.data for r in woke.values()):
-                # Batching by time: what arrives meanwhile ships in the same append.
+            if any(r.data for r in woke.values()):
                 self.stop.wait(self.cfg.linger_ms / 1000)
+        elif wait:
+            # One long poll of durable data over every partition; what it brings ships at once,
+            # higher classes first (the next rounds keep strict priority).
+            budget = self._read_bytes(len(live))
+            order = sorted(live, key=self._priority, reverse=True)
+            reads = reader.read_durable({tp: live[tp] for tp in order}, budget,
+                                        per_partition=self._shares(order, budget),
+                                        max_wait_ms=IDLE_WAIT_MS)
+            return self._ship(infos, cursors, reads, order)
         self._turn += 1
         for cls in sorted({self._priority(tp) for tp in live}, reverse=True):
             part = [tp for tp in live if self._priority(tp) == cls]

@@ -162,18 +162,20 @@ class BatchReader:
 
     def read_durable(self, positions: Mapping[tuple[str, int], int], max_bytes: int = READ_BYTES,
                      sync: bool = True,
-                     per_partition: Mapping[tuple[str, int], int] | None = None
-                     ) -> dict[tuple[str, int], PartitionRead]:
+                     per_partition: Mapping[tuple[str, int], int] | None = None,
+                     max_wait_ms: int = 0) -> dict[tuple[str, int], PartitionRead]:
         """Like read_many, but only batches the source has fsynced (what a replica may hold),
         with each topic's incarnation read in the same turn. sync: data past a partition's
         synced point is fsynced first (group commit), so nothing waits for the periodic flush.
         per_partition: each partition's own cap (default max_bytes); its first whole batch comes
-        whatever the cap."""
+        whatever the cap. max_wait_ms: when no partition has anything past its offset, the
+        answer waits that long for an append to any of them (a long poll: idle is idle)."""
         caps = per_partition or {}
         req = M.ReplicaFetchRequest(1 if sync else 0, max_bytes,
                                     [M.FetchPartition(t, p, off, caps.get((t, p), max_bytes))
-                                     for (t, p), off in positions.items()])
-        resp = self._ch.request(M.Api.REPLICA_FETCH, req)
+                                     for (t, p), off in positions.items()], max_wait_ms)
+        resp = self._ch.request(M.Api.REPLICA_FETCH, req,
+                                timeout=self._ch.timeout + max_wait_ms / 1000)
         out: dict[tuple[str, int], PartitionRead] = {}
         for fp in resp.partitions:
             err = error_for_code(fp.error_code, fp.error_message) if fp.error_code else None

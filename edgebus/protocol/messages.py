@@ -370,7 +370,9 @@ class ReplicaFetchRequest(Message):
     sync: int  # 1: if a partition has data past its synced point, fsync, then answer
     max_bytes: int
     partitions: list[FetchPartition]
-    FIELDS = (("sync", I8), ("max_bytes", I32), ("partitions", Array(FetchPartition)))
+    max_wait_ms: int = 0  # with nothing to read anywhere: wait this long for an append
+    FIELDS = (("sync", I8), ("max_bytes", I32), ("partitions", Array(FetchPartition)),
+              ("max_wait_ms", I32))
 
 
 @dataclass

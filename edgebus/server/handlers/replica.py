@@ -10,6 +10,7 @@ Partition.append_replica.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import time
@@ -31,6 +32,8 @@ from edgebus.log.gaps import GAP_REASONS
 from edgebus.log.manager import LogManager
 from edgebus.protocol import messages as M
 from edgebus.server.dispatch import DEFERRED, NO_RESPONSE
+from edgebus.server.fetchwait import ParkedFetch
+from edgebus.server.handlers.data import MAX_PARKED_FETCHES_PER_CONNECTION
 
 if TYPE_CHECKING:
     from edgebus.server.disk import DiskGuard
@@ -195,6 +198,9 @@ class ReplicaHandlers:
             raise NotAuthenticatedError("REPLICA_FETCH is for the local replicator")
         if req.max_bytes <= 0:
             raise InvalidRequestError(f"max_bytes must be positive, got {req.max_bytes}")
+        if req.max_wait_ms > 0 and self._nothing_to_read(conn, req):
+            self._park(conn, corr, req)
+            return DEFERRED
         if req.sync:
             behind = []
             for fp in req.partitions:
@@ -208,6 +214,37 @@ class ReplicaHandlers:
                 self.durable.add_after_sync(conn, corr, behind, lambda: self._read(req))
                 return DEFERRED
         return self._read(req)
+
+    def _nothing_to_read(self, conn: Any, req: M.ReplicaFetchRequest) -> bool:
+        """Whether a long poll may park: every partition exists and is asked for at its log end
+        (nothing durable or not to read), and the connection may park another request."""
+        if self.api.stopping or conn.parked >= MAX_PARKED_FETCHES_PER_CONNECTION:
+            return False
+        try:
+            return all(self.logs.partition(fp.topic, fp.partition).at_end(fp.offset)
+                       for fp in req.partitions)
+        except EdgebusError:
+            return False
+
+    def _park(self, conn: Any, corr: int, req: M.ReplicaFetchRequest) -> None:
+        """Park the long poll with the fetches (handlers/data.py): the first append to any of
+        its partitions, or the deadline, answers it as a REPLICA_FETCH without a wait (an
+        fsync first when the new data is not synced yet)."""
+        wait = min(req.max_wait_ms, self.data.max_fetch_wait_ms)
+        now_req = dataclasses.replace(req, max_wait_ms=0)
+
+        def respond() -> None:
+            try:
+                result = self.fetch(conn, corr, now_req)
+            except EdgebusError as e:
+                self.api.answer(conn, corr, e)
+                return
+            if result is not DEFERRED:
+                self.api.answer(conn, corr, result)
+
+        self.data.waiters.park(ParkedFetch(
+            conn, corr, M.FetchRequest(wait, 1, req.max_bytes, req.partitions),
+            time.monotonic() + wait / 1000, respond=respond))
 
     def _read(self, req: M.ReplicaFetchRequest) -> M.ReplicaFetchResponse:
         """Every partition gets at least its first whole durable batch while the response is
