@@ -13,7 +13,8 @@ In one run, on this machine, with real processes (two supervisors, `edgebus repl
   with values like a sensor's JSON readings; MB/s, CPU, and the wire bytes per batch byte
   (--only-compression runs only this).
 Sizes: 100 B and 1 KiB values. Prints a table and writes bench/results/replication.json.
-NATS leaf-to-hub sourcing, the peer to beat, is not measured yet (docs/REPLICATION.md).
+Then the NATS JetStream target against NATS's own leaf-to-hub stream sourcing, the peer to beat
+(bench/replication_nats.py; --nats-only runs just that part, --no-nats skips it).
 """
 
 from __future__ import annotations
@@ -242,12 +243,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "replication.json"))
     ap.add_argument("--only-compression", action="store_true",
                     help="only the compression comparison (zstd vs none, alternated)")
+    ap.add_argument("--nats-only", action="store_true", help="only the NATS target and sourcing")
+    ap.add_argument("--no-nats", action="store_true", help="skip the NATS part")
     args = ap.parse_args(argv)
     load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="eb-bench-") as d:
         root = Path(d)
-        for size in (100, 1024):
+        for size in () if args.nats_only else (100, 1024):
             records = args.records if size == 100 else args.records // 4
             values = telemetry(size, 1000)
             got: dict[str, list[dict[str, Any]]] = {"none": [], "zstd": []}
@@ -266,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"x{z['cpu_s_per_million']['replicator'] / n['cpu_s_per_million']['replicator']:.2f}"
                   f", destination CPU x{z['cpu_s_per_million']['dst'] / n['cpu_s_per_million']['dst']:.2f}"
                   f", wire bytes {wire_ratio(values):.3f} of the batch bytes")
-        for i, size in enumerate(() if args.only_compression else (100, 1024)):
+        for i, size in enumerate(() if args.nats_only or args.only_compression else (100, 1024)):
             records = args.records if size == 100 else args.records // 4
             local = local_rate(root / f"l{i}", size, records)
             for durable in (True, False):
@@ -285,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"on the source in the same run: p50 {lr['local_consumer_p50_ms']:.1f} ms, "
                   f"p99 {lr['local_consumer_p99_ms']:.1f} ms); CPU us "
                   "per record: " + ", ".join(f"{k} {v:.0f}" for k, v in lr["cpu_us_per_record"].items()))
+        if not args.no_nats:
+            from bench.replication_nats import run as run_nats
+
+            rows += run_nats(root / "nats", args.records // 2, args.rate, args.seconds)
     report = {"machine": {"cpus": os.cpu_count(), "arch": platform.machine(),
                           "python": platform.python_version(), "load_before": load_before,
                           "load_after": os.getloadavg()},

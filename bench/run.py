@@ -250,6 +250,8 @@ def idle_cpu(seconds: float) -> dict[str, Any]:
 def _idle_cpu(broker: Any, seconds: float) -> dict[str, Any]:
     from edgebus import Admin
 
+    time.sleep(1.0)  # started, recovered, nothing connected yet: issue 16's "idle RSS"
+    rss_alone = psutil.Process(broker.pid).memory_info().rss
     with Admin(socket=broker.socket, transport="socket") as a:
         a.create_topic("bench-idle", 1)
     mpc = mp.get_context("fork")
@@ -270,6 +272,7 @@ def _idle_cpu(broker: Any, seconds: float) -> dict[str, Any]:
     cpu = (c1.user + c1.system) - (c0.user + c0.system)
     return {"clients": 10, "seconds": round(wall, 1), "supervisor_cpu_s": round(cpu, 3),
             "supervisor_rss_mb": round(sup.memory_info().rss / 2**20, 1),
+            "supervisor_rss_mb_no_clients": round(rss_alone / 2**20, 1),
             "supervisor_cpu_percent": round(100 * cpu / wall, 3)}
 
 
@@ -327,6 +330,10 @@ def targets(rows: list[dict[str, Any]], idle: dict[str, Any] | None) -> list[dic
     s50, k50 = lat("edgebus-shm", "p50_us"), lat("edgebus-socket", "p50_us")
     add("socket p50 / shm p50", k50 / s50 if s50 and k50 else None, 2, "higher", "x")
     add("idle supervisor CPU %", idle["supervisor_cpu_percent"] if idle else None, 0.5, "lower", "%")
+    add("idle supervisor RSS, no client", idle.get("supervisor_rss_mb_no_clients") if idle else None,
+        20, "lower", "MB")
+    add("idle supervisor RSS, 10 clients", idle["supervisor_rss_mb"] if idle else None, 25, "lower",
+        "MB")
     return out
 
 
@@ -343,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-latency", action="store_true")
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--acl", action="store_true",
+                    help="also run the edgebus rows against a second supervisor with access "
+                         "control on (ACL_RULES, 10 rules) and report on/off ratios; the first "
+                         "supervisor then has it off (acl.enabled: false)")
     ap.add_argument("--archive", action="store_true",
                     help="also keep a timestamped copy of the report next to latest-*")
     args = ap.parse_args(argv)
@@ -361,8 +372,12 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     if (why := unavailable_reason()) is not None:
         notes.append(f"edgebus-shm skipped: {why}")
-    broker = EmbeddedBroker(log_level="WARNING").start()
+    broker = EmbeddedBroker(log_level="WARNING",
+                            config={"acl": {"enabled": False}} if args.acl else None).start()
     sup = psutil.Process(broker.pid)
+    acl_broker = EmbeddedBroker(log_level="WARNING", config={"acl": {"rules": ACL_RULES}}).start() \
+        if args.acl else None
+    sups = {False: sup, True: psutil.Process(acl_broker.pid) if acl_broker else None}
     redis = peers.RedisStreams()
     why_redis = redis.available()
     if why_redis is None:
@@ -371,12 +386,15 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"redis-streams skipped: {why_redis}")
 
     systems: list[tuple[str, str, Any, bool]] = []  # (name, api, adapter, is_edgebus)
-    if why is None:
-        systems += [("edgebus-shm", "batch", peers.Edgebus("shm", "batch", broker), True),
-                    ("edgebus-shm", "send", peers.Edgebus("shm", "send", broker), True)]
-    systems += [("edgebus-socket", "batch", peers.Edgebus("socket", "batch", broker), True),
-                ("edgebus-socket", "send", peers.Edgebus("socket", "send", broker), True),
-                ("mp-queue", "send", peers.MpQueue(), False),
+    # With --acl each edgebus row is followed by the same row on the ACL supervisor (alternated,
+    # so that drift in the machine's load touches both alike).
+    transports = (["shm"] if why is None else []) + ["socket"]
+    for t in transports:
+        for api in ("batch", "send"):
+            systems.append((f"edgebus-{t}", api, peers.Edgebus(t, api, broker), True))
+            if acl_broker is not None:
+                systems.append((f"edgebus-{t}-acl", api, peers.Edgebus(t, api, acl_broker), True))
+    systems += [("mp-queue", "send", peers.MpQueue(), False),
                 ("unix-socket", "batch", peers.UnixSocket(), False)]
     if why_redis is None:
         systems.append(("redis-streams", "batch", redis, False))
@@ -393,22 +411,32 @@ def main(argv: list[str] | None = None) -> int:
                 for name, api, adapter, is_eb in systems:
                     if not args.no_throughput:
                         rows.append(run_case(adapter, name, api, size, p, c, False, duration,
-                                             sup if is_eb else None))
+                                             sups["-acl" in name] if is_eb else None))
                         _progress(rows[-1])
                 for name, api, adapter, is_eb in systems:
                     # Latency: one per system, with its one-message API (edgebus: send()).
                     if args.no_latency or (is_eb and api != "send"):
                         continue
                     rows.append(run_case(adapter, name, "send", size, p, c, True, lat_duration,
-                                         sup if is_eb else None))
+                                         sups["-acl" in name] if is_eb else None))
                     _progress(rows[-1])
     finally:
         broker.stop()
         broker.cleanup()
+        if acl_broker is not None:
+            acl_broker.stop()
+            acl_broker.cleanup()
         if why_redis is None:
             redis.stop()
     idle = idle_cpu(idle_s) if idle_s > 0 and not only else None
+    wear_rows = None
+    if not only and not quick:  # issue 16: SD-card wear per acks level (bench/wear.py)
+        from bench import wear
 
+        wear_rows = wear.run()
+
+    if acl_broker is not None:
+        notes += acl_ratios(rows)
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick,
         "seconds": round(time.time() - started, 1),
@@ -419,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"throughput_seconds": duration, "latency_seconds": lat_duration,
                      "latency_rate": RATE, "acks": "written", "idle_seconds": idle_s},
         "notes": notes, "results": rows, "idle": idle, "targets": targets(rows, idle),
+        "wear": wear_rows,
     }
     md = render_md(report)
     print("\n".join(md))
@@ -436,6 +465,42 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# --acl: ten rules of a gateway, one of which concerns the benchmark's own user (root), so that
+# its connections take the per-connection decision cache instead of the "nothing applies" path.
+ACL_RULES = [
+    "deny user:root delete topic:protected.*",
+    "allow user:mqtt-bridge write topic:sensors.*",
+    "allow user:mqtt-bridge read topic:commands.*",
+    "allow user:mqtt-bridge read group:mqtt-egress",
+    "allow group:sensors read topic:sensors.*",
+    "allow group:sensors read group:sensor-*",
+    "allow user:replicator read topic:*",
+    "allow user:* read,write topic:home.%u.*",
+    "deny user:guest all topic:billing*",
+    "allow node:gateway-7 all topic:gateway-7/*",
+]
+
+
+def acl_ratios(rows: list[dict[str, Any]]) -> list[str]:
+    """One note per edgebus case: the ACL supervisor's figure against the plain one's."""
+    out = []
+    by = {(r["system"], r["api"], r["size"], r["topology"], r["mode"]): r for r in rows}
+    for (system, api, size, topo, mode), on in by.items():
+        if not system.endswith("-acl"):
+            continue
+        off = by.get((system[:-4], api, size, topo, mode))
+        if off is None:
+            continue
+        if mode == "throughput" and off.get("msgs_per_s") and on.get("msgs_per_s"):
+            ratio = on["msgs_per_s"] / off["msgs_per_s"]
+            out.append(f"ACL on/off {system[:-4]} {api} {size} B {topo}: throughput x{ratio:.3f} "
+                       f"({on['msgs_per_s']:,} vs {off['msgs_per_s']:,} msg/s)")
+        elif mode != "throughput" and off.get("p50_us") and on.get("p50_us"):
+            out.append(f"ACL on/off {system[:-4]} {size} B {topo}: latency p50 x"
+                       f"{on['p50_us'] / off['p50_us']:.3f} ({on['p50_us']} vs {off['p50_us']} us)")
+    return out
+
+
 def render_md(report: dict[str, Any]) -> list[str]:
     m = report["machine"]
     md = [f"# edgebus benchmark ({'quick' if report['quick'] else 'full'}), {report['when']}", "",
@@ -446,12 +511,18 @@ def render_md(report: dict[str, Any]) -> list[str]:
           f"{report['settings']['latency_seconds']} s per case (one-record API). "
           "Supervisor CPU/RSS only for edgebus rows.", ""]
     md += table(report["results"])
+    if report.get("wear"):
+        from bench import wear
+
+        md += ["", "SD-card wear, 100 B records paced at 5,000/s (bench/wear.py):", ""]
+        md += wear.table(report["wear"])
     if report["idle"]:
         i = report["idle"]
         md += ["", f"Idle: a fresh supervisor with {i['clients']} connected shm clients (5 Admin, "
                f"5 Consumers sitting in poll(), i.e. a 500 ms long-poll each), {i['seconds']} s: "
                f"supervisor CPU {i['supervisor_cpu_s']} s = {i['supervisor_cpu_percent']}%, "
-               f"RSS {i.get('supervisor_rss_mb')} MB."]
+               f"RSS {i.get('supervisor_rss_mb')} MB (before any client connected: "
+               f"{i.get('supervisor_rss_mb_no_clients')} MB)."]
     md += ["", "| target | value | goal | met | of goal |", "|---|---|---|---|---|"]
     for t in report["targets"]:
         met = "-" if t["met"] is None else ("yes" if t["met"] else "no")

@@ -24,6 +24,11 @@ int64_t eb_plan_records(const char *b, uint64_t length, uint32_t count, uint32_t
 #define EB_FMT_VALUES ...
 int64_t eb_format_records(const char *b, uint64_t length, uint64_t pos, uint32_t n, int flags,
                           char *fmt, uint64_t cap, uint64_t *next_pos);
+int64_t eb_kafka_to_edgebus(const char *recs, uint64_t n, uint32_t count, int64_t base_ts,
+                            int64_t producer_id, int16_t producer_epoch, int32_t base_sequence,
+                            char *out, uint64_t cap);
+int64_t eb_edgebus_to_kafka(const char *b, uint64_t length, uint32_t count, int64_t base_ts,
+                            char *out, uint64_t cap);
 """
 
 _HERE = os.path.dirname(os.path.abspath(__file__))

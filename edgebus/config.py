@@ -24,12 +24,14 @@ import yaml
 
 from edgebus import format as F
 from edgebus import paths
+from edgebus.acl.settings import AclKeyError, AclSettings, parse_section
 from edgebus.errors import ConfigError, InvalidTopicError
 from edgebus.log.topic_config import DISK_FULL_REJECT, MAX_SEGMENT_BYTES, validate_topic_name
 from edgebus.opsconfig import (
     NODE_NAME_RE,
     Threshold,
     is_loopback_listen,
+    parse_cleanup_policy,
     parse_disk_policy,
     parse_listen,
     parse_replica_listen,
@@ -144,6 +146,41 @@ def _parse_optional_path(value: Any) -> Path | None:
     return None if value is None else _parse_path(value)
 
 
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"expected true or false, got {_describe(value)}")
+
+
+def _parse_kafka_listeners(value: Any) -> tuple[str, ...]:
+    """One host:port or a list of them (any address: the kafka section refuses a non-loopback
+    one without TLS or SASL)."""
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for v in items:
+        listen = parse_replica_listen(v)
+        if listen is None:
+            raise ValueError(f"expected host:port such as '127.0.0.1:9092', got {_describe(v)}")
+        out.append(listen)
+    return tuple(out)
+
+
+def _parse_sasl_mechanisms(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for v in items:
+        if not isinstance(v, str) or v.strip().upper() not in SASL_MECHANISMS:
+            raise ValueError(f"expected a list of {', '.join(SASL_MECHANISMS)}, got {_describe(v)}")
+        out.append(v.strip().upper())
+    return tuple(out)
+
+
+def _parse_optional_str(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value or None
+    raise ValueError(f"expected a string, got {_describe(value)}")
+
+
 def _parse_node(value: Any) -> str:
     if isinstance(value, str) and (value == "" or NODE_NAME_RE.fullmatch(value)):
         return value
@@ -155,7 +192,9 @@ _PARSERS = {
     "path": _parse_path, "level": _parse_level, "mode": _parse_mode,
     "threshold": lambda v: parse_threshold(v, parse_size), "listen": parse_listen,
     "disk_policy": parse_disk_policy, "replica_listen": parse_replica_listen,
-    "optional_path": _parse_optional_path, "node": _parse_node,
+    "optional_path": _parse_optional_path, "node": _parse_node, "bool": _parse_bool,
+    "cleanup_policy": parse_cleanup_policy, "kafka_listeners": _parse_kafka_listeners,
+    "sasl_mechanisms": _parse_sasl_mechanisms, "optional_str": _parse_optional_str,
 }
 
 
@@ -188,6 +227,10 @@ class LogSettings:
     flush_interval_ms: int = _setting(1000, "duration", 1, I32_MAX)
     checkpoint_interval_ms: int = _setting(5000, "duration", 1, I32_MAX)
     retention_check_interval_ms: int = _setting(60_000, "duration", 1, I32_MAX)
+    # The log cleaner of compacted topics (edgebus/server/cleaning.py): how often it looks for
+    # work, and the bytes per second it may read and write together (an SD card wears out).
+    cleaner_interval_ms: int = _setting(15_000, "duration", 1, I32_MAX)
+    cleaner_io_bytes_per_s: int = _setting(4 * MiB, "size", 4096, I64_MAX)
 
 
 @dataclass(frozen=True)
@@ -223,6 +266,10 @@ class TopicSettings:
     index_interval_bytes: int = _setting(4096, "size", 1, I32_MAX)
     # Below the disk low watermark: "reject" appends (DiskFullError) or "drop-oldest" segments.
     on_disk_full: str = _setting(DISK_FULL_REJECT, "disk_policy")
+    # "delete" (retention), "compact" (the log cleaner keeps each key's latest record) or both.
+    cleanup_policy: str = _setting("delete", "cleanup_policy")
+    delete_retention_ms: int = _setting(DAY, "duration", 0, I64_MAX)
+    min_compaction_lag_ms: int = _setting(0, "duration", 0, I64_MAX)
 
     def entries(self) -> dict[str, str]:
         """Every setting, partitions included, as name -> decimal string (the form of
@@ -307,6 +354,60 @@ class ReplicaSettings:
     link_idle_timeout_ms: int = _setting(30_000, "duration", lo=1000, hi=3_600_000)
 
 
+# SASL mechanisms the Kafka listener offers (docs/KAFKA.md).
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# The Kafka listener's default address; tests set the variable to "127.0.0.1:0" (a free port) so
+# that the many supervisors they start never fight over 9092.
+ENV_KAFKA_LISTENERS = "EDGEBUS_KAFKA_LISTENERS"
+DEFAULT_KAFKA_LISTENERS = "127.0.0.1:9092"
+
+
+def _default_kafka_listeners() -> tuple[str, ...]:
+    return _parse_kafka_listeners(os.environ.get(ENV_KAFKA_LISTENERS) or DEFAULT_KAFKA_LISTENERS)
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """The Kafka wire-protocol listener (edgebus/server/listeners/kafka.py, docs/KAFKA.md)."""
+
+    enabled: bool = _setting(True, "bool")
+    # host:port, or a list of them; a non-loopback address needs TLS or SASL.
+    listeners: tuple[str, ...] = field(default_factory=_default_kafka_listeners,
+                                       metadata={"kind": "kafka_listeners"})
+    # The host (or host:port) clients are told to connect to in Metadata; null: the listener's.
+    advertised: str | None = _setting(None, "optional_str")
+    # TLS: certificate chain and key (PEM); with tls_ca, clients must present a certificate
+    # that CA signed (mutual TLS).
+    tls_cert: Path | None = field(default=None, metadata={"kind": "optional_path"})
+    tls_key: Path | None = field(default=None, metadata={"kind": "optional_path"})
+    tls_ca: Path | None = field(default=None, metadata={"kind": "optional_path"})
+    # SASL: the mechanisms offered (none: no authentication) and the credentials file
+    # (`edgebus kafka-user add`, docs/KAFKA.md: SCRAM salted keys, never plain passwords).
+    sasl_mechanisms: tuple[str, ...] = _setting((), "sasl_mechanisms")
+    sasl_credentials_file: Path | None = field(default=None, metadata={"kind": "optional_path"})
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The HTTP API and web console (docs/HTTP.md), a listener in the supervisor."""
+
+    enabled: bool = _setting(False, "bool")
+    # host:port; anything but loopback needs tls_cert, tls_key and users_file (refused otherwise).
+    listen: str | None = _setting("127.0.0.1:8470", "replica_listen")
+    # TLS: certificate chain and key (PEM).
+    tls_cert: Path | None = field(default=None, metadata={"kind": "optional_path"})
+    tls_key: Path | None = field(default=None, metadata={"kind": "optional_path"})
+    # YAML mapping of user name -> secret (mode 0600): `Authorization: Bearer <secret>` or HTTP
+    # basic with that user and secret. Without it (loopback only) no authentication is asked.
+    users_file: Path | None = field(default=None, metadata={"kind": "optional_path"})
+    # Bounds: connections at once, a request body, live-tail (SSE) streams at once.
+    # At most 100: HTTP and replica peers share the unknown uid's limits.max_connections_per_uid
+    # (128 by default), and a refusal there would be a socket-protocol frame, not HTTP.
+    max_connections: int = _setting(32, "int", 1, 100)
+    max_body_bytes: int = _setting(2 * MiB, "size", 4 * KiB, F.MAX_BATCH_BYTES * 2)
+    max_streams: int = _setting(8, "int", 1, 1024)
+
+
 @dataclass(frozen=True)
 class Config:
     data_dir: Path = field(default_factory=paths.default_data_dir, metadata={"kind": "path"})
@@ -318,8 +419,12 @@ class Config:
     disk: DiskSettings = field(default_factory=DiskSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     replica: ReplicaSettings = field(default_factory=ReplicaSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topic_defaults: TopicSettings = field(default_factory=TopicSettings)
     topics: tuple[TopicSpec, ...] = ()
+    # Access control (edgebus/acl/settings.py, docs/SECURITY.md); applied again on SIGHUP.
+    acl: AclSettings = field(default_factory=AclSettings)
     # The file this was read from (None for built-in defaults); not part of equality.
     source: Path | None = field(default=None, compare=False)
 
@@ -355,6 +460,52 @@ def _check_replica(r: ReplicaSettings, base_dir: Path | None) -> ReplicaSettings
                        f"{r.listen} is not a loopback address, and without TLS (tls_cert, tls_key) "
                        "a replica link is plain TCP: set them, or carry the link through a tunnel")
     return r
+
+
+def _check_http(h: HttpSettings, base_dir: Path | None) -> HttpSettings:
+    """Paths taken from the config's directory; off loopback, TLS and authentication or refusal."""
+    paths: dict[str, Any] = {k: _resolve(getattr(h, k), base_dir) for k in
+                             ("tls_cert", "tls_key", "users_file") if getattr(h, k) is not None}
+    h = dataclasses.replace(h, **paths)
+    if (h.tls_cert is None) != (h.tls_key is None):
+        raise InvalidKey("http.tls_cert", "tls_cert and tls_key go together")
+    if h.enabled and h.listen is None:
+        raise InvalidKey("http.listen", "http.enabled is true but no listen address is set")
+    if h.enabled and h.listen is not None and not is_loopback_listen(h.listen):
+        missing = [k for k in ("tls_cert", "tls_key", "users_file") if getattr(h, k) is None]
+        if missing:
+            raise InvalidKey("http.listen",
+                             f"{h.listen} is not a loopback address: anyone on the network could "
+                             f"reach the console, so it needs TLS and authentication; set "
+                             f"{', '.join('http.' + m for m in missing)} (docs/HTTP.md), or "
+                             "listen on 127.0.0.1 and use an SSH tunnel")
+    return h
+
+
+def _check_kafka(k: KafkaSettings, base_dir: Path | None) -> KafkaSettings:
+    """Paths taken from the config's directory; no listener open to the network unprotected."""
+    paths: dict[str, Any] = {f: _resolve(getattr(k, f), base_dir) for f in
+                             ("tls_cert", "tls_key", "tls_ca", "sasl_credentials_file")
+                             if getattr(k, f) is not None}
+    k = dataclasses.replace(k, **paths)
+    if (k.tls_cert is None) != (k.tls_key is None):
+        raise InvalidKey("kafka.tls_cert", "tls_cert and tls_key go together")
+    if k.tls_ca is not None and k.tls_cert is None:
+        raise InvalidKey("kafka.tls_ca", "client certificates need the listener's tls_cert and tls_key too")
+    if k.sasl_mechanisms and k.sasl_credentials_file is None:
+        raise InvalidKey("kafka.sasl_credentials_file",
+                         "sasl_mechanisms are set but no credentials file names the users")
+    if not k.listeners:
+        raise InvalidKey("kafka.listeners", "at least one host:port (or set enabled: false)")
+    if k.enabled and k.tls_cert is None and not k.sasl_mechanisms:
+        for listen in k.listeners:
+            if not is_loopback_listen(listen):
+                raise InvalidKey(
+                    "kafka.listeners",
+                    f"{listen} is not a loopback address, and without TLS (tls_cert, tls_key) or "
+                    "SASL (sasl_mechanisms) anyone on the network could read and write every "
+                    "topic: set them, or listen on 127.0.0.1")
+    return k
 
 
 def _check_socket(p: Path) -> Path:
@@ -463,7 +614,9 @@ def config_from_mapping(data: Any, source: str | Path | None = None) -> Config:
     try:
         top = as_mapping(data, "")
         sections = {"log": LogSettings, "limits": Limits, "topic_defaults": TopicSettings,
-                    "disk": DiskSettings, "metrics": MetricsSettings, "replica": ReplicaSettings}
+                    "disk": DiskSettings, "metrics": MetricsSettings, "replica": ReplicaSettings,
+                    "http": HttpSettings,
+                    "kafka": KafkaSettings}
         known = [f.name for f in dataclasses.fields(Config) if f.name != "source"]
         for key in top:
             if key not in known:
@@ -471,7 +624,7 @@ def config_from_mapping(data: Any, source: str | Path | None = None) -> Config:
         built: dict[str, Any] = {
             name: _build(cls, as_mapping(top.get(name), name), name) for name, cls in sections.items()
         }
-        scalars = {k: v for k, v in top.items() if k not in sections and k != "topics"}
+        scalars = {k: v for k, v in top.items() if k not in sections and k not in ("topics", "acl")}
         plain = _build(Config, scalars, "")
         built["topics"] = _topics(top.get("topics"), built["topic_defaults"])
         base_dir = src.parent if src is not None else None
@@ -479,6 +632,12 @@ def config_from_mapping(data: Any, source: str | Path | None = None) -> Config:
             if key in scalars:
                 built[key] = _resolve(getattr(plain, key), base_dir)
         built["replica"] = _check_replica(built["replica"], base_dir)
+        built["http"] = _check_http(built["http"], base_dir)
+        try:
+            built["acl"] = parse_section(top.get("acl"), base_dir, read_yaml_file)
+        except AclKeyError as e:
+            raise InvalidKey(e.key, e.message) from None
+        built["kafka"] = _check_kafka(built["kafka"], base_dir)
         if "socket" in built:
             try:
                 _check_socket(built["socket"])

@@ -207,6 +207,26 @@ class NotAuthenticatedError(EdgebusError):
     code = 45
 
 
+# --- access control (docs/SECURITY.md); 50-59 ---------------------------------------------------
+
+
+class AuthorizationError(EdgebusError):
+    """The access rules do not let this principal do this operation on this resource. The
+    message names the principal, the operation, the resource and the rule (or default policy)
+    that decided; `operation` and `resource` (`topic:NAME`, `group:NAME`, `cluster`) are set
+    where it was raised (the wire carries the message alone)."""
+
+    code = 50
+    hint = ("an operator can allow it with `edgebus acl add PRINCIPAL OPERATION RESOURCE` "
+            "(docs/SECURITY.md)")
+
+    def __init__(self, message: str = "", *, operation: str | None = None,
+                 resource: str | None = None) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.resource = resource
+
+
 # --- local only (never sent on the wire) ---------------------------------------------------------
 
 
@@ -273,6 +293,15 @@ class UntrustedSocketError(BrokerUnavailableError):
     retriable = False
     hint = ("another local user may have put a socket at this path; if that user's supervisor is "
             "meant to serve you, set EDGEBUS_SUPERVISOR_USER to that user")
+
+
+class TransportUnavailableError(BrokerUnavailableError):
+    """transport='shm' was asked for where shared-memory rings cannot work (no C module, not
+    Linux): retrying cannot help, so it fails at once instead of waiting for a delivery timeout."""
+
+    code = 113
+    retriable = False
+    hint = "use transport='auto' (the socket then), or install gcc and python3-dev and reinstall edgebus"
 
 
 _BY_CODE: dict[int, type[EdgebusError]] = {}

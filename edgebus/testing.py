@@ -39,6 +39,12 @@ class EmbeddedBroker:
         cfg: dict[str, Any] = {"data_dir": str(self.data_dir), "socket": self.socket,
                                "log_level": log_level}
         cfg.update(config or {})
+        # The Kafka listener on a free port (never 9092: many test supervisors run at once);
+        # kafka_bootstrap says which.
+        kafka = dict(cfg.get("kafka") or {})
+        kafka.setdefault("listeners", ["127.0.0.1:0"])
+        cfg["kafka"] = kafka
+        self._kafka_bootstrap: str | None = None
         self.config_path.write_text(yaml.safe_dump(cfg))
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
@@ -47,6 +53,7 @@ class EmbeddedBroker:
     def start(self, timeout: float = 30.0, env: dict[str, str] | None = None) -> EmbeddedBroker:
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("the supervisor is already running")
+        self._kafka_bootstrap = None
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 (kept open for the child)
         cmd = [sys.executable, "-m", "edgebus.cli.main", "serve", "--config", str(self.config_path)]
         self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT,
@@ -91,6 +98,20 @@ class EmbeddedBroker:
         if self.proc is not None:
             self.stop()
         return self.start(timeout)
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """"host:port" of the running supervisor's (first) Kafka listener, for a Kafka client's
+        bootstrap.servers (from the status document: the port is chosen at start)."""
+        if self._kafka_bootstrap is None:
+            from edgebus.client.admin import Admin
+
+            with Admin(socket=self.socket) as admin:
+                kafka = admin.status().get("kafka")
+            if not kafka:
+                raise RuntimeError("the supervisor serves no Kafka listener (kafka.enabled: false?)")
+            self._kafka_bootstrap = str(kafka["listeners"][0]["listen"])
+        return self._kafka_bootstrap
 
     @property
     def pid(self) -> int | None:

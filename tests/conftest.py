@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +13,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edgebus.testing import EmbeddedBroker  # after the path insert above
+
+# Every supervisor a test starts (through EmbeddedBroker or `edgebus serve` itself) puts its
+# Kafka listener on a free port: the default 127.0.0.1:9092 would collide between tests run
+# at once, and with a Kafka broker on the machine (edgebus/config.py ENV_KAFKA_LISTENERS).
+os.environ.setdefault("EDGEBUS_KAFKA_LISTENERS", "127.0.0.1:0")
 
 
 @pytest.fixture

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from edgebus import paths
+from edgebus.acl.settings import KEYS as ACL_KEYS
 from edgebus.config import (
     TOPIC_CONFIG_KEYS,
     Config,
     DiskSettings,
+    KafkaSettings,
     Limits,
     LogSettings,
     MetricsSettings,
@@ -315,8 +317,10 @@ def test_topic_defaults_equal_storage_defaults() -> None:
 @pytest.mark.parametrize("key", [f.name for f in dataclasses.fields(TopicSettings)])
 def test_every_value_the_config_accepts_the_storage_accepts(key: str) -> None:
     f = next(f for f in dataclasses.fields(TopicSettings) if f.name == key)
-    if f.metadata["kind"] == "disk_policy":  # a word, not a number
-        for word in ("reject", "drop-oldest"):
+    words = {"disk_policy": ("reject", "drop-oldest"),
+             "cleanup_policy": ("delete", "compact", "compact,delete")}
+    if f.metadata["kind"] in words:  # a word, not a number
+        for word in words[f.metadata["kind"]]:
             settings = config_from_mapping({"topic_defaults": {key: word}}).topic_defaults
             assert getattr(TopicConfig.from_entries(settings.entries()), key) == word
         with pytest.raises(ConfigError):
@@ -404,8 +408,9 @@ def test_example_loads_and_equals_the_defaults() -> None:
 def test_example_documents_every_key() -> None:
     text = EXAMPLE.read_text()
     sections = [Config, LogSettings, Limits, TopicSettings, DiskSettings, MetricsSettings,
-                ReplicaSettings]
+                ReplicaSettings, KafkaSettings]
     names = {f.name for cls in sections for f in dataclasses.fields(cls)} - {"source"}
+    names |= set(ACL_KEYS)
     missing = sorted(n for n in names if not re.search(rf"^\s*#?\s*{n}:", text, re.MULTILINE))
     assert missing == []
 

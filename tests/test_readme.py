@@ -103,6 +103,11 @@ class Session:
                                       if p != venv_bin)
         env["EDGEBUS_DATA_DIR"] = str(tmp / "data")
         env["EDGEBUS_SOCKET"] = sock
+        # The Kafka listener on a port nobody else uses (the README's blocks name it through
+        # this variable, whose default is the quickstart's 127.0.0.1:9092).
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            env["EDGEBUS_KAFKA_LISTENERS"] = f"127.0.0.1:{s.getsockname()[1]}"
         self.env = env
         self.jobs: list[tuple[Block, subprocess.Popen[bytes], Path]] = []
         self.count = 0

@@ -36,7 +36,7 @@ from bridges.mqtt import routes as R
 from bridges.mqtt.config import MqttSettings, read_password
 from bridges.mqtt.metrics import Metrics
 from bridges.mqtt.subscriptions import Subscriptions
-from edgebus.backoff import backoff_delay
+from edgebus.backoff import MAX_DOUBLINGS, backoff_delay
 
 log = logging.getLogger("edgebus.bridge.mqtt")
 
@@ -77,6 +77,8 @@ class MqttConnection:
         self._resume = threading.Event()  # set when the window may have room again
         self._thread: threading.Thread | None = None
         self._rng = random.Random()
+        self.refused_credentials = False  # the last CONNACK said bad credentials / not authorized
+        self._socket_error = ""  # paho's last error log line (a failed read: a TLS alert)
         self.client = self._make_client()
 
     # --- setup -----------------------------------------------------------------------------------
@@ -102,6 +104,7 @@ class MqttConnection:
                 c.tls_insecure_set(True)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
+        c.on_log = self._on_log
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
         c.on_unsubscribe = self._on_unsubscribe
@@ -152,20 +155,53 @@ class MqttConnection:
                                     **kwargs)
             except (OSError, ssl.SSLError, ValueError) as e:
                 self.metrics.inc("mqtt_connect_failures")
-                self.metrics.error(f"cannot connect to MQTT broker {s.host}:{s.port}: {e}")
-                log.warning("cannot connect to %s:%d: %s", s.host, s.port, e)
-                self._stop.wait(backoff_delay(attempt, s.reconnect_min_ms / 1000,
+                hint = _tls_hint(e, s)
+                self.metrics.error(f"cannot connect to MQTT broker {s.host}:{s.port}: {e}{hint}")
+                log.warning("cannot connect to %s:%d: %s%s", s.host, s.port, e, hint)
+                # A certificate that is not trusted stays so: retry at the slowest pace, not in
+                # a storm that starts at reconnect_min_ms.
+                self._stop.wait(backoff_delay(MAX_DOUBLINGS if hint else attempt,
+                                              s.reconnect_min_ms / 1000,
                                               s.reconnect_max_ms / 1000, self._rng))
                 attempt += 1
                 continue
+            self.refused_credentials = False
+            self._socket_error = ""
             if self._serve():
                 attempt = 0  # the connection was accepted: start the backoff afresh
+            elif not self._stop.is_set() and not self.refused_credentials:
+                self._closed_before_connack()
             if self._stop.is_set():
                 break
-            self._stop.wait(backoff_delay(attempt, s.reconnect_min_ms / 1000,
+            # Wrong credentials stay wrong until someone changes them: the slowest pace too.
+            self._stop.wait(backoff_delay(MAX_DOUBLINGS if self.refused_credentials else attempt,
+                                          s.reconnect_min_ms / 1000,
                                           s.reconnect_max_ms / 1000, self._rng))
             attempt += 1
         self._shutdown()
+
+    def _closed_before_connack(self) -> None:
+        """The broker closed the connection without a CONNACK: with TLS 1.3 a client
+        certificate it requires and refused shows only here (the handshake completed on our
+        side), so say so, and retry at the slowest pace (as for any failure retrying cannot fix)."""
+        s = self.s
+        why = self._socket_error or "closed by the broker"
+        hint = ""
+        if "certificate" in why.lower():
+            self.refused_credentials = True
+            hint = (" (the broker refused this client's TLS certificate or wants one: set "
+                    "mqtt.tls.cert_file and key_file to a certificate its CA signed; retrying "
+                    "every reconnect_max_ms)")
+        self.metrics.inc("mqtt_connect_failures")
+        self.metrics.error(f"the MQTT broker {s.host}:{s.port} closed the connection before "
+                           f"accepting it: {why}{hint}")
+        log.warning("the MQTT broker %s:%d closed the connection before accepting it: %s%s",
+                    s.host, s.port, why, hint)
+
+    def _on_log(self, client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
+        # paho reports a failed socket read (a TLS alert) only through its log.
+        if level == mqtt.MQTT_LOG_ERR:
+            self._socket_error = buf
 
     def _serve(self) -> bool:
         """Run one connection until it is lost or stop() is called; True if it was accepted."""
@@ -210,8 +246,13 @@ class MqttConnection:
                     properties: Any) -> None:
         if reason.is_failure:
             self.metrics.inc("mqtt_connect_failures")
-            self.metrics.error(f"the MQTT broker refused the connection: {reason}")
-            log.error("the MQTT broker refused the connection: %s", reason)
+            hint = ""
+            if getattr(reason, "value", None) in _CREDENTIAL_CODES:
+                self.refused_credentials = True
+                hint = (" (check mqtt.username and mqtt.password / password_file, or the client "
+                        "certificate in mqtt.tls; retrying every reconnect_max_ms)")
+            self.metrics.error(f"the MQTT broker refused the connection: {reason}{hint}")
+            log.error("the MQTT broker refused the connection: %s%s", reason, hint)
             return
         self.session_present = bool(flags.session_present)
         self.connected.set()
@@ -303,3 +344,19 @@ class MqttConnection:
 
 def _noop(*_args: Any) -> None:
     return None
+
+
+# CONNACK reason codes (MQTT 5; paho maps 3.1.1's 4 and 5 onto them) that retrying cannot fix.
+_CREDENTIAL_CODES = frozenset({134, 135})  # bad user name or password; not authorized
+
+
+def _tls_hint(e: BaseException, s: Any) -> str:
+    """What to check when the TLS handshake failed for a reason retrying cannot fix ("" else)."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return (f" (the broker's certificate is not trusted by mqtt.tls.ca_file "
+                f"{s.tls.ca_file if s.tls is not None and s.tls.ca_file else '(system CAs)'}, "
+                "or does not name the host; retrying every reconnect_max_ms)")
+    if isinstance(e, ssl.SSLError) and "certificate" in str(e).lower():
+        return (" (the broker refused the client certificate: check mqtt.tls.cert_file and "
+                "key_file; retrying every reconnect_max_ms)")
+    return ""

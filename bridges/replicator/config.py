@@ -26,6 +26,9 @@
         linger_ms: 0                # after new data wakes an idle link, wait this long first
         compression: zstd           # on the wire only; the peer stores the exact bytes (none)
 
+A link with `target: nats` names `servers`, `stream` and its credentials instead of address and
+token_file (bridges/replicator/nats_config.py).
+
 Every error is a ConfigError naming the key, as for the supervisor's config.
 """
 
@@ -37,11 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bridges.replicator.kafka_config import KafkaConfig, kafka_config
+from bridges.replicator.nats_config import NATS_KEYS, NatsOptions, nats_options
 from edgebus.config import parse_duration, parse_size, read_yaml_file
 from edgebus.errors import ConfigError
 from edgebus.opsconfig import NODE_NAME_RE, is_loopback_listen, parse_listen
 
-TARGET_KINDS = ("peer",)
+TARGET_KINDS = ("peer", "kafka", "nats")
 # A cap below this would ship less than one default-size batch a second: surely a typo.
 MIN_BYTES_PER_S = 64 * 1024
 MAX_LINKS = 64  # a gateway has a handful; more is a mistake in the file
@@ -64,6 +69,10 @@ class TlsConfig:
 class TopicRule:
     pattern: str  # a topic name or an fnmatch pattern
     priority: int = 0  # strict: a class ships only when every higher one has nothing to ship
+    # "up": local topics matching `pattern` go to the target; "down": the target's topic
+    # `remote` (default: the same name) comes into the local topic `pattern` (a plain name).
+    direction: str = "up"
+    remote: str | None = None
     weight: int = 1  # within a class: each partition's share of a read, in proportion
     max_age_ms: int | None = None  # batches appended longer ago are not shipped (a gap record)
 
@@ -81,6 +90,8 @@ class LinkConfig:
     # An idle link asks the target for a sign of life this often, and every request to the
     # target waits at most twice this: a half-open link is noticed within two intervals.
     heartbeat_s: float = 5.0
+    kafka: KafkaConfig | None = None  # target: kafka
+    nats: NatsOptions | None = None  # target "nats": servers, stream, credentials
     batch_bytes: int = MAX_BATCH_BYTES  # the most one append carries per partition
     linger_ms: int = 0  # after new data wakes an idle link, wait this long before reading it
     compression: str = "none"  # "zstd": appends compressed on the wire
@@ -88,7 +99,16 @@ class LinkConfig:
     def rule_for(self, topic: str) -> TopicRule | None:
         if topic.startswith("__"):
             return None  # internal topics (committed offsets) are not the user's data
-        return next((r for r in self.topics if fnmatch.fnmatchcase(topic, r.pattern)), None)
+        # A topic brought down is never shipped back up.
+        if any(r.pattern == topic for r in self.pulls):
+            return None
+        return next((r for r in self.topics
+                     if r.direction == "up" and fnmatch.fnmatchcase(topic, r.pattern)), None)
+
+    @property
+    def pulls(self) -> tuple[TopicRule, ...]:
+        """The rules of topics brought down from the target (bridges/replicator/pull.py)."""
+        return tuple(r for r in self.topics if r.direction == "down")
 
 
 @dataclass(frozen=True)
@@ -107,33 +127,41 @@ def _str(d: dict[str, Any], key: str, where: str, default: str | None = None) ->
     return v.strip()
 
 
-def _read_token(path: Path, where: str) -> str:
+def _read_token(path: Path, where: str, key: str = "token_file") -> str:
     try:
         st = path.stat()
         if st.st_mode & 0o077:
-            raise ConfigError(f"{where}token_file: {path} is readable by others "
+            raise ConfigError(f"{where}{key}: {path} is readable by others "
                               f"(mode {st.st_mode & 0o777:04o}); chmod 0600 it")
         token = path.read_text().strip()
     except OSError as e:
-        raise ConfigError(f"{where}token_file: cannot read {path}: {e.strerror}") from None
+        raise ConfigError(f"{where}{key}: cannot read {path}: {e.strerror}") from None
     if not token:
-        raise ConfigError(f"{where}token_file: {path} is empty")
+        raise ConfigError(f"{where}{key}: {path} is empty")
     return token
 
 
-def _link(raw: Any, i: int, base: Path | None) -> LinkConfig:
+def _link(raw: Any, i: int, base: Path | None, node: str = "") -> LinkConfig:
     where = f"links[{i}]."
     if not isinstance(raw, dict):
         raise ConfigError(f"links[{i}]: expected a mapping")
     known = {"name", "target", "address", "token_file", "topics", "durable", "tls",
-             "max_bytes_per_s", "heartbeat_s", "batch_bytes", "linger_ms", "compression"}
+             "max_bytes_per_s", "heartbeat_s", "kafka", "batch_bytes", "linger_ms", "compression"}
+    if raw.get("target") == "nats":
+        known = known - {"address"} | NATS_KEYS
     for k in raw:
         if k not in known:
             raise ConfigError(f"{where}{k}: unknown key (known: {', '.join(sorted(known))})")
     target = _str(raw, "target", where)
     if target not in TARGET_KINDS:
         raise ConfigError(f"{where}target: {target!r} is not one of {', '.join(TARGET_KINDS)}")
+    if target == "nats":
+        return _nats_link(raw, i, base, node)
     address = _str(raw, "address", where)
+    if target == "kafka":
+        return _kafka_link(raw, i, address, base)
+    if "kafka" in raw:
+        raise ConfigError(f"{where}kafka: only for target: kafka")
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{where}address: expected host:port, got {address!r}")
@@ -145,10 +173,60 @@ def _link(raw: Any, i: int, base: Path | None) -> LinkConfig:
     token = ""
     if "token_file" in raw or tls is None or tls.cert is None:
         token = _read_token(_path(_str(raw, "token_file", where), base), where)
+    rules = _rules(raw, where)
+    if any(r.direction == "down" for r in rules):
+        raise ConfigError(f"{where}topics: direction: down is built for the kafka target only "
+                          "(a peer's topics come here by that peer's own replicator)")
+    cap, durable, hb = _common(raw, where)
+    return LinkConfig(_str(raw, "name", where, f"link{i}"), target, address, token, rules,
+                      durable, tls, cap, hb, **_policies(raw, where))
+
+
+def _kafka_link(raw: dict[str, Any], i: int, address: str, base: Path | None) -> LinkConfig:
+    where = f"links[{i}]."
+    for k in ("token_file", "tls"):
+        if k in raw:
+            raise ConfigError(f"{where}{k}: a Kafka link sets its security under kafka: "
+                              "(security.protocol, sasl.*, ssl.*)")
+    kcfg = kafka_config(raw.get("kafka"), address, where, base)
+    cap, durable, hb = _common(raw, where)
+    if not durable:
+        raise ConfigError(f"{where}durable: a Kafka link always waits for acks=all (the no-gap "
+                          "promise rests on it); leave durable out")
+    return LinkConfig(_str(raw, "name", where, f"link{i}"), "kafka", kcfg.bootstrap, "",
+                      _rules(raw, where), durable, None, cap, hb, kcfg, **_policies(raw, where))
+
+
+def _nats_link(raw: dict[str, Any], i: int, base: Path | None, node: str) -> LinkConfig:
+    where = f"links[{i}]."
+    tls = _tls(raw.get("tls"), where + "tls.", base) if "tls" in raw else None
+
+    def secret(key: str) -> tuple[Path, str]:
+        path = _path(_str(raw, key, where), base)
+        return path, _read_token(path, where, key)
+
+    nats = nats_options(raw, where, node, secret, tls is not None)
+    rules = _rules(raw, where)
+    if any(r.direction == "down" for r in rules):
+        raise ConfigError(f"{where}topics: direction: down is built for the kafka target only")
+    cap, durable, hb = _common(raw, where)
+    return LinkConfig(_str(raw, "name", where, f"link{i}"), "nats", nats.servers[0], "", rules,
+                      durable, tls, cap, hb, nats=nats, **_policies(raw, where))
+
+
+def _rules(raw: dict[str, Any], where: str) -> tuple[TopicRule, ...]:
     topics = raw.get("topics")
     if not isinstance(topics, list) or not topics:
         raise ConfigError(f"{where}topics: expected a non-empty list of topic names or patterns")
     rules = tuple(_rule(t, f"{where}topics[{j}]") for j, t in enumerate(topics))
+    down = [r.pattern for r in rules if r.direction == "down"]
+    if len(set(down)) != len(down):
+        raise ConfigError(f"{where}topics: two rules bring a target topic down into the same "
+                          "local topic")
+    return rules
+
+
+def _common(raw: dict[str, Any], where: str) -> tuple[int | None, bool, float]:
     cap = raw.get("max_bytes_per_s")
     if cap is not None:
         try:
@@ -163,6 +241,11 @@ def _link(raw: Any, i: int, base: Path | None) -> LinkConfig:
     hb = raw.get("heartbeat_s", 5.0)
     if isinstance(hb, bool) or not isinstance(hb, int | float) or not 0.1 <= hb <= 300:
         raise ConfigError(f"{where}heartbeat_s: expected seconds in [0.1, 300], got {hb!r}")
+    return cap, durable, float(hb)
+
+
+def _policies(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """batch_bytes, linger_ms and compression (LinkConfig's keyword arguments)."""
     batch_bytes = _size(raw, "batch_bytes", where, MAX_BATCH_BYTES, MIN_BATCH_BYTES,
                         MAX_BATCH_BYTES)
     linger = raw.get("linger_ms", 0)
@@ -176,8 +259,10 @@ def _link(raw: Any, i: int, base: Path | None) -> LinkConfig:
     if comp not in COMPRESSIONS:
         raise ConfigError(f"{where}compression: expected one of {', '.join(COMPRESSIONS)}, "
                           f"got {comp!r}")
-    return LinkConfig(_str(raw, "name", where, f"link{i}"), target, address, token, rules,
-                      durable, tls, cap, float(hb), batch_bytes, linger, comp)
+    if comp != "none" and raw.get("target") != "peer":
+        raise ConfigError(f"{where}compression: for target: peer (a Kafka link compresses with "
+                          "its kafka: settings)")
+    return {"batch_bytes": batch_bytes, "linger_ms": linger, "compression": comp}
 
 
 def _size(raw: dict[str, Any], key: str, where: str, default: int, lo: int, hi: int) -> int:
@@ -193,11 +278,23 @@ def _size(raw: dict[str, Any], key: str, where: str, default: int, lo: int, hi: 
 def _rule(raw: Any, where: str) -> TopicRule:
     if isinstance(raw, str) and raw.strip():
         return TopicRule(raw.strip())
-    if isinstance(raw, dict) and set(raw) <= {"pattern", "priority", "weight", "max_age"} \
-            and "pattern" in raw:
+    if (isinstance(raw, dict)
+            and set(raw) <= {"pattern", "priority", "direction", "remote", "weight", "max_age"}
+            and "pattern" in raw):
         prio = raw.get("priority", 0)
         if isinstance(prio, bool) or not isinstance(prio, int) or not -100 <= prio <= 100:
             raise ConfigError(f"{where}.priority: expected a whole number in [-100, 100], got {prio!r}")
+        pattern = _str(raw, "pattern", where + ".")
+        direction = raw.get("direction", "up")
+        if direction not in ("up", "down"):
+            raise ConfigError(f"{where}.direction: expected up or down, got {direction!r}")
+        remote = _str(raw, "remote", where + ".") if "remote" in raw else None
+        if direction == "up" and remote is not None:
+            raise ConfigError(f"{where}.remote: only for direction: down (the name up there is "
+                              "the target's business: kafka.topic)")
+        if direction == "down" and (any(c in pattern for c in "*?[") or pattern.startswith("__")):
+            raise ConfigError(f"{where}.pattern: a topic brought down is named exactly (the "
+                              f"local topic it fills), got {pattern!r}")
         weight = raw.get("weight", 1)
         if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_WEIGHT:
             raise ConfigError(f"{where}.weight: expected a whole number in [1, {MAX_WEIGHT}], "
@@ -210,9 +307,9 @@ def _rule(raw: Any, where: str) -> TopicRule:
                 raise ConfigError(f"{where}.max_age: {e}") from None
             if max_age <= 0:
                 raise ConfigError(f"{where}.max_age: expected a positive duration, got {max_age}")
-        return TopicRule(_str(raw, "pattern", where + "."), prio, weight, max_age)
+        return TopicRule(pattern, prio, direction, remote, weight, max_age)
     raise ConfigError(f"{where}: expected a topic name or pattern, or {{pattern: ..., priority: N, "
-                      "weight: N, max_age: DURATION}}")
+                      "weight: N, max_age: DURATION, direction: up|down, remote: NAME}")
 
 
 def _path(text: str, base: Path | None) -> Path:
@@ -256,7 +353,7 @@ def config_from_mapping(doc: Any, source: Path | None = None) -> ReplicatorConfi
     if len(links) > MAX_LINKS:
         raise ConfigError(f"links: {len(links)} links, at most {MAX_LINKS}")
     base = source.parent if source is not None else None
-    built = tuple(_link(raw, i, base) for i, raw in enumerate(links))
+    built = tuple(_link(raw, i, base, node) for i, raw in enumerate(links))
     names = [ln.name for ln in built]
     if len(set(names)) != len(names):
         raise ConfigError("links: two links have the same name")

@@ -23,7 +23,12 @@ from bridges.replicator.targets.base import GapTarget, Target
 from bridges.replicator.targets.peer import PeerTarget
 from edgebus import Admin, BatchReader, PartitionRead, TopicInfo, TopicPartition
 from edgebus.backoff import backoff_delay
-from edgebus.errors import EdgebusError, IncarnationMismatchError, OffsetOutOfRangeError
+from edgebus.errors import (
+    EdgebusError,
+    IncarnationMismatchError,
+    NotAMirrorError,
+    OffsetOutOfRangeError,
+)
 
 GAP_RETENTION, GAP_MAX_AGE = 1, 2  # reason codes of a gap record (edgebus/log/gaps.py)
 
@@ -41,6 +46,14 @@ def make_target(cfg: LinkConfig, node: str) -> Target:
     if cfg.target == "peer":
         return PeerTarget(cfg.name, cfg.address, node, cfg.token, cfg.durable, cfg.tls,
                           timeout=2 * cfg.heartbeat_s, compression=cfg.compression)
+    if cfg.target == "kafka" and cfg.kafka is not None:
+        from bridges.replicator.targets.kafka import KafkaTarget
+
+        return KafkaTarget(cfg.name, cfg.kafka, node, timeout=2 * cfg.heartbeat_s)
+    if cfg.target == "nats":
+        from bridges.replicator.targets.nats import NatsTarget  # nats-py only when used
+
+        return NatsTarget(cfg, node, timeout=2 * cfg.heartbeat_s)
     raise ValueError(f"unknown target kind {cfg.target!r}")
 
 
@@ -100,6 +113,7 @@ class LinkRunner:
     def __init__(self, cfg: LinkConfig, node: str, socket: Path | None,
                  stop: threading.Event, target: Target | None = None) -> None:
         self.cfg = cfg
+        self.label = cfg.name  # its name in status and metrics (a down direction: pull.py)
         self.node = node
         self.socket = socket
         self.stop = stop
@@ -128,6 +142,9 @@ class LinkRunner:
                 if self._was_up or str(e) != self.status.last_error:
                     log.warning("link %s: %s: %s (retrying)", self.cfg.name, type(e).__name__, e)
                 self.status.state, self.status.last_error = "down", str(e)
+            except Exception as e:  # a bug or a library's surprise: log it, never stop the link
+                log.exception("link %s: unexpected error (retrying)", self.cfg.name)
+                self.status.state, self.status.last_error = "down", f"{type(e).__name__}: {e}"
             finally:
                 self.target.close()
             if self._was_up:
@@ -278,7 +295,11 @@ class LinkRunner:
                 continue
             if not r.data:
                 continue
-            if r.first_offset != cursors[tp]:
+            # A target of records (Kafka) may hold part of a batch (a shipment cut short): it
+            # says so (record_cursor) and skips the records below its cursor itself.
+            inside = getattr(self.target, "record_cursor", False) and \
+                r.first_offset < cursors[tp] < r.next_offset
+            if r.first_offset != cursors[tp] and not inside:
                 self._hold(tp, ps, f"the target's end {cursors[tp]} is inside the source batch "
                            f"at {r.first_offset}: not a mirror of this source")
                 continue
@@ -393,7 +414,7 @@ class LinkRunner:
                     continue
                 try:
                     c = self.target.cursor(topic, p, info)
-                except IncarnationMismatchError as e:
+                except (IncarnationMismatchError, NotAMirrorError) as e:  # this partition only
                     with st.lock:
                         st.partitions[(topic, p)] = PartitionState(-1, error=str(e))
                     log.error("link %s: %s", self.cfg.name, e)

@@ -10,31 +10,34 @@ from typing import Any
 
 from bridges.replicator.config import ReplicatorConfig
 from bridges.replicator.link import LinkRunner
+from bridges.replicator.pull import PullRunner
 
 log = logging.getLogger("edgebus.replicator")
 
 SUMMARY_EVERY_S = 60.0  # one status line per link at this interval (journald keeps it)
 
 
-def summary(r: LinkRunner) -> str:
+def summary(r: LinkRunner | PullRunner) -> str:
     parts = r.status.partitions
     held = sum(1 for p in parts.values() if p.error)
     shipped = sum(p.shipped_records for p in parts.values())
     dups = sum(p.duplicates for p in parts.values())
     gaps = sum(g.retention for g in r.status.gaps.values())
     expired = sum(g.max_age for g in r.status.gaps.values())
-    return (f"link {r.cfg.name}: {r.status.state}, {len(parts)} partition(s), {held} held, "
+    return (f"link {r.label}: {r.status.state}, {len(parts)} partition(s), {held} held, "
             f"{shipped} record(s) shipped, {dups} batch(es) already there"
             + (f", GAPS: {gaps} record(s) lost to retention, {expired} past max_age"
                if gaps or expired else "")
             + (f", last error: {r.status.last_error}" if r.status.last_error else ""))
 
 
-def status(cfg: ReplicatorConfig, runners: list[LinkRunner]) -> dict[str, Any]:
-    """The /status document: every link with its partitions (bridges/replicator/link.py)."""
-    return {"node": cfg.node, "links": {r.cfg.name: {"target": r.cfg.target,
-                                                      "address": r.cfg.address,
-                                                      **r.status.snapshot()} for r in runners}}
+def status(cfg: ReplicatorConfig, runners: list[LinkRunner | PullRunner]) -> dict[str, Any]:
+    """The /status document: every link with its partitions (bridges/replicator/link.py); a
+    link's down direction (pull.py) as "<name>:down", its partitions named by local topic."""
+    return {"node": cfg.node, "links": {
+        r.label: {"target": r.cfg.target, "address": r.cfg.address,
+                  "direction": "down" if isinstance(r, PullRunner) else "up",
+                  **r.status.snapshot()} for r in runners}}
 
 
 def run(cfg: ReplicatorConfig) -> int:
@@ -46,7 +49,10 @@ def run(cfg: ReplicatorConfig) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    runners = [LinkRunner(link, cfg.node, cfg.socket, stop) for link in cfg.links]
+    runners: list[LinkRunner | PullRunner] = [
+        LinkRunner(link, cfg.node, cfg.socket, stop) for link in cfg.links
+        if any(r.direction == "up" for r in link.topics)]
+    runners += [PullRunner(link, cfg.node, cfg.socket, stop) for link in cfg.links if link.pulls]
     endpoint = None
     if cfg.metrics_listen:
         from bridges.endpoint import Endpoint

@@ -13,6 +13,9 @@
     edgebus_replicator_expired_records_total{...}          offsets past max_age, not shipped
     edgebus_replicator_wire_bytes_total{link}              bytes of batches as sent (compressed)
 
+A link's down direction (topics brought down from the target, pull.py) is the link
+"<name>:down": lag is the target's end minus the local copy's, topic the local topic.
+
 The per-session counters restart with each session (they count what that session shipped); the
 gap and expired counters count since the replicator started (the target's gap records are the
 lasting account).
@@ -24,12 +27,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from bridges.replicator.link import LinkRunner
+from bridges.replicator.pull import PullRunner
 
 PREFIX = "edgebus_replicator_"
 
 
 class ReplicatorCollector:
-    def __init__(self, runners: Sequence[LinkRunner]) -> None:
+    def __init__(self, runners: Sequence[LinkRunner | PullRunner]) -> None:
         self.runners = runners
 
     def collect(self) -> Iterator[Any]:
@@ -59,11 +63,11 @@ class ReplicatorCollector:
                                    "(after compression)", labels=["link"])
         for r in self.runners:
             snap = r.status.snapshot()
-            up.add_metric([r.cfg.name], 1 if snap["state"] == "up" else 0)
-            wire.add_metric([r.cfg.name], getattr(r.target, "wire_bytes", 0))
-            sessions.add_metric([r.cfg.name], snap["sessions"])
+            up.add_metric([r.label], 1 if snap["state"] == "up" else 0)
+            wire.add_metric([r.label], getattr(getattr(r, "target", None), "wire_bytes", 0))
+            sessions.add_metric([r.label], snap["sessions"])
             for p in snap["partitions"]:
-                lv = [r.cfg.name, p["topic"], str(p["partition"])]
+                lv = [r.label, p["topic"], str(p["partition"])]
                 if p["lag_records"] is not None:
                     lag.add_metric(lv, p["lag_records"])
                 lag_s.add_metric(lv, p["lag_seconds"])

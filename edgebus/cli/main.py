@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from edgebus import __version__
-from edgebus.cli import bridge, consume, groups, produce, replicate, serve, service, status, topics
+from edgebus.cli import acl, bridge, consume, groups, produce, replicate, serve, service, status, topics
 from edgebus.cli.common import add_socket_option
 from edgebus.errors import ConfigError, EdgebusError
 
@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgebus {__version__}")
     add_socket_option(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (serve, topics, produce, consume, groups, bridge, replicate, status, service):
+    for module in (serve, topics, produce, consume, groups, bridge, replicate, status, service,
+                   acl):
         module.register(sub)
     return parser
 

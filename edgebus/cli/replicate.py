@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import urllib.error
-import urllib.request
 
 from edgebus.errors import EdgebusError
 
@@ -14,7 +12,8 @@ EXIT_NOT_RUNNING = 3  # as LSB init scripts and `systemctl status` say "not runn
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("replicate", help="ship topics to a peer edgebus node (foreground; SIGTERM "
+    p = sub.add_parser("replicate", help="ship topics to a peer edgebus node or a Kafka cluster, "
+                                         "and bring topics down from Kafka (foreground; SIGTERM "
                                          "stops it cleanly)")
     add_arguments(p)
     p.set_defaults(func=run)
@@ -45,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
         if not cfg.metrics_listen:
             raise EdgebusError(f"{args.config} sets no metrics.listen: the replicator serves no "
                                "status to ask")
+        import urllib.error  # here, not at the top: `edgebus serve` would carry it (~8 MB)
+        import urllib.request
+
         url = f"http://{cfg.metrics_listen}/status"
         try:
             with urllib.request.urlopen(url, timeout=5) as resp:
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(doc, indent=2, sort_keys=True))
             return 0
         for name, link in sorted(doc["links"].items()):
-            print(f"link {name} -> {link['target']} {link['address']}: {link['state']}"
+            arrow = "<-" if link.get("direction") == "down" else "->"
+            print(f"link {name} {arrow} {link['target']} {link['address']}: {link['state']}"
                   + (f" ({link['last_error']})" if link["last_error"] else ""))
             for p in link["partitions"]:
                 lag = "?" if p["lag_records"] is None else p["lag_records"]

@@ -81,6 +81,7 @@ def render(st: dict[str, Any], show_all: bool = False, out: TextIO | None = None
                     f"{st.get('records_out', 0)} out ({human_size(st.get('bytes_out', 0))})"),
         ("fsyncs", f"{st.get('fsyncs', 0)}" + (f", {st['fsync_avg_ms']} ms average"
                                                 if st.get("fsync_avg_ms") is not None else "")),
+        ("kafka", _kafka_line(st.get("kafka"))),
     ]
     width = max(len(k) for k, _ in fields)
     for key, value in fields:
@@ -115,6 +116,15 @@ def render(st: dict[str, Any], show_all: bool = False, out: TextIO | None = None
     else:
         print("no consumer groups", file=out)
 
+    kafka_conns = [c for kl in (st.get("kafka") or {}).get("listeners", []) for c in kl["connections"]]
+    if kafka_conns:
+        print(file=out)
+        print_table(["KAFKA CLIENT", "PEER", "CLIENT ID", "USER", "REQUESTS", "PARKED FETCHES",
+                     "QUEUED OUT"],
+                    [(c["id"], c["peer"], _dash(c["client_id"]), _dash(c["principal"]),
+                      c["requests"], c["parked_fetches"], human_size(c["output_bytes"]))
+                     for c in kafka_conns], out=out)
+
     clients = st.get("clients", [])
     if clients and show_all:
         print(file=out)
@@ -133,6 +143,17 @@ def _gaps(p: dict[str, Any]) -> str:
     why = {1: "retention", 2: "max_age"}.get(last["reason"], "?")
     return (f"GAP: {lost} offsets never shipped ({len(gaps)} record(s); last "
             f"{last['start']}..{last['end'] - 1}, {why})")
+def _kafka_line(kafka: dict[str, Any] | None) -> str:
+    """"127.0.0.1:9092 (TLS, SASL PLAIN), 2 connections" or "off"."""
+    if not kafka:
+        return "off"
+    parts = []
+    for kl in kafka.get("listeners", []):
+        extra = (["TLS"] if kl.get("tls") else []) + (
+            [f"SASL {'/'.join(kl['sasl'])}"] if kl.get("sasl") else [])
+        parts.append(kl["listen"] + (f" ({', '.join(extra)})" if extra else ""))
+    n = sum(len(kl.get("connections", [])) for kl in kafka.get("listeners", []))
+    return f"{', '.join(parts)}, {n} connection{'s' if n != 1 else ''}"
 
 
 def _disk_state(disk: dict[str, Any]) -> str:

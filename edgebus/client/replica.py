@@ -13,12 +13,13 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgebus import batch as B
 from edgebus import format as F
+from edgebus.batch import Record
 from edgebus.client.channel import SyncChannel
 from edgebus.client.shm_channel import open_sync_channel
 from edgebus.errors import (
@@ -69,6 +70,10 @@ class StoredBatch:
     base_offset: int
     next_offset: int  # base_offset + record count: where the following batch starts
 
+    def records(self, topic: str, partition: int) -> list[Record]:
+        """The batch's records, checked (CRC) and decoded."""
+        return B.decode_batch(self.data, topic, partition)
+
 
 @dataclass(frozen=True)
 class PartitionRead:
@@ -99,6 +104,22 @@ class PartitionRead:
             pos += length
             nxt = self.next_offset
         return pos, nxt
+    def records(self, topic: str, partition: int) -> list[Record]:
+        """The records of every batch, each checked (CRC) and decoded: for a target that is
+        not an edgebus log (Kafka, NATS) and so takes records, not batches."""
+        out: list[Record] = []
+        for mv in B.iter_batches(self.data):
+            out += B.decode_batch(mv, topic, partition)
+        return out
+
+    def record_batches(self, topic: str, partition: int
+                       ) -> Iterator[tuple[int, int, list[B.Record]]]:
+        """(base offset, next offset, records) of each batch, its header and CRC checked once:
+        for targets that store records, not batches (NATS, Kafka)."""
+        for mv in B.iter_batches(self.data):
+            recs = B.decode_batch(mv, topic, partition)
+            h = F.BATCH_HEADER.unpack_from(mv, 0)
+            yield h[0], h[0] + h[7], recs
 
 
 def _batches(records: bytes | memoryview | None) -> list[StoredBatch]:

@@ -6,6 +6,10 @@ every listener calls with a request frame (LoopApi.dispatch). A handler is calle
 as it is), DEFERRED (answered later through LoopApi.answer) or NO_RESPONSE; an EdgebusError it
 raises is the answer. The PRODUCE fast path decodes the body with the struct-level decoder and
 calls DataHandlers.produce_fields without the request dataclass.
+
+Access control is here too, so that no way in can skip it: with an Authorizer, each API's check
+(edgebus/server/acl/checks.py) runs before its handler, on the fast path as on the generic one,
+and METADATA and LIST_GROUPS answers are filtered after it (docs/SECURITY.md).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from edgebus.errors import EdgebusError, NotAuthenticatedError, ProtocolError, U
 from edgebus.fastpath.supervisor import decode_produce, decode_request
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import RequestFrame
+from edgebus.server.acl import Authorizer, build_checks, build_filters
+from edgebus.server.acl.checks import TOPIC_WRITE
 
 if TYPE_CHECKING:
     from edgebus.server.groups.handlers import GroupHandlers
@@ -78,10 +84,26 @@ def build_table(data: DataHandlers, admin: AdminHandlers, groups: GroupHandlers,
 
 class Dispatcher:
     def __init__(self, loop: Loop, table: dict[int, Handler],
-                 produce_fields: Callable[..., Any]) -> None:
+                 produce_fields: Callable[..., Any], acl: Authorizer | None = None) -> None:
         self.table = table
         self._queue_answer = loop.queue_answer  # bound once: called for every answer
         self._produce_fields = produce_fields
+        # Access control (edgebus/server/acl/): the check of each API before its handler, and
+        # the answers filtered after it; none without an Authorizer.
+        self.acl = acl
+        self.checks: dict[int, Callable[[Any, Any], None]] = {}
+        self.filters: dict[int, Callable[[Any, Any, Any], Any]] = {}
+        self._produce = produce_fields
+        if acl is not None:
+            self._acl_check = acl.check
+            self.checks = build_checks(acl)
+            self.filters = build_filters(acl)
+            self._produce_fields = self._produce_checked
+
+    def _produce_checked(self, conn: Connection, corr: int, topic: str, *rest: Any) -> Any:
+        # The PRODUCE fast path's check: the same slot and cache as the generic path's.
+        self._acl_check(conn, TOPIC_WRITE, topic)
+        return self._produce(conn, corr, topic, *rest)
 
     def dispatch_frame(self, conn: Connection, api_key: int, api_version: int, corr: int,
                        body: memoryview) -> None:
@@ -107,7 +129,12 @@ class Dispatcher:
         handler = self.table.get(req.api_key)
         if handler is None:
             raise UnknownServerError(f"API {req.api_key} is not served")
-        return handler(conn, corr, body)
+        check = self.checks.get(req.api_key)
+        if check is not None:
+            check(conn, body)  # AuthorizationError is the answer (dispatch_frame's _handle)
+        result = handler(conn, corr, body)
+        post = self.filters.get(req.api_key)
+        return result if post is None else post(conn, body, result)
 
     def _handle(self, conn: Connection, api_key: int, corr: int, handler: Any,
                 args: tuple[Any, ...]) -> None:

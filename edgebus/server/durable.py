@@ -38,6 +38,9 @@ class DurableWaiter:
     partition: Any
     # sent once durable: a ProduceResponse, an OffsetCommitResponse, ...; or made then
     response: Message | Callable[[], Message]
+    # The answer to send instead when the fsync fails (None: the error itself, as an edgebus
+    # error frame); the Kafka listener answers in its own encoding.
+    on_error: Callable[[BaseException], Any] | None = None
 
 
 class DurableAcks(Service):
@@ -53,9 +56,11 @@ class DurableAcks(Service):
         self.committer.add_waiter(partition, DurableWaiter(conn, corr, partition, response))
 
     def add_after_sync(self, conn: Connection, corr: int, partitions: list[Any],
-                       respond: Callable[[], Message]) -> None:
-        """Answer `respond()`, computed then, once every one of `partitions` is fsynced."""
-        w = DurableWaiter(conn, corr, partitions[0], respond)
+                       respond: Callable[[], Any],
+                       on_error: Callable[[BaseException], Any] | None = None) -> None:
+        """Answer `respond()`, computed then, once every one of `partitions` is fsynced (or
+        `on_error(err)` if the fsync fails)."""
+        w = DurableWaiter(conn, corr, partitions[0], respond, on_error)
         self.committer.add_waiter(partitions[0], w)
         for p in partitions[1:]:
             self.committer.mark_dirty(p)
@@ -83,6 +88,8 @@ class DurableAcks(Service):
             else:
                 resp = w.response
             self.api.answer(w.conn, w.correlation_id, resp)
+        elif w.on_error is not None:
+            self.api.answer(w.conn, w.correlation_id, w.on_error(err))
         else:
             self.api.answer(w.conn, w.correlation_id, err if isinstance(err, EdgebusError)
                             else UnknownServerError(str(err)))

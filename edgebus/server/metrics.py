@@ -78,6 +78,12 @@ class BrokerCollector:
                                   "Fetches refused because queued answers reached "
                                   "limits.max_output_total_bytes",
                                   value=lim["refused_fetches_output_budget"])
+        denied = CounterMetricFamily("edgebus_acl_denied",
+                                     "Requests refused by the access rules, by principal and "
+                                     "operation", labels=["principal", "operation"])
+        for d in doc.get("acl", {}).get("denied", ()):
+            denied.add_metric([d["principal"], d["operation"]], d["count"])
+        yield denied
         yield GaugeMetricFamily("edgebus_output_queued_bytes",
                                 "Answer bytes queued for all connections, not yet read by clients",
                                 value=lim["output_bytes"])

@@ -86,6 +86,8 @@ class ConfigReload(Service):
         self.notifier = notifier
         self.requested = False
         self.reloads = 0  # reloads applied (a file that did not load is not counted)
+        # edgebus/server/acl Authorizer: its rules are replaced at each reload (None: acl off).
+        self.acl: Any = None
 
     def install(self) -> None:
         """Handle SIGHUP from now on (main thread). The supervisor ignores SIGHUP until then
@@ -123,11 +125,21 @@ class ConfigReload(Service):
         if changed:
             log.warning("reload: %s changed in %s; that takes effect at the next restart",
                         ", ".join(changed), source)
+        if new.acl.enabled != self.config.acl.enabled:
+            log.warning("reload: acl.enabled changed in %s; that takes effect at the next restart",
+                        source)
+        if self.acl is not None:
+            # The next request of every connection is decided by the new rules (its cache is
+            # of the old generation); connections stay open.
+            self.acl.apply(new.acl)
+            log.info("reload: access control: %d rule(s), default %s", len(new.acl.policy().rules),
+                     new.acl.default)
         self.admin.topic_defaults = topic_config_of(new.topic_defaults)
         errors = apply_declared_topics(self.logs, new.topics, self.admin.groups.topic_created)
         # What a later reload compares with: the file as applied, restart-only values as running.
         self.config = dataclasses.replace(
-            self.config, topic_defaults=new.topic_defaults, topics=new.topics)
+            self.config, topic_defaults=new.topic_defaults, topics=new.topics,
+            acl=dataclasses.replace(new.acl, enabled=self.config.acl.enabled))
         self.reloads += 1
         log.info("reloaded %s: %d declared topic(s)%s", source, len(new.topics),
                  f", {len(errors)} could not be applied" if errors else "")

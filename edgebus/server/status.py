@@ -13,11 +13,11 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 from edgebus.version import __version__
 
 if TYPE_CHECKING:
+    import psutil
+
     from edgebus.server.broker import Broker
 
 _process: psutil.Process | None = None
@@ -27,6 +27,8 @@ _last_cpu: tuple[float, float] | None = None  # (monotonic time, cpu seconds) at
 def _proc() -> psutil.Process:
     global _process
     if _process is None:
+        import psutil  # at the first status request: an idle supervisor does not carry it (~3 MB)
+
         _process = psutil.Process()
     return _process
 
@@ -119,6 +121,14 @@ def topics(broker: Any) -> dict[str, Any]:
             ],
             "size_bytes": sum(p.size_bytes for p in parts),
         }
+        # Traffic counters per topic (server/stats.py), so that readers (the web console) can
+        # show rates from two looks.
+        stats = getattr(broker, "stats", None)
+        if stats is not None:
+            rin = stats.topic_in.get(name, (0, 0))
+            rout = stats.topic_out.get(name, (0, 0))
+            out[name].update(records_in=rin[0], bytes_in=rin[1], records_out=rout[0],
+                             bytes_out=rout[1])
     return out
 
 
@@ -145,17 +155,27 @@ def collect(broker: Broker) -> dict[str, Any]:
         "records_in": stats.records_in,
         "bytes_in": stats.bytes_in,
         "fsyncs": broker.durable.committer.syncs,
+        "cleaner": broker.cleaner.status(),
         "topics": topics(broker),
         "started_at": round(broker.started, 3),
     }
     doc["data_bytes"] = sum(t["size_bytes"] for t in doc["topics"].values())
     doc["clients"] = clients(broker)
+    acl = getattr(broker, "acl", None)  # access control: policy and denials (server/acl/)
+    doc["acl"] = acl.stats() if acl is not None else {"enabled": False}
     doc["groups"] = group_lags(broker)
     doc["records_out"] = stats.records_out
     doc["bytes_out"] = stats.bytes_out
     doc["fsync_count"] = stats.fsync_count
     doc["fsync_avg_ms"] = round(1000 * stats.fsync_sum / stats.fsync_count, 3) \
         if stats.fsync_count else None
+    # The Kafka listeners and their connections (null when kafka.enabled is false).
+    kl = getattr(broker, "kafka_listeners", [])
+    if kl:
+        host, port = broker.kafka.advertised
+        doc["kafka"] = {"listeners": [k.status() for k in kl], "advertised": f"{host}:{port}"}
+    else:
+        doc["kafka"] = None
     notifier = broker.notifier
     doc["systemd"] = {"notify": bool(getattr(notifier, "enabled", False)),
                       "watchdog_s": getattr(notifier, "watchdog_s", None)}

@@ -16,7 +16,6 @@ from edgebus.server import testhooks
 from edgebus.server.broker import Broker
 from edgebus.server.disk import DiskGuard
 from edgebus.server.listeners.socket_claim import SocketClaim
-from edgebus.server.listeners.tcp import server_context
 from edgebus.server.logsetup import setup_logging as _setup_logging
 from edgebus.server.notify import Notifier, summary_line
 from edgebus.server.reload import ConfigReload, apply_declared_topics, topic_config_of
@@ -51,8 +50,11 @@ def run(config: Any) -> int:
     try:
         tokens = load_replica_tokens(config.replica.tokens_file)
         r = config.replica
+        if r.tls_cert is not None and r.tls_key is not None:
+            from edgebus.server.listeners.tcp import server_context  # ssl only when configured
         tls = (server_context(str(r.tls_cert), str(r.tls_key), str(r.tls_ca) if r.tls_ca else None)
                if r.tls_cert is not None and r.tls_key is not None else None)
+        kafka_tls = _kafka_tls(config.kafka)
     except ConfigError as e:
         log.error("%s", e)
         return os.EX_CONFIG
@@ -93,6 +95,8 @@ def run(config: Any) -> int:
         flush_interval_ms=config.log.flush_interval_ms,
         checkpoint_interval_ms=config.log.checkpoint_interval_ms,
         retention_check_interval_ms=config.log.retention_check_interval_ms,
+        cleaner_interval_ms=config.log.cleaner_interval_ms,
+        cleaner_io_bytes_per_s=config.log.cleaner_io_bytes_per_s,
         notifier=notifier,
         disk=disk,
         max_input_buffer=config.limits.max_input_buffer_bytes,
@@ -104,9 +108,22 @@ def run(config: Any) -> int:
         socket_claim=claim,
         max_connections_per_uid=config.limits.max_connections_per_uid,
         max_output_total=config.limits.max_output_total_bytes,
+        acl=config.acl.policy() if config.acl.enabled else None,
+        kafka=config.kafka,
+        kafka_tls=kafka_tls,
     )
+    if config.http.enabled and not _start_http(broker, config):  # the console and HTTP API
+        logs.close()
+        claim.release()
+        return os.EX_CONFIG
     try:
         broker.listen()
+    except ConfigError as e:  # a listener's port in use: the message names the setting
+        log.error("%s", e)
+        broker.listener.shutdown()
+        logs.close()
+        claim.release()
+        return 1
     except (OSError, EdgebusError) as e:
         log.error("cannot listen on %s: %s", config.socket, e)
         logs.close()
@@ -114,6 +131,9 @@ def run(config: Any) -> int:
         return 1
     load = (lambda: reread(config)) if config.source is not None else None
     reloader = ConfigReload(logs, broker.admin, config, load, notifier)
+    reloader.acl = broker.acl  # the access rules are reloaded too
+    if broker.acl is not None:
+        broker.acl.settings = config.acl  # Kafka's CreateAcls/DeleteAcls edit its acl.file
     broker.add_service(reloader)
     reloader.install()
     _start_metrics(broker, config)
@@ -121,6 +141,40 @@ def run(config: Any) -> int:
     notifier.ready(summary_line(broker))  # after recovery and listen: clients can connect now
     broker.serve_forever()  # the metrics endpoint, a service, closes with the loop
     return 0
+
+
+def _start_http(broker: Broker, config: Any) -> bool:
+    """The HTTP API and console (docs/HTTP.md), a listener on the loop. Unlike metrics, a
+    failure stops the start: an operator who enabled it expects it, and the error says why."""
+    from edgebus.server.http.api import App
+    from edgebus.server.http.auth import Authenticator, load_users
+    from edgebus.server.listeners.http import HttpListener
+
+    h = config.http
+    try:
+        users = load_users(h.users_file)
+        if h.tls_cert is not None:
+            from edgebus.server.listeners.tcp import server_context  # ssl only when configured
+        tls = (server_context(str(h.tls_cert), str(h.tls_key), None, "http.tls_cert")
+               if h.tls_cert is not None and h.tls_key is not None else None)
+        app = App(Authenticator(users), max_streams=h.max_streams)
+        listener = HttpListener(broker.loop, app, h.listen, tls, max_connections=h.max_connections,
+                                max_body=h.max_body_bytes)
+        listener.listen()
+    except (ConfigError, OSError) as e:
+        log.error("cannot serve HTTP on %s: %s", h.listen, e)
+        return False
+    broker.add_service(listener)
+    return True
+
+
+def _kafka_tls(k: Any) -> Any:
+    """The Kafka listener's TLS context (None: plain TCP); ConfigError for unreadable files."""
+    if not k.enabled or k.tls_cert is None or k.tls_key is None:
+        return None
+    from edgebus.server.listeners.kafka import tls_context
+
+    return tls_context(str(k.tls_cert), str(k.tls_key), str(k.tls_ca) if k.tls_ca else None)
 
 
 def _start_metrics(broker: Broker, config: Any) -> None:

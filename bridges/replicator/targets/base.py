@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from edgebus import PartitionRead, TopicInfo
@@ -55,3 +56,52 @@ class GapTarget(Protocol):
         return the target's new cursor (`end`). reason: edgebus.log.gaps.GAP_RETENTION or
         GAP_MAX_AGE."""
         ...
+@dataclass(frozen=True)
+class RemoteRecord:
+    """One record of a target's topic, as a link brings it down (direction: down)."""
+
+    offset: int  # in the target's partition
+    timestamp: int  # ms
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+
+
+@dataclass
+class Pulled:
+    """One pull: new records per (remote topic, partition), in order; the partitions at their
+    end; the partitions whose next record the target no longer has (a gap), with why."""
+
+    records: dict[tuple[str, int], list[RemoteRecord]] = field(default_factory=dict)
+    at_end: dict[tuple[str, int], int] = field(default_factory=dict)  # -> the target's end
+    gaps: dict[tuple[str, int], str] = field(default_factory=dict)
+
+
+class Remote(Protocol):
+    """A target that topics are brought down from (bridges/replicator/pull.py)."""
+
+    name: str
+
+    def connect_pull(self) -> None:
+        """Open (or reopen) the connection for reading."""
+        ...
+
+    def remote_partitions(self, topic: str) -> int | None:
+        """The topic's partition count at the target, None when it has no such topic."""
+        ...
+
+    def remote_start(self, topic: str, partition: int) -> int:
+        """The oldest offset the target still holds."""
+        ...
+
+    def assign(self, positions: dict[tuple[str, int], int]) -> None:
+        """Read these partitions from these offsets on (each the next record wanted)."""
+        ...
+
+    def pull(self, wait_s: float) -> Pulled:
+        """What came since the last pull, waiting up to wait_s when nothing did."""
+        ...
+
+    def heartbeat(self) -> None: ...
+
+    def close(self) -> None: ...

@@ -60,6 +60,8 @@ class DataHandlers(Service):
         self.waiters = FetchWaiters()
         # Something was appended since the last periodic flush (housekeeping.py reads and clears).
         self.dirty = False
+        # Called with the partition after every append (the Kafka listener's parked fetches).
+        self.append_listeners: list[Any] = []
 
     # --- the service -----------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
@@ -100,7 +102,7 @@ class DataHandlers(Service):
                 "writes it")
         if batch is None:  # BYTES may be null on the wire; a PRODUCE without a batch is meaningless
             raise InvalidRequestError("PRODUCE carries a null batch (length -1); send one whole record batch")
-        info = B.validate_batch(batch, max_bytes=p.config.max_message_bytes)
+        info = B.validate_batch(batch, max_bytes=p.config.max_message_bytes, compacted_ok=False)
         B.check_records(batch, info)  # records that do not decode would fail every reader
         base, atime = self.disk.append(p, batch, info, now_ms())  # watermarks (server/disk.py)
         self.stats.appended(topic, info.record_count, info.length)
@@ -203,6 +205,8 @@ class DataHandlers(Service):
         the one `batch` just appended (stamped `base`, `append_time`), a fetch asking for
         exactly that batch is answered from its bytes instead of reading them back."""
         self.dirty = True
+        for listener in self.append_listeners:
+            listener(p)
         if self.api.output_budget_used:
             return  # parked fetches wait (costing nothing) until room or their deadline
         for w in self.waiters.waiting_on(p.topic, p.partition):

@@ -69,6 +69,12 @@ class Connection:
         self.peer_name: str | None = None
         # Counted against limits.max_connections (False where the listener bounds its own).
         self.counts_as_client = True
+        # Access control: its principals and cached decisions (edgebus/server/acl/), made at its
+        # first checked request.
+        self.acl: Any = None
+        # Where this connection's request frames go: the loop's dispatch table, unless the
+        # listener speaks another protocol (the Kafka listener gives its own dispatcher).
+        self.dispatch_to: Any = None
 
     def __repr__(self) -> str:
         return f"conn#{self.id}(pid={self.pid})"
@@ -197,7 +203,7 @@ class Connection:
         """Handle the whole request frames buffered, at most MAX_REQUESTS_PER_TURN of them."""
         handled = 0
         proto = self.proto
-        dispatch = self.loop.dispatch
+        dispatch = self.dispatch_to or self.loop.dispatch
         while not self.closed and not self.overloaded and handled < MAX_REQUESTS_PER_TURN:
             try:
                 req = proto.next_request()

@@ -128,7 +128,7 @@ def _peer(sock: socket.socket) -> str:
         return "a peer that is gone"
 
 
-def server_context(cert: str, key: str, ca: str | None) -> ssl.SSLContext:
+def server_context(cert: str, key: str, ca: str | None, what: str = "replica.tls") -> ssl.SSLContext:
     """TLS 1.2+ with the node's certificate; with `ca`, client certificates are required."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -138,7 +138,7 @@ def server_context(cert: str, key: str, ca: str | None) -> ssl.SSLContext:
             ctx.load_verify_locations(ca)
             ctx.verify_mode = ssl.CERT_REQUIRED
     except (OSError, ssl.SSLError) as e:
-        raise ConfigError(f"replica.tls: cannot load the certificates: {e}") from None
+        raise ConfigError(f"{what}: cannot load the certificates: {e}") from None
     return ctx
 
 

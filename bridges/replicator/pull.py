@@ -1,0 +1,227 @@
+"""A link's down direction: topics of the target brought into local topics (direction: down).
+
+    topics:
+      - {pattern: commands, direction: down, remote: office.commands.gw-7}
+
+Remote partition p goes to local partition p, record by record (key, value, headers, timestamp),
+plus one header naming where it comes from (REMOTE_HEADER, docs/FORMAT.md 7.10):
+
+    edgebus-remote: <link>/<remote topic>/<partition>/<offset>
+
+The cursor is the local topic itself: at the start of every session the last local record's
+header names the remote offset it holds, and reading resumes after it. Each write to the local
+log is one chunk per partition, acknowledged durable before the next is sent: a crash of the
+replicator or of the supervisor at any point leaves the local partition ending at a whole
+acknowledged-or-not batch, and the header of its last record says exactly where to go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bridges.replicator.config import LinkConfig
+from bridges.replicator.link import (
+    BACKOFF_MAX_S,
+    BACKOFF_MIN_S,
+    IDLE_WAIT_MS,
+    TOPIC_REFRESH_S,
+    LinkStatus,
+    PartitionState,
+)
+from bridges.replicator.targets.base import Remote, RemoteRecord
+from edgebus import Admin, BatchReader, Producer
+from edgebus.backoff import backoff_delay
+from edgebus.errors import EdgebusError, NotAMirrorError, UnknownTopicError
+
+log = logging.getLogger("edgebus.replicator")
+
+REMOTE_HEADER = "edgebus-remote"
+CHUNK_BYTES = 512 * 1024  # one local write: well under a batch's limit, so it is one batch
+
+
+def make_remote(cfg: LinkConfig, node: str) -> Remote:
+    if cfg.target == "kafka" and cfg.kafka is not None:
+        from bridges.replicator.targets.kafka_pull import KafkaRemote
+
+        return KafkaRemote(cfg.name, cfg.kafka, node, timeout=2 * cfg.heartbeat_s)
+    raise ValueError(f"topics cannot be brought down from a {cfg.target} target yet")
+
+
+def remote_header(link: str, topic: str, partition: int, offset: int) -> bytes:
+    return f"{link}/{topic}/{partition}/{offset}".encode()
+
+
+class PullRunner:
+    """The down direction of one link: a thread, its own connection to the target."""
+
+    def __init__(self, cfg: LinkConfig, node: str, socket: Path | None,
+                 stop: threading.Event, remote: Remote | None = None) -> None:
+        self.cfg = cfg
+        self.label = f"{cfg.name}:down"  # its name in status and metrics
+        self.socket = socket
+        self.stop = stop
+        self.remote = remote if remote is not None else make_remote(cfg, node)
+        self.status = LinkStatus()
+        self.thread = threading.Thread(target=self.run, name=f"pull-{cfg.name}", daemon=True)
+        self._was_up = False
+
+    def run(self) -> None:
+        attempt = 0
+        while not self.stop.is_set():
+            self.status.sessions += 1
+            self._was_up = False
+            try:
+                self._session()
+            except (EdgebusError, OSError) as e:
+                if self._was_up or str(e) != self.status.last_error:
+                    log.warning("link %s: %s: %s (retrying)", self.label, type(e).__name__, e)
+                self.status.state, self.status.last_error = "down", str(e)
+            except Exception as e:  # a bug or a library's surprise: log it, never stop the link
+                log.exception("link %s: unexpected error (retrying)", self.label)
+                self.status.state, self.status.last_error = "down", f"{type(e).__name__}: {e}"
+            finally:
+                self.remote.close()
+            if self._was_up:
+                attempt = 0
+            self.stop.wait(backoff_delay(attempt, BACKOFF_MIN_S, BACKOFF_MAX_S))
+            attempt += 1
+
+    def _session(self) -> None:
+        st, remote = self.status, self.remote
+        with st.lock:
+            st.partitions = {}
+        remote.connect_pull()
+        local_of: dict[tuple[str, int], tuple[str, int]] = {}  # remote tp -> local tp
+        cursors: dict[tuple[str, int], int] = {}  # remote tp -> next remote offset wanted
+        with Admin(self.socket, transport="socket") as admin, BatchReader(self.socket) as reader, \
+                Producer(socket=self.socket, acks="durable", linger_ms=1, max_in_flight=1,
+                         batch_size=CHUNK_BYTES * 2, max_request_size=CHUNK_BYTES * 4,
+                         transport="socket") as producer:
+            for rule in self.cfg.pulls:
+                self._setup(admin, reader, rule.pattern, rule.remote or rule.pattern,
+                            local_of, cursors)
+            remote.assign({tp: c for tp, c in cursors.items()
+                           if not st.partitions[local_of[tp]].error})
+            log.info("link %s: up, %d partition(s) from %s", self.label, len(cursors), remote.name)
+            st.state, st.last_error = "up", ""
+            self._was_up = True
+            beat = refresh = time.monotonic()
+            missing = [r.remote or r.pattern for r in self.cfg.pulls
+                       if (r.remote or r.pattern, 0) not in local_of]
+            while not self.stop.is_set():
+                if missing and time.monotonic() - refresh >= TOPIC_REFRESH_S:
+                    refresh = time.monotonic()
+                    if any(remote.remote_partitions(t) is not None for t in missing):
+                        return  # a topic waited for is there: a new session takes it up
+                got = remote.pull(IDLE_WAIT_MS / 1000)
+                for rtp, end in got.at_end.items():
+                    if rtp in local_of:
+                        ps = st.partitions[local_of[rtp]]
+                        ps.source_end = max(end, cursors[rtp])
+                        ps.caught_up_at = time.time()
+                for rtp, why in got.gaps.items():
+                    if rtp in local_of:
+                        self._hold(local_of[rtp], f"gap at remote offset {cursors[rtp]}: {why}")
+                for rtp, recs in got.records.items():
+                    if rtp in local_of and not st.partitions[local_of[rtp]].error:
+                        self._write(producer, rtp, local_of[rtp], recs, cursors)
+                if time.monotonic() - beat >= self.cfg.heartbeat_s:
+                    remote.heartbeat()  # a half-open link ends the session
+                    beat = time.monotonic()
+
+    def _setup(self, admin: Admin, reader: BatchReader, local: str, rtopic: str,
+               local_of: dict[tuple[str, int], tuple[str, int]],
+               cursors: dict[tuple[str, int], int]) -> None:
+        """The local topic (made with the remote's partition count if there is none), and each
+        partition's cursor from its last record."""
+        st = self.status
+        n = self.remote.remote_partitions(rtopic)
+        if n is None:
+            with st.lock:
+                st.partitions[(local, 0)] = PartitionState(
+                    -1, error=f"{self.remote.name} has no topic {rtopic!r} (yet)")
+            return
+        try:
+            info = reader.describe(local)
+        except UnknownTopicError:
+            admin.create_topic(local, n)
+            info = reader.describe(local)
+        for p in range(n):
+            rtp = (rtopic, p)
+            local_of[rtp] = (local, p)
+            with st.lock:
+                ps = st.partitions[(local, p)] = PartitionState(-1)
+            if p >= info.partitions:
+                self._hold((local, p), f"the local topic {local!r} has {info.partitions} "
+                           f"partition(s), {rtopic!r} at the target {n}: add partitions here")
+                continue
+            try:
+                c = self._local_cursor(reader, local, p, rtopic, info.start_offsets[p],
+                                       info.end_offsets[p])
+            except NotAMirrorError as e:
+                self._hold((local, p), str(e))
+                continue
+            cursors[rtp] = ps.cursor = c
+
+    def _local_cursor(self, reader: BatchReader, local: str, p: int, rtopic: str,
+                      start: int, end: int) -> int:
+        if end <= start:
+            return self.remote.remote_start(rtopic, p)  # nothing here yet: all the target has
+        batches, _, _ = reader.read(local, p, end - 1)
+        last = batches[-1].records(local, p)[-1]
+        want = f"{self.cfg.name}/{rtopic}/{p}/"
+        for k, v in last.headers:
+            if k == REMOTE_HEADER and v is not None and v.decode(errors="replace").startswith(want):
+                tail = v.decode()[len(want):]
+                if tail.isdigit():
+                    return int(tail) + 1
+        raise NotAMirrorError(
+            f"{local}-{p} ends with a record (offset {last.offset}) that link {self.cfg.name} did "
+            f"not bring down from {rtopic}-{p}: something else writes there; bring the topic "
+            "down into a local topic of its own")
+
+    def _hold(self, tp: tuple[str, int], why: str) -> None:
+        self.status.partitions[tp].error = why
+        log.error("link %s: %s-%d held: %s; until an operator acts (docs/REPLICATION.md)",
+                  self.label, tp[0], tp[1], why)
+
+    def _write(self, producer: Producer, rtp: tuple[str, int], ltp: tuple[str, int],
+               recs: list[RemoteRecord], cursors: dict[tuple[str, int], int]) -> None:
+        """Append to the local partition, chunk by chunk, each acknowledged (durable) before
+        the next goes: a failure is always at the end of what is there."""
+        ps = self.status.partitions[ltp]
+        i = 0
+        while i < len(recs):
+            futs: list[Any] = []  # FutureRecordMetadata
+            size = 0
+            while i < len(recs) and (not futs or size < CHUNK_BYTES):
+                r = recs[i]
+                if r.offset < cursors[rtp]:
+                    i += 1  # already here (a record the consumer gave again)
+                    continue
+                hdrs = [*r.headers, (REMOTE_HEADER, remote_header(self.cfg.name, *rtp, r.offset))]
+                futs.append(producer.send(ltp[0], r.value, r.key, hdrs, partition=ltp[1],
+                                          timestamp_ms=r.timestamp))
+                size += len(r.value or b"") + len(r.key or b"") + 64
+                last = r.offset
+                i += 1
+            if not futs:
+                continue
+            producer.flush(2 * self.cfg.heartbeat_s + 30)
+            errors = [f.exception for f in futs]
+            if any(errors):
+                first = next(k for k, e in enumerate(errors) if e)
+                if any(e is None for e in errors[first:]):
+                    self._hold(ltp, f"a local write failed ({errors[first]}) but later ones "
+                               "landed: a gap in the local topic")
+                err = errors[first]
+                assert err is not None
+                raise err if isinstance(err, EdgebusError) else EdgebusError(str(err))
+            ps.shipped_records += len(futs)
+            ps.shipped_bytes += size
+            cursors[rtp] = ps.cursor = last + 1
+            ps.source_end = max(ps.source_end, ps.cursor)

@@ -1,0 +1,363 @@
+"""The NATS JetStream target: each source partition as one subject of a stream on a JetStream
+cluster (docs/REPLICATION.md, "NATS JetStream"; the message layout in nats_codec.py).
+
+No holes, no doubles: records go as JetStream *atomic batches* (nats-server 2.12+, the stream's
+allow_atomic), at most one batch of a partition in flight. A batch is stored whole or not at
+all, and its first message says which message must be the subject's last
+(Nats-Expected-Last-Subject-Sequence), so a batch can never land after a missing one, nor
+after a stale batch of an older session. The cursor is read from the destination at the
+start of every session: the subject's last message (JetStream "get last message by subject")
+carries the offset to resume from; the dedup window (Nats-Msg-Id) is only a second guard.
+
+nats-py is asyncio and the Target protocol is synchronous: the target runs a private event loop
+on its own thread, from connect() to close(); every call waits for its coroutine with a bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import random
+import ssl
+import threading
+import uuid
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from bridges.replicator.config import LinkConfig
+from bridges.replicator.targets import nats_codec as C
+from edgebus import PartitionRead, TopicInfo, client_context
+from edgebus.errors import (
+    AuthenticationError,
+    BrokerUnavailableError,
+    EdgebusError,
+    IncarnationMismatchError,
+    NotAMirrorError,
+    OperationTimeoutError,
+    ReplicaDivergedError,
+    UnknownServerError,
+)
+
+T = TypeVar("T")
+
+
+class NatsUnavailableError(BrokerUnavailableError):
+    """The NATS cluster did not answer or closed the connection (retried by the link)."""
+
+    hint = "check that the servers of the link's 'servers' run and that JetStream has a leader"
+
+# nats-server's default max_batch_size: more messages in one atomic batch are refused.
+MAX_BATCH_MESSAGES = 1000
+# Bytes of one atomic batch (staged by the stream leader, then one replicated proposal).
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+# JetStream API error codes the target acts on (nats-server server/errors.json).
+ERR_STREAM_NOT_FOUND = 10059
+ERR_NO_MESSAGE = 10037
+ERR_WRONG_LAST_SEQUENCE = 10071
+
+
+class NatsTarget:
+    def __init__(self, cfg: LinkConfig, node: str, timeout: float = 10.0) -> None:
+        assert cfg.nats is not None
+        self.name = f"nats stream {cfg.nats.stream}"
+        self.cfg = cfg
+        self.opts = cfg.nats
+        self.node = node
+        self.timeout = timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._nc: Any = None
+        # Per partition: (stream sequence of the subject's last message, first offset not there).
+        self._last: dict[tuple[str, int], tuple[int, int]] = {}
+
+    # -- the private event loop ------------------------------------------------------------
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        assert self._loop is not None
+        return self._wait(asyncio.run_coroutine_threadsafe(coro, self._loop), timeout)
+
+    def _wait(self, fut: Future[T], timeout: float | None = None) -> T:
+        try:
+            return fut.result(timeout if timeout is not None else self.timeout)
+        except TimeoutError:
+            fut.cancel()
+            raise OperationTimeoutError(f"{self.name}: no answer within "
+                                        f"{timeout or self.timeout:.1f} s") from None
+        except EdgebusError:
+            raise
+        except Exception as e:  # nats-py's own errors, and OSError from its transport
+            raise _mapped(e, self.name) from None
+
+    # -- Target ----------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        import nats  # a dependency of this target only
+
+        self.close()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name=f"nats-{self.cfg.name}")
+        self._thread.start()
+        o = self.opts
+        kw: dict[str, Any] = {
+            "servers": list(o.servers), "name": f"edgebus-replicator {self.node}/{self.cfg.name}",
+            # One connection per session: a failure ends the session and the link reads every
+            # cursor again, so nats-py must not reconnect (or buffer publishes) behind our back.
+            "allow_reconnect": False, "connect_timeout": self.timeout,
+            "max_outstanding_pings": 2, "ping_interval": max(1, int(self.cfg.heartbeat_s)),
+        }
+        if o.user is not None:
+            kw.update(user=o.user, password=o.password)
+        if o.token is not None:
+            kw["token"] = o.token
+        if o.creds_file is not None:
+            kw["user_credentials"] = o.creds_file
+        if o.nkey_seed_file is not None:
+            kw["nkeys_seed"] = o.nkey_seed_file
+        if self.cfg.tls is not None or o.tls_urls:
+            tls = self.cfg.tls
+            ctx: ssl.SSLContext = client_context(
+                *(None if p is None else str(p) for p in (tls.ca, tls.cert, tls.key))
+            ) if tls is not None else ssl.create_default_context()
+            kw["tls"] = ctx
+            if tls is not None and tls.server_name:
+                kw["tls_hostname"] = tls.server_name
+
+        async def errors(e: Exception) -> None:
+            pass  # every error reaches the caller of the failing request; no log per retry
+
+        kw["error_cb"] = errors
+        # nats-py without reconnects gives up after the first server it tries: try each in
+        # turn (shuffled, so that nodes share the links), so a node that is down costs nothing.
+        servers = list(o.servers)
+        random.shuffle(servers)
+        for i, server in enumerate(servers):
+            try:
+                self._nc = self._run(nats.connect(**{**kw, "servers": [server]}))
+                break
+            except AuthenticationError:
+                raise
+            except EdgebusError:
+                if i == len(servers) - 1:
+                    raise
+        self._last.clear()
+        self._ensure_stream()
+
+    async def _api(self, subject: str, body: dict[str, Any]) -> dict[str, Any]:
+        msg = await self._nc.request(subject, json.dumps(body).encode(), timeout=self.timeout)
+        return dict(json.loads(msg.data))
+
+    def _ensure_stream(self) -> None:
+        o = self.opts
+        info = self._run(self._api(f"$JS.API.STREAM.INFO.{o.stream}", {}))
+        err = info.get("error")
+        if err and err.get("err_code") == ERR_STREAM_NOT_FOUND:
+            cfg = {"name": o.stream, "subjects": [f"{o.subject_prefix}.>"], "storage": "file",
+                   "num_replicas": o.replicas, "allow_atomic": True,
+                   "metadata": {"edgebus_node": self.node}}
+            info = self._run(self._api(f"$JS.API.STREAM.CREATE.{o.stream}", cfg))
+            err = info.get("error")
+        if err:
+            raise _api_error(err, f"{self.name}: ")
+        if not info.get("config", {}).get("allow_atomic"):
+            raise NotAMirrorError(
+                f"{self.name} does not allow atomic batch publish, which the replicator needs "
+                "so that a failed batch can never leave a hole; set allow_atomic: true in its "
+                "config (nats-server 2.12 or newer)")
+
+    def cursor(self, topic: str, partition: int, source: TopicInfo) -> int:
+        problem = C.subject_problem(topic)
+        if problem is not None:
+            raise IncarnationMismatchError(problem)  # held with this reason, never mixed
+        subject = C.subject_for(self.opts.subject_prefix, topic, partition)
+        ans = self._run(self._api(f"$JS.API.STREAM.MSG.GET.{self.opts.stream}",
+                                  {"last_by_subj": subject}))
+        err = ans.get("error")
+        if err and err.get("err_code") == ERR_NO_MESSAGE:
+            start = source.start_offsets[partition]
+            self._last[(topic, partition)] = (0, start)
+            return start
+        if err:
+            raise _api_error(err, f"{self.name}: ")
+        m = ans["message"]
+        h = C.parse_header_block(base64.b64decode(m.get("hdrs", "")))
+        mine = C.msg_id(self.node, topic, partition, 0).rsplit("/", 1)[0] + "/"
+        if not h.get(C.MSG_ID, "").startswith(mine) or C.RESUME not in h:
+            raise NotAMirrorError(
+                f"{self.name}: the last message on {subject} (stream sequence {m['seq']}) was not "
+                f"written by this link (Nats-Msg-Id {h.get(C.MSG_ID)!r}); another publisher "
+                "writes there: give this link its own subject_prefix")
+        if h.get(C.INCARNATION) != source.incarnation:
+            raise IncarnationMismatchError(
+                f"{self.name}: {subject} holds incarnation {h.get(C.INCARNATION)} of topic "
+                f"{topic!r}, the source topic is now incarnation {source.incarnation} (deleted "
+                "and created again); purge the subject there to start anew")
+        offset = int(h[C.MSG_ID].rsplit("/", 1)[1])
+        self._last[(topic, partition)] = (int(m["seq"]), offset + 1)
+        return int(h[C.RESUME])
+
+    def ship(self, topic: str, partition: int, incarnation: str, read: PartitionRead
+             ) -> tuple[int, int]:
+        """Every record not yet there, as atomic batches, one in flight: the next batch is
+        encoded while the previous one's commit is on its way, and sent once it is acknowledged
+        (its first message expects the acknowledged sequence)."""
+        key = (topic, partition)
+        last_seq, there = self._last[key]
+        subject = C.subject_for(self.opts.subject_prefix, topic, partition)
+        already = [0]
+        pending: tuple[Future[dict[str, Any]], int] | None = None
+        for group in self._groups(topic, partition, read, there, already):
+            frames = self._frames(subject, group, incarnation)
+            if pending is not None:
+                last_seq = self._acked(subject, *pending)
+            pending = self._submit(subject, group, frames, last_seq), len(group)
+        if pending is not None:
+            last_seq = self._acked(subject, *pending)
+        self._last[key] = (last_seq, max(there, read.next_offset))
+        return read.next_offset, already[0]
+
+    def _groups(self, topic: str, partition: int, read: PartitionRead, there: int,
+                already: list[int]) -> Iterator[list[tuple[bytes, dict[str, str]]]]:
+        """The records from offset `there` on, encoded, in atomic batches of whole source
+        batches where they fit. A source batch of more than MAX_BATCH_MESSAGES records is
+        split; the resume point then stays at its start, and after a failure the records
+        already there are skipped (the batch counted in `already`)."""
+        group: list[tuple[bytes, dict[str, str]]] = []
+        size = 0
+        for base, nxt, batch in read.record_batches(topic, partition):
+            if nxt <= there:
+                already[0] += 1
+                continue
+            recs = batch if base >= there else [r for r in batch if r.offset >= there]
+            if len(recs) < nxt - base:
+                already[0] += 1
+            nbytes = sum(len(r.value or b"") for r in recs)
+            if group and (len(group) + len(recs) > MAX_BATCH_MESSAGES
+                          or size + nbytes > MAX_BATCH_BYTES):
+                yield group
+                group, size = [], 0
+            for i, r in enumerate(recs):
+                payload, h = C.encode(self.node, topic, partition, r.offset, r.timestamp, r.key,
+                                      r.value, r.headers)
+                # The cursor when this is the subject's last message: past the source batch
+                # if it is the batch's last record, else the batch's start (skipped from here).
+                h[C.RESUME] = str(nxt if i == len(recs) - 1 else base)
+                group.append((payload, h))
+                size += len(payload)
+                if len(group) == MAX_BATCH_MESSAGES:
+                    yield group
+                    group, size = [], 0
+        if group:
+            yield group
+
+    def _frames(self, subject: str, group: list[tuple[bytes, dict[str, str]]],
+                incarnation: str) -> bytes:
+        """Marks the group as one atomic batch; returns the HPUB frames of its messages but the
+        first and the last, built here: a few microseconds a message, instead of a coroutine
+        call into nats-py on the loop's thread."""
+        bid = uuid.uuid4().hex
+        for i, (_, h) in enumerate(group, 1):
+            h["Nats-Batch-Id"] = bid
+            h["Nats-Batch-Sequence"] = str(i)
+        group[-1][1][C.INCARNATION] = incarnation
+        group[-1][1]["Nats-Batch-Commit"] = "1"
+        return b"".join(_hpub(subject, payload, h) for payload, h in group[1:-1])
+
+    def _submit(self, subject: str, group: list[tuple[bytes, dict[str, str]]], frames: bytes,
+                last_seq: int) -> Future[dict[str, Any]]:
+        group[0][1]["Nats-Expected-Last-Subject-Sequence"] = str(last_seq)
+        head = _hpub(subject, *group[0]) if len(group) > 1 else b""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(
+            self._publish(subject, (head, frames), group[-1]), self._loop)
+
+    def _acked(self, subject: str, fut: Future[dict[str, Any]], count: int) -> int:
+        """Waits for one atomic batch's PubAck; returns the stream sequence of its last message.
+        Any failure ends the session, and the next reads the cursor again (the batch is there
+        whole or not at all)."""
+        ack = self._wait(fut, self.timeout + 1)
+        err = ack.get("error")
+        if err:
+            raise _api_error(err, f"{self.name}: {subject}: ")
+        if ack.get("stream") != self.opts.stream or ack.get("count") != count:
+            raise NotAMirrorError(f"{self.name}: {subject} was stored by stream "
+                                  f"{ack.get('stream')!r} ({ack.get('count')} messages of "
+                                  f"{count}): another stream takes these subjects")
+        return int(ack["seq"])
+
+    async def _publish(self, subject: str, frames: tuple[bytes, bytes],
+                       last: tuple[bytes, dict[str, str]]) -> dict[str, Any]:
+        """The batch's frames, then its commit as a request: one connection keeps their order,
+        and the commit's answer is the batch's PubAck (or why it was refused whole)."""
+        nc = self._nc
+        for f in frames:
+            if f:
+                # nats-py has no public call for frames already encoded; _send_command queues
+                # bytes on the connection in order with everything published after them.
+                await nc._send_command(f)
+        msg = await nc.request(subject, last[0], headers=last[1], timeout=self.timeout)
+        return dict(json.loads(msg.data))
+
+    def heartbeat(self) -> None:
+        self._run(self._nc.flush(self.timeout), self.timeout + 1)  # PING, PONG
+
+    def commit_group_offsets(self, group_id: str, offsets: dict[tuple[str, int], int]) -> None:
+        """Consumer groups are edgebus's; a stream's consumers keep their own positions."""
+
+    def close(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        nc, self._nc = self._nc, None
+
+        async def shut() -> None:
+            if nc is not None:
+                with contextlib.suppress(Exception):  # already broken: nothing to flush
+                    await asyncio.wait_for(nc.close(), 2)
+            me = asyncio.current_task()
+            for t in asyncio.all_tasks():
+                if t is not me:
+                    t.cancel()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(shut(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(5)
+        self._thread = None
+        if not loop.is_running():
+            loop.close()
+
+
+def _hpub(subject: str, payload: bytes, headers: dict[str, str]) -> bytes:
+    """One NATS protocol HPUB frame (no reply subject); header values never hold CR or LF
+    (nats_codec.encode keeps them plain)."""
+    hdr = ("NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+           + "\r\n").encode()
+    return b"HPUB %s %d %d\r\n%s%s\r\n" % (subject.encode(), len(hdr), len(hdr) + len(payload),
+                                            hdr, payload)
+
+
+def _api_error(err: dict[str, Any], where: str) -> EdgebusError:
+    code, text = err.get("err_code"), err.get("description", "")
+    if code == ERR_WRONG_LAST_SEQUENCE:
+        return ReplicaDivergedError(
+            f"{where}{text}: the subject moved under the link (a stale batch of an earlier "
+            "session, or another publisher); the cursor is read again")
+    if err.get("code") in (503, 408) or "incomplete" in text:
+        return NatsUnavailableError(f"{where}{text} (JetStream error {code})")
+    return UnknownServerError(f"{where}{text} (JetStream error {code})")
+
+
+def _mapped(e: Exception, where: str) -> EdgebusError:
+    import nats.errors as ne
+
+    text = str(e) or type(e).__name__
+    if "authorization" in text.lower() or isinstance(e, ne.AuthorizationError):
+        return AuthenticationError(f"{where}: the NATS server refused our credentials: {text}")
+    if isinstance(e, ne.TimeoutError | asyncio.TimeoutError):
+        return OperationTimeoutError(f"{where}: no answer within the timeout")
+    return NatsUnavailableError(f"{where}: {type(e).__name__}: {text}")

@@ -1,0 +1,125 @@
+"""Access control on the Kafka listener: the supervisor's one Authorizer (edgebus/server/acl/),
+applied to Kafka's requests as Kafka brokers do, per topic inside the answer.
+
+`guard(apis, acl)` wraps the registered handlers (setup.py): Fetch, ListOffsets and Metadata
+are decided here (a topic the principal may not use is taken out of the request and answered
+with TOPIC_AUTHORIZATION_FAILED; a Metadata listing leaves out what it may not describe);
+Produce asks `may()` for each topic inside its own loop, so that every acks level answers
+per partition. The principal: `sasl:NAME` after SASL, else the local user owning the client's
+end of a loopback connection (/proc/net/tcp, identd's way), else nobody (docs/SECURITY.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import TYPE_CHECKING, Any
+
+from kio.schema.errors import ErrorCode
+
+from edgebus.acl.rules import Kind, Op
+from edgebus.errors import AuthorizationError
+from edgebus.server.acl.authorizer import SLOTS
+from edgebus.server.kafka.apis import KafkaApi
+from edgebus.server.kafka.codec import build, response_module
+
+if TYPE_CHECKING:
+    from edgebus.server.acl import Authorizer
+    from edgebus.server.kafka.context import KafkaContext
+    from edgebus.server.listeners.stream import Connection
+
+PRODUCE, FETCH, LIST_OFFSETS, METADATA = 0, 1, 2, 3
+DENIED = ErrorCode.topic_authorization_failed
+_READ, _WRITE, _DESCRIBE = (SLOTS[(Kind.TOPIC, o)] for o in (Op.READ, Op.WRITE, Op.DESCRIBE))
+
+
+def acl_of(ctx: KafkaContext) -> Authorizer | None:
+    a: Authorizer | None = ctx.parts.get("acl")
+    return a
+
+
+def may(ctx: KafkaContext, conn: Connection, op: str, topic: str) -> str | None:
+    """None if `conn` may do `op` on `topic`, else the reason (counted and logged as every
+    denial is). For handlers that answer per partition (Produce)."""
+    a = acl_of(ctx)
+    if a is None:
+        return None
+    try:
+        a.authorize(conn, op, (Kind.TOPIC, topic))
+    except AuthorizationError as e:
+        return str(e)
+    return None
+
+
+def _denied(a: Authorizer, conn: Any, slot: int, topic: str) -> bool:
+    try:
+        a.check(conn, slot, topic)
+    except AuthorizationError:
+        return True
+    return False
+
+
+def guard(apis: dict[int, KafkaApi], acl: Authorizer | None) -> dict[int, KafkaApi]:
+    """The registry with Fetch, ListOffsets and Metadata checked (unchanged without ACLs)."""
+    if acl is None:
+        return apis
+    out = dict(apis)
+    for key, fn in ((FETCH, _fetch), (LIST_OFFSETS, _list_offsets), (METADATA, _metadata)):
+        if key in out:
+            out[key] = dataclasses.replace(out[key], handler=functools.partial(fn, acl, out[key].handler))
+    return out
+
+
+def _fetch(acl: Authorizer, handler: Any, ctx: KafkaContext, conn: Connection, header: Any,
+           req: Any) -> Any:
+    denied = [t for t in req.topics if _denied(acl, conn, _READ, t.topic)]
+    if not denied:
+        return handler(ctx, conn, header, req)
+    from edgebus.server.kafka.fetch import read
+
+    # Answered now (a fetch with an error is never parked), the allowed topics read as usual.
+    allowed = tuple(t for t in req.topics if t not in denied)
+    resp, _ = read(ctx, header, dataclasses.replace(req, topics=allowed))
+    mod = response_module(FETCH, header.request_api_version)
+    errors = tuple(
+        build(mod.FetchableTopicResponse, topic=t.topic, partitions=tuple(
+            build(mod.PartitionData, partition_index=fp.partition, error_code=DENIED,
+                  high_watermark=-1, last_stable_offset=-1, log_start_offset=-1,
+                  aborted_transactions=None, preferred_read_replica=-1, records=b"")
+            for fp in t.partitions))
+        for t in denied)
+    return dataclasses.replace(resp, responses=resp.responses + errors)
+
+
+def _list_offsets(acl: Authorizer, handler: Any, ctx: KafkaContext, conn: Connection,
+                  header: Any, req: Any) -> Any:
+    denied = [t for t in req.topics if _denied(acl, conn, _DESCRIBE, t.name)]
+    if not denied:
+        return handler(ctx, conn, header, req)
+    allowed = tuple(t for t in req.topics if t not in denied)
+    resp = handler(ctx, conn, header, dataclasses.replace(req, topics=allowed))
+    mod = response_module(LIST_OFFSETS, header.request_api_version)
+    errors = tuple(
+        build(mod.ListOffsetsTopicResponse, name=t.name, partitions=tuple(
+            build(mod.ListOffsetsPartitionResponse, partition_index=lp.partition_index,
+                  error_code=DENIED, timestamp=-1, offset=-1, old_style_offsets=(),
+                  leader_epoch=-1)
+            for lp in t.partitions))
+        for t in denied)
+    return dataclasses.replace(resp, topics=resp.topics + errors)
+
+
+def _metadata(acl: Authorizer, handler: Any, ctx: KafkaContext, conn: Connection, header: Any,
+              req: Any) -> Any:
+    resp = handler(ctx, conn, header, req)
+    listing = req.topics is None or (header.request_api_version == 0 and not req.topics)
+    out = []
+    for t in resp.topics:
+        if listing:  # what it may not describe is left out, uncounted
+            if acl.allowed(conn, Kind.TOPIC, Op.DESCRIBE, t.name):
+                out.append(t)
+        elif _denied(acl, conn, _DESCRIBE, t.name):  # by name: whether it exists or not
+            out.append(dataclasses.replace(t, error_code=DENIED, partitions=()))
+        else:
+            out.append(t)
+    return dataclasses.replace(resp, topics=tuple(out))

@@ -1,0 +1,106 @@
+"""Kafka's data-plane APIs: ApiVersions, Metadata, Produce, Fetch, ListOffsets, InitProducerId.
+
+Each is a thin adapter: it takes the kio request, calls the supervisor's own handlers and log
+(so limits, checks, group commit and parked fetches are the native ones) and builds the kio
+response of the request's version (codec.build). Produce and Fetch live in produce.py and
+fetch.py; the registry of all of them is APIS at the end.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kio.schema.errors import ErrorCode
+
+from edgebus.server.kafka.apis import KafkaApi
+from edgebus.server.kafka.codec import build, response_module
+from edgebus.server.kafka.context import CLUSTER_ID, NODE_ID
+from edgebus.server.kafka.fetch import KafkaFetches, fetch, list_offsets
+from edgebus.server.kafka.produce import produce, producers
+
+if TYPE_CHECKING:
+    from edgebus.server.kafka.context import KafkaContext
+    from edgebus.server.listeners.stream import Connection
+
+PRODUCE, FETCH, LIST_OFFSETS, METADATA, API_VERSIONS, INIT_PRODUCER_ID = 0, 1, 2, 3, 18, 22
+
+
+def init(ctx: KafkaContext) -> list[Any]:
+    """The state these APIs keep: parked fetches (a service on the loop) and producer ids."""
+    ctx.parts["fetches"] = f = KafkaFetches(ctx)
+    producers(ctx)
+    return [f]
+
+
+def api_versions(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
+    """Exactly the APIs registered (apis.collect), each with its version range."""
+    mod = response_module(API_VERSIONS, header.request_api_version)
+    if header.client_id is not None:
+        conn.client_id = header.client_id  # type: ignore[attr-defined]
+    keys = tuple(build(mod.ApiVersion, api_key=a.api_key, min_version=a.min_version,
+                       max_version=a.max_version)
+                 for a in sorted(ctx.apis.values(), key=lambda a: a.api_key))
+    return build(mod.ApiVersionsResponse, error_code=ErrorCode.none, api_keys=keys)
+
+
+def visible_topics(ctx: KafkaContext) -> list[str]:
+    """Topics a Kafka client lists: everything but edgebus's internal ones ("__...")."""
+    return sorted(n for n in ctx.logs.topics() if not n.startswith("__"))
+
+
+def metadata(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
+    """One broker (this supervisor, at the advertised address), leader of every partition."""
+    version = header.request_api_version
+    mod = response_module(METADATA, version)
+    if header.client_id is not None:
+        conn.client_id = header.client_id  # type: ignore[attr-defined]
+    wanted = req.topics
+    if wanted is None or (version == 0 and not wanted):  # null (v0: empty) = every topic
+        names = visible_topics(ctx)
+    else:
+        names = [t.name for t in wanted if t.name is not None]
+    topics = ctx.logs.topics()
+    out = []
+    for name in names:
+        cfg = topics.get(name)
+        if cfg is None or name.startswith("__"):
+            out.append(build(mod.MetadataResponseTopic, error_code=ErrorCode.unknown_topic_or_partition,
+                             name=name, partitions=()))
+            continue
+        parts = tuple(
+            build(mod.MetadataResponsePartition, error_code=ErrorCode.none, partition_index=i,
+                  leader_id=NODE_ID, leader_epoch=0, replica_nodes=(NODE_ID,), isr_nodes=(NODE_ID,),
+                  offline_replicas=())
+            for i in range(cfg.partitions))
+        out.append(build(mod.MetadataResponseTopic, error_code=ErrorCode.none, name=name,
+                         is_internal=False, partitions=parts))
+    host, port = ctx.advertised
+    broker = build(mod.MetadataResponseBroker, node_id=NODE_ID, host=host, port=port, rack=None)
+    return build(mod.MetadataResponse, brokers=(broker,), cluster_id=CLUSTER_ID,
+                 controller_id=NODE_ID, topics=tuple(out))
+
+
+def init_producer_id(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
+    """A new producer id (epoch 0) for an idempotent producer; a producer that gives its id and
+    epoch back (KIP-360, v3+) gets the next epoch of the same id. Transactions are not
+    supported."""
+    mod = response_module(INIT_PRODUCER_ID, header.request_api_version)
+    if req.transactional_id is not None:
+        return build(mod.InitProducerIdResponse, error_code=ErrorCode.transactional_id_authorization_failed,
+                     producer_id=-1, producer_epoch=-1)
+    pid, epoch = getattr(req, "producer_id", -1), getattr(req, "producer_epoch", -1)
+    if pid >= 0 and 0 <= epoch < 32767:
+        return build(mod.InitProducerIdResponse, error_code=ErrorCode.none, producer_id=pid,
+                     producer_epoch=epoch + 1)
+    return build(mod.InitProducerIdResponse, error_code=ErrorCode.none,
+                 producer_id=producers(ctx).new_producer_id(), producer_epoch=0)
+
+
+APIS: list[KafkaApi] = [
+    KafkaApi(PRODUCE, 3, 9, produce),
+    KafkaApi(FETCH, 4, 12, fetch),
+    KafkaApi(LIST_OFFSETS, 1, 6, list_offsets),
+    KafkaApi(METADATA, 0, 12, metadata),
+    KafkaApi(API_VERSIONS, 0, 3, api_versions, before_auth=True),
+    KafkaApi(INIT_PRODUCER_ID, 0, 4, init_producer_id),
+]

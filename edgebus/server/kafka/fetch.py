@@ -1,0 +1,182 @@
+"""Kafka Fetch (v4-v12) with long poll, and ListOffsets (v1-v6).
+
+Fetch reads whole edgebus batches (Partition.read, bounded by the partition's and the request's
+max bytes; the first batch whole whatever the bounds, as Kafka does) and converts each into an
+uncompressed Kafka batch (records.py). A fetch with fewer than min_bytes parks until an append
+to one of its partitions (DataHandlers' append listeners) or its max wait (bounded by
+limits.max_fetch_wait_ms): the same FetchWaiters as native fetches. Fetch sessions (KIP-227) are
+not kept: every answer says session 0, so clients send full fetches.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kio.schema.errors import ErrorCode
+
+from edgebus import format as F
+from edgebus.errors import EdgebusError
+from edgebus.server.fetchwait import FetchWaiters, ParkedFetch
+from edgebus.server.kafka.apis import DEFERRED
+from edgebus.server.kafka.codec import build, kafka_error, response_module
+from edgebus.server.kafka.records import edgebus_to_kafka
+from edgebus.server.service import Service
+from edgebus.server.stats import count_batches
+
+if TYPE_CHECKING:
+    from edgebus.server.kafka.context import KafkaContext
+    from edgebus.server.listeners.stream import Connection
+
+FETCH, LIST_OFFSETS = 1, 2
+# As DataHandlers: a consumer needs one parked fetch at a time.
+MAX_PARKED_PER_CONNECTION = 8
+LATEST, EARLIEST = -1, -2
+
+
+@dataclass(frozen=True, slots=True)
+class _TP:
+    topic: str
+    partition: int
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What FetchWaiters needs of a request (.partitions of .topic/.partition), plus the Kafka
+    request and its header for the answer."""
+
+    partitions: list[_TP]
+    header: Any
+    request: Any
+
+
+class KafkaFetches(Service):
+    """Parked Kafka fetches: answered when an append brings min_bytes, or at their deadline."""
+
+    def __init__(self, ctx: KafkaContext) -> None:
+        self.ctx = ctx
+        self.waiters = FetchWaiters()
+        ctx.data.append_listeners.append(self.on_append)
+
+    def next_deadline(self) -> float | None:
+        return self.waiters.next_deadline()
+
+    def tick(self, now: float) -> None:
+        for w in self.waiters.expired(now):
+            self._complete(w)
+
+    def connection_closed(self, conn: Connection) -> None:
+        if conn.parked:
+            for w in [w for w in self.waiters.all() if w.conn is conn]:
+                self.waiters.remove(w)
+
+    def shutdown(self) -> None:
+        for w in self.waiters.all():
+            self._complete(w)
+
+    def on_append(self, p: Any) -> None:
+        if self.ctx.api.output_budget_used:
+            return  # parked fetches wait (costing nothing) until room or their deadline
+        for w in self.waiters.waiting_on(p.topic, p.partition):
+            plan: _Plan = w.request  # type: ignore[assignment]
+            resp, total = read(self.ctx, plan.header, plan.request)
+            if total >= plan.request.min_bytes:
+                self.waiters.remove(w)
+                self.ctx.answer(w.conn, plan.header, resp)
+
+    def _complete(self, w: ParkedFetch) -> None:
+        if w.done:
+            return
+        self.waiters.remove(w)
+        plan: _Plan = w.request  # type: ignore[assignment]
+        self.ctx.answer(w.conn, plan.header, read(self.ctx, plan.header, plan.request)[0])
+
+    def park(self, conn: Connection, header: Any, req: Any, wait_ms: int) -> None:
+        plan = _Plan([_TP(t.topic, fp.partition) for t in req.topics for fp in t.partitions], header, req)
+        self.waiters.park(ParkedFetch(conn, header.correlation_id, plan,  # type: ignore[arg-type]
+                                      time.monotonic() + wait_ms / 1000))
+
+
+def fetches(ctx: KafkaContext) -> KafkaFetches:
+    f: KafkaFetches = ctx.parts["fetches"]
+    return f
+
+
+def fetch(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
+    wait = min(int(req.max_wait.total_seconds() * 1000), ctx.data.max_fetch_wait_ms)
+    resp, total = read(ctx, header, req)
+    if (total >= req.min_bytes or wait <= 0 or ctx.api.stopping
+            or conn.parked >= MAX_PARKED_PER_CONNECTION or _errors(resp)):
+        return resp
+    fetches(ctx).park(conn, header, req, wait)
+    return DEFERRED
+
+
+def _errors(resp: Any) -> bool:
+    return any(p.error_code for t in resp.responses for p in t.partitions)
+
+
+def read(ctx: KafkaContext, header: Any, req: Any) -> tuple[Any, int]:
+    """(the Fetch response, record bytes in it)."""
+    mod = response_module(FETCH, header.request_api_version)
+    remaining = min(max(req.max_bytes, 1), F.MAX_FETCH_RESPONSE_BYTES)
+    total = 0
+    topics = []
+    for t in req.topics:
+        parts = []
+        for fp in t.partitions:
+            err, records = ErrorCode.none, b""
+            hw = ls = -1
+            try:
+                p = ctx.logs.partition(t.topic, fp.partition)
+                hw, ls = p.log_end_offset, p.log_start_offset
+                if remaining > 0 and fp.fetch_offset != hw:
+                    data = p.read(fp.fetch_offset, min(max(fp.partition_max_bytes, 1), remaining),
+                                  at_least_one=total == 0)
+                    if data:
+                        records = edgebus_to_kafka(data)
+                        total += len(records)
+                        remaining -= len(records)
+                        batches, nrec = count_batches(data)
+                        ctx.stats._sent(t.topic, batches, nrec, len(data))
+                elif fp.fetch_offset > hw:
+                    err = ErrorCode.offset_out_of_range
+            except EdgebusError as e:
+                err = kafka_error(e)
+            parts.append(build(mod.PartitionData, partition_index=fp.partition, error_code=err,
+                               high_watermark=hw, last_stable_offset=hw, log_start_offset=ls,
+                               aborted_transactions=None, preferred_read_replica=-1,
+                               records=records))
+        topics.append(build(mod.FetchableTopicResponse, topic=t.topic, partitions=tuple(parts)))
+    return build(mod.FetchResponse, error_code=ErrorCode.none, session_id=0, responses=tuple(topics)), total
+
+
+def list_offsets(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
+    """LATEST (-1): the log end; EARLIEST (-2): the log start; a timestamp: the first offset
+    whose record time is at or after it (-1 when none)."""
+    mod = response_module(LIST_OFFSETS, header.request_api_version)
+    topics = []
+    for t in req.topics:
+        parts = []
+        for lp in t.partitions:
+            err, off, ts = ErrorCode.none, -1, -1
+            try:
+                p = ctx.logs.partition(t.name, lp.partition_index)
+                if lp.timestamp == LATEST:
+                    off = p.log_end_offset
+                elif lp.timestamp == EARLIEST:
+                    off = p.log_start_offset
+                elif lp.timestamp < 0:
+                    err = ErrorCode.invalid_request
+                else:
+                    found = p.offset_for_timestamp(lp.timestamp)
+                    if found is not None:
+                        off, ts = found
+            except EdgebusError as e:
+                err = kafka_error(e)
+            parts.append(build(mod.ListOffsetsPartitionResponse, partition_index=lp.partition_index,
+                               error_code=err, timestamp=ts, offset=off,
+                               old_style_offsets=(off,) if off >= 0 else (), leader_epoch=0))
+        topics.append(build(mod.ListOffsetsTopicResponse, name=t.name, partitions=tuple(parts)))
+    return build(mod.ListOffsetsResponse, topics=tuple(topics))

@@ -1,0 +1,183 @@
+"""Kafka Produce (v3-v9): record batches converted (records.py) and appended through the
+supervisor's own produce path (DataHandlers.produce_fields: the same checks, disk watermarks,
+stats and wake-ups of parked fetches as a native PRODUCE).
+
+acks: 0 -> none (no answer), 1 -> written (the batch is in the segment file), -1 -> durable
+(answered after the group commit's fsync covers every partition of the request).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from typing import TYPE_CHECKING, Any
+
+from kio.schema.errors import ErrorCode
+
+from edgebus import format as F
+from edgebus.errors import EdgebusError, RecordTooLargeError
+from edgebus.protocol import messages as M
+from edgebus.server.kafka.apis import DEFERRED, NO_RESPONSE
+from edgebus.server.kafka.authz import may
+from edgebus.server.kafka.codec import build, encode_response, kafka_error, response_module
+from edgebus.server.kafka.producers import APPEND, ProducerStates
+from edgebus.server.kafka.records import UnsupportedBatchError, kafka_batches
+
+if TYPE_CHECKING:
+    from edgebus.server.kafka.context import KafkaContext
+    from edgebus.server.listeners.stream import Connection
+
+log = logging.getLogger("edgebus.kafka")
+
+PRODUCE = 0
+_REC_LEN = struct.Struct("<I")
+
+
+def producers(ctx: KafkaContext) -> ProducerStates:
+    states: ProducerStates | None = ctx.parts.get("producers")
+    if states is None:
+        states = ctx.parts["producers"] = ProducerStates()
+    return states
+
+
+class _Result:
+    __slots__ = ("base", "error", "message", "partition")
+
+    def __init__(self, partition: Any = None, base: int = -1, error: int = 0, message: str | None = None):
+        self.partition, self.base, self.error, self.message = partition, base, error, message
+
+
+def produce(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
+    acks = req.acks
+    results: list[tuple[str, list[tuple[int, _Result]]]] = []
+    for t in req.topic_data:
+        parts = []
+        for pd in t.partition_data:
+            if req.transactional_id is not None:
+                r = _Result(error=ErrorCode.transactional_id_authorization_failed,
+                            message="edgebus does not support Kafka transactions")
+            elif acks not in (0, 1, -1):
+                r = _Result(error=ErrorCode.invalid_required_acks, message=f"acks {acks}")
+            elif (denied := may(ctx, conn, "write", t.name)) is not None:  # access control
+                r = _Result(error=ErrorCode.topic_authorization_failed, message=denied)
+            else:
+                r = _append(ctx, conn, header.correlation_id, t.name, pd.index, pd.records)
+            parts.append((pd.index, r))
+        results.append((t.name, parts))
+    if acks == 0:
+        return NO_RESPONSE
+    version = header.request_api_version
+    if acks == -1:
+        synced = {id(r.partition): r.partition for _, ps in results for _, r in ps
+                  if r.partition is not None}
+        if synced:
+            def respond() -> bytes:
+                return encode_response(PRODUCE, version, header.correlation_id, _response(version, results))
+
+            def failed(err: BaseException) -> bytes:
+                code = kafka_error(err)
+                for _, ps in results:
+                    for _, r in ps:
+                        if r.partition is not None:
+                            r.error, r.base, r.message = code, -1, f"fsync failed: {err}"
+                return respond()
+
+            ctx.durable.add_after_sync(conn, header.correlation_id, list(synced.values()), respond,
+                                       failed)
+            return DEFERRED
+    return _response(version, results)
+
+
+def _response(version: int, results: list[tuple[str, list[tuple[int, _Result]]]]) -> Any:
+    mod = response_module(PRODUCE, version)
+    topics = tuple(
+        build(mod.TopicProduceResponse, name=name, partition_responses=tuple(
+            build(mod.PartitionProduceResponse, index=index, error_code=r.error, base_offset=r.base,
+                  log_start_offset=r.partition.log_start_offset if r.partition is not None else -1,
+                  record_errors=(), error_message=r.message)
+            for index, r in parts))
+        for name, parts in results)
+    return build(mod.ProduceResponse, responses=topics)
+
+
+def _append(ctx: KafkaContext, conn: Connection, corr: int, topic: str, partition: int,
+            records: bytes | None) -> _Result:
+    """Convert and append one partition's batches; the first batch's base offset."""
+    try:
+        if records is None:
+            return _Result(error=ErrorCode.corrupt_message, message="null records")
+        p = ctx.logs.partition(topic, partition)
+        limit = p.config.max_message_bytes
+        if len(records) > limit + 1024:  # as Kafka: the batch as sent, against max.message.bytes
+            raise RecordTooLargeError(f"a batch of {len(records)} bytes exceeds the topic's "
+                                      f"max_message_bytes {limit}")
+        states = producers(ctx)
+        first = -1
+        for conv in kafka_batches(records, max_bytes=F.MAX_BATCH_BYTES):
+            verdict = states.check(p, conv.producer_id, conv.producer_epoch, conv.base_sequence,
+                                   conv.count)
+            if verdict is not APPEND:
+                if verdict.error:
+                    return _Result(p, -1, verdict.error, "sequence check failed")
+                base = verdict.duplicate_of  # a retry: answered with the offset it got first
+            else:
+                base = -1
+                seq = conv.base_sequence
+                for piece, n in _pieces(conv.batch, conv.count, limit, seq):
+                    resp = ctx.data.produce_fields(conn, corr, topic, partition, M.ACKS_WRITTEN,
+                                                   piece, False)
+                    if base < 0:
+                        base = resp.base_offset
+                    states.appended(p, conv.producer_id, conv.producer_epoch, seq, n, resp.base_offset)
+                    if seq >= 0:
+                        seq += n
+            if first < 0:
+                first = base
+        return _Result(p, first)
+    except UnsupportedBatchError as e:
+        return _Result(None, -1, ErrorCode.unsupported_for_message_format, str(e))
+    except EdgebusError as e:
+        return _Result(None, -1, kafka_error(e), str(e))
+
+
+def _pieces(batch: bytearray, count: int, limit: int, base_seq: int) -> list[tuple[bytearray, int]]:
+    """`batch`, or when it is larger than the topic's max_message_bytes (an edgebus record takes
+    up to 16 bytes more than a Kafka one, so a full Kafka batch can be a little larger here), the
+    same records as several batches each within it (dense offsets; base sequences continue)."""
+    if len(batch) <= limit:
+        return [(batch, count)]
+    hdr = F.BATCH_HEADER.unpack_from(batch, 0)
+    pid, epoch = hdr[10], hdr[12]
+    out: list[tuple[bytearray, int]] = []
+    pos, end = F.BATCH_HEADER_SIZE, len(batch)
+    start, n, seq = pos, 0, base_seq
+    while pos < end:
+        rlen = 4 + _REC_LEN.unpack_from(batch, pos)[0]
+        if F.BATCH_HEADER_SIZE + rlen > limit:
+            raise RecordTooLargeError(f"a record of {rlen} bytes exceeds the topic's max_message_bytes {limit}")
+        if F.BATCH_HEADER_SIZE + (pos - start) + rlen > limit:
+            out.append((_rebuild(batch, start, pos, n, pid, epoch, seq), n))
+            seq = seq + n if seq >= 0 else seq
+            start, n = pos, 0
+        pos += rlen
+        n += 1
+    out.append((_rebuild(batch, start, pos, n, pid, epoch, seq), n))
+    return out
+
+
+def _rebuild(batch: bytearray, start: int, end: int, n: int, pid: int, epoch: int, seq: int) -> bytearray:
+    import zlib
+
+    recs = memoryview(batch)[start:end]
+    ts = [struct.unpack_from("<q", recs, 4)[0]]
+    first_ts = ts[0]
+    max_ts = first_ts
+    p = 0
+    while p < len(recs):  # the max timestamp of this piece
+        t = struct.unpack_from("<q", recs, p + 4)[0]
+        max_ts = max(max_ts, t)
+        p += 4 + _REC_LEN.unpack_from(recs, p)[0]
+    out = bytearray(F.BATCH_HEADER_SIZE) + recs
+    F.BATCH_BODY_HEADER.pack_into(out, F.CRC_START, F.MAGIC, 0, 0, n, first_ts, max_ts, pid, seq, epoch, 0)
+    F.BATCH_OUTSIDE_CRC.pack_into(out, 0, 0, 0, len(out), zlib.crc32(memoryview(out)[F.CRC_START:]))
+    return out

@@ -1,0 +1,150 @@
+"""The Kafka listener: Kafka's wire protocol on TCP (`kafka.listeners`), with TLS and SASL when
+configured (docs/KAFKA.md).
+
+Accept, read, fairness and the input and output bounds are Connection's, as for every listener;
+what differs is the framing (a 4-byte big-endian length, edgebus/server/kafka/framing.py) and
+where frames go: to the Kafka dispatcher (edgebus/server/kafka/apis.py), which answers in Kafka's
+encoding. TCP peers have no SO_PEERCRED, so pid and uid are unknown (-1).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import socket
+import ssl
+import time
+from typing import TYPE_CHECKING, Any
+
+from edgebus.errors import ConfigError
+from edgebus.opsconfig import split_listen
+from edgebus.server.kafka.apis import dispatch
+from edgebus.server.kafka.framing import PREAUTH_MAX_FRAME, KafkaProtocol
+from edgebus.server.listeners.stream import Connection, StreamListener
+from edgebus.server.listeners.tcp import TlsConnection
+
+if TYPE_CHECKING:
+    from edgebus.server.kafka.context import KafkaContext
+    from edgebus.server.loop import Loop
+
+log = logging.getLogger("edgebus.kafka")
+
+
+def _kafka_init(conn: Any, listener: KafkaListener) -> None:
+    """What a Kafka connection adds to a Connection (plain or TLS)."""
+    conn.proto = KafkaProtocol()
+    conn.dispatch_to = listener.dispatch
+    conn.listener = listener.name
+    conn.peer_addr = _peer(conn.sock)
+    conn.client_id = None  # from the request headers
+    # The SASL user once authenticated (edgebus/server/kafka/sasl.py), else None. With SASL
+    # configured, nothing but ApiVersions and the SASL APIs is served before.
+    conn.principal = None
+    # Without SASL, a loopback client is the local user owning its end (/proc/net/tcp), so a
+    # Kafka program and a native one of the same user are one principal (server/acl/).
+    conn.tcp_owner_lookup = True
+    conn.kafka_auth_required = bool(listener.ctx.settings.sasl_mechanisms)
+    conn.accepted_at = time.time()
+    if conn.kafka_auth_required:
+        conn.proto.frames.limit(PREAUTH_MAX_FRAME)
+
+
+class KafkaConnection(Connection):
+    def __init__(self, sock: socket.socket, loop: Loop, listener: KafkaListener) -> None:
+        super().__init__(sock, loop)
+        _kafka_init(self, listener)
+
+
+class KafkaTlsConnection(TlsConnection):
+    def __init__(self, sock: ssl.SSLSocket, loop: Loop, listener: KafkaListener) -> None:
+        super().__init__(sock, loop)
+        _kafka_init(self, listener)
+
+
+def _peer(sock: socket.socket) -> str:
+    try:
+        host, port = sock.getpeername()[:2]
+        return f"{host}:{port}"
+    except OSError:
+        return "?"
+
+
+def tls_context(cert: str, key: str, ca: str | None) -> ssl.SSLContext:
+    """TLS 1.2+ with the listener's certificate; with `ca`, client certificates are required."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+        if ca:
+            ctx.load_verify_locations(ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"kafka.tls_cert/tls_key/tls_ca: cannot load the certificates: {e}") from None
+    return ctx
+
+
+class KafkaListener(StreamListener):
+    """One `kafka.listeners` address."""
+
+    def __init__(self, loop: Loop, ctx: KafkaContext, listen: str,
+                 tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(loop)
+        self.ctx = ctx
+        self.host, self.port = split_listen(listen)
+        self.name = f"kafka {listen}"
+        self.tls = tls
+        self.dispatch = functools.partial(dispatch, ctx)
+        self.conns: dict[int, Connection] = {}
+
+    def bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((self.host, self.port))
+        except OSError as e:
+            s.close()
+            if e.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"kafka.listeners: {self.host}:{self.port} is already in use by another "
+                    "process (a Kafka broker?); set kafka.listeners to another port, or "
+                    "kafka.enabled: false") from None
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise ConfigError(f"kafka.listeners: {self.host} is not an address of this host") from None
+            raise
+        s.listen(128)
+        self.port = s.getsockname()[1]  # the one chosen when 0 was asked for
+        self.name = f"kafka {self.host}:{self.port}"
+        log.info("Kafka listener on %s:%d%s%s", self.host, self.port,
+                 " (TLS)" if self.tls is not None else "",
+                 f" (SASL {', '.join(self.ctx.settings.sasl_mechanisms)})"
+                 if self.ctx.settings.sasl_mechanisms else "")
+        return s
+
+    def connection(self, sock: socket.socket, pid: int, uid: int) -> Connection:
+        if self.tls is None:
+            return KafkaConnection(sock, self.loop, self)
+        tls = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return KafkaTlsConnection(tls, self.loop, self)
+
+    def accepted(self, conn: Connection) -> None:
+        self.conns[conn.id] = conn
+        # Request/response: Nagle would hold each small answer back.
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_closed(self, conn: Connection) -> None:
+        self.conns.pop(conn.id, None)
+
+    def status(self) -> dict[str, Any]:
+        """This listener and its connections, for `edgebus status`."""
+        return {
+            "listen": f"{self.host}:{self.port}", "tls": self.tls is not None,
+            "sasl": list(self.ctx.settings.sasl_mechanisms),
+            "connections": [
+                {"id": c.id, "peer": getattr(c, "peer_addr", "?"),
+                 "client_id": getattr(c, "client_id", None),
+                 "principal": getattr(c, "principal", None), "requests": c.requests,
+                 "parked_fetches": c.parked, "output_bytes": c.out_bytes}
+                for c in list(self.conns.values())],
+        }

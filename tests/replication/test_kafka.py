@@ -1,0 +1,278 @@
+"""The Kafka target beyond the conformance suite: the issue's chaos criterion (link cuts, SIGKILLs
+of the replicator and of the source supervisor while producers send), topics brought down from
+Kafka into local topics, and what is refused. Real processes: the source supervisor, Tansu (a
+Kafka-protocol broker, tests/replication/kafka.py) behind a relay, `edgebus replicate`.
+
+The file takes about a minute and a half: the issue's criterion is 35 faults injected while
+producers send, each given time to bite (about 45 s), and the down direction gets 12 more."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgebus import Admin, Producer
+from edgebus.errors import EdgebusError
+
+from .conftest import wait_for
+from .kafka import KafkaDestination, source_rows
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def destination(tmp_path: Path) -> Iterator[KafkaDestination]:
+    dest = KafkaDestination(tmp_path)
+    yield dest
+    dest.close()
+
+
+def kafka_producer(dest: KafkaDestination) -> Any:
+    from confluent_kafka import Producer as KProducer
+
+    return KProducer({**dest.client(), "enable.idempotence": True, "linger.ms": 2})
+
+
+def keep_producing(socket: str, topic: str, stop: threading.Event, sent: list[int]) -> None:
+    """A producer that never stops, across restarts of the source supervisor."""
+    while not stop.is_set():
+        try:
+            with Producer(socket=socket, linger_ms=2) as p:
+                while not stop.is_set():
+                    for i in range(40):
+                        p.send(topic, f"e{sent[0] + i}".encode(), key=str(i % 7).encode(),
+                               headers=[("seq", str(sent[0] + i).encode())], partition=i % 3)
+                    p.flush(10)
+                    sent[0] += 40
+                    time.sleep(0.005)
+        except EdgebusError:
+            time.sleep(0.1)  # the source is restarting
+
+
+def test_cuts_and_sigkills_leave_exactly_the_sources_records(source, destination,
+                                                              make_replicator):
+    """The issue's criterion for the Kafka target: producers send all the time; 20 link cuts
+    (half of them half-open), 10 SIGKILLs of the replicator and 5 of the source supervisor;
+    then the destination holds exactly the source's records per partition, in order, each
+    once, compared record by record (offsets from the header, timestamps, keys, values,
+    headers)."""
+    with Admin(socket=source.socket) as a:
+        a.create_topic("events", 3)
+    stop, sent = threading.Event(), [0]
+    t = threading.Thread(target=keep_producing, args=(source.socket, "events", stop, sent),
+                         daemon=True)
+    t.start()
+    rep = make_replicator(["events"], heartbeat_s=0.5).start()
+    relay = destination.relay
+    events = ["cut", "replicator", "cut", "half-open", "source"] * 5 + \
+        ["cut", "replicator", "half-open", "replicator"] * 2 + ["cut", "replicator"]
+    assert (events.count("cut") + events.count("half-open"), events.count("replicator"),
+            events.count("source")) == (20, 10, 5)
+    try:
+        for what in events:
+            time.sleep(0.3)
+            if what == "cut":
+                relay.cut()
+            elif what == "half-open":
+                relay.blackhole = True
+                time.sleep(1.2)  # longer than two heartbeats
+                relay.blackhole = False
+                relay.cut()
+            elif what == "replicator":
+                rep.kill9()
+                rep.start()
+            else:
+                source.kill9()
+                source.start()
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        t.join(30)
+    assert sent[0] > 1000
+    for p in range(3):
+        wait_for(lambda p=p: destination.contents("events", p)
+                 == source_rows(source.socket, "events", p), timeout=60,
+                 what=f"events-{p} at Kafka to equal the source:\n{rep.log()[-3000:]}")
+        got = destination.contents("events", p)
+        offsets = [r[0] for r in got]
+        assert offsets == list(range(offsets[0], offsets[0] + len(offsets)))  # no gap, no double
+    assert relay.connections >= 10, "the cuts made the replicator reconnect"
+
+
+def test_a_foreign_record_at_the_destination_is_refused_not_passed_over(source, destination,
+                                                                         make_replicator):
+    with Admin(socket=source.socket) as a:
+        a.create_topic("mine", 1)
+    with Producer(socket=source.socket) as p:
+        for i in range(10):
+            p.send("mine", b"m%d" % i)
+    rep = make_replicator(["mine"]).start()
+    wait_for(lambda: len(destination.contents("mine", 0)) == 10, what="the first records")
+    rep.kill9()
+    kp = kafka_producer(destination)
+    kp.produce("mine", b"someone else's", partition=0)
+    kp.flush(10)
+    with Producer(socket=source.socket) as p:
+        p.send("mine", b"after")
+    rep.start()
+    wait_for(lambda: "another producer writes there" in rep.log(), what="the refusal in the log")
+    time.sleep(1.0)
+    assert [v for _, (_, _, _, v, _) in destination.rows("mine", 0)][-1] == b"someone else's"
+
+
+def test_a_destination_with_fewer_partitions_is_refused(source, destination, make_replicator):
+    destination.create_topic("wide", 1)
+    with Admin(socket=source.socket) as a:
+        a.create_topic("wide", 3)
+    rep = make_replicator(["wide"]).start()
+    wait_for(lambda: "has 1 partition(s), its local topic 3" in rep.log(),
+             what="the refusal naming the partition counts")
+
+
+# --- direction: down --------------------------------------------------------------------------
+
+def local_rows(socket: str, topic: str, partition: int) -> list[tuple[int, Any, Any, Any, Any]]:
+    """The local copy as the remote had it: (remote offset from the header, ts, key, value,
+    the other headers)."""
+    out = []
+    for _, ts, k, v, h in source_rows(socket, topic, partition):
+        src = [x for n, x in h if n == "edgebus-remote"]
+        assert len(src) == 1, h
+        link, _rtopic, p, off = src[0].decode().split("/")
+        assert (link, int(p)) == ("l1", partition)
+        out.append((int(off), ts, k, v, tuple(x for x in h if x[0] != "edgebus-remote")))
+    return out
+
+
+def remote_rows(dest: KafkaDestination, topic: str, partition: int) -> list[tuple[Any, ...]]:
+    rows = []
+    from confluent_kafka import OFFSET_BEGINNING, KafkaError
+    from confluent_kafka import Consumer as KConsumer
+    from confluent_kafka import TopicPartition as KPartition
+
+    c = KConsumer({**dest.client(), "group.id": "t", "enable.partition.eof": True})
+    try:
+        c.assign([KPartition(topic, partition, OFFSET_BEGINNING)])
+        while True:
+            m = c.poll(10)
+            assert m is not None
+            if m.error():
+                assert m.error().code() == KafkaError._PARTITION_EOF
+                return rows
+            rows.append((m.offset(), m.timestamp()[1], m.key(), m.value(),
+                         tuple(m.headers() or ())))
+    finally:
+        c.close()
+
+
+def test_a_topic_brought_down_from_kafka_survives_kills_and_cuts(source, destination,
+                                                                 make_replicator):
+    """Commands from the back office: a Kafka topic is brought down into a local topic while
+    the back office keeps producing; the replicator is killed (SIGKILL) and the link cut again
+    and again, the local supervisor killed twice; afterwards the local topic holds exactly the
+    remote records, each once, in order (the header names each one's remote offset)."""
+    destination.create_topic("office.commands", 2)
+    stop, sent = threading.Event(), [0]
+
+    def office() -> None:
+        kp = kafka_producer(destination)
+        while not stop.is_set():
+            for i in range(20):
+                kp.produce("office.commands", b"cmd %d" % (sent[0] + i), key=b"k%d" % (i % 3),
+                           partition=i % 2, headers=[("by", b"office")])
+            kp.flush(30)
+            sent[0] += 20
+            time.sleep(0.01)
+        kp.flush(30)
+
+    t = threading.Thread(target=office, daemon=True)
+    t.start()
+    rep = make_replicator([{"pattern": "commands", "direction": "down",
+                            "remote": "office.commands"}], heartbeat_s=0.5).start()
+    try:
+        for what in ["replicator", "cut", "half-open", "replicator", "cut", "source",
+                     "replicator", "cut", "replicator", "half-open", "source", "replicator"]:
+            time.sleep(0.4)
+            if what == "replicator":
+                rep.kill9()
+                rep.start()
+            elif what == "cut":
+                destination.relay.cut()
+            elif what == "half-open":
+                destination.relay.blackhole = True
+                time.sleep(1.2)
+                destination.relay.blackhole = False
+                destination.relay.cut()
+            else:
+                source.kill9()
+                source.start()
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        t.join(60)
+    assert sent[0] > 200
+    for p in range(2):
+        wait_for(lambda p=p: local_rows(source.socket, "commands", p)
+                 == remote_rows(destination, "office.commands", p), timeout=60,
+                 what=f"commands-{p} to equal the remote partition:\n{rep.log()[-3000:]}")
+
+
+def test_status_shows_the_down_direction(source, destination, make_replicator):
+    import json
+    import subprocess
+    import sys
+    import urllib.request
+
+    from .conftest import free_port
+
+    destination.create_topic("cfg", 1)
+    kp = kafka_producer(destination)
+    for i in range(30):
+        kp.produce("cfg", b"v%d" % i, partition=0)
+    kp.flush(10)
+    port = free_port()
+    rep = make_replicator(["up.*", {"pattern": "config", "direction": "down", "remote": "cfg"}])
+    rep.config_path.write_text(rep.config_path.read_text()
+                               + f"metrics:\n  listen: 127.0.0.1:{port}\n")
+    rep.start()
+
+    def status() -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
+            return json.loads(r.read())
+
+    wait_for(lambda: status()["links"]["l1:down"]["partitions"][0]["target_end"] == 30,
+             what="the down direction in the status")
+    doc = status()["links"]
+    assert doc["l1:down"]["direction"] == "down" and doc["l1"]["direction"] == "up"
+    part = doc["l1:down"]["partitions"][0]
+    assert (part["topic"], part["shipped_records"], part["held"]) == ("config", 30, "")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    assert 'edgebus_replicator_link_up{link="l1:down"} 1.0' in text
+    assert 'edgebus_replicator_shipped_records_total{link="l1:down",partition="0",topic="config"} 30.0' in text
+    out = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "replicate", "--config",
+                          str(rep.config_path), "--status"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and "link l1:down <- kafka" in out.stdout, out.stdout
+    assert "config-0: target end 30, lag 0 records" in out.stdout, out.stdout
+
+
+def test_a_remote_topic_that_appears_later_is_brought_down_then(source, destination,
+                                                                make_replicator):
+    rep = make_replicator([{"pattern": "orders", "direction": "down"}]).start()
+    wait_for(lambda: "has no topic 'orders'" in rep.log() or "up, 0 partition" in rep.log(),
+             what="the replicator to wait for the remote topic")
+    destination.create_topic("orders", 2)
+    kp = kafka_producer(destination)
+    for i in range(40):
+        kp.produce("orders", b"o%d" % i, partition=i % 2)
+    kp.flush(10)
+    for p in range(2):
+        wait_for(lambda p=p: len(remote_rows(destination, "orders", p)) == 20
+                 and local_rows(source.socket, "orders", p) == remote_rows(destination, "orders", p),
+                 timeout=30, what=f"orders-{p} brought down:\n{rep.log()[-2000:]}")
