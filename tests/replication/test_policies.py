@@ -240,12 +240,12 @@ def test_the_policy_settings_are_checked(tmp_path):
 @ONLY_PEER
 def test_linger_gathers_a_trickle_into_one_append(source, destination, make_replicator):
     """An idle link woken by new data waits linger_ms before it reads: 30 one-record batches
-    sent one after another (well within the linger) ship in one or two appends; without linger
+    sent one after another (well within the linger) ship in a few appends; without linger
     each goes on its own as it comes."""
     with Admin(socket=source.socket) as a:
         a.create_topic("trickle", 1)
     produce(source, "trickle", 1, linger_ms=0)
-    rep = make_replicator(["trickle"], linger_ms=3000)
+    rep = make_replicator(["trickle"], linger_ms=5000)
     port = with_metrics(rep)
     rep.start()
     wait_for(lambda: in_step(source, destination, "trickle", 1), what="the mirror")
@@ -258,4 +258,5 @@ def test_linger_gathers_a_trickle_into_one_append(source, destination, make_repl
     assert len(source_batches(source, "trickle", 0)) == 31
     wait_for(lambda: in_step(source, destination, "trickle", 1), what="the trickle")
     [after] = status(port)["links"]["l1"]["partitions"]
-    assert after["appends"] - before["appends"] <= 2, (before, after)
+    # Without linger: 30 (each as it comes). With it: one or two, a few on a starved machine.
+    assert after["appends"] - before["appends"] <= 5, (before, after)
