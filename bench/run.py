@@ -25,6 +25,7 @@ import multiprocessing as mp
 import os
 import platform
 import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: bench/run.py
 
 import psutil
 
-from bench import peers
+from bench import kafka_peers, peers
 from bench.peers import Ctx
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -334,6 +335,11 @@ def targets(rows: list[dict[str, Any]], idle: dict[str, Any] | None) -> list[dic
         20, "lower", "MB")
     add("idle supervisor RSS, 10 clients", idle["supervisor_rss_mb"] if idle else None, 25, "lower",
         "MB")
+    # Issue 12: the Kafka listener (confluent-kafka producer, acks=1, -> consumer).
+    kt, tt = tp("kafka-edgebus", "send"), tp("kafka-tansu", "send")
+    add("kafka listener records/s (librdkafka, acks=1)", kt, 300_000, "higher", "msg/s")
+    add("kafka listener / Tansu", kt / tt if kt and tt else None, 2, "higher", "x")
+    add("kafka listener p50 at 10k msg/s", lat("kafka-edgebus", "p50_us"), 1000, "lower", "us")
     return out
 
 
@@ -384,8 +390,20 @@ def main(argv: list[str] | None = None) -> int:
         redis.start()
     else:
         notes.append(f"redis-streams skipped: {why_redis}")
+    # Kafka protocol: the same supervisor's Kafka listener, and Tansu (a Rust Kafka broker) as
+    # the Kafka-protocol server to compare with; both driven by confluent-kafka (librdkafka).
+    tansu = kafka_peers.Tansu()
+    why_tansu = tansu.available()
+    if why_tansu is None:
+        tansu.start()
+        notes.append("kafka-* rows: confluent-kafka producer (acks=1) -> broker -> confluent-kafka "
+                     "consumer; 'sup CPU s/M' of kafka-tansu is the Tansu process's")
+    else:
+        notes.append(f"kafka-tansu skipped: {why_tansu}")
 
-    systems: list[tuple[str, str, Any, bool]] = []  # (name, api, adapter, is_edgebus)
+    # (name, api, adapter, measured): True for edgebus rows (the supervisor's CPU), a peer broker's
+    # Popen (its CPU), False (none)
+    systems: list[tuple[str, str, Any, Any]] = []
     # With --acl each edgebus row is followed by the same row on the ACL supervisor (alternated,
     # so that drift in the machine's load touches both alike).
     transports = (["shm"] if why is None else []) + ["socket"]
@@ -398,6 +416,10 @@ def main(argv: list[str] | None = None) -> int:
                 ("unix-socket", "batch", peers.UnixSocket(), False)]
     if why_redis is None:
         systems.append(("redis-streams", "batch", redis, False))
+    systems.append(("kafka-edgebus", "send", kafka_peers.KafkaPeer(lambda: broker.kafka_bootstrap),
+                    True))
+    if why_tansu is None:
+        systems.append(("kafka-tansu", "send", kafka_peers.KafkaPeer(tansu.bootstrap), tansu.proc))
     only = {s for s in args.only.split(",") if s}
     if only:
         systems = [s for s in systems if s[0] in only]
@@ -411,14 +433,14 @@ def main(argv: list[str] | None = None) -> int:
                 for name, api, adapter, is_eb in systems:
                     if not args.no_throughput:
                         rows.append(run_case(adapter, name, api, size, p, c, False, duration,
-                                             sups["-acl" in name] if is_eb else None))
+                                             _measured(is_eb, sups["-acl" in name])))
                         _progress(rows[-1])
                 for name, api, adapter, is_eb in systems:
                     # Latency: one per system, with its one-message API (edgebus: send()).
-                    if args.no_latency or (is_eb and api != "send"):
+                    if args.no_latency or (is_eb is True and api != "send"):
                         continue
                     rows.append(run_case(adapter, name, "send", size, p, c, True, lat_duration,
-                                         sups["-acl" in name] if is_eb else None))
+                                         _measured(is_eb, sups["-acl" in name])))
                     _progress(rows[-1])
     finally:
         broker.stop()
@@ -428,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             acl_broker.cleanup()
         if why_redis is None:
             redis.stop()
+        tansu.stop()
     idle = idle_cpu(idle_s) if idle_s > 0 and not only else None
     wear_rows = None
     if not only and not quick:  # issue 16: SD-card wear per acks level (bench/wear.py)
@@ -499,6 +522,16 @@ def acl_ratios(rows: list[dict[str, Any]]) -> list[str]:
             out.append(f"ACL on/off {system[:-4]} {size} B {topo}: latency p50 x"
                        f"{on['p50_us'] / off['p50_us']:.3f} ({on['p50_us']} vs {off['p50_us']} us)")
     return out
+
+
+def _measured(is_eb: Any, sup: psutil.Process | None) -> psutil.Process | None:
+    """The process whose CPU a row reports: the supervisor for edgebus rows, a peer's own broker
+    process where the systems list gives one (Tansu), else none."""
+    if is_eb is True:
+        return sup
+    if isinstance(is_eb, subprocess.Popen):
+        return psutil.Process(is_eb.pid)
+    return None
 
 
 def render_md(report: dict[str, Any]) -> list[str]:

@@ -26,7 +26,7 @@ int64_t eb_format_records(const char *b, uint64_t length, uint64_t pos, uint32_t
                           char *fmt, uint64_t cap, uint64_t *next_pos);
 int64_t eb_kafka_to_edgebus(const char *recs, uint64_t n, uint32_t count, int64_t base_ts,
                             int64_t producer_id, int16_t producer_epoch, int32_t base_sequence,
-                            char *out, uint64_t cap);
+                            char *out, uint64_t cap, uint64_t max_len, uint64_t *state);
 int64_t eb_edgebus_to_kafka(const char *b, uint64_t length, uint32_t count, int64_t base_ts,
                             char *out, uint64_t cap);
 """

@@ -297,34 +297,42 @@ static inline unsigned char *put_kvarint(unsigned char *o, int64_t v) {
     return o;
 }
 
-/* Kafka's count records (the records section of a v2 batch, decompressed: recs, n bytes) as an
- * edgebus batch in out (cap bytes): its 64-byte header written but for base_offset, append_time,
+/* Kafka records (the records section of a v2 batch, decompressed: recs, n bytes, count records)
+ * as one edgebus batch in out (cap bytes): the header written but for base_offset, append_time,
  * length and crc (bytes 0-23, which the caller packs), then the records (FORMAT.md 2.2, 2.3).
- * Offset deltas must be 0..count-1 (an edgebus batch holds dense offsets). Returns the batch's
- * length, or: -1 a varint cut short or too long, -2 a record length that does not fit, -3 an
- * offset delta that is not the record's index, -4 a key/value/header of a bad length, -5 fields
- * that do not fill their record, -6 bytes after the last record, -7 too many headers, -8 the
- * output does not fit cap (a caller's bound is wrong). */
+ * state[0] (the input position) and state[1] (the record index) say where to start and are
+ * advanced past the records converted: the batch ends before a record that would take it past
+ * max_len bytes, so a caller converts a Kafka batch into several edgebus batches within the
+ * topic's max_message_bytes by calling until state[1] == count. Offset deltas must be the record
+ * indexes (an edgebus batch holds dense offsets); the base sequence of the piece is base_sequence
+ * plus its first index (when base_sequence >= 0). Returns the batch's length, or: -1 a varint cut
+ * short or too long, -2 a record length that does not fit, -3 an offset delta that is not the
+ * record's index, -4 a key/value/header of a bad length, -5 fields that do not fill their record,
+ * -6 bytes after the last record, -7 too many headers, -8 a record that does not fit cap (cap
+ * must leave room for max_len plus three times the largest record), -9 one record alone makes a
+ * batch larger than max_len. */
 int64_t eb_kafka_to_edgebus(const char *recs, uint64_t n, uint32_t count, int64_t base_ts,
                             int64_t producer_id, int16_t producer_epoch, int32_t base_sequence,
-                            char *out, uint64_t cap) {
-    const unsigned char *p = (const unsigned char *)recs, *end = p + n;
+                            char *out, uint64_t cap, uint64_t max_len, uint64_t *state) {
+    const unsigned char *p = (const unsigned char *)recs + state[0], *end = (const unsigned char *)recs + n;
     unsigned char *o = (unsigned char *)out + 64, *oend = (unsigned char *)out + cap;
+    uint32_t first = (uint32_t)state[1], i;
     int64_t first_ts = base_ts, max_ts = base_ts;
-    for (uint32_t i = 0; i < count; i++) {
+    for (i = first; i < count; i++) {
         int64_t len, tsd, offd, kl, vl, nh;
+        const unsigned char *rec_in = p;
         if (kvarint(&p, end, &len)) return -1;
         if (len < 6 || len > end - p) return -2;
         const unsigned char *stop = p + len;
+        /* An edgebus record takes at most 16 bytes more than the Kafka one, plus 4 per header
+         * (each at least 2 Kafka bytes), so len * 3 + 24 always holds it. */
+        if ((uint64_t)(oend - o) < (uint64_t)len * 3 + 24) return -8;
         p++; /* attributes: unused in v2 records */
         if (kvarint(&p, stop, &tsd) || kvarint(&p, stop, &offd)) return -1;
         if (offd != (int64_t)i) return -3;
-        int64_t ts = base_ts + tsd;
-        if (i == 0) first_ts = max_ts = ts;
+        int64_t ts = base_ts + tsd, prev_max = max_ts;
+        if (i == first) first_ts = max_ts = ts;
         else if (ts > max_ts) max_ts = ts;
-        /* The record can only shrink or keep its size but for fixed-width lengths: 22 fixed
-         * bytes + 2 per header beyond the varints; checked once against the worst case. */
-        if ((uint64_t)(oend - o) < (uint64_t)len + 24) return -8;
         unsigned char *rec = o;
         o += 4;
         memcpy(o, &ts, 8);
@@ -343,7 +351,6 @@ int64_t eb_kafka_to_edgebus(const char *recs, uint64_t n, uint32_t count, int64_
         if (vl > 0) { memcpy(o, p, (size_t)vl); o += vl; p += vl; }
         if (kvarint(&p, stop, &nh)) return -1;
         if (nh < 0 || nh > 0xffff) return -7;
-        if ((uint64_t)(oend - o) < (uint64_t)(stop - p) + 2 + 4 * (uint64_t)nh) return -8;
         uint16_t nh16 = (uint16_t)nh;
         memcpy(o, &nh16, 2);
         o += 2;
@@ -365,21 +372,32 @@ int64_t eb_kafka_to_edgebus(const char *recs, uint64_t n, uint32_t count, int64_
             if (hv > 0) { memcpy(o, p, (size_t)hv); o += hv; p += hv; }
         }
         if (p != stop) return -5;
+        if ((uint64_t)(o - (unsigned char *)out) > max_len) { /* the piece ends before it */
+            if (i == first) return -9;
+            o = rec;
+            p = rec_in;
+            max_ts = prev_max;
+            break;
+        }
         uint32_t rlen = (uint32_t)(o - rec - 4);
         memcpy(rec, &rlen, 4);
     }
-    if (p != end) return -6;
+    if (i == count && p != end) return -6;
+    state[0] = (uint64_t)(p - (const unsigned char *)recs);
+    state[1] = i;
     /* The header from magic on (FORMAT.md 2.1); 0-23 are the caller's. */
     unsigned char *h = (unsigned char *)out;
     uint16_t zero16 = 0;
+    uint32_t piece = i - first;
+    int32_t seq = base_sequence >= 0 ? (int32_t)((uint32_t)base_sequence + first) : base_sequence;
     h[24] = 1; /* magic */
     h[25] = 0; /* attributes: stored uncompressed */
     memcpy(h + 26, &zero16, 2);
-    memcpy(h + 28, &count, 4);
+    memcpy(h + 28, &piece, 4);
     memcpy(h + 32, &first_ts, 8);
     memcpy(h + 40, &max_ts, 8);
     memcpy(h + 48, &producer_id, 8);
-    memcpy(h + 56, &base_sequence, 4);
+    memcpy(h + 56, &seq, 4);
     memcpy(h + 60, &producer_epoch, 2);
     memcpy(h + 62, &zero16, 2);
     return (int64_t)(o - (unsigned char *)out);

@@ -15,7 +15,19 @@ import sys
 from collections.abc import Sequence
 
 from edgebus import __version__
-from edgebus.cli import acl, bridge, consume, groups, produce, replicate, serve, service, status, topics
+from edgebus.cli import (
+    acl,
+    bridge,
+    consume,
+    groups,
+    kafka_user,
+    produce,
+    replicate,
+    serve,
+    service,
+    status,
+    topics,
+)
 from edgebus.cli.common import add_socket_option
 from edgebus.errors import ConfigError, EdgebusError
 
@@ -33,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_socket_option(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (serve, topics, produce, consume, groups, bridge, replicate, status, service,
-                   acl):
+                   acl, kafka_user):
         module.register(sub)
     return parser
 

@@ -1,4 +1,4 @@
-"""Gap records of a mirror partition (docs/FORMAT.md 4.7, docs/REPLICATION.md "Gaps").
+"""Gap records of a mirror partition (docs/FORMAT.md 4.9, docs/REPLICATION.md "Gaps").
 
 A mirror keeps its source's offsets. When offsets were never shipped (the source's retention
 deleted them first, or they were older than the link's max_age), the mirror's log end jumps

@@ -10,6 +10,7 @@ Layout:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -262,6 +263,48 @@ class LogManager:
         self._topics = topics
         for p in self._parts.get(name, []):
             p.config = config
+
+    def add_partitions(self, name: str, count: int) -> TopicConfig:
+        """Grow a topic to `count` partitions (Kafka's CreatePartitions). The existing partitions
+        keep their numbers and data; keys hashed over the partition count may map elsewhere
+        from now on, as in Kafka. Directories are made first and topics.json written last, so a
+        crash in between leaves directories no topic owns, which the next open removes."""
+        self._check_open()
+        current = self._topics.get(name)
+        if current is None:
+            raise UnknownTopicError(f"unknown topic {name!r}")
+        if current.is_mirror:
+            raise InvalidRequestError(f"topic {name!r} is a mirror: its partition count is its "
+                                      "source's")
+        if count <= current.partitions:
+            raise InvalidRequestError(
+                f"topic {name!r} has {current.partitions} partition(s); a partition count can "
+                f"only grow (asked for {count})")
+        new = TopicConfig.from_entries({"partitions": count}, base=current)  # range-checked
+        parts: list[Partition] = []
+        try:
+            for i in range(current.partitions, count):
+                d = self._dir(name, i)
+                if d.exists():  # a leftover nobody owns
+                    self._remove_dir(d)
+                parts.append(Partition.open(d, name, i, new, None, self._log))
+            fsync_dir(self.data_dir)
+            self._save_topics({**self._topics, name: new})
+        except (OSError, EdgebusError) as e:
+            for p in parts:
+                p.abandon()
+            with contextlib.suppress(OSError):
+                for p in parts:
+                    self._remove_dir(p.path)
+            if isinstance(e, OSError):
+                raise storage_error(e, f"adding partitions to topic {name}") from e
+            raise
+        self._topics = {**self._topics, name: new}
+        self._parts[name].extend(parts)
+        for p in self._parts[name]:
+            p.config = new
+        self.write_checkpoint()
+        return new
 
     def topics(self) -> dict[str, TopicConfig]:
         return dict(self._topics)

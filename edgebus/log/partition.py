@@ -36,6 +36,7 @@ from edgebus.log.checkpoint import RecoveryPoint
 from edgebus.log.cleaner import SegmentSnap
 from edgebus.log.fileutil import DIR_MODE, DISK_FULL_ERRNOS, storage_error, unlink_quiet
 from edgebus.log.gaps import Gap
+from edgebus.log.log_start import read_log_start, write_log_start
 from edgebus.log.recovery import RecoveryReport, recover
 from edgebus.log.segment import U32_MAX, Segment, SegmentInfo
 from edgebus.log.sync import SyncTicket
@@ -68,7 +69,10 @@ class Partition:
         self._log = log
         self._segments = segments
         self._bases = [s.base_offset for s in segments]
-        self.log_start_offset = segments[0].base_offset
+        # DeleteRecords' floor inside the first segment (log_start.py); 0 when none.
+        self._start_floor = read_log_start(path, log) or 0
+        self.log_start_offset = min(max(segments[0].base_offset, self._start_floor),
+                                    log_end_offset)
         self.log_end_offset = log_end_offset
         self._max_append_time = max_append_time
         self.offline = False
@@ -427,7 +431,10 @@ class Partition:
                     lo = mid + 1
             if lo == len(segs):
                 return None
-            return segs[lo].find_time(ts_ms, interval)
+            found = segs[lo].find_time(ts_ms, interval)
+            if found is not None and found[0] < self.log_start_offset:  # below DeleteRecords'
+                return self.log_start_offset, found[1]
+            return found
         except OSError as e:
             raise storage_error(e, f"searching {self.name} by time") from e
 
@@ -591,6 +598,27 @@ class Partition:
             raise storage_error(e, f"applying retention to {self.name}") from e
         return deleted
 
+    def delete_records(self, offset: int) -> int:
+        """Move the log start up to `offset` (Kafka's DeleteRecords): offsets below it are no
+        longer readable, and segments wholly below it are deleted. The new start is stored
+        durably before this returns (log_start.py). Returns the log start."""
+        self._check_open()
+        if offset > self.log_end_offset:
+            raise OffsetOutOfRangeError(
+                f"cannot delete records of {self.name} up to {offset}: the log ends at "
+                f"{self.log_end_offset}")
+        if offset <= self.log_start_offset:
+            return self.log_start_offset
+        try:
+            write_log_start(self.path, offset)
+            self._start_floor = offset
+            self.log_start_offset = offset
+            while len(self._segments) > 1 and self._segments[1].base_offset <= offset:
+                self._delete_oldest()
+        except OSError as e:
+            raise storage_error(e, f"deleting records of {self.name} below {offset}") from e
+        return self.log_start_offset
+
     def delete_oldest_segment(self) -> bool:
         """Delete the oldest segment unless it is the active one (disk-full drop-oldest)."""
         self._check_open()
@@ -610,7 +638,7 @@ class Partition:
         self._unsynced.pop(seg.base_offset, None)
         self._lru.pop(seg.base_offset, None)
         first = self._segments[0].base_offset
-        self.log_start_offset = first
+        self.log_start_offset = max(first, self._start_floor)
         self._dir_changed()
         if self._synced[0] < first:
             # The synced point was in the deleted segment: nothing left is known to be synced.

@@ -85,33 +85,39 @@ def run(config: Any) -> int:
         return 1
     disk = DiskGuard.from_settings(logs, config.disk)
     disk.check()  # a disk already low is reported before READY
-    broker = Broker(
-        logs, config.socket,
-        socket_mode=config.socket_mode,
-        topic_defaults=defaults,
-        max_connections=config.limits.max_connections,
-        max_output_buffer=config.limits.max_output_buffer_bytes,
-        max_fetch_wait_ms=config.limits.max_fetch_wait_ms,
-        flush_interval_ms=config.log.flush_interval_ms,
-        checkpoint_interval_ms=config.log.checkpoint_interval_ms,
-        retention_check_interval_ms=config.log.retention_check_interval_ms,
-        cleaner_interval_ms=config.log.cleaner_interval_ms,
-        cleaner_io_bytes_per_s=config.log.cleaner_io_bytes_per_s,
-        notifier=notifier,
-        disk=disk,
-        max_input_buffer=config.limits.max_input_buffer_bytes,
-        node=config.replica.node,
-        replica_listen=config.replica.listen,
-        replica_tokens=tokens,
-        replica_tls=tls,
-        replica_link_idle_ms=config.replica.link_idle_timeout_ms,
-        socket_claim=claim,
-        max_connections_per_uid=config.limits.max_connections_per_uid,
-        max_output_total=config.limits.max_output_total_bytes,
-        acl=config.acl.policy() if config.acl.enabled else None,
-        kafka=config.kafka,
-        kafka_tls=kafka_tls,
-    )
+    try:
+        broker = Broker(
+            logs, config.socket,
+            socket_mode=config.socket_mode,
+            topic_defaults=defaults,
+            max_connections=config.limits.max_connections,
+            max_output_buffer=config.limits.max_output_buffer_bytes,
+            max_fetch_wait_ms=config.limits.max_fetch_wait_ms,
+            flush_interval_ms=config.log.flush_interval_ms,
+            checkpoint_interval_ms=config.log.checkpoint_interval_ms,
+            retention_check_interval_ms=config.log.retention_check_interval_ms,
+            cleaner_interval_ms=config.log.cleaner_interval_ms,
+            cleaner_io_bytes_per_s=config.log.cleaner_io_bytes_per_s,
+            notifier=notifier,
+            disk=disk,
+            max_input_buffer=config.limits.max_input_buffer_bytes,
+            node=config.replica.node,
+            replica_listen=config.replica.listen,
+            replica_tokens=tokens,
+            replica_tls=tls,
+            replica_link_idle_ms=config.replica.link_idle_timeout_ms,
+            socket_claim=claim,
+            max_connections_per_uid=config.limits.max_connections_per_uid,
+            max_output_total=config.limits.max_output_total_bytes,
+            acl=config.acl.policy() if config.acl.enabled else None,
+            kafka=config.kafka,
+            kafka_tls=kafka_tls,
+        )
+    except ConfigError as e:  # e.g. the Kafka listener's SASL credentials file
+        log.error("%s", e)
+        logs.close()
+        claim.release()
+        return os.EX_CONFIG
     if config.http.enabled and not _start_http(broker, config):  # the console and HTTP API
         logs.close()
         claim.release()

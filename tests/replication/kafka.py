@@ -86,6 +86,10 @@ class KafkaDestination:
         self.address = self.relay.address
         self.topic = topic
 
+    def via(self, addresses: list[str]) -> dict[str, Any]:
+        """Link settings that reach the broker through `addresses` (its own relay here)."""
+        return {"address": addresses[0]}
+
     def link_config(self, root: Path, token: str = "") -> dict[str, Any]:
         return {"target": "kafka", "address": self.address, "kafka": {"topic": self.topic}}
 

@@ -1,5 +1,5 @@
 """The destination's rules for gap records and compressed appends, request by request, against a
-real supervisor (docs/FORMAT.md 4.7 and 7.9): a gap moves the mirror's log end only from its
+real supervisor (docs/FORMAT.md 4.9 and 7.9): a gap moves the mirror's log end only from its
 log end, is recorded durably, survives kill -9, and a resend is recognised."""
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def test_the_gap_entry_table_matches_format():
     from edgebus import format as F
     from tests.test_format_doc import layout, struct_format
 
-    rows = layout("4.7 Replica gap records")
+    rows = layout("4.9 Replica gap records")
     assert struct_format(rows) == F.REPLICA_GAP_ENTRY.format
     assert [r["field"] for r in rows] == ["start", "end", "recorded_ms", "reason", "reserved",
                                           "reserved2", "crc"]

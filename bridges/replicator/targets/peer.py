@@ -95,7 +95,7 @@ class PeerTarget:
 
     def gap(self, topic: str, partition: int, incarnation: str, start: int, end: int,
             reason: int) -> int:
-        """The mirror records the gap (docs/FORMAT.md 4.7) and its log end becomes `end`."""
+        """The mirror records the gap (docs/FORMAT.md 4.9) and its log end becomes `end`."""
         return self.link.gap(topic, partition, incarnation, start, end, reason, self.durable)
 
     def heartbeat(self) -> None:

@@ -108,6 +108,7 @@ def dispatch(ctx: KafkaContext, conn: Connection, api_key: int, api_version: int
         data = data.toreadonly()  # kio reads only read-only buffers
         header, size = decode_header(api_key, api_version, data)
         request = decode_request(api_key, api_version, data, size)
+        answers = conn.answers
         result = api.handler(ctx, conn, header, request)
     except ProtocolError as e:
         log.warning("%r sent a malformed Kafka request (%s); closing it", conn, e)
@@ -123,6 +124,9 @@ def dispatch(ctx: KafkaContext, conn: Connection, api_key: int, api_version: int
                       api_version, conn)
         conn.closed = True
         return
+    if result is DEFERRED and conn.answers == answers:
+        conn.awaiting = True  # answered later: hold this connection's next requests (stream.py)
+        return
     if result is DEFERRED or result is NO_RESPONSE:
         return
     if type(result) is bytes:  # a handler that encoded its frame itself (a fast path)
@@ -133,4 +137,7 @@ def dispatch(ctx: KafkaContext, conn: Connection, api_key: int, api_version: int
     except Exception:
         log.exception("cannot encode the answer to Kafka API %d v%d for %r; closing it", api_key,
                       api_version, conn)
+        conn.closed = True
+    if getattr(conn, "close_after_answer", False):  # a failed authentication: answered, then closed
+        conn.flush()
         conn.closed = True

@@ -79,7 +79,9 @@ def _fetch(acl: Authorizer, handler: Any, ctx: KafkaContext, conn: Connection, h
 
     # Answered now (a fetch with an error is never parked), the allowed topics read as usual.
     allowed = tuple(t for t in req.topics if t not in denied)
-    resp, _ = read(ctx, header, dataclasses.replace(req, topics=allowed))
+    resp, _, out = read(ctx, header, dataclasses.replace(req, topics=allowed))
+    for topic, data in out:  # what status and metrics count as bytes out
+        ctx.stats.bytes_sent(topic, data)
     mod = response_module(FETCH, header.request_api_version)
     errors = tuple(
         build(mod.FetchableTopicResponse, topic=t.topic, partitions=tuple(

@@ -9,12 +9,12 @@ acks: 0 -> none (no answer), 1 -> written (the batch is in the segment file), -1
 from __future__ import annotations
 
 import logging
-import struct
 from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
 from edgebus import format as F
+from edgebus.batch import BatchInfo
 from edgebus.errors import EdgebusError, RecordTooLargeError
 from edgebus.protocol import messages as M
 from edgebus.server.kafka.apis import DEFERRED, NO_RESPONSE
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgebus.kafka")
 
 PRODUCE = 0
-_REC_LEN = struct.Struct("<I")
 
 
 def producers(ctx: KafkaContext) -> ProducerStates:
@@ -88,6 +87,13 @@ def produce(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
     return _response(version, results)
 
 
+def built_info(batch: bytearray) -> BatchInfo:
+    """The BatchInfo of a batch records.py built (so the produce path does not check the CRC it
+    has just computed)."""
+    h = F.BATCH_HEADER.unpack_from(batch, 0)
+    return BatchInfo(h[0], h[1], h[2], h[7], h[8], h[9])
+
+
 def _response(version: int, results: list[tuple[str, list[tuple[int, _Result]]]]) -> Any:
     mod = response_module(PRODUCE, version)
     topics = tuple(
@@ -113,7 +119,7 @@ def _append(ctx: KafkaContext, conn: Connection, corr: int, topic: str, partitio
                                       f"max_message_bytes {limit}")
         states = producers(ctx)
         first = -1
-        for conv in kafka_batches(records, max_bytes=F.MAX_BATCH_BYTES):
+        for conv in kafka_batches(records, max_bytes=limit):
             verdict = states.check(p, conv.producer_id, conv.producer_epoch, conv.base_sequence,
                                    conv.count)
             if verdict is not APPEND:
@@ -123,9 +129,9 @@ def _append(ctx: KafkaContext, conn: Connection, corr: int, topic: str, partitio
             else:
                 base = -1
                 seq = conv.base_sequence
-                for piece, n in _pieces(conv.batch, conv.count, limit, seq):
+                for piece, n in conv.pieces:
                     resp = ctx.data.produce_fields(conn, corr, topic, partition, M.ACKS_WRITTEN,
-                                                   piece, False)
+                                                   piece, False, built_info(piece))
                     if base < 0:
                         base = resp.base_offset
                     states.appended(p, conv.producer_id, conv.producer_epoch, seq, n, resp.base_offset)
@@ -138,46 +144,3 @@ def _append(ctx: KafkaContext, conn: Connection, corr: int, topic: str, partitio
         return _Result(None, -1, ErrorCode.unsupported_for_message_format, str(e))
     except EdgebusError as e:
         return _Result(None, -1, kafka_error(e), str(e))
-
-
-def _pieces(batch: bytearray, count: int, limit: int, base_seq: int) -> list[tuple[bytearray, int]]:
-    """`batch`, or when it is larger than the topic's max_message_bytes (an edgebus record takes
-    up to 16 bytes more than a Kafka one, so a full Kafka batch can be a little larger here), the
-    same records as several batches each within it (dense offsets; base sequences continue)."""
-    if len(batch) <= limit:
-        return [(batch, count)]
-    hdr = F.BATCH_HEADER.unpack_from(batch, 0)
-    pid, epoch = hdr[10], hdr[12]
-    out: list[tuple[bytearray, int]] = []
-    pos, end = F.BATCH_HEADER_SIZE, len(batch)
-    start, n, seq = pos, 0, base_seq
-    while pos < end:
-        rlen = 4 + _REC_LEN.unpack_from(batch, pos)[0]
-        if F.BATCH_HEADER_SIZE + rlen > limit:
-            raise RecordTooLargeError(f"a record of {rlen} bytes exceeds the topic's max_message_bytes {limit}")
-        if F.BATCH_HEADER_SIZE + (pos - start) + rlen > limit:
-            out.append((_rebuild(batch, start, pos, n, pid, epoch, seq), n))
-            seq = seq + n if seq >= 0 else seq
-            start, n = pos, 0
-        pos += rlen
-        n += 1
-    out.append((_rebuild(batch, start, pos, n, pid, epoch, seq), n))
-    return out
-
-
-def _rebuild(batch: bytearray, start: int, end: int, n: int, pid: int, epoch: int, seq: int) -> bytearray:
-    import zlib
-
-    recs = memoryview(batch)[start:end]
-    ts = [struct.unpack_from("<q", recs, 4)[0]]
-    first_ts = ts[0]
-    max_ts = first_ts
-    p = 0
-    while p < len(recs):  # the max timestamp of this piece
-        t = struct.unpack_from("<q", recs, p + 4)[0]
-        max_ts = max(max_ts, t)
-        p += 4 + _REC_LEN.unpack_from(recs, p)[0]
-    out = bytearray(F.BATCH_HEADER_SIZE) + recs
-    F.BATCH_BODY_HEADER.pack_into(out, F.CRC_START, F.MAGIC, 0, 0, n, first_ts, max_ts, pid, seq, epoch, 0)
-    F.BATCH_OUTSIDE_CRC.pack_into(out, 0, 0, 0, len(out), zlib.crc32(memoryview(out)[F.CRC_START:]))
-    return out

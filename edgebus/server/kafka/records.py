@@ -18,9 +18,6 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-import cramjam
-from crc32c import crc32c
-
 from edgebus import format as F
 from edgebus.errors import CorruptRecordError, EdgebusError, RecordTooLargeError
 
@@ -31,6 +28,16 @@ try:
     HAVE_C = hasattr(_lib, "eb_kafka_to_edgebus")
 except ImportError:  # not built: the Python below
     HAVE_C = False
+
+# cramjam and crc32c (about 4 MB of RSS together) are imported at the first Kafka batch, not at
+# start, so that a supervisor nobody produces to over Kafka does not carry them.
+
+
+def crc32c(data: bytes | bytearray | memoryview) -> int:
+    from crc32c import crc32c as c
+
+    return int(c(data))
+
 
 # Kafka's v2 batch header (big-endian), FORMAT.md 9.1.
 KAFKA_HEADER = struct.Struct(">qiibIhiqqqhii")
@@ -58,34 +65,64 @@ class UnsupportedBatchError(EdgebusError):
 
 @dataclass(slots=True)
 class Converted:
-    """One Kafka batch as an edgebus batch, with what the idempotence check needs."""
+    """One Kafka batch as edgebus batches (one, or several when it is larger than the topic's
+    max_message_bytes as stored: (batch, record count) each, dense offsets, base sequences
+    continued), with what the idempotence check needs."""
 
-    batch: bytearray
+    pieces: list[tuple[bytearray, int]]
     count: int
     producer_id: int
     producer_epoch: int
     base_sequence: int
 
+    @property
+    def batch(self) -> bytearray:
+        """The one edgebus batch (tests; a split batch has several)."""
+        assert len(self.pieces) == 1
+        return self.pieces[0][0]
+
 
 # --- produce: Kafka -> edgebus ---------------------------------------------------------------------
 
-_scratch: bytearray | None = None  # decompression output, MAX_BATCH_BYTES + 1; loop thread only
+# Decompression output (loop thread only): a kept 1 MiB buffer takes the usual batch (librdkafka's
+# default batch is at most 1 MB); a larger one is decompressed again into a buffer of
+# MAX_BATCH_BYTES + 1 made for it and dropped after, so that bound is never held for long.
+SMALL_OUTPUT = 1024 * 1024
+_small: bytearray | None = None
 
 
 def _decompress(codec: int, data: memoryview) -> memoryview:
     """The records of a compressed batch; RecordTooLargeError above MAX_BATCH_BYTES (checked
     while decompressing, so a small bomb never costs more than the bound)."""
-    global _scratch
-    if _scratch is None:
-        _scratch = bytearray(F.MAX_BATCH_BYTES + 1)
-    out = _scratch
+    global _small
+    if codec == CODEC_GZIP:
+        try:
+            raw = zlib.decompressobj(wbits=47).decompress(data, F.MAX_BATCH_BYTES + 1)  # gzip or zlib
+        except zlib.error as e:
+            raise CorruptRecordError(f"gzip data does not decompress: {e}") from None
+        if len(raw) > F.MAX_BATCH_BYTES:
+            raise _too_large()
+        return memoryview(raw)
+    if _small is None:
+        _small = bytearray(SMALL_OUTPUT)
     try:
-        if codec == CODEC_GZIP:
-            d = zlib.decompressobj(wbits=47)  # gzip or zlib header
-            raw = d.decompress(data, F.MAX_BATCH_BYTES + 1)
-            if len(raw) > F.MAX_BATCH_BYTES:
-                raise _too_large()
-            return memoryview(raw)
+        return _decompress_into(codec, data, _small)
+    except _Full:
+        pass
+    try:
+        return _decompress_into(codec, data, bytearray(F.MAX_BATCH_BYTES + 1))
+    except _Full:
+        raise _too_large() from None
+
+
+class _Full(Exception):
+    """The output buffer was too small."""
+
+
+def _decompress_into(codec: int, data: memoryview, out: bytearray) -> memoryview:
+    import cramjam
+
+    try:
         if codec == CODEC_SNAPPY:
             if bytes(data[:8]) == _XERIAL_MAGIC:
                 return _xerial(data, out)
@@ -96,16 +133,20 @@ def _decompress(codec: int, data: memoryview) -> memoryview:
             n = cramjam.zstd.decompress_into(bytes(data), out)
         else:
             raise UnsupportedBatchError(f"unknown compression codec {codec}")
-    except (cramjam.DecompressionError, zlib.error, ValueError) as e:
-        if "whole buffer" in str(e):  # cramjam's "output full": the bound was reached
-            raise _too_large() from None
+    except (cramjam.DecompressionError, ValueError) as e:
+        if "whole buffer" in str(e) or "smaller than required" in str(e):  # cramjam: output full
+            raise _Full from None
         raise CorruptRecordError(f"{CODEC_NAMES.get(codec, codec)} data does not decompress: {e}") from None
     if n > F.MAX_BATCH_BYTES:
         raise _too_large()
+    if n >= len(out):
+        raise _Full
     return memoryview(out)[:n]
 
 
 def _xerial(data: memoryview, out: bytearray) -> memoryview:
+    import cramjam
+
     pos, n = 16, 0
     while pos < len(data):
         if pos + 4 > len(data):
@@ -199,8 +240,8 @@ def _put_bytes(recs: memoryview, p: int, stop: int, out: bytearray, pack_i32: ob
 
 
 def kafka_batches(data: bytes | memoryview, max_bytes: int = F.MAX_BATCH_BYTES) -> list[Converted]:
-    """Every Kafka batch of a Produce partition's `records` as an edgebus batch; the error of the
-    first that is refused."""
+    """Every Kafka batch of a Produce partition's `records` as edgebus batches of at most
+    `max_bytes` (the topic's max_message_bytes); the error of the first that is refused."""
     view = memoryview(data)
     out = []
     pos = 0
@@ -233,39 +274,98 @@ def kafka_batches(data: bytes | memoryview, max_bytes: int = F.MAX_BATCH_BYTES) 
 
 
 def _to_edgebus(recs: memoryview, count: int, base_ts: int, pid: int, epoch: int, base_seq: int,
-                max_bytes: int) -> bytearray:
+                max_bytes: int) -> list[tuple[bytearray, int]]:
     if HAVE_C:
         return _to_edgebus_c(recs, count, base_ts, pid, epoch, base_seq, max_bytes)
     body, first_ts, max_ts = _records_to_edgebus(recs, count, base_ts)
-    length = F.BATCH_HEADER_SIZE + len(body)
-    if length > max_bytes:
-        raise RecordTooLargeError(f"the batch is {length} bytes as stored, above the topic's "
-                                  f"max_message_bytes {max_bytes}")
     batch = bytearray(F.BATCH_HEADER_SIZE) + body
-    F.BATCH_BODY_HEADER.pack_into(batch, F.CRC_START, F.MAGIC, 0, 0, count, first_ts,
-                                  max_ts, pid, base_seq, epoch, 0)
-    crc = zlib.crc32(memoryview(batch)[F.CRC_START :])
-    F.BATCH_OUTSIDE_CRC.pack_into(batch, 0, 0, 0, length, crc)
-    return batch
+    F.BATCH_BODY_HEADER.pack_into(batch, F.CRC_START, F.MAGIC, 0, 0, count, first_ts, max_ts, pid,
+                                  base_seq, epoch, 0)
+    _seal(batch)
+    return split(batch, count, max_bytes)
+
+
+def _seal(batch: bytearray) -> None:
+    """Length and CRC into a batch whose header from magic on is written."""
+    F.BATCH_OUTSIDE_CRC.pack_into(batch, 0, 0, 0, len(batch), zlib.crc32(memoryview(batch)[F.CRC_START:]))
+
+
+_REC_LEN = struct.Struct("<I")
+
+
+def split(batch: bytearray, count: int, limit: int) -> list[tuple[bytearray, int]]:
+    """`batch`, or when it is larger than `limit` (an edgebus record takes up to 16 bytes more
+    than a Kafka one, so a full Kafka batch can be a little larger here) the same records as
+    several batches each within it (dense offsets; base sequences continued)."""
+    if len(batch) <= limit:
+        return [(batch, count)]
+    hdr = F.BATCH_HEADER.unpack_from(batch, 0)
+    pid, seq, epoch = hdr[10], hdr[11], hdr[12]
+    out: list[tuple[bytearray, int]] = []
+    pos, end = F.BATCH_HEADER_SIZE, len(batch)
+    start, n = pos, 0
+    while pos < end:
+        rlen = 4 + _REC_LEN.unpack_from(batch, pos)[0]
+        if F.BATCH_HEADER_SIZE + rlen > limit:
+            raise RecordTooLargeError(f"a record of {rlen} bytes exceeds the topic's max_message_bytes {limit}")
+        if F.BATCH_HEADER_SIZE + (pos - start) + rlen > limit:
+            out.append((_piece(batch, start, pos, n, pid, epoch, seq), n))
+            seq = seq + n if seq >= 0 else seq
+            start, n = pos, 0
+        pos += rlen
+        n += 1
+    out.append((_piece(batch, start, pos, n, pid, epoch, seq), n))
+    return out
+
+
+def _piece(batch: bytearray, start: int, end: int, n: int, pid: int, epoch: int, seq: int) -> bytearray:
+    recs = memoryview(batch)[start:end]
+    first_ts = max_ts = struct.unpack_from("<q", recs, 4)[0]
+    p = 0
+    while p < len(recs):
+        max_ts = max(max_ts, struct.unpack_from("<q", recs, p + 4)[0])
+        p += 4 + _REC_LEN.unpack_from(recs, p)[0]
+    out = bytearray(F.BATCH_HEADER_SIZE) + recs
+    F.BATCH_BODY_HEADER.pack_into(out, F.CRC_START, F.MAGIC, 0, 0, n, first_ts, max_ts, pid, seq, epoch, 0)
+    _seal(out)
+    return out
+
+
+# Conversion output, reused (loop thread only): allocating and zeroing a fresh worst-case
+# buffer per batch cost more than the conversion itself (py-spy).
+_out: bytearray | None = None
+SCRATCH_MAX = 8 * 1024 * 1024
 
 
 def _to_edgebus_c(recs: memoryview, count: int, base_ts: int, pid: int, epoch: int, base_seq: int,
-                  max_bytes: int) -> bytearray:
-    # Every Kafka record of n payload bytes takes at most n + 16 bytes here (fixed-width
-    # lengths, u16 header counts), headers at most 4 more each: a bound known before writing.
-    cap = F.BATCH_HEADER_SIZE + len(recs) * 3 + count * 24
-    out = bytearray(cap)
-    n = _lib.eb_kafka_to_edgebus(_ffi.from_buffer(recs), len(recs), count, base_ts, pid, epoch,
-                                 base_seq, _ffi.from_buffer(out, require_writable=True), cap)
-    if n < 0:
-        raise CorruptRecordError(_C_ERRORS.get(int(n), f"Kafka records do not decode ({n})"))
-    if n > max_bytes:
-        raise RecordTooLargeError(f"the batch is {n} bytes as stored, above the topic's "
-                                  f"max_message_bytes {max_bytes}")
-    del out[n:]
-    crc = zlib.crc32(memoryview(out)[F.CRC_START :])
-    F.BATCH_OUTSIDE_CRC.pack_into(out, 0, 0, 0, n, crc)
-    return out
+                  max_bytes: int) -> list[tuple[bytearray, int]]:
+    global _out
+    # A piece is at most max_bytes; the C loop needs room for one more record's worst case
+    # (three times its Kafka size, plus 24) before it sees that the record does not fit.
+    cap = min(max_bytes, F.BATCH_HEADER_SIZE + 3 * len(recs) + 24 * count) + 3 * len(recs) + 24
+    if cap <= SCRATCH_MAX:
+        if _out is None or len(_out) < cap:
+            _out = bytearray(max(cap, 1024 * 1024))
+        out = _out
+    else:
+        out = bytearray(cap)
+    dest = _ffi.from_buffer(out, require_writable=True)
+    state = _ffi.new("uint64_t[2]")
+    pieces: list[tuple[bytearray, int]] = []
+    src = _ffi.from_buffer(recs)
+    while state[1] < count:
+        first = state[1]
+        n = _lib.eb_kafka_to_edgebus(src, len(recs), count, base_ts, pid, epoch, base_seq, dest, cap,
+                                     max_bytes, state)
+        if n < 0:
+            if n == -9:
+                raise RecordTooLargeError(f"record {first} of a Kafka batch is larger than the topic's "
+                                          f"max_message_bytes {max_bytes} as stored")
+            raise CorruptRecordError(_C_ERRORS.get(int(n), f"Kafka records do not decode ({n})"))
+        piece = out[:n]
+        _seal(piece)
+        pieces.append((piece, int(state[1] - first)))
+    return pieces
 
 
 _C_ERRORS = {
@@ -292,6 +392,16 @@ def edgebus_to_kafka(data: bytes | memoryview) -> bytes:
         if length < F.BATCH_HEADER_SIZE or pos + length > len(view):
             break
         recs = view[pos + F.BATCH_HEADER_SIZE : pos + length]
+        if _attrs & F.ATTR_COMPACTED:
+            # Offsets the log cleaner removed (FORMAT.md 4.8): an empty Kafka batch spanning
+            # them, which consumers step over as they do over Kafka's own emptied batches.
+            kb = bytearray(KAFKA_HEADER_SIZE)
+            KAFKA_HEADER.pack_into(kb, 0, base, len(kb) - _LENGTH_END, 0, 2, 0, 0, count - 1,
+                                   first_ts, max_ts, -1, -1, -1, 0)
+            struct.pack_into(">I", kb, 17, crc32c(memoryview(kb)[_CRC_START:]))
+            out.append(bytes(kb))
+            pos += length
+            continue
         if HAVE_C:
             cap = KAFKA_HEADER_SIZE + 2 * len(recs) + 48 * count
             kb = bytearray(cap)

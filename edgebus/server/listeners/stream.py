@@ -75,6 +75,12 @@ class Connection:
         # Where this connection's request frames go: the loop's dispatch table, unless the
         # listener speaks another protocol (the Kafka listener gives its own dispatcher).
         self.dispatch_to: Any = None
+        # Kafka answers in request order on a connection, and kafka-python and aiokafka check
+        # it: a listener that needs this sets `awaiting` while an answer is deferred (a join, a
+        # durable commit, a parked fetch), and like Kafka's broker reads no further request of
+        # that connection until the answer is queued. `answers` counts queued answers.
+        self.awaiting = False
+        self.answers = 0
 
     def __repr__(self) -> str:
         return f"conn#{self.id}(pid={self.pid})"
@@ -111,6 +117,11 @@ class Connection:
     def queue(self, data: bytes) -> None:
         if self.closed:
             return
+        self.answers += 1
+        if self.awaiting:  # the deferred answer: the requests held behind it go on
+            self.awaiting = False
+            if self.proto.frames.buffered():
+                self.loop.pending.add(self)
         if self.shm is not None and self.shm.queue(data):
             return  # in the response ring, or queued for it (counted in out_bytes)
         if not self.out:
@@ -157,7 +168,7 @@ class Connection:
         """Read unless over the output bound; watch writability while output is queued."""
         if self.closed:
             return
-        self.reading = not self.overloaded
+        self.reading = not self.overloaded and not self.awaiting
         mask = (_READ if self.reading else 0) | (_WRITE if self.out else 0)
         if mask != self.events:  # called after every answer: most change nothing
             self.loop.sel.modify(self.sock, mask, self.on_event)
@@ -204,7 +215,8 @@ class Connection:
         handled = 0
         proto = self.proto
         dispatch = self.dispatch_to or self.loop.dispatch
-        while not self.closed and not self.overloaded and handled < MAX_REQUESTS_PER_TURN:
+        while (not self.closed and not self.overloaded and not self.awaiting
+               and handled < MAX_REQUESTS_PER_TURN):
             try:
                 req = proto.next_request()
             except ProtocolError as e:

@@ -1,0 +1,82 @@
+"""Kafka's DescribeConfigs and IncrementalAlterConfigs for topics (names in topic_configs.py).
+
+Broker settings live in the supervisor's config file: DescribeConfigs of a broker answers an
+empty list, and altering one is refused naming the file.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from edgebus.errors import EdgebusError, InvalidRequestError, UnknownTopicError
+from edgebus.log.topic_config import TopicConfig, validate_topic_name
+from edgebus.server.handlers.admin import describe_changes
+from edgebus.server.kafka import errcodes as E
+from edgebus.server.kafka import topic_configs as C
+from edgebus.server.kafka.group_common import admin_of
+from edgebus.server.kafka.shape import response
+
+log = logging.getLogger("edgebus.kafka.admin")
+
+
+def _topic(ctx: Any, name: str) -> TopicConfig:
+    validate_topic_name(name)  # internal topics ("__...") are not the clients' to see or change
+    cfg: TopicConfig | None = ctx.logs.topics().get(name)
+    if cfg is None:
+        raise UnknownTopicError(f"unknown topic {name!r}")
+    return cfg
+
+
+def describe_configs(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
+    defaults = admin_of(ctx).topic_defaults
+    out = []
+    for r in req.resources:
+        row: dict[str, Any] = dict(error_code=E.NONE, error_message=None,
+                                   resource_type=r.resource_type,
+                                   resource_name=r.resource_name, configs=[])
+        if r.resource_type == C.RESOURCE_TOPIC:
+            try:
+                cfg = _topic(ctx, r.resource_name)
+                keys = tuple(r.configuration_keys) if r.configuration_keys is not None else None
+                row["configs"] = C.describe(cfg, defaults, keys)
+            except EdgebusError as e:
+                row.update(error_code=E.code_of(e), error_message=str(e))
+        elif r.resource_type != C.RESOURCE_BROKER:
+            row.update(error_code=E.INVALID_REQUEST,
+                       error_message=f"resource type {r.resource_type} is not supported "
+                                     "(topics: 2, brokers: 4)")
+        out.append(row)
+    return response(header, results=out)
+
+
+def incremental_alter_configs(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
+    defaults = admin_of(ctx).topic_defaults
+    out = []
+    for r in req.resources:
+        row: dict[str, Any] = dict(error_code=E.NONE, error_message=None,
+                                   resource_type=r.resource_type,
+                                   resource_name=r.resource_name)
+        out.append(row)
+        if r.resource_type != C.RESOURCE_TOPIC:
+            row.update(error_code=E.INVALID_REQUEST, error_message=(
+                "only topic configs can be altered here; the broker's settings are in the "
+                "supervisor's config file (edgebus.yaml), applied on SIGHUP"))
+            continue
+        try:
+            current = _topic(ctx, r.resource_name)
+            try:
+                entries = C.entries_for(
+                    [(c.name, c.config_operation, c.value) for c in r.configs], current,
+                    defaults)
+                new = TopicConfig.from_entries(entries, base=current)
+            except InvalidRequestError as e:
+                row.update(error_code=E.INVALID_CONFIG, error_message=str(e))
+                continue
+            if not req.validate_only:
+                ctx.logs.alter_topic_config(r.resource_name, new)
+                log.info("altered topic %s: %s (Kafka IncrementalAlterConfigs)",
+                         r.resource_name, describe_changes(current, new) or "no change")
+        except EdgebusError as e:
+            row.update(error_code=E.code_of(e), error_message=str(e))
+    return response(header, responses=out)

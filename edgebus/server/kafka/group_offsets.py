@@ -1,0 +1,118 @@
+"""Kafka's OffsetCommit and OffsetFetch on edgebus's committed-offset store.
+
+The store is the one native groups use (edgebus/server/groups/offsets.py, the internal topic
+`__consumer_offsets`), so an offset a Kafka consumer commits is the one a native consumer of the
+same group resumes from, and the reverse. The rules are the native OFFSET_COMMIT's: only the
+group's current members (or anyone, while it has none) may commit, an offset is the next one to
+read, and the answer waits for the fsync that makes the commit durable (group commit).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgebus.errors import EdgebusError, InvalidRequestError, InvalidTopicError
+from edgebus.protocol import groups as G
+from edgebus.server.groups.coordinator import check_group_id
+from edgebus.server.handlers.data import now_ms
+from edgebus.server.kafka import errcodes as E
+from edgebus.server.kafka.group_common import after_fsync, groups_of
+from edgebus.server.kafka.shape import response
+
+
+def _internal(topic: str) -> bool:
+    return topic.startswith("__")
+
+
+def offset_commit(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
+    gh = groups_of(ctx)
+    generation = req.generation_id_or_member_epoch
+
+    def all_failed(code: int) -> Any:
+        return response(header, topics=[
+            dict(name=t.name, partitions=[dict(partition_index=p.partition_index, error_code=code)
+                                          for p in t.partitions]) for t in req.topics])
+
+    if gh.api.stopping:
+        return all_failed(E.COORDINATOR_NOT_AVAILABLE)
+    try:
+        check_group_id(req.group_id)
+    except EdgebusError:
+        return all_failed(E.INVALID_GROUP_ID)
+    try:
+        gh.coordinator.check_commit(req.group_id, generation, req.member_id)
+        if req.group_id not in gh.store.table:
+            gh._check_capacity(req.group_id)
+    except EdgebusError as e:
+        return all_failed(E.code_of(e))
+    out = []
+    entries = []
+    for t in req.topics:
+        parts = []
+        for p in t.partitions:
+            metadata = p.committed_metadata or ""
+            try:
+                if _internal(t.name):
+                    raise InvalidTopicError(f"{t.name!r} is an internal topic")
+                if p.committed_offset < 0:
+                    raise InvalidRequestError(f"offset {p.committed_offset} is negative")
+                if len(metadata.encode()) > G.MAX_COMMIT_METADATA:
+                    parts.append(dict(partition_index=p.partition_index,
+                                      error_code=E.OFFSET_METADATA_TOO_LARGE))
+                    continue
+                gh.logs.partition(t.name, p.partition_index)
+            except EdgebusError as e:
+                parts.append(dict(partition_index=p.partition_index,
+                                  error_code=E.code_of(e, E.INVALID_COMMIT_OFFSET_SIZE)))
+                continue
+            parts.append(dict(partition_index=p.partition_index, error_code=E.NONE))
+            entries.append((t.name, p.partition_index, p.committed_offset, metadata))
+        out.append(dict(name=t.name, partitions=parts))
+    resp = response(header, topics=out)
+    if not entries:
+        return resp
+    try:
+        p = gh.store.commit(req.group_id, entries, generation, now_ms())
+    except EdgebusError as e:
+        return all_failed(E.code_of(e))
+    gh.data.on_append(p)
+    return after_fsync(ctx, conn, header, p, resp, lambda e: all_failed(E.code_of(e)))
+
+
+def _fetch_group(gh: Any, group_id: str, topics: Any) -> tuple[int, list[dict[str, Any]]]:
+    """(group error code, topics) for one group; `topics` None = every committed partition."""
+    try:
+        check_group_id(group_id)
+    except EdgebusError:
+        return E.INVALID_GROUP_ID, []
+    if topics is None:
+        tps: dict[str, list[int]] = {}
+        for topic, part in sorted(gh.store.group_offsets(group_id)):
+            tps.setdefault(topic, []).append(part)
+        wanted = list(tps.items())
+    else:
+        wanted = [(t.name, list(t.partition_indexes)) for t in topics]
+    out = []
+    for topic, parts in wanted:
+        rows = []
+        for part in parts:
+            c = gh.store.get(group_id, (topic, part))
+            rows.append(dict(partition_index=part,
+                             committed_offset=c.offset if c is not None else G.NO_OFFSET,
+                             committed_leader_epoch=-1,
+                             metadata=c.metadata if c is not None else "",
+                             error_code=E.NONE))
+        out.append(dict(name=topic, partitions=rows))
+    return E.NONE, out
+
+
+def offset_fetch(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
+    gh = groups_of(ctx)
+    if header.request_api_version >= 8:
+        groups = []
+        for g in req.groups:
+            code, topics = _fetch_group(gh, g.group_id, g.topics)
+            groups.append(dict(group_id=g.group_id, topics=topics, error_code=code))
+        return response(header, groups=groups)
+    code, topics = _fetch_group(gh, req.group_id, req.topics)
+    return response(header, topics=topics, error_code=code)

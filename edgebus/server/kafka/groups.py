@@ -1,0 +1,213 @@
+"""Kafka's group membership APIs on edgebus's own group coordinator.
+
+Kafka consumer groups and edgebus groups are one thing: every request here is turned into the
+coordinator's request (edgebus/server/groups/coordinator.py), so a Kafka consumer and a native
+`Consumer` in the same group share its partitions, its generations and (offsets.py) its committed
+offsets.
+
+The one difference is who computes the assignment. Kafka's classic protocol elects a leader
+member that assigns in its client; edgebus assigns in the coordinator (it knows every topic's
+partition count, and native members have no assignor code). So JoinGroup names as leader an id
+that is no member's (`LEADER`): every Kafka client takes the follower path, sends an empty
+SyncGroup, and receives the coordinator's assignment, encoded as Kafka's
+ConsumerProtocolAssignment. Each member's subscription comes from its protocol metadata
+(ConsumerProtocolSubscription); the protocol names map onto edgebus's assignors
+(`PROTOCOLS`), and each member is told the chosen assignor by its own name for it.
+
+Not supported, and refused with a typed error: the cooperative protocol ("cooperative-sticky"
+alone; a member listing an eager protocol too gets that one), protocol types other than
+"consumer" (Kafka Connect's), transaction coordinators. Static membership (`group.instance.id`)
+is accepted and ignored: every member is dynamic.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from edgebus.errors import EdgebusError
+from edgebus.protocol import groups as G
+from edgebus.server.kafka import errcodes as E
+from edgebus.server.kafka.apis import KafkaApi
+from edgebus.server.kafka.consumer_protocol import (
+    decode_subscription,
+    encode_assignment,
+)
+from edgebus.server.kafka.group_common import (
+    DEFERRED,
+    PROTOCOL_TYPE,
+    answer,
+    coordinator_address,
+    groups_of,
+)
+from edgebus.server.kafka.group_offsets import offset_commit, offset_fetch
+from edgebus.server.kafka.group_views import delete_groups, describe_groups, list_groups
+from edgebus.server.kafka.shape import response
+
+log = logging.getLogger("edgebus.kafka.groups")
+
+# The leader id every Kafka member is told: no member has it, so none computes an assignment.
+LEADER = "edgebus-coordinator"
+# Kafka assignor names (librdkafka, kafka-python, aiokafka, Java; kafkajs's own name) -> the
+# edgebus assignor that gives the same kind of assignment.
+PROTOCOLS = {
+    "range": "range",
+    "roundrobin": "roundrobin",
+    "sticky": "sticky",
+    "RoundRobinAssigner": "roundrobin",  # kafkajs
+}
+# FindCoordinator key types.
+KEY_GROUP, KEY_TRANSACTION = 0, 1
+
+
+# --- FindCoordinator -----------------------------------------------------------------------------
+def find_coordinator(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
+    node_id, host, port = coordinator_address(ctx)
+    key_type = getattr(req, "key_type", KEY_GROUP)
+    if key_type == KEY_GROUP:
+        err, msg = E.NONE, None
+    else:
+        err, msg = E.INVALID_REQUEST, (f"key type {key_type}: edgebus has only group "
+                                       "coordinators (no transactions)")
+        node_id, host, port = -1, "", -1
+    if header.request_api_version >= 4:
+        return response(header, coordinators=[
+            dict(key=k, node_id=node_id, host=host, port=port, error_code=err, error_message=msg)
+            for k in req.coordinator_keys])
+    return response(header, error_code=err, error_message=msg, node_id=node_id, host=host,
+                    port=port)
+
+
+# --- JoinGroup -----------------------------------------------------------------------------------
+def _join_error(header: Any, code: int, member_id: str) -> Any:
+    return response(header, error_code=code, generation_id=-1, protocol_type=PROTOCOL_TYPE,
+                    protocol_name=None, leader="", member_id=member_id, members=[])
+
+
+def _native_join(header: Any, req: Any) -> tuple[G.JoinGroupRequest | None, int]:
+    """The coordinator's JoinGroupRequest for a Kafka one, or (None, Kafka error code)."""
+    if not req.group_id or len(req.group_id) > G.MAX_GROUP_ID:
+        return None, E.INVALID_GROUP_ID
+    if req.protocol_type != PROTOCOL_TYPE:
+        return None, E.INCONSISTENT_GROUP_PROTOCOL
+    session = int(req.session_timeout.total_seconds() * 1000)
+    rebalance = getattr(req, "rebalance_timeout", None)
+    rebalance_ms = int(rebalance.total_seconds() * 1000) if rebalance is not None else -1
+    if rebalance_ms < 0:  # v0 has none; Kafka then uses the session timeout
+        rebalance_ms = session
+    if not (G.MIN_SESSION_TIMEOUT_MS <= session <= G.MAX_SESSION_TIMEOUT_MS
+            and G.MIN_SESSION_TIMEOUT_MS <= rebalance_ms <= G.MAX_REBALANCE_TIMEOUT_MS):
+        return None, E.INVALID_SESSION_TIMEOUT
+    assignors: list[str] = []
+    sub = None
+    for p in req.protocols:
+        name = PROTOCOLS.get(p.name)
+        if name is None:
+            continue
+        if sub is None:  # every protocol carries the same subscription; decode the first
+            try:
+                sub = decode_subscription(p.metadata)
+            except EdgebusError as e:
+                log.warning("group %s: %s", req.group_id, e)
+                return None, E.INCONSISTENT_GROUP_PROTOCOL
+        if name not in assignors:
+            assignors.append(name)
+    if sub is None:
+        log.warning("group %s: member %s offers only protocols %s; edgebus supports %s",
+                    req.group_id, req.member_id or header.client_id,
+                    [p.name for p in req.protocols], sorted(PROTOCOLS))
+        return None, E.INCONSISTENT_GROUP_PROTOCOL
+    owned: dict[str, list[int]] = {}
+    for topic, part in sub.owned:
+        owned.setdefault(topic, []).append(part)
+    return G.JoinGroupRequest(
+        req.group_id, req.member_id, header.client_id or "", session, rebalance_ms,
+        list(sub.topics), assignors, [G.TopicPartitions(t, ps) for t, ps in owned.items()],
+    ), E.NONE
+
+
+def join_group(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
+    native, err = _native_join(header, req)
+    if native is None:
+        return _join_error(header, err, req.member_id)
+    # The member's own name for each edgebus assignor (its first that maps onto it).
+    names: dict[str, str] = {}
+    for p in req.protocols:
+        names.setdefault(PROTOCOLS.get(p.name, ""), p.name)
+
+    def reply(r: Any) -> None:
+        if isinstance(r, BaseException):
+            answer(ctx, conn, header, _join_error(header, E.code_of(r, E.INVALID_REQUEST),
+                                                  req.member_id))
+            return
+        answer(ctx, conn, header, response(
+            header, error_code=E.NONE, generation_id=r.generation, protocol_type=PROTOCOL_TYPE,
+            protocol_name=names.get(r.assignor, r.assignor), leader=LEADER,
+            member_id=r.member_id, members=[]))
+
+    gh = groups_of(ctx)
+    try:
+        gh.coordinator.join(conn.id, getattr(conn, "pid", -1), native, reply)
+    except EdgebusError as e:
+        return _join_error(header, E.code_of(e, E.INVALID_REQUEST), req.member_id)
+    return DEFERRED
+
+
+# --- SyncGroup / Heartbeat / LeaveGroup ----------------------------------------------------------
+def sync_group(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
+    if getattr(req, "protocol_type", None) not in (None, PROTOCOL_TYPE):
+        return response(header, error_code=E.INCONSISTENT_GROUP_PROTOCOL, assignment=b"")
+    try:
+        r = groups_of(ctx).coordinator.sync(
+            G.SyncGroupRequest(req.group_id, req.generation_id, req.member_id))
+    except EdgebusError as e:
+        return response(header, error_code=E.code_of(e), assignment=b"")
+    tps = [(t.topic, p) for t in r.assignment for p in t.partitions]
+    # protocol_type/name (v5) are left null: "unknown" to the client, which then skips its check.
+    return response(header, error_code=E.NONE, protocol_type=PROTOCOL_TYPE,
+                    assignment=encode_assignment(tps))
+
+
+def heartbeat(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
+    try:
+        groups_of(ctx).coordinator.heartbeat(
+            G.HeartbeatRequest(req.group_id, req.generation_id, req.member_id))
+    except EdgebusError as e:
+        return response(header, error_code=E.code_of(e))
+    return response(header, error_code=E.NONE)
+
+
+def leave_group(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
+    coord = groups_of(ctx).coordinator
+    if header.request_api_version < 3:
+        try:
+            coord.leave(G.LeaveGroupRequest(req.group_id, req.member_id))
+        except EdgebusError as e:
+            return response(header, error_code=E.code_of(e))
+        return response(header, error_code=E.NONE)
+    out = []
+    for m in req.members:
+        try:
+            coord.leave(G.LeaveGroupRequest(req.group_id, m.member_id))
+            code = E.NONE
+        except EdgebusError as e:
+            code = E.code_of(e)
+        out.append(dict(member_id=m.member_id, group_instance_id=m.group_instance_id,
+                        error_code=code))
+    return response(header, error_code=E.NONE, members=out)
+
+
+# Versions: those kio generates (Kafka 4's ranges), less OffsetCommit v10 / OffsetFetch v10
+# (topic ids in place of names, KIP-848's consumer protocol).
+APIS = [
+    KafkaApi(8, 2, 9, offset_commit),
+    KafkaApi(9, 1, 9, offset_fetch),
+    KafkaApi(10, 0, 6, find_coordinator),
+    KafkaApi(11, 0, 9, join_group),
+    KafkaApi(12, 0, 4, heartbeat),
+    KafkaApi(13, 0, 5, leave_group),
+    KafkaApi(14, 0, 5, sync_group),
+    KafkaApi(15, 0, 5, describe_groups),
+    KafkaApi(16, 0, 5, list_groups),
+    KafkaApi(42, 0, 2, delete_groups),
+]
