@@ -9,6 +9,9 @@ In one run, on this machine, with real processes (two supervisors, `edgebus repl
   the replicator and of each supervisor (psutil, user + system), for durable and written links;
 - lag at a steady --rate records/s sent one at a time (`send()`, linger_ms=0): each value carries
   its send time; a consumer on the destination records receive minus send; p50/p99.
+- compression: the catch-up (durable) with `compression: zstd` against none, alternated twice,
+  with values like a sensor's JSON readings; MB/s, CPU, and the wire bytes per batch byte
+  (--only-compression runs only this).
 Sizes: 100 B and 1 KiB values. Prints a table and writes bench/results/replication.json.
 Then the NATS JetStream target against NATS's own leaf-to-hub stream sourcing, the peer to beat
 (bench/replication_nats.py; --nats-only runs just that part, --no-nats skips it).
@@ -55,7 +58,7 @@ def _cpu(pid: int) -> float:
 
 
 class Setup:
-    def __init__(self, root: Path, durable: bool) -> None:
+    def __init__(self, root: Path, durable: bool, compression: str = "none") -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         port = _free_port()
@@ -73,7 +76,8 @@ class Setup:
                                             "links": [{"name": "bench", "target": "peer",
                                                        "address": f"127.0.0.1:{port}",
                                                        "token_file": str(tok), "topics": ["b*"],
-                                                       "durable": durable}]}))
+                                                       "durable": durable,
+                                                       "compression": compression}]}))
         self.rep: subprocess.Popen[bytes] | None = None
 
     def start_replicator(self) -> None:
@@ -109,8 +113,26 @@ def local_rate(root: Path, size: int, records: int) -> float:
             return records / (time.perf_counter() - t0)
 
 
-def catch_up(root: Path, size: int, records: int, durable: bool) -> dict[str, Any]:
-    s = Setup(root, durable)
+def telemetry(size: int, n: int) -> list[bytes]:
+    """Values like a sensor's JSON readings (what compression meets in the field), `size` bytes
+    each, none identical."""
+    import random
+
+    rnd = random.Random(7)
+    out = []
+    for i in range(n):
+        v = (f'{{"unit":"pump-{i % 12}","seq":{i},"t":{1733400000000 + i * 10},'
+             f'"pressure_kpa":{rnd.uniform(90, 110):.3f},"temp_c":{rnd.uniform(20, 80):.2f},'
+             f'"state":"{rnd.choice(["ok", "ok", "ok", "warn"])}","samples":[')
+        while len(v) < size - 10:
+            v += f"{rnd.randint(0, 4095)},"
+        out.append((v.rstrip(",") + "]}").ljust(size).encode()[:size])
+    return out
+
+
+def catch_up(root: Path, size: int, records: int, durable: bool, compression: str = "none",
+             values: list[bytes] | None = None) -> dict[str, Any]:
+    s = Setup(root, durable, compression)
     try:
         with Admin(socket=s.src.socket) as a:
             a.create_topic("b", 1)
@@ -122,10 +144,10 @@ def catch_up(root: Path, size: int, records: int, durable: bool) -> dict[str, An
             time.sleep(0.01)
         time.sleep(0.5)
         os.kill(s.rep.pid, signal.SIGSTOP)
-        value = b"x" * size
+        chunk = values[:1000] if values else [b"x" * size] * 1000
         with Producer(socket=s.src.socket, batch_size=256 * 1024) as p:
             for _ in range(records // 1000):
-                p.send_batch("b", [value] * 1000, partition=0)
+                p.send_batch("b", chunk, partition=0)
             p.flush()
         want = s.end(s.src.socket, "b")
         pids = {"replicator": s.rep.pid, "src": s.src.pid or 0, "dst": s.dst.pid or 0}
@@ -137,7 +159,8 @@ def catch_up(root: Path, size: int, records: int, durable: bool) -> dict[str, An
         secs = time.perf_counter() - t0
         cpu = {k: _cpu(pid) - cpu0[k] for k, pid in pids.items()}
         per_m = {k: v / want * 1e6 for k, v in cpu.items()}
-        return {"size": size, "records": want, "durable": durable, "seconds": secs,
+        return {"size": size, "records": want, "durable": durable, "compression": compression,
+                "values": "telemetry" if values else "x", "seconds": secs,
                 "records_per_s": want / secs, "mb_per_s": want * size / secs / 1e6,
                 "cpu_s_per_million": per_m}
     finally:
@@ -201,12 +224,25 @@ def lag(root: Path, size: int, rate: int, seconds: float) -> dict[str, Any]:
         s.close()
 
 
+def wire_ratio(values: list[bytes]) -> float:
+    """Compressed / raw bytes of one 256 KiB batch of these values (what a link append sends)."""
+    import zstandard
+
+    from edgebus import batch as B
+
+    raw = B.build_batch([B.encode_record(0, None, v, []) for v in values[: 256 * 1024 // len(values[0])]],
+                        0, 0)
+    return len(zstandard.ZstdCompressor(level=3).compress(bytes(raw))) / len(raw)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--rate", type=int, default=10_000)
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--out", default=str(RESULTS / "replication.json"))
+    ap.add_argument("--only-compression", action="store_true",
+                    help="only the compression comparison (zstd vs none, alternated)")
     ap.add_argument("--nats-only", action="store_true", help="only the NATS target and sourcing")
     ap.add_argument("--no-nats", action="store_true", help="skip the NATS part")
     args = ap.parse_args(argv)
@@ -214,7 +250,26 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="eb-bench-") as d:
         root = Path(d)
-        for i, size in enumerate(() if args.nats_only else (100, 1024)):
+        for size in () if args.nats_only else (100, 1024):
+            records = args.records if size == 100 else args.records // 4
+            values = telemetry(size, 1000)
+            got: dict[str, list[dict[str, Any]]] = {"none": [], "zstd": []}
+            for rnd in range(2):  # alternated, twice: a noisy shared machine
+                for comp in ("none", "zstd") if rnd == 0 else ("zstd", "none"):
+                    r = catch_up(root / f"z{size}{comp}{rnd}", size, records, True, comp, values)
+                    got[comp].append(r)
+            for comp, rs in got.items():
+                best = max(rs, key=lambda r: r["records_per_s"])
+                rows.append(best)
+                print(f"compression {comp:4} {size:5d} B telemetry: {best['mb_per_s']:6.1f} MB/s "
+                      f"(best of {len(rs)}); CPU s per M records: "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in best["cpu_s_per_million"].items()))
+            n, z = (max(got[c], key=lambda r: r["records_per_s"]) for c in ("none", "zstd"))
+            print(f"  zstd/none: MB/s x{z['mb_per_s'] / n['mb_per_s']:.2f}, replicator CPU "
+                  f"x{z['cpu_s_per_million']['replicator'] / n['cpu_s_per_million']['replicator']:.2f}"
+                  f", destination CPU x{z['cpu_s_per_million']['dst'] / n['cpu_s_per_million']['dst']:.2f}"
+                  f", wire bytes {wire_ratio(values):.3f} of the batch bytes")
+        for i, size in enumerate(() if args.nats_only or args.only_compression else (100, 1024)):
             records = args.records if size == 100 else args.records // 4
             local = local_rate(root / f"l{i}", size, records)
             for durable in (True, False):

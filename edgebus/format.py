@@ -68,6 +68,9 @@ RECORD_MIN_SIZE = RECORD_PREFIX_SIZE + I32.size + U16.size  # 22
 OFFSET_INDEX_ENTRY = struct.Struct("<II")  # relative_offset, file position of the batch
 # --- Time index entry (12 bytes) -----------------------------------------------------------------
 TIME_INDEX_ENTRY = struct.Struct("<qI")  # append_time_ms, relative_offset of the batch
+# --- Replica gap record (32 bytes; docs/FORMAT.md 4.9) --------------------------------------------
+# start, end (exclusive), recorded_ms, reason, reserved, reserved2, crc of the 28 bytes before it
+REPLICA_GAP_ENTRY = struct.Struct("<qqqBBHI")
 
 # --- Shared-memory ring header (384 bytes, then the data area) ------------------------------------
 # One ring per direction per client, both in one memfd (docs/FORMAT.md section 6). head and tail

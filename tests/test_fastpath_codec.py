@@ -39,8 +39,8 @@ def generic_response(corr: int, body: M.Message) -> bytes:
     """What supervisor.encode_response gave before the fast encoders (the generic codec)."""
     out: list[bytes] = []
     type(body).encode(body, out)
-    payload = b"".join(out)
-    return F.RESPONSE_HEADER.pack(6 + len(payload), corr, 0) + payload
+    n = sum(map(len, out))  # framed with one join, as ServerProtocol.encode_response does
+    return b"".join([F.RESPONSE_HEADER.pack(6 + n, corr, 0), *out])
 
 
 def outcome(fn, *args):

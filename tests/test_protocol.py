@@ -84,6 +84,9 @@ SAMPLES: dict[type[C.Message], list[C.Message]] = {
     M.ReplicaAppendRequest: [M.ReplicaAppendRequest("t", 0, "ab" * 16, M.ACKS_DURABLE, BATCH),
                              M.ReplicaAppendRequest("t", 3, "ab" * 16, M.ACKS_WRITTEN, BATCH * 2)],
     M.ReplicaAppendResponse: [M.ReplicaAppendResponse("t", 0, 2, 1, 42)],
+    M.ReplicaAppendCompressedRequest: [M.ReplicaAppendCompressedRequest(
+        "t", 0, "ab" * 16, M.ACKS_DURABLE, M.CODEC_ZSTD, len(BATCH), b"(\xb5/\xfd")],
+    M.ReplicaGapRequest: [M.ReplicaGapRequest("t", 1, "ab" * 16, M.ACKS_WRITTEN, 40, 1000, 1)],
     M.ReplicaFetchRequest: [M.ReplicaFetchRequest(1, 1 << 20, [M.FetchPartition("t", 0, 5, 1024)]),
                             M.ReplicaFetchRequest(0, 4096, [])],
     M.ReplicaFetchedPartition: [M.ReplicaFetchedPartition("t", 0, 0, "", "ab" * 16, 0, 5, 7, b"")],

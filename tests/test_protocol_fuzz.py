@@ -57,6 +57,9 @@ REQUEST_SAMPLES: dict[int, C.Message] = {
     M.Api.REPLICA_APPEND: M.ReplicaAppendRequest("t", 0, "ab" * 16, M.ACKS_WRITTEN, BATCH),
     M.Api.PROMOTE_TOPIC: M.PromoteTopicRequest("t"),
     M.Api.REPLICA_FETCH: M.ReplicaFetchRequest(1, 4096, [M.FetchPartition("t", 0, 5, 1024)]),
+    M.Api.REPLICA_GAP: M.ReplicaGapRequest("t", 0, "ab" * 16, M.ACKS_WRITTEN, 5, 50, 1),
+    M.Api.REPLICA_APPEND_COMPRESSED: M.ReplicaAppendCompressedRequest(
+        "t", 0, "ab" * 16, M.ACKS_WRITTEN, M.CODEC_ZSTD, len(BATCH), b"(\xb5/\xfd"),
 }
 
 

@@ -17,14 +17,18 @@
           server_name: gw-8.example             # the name in the peer's certificate
         topics:                     # names or fnmatch patterns; the first that matches counts
           - {pattern: "alarms.*", priority: 10}   # strict priority: higher drains first
+          - {pattern: "sensors.*", weight: 3}     # within a class, shares by weight (default 1)
+          - {pattern: "debug.*", max_age: 1h}     # older records are not shipped: a gap record
           - teapot                  # priority 0
-          - "sensors.*"
           - {pattern: commands, direction: down}  # the peer's topic, mirrored here
         local_replica:              # for direction: down: this node's own replica listener,
           address: 127.0.0.1:9093   #   where the link appends as the peer node
           token_file: /etc/edgebus/from-gw-8.token
         durable: true               # wait for the peer's fsync before a batch counts (default)
         max_bytes_per_s: 2MiB       # bandwidth cap of the link (default: none)
+        batch_bytes: 1MiB           # the most one append carries per partition (default 4MiB)
+        linger_ms: 0                # after new data wakes an idle link, wait this long first
+        compression: zstd           # on the wire only; the peer stores the exact bytes (none)
 
 A link with `target: nats` names `servers`, `stream` and its credentials instead of address and
 token_file (bridges/replicator/nats_config.py).
@@ -42,7 +46,7 @@ from typing import Any
 
 from bridges.replicator.kafka_config import KafkaConfig, kafka_config
 from bridges.replicator.nats_config import NATS_KEYS, NatsOptions, nats_options
-from edgebus.config import parse_size, read_yaml_file
+from edgebus.config import parse_duration, parse_size, read_yaml_file
 from edgebus.errors import ConfigError
 from edgebus.opsconfig import NODE_NAME_RE, is_loopback_listen, parse_listen
 
@@ -50,6 +54,11 @@ TARGET_KINDS = ("peer", "kafka", "nats")
 # A cap below this would ship less than one default-size batch a second: surely a typo.
 MIN_BYTES_PER_S = 64 * 1024
 MAX_LINKS = 64  # a gateway has a handful; more is a mistake in the file
+MAX_WEIGHT = 1000
+# One append is at least a batch header's worth and at most what one read returns.
+MIN_BATCH_BYTES, MAX_BATCH_BYTES = 4096, 4 * 1024 * 1024
+MAX_LINGER_MS = 60_000  # longer would look like a stalled link
+COMPRESSIONS = ("none", "zstd")
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,8 @@ class TopicRule:
     # `remote` (default: the same name) comes into the local topic `pattern` (a plain name).
     direction: str = "up"
     remote: str | None = None
+    weight: int = 1  # within a class: each partition's share of a read, in proportion
+    max_age_ms: int | None = None  # batches appended longer ago are not shipped (a gap record)
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,9 @@ class LinkConfig:
     kafka: KafkaConfig | None = None  # target: kafka
     nats: NatsOptions | None = None  # target "nats": servers, stream, credentials
     local: LocalReplica | None = None  # target "peer" with direction: down rules
+    batch_bytes: int = MAX_BATCH_BYTES  # the most one append carries per partition
+    linger_ms: int = 0  # after new data wakes an idle link, wait this long before reading it
+    compression: str = "none"  # "zstd": appends compressed on the wire
 
     def rule_for(self, topic: str) -> TopicRule | None:
         if topic.startswith("__"):
@@ -148,7 +162,8 @@ def _link(raw: Any, i: int, base: Path | None, node: str = "") -> LinkConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"links[{i}]: expected a mapping")
     known = {"name", "target", "address", "token_file", "topics", "durable", "tls",
-             "max_bytes_per_s", "heartbeat_s", "kafka", "local_replica"}
+             "max_bytes_per_s", "heartbeat_s", "kafka", "local_replica", "batch_bytes",
+             "linger_ms", "compression"}
     if raw.get("target") == "nats":
         known = known - {"address"} | NATS_KEYS
     for k in raw:
@@ -181,7 +196,7 @@ def _link(raw: Any, i: int, base: Path | None, node: str = "") -> LinkConfig:
         local = _local_replica(raw.get("local_replica"), where + "local_replica", base)
     cap, durable, hb = _common(raw, where)
     return LinkConfig(_str(raw, "name", where, f"link{i}"), target, address, token, rules,
-                      durable, tls, cap, hb, local=local)
+                      durable, tls, cap, hb, local=local, **_policies(raw, where))
 
 
 def _local_replica(raw: Any, where: str, base: Path | None) -> LocalReplica:
@@ -217,7 +232,7 @@ def _kafka_link(raw: dict[str, Any], i: int, address: str, base: Path | None) ->
         raise ConfigError(f"{where}durable: a Kafka link always waits for acks=all (the no-gap "
                           "promise rests on it); leave durable out")
     return LinkConfig(_str(raw, "name", where, f"link{i}"), "kafka", kcfg.bootstrap, "",
-                      _rules(raw, where), durable, None, cap, hb, kcfg)
+                      _rules(raw, where), durable, None, cap, hb, kcfg, **_policies(raw, where))
 
 
 def _nats_link(raw: dict[str, Any], i: int, base: Path | None, node: str) -> LinkConfig:
@@ -234,7 +249,7 @@ def _nats_link(raw: dict[str, Any], i: int, base: Path | None, node: str) -> Lin
         raise ConfigError(f"{where}topics: direction: down is built for the kafka and peer targets only")
     cap, durable, hb = _common(raw, where)
     return LinkConfig(_str(raw, "name", where, f"link{i}"), "nats", nats.servers[0], "", rules,
-                      durable, tls, cap, hb, nats=nats)
+                      durable, tls, cap, hb, nats=nats, **_policies(raw, where))
 
 
 def _rules(raw: dict[str, Any], where: str) -> tuple[TopicRule, ...]:
@@ -267,10 +282,42 @@ def _common(raw: dict[str, Any], where: str) -> tuple[int | None, bool, float]:
     return cap, durable, float(hb)
 
 
+def _policies(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """batch_bytes, linger_ms and compression (LinkConfig's keyword arguments)."""
+    batch_bytes = _size(raw, "batch_bytes", where, MAX_BATCH_BYTES, MIN_BATCH_BYTES,
+                        MAX_BATCH_BYTES)
+    linger = raw.get("linger_ms", 0)
+    try:
+        linger = parse_duration(linger)
+    except ValueError as e:
+        raise ConfigError(f"{where}linger_ms: {e}") from None
+    if not 0 <= linger <= MAX_LINGER_MS:
+        raise ConfigError(f"{where}linger_ms: expected 0..{MAX_LINGER_MS} ms, got {linger}")
+    comp = raw.get("compression", "none")
+    if comp not in COMPRESSIONS:
+        raise ConfigError(f"{where}compression: expected one of {', '.join(COMPRESSIONS)}, "
+                          f"got {comp!r}")
+    if comp != "none" and raw.get("target") != "peer":
+        raise ConfigError(f"{where}compression: for target: peer (a Kafka link compresses with "
+                          "its kafka: settings)")
+    return {"batch_bytes": batch_bytes, "linger_ms": linger, "compression": comp}
+
+
+def _size(raw: dict[str, Any], key: str, where: str, default: int, lo: int, hi: int) -> int:
+    try:
+        v = parse_size(raw.get(key, default))
+    except ValueError as e:
+        raise ConfigError(f"{where}{key}: {e}") from None
+    if not lo <= v <= hi:
+        raise ConfigError(f"{where}{key}: expected {lo}..{hi} bytes, got {v}")
+    return v
+
+
 def _rule(raw: Any, where: str) -> TopicRule:
     if isinstance(raw, str) and raw.strip():
         return TopicRule(raw.strip())
-    if (isinstance(raw, dict) and set(raw) <= {"pattern", "priority", "direction", "remote"}
+    if (isinstance(raw, dict)
+            and set(raw) <= {"pattern", "priority", "direction", "remote", "weight", "max_age"}
             and "pattern" in raw):
         prio = raw.get("priority", 0)
         if isinstance(prio, bool) or not isinstance(prio, int) or not -100 <= prio <= 100:
@@ -286,9 +333,21 @@ def _rule(raw: Any, where: str) -> TopicRule:
         if direction == "down" and (any(c in pattern for c in "*?[") or pattern.startswith("__")):
             raise ConfigError(f"{where}.pattern: a topic brought down is named exactly (the "
                               f"local topic it fills), got {pattern!r}")
-        return TopicRule(pattern, prio, direction, remote)
+        weight = raw.get("weight", 1)
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_WEIGHT:
+            raise ConfigError(f"{where}.weight: expected a whole number in [1, {MAX_WEIGHT}], "
+                              f"got {weight!r}")
+        max_age = None
+        if raw.get("max_age") is not None:
+            try:
+                max_age = parse_duration(raw["max_age"])
+            except ValueError as e:
+                raise ConfigError(f"{where}.max_age: {e}") from None
+            if max_age <= 0:
+                raise ConfigError(f"{where}.max_age: expected a positive duration, got {max_age}")
+        return TopicRule(pattern, prio, direction, remote, weight, max_age)
     raise ConfigError(f"{where}: expected a topic name or pattern, or {{pattern: ..., priority: N, "
-                      "direction: up|down, remote: NAME}")
+                      "weight: N, max_age: DURATION, direction: up|down, remote: NAME}")
 
 
 def _path(text: str, base: Path | None) -> Path:

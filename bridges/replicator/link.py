@@ -10,6 +10,7 @@ and a batch the target already holds is recognised there, not sent twice into th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -18,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from bridges.replicator.config import LinkConfig
-from bridges.replicator.targets.base import Target
+from bridges.replicator.targets.base import GapTarget, Target
 from bridges.replicator.targets.peer import PeerTarget
-from edgebus import Admin, BatchReader, PartitionRead, TopicInfo
+from edgebus import Admin, BatchReader, PartitionRead, TopicInfo, TopicPartition
 from edgebus.backoff import backoff_delay
 from edgebus.errors import (
     EdgebusError,
@@ -28,6 +29,8 @@ from edgebus.errors import (
     NotAMirrorError,
     OffsetOutOfRangeError,
 )
+
+GAP_RETENTION, GAP_MAX_AGE = 1, 2  # reason codes of a gap record (edgebus/log/gaps.py)
 
 log = logging.getLogger("edgebus.replicator")
 
@@ -42,7 +45,7 @@ BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 30.0
 def make_target(cfg: LinkConfig, node: str) -> Target:
     if cfg.target == "peer":
         return PeerTarget(cfg.name, cfg.address, node, cfg.token, cfg.durable, cfg.tls,
-                          timeout=2 * cfg.heartbeat_s)
+                          timeout=2 * cfg.heartbeat_s, compression=cfg.compression)
     if cfg.target == "kafka" and cfg.kafka is not None:
         from bridges.replicator.targets.kafka import KafkaTarget
 
@@ -63,6 +66,17 @@ class PartitionState:
     caught_up_at: float = field(default_factory=time.time)  # when the cursor last met source_end
     duplicates: int = 0
     error: str = ""  # why this partition is held (a gap, a recreated source); "" when flowing
+    appends: int = 0  # appends sent this session (batching: fewer, larger ones with linger)
+
+
+@dataclass
+class GapCount:
+    """Offsets of one partition never shipped, since the replicator started (a gap record at
+    the target names each range; these counters are the metric and the status line)."""
+
+    retention: int = 0  # deleted by the source's retention before they were shipped
+    max_age: int = 0  # older than the topic's max_age: not shipped
+    last: str = ""  # the last gap, as the target recorded it
 
 
 @dataclass
@@ -71,6 +85,7 @@ class LinkStatus:
     last_error: str = ""
     sessions: int = 0
     partitions: dict[tuple[str, int], PartitionState] = field(default_factory=dict)
+    gaps: dict[tuple[str, int], GapCount] = field(default_factory=dict)  # kept across sessions
     # Guards `partitions` against a reader on another thread (the status endpoint).
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -78,14 +93,18 @@ class LinkStatus:
         now = time.time()
         with self.lock:
             parts = list(self.partitions.items())
+            gaps = dict(self.gaps)
         out = []
         for (topic, p), ps in sorted(parts):
             lag = max(0, ps.source_end - ps.cursor) if ps.source_end >= 0 and ps.cursor >= 0 else None
+            g = gaps.get((topic, p), GapCount())
             out.append({"topic": topic, "partition": p, "target_end": ps.cursor,
                         "source_end": ps.source_end, "lag_records": lag,
                         "lag_seconds": round(now - ps.caught_up_at, 3) if lag else 0.0,
                         "shipped_records": ps.shipped_records, "shipped_bytes": ps.shipped_bytes,
-                        "already_there": ps.duplicates, "held": ps.error})
+                        "appends": ps.appends, "already_there": ps.duplicates, "held": ps.error,
+                        "gap_records": g.retention, "expired_records": g.max_age,
+                        "last_gap": g.last})
         return {"state": self.state, "last_error": self.last_error, "sessions": self.sessions,
                 "partitions": out}
 
@@ -106,6 +125,7 @@ class LinkRunner:
         self._target_io = time.monotonic()  # the last answer from the target
         self._was_up = False  # this session reached "up"
         self._turn = 0  # rounds, for rotating the partitions' order
+        self._admin: Admin | None = None  # the session's, for max_age's time lookups
 
     def matches(self, topic: str) -> bool:
         return self.cfg.rule_for(topic) is not None
@@ -140,6 +160,7 @@ class LinkRunner:
         target.connect()
         self._target_io = time.monotonic()
         with BatchReader(self.socket) as reader, Admin(self.socket, transport="socket") as admin:
+            self._admin = admin
             infos: dict[str, TopicInfo] = {}
             cursors: dict[tuple[str, int], int] = {}
             committed: dict[tuple[str, str, int], int] = {}  # mirrored this session
@@ -171,18 +192,32 @@ class LinkRunner:
                cursors: dict[tuple[str, int], int], live: dict[tuple[str, int], int],
                wait: bool) -> bool:
         """Ship what there is, highest priority class first; True if anything moved. After an
-        empty round (wait), one long poll over every partition first: idle is idle. Only
+        empty round (wait), one long poll over every partition instead: idle is idle. Only
         durable data is shipped (read_durable): a power cut on this node can take back what
         it had not fsynced, and a mirror must never hold what its source lost."""
-        if wait:
-            # Wakes when any partition has new data, read or not; its bytes are not shipped.
-            reader.read_many(live, 1, IDLE_WAIT_MS)
+        if wait and self.cfg.linger_ms:
+            # Wakes when any partition has new data; its bytes are not shipped: batching by
+            # time, what arrives meanwhile ships in the same append.
+            woke = reader.read_many(live, 1, IDLE_WAIT_MS)
+            if any(r.data for r in woke.values()):
+                self.stop.wait(self.cfg.linger_ms / 1000)
+        elif wait:
+            # One long poll of durable data over every partition; what it brings ships at once,
+            # higher classes first (the next rounds keep strict priority).
+            budget = self._read_bytes(len(live))
+            order = sorted(live, key=self._priority, reverse=True)
+            reads = reader.read_durable({tp: live[tp] for tp in order}, budget,
+                                        per_partition=self._shares(order, budget),
+                                        max_wait_ms=IDLE_WAIT_MS)
+            return self._ship(infos, cursors, reads, order)
         self._turn += 1
         for cls in sorted({self._priority(tp) for tp in live}, reverse=True):
             part = [tp for tp in live if self._priority(tp) == cls]
             k = self._turn % len(part)  # rotated: a partition left out of a full read goes first
             part = part[k:] + part[:k]
-            reads = reader.read_durable({tp: live[tp] for tp in part}, self._read_bytes(len(part)))
+            budget = self._read_bytes(len(part))
+            reads = reader.read_durable({tp: live[tp] for tp in part}, budget,
+                                        per_partition=self._shares(part, budget))
             if self._ship(infos, cursors, reads, part):
                 return True  # strict priority: look at the higher classes again first
         return False
@@ -190,6 +225,16 @@ class LinkRunner:
     def _priority(self, tp: tuple[str, int]) -> int:
         rule = self.cfg.rule_for(tp[0])
         return rule.priority if rule is not None else 0
+
+    def _shares(self, part: list[tuple[str, int]], budget: int) -> dict[tuple[str, int], int]:
+        """Each partition's cap in one read of its class: the read's bytes split by weight
+        (with a backlog everywhere, bytes shipped go in proportion), and at most batch_bytes
+        (batching by size: the most one append carries)."""
+        weights = {tp: (r.weight if (r := self.cfg.rule_for(tp[0])) is not None else 1)
+                   for tp in part}
+        total = sum(weights.values())
+        return {tp: max(1, min(self.cfg.batch_bytes, budget * w // total))
+                for tp, w in weights.items()}
 
     def _read_bytes(self, partitions: int) -> int:
         """Bytes one read asks for: with a bandwidth cap, about a quarter second's worth, so a
@@ -238,7 +283,10 @@ class LinkRunner:
             if r.error is not None:
                 if not isinstance(r.error, OffsetOutOfRangeError):
                     raise r.error
-                if cursors[tp] < r.log_start_offset:
+                if cursors[tp] < r.log_start_offset and isinstance(self.target, GapTarget):
+                    self._gap(tp, ps, cursors, r.incarnation, r.log_start_offset, GAP_RETENTION)
+                    moved = True
+                elif cursors[tp] < r.log_start_offset:
                     self._hold(tp, ps, f"gap: offsets {cursors[tp]} to {r.log_start_offset - 1} "
                                "were deleted by the source's retention before they were shipped")
                 else:
@@ -255,17 +303,79 @@ class LinkRunner:
                 self._hold(tp, ps, f"the target's end {cursors[tp]} is inside the source batch "
                            f"at {r.first_offset}: not a mirror of this source")
                 continue
+            rule = self.cfg.rule_for(tp[0])
+            if rule is not None and rule.max_age_ms is not None:
+                fresh = self._expire(tp, ps, cursors, r, rule.max_age_ms)
+                moved = moved or fresh is not r
+                if fresh is None:
+                    continue
+                r = fresh
             self._throttle(len(r.data))
+            wire0 = getattr(self.target, "wire_bytes", None)
             end, dups = self.target.ship(tp[0], tp[1], r.incarnation, r)
+            if wire0 is not None and self.cfg.max_bytes_per_s is not None:
+                # The cap is on the wire: what compression saved is given back to the bucket.
+                saved = len(r.data) - (getattr(self.target, "wire_bytes", wire0) - wire0)
+                self._tokens = min(float(self.cfg.max_bytes_per_s), self._tokens + max(0, saved))
             self._target_io = time.monotonic()
             ps.shipped_records += end - cursors[tp]
             ps.shipped_bytes += len(r.data)
+            ps.appends += 1
             ps.duplicates += dups
             cursors[tp] = ps.cursor = end
             if end >= ps.source_end:
                 ps.caught_up_at = time.time()
             moved = True
         return moved
+
+    def _gap(self, tp: tuple[str, int], ps: PartitionState, cursors: dict[tuple[str, int], int],
+             incarnation: str, end: int, reason: int) -> None:
+        """Offsets cursor..end-1 will never ship: the target records the gap, and the cursor
+        moves past it. Counted (metric, status) and logged, never silent."""
+        assert isinstance(self.target, GapTarget)
+        start = cursors[tp]
+        new_end = self.target.gap(tp[0], tp[1], incarnation, start, end, reason)
+        self._target_io = time.monotonic()
+        why = ("deleted by the source's retention before they were shipped"
+               if reason == GAP_RETENTION else "older than max_age, not shipped")
+        text = f"offsets {start}..{end - 1} ({end - start} records) {why}"
+        with self.status.lock:
+            g = self.status.gaps.setdefault(tp, GapCount())
+            if reason == GAP_RETENTION:
+                g.retention += end - start
+            else:
+                g.max_age += end - start
+            g.last = text
+        log.warning("link %s: %s-%d: gap recorded at %s: %s", self.cfg.name, tp[0], tp[1],
+                    self.target.name, text)
+        cursors[tp] = ps.cursor = new_end
+
+    def _expire(self, tp: tuple[str, int], ps: PartitionState, cursors: dict[tuple[str, int], int],
+                r: PartitionRead, max_age_ms: int) -> PartitionRead | None:
+        """max_age: the read without its batches appended before now - max_age (those offsets
+        become a gap record at the target), or None when nothing in it is young enough. Append
+        times never decrease within a partition, so the old batches are a prefix."""
+        cutoff = int(time.time() * 1000) - max_age_ms
+        pos, end = r.split_at_time(cutoff)
+        if pos == 0:
+            return r  # the common case: one header looked at
+        if not isinstance(self.target, GapTarget):
+            self._hold(tp, ps, f"records past max_age at offset {cursors[tp]}, and target "
+                       f"{self.target.name} cannot record a gap")
+            return None
+        data = r.data
+        if pos >= len(data) and self._admin is not None:
+            # Everything read is old: the source's time index says how far the old part goes,
+            # so a long expired backlog is one gap, not one per read. Never past the durable
+            # end: a gap over offsets the source could still lose would name the wrong records.
+            tpo = TopicPartition(tp[0], tp[1])
+            off = self._admin.list_offsets([tpo], cutoff)[tpo][0]
+            first_young = off if off >= 0 else r.durable_end
+            end = max(end, min(first_young, r.durable_end))
+        self._gap(tp, ps, cursors, r.incarnation, end, GAP_MAX_AGE)
+        if pos >= len(data):
+            return None
+        return dataclasses.replace(r, data=data[pos:], first_offset=end)
 
     def _sync_groups(self, admin: Admin, cursors: dict[tuple[str, int], int],
                      committed: dict[tuple[str, str, int], int]) -> None:

@@ -23,8 +23,12 @@ def summary(r: LinkRunner | PullRunner) -> str:
     held = sum(1 for p in parts.values() if p.error)
     shipped = sum(p.shipped_records for p in parts.values())
     dups = sum(p.duplicates for p in parts.values())
+    gaps = sum(g.retention for g in r.status.gaps.values())
+    expired = sum(g.max_age for g in r.status.gaps.values())
     return (f"link {r.label}: {r.status.state}, {len(parts)} partition(s), {held} held, "
             f"{shipped} record(s) shipped, {dups} batch(es) already there"
+            + (f", GAPS: {gaps} record(s) lost to retention, {expired} past max_age"
+               if gaps or expired else "")
             + (f", last error: {r.status.last_error}" if r.status.last_error else ""))
 
 

@@ -8,11 +8,17 @@
     edgebus_replicator_shipped_bytes_total{...}            bytes of batches shipped
     edgebus_replicator_already_there_total{...}            batches the target already held
     edgebus_replicator_held{link,topic,partition}          1 while held (a gap, a recreated source)
+    edgebus_replicator_gap_records_total{...}              offsets the source's retention deleted
+                                                           before they were shipped (gap records)
+    edgebus_replicator_expired_records_total{...}          offsets past max_age, not shipped
+    edgebus_replicator_wire_bytes_total{link}              bytes of batches as sent (compressed)
 
 A link's down direction (topics brought down from the target, pull.py) is the link
 "<name>:down": lag is the target's end minus the local copy's, topic the local topic.
 
-The per-session counters restart with each session (they count what that session shipped).
+The per-session counters restart with each session (they count what that session shipped); the
+gap and expired counters count since the replicator started (the target's gap records are the
+lasting account).
 """
 
 from __future__ import annotations
@@ -47,9 +53,18 @@ class ReplicatorCollector:
         dups = CounterMetricFamily(PREFIX + "already_there",
                                    "Batches the target already held this session", labels=labels)
         held = GaugeMetricFamily(PREFIX + "held", "1 while the partition is held", labels=labels)
+        gaps = CounterMetricFamily(PREFIX + "gap_records",
+                                   "Records deleted by the source's retention before they were "
+                                   "shipped (a gap record at the target)", labels=labels)
+        expired = CounterMetricFamily(PREFIX + "expired_records",
+                                      "Records older than max_age, not shipped (a gap record at "
+                                      "the target)", labels=labels)
+        wire = CounterMetricFamily(PREFIX + "wire_bytes", "Bytes of batches as sent on the link "
+                                   "(after compression)", labels=["link"])
         for r in self.runners:
             snap = r.status.snapshot()
             up.add_metric([r.label], 1 if snap["state"] == "up" else 0)
+            wire.add_metric([r.label], getattr(getattr(r, "target", None), "wire_bytes", 0))
             sessions.add_metric([r.label], snap["sessions"])
             for p in snap["partitions"]:
                 lv = [r.label, p["topic"], str(p["partition"])]
@@ -60,4 +75,6 @@ class ReplicatorCollector:
                 shipped_b.add_metric(lv, p["shipped_bytes"])
                 dups.add_metric(lv, p["already_there"])
                 held.add_metric(lv, 1 if p["held"] else 0)
-        yield from (up, sessions, lag, lag_s, shipped, shipped_b, dups, held)
+                gaps.add_metric(lv, p["gap_records"])
+                expired.add_metric(lv, p["expired_records"])
+        yield from (up, sessions, lag, lag_s, shipped, shipped_b, dups, held, gaps, expired, wire)

@@ -67,5 +67,9 @@ def run(args: argparse.Namespace) -> int:
                       f"lag {lag} records / {p['lag_seconds']:.1f} s, shipped "
                       f"{p['shipped_records']} records"
                       + (f", HELD: {p['held']}" if p["held"] else ""))
+                if p.get("gap_records") or p.get("expired_records"):
+                    print(f"    GAP: {p['gap_records']} records deleted by retention before "
+                          f"they were shipped, {p['expired_records']} past max_age; last: "
+                          f"{p['last_gap']}")
         return 0
     return run_replicator(cfg)

@@ -94,7 +94,7 @@ def render(st: dict[str, Any], show_all: bool = False, out: TextIO | None = None
         for p in topic.get("partitions", []):
             rows.append((name, p["partition"], p["log_start_offset"], p["log_end_offset"],
                          p["log_end_offset"] - p["log_start_offset"], human_size(p["size_bytes"]),
-                         p["segments"], "OFFLINE" if p.get("offline") else ""))
+                         p["segments"], "OFFLINE" if p.get("offline") else _gaps(p)))
     print(file=out)
     if rows:
         print_table(["TOPIC", "PARTITION", "LOG START", "LOG END", "RECORDS", "SIZE", "SEGMENTS",
@@ -133,6 +133,16 @@ def render(st: dict[str, Any], show_all: bool = False, out: TextIO | None = None
                       human_size(c["output_bytes"])) for c in clients], out=out)
 
 
+def _gaps(p: dict[str, Any]) -> str:
+    """A mirror partition's gap records, in a few words (docs/REPLICATION.md, "Gaps")."""
+    gaps = p.get("gaps") or []
+    if not gaps:
+        return ""
+    lost = sum(g["end"] - g["start"] for g in gaps)
+    last = gaps[-1]
+    why = {1: "retention", 2: "max_age"}.get(last["reason"], "?")
+    return (f"GAP: {lost} offsets never shipped ({len(gaps)} record(s); last "
+            f"{last['start']}..{last['end'] - 1}, {why})")
 def _kafka_line(kafka: dict[str, Any] | None) -> str:
     """"127.0.0.1:9092 (TLS, SASL PLAIN), 2 connections" or "off"."""
     if not kafka:

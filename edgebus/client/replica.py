@@ -92,6 +92,18 @@ class PartitionRead:
     def batches(self) -> list[StoredBatch]:
         return _batches(self.data)
 
+    def split_at_time(self, append_time_ms: int) -> tuple[int, int]:
+        """(bytes, next offset) of the leading batches appended before `append_time_ms`, from
+        their headers only (append times never decrease within a partition, so the older
+        batches are a prefix): (0, first_offset) when the first is not older."""
+        data, pos, nxt = self.data, 0, self.first_offset
+        while pos < len(data):
+            base, append_time, length = F.BATCH_PREFIX.unpack_from(data, pos)
+            if append_time >= append_time_ms:
+                return pos, base
+            pos += length
+            nxt = self.next_offset
+        return pos, nxt
     def records(self, topic: str, partition: int) -> list[Record]:
         """The records of every batch, each checked (CRC) and decoded: for a target that is
         not an edgebus log (Kafka, NATS) and so takes records, not batches."""
@@ -126,11 +138,13 @@ def _whole(records: bytes | memoryview | None) -> tuple[bytes, int, int]:
 
 
 def _read_durable(ch: SyncChannel, positions: Mapping[tuple[str, int], int], max_bytes: int,
-                  sync: bool) -> dict[tuple[str, int], PartitionRead]:
+                  sync: bool, per_partition: Mapping[tuple[str, int], int] | None = None,
+                  max_wait_ms: int = 0) -> dict[tuple[str, int], PartitionRead]:
+    caps = per_partition or {}
     req = M.ReplicaFetchRequest(1 if sync else 0, max_bytes,
-                                [M.FetchPartition(t, p, off, max_bytes)
-                                 for (t, p), off in positions.items()])
-    resp = ch.request(M.Api.REPLICA_FETCH, req)
+                                [M.FetchPartition(t, p, off, caps.get((t, p), max_bytes))
+                                 for (t, p), off in positions.items()], max_wait_ms)
+    resp = ch.request(M.Api.REPLICA_FETCH, req, timeout=ch.timeout + max_wait_ms / 1000)
     out: dict[tuple[str, int], PartitionRead] = {}
     for fp in resp.partitions:
         err = error_for_code(fp.error_code, fp.error_message) if fp.error_code else None
@@ -186,11 +200,16 @@ class BatchReader:
         return out
 
     def read_durable(self, positions: Mapping[tuple[str, int], int], max_bytes: int = READ_BYTES,
-                     sync: bool = True) -> dict[tuple[str, int], PartitionRead]:
+                     sync: bool = True,
+                     per_partition: Mapping[tuple[str, int], int] | None = None,
+                     max_wait_ms: int = 0) -> dict[tuple[str, int], PartitionRead]:
         """Like read_many, but only batches the source has fsynced (what a replica may hold),
         with each topic's incarnation read in the same turn. sync: data past a partition's
-        synced point is fsynced first (group commit), so nothing waits for the periodic flush."""
-        return _read_durable(self._ch, positions, max_bytes, sync)
+        synced point is fsynced first (group commit), so nothing waits for the periodic flush.
+        per_partition: each partition's own cap (default max_bytes); its first whole batch comes
+        whatever the cap. max_wait_ms: when no partition has anything past its offset, the
+        answer waits that long for an append to any of them (a long poll: idle is idle)."""
+        return _read_durable(self._ch, positions, max_bytes, sync, per_partition, max_wait_ms)
 
     def close(self) -> None:
         self._ch.close()
@@ -318,6 +337,28 @@ class ReplicaLink:
         """BatchReader.read_durable of the peer's topics (a topic brought down from it): only
         what the peer's access rules let this node read (`allow node:NAME read topic:T`)."""
         return _read_durable(self._ch, positions, max_bytes, True)
+
+    def append_compressed(self, topic: str, partition: int, incarnation: str, batches: bytes,
+                          durable: bool = False, level: int = 3) -> tuple[int, int, int, int]:
+        """append() with the batches zstd-compressed on the wire (REPLICA_APPEND_COMPRESSED);
+        the peer stores the exact bytes. Returns append()'s answer and the bytes sent."""
+        import zstandard
+
+        packed = zstandard.ZstdCompressor(level=level).compress(batches)
+        acks = M.ACKS_DURABLE if durable else M.ACKS_WRITTEN
+        r = self._ch.request(M.Api.REPLICA_APPEND_COMPRESSED, M.ReplicaAppendCompressedRequest(
+            topic, partition, incarnation, acks, M.CODEC_ZSTD, len(batches), packed))
+        return r.appended, r.present, r.log_end_offset, len(packed)
+
+    def gap(self, topic: str, partition: int, incarnation: str, start: int, end: int,
+            reason: int, durable: bool = False) -> int:
+        """Record on the peer that offsets start..end-1 will never be shipped (reason: 1 the
+        source's retention deleted them, 2 older than max_age); `start` must be the mirror's log
+        end. Returns the mirror's new log end (`end`)."""
+        acks = M.ACKS_DURABLE if durable else M.ACKS_WRITTEN
+        r = self._ch.request(M.Api.REPLICA_GAP, M.ReplicaGapRequest(
+            topic, partition, incarnation, acks, start, end, reason))
+        return int(r.log_end_offset)
 
     def ping(self) -> None:
         """One round trip (API_VERSIONS): raises when the peer does not answer in time."""

@@ -25,14 +25,17 @@ from edgebus.errors import (
     ClosedError,
     CorruptRecordError,
     EdgebusError,
+    InvalidRequestError,
     OffsetOutOfRangeError,
     RecordTooLargeError,
     ReplicaDivergedError,
     StorageError,
 )
+from edgebus.log import gaps
 from edgebus.log.checkpoint import RecoveryPoint
 from edgebus.log.cleaner import SegmentSnap
 from edgebus.log.fileutil import DIR_MODE, DISK_FULL_ERRNOS, storage_error, unlink_quiet
+from edgebus.log.gaps import Gap
 from edgebus.log.log_start import read_log_start, write_log_start
 from edgebus.log.recovery import RecoveryReport, recover
 from edgebus.log.segment import U32_MAX, Segment, SegmentInfo
@@ -86,6 +89,8 @@ class Partition:
         self._synced = (synced.segment_base, synced.position, synced.next_offset)
         self._lru: OrderedDict[int, Segment] = OrderedDict()
         self.recovery_report = report
+        # A mirror's recorded gaps: offsets its source never shipped (edgebus/log/gaps.py).
+        self.gaps: list[Gap] = gaps.load(path)
 
     @classmethod
     def open(
@@ -195,6 +200,44 @@ class Partition:
         self._write(batch, base, max(info.append_time, self._max_append_time), count)
         return True
 
+    def append_gap(self, start: int, end: int, reason: int, now_ms: int) -> bool:
+        """Record that a mirror's offsets start..end-1 will never come (its source deleted them
+        before they were shipped, or they were past the link's max_age) and move the log end to
+        `end`, so the mirror's offsets stay its source's. True if recorded; False if this very
+        gap is already recorded (a resend). The record is durable before the log end moves: a
+        crash in between leaves the record and the old log end, and the resend completes it.
+
+        Invariant: the offsets a mirror skips are exactly those of its gap records."""
+        self._check_open()
+        if self.offline:
+            raise StorageError(f"{self.name} is offline after an I/O error")
+        if end <= start:
+            raise InvalidRequestError(f"a gap needs start < end, got {start}..{end}")
+        if start < self.log_end_offset:
+            if any(g.start == start and g.end == end for g in self.gaps):
+                return False
+            raise ReplicaDivergedError(
+                f"{self.name} holds offsets up to {self.log_end_offset - 1}: no gap "
+                f"{start}..{end - 1} can be recorded there")
+        if start > self.log_end_offset:
+            raise OffsetOutOfRangeError(
+                f"a gap from offset {start} would leave offsets {self.log_end_offset}..{start - 1} "
+                f"of {self.name} unaccounted for")
+        new = [*self.gaps, Gap(start, end, now_ms, reason)]
+        try:
+            gaps.store(self.path, new)
+        except OSError as e:
+            raise storage_error(e, f"recording a gap of {self.name}") from e
+        self.gaps = new
+        old_end, self.log_end_offset = self.log_end_offset, end
+        try:
+            self._roll()  # the next batch goes to a segment named for `end`
+        except EdgebusError:
+            self.log_end_offset = old_end
+            raise
+        self._log.warning("%s: gap recorded: %s", self.name, new[-1].describe())
+        return True
+
     def _writable(self, batch: bytes | bytearray | memoryview, info: BatchInfo) -> int:
         """The batch's length, once the partition may take it and its header agrees."""
         if self._closed:
@@ -210,6 +253,11 @@ class Partition:
         """ReplicaDivergedError unless the batch at info.base_offset is this one."""
         if info.base_offset < self.log_start_offset:
             return  # retention already dropped it here too: nothing left to compare
+        gap = next((g for g in self.gaps if g.start <= info.base_offset < g.end), None)
+        if gap is not None:
+            raise ReplicaDivergedError(
+                f"{self.name} holds no batch at offset {info.base_offset}: {gap.describe()} "
+                "(a gap record)")
         have = memoryview(self.read(info.base_offset, info.length, True))
         if len(have) < F.BATCH_HEADER_SIZE:
             raise ReplicaDivergedError(f"{self.name} holds no batch at offset {info.base_offset}")
@@ -348,6 +396,12 @@ class Partition:
         """`offset` lies past the last batch of segment i and before the next segment: offsets
         whose batches recovery moved aside (their segment ends early)."""
         nxt = self._bases[i + 1] if i + 1 < len(self._bases) else self.log_end_offset
+        gap = next((g for g in self.gaps if g.start <= offset < g.end), None)
+        if gap is not None:
+            return CorruptRecordError(
+                f"{self.name} at offset {offset}: {gap.describe()} (a mirror's gap record); "
+                f"seek to {gap.end} to skip them", topic=self.topic, partition=self.partition,
+                offset=offset, next_offset=gap.end)
         return CorruptRecordError(
             f"{self.name} at offset {offset}: offsets {start}..{nxt - 1} were damaged or lost on "
             f"disk (recovery's WARNING in the supervisor's log says which bytes it set aside in "

@@ -33,6 +33,11 @@ class ResponseFrame:
     body: memoryview
 
 
+# A frame at least this large that fills the buffer is handed over rather than copied (below it,
+# a copy is cheaper than a new buffer's growth from empty).
+_HANDOVER_BYTES = 64 * 1024
+
+
 class FrameBuffer:
     """Accumulates bytes and splits them into frames (length-prefixed)."""
 
@@ -81,6 +86,11 @@ class FrameBuffer:
             return None
         start = self._pos + _LEN
         self._pos = start + length
+        if self._pos == len(self._buf) and length >= _HANDOVER_BYTES:
+            # The frame is all that is buffered (a large answer usually is): hand the buffer
+            # itself over and start a new one, instead of copying megabytes.
+            buf, self._buf, self._pos = self._buf, bytearray(), 0
+            return memoryview(buf)[start:]
         # A writable copy: the caller may keep it while the buffer is reused, and the supervisor
         # stamps a produced batch's header in place without another copy.
         return memoryview(self._buf[start : self._pos])
@@ -129,8 +139,10 @@ class ServerProtocol:
             ErrorBody.encode(ErrorBody(_fit_message(error_message)), out)
         elif body is not None:
             type(body).encode(body, out)
-        payload = b"".join(out)
-        return F.RESPONSE_HEADER.pack(F.RESPONSE_MIN_LENGTH + len(payload), correlation_id, error_code) + payload
+        # One join with the header: a 4 MiB fetch answer is copied once, not twice.
+        n = sum(map(len, out))
+        return b"".join([F.RESPONSE_HEADER.pack(F.RESPONSE_MIN_LENGTH + n, correlation_id, error_code),
+                         *out])
 
 
 # An error message travels as a wire str (u16 length). Messages may quote a client's input (a
@@ -160,9 +172,9 @@ class ClientProtocol:
             return body.frame(correlation_id)
         out: list[bytes] = []
         type(body).encode(body, out)
-        payload = b"".join(out)
-        return F.REQUEST_HEADER.pack(F.REQUEST_MIN_LENGTH + len(payload), api_key, api_version,
-                                     correlation_id) + payload
+        n = sum(map(len, out))  # one join with the header: a large request is copied once
+        return b"".join([F.REQUEST_HEADER.pack(F.REQUEST_MIN_LENGTH + n, api_key, api_version,
+                                               correlation_id), *out])
 
     def receive_data(self, data: bytes | memoryview) -> None:
         self.frames.feed(data)

@@ -38,6 +38,8 @@ class Api(IntEnum):
     REPLICA_APPEND = 41
     PROMOTE_TOPIC = 42
     REPLICA_FETCH = 43
+    REPLICA_GAP = 44
+    REPLICA_APPEND_COMPRESSED = 45
 
 
 # Special timestamps for ListOffsets, as in Kafka.
@@ -313,6 +315,43 @@ class ReplicaAppendRequest(Message):
 
 
 @dataclass
+class ReplicaAppendCompressedRequest(Message):
+    """ReplicaAppendRequest with `batches` compressed as one frame of `codec` for the wire; the
+    mirror decompresses and stores the source's exact batch bytes."""
+
+    topic: str
+    partition: int
+    incarnation: str
+    acks: int
+    codec: int  # CODEC_ZSTD
+    raw_bytes: int  # length of the batches once decompressed (bounded by the frame limit)
+    batches: Any
+    FIELDS = (("topic", STR), ("partition", I32), ("incarnation", STR), ("acks", I8),
+              ("codec", I8), ("raw_bytes", I32), ("batches", BYTES))
+
+
+# Codecs of ReplicaAppendCompressedRequest (numbers never change).
+CODEC_ZSTD = 1
+
+
+@dataclass
+class ReplicaGapRequest(Message):
+    """Offsets start..end-1 of a source partition will never be shipped (deleted by the source's
+    retention first, or older than the link's max_age): the mirror records the gap and its log
+    end moves to `end_offset`, so that its offsets stay the source's."""
+
+    topic: str
+    partition: int
+    incarnation: str
+    acks: int  # ACKS_WRITTEN or ACKS_DURABLE
+    start_offset: int  # must be the mirror's log end
+    end_offset: int  # exclusive: where the mirror resumes
+    reason: int  # 1 retention, 2 max_age (edgebus/log/gaps.py)
+    FIELDS = (("topic", STR), ("partition", I32), ("incarnation", STR), ("acks", I8),
+              ("start_offset", I64), ("end_offset", I64), ("reason", I8))
+
+
+@dataclass
 class ReplicaAppendResponse(Message):
     topic: str
     partition: int
@@ -331,7 +370,9 @@ class ReplicaFetchRequest(Message):
     sync: int  # 1: if a partition has data past its synced point, fsync, then answer
     max_bytes: int
     partitions: list[FetchPartition]
-    FIELDS = (("sync", I8), ("max_bytes", I32), ("partitions", Array(FetchPartition)))
+    max_wait_ms: int = 0  # with nothing to read anywhere: wait this long for an append
+    FIELDS = (("sync", I8), ("max_bytes", I32), ("partitions", Array(FetchPartition)),
+              ("max_wait_ms", I32))
 
 
 @dataclass

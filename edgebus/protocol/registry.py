@@ -43,6 +43,9 @@ APIS: dict[int, ApiSpec] = {
     M.Api.REPLICA_APPEND: ApiSpec(M.ReplicaAppendRequest, M.ReplicaAppendResponse),
     M.Api.PROMOTE_TOPIC: ApiSpec(M.PromoteTopicRequest, M.Empty),
     M.Api.REPLICA_FETCH: ApiSpec(M.ReplicaFetchRequest, M.ReplicaFetchResponse),
+    M.Api.REPLICA_GAP: ApiSpec(M.ReplicaGapRequest, M.ReplicaAppendResponse),
+    M.Api.REPLICA_APPEND_COMPRESSED: ApiSpec(M.ReplicaAppendCompressedRequest,
+                                             M.ReplicaAppendResponse),
 }
 
 # The views the codec and the ApiVersions handler read (derived from APIS, never edited).

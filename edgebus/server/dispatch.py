@@ -76,6 +76,8 @@ def build_table(data: DataHandlers, admin: AdminHandlers, groups: GroupHandlers,
         M.Api.REPLICA_APPEND: replica.append,
         M.Api.PROMOTE_TOPIC: replica.promote,
         M.Api.REPLICA_FETCH: replica.fetch,
+        M.Api.REPLICA_GAP: replica.gap,
+        M.Api.REPLICA_APPEND_COMPRESSED: replica.append_compressed,
     }
     return {int(k): h for k, h in table.items()}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,9 @@ class ParkedFetch:
     deadline: float
     keys: list[tuple[str, int]] = field(default_factory=list)
     done: bool = False
+    # A REPLICA_FETCH's long poll (handlers/replica.py): woken like a fetch, answered by this
+    # (durable data only) instead of with FETCH's answer.
+    respond: Callable[[], None] | None = None
 
 
 class FetchWaiters:

@@ -113,7 +113,10 @@ def topics(broker: Any) -> dict[str, Any]:
             "partitions": [
                 {"partition": p.partition, "log_start_offset": p.log_start_offset,
                  "log_end_offset": p.log_end_offset, "size_bytes": p.size_bytes,
-                 "segments": p.segment_count, "offline": p.offline}
+                 "segments": p.segment_count, "offline": p.offline,
+                 # A mirror's gap records: offsets its source never shipped (docs/REPLICATION.md).
+                 **({"gaps": [{"start": g.start, "end": g.end, "reason": g.reason}
+                              for g in p.gaps]} if p.gaps else {})}
                 for p in parts
             ],
             "size_bytes": sum(p.size_bytes for p in parts),

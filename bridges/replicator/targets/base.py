@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from edgebus import PartitionRead, TopicInfo
 
@@ -43,6 +43,19 @@ class Target(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class GapTarget(Protocol):
+    """A target that can record a gap: offsets of a source partition that will never be
+    shipped (the source's retention deleted them first, or they are past the topic's max_age).
+    The runner uses it when the target offers it; with a target that does not, such a
+    partition is held (an ERROR line, the `held` metric), never skipped silently."""
+
+    def gap(self, topic: str, partition: int, incarnation: str, start: int, end: int,
+            reason: int) -> int:
+        """Record that offsets start..end-1 (start is the target's cursor) will never come, and
+        return the target's new cursor (`end`). reason: edgebus.log.gaps.GAP_RETENTION or
+        GAP_MAX_AGE."""
+        ...
 @dataclass(frozen=True)
 class RemoteRecord:
     """One record of a target's topic, as a link brings it down (direction: down)."""

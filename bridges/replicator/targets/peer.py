@@ -21,7 +21,8 @@ def _opt(p: Path | None) -> str | None:
 
 class PeerTarget:
     def __init__(self, name: str, address: str, node: str, token: str, durable: bool = True,
-                 tls: TlsConfig | None = None, timeout: float = 10.0) -> None:
+                 tls: TlsConfig | None = None, timeout: float = 10.0,
+                 compression: str = "none") -> None:
         self.name = name
         self.address = address
         self.node = node
@@ -29,6 +30,8 @@ class PeerTarget:
         self.durable = durable
         self.tls = tls
         self.timeout = timeout
+        self.compression = compression  # "zstd": appends compressed on the wire only
+        self.wire_bytes = 0  # bytes of batches as sent (compressed or not), for the metrics
         self._ctx = None if tls is None else client_context(
             _opt(tls.ca), _opt(tls.cert), _opt(tls.key))
         self._link: ReplicaLink | None = None
@@ -80,9 +83,20 @@ class PeerTarget:
 
     def ship(self, topic: str, partition: int, incarnation: str, read: PartitionRead
              ) -> tuple[int, int]:
-        _, present, end = self.link.append(topic, partition, incarnation, read.data,
-                                           self.durable)
+        if self.compression == "zstd":
+            _, present, end, sent = self.link.append_compressed(topic, partition, incarnation,
+                                                                read.data, self.durable)
+        else:
+            _, present, end = self.link.append(topic, partition, incarnation, read.data,
+                                               self.durable)
+            sent = len(read.data)
+        self.wire_bytes += sent
         return end, present
+
+    def gap(self, topic: str, partition: int, incarnation: str, start: int, end: int,
+            reason: int) -> int:
+        """The mirror records the gap (docs/FORMAT.md 4.9) and its log end becomes `end`."""
+        return self.link.gap(topic, partition, incarnation, start, end, reason, self.durable)
 
     def heartbeat(self) -> None:
         self.link.ping()

@@ -76,6 +76,9 @@ def build_checks(a: Authorizer) -> dict[int, Check]:
         M.Api.REPLICA_APPEND: lambda conn, req: check(conn, TOPIC_WRITE, req.topic),
         M.Api.PROMOTE_TOPIC: named(TOPIC_ALTER),
         M.Api.REPLICA_FETCH: lambda conn, req: topics(TOPIC_READ, req.partitions, conn),
+        # A gap record and a compressed append write the mirror as REPLICA_APPEND does.
+        M.Api.REPLICA_GAP: lambda conn, req: check(conn, TOPIC_WRITE, req.topic),
+        M.Api.REPLICA_APPEND_COMPRESSED: lambda conn, req: check(conn, TOPIC_WRITE, req.topic),
     }
     return {int(k): v for k, v in table.items()}
 

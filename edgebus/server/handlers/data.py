@@ -191,6 +191,9 @@ class DataHandlers(Service):
         self.waiters.remove(w)
         if w.conn.closed:
             return
+        if w.respond is not None:
+            w.respond()
+            return
         if self.api.output_budget_used:
             self.api.answer(w.conn, w.correlation_id, self._busy())
             return
@@ -214,6 +217,11 @@ class DataHandlers(Service):
         if self.api.output_budget_used:
             return  # parked fetches wait (costing nothing) until room or their deadline
         for w in self.waiters.waiting_on(p.topic, p.partition):
+            if w.respond is not None:  # a replicator's long poll: any append wakes it
+                self.waiters.remove(w)
+                if not w.conn.closed:
+                    w.respond()
+                continue
             if batch is not None:
                 frame = self.fetch_appended(w.correlation_id, w.request, p, batch, base,
                                             append_time)

@@ -1,4 +1,5 @@
-"""The destination side of replication: REPLICA_HELLO, REPLICA_APPEND and PROMOTE_TOPIC.
+"""The destination side of replication: REPLICA_HELLO, REPLICA_APPEND (plain and compressed),
+REPLICA_GAP and PROMOTE_TOPIC.
 
 A replica link is a connection on the replica listener (listeners/tcp.py). It may do nothing but
 REPLICA_HELLO until its node name and token are accepted; then only what a link needs
@@ -9,7 +10,9 @@ docs/REPLICATION.md says what is promised; the cursor rule lives in Partition.ap
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from _operator import _compare_digest as compare_digest  # hmac's own; not hmac: OpenSSL
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -25,9 +28,12 @@ from edgebus.errors import (
     NotAMirrorError,
     NotAuthenticatedError,
 )
+from edgebus.log.gaps import GAP_REASONS
 from edgebus.log.manager import LogManager
 from edgebus.protocol import messages as M
 from edgebus.server.dispatch import DEFERRED, NO_RESPONSE
+from edgebus.server.fetchwait import ParkedFetch
+from edgebus.server.handlers.data import MAX_PARKED_FETCHES_PER_CONNECTION
 from edgebus.server.handlers.link_read import link_may_read
 
 if TYPE_CHECKING:
@@ -45,7 +51,8 @@ HANDSHAKE_APIS = frozenset({int(M.Api.API_VERSIONS), int(M.Api.REPLICA_HELLO)})
 # After it: what a link needs, and nothing that could change or read ordinary topics' data.
 LINK_APIS = frozenset(int(a) for a in (
     M.Api.API_VERSIONS, M.Api.METADATA, M.Api.LIST_OFFSETS, M.Api.CREATE_TOPIC,
-    M.Api.REPLICA_APPEND, M.Api.OFFSET_COMMIT, M.Api.REPLICA_FETCH,
+    M.Api.REPLICA_APPEND, M.Api.OFFSET_COMMIT, M.Api.REPLICA_FETCH, M.Api.REPLICA_GAP,
+    M.Api.REPLICA_APPEND_COMPRESSED,
 ))
 
 
@@ -62,6 +69,7 @@ class ReplicaHandlers:
         self.tokens = dict(tokens)  # peer node name -> its token (replica.tokens_file)
         self.refused = 0  # handshakes refused (status, metrics)
         self.duplicates = 0  # replica batches that were already here (a resend)
+        self.gaps = 0  # gap records written (offsets a source never shipped)
         self.links: list[Any] = []  # connections that passed REPLICA_HELLO (closed ones dropped)
         self.acl: Authorizer | None = None  # set by the broker: links' reads need a rule
 
@@ -92,25 +100,54 @@ class ReplicaHandlers:
         log.info("replica link from node %s accepted (%r)", req.node, conn)
         return M.ReplicaHelloResponse(self.node)
 
-    def append(self, conn: Any, corr: int, req: M.ReplicaAppendRequest) -> Any:
+    def _mirror(self, conn: Any, topic: str, partition: int, incarnation: str, acks: int) -> Any:
+        """The mirror partition a link may write, once the request's identity checks pass."""
         if conn.node is None:  # a local client must not write mirrors (they refuse produce too)
             raise NotAuthenticatedError("replica appends come only over a replica link")
-        if req.acks not in (M.ACKS_WRITTEN, M.ACKS_DURABLE):
-            raise InvalidRequestError(f"a replica append needs acks 1 or 2, got {req.acks}")
-        if not req.batches:
-            raise InvalidRequestError("REPLICA_APPEND carries no batch")
-        p = self.logs.partition(req.topic, req.partition)
+        if acks not in (M.ACKS_WRITTEN, M.ACKS_DURABLE):
+            raise InvalidRequestError(f"a replica append needs acks 1 or 2, got {acks}")
+        p = self.logs.partition(topic, partition)
         cfg = p.config
         if not cfg.is_mirror:
-            raise NotAMirrorError(f"topic {req.topic!r} is not a mirror; a link writes only mirrors")
+            raise NotAMirrorError(f"topic {topic!r} is not a mirror; a link writes only mirrors")
         if not cfg.mirror_of.startswith(conn.node + "/"):
             raise NotAMirrorError(
-                f"topic {req.topic!r} mirrors {cfg.mirror_of}, not a topic of node {conn.node}")
-        if req.incarnation != cfg.incarnation:
+                f"topic {topic!r} mirrors {cfg.mirror_of}, not a topic of node {conn.node}")
+        if incarnation != cfg.incarnation:
             raise IncarnationMismatchError(
-                f"topic {req.topic!r} mirrors incarnation {cfg.incarnation} of {cfg.mirror_of}; "
-                f"the source now sends incarnation {req.incarnation} (deleted and created again)")
-        data = memoryview(req.batches)
+                f"topic {topic!r} mirrors incarnation {cfg.incarnation} of {cfg.mirror_of}; "
+                f"the source now sends incarnation {incarnation} (deleted and created again)")
+        return p
+
+    def append(self, conn: Any, corr: int, req: M.ReplicaAppendRequest) -> Any:
+        p = self._mirror(conn, req.topic, req.partition, req.incarnation, req.acks)
+        if not req.batches:
+            raise InvalidRequestError("REPLICA_APPEND carries no batch")
+        return self._append(conn, corr, p, req.acks, memoryview(req.batches))
+
+    def append_compressed(self, conn: Any, corr: int, req: M.ReplicaAppendCompressedRequest
+                          ) -> Any:
+        """REPLICA_APPEND with the batches compressed on the wire: decompressed (bounded by the
+        frame limit, checked against raw_bytes) to the source's exact bytes, then appended."""
+        p = self._mirror(conn, req.topic, req.partition, req.incarnation, req.acks)
+        if req.codec != M.CODEC_ZSTD:
+            raise InvalidRequestError(f"unknown codec {req.codec} (1 = zstd)")
+        if not 0 < req.raw_bytes <= F.MAX_FRAME_BYTES or not req.batches:
+            raise InvalidRequestError(
+                f"raw_bytes {req.raw_bytes} is not in 1..{F.MAX_FRAME_BYTES}, or no data")
+        import zstandard
+
+        try:
+            raw = zstandard.ZstdDecompressor().decompress(bytes(req.batches),
+                                                          max_output_size=req.raw_bytes)
+        except zstandard.ZstdError as e:
+            raise CorruptRecordError(f"the compressed batches do not decompress: {e}") from None
+        if len(raw) != req.raw_bytes:
+            raise CorruptRecordError(f"the batches decompress to {len(raw)} bytes, not the "
+                                     f"{req.raw_bytes} announced")
+        return self._append(conn, corr, p, req.acks, memoryview(raw))
+
+    def _append(self, conn: Any, corr: int, p: Any, acks: int, data: memoryview) -> Any:
         appended = present = pos = 0
         try:
             while pos < len(data):
@@ -132,7 +169,24 @@ class ReplicaHandlers:
             if appended:
                 self.data.on_append(p)
             self.duplicates += present
-        resp = M.ReplicaAppendResponse(req.topic, req.partition, appended, present,
+        resp = M.ReplicaAppendResponse(p.topic, p.partition, appended, present,
+                                       p.log_end_offset)
+        if acks == M.ACKS_DURABLE:
+            self.durable.add(conn, corr, p, resp)
+            return DEFERRED
+        return resp
+
+    def gap(self, conn: Any, corr: int, req: M.ReplicaGapRequest) -> Any:
+        """Record offsets the source will never ship and move the mirror's log end past them
+        (Partition.append_gap): the mirror keeps its source's offsets, and says what is missing."""
+        p = self._mirror(conn, req.topic, req.partition, req.incarnation, req.acks)
+        if req.reason not in GAP_REASONS:
+            raise InvalidRequestError(f"unknown gap reason {req.reason} (1 retention, 2 max_age)")
+        recorded = p.append_gap(req.start_offset, req.end_offset, req.reason, int(time.time() * 1000))
+        if recorded:
+            self.gaps += 1
+            self.data.on_append(p)  # parked readers at the old end learn of the new one
+        resp = M.ReplicaAppendResponse(p.topic, p.partition, int(recorded), int(not recorded),
                                        p.log_end_offset)
         if req.acks == M.ACKS_DURABLE:
             self.durable.add(conn, corr, p, resp)
@@ -149,6 +203,9 @@ class ReplicaHandlers:
                 link_may_read(self.acl, conn, fp.topic)
         if req.max_bytes <= 0:
             raise InvalidRequestError(f"max_bytes must be positive, got {req.max_bytes}")
+        if req.max_wait_ms > 0 and self._nothing_to_read(conn, req):
+            self._park(conn, corr, req)
+            return DEFERRED
         if req.sync:
             behind = []
             for fp in req.partitions:
@@ -162,6 +219,37 @@ class ReplicaHandlers:
                 self.durable.add_after_sync(conn, corr, behind, lambda: self._read(req))
                 return DEFERRED
         return self._read(req)
+
+    def _nothing_to_read(self, conn: Any, req: M.ReplicaFetchRequest) -> bool:
+        """Whether a long poll may park: every partition exists and is asked for at its log end
+        (nothing durable or not to read), and the connection may park another request."""
+        if self.api.stopping or conn.parked >= MAX_PARKED_FETCHES_PER_CONNECTION:
+            return False
+        try:
+            return all(self.logs.partition(fp.topic, fp.partition).at_end(fp.offset)
+                       for fp in req.partitions)
+        except EdgebusError:
+            return False
+
+    def _park(self, conn: Any, corr: int, req: M.ReplicaFetchRequest) -> None:
+        """Park the long poll with the fetches (handlers/data.py): the first append to any of
+        its partitions, or the deadline, answers it as a REPLICA_FETCH without a wait (an
+        fsync first when the new data is not synced yet)."""
+        wait = min(req.max_wait_ms, self.data.max_fetch_wait_ms)
+        now_req = dataclasses.replace(req, max_wait_ms=0)
+
+        def respond() -> None:
+            try:
+                result = self.fetch(conn, corr, now_req)
+            except EdgebusError as e:
+                self.api.answer(conn, corr, e)
+                return
+            if result is not DEFERRED:
+                self.api.answer(conn, corr, result)
+
+        self.data.waiters.park(ParkedFetch(
+            conn, corr, M.FetchRequest(wait, 1, req.max_bytes, req.partitions),
+            time.monotonic() + wait / 1000, respond=respond))
 
     def _read(self, req: M.ReplicaFetchRequest) -> M.ReplicaFetchResponse:
         """Every partition gets at least its first whole durable batch while the response is

@@ -1,0 +1,262 @@
+"""Store-and-forward policies of a link, end to end with real supervisors, the real relay and the
+real `edgebus replicate` process: gap records (retention deleted what was never shipped),
+max_age, weights within a priority class, batching by bytes, compression on the wire."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+
+from edgebus import Admin, BatchReader, Producer
+from edgebus.errors import CorruptRecordError
+from edgebus.log import gaps as G
+
+from .conftest import free_port, read_all, wait_for
+from .relay import Relay
+from .test_conformance import in_step, produce, source_batches
+
+pytestmark = pytest.mark.integration
+
+# The policies are the runner's (bridges/replicator/link.py), the same whatever the transport:
+# the plain peer is enough here (the conformance suite runs every target kind).
+ONLY_PEER = pytest.mark.parametrize("destination", ["peer"], indirect=True)
+
+
+@pytest.fixture
+def source(make_broker):
+    # Retention checked often, so that a test can watch it delete what was never shipped.
+    return make_broker({"log": {"retention_check_interval_ms": 100}}, name="src").start()
+
+
+def with_metrics(rep) -> int:
+    port = free_port()
+    rep.config_path.write_text(rep.config_path.read_text()
+                               + f"metrics:\n  listen: 127.0.0.1:{port}\n")
+    return port
+
+
+def status(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def ends(sock: str, topic: str) -> tuple[list[int], list[int]]:
+    with BatchReader(sock) as r:
+        info = r.describe(topic)
+        return info.start_offsets, info.end_offsets
+
+
+def gap_records(destination, topic: str, partition: int) -> list[G.Gap]:
+    return G.load(destination.broker.data_dir / f"{topic}-{partition}")
+
+
+@ONLY_PEER
+def test_retention_past_a_cut_link_leaves_a_gap_record_and_the_rest_is_exact(
+        source, destination, make_replicator):
+    with Admin(socket=source.socket) as a:
+        a.create_topic("tiny", 1, {"segment_bytes": 2048})
+    produce(source, "tiny", 40, linger_ms=0)
+    relay = Relay(("127.0.0.1", destination.port))
+    rep = make_replicator(["tiny"], address=relay.address, heartbeat_s=0.3)
+    port = with_metrics(rep)
+    rep.start()
+    wait_for(lambda: in_step(source, destination, "tiny", 1), what="the mirror")
+    mirror_end = ends(destination.broker.socket, "tiny")[1][0]
+    assert mirror_end == 40
+    relay.blackhole = True  # the link is cut (half-open: nothing is closed, nothing arrives)
+    relay.cut()
+    produce(source, "tiny", 200, linger_ms=0)  # many small segments
+    with Admin(socket=source.socket) as a:
+        a.alter_topic_config("tiny", {"retention_ms": 1})
+        wait_for(lambda: ends(source.socket, "tiny")[0][0] > 100,
+                 what="retention to delete what was never shipped")
+        a.alter_topic_config("tiny", {"retention_ms": 86_400_000})
+    start = ends(source.socket, "tiny")[0][0]
+    relay.blackhole = False  # the link is back
+    produce(source, "tiny", 25, linger_ms=0)
+    want_end = ends(source.socket, "tiny")[1][0]
+    wait_for(lambda: ends(destination.broker.socket, "tiny")[1][0] == want_end, timeout=60,
+             what=f"the mirror past the gap:\n{rep.log()[-2000:]}")
+    # The gap is recorded at the target with exactly the range that was never shipped...
+    [gap] = gap_records(destination, "tiny", 0)
+    assert (gap.start, gap.end, gap.reason) == (40, start, G.GAP_RETENTION)
+    with BatchReader(destination.broker.socket) as r:
+        with pytest.raises(CorruptRecordError, match=f"offsets 40..{start - 1} were deleted"):
+            r.read("tiny", 0, 40)
+        # ...and everything before and after it is the source's, batch for batch.
+        assert read_all(r, "tiny", 0, start) == source_batches(source, "tiny", 0)
+        assert sum(b.next_offset - b.base_offset for b in r.read("tiny", 0, 0, 1 << 20)[0]) == 40
+    # The metric and the status line say so.
+    want = f'edgebus_replicator_gap_records_total{{link="l1",partition="0",topic="tiny"}} ' \
+           f'{float(start - 40)}'
+    assert want in metrics(port)
+    [p] = status(port)["links"]["l1"]["partitions"]
+    assert p["gap_records"] == start - 40 and "deleted by the source's retention" in p["last_gap"]
+    out = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "replicate", "--config",
+                          str(rep.config_path), "--status"], capture_output=True, text=True,
+                         timeout=60)
+    assert f"GAP: {start - 40} records deleted by retention" in out.stdout, out.stdout
+    assert f"offsets 40..{start - 1}" in out.stdout
+    assert "gap recorded" in rep.log()
+    # And the destination's own `edgebus status` shows the mirror's gap record.
+    dst = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "status", "--socket",
+                          destination.broker.socket], capture_output=True, text=True, timeout=60)
+    assert f"GAP: {start - 40} offsets never shipped (1 record(s); last 40..{start - 1}, " \
+        "retention)" in dst.stdout, dst.stdout
+    relay.close()
+
+
+@ONLY_PEER
+def test_max_age_records_are_not_shipped_and_are_counted(source, destination, make_replicator):
+    with Admin(socket=source.socket) as a:
+        a.create_topic("stale", 1)
+        a.create_topic("fresh", 1)
+    produce(source, "stale", 30, linger_ms=0)
+    produce(source, "fresh", 30, linger_ms=0)
+    time.sleep(2.5)  # these are now older than max_age
+    rep = make_replicator([{"pattern": "stale", "max_age": "2s"}, "fresh"])
+    port = with_metrics(rep)
+    rep.start()
+    wait_for(lambda: ends(destination.broker.socket, "stale")[1][0] == 30, what="the gap")
+    produce(source, "stale", 20, linger_ms=0)  # young: these ship
+    wait_for(lambda: ends(destination.broker.socket, "stale")[1][0] == 50, what="young records")
+    [gap] = gap_records(destination, "stale", 0)
+    assert (gap.start, gap.end, gap.reason) == (0, 30, G.GAP_MAX_AGE), "one gap, not one per read"
+    with BatchReader(destination.broker.socket) as r:
+        assert read_all(r, "stale", 0, 30) == read_all_source(source, "stale", 30)
+    # A topic without max_age ships everything, however old.
+    wait_for(lambda: in_step(source, destination, "fresh", 1), what="the other topic")
+    assert not gap_records(destination, "fresh", 0)
+    text = metrics(port)
+    assert 'edgebus_replicator_expired_records_total{link="l1",partition="0",topic="stale"} 30.0' \
+        in text
+    assert 'edgebus_replicator_expired_records_total{link="l1",partition="0",topic="fresh"} 0.0' \
+        in text
+    by_topic = {p["topic"]: p for p in status(port)["links"]["l1"]["partitions"]}
+    assert by_topic["stale"]["expired_records"] == 30 and by_topic["fresh"]["expired_records"] == 0
+
+
+def read_all_source(source, topic: str, start: int) -> list[bytes]:
+    with BatchReader(source.socket) as r:
+        return read_all(r, topic, 0, start)
+
+
+@ONLY_PEER
+def test_compression_and_batch_bytes_keep_the_exact_bytes(source, destination, make_replicator):
+    """zstd on the wire: the mirror holds the source's exact batches, and fewer bytes crossed
+    the link than were shipped; batch_bytes bounds each append (more, smaller appends)."""
+    with Admin(socket=source.socket) as a:
+        a.create_topic("logs", 1)
+    with Producer(socket=source.socket, batch_size=16 * 1024, linger_ms=5) as p:
+        for i in range(4000):
+            p.send("logs", f"level=info unit=pump-{i % 5} msg=pressure nominal {i}".encode())
+        p.flush()
+    rep = make_replicator(["logs"], compression="zstd", batch_bytes="32KiB")
+    port = with_metrics(rep)
+    rep.start()
+    wait_for(lambda: in_step(source, destination, "logs", 1), what="the mirror")
+    [p] = status(port)["links"]["l1"]["partitions"]
+    size = sum(len(b) for b in source_batches(source, "logs", 0))
+    assert p["shipped_bytes"] == size
+    assert p["appends"] >= size // (32 * 1024 + 16 * 1024), "batch_bytes bounds an append"
+    wire = [ln for ln in metrics(port).splitlines()
+            if ln.startswith('edgebus_replicator_wire_bytes_total{link="l1"}')]
+    sent = float(wire[0].split()[-1])
+    assert 0 < sent < size / 3, (sent, size)  # text compresses well
+
+
+@ONLY_PEER
+def test_weights_share_a_priority_class(source, destination, make_replicator):
+    """Two topics of one class, each with a backlog, on a capped link (so that the backlog takes
+    many reads): with weights 3 and 1 the heavy one ships three bytes for every one of the light
+    one, so when the heavy backlog is done the light one is about a third through. (Equal
+    weights would have it nearly done; strict priority would have it at 0.)"""
+    with Admin(socket=source.socket) as a:
+        a.create_topic("heavy", 1)
+        a.create_topic("light", 1)
+    for topic in ("heavy", "light"):
+        with Producer(socket=source.socket, batch_size=32 * 1024) as p:
+            for _ in range(2):
+                p.send_batch(topic, [b"w" * 1000] * 1000, partition=0)  # ~2 MB
+            p.flush()
+    want = {t: ends(source.socket, t)[1][0] for t in ("heavy", "light")}
+    make_replicator([{"pattern": "heavy", "weight": 3}, {"pattern": "light", "weight": 1}],
+                    max_bytes_per_s=1024 * 1024).start()
+    light_when_heavy_done = None
+    deadline = time.monotonic() + 60
+    while light_when_heavy_done is None:
+        assert time.monotonic() < deadline, "the backlog did not drain"
+        try:
+            e = {t: ends(destination.broker.socket, t)[1][0] for t in ("heavy", "light")}
+        except Exception:  # the mirrors are not created yet
+            time.sleep(0.02)
+            continue
+        if e["heavy"] == want["heavy"]:
+            light_when_heavy_done = e["light"]
+        time.sleep(0.02)
+    share = light_when_heavy_done / want["light"]
+    assert 0.15 < share < 0.55, (light_when_heavy_done, want)
+    wait_for(lambda: in_step(source, destination, "light", 1), what="the light topic after")
+
+
+def test_the_policy_settings_are_checked(tmp_path):
+    from bridges.replicator.config import config_from_mapping
+    from edgebus.errors import ConfigError
+
+    from .conftest import TOKEN, secret
+
+    tf = secret(tmp_path / "tok", TOKEN)
+    link = {"name": "b", "target": "peer", "address": "127.0.0.1:9", "token_file": str(tf),
+            "topics": [{"pattern": "a*", "priority": 3, "weight": 5, "max_age": "2h"}],
+            "batch_bytes": "256KiB", "linger_ms": "50ms", "compression": "zstd"}
+    cfg = config_from_mapping({"node": "gw", "links": [link]}).links[0]
+    assert (cfg.batch_bytes, cfg.linger_ms, cfg.compression) == (256 * 1024, 50, "zstd")
+    rule = cfg.rule_for("ab")
+    assert rule is not None and (rule.priority, rule.weight, rule.max_age_ms) == (3, 5, 7_200_000)
+    bad = [({"topics": [{"pattern": "a", "weight": 0}]}, r"topics\[0\]\.weight"),
+           ({"topics": [{"pattern": "a", "weight": True}]}, r"topics\[0\]\.weight"),
+           ({"topics": [{"pattern": "a", "max_age": "soon"}]}, r"topics\[0\]\.max_age"),
+           ({"topics": [{"pattern": "a", "max_age": 0}]}, r"topics\[0\]\.max_age"),
+           ({"topics": [{"pattern": "a", "maxage": "1h"}]}, r"topics\[0\]"),
+           ({"batch_bytes": 100}, "batch_bytes: expected 4096"),
+           ({"linger_ms": "2h"}, "linger_ms: expected 0..60000"),
+           ({"compression": "lz5"}, "compression: expected one of none, zstd")]
+    for change, msg in bad:
+        with pytest.raises(ConfigError, match=msg):
+            config_from_mapping({"node": "gw", "links": [{**link, **change}]})
+
+
+@ONLY_PEER
+def test_linger_gathers_a_trickle_into_one_append(source, destination, make_replicator):
+    """An idle link woken by new data waits linger_ms before it reads: 30 one-record batches
+    sent one after another (well within the linger) ship in a few appends; without linger
+    each goes on its own as it comes."""
+    with Admin(socket=source.socket) as a:
+        a.create_topic("trickle", 1)
+    produce(source, "trickle", 1, linger_ms=0)
+    rep = make_replicator(["trickle"], linger_ms=5000)
+    port = with_metrics(rep)
+    rep.start()
+    wait_for(lambda: in_step(source, destination, "trickle", 1), what="the mirror")
+    wait_for(lambda: status(port)["links"]["l1"]["state"] == "up", what="the link up")
+    [before] = status(port)["links"]["l1"]["partitions"]
+    with Producer(socket=source.socket, linger_ms=0) as p:  # 30 batches of one record, a
+        for i in range(30):                                   # trickle of about 0.6 s
+            p.send("trickle", f"t{i}".encode()).get(10)
+            time.sleep(0.02)
+    assert len(source_batches(source, "trickle", 0)) == 31
+    wait_for(lambda: in_step(source, destination, "trickle", 1), what="the trickle")
+    [after] = status(port)["links"]["l1"]["partitions"]
+    # Without linger: 30 (each as it comes). With it: one or two, a few on a starved machine.
+    assert after["appends"] - before["appends"] <= 5, (before, after)
