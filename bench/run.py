@@ -251,6 +251,8 @@ def idle_cpu(seconds: float) -> dict[str, Any]:
 def _idle_cpu(broker: Any, seconds: float) -> dict[str, Any]:
     from edgebus import Admin
 
+    time.sleep(1.0)  # started, recovered, nothing connected yet: issue 16's "idle RSS"
+    rss_alone = psutil.Process(broker.pid).memory_info().rss
     with Admin(socket=broker.socket, transport="socket") as a:
         a.create_topic("bench-idle", 1)
     mpc = mp.get_context("fork")
@@ -271,6 +273,7 @@ def _idle_cpu(broker: Any, seconds: float) -> dict[str, Any]:
     cpu = (c1.user + c1.system) - (c0.user + c0.system)
     return {"clients": 10, "seconds": round(wall, 1), "supervisor_cpu_s": round(cpu, 3),
             "supervisor_rss_mb": round(sup.memory_info().rss / 2**20, 1),
+            "supervisor_rss_mb_no_clients": round(rss_alone / 2**20, 1),
             "supervisor_cpu_percent": round(100 * cpu / wall, 3)}
 
 
@@ -333,6 +336,10 @@ def targets(rows: list[dict[str, Any]], idle: dict[str, Any] | None) -> list[dic
     add("kafka listener records/s (librdkafka, acks=1)", kt, 300_000, "higher", "msg/s")
     add("kafka listener / Tansu", kt / tt if kt and tt else None, 2, "higher", "x")
     add("kafka listener p50 at 10k msg/s", lat("kafka-edgebus", "p50_us"), 1000, "lower", "us")
+    add("idle supervisor RSS, no client", idle.get("supervisor_rss_mb_no_clients") if idle else None,
+        20, "lower", "MB")
+    add("idle supervisor RSS, 10 clients", idle["supervisor_rss_mb"] if idle else None, 25, "lower",
+        "MB")
     return out
 
 
@@ -431,6 +438,11 @@ def main(argv: list[str] | None = None) -> int:
             redis.stop()
         tansu.stop()
     idle = idle_cpu(idle_s) if idle_s > 0 and not only else None
+    wear_rows = None
+    if not only and not quick:  # issue 16: SD-card wear per acks level (bench/wear.py)
+        from bench import wear
+
+        wear_rows = wear.run()
 
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick,
@@ -442,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"throughput_seconds": duration, "latency_seconds": lat_duration,
                      "latency_rate": RATE, "acks": "written", "idle_seconds": idle_s},
         "notes": notes, "results": rows, "idle": idle, "targets": targets(rows, idle),
+        "wear": wear_rows,
     }
     md = render_md(report)
     print("\n".join(md))
@@ -479,12 +492,18 @@ def render_md(report: dict[str, Any]) -> list[str]:
           f"{report['settings']['latency_seconds']} s per case (one-record API). "
           "Supervisor CPU/RSS only for edgebus rows.", ""]
     md += table(report["results"])
+    if report.get("wear"):
+        from bench import wear
+
+        md += ["", "SD-card wear, 100 B records paced at 5,000/s (bench/wear.py):", ""]
+        md += wear.table(report["wear"])
     if report["idle"]:
         i = report["idle"]
         md += ["", f"Idle: a fresh supervisor with {i['clients']} connected shm clients (5 Admin, "
                f"5 Consumers sitting in poll(), i.e. a 500 ms long-poll each), {i['seconds']} s: "
                f"supervisor CPU {i['supervisor_cpu_s']} s = {i['supervisor_cpu_percent']}%, "
-               f"RSS {i.get('supervisor_rss_mb')} MB."]
+               f"RSS {i.get('supervisor_rss_mb')} MB (before any client connected: "
+               f"{i.get('supervisor_rss_mb_no_clients')} MB)."]
     md += ["", "| target | value | goal | met | of goal |", "|---|---|---|---|---|"]
     for t in report["targets"]:
         met = "-" if t["met"] is None else ("yes" if t["met"] else "no")

@@ -188,16 +188,34 @@ def build_batch(
     return F.BATCH_OUTSIDE_CRC.pack(0, 0, length, crc) + body
 
 
-def validate_batch(buf: bytes | bytearray | memoryview, max_bytes: int = F.MAX_BATCH_BYTES) -> BatchInfo:
+def validate_batch(buf: bytes | bytearray | memoryview, max_bytes: int = F.MAX_BATCH_BYTES,
+                   compacted_ok: bool = True) -> BatchInfo:
     """Check one whole batch's framing and CRC; raise CorruptRecordError or RecordTooLargeError.
+    compacted_ok=False (a producer's batch) refuses the log cleaner's compacted-away batches.
 
     Per-batch work only: header fields and one CRC over the bytes.
     """
-    h = _checked_header(buf, max_bytes)
+    h = _checked_header(buf, max_bytes, compacted_ok)
     return BatchInfo(h[0], h[1], h[2], h[7], h[8], h[9])
 
 
-def _checked_header(buf: bytes | bytearray | memoryview, max_bytes: int) -> tuple[int, ...]:
+def is_compacted(buf: bytes | bytearray | memoryview) -> bool:
+    """Whether a (validated) batch is a compacted-away batch: offsets without records."""
+    return bool(buf[F.BATCH_ATTRIBUTES] & F.ATTR_COMPACTED)
+
+
+def build_compacted(base_offset: int, count: int, append_time: int, first_timestamp: int,
+                    max_timestamp: int) -> bytes:
+    """The header-only batch standing for `count` offsets from base_offset that the log cleaner
+    removed (docs/FORMAT.md 4.7): stamped, with its own CRC."""
+    body = F.BATCH_BODY_HEADER.pack(F.MAGIC, F.ATTR_COMPACTED, 0, count, first_timestamp,
+                                    max_timestamp, -1, -1, -1, 0)
+    return F.BATCH_OUTSIDE_CRC.pack(base_offset, append_time, F.BATCH_HEADER_SIZE,
+                                    zlib.crc32(body)) + body
+
+
+def _checked_header(buf: bytes | bytearray | memoryview, max_bytes: int,
+                    compacted_ok: bool = True) -> tuple[int, ...]:
     """validate_batch's checks; the header's fields unpacked (F.BATCH_HEADER order)."""
     n = len(buf)
     if n < F.BATCH_HEADER_SIZE:
@@ -210,12 +228,18 @@ def _checked_header(buf: bytes | bytearray | memoryview, max_bytes: int) -> tupl
         raise RecordTooLargeError(f"batch of {length} bytes exceeds the limit of {max_bytes} bytes")
     if magic != F.MAGIC:
         raise CorruptRecordError(f"unknown batch magic {magic}, expected {F.MAGIC}")
-    if attrs & 0x07:
-        raise CorruptRecordError(f"compression codec {attrs & 0x07} is not supported")
+    if attrs & F.ATTR_CODEC_MASK:
+        raise CorruptRecordError(f"compression codec {attrs & F.ATTR_CODEC_MASK} is not supported")
     if count < 1:
         raise CorruptRecordError("batch has no records")
+    if attrs & F.ATTR_COMPACTED:
+        if not compacted_ok:
+            raise CorruptRecordError("a compacted-away batch (attributes bit 3) is written only by "
+                                     "the supervisor's log cleaner, never produced")
+        if length != F.BATCH_HEADER_SIZE:
+            raise CorruptRecordError(f"a compacted-away batch has no records, but is {length} bytes")
     # Every record takes at least 22 bytes, so a count beyond that is a lie we can catch cheaply.
-    if count * F.RECORD_MIN_SIZE > length - F.BATCH_HEADER_SIZE:
+    elif count * F.RECORD_MIN_SIZE > length - F.BATCH_HEADER_SIZE:
         raise CorruptRecordError(f"record count {count} cannot fit in {length} bytes")
     if zlib.crc32(memoryview(buf)[F.CRC_START:length]) != crc:
         raise CorruptRecordError("batch CRC mismatch")
@@ -289,6 +313,8 @@ def decode_batch(batch: bytes | memoryview, topic: str, partition: int, min_offs
     """Validate a batch and decode its records with offset >= min_offset."""
     h = _checked_header(batch, F.MAX_BATCH_BYTES)
     base_offset, length, record_count = h[0], h[2], h[7]
+    if h[5] & F.ATTR_COMPACTED:  # offsets the log cleaner removed: no records
+        return []
     if _fast is not None and record_count - max(0, min_offset - base_offset) >= _FAST_MIN_RECORDS:
         try:
             return _fast.decode_records(batch, base_offset, length, record_count,

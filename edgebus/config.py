@@ -30,6 +30,7 @@ from edgebus.opsconfig import (
     NODE_NAME_RE,
     Threshold,
     is_loopback_listen,
+    parse_cleanup_policy,
     parse_disk_policy,
     parse_listen,
     parse_replica_listen,
@@ -193,6 +194,7 @@ _PARSERS = {
     "optional_path": _parse_optional_path, "node": _parse_node,
     "bool": _parse_bool, "kafka_listeners": _parse_kafka_listeners,
     "sasl_mechanisms": _parse_sasl_mechanisms, "optional_str": _parse_optional_str,
+    "cleanup_policy": parse_cleanup_policy,
 }
 
 
@@ -225,6 +227,10 @@ class LogSettings:
     flush_interval_ms: int = _setting(1000, "duration", 1, I32_MAX)
     checkpoint_interval_ms: int = _setting(5000, "duration", 1, I32_MAX)
     retention_check_interval_ms: int = _setting(60_000, "duration", 1, I32_MAX)
+    # The log cleaner of compacted topics (edgebus/server/cleaning.py): how often it looks for
+    # work, and the bytes per second it may read and write together (an SD card wears out).
+    cleaner_interval_ms: int = _setting(15_000, "duration", 1, I32_MAX)
+    cleaner_io_bytes_per_s: int = _setting(4 * MiB, "size", 4096, I64_MAX)
 
 
 @dataclass(frozen=True)
@@ -260,6 +266,10 @@ class TopicSettings:
     index_interval_bytes: int = _setting(4096, "size", 1, I32_MAX)
     # Below the disk low watermark: "reject" appends (DiskFullError) or "drop-oldest" segments.
     on_disk_full: str = _setting(DISK_FULL_REJECT, "disk_policy")
+    # "delete" (retention), "compact" (the log cleaner keeps each key's latest record) or both.
+    cleanup_policy: str = _setting("delete", "cleanup_policy")
+    delete_retention_ms: int = _setting(DAY, "duration", 0, I64_MAX)
+    min_compaction_lag_ms: int = _setting(0, "duration", 0, I64_MAX)
 
     def entries(self) -> dict[str, str]:
         """Every setting, partitions included, as name -> decimal string (the form of

@@ -275,6 +275,15 @@ class UntrustedSocketError(BrokerUnavailableError):
             "meant to serve you, set EDGEBUS_SUPERVISOR_USER to that user")
 
 
+class TransportUnavailableError(BrokerUnavailableError):
+    """transport='shm' was asked for where shared-memory rings cannot work (no C module, not
+    Linux): retrying cannot help, so it fails at once instead of waiting for a delivery timeout."""
+
+    code = 113
+    retriable = False
+    hint = "use transport='auto' (the socket then), or install gcc and python3-dev and reinstall edgebus"
+
+
 _BY_CODE: dict[int, type[EdgebusError]] = {}
 
 

@@ -63,6 +63,18 @@ def parse_threshold(value: Any, parse_size: Any) -> Threshold:
     return Threshold(bytes=n)
 
 
+CLEANUP_POLICIES = ("delete", "compact", "compact,delete")
+
+
+def parse_cleanup_policy(value: Any) -> str:
+    """Kafka's cleanup.policy: "delete", "compact", or both ("compact,delete" in any order)."""
+    if isinstance(value, str):
+        word = ",".join(sorted(w.strip() for w in value.split(",")))
+        if word in CLEANUP_POLICIES:
+            return word
+    raise ValueError(f"expected one of {', '.join(CLEANUP_POLICIES)}, got {value!r}")
+
+
 def parse_disk_policy(value: Any) -> str:
     if isinstance(value, str) and value.strip() in DISK_FULL_POLICIES:
         return value.strip()

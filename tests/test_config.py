@@ -316,8 +316,10 @@ def test_topic_defaults_equal_storage_defaults() -> None:
 @pytest.mark.parametrize("key", [f.name for f in dataclasses.fields(TopicSettings)])
 def test_every_value_the_config_accepts_the_storage_accepts(key: str) -> None:
     f = next(f for f in dataclasses.fields(TopicSettings) if f.name == key)
-    if f.metadata["kind"] == "disk_policy":  # a word, not a number
-        for word in ("reject", "drop-oldest"):
+    words = {"disk_policy": ("reject", "drop-oldest"),
+             "cleanup_policy": ("delete", "compact", "compact,delete")}
+    if f.metadata["kind"] in words:  # a word, not a number
+        for word in words[f.metadata["kind"]]:
             settings = config_from_mapping({"topic_defaults": {key: word}}).topic_defaults
             assert getattr(TopicConfig.from_entries(settings.entries()), key) == word
         with pytest.raises(ConfigError):

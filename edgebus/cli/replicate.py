@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import urllib.error
-import urllib.request
 
 from edgebus.errors import EdgebusError
 
@@ -45,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
         if not cfg.metrics_listen:
             raise EdgebusError(f"{args.config} sets no metrics.listen: the replicator serves no "
                                "status to ask")
+        import urllib.error  # here, not at the top: `edgebus serve` would carry it (~8 MB)
+        import urllib.request
+
         url = f"http://{cfg.metrics_listen}/status"
         try:
             with urllib.request.urlopen(url, timeout=5) as resp:

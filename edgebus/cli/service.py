@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
-from importlib import resources
 from pathlib import Path
 
 from edgebus.errors import ServiceInstallError as InstallError
@@ -55,6 +52,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def template(name: str) -> str:
+    from importlib import resources  # here: `edgebus serve` loads this module, not this function
+
     return resources.files("edgebus").joinpath("systemd", name).read_text(encoding="utf-8")
 
 
@@ -65,6 +64,8 @@ def find_executable(given: str | None) -> Path:
         exe = Path(given).absolute()
     else:
         beside = Path(sys.executable).parent / "edgebus"
+        import shutil
+
         found = shutil.which("edgebus")
         if beside.is_file() and os.access(beside, os.X_OK):
             exe = beside.absolute()
@@ -111,6 +112,8 @@ def _run(cmd: list[str], dry: bool, say: list[str], stdin: str | None = None) ->
     say.append("run " + " ".join(cmd))
     if dry:
         return
+    import subprocess
+
     r = subprocess.run(cmd, input=stdin, text=True, capture_output=True, check=False)
     if r.returncode != 0:
         raise InstallError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()}")
@@ -130,6 +133,8 @@ def install(root: Path, executable: Path, *, enable: bool = True, start: bool = 
         _write(config, template(CONFIG_TEMPLATE), 0o644, dry, say)
     sysusers = template(SYSUSERS_TEMPLATE)
     _write(root / SYSUSERS_PATH, sysusers, 0o644, dry, say)
+    import shutil
+
     if shutil.which("systemd-sysusers"):
         if root != Path("/") and not dry:
             (root / "etc").mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from edgebus import batch as B
+from edgebus import format as F
 from edgebus.batch import Record
 from edgebus.client.shm_channel import open_sync_channel
 from edgebus.client.types import OffsetAndTimestamp, TopicPartition
@@ -363,9 +364,12 @@ class Consumer:
             if not fp.records:
                 continue
             recs: list[Record] = []
+            end = pos
             try:
                 for batch in B.iter_batches(fp.records):
                     got = B.decode_batch(batch, tp.topic, tp.partition, pos)
+                    base, _len, count = F.BATCH_SCAN.unpack_from(batch, 0)
+                    end = base + count
                     if not recs:
                         recs = got
                     else:
@@ -374,6 +378,10 @@ class Consumer:
                 self._corrupt[tp] = _damaged(tp, recs[-1].offset + 1 if recs else pos, str(e))
             if recs:
                 self._buffer.append([tp, recs, 0])
+            elif end > pos and tp not in self._corrupt:
+                # Only offsets a compacted topic's cleaner removed (docs/FORMAT.md 4.7): move
+                # past them, or the next fetch would return the same empty batches.
+                self._positions[tp] = end
         if self._corrupt and not self._buffer:
             raise self._corrupt.pop(next(iter(self._corrupt)))
 

@@ -654,8 +654,11 @@ class Producer:
                 self._cond.notify_all()  # a flush() may be waiting on that count
                 for b in batches:
                     self._busy.discard((b.topic, b.partition))
+            # A connection that cannot work (transport='shm' without rings, an untrusted socket)
+            # fails the batches now: waiting out delivery_timeout would change nothing.
+            hopeless = not getattr(err, "retriable", True)
             for b in reversed(batches):
-                if now - b.created > self.delivery_timeout or self._closed:
+                if hopeless or now - b.created > self.delivery_timeout or self._closed:
                     self._finish(b, -1, -1, err, in_flight=False)
                 else:
                     self._ready.appendleft(b)

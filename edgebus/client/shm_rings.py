@@ -31,6 +31,7 @@ from edgebus.errors import (
     OperationTimeoutError,
     ShuttingDownError,
     TooManyConnectionsError,
+    TransportUnavailableError,
 )
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame
@@ -246,6 +247,16 @@ def connect_rings(path: Path, transport: str, request_ring_bytes: int = 0
             sock = connect(path)  # the old stream's state is unknown: start clean
     elif transport == "shm":
         sock.close()
-        raise BrokerUnavailableError(f"transport='shm' but {reason}")
-    log.debug("using the socket transport to %s: %s", path, reason)
+        raise TransportUnavailableError(f"transport='shm' but {reason}")
+    if not _said_no_c_module[0] and "not built" in reason:
+        # Once per process: an install without a compiler is a choice to be told about, not a
+        # fault to repeat on every connection.
+        _said_no_c_module[0] = True
+        log.warning("edgebus runs without its C module (%s): using the Unix socket, not "
+                    "shared-memory rings", reason)
+    else:
+        log.debug("using the socket transport to %s: %s", path, reason)
     return sock, None
+
+
+_said_no_c_module = [False]

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -437,6 +436,8 @@ class LogManager:
         for e in entries:
             if e.name.endswith(DELETED_SUFFIX) and e.is_dir(follow_symlinks=False):
                 self._log.info("removing leftover %s", e.path)
+                import shutil  # rarely needed; it pulls in bz2 and lzma
+
                 shutil.rmtree(e.path)
             elif e.name in (TOPICS_FILE + ".tmp", "recovery-checkpoint.tmp"):
                 os.unlink(e.path)
@@ -460,4 +461,6 @@ class LogManager:
         tmp = d.with_name(f"{d.name}.{time.time_ns()}{DELETED_SUFFIX}")
         os.rename(d, tmp)
         fsync_dir(self.data_dir)
+        import shutil
+
         shutil.rmtree(tmp)

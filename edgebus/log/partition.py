@@ -31,7 +31,8 @@ from edgebus.errors import (
     StorageError,
 )
 from edgebus.log.checkpoint import RecoveryPoint
-from edgebus.log.fileutil import DIR_MODE, DISK_FULL_ERRNOS, storage_error
+from edgebus.log.cleaner import SegmentSnap
+from edgebus.log.fileutil import DIR_MODE, DISK_FULL_ERRNOS, storage_error, unlink_quiet
 from edgebus.log.log_start import read_log_start, write_log_start
 from edgebus.log.recovery import RecoveryReport, recover
 from edgebus.log.segment import U32_MAX, Segment, SegmentInfo
@@ -459,13 +460,56 @@ class Partition:
         return RecoveryPoint(seg_base, position, next_offset, self.log_start_offset,
                              self._max_append_time)
 
+    # --- compaction (edgebus/log/cleaner.py) ------------------------------------------------
+
+    def compaction_view(self) -> list[SegmentSnap]:
+        """The segments as the cleaner may read them, oldest first, the active one last (its
+        bytes so far). Cleanable: sealed, fsynced and wholly below the recovery point, so the
+        checkpoint never points into a file that a cleaning rewrites."""
+        self._check_open()
+        active = self._active
+        return [SegmentSnap(s.base_offset, s.log_path, s.size,
+                            s is not active and s.base_offset < self._synced[0]
+                            and s.base_offset not in self._unsynced)
+                for s in self._segments]
+
+    def replace_segment(self, base_offset: int, cleaned: Path, source_size: int) -> bool:
+        """Swap a sealed segment for its cleaned copy, by one rename; False (and the copy
+        deleted) when the segment changed meanwhile (deleted by retention, or not cleanable any
+        more). Its index files are deleted first: a crash then leaves either file with no index,
+        and indexes are rebuilt from the log (lazily, on the first read)."""
+        self._check_open()
+        i = bisect.bisect_left(self._bases, base_offset)
+        seg = self._segments[i] if i < len(self._segments) else None
+        if (seg is None or seg.base_offset != base_offset or seg is self._active
+                or seg.size != source_size or base_offset >= self._synced[0]
+                or base_offset in self._unsynced or self.offline):
+            unlink_quiet(cleaned)
+            return False
+        try:
+            unlink_quiet(seg.index_path)
+            unlink_quiet(seg.timeindex_path)
+            seg.close()
+            self._lru.pop(base_offset, None)
+            os.rename(cleaned, seg.log_path)
+            size = os.stat(seg.log_path).st_size
+        except OSError as e:
+            unlink_quiet(cleaned)
+            raise storage_error(e, f"swapping in the cleaned segment of {self.name}") from e
+        self._segments[i] = Segment(self.path, base_offset, size, self._log)
+        self._dir_changed()  # the next sync ticket fsyncs the directory (the fsync thread)
+        return True
+
     # --- retention --------------------------------------------------------------------------
 
     def apply_retention(self, now_ms: int) -> int:
-        """Delete whole old segments by time and by size; return how many were deleted."""
+        """Delete whole old segments by time and by size; return how many were deleted. Only
+        when the topic's cleanup_policy includes "delete" (a compacted topic keeps its keys)."""
         self._check_open()
         cfg = self.config
         deleted = 0
+        if not cfg.expires:
+            return 0
         try:
             if cfg.retention_ms >= 0:
                 cutoff = now_ms - cfg.retention_ms

@@ -370,6 +370,8 @@ class Segment:
                     raise CorruptRecordError(f"{self.log_path} is shorter than expected")
             base, length, count = _SCAN.unpack_from(buf, i)
             if length < F.BATCH_HEADER_SIZE:
+                if first and not self._index_derived:
+                    raise _StaleIndex  # an index of other bytes (e.g. before a cleaning's swap)
                 raise CorruptRecordError(f"{self.log_path}: bad batch length {length}")
             if base != expect:
                 if first and not self._index_derived:

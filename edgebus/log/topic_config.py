@@ -7,8 +7,8 @@ and every error names the offending key.
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
@@ -30,6 +30,8 @@ _RANGES: dict[str, tuple[int, int]] = {
     "segment_ms": (1, I64_MAX),
     "max_message_bytes": (F.BATCH_HEADER_SIZE, F.MAX_BATCH_BYTES),
     "index_interval_bytes": (0, 2**31 - 1),
+    "delete_retention_ms": (0, I64_MAX),
+    "min_compaction_lag_ms": (0, I64_MAX),
 }
 # Kafka's dotted spellings are accepted on input so that Kafka users' habits work.
 _ALIASES = {
@@ -40,14 +42,22 @@ _ALIASES = {
     "max.message.bytes": "max_message_bytes",
     "index.interval.bytes": "index_interval_bytes",
     "on.disk.full": "on_disk_full",
+    "cleanup.policy": "cleanup_policy",
+    "delete.retention.ms": "delete_retention_ms",
+    "min.compaction.lag.ms": "min_compaction_lag_ms",
 }
 # What appends to a topic do while the data directory's free space is below the low watermark
 # (edgebus/server/disk.py): refuse them with DiskFullError, or delete the topic's oldest segments.
 DISK_FULL_REJECT = "reject"
 DISK_FULL_DROP_OLDEST = "drop-oldest"
 # key -> allowed values, for the settings that are words rather than integers.
+# cleanup_policy (Kafka's cleanup.policy): "delete" = retention by time and size; "compact" = the
+# log cleaner keeps the latest record of each key (edgebus/log/cleaner.py) and nothing expires;
+# "compact,delete" = both.
+CLEANUP_DELETE, CLEANUP_COMPACT, CLEANUP_BOTH = "delete", "compact", "compact,delete"
 _CHOICES: dict[str, tuple[str, ...]] = {
     "on_disk_full": (DISK_FULL_REJECT, DISK_FULL_DROP_OLDEST),
+    "cleanup_policy": (CLEANUP_DELETE, CLEANUP_COMPACT, CLEANUP_BOTH),
 }
 _INT_RE = re.compile(r"-?[0-9]{1,19}")
 # Free-form words, each with the pattern it must match ("" = unset).
@@ -71,6 +81,9 @@ class TopicConfig:
     max_message_bytes: int = 1024 * 1024  # largest batch accepted
     index_interval_bytes: int = 4096  # one sparse index entry per this many bytes of log
     on_disk_full: str = DISK_FULL_REJECT  # policy below the disk low watermark (see _CHOICES)
+    cleanup_policy: str = CLEANUP_DELETE  # see _CHOICES
+    delete_retention_ms: int = DAY_MS  # a compacted topic keeps a tombstone this long
+    min_compaction_lag_ms: int = 0  # records younger than this are never compacted away
     incarnation: str = ""  # see _STRINGS; LogManager.create_topic makes one
     mirror_of: str = ""  # see _STRINGS
 
@@ -99,6 +112,15 @@ class TopicConfig:
     def is_mirror(self) -> bool:
         return bool(self.mirror_of)
 
+    @property
+    def compacted(self) -> bool:
+        return self.cleanup_policy in (CLEANUP_COMPACT, CLEANUP_BOTH)
+
+    @property
+    def expires(self) -> bool:
+        """Whether time and size retention apply (cleanup_policy includes "delete")."""
+        return self.cleanup_policy in (CLEANUP_DELETE, CLEANUP_BOTH)
+
     def to_entries(self) -> dict[str, str]:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}
 
@@ -121,6 +143,8 @@ class TopicConfig:
                 continue
             if name in _CHOICES:
                 word = raw.strip() if isinstance(raw, str) else raw
+                if name == "cleanup_policy" and isinstance(word, str):  # Kafka's list, any order
+                    word = ",".join(sorted(w.strip() for w in word.split(",")))
                 if word not in _CHOICES[name]:
                     raise InvalidRequestError(
                         f"topic config {key}: {raw!r} is not one of {', '.join(_CHOICES[name])}")
@@ -144,7 +168,7 @@ class TopicConfig:
 
 def new_incarnation() -> str:
     """A topic's incarnation id: 128 random bits, so two creations never share one."""
-    return secrets.token_hex(16)
+    return os.urandom(16).hex()  # not `secrets`: it loads OpenSSL (~4 MB RSS)
 
 
 def validate_topic_name(name: str, internal: bool = False) -> None:

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import logging
 import socket
-import ssl
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgebus import format as F
 from edgebus.log.manager import LogManager
 from edgebus.log.topic_config import TopicConfig
 from edgebus.server import status
+from edgebus.server.cleaning import LogCleaner
 from edgebus.server.disk import DiskGuard
 from edgebus.server.dispatch import Dispatcher, build_table
 from edgebus.server.durable import DurableAcks
@@ -28,12 +28,14 @@ from edgebus.server.handlers.replica import ReplicaHandlers
 from edgebus.server.housekeeping import Housekeeping
 from edgebus.server.listeners.shm import ShmTransport
 from edgebus.server.listeners.socket_claim import SocketClaim
-from edgebus.server.listeners.tcp import ReplicaListener
 from edgebus.server.listeners.unix import UnixListener
 from edgebus.server.loop import Loop
 from edgebus.server.notify import Notifier, Watchdog
 from edgebus.server.service import Service
 from edgebus.server.stats import Stats
+
+if TYPE_CHECKING:  # ssl costs ~5 MB of RSS; only a configured replica listener needs it
+    import ssl
 
 log = logging.getLogger("edgebus.broker")
 
@@ -65,6 +67,8 @@ class Broker:
         max_output_total: int = F.MAX_OUTPUT_TOTAL,
         kafka: Any = None,
         kafka_tls: ssl.SSLContext | None = None,
+        cleaner_interval_ms: int = 15_000,
+        cleaner_io_bytes_per_s: int = 4 * 1024 * 1024,
     ) -> None:
         self.logs = logs
         self.socket_path = Path(socket_path)
@@ -90,13 +94,18 @@ class Broker:
             logs, self.data, self.durable, flush_interval_ms=flush_interval_ms,
             checkpoint_interval_ms=checkpoint_interval_ms,
             retention_check_interval_ms=retention_check_interval_ms)
+        # Compacted topics' log cleaner: a thread, paced (server/cleaning.py).
+        self.cleaner = LogCleaner(logs, self.durable.committer, cleaner_interval_ms,
+                                  cleaner_io_bytes_per_s)
         self.node = node or socket.gethostname()
         self.replica = ReplicaHandlers(loop, logs, self.data, self.disk, self.durable, self.stats,
                                        self.node, replica_tokens or {})
         # Peers' replicators append mirrors here (listeners/tcp.py); none unless configured.
-        self.replica_listener = (ReplicaListener(loop, replica_listen, replica_tls,
-                                                 replica_link_idle_ms / 1000)
-                                 if replica_listen else None)
+        self.replica_listener = None
+        if replica_listen:
+            from edgebus.server.listeners.tcp import ReplicaListener  # ssl: loaded only if used
+            self.replica_listener = ReplicaListener(loop, replica_listen, replica_tls,
+                                                    replica_link_idle_ms / 1000)
         self.dispatcher = Dispatcher(
             loop, build_table(self.data, self.admin, self.groups, self.shm, self.replica),
             self.data.produce_fields)
@@ -104,7 +113,7 @@ class Broker:
         # Shutdown runs in this order: STOPPING=1, stop accepting, answer parked fetches, finish
         # durable acks; then the loop flushes and closes every connection.
         services: list[Service] = [self.listener, self.shm, self.data, self.groups, self.durable,
-                                   self.disk, self.housekeeping]
+                                   self.disk, self.housekeeping, self.cleaner]
         if self.replica_listener is not None:
             services.insert(1, self.replica_listener)
         # The Kafka wire protocol (edgebus/server/kafka/, listeners/kafka.py): kafka.enabled.

@@ -22,12 +22,11 @@ free >= high watermark; while it is True no append to a `reject` topic is accept
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from edgebus.errors import DiskFullError
 from edgebus.log.topic_config import DISK_FULL_DROP_OLDEST
@@ -45,9 +44,10 @@ DEFAULT_INTERVAL_S = 5.0
 
 
 def statvfs_probe(path: Path) -> tuple[int, int]:
-    """Total and free bytes for unprivileged writers (psutil's `free` excludes root's reserve)."""
-    u = psutil.disk_usage(str(path))
-    return u.total, u.free
+    """Total and free bytes for unprivileged writers (f_bavail excludes root's reserve), as
+    psutil.disk_usage computes them."""
+    st = os.statvfs(path)
+    return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
 
 
 def human(n: int) -> str:

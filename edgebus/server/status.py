@@ -13,11 +13,11 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 from edgebus.version import __version__
 
 if TYPE_CHECKING:
+    import psutil
+
     from edgebus.server.broker import Broker
 
 _process: psutil.Process | None = None
@@ -27,6 +27,8 @@ _last_cpu: tuple[float, float] | None = None  # (monotonic time, cpu seconds) at
 def _proc() -> psutil.Process:
     global _process
     if _process is None:
+        import psutil  # at the first status request: an idle supervisor does not carry it (~3 MB)
+
         _process = psutil.Process()
     return _process
 
@@ -142,6 +144,7 @@ def collect(broker: Broker) -> dict[str, Any]:
         "records_in": stats.records_in,
         "bytes_in": stats.bytes_in,
         "fsyncs": broker.durable.committer.syncs,
+        "cleaner": broker.cleaner.status(),
         "topics": topics(broker),
         "started_at": round(broker.started, 3),
     }

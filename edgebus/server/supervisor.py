@@ -16,7 +16,6 @@ from edgebus.server import testhooks
 from edgebus.server.broker import Broker
 from edgebus.server.disk import DiskGuard
 from edgebus.server.listeners.socket_claim import SocketClaim
-from edgebus.server.listeners.tcp import server_context
 from edgebus.server.logsetup import setup_logging as _setup_logging
 from edgebus.server.notify import Notifier, summary_line
 from edgebus.server.reload import ConfigReload, apply_declared_topics, topic_config_of
@@ -51,6 +50,8 @@ def run(config: Any) -> int:
     try:
         tokens = load_replica_tokens(config.replica.tokens_file)
         r = config.replica
+        if r.tls_cert is not None and r.tls_key is not None:
+            from edgebus.server.listeners.tcp import server_context  # ssl only when configured
         tls = (server_context(str(r.tls_cert), str(r.tls_key), str(r.tls_ca) if r.tls_ca else None)
                if r.tls_cert is not None and r.tls_key is not None else None)
         kafka_tls = _kafka_tls(config.kafka)
@@ -106,6 +107,8 @@ def run(config: Any) -> int:
             socket_claim=claim,
             max_connections_per_uid=config.limits.max_connections_per_uid,
             max_output_total=config.limits.max_output_total_bytes,
+            cleaner_interval_ms=config.log.cleaner_interval_ms,
+            cleaner_io_bytes_per_s=config.log.cleaner_io_bytes_per_s,
             kafka=config.kafka,
             kafka_tls=kafka_tls,
         )

@@ -1,5 +1,6 @@
-"""The committed-offset store on real files: replay, tombstones, torn tails, and the cleaner's
-growth bound (no supervisor; the LogManager is used directly)."""
+"""The committed-offset store on real files: replay, tombstones, torn tails, and the growth
+bound the log cleaner gives it (no supervisor; the LogManager and edgebus/log/cleaner.py are
+used directly)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from edgebus.log import LogManager
+from edgebus import batch as B
+from edgebus import format as F
+from edgebus.log import LogManager, cleaner
+from edgebus.log.cleaner import CleanPlan, Throttle
 from edgebus.log.topic_config import TopicConfig
 from edgebus.server.groups.offsets import OFFSETS_TOPIC, OffsetKey, OffsetStore, OffsetValue
 
 pytestmark = pytest.mark.unit
-SMALL = TopicConfig(partitions=1, retention_ms=-1, retention_bytes=-1, segment_bytes=2048)
+SMALL = TopicConfig(partitions=1, retention_ms=-1, retention_bytes=-1, segment_bytes=2048,
+                    cleanup_policy="compact", delete_retention_ms=0)
 
 
 def open_store(path: Path, config: TopicConfig = SMALL) -> tuple[LogManager, OffsetStore]:
     logs = LogManager(path)
     logs.open()
-    store = OffsetStore(logs, config, min_dead_records=50)
+    store = OffsetStore(logs, config)
     store.open()
     return logs, store
 
@@ -84,65 +89,87 @@ def test_torn_tail_loses_only_the_torn_commit(tmp_path: Path) -> None:
     logs.close()
 
 
-def clean_fully(s: OffsetStore, now: int) -> None:
-    for _ in range(100):
-        if not s.needs_cleaning:
-            return
-        s.clean(now)
-        sync(s)
-    raise AssertionError("the cleaner did not finish")
+def clean(s: OffsetStore, now: int, swap: bool = True) -> int:
+    """One cleaning of the offsets partition, as the supervisor's cleaner runs it."""
+    p = s.partition
+    sync(s)
+    plan = CleanPlan(p.topic, 0, tuple(p.compaction_view()), now, p.config.delete_retention_ms,
+                     p.config.min_compaction_lag_ms)
+    res = cleaner.clean(plan, Throttle(1 << 40))
+    if not swap:
+        return len(res.segments)
+    return sum(p.replace_segment(c.base_offset, c.cleaned_path, c.source_size)
+               for c in res.segments)
+
+
+def records_in_log(s: OffsetStore) -> int:
+    p = s.partition
+    n, pos = 0, p.log_start_offset
+    while pos < p.log_end_offset:
+        for b in B.iter_batches(p.read(pos, 1 << 20)):
+            n += len(B.decode_batch(b, p.topic, 0, pos))
+            base, _l, count = F.BATCH_SCAN.unpack_from(b, 0)
+            pos = base + count
+    return n
 
 
 def test_cleaner_bounds_the_log_and_keeps_every_live_offset(tmp_path: Path) -> None:
     logs, s = open_store(tmp_path)
     expect = {}
+    rewritten = 0
     for i in range(2000):  # far more than 2 KiB segments hold
         tp = ("t", i % 7)
         group = f"g{i % 3}"
         s.commit(group, [(tp[0], tp[1], i, f"meta{i}")], 1, i)
         expect.setdefault(group, {})[tp] = (i, f"meta{i}", 1)
         if i % 50 == 0:
-            sync(s)
-            s.clean(i)
-    clean_fully(s, 2000)
+            rewritten += clean(s, i)
+    rewritten += clean(s, 2000)
     assert table(s) == expect
+    assert rewritten > 10
+    # Sealed segments hold one record per live key at most; the active one what came since.
     p = s.partition
-    assert s.cleaned_segments > 10
-    live = s.live_entries
-    assert p.log_end_offset - p.log_start_offset <= 2 * live + 50 + 40  # + a segment of slack
-    assert p.size_bytes <= 4 * SMALL.segment_bytes
+    active_records = p.log_end_offset - p.segment_bases[-1]
+    assert records_in_log(s) <= s.live_entries + active_records
     logs.close()
     logs, s = open_store(tmp_path)
     assert table(s) == expect
     logs.close()
 
 
-def test_cleaner_rests_when_the_live_entries_fill_segments(tmp_path: Path) -> None:
+def test_nothing_is_rewritten_when_every_record_is_live(tmp_path: Path) -> None:
     logs, s = open_store(tmp_path)
     for i in range(400):  # 400 distinct live keys: several segments, nothing dead
         s.commit("g", [("t", i, 1, "")], 1, i)
     sync(s)
     assert s.partition.segment_count > 3
-    assert not s.needs_cleaning and not s.clean(500)
+    assert clean(s, 500) == 0
     logs.close()
 
 
-@pytest.mark.parametrize("synced", [False, True])
-def test_crash_in_the_middle_of_cleaning(tmp_path: Path, synced: bool) -> None:
+@pytest.mark.parametrize("swapped", [False, True])
+def test_crash_in_the_middle_of_cleaning(tmp_path: Path, swapped: bool) -> None:
     logs, s = open_store(tmp_path)
     expect = {}
     for i in range(300):
         s.commit("g", [("t", i % 5, i, "")], 1, i)
         expect[("t", i % 5)] = (i, "", 1)
-    sync(s)
-    assert s.partition.segment_count > 1
-    s.clean(300)  # copies live entries forward; the old segment stays until they are durable
-    if synced:
-        sync(s)
-    s.clean(301)
+    assert clean(s, 300, swap=swapped) > 0  # unswapped: the cleaned files are left as .tmp
     logs.abandon()
     logs, s = open_store(tmp_path)
     assert table(s) == {"g": expect}
+    assert not list(tmp_path.rglob("*.tmp"))
+    logs.close()
+
+
+def test_an_offsets_topic_made_by_an_older_edgebus_becomes_compacted(tmp_path: Path) -> None:
+    old = TopicConfig(partitions=1, retention_ms=-1, retention_bytes=-1, segment_bytes=2048)
+    logs, s = open_store(tmp_path, old)
+    s.commit("g", [("t", 0, 5, "")], 1, 1)
+    logs.close()
+    logs, s = open_store(tmp_path)
+    assert logs.topics()[OFFSETS_TOPIC].compacted
+    assert table(s) == {"g": {("t", 0): (5, "", 1)}}
     logs.close()
 
 

@@ -29,7 +29,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
-import secrets
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -168,7 +168,7 @@ class Coordinator:
         if len(g.members) >= G.MAX_GROUP_MEMBERS:
             raise InvalidRequestError(
                 f"group {g.group_id} already has {G.MAX_GROUP_MEMBERS} members")
-        member_id = f"{req.client_id or 'member'}-{secrets.token_hex(6)}"
+        member_id = f"{req.client_id or 'member'}-{os.urandom(6).hex()}"
         m = Member(member_id, req.client_id, conn_id, pid, req.session_timeout_ms,
                    req.rebalance_timeout_ms, topics, assignors, owned,
                    now + req.session_timeout_ms / 1000, reply)

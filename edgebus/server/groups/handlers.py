@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from edgebus.errors import (
@@ -35,10 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgebus.groups")
 
-# While the offsets cleaner has work, it runs a step this often (it waits for fsyncs in between).
-CLEAN_INTERVAL_S = 0.5
-# After a storage error the cleaner backs off this long (the partition may be offline anyway).
-CLEAN_BACKOFF_S = 60.0
 
 
 def _internal(topic: str) -> bool:
@@ -56,7 +51,6 @@ class GroupHandlers(Service):
         self.store.open()
         self.coordinator = Coordinator(self._partitions_of,
                                        initial_rebalance_delay_ms=initial_rebalance_delay_ms)
-        self._next_clean = time.monotonic()
 
     def _partitions_of(self, topic: str) -> int:
         if _internal(topic):
@@ -69,24 +63,13 @@ class GroupHandlers(Service):
         self.coordinator.connection_closed(conn.id)
 
     def next_deadline(self) -> float | None:
-        d = self.coordinator.next_deadline()
-        if self.store.needs_cleaning:
-            d = self._next_clean if d is None else min(d, self._next_clean)
-        return d
+        return self.coordinator.next_deadline()
 
     def tick(self, now: float) -> None:
         try:
             self.coordinator.tick(now)
         except Exception:  # a bug here must not take the supervisor down for everyone
             log.exception("internal error in the group coordinator's timers")
-        if self.store.needs_cleaning and now >= self._next_clean:
-            self._next_clean = now + CLEAN_INTERVAL_S
-            try:
-                if self.store.clean(now_ms()):
-                    self.data.on_append(self.store.partition)
-            except EdgebusError as e:
-                log.error("cleaning %s failed: %s", self.store.partition.name, e)
-                self._next_clean = now + CLEAN_BACKOFF_S
 
     def topic_created(self, topic: str) -> None:
         self.coordinator.topic_changed(topic)

@@ -6,26 +6,22 @@ recovery (torn-tail truncation, CRCs, the checkpoint) and group commit (the Offs
 waits for the fsync that covers it) are the log's own. At start the log is replayed in order to
 rebuild the table: the last record of a key wins. Layouts are in docs/FORMAT.md.
 
-Growth bound (a copying cleaner, Kafka's log compaction in its simplest form): when more than
-half of the topic's records are dead (superseded or deleted) and at least CLEAN_MIN_DEAD_RECORDS
-are, the live entries whose records sit in segments older than the active one are appended again
-at the head, and once the log is fsynced past those copies (and past every record that superseded
-the rest) the older segments are deleted. So the topic holds at most about 2 x live + CLEAN_MIN_DEAD_RECORDS records
-plus one segment (OFFSETS_SEGMENT_BYTES; only whole segments are deleted), whatever the commit
-rate; the copying per commit is bounded (at most `live` records copied to free more than `live`);
-and the cleaner rests, rather than churns, when the live entries alone fill several segments.
+Growth bound: the topic is a compacted topic (cleanup_policy "compact") and the supervisor's
+log cleaner (edgebus/log/cleaner.py, the same as for any compacted topic) keeps the latest record
+of each key in its sealed segments, and drops a group's tombstones after delete_retention_ms. So
+the topic holds about one record per live key plus the active segment, whatever the commit rate.
 
-Invariant: every live entry's `log_offset` is the offset of the latest record of its key, and a
-segment is deleted only when no live entry points into it and everything after it that the
-deletion depends on is fsynced; a crash at any point replays to the same table or to an older
-durable one, never to a mix that loses a durable commit.
+Invariant: every live entry's `log_offset` is the offset of the latest record of its key; a
+crash at any point (of a commit or of a cleaning) replays to the same table or to an older durable
+one, never to a mix that loses a durable commit (docs/FORMAT.md 4.7: a cleaned segment is swapped
+in whole).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from edgebus import batch as B
@@ -37,17 +33,15 @@ from edgebus.protocol.codec import I16, I32, I64, STR, Message
 log = logging.getLogger("edgebus.groups.offsets")
 
 OFFSETS_TOPIC = "__consumer_offsets"
-# Small segments so that the cleaner works in small steps (it copies at most one segment's live
-# entries at a time); never expired by time or size (only the cleaner deletes).
+# Small segments so that the cleaner rewrites little at a time; compacted, never expired by time
+# or size. A deleted group's tombstones stay a day, as Kafka's offsets topic keeps them.
 OFFSETS_SEGMENT_BYTES = 4 * 1024 * 1024
 OFFSETS_TOPIC_CONFIG = TopicConfig(partitions=1, retention_ms=-1, retention_bytes=-1,
                                    segment_bytes=OFFSETS_SEGMENT_BYTES,
-                                   max_message_bytes=1024 * 1024)
+                                   max_message_bytes=1024 * 1024, cleanup_policy="compact",
+                                   delete_retention_ms=24 * 3600 * 1000)
 # Records per appended batch: one commit of many partitions is split into batches this size.
 MAX_RECORDS_PER_BATCH = 1000
-# The cleaner does not run for fewer dead records than this (about 1.3 MB): cleaning small logs
-# costs more writes than it saves space, and SD cards wear.
-CLEAN_MIN_DEAD_RECORDS = 10_000
 # Bytes read per step while replaying.
 REPLAY_READ_BYTES = 1024 * 1024
 KEY_VERSION = 0
@@ -88,17 +82,12 @@ class Committed:
 class OffsetStore:
     """Loop-thread only. `logs` is the LogManager (or anything with its topic methods)."""
 
-    def __init__(self, logs: Any, config: TopicConfig = OFFSETS_TOPIC_CONFIG,
-                 min_dead_records: int = CLEAN_MIN_DEAD_RECORDS) -> None:
+    def __init__(self, logs: Any, config: TopicConfig = OFFSETS_TOPIC_CONFIG) -> None:
         self.logs = logs
         self.config = config
-        self.min_dead_records = min_dead_records
         self.table: dict[str, dict[TP, Committed]] = {}
         self.live_entries = 0  # Invariant: the number of (group, partition) keys in table
         self.partition: Any = None
-        # (delete the segments below this offset, once the log is fsynced up to this one)
-        self._pending_delete: tuple[int, int] | None = None
-        self.cleaned_segments = 0
         self.bad_records = 0
 
     # --- start -----------------------------------------------------------------------------------
@@ -106,6 +95,14 @@ class OffsetStore:
         if OFFSETS_TOPIC not in self.logs.topics():
             self.logs.create_topic(OFFSETS_TOPIC, self.config, internal=True)
             log.info("created the internal topic %s", OFFSETS_TOPIC)
+        elif not self.logs.topics()[OFFSETS_TOPIC].compacted:
+            # Made by an older edgebus, whose private cleaner copied and deleted segments: from
+            # now on the log cleaner compacts it like any compacted topic.
+            old = self.logs.topics()[OFFSETS_TOPIC]
+            self.logs.alter_topic_config(OFFSETS_TOPIC, replace(
+                old, cleanup_policy=self.config.cleanup_policy,
+                delete_retention_ms=self.config.delete_retention_ms))
+            log.info("%s is now a compacted topic", OFFSETS_TOPIC)
         self.partition = self.logs.partition(OFFSETS_TOPIC, 0)
         self._replay()
 
@@ -231,72 +228,3 @@ class OffsetStore:
                 if committed is not None:
                     committed.log_offset = base + i
                 self._set(group_id, tp, committed)
-
-    # --- cleaning --------------------------------------------------------------------------------
-    @property
-    def needs_cleaning(self) -> bool:
-        p = self.partition
-        return p is not None and not p.offline and (
-            self._pending_delete is not None or self._worth_cleaning())
-
-    def _worth_cleaning(self) -> bool:
-        p = self.partition
-        if p.segment_count <= 1:
-            return False
-        live = self.live_entries
-        dead = p.log_end_offset - p.log_start_offset - live
-        return bool(dead > max(live, self.min_dead_records))
-
-    def clean(self, now_ms: int) -> bool:
-        """One step of the cleaner; True when it appended copies (the caller then arranges an
-        fsync, as for any append).
-
-        Step 1 copies every live entry that is not in the active segment to the head and notes
-        the active segment's base as the boundary; step 2, once the log is fsynced up to the end
-        of step 1, deletes every segment below the boundary. Copying at most the live entries to
-        free more dead records than that keeps the work per commit bounded.
-        """
-        p = self.partition
-        if p is None or p.offline:
-            return False
-        if self._pending_delete is not None:
-            boundary, need_synced = self._pending_delete
-            if p.synced_offset < need_synced:
-                return False
-            self._pending_delete = None
-            if self._live_below(boundary):  # cannot happen: copies and commits go to the head
-                log.error("%s: live entries below offset %d; not cleaning", OFFSETS_TOPIC,
-                          boundary)
-                return False
-            deleted = 0
-            while p.segment_count > 1 and p.log_start_offset < boundary:
-                p.delete_oldest_segment()
-                deleted += 1
-            self.cleaned_segments += deleted
-            log.info("%s: cleaned %d segment(s); log now %d..%d, %d live entries",
-                     OFFSETS_TOPIC, deleted, p.log_start_offset, p.log_end_offset,
-                     self.live_entries)
-            return False
-        if not self._worth_cleaning():
-            return False
-        boundary = p.segment_bases[-1]
-        copied = 0
-        for group_id in list(self.table):
-            items = []
-            for tp, c in self.table[group_id].items():
-                if c.log_offset < boundary:
-                    key = OffsetKey(KEY_VERSION, group_id, tp[0], tp[1]).to_bytes()
-                    value = OffsetValue(VALUE_VERSION, c.offset, c.commit_time, c.generation,
-                                        c.metadata).to_bytes()
-                    items.append((tp, key, value, Committed(c.offset, c.metadata, c.commit_time,
-                                                            c.generation, -1)))
-            if items:
-                self._append(group_id, items, now_ms)
-                copied += len(items)
-        # Delete only once the copies, and every record that superseded the old segments' other
-        # entries, are durable: everything up to the current end.
-        self._pending_delete = (boundary, p.log_end_offset)
-        return copied > 0
-
-    def _live_below(self, boundary: int) -> bool:
-        return any(c.log_offset < boundary for g in self.table.values() for c in g.values())

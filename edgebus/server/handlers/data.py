@@ -102,7 +102,7 @@ class DataHandlers(Service):
                 "writes it")
         if batch is None:  # BYTES may be null on the wire; a PRODUCE without a batch is meaningless
             raise InvalidRequestError("PRODUCE carries a null batch (length -1); send one whole record batch")
-        info = B.validate_batch(batch, max_bytes=p.config.max_message_bytes)
+        info = B.validate_batch(batch, max_bytes=p.config.max_message_bytes, compacted_ok=False)
         B.check_records(batch, info)  # records that do not decode would fail every reader
         base, atime = self.disk.append(p, batch, info, now_ms())  # watermarks (server/disk.py)
         self.stats.appended(topic, info.record_count, info.length)

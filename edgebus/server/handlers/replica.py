@@ -9,8 +9,8 @@ Partition.append_replica.
 
 from __future__ import annotations
 
-import hmac
 import logging
+from _operator import _compare_digest as compare_digest  # hmac's own; not hmac: OpenSSL
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +70,7 @@ class ReplicaHandlers:
         else:
             want = self.tokens.get(req.node)
             # compare_digest even for an unknown node, so timing does not tell which names exist.
-            ok = (hmac.compare_digest((want or "\0").encode(), req.token.encode())
+            ok = (compare_digest((want or "\0").encode(), req.token.encode())
                   and want is not None)
             why = f"node {req.node!r} is unknown or its token is wrong"
         if not ok or conn.node is not None:

@@ -225,6 +225,8 @@ class ShmTransport(Service):
         self.links: dict[int, ShmLink] = {}  # conn id -> link
         self.spinning: dict[int, ShmLink] = {}  # links polled by the loop
         self.reason = unavailable_reason()
+        if self.reason is not None:  # said once at start; clients then use the socket
+            log.warning("shared-memory rings are off: %s", self.reason)
         self._ring_ptrs: Any = None  # cffi array of the spinning rings, rebuilt when they change
         self._ring_links: list[ShmLink] = []
 
