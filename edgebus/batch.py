@@ -207,7 +207,7 @@ def is_compacted(buf: bytes | bytearray | memoryview) -> bool:
 def build_compacted(base_offset: int, count: int, append_time: int, first_timestamp: int,
                     max_timestamp: int) -> bytes:
     """The header-only batch standing for `count` offsets from base_offset that the log cleaner
-    removed (docs/FORMAT.md 4.7): stamped, with its own CRC."""
+    removed (docs/FORMAT.md 4.8): stamped, with its own CRC."""
     body = F.BATCH_BODY_HEADER.pack(F.MAGIC, F.ATTR_COMPACTED, 0, count, first_timestamp,
                                     max_timestamp, -1, -1, -1, 0)
     return F.BATCH_OUTSIDE_CRC.pack(base_offset, append_time, F.BATCH_HEADER_SIZE,

@@ -18,7 +18,7 @@ BATCH_MAGIC = 24  # u8
 BATCH_ATTRIBUTES = 25  # u8, bits 0-2 compression (0 = none), bit 3 compacted away, others 0
 ATTR_CODEC_MASK = 0x07  # compression codec bits; must be 0 (none)
 # A "compacted-away" batch: a header with no records that stands for record_count offsets the
-# log cleaner removed, so offsets stay dense in every file (docs/FORMAT.md 2.1, 4.7).
+# log cleaner removed, so offsets stay dense in every file (docs/FORMAT.md 2.1, 4.8).
 ATTR_COMPACTED = 0x08
 BATCH_RESERVED = 26  # u16, 0
 BATCH_RECORD_COUNT = 28  # u32, >= 1

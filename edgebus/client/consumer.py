@@ -379,7 +379,7 @@ class Consumer:
             if recs:
                 self._buffer.append([tp, recs, 0])
             elif end > pos and tp not in self._corrupt:
-                # Only offsets a compacted topic's cleaner removed (docs/FORMAT.md 4.7): move
+                # Only offsets a compacted topic's cleaner removed (docs/FORMAT.md 4.8): move
                 # past them, or the next fetch would return the same empty batches.
                 self._positions[tp] = end
         if self._corrupt and not self._buffer:

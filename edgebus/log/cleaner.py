@@ -10,7 +10,7 @@ A cleaning of one partition has two halves:
    drop into `<segment>.log.cleaned.tmp`, fsynced. The I/O is paced by a `Throttle`.
 2. **On the loop** (`Partition.replace_segment`): swap the cleaned file in by one rename.
 
-What a cleaned segment holds (docs/FORMAT.md 4.7): every batch whose records all survive, byte for
+What a cleaned segment holds (docs/FORMAT.md 4.8): every batch whose records all survive, byte for
 byte (its CRC and producer fields untouched); for a batch that loses records, one new batch per
 run of surviving records, at their original offsets and with their original bytes; and for each
 run of removed offsets one **compacted-away batch** (a 64-byte header, attributes bit 3, with

@@ -13,7 +13,7 @@ the topic holds about one record per live key plus the active segment, whatever 
 
 Invariant: every live entry's `log_offset` is the offset of the latest record of its key; a
 crash at any point (of a commit or of a cleaning) replays to the same table or to an older durable
-one, never to a mix that loses a durable commit (docs/FORMAT.md 4.7: a cleaned segment is swapped
+one, never to a mix that loses a durable commit (docs/FORMAT.md 4.8: a cleaned segment is swapped
 in whole).
 """
 
