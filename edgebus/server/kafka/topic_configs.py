@@ -2,8 +2,8 @@
 
 Kafka tools describe and set a topic's settings by Kafka's names. Those with an edgebus
 equivalent map onto TopicConfig's keys (edgebus/log/topic_config.py) and are read and written
-there. A few Kafka settings have one value here that cannot change (edgebus has no compaction,
-one replica, and stores the producer's batch as it came); they are described with that value,
+there. A few Kafka settings have one value here that cannot change (edgebus keeps
+one replica and stores the producer's batch as it came); they are described with that value,
 marked read-only, and setting them to anything else is refused with INVALID_CONFIG naming what
 is accepted. Any other name is refused with INVALID_CONFIG too: a setting accepted and then
 ignored would lie to the operator.
@@ -36,15 +36,17 @@ class KafkaConfig:
 
 
 CONFIGS: tuple[KafkaConfig, ...] = (
-    KafkaConfig("cleanup.policy", "", T_LIST,
-                "Only 'delete' (time and size retention): edgebus has no log compaction.",
-                fixed="delete"),
+    KafkaConfig("cleanup.policy", "cleanup_policy", T_LIST,
+                "'delete' (retention), 'compact' (keep each key's latest record) or both "
+                "(edgebus cleanup_policy)."),
+    KafkaConfig("delete.retention.ms", "delete_retention_ms", T_LONG,
+                "How long a compacted topic keeps a tombstone (edgebus delete_retention_ms)."),
     KafkaConfig("compression.type", "", T_STRING,
                 "Batches are stored as the producer compressed them.", fixed="producer"),
     KafkaConfig("max.message.bytes", "max_message_bytes", T_INT,
                 "Largest record batch accepted (edgebus max_message_bytes)."),
-    KafkaConfig("min.compaction.lag.ms", "", T_LONG,
-                "No compaction in edgebus: always 0.", fixed="0"),
+    KafkaConfig("min.compaction.lag.ms", "min_compaction_lag_ms", T_LONG,
+                "Records younger than this are never compacted (edgebus min_compaction_lag_ms)."),
     KafkaConfig("min.insync.replicas", "", T_INT,
                 "One broker, one replica: acks=all means the local fsync.", fixed="1"),
     KafkaConfig("retention.bytes", "retention_bytes", T_LONG,
