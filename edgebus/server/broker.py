@@ -65,10 +65,10 @@ class Broker:
         socket_claim: SocketClaim | None = None,
         max_connections_per_uid: int = 128,
         max_output_total: int = F.MAX_OUTPUT_TOTAL,
-        kafka: Any = None,
-        kafka_tls: ssl.SSLContext | None = None,
         cleaner_interval_ms: int = 15_000,
         cleaner_io_bytes_per_s: int = 4 * 1024 * 1024,
+        kafka: Any = None,
+        kafka_tls: ssl.SSLContext | None = None,
     ) -> None:
         self.logs = logs
         self.socket_path = Path(socket_path)

@@ -96,6 +96,8 @@ def run(config: Any) -> int:
             flush_interval_ms=config.log.flush_interval_ms,
             checkpoint_interval_ms=config.log.checkpoint_interval_ms,
             retention_check_interval_ms=config.log.retention_check_interval_ms,
+            cleaner_interval_ms=config.log.cleaner_interval_ms,
+            cleaner_io_bytes_per_s=config.log.cleaner_io_bytes_per_s,
             notifier=notifier,
             disk=disk,
             max_input_buffer=config.limits.max_input_buffer_bytes,

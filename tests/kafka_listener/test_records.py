@@ -200,3 +200,31 @@ def test_a_batch_larger_than_the_topic_limit_is_split() -> None:
     # One record larger than the limit on its own: refused, in both.
     big = kafka_batch([(None, b"x" * 9000, [], 0)])
     assert [r[0] for r in both(R.kafka_batches, big, 8192)] == ["RecordTooLargeError"] * 2
+
+
+@pytest.mark.parametrize("codec", [2, 3, 4])
+def test_compressed_batch_larger_than_the_kept_buffer(codec: int) -> None:
+    """Records decompressing to more than the kept 1 MiB buffer go through the bounded one."""
+    recs = [(None, bytes([i % 251]) * 1000, [], 0) for i in range(3000)]  # about 3 MB
+    kb = kafka_batch(recs)
+    body = kb[R.KAFKA_HEADER_SIZE:]
+    packed = {2: lambda d: bytes(cramjam.snappy.compress_raw(d)), 3: lambda d: bytes(cramjam.lz4.compress(d)),
+              4: lambda d: bytes(cramjam.zstd.compress(d))}[codec](body)
+    assert len(body) > R.SMALL_OUTPUT
+    (conv,) = R.kafka_batches(_reframe(kb[:R.KAFKA_HEADER_SIZE], packed, codec))
+    assert conv.batch == R.kafka_batches(kb)[0].batch
+
+
+def test_compacted_away_offsets_become_an_empty_kafka_batch() -> None:
+    """Offsets the log cleaner removed (FORMAT.md 4.8) are served as an empty Kafka batch that
+    spans them (records_count 0, last_offset_delta covering them), so consumers step over them."""
+    kept = bytearray(R.kafka_batches(kafka_batch([(b"k", b"v", [], 0)]))[0].batch)
+    B.stamp_batch(kept, 105, 7)
+    data = B.build_compacted(5, 100, 7, 7, 7) + bytes(kept)
+    (c, kc), (p, kp) = both(R.edgebus_to_kafka, data)
+    assert c == p == "ok" and kc == kp
+    head = R.KAFKA_HEADER.unpack_from(kc, 0)
+    assert (head[0], head[6], head[12]) == (5, 99, 0)  # base offset, last offset delta, count
+    assert crc32c(kc[21:R.KAFKA_HEADER_SIZE]) == head[4]
+    second = DefaultRecordBatch(kc[R.KAFKA_HEADER_SIZE:])
+    assert [(m.offset, m.key, m.value) for m in second] == [(105, b"k", b"v")]

@@ -156,3 +156,22 @@ def test_mutual_tls(make_broker: Callable[..., EmbeddedBroker], tmp_path: Path, 
     md = AdminClient({**conf, "ssl.certificate.location": str(tmp_path / "client.pem"),
                       "ssl.key.location": str(tmp_path / "client.key")}).list_topics(timeout=15)
     assert md.cluster_id == "edgebus"
+
+
+def test_kafka_user_list_and_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgebus.cli.main import main
+
+    creds = tmp_path / "users.yaml"
+    sasl.add_user(creds, "carol", "pw-1")
+    sasl.add_user(creds, "dave", "pw-2")
+    assert main(["kafka-user", "list", "--file", str(creds)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == ["carol\tSCRAM-SHA-256, SCRAM-SHA-512", "dave\tSCRAM-SHA-256, SCRAM-SHA-512"]
+    assert main(["kafka-user", "remove", "carol", "--file", str(creds)]) == 0
+    assert main(["kafka-user", "remove", "carol", "--file", str(creds)]) == 1
+    users = sasl.Credentials(creds)
+    assert set(users.users) == {"dave"}
+    assert users.check_plain("dave", "pw-2") and not users.check_plain("dave", "pw-1")
+    creds.chmod(0o644)
+    with pytest.raises(Exception, match="chmod 0600"):
+        sasl.Credentials(creds)

@@ -18,6 +18,7 @@ from edgebus.errors import (
     InvalidRequestError,
     InvalidTopicError,
     MirrorReadOnlyError,
+    RecordTooLargeError,
     ServerBusyError,
     ShuttingDownError,
     UnknownTopicError,
@@ -85,7 +86,7 @@ class DataHandlers(Service):
         return self.produce_fields(conn, corr, req.topic, req.partition, req.acks, req.batch, False)
 
     def produce_fields(self, conn: Any, corr: int, topic: str, partition: int, acks: int, batch: Any,
-                       encoded: bool = True) -> Any:
+                       encoded: bool = True, built: B.BatchInfo | None = None) -> Any:
         """PRODUCE from the request's fields (the dispatcher's fast path decodes them without the
         dataclass). With `encoded`, an acks=written answer is returned as its whole response
         frame (bytes, queued as it is) instead of a ProduceResponse."""
@@ -102,7 +103,13 @@ class DataHandlers(Service):
                 "writes it")
         if batch is None:  # BYTES may be null on the wire; a PRODUCE without a batch is meaningless
             raise InvalidRequestError("PRODUCE carries a null batch (length -1); send one whole record batch")
-        info = B.validate_batch(batch, max_bytes=p.config.max_message_bytes, compacted_ok=False)
+        if built is None:
+            info = B.validate_batch(batch, max_bytes=p.config.max_message_bytes, compacted_ok=False)
+        else:  # built by the supervisor itself (the Kafka listener): its CRC is right by construction
+            if built.length > p.config.max_message_bytes:
+                raise RecordTooLargeError(f"batch of {built.length} bytes exceeds the limit of "
+                                          f"{p.config.max_message_bytes} bytes")
+            info = built
         B.check_records(batch, info)  # records that do not decode would fail every reader
         base, atime = self.disk.append(p, batch, info, now_ms())  # watermarks (server/disk.py)
         self.stats.appended(topic, info.record_count, info.length)

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
+from edgebus import format as F
+from edgebus.batch import BatchInfo
 from edgebus.errors import EdgebusError, RecordTooLargeError
 from edgebus.protocol import messages as M
 from edgebus.server.kafka.apis import DEFERRED, NO_RESPONSE
@@ -82,6 +84,13 @@ def produce(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
     return _response(version, results)
 
 
+def built_info(batch: bytearray) -> BatchInfo:
+    """The BatchInfo of a batch records.py built (so the produce path does not check the CRC it
+    has just computed)."""
+    h = F.BATCH_HEADER.unpack_from(batch, 0)
+    return BatchInfo(h[0], h[1], h[2], h[7], h[8], h[9])
+
+
 def _response(version: int, results: list[tuple[str, list[tuple[int, _Result]]]]) -> Any:
     mod = response_module(PRODUCE, version)
     topics = tuple(
@@ -119,7 +128,7 @@ def _append(ctx: KafkaContext, conn: Connection, corr: int, topic: str, partitio
                 seq = conv.base_sequence
                 for piece, n in conv.pieces:
                     resp = ctx.data.produce_fields(conn, corr, topic, partition, M.ACKS_WRITTEN,
-                                                   piece, False)
+                                                   piece, False, built_info(piece))
                     if base < 0:
                         base = resp.base_offset
                     states.appended(p, conv.producer_id, conv.producer_epoch, seq, n, resp.base_offset)

@@ -77,23 +77,43 @@ class Converted:
 
 # --- produce: Kafka -> edgebus ---------------------------------------------------------------------
 
-_scratch: bytearray | None = None  # decompression output, MAX_BATCH_BYTES + 1; loop thread only
+# Decompression output (loop thread only): a kept 1 MiB buffer takes the usual batch (librdkafka's
+# default batch is at most 1 MB); a larger one is decompressed again into a buffer of
+# MAX_BATCH_BYTES + 1 made for it and dropped after, so that bound is never held for long.
+SMALL_OUTPUT = 1024 * 1024
+_small: bytearray | None = None
 
 
 def _decompress(codec: int, data: memoryview) -> memoryview:
     """The records of a compressed batch; RecordTooLargeError above MAX_BATCH_BYTES (checked
     while decompressing, so a small bomb never costs more than the bound)."""
-    global _scratch
-    if _scratch is None:
-        _scratch = bytearray(F.MAX_BATCH_BYTES + 1)
-    out = _scratch
+    global _small
+    if codec == CODEC_GZIP:
+        try:
+            raw = zlib.decompressobj(wbits=47).decompress(data, F.MAX_BATCH_BYTES + 1)  # gzip or zlib
+        except zlib.error as e:
+            raise CorruptRecordError(f"gzip data does not decompress: {e}") from None
+        if len(raw) > F.MAX_BATCH_BYTES:
+            raise _too_large()
+        return memoryview(raw)
+    if _small is None:
+        _small = bytearray(SMALL_OUTPUT)
     try:
-        if codec == CODEC_GZIP:
-            d = zlib.decompressobj(wbits=47)  # gzip or zlib header
-            raw = d.decompress(data, F.MAX_BATCH_BYTES + 1)
-            if len(raw) > F.MAX_BATCH_BYTES:
-                raise _too_large()
-            return memoryview(raw)
+        return _decompress_into(codec, data, _small)
+    except _Full:
+        pass
+    try:
+        return _decompress_into(codec, data, bytearray(F.MAX_BATCH_BYTES + 1))
+    except _Full:
+        raise _too_large() from None
+
+
+class _Full(Exception):
+    """The output buffer was too small."""
+
+
+def _decompress_into(codec: int, data: memoryview, out: bytearray) -> memoryview:
+    try:
         if codec == CODEC_SNAPPY:
             if bytes(data[:8]) == _XERIAL_MAGIC:
                 return _xerial(data, out)
@@ -104,12 +124,14 @@ def _decompress(codec: int, data: memoryview) -> memoryview:
             n = cramjam.zstd.decompress_into(bytes(data), out)
         else:
             raise UnsupportedBatchError(f"unknown compression codec {codec}")
-    except (cramjam.DecompressionError, zlib.error, ValueError) as e:
-        if "whole buffer" in str(e):  # cramjam's "output full": the bound was reached
-            raise _too_large() from None
+    except (cramjam.DecompressionError, ValueError) as e:
+        if "whole buffer" in str(e) or "smaller than required" in str(e):  # cramjam: output full
+            raise _Full from None
         raise CorruptRecordError(f"{CODEC_NAMES.get(codec, codec)} data does not decompress: {e}") from None
     if n > F.MAX_BATCH_BYTES:
         raise _too_large()
+    if n >= len(out):
+        raise _Full
     return memoryview(out)[:n]
 
 
@@ -359,6 +381,16 @@ def edgebus_to_kafka(data: bytes | memoryview) -> bytes:
         if length < F.BATCH_HEADER_SIZE or pos + length > len(view):
             break
         recs = view[pos + F.BATCH_HEADER_SIZE : pos + length]
+        if _attrs & F.ATTR_COMPACTED:
+            # Offsets the log cleaner removed (FORMAT.md 4.8): an empty Kafka batch spanning
+            # them, which consumers step over as they do over Kafka's own emptied batches.
+            kb = bytearray(KAFKA_HEADER_SIZE)
+            KAFKA_HEADER.pack_into(kb, 0, base, len(kb) - _LENGTH_END, 0, 2, 0, 0, count - 1,
+                                   first_ts, max_ts, -1, -1, -1, 0)
+            struct.pack_into(">I", kb, 17, crc32c(memoryview(kb)[_CRC_START:]))
+            out.append(bytes(kb))
+            pos += length
+            continue
         if HAVE_C:
             cap = KAFKA_HEADER_SIZE + 2 * len(recs) + 48 * count
             kb = bytearray(cap)

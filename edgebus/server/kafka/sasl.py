@@ -16,11 +16,8 @@ years uses v1 and SaslAuthenticate.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import logging
 import os
-import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +47,10 @@ MAX_USER = 255
 def scram_entry(password: str, mechanism: str, iterations: int = DEFAULT_ITERATIONS,
                 salt: bytes | None = None) -> dict[str, Any]:
     """What the credentials file stores for `password` under a SCRAM mechanism."""
+    import hashlib
+    import hmac
+    import secrets
+
     h = HASHES[mechanism]
     salt = salt if salt is not None else secrets.token_bytes(24)
     salted = hashlib.pbkdf2_hmac(h, password.encode("utf-8"), salt, iterations)
@@ -112,6 +113,9 @@ class Credentials:
 
     def check_plain(self, user: str, password: str) -> bool:
         """PLAIN: the password, salted and hashed as for SCRAM, against StoredKey."""
+        import hashlib
+        import hmac
+
         for mech, h in HASHES.items():
             e = self.get(user, mech)
             if e is None:
@@ -203,6 +207,12 @@ def _attrs(msg: str) -> dict[str, str]:
 
 def _scram(users: Credentials, conn: Any, mech: str, data: bytes) -> tuple[bytes, str | None]:
     """(the server's message, the user once the exchange is complete, else None)."""
+    # hashlib, hmac and secrets (libcrypto) only once someone authenticates: an idle supervisor
+    # does not carry them.
+    import hashlib
+    import hmac
+    import secrets
+
     h = HASHES[mech]
     try:
         msg = data.decode("utf-8")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
 from typing import TYPE_CHECKING, Any
 
 from edgebus.opsconfig import split_listen
@@ -12,6 +11,8 @@ from edgebus.server.listeners.kafka import KafkaListener
 from edgebus.server.service import Service
 
 if TYPE_CHECKING:
+    import ssl
+
     from edgebus.config import KafkaSettings
 
 

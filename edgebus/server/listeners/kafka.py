@@ -13,7 +13,6 @@ import errno
 import functools
 import logging
 import socket
-import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -22,9 +21,10 @@ from edgebus.opsconfig import split_listen
 from edgebus.server.kafka.apis import dispatch
 from edgebus.server.kafka.framing import PREAUTH_MAX_FRAME, KafkaProtocol
 from edgebus.server.listeners.stream import Connection, StreamListener
-from edgebus.server.listeners.tcp import TlsConnection
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # ssl costs ~5 MB of RSS: loaded only for a listener with TLS
+    import ssl
+
     from edgebus.server.kafka.context import KafkaContext
     from edgebus.server.loop import Loop
 
@@ -53,10 +53,17 @@ class KafkaConnection(Connection):
         _kafka_init(self, listener)
 
 
-class KafkaTlsConnection(TlsConnection):
-    def __init__(self, sock: ssl.SSLSocket, loop: Loop, listener: KafkaListener) -> None:
-        super().__init__(sock, loop)
-        _kafka_init(self, listener)
+@functools.cache
+def _tls_connection_class() -> Any:
+    """KafkaTlsConnection, made at the first TLS connection (listeners/tcp.py imports ssl)."""
+    from edgebus.server.listeners.tcp import TlsConnection
+
+    class KafkaTlsConnection(TlsConnection):
+        def __init__(self, sock: ssl.SSLSocket, loop: Loop, listener: KafkaListener) -> None:
+            super().__init__(sock, loop)
+            _kafka_init(self, listener)
+
+    return KafkaTlsConnection
 
 
 def _peer(sock: socket.socket) -> str:
@@ -69,6 +76,8 @@ def _peer(sock: socket.socket) -> str:
 
 def tls_context(cert: str, key: str, ca: str | None) -> ssl.SSLContext:
     """TLS 1.2+ with the listener's certificate; with `ca`, client certificates are required."""
+    import ssl
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
@@ -123,7 +132,8 @@ class KafkaListener(StreamListener):
         if self.tls is None:
             return KafkaConnection(sock, self.loop, self)
         tls = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return KafkaTlsConnection(tls, self.loop, self)
+        conn: Connection = _tls_connection_class()(tls, self.loop, self)
+        return conn
 
     def accepted(self, conn: Connection) -> None:
         self.conns[conn.id] = conn
