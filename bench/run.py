@@ -331,15 +331,15 @@ def targets(rows: list[dict[str, Any]], idle: dict[str, Any] | None) -> list[dic
     s50, k50 = lat("edgebus-shm", "p50_us"), lat("edgebus-socket", "p50_us")
     add("socket p50 / shm p50", k50 / s50 if s50 and k50 else None, 2, "higher", "x")
     add("idle supervisor CPU %", idle["supervisor_cpu_percent"] if idle else None, 0.5, "lower", "%")
+    add("idle supervisor RSS, no client", idle.get("supervisor_rss_mb_no_clients") if idle else None,
+        20, "lower", "MB")
+    add("idle supervisor RSS, 10 clients", idle["supervisor_rss_mb"] if idle else None, 25, "lower",
+        "MB")
     # Issue 12: the Kafka listener (confluent-kafka producer, acks=1, -> consumer).
     kt, tt = tp("kafka-edgebus", "send"), tp("kafka-tansu", "send")
     add("kafka listener records/s (librdkafka, acks=1)", kt, 300_000, "higher", "msg/s")
     add("kafka listener / Tansu", kt / tt if kt and tt else None, 2, "higher", "x")
     add("kafka listener p50 at 10k msg/s", lat("kafka-edgebus", "p50_us"), 1000, "lower", "us")
-    add("idle supervisor RSS, no client", idle.get("supervisor_rss_mb_no_clients") if idle else None,
-        20, "lower", "MB")
-    add("idle supervisor RSS, 10 clients", idle["supervisor_rss_mb"] if idle else None, 25, "lower",
-        "MB")
     return out
 
 

@@ -43,7 +43,9 @@ def test_confluent_admin_topics_configs_partitions(kbroker: EmbeddedBroker) -> N
     assert _error_code(ac.create_topics([NewTopic("orders", 1)])["orders"]) == 36  # TOPIC_ALREADY_EXISTS
     assert _error_code(ac.create_topics([NewTopic("rf3", 1, replication_factor=3)])["rf3"]) == 38
     assert _error_code(ac.create_topics(
-        [NewTopic("compacted", 1, config={"cleanup.policy": "compact"})])["compacted"]) == 40
+        [NewTopic("zipped", 1, config={"compression.type": "gzip"})])["zipped"]) == 40  # INVALID_CONFIG
+    assert _error_code(ac.create_topics(
+        [NewTopic("odd", 1, config={"cleanup.policy": "archive"})])["odd"]) == 40
     assert _error_code(ac.create_topics([NewTopic("__mine", 1)])["__mine"]) == 17  # INVALID_TOPIC
     assert _error_code(ac.create_topics([NewTopic("huge", 5000)])["huge"]) == 37  # INVALID_PARTITIONS
     with Admin(socket=kbroker.socket) as a:
@@ -54,7 +56,8 @@ def test_confluent_admin_topics_configs_partitions(kbroker: EmbeddedBroker) -> N
     res = ConfigResource("topic", "orders")
     described = ac.describe_configs([res])[res].result(15)
     assert described["retention.ms"].value == "3600000"
-    assert described["cleanup.policy"].value == "delete" and described["cleanup.policy"].is_read_only
+    assert described["cleanup.policy"].value == "delete" and not described["cleanup.policy"].is_read_only
+    assert described["min.insync.replicas"].value == "1" and described["min.insync.replicas"].is_read_only
     assert described["max.message.bytes"].value == "1048576"
 
     alter = ConfigResource("topic", "orders", incremental_configs=[
@@ -62,14 +65,19 @@ def test_confluent_admin_topics_configs_partitions(kbroker: EmbeddedBroker) -> N
         ConfigEntry("segment.bytes", None, incremental_operation=AlterConfigOpType.DELETE)])
     assert ac.incremental_alter_configs([alter])[alter].result(15) is None
     bad = ConfigResource("topic", "orders", incremental_configs=[
-        ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET)])
+        ConfigEntry("min.insync.replicas", "2", incremental_operation=AlterConfigOpType.SET)])
     assert _error_code(ac.incremental_alter_configs([bad])[bad]) == 40  # INVALID_CONFIG
+    # cleanup.policy is a list: APPEND compact to delete gives both (edgebus: "compact,delete").
+    both = ConfigResource("topic", "orders", incremental_configs=[
+        ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.APPEND)])
+    assert ac.incremental_alter_configs([both])[both].result(15) is None
     unknown = ConfigResource("topic", "orders", incremental_configs=[
         ConfigEntry("flush.messages", "1", incremental_operation=AlterConfigOpType.SET)])
     assert _error_code(ac.incremental_alter_configs([unknown])[unknown]) == 40
     with Admin(socket=kbroker.socket) as a:
         cfg = {c.name: c.value for c in a.describe_topic("orders").configs}
     assert cfg["retention_ms"] == "60000"
+    assert cfg["cleanup_policy"] == "compact,delete"
     assert cfg["segment_bytes"] == str(64 * 1024 * 1024), "DELETE resets to the default"
 
     assert ac.create_partitions([NewPartitions("orders", 5)])["orders"].result(15) is None

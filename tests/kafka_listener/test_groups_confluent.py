@@ -205,3 +205,27 @@ def test_rebalance_between_two_processes_and_a_kill(kbroker: EmbeddedBroker) -> 
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+@pytest.mark.crash
+def test_an_acknowledged_commit_survives_sigkill(kbroker: EmbeddedBroker) -> None:
+    """Offsets committed through the Kafka listener are the native store's records: after a
+    SIGKILL the supervisor replays `__consumer_offsets` and the last commit of each partition is
+    what a Kafka client fetches. (SIGKILL keeps the page cache, so this checks the replay, not
+    the fsync; power loss is the native store's test, tests/groups/test_commits.py.)"""
+    create_topic(kbroker, "t", partitions=3)
+    c = kconsumer(kbroker, "durable")
+    offsets = [KTP("t", p, 100 + p) for p in range(3)]
+    for round_ in range(5):
+        done = c.commit(offsets=[KTP("t", tp.partition, tp.offset + round_) for tp in offsets],
+                        asynchronous=False)
+        assert all(tp.error is None for tp in done)
+    c.close()
+    kbroker.kill9()
+    kbroker.start()
+    c = kconsumer(kbroker, "durable")
+    try:
+        got = c.committed([KTP("t", p) for p in range(3)], timeout=30)
+    finally:
+        c.close()
+    assert [(tp.partition, tp.offset) for tp in got] == [(p, 104 + p) for p in range(3)]

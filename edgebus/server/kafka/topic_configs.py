@@ -2,11 +2,10 @@
 
 Kafka tools describe and set a topic's settings by Kafka's names. Those with an edgebus
 equivalent map onto TopicConfig's keys (edgebus/log/topic_config.py) and are read and written
-there. A few Kafka settings have one value here that cannot change (edgebus keeps
-one replica and stores the producer's batch as it came); they are described with that value,
-marked read-only, and setting them to anything else is refused with INVALID_CONFIG naming what
-is accepted. Any other name is refused with INVALID_CONFIG too: a setting accepted and then
-ignored would lie to the operator.
+there. Two Kafka settings have one value here that cannot change (one replica; batches stored
+uncompressed); they are described with that value, marked read-only, and setting them to anything
+else is refused with INVALID_CONFIG naming what is accepted. Any other name is refused with
+INVALID_CONFIG too: a setting accepted and then ignored would lie to the operator.
 """
 
 from __future__ import annotations
@@ -37,16 +36,18 @@ class KafkaConfig:
 
 CONFIGS: tuple[KafkaConfig, ...] = (
     KafkaConfig("cleanup.policy", "cleanup_policy", T_LIST,
-                "'delete' (retention), 'compact' (keep each key's latest record) or both "
-                "(edgebus cleanup_policy)."),
+                "delete (retention by time and size), compact (latest record of each key), or "
+                "both (edgebus cleanup_policy)."),
+    KafkaConfig("compression.type", "", T_STRING,
+                "Batches are stored uncompressed, whatever the producer sent.",
+                fixed="uncompressed"),
     KafkaConfig("delete.retention.ms", "delete_retention_ms", T_LONG,
                 "How long a compacted topic keeps a tombstone (edgebus delete_retention_ms)."),
-    KafkaConfig("compression.type", "", T_STRING,
-                "Batches are stored as the producer compressed them.", fixed="producer"),
     KafkaConfig("max.message.bytes", "max_message_bytes", T_INT,
                 "Largest record batch accepted (edgebus max_message_bytes)."),
     KafkaConfig("min.compaction.lag.ms", "min_compaction_lag_ms", T_LONG,
-                "Records younger than this are never compacted (edgebus min_compaction_lag_ms)."),
+                "Records younger than this are never compacted away (edgebus "
+                "min_compaction_lag_ms)."),
     KafkaConfig("min.insync.replicas", "", T_INT,
                 "One broker, one replica: acks=all means the local fsync.", fixed="1"),
     KafkaConfig("retention.bytes", "retention_bytes", T_LONG,
@@ -111,5 +112,13 @@ def entries_for(configs: list[tuple[str, int, str | None]], current: TopicConfig
                     f"{name}={value!r} is not supported: edgebus accepts only "
                     f"{c.name}={c.fixed!r} ({c.doc})")
             continue
+        if c.type == T_LIST:
+            words = {w.strip() for w in value.split(",") if w.strip()}
+            have = set(out.get(c.key, value_of(c, current)).split(","))
+            words = have | words if op == OP_APPEND else have - words if op == OP_SUBTRACT \
+                else words
+            if not words:
+                raise InvalidRequestError(f"{name} cannot be empty")
+            value = ",".join(sorted(words))  # "compact,delete", edgebus's spelling of both
         out[c.key] = value
     return out
