@@ -109,8 +109,6 @@ def run(config: Any) -> int:
             socket_claim=claim,
             max_connections_per_uid=config.limits.max_connections_per_uid,
             max_output_total=config.limits.max_output_total_bytes,
-            cleaner_interval_ms=config.log.cleaner_interval_ms,
-            cleaner_io_bytes_per_s=config.log.cleaner_io_bytes_per_s,
             kafka=config.kafka,
             kafka_tls=kafka_tls,
         )
