@@ -64,7 +64,7 @@ KEY_GROUP, KEY_TRANSACTION = 0, 1
 def find_coordinator(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     node_id, host, port = coordinator_address(ctx)
     key_type = getattr(req, "key_type", KEY_GROUP)
-    if key_type == KEY_GROUP:
+    if key_type in (KEY_GROUP, KEY_TRANSACTION):  # this broker coordinates both (txn.py)
         err, msg = E.NONE, None
     else:
         err, msg = E.INVALID_REQUEST, (f"key type {key_type}: edgebus has only group "
