@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--boil", type=float, default=100.0, help="celsius that means 'switch off'")
     ap.add_argument("--state-dir", default="state", help="RocksDB state (Quix's state_dir)")
     ap.add_argument("--group", default="teapot-max")
+    ap.add_argument("--commit-interval", type=float, default=5.0, help="seconds between commits")
     args = ap.parse_args(argv)
 
     try:
@@ -36,9 +37,15 @@ def main(argv: list[str] | None = None) -> int:
         print("quix_max: needs Quix Streams: .venv/bin/pip install quixstreams", file=sys.stderr)
         return 2
 
+    # Exactly-once: a transactional id that stays the same across restarts, so a restarted app
+    # fences its killed predecessor at once (and the transaction it left open is aborted then,
+    # not only after transaction.timeout.ms, which Quix would otherwise make random).
+    producer_config = ({"transactional.id": f"{args.group}-txn", "transaction.timeout.ms": 15_000}
+                       if args.guarantee == "exactly-once" else {})
     app = Application(broker_address=args.broker, consumer_group=args.group,
                       auto_offset_reset="earliest", processing_guarantee=args.guarantee,
-                      state_dir=args.state_dir, loglevel="WARNING")
+                      state_dir=args.state_dir, loglevel="WARNING",
+                      commit_interval=args.commit_interval, producer_extra_config=producer_config)
     readings = app.topic("teapot.temperature", key_deserializer="str",
                          value_deserializer="json")
     maxima = app.topic("teapot.max-per-minute", key_serializer="str", value_serializer="json")

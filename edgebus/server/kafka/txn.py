@@ -26,6 +26,7 @@ from edgebus.protocol import messages as M
 from edgebus.server.handlers.data import now_ms
 from edgebus.server.kafka import errcodes as E
 from edgebus.server.kafka.apis import KafkaApi
+from edgebus.server.kafka.fetch import up_to
 from edgebus.server.kafka.produce import built_info, producers
 from edgebus.server.kafka.shape import response
 from edgebus.server.kafka.txn_mark import mark
@@ -76,6 +77,7 @@ class TxnCoordinator(Service):
         self.ctx = ctx
         self.state = TxnState.load(ctx.logs.data_dir, time.monotonic())
         self._next_check = time.monotonic() + CHECK_EVERY_S
+        ctx.data.txn_filter = self.native_view
         for tid, t in list(self.state.txns.items()):
             if t.state in (PREPARE_COMMIT, PREPARE_ABORT):  # killed while writing markers
                 log.info("transaction %r: completing its %s after a restart", tid, t.state)
@@ -120,6 +122,33 @@ class TxnCoordinator(Service):
 
     def aborted_between(self, key: PartKey, start: int, end: int) -> list[tuple[int, int]]:
         return self.state.aborted_between(key, start, end)
+
+    def native_view(self, p: Any, data: bytes) -> bytes:
+        """What a native fetch of `data` (whole batches from partition `p`) may see: batches
+        before the last stable offset, aborted transactions' batches as compacted-away batches
+        (the native Consumer steps over those: docs/FORMAT.md 4.8, 9.4)."""
+        key = (p.topic, p.partition)
+        st = self.state
+        aborted = st.aborted.get(key)
+        if not aborted and not any(key in t.parts for t in st.txns.values()):
+            return data  # the usual case: no transaction ever touched this partition, or all done
+        data = up_to(data, st.last_stable_offset(key, p.log_end_offset))
+        if not aborted:
+            return data
+        out: list[bytes] = []
+        view = memoryview(data)
+        pos = 0
+        while pos + F.BATCH_HEADER_SIZE <= len(view):
+            h = F.BATCH_HEADER.unpack_from(view, pos)
+            base, atime, length, attrs, count, first_ts, max_ts, pid = (
+                h[0], h[1], h[2], h[5], h[7], h[8], h[9], h[10])
+            if (attrs & F.ATTR_TRANSACTIONAL and not attrs & F.ATTR_CONTROL
+                    and any(a == pid and first <= base < marker for a, first, marker in aborted)):
+                out.append(B.build_compacted(base, count, atime, first_ts, max_ts))
+            else:
+                out.append(bytes(view[pos : pos + length]))
+            pos += length
+        return b"".join(out)
 
     # --- the APIs ---
     def init_producer(self, tid: str, timeout_ms: int, pid: int, epoch: int) -> tuple[int, int, int]:
