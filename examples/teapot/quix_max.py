@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     alerts = sdf.filter(lambda w: w["max_celsius"] >= args.boil)
     alerts = alerts.apply(lambda w: "off")
     alerts.to_topic(commands)
+    print(f"quix_max: reading teapot.temperature at {args.broker} ({args.guarantee})", flush=True)
     app.run()
     return 0
 
