@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             tansu.start()
             brokers.append(("tansu", tansu.bootstrap()))
         try:
-            for name, boot in brokers:
+            for _name, boot in brokers:
                 produce(boot, args.records)
             for _ in range(args.rounds):
                 for name, boot in brokers:  # alternating: the machine's noise hits both
