@@ -21,7 +21,7 @@ from confluent_kafka import Consumer as CKConsumer
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import Producer as CKProducer
 
-from edgebus import Consumer, TopicPartition
+from edgebus import Admin, Consumer, Producer, TopicPartition
 from edgebus.testing import EmbeddedBroker
 from tests.kafka_listener.conftest import create_topic
 
@@ -195,3 +195,46 @@ def test_transaction_state_survives_supervisor_sigkill(
     p2.produce("dur", b"x3", partition=0)
     p2.abort_transaction(30)
     assert read_all(kbroker, "dur", "read_committed") == [b"x1", b"y", b"x2"]
+
+
+def test_compaction_keeps_what_transactions_decide(make_broker: Callable[..., EmbeddedBroker]) -> None:
+    """An aborted transactional record is never taken for its key's latest by the log cleaner
+    (which would remove the committed value before it), and committed ones survive cleaning."""
+    b = make_broker({"log": {"cleaner_interval_ms": 200}}).start()
+    with Admin(socket=b.socket) as a:
+        a.create_topic("ctx", partitions=1, config={"cleanup_policy": "compact", "segment_bytes": 4096})
+    with Producer(socket=b.socket, linger_ms=0) as p:
+        for i in range(60):
+            p.send("ctx", b"plain%d" % i, key=b"k%d" % (i % 3), partition=0).get(10)
+    t = tx_producer(b, "t-ctx")
+    t.begin_transaction()
+    t.produce("ctx", b"aborted", key=b"k0", partition=0)
+    t.flush(30)
+    t.abort_transaction(30)
+    t.begin_transaction()
+    t.produce("ctx", b"committed", key=b"k1", partition=0)
+    t.commit_transaction(30)
+    with Producer(socket=b.socket, linger_ms=0) as p:  # roll the segments past the transactions
+        for i in range(240):
+            p.send("ctx", b"filler%d" % i, key=b"f%d" % (i % 4), partition=0).get(10)
+    end = 60 + 2 + 2 + 240  # records and markers
+    deadline = time.monotonic() + 60
+    while True:  # until the cleaner has removed something
+        values = native_values(b, "ctx")
+        if len(values) < end - 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(values) < end - 4, "the cleaner removed nothing"
+    latest: dict[bytes, bytes] = {}
+    c = CKConsumer({"bootstrap.servers": b.kafka_bootstrap, "group.id": "g-ctx",
+                    "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+                    "enable.partition.eof": True})
+    c.subscribe(["ctx"])
+    try:
+        while (m := c.poll(10)) is not None and not m.error():
+            latest[m.key()] = m.value()
+    finally:
+        c.close()
+    assert latest[b"k0"] == b"plain57"  # not the aborted record, and not removed because of it
+    assert latest[b"k1"] == b"committed"
+    assert latest[b"k2"] == b"plain59"
