@@ -70,6 +70,11 @@ class Stats:
         """One whole batch went out (a parked fetch answered from the batch just appended)."""
         self._sent(topic, 1, _U32.unpack_from(batch, F.BATCH_RECORD_COUNT)[0], len(batch))
 
+    def bytes_sent(self, topic: str, data: bytes | memoryview) -> None:
+        """Whole stored batches went out in another protocol's encoding (the Kafka listener)."""
+        batches, records = count_batches(data)
+        self._sent(topic, batches, records, len(data))
+
     def _sent(self, topic: str, batches: int, records: int, nbytes: int) -> None:
         self.bytes_out += nbytes
         self.batches_out += batches

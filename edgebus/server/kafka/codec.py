@@ -21,7 +21,6 @@ from kio.index import load_payload_module
 from kio.schema.errors import ErrorCode
 from kio.schema.request_header.v1.header import RequestHeader as RequestHeaderV1
 from kio.schema.request_header.v2.header import RequestHeader as RequestHeaderV2
-from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
 
 from edgebus import errors as E
@@ -31,9 +30,9 @@ from edgebus.server.kafka.lengths import check as check_lengths
 
 API_VERSIONS_KEY = 18
 ZERO_UUID = uuid.UUID(int=0)
-_header_v1 = entity_reader(RequestHeaderV1)
-_header_v2 = entity_reader(RequestHeaderV2)
 _ZERO = datetime.timedelta(0)
+# kio.serial (the readers and writers) is imported at the first Kafka request, not at start: it
+# imports asyncio and with it ssl (about 6 MB of RSS) for a type alias.
 
 
 @functools.cache
@@ -56,6 +55,8 @@ def _request_type(api_key: int, version: int) -> Any:
 
 @functools.cache
 def _reader(entity: type) -> Any:
+    from kio.serial import entity_reader
+
     return entity_reader(entity)
 
 
@@ -65,6 +66,8 @@ _writers: dict[type, Any] = {}
 def _writer(entity: type) -> Any:
     w = _writers.get(entity)
     if w is None:
+        from kio.serial import entity_writer
+
         w = _writers[entity] = entity_writer(entity)
     return w
 
@@ -76,7 +79,7 @@ def is_flexible(api_key: int, version: int) -> bool:
 def decode_header(api_key: int, version: int, data: memoryview) -> tuple[Any, int]:
     """(the request header, its size): header v2 for flexible versions, else v1. ProtocolError
     when it does not parse."""
-    reader = _header_v2 if is_flexible(api_key, version) else _header_v1
+    reader = _reader(RequestHeaderV2 if is_flexible(api_key, version) else RequestHeaderV1)
     try:
         header, size = reader(data, 0)
     except Exception as e:  # kio raises ValueError, BufferUnderflow, UnicodeDecodeError, ...

@@ -17,6 +17,7 @@ import io
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from kio.schema.consumer_protocol_assignment.v0 import data as assign_v0
@@ -25,7 +26,6 @@ from kio.schema.consumer_protocol_subscription.v1 import data as sub_v1
 from kio.schema.consumer_protocol_subscription.v2 import data as sub_v2
 from kio.schema.consumer_protocol_subscription.v3 import data as sub_v3
 from kio.schema.types import TopicName
-from kio.serial import entity_reader, entity_writer
 from kio.static.primitive import i32
 
 from edgebus.errors import InvalidRequestError
@@ -36,12 +36,26 @@ _SUBSCRIPTIONS: tuple[Any, ...] = (
     sub_v0.ConsumerProtocolSubscription, sub_v1.ConsumerProtocolSubscription,
     sub_v2.ConsumerProtocolSubscription, sub_v3.ConsumerProtocolSubscription,
 )
-_READERS = [entity_reader(s) for s in _SUBSCRIPTIONS]
 # Assignment v0 is what every client reads (v1-v3 add nothing a member needs from us), so it is
 # what we send whatever version the member subscribed with.
 _ASSIGNMENT = assign_v0.ConsumerProtocolAssignment
-_write_assignment = entity_writer(_ASSIGNMENT)
-_write_subscription = entity_writer(sub_v0.ConsumerProtocolSubscription)
+
+
+# kio.serial is imported at first use, not at start: it imports asyncio and ssl (codec.py).
+@cache
+def _reader(i: int) -> Any:
+    from kio.serial import entity_reader
+
+    return entity_reader(_SUBSCRIPTIONS[i])
+
+
+@cache
+def _writer(entity: type) -> Any:
+    from kio.serial import entity_writer
+
+    return entity_writer(entity)
+
+
 # Topics in one subscription: a member lists each topic it consumes (a regex is resolved by the
 # client); bounds what one JoinGroup can make the coordinator hold.
 MAX_SUBSCRIBED_TOPICS = 10_000
@@ -61,11 +75,11 @@ def decode_subscription(data: bytes) -> Subscription:
     (version,) = struct.unpack_from(">h", data)
     if version < 0:
         raise InvalidRequestError(f"consumer protocol subscription version {version} is negative")
-    i = min(version, len(_READERS) - 1)
+    i = min(version, len(_SUBSCRIPTIONS) - 1)
     view = memoryview(data).toreadonly()
     try:
         check_lengths(_SUBSCRIPTIONS[i], view, 2)  # kio allocates from the lengths it reads
-        sub, _size = _READERS[i](view, 2)
+        sub, _size = _reader(i)(view, 2)
     except Exception as e:  # ProtocolError from the check; kio's plain errors on short bytes
         raise InvalidRequestError(
             f"consumer protocol subscription (version {version}) does not decode: {e}") from None
@@ -82,7 +96,7 @@ def encode_subscription(topics: Iterable[str]) -> bytes:
     """A version-0 subscription (DescribeGroups' member metadata)."""
     buf = io.BytesIO()
     buf.write(struct.pack(">h", 0))
-    _write_subscription(buf, sub_v0.ConsumerProtocolSubscription(
+    _writer(sub_v0.ConsumerProtocolSubscription)(buf, sub_v0.ConsumerProtocolSubscription(
         topics=tuple(sorted(topics)), user_data=None))
     return buf.getvalue()
 
@@ -94,7 +108,7 @@ def encode_assignment(partitions: Iterable[tuple[str, int]]) -> bytes:
         by_topic.setdefault(topic, []).append(part)
     buf = io.BytesIO()
     buf.write(struct.pack(">h", 0))
-    _write_assignment(buf, _ASSIGNMENT(
+    _writer(_ASSIGNMENT)(buf, _ASSIGNMENT(
         assigned_partitions=tuple(assign_v0.TopicPartition(topic=TopicName(t), partitions=tuple(i32(p) for p in ps))
                                   for t, ps in by_topic.items()),
         user_data=b""))  # empty rather than null: older clients read it as plain bytes

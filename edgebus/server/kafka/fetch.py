@@ -23,7 +23,6 @@ from edgebus.server.kafka.apis import DEFERRED
 from edgebus.server.kafka.codec import build, kafka_error, response_module
 from edgebus.server.kafka.records import edgebus_to_kafka
 from edgebus.server.service import Service
-from edgebus.server.stats import count_batches
 
 if TYPE_CHECKING:
     from edgebus.server.kafka.context import KafkaContext
@@ -80,17 +79,18 @@ class KafkaFetches(Service):
             return  # parked fetches wait (costing nothing) until room or their deadline
         for w in self.waiters.waiting_on(p.topic, p.partition):
             plan: _Plan = w.request  # type: ignore[assignment]
-            resp, total = read(self.ctx, plan.header, plan.request)
+            resp, total, out = read(self.ctx, plan.header, plan.request)
             if total >= plan.request.min_bytes:
                 self.waiters.remove(w)
-                self.ctx.answer(w.conn, plan.header, resp)
+                answer(self.ctx, w.conn, plan.header, resp, out)
 
     def _complete(self, w: ParkedFetch) -> None:
         if w.done:
             return
         self.waiters.remove(w)
         plan: _Plan = w.request  # type: ignore[assignment]
-        self.ctx.answer(w.conn, plan.header, read(self.ctx, plan.header, plan.request)[0])
+        resp, _, out = read(self.ctx, plan.header, plan.request)
+        answer(self.ctx, w.conn, plan.header, resp, out)
 
     def park(self, conn: Connection, header: Any, req: Any, wait_ms: int) -> None:
         plan = _Plan([_TP(t.topic, fp.partition) for t in req.topics for fp in t.partitions], header, req)
@@ -103,11 +103,22 @@ def fetches(ctx: KafkaContext) -> KafkaFetches:
     return f
 
 
+def answer(ctx: KafkaContext, conn: Connection, header: Any, resp: Any,
+           out: list[tuple[str, bytes]]) -> None:
+    """Send a deferred Fetch answer and count the stored bytes it carries (status, metrics)."""
+    if not conn.closed:
+        for topic, data in out:
+            ctx.stats.bytes_sent(topic, data)
+    ctx.answer(conn, header, resp)
+
+
 def fetch(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
     wait = min(int(req.max_wait.total_seconds() * 1000), ctx.data.max_fetch_wait_ms)
-    resp, total = read(ctx, header, req)
+    resp, total, out = read(ctx, header, req)
     if (total >= req.min_bytes or wait <= 0 or ctx.api.stopping
             or conn.parked >= MAX_PARKED_PER_CONNECTION or _errors(resp)):
+        for topic, data in out:
+            ctx.stats.bytes_sent(topic, data)
         return resp
     fetches(ctx).park(conn, header, req, wait)
     return DEFERRED
@@ -117,14 +128,15 @@ def _errors(resp: Any) -> bool:
     return any(p.error_code for t in resp.responses for p in t.partitions)
 
 
-def read(ctx: KafkaContext, header: Any, req: Any) -> tuple[Any, int]:
-    """(the Fetch response, record bytes in it)."""
+def read(ctx: KafkaContext, header: Any, req: Any) -> tuple[Any, int, list[tuple[str, bytes]]]:
+    """(the Fetch response, record bytes in it, the stored bytes it carries by topic)."""
     mod = response_module(FETCH, header.request_api_version)
     remaining = min(max(req.max_bytes, 1), F.MAX_FETCH_RESPONSE_BYTES)
     total = 0
     topics = []
     txn = ctx.parts.get("txn")
     committed = getattr(req, "isolation_level", 0) == 1
+    out: list[tuple[str, bytes]] = []
     for t in req.topics:
         parts = []
         for fp in t.partitions:
@@ -148,8 +160,7 @@ def read(ctx: KafkaContext, header: Any, req: Any) -> tuple[Any, int]:
                         records = edgebus_to_kafka(data)
                         total += len(records)
                         remaining -= len(records)
-                        batches, nrec = count_batches(data)
-                        ctx.stats._sent(t.topic, batches, nrec, len(data))
+                        out.append((t.topic, data))
                 elif fp.fetch_offset > hw:
                     err = ErrorCode.offset_out_of_range
             except EdgebusError as e:
@@ -159,7 +170,8 @@ def read(ctx: KafkaContext, header: Any, req: Any) -> tuple[Any, int]:
                                aborted_transactions=aborted, preferred_read_replica=-1,
                                records=records))
         topics.append(build(mod.FetchableTopicResponse, topic=t.topic, partitions=tuple(parts)))
-    return build(mod.FetchResponse, error_code=ErrorCode.none, session_id=0, responses=tuple(topics)), total
+    resp = build(mod.FetchResponse, error_code=ErrorCode.none, session_id=0, responses=tuple(topics))
+    return resp, total, out
 
 
 def up_to(data: bytes, end: int) -> bytes:

@@ -20,14 +20,6 @@ import dataclasses
 from functools import cache
 from typing import Any
 
-from kio.serial._introspect import (
-    EntityField,
-    EntityTupleField,
-    PrimitiveTupleField,
-    classify_field,
-    get_field_tag,
-)
-
 from edgebus.errors import ProtocolError
 
 _FIXED = {"bool": 1, "int8": 1, "int16": 2, "uint16": 2, "error_code": 2, "int32": 4,
@@ -44,6 +36,15 @@ class _Unknown(Exception):
 @cache
 def _plan(cls: type) -> tuple[tuple[str, Any, str], ...]:
     """(kind, nested class or None, kafka_type) for each untagged field, in wire order."""
+    # Imported here, not at start: kio.serial imports asyncio and ssl (codec.py).
+    from kio.serial._introspect import (
+        EntityField,
+        EntityTupleField,
+        PrimitiveTupleField,
+        classify_field,
+        get_field_tag,
+    )
+
     out: list[tuple[str, Any, str]] = []
     for f in dataclasses.fields(cls):
         if get_field_tag(f) is not None:

@@ -18,9 +18,6 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-import cramjam
-from crc32c import crc32c
-
 from edgebus import format as F
 from edgebus.errors import CorruptRecordError, EdgebusError, RecordTooLargeError
 
@@ -31,6 +28,16 @@ try:
     HAVE_C = hasattr(_lib, "eb_kafka_to_edgebus")
 except ImportError:  # not built: the Python below
     HAVE_C = False
+
+# cramjam and crc32c (about 4 MB of RSS together) are imported at the first Kafka batch, not at
+# start, so that a supervisor nobody produces to over Kafka does not carry them.
+
+
+def crc32c(data: bytes | bytearray | memoryview) -> int:
+    from crc32c import crc32c as c
+
+    return int(c(data))
+
 
 # Kafka's v2 batch header (big-endian), FORMAT.md 9.1.
 KAFKA_HEADER = struct.Struct(">qiibIhiqqqhii")
@@ -113,6 +120,8 @@ class _Full(Exception):
 
 
 def _decompress_into(codec: int, data: memoryview, out: bytearray) -> memoryview:
+    import cramjam
+
     try:
         if codec == CODEC_SNAPPY:
             if bytes(data[:8]) == _XERIAL_MAGIC:
@@ -136,6 +145,8 @@ def _decompress_into(codec: int, data: memoryview, out: bytearray) -> memoryview
 
 
 def _xerial(data: memoryview, out: bytearray) -> memoryview:
+    import cramjam
+
     pos, n = 16, 0
     while pos < len(data):
         if pos + 4 > len(data):
