@@ -64,7 +64,7 @@ KEY_GROUP, KEY_TRANSACTION = 0, 1
 def find_coordinator(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     node_id, host, port = coordinator_address(ctx)
     key_type = getattr(req, "key_type", KEY_GROUP)
-    if key_type == KEY_GROUP:
+    if key_type in (KEY_GROUP, KEY_TRANSACTION):  # this broker coordinates both (txn.py)
         err, msg = E.NONE, None
     else:
         err, msg = E.INVALID_REQUEST, (f"key type {key_type}: edgebus has only group "
@@ -81,7 +81,8 @@ def find_coordinator(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
 # --- JoinGroup -----------------------------------------------------------------------------------
 def _join_error(header: Any, code: int, member_id: str) -> Any:
     return response(header, error_code=code, generation_id=-1, protocol_type=PROTOCOL_TYPE,
-                    protocol_name=None, leader="", member_id=member_id, members=[])
+                    protocol_name=None if header.request_api_version >= 7 else "", leader="",
+                    member_id=member_id, members=[])  # nullable only from v7
 
 
 def _native_join(header: Any, req: Any) -> tuple[G.JoinGroupRequest | None, int]:
