@@ -330,7 +330,7 @@ def decode_batch(batch: bytes | memoryview, topic: str, partition: int, min_offs
     """Validate a batch and decode its records with offset >= min_offset."""
     h = _checked_header(batch, F.MAX_BATCH_BYTES)
     base_offset, length, record_count = h[0], h[2], h[7]
-    if h[5] & F.ATTR_COMPACTED:  # offsets the log cleaner removed: no records
+    if h[5] & (F.ATTR_COMPACTED | F.ATTR_CONTROL):  # removed offsets, or a transaction marker
         return []
     if _fast is not None and record_count - max(0, min_offset - base_offset) >= _FAST_MIN_RECORDS:
         try:

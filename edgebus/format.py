@@ -15,11 +15,15 @@ BATCH_APPEND_TIME = 8  # i64 ms, stamped by the supervisor, never decreasing wit
 BATCH_LENGTH = 16  # u32, whole batch including this header
 BATCH_CRC = 20  # u32, zlib.crc32 of bytes [CRC_START, length)
 BATCH_MAGIC = 24  # u8
-BATCH_ATTRIBUTES = 25  # u8, bits 0-2 compression (0 = none), bit 3 compacted away, others 0
+BATCH_ATTRIBUTES = 25  # u8, bits 0-2 compression (0 = none), bit 3 compacted away, 4 transactional, 5 control, others 0
 ATTR_CODEC_MASK = 0x07  # compression codec bits; must be 0 (none)
 # A "compacted-away" batch: a header with no records that stands for record_count offsets the
 # log cleaner removed, so offsets stay dense in every file (docs/FORMAT.md 2.1, 4.8).
 ATTR_COMPACTED = 0x08
+# Kafka transactions (docs/FORMAT.md 9.4): a batch written inside a transaction, and a control
+# batch (one Kafka end-transaction marker record); the same bits as in Kafka's attributes.
+ATTR_TRANSACTIONAL = 0x10
+ATTR_CONTROL = 0x20
 BATCH_RESERVED = 26  # u16, 0
 BATCH_RECORD_COUNT = 28  # u32, >= 1
 BATCH_FIRST_TIMESTAMP = 32  # i64 ms, producer's create time of the first record

@@ -114,6 +114,28 @@ class EmbeddedBroker:
         return self._kafka_bootstrap
 
     @property
+    def replica_address(self) -> str:
+        """"host:port" of the running supervisor's replica listener, from the status document
+        (with `replica.listen: "127.0.0.1:0"` the port is chosen at start: no other process can
+        take it between choosing and binding, as it can a port probed free beforehand)."""
+        from edgebus.client.admin import Admin
+
+        with Admin(socket=self.socket) as admin:
+            replica = admin.status().get("replica")
+        if not replica:
+            raise RuntimeError("the supervisor serves no replica listener (no replica.listen)")
+        return str(replica["listen"])
+
+    def pin_replica_port(self) -> str:
+        """Write the port the replica listener got into the config, so a restart keeps the
+        address peers were given. Returns "host:port"."""
+        address = self.replica_address
+        cfg = yaml.safe_load(self.config_path.read_text())
+        cfg["replica"]["listen"] = address
+        self.config_path.write_text(yaml.safe_dump(cfg))
+        return address
+
+    @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 

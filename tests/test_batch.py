@@ -150,7 +150,7 @@ REJECTIONS: dict[str, tuple[Callable[[bytearray], bytes | bytearray], type[Excep
     "impossible count": (_set("<I", F.BATCH_RECORD_COUNT, 3), CorruptRecordError, "cannot fit"),
     "huge count": (_set("<I", F.BATCH_RECORD_COUNT, 2**32 - 1), CorruptRecordError, "cannot fit"),
     "crc field": (_set("<I", F.BATCH_CRC, 0), CorruptRecordError, "CRC mismatch"),
-    "reserved bit": (_set("<B", F.BATCH_ATTRIBUTES, 8), CorruptRecordError, "CRC mismatch"),
+    "reserved bit": (_set("<B", F.BATCH_ATTRIBUTES, 0x40), CorruptRecordError, "CRC mismatch"),
     "timestamp": (_set("<q", F.BATCH_MAX_TIMESTAMP, 0), CorruptRecordError, "CRC mismatch"),
 }
 

@@ -24,7 +24,6 @@ from edgebus.acl.rules import AclSyntaxError, Kind, Op, Rule, make_rule, parse_p
 from edgebus.acl.settings import AclSettings, read_rules_file, write_rules_file
 from edgebus.config import load_config, read_yaml_file
 from edgebus.errors import ConfigError, EdgebusError
-from edgebus.peercred import peer_cred
 
 EXIT_DENIED = 3  # `acl check`: the operation would be refused
 
@@ -128,6 +127,10 @@ def _reload(args: argparse.Namespace, config: Any) -> int:
     """SIGHUP to the process serving the config's socket (as the kernel names it)."""
     if args.no_reload:
         return 0
+    # Imported here: peercred reads the EDGEBUS_* knobs (edgebus.tuning) on import, and a bad one
+    # must reach main()'s ConfigError handler (exit 78), not fail the import of every command.
+    from edgebus.peercred import peer_cred
+
     pid = -1
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:

@@ -17,6 +17,7 @@ import select
 import socket
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -62,6 +63,8 @@ class PipelinedChannel(Protocol):
     def send(self, api: int, body: Any, callback: Callback | None) -> None: ...
 
     def hurry(self) -> None: ...
+
+    def waiting(self) -> AbstractContextManager[None]: ...
 
     def close(self) -> None: ...
 

@@ -15,10 +15,12 @@ no request is registered after the final sweep.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from edgebus import format as F
@@ -89,6 +91,10 @@ class Dispatcher:
     def hurry(self) -> None:
         """Someone waits for an acknowledgement (a transport that collects them lazily wakes
         its reader); by default every response is delivered as it comes."""
+
+    def waiting(self) -> AbstractContextManager[None]:
+        """Entered while someone blocks on an acknowledgement (see hurry)."""
+        return contextlib.nullcontext()
 
     def send(self, api: int, body: Message | EncodedRequest, callback: Callback | None) -> None:
         """Queue a request; callback(frame, None) on a response or (None, error) if lost.

@@ -28,6 +28,7 @@ more than about two fsyncs. `flush()` and `close()` send it at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -37,6 +38,7 @@ import time
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from itertools import accumulate
 from typing import Any
 
@@ -82,7 +84,8 @@ class _Builder:
     __slots__ = ("attempts", "count", "created", "deadline", "first_ts", "max_ts", "partition",
                  "records", "result", "size", "topic")
 
-    def __init__(self, topic: str, partition: int, on_wait: Callable[[], None] | None = None) -> None:
+    def __init__(self, topic: str, partition: int,
+                 on_wait: Callable[[], AbstractContextManager[None]] | None = None) -> None:
         self.topic = topic
         self.partition = partition
         self.records: list[bytes] = []  # encoded records; an element may hold several (add_many)
@@ -378,7 +381,7 @@ class Producer:
             while i < n:
                 b = self._open.get(key)
                 if b is None:
-                    b = self._open[key] = _Builder(topic, p, self._hurry)
+                    b = self._open[key] = _Builder(topic, p, self._awaiting_acks)
                 room = self._batch_max[topic] - b.size
                 if i == 0 and len(blob) <= room:
                     j = n  # all fit: the common case needs no per-record sums
@@ -482,7 +485,7 @@ class Producer:
             self._seal(key, b)
             b = None
         if b is None:
-            b = self._open[key] = _Builder(topic, p, self._hurry)
+            b = self._open[key] = _Builder(topic, p, self._awaiting_acks)
         idx = b.add(rec, ts)
         self._queued_bytes += len(rec)
         if b.size >= limit:
@@ -502,12 +505,11 @@ class Producer:
         if notify:
             self._cond.notify()
 
-    def _hurry(self) -> None:
-        """Someone is about to wait for acknowledgements: have the channel deliver them at once
-        (a shared-memory channel may otherwise collect them every millisecond or so)."""
+    def _awaiting_acks(self) -> AbstractContextManager[None]:
+        """Entered while a thread blocks on acknowledgements: the channel delivers each at once
+        until it leaves (hurry's window alone can run out before a descheduled reader looks)."""
         ch = self._channel
-        if ch is not None:
-            ch.hurry()
+        return ch.waiting() if ch is not None else contextlib.nullcontext()
 
     # --- I/O thread ------------------------------------------------------------------------------
     def _sender(self) -> None:
@@ -550,13 +552,13 @@ class Producer:
                             break
                         if backoff_end is not None:
                             next_due = backoff_end if next_due is None else min(next_due, backoff_end)
-                    if self._ready:
-                        self._hurry()  # max_in_flight are out: their acknowledgements are awaited
                     if self._closed and not self._ready and not self._in_flight:
                         return
                     self._sender_wake_at = math.inf if next_due is None else next_due
+                    # With batches ready, max_in_flight are out: their acknowledgements are awaited.
                     try:
-                        self._cond.wait(None if next_due is None else max(0.0, next_due - now))
+                        with self._awaiting_acks() if self._ready else contextlib.nullcontext():
+                            self._cond.wait(None if next_due is None else max(0.0, next_due - now))
                     finally:
                         self._sender_wake_at = 0.0
             if expired:
@@ -802,9 +804,9 @@ class Producer:
     def _wait_for_memory(self, timeout: float) -> None:
         """Under self._cond: a caller blocked on buffer_memory (counted, so _finish wakes it)."""
         self._blocked += 1
-        self._hurry()
         try:
-            self._cond.wait(timeout)
+            with self._awaiting_acks():
+                self._cond.wait(timeout)
         finally:
             self._blocked -= 1
 
@@ -815,13 +817,13 @@ class Producer:
         with self._cond:
             self._flushing += 1
             self._cond.notify_all()
-            self._hurry()
             try:
                 while self._open or self._ready or self._in_flight:
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         raise OperationTimeoutError(f"flush did not finish within {timeout} s")
-                    self._cond.wait(left)
+                    with self._awaiting_acks():  # per wait: the channel may be replaced meanwhile
+                        self._cond.wait(left)
             finally:
                 self._flushing -= 1
 

@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +150,12 @@ class ShmAsyncChannel(Dispatcher):
         self._last_send = 0.0  # monotonic
         self._urgent_until = 0.0  # monotonic; see ACK_LAZY_S
         self._lazy_wait = False  # the reader is (about to be) in an unsignalled wait
+        # Threads blocked on an acknowledgement right now (waiting()): while any is, no wait is
+        # lazy. A count, not only hurry()'s time window: a waiter whose nudge came before its
+        # response (consumed by a wait that found nothing), or whose window ran out before the
+        # reader looked (a descheduled reader), would otherwise sit out a whole lazy wait.
+        self._waiters = 0
+        self._waiters_lock = threading.Lock()
         # hurry() writes to the rings' eventfd from any thread; close() closes it. This lock
         # orders the two, so a nudge never lands on a closed (and maybe reused) descriptor number.
         self._fd_lock = threading.Lock()
@@ -164,10 +170,11 @@ class ShmAsyncChannel(Dispatcher):
     def _receive(self) -> list[ResponseFrame]:
         if self._closed:
             raise BrokerUnavailableError("the channel was closed")
-        # _lazy_wait is set before the checks: a hurry() after them sees it and nudges.
+        # _lazy_wait is set before the checks (waiters, window): a waiter or hurry() after them
+        # sees it and nudges; one before them is seen here (the GIL orders the two threads).
         self._lazy_wait = True
         now = time.monotonic()
-        lazy = ACK_LAZY_S if (ACK_LAZY_S and now >= self._urgent_until
+        lazy = ACK_LAZY_S if (ACK_LAZY_S and not self._waiters and now >= self._urgent_until
                               and now - self._last_send < STEADY_S) else 0.0
         if not lazy:
             self._lazy_wait = False
@@ -184,6 +191,19 @@ class ShmAsyncChannel(Dispatcher):
                 if not self._fds_closed:
                     with contextlib.suppress(OSError):
                         os.eventfd_write(self._rings.efd_data, 1)  # end the reader's unsignalled wait
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Entered while a thread blocks on an acknowledgement: every wait of the reader is
+        signalled until it leaves (and a lazy wait under way is nudged now)."""
+        with self._waiters_lock:
+            self._waiters += 1
+        try:
+            self.hurry()  # after the count: a reader that missed the count is nudged
+            yield
+        finally:
+            with self._waiters_lock:
+                self._waiters -= 1
 
     def close(self) -> None:
         self._closed = True

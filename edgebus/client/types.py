@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import NamedTuple
 
 from edgebus.errors import OperationTimeoutError
@@ -41,8 +42,11 @@ class BatchResult:
     __slots__ = ("_done", "_event", "_lock", "base_offset", "callbacks", "error", "on_wait",
                  "partition", "timestamp", "topic")
 
-    def __init__(self, topic: str, partition: int, on_wait: Callable[[], None] | None = None) -> None:
-        self.on_wait = on_wait  # called when someone is about to block on the result
+    def __init__(self, topic: str, partition: int,
+                 on_wait: Callable[[], AbstractContextManager[None]] | None = None) -> None:
+        # Entered for as long as someone blocks on the result (a lazy ack reader is then woken
+        # per response: edgebus/client/shm_channel.py).
+        self.on_wait = on_wait
         # The Event is made only when someone waits: making one costs ~4 us, more than the rest
         # of a one-record send, and most batches are never waited for one by one.
         self._event: threading.Event | None = None
@@ -87,9 +91,10 @@ class BatchResult:
             if self._event is None:
                 self._event = threading.Event()
             ev = self._event
-        if self.on_wait is not None:
-            self.on_wait()
-        return ev.wait(timeout)
+        if self.on_wait is None:
+            return ev.wait(timeout)
+        with self.on_wait():
+            return ev.wait(timeout)
 
     @property
     def is_done(self) -> bool:

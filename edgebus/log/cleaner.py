@@ -155,7 +155,9 @@ def _records(batch: bytes) -> Iterator[tuple[int, int, bytes | None, bool, int]]
     """(start, end, key, is_tombstone, timestamp) of each record of a whole batch; the batch's
     CRC is checked first, so the lengths are the producer's (checked at produce)."""
     B.validate_batch(batch)
-    if B.is_compacted(batch):
+    if B.is_compacted(batch) or batch[F.BATCH_ATTRIBUTES] & (F.ATTR_TRANSACTIONAL | F.ATTR_CONTROL):
+        # A transaction's batches and markers are kept whole and supersede nothing: whether a
+        # transactional record counts depends on its marker (docs/FORMAT.md 9.4).
         return
     count = F.BATCH_HEADER.unpack_from(batch, 0)[7]
     pos = F.BATCH_HEADER_SIZE

@@ -144,13 +144,14 @@ class Broker:
         self.loop.add(service)
 
     def listen(self) -> None:
-        # The Kafka listeners first: a port in use fails the start before the Unix socket
-        # answers (which is what tells clients and tests the supervisor is ready).
+        # The TCP listeners (Kafka, replica) first: a port in use fails the start before the Unix
+        # socket answers (which is what tells clients and tests the supervisor is ready), and a
+        # peer told "ready" never finds the replica port still closed.
         for kl in self.kafka_listeners:
             kl.listen()
-        self.listener.listen()
         if self.replica_listener is not None:
             self.replica_listener.listen()
+        self.listener.listen()
         if self.kafka is not None:
             from edgebus.server.kafka.setup import advertise
 

@@ -176,6 +176,9 @@ def collect(broker: Broker) -> dict[str, Any]:
         doc["kafka"] = {"listeners": [k.status() for k in kl], "advertised": f"{host}:{port}"}
     else:
         doc["kafka"] = None
+    # The replica listener's address (the port it got when replica.listen asked for port 0).
+    rl = getattr(broker, "replica_listener", None)
+    doc["replica"] = {"listen": f"{rl.host}:{rl.port}"} if rl is not None else None
     notifier = broker.notifier
     doc["systemd"] = {"notify": bool(getattr(notifier, "enabled", False)),
                       "watchdog_s": getattr(notifier, "watchdog_s", None)}

@@ -93,6 +93,19 @@ def run(c: Client) -> dict[str, Any]:
         out[f"offset_commit {tag}"] = [codes(t.partitions)[0] for t in r.topics]
         r = c.call(9, 7, group_id=g, topics=None, require_stable=False)
         out[f"offset_fetch {tag}"] = [int(r.error_code)]
+        # Transactions (an unknown producer id: what is allowed reaches the coordinator).
+        txn = dict(transactional_id="t", producer_id=7, producer_epoch=0)
+        out[f"add_offsets_to_txn {tag}"] = [int(c.call(25, 3, group_id=g, **txn).error_code)]
+        r = c.call(28, 3, group_id=g, generation_id=-1, member_id="", group_instance_id=None,
+                   **txn, topics=[dict(name=t, partitions=[dict(
+                       partition_index=0, committed_offset=1, committed_leader_epoch=-1,
+                       committed_metadata="")]) for t in ("mine-b", "theirs")])
+        out[f"txn_offset_commit {tag}"] = [codes(t.partitions)[0] for t in r.topics]
+    r = c.call(24, 3, v3_and_below_transactional_id="t", v3_and_below_producer_id=7,
+               v3_and_below_producer_epoch=0, v3_and_below_topics=[
+                   dict(name=t, partitions=[0]) for t in ("mine-b", "theirs")])
+    out["add_partitions_to_txn"] = [codes(t.results_by_partition, "partition_error_code")[0]
+                                    for t in r.results_by_topic_v3_and_below]
     out["list_groups"] = sorted(g.group_id for g in c.call(16, 3).groups)
     out["describe_groups"] = codes(c.call(15, 4, groups=["ok-g", "no-g"],
                                           include_authorized_operations=False).groups)

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.integration
 
 TOPIC_DENIED, GROUP_DENIED, CLUSTER_DENIED = 29, 30, 31
 INCONSISTENT_GROUP_PROTOCOL, UNKNOWN_MEMBER_ID = 23, 25
+INVALID_PRODUCER_ID_MAPPING, OPERATION_NOT_ATTEMPTED = 49, 55
 
 # case -> the codes of the answer's items (see tests/acl/kafka_group_admin_ops.py): the first
 # item of each request is allowed by the rules, the second refused.
@@ -34,6 +35,11 @@ EXPECTED: dict[str, Any] = {
     "offset_commit ok": [0, TOPIC_DENIED],
     "offset_commit no": [GROUP_DENIED, GROUP_DENIED],
     "offset_fetch ok": [0], "offset_fetch no": [GROUP_DENIED],
+    # transactions: what the rules allow reaches the coordinator (which knows no producer 7)
+    "add_offsets_to_txn ok": [INVALID_PRODUCER_ID_MAPPING], "add_offsets_to_txn no": [GROUP_DENIED],
+    "txn_offset_commit ok": [INVALID_PRODUCER_ID_MAPPING, TOPIC_DENIED],
+    "txn_offset_commit no": [GROUP_DENIED, GROUP_DENIED],
+    "add_partitions_to_txn": [OPERATION_NOT_ATTEMPTED, TOPIC_DENIED],  # all or nothing, as Kafka
     "list_groups": ["ok-g"],  # no-g has offsets too, but is not bob's to describe
     "describe_groups": [0, GROUP_DENIED],
     "delete_groups": [0, GROUP_DENIED],
@@ -65,7 +71,7 @@ def test_group_and_admin_apis_answer_refusals_per_item(users: Users, make_broker
     bob = users.add("ebkg")
     b = make_broker({"socket_mode": "0666", "acl": {"rules": [
         f"allow user:{bob.name} read,delete group:ok-*",
-        f"allow user:{bob.name} read,create,delete,alter topic:mine-*"]}}).start()
+        f"allow user:{bob.name} read,write,create,delete,alter topic:mine-*"]}}).start()
     os.chmod(Path(b.socket).parent, 0o711)
     with Admin(socket=b.socket) as a:  # the supervisor's own user: the owner default
         for t in ("mine-a", "mine-b", "theirs"):

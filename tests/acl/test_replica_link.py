@@ -13,7 +13,7 @@ import yaml
 
 from edgebus import Admin, BatchReader, Producer, ReplicaLink
 from edgebus.errors import AuthorizationError
-from tests.replication.conftest import NODE, TOKEN, free_port, secret
+from tests.replication.conftest import NODE, TOKEN, secret
 
 pytestmark = pytest.mark.integration
 
@@ -29,14 +29,13 @@ def test_rules_apply_to_replica_links(make_broker: Any, tmp_path: Path) -> None:
     with BatchReader(src.socket) as r:
         info = {t: r.describe(t) for t in ("t", "blocked")}
         data = {t: r.read(t, 0, 0)[0][0].data for t in ("t", "blocked")}
-    port = free_port()
     tokens = secret(tmp_path / "tokens.yaml", yaml.safe_dump({NODE: TOKEN, "other": "x" * 20}))
-    peer = make_broker({"replica": {"listen": f"127.0.0.1:{port}", "tokens_file": str(tokens)},
+    peer = make_broker({"replica": {"listen": "127.0.0.1:0", "tokens_file": str(tokens)},
                         "acl": {"rules": [f"deny node:{NODE} write topic:blocked",
                                           "deny node:other create topic:*"]},
                         "metrics": {"listen": "127.0.0.1:0"}},
                        name="peer").start()
-    address = f"127.0.0.1:{port}"
+    address = peer.replica_address
     with ReplicaLink(address, NODE, TOKEN) as link:
         for t in ("t", "blocked"):
             link.create_mirror(t, info[t], f"{NODE}/{t}")

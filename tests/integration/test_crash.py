@@ -18,6 +18,24 @@ from edgebus import format as F
 pytestmark = pytest.mark.crash
 ROOT = Path(__file__).resolve().parents[2]
 KILL_POINTS = 24
+# Acknowledgements the producer must have logged since the previous kill before the next one: the
+# kills are paced by its progress, not by wall-clock time alone (under load a supervisor that
+# was up for 0.05-0.4 s after each start left the reconnecting producer too few acknowledged
+# records to test anything). KILL_POINTS * this > the 500 the test requires.
+ACKS_PER_KILL = 25
+PROGRESS_TIMEOUT_S = 60.0  # no acknowledgement at all for this long after a restart is a bug
+
+
+def _wait_for_acks(path: Path, at_least: int) -> int:
+    deadline = time.monotonic() + PROGRESS_TIMEOUT_S
+    while True:
+        n = path.read_bytes().count(b"\n") if path.exists() else 0
+        if n >= at_least:
+            return n
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the producer logged {n} acknowledgements, not the "
+                                 f"{at_least} awaited, within {PROGRESS_TIMEOUT_S} s of a restart")
+        time.sleep(0.02)
 
 
 def read_all(socket: str, topic: str, partitions: int) -> dict[int, list]:
@@ -45,9 +63,11 @@ def test_sigkill_during_durable_produce_loses_nothing_acknowledged(make_broker, 
     prod = subprocess.Popen([sys.executable, "-m", "tests.integration.workers", "durable_producer",
                              b.socket, "crash", str(acked), str(stop)], cwd=ROOT)
     rng = random.Random(1234)
+    seen = 0
     try:
         for _ in range(KILL_POINTS):
-            time.sleep(rng.uniform(0.05, 0.4))
+            seen = _wait_for_acks(acked, seen + ACKS_PER_KILL)
+            time.sleep(rng.uniform(0.05, 0.4))  # then a random point of the traffic
             b.kill9()
             b.start()
     finally:

@@ -142,7 +142,7 @@ BAD = [
     ("length past the end", GOOD[:-1], CorruptRecordError, "Kafka batch length"),
     ("magic 1", _mutated(GOOD, 16, b"\x01"), R.UnsupportedBatchError, "Kafka batch magic 1"),
     ("crc", _mutated(GOOD, 70, b"\xff", fix_crc=False), CorruptRecordError, "Kafka batch CRC-32C mismatch"),
-    ("transactional", _mutated(GOOD, 22, b"\x10"), R.UnsupportedBatchError, "transactional"),
+    ("control", _mutated(GOOD, 22, b"\x20"), R.UnsupportedBatchError, "control batches"),
     ("count vs last delta", _mutated(GOOD, 57, b"\x00\x00\x00\x05"), CorruptRecordError, "Kafka batch of 5"),
     ("unknown codec", _mutated(GOOD, 22, b"\x07"), R.UnsupportedBatchError, "unknown compression codec 7"),
     ("garbage records", _mutated(GOOD, 61, b"\xff" * 12), CorruptRecordError, ""),

@@ -46,8 +46,10 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBr
     text = creds.read_text()
     assert "wonderland" not in text and "builder" not in text and "stored_key" in text
     assert creds.stat().st_mode & 0o777 == 0o600
-    b = EmbeddedBroker(tmp / "broker", config={"kafka": {"sasl_mechanisms": MECHANISMS,
-                                                         "sasl_credentials_file": str(creds)}})
+    # Access control is on by default (owner only): the SASL users get their rights by rule.
+    b = EmbeddedBroker(tmp / "broker", config={
+        "kafka": {"sasl_mechanisms": MECHANISMS, "sasl_credentials_file": str(creds)},
+        "acl": {"rules": ["allow sasl:alice all topic:sec-*", "allow sasl:bob all topic:sec-*"]}})
     try:
         yield b.start()
     finally:
@@ -67,7 +69,7 @@ def test_sasl_mechanisms(sasl_broker: EmbeddedBroker, mechanism: str) -> None:
     assert p.flush(30) == 0
     with Admin(socket=sasl_broker.socket) as a:
         conns = a.status()["kafka"]["listeners"][0]["connections"]
-    assert "alice" in {c["principal"] for c in conns}
+    assert "alice" in {c["principal"] for c in conns}, conns
     del p
 
 

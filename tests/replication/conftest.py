@@ -43,10 +43,11 @@ class PeerDestination:
 
     def __init__(self, make_broker: Callable[..., EmbeddedBroker], root: Path,
                  tls: bool = False) -> None:
-        self.port = free_port()
         self.root = root
         tokens = secret(root / "peer-tokens.yaml", yaml.safe_dump({NODE: TOKEN}))
-        replica: dict[str, Any] = {"listen": f"127.0.0.1:{self.port}", "node": "gw-dst",
+        # Port 0: the supervisor binds a port nobody else can take meanwhile; pinned after the
+        # start so a restart keeps the address the replicator was given.
+        replica: dict[str, Any] = {"listen": "127.0.0.1:0", "node": "gw-dst",
                                    "tokens_file": str(tokens)}
         self.tls = tls
         if tls:
@@ -62,7 +63,8 @@ class PeerDestination:
                            tls_ca=str(root / "ca.pem"))
         self.broker = make_broker({"replica": replica}, name="dst")
         self.broker.start()
-        self.address = f"127.0.0.1:{self.port}"
+        self.address = self.broker.pin_replica_port()
+        self.port = int(self.address.rsplit(":", 1)[1])
 
     def link_config(self, root: Path, token: str = TOKEN) -> dict[str, Any]:
         tf = secret(root / f"token-{time.monotonic_ns()}", token)

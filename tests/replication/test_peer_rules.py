@@ -27,18 +27,17 @@ from edgebus.errors import (
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ClientProtocol
 
-from .conftest import NODE, TOKEN, free_port, secret
+from .conftest import NODE, TOKEN, secret, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def peer(make_broker, tmp_path):
-    port = free_port()
     tokens = secret(tmp_path / "tokens.yaml", yaml.safe_dump({NODE: TOKEN, "other": "x" * 20}))
-    b = make_broker({"replica": {"listen": f"127.0.0.1:{port}", "tokens_file": str(tokens)}},
+    b = make_broker({"replica": {"listen": "127.0.0.1:0", "tokens_file": str(tokens)}},
                     name="peer").start()
-    b.address = f"127.0.0.1:{port}"
+    b.address = b.pin_replica_port()
     return b
 
 
@@ -137,7 +136,7 @@ def test_a_tokens_file_others_can_read_is_refused_at_start(make_broker, tmp_path
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text(yaml.safe_dump({NODE: TOKEN}))
     tokens.chmod(0o640)  # group-readable is already too much: the group is every client
-    b = make_broker({"replica": {"listen": f"127.0.0.1:{free_port()}", "tokens_file": str(tokens)}})
+    b = make_broker({"replica": {"listen": "127.0.0.1:0", "tokens_file": str(tokens)}})
     with pytest.raises(RuntimeError, match="readable by its group or others"):
         b.start()
 
@@ -206,10 +205,10 @@ def test_mutual_tls_the_certificate_names_the_node(make_broker, tmp_path):
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     ca.issue_cert("other", common_name="other").private_key_and_cert_chain_pem.write_to_path(
         str(tmp_path / "other.pem"))
-    port = free_port()
-    peer = make_broker({"replica": {"listen": f"127.0.0.1:{port}", "tls_cert": str(tmp_path / "s.pem"),
+    peer = make_broker({"replica": {"listen": "127.0.0.1:0", "tls_cert": str(tmp_path / "s.pem"),
                                     "tls_key": str(tmp_path / "s.pem"),
                                     "tls_ca": str(tmp_path / "ca.pem")}}).start()
+    port = int(peer.replica_address.rsplit(":", 1)[1])
     ctx = client_context(str(tmp_path / "ca.pem"), str(tmp_path / "other.pem"), str(tmp_path / "other.pem"))
     with ReplicaLink(f"127.0.0.1:{port}", "other", tls=ctx) as link:
         assert link.peer_node  # accepted as "other", with no token
@@ -217,7 +216,9 @@ def test_mutual_tls_the_certificate_names_the_node(make_broker, tmp_path):
         ReplicaLink(f"127.0.0.1:{port}", NODE, TOKEN, tls=ctx)
     with pytest.raises(AuthenticationError, match="refused this node's TLS certificate"):
         ReplicaLink(f"127.0.0.1:{port}", NODE, tls=client_context(str(tmp_path / "ca.pem")))
-    assert "TLS handshake failed" in peer.log()
+    # The supervisor logs the refusal after its TLS alert is on the way: the client can see the
+    # refusal before the line is written, so wait for it (bounded) rather than read at once.
+    wait_for(lambda: "TLS handshake failed" in peer.log(), 10, "the refused handshake's log line")
 
 
 def test_the_replicator_reads_only_durable_data_and_can_ask_for_a_sync(make_broker):
@@ -277,10 +278,10 @@ def test_a_silent_link_is_closed_so_promote_works_after_the_source_died(make_bro
     import subprocess
     import sys
 
-    port = free_port()
     tokens = secret(tmp_path / "t.yaml", yaml.safe_dump({NODE: TOKEN}))
-    peer = make_broker({"replica": {"listen": f"127.0.0.1:{port}", "tokens_file": str(tokens),
+    peer = make_broker({"replica": {"listen": "127.0.0.1:0", "tokens_file": str(tokens),
                                     "link_idle_timeout_ms": 2000}}, name="p2").start()
+    port = int(peer.replica_address.rsplit(":", 1)[1])
     tf = secret(tmp_path / "tok", TOKEN)
     cfg = tmp_path / "r.yaml"
     cfg.write_text(yaml.safe_dump({"node": NODE, "source": {"socket": src.socket}, "links": [

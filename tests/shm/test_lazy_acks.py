@@ -65,3 +65,22 @@ def test_lazy_acks_off_still_deliver(broker, monkeypatch) -> None:
     p = _producer(broker)
     assert [p.send("t", b"w", partition=0).get(5).offset for _ in range(50)] == list(range(50))
     p.close()
+
+
+def test_a_waiter_is_hurried_until_its_acknowledgement_comes(broker, monkeypatch) -> None:
+    # The nudge of get() comes while the record still lingers unsent: the reader wakes, finds
+    # nothing and must not go back to an unsignalled wait while get() still waits (it did when
+    # hurrying was one nudge plus a time window: the acknowledgement then sat out the 30 s).
+    monkeypatch.setattr(shm_channel, "ACK_LAZY_S", 30.0)
+    monkeypatch.setattr(shm_channel, "URGENT_S", 0.0)
+    monkeypatch.setattr(shm_channel, "STEADY_S", 3600.0)  # every wait would be a lazy one
+    with Admin(socket=broker.socket) as a:
+        a.create_topic("t", 1)
+    p = Producer(socket=broker.socket, transport="shm", linger_ms=300)
+    p.send("t", b"x", partition=0)
+    p.flush(5)
+    assert isinstance(p._channel, ShmAsyncChannel)
+    for i in range(3):
+        fut = p.send("t", b"y", partition=0)  # lingers 300 ms: sent well after get() nudged
+        assert fut.get(5).offset == i + 1  # OperationTimeoutError: the waiter was forgotten
+    p.close(5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from edgebus import batch as B
@@ -59,6 +60,9 @@ class DataHandlers(Service):
         self.stats = stats
         self.max_fetch_wait_ms = max_fetch_wait_ms
         self.waiters = FetchWaiters()
+        # (partition, bytes read) -> what a native fetch may see: set by the Kafka transaction
+        # coordinator (kafka/txn.py) to stop at the last stable offset and hide aborted records.
+        self.txn_filter: Callable[[Any, bytes], bytes] | None = None
         # Something was appended since the last periodic flush (housekeeping.py reads and clears).
         self.dirty = False
         # Called with the partition after every append (the Kafka listener's parked fetches).
@@ -173,6 +177,8 @@ class DataHandlers(Service):
                 or len(batch) < req.min_bytes or req.max_bytes <= 0 or fp.max_bytes <= 0
                 or p.log_end_offset <= base):
             return None
+        if batch[F.BATCH_ATTRIBUTES] & (F.ATTR_TRANSACTIONAL | F.ATTR_CONTROL):
+            return None  # a transaction's: read_fetch decides what is visible
         if F.BATCH_STAMP.unpack_from(batch, 0) != (base, append_time):
             return None  # not stamped in place (the log copied a read-only buffer): read it
         try:
@@ -247,6 +253,8 @@ class DataHandlers(Service):
                 p = self.logs.partition(fp.topic, fp.partition)
                 data = (p.read(fp.offset, min(fp.max_bytes, remaining), at_least_one=total == 0)
                         if remaining > 0 else b"")
+                if data and self.txn_filter is not None:
+                    data = self.txn_filter(p, data)
                 total += len(data)
                 remaining -= len(data)
                 out.append(M.FetchedPartition(fp.topic, fp.partition, 0, "", p.log_end_offset,

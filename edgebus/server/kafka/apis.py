@@ -42,7 +42,7 @@ DEFERRED = object()
 NO_RESPONSE = object()  # Produce with acks=0: Kafka sends nothing back
 
 Handler = Callable[["KafkaContext", "Connection", Any, Any], Any]
-HANDLER_MODULES = ("data", "groups", "admin", "sasl", "acls")
+HANDLER_MODULES = ("data", "groups", "admin", "sasl", "acls", "txn")
 
 
 @dataclass(frozen=True)

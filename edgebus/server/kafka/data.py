@@ -82,13 +82,17 @@ def metadata(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
 
 def init_producer_id(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
     """A new producer id (epoch 0) for an idempotent producer; a producer that gives its id and
-    epoch back (KIP-360, v3+) gets the next epoch of the same id. Transactions are not
-    supported."""
+    epoch back (KIP-360, v3+) gets the next epoch of the same id. With a
+    transactional id, the transaction coordinator answers (txn.py)."""
     mod = response_module(INIT_PRODUCER_ID, header.request_api_version)
-    if req.transactional_id is not None:
-        return build(mod.InitProducerIdResponse, error_code=ErrorCode.transactional_id_authorization_failed,
-                     producer_id=-1, producer_epoch=-1)
     pid, epoch = getattr(req, "producer_id", -1), getattr(req, "producer_epoch", -1)
+    if req.transactional_id is not None:
+        timeout = int(req.transaction_timeout.total_seconds() * 1000)
+        err, pid, epoch = ctx.parts["txn"].init_producer(req.transactional_id, timeout, pid, epoch)
+        if err == 90 and header.request_api_version < 4:  # PRODUCER_FENCED is new in v4
+            err = int(ErrorCode.invalid_producer_epoch)
+        return build(mod.InitProducerIdResponse, error_code=err, producer_id=pid,
+                     producer_epoch=epoch)
     if pid >= 0 and 0 <= epoch < 32767:
         return build(mod.InitProducerIdResponse, error_code=ErrorCode.none, producer_id=pid,
                      producer_epoch=epoch + 1)

@@ -134,18 +134,28 @@ def read(ctx: KafkaContext, header: Any, req: Any) -> tuple[Any, int, list[tuple
     remaining = min(max(req.max_bytes, 1), F.MAX_FETCH_RESPONSE_BYTES)
     total = 0
     topics = []
+    txn = ctx.parts.get("txn")
+    committed = getattr(req, "isolation_level", 0) == 1
     out: list[tuple[str, bytes]] = []
     for t in req.topics:
         parts = []
         for fp in t.partitions:
             err, records = ErrorCode.none, b""
-            hw = ls = -1
+            hw = ls = lso = -1
+            aborted = None
             try:
                 p = ctx.logs.partition(t.topic, fp.partition)
                 hw, ls = p.log_end_offset, p.log_start_offset
-                if remaining > 0 and fp.fetch_offset != hw:
+                lso = txn.last_stable_offset((t.topic, fp.partition), hw) if txn else hw
+                end = lso if committed else hw  # read_committed stops at the last stable offset
+                if remaining > 0 and fp.fetch_offset < end:
                     data = p.read(fp.fetch_offset, min(max(fp.partition_max_bytes, 1), remaining),
                                   at_least_one=total == 0)
+                    if committed and data:
+                        data = up_to(data, end)
+                        aborted = tuple(build(mod.AbortedTransaction, producer_id=a, first_offset=b)
+                                        for a, b in txn.aborted_between(
+                                            (t.topic, fp.partition), fp.fetch_offset, end)) if txn else ()
                     if data:
                         records = edgebus_to_kafka(data)
                         total += len(records)
@@ -156,12 +166,24 @@ def read(ctx: KafkaContext, header: Any, req: Any) -> tuple[Any, int, list[tuple
             except EdgebusError as e:
                 err = kafka_error(e)
             parts.append(build(mod.PartitionData, partition_index=fp.partition, error_code=err,
-                               high_watermark=hw, last_stable_offset=hw, log_start_offset=ls,
-                               aborted_transactions=None, preferred_read_replica=-1,
+                               high_watermark=hw, last_stable_offset=lso, log_start_offset=ls,
+                               aborted_transactions=aborted, preferred_read_replica=-1,
                                records=records))
         topics.append(build(mod.FetchableTopicResponse, topic=t.topic, partitions=tuple(parts)))
     resp = build(mod.FetchResponse, error_code=ErrorCode.none, session_id=0, responses=tuple(topics))
     return resp, total, out
+
+
+def up_to(data: bytes, end: int) -> bytes:
+    """The whole edgebus batches of `data` that begin before offset `end`."""
+    view = memoryview(data)
+    pos = 0
+    while pos + F.BATCH_PREFIX_SIZE <= len(view):
+        base, _t, length = F.BATCH_PREFIX.unpack_from(view, pos)
+        if base >= end:
+            break
+        pos += length
+    return data if pos >= len(view) else bytes(view[:pos])
 
 
 def list_offsets(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
@@ -177,6 +199,8 @@ def list_offsets(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> 
                 p = ctx.logs.partition(t.name, lp.partition_index)
                 if lp.timestamp == LATEST:
                     off = p.log_end_offset
+                    if getattr(req, "isolation_level", 0) == 1 and "txn" in ctx.parts:
+                        off = ctx.parts["txn"].last_stable_offset((t.name, lp.partition_index), off)
                 elif lp.timestamp == EARLIEST:
                     off = p.log_start_offset
                 elif lp.timestamp < 0:

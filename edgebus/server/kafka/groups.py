@@ -68,11 +68,13 @@ KEY_GROUP, KEY_TRANSACTION = 0, 1
 def find_coordinator(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     node_id, host, port = coordinator_address(ctx)
     key_type = getattr(req, "key_type", KEY_GROUP)
-    if key_type == KEY_GROUP:
+    if key_type in (KEY_GROUP, KEY_TRANSACTION):  # this broker coordinates both (txn.py)
         err, msg = E.NONE, None
-        # Finding a group's coordinator needs describe on it, as in Kafka.
+        # A group's coordinator needs describe on the group, as in Kafka. A transactional id
+        # is no resource of edgebus's rules: what a transaction touches is checked (txn.py).
         keys = req.coordinator_keys if header.request_api_version >= 4 else [req.key]
-        why = {k: refused(ctx, conn, GROUP, DESCRIBE, k) for k in keys}
+        why = {k: refused(ctx, conn, GROUP, DESCRIBE, k) if key_type == KEY_GROUP else None
+               for k in keys}
         if header.request_api_version >= 4:
             return response(header, coordinators=[
                 dict(key=k, node_id=-1 if why[k] else node_id, host="" if why[k] else host,
@@ -95,10 +97,9 @@ def find_coordinator(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
 
 # --- JoinGroup -----------------------------------------------------------------------------------
 def _join_error(header: Any, code: int, member_id: str) -> Any:
-    # protocol_name is nullable from v7 only (before, an error answer's is "").
     return response(header, error_code=code, generation_id=-1, protocol_type=PROTOCOL_TYPE,
                     protocol_name=None if header.request_api_version >= 7 else "", leader="",
-                    member_id=member_id, members=[])
+                    member_id=member_id, members=[])  # nullable only from v7
 
 
 def _native_join(header: Any, req: Any) -> tuple[G.JoinGroupRequest | None, int]:

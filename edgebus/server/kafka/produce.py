@@ -22,6 +22,7 @@ from edgebus.server.kafka.authz import may
 from edgebus.server.kafka.codec import build, encode_response, kafka_error, response_module
 from edgebus.server.kafka.producers import APPEND, ProducerStates
 from edgebus.server.kafka.records import UnsupportedBatchError, kafka_batches
+from edgebus.server.kafka.txn_mark import mark as txn_mark
 
 if TYPE_CHECKING:
     from edgebus.server.kafka.context import KafkaContext
@@ -52,15 +53,13 @@ def produce(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
     for t in req.topic_data:
         parts = []
         for pd in t.partition_data:
-            if req.transactional_id is not None:
-                r = _Result(error=ErrorCode.transactional_id_authorization_failed,
-                            message="edgebus does not support Kafka transactions")
-            elif acks not in (0, 1, -1):
+            if acks not in (0, 1, -1):
                 r = _Result(error=ErrorCode.invalid_required_acks, message=f"acks {acks}")
             elif (denied := may(ctx, conn, "write", t.name)) is not None:  # access control
                 r = _Result(error=ErrorCode.topic_authorization_failed, message=denied)
             else:
-                r = _append(ctx, conn, header.correlation_id, t.name, pd.index, pd.records)
+                r = _append(ctx, conn, header.correlation_id, t.name, pd.index, pd.records,
+                            req.transactional_id)
             parts.append((pd.index, r))
         results.append((t.name, parts))
     if acks == 0:
@@ -107,7 +106,7 @@ def _response(version: int, results: list[tuple[str, list[tuple[int, _Result]]]]
 
 
 def _append(ctx: KafkaContext, conn: Connection, corr: int, topic: str, partition: int,
-            records: bytes | None) -> _Result:
+            records: bytes | None, tid: str | None = None) -> _Result:
     """Convert and append one partition's batches; the first batch's base offset."""
     try:
         if records is None:
@@ -119,7 +118,18 @@ def _append(ctx: KafkaContext, conn: Connection, corr: int, topic: str, partitio
                                       f"max_message_bytes {limit}")
         states = producers(ctx)
         first = -1
-        for conv in kafka_batches(records, max_bytes=limit):
+        convs = kafka_batches(records, max_bytes=limit)
+        if tid is not None:  # a transaction's batches (txn.py): checked, marked, their start kept
+            txn = ctx.parts["txn"]
+            code = txn.check_produce(tid, convs[0].producer_id, convs[0].producer_epoch,
+                                     (topic, partition))
+            if code:
+                return _Result(p, -1, code, "not in a transaction of this producer")
+            txn.before_append(tid, (topic, partition), p.log_end_offset)
+            for conv in convs:
+                for piece, _n in conv.pieces:
+                    txn_mark(piece, F.ATTR_TRANSACTIONAL)
+        for conv in convs:
             verdict = states.check(p, conv.producer_id, conv.producer_epoch, conv.base_sequence,
                                    conv.count)
             if verdict is not APPEND:

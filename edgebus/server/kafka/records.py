@@ -257,8 +257,8 @@ def kafka_batches(data: bytes | memoryview, max_bytes: int = F.MAX_BATCH_BYTES) 
             raise UnsupportedBatchError(f"Kafka batch magic {magic}: only record batch v2 is supported")
         if crc32c(view[pos + _CRC_START : end]) != crc:
             raise CorruptRecordError("Kafka batch CRC-32C mismatch")
-        if attrs & (ATTR_TRANSACTIONAL | ATTR_CONTROL):
-            raise UnsupportedBatchError("transactional and control batches are not supported")
+        if attrs & ATTR_CONTROL:
+            raise UnsupportedBatchError("control batches are written only by the transaction coordinator")
         if count < 1 or count != last_delta + 1:
             raise CorruptRecordError(f"Kafka batch of {count} records with last offset delta {last_delta}")
         recs = view[pos + KAFKA_HEADER_SIZE : end]
@@ -413,7 +413,8 @@ def edgebus_to_kafka(data: bytes | memoryview) -> bytes:
             del kb[KAFKA_HEADER_SIZE + n :]
         else:
             kb = bytearray(KAFKA_HEADER_SIZE) + _records_to_kafka(recs, count, first_ts)
-        KAFKA_HEADER.pack_into(kb, 0, base, len(kb) - _LENGTH_END, 0, 2, 0, 0, count - 1, first_ts,
+        KAFKA_HEADER.pack_into(kb, 0, base, len(kb) - _LENGTH_END, 0, 2, 0,
+                               _attrs & (ATTR_TRANSACTIONAL | ATTR_CONTROL), count - 1, first_ts,
                                max_ts, pid, epoch, base_seq, count)
         struct.pack_into(">I", kb, 17, crc32c(memoryview(kb)[_CRC_START:]))
         out.append(bytes(kb))

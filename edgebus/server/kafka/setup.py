@@ -29,7 +29,7 @@ def make_kafka(parts: Any, settings: KafkaSettings,
     ctx.parts["acl"] = getattr(parts, "acl", None)
     ctx.apis = guard(ctx.apis, ctx.parts["acl"])
     services: list[Service] = []
-    for name in ("data", "groups", "admin", "sasl"):  # modules with state make it here
+    for name in ("data", "groups", "admin", "sasl", "txn"):  # modules with state make it here
         mod = _module(name)
         if mod is not None and hasattr(mod, "init"):
             services.extend(mod.init(ctx) or ())

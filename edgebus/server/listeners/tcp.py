@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import socket
 import ssl
 import time
@@ -43,7 +44,7 @@ TICK_S = 1.0
 # A failed TLS handshake is logged at most this often (with how many were not): unauthenticated
 # peers must not be able to flood the log.
 HANDSHAKE_LOG_EVERY_S = 10.0
-_handshake_log = [0.0, 0]  # [last logged (monotonic), failures since]
+_handshake_log = [-math.inf, 0]  # [last logged (monotonic), failures since]: the first is logged
 
 
 class TlsConnection(Connection):

@@ -1,0 +1,168 @@
+"""Quix Streams on the Kafka listener: the teapot's windowed app (examples/teapot/quix_max.py),
+SIGKILLed three times mid-stream and restarted each time with its RocksDB state directory wiped
+(so its window state can only come back from the changelog topic). Exactly-once: every window
+result is in the output topic exactly once (read read_committed) with the right maximum, which a
+window that spans a kill gets only if its state was restored. At-least-once: every window is
+there at least once, with the right maximum."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("quixstreams")
+from confluent_kafka import Consumer as CKConsumer
+from confluent_kafka import KafkaError
+from confluent_kafka import Producer as CKProducer
+
+from edgebus.testing import EmbeddedBroker
+from tests.kafka_listener.conftest import create_topic
+
+APP = Path(__file__).resolve().parents[2] / "examples" / "teapot" / "quix_max.py"
+KETTLES = ("k1", "k2", "k3")
+READINGS = 240  # per kettle
+STEP_MS = 250  # between a kettle's readings
+WINDOW_MS = 1000
+KILLS = 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def celsius(k: int, i: int) -> float:
+    return float((i * 37 + k * 11) % 97)
+
+
+def expected() -> dict[tuple[str, int], float]:
+    out: dict[tuple[str, int], float] = {}
+    for k, kettle in enumerate(KETTLES):
+        for i in range(READINGS):
+            start = (i * STEP_MS) // WINDOW_MS * WINDOW_MS
+            out[(kettle, start)] = max(out.get((kettle, start), -1.0), celsius(k, i))
+    return out
+
+
+def feed(bootstrap: str, base_ms: int, done: threading.Event) -> None:
+    p = CKProducer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for i in range(READINGS):
+        for k, kettle in enumerate(KETTLES):
+            p.produce("teapot.temperature", json.dumps({"celsius": celsius(k, i)}).encode(),
+                      key=kettle.encode(), timestamp=base_ms + i * STEP_MS)
+        p.poll(0)
+        time.sleep(0.03)
+    # One later reading per kettle closes every window of the readings above.
+    for kettle in KETTLES:
+        p.produce("teapot.temperature", json.dumps({"celsius": 0.0}).encode(), key=kettle.encode(),
+                  timestamp=base_ms + READINGS * STEP_MS + 10 * WINDOW_MS)
+    assert p.flush(30) == 0
+    done.set()
+
+
+def results(bootstrap: str, isolation: str) -> list[tuple[str, int, float]]:
+    c = CKConsumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex}",
+                    "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                    "isolation.level": isolation, "enable.partition.eof": True})
+    c.subscribe(["teapot.max-per-minute"])
+    out = []
+    deadline = time.monotonic() + 20
+    try:
+        while time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    break
+                continue
+            v = json.loads(m.value())
+            out.append((m.key().decode(), v["start_ms"], v["max_celsius"]))
+    finally:
+        c.close()
+    return out
+
+
+def start_app(bootstrap: str, state: Path, guarantee: str, log: Path) -> subprocess.Popen[bytes]:
+    shutil.rmtree(state, ignore_errors=True)  # state must come back from the changelog
+    return subprocess.Popen(
+        [sys.executable, str(APP), "--broker", bootstrap, "--guarantee", guarantee, "--window-ms",
+         str(WINDOW_MS), "--state-dir", str(state), "--commit-interval", "1",
+         "--group", f"teapot-{guarantee}"],
+        stdout=subprocess.PIPE, stderr=open(log, "ab"), start_new_session=True)
+
+
+def wait_output_lines(proc: subprocess.Popen[bytes], n: int, log: Path) -> None:
+    """Until the app printed `n` results (60 s at most: a stuck app fails the test)."""
+    assert proc.stdout is not None
+    seen, buf = 0, b""
+    deadline = time.monotonic() + 60
+    while seen < n:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no results from the app within 60 s; its log: {log.read_text()[-3000:]}"
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        assert chunk, f"the app ended; its log: {log.read_text()[-3000:]}"
+        buf += chunk
+        seen = buf.count(b"quix_max: {")  # results, not the start-up line
+
+
+@pytest.mark.parametrize("guarantee", ["exactly-once", "at-least-once"])
+def test_windowed_app_killed_three_times(make_broker: Callable[..., EmbeddedBroker],
+                                         tmp_path: Path, guarantee: str) -> None:
+    b = make_broker({"kafka": {"listeners": [f"127.0.0.1:{free_port()}"]}}).start()
+    boot = b.kafka_bootstrap
+    for t in ("teapot.temperature", "teapot.max-per-minute", "teapot.commands"):
+        create_topic(b, t)
+    state, log = tmp_path / "state", tmp_path / "app.log"
+    done = threading.Event()
+    base = (int(time.time() * 1000) // WINDOW_MS - 100_000) * WINDOW_MS
+    feeder = threading.Thread(target=feed, args=(boot, base, done), daemon=True)
+    feeder.start()
+    proc = start_app(boot, state, guarantee, log)
+    try:
+        for _ in range(KILLS):
+            wait_output_lines(proc, 4, log)  # mid-stream: results printed, the feed still running
+            time.sleep(1.0)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            proc = start_app(boot, state, guarantee, log)
+        want = {(k, base + s): m for (k, s), m in expected().items()}
+        isolation = "read_committed" if guarantee == "exactly-once" else "read_uncommitted"
+        deadline = time.monotonic() + 90
+        got: list[tuple[str, int, float]] = []
+        while time.monotonic() < deadline:
+            got = results(boot, isolation)
+            if done.is_set() and want.keys() <= {(k, s) for k, s, _ in got}:
+                break
+            time.sleep(1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    feeder.join(5)
+    assert done.is_set()
+    windows = {(k, s) for k, s, _ in got}
+    assert want.keys() <= windows, (f"missing windows {sorted(want.keys() - windows)[:5]}; "
+                                    f"app log: {log.read_text()[-2000:]}")
+    extra = windows - want.keys()
+    assert not extra, f"windows that were never fed: {sorted(extra)[:5]}"
+    for k, s, m in got:  # every copy carries the window's true maximum (state restored)
+        assert m == want[(k, s)], f"window {k}@{s - base}: {m} != {want[(k, s)]}"
+    print(f"{guarantee}: {len(got)} results for {len(windows)} windows")
+    if guarantee == "exactly-once":
+        dup = [w for w, n in Counter((k, s) for k, s, _ in got).items() if n > 1]
+        assert not dup, f"{len(dup)} windows more than once, e.g. {dup[:3]}"
