@@ -6,7 +6,8 @@ from /proc/net/tcp); prints one JSON line {case: [error codes of the answer's it
 
 Raw requests (kio entities, the Kafka wire format) rather than a client library's admin calls:
 the test asserts the exact code of each item, which the libraries turn into exceptions or
-retries. The groups "ok-g"/"no-g" and topics "mine-*"/"theirs*" are the test's (test_kafka_groups).
+retries; then kafka-python's consumer and admin client, refused, for their typed exceptions.
+The groups "ok-g"/"no-g" and topics "mine-*"/"theirs*" are the test's (test_kafka_groups).
 """
 
 from __future__ import annotations
@@ -130,8 +131,34 @@ def run(c: Client) -> dict[str, Any]:
     return out
 
 
+def library(bootstrap: str) -> dict[str, str]:
+    """The same refusals through kafka-python's consumer and admin client: typed exceptions."""
+    from kafka import KafkaAdminClient, KafkaConsumer
+    from kafka.admin import NewTopic
+
+    out = {}
+    c = KafkaConsumer("mine-b", bootstrap_servers=bootstrap, group_id="no-g",
+                      request_timeout_ms=11_000)
+    try:
+        c.poll(timeout_ms=5000)
+        out["kafka-python join no-g"] = "ok"
+    except Exception as e:
+        out["kafka-python join no-g"] = type(e).__name__
+    finally:
+        c.close()
+    a = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=11_000)
+    try:
+        a.create_topics([NewTopic("theirs-kp", 1, 1)])
+        out["kafka-python create theirs-kp"] = "ok"
+    except Exception as e:
+        out["kafka-python create theirs-kp"] = type(e).__name__
+    finally:
+        a.close()
+    return out
+
+
 def main() -> None:
-    print(json.dumps(run(Client(sys.argv[1]))))
+    print(json.dumps({**run(Client(sys.argv[1])), **library(sys.argv[1])}))
 
 
 if __name__ == "__main__":
