@@ -5,8 +5,11 @@ applied to Kafka's requests as Kafka brokers do, per topic inside the answer.
 are decided here (a topic the principal may not use is taken out of the request and answered
 with TOPIC_AUTHORIZATION_FAILED; a Metadata listing leaves out what it may not describe);
 Produce asks `may()` for each topic inside its own loop, so that every acks level answers
-per partition. The principal: `sasl:NAME` after SASL, else the local user owning the client's
-end of a loopback connection (/proc/net/tcp, identd's way), else nobody (docs/SECURITY.md).
+per partition. The group, admin and transaction handlers ask `refused()` per item and answer
+a refusal with DENIED_CODE (29 topic, 30 group, 31 cluster) in that item's place, the rest of
+the request going ahead (docs/KAFKA.md, "Access control"). The principal: `sasl:NAME` after
+SASL, else the local user owning the client's end of a loopback connection (/proc/net/tcp,
+identd's way), else nobody (docs/SECURITY.md).
 """
 
 from __future__ import annotations
