@@ -19,6 +19,7 @@ import uuid
 from typing import Any
 
 from edgebus import format as F
+from edgebus.acl.rules import Kind, Op
 from edgebus.errors import (
     EdgebusError,
     InvalidRequestError,
@@ -33,10 +34,12 @@ from edgebus.server.kafka import errcodes as E
 from edgebus.server.kafka import topic_configs as C
 from edgebus.server.kafka.admin_configs import describe_configs, incremental_alter_configs
 from edgebus.server.kafka.apis import KafkaApi
+from edgebus.server.kafka.authz import DENIED_CODE, refused
 from edgebus.server.kafka.group_common import admin_of, groups_of
 from edgebus.server.kafka.shape import response
 
 log = logging.getLogger("edgebus.kafka.admin")
+TOPIC_DENIED = DENIED_CODE[Kind.TOPIC]
 
 
 def topic_id(cfg: TopicConfig) -> uuid.UUID:
@@ -95,7 +98,13 @@ def _create_one(ctx: Any, t: Any, validate_only: bool) -> dict[str, Any]:
 
 
 def create_topics(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
-    return response(header, topics=[_create_one(ctx, t, req.validate_only) for t in req.topics])
+    out = []
+    for t in req.topics:
+        why = refused(ctx, conn, Kind.TOPIC, Op.CREATE, t.name)
+        out.append(_create_one(ctx, t, req.validate_only) if why is None else dict(
+            name=t.name, topic_id=None, error_code=TOPIC_DENIED, error_message=why,
+            num_partitions=-1, replication_factor=-1, configs=None))
+    return response(header, topics=out)
 
 
 # --- DeleteTopics --------------------------------------------------------------------------------
@@ -119,6 +128,10 @@ def delete_topics(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
                 out.append(dict(name=None, topic_id=tid, error_code=E.UNKNOWN_TOPIC_ID,
                                 error_message=f"no topic has id {tid}"))
                 continue
+        why = refused(ctx, conn, Kind.TOPIC, Op.DELETE, name or "")
+        if why:
+            out.append(dict(name=name, topic_id=tid, error_code=TOPIC_DENIED, error_message=why))
+            continue
         try:
             cfg = ctx.logs.topics().get(name)
             # The native handler: answers parked fetches first, tells the groups.
@@ -135,6 +148,10 @@ def delete_topics(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
 def create_partitions(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     out = []
     for t in req.topics:
+        why = refused(ctx, conn, Kind.TOPIC, Op.ALTER, t.name)
+        if why:
+            out.append(dict(name=t.name, error_code=TOPIC_DENIED, error_message=why))
+            continue
         try:
             validate_topic_name(t.name)
             cfg = ctx.logs.topics().get(t.name)
@@ -175,6 +192,11 @@ def delete_records(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     topics = []
     for t in req.topics:
         rows = []
+        if refused(ctx, conn, Kind.TOPIC, Op.DELETE, t.name):  # deleting records: topic delete
+            topics.append(dict(name=t.name, partitions=[
+                dict(partition_index=p.partition_index, low_watermark=-1,
+                     error_code=TOPIC_DENIED) for p in t.partitions]))
+            continue
         for p in t.partitions:
             try:
                 validate_topic_name(t.name)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from edgebus.acl.rules import Kind, Op
 from edgebus.errors import EdgebusError, InvalidRequestError, UnknownTopicError
 from edgebus.log.topic_config import TopicConfig, validate_topic_name
 from edgebus.server.handlers.admin import describe_changes
 from edgebus.server.kafka import errcodes as E
 from edgebus.server.kafka import topic_configs as C
+from edgebus.server.kafka.authz import DENIED_CODE, refused
 from edgebus.server.kafka.group_common import admin_of
 from edgebus.server.kafka.shape import response
 
@@ -28,6 +30,19 @@ def _topic(ctx: Any, name: str) -> TopicConfig:
     return cfg
 
 
+def _refused(ctx: Any, conn: Any, r: Any, topic_op: Op,
+             cluster_op: Op) -> tuple[int, str] | None:
+    """(Kafka code, reason) if `conn` may not: `topic_op` on a topic resource, `cluster_op` on
+    the cluster for a broker resource (the broker's settings are the cluster's)."""
+    kind, op = ((Kind.TOPIC, topic_op) if r.resource_type == C.RESOURCE_TOPIC
+                else (Kind.CLUSTER, cluster_op) if r.resource_type == C.RESOURCE_BROKER
+                else (None, None))
+    if kind is None or op is None:
+        return None
+    why = refused(ctx, conn, kind, op, r.resource_name if kind is Kind.TOPIC else "*")
+    return (DENIED_CODE[kind], why) if why else None
+
+
 def describe_configs(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     defaults = admin_of(ctx).topic_defaults
     out = []
@@ -35,7 +50,10 @@ def describe_configs(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
         row: dict[str, Any] = dict(error_code=E.NONE, error_message=None,
                                    resource_type=r.resource_type,
                                    resource_name=r.resource_name, configs=[])
-        if r.resource_type == C.RESOURCE_TOPIC:
+        why = _refused(ctx, conn, r, Op.DESCRIBE, Op.STATUS)
+        if why:
+            row.update(error_code=why[0], error_message=why[1])
+        elif r.resource_type == C.RESOURCE_TOPIC:
             try:
                 cfg = _topic(ctx, r.resource_name)
                 keys = tuple(r.configuration_keys) if r.configuration_keys is not None else None
@@ -58,6 +76,10 @@ def incremental_alter_configs(ctx: Any, conn: Any, header: Any, req: Any) -> Any
                                    resource_type=r.resource_type,
                                    resource_name=r.resource_name)
         out.append(row)
+        why = _refused(ctx, conn, r, Op.ALTER, Op.ADMIN)
+        if why:
+            row.update(error_code=why[0], error_message=why[1])
+            continue
         if r.resource_type != C.RESOURCE_TOPIC:
             row.update(error_code=E.INVALID_REQUEST, error_message=(
                 "only topic configs can be altered here; the broker's settings are in the "

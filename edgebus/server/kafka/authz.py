@@ -5,8 +5,11 @@ applied to Kafka's requests as Kafka brokers do, per topic inside the answer.
 are decided here (a topic the principal may not use is taken out of the request and answered
 with TOPIC_AUTHORIZATION_FAILED; a Metadata listing leaves out what it may not describe);
 Produce asks `may()` for each topic inside its own loop, so that every acks level answers
-per partition. The principal: `sasl:NAME` after SASL, else the local user owning the client's
-end of a loopback connection (/proc/net/tcp, identd's way), else nobody (docs/SECURITY.md).
+per partition. The group, admin and transaction handlers ask `refused()` per item and answer
+a refusal with DENIED_CODE (29 topic, 30 group, 31 cluster) in that item's place, the rest of
+the request going ahead (docs/KAFKA.md, "Access control"). The principal: `sasl:NAME` after
+SASL, else the local user owning the client's end of a loopback connection (/proc/net/tcp,
+identd's way), else nobody (docs/SECURITY.md).
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ if TYPE_CHECKING:
 
 PRODUCE, FETCH, LIST_OFFSETS, METADATA = 0, 1, 2, 3
 DENIED = ErrorCode.topic_authorization_failed
+# Kafka's codes for a refused item, by the kind of resource refused (group/admin handlers).
+DENIED_CODE = {Kind.TOPIC: int(ErrorCode.topic_authorization_failed),
+               Kind.GROUP: int(ErrorCode.group_authorization_failed),
+               Kind.CLUSTER: int(ErrorCode.cluster_authorization_failed)}
 _READ, _WRITE, _DESCRIBE = (SLOTS[(Kind.TOPIC, o)] for o in (Op.READ, Op.WRITE, Op.DESCRIBE))
 
 
@@ -41,14 +48,27 @@ def acl_of(ctx: KafkaContext) -> Authorizer | None:
 def may(ctx: KafkaContext, conn: Connection, op: str, topic: str) -> str | None:
     """None if `conn` may do `op` on `topic`, else the reason (counted and logged as every
     denial is). For handlers that answer per partition (Produce)."""
+    return refused(ctx, conn, Kind.TOPIC, op, topic)
+
+
+def refused(ctx: Any, conn: Any, kind: Kind, op: Op | str, name: str) -> str | None:
+    """None if `conn` may do `op` on the resource, else the reason (counted and logged as
+    every denial is). The group and admin handlers ask it per item (docs/SECURITY.md) and
+    answer a refusal with DENIED_CODE[kind] in that item's place; the rest proceeds."""
     a = acl_of(ctx)
     if a is None:
         return None
     try:
-        a.authorize(conn, op, (Kind.TOPIC, topic))
+        a.authorize(conn, op, (kind, name))
     except AuthorizationError as e:
         return str(e)
     return None
+
+
+def visible(ctx: Any, conn: Any, kind: Kind, name: str) -> bool:
+    """Whether a listing shows the resource to `conn` (describe; a no is not a denial)."""
+    a = acl_of(ctx)
+    return a is None or a.allowed(conn, kind, Op.DESCRIBE, name)
 
 
 def _denied(a: Authorizer, conn: Any, slot: int, topic: str) -> bool:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgebus.acl.rules import Kind, Op
 from edgebus.errors import EdgebusError, InvalidRequestError, InvalidTopicError
 from edgebus.protocol import groups as G
 from edgebus.server.groups.coordinator import check_group_id
 from edgebus.server.handlers.data import now_ms
 from edgebus.server.kafka import errcodes as E
+from edgebus.server.kafka.authz import DENIED_CODE, refused
 from edgebus.server.kafka.group_common import after_fsync, groups_of
 from edgebus.server.kafka.shape import response
 
@@ -39,6 +41,10 @@ def offset_commit(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
         check_group_id(req.group_id)
     except EdgebusError:
         return all_failed(E.INVALID_GROUP_ID)
+    # Read on the group, then on each topic (docs/SECURITY.md): a refused topic's partitions
+    # answer TOPIC_AUTHORIZATION_FAILED and the others are committed.
+    if refused(ctx, conn, Kind.GROUP, Op.READ, req.group_id):
+        return all_failed(DENIED_CODE[Kind.GROUP])
     try:
         gh.coordinator.check_commit(req.group_id, generation, req.member_id)
         if req.group_id not in gh.store.table:
@@ -49,6 +55,11 @@ def offset_commit(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     entries = []
     for t in req.topics:
         parts = []
+        if refused(ctx, conn, Kind.TOPIC, Op.READ, t.name):
+            out.append(dict(name=t.name, partitions=[
+                dict(partition_index=p.partition_index, error_code=DENIED_CODE[Kind.TOPIC])
+                for p in t.partitions]))
+            continue
         for p in t.partitions:
             metadata = p.committed_metadata or ""
             try:
@@ -79,12 +90,16 @@ def offset_commit(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     return after_fsync(ctx, conn, header, p, resp, lambda e: all_failed(E.code_of(e)))
 
 
-def _fetch_group(gh: Any, group_id: str, topics: Any) -> tuple[int, list[dict[str, Any]]]:
+def _fetch_group(ctx: Any, conn: Any, group_id: str,
+                 topics: Any) -> tuple[int, list[dict[str, Any]]]:
     """(group error code, topics) for one group; `topics` None = every committed partition."""
+    gh = groups_of(ctx)
     try:
         check_group_id(group_id)
     except EdgebusError:
         return E.INVALID_GROUP_ID, []
+    if refused(ctx, conn, Kind.GROUP, Op.DESCRIBE, group_id):  # describe on the group
+        return DENIED_CODE[Kind.GROUP], []
     if topics is None:
         tps: dict[str, list[int]] = {}
         for topic, part in sorted(gh.store.group_offsets(group_id)):
@@ -107,12 +122,11 @@ def _fetch_group(gh: Any, group_id: str, topics: Any) -> tuple[int, list[dict[st
 
 
 def offset_fetch(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
-    gh = groups_of(ctx)
     if header.request_api_version >= 8:
         groups = []
         for g in req.groups:
-            code, topics = _fetch_group(gh, g.group_id, g.topics)
+            code, topics = _fetch_group(ctx, conn, g.group_id, g.topics)
             groups.append(dict(group_id=g.group_id, topics=topics, error_code=code))
         return response(header, groups=groups)
-    code, topics = _fetch_group(gh, req.group_id, req.topics)
+    code, topics = _fetch_group(ctx, conn, req.group_id, req.topics)
     return response(header, topics=topics, error_code=code)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgebus.acl.rules import Kind, Op
 from edgebus.errors import EdgebusError
 from edgebus.server.groups.coordinator import State, check_group_id
 from edgebus.server.handlers.data import now_ms
 from edgebus.server.kafka import errcodes as E
+from edgebus.server.kafka.authz import DENIED_CODE, refused, visible
 from edgebus.server.kafka.consumer_protocol import encode_assignment, encode_subscription
 from edgebus.server.kafka.group_common import PROTOCOL_TYPE, after_fsync, groups_of
 from edgebus.server.kafka.shape import response
@@ -41,6 +43,8 @@ def list_groups(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
         if states and state not in states:
             continue
         if types and GROUP_TYPE not in types and PROTOCOL_TYPE not in types:
+            continue
+        if not visible(ctx, conn, Kind.GROUP, gid):  # only what it may describe is listed
             continue
         out.append(dict(group_id=gid, protocol_type=PROTOCOL_TYPE, group_state=state,
                         group_type=GROUP_TYPE))
@@ -78,7 +82,13 @@ def _describe(gh: Any, gid: str, version: int) -> dict[str, Any]:
 def describe_groups(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     gh = groups_of(ctx)
     v = header.request_api_version
-    return response(header, groups=[_describe(gh, gid, v) for gid in req.groups])
+    out = []
+    for gid in req.groups:
+        why = refused(ctx, conn, Kind.GROUP, Op.DESCRIBE, gid)
+        out.append(_describe(gh, gid, v) if why is None else dict(
+            error_code=DENIED_CODE[Kind.GROUP], group_id=gid, group_state=DEAD,
+            protocol_type="", protocol_data="", members=[], error_message=why))
+    return response(header, groups=out)
 
 
 def delete_groups(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
@@ -90,6 +100,9 @@ def delete_groups(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
             check_group_id(gid)
         except Exception:
             results.append(dict(group_id=gid, error_code=E.INVALID_GROUP_ID))
+            continue
+        if refused(ctx, conn, Kind.GROUP, Op.DELETE, gid):
+            results.append(dict(group_id=gid, error_code=DENIED_CODE[Kind.GROUP]))
             continue
         if not gh.coordinator.is_empty(gid):
             results.append(dict(group_id=gid, error_code=E.NON_EMPTY_GROUP))

@@ -25,10 +25,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from edgebus.acl.rules import Kind, Op
 from edgebus.errors import EdgebusError
 from edgebus.protocol import groups as G
 from edgebus.server.kafka import errcodes as E
 from edgebus.server.kafka.apis import KafkaApi
+from edgebus.server.kafka.authz import DENIED_CODE, refused
 from edgebus.server.kafka.consumer_protocol import (
     decode_subscription,
     encode_assignment,
@@ -44,6 +46,8 @@ from edgebus.server.kafka.group_offsets import offset_commit, offset_fetch
 from edgebus.server.kafka.group_views import delete_groups, describe_groups, list_groups
 from edgebus.server.kafka.shape import response
 
+GROUP, READ, DESCRIBE = Kind.GROUP, Op.READ, Op.DESCRIBE
+GROUP_DENIED = DENIED_CODE[Kind.GROUP]
 log = logging.getLogger("edgebus.kafka.groups")
 
 # The leader id every Kafka member is told: no member has it, so none computes an assignment.
@@ -66,6 +70,19 @@ def find_coordinator(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     key_type = getattr(req, "key_type", KEY_GROUP)
     if key_type in (KEY_GROUP, KEY_TRANSACTION):  # this broker coordinates both (txn.py)
         err, msg = E.NONE, None
+        # A group's coordinator needs describe on the group, as in Kafka. A transactional id
+        # is no resource of edgebus's rules: what a transaction touches is checked (txn.py).
+        keys = req.coordinator_keys if header.request_api_version >= 4 else [req.key]
+        why = {k: refused(ctx, conn, GROUP, DESCRIBE, k) if key_type == KEY_GROUP else None
+               for k in keys}
+        if header.request_api_version >= 4:
+            return response(header, coordinators=[
+                dict(key=k, node_id=-1 if why[k] else node_id, host="" if why[k] else host,
+                     port=-1 if why[k] else port, error_code=GROUP_DENIED if why[k] else err,
+                     error_message=why[k]) for k in keys])
+        if why[req.key]:
+            return response(header, error_code=GROUP_DENIED, error_message=why[req.key],
+                            node_id=-1, host="", port=-1)
     else:
         err, msg = E.INVALID_REQUEST, (f"key type {key_type}: edgebus has only group "
                                        "coordinators (no transactions)")
@@ -128,6 +145,8 @@ def _native_join(header: Any, req: Any) -> tuple[G.JoinGroupRequest | None, int]
 
 
 def join_group(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
+    if refused(ctx, conn, GROUP, READ, req.group_id):
+        return _join_error(header, GROUP_DENIED, req.member_id)
     native, err = _native_join(header, req)
     if native is None:
         return _join_error(header, err, req.member_id)
@@ -158,6 +177,8 @@ def join_group(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
 def sync_group(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     if getattr(req, "protocol_type", None) not in (None, PROTOCOL_TYPE):
         return response(header, error_code=E.INCONSISTENT_GROUP_PROTOCOL, assignment=b"")
+    if refused(ctx, conn, GROUP, READ, req.group_id):
+        return response(header, error_code=GROUP_DENIED, assignment=b"")
     try:
         r = groups_of(ctx).coordinator.sync(
             G.SyncGroupRequest(req.group_id, req.generation_id, req.member_id))
@@ -170,6 +191,8 @@ def sync_group(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
 
 
 def heartbeat(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
+    if refused(ctx, conn, GROUP, READ, req.group_id):
+        return response(header, error_code=GROUP_DENIED)
     try:
         groups_of(ctx).coordinator.heartbeat(
             G.HeartbeatRequest(req.group_id, req.generation_id, req.member_id))
@@ -180,6 +203,8 @@ def heartbeat(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
 
 def leave_group(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     coord = groups_of(ctx).coordinator
+    if refused(ctx, conn, GROUP, READ, req.group_id):
+        return response(header, error_code=GROUP_DENIED, members=[])
     if header.request_api_version < 3:
         try:
             coord.leave(G.LeaveGroupRequest(req.group_id, req.member_id))

@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from edgebus import batch as B
 from edgebus import format as F
+from edgebus.acl.rules import Kind, Op
 from edgebus.errors import EdgebusError
 from edgebus.protocol import messages as M
 from edgebus.server.handlers.data import now_ms
 from edgebus.server.kafka import errcodes as E
 from edgebus.server.kafka.apis import KafkaApi
+from edgebus.server.kafka.authz import DENIED_CODE, refused
 from edgebus.server.kafka.fetch import up_to
 from edgebus.server.kafka.produce import built_info, producers
 from edgebus.server.kafka.shape import response
@@ -49,6 +51,7 @@ log = logging.getLogger("edgebus.kafka")
 ADD_PARTITIONS, ADD_OFFSETS, END_TXN, TXN_OFFSET_COMMIT = 24, 25, 26, 28
 PRODUCER_FENCED = 90
 INVALID_PRODUCER_EPOCH = 47
+NOT_ATTEMPTED = 55  # OPERATION_NOT_ATTEMPTED: the rest of a refused AddPartitionsToTxn
 INVALID_TXN_STATE = 48
 INVALID_PRODUCER_ID_MAPPING = 49
 INVALID_TRANSACTION_TIMEOUT = 50
@@ -288,9 +291,16 @@ def init(ctx: KafkaContext) -> list[Any]:
 
 def add_partitions_to_txn(ctx: KafkaContext, conn: Any, header: Any, req: Any) -> Any:
     keys = [(t.name, int(i)) for t in req.v3_and_below_topics for i in t.partitions]
-    res = coordinator(ctx).add_partitions(req.v3_and_below_transactional_id,
+    # Write on each topic; as in Kafka the request is all or nothing: a refused topic's
+    # partitions get TOPIC_AUTHORIZATION_FAILED and the others OPERATION_NOT_ATTEMPTED.
+    denied = {t.name for t in req.v3_and_below_topics
+              if refused(ctx, conn, Kind.TOPIC, Op.WRITE, t.name)}
+    if denied:
+        res = {k: DENIED_CODE[Kind.TOPIC] if k[0] in denied else NOT_ATTEMPTED for k in keys}
+    else:
+        res = coordinator(ctx).add_partitions(req.v3_and_below_transactional_id,
                                           req.v3_and_below_producer_id,
-                                          req.v3_and_below_producer_epoch, keys)
+                                              req.v3_and_below_producer_epoch, keys)
     by_topic: dict[str, list[dict[str, int]]] = {}
     for (topic, part), code in res.items():
         by_topic.setdefault(topic, []).append(dict(partition_index=part, partition_error_code=code))
@@ -299,19 +309,28 @@ def add_partitions_to_txn(ctx: KafkaContext, conn: Any, header: Any, req: Any) -
 
 
 def add_offsets_to_txn(ctx: KafkaContext, conn: Any, header: Any, req: Any) -> Any:
+    if refused(ctx, conn, Kind.GROUP, Op.READ, req.group_id):  # what OffsetCommit needs
+        return response(header, error_code=DENIED_CODE[Kind.GROUP])
     err = coordinator(ctx).add_offsets(req.transactional_id, req.producer_id, req.producer_epoch,
                                        req.group_id)
     return response(header, error_code=err)
 
 
 def txn_offset_commit(ctx: KafkaContext, conn: Any, header: Any, req: Any) -> Any:
+    # What OffsetCommit needs: read on the group, then on each topic (a refused topic's
+    # partitions get TOPIC_AUTHORIZATION_FAILED, the others are kept).
+    group_denied = refused(ctx, conn, Kind.GROUP, Op.READ, req.group_id) is not None
+    denied = {t.name for t in req.topics
+              if group_denied or refused(ctx, conn, Kind.TOPIC, Op.READ, t.name)}
     entries = [(t.name, int(p.partition_index), int(p.committed_offset), p.committed_metadata or "")
-               for t in req.topics for p in t.partitions]
-    err = coordinator(ctx).txn_offsets(req.transactional_id, req.producer_id, req.producer_epoch,
-                                       req.group_id, entries)
+               for t in req.topics if t.name not in denied for p in t.partitions]
+    err = DENIED_CODE[Kind.GROUP] if group_denied else coordinator(ctx).txn_offsets(
+        req.transactional_id, req.producer_id, req.producer_epoch, req.group_id, entries)
     return response(header, topics=[
-        dict(name=t.name, partitions=[dict(partition_index=p.partition_index, error_code=err)
-                                      for p in t.partitions]) for t in req.topics])
+        dict(name=t.name, partitions=[dict(
+            partition_index=p.partition_index,
+            error_code=DENIED_CODE[Kind.TOPIC] if t.name in denied and not group_denied else err)
+            for p in t.partitions]) for t in req.topics])
 
 
 def end_txn(ctx: KafkaContext, conn: Any, header: Any, req: Any) -> Any:
