@@ -150,8 +150,9 @@ def test_the_cursor_comes_from_the_target_after_every_kind_of_crash(source, dest
 
 
 def test_a_wrong_token_is_refused_on_both_sides(source, destination, make_replicator):
-    peer_only(destination, "Tansu cannot run with SASL here (`tansu user create` needs an "
-                           "authenticated broker first), so a wrong password is untested")
+    if destination.kind == "kafka":
+        pytest.skip("Tansu cannot run with SASL here (`tansu user create` needs an authenticated "
+                    "broker first), so a wrong password is untested")
     with Admin(socket=source.socket) as a:
         a.create_topic("secret", 1)
     produce(source, "secret", 5)
