@@ -4,6 +4,7 @@ bare Unix socket, one producer `send()` (linger_ms=0) -> one consumer, 100 B by 
 
     python -m bench.paced [--rates 1000,10000] [--sizes 100] [--rounds 3] [--duration 4]
                           [--only edgebus-shm,edgebus-socket,redis-streams,unix-socket]
+                          (also: edgebus-shm-plainfetch, the shm path with one fetch per answer)
                           [--out bench/results/issue16-cheap-paced.md]
 
 `python -m bench` measures the same rows once each (its cost section and latency runs); this
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", default=",".join(SYSTEMS))
     ap.add_argument("--out", default="")
     a = ap.parse_args(argv)
+    from edgebus import tuning
+    from edgebus.client import shm_channel
     from edgebus.testing import EmbeddedBroker
 
     only = [s for s in a.only.split(",") if s]
@@ -49,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     adapters: dict[str, tuple[Any, Any]] = {
         "edgebus-shm": (peers.Edgebus("shm", "send", broker), sup),
         "edgebus-socket": (peers.Edgebus("socket", "send", broker), sup),
+        # The shm path with one fetch per answer (EDGEBUS_SHM_STANDING_FETCH=0): before/after.
+        "edgebus-shm-plainfetch": (peers.Edgebus("shm", "send", broker), sup),
         "unix-socket": (peers.UnixSocket(), None),
     }
     if why_redis is None:
@@ -65,12 +70,15 @@ def main(argv: list[str] | None = None) -> None:
                         order.reverse()  # alternate: drift in the machine's load touches all alike
                     for name in order:
                         adapter, measured = adapters[name]
+                        # Read by the forked clients (the module's copy of the knob).
+                        shm_channel.STANDING = tuning.STANDING and name != "edgebus-shm-plainfetch"
                         row = R.run_case(adapter, name, "send", size, 1, 1, True, a.duration,
                                          measured)
                         row["round"] = rnd
                         rows.append(row)
                         print(f"  round {rnd} {name:15} {size:5} B {rate:6}/s  "
-                              f"cpu/msg {row.get('cpu_us_per_msg')} us  server "
+                              f"cpu/msg {row.get('cpu_us_per_msg')} us (p {row.get('cpu_us_producer')}"
+                              f" c {row.get('cpu_us_consumer')} s {row.get('cpu_us_server')})  server "
                               f"{row.get('server_cpu_percent')} %  p50 {row.get('p50_us')} "
                               f"p99 {row.get('p99_us')} us", flush=True)
     finally:
@@ -93,8 +101,9 @@ def render(rows: list[dict[str, Any]], load0: tuple[float, ...], load1: tuple[fl
           f"--duration {a.duration} --only {a.only}`", "",
           f"{os.cpu_count()} CPUs, load average {load0[0]:.2f} before / {load1[0]:.2f} after "
           "(a shared machine: compare within a round).", "",
-          "| round | system | size | rate | p50 us | p99 us | CPU us/msg (all) | server % core "
-          "| CPU / Redis |", "|---|---|---|---|---|---|---|---|---|"]
+          "| round | system | size | rate | p50 us | p99 us | CPU us/msg (all) "
+          "| producer / consumer / server | server % core | CPU / Redis |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     ratios: dict[tuple[str, int, int], list[float]] = {}
     for r in rows:
         redis = next((x for x in rows if x["system"] == "redis-streams" and x["round"] == r["round"]
@@ -106,8 +115,9 @@ def render(rows: list[dict[str, Any]], load0: tuple[float, ...], load1: tuple[fl
             ratios.setdefault((r["system"], r["size"], r.get("rate", 0)), []).append(v)
         md.append("| " + " | ".join(str(x) for x in (
             r["round"], r["system"], r["size"], r.get("rate", ""), r.get("p50_us", ""),
-            r.get("p99_us", ""), r.get("cpu_us_per_msg", ""), r.get("server_cpu_percent", ""),
-            ratio)) + " |")
+            r.get("p99_us", ""), r.get("cpu_us_per_msg", ""),
+            f"{r.get('cpu_us_producer')} / {r.get('cpu_us_consumer')} / {r.get('cpu_us_server')}",
+            r.get("server_cpu_percent", ""), ratio)) + " |")
     md += ["", "| system | size | rate | median CPU/msg / Redis Streams (goal <= 0.5) | rounds |",
            "|---|---|---|---|---|"]
     for (system, size, rate), vs in sorted(ratios.items()):
