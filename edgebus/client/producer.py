@@ -429,6 +429,9 @@ class Producer:
                 # No request could go now: it keeps filling (as Kafka's accumulator does), and
                 # the I/O thread seals it when an acknowledgement frees a slot. Sealed here, each
                 # record would wait in line as a batch of its own, sent one per acknowledgement.
+                # The acknowledgements are awaited now: not collected lazily (shm).
+                if self._channel is not None:
+                    self._channel.hurry()
                 continue
             self._seal(key, b, notify=not got)
         if not got:
