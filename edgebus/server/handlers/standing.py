@@ -165,7 +165,8 @@ class StandingFetches:
             return
         link.standing_w = None
         # A suspended one looks again at growing intervals while its consumer does not read.
-        self.arm(w.conn, w.correlation_id, w.request, min(2 * w.recheck_s, self._wait(w.request)))
+        recheck = max(RECHECK_S, min(2 * w.recheck_s, self._wait(w.request)))
+        self.arm(w.conn, w.correlation_id, w.request, recheck)
 
     def resume(self, link: Any) -> None:
         """ShmLink.service: the link's queued answers reached the ring; push again."""
