@@ -60,7 +60,7 @@ class ShmSyncChannel(SyncChannel):
         self._rings: ShmRings | None = None
         # Fetch-ahead (edgebus/client/fetch_ahead.py): the guessed request's key and correlation
         # id, and its answers as they arrived. A standing fetch (FETCH_STANDING, docs/FORMAT.md
-        # 7.12) is answered many times under one correlation id, each answer the guess that
+        # 7.13) is answered many times under one correlation id, each answer the guess that
         # follows from the one before; `_standing` is its id while armed.
         self._ahead: tuple[bytes, int] | None = None
         self._ahead_frames: deque[ResponseFrame] = deque()

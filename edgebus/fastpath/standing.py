@@ -1,4 +1,4 @@
-"""The one rule both ends of a standing fetch apply (FETCH_STANDING, docs/FORMAT.md 7.12):
+"""The one rule both ends of a standing fetch apply (FETCH_STANDING, docs/FORMAT.md 7.13):
 after an answer, the next request is the same fetch with each partition's offset moved past the
 whole batches the answer carried; when no offset moved (no records, or a partition error) the
 standing fetch has ended. The supervisor re-arms with it, the consumer computes the same request

@@ -1,4 +1,4 @@
-"""Standing fetches (FETCH_STANDING, docs/FORMAT.md 7.12) with a real supervisor and real clients:
+"""Standing fetches (FETCH_STANDING, docs/FORMAT.md 7.13) with a real supervisor and real clients:
 one request serves many answers, order and completeness, flow control when the consumer stops
 reading, a consumer SIGKILLed with one armed, and the refusal on a plain socket."""
 

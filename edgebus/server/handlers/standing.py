@@ -1,4 +1,4 @@
-"""Standing fetches (FETCH_STANDING, docs/FORMAT.md 7.12): a consumer's fetch that stays armed
+"""Standing fetches (FETCH_STANDING, docs/FORMAT.md 7.13): a consumer's fetch that stays armed
 after it is answered, so a consumer on the shared-memory rings does not write a new fetch, and
 wake the supervisor, after every answer.
 
