@@ -16,6 +16,7 @@ from edgebus.log.manager import LogManager
 from edgebus.server import testhooks
 from edgebus.server.broker import Broker
 from edgebus.server.disk import DiskGuard
+from edgebus.server.listeners.inet import server_context  # imports ssl only when called
 from edgebus.server.listeners.socket_claim import SocketClaim
 from edgebus.server.logsetup import setup_logging as _setup_logging
 from edgebus.server.notify import Notifier, summary_line
@@ -52,9 +53,8 @@ def run(config: Any) -> int:
     try:
         tokens = load_replica_tokens(config.replica.tokens_file)
         r = config.replica
-        if r.tls_cert is not None and r.tls_key is not None:
-            from edgebus.server.listeners.tcp import server_context  # ssl only when configured
-        tls = (server_context(str(r.tls_cert), str(r.tls_key), str(r.tls_ca) if r.tls_ca else None)
+        tls = (server_context(str(r.tls_cert), str(r.tls_key), str(r.tls_ca) if r.tls_ca else None,
+                              "replica.tls")
                if r.tls_cert is not None and r.tls_key is not None else None)
         kafka_tls = _kafka_tls(config.kafka)
     except ConfigError as e:
@@ -161,8 +161,6 @@ def _start_http(broker: Broker, config: Any) -> bool:
     h = config.http
     try:
         users = load_users(h.users_file)
-        if h.tls_cert is not None:
-            from edgebus.server.listeners.tcp import server_context  # ssl only when configured
         tls = (server_context(str(h.tls_cert), str(h.tls_key), None, "http.tls_cert")
                if h.tls_cert is not None and h.tls_key is not None else None)
         app = App(Authenticator(users), max_streams=h.max_streams)
@@ -180,9 +178,8 @@ def _kafka_tls(k: Any) -> Any:
     """The Kafka listener's TLS context (None: plain TCP); ConfigError for unreadable files."""
     if not k.enabled or k.tls_cert is None or k.tls_key is None:
         return None
-    from edgebus.server.listeners.kafka import tls_context
-
-    return tls_context(str(k.tls_cert), str(k.tls_key), str(k.tls_ca) if k.tls_ca else None)
+    return server_context(str(k.tls_cert), str(k.tls_key), str(k.tls_ca) if k.tls_ca else None,
+                          "kafka.tls_cert/tls_key/tls_ca")
 
 
 def _start_metrics(broker: Broker, config: Any) -> None:

@@ -9,17 +9,16 @@ encoding. TCP peers have no SO_PEERCRED, so pid and uid are unknown (-1).
 
 from __future__ import annotations
 
-import errno
 import functools
 import logging
 import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from edgebus.errors import ConfigError
 from edgebus.opsconfig import split_listen
 from edgebus.server.kafka.apis import dispatch
 from edgebus.server.kafka.framing import PREAUTH_MAX_FRAME, KafkaProtocol
+from edgebus.server.listeners.inet import bind_tcp, peer_addr
 from edgebus.server.listeners.stream import Connection, StreamListener
 
 if TYPE_CHECKING:  # ssl costs ~5 MB of RSS: loaded only for a listener with TLS
@@ -36,7 +35,7 @@ def _kafka_init(conn: Any, listener: KafkaListener) -> None:
     conn.proto = KafkaProtocol()
     conn.dispatch_to = listener.dispatch
     conn.listener = listener.name
-    conn.peer_addr = _peer(conn.sock)
+    conn.peer_addr = peer_addr(conn.sock)
     conn.client_id = None  # from the request headers
     # The SASL user once authenticated (edgebus/server/kafka/sasl.py), else None. With SASL
     # configured, nothing but ApiVersions and the SASL APIs is served before.
@@ -69,30 +68,6 @@ def _tls_connection_class() -> Any:
     return KafkaTlsConnection
 
 
-def _peer(sock: socket.socket) -> str:
-    try:
-        host, port = sock.getpeername()[:2]
-        return f"{host}:{port}"
-    except OSError:
-        return "?"
-
-
-def tls_context(cert: str, key: str, ca: str | None) -> ssl.SSLContext:
-    """TLS 1.2+ with the listener's certificate; with `ca`, client certificates are required."""
-    import ssl
-
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(cert, key)
-        if ca:
-            ctx.load_verify_locations(ca)
-            ctx.verify_mode = ssl.CERT_REQUIRED
-    except (OSError, ssl.SSLError) as e:
-        raise ConfigError(f"kafka.tls_cert/tls_key/tls_ca: cannot load the certificates: {e}") from None
-    return ctx
-
-
 class KafkaListener(StreamListener):
     """One `kafka.listeners` address."""
 
@@ -107,22 +82,9 @@ class KafkaListener(StreamListener):
         self.conns: dict[int, Connection] = {}
 
     def bind(self) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((self.host, self.port))
-        except OSError as e:
-            s.close()
-            if e.errno == errno.EADDRINUSE:
-                raise ConfigError(
-                    f"kafka.listeners: {self.host}:{self.port} is already in use by another "
-                    "process (a Kafka broker?); set kafka.listeners to another port, or "
-                    "kafka.enabled: false") from None
-            if e.errno == errno.EADDRNOTAVAIL:
-                raise ConfigError(f"kafka.listeners: {self.host} is not an address of this host") from None
-            raise
-        s.listen(128)
+        s = bind_tcp(self.host, self.port, setting="kafka.listeners", backlog=128,
+                     in_use_hint=" (a Kafka broker?); set kafka.listeners to another port, or "
+                                 "kafka.enabled: false")
         self.port = s.getsockname()[1]  # the one chosen when 0 was asked for
         self.name = f"kafka {self.host}:{self.port}"
         log.info("Kafka listener on %s:%d%s%s", self.host, self.port,
