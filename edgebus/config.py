@@ -37,6 +37,7 @@ from edgebus.opsconfig import (
     parse_replica_listen,
     parse_threshold,
 )
+from edgebus.secretfiles import check_private
 
 # An operator's file is small; a bound keeps a wrong path (a log file, a device) from being slurped.
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -770,13 +771,7 @@ def load_replica_tokens(path: Path | None) -> dict[str, str]:
     file holds secrets, so one that other users can read is refused (as ssh refuses a key)."""
     if path is None:
         return {}
-    try:
-        mode = path.stat().st_mode
-    except OSError as e:
-        raise ConfigError(f"replica.tokens_file: cannot read {path}: {e.strerror}") from None
-    if mode & 0o077:  # the edgebus group holds every local client: not them either
-        raise ConfigError(f"replica.tokens_file: {path} is readable by its group or others "
-                          f"(mode {mode & 0o777:04o}); chmod 0600 it")
+    check_private(path, "replica.tokens_file")
     doc = read_yaml_file(path)
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: expected a mapping of node name -> token")
