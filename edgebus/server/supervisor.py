@@ -10,7 +10,13 @@ import time
 from typing import Any
 
 from edgebus.config import load_config, load_replica_tokens
-from edgebus.errors import ConfigError, EdgebusError
+from edgebus.errors import (
+    ConfigError,
+    DataDirLockedError,
+    EdgebusError,
+    SocketDirError,
+    SocketInUseError,
+)
 from edgebus.heap import keep_freed_heap
 from edgebus.log.manager import LogManager
 from edgebus.server import testhooks
@@ -23,6 +29,16 @@ from edgebus.server.notify import Notifier, summary_line
 from edgebus.server.reload import ConfigReload, apply_declared_topics, topic_config_of
 
 log = logging.getLogger("edgebus.supervisor")
+
+# Refusals at start that only a change of configuration (or stopping another supervisor) can
+# clear: an unsafe socket directory, a socket, data directory or port another process holds, a
+# listen address not of this host. They exit EX_CONFIG (78) like a wrong config file, which the
+# units' RestartPreventExitStatus=78 makes final, instead of a restart loop that cannot succeed.
+_CONFIG_REFUSALS = (ConfigError, SocketDirError, SocketInUseError, DataDirLockedError)
+
+
+def _exit_status(e: EdgebusError) -> int:
+    return os.EX_CONFIG if isinstance(e, _CONFIG_REFUSALS) else 1
 
 
 def setup_logging(level: str) -> None:
@@ -67,7 +83,7 @@ def run(config: Any) -> int:
         claim.acquire()
     except EdgebusError as e:
         log.error("%s", e)
-        return 1
+        return _exit_status(e)
     except OSError as e:
         log.error("cannot use the socket path %s: %s", config.socket, e)
         return 1
@@ -78,7 +94,7 @@ def run(config: Any) -> int:
     except EdgebusError as e:
         log.error("%s", e)
         claim.release()
-        return 1
+        return _exit_status(e)
     defaults = topic_config_of(config.topic_defaults)
     # Declared topics are created, or set to the file's settings (edgebus/server/reload.py).
     if apply_declared_topics(logs, config.topics):
@@ -131,7 +147,7 @@ def run(config: Any) -> int:
         broker.listener.shutdown()
         logs.close()
         claim.release()
-        return 1
+        return os.EX_CONFIG
     except (OSError, EdgebusError) as e:
         log.error("cannot listen on %s: %s", config.socket, e)
         logs.close()
