@@ -4,8 +4,8 @@ Exit status: 0 success, 1 an edgebus error (printed as `edgebus: error: ...`, no
 2 a usage error (as argparse does), 78 a configuration error (EX_CONFIG from sysexits.h: the
 units' `RestartPreventExitStatus=78` keeps systemd from restarting a service whose config file
 is wrong; `serve` also for an unsafe socket directory or a socket, data directory or port
-another process holds, edgebus/server/supervisor.py), 130 interrupted by Ctrl-C, 141 standard output closed early (as a process killed by
-SIGPIPE would report).
+another process holds, edgebus/server/supervisor.py), 130 interrupted by Ctrl-C, 141 standard
+output closed early (as a process killed by SIGPIPE would report).
 """
 
 from __future__ import annotations
