@@ -134,12 +134,8 @@ def test_every_kind_of_fault_while_producing_leaves_exactly_the_sources_records(
                 for r in relays:
                     r.blackhole = False
                     r.cut()
-            elif what == "replicator":
-                rep.kill9()
-                rep.start()
-            elif what == "source":
-                source.kill9()
-                source.start()
+            elif what in ("replicator", "source"):
+                faults.kill9_restart(rep if what == "replicator" else source)
             elif what == "all-nodes":
                 for n in nats.cluster.nodes:
                     n.kill9()
