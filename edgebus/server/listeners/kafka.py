@@ -4,7 +4,10 @@ configured (docs/KAFKA.md).
 Accept, read, fairness and the input and output bounds are Connection's, as for every listener;
 what differs is the framing (a 4-byte big-endian length, edgebus/server/kafka/framing.py) and
 where frames go: to the Kafka dispatcher (edgebus/server/kafka/apis.py), which answers in Kafka's
-encoding. TCP peers have no SO_PEERCRED, so pid and uid are unknown (-1).
+encoding. TCP peers have no SO_PEERCRED: a loopback client's uid is the owner of its end in
+/proc/net/tcp (edgebus/acl/procnet.py), so its connections count against
+limits.max_connections_per_uid as a native client's do; a remote client's uid and every pid
+are unknown (-1).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
+from edgebus.acl.procnet import peer_uid
+from edgebus.errors import EdgebusError
 from edgebus.opsconfig import split_listen
 from edgebus.server.kafka.apis import dispatch
 from edgebus.server.kafka.framing import PREAUTH_MAX_FRAME, KafkaProtocol
@@ -50,8 +55,9 @@ def _kafka_init(conn: Any, listener: KafkaListener) -> None:
 
 
 class KafkaConnection(Connection):
-    def __init__(self, sock: socket.socket, loop: Loop, listener: KafkaListener) -> None:
-        super().__init__(sock, loop)
+    def __init__(self, sock: socket.socket, loop: Loop, listener: KafkaListener,
+                 uid: int = -1) -> None:
+        super().__init__(sock, loop, -1, uid)
         _kafka_init(self, listener)
 
 
@@ -61,8 +67,9 @@ def _tls_connection_class() -> Any:
     from edgebus.server.listeners.tcp import TlsConnection
 
     class KafkaTlsConnection(TlsConnection):
-        def __init__(self, sock: ssl.SSLSocket, loop: Loop, listener: KafkaListener) -> None:
-            super().__init__(sock, loop)
+        def __init__(self, sock: ssl.SSLSocket, loop: Loop, listener: KafkaListener,
+                     uid: int = -1) -> None:
+            super().__init__(sock, loop, -1, uid)
             _kafka_init(self, listener)
 
     return KafkaTlsConnection
@@ -93,12 +100,23 @@ class KafkaListener(StreamListener):
                  if self.ctx.settings.sasl_mechanisms else "")
         return s
 
+    def peer(self, sock: socket.socket) -> tuple[int, int]:
+        """(-1, the uid owning a loopback client's end), the uid as the access rules find it
+        (server/acl/authorizer.py); (-1, -1) for a remote client, counted under uid -1."""
+        uid = peer_uid(sock)
+        return -1, -1 if uid is None else uid
+
     def connection(self, sock: socket.socket, pid: int, uid: int) -> Connection:
         if self.tls is None:
-            return KafkaConnection(sock, self.loop, self)
+            return KafkaConnection(sock, self.loop, self, uid)
         tls = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        conn: Connection = _tls_connection_class()(tls, self.loop, self)
+        conn: Connection = _tls_connection_class()(tls, self.loop, self, uid)
         return conn
+
+    def _refuse(self, s: socket.socket, err: EdgebusError) -> None:
+        """Close at once (the refusal is logged): a Kafka client cannot read the native error
+        frame, and Kafka's broker too closes a connection over max.connections.per.ip."""
+        s.close()
 
     def accepted(self, conn: Connection) -> None:
         self.conns[conn.id] = conn
