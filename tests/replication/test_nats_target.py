@@ -22,6 +22,7 @@ from edgebus.errors import EdgebusError
 from edgebus.testing import EmbeddedBroker
 
 from .conftest import NODE, Replicator, wait_for
+from .faults import kill9_restart
 from .nats_cluster import nats_server_binary
 from .nats_destination import PREFIX, STREAM, NatsDestination, _connect, source_records
 from .relay import Relay
@@ -135,7 +136,7 @@ def test_every_kind_of_fault_while_producing_leaves_exactly_the_sources_records(
                     r.blackhole = False
                     r.cut()
             elif what in ("replicator", "source"):
-                faults.kill9_restart(rep if what == "replicator" else source)
+                kill9_restart(rep if what == "replicator" else source)
             elif what == "all-nodes":
                 for n in nats.cluster.nodes:
                     n.kill9()
