@@ -58,38 +58,36 @@ def _plain_int(value: Any) -> int | None:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def parse_size(value: int | str) -> int:
-    """Bytes from an integer or a string like "64MiB", "512 KiB", "4096"."""
+def _number_unit(value: int | str, kind: str, plain: str, example: str, units: dict[str, int],
+                 names: str, fold_case: bool) -> int:
+    """An integer (in `plain` units) as it is, or a string "<number><unit>" scaled by `units`
+    (no unit: plain)."""
     if (n := _plain_int(value)) is not None:
         return n
     m = _NUMBER_UNIT.fullmatch(value) if isinstance(value, str) else None
     if m is None:
-        raise ValueError(
-            f"expected a size (bytes, or a string like '64MiB'), got {describe(value)}"
-        )
+        raise ValueError(f"expected a {kind} ({plain}, or a string like {example!r}), "
+                         f"got {describe(value)}")
     number, unit = int(m.group(1)), m.group(2)
     if not unit:
         return number
-    if unit.lower() not in _SIZE_UNITS:
-        raise ValueError(f"unknown size unit {unit!r} in {value!r} (use B, KiB, MiB, GiB or TiB)")
-    return number * _SIZE_UNITS[unit.lower()]
+    key = unit.lower() if fold_case else unit
+    if key not in units:
+        raise ValueError(f"unknown {kind} unit {unit!r} in {value!r} (use {names})")
+    return number * units[key]
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from an integer or a string like "64MiB", "512 KiB", "4096"."""
+    return _number_unit(value, "size", "bytes", "64MiB", _SIZE_UNITS, "B, KiB, MiB, GiB or TiB",
+                        fold_case=True)
 
 
 def parse_duration(value: int | str) -> int:
     """Milliseconds from an integer or a string like "7d", "12h", "30m", "30s", "500ms"."""
-    if (n := _plain_int(value)) is not None:
-        return n
-    m = _NUMBER_UNIT.fullmatch(value) if isinstance(value, str) else None
-    if m is None:
-        raise ValueError(
-            f"expected a duration (milliseconds, or a string like '30s'), got {describe(value)}"
-        )
-    number, unit = int(m.group(1)), m.group(2)
-    if not unit:
-        return number
-    if unit not in _DURATION_UNITS:
-        raise ValueError(f"unknown duration unit {unit!r} in {value!r} (use ms, s, m, h, d or w)")
-    return number * _DURATION_UNITS[unit]
+    # Case matters: "m" is minutes, and "M" would be a guess.
+    return _number_unit(value, "duration", "milliseconds", "30s", _DURATION_UNITS,
+                        "ms, s, m, h, d or w", fold_case=False)
 
 
 class OctalInt(int):
