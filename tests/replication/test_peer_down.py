@@ -33,7 +33,16 @@ from edgebus.errors import (
 from edgebus.testing import EmbeddedBroker
 
 from . import faults
-from .conftest import NODE, TOKEN, Replicator, free_port, read_all, secret, wait_for
+from .conftest import (
+    NODE,
+    TOKEN,
+    Replicator,
+    Replicators,
+    free_port,
+    read_all,
+    secret,
+    wait_for,
+)
 from .relay import Relay
 
 pytestmark = pytest.mark.integration
@@ -83,27 +92,19 @@ def local_address(b: EmbeddedBroker) -> str:
 
 
 @pytest.fixture
-def make_replicator(tmp_path: Path, source: EmbeddedBroker, peer: Peer
-                    ) -> Iterator[Callable[..., Replicator]]:
-    made: list[Replicator] = []
-
+def make_replicator(tmp_path: Path, source: EmbeddedBroker, peer: Peer,
+                    replicators: Replicators) -> Callable[..., Replicator]:
     def make(topics: list[Any], **link: Any) -> Replicator:
-        cfg = {"node": NODE, "source": {"socket": source.socket},
-               "links": [{"name": "l1", "target": "peer", "address": peer.relay.address,
-                          "token_file": str(secret(tmp_path / "tok", TOKEN)),
-                          "local_replica": {
-                              "address": local_address(source),
-                              "token_file": str(secret(tmp_path / "ltok", PEER_TOKEN))},
-                          "topics": topics, "heartbeat_s": 0.5, **link}]}
-        path = tmp_path / f"replicator-{len(made)}.yaml"
-        path.write_text(yaml.safe_dump(cfg))
-        r = Replicator(path, tmp_path / f"replicator-{len(made)}.log")
-        made.append(r)
-        return r
+        return replicators.make({
+            "node": NODE, "source": {"socket": source.socket},
+            "links": [{"name": "l1", "target": "peer", "address": peer.relay.address,
+                       "token_file": str(secret(tmp_path / "tok", TOKEN)),
+                       "local_replica": {
+                           "address": local_address(source),
+                           "token_file": str(secret(tmp_path / "ltok", PEER_TOKEN))},
+                       "topics": topics, "heartbeat_s": 0.5, **link}]})
 
-    yield make
-    for r in made:
-        r.kill9()
+    return make
 
 
 def batches(b: EmbeddedBroker, topic: str, partition: int) -> list[bytes]:
