@@ -79,13 +79,20 @@ def build_checks(a: Authorizer) -> dict[int, Check]:
         # A gap record and a compressed append write the mirror as REPLICA_APPEND does.
         M.Api.REPLICA_GAP: lambda conn, req: check(conn, TOPIC_WRITE, req.topic),
         M.Api.REPLICA_APPEND_COMPRESSED: lambda conn, req: check(conn, TOPIC_WRITE, req.topic),
+        # Transactions, as on the Kafka path (kafka/txn.py): write on the partitions a
+        # transaction adds, what OffsetCommit needs for the offsets it commits.
+        M.Api.ADD_PARTITIONS_TO_TXN: lambda conn, req: topics(TOPIC_WRITE, req.partitions, conn),
+        M.Api.TXN_OFFSET_COMMIT: offset_commit,
     }
     return {int(k): v for k, v in table.items()}
 
 
 # APIs that need no permission of their own (listed so that a new API is a decision, not a gap).
+# INIT_PRODUCER_ID and END_TXN touch only the producer's own id and transaction (a transactional
+# id is no resource of the rules; what a transaction writes is checked when it is added).
 UNCHECKED = frozenset(int(k) for k in (M.Api.API_VERSIONS, M.Api.SHM_ATTACH, M.Api.REPLICA_HELLO,
-                                       M.Api.METADATA, M.Api.LIST_GROUPS))
+                                       M.Api.METADATA, M.Api.LIST_GROUPS, M.Api.INIT_PRODUCER_ID,
+                                       M.Api.END_TXN))
 
 
 def build_filters(a: Authorizer) -> dict[int, Filter]:
