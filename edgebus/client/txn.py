@@ -29,6 +29,7 @@ from edgebus import batch as B
 from edgebus import format as F
 from edgebus.backoff import backoff_delay
 from edgebus.errors import (
+    BrokerUnavailableError,
     EdgebusError,
     InvalidTxnStateError,
     OperationTimeoutError,
@@ -90,7 +91,10 @@ class Sequencer:
         it is sent (in send order, one batch in flight per partition), kept for resends."""
         if b.stamp is None:
             if self._renew and not self.transactional_id:
-                self.init()  # the I/O thread; a BrokerUnavailableError fails (and retries) b
+                try:
+                    self.init()  # the I/O thread: an error fails (and retries) b
+                except EdgebusError as e:
+                    raise BrokerUnavailableError(f"cannot get a new producer id: {e}") from e
             with self._lock:
                 key = (b.topic, b.partition)
                 seq = self._next.get(key, 0)

@@ -74,7 +74,8 @@ class TxnHandlers:
         self.producers = producers
         self.data = data
         self.durable = durable
-        # producer id -> transactional id (a native PRODUCE carries the producer id only)
+        # producer id -> transactional id, "" for none (a native PRODUCE carries the producer id
+        # only; ids are never reused, so what is remembered stays true)
         self._tids: dict[int, str] = {}
 
     def table(self) -> dict[int, Handler]:
@@ -84,12 +85,13 @@ class TxnHandlers:
                 int(M.Api.END_TXN): self.end_txn}
 
     def _tid_of(self, pid: int) -> str | None:
+        """The transactional id of producer `pid`; None for an idempotent producer."""
         tid = self._tids.get(pid)
-        if tid is None:  # known from before a restart: the coordinator's state has it
-            for name, t in self.coordinator.state.txns.items():
-                if t.producer_id == pid:
-                    tid = self._tids[pid] = name
-        return tid
+        if tid is None:  # first batch since the start: the coordinator's state may know it
+            tid = next((name for name, t in self.coordinator.state.txns.items()
+                        if t.producer_id == pid), "")
+            self._tids[pid] = tid  # "" remembered too: one look-up per producer, not per batch
+        return tid or None
 
     # --- the APIs --------------------------------------------------------------------------------
     def init_producer_id(self, conn: Any, corr: int, req: M.InitProducerIdRequest) -> M.InitProducerIdResponse:

@@ -90,8 +90,11 @@ class TxnCoordinator(Service):
 
     # --- the loop ---
     def next_deadline(self) -> float | None:
-        # Idle is idle: no timer while no transactional producer is known.
-        return self._next_check if self.state.txns else None
+        # Idle is idle: a timer only while a transaction is open.
+        txns = self.state.txns
+        if txns and any(t.state == ONGOING for t in txns.values()):
+            return self._next_check
+        return None
 
     def tick(self, now: float) -> None:
         self._next_check = now + CHECK_EVERY_S
