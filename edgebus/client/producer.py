@@ -47,7 +47,7 @@ from edgebus import format as F
 from edgebus.backoff import backoff_delay
 from edgebus.client.channel import AsyncChannel, SyncChannel, resolve_socket
 from edgebus.client.shm_channel import ShmAsyncChannel, check_transport, open_async_channel
-from edgebus.client.txn import TRANSACTIONAL, Sequencer, TransactionalProducer, Transactions
+from edgebus.client.txn import TransactionalProducer
 from edgebus.client.types import (
     BatchResult,
     FutureBatch,
@@ -245,16 +245,8 @@ class Producer(TransactionalProducer):
         self._io_lock = threading.Lock()
         # Fail fast with a clear error when the supervisor is not there.
         self._meta.request(M.Api.API_VERSIONS, M.ApiVersionsRequest())
-        # Idempotence and transactions (edgebus/client/txn.py); None for a plain producer.
-        self._seq: Sequencer | None = None
-        self._txn: Transactions | None = None
-        if idempotent:
-            self._seq = Sequencer(self._meta, self._meta_lock, self.max_block,
-                                  transactional_id or "", transaction_timeout_ms)
-            if transactional_id is None:
-                self._seq.init()
-            else:
-                self._txn = Transactions(self, self._seq)
+        # Idempotence and transactions (edgebus/client/txn.py): _seq, _txn (None: a plain producer)
+        self._start_idempotence(idempotent, transactional_id, transaction_timeout_ms)
         self._thread = threading.Thread(target=self._sender, name="edgebus-producer", daemon=True)
         self._thread.start()
 
@@ -725,7 +717,7 @@ class Producer(TransactionalProducer):
         if self._seq is None:
             parts, size = B.batch_parts(b.records, b.first_ts, b.max_ts, record_count=b.count)
         else:
-            parts, size = self._seq.batch_parts(b, TRANSACTIONAL if self._txn is not None else 0)
+            parts, size = self._seq.batch_parts(b)
         req = produce_body_parts(b.topic, b.partition, self.acks, parts, size)
         # Counted in _in_flight since _pop_ready; a BrokerUnavailableError goes to the caller,
         # which finishes the batch.
@@ -775,10 +767,8 @@ class Producer(TransactionalProducer):
                 return
             self._retry_at.pop(key, None)
             self._cond.notify_all()  # its partition may send again (the I/O thread looks)
-        if err is not None and self._seq is not None:  # failed for good: a hole in its sequence
-            self._seq.failed(b, err)
-            if self._txn is not None:
-                self._txn.batch_failed(err)
+        if err is not None and self._seq is not None:
+            self._failed_for_good(b, err)
         self._queued_bytes -= b.size - F.BATCH_HEADER_SIZE
         if err is None:
             self._counts["record-send-total"] += b.count

@@ -14,7 +14,8 @@ adds each partition it writes before the first record goes there (ADD_PARTITIONS
 caller's thread), commits consumer offsets with it (TXN_OFFSET_COMMIT), and ends with END_TXN
 after every batch is acknowledged. Misuse gets InvalidTxnStateError; a newer instance of the same
 transactional id (or the supervisor aborting a transaction open past its timeout) makes this one
-fenced: ProducerFencedError from then on.
+fenced: ProducerFencedError from then on. close() leaves an open transaction open: the next
+instance's init_transactions(), or the transaction's timeout, aborts it (as in Kafka).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 # Transaction states of the client (what may be called when).
 UNINITIALIZED, READY, IN_TRANSACTION, FENCED = "uninitialized", "ready", "in transaction", "fenced"
 SEQ_MOD = 2**31  # sequences wrap at i32, as the supervisor counts them
+TRANSACTIONAL = F.ATTR_TRANSACTIONAL  # the attributes bit of a transactional producer's batch
 
 
 class Sequencer:
@@ -86,9 +88,10 @@ class Sequencer:
             self._next.clear()
             self._renew = False
 
-    def batch_parts(self, b: Any, attributes: int = 0) -> tuple[list[bytes], int]:
+    def batch_parts(self, b: Any) -> tuple[list[bytes], int]:
         """The batch's bytes with its producer id, epoch and base sequence: given the first time
-        it is sent (in send order, one batch in flight per partition), kept for resends."""
+        it is sent (in send order, one batch in flight per partition), kept for resends; a
+        transactional producer's marked transactional."""
         if b.stamp is None:
             if self._renew and not self.transactional_id:
                 try:
@@ -101,8 +104,8 @@ class Sequencer:
                 self._next[key] = (seq + b.count) % SEQ_MOD
                 b.stamp = (self.producer_id, self.epoch, seq)
         pid, epoch, seq = b.stamp
-        return B.batch_parts(b.records, b.first_ts, b.max_ts, pid, seq, epoch,
-                             record_count=b.count, attributes=attributes)
+        return B.batch_parts(b.records, b.first_ts, b.max_ts, pid, seq, epoch, record_count=b.count,
+                             attributes=TRANSACTIONAL if self.transactional_id else 0)
 
     def failed(self, b: Any, err: BaseException) -> None:
         """A batch failed for good (after its retries): its sequence numbers are a hole."""
@@ -129,10 +132,33 @@ def _offsets(offsets: Any) -> list[M.TxnOffset]:
 
 
 class TransactionalProducer:
-    """The transaction methods of edgebus.Producer (confluent-kafka's names). The producer sets
-    `_txn` (its Transactions) when it has a transactional_id."""
+    """The transaction methods of edgebus.Producer (confluent-kafka's names), and what its
+    sending path calls of Sequencer and Transactions."""
 
+    _seq: Sequencer | None
     _txn: Transactions | None
+    _meta: SyncChannel
+    _meta_lock: threading.Lock
+    max_block: float
+
+    def _start_idempotence(self, idempotent: bool, transactional_id: str | None,
+                           transaction_timeout_ms: int) -> None:
+        self._seq = self._txn = None
+        if idempotent:
+            self._seq = Sequencer(self._meta, self._meta_lock, self.max_block,
+                                  transactional_id or "", transaction_timeout_ms)
+            if transactional_id is None:
+                self._seq.init()  # an idempotent producer has its id from the start
+            else:
+                self._txn = Transactions(self, self._seq)
+
+    def _failed_for_good(self, b: Any, err: BaseException) -> None:
+        """A batch failed after its retries: a hole in its sequence; its transaction cannot
+        commit."""
+        if self._seq is not None:
+            self._seq.failed(b, err)
+        if self._txn is not None:
+            self._txn.batch_failed(err)
 
     def _transactions(self) -> Transactions:
         if self._txn is None:
@@ -269,5 +295,3 @@ class Transactions:
                                                      1 if commit else 0))
         self.state = READY
 
-
-TRANSACTIONAL = F.ATTR_TRANSACTIONAL
