@@ -190,3 +190,26 @@ def test_native_and_confluent_transactions_on_one_topic(broker: EmbeddedBroker) 
     assert sorted(read_all(broker, "mixed", "read_uncommitted")) == sorted(
         [*committed, b"k-abort", b"n-abort"])
     assert native_values(broker, "mixed") == committed
+
+
+def test_transaction_across_a_supervisor_sigkill(broker: EmbeddedBroker) -> None:
+    """A supervisor SIGKILLed in the middle of a native transaction: the producer's resends are
+    recognised (idempotence inside the transaction), the transaction's state comes back from its
+    file, and the commit after the restart makes each record visible once, in order."""
+    create_topic(broker, "across")
+    p = txp(broker, "across-1", retry_backoff_ms=10, retry_backoff_max_ms=100,
+            delivery_timeout_ms=None)
+    try:
+        p.begin_transaction()
+        futs = [p.send("across", b"r%d" % i, partition=0) for i in range(100)]
+        futs[0].get(10)  # the transaction has begun on the supervisor; later batches may be in flight
+        broker.kill9()
+        broker.start()
+        futs += [p.send("across", b"r%d" % i, partition=0) for i in range(100, 200)]
+        p.commit_transaction()
+        assert [f.get(10).offset for f in futs] == list(range(200))
+    finally:
+        p.close()
+    expected = [b"r%d" % i for i in range(200)]
+    assert native_until(broker, "across", b"r199") == expected
+    assert read_all(broker, "across", "read_committed") == expected
