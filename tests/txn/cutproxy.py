@@ -1,7 +1,8 @@
 """A Unix-socket proxy between a client and the supervisor that loses answers: it forwards
 frames both ways and, for every `every`-th PRODUCE answer, closes both connections instead of
 forwarding it. The batch was appended; the client never learns it (the lost-ack case an
-idempotent producer's resend must not duplicate)."""
+idempotent producer's resend must not duplicate). While `blackhole` is set, PRODUCE requests
+are dropped instead (never appended, never answered)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class CutProxy:
         self.target, self.path, self.every = target, str(path), every
         self.answers = 0  # PRODUCE answers seen
         self.cuts = 0
+        self.blackhole = False
         self._lock = threading.Lock()
         self._srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._srv.bind(self.path)
@@ -66,6 +68,8 @@ class CutProxy:
                 if requests:  # api_key u16, api_version u16, correlation_id u32
                     api, _v, corr = struct.unpack_from("<HHI", frame)
                     if api == PRODUCE:
+                        if self.blackhole:
+                            continue
                         produces.add(corr)
                 else:
                     corr = struct.unpack_from("<I", frame)[0]

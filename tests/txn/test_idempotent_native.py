@@ -17,8 +17,10 @@ from edgebus import batch as B
 from edgebus import format as F
 from edgebus.client.channel import SyncChannel
 from edgebus.errors import (
+    BrokerUnavailableError,
     CorruptRecordError,
     InvalidTxnStateError,
+    OperationTimeoutError,
     OutOfOrderSequenceError,
     ProducerFencedError,
 )
@@ -77,6 +79,28 @@ def test_answers_lost_with_the_connection(broker, tmp_path: Path, idempotent: bo
     else:
         assert len(got) > len(expected)  # each lost answer's batch was appended again
         assert sorted(set(got)) == sorted(expected)
+
+
+def test_a_batch_that_fails_for_good_does_not_block_the_next(broker, tmp_path: Path) -> None:
+    """A batch that never reached the supervisor fails after its delivery timeout: a hole in
+    its partition's sequence. The producer starts over with a new producer id, so the next
+    record is taken (with the old id it would be refused as out of order)."""
+    topic(broker)
+    proxy = CutProxy(broker.socket, tmp_path / "p.sock", every=10**9)
+    p = Producer(socket=str(tmp_path / "p.sock"), transport="socket", linger_ms=0,
+                 enable_idempotence=True, request_timeout_ms=300, delivery_timeout_ms=1000,
+                 retry_backoff_ms=50, retry_backoff_max_ms=100)
+    try:
+        assert p.send("t", b"a", partition=0).get(10).offset == 0
+        proxy.blackhole = True
+        with pytest.raises((OperationTimeoutError, BrokerUnavailableError)):  # its last error
+            p.send("t", b"lost", partition=0).get(30)
+        proxy.blackhole = False
+        assert p.send("t", b"c", partition=0).get(30).offset == 1
+    finally:
+        p.close(10)
+        proxy.close()
+    assert values(broker) == [b"a", b"c"]
 
 
 @pytest.mark.parametrize("transport", ["socket", "shm"])
