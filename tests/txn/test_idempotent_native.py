@@ -19,6 +19,7 @@ from edgebus.client.channel import SyncChannel
 from edgebus.errors import (
     BrokerUnavailableError,
     CorruptRecordError,
+    InvalidRequestError,
     InvalidTxnStateError,
     OperationTimeoutError,
     OutOfOrderSequenceError,
@@ -162,6 +163,8 @@ def test_sequence_refusals_are_typed(broker) -> None:
         raw(broker.socket, pid, 0, 2, b"old epoch")
     with pytest.raises(InvalidTxnStateError, match="no transactional id"):
         raw(broker.socket, pid, 1, 1, b"t", F.ATTR_TRANSACTIONAL)
+    with pytest.raises(InvalidRequestError, match="base sequence"):
+        raw(broker.socket, pid, 1, -1, b"no sequence")
     with pytest.raises(CorruptRecordError, match="control batches"):
         raw(broker.socket, pid, 1, 1, b"marker", F.ATTR_TRANSACTIONAL | F.ATTR_CONTROL)
     assert values(broker) == [b"a", b"b", b"c"]

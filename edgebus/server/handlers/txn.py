@@ -156,8 +156,9 @@ class TxnHandlers:
             raise CorruptRecordError(f"batch attributes 0x{attrs:02x}: control batches are written "
                                      "only by the supervisor")
         if pid < 0 or seq < 0 or epoch < 0:
-            raise InvalidRequestError(f"a transactional batch needs its producer id, epoch and "
-                                      f"sequence (got {pid}, {epoch}, {seq})")
+            raise InvalidRequestError(f"{where}: a batch of an idempotent or transactional producer "
+                                      f"needs its producer id, epoch and base sequence (got {pid}, "
+                                      f"{epoch}, {seq})")
         tid = self._tid_of(pid)
         if tid is not None:
             if not attrs & F.ATTR_TRANSACTIONAL:
