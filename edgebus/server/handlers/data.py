@@ -68,8 +68,8 @@ class DataHandlers(Service):
         self.stats = stats
         self.max_fetch_wait_ms = max_fetch_wait_ms
         self.waiters = FetchWaiters()
-        # (partition, bytes read) -> what a native fetch may see: set by the Kafka transaction
-        # coordinator (kafka/txn.py) to stop at the last stable offset and hide aborted records.
+        # (partition, bytes read) -> what a native fetch may see: set by the transaction
+        # coordinator (txn/coordinator.py) to stop at the last stable offset and hide aborted records.
         self.txn_filter: Callable[[Any, bytes], bytes] | None = None
         # A batch with a producer id or the transactional bit goes to the sequence and
         # transaction checks (handlers/txn.py TxnHandlers.produce; set by the Broker).
