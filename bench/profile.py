@@ -84,13 +84,18 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--no-spy", action="store_true",
                     help="no profiler: only CPU (user/system) per process, undisturbed")
+    ap.add_argument("--acl", choices=["off", "owner", "rules"], default="owner",
+                    help="access control: off (acl.enabled: false), owner (the default policy, "
+                         "no rules) or rules (the ten rules of python -m bench --acl)")
     args = ap.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    from bench.run import ACL_RULES
     from edgebus import Admin
     from edgebus.testing import EmbeddedBroker
 
     out_dir = Path(tempfile.mkdtemp(prefix="ebprof-"))
-    with EmbeddedBroker(log_level="WARNING") as b:
+    acl = {"off": {"enabled": False}, "owner": {}, "rules": {"rules": ACL_RULES}}[args.acl]
+    with EmbeddedBroker(log_level="WARNING", config={"acl": acl}) as b:
         with Admin(socket=b.socket, transport="socket") as a:
             a.create_topic("prof", 1)
         ctx = mp.get_context("fork")
