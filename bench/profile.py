@@ -75,6 +75,23 @@ def summarize(path: Path, top: int = 15) -> list[str]:
     return [f"  {c / max(total, 1):6.1%} {k}" for k, c in own.most_common(top)]
 
 
+def share(path: Path, needles: list[str]) -> float:
+    """The fraction of samples whose stack holds a frame naming any of `needles` (inclusive
+    time: the function and what it calls)."""
+    hit = total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        total += int(count)
+        if any(n in stack for n in needles):
+            hit += int(count)
+    return hit / max(total, 1)
+
+
+# --acl rules: the frames that are access control's own work (the checked PRODUCE wrapper's
+# own line is counted by its callee's absence: only the check inside it is matched).
+ACL_FRAMES = ["Authorizer.", "server/acl/", "checks.py", "authorizer.py"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.profile")
     ap.add_argument("--transport", default="shm", choices=["shm", "socket"])
@@ -135,6 +152,9 @@ def main() -> int:
         path = out_dir / f"{name}.txt"
         if not args.no_spy:
             print("\n".join(summarize(path, args.top)) if path.exists() else "  (py-spy not available)")
+            if name == "supervisor" and path.exists() and args.acl != "off":
+                print(f"  access control (frames of edgebus/server/acl/, inclusive): "
+                      f"{share(path, ACL_FRAMES):.2%} of the supervisor's samples")
     return 0
 
 

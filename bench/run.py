@@ -230,6 +230,7 @@ def run_case(adapter: Any, system: str, api: str, size: int, producers: int, con
         cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
         row["supervisor_cpu_s"] = round(cpu, 3)
         row["supervisor_cpu_s_per_M"] = round(cpu / max(sent, 1) * 1e6, 2)
+        row["supervisor_us_per_msg"] = round(cpu / max(sent, 1) * 1e6, 4)  # unrounded: --acl ratios
         row["supervisor_rss_mb"] = round(supervisor.memory_info().rss / 2**20, 1)
     return row
 
@@ -386,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run the edgebus rows against a second supervisor with access "
                          "control on (ACL_RULES, 10 rules) and report on/off ratios; the first "
                          "supervisor then has it off (acl.enabled: false)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="with --acl: run each edgebus on/off pair N times, alternating which "
+                         "side runs first, and report the median on/off ratios (bench/acl_compare.py)")
     ap.add_argument("--archive", action="store_true",
                     help="also keep a timestamped copy of the report next to latest-*")
     args = ap.parse_args(argv)
@@ -449,6 +453,11 @@ def main(argv: list[str] | None = None) -> int:
     only = {s for s in args.only.split(",") if s}
     if only:
         systems = [s for s in systems if s[0] in only]
+    from bench import acl_compare
+
+    # (round, system): round 0 is every system once; --acl --repeat N adds N-1 alternated rounds
+    # of the on/off pairs.
+    plan = acl_compare.rounds(systems, args.repeat if acl_broker is not None else 1)
 
     rows: list[dict[str, Any]] = []
     cost_rows: list[dict[str, Any]] = []
@@ -458,17 +467,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for size in sizes:
             for p, c in topos:
-                for name, api, adapter, is_eb in systems:
+                for rnd, (name, api, adapter, is_eb) in plan:
                     if not args.no_throughput:
                         rows.append(run_case(adapter, name, api, size, p, c, False, duration,
                                              _measured(is_eb, sups["-acl" in name])))
+                        rows[-1]["round"] = rnd
                         _progress(rows[-1])
-                for name, api, adapter, is_eb in systems:
+                for rnd, (name, api, adapter, is_eb) in plan:
                     # Latency: one per system, with its one-message API (edgebus: send()).
                     if args.no_latency or (is_eb is True and api != "send"):
                         continue
                     rows.append(run_case(adapter, name, "send", size, p, c, True, lat_duration,
                                          _measured(is_eb, sups["-acl" in name])))
+                    rows[-1]["round"] = rnd
                     _progress(rows[-1])
         if not (args.no_cost or quick or only):
             cost_rows, fsync = cost.run(
@@ -490,8 +501,9 @@ def main(argv: list[str] | None = None) -> int:
 
         wear_rows = wear.run()
 
-    if acl_broker is not None:
-        notes += acl_ratios(rows)
+    acl_summary = acl_compare.summarize(rows) if acl_broker is not None else None
+    if acl_summary is not None:
+        notes += acl_compare.notes(acl_summary)
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick,
         "seconds": round(time.time() - started, 1),
@@ -504,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         "notes": notes, "results": rows, "idle": idle, "targets": targets(rows, idle),
         "cost": {"results": cost_rows, "fsync": fsync,
                  "targets": cost.targets(rows + cost_rows, fsync)} if cost_rows else None,
-        "wear": wear_rows,
+        "wear": wear_rows, "acl": acl_summary,
     }
     md = render_md(report)
     print("\n".join(md))
@@ -536,26 +548,6 @@ ACL_RULES = [
     "deny user:guest all topic:billing*",
     "allow node:gateway-7 all topic:gateway-7/*",
 ]
-
-
-def acl_ratios(rows: list[dict[str, Any]]) -> list[str]:
-    """One note per edgebus case: the ACL supervisor's figure against the plain one's."""
-    out = []
-    by = {(r["system"], r["api"], r["size"], r["topology"], r["mode"]): r for r in rows}
-    for (system, api, size, topo, mode), on in by.items():
-        if not system.endswith("-acl"):
-            continue
-        off = by.get((system[:-4], api, size, topo, mode))
-        if off is None:
-            continue
-        if mode == "throughput" and off.get("msgs_per_s") and on.get("msgs_per_s"):
-            ratio = on["msgs_per_s"] / off["msgs_per_s"]
-            out.append(f"ACL on/off {system[:-4]} {api} {size} B {topo}: throughput x{ratio:.3f} "
-                       f"({on['msgs_per_s']:,} vs {off['msgs_per_s']:,} msg/s)")
-        elif mode != "throughput" and off.get("p50_us") and on.get("p50_us"):
-            out.append(f"ACL on/off {system[:-4]} {size} B {topo}: latency p50 x"
-                       f"{on['p50_us'] / off['p50_us']:.3f} ({on['p50_us']} vs {off['p50_us']} us)")
-    return out
 
 
 def _measured(is_eb: Any, sup: psutil.Process | None) -> psutil.Process | None:
