@@ -101,6 +101,7 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--no-spy", action="store_true",
                     help="no profiler: only CPU (user/system) per process, undisturbed")
+    ap.add_argument("--hz", type=int, default=250, help="py-spy samples per second")
     ap.add_argument("--acl", choices=["off", "owner", "rules"], default="owner",
                     help="access control: off (acl.enabled: false), owner (the default policy, "
                          "no rules) or rules (the ten rules of python -m bench --acl)")
@@ -125,7 +126,7 @@ def main() -> int:
         time.sleep(1.0)
         pids = {"supervisor": b.pid, "producer": prod.pid, "consumer": cons.pid}
         spies = [] if args.no_spy else [
-            subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(int(args.seconds)), "-r", "250",
+            subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(int(args.seconds)), "-r", str(args.hz),
                               "--nonblocking", "-f", "raw", "-o", str(out_dir / f"{name}.txt")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for name, pid in pids.items()]

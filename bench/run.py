@@ -390,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1,
                     help="with --acl: run each edgebus on/off pair N times, alternating which "
                          "side runs first, and report the median on/off ratios (bench/acl_compare.py)")
+    ap.add_argument("--acl-control", action="store_true",
+                    help="with --acl: the second supervisor has access control off too (an A/A "
+                         "run: its on/off ratios are the noise floor of two supervisor processes)")
     ap.add_argument("--archive", action="store_true",
                     help="also keep a timestamped copy of the report next to latest-*")
     args = ap.parse_args(argv)
@@ -411,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     broker = EmbeddedBroker(log_level="WARNING",
                             config={"acl": {"enabled": False}} if args.acl else None).start()
     sup = psutil.Process(broker.pid)
-    acl_broker = EmbeddedBroker(log_level="WARNING", config={"acl": {"rules": ACL_RULES}}).start() \
+    acl_config = {"enabled": False} if args.acl_control else {"rules": ACL_RULES}
+    acl_broker = EmbeddedBroker(log_level="WARNING", config={"acl": acl_config}).start() \
         if args.acl else None
     sups = {False: sup, True: psutil.Process(acl_broker.pid) if acl_broker else None}
     redis = peers.RedisStreams()
