@@ -277,6 +277,7 @@ def _idle_cpu(broker: Any, seconds: float) -> dict[str, Any]:
 
     time.sleep(1.0)  # started, recovered, nothing connected yet: issue 16's "idle RSS"
     rss_alone = psutil.Process(broker.pid).memory_info().rss
+    pss_alone = _pss(broker.pid)
     with Admin(socket=broker.socket, transport="socket") as a:
         a.create_topic("bench-idle", 1)
     mpc = mp.get_context("fork")
@@ -290,15 +291,27 @@ def _idle_cpu(broker: Any, seconds: float) -> dict[str, Any]:
     time.sleep(seconds)
     c1 = sup.cpu_times()
     wall = time.monotonic() - t0
+    # Memory with the ten clients still connected (read after they left, it was not).
+    rss, pss = sup.memory_info().rss, _pss(broker.pid)
     stop.set()
     pr.join(10)
     if pr.is_alive():
         pr.kill()
     cpu = (c1.user + c1.system) - (c0.user + c0.system)
     return {"clients": 10, "seconds": round(wall, 1), "supervisor_cpu_s": round(cpu, 3),
-            "supervisor_rss_mb": round(sup.memory_info().rss / 2**20, 1),
+            "supervisor_rss_mb": round(rss / 2**20, 1),
             "supervisor_rss_mb_no_clients": round(rss_alone / 2**20, 1),
+            # PSS divides shared pages (libpython, libc, ring pages) among the processes that
+            # map them: this process's own cost (bench/rss.py says which part is what).
+            "supervisor_pss_mb": pss, "supervisor_pss_mb_no_clients": pss_alone,
             "supervisor_cpu_percent": round(100 * cpu / wall, 3)}
+
+
+def _pss(pid: int) -> float | None:
+    try:
+        return round(psutil.Process(pid).memory_full_info().pss / 2**20, 1)
+    except (psutil.Error, AttributeError):  # smaps unreadable, or not Linux
+        return None
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -585,7 +598,8 @@ def render_md(report: dict[str, Any]) -> list[str]:
                f"5 Consumers sitting in poll(), i.e. a 500 ms long-poll each), {i['seconds']} s: "
                f"supervisor CPU {i['supervisor_cpu_s']} s = {i['supervisor_cpu_percent']}%, "
                f"RSS {i.get('supervisor_rss_mb')} MB (before any client connected: "
-               f"{i.get('supervisor_rss_mb_no_clients')} MB)."]
+               f"{i.get('supervisor_rss_mb_no_clients')} MB); PSS {i.get('supervisor_pss_mb')} MB "
+               f"({i.get('supervisor_pss_mb_no_clients')} MB)."]
     md += ["", "| target | value | goal | met | of goal |", "|---|---|---|---|---|"]
     for t in report["targets"]:
         met = "-" if t["met"] is None else ("yes" if t["met"] else "no")
