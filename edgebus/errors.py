@@ -227,6 +227,45 @@ class AuthorizationError(EdgebusError):
         self.resource = resource
 
 
+# --- idempotent and transactional producers (docs/FORMAT.md 7.12); 60-69 -------------------------
+
+
+class OutOfOrderSequenceError(EdgebusError):
+    """A batch of an idempotent producer whose sequence number does not continue that producer's
+    last one in the partition (a batch in between was lost): nothing was appended."""
+
+    code = 60
+
+
+class DuplicateSequenceError(EdgebusError):
+    """A batch of an idempotent producer resent after more newer batches were appended than the
+    supervisor remembers: it was appended before (its offset is no longer known); not again."""
+
+    code = 61
+
+
+class ProducerFencedError(EdgebusError):
+    """A newer instance of this transactional id started (or the supervisor aborted this
+    instance's transaction after its timeout, bumping the epoch): this producer may not write."""
+
+    code = 62
+    hint = "close this producer; only the newest instance of a transactional id may write"
+
+
+class InvalidTxnStateError(EdgebusError):
+    """A request that does not fit the transaction's state: a send outside a transaction of a
+    transactional producer, a commit with nothing begun, an unknown transactional id."""
+
+    code = 63
+
+
+class ConcurrentTransactionsError(EdgebusError):
+    """The previous transaction of this transactional id is still being completed."""
+
+    code = 64
+    retriable = True
+
+
 # --- local only (never sent on the wire) ---------------------------------------------------------
 
 

@@ -47,6 +47,10 @@ APIS: dict[int, ApiSpec] = {
     M.Api.REPLICA_GAP: ApiSpec(M.ReplicaGapRequest, M.ReplicaAppendResponse),
     M.Api.REPLICA_APPEND_COMPRESSED: ApiSpec(M.ReplicaAppendCompressedRequest,
                                              M.ReplicaAppendResponse),
+    M.Api.INIT_PRODUCER_ID: ApiSpec(M.InitProducerIdRequest, M.InitProducerIdResponse),
+    M.Api.ADD_PARTITIONS_TO_TXN: ApiSpec(M.AddPartitionsToTxnRequest, M.Empty),
+    M.Api.TXN_OFFSET_COMMIT: ApiSpec(M.TxnOffsetCommitRequest, M.Empty),
+    M.Api.END_TXN: ApiSpec(M.EndTxnRequest, M.Empty),
 }
 
 # The views the codec and the ApiVersions handler read (derived from APIS, never edited).

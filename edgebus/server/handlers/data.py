@@ -45,10 +45,18 @@ log = logging.getLogger("edgebus.handlers")
 # read per waiter (a client pipelining thousands could slow every producer), so extra ones are
 # answered at once instead of parked.
 MAX_PARKED_FETCHES_PER_CONNECTION = 8
+# The top byte of a batch's producer_id (i64, little-endian): 0xFF for -1 (no producer id), below
+# 0x80 for any id. With the attributes byte (0 for a plain batch) it tells the produce path in two
+# byte reads whether a batch needs the idempotence and transaction checks (handlers/txn.py).
+_PRODUCER_ID_TOP = F.BATCH_PRODUCER_ID + 7
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _no_sequenced(*args: Any) -> Any:
+    raise InvalidRequestError("this supervisor takes no batches with a producer id")
 
 
 class DataHandlers(Service):
@@ -61,9 +69,12 @@ class DataHandlers(Service):
         self.stats = stats
         self.max_fetch_wait_ms = max_fetch_wait_ms
         self.waiters = FetchWaiters()
-        # (partition, bytes read) -> what a native fetch may see: set by the Kafka transaction
-        # coordinator (kafka/txn.py) to stop at the last stable offset and hide aborted records.
+        # (partition, bytes read) -> what a native fetch may see: set by the transaction
+        # coordinator (txn/coordinator.py) to stop at the last stable offset and hide aborted records.
         self.txn_filter: Callable[[Any, bytes], bytes] | None = None
+        # A batch with a producer id or the transactional bit goes to the sequence and
+        # transaction checks (handlers/txn.py TxnHandlers.produce; set by the Broker).
+        self.sequenced: Callable[..., Any] = _no_sequenced
         # Something was appended since the last periodic flush (housekeeping.py reads and clears).
         self.dirty = False
         # Called with the partition after every append (the Kafka listener's parked fetches).
@@ -111,6 +122,9 @@ class DataHandlers(Service):
             raise InvalidRequestError("PRODUCE carries a null batch (length -1); send one whole record batch")
         if built is None:
             info = B.validate_batch(batch, max_bytes=p.config.max_message_bytes, compacted_ok=False)
+            if batch[F.BATCH_ATTRIBUTES] or batch[_PRODUCER_ID_TOP] != 0xFF:
+                # an idempotent or transactional producer's: checked, then appended with `built`
+                return self.sequenced(conn, corr, p, acks, batch, info, encoded)
         else:  # built by the supervisor itself (the Kafka listener): its CRC is right by construction
             if built.length > p.config.max_message_bytes:
                 raise RecordTooLargeError(f"batch of {built.length} bytes exceeds the limit of "
