@@ -24,9 +24,10 @@ whole batches it carries; the consumer's next request follows from those).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from edgebus.errors import InvalidRequestError
+from edgebus.errors import EdgebusError, InvalidRequestError
 from edgebus.fastpath.standing import end_offset, next_fetch
 from edgebus.protocol import messages as M
 from edgebus.server.fetchwait import ParkedFetch
@@ -61,6 +62,22 @@ class StandingFetches:
     def __init__(self, data: DataHandlers) -> None:
         self.data = data
         self.armed = 0  # re-arms done (stats: answers that needed no request)
+        # FETCH's access-control check (set by the Broker when access control is on): a re-armed
+        # fetch is a new request nobody sent, so it is checked again before each answer (cached:
+        # one dict look-up; after a SIGHUP reload it decides anew, as for the next FETCH).
+        self.check: Callable[[Any, Any], None] | None = None
+
+    def _permitted(self, conn: Any, corr: int, req: M.FetchRequest) -> bool:
+        """Whether `req` may still be answered; if not, it ends with the refusal as its answer."""
+        if self.check is None:
+            return True
+        try:
+            self.check(conn, req)
+        except EdgebusError as e:
+            self._stop(conn.shm)
+            self.data.api.answer(conn, corr, e)
+            return False
+        return True
 
     def start(self, conn: Any, corr: int, req: M.FetchRequest) -> None:
         link = getattr(conn, "shm", None)
@@ -104,6 +121,8 @@ class StandingFetches:
             if not caught_up(link):
                 self._park(conn, corr, req, recheck_s)
                 return
+            if not self._permitted(conn, corr, req):
+                return
             if data.api.output_budget_used:
                 self._stop(link)
                 data.api.answer(conn, corr, data._busy())
@@ -129,7 +148,10 @@ class StandingFetches:
         if link is None or link.standing_w is not w:
             return True
         if not link.pending and not w.conn.overloaded and caught_up(link):
-            return True
+            if self._permitted(w.conn, w.correlation_id, w.request):
+                return True
+            self.data.waiters.remove(w)
+            return False
         self.data.waiters.remove(w)
         self._park(w.conn, w.correlation_id, w.request, RECHECK_S)
         return False
