@@ -57,10 +57,11 @@ class App:
 
     def __init__(self, bootstrap: str, data_dir: Path, log: Path) -> None:
         self.log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, str(APP), "--broker", bootstrap, "--partitions", str(PARTITIONS),
-             "--data-dir", str(data_dir)],
-            stdout=subprocess.PIPE, stderr=open(log, "ab"), start_new_session=True)
+        with open(log, "ab") as err:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, str(APP), "--broker", bootstrap, "--partitions",
+                 str(PARTITIONS), "--data-dir", str(data_dir)],
+                stdout=subprocess.PIPE, stderr=err, start_new_session=True)
         assert self.proc.stdout is not None
         os.set_blocking(self.proc.stdout.fileno(), False)
         self.partial = b""

@@ -180,11 +180,12 @@ class LeaderAssigned:
         for m in late:
             self._remove(g, m, "did not send SyncGroup within the rebalance timeout")
 
-    @staticmethod
-    def _cancel_syncs(g: Group, why: str) -> None:
+    def _cancel_syncs(self, g: Group, why: str) -> None:
+        now = self.clock()
         for m in g.members.values():
             r, m.sync_reply = m.sync_reply, None
-            if r is not None:
+            if r is not None:  # it was waiting on us: its session runs from now
+                m.deadline = now + m.session_timeout_ms / 1000
                 r(RebalanceInProgressError(f"group {g.group_id} is rebalancing ({why}); join again"))
 
     def _classic_changed(self, g: Group, m: Member, offer: Offer | None) -> bool:
