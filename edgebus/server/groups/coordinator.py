@@ -1,19 +1,31 @@
 """The group coordinator: membership, generations and rebalances. No sockets and no disk here.
 
 The supervisor's loop feeds it requests, connection closes and the clock; it answers through
-`reply` callbacks (a JoinGroup is parked until its rebalance completes) or by raising an
-EdgebusError. Tests drive it with a fake clock.
+`reply` callbacks (a JoinGroup is parked until its rebalance completes; in a leader-assigned
+group a follower's SyncGroup until the leader's) or by raising an EdgebusError. Tests drive it
+with a fake clock.
 
-States (Kafka's names; the coordinator computes assignments itself, so a completed join is at once
-Stable and there is no separate "awaiting sync" state):
+Two kinds of group, fixed by the first member of an empty group:
+- server-assigned (native members, and Kafka members offering range/roundrobin/sticky): the
+  coordinator computes the assignment, so a completed join is at once Stable;
+- leader-assigned (Kafka members whose protocols edgebus does not know: faust,
+  cooperative-sticky): Kafka's classic protocol, leader.py; a completed join waits in
+  CompletingRebalance for the leader's SyncGroup.
 
-    state               event                                       next
-    Empty               JoinGroup                                   PreparingRebalance
-    PreparingRebalance  every member has a parked JoinGroup         Stable (generation + 1)
-    PreparingRebalance  rebalance deadline: drop members not joined Stable, or Empty if none left
-    Stable              new member, changed subscription, member
-                        left / died / session expired               PreparingRebalance
-    any                 last member gone                            Empty (generation + 1)
+States (Kafka's names):
+
+    state                event                                       next
+    Empty                JoinGroup                                   PreparingRebalance
+    PreparingRebalance   every member has a parked JoinGroup         Stable (generation + 1),
+                                                                     leader-assigned:
+                                                                     CompletingRebalance (gen + 1)
+    PreparingRebalance   rebalance deadline: drop members not joined as above, or Empty if none
+    CompletingRebalance  the leader's SyncGroup (assignments)        Stable
+    CompletingRebalance  rebalance deadline: drop members not synced PreparingRebalance
+    Stable, Completing.  new member, changed subscription/protocols,
+                         leader rejoined (leader-assigned), member
+                         left / died / session expired               PreparingRebalance
+    any                  last member gone                            Empty (generation + 1)
 
 Invariants:
 - `generation` only grows while the group has members; SyncGroup, Heartbeat and OffsetCommit
@@ -21,9 +33,12 @@ Invariants:
   a member that missed a rebalance cannot commit for partitions that may have moved.
 - A member is removed at once when the connection that sent its JoinGroup closes (the process
   died), and after `session_timeout_ms` without a heartbeat, sync or commit (a frozen process),
-  except while its JoinGroup is parked (it is waiting on us, not dead).
-- Every member of a Stable group has exactly the partitions `assignment` gives it, and each
-  subscribed partition belongs to at most one member.
+  except while its JoinGroup or SyncGroup is parked (it is waiting on us, not dead).
+- Every member of a server-assigned Stable group has exactly the partitions `assignment` gives
+  it, and each subscribed partition belongs to at most one member. A leader-assigned group's
+  members get exactly the bytes its leader sent for the current generation (leader.py).
+- A member never joins a group of the other kind (InconsistentGroupProtocolError), and a group
+  never holds more than MAX_GROUP_MEMBERS (GroupFullError).
 """
 
 from __future__ import annotations
