@@ -200,4 +200,4 @@ def test_every_readme_block_runs_in_order(session: Session):
     time.sleep(2)  # the background blocks keep running past the last block
     for block, p, log in session.jobs:
         session.check(block, p, log)
-    assert ran >= 5 and len(session.jobs) == 3  # the supervisor, a consumer, the Quix Streams app
+    assert ran >= 5 and len(session.jobs) == 4  # the supervisor, a consumer, the Quix and faust apps
