@@ -180,3 +180,10 @@ def test_a_removed_member_cannot_sync(coord: Coordinator) -> None:
     coord.leave(G.LeaveGroupRequest("g", a.value.member_id))
     with pytest.raises(UnknownMemberError):
         ksync(coord, a.value)
+
+
+def test_the_kafka_listener_answers_the_new_errors_with_kafkas_codes() -> None:
+    from edgebus.server.kafka import errcodes as E
+
+    assert E.code_of(GroupFullError("full")) == 81  # GROUP_MAX_SIZE_REACHED
+    assert E.code_of(InconsistentGroupProtocolError("no")) == E.INCONSISTENT_GROUP_PROTOCOL

@@ -49,8 +49,8 @@ class _Child:
     """A consumer process; its lines read with os.read on a non-blocking pipe (a buffered
     readline after select() strands a second line that arrived with the first)."""
 
-    def __init__(self, broker: EmbeddedBroker) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", CHILD, broker.kafka_bootstrap],
+    def __init__(self, broker: EmbeddedBroker, script: str = CHILD, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", script, broker.kafka_bootstrap, *args],
                                      stdout=subprocess.PIPE, env=os.environ.copy())
         assert self.proc.stdout is not None
         os.set_blocking(self.proc.stdout.fileno(), False)
@@ -179,3 +179,41 @@ def _join_body(member_id: str, md: bytes) -> object:
                             session_timeout=datetime.timedelta(milliseconds=10_000),
                             rebalance_timeout=datetime.timedelta(milliseconds=30_000),
                             protocols=(JoinGroupRequestProtocol(name="own", metadata=md),))
+
+
+@pytest.mark.crash
+def test_cooperative_sticky_across_librdkafka_and_kafka_python(kbroker: EmbeddedBroker) -> None:
+    """Two client libraries in one leader-assigned group: whichever leads assigns for both (the
+    same cooperative-sticky protocol, its metadata the consumer protocol's). The librdkafka
+    process is SIGKILLed; the kafka-python consumer takes its partitions."""
+    from kafka import KafkaConsumer
+    from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+
+    create_topic(kbroker, "t", partitions=4)
+    child = _Child(kbroker)
+    kp = KafkaConsumer(bootstrap_servers=kbroker.kafka_bootstrap, group_id="coop",
+                       partition_assignment_strategy=[CooperativeStickyAssignor],
+                       session_timeout_ms=60_000, heartbeat_interval_ms=200,
+                       auto_offset_reset="earliest")
+    try:
+        wait_for(lambda: child.held() == [0, 1, 2, 3], "the librdkafka process to take all four")
+        kp.subscribe(["t"])
+
+        def mine() -> set[int]:
+            kp.poll(timeout_ms=100)
+            return {tp.partition for tp in kp.assignment()}
+
+        def split() -> bool:
+            km, ch = mine(), child.held()
+            return len(km) == 2 and ch is not None and len(ch) == 2 and km | set(ch) == {0, 1, 2, 3}
+        wait_for(split, "librdkafka and kafka-python to split four partitions")
+        with Admin(socket=kbroker.socket) as adm:
+            assert adm.describe_group("coop").assignor == "cooperative-sticky"
+        os.kill(child.proc.pid, signal.SIGKILL)
+        child.proc.wait()
+        wait_for(lambda: mine() == {0, 1, 2, 3}, "kafka-python to take every partition")
+    finally:
+        kp.close()
+        if child.proc.poll() is None:
+            child.proc.kill()
+            child.proc.wait()

@@ -32,8 +32,9 @@ Invariants:
   are accepted only with the group's current generation (IllegalGenerationError otherwise), so
   a member that missed a rebalance cannot commit for partitions that may have moved.
 - A member is removed at once when the connection that sent its JoinGroup closes (the process
-  died), and after `session_timeout_ms` without a heartbeat, sync or commit (a frozen process),
-  except while its JoinGroup or SyncGroup is parked (it is waiting on us, not dead).
+  died; a static member, static.py, stays until its session expires), and after
+  `session_timeout_ms` without a heartbeat, sync or commit (a frozen process), except while its
+  JoinGroup or SyncGroup is parked (it is waiting on us, not dead).
 - Every member of a server-assigned Stable group has exactly the partitions `assignment` gives
   it, and each subscribed partition belongs to at most one member. A leader-assigned group's
   members get exactly the bytes its leader sent for the current generation (leader.py).
@@ -69,13 +70,14 @@ from edgebus.server.groups.model import (
     check_group_id,
     check_timeouts,
 )
+from edgebus.server.groups.static import StaticMembers
 
 log = logging.getLogger("edgebus.groups")
 
 __all__ = ["Coordinator", "Group", "Member", "Offer", "State", "by_topic", "check_group_id"]
 
 
-class Coordinator(LeaderAssigned):
+class Coordinator(LeaderAssigned, StaticMembers):
     def __init__(
         self,
         partitions_of: Callable[[str], int],
@@ -112,9 +114,11 @@ class Coordinator(LeaderAssigned):
             if len(self.groups) >= self.max_groups:
                 raise InvalidRequestError(f"the coordinator already holds {self.max_groups} groups")
             g = Group(req.group_id)
-        if not req.member_id and len(g.members) >= G.MAX_GROUP_MEMBERS:
+        back = offer is not None and offer.instance_id in g.instances  # static: a place kept
+        if not req.member_id and not back and len(g.members) >= G.MAX_GROUP_MEMBERS:
             raise GroupFullError(f"group {g.group_id} already has {G.MAX_GROUP_MEMBERS} members")
-        self._check_protocols(g, req.member_id, assignors, req.assignors, offer)
+        kept = g.instances.get(offer.instance_id, "") if back and offer and offer.instance_id else ""
+        self._check_protocols(g, req.member_id or kept, assignors, req.assignors, offer)
         self.groups.setdefault(g.group_id, g)
         topics = frozenset(req.topics)
         owned = tuple(sorted((tp.topic, p) for tp in req.owned for p in tp.partitions))
@@ -145,11 +149,14 @@ class Coordinator(LeaderAssigned):
             else:
                 self._prepare(g, now, f"member {m.member_id} rejoined")
             return
+        if self._take_over(g, conn_id, pid, req, offer, topics, assignors, owned, reply, now):
+            return
         member_id = f"{req.client_id or 'member'}-{os.urandom(6).hex()}"
         m = Member(member_id, req.client_id, conn_id, pid, req.session_timeout_ms,
                    req.rebalance_timeout_ms, topics, assignors, owned,
                    now + req.session_timeout_ms / 1000, reply, offer)
         g.members[member_id] = m
+        self._note_instance(g, m)
         self._by_conn.setdefault(conn_id, set()).add((g.group_id, member_id))
         log.info("group %s: member %s joined (pid %d)", g.group_id, member_id, pid)
         if g.state is State.PREPARING:
@@ -201,7 +208,7 @@ class Coordinator(LeaderAssigned):
         for gid, mid in sorted(self._by_conn.pop(conn_id, ())):
             g = self.groups.get(gid)
             m = g.members.get(mid) if g is not None else None
-            if g is not None and m is not None:
+            if g is not None and m is not None and not self._keeps_place(g, m):
                 m.join_reply = m.sync_reply = None  # nobody is left to answer
                 self._remove(g, m, "connection closed", conn_gone=True)
 
@@ -299,6 +306,7 @@ class Coordinator(LeaderAssigned):
                 rebalance: bool = True) -> None:
         self._next_valid = False
         del g.members[m.member_id]
+        self._forget_instance(g, m)
         if not conn_gone:
             s = self._by_conn.get(m.conn_id)
             if s is not None:

@@ -71,6 +71,7 @@ class Group:
     leader: str = ""
     blobs: dict[str, bytes] = field(default_factory=dict)  # the leader's opaque assignments
     sync_deadline: float | None = None  # AWAITING_SYNC: the leader must sync by then
+    instances: dict[str, str] = field(default_factory=dict)  # group.instance.id -> member id
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ Who computes the assignment depends on the protocols the members offer:
 A member that does not fit its group (a native member in a leader-assigned group, or no
 protocol in common) gets INCONSISTENT_GROUP_PROTOCOL; a full group GROUP_MAX_SIZE_REACHED.
 Protocol types other than "consumer" (Kafka Connect's) are refused. Static membership
-(`group.instance.id`) is accepted, passed to the leader, and otherwise ignored: every member is
-dynamic (a restarted member joins as a new one and the group rebalances).
+(`group.instance.id`) is kept (edgebus/server/groups/static.py): a restarted process with the
+same instance id takes its member's place without a rebalance.
 """
 
 from __future__ import annotations
@@ -265,8 +265,11 @@ def leave_group(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
         return response(header, error_code=E.NONE)
     out = []
     for m in req.members:
+        # A static member may be named by its instance id alone (KIP-345).
+        mid = m.member_id or (coord.member_of_instance(req.group_id, m.group_instance_id)
+                              if m.group_instance_id else "")
         try:
-            coord.leave(G.LeaveGroupRequest(req.group_id, m.member_id))
+            coord.leave(G.LeaveGroupRequest(req.group_id, mid))
             code = E.NONE
         except EdgebusError as e:
             code = E.code_of(e)
