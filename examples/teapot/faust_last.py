@@ -5,6 +5,9 @@ restarted app (even after a SIGKILL) gets it back from there before it reads on.
 
     python examples/teapot/faust_last.py [--broker 127.0.0.1:9092]
 
+On a fresh quickstart it makes `teapot.temperature` (one partition) if it is not there yet, and
+uses as many partitions as that topic has.
+
 It prints the table as one JSON line (`faust_last: {...}`) whenever it changed: once recovered
 at start, and after new readings. Readings are what the MQTT bridge lands
 in `teapot.temperature` (examples/teapot/bridge.yaml): the kettle's id as key, JSON with
@@ -15,10 +18,29 @@ partition assignor runs in its leader member (docs/KAFKA.md, "Consumer groups").
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
 from typing import Any
+
+SOURCE = "teapot.temperature"
+
+
+async def source_partitions(broker: str, create_with: int) -> int:
+    """The partition count of the readings topic, made with `create_with` partitions if it is
+    missing (on a fresh quickstart): faust makes only its own topics, and a table's changelog
+    must have as many partitions as the topic its agent reads."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(SOURCE, create_with, 1)])  # "exists" is no error here
+        (desc,) = await admin.describe_topics([SOURCE])
+        return len(desc["partitions"])
+    finally:
+        await admin.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--broker", default="127.0.0.1:9092", help="edgebus's Kafka listener")
     ap.add_argument("--app-id", default="teapot-last", help="faust's app id (its group id)")
     ap.add_argument("--partitions", type=int, default=1,
-                    help="partitions of teapot.temperature (the table's changelog gets as many)")
+                    help="partitions of teapot.temperature if it must be made")
     ap.add_argument("--data-dir", default=None, help="faust's data directory (default: a temp one)")
     args = ap.parse_args(argv)
 
@@ -38,16 +60,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import tempfile
 
+    partitions = asyncio.run(source_partitions(args.broker, args.partitions))
     app = faust.App(
         args.app_id, broker=f"kafka://{args.broker}", store="memory://",
         datadir=args.data_dir or tempfile.mkdtemp(prefix="faust-last-"),
-        topic_partitions=args.partitions, topic_replication_factor=1, web_enabled=False,
+        topic_partitions=partitions, topic_replication_factor=1, web_enabled=False,
         # Commit often: a restarted app then reads few readings twice.
         broker_commit_every=10, broker_commit_interval=0.5,
     )
-    readings = app.topic("teapot.temperature", key_type=str, value_type=bytes,
-                         value_serializer="raw", partitions=args.partitions)
-    last = app.Table("last-reading", default=None, partitions=args.partitions)
+    readings = app.topic(SOURCE, key_type=str, value_type=bytes, value_serializer="raw",
+                         partitions=partitions)
+    last = app.Table("last-reading", default=None, partitions=partitions)
     shown: dict[str, Any] = {}
 
     @app.agent(readings)

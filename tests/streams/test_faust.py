@@ -59,8 +59,8 @@ class App:
         self.log = log
         with open(log, "ab") as err:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, str(APP), "--broker", bootstrap, "--partitions",
-                 str(PARTITIONS), "--data-dir", str(data_dir)],
+                # No --partitions: the app reads the count of the topic the test made.
+                [sys.executable, str(APP), "--broker", bootstrap, "--data-dir", str(data_dir)],
                 stdout=subprocess.PIPE, stderr=err, start_new_session=True)
         assert self.proc.stdout is not None
         os.set_blocking(self.proc.stdout.fileno(), False)
