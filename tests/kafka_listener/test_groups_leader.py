@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+from confluent_kafka.admin import AdminClient
 from kio.schema.join_group.v9.request import JoinGroupRequestProtocol
 from kio.schema.sync_group.v5.request import SyncGroupRequest, SyncGroupRequestAssignment
 
@@ -94,6 +95,12 @@ def test_cooperative_sticky_between_two_processes_and_a_kill(kbroker: EmbeddedBr
             assert d.assignor == "cooperative-sticky" and d.state == "Stable"
             assert sorted(p for m in d.members for t in m.assignment for p in t.partitions) \
                 == [0, 1, 2, 3]
+            # Kafka's view: the members' own bytes, which librdkafka's admin client decodes.
+            ac = AdminClient({"bootstrap.servers": kbroker.kafka_bootstrap})  # kept while it answers
+            kd = ac.describe_consumer_groups(["coop"])["coop"].result(15)
+            assert kd.partition_assignor == "cooperative-sticky"
+            assert sorted(tp.partition for m in kd.members
+                          for tp in m.assignment.topic_partitions) == [0, 1, 2, 3]
             os.kill(a.proc.pid, signal.SIGKILL)  # no LeaveGroup: the closed connection removes it
             a.proc.wait()
             mine = set(b.held() or [])
