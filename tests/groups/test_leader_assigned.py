@@ -187,3 +187,27 @@ def test_the_kafka_listener_answers_the_new_errors_with_kafkas_codes() -> None:
 
     assert E.code_of(GroupFullError("full")) == 81  # GROUP_MAX_SIZE_REACHED
     assert E.code_of(InconsistentGroupProtocolError("no")) == E.INCONSISTENT_GROUP_PROTOCOL
+
+
+def test_a_follower_rejoining_while_the_leader_assigns_gets_the_same_generation(
+        coord: Coordinator) -> None:
+    a = kjoin(coord, 1)
+    ksync(coord, a.value, {a.value.member_id: b"x"})
+    b = kjoin(coord, 2)
+    a2 = kjoin(coord, 1, a.value.member_id)
+    assert coord.groups["g"].state is State.AWAITING_SYNC
+    b2 = kjoin(coord, 2, b.value.member_id)  # its answer was lost: asked again, unchanged
+    assert (b2.value.generation, b2.value.leader) == (2, a.value.member_id)
+    assert coord.groups["g"].state is State.AWAITING_SYNC and coord.rebalances == 2
+    fb = ksync(coord, b2.value)
+    ksync(coord, a2.value, {b.value.member_id: b"y"})
+    assert fb.value == b"y"
+
+
+def test_topic_changes_are_the_leaders_business(coord: Coordinator) -> None:
+    """faust creates topics it subscribes to; Kafka's coordinator does not rebalance for that
+    (the leader watches the metadata and rejoins), and neither does edgebus's."""
+    a = kjoin(coord, 1)
+    ksync(coord, a.value, {a.value.member_id: b"x"})
+    coord.topic_changed("t")
+    assert coord.groups["g"].state is State.STABLE and coord.rebalances == 1

@@ -140,7 +140,9 @@ class Coordinator(LeaderAssigned, StaticMembers):
             if m.join_reply is not None:  # a retry (the client gave up waiting): answer the old one
                 m.join_reply(RebalanceInProgressError("superseded by a newer JoinGroup"))
             m.join_reply = None
-            if g.state is State.STABLE and not changed:
+            # Unchanged: the current generation again (a follower that lost its answer while
+            # the leader assigns gets it again too; a leader rejoining always counts as changed).
+            if g.state in (State.STABLE, State.AWAITING_SYNC) and not changed:
                 reply(self._join_response(g, m))
                 return
             m.join_reply = reply
@@ -256,10 +258,12 @@ class Coordinator(LeaderAssigned, StaticMembers):
     def topic_changed(self, topic: str) -> None:
         """A topic was created or deleted: rebalance the Stable groups whose members subscribe
         to it, so that its partitions are handed out (or taken back) without waiting for the
-        members to notice."""
+        members to notice. A leader-assigned group's leader watches the metadata itself and
+        rejoins, as with Kafka, so it is left alone (faust makes topics it subscribes to)."""
         now = self.clock()
         for g in list(self.groups.values()):
-            if g.state is State.STABLE and any(topic in m.topics for m in g.members.values()):
+            if g.state is State.STABLE and not g.leader_assigned \
+                    and any(topic in m.topics for m in g.members.values()):
                 self._prepare(g, now, f"topic {topic} was created or deleted")
 
     # --- views -----------------------------------------------------------------------------------
