@@ -20,6 +20,7 @@ from kio.schema.sync_group.v5.request import SyncGroupRequest, SyncGroupRequestA
 
 from edgebus import Admin, Consumer
 from edgebus.errors import InconsistentGroupProtocolError
+from edgebus.server.kafka.groups import MAX_MEMBER_METADATA
 from edgebus.testing import EmbeddedBroker
 from tests.kafka_listener.conftest import connect, create_topic, parse_response, raw_request, read_frame
 from tests.kafka_listener.test_groups_confluent import wait_for
@@ -164,9 +165,12 @@ def test_classic_protocol_bytes_pass_through(kbroker: EmbeddedBroker) -> None:
             j1.member_id: b"\x00one", j2.member_id: b"\x00two"}))  # type: ignore[attr-defined]
         _, r2 = parse_response(read_frame(s2), SyncGroupResponse, flexible_header=True)
         assert (r1.assignment, r2.assignment) == (b"\x00one", b"\x00two")
-        # A member with a protocol in common with nobody: INCONSISTENT_GROUP_PROTOCOL.
+        # A member with a protocol in common with nobody: INCONSISTENT_GROUP_PROTOCOL; one
+        # whose metadata is above the bound the coordinator keeps for a leader: INVALID_REQUEST.
         with connect(kbroker) as s3:
             assert _join(s3, 7, "range", b"").error_code == 23  # type: ignore[attr-defined]
+            big = _join(s3, 8, "own", b"x" * (MAX_MEMBER_METADATA + 1))
+            assert big.error_code == 42  # type: ignore[attr-defined]
 
 
 def _call(s: socket.socket, corr: int, body: SyncGroupRequest) -> object:

@@ -69,6 +69,10 @@ PROTOCOLS = {
 # Protocols one JoinGroup may offer: bounds what a member makes the coordinator hold (each
 # protocol's metadata is bounded by the frame).
 MAX_PROTOCOLS = 16
+# Protocol metadata one JoinGroup may carry, all protocols together: a leader-assigned group keeps
+# the bytes for its leader, so this bounds what each member makes the coordinator hold (faust's
+# metadata, the largest we know, is a few KiB of JSON per member).
+MAX_MEMBER_METADATA = 1 << 20
 # FindCoordinator key types.
 KEY_GROUP, KEY_TRANSACTION = 0, 1
 
@@ -132,6 +136,11 @@ def _native_join(header: Any, req: Any) -> tuple[G.JoinGroupRequest | None, Offe
         log.warning("group %s: a JoinGroup offers %d protocols (1 to %d)", req.group_id,
                     len(req.protocols), MAX_PROTOCOLS)
         return None, None, E.INCONSISTENT_GROUP_PROTOCOL
+    size = sum(len(p.metadata) for p in req.protocols)
+    if size > MAX_MEMBER_METADATA:
+        log.warning("group %s: a JoinGroup carries %d bytes of protocol metadata, at most %d",
+                    req.group_id, size, MAX_MEMBER_METADATA)
+        return None, None, E.INVALID_REQUEST
     assignors: list[str] = []
     sub = None
     for p in req.protocols:
