@@ -140,6 +140,14 @@ class InconsistentGroupProtocolError(InvalidRequestError):
     hint = "give every member of a group the same kind of client or a common assignor"
 
 
+class FencedInstanceError(EdgebusError):
+    """A static member's old process: a newer process with its `group.instance.id` took its
+    place in the group."""
+
+    code = 25
+    hint = "two processes share one group.instance.id: give each its own"
+
+
 class GroupFullError(EdgebusError):
     """A new member for a group that already has the most members it may have."""
 

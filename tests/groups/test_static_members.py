@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgebus.errors import UnknownMemberError
+from edgebus.errors import FencedInstanceError
 from edgebus.protocol import groups as G
 from edgebus.server.groups.coordinator import Coordinator, Offer, State
 from tests.groups.test_coordinator import REBALANCE, SESSION, Answer, Clock, hb, join, sync
@@ -52,8 +52,10 @@ def test_a_restart_within_the_session_takes_its_place_back_without_a_rebalance(
     assert sync(coord, back.value) == mine  # its partitions, at once
     hb(coord, b.value)  # the other member noticed nothing: same generation, no rebalance
     assert coord.rebalances == 2
-    with pytest.raises(UnknownMemberError):  # the old member id is gone
+    with pytest.raises(FencedInstanceError, match="kettle-a"):  # the old process is fenced
         hb(coord, a.value)
+    with pytest.raises(FencedInstanceError):
+        sjoin(coord, 1, "kettle-a", a.value.member_id)
     # The new process's connection is the one that counts now.
     coord.connection_closed(1)
     assert back.value.member_id in g.members

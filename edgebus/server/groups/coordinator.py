@@ -126,6 +126,7 @@ class Coordinator(LeaderAssigned, StaticMembers):
         if req.member_id:
             m = g.members.get(req.member_id)
             if m is None:
+                self._check_fenced(g, req.member_id)
                 raise UnknownMemberError(
                     f"member {req.member_id} is not in group {g.group_id} (it was removed after "
                     "its session expired or its connection closed); join again as a new member")
@@ -278,6 +279,8 @@ class Coordinator(LeaderAssigned, StaticMembers):
         g = self.groups.get(group_id)
         m = g.members.get(member_id) if g is not None else None
         if g is None or m is None:
+            if g is not None:
+                self._check_fenced(g, member_id)
             raise UnknownMemberError(
                 f"member {member_id or '(none)'} is not in group {group_id} (removed after its "
                 "session expired, its connection closed or it left); join again")

@@ -72,6 +72,7 @@ class Group:
     blobs: dict[str, bytes] = field(default_factory=dict)  # the leader's opaque assignments
     sync_deadline: float | None = None  # AWAITING_SYNC: the leader must sync by then
     instances: dict[str, str] = field(default_factory=dict)  # group.instance.id -> member id
+    fenced: dict[str, str] = field(default_factory=dict)  # replaced member id -> instance id
 
 
 @dataclass(frozen=True)

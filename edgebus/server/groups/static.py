@@ -4,7 +4,8 @@ keeps its place across a restart of its process. A mixin of Coordinator (coordin
 - Its connection closing does not remove it: it stays, holding its partitions, until its session
   times out (`session.timeout.ms`), so a restart within the session costs no rebalance.
 - A JoinGroup with no member id and a known instance id takes the old member over: a new member
-  id, the old one's place, partitions (or leader-assigned bytes) and leadership. In a Stable
+  id, the old one's place, partitions (or leader-assigned bytes) and leadership; the old member
+  id is fenced (FencedInstanceError, for a process still alive with it). In a Stable
   group whose choice of assignor or protocol it does not change, the answer is the current
   generation at once, with no rebalance (as Kafka does; other members notice nothing). A parked
   request of the replaced member is answered UnknownMemberError.
@@ -20,12 +21,17 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from edgebus.errors import UnknownMemberError
+from edgebus.errors import FencedInstanceError, UnknownMemberError
 from edgebus.protocol import groups as G
 from edgebus.server.groups.assignors import TP, choose
 from edgebus.server.groups.model import Group, Member, Offer, Reply, State
 
 log = logging.getLogger("edgebus.groups")
+
+# Replaced member ids a group remembers, to fence their processes (FencedInstanceError, as
+# Kafka's FENCED_INSTANCE_ID) rather than let them rejoin and take the instance back: bounds what
+# a restart loop leaves behind.
+MAX_FENCED = 64
 
 
 class StaticMembers:
@@ -63,6 +69,9 @@ class StaticMembers:
         self._by_conn.setdefault(conn_id, set()).add((g.group_id, new))
         assert iid is not None
         g.instances[iid] = new
+        g.fenced[old] = iid
+        while len(g.fenced) > MAX_FENCED:
+            del g.fenced[next(iter(g.fenced))]
         if old in g.assignment:
             g.assignment[new] = g.assignment.pop(old)
         if old in g.blobs:
@@ -88,6 +97,14 @@ class StaticMembers:
         else:
             self._prepare(g, now, f"instance {iid} came back with other protocols")
         return True
+
+    @staticmethod
+    def _check_fenced(g: Group, member_id: str) -> None:
+        iid = g.fenced.get(member_id)
+        if iid is not None:
+            raise FencedInstanceError(
+                f"member {member_id} of group {g.group_id} was replaced by a newer process of "
+                f"instance {iid}")
 
     @staticmethod
     def _keeps_place(g: Group, m: Member) -> bool:
