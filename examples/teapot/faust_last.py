@@ -94,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
             shown.clear()
             shown.update(now)
 
-    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn"]
+    # --without-web: the worker's command line would switch faust's web server back on (a fixed
+    # port, 6066, on every address), whatever the app's web_enabled says.
+    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
     app.main()
     return 0
 
