@@ -31,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
     )
     # The supervisor prints the data directory and socket; say where they came from.
     print(f"edgebus: config {config.source or 'built-in defaults'}", file=sys.stderr, flush=True)
+    from edgebus.server.slim import forget_parse_only_modules
+
+    forget_parse_only_modules()  # before the supervisor's imports, which reuse the memory
     from edgebus.server.supervisor import run as run_supervisor
 
     return int(run_supervisor(config))

@@ -10,6 +10,7 @@ checkout's supervisor, and the benchmark's figure, match it.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 
@@ -32,3 +33,26 @@ def import_kio_without_hypothesis() -> None:
     finally:
         if sys.modules.get("hypothesis", 0) is None:
             del sys.modules["hypothesis"]
+
+
+# What only `edgebus serve`'s argument parsing imports: argparse's gettext lookup imports locale
+# (its alias tables: ~0.55 MB), and its help formatter shutil (for the terminal width), which
+# imports bz2 and lzma: ~0.7 MB together that the supervisor never uses again.
+PARSE_ONLY = ("locale", "shutil", "bz2", "lzma")
+
+
+def forget_parse_only_modules() -> list[str]:
+    """Drop PARSE_ONLY from sys.modules before the supervisor's own modules are imported, so that
+    those reuse the memory; a later `import shutil` (a rare removal in the log manager) imports
+    it again. A module another module still refers to (a global `import locale`) is kept: the
+    memory would not be freed. Returns the names dropped."""
+    dropped = []
+    for name in PARSE_ONLY:
+        mod = sys.modules.get(name)
+        # References: sys.modules, `mod`, getrefcount's argument; any more is someone's global.
+        if mod is not None and sys.getrefcount(mod) <= 3:
+            del sys.modules[name]
+            dropped.append(name)
+        del mod
+    gc.collect()  # their functions and dicts refer to each other: free them now, not later
+    return dropped

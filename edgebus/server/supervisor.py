@@ -27,7 +27,6 @@ from edgebus.server.listeners.socket_claim import SocketClaim
 from edgebus.server.logsetup import setup_logging as _setup_logging
 from edgebus.server.notify import Notifier, summary_line
 from edgebus.server.reload import ConfigReload, apply_declared_topics, topic_config_of
-from edgebus.server.slim import import_kio_without_hypothesis
 
 log = logging.getLogger("edgebus.supervisor")
 
@@ -60,8 +59,6 @@ def run(config: Any) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until ConfigReload handles it (after recovery)
     setup_logging(config.log_level)
     keep_freed_heap()  # batch-sized buffers reuse heap pages (edgebus/heap.py)
-    if config.kafka.enabled:
-        import_kio_without_hypothesis()  # 15 MB less RSS where the test extra is installed
     testhooks.install()  # test-only, needs EDGEBUS_TEST_HOOKS=1 (server/testhooks.py)
     notifier = Notifier()  # sd_notify; does nothing without NOTIFY_SOCKET
     t0 = time.monotonic()
