@@ -23,7 +23,6 @@ import struct
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLIENT_ID = b"bench"
