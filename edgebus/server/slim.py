@@ -35,24 +35,38 @@ def import_kio_without_hypothesis() -> None:
             del sys.modules["hypothesis"]
 
 
-# What only `edgebus serve`'s argument parsing imports: argparse's gettext lookup imports locale
-# (its alias tables: ~0.55 MB), and its help formatter shutil (for the terminal width), which
-# imports bz2 and lzma: ~0.7 MB together that the supervisor never uses again.
-PARSE_ONLY = ("locale", "shutil", "bz2", "lzma")
+# What only `edgebus serve`'s start imports: argparse's gettext lookup imports locale (its alias
+# tables: ~0.55 MB), and its help formatter shutil (for the terminal width), which imports bz2
+# and lzma; PyYAML (~0.9 MB) reads the config files (config_yaml.py) and is imported again only
+# by a reload. ~1.6 MB of Python objects together that the supervisor never uses again.
+START_ONLY = ("locale", "shutil", "bz2", "lzma", "yaml")
 
 
-def forget_parse_only_modules() -> list[str]:
-    """Drop PARSE_ONLY from sys.modules before the supervisor's own modules are imported, so that
-    those reuse the memory; a later `import shutil` (a rare removal in the log manager) imports
-    it again. A module another module still refers to (a global `import locale`) is kept: the
-    memory would not be freed. Returns the names dropped."""
+def without_libyaml() -> None:
+    """Before the config is read: PyYAML without its C extension. The supervisor reads YAML with
+    the pure-Python SafeLoader anyway (config_yaml.py), and an extension module keeps its globals
+    (PyYAML's error and node classes) for the life of the process, so PyYAML's modules could not
+    be let go afterwards. For the supervisor's process only (cli/serve.py)."""
+    if "yaml" not in sys.modules:
+        sys.modules.setdefault("yaml._yaml", None)  # type: ignore[arg-type]  # -> ImportError
+
+
+def forget_start_only_modules() -> list[str]:
+    """Drop START_ONLY (a package with its submodules) from sys.modules before the supervisor's
+    own modules are imported, so that those reuse the memory; a later `import shutil` (a rare
+    removal in the log manager) or `import yaml` (a reload) imports it again. A module another
+    module still refers to (a global `import locale`) is kept: its memory would not be freed.
+    Returns the names dropped."""
     dropped = []
-    for name in PARSE_ONLY:
+    for name in START_ONLY:
         mod = sys.modules.get(name)
         # References: sys.modules, `mod`, getrefcount's argument; any more is someone's global.
         if mod is not None and sys.getrefcount(mod) <= 3:
-            del sys.modules[name]
-            dropped.append(name)
+            family = [m for m in sys.modules
+                      if m.startswith(f"{name}.") and sys.modules[m] is not None]
+            for m in [name, *family]:
+                del sys.modules[m]
+            dropped += [name, *family]
         del mod
     gc.collect()  # their functions and dicts refer to each other: free them now, not later
     return dropped

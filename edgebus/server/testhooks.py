@@ -51,7 +51,9 @@ def install(environ: Any = None) -> bool:
 
             tmp = f"{modules_file}.tmp"
             with open(tmp, "w") as f:
-                f.write("".join(f"{name}\n" for name in sorted(sys.modules)))
+                # A None entry is an import refused on purpose (server/slim.py): not imported.
+                f.write("".join(f"{name}\n" for name, m in sorted(sys.modules.items())
+                                if m is not None))
             os.replace(tmp, modules_file)
 
         signal.signal(signal.SIGUSR1, dump_modules)
