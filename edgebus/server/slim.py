@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import re
 import sys
 
 # The kio module that tries `import hypothesis.strategies` (kio 0.6); the import of any kio
@@ -70,3 +71,12 @@ def forget_start_only_modules() -> list[str]:
         del mod
     gc.collect()  # their functions and dicts refer to each other: free them now, not later
     return dropped
+
+
+def forget_start_garbage() -> None:
+    """Once listening: empty the regular-expression cache (the patterns the start compiled, PyYAML's
+    resolvers among them, are kept there after their modules are gone; a module's own compiled
+    patterns stay with it) and collect the start's reference cycles, before the heap's free pages
+    go back to the kernel (memtrim)."""
+    re.purge()
+    gc.collect()

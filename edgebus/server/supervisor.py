@@ -28,6 +28,7 @@ from edgebus.server.logsetup import setup_logging as _setup_logging
 from edgebus.server.memtrim import release_free_memory
 from edgebus.server.notify import Notifier, summary_line
 from edgebus.server.reload import ConfigReload, apply_declared_topics, topic_config_of
+from edgebus.server.slim import forget_start_garbage
 
 log = logging.getLogger("edgebus.supervisor")
 
@@ -164,6 +165,7 @@ def run(config: Any) -> int:
     _start_metrics(broker, config)
     # What the start freed (recovery's buffers, the imports' temporaries, the start-only modules
     # of server/slim.py) back to the kernel: ~0.5 MB of an idle supervisor's RSS (issue 16).
+    forget_start_garbage()
     release_free_memory()
     log.info("ready in %.3f s: %s", time.monotonic() - t0, summary_line(broker))
     notifier.ready(summary_line(broker))  # after recovery and listen: clients can connect now
