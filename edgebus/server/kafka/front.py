@@ -6,10 +6,12 @@ module imports nothing of kio."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from edgebus.errors import ConfigError
 from edgebus.opsconfig import split_listen
 from edgebus.server.listeners.kafka import KafkaListener
 
@@ -23,20 +25,23 @@ log = logging.getLogger("edgebus.kafka")
 
 
 class KafkaFront:
+    """What Broker.kafka is: the settings and advertised address from start, the context from
+    the first connection (the listeners ask `context()`)."""
+
     def __init__(self, parts: Any, settings: KafkaSettings) -> None:
         self.parts = parts  # the Broker: its loop, logs, handlers (setup.make_context)
         self.settings = settings
         self.advertised: tuple[str, int] = ("127.0.0.1", 0)  # set by advertise() after binding
         self.ctx: KafkaContext | None = None
 
-    @property
-    def loaded(self) -> bool:
-        """Whether the protocol package is imported and the context made (status, tests)."""
-        return self.ctx is not None
-
     def prepare(self) -> None:
-        """At start, once the Broker's services are on the loop. With SASL the context is made at
+        """At start, once the Broker's services are on the loop. A missing kio fails the start, as
+        when it was imported then (find_spec imports nothing). With SASL the context is made at
         once: its credentials file is read then, and a bad one fails the start, not a client."""
+        if importlib.util.find_spec("kio") is None:
+            raise ConfigError("kafka.enabled: the Kafka listener needs the kio package, which is "
+                              "not installed (pip install edgebus installs it); or set "
+                              "kafka.enabled: false")
         if self.settings.sasl_mechanisms:
             self.context()
 
@@ -56,7 +61,7 @@ class KafkaFront:
             for s in services:
                 self.parts.loop.add(s, before=self.parts.data)
             self.ctx = ctx
-            log.info("Kafka protocol loaded at the first Kafka connection in %.1f ms",
+            log.info("Kafka protocol loaded in %.1f ms",
                      1000 * (time.perf_counter() - t0))
         return self.ctx
 
