@@ -37,10 +37,12 @@ def import_kio_without_hypothesis() -> None:
 
 
 # What only `edgebus serve`'s start imports: argparse's gettext lookup imports locale (its alias
-# tables: ~0.55 MB), and its help formatter shutil (for the terminal width), which imports bz2
-# and lzma; PyYAML (~0.9 MB) reads the config files (config_yaml.py) and is imported again only
-# by a reload. ~1.6 MB of Python objects together that the supervisor never uses again.
-START_ONLY = ("locale", "shutil", "bz2", "lzma", "yaml")
+# tables: ~0.55 MB), and its help formatter shutil (cli/serve.py tells it the width instead);
+# PyYAML (~0.9 MB) reads the config files (config_yaml.py) and is imported again only by a
+# reload; then what only PyYAML imported (datetime, base64: ~0.3 MB). ~1.7 MB of Python objects
+# together that the supervisor never uses again. In rounds: a module is let go once the ones
+# that referred to it are.
+START_ONLY = (("locale", "shutil", "bz2", "lzma", "yaml"), ("datetime", "base64"))
 
 
 def without_libyaml() -> None:
@@ -59,17 +61,18 @@ def forget_start_only_modules() -> list[str]:
     module still refers to (a global `import locale`) is kept: its memory would not be freed.
     Returns the names dropped."""
     dropped = []
-    for name in START_ONLY:
-        mod = sys.modules.get(name)
-        # References: sys.modules, `mod`, getrefcount's argument; any more is someone's global.
-        if mod is not None and sys.getrefcount(mod) <= 3:
-            family = [m for m in sys.modules
-                      if m.startswith(f"{name}.") and sys.modules[m] is not None]
-            for m in [name, *family]:
-                del sys.modules[m]
-            dropped += [name, *family]
-        del mod
-    gc.collect()  # their functions and dicts refer to each other: free them now, not later
+    for names in START_ONLY:
+        for name in names:
+            mod = sys.modules.get(name)
+            # References: sys.modules, `mod`, getrefcount's argument; more is someone's global.
+            if mod is not None and sys.getrefcount(mod) <= 3:
+                family = [m for m in sys.modules
+                          if m.startswith(f"{name}.") and sys.modules[m] is not None]
+                for m in [name, *family]:
+                    del sys.modules[m]
+                dropped += [name, *family]
+            del mod
+        gc.collect()  # their functions and dicts refer to each other: free them now
     return dropped
 
 

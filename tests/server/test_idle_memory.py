@@ -77,11 +77,11 @@ def _modules(broker: EmbeddedBroker, out: Path) -> set[str]:
 
 
 # Imported only when used: the Kafka protocol (kio and the handler modules), difflib (the
-# "did you mean" of a configuration error), argparse's locale and shutil and PyYAML (dropped once
-# the config is read: server/slim.py).
+# "did you mean" of a configuration error), argparse's locale and shutil, PyYAML and its datetime
+# (dropped once the config is read: server/slim.py).
 DEFERRED = ("kio", "kio.schema", "kio.index", "edgebus.server.kafka.apis",
             "edgebus.server.kafka.codec", "edgebus.server.kafka.setup", "edgebus.server.kafka.data",
-            "edgebus.server.kafka.fetch", "difflib", "locale", "shutil", "yaml",
+            "edgebus.server.kafka.fetch", "difflib", "locale", "shutil", "yaml", "datetime",
             "_lzma", "_bz2", "yaml._yaml")  # extension modules: never unloaded, so never imported
 
 
