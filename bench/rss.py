@@ -22,6 +22,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -57,13 +58,14 @@ def largest_mappings(pid: int, top: int = 8) -> list[tuple[str, float]]:
     return [(n, round(kb / 1024, 1)) for n, kb in sorted(by.items(), key=lambda x: -x[1])[:top]]
 
 
-def measure(kafka: bool, settle_s: float) -> dict[str, Any]:
+def measure(kafka: bool, settle_s: float, tree: str | None = None) -> dict[str, Any]:
     from bench.run import _idle_clients
     from edgebus import Admin
     from edgebus.testing import EmbeddedBroker
 
     broker = EmbeddedBroker(log_level="WARNING",
-                            config=None if kafka else {"kafka": {"enabled": False}}).start()
+                            config=None if kafka else {"kafka": {"enabled": False}})
+    broker.start(env={"PYTHONPATH": tree} if tree else None)  # --tree: another checkout's
     try:
         time.sleep(settle_s)  # recovered and listening, nothing connected
         alone = memory(broker.pid)
@@ -84,7 +86,7 @@ def measure(kafka: bool, settle_s: float) -> dict[str, Any]:
     finally:
         broker.stop()
         broker.cleanup()
-    return {"kafka_listener": kafka, "idle": alone, "ten_clients": with_clients,
+    return {"kafka_listener": kafka, "tree": tree or "this checkout", "idle": alone, "ten_clients": with_clients,
             "largest_mappings_idle": maps}
 
 
@@ -96,6 +98,8 @@ def render(report: dict[str, Any]) -> list[str]:
           "| supervisor | clients | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for r in report["runs"]:
         label = "Kafka listener on (default)" if r["kafka_listener"] else "Kafka listener off"
+        if r.get("tree", "this checkout") != "this checkout":
+            label += f", {r['tree']}"
         for what, key in (("none", "idle"), ("10 shm", "ten_clients")):
             md.append(f"| {label} | {what} | " + " | ".join(str(r[key].get(c, "")) for c in cols)
                       + " |")
@@ -108,8 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.rss", description=__doc__.split("\n")[0])
     ap.add_argument("--settle", type=float, default=1.5, help="seconds to wait before measuring")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--tree", help="also measure another checkout's supervisor (PYTHONPATH=TREE, "
+                                   "e.g. /work/main), alternated with this one's")
     args = ap.parse_args(argv)
-    runs = [measure(True, args.settle), measure(False, args.settle)]
+    trees: list[str | None] = [None]
+    if args.tree:
+        trees.append(str(Path(args.tree).resolve()))
+        # `python -m` puts the working directory first on the child's sys.path: start the
+        # supervisors from elsewhere so that PYTHONPATH, not this checkout, gives TREE's edgebus.
+        os.chdir(tempfile.gettempdir())
+    runs = [measure(kafka, args.settle, tree) for kafka in (True, False) for tree in trees]
     report = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Python "
                          f"{platform.python_version()}, Linux {platform.release()}",

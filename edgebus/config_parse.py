@@ -11,7 +11,6 @@ either 10**6 or 2**20 bytes, so it is refused rather than guessed.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 from dataclasses import field
 from pathlib import Path
@@ -235,6 +234,8 @@ def as_mapping(value: Any, where: str) -> dict[str, Any]:
 
 
 def unknown_key(key: str, where: str, allowed: list[str]) -> InvalidKey:
+    import difflib  # only on an error: a supervisor with a valid config never loads it
+
     close = difflib.get_close_matches(key, allowed, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(allowed)})"
     return InvalidKey(join_key(where, key), f"unknown key{hint}")

@@ -7,23 +7,36 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from edgebus.config_parse import OctalInt
 from edgebus.errors import ConfigError
+
+if TYPE_CHECKING:
+    import yaml
 
 # An operator's file is small; a bound keeps a wrong path (a log file, a device) from being slurped.
 MAX_CONFIG_BYTES = 1024 * 1024
 
 
-class _StrictLoader(yaml.SafeLoader):
+def _strict_loader() -> Any:
     """SafeLoader that refuses duplicate keys (PyYAML keeps the last one silently) and marks
-    integers written with a leading zero, so that `socket_mode: 660` is not taken as 0o1224."""
+    integers written with a leading zero, so that `socket_mode: 660` is not taken as 0o1224.
+    Made at each read (microseconds), and yaml imported here: nothing holds PyYAML once the
+    files are read, so the supervisor can let it go (server/slim.py, issue 16)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+    return StrictLoader
 
 
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+def _construct_mapping(loader: Any, node: yaml.MappingNode) -> dict[Any, Any]:
+    import yaml
+
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":
@@ -40,14 +53,10 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
     return loader.construct_mapping(node, deep=True)
 
 
-def _construct_int(loader: _StrictLoader, node: yaml.ScalarNode) -> int:
+def _construct_int(loader: Any, node: yaml.ScalarNode) -> int:
     value = loader.construct_yaml_int(node)
     text = str(node.value).replace("_", "").lstrip("+-")
     return OctalInt(value) if re.fullmatch(r"0[0-7]+", text) else value
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def read_yaml_file(path: Path) -> Any:
@@ -65,8 +74,10 @@ def read_yaml_file(path: Path) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from None
+    import yaml
+
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
+        data = yaml.load(text, Loader=_strict_loader())  # a SafeLoader subclass: no arbitrary objects
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

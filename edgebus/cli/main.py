@@ -33,6 +33,7 @@ def build_parser(only_serve: bool = False) -> argparse.ArgumentParser:
         prog="edgebus",
         description="A Kafka-style durable event log for one Linux edge host.",
         epilog="Run `edgebus COMMAND --help` for a command's options.",
+        formatter_class=serve.HelpFormatter if only_serve else argparse.HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"edgebus {__version__}")
     add_socket_option(parser)

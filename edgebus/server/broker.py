@@ -139,16 +139,17 @@ class Broker:
         self.kafka_listeners: list[Any] = []
         self.kafka: Any = None
         if kafka is not None and kafka.enabled:
-            from edgebus.server.kafka.setup import make_kafka
+            from edgebus.server.kafka.front import make_kafka  # kio: at the first connection
 
-            self.kafka, self.kafka_listeners, kafka_services = make_kafka(self, kafka, kafka_tls)
+            self.kafka, self.kafka_listeners = make_kafka(self, kafka, kafka_tls)
             for i, kl in enumerate(self.kafka_listeners):
                 services.insert(1 + i, kl)
-            services[services.index(self.data):services.index(self.data)] = kafka_services
         if notifier is not None:  # without one, no watchdog timer keeps the loop awake
             services.insert(0, Watchdog(notifier, self))
         for s in services:
             loop.add(s)
+        if self.kafka is not None:
+            self.kafka.prepare()
 
     def add_service(self, service: Service) -> None:
         """One more part on the loop (the metrics endpoint, a listener)."""
@@ -164,7 +165,7 @@ class Broker:
             self.replica_listener.listen()
         self.listener.listen()
         if self.kafka is not None:
-            from edgebus.server.kafka.setup import advertise
+            from edgebus.server.kafka.front import advertise
 
             advertise(self.kafka, self.kafka_listeners)
         self.loop.install_signals()

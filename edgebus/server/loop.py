@@ -78,9 +78,13 @@ class Loop:
         self._next_id = 1
         self._signal_fds: tuple[int, int] | None = None
 
-    def add(self, service: Service) -> None:
-        """Add a service; services shut down in the order they were added."""
-        self.services.append(service)
+    def add(self, service: Service, before: Service | None = None) -> None:
+        """Add a service; services shut down in the order they were added, or just `before`
+        that one (a part made while serving: the Kafka front end's, kafka/front.py)."""
+        if before is not None and before in self.services:
+            self.services.insert(self.services.index(before), service)
+        else:
+            self.services.append(service)
         if _overrides(service, "next_deadline"):
             self._timed.append(service)
         if _overrides(service, "poll"):

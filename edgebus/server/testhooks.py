@@ -4,6 +4,9 @@
   loop would: the handler runs on the loop's own thread (Python runs signal handlers in the main
   thread), so no request is served and no WATCHDOG=1 is sent meanwhile. tests/service/ uses it to
   show that systemd's watchdog would fire.
+- SIGUSR1 writes the names of the modules the supervisor has imported (sys.modules), one a line,
+  to the file EDGEBUS_TEST_MODULES_FILE names (written whole, then renamed into place):
+  tests/server/test_idle_memory.py checks what an idle supervisor has not loaded (issue 16).
 
 Never set EDGEBUS_TEST_HOOKS in production: anyone allowed to signal the supervisor could stall
 it. Without the variable SIGUSR2 keeps its default action.
@@ -21,6 +24,7 @@ log = logging.getLogger("edgebus.testhooks")
 
 ENV_ENABLE = "EDGEBUS_TEST_HOOKS"
 ENV_BLOCK_S = "EDGEBUS_TEST_BLOCK_S"
+ENV_MODULES_FILE = "EDGEBUS_TEST_MODULES_FILE"
 DEFAULT_BLOCK_S = 3.0
 
 
@@ -40,6 +44,19 @@ def install(environ: Any = None) -> bool:
         log.warning("test hook: the event loop runs again")
 
     signal.signal(signal.SIGUSR2, block)
+    modules_file = env.get(ENV_MODULES_FILE)
+    if modules_file:
+        def dump_modules(signum: int, frame: Any) -> None:
+            import sys
+
+            tmp = f"{modules_file}.tmp"
+            with open(tmp, "w") as f:
+                # A None entry is an import refused on purpose (server/slim.py): not imported.
+                f.write("".join(f"{name}\n" for name, m in sorted(sys.modules.items())
+                                if m is not None))
+            os.replace(tmp, modules_file)
+
+        signal.signal(signal.SIGUSR1, dump_modules)
     log.warning("test hooks are enabled (%s=1): SIGUSR2 blocks the event loop for %.1f s; "
                 "never set this in production", ENV_ENABLE, seconds)
     return True

@@ -1,15 +1,25 @@
 """Issue 16: what the idle supervisor holds. kio imports hypothesis whenever it is installed (it
 is here: the test extra), which was 15 MB of the idle supervisor's RSS; the supervisor imports
 kio with that import refused (edgebus/server/slim.py), and `edgebus serve` parses only its own
-arguments (edgebus/cli/main.py), without importing the other commands."""
+arguments (edgebus/cli/main.py), without importing the other commands. The Kafka protocol
+package (kio, edgebus/server/kafka/: ~2 MB) is imported at the first Kafka connection
+(kafka/front.py), difflib only for a configuration error, and the modules only argument parsing
+imports (locale, shutil) are dropped before the supervisor's own are imported."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer as CKConsumer
+from confluent_kafka import Producer as CKProducer
+from confluent_kafka import TopicPartition as CKTopicPartition
 
 from edgebus import Admin
 from edgebus.testing import EmbeddedBroker
@@ -30,11 +40,77 @@ def _hypothesis_shows_in_maps() -> bool:
     return subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
+def _kafka_round_trip(broker: EmbeddedBroker, topic: str) -> list[tuple[bytes, bytes]]:
+    """Produce two records with librdkafka and read them back: the Kafka front end works."""
+    with Admin(socket=broker.socket) as a:
+        a.create_topic(topic, 1)
+    p = CKProducer({"bootstrap.servers": broker.kafka_bootstrap, "linger.ms": 0})
+    for i in range(2):
+        p.produce(topic, key=b"k%d" % i, value=b"v%d" % i, partition=0)
+    assert p.flush(30) == 0
+    c = CKConsumer({"bootstrap.servers": broker.kafka_bootstrap, "group.id": "unused",
+                    "enable.auto.commit": False, "fetch.wait.max.ms": 100})
+    try:
+        c.assign([CKTopicPartition(topic, 0, 0)])
+        got: list[tuple[bytes, bytes]] = []
+        deadline = time.monotonic() + 30
+        while len(got) < 2 and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None:
+                assert m.error() is None, m.error()
+                got.append((m.key(), m.value()))
+        return got
+    finally:
+        c.close()
+
+
+def _modules(broker: EmbeddedBroker, out: Path) -> set[str]:
+    """The supervisor's sys.modules, written on SIGUSR1 by its test hook (server/testhooks.py)."""
+    out.unlink(missing_ok=True)
+    assert broker.proc is not None
+    os.kill(broker.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while not out.exists():
+        assert time.monotonic() < deadline, "the supervisor wrote no module list"
+        time.sleep(0.02)
+    return set(out.read_text().split())
+
+
+# Imported only when used: the Kafka protocol (kio and the handler modules), difflib (the
+# "did you mean" of a configuration error), argparse's locale and shutil, PyYAML and its datetime
+# (dropped once the config is read: server/slim.py).
+DEFERRED = ("kio", "kio.schema", "kio.index", "edgebus.server.kafka.apis",
+            "edgebus.server.kafka.codec", "edgebus.server.kafka.setup", "edgebus.server.kafka.data",
+            "edgebus.server.kafka.fetch", "difflib", "locale", "shutil", "yaml", "datetime",
+            "_lzma", "_bz2", "yaml._yaml")  # extension modules: never unloaded, so never imported
+
+
+def test_idle_supervisor_loads_the_kafka_protocol_at_the_first_kafka_connection(
+        make_broker: Callable[..., EmbeddedBroker], tmp_path: Path) -> None:
+    out = tmp_path / "modules.txt"
+    broker = make_broker().start(env={"EDGEBUS_TEST_HOOKS": "1",
+                                      "EDGEBUS_TEST_MODULES_FILE": str(out)})
+    with Admin(socket=broker.socket) as a:
+        a.create_topic("native-first", 1)  # native requests do not load it either
+    idle = _modules(broker, out)
+    assert "edgebus.server.broker" in idle and "edgebus.server.kafka.front" in idle  # a real list
+    assert sorted(m for m in DEFERRED if m in idle) == []
+    assert sorted(m for m in idle if m.startswith("kio")) == []
+    with Admin(socket=broker.socket) as a:  # (the first status request imports psutil and more)
+        assert a.status()["kafka"]["listeners"], "the Kafka listener is up"
+    assert sorted(m for m in _modules(broker, out) if m.startswith("kio")) == []
+
+    assert _kafka_round_trip(broker, "kafka-first") == [(b"k0", b"v0"), (b"k1", b"v1")]
+    used = _modules(broker, out)
+    assert {"kio", "edgebus.server.kafka.apis", "edgebus.server.kafka.setup"} <= used
+    assert broker.stop() == 0  # parked fetches and the loaded front end shut down cleanly
+
+
 def test_supervisor_with_kafka_listener_does_not_load_hypothesis(broker: EmbeddedBroker) -> None:
     if not _hypothesis_shows_in_maps():
         pytest.skip("this hypothesis maps no file of its own: /proc/PID/maps cannot tell")
-    with Admin(socket=broker.socket) as a:
-        assert a.status().get("kafka")  # the Kafka listener is up: kio is imported
+    # A Kafka client's requests load the protocol package, kio included (kafka/front.py).
+    assert _kafka_round_trip(broker, "t") == [(b"k0", b"v0"), (b"k1", b"v1")]
     maps = _mapped(broker.pid)
     assert any("python" in p for p in maps), maps  # the maps file was read and lists files
     hyp = sorted(p for p in maps if "/hypothesis/" in p)

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from edgebus.acl.procnet import peer_uid
 from edgebus.errors import EdgebusError
 from edgebus.opsconfig import split_listen
-from edgebus.server.kafka.apis import dispatch
 from edgebus.server.kafka.framing import PREAUTH_MAX_FRAME, KafkaProtocol
 from edgebus.server.listeners.inet import bind_tcp, peer_addr
 from edgebus.server.listeners.stream import Connection, StreamListener
@@ -29,7 +28,7 @@ from edgebus.server.listeners.stream import Connection, StreamListener
 if TYPE_CHECKING:  # ssl costs ~5 MB of RSS: loaded only for a listener with TLS
     import ssl
 
-    from edgebus.server.kafka.context import KafkaContext
+    from edgebus.server.kafka.front import KafkaFront
     from edgebus.server.loop import Loop
 
 log = logging.getLogger("edgebus.kafka")
@@ -38,7 +37,7 @@ log = logging.getLogger("edgebus.kafka")
 def _kafka_init(conn: Any, listener: KafkaListener) -> None:
     """What a Kafka connection adds to a Connection (plain or TLS)."""
     conn.proto = KafkaProtocol()
-    conn.dispatch_to = listener.dispatch
+    conn.dispatch_to = listener.dispatcher()
     conn.listener = listener.name
     conn.peer_addr = peer_addr(conn.sock)
     conn.client_id = None  # from the request headers
@@ -48,7 +47,7 @@ def _kafka_init(conn: Any, listener: KafkaListener) -> None:
     # Without SASL, a loopback client is the local user owning its end (/proc/net/tcp), so a
     # Kafka program and a native one of the same user are one principal (server/acl/).
     conn.tcp_owner_lookup = True
-    conn.kafka_auth_required = bool(listener.ctx.settings.sasl_mechanisms)
+    conn.kafka_auth_required = bool(listener.front.settings.sasl_mechanisms)
     conn.accepted_at = time.time()
     if conn.kafka_auth_required:
         conn.proto.frames.limit(PREAUTH_MAX_FRAME)
@@ -78,14 +77,14 @@ def _tls_connection_class() -> Any:
 class KafkaListener(StreamListener):
     """One `kafka.listeners` address."""
 
-    def __init__(self, loop: Loop, ctx: KafkaContext, listen: str,
+    def __init__(self, loop: Loop, front: KafkaFront, listen: str,
                  tls: ssl.SSLContext | None = None) -> None:
         super().__init__(loop)
-        self.ctx = ctx
+        self.front = front
         self.host, self.port = split_listen(listen)
         self.name = f"kafka {listen}"
         self.tls = tls
-        self.dispatch = functools.partial(dispatch, ctx)
+        self.dispatch: Any = None  # made at the first connection: dispatcher()
         self.conns: dict[int, Connection] = {}
 
     def bind(self) -> socket.socket:
@@ -96,9 +95,19 @@ class KafkaListener(StreamListener):
         self.name = f"kafka {self.host}:{self.port}"
         log.info("Kafka listener on %s:%d%s%s", self.host, self.port,
                  " (TLS)" if self.tls is not None else "",
-                 f" (SASL {', '.join(self.ctx.settings.sasl_mechanisms)})"
-                 if self.ctx.settings.sasl_mechanisms else "")
+                 f" (SASL {', '.join(self.front.settings.sasl_mechanisms)})"
+                 if self.front.settings.sasl_mechanisms else "")
         return s
+
+    def dispatcher(self) -> Any:
+        """The Kafka dispatcher bound to the context; the first call imports the protocol
+        package and makes the context (kafka/front.py: an idle supervisor never loads it)."""
+        if self.dispatch is None:
+            ctx = self.front.context()  # first: it keeps hypothesis out of kio's import
+            from edgebus.server.kafka.apis import dispatch
+
+            self.dispatch = functools.partial(dispatch, ctx)
+        return self.dispatch
 
     def peer(self, sock: socket.socket) -> tuple[int, int]:
         """(-1, the uid owning a loopback client's end), the uid as the access rules find it
@@ -130,7 +139,7 @@ class KafkaListener(StreamListener):
         """This listener and its connections, for `edgebus status`."""
         return {
             "listen": f"{self.host}:{self.port}", "tls": self.tls is not None,
-            "sasl": list(self.ctx.settings.sasl_mechanisms),
+            "sasl": list(self.front.settings.sasl_mechanisms),
             "connections": [
                 {"id": c.id, "peer": getattr(c, "peer_addr", "?"),
                  "client_id": getattr(c, "client_id", None),
