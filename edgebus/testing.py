@@ -25,6 +25,26 @@ from typing import Any
 import yaml
 
 
+def free_ports(n: int) -> list[int]:
+    """n distinct loopback ports free right now: every socket stays bound until all are chosen
+    (one at a time, the kernel may hand the same port out twice). Another process may still take
+    one before the caller binds it: where the server can bind port 0 and say which port it got
+    (`kafka_bootstrap`, `replica_address`, `http_address`), prefer that."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_port() -> int:
+    """One loopback port free right now (see free_ports for the race it leaves)."""
+    return free_ports(1)[0]
+
+
 class EmbeddedBroker:
     def __init__(self, path: str | os.PathLike[str] | None = None, config: dict[str, Any] | None = None,
                  log_level: str = "INFO") -> None:
@@ -126,12 +146,35 @@ class EmbeddedBroker:
             raise RuntimeError("the supervisor serves no replica listener (no replica.listen)")
         return str(replica["listen"])
 
+    @property
+    def http_address(self) -> str:
+        """"host:port" of the running supervisor's HTTP listener, from the status document (with
+        `http.listen: "127.0.0.1:0"` the port is chosen at start, as for replica_address)."""
+        from edgebus.client.admin import Admin
+
+        with Admin(socket=self.socket) as admin:
+            http = admin.status().get("http")
+        if not http:
+            raise RuntimeError("the supervisor serves no HTTP listener (http.enabled: false?)")
+        return str(http["listen"])
+
+    @property
+    def http_port(self) -> int:
+        """The port of http_address."""
+        return int(self.http_address.rsplit(":", 1)[1])
+
     def pin_replica_port(self) -> str:
         """Write the port the replica listener got into the config, so a restart keeps the
         address peers were given. Returns "host:port"."""
-        address = self.replica_address
+        return self._pin_listen("replica", self.replica_address)
+
+    def pin_http_port(self) -> str:
+        """As pin_replica_port, for the HTTP listener. Returns "host:port"."""
+        return self._pin_listen("http", self.http_address)
+
+    def _pin_listen(self, section: str, address: str) -> str:
         cfg = yaml.safe_load(self.config_path.read_text())
-        cfg["replica"]["listen"] = address
+        cfg[section]["listen"] = address
         self.config_path.write_text(yaml.safe_dump(cfg))
         return address
 

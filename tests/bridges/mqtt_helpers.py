@@ -22,18 +22,13 @@ import pytest
 import yaml
 
 from edgebus import Consumer, TopicPartition
+from edgebus.testing import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
                                           if os.path.exists("/usr/sbin/mosquitto") else None)
 needs_mosquitto = pytest.mark.skipif(
     MOSQUITTO is None, reason="the mosquitto binary is not installed (apt-get install mosquitto)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:

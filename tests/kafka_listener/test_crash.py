@@ -22,19 +22,13 @@ import pytest
 from confluent_kafka import Producer as CKProducer
 
 from edgebus import Consumer, TopicPartition
-from edgebus.testing import EmbeddedBroker
+from edgebus.testing import EmbeddedBroker, free_port
 from tests.kafka_listener.conftest import create_topic
 
 pytestmark = pytest.mark.crash
 
 RECORDS = 12_000
 KILLS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class AnswerDroppingRelay:

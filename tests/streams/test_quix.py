@@ -12,7 +12,6 @@ import os
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,7 +28,7 @@ from confluent_kafka import Consumer as CKConsumer
 from confluent_kafka import KafkaError
 from confluent_kafka import Producer as CKProducer
 
-from edgebus.testing import EmbeddedBroker
+from edgebus.testing import EmbeddedBroker, free_port
 from tests.kafka_listener.conftest import create_topic
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "teapot" / "quix_max.py"
@@ -38,12 +37,6 @@ READINGS = 240  # per kettle
 STEP_MS = 250  # between a kettle's readings
 WINDOW_MS = 1000
 KILLS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def celsius(k: int, i: int) -> float:

@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
+from edgebus.testing import free_port
+
 from .cdp import Browser, chromium_path
-from .conftest import Http, free_port
+from .conftest import Http
 
 REPO = Path(__file__).resolve().parents[2]
 TEAPOT = REPO / "examples" / "teapot"
