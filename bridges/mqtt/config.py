@@ -9,7 +9,6 @@ key raises ConfigError naming the file and the key path (`ingress[2].key.topic_l
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +22,11 @@ from edgebus.config import (  # the supervisor's parsers, so that both files obe
     as_mapping,
     check_topic_name,
     describe_value,
-    join_key,
     parse_duration,
     parse_size,
     read_yaml_file,
 )
+from edgebus.config_parse import build, check_bounds
 from edgebus.errors import ConfigError, InvalidTopicError
 from edgebus.opsconfig import parse_listen
 
@@ -45,7 +44,7 @@ DEFAULT_GROUP = "edgebus-mqtt-bridge"
 def _m(kind: str, lo: int | None = None, hi: int | None = None,
        choices: tuple[str, ...] = ()) -> dict[str, Any]:
     """A field's metadata: how its value is parsed, and its bounds."""
-    return {"kind": kind, "lo": lo, "hi": hi, "choices": choices}
+    return {"kind": kind, "lo": lo, "hi": hi, "unlimited": False, "choices": choices}
 
 
 @dataclass(frozen=True)
@@ -315,20 +314,7 @@ _SECTIONS = {
 
 
 def _build(cls: type[Any], data: Any, where: str) -> Any:
-    data = as_mapping({} if data is None else data, where)
-    fields = {f.name: f for f in dataclasses.fields(cls) if "kind" in f.metadata}
-    values: dict[str, Any] = {}
-    for key, raw in data.items():
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(fields)})"
-            raise InvalidKey(join_key(where, key), f"unknown key{hint}")
-        values[key] = _value(fields[key], raw, join_key(where, key))
-    for name, f in fields.items():
-        if name not in values and f.default is dataclasses.MISSING \
-                and f.default_factory is dataclasses.MISSING:
-            raise InvalidKey(where or "(top level)", f"missing required key {name!r}")
-    return cls(**values)
+    return build(cls, as_mapping(data, where), where, parse=_value)
 
 
 def _value(f: dataclasses.Field[Any], raw: Any, where: str) -> Any:
@@ -352,12 +338,8 @@ def _value(f: dataclasses.Field[Any], raw: Any, where: str) -> Any:
                                  f"got {describe_value(raw)}")
             return text
         value = _PARSERS[kind](raw)
-        lo, hi = f.metadata["lo"], f.metadata["hi"]
         if isinstance(value, int) and not isinstance(value, bool):
-            if lo is not None and value < lo:
-                raise ValueError(f"must be at least {lo}, got {value}")
-            if hi is not None and value > hi:
-                raise ValueError(f"must be at most {hi}, got {value}")
+            check_bounds(f, value)
         return value
     except ValueError as e:
         raise InvalidKey(where, str(e)) from None
