@@ -19,10 +19,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+
+T = TypeVar("T")
 
 
 def free_ports(n: int) -> list[int]:
@@ -43,6 +46,19 @@ def free_ports(n: int) -> list[int]:
 def free_port() -> int:
     """One loopback port free right now (see free_ports for the race it leaves)."""
     return free_ports(1)[0]
+
+
+def wait_for(cond: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """cond()'s first true value, polled every `interval` s; AssertionError naming `what` once
+    `timeout` s have passed without one (a test waits for an outcome, it does not time it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
 
 
 class EmbeddedBroker:
