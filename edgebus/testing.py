@@ -12,6 +12,7 @@ The supervisor is a separate process (`python -m edgebus.cli.main serve`), exact
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -59,6 +60,21 @@ def wait_for(cond: Callable[[], T], timeout: float, what: str, interval: float =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def scrape_metrics(port: int, host: str = "127.0.0.1") -> dict[str, float]:
+    """The samples of a Prometheus endpoint (/metrics), keyed as written: `name` or
+    `name{label="value",...}`."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
 
 
 class EmbeddedBroker:
@@ -178,6 +194,16 @@ class EmbeddedBroker:
     def http_port(self) -> int:
         """The port of http_address."""
         return int(self.http_address.rsplit(":", 1)[1])
+
+    @property
+    def metrics_port(self) -> int:
+        """The port of the running supervisor's metrics endpoint (`metrics.listen`, port 0 being
+        fine), from the line it logs: that may reach the log file a little after the socket
+        answers, so this waits for it."""
+        found = wait_for(lambda: re.search(r"metrics endpoint on http://\S+:(\d+)/metrics", self.log()),
+                         20, "the metrics endpoint's line in the supervisor's log")
+        assert found is not None  # wait_for returns a true value only
+        return int(found.group(1))
 
     def pin_replica_port(self) -> str:
         """Write the port the replica listener got into the config, so a restart keeps the
