@@ -109,3 +109,35 @@ def test_create_describe_delete_acls_edit_the_same_rules(users: Users,
         assert got["listed=orders"] == "ok"  # the describe rule stays
     finally:
         admin.close()
+
+
+@pytest.mark.parametrize("acl", [None, {"rules": []}], ids=["acl-off", "no-acl-file"])
+def test_acl_changes_with_nowhere_to_keep_them_are_security_disabled(
+        make_broker: Any, acl: dict[str, Any] | None) -> None:
+    from kafka.admin import (
+        ACL,
+        ACLFilter,
+        ACLOperation,
+        ACLPermissionType,
+        ACLResourcePatternType,
+        KafkaAdminClient,
+        ResourcePattern,
+        ResourcePatternFilter,
+        ResourceType,
+    )
+    from kafka.errors import SecurityDisabledError
+
+    b = make_broker({"acl": acl} if acl is not None else {}).start()
+    admin = KafkaAdminClient(bootstrap_servers=b.kafka_bootstrap, request_timeout_ms=20_000)
+    try:
+        result = admin.create_acls([ACL("User:x", "*", ACLOperation.READ, ACLPermissionType.ALLOW,
+                                        ResourcePattern(ResourceType.TOPIC, "t",
+                                                        ACLResourcePatternType.LITERAL))])
+        assert result["failed"] == [SecurityDisabledError], result  # kafka-python lists classes
+        deleted = admin.delete_acls([ACLFilter("User:x", None, ACLOperation.ANY, ACLPermissionType.ANY,
+                                         ResourcePatternFilter(ResourceType.ANY, None,
+                                                               ACLResourcePatternType.ANY))])
+        assert [(matched, error) for _, matched, error in deleted] == \
+            [([], SecurityDisabledError)], deleted
+    finally:
+        admin.close()
