@@ -114,29 +114,19 @@ def test_create_describe_delete_acls_edit_the_same_rules(users: Users,
 @pytest.mark.parametrize("acl", [None, {"rules": []}], ids=["acl-off", "no-acl-file"])
 def test_acl_changes_with_nowhere_to_keep_them_are_security_disabled(
         make_broker: Any, acl: dict[str, Any] | None) -> None:
-    from kafka.admin import (
-        ACL,
-        ACLFilter,
-        ACLOperation,
-        ACLPermissionType,
-        ACLResourcePatternType,
-        KafkaAdminClient,
-        ResourcePattern,
-        ResourcePatternFilter,
-        ResourceType,
-    )
+    import kafka.admin as K
     from kafka.errors import SecurityDisabledError
 
     b = make_broker({"acl": acl} if acl is not None else {}).start()
-    admin = KafkaAdminClient(bootstrap_servers=b.kafka_bootstrap, request_timeout_ms=20_000)
+    admin = K.KafkaAdminClient(bootstrap_servers=b.kafka_bootstrap, request_timeout_ms=20_000)
     try:
-        result = admin.create_acls([ACL("User:x", "*", ACLOperation.READ, ACLPermissionType.ALLOW,
-                                        ResourcePattern(ResourceType.TOPIC, "t",
-                                                        ACLResourcePatternType.LITERAL))])
+        result = admin.create_acls([K.ACL(
+            "User:x", "*", K.ACLOperation.READ, K.ACLPermissionType.ALLOW,
+            K.ResourcePattern(K.ResourceType.TOPIC, "t", K.ACLResourcePatternType.LITERAL))])
         assert result["failed"] == [SecurityDisabledError], result  # kafka-python lists classes
-        deleted = admin.delete_acls([ACLFilter("User:x", None, ACLOperation.ANY, ACLPermissionType.ANY,
-                                         ResourcePatternFilter(ResourceType.ANY, None,
-                                                               ACLResourcePatternType.ANY))])
+        deleted = admin.delete_acls([K.ACLFilter(
+            "User:x", None, K.ACLOperation.ANY, K.ACLPermissionType.ANY,
+            K.ResourcePatternFilter(K.ResourceType.ANY, None, K.ACLResourcePatternType.ANY))])
         assert [(matched, error) for _, matched, error in deleted] == \
             [([], SecurityDisabledError)], deleted
     finally:
