@@ -28,7 +28,7 @@ from confluent_kafka import Consumer as CKConsumer
 from confluent_kafka import KafkaError
 from confluent_kafka import Producer as CKProducer
 
-from edgebus.testing import EmbeddedBroker, free_port
+from edgebus.testing import EmbeddedBroker
 from tests.kafka_listener.conftest import create_topic
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "teapot" / "quix_max.py"
@@ -117,7 +117,7 @@ def wait_output_lines(proc: subprocess.Popen[bytes], n: int, log: Path) -> None:
 @pytest.mark.parametrize("guarantee", ["exactly-once", "at-least-once"])
 def test_windowed_app_killed_three_times(make_broker: Callable[..., EmbeddedBroker],
                                          tmp_path: Path, guarantee: str) -> None:
-    b = make_broker({"kafka": {"listeners": [f"127.0.0.1:{free_port()}"]}}).start()
+    b = make_broker({}).start()  # the Kafka listener on port 0: kafka_bootstrap says which
     boot = b.kafka_bootstrap
     for t in ("teapot.temperature", "teapot.max-per-minute", "teapot.commands"):
         create_topic(b, t)
