@@ -224,6 +224,9 @@ def run_case(adapter: Any, system: str, api: str, size: int, producers: int, con
         server_cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
     consumer_cpu = sum(g[6] for g in got if len(g) > 6 and g[2] >= 0)
     row["cpu_us_per_msg"] = round((producer_cpu + consumer_cpu + server_cpu) / max(sent, 1) * 1e6, 1)
+    # ... and each side's share (issue 16: where the time goes)
+    for side, cpu_s in (("producer", producer_cpu), ("consumer", consumer_cpu), ("server", server_cpu)):
+        row[f"cpu_us_{side}"] = round(cpu_s / max(sent, 1) * 1e6, 1)
     if elapsed > 0:
         row["server_cpu_percent"] = round(100 * server_cpu / elapsed, 1)
     if supervisor is not None and cpu0 is not None and cpu1 is not None:
@@ -498,7 +501,9 @@ def main(argv: list[str] | None = None) -> int:
                                          _measured(is_eb, sups["-acl" in name])))
                     rows[-1]["round"] = rnd
                     _progress(rows[-1])
-        if not (args.no_cost or quick or only):
+        # The cost section with --only too when edgebus is among the systems asked for (its rows
+        # compare against Redis Streams and the bare socket only when those are asked for too).
+        if not (args.no_cost or quick) and (not only or only & {"edgebus-shm", "edgebus-socket"}):
             cost_rows, fsync = cost.run(
                 run_case, lambda r: globals().__setitem__("RATE", r), broker, sup,
                 redis if why_redis is None else None, why is None, duration, lat_duration, _progress)

@@ -132,6 +132,29 @@ class UnknownGroupError(EdgebusError):
     code = 18
 
 
+class InconsistentGroupProtocolError(InvalidRequestError):
+    """A member's group protocols do not fit the group's: no protocol in common, or a native
+    member and a leader-assigned (classic Kafka) group, which cannot share one assignment."""
+
+    code = 23
+    hint = "give every member of a group the same kind of client or a common assignor"
+
+
+class FencedInstanceError(EdgebusError):
+    """A static member's old process: a newer process with its `group.instance.id` took its
+    place in the group."""
+
+    code = 25
+    hint = "two processes share one group.instance.id: give each its own"
+
+
+class GroupFullError(EdgebusError):
+    """A new member for a group that already has the most members it may have."""
+
+    code = 24
+    retriable = True
+
+
 class RequestTimedOutError(EdgebusError):
     code = 19
     retriable = True

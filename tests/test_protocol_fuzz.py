@@ -37,6 +37,7 @@ REQUEST_SAMPLES: dict[int, C.Message] = {
     M.Api.ALTER_TOPIC_CONFIG: M.AlterTopicConfigRequest("t", [M.ConfigEntry("retention_ms", "1")]),
     M.Api.PRODUCE: M.ProduceRequest("t", 0, M.ACKS_WRITTEN, BATCH),
     M.Api.FETCH: M.FetchRequest(100, 1, 4096, [M.FetchPartition("t", 0, 5, 1024)]),
+    M.Api.FETCH_STANDING: M.FetchRequest(100, 1, 4096, [M.FetchPartition("t", 0, 5, 1024)]),
     M.Api.LIST_OFFSETS: M.ListOffsetsRequest([M.ListOffsetsPartition("t", 0, M.LATEST)]),
     M.Api.STATUS: M.Empty(),
     M.Api.SHM_ATTACH: M.ShmAttachRequest(0, 1 << 20),

@@ -442,6 +442,14 @@ class Producer(TransactionalProducer):
                 continue  # it keeps filling until its partition may send again
             if self._hold_at and self._unacked.get(key, 0) >= self._hold_at:
                 continue  # durable: it keeps filling until an acknowledgement comes
+            if self._in_flight >= self.max_in_flight:
+                # No request could go now: it keeps filling (as Kafka's accumulator does), and
+                # the I/O thread seals it when an acknowledgement frees a slot. Sealed here, each
+                # record would wait in line as a batch of its own, sent one per acknowledgement.
+                # The acknowledgements are awaited now: not collected lazily (shm).
+                if self._channel is not None:
+                    self._channel.hurry()
+                continue
             self._seal(key, b, notify=not got)
         if not got:
             self._cond.notify()
@@ -786,7 +794,7 @@ class Producer(TransactionalProducer):
             # acknowledgement cost a thread wake-up per batch while it had nothing to do; it waits
             # with batches ready only while max_in_flight are out.)
             if self._blocked or self._flushing or self._closed or held or (
-                    self._ready and self._in_flight + 1 >= self.max_in_flight):
+                    (self._ready or self._open) and self._in_flight + 1 >= self.max_in_flight):
                 self._cond.notify_all()
 
     def _retry(self, b: _Builder, err: BaseException) -> bool:

@@ -39,6 +39,7 @@ APIS: dict[int, ApiSpec] = {
     M.Api.DESCRIBE_GROUP: ApiSpec(G.DescribeGroupRequest, G.DescribeGroupResponse),
     M.Api.RESET_OFFSETS: ApiSpec(G.ResetOffsetsRequest, G.ResetOffsetsResponse),
     M.Api.SHM_ATTACH: ApiSpec(M.ShmAttachRequest, M.ShmAttachResponse),
+    M.Api.FETCH_STANDING: ApiSpec(M.FetchRequest, M.FetchResponse),
     M.Api.REPLICA_HELLO: ApiSpec(M.ReplicaHelloRequest, M.ReplicaHelloResponse),
     M.Api.REPLICA_APPEND: ApiSpec(M.ReplicaAppendRequest, M.ReplicaAppendResponse),
     M.Api.PROMOTE_TOPIC: ApiSpec(M.PromoteTopicRequest, M.Empty),

@@ -17,6 +17,7 @@ from edgebus import format as F
 from edgebus.acl import Policy
 from edgebus.log.manager import LogManager
 from edgebus.log.topic_config import TopicConfig
+from edgebus.protocol import messages as M
 from edgebus.server import status
 from edgebus.server.acl import Authorizer
 from edgebus.server.cleaning import LogCleaner
@@ -127,6 +128,7 @@ class Broker:
         table.update(self.txn_handlers.table())
         self.dispatcher = Dispatcher(loop, table, self.data.produce_fields, self.acl)
         loop.dispatch = self.dispatcher.dispatch_frame
+        self.data.standing.check = self.dispatcher.checks.get(int(M.Api.FETCH))
         # Shutdown runs in this order: STOPPING=1, stop accepting, answer parked fetches, finish
         # durable acks; then the loop flushes and closes every connection.
         services: list[Service] = [self.listener, self.shm, self.txn, self.data, self.groups,

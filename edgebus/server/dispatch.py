@@ -51,6 +51,7 @@ def build_table(data: DataHandlers, admin: AdminHandlers, groups: GroupHandlers,
         # data plane (handlers/data.py)
         M.Api.PRODUCE: data.produce,
         M.Api.FETCH: data.fetch,
+        M.Api.FETCH_STANDING: data.fetch_standing,
         M.Api.LIST_OFFSETS: data.list_offsets,
         # control plane (handlers/admin.py)
         M.Api.API_VERSIONS: admin.api_versions,

@@ -75,6 +75,7 @@ def build_checks(a: Authorizer) -> dict[int, Check]:
     table: dict[Any, Check] = {
         M.Api.PRODUCE: lambda conn, req: check(conn, TOPIC_WRITE, req.topic),
         M.Api.FETCH: fetch,
+        M.Api.FETCH_STANDING: fetch,
         M.Api.LIST_OFFSETS: lambda conn, req: topics(TOPIC_DESCRIBE, req.partitions, conn),
         M.Api.CREATE_TOPIC: named(TOPIC_CREATE),
         M.Api.DELETE_TOPIC: named(TOPIC_DELETE),

@@ -31,6 +31,7 @@ from edgebus.protocol import messages as M
 from edgebus.server.dispatch import DEFERRED, NO_RESPONSE
 from edgebus.server.durable import DurableAcks
 from edgebus.server.fetchwait import FetchWaiters, ParkedFetch
+from edgebus.server.handlers.standing import StandingFetches
 from edgebus.server.service import LoopApi, Service
 from edgebus.server.stats import Stats
 
@@ -78,6 +79,7 @@ class DataHandlers(Service):
         self.dirty = False
         # Called with the partition after every append (the Kafka listener's parked fetches).
         self.append_listeners: list[Any] = []
+        self.standing = StandingFetches(self)  # FETCH_STANDING (handlers/standing.py)
 
     # --- the service -----------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
@@ -145,7 +147,13 @@ class DataHandlers(Service):
             return DEFERRED
         return resp
 
+    def fetch_standing(self, conn: Any, corr: int, req: M.FetchRequest) -> Any:
+        self.standing.start(conn, corr, req)
+        return DEFERRED
+
     def fetch(self, conn: Any, corr: int, req: M.FetchRequest) -> Any:
+        if getattr(getattr(conn, "shm", None), "standing", None) is not None:
+            self.standing.end(conn)  # a FETCH replaces the connection's standing fetch
         if req.max_bytes <= 0 or any(fp.max_bytes <= 0 for fp in req.partitions):
             raise InvalidRequestError("fetch max_bytes must be positive")
         wait = min(req.max_wait_ms, self.max_fetch_wait_ms)
@@ -211,6 +219,9 @@ class DataHandlers(Service):
         self.waiters.remove(w)
         if w.conn.closed:
             return
+        if w.standing and not self.api.stopping:
+            self.standing.expired(w)  # a standing fetch's wait ends in silence: parked again
+            return
         if w.respond is not None:
             w.respond()
             return
@@ -237,6 +248,8 @@ class DataHandlers(Service):
         if self.api.output_budget_used:
             return  # parked fetches wait (costing nothing) until room or their deadline
         for w in self.waiters.waiting_on(p.topic, p.partition):
+            if w.standing and not self.standing.may_answer(w):
+                continue  # held until its consumer read the answers before
             if w.respond is not None:  # a replicator's long poll: any append wakes it
                 self.waiters.remove(w)
                 if not w.conn.closed:
@@ -250,11 +263,15 @@ class DataHandlers(Service):
                     if not w.conn.closed:
                         self.stats.batch_sent(p.topic, batch)
                         self.api.answer(w.conn, w.correlation_id, frame)
+                        if w.standing:
+                            self.standing.answered(w, None, batch, base)
                     continue
             resp, total = self.read_fetch(w.request)
             if total >= w.request.min_bytes:
                 self.waiters.remove(w)
                 self.api.answer(w.conn, w.correlation_id, resp)
+                if w.standing:
+                    self.standing.answered(w, resp)
 
     def read_fetch(self, req: M.FetchRequest) -> tuple[M.FetchResponse, int]:
         # Bounded whatever the client asks, so the response fits the client's frame limit; only
