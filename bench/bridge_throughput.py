@@ -33,17 +33,13 @@ from typing import Any
 
 import yaml
 
+from edgebus.testing import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 TOPIC = "devices.telemetry"
 DEVICES = 5
 PARTITIONS = 3
 POLL = 0.02  # how often the topic's end offsets are read while the backlog drains
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait(pred: Any, timeout: float, what: str) -> Any:

@@ -22,7 +22,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,17 +34,11 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edgebus.testing import EmbeddedBroker  # noqa: E402
+from edgebus.testing import EmbeddedBroker, free_port  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 TOPIC = "bench"
 VALUE = "x" * 100
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(http: bool = True) -> tuple[EmbeddedBroker, int]:

@@ -115,13 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["| case | generic us/call | fast path us/call | ratio |", "|---|---|---|---|"]
     lines += [f"| {r['case']} | {r['generic_us']} | {r['fast_us']} | {r['ratio']}x |" for r in rows]
     print("\n".join(lines))
-    out = Path(args.out)
+    write_report(args.out, "micro.json", args.rounds, rows)
+    return 0
+
+
+def write_report(out_dir: str | Path, name: str, rounds: int, rows: list[dict[str, Any]]) -> None:
+    """rows, with the time, the Python and the machine, as JSON in out_dir/name."""
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "python": platform.python_version(),
-              "machine": platform.machine(), "rounds": args.rounds, "results": rows}
-    (out / "micro.json").write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\nwrote {out}/micro.json")
-    return 0
+              "machine": platform.machine(), "rounds": rounds, "results": rows}
+    (out / name).write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\nwrote {out}/{name}")
 
 
 if __name__ == "__main__":

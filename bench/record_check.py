@@ -16,15 +16,12 @@ bench/results/record_check.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.micro import RESULTS, cpu_per_call
+from bench.micro import RESULTS, cpu_per_call, write_report
 from edgebus import batch as B
 from edgebus.fastpath.produce import decode_produce, encode_produce_response, produce_body
 from edgebus.log import Partition, TopicConfig
@@ -102,12 +99,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['produce_path_us']} / {r['produce_path_checked_us']} | "
               f"{100 * r['check_share_of_path']:.1f} % |" for r in rows]
     print("\n".join(lines))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    report = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "python": platform.python_version(),
-              "machine": platform.machine(), "rounds": args.rounds, "results": rows}
-    (out / "record_check.json").write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\nwrote {out}/record_check.json")
+    write_report(args.out, "record_check.json", args.rounds, rows)
     return 0
 
 

@@ -36,7 +36,6 @@ import yaml
 from bench.replication_harness import (
     RESULTS,
     cpu,
-    free_port,
     kill,
     paced,
     quantiles,
@@ -45,7 +44,7 @@ from bench.replication_harness import (
     write_report,
 )
 from edgebus import Admin, Consumer, Producer, TopicPartition
-from edgebus.testing import EmbeddedBroker
+from edgebus.testing import EmbeddedBroker, free_port
 
 NODE, TOKEN = "bench-src", "bench-token-0123456789"
 _TS = struct.Struct("<q")

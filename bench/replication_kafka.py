@@ -30,14 +30,13 @@ from bench.replication import catch_up
 from bench.replication_harness import (
     RESULTS,
     cpu,
-    free_port,
     kill,
     start_replicator,
     write_backlog,
     write_report,
 )
 from edgebus import Admin, Producer
-from edgebus.testing import EmbeddedBroker
+from edgebus.testing import EmbeddedBroker, free_port
 
 NODE = "bench-src"
 

@@ -29,9 +29,10 @@ from typing import Any
 import yaml
 
 from bench.replication import Setup
-from bench.replication_harness import RESULTS, free_port, write_report
+from bench.replication_harness import RESULTS, write_report
 from edgebus import Admin, Producer
 from edgebus.config import parse_size
+from edgebus.testing import free_port
 
 
 def shipped(port: int) -> dict[str, int]:

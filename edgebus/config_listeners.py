@@ -20,10 +20,8 @@ from edgebus.config_parse import (
     resolve,
     setting,
 )
-from edgebus.config_yaml import read_yaml_file
-from edgebus.errors import ConfigError
 from edgebus.opsconfig import NODE_NAME_RE, is_loopback_listen
-from edgebus.secretfiles import check_private
+from edgebus.secretfiles import read_secret_map
 
 # A replica link's shared secret: long enough that guessing it over the network is hopeless.
 MIN_TOKEN_CHARS = 16
@@ -168,16 +166,6 @@ def load_replica_tokens(path: Path | None) -> dict[str, str]:
     file holds secrets, so one that other users can read is refused (as ssh refuses a key)."""
     if path is None:
         return {}
-    check_private(path, "replica.tokens_file")
-    doc = read_yaml_file(path)
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: expected a mapping of node name -> token")
-    out: dict[str, str] = {}
-    for node, token in doc.items():
-        if not isinstance(node, str) or not NODE_NAME_RE.fullmatch(node):
-            raise ConfigError(f"{path}: {node!r} is not a node name")
-        if not isinstance(token, str) or len(token) < MIN_TOKEN_CHARS:
-            raise ConfigError(f"{path}: the token of {node} must be a string of at least "
-                              f"{MIN_TOKEN_CHARS} characters")
-        out[node] = token
-    return out
+    return read_secret_map(
+        path, "replica.tokens_file", names="node name", secrets="token", min_chars=MIN_TOKEN_CHARS,
+        name_ok=lambda n: isinstance(n, str) and NODE_NAME_RE.fullmatch(n) is not None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import field
 from pathlib import Path
 from typing import Any
@@ -242,8 +243,12 @@ def unknown_key(key: str, where: str, allowed: list[str]) -> InvalidKey:
 
 
 def build(cls: type, data: dict[str, Any], where: str, base: Any = None,
-          extra: tuple[str, ...] = ()) -> Any:
-    """An instance of the settings dataclass `cls` from `data`, starting from `base`."""
+          extra: tuple[str, ...] = (),
+          parse: Callable[[dataclasses.Field[Any], Any, str], Any] | None = None) -> Any:
+    """An instance of the settings dataclass `cls` from `data`, starting from `base`.
+    `parse(field, raw, key)`, when given, parses each value instead of the field kind's parser in
+    PARSERS (for a loader with kinds of its own, bridges/mqtt/config.py); it raises InvalidKey.
+    Without `base`, a field with no default must be in `data`."""
     fields = {f.name: f for f in dataclasses.fields(cls) if "kind" in f.metadata}
     values: dict[str, Any] = {}
     for key, raw in data.items():
@@ -252,6 +257,9 @@ def build(cls: type, data: dict[str, Any], where: str, base: Any = None,
         if key not in fields:
             raise unknown_key(key, where, [*extra, *fields])
         f = fields[key]
+        if parse is not None:
+            values[key] = parse(f, raw, join_key(where, key))
+            continue
         try:
             value = PARSERS[f.metadata["kind"]](raw)
             if isinstance(value, int):
@@ -259,4 +267,10 @@ def build(cls: type, data: dict[str, Any], where: str, base: Any = None,
         except ValueError as e:
             raise InvalidKey(join_key(where, key), str(e)) from None
         values[key] = value
-    return dataclasses.replace(base, **values) if base is not None else cls(**values)
+    if base is not None:
+        return dataclasses.replace(base, **values)
+    for name, f in fields.items():
+        if name not in values and f.default is dataclasses.MISSING \
+                and f.default_factory is dataclasses.MISSING:
+            raise InvalidKey(where or "(top level)", f"missing required key {name!r}")
+    return cls(**values)

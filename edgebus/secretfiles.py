@@ -9,8 +9,11 @@ edgebus group holds every local client, so not them either.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from edgebus.config_yaml import read_yaml_file
 from edgebus.errors import ConfigError
 
 
@@ -45,3 +48,24 @@ def read_secret(path: Path, where: str) -> str:
     if not text:
         raise ConfigError(f"{where}: {path} is empty")
     return text
+
+
+def read_secret_map(path: Path, where: str, *, names: str, secrets: str, min_chars: int,
+                    name_ok: Callable[[Any], bool], name_rule: str = "",
+                    allow_empty: bool = True) -> dict[str, str]:
+    """The YAML mapping of name -> secret in `path`, checked as check_private does (`where`:
+    the setting); ConfigError for a name that is not `name_ok` (`names` and `name_rule` say what
+    one is) or a secret (`secrets`) shorter than min_chars."""
+    check_private(path, where)
+    doc = read_yaml_file(path)
+    if not isinstance(doc, dict) or (not doc and not allow_empty):
+        raise ConfigError(f"{path}: expected a mapping of {names} -> {secrets}")
+    out: dict[str, str] = {}
+    for name, secret in doc.items():
+        if not name_ok(name):
+            raise ConfigError(f"{path}: {name!r} is not a {names}{name_rule}")
+        if not isinstance(secret, str) or len(secret) < min_chars:
+            raise ConfigError(f"{path}: the {secrets} of {name} must be a string of at least "
+                              f"{min_chars} characters")
+        out[name] = secret
+    return out

@@ -12,6 +12,7 @@ The supervisor is a separate process (`python -m edgebus.cli.main serve`), exact
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,10 +20,61 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+
+T = TypeVar("T")
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct loopback ports free right now: every socket stays bound until all are chosen
+    (one at a time, the kernel may hand the same port out twice). Another process may still take
+    one before the caller binds it: where the server can bind port 0 and say which port it got
+    (`kafka_bootstrap`, `replica_address`, `http_address`), prefer that."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_port() -> int:
+    """One loopback port free right now (see free_ports for the race it leaves)."""
+    return free_ports(1)[0]
+
+
+def wait_for(cond: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """cond()'s first true value, polled every `interval` s; AssertionError naming `what` once
+    `timeout` s have passed without one (a test waits for an outcome, it does not time it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def scrape_metrics(port: int, host: str = "127.0.0.1") -> dict[str, float]:
+    """The samples of a Prometheus endpoint (/metrics), keyed as written: `name` or
+    `name{label="value",...}`."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
 
 
 class EmbeddedBroker:
@@ -126,12 +178,45 @@ class EmbeddedBroker:
             raise RuntimeError("the supervisor serves no replica listener (no replica.listen)")
         return str(replica["listen"])
 
+    @property
+    def http_address(self) -> str:
+        """"host:port" of the running supervisor's HTTP listener, from the status document (with
+        `http.listen: "127.0.0.1:0"` the port is chosen at start, as for replica_address)."""
+        from edgebus.client.admin import Admin
+
+        with Admin(socket=self.socket) as admin:
+            http = admin.status().get("http")
+        if not http:
+            raise RuntimeError("the supervisor serves no HTTP listener (http.enabled: false?)")
+        return str(http["listen"])
+
+    @property
+    def http_port(self) -> int:
+        """The port of http_address."""
+        return int(self.http_address.rsplit(":", 1)[1])
+
+    @property
+    def metrics_port(self) -> int:
+        """The port of the running supervisor's metrics endpoint (`metrics.listen`, port 0 being
+        fine), from the line it logs: that may reach the log file a little after the socket
+        answers, so this waits for it."""
+        found = wait_for(lambda: re.search(r"metrics endpoint on http://\S+:(\d+)/metrics", self.log()),
+                         20, "the metrics endpoint's line in the supervisor's log")
+        assert found is not None  # wait_for returns a true value only
+        return int(found.group(1))
+
     def pin_replica_port(self) -> str:
         """Write the port the replica listener got into the config, so a restart keeps the
         address peers were given. Returns "host:port"."""
-        address = self.replica_address
+        return self._pin_listen("replica", self.replica_address)
+
+    def pin_http_port(self) -> str:
+        """As pin_replica_port, for the HTTP listener. Returns "host:port"."""
+        return self._pin_listen("http", self.http_address)
+
+    def _pin_listen(self, section: str, address: str) -> str:
         cfg = yaml.safe_load(self.config_path.read_text())
-        cfg["replica"]["listen"] = address
+        cfg[section]["listen"] = address
         self.config_path.write_text(yaml.safe_dump(cfg))
         return address
 

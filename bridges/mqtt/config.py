@@ -9,7 +9,6 @@ key raises ConfigError naming the file and the key path (`ingress[2].key.topic_l
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,19 +16,16 @@ from typing import Any
 
 from bridges.mqtt import routes as R
 from bridges.mqtt import templates as T
+from bridges.mqtt.config_values import PARSERS
 from edgebus import paths
 from edgebus.config import (  # the supervisor's parsers, so that both files obey one rule
     InvalidKey,
     as_mapping,
-    check_topic_name,
     describe_value,
-    join_key,
-    parse_duration,
-    parse_size,
     read_yaml_file,
 )
-from edgebus.errors import ConfigError, InvalidTopicError
-from edgebus.opsconfig import parse_listen
+from edgebus.config_parse import build, check_bounds
+from edgebus.errors import ConfigError
 
 KiB = 1024
 SECOND = 1000
@@ -45,7 +41,7 @@ DEFAULT_GROUP = "edgebus-mqtt-bridge"
 def _m(kind: str, lo: int | None = None, hi: int | None = None,
        choices: tuple[str, ...] = ()) -> dict[str, Any]:
     """A field's metadata: how its value is parsed, and its bounds."""
-    return {"kind": kind, "lo": lo, "hi": hi, "choices": choices}
+    return {"kind": kind, "lo": lo, "hi": hi, "unlimited": False, "choices": choices}
 
 
 @dataclass(frozen=True)
@@ -213,100 +209,9 @@ def default_status_file(client_id: str) -> Path:
     return where / f"mqtt-bridge-{safe}.status.json"
 
 
-# --- parsing -------------------------------------------------------------------------------------
+# --- parsing (the value parsers of each kind: config_values.py) ----------------------------------
 
 
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ValueError(f"expected true or false, got {describe_value(v)}")
-    return v
-
-
-def _int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"expected an integer, got {describe_value(v)}")
-    return int(v)
-
-
-def _str(v: Any) -> str:
-    if not isinstance(v, str) or not v:
-        raise ValueError(f"expected a non-empty string, got {describe_value(v)}")
-    return v
-
-
-def _path(v: Any) -> Path:
-    return Path(_str(v)).expanduser()
-
-
-def _topic(v: Any) -> str:
-    name = _str(v)
-    try:
-        check_topic_name(name)
-    except InvalidTopicError as e:
-        raise ValueError(str(e)) from None
-    return name
-
-
-def _protocol(v: Any) -> str:
-    text = str(v).strip().lower().removeprefix("mqttv").removeprefix("v") if v is not None else ""
-    if text in ("5", "5.0", "50"):
-        return "5"
-    if text in ("3.1.1", "311"):
-        return "3.1.1"
-    raise ValueError(f"expected 5 or '3.1.1', got {describe_value(v)}")
-
-
-def _qos_in(v: Any) -> int:
-    n = _int(v)
-    if n == 2:
-        raise ValueError("QoS 2 is refused for ingress: paho answers PUBREC before the bridge sees "
-                         "the message and keeps it only in memory, so a crash would lose it; use "
-                         "1 (no loss, bounded duplicates; the broker downgrades QoS 2 publishes)")
-    if n not in (0, 1):
-        raise ValueError(f"expected 0 or 1, got {n}")
-    return n
-
-
-def _filter(v: Any) -> str:
-    filt = _str(v)
-    R.validate_filter(filt)
-    return filt
-
-
-def _field_path(v: Any) -> str:
-    path = _str(v)
-    R.validate_field_path(path)
-    return path
-
-
-def _field_list(v: Any) -> tuple[str, ...]:
-    if not isinstance(v, list):
-        raise ValueError(f"expected a list of field paths, got {describe_value(v)}")
-    return tuple(_field_path(x) for x in v)
-
-
-def _listen(v: Any) -> str | None:
-    return parse_listen(v)
-
-
-def _size(v: Any) -> int:
-    if isinstance(v, bool):
-        raise ValueError(f"expected a size, got {describe_value(v)}")
-    return parse_size(v)
-
-
-def _duration(v: Any) -> int:
-    if isinstance(v, bool):
-        raise ValueError(f"expected a duration, got {describe_value(v)}")
-    return parse_duration(v)
-
-
-_PARSERS = {
-    "bool": _bool, "int": _int, "str": _str, "path": _path, "topic": _topic, "size": _size,
-    "duration": _duration, "protocol": _protocol, "qos_in": _qos_in, "filter": _filter,
-    "field_path": _field_path, "field_list": _field_list, "template": T.TopicTemplate.parse,
-    "listen": _listen,
-}
 _SECTIONS = {
     "mqtt": MqttSettings, "edgebus": EdgebusSettings, "dead_letter": DeadLetterSettings,
     "tls": TlsSettings, "key": KeySettings, "validate": ValidateSettings,
@@ -315,20 +220,7 @@ _SECTIONS = {
 
 
 def _build(cls: type[Any], data: Any, where: str) -> Any:
-    data = as_mapping({} if data is None else data, where)
-    fields = {f.name: f for f in dataclasses.fields(cls) if "kind" in f.metadata}
-    values: dict[str, Any] = {}
-    for key, raw in data.items():
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(fields)})"
-            raise InvalidKey(join_key(where, key), f"unknown key{hint}")
-        values[key] = _value(fields[key], raw, join_key(where, key))
-    for name, f in fields.items():
-        if name not in values and f.default is dataclasses.MISSING \
-                and f.default_factory is dataclasses.MISSING:
-            raise InvalidKey(where or "(top level)", f"missing required key {name!r}")
-    return cls(**values)
+    return build(cls, as_mapping(data, where), where, parse=_value)
 
 
 def _value(f: dataclasses.Field[Any], raw: Any, where: str) -> Any:
@@ -351,13 +243,9 @@ def _value(f: dataclasses.Field[Any], raw: Any, where: str) -> Any:
                 raise ValueError(f"expected one of {', '.join(f.metadata['choices'])}, "
                                  f"got {describe_value(raw)}")
             return text
-        value = _PARSERS[kind](raw)
-        lo, hi = f.metadata["lo"], f.metadata["hi"]
+        value = PARSERS[kind](raw)
         if isinstance(value, int) and not isinstance(value, bool):
-            if lo is not None and value < lo:
-                raise ValueError(f"must be at least {lo}, got {value}")
-            if hi is not None and value > hi:
-                raise ValueError(f"must be at most {hi}, got {value}")
+            check_bounds(f, value)
         return value
     except ValueError as e:
         raise InvalidKey(where, str(e)) from None

@@ -125,17 +125,9 @@ class IndexFile:
 
     def rewrite(self) -> None:
         """Write the in-memory entries as the whole file (after a rebuild)."""
-        data = self._pack(0)
         if self.fd is not None:
             os.ftruncate(self.fd, 0)
-            write_all(self.fd, data)
-        else:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-            try:
-                write_all(fd, data)
-            finally:
-                os.close(fd)
-        self.persisted = len(self.keys)
+        self._write(self._pack(0), os.O_TRUNC)
 
     def flush(self) -> None:
         """Bring the file up to the in-memory entries: append the new ones, or rewrite it all
@@ -145,11 +137,15 @@ class IndexFile:
             return
         if self.persisted == len(self.keys):
             return
-        data = self._pack(self.persisted)
+        self._write(self._pack(self.persisted), os.O_APPEND)
+
+    def _write(self, data: bytes, flag: int) -> None:
+        """data to the open file, or to the file opened for this write only with `flag`
+        (O_TRUNC: the whole file, O_APPEND: its end); then all entries are in the file."""
         if self.fd is not None:
             write_all(self.fd, data)
         else:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | flag, FILE_MODE)
             try:
                 write_all(fd, data)
             finally:

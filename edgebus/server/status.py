@@ -179,6 +179,9 @@ def collect(broker: Broker) -> dict[str, Any]:
     # The replica listener's address (the port it got when replica.listen asked for port 0).
     rl = getattr(broker, "replica_listener", None)
     doc["replica"] = {"listen": f"{rl.host}:{rl.port}"} if rl is not None else None
+    # Likewise the HTTP listener's (a service on the loop, not an attribute of the broker).
+    hl: Any = next((s for s in broker.loop.services if getattr(s, "name", None) == "http"), None)
+    doc["http"] = {"listen": f"{hl.host}:{hl.port}"} if hl is not None else None
     notifier = broker.notifier
     doc["systemd"] = {"notify": bool(getattr(notifier, "enabled", False)),
                       "watchdog_s": getattr(notifier, "watchdog_s", None)}

@@ -109,3 +109,25 @@ def test_create_describe_delete_acls_edit_the_same_rules(users: Users,
         assert got["listed=orders"] == "ok"  # the describe rule stays
     finally:
         admin.close()
+
+
+@pytest.mark.parametrize("acl", [None, {"rules": []}], ids=["acl-off", "no-acl-file"])
+def test_acl_changes_with_nowhere_to_keep_them_are_security_disabled(
+        make_broker: Any, acl: dict[str, Any] | None) -> None:
+    import kafka.admin as K
+    from kafka.errors import SecurityDisabledError
+
+    b = make_broker({"acl": acl} if acl is not None else {}).start()
+    admin = K.KafkaAdminClient(bootstrap_servers=b.kafka_bootstrap, request_timeout_ms=20_000)
+    try:
+        result = admin.create_acls([K.ACL(
+            "User:x", "*", K.ACLOperation.READ, K.ACLPermissionType.ALLOW,
+            K.ResourcePattern(K.ResourceType.TOPIC, "t", K.ACLResourcePatternType.LITERAL))])
+        assert result["failed"] == [SecurityDisabledError], result  # kafka-python lists classes
+        deleted = admin.delete_acls([K.ACLFilter(
+            "User:x", None, K.ACLOperation.ANY, K.ACLPermissionType.ANY,
+            K.ResourcePatternFilter(K.ResourceType.ANY, None, K.ACLResourcePatternType.ANY))])
+        assert [(matched, error) for _, matched, error in deleted] == \
+            [([], SecurityDisabledError)], deleted
+    finally:
+        admin.close()

@@ -3,7 +3,6 @@ accepted (the `owner` default trusts it with its own mirrors), and a rule can na
 
 from __future__ import annotations
 
-import re
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -53,8 +52,6 @@ def test_rules_apply_to_replica_links(make_broker: Any, tmp_path: Path) -> None:
               Admin(socket=peer.socket).status()["acl"]["denied"]}
     assert denied == {(f"node:{NODE}", "write"), ("node:other", "create")}
     # The metric, per principal and operation.
-    port = re.search(r"metrics endpoint on http://127\.0\.0\.1:(\d+)/metrics", peer.log())
-    assert port is not None
-    with urllib.request.urlopen(f"http://127.0.0.1:{port.group(1)}/metrics", timeout=10) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{peer.metrics_port}/metrics", timeout=10) as r:
         text = r.read().decode()
     assert f'edgebus_acl_denied_total{{operation="write",principal="node:{NODE}"}} 1.0' in text

@@ -10,7 +10,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,19 +17,9 @@ import yaml
 from mqtt_helpers import REPO, Device, free_port, needs_mosquitto, wait_for
 
 from bridges.mqtt.config import config_from_mapping, default_status_file
+from edgebus.testing import scrape_metrics as scrape
 
 pytestmark = [pytest.mark.integration, needs_mosquitto]
-
-
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -34,14 +33,6 @@ def poll_all(c: Consumer, want: int, timeout: float = 30.0) -> list[Any]:
         for recs in c.poll(timeout_ms=500).values():
             got += recs
     return got
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 def test_iterating_with_the_default_consumer_timeout_yields_records(broker):

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from edgebus import Admin
+from edgebus import Admin, testing
 from edgebus.errors import UnknownGroupError
 from edgebus.testing import EmbeddedBroker
 
@@ -35,14 +34,7 @@ def admin(broker: EmbeddedBroker) -> Iterator[Admin]:
 
 
 def wait_for(cond: Callable[[], Any], timeout: float, what: str, step: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
+    return testing.wait_for(cond, timeout, what, interval=step)
 
 
 @dataclass

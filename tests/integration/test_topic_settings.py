@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from edgebus.errors import (
     TopicExistsError,
     UnknownTopicError,
 )
+from edgebus.testing import wait_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,14 +37,6 @@ def cli(sock: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def settings(admin: Admin, topic: str) -> dict[str, str]:
     return {e.name: e.value for e in admin.describe_topic(topic).configs}
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 # --- item 11: create if it does not exist ---------------------------------------------------------

@@ -9,7 +9,6 @@ so the client must retry them after the restart, which is the case idempotence i
 
 from __future__ import annotations
 
-import contextlib
 import random
 import socket
 import threading
@@ -22,8 +21,9 @@ import pytest
 from confluent_kafka import Producer as CKProducer
 
 from edgebus import Consumer, TopicPartition
-from edgebus.testing import EmbeddedBroker
+from edgebus.testing import EmbeddedBroker, free_port
 from tests.kafka_listener.conftest import create_topic
+from tests.proxy import Proxy
 
 pytestmark = pytest.mark.crash
 
@@ -31,55 +31,19 @@ RECORDS = 12_000
 KILLS = 3
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class AnswerDroppingRelay:
+class AnswerDroppingRelay(Proxy):
     """TCP from clients to the supervisor; `mute` drops the supervisor's answers, `cut` closes
     every relayed connection."""
 
     def __init__(self, target_port: int) -> None:
-        self.target = ("127.0.0.1", target_port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.mute = False
-        self.socks: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(("127.0.0.1", target_port))
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                a, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                b = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                a.close()
-                continue
-            self.socks += [a, b]
-            threading.Thread(target=self._pump, args=(a, b, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(b, a, True), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if not (answers and self.mute):
-                    dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        for s in self.socks:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-        self.socks = []
+    def pump(self, src: socket.socket, dst: socket.socket, to_target: bool,
+             link: dict[str, Any]) -> None:
+        while data := src.recv(65536):
+            if to_target or not self.mute:
+                dst.sendall(data)
 
 
 def test_sigkill_loses_no_acknowledged_record_and_duplicates_none(

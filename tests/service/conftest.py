@@ -13,6 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from edgebus.log.manager import LogManager
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> Iterator[LogManager]:
+    """A real LogManager in a temporary data directory (the disk guard's tests)."""
+    m = LogManager(tmp_path / "data")
+    m.open()
+    yield m
+    m.close()
+
 
 class NotifySocket:
     """What systemd listens on: an AF_UNIX datagram socket. Every datagram is kept with the

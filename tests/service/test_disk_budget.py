@@ -40,14 +40,6 @@ class SharedDisk:
         return 100 * MiB, self.free()
 
 
-@pytest.fixture
-def logs(tmp_path):
-    m = LogManager(tmp_path / "data")
-    m.open()
-    yield m
-    m.close()
-
-
 def append_until_refused(g: DiskGuard, p, limit: int = 10_000) -> int:
     for i in range(limit):
         data = bytearray(B.build_batch([B.encode_record(0, None, b"x" * 900, [])], 0, 0))

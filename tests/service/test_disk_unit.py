@@ -9,7 +9,6 @@ import pytest
 
 from edgebus import batch as B
 from edgebus.errors import DiskFullError
-from edgebus.log.manager import LogManager
 from edgebus.log.topic_config import TopicConfig
 from edgebus.opsconfig import Threshold
 from edgebus.server.disk import DiskGuard
@@ -36,14 +35,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
-
-
-@pytest.fixture
-def logs(tmp_path):
-    m = LogManager(tmp_path / "data")
-    m.open()
-    yield m
-    m.close()
 
 
 def batch(n: int = 1, size: int = 100) -> tuple[bytearray, B.BatchInfo]:

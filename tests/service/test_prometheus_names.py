@@ -3,38 +3,16 @@ and per-topic records and bytes in and out, scraped from a real supervisor while
 
 from __future__ import annotations
 
-import re
 import time
-import urllib.request
 
 import pytest
 
 from edgebus import Admin, Consumer, Producer, TopicPartition
 from edgebus.procmetrics import boot_time
 from edgebus.testing import EmbeddedBroker
+from edgebus.testing import scrape_metrics as scrape
 
 pytestmark = pytest.mark.integration
-
-
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
-def metrics_port(b: EmbeddedBroker) -> int:
-    deadline = time.monotonic() + 20
-    while True:  # the line may reach the log file a little after the socket answers
-        m = re.search(r"metrics endpoint on http://127\.0\.0\.1:(\d+)/metrics", b.log())
-        if m:
-            return int(m.group(1))
-        assert time.monotonic() < deadline, b.log()
-        time.sleep(0.05)
 
 
 def test_boot_time_from_the_clocks_is_proc_stat_btime():
@@ -47,7 +25,7 @@ def test_process_names_and_per_topic_counters_move(tmp_path):
     b = EmbeddedBroker(tmp_path / "broker", config={"metrics": {"listen": "127.0.0.1:0"}})
     b.start()
     try:
-        port = metrics_port(b)
+        port = b.metrics_port
         with Admin(socket=b.socket) as a:
             a.create_topic("hot", partitions=1)
             a.create_topic("cold", partitions=1)

@@ -10,7 +10,6 @@ installed by scripts/quickstart when it can), then the supervisor is exec'd unde
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -106,9 +105,7 @@ def test_supervisor_works_under_the_units_system_call_filter(tmp_path):
             finally:
                 c.close()
             assert n >= 300
-        port = re.search(r"127\.0\.0\.1:(\d+)/metrics", b.log())
-        assert port, b.log()
-        with urllib.request.urlopen(f"http://127.0.0.1:{port.group(1)}/metrics", timeout=10) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{b.metrics_port}/metrics", timeout=10) as r:
             assert b"edgebus_records_in_total 600.0" in r.read()
         time.sleep(1.0)  # checkpoint, retention and disk timers run under the filter too
         assert b.stop() == 0

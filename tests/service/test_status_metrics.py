@@ -85,15 +85,9 @@ def test_status_table_for_people(busy_broker):
     assert "\x1b[" not in out  # no colour codes when not a terminal
 
 
-def metrics_port(b: EmbeddedBroker) -> int:
-    m = re.search(r"metrics endpoint on http://127\.0\.0\.1:(\d+)/metrics", b.log())
-    assert m, b.log()
-    return int(m.group(1))
-
-
 def test_prometheus_endpoint(busy_broker):
     b, _ = busy_broker
-    port = metrics_port(b)
+    port = b.metrics_port
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         text = r.read().decode()

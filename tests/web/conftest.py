@@ -5,19 +5,12 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from edgebus.testing import EmbeddedBroker
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Http:
@@ -93,17 +86,18 @@ def http_config() -> dict[str, Any]:
 @pytest.fixture
 def http_broker(make_broker: Callable[..., EmbeddedBroker],
                 http_config: dict[str, Any]) -> EmbeddedBroker:
-    port = free_port()
     cfg: dict[str, Any] = {"topics": [{"name": "teapot.temperature"}]}
     cfg.update(http_config)
-    cfg["http"] = {"enabled": True, "listen": f"127.0.0.1:{port}", **cfg.get("http", {})}
-    b = make_broker(cfg)
-    b.http_port = port  # type: ignore[attr-defined]
-    return b.start()
+    # Port 0: the listener binds a free port itself (b.http_port says which), so no other
+    # process can take it between choosing and binding; pinned so that a restart keeps it.
+    cfg["http"] = {"enabled": True, "listen": "127.0.0.1:0", **cfg.get("http", {})}
+    b = make_broker(cfg).start()
+    b.pin_http_port()
+    return b
 
 
 @pytest.fixture
 def api(http_broker: EmbeddedBroker) -> Iterator[Http]:
-    c = Http(http_broker.http_port)  # type: ignore[attr-defined]
+    c = Http(http_broker.http_port)
     yield c
     c.close()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Http, error_of, free_port
+from .conftest import Http, error_of
 
 pytest.importorskip("edgebus.server.acl", reason="access control (edgebus/server/acl) is not in this tree")
 pytestmark = pytest.mark.integration
@@ -22,14 +22,13 @@ def test_http_users_are_principals_checked_by_the_rules(make_broker: Any, tmp_pa
     users = tmp_path / "users.yaml"
     users.write_text(f"kitchen: {SECRET}\nops: {ADMIN}\n")
     os.chmod(users, 0o600)
-    port = free_port()
-    make_broker({
+    port = make_broker({
         "topics": [{"name": "teapot.temperature"}, {"name": "payroll"}],
         "acl": {"default": "owner", "rules": [
             "allow sasl:kitchen read,describe topic:teapot.*",
             "allow sasl:ops admin cluster"]},
-        "http": {"enabled": True, "listen": f"127.0.0.1:{port}", "users_file": str(users)},
-    }).start()
+        "http": {"enabled": True, "listen": "127.0.0.1:0", "users_file": str(users)},
+    }).start().http_port
     kitchen = Http(port, user="kitchen", secret=SECRET)
     ops = Http(port, user="ops", secret=ADMIN)
     assert ops.ok("POST", "/api/topics/teapot.temperature/records", {"value": "97"})["offsets"]

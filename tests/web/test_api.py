@@ -145,13 +145,10 @@ def shared(tmp_path_factory: Any) -> Any:
     """One supervisor for the table of bad inputs below (each case leaves it as it was)."""
     from edgebus.testing import EmbeddedBroker
 
-    from .conftest import free_port
-
-    port = free_port()
     b = EmbeddedBroker(tmp_path_factory.mktemp("bad-input"), config={
-        "topics": [{"name": TOPIC}], "http": {"enabled": True, "listen": f"127.0.0.1:{port}"}})
+        "topics": [{"name": TOPIC}], "http": {"enabled": True, "listen": "127.0.0.1:0"}})
     b.start()
-    c = Http(port)
+    c = Http(b.http_port)
     yield c
     c.close()
     b.stop()
@@ -281,10 +278,8 @@ def test_console_files_are_served_and_nothing_else(api: Http) -> None:
 
 
 def test_connections_are_bounded(make_broker: Any) -> None:
-    from .conftest import free_port
-
-    port = free_port()
-    make_broker({"http": {"enabled": True, "listen": f"127.0.0.1:{port}", "max_connections": 2}}).start()
+    port = make_broker({"http": {"enabled": True, "listen": "127.0.0.1:0",
+                                 "max_connections": 2}}).start().http_port
     first, second = Http(port), Http(port)
     assert first.get("/api/topics")[0] == second.get("/api/topics")[0] == 200
     with socket.create_connection(("127.0.0.1", port)) as s:

@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
+from edgebus.testing import free_port, wait_for
+
 from .cdp import Browser, chromium_path
-from .conftest import Http, free_port
+from .conftest import Http
 
 REPO = Path(__file__).resolve().parents[2]
 TEAPOT = REPO / "examples" / "teapot"
@@ -31,17 +33,6 @@ pytestmark = [
     pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto)"),
 ]
 TOPIC = "teapot.temperature"
-
-
-def wait_for(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from edgebus.config import config_from_mapping
 from edgebus.errors import ConfigError
 from edgebus.server.http.auth import is_loopback_host
 
-from .conftest import Http, error_of, free_port
+from .conftest import Http, error_of
 
 pytestmark = pytest.mark.integration
 SECRET = "kitchen-secret-0123456789"
@@ -59,7 +59,7 @@ def test_a_users_file_readable_by_others_is_refused(make_broker: Any, tmp_path: 
     users = tmp_path / "users.yaml"
     users.write_text(f"kitchen: {SECRET}\n")
     os.chmod(users, 0o644)
-    b = make_broker({"http": {"enabled": True, "listen": f"127.0.0.1:{free_port()}",
+    b = make_broker({"http": {"enabled": True, "listen": "127.0.0.1:0",
                               "users_file": str(users)}})
     with pytest.raises(RuntimeError, match="chmod 0600"):
         b.start()
@@ -93,9 +93,8 @@ def _check_auth(port: int, **kw: Any) -> None:
 
 
 def test_tokens_and_basic_users(make_broker: Any, users_file: Path) -> None:
-    port = free_port()
-    make_broker({"http": {"enabled": True, "listen": f"127.0.0.1:{port}",
-                          "users_file": str(users_file)}, **open_policy()}).start()
+    port = make_broker({"http": {"enabled": True, "listen": "127.0.0.1:0",
+                                 "users_file": str(users_file)}, **open_policy()}).start().http_port
     _check_auth(port)
     # with authentication, any Host name is fine (a phone uses the gateway's address)
     assert Http(port, token=TOKEN).get("/api/topics", headers={"Host": "gw.local:8470"})[0] == 200
@@ -107,10 +106,9 @@ def test_tls_with_authentication(make_broker: Any, users_file: Path, tmp_path: P
     cert = ca.issue_cert("localhost", "127.0.0.1")
     cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "gw.pem"))
     cert.private_key_pem.write_to_path(str(tmp_path / "gw.key"))
-    port = free_port()
-    make_broker({"http": {"enabled": True, "listen": f"127.0.0.1:{port}", "users_file": str(users_file),
-                          "tls_cert": str(tmp_path / "gw.pem"), "tls_key": str(tmp_path / "gw.key")},
-                 **open_policy()}).start()
+    port = make_broker({"http": {"enabled": True, "listen": "127.0.0.1:0", "users_file": str(users_file),
+                                 "tls_cert": str(tmp_path / "gw.pem"), "tls_key": str(tmp_path / "gw.key")},
+                        **open_policy()}).start().http_port
     ctx = ssl.create_default_context()
     ca.configure_trust(ctx)
     _check_auth(port, context=ctx)
@@ -127,8 +125,7 @@ def test_loopback_host_names() -> None:
 
 
 def test_a_port_in_use_stops_the_start_with_a_clear_message(make_broker: Any) -> None:
-    port = free_port()
-    make_broker({"http": {"enabled": True, "listen": f"127.0.0.1:{port}"}}, name="first").start()
+    port = make_broker({"http": {"enabled": True, "listen": "127.0.0.1:0"}}, name="first").start().http_port
     second = make_broker({"http": {"enabled": True, "listen": f"127.0.0.1:{port}"}}, name="second")
     with pytest.raises(RuntimeError, match=r"already in use by another process"):
         second.start()

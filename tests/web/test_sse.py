@@ -134,11 +134,9 @@ def test_a_multi_partition_tail_resumes_per_partition(http_broker: Any) -> None:
 
 
 def test_the_number_of_streams_is_bounded(make_broker: Any) -> None:
-    from .conftest import free_port
-
-    port = free_port()
     b = make_broker({"topics": [{"name": TOPIC}],
-                     "http": {"enabled": True, "listen": f"127.0.0.1:{port}", "max_streams": 1}}).start()
+                     "http": {"enabled": True, "listen": "127.0.0.1:0", "max_streams": 1}}).start()
+    port = b.http_port
     first = SseClient(port, f"/api/topics/{TOPIC}/tail")
     code, _, doc = Http(port).get(f"/api/topics/{TOPIC}/tail")
     assert code == 503 and doc["error"]["name"] == "ServerBusyError"

@@ -193,7 +193,8 @@ class App:
         resp = yield Call(M.Api.STATUS, M.Empty())
         doc = json.loads(bytes(resp.json))
         if self.listener is not None:
-            doc["http"] = {"connections": len(self.listener.conns), "streams": self.streams}
+            doc["http"] = {**(doc.get("http") or {}), "connections": len(self.listener.conns),
+                           "streams": self.streams}
         return json_reply(doc)
 
     def list_topics(self, req: Request) -> Exchange:

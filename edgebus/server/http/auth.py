@@ -20,9 +20,9 @@ import ipaddress
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from edgebus.config import MIN_TOKEN_CHARS, read_yaml_file
-from edgebus.errors import AuthenticationError, ConfigError, NotAuthenticatedError
-from edgebus.secretfiles import check_private
+from edgebus.config import MIN_TOKEN_CHARS
+from edgebus.errors import AuthenticationError, NotAuthenticatedError
+from edgebus.secretfiles import read_secret_map
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 REALM = 'Basic realm="edgebus", charset="UTF-8"'
@@ -33,19 +33,10 @@ def load_users(path: Path | None) -> dict[str, str]:
     users can read is refused."""
     if path is None:
         return {}
-    check_private(path, "http.users_file")
-    doc = read_yaml_file(path)
-    if not isinstance(doc, dict) or not doc:
-        raise ConfigError(f"{path}: expected a mapping of user name -> secret")
-    out: dict[str, str] = {}
-    for user, secret in doc.items():
-        if not isinstance(user, str) or not user or ":" in user or len(user) > 64:
-            raise ConfigError(f"{path}: {user!r} is not a user name (1-64 characters, no ':')")
-        if not isinstance(secret, str) or len(secret) < MIN_TOKEN_CHARS:
-            raise ConfigError(f"{path}: the secret of {user} must be a string of at least "
-                              f"{MIN_TOKEN_CHARS} characters")
-        out[user] = secret
-    return out
+    return read_secret_map(
+        path, "http.users_file", names="user name", secrets="secret", min_chars=MIN_TOKEN_CHARS,
+        name_ok=lambda n: isinstance(n, str) and 0 < len(n) <= 64 and ":" not in n,
+        name_rule=" (1-64 characters, no ':')", allow_empty=False)
 
 
 class Authenticator:

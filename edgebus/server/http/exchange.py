@@ -1,4 +1,4 @@
-"""What an HTTP route and the listener say to each other (edgebus/server/listeners/http.py).
+"""What an HTTP route and the listener say to each other (edgebus/server/listeners/http_connection.py).
 
 A route is a function of a `Request`. It returns a `Reply` at once, or a generator (an exchange)
 that yields:

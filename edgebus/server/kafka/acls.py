@@ -118,13 +118,25 @@ def _refused(a: Authorizer | None, conn: Any, op: str) -> str | None:
     return None
 
 
+def _refusal(a: Authorizer | None, conn: Any, op: str,
+             need_file: bool = False) -> tuple[ErrorCode, str] | None:
+    """Why a request is refused, with the code that says so (None: it is not): access control
+    off, or for a change no acl.file to keep the rules in (security_disabled), or the principal
+    may not (cluster_authorization_failed)."""
+    why = _refused(a, conn, op)
+    if why is not None:
+        return (ErrorCode.security_disabled if a is None
+                else ErrorCode.cluster_authorization_failed), why
+    why = _no_file(a) if need_file else None
+    return None if why is None else (ErrorCode.security_disabled, why)
+
+
 # --- the handlers ----------------------------------------------------------------------------------
 def describe_acls(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
     mod = response_module(DESCRIBE_ACLS, header.request_api_version)
     a = _acl(ctx)
-    why = _refused(a, conn, "status")
-    if why is not None:
-        code = ErrorCode.security_disabled if a is None else ErrorCode.cluster_authorization_failed
+    if (refusal := _refusal(a, conn, "status")) is not None:
+        code, why = refusal
         return build(mod.DescribeAclsResponse, error_code=code, error_message=why, resources=())
     assert a is not None
     grouped: dict[tuple[int, str, int], list[Any]] = {}
@@ -143,10 +155,8 @@ def describe_acls(ctx: KafkaContext, conn: Connection, header: Any, req: Any) ->
 def create_acls(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
     mod = response_module(CREATE_ACLS, header.request_api_version)
     a = _acl(ctx)
-    why = _refused(a, conn, "admin") or _no_file(a)
-    if why is not None:
-        code = ErrorCode.cluster_authorization_failed if "may not" in why \
-            else ErrorCode.security_disabled
+    if (refusal := _refusal(a, conn, "admin", need_file=True)) is not None:
+        code, why = refusal
         return build(mod.CreateAclsResponse, results=tuple(
             build(mod.AclCreationResult, error_code=code, error_message=why)
             for _ in req.creations))
@@ -171,10 +181,8 @@ def create_acls(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> A
 def delete_acls(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
     mod = response_module(DELETE_ACLS, header.request_api_version)
     a = _acl(ctx)
-    why = _refused(a, conn, "admin") or _no_file(a)
-    if why is not None:
-        code = ErrorCode.cluster_authorization_failed if "may not" in why \
-            else ErrorCode.security_disabled
+    if (refusal := _refusal(a, conn, "admin", need_file=True)) is not None:
+        code, why = refusal
         return build(mod.DeleteAclsResponse, filter_results=tuple(
             build(mod.DeleteAclsFilterResult, error_code=code, error_message=why, matching_acls=())
             for _ in req.filters))
