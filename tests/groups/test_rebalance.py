@@ -96,18 +96,20 @@ def test_sigkill_and_new_member_while_producing(broker, admin: Admin, members) -
 
 def test_sigstop_member_is_removed_after_the_session_timeout(broker, admin: Admin, members) -> None:
     admin.create_topic("frozen", partitions=4)
-    session = 1000
-    opts = {"session_timeout_ms": session, "heartbeat_interval_ms": 150, "assignors": ["sticky"]}
+    session, heartbeat = 1000, 150
+    opts = {"session_timeout_ms": session, "heartbeat_interval_ms": heartbeat,
+            "assignors": ["sticky"]}
     a, b = members("a", "frozen", "fr", **opts), members("b", "frozen", "fr", **opts)
     wait_for(lambda: len(owners(admin, "fr")) == 2, 15, "two members")
     stopped_at = time.monotonic()
     b.kill(signal.SIGSTOP)
     try:
-        time.sleep(session / 1000 * 0.7)
-        assert len(owners(admin, "fr")) == 2, "removed before its session ended"
-        wait_for(lambda: list(owners(admin, "fr")) == [a.pid], 5, "b to be removed")
+        wait_for(lambda: list(owners(admin, "fr")) == [a.pid], 30, "b to be removed")
+        # Not before its session ran out: its last heartbeat was at most one interval before
+        # the SIGSTOP, and we can only see the removal after it happened (no upper bound: a
+        # loaded machine only makes this later, and speed is for benchmarks).
         elapsed = time.monotonic() - stopped_at
-        assert session / 1000 * 0.9 <= elapsed < session / 1000 + 1.5, elapsed
+        assert elapsed >= (session - heartbeat) / 1000, elapsed
         assert owners(admin, "fr")[a.pid] == [("frozen", p) for p in range(4)]
     finally:
         b.kill(signal.SIGCONT)
