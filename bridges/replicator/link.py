@@ -146,12 +146,21 @@ class LinkRunner:
                 log.exception("link %s: unexpected error (retrying)", self.cfg.name)
                 self.status.state, self.status.last_error = "down", f"{type(e).__name__}: {e}"
             finally:
-                self.target.close()
+                self._close_target()
             if self._was_up:
                 attempt = 0  # the link worked: a new failure starts the backoff over
             # Jittered (edgebus/backoff.py), so that peers restarted together do not retry in step.
             self.stop.wait(backoff_delay(attempt, BACKOFF_MIN_S, BACKOFF_MAX_S))
             attempt += 1
+
+    def _close_target(self) -> None:
+        """A target that fails to close (a Kafka producer left in a fatal state by the purge of
+        its in-flight requests raises from flush) must not end the link's thread: the next
+        session opens the target anew and reads every cursor from it."""
+        try:
+            self.target.close()
+        except Exception:
+            log.exception("link %s: closing the target failed (a new session follows)", self.cfg.name)
 
     def _session(self) -> None:
         target, st = self.target, self.status
