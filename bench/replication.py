@@ -20,12 +20,8 @@ Then the NATS JetStream target against NATS's own leaf-to-hub stream sourcing, t
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import signal
-import socket
-import statistics
 import struct
 import subprocess
 import sys
@@ -35,33 +31,31 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import yaml
 
+from bench.replication_harness import (
+    RESULTS,
+    cpu,
+    free_port,
+    kill,
+    paced,
+    quantiles,
+    start_replicator,
+    write_backlog,
+    write_report,
+)
 from edgebus import Admin, Consumer, Producer, TopicPartition
 from edgebus.testing import EmbeddedBroker
 
-RESULTS = Path(__file__).resolve().parent / "results"
 NODE, TOKEN = "bench-src", "bench-token-0123456789"
 _TS = struct.Struct("<q")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cpu(pid: int) -> float:
-    t = psutil.Process(pid).cpu_times()
-    return t.user + t.system
 
 
 class Setup:
     def __init__(self, root: Path, durable: bool, compression: str = "none") -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
+        port = free_port()
         tokens = root / "tokens.yaml"
         tokens.write_text(yaml.safe_dump({NODE: TOKEN}))
         tokens.chmod(0o600)
@@ -81,9 +75,7 @@ class Setup:
         self.rep: subprocess.Popen[bytes] | None = None
 
     def start_replicator(self) -> None:
-        self.rep = subprocess.Popen(
-            [sys.executable, "-m", "edgebus.cli.main", "replicate", "--config", str(self.cfg)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.rep = start_replicator(self.cfg)
 
     def end(self, sock: str, topic: str) -> int:
         try:
@@ -93,9 +85,7 @@ class Setup:
             return -1
 
     def close(self) -> None:
-        if self.rep is not None:
-            self.rep.kill()
-            self.rep.wait()
+        kill(self.rep)
         self.src.cleanup()
         self.dst.cleanup()
 
@@ -144,21 +134,16 @@ def catch_up(root: Path, size: int, records: int, durable: bool, compression: st
             time.sleep(0.01)
         time.sleep(0.5)
         os.kill(s.rep.pid, signal.SIGSTOP)
-        chunk = values[:1000] if values else [b"x" * size] * 1000
-        with Producer(socket=s.src.socket, batch_size=256 * 1024) as p:
-            for _ in range(records // 1000):
-                p.send_batch("b", chunk, partition=0)
-            p.flush()
+        write_backlog(s.src.socket, "b", values[:1000] if values else [b"x" * size] * 1000, records)
         want = s.end(s.src.socket, "b")
         pids = {"replicator": s.rep.pid, "src": s.src.pid or 0, "dst": s.dst.pid or 0}
-        cpu0 = {k: _cpu(pid) for k, pid in pids.items()}
+        cpu0 = {k: cpu(pid) for k, pid in pids.items()}
         t0 = time.perf_counter()
         os.kill(s.rep.pid, signal.SIGCONT)
         while s.end(s.dst.socket, "b") < want:
             time.sleep(0.005)
         secs = time.perf_counter() - t0
-        cpu = {k: _cpu(pid) - cpu0[k] for k, pid in pids.items()}
-        per_m = {k: v / want * 1e6 for k, v in cpu.items()}
+        per_m = {k: (cpu(pid) - cpu0[k]) / want * 1e6 for k, pid in pids.items()}
         return {"size": size, "records": want, "durable": durable, "compression": compression,
                 "values": "telemetry" if values else "x", "seconds": secs,
                 "records_per_s": want / secs, "mb_per_s": want * size / secs / 1e6,
@@ -197,29 +182,20 @@ def lag(root: Path, size: int, rate: int, seconds: float) -> dict[str, Any]:
             t.start()
         assert s.rep is not None
         pids = {"replicator": s.rep.pid, "src": s.src.pid or 0, "dst": s.dst.pid or 0}
-        cpu0 = {k: _cpu(pid) for k, pid in pids.items()}
+        cpu0 = {k: cpu(pid) for k, pid in pids.items()}
         pad = b"x" * (size - _TS.size)
         with Producer(socket=s.src.socket, linger_ms=0) as p:
-            start = time.monotonic()
-            for i in range(n):
-                due = start + i / rate
-                delay = due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                p.send("b", _TS.pack(time.monotonic_ns()) + pad, partition=0)
+            paced(n, rate, lambda i: p.send("b", _TS.pack(time.monotonic_ns()) + pad, partition=0))
             p.flush()
         for t in threads:
             t.join(seconds + 30)
         done.set()
-        cpu = {k: (_cpu(pid) - cpu0[k]) / n * 1e6 for k, pid in pids.items()}
-        q = {}
-        for where, got in lags.items():
-            kept = got[len(got) // 10:]  # the first 10%: warm-up
-            q[where] = statistics.quantiles(kept, n=100) if len(kept) > 100 else [float("nan")] * 99
+        per_rec = {k: (cpu(pid) - cpu0[k]) / n * 1e6 for k, pid in pids.items()}
+        q = {where: quantiles(got) for where, got in lags.items()}
         return {"size": size, "rate": rate, "received": len(lags["dst"]), "sent": n,
                 "lag_p50_ms": q["dst"][49], "lag_p99_ms": q["dst"][98],
                 "local_consumer_p50_ms": q["src"][49], "local_consumer_p99_ms": q["src"][98],
-                "cpu_us_per_record": cpu}
+                "cpu_us_per_record": per_rec}
     finally:
         s.close()
 
@@ -292,14 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             from bench.replication_nats import run as run_nats
 
             rows += run_nats(root / "nats", args.records // 2, args.rate, args.seconds)
-    report = {"machine": {"cpus": os.cpu_count(), "arch": platform.machine(),
-                          "python": platform.python_version(), "load_before": load_before,
-                          "load_after": os.getloadavg()},
-              "when": time.strftime("%Y-%m-%d %H:%M:%S"), "results": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {out} (load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after)")
+    write_report(args.out, load_before, results=rows)
+    print(f"wrote {args.out} (load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after)")
     return 0
 
 

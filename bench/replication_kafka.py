@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -28,7 +26,16 @@ from typing import Any
 
 import yaml
 
-from bench.replication import RESULTS, _cpu, _free_port, catch_up
+from bench.replication import catch_up
+from bench.replication_harness import (
+    RESULTS,
+    cpu,
+    free_port,
+    kill,
+    start_replicator,
+    write_backlog,
+    write_report,
+)
 from edgebus import Admin, Producer
 from edgebus.testing import EmbeddedBroker
 
@@ -72,7 +79,7 @@ def kafka_end(bootstrap: str, topic: str) -> int:
 
 def kafka_catch_up(root: Path, size: int, records: int) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     broker = subprocess.Popen([tansu(), "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
                                "--advertised-listener-url", f"tcp://127.0.0.1:{port}",
                                "--storage-engine", "memory://tansu/"],
@@ -87,20 +94,15 @@ def kafka_catch_up(root: Path, size: int, records: int) -> dict[str, Any]:
             a.create_topic("b", 1)
         with Producer(socket=src.socket) as p:
             p.send("b", b"first").get(10)
-        rep = subprocess.Popen([sys.executable, "-m", "edgebus.cli.main", "replicate", "--config",
-                                str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        rep = start_replicator(cfg)
         bootstrap = f"127.0.0.1:{port}"
         while kafka_end(bootstrap, "b") < 1:
             time.sleep(0.05)
         os.kill(rep.pid, signal.SIGSTOP)
-        value = b"x" * size
-        with Producer(socket=src.socket, batch_size=256 * 1024) as p:
-            for _ in range(records // 1000):
-                p.send_batch("b", [value] * 1000, partition=0)
-            p.flush()
+        write_backlog(src.socket, "b", [b"x" * size] * 1000, records)
         with Admin(socket=src.socket) as a:
             want = a.describe_topic("b").partitions[0].log_end_offset
-        cpu0 = _cpu(rep.pid)
+        cpu0 = cpu(rep.pid)
         t0 = time.perf_counter()
         os.kill(rep.pid, signal.SIGCONT)
         while kafka_end(bootstrap, "b") < want:
@@ -109,13 +111,10 @@ def kafka_catch_up(root: Path, size: int, records: int) -> dict[str, Any]:
         n = want - 1
         return {"target": "kafka", "size": size, "records": n, "seconds": secs,
                 "records_per_s": n / secs, "mb_per_s": n * size / secs / 1e6,
-                "replicator_cpu_s_per_million": (_cpu(rep.pid) - cpu0) / n * 1e6}
+                "replicator_cpu_s_per_million": (cpu(rep.pid) - cpu0) / n * 1e6}
     finally:
-        if rep is not None:
-            rep.kill()
-            rep.wait()
-        broker.kill()
-        broker.wait()
+        kill(rep)
+        kill(broker)
         src.cleanup()
 
 
@@ -140,14 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"kafka {kafka['records_per_s']:10,.0f} rec/s "
                   f"(replicator CPU {kafka['replicator_cpu_s_per_million']:.2f} s/M); "
                   f"kafka/peer {kafka['kafka_vs_peer']:.2f}")
-    report = {"machine": {"cpus": os.cpu_count(), "arch": platform.machine(),
-                          "python": platform.python_version(), "load_before": load_before,
-                          "load_after": os.getloadavg()},
-              "when": time.strftime("%Y-%m-%d %H:%M:%S"), "results": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {out} (load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after)")
+    write_report(args.out, load_before, results=rows)
+    print(f"wrote {args.out} (load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after)")
     return 0
 
 

@@ -22,32 +22,22 @@ import contextlib
 import json
 import os
 import signal
-import statistics
 import struct
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import yaml
 
+from bench.replication_harness import cpu, kill, paced, quantiles, start_replicator, write_backlog
 from edgebus import Admin, Producer
 from edgebus.testing import EmbeddedBroker
 from tests.replication.nats_cluster import PASSWORD, USER, NatsCluster, NatsNode, leaf_node
 
 NODE = "bench-src"
 _TS = struct.Struct("<q")
-
-
-def _cpu(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        t = psutil.Process(pid).cpu_times()
-        total += t.user + t.system
-    return total
 
 
 async def _connect(url: str | list[str]) -> Any:
@@ -140,8 +130,7 @@ def _replicator_setup(root: Path, hub: Hub) -> tuple[EmbeddedBroker, subprocess.
         "user": USER, "password_file": str(pw), "topics": ["b*"]}]}))
     with Admin(socket=src.socket) as a:
         a.create_topic("b", 1)
-    rep = subprocess.Popen([sys.executable, "-m", "edgebus.cli.main", "replicate", "--config",
-                            str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rep = start_replicator(cfg)
     _wait(lambda: _count(hub.cluster.urls[0], "EDGE") >= 0)  # made when the link is up
     return src, rep
 
@@ -153,21 +142,16 @@ def target_catch_up(root: Path, size: int, records: int) -> dict[str, Any]:
         src, rep = _replicator_setup(root, hub)
         time.sleep(0.5)
         os.kill(rep.pid, signal.SIGSTOP)
-        with Producer(socket=src.socket, batch_size=256 * 1024) as p:
-            for _ in range(records // 1000):
-                p.send_batch("b", [b"x" * size] * 1000, partition=0)
-            p.flush()
+        write_backlog(src.socket, "b", [b"x" * size] * 1000, records)
         pids = [rep.pid, src.pid or 0, *hub.pids()]
-        cpu0 = _cpu(pids)
+        cpu0 = cpu(*pids)
         os.kill(rep.pid, signal.SIGCONT)
         secs, moved = _flow(lambda: _count(hub.cluster.urls[0], "EDGE"), records)
         return {"peer": "edgebus replicator -> NATS R3", "size": size, "records": records,
                 "seconds": secs, "records_per_s": moved / secs,
-                "cpu_s_per_million": (_cpu(pids) - cpu0) / records * 1e6}
+                "cpu_s_per_million": (cpu(*pids) - cpu0) / records * 1e6}
     finally:
-        if rep is not None:
-            rep.kill()
-            rep.wait()
+        kill(rep)
         if src is not None:
             src.cleanup()
         hub.close()
@@ -194,7 +178,7 @@ def sourcing_catch_up(root: Path, size: int, records: int) -> dict[str, Any]:
         want = _count(leaf_url, "LEAF")
         assert want == records // 1000 * 1000, want
         pids = [hub.leaf.proc.pid if hub.leaf.proc else 0, *hub.pids()]
-        cpu0 = _cpu(pids)
+        cpu0 = cpu(*pids)
 
         async def source() -> None:
             nc = await _connect(hub.cluster.urls[0])
@@ -209,7 +193,7 @@ def sourcing_catch_up(root: Path, size: int, records: int) -> dict[str, Any]:
         secs, moved = _flow(lambda: _count(hub.cluster.urls[0], "HUB"), want)
         return {"peer": "NATS leaf stream sourced into R3 hub", "size": size, "records": want,
                 "seconds": secs, "records_per_s": moved / secs,
-                "cpu_s_per_million": (_cpu(pids) - cpu0) / want * 1e6}
+                "cpu_s_per_million": (cpu(*pids) - cpu0) / want * 1e6}
     finally:
         hub.close()
 
@@ -238,9 +222,15 @@ def _consume(url: str, stream: str, n: int, out: list[float], ready: threading.E
     asyncio.run(go())
 
 
-def _quantiles(got: list[float]) -> list[float]:
-    kept = got[len(got) // 10:]  # the first 10%: warm-up
-    return statistics.quantiles(kept, n=100) if len(kept) > 100 else [float("nan")] * 99
+def _start_consumer(url: str, stream: str, n: int, seconds: float) -> tuple[threading.Thread,
+                                                                          list[float]]:
+    """_consume in a thread, subscribed when this returns; the lags it records, as they come."""
+    got: list[float] = []
+    ready = threading.Event()
+    t = threading.Thread(target=_consume, args=(url, stream, n, got, ready, seconds), daemon=True)
+    t.start()
+    ready.wait(30)
+    return t, got
 
 
 def target_lag(root: Path, size: int, rate: int, seconds: float) -> dict[str, Any]:
@@ -249,32 +239,20 @@ def target_lag(root: Path, size: int, rate: int, seconds: float) -> dict[str, An
     try:
         src, rep = _replicator_setup(root, hub)
         n = int(rate * seconds)
-        got: list[float] = []
-        ready = threading.Event()
-        t = threading.Thread(target=_consume, args=(hub.cluster.urls[1], "EDGE", n, got, ready,
-                                                    seconds), daemon=True)
-        t.start()
-        ready.wait(30)
+        t, got = _start_consumer(hub.cluster.urls[1], "EDGE", n, seconds)
         pad = b"x" * (size - _TS.size)
         pids = {"replicator": [rep.pid], "src": [src.pid or 0], "hub": hub.pids()}
-        cpu0 = {k: _cpu(v) for k, v in pids.items()}
+        cpu0 = {k: cpu(*v) for k, v in pids.items()}
         with Producer(socket=src.socket, linger_ms=0) as p:
-            start = time.monotonic()
-            for i in range(n):
-                delay = start + i / rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                p.send("b", _TS.pack(time.time_ns()) + pad, partition=0)
+            paced(n, rate, lambda i: p.send("b", _TS.pack(time.time_ns()) + pad, partition=0))
             p.flush()
         t.join(seconds + 40)
-        q = _quantiles(got)
+        q = quantiles(got)
         return {"peer": "edgebus replicator -> NATS R3", "size": size, "rate": rate, "sent": n,
                 "received": len(got), "lag_p50_ms": q[49], "lag_p99_ms": q[98],
-                "cpu_us_per_record": {k: (_cpu(v) - cpu0[k]) / n * 1e6 for k, v in pids.items()}}
+                "cpu_us_per_record": {k: (cpu(*v) - cpu0[k]) / n * 1e6 for k, v in pids.items()}}
     finally:
-        if rep is not None:
-            rep.kill()
-            rep.wait()
+        kill(rep)
         if src is not None:
             src.cleanup()
         hub.close()
@@ -300,15 +278,10 @@ def sourcing_lag(root: Path, size: int, rate: int, seconds: float) -> dict[str, 
 
         asyncio.run(setup())
         n = int(rate * seconds)
-        got: list[float] = []
-        ready = threading.Event()
-        t = threading.Thread(target=_consume, args=(hub.cluster.urls[1], "HUB", n, got, ready,
-                                                    seconds), daemon=True)
-        t.start()
-        ready.wait(30)
+        t, got = _start_consumer(hub.cluster.urls[1], "HUB", n, seconds)
         pad = b"x" * (size - _TS.size)
         pids = {"leaf": [hub.leaf.proc.pid if hub.leaf.proc else 0], "hub": hub.pids()}
-        cpu0 = {k: _cpu(v) for k, v in pids.items()}
+        cpu0 = {k: cpu(*v) for k, v in pids.items()}
 
         async def send() -> None:
             nc = await _connect(leaf_url)
@@ -326,10 +299,10 @@ def sourcing_lag(root: Path, size: int, rate: int, seconds: float) -> dict[str, 
 
         asyncio.run(send())
         t.join(seconds + 40)
-        q = _quantiles(got)
+        q = quantiles(got)
         return {"peer": "NATS leaf stream sourced into R3 hub", "size": size, "rate": rate,
                 "sent": n, "received": len(got), "lag_p50_ms": q[49], "lag_p99_ms": q[98],
-                "cpu_us_per_record": {k: (_cpu(v) - cpu0[k]) / n * 1e6 for k, v in pids.items()}}
+                "cpu_us_per_record": {k: (cpu(*v) - cpu0[k]) / n * 1e6 for k, v in pids.items()}}
     finally:
         hub.close()
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import sys
 import tempfile
@@ -29,7 +28,8 @@ from typing import Any
 
 import yaml
 
-from bench.replication import RESULTS, Setup, _free_port
+from bench.replication import Setup
+from bench.replication_harness import RESULTS, free_port, write_report
 from edgebus import Admin, Producer
 from edgebus.config import parse_size
 
@@ -45,7 +45,7 @@ def shipped(port: int) -> dict[str, int]:
 
 def run(root: Path, cap: int, seconds: float) -> dict[str, Any]:
     s = Setup(root, True)
-    port = _free_port()
+    port = free_port()
     cfg = yaml.safe_load(s.cfg.read_text())
     cfg["metrics"] = {"listen": f"127.0.0.1:{port}"}
     cfg["links"][0]["topics"] = [{"pattern": "b-alarms", "priority": 10}, "b-bulk"]
@@ -107,14 +107,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{r['bulk_done_s']:.1f} s; shipped {r['bytes_in_window']:,} bytes in "
           f"{r['window_s']:.1f} s at a cap of {r['cap_bytes_per_s']:,} B/s: "
           f"{r['rate_vs_cap']:.3f} of the cap")
-    report = {"machine": {"cpus": os.cpu_count(), "arch": platform.machine(),
-                          "python": platform.python_version(), "load_before": load_before,
-                          "load_after": os.getloadavg()},
-              "when": time.strftime("%Y-%m-%d %H:%M:%S"), "result": r}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_report(args.out, load_before, result=r)
+    print(f"wrote {args.out}")
     return 0
 
 

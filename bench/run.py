@@ -224,12 +224,16 @@ def run_case(adapter: Any, system: str, api: str, size: int, producers: int, con
         server_cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
     consumer_cpu = sum(g[6] for g in got if len(g) > 6 and g[2] >= 0)
     row["cpu_us_per_msg"] = round((producer_cpu + consumer_cpu + server_cpu) / max(sent, 1) * 1e6, 1)
+    # ... and each side's share (issue 16: where the time goes)
+    for side, cpu_s in (("producer", producer_cpu), ("consumer", consumer_cpu), ("server", server_cpu)):
+        row[f"cpu_us_{side}"] = round(cpu_s / max(sent, 1) * 1e6, 1)
     if elapsed > 0:
         row["server_cpu_percent"] = round(100 * server_cpu / elapsed, 1)
     if supervisor is not None and cpu0 is not None and cpu1 is not None:
         cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
         row["supervisor_cpu_s"] = round(cpu, 3)
         row["supervisor_cpu_s_per_M"] = round(cpu / max(sent, 1) * 1e6, 2)
+        row["supervisor_us_per_msg"] = round(cpu / max(sent, 1) * 1e6, 4)  # unrounded: --acl ratios
         row["supervisor_rss_mb"] = round(supervisor.memory_info().rss / 2**20, 1)
     return row
 
@@ -276,6 +280,7 @@ def _idle_cpu(broker: Any, seconds: float) -> dict[str, Any]:
 
     time.sleep(1.0)  # started, recovered, nothing connected yet: issue 16's "idle RSS"
     rss_alone = psutil.Process(broker.pid).memory_info().rss
+    pss_alone = _pss(broker.pid)
     with Admin(socket=broker.socket, transport="socket") as a:
         a.create_topic("bench-idle", 1)
     mpc = mp.get_context("fork")
@@ -289,15 +294,27 @@ def _idle_cpu(broker: Any, seconds: float) -> dict[str, Any]:
     time.sleep(seconds)
     c1 = sup.cpu_times()
     wall = time.monotonic() - t0
+    # Memory with the ten clients still connected (read after they left, it was not).
+    rss, pss = sup.memory_info().rss, _pss(broker.pid)
     stop.set()
     pr.join(10)
     if pr.is_alive():
         pr.kill()
     cpu = (c1.user + c1.system) - (c0.user + c0.system)
     return {"clients": 10, "seconds": round(wall, 1), "supervisor_cpu_s": round(cpu, 3),
-            "supervisor_rss_mb": round(sup.memory_info().rss / 2**20, 1),
+            "supervisor_rss_mb": round(rss / 2**20, 1),
             "supervisor_rss_mb_no_clients": round(rss_alone / 2**20, 1),
+            # PSS divides shared pages (libpython, libc, ring pages) among the processes that
+            # map them: this process's own cost (bench/rss.py says which part is what).
+            "supervisor_pss_mb": pss, "supervisor_pss_mb_no_clients": pss_alone,
             "supervisor_cpu_percent": round(100 * cpu / wall, 3)}
+
+
+def _pss(pid: int) -> float | None:
+    try:
+        return round(psutil.Process(pid).memory_full_info().pss / 2**20, 1)
+    except (psutil.Error, AttributeError):  # smaps unreadable, or not Linux
+        return None
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -386,6 +403,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run the edgebus rows against a second supervisor with access "
                          "control on (ACL_RULES, 10 rules) and report on/off ratios; the first "
                          "supervisor then has it off (acl.enabled: false)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="with --acl: run each edgebus on/off pair N times, alternating which "
+                         "side runs first, and report the median on/off ratios (bench/acl_compare.py)")
+    ap.add_argument("--acl-control", action="store_true",
+                    help="with --acl: the second supervisor has access control off too (an A/A "
+                         "run: its on/off ratios are the noise floor of two supervisor processes)")
     ap.add_argument("--archive", action="store_true",
                     help="also keep a timestamped copy of the report next to latest-*")
     args = ap.parse_args(argv)
@@ -407,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     broker = EmbeddedBroker(log_level="WARNING",
                             config={"acl": {"enabled": False}} if args.acl else None).start()
     sup = psutil.Process(broker.pid)
-    acl_broker = EmbeddedBroker(log_level="WARNING", config={"acl": {"rules": ACL_RULES}}).start() \
+    acl_config = {"enabled": False} if args.acl_control else {"rules": ACL_RULES}
+    acl_broker = EmbeddedBroker(log_level="WARNING", config={"acl": acl_config}).start() \
         if args.acl else None
     sups = {False: sup, True: psutil.Process(acl_broker.pid) if acl_broker else None}
     redis = peers.RedisStreams()
@@ -449,6 +473,11 @@ def main(argv: list[str] | None = None) -> int:
     only = {s for s in args.only.split(",") if s}
     if only:
         systems = [s for s in systems if s[0] in only]
+    from bench import acl_compare
+
+    # (round, system): round 0 is every system once; --acl --repeat N adds N-1 alternated rounds
+    # of the on/off pairs.
+    plan = acl_compare.rounds(systems, args.repeat if acl_broker is not None else 1)
 
     rows: list[dict[str, Any]] = []
     cost_rows: list[dict[str, Any]] = []
@@ -458,19 +487,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for size in sizes:
             for p, c in topos:
-                for name, api, adapter, is_eb in systems:
+                for rnd, (name, api, adapter, is_eb) in plan:
                     if not args.no_throughput:
                         rows.append(run_case(adapter, name, api, size, p, c, False, duration,
                                              _measured(is_eb, sups["-acl" in name])))
+                        rows[-1]["round"] = rnd
                         _progress(rows[-1])
-                for name, api, adapter, is_eb in systems:
+                for rnd, (name, api, adapter, is_eb) in plan:
                     # Latency: one per system, with its one-message API (edgebus: send()).
                     if args.no_latency or (is_eb is True and api != "send"):
                         continue
                     rows.append(run_case(adapter, name, "send", size, p, c, True, lat_duration,
                                          _measured(is_eb, sups["-acl" in name])))
+                    rows[-1]["round"] = rnd
                     _progress(rows[-1])
-        if not (args.no_cost or quick or only):
+        # The cost section with --only too when edgebus is among the systems asked for (its rows
+        # compare against Redis Streams and the bare socket only when those are asked for too).
+        if not (args.no_cost or quick) and (not only or only & {"edgebus-shm", "edgebus-socket"}):
             cost_rows, fsync = cost.run(
                 run_case, lambda r: globals().__setitem__("RATE", r), broker, sup,
                 redis if why_redis is None else None, why is None, duration, lat_duration, _progress)
@@ -490,8 +523,9 @@ def main(argv: list[str] | None = None) -> int:
 
         wear_rows = wear.run()
 
-    if acl_broker is not None:
-        notes += acl_ratios(rows)
+    acl_summary = acl_compare.summarize(rows) if acl_broker is not None else None
+    if acl_summary is not None:
+        notes += acl_compare.notes(acl_summary)
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick,
         "seconds": round(time.time() - started, 1),
@@ -504,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         "notes": notes, "results": rows, "idle": idle, "targets": targets(rows, idle),
         "cost": {"results": cost_rows, "fsync": fsync,
                  "targets": cost.targets(rows + cost_rows, fsync)} if cost_rows else None,
-        "wear": wear_rows,
+        "wear": wear_rows, "acl": acl_summary,
     }
     md = render_md(report)
     print("\n".join(md))
@@ -538,26 +572,6 @@ ACL_RULES = [
 ]
 
 
-def acl_ratios(rows: list[dict[str, Any]]) -> list[str]:
-    """One note per edgebus case: the ACL supervisor's figure against the plain one's."""
-    out = []
-    by = {(r["system"], r["api"], r["size"], r["topology"], r["mode"]): r for r in rows}
-    for (system, api, size, topo, mode), on in by.items():
-        if not system.endswith("-acl"):
-            continue
-        off = by.get((system[:-4], api, size, topo, mode))
-        if off is None:
-            continue
-        if mode == "throughput" and off.get("msgs_per_s") and on.get("msgs_per_s"):
-            ratio = on["msgs_per_s"] / off["msgs_per_s"]
-            out.append(f"ACL on/off {system[:-4]} {api} {size} B {topo}: throughput x{ratio:.3f} "
-                       f"({on['msgs_per_s']:,} vs {off['msgs_per_s']:,} msg/s)")
-        elif mode != "throughput" and off.get("p50_us") and on.get("p50_us"):
-            out.append(f"ACL on/off {system[:-4]} {size} B {topo}: latency p50 x"
-                       f"{on['p50_us'] / off['p50_us']:.3f} ({on['p50_us']} vs {off['p50_us']} us)")
-    return out
-
-
 def _measured(is_eb: Any, sup: psutil.Process | None) -> psutil.Process | None:
     """The process whose CPU a row reports: the supervisor for edgebus rows, a peer's own broker
     process where the systems list gives one (Tansu), else none."""
@@ -589,7 +603,8 @@ def render_md(report: dict[str, Any]) -> list[str]:
                f"5 Consumers sitting in poll(), i.e. a 500 ms long-poll each), {i['seconds']} s: "
                f"supervisor CPU {i['supervisor_cpu_s']} s = {i['supervisor_cpu_percent']}%, "
                f"RSS {i.get('supervisor_rss_mb')} MB (before any client connected: "
-               f"{i.get('supervisor_rss_mb_no_clients')} MB)."]
+               f"{i.get('supervisor_rss_mb_no_clients')} MB); PSS {i.get('supervisor_pss_mb')} MB "
+               f"({i.get('supervisor_pss_mb_no_clients')} MB)."]
     md += ["", "| target | value | goal | met | of goal |", "|---|---|---|---|---|"]
     for t in report["targets"]:
         met = "-" if t["met"] is None else ("yes" if t["met"] else "no")

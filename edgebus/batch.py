@@ -185,15 +185,17 @@ def batch_parts(
     base_sequence: int = -1,
     producer_epoch: int = -1,
     record_count: int | None = None,
+    attributes: int = 0,
 ) -> tuple[list[bytes], int]:
     """build_batch's bytes as pieces (the 64-byte header, then the records as given) and their
     total length, for a caller that copies them once into a larger frame (the producer's
     PRODUCE request). The CRC runs over the pieces, so no joined copy is made here: each
-    transient copy of a 256 KiB batch costs its page faults as well as the copy."""
+    transient copy of a 256 KiB batch costs its page faults as well as the copy.
+    `attributes`: F.ATTR_TRANSACTIONAL for a transactional producer's batch."""
     if not encoded_records:
         raise ValueError("a batch needs at least one record")
     body_head = F.BATCH_BODY_HEADER.pack(
-        F.MAGIC, 0, 0, len(encoded_records) if record_count is None else record_count,
+        F.MAGIC, attributes, 0, len(encoded_records) if record_count is None else record_count,
         first_timestamp, max_timestamp,
         producer_id, base_sequence, producer_epoch, 0,
     )

@@ -132,6 +132,29 @@ class UnknownGroupError(EdgebusError):
     code = 18
 
 
+class InconsistentGroupProtocolError(InvalidRequestError):
+    """A member's group protocols do not fit the group's: no protocol in common, or a native
+    member and a leader-assigned (classic Kafka) group, which cannot share one assignment."""
+
+    code = 23
+    hint = "give every member of a group the same kind of client or a common assignor"
+
+
+class FencedInstanceError(EdgebusError):
+    """A static member's old process: a newer process with its `group.instance.id` took its
+    place in the group."""
+
+    code = 25
+    hint = "two processes share one group.instance.id: give each its own"
+
+
+class GroupFullError(EdgebusError):
+    """A new member for a group that already has the most members it may have."""
+
+    code = 24
+    retriable = True
+
+
 class RequestTimedOutError(EdgebusError):
     code = 19
     retriable = True
@@ -225,6 +248,45 @@ class AuthorizationError(EdgebusError):
         super().__init__(message)
         self.operation = operation
         self.resource = resource
+
+
+# --- idempotent and transactional producers (docs/FORMAT.md 7.12); 60-69 -------------------------
+
+
+class OutOfOrderSequenceError(EdgebusError):
+    """A batch of an idempotent producer whose sequence number does not continue that producer's
+    last one in the partition (a batch in between was lost): nothing was appended."""
+
+    code = 60
+
+
+class DuplicateSequenceError(EdgebusError):
+    """A batch of an idempotent producer resent after more newer batches were appended than the
+    supervisor remembers: it was appended before (its offset is no longer known); not again."""
+
+    code = 61
+
+
+class ProducerFencedError(EdgebusError):
+    """A newer instance of this transactional id started (or the supervisor aborted this
+    instance's transaction after its timeout, bumping the epoch): this producer may not write."""
+
+    code = 62
+    hint = "close this producer; only the newest instance of a transactional id may write"
+
+
+class InvalidTxnStateError(EdgebusError):
+    """A request that does not fit the transaction's state: a send outside a transaction of a
+    transactional producer, a commit with nothing begun, an unknown transactional id."""
+
+    code = 63
+
+
+class ConcurrentTransactionsError(EdgebusError):
+    """The previous transaction of this transactional id is still being completed."""
+
+    code = 64
+    retriable = True
 
 
 # --- local only (never sent on the wire) ---------------------------------------------------------

@@ -125,6 +125,13 @@ def is_loopback_listen(listen: str) -> bool:
         return False
 
 
+def is_host_port(address: str) -> bool:
+    """`address` is host:port with a port a client can connect to (1..65535): a peer's or a
+    cluster's address, which parse_listen (a local endpoint, port 0 allowed) is not."""
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
 def split_listen(listen: str) -> tuple[str, int]:
     """("127.0.0.1", 9464) from a value returned by parse_listen."""
     host, _, port = listen.rpartition(":")

@@ -131,6 +131,15 @@ SAMPLES: dict[type[C.Message], list[C.Message]] = {
     ],
     G.OffsetReset: [G.OffsetReset("sensors", 0, G.NO_OFFSET, 0)],
     G.ResetOffsetsResponse: [G.ResetOffsetsResponse([G.OffsetReset("sensors", 1, 5, 9)])],
+    # idempotent and transactional producers
+    M.InitProducerIdRequest: [M.InitProducerIdRequest("", 0),
+                              M.InitProducerIdRequest("tx-1", 60_000, 1_796_000_000_000_000, 3)],
+    M.InitProducerIdResponse: [M.InitProducerIdResponse(1_796_000_000_000_000, 0)],
+    M.TxnPartition: [M.TxnPartition("sensors", 1)],
+    M.AddPartitionsToTxnRequest: [M.AddPartitionsToTxnRequest("tx-1", 7, 0, [M.TxnPartition("a", 0)])],
+    M.TxnOffset: [M.TxnOffset("sensors", 0, 42, "m")],
+    M.TxnOffsetCommitRequest: [M.TxnOffsetCommitRequest("tx-1", 7, 0, "g", [M.TxnOffset("a", 0, 1)])],
+    M.EndTxnRequest: [M.EndTxnRequest("tx-1", 7, 0, 1), M.EndTxnRequest("tx-1", 7, 2, 0)],
 }
 ALL_SAMPLES = [(cls, s) for cls, ss in SAMPLES.items() for s in ss]
 SERVED = sorted(AR.REQUESTS)

@@ -37,6 +37,7 @@ REQUEST_SAMPLES: dict[int, C.Message] = {
     M.Api.ALTER_TOPIC_CONFIG: M.AlterTopicConfigRequest("t", [M.ConfigEntry("retention_ms", "1")]),
     M.Api.PRODUCE: M.ProduceRequest("t", 0, M.ACKS_WRITTEN, BATCH),
     M.Api.FETCH: M.FetchRequest(100, 1, 4096, [M.FetchPartition("t", 0, 5, 1024)]),
+    M.Api.FETCH_STANDING: M.FetchRequest(100, 1, 4096, [M.FetchPartition("t", 0, 5, 1024)]),
     M.Api.LIST_OFFSETS: M.ListOffsetsRequest([M.ListOffsetsPartition("t", 0, M.LATEST)]),
     M.Api.STATUS: M.Empty(),
     M.Api.SHM_ATTACH: M.ShmAttachRequest(0, 1 << 20),
@@ -60,6 +61,10 @@ REQUEST_SAMPLES: dict[int, C.Message] = {
     M.Api.REPLICA_GAP: M.ReplicaGapRequest("t", 0, "ab" * 16, M.ACKS_WRITTEN, 5, 50, 1),
     M.Api.REPLICA_APPEND_COMPRESSED: M.ReplicaAppendCompressedRequest(
         "t", 0, "ab" * 16, M.ACKS_WRITTEN, M.CODEC_ZSTD, len(BATCH), b"(\xb5/\xfd"),
+    M.Api.INIT_PRODUCER_ID: M.InitProducerIdRequest("tx", 60_000, 7, 1),
+    M.Api.ADD_PARTITIONS_TO_TXN: M.AddPartitionsToTxnRequest("tx", 7, 1, [M.TxnPartition("a", 0)]),
+    M.Api.TXN_OFFSET_COMMIT: M.TxnOffsetCommitRequest("tx", 7, 1, "g", [M.TxnOffset("a", 0, 1)]),
+    M.Api.END_TXN: M.EndTxnRequest("tx", 7, 1, 1),
 }
 
 

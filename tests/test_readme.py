@@ -171,6 +171,27 @@ class Session:
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+            # The shell is gone, but what it started may not be (faust shuts down slowly, and
+            # hangs once the supervisor after it is stopped): its whole group goes too.
+            deadline = time.monotonic() + 30
+            while _group_alive(p.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _group_alive(p.pid):
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs (zombies, which the container's init may be
+    slow to reap, do not count)."""
+    import psutil
+
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
 
 
 @pytest.fixture
@@ -200,4 +221,4 @@ def test_every_readme_block_runs_in_order(session: Session):
     time.sleep(2)  # the background blocks keep running past the last block
     for block, p, log in session.jobs:
         session.check(block, p, log)
-    assert ran >= 5 and len(session.jobs) == 3  # the supervisor, a consumer, the Quix Streams app
+    assert ran >= 5 and len(session.jobs) == 4  # the supervisor, a consumer, the Quix and faust apps

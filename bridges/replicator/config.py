@@ -48,7 +48,8 @@ from bridges.replicator.kafka_config import KafkaConfig, kafka_config
 from bridges.replicator.nats_config import NATS_KEYS, NatsOptions, nats_options
 from edgebus.config import parse_duration, parse_size, read_yaml_file
 from edgebus.errors import ConfigError
-from edgebus.opsconfig import NODE_NAME_RE, is_loopback_listen, parse_listen
+from edgebus.opsconfig import NODE_NAME_RE, is_host_port, is_loopback_listen, parse_listen
+from edgebus.secretfiles import config_path, read_secret
 
 TARGET_KINDS = ("peer", "kafka", "nats")
 # A cap below this would ship less than one default-size batch a second: surely a typo.
@@ -144,17 +145,7 @@ def _str(d: dict[str, Any], key: str, where: str, default: str | None = None) ->
 
 
 def _read_token(path: Path, where: str, key: str = "token_file") -> str:
-    try:
-        st = path.stat()
-        if st.st_mode & 0o077:
-            raise ConfigError(f"{where}{key}: {path} is readable by others "
-                              f"(mode {st.st_mode & 0o777:04o}); chmod 0600 it")
-        token = path.read_text().strip()
-    except OSError as e:
-        raise ConfigError(f"{where}{key}: cannot read {path}: {e.strerror}") from None
-    if not token:
-        raise ConfigError(f"{where}{key}: {path} is empty")
-    return token
+    return read_secret(path, where + key)
 
 
 def _link(raw: Any, i: int, base: Path | None, node: str = "") -> LinkConfig:
@@ -179,8 +170,7 @@ def _link(raw: Any, i: int, base: Path | None, node: str = "") -> LinkConfig:
         return _kafka_link(raw, i, address, base)
     if "kafka" in raw:
         raise ConfigError(f"{where}kafka: only for target: kafka")
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not is_host_port(address):
         raise ConfigError(f"{where}address: expected host:port, got {address!r}")
     tls = _tls(raw.get("tls"), where + "tls.", base) if "tls" in raw else None
     if tls is None and not is_loopback_listen(address):
@@ -189,7 +179,7 @@ def _link(raw: Any, i: int, base: Path | None, node: str = "") -> LinkConfig:
                           "sets replica.tls_cert), or use a tunnel to a loopback address")
     token = ""
     if "token_file" in raw or tls is None or tls.cert is None:
-        token = _read_token(_path(_str(raw, "token_file", where), base), where)
+        token = _read_token(config_path(_str(raw, "token_file", where), base), where)
     rules = _rules(raw, where)
     local = None
     if any(r.direction == "down" for r in rules) or "local_replica" in raw:
@@ -208,15 +198,14 @@ def _local_replica(raw: Any, where: str, base: Path | None) -> LocalReplica:
             "HOST:PORT, token_file: FILE}, this node's own replica listener (replica.listen "
             "here), where it appends the peer's batches as the peer node (docs/REPLICATION.md)")
     address = _str(raw, "address", where + ".")
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not is_host_port(address):
         raise ConfigError(f"{where}.address: expected host:port, got {address!r}")
     tls = _tls(raw.get("tls"), where + ".tls.", base) if "tls" in raw else None
     if tls is None and not is_loopback_listen(address):
         raise ConfigError(f"{where}.address: {address} is not a loopback address: add tls")
     token = ""
     if "token_file" in raw or tls is None or tls.cert is None:
-        token = _read_token(_path(_str(raw, "token_file", where + "."), base), where + ".")
+        token = _read_token(config_path(_str(raw, "token_file", where + "."), base), where + ".")
     return LocalReplica(address, token, tls)
 
 
@@ -240,7 +229,7 @@ def _nats_link(raw: dict[str, Any], i: int, base: Path | None, node: str) -> Lin
     tls = _tls(raw.get("tls"), where + "tls.", base) if "tls" in raw else None
 
     def secret(key: str) -> tuple[Path, str]:
-        path = _path(_str(raw, key, where), base)
+        path = config_path(_str(raw, key, where), base)
         return path, _read_token(path, where, key)
 
     nats = nats_options(raw, where, node, secret, tls is not None)
@@ -350,19 +339,12 @@ def _rule(raw: Any, where: str) -> TopicRule:
                       "weight: N, max_age: DURATION, direction: up|down, remote: NAME}")
 
 
-def _path(text: str, base: Path | None) -> Path:
-    # $CREDENTIALS_DIRECTORY: systemd's LoadCredential= hands secrets to a DynamicUser service
-    # there (docs/REPLICATION.md, "Running it under systemd").
-    p = Path(os.path.expandvars(text)).expanduser()
-    return base / p if not p.is_absolute() and base is not None else p
-
-
 def _tls(raw: Any, where: str, base: Path | None) -> TlsConfig:
     if raw is None:
         return TlsConfig()
     if not isinstance(raw, dict) or set(raw) - {"ca", "cert", "key", "server_name"}:
         raise ConfigError(f"{where[:-1]}: expected a mapping of ca, cert, key, server_name")
-    paths = {k: _path(_str(raw, k, where), base) for k in ("ca", "cert", "key") if k in raw}
+    paths = {k: config_path(_str(raw, k, where), base) for k in ("ca", "cert", "key") if k in raw}
     for k, p in paths.items():
         if not p.is_file():
             raise ConfigError(f"{where}{k}: {p} is not a readable file")

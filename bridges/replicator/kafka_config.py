@@ -22,13 +22,13 @@ Passwords never sit in the config file itself: `sasl.password_file` names a file
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgebus.errors import ConfigError
-from edgebus.opsconfig import is_loopback_listen
+from edgebus.opsconfig import is_host_port, is_loopback_listen
+from edgebus.secretfiles import config_path, read_secret
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -57,33 +57,12 @@ class KafkaConfig:
         return self.topic.format(topic=topic, node=node)
 
 
-def _secret(path: Path, where: str) -> str:
-    try:
-        st = path.stat()
-        if st.st_mode & 0o077:
-            raise ConfigError(f"{where}: {path} is readable by others "
-                              f"(mode {st.st_mode & 0o777:04o}); chmod 0600 it")
-        text = path.read_text().strip()
-    except OSError as e:
-        raise ConfigError(f"{where}: cannot read {path}: {e.strerror}") from None
-    if not text:
-        raise ConfigError(f"{where}: {path} is empty")
-    return text
-
-
-def _path(text: str, base: Path | None) -> Path:
-    # $CREDENTIALS_DIRECTORY: where systemd's LoadCredential= puts a service's secrets.
-    p = Path(os.path.expandvars(text)).expanduser()
-    return base / p if not p.is_absolute() and base is not None else p
-
-
 def parse_bootstrap(address: str, where: str) -> list[str]:
     servers = [s.strip() for s in address.split(",") if s.strip()]
     if not servers:
         raise ConfigError(f"{where}address: expected host:port[,host:port...]")
     for s in servers:
-        host, _, port = s.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not is_host_port(s):
             raise ConfigError(f"{where}address: expected host:port, got {s!r}")
     return servers
 
@@ -108,7 +87,7 @@ def kafka_config(raw: Any, address: str, where: str, base: Path | None) -> Kafka
                 v = str(v)
             if not isinstance(v, str) or not v.strip():
                 raise ConfigError(f"{where}{k}: expected a non-empty string, got {v!r}")
-            client[k] = str(_path(v, base)) if k in FILES else v.strip()
+            client[k] = str(config_path(v, base)) if k in FILES else v.strip()
     for k in FILES:
         if k in client and not Path(client[k]).is_file():
             raise ConfigError(f"{where}{k}: {client[k]} is not a readable file")
@@ -126,14 +105,14 @@ def kafka_config(raw: Any, address: str, where: str, base: Path | None) -> Kafka
         if "sasl.username" not in client or "sasl.password_file" not in raw:
             raise ConfigError(f"{where}sasl.username: with {proto}, sasl.username and "
                               "sasl.password_file are needed")
-        client["sasl.password"] = _secret(
-            _path(str(raw["sasl.password_file"]), base), where + "sasl.password_file")
+        client["sasl.password"] = read_secret(
+            config_path(str(raw["sasl.password_file"]), base), where + "sasl.password_file")
     elif "sasl.mechanism" in client or "sasl.username" in client:
         raise ConfigError(f"{where}sasl.mechanism: set security.protocol to SASL_SSL (or "
                           "SASL_PLAINTEXT on loopback) to use SASL")
     if "ssl.key.password_file" in raw:
-        client["ssl.key.password"] = _secret(
-            _path(str(raw["ssl.key.password_file"]), base), where + "ssl.key.password_file")
+        client["ssl.key.password"] = read_secret(
+            config_path(str(raw["ssl.key.password_file"]), base), where + "ssl.key.password_file")
     if ("ssl.certificate.location" in client) != ("ssl.key.location" in client):
         raise ConfigError(f"{where}ssl.certificate.location: the certificate and "
                           "ssl.key.location go together")

@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from bridges.replicator.config import LinkConfig
+from bridges.replicator.sessions import SessionLoop
 from bridges.replicator.targets.base import GapTarget, Target
 from bridges.replicator.targets.peer import PeerTarget
 from edgebus import Admin, BatchReader, PartitionRead, TopicInfo, TopicPartition
-from edgebus.backoff import backoff_delay
 from edgebus.errors import (
-    EdgebusError,
     IncarnationMismatchError,
     NotAMirrorError,
     OffsetOutOfRangeError,
@@ -39,7 +38,6 @@ GROUP_SYNC_S = 2.0  # how often consumer groups' committed offsets are mirrored
 READ_BYTES = 4 * 1024 * 1024  # one read of all partitions: bounded memory
 MIN_READ_BYTES = 64 * 1024  # per partition: more than any batch header, so every read moves
 IDLE_WAIT_MS = 500  # long-poll of the source when nothing moved (idle is idle: no spinning)
-BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 30.0
 
 
 def make_target(cfg: LinkConfig, node: str) -> Target:
@@ -109,7 +107,7 @@ class LinkStatus:
                 "partitions": out}
 
 
-class LinkRunner:
+class LinkRunner(SessionLoop):
     def __init__(self, cfg: LinkConfig, node: str, socket: Path | None,
                  stop: threading.Event, target: Target | None = None) -> None:
         self.cfg = cfg
@@ -130,37 +128,8 @@ class LinkRunner:
     def matches(self, topic: str) -> bool:
         return self.cfg.rule_for(topic) is not None
 
-    def run(self) -> None:
-        attempt = 0  # sessions failed in a row
-        while not self.stop.is_set():
-            self.status.sessions += 1
-            self._was_up = False
-            try:
-                self._session()
-            except (EdgebusError, OSError) as e:
-                # One line per change of trouble, not one per retry of the same.
-                if self._was_up or str(e) != self.status.last_error:
-                    log.warning("link %s: %s: %s (retrying)", self.cfg.name, type(e).__name__, e)
-                self.status.state, self.status.last_error = "down", str(e)
-            except Exception as e:  # a bug or a library's surprise: log it, never stop the link
-                log.exception("link %s: unexpected error (retrying)", self.cfg.name)
-                self.status.state, self.status.last_error = "down", f"{type(e).__name__}: {e}"
-            finally:
-                self._close_target()
-            if self._was_up:
-                attempt = 0  # the link worked: a new failure starts the backoff over
-            # Jittered (edgebus/backoff.py), so that peers restarted together do not retry in step.
-            self.stop.wait(backoff_delay(attempt, BACKOFF_MIN_S, BACKOFF_MAX_S))
-            attempt += 1
-
-    def _close_target(self) -> None:
-        """A target that fails to close (a Kafka producer left in a fatal state by the purge of
-        its in-flight requests raises from flush) must not end the link's thread: the next
-        session opens the target anew and reads every cursor from it."""
-        try:
-            self.target.close()
-        except Exception:
-            log.exception("link %s: closing the target failed (a new session follows)", self.cfg.name)
+    def _end_session(self) -> None:
+        self.target.close()
 
     def _session(self) -> None:
         target, st = self.target, self.status

@@ -70,7 +70,7 @@ class PeerPullRunner(PullRunner):
         self.socket = socket
         self.stop = stop
         self.links = _Links(cfg.address)
-        self.remote = self.links  # type: ignore[assignment]  # PullRunner.run closes it
+        self.remote = self.links  # type: ignore[assignment]  # PullRunner._end_session closes it
         self.status = LinkStatus()
         self.thread = threading.Thread(target=self.run, name=f"pull-{cfg.name}", daemon=True)
         self._was_up = False

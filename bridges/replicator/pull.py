@@ -25,16 +25,14 @@ from typing import Any
 
 from bridges.replicator.config import LinkConfig
 from bridges.replicator.link import (
-    BACKOFF_MAX_S,
-    BACKOFF_MIN_S,
     IDLE_WAIT_MS,
     TOPIC_REFRESH_S,
     LinkStatus,
     PartitionState,
 )
+from bridges.replicator.sessions import SessionLoop
 from bridges.replicator.targets.base import Remote, RemoteRecord
 from edgebus import Admin, BatchReader, Producer
-from edgebus.backoff import backoff_delay
 from edgebus.errors import EdgebusError, NotAMirrorError, UnknownTopicError
 
 log = logging.getLogger("edgebus.replicator")
@@ -55,7 +53,7 @@ def remote_header(link: str, topic: str, partition: int, offset: int) -> bytes:
     return f"{link}/{topic}/{partition}/{offset}".encode()
 
 
-class PullRunner:
+class PullRunner(SessionLoop):
     """The down direction of one link: a thread, its own connection to the target."""
 
     def __init__(self, cfg: LinkConfig, node: str, socket: Path | None,
@@ -69,26 +67,8 @@ class PullRunner:
         self.thread = threading.Thread(target=self.run, name=f"pull-{cfg.name}", daemon=True)
         self._was_up = False
 
-    def run(self) -> None:
-        attempt = 0
-        while not self.stop.is_set():
-            self.status.sessions += 1
-            self._was_up = False
-            try:
-                self._session()
-            except (EdgebusError, OSError) as e:
-                if self._was_up or str(e) != self.status.last_error:
-                    log.warning("link %s: %s: %s (retrying)", self.label, type(e).__name__, e)
-                self.status.state, self.status.last_error = "down", str(e)
-            except Exception as e:  # a bug or a library's surprise: log it, never stop the link
-                log.exception("link %s: unexpected error (retrying)", self.label)
-                self.status.state, self.status.last_error = "down", f"{type(e).__name__}: {e}"
-            finally:
-                self.remote.close()
-            if self._was_up:
-                attempt = 0
-            self.stop.wait(backoff_delay(attempt, BACKOFF_MIN_S, BACKOFF_MAX_S))
-            attempt += 1
+    def _end_session(self) -> None:
+        self.remote.close()
 
     def _session(self) -> None:
         st, remote = self.status, self.remote

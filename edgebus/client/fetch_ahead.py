@@ -15,8 +15,9 @@ changes is that the supervisor works while the consumer decodes.
 
 from __future__ import annotations
 
-from edgebus import format as F
 from edgebus.fastpath.fetch import FetchBody
+from edgebus.fastpath.standing import end_offset as _end_offset
+from edgebus.fastpath.standing import next_fetch
 from edgebus.protocol import messages as M
 from edgebus.protocol.codec import Message
 
@@ -26,42 +27,6 @@ def fetch_key(req: M.FetchRequest) -> bytes:
     out: list[bytes] = []
     M.FetchRequest.encode(M.FetchRequest(0, req.min_bytes, req.max_bytes, req.partitions), out)
     return b"".join(out)
-
-
-def _end_offset(records: bytes | memoryview | None) -> int | None:
-    """The offset after the last whole batch in a fetched chunk (None if it holds none)."""
-    if not records:
-        return None
-    pos, end, last = 0, len(records), None
-    unpack = F.BATCH_SCAN.unpack_from
-    while end - pos >= F.BATCH_HEADER_SIZE:
-        base, length, count = unpack(records, pos)
-        if length < F.BATCH_HEADER_SIZE or pos + length > end:
-            break
-        last = base + count
-        pos += length
-    return last
-
-
-def next_fetch(req: M.FetchRequest, resp: M.FetchResponse, max_wait_ms: int = 0
-               ) -> M.FetchRequest | None:
-    """The fetch to send ahead after `resp` answered `req`, or None (no data, or an error)."""
-    by_tp = {(p.topic, p.partition): p for p in resp.partitions}
-    parts = []
-    moved = False
-    for fp in req.partitions:
-        got = by_tp.get((fp.topic, fp.partition))
-        if got is None or got.error_code:
-            return None
-        end = _end_offset(got.records)
-        if end is not None and end > fp.offset:
-            moved = True
-            parts.append(M.FetchPartition(fp.topic, fp.partition, end, fp.max_bytes))
-        else:
-            parts.append(fp)
-    if not moved:
-        return None
-    return M.FetchRequest(max_wait_ms, req.min_bytes, req.max_bytes, parts)
 
 
 def next_body(body: FetchBody, resp: M.FetchResponse, max_wait_ms: int = 0) -> FetchBody | None:
@@ -99,3 +64,6 @@ def is_empty(resp: Message) -> bool:
         if p.records:
             return False
     return True
+
+
+__all__ = ["fetch_key", "is_empty", "next_body", "next_fetch"]

@@ -47,6 +47,7 @@ from edgebus import format as F
 from edgebus.backoff import backoff_delay
 from edgebus.client.channel import AsyncChannel, SyncChannel, resolve_socket
 from edgebus.client.shm_channel import ShmAsyncChannel, check_transport, open_async_channel
+from edgebus.client.txn import TransactionalProducer
 from edgebus.client.types import (
     BatchResult,
     FutureBatch,
@@ -82,7 +83,7 @@ Headers = Sequence[tuple[str, bytes | None]]
 
 class _Builder:
     __slots__ = ("attempts", "count", "created", "deadline", "first_ts", "max_ts", "partition",
-                 "records", "result", "size", "topic")
+                 "records", "result", "size", "stamp", "topic")
 
     def __init__(self, topic: str, partition: int,
                  on_wait: Callable[[], AbstractContextManager[None]] | None = None) -> None:
@@ -97,6 +98,7 @@ class _Builder:
         self.created = time.monotonic()
         self.deadline = math.inf  # while sent: when it is given up on (request/delivery timeout)
         self.attempts = 0  # retries so far
+        self.stamp: tuple[int, int, int] | None = None  # idempotence: (producer id, epoch, sequence)
 
     def add(self, rec: bytes, ts: int) -> int:
         if not self.records:
@@ -131,7 +133,7 @@ def _as_bytes(v: Any, what: str) -> bytes | None:
                     f"got {type(v).__name__}")
 
 
-class Producer:
+class Producer(TransactionalProducer):
     """Sends records to the supervisor; kafka-python's names and meanings where they fit.
 
     `acks`: what a successful future promises ("none": nothing, no answer; "written": in the log
@@ -140,6 +142,9 @@ class Producer:
     `retries` > 0 turns on ordered retries (module docstring): the mode for a producer that must
     not lose or reorder what it was given, like the MQTT bridge (`retries=math.inf`,
     `delivery_timeout_ms=None`: retry until the supervisor is back).
+    `enable_idempotence=True`: resends never duplicate (ordered retries, retried until
+    delivery_timeout_ms); `transactional_id`: transactions (init_transactions, begin_transaction,
+    commit_transaction, abort_transaction, send_offsets_to_transaction; edgebus/client/txn.py).
     """
 
     def __init__(
@@ -162,7 +167,15 @@ class Producer:
         key_serializer: Callable[[Any], bytes] | None = None,
         value_serializer: Callable[[Any], bytes] | None = None,
         transport: str = "auto",
+        enable_idempotence: bool = False,
+        transactional_id: str | None = None,
+        transaction_timeout_ms: int = 60_000,
     ) -> None:
+        idempotent = enable_idempotence or transactional_id is not None
+        if idempotent:
+            if acks in ("none", 0):
+                raise ValueError("an idempotent or transactional producer needs acks 'written' or 'durable'")
+            retries = retries or math.inf  # ordered retries: resends are what it makes safe
         if retries < 0 or retry_backoff_ms <= 0 or retry_backoff_max_ms < retry_backoff_ms:
             raise ValueError("need retries >= 0 and 0 < retry_backoff_ms <= retry_backoff_max_ms")
         if request_timeout_ms <= 0 or (delivery_timeout_ms is not None and delivery_timeout_ms <= 0):
@@ -232,6 +245,8 @@ class Producer:
         self._io_lock = threading.Lock()
         # Fail fast with a clear error when the supervisor is not there.
         self._meta.request(M.Api.API_VERSIONS, M.ApiVersionsRequest())
+        # Idempotence and transactions (edgebus/client/txn.py): _seq, _txn (None: a plain producer)
+        self._start_idempotence(idempotent, transactional_id, transaction_timeout_ms)
         self._thread = threading.Thread(target=self._sender, name="edgebus-producer", daemon=True)
         self._thread.start()
 
@@ -259,13 +274,15 @@ class Producer:
         if partition is not None:
             if not 0 <= partition < n:
                 raise UnknownPartitionError(f"topic {topic!r} has partitions 0..{n - 1}, not {partition}")
-            return partition
-        if key is not None:
-            return partition_for_key(key, n)
-        p = self._sticky.get(topic)
-        if p is None:
-            p = self._sticky[topic] = random.randrange(n)
-        return p
+        elif key is not None:
+            partition = partition_for_key(key, n)
+        else:
+            partition = self._sticky.get(topic)
+            if partition is None:
+                partition = self._sticky[topic] = random.randrange(n)
+        if self._txn is not None:  # a transaction adds each partition before writing there
+            self._txn.before_send(topic, partition)
+        return partition
 
     # --- sending ---------------------------------------------------------------------------------
     def send(
@@ -425,6 +442,14 @@ class Producer:
                 continue  # it keeps filling until its partition may send again
             if self._hold_at and self._unacked.get(key, 0) >= self._hold_at:
                 continue  # durable: it keeps filling until an acknowledgement comes
+            if self._in_flight >= self.max_in_flight:
+                # No request could go now: it keeps filling (as Kafka's accumulator does), and
+                # the I/O thread seals it when an acknowledgement frees a slot. Sealed here, each
+                # record would wait in line as a batch of its own, sent one per acknowledgement.
+                # The acknowledgements are awaited now: not collected lazily (shm).
+                if self._channel is not None:
+                    self._channel.hurry()
+                continue
             self._seal(key, b, notify=not got)
         if not got:
             self._cond.notify()
@@ -697,7 +722,10 @@ class Producer:
                     self._ready.appendleft(b)
 
     def _send_batch(self, ch: AsyncChannel | ShmAsyncChannel, b: _Builder) -> None:
-        parts, size = B.batch_parts(b.records, b.first_ts, b.max_ts, record_count=b.count)
+        if self._seq is None:
+            parts, size = B.batch_parts(b.records, b.first_ts, b.max_ts, record_count=b.count)
+        else:
+            parts, size = self._seq.batch_parts(b)
         req = produce_body_parts(b.topic, b.partition, self.acks, parts, size)
         # Counted in _in_flight since _pop_ready; a BrokerUnavailableError goes to the caller,
         # which finishes the batch.
@@ -747,6 +775,8 @@ class Producer:
                 return
             self._retry_at.pop(key, None)
             self._cond.notify_all()  # its partition may send again (the I/O thread looks)
+        if err is not None and self._seq is not None:
+            self._failed_for_good(b, err)
         self._queued_bytes -= b.size - F.BATCH_HEADER_SIZE
         if err is None:
             self._counts["record-send-total"] += b.count
@@ -764,7 +794,7 @@ class Producer:
             # acknowledgement cost a thread wake-up per batch while it had nothing to do; it waits
             # with batches ready only while max_in_flight are out.)
             if self._blocked or self._flushing or self._closed or held or (
-                    self._ready and self._in_flight + 1 >= self.max_in_flight):
+                    (self._ready or self._open) and self._in_flight + 1 >= self.max_in_flight):
                 self._cond.notify_all()
 
     def _retry(self, b: _Builder, err: BaseException) -> bool:

@@ -18,19 +18,35 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from edgebus import format as F
 from edgebus.client.channel import AsyncChannel, SyncChannel
-from edgebus.client.dispatch import Dispatcher
+from edgebus.client.dispatch import Dispatcher, next_corr, refusal
 from edgebus.client.fetch_ahead import is_empty, next_body
 from edgebus.client.shm_rings import ShmRings, connect_rings, ring_bytes_for
-from edgebus.errors import BrokerUnavailableError
+from edgebus.errors import BrokerUnavailableError, UnsupportedVersionError
 from edgebus.fastpath.fetch import FetchBody, fetch_body, fetch_response
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ResponseFrame
-from edgebus.tuning import ACK_LAZY_S, ACK_SPIN_NS, FETCH_AHEAD, STEADY_S, URGENT_S, check_transport
+from edgebus.tuning import (
+    ACK_LAZY_S,
+    ACK_SPIN_NS,
+    FETCH_AHEAD,
+    STANDING,
+    STEADY_S,
+    URGENT_S,
+    check_transport,
+)
+
+_STANDING = int(M.Api.FETCH_STANDING)
+
+
+def _min_bytes(body: FetchBody) -> int:
+    return int(F.FETCH_REQUEST_RUN.unpack_from(body.data, 0)[1])
 
 
 # --- sync (Consumer, Admin) ----------------------------------------------------------------------
@@ -43,9 +59,13 @@ class ShmSyncChannel(SyncChannel):
         self.transport = check_transport(transport)
         self._rings: ShmRings | None = None
         # Fetch-ahead (edgebus/client/fetch_ahead.py): the guessed request's key and correlation
-        # id, and its answer once it arrived.
+        # id, and its answers as they arrived. A standing fetch (FETCH_STANDING, docs/FORMAT.md
+        # 7.13) is answered many times under one correlation id, each answer the guess that
+        # follows from the one before; `_standing` is its id while armed.
         self._ahead: tuple[bytes, int] | None = None
-        self._ahead_frame: ResponseFrame | None = None
+        self._ahead_frames: deque[ResponseFrame] = deque()
+        self._standing: int | None = None
+        self._standing_ok = STANDING  # False once a supervisor did not know FETCH_STANDING
         self._marks: dict[tuple[str, int], tuple[int, int]] = {}  # last high watermark, log start
         self.fetch_ahead_hits = 0
 
@@ -72,7 +92,30 @@ class ShmSyncChannel(SyncChannel):
 
     def _keep(self, frame: ResponseFrame) -> None:
         if self._ahead is not None and frame.correlation_id == self._ahead[1]:
-            self._ahead_frame = frame
+            self._ahead_frames.append(frame)
+
+    def _next_ahead(self, corr: int, deadline: float) -> ResponseFrame | None:
+        """The next answer to the fetch sent ahead (a standing fetch's come one after another
+        under one id, so SyncChannel._wait, which keeps the last of a read, does not do)."""
+        frames = self._ahead_frames
+        while not frames:
+            got = self._frames(deadline)
+            if not got:
+                return None
+            for f in got:
+                if f.correlation_id == corr:
+                    frames.append(f)
+                elif (refused := refusal(f)) is not None:
+                    self.close()
+                    raise refused
+                # else: a late answer to an abandoned request, dropped
+        return frames.popleft()
+
+    def _drop_ahead(self) -> None:
+        # Its answers still on the way are dropped when they come (`_keep` no longer matches);
+        # a standing fetch ends at the supervisor with the FETCH this is followed by.
+        self._ahead, self._standing = None, None
+        self._ahead_frames.clear()
 
     def _fetch(self, request: M.FetchRequest | FetchBody, deadline: float, t: float) -> Any:
         if self._rings is None:
@@ -80,33 +123,56 @@ class ShmSyncChannel(SyncChannel):
         body = fetch_body(request)
         key = body.key
         ahead = self._ahead
+        standing = None
         if ahead is not None and ahead[0] == key:
             # The fetch sent ahead is this one: wait for it as long as this request would
             # have waited at the supervisor, no longer (the guess may have been sent with a
             # longer max_wait_ms); if it is still parked, answer "nothing yet" and keep it.
             own = time.monotonic() + body.max_wait_ms / 1000 + 0.002
-            frame = self._ahead_frame
-            if frame is None:
-                frame = self._wait(ahead[1], min(deadline, own), t, soft=True)
+            frame = self._next_ahead(ahead[1], min(deadline, own))
             if frame is None:
                 return self._nothing_yet(body)
-            self._ahead, self._ahead_frame = None, None
+            standing, self._ahead = self._standing, None
+            if frame.error_code == UnsupportedVersionError.code and standing is not None:
+                # A supervisor without FETCH_STANDING: fetch-ahead with plain fetches from now.
+                self._standing_ok = False
+                self._drop_ahead()
+                return self._fetch(body, deadline, t)
+            if frame.error_code:
+                self._drop_ahead()  # an error ends a standing fetch at the supervisor too
             resp = fetch_response(frame)
             if not is_empty(resp):
                 self.fetch_ahead_hits += 1
         else:
             # A wrong guess (seek, new assignment, other limits): its answer, if it comes, is
             # dropped; the supervisor answers it when its max_wait_ms runs out at the latest.
-            self._ahead, self._ahead_frame = None, None
+            self._drop_ahead()
             resp = fetch_response(self._roundtrip(M.Api.FETCH, body, deadline, t))
         self._remember(resp)
         if FETCH_AHEAD:
             guess = next_body(body, resp, body.max_wait_ms)
+            if standing is not None:
+                if guess is not None:
+                    # The supervisor re-armed the standing fetch with this same guess
+                    # (edgebus/fastpath/standing.py): its next answer comes under the same id.
+                    self._ahead = (guess.key, standing)
+                    return resp
+                self._drop_ahead()  # no offset moved: it ended there
             if guess is None and is_empty(resp) and body.max_wait_ms > 0:
                 guess = body  # nothing new: keep one long-poll parked for the next poll
             if guess is not None:
-                self._ahead = (guess.key, self._send(M.Api.FETCH, guess, deadline))
+                self._send_ahead(guess, deadline)
         return resp
+
+    def _send_ahead(self, guess: FetchBody, deadline: float) -> None:
+        if self._standing_ok and guess.max_wait_ms > 0 and _min_bytes(guess) > 0:
+            corr = next_corr(self._corr)
+            data = guess.data
+            self._write(F.REQUEST_HEADER.pack(F.REQUEST_MIN_LENGTH + len(data), _STANDING, 0,
+                                              corr) + data, deadline)
+            self._ahead, self._standing = (guess.key, corr), corr
+            return
+        self._ahead = (guess.key, self._send(M.Api.FETCH, guess, deadline))
 
     def _remember(self, resp: M.FetchResponse) -> None:
         for p in resp.partitions:
@@ -123,7 +189,7 @@ class ShmSyncChannel(SyncChannel):
 
     def close(self) -> None:
         rings, self._rings = self._rings, None
-        self._ahead = self._ahead_frame = None
+        self._drop_ahead()
         try:
             super().close()
         finally:

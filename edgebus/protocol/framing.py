@@ -6,6 +6,7 @@ than one frame of at most max_frame bytes plus one read's worth.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,13 +40,18 @@ _HANDOVER_BYTES = 64 * 1024
 
 
 class FrameBuffer:
-    """Accumulates bytes and splits them into frames (length-prefixed)."""
+    """Accumulates bytes and splits them into frames (length-prefixed). The native socket's
+    frames by default; Kafka's (big-endian length, edgebus/server/kafka/framing.py) with
+    `length` and `what` set."""
 
-    def __init__(self, header_size: int, max_frame: int = F.MAX_FRAME_BYTES) -> None:
+    def __init__(self, header_size: int, max_frame: int = F.MAX_FRAME_BYTES, *,
+                 length: struct.Struct = F.FRAME_LENGTH, what: str = "frame") -> None:
         self._buf = bytearray()
         self._pos = 0
         self._min = header_size - _LEN  # bytes after the length field that every frame has
         self._max = max_frame
+        self._length = length
+        self._what = what  # names the frame in errors
 
     def feed(self, data: bytes | memoryview) -> None:
         if self._pos and self._pos == len(self._buf):
@@ -69,7 +75,7 @@ class FrameBuffer:
         avail = len(self._buf) - self._pos
         if avail < _LEN:
             return 0
-        length: int = F.FRAME_LENGTH.unpack_from(self._buf, self._pos)[0]
+        length: int = self._length.unpack_from(self._buf, self._pos)[0]
         return max(0, _LEN + length - avail)
 
     def next_frame(self) -> memoryview | None:
@@ -77,11 +83,11 @@ class FrameBuffer:
         avail = len(self._buf) - self._pos
         if avail < _LEN:
             return None
-        length = F.FRAME_LENGTH.unpack_from(self._buf, self._pos)[0]
+        length = self._length.unpack_from(self._buf, self._pos)[0]
         if length > self._max:
-            raise ProtocolError(f"frame of {length} bytes exceeds the limit of {self._max} bytes")
+            raise ProtocolError(f"{self._what} of {length} bytes exceeds the limit of {self._max} bytes")
         if length < self._min:
-            raise ProtocolError(f"frame of {length} bytes is shorter than its header")
+            raise ProtocolError(f"{self._what} of {length} bytes is shorter than its header")
         if avail < _LEN + length:
             return None
         start = self._pos + _LEN

@@ -34,12 +34,17 @@ class Api(IntEnum):
     RESET_OFFSETS = 18
     ALTER_TOPIC_CONFIG = 20
     SHM_ATTACH = 32  # transport APIs start at 32 (edgebus/shm, edgebus/server/listeners/shm.py)
+    FETCH_STANDING = 33  # a FETCH that re-arms itself after each answer (shm links only)
     REPLICA_HELLO = 40  # replication APIs start at 40 (docs/REPLICATION.md)
     REPLICA_APPEND = 41
     PROMOTE_TOPIC = 42
     REPLICA_FETCH = 43
     REPLICA_GAP = 44
     REPLICA_APPEND_COMPRESSED = 45
+    INIT_PRODUCER_ID = 50  # idempotent and transactional producers start at 50 (FORMAT.md 7.12)
+    ADD_PARTITIONS_TO_TXN = 51
+    TXN_OFFSET_COMMIT = 52
+    END_TXN = 53
 
 
 # Special timestamps for ListOffsets, as in Kafka.
@@ -405,6 +410,79 @@ class PromoteTopicRequest(Message):
 
     name: str
     FIELDS = (("name", STR),)
+
+
+# --- Idempotent and transactional producers (docs/FORMAT.md 7.12) --------------------------------
+@dataclass
+class InitProducerIdRequest(Message):
+    """A producer id for an idempotent producer (transactional_id ""), or the id and next epoch
+    of a transactional id (fencing every older instance, aborting what it left open)."""
+
+    transactional_id: str  # "" = an idempotent producer without transactions
+    transaction_timeout_ms: int  # transactional: an open transaction is aborted after this
+    producer_id: int = -1  # transactional: the id this instance had, -1 for a new instance
+    producer_epoch: int = -1
+    FIELDS = (("transactional_id", STR), ("transaction_timeout_ms", I32), ("producer_id", I64),
+              ("producer_epoch", I16))
+
+
+@dataclass
+class InitProducerIdResponse(Message):
+    producer_id: int
+    producer_epoch: int
+    FIELDS = (("producer_id", I64), ("producer_epoch", I16))
+
+
+@dataclass
+class TxnPartition(Message):
+    topic: str
+    partition: int
+    FIELDS = (("topic", STR), ("partition", I32))
+
+
+@dataclass
+class AddPartitionsToTxnRequest(Message):
+    """The partitions the open transaction will write (it begins with the first); all or none."""
+
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    partitions: list[TxnPartition]
+    FIELDS = (("transactional_id", STR), ("producer_id", I64), ("producer_epoch", I16),
+              ("partitions", Array(TxnPartition)))
+
+
+@dataclass
+class TxnOffset(Message):
+    topic: str
+    partition: int
+    offset: int  # the next offset the group will read
+    metadata: str = ""
+    FIELDS = (("topic", STR), ("partition", I32), ("offset", I64), ("metadata", STR))
+
+
+@dataclass
+class TxnOffsetCommitRequest(Message):
+    """Consumer offsets of `group_id` committed if and when the transaction commits (Kafka's
+    AddOffsetsToTxn and TxnOffsetCommit in one request)."""
+
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    group_id: str
+    offsets: list[TxnOffset]
+    FIELDS = (("transactional_id", STR), ("producer_id", I64), ("producer_epoch", I16),
+              ("group_id", STR), ("offsets", Array(TxnOffset)))
+
+
+@dataclass
+class EndTxnRequest(Message):
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    commit: int  # 1 commit, 0 abort
+    FIELDS = (("transactional_id", STR), ("producer_id", I64), ("producer_epoch", I16),
+              ("commit", I8))
 
 
 @dataclass

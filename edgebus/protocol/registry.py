@@ -39,6 +39,7 @@ APIS: dict[int, ApiSpec] = {
     M.Api.DESCRIBE_GROUP: ApiSpec(G.DescribeGroupRequest, G.DescribeGroupResponse),
     M.Api.RESET_OFFSETS: ApiSpec(G.ResetOffsetsRequest, G.ResetOffsetsResponse),
     M.Api.SHM_ATTACH: ApiSpec(M.ShmAttachRequest, M.ShmAttachResponse),
+    M.Api.FETCH_STANDING: ApiSpec(M.FetchRequest, M.FetchResponse),
     M.Api.REPLICA_HELLO: ApiSpec(M.ReplicaHelloRequest, M.ReplicaHelloResponse),
     M.Api.REPLICA_APPEND: ApiSpec(M.ReplicaAppendRequest, M.ReplicaAppendResponse),
     M.Api.PROMOTE_TOPIC: ApiSpec(M.PromoteTopicRequest, M.Empty),
@@ -46,6 +47,10 @@ APIS: dict[int, ApiSpec] = {
     M.Api.REPLICA_GAP: ApiSpec(M.ReplicaGapRequest, M.ReplicaAppendResponse),
     M.Api.REPLICA_APPEND_COMPRESSED: ApiSpec(M.ReplicaAppendCompressedRequest,
                                              M.ReplicaAppendResponse),
+    M.Api.INIT_PRODUCER_ID: ApiSpec(M.InitProducerIdRequest, M.InitProducerIdResponse),
+    M.Api.ADD_PARTITIONS_TO_TXN: ApiSpec(M.AddPartitionsToTxnRequest, M.Empty),
+    M.Api.TXN_OFFSET_COMMIT: ApiSpec(M.TxnOffsetCommitRequest, M.Empty),
+    M.Api.END_TXN: ApiSpec(M.EndTxnRequest, M.Empty),
 }
 
 # The views the codec and the ApiVersions handler read (derived from APIS, never edited).

@@ -17,6 +17,7 @@ from edgebus import format as F
 from edgebus.acl import Policy
 from edgebus.log.manager import LogManager
 from edgebus.log.topic_config import TopicConfig
+from edgebus.protocol import messages as M
 from edgebus.server import status
 from edgebus.server.acl import Authorizer
 from edgebus.server.cleaning import LogCleaner
@@ -27,6 +28,7 @@ from edgebus.server.groups import GroupHandlers
 from edgebus.server.handlers.admin import AdminHandlers
 from edgebus.server.handlers.data import DataHandlers
 from edgebus.server.handlers.replica import ReplicaHandlers
+from edgebus.server.handlers.txn import TxnHandlers
 from edgebus.server.housekeeping import Housekeeping
 from edgebus.server.listeners.shm import ShmTransport
 from edgebus.server.listeners.socket_claim import SocketClaim
@@ -35,6 +37,8 @@ from edgebus.server.loop import Loop
 from edgebus.server.notify import Notifier, Watchdog
 from edgebus.server.service import Service
 from edgebus.server.stats import Stats
+from edgebus.server.txn.coordinator import TxnCoordinator
+from edgebus.server.txn.producers import ProducerStates
 
 if TYPE_CHECKING:  # ssl costs ~5 MB of RSS; only a configured replica listener needs it
     import ssl
@@ -114,14 +118,21 @@ class Broker:
         # Access control, checked by the dispatcher for every request (None: acl.enabled false).
         self.acl = Authorizer(acl) if acl is not None else None
         self.replica.acl = self.admin.acl = self.acl  # links read only what a rule grants
-        self.dispatcher = Dispatcher(
-            loop, build_table(self.data, self.admin, self.groups, self.shm, self.replica),
-            self.data.produce_fields, self.acl)
+        # Idempotent producers and transactions, one state for the native and the Kafka front
+        # ends (server/txn/; native APIs: handlers/txn.py).
+        self.producer_states = ProducerStates()
+        self.txn = TxnCoordinator(self, self.producer_states)
+        self.txn_handlers = TxnHandlers(self.txn, self.producer_states, self.data, self.durable)
+        self.data.sequenced = self.txn_handlers.produce
+        table = build_table(self.data, self.admin, self.groups, self.shm, self.replica)
+        table.update(self.txn_handlers.table())
+        self.dispatcher = Dispatcher(loop, table, self.data.produce_fields, self.acl)
         loop.dispatch = self.dispatcher.dispatch_frame
+        self.data.standing.check = self.dispatcher.checks.get(int(M.Api.FETCH))
         # Shutdown runs in this order: STOPPING=1, stop accepting, answer parked fetches, finish
         # durable acks; then the loop flushes and closes every connection.
-        services: list[Service] = [self.listener, self.shm, self.data, self.groups, self.durable,
-                                   self.disk, self.housekeeping, self.cleaner]
+        services: list[Service] = [self.listener, self.shm, self.txn, self.data, self.groups,
+                                   self.durable, self.disk, self.housekeeping, self.cleaner]
         if self.replica_listener is not None:
             services.insert(1, self.replica_listener)
         # The Kafka wire protocol (edgebus/server/kafka/, listeners/kafka.py): kafka.enabled.

@@ -51,6 +51,7 @@ def build_table(data: DataHandlers, admin: AdminHandlers, groups: GroupHandlers,
         # data plane (handlers/data.py)
         M.Api.PRODUCE: data.produce,
         M.Api.FETCH: data.fetch,
+        M.Api.FETCH_STANDING: data.fetch_standing,
         M.Api.LIST_OFFSETS: data.list_offsets,
         # control plane (handlers/admin.py)
         M.Api.API_VERSIONS: admin.api_versions,
@@ -87,7 +88,6 @@ class Dispatcher:
                  produce_fields: Callable[..., Any], acl: Authorizer | None = None) -> None:
         self.table = table
         self._queue_answer = loop.queue_answer  # bound once: called for every answer
-        self._produce_fields = produce_fields
         # Access control (edgebus/server/acl/): the check of each API before its handler, and
         # the answers filtered after it; none without an Authorizer.
         self.acl = acl
@@ -98,10 +98,10 @@ class Dispatcher:
             self._acl_check = acl.check
             self.checks = build_checks(acl)
             self.filters = build_filters(acl)
-            self._produce_fields = self._produce_checked
 
     def _produce_checked(self, conn: Connection, corr: int, topic: str, *rest: Any) -> Any:
-        # The PRODUCE fast path's check: the same slot and cache as the generic path's.
+        # The PRODUCE fast path's check when the connection's cache has no "yes" for the topic
+        # (dispatch_frame looks first): the same slot and cache as the generic path's.
         self._acl_check(conn, TOPIC_WRITE, topic)
         return self._produce(conn, corr, topic, *rest)
 
@@ -119,7 +119,16 @@ class Dispatcher:
         if api_key == _PRODUCE and api_version == 0:
             fields = decode_produce(body)
             if fields is not None:
-                self._handle(conn, api_key, corr, self._produce_fields, fields)
+                # A connection's cached "yes" for its topic skips the checked wrapper: with
+                # one record per request that wrapper and the check's call were ~1 us of
+                # the supervisor's ~30 (issue 15's 3 %).
+                st = conn.acl
+                acl = self.acl
+                if acl is not None and (st is None or st.gen != acl.gen or st.node is not conn.node
+                                        or not (st.all or st.cache[TOPIC_WRITE].get(fields[0]))):
+                    self._handle(conn, api_key, corr, self._produce_checked, fields)
+                else:
+                    self._handle(conn, api_key, corr, self._produce, fields)
                 return
         self._handle(conn, api_key, corr, self._decode_and_handle,
                      (RequestFrame(api_key, api_version, corr, body),))

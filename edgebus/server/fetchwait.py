@@ -22,6 +22,12 @@ class ParkedFetch:
     # A REPLICA_FETCH's long poll (handlers/replica.py): woken like a fetch, answered by this
     # (durable data only) instead of with FETCH's answer.
     respond: Callable[[], None] | None = None
+    # A FETCH_STANDING's (handlers/standing.py): re-armed after its answer, re-parked silently
+    # when its wait runs out; a suspended one (the consumer's ring is full) is indexed under no
+    # partition, so appends pass it by until the consumer reads.
+    standing: bool = False
+    suspended: bool = False
+    recheck_s: float = 0.0  # a suspended one's wait before it looks again by itself
 
 
 class FetchWaiters:
@@ -34,7 +40,7 @@ class FetchWaiters:
         self.count = 0
 
     def park(self, w: ParkedFetch) -> None:
-        w.keys = [(p.topic, p.partition) for p in w.request.partitions]
+        w.keys = [] if w.suspended else [(p.topic, p.partition) for p in w.request.partitions]
         for k in w.keys:
             self._by_partition.setdefault(k, set()).add(w)
         heapq.heappush(self._deadlines, (w.deadline, next(self._seq), w))

@@ -4,8 +4,9 @@ library and print one JSON line {operation: "ok" | "<ErrorClass>: <message>"}.
     python -m tests.acl.client_ops SOCKET TRANSPORT OP=RESOURCE ...
 
 OP is topic.write, topic.read, topic.batches, topic.describe, topic.offsets, topic.listed, topic.create, topic.alter,
-topic.delete, group.read, group.describe, group.listed, group.reset, cluster.status; RESOURCE a
-topic or group name (group.read and group.reset take GROUP/TOPIC).
+topic.delete, group.read, group.describe, group.listed, group.reset, cluster.status, txn.write,
+txn.offsets; RESOURCE a topic or group name (group.read, group.reset and txn.offsets take
+GROUP/TOPIC).
 """
 
 from __future__ import annotations
@@ -44,6 +45,21 @@ def run(sock: str, transport: str, op: str, arg: str) -> str:
             c.commit()
         finally:
             c.close()
+        return "ok"
+    if op in ("txn.write", "txn.offsets"):  # a native transaction: ADD_PARTITIONS / TXN_OFFSET_COMMIT
+        import os
+
+        with Producer(socket=sock, transport=transport, linger_ms=0,
+                      transactional_id=f"acl-{op}-{arg}-{os.getuid()}") as p:
+            p.init_transactions()
+            p.begin_transaction()
+            try:
+                if op == "txn.write":
+                    p.send(arg, b"in a transaction").get(10)
+                else:
+                    p.send_offsets_to_transaction({TopicPartition(topic, 0): 1}, group)
+            finally:
+                p.abort_transaction()
         return "ok"
     if op == "topic.batches":  # REPLICA_FETCH: the replicator's read of whole batches
         with BatchReader(sock) as r:

@@ -65,6 +65,9 @@ def matrix(alice: str, bob: str, carol: str, eve: str) -> dict[str, list[tuple[s
             (f"topic.create=scratch-{alice}-1", OK), (f"topic.delete=scratch-{alice}-1", OK),
             ("topic.create=other", DENIED), ("topic.delete=sensors.temp", DENIED),
             ("topic.alter=sensors.temp", DENIED),
+            # native transactions: write on what they add, read on the group they commit for
+            ("txn.write=orders", OK), ("txn.write=sensors.temp", DENIED),
+            ("txn.offsets=billing/orders", OK), ("txn.offsets=sensor-a/sensors.temp", DENIED),
             *common(alice),
         ],
         bob: [
@@ -76,6 +79,7 @@ def matrix(alice: str, bob: str, carol: str, eve: str) -> dict[str, list[tuple[s
             ("group.read=billing/orders", DENIED), ("group.describe=billing", DENIED),
             ("group.listed=billing", HIDDEN), ("group.reset=billing/orders", DENIED),
             ("cluster.status=", DENIED),
+            ("txn.write=orders", DENIED), ("txn.offsets=billing/orders", DENIED),
             *common(bob),
         ],
         carol: [
@@ -89,12 +93,15 @@ def matrix(alice: str, bob: str, carol: str, eve: str) -> dict[str, list[tuple[s
             ("group.read=sensor-a/sensors.temp", OK), ("group.describe=sensor-a", OK),
             ("group.listed=sensor-a", OK), ("group.reset=sensor-a/sensors.temp", OK),
             ("group.read=billing/orders", DENIED), ("cluster.status=", DENIED),
+            # ADD_PARTITIONS_TO_TXN needs write: describe alone is not enough
+            ("txn.write=sensors.temp", OK), ("txn.write=orders", DENIED),
             *common(carol),
         ],
         eve: [  # in the sensors group too, but denied writing: deny wins
             ("topic.read=sensors.temp", OK), ("topic.describe=sensors.temp", OK),
             ("topic.write=sensors.temp", DENIED),
             ("group.read=sensor-b/sensors.temp", OK),
+            ("txn.write=sensors.temp", DENIED),
             *common(eve),
         ],
     }

@@ -74,3 +74,38 @@ def test_acl_check_decides_offline_as_the_supervisor_would(make_broker: Any) -> 
     assert root.returncode == 0 and "default policy owner" in root.stdout
     bad = acl_cli(cfg, "add", "user:nobody", "read", "topic:x")
     assert bad.returncode == 78 and "names no acl.file" in bad.stderr
+
+
+def test_a_reload_stops_a_standing_fetch(make_broker: Any) -> None:
+    """A consumer on the rings keeps one fetch armed that the supervisor re-arms after each answer
+    (FETCH_STANDING): no request of the consumer's follows, so each re-armed fetch is checked again,
+    and a reload that takes the read away stops the next answer."""
+    from edgebus import Consumer
+
+    b = make_broker({"acl": {"file": "acl.yaml"}}).start()
+    cfg = Path(b.config_path)
+    admin = Admin(socket=b.socket)
+    admin.create_topic("t")
+    p = Producer(socket=b.socket, linger_ms=0)
+    c = Consumer("t", socket=b.socket, transport="shm", auto_offset_reset="earliest")
+    try:
+        p.send("t", b"before").get(10)
+        got: list[bytes] = []
+        deadline = time.monotonic() + 30
+        while not got and time.monotonic() < deadline:
+            got += [r.value for recs in c.poll(200).values() for r in recs]
+        assert got == [b"before"]
+        r = acl_cli(cfg, "add", "--deny", "user:root", "read", "topic:t")
+        assert r.returncode == 0, r.stderr
+        wait_reloads(admin, 1)
+        p.send("t", b"after the reload").get(10)
+        with pytest.raises(AuthorizationError, match="may not read topic 't'"):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                for recs in c.poll(200).values():
+                    got += [r.value for r in recs]
+        assert got == [b"before"], "nothing was delivered after the reload took the read away"
+    finally:
+        c.close()
+        p.close()
+        admin.close()

@@ -114,8 +114,8 @@ def test_join_sync_heartbeat_and_typed_refusals(kbroker: EmbeddedBroker) -> None
         fc = _request(s, FIND_COORDINATOR, 4, 2, key_type=1, coordinator_keys=("tx",))
         assert [(c.key, c.node_id, c.error_code) for c in fc.coordinators] == [("tx", 0, 0)]
 
-        # Only the cooperative protocol: refused, the group untouched.
-        assert _join(s, 3, [("cooperative-sticky", sub)]).error_code == 23  # INCONSISTENT_GROUP_PROTOCOL
+        # A foreign protocol type, a garbage subscription: refused, the group untouched. (Only
+        # protocols edgebus does not know make a leader-assigned group: test_groups_leader.py.)
         assert _join(s, 4, [("range", sub)], protocol_type="connect").error_code == 23
         assert _join(s, 5, [("range", b"\x00\x00\xff")]).error_code == 23  # garbage subscription
         assert _join(s, 6, [("range", sub)], session_ms=10).error_code == 26  # INVALID_SESSION_TIMEOUT

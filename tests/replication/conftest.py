@@ -214,24 +214,40 @@ class Replicator:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-@pytest.fixture
-def make_replicator(tmp_path: Path, source: EmbeddedBroker, destination: Any
-                    ) -> Iterator[Callable[..., Replicator]]:
-    made: list[Replicator] = []
+class Replicators:
+    """The replicators a test makes, each from its config mapping (its own file and log in
+    tmp_path); the `replicators` fixture kills them all at the end."""
 
-    def make(topics: list[str], token: str = TOKEN, **link: Any) -> Replicator:
-        cfg = {"node": NODE, "source": {"socket": source.socket},
-               "links": [{"name": "l1", "topics": topics,
-                          **destination.link_config(tmp_path, token), **link}]}
-        path = tmp_path / f"replicator-{len(made)}.yaml"
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.made: list[Replicator] = []
+
+    def make(self, cfg: dict[str, Any]) -> Replicator:
+        n = len(self.made)
+        path = self.tmp_path / f"replicator-{n}.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        r = Replicator(path, tmp_path / f"replicator-{len(made)}.log")
-        made.append(r)
+        r = Replicator(path, self.tmp_path / f"replicator-{n}.log")
+        self.made.append(r)
         return r
 
-    yield make
-    for r in made:
+
+@pytest.fixture
+def replicators(tmp_path: Path) -> Iterator[Replicators]:
+    rs = Replicators(tmp_path)
+    yield rs
+    for r in rs.made:
         r.kill9()
+
+
+@pytest.fixture
+def make_replicator(tmp_path: Path, source: EmbeddedBroker, destination: Any,
+                    replicators: Replicators) -> Callable[..., Replicator]:
+    def make(topics: list[str], token: str = TOKEN, **link: Any) -> Replicator:
+        return replicators.make({"node": NODE, "source": {"socket": source.socket},
+                                 "links": [{"name": "l1", "topics": topics,
+                                            **destination.link_config(tmp_path, token), **link}]})
+
+    return make
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:

@@ -7,6 +7,7 @@ import contextlib
 import select
 import socket
 import threading
+import time
 
 
 class Relay:
@@ -72,6 +73,15 @@ class Relay:
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
                     s.close()
+
+    def half_open(self, hold: float) -> None:
+        """Forward nothing and close nothing for `hold` seconds (a half-open link, which only a
+        heartbeat notices: hold longer than two), then cut: those connections are dead to both
+        ends anyway."""
+        self.blackhole = True
+        time.sleep(hold)
+        self.blackhole = False
+        self.cut()
 
     def close(self) -> None:
         self._stop = True

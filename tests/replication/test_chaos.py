@@ -17,6 +17,7 @@ import pytest
 from edgebus import Admin, Consumer, Producer, TopicPartition
 from edgebus.errors import EdgebusError
 
+from . import faults
 from .conftest import wait_for
 from .relay import Relay
 from .test_conformance import in_step
@@ -76,25 +77,16 @@ def test_cuts_and_kills_of_every_process_leave_an_exact_mirror(source, destinati
               + ["replicator"] * REPLICATOR_KILLS + ["source"] * SOURCE_KILLS
               + ["destination"] * DESTINATION_KILLS)
     random.Random(11).shuffle(events)  # a fixed order: a failure can be run again
+    def destination_kill9() -> None:
+        destination.kill9()
+        destination.restart()
+
     try:
-        for what in events:
-            time.sleep(0.3)
-            if what == "cut":
-                relay.cut()
-            elif what == "half-open":
-                relay.blackhole = True  # nothing forwarded, nothing closed
-                time.sleep(0.7)  # longer than two heartbeats: only the heartbeat notices
-                relay.blackhole = False
-                relay.cut()
-            elif what == "replicator":
-                rep.kill9()
-                rep.start()
-            elif what == "source":
-                source.kill9()
-                source.start()
-            else:
-                destination.kill9()
-                destination.restart()
+        # half-open: longer than two heartbeats, so only the heartbeat notices
+        faults.inject(events, {"cut": relay.cut, "half-open": lambda: relay.half_open(0.7),
+                               "replicator": lambda: faults.kill9_restart(rep),
+                               "source": lambda: faults.kill9_restart(source),
+                               "destination": destination_kill9}, pause=0.3)
     finally:
         stop.set()
         t.join(30)

@@ -11,6 +11,7 @@ import pytest
 from edgebus import Admin, BatchReader, Consumer, Producer
 from edgebus.errors import EdgebusError, MirrorReadOnlyError
 
+from . import faults
 from .conftest import read_all, wait_for
 
 pytestmark = pytest.mark.integration
@@ -108,20 +109,10 @@ def test_the_cursor_comes_from_the_target_after_every_kind_of_crash(source, dest
     stop = threading.Event()
     sent = [0]
 
-    def keep_producing() -> None:
-        while not stop.is_set():
-            try:
-                with Producer(socket=source.socket, linger_ms=2) as p:
-                    while not stop.is_set():
-                        for i in range(50):
-                            p.send("events", f"e{sent[0] + i}".encode(), key=str(i).encode())
-                        p.flush(10)
-                        sent[0] += 50
-                        time.sleep(0.005)
-            except EdgebusError:
-                time.sleep(0.1)  # the source is restarting
-
-    t = threading.Thread(target=keep_producing, daemon=True)
+    t = threading.Thread(target=faults.keep_producing, args=(source.socket, "events", stop, sent),
+                         kwargs={"per_round": 50, "seq_header": False,
+                                 "value": lambda n: f"e{n}".encode(),
+                                 "key": lambda i: str(i).encode()}, daemon=True)
     t.start()
     rep = make_replicator(["events"]).start()
     # Each kind of crash twice (the replicator three times, it is cheap): the second of a kind
@@ -129,18 +120,14 @@ def test_the_cursor_comes_from_the_target_after_every_kind_of_crash(source, dest
     kills = ["replicator"] * 3 + ["destination"] * 2 + ["source"] * 2
     if destination.kind == "kafka":  # Tansu's memory storage would come back empty
         kills = [k for k in kills if k != "destination"]
-    for what in kills:
-        time.sleep(0.7)
-        if what == "replicator":
-            rep.kill9()
-            rep.start()
-        elif what == "destination":
-            destination.kill9()
-            time.sleep(0.2)
-            destination.restart()
-        else:
-            source.kill9()
-            source.start()
+    def destination_kill9() -> None:
+        destination.kill9()
+        time.sleep(0.2)
+        destination.restart()
+
+    faults.inject(kills, {"replicator": lambda: faults.kill9_restart(rep),
+                          "destination": destination_kill9,
+                          "source": lambda: faults.kill9_restart(source)}, pause=0.7)
     time.sleep(0.5)
     stop.set()
     t.join(30)
@@ -317,10 +304,7 @@ def test_link_cuts_and_half_open_links_heal_without_loss_or_doubles(source, dest
             if i % 2:
                 relay.cut()
             else:
-                relay.blackhole = True
-                time.sleep(0.8)  # longer than two heartbeats
-                relay.blackhole = False
-                relay.cut()  # the black-holed connections are dead to both ends anyway
+                relay.half_open(0.8)  # longer than two heartbeats
         time.sleep(0.5)
     finally:
         stop.set()

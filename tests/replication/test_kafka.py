@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from edgebus import Admin, Producer
-from edgebus.errors import EdgebusError
 
+from . import faults
 from .conftest import wait_for
 from .kafka import KafkaDestination, source_rows
 
@@ -40,18 +40,8 @@ def kafka_producer(dest: KafkaDestination) -> Any:
 
 def keep_producing(socket: str, topic: str, stop: threading.Event, sent: list[int]) -> None:
     """A producer that never stops, across restarts of the source supervisor."""
-    while not stop.is_set():
-        try:
-            with Producer(socket=socket, linger_ms=2) as p:
-                while not stop.is_set():
-                    for i in range(40):
-                        p.send(topic, f"e{sent[0] + i}".encode(), key=str(i % 7).encode(),
-                               headers=[("seq", str(sent[0] + i).encode())], partition=i % 3)
-                    p.flush(10)
-                    sent[0] += 40
-                    time.sleep(0.005)
-        except EdgebusError:
-            time.sleep(0.1)  # the source is restarting
+    faults.keep_producing(socket, topic, stop, sent, per_round=40, partitions=3,
+                          value=lambda n: f"e{n}".encode(), key=lambda i: str(i % 7).encode())
 
 
 def test_cuts_and_sigkills_leave_exactly_the_sources_records(source, destination,
@@ -74,21 +64,10 @@ def test_cuts_and_sigkills_leave_exactly_the_sources_records(source, destination
     assert (events.count("cut") + events.count("half-open"), events.count("replicator"),
             events.count("source")) == (20, 10, 5)
     try:
-        for what in events:
-            time.sleep(0.3)
-            if what == "cut":
-                relay.cut()
-            elif what == "half-open":
-                relay.blackhole = True
-                time.sleep(1.2)  # longer than two heartbeats
-                relay.blackhole = False
-                relay.cut()
-            elif what == "replicator":
-                rep.kill9()
-                rep.start()
-            else:
-                source.kill9()
-                source.start()
+        faults.inject(events, {"cut": relay.cut,
+                               "half-open": lambda: relay.half_open(1.2),  # > two heartbeats
+                               "replicator": lambda: faults.kill9_restart(rep),
+                               "source": lambda: faults.kill9_restart(source)}, pause=0.3)
         time.sleep(0.3)
     finally:
         stop.set()
@@ -195,22 +174,12 @@ def test_a_topic_brought_down_from_kafka_survives_kills_and_cuts(source, destina
     rep = make_replicator([{"pattern": "commands", "direction": "down",
                             "remote": "office.commands"}], heartbeat_s=0.5).start()
     try:
-        for what in ["replicator", "cut", "half-open", "replicator", "cut", "source",
-                     "replicator", "cut", "replicator", "half-open", "source", "replicator"]:
-            time.sleep(0.4)
-            if what == "replicator":
-                rep.kill9()
-                rep.start()
-            elif what == "cut":
-                destination.relay.cut()
-            elif what == "half-open":
-                destination.relay.blackhole = True
-                time.sleep(1.2)
-                destination.relay.blackhole = False
-                destination.relay.cut()
-            else:
-                source.kill9()
-                source.start()
+        faults.inject(["replicator", "cut", "half-open", "replicator", "cut", "source",
+                       "replicator", "cut", "replicator", "half-open", "source", "replicator"],
+                      {"cut": destination.relay.cut,
+                       "half-open": lambda: destination.relay.half_open(1.2),
+                       "replicator": lambda: faults.kill9_restart(rep),
+                       "source": lambda: faults.kill9_restart(source)}, pause=0.4)
         time.sleep(0.3)
     finally:
         stop.set()

@@ -88,7 +88,7 @@ def test_a_password_file_others_can_read_is_refused(tmp_path: Path):
     pw = tmp_path / "pw"
     pw.write_text("x")
     pw.chmod(0o644)
-    with pytest.raises(ConfigError, match=r"sasl\.password_file: .* readable by others"):
+    with pytest.raises(ConfigError, match=r"sasl\.password_file: .* readable by its group or others"):
         config_from_mapping(doc({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
                                  "sasl.username": "u", "sasl.password_file": str(pw)}))
 

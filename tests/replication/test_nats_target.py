@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from edgebus import Admin, Producer
 from edgebus.errors import EdgebusError
 from edgebus.testing import EmbeddedBroker
 
-from .conftest import NODE, Replicator, wait_for
+from .conftest import NODE, Replicator, Replicators, wait_for
+from .faults import kill9_restart
 from .nats_cluster import nats_server_binary
 from .nats_destination import PREFIX, STREAM, NatsDestination, _connect, source_records
 from .relay import Relay
@@ -44,24 +44,17 @@ def nats(tmp_path: Path) -> Iterator[NatsDestination]:
 
 
 @pytest.fixture
-def replicator(tmp_path: Path, source: EmbeddedBroker, nats: NatsDestination
-               ) -> Iterator[Callable[..., Replicator]]:
-    made: list[Replicator] = []
-
+def replicator(tmp_path: Path, source: EmbeddedBroker, nats: NatsDestination,
+               replicators: Replicators) -> Callable[..., Replicator]:
     def make(topics: list[str], metrics_listen: int | None = None, **link: Any) -> Replicator:
         cfg: dict[str, Any] = {
             "node": NODE, "source": {"socket": source.socket},
             "links": [{"name": "hub", "topics": topics, **nats.link_config(tmp_path), **link}]}
         if metrics_listen is not None:
             cfg["metrics"] = {"listen": f"127.0.0.1:{metrics_listen}"}
-        path = tmp_path / "replicator.yaml"
-        path.write_text(yaml.safe_dump(cfg))
-        made.append(Replicator(path, tmp_path / "replicator.log"))
-        return made[-1]
+        return replicators.make(cfg)
 
-    yield make
-    for r in made:
-        r.kill9()
+    return make
 
 
 def _stream_api(nats: NatsDestination, subject: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -134,12 +127,8 @@ def test_every_kind_of_fault_while_producing_leaves_exactly_the_sources_records(
                 for r in relays:
                     r.blackhole = False
                     r.cut()
-            elif what == "replicator":
-                rep.kill9()
-                rep.start()
-            elif what == "source":
-                source.kill9()
-                source.start()
+            elif what in ("replicator", "source"):
+                kill9_restart(rep if what == "replicator" else source)
             elif what == "all-nodes":
                 for n in nats.cluster.nodes:
                     n.kill9()

@@ -32,7 +32,17 @@ from edgebus.errors import (
 )
 from edgebus.testing import EmbeddedBroker
 
-from .conftest import NODE, TOKEN, Replicator, free_port, read_all, secret, wait_for
+from . import faults
+from .conftest import (
+    NODE,
+    TOKEN,
+    Replicator,
+    Replicators,
+    free_port,
+    read_all,
+    secret,
+    wait_for,
+)
 from .relay import Relay
 
 pytestmark = pytest.mark.integration
@@ -82,27 +92,19 @@ def local_address(b: EmbeddedBroker) -> str:
 
 
 @pytest.fixture
-def make_replicator(tmp_path: Path, source: EmbeddedBroker, peer: Peer
-                    ) -> Iterator[Callable[..., Replicator]]:
-    made: list[Replicator] = []
-
+def make_replicator(tmp_path: Path, source: EmbeddedBroker, peer: Peer,
+                    replicators: Replicators) -> Callable[..., Replicator]:
     def make(topics: list[Any], **link: Any) -> Replicator:
-        cfg = {"node": NODE, "source": {"socket": source.socket},
-               "links": [{"name": "l1", "target": "peer", "address": peer.relay.address,
-                          "token_file": str(secret(tmp_path / "tok", TOKEN)),
-                          "local_replica": {
-                              "address": local_address(source),
-                              "token_file": str(secret(tmp_path / "ltok", PEER_TOKEN))},
-                          "topics": topics, "heartbeat_s": 0.5, **link}]}
-        path = tmp_path / f"replicator-{len(made)}.yaml"
-        path.write_text(yaml.safe_dump(cfg))
-        r = Replicator(path, tmp_path / f"replicator-{len(made)}.log")
-        made.append(r)
-        return r
+        return replicators.make({
+            "node": NODE, "source": {"socket": source.socket},
+            "links": [{"name": "l1", "target": "peer", "address": peer.relay.address,
+                       "token_file": str(secret(tmp_path / "tok", TOKEN)),
+                       "local_replica": {
+                           "address": local_address(source),
+                           "token_file": str(secret(tmp_path / "ltok", PEER_TOKEN))},
+                       "topics": topics, "heartbeat_s": 0.5, **link}]})
 
-    yield make
-    for r in made:
-        r.kill9()
+    return make
 
 
 def batches(b: EmbeddedBroker, topic: str, partition: int) -> list[bytes]:
@@ -112,18 +114,8 @@ def batches(b: EmbeddedBroker, topic: str, partition: int) -> list[bytes]:
 
 def keep_producing(b: EmbeddedBroker, topic: str, stop: threading.Event, sent: list[int]) -> None:
     """The back office's producer on the peer, across the peer's restarts."""
-    while not stop.is_set():
-        try:
-            with Producer(socket=b.socket, linger_ms=2) as p:
-                while not stop.is_set():
-                    for i in range(20):
-                        p.send(topic, b"cmd %d" % (sent[0] + i), key=b"k%d" % (i % 3),
-                               headers=[("seq", str(sent[0] + i).encode())], partition=i % 2)
-                    p.flush(10)
-                    sent[0] += 20
-                    time.sleep(0.01)
-        except EdgebusError:
-            time.sleep(0.1)  # the peer is restarting
+    faults.keep_producing(b.socket, topic, stop, sent, per_round=20, partitions=2, pause=0.01,
+                          value=lambda n: b"cmd %d" % n, key=lambda i: b"k%d" % (i % 3))
 
 
 def test_a_peer_topic_comes_down_batch_for_batch_through_cuts_and_kills(source, peer,
@@ -142,24 +134,11 @@ def test_a_peer_topic_comes_down_batch_for_batch_through_cuts_and_kills(source, 
     assert (events.count("cut") + events.count("half-open"), events.count("replicator"),
             events.count("local"), events.count("peer")) == (9, 4, 3, 3)
     try:
-        for what in events:
-            time.sleep(0.4)
-            if what == "cut":
-                peer.relay.cut()
-            elif what == "half-open":
-                peer.relay.blackhole = True
-                time.sleep(1.2)  # longer than two heartbeats
-                peer.relay.blackhole = False
-                peer.relay.cut()
-            elif what == "replicator":
-                rep.kill9()
-                rep.start()
-            elif what == "local":
-                source.kill9()
-                source.start()
-            else:
-                peer.broker.kill9()
-                peer.broker.start()
+        faults.inject(events, {"cut": peer.relay.cut,
+                               "half-open": lambda: peer.relay.half_open(1.2),  # > 2 heartbeats
+                               "replicator": lambda: faults.kill9_restart(rep),
+                               "local": lambda: faults.kill9_restart(source),
+                               "peer": lambda: faults.kill9_restart(peer.broker)}, pause=0.4)
         time.sleep(0.3)
     finally:
         stop.set()

@@ -159,7 +159,7 @@ def test_the_replicator_config_is_checked(tmp_path: Path):
         with pytest.raises(ConfigError, match=msg):
             config_from_mapping(doc)
     tf.chmod(0o644)
-    with pytest.raises(ConfigError, match="readable by others"):
+    with pytest.raises(ConfigError, match="readable by its group or others"):
         config_from_mapping(good)
     (tmp_path / "r.yaml").write_text("node: gw\nlinks: 3\n")
     with pytest.raises(ConfigError, match=r"r\.yaml"):

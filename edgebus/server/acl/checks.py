@@ -43,6 +43,21 @@ def build_checks(a: Authorizer) -> dict[int, Check]:
                 seen = p.topic
                 check(conn, slot, seen)
 
+    def fetch(conn: Any, req: Any) -> None:
+        # Every consumer's every poll: the connection's cached "yes" for each topic is read
+        # here, without a call per partition (the same test as Authorizer.check's).
+        st = conn.acl
+        if st is not None and st.gen == a.gen and st.node is conn.node:
+            if st.all:
+                return
+            ok = st.cache[TOPIC_READ]
+            for p in req.partitions:
+                if not ok.get(p.topic):
+                    break
+            else:
+                return
+        topics(TOPIC_READ, req.partitions, conn)
+
     def group(slot: int) -> Check:
         return lambda conn, req: check(conn, slot, req.group_id)
 
@@ -59,7 +74,8 @@ def build_checks(a: Authorizer) -> dict[int, Check]:
 
     table: dict[Any, Check] = {
         M.Api.PRODUCE: lambda conn, req: check(conn, TOPIC_WRITE, req.topic),
-        M.Api.FETCH: lambda conn, req: topics(TOPIC_READ, req.partitions, conn),
+        M.Api.FETCH: fetch,
+        M.Api.FETCH_STANDING: fetch,
         M.Api.LIST_OFFSETS: lambda conn, req: topics(TOPIC_DESCRIBE, req.partitions, conn),
         M.Api.CREATE_TOPIC: named(TOPIC_CREATE),
         M.Api.DELETE_TOPIC: named(TOPIC_DELETE),
@@ -79,13 +95,20 @@ def build_checks(a: Authorizer) -> dict[int, Check]:
         # A gap record and a compressed append write the mirror as REPLICA_APPEND does.
         M.Api.REPLICA_GAP: lambda conn, req: check(conn, TOPIC_WRITE, req.topic),
         M.Api.REPLICA_APPEND_COMPRESSED: lambda conn, req: check(conn, TOPIC_WRITE, req.topic),
+        # Transactions, as on the Kafka path (kafka/txn.py): write on the partitions a
+        # transaction adds, what OffsetCommit needs for the offsets it commits.
+        M.Api.ADD_PARTITIONS_TO_TXN: lambda conn, req: topics(TOPIC_WRITE, req.partitions, conn),
+        M.Api.TXN_OFFSET_COMMIT: offset_commit,
     }
     return {int(k): v for k, v in table.items()}
 
 
 # APIs that need no permission of their own (listed so that a new API is a decision, not a gap).
+# INIT_PRODUCER_ID and END_TXN touch only the producer's own id and transaction (a transactional
+# id is no resource of the rules; what a transaction writes is checked when it is added).
 UNCHECKED = frozenset(int(k) for k in (M.Api.API_VERSIONS, M.Api.SHM_ATTACH, M.Api.REPLICA_HELLO,
-                                       M.Api.METADATA, M.Api.LIST_GROUPS))
+                                       M.Api.METADATA, M.Api.LIST_GROUPS, M.Api.INIT_PRODUCER_ID,
+                                       M.Api.END_TXN))
 
 
 def build_filters(a: Authorizer) -> dict[int, Filter]:

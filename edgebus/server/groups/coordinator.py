@@ -1,29 +1,45 @@
 """The group coordinator: membership, generations and rebalances. No sockets and no disk here.
 
 The supervisor's loop feeds it requests, connection closes and the clock; it answers through
-`reply` callbacks (a JoinGroup is parked until its rebalance completes) or by raising an
-EdgebusError. Tests drive it with a fake clock.
+`reply` callbacks (a JoinGroup is parked until its rebalance completes; in a leader-assigned
+group a follower's SyncGroup until the leader's) or by raising an EdgebusError. Tests drive it
+with a fake clock.
 
-States (Kafka's names; the coordinator computes assignments itself, so a completed join is at once
-Stable and there is no separate "awaiting sync" state):
+Two kinds of group, fixed by the first member of an empty group:
+- server-assigned (native members, and Kafka members offering range/roundrobin/sticky): the
+  coordinator computes the assignment, so a completed join is at once Stable;
+- leader-assigned (Kafka members whose protocols edgebus does not know: faust,
+  cooperative-sticky): Kafka's classic protocol, leader.py; a completed join waits in
+  CompletingRebalance for the leader's SyncGroup.
 
-    state               event                                       next
-    Empty               JoinGroup                                   PreparingRebalance
-    PreparingRebalance  every member has a parked JoinGroup         Stable (generation + 1)
-    PreparingRebalance  rebalance deadline: drop members not joined Stable, or Empty if none left
-    Stable              new member, changed subscription, member
-                        left / died / session expired               PreparingRebalance
-    any                 last member gone                            Empty (generation + 1)
+States (Kafka's names):
+
+    state                event                                       next
+    Empty                JoinGroup                                   PreparingRebalance
+    PreparingRebalance   every member has a parked JoinGroup         Stable (generation + 1),
+                                                                     leader-assigned:
+                                                                     CompletingRebalance (gen + 1)
+    PreparingRebalance   rebalance deadline: drop members not joined as above, or Empty if none
+    CompletingRebalance  the leader's SyncGroup (assignments)        Stable
+    CompletingRebalance  rebalance deadline: drop members not synced PreparingRebalance
+    Stable, Completing.  new member, changed subscription/protocols,
+                         leader rejoined (leader-assigned), member
+                         left / died / session expired               PreparingRebalance
+    any                  last member gone                            Empty (generation + 1)
 
 Invariants:
 - `generation` only grows while the group has members; SyncGroup, Heartbeat and OffsetCommit
   are accepted only with the group's current generation (IllegalGenerationError otherwise), so
   a member that missed a rebalance cannot commit for partitions that may have moved.
 - A member is removed at once when the connection that sent its JoinGroup closes (the process
-  died), and after `session_timeout_ms` without a heartbeat, sync or commit (a frozen process),
-  except while its JoinGroup is parked (it is waiting on us, not dead).
-- Every member of a Stable group has exactly the partitions `assignment` gives it, and each
-  subscribed partition belongs to at most one member.
+  died; a static member, static.py, stays until its session expires), and after
+  `session_timeout_ms` without a heartbeat, sync or commit (a frozen process), except while its
+  JoinGroup or SyncGroup is parked (it is waiting on us, not dead).
+- Every member of a server-assigned Stable group has exactly the partitions `assignment` gives
+  it, and each subscribed partition belongs to at most one member. A leader-assigned group's
+  members get exactly the bytes its leader sent for the current generation (leader.py).
+- A member never joins a group of the other kind (InconsistentGroupProtocolError), and a group
+  never holds more than MAX_GROUP_MEMBERS (GroupFullError).
 """
 
 from __future__ import annotations
@@ -31,12 +47,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any
+from collections.abc import Callable
 
 from edgebus.errors import (
+    GroupFullError,
     IllegalGenerationError,
     InvalidRequestError,
     RebalanceInProgressError,
@@ -44,54 +58,26 @@ from edgebus.errors import (
 )
 from edgebus.protocol import groups as G
 from edgebus.server.groups.assignors import ASSIGNORS, TP, AssignInput, Subscription, choose
+from edgebus.server.groups.leader import LeaderAssigned
+from edgebus.server.groups.model import (
+    ClassicJoinResponse,
+    Group,
+    Member,
+    Offer,
+    Reply,
+    State,
+    by_topic,
+    check_group_id,
+    check_timeouts,
+)
+from edgebus.server.groups.static import StaticMembers
 
 log = logging.getLogger("edgebus.groups")
 
-Reply = Callable[[Any], None]  # called with a JoinGroupResponse or an EdgebusError
+__all__ = ["Coordinator", "Group", "Member", "Offer", "State", "by_topic", "check_group_id"]
 
 
-class State(StrEnum):
-    EMPTY = "Empty"
-    PREPARING = "PreparingRebalance"
-    STABLE = "Stable"
-
-
-@dataclass(eq=False)
-class Member:
-    member_id: str
-    client_id: str
-    conn_id: int
-    pid: int
-    session_timeout_ms: int
-    rebalance_timeout_ms: int
-    topics: frozenset[str]
-    assignors: tuple[str, ...]
-    owned: tuple[TP, ...]
-    deadline: float  # monotonic seconds: removed after this without a sign of life
-    join_reply: Reply | None = None  # set while its JoinGroup is parked
-
-
-@dataclass(eq=False)
-class Group:
-    group_id: str
-    state: State = State.EMPTY
-    generation: int = 0
-    assignor: str = ""
-    members: dict[str, Member] = field(default_factory=dict)
-    assignment: dict[str, list[TP]] = field(default_factory=dict)  # of the current generation
-    rebalance_deadline: float | None = None  # PreparingRebalance: give up waiting at this time
-    initial_deadline: float | None = None  # new group: wait this long for more members
-
-
-def check_group_id(group_id: str) -> None:
-    if not group_id:
-        raise InvalidRequestError("group id is empty")
-    if len(group_id) > G.MAX_GROUP_ID:
-        raise InvalidRequestError(
-            f"group id is {len(group_id)} characters, at most {G.MAX_GROUP_ID}")
-
-
-class Coordinator:
+class Coordinator(LeaderAssigned, StaticMembers):
     def __init__(
         self,
         partitions_of: Callable[[str], int],
@@ -111,19 +97,15 @@ class Coordinator:
         self.rebalances = 0
 
     # --- requests --------------------------------------------------------------------------------
-    def join(self, conn_id: int, pid: int, req: G.JoinGroupRequest, reply: Reply) -> None:
-        """Park the join until the rebalance completes (reply may run before this returns)."""
+    def join(self, conn_id: int, pid: int, req: G.JoinGroupRequest, reply: Reply,
+             offer: Offer | None = None) -> None:
+        """Park the join until the rebalance completes (reply may run before this returns).
+        `offer`: a Kafka member's protocols; with no edgebus assignor among them the group is
+        leader-assigned (leader.py)."""
         check_group_id(req.group_id)
-        if not G.MIN_SESSION_TIMEOUT_MS <= req.session_timeout_ms <= G.MAX_SESSION_TIMEOUT_MS:
-            raise InvalidRequestError(
-                f"session_timeout_ms {req.session_timeout_ms} is outside "
-                f"[{G.MIN_SESSION_TIMEOUT_MS}, {G.MAX_SESSION_TIMEOUT_MS}]")
-        if not G.MIN_SESSION_TIMEOUT_MS <= req.rebalance_timeout_ms <= G.MAX_REBALANCE_TIMEOUT_MS:
-            raise InvalidRequestError(
-                f"rebalance_timeout_ms {req.rebalance_timeout_ms} is outside "
-                f"[{G.MIN_SESSION_TIMEOUT_MS}, {G.MAX_REBALANCE_TIMEOUT_MS}]")
+        check_timeouts(req)
         assignors = tuple(a for a in req.assignors if a in ASSIGNORS)
-        if not assignors:
+        if not assignors and offer is None:
             raise InvalidRequestError(
                 f"none of the assignors {req.assignors} is known; known: {sorted(ASSIGNORS)}")
         now = self.clock()
@@ -131,48 +113,53 @@ class Coordinator:
         if g is None:
             if len(self.groups) >= self.max_groups:
                 raise InvalidRequestError(f"the coordinator already holds {self.max_groups} groups")
-            g = self.groups[req.group_id] = Group(req.group_id)
-        others = [m.assignors for m in g.members.values() if m.member_id != req.member_id]
-        if others and choose([*others, assignors]) is None:
-            raise InvalidRequestError(
-                f"assignors {list(assignors)} have none in common with group {g.group_id}'s "
-                f"members ({sorted(set().union(*others))})")
+            g = Group(req.group_id)
+        back = offer is not None and offer.instance_id in g.instances  # static: a place kept
+        if not req.member_id and not back and len(g.members) >= G.MAX_GROUP_MEMBERS:
+            raise GroupFullError(f"group {g.group_id} already has {G.MAX_GROUP_MEMBERS} members")
+        kept = g.instances.get(offer.instance_id, "") if back and offer and offer.instance_id else ""
+        self._check_protocols(g, req.member_id or kept, assignors, req.assignors, offer)
+        self.groups.setdefault(g.group_id, g)
         topics = frozenset(req.topics)
         owned = tuple(sorted((tp.topic, p) for tp in req.owned for p in tp.partitions))
         self._next_valid = False
         if req.member_id:
             m = g.members.get(req.member_id)
             if m is None:
+                self._check_fenced(g, req.member_id)
                 raise UnknownMemberError(
                     f"member {req.member_id} is not in group {g.group_id} (it was removed after "
                     "its session expired or its connection closed); join again as a new member")
-            changed = m.topics != topics or m.assignors != assignors
+            changed = (self._classic_changed(g, m, offer) if g.leader_assigned
+                       else m.topics != topics or m.assignors != assignors)
             self._move_conn(g, m, conn_id)
             m.pid, m.client_id = pid, req.client_id
             m.session_timeout_ms = req.session_timeout_ms
             m.rebalance_timeout_ms = req.rebalance_timeout_ms
-            m.topics, m.assignors, m.owned = topics, assignors, owned
+            m.topics, m.assignors, m.owned, m.offer = topics, assignors, owned, offer
             m.deadline = now + m.session_timeout_ms / 1000
             if m.join_reply is not None:  # a retry (the client gave up waiting): answer the old one
                 m.join_reply(RebalanceInProgressError("superseded by a newer JoinGroup"))
             m.join_reply = None
-            if g.state is State.STABLE and not changed:
+            # Unchanged: the current generation again (a follower that lost its answer while
+            # the leader assigns gets it again too; a leader rejoining always counts as changed).
+            if g.state in (State.STABLE, State.AWAITING_SYNC) and not changed:
                 reply(self._join_response(g, m))
                 return
             m.join_reply = reply
             if g.state is State.PREPARING:
                 self._maybe_complete(g, now)
             else:
-                self._prepare(g, now, f"member {m.member_id} changed its subscription")
+                self._prepare(g, now, f"member {m.member_id} rejoined")
             return
-        if len(g.members) >= G.MAX_GROUP_MEMBERS:
-            raise InvalidRequestError(
-                f"group {g.group_id} already has {G.MAX_GROUP_MEMBERS} members")
+        if self._take_over(g, conn_id, pid, req, offer, topics, assignors, owned, reply, now):
+            return
         member_id = f"{req.client_id or 'member'}-{os.urandom(6).hex()}"
         m = Member(member_id, req.client_id, conn_id, pid, req.session_timeout_ms,
                    req.rebalance_timeout_ms, topics, assignors, owned,
-                   now + req.session_timeout_ms / 1000, reply)
+                   now + req.session_timeout_ms / 1000, reply, offer)
         g.members[member_id] = m
+        self._note_instance(g, m)
         self._by_conn.setdefault(conn_id, set()).add((g.group_id, member_id))
         log.info("group %s: member %s joined (pid %d)", g.group_id, member_id, pid)
         if g.state is State.PREPARING:
@@ -210,6 +197,8 @@ class Coordinator:
             return
         g, m = self._member(group_id, member_id)
         self._check_generation(g, generation)
+        if g.state is State.AWAITING_SYNC:  # as Kafka: no commits until the leader assigned
+            raise RebalanceInProgressError(f"group {g.group_id} awaits its leader's assignment")
         self._alive(m)
 
     def is_empty(self, group_id: str) -> bool:
@@ -222,8 +211,8 @@ class Coordinator:
         for gid, mid in sorted(self._by_conn.pop(conn_id, ())):
             g = self.groups.get(gid)
             m = g.members.get(mid) if g is not None else None
-            if g is not None and m is not None:
-                m.join_reply = None  # nobody is left to answer
+            if g is not None and m is not None and not self._keeps_place(g, m):
+                m.join_reply = m.sync_reply = None  # nobody is left to answer
                 self._remove(g, m, "connection closed", conn_gone=True)
 
     def tick(self, now: float | None = None) -> None:
@@ -235,9 +224,10 @@ class Coordinator:
         self._next_valid = False
         for g in list(self.groups.values()):
             for m in list(g.members.values()):
-                if m.join_reply is None and now >= m.deadline:
+                if m.join_reply is None and m.sync_reply is None and now >= m.deadline:
                     self._remove(g, m, f"session timed out ({m.session_timeout_ms} ms without a "
                                        "heartbeat)")
+            self._expire_sync(g, now)
             if g.state is not State.PREPARING:
                 continue
             if g.rebalance_deadline is not None and now >= g.rebalance_deadline:
@@ -255,7 +245,10 @@ class Coordinator:
         if not self._next_valid:
             times: list[float] = []
             for g in self.groups.values():
-                times.extend(m.deadline for m in g.members.values() if m.join_reply is None)
+                times.extend(m.deadline for m in g.members.values()
+                             if m.join_reply is None and m.sync_reply is None)
+                if g.state is State.AWAITING_SYNC and g.sync_deadline is not None:
+                    times.append(g.sync_deadline)
                 if g.state is State.PREPARING:
                     times.extend(t for t in (g.rebalance_deadline, g.initial_deadline)
                                  if t is not None)
@@ -266,10 +259,12 @@ class Coordinator:
     def topic_changed(self, topic: str) -> None:
         """A topic was created or deleted: rebalance the Stable groups whose members subscribe
         to it, so that its partitions are handed out (or taken back) without waiting for the
-        members to notice."""
+        members to notice. A leader-assigned group's leader watches the metadata itself and
+        rejoins, as with Kafka, so it is left alone (faust makes topics it subscribes to)."""
         now = self.clock()
         for g in list(self.groups.values()):
-            if g.state is State.STABLE and any(topic in m.topics for m in g.members.values()):
+            if g.state is State.STABLE and not g.leader_assigned \
+                    and any(topic in m.topics for m in g.members.values()):
                 self._prepare(g, now, f"topic {topic} was created or deleted")
 
     # --- views -----------------------------------------------------------------------------------
@@ -284,6 +279,8 @@ class Coordinator:
         g = self.groups.get(group_id)
         m = g.members.get(member_id) if g is not None else None
         if g is None or m is None:
+            if g is not None:
+                self._check_fenced(g, member_id)
             raise UnknownMemberError(
                 f"member {member_id or '(none)'} is not in group {group_id} (removed after its "
                 "session expired, its connection closed or it left); join again")
@@ -316,27 +313,30 @@ class Coordinator:
                 rebalance: bool = True) -> None:
         self._next_valid = False
         del g.members[m.member_id]
+        self._forget_instance(g, m)
         if not conn_gone:
             s = self._by_conn.get(m.conn_id)
             if s is not None:
                 s.discard((g.group_id, m.member_id))
                 if not s:
                     del self._by_conn[m.conn_id]
-        if m.join_reply is not None:
-            m.join_reply(UnknownMemberError(f"member {m.member_id} was removed: {reason}"))
-            m.join_reply = None
+        for r in (m.join_reply, m.sync_reply):
+            if r is not None:
+                r(UnknownMemberError(f"member {m.member_id} was removed: {reason}"))
+        m.join_reply = m.sync_reply = None
         g.assignment.pop(m.member_id, None)
         log.info("group %s: member %s %s", g.group_id, m.member_id, reason)
         if not g.members:
             if g.state is not State.EMPTY:
                 g.generation += 1
             g.state, g.assignment, g.assignor = State.EMPTY, {}, ""
+            g.sync_deadline = None
             g.rebalance_deadline = g.initial_deadline = None
             log.info("group %s is empty (generation %d)", g.group_id, g.generation)
             # Nothing worth keeping: its offsets live in the store, and member ids are random, so
             # a generation restarting at 1 later cannot be mistaken for this one's.
             del self.groups[g.group_id]
-        elif rebalance and g.state is State.STABLE:
+        elif rebalance and g.state in (State.STABLE, State.AWAITING_SYNC):
             self._prepare(g, self.clock(), f"member {m.member_id} {reason}")
         elif rebalance and g.state is State.PREPARING:
             self._maybe_complete(g, self.clock())
@@ -344,7 +344,9 @@ class Coordinator:
     def _prepare(self, g: Group, now: float, reason: str) -> None:
         if g.state is State.EMPTY and self.initial_delay > 0:
             g.initial_deadline = now + self.initial_delay
+        self._cancel_syncs(g, reason)
         g.state = State.PREPARING
+        g.sync_deadline = None
         g.rebalance_deadline = now + max(m.rebalance_timeout_ms for m in g.members.values()) / 1000
         self._next_valid = False
         log.info("group %s: rebalancing (%s)", g.group_id, reason)
@@ -362,6 +364,9 @@ class Coordinator:
         self._complete(g, now)
 
     def _complete(self, g: Group, now: float) -> None:
+        if g.leader_assigned:
+            self._complete_leader(g, now)
+            return
         members = dict(sorted(g.members.items()))
         g.generation += 1
         g.assignor = choose([m.assignors for m in members.values()]) or "range"
@@ -382,13 +387,7 @@ class Coordinator:
             if reply is not None:
                 reply(self._join_response(g, m))
 
-    @staticmethod
-    def _join_response(g: Group, m: Member) -> G.JoinGroupResponse:
+    def _join_response(self, g: Group, m: Member) -> G.JoinGroupResponse | ClassicJoinResponse:
+        if g.leader_assigned:
+            return self._classic_join_response(g, m)
         return G.JoinGroupResponse(g.generation, m.member_id, g.assignor, sorted(g.members))
-
-
-def by_topic(tps: Iterable[TP]) -> list[G.TopicPartitions]:
-    out: dict[str, list[int]] = {}
-    for t, p in sorted(tps):
-        out.setdefault(t, []).append(p)
-    return [G.TopicPartitions(t, ps) for t, ps in out.items()]

@@ -31,6 +31,7 @@ from edgebus.protocol import messages as M
 from edgebus.server.dispatch import DEFERRED, NO_RESPONSE
 from edgebus.server.durable import DurableAcks
 from edgebus.server.fetchwait import FetchWaiters, ParkedFetch
+from edgebus.server.handlers.standing import StandingFetches
 from edgebus.server.service import LoopApi, Service
 from edgebus.server.stats import Stats
 
@@ -44,10 +45,18 @@ log = logging.getLogger("edgebus.handlers")
 # read per waiter (a client pipelining thousands could slow every producer), so extra ones are
 # answered at once instead of parked.
 MAX_PARKED_FETCHES_PER_CONNECTION = 8
+# The top byte of a batch's producer_id (i64, little-endian): 0xFF for -1 (no producer id), below
+# 0x80 for any id. With the attributes byte (0 for a plain batch) it tells the produce path in two
+# byte reads whether a batch needs the idempotence and transaction checks (handlers/txn.py).
+_PRODUCER_ID_TOP = F.BATCH_PRODUCER_ID + 7
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _no_sequenced(*args: Any) -> Any:
+    raise InvalidRequestError("this supervisor takes no batches with a producer id")
 
 
 class DataHandlers(Service):
@@ -60,13 +69,17 @@ class DataHandlers(Service):
         self.stats = stats
         self.max_fetch_wait_ms = max_fetch_wait_ms
         self.waiters = FetchWaiters()
-        # (partition, bytes read) -> what a native fetch may see: set by the Kafka transaction
-        # coordinator (kafka/txn.py) to stop at the last stable offset and hide aborted records.
+        # (partition, bytes read) -> what a native fetch may see: set by the transaction
+        # coordinator (txn/coordinator.py) to stop at the last stable offset and hide aborted records.
         self.txn_filter: Callable[[Any, bytes], bytes] | None = None
+        # A batch with a producer id or the transactional bit goes to the sequence and
+        # transaction checks (handlers/txn.py TxnHandlers.produce; set by the Broker).
+        self.sequenced: Callable[..., Any] = _no_sequenced
         # Something was appended since the last periodic flush (housekeeping.py reads and clears).
         self.dirty = False
         # Called with the partition after every append (the Kafka listener's parked fetches).
         self.append_listeners: list[Any] = []
+        self.standing = StandingFetches(self)  # FETCH_STANDING (handlers/standing.py)
 
     # --- the service -----------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
@@ -109,6 +122,9 @@ class DataHandlers(Service):
             raise InvalidRequestError("PRODUCE carries a null batch (length -1); send one whole record batch")
         if built is None:
             info = B.validate_batch(batch, max_bytes=p.config.max_message_bytes, compacted_ok=False)
+            if batch[F.BATCH_ATTRIBUTES] or batch[_PRODUCER_ID_TOP] != 0xFF:
+                # an idempotent or transactional producer's: checked, then appended with `built`
+                return self.sequenced(conn, corr, p, acks, batch, info, encoded)
         else:  # built by the supervisor itself (the Kafka listener): its CRC is right by construction
             if built.length > p.config.max_message_bytes:
                 raise RecordTooLargeError(f"batch of {built.length} bytes exceeds the limit of "
@@ -131,7 +147,13 @@ class DataHandlers(Service):
             return DEFERRED
         return resp
 
+    def fetch_standing(self, conn: Any, corr: int, req: M.FetchRequest) -> Any:
+        self.standing.start(conn, corr, req)
+        return DEFERRED
+
     def fetch(self, conn: Any, corr: int, req: M.FetchRequest) -> Any:
+        if getattr(getattr(conn, "shm", None), "standing", None) is not None:
+            self.standing.end(conn)  # a FETCH replaces the connection's standing fetch
         if req.max_bytes <= 0 or any(fp.max_bytes <= 0 for fp in req.partitions):
             raise InvalidRequestError("fetch max_bytes must be positive")
         wait = min(req.max_wait_ms, self.max_fetch_wait_ms)
@@ -197,6 +219,9 @@ class DataHandlers(Service):
         self.waiters.remove(w)
         if w.conn.closed:
             return
+        if w.standing and not self.api.stopping:
+            self.standing.expired(w)  # a standing fetch's wait ends in silence: parked again
+            return
         if w.respond is not None:
             w.respond()
             return
@@ -223,6 +248,8 @@ class DataHandlers(Service):
         if self.api.output_budget_used:
             return  # parked fetches wait (costing nothing) until room or their deadline
         for w in self.waiters.waiting_on(p.topic, p.partition):
+            if w.standing and not self.standing.may_answer(w):
+                continue  # held until its consumer read the answers before
             if w.respond is not None:  # a replicator's long poll: any append wakes it
                 self.waiters.remove(w)
                 if not w.conn.closed:
@@ -236,11 +263,15 @@ class DataHandlers(Service):
                     if not w.conn.closed:
                         self.stats.batch_sent(p.topic, batch)
                         self.api.answer(w.conn, w.correlation_id, frame)
+                        if w.standing:
+                            self.standing.answered(w, None, batch, base)
                     continue
             resp, total = self.read_fetch(w.request)
             if total >= w.request.min_bytes:
                 self.waiters.remove(w)
                 self.api.answer(w.conn, w.correlation_id, resp)
+                if w.standing:
+                    self.standing.answered(w, resp)
 
     def read_fetch(self, req: M.FetchRequest) -> tuple[M.FetchResponse, int]:
         # Bounded whatever the client asks, so the response fits the client's frame limit; only

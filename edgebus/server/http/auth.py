@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from edgebus.config import MIN_TOKEN_CHARS, read_yaml_file
 from edgebus.errors import AuthenticationError, ConfigError, NotAuthenticatedError
+from edgebus.secretfiles import check_private
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 REALM = 'Basic realm="edgebus", charset="UTF-8"'
@@ -32,13 +33,7 @@ def load_users(path: Path | None) -> dict[str, str]:
     users can read is refused."""
     if path is None:
         return {}
-    try:
-        mode = path.stat().st_mode
-    except OSError as e:
-        raise ConfigError(f"http.users_file: cannot read {path}: {e.strerror}") from None
-    if mode & 0o077:
-        raise ConfigError(f"http.users_file: {path} is readable by its group or others "
-                          f"(mode {mode & 0o777:04o}); chmod 0600 it")
+    check_private(path, "http.users_file")
     doc = read_yaml_file(path)
     if not isinstance(doc, dict) or not doc:
         raise ConfigError(f"{path}: expected a mapping of user name -> secret")

@@ -136,6 +136,9 @@ def build(cls: type, **values: Any) -> Any:
 
 _CODES: dict[type[E.EdgebusError], ErrorCode] = {
     E.CorruptRecordError: ErrorCode.corrupt_message,
+    E.InconsistentGroupProtocolError: ErrorCode.inconsistent_group_protocol,
+    E.GroupFullError: ErrorCode.group_max_size_reached,
+    E.FencedInstanceError: ErrorCode.fenced_instance_id,
     E.InvalidRequestError: ErrorCode.invalid_request,
     E.UnsupportedVersionError: ErrorCode.unsupported_version,
     E.UnknownTopicError: ErrorCode.unknown_topic_or_partition,

@@ -7,8 +7,11 @@ does, a version newer than the newest we know is read with the newest schema and
 fields ignored: later versions only add fields at the end.
 
 edgebus computes assignments in the coordinator (edgebus/server/groups/coordinator.py), so this
-module only decodes subscriptions and encodes assignments (and encodes a subscription for
-DescribeGroups' member metadata).
+module decodes subscriptions and encodes assignments (and encodes a subscription for
+DescribeGroups' member metadata). In a leader-assigned group (groups/leader.py) the bytes are
+the clients' own and are passed on unchanged; they are decoded only to show an operator which
+partitions a member holds (`decode_assignment`), and bytes that do not decode are simply shown
+as nothing.
 """
 
 from __future__ import annotations
@@ -47,6 +50,13 @@ def _reader(i: int) -> Any:
     from kio.serial import entity_reader
 
     return entity_reader(_SUBSCRIPTIONS[i])
+
+
+@cache
+def _assignment_reader() -> Any:
+    from kio.serial import entity_reader
+
+    return entity_reader(_ASSIGNMENT)
 
 
 @cache
@@ -113,3 +123,17 @@ def encode_assignment(partitions: Iterable[tuple[str, int]]) -> bytes:
                                   for t, ps in by_topic.items()),
         user_data=b""))  # empty rather than null: older clients read it as plain bytes
     return buf.getvalue()
+
+
+def decode_assignment(data: bytes) -> list[tuple[str, int]] | None:
+    """The (topic, partition) pairs of a ConsumerProtocolAssignment (any version: later ones
+    only add trailing fields), or None when the bytes are not one."""
+    if len(data) < 2 or struct.unpack_from(">h", data)[0] < 0:
+        return None
+    view = memoryview(data).toreadonly()
+    try:
+        check_lengths(_ASSIGNMENT, view, 2)
+        a, _size = _assignment_reader()(view, 2)
+    except Exception:  # not the consumer protocol's bytes: the client's own format
+        return None
+    return [(str(tp.topic), int(p)) for tp in a.assigned_partitions for p in tp.partitions]

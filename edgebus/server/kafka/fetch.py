@@ -23,6 +23,7 @@ from edgebus.server.kafka.apis import DEFERRED
 from edgebus.server.kafka.codec import build, kafka_error, response_module
 from edgebus.server.kafka.records import edgebus_to_kafka
 from edgebus.server.service import Service
+from edgebus.server.txn.mark import up_to
 
 if TYPE_CHECKING:
     from edgebus.server.kafka.context import KafkaContext
@@ -172,18 +173,6 @@ def read(ctx: KafkaContext, header: Any, req: Any) -> tuple[Any, int, list[tuple
         topics.append(build(mod.FetchableTopicResponse, topic=t.topic, partitions=tuple(parts)))
     resp = build(mod.FetchResponse, error_code=ErrorCode.none, session_id=0, responses=tuple(topics))
     return resp, total, out
-
-
-def up_to(data: bytes, end: int) -> bytes:
-    """The whole edgebus batches of `data` that begin before offset `end`."""
-    view = memoryview(data)
-    pos = 0
-    while pos + F.BATCH_PREFIX_SIZE <= len(view):
-        base, _t, length = F.BATCH_PREFIX.unpack_from(view, pos)
-        if base >= end:
-            break
-        pos += length
-    return data if pos >= len(view) else bytes(view[:pos])
 
 
 def list_offsets(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:

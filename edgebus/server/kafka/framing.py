@@ -10,8 +10,7 @@ from __future__ import annotations
 import struct
 
 from edgebus import format as F
-from edgebus.errors import ProtocolError
-from edgebus.protocol.framing import RequestFrame
+from edgebus.protocol.framing import FrameBuffer, RequestFrame
 
 _LEN = struct.Struct(">i")
 # api_key, api_version, correlation_id: the first 8 bytes of every request header (v0, v1, v2).
@@ -23,53 +22,16 @@ MAX_KAFKA_FRAME = F.MAX_FRAME_BYTES
 PREAUTH_MAX_FRAME = 64 * 1024
 
 
-class KafkaFrames:
-    """Accumulates bytes and splits them into request frames (the length prefix removed). The
-    interface of edgebus.protocol.framing.FrameBuffer, which Connection relies on."""
-
-    def __init__(self, max_frame: int = MAX_KAFKA_FRAME) -> None:
-        self._buf = bytearray()
-        self._pos = 0
-        self._max = max_frame
-
-    def feed(self, data: bytes | memoryview) -> None:
-        if self._pos and self._pos == len(self._buf):
-            self._buf.clear()
-            self._pos = 0
-        elif self._pos > 65536:
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
-
-    def buffered(self) -> int:
-        return len(self._buf) - self._pos
-
-    def limit(self, max_frame: int) -> None:
-        self._max = max_frame
-
-    def next_frame(self) -> memoryview | None:
-        avail = len(self._buf) - self._pos
-        if avail < 4:
-            return None
-        length = _LEN.unpack_from(self._buf, self._pos)[0]
-        if length > self._max:
-            raise ProtocolError(f"Kafka frame of {length} bytes exceeds the limit of {self._max} bytes")
-        if length < _HEADER_START.size:
-            raise ProtocolError(f"Kafka frame of {length} bytes is shorter than a request header")
-        if avail < 4 + length:
-            return None
-        start = self._pos + 4
-        self._pos = start + length
-        return memoryview(self._buf[start : self._pos])  # a copy: the buffer is reused
-
-
 class KafkaProtocol:
     """The supervisor's side of one Kafka connection: `receive_data`, `next_request`. The
     RequestFrame's body is the whole frame, header included (its length depends on the header
     version, which depends on the API and version: codec.decode_header)."""
 
     def __init__(self, max_frame: int = MAX_KAFKA_FRAME) -> None:
-        self.frames = KafkaFrames(max_frame)
+        # The native FrameBuffer with Kafka's big-endian signed length (a negative one is
+        # refused as shorter than a request header).
+        self.frames = FrameBuffer(_LEN.size + _HEADER_START.size, max_frame, length=_LEN,
+                                  what="Kafka frame")
 
     def receive_data(self, data: bytes | memoryview) -> None:
         self.frames.feed(data)

@@ -68,10 +68,15 @@ def _describe(gh: Any, gid: str, version: int) -> dict[str, Any]:
                     group_state=State.EMPTY.value if known else DEAD,
                     protocol_type=PROTOCOL_TYPE if known else "", protocol_data="", members=[])
     stable = g.state is State.STABLE
+    coord = gh.coordinator
     members = [
-        dict(member_id=mid, group_instance_id=None, client_id=m.client_id, client_host="",
+        dict(member_id=mid, group_instance_id=m.offer.instance_id if m.offer else None,
+             client_id=m.client_id, client_host="",
              member_metadata=encode_subscription(m.topics),
              member_assignment=encode_assignment(g.assignment.get(mid, []) if stable else []))
+        # A leader-assigned group's members: the bytes their clients sent, as Kafka shows them.
+        | (dict(zip(("member_metadata", "member_assignment"), blob, strict=True))
+           if (blob := coord.describe_blob(gid, mid)) is not None else {})
         for mid, m in sorted(g.members.items())
     ]
     return dict(error_code=E.NONE, group_id=gid, group_state=g.state.value,

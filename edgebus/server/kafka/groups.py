@@ -5,19 +5,23 @@ coordinator's request (edgebus/server/groups/coordinator.py), so a Kafka consume
 `Consumer` in the same group share its partitions, its generations and (offsets.py) its committed
 offsets.
 
-The one difference is who computes the assignment. Kafka's classic protocol elects a leader
-member that assigns in its client; edgebus assigns in the coordinator (it knows every topic's
-partition count, and native members have no assignor code). So JoinGroup names as leader an id
-that is no member's (`LEADER`): every Kafka client takes the follower path, sends an empty
-SyncGroup, and receives the coordinator's assignment, encoded as Kafka's
-ConsumerProtocolAssignment. Each member's subscription comes from its protocol metadata
-(ConsumerProtocolSubscription); the protocol names map onto edgebus's assignors
-(`PROTOCOLS`), and each member is told the chosen assignor by its own name for it.
+Who computes the assignment depends on the protocols the members offer:
+- server-assigned (a member of a new group offers one of `PROTOCOLS`, which map onto edgebus's
+  assignors): edgebus assigns in the coordinator (it knows every topic's partition count, and
+  native members have no assignor code). JoinGroup names as leader an id that is no member's
+  (`LEADER`): every Kafka client takes the follower path, sends an empty SyncGroup, and receives
+  the coordinator's assignment, encoded as Kafka's ConsumerProtocolAssignment. Each member's
+  subscription comes from its protocol metadata (ConsumerProtocolSubscription), and each member
+  is told the chosen assignor by its own name for it. Native and Kafka members can share it.
+- leader-assigned (none of them: faust's "faust", "cooperative-sticky", a custom assignor):
+  Kafka's classic protocol (edgebus/server/groups/leader.py). A real member leads, gets every
+  member's metadata and sends the assignments in its SyncGroup; edgebus passes the bytes on.
 
-Not supported, and refused with a typed error: the cooperative protocol ("cooperative-sticky"
-alone; a member listing an eager protocol too gets that one), protocol types other than
-"consumer" (Kafka Connect's), transaction coordinators. Static membership (`group.instance.id`)
-is accepted and ignored: every member is dynamic.
+A member that does not fit its group (a native member in a leader-assigned group, or no
+protocol in common) gets INCONSISTENT_GROUP_PROTOCOL; a full group GROUP_MAX_SIZE_REACHED.
+Protocol types other than "consumer" (Kafka Connect's) are refused. Static membership
+(`group.instance.id`) is kept (edgebus/server/groups/static.py): a restarted process with the
+same instance id takes its member's place without a rebalance.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from typing import Any
 from edgebus.acl.rules import Kind, Op
 from edgebus.errors import EdgebusError
 from edgebus.protocol import groups as G
+from edgebus.server.groups.model import ClassicJoinResponse, Offer
 from edgebus.server.kafka import errcodes as E
 from edgebus.server.kafka.apis import KafkaApi
 from edgebus.server.kafka.authz import DENIED_CODE, refused
 from edgebus.server.kafka.consumer_protocol import (
+    decode_assignment,
     decode_subscription,
     encode_assignment,
 )
@@ -60,6 +66,13 @@ PROTOCOLS = {
     "sticky": "sticky",
     "RoundRobinAssigner": "roundrobin",  # kafkajs
 }
+# Protocols one JoinGroup may offer: bounds what a member makes the coordinator hold (each
+# protocol's metadata is bounded by the frame).
+MAX_PROTOCOLS = 16
+# Protocol metadata one JoinGroup may carry, all protocols together: a leader-assigned group keeps
+# the bytes for its leader, so this bounds what each member makes the coordinator hold (faust's
+# metadata, the largest we know, is a few KiB of JSON per member).
+MAX_MEMBER_METADATA = 1 << 20
 # FindCoordinator key types.
 KEY_GROUP, KEY_TRANSACTION = 0, 1
 
@@ -102,12 +115,15 @@ def _join_error(header: Any, code: int, member_id: str) -> Any:
                     member_id=member_id, members=[])  # nullable only from v7
 
 
-def _native_join(header: Any, req: Any) -> tuple[G.JoinGroupRequest | None, int]:
-    """The coordinator's JoinGroupRequest for a Kafka one, or (None, Kafka error code)."""
+def _native_join(header: Any, req: Any) -> tuple[G.JoinGroupRequest | None, Offer | None, int]:
+    """The coordinator's JoinGroupRequest and the member's protocols (Offer) for a Kafka one, or
+    (None, None, Kafka error code). With no protocol edgebus knows, the request has no
+    assignors and the subscription's topics are read when the metadata is the consumer
+    protocol's (only for topic_changed and the views; the bytes go to the leader as they are)."""
     if not req.group_id or len(req.group_id) > G.MAX_GROUP_ID:
-        return None, E.INVALID_GROUP_ID
+        return None, None, E.INVALID_GROUP_ID
     if req.protocol_type != PROTOCOL_TYPE:
-        return None, E.INCONSISTENT_GROUP_PROTOCOL
+        return None, None, E.INCONSISTENT_GROUP_PROTOCOL
     session = int(req.session_timeout.total_seconds() * 1000)
     rebalance = getattr(req, "rebalance_timeout", None)
     rebalance_ms = int(rebalance.total_seconds() * 1000) if rebalance is not None else -1
@@ -115,7 +131,16 @@ def _native_join(header: Any, req: Any) -> tuple[G.JoinGroupRequest | None, int]
         rebalance_ms = session
     if not (G.MIN_SESSION_TIMEOUT_MS <= session <= G.MAX_SESSION_TIMEOUT_MS
             and G.MIN_SESSION_TIMEOUT_MS <= rebalance_ms <= G.MAX_REBALANCE_TIMEOUT_MS):
-        return None, E.INVALID_SESSION_TIMEOUT
+        return None, None, E.INVALID_SESSION_TIMEOUT
+    if not req.protocols or len(req.protocols) > MAX_PROTOCOLS:
+        log.warning("group %s: a JoinGroup offers %d protocols (1 to %d)", req.group_id,
+                    len(req.protocols), MAX_PROTOCOLS)
+        return None, None, E.INCONSISTENT_GROUP_PROTOCOL
+    size = sum(len(p.metadata) for p in req.protocols)
+    if size > MAX_MEMBER_METADATA:
+        log.warning("group %s: a JoinGroup carries %d bytes of protocol metadata, at most %d",
+                    req.group_id, size, MAX_MEMBER_METADATA)
+        return None, None, E.INVALID_REQUEST
     assignors: list[str] = []
     sub = None
     for p in req.protocols:
@@ -127,27 +152,30 @@ def _native_join(header: Any, req: Any) -> tuple[G.JoinGroupRequest | None, int]
                 sub = decode_subscription(p.metadata)
             except EdgebusError as e:
                 log.warning("group %s: %s", req.group_id, e)
-                return None, E.INCONSISTENT_GROUP_PROTOCOL
+                return None, None, E.INCONSISTENT_GROUP_PROTOCOL
         if name not in assignors:
             assignors.append(name)
-    if sub is None:
-        log.warning("group %s: member %s offers only protocols %s; edgebus supports %s",
-                    req.group_id, req.member_id or header.client_id,
-                    [p.name for p in req.protocols], sorted(PROTOCOLS))
-        return None, E.INCONSISTENT_GROUP_PROTOCOL
+    if sub is None:  # leader-assigned: the metadata is the client's own
+        try:
+            sub = decode_subscription(req.protocols[0].metadata)
+        except EdgebusError:
+            sub = None
+    offer = Offer(req.protocol_type, tuple((p.name, bytes(p.metadata)) for p in req.protocols),
+                  getattr(req, "group_instance_id", None))
     owned: dict[str, list[int]] = {}
-    for topic, part in sub.owned:
+    for topic, part in sub.owned if sub is not None else ():
         owned.setdefault(topic, []).append(part)
     return G.JoinGroupRequest(
         req.group_id, req.member_id, header.client_id or "", session, rebalance_ms,
-        list(sub.topics), assignors, [G.TopicPartitions(t, ps) for t, ps in owned.items()],
-    ), E.NONE
+        list(sub.topics) if sub is not None else [], assignors,
+        [G.TopicPartitions(t, ps) for t, ps in owned.items()],
+    ), offer, E.NONE
 
 
 def join_group(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     if refused(ctx, conn, GROUP, READ, req.group_id):
         return _join_error(header, GROUP_DENIED, req.member_id)
-    native, err = _native_join(header, req)
+    native, offer, err = _native_join(header, req)
     if native is None:
         return _join_error(header, err, req.member_id)
     # The member's own name for each edgebus assignor (its first that maps onto it).
@@ -159,15 +187,22 @@ def join_group(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
         if isinstance(r, BaseException):
             answer(ctx, conn, header, _join_error(header, E.code_of(r, E.INVALID_REQUEST),
                                                   req.member_id))
-            return
-        answer(ctx, conn, header, response(
-            header, error_code=E.NONE, generation_id=r.generation, protocol_type=PROTOCOL_TYPE,
-            protocol_name=names.get(r.assignor, r.assignor), leader=LEADER,
-            member_id=r.member_id, members=[]))
+        elif isinstance(r, ClassicJoinResponse):
+            answer(ctx, conn, header, response(
+                header, error_code=E.NONE, generation_id=r.generation,
+                protocol_type=PROTOCOL_TYPE, protocol_name=r.protocol, leader=r.leader,
+                member_id=r.member_id, members=[
+                    dict(member_id=mid, group_instance_id=iid, metadata=md)
+                    for mid, iid, md in r.members]))
+        else:
+            answer(ctx, conn, header, response(
+                header, error_code=E.NONE, generation_id=r.generation,
+                protocol_type=PROTOCOL_TYPE, protocol_name=names.get(r.assignor, r.assignor),
+                leader=LEADER, member_id=r.member_id, members=[]))
 
     gh = groups_of(ctx)
     try:
-        gh.coordinator.join(conn.id, getattr(conn, "pid", -1), native, reply)
+        gh.coordinator.join(conn.id, getattr(conn, "pid", -1), native, reply, offer)
     except EdgebusError as e:
         return _join_error(header, E.code_of(e, E.INVALID_REQUEST), req.member_id)
     return DEFERRED
@@ -179,8 +214,11 @@ def sync_group(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
         return response(header, error_code=E.INCONSISTENT_GROUP_PROTOCOL, assignment=b"")
     if refused(ctx, conn, GROUP, READ, req.group_id):
         return response(header, error_code=GROUP_DENIED, assignment=b"")
+    coord = groups_of(ctx).coordinator
+    if coord.is_leader_assigned(req.group_id):
+        return _sync_classic(ctx, conn, header, req)
     try:
-        r = groups_of(ctx).coordinator.sync(
+        r = coord.sync(
             G.SyncGroupRequest(req.group_id, req.generation_id, req.member_id))
     except EdgebusError as e:
         return response(header, error_code=E.code_of(e), assignment=b"")
@@ -188,6 +226,29 @@ def sync_group(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     # protocol_type/name (v5) are left null: "unknown" to the client, which then skips its check.
     return response(header, error_code=E.NONE, protocol_type=PROTOCOL_TYPE,
                     assignment=encode_assignment(tps))
+
+
+def _sync_classic(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
+    """SyncGroup of a leader-assigned group: the leader's assignments pass through as bytes; a
+    follower's answer waits for them (DEFERRED)."""
+    coord = groups_of(ctx).coordinator
+    blobs = {a.member_id: bytes(a.assignment) for a in req.assignments}
+    decoded = {mid: tps for mid, b in blobs.items() if (tps := decode_assignment(b)) is not None}
+
+    def reply(r: Any) -> None:
+        if isinstance(r, BaseException):
+            answer(ctx, conn, header, response(header, error_code=E.code_of(r), assignment=b""))
+            return
+        g = coord.groups.get(req.group_id)
+        answer(ctx, conn, header, response(
+            header, error_code=E.NONE, protocol_type=PROTOCOL_TYPE,
+            protocol_name=g.assignor if g is not None else None, assignment=r))
+
+    try:
+        coord.sync_classic(req.group_id, req.generation_id, req.member_id, blobs, reply, decoded)
+    except EdgebusError as e:
+        return response(header, error_code=E.code_of(e), assignment=b"")
+    return DEFERRED
 
 
 def heartbeat(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
@@ -213,8 +274,11 @@ def leave_group(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
         return response(header, error_code=E.NONE)
     out = []
     for m in req.members:
+        # A static member may be named by its instance id alone (KIP-345).
+        mid = m.member_id or (coord.member_of_instance(req.group_id, m.group_instance_id)
+                              if m.group_instance_id else "")
         try:
-            coord.leave(G.LeaveGroupRequest(req.group_id, m.member_id))
+            coord.leave(G.LeaveGroupRequest(req.group_id, mid))
             code = E.NONE
         except EdgebusError as e:
             code = E.code_of(e)

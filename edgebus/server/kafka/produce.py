@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 from kio.schema.errors import ErrorCode
 
 from edgebus import format as F
-from edgebus.batch import BatchInfo
 from edgebus.errors import EdgebusError, RecordTooLargeError
 from edgebus.protocol import messages as M
 from edgebus.server.kafka.apis import DEFERRED, NO_RESPONSE
 from edgebus.server.kafka.authz import may
 from edgebus.server.kafka.codec import build, encode_response, kafka_error, response_module
-from edgebus.server.kafka.producers import APPEND, ProducerStates
 from edgebus.server.kafka.records import UnsupportedBatchError, kafka_batches
-from edgebus.server.kafka.txn_mark import mark as txn_mark
+from edgebus.server.txn.mark import built_info
+from edgebus.server.txn.mark import mark as txn_mark
+from edgebus.server.txn.producers import APPEND, ProducerStates
 
 if TYPE_CHECKING:
     from edgebus.server.kafka.context import KafkaContext
@@ -34,6 +34,7 @@ PRODUCE = 0
 
 
 def producers(ctx: KafkaContext) -> ProducerStates:
+    """The supervisor's one ProducerStates (the Broker's, shared with native producers)."""
     states: ProducerStates | None = ctx.parts.get("producers")
     if states is None:
         states = ctx.parts["producers"] = ProducerStates()
@@ -84,13 +85,6 @@ def produce(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
                                        failed)
             return DEFERRED
     return _response(version, results)
-
-
-def built_info(batch: bytearray) -> BatchInfo:
-    """The BatchInfo of a batch records.py built (so the produce path does not check the CRC it
-    has just computed)."""
-    h = F.BATCH_HEADER.unpack_from(batch, 0)
-    return BatchInfo(h[0], h[1], h[2], h[7], h[8], h[9])
 
 
 def _response(version: int, results: list[tuple[str, list[tuple[int, _Result]]]]) -> Any:

@@ -28,6 +28,11 @@ def make_kafka(parts: Any, settings: KafkaSettings,
     # Access control (edgebus/server/acl/, kafka/authz.py): the supervisor's one Authorizer.
     ctx.parts["acl"] = getattr(parts, "acl", None)
     ctx.apis = guard(ctx.apis, ctx.parts["acl"])
+    # Idempotent producers and transactions: the supervisor's one state (server/txn/), shared
+    # with native producers.
+    for name, attr in (("producers", "producer_states"), ("txn", "txn")):
+        if getattr(parts, attr, None) is not None:
+            ctx.parts[name] = getattr(parts, attr)
     services: list[Service] = []
     for name in ("data", "groups", "admin", "sasl", "txn"):  # modules with state make it here
         mod = _module(name)

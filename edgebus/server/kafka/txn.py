@@ -1,47 +1,21 @@
-"""Kafka transactions: this broker is the transaction coordinator (docs/KAFKA.md, FORMAT.md 9.4).
-
-InitProducerId with a transactional id gives the id's producer id and the next epoch (fencing
-every older instance: their requests get PRODUCER_FENCED / INVALID_PRODUCER_EPOCH) and aborts a
-transaction the previous instance left open. AddPartitionsToTxn and AddOffsetsToTxn begin a
-transaction; Produce with the transactional id appends batches marked transactional (edgebus
-attributes bit 4); TxnOffsetCommit keeps consumer offsets that take effect only if the
-transaction commits; EndTxn writes a control batch (bit 5: Kafka's commit or abort marker) into
-every partition the transaction wrote. A partition's last stable offset is the first offset of
-its oldest open transaction; read_committed fetches stop there and list the aborted
-transactions so clients drop their records. A transaction open longer than its
-transaction.timeout.ms is aborted by the coordinator (and its producer's epoch bumped).
+"""Kafka transactions: the Kafka APIs of the transaction coordinator (server/txn/coordinator.py,
+shared with the native APIs; docs/KAFKA.md, docs/FORMAT.md 9.4). AddPartitionsToTxn,
+AddOffsetsToTxn, TxnOffsetCommit and EndTxn are checked against the access rules here and answered
+with the coordinator's Kafka error numbers.
 """
 
 from __future__ import annotations
 
 import logging
-import struct
-import time
 from typing import TYPE_CHECKING, Any
 
-from edgebus import batch as B
-from edgebus import format as F
 from edgebus.acl.rules import Kind, Op
-from edgebus.errors import EdgebusError
-from edgebus.protocol import messages as M
-from edgebus.server.handlers.data import now_ms
 from edgebus.server.kafka import errcodes as E
 from edgebus.server.kafka.apis import KafkaApi
 from edgebus.server.kafka.authz import DENIED_CODE, refused
-from edgebus.server.kafka.fetch import up_to
-from edgebus.server.kafka.produce import built_info, producers
+from edgebus.server.kafka.produce import producers
 from edgebus.server.kafka.shape import response
-from edgebus.server.kafka.txn_mark import mark
-from edgebus.server.kafka.txn_state import (
-    EMPTY,
-    ONGOING,
-    PREPARE_ABORT,
-    PREPARE_COMMIT,
-    PartKey,
-    Txn,
-    TxnState,
-)
-from edgebus.server.service import Service
+from edgebus.server.txn.coordinator import INVALID_PRODUCER_EPOCH, PRODUCER_FENCED, TxnCoordinator
 
 if TYPE_CHECKING:
     from edgebus.server.kafka.context import KafkaContext
@@ -49,244 +23,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgebus.kafka")
 
 ADD_PARTITIONS, ADD_OFFSETS, END_TXN, TXN_OFFSET_COMMIT = 24, 25, 26, 28
-PRODUCER_FENCED = 90
-INVALID_PRODUCER_EPOCH = 47
 NOT_ATTEMPTED = 55  # OPERATION_NOT_ATTEMPTED: the rest of a refused AddPartitionsToTxn
-INVALID_TXN_STATE = 48
-INVALID_PRODUCER_ID_MAPPING = 49
-INVALID_TRANSACTION_TIMEOUT = 50
-CONCURRENT_TRANSACTIONS = 51
-MAX_TIMEOUT_MS = 15 * 60 * 1000  # Kafka's transaction.max.timeout.ms default
-CHECK_EVERY_S = 0.5  # how often open transactions are checked against their timeout
-CONTROL_ABORT, CONTROL_COMMIT = 0, 1
-_CONTROL_KEY = struct.Struct(">hh")  # Kafka's control record key: version 0, type
-_CONTROL_VALUE = struct.Struct(">hi")  # version 0, coordinator epoch
-
-
-def control_batch(pid: int, epoch: int, commit: bool) -> bytearray:
-    """An edgebus batch of one control record (Kafka's end-transaction marker)."""
-    ts = now_ms()
-    rec = B.encode_record(ts, _CONTROL_KEY.pack(0, CONTROL_COMMIT if commit else CONTROL_ABORT),
-                          _CONTROL_VALUE.pack(0, 0), ())
-    batch = bytearray(B.build_batch([rec], ts, ts, pid, -1, epoch))
-    mark(batch, F.ATTR_TRANSACTIONAL | F.ATTR_CONTROL)
-    return batch
-
-
-class TxnCoordinator(Service):
-    """Loop thread only."""
-
-    def __init__(self, ctx: KafkaContext) -> None:
-        self.ctx = ctx
-        self.state = TxnState.load(ctx.logs.data_dir, time.monotonic())
-        self._next_check = time.monotonic() + CHECK_EVERY_S
-        ctx.data.txn_filter = self.native_view
-        for tid, t in list(self.state.txns.items()):
-            if t.state in (PREPARE_COMMIT, PREPARE_ABORT):  # killed while writing markers
-                log.info("transaction %r: completing its %s after a restart", tid, t.state)
-                self._complete(t)
-        self.state.save()
-
-    # --- the loop ---
-    def next_deadline(self) -> float | None:
-        return self._next_check
-
-    def tick(self, now: float) -> None:
-        self._next_check = now + CHECK_EVERY_S
-        for tid, t in list(self.state.txns.items()):
-            if t.state == ONGOING and now - t.began > t.timeout_ms / 1000:
-                log.warning("transaction %r of producer %d epoch %d open for more than %d ms: "
-                            "aborting it", tid, t.producer_id, t.epoch, t.timeout_ms)
-                t.epoch += 1  # fence the producer that left it open
-                self._end(t, commit=False)
-
-    # --- what Produce and Fetch ask ---
-    def check_produce(self, tid: str, pid: int, epoch: int, key: PartKey) -> int:
-        """0 if producer (pid, epoch) of `tid` may append to partition `key`, else the error."""
-        t = self.state.txns.get(tid)
-        if t is None or t.producer_id != pid:
-            return INVALID_PRODUCER_ID_MAPPING
-        if epoch != t.epoch:
-            return INVALID_PRODUCER_EPOCH
-        if t.state != ONGOING or key not in t.parts:
-            return INVALID_TXN_STATE
-        return 0
-
-    def before_append(self, tid: str, key: PartKey, next_offset: int) -> None:
-        """Record the transaction's first offset in the partition, durably, before its batch is
-        appended (so a restart can never take it for committed data)."""
-        t = self.state.txns[tid]
-        if t.parts.get(key, -1) < 0:
-            t.parts[key] = next_offset
-            self.state.save()
-
-    def last_stable_offset(self, key: PartKey, high_watermark: int) -> int:
-        return self.state.last_stable_offset(key, high_watermark)
-
-    def aborted_between(self, key: PartKey, start: int, end: int) -> list[tuple[int, int]]:
-        return self.state.aborted_between(key, start, end)
-
-    def native_view(self, p: Any, data: bytes) -> bytes:
-        """What a native fetch of `data` (whole batches from partition `p`) may see: batches
-        before the last stable offset, aborted transactions' batches as compacted-away batches
-        (the native Consumer steps over those: docs/FORMAT.md 4.8, 9.4)."""
-        key = (p.topic, p.partition)
-        st = self.state
-        aborted = st.aborted.get(key)
-        if not aborted and not any(key in t.parts for t in st.txns.values()):
-            return data  # the usual case: no transaction ever touched this partition, or all done
-        data = up_to(data, st.last_stable_offset(key, p.log_end_offset))
-        if not aborted:
-            return data
-        out: list[bytes] = []
-        view = memoryview(data)
-        pos = 0
-        while pos + F.BATCH_HEADER_SIZE <= len(view):
-            h = F.BATCH_HEADER.unpack_from(view, pos)
-            base, atime, length, attrs, count, first_ts, max_ts, pid = (
-                h[0], h[1], h[2], h[5], h[7], h[8], h[9], h[10])
-            if (attrs & F.ATTR_TRANSACTIONAL and not attrs & F.ATTR_CONTROL
-                    and any(a == pid and first <= base < marker for a, first, marker in aborted)):
-                out.append(B.build_compacted(base, count, atime, first_ts, max_ts))
-            else:
-                out.append(bytes(view[pos : pos + length]))
-            pos += length
-        return b"".join(out)
-
-    # --- the APIs ---
-    def init_producer(self, tid: str, timeout_ms: int, pid: int, epoch: int) -> tuple[int, int, int]:
-        """(error, producer id, epoch) for InitProducerId with a transactional id."""
-        if not 0 < timeout_ms <= MAX_TIMEOUT_MS:
-            return INVALID_TRANSACTION_TIMEOUT, -1, -1
-        t = self.state.txns.get(tid)
-        if t is None:
-            t = self.state.txns[tid] = Txn(producers(self.ctx).new_producer_id(), 0, timeout_ms)
-        else:
-            if pid >= 0 and (pid != t.producer_id or epoch != t.epoch):
-                return PRODUCER_FENCED, -1, -1  # KIP-360: only the current instance may bump
-            if t.state == ONGOING:
-                log.info("transaction %r: a new instance of its producer aborts the open one", tid)
-                t.epoch += 1
-                self._end(t, commit=False)
-            if t.epoch >= 32766:  # epochs are i16: a new producer id starts over
-                t.producer_id, t.epoch = producers(self.ctx).new_producer_id(), -1
-            t.epoch += 1
-            t.timeout_ms = timeout_ms
-        self.state.save()
-        return 0, t.producer_id, t.epoch
-
-    def _current(self, tid: str, pid: int, epoch: int) -> tuple[int, Txn | None]:
-        t = self.state.txns.get(tid)
-        if t is None or t.producer_id != pid:
-            return INVALID_PRODUCER_ID_MAPPING, None
-        if epoch != t.epoch:
-            return PRODUCER_FENCED, None
-        if t.state in (PREPARE_COMMIT, PREPARE_ABORT):
-            return CONCURRENT_TRANSACTIONS, None
-        return 0, t
-
-    def _begin(self, t: Txn) -> None:
-        if t.state == EMPTY:
-            t.state, t.began = ONGOING, time.monotonic()
-
-    def add_partitions(self, tid: str, pid: int, epoch: int, keys: list[PartKey]) -> dict[PartKey, int]:
-        err, t = self._current(tid, pid, epoch)
-        out: dict[PartKey, int] = {}
-        for key in keys:
-            code = err
-            if t is not None:
-                try:
-                    self.ctx.logs.partition(*key)
-                except EdgebusError as e:
-                    code = E.code_of(e)
-            out[key] = code
-        if t is not None and not any(out.values()):
-            self._begin(t)
-            new = [k for k in keys if k not in t.parts]
-            for k in new:
-                t.parts[k] = -1
-            if new:
-                self.state.save()
-        return out
-
-    def add_offsets(self, tid: str, pid: int, epoch: int, group: str) -> int:
-        err, t = self._current(tid, pid, epoch)
-        if t is not None:
-            self._begin(t)
-            t.offsets.setdefault(group, [])
-        return err
-
-    def txn_offsets(self, tid: str, pid: int, epoch: int, group: str,
-                    entries: list[tuple[str, int, int, str]]) -> int:
-        err, t = self._current(tid, pid, epoch)
-        if t is None:
-            return err
-        if t.state != ONGOING or group not in t.offsets:
-            return INVALID_TXN_STATE
-        mine = {(e[0], e[1]): e for e in t.offsets[group]}
-        mine.update({(e[0], e[1]): e for e in entries})
-        t.offsets[group] = list(mine.values())
-        self.state.save()
-        return 0
-
-    def end(self, tid: str, pid: int, epoch: int, commit: bool) -> int:
-        err, t = self._current(tid, pid, epoch)
-        if t is None:
-            return err
-        if t.state == EMPTY:
-            # Kafka answers a retried EndTxn of a finished transaction with success; an EndTxn
-            # with nothing begun is a client's commit of an empty transaction: nothing to do.
-            return 0
-        self._end(t, commit)
-        return 0
-
-    def _end(self, t: Txn, commit: bool) -> None:
-        t.state = PREPARE_COMMIT if commit else PREPARE_ABORT
-        self.state.save()
-        self._complete(t)
-
-    def _complete(self, t: Txn) -> None:
-        """Write the markers of a prepared transaction, apply (or drop) its offsets, save."""
-        commit = t.state == PREPARE_COMMIT
-        for key, first in t.parts.items():
-            if first < 0:
-                continue  # added but never written: no marker needed
-            try:
-                p = self.ctx.logs.partition(*key)
-                marker = p.log_end_offset
-                self.ctx.data.produce_fields(None, 0, key[0], key[1], M.ACKS_WRITTEN,
-                                             (b := control_batch(t.producer_id, t.epoch, commit)),
-                                             False, built_info(b))
-            except EdgebusError as e:  # a deleted topic, a full disk: the marker cannot be written
-                log.warning("transaction marker for %s-%d not written (%s)", key[0], key[1], e)
-                continue
-            if not commit:
-                lst = self.state.aborted.setdefault(key, [])
-                if (t.producer_id, first) not in [(a[0], a[1]) for a in lst]:
-                    lst.append((t.producer_id, first, marker))
-                self.state.prune(key, p.log_start_offset)
-        if commit:
-            gh = self.ctx.groups
-            for group, entries in t.offsets.items():
-                if entries:
-                    try:
-                        gp = gh.store.commit(group, entries, -1, now_ms())
-                        gh.data.on_append(gp)
-                    except EdgebusError as e:
-                        log.warning("transactional offsets of group %r not committed (%s)", group, e)
-        t.state, t.parts, t.offsets = EMPTY, {}, {}
-        self.state.save()
 
 
 def coordinator(ctx: KafkaContext) -> TxnCoordinator:
+    """The supervisor's one coordinator (the Broker makes it and puts it in ctx.parts; one is
+    made here only for a context built without a Broker)."""
     c: TxnCoordinator | None = ctx.parts.get("txn")
     if c is None:
-        c = ctx.parts["txn"] = TxnCoordinator(ctx)
+        c = ctx.parts["txn"] = TxnCoordinator(ctx, producers(ctx))
     return c
 
 
 def init(ctx: KafkaContext) -> list[Any]:
-    return [coordinator(ctx)]
+    owned = "txn" not in ctx.parts  # the Broker's is on the loop already
+    c = coordinator(ctx)
+    return [c] if owned else []
 
 
 def add_partitions_to_txn(ctx: KafkaContext, conn: Any, header: Any, req: Any) -> Any:
@@ -300,7 +52,7 @@ def add_partitions_to_txn(ctx: KafkaContext, conn: Any, header: Any, req: Any) -
     else:
         res = coordinator(ctx).add_partitions(req.v3_and_below_transactional_id,
                                           req.v3_and_below_producer_id,
-                                              req.v3_and_below_producer_epoch, keys)
+                                              req.v3_and_below_producer_epoch, keys, E.code_of)
     by_topic: dict[str, list[dict[str, int]]] = {}
     for (topic, part), code in res.items():
         by_topic.setdefault(topic, []).append(dict(partition_index=part, partition_error_code=code))

@@ -16,7 +16,6 @@ connections closed after IDLE_S.
 
 from __future__ import annotations
 
-import errno
 import functools
 import itertools
 import logging
@@ -29,11 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from edgebus.errors import ConfigError, EdgebusError, InvalidRequestError, UnknownServerError
+from edgebus.errors import EdgebusError, InvalidRequestError, UnknownServerError
 from edgebus.opsconfig import split_listen
 from edgebus.protocol.framing import ClientProtocol
 from edgebus.server.http.api import App
 from edgebus.server.http.exchange import Call, Emit, Pause, Reply, Request, error_reply
+from edgebus.server.listeners.inet import bind_tcp
 from edgebus.server.listeners.stream import Connection, StreamListener
 
 if TYPE_CHECKING:  # ssl costs about 5 MB of RSS: loaded only with http.tls_cert
@@ -443,18 +443,7 @@ class HttpListener(StreamListener):
         app.listener = self
 
     def bind(self) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((self.host, self.port))
-        except OSError as e:
-            s.close()
-            if e.errno == errno.EADDRINUSE:
-                raise ConfigError(f"http.listen: {self.host}:{self.port} is already in use by "
-                                  "another process; choose another port") from None
-            raise
-        s.listen(64)
+        s = bind_tcp(self.host, self.port, setting="http.listen", backlog=64)
         self.port = s.getsockname()[1]
         host = f"[{self.host}]" if ":" in self.host else self.host
         log.info("http console and API on %s://%s:%d/", "https" if self.tls else "http", host,

@@ -4,22 +4,26 @@ configured (docs/KAFKA.md).
 Accept, read, fairness and the input and output bounds are Connection's, as for every listener;
 what differs is the framing (a 4-byte big-endian length, edgebus/server/kafka/framing.py) and
 where frames go: to the Kafka dispatcher (edgebus/server/kafka/apis.py), which answers in Kafka's
-encoding. TCP peers have no SO_PEERCRED, so pid and uid are unknown (-1).
+encoding. TCP peers have no SO_PEERCRED: a loopback client's uid is the owner of its end in
+/proc/net/tcp (edgebus/acl/procnet.py), so its connections count against
+limits.max_connections_per_uid as a native client's do; a remote client's uid and every pid
+are unknown (-1).
 """
 
 from __future__ import annotations
 
-import errno
 import functools
 import logging
 import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from edgebus.errors import ConfigError
+from edgebus.acl.procnet import peer_uid
+from edgebus.errors import EdgebusError
 from edgebus.opsconfig import split_listen
 from edgebus.server.kafka.apis import dispatch
 from edgebus.server.kafka.framing import PREAUTH_MAX_FRAME, KafkaProtocol
+from edgebus.server.listeners.inet import bind_tcp, peer_addr
 from edgebus.server.listeners.stream import Connection, StreamListener
 
 if TYPE_CHECKING:  # ssl costs ~5 MB of RSS: loaded only for a listener with TLS
@@ -36,7 +40,7 @@ def _kafka_init(conn: Any, listener: KafkaListener) -> None:
     conn.proto = KafkaProtocol()
     conn.dispatch_to = listener.dispatch
     conn.listener = listener.name
-    conn.peer_addr = _peer(conn.sock)
+    conn.peer_addr = peer_addr(conn.sock)
     conn.client_id = None  # from the request headers
     # The SASL user once authenticated (edgebus/server/kafka/sasl.py), else None. With SASL
     # configured, nothing but ApiVersions and the SASL APIs is served before.
@@ -51,8 +55,9 @@ def _kafka_init(conn: Any, listener: KafkaListener) -> None:
 
 
 class KafkaConnection(Connection):
-    def __init__(self, sock: socket.socket, loop: Loop, listener: KafkaListener) -> None:
-        super().__init__(sock, loop)
+    def __init__(self, sock: socket.socket, loop: Loop, listener: KafkaListener,
+                 uid: int = -1) -> None:
+        super().__init__(sock, loop, -1, uid)
         _kafka_init(self, listener)
 
 
@@ -62,35 +67,12 @@ def _tls_connection_class() -> Any:
     from edgebus.server.listeners.tcp import TlsConnection
 
     class KafkaTlsConnection(TlsConnection):
-        def __init__(self, sock: ssl.SSLSocket, loop: Loop, listener: KafkaListener) -> None:
-            super().__init__(sock, loop)
+        def __init__(self, sock: ssl.SSLSocket, loop: Loop, listener: KafkaListener,
+                     uid: int = -1) -> None:
+            super().__init__(sock, loop, -1, uid)
             _kafka_init(self, listener)
 
     return KafkaTlsConnection
-
-
-def _peer(sock: socket.socket) -> str:
-    try:
-        host, port = sock.getpeername()[:2]
-        return f"{host}:{port}"
-    except OSError:
-        return "?"
-
-
-def tls_context(cert: str, key: str, ca: str | None) -> ssl.SSLContext:
-    """TLS 1.2+ with the listener's certificate; with `ca`, client certificates are required."""
-    import ssl
-
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(cert, key)
-        if ca:
-            ctx.load_verify_locations(ca)
-            ctx.verify_mode = ssl.CERT_REQUIRED
-    except (OSError, ssl.SSLError) as e:
-        raise ConfigError(f"kafka.tls_cert/tls_key/tls_ca: cannot load the certificates: {e}") from None
-    return ctx
 
 
 class KafkaListener(StreamListener):
@@ -107,22 +89,9 @@ class KafkaListener(StreamListener):
         self.conns: dict[int, Connection] = {}
 
     def bind(self) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((self.host, self.port))
-        except OSError as e:
-            s.close()
-            if e.errno == errno.EADDRINUSE:
-                raise ConfigError(
-                    f"kafka.listeners: {self.host}:{self.port} is already in use by another "
-                    "process (a Kafka broker?); set kafka.listeners to another port, or "
-                    "kafka.enabled: false") from None
-            if e.errno == errno.EADDRNOTAVAIL:
-                raise ConfigError(f"kafka.listeners: {self.host} is not an address of this host") from None
-            raise
-        s.listen(128)
+        s = bind_tcp(self.host, self.port, setting="kafka.listeners", backlog=128,
+                     in_use_hint=" (a Kafka broker?); set kafka.listeners to another port, or "
+                                 "kafka.enabled: false")
         self.port = s.getsockname()[1]  # the one chosen when 0 was asked for
         self.name = f"kafka {self.host}:{self.port}"
         log.info("Kafka listener on %s:%d%s%s", self.host, self.port,
@@ -131,12 +100,23 @@ class KafkaListener(StreamListener):
                  if self.ctx.settings.sasl_mechanisms else "")
         return s
 
+    def peer(self, sock: socket.socket) -> tuple[int, int]:
+        """(-1, the uid owning a loopback client's end), the uid as the access rules find it
+        (server/acl/authorizer.py); (-1, -1) for a remote client, counted under uid -1."""
+        uid = peer_uid(sock)
+        return -1, -1 if uid is None else uid
+
     def connection(self, sock: socket.socket, pid: int, uid: int) -> Connection:
         if self.tls is None:
-            return KafkaConnection(sock, self.loop, self)
+            return KafkaConnection(sock, self.loop, self, uid)
         tls = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        conn: Connection = _tls_connection_class()(tls, self.loop, self)
+        conn: Connection = _tls_connection_class()(tls, self.loop, self, uid)
         return conn
+
+    def _refuse(self, s: socket.socket, err: EdgebusError) -> None:
+        """Close at once (the refusal is logged): a Kafka client cannot read the native error
+        frame, and Kafka's broker too closes a connection over max.connections.per.ip."""
+        s.close()
 
     def accepted(self, conn: Connection) -> None:
         self.conns[conn.id] = conn

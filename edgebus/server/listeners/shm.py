@@ -82,6 +82,11 @@ class ShmLink:
         self.arrivals = Arrivals()  # the gaps between request frames: whether to poll this ring
         self.spinning = True  # polled by the loop (reader_waiting clear) vs asleep on efd_sup
         self.closed = False
+        # The connection's standing fetch (edgebus/server/handlers/standing.py): its correlation
+        # id while armed, its parked entry, and what to call once queued answers reach the ring.
+        self.standing: int | None = None
+        self.standing_w: Any = None
+        self.on_room: Any = None
         self.frames_in = 0
         self.frames_out = 0
 
@@ -158,6 +163,9 @@ class ShmLink:
                 self._want_space()
             if was_over and not conn.overloaded and not conn.closed:
                 api.resume(conn)  # room again: the socket side too (it may hold whole frames)
+        if self.on_room is not None and not self.pending:
+            on_room, self.on_room = self.on_room, None
+            on_room(self)  # a standing fetch held until the consumer read (handlers/standing.py)
         worked = False
         for _ in range(MAX_READS_PER_TURN):
             if conn.closed or conn.overloaded or self.closed:
@@ -217,6 +225,7 @@ class ShmLink:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.req = self.resp = None
+        self.standing = self.standing_w = self.on_room = None
         self.mapping.close()
 
 

@@ -9,7 +9,6 @@ its common name is the node the link may speak for (mutual TLS).
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import socket
@@ -17,9 +16,9 @@ import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
-from edgebus.errors import ConfigError
 from edgebus.opsconfig import split_listen
 from edgebus.server.handlers.replica import HANDSHAKE_APIS
+from edgebus.server.listeners.inet import bind_tcp, peer_addr
 from edgebus.server.listeners.stream import RECV_SIZE, Connection, StreamListener
 
 if TYPE_CHECKING:
@@ -122,25 +121,7 @@ class TlsConnection(Connection):
 
 
 def _peer(sock: socket.socket) -> str:
-    try:
-        host, port = sock.getpeername()[:2]
-        return f"{host}:{port}"
-    except OSError:
-        return "a peer that is gone"
-
-
-def server_context(cert: str, key: str, ca: str | None, what: str = "replica.tls") -> ssl.SSLContext:
-    """TLS 1.2+ with the node's certificate; with `ca`, client certificates are required."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(cert, key)
-        if ca:
-            ctx.load_verify_locations(ca)
-            ctx.verify_mode = ssl.CERT_REQUIRED
-    except (OSError, ssl.SSLError) as e:
-        raise ConfigError(f"{what}: cannot load the certificates: {e}") from None
-    return ctx
+    return peer_addr(sock, "a peer that is gone")
 
 
 class ReplicaListener(StreamListener):
@@ -158,19 +139,7 @@ class ReplicaListener(StreamListener):
         self._next_tick = 0.0
 
     def bind(self) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart while old links linger
-        try:
-            s.bind((self.host, self.port))
-        except OSError as e:
-            s.close()
-            if e.errno == errno.EADDRINUSE:
-                raise ConfigError(
-                    f"replica.listen: {self.host}:{self.port} is already in use by another "
-                    "process; choose another port") from None
-            raise
-        s.listen(64)
+        s = bind_tcp(self.host, self.port, setting="replica.listen", backlog=64)
         self.port = s.getsockname()[1]  # the one chosen when 0 was asked for
         log.info("replica listener on %s:%d%s", self.host, self.port,
                  " (TLS)" if self.tls is not None else "")

@@ -1,4 +1,4 @@
-"""Kafka transactions: the coordinator's state and its file (docs/FORMAT.md 9.4).
+"""Transactions (Kafka's, for both front ends): the coordinator's state and its file (docs/FORMAT.md 9.4).
 
 One `Txn` per transactional id: its producer id and epoch, the transaction's state, the
 partitions it wrote (with the offset of its first batch in each: what holds the partition's last

@@ -1,4 +1,7 @@
-"""Idempotent Kafka producers: producer ids, and per-partition sequence checks.
+"""Idempotent producers: producer ids, and per-partition sequence checks.
+
+One implementation for both front ends: the Kafka listener (server/kafka/produce.py) and the
+native PRODUCE of an idempotent or transactional edgebus.Producer (server/handlers/txn.py).
 
 A producer with enable.idempotence numbers its batches per partition (base_sequence, counting
 records). A batch is taken only if it continues its producer's last sequence; a retry of one of
@@ -17,11 +20,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
 from edgebus import format as F
 
-log = logging.getLogger("edgebus.kafka")
+log = logging.getLogger("edgebus.txn")
 
 # Batches remembered per producer and partition for duplicate detection: librdkafka and the Java
 # client keep at most 5 requests in flight with idempotence; a batch split for max_message_bytes
@@ -30,6 +31,12 @@ REMEMBERED_BATCHES = 32
 # Bytes read per step when rebuilding a partition's producer state from its log.
 SCAN_CHUNK = 1024 * 1024
 SEQ_MOD = 2**31  # sequences wrap at i32
+
+# Verdicts, as Kafka's error numbers (the Kafka front end answers them as they are; the native one
+# raises edgebus errors for them: server/handlers/txn.py).
+OUT_OF_ORDER_SEQUENCE = 45
+DUPLICATE_SEQUENCE = 46
+INVALID_PRODUCER_EPOCH = 47
 
 
 @dataclass
@@ -45,7 +52,7 @@ class Verdict:
 
     __slots__ = ("duplicate_of", "error")
 
-    def __init__(self, error: ErrorCode = ErrorCode.none, duplicate_of: int = -1) -> None:
+    def __init__(self, error: int = 0, duplicate_of: int = -1) -> None:
         self.error = error
         self.duplicate_of = duplicate_of
 
@@ -88,17 +95,16 @@ class ProducerStates:
         if e is None:
             return APPEND  # a new producer (or one whose batches retention removed)
         if epoch < e.epoch:
-            return Verdict(ErrorCode.invalid_producer_epoch)
+            return Verdict(INVALID_PRODUCER_EPOCH)
         if epoch > e.epoch:
-            return APPEND if base_seq == 0 else Verdict(ErrorCode.out_of_order_sequence_number)
+            return APPEND if base_seq == 0 else Verdict(OUT_OF_ORDER_SEQUENCE)
         for first, base in e.batches:
             if first == base_seq:
                 return Verdict(duplicate_of=base)
         if base_seq == (e.last_seq + 1) % SEQ_MOD:
             return APPEND
         behind = (e.last_seq - base_seq) % SEQ_MOD < SEQ_MOD // 2
-        return Verdict(ErrorCode.duplicate_sequence_number if behind
-                       else ErrorCode.out_of_order_sequence_number)
+        return Verdict(DUPLICATE_SEQUENCE if behind else OUT_OF_ORDER_SEQUENCE)
 
     def appended(self, p: Any, pid: int, epoch: int, base_seq: int, count: int, base_offset: int) -> None:
         if pid < 0:

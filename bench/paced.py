@@ -1,0 +1,130 @@
+"""Issue 16's paced cost rows alone, alternated over several rounds: CPU of all processes per
+message, the server's share of a core, p50/p99, for edgebus (shm, socket), Redis Streams and a
+bare Unix socket, one producer `send()` (linger_ms=0) -> one consumer, 100 B by default.
+
+    python -m bench.paced [--rates 1000,10000] [--sizes 100] [--rounds 3] [--duration 4]
+                          [--only edgebus-shm,edgebus-socket,redis-streams,unix-socket]
+                          (also: edgebus-shm-plainfetch, the shm path with one fetch per answer)
+                          [--out bench/results/issue16-cheap-paced.md]
+
+`python -m bench` measures the same rows once each (its cost section and latency runs); this
+runs only them, round after round with the systems alternated, so that the machine's load drifts
+over all of them alike, and reports each round's ratio to Redis Streams (the spread shows the
+noise) and the median ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Any
+
+import psutil
+
+from bench import peers
+from bench import run as R
+
+SYSTEMS = ("edgebus-shm", "edgebus-socket", "redis-streams", "unix-socket")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.paced", description=__doc__.split("\n")[0])
+    ap.add_argument("--rates", default="1000,10000")
+    ap.add_argument("--sizes", default="100")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=4.0, help="seconds per case")
+    ap.add_argument("--only", default=",".join(SYSTEMS))
+    ap.add_argument("--out", default="")
+    a = ap.parse_args(argv)
+    from edgebus import tuning
+    from edgebus.client import shm_channel
+    from edgebus.testing import EmbeddedBroker
+
+    only = [s for s in a.only.split(",") if s]
+    broker = EmbeddedBroker(log_level="WARNING").start()
+    sup = psutil.Process(broker.pid)
+    redis = peers.RedisStreams()
+    why_redis = redis.available()
+    if why_redis is None:
+        redis.start()
+    adapters: dict[str, tuple[Any, Any]] = {
+        "edgebus-shm": (peers.Edgebus("shm", "send", broker), sup),
+        "edgebus-socket": (peers.Edgebus("socket", "send", broker), sup),
+        # The shm path with one fetch per answer (EDGEBUS_SHM_STANDING_FETCH=0): before/after.
+        "edgebus-shm-plainfetch": (peers.Edgebus("shm", "send", broker), sup),
+        "unix-socket": (peers.UnixSocket(), None),
+    }
+    if why_redis is None:
+        adapters["redis-streams"] = (redis, None)
+    rows: list[dict[str, Any]] = []
+    load0 = os.getloadavg()
+    try:
+        for rnd in range(a.rounds):
+            for rate in (int(r) for r in a.rates.split(",")):
+                R.RATE = rate
+                for size in (int(s) for s in a.sizes.split(",")):
+                    order = [s for s in only if s in adapters]
+                    if rnd % 2:
+                        order.reverse()  # alternate: drift in the machine's load touches all alike
+                    for name in order:
+                        adapter, measured = adapters[name]
+                        # Read by the forked clients (the module's copy of the knob).
+                        shm_channel.STANDING = tuning.STANDING and name != "edgebus-shm-plainfetch"
+                        row = R.run_case(adapter, name, "send", size, 1, 1, True, a.duration,
+                                         measured)
+                        row["round"] = rnd
+                        rows.append(row)
+                        print(f"  round {rnd} {name:15} {size:5} B {rate:6}/s  "
+                              f"cpu/msg {row.get('cpu_us_per_msg')} us (p {row.get('cpu_us_producer')}"
+                              f" c {row.get('cpu_us_consumer')} s {row.get('cpu_us_server')})  server "
+                              f"{row.get('server_cpu_percent')} %  p50 {row.get('p50_us')} "
+                              f"p99 {row.get('p99_us')} us", flush=True)
+    finally:
+        R.RATE = 10_000
+        broker.stop()
+        broker.cleanup()
+        if why_redis is None:
+            redis.stop()
+    md = render(rows, load0, os.getloadavg(), a)
+    print("\n".join(md))
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write("\n".join(md) + "\n")
+
+
+def render(rows: list[dict[str, Any]], load0: tuple[float, ...], load1: tuple[float, ...],
+           a: argparse.Namespace) -> list[str]:
+    md = [f"# issue 16: paced cost, {time.strftime('%Y-%m-%dT%H:%M:%S%z')}", "",
+          f"`python -m bench.paced --rates {a.rates} --sizes {a.sizes} --rounds {a.rounds} "
+          f"--duration {a.duration} --only {a.only}`", "",
+          f"{os.cpu_count()} CPUs, load average {load0[0]:.2f} before / {load1[0]:.2f} after "
+          "(a shared machine: compare within a round).", "",
+          "| round | system | size | rate | p50 us | p99 us | CPU us/msg (all) "
+          "| producer / consumer / server | server % core | CPU / Redis |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    ratios: dict[tuple[str, int, int], list[float]] = {}
+    for r in rows:
+        redis = next((x for x in rows if x["system"] == "redis-streams" and x["round"] == r["round"]
+                      and x["size"] == r["size"] and x.get("rate") == r.get("rate")), None)
+        ratio = ""
+        if redis and redis.get("cpu_us_per_msg") and r.get("cpu_us_per_msg") is not None:
+            v = r["cpu_us_per_msg"] / redis["cpu_us_per_msg"]
+            ratio = f"{v:.2f}"
+            ratios.setdefault((r["system"], r["size"], r.get("rate", 0)), []).append(v)
+        md.append("| " + " | ".join(str(x) for x in (
+            r["round"], r["system"], r["size"], r.get("rate", ""), r.get("p50_us", ""),
+            r.get("p99_us", ""), r.get("cpu_us_per_msg", ""),
+            f"{r.get('cpu_us_producer')} / {r.get('cpu_us_consumer')} / {r.get('cpu_us_server')}",
+            r.get("server_cpu_percent", ""), ratio)) + " |")
+    md += ["", "| system | size | rate | median CPU/msg / Redis Streams (goal <= 0.5) | rounds |",
+           "|---|---|---|---|---|"]
+    for (system, size, rate), vs in sorted(ratios.items()):
+        md.append(f"| {system} | {size} | {rate} | {statistics.median(vs):.2f} | "
+                  + ", ".join(f"{v:.2f}" for v in vs) + " |")
+    return md
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""What the idle supervisor holds in memory (issue 16: at most 20 MB idle, 25 MB with 10 clients).
+
+    python -m bench.rss
+
+Starts a supervisor as the benchmark does (edgebus.testing.EmbeddedBroker: the Kafka listener on
+a free port, access control on, default settings), waits until it is idle, then connects the
+benchmark's ten idle shm clients (5 Admin, 5 Consumers in poll(); bench/run.py) and measures
+again; then the same with the Kafka listener off. For each point it reads /proc/PID/status and
+smaps_rollup: RSS split into anonymous memory (the Python heap and objects: this process's own),
+file-backed pages (libpython, libc, extension modules: shared with every other process that maps
+the same files, so counted in full in each one's RSS) and shared memory (ring pages the
+supervisor has touched, shared with the client at the other end), and PSS, which divides every
+shared page among the processes that map it: the honest "how much does this process cost" figure
+when several Python processes and the rings' peers share pages. The largest mappings are listed.
+Writes bench/results/rss.json and rss.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+KB = ("Rss", "Pss", "Pss_Anon", "Pss_File", "Pss_Shmem", "Private_Clean", "Private_Dirty")
+
+
+def memory(pid: int) -> dict[str, float]:
+    """MB figures of a process from /proc (smaps_rollup: Linux 4.14+)."""
+    out: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == "kB" and parts[0].rstrip(":") in KB:
+            out[parts[0].rstrip(":")] = int(parts[1]) / 1024
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("RssAnon", "RssFile", "RssShmem")):
+            out[line.split(":")[0]] = int(line.split()[1]) / 1024
+    out["Uss"] = out.pop("Private_Clean", 0.0) + out.pop("Private_Dirty", 0.0)
+    return {k: round(v, 1) for k, v in out.items()}
+
+
+def largest_mappings(pid: int, top: int = 8) -> list[tuple[str, float]]:
+    """RSS per mapped file ("[anon]" for anonymous memory), largest first, MB."""
+    by: dict[str, int] = {}
+    name = "[anon]"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and ":" not in head[0]:
+            name = head[5] if len(head) >= 6 else "[anon]"
+        elif head and head[0] == "Rss:":
+            by[name] = by.get(name, 0) + int(head[1])
+    return [(n, round(kb / 1024, 1)) for n, kb in sorted(by.items(), key=lambda x: -x[1])[:top]]
+
+
+def measure(kafka: bool, settle_s: float) -> dict[str, Any]:
+    from bench.run import _idle_clients
+    from edgebus import Admin
+    from edgebus.testing import EmbeddedBroker
+
+    broker = EmbeddedBroker(log_level="WARNING",
+                            config=None if kafka else {"kafka": {"enabled": False}}).start()
+    try:
+        time.sleep(settle_s)  # recovered and listening, nothing connected
+        alone = memory(broker.pid)
+        maps = largest_mappings(broker.pid)
+        with Admin(socket=broker.socket, transport="socket") as a:
+            a.create_topic("bench-idle", 1)
+        ctx = mp.get_context("fork")
+        stop = ctx.Event()
+        clients = ctx.Process(target=_idle_clients, args=(broker.socket, "bench-idle", stop),
+                              daemon=True)
+        clients.start()
+        time.sleep(settle_s + 1.0)  # connected, rings attached, consumers sitting in poll()
+        with_clients = memory(broker.pid)
+        stop.set()
+        clients.join(10)
+        if clients.is_alive():
+            clients.kill()
+    finally:
+        broker.stop()
+        broker.cleanup()
+    return {"kafka_listener": kafka, "idle": alone, "ten_clients": with_clients,
+            "largest_mappings_idle": maps}
+
+
+def render(report: dict[str, Any]) -> list[str]:
+    cols = ("Rss", "Pss", "Uss", "RssAnon", "RssFile", "RssShmem")
+    md = [f"# Idle supervisor memory (python -m bench.rss), {report['when']}", "",
+          f"{report['machine']}; load average {report['loadavg']}. MB; goal (issue 16): RSS at "
+          "most 20 idle, 25 with 10 clients.", "",
+          "| supervisor | clients | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for r in report["runs"]:
+        label = "Kafka listener on (default)" if r["kafka_listener"] else "Kafka listener off"
+        for what, key in (("none", "idle"), ("10 shm", "ten_clients")):
+            md.append(f"| {label} | {what} | " + " | ".join(str(r[key].get(c, "")) for c in cols)
+                      + " |")
+    md += ["", "Largest resident mappings of the idle supervisor (Kafka listener on), MB:", ""]
+    md += [f"- {name}: {mb}" for name, mb in report["runs"][0]["largest_mappings_idle"]]
+    return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.rss", description=__doc__.split("\n")[0])
+    ap.add_argument("--settle", type=float, default=1.5, help="seconds to wait before measuring")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    runs = [measure(True, args.settle), measure(False, args.settle)]
+    report = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Python "
+                         f"{platform.python_version()}, Linux {platform.release()}",
+              "loadavg": round(os.getloadavg()[0], 2), "runs": runs}
+    md = render(report)
+    print("\n".join(md))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rss.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "rss.md").write_text("\n".join(md) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""The thread body every direction of a link runs (link.py up, pull.py and peer_pull.py down):
+sessions, each until it fails, retried with a jittered backoff (edgebus/backoff.py) so that peers
+restarted together do not retry in step; the backoff starts over after a session that came up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from edgebus.backoff import backoff_delay
+from edgebus.errors import EdgebusError
+
+if TYPE_CHECKING:
+    from bridges.replicator.link import LinkStatus
+
+log = logging.getLogger("edgebus.replicator")
+
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 30.0
+
+
+class SessionLoop:
+    """run() calls _session() until `stop` is set; _session sets _was_up once it is up, and
+    _end_session() closes its connections after each one, however it ended."""
+
+    label: str  # the direction's name in status, metrics and log lines
+    stop: threading.Event
+    status: LinkStatus
+    _was_up: bool
+
+    def _session(self) -> None:
+        raise NotImplementedError
+
+    def _end_session(self) -> None:
+        raise NotImplementedError
+
+    def _close_session(self) -> None:
+        # A target that fails to close (a Kafka producer left fatally failed by the purge of its
+        # in-flight requests raises from flush) must not end the thread: the next session opens
+        # the target anew and reads every cursor from it.
+        try:
+            self._end_session()
+        except Exception:
+            log.exception("link %s: closing the session failed (a new one follows)", self.label)
+
+    def run(self) -> None:
+        attempt = 0  # sessions failed in a row
+        while not self.stop.is_set():
+            self.status.sessions += 1
+            self._was_up = False
+            try:
+                self._session()
+            except (EdgebusError, OSError) as e:
+                # One line per change of trouble, not one per retry of the same.
+                if self._was_up or str(e) != self.status.last_error:
+                    log.warning("link %s: %s: %s (retrying)", self.label, type(e).__name__, e)
+                self.status.state, self.status.last_error = "down", str(e)
+            except Exception as e:  # a bug or a library's surprise: log it, never stop the link
+                log.exception("link %s: unexpected error (retrying)", self.label)
+                self.status.state, self.status.last_error = "down", f"{type(e).__name__}: {e}"
+            finally:
+                self._close_session()
+            if self._was_up:
+                attempt = 0  # the link worked: a new failure starts the backoff over
+            self.stop.wait(backoff_delay(attempt, BACKOFF_MIN_S, BACKOFF_MAX_S))
+            attempt += 1
