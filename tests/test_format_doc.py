@@ -385,7 +385,7 @@ def _run_format(cls: type[C.Message], first: str, last: str) -> str:
     (F.FETCH_PARTITION_RUN, M.FetchPartition, "partition", "max_bytes"),
     (F.FETCHED_PARTITION_HEAD, M.FetchedPartition, "partition", "error_message"),
     (F.FETCHED_PARTITION_TAIL, M.FetchedPartition, "high_watermark", "records"),
-], ids=lambda v: getattr(v, "__name__", None) or str(getattr(v, "format", v)))
+], ids=lambda v: v.format if isinstance(v, struct.Struct) else getattr(v, "__name__", None) or str(v))
 def test_fast_path_runs_are_slices_of_their_messages(run: struct.Struct, cls: type[C.Message], first: str,
                                                      last: str) -> None:
     """The data plane's fixed runs (format.py, used by edgebus/fastpath) are the documented fields."""

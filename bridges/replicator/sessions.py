@@ -35,6 +35,15 @@ class SessionLoop:
     def _end_session(self) -> None:
         raise NotImplementedError
 
+    def _close_session(self) -> None:
+        # A target that fails to close (a Kafka producer left fatally failed by the purge of its
+        # in-flight requests raises from flush) must not end the thread: the next session opens
+        # the target anew and reads every cursor from it.
+        try:
+            self._end_session()
+        except Exception:
+            log.exception("link %s: closing the session failed (a new one follows)", self.label)
+
     def run(self) -> None:
         attempt = 0  # sessions failed in a row
         while not self.stop.is_set():
@@ -51,7 +60,7 @@ class SessionLoop:
                 log.exception("link %s: unexpected error (retrying)", self.label)
                 self.status.state, self.status.last_error = "down", f"{type(e).__name__}: {e}"
             finally:
-                self._end_session()
+                self._close_session()
             if self._was_up:
                 attempt = 0  # the link worked: a new failure starts the backoff over
             self.stop.wait(backoff_delay(attempt, BACKOFF_MIN_S, BACKOFF_MAX_S))

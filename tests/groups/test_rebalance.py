@@ -101,6 +101,9 @@ def test_sigstop_member_is_removed_after_the_session_timeout(broker, admin: Admi
             "assignors": ["sticky"]}
     a, b = members("a", "frozen", "fr", **opts), members("b", "frozen", "fr", **opts)
     wait_for(lambda: len(owners(admin, "fr")) == 2, 15, "two members")
+    # The coordinator's Stable comes before b has written its assignment (a loaded CI run froze
+    # b in between, and b's first generation was never logged): wait for b's own line too.
+    wait_for(lambda: b.events().assigned, 15, "b to log its assignment")
     stopped_at = time.monotonic()
     b.kill(signal.SIGSTOP)
     try:

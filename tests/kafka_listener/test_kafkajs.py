@@ -3,6 +3,7 @@ acks=-1); the native consumer reads the records."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -25,12 +26,16 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgebu
 def kafkajs() -> Path:
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.skip("Node.js and npm are not installed (apt-get install nodejs npm)")
-    if not (CACHE / "node_modules" / "kafkajs").is_dir():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(CACHE), "kafkajs@2"],
-                           capture_output=True, text=True, timeout=300)
-        if r.returncode != 0:
-            pytest.skip(f"cannot install kafkajs with npm: {r.stderr.strip()[-300:]}")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    # One install at a time: pytest-xdist workers (and other checkouts' runs) share the cache,
+    # and two npm installs into one prefix can leave a half-written node_modules.
+    with open(CACHE / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (CACHE / "node_modules" / "kafkajs").is_dir():
+            r = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(CACHE), "kafkajs@2"],
+                               capture_output=True, text=True, timeout=300)
+            if r.returncode != 0:
+                pytest.skip(f"cannot install kafkajs with npm: {r.stderr.strip()[-300:]}")
     return CACHE / "node_modules"
 
 

@@ -17,6 +17,8 @@ from .nats_cluster import PASSWORD, USER, NatsCluster
 
 STREAM = "EDGE"
 PREFIX = "edgebus.gw-src"
+# How long a reader retries a fetch the cluster answered with "no responders" or not at all.
+FETCH_PATIENCE_S = 30.0
 
 RecordRow = tuple[int, int, bytes | None, bytes | None, tuple[tuple[str, bytes | None], ...]]
 
@@ -56,16 +58,27 @@ async def _read_subject(urls: list[str], subject: str) -> list[tuple[dict[str, s
         count = int((d["state"].get("subjects") or {}).get(subject, 0))
         if not count:
             return []
+        import nats.errors
         from nats.js.api import AckPolicy, ConsumerConfig
+        from nats.js.errors import ServiceUnavailableError
 
         js = nc.jetstream()
         sub = await js.pull_subscribe(subject, stream=STREAM,
                                       config=ConsumerConfig(ack_policy=AckPolicy.NONE))
         out: list[tuple[dict[str, str], bytes, int]] = []
+        deadline = asyncio.get_running_loop().time() + FETCH_PATIENCE_S
         try:
             while len(out) < count:
-                for m in await sub.fetch(min(5000, count - len(out)), timeout=5):
-                    out.append((dict(m.headers or {}), m.data, m.metadata.sequence.stream))
+                try:
+                    got = await sub.fetch(min(5000, count - len(out)), timeout=5)
+                except (ServiceUnavailableError, nats.errors.TimeoutError):
+                    # 503 "no responders": the new consumer's interest has not reached the
+                    # node this client is on yet (route propagation; seconds under load).
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+                    continue
+                out += [(dict(m.headers or {}), m.data, m.metadata.sequence.stream) for m in got]
         finally:
             await sub.unsubscribe()
         return out

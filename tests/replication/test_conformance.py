@@ -115,7 +115,9 @@ def test_the_cursor_comes_from_the_target_after_every_kind_of_crash(source, dest
                                  "key": lambda i: str(i).encode()}, daemon=True)
     t.start()
     rep = make_replicator(["events"]).start()
-    kills = ["replicator"] * 5 + ["destination"] * 3 + ["source"] * 2
+    # Each kind of crash twice (the replicator three times, it is cheap): the second of a kind
+    # lands at another point of the traffic; more repeated the same (was 5/3/2; 97 s on NATS).
+    kills = ["replicator"] * 3 + ["destination"] * 2 + ["source"] * 2
     if destination.kind == "kafka":  # Tansu's memory storage would come back empty
         kills = [k for k in kills if k != "destination"]
     def destination_kill9() -> None:

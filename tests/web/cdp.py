@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,9 @@ class Browser:
                 url = m.group(1)
         if url is None:
             raise RuntimeError("chromium did not start DevTools within 60 s")
+        # Keep reading its stderr: once the pipe's 64 KiB fill up (its warnings), Chromium
+        # blocks in write() and the page stops answering.
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()
         port = int(re.search(r":(\d+)/", url).group(1))  # type: ignore[union-attr]
         import urllib.request
 
