@@ -89,6 +89,7 @@ class PeerPullRunner(PullRunner):
         incarnation: dict[str, str] = {}  # remote topic -> the incarnation the mirror holds
         cursors: dict[tuple[str, int], int] = {}
         missing = []
+        self._gone: set[str] = set()  # remote topics deleted at the peer during this session
         for rule in cfg.pulls:
             rtopic = rule.remote or rule.pattern
             if not self._setup_mirror(peer, local, rule.pattern, rtopic, local_of, incarnation,
@@ -100,10 +101,12 @@ class PeerPullRunner(PullRunner):
         self._was_up = True
         beat = refresh = time.monotonic()
         while not self.stop.is_set():
-            if missing and time.monotonic() - refresh >= TOPIC_REFRESH_S:
+            if (missing or self._gone) and time.monotonic() - refresh >= TOPIC_REFRESH_S:
                 refresh = time.monotonic()
-                if any(peer.describe(t) is not None for t in missing):
-                    return  # a topic waited for is there: a new session takes it up
+                # A topic waited for is there, or one deleted at the peer was created again: a
+                # new session takes it up (and tells a new incarnation from the mirror's).
+                if any(peer.describe(t) is not None for t in [*missing, *self._gone]):
+                    return
             active = {rtp: c for rtp, c in cursors.items()
                       if not st.partitions[local_of[rtp]].error}
             moved = False
@@ -175,6 +178,7 @@ class PeerPullRunner(PullRunner):
             return False
         if isinstance(rd.error, UnknownTopicError):
             self._hold(ltp, f"{rtp[0]} is gone at the peer: {rd.error}")
+            self._gone.add(rtp[0])
             return False
         if rd.error is not None:
             raise rd.error
