@@ -62,6 +62,30 @@ def wait_for(cond: Callable[[], T], timeout: float, what: str, interval: float =
         time.sleep(interval)
 
 
+class PipeLines:
+    """The complete lines a child process has written to a pipe, read without blocking. (select()
+    followed by a buffered readline() strands a second line that arrived with the first in
+    Python's buffer, where select() no longer sees it: a test then waits for it in vain.)"""
+
+    def __init__(self, pipe: Any) -> None:
+        self.fd = pipe.fileno()
+        os.set_blocking(self.fd, False)
+        self.partial = b""
+
+    def read(self) -> list[bytes]:
+        """The lines (without newline, blank ones left out) completed since the last call."""
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            self.partial += chunk
+        *lines, self.partial = self.partial.split(b"\n")
+        return [line for line in lines if line.strip()]
+
+
 def scrape_metrics(port: int, host: str = "127.0.0.1") -> dict[str, float]:
     """The samples of a Prometheus endpoint (/metrics), keyed as written: `name` or
     `name{label="value",...}`."""

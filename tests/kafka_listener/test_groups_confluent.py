@@ -19,7 +19,7 @@ from confluent_kafka import TopicPartition as KTP
 from confluent_kafka.admin import AdminClient
 
 from edgebus import Admin, Consumer, Producer, TopicPartition
-from edgebus.testing import EmbeddedBroker
+from edgebus.testing import EmbeddedBroker, PipeLines
 from tests.kafka_listener.conftest import create_topic
 
 pytestmark = pytest.mark.integration
@@ -165,35 +165,19 @@ while True:
 
 
 def _child(broker: EmbeddedBroker) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, broker.kafka_bootstrap],
+    return subprocess.Popen([sys.executable, "-c", CHILD, broker.kafka_bootstrap],
                             stdout=subprocess.PIPE, env=os.environ.copy())
-    assert proc.stdout is not None
-    os.set_blocking(proc.stdout.fileno(), False)
-    return proc
 
 
 class _Lines:
-    """The assignments a child printed. Read with os.read on a non-blocking pipe: a buffered
-    readline after select() would strand the second of two lines that arrive together in
-    Python's buffer, where select() no longer sees it."""
+    """The assignments a child printed (PipeLines: never select() + readline())."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
-        self.partial = b""
+        self.pipe = PipeLines(proc.stdout)
         self.seen: list[list[int]] = []
 
     def last(self) -> list[int] | None:
-        assert self.proc.stdout is not None
-        while True:
-            try:
-                chunk = os.read(self.proc.stdout.fileno(), 65536)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            self.partial += chunk
-        *lines, self.partial = self.partial.split(b"\n")
-        self.seen += [json.loads(line) for line in lines if line.strip()]
+        self.seen += [json.loads(line) for line in self.pipe.read()]
         return self.seen[-1] if self.seen else None
 
 

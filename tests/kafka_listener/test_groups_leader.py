@@ -21,7 +21,7 @@ from kio.schema.sync_group.v5.request import SyncGroupRequest, SyncGroupRequestA
 from edgebus import Admin, Consumer
 from edgebus.errors import InconsistentGroupProtocolError
 from edgebus.server.kafka.groups import MAX_MEMBER_METADATA
-from edgebus.testing import EmbeddedBroker
+from edgebus.testing import EmbeddedBroker, PipeLines
 from tests.kafka_listener.conftest import connect, create_topic, parse_response, raw_request, read_frame
 from tests.kafka_listener.test_groups_confluent import wait_for
 from tests.kafka_listener.test_groups_protocol import JOIN, SYNC, _request
@@ -48,29 +48,16 @@ while True:
 
 
 class _Child:
-    """A consumer process; its lines read with os.read on a non-blocking pipe (a buffered
-    readline after select() strands a second line that arrived with the first)."""
+    """A consumer process; its lines read with PipeLines (never select() + readline())."""
 
     def __init__(self, broker: EmbeddedBroker, script: str = CHILD, *args: str) -> None:
         self.proc = subprocess.Popen([sys.executable, "-c", script, broker.kafka_bootstrap, *args],
                                      stdout=subprocess.PIPE, env=os.environ.copy())
-        assert self.proc.stdout is not None
-        os.set_blocking(self.proc.stdout.fileno(), False)
-        self.partial = b""
+        self.pipe = PipeLines(self.proc.stdout)
         self.seen: list[dict[str, object]] = []
 
     def held(self) -> list[int] | None:
-        assert self.proc.stdout is not None
-        while True:
-            try:
-                chunk = os.read(self.proc.stdout.fileno(), 65536)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            self.partial += chunk
-        *lines, self.partial = self.partial.split(b"\n")
-        self.seen += [json.loads(line) for line in lines if line.strip()]
+        self.seen += [json.loads(line) for line in self.pipe.read()]
         return list(self.seen[-1]["held"]) if self.seen else None  # type: ignore[call-overload]
 
 

@@ -26,7 +26,7 @@ pytest.importorskip("faust")
 from confluent_kafka import Producer as CKProducer
 
 from edgebus import Admin
-from edgebus.testing import EmbeddedBroker
+from edgebus.testing import EmbeddedBroker, PipeLines
 from tests.kafka_listener.conftest import create_topic
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "teapot" / "faust_last.py"
@@ -45,8 +45,8 @@ def feed(bootstrap: str, readings: dict[str, list[float]]) -> None:
 
 
 class App:
-    """The app as a child process; its table lines read with os.read on a non-blocking pipe
-    (a buffered readline after select() can strand a line that arrived with another)."""
+    """The app as a child process; its table lines read with PipeLines (never select() +
+    readline())."""
 
     def __init__(self, bootstrap: str, data_dir: Path, log: Path) -> None:
         self.log = log
@@ -55,23 +55,11 @@ class App:
                 # No --partitions: the app reads the count of the topic the test made.
                 [sys.executable, str(APP), "--broker", bootstrap, "--data-dir", str(data_dir)],
                 stdout=subprocess.PIPE, stderr=err, start_new_session=True)
-        assert self.proc.stdout is not None
-        os.set_blocking(self.proc.stdout.fileno(), False)
-        self.partial = b""
+        self.pipe = PipeLines(self.proc.stdout)
         self.tables: list[dict[str, Any]] = []
 
     def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while True:
-            try:
-                chunk = os.read(self.proc.stdout.fileno(), 65536)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            self.partial += chunk
-        *lines, self.partial = self.partial.split(b"\n")
-        self.tables += [json.loads(line.split(b": ", 1)[1]) for line in lines
+        self.tables += [json.loads(line.split(b": ", 1)[1]) for line in self.pipe.read()
                         if line.startswith(b"faust_last: ")]
 
     def wait_table(self, want: dict[str, float]) -> None:
