@@ -152,7 +152,7 @@ class DataHandlers(Service):
         return DEFERRED
 
     def fetch(self, conn: Any, corr: int, req: M.FetchRequest) -> Any:
-        if getattr(getattr(conn, "shm", None), "standing", None) is not None:
+        if getattr(getattr(conn, "shm", None) or conn, "standing", None) is not None:
             self.standing.end(conn)  # a FETCH replaces the connection's standing fetch
         if req.max_bytes <= 0 or any(fp.max_bytes <= 0 for fp in req.partitions):
             raise InvalidRequestError("fetch max_bytes must be positive")
