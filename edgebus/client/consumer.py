@@ -69,7 +69,7 @@ class Consumer:
         self.value_deserializer = value_deserializer
         self.group_id = group_id
         # transport: "auto" (shared-memory rings when available), "shm" or "socket".
-        self._ch = open_sync_channel(socket, transport=transport)
+        self._ch = open_sync_channel(socket, transport=transport, fetches=True)
         self._ch.request(M.Api.API_VERSIONS, M.ApiVersionsRequest())
         self._assigned: list[TopicPartition] = []
         # Assigned partitions not fetched until resume() (kafka-python's pause); a subset of

@@ -9,6 +9,10 @@ Linux, an older supervisor, or the supervisor refused); $EDGEBUS_TRANSPORT overr
 fetch-ahead (edgebus/client/fetch_ahead.py). `ShmAsyncChannel` is a Dispatcher (the pending
 requests, edgebus/client/dispatch.py) whose reader waits on the response ring, collecting
 acknowledgements lazily while a producer sends steadily (ACK_LAZY_S in edgebus/tuning.py).
+
+A consumer's channel is a ShmSyncChannel on the socket too (transport "socket", or "auto"
+without rings): its fetch-ahead is then a standing fetch on the socket (FETCH_STANDING; flow
+control there is the supervisor's, edgebus/server/handlers/standing.py).
 """
 
 from __future__ import annotations
@@ -203,10 +207,12 @@ class ShmSyncChannel(SyncChannel):
 
 
 def open_sync_channel(path: str | os.PathLike[str] | None = None, timeout: float = 30.0,
-                      transport: str = "auto") -> SyncChannel:
-    if check_transport(transport) == "socket" and not STANDING:
+                      transport: str = "auto", fetches: bool = False) -> SyncChannel:
+    """fetches: the channel serves a consumer's fetches, so on the socket too it is the channel
+    with standing fetches (FETCH_STANDING; EDGEBUS_SHM_STANDING_FETCH=0: one fetch per answer)."""
+    if check_transport(transport) == "socket" and not (fetches and STANDING):
         return SyncChannel(path, timeout)
-    return ShmSyncChannel(path, timeout, transport)  # on the socket too: its standing fetches
+    return ShmSyncChannel(path, timeout, transport)
 
 
 # --- async (Producer) ----------------------------------------------------------------------------
