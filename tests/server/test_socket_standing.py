@@ -108,6 +108,31 @@ def test_a_consumer_that_stops_reading_holds_a_bounded_amount(broker):
     assert offsets == list(range(1 + 12 * 256))
 
 
+
+def test_a_consumer_that_falls_behind_gets_one_answer_for_what_came_meanwhile(broker):
+    """While the consumer has not taken the last answer off its socket (SIOCOUTQ not 0), the
+    supervisor holds the next one: 300 records sent one at a time while it does not poll come
+    in a few answers, not 300 frames (as they would if every append were pushed), in order."""
+    with Admin(socket=broker.socket) as a:
+        a.create_topic("ssb", 1)
+    tp = TopicPartition("ssb", 0)
+    c = _consumer(broker, "ssb")
+    with Producer(socket=broker.socket, transport="socket", linger_ms=0) as p:
+        p.send("ssb", b"first", partition=0).get(10)
+        offsets: list[int] = []
+        while not offsets:
+            offsets += [r.offset for r in c.poll(500).get(tp, [])]
+        hits_before = c._ch.fetch_ahead_hits
+        for i in range(300):
+            p.send("ssb", str(i).encode(), partition=0).get(10)
+    deadline = time.monotonic() + 30
+    while len(offsets) < 301 and time.monotonic() < deadline:
+        offsets += [r.offset for r in c.poll(500).get(tp, [])]
+    answers = c._ch.fetch_ahead_hits - hits_before
+    c.close()
+    assert offsets == list(range(301))
+    assert answers <= 10, f"{answers} answers for 300 records sent while the consumer did not read"
+
 def _kill_me_consumer(sock: str, ready: Any) -> None:
     c = Consumer(socket=sock, transport="socket", auto_offset_reset="earliest",
                  fetch_max_wait_ms=200)

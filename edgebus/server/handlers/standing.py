@@ -22,15 +22,16 @@ whole batches it carries; the consumer's next request follows from those).
 
 On a Unix-socket connection (no link) the state lives on the Connection, and the supervisor
 cannot see what the consumer read, but the kernel can: for AF_UNIX stream sockets SIOCOUTQ is
-what the kernel still holds of the bytes sent and not yet read by the peer (its charge for
-them: ~768 bytes for a small frame). An answer is pushed only while nothing is queued in
-Connection.out and SIOCOUTQ is under SOCKET_UNREAD_BOUND; otherwise the fetch is suspended, and
-resumed when Connection.out drains to the kernel (the socket's writability, which the loop
-watches while output is queued), on the connection's next request, or by its recheck timer
-(RECHECK_S doubling up to SOCKET_RECHECK_MAX_S: the peer's reading raises no event the loop can
-wait for while the socket stays writable). What one socket consumer that stops reading costs
-is SOCKET_UNREAD_BOUND (plus the kernel's send buffer) and one answer of at most
-SOCKET_ANSWER_CAP bytes.
+what the kernel still holds of the bytes sent and not yet read by the peer (0 once it took them
+all off the socket). An answer is pushed only while nothing is queued in Connection.out and
+SIOCOUTQ is 0 (the ring's rule: a consumer that falls behind gets what came meanwhile as one
+answer). Otherwise the fetch is held; nothing raises an event when the peer reads (the socket
+stays writable), so it is looked at again on every append to its partitions (it stays indexed
+under them: one ioctl each), when Connection.out drains to the kernel (writability, watched
+while output is queued), on the connection's next request, and by its timer (RECHECK_S,
+doubling up to SOCKET_RECHECK_MAX_S) for the answer after the last append. What one socket
+consumer that stops reading costs is what the kernel took (its send buffer at most) and one
+answer of at most SOCKET_ANSWER_CAP bytes.
 """
 
 from __future__ import annotations
@@ -58,10 +59,6 @@ _FRAME_SLACK = 64 * 1024
 RECHECK_S = 0.002
 # A frame size no ring takes: prepare_sleep_space with it only raises writer_waiting.
 _NEVER_FITS = 0xFFFF_FFF0
-# Socket connections (docstring above). The bound is in the kernel's accounting (SIOCOUTQ counts
-# each unread skb's whole allocation): ~80 unread small answers, or 64 KiB of a large one, so a
-# consumer a little behind is not held, and one that stopped costs a bounded amount.
-SOCKET_UNREAD_BOUND = 64 * 1024
 # Largest answer on a socket: what one held connection keeps in Connection.out at most.
 SOCKET_ANSWER_CAP = 1024 * 1024
 # The longest a suspended socket fetch waits before it looks at SIOCOUTQ again: the delay a
@@ -91,10 +88,11 @@ def _backlog(conn: Any, st: Any) -> bool:
 
 
 def _read_up(conn: Any, st: Any) -> bool:
-    """Whether the consumer has read (nearly) every answer sent (ring empty; socket: SIOCOUTQ
-    under its bound)."""
+    """Whether the consumer has read every answer sent: the ring is empty; on a socket, SIOCOUTQ
+    is 0 (it has taken every byte off the socket; it may still be decoding the last answer,
+    so the next one overlaps that)."""
     if st is conn:
-        return unread(conn.sock) < SOCKET_UNREAD_BOUND
+        return unread(conn.sock) == 0
     return caught_up(st)
 
 
@@ -176,7 +174,7 @@ class StandingFetches:
                 self._park(conn, corr, req)
                 return
             if not _read_up(conn, link):
-                self._park(conn, corr, req, recheck_s)
+                self._park(conn, corr, req, recheck_s, indexed=link is conn)
                 return
             if not self._permitted(conn, corr, req):
                 return
@@ -195,6 +193,7 @@ class StandingFetches:
                 return
             self.armed += 1
             req = nxt
+            recheck_s = RECHECK_S  # it read: a hold after this one starts at the short look again
 
     def may_answer(self, w: ParkedFetch) -> bool:
         """DataHandlers.on_append, before answering standing fetch `w`: True when the consumer
@@ -205,13 +204,19 @@ class StandingFetches:
         link = _state(conn)
         if link.standing_w is not w:
             return True
-        if not _backlog(conn, link) and _read_up(conn, link):
+        backlog = _backlog(conn, link)
+        if not backlog and _read_up(conn, link):
             if self._permitted(w.conn, w.correlation_id, w.request):
                 return True
             self.data.waiters.remove(w)
             return False
+        if w.recheck_s and not w.suspended:
+            return False  # a socket's held fetch: looked at again on the next append or timer
         self.data.waiters.remove(w)
-        self._park(w.conn, w.correlation_id, w.request, RECHECK_S)
+        # A socket's fetch held for the consumer's reading stays under its partition: each
+        # append looks at SIOCOUTQ again (the reading itself raises no event on a socket).
+        self._park(w.conn, w.correlation_id, w.request, RECHECK_S,
+                   indexed=link is conn and not backlog)
         return False
 
     def answered(self, w: ParkedFetch, resp: M.FetchResponse | None, batch: Any = None,
@@ -254,7 +259,7 @@ class StandingFetches:
         """ShmLink.service: the link's queued answers reached the ring; or a socket Connection's
         `on_room` (its queued output went to the kernel, or it sent a request): push again."""
         w = link.standing_w
-        if w is None or not w.suspended:
+        if w is None or not w.recheck_s:
             return
         self.data.waiters.remove(w)
         link.standing_w = None
@@ -263,14 +268,17 @@ class StandingFetches:
     def _wait(self, req: M.FetchRequest) -> float:
         return min(req.max_wait_ms, self.data.max_fetch_wait_ms) / 1000
 
-    def _park(self, conn: Any, corr: int, req: M.FetchRequest, recheck_s: float = 0.0) -> None:
-        """Park `req`: waiting for data (recheck_s 0), or suspended until the consumer reads,
-        looking again after recheck_s at the latest (the wake-up from its read is what normally
-        resumes it; the timer only bounds the wait should that read come late)."""
+    def _park(self, conn: Any, corr: int, req: M.FetchRequest, recheck_s: float = 0.0,
+              indexed: bool = False) -> None:
+        """Park `req`: waiting for data (recheck_s 0), or held until the consumer reads, looking
+        again after recheck_s at the latest (on the rings the wake-up from its read is what
+        normally resumes it; the timer only bounds the wait should that read come late). A held
+        one is suspended (under no partition, appends pass it by) unless `indexed` (a socket's
+        held for reading: every append looks at SIOCOUTQ again)."""
         link = _state(conn)
         wait = recheck_s or self._wait(req)
         w = ParkedFetch(conn, corr, req, time.monotonic() + wait, standing=True,
-                        suspended=bool(recheck_s), recheck_s=recheck_s)
+                        suspended=bool(recheck_s) and not indexed, recheck_s=recheck_s)
         self.data.waiters.park(w)
         link.standing_w = w
         if recheck_s:
