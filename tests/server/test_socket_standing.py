@@ -8,6 +8,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -71,6 +73,54 @@ def test_one_request_serves_an_answer_per_record(broker):
     assert hits >= 100, f"only {hits} answers came from the standing fetch"
     assert extra <= 10, f"the consumer sent {extra} requests for 119 answers"
 
+
+
+_CHILD = """
+import sys, time
+from edgebus import Consumer, TopicPartition
+tp = TopicPartition("ssoff", 0)
+c = Consumer(socket=sys.argv[1], transport="socket", auto_offset_reset="earliest",
+             fetch_max_wait_ms=200)
+c.assign([tp])
+got = 0
+print("ready", flush=True)
+while got < int(sys.argv[2]):
+    got += len(c.poll(500).get(tp, []))
+    print(got, flush=True)
+c.close()
+"""
+
+
+def test_the_switch_turns_it_off(broker):
+    """EDGEBUS_SHM_STANDING_FETCH=0 in a consumer's process: one FETCH per answer on the socket
+    again (the request count grows with the answers), every record still delivered."""
+    with Admin(socket=broker.socket) as a:
+        a.create_topic("ssoff", 1)
+    env = {**os.environ, "EDGEBUS_SHM_STANDING_FETCH": "0"}
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, broker.socket, "40"], env=env,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        with Producer(socket=broker.socket, transport="socket", linger_ms=0) as p:
+            for i in range(40):
+                p.send("ssoff", str(i).encode(), partition=0).get(10)
+                while int(child.stdout.readline()) <= i:  # each record read before the next
+                    pass
+                if i == 0:
+                    before = _requests_of(broker, child.pid)
+                elif i == 38:  # the child still waits for the last one: still connected
+                    after = _requests_of(broker, child.pid)
+        assert child.wait(30) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert after - before >= 35, f"{after - before} requests for 38 answers with the switch off"
+
+
+def _requests_of(broker: Any, pid: int) -> int:
+    (conn,) = [c for c in _status(broker)["clients"] if c["pid"] == pid]
+    return int(conn["requests"])
 
 def test_a_consumer_that_stops_reading_holds_a_bounded_amount(broker):
     """The consumer arms a standing fetch, then does not poll while ~12 MiB are produced: the
