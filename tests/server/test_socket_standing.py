@@ -8,20 +8,24 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
 from edgebus import Admin, Consumer, Producer, TopicPartition
+from edgebus import format as F
 from edgebus.fastpath.standing import next_fetch
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ClientProtocol
 from edgebus.server.handlers.standing import SOCKET_ANSWER_CAP
 from tests.groups.conftest import wait_for
+from tests.proxy import Proxy, read_exactly
 from tests.server.rawclient import inq, raw, read_frames, req
 
 pytestmark = pytest.mark.integration
@@ -117,6 +121,59 @@ def test_the_switch_turns_it_off(broker):
             child.kill()
     assert after - before >= 35, f"{after - before} requests for 38 answers with the switch off"
 
+
+
+class _OldSupervisor(Proxy):
+    """Relays a Unix socket, answering for a supervisor that predates socket standing fetches:
+    every FETCH_STANDING is passed on with min_bytes 0, which the supervisor refuses with
+    InvalidRequestError, as one before this feature refused any on a socket."""
+
+    def __init__(self, target: str, path: Path) -> None:
+        super().__init__(target, path)
+        self.standing = self.fetches = 0
+
+    def pump(self, src: socket.socket, dst: socket.socket, to_target: bool,
+             link: dict[str, Any]) -> None:
+        if not to_target:
+            return super().pump(src, dst, to_target, link)
+        while True:
+            head = read_exactly(src, F.FRAME_LENGTH_SIZE)
+            frame = bytearray(head + read_exactly(src, F.FRAME_LENGTH.unpack(head)[0]))
+            api = F.REQUEST_HEADER.unpack_from(frame, 0)[1]
+            if api == M.Api.FETCH_STANDING:
+                self.standing += 1
+                F.FETCH_REQUEST_RUN.pack_into(frame, F.REQUEST_HEADER.size, *(
+                    v if i != 1 else 0 for i, v in enumerate(
+                        F.FETCH_REQUEST_RUN.unpack_from(frame, F.REQUEST_HEADER.size))))
+            elif api == M.Api.FETCH:
+                self.fetches += 1
+            dst.sendall(frame)
+
+
+def test_a_supervisor_that_refuses_it_on_a_socket_gets_fetches(broker, tmp_path):
+    """The consumer's first FETCH_STANDING is refused (InvalidRequestError: what a supervisor
+    before socket standing fetches answers): it sends FETCH from then on, and loses nothing."""
+    with Admin(socket=broker.socket) as a:
+        a.create_topic("ssold", 1)
+    proxy = _OldSupervisor(broker.socket, tmp_path / "old.sock")
+    tp = TopicPartition("ssold", 0)
+    try:
+        c = Consumer(socket=proxy.address, transport="socket", auto_offset_reset="earliest",
+                     fetch_max_wait_ms=200)
+        c.assign([tp])
+        got: list[int] = []
+        with Producer(socket=broker.socket, transport="socket", linger_ms=0) as p:
+            for i in range(30):
+                p.send("ssold", str(i).encode(), partition=0).get(10)
+                deadline = time.monotonic() + 30
+                while len(got) <= i and time.monotonic() < deadline:
+                    got += [r.offset for r in c.poll(500).get(tp, [])]
+        c.close()
+    finally:
+        proxy.close()
+    assert got == list(range(30))
+    assert proxy.standing == 1, f"{proxy.standing} standing fetches after the refusal"
+    assert proxy.fetches >= 30
 
 def _requests_of(broker: Any, pid: int) -> int:
     (conn,) = [c for c in _status(broker)["clients"] if c["pid"] == pid]
