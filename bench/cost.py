@@ -195,12 +195,11 @@ def render(rows: list[dict[str, Any]], fsync: dict[str, Any] | None,
             r.get("server_cpu_percent", ""))) + " |")
     md += floor_table((main_rows or []) + rows)
     if fsync:
+        b, a = fsync["before"], fsync["after"]
         md += ["", "fsync of a 4 KiB append in the supervisor's data directory, right before / after "
-               "the paced durable case: p50 "
-               + " / ".join(f"{fsync[k]['p50_us']} us" for k in ("before", "after") if k in fsync)
-               + f" (p99 {fsync['before']['p99_us'] if 'before' in fsync else fsync.get('p99_us')}"
-               + (f" / {fsync['after']['p99_us']}" if "after" in fsync else "")
-               + f" us); the check uses their mean, {fsync['p50_us']} us."]
+               f"the paced durable case: p50 {b['p50_us']} us / {a['p50_us']} us (p99 "
+               f"{b.get('p99_us', '-')} / {a.get('p99_us', '-')} us, {b.get('samples', '-')} / "
+               f"{a.get('samples', '-')} samples); the check uses their mean, {fsync['p50_us']} us."]
         if not fsync.get("conclusive", True):
             md.append(f"**The two fsync p50s differ by {fsync['spread']}x (more than "
                       f"{FSYNC_SPREAD_MAX:g}x): the paced durable check is not conclusive in this "
