@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import time
 from typing import Any
 
@@ -110,8 +111,8 @@ def render(rows: list[dict[str, Any]], load0: tuple[float, ...], load1: tuple[fl
     md = [f"# issue 16: paced cost, {time.strftime('%Y-%m-%dT%H:%M:%S%z')}", "",
           f"`python -m bench.paced --rates {a.rates} --sizes {a.sizes} --rounds {a.rounds} "
           f"--duration {a.duration} --only {a.only}`", "",
-          f"{os.cpu_count()} CPUs, load average {load0[0]:.2f} before / {load1[0]:.2f} after "
-          "(a shared machine: compare within a round).", "",
+          f"commit {_commit()}; {os.cpu_count()} CPUs, load average {load0[0]:.2f} before / "
+          f"{load1[0]:.2f} after (a shared machine: compare within a round).", "",
           "p50/p99: one-way, from each record's **scheduled** send time (the paced loop's "
           "schedule, the same for every system) to its receipt, so a producer held up counts its "
           "delay in every late record. `unix-socket-relay` is the floor: the bare socket with "
@@ -144,6 +145,15 @@ def render(rows: list[dict[str, Any]], load0: tuple[float, ...], load1: tuple[fl
     md += ["", "The floor against the goal (medians over the rounds):", ""]
     md += floor.render_verdicts(floor.verdicts(rows))
     return md
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, cwd=os.path.dirname(os.path.abspath(__file__)), check=False)
+    except OSError:
+        return "?"
+    return out.stdout.strip() or "?"
 
 
 def _f(v: float | None) -> str:
