@@ -212,21 +212,23 @@ def render(rows: list[dict[str, Any]], fsync: dict[str, Any] | None,
 
 
 def floor_table(rows: list[dict[str, Any]]) -> list[str]:
-    """The paced 100 B 1 -> 1 rows at 1,000/s (this section) and 10,000/s (the main latency
-    runs) against Redis Streams and the relay floor, then the floor against the goal."""
-    paced = [r for r in rows if r["mode"] == "latency" and r["size"] == 100
+    """The paced 1 -> 1 rows at 1,000/s (this section) and 10,000/s (the main latency runs, each
+    size) against Redis Streams and the relay floor of the same rate and size, then the floor
+    against the goal."""
+    paced = [r for r in rows if r["mode"] == "latency"
              and r.get("topology") == "1->1" and r.get("rate") in (SLOW_RATE, 10_000)
              and r.get("section", "paced") == "paced" and not r.get("errors")]
     if not paced:
         return []
-    md = ["", "Paced, 100 B, 1 -> 1, against Redis Streams and the relay floor (`unix-socket-relay`: "
+    md = ["", "Paced, 1 -> 1, against Redis Streams and the relay floor (`unix-socket-relay`: "
           "the bare socket with `socat` in the middle; bench/floor.py):", "",
-          "| rate | system | CPU us/msg (all) | server us/msg | server wake-ups / reads / writes "
-          "per msg | CPU / Redis | CPU / floor | server / floor's |", "|---|---|---|---|---|---|---|---|"]
+          "| rate | size | system | CPU us/msg (all) | server us/msg | server wake-ups / reads / "
+          "writes per msg | CPU / Redis | CPU / floor | server / floor's |",
+          "|---|---|---|---|---|---|---|---|---|"]
     for r, x in sorted(zip(paced, floor.annotate(paced), strict=True),
-                       key=lambda rx: (rx[0]["rate"], rx[0]["system"])):
+                       key=lambda rx: (rx[0]["rate"], rx[0]["size"], rx[0]["system"])):
         md.append("| " + " | ".join(str(v) for v in (
-            r["rate"], r["system"], r.get("cpu_us_per_msg"), r.get("cpu_us_server"),
+            r["rate"], r["size"], r["system"], r.get("cpu_us_per_msg"), r.get("cpu_us_server"),
             " / ".join(str(r.get(f"server_{k}_per_msg", "-")) for k in ("wakeups", "syscr", "syscw")),
             *("-" if x[k] is None else f"{x[k]:.2f}"
               for k in ("per_redis", "per_floor", "server_per_floor")))) + " |")

@@ -14,7 +14,7 @@ from bench import run as R
 
 
 def _paced_row(system: str, rate: int, cpu: float, server: float, rnd: int = 0) -> dict[str, Any]:
-    return {"system": system, "size": 100, "topology": "1->1", "mode": "latency", "rate": rate,
+    return {"system": system, "api": "send", "size": 100, "topology": "1->1", "mode": "latency", "rate": rate,
             "round": rnd, "cpu_us_per_msg": cpu, "cpu_us_server": server}
 
 
@@ -129,3 +129,18 @@ def test_latency_counts_from_the_scheduled_send_time() -> None:
         R.RATE = 10_000
     assert row["sent"] == row["received"] == 300
     assert row["p99_us"] >= 90_000
+
+
+@pytest.mark.unit
+def test_the_cost_section_shows_each_rate_against_its_own_floor() -> None:
+    # `python -m bench`: 1,000/s rows from the cost section, 10,000/s from the main latency runs
+    main = [dict(_paced_row(s, 10_000, c, v), round=0) for s, c, v in (
+        (floor.FLOOR, 50.0, 10.0), (floor.REDIS, 150.0, 35.0), ("edgebus-shm", 90.0, 35.0))]
+    section = [dict(_paced_row(s, 1000, c, v), section="paced") for s, c, v in (
+        (floor.FLOOR, 100.0, 18.0), (floor.REDIS, 250.0, 60.0), ("edgebus-shm", 275.0, 110.0))]
+    durable = dict(_paced_row("edgebus-shm-durable", 10_000, 60.0, 24.0), section="durable")
+    text = "\n".join(cost.render([*section, durable], None, [], main))
+    assert "| 1000 | 100 | edgebus-shm | 275.0 | 110.0 | - / - / - | 1.10 | 2.75 | 6.11 |" in text
+    assert "| 10000 | 100 | edgebus-shm | 90.0 | 35.0 | - / - / - | 0.60 | 1.80 | 3.50 |" in text
+    assert "| 10000 | 100 | edgebus-shm-durable |" not in text  # not a paced acks=written row
+    assert "| 1000 | 100 | 100.0 | 18.0 | 250.0 (60.0) | 125.0 | 0.40 | 0.80 | yes, 25 us/msg" in text
