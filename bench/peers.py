@@ -290,7 +290,9 @@ class UnixSocket:
 
 
 # --- a relay: the bare socket with a process in the middle ----------------------------------------
-SOCAT_BUFFER = 65536  # socat's -b: a read takes whatever has arrived, up to this (one record or more)
+# socat's -b: a read takes whatever has arrived, up to this (one record or more, as a broker's
+# read does); EDGEBUS_BENCH_RELAY_BUFFER=104 makes it one read per 100 B record (its frame).
+SOCAT_BUFFER = int(os.environ.get("EDGEBUS_BENCH_RELAY_BUFFER", 65536))
 
 
 class SocatRelay(UnixSocket):
