@@ -291,7 +291,8 @@ def _counters(procs: list[psutil.Process]) -> dict[str, Any]:
 
 def _thread_switches(pid: int) -> list[int]:
     """voluntary_ctxt_switches of each thread of a process (the process's own line is its main
-    thread's only)."""
+    thread's only). A thread that ends between two readings takes its count with it, so the
+    wake-up counts are a guide; the CPU figures (the process's clock) include ended threads."""
     out = []
     for status in Path(f"/proc/{pid}/task").glob("*/status"):
         for line in status.read_text().splitlines():
