@@ -118,6 +118,12 @@ class Admin:
     def status(self) -> dict[str, Any]:
         return json.loads(bytes(self._ch.request(M.Api.STATUS, M.Empty()).json))
 
+    def list_transactions(self) -> M.ListTransactionsResponse:
+        """The transactional ids the supervisor holds (producer id, epoch, state, the open
+        transaction's partitions and age, its timeout) and the idempotent producers' sequence
+        state per partition (those written since the supervisor started)."""
+        return self._ch.request(M.Api.LIST_TRANSACTIONS, M.Empty())
+
     def request(self, api: int, body: M.Message, timeout: float | None = None) -> Any:
         """Send any request on this connection (used by group and CLI code)."""
         return self._ch.request(api, body, timeout)
