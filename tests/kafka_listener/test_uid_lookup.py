@@ -82,11 +82,10 @@ def test_table_read_only_when_a_user_could_be_at_its_limit(
         assert not [p for p in paths if p.startswith("/proc/net/tcp")], paths
         with Admin(socket=b.socket) as admin:  # the same user's third, native connection
             admin.list_topics()
-            with opened_files(b.proc.pid, tmp_path / "b.strace") as paths:
-                # The loop now holds 3 connections: a user may be at its limit. The 2 Kafka
-                # connections are counted under their user, and the fourth is refused.
-                with connect(b) as s:
-                    assert read_frame(s) == b"", "closed at once: over the user's limit"
+            # The loop now holds 3 connections: a user may be at its limit. The 2 Kafka
+            # connections are counted under their user, and the fourth is refused.
+            with opened_files(b.proc.pid, tmp_path / "b.strace") as paths, connect(b) as s:
+                assert read_frame(s) == b"", "closed at once: over the user's limit"
             assert [p for p in paths if p.startswith("/proc/net/tcp")], paths
             assert admin.status()["limits"]["refused_connections"]["max_connections_per_uid"] == 1
         assert "has 3 connections, the limit for one user" in b.log()
