@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -24,12 +23,11 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("quixstreams")
-from confluent_kafka import Consumer as CKConsumer
-from confluent_kafka import KafkaError
 from confluent_kafka import Producer as CKProducer
 
 from edgebus.testing import EmbeddedBroker
 from tests.kafka_listener.conftest import create_topic
+from tests.kafka_listener.readers import read_to_end
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "teapot" / "quix_max.py"
 KETTLES = ("k1", "k2", "k3")
@@ -69,25 +67,12 @@ def feed(bootstrap: str, base_ms: int, done: threading.Event) -> None:
 
 
 def results(bootstrap: str, isolation: str) -> list[tuple[str, int, float]]:
-    c = CKConsumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex}",
-                    "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                    "isolation.level": isolation, "enable.partition.eof": True})
-    c.subscribe(["teapot.max-per-minute"])
+    msgs, _ended = read_to_end(bootstrap, "teapot.max-per-minute", isolation, timeout_s=20,
+                               fail_on_error=False)
     out = []
-    deadline = time.monotonic() + 20
-    try:
-        while time.monotonic() < deadline:
-            m = c.poll(0.5)
-            if m is None:
-                continue
-            if m.error():
-                if m.error().code() == KafkaError._PARTITION_EOF:
-                    break
-                continue
-            v = json.loads(m.value())
-            out.append((m.key().decode(), v["start_ms"], v["max_celsius"]))
-    finally:
-        c.close()
+    for m in msgs:
+        v = json.loads(m.value())
+        out.append((m.key().decode(), v["start_ms"], v["max_celsius"]))
     return out
 
 

@@ -1,0 +1,40 @@
+"""Reading a topic with a fresh confluent-kafka consumer up to its end, at a chosen isolation
+level: what the transaction, streams and deleted-topic tests check their output with."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException
+
+
+def read_to_end(bootstrap: str, topic: str, isolation: str, timeout_s: float = 30.0,
+                fail_on_error: bool = True) -> tuple[list[Any], bool]:
+    """(messages, whether the end was reached): every record a new consumer group with
+    `isolation` (read_committed or read_uncommitted) gets from the earliest offset until its
+    first end of partition (for read_committed: the last stable offset), or until `timeout_s`
+    passes. A consumer error raises, or is skipped with `fail_on_error` false (a topic that does
+    not exist yet)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "isolation.level": isolation, "enable.partition.eof": True})
+    c.subscribe([topic])
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    return out, True
+                if fail_on_error:
+                    raise KafkaException(m.error())
+                continue
+            out.append(m)
+    finally:
+        c.close()
+    return out, False
