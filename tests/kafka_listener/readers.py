@@ -1,5 +1,6 @@
-"""Reading a topic with a fresh confluent-kafka consumer up to its end, at a chosen isolation
-level: what the transaction, streams and deleted-topic tests check their output with."""
+"""Reading what a topic holds, as the tests check their output: with a fresh confluent-kafka
+consumer up to its end at a chosen isolation level, or with the native Consumer until it gets
+nothing more."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import uuid
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
+
+from edgebus import Consumer as NativeConsumer
+from edgebus import TopicPartition
 
 
 def read_to_end(bootstrap: str, topic: str, isolation: str, timeout_s: float = 30.0,
@@ -38,3 +42,18 @@ def read_to_end(bootstrap: str, topic: str, isolation: str, timeout_s: float = 3
     finally:
         c.close()
     return out, False
+
+
+def native_read(sock: str, partitions: list[TopicPartition], quiet_polls: int = 2) -> list[bytes]:
+    """Every value the native Consumer (read_committed where transactions are) gets from the
+    start of `partitions`, until `quiet_polls` polls of a second in a row bring nothing."""
+    out: list[bytes] = []
+    with NativeConsumer(socket=sock, auto_offset_reset="earliest", enable_auto_commit=False) as c:
+        c.assign(partitions)
+        idle = 0
+        while idle < quiet_polls:
+            got = c.poll(1000)
+            idle = 0 if got else idle + 1
+            for recs in got.values():
+                out.extend(r.value for r in recs)
+    return out

@@ -20,10 +20,10 @@ from confluent_kafka import Consumer as CKConsumer
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import Producer as CKProducer
 
-from edgebus import Admin, Consumer, Producer, TopicPartition
+from edgebus import Admin, Producer, TopicPartition
 from edgebus.testing import EmbeddedBroker
 from tests.kafka_listener.conftest import create_topic
-from tests.kafka_listener.readers import read_to_end
+from tests.kafka_listener.readers import native_read, read_to_end
 
 
 def tx_producer(b: EmbeddedBroker, tid: str, timeout_ms: int = 60_000) -> CKProducer:
@@ -43,16 +43,7 @@ def read_all(b: EmbeddedBroker, topic: str, isolation: str, expect_end: bool = T
 
 
 def native_values(b: EmbeddedBroker, topic: str) -> list[bytes]:
-    out: list[bytes] = []
-    with Consumer(socket=b.socket, auto_offset_reset="earliest", enable_auto_commit=False) as c:
-        c.assign([TopicPartition(topic, 0)])
-        idle = 0
-        while idle < 2:
-            got = c.poll(1000)
-            idle = 0 if got else idle + 1
-            for recs in got.values():
-                out.extend(r.value for r in recs)
-    return out
+    return native_read(b.socket, [TopicPartition(topic, 0)])
 
 
 def test_commit_and_abort_read_committed_and_uncommitted(kbroker: EmbeddedBroker) -> None:
