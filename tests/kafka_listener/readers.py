@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from edgebus import Consumer as NativeConsumer
 from edgebus import TopicPartition
+from edgebus.testing import EmbeddedBroker
 
 
 def read_to_end(bootstrap: str, topic: str, isolation: str, timeout_s: float = 30.0,
@@ -57,3 +58,16 @@ def native_read(sock: str, partitions: list[TopicPartition], quiet_polls: int = 
             for recs in got.values():
                 out.extend(r.value for r in recs)
     return out
+
+
+def read_all(b: EmbeddedBroker, topic: str, isolation: str, expect_end: bool = True) -> list[bytes]:
+    """Every record value of partition 0 a fresh consumer with `isolation` gets until it reaches
+    the partition's end (for read_committed: the last stable offset)."""
+    msgs, ended = read_to_end(b.kafka_bootstrap, topic, isolation)
+    out = [m.value() for m in msgs]
+    assert ended or not expect_end, f"no end of partition within 30 s; got {len(out)} records"
+    return out
+
+
+def native_values(b: EmbeddedBroker, topic: str) -> list[bytes]:
+    return native_read(b.socket, [TopicPartition(topic, 0)])

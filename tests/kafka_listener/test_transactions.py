@@ -20,10 +20,10 @@ from confluent_kafka import Consumer as CKConsumer
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import Producer as CKProducer
 
-from edgebus import Admin, Producer, TopicPartition
+from edgebus import Admin, Producer
 from edgebus.testing import EmbeddedBroker
 from tests.kafka_listener.conftest import create_topic
-from tests.kafka_listener.readers import native_read, read_to_end
+from tests.kafka_listener.readers import native_values, read_all
 
 
 def tx_producer(b: EmbeddedBroker, tid: str, timeout_ms: int = 60_000) -> CKProducer:
@@ -31,19 +31,6 @@ def tx_producer(b: EmbeddedBroker, tid: str, timeout_ms: int = 60_000) -> CKProd
                     "transaction.timeout.ms": timeout_ms, "linger.ms": 5})
     p.init_transactions(30)
     return p
-
-
-def read_all(b: EmbeddedBroker, topic: str, isolation: str, expect_end: bool = True) -> list[bytes]:
-    """Every record value of partition 0 a fresh consumer with `isolation` gets until it reaches
-    the partition's end (for read_committed: the last stable offset)."""
-    msgs, ended = read_to_end(b.kafka_bootstrap, topic, isolation)
-    out = [m.value() for m in msgs]
-    assert ended or not expect_end, f"no end of partition within 30 s; got {len(out)} records"
-    return out
-
-
-def native_values(b: EmbeddedBroker, topic: str) -> list[bytes]:
-    return native_read(b.socket, [TopicPartition(topic, 0)])
 
 
 def test_commit_and_abort_read_committed_and_uncommitted(kbroker: EmbeddedBroker) -> None:

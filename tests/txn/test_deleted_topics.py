@@ -12,8 +12,8 @@ import pytest
 from edgebus import Admin, Producer
 from edgebus.testing import EmbeddedBroker
 from tests.kafka_listener.conftest import connect, create_topic
+from tests.kafka_listener.readers import read_all
 from tests.kafka_listener.test_idempotence import batch, init_pid, log_end, produce
-from tests.kafka_listener.test_transactions import read_all
 from tests.txn.test_transactions_native import native_until, txp
 
 pytestmark = [pytest.mark.integration]

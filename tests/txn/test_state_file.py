@@ -11,7 +11,7 @@ from edgebus import Producer
 from edgebus.errors import ProducerFencedError
 from edgebus.testing import EmbeddedBroker
 from tests.kafka_listener.conftest import create_topic
-from tests.kafka_listener.test_transactions import read_all
+from tests.kafka_listener.readers import read_all
 from tests.txn.test_transactions_native import native_until, txp
 
 pytestmark = [pytest.mark.integration]
