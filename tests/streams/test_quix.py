@@ -35,6 +35,7 @@ READINGS = 240  # per kettle
 STEP_MS = 250  # between a kettle's readings
 WINDOW_MS = 1000
 KILLS = 3
+APP_STUCK_S = 240  # no result printed for this long: the app is stuck (not slow)
 
 
 def celsius(k: int, i: int) -> float:
@@ -86,13 +87,15 @@ def start_app(bootstrap: str, state: Path, guarantee: str, log: Path) -> subproc
 
 
 def wait_output_lines(proc: subprocess.Popen[bytes], n: int, log: Path) -> None:
-    """Until the app printed `n` results (60 s at most: a stuck app fails the test)."""
+    """Until the app printed `n` results. A bound only for a stuck app, generous: a restarted app
+    imports Quix Streams and joins its group again, which took over 60 s on a machine at load 8."""
     assert proc.stdout is not None
     seen, buf = 0, b""
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + APP_STUCK_S
     while seen < n:
         ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        assert ready, f"no results from the app within 60 s; its log: {log.read_text()[-3000:]}"
+        assert ready, (f"no results from the app within {APP_STUCK_S} s; its log: "
+                       f"{log.read_text()[-3000:]}")
         chunk = os.read(proc.stdout.fileno(), 65536)
         assert chunk, f"the app ended; its log: {log.read_text()[-3000:]}"
         buf += chunk
