@@ -124,7 +124,7 @@ def test_windowed_app_killed_three_times(make_broker: Callable[..., EmbeddedBrok
             proc = start_app(boot, state, guarantee, log)
         want = {(k, base + s): m for (k, s), m in expected().items()}
         isolation = "read_committed" if guarantee == "exactly-once" else "read_uncommitted"
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + APP_STUCK_S  # until every window is out (or the app is stuck)
         got: list[tuple[str, int, float]] = []
         while time.monotonic() < deadline:
             got = results(boot, isolation)
