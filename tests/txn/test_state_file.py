@@ -47,3 +47,24 @@ def test_old_state_file_is_upgraded_in_place(broker: EmbeddedBroker) -> None:
         if fencer is not None:
             fencer.close()
     assert read_all(broker, "up", "read_committed") == [b"o1", b"after", b"o2"]
+
+
+def test_stale_old_file_beside_the_new_one_is_removed(broker: EmbeddedBroker) -> None:
+    """A supervisor killed between the upgrade's save and the old file's removal: the new file
+    is the state; the old one (older, so wrong) is removed and never read."""
+    create_topic(broker, "st")
+    new_file, old_file = broker.data_dir / "transactions.json", broker.data_dir / "kafka-transactions.json"
+    p = txp(broker, "st-1")
+    try:
+        stale = new_file.read_bytes()  # no transaction open in it
+        p.begin_transaction()
+        p.send("st", b"open", partition=0).get(10)
+        broker.kill9()
+        old_file.write_bytes(stale)
+        broker.start()
+        assert new_file.exists() and not old_file.exists()
+        assert read_all(broker, "st", "read_committed") == []  # the open transaction is known
+        p.commit_transaction()
+    finally:
+        p.close()
+    assert read_all(broker, "st", "read_committed") == [b"open"]

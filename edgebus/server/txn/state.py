@@ -64,10 +64,12 @@ class TxnState:
     def load(cls, data_dir: Path, now: float) -> TxnState:
         path = Path(data_dir) / FILE
         st = cls(path)
+        old = path.with_name(OLD_FILE)
         try:
             doc = json.loads(path.read_text())
+            if old.exists():  # killed between the upgrade's save and its removal: stale now
+                st.legacy = old
         except FileNotFoundError:
-            old = path.with_name(OLD_FILE)
             try:
                 doc = json.loads(old.read_text())
             except FileNotFoundError:
