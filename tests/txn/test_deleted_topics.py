@@ -19,18 +19,27 @@ from tests.txn.test_transactions_native import native_until, txp
 pytestmark = [pytest.mark.integration]
 
 
-def recreate(b: EmbeddedBroker, topic: str) -> None:
+def recreate(b: EmbeddedBroker, topic: str, via: str = "native") -> None:
+    """Delete `topic` (with the native Admin, or Kafka's DeleteTopics) and create it again."""
+    if via == "kafka":
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": b.kafka_bootstrap})  # kept until answered
+        for f in admin.delete_topics([topic], operation_timeout=30).values():
+            f.result(30)
     with Admin(socket=b.socket) as a:
-        a.delete_topic(topic)
+        if via == "native":
+            a.delete_topic(topic)
         a.create_topic(topic, partitions=1)
 
 
-def test_idempotent_producer_starts_over_in_a_recreated_topic(broker: EmbeddedBroker) -> None:
+@pytest.mark.parametrize("via", ["native", "kafka"])
+def test_idempotent_producer_starts_over_in_a_recreated_topic(broker: EmbeddedBroker, via: str) -> None:
     create_topic(broker, "idem-re")
     with connect(broker) as s:
         pid, epoch = init_pid(s)
         assert produce(s, "idem-re", batch(pid, epoch, 0)) == (0, 0)
-        recreate(broker, "idem-re")
+        recreate(broker, "idem-re", via)
         # The new partition knows no producer: sequence 0 again is a first batch, appended (it
         # was answered as a duplicate of the old topic's offset 0 and dropped).
         assert produce(s, "idem-re", batch(pid, epoch, 0)) == (0, 0)
