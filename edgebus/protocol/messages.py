@@ -34,7 +34,7 @@ class Api(IntEnum):
     RESET_OFFSETS = 18
     ALTER_TOPIC_CONFIG = 20
     SHM_ATTACH = 32  # transport APIs start at 32 (edgebus/shm, edgebus/server/listeners/shm.py)
-    FETCH_STANDING = 33  # a FETCH that re-arms itself after each answer (shm links only)
+    FETCH_STANDING = 33  # a FETCH that re-arms itself after each answer (shm links, Unix sockets)
     REPLICA_HELLO = 40  # replication APIs start at 40 (docs/REPLICATION.md)
     REPLICA_APPEND = 41
     PROMOTE_TOPIC = 42
