@@ -20,7 +20,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from edgebus import format as F
-from edgebus.batch import BatchInfo, stamp_batch
+from edgebus.batch import BatchInfo
 from edgebus.errors import (
     ClosedError,
     CorruptRecordError,
@@ -41,6 +41,8 @@ from edgebus.log.recovery import RecoveryReport, recover
 from edgebus.log.segment import U32_MAX, Segment, SegmentInfo
 from edgebus.log.sync import SyncTicket
 from edgebus.log.topic_config import TopicConfig
+
+_stamp_into = F.BATCH_STAMP.pack_into  # the supervisor's fields (outside the CRC), in place
 
 # Read fds kept open per partition for old segments (least recently used are closed first).
 MAX_OPEN_READ_FDS = 8
@@ -158,10 +160,13 @@ class Partition:
 
         The stamp is written into `batch` itself when it is writable (no copy); a read-only
         buffer is copied first."""
-        n = self._writable(batch, info)
-        if n > self.config.max_message_bytes:
+        n = len(batch)
+        if self._closed or self.offline or n != info.length:
+            self._writable(batch, info)  # raises what is wrong
+        cfg = self.config
+        if n > cfg.max_message_bytes:
             raise RecordTooLargeError(
-                f"batch of {n} bytes exceeds max_message_bytes={self.config.max_message_bytes}"
+                f"batch of {n} bytes exceeds max_message_bytes={cfg.max_message_bytes}"
                 f" of topic {self.topic}"
             )
         count = info.record_count
@@ -170,9 +175,11 @@ class Partition:
         if seg.size and self._should_roll(seg, n, count, append_time):
             self._roll()
         base = self.log_end_offset
-        if not isinstance(batch, bytearray) and memoryview(batch).readonly:
-            batch = bytearray(batch)
-        stamp_batch(batch, base, append_time)  # type: ignore[arg-type]
+        t = type(batch)
+        if t is not bytearray and (batch.readonly if t is memoryview  # type: ignore[union-attr]
+                                   else memoryview(batch).readonly):
+            batch = bytearray(batch)  # bytes, or a read-only view: stamp a copy
+        _stamp_into(batch, 0, base, append_time)  # batch.stamp_batch, without the call
         self._write(batch, base, append_time, count)
         return base, append_time
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgebus import batch as B
 from edgebus import format as F
+from edgebus.batch import produced_batch
 from edgebus.errors import (
     EdgebusError,
     InvalidRequestError,
@@ -53,6 +54,10 @@ _PRODUCER_ID_TOP = F.BATCH_PRODUCER_ID + 7
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+_time_ns = time.time_ns
+_ACKS = frozenset((M.ACKS_NONE, M.ACKS_WRITTEN, M.ACKS_DURABLE))
 
 
 def _no_sequenced(*args: Any) -> Any:
@@ -109,29 +114,37 @@ class DataHandlers(Service):
         frame (bytes, queued as it is) instead of a ProduceResponse."""
         if self.api.stopping:
             raise ShuttingDownError("the supervisor is shutting down")
-        if acks not in (M.ACKS_NONE, M.ACKS_WRITTEN, M.ACKS_DURABLE):
+        if acks not in _ACKS:
             raise InvalidRequestError(f"acks must be 0, 1 or 2, got {acks}")
         if topic.startswith("__"):  # only the supervisor writes its internal topics
             raise InvalidTopicError(f"{topic!r} is an internal topic")
         p = self.logs.partition(topic, partition)
-        if p.config.mirror_of:
+        cfg = p.config
+        if cfg.mirror_of:
             raise MirrorReadOnlyError(
-                f"topic {topic!r} is a mirror of {p.config.mirror_of}: only its replication link "
+                f"topic {topic!r} is a mirror of {cfg.mirror_of}: only its replication link "
                 "writes it")
         if batch is None:  # BYTES may be null on the wire; a PRODUCE without a batch is meaningless
             raise InvalidRequestError("PRODUCE carries a null batch (length -1); send one whole record batch")
         if built is None:
-            info = B.validate_batch(batch, max_bytes=p.config.max_message_bytes, compacted_ok=False)
-            if batch[F.BATCH_ATTRIBUTES] or batch[_PRODUCER_ID_TOP] != 0xFF:
+            # Header, CRC and records in one C call; when it refuses (or is not built) the
+            # Python checks run in their usual order and their errors say what is wrong.
+            info = produced_batch(batch, cfg.max_message_bytes)
+            if info is None:
+                info = B.validate_batch(batch, max_bytes=cfg.max_message_bytes, compacted_ok=False)
+                if batch[F.BATCH_ATTRIBUTES] or batch[_PRODUCER_ID_TOP] != 0xFF:
+                    return self.sequenced(conn, corr, p, acks, batch, info, encoded)
+                B.check_records(batch, info)  # records that do not decode would fail every reader
+            elif batch[F.BATCH_ATTRIBUTES] or batch[_PRODUCER_ID_TOP] != 0xFF:
                 # an idempotent or transactional producer's: checked, then appended with `built`
                 return self.sequenced(conn, corr, p, acks, batch, info, encoded)
         else:  # built by the supervisor itself (the Kafka listener): its CRC is right by construction
-            if built.length > p.config.max_message_bytes:
+            if built.length > cfg.max_message_bytes:
                 raise RecordTooLargeError(f"batch of {built.length} bytes exceeds the limit of "
-                                          f"{p.config.max_message_bytes} bytes")
+                                          f"{cfg.max_message_bytes} bytes")
             info = built
-        B.check_records(batch, info)  # records that do not decode would fail every reader
-        base, atime = self.disk.append(p, batch, info, now_ms())  # watermarks (server/disk.py)
+            B.check_records(batch, info)  # records that do not decode would fail every reader
+        base, atime = self.disk.append(p, batch, info, _time_ns() // 1_000_000)  # server/disk.py
         self.stats.appended(topic, info.record_count, info.length)
         self.on_append(p, batch, base, atime)
         if acks == M.ACKS_WRITTEN and encoded:
@@ -243,11 +256,13 @@ class DataHandlers(Service):
         the one `batch` just appended (stamped `base`, `append_time`), a fetch asking for
         exactly that batch is answered from its bytes instead of reading them back."""
         self.dirty = True
-        for listener in self.append_listeners:
-            listener(p)
-        if self.api.output_budget_used:
+        if self.append_listeners:
+            for listener in self.append_listeners:
+                listener(p)
+        waiting = self.waiters.waiting_on(p.topic, p.partition)
+        if not waiting or self.api.output_budget_used:
             return  # parked fetches wait (costing nothing) until room or their deadline
-        for w in self.waiters.waiting_on(p.topic, p.partition):
+        for w in waiting:
             if w.standing and not self.standing.may_answer(w):
                 continue  # held until its consumer read the answers before
             if w.respond is not None:  # a replicator's long poll: any append wakes it
