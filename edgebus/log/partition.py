@@ -46,6 +46,11 @@ _stamp_into = F.BATCH_STAMP.pack_into  # the supervisor's fields (outside the CR
 
 # Read fds kept open per partition for old segments (least recently used are closed first).
 MAX_OPEN_READ_FDS = 8
+# The last batch a producer appended is kept (copied) when at most this large: a consumer's fetch
+# that arrives just after the append (a socket consumer's next FETCH, a standing fetch re-armed
+# after its consumer fell one batch behind) reads it from memory instead of with pread and the
+# segment's scan. Bounds what an idle partition holds.
+TAIL_BATCH_BYTES = 16 * 1024
 
 
 class Partition:
@@ -93,6 +98,9 @@ class Partition:
         self.recovery_report = report
         # A mirror's recorded gaps: offsets its source never shipped (edgebus/log/gaps.py).
         self.gaps: list[Gap] = gaps.load(path)
+        # (base offset, log end after it, its stamped bytes) of the last batch `append` wrote,
+        # if small: valid while the log end is still that one (see `read`).
+        self._tail: tuple[int, int, bytes] | None = None
 
     @classmethod
     def open(
@@ -181,6 +189,7 @@ class Partition:
             batch = bytearray(batch)  # bytes, or a read-only view: stamp a copy
         _stamp_into(batch, 0, base, append_time)  # batch.stamp_batch, without the call
         self._write(batch, base, append_time, count)
+        self._tail = (base, base + count, bytes(batch)) if n <= TAIL_BATCH_BYTES else None
         return base, append_time
 
     def append_replica(self, batch: bytes | bytearray | memoryview, info: BatchInfo) -> bool:
@@ -361,6 +370,11 @@ class Partition:
             )
         if offset == self.log_end_offset:
             return b""
+        tail = self._tail
+        if tail is not None and tail[0] == offset and tail[1] == self.log_end_offset:
+            # The last batch, nothing after it: what the segment read below would return.
+            data = tail[2]
+            return data if at_least_one or len(data) <= max_bytes else b""
         interval = self.config.index_interval_bytes
         segs = self._segments
         i = bisect.bisect_right(self._bases, offset) - 1
