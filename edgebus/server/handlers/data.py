@@ -214,6 +214,11 @@ class DataHandlers(Service):
             return None
         if batch[F.BATCH_ATTRIBUTES] & (F.ATTR_TRANSACTIONAL | F.ATTR_CONTROL):
             return None  # a transaction's: read_fetch decides what is visible
+        if self.txn_filter is not None and self.txn_filter(p, batch) is not batch:
+            # A transaction open (or aborted) on the partition: the batch may lie past the
+            # last stable offset, which read_fetch's filter stops at. The filter returns its
+            # input itself when no transaction touched the partition (the usual case).
+            return None
         if F.BATCH_STAMP.unpack_from(batch, 0) != (base, append_time):
             return None  # not stamped in place (the log copied a read-only buffer): read it
         try:
