@@ -192,6 +192,16 @@ class Partition:
         self._tail = (base, base + count, bytes(batch)) if n <= TAIL_BATCH_BYTES else None
         return base, append_time
 
+    def tail_batch(self, offset: int) -> bytes | None:
+        """The last batch `append` wrote (stamped), when it starts at `offset`, is still the log's
+        last and was small enough to keep (TAIL_BATCH_BYTES); else None. What `read(offset, n,
+        True)` would return then, for any n."""
+        tail = self._tail
+        if (tail is None or tail[0] != offset or tail[1] != self.log_end_offset or self._closed
+                or offset < self.log_start_offset):
+            return None
+        return tail[2]
+
     def append_replica(self, batch: bytes | bytearray | memoryview, info: BatchInfo) -> bool:
         """Append one validated batch of a mirror exactly as its source stamped it (offsets and
         append time kept). True if appended; False if the mirror already holds this very batch

@@ -178,6 +178,9 @@ class DataHandlers(Service):
             return DEFERRED
         if self.api.output_budget_used:  # a parked fetch above costs nothing; an answer might
             raise self._busy()
+        frame = self._fetch_tail(corr, req)
+        if frame is not None:
+            return frame
         resp, total = self.read_fetch(req)
         errors = any(p.error_code for p in resp.partitions)
         if total >= req.min_bytes or errors or not parkable:
@@ -204,6 +207,11 @@ class DataHandlers(Service):
         one partition at the batch's base offset reads the batch holding that offset and, as the
         first partition of its response, takes it whole whatever the byte limits (at_least_one),
         and nothing follows it in the log. tests/test_fastpath_server.py compares the two."""
+        return self._from_batch(corr, req, p, batch, base, append_time)
+
+    def _from_batch(self, corr: int, req: M.FetchRequest, p: Any, batch: Any, base: int,
+                    append_time: int) -> bytes | None:
+        """fetch_appended's answer (also _fetch_tail's, for the batch the partition kept)."""
         parts = req.partitions
         if len(parts) != 1:
             return None
@@ -226,6 +234,30 @@ class DataHandlers(Service):
                                       p.log_start_offset, batch)
         except Exception:  # unusual values: the read-based path gives its own result or error
             return None
+
+    def _fetch_tail(self, corr: int, req: M.FetchRequest) -> bytes | None:
+        """The answer to a fetch of one partition at the last batch a producer appended there,
+        which the partition keeps (Partition.tail_batch): built from it as `fetch_appended`
+        builds an answer from the batch just appended (the same checks, so equal to
+        read_fetch's answer), without the read and the response objects. A consumer's next
+        fetch that arrives just after the append (on the socket, most of them at 1,000/s)
+        takes this path; None when read_fetch must decide."""
+        parts = req.partitions
+        if len(parts) != 1:
+            return None
+        fp = parts[0]
+        try:
+            p = self.logs.partition(fp.topic, fp.partition)
+        except EdgebusError:
+            return None
+        batch = p.tail_batch(fp.offset)
+        if batch is None:
+            return None
+        base, append_time = F.BATCH_STAMP.unpack_from(batch, 0)
+        frame = self._from_batch(corr, req, p, batch, base, append_time)
+        if frame is not None:
+            self.stats.batch_sent(p.topic, batch)
+        return frame
 
     # --- fetch long-poll -------------------------------------------------------------------------
     def park_fetch(self, conn: Connection, corr: int, req: M.FetchRequest, wait_ms: int) -> None:
