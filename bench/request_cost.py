@@ -64,6 +64,13 @@ def _ctx_switches(pid: int) -> int:
     return total
 
 
+def _minflt(pid: int) -> int:
+    """Minor page faults of the whole process (/proc/PID/stat field 10): memory the kernel had
+    to map on first touch, e.g. a receive buffer the heap gave back and took again."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[7])
+
+
 def _consumer(sock: str, transport: str, topic: str, n: int, ready: Any, out: Any) -> None:
     """Read `n` records of `topic` from offset 0, one poll at a time (caught up: each append is
     answered on its own), and put how many arrived."""
@@ -156,14 +163,14 @@ def one(sup: Supervisor, transport: str, case: str, requests: int, rate: float, 
                                 "-f", "raw", "-o", str(spy_out), "-d", str(int(requests / rate) + 2)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-    c0, v0, t0 = _cpu_ns(pid), _ctx_switches(pid), time.monotonic()
+    c0, v0, f0, t0 = _cpu_ns(pid), _ctx_switches(pid), _minflt(pid), time.monotonic()
     _produce(sock, transport, topic, requests, rate)
     if cons is not None:
         got = out.get(timeout=120)
         cons.join(30)
         if got != requests + 1:
             raise RuntimeError(f"the consumer read {got} of {requests + 1} records")
-    c1, v1, t1 = _cpu_ns(pid), _ctx_switches(pid), time.monotonic()
+    c1, v1, f1, t1 = _cpu_ns(pid), _ctx_switches(pid), _minflt(pid), time.monotonic()
     if spy is not None:
         spy.wait(60)
     with Admin(socket=sock, transport="socket") as a:
@@ -171,7 +178,7 @@ def one(sup: Supervisor, transport: str, case: str, requests: int, rate: float, 
     # The requests' own CPU: the count less the supervisor's idle rate over the same time
     # would be (c1 - c0 - idle * (t1 - t0)); both are reported, the difference is small.
     return {"us": (c1 - c0) / 1e3 / requests, "idle_us_s": idle,
-            "vcs": (v1 - v0) / requests, "seconds": t1 - t0}
+            "vcs": (v1 - v0) / requests, "faults": (f1 - f0) / requests, "seconds": t1 - t0}
 
 
 def one_inproc(tree: Path, transport: str, case: str, requests: int,
@@ -242,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                             got = one(s, transport, case, args.requests, args.rate, n)
                             print(f"round {r + 1} {s.name:4} {transport:6} {case:14}: "
                                   f"{got['us']:7.1f} us/request, {got['vcs']:.2f} "
-                                  f"sleeps/request, idle {got['idle_us_s']:.0f} us/s, load "
+                                  f"sleeps/request, {got['faults']:.2f} page faults/request, "
+                                  f"idle {got['idle_us_s']:.0f} us/s, load "
                                   f"{os.getloadavg()[0]:.1f}", flush=True)
                         rows.setdefault((s.name, transport, case), []).append(got)
         if args.profile and args.inproc:
