@@ -49,8 +49,9 @@ MAX_OPEN_READ_FDS = 8
 # The last batch a producer appended is kept (copied) when at most this large: a consumer's fetch
 # that arrives just after the append (a socket consumer's next FETCH, a standing fetch re-armed
 # after its consumer fell one batch behind) reads it from memory instead of with pread and the
-# segment's scan. Bounds what an idle partition holds.
-TAIL_BATCH_BYTES = 16 * 1024
+# segment's scan. Small: it bounds what each partition holds for good (1,000 partitions: 4 MiB
+# at most), and the one-record requests this is for are far below it.
+TAIL_BATCH_BYTES = 4 * 1024
 
 
 class Partition:
