@@ -27,9 +27,9 @@ from edgebus.server.durable import DurableAcks
 from edgebus.server.groups import GroupHandlers
 from edgebus.server.handlers.admin import AdminHandlers
 from edgebus.server.handlers.data import DataHandlers
-from edgebus.server.handlers.replica import ReplicaHandlers
 from edgebus.server.handlers.txn import TxnHandlers
 from edgebus.server.housekeeping import Housekeeping
+from edgebus.server.lazy import OnFirstUse
 from edgebus.server.listeners.shm import ShmTransport
 from edgebus.server.listeners.socket_claim import SocketClaim
 from edgebus.server.listeners.unix import UnixListener
@@ -42,6 +42,8 @@ from edgebus.server.txn.producers import ProducerStates
 
 if TYPE_CHECKING:  # ssl costs ~5 MB of RSS; only a configured replica listener needs it
     import ssl
+
+    from edgebus.server.handlers.replica import ReplicaHandlers
 
 log = logging.getLogger("edgebus.broker")
 
@@ -107,8 +109,9 @@ class Broker:
         self.cleaner = LogCleaner(logs, self.durable.committer, cleaner_interval_ms,
                                   cleaner_io_bytes_per_s)
         self.node = node or socket.gethostname()
-        self.replica = ReplicaHandlers(loop, logs, self.data, self.disk, self.durable, self.stats,
-                                       self.node, replica_tokens or {})
+        # The replica handlers are made at a link's first request (server/lazy.py).
+        self.replica: OnFirstUse[ReplicaHandlers] = OnFirstUse(
+            lambda: self._replica_handlers(replica_tokens or {}))
         # Peers' replicators append mirrors here (listeners/tcp.py); none unless configured.
         self.replica_listener = None
         if replica_listen:
@@ -117,7 +120,7 @@ class Broker:
                                                     replica_link_idle_ms / 1000)
         # Access control, checked by the dispatcher for every request (None: acl.enabled false).
         self.acl = Authorizer(acl) if acl is not None else None
-        self.replica.acl = self.admin.acl = self.acl  # links read only what a rule grants
+        self.admin.acl = self.acl  # links read only what a rule grants (so do the replica handlers)
         # Idempotent producers and transactions, one state for the native and the Kafka front
         # ends (server/txn/; native APIs: handlers/txn.py).
         self.producer_states = ProducerStates()
@@ -150,6 +153,14 @@ class Broker:
             loop.add(s)
         if self.kafka is not None:
             self.kafka.prepare()
+
+    def _replica_handlers(self, tokens: Mapping[str, str]) -> ReplicaHandlers:
+        from edgebus.server.handlers.replica import ReplicaHandlers
+
+        r = ReplicaHandlers(self.loop, self.logs, self.data, self.disk, self.durable, self.stats,
+                            self.node, tokens)
+        r.acl = self.acl  # links read only what a rule grants
+        return r
 
     def add_service(self, service: Service) -> None:
         """One more part on the loop (the metrics endpoint, a listener)."""

@@ -88,7 +88,7 @@ class BrokerCollector:
                                 "Answer bytes queued for all connections, not yet read by clients",
                                 value=lim["output_bytes"])
         # The standard process_* names come from ProcessCollector (edgebus/procmetrics.py);
-        # these edgebus_process_* ones, from psutil, stay for the dashboards made before.
+        # these edgebus_process_* ones (from /proc/self, procmetrics.self_usage) stay for the dashboards made before.
         yield GaugeMetricFamily("edgebus_process_resident_memory_bytes", "Resident set size",
                                 value=doc["rss_bytes"])
         yield CounterMetricFamily("edgebus_process_cpu_seconds", "User and system CPU time",
