@@ -55,6 +55,9 @@ REPLICA_APIS = {
     M.Api.REPLICA_GAP: "gap",
     M.Api.REPLICA_APPEND_COMPRESSED: "append_compressed",
 }
+# What a replica listener's connection may send before REPLICA_HELLO succeeds (listeners/tcp.py;
+# handlers/replica.py widens it): here, so that a listening supervisor need not load the handlers.
+HANDSHAKE_APIS = frozenset({int(M.Api.API_VERSIONS), int(M.Api.REPLICA_HELLO)})
 
 
 def build_table(data: DataHandlers, admin: AdminHandlers, groups: GroupHandlers,

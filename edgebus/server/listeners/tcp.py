@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from edgebus.opsconfig import split_listen
-from edgebus.server.handlers.replica import HANDSHAKE_APIS
+from edgebus.server.dispatch import HANDSHAKE_APIS  # not handlers/replica.py: made at first use
 from edgebus.server.listeners.inet import bind_tcp, peer_addr
 from edgebus.server.listeners.stream import RECV_SIZE, Connection, StreamListener
 
