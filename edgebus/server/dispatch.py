@@ -55,6 +55,14 @@ REPLICA_APIS = {
     M.Api.REPLICA_GAP: "gap",
     M.Api.REPLICA_APPEND_COMPRESSED: "append_compressed",
 }
+# Transactions and idempotent producers' ids, the native APIs (handlers/txn.py TxnHandlers.table):
+# made at the first such request (server/lazy.py), or at start when a transaction state exists.
+TXN_APIS = {
+    M.Api.INIT_PRODUCER_ID: "init_producer_id",
+    M.Api.ADD_PARTITIONS_TO_TXN: "add_partitions",
+    M.Api.TXN_OFFSET_COMMIT: "txn_offset_commit",
+    M.Api.END_TXN: "end_txn",
+}
 # What a replica listener's connection may send before REPLICA_HELLO succeeds (listeners/tcp.py;
 # handlers/replica.py widens it): here, so that a listening supervisor need not load the handlers.
 HANDSHAKE_APIS = frozenset({int(M.Api.API_VERSIONS), int(M.Api.REPLICA_HELLO)})

@@ -29,9 +29,13 @@ from confluent_kafka import Consumer as CKConsumer
 from confluent_kafka import Producer as CKProducer
 from confluent_kafka import TopicPartition as CKTopicPartition
 
-from edgebus import Admin, Producer
+from edgebus import Admin, Consumer, Producer, TopicPartition
 from edgebus.client.replica import ReplicaLink
 from edgebus.errors import AuthenticationError
+from edgebus.server import broker as broker_module
+from edgebus.server.dispatch import TXN_APIS
+from edgebus.server.handlers.txn import TxnHandlers
+from edgebus.server.txn import state as txn_state
 from edgebus.testing import EmbeddedBroker, wait_for
 
 pytest.importorskip("hypothesis")  # what is kept out must be installed for this to mean anything
@@ -94,7 +98,10 @@ DEFERRED = ("kio", "kio.schema", "kio.index", "edgebus.server.kafka.apis",
             "edgebus.server.kafka.fetch", "difflib", "locale", "shutil", "yaml", "datetime",
             "_lzma", "_bz2", "yaml._yaml",  # extension modules: never unloaded, so never imported
             # rss3: made at first use (server/lazy.py, server/cleaning.py), or never (psutil).
-            "psutil", "edgebus.server.handlers.replica", "edgebus.log.cleaner", "queue")
+            "psutil", "edgebus.server.handlers.replica", "edgebus.log.cleaner", "queue",
+            "edgebus.server.txn.coordinator", "edgebus.server.txn.state",
+            "edgebus.server.handlers.txn")
+TXN = {"edgebus.server.txn.coordinator", "edgebus.server.handlers.txn"}
 # What the Kafka protocol's first use must not bring either (server/slim.py): kio's writers'
 # asyncio (with ssl: 5.3 MB), crc32c's package __init__ (importlib.metadata, email: 2.2 MB).
 NOT_WITH_KAFKA = ("asyncio", "ssl", "_ssl", "importlib.metadata", "email", "crc32c", "psutil")
@@ -255,3 +262,63 @@ def test_log_cleaner_is_loaded_at_the_first_cleaning(make_broker: Callable[..., 
         c = a.status()["cleaner"]
     assert c["records_removed"] > 0 and c["errors"] == 0, c
     assert broker.stop() == 0
+
+
+def _read(sock: str, topic: str) -> list[bytes | None]:
+    tp = TopicPartition(topic, 0)
+    with Consumer(socket=sock, auto_offset_reset="earliest") as c:
+        c.assign([tp])
+        got: list[bytes | None] = []
+        deadline = time.monotonic() + 20
+        while c.position(tp) < c.end_offsets([tp])[tp] and time.monotonic() < deadline:
+            got += [r.value for recs in c.poll(timeout_ms=500).values() for r in recs]
+        return got
+
+
+def test_transaction_coordinator_is_made_at_first_use_or_at_start_when_state_remains(
+        make_broker: Callable[..., EmbeddedBroker], tmp_path: Path) -> None:
+    out = tmp_path / "modules.txt"
+    env = {"EDGEBUS_TEST_HOOKS": "1", "EDGEBUS_TEST_MODULES_FILE": str(out)}
+    broker = make_broker({"kafka": {"enabled": False}}).start(env=env)
+    with Admin(socket=broker.socket) as a:
+        a.create_topic("t", 1)
+    with Producer(socket=broker.socket, acks="durable") as p:  # no producer id: no coordinator
+        p.send("t", b"plain", partition=0)
+        p.flush()
+    assert sorted(TXN & _modules(broker, out)) == []
+    with Producer(socket=broker.socket, acks="durable", enable_idempotence=True) as p:
+        p.send("t", b"idempotent", partition=0)  # INIT_PRODUCER_ID, then a sequenced batch
+        p.flush()
+    assert _modules(broker, out) >= TXN
+    assert _read(broker.socket, "t") == [b"plain", b"idempotent"]
+
+    # Restarted with no transactional id in the state: made at the first use again.
+    assert broker.stop() == 0
+    broker.start(env=env)
+    assert sorted(TXN & _modules(broker, out)) == []
+    p = Producer(socket=broker.socket, transactional_id="tx-1", linger_ms=1)
+    try:
+        p.init_transactions()
+        p.begin_transaction()
+        p.send("t", b"aborted", partition=0)
+        p.abort_transaction()
+        p.begin_transaction()
+        p.send("t", b"committed", partition=0)
+        p.commit_transaction()
+    finally:
+        p.close()
+    # Restarted with a transactional id and an aborted range: made at start, and a native
+    # fetch (committed data only, txn/coordinator.py native_view) still drops the aborted record.
+    assert broker.stop() == 0
+    broker.start(env=env)
+    assert _modules(broker, out) >= TXN
+    assert _read(broker.socket, "t") == [b"plain", b"idempotent", b"committed"]
+    assert broker.stop() == 0
+
+
+def test_the_lazy_transaction_tables_agree_with_the_modules() -> None:
+    """What broker.py and dispatch.py name without importing server/txn/: the same as there."""
+    assert broker_module.TXN_STATE_FILE == txn_state.FILE
+    handlers = object.__new__(TxnHandlers)  # table() only names bound methods
+    assert {int(k): n for k, n in TXN_APIS.items()} == \
+        {k: h.__name__ for k, h in handlers.table().items()}
