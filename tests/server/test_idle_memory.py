@@ -100,7 +100,9 @@ DEFERRED = ("kio", "kio.schema", "kio.index", "edgebus.server.kafka.apis",
             # rss3: made at first use (server/lazy.py, server/cleaning.py), or never (psutil).
             "psutil", "edgebus.server.handlers.replica", "edgebus.log.cleaner", "queue",
             "edgebus.server.txn.coordinator", "edgebus.server.txn.state",
-            "edgebus.server.handlers.txn")
+            "edgebus.server.handlers.txn",
+            # mallopt and malloc_trim through cffi's backend, not ctypes (edgebus/heap.py)
+            "ctypes", "_ctypes")
 TXN = {"edgebus.server.txn.coordinator", "edgebus.server.handlers.txn"}
 # What the Kafka protocol's first use must not bring either (server/slim.py): kio's writers'
 # asyncio (with ssl: 5.3 MB), crc32c's package __init__ (importlib.metadata, email: 2.2 MB).
