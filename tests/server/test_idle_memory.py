@@ -228,13 +228,15 @@ def test_replica_handlers_are_made_at_a_links_first_request(
     address = broker.replica_address
     idle = _modules(broker, out)
     assert "edgebus.server.listeners.tcp" in idle  # the replica listener is up...
-    assert "edgebus.server.handlers.replica" not in idle  # ...without its handlers
+    assert "edgebus.server.handlers.replica" not in idle  # ...without its handlers, and
+    assert "ssl" not in idle  # without ssl when it has no TLS (listeners/tls.py: ~4 MB)
     with pytest.raises(AuthenticationError, match="replica link refused"):
         ReplicaLink(address, "gw-src", "wrong" * 5, timeout=10)
     assert "edgebus.server.handlers.replica" in _modules(broker, out)
     with ReplicaLink(address, "gw-src", "s" * 24, timeout=10) as link:
         assert link.peer_node == "gw-dst"
         assert link.describe("not-there") is None
+    assert "ssl" not in _modules(broker, out)
     assert broker.stop() == 0
 
 

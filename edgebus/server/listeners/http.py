@@ -41,8 +41,8 @@ log = logging.getLogger("edgebus.http")
 @functools.cache
 def https_connection() -> type[HttpConnection]:
     """HttpConnection over TLS: TlsConnection's recv/send (the handshake as data arrives). Made
-    on first use, so that a listener without TLS never imports ssl (listeners/tcp.py does)."""
-    from edgebus.server.listeners.tcp import TlsConnection
+    on first use, so that a listener without TLS never imports ssl (listeners/tls.py does)."""
+    from edgebus.server.listeners.tls import TlsConnection
 
     class HttpsConnection(HttpConnection, TlsConnection):
         tls = True
