@@ -24,18 +24,22 @@ from typing import Any, NamedTuple
 # spaces and ")": split after its last ")". Indexes into that tail: proc(5) numbers the fields
 # from 1 (pid), 2 (comm), 3 (state), so field N is tail[N - 3].
 _UTIME, _STIME, _NUM_THREADS, _RSS_PAGES = 14 - 3, 15 - 3, 20 - 3, 24 - 3
+_START_TICKS, _VSIZE = 22 - 3, 23 - 3
 _TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class Usage(NamedTuple):
-    """One look at this process: RSS bytes, user and system CPU seconds, threads, open fds."""
+    """One look at this process: RSS bytes, user and system CPU seconds, threads, open fds;
+    and virtual memory bytes and start time (seconds since the epoch) for process_*."""
 
     rss_bytes: int
     user_s: float
     system_s: float
     threads: int
     open_fds: int
+    vsize_bytes: int = 0
+    start_time_s: float = 0.0
 
 
 def self_usage() -> Usage:
@@ -45,7 +49,16 @@ def self_usage() -> Usage:
         tail = f.read().rpartition(b")")[2].split()
     return Usage(rss_bytes=int(tail[_RSS_PAGES]) * _PAGE,
                  user_s=int(tail[_UTIME]) / _TICKS, system_s=int(tail[_STIME]) / _TICKS,
-                 threads=int(tail[_NUM_THREADS]), open_fds=len(os.listdir("/proc/self/fd")))
+                 threads=int(tail[_NUM_THREADS]), open_fds=len(os.listdir("/proc/self/fd")),
+                 vsize_bytes=int(tail[_VSIZE]),
+                 start_time_s=int(tail[_START_TICKS]) / _TICKS + boot_time())
+
+
+def max_fds() -> int:
+    """The soft limit on open files (what /proc/self/limits calls Max open files)."""
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def boot_time() -> float:

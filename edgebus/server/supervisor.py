@@ -213,12 +213,8 @@ def _start_metrics(broker: Broker, config: Any) -> None:
     try:
         from edgebus.server.metrics import MetricsServer
 
-        server = MetricsServer(broker.loop, broker, listen)
+        server = MetricsServer(broker.loop, broker, listen)  # no prometheus-client: promtext.py
         server.start()
-    except ImportError as e:
-        log.error("metrics.listen is set but prometheus-client is missing (%s); "
-                  "pip install prometheus-client", e)
-        return
     except OSError as e:
         log.error("cannot serve metrics on %s: %s", listen, e)
         return
