@@ -50,8 +50,20 @@ def self_usage() -> Usage:
     return Usage(rss_bytes=int(tail[_RSS_PAGES]) * _PAGE,
                  user_s=int(tail[_UTIME]) / _TICKS, system_s=int(tail[_STIME]) / _TICKS,
                  threads=int(tail[_NUM_THREADS]), open_fds=len(os.listdir("/proc/self/fd")),
-                 vsize_bytes=int(tail[_VSIZE]),
-                 start_time_s=int(tail[_START_TICKS]) / _TICKS + boot_time())
+                 vsize_bytes=int(tail[_VSIZE]), start_time_s=_start_time(int(tail[_START_TICKS])))
+
+
+_started: float | None = None
+
+
+def _start_time(start_ticks: int) -> float:
+    """Seconds since the epoch at which this process started: computed once, as
+    ProcessCollector reads the boot time once (the two clocks' difference moves in its last
+    digits from call to call, and a start time must not)."""
+    global _started
+    if _started is None:
+        _started = start_ticks / _TICKS + boot_time()
+    return _started
 
 
 def max_fds() -> int:
