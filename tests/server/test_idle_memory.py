@@ -13,6 +13,7 @@ after its first use."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -330,3 +331,19 @@ def test_the_lazy_transaction_tables_agree_with_the_modules() -> None:
     handlers = object.__new__(TxnHandlers)  # table() only names bound methods
     assert {int(k): n for k, n in TXN_APIS.items()} == \
         {k: h.__name__ for k, h in handlers.table().items()}
+
+
+def test_http_application_is_made_at_the_first_http_connection(
+        make_broker: Callable[..., EmbeddedBroker], tmp_path: Path) -> None:
+    out = tmp_path / "modules.txt"
+    broker = make_broker({"http": {"enabled": True, "listen": "127.0.0.1:0"}}).start(
+        env={"EDGEBUS_TEST_HOOKS": "1", "EDGEBUS_TEST_MODULES_FILE": str(out)})
+    port = broker.http_port
+    http_app = {"edgebus.server.http.api", "edgebus.server.listeners.http_connection", "h11"}
+    idle = _modules(broker, out)
+    assert "edgebus.server.listeners.http" in idle  # listening...
+    assert sorted(http_app & idle) == []  # ...without the application (~0.8 MB)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=10) as r:
+        assert json.loads(r.read())["pid"] == broker.pid
+    assert _modules(broker, out) >= http_app
+    assert broker.stop() == 0
