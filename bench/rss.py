@@ -9,7 +9,8 @@ again; then lets them go and measures again (does the memory come back?). In bet
 status request (`edgebus status`), and with the Kafka listener on after a Kafka client
 (librdkafka: produce two records, consume them). Then the same with the Kafka listener off, and
 a supervisor with the Prometheus endpoint on (`metrics.listen`): idle, after a status request,
-after the first scrape and after ten more. For each point it reads /proc/PID/status and
+after the first scrape and after ten more; and idle with one part of a user's config on at a
+time (HTTP, a replica listener, access rules, metrics). For each point it reads /proc/PID/status and
 smaps_rollup: RSS split into anonymous memory (the Python heap and objects: this process's own),
 file-backed pages (libpython, libc, extension modules: shared with every other process that maps
 the same files, so counted in full in each one's RSS) and shared memory (ring pages the
@@ -167,6 +168,37 @@ def measure_metrics(settle_s: float, tree: str | None = None) -> dict[str, Any]:
     return {"metrics": True, "kafka_listener": True, "tree": tree or "this checkout", **points}
 
 
+def measure_configs(settle_s: float, tree: str | None = None) -> dict[str, Any]:
+    """Idle RSS with what a user's config turns on, one part at a time: the HTTP console and
+    API, a replica listener (no TLS), access rules, the metrics endpoint."""
+    from edgebus.testing import EmbeddedBroker
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tokens = Path(tmp) / "tokens.yaml"
+        tokens.write_text("peer: " + "x" * 24 + "\n")
+        tokens.chmod(0o600)
+        configs: dict[str, dict[str, Any] | None] = {
+            "defaults": None,
+            "http": {"http": {"enabled": True, "listen": "127.0.0.1:0"}},
+            "replica.listen": {"replica": {"listen": "127.0.0.1:0", "node": "n1",
+                                           "tokens_file": str(tokens)}},
+            "acl.rules": {"acl": {"enabled": True, "rules": [
+                "allow group:root read topic:sensors.*", "allow uid:1000 write topic:t"]}},
+            "metrics.listen": {"metrics": {"listen": "127.0.0.1:0"}},
+        }
+        for name, cfg in configs.items():
+            broker = EmbeddedBroker(log_level="WARNING", config=cfg)
+            broker.start(env={"PYTHONPATH": tree} if tree else None)
+            try:
+                time.sleep(settle_s)
+                out[name] = memory(broker.pid)
+            finally:
+                broker.stop()
+                broker.cleanup()
+    return {"tree": tree or "this checkout", "configs": out}
+
+
 POINTS = (("none", "idle"), ("after a status request", "after_status"),
           ("10 shm", "ten_clients"), ("10 shm, gone again", "clients_left"),
           ("after a Kafka client (produce, consume)", "after_kafka_client"),
@@ -190,6 +222,15 @@ def render(report: dict[str, Any]) -> list[str]:
             if key in r:
                 md.append(f"| {label} | {what} | "
                           + " | ".join(str(r[key].get(c, "")) for c in cols) + " |")
+    if report.get("configs"):
+        md += ["", "Idle, with one part of a user's config on (MB):", "",
+               "| config | " + " | ".join(f"RSS {c['tree']} | PSS {c['tree']}"
+                                          for c in report["configs"]) + " |",
+               "|---|" + "---|---|" * len(report["configs"])]
+        for name in report["configs"][0]["configs"]:
+            md.append(f"| {name} | " + " | ".join(
+                f"{c['configs'][name]['Rss']} | {c['configs'][name]['Pss']}"
+                for c in report["configs"]) + " |")
     md += ["", "Largest resident mappings of the idle supervisor (Kafka listener on), MB:", ""]
     md += [f"- {name}: {mb}" for name, mb in report["runs"][0]["largest_mappings_idle"]]
     return md
@@ -210,10 +251,11 @@ def main(argv: list[str] | None = None) -> int:
         os.chdir(tempfile.gettempdir())
     runs = [measure(kafka, args.settle, tree) for kafka in (True, False) for tree in trees]
     runs += [measure_metrics(args.settle, tree) for tree in trees]
+    configs = [measure_configs(args.settle, tree) for tree in trees]
     report = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Python "
                          f"{platform.python_version()}, Linux {platform.release()}",
-              "loadavg": round(os.getloadavg()[0], 2), "runs": runs}
+              "loadavg": round(os.getloadavg()[0], 2), "runs": runs, "configs": configs}
     md = render(report)
     print("\n".join(md))
     out = Path(args.out)

@@ -1,8 +1,10 @@
 """Handlers made at their first request: the APIs an idle supervisor never serves (issue 16).
 
-A supervisor that no peer replicates to never needs the replica handlers (handlers/replica.py)
-and what only they import. `OnFirstUse` holds the recipe instead of the object; `install` puts
-one stub per API into the dispatch table. The first request to any of them makes the object,
+A supervisor that no peer replicates to never needs the replica handlers (handlers/replica.py),
+one without idempotent or transactional producers never needs the transaction coordinator
+(server/txn/, handlers/txn.py), nor what only they import (broker.py makes both this way).
+`OnFirstUse` holds the recipe instead of the object; `install` puts one stub per API into the
+dispatch table. The first request to any of them makes the object,
 replaces every stub with the real bound method (later requests cost nothing extra) and is
 handled by it. The cost of the first one is the import (a few milliseconds), once per process.
 
