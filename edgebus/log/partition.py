@@ -18,7 +18,6 @@ import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from edgebus import format as F
 from edgebus.batch import BatchInfo, stamp_batch
@@ -34,6 +33,7 @@ from edgebus.errors import (
 )
 from edgebus.log import gaps
 from edgebus.log.checkpoint import RecoveryPoint
+from edgebus.log.cleanable import SegmentSnap  # not the cleaner: made at first use
 from edgebus.log.fileutil import DIR_MODE, DISK_FULL_ERRNOS, storage_error, unlink_quiet
 from edgebus.log.gaps import Gap
 from edgebus.log.log_start import read_log_start, write_log_start
@@ -41,9 +41,6 @@ from edgebus.log.recovery import RecoveryReport, recover
 from edgebus.log.segment import U32_MAX, Segment, SegmentInfo
 from edgebus.log.sync import SyncTicket
 from edgebus.log.topic_config import TopicConfig
-
-if TYPE_CHECKING:  # imported when compacting: an idle supervisor has no cleaner (issue 16)
-    from edgebus.log.cleaner import SegmentSnap
 
 # Read fds kept open per partition for old segments (least recently used are closed first).
 MAX_OPEN_READ_FDS = 8
@@ -523,8 +520,6 @@ class Partition:
         """The segments as the cleaner may read them, oldest first, the active one last (its
         bytes so far). Cleanable: sealed, fsynced and wholly below the recovery point, so the
         checkpoint never points into a file that a cleaning rewrites."""
-        from edgebus.log.cleaner import SegmentSnap
-
         self._check_open()
         active = self._active
         return [SegmentSnap(s.base_offset, s.log_path, s.size,
