@@ -46,3 +46,17 @@ def test_a_bad_value_is_an_error_naming_the_variable() -> None:
     r = subprocess.run([sys.executable, "-c", "import edgebus.heap"], capture_output=True, text=True,
                        env={"EDGEBUS_HEAP_KEEP_MIB": "lots", "PATH": ""})
     assert r.returncode != 0 and "EDGEBUS_HEAP_KEEP_MIB must be a whole number" in r.stderr
+
+
+def test_libc_functions_come_through_cffi_and_ctypes_alike() -> None:
+    """mallopt and malloc_trim through cffi's backend (what the supervisor uses, issue 16) and
+    through the ctypes fallback: both call the C library's function; a missing one is None."""
+    from edgebus.heap import _ctypes_function, libc_function
+
+    for get in (libc_function, _ctypes_function):
+        trim = get("int(*)(size_t)", "malloc_trim")
+        mallopt = get("int(*)(int, int)", "mallopt")
+        assert trim is not None and mallopt is not None, get
+        assert trim(0) in (0, 1)  # 1: memory was released
+        assert mallopt(-1, 128 * 1024) == 1  # M_TRIM_THRESHOLD, glibc's default value
+        assert get("int(*)(size_t)", "edgebus_no_such_function") is None

@@ -38,6 +38,7 @@ from pathlib import Path
 from edgebus import batch as B
 from edgebus import format as F
 from edgebus.errors import CorruptRecordError
+from edgebus.log.cleanable import SegmentSnap
 from edgebus.log.fileutil import FILE_MODE, unlink_quiet
 
 CLEANED_SUFFIX = ".cleaned.tmp"  # ends in .tmp: recovery deletes a half-written one
@@ -45,14 +46,6 @@ READ_CHUNK = 1024 * 1024
 MAX_KEYS = 2_000_000  # a plan whose keys exceed this is not cleaned (and says so)
 
 _PREFIX = F.RECORD_PREFIX  # record_length, timestamp, key_length
-
-
-@dataclass(frozen=True)
-class SegmentSnap:
-    base_offset: int
-    path: Path
-    size: int  # bytes of whole batches at the time of the plan (an active one grows later)
-    cleanable: bool  # sealed, fsynced, below the recovery point: may be rewritten
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from edgebus.errors import (
 )
 from edgebus.log import gaps
 from edgebus.log.checkpoint import RecoveryPoint
-from edgebus.log.cleaner import SegmentSnap
+from edgebus.log.cleanable import SegmentSnap  # not the cleaner: made at first use
 from edgebus.log.fileutil import DIR_MODE, DISK_FULL_ERRNOS, storage_error, unlink_quiet
 from edgebus.log.gaps import Gap
 from edgebus.log.log_start import read_log_start, write_log_start

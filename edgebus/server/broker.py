@@ -6,6 +6,7 @@ its own module and sees the loop through LoopApi (edgebus/server/service.py).
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
@@ -22,14 +23,13 @@ from edgebus.server import status
 from edgebus.server.acl import Authorizer
 from edgebus.server.cleaning import LogCleaner
 from edgebus.server.disk import DiskGuard
-from edgebus.server.dispatch import Dispatcher, build_table
+from edgebus.server.dispatch import TXN_APIS, Dispatcher, build_table
 from edgebus.server.durable import DurableAcks
 from edgebus.server.groups import GroupHandlers
 from edgebus.server.handlers.admin import AdminHandlers
 from edgebus.server.handlers.data import DataHandlers
-from edgebus.server.handlers.replica import ReplicaHandlers
-from edgebus.server.handlers.txn import TxnHandlers
 from edgebus.server.housekeeping import Housekeeping
+from edgebus.server.lazy import OnFirstUse
 from edgebus.server.listeners.shm import ShmTransport
 from edgebus.server.listeners.socket_claim import SocketClaim
 from edgebus.server.listeners.unix import UnixListener
@@ -37,13 +37,37 @@ from edgebus.server.loop import Loop
 from edgebus.server.notify import Notifier, Watchdog
 from edgebus.server.service import Service
 from edgebus.server.stats import Stats
-from edgebus.server.txn.coordinator import TxnCoordinator
 from edgebus.server.txn.producers import ProducerStates
 
 if TYPE_CHECKING:  # ssl costs ~5 MB of RSS; only a configured replica listener needs it
     import ssl
 
+    from edgebus.server.handlers.replica import ReplicaHandlers
+    from edgebus.server.handlers.txn import TxnHandlers
+    from edgebus.server.txn.coordinator import TxnCoordinator
+
 log = logging.getLogger("edgebus.broker")
+
+# The transaction coordinator's state file (server/txn/state.py FILE and the name an older
+# edgebus gave it, OLD_FILE; a test checks they agree): when a previous run left transactions in it, the coordinator is made at start, to finish or
+# time out what they hold and to filter native fetches; otherwise at the first request that
+# needs it.
+TXN_STATE_FILES = ("transactions.json", "kafka-transactions.json")
+
+
+def txn_state_at_start(data_dir: Path) -> bool:
+    """Whether the transaction state a previous run left holds anything (a transactional id,
+    an aborted transaction's range): then the coordinator must run from the start."""
+    for name in TXN_STATE_FILES:
+        try:
+            doc = json.loads((Path(data_dir) / name).read_text())
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):
+            return True  # the coordinator's own load reports what is wrong with it
+        if not isinstance(doc, dict) or doc.get("txns") or doc.get("aborted"):
+            return True
+    return False
 
 _OWNER_POLICY = Policy()  # no rules, default `owner`: the supervisor's user and root only
 
@@ -107,8 +131,9 @@ class Broker:
         self.cleaner = LogCleaner(logs, self.durable.committer, cleaner_interval_ms,
                                   cleaner_io_bytes_per_s)
         self.node = node or socket.gethostname()
-        self.replica = ReplicaHandlers(loop, logs, self.data, self.disk, self.durable, self.stats,
-                                       self.node, replica_tokens or {})
+        # The replica handlers are made at a link's first request (server/lazy.py).
+        self.replica: OnFirstUse[ReplicaHandlers] = OnFirstUse(
+            lambda: self._replica_handlers(replica_tokens or {}))
         # Peers' replicators append mirrors here (listeners/tcp.py); none unless configured.
         self.replica_listener = None
         if replica_listen:
@@ -117,22 +142,23 @@ class Broker:
                                                     replica_link_idle_ms / 1000)
         # Access control, checked by the dispatcher for every request (None: acl.enabled false).
         self.acl = Authorizer(acl) if acl is not None else None
-        self.replica.acl = self.admin.acl = self.acl  # links read only what a rule grants
+        self.admin.acl = self.acl  # links read only what a rule grants (so do the replica handlers)
         # Idempotent producers and transactions, one state for the native and the Kafka front
         # ends (server/txn/; native APIs: handlers/txn.py).
+        # The coordinator and the native handlers are made at the first INIT_PRODUCER_ID, other
+        # transactional request, batch with a producer id or Kafka connection (server/lazy.py).
         self.producer_states = ProducerStates()
-        self.txn = TxnCoordinator(self, self.producer_states)
-        self.admin.txn = self.txn  # a deleted topic's producer and transaction state goes
-        self.txn_handlers = TxnHandlers(self.txn, self.producer_states, self.data, self.durable)
-        self.data.sequenced = self.txn_handlers.produce
+        self._txn: TxnCoordinator | None = None
+        self.txn_handlers: OnFirstUse[TxnHandlers] = OnFirstUse(self._make_txn)
+        self.data.sequenced = self._first_sequenced
         table = build_table(self.data, self.admin, self.groups, self.shm, self.replica)
-        table.update(self.txn_handlers.table())
+        self.txn_handlers.install(table, {int(k): name for k, name in TXN_APIS.items()})
         self.dispatcher = Dispatcher(loop, table, self.data.produce_fields, self.acl)
         loop.dispatch = self.dispatcher.dispatch_frame
         self.data.standing.check = self.dispatcher.checks.get(int(M.Api.FETCH))
         # Shutdown runs in this order: STOPPING=1, stop accepting, answer parked fetches, finish
         # durable acks; then the loop flushes and closes every connection.
-        services: list[Service] = [self.listener, self.shm, self.txn, self.data, self.groups,
+        services: list[Service] = [self.listener, self.shm, self.data, self.groups,
                                    self.durable, self.disk, self.housekeeping, self.cleaner]
         if self.replica_listener is not None:
             services.insert(1, self.replica_listener)
@@ -149,8 +175,42 @@ class Broker:
             services.insert(0, Watchdog(notifier, self))
         for s in services:
             loop.add(s)
+        if txn_state_at_start(logs.data_dir):
+            self.txn_handlers.get()  # what a previous run left (TXN_STATE_FILE)
         if self.kafka is not None:
             self.kafka.prepare()
+
+    def _replica_handlers(self, tokens: Mapping[str, str]) -> ReplicaHandlers:
+        from edgebus.server.handlers.replica import ReplicaHandlers
+
+        r = ReplicaHandlers(self.loop, self.logs, self.data, self.disk, self.durable, self.stats,
+                            self.node, tokens)
+        r.acl = self.acl  # links read only what a rule grants
+        return r
+
+    @property
+    def txn(self) -> TxnCoordinator:
+        """The transaction coordinator, made now if nothing needed it yet."""
+        self.txn_handlers.get()
+        assert self._txn is not None
+        return self._txn
+
+    def _make_txn(self) -> TxnHandlers:
+        from edgebus.server.handlers.txn import TxnHandlers
+        from edgebus.server.txn.coordinator import TxnCoordinator
+
+        self._txn = TxnCoordinator(self, self.producer_states)
+        # A deleted topic's producer and transaction state goes with it (nothing to forget
+        # before this: whatever creates such state makes the coordinator first).
+        self.admin.txn = self._txn
+        handlers = TxnHandlers(self._txn, self.producer_states, self.data, self.durable)
+        self.data.sequenced = handlers.produce
+        self.loop.add(self._txn, before=self.data)  # where it stood in the shutdown order
+        return handlers
+
+    def _first_sequenced(self, *args: Any) -> Any:
+        """The first batch with a producer id: the handlers are made, and take over."""
+        return self.txn_handlers.get().produce(*args)
 
     def add_service(self, service: Service) -> None:
         """One more part on the loop (the metrics endpoint, a listener)."""

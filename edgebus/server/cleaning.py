@@ -8,22 +8,29 @@ has new data since its last cleaning (a cleaning rereads everything: the cleaner
 on disk, so a restart costs one cleaning per compacted partition), or when one of its kept
 tombstones has reached its delete_retention_ms. The thread's reads and writes together are paced
 at `log.cleaner_io_bytes_per_s`.
+
+The cleaning code (edgebus/log/cleaner.py), its queues and its thread are set up at the first
+plan, i.e. once a compacted partition has two segments: a supervisor without one never imports
+them (issue 16: idle memory).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgebus.errors import EdgebusError
-from edgebus.log.cleaner import CleaningStopped, CleanPlan, CleanResult, Throttle, clean
 from edgebus.log.fileutil import unlink_quiet
 from edgebus.log.manager import LogManager
 from edgebus.server.groupcommit import GroupCommitter
 from edgebus.server.service import Service
+
+if TYPE_CHECKING:
+    import queue
+
+    from edgebus.log.cleaner import CleanPlan, CleanResult, Throttle
 
 log = logging.getLogger("edgebus.cleaner")
 
@@ -36,9 +43,11 @@ class LogCleaner(Service):
         self.logs = logs
         self.committer = committer
         self.interval = interval_ms / 1000
-        self.throttle = Throttle(io_bytes_per_s)
-        self._todo: queue.Queue[CleanPlan | None] = queue.Queue()
-        self._done: queue.Queue[tuple[CleanPlan, CleanResult | BaseException]] = queue.Queue()
+        self.io_bytes_per_s = io_bytes_per_s
+        # Made by _setup at the first plan (the module docstring).
+        self.throttle: Throttle | None = None
+        self._todo: queue.Queue[CleanPlan | None] | None = None
+        self._done: queue.Queue[tuple[CleanPlan, CleanResult | BaseException]] | None = None
         self._busy = False
         self._poll_at = 0.0  # while busy: when to look for its result
         self._next_plan = time.monotonic() + self.interval
@@ -68,11 +77,25 @@ class LogCleaner(Service):
             self._next_plan = now + self.interval
             self._plan()
 
+    def _setup(self) -> tuple[Throttle, queue.Queue[CleanPlan | None]]:
+        if self.throttle is None or self._todo is None:
+            import queue
+
+            from edgebus.log.cleaner import Throttle
+
+            self.throttle = Throttle(self.io_bytes_per_s)
+            self._todo = queue.Queue()
+            self._done = queue.Queue()
+        return self.throttle, self._todo
+
     def _plan(self) -> None:
         now_ms = time.time_ns() // 1_000_000
         for p in self.logs.all_partitions():
             if not p.config.compacted or p.offline or p.segment_count < 2:
                 continue
+            from edgebus.log.cleaner import CleanPlan
+
+            _throttle, todo = self._setup()
             last = self._cleaned.get(p.name)
             if last is not None and last[0] == p.log_end_offset and (last[1] is None
                                                                     or now_ms < last[1]):
@@ -87,7 +110,7 @@ class LogCleaner(Service):
                 self.committer.start([p])
                 continue
             cfg = p.config
-            self._todo.put(CleanPlan(p.topic, p.partition, tuple(segs), now_ms,
+            todo.put(CleanPlan(p.topic, p.partition, tuple(segs), now_ms,
                                      cfg.delete_retention_ms, cfg.min_compaction_lag_ms))
             # A sealed segment not yet fsynced is left out of this cleaning: plan again.
             complete = all(s.cleanable for s in segs[:-1])
@@ -99,11 +122,12 @@ class LogCleaner(Service):
             return  # one at a time: the next is planned after this one is swapped in
 
     def _collect(self) -> None:
+        if self._done is None:
+            return  # never planned
         while True:
-            try:
-                plan, res = self._done.get_nowait()
-            except queue.Empty:
+            if self._done.empty():  # the loop is its only reader
                 return
+            plan, res = self._done.get_nowait()
             self._busy = False
             self._next_plan = time.monotonic()  # another partition may be waiting
             if isinstance(res, BaseException):
@@ -154,7 +178,7 @@ class LogCleaner(Service):
                 "bytes_reclaimed": self.bytes_reclaimed, "bytes_read": self.bytes_read,
                 "bytes_written": self.bytes_written, "errors": self.errors,
                 "last_error": self.last_error, "running": self._busy,
-                "io_bytes_per_s": self.throttle.rate}
+                "io_bytes_per_s": max(1, self.io_bytes_per_s)}  # as Throttle takes it
 
     # --- the thread -----------------------------------------------------------------------------
 
@@ -164,19 +188,25 @@ class LogCleaner(Service):
             self._thread.start()
 
     def _run(self) -> None:
+        from edgebus.log.cleaner import CleaningStopped, clean
+
+        throttle, todo = self._setup()  # made before the thread was started
         while True:
-            plan = self._todo.get()
+            plan = todo.get()
             if plan is None:
                 return
             try:
-                res: CleanResult | BaseException = clean(plan, self.throttle)
+                res: CleanResult | BaseException = clean(plan, throttle)
             except CleaningStopped:
                 return
             except Exception as e:  # reported on the loop; the thread lives on
                 res = e
+            assert self._done is not None
             self._done.put((plan, res))
 
     def shutdown(self) -> None:
+        if self.throttle is None or self._todo is None:
+            return  # never set up: no thread
         self.throttle.stop()  # a cleaning in progress is abandoned (its temp file removed)
         self._todo.put(None)
 
@@ -185,11 +215,12 @@ class LogCleaner(Service):
             self._thread.join(timeout=10)
         # A cleaning that finished but was never swapped in: its files would be deleted at the
         # next start anyway (.tmp); remove them now.
-        while True:
-            try:
-                _plan, res = self._done.get_nowait()
-            except queue.Empty:
-                break
+        if self._done is None:
+            return
+        from edgebus.log.cleaner import CleanResult
+
+        while not self._done.empty():  # the thread has ended: nothing puts any more
+            _plan, res = self._done.get_nowait()
             if isinstance(res, CleanResult):
                 for c in res.segments:
                     unlink_quiet(c.cleaned_path)

@@ -6,10 +6,11 @@ oldest segments of such topics (oldest first across all of them, never an active
 the high watermark is free again. Normal service resumes at the high watermark; the gap between
 the two keeps the state from flapping.
 
-Free space is read with psutil.disk_usage (one statvfs call, a few microseconds): on a timer every
-`disk.check_interval_ms`, and on the append path once the bytes appended since the last check
-reach half of what was free above the low watermark. So a burst of appends between two timer
-checks cannot run the filesystem full unseen, and what another process wrote meanwhile is seen
+Free space is read with os.statvfs (one call, a few microseconds; psutil.disk_usage's figures
+without importing psutil): on a timer every `disk.check_interval_ms`, and on the append path
+once the bytes appended since the last check reach half of what was free above the low
+watermark. So a burst of appends between two timer checks cannot run the filesystem full
+unseen, and what another process wrote meanwhile is seen
 before our appends have used up the margin it shrank (with the whole margin as the budget, a
 fast producer could append it all on top of the other writer's bytes before the next timer
 check). Halving costs about log2(margin / batch size) extra checks on the way down to the

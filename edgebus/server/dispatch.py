@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from edgebus.server.handlers.admin import AdminHandlers
     from edgebus.server.handlers.data import DataHandlers
     from edgebus.server.handlers.replica import ReplicaHandlers
+    from edgebus.server.lazy import OnFirstUse
     from edgebus.server.listeners.shm import ShmTransport
     from edgebus.server.listeners.stream import Connection
     from edgebus.server.loop import Loop
@@ -44,8 +45,32 @@ Handler = Callable[[Any, int, Any], Any]
 _PRODUCE = int(M.Api.PRODUCE)
 
 
+# Replication, the destination side (handlers/replica.py): API -> method of ReplicaHandlers, made
+# at the first such request (server/lazy.py): a supervisor no peer replicates to never loads it.
+REPLICA_APIS = {
+    M.Api.REPLICA_HELLO: "hello",
+    M.Api.REPLICA_APPEND: "append",
+    M.Api.PROMOTE_TOPIC: "promote",
+    M.Api.REPLICA_FETCH: "fetch",
+    M.Api.REPLICA_GAP: "gap",
+    M.Api.REPLICA_APPEND_COMPRESSED: "append_compressed",
+}
+# Transactions and idempotent producers' ids, the native APIs (handlers/txn.py TxnHandlers.table):
+# made at the first such request (server/lazy.py), or at start when a transaction state exists.
+TXN_APIS = {
+    M.Api.INIT_PRODUCER_ID: "init_producer_id",
+    M.Api.ADD_PARTITIONS_TO_TXN: "add_partitions",
+    M.Api.TXN_OFFSET_COMMIT: "txn_offset_commit",
+    M.Api.END_TXN: "end_txn",
+    M.Api.LIST_TRANSACTIONS: "list_transactions",
+}
+# What a replica listener's connection may send before REPLICA_HELLO succeeds (listeners/tcp.py;
+# handlers/replica.py widens it): here, so that a listening supervisor need not load the handlers.
+HANDSHAKE_APIS = frozenset({int(M.Api.API_VERSIONS), int(M.Api.REPLICA_HELLO)})
+
+
 def build_table(data: DataHandlers, admin: AdminHandlers, groups: GroupHandlers,
-                shm: ShmTransport, replica: ReplicaHandlers) -> dict[int, Handler]:
+                shm: ShmTransport, replica: OnFirstUse[ReplicaHandlers]) -> dict[int, Handler]:
     """API key -> handler, for every API the supervisor serves."""
     table: dict[Any, Handler] = {
         # data plane (handlers/data.py)
@@ -72,15 +97,10 @@ def build_table(data: DataHandlers, admin: AdminHandlers, groups: GroupHandlers,
         M.Api.RESET_OFFSETS: groups.reset_offsets,
         # transports (listeners/shm.py)
         M.Api.SHM_ATTACH: shm.attach,
-        # replication, the destination side (handlers/replica.py)
-        M.Api.REPLICA_HELLO: replica.hello,
-        M.Api.REPLICA_APPEND: replica.append,
-        M.Api.PROMOTE_TOPIC: replica.promote,
-        M.Api.REPLICA_FETCH: replica.fetch,
-        M.Api.REPLICA_GAP: replica.gap,
-        M.Api.REPLICA_APPEND_COMPRESSED: replica.append_compressed,
     }
-    return {int(k): h for k, h in table.items()}
+    out = {int(k): h for k, h in table.items()}
+    replica.install(out, {int(k): name for k, name in REPLICA_APIS.items()})
+    return out
 
 
 class Dispatcher:

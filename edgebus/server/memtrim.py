@@ -12,9 +12,9 @@ lists, about a millisecond) is paid rarely. On a C library without it (musl) thi
 
 from __future__ import annotations
 
-import ctypes
 import logging
-from collections.abc import Callable
+
+from edgebus.heap import libc_function
 
 log = logging.getLogger("edgebus.memory")
 
@@ -22,18 +22,7 @@ log = logging.getLogger("edgebus.memory")
 # is worth its cost. One MiB is far above a connection's usual buffers (a few KiB of answers).
 TRIM_AFTER_BYTES = 1024 * 1024
 
-
-def _find_trim() -> Callable[[int], int] | None:
-    try:
-        fn = ctypes.CDLL(None).malloc_trim  # the C library already loaded in this process
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_size_t]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_trim = _find_trim()
+_trim = libc_function("int(*)(size_t)", "malloc_trim")  # not ctypes: heap.libc_function
 
 
 def release_free_memory() -> None:

@@ -1,9 +1,10 @@
-"""Optional Prometheus text endpoint (`metrics: {listen: 127.0.0.1:9464}`), with prometheus-client.
+"""Optional Prometheus text endpoint (`metrics: {listen: 127.0.0.1:9464}`).
 
 The endpoint is a service on the supervisor's own event loop, not prometheus-client's HTTP thread:
 a scrape then reads the server's structures on the thread that changes them (no locks, no torn
 views), costs nothing between scrapes, and a hung loop shows as a failed scrape, which is the
-truth. prometheus-client provides the metric families and the text exposition format.
+truth. The metric families and the text exposition format are server/promtext.py's (what
+prometheus-client writes, without its 8 MB import: issue 16).
 
 Bounds: at most MAX_CLIENTS scrapes at once (the oldest is dropped), requests of at most
 MAX_REQUEST_BYTES, one request per connection (Connection: close).
@@ -20,8 +21,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from edgebus.opsconfig import split_listen
-from edgebus.procmetrics import process_collector
+from edgebus.procmetrics import max_fds, self_usage
 from edgebus.server import status as S
+from edgebus.server.promtext import CONTENT_TYPE, Family, counter, gauge, histogram, render
 from edgebus.server.service import LoopApi, Service
 from edgebus.version import __version__
 
@@ -29,99 +31,91 @@ log = logging.getLogger("edgebus.metrics")
 
 MAX_CLIENTS = 8
 MAX_REQUEST_BYTES = 8192
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class BrokerCollector:
-    """Fresh metric families at each scrape (prometheus_client's Collector), from the status
-    document (server/status.py collect) plus the fsync histogram's buckets."""
+    """Fresh metric families at each scrape, from the status document (server/status.py
+    collect) plus the fsync histogram's buckets."""
 
     def __init__(self, server: Any) -> None:
         self.server = server
 
-    def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import (
-            CounterMetricFamily,
-            GaugeMetricFamily,
-            HistogramMetricFamily,
-        )
-
+    def collect(self) -> Iterator[Family]:
         doc = S.collect(self.server)
         stats = self.server.stats
-        info = GaugeMetricFamily("edgebus_build_info", "edgebus version", labels=["version"])
+        info = gauge("edgebus_build_info", "edgebus version", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
-        yield GaugeMetricFamily("edgebus_uptime_seconds", "Seconds since the supervisor started",
-                                value=time.time() - doc["started_at"])
-        yield CounterMetricFamily("edgebus_records_in", "Records appended by producers",
-                                  value=doc["records_in"])
-        yield CounterMetricFamily("edgebus_bytes_in", "Record batch bytes appended by producers",
-                                  value=doc["bytes_in"])
-        yield CounterMetricFamily("edgebus_records_out", "Records sent to consumers",
-                                  value=doc["records_out"])
-        yield CounterMetricFamily("edgebus_bytes_out", "Record batch bytes sent to consumers",
-                                  value=doc["bytes_out"])
-        h = HistogramMetricFamily("edgebus_fsync_duration_seconds",
-                                  "Duration of one group-commit fsync round")
-        h.add_metric([], stats.fsync_cumulative(), stats.fsync_sum)
-        yield h
-        yield GaugeMetricFamily("edgebus_connections", "Connected clients",
-                                value=doc["connections"])
+        yield gauge("edgebus_uptime_seconds", "Seconds since the supervisor started",
+                    value=time.time() - doc["started_at"])
+        yield counter("edgebus_records_in", "Records appended by producers",
+                      value=doc["records_in"])
+        yield counter("edgebus_bytes_in", "Record batch bytes appended by producers",
+                      value=doc["bytes_in"])
+        yield counter("edgebus_records_out", "Records sent to consumers",
+                      value=doc["records_out"])
+        yield counter("edgebus_bytes_out", "Record batch bytes sent to consumers",
+                      value=doc["bytes_out"])
+        yield histogram("edgebus_fsync_duration_seconds",
+                        "Duration of one group-commit fsync round",
+                        stats.fsync_cumulative(), stats.fsync_sum)
+        yield gauge("edgebus_connections", "Connected clients",
+                    value=doc["connections"])
         lim = doc["limits"]
-        refused = CounterMetricFamily("edgebus_connections_refused",
-                                      "Connections refused, by the limit that refused them",
-                                      labels=["limit"])
+        refused = counter("edgebus_connections_refused",
+                          "Connections refused, by the limit that refused them",
+                          labels=["limit"])
         for limit, n in sorted(lim["refused_connections"].items()):
             refused.add_metric([limit], n)
         yield refused
-        yield CounterMetricFamily("edgebus_fetches_refused_output_budget",
-                                  "Fetches refused because queued answers reached "
-                                  "limits.max_output_total_bytes",
-                                  value=lim["refused_fetches_output_budget"])
-        denied = CounterMetricFamily("edgebus_acl_denied",
-                                     "Requests refused by the access rules, by principal and "
-                                     "operation", labels=["principal", "operation"])
+        yield counter("edgebus_fetches_refused_output_budget",
+                      "Fetches refused because queued answers reached "
+                      "limits.max_output_total_bytes",
+                      value=lim["refused_fetches_output_budget"])
+        denied = counter("edgebus_acl_denied",
+                         "Requests refused by the access rules, by principal and "
+                         "operation", labels=["principal", "operation"])
         for d in doc.get("acl", {}).get("denied", ()):
             denied.add_metric([d["principal"], d["operation"]], d["count"])
         yield denied
-        yield GaugeMetricFamily("edgebus_output_queued_bytes",
-                                "Answer bytes queued for all connections, not yet read by clients",
-                                value=lim["output_bytes"])
-        # The standard process_* names come from ProcessCollector (edgebus/procmetrics.py);
-        # these edgebus_process_* ones, from psutil, stay for the dashboards made before.
-        yield GaugeMetricFamily("edgebus_process_resident_memory_bytes", "Resident set size",
-                                value=doc["rss_bytes"])
-        yield CounterMetricFamily("edgebus_process_cpu_seconds", "User and system CPU time",
-                                  value=doc["cpu_s"])
-        yield GaugeMetricFamily("edgebus_process_open_fds", "Open file descriptors",
-                                value=doc["open_fds"])
+        yield gauge("edgebus_output_queued_bytes",
+                    "Answer bytes queued for all connections, not yet read by clients",
+                    value=lim["output_bytes"])
+        # The standard process_* names come from process_families below; these edgebus_process_*
+        # ones (from /proc/self, procmetrics.self_usage) stay for the dashboards made before.
+        yield gauge("edgebus_process_resident_memory_bytes", "Resident set size",
+                    value=doc["rss_bytes"])
+        yield counter("edgebus_process_cpu_seconds", "User and system CPU time",
+                      value=doc["cpu_s"])
+        yield gauge("edgebus_process_open_fds", "Open file descriptors",
+                    value=doc["open_fds"])
 
         d = doc["disk"]
-        yield GaugeMetricFamily("edgebus_disk_free_bytes",
-                                "Free bytes on the data directory's filesystem", value=d["free"])
-        yield GaugeMetricFamily("edgebus_disk_total_bytes",
-                                "Size of the data directory's filesystem", value=d["total"])
-        yield GaugeMetricFamily("edgebus_disk_low_watermark_bytes",
-                                "Free space below which on_disk_full policies apply",
-                                value=d["low_watermark"])
-        yield GaugeMetricFamily("edgebus_disk_high_watermark_bytes",
-                                "Free space at which normal service resumes",
-                                value=d["high_watermark"])
-        yield GaugeMetricFamily("edgebus_disk_low", "1 while below the low watermark",
-                                value=1 if d["state"] == "low" else 0)
-        yield CounterMetricFamily("edgebus_disk_rejected_appends",
-                                  "Appends refused because the disk was low or full",
-                                  value=d["rejected_appends"])
-        yield CounterMetricFamily("edgebus_disk_dropped_segments",
-                                  "Segments deleted by the drop-oldest policy",
-                                  value=d["dropped_segments"])
+        yield gauge("edgebus_disk_free_bytes",
+                    "Free bytes on the data directory's filesystem", value=d["free"])
+        yield gauge("edgebus_disk_total_bytes",
+                    "Size of the data directory's filesystem", value=d["total"])
+        yield gauge("edgebus_disk_low_watermark_bytes",
+                    "Free space below which on_disk_full policies apply",
+                    value=d["low_watermark"])
+        yield gauge("edgebus_disk_high_watermark_bytes",
+                    "Free space at which normal service resumes",
+                    value=d["high_watermark"])
+        yield gauge("edgebus_disk_low", "1 while below the low watermark",
+                    value=1 if d["state"] == "low" else 0)
+        yield counter("edgebus_disk_rejected_appends",
+                      "Appends refused because the disk was low or full",
+                      value=d["rejected_appends"])
+        yield counter("edgebus_disk_dropped_segments",
+                      "Segments deleted by the drop-oldest policy",
+                      value=d["dropped_segments"])
 
         yield from _topic_counters(stats)
 
         labels = ["topic", "partition"]
-        start = GaugeMetricFamily("edgebus_log_start_offset", "First offset on disk", labels=labels)
-        end = GaugeMetricFamily("edgebus_log_end_offset", "Next offset to be written", labels=labels)
-        size = GaugeMetricFamily("edgebus_log_size_bytes", "Bytes of segments", labels=labels)
+        start = gauge("edgebus_log_start_offset", "First offset on disk", labels=labels)
+        end = gauge("edgebus_log_end_offset", "Next offset to be written", labels=labels)
+        size = gauge("edgebus_log_size_bytes", "Bytes of segments", labels=labels)
         for topic, t in doc["topics"].items():
             for p in t["partitions"]:
                 key = [topic, str(p["partition"])]
@@ -130,9 +124,9 @@ class BrokerCollector:
                 size.add_metric(key, p["size_bytes"])
         yield from (start, end, size)
 
-        lag = GaugeMetricFamily("edgebus_consumer_group_lag",
-                                "Records between a group's committed offset and the log end",
-                                labels=["group", *labels])
+        lag = gauge("edgebus_consumer_group_lag",
+                    "Records between a group's committed offset and the log end",
+                    labels=["group", *labels])
         for g in doc["groups"]:
             for part in g["partitions"]:
                 if part["lag"] >= 0:
@@ -140,16 +134,31 @@ class BrokerCollector:
         yield lag
 
 
-def _topic_counters(stats: Any) -> Iterator[Any]:
-    """Records and bytes in and out per topic (server/stats.py counts them per batch)."""
-    from prometheus_client.core import CounterMetricFamily
+def process_families() -> list[Family]:
+    """The standard process_* metrics, as prometheus-client's ProcessCollector names and computes
+    them (/proc/self/stat; the boot time from the clocks, procmetrics.boot_time)."""
+    u = self_usage()
+    return [gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.",
+                  value=u.vsize_bytes),
+            gauge("process_resident_memory_bytes", "Resident memory size in bytes.",
+                  value=u.rss_bytes),
+            gauge("process_start_time_seconds",
+                  "Start time of the process since unix epoch in seconds.", value=u.start_time_s),
+            counter("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
+                    value=u.user_s + u.system_s),
+            gauge("process_open_fds", "Number of open file descriptors.", value=u.open_fds),
+            gauge("process_max_fds", "Maximum number of open file descriptors.",
+                  value=max_fds())]
 
+
+def _topic_counters(stats: Any) -> Iterator[Family]:
+    """Records and bytes in and out per topic (server/stats.py counts them per batch)."""
     for direction, table, what in (("in", stats.topic_in, "appended by producers"),
                                    ("out", stats.topic_out, "sent to consumers")):
-        records = CounterMetricFamily(f"edgebus_topic_records_{direction}",
-                                      f"Records {what}, per topic", labels=["topic"])
-        nbytes = CounterMetricFamily(f"edgebus_topic_bytes_{direction}",
-                                     f"Record batch bytes {what}, per topic", labels=["topic"])
+        records = counter(f"edgebus_topic_records_{direction}",
+                          f"Records {what}, per topic", labels=["topic"])
+        nbytes = counter(f"edgebus_topic_bytes_{direction}",
+                         f"Record batch bytes {what}, per topic", labels=["topic"])
         for topic, (n, b) in sorted(table.items()):
             records.add_metric([topic], n)
             nbytes.add_metric([topic], b)
@@ -162,13 +171,9 @@ class MetricsServer(Service):
     document describes (edgebus.server.broker.Broker)."""
 
     def __init__(self, api: LoopApi, server: Any, listen: str) -> None:
-        from prometheus_client import CollectorRegistry
-
         self.api = api
         self.listen_on = listen
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(BrokerCollector(server))
-        process_collector(self.registry)  # process_cpu_seconds_total, ..._start_time_seconds, ...
+        self.collector = BrokerCollector(server)
         self._sock: socket.socket | None = None
         self._clients: OrderedDict[int, _Scrape] = OrderedDict()
         self.scrapes = 0
@@ -227,11 +232,9 @@ class MetricsServer(Service):
         c.sock.close()
 
     def render(self, path: str) -> tuple[str, str, bytes]:
-        from prometheus_client import generate_latest
-
         if path.split("?", 1)[0] in ("/metrics", "/metrics/"):
             self.scrapes += 1
-            return "200 OK", CONTENT_TYPE, generate_latest(self.registry)
+            return "200 OK", CONTENT_TYPE, render([*self.collector.collect(), *process_families()])
         if path == "/":
             body = b"edgebus supervisor: metrics at /metrics\n"
             return "200 OK", "text/plain; charset=utf-8", body

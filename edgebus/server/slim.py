@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import gc
 import importlib
+import importlib.machinery
+import importlib.util
 import re
 import sys
+import types
+from collections.abc import Callable
 
 # The kio module that tries `import hypothesis.strategies` (kio 0.6); the import of any kio
 # schema goes through it.
@@ -34,6 +38,54 @@ def import_kio_without_hypothesis() -> None:
     finally:
         if sys.modules.get("hypothesis", 0) is None:
             del sys.modules["hypothesis"]
+    import_kio_serial_without_asyncio()
+
+
+# kio's writers module imports asyncio for one type alias (`Writable = asyncio.StreamWriter |
+# IO[bytes]`), and asyncio imports ssl, subprocess and concurrent.futures: 5.3 MB of RSS that
+# stayed after the first Kafka request (libcrypto alone 2.9 MB), for a supervisor that runs no
+# asyncio. kio is pinned (<0.7), so this is checked against the one version we run.
+_KIO_SERIAL = "kio.serial"
+
+
+def import_kio_serial_without_asyncio() -> None:
+    """Import kio.serial with a stand-in `asyncio` holding only the StreamWriter class that
+    alias names, then take the stand-in away: a later `import asyncio` gets the real one. Does
+    nothing when asyncio or kio.serial are already imported (a process that runs asyncio)."""
+    if "asyncio" in sys.modules or _KIO_SERIAL in sys.modules:
+        return
+    stand_in = types.ModuleType("asyncio", "kio.serial's type alias only (server/slim.py)")
+    stand_in.StreamWriter = type("StreamWriter", (), {})  # type: ignore[attr-defined]
+    sys.modules["asyncio"] = stand_in
+    try:
+        importlib.import_module(_KIO_SERIAL)
+    except ImportError:
+        pass  # no kio: the Kafka listener says so itself
+    finally:
+        if sys.modules.get("asyncio") is stand_in:
+            del sys.modules["asyncio"]
+
+
+def crc32c_function() -> Callable[[bytes | bytearray | memoryview], int]:
+    """crc32c's C function (the `crc32c` package's extension module), loaded without running
+    the package's __init__: that imports importlib.metadata (and with it email, zipfile, csv,
+    shutil, tempfile, random) only to set __version__, and its command-line module (argparse,
+    mmap): 2.2 MB of RSS for one function. The extension is registered under its own name, so a
+    later `import crc32c` reuses it."""
+    name = "crc32c._crc32c"
+    ext = sys.modules.get(name)
+    if ext is None:
+        pkg = importlib.util.find_spec("crc32c")  # finds the package; runs none of it
+        if pkg is None or not pkg.submodule_search_locations:
+            raise ImportError("crc32c is not installed: pip install crc32c")
+        spec = importlib.machinery.PathFinder.find_spec(name, list(pkg.submodule_search_locations))
+        if spec is None or spec.loader is None:
+            raise ImportError(f"{name} not found in {list(pkg.submodule_search_locations)}")
+        ext = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(ext)
+        sys.modules[name] = ext
+    fn: Callable[[bytes | bytearray | memoryview], int] = ext.crc32c
+    return fn
 
 
 # What only `edgebus serve`'s start imports: argparse's gettext lookup imports locale (its alias

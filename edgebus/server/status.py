@@ -13,44 +13,29 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from edgebus.procmetrics import self_usage
 from edgebus.version import __version__
 
 if TYPE_CHECKING:
-    import psutil
-
     from edgebus.server.broker import Broker
 
-_process: psutil.Process | None = None
 _last_cpu: tuple[float, float] | None = None  # (monotonic time, cpu seconds) at the last collect
-
-
-def _proc() -> psutil.Process:
-    global _process
-    if _process is None:
-        import psutil  # at the first status request: an idle supervisor does not carry it (~3 MB)
-
-        _process = psutil.Process()
-    return _process
 
 
 def process_usage() -> dict[str, Any]:
     """RSS, CPU seconds, and CPU percent since the previous call (of one core; None the first
-    time). Reads only /proc/self, which the unit's ProtectProc=/ProcSubset= leave visible."""
+    time). Reads only /proc/self (edgebus/procmetrics.py), which the unit's ProtectProc=/
+    ProcSubset= leave visible; not psutil, whose import stayed in the supervisor's RSS (~3 MB)."""
     global _last_cpu
-    proc = _proc()
-    with proc.oneshot():
-        cpu = proc.cpu_times()
-        mem = proc.memory_info()
-        threads = proc.num_threads()
-        fds = proc.num_fds()
-    cpu_s = cpu.user + cpu.system
+    u = self_usage()
+    cpu_s = u.user_s + u.system_s
     now = time.monotonic()
     percent = None
     if _last_cpu is not None and now - _last_cpu[0] > 0.05:
         percent = round(100 * (cpu_s - _last_cpu[1]) / (now - _last_cpu[0]), 1)
     _last_cpu = (now, cpu_s)
-    return {"rss_bytes": mem.rss, "cpu_s": round(cpu_s, 3), "cpu_percent": percent,
-            "threads": threads, "open_fds": fds}
+    return {"rss_bytes": u.rss_bytes, "cpu_s": round(cpu_s, 3), "cpu_percent": percent,
+            "threads": u.threads, "open_fds": u.open_fds}
 
 
 def clients(broker: Any) -> list[dict[str, Any]]:

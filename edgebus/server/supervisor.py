@@ -176,7 +176,6 @@ def run(config: Any) -> int:
 def _start_http(broker: Broker, config: Any) -> bool:
     """The HTTP API and console (docs/HTTP.md), a listener on the loop. Unlike metrics, a
     failure stops the start: an operator who enabled it expects it, and the error says why."""
-    from edgebus.server.http.api import App
     from edgebus.server.http.auth import Authenticator, load_users
     from edgebus.server.listeners.http import HttpListener
 
@@ -185,7 +184,13 @@ def _start_http(broker: Broker, config: Any) -> bool:
         users = load_users(h.users_file)
         tls = (server_context(str(h.tls_cert), str(h.tls_key), None, "http.tls_cert")
                if h.tls_cert is not None and h.tls_key is not None else None)
-        app = App(Authenticator(users), max_streams=h.max_streams)
+        auth = Authenticator(users)
+
+        def app() -> Any:  # at the first connection (listeners/http.py): ~0.8 MB of modules
+            from edgebus.server.http.api import App
+
+            return App(auth, max_streams=h.max_streams)
+
         listener = HttpListener(broker.loop, app, h.listen, tls, max_connections=h.max_connections,
                                 max_body=h.max_body_bytes)
         listener.listen()
@@ -213,12 +218,8 @@ def _start_metrics(broker: Broker, config: Any) -> None:
     try:
         from edgebus.server.metrics import MetricsServer
 
-        server = MetricsServer(broker.loop, broker, listen)
+        server = MetricsServer(broker.loop, broker, listen)  # no prometheus-client: promtext.py
         server.start()
-    except ImportError as e:
-        log.error("metrics.listen is set but prometheus-client is missing (%s); "
-                  "pip install prometheus-client", e)
-        return
     except OSError as e:
         log.error("cannot serve metrics on %s: %s", listen, e)
         return

@@ -46,8 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgebus.replica")
 
-# Before REPLICA_HELLO succeeds.
-HANDSHAKE_APIS = frozenset({int(M.Api.API_VERSIONS), int(M.Api.REPLICA_HELLO)})
+# Before REPLICA_HELLO succeeds: dispatch.HANDSHAKE_APIS.
 # After it: what a link needs, and nothing that could change or read ordinary topics' data.
 LINK_APIS = frozenset(int(a) for a in (
     M.Api.API_VERSIONS, M.Api.METADATA, M.Api.LIST_OFFSETS, M.Api.CREATE_TOPIC,

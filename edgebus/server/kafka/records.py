@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from edgebus import format as F
@@ -33,10 +34,16 @@ except ImportError:  # not built: the Python below
 # start, so that a supervisor nobody produces to over Kafka does not carry them.
 
 
-def crc32c(data: bytes | bytearray | memoryview) -> int:
-    from crc32c import crc32c as c
+_crc32c: Callable[[bytes | bytearray | memoryview], int] | None = None
 
-    return int(c(data))
+
+def crc32c(data: bytes | bytearray | memoryview) -> int:
+    global _crc32c
+    if _crc32c is None:
+        from edgebus.server.slim import crc32c_function  # without the package's 2 MB (slim.py)
+
+        _crc32c = crc32c_function()
+    return int(_crc32c(data))
 
 
 # Kafka's v2 batch header (big-endian), FORMAT.md 9.1.

@@ -16,23 +16,18 @@ import functools
 import logging
 import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from edgebus.opsconfig import split_listen
-from edgebus.server.http.api import App
-from edgebus.server.listeners.http_connection import (
-    DRAIN_S,
-    HEAD_DEADLINE_S,
-    IDLE_S,
-    TICK_S,
-    HttpConnection,
-)
 from edgebus.server.listeners.inet import bind_tcp
 from edgebus.server.listeners.stream import Connection, StreamListener
 
 if TYPE_CHECKING:  # ssl costs about 5 MB of RSS: loaded only with http.tls_cert
     import ssl
 
+    from edgebus.server.http.api import App
+    from edgebus.server.listeners.http_connection import HttpConnection
     from edgebus.server.loop import Loop
 
 log = logging.getLogger("edgebus.http")
@@ -41,8 +36,9 @@ log = logging.getLogger("edgebus.http")
 @functools.cache
 def https_connection() -> type[HttpConnection]:
     """HttpConnection over TLS: TlsConnection's recv/send (the handshake as data arrives). Made
-    on first use, so that a listener without TLS never imports ssl (listeners/tcp.py does)."""
-    from edgebus.server.listeners.tcp import TlsConnection
+    on first use, so that a listener without TLS never imports ssl (listeners/tls.py does)."""
+    from edgebus.server.listeners.http_connection import HttpConnection
+    from edgebus.server.listeners.tls import TlsConnection
 
     class HttpsConnection(HttpConnection, TlsConnection):
         tls = True
@@ -53,10 +49,18 @@ def https_connection() -> type[HttpConnection]:
 class HttpListener(StreamListener):
     name = "http"
 
-    def __init__(self, loop: Loop, app: App, listen: str, tls: ssl.SSLContext | None = None,
-                 *, max_connections: int = 32, max_body: int = 2 * 1024 * 1024) -> None:
+    def __init__(self, loop: Loop, app: App | Callable[[], App], listen: str,
+                 tls: ssl.SSLContext | None = None, *, max_connections: int = 32,
+                 max_body: int = 2 * 1024 * 1024) -> None:
+        """app: the application, or what makes it at the first connection (the supervisor's:
+        the API's modules and h11 are not imported before someone connects, issue 16)."""
         super().__init__(loop)
-        self.app = app
+        self._app: App | None = None
+        self._make_app: Callable[[], App] | None = None
+        if callable(app):  # an App is not callable: its factory is
+            self._make_app = app
+        else:
+            self._set_app(app)
         self.host, self.port = split_listen(listen)
         self.tls = tls
         self.max_connections = max_connections
@@ -66,7 +70,19 @@ class HttpListener(StreamListener):
         self.streams = 0  # event streams open (app.max_streams bounds new ones)
         self.refused = 0
         self._next_tick = 0.0
+
+    def _set_app(self, app: App) -> None:
+        self._app = app
         app.listener = self
+
+    @property
+    def app(self) -> App:
+        if self._app is None:
+            assert self._make_app is not None
+            self._set_app(self._make_app())
+            self._make_app = None
+        assert self._app is not None
+        return self._app
 
     def bind(self) -> socket.socket:
         s = bind_tcp(self.host, self.port, setting="http.listen", backlog=64)
@@ -77,12 +93,16 @@ class HttpListener(StreamListener):
         return s
 
     def connection(self, sock: socket.socket, pid: int, uid: int) -> Connection:
+        from edgebus.server.listeners.http_connection import HttpConnection
+
         if self.tls is None:
             return HttpConnection(sock, self.loop, self)
         tls = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return https_connection()(tls, self.loop, self)
 
     def accepted(self, conn: Connection) -> None:
+        from edgebus.server.listeners.http_connection import TICK_S, HttpConnection
+
         assert isinstance(conn, HttpConnection)
         if len(self.conns) >= self.max_connections:
             self.refused += 1
@@ -107,6 +127,8 @@ class HttpListener(StreamListener):
         return d
 
     def tick(self, now: float) -> None:
+        from edgebus.server.listeners.http_connection import DRAIN_S, HEAD_DEADLINE_S, IDLE_S, TICK_S
+
         for c in list(self.paused):
             if c.ex is None or c.closed:
                 self.paused.discard(c)

@@ -66,8 +66,8 @@ class KafkaConnection(Connection):
 
 @functools.cache
 def _tls_connection_class() -> Any:
-    """KafkaTlsConnection, made at the first TLS connection (listeners/tcp.py imports ssl)."""
-    from edgebus.server.listeners.tcp import TlsConnection
+    """KafkaTlsConnection, made at the first TLS connection (listeners/tls.py imports ssl)."""
+    from edgebus.server.listeners.tls import TlsConnection
 
     class KafkaTlsConnection(TlsConnection):
         def __init__(self, sock: ssl.SSLSocket, loop: Loop, listener: KafkaListener,

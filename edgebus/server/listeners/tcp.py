@@ -3,30 +3,28 @@
 A connection here starts able to call only API_VERSIONS and REPLICA_HELLO; the handshake
 (handlers/replica.py) widens that to what a replication link needs. TCP peers have no
 SO_PEERCRED, so pid and uid are unknown (-1). With `replica.tls`, every connection is TLS
-(TlsConnection); with `replica.tls.ca` too, clients must present a certificate that CA signed, and
+(listeners/tls.py TlsConnection); with `replica.tls.ca` too, clients must present a certificate that CA signed, and
 its common name is the node the link may speak for (mutual TLS).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import socket
-import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
 from edgebus.opsconfig import split_listen
-from edgebus.server.handlers.replica import HANDSHAKE_APIS
-from edgebus.server.listeners.inet import bind_tcp, peer_addr
-from edgebus.server.listeners.stream import RECV_SIZE, Connection, StreamListener
+from edgebus.server.dispatch import HANDSHAKE_APIS  # not handlers/replica.py: made at first use
+from edgebus.server.listeners.inet import bind_tcp
+from edgebus.server.listeners.stream import Connection, StreamListener
 
 if TYPE_CHECKING:
+    import ssl  # imported by the TLS context a configured replica.tls made (listeners/tls.py)
+
     from edgebus.server.loop import Loop
 
 log = logging.getLogger("edgebus.replica")
-
-_WANT = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 # Bounds for connections nobody has authenticated yet: anyone who can reach the port can open
 # one. They are counted apart from local clients' limits.max_connections, so they cannot lock out
@@ -40,90 +38,6 @@ HELLO_DEADLINE_S = 10.0  # TLS handshake and REPLICA_HELLO must be done by then
 # The default of replica.link_idle_timeout_ms.
 LINK_IDLE_S = 30.0
 TICK_S = 1.0
-# A failed TLS handshake is logged at most this often (with how many were not): unauthenticated
-# peers must not be able to flood the log.
-HANDSHAKE_LOG_EVERY_S = 10.0
-_handshake_log = [-math.inf, 0]  # [last logged (monotonic), failures since]: the first is logged
-
-
-class TlsConnection(Connection):
-    """A Connection over TLS on a non-blocking socket: the handshake runs as data arrives, and
-    "TLS wants more bytes" is "try again" (BlockingIOError), never a dead peer."""
-
-    sock: ssl.SSLSocket
-
-    def __init__(self, sock: ssl.SSLSocket, loop: Loop, pid: int = -1, uid: int = -1) -> None:
-        super().__init__(sock, loop, pid, uid)
-        self.handshaken = False
-
-    def _handshake(self) -> None:
-        try:
-            self.sock.do_handshake()
-        except _WANT:
-            raise BlockingIOError from None
-        except ssl.SSLError as e:  # a certificate we do not trust, no certificate, not TLS
-            now = time.monotonic()
-            _handshake_log[1] += 1
-            if now - _handshake_log[0] >= HANDSHAKE_LOG_EVERY_S:
-                more = _handshake_log[1] - 1
-                log.warning("refused a replica link from %s: TLS handshake failed: %s%s",
-                            _peer(self.sock), e.reason or e,
-                            f" (and {more} more since the last such line)" if more else "")
-                _handshake_log[:] = [now, 0]
-            raise
-        self.handshaken = True
-        cert: Any = self.sock.getpeercert()
-        if cert:  # verified against replica.tls.ca (CERT_REQUIRED)
-            for rdn in cert.get("subject", ()):
-                for attr in rdn:
-                    if attr[0] == "commonName":
-                        self.peer_name = str(attr[1])
-
-    def recv(self) -> bytes:
-        if not self.handshaken:
-            self._handshake()  # BlockingIOError until done; ssl.SSLError (an OSError) closes
-        try:
-            data = self.sock.recv(RECV_SIZE)
-        except _WANT:
-            raise BlockingIOError from None
-        # OpenSSL hands out one record per read and may hold more decrypted bytes, which epoll
-        # cannot see: take all of them now (at most a record beyond RECV_SIZE).
-        while data and (n := self.sock.pending()):
-            data += self.sock.recv(n)
-        return data
-
-    def process(self) -> None:
-        """As Connection.process; and when the input bound stopped the reading with decrypted
-        bytes still inside OpenSSL (no epoll event will come for them), read them now."""
-        super().process()
-        if self.closed or not self.handshaken or not self.reading:
-            return
-        n = self.sock.pending()
-        if n and self.proto.frames.buffered() < self.max_input:
-            try:
-                data = self.sock.recv(n)
-            except _WANT:
-                return
-            except OSError:
-                self.loop.close(self)
-                return
-            if data:
-                self.proto.receive_data(data)
-                self.loop.pending.add(self)  # handled next turn, with the others' fairness
-
-    def send(self, data: bytes | memoryview) -> int:
-        if not self.handshaken:
-            raise BlockingIOError  # nothing is answered before a request, so this is rare
-        try:
-            return self.sock.send(data)
-        except _WANT:
-            raise BlockingIOError from None
-
-
-def _peer(sock: socket.socket) -> str:
-    return peer_addr(sock, "a peer that is gone")
-
-
 class ReplicaListener(StreamListener):
     name = "replica"
 
@@ -149,6 +63,8 @@ class ReplicaListener(StreamListener):
         if self.tls is None:
             conn = Connection(sock, self.loop, pid, uid)
         else:
+            from edgebus.server.listeners.tls import TlsConnection
+
             tls = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
             conn = TlsConnection(tls, self.loop, pid, uid)
         conn.counts_as_client = False  # bounded by MAX_REPLICA_CONNECTIONS instead
