@@ -48,10 +48,10 @@ if TYPE_CHECKING:  # ssl costs ~5 MB of RSS; only a configured replica listener 
 
 log = logging.getLogger("edgebus.broker")
 
-# The transaction coordinator's state file (server/txn/state.py FILE and the name an older
-# edgebus gave it, OLD_FILE; a test checks they agree): when a previous run left transactions in it, the coordinator is made at start, to finish or
-# time out what they hold and to filter native fetches; otherwise at the first request that
-# needs it.
+# The transaction coordinator's state file (server/txn/state.py FILE, and OLD_FILE, the name an
+# older edgebus gave it; a test checks they agree): when a previous run left transactions in it,
+# the coordinator is made at start, to finish or time out what they hold and to filter native
+# fetches; otherwise at the first request that needs it.
 TXN_STATE_FILES = ("transactions.json", "kafka-transactions.json")
 
 
