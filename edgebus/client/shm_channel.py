@@ -249,6 +249,11 @@ class ShmAsyncChannel(Dispatcher):
         finally:
             self._lazy_wait = False  # also when the read raised: no nudges after that
 
+    def unread(self) -> bool:
+        """Whether the supervisor has yet to read a request written into the ring."""
+        req = self._rings.req
+        return req is not None and req.head != req.tail
+
     def hurry(self) -> None:
         """Someone waits for an acknowledgement: deliver them as they come for a while."""
         self._urgent_until = time.monotonic() + URGENT_S
