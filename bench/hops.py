@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 _EV = struct.Struct("<Bqqqq")
-PB, PW, SD, SE, SQ, SP, SF, SW, CF, CR, GCA, GCB, SH, SR = range(1, 15)
+PB, PW, SD, SE, SQ, SP, SF, SW, CF, CR, GCA, GCB, SH, SR, PA = range(1, 16)
 _events: list[tuple[int, int, int, int, int]] = []
 _now = time.monotonic_ns
 
@@ -147,8 +147,6 @@ def _patch_supervisor() -> None:
 
 
 def serve(config: str) -> int:
-    if os.environ.get("EDGEBUS_HOPS_NOFREEZE"):
-        gc.freeze = lambda: None  # the supervisor before gc.freeze() (server/slim.py)
     _patch_supervisor()
     _gc_hook()
     atexit.register(dump, "sup")
@@ -173,6 +171,14 @@ def _patch_clients() -> None:
         _events.append((PW, _now(), b.count, 0, 0))
 
     P.Producer._send_batch = send_batch  # type: ignore[method-assign]
+
+    orig_finish = P.Producer._finish
+
+    def finish(self: Any, b: Any, *args: Any, **kw: Any) -> None:
+        _events.append((PA, _now(), b.count, len(self._open), 0))
+        orig_finish(self, b, *args, **kw)
+
+    P.Producer._finish = finish  # type: ignore[method-assign]
 
     def offsets(frame: Any) -> tuple[int, int]:
         try:
@@ -410,11 +416,19 @@ def analyse(tdir: str, transport: str, size: int, rate: int) -> dict[str, Any]:
                 **{h: round(statistics.median(r[1][i] for r in sel) / 1000, 1)
                    for i, h in enumerate(HOPS)}}
 
+    # Collections while records flowed only (the start's full collections are not traffic's).
+    t_first = min((e[1] for e in prod if e[0] == PB), default=0)
+    t_last = max((e[1] for e in cons if e[0] == CR), default=0)
+
     def gcs(evs: list[tuple[int, int, int, int, int]]) -> str:
-        g = [e for e in evs if e[0] == GCA]
-        if not g:
-            return "0"
-        return f"{len(g)} ({max(e[3] for e in g) / 1000:.0f} us max)"
+        """Collections per generation: count, median and longest pause (wall time, us)."""
+        out = []
+        for gen in (0, 1, 2):
+            g = sorted(e[3] for e in evs
+                       if e[0] == GCA and e[2] == gen and t_first <= e[1] <= t_last)
+            if g:
+                out.append(f"g{gen} {len(g)}x {g[len(g) // 2] / 1000:.0f}/{g[-1] / 1000:.0f}")
+        return " ".join(out) or "0"
 
     out: dict[str, Any] = {"transport": transport, "size": size, "rate": rate, "records": len(rows),
                            "variant": ""}
@@ -444,8 +458,8 @@ def render(results: list[dict[str, Any]], argv: list[str]) -> list[str]:
                 md.append(f"| {r['round']} | {r['transport']} | {r['variant']} | {r['size']} | {b} "
                           f"| {r[b]['total_us']} | " + " | ".join(str(r[b][h]) for h in HOPS) + " |")
     md += ["", "| round | path | variant | size | records | batches | answers to the consumer "
-           "| held answers (standing) | resumes | pended | GC runs (longest): producer / "
-           "supervisor / consumer |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| held answers (standing) | resumes | pended | GC per generation, count x median/longest us: "
+           "producer / supervisor / consumer |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         g = r["gc"]
         md.append(f"| {r['round']} | {r['transport']} | {r['variant']} | {r['size']} | "

@@ -80,10 +80,6 @@ def forget_start_garbage() -> None:
     """Once listening: empty the regular-expression cache (the patterns the start compiled, PyYAML's
     resolvers among them, are kept there after their modules are gone; a module's own compiled
     patterns stay with it) and collect the start's reference cycles, before the heap's free pages
-    go back to the kernel (memtrim). Then what survived is frozen (gc.freeze): the start's
-    objects (modules, classes, the recovered log's indexes) are never scanned again, so a full
-    collection under traffic looks only at what came since; it took 8-20 ms, a pause in the p99
-    of every record in flight (issue 16)."""
+    go back to the kernel (memtrim)."""
     re.purge()
     gc.collect()
-    gc.freeze()

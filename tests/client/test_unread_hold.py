@@ -83,3 +83,27 @@ def test_a_record_sent_alone_after_a_held_one_is_not_stranded(broker, transport)
         assert (first.get(10).offset, alone.get(10).offset) == (20, 21)
     finally:
         p.close(5)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("transport", ["shm", "socket"])
+def test_batches_of_several_partitions_held_behind_an_unread_request_all_go(broker, transport):
+    """Held batches of two partitions: every record is acknowledged, each partition in order."""
+    topic = f"held2-{transport}"
+    with Admin(socket=broker.socket, transport="socket") as a:
+        a.create_topic(topic, 2)
+    p = Producer(socket=broker.socket, transport=transport, linger_ms=0)
+    try:
+        p.send(topic, b"warm", partition=0).get(5)
+        pid = broker.proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            futures = [(i % 2, p.send(topic, b"%d" % i, partition=i % 2)) for i in range(40)]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        offsets = {0: [], 1: []}
+        for part, f in futures:
+            offsets[part].append(f.get(timeout=10).offset)
+    finally:
+        p.close(5)
+    assert offsets == {0: list(range(1, 21)), 1: list(range(20))}
