@@ -1,8 +1,13 @@
 """Where a record's time goes at a paced rate (issue 16): per-hop one-way latency of one producer
 `send()` (linger_ms=0) -> supervisor -> one consumer, on the shm and the socket path.
 
-    python -m bench.hops [--rate 10000] [--sizes 100,1024] [--duration 3]
+    python -m bench.hops [--rate 10000] [--sizes 100,1024] [--duration 3] [--rounds 1]
                          [--transports shm,socket] [--out bench/results/FILE.md]
+                         [--variants 'before:client.nohold=1+EDGEBUS_SHM_STANDING_WINDOW=0;after:']
+
+--variants runs each case once per variant, alternated (reversed every other round): a name, then
+environment variables for the supervisor, or `client.NAME=1` for a change in the forked producer
+(CLIENT_VARIANTS: `client.nohold`, the producer before it held batches behind an unread request).
 
 The library carries no trace hooks: this module wraps a few methods (producer, supervisor,
 consumer) and stamps CLOCK_MONOTONIC (comparable across processes on one host) into an in-memory
@@ -12,7 +17,8 @@ from this process after their methods are wrapped. The wrapping costs a few micr
 event: compare hops with each other, not these totals with `bench.paced`'s.
 
 A record's hops (each record's offset is its sequence number: a fresh topic, one producer):
-  held      send() called -> its batch starts to be written (held while no request could go)
+  held      send() called -> its batch starts to be written (held while no request could go,
+            or behind a request the supervisor has not read)
   write     batch encoded and written into the request ring / socket
   sup_wake  written -> the supervisor dispatches that PRODUCE (its wake-up and loop turn)
   append    the PRODUCE's dispatch until appended and, for a fetch parked on the partition,
@@ -22,7 +28,12 @@ A record's hops (each record's offset is its sequence number: a fresh topic, one
   ring_wait queued -> in the response ring (behind answers the ring had no room for)
   cons_wake in the ring / socket -> the consumer's read returns the frame (its wake-up)
   decode    frame read -> the consumer's poll() returns the record
-For the records around the p50 and the p99 of the total, each hop's median is given.
+For the records around the p50 and the p99 of the total, each hop's median is given; a hop may
+come out negative when a process was descheduled between an action and its stamp (the
+supervisor dispatching a frame before the producer stamped its write). Also per case: batches,
+answers to the consumer, standing answers held and resumed, answers queued behind a full ring,
+and the garbage collector's runs per generation while records flowed (the forked children
+inherit this process's heap, so theirs include it).
 """
 
 from __future__ import annotations
@@ -87,7 +98,7 @@ def _patch_supervisor() -> None:
         orig_dispatch(self, conn, key, ver, corr, body)
         _events.append((SE, _now(), conn.id, key, corr))
 
-    D.Dispatcher.dispatch_frame = dispatch_frame  # type: ignore[method-assign]
+    D.Dispatcher.dispatch_frame = dispatch_frame  # type: ignore[method-assign,assignment]
 
     orig_queue = ST.Connection.queue
 
@@ -275,7 +286,8 @@ def _consumer(sock: str, topic: str, transport: str, ready: Any, go: Any, expect
         for recs in c.poll(50, max_records=1_000_000).values():
             t = _now()
             for r in recs:
-                _events.append((CR, t, r.offset, unpack(r.value)[1], unpack(r.value)[0]))
+                ts, seq = unpack(r.value or bytes(16))
+                _events.append((CR, t, r.offset, seq, ts))
             got += len(recs)
         if 0 < expected.value <= got:
             break
