@@ -3,7 +3,7 @@
 
     python -m bench.hops [--rate 10000] [--sizes 100,1024] [--duration 3] [--rounds 1]
                          [--transports shm,socket] [--out bench/results/FILE.md]
-                         [--variants 'before:client.nohold=1+EDGEBUS_SHM_STANDING_WINDOW=0;after:']
+                         [--variants 'before:client.nohold=1;after:']
 
 --variants runs each case once per variant, alternated (reversed every other round): a name, then
 environment variables for the supervisor, or `client.NAME=1` for a change in the forked producer
@@ -492,9 +492,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--transports", default="shm,socket")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--variants", default="",
-                    help="NAME:VAR=VALUE+VAR=VALUE;... supervisor environments run alternately "
-                         "(an empty NAME: the defaults), e.g. 'default:;window0:"
-                         "EDGEBUS_SHM_STANDING_WINDOW=0'")
+                    help="NAME:VAR=VALUE+VAR=VALUE;... run alternately: environments of the "
+                         "supervisor, or client.NAME=1 for a change in the producer (nothing after "
+                         "the colon: the defaults), e.g. 'before:client.nohold=1;after:'")
     ap.add_argument("--out", default="")
     a = ap.parse_args(argv)
     _patch_clients()

@@ -136,12 +136,6 @@ FETCH_AHEAD = _flag("EDGEBUS_SHM_FETCH_AHEAD", _knob(
 STANDING = _flag("EDGEBUS_SHM_STANDING_FETCH", _knob(
     "EDGEBUS_SHM_STANDING_FETCH", "1", "1: the fetch a consumer on the rings sends ahead stays "
     "armed at the supervisor after each answer; 0: one fetch per answer"))
-# ... and how far ahead of its consumer it may push: answer bytes left unread in the response
-# ring (at most a quarter of the ring; edgebus/server/handlers/standing.py says why).
-STANDING_WINDOW = _int("EDGEBUS_SHM_STANDING_WINDOW", _knob(
-    "EDGEBUS_SHM_STANDING_WINDOW", str(64 * 1024), "bytes of earlier standing-fetch answers a "
-    "consumer may leave unread when the supervisor pushes the next (0 = only once it read them "
-    "all)"), 0, 1 << 30)
 # Default data bytes per ring; a producer asks for more when its max_request_size needs it.
 DEFAULT_RING_BYTES = 4 * 1024 * 1024
 

@@ -12,8 +12,7 @@ connection sends a FETCH or another FETCH_STANDING (which replaces it), or with 
 Its wait running out answers nothing: it is parked again (the consumer's own poll timeout gives
 "nothing yet").
 
-Flow control: an answer is pushed only while the consumer has left at most UNREAD_WINDOW bytes
-of earlier answers unread in the link's response ring and the ring took every answer so far
+Flow control: an answer is pushed only while the link's response ring took every answer so far
 (nothing queued behind it, the connection under its output bound); otherwise the fetch is
 suspended (parked without a partition, so appends pass it by) and re-armed as soon as the
 consumer has read enough for the queued answers to reach the ring (ShmLink.service calls
@@ -28,7 +27,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from edgebus import tuning
 from edgebus.errors import EdgebusError, InvalidRequestError
 from edgebus.fastpath.standing import end_offset, next_fetch
 from edgebus.protocol import messages as M
@@ -44,26 +42,18 @@ _FRAME_SLACK = 64 * 1024
 RECHECK_S = 0.002
 # A frame size no ring takes: prepare_sleep_space with it only raises writer_waiting.
 _NEVER_FITS = 0xFFFF_FFF0
-# Unread answer bytes the consumer may have in its response ring when the next answer is pushed
-# (at most a quarter of the ring, so that an answer capped at max_frame still fits behind them).
-# With 0 (read everything first) a record appended while the consumer had not yet read the
-# last answer waited for the consumer's read, the supervisor's wake-up on it and a second
-# consumer wake-up: at 10,000/s on a loaded 2-core machine that was most of the p50. A consumer
-# that falls further behind still gets what comes meanwhile as one answer.
-UNREAD_WINDOW = tuning.STANDING_WINDOW
 
 
 def caught_up(link: Any) -> bool:
-    """Whether the consumer has read the link's response ring down to the unread window. When
-    not, the ring's writer_waiting flag is raised first (then the ring is looked at again: the
-    consumer may have read in between), so that its next read signals the supervisor (efd_sup),
-    which then calls link.on_room (docs/ARCHITECTURE.md, "Standing fetches")."""
+    """Whether the consumer has read every answer in the link's response ring. When not, the
+    ring's writer_waiting flag is raised first (then the ring is looked at again: the consumer
+    may have read in between), so that its next read signals the supervisor (efd_sup), which
+    then calls link.on_room (docs/ARCHITECTURE.md, "Standing fetches")."""
     resp = link.resp
-    window = min(UNREAD_WINDOW, resp.capacity // 4)
-    if resp.used() <= window:
+    if resp.used() == 0:
         return True
     resp.prepare_sleep_space(_NEVER_FITS)  # announce, full fence (C), then re-check below
-    return bool(resp.used() <= window)
+    return bool(resp.used() == 0)
 
 
 class StandingFetches:
@@ -151,7 +141,7 @@ class StandingFetches:
 
     def may_answer(self, w: ParkedFetch) -> bool:
         """DataHandlers.on_append, before answering standing fetch `w`: True when the consumer
-        has read the answers so far down to UNREAD_WINDOW; else `w` is held (suspended) until it has, so that what
+        has read every answer so far; else `w` is held (suspended) until it has, so that what
         comes meanwhile goes out as one answer (a consumer that falls behind gets batches, as
         with one fetch per answer, instead of one frame per append)."""
         link = getattr(w.conn, "shm", None)
