@@ -469,6 +469,20 @@ def render(results: list[dict[str, Any]], argv: list[str]) -> list[str]:
             if b in r:
                 md.append(f"| {r['round']} | {r['transport']} | {r['variant']} | {r['size']} | {b} "
                           f"| {r[b]['total_us']} | " + " | ".join(str(r[b][h]) for h in HOPS) + " |")
+    rounds = {r["round"] for r in results}
+    if len(rounds) > 1:
+        md += ["", "Medians over the rounds:", "",
+               "| path | variant | size | band | total | " + " | ".join(HOPS) + " |",
+               "|---|---|---|---|---|" + "---|" * len(HOPS)]
+        keys = sorted({(r["transport"], r["variant"], r["size"]) for r in results})
+        for t, v, size in keys:
+            same = [r for r in results if (r["transport"], r["variant"], r["size"]) == (t, v, size)]
+            for b in ("p50", "p99"):
+                got = [r[b] for r in same if b in r]
+                if got:
+                    md.append(f"| {t} | {v} | {size} | {b} | "
+                              + " | ".join(f"{statistics.median(g[h] for g in got):.0f}"
+                                           for h in ("total_us", *HOPS)) + " |")
     md += ["", "| round | path | variant | size | records | batches | answers to the consumer "
            "| held answers (standing) | resumes | pended | GC per generation, count x median/longest us: "
            "producer / supervisor / consumer |", "|---|---|---|---|---|---|---|---|---|---|---|"]
