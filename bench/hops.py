@@ -43,6 +43,7 @@ import atexit
 import gc
 import multiprocessing as mp
 import os
+import shutil
 import statistics
 import struct
 import subprocess
@@ -332,7 +333,11 @@ def run_case(transport: str, size: int, rate: int, duration: float,
     finally:
         broker.stop()
         broker.cleanup()
-    return analyse(tdir, transport, size, rate)
+    try:
+        return analyse(tdir, transport, size, rate)
+    finally:
+        if not os.environ.get("EDGEBUS_HOPS_KEEP"):  # the raw stamps, for a closer look
+            shutil.rmtree(tdir, ignore_errors=True)
 
 
 def _load(tdir: str, role: str) -> list[tuple[int, int, int, int, int]]:
