@@ -454,7 +454,7 @@ class Producer(TransactionalProducer):
                     self._channel.hurry()
                 continue
             if self._in_flight and self._unread():
-                # The supervisor has not yet taken our last request from the ring: this one
+                # The supervisor has not yet read our last request (ring or socket): this one
                 # would wait behind it anyway, so it keeps filling and goes as soon as an
                 # acknowledgement comes (_finish wakes the I/O thread). A supervisor that falls
                 # behind thus gets fewer, fuller requests instead of one per record.
@@ -468,7 +468,8 @@ class Producer(TransactionalProducer):
         return self._pop_ready()
 
     def _unread(self) -> bool:
-        """Whether the supervisor has yet to read a request this producer wrote (shm rings)."""
+        """Whether the supervisor has yet to read a request this producer wrote (the request
+        ring's head and tail; on the socket, SIOCOUTQ)."""
         ch = self._channel
         return ch is not None and ch.unread()
 
