@@ -11,10 +11,12 @@ logic in `SyncChannel`, the pending-request dispatcher in `Dispatcher` (edgebus/
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import os
 import select
 import socket
+import termios
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
@@ -36,6 +38,7 @@ from edgebus.protocol.framing import ClientProtocol, ResponseFrame
 from edgebus.protocol.messages import Api
 
 RECV_SIZE = 1024 * 1024
+_ZERO4 = bytes(4)  # an int-sized ioctl buffer holding 0
 
 
 class RequestChannel(Protocol):
@@ -63,6 +66,8 @@ class PipelinedChannel(Protocol):
     def send(self, api: int, body: Any, callback: Callback | None) -> None: ...
 
     def hurry(self) -> None: ...
+
+    def unread(self) -> bool: ...
 
     def waiting(self) -> AbstractContextManager[None]: ...
 
@@ -233,6 +238,14 @@ class AsyncChannel(Dispatcher):
         self._proto = ClientProtocol()
         self._write = self._sock.sendall
         self._start()
+
+    def unread(self) -> bool:
+        # SIOCOUTQ on a Unix stream socket: bytes written and not yet read by the peer (they
+        # stay charged to the sender until the receiver consumes them).
+        try:
+            return fcntl.ioctl(self._sock.fileno(), termios.TIOCOUTQ, _ZERO4) != _ZERO4
+        except OSError:
+            return False
 
     def _receive(self) -> Iterable[ResponseFrame]:
         data = self._sock.recv(RECV_SIZE)

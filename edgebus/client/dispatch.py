@@ -92,6 +92,11 @@ class Dispatcher:
         """Someone waits for an acknowledgement (a transport that collects them lazily wakes
         its reader); by default every response is delivered as it comes."""
 
+    def unread(self) -> bool:
+        """Whether the supervisor has yet to read a request written to it (the producer holds
+        its next batch meanwhile); False where the transport cannot tell."""
+        return False
+
     def waiting(self) -> AbstractContextManager[None]:
         """Entered while someone blocks on an acknowledgement (see hurry)."""
         return contextlib.nullcontext()

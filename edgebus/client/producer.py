@@ -240,6 +240,9 @@ class Producer(TransactionalProducer):
         # mode holds a partition's next batch already (one in flight per partition).
         self._hold_at = DURABLE_IN_FLIGHT if acks == M.ACKS_DURABLE and not self._ordered else 0
         self._unacked: dict[tuple[str, int], int] = {}
+        # linger_ms=0: an open batch is held while the supervisor has not read our last request
+        # (_take_for_inline_send); the next acknowledgement must then wake the I/O thread.
+        self._drain_held = False
         # Held while popping ready batches and sending them, by the I/O thread or (linger_ms=0)
         # by a caller sending inline: batches leave in the order they were sealed.
         self._io_lock = threading.Lock()
@@ -450,11 +453,25 @@ class Producer(TransactionalProducer):
                 if self._channel is not None:
                     self._channel.hurry()
                 continue
+            if self._in_flight and self._unread():
+                # The supervisor has not yet read our last request (ring or socket): this one
+                # would wait behind it anyway, so it keeps filling and goes as soon as an
+                # acknowledgement comes (_finish wakes the I/O thread). A supervisor that falls
+                # behind thus gets fewer, fuller requests instead of one per record.
+                self._drain_held = True
+                self._channel.hurry()  # type: ignore[union-attr]  # _unread: not None
+                continue
             self._seal(key, b, notify=not got)
         if not got:
             self._cond.notify()
             return None
         return self._pop_ready()
+
+    def _unread(self) -> bool:
+        """Whether the supervisor has yet to read a request this producer wrote (the request
+        ring's head and tail; on the socket, SIOCOUTQ)."""
+        ch = self._channel
+        return ch is not None and ch.unread()
 
     def _send_inline(self, todo: list[_Builder]) -> None:
         """With self._io_lock held (by _take_for_inline_send); releases it."""
@@ -793,6 +810,9 @@ class Producer(TransactionalProducer):
             # batches wait for in-flight room or it is closing. (Waking it on every
             # acknowledgement cost a thread wake-up per batch while it had nothing to do; it waits
             # with batches ready only while max_in_flight are out.)
+            if self._drain_held:
+                self._drain_held = False
+                held = bool(self._open)
             if self._blocked or self._flushing or self._closed or held or (
                     (self._ready or self._open) and self._in_flight + 1 >= self.max_in_flight):
                 self._cond.notify_all()

@@ -260,6 +260,16 @@ class ShmAsyncChannel(Dispatcher):
         finally:
             self._lazy_wait = False  # also when the read raised: no nudges after that
 
+    def unread(self) -> bool:
+        """Whether the supervisor has yet to read a request written into the ring. Any thread
+        (a send() while the I/O thread replaces a lost channel): under _fd_lock, so the ring is
+        never read after close() unmapped it."""
+        with self._fd_lock:
+            if self._fds_closed:
+                return False
+            req = self._rings.req
+            return req is not None and req.head != req.tail
+
     def hurry(self) -> None:
         """Someone waits for an acknowledgement: deliver them as they come for a while."""
         self._urgent_until = time.monotonic() + URGENT_S

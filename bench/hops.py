@@ -1,0 +1,541 @@
+"""Where a record's time goes at a paced rate (issue 16): per-hop one-way latency of one producer
+`send()` (linger_ms=0) -> supervisor -> one consumer, on the shm and the socket path.
+
+    python -m bench.hops [--rate 10000] [--sizes 100,1024] [--duration 3] [--rounds 1]
+                         [--transports shm,socket] [--out bench/results/FILE.md]
+                         [--variants 'before:client.nohold=1;after:']
+
+--variants runs each case once per variant, alternated (reversed every other round): a name, then
+environment variables for the supervisor, or `client.NAME=1` for a change in the forked producer
+(CLIENT_VARIANTS: `client.nohold`, the producer before it held batches behind an unread request).
+
+The library carries no trace hooks: this module wraps a few methods (producer, supervisor,
+consumer) and stamps CLOCK_MONOTONIC (comparable across processes on one host) into an in-memory
+list per process, written out at the end. The supervisor runs as `python -m bench.hops --serve
+CONFIG` so that its methods are wrapped before it starts; the producer and consumer are forked
+from this process after their methods are wrapped. The wrapping costs a few microseconds per
+event: compare hops with each other, not these totals with `bench.paced`'s.
+
+A record's hops (each record's offset is its sequence number: a fresh topic, one producer):
+  held      send() called -> its batch starts to be written (held while no request could go,
+            or behind a request the supervisor has not read)
+  write     batch encoded and written into the request ring / socket
+  sup_wake  written -> the supervisor dispatches that PRODUCE (its wake-up and loop turn)
+  append    the PRODUCE's dispatch until appended and, for a fetch parked on the partition,
+            answered (validate, append, answer)
+  to_answer appended -> the answer carrying the record is queued for the consumer when no fetch
+            was parked (the consumer's next fetch; a standing fetch held for the consumer's read)
+  ring_wait queued -> in the response ring (behind answers the ring had no room for)
+  cons_wake in the ring / socket -> the consumer's read returns the frame (its wake-up)
+  decode    frame read -> the consumer's poll() returns the record
+For the records around the p50 and the p99 of the total, each hop's median is given; a hop may
+come out negative when a process was descheduled between an action and its stamp (the
+supervisor dispatching a frame before the producer stamped its write). Also per case: batches,
+answers to the consumer, standing answers held and resumed, answers queued behind a full ring,
+and the garbage collector's runs per generation while records flowed (the forked children
+inherit this process's heap, so theirs include it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import gc
+import multiprocessing as mp
+import os
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+_EV = struct.Struct("<Bqqqq")
+PB, PW, SD, SE, SQ, SP, SF, SW, CF, CR, GCA, GCB, SH, SR, PA = range(1, 16)
+_events: list[tuple[int, int, int, int, int]] = []
+_now = time.monotonic_ns
+
+
+def ev(kind: int, a: int = 0, b: int = 0, c: int = 0) -> None:
+    _events.append((kind, _now(), a, b, c))
+
+
+def dump(role: str) -> None:
+    d = os.environ.get("EDGEBUS_HOPS_DIR")
+    if not d or not _events:
+        return
+    with open(Path(d) / f"{role}-{os.getpid()}.ev", "wb") as f:
+        f.write(b"".join(_EV.pack(*e) for e in _events))
+    _events.clear()
+
+
+def _gc_hook() -> None:
+    t0 = [0]
+
+    def cb(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            t0[0] = _now()
+        else:
+            _events.append((GCA, t0[0], info["generation"], _now() - t0[0], 0))
+
+    gc.callbacks.append(cb)
+
+
+# --- supervisor ----------------------------------------------------------------------------------
+def _patch_supervisor() -> None:
+    from edgebus.server import dispatch as D
+    from edgebus.server.handlers import standing as S
+    from edgebus.server.listeners import shm as L
+    from edgebus.server.listeners import stream as ST
+
+    orig_dispatch = D.Dispatcher.dispatch_frame
+
+    def dispatch_frame(self: Any, conn: Any, key: int, ver: int, corr: int, body: Any) -> None:
+        _events.append((SD, _now(), conn.id, key, corr))
+        orig_dispatch(self, conn, key, ver, corr, body)
+        _events.append((SE, _now(), conn.id, key, corr))
+
+    D.Dispatcher.dispatch_frame = dispatch_frame  # type: ignore[method-assign,assignment]
+
+    orig_queue = ST.Connection.queue
+
+    def queue(self: Any, data: bytes) -> None:
+        corr = int.from_bytes(bytes(data[4:8]), "little", signed=True)
+        _events.append((SQ, _now(), self.id, corr, 0))
+        orig_queue(self, data)
+
+    ST.Connection.queue = queue  # type: ignore[method-assign]
+
+    orig_link_queue = L.ShmLink.queue
+
+    def link_queue(self: Any, data: bytes) -> bool:
+        n = len(self.pending)
+        r: bool = orig_link_queue(self, data)
+        if len(self.pending) > n:
+            _events.append((SP, _now(), self.conn.id, 0, 0))
+        return r
+
+    L.ShmLink.queue = link_queue  # type: ignore[method-assign]
+
+    orig_flush = L.ShmLink._flush_pending
+
+    def flush(self: Any) -> None:
+        n = len(self.pending)
+        orig_flush(self)
+        if len(self.pending) < n:
+            _events.append((SF, _now(), self.conn.id, n - len(self.pending), 0))
+
+    L.ShmLink._flush_pending = flush  # type: ignore[method-assign]
+
+    orig_call = L.ShmLink.__call__
+
+    def call(self: Any, mask: int) -> None:
+        _events.append((SW, _now(), self.conn.id, int(self.spinning), 0))
+        orig_call(self, mask)
+
+    L.ShmLink.__call__ = call  # type: ignore[method-assign]
+
+    orig_may = S.StandingFetches.may_answer
+
+    def may_answer(self: Any, w: Any) -> bool:
+        r: bool = orig_may(self, w)
+        if not r:
+            _events.append((SH, _now(), w.conn.id, 0, 0))
+        return r
+
+    S.StandingFetches.may_answer = may_answer  # type: ignore[method-assign]
+
+    orig_resume = S.StandingFetches.resume
+
+    def resume(self: Any, link: Any) -> None:
+        _events.append((SR, _now(), link.conn.id, 0, 0))
+        orig_resume(self, link)
+
+    S.StandingFetches.resume = resume  # type: ignore[method-assign]
+
+
+def serve(config: str) -> int:
+    _patch_supervisor()
+    _gc_hook()
+    atexit.register(dump, "sup")
+    from edgebus.cli.main import main
+
+    return main(["serve", "--config", config])
+
+
+# --- clients -------------------------------------------------------------------------------------
+def _patch_clients() -> None:
+    from edgebus import format as F
+    from edgebus.client import channel as C
+    from edgebus.client import producer as P
+    from edgebus.client import shm_channel as SC
+    from edgebus.fastpath.fetch import fetch_response
+
+    orig_send_batch = P.Producer._send_batch
+
+    def send_batch(self: Any, ch: Any, b: Any) -> None:
+        _events.append((PB, _now(), b.count, 0, 0))
+        orig_send_batch(self, ch, b)
+        _events.append((PW, _now(), b.count, 0, 0))
+
+    P.Producer._send_batch = send_batch  # type: ignore[method-assign]
+
+    orig_finish = P.Producer._finish
+
+    def finish(self: Any, b: Any, *args: Any, **kw: Any) -> None:
+        _events.append((PA, _now(), b.count, len(self._open), 0))
+        orig_finish(self, b, *args, **kw)
+
+    P.Producer._finish = finish  # type: ignore[method-assign]
+
+    def offsets(frame: Any) -> tuple[int, int]:
+        try:
+            resp = fetch_response(frame)
+        except Exception:
+            return -1, -1
+        first = last = -1
+        for p in resp.partitions:
+            data = p.records
+            pos = 0
+            while pos + F.BATCH_HEADER_SIZE <= len(data):
+                base, _t, length = F.BATCH_PREFIX.unpack_from(data, pos)
+                count = int.from_bytes(data[pos + F.BATCH_RECORD_COUNT: pos + F.BATCH_RECORD_COUNT
+                                            + 4], "little")
+                if first < 0:
+                    first = base
+                last = base + count - 1
+                pos += length
+        return first, last
+
+    def wrap(cls: Any) -> None:
+        orig = cls._frames
+
+        def frames(self: Any, deadline: float) -> Any:
+            got = orig(self, deadline)
+            t = _now()
+            for f in got:
+                first, last = offsets(f)
+                _events.append((CF, t, f.correlation_id, first, last))
+            return got
+
+        cls._frames = frames
+
+    wrap(C.SyncChannel)
+    wrap(SC.ShmSyncChannel)
+
+
+_STAMP = struct.Struct("<qq")
+
+
+# Client-side variants (`--variants` entries named client.NAME): applied in the forked producer.
+def _no_hold(p: Any) -> None:
+    p._unread = lambda: False  # never hold a batch for the supervisor's read (the old behaviour)
+
+
+CLIENT_VARIANTS = {"client.nohold": _no_hold}
+
+
+def _producer(sock: str, topic: str, transport: str, size: int, rate: int, duration: float,
+              go: Any, done: Any, env: dict[str, str]) -> None:
+    from bench.run import _tight_timers
+    from edgebus import Producer
+
+    _gc_hook()
+    p = Producer(socket=sock, transport=transport, linger_ms=0)
+    for name, fn in CLIENT_VARIANTS.items():
+        if env.get(name):
+            fn(p)
+    pad = b"x" * (size - _STAMP.size)
+    go.wait()
+    _tight_timers()
+    n = int(rate * duration)
+    t0 = time.monotonic()
+    mono_ns = time.monotonic_ns
+    for k in range(n):
+        delay = t0 + k / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        p.send(topic, _STAMP.pack(mono_ns(), k) + pad, partition=0)
+    p.flush(60)
+    p.close(30)
+    dump("prod")
+    done.put(n)
+
+
+def _consumer(sock: str, topic: str, transport: str, ready: Any, go: Any, expected: Any,
+              done: Any) -> None:
+    from edgebus import Consumer, TopicPartition
+
+    _gc_hook()
+    c = Consumer(socket=sock, transport=transport, auto_offset_reset="latest",
+                 fetch_max_wait_ms=100, max_partition_fetch_bytes=1 << 20,
+                 fetch_max_bytes=1 << 20, max_poll_records=1_000_000)
+    tp = TopicPartition(topic, 0)
+    c.assign([tp])
+    c.seek_to_end(tp)
+    c.position(tp)
+    ready.put(1)
+    go.wait()
+    got = 0
+    unpack = _STAMP.unpack_from
+    hard = time.monotonic() + 120
+    while time.monotonic() < hard:
+        for recs in c.poll(50, max_records=1_000_000).values():
+            t = _now()
+            for r in recs:
+                ts, seq = unpack(r.value or bytes(16))
+                _events.append((CR, t, r.offset, seq, ts))
+            got += len(recs)
+        if 0 < expected.value <= got:
+            break
+    c.close()
+    dump("cons")
+    done.put(got)
+
+
+def run_case(transport: str, size: int, rate: int, duration: float,
+             env: dict[str, str] | None = None) -> dict[str, Any]:
+    from edgebus import Admin
+    from edgebus.testing import EmbeddedBroker
+
+    tdir = tempfile.mkdtemp(prefix="eb-hops-")
+    os.environ["EDGEBUS_HOPS_DIR"] = tdir
+    broker = EmbeddedBroker(log_level="WARNING")
+    broker._log_file = open(broker.log_path, "ab")  # noqa: SIM115 (EmbeddedBroker.start's way)
+    broker.proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.hops", "--serve", str(broker.config_path)],
+        stdout=broker._log_file, stderr=subprocess.STDOUT,
+        env={**os.environ, **{k: v for k, v in (env or {}).items() if not k.startswith("client.")}})
+    broker.wait_ready()
+    try:
+        topic = f"hops-{os.getpid()}-{transport}-{size}"
+        with Admin(socket=broker.socket, transport="socket") as a:
+            a.create_topic(topic, 1, config={"max_message_bytes": 4 << 20})
+        mpc = mp.get_context("fork")
+        ready, done, go = mpc.Queue(), mpc.Queue(), mpc.Event()
+        expected = mpc.Value("q", 0)
+        cons = mpc.Process(target=_consumer, args=(broker.socket, topic, transport, ready, go,
+                                                   expected, done))
+        cons.start()
+        ready.get(timeout=60)
+        prod = mpc.Process(target=_producer, args=(broker.socket, topic, transport, size, rate,
+                                                   duration, go, done, env or {}))
+        prod.start()
+        time.sleep(0.3)
+        go.set()
+        prod.join(duration + 120)
+        expected.value = int(rate * duration)
+        cons.join(120)
+    finally:
+        broker.stop()
+        broker.cleanup()
+    try:
+        return analyse(tdir, transport, size, rate)
+    finally:
+        if not os.environ.get("EDGEBUS_HOPS_KEEP"):  # the raw stamps, for a closer look
+            shutil.rmtree(tdir, ignore_errors=True)
+
+
+def _load(tdir: str, role: str) -> list[tuple[int, int, int, int, int]]:
+    out: list[tuple[int, int, int, int, int]] = []
+    for f in Path(tdir).glob(f"{role}-*.ev"):
+        data = f.read_bytes()
+        out += list(_EV.iter_unpack(data))
+    out.sort(key=lambda e: e[1])
+    return out
+
+
+HOPS = ("held", "write", "sup_wake", "append", "to_answer", "ring_wait", "cons_wake", "decode")
+
+
+def analyse(tdir: str, transport: str, size: int, rate: int) -> dict[str, Any]:
+    from edgebus.protocol import messages as M
+
+    prod, sup, cons = _load(tdir, "prod"), _load(tdir, "sup"), _load(tdir, "cons")
+    produce = int(M.Api.PRODUCE)
+    fetch_keys = {int(M.Api.FETCH), int(getattr(M.Api, "FETCH_STANDING", -1))}
+    # producer: the nth batch written holds sequence numbers [start, start + count)
+    pb = [e for e in prod if e[0] == PB]
+    pw = [e for e in prod if e[0] == PW]
+    batch_of: list[tuple[int, int, int]] = []  # (first seq, t start, t written)
+    s = 0
+    for b, w in zip(pb, pw, strict=False):
+        batch_of.append((s, b[1], w[1]))
+        s += b[2]
+    # supervisor: PRODUCE dispatches in order; the consumer's connection answers
+    prod_conn = next((e[2] for e in sup if e[0] == SD and e[3] == produce), None)
+    cons_conn = next((e[2] for e in sup if e[0] == SD and e[3] in fetch_keys), None)
+    sd = [e[1] for e in sup if e[0] == SD and e[2] == prod_conn and e[3] == produce]
+    se = [e[1] for e in sup if e[0] == SE and e[2] == prod_conn and e[3] == produce]
+    answers: dict[tuple[int, int], int] = {}  # (corr, nth) -> t queued
+    nth: dict[int, int] = defaultdict(int)
+    for e in sup:
+        if e[0] == SQ and e[2] == cons_conn:
+            answers[(e[3], nth[e[3]])] = e[1]
+            nth[e[3]] += 1
+    # pended answers: the k-th SP on the consumer's link is flushed by the SF events in order
+    pend_t = [e[1] for e in sup if e[0] == SP and e[2] == cons_conn]
+    flush_t: list[int] = []
+    for e in sup:
+        if e[0] == SF and e[2] == cons_conn:
+            flush_t += [e[1]] * e[3]
+    # consumer: frames with their offsets, records with their return time
+    frame_of: dict[int, tuple[int, int]] = {}  # offset -> (t frame read, t queued at sup)
+    cnth: dict[int, int] = defaultdict(int)
+    for e in cons:
+        if e[0] == CF:
+            k = (e[2], cnth[e[2]])
+            cnth[e[2]] += 1
+            if e[3] >= 0:
+                tq = answers.get(k, 0)
+                for off in range(e[3], e[4] + 1):
+                    frame_of[off] = (e[1], tq)
+    # which answers were pended, and when they reached the ring (the SQ before each SP)
+    sq_cons = sorted(t for t in answers.values())
+    pended: dict[int, int] = {}
+    j = 0
+    for tp, tf in zip(pend_t, flush_t, strict=False):
+        while j + 1 < len(sq_cons) and sq_cons[j + 1] <= tp:
+            j += 1
+        if sq_cons and sq_cons[j] <= tp:
+            pended[sq_cons[j]] = tf
+    rows = []
+    bi = 0
+    for e in cons:
+        if e[0] != CR:
+            continue
+        off, seq, t_send, t_ret = e[2], e[3], e[4], e[1]
+        while bi + 1 < len(batch_of) and batch_of[bi + 1][0] <= seq:
+            bi += 1
+        if not batch_of or bi >= len(sd) or off not in frame_of:
+            continue
+        _first, t_pb, t_pw = batch_of[bi]
+        t_read, t_q = frame_of[off]
+        if not t_q:
+            continue
+        t_ring = pended.get(t_q, t_q)
+        # An answer given inside the PRODUCE's dispatch (a parked fetch) ends the append hop.
+        t_app = min(se[bi], t_q) if t_q >= sd[bi] else se[bi]
+        rows.append((t_ret - t_send, (t_pb - t_send, t_pw - t_pb, sd[bi] - t_pw, t_app - sd[bi],
+                                      max(0, t_q - t_app), t_ring - t_q, t_read - t_ring,
+                                      t_ret - t_read), seq))
+    n = len(rows)
+    rows = rows[n // 10:]  # warm-up, as bench.run
+    rows.sort(key=lambda r: r[0])
+
+    def band(lo: float, hi: float) -> dict[str, Any]:
+        sel = rows[int(lo * len(rows)):max(int(lo * len(rows)) + 1, int(hi * len(rows)))]
+        return {"total_us": round(statistics.median(r[0] for r in sel) / 1000, 1),
+                **{h: round(statistics.median(r[1][i] for r in sel) / 1000, 1)
+                   for i, h in enumerate(HOPS)}}
+
+    # Collections while records flowed only (the start's full collections are not traffic's).
+    t_first = min((e[1] for e in prod if e[0] == PB), default=0)
+    t_last = max((e[1] for e in cons if e[0] == CR), default=0)
+
+    def gcs(evs: list[tuple[int, int, int, int, int]]) -> str:
+        """Collections per generation: count, median and longest pause (wall time, us)."""
+        out = []
+        for gen in (0, 1, 2):
+            g = sorted(e[3] for e in evs
+                       if e[0] == GCA and e[2] == gen and t_first <= e[1] <= t_last)
+            if g:
+                out.append(f"g{gen} {len(g)}x {g[len(g) // 2] / 1000:.0f}/{g[-1] / 1000:.0f}")
+        return " ".join(out) or "0"
+
+    out: dict[str, Any] = {"transport": transport, "size": size, "rate": rate, "records": len(rows),
+                           "variant": ""}
+    if rows:
+        out["p50"] = band(0.45, 0.55)
+        out["p99"] = band(0.985, 0.995)
+    out["held"] = sum(1 for e in sup if e[0] == SH)
+    out["resumes"] = sum(1 for e in sup if e[0] == SR)
+    out["pended"] = len(pend_t)
+    out["answers"] = len(sq_cons)
+    out["batches"] = len(batch_of)
+    out["gc"] = {"producer": gcs(prod), "supervisor": gcs(sup), "consumer": gcs(cons)}
+    return out
+
+
+def render(results: list[dict[str, Any]], argv: list[str]) -> list[str]:
+    md = [f"# issue 16: per-hop latency, {time.strftime('%Y-%m-%dT%H:%M:%S%z')}", "",
+          f"`python -m bench.hops {' '.join(argv)}`", "",
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end. Medians of "
+          "each hop over the records around the p50 (45-55th percentile of the total) and the "
+          "p99 (98.5-99.5th); microseconds.", "",
+          "| round | path | variant | size | band | total | " + " | ".join(HOPS) + " |",
+          "|---|---|---|---|---|---|" + "---|" * len(HOPS)]
+    for r in results:
+        for b in ("p50", "p99"):
+            if b in r:
+                md.append(f"| {r['round']} | {r['transport']} | {r['variant']} | {r['size']} | {b} "
+                          f"| {r[b]['total_us']} | " + " | ".join(str(r[b][h]) for h in HOPS) + " |")
+    rounds = {r["round"] for r in results}
+    if len(rounds) > 1:
+        md += ["", "Medians over the rounds:", "",
+               "| path | variant | size | band | total | " + " | ".join(HOPS) + " |",
+               "|---|---|---|---|---|" + "---|" * len(HOPS)]
+        keys = sorted({(r["transport"], r["variant"], r["size"]) for r in results})
+        for t, v, size in keys:
+            same = [r for r in results if (r["transport"], r["variant"], r["size"]) == (t, v, size)]
+            for b in ("p50", "p99"):
+                got = [r[b] for r in same if b in r]
+                if got:
+                    md.append(f"| {t} | {v} | {size} | {b} | "
+                              + " | ".join(f"{statistics.median(g[h] for g in got):.0f}"
+                                           for h in ("total_us", *HOPS)) + " |")
+    md += ["", "| round | path | variant | size | records | batches | answers to the consumer "
+           "| held answers (standing) | resumes | pended | GC per generation, count x median/longest us: "
+           "producer / supervisor / consumer |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        g = r["gc"]
+        md.append(f"| {r['round']} | {r['transport']} | {r['variant']} | {r['size']} | "
+                  f"{r['records']} | {r['batches']} | "
+                  f"{r['answers']} | {r['held']} | {r['resumes']} | {r['pended']} | "
+                  f"{g['producer']} / {g['supervisor']} / {g['consumer']} |")
+    return md
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--serve"]:
+        sys.exit(serve(argv[1]))
+    ap = argparse.ArgumentParser(prog="python -m bench.hops", description=__doc__.split("\n")[0])
+    ap.add_argument("--rate", type=int, default=10_000)
+    ap.add_argument("--sizes", default="100,1024")
+    ap.add_argument("--duration", type=float, default=3.0)
+    ap.add_argument("--transports", default="shm,socket")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--variants", default="",
+                    help="NAME:VAR=VALUE+VAR=VALUE;... run alternately: environments of the "
+                         "supervisor, or client.NAME=1 for a change in the producer (nothing after "
+                         "the colon: the defaults), e.g. 'before:client.nohold=1;after:'")
+    ap.add_argument("--out", default="")
+    a = ap.parse_args(argv)
+    _patch_clients()
+    variants: list[tuple[str, dict[str, str]]] = []
+    for v in (a.variants or "default:").split(";"):
+        name, _, spec = v.partition(":")
+        variants.append((name, dict(kv.split("=", 1) for kv in spec.split("+") if kv)))
+    results = []
+    for rnd in range(a.rounds):
+        for size in (int(s) for s in a.sizes.split(",")):
+            cases = [(t, v) for t in a.transports.split(",") for v in variants]
+            for transport, (vname, env) in (cases if rnd % 2 == 0 else cases[::-1]):
+                r = run_case(transport, size, a.rate, a.duration, env)
+                r["round"], r["variant"] = rnd, vname
+                results.append(r)
+                print(f"  {rnd} {transport:6} {vname:10} {size:5} B  p50 {r.get('p50')}  "
+                      f"p99 {r.get('p99')}", flush=True)
+    md = render(results, argv)
+    print("\n".join(md))
+    if a.out:
+        Path(a.out).write_text("\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    main()
