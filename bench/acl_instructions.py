@@ -2,27 +2,32 @@
 supervisor runs under valgrind's callgrind, which counts every instruction it executes, whatever
 the neighbours on the machine do.
 
-    python -m bench.acl_instructions [--records 3000] [--batch 100]
+    python -m bench.acl_instructions [--records 5000] [--batches 500] [--batch 100]
 
 Three supervisors, each under `valgrind --tool=callgrind`: A with access control off, B with the
 ten rules of `bench.run.ACL_RULES` (one concerns the benchmark's user, so its requests take the
 cached-decision path), and A2 off again, the A/A control whose ratio to A is the method's noise
 floor. Each gets the same fixed work, one phase at a time, counted between a `callgrind_control
 --zero` and a `--dump`: per transport (socket, shm) and API, a producer sends `records` 100-byte
-records, one request per record waiting for each acknowledgement (`send`), or in batches of
-`batch` waiting for each (`batch`); then a consumer reads them all. What turns with wall time
-rather than with requests is turned off: shm spinning, the load check and lazy acknowledgements
-(environment knobs), and the housekeeping timers (flush, checkpoint, retention, cleaner, disk
-check: an hour apart); PYTHONHASHSEED=0 makes the interpreter's hashing the same in every run.
+records, one request per record waiting for each acknowledgement (`send`), or `batches` batches
+of `batch` records waiting for each (`batch`); then a consumer reads them all in 16 KiB fetches.
+Each connection's first SETUP_REQUESTS requests (or first poll) are counted apart.
 
-Then, under callgrind as well, the access checks themselves in one process (`--micro`):
-instructions per PRODUCE through the dispatcher's fast path with the ten rules minus the same
-with access control off, and per FETCH check; CPython 3.11 runs Python functions inside
-its one C interpreter function, so callgrind's per-function counts cannot name Python functions
-(edgebus/acl, edgebus/server/acl) in the supervisor's own profile: these counts, times the
-requests of each phase, are the access-control share.
+What turns with wall time rather than with requests is turned off: shm spinning, the load
+check, lazy acknowledgements and the standing fetch (environment knobs: the consumer on the
+rings then sends a FETCH per answer, checked as a standing fetch's re-arm is), and the
+housekeeping timers (flush, checkpoint, retention, cleaner, disk check: an hour apart). Each
+request waits until the supervisor's loop sleeps in epoll_wait, so that none is read by a loop
+turn still busy with the last; PYTHONHASHSEED=0 makes hashing the same in every run.
 
-Writes bench/results/acl-instructions.json; the .md beside it is written by hand from it.
+Then, under callgrind as well, the access checks alone in one process (`--micro`): instructions
+per PRODUCE through the dispatcher's fast path with the ten rules minus the same with access
+control off, and per FETCH check. CPython 3.11 runs Python functions inside its one C
+interpreter function, so callgrind's per-function counts cannot name Python functions
+(edgebus/acl, edgebus/server/acl) in the supervisor's profile: the micro counts times the
+requests of a phase are the access-control share; B - A is the same thing measured end to end.
+
+Writes bench/results/acl-instructions.json (bench/results/acl-instructions.md explains a run).
 """
 
 from __future__ import annotations
@@ -53,6 +58,11 @@ ENV = {
     "EDGEBUS_SHM_SPIN_GAP_US": "0",
     "EDGEBUS_SHM_CPU_CHECK": "0",
     "EDGEBUS_SHM_ACK_LAZY_US": "0",
+    # A standing fetch is pushed while the consumer has read every answer, and looked at again
+    # on a 2 ms timer when not: how many answers it makes depends on timing. Off, the consumer on
+    # the rings sends one FETCH per answer (ahead of its poll), and each is checked as the
+    # standing fetch's re-arm would be (the same check, edgebus/server/acl/checks.py `fetch`).
+    "EDGEBUS_SHM_STANDING_FETCH": "0",
 }
 # The timers of housekeeping (flush, checkpoint, retention), the cleaner and the disk guard.
 QUIET = {
@@ -245,14 +255,14 @@ def micro(calls: int) -> None:
     from types import SimpleNamespace
 
     import edgebus.server.dispatch as dispatch_mod
-    from bench.acl_check import conn
     from edgebus.acl import Policy, parse_rule
     from edgebus.protocol import messages as M
     from edgebus.server.acl import Authorizer
     from edgebus.server.acl.checks import TOPIC_READ, build_checks
+    from edgebus.server.listeners.stream import Connection
 
     logging.disable(logging.WARNING)
-    a, _b = socket.socketpair(socket.AF_UNIX)  # both ends stay open: SO_PEERCRED reads a's peer
+    sock, _peer = socket.socketpair(socket.AF_UNIX)  # both ends open: SO_PEERCRED names us
     ten = Authorizer(Policy([parse_rule(r) for r in ACL_RULES]))
     fields = ("bench-topic", 0, 1, memoryview(b"x"))
     # The body's decoding is the same with access control on and off: left out of both.
@@ -261,17 +271,19 @@ def micro(calls: int) -> None:
     def produce(conn: Any, corr: int, *rest: Any) -> Any:
         return dispatch_mod.NO_RESPONSE
 
-    loop = SimpleNamespace(queue_answer=lambda *x: None)
+    loop = SimpleNamespace(queue_answer=lambda *x: None, max_output_buffer=1 << 20,
+                           max_input_buffer=1 << 20)
     off = dispatch_mod.Dispatcher(loop, {}, produce, None)  # type: ignore[arg-type]
     on = dispatch_mod.Dispatcher(loop, {}, produce, ten)  # type: ignore[arg-type]
-    c_off, c_on = conn(a), conn(a)
-    for c in (c_off, c_on):
-        c.requests, c.allowed = 0, None
+    # Real server connections and a real FETCH request: attribute access on them is what the
+    # supervisor pays (a SimpleNamespace's costs half as much again).
+    c_off, c_on = (Connection(sock, loop, os.getpid(), os.getuid())  # type: ignore[arg-type]
+                   for _ in range(2))
     key = int(M.Api.PRODUCE)
     body = memoryview(b"")
     on.dispatch_frame(c_on, key, 0, 1, body)  # the first: decided and cached
     fetch_check = build_checks(ten)[int(M.Api.FETCH)]
-    req = SimpleNamespace(partitions=[SimpleNamespace(topic="bench-topic", partition=0)])
+    req = M.FetchRequest(0, 1, 16384, [M.FetchPartition("bench-topic", 0, 0, 16384)])
     ten.check(c_on, TOPIC_READ, "bench-topic")
     cases: dict[str, Callable[[], Any]] = {
         "empty": lambda: None,
