@@ -1,16 +1,19 @@
 """Issue 16's paced cost rows alone, alternated over several rounds: CPU of all processes per
-message, the server's share of a core, p50/p99, for edgebus (shm, socket), Redis Streams and a
-bare Unix socket, one producer `send()` (linger_ms=0) -> one consumer, 100 B by default.
+message, the server's share of a core, p50/p99, for edgebus (shm, socket), Redis Streams, a
+bare Unix socket and the relay floor (the bare socket with `socat` in the middle, bench/floor.py),
+one producer `send()` (linger_ms=0) -> one consumer, 100 B by default.
 
     python -m bench.paced [--rates 1000,10000] [--sizes 100] [--rounds 3] [--duration 4]
-                          [--only edgebus-shm,edgebus-socket,redis-streams,unix-socket]
+                          [--only edgebus-shm,edgebus-socket,redis-streams,unix-socket,
+                                  unix-socket-relay]
                           (also: edgebus-shm-plainfetch, the shm path with one fetch per answer)
                           [--out bench/results/issue16-cheap-paced.md]
 
 `python -m bench` measures the same rows once each (its cost section and latency runs); this
 runs only them, round after round with the systems alternated, so that the machine's load drifts
 over all of them alike, and reports each round's ratio to Redis Streams (the spread shows the
-noise) and the median ratio.
+noise) and the median ratio, and each system's ratio to the relay floor of its round.
+Latency is timed from each record's scheduled send time (bench/run.py `producer_main`).
 """
 
 from __future__ import annotations
@@ -18,15 +21,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import time
 from typing import Any
 
 import psutil
 
-from bench import peers
+from bench import floor, peers
 from bench import run as R
 
-SYSTEMS = ("edgebus-shm", "edgebus-socket", "redis-streams", "unix-socket")
+SYSTEMS = ("edgebus-shm", "edgebus-socket", "redis-streams", "unix-socket", floor.FLOOR)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,6 +62,13 @@ def main(argv: list[str] | None = None) -> None:
     }
     if why_redis is None:
         adapters["redis-streams"] = (redis, None)
+    elif "redis-streams" in only:
+        print(f"redis-streams skipped: {why_redis}", flush=True)
+    relay = peers.SocatRelay()
+    if (why_relay := relay.available()) is None:
+        adapters[floor.FLOOR] = (relay, None)
+    elif floor.FLOOR in only:
+        print(f"{floor.FLOOR} (the relay floor) skipped: {why_relay}", flush=True)
     rows: list[dict[str, Any]] = []
     load0 = os.getloadavg()
     try:
@@ -80,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
                               f"cpu/msg {row.get('cpu_us_per_msg')} us (p {row.get('cpu_us_producer')}"
                               f" c {row.get('cpu_us_consumer')} s {row.get('cpu_us_server')})  server "
                               f"{row.get('server_cpu_percent')} %  p50 {row.get('p50_us')} "
-                              f"p99 {row.get('p99_us')} us", flush=True)
+                              f"p99 {row.get('p99_us')} us  server wake-ups/msg "
+                              f"{row.get('server_wakeups_per_msg')}", flush=True)
     finally:
         R.RATE = 10_000
         broker.stop()
@@ -99,31 +111,59 @@ def render(rows: list[dict[str, Any]], load0: tuple[float, ...], load1: tuple[fl
     md = [f"# issue 16: paced cost, {time.strftime('%Y-%m-%dT%H:%M:%S%z')}", "",
           f"`python -m bench.paced --rates {a.rates} --sizes {a.sizes} --rounds {a.rounds} "
           f"--duration {a.duration} --only {a.only}`", "",
-          f"{os.cpu_count()} CPUs, load average {load0[0]:.2f} before / {load1[0]:.2f} after "
-          "(a shared machine: compare within a round).", "",
+          f"commit {_commit()}; {os.cpu_count()} CPUs, load average {load0[0]:.2f} before / "
+          f"{load1[0]:.2f} after (a shared machine: compare within a round).", "",
+          "p50/p99: one-way, from each record's **scheduled** send time (the paced loop's "
+          "schedule, the same for every system) to its receipt, so a producer held up counts its "
+          "delay in every late record. `unix-socket-relay` is the floor: the bare socket with "
+          "`socat -u` in the middle (bench/floor.py). Server wake-ups / reads / writes: the "
+          "server's voluntary context switches and read/write calls per message.", "",
           "| round | system | size | rate | p50 us | p99 us | CPU us/msg (all) "
-          "| producer / consumer / server | server % core | CPU / Redis |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
-    ratios: dict[tuple[str, int, int], list[float]] = {}
-    for r in rows:
-        redis = next((x for x in rows if x["system"] == "redis-streams" and x["round"] == r["round"]
-                      and x["size"] == r["size"] and x.get("rate") == r.get("rate")), None)
-        ratio = ""
-        if redis and redis.get("cpu_us_per_msg") and r.get("cpu_us_per_msg") is not None:
-            v = r["cpu_us_per_msg"] / redis["cpu_us_per_msg"]
-            ratio = f"{v:.2f}"
-            ratios.setdefault((r["system"], r["size"], r.get("rate", 0)), []).append(v)
-        md.append("| " + " | ".join(str(x) for x in (
+          "| producer / consumer / server | server % core | server wake-ups / reads / writes "
+          "per msg | CPU / Redis | CPU / floor | server / floor's |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    ratios: dict[tuple[str, int, int], dict[str, list[float]]] = {}
+    for r, x in zip(rows, floor.annotate(rows), strict=True):
+        for key, v in x.items():
+            if v is not None:
+                ratios.setdefault((r["system"], r["size"], r.get("rate", 0)), {}).setdefault(
+                    key, []).append(v)
+        md.append("| " + " | ".join(str(v) for v in (
             r["round"], r["system"], r["size"], r.get("rate", ""), r.get("p50_us", ""),
             r.get("p99_us", ""), r.get("cpu_us_per_msg", ""),
             f"{r.get('cpu_us_producer')} / {r.get('cpu_us_consumer')} / {r.get('cpu_us_server')}",
-            r.get("server_cpu_percent", ""), ratio)) + " |")
-    md += ["", "| system | size | rate | median CPU/msg / Redis Streams (goal <= 0.5) | rounds |",
-           "|---|---|---|---|---|"]
-    for (system, size, rate), vs in sorted(ratios.items()):
-        md.append(f"| {system} | {size} | {rate} | {statistics.median(vs):.2f} | "
-                  + ", ".join(f"{v:.2f}" for v in vs) + " |")
+            r.get("server_cpu_percent", ""),
+            " / ".join(str(r.get(f"server_{k}_per_msg", "-")) for k in ("wakeups", "syscr", "syscw")),
+            _f(x["per_redis"]), _f(x["per_floor"]), _f(x["server_per_floor"]))) + " |")
+    md += ["", "Medians over the rounds (each round's ratios in brackets):", "",
+           "| system | size | rate | CPU / Redis Streams (goal <= 0.5) | CPU / relay floor "
+           "| server CPU / relay's |", "|---|---|---|---|---|---|"]
+    for (system, size, rate), d in sorted(ratios.items()):
+        md.append(f"| {system} | {size} | {rate} | "
+                  + " | ".join(_med(d.get(k, [])) for k in ("per_redis", "per_floor",
+                                                             "server_per_floor")) + " |")
+    md += ["", "The floor against the goal (medians over the rounds):", ""]
+    md += floor.render_verdicts(floor.verdicts(rows))
     return md
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, cwd=os.path.dirname(os.path.abspath(__file__)), check=False)
+    except OSError:
+        return "?"
+    return out.stdout.strip() or "?"
+
+
+def _f(v: float | None) -> str:
+    return "" if v is None else f"{v:.2f}"
+
+
+def _med(vs: list[float]) -> str:
+    if not vs:
+        return "-"
+    return f"{statistics.median(vs):.2f} (" + ", ".join(f"{v:.2f}" for v in vs) + ")"
 
 
 if __name__ == "__main__":

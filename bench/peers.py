@@ -212,7 +212,8 @@ class UnixSocket:
     @staticmethod
     def producer(ctx: Ctx, i: int) -> Any:
         socks = []
-        for path in ctx.data["paths"]:
+        # A relay in between (SocatRelay): the producer writes to the relay's sockets instead.
+        for path in ctx.data.get("send_paths", {}).get(i, ctx.data["paths"]):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             for _ in range(500):
                 try:
@@ -286,6 +287,65 @@ class UnixSocket:
                 ls.close()
 
         return C()
+
+
+# --- a relay: the bare socket with a process in the middle ----------------------------------------
+# socat's -b: a read takes whatever has arrived, up to this (one record or more, as a broker's
+# read does); EDGEBUS_BENCH_RELAY_BUFFER=104 makes it one read per 100 B record (its frame).
+SOCAT_BUFFER = int(os.environ.get("EDGEBUS_BENCH_RELAY_BUFFER", 65536))
+
+
+class SocatRelay(UnixSocket):
+    """The bare Unix socket with `socat -u` between producer and consumer: a process that does
+    nothing but forward bytes, woken once per write that reaches it, like a broker. Its CPU per
+    message is the floor for any system with a process in the middle on this machine.
+
+    socat reads whatever is queued (up to -b bytes) and writes it on at once: there is no
+    timer or fill level to wait for (-T is an idle timeout only, unset here), so paced writes
+    are forwarded one by one; the row's `server_syscr_per_msg` / `server_syscw_per_msg` show it.
+    One socat per (producer, consumer) pair; the consumer side is UnixSocket's, unchanged."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @staticmethod
+    def available() -> str | None:
+        if shutil.which("socat") is None:
+            return "socat is not installed (Debian: apt-get install socat)"
+        return None
+
+    def setup(self, ctx: Ctx) -> None:
+        super().setup(ctx)
+        d = ctx.data["dir"]
+        send_paths: dict[int, list[str]] = {}
+        exe = shutil.which("socat") or "socat"
+        for p in range(ctx.producers):
+            for c, target in enumerate(ctx.data["paths"]):
+                relay = os.path.join(d, f"r{p}-{c}.sock")
+                send_paths.setdefault(p, []).append(relay)
+                # -u: one direction only; it exits once the producer closes and the rest is sent.
+                self.procs.append(subprocess.Popen(
+                    [exe, "-u", "-b", str(SOCAT_BUFFER), f"UNIX-LISTEN:{relay}",
+                     f"UNIX-CONNECT:{target}"], stdout=subprocess.DEVNULL))
+        ctx.data["send_paths"] = send_paths
+        for relay in (x for paths in send_paths.values() for x in paths):
+            for _ in range(500):  # listening before any producer connects
+                if os.path.exists(relay):
+                    break
+                time.sleep(0.01)
+
+    def server_pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def teardown(self, ctx: Ctx) -> None:
+        for p in self.procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        self.procs = []
+        super().teardown(ctx)
 
 
 # --- Redis Streams -------------------------------------------------------------------------------

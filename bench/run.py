@@ -7,9 +7,10 @@
 Measures, per system, message size and topology (1 -> 1, 4 -> 1, 1 -> 4 fan-out):
 - throughput: producers send as fast as they can for a fixed time; msg/s and MB/s counted where
   the consumers receive (end to end; a fan-out message counts once, when all consumers have it);
-- one-way latency at a fixed total rate (10,000 msg/s): each payload carries the producer's
-  CLOCK_MONOTONIC send time, the consumer subtracts it from its receive time; p50/p99/p99.9
-  after a warm-up of the first 10%.
+- one-way latency at a fixed total rate (10,000 msg/s): each payload carries its scheduled send
+  time (CLOCK_MONOTONIC, the paced loop's schedule, not the moment send() ran: a producer held up
+  counts its delay in every late record, for every system alike), the consumer subtracts it from
+  its receive time; p50/p99/p99.9 after a warm-up of the first 10%.
 For edgebus: the supervisor's RSS and CPU seconds per million records (its own process only), and
 its idle CPU with 10 idle clients connected. Writes bench/results/latest.json, latest.md and a
 timestamped copy of each with --archive.
@@ -36,7 +37,7 @@ if __package__ in (None, ""):  # run as a script: bench/run.py
 
 import psutil
 
-from bench import cost, kafka_peers, peers
+from bench import cost, floor, kafka_peers, peers
 from bench.peers import Ctx
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -50,8 +51,20 @@ def payload(size: int, seq: int, ts: int = 0) -> bytes:
 
 
 def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system
+    # This process's CPU clock (all threads, ns resolution): os.times() counts 10 ms ticks, too
+    # coarse for a few microseconds per message over a few seconds.
+    return time.process_time()
+
+
+def cpu_seconds(pid: int) -> float:
+    """Another process's CPU time, all threads (those already gone too), ns resolution: its
+    process CPU clock (the clockid clock_getcpuclockid(3) gives: CPUCLOCK_SCHED of the
+    process). Readable while the process is a zombie (an exited relay not yet reaped)."""
+    try:
+        return time.clock_gettime_ns(((~pid) << 3) | 2) / 1e9
+    except OSError:  # not Linux: the 10 ms ticks
+        t = psutil.Process(pid).cpu_times()
+        return float(t.user + t.system)
 
 
 def _tight_timers() -> None:
@@ -74,13 +87,19 @@ def producer_main(adapter: Any, ctx: Ctx, i: int, size: int, api: str, duration:
             rate = RATE / ctx.producers
             n = int(rate * duration)
             pad = b"x" * (size - _STAMP.size)
-            t0 = time.monotonic()
             mono_ns = time.monotonic_ns
+            step_ns = 1e9 / rate
+            t0 = mono_ns()
             for k in range(n):
-                delay = t0 + k / rate - time.monotonic()
+                # Every system's record carries its scheduled send time, not the moment send()
+                # was called: a producer held up (a blocking call, a full queue, a late wake-up)
+                # counts the delay in every record it made late, as a user waiting on a reading
+                # sees it (no coordinated omission), and the same for every system.
+                due = t0 + int(k * step_ns)
+                delay = due - mono_ns()
                 if delay > 0:
-                    time.sleep(delay)
-                p.send(_STAMP.pack(mono_ns(), k) + pad)
+                    time.sleep(delay / 1e9)
+                p.send(_STAMP.pack(due, k) + pad)
             sent = n
         else:
             chunk = [payload(size, k) for k in range(CHUNK)]
@@ -168,9 +187,8 @@ def run_case(adapter: Any, system: str, api: str, size: int, producers: int, con
     for _ in range(producers):
         ready.get(timeout=60)
     cpu0 = supervisor.cpu_times() if supervisor else None
-    server_pid = adapter.server_pid() if hasattr(adapter, "server_pid") else None
-    server = psutil.Process(server_pid) if server_pid else None
-    server0 = server.cpu_times() if server else None
+    servers = _server_procs(adapter)
+    server0 = _counters(servers) if servers else None
     time.sleep(0.05)
     go_ns.value = time.monotonic_ns()
     go.set()
@@ -196,7 +214,7 @@ def run_case(adapter: Any, system: str, api: str, size: int, producers: int, con
         if pr.is_alive():
             pr.kill()
     cpu1 = supervisor.cpu_times() if supervisor else None
-    server1 = server.cpu_times() if server else None
+    server1 = _counters(servers) if servers else None  # an exited relay is a zombie: still read
     adapter.teardown(ctx)
     delivered = [g[2] for g in got]
     errors += [g[7] for g in got if len(g) > 7]
@@ -219,7 +237,13 @@ def run_case(adapter: Any, system: str, api: str, size: int, producers: int, con
     # CPU of every process of the system (producers, consumers, server) per message sent.
     server_cpu = 0.0
     if server0 is not None and server1 is not None:
-        server_cpu = (server1.user + server1.system) - (server0.user + server0.system)
+        server_cpu = server1["cpu"] - server0["cpu"]
+        # How the server is woken: per message, its voluntary context switches (all threads)
+        # and read/write-type system calls (/proc/PID/io), e.g. the relay's one read and one
+        # write per message.
+        for key in ("wakeups", "syscr", "syscw"):
+            if server0[key] is not None and server1[key] is not None:
+                row[f"server_{key}_per_msg"] = round((server1[key] - server0[key]) / max(sent, 1), 2)
     elif supervisor is not None and cpu0 is not None and cpu1 is not None:
         server_cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
     consumer_cpu = sum(g[6] for g in got if len(g) > 6 and g[2] >= 0)
@@ -236,6 +260,45 @@ def run_case(adapter: Any, system: str, api: str, size: int, producers: int, con
         row["supervisor_us_per_msg"] = round(cpu / max(sent, 1) * 1e6, 4)  # unrounded: --acl ratios
         row["supervisor_rss_mb"] = round(supervisor.memory_info().rss / 2**20, 1)
     return row
+
+
+def _server_procs(adapter: Any) -> list[psutil.Process]:
+    """The server processes of a peer (redis-server, the relay's socats), if it names them."""
+    if hasattr(adapter, "server_pids"):
+        pids = adapter.server_pids()
+    elif hasattr(adapter, "server_pid"):
+        pids = [adapter.server_pid()]
+    else:
+        return []
+    return [psutil.Process(pid) for pid in pids if pid]
+
+
+def _counters(procs: list[psutil.Process]) -> dict[str, Any]:
+    """CPU seconds, voluntary context switches of all threads and read/write calls, summed."""
+    out: dict[str, Any] = {"cpu": 0.0, "wakeups": 0, "syscr": 0, "syscw": 0}
+    for pr in procs:
+        out["cpu"] += cpu_seconds(pr.pid)
+        try:
+            out["wakeups"] += sum(_thread_switches(pr.pid))
+            io = dict(line.split(": ") for line in Path(f"/proc/{pr.pid}/io").read_text().splitlines())
+            out["syscr"] += int(io["syscr"])
+            out["syscw"] += int(io["syscw"])
+        except (OSError, KeyError, ValueError):  # not Linux, or not ours to read
+            out["wakeups"] = out["syscr"] = out["syscw"] = None
+            break
+    return out
+
+
+def _thread_switches(pid: int) -> list[int]:
+    """voluntary_ctxt_switches of each thread of a process (the process's own line is its main
+    thread's only). A thread that ends between two readings takes its count with it, so the
+    wake-up counts are a guide; the CPU figures (the process's clock) include ended threads."""
+    out = []
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        for line in status.read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                out.append(int(line.split()[1]))
+    return out
 
 
 # --- idle ----------------------------------------------------------------------------------------
@@ -464,6 +527,12 @@ def main(argv: list[str] | None = None) -> int:
                 systems.append((f"edgebus-{t}-acl", api, peers.Edgebus(t, api, acl_broker), True))
     systems += [("mp-queue", "send", peers.MpQueue(), False),
                 ("unix-socket", "batch", peers.UnixSocket(), False)]
+    # The relay floor (bench/floor.py): the bare socket with socat in the middle.
+    relay = peers.SocatRelay()
+    if (why_relay := relay.available()) is None:
+        systems.append((floor.FLOOR, "batch", relay, False))
+    else:
+        notes.append(f"{floor.FLOOR} (the relay floor) skipped: {why_relay}")
     if why_redis is None:
         systems.append(("redis-streams", "batch", redis, False))
     systems.append(("kafka-edgebus", "send", kafka_peers.KafkaPeer(lambda: broker.kafka_bootstrap),
@@ -506,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.no_cost or quick) and (not only or only & {"edgebus-shm", "edgebus-socket"}):
             cost_rows, fsync = cost.run(
                 run_case, lambda r: globals().__setitem__("RATE", r), broker, sup,
-                redis if why_redis is None else None, why is None, duration, lat_duration, _progress)
+                redis if why_redis is None else None, why is None, duration, lat_duration, _progress,
+                relay=relay if why_relay is None and (not only or floor.FLOOR in only) else None)
     finally:
         broker.stop()
         broker.cleanup()
@@ -589,7 +659,8 @@ def render_md(report: dict[str, Any]) -> list[str]:
           f"{m.get('loadavg_before', ['?'])[0]} before / {m.get('loadavg_after', ['?'])[0]} after; "
           f"acks=written; throughput {report['settings']['throughput_seconds']} s per case; "
           f"latency at {report['settings']['latency_rate']:,} msg/s total for "
-          f"{report['settings']['latency_seconds']} s per case (one-record API). "
+          f"{report['settings']['latency_seconds']} s per case (one-record API; one-way latency "
+          "from each record's scheduled send time, the same for every system). "
           "Supervisor CPU/RSS only for edgebus rows.", ""]
     md += table(report["results"])
     if report.get("wear"):
@@ -611,7 +682,7 @@ def render_md(report: dict[str, Any]) -> list[str]:
         md.append(f"| {t['target']} | {t['value']} | {t['goal']} | {met} | {t.get('of_goal', '')} |")
     if report.get("cost"):
         c = report["cost"]
-        md += cost.render(c["results"], c["fsync"], c["targets"])
+        md += cost.render(c["results"], c["fsync"], c["targets"], report["results"])
     for n in report["notes"]:
         md.append(f"\nNote: {n}")
     return md

@@ -16,6 +16,9 @@ int64_t eb_encode_values(char *out, const char *vals, const uint32_t *lens, uint
 #define EB_IDX_FIELDS ...
 int64_t eb_index_records(const char *b, uint64_t length, uint32_t count, int64_t *out);
 int64_t eb_check_records(const char *b, uint64_t length, uint32_t count);
+#define EB_CHECK_FAILED ...
+#define EB_CHECK_NO_CRC ...
+int64_t eb_check_batch(const char *b, uint64_t n, uint64_t max_bytes, int compacted_ok);
 #define EB_PLAN_FIELDS ...
 int64_t eb_plan_records(const char *b, uint64_t length, uint32_t count, uint32_t skip, uint32_t chunk,
                         char *fmt, uint64_t cap, int64_t *plan);
@@ -35,12 +38,28 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(_HERE, "records.c"), encoding="utf-8") as _f:
     _SOURCE = _f.read()
 
+
+
+def _have_zlib() -> bool:
+    """Whether zlib's header is where the compiler looks (Debian's python3-dev depends on
+    zlib1g-dev, so it nearly always is): eb_check_batch then checks the CRC too."""
+    import sysconfig
+
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    dirs = [sysconfig.get_path("include"), "/usr/include", "/usr/local/include",
+            os.path.join("/usr/include", multiarch)]
+    return any(os.path.exists(os.path.join(d, "zlib.h")) for d in dirs if d)
+
+
+_ZLIB = _have_zlib()
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "edgebus._records",
     _SOURCE,
     extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    define_macros=[("EB_HAVE_ZLIB", "1")] if _ZLIB else [],
+    libraries=["z"] if _ZLIB else [],
 )
 
 if __name__ == "__main__":  # a manual in-tree build: python edgebus/_records_build.py

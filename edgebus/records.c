@@ -6,6 +6,9 @@
  */
 #include <stdint.h>
 #include <string.h>
+#ifdef EB_HAVE_ZLIB /* set by _records_build.py when zlib.h is there (python3-dev pulls it in) */
+#include <zlib.h>
+#endif
 
 /* --- record batches (docs/FORMAT.md section 2): per-record work that is slow in Python --------- */
 
@@ -161,6 +164,44 @@ int64_t eb_check_records(const char *b, uint64_t length, uint32_t count) {
     }
     if (pos != length) return -(int64_t)count - 1;
     return count;
+}
+
+/* The supervisor's whole produce-time check of one batch of n bytes, in one call: what
+ * edgebus.batch._checked_header checks of the 64-byte header (length field == n <= max_bytes,
+ * magic 1, no codec, count >= 1, the compacted-away form only when compacted_ok and then with no
+ * records, else count * 22 <= n - 64), its CRC (zlib's crc32 of bytes [24, n)), then every record
+ * as eb_check_records. Returns the record count when all hold; EB_CHECK_NO_CRC when all but the
+ * CRC hold and this build has no zlib (the caller computes it); EB_CHECK_FAILED (0) for anything
+ * wrong: the caller runs the Python checks, which say what. The header is read with memcpy
+ * (little-endian hosts, as the ring and the rest of this file). */
+#define EB_CHECK_FAILED 0
+#define EB_CHECK_NO_CRC -1
+int64_t eb_check_batch(const char *b, uint64_t n, uint64_t max_bytes, int compacted_ok) {
+    uint32_t length, crc, count;
+    uint8_t magic, attrs;
+    if (n < 64) return EB_CHECK_FAILED;
+    memcpy(&length, b + 16, 4);
+    memcpy(&crc, b + 20, 4);
+    memcpy(&magic, b + 24, 1);
+    memcpy(&attrs, b + 25, 1);
+    memcpy(&count, b + 28, 4);
+    if (length != n || n > max_bytes || magic != 1 || (attrs & 0x07) || count < 1)
+        return EB_CHECK_FAILED;
+    if (attrs & 0x08) {
+        if (!compacted_ok || n != 64) return EB_CHECK_FAILED;
+    } else if ((uint64_t)count * 22 > n - 64) {
+        return EB_CHECK_FAILED;
+    }
+#ifdef EB_HAVE_ZLIB
+    /* zlib takes a uInt length: a batch is at most 16 MiB, far below it */
+    if ((uint32_t)crc32(0L, (const Bytef *)b + 24, (uInt)(n - 24)) != crc) return EB_CHECK_FAILED;
+#endif
+    if (!(attrs & 0x08) && eb_check_records(b, n, count) < 0) return EB_CHECK_FAILED;
+#ifdef EB_HAVE_ZLIB
+    return count;
+#else
+    return EB_CHECK_NO_CRC;
+#endif
 }
 
 #define EB_PLAN_FIELDS 7

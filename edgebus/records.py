@@ -6,6 +6,8 @@ raises ImportError when the module is not built; edgebus.batch then uses its Pyt
   call (the producer's bulk path).
 - `check_records`: the supervisor's produce-time check that a batch's records decode (lengths and
   header keys), without building anything.
+- `eb_check_batch`: all of the supervisor's produce-time checks of a batch (header, CRC,
+  records) in one call (edgebus.batch.produced_batch).
 - `decode_records`: the consumer's decode. C checks every record's lengths and writes a
   `struct` format that picks each record's timestamp, key and value out of the batch; one
   `Struct.unpack_from` call then makes all of those objects, and `map` makes the records, so no
@@ -78,6 +80,15 @@ def index_records(data: Any, length: int, count: int) -> array[int]:
     if rc < 0:
         raise ValueError(-rc - 1)
     return idx
+
+
+# eb_check_batch(ffi.from_buffer(batch), len(batch), max_bytes, compacted_ok): the record count
+# when the header, CRC and every record hold; -1 (EB_CHECK_NO_CRC) when all but the CRC hold and
+# the module was built without zlib; 0 when something is wrong. edgebus.batch.produced_batch
+# calls it directly (no wrapper: once per PRODUCE). None in a module built before it was added
+# (an install not rebuilt since): the Python checks then run, as without the module.
+eb_check_batch: Any = getattr(lib, "eb_check_batch", None)
+from_buffer = ffi.from_buffer
 
 
 def check_records(data: Any, length: int, count: int) -> None:

@@ -132,10 +132,11 @@ FETCH_AHEAD = _flag("EDGEBUS_SHM_FETCH_AHEAD", _knob(
     "EDGEBUS_SHM_FETCH_AHEAD", "1", "1: a consumer on the rings sends its likely next fetch "
     "ahead; 0 turns this off"))
 # ... as a standing fetch (FETCH_STANDING: re-armed by the supervisor after each answer, so the
-# consumer does not wake it with a new fetch per answer; edgebus/server/handlers/standing.py).
+# consumer does not wake it with a new fetch per answer; edgebus/server/handlers/standing.py),
+# on the rings and on the Unix socket.
 STANDING = _flag("EDGEBUS_SHM_STANDING_FETCH", _knob(
-    "EDGEBUS_SHM_STANDING_FETCH", "1", "1: the fetch a consumer on the rings sends ahead stays "
-    "armed at the supervisor after each answer; 0: one fetch per answer"))
+    "EDGEBUS_SHM_STANDING_FETCH", "1", "1: the fetch a consumer sends ahead (rings or Unix "
+    "socket) stays armed at the supervisor after each answer; 0: one fetch per answer"))
 # Default data bytes per ring; a producer asks for more when its max_request_size needs it.
 DEFAULT_RING_BYTES = 4 * 1024 * 1024
 

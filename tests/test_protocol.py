@@ -140,6 +140,16 @@ SAMPLES: dict[type[C.Message], list[C.Message]] = {
     M.TxnOffset: [M.TxnOffset("sensors", 0, 42, "m")],
     M.TxnOffsetCommitRequest: [M.TxnOffsetCommitRequest("tx-1", 7, 0, "g", [M.TxnOffset("a", 0, 1)])],
     M.EndTxnRequest: [M.EndTxnRequest("tx-1", 7, 0, 1), M.EndTxnRequest("tx-1", 7, 2, 0)],
+    M.TxnPartitionInfo: [M.TxnPartitionInfo("t", 0, -1), M.TxnPartitionInfo("t", 3, 2**40)],
+    M.TxnInfo: [M.TxnInfo("tx-1", 7, 2, "ongoing", 60_000, 1_234, [M.TxnPartitionInfo("t", 0, 5)],
+                          ["g"]),
+                M.TxnInfo("tx-2", 8, 0, "empty", 900_000, -1, [], [])],
+    M.ProducerInfo: [M.ProducerInfo("t", 1, 7, 0, 2**31 - 1)],
+    M.ListTransactionsResponse: [
+        M.ListTransactionsResponse([], []),
+        M.ListTransactionsResponse([M.TxnInfo("tx-1", 7, 2, "ongoing", 60_000, 1_234,
+                                              [M.TxnPartitionInfo("t", 0, 5)], ["g"])],
+                                   [M.ProducerInfo("t", 1, 7, 0, 41)])],
 }
 ALL_SAMPLES = [(cls, s) for cls, ss in SAMPLES.items() for s in ss]
 SERVED = sorted(AR.REQUESTS)

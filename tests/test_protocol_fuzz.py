@@ -65,6 +65,7 @@ REQUEST_SAMPLES: dict[int, C.Message] = {
     M.Api.ADD_PARTITIONS_TO_TXN: M.AddPartitionsToTxnRequest("tx", 7, 1, [M.TxnPartition("a", 0)]),
     M.Api.TXN_OFFSET_COMMIT: M.TxnOffsetCommitRequest("tx", 7, 1, "g", [M.TxnOffset("a", 0, 1)]),
     M.Api.END_TXN: M.EndTxnRequest("tx", 7, 1, 1),
+    M.Api.LIST_TRANSACTIONS: M.Empty(),
 }
 
 

@@ -52,10 +52,11 @@ def build_parser(only_serve: bool = False) -> argparse.ArgumentParser:
         service,
         status,
         topics,
+        txn,
     )
 
     for module in (serve, topics, produce, consume, groups, bridge, replicate, status, service,
-                   acl, kafka_user):
+                   acl, kafka_user, txn):
         module.register(sub)
     return parser
 

@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from edgebus.client.offsets import list_offsets
 from edgebus.client.shm_channel import open_sync_channel
 from edgebus.client.types import TopicPartition
 from edgebus.errors import TopicExistsError, error_for_code
@@ -73,14 +74,7 @@ class Admin:
     def list_offsets(self, partitions: list[TopicPartition], timestamp: int) -> dict[TopicPartition, tuple[int, int]]:
         """(offset, timestamp) per partition for LATEST (-1), EARLIEST (-2) or a time in ms.
         offset is -1 when no record was appended at or after the time."""
-        req = M.ListOffsetsRequest([M.ListOffsetsPartition(tp.topic, tp.partition, timestamp)
-                                    for tp in partitions])
-        out = {}
-        for r in self._ch.request(M.Api.LIST_OFFSETS, req).partitions:
-            if r.error_code:
-                raise error_for_code(r.error_code, r.error_message)
-            out[TopicPartition(r.topic, r.partition)] = (r.offset, r.timestamp)
-        return out
+        return list_offsets(self._ch, [(tp.topic, tp.partition, timestamp) for tp in partitions])
 
     # --- consumer groups (bodies in edgebus/protocol/groups.py) ---------------------------------
     def list_groups(self) -> list[G.GroupListing]:
@@ -117,6 +111,12 @@ class Admin:
 
     def status(self) -> dict[str, Any]:
         return json.loads(bytes(self._ch.request(M.Api.STATUS, M.Empty()).json))
+
+    def list_transactions(self) -> M.ListTransactionsResponse:
+        """The transactional ids the supervisor holds (producer id, epoch, state, the open
+        transaction's partitions and age, its timeout) and the idempotent producers' sequence
+        state per partition (those written since the supervisor started)."""
+        return self._ch.request(M.Api.LIST_TRANSACTIONS, M.Empty())
 
     def request(self, api: int, body: M.Message, timeout: float | None = None) -> Any:
         """Send any request on this connection (used by group and CLI code)."""

@@ -15,6 +15,7 @@ from typing import Any
 from edgebus import batch as B
 from edgebus import format as F
 from edgebus.batch import Record
+from edgebus.client.offsets import list_offsets
 from edgebus.client.shm_channel import open_sync_channel
 from edgebus.client.types import OffsetAndTimestamp, TopicPartition
 from edgebus.errors import (
@@ -69,7 +70,7 @@ class Consumer:
         self.value_deserializer = value_deserializer
         self.group_id = group_id
         # transport: "auto" (shared-memory rings when available), "shm" or "socket".
-        self._ch = open_sync_channel(socket, transport=transport)
+        self._ch = open_sync_channel(socket, transport=transport, fetches=True)
         self._ch.request(M.Api.API_VERSIONS, M.ApiVersionsRequest())
         self._assigned: list[TopicPartition] = []
         # Assigned partitions not fetched until resume() (kafka-python's pause); a subset of
@@ -195,15 +196,7 @@ class Consumer:
         self._positions[tp] = offset
 
     def _list(self, tps: Iterable[TopicPartition], ts: int) -> dict[TopicPartition, tuple[int, int]]:
-        req = M.ListOffsetsRequest([M.ListOffsetsPartition(t, p, ts) for t, p in tps])
-        if not req.partitions:
-            return {}
-        out = {}
-        for r in self._ch.request(M.Api.LIST_OFFSETS, req).partitions:
-            if r.error_code:
-                raise error_for_code(r.error_code, r.error_message)
-            out[TopicPartition(r.topic, r.partition)] = (r.offset, r.timestamp)
-        return out
+        return list_offsets(self._ch, [(t, p, ts) for t, p in tps])
 
     def seek_to_beginning(self, *partitions: TopicPartition) -> None:
         for tp, (off, _) in self._list(partitions or self._assigned, M.EARLIEST).items():

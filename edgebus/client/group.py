@@ -33,6 +33,8 @@ from edgebus.errors import (
     OperationTimeoutError,
     RebalanceInProgressError,
     UnknownMemberError,
+    UnknownPartitionError,
+    UnknownTopicError,
     error_for_code,
 )
 from edgebus.protocol import groups as G
@@ -343,6 +345,10 @@ class GroupMembership:
             except (IllegalGenerationError, UnknownMemberError, RebalanceInProgressError) as e:
                 log.warning("group %s: offsets not committed before the rebalance: %s",
                             self.group_id, e)
+            except (UnknownTopicError, UnknownPartitionError) as e:
+                # A topic deleted under the subscription (what this rebalance is often for): the
+                # supervisor committed the other partitions; the gone one's offset means nothing.
+                log.info("group %s: %s; the other offsets are committed", self.group_id, e)
         self._call_listener("on_revoked", revoked)
         self.consumer.assign([])
         self._assigned = []

@@ -9,6 +9,10 @@ Linux, an older supervisor, or the supervisor refused); $EDGEBUS_TRANSPORT overr
 fetch-ahead (edgebus/client/fetch_ahead.py). `ShmAsyncChannel` is a Dispatcher (the pending
 requests, edgebus/client/dispatch.py) whose reader waits on the response ring, collecting
 acknowledgements lazily while a producer sends steadily (ACK_LAZY_S in edgebus/tuning.py).
+
+A consumer's channel is a ShmSyncChannel on the socket too (transport "socket", or "auto"
+without rings): its fetch-ahead is then a standing fetch on the socket (FETCH_STANDING; flow
+control there is the supervisor's, edgebus/server/handlers/standing.py).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from edgebus.client.channel import AsyncChannel, SyncChannel
 from edgebus.client.dispatch import Dispatcher, next_corr, refusal
 from edgebus.client.fetch_ahead import is_empty, next_body
 from edgebus.client.shm_rings import ShmRings, connect_rings, ring_bytes_for
-from edgebus.errors import BrokerUnavailableError, UnsupportedVersionError
+from edgebus.errors import BrokerUnavailableError, InvalidRequestError, UnsupportedVersionError
 from edgebus.fastpath.fetch import FetchBody, fetch_body, fetch_response
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ResponseFrame
@@ -43,6 +47,9 @@ from edgebus.tuning import (
 )
 
 _STANDING = int(M.Api.FETCH_STANDING)
+# A supervisor without FETCH_STANDING answers the first one with these (one before socket
+# standing fetches refuses it on a socket as invalid): the consumer sends FETCH from then on.
+_NO_STANDING = (UnsupportedVersionError.code, InvalidRequestError.code)
 
 
 def _min_bytes(body: FetchBody) -> int:
@@ -74,6 +81,8 @@ class ShmSyncChannel(SyncChannel):
         return self._rings is not None
 
     def _connect(self) -> None:
+        if self.transport == "socket":  # the socket with standing fetches (open_sync_channel)
+            return super()._connect()
         self._sock, self._rings = connect_rings(self.path, self.transport)
         if self._rings is None:
             super()._connect()  # the socket transport, on a fresh connection
@@ -118,8 +127,8 @@ class ShmSyncChannel(SyncChannel):
         self._ahead_frames.clear()
 
     def _fetch(self, request: M.FetchRequest | FetchBody, deadline: float, t: float) -> Any:
-        if self._rings is None:
-            return super()._fetch(request, deadline, t)
+        if self._rings is None and not (STANDING and FETCH_AHEAD):
+            return super()._fetch(request, deadline, t)  # the socket, one fetch per answer
         body = fetch_body(request)
         key = body.key
         ahead = self._ahead
@@ -133,7 +142,7 @@ class ShmSyncChannel(SyncChannel):
             if frame is None:
                 return self._nothing_yet(body)
             standing, self._ahead = self._standing, None
-            if frame.error_code == UnsupportedVersionError.code and standing is not None:
+            if frame.error_code in _NO_STANDING and standing is not None:
                 # A supervisor without FETCH_STANDING: fetch-ahead with plain fetches from now.
                 self._standing_ok = False
                 self._drop_ahead()
@@ -198,8 +207,10 @@ class ShmSyncChannel(SyncChannel):
 
 
 def open_sync_channel(path: str | os.PathLike[str] | None = None, timeout: float = 30.0,
-                      transport: str = "auto") -> SyncChannel:
-    if check_transport(transport) == "socket":
+                      transport: str = "auto", fetches: bool = False) -> SyncChannel:
+    """fetches: the channel serves a consumer's fetches, so on the socket too it is the channel
+    with standing fetches (FETCH_STANDING; EDGEBUS_SHM_STANDING_FETCH=0: one fetch per answer)."""
+    if check_transport(transport) == "socket" and not (fetches and STANDING):
         return SyncChannel(path, timeout)
     return ShmSyncChannel(path, timeout, transport)
 

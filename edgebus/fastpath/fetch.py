@@ -224,12 +224,26 @@ def decode_fetch(body: bytes | memoryview) -> M.FetchRequest | None:
 
 def encode_fetched_one(correlation_id: int, topic: str, partition: int, high_watermark: int,
                        log_start_offset: int, records: bytes | bytearray | memoryview) -> bytes:
-    """The response frame of a FetchResponse with one error-free partition holding `records`."""
-    ts = wire_str(topic)
+    """The response frame of a FetchResponse with one error-free partition holding `records`.
+    Everything before the records is one pack of a Struct cached per topic (a parked or standing
+    fetch answered from the batch just appended costs this once per append)."""
+    head = _fetched_heads.get(topic)
+    if head is None:
+        ts = wire_str(topic)
+        head = (struct.Struct(f"<{_HEAD_AND_COUNT.format[1:]}{len(ts)}s{_RUN.format[1:]}"),
+                _RESPONSE_MIN + _COUNT.size + len(ts) + _RUN_SIZE, ts)
+        if len(_fetched_heads) < _MAX_HEADS:
+            _fetched_heads[topic] = head
+    st, fixed, ts = head
     n = len(records)
-    return b"".join((
-        _HEAD_AND_COUNT.pack(_RESPONSE_MIN + _COUNT.size + len(ts) + _RUN_SIZE + n, correlation_id, 0, 1), ts,
-        _RUN.pack(partition, 0, 0, high_watermark, log_start_offset, n), records))
+    return b"".join((st.pack(fixed + n, correlation_id, 0, 1, ts, partition, 0, 0, high_watermark,
+                             log_start_offset, n), records))
+
+
+# topic -> (the Struct of a one-partition answer's bytes before its records, their length less
+# the frame's length field, the topic's wire str); bounded, as a peer may name any topic.
+_fetched_heads: dict[str, tuple[struct.Struct, int, bytes]] = {}
+_MAX_HEADS = 4096
 
 
 def encode_fetch(correlation_id: int, r: M.FetchResponse) -> bytes:

@@ -10,6 +10,7 @@ the two on many inputs.
 
 from __future__ import annotations
 
+import struct
 from typing import ClassVar
 
 from edgebus import format as F
@@ -25,6 +26,8 @@ _STR_LEN = F.STR_LENGTH.size
 _HEAD_BYTES = F.RESPONSE_MIN_LENGTH + _ACK.size  # a response's length field, less the topic
 _prefixes: dict[tuple[str, int, int], bytes] = {}
 _MAX_PREFIXES = 4096  # bounded: a producer writing to ever new topics
+# topic -> (the Struct of a whole acknowledgement frame, its length field, the topic's wire str)
+_acks: dict[str, tuple[struct.Struct, int, bytes]] = {}
 
 # (topic, partition, acks, batch): a ProduceRequest's fields, the batch a writable slice of the
 # request frame (the supervisor stamps it in place).
@@ -120,11 +123,17 @@ def decode_produce(body: bytes | memoryview) -> ProduceFields | None:
 def encode_produce_response(correlation_id: int, topic: str, partition: int, base_offset: int,
                             append_time: int, log_start_offset: int) -> bytes:
     """The response frame of ProduceResponse(topic, partition, ...); struct.error or
-    UnicodeEncodeError where the generic codec raises."""
-    ts = wire_str(topic)
-    return b"".join((
-        F.RESPONSE_HEADER.pack(_HEAD_BYTES + len(ts), correlation_id, 0), ts,
-        _ACK.pack(partition, base_offset, append_time, log_start_offset)))
+    UnicodeEncodeError where the generic codec raises. One pack per answer: the frame's layout
+    (header, the topic's wire str, the acknowledgement's run) is one Struct per topic, cached."""
+    ack = _acks.get(topic)
+    if ack is None:
+        ts = wire_str(topic)
+        ack = (struct.Struct(f"<{F.RESPONSE_HEADER.format[1:]}{len(ts)}s{_ACK.format[1:]}"),
+               _HEAD_BYTES + len(ts), ts)
+        if len(_acks) < _MAX_PREFIXES:
+            _acks[topic] = ack
+    st, n, ts = ack
+    return st.pack(n, correlation_id, 0, ts, partition, base_offset, append_time, log_start_offset)
 
 
 def encode_produce(correlation_id: int, r: ProduceResponse) -> bytes:

@@ -34,7 +34,7 @@ class Api(IntEnum):
     RESET_OFFSETS = 18
     ALTER_TOPIC_CONFIG = 20
     SHM_ATTACH = 32  # transport APIs start at 32 (edgebus/shm, edgebus/server/listeners/shm.py)
-    FETCH_STANDING = 33  # a FETCH that re-arms itself after each answer (shm links only)
+    FETCH_STANDING = 33  # a FETCH that re-arms itself after each answer (shm links, Unix sockets)
     REPLICA_HELLO = 40  # replication APIs start at 40 (docs/REPLICATION.md)
     REPLICA_APPEND = 41
     PROMOTE_TOPIC = 42
@@ -45,6 +45,7 @@ class Api(IntEnum):
     ADD_PARTITIONS_TO_TXN = 51
     TXN_OFFSET_COMMIT = 52
     END_TXN = 53
+    LIST_TRANSACTIONS = 54  # what the coordinator holds, for `edgebus txn list`
 
 
 # Special timestamps for ListOffsets, as in Kafka.
@@ -483,6 +484,51 @@ class EndTxnRequest(Message):
     commit: int  # 1 commit, 0 abort
     FIELDS = (("transactional_id", STR), ("producer_id", I64), ("producer_epoch", I16),
               ("commit", I8))
+
+
+@dataclass
+class TxnPartitionInfo(Message):
+    topic: str
+    partition: int
+    first_offset: int  # the transaction's first batch there; -1: added, nothing written yet
+    FIELDS = (("topic", STR), ("partition", I32), ("first_offset", I64))
+
+
+@dataclass
+class TxnInfo(Message):
+    """One transactional id as the coordinator holds it."""
+
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    state: str  # empty, ongoing, prepare_commit, prepare_abort
+    timeout_ms: int  # transaction.timeout.ms: an ongoing transaction older is aborted
+    open_ms: int  # how long the ongoing transaction has been open (since the restart); -1: none
+    partitions: list[TxnPartitionInfo]
+    groups: list[str]  # consumer groups whose offsets it commits
+    FIELDS = (("transactional_id", STR), ("producer_id", I64), ("producer_epoch", I16),
+              ("state", STR), ("timeout_ms", I32), ("open_ms", I64),
+              ("partitions", Array(TxnPartitionInfo)), ("groups", Array(STR)))
+
+
+@dataclass
+class ProducerInfo(Message):
+    """An idempotent (or transactional) producer's sequence state in one partition."""
+
+    topic: str
+    partition: int
+    producer_id: int
+    producer_epoch: int
+    last_sequence: int  # of the last record taken
+    FIELDS = (("topic", STR), ("partition", I32), ("producer_id", I64), ("producer_epoch", I16),
+              ("last_sequence", I32))
+
+
+@dataclass
+class ListTransactionsResponse(Message):
+    transactions: list[TxnInfo]
+    producers: list[ProducerInfo]  # of the partitions written (or checked) since the start
+    FIELDS = (("transactions", Array(TxnInfo)), ("producers", Array(ProducerInfo)))
 
 
 @dataclass

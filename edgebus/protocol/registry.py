@@ -51,6 +51,7 @@ APIS: dict[int, ApiSpec] = {
     M.Api.ADD_PARTITIONS_TO_TXN: ApiSpec(M.AddPartitionsToTxnRequest, M.Empty),
     M.Api.TXN_OFFSET_COMMIT: ApiSpec(M.TxnOffsetCommitRequest, M.Empty),
     M.Api.END_TXN: ApiSpec(M.EndTxnRequest, M.Empty),
+    M.Api.LIST_TRANSACTIONS: ApiSpec(M.Empty, M.ListTransactionsResponse),
 }
 
 # The views the codec and the ApiVersions handler read (derived from APIS, never edited).

@@ -122,6 +122,7 @@ class Broker:
         # ends (server/txn/; native APIs: handlers/txn.py).
         self.producer_states = ProducerStates()
         self.txn = TxnCoordinator(self, self.producer_states)
+        self.admin.txn = self.txn  # a deleted topic's producer and transaction state goes
         self.txn_handlers = TxnHandlers(self.txn, self.producer_states, self.data, self.durable)
         self.data.sequenced = self.txn_handlers.produce
         table = build_table(self.data, self.admin, self.groups, self.shm, self.replica)

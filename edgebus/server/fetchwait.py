@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from edgebus.protocol.messages import FetchRequest
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ParkedFetch:
+    # Slots and no default_factory: a standing fetch makes one per answer (re-armed).
     conn: Any
     correlation_id: int
     request: FetchRequest
     deadline: float
-    keys: list[tuple[str, int]] = field(default_factory=list)
+    keys: Sequence[tuple[str, int]] = ()  # where FetchWaiters.park indexed it
     done: bool = False
     # A REPLICA_FETCH's long poll (handlers/replica.py): woken like a fetch, answered by this
     # (durable data only) instead of with FETCH's answer.

@@ -65,6 +65,10 @@ class Loop:
         # Invariant: output_bytes == sum(c.out_bytes for c in conns), kept by Connection.out_bytes.
         self.output_bytes = 0
         self.conns_per_uid: dict[int, int] = {}
+        # Connections counted under uid -1 whose uid can be looked up (`uid_lookup`: a loopback
+        # Kafka client's, from /proc/net/tcp): looked up only once some user could reach
+        # max_connections_per_uid, i.e. when the loop holds that many connections in all.
+        self.uid_deferred: set[Connection] = set()
         self.stopping = False
         self.dispatch: Dispatch = _unwired
         # Connections counted against max_connections (a listener with its own bound, the
@@ -124,11 +128,8 @@ class Loop:
             self.clients -= 1
         conn.closed = True
         self.pending.discard(conn)
-        left = self.conns_per_uid.get(conn.uid, 1) - 1
-        if left > 0:
-            self.conns_per_uid[conn.uid] = left
-        else:
-            self.conns_per_uid.pop(conn.uid, None)
+        self.uid_deferred.discard(conn)
+        self._uncount(conn.uid)
         with contextlib.suppress(KeyError, ValueError):
             self.sel.unregister(conn.sock)
         conn.sock.close()
@@ -153,6 +154,10 @@ class Loop:
             self.stats.refused_connection("max_connections")
             return TooManyConnectionsError(
                 f"{self.clients} connections is the limit (limits.max_connections)")
+        deferred = conn.uid < 0 and getattr(conn, "uid_lookup", None) is not None
+        if len(self.conns) >= self.max_connections_per_uid and (deferred or self.uid_deferred):
+            self._look_up_uids(conn if deferred else None)  # a user may be at its limit now
+            deferred = False
         per_uid = self.conns_per_uid.get(conn.uid, 0)
         if per_uid >= self.max_connections_per_uid:
             self.stats.refused_connection("max_connections_per_uid")
@@ -165,8 +170,30 @@ class Loop:
         self._next_id += 1
         self.conns[conn.id] = conn
         self.conns_per_uid[conn.uid] = per_uid + 1
+        if deferred:
+            self.uid_deferred.add(conn)
         self.sel.register(conn.sock, selectors.EVENT_READ, conn.on_event)
         return None
+
+    def _uncount(self, uid: int) -> None:
+        left = self.conns_per_uid.get(uid, 1) - 1
+        if left > 0:
+            self.conns_per_uid[uid] = left
+        else:
+            self.conns_per_uid.pop(uid, None)
+
+    def _look_up_uids(self, new: Connection | None) -> None:
+        """The uids of the deferred connections (each moves from uid -1's count to its own)
+        and of `new` (not counted yet)."""
+        if new is not None:
+            new.uid = _looked_up(new)
+        for c in self.uid_deferred:
+            uid = _looked_up(c)
+            if uid >= 0:
+                self._uncount(-1)
+                self.conns_per_uid[uid] = self.conns_per_uid.get(uid, 0) + 1
+                c.uid = uid
+        self.uid_deferred.clear()
 
     @property
     def output_budget_used(self) -> bool:
@@ -269,3 +296,10 @@ class Loop:
             for fd in self._signal_fds:
                 os.close(fd)
             self._signal_fds = None
+
+
+def _looked_up(conn: Any) -> int:
+    """conn.uid_lookup's answer (-1: none), asked once."""
+    lookup, conn.uid_lookup = conn.uid_lookup, None
+    uid = lookup()
+    return -1 if uid is None else int(uid)

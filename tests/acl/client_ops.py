@@ -4,7 +4,7 @@ library and print one JSON line {operation: "ok" | "<ErrorClass>: <message>"}.
     python -m tests.acl.client_ops SOCKET TRANSPORT OP=RESOURCE ...
 
 OP is topic.write, topic.read, topic.batches, topic.describe, topic.offsets, topic.listed, topic.create, topic.alter,
-topic.delete, group.read, group.describe, group.listed, group.reset, cluster.status, txn.write,
+topic.delete, group.read, group.describe, group.listed, group.reset, cluster.status, cluster.transactions, txn.write,
 txn.offsets; RESOURCE a topic or group name (group.read, group.reset and txn.offsets take
 GROUP/TOPIC).
 """
@@ -79,6 +79,7 @@ def run(sock: str, transport: str, op: str, arg: str) -> str:
             else "hidden",
             "group.reset": lambda: a.reset_offsets(group, topic, earliest=True),
             "cluster.status": lambda: a.status(),
+            "cluster.transactions": lambda: a.list_transactions(),
         }
         out = actions[op]()
         return out if isinstance(out, str) else "ok"

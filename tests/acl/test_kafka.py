@@ -131,3 +131,24 @@ def test_acl_changes_with_nowhere_to_keep_them_are_security_disabled(
             [([], SecurityDisabledError)], deleted
     finally:
         admin.close()
+
+
+def test_group_rules_apply_to_a_loopback_kafka_client(users: Users, make_broker: Any) -> None:
+    """A `group:` rule grants a Kafka client on loopback what it grants on the Unix socket: the
+    owner's groups come from the user database (TCP has no SO_PEERCRED; the kernel's answer
+    there is gid -1). The client runs with no supplementary groups of its own: only the user
+    database says it is a member."""
+    import subprocess
+
+    name, _gid = users.add_group("ebkgrp")
+    dave = users.add("ebkd")
+    r = subprocess.run(["usermod", "-a", "-G", name, dave.name], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"usermod failed: {r.stderr.strip()}")
+    b = make_broker({"socket_mode": "0666", "acl": {"rules": [
+        f"allow group:{name} read,write,describe topic:gtopic"]}}).start()
+    with Admin(socket=b.socket) as a:
+        a.create_topic("gtopic")
+    ops = ("listed=gtopic", "write=gtopic", "read=gtopic")
+    got = kafka_ops(users, dave, b.kafka_bootstrap, *ops)
+    assert got == {op: "ok" for op in ops}, got

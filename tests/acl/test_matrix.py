@@ -61,7 +61,7 @@ def matrix(alice: str, bob: str, carol: str, eve: str) -> dict[str, list[tuple[s
             ("group.listed=billing", OK), ("group.reset=billing/orders", OK),
             ("group.read=sensor-a/sensors.temp", DENIED), ("group.describe=sensor-a", DENIED),
             ("group.listed=sensor-a", HIDDEN),
-            ("cluster.status=", OK),
+            ("cluster.status=", OK), ("cluster.transactions=", OK),
             (f"topic.create=scratch-{alice}-1", OK), (f"topic.delete=scratch-{alice}-1", OK),
             ("topic.create=other", DENIED), ("topic.delete=sensors.temp", DENIED),
             ("topic.alter=sensors.temp", DENIED),
@@ -78,7 +78,7 @@ def matrix(alice: str, bob: str, carol: str, eve: str) -> dict[str, list[tuple[s
             ("topic.create=bobs", DENIED),
             ("group.read=billing/orders", DENIED), ("group.describe=billing", DENIED),
             ("group.listed=billing", HIDDEN), ("group.reset=billing/orders", DENIED),
-            ("cluster.status=", DENIED),
+            ("cluster.status=", DENIED), ("cluster.transactions=", DENIED),
             ("txn.write=orders", DENIED), ("txn.offsets=billing/orders", DENIED),
             *common(bob),
         ],
@@ -93,6 +93,7 @@ def matrix(alice: str, bob: str, carol: str, eve: str) -> dict[str, list[tuple[s
             ("group.read=sensor-a/sensors.temp", OK), ("group.describe=sensor-a", OK),
             ("group.listed=sensor-a", OK), ("group.reset=sensor-a/sensors.temp", OK),
             ("group.read=billing/orders", DENIED), ("cluster.status=", DENIED),
+            ("cluster.transactions=", DENIED),
             # ADD_PARTITIONS_TO_TXN needs write: describe alone is not enough
             ("txn.write=sensors.temp", OK), ("txn.write=orders", DENIED),
             *common(carol),
@@ -166,7 +167,7 @@ def test_principal_operation_resource_matrix(users: Users, world: dict[str, Any]
               for d in Admin(socket=b.socket).status()["acl"]["denied"]}
     bob = f"user:{world['bob'].name}"
     assert denied[(bob, "describe")] >= 2 and denied[(bob, "read")] >= 1
-    assert denied[(bob, "create")] == 1 and denied[(bob, "status")] == 1
+    assert denied[(bob, "create")] == 1 and denied[(bob, "status")] == 2  # STATUS, LIST_TRANSACTIONS
     log = b.log()
     assert f"denied: {bob} may not describe topic 'orders'" in log
     # At most once a minute per principal, operation and resource, however often denied.

@@ -76,10 +76,11 @@ def test_acl_check_decides_offline_as_the_supervisor_would(make_broker: Any) -> 
     assert bad.returncode == 78 and "names no acl.file" in bad.stderr
 
 
-def test_a_reload_stops_a_standing_fetch(make_broker: Any) -> None:
-    """A consumer on the rings keeps one fetch armed that the supervisor re-arms after each answer
-    (FETCH_STANDING): no request of the consumer's follows, so each re-armed fetch is checked again,
-    and a reload that takes the read away stops the next answer."""
+@pytest.mark.parametrize("transport", ["shm", "socket"])
+def test_a_reload_stops_a_standing_fetch(make_broker: Any, transport: str) -> None:
+    """A consumer (on the rings or the socket) keeps one fetch armed that the supervisor re-arms
+    after each answer (FETCH_STANDING): no request of the consumer's follows, so each re-armed
+    fetch is checked again, and a reload that takes the read away stops the next answer."""
     from edgebus import Consumer
 
     b = make_broker({"acl": {"file": "acl.yaml"}}).start()
@@ -87,7 +88,7 @@ def test_a_reload_stops_a_standing_fetch(make_broker: Any) -> None:
     admin = Admin(socket=b.socket)
     admin.create_topic("t")
     p = Producer(socket=b.socket, linger_ms=0)
-    c = Consumer("t", socket=b.socket, transport="shm", auto_offset_reset="earliest")
+    c = Consumer("t", socket=b.socket, transport=transport, auto_offset_reset="earliest")
     try:
         p.send("t", b"before").get(10)
         got: list[bytes] = []

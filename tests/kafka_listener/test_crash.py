@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer as CKProducer
 
-from edgebus import Consumer, TopicPartition
+from edgebus import TopicPartition
 from edgebus.testing import EmbeddedBroker, free_port
 from tests.kafka_listener.conftest import create_topic
+from tests.kafka_listener.readers import native_read
 from tests.proxy import Proxy
 
 pytestmark = pytest.mark.crash
@@ -93,15 +94,8 @@ def test_sigkill_loses_no_acknowledged_record_and_duplicates_none(
     assert p.flush(120) == 0
     assert failed == [], failed[:5]
     assert len(acked) == RECORDS
-    stored: list[bytes] = []
-    with Consumer(socket=broker.socket, auto_offset_reset="earliest", enable_auto_commit=False) as c:
-        c.assign([TopicPartition("crash", 0), TopicPartition("crash", 1)])
-        idle = 0
-        while idle < 3:
-            got = c.poll(1000)
-            idle = 0 if got else idle + 1
-            for recs in got.values():
-                stored.extend(r.value for r in recs)
+    stored = native_read(broker.socket, [TopicPartition("crash", 0), TopicPartition("crash", 1)],
+                         quiet_polls=3)
     dup = [v for v, n in Counter(stored).items() if n > 1]
     assert dup == [], f"{len(dup)} duplicated, e.g. {dup[:5]}"
     assert set(acked) <= set(stored), f"{len(set(acked) - set(stored))} acknowledged records lost"

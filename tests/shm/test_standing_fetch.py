@@ -1,6 +1,7 @@
 """Standing fetches (FETCH_STANDING, docs/FORMAT.md 7.13) with a real supervisor and real clients:
 one request serves many answers, order and completeness, flow control when the consumer stops
-reading, a consumer SIGKILLed with one armed, and the refusal on a plain socket."""
+reading, a consumer SIGKILLed with one armed (on the Unix socket:
+tests/server/test_socket_standing.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,6 @@ from typing import Any
 import pytest
 
 from edgebus import Admin, Consumer, Producer, TopicPartition
-from edgebus.errors import InvalidRequestError, error_for_code
-from edgebus.protocol import messages as M
-from tests.server.rawclient import raw, read_frames, req
 
 pytestmark = pytest.mark.integration
 
@@ -146,17 +144,3 @@ def test_a_consumer_sigkilled_with_a_standing_fetch_leaves_nothing(broker):
     c.close()
     assert offsets == list(range(2001))
 
-
-def test_a_plain_socket_connection_is_refused_a_standing_fetch(broker):
-    with Admin(socket=broker.socket) as a:
-        a.create_topic("sfs", 1)
-    s = raw(broker)
-    try:
-        body = M.FetchRequest(100, 1, 4096, [M.FetchPartition("sfs", 0, 0, 1024)])
-        s.sendall(req(M.Api.FETCH_STANDING, 7, body))
-        (frame,) = read_frames(s, 10, want=1)
-    finally:
-        s.close()
-    assert frame.correlation_id == 7
-    assert isinstance(error_for_code(frame.error_code), InvalidRequestError)
-    assert b"shared-memory links only" in bytes(frame.body)

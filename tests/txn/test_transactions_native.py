@@ -19,7 +19,8 @@ from edgebus import Consumer, Producer, TopicPartition
 from edgebus.errors import InvalidTxnStateError, ProducerFencedError
 from edgebus.testing import EmbeddedBroker
 from tests.kafka_listener.conftest import create_topic
-from tests.kafka_listener.test_transactions import native_values, read_all, tx_producer
+from tests.kafka_listener.readers import native_values, read_all
+from tests.kafka_listener.test_transactions import tx_producer
 
 pytestmark = [pytest.mark.integration]
 

@@ -83,12 +83,25 @@ class Subject:
             with contextlib.suppress(OSError):  # the listener did not ask: the kernel says
                 uid = struct.unpack("3i", conn.sock.getsockopt(
                     socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
-        if uid < 0 and getattr(conn, "tcp_owner_lookup", False):
+        tcp = getattr(conn, "tcp_owner_lookup", False)
+        if uid < 0 and tcp:
             found = peer_uid(conn.sock)  # a loopback TCP client: identd's answer
             uid = found if found is not None else -1
         if uid < 0:
             return cls((), False)  # nobody: only `allow *` rules and the allow default grant
-        return cls.local(uid, _peer_groups(conn.sock, uid))
+        # TCP has no SO_PEERCRED (the kernel answers gid -1): the owner's groups are the user
+        # database's, as a login of that user would have them.
+        return cls.local(uid, user_groups(uid) if tcp else _peer_groups(conn.sock, uid))
+
+
+def user_groups(uid: int) -> tuple[int, ...]:
+    """The gids of `uid`'s passwd entry (its primary group first, then those it is a member
+    of); none for a uid without one."""
+    try:
+        pw = pwd.getpwuid(uid)
+    except KeyError:
+        return ()
+    return tuple(dict.fromkeys([pw.pw_gid, *os.getgrouplist(pw.pw_name, pw.pw_gid)]))
 
 
 def _peer_groups(sock: Any, uid: int) -> tuple[int, ...]:

@@ -81,6 +81,8 @@ def build_checks(a: Authorizer) -> dict[int, Check]:
         M.Api.DELETE_TOPIC: named(TOPIC_DELETE),
         M.Api.ALTER_TOPIC_CONFIG: named(TOPIC_ALTER),
         M.Api.STATUS: lambda conn, req: check(conn, CLUSTER_STATUS, "*"),
+        # Producer ids, transactional ids and the partitions they write: a cluster read as STATUS.
+        M.Api.LIST_TRANSACTIONS: lambda conn, req: check(conn, CLUSTER_STATUS, "*"),
         M.Api.JOIN_GROUP: group(GROUP_READ),
         M.Api.SYNC_GROUP: group(GROUP_READ),
         M.Api.HEARTBEAT: group(GROUP_READ),

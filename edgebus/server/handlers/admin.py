@@ -20,12 +20,14 @@ if TYPE_CHECKING:
     from edgebus.server.acl import Authorizer
     from edgebus.server.groups.handlers import GroupHandlers
     from edgebus.server.handlers.data import DataHandlers
+    from edgebus.server.txn.coordinator import TxnCoordinator
 
 log = logging.getLogger("edgebus.handlers")
 
 
 class AdminHandlers:
     acl: Authorizer | None = None  # set by the broker: which topics a replica link may read
+    txn: TxnCoordinator | None = None  # set by the broker: told of deleted topics
 
     def __init__(self, logs: LogManager, data: DataHandlers, groups: GroupHandlers,
                  status: Callable[[], dict[str, Any]], topic_defaults: TopicConfig) -> None:
@@ -120,6 +122,8 @@ class AdminHandlers:
                 self.data.complete_fetch(w)
         self.logs.delete_topic(req.name)
         self.groups.topic_deleted(req.name)  # consumer groups: forget its committed offsets
+        if self.txn is not None:  # idempotent producers' sequences, transactions' partitions
+            self.txn.topic_deleted(req.name)
         log.info("deleted topic %s (by %r)", req.name, conn)
         return M.Empty()
 

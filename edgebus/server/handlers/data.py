@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgebus import batch as B
 from edgebus import format as F
+from edgebus.batch import produced_batch
 from edgebus.errors import (
     EdgebusError,
     InvalidRequestError,
@@ -53,6 +54,10 @@ _PRODUCER_ID_TOP = F.BATCH_PRODUCER_ID + 7
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+_time_ns = time.time_ns
+_ACKS = frozenset((M.ACKS_NONE, M.ACKS_WRITTEN, M.ACKS_DURABLE))
 
 
 def _no_sequenced(*args: Any) -> Any:
@@ -109,29 +114,37 @@ class DataHandlers(Service):
         frame (bytes, queued as it is) instead of a ProduceResponse."""
         if self.api.stopping:
             raise ShuttingDownError("the supervisor is shutting down")
-        if acks not in (M.ACKS_NONE, M.ACKS_WRITTEN, M.ACKS_DURABLE):
+        if acks not in _ACKS:
             raise InvalidRequestError(f"acks must be 0, 1 or 2, got {acks}")
         if topic.startswith("__"):  # only the supervisor writes its internal topics
             raise InvalidTopicError(f"{topic!r} is an internal topic")
         p = self.logs.partition(topic, partition)
-        if p.config.mirror_of:
+        cfg = p.config
+        if cfg.mirror_of:
             raise MirrorReadOnlyError(
-                f"topic {topic!r} is a mirror of {p.config.mirror_of}: only its replication link "
+                f"topic {topic!r} is a mirror of {cfg.mirror_of}: only its replication link "
                 "writes it")
         if batch is None:  # BYTES may be null on the wire; a PRODUCE without a batch is meaningless
             raise InvalidRequestError("PRODUCE carries a null batch (length -1); send one whole record batch")
         if built is None:
-            info = B.validate_batch(batch, max_bytes=p.config.max_message_bytes, compacted_ok=False)
-            if batch[F.BATCH_ATTRIBUTES] or batch[_PRODUCER_ID_TOP] != 0xFF:
+            # Header, CRC and records in one C call; when it refuses (or is not built) the
+            # Python checks run in their usual order and their errors say what is wrong.
+            info = produced_batch(batch, cfg.max_message_bytes)
+            if info is None:
+                info = B.validate_batch(batch, max_bytes=cfg.max_message_bytes, compacted_ok=False)
+                if batch[F.BATCH_ATTRIBUTES] or batch[_PRODUCER_ID_TOP] != 0xFF:
+                    return self.sequenced(conn, corr, p, acks, batch, info, encoded)
+                B.check_records(batch, info)  # records that do not decode would fail every reader
+            elif batch[F.BATCH_ATTRIBUTES] or batch[_PRODUCER_ID_TOP] != 0xFF:
                 # an idempotent or transactional producer's: checked, then appended with `built`
                 return self.sequenced(conn, corr, p, acks, batch, info, encoded)
         else:  # built by the supervisor itself (the Kafka listener): its CRC is right by construction
-            if built.length > p.config.max_message_bytes:
+            if built.length > cfg.max_message_bytes:
                 raise RecordTooLargeError(f"batch of {built.length} bytes exceeds the limit of "
-                                          f"{p.config.max_message_bytes} bytes")
+                                          f"{cfg.max_message_bytes} bytes")
             info = built
-        B.check_records(batch, info)  # records that do not decode would fail every reader
-        base, atime = self.disk.append(p, batch, info, now_ms())  # watermarks (server/disk.py)
+            B.check_records(batch, info)  # records that do not decode would fail every reader
+        base, atime = self.disk.append(p, batch, info, _time_ns() // 1_000_000)  # server/disk.py
         self.stats.appended(topic, info.record_count, info.length)
         self.on_append(p, batch, base, atime)
         if acks == M.ACKS_WRITTEN and encoded:
@@ -152,7 +165,7 @@ class DataHandlers(Service):
         return DEFERRED
 
     def fetch(self, conn: Any, corr: int, req: M.FetchRequest) -> Any:
-        if getattr(getattr(conn, "shm", None), "standing", None) is not None:
+        if getattr(getattr(conn, "shm", None) or conn, "standing", None) is not None:
             self.standing.end(conn)  # a FETCH replaces the connection's standing fetch
         if req.max_bytes <= 0 or any(fp.max_bytes <= 0 for fp in req.partitions):
             raise InvalidRequestError("fetch max_bytes must be positive")
@@ -165,6 +178,9 @@ class DataHandlers(Service):
             return DEFERRED
         if self.api.output_budget_used:  # a parked fetch above costs nothing; an answer might
             raise self._busy()
+        frame = self._fetch_tail(corr, req)
+        if frame is not None:
+            return frame
         resp, total = self.read_fetch(req)
         errors = any(p.error_code for p in resp.partitions)
         if total >= req.min_bytes or errors or not parkable:
@@ -191,6 +207,11 @@ class DataHandlers(Service):
         one partition at the batch's base offset reads the batch holding that offset and, as the
         first partition of its response, takes it whole whatever the byte limits (at_least_one),
         and nothing follows it in the log. tests/test_fastpath_server.py compares the two."""
+        return self._from_batch(corr, req, p, batch, base, append_time)
+
+    def _from_batch(self, corr: int, req: M.FetchRequest, p: Any, batch: Any, base: int,
+                    append_time: int) -> bytes | None:
+        """fetch_appended's answer (also _fetch_tail's, for the batch the partition kept)."""
         parts = req.partitions
         if len(parts) != 1:
             return None
@@ -201,6 +222,11 @@ class DataHandlers(Service):
             return None
         if batch[F.BATCH_ATTRIBUTES] & (F.ATTR_TRANSACTIONAL | F.ATTR_CONTROL):
             return None  # a transaction's: read_fetch decides what is visible
+        if self.txn_filter is not None and self.txn_filter(p, batch) is not batch:
+            # A transaction open (or aborted) on the partition: the batch may lie past the
+            # last stable offset, which read_fetch's filter stops at. The filter returns its
+            # input itself when no transaction touched the partition (the usual case).
+            return None
         if F.BATCH_STAMP.unpack_from(batch, 0) != (base, append_time):
             return None  # not stamped in place (the log copied a read-only buffer): read it
         try:
@@ -208,6 +234,30 @@ class DataHandlers(Service):
                                       p.log_start_offset, batch)
         except Exception:  # unusual values: the read-based path gives its own result or error
             return None
+
+    def _fetch_tail(self, corr: int, req: M.FetchRequest) -> bytes | None:
+        """The answer to a fetch of one partition at the last batch a producer appended there,
+        which the partition keeps (Partition.tail_batch): built from it as `fetch_appended`
+        builds an answer from the batch just appended (the same checks, so equal to
+        read_fetch's answer), without the read and the response objects. A consumer's next
+        fetch that arrives just after the append (on the socket, most of them at 1,000/s)
+        takes this path; None when read_fetch must decide."""
+        parts = req.partitions
+        if len(parts) != 1:
+            return None
+        fp = parts[0]
+        try:
+            p = self.logs.partition(fp.topic, fp.partition)
+        except EdgebusError:
+            return None
+        batch = p.tail_batch(fp.offset)
+        if batch is None:
+            return None
+        base, append_time = F.BATCH_STAMP.unpack_from(batch, 0)
+        frame = self._from_batch(corr, req, p, batch, base, append_time)
+        if frame is not None:
+            self.stats.batch_sent(p.topic, batch)
+        return frame
 
     # --- fetch long-poll -------------------------------------------------------------------------
     def park_fetch(self, conn: Connection, corr: int, req: M.FetchRequest, wait_ms: int) -> None:
@@ -243,11 +293,13 @@ class DataHandlers(Service):
         the one `batch` just appended (stamped `base`, `append_time`), a fetch asking for
         exactly that batch is answered from its bytes instead of reading them back."""
         self.dirty = True
-        for listener in self.append_listeners:
-            listener(p)
-        if self.api.output_budget_used:
+        if self.append_listeners:
+            for listener in self.append_listeners:
+                listener(p)
+        waiting = self.waiters.waiting_on(p.topic, p.partition)
+        if not waiting or self.api.output_budget_used:
             return  # parked fetches wait (costing nothing) until room or their deadline
-        for w in self.waiters.waiting_on(p.topic, p.partition):
+        for w in waiting:
             if w.standing and not self.standing.may_answer(w):
                 continue  # held until its consumer read the answers before
             if w.respond is not None:  # a replicator's long poll: any append wakes it

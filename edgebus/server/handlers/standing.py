@@ -1,6 +1,6 @@
 """Standing fetches (FETCH_STANDING, docs/FORMAT.md 7.13): a consumer's fetch that stays armed
-after it is answered, so a consumer on the shared-memory rings does not write a new fetch, and
-wake the supervisor, after every answer.
+after it is answered, so a consumer (on the shared-memory rings or on the Unix socket) does not
+write a new fetch, and wake the supervisor, after every answer.
 
 A FETCH_STANDING is answered like a FETCH (at once when data is there, else parked until an
 append or its wait runs out). After each answer that carries records the supervisor re-arms it at
@@ -19,10 +19,27 @@ consumer has read enough for the queued answers to reach the ring (ShmLink.servi
 `resume`), or at the latest when its wait runs out. What one consumer that stops reading costs
 is its ring plus one answer. Answers are capped to fit the ring (an answer's records are whatever
 whole batches it carries; the consumer's next request follows from those).
+
+On a Unix-socket connection (no link) the state lives on the Connection, and the supervisor
+cannot see what the consumer read, but the kernel can: for AF_UNIX stream sockets SIOCOUTQ is
+what the kernel still holds of the bytes sent and not yet read by the peer (0 once it took them
+all off the socket). An answer is pushed only while nothing is queued in Connection.out and
+SIOCOUTQ is 0 (the ring's rule: a consumer that falls behind gets what came meanwhile as one
+answer). Otherwise the fetch is held; nothing raises an event when the peer reads (the socket
+stays writable), so it is looked at again on every append to its partitions (it stays indexed
+under them: one ioctl each), when Connection.out drains to the kernel (writability, watched
+while output is queued), on the connection's next request, and by its timer (RECHECK_S,
+doubling up to SOCKET_RECHECK_MAX_S) for the answer after the last append. What one socket
+consumer that stops reading costs is what the kernel took (its send buffer at most) and one
+answer of at most SOCKET_ANSWER_CAP bytes.
 """
 
 from __future__ import annotations
 
+import array
+import fcntl
+import socket
+import termios
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -42,6 +59,41 @@ _FRAME_SLACK = 64 * 1024
 RECHECK_S = 0.002
 # A frame size no ring takes: prepare_sleep_space with it only raises writer_waiting.
 _NEVER_FITS = 0xFFFF_FFF0
+# Largest answer on a socket: what one held connection keeps in Connection.out at most.
+SOCKET_ANSWER_CAP = 1024 * 1024
+# The longest a suspended socket fetch waits before it looks at SIOCOUTQ again: the delay a
+# consumer that stopped reading sees once it reads again, at ~20 cheap wake-ups a second while
+# it does not.
+SOCKET_RECHECK_MAX_S = 0.05
+
+
+def unread(sock: socket.socket) -> int:
+    """SIOCOUTQ (= TIOCOUTQ): what the kernel holds of the bytes sent on `sock` and not yet read
+    by the peer (AF_UNIX stream: its allocation for them); 0 once the peer read everything."""
+    buf = array.array("i", [0])
+    fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, buf, True)
+    return buf[0]
+
+
+def _state(conn: Any) -> Any:
+    """Where the connection's standing fetch lives: its shm link, else the Connection itself."""
+    link = conn.shm
+    return conn if link is None else link
+
+
+def _backlog(conn: Any, st: Any) -> bool:
+    """Answers queued in the supervisor (link.pending or Connection.out) or over the output bound:
+    held until they drain (the link's service or the socket's writability calls on_room)."""
+    return bool(conn.out if st is conn else st.pending) or conn.overloaded
+
+
+def _read_up(conn: Any, st: Any) -> bool:
+    """Whether the consumer has read every answer sent: the ring is empty; on a socket, SIOCOUTQ
+    is 0 (it has taken every byte off the socket; it may still be decoding the last answer,
+    so the next one overlaps that)."""
+    if st is conn:
+        return unread(conn.sock) == 0
+    return caught_up(st)
 
 
 def caught_up(link: Any) -> bool:
@@ -57,7 +109,8 @@ def caught_up(link: Any) -> bool:
 
 
 class StandingFetches:
-    """The standing fetches of the shm links; a part of DataHandlers (loop thread only)."""
+    """The standing fetches of shm links and socket connections; a part of DataHandlers (loop
+    thread only). `st` below is where a connection's standing fetch lives (`_state`)."""
 
     def __init__(self, data: DataHandlers) -> None:
         self.data = data
@@ -74,30 +127,32 @@ class StandingFetches:
         try:
             self.check(conn, req)
         except EdgebusError as e:
-            self._stop(conn.shm)
+            self._stop(_state(conn))
             self.data.api.answer(conn, corr, e)
             return False
         return True
 
     def start(self, conn: Any, corr: int, req: M.FetchRequest) -> None:
         link = getattr(conn, "shm", None)
-        if link is None:
-            raise InvalidRequestError("FETCH_STANDING is served on shared-memory links only; "
-                                      "send FETCH")
+        if link is None and not _unix_stream(conn):
+            raise InvalidRequestError("FETCH_STANDING is served on shared-memory links and Unix "
+                                      "socket connections only; send FETCH")
         if req.max_wait_ms <= 0 or req.min_bytes <= 0 or req.max_bytes <= 0 or not req.partitions \
                 or any(fp.max_bytes <= 0 for fp in req.partitions):
             raise InvalidRequestError("a standing fetch needs max_wait_ms, min_bytes, max_bytes "
                                       "and each partition's max_bytes positive, and a partition")
         self.end(conn)
-        cap = link.resp.max_frame - _FRAME_SLACK
-        if req.max_bytes > cap > 0:  # every answer must fit the ring: flow control counts on it
+        # Every answer must fit the ring (flow control counts on it); on a socket, what a held
+        # connection keeps queued is at most one answer.
+        cap = SOCKET_ANSWER_CAP if link is None else link.resp.max_frame - _FRAME_SLACK
+        if req.max_bytes > cap > 0:
             req = M.FetchRequest(req.max_wait_ms, req.min_bytes, cap, req.partitions)
-        link.standing = corr
+        _state(conn).standing = corr
         self.arm(conn, corr, req)
 
     def end(self, conn: Any) -> None:
         """The connection's standing fetch, if any, ends (a new fetch replaces it)."""
-        link: Any = getattr(conn, "shm", None)
+        link: Any = getattr(conn, "shm", None) or conn
         if getattr(link, "standing", None) is None:
             return
         link.standing = None
@@ -108,18 +163,18 @@ class StandingFetches:
     def arm(self, conn: Any, corr: int, req: M.FetchRequest, recheck_s: float = RECHECK_S) -> None:
         """Serve `req` now if data is there (and again with its successor), else park it."""
         data = self.data
-        link = conn.shm
+        link = _state(conn)
         while True:
-            if conn.closed or link is None or link.closed or link.standing != corr:
+            if conn.closed or link.closed or link.standing != corr:
                 return
-            if link.pending or conn.overloaded:
+            if _backlog(conn, link):
                 self._park(conn, corr, req, recheck_s)
                 return
             if data._all_at_end(req):
                 self._park(conn, corr, req)
                 return
-            if not caught_up(link):
-                self._park(conn, corr, req, recheck_s)
+            if not _read_up(conn, link):
+                self._park(conn, corr, req, recheck_s, indexed=link is conn)
                 return
             if not self._permitted(conn, corr, req):
                 return
@@ -138,22 +193,30 @@ class StandingFetches:
                 return
             self.armed += 1
             req = nxt
+            recheck_s = RECHECK_S  # it read: a hold after this one starts at the short look again
 
     def may_answer(self, w: ParkedFetch) -> bool:
         """DataHandlers.on_append, before answering standing fetch `w`: True when the consumer
         has read every answer so far; else `w` is held (suspended) until it has, so that what
         comes meanwhile goes out as one answer (a consumer that falls behind gets batches, as
         with one fetch per answer, instead of one frame per append)."""
-        link = getattr(w.conn, "shm", None)
-        if link is None or link.standing_w is not w:
+        conn = w.conn
+        link = _state(conn)
+        if link.standing_w is not w:
             return True
-        if not link.pending and not w.conn.overloaded and caught_up(link):
+        backlog = _backlog(conn, link)
+        if not backlog and _read_up(conn, link):
             if self._permitted(w.conn, w.correlation_id, w.request):
                 return True
             self.data.waiters.remove(w)
             return False
+        if w.recheck_s and not w.suspended:
+            return False  # a socket's held fetch: looked at again on the next append or timer
         self.data.waiters.remove(w)
-        self._park(w.conn, w.correlation_id, w.request, RECHECK_S)
+        # A socket's fetch held for the consumer's reading stays under its partition: each
+        # append looks at SIOCOUTQ again (the reading itself raises no event on a socket).
+        self._park(w.conn, w.correlation_id, w.request, RECHECK_S,
+                   indexed=link is conn and not backlog)
         return False
 
     def answered(self, w: ParkedFetch, resp: M.FetchResponse | None, batch: Any = None,
@@ -161,8 +224,8 @@ class StandingFetches:
         """Parked standing fetch `w` was just answered with `resp`, or (resp None) with the one
         `batch` appended at `base` (DataHandlers.fetch_appended): re-arm its successor."""
         conn = w.conn
-        link = getattr(conn, "shm", None)
-        if link is None or link.standing_w is not w:
+        link = _state(conn)
+        if link.standing_w is not w:
             return
         link.standing_w = None
         req = w.request
@@ -182,18 +245,21 @@ class StandingFetches:
 
     def expired(self, w: ParkedFetch) -> None:
         """Its wait ran out (or it was suspended): park or serve it again, answering nothing."""
-        link = getattr(w.conn, "shm", None)
-        if link is None or link.standing_w is not w:
+        link = _state(w.conn)
+        if link.standing_w is not w:
             return
         link.standing_w = None
-        # A suspended one looks again at growing intervals while its consumer does not read.
-        recheck = max(RECHECK_S, min(2 * w.recheck_s, self._wait(w.request)))
+        # A suspended one looks again at growing intervals while its consumer does not read (on
+        # a socket the timer is what notices the reading, so it looks more often).
+        longest = self._wait(w.request) if link is not w.conn else SOCKET_RECHECK_MAX_S
+        recheck = max(RECHECK_S, min(2 * w.recheck_s, longest))
         self.arm(w.conn, w.correlation_id, w.request, recheck)
 
     def resume(self, link: Any) -> None:
-        """ShmLink.service: the link's queued answers reached the ring; push again."""
+        """ShmLink.service: the link's queued answers reached the ring; or a socket Connection's
+        `on_room` (its queued output went to the kernel, or it sent a request): push again."""
         w = link.standing_w
-        if w is None or not w.suspended:
+        if w is None or not w.recheck_s:
             return
         self.data.waiters.remove(w)
         link.standing_w = None
@@ -202,14 +268,17 @@ class StandingFetches:
     def _wait(self, req: M.FetchRequest) -> float:
         return min(req.max_wait_ms, self.data.max_fetch_wait_ms) / 1000
 
-    def _park(self, conn: Any, corr: int, req: M.FetchRequest, recheck_s: float = 0.0) -> None:
-        """Park `req`: waiting for data (recheck_s 0), or suspended until the consumer reads,
-        looking again after recheck_s at the latest (the wake-up from its read is what normally
-        resumes it; the timer only bounds the wait should that read come late)."""
-        link = conn.shm
+    def _park(self, conn: Any, corr: int, req: M.FetchRequest, recheck_s: float = 0.0,
+              indexed: bool = False) -> None:
+        """Park `req`: waiting for data (recheck_s 0), or held until the consumer reads, looking
+        again after recheck_s at the latest (on the rings the wake-up from its read is what
+        normally resumes it; the timer only bounds the wait should that read come late). A held
+        one is suspended (under no partition, appends pass it by) unless `indexed` (a socket's
+        held for reading: every append looks at SIOCOUTQ again)."""
+        link = _state(conn)
         wait = recheck_s or self._wait(req)
         w = ParkedFetch(conn, corr, req, time.monotonic() + wait, standing=True,
-                        suspended=bool(recheck_s), recheck_s=recheck_s)
+                        suspended=bool(recheck_s) and not indexed, recheck_s=recheck_s)
         self.data.waiters.park(w)
         link.standing_w = w
         if recheck_s:
@@ -219,3 +288,10 @@ class StandingFetches:
     def _stop(link: Any) -> None:
         link.standing = None
         link.standing_w = None
+
+
+def _unix_stream(conn: Any) -> bool:
+    """A plain AF_UNIX stream connection, where SIOCOUTQ tells what the peer has not read (not a
+    TCP or TLS one: there it counts bytes the peer's kernel has not acknowledged)."""
+    sock = getattr(conn, "sock", None)
+    return type(sock) is socket.socket and sock.family == socket.AF_UNIX

@@ -13,6 +13,7 @@ commits, as the Kafka path asks).
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from edgebus import format as F
@@ -30,6 +31,7 @@ from edgebus.protocol import messages as M
 from edgebus.server.dispatch import DEFERRED, NO_RESPONSE, Handler
 from edgebus.server.txn import coordinator as C
 from edgebus.server.txn import producers as P
+from edgebus.server.txn import state as S
 
 if TYPE_CHECKING:
     from edgebus.batch import BatchInfo
@@ -82,7 +84,8 @@ class TxnHandlers:
         return {int(M.Api.INIT_PRODUCER_ID): self.init_producer_id,
                 int(M.Api.ADD_PARTITIONS_TO_TXN): self.add_partitions,
                 int(M.Api.TXN_OFFSET_COMMIT): self.txn_offset_commit,
-                int(M.Api.END_TXN): self.end_txn}
+                int(M.Api.END_TXN): self.end_txn,
+                int(M.Api.LIST_TRANSACTIONS): self.list_transactions}
 
     def _tid_of(self, pid: int) -> str | None:
         """The transactional id of producer `pid`; None for an idempotent producer."""
@@ -143,6 +146,17 @@ class TxnHandlers:
                                        bool(req.commit)),
                   f"transactional id {req.transactional_id!r}")
         return M.Empty()
+
+    def list_transactions(self, conn: Any, corr: int, req: M.Empty) -> M.ListTransactionsResponse:
+        now = time.monotonic()
+        txns = [M.TxnInfo(tid, t.producer_id, t.epoch, t.state, t.timeout_ms,
+                          int((now - t.began) * 1000) if t.state != S.EMPTY else -1,
+                          [M.TxnPartitionInfo(k[0], k[1], off) for k, off in sorted(t.parts.items())],
+                          sorted(t.offsets))
+                for tid, t in sorted(self.coordinator.state.txns.items())]
+        producers = [M.ProducerInfo(topic, part, pid, e.epoch, e.last_seq)
+                     for topic, part, pid, e in self.producers.held()]
+        return M.ListTransactionsResponse(txns, producers)
 
     # --- PRODUCE of a batch with a producer id (DataHandlers.produce_fields hands it here) --------
     def produce(self, conn: Any, corr: int, p: Any, acks: int, batch: Any, info: BatchInfo,

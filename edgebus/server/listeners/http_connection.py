@@ -1,34 +1,27 @@
 """One HTTP client connection of the HTTP listener (listeners/http.py): h11 (sans-IO HTTP/1.1)
-for the bytes, and the exchange of the request being answered.
-
-A request runs as an *exchange*: a generator from edgebus/server/http/api.py that yields `Call`s
-(one request body of the socket protocol each). A Call is handed to `LoopApi.dispatch` like a
-frame read from the Unix socket, so the same dispatcher and handlers (and their checks) serve it;
-the handler's answer frame comes back through `Connection.queue`, where it is decoded and sent
-into the generator. Deferred answers (durable acks, parked long-poll fetches) arrive the same way
-later, which is how the live tail (Server-Sent Events) waits for data without polling.
+for the bytes here, and the exchange of the request being answered (listeners/http_exchange.py:
+a route's generator whose Calls go through the same dispatcher as a socket request).
 
 Bounds kept here and by the listener's tick: request heads of MAX_HEAD_BYTES within
-HEAD_DEADLINE_S, an SSE stream's unsent output (no new fetch above SSE_HIGH_WATER), idle
-keep-alive connections closed after IDLE_S.
+HEAD_DEADLINE_S, a request body of http.max_body_bytes, an SSE stream's unsent output
+(http_exchange.py SSE_HIGH_WATER), idle keep-alive connections closed after IDLE_S.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import selectors
 import socket
 import time
-from collections.abc import Generator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import h11
 
-from edgebus.errors import EdgebusError, InvalidRequestError, UnknownServerError
+from edgebus.errors import InvalidRequestError
 from edgebus.protocol.framing import ClientProtocol
-from edgebus.server.http.exchange import Call, Emit, Pause, Reply, Request, error_reply
+from edgebus.server.http.exchange import Reply, error_reply
+from edgebus.server.listeners.http_exchange import ExchangeRunner, ExchangeState, h11_headers
 from edgebus.server.listeners.stream import Connection
 
 if TYPE_CHECKING:
@@ -40,30 +33,14 @@ log = logging.getLogger("edgebus.http")
 MAX_HEAD_BYTES = 16 * 1024  # request line and headers (h11's max_incomplete_event_size)
 HEAD_DEADLINE_S = 10.0  # a request head must be whole this long after the connection opened
 IDLE_S = 60.0  # a keep-alive connection with nothing in progress
-SSE_HIGH_WATER = 256 * 1024  # an SSE stream asks for no more records while this much is unsent
 TICK_S = 1.0
 DRAIN_S = 2.0  # a refused request's remaining body is read and dropped this long at most
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
-_corr = itertools.count(1)
 
 
-class _Exchange:
-    """One request in progress: its generator, the Call it waits on, whether it streams."""
-
-    __slots__ = ("answer", "gen", "held", "resume_at", "started", "stream", "waiting")
-
-    def __init__(self, gen: Generator[Any, Any, Reply]) -> None:
-        self.gen = gen
-        self.waiting: tuple[int, int] | None = None  # (correlation id, api key) of the Call
-        self.answer: tuple[Any, EdgebusError | None] | None = None  # came during the dispatch
-        self.held: Any = None  # a Call held back until the stream's output drains
-        self.resume_at = 0.0  # a Pause
-        self.started = False  # a streamed response's head is sent
-        self.stream = False
-
-
-class HttpConnection(Connection):
-    """One HTTP client: h11 for the bytes, an exchange for the request being answered."""
+class HttpConnection(ExchangeRunner, Connection):
+    """One HTTP client: h11 for the bytes, an exchange (ExchangeRunner) for the request being
+    answered."""
 
     tls = False
 
@@ -85,7 +62,7 @@ class HttpConnection(Connection):
         self.head: h11.Request | None = None
         self.body = bytearray()
         self.body_too_large = False
-        self.ex: _Exchange | None = None
+        self.ex: ExchangeState | None = None
         self.opened = self.active = time.monotonic()
         self.in_dispatch = False
         self.close_when_sent = False
@@ -203,109 +180,8 @@ class HttpConnection(Connection):
             f"the request body of {n} bytes is larger than http.max_body_bytes "
             f"({self.listener.max_body})"), 413), close=True)
 
-    # --- exchanges ---------------------------------------------------------------------------------
-    def _start(self) -> None:
-        head = self.head
-        assert head is not None
-        req = Request.from_h11(head, bytes(self.body), self)
-        self.body.clear()
-        result = self.listener.app.handle(req)
-        if isinstance(result, Reply):
-            self._send_reply(result)
-            return
-        self.ex = _Exchange(result)
-        self._step(None, None)
-
-    def _step(self, value: Any, error: EdgebusError | None) -> None:
-        """Run the exchange until it waits (a Call answered later, a Pause, a full stream) or ends."""
-        ex = self.ex
-        while ex is not None and ex is self.ex and not self.closed:
-            try:
-                item = ex.gen.throw(error) if error is not None else ex.gen.send(value)
-            except StopIteration as stop:
-                self._finish(stop.value)
-                return
-            except EdgebusError as e:
-                self._finish(error_reply(e))
-                return
-            except Exception as e:  # a bug must not take the supervisor down
-                log.exception("internal error answering %s on %r", self.head and self.head.target, self)
-                self._finish(error_reply(UnknownServerError(f"internal error: {e}")))
-                return
-            value, error = None, None
-            if isinstance(item, Emit):
-                self._emit(ex, item)
-                continue
-            if isinstance(item, Pause):
-                ex.resume_at = time.monotonic() + item.seconds
-                self.listener.paused.add(self)
-                return
-            assert isinstance(item, Call)
-            if ex.stream and self.out_bytes > SSE_HIGH_WATER:
-                ex.held = item  # sent when the client has read (_on_writable)
-                return
-            value, error = self._call(ex, item)
-            if ex.waiting is not None:
-                return  # answered later, through queue()
-
-    def _call(self, ex: _Exchange, call: Call) -> tuple[Any, EdgebusError | None]:
-        try:
-            body = memoryview(call.body.to_bytes())
-        except Exception as e:  # a number out of its wire range
-            return None, InvalidRequestError(f"a value is out of range: {e}")
-        corr = next(_corr) & 0x7FFFFFFF or 1
-        ex.waiting, ex.answer = (corr, call.api_key), None
-        self.in_dispatch = True
-        try:
-            self.loop.dispatch(self, call.api_key, 0, corr, body)
-        finally:
-            self.in_dispatch = False
-        if ex.answer is not None:
-            ex.waiting = None
-            return ex.answer
-        return None, None
-
-    def queue(self, data: bytes) -> None:
-        """An answer frame from the dispatcher or a deferred answer (LoopApi.answer)."""
-        if self.closed:
-            return
-        self.rpc.receive_data(data)
-        while (resp := self.rpc.next_response()) is not None:
-            ex = self.ex
-            if ex is None or ex.waiting is None or ex.waiting[0] != resp.correlation_id:
-                continue  # the exchange it answered is gone
-            try:
-                result: tuple[Any, EdgebusError | None] = (
-                    ClientProtocol.decode_body(ex.waiting[1], resp), None)
-            except EdgebusError as e:
-                result = (None, e)
-            if self.in_dispatch:
-                ex.answer = result
-            else:
-                ex.waiting = None
-                self._step(*result)
-
-    def _emit(self, ex: _Exchange, item: Emit) -> None:
-        if not ex.started:
-            ex.started = ex.stream = True
-            self.listener.streams += 1
-            self._send(h11.Response(status_code=200, headers=_headers(item.headers), reason=b"OK"),
-                       h11.Data(data=item.data))
-            return
-        self._send(h11.Data(data=item.data))
-
-    def _finish(self, reply: Reply) -> None:
-        ex = self.ex
-        self.ex = None
-        if ex is not None and ex.started:  # a stream ended: finish it (or the error is lost)
-            self.listener.streams -= 1
-            self._send(h11.EndOfMessage())
-            self._after_response()
-            return
-        self._send_reply(reply)
-
     def _send_reply(self, reply: Reply, close: bool = False) -> None:
-        headers = _headers(reply.headers)
+        headers = h11_headers(reply.headers)
         headers.append((b"content-length", str(len(reply.body)).encode()))
         if close:
             headers.append((b"connection", b"close"))
@@ -353,12 +229,7 @@ class HttpConnection(Connection):
         if self.close_when_sent and not self.out:
             self._sent_and_close()
             return
-        ex = self.ex
-        if ex is not None and ex.held is not None and self.out_bytes <= SSE_HIGH_WATER // 2:
-            call, ex.held = ex.held, None
-            value, error = self._call(ex, call)
-            if ex.waiting is None:
-                self._step(value, error)
+        self._send_held()
         self.update_interest()
 
     def _sent_and_close(self) -> None:
@@ -375,11 +246,8 @@ class HttpConnection(Connection):
         self.draining_since = time.monotonic()
         self.update_interest()
 
-    def wake(self) -> None:
-        """A Pause ended."""
-        if self.ex is not None and not self.closed:
-            self._step(None, None)
-            self.update_interest()
+    def unsent(self) -> int:
+        return self.out_bytes
 
     def resume(self) -> None:
         self.update_interest()
@@ -401,6 +269,3 @@ def _content_length(ev: h11.Request) -> int | None:
                 return None
     return None
 
-
-def _headers(pairs: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in pairs]

@@ -7,7 +7,10 @@ where frames go: to the Kafka dispatcher (edgebus/server/kafka/apis.py), which a
 encoding. TCP peers have no SO_PEERCRED: a loopback client's uid is the owner of its end in
 /proc/net/tcp (edgebus/acl/procnet.py), so its connections count against
 limits.max_connections_per_uid as a native client's do; a remote client's uid and every pid
-are unknown (-1).
+are unknown (-1). The table is read only when the uid matters: by the loop once it holds
+max_connections_per_uid connections (below that no user can be at its limit; until then the
+connection counts as uid -1 and is moved to its user's count then, server/loop.py), and by the
+access rules at the connection's first checked request (server/acl/authorizer.py).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ def _kafka_init(conn: Any, listener: KafkaListener) -> None:
     # Without SASL, a loopback client is the local user owning its end (/proc/net/tcp), so a
     # Kafka program and a native one of the same user are one principal (server/acl/).
     conn.tcp_owner_lookup = True
+    conn.uid_lookup = functools.partial(peer_uid, conn.sock)  # when the loop needs it
     conn.kafka_auth_required = bool(listener.front.settings.sasl_mechanisms)
     conn.accepted_at = time.time()
     if conn.kafka_auth_required:
@@ -108,12 +112,6 @@ class KafkaListener(StreamListener):
 
             self.dispatch = functools.partial(dispatch, ctx)
         return self.dispatch
-
-    def peer(self, sock: socket.socket) -> tuple[int, int]:
-        """(-1, the uid owning a loopback client's end), the uid as the access rules find it
-        (server/acl/authorizer.py); (-1, -1) for a remote client, counted under uid -1."""
-        uid = peer_uid(sock)
-        return -1, -1 if uid is None else uid
 
     def connection(self, sock: socket.socket, pid: int, uid: int) -> Connection:
         if self.tls is None:

@@ -81,6 +81,12 @@ class Connection:
         # that connection until the answer is queued. `answers` counts queued answers.
         self.awaiting = False
         self.answers = 0
+        # Its standing fetch on the socket (edgebus/server/handlers/standing.py; an shm link
+        # keeps its own): correlation id while armed, its parked entry, and what to call once
+        # queued output went to the kernel or the connection sent a request (a held answer).
+        self.standing: int | None = None
+        self.standing_w: Any = None
+        self.on_room: Any = None
 
     def __repr__(self) -> str:
         return f"conn#{self.id}(pid={self.pid})"
@@ -112,6 +118,7 @@ class Connection:
         self.out_bytes = 0
         self.proto = ServerProtocol()
         self.shm = None  # the link (closed by its service) and this object referred to each other
+        self.standing = self.standing_w = self.on_room = None
 
     # --- output ----------------------------------------------------------------------------------
     def queue(self, data: bytes) -> None:
@@ -205,6 +212,8 @@ class Connection:
         if self.closed:
             self.loop.close(self)
             return
+        if self.on_room is not None and not self.out:
+            self._room()
         was_overloaded_reads_off = not self.reading
         self.update_interest()
         if was_overloaded_reads_off and self.reading:
@@ -230,10 +239,16 @@ class Connection:
         if self.closed:
             self.loop.close(self)
             return
+        if handled and self.on_room is not None and not self.out:
+            self._room()  # a request: the consumer is reading, look at its held answer again
         self.update_interest()
         if handled >= MAX_REQUESTS_PER_TURN and proto.frames.buffered():
             # More complete frames may be buffered; come back next turn without waiting for input.
             self.loop.pending.add(self)
+
+    def _room(self) -> None:
+        on_room, self.on_room = self.on_room, None
+        on_room(self)
 
     def resume(self) -> None:
         """LoopApi.resume: re-arm, then handle the frames that waited for output room."""

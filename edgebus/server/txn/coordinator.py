@@ -105,6 +105,16 @@ class TxnCoordinator(Service):
                 t.epoch += 1  # fence the producer that left it open
                 self._end(t, commit=False)
 
+    def topic_deleted(self, topic: str) -> None:
+        """Forget what producers and transactions hold of a deleted topic (AdminHandlers calls
+        this for the native, Kafka and HTTP deletes): a re-created topic of the same name starts
+        with no producer sequences and no transaction of the old one. The idempotence state is
+        rebuilt from the log at a restart (none is left of a deleted topic); the transactions'
+        is saved here, so a restart does not bring it back."""
+        self.producers.forget(topic)
+        if self.state.forget_topic(topic):
+            self.state.save()
+
     # --- what Produce and Fetch ask ---
     def check_produce(self, tid: str, pid: int, epoch: int, key: PartKey) -> int:
         """0 if producer (pid, epoch) of `tid` may append to partition `key`, else the error."""

@@ -80,6 +80,12 @@ class ProducerStates:
         for key in [k for k in self._parts if k[0] == topic]:
             del self._parts[key]
 
+    def held(self) -> list[tuple[str, int, int, ProducerEntry]]:
+        """(topic, partition, producer id, entry) of every producer state in memory (partitions
+        written, or loaded from their log, since the start), for `edgebus txn list`."""
+        return [(key[0], key[1], pid, e) for key, state in sorted(self._parts.items())
+                for pid, e in sorted(state.items())]
+
     def _load(self, p: Any) -> dict[int, ProducerEntry]:
         key = (p.topic, p.partition)
         state = self._parts.get(key)

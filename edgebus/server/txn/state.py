@@ -6,13 +6,14 @@ stable offset back) and the consumer offsets it will commit. Per partition, the 
 transactions (producer id, first offset, marker offset) that read_committed fetches list so
 clients drop their records.
 
-The state is kept in `data_dir/kafka-transactions.json`, rewritten whole (temporary file, fsync,
+The state is kept in `data_dir/transactions.json`, rewritten whole (temporary file, fsync,
 rename, fsync of the directory) before any change it records takes effect: before a transaction's
 first batch is appended to a partition, before its markers are written, after they are. A
 supervisor SIGKILLed at any point restarts with a state that is either before or after each
 step; a transaction found between "prepare" and "complete" has its markers written again (a
 second marker for a transaction that is no longer open is harmless: clients and the fetch path
-ignore it).
+ignore it). A data directory of an older edgebus has `kafka-transactions.json` instead: it is read
+when the new name is missing, and removed once the state is durably written under the new name.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from typing import Any
 
 from edgebus.log.fileutil import fsync_dir
 
-FILE = "kafka-transactions.json"
+FILE = "transactions.json"
+# The name before native producers shared the file: read when FILE is missing (an upgrade in
+# place), removed after the first durable save under FILE.
+OLD_FILE = "kafka-transactions.json"
 VERSION = 1
 
 EMPTY, ONGOING, PREPARE_COMMIT, PREPARE_ABORT = "empty", "ongoing", "prepare_commit", "prepare_abort"
@@ -51,6 +55,8 @@ class Txn:
 class TxnState:
     path: Path
     txns: dict[str, Txn] = field(default_factory=dict)
+    # the old-named file the state was read from, removed by the next save (None: no such file)
+    legacy: Path | None = None
     # (topic, partition) -> [(producer id, first offset, marker offset)], oldest first
     aborted: dict[PartKey, list[tuple[int, int, int]]] = field(default_factory=dict)
 
@@ -58,10 +64,17 @@ class TxnState:
     def load(cls, data_dir: Path, now: float) -> TxnState:
         path = Path(data_dir) / FILE
         st = cls(path)
+        old = path.with_name(OLD_FILE)
         try:
             doc = json.loads(path.read_text())
+            if old.exists():  # killed between the upgrade's save and its removal: stale now
+                st.legacy = old
         except FileNotFoundError:
-            return st
+            try:
+                doc = json.loads(old.read_text())
+            except FileNotFoundError:
+                return st
+            st.legacy = old
         for tid, t in doc.get("txns", {}).items():
             st.txns[tid] = Txn(
                 t["producer_id"], t["epoch"], t["timeout_ms"], t["state"],
@@ -87,6 +100,31 @@ class TxnState:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
         fsync_dir(self.path.parent)
+        if self.legacy is not None:  # only now: the state is durable under its new name
+            self.legacy.unlink(missing_ok=True)
+            fsync_dir(self.path.parent)
+            self.legacy = None
+
+    def forget_topic(self, topic: str) -> bool:
+        """A topic was deleted: what the state holds of its partitions goes (whether anything
+        did). Its aborted transactions would otherwise hide the records of a re-created topic's
+        committed ones (a producer keeps its id across transactions), and an open transaction's
+        first offset there would set the new partition's last stable offset. An open
+        transaction keeps the partition as added, without a first offset: its next batch to a
+        re-created topic records one anew."""
+        changed = False
+        for key in [k for k in self.aborted if k[0] == topic]:
+            del self.aborted[key]
+            changed = True
+        for t in self.txns.values():
+            for key in [k for k in t.parts if k[0] == topic]:
+                changed = changed or t.parts[key] >= 0
+                t.parts[key] = -1
+            for group, entries in t.offsets.items():  # its consumer offsets are gone too
+                kept = [e for e in entries if e[0] != topic]
+                changed = changed or len(kept) != len(entries)
+                t.offsets[group] = kept
+        return changed
 
     def open_first_offsets(self, key: PartKey) -> list[tuple[int, int]]:
         """(producer id, first offset) of every transaction with batches in `key` not yet

@@ -1,0 +1,146 @@
+"""bench/floor.py, the relay floor row and the fair stamps of bench/run.py, and the fsync bracket of
+bench/cost.py (issue 16): verdicts on given figures, and real processes (socat, forked
+producer and consumer) for the relay and the stamps. Nothing here asserts a speed."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from bench import cost, floor, peers
+from bench import run as R
+
+
+def _paced_row(system: str, rate: int, cpu: float, server: float, rnd: int = 0) -> dict[str, Any]:
+    return {"system": system, "api": "send", "size": 100, "topology": "1->1", "mode": "latency", "rate": rate,
+            "round": rnd, "cpu_us_per_msg": cpu, "cpu_us_server": server}
+
+
+@pytest.mark.unit
+def test_fsync_bracket_uses_the_mean_and_flags_a_disk_that_moved() -> None:
+    steady = cost.fsync_bracket({"p50_us": 180.0}, {"p50_us": 220.0})
+    assert (steady["p50_us"], steady["spread"], steady["conclusive"]) == (200.0, 1.22, True)
+    moved = cost.fsync_bracket({"p50_us": 176.0}, {"p50_us": 2400.0})
+    assert moved["conclusive"] is False and moved["spread"] == 13.64
+    # exactly 2x is still conclusive; a zero reading is not
+    assert cost.fsync_bracket({"p50_us": 100.0}, {"p50_us": 200.0})["conclusive"] is True
+    assert cost.fsync_bracket({"p50_us": 0.0}, {"p50_us": 200.0})["conclusive"] is False
+
+
+@pytest.mark.unit
+def test_the_durable_check_is_neither_met_nor_missed_when_fsync_moved() -> None:
+    durable = {"system": "edgebus-shm-durable", "section": "durable", "mode": "latency",
+               "p50_us": 500.0, "sent": 10, "received": 10}
+
+    def check(fsync: dict[str, Any]) -> dict[str, Any]:
+        goals = cost.targets([durable], fsync)
+        return next(g for g in goals if g["target"].startswith("durable paced 10,000/s: p50"))
+
+    ok = check(cost.fsync_bracket({"p50_us": 200.0}, {"p50_us": 300.0}))
+    assert ok["value"] == 2.0 and ok["met"] is True and "note" not in ok
+    moved = check(cost.fsync_bracket({"p50_us": 100.0}, {"p50_us": 900.0}))
+    assert moved["met"] is None and "not conclusive" in moved["note"]
+    text = "\n".join(cost.render([], cost.fsync_bracket({"p50_us": 100.0}, {"p50_us": 900.0}), [moved]))
+    assert "not conclusive in this run" in text and "100.0 us / 900.0 us" in text
+
+
+@pytest.mark.unit
+def test_ratios_to_the_floor_and_to_redis_within_a_round() -> None:
+    rows = [_paced_row(floor.FLOOR, 1000, 100.0, 20.0), _paced_row(floor.REDIS, 1000, 300.0, 80.0),
+            _paced_row("edgebus-shm", 1000, 330.0, 130.0),
+            # another round: compared with its own floor only
+            _paced_row(floor.FLOOR, 1000, 200.0, 40.0, rnd=1),
+            _paced_row("edgebus-shm", 1000, 330.0, 130.0, rnd=1)]
+    got = floor.annotate(rows)
+    assert got[2] == pytest.approx({"per_redis": 1.1, "per_floor": 3.3, "server_per_floor": 6.5})
+    assert got[4]["per_floor"] == pytest.approx(1.65) and got[4]["per_redis"] is None
+
+
+@pytest.mark.unit
+def test_the_verdict_says_whether_a_relay_alone_fits_under_half_of_redis() -> None:
+    rows = [_paced_row(floor.FLOOR, 1000, c, 20.0, rnd=i) for i, c in enumerate((100.0, 120.0, 110.0))]
+    rows += [_paced_row(floor.REDIS, 1000, c, 80.0, rnd=i) for i, c in enumerate((330.0, 300.0, 360.0))]
+    rows += [_paced_row(floor.FLOOR, 10_000, 60.0, 10.0), _paced_row(floor.REDIS, 10_000, 110.0, 30.0)]
+    low, high = floor.verdicts(rows)
+    # medians: floor 110, Redis 330 -> goal 165, 55 us left for a broker's own work
+    assert (low["rate"], low["floor_us"], low["goal_us"], low["reachable"]) == (1000, 110.0, 165.0, True)
+    assert low["budget_us"] == 55.0 and low["rounds"] == 3
+    # a relay alone above half of Redis: no broker woken per message reaches the goal
+    assert high["reachable"] is False and high["floor_per_goal"] == pytest.approx(60 / 55)
+    assert "no: the relay alone is 1.09 x the goal" in "\n".join(floor.render_verdicts([high]))
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(peers.SocatRelay.available() is not None,
+                    reason=str(peers.SocatRelay.available()))
+def test_the_relay_forwards_every_record_and_its_cpu_is_counted() -> None:
+    R.RATE = 1000
+    try:
+        row = R.run_case(peers.SocatRelay(), floor.FLOOR, "send", 100, 1, 1, True, 0.3, None)
+    finally:
+        R.RATE = 10_000
+    assert "errors" not in row
+    assert row["sent"] == row["received"] == 300
+    # socat was there and was counted, although it had exited (a zombie) when read
+    assert row["cpu_us_server"] > 0
+    assert row["server_syscr_per_msg"] > 0 and row["server_syscw_per_msg"] > 0
+
+
+class _StalledProducer(peers.UnixSocket):
+    """The bare socket whose producer stalls once, after sending record STALL_AT: the records
+    after it go out late, as behind a producer blocked on a slow broker."""
+
+    STALL_AT = 150
+    STALL_S = 0.1
+
+    @staticmethod
+    def producer(ctx: peers.Ctx, i: int) -> Any:
+        inner = peers.UnixSocket.producer(ctx, i)
+        seq = [0]
+
+        class P:
+            def send(self, payload: bytes) -> None:
+                inner.send(payload)
+                seq[0] += 1
+                if seq[0] == _StalledProducer.STALL_AT:
+                    time.sleep(_StalledProducer.STALL_S)
+
+            def flush(self) -> None:
+                inner.flush()
+
+            def close(self) -> None:
+                inner.close()
+
+        return P()
+
+
+@pytest.mark.integration
+def test_latency_counts_from_the_scheduled_send_time() -> None:
+    # 300 records at 1,000/s; the producer stalls 100 ms after record 150. Stamped when send()
+    # ran, the late records would look as fast as the others; stamped with their schedule, the
+    # ~10 records due in the first 90 ms of the stall are each at least 90 ms late (over 1 % of
+    # the 270 records after the warm-up), whatever the machine's speed.
+    R.RATE = 1000
+    try:
+        row = R.run_case(_StalledProducer(), "stalled", "send", 100, 1, 1, True, 0.3, None)
+    finally:
+        R.RATE = 10_000
+    assert row["sent"] == row["received"] == 300
+    assert row["p99_us"] >= 90_000
+
+
+@pytest.mark.unit
+def test_the_cost_section_shows_each_rate_against_its_own_floor() -> None:
+    # `python -m bench`: 1,000/s rows from the cost section, 10,000/s from the main latency runs
+    main = [dict(_paced_row(s, 10_000, c, v), round=0) for s, c, v in (
+        (floor.FLOOR, 50.0, 10.0), (floor.REDIS, 150.0, 35.0), ("edgebus-shm", 90.0, 35.0))]
+    section = [dict(_paced_row(s, 1000, c, v), section="paced") for s, c, v in (
+        (floor.FLOOR, 100.0, 18.0), (floor.REDIS, 250.0, 60.0), ("edgebus-shm", 275.0, 110.0))]
+    durable = dict(_paced_row("edgebus-shm-durable", 10_000, 60.0, 24.0), section="durable")
+    text = "\n".join(cost.render([*section, durable], None, [], main))
+    assert "| 1000 | 100 | edgebus-shm | 275.0 | 110.0 | - / - / - | 1.10 | 2.75 | 6.11 |" in text
+    assert "| 10000 | 100 | edgebus-shm | 90.0 | 35.0 | - / - / - | 0.60 | 1.80 | 3.50 |" in text
+    assert "| 10000 | 100 | edgebus-shm-durable |" not in text  # not a paced acks=written row
+    assert "| 1000 | 100 | 100.0 | 18.0 | 250.0 (60.0) | 125.0 | 0.40 | 0.80 | yes, 25 us/msg" in text
