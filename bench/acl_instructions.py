@@ -14,8 +14,8 @@ of `batch` records waiting for each (`batch`); then a consumer reads them all in
 Each connection's first SETUP_REQUESTS requests (or first poll) are counted apart.
 
 What turns with wall time rather than with requests is turned off: shm spinning, the load
-check, lazy acknowledgements and the standing fetch (environment knobs: the consumer on the
-rings then sends a FETCH per answer, checked as a standing fetch's re-arm is), and the
+check, lazy acknowledgements and the standing fetch (environment knobs: the consumer, on the
+rings or the socket, then sends a FETCH per answer, checked as a standing fetch's re-arm is), and the
 housekeeping timers (flush, checkpoint, retention, cleaner, disk check: an hour apart). Each
 request waits until the supervisor's loop sleeps in epoll_wait, so that none is read by a loop
 turn still busy with the last; PYTHONHASHSEED=0 makes hashing the same in every run.
@@ -59,8 +59,8 @@ ENV = {
     "EDGEBUS_SHM_CPU_CHECK": "0",
     "EDGEBUS_SHM_ACK_LAZY_US": "0",
     # A standing fetch is pushed while the consumer has read every answer, and looked at again
-    # on a 2 ms timer when not: how many answers it makes depends on timing. Off, the consumer on
-    # the rings sends one FETCH per answer (ahead of its poll), and each is checked as the
+    # on a 2 ms timer when not: how many answers it makes depends on timing. Off, the consumer
+    # (rings or socket) sends one FETCH per answer, ahead of its poll, and each is checked as the
     # standing fetch's re-arm would be (the same check, edgebus/server/acl/checks.py `fetch`).
     "EDGEBUS_SHM_STANDING_FETCH": "0",
 }
