@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -103,8 +103,12 @@ def scrape_metrics(port: int, host: str = "127.0.0.1") -> dict[str, float]:
 
 class EmbeddedBroker:
     def __init__(self, path: str | os.PathLike[str] | None = None, config: dict[str, Any] | None = None,
-                 log_level: str = "INFO") -> None:
+                 log_level: str = "INFO", wrapper: Sequence[str] = ()) -> None:
         self._own_dir = path is None
+        # A command the supervisor runs under, e.g. ["valgrind", "--tool=callgrind"]
+        # (bench/acl_instructions.py); it must exec the supervisor in place, so that `pid` is
+        # the supervisor's.
+        self.wrapper = list(wrapper)
         self.root = Path(path) if path is not None else Path(tempfile.mkdtemp(prefix="edgebus-test-"))
         self.root.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.root / "data"
@@ -131,7 +135,7 @@ class EmbeddedBroker:
             raise RuntimeError("the supervisor is already running")
         self._kafka_bootstrap = None
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 (kept open for the child)
-        cmd = [sys.executable, "-m", "edgebus.cli.main", "serve", "--config", str(self.config_path)]
+        cmd = [*self.wrapper, sys.executable, "-m", "edgebus.cli.main", "serve", "--config", str(self.config_path)]
         self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})})
         self.wait_ready(timeout)
