@@ -1,7 +1,8 @@
 """Counters the supervisor keeps for `edgebus status` and the metrics endpoint.
 
 Plain integers updated on the loop thread, so that keeping them costs almost nothing when nobody
-looks; prometheus-client is only imported when the endpoint is enabled (edgebus/server/metrics.py).
+looks; the metrics endpoint (edgebus/server/metrics.py) writes them in Prometheus's text format
+itself (server/promtext.py), without importing prometheus-client.
 Records out are counted per batch from the batch headers of each fetch response sent, never by
 decoding records.
 """
