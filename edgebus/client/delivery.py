@@ -1,0 +1,372 @@
+"""The I/O-thread half of edgebus.Producer: sending sealed batches, acknowledgements, retries.
+
+`_Delivery` is a mixin of `Producer` (edgebus/client/producer.py, whose module docstring describes
+batching, ordered retries and the durable hold): `_sender` is the I/O thread; it seals batches at
+their linger deadline, pipelines them on one connection (`_send_todo`), and `_finish` /
+`_retry` settle each outcome. The attributes below are set by `Producer.__init__`; they are
+declared here so that mypy checks their use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgebus import batch as B
+from edgebus import format as F
+from edgebus.backoff import backoff_delay
+from edgebus.client.batch_builder import _Builder
+from edgebus.client.channel import AsyncChannel
+from edgebus.client.shm_channel import ShmAsyncChannel, open_async_channel
+from edgebus.errors import BrokerUnavailableError, EdgebusError, OperationTimeoutError
+from edgebus.fastpath.produce import produce_body_parts, produce_result
+from edgebus.protocol import messages as M
+from edgebus.protocol.framing import ResponseFrame
+
+if TYPE_CHECKING:
+    from edgebus.client.txn import Sequencer
+
+log = logging.getLogger("edgebus.producer")
+
+
+class _Delivery:
+    """The I/O thread's methods of Producer; the state they share with its front half."""
+
+    # Set by Producer.__init__ (settings).
+    acks: int
+    linger: float
+    max_in_flight: int
+    max_request_size: int
+    delivery_timeout: float
+    request_timeout: float
+    retries: float
+    retry_backoff: float
+    retry_backoff_max: float
+    backoff: float
+    backoff_max: float
+    path: Path
+    transport: str
+    # Set by Producer.__init__ (state, under _cond unless said otherwise).
+    _ordered: bool
+    _busy: set[tuple[str, int]]
+    _retry_at: dict[tuple[str, int], float]
+    _counts: dict[str, int]
+    _cond: threading.Condition
+    _open: dict[tuple[str, int], _Builder]
+    _ready: deque[_Builder]
+    _queued_bytes: int
+    _blocked: int
+    _in_flight: int
+    _sent: dict[int, _Builder]
+    _sender_wake_at: float
+    _flushing: int
+    _closed: bool
+    _channel: AsyncChannel | ShmAsyncChannel | None  # replaced under _io_lock
+    _hold_at: int
+    _unacked: dict[tuple[str, int], int]
+    _drain_held: bool
+    _io_lock: threading.Lock
+    # Defined by Producer (front half) and TransactionalProducer (edgebus/client/txn.py).
+    _seal: Callable[..., None]
+    _seq: Sequencer | None
+    _failed_for_good: Callable[[Any, BaseException], None]
+
+    def _awaiting_acks(self) -> AbstractContextManager[None]:
+        """Entered while a thread blocks on acknowledgements: the channel delivers each at once
+        until it leaves (hurry's window alone can run out before a descheduled reader looks)."""
+        ch = self._channel
+        return ch.waiting() if ch is not None else contextlib.nullcontext()
+
+    # --- I/O thread ------------------------------------------------------------------------------
+    def _sender(self) -> None:
+        attempt = 0  # failed connection attempts in a row
+        while True:
+            expired = False
+            with self._cond:
+                while True:
+                    now = time.monotonic()
+                    next_due = None
+                    for key, b in list(self._open.items()):
+                        if (self._hold_at and self._unacked.get(key, 0) >= self._hold_at
+                                and not (self._flushing or self._closed)):
+                            continue  # durable: held until an acknowledgement (it wakes us)
+                        due = b.created + self.linger
+                        if self._ordered and self._waiting(key, now):
+                            # Kept open (and filling) until its partition may send; the end of
+                            # the in-flight batch wakes this thread, a backoff's end is a due.
+                            if key in self._busy:
+                                continue
+                            due = max(due, self._retry_at[key])
+                        if due <= now or self._flushing or self._closed:
+                            self._seal(key, b)
+                        elif next_due is None or due < next_due:
+                            next_due = due
+                    if self._sent:
+                        # Request and delivery timeouts bound batches already sent too: a
+                        # supervisor that stopped answering (socket open) must not hold futures
+                        # forever.
+                        oldest = self._oldest_deadline()
+                        if oldest <= now:
+                            expired = True
+                            break
+                        next_due = oldest if next_due is None else min(next_due, oldest)
+                    if self._ready and self._in_flight < self.max_in_flight:
+                        if not self._ordered:
+                            break
+                        sendable, backoff_end = self._ordered_ready(now)
+                        if sendable:
+                            break
+                        if backoff_end is not None:
+                            next_due = backoff_end if next_due is None else min(next_due, backoff_end)
+                    if self._closed and not self._ready and not self._in_flight:
+                        return
+                    self._sender_wake_at = math.inf if next_due is None else next_due
+                    # With batches ready, max_in_flight are out: their acknowledgements are awaited.
+                    try:
+                        with self._awaiting_acks() if self._ready else contextlib.nullcontext():
+                            self._cond.wait(None if next_due is None else max(0.0, next_due - now))
+                    finally:
+                        self._sender_wake_at = 0.0
+            if expired:
+                # Dropping the connection fails every in-flight batch (outcome unknown; retried
+                # in ordered mode while the delivery timeout allows); the next batch reconnects.
+                with self._io_lock:
+                    ch, self._channel = self._channel, None
+                if ch is not None:
+                    log.warning("no acknowledgement within request_timeout_ms=%d or "
+                                "delivery_timeout_ms=%s; reconnecting",
+                                int(self.request_timeout * 1000), self._delivery_ms())
+                    ch.close()
+                with self._cond:  # whatever the transport did not fail on close
+                    err = OperationTimeoutError(
+                        f"no acknowledgement within request_timeout_ms="
+                        f"{int(self.request_timeout * 1000)} or delivery_timeout_ms="
+                        f"{self._delivery_ms()}")
+                    for b in list(self._sent.values()):
+                        self._finish(b, -1, -1, err)  # retried if ordered mode allows
+                continue
+            with self._io_lock:
+                with self._cond:
+                    todo = self._pop_ready()
+                if not todo:
+                    continue  # a caller sent them inline (linger_ms=0)
+                if not self._send_todo(todo):
+                    time.sleep(backoff_delay(attempt, self.backoff, self.backoff_max))
+                    attempt += 1
+                    continue
+            attempt = 0
+
+    def _pop_ready(self) -> list[_Builder]:
+        """Under self._cond (and self._io_lock): the batches to send now, oldest first. They
+        count as in flight from here on, so a flush() looking before they are sent still waits
+        for them. Ordered mode: at most one per partition, none of a partition that has one in
+        flight or waits out a backoff; the others stay, in order."""
+        todo: list[_Builder] = []
+        if not self._ordered:
+            while self._ready and self._in_flight + len(todo) < self.max_in_flight:
+                todo.append(self._ready.popleft())
+        else:
+            now = time.monotonic()
+            keep: deque[_Builder] = deque()
+            while self._ready:
+                b = self._ready.popleft()
+                key = (b.topic, b.partition)
+                if self._in_flight + len(todo) < self.max_in_flight and \
+                        not self._waiting(key, now):
+                    self._busy.add(key)
+                    todo.append(b)
+                else:
+                    keep.append(b)
+            self._ready = keep
+        self._in_flight += len(todo)
+        return todo
+
+    def _waiting(self, key: tuple[str, int], now: float) -> bool:
+        """Ordered mode: the partition has a batch in flight or waits out a retry backoff."""
+        if key in self._busy:
+            return True
+        at = self._retry_at.get(key)
+        return at is not None and at > now
+
+    def _ordered_ready(self, now: float) -> tuple[bool, float | None]:
+        """Under self._cond, ordered mode: is a ready batch sendable now; else the earliest end
+        of a backoff that holds one back (None: they wait for batches in flight)."""
+        due = None
+        for b in self._ready:
+            key = (b.topic, b.partition)
+            if key in self._busy:
+                continue
+            at = self._retry_at.get(key)
+            if at is None or at <= now:
+                return True, None
+            due = at if due is None else min(due, at)
+        return False, due
+
+    def _oldest_deadline(self) -> float:
+        """Under self._cond: the earliest deadline of the batches in flight. They are sent with
+        deadlines in order, except retried ones (their delivery deadline may come first)."""
+        if not self._ordered:
+            return next(iter(self._sent.values())).deadline
+        return min(b.deadline for b in self._sent.values())
+
+    def _delivery_ms(self) -> str:
+        return "None" if self.delivery_timeout == math.inf else str(int(self.delivery_timeout * 1000))
+
+    def _send_todo(self, todo: list[_Builder]) -> bool:
+        """Under self._io_lock: send in order. False when no connection could be made (the
+        batches are requeued or expired)."""
+        try:
+            ch = self._ensure_channel()
+        except BrokerUnavailableError as e:
+            self._requeue_or_expire(todo, e, popped=True)
+            return False
+        for i, b in enumerate(todo):
+            try:
+                self._send_batch(ch, b)
+            except BrokerUnavailableError as e:
+                # This batch may have reached the supervisor: fail it (outcome unknown) rather
+                # than send it twice; the ones after it were never written, so retry them.
+                with self._cond:
+                    self._finish(b, -1, -1, e)
+                self._requeue_or_expire(todo[i + 1 :], e, popped=True)
+                break
+        return True
+
+    def _ensure_channel(self) -> AsyncChannel | ShmAsyncChannel:
+        ch = self._channel
+        if ch is None or ch.lost is not None:
+            if ch is not None:
+                self._channel = None  # closed: nothing may use it (hurry()) if reconnecting fails
+                ch.close()
+            ch = self._channel = open_async_channel(self.path, self.transport,
+                                                    self.max_request_size)
+        return ch
+
+    def _requeue_or_expire(self, batches: list[_Builder], err: BaseException,
+                           popped: bool = False) -> None:
+        """Put unsent batches back at the front (or fail them once expired). popped: they came
+        from _pop_ready and so are counted in _in_flight."""
+        now = time.monotonic()
+        with self._cond:
+            if popped:
+                self._in_flight -= len(batches)
+                self._cond.notify_all()  # a flush() may be waiting on that count
+                for b in batches:
+                    self._busy.discard((b.topic, b.partition))
+            # A connection that cannot work (transport='shm' without rings, an untrusted socket)
+            # fails the batches now: waiting out delivery_timeout would change nothing.
+            hopeless = not getattr(err, "retriable", True)
+            for b in reversed(batches):
+                if hopeless or now - b.created > self.delivery_timeout or self._closed:
+                    self._finish(b, -1, -1, err, in_flight=False)
+                else:
+                    self._ready.appendleft(b)
+
+    def _send_batch(self, ch: AsyncChannel | ShmAsyncChannel, b: _Builder) -> None:
+        if self._seq is None:
+            parts, size = B.batch_parts(b.records, b.first_ts, b.max_ts, record_count=b.count)
+        else:
+            parts, size = self._seq.batch_parts(b)
+        req = produce_body_parts(b.topic, b.partition, self.acks, parts, size)
+        # Counted in _in_flight since _pop_ready; a BrokerUnavailableError goes to the caller,
+        # which finishes the batch.
+        if self.acks == M.ACKS_NONE:
+            ch.send(M.Api.PRODUCE, req, None)
+            with self._cond:
+                self._finish(b, -1, b.max_ts, None)
+            return
+
+        def done(frame: ResponseFrame | None, err: BaseException | None) -> None:
+            base, ts = -1, -1
+            if frame is not None:
+                try:
+                    base, ts = produce_result(frame)
+                except EdgebusError as e:
+                    err = e
+            with self._cond:
+                self._finish(b, base, ts, err)
+
+        with self._cond:
+            b.deadline = min(b.created + self.delivery_timeout,
+                             time.monotonic() + self.request_timeout)
+            self._sent[id(b)] = b
+            if b.deadline < self._sender_wake_at:
+                self._cond.notify_all()  # the I/O thread must learn this batch's deadline
+        ch.send(M.Api.PRODUCE, req, done)
+
+    def _finish(self, b: _Builder, base: int, ts: int, err: BaseException | None,
+                in_flight: bool = True) -> None:
+        """Under self._cond."""
+        if b.result.is_done:
+            return
+        if in_flight:
+            self._in_flight -= 1
+        self._sent.pop(id(b), None)
+        held = False
+        if self._hold_at:
+            key = (b.topic, b.partition)
+            n = self._unacked.pop(key, 0) - 1
+            if n > 0:
+                self._unacked[key] = n
+            held = key in self._open  # its next records wait for this: send them now
+        if self._ordered:
+            key = (b.topic, b.partition)
+            self._busy.discard(key)
+            if err is not None and self._retry(b, err):
+                return
+            self._retry_at.pop(key, None)
+            self._cond.notify_all()  # its partition may send again (the I/O thread looks)
+        if err is not None and self._seq is not None:
+            self._failed_for_good(b, err)
+        self._queued_bytes -= b.size - F.BATCH_HEADER_SIZE
+        if err is None:
+            self._counts["record-send-total"] += b.count
+            self._counts["batch-send-total"] += 1
+        else:
+            self._counts["record-error-total"] += b.count
+        try:
+            b.result.done(base, ts, err)  # runs the user's callbacks
+        except Exception:
+            # A user callback's exception must not fail other batches or stop the I/O threads.
+            log.exception("a send() callback raised; ignored")
+        finally:
+            # Wake only who can use this: waiters for memory or a flush, the I/O thread when
+            # batches wait for in-flight room or it is closing. (Waking it on every
+            # acknowledgement cost a thread wake-up per batch while it had nothing to do; it waits
+            # with batches ready only while max_in_flight are out.)
+            if self._drain_held:
+                self._drain_held = False
+                held = bool(self._open)
+            if self._blocked or self._flushing or self._closed or held or (
+                    (self._ready or self._open) and self._in_flight + 1 >= self.max_in_flight):
+                self._cond.notify_all()
+
+    def _retry(self, b: _Builder, err: BaseException) -> bool:
+        """Under self._cond, ordered mode: put a failed batch back at the front of its partition
+        (nothing newer of that partition is in flight or was sent) if the error is retriable and
+        retries and the delivery timeout allow; False to fail it."""
+        now = time.monotonic()
+        if not getattr(err, "retriable", False) or b.attempts >= self.retries or self._closed \
+                or now - b.created >= self.delivery_timeout:
+            return False
+        key = (b.topic, b.partition)
+        delay = backoff_delay(b.attempts, self.retry_backoff, self.retry_backoff_max)
+        b.attempts += 1
+        b.deadline = math.inf
+        self._retry_at[key] = now + delay
+        self._ready.appendleft(b)
+        self._counts["batch-retry-total"] += 1
+        self._counts["record-retry-total"] += b.count
+        log.log(logging.WARNING if b.attempts == 1 else logging.DEBUG,
+                "sending %d record(s) to %s-%d again in %.3f s (retry %d): %s: %s", b.count,
+                b.topic, b.partition, delay, b.attempts, type(err).__name__, err)
+        self._cond.notify_all()  # the I/O thread learns the backoff's end
+        return True
