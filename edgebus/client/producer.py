@@ -3,8 +3,8 @@
 Records are encoded in the caller's thread into per-partition batches; one I/O thread sends a batch
 when it reaches `batch_size` or has waited `linger_ms`, pipelining up to `max_in_flight` requests
 on one connection. A lost connection fails the in-flight batches (their outcome is unknown) and
-the next batch reconnects. The I/O thread's half is `_Delivery` (edgebus/client/delivery.py); a batch
-being filled is a `_Builder` (edgebus/client/batch_builder.py).
+the next batch reconnects. The I/O thread's half is `_Delivery` (edgebus/client/delivery.py);
+a batch being filled is a `_Builder` (edgebus/client/batch_builder.py).
 
 Ordered retries (`retries` > 0; Kafka's `retries` with `max.in.flight.requests.per.connection=1`
 per partition): a batch that fails with a retriable error (a lost connection, a request timeout,
