@@ -5,9 +5,7 @@ assignments, and the raw frames (a group rebalance: tests/groups/test_socket_sta
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +22,6 @@ from edgebus.fastpath.standing import next_fetch
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ClientProtocol
 from edgebus.server.handlers.standing import SOCKET_ANSWER_CAP
-from tests.groups.conftest import wait_for
 from tests.proxy import Proxy, read_exactly
 from tests.server.rawclient import inq, raw, read_frames, req
 
@@ -239,47 +236,6 @@ def test_a_consumer_that_falls_behind_gets_one_answer_for_what_came_meanwhile(br
     c.close()
     assert offsets == list(range(301))
     assert answers <= 10, f"{answers} answers for 300 records sent while the consumer did not read"
-
-def _kill_me_consumer(sock: str, ready: Any) -> None:
-    c = Consumer(socket=sock, transport="socket", auto_offset_reset="earliest",
-                 fetch_max_wait_ms=200)
-    c.assign([TopicPartition("ssk", 0)])
-    n = 0
-    while True:
-        n += sum(len(v) for v in c.poll(200).values())
-        if n:
-            ready.set()
-
-
-def test_a_consumer_sigkilled_with_a_standing_fetch_leaves_nothing(broker):
-    with Admin(socket=broker.socket) as a:
-        a.create_topic("ssk", 1)
-    ctx = mp.get_context("fork")
-    ready = ctx.Event()
-    child = ctx.Process(target=_kill_me_consumer, args=(broker.socket, ready), daemon=True)
-    with Producer(socket=broker.socket, transport="socket", linger_ms=0) as p:
-        child.start()
-        try:
-            p.send("ssk", b"go", partition=0).get(10)
-            assert ready.wait(30)
-            for i in range(2000):  # answers in flight while it dies
-                p.send("ssk", str(i).encode(), partition=0)
-                if i == 1000:
-                    os.kill(child.pid, signal.SIGKILL)
-            p.flush(30)
-        finally:
-            child.join(10)
-    wait_for(lambda: not [c for c in _status(broker)["clients"] if c["pid"] == child.pid], 30,
-             "the killed consumer's connection closed")
-    wait_for(lambda: _status(broker)["parked_fetches"] == 0, 30, "no parked fetch left")
-    tp = TopicPartition("ssk", 0)
-    c = _consumer(broker, "ssk")
-    offsets: list[int] = []
-    deadline = time.monotonic() + 30
-    while len(offsets) < 2001 and time.monotonic() < deadline:
-        offsets += [r.offset for r in c.poll(500).get(tp, [])]
-    c.close()
-    assert offsets == list(range(2001))
 
 
 def test_seeks_and_assignments_between_polls_are_honoured(broker):

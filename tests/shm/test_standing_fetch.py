@@ -33,8 +33,8 @@ def _until(check: Any, what: str, seconds: float = 30.0) -> Any:
     raise AssertionError(f"never: {what}")
 
 
-def _consumer(broker: Any, topic: str, **kw: Any) -> Consumer:
-    c = Consumer(socket=broker.socket, transport="shm", auto_offset_reset="earliest",
+def _consumer(broker: Any, topic: str, transport: str = "shm", **kw: Any) -> Consumer:
+    c = Consumer(socket=broker.socket, transport=transport, auto_offset_reset="earliest",
                  fetch_max_wait_ms=200, **kw)
     c.assign([TopicPartition(topic, 0)])
     return c
@@ -103,9 +103,10 @@ def test_a_consumer_that_stops_reading_holds_at_most_its_ring(broker):
     assert offsets == list(range(1 + 12 * 256))
 
 
-def _kill_me_consumer(sock: str, ready: Any) -> None:
-    c = Consumer(socket=sock, transport="shm", auto_offset_reset="earliest", fetch_max_wait_ms=200)
-    c.assign([TopicPartition("sfk", 0)])
+def _kill_me_consumer(sock: str, transport: str, topic: str, ready: Any) -> None:
+    c = Consumer(socket=sock, transport=transport, auto_offset_reset="earliest",
+                 fetch_max_wait_ms=200)
+    c.assign([TopicPartition(topic, 0)])
     n = 0
     while True:
         n += sum(len(v) for v in c.poll(200).values())
@@ -113,19 +114,24 @@ def _kill_me_consumer(sock: str, ready: Any) -> None:
             ready.set()
 
 
-def test_a_consumer_sigkilled_with_a_standing_fetch_leaves_nothing(broker):
+# The standing fetch on the rings and on the Unix socket (tests/server/test_socket_standing.py
+# has the socket's own flow-control cases).
+@pytest.mark.parametrize("transport", ["shm", "socket"])
+def test_a_consumer_sigkilled_with_a_standing_fetch_leaves_nothing(broker, transport):
+    topic = f"sfk-{transport}"
     with Admin(socket=broker.socket) as a:
-        a.create_topic("sfk", 1)
+        a.create_topic(topic, 1)
     ctx = mp.get_context("fork")
     ready = ctx.Event()
-    child = ctx.Process(target=_kill_me_consumer, args=(broker.socket, ready), daemon=True)
-    with Producer(socket=broker.socket, transport="shm", linger_ms=0) as p:
+    child = ctx.Process(target=_kill_me_consumer, args=(broker.socket, transport, topic, ready),
+                        daemon=True)
+    with Producer(socket=broker.socket, transport=transport, linger_ms=0) as p:
         child.start()
         try:
-            p.send("sfk", b"go", partition=0).get(10)
+            p.send(topic, b"go", partition=0).get(10)
             assert ready.wait(30)
             for i in range(2000):  # answers in flight while it dies
-                p.send("sfk", str(i).encode(), partition=0)
+                p.send(topic, str(i).encode(), partition=0)
                 if i == 1000:
                     os.kill(child.pid, signal.SIGKILL)
             p.flush(30)
@@ -135,8 +141,8 @@ def test_a_consumer_sigkilled_with_a_standing_fetch_leaves_nothing(broker):
            "the killed consumer's connection closed")
     _until(lambda: _status(broker)["parked_fetches"] == 0, "no parked fetch left")
     # Everything is still served: a new consumer reads every record in order.
-    tp = TopicPartition("sfk", 0)
-    c = _consumer(broker, "sfk")
+    tp = TopicPartition(topic, 0)
+    c = _consumer(broker, topic, transport)
     offsets: list[int] = []
     deadline = time.monotonic() + 30
     while len(offsets) < 2001 and time.monotonic() < deadline:
