@@ -116,18 +116,23 @@ def decode(frame: bytes, api: int) -> Any:
     return ClientProtocol.decode_body(api, resp)
 
 
-def count_fast_answers(h: Harness) -> list[bool]:
-    """Record, per call, whether DataHandlers.fetch_appended answered from the batch."""
+def count_answers(h: Harness, method: str) -> list[bool]:
+    """Record, per call of the DataHandlers method, whether it answered (returned not None)."""
     used: list[bool] = []
-    inner = h.b.data.fetch_appended
+    inner = getattr(h.b.data, method)
 
     def spy(*args: Any) -> Any:
         out = inner(*args)
         used.append(out is not None)
         return out
 
-    h.b.data.fetch_appended = spy  # type: ignore[method-assign]
+    setattr(h.b.data, method, spy)
     return used
+
+
+def count_fast_answers(h: Harness) -> list[bool]:
+    """Record, per call, whether DataHandlers.fetch_appended answered from the batch."""
+    return count_answers(h, "fetch_appended")
 
 
 # --- a parked fetch answered from the appended batch ---------------------------------------------
