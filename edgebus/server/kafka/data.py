@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from kio.schema.errors import ErrorCode
 
 from edgebus.server.kafka.apis import KafkaApi
+from edgebus.server.kafka.autocreate import allowed, auto_create
 from edgebus.server.kafka.codec import build, response_module
 from edgebus.server.kafka.context import CLUSTER_ID, NODE_ID
 from edgebus.server.kafka.fetch import KafkaFetches, fetch, list_offsets
@@ -60,12 +61,19 @@ def metadata(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
     else:
         names = [t.name for t in wanted if t.name is not None]
     topics = ctx.logs.topics()
+    create = wanted is not None and allowed(ctx, version, req)
     out = []
     for name in names:
         cfg = topics.get(name)
+        if cfg is None and create:  # Kafka's auto.create.topics.enable (autocreate.py)
+            code = auto_create(ctx, conn, name)
+            topics = ctx.logs.topics()
+            cfg = topics.get(name) if code == 0 else None
+        else:
+            code = int(ErrorCode.unknown_topic_or_partition)
         if cfg is None or name.startswith("__"):
-            out.append(build(mod.MetadataResponseTopic, error_code=ErrorCode.unknown_topic_or_partition,
-                             name=name, partitions=()))
+            out.append(build(mod.MetadataResponseTopic, error_code=code or
+                             ErrorCode.unknown_topic_or_partition, name=name, partitions=()))
             continue
         parts = tuple(
             build(mod.MetadataResponsePartition, error_code=ErrorCode.none, partition_index=i,
