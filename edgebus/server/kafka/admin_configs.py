@@ -1,4 +1,5 @@
-"""Kafka's DescribeConfigs and IncrementalAlterConfigs for topics (names in topic_configs.py).
+"""Kafka's DescribeConfigs, IncrementalAlterConfigs and AlterConfigs for topics (names in
+topic_configs.py).
 
 Broker settings live in the supervisor's config file: DescribeConfigs of a broker answers an
 empty list, and altering one is refused naming the file.
@@ -7,6 +8,7 @@ empty list, and altering one is refused naming the file.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from edgebus.acl.rules import Kind, Op
@@ -69,6 +71,29 @@ def describe_configs(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
 
 
 def incremental_alter_configs(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
+    """SET, DELETE (back to the default), APPEND/SUBTRACT for lists, per named setting."""
+    def entries(r: Any, current: TopicConfig, defaults: TopicConfig) -> dict[str, str]:
+        return C.entries_for([(c.name, c.config_operation, c.value) for c in r.configs],
+                             current, defaults)
+
+    return response(header, responses=_alter(ctx, conn, req, entries, "IncrementalAlterConfigs"))
+
+
+def alter_configs(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
+    """The older whole-set form (confluent-kafka's and aiokafka's alter_configs): the topic's
+    settings become exactly those named, every other one back to its default, as in Kafka."""
+    def entries(r: Any, current: TopicConfig, defaults: TopicConfig) -> dict[str, str]:
+        out = {c.key: C.value_of(c, defaults) for c in C.CONFIGS if c.key}
+        out.update(C.entries_for([(c.name, C.OP_SET, c.value) for c in r.configs], defaults,
+                                 defaults))
+        return out
+
+    return response(header, responses=_alter(ctx, conn, req, entries, "AlterConfigs"))
+
+
+def _alter(ctx: Any, conn: Any, req: Any,
+           entries_of: Callable[[Any, TopicConfig, TopicConfig], dict[str, str]],
+           api: str) -> list[dict[str, Any]]:
     defaults = admin_of(ctx).topic_defaults
     out = []
     for r in req.resources:
@@ -88,17 +113,14 @@ def incremental_alter_configs(ctx: Any, conn: Any, header: Any, req: Any) -> Any
         try:
             current = _topic(ctx, r.resource_name)
             try:
-                entries = C.entries_for(
-                    [(c.name, c.config_operation, c.value) for c in r.configs], current,
-                    defaults)
-                new = TopicConfig.from_entries(entries, base=current)
+                new = TopicConfig.from_entries(entries_of(r, current, defaults), base=current)
             except InvalidRequestError as e:
                 row.update(error_code=E.INVALID_CONFIG, error_message=str(e))
                 continue
             if not req.validate_only:
                 ctx.logs.alter_topic_config(r.resource_name, new)
-                log.info("altered topic %s: %s (Kafka IncrementalAlterConfigs)",
-                         r.resource_name, describe_changes(current, new) or "no change")
+                log.info("altered topic %s: %s (Kafka %s)", r.resource_name,
+                         describe_changes(current, new) or "no change", api)
         except EdgebusError as e:
             row.update(error_code=E.code_of(e), error_message=str(e))
-    return response(header, responses=out)
+    return out
