@@ -243,3 +243,20 @@ def test_cluster_apis_need_cluster_rights(scram_broker: EmbeddedBroker) -> None:
             bob.elect_leaders(0, None)
     finally:
         bob.close()
+
+
+def test_describe_topic_partitions_in_pages(kbroker: EmbeddedBroker, ka: KafkaAdminClient) -> None:
+    create_topic(kbroker, "dp-a", partitions=3)
+    create_topic(kbroker, "dp-b", partitions=2)
+    names = ["dp-a", "dp-b", "dp-none"]
+
+    def page(cursor: dict[str, Any] | None) -> tuple[list[tuple[str, int, list[int]]], Any]:
+        got = ka.describe_topic_partitions(names, response_partition_limit=4, cursor=cursor)
+        return ([(t["name"], t["error_code"], [p["partition_index"] for p in t["partitions"]])
+                 for t in got["topics"]], got["next_cursor"])
+
+    first, cursor = page(None)
+    assert first == [("dp-a", 0, [0, 1, 2]), ("dp-b", 0, [0])]
+    assert (cursor["topic_name"], cursor["partition_index"]) == ("dp-b", 1)
+    second, cursor = page(cursor)
+    assert second == [("dp-b", 0, [1]), ("dp-none", UNKNOWN_TOPIC, [])] and cursor is None
