@@ -23,7 +23,10 @@ from confluent_kafka.admin import (
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
+    ScramCredentialInfo,
     ScramMechanism,
+    UserScramCredentialDeletion,
+    UserScramCredentialUpsertion,
 )
 from kafka import TopicPartition as KTP
 from kafka.admin import ConfigResource as KConfigResource
@@ -44,6 +47,7 @@ from tests.kafka_listener.conftest import create_topic
 pytestmark = pytest.mark.integration
 
 INVALID_CONFIG, ELECTION_NOT_NEEDED, RESOURCE_NOT_FOUND = 40, 84, 91
+CLUSTER_DENIED = 31
 UNKNOWN_TOPIC = 3
 
 
@@ -204,7 +208,7 @@ def scram_broker(tmp_path: Path, make_broker: Callable[..., EmbeddedBroker]) -> 
     return make_broker({
         "kafka": {"sasl_mechanisms": ["SCRAM-SHA-256", "SCRAM-SHA-512"],
                   "sasl_credentials_file": str(creds)},
-        "acl": {"rules": ["allow sasl:alice status cluster"]}}).start()
+        "acl": {"rules": ["allow sasl:alice status,admin cluster"]}}).start()
 
 
 def _scram_admin(b: EmbeddedBroker, user: str, password: str) -> AdminClient:
@@ -260,3 +264,30 @@ def test_describe_topic_partitions_in_pages(kbroker: EmbeddedBroker, ka: KafkaAd
     assert (cursor["topic_name"], cursor["partition_index"]) == ("dp-b", 1)
     second, cursor = page(cursor)
     assert second == [("dp-b", 0, [1]), ("dp-none", UNKNOWN_TOPIC, [])] and cursor is None
+
+
+def test_alter_user_scram_credentials(scram_broker: EmbeddedBroker, tmp_path: Path) -> None:
+    alice = _scram_admin(scram_broker, "alice", "wonderland")
+    done = alice.alter_user_scram_credentials([
+        UserScramCredentialUpsertion("carol", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512,
+                                                                  10000), b"seashells"),
+        UserScramCredentialDeletion("bob", ScramMechanism.SCRAM_SHA_512)])
+    assert {u: f.result(15) for u, f in done.items()} == {"carol": None, "bob": None}
+    text = (tmp_path / "users.yaml").read_text()
+    assert "carol" in text and "seashells" not in text and "bob" not in text
+    carol = _scram_admin(scram_broker, "carol", "seashells")  # authenticates at once
+    assert carol.list_topics(timeout=15).cluster_id == "edgebus"
+    got = alice.describe_user_scram_credentials().result(15)
+    assert {u: [(i.mechanism, i.iterations) for i in d.scram_credential_infos]
+            for u, d in got.items()}["carol"] == [(ScramMechanism.SCRAM_SHA_512, 10000)]
+    assert "bob" not in got
+    with pytest.raises(KafkaException) as ei:  # nothing to delete
+        alice.alter_user_scram_credentials([UserScramCredentialDeletion(
+            "dave", ScramMechanism.SCRAM_SHA_256)])["dave"].result(15)
+    assert ei.value.args[0].code() == RESOURCE_NOT_FOUND
+    # Altering users needs admin on the cluster: carol has no rule (per user, as Kafka answers).
+    with pytest.raises(KafkaException) as ei:
+        carol.alter_user_scram_credentials([UserScramCredentialUpsertion(
+            "carol", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192), b"x")])[
+                "carol"].result(15)
+    assert ei.value.args[0].code() == CLUSTER_DENIED

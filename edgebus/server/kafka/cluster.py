@@ -1,13 +1,11 @@
 """Kafka's cluster-level admin APIs, answered as a one-broker cluster answers them:
-DescribeLogDirs, ElectLeaders, ListPartitionReassignments, AlterPartitionReassignments and
-DescribeUserScramCredentials (docs/KAFKA.md).
+DescribeLogDirs, ElectLeaders, ListPartitionReassignments and AlterPartitionReassignments
+(docs/KAFKA.md; the SCRAM users' APIs are in scram_users.py).
 
 edgebus is one broker (node 0) with one log directory (the data directory): node 0 leads every
 partition, so an election is never needed (ELECTION_NOT_NEEDED, as Kafka answers for a partition
 whose preferred leader leads), no reassignment is ever in progress, and the only assignment a
-partition can have is [0] (anything else: INVALID_REPLICA_ASSIGNMENT). The SCRAM users are those
-of `kafka.sasl_credentials_file` (mechanisms and iterations, never keys); they are changed with
-`edgebus kafka-user`, not AlterUserScramCredentials, which is not served.
+partition can have is [0] (anything else: INVALID_REPLICA_ASSIGNMENT).
 
 Rules, as Kafka's (describe and alter on the cluster there): describing needs status on the
 cluster, electing and reassigning admin; refused: CLUSTER_AUTHORIZATION_FAILED.
@@ -15,12 +13,11 @@ cluster, electing and reassigning admin; refused: CLUSTER_AUTHORIZATION_FAILED.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Any
 
 from edgebus.acl.rules import Kind, Op
-from edgebus.errors import ConfigError, EdgebusError, UnknownTopicError
+from edgebus.errors import EdgebusError, UnknownTopicError
 from edgebus.server.kafka import errcodes as E
 from edgebus.server.kafka.apis import KafkaApi
 from edgebus.server.kafka.authz import DENIED_CODE, refused
@@ -28,11 +25,8 @@ from edgebus.server.kafka.context import NODE_ID
 from edgebus.server.kafka.shape import response
 
 DESCRIBE_LOG_DIRS, ELECT_LEADERS, ALTER_REASSIGNMENTS, LIST_REASSIGNMENTS = 35, 43, 45, 46
-DESCRIBE_SCRAM = 50
 CLUSTER_DENIED = DENIED_CODE[Kind.CLUSTER]
 INVALID_REPLICA_ASSIGNMENT, ELECTION_NOT_NEEDED, NO_REASSIGNMENT_IN_PROGRESS = 39, 84, 85
-RESOURCE_NOT_FOUND, DUPLICATE_RESOURCE = 91, 92
-SCRAM_MECHANISMS = {"SCRAM-SHA-256": 1, "SCRAM-SHA-512": 2}  # Kafka's ScramMechanism numbers
 
 
 def _denied(ctx: Any, conn: Any, op: Op) -> str | None:
@@ -121,48 +115,9 @@ def alter_reassignments(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     return response(header, error_code=E.NONE, error_message=None, responses=out)
 
 
-# --- DescribeUserScramCredentials ----------------------------------------------------------------
-def _scram_users(ctx: Any) -> dict[str, dict[str, Any]]:
-    creds = ctx.parts.get("sasl_users")
-    if creds is None:  # no SASL configured: no users
-        return {}
-    # Re-read if it changed, as for authentication; a broken file keeps the users read before
-    # (sasl.py logs it at the next authentication).
-    with contextlib.suppress(ConfigError):
-        creds.reload()
-    users: dict[str, dict[str, Any]] = creds.users
-    return users
-
-
-def describe_user_scram_credentials(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
-    why = _denied(ctx, conn, Op.STATUS)
-    if why:  # as Kafka: the error at the top and for each user named
-        return response(header, error_code=CLUSTER_DENIED, error_message=why, results=[
-            dict(user=u.name, error_code=CLUSTER_DENIED, error_message=why, credential_infos=[])
-            for u in req.users or ()])
-    users = _scram_users(ctx)
-    # null or empty: every user (librdkafka sends an empty list)
-    names = [u.name for u in req.users or ()] or sorted(users)
-    out: list[dict[str, Any]] = []
-    for name in names:
-        mechs = users.get(name)
-        if names.count(name) > 1:
-            out.append(dict(user=name, error_code=DUPLICATE_RESOURCE, credential_infos=[],
-                            error_message=f"user {name!r} is named more than once"))
-        elif not mechs:
-            out.append(dict(user=name, error_code=RESOURCE_NOT_FOUND, credential_infos=[],
-                            error_message=f"no SCRAM credentials for user {name!r}"))
-        else:
-            out.append(dict(user=name, error_code=E.NONE, error_message=None, credential_infos=[
-                dict(mechanism=SCRAM_MECHANISMS[m], iterations=e["iterations"])
-                for m, e in sorted(mechs.items()) if m in SCRAM_MECHANISMS]))
-    return response(header, error_code=E.NONE, error_message=None, results=out)
-
-
 APIS: list[KafkaApi] = [
     KafkaApi(DESCRIBE_LOG_DIRS, 1, 4, describe_log_dirs),
     KafkaApi(ELECT_LEADERS, 0, 2, elect_leaders),
     KafkaApi(ALTER_REASSIGNMENTS, 0, 1, alter_reassignments),
     KafkaApi(LIST_REASSIGNMENTS, 0, 0, list_reassignments),
-    KafkaApi(DESCRIBE_SCRAM, 0, 0, describe_user_scram_credentials),
 ]
