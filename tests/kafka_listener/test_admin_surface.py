@@ -291,3 +291,12 @@ def test_alter_user_scram_credentials(scram_broker: EmbeddedBroker, tmp_path: Pa
             "carol", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192), b"x")])[
                 "carol"].result(15)
     assert ei.value.args[0].code() == CLUSTER_DENIED
+
+
+def test_list_config_resources(kbroker: EmbeddedBroker, ka: KafkaAdminClient) -> None:
+    create_topic(kbroker, "lc-b")
+    create_topic(kbroker, "lc-a")
+    got = ka.list_config_resources()
+    assert {k: sorted(v) for k, v in got.items()} == {"topic": ["lc-a", "lc-b"], "broker": ["0"]}
+    assert ka.list_config_resources(["TOPIC"]) == {"topic": ["lc-a", "lc-b"]}
+    assert ka.list_config_resources(["GROUP"]) == {}

@@ -36,6 +36,7 @@ from edgebus.server.kafka.admin_configs import (
     alter_configs,
     describe_configs,
     incremental_alter_configs,
+    list_config_resources,
 )
 from edgebus.server.kafka.apis import KafkaApi
 from edgebus.server.kafka.authz import DENIED_CODE, refused
@@ -232,4 +233,5 @@ APIS = [
     KafkaApi(32, 1, 4, describe_configs),
     KafkaApi(33, 0, 2, alter_configs),
     KafkaApi(44, 0, 1, incremental_alter_configs),
+    KafkaApi(74, 0, 1, list_config_resources),
 ]

@@ -17,7 +17,8 @@ from edgebus.log.topic_config import TopicConfig, validate_topic_name
 from edgebus.server.handlers.admin import describe_changes
 from edgebus.server.kafka import errcodes as E
 from edgebus.server.kafka import topic_configs as C
-from edgebus.server.kafka.authz import DENIED_CODE, refused
+from edgebus.server.kafka.authz import DENIED_CODE, acl_of, refused, visible
+from edgebus.server.kafka.context import NODE_ID
 from edgebus.server.kafka.group_common import admin_of
 from edgebus.server.kafka.shape import response
 
@@ -124,3 +125,31 @@ def _alter(ctx: Any, conn: Any, req: Any,
         except EdgebusError as e:
             row.update(error_code=E.code_of(e), error_message=str(e))
     return out
+
+
+# ListConfigResources (kafka-python's list_config_resources) resource types: Kafka's ConfigResource
+# types. Client-metrics and group configs do not exist here, so they list nothing.
+LISTED_TYPES = (C.RESOURCE_TOPIC, C.RESOURCE_BROKER)
+OTHER_TYPES = (8, 16, 32)  # BROKER_LOGGER, CLIENT_METRICS, GROUP
+
+
+def list_config_resources(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
+    """The resources DescribeConfigs describes: every topic the principal may describe, and the
+    broker (node 0) for one with status on the cluster. v0 asks for client-metrics resources only:
+    none."""
+    wanted = set(getattr(req, "resource_types", ()) or LISTED_TYPES)  # v0: client metrics
+    if header.request_api_version == 0:
+        wanted = set()
+    unknown = wanted - set(LISTED_TYPES) - set(OTHER_TYPES)
+    if unknown:
+        return response(header, error_code=E.INVALID_REQUEST, config_resources=[])
+    out: list[dict[str, Any]] = []
+    if C.RESOURCE_TOPIC in wanted:
+        out.extend(dict(resource_name=n, resource_type=C.RESOURCE_TOPIC)
+                   for n in sorted(ctx.logs.topics())
+                   if not n.startswith("__") and visible(ctx, conn, Kind.TOPIC, n))
+    acl = acl_of(ctx)
+    if C.RESOURCE_BROKER in wanted and (acl is None or acl.allowed(conn, Kind.CLUSTER, Op.STATUS,
+                                                                   "*")):
+        out.append(dict(resource_name=str(NODE_ID), resource_type=C.RESOURCE_BROKER))
+    return response(header, error_code=E.NONE, config_resources=out)
