@@ -16,9 +16,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource as AConfigResource
 from aiokafka.admin.config_resource import ConfigResourceType as AConfigResourceType
 from confluent_kafka import Consumer as CKConsumer
-from confluent_kafka import ElectionType, KafkaException, TopicPartition
+from confluent_kafka import ElectionType, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka import Producer as CKProducer
 from confluent_kafka.admin import (
+    AclOperation,
     AdminClient,
     AlterConfigOpType,
     ConfigEntry,
@@ -205,10 +206,13 @@ def scram_broker(tmp_path: Path, make_broker: Callable[..., EmbeddedBroker]) -> 
     creds = tmp_path / "users.yaml"
     sasl.add_user(creds, "alice", "wonderland")
     sasl.add_user(creds, "bob", "builder", mechanisms=("SCRAM-SHA-512",))
+    sasl.add_user(creds, "olga", "operator", mechanisms=("SCRAM-SHA-512",))
     return make_broker({
         "kafka": {"sasl_mechanisms": ["SCRAM-SHA-256", "SCRAM-SHA-512"],
                   "sasl_credentials_file": str(creds)},
-        "acl": {"rules": ["allow sasl:alice status,admin cluster"]}}).start()
+        "acl": {"rules": ["allow sasl:alice status,admin cluster",  # admin: all rights
+                          "allow sasl:olga read topic:ops-*", "allow sasl:olga describe group:ops-*",
+                          "allow sasl:olga status cluster"]}}).start()
 
 
 def _scram_admin(b: EmbeddedBroker, user: str, password: str) -> AdminClient:
@@ -224,7 +228,8 @@ def test_describe_user_scram_credentials(scram_broker: EmbeddedBroker) -> None:
             for u, d in got.items()} == {
         "alice": [(ScramMechanism.SCRAM_SHA_256, sasl.DEFAULT_ITERATIONS),
                   (ScramMechanism.SCRAM_SHA_512, sasl.DEFAULT_ITERATIONS)],
-        "bob": [(ScramMechanism.SCRAM_SHA_512, sasl.DEFAULT_ITERATIONS)]}
+        "bob": [(ScramMechanism.SCRAM_SHA_512, sasl.DEFAULT_ITERATIONS)],
+        "olga": [(ScramMechanism.SCRAM_SHA_512, sasl.DEFAULT_ITERATIONS)]}
     futures = ac.describe_user_scram_credentials(["bob", "carol"])
     assert futures["bob"].result(15).user == "bob"
     with pytest.raises(KafkaException) as ei:
@@ -300,3 +305,24 @@ def test_list_config_resources(kbroker: EmbeddedBroker, ka: KafkaAdminClient) ->
     assert {k: sorted(v) for k, v in got.items()} == {"topic": ["lc-a", "lc-b"], "broker": ["0"]}
     assert ka.list_config_resources(["TOPIC"]) == {"topic": ["lc-a", "lc-b"]}
     assert ka.list_config_resources(["GROUP"]) == {}
+
+
+def test_authorized_operations(scram_broker: EmbeddedBroker) -> None:
+    # What a principal may do, as Kafka's bit fields (KIP-430), from the same rules.
+    create_topic(scram_broker, "ops-t")
+    olga = _scram_admin(scram_broker, "olga", "operator")
+    topic = olga.describe_topics(TopicCollection(["ops-t"]),
+                                  include_authorized_operations=True)["ops-t"].result(15)
+    assert set(topic.authorized_operations) == {
+        AclOperation.READ, AclOperation.DESCRIBE, AclOperation.DESCRIBE_CONFIGS}
+    cluster = olga.describe_cluster(include_authorized_operations=True).result(15)
+    assert set(cluster.authorized_operations) == {
+        AclOperation.DESCRIBE, AclOperation.DESCRIBE_CONFIGS, AclOperation.IDEMPOTENT_WRITE}
+    group = olga.describe_consumer_groups(["ops-g"], include_authorized_operations=True)[
+        "ops-g"].result(15)
+    assert group.authorized_operations == [AclOperation.DESCRIBE]
+    assert olga.describe_cluster().result(15).authorized_operations is None  # not asked
+    # alice's admin on the cluster grants everything (docs/SECURITY.md).
+    alice = _scram_admin(scram_broker, "alice", "wonderland")
+    cluster = alice.describe_cluster(include_authorized_operations=True).result(15)
+    assert AclOperation.ALTER in cluster.authorized_operations
