@@ -93,3 +93,38 @@ def test_tail_groups_and_topic_changes_are_checked_per_user(make_broker: Any, tm
     for c in (kitchen, ops):
         c.close()
 
+
+
+def test_every_get_route_needs_only_read_rights(make_broker: Any, tmp_path: Path) -> None:
+    """No GET changes anything (CSRF, docs/HTTP.md "Security"): every GET route the server has
+    answers a user who may only read, describe and see the status, since a state change would
+    need a right this user lacks. New GET routes are covered by reading the route table."""
+    from edgebus.server.http.api import App
+    from edgebus.server.http.auth import Authenticator
+
+    users = tmp_path / "users.yaml"
+    users.write_text(f"kitchen: {KITCHEN}\n")
+    os.chmod(users, 0o600)
+    b = make_broker({
+        "topics": [{"name": TOPIC}],
+        "acl": {"default": "owner", "rules": [
+            "allow sasl:kitchen read,describe topic:*", "allow sasl:kitchen describe group:*",
+            "allow sasl:kitchen status cluster"]},
+        "http": {"enabled": True, "listen": "127.0.0.1:0", "users_file": str(users)},
+    }).start()
+    with Consumer(TOPIC, group_id="kitchen-display", socket=b.socket) as c:
+        c.poll(timeout_ms=100)
+        c.commit()
+    kitchen = Http(b.http_port, user="kitchen", secret=KITCHEN)
+    values = {"topic": TOPIC, "group": "kitchen-display", "file": "console.js"}
+    gets = [t for m, _, t, _ in App(Authenticator({})).routes if m == "GET"]
+    assert len(gets) >= 9
+    basic = "Basic " + base64.b64encode(f"kitchen:{KITCHEN}".encode()).decode()
+    for template in gets:
+        path = template.format(**values)
+        if template.endswith("/tail"):  # a stream: its answer's head is what counts
+            SseClientWithAuth(b.http_port, path, basic).close()
+            continue
+        code, _, doc = kitchen.get(path)
+        assert code == 200, (template, code, doc)
+    kitchen.close()
