@@ -539,6 +539,7 @@ def test_kafka_batch_header_table_matches_the_listener() -> None:
     assert sum(int(r["size"]) for r in rows) == KR.KAFKA_HEADER_SIZE == 61
     at = {r["field"]: int(r["offset"]) for r in rows}
     assert at["attributes"] == KR._CRC_START  # the CRC-32C covers attributes .. the end
+    assert at["crc"] == KR._CRC_AT
     assert at["partition_leader_epoch"] == KR._LENGTH_END  # batch_length counts from here
     covered = [r["field"] for r in rows if r["CRC"] == "yes"]
     assert covered == [r["field"] for r in rows if int(r["offset"]) >= KR._CRC_START]
