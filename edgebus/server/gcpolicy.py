@@ -1,0 +1,35 @@
+"""The supervisor's garbage collector (issue 16, tail latency).
+
+What the start leaves on the heap (the modules, the config, the partitions' structures, recovery's
+survivors) lives as long as the process; CPython's full collection would still walk all of it,
+every time, on the event loop: a pause of milliseconds that every record in flight waits behind.
+`freeze_after_start` moves it into the permanent generation once the supervisor listens (after
+server/slim.py's collections), so a later full collection walks only what traffic made since.
+Nothing is leaked by it: frozen objects are still freed by reference counting; only cycles among
+them are never collected, and the start's cycles were collected just before.
+
+`snapshot` is the status document's `gc` entry: the objects frozen and each generation's
+collections so far, so an operator (and tests/server/test_gc_freeze.py) can see both.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+from edgebus import tuning
+
+
+def freeze_after_start() -> int:
+    """Freeze the heap as it is now (EDGEBUS_GC_FREEZE=0: leave it); returns the objects frozen."""
+    if tuning.GC_FREEZE:
+        gc.freeze()
+    return gc.get_freeze_count()
+
+
+def snapshot() -> dict[str, Any]:
+    """Objects frozen, and per generation (0, 1, 2) the collections and objects collected."""
+    stats = gc.get_stats()
+    return {"frozen": gc.get_freeze_count(),
+            "collections": [s["collections"] for s in stats],
+            "collected": [s["collected"] for s in stats]}

@@ -1,0 +1,91 @@
+"""bench/run.py: the forked producer and consumer of a case freeze the heap they inherit from the
+harness (issue 16: its full collections were 20-57 ms pauses inside a latency case), for every
+system alike; CHILD_GC_FREEZE=False is the old behaviour. bench/sched.py: variant specs and the
+supervisor's nice value on each of its threads. Real forked processes; nothing here asserts a
+speed."""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import peers, sched
+from bench import run as R
+
+
+class _Reporting(peers.UnixSocket):
+    """The bare socket, whose producer and consumer write, as they start, how many objects their
+    process has frozen."""
+
+    @staticmethod
+    def producer(ctx: peers.Ctx, i: int) -> Any:
+        Path(ctx.data["dir"], "producer.frozen").write_text(str(gc.get_freeze_count()))
+        return peers.UnixSocket.producer(ctx, i)
+
+    @staticmethod
+    def consumer(ctx: peers.Ctx, i: int) -> Any:
+        Path(ctx.data["dir"], "consumer.frozen").write_text(str(gc.get_freeze_count()))
+        return peers.UnixSocket.consumer(ctx, i)
+
+    def teardown(self, ctx: peers.Ctx) -> None:
+        self.frozen = {side: int(Path(ctx.data["dir"], f"{side}.frozen").read_text())
+                       for side in ("producer", "consumer")}
+        super().teardown(ctx)
+
+
+def _case(freeze: bool) -> dict[str, int]:
+    adapter = _Reporting()
+    R.RATE, R.CHILD_GC_FREEZE = 1000, freeze
+    try:
+        row = R.run_case(adapter, "unix-socket", "send", 100, 1, 1, True, 0.1, None)
+    finally:
+        R.RATE, R.CHILD_GC_FREEZE = 10_000, True
+    assert "errors" not in row and row["received"] == row["sent"] == 100
+    return adapter.frozen
+
+
+@pytest.mark.integration
+def test_the_forked_children_freeze_what_they_inherit() -> None:
+    parent = gc.get_freeze_count()  # 0, unless a test in this process ran a supervisor in it
+    frozen = _case(True)
+    # Everything the harness (this pytest process) had: far more than a bare interpreter's.
+    assert frozen["producer"] > parent + 10_000 and frozen["consumer"] > parent + 10_000
+    assert _case(False) == {"producer": parent, "consumer": parent}
+    assert gc.get_freeze_count() == parent, "only the children froze their heap"
+
+
+@pytest.mark.unit
+def test_variant_specs() -> None:
+    before, after, nice = sched.parse_variants("before:freeze=0;after:;n5:nice=-5+EDGEBUS_GC_FREEZE=0")
+    assert (before.name, before.freeze, before.nice, before.env) == ("before", False, None, {})
+    assert (after.name, after.freeze, after.nice, after.env) == ("after", True, None, {})
+    assert (nice.nice, nice.env) == (-5, {"EDGEBUS_GC_FREEZE": "0"})
+    assert before.env_key() == after.env_key() != nice.env_key()
+    assert [v.name for v in sched.parse_variants("")] == ["default"]
+    with pytest.raises(ValueError, match="'nice' is not KEY=VALUE"):
+        sched.parse_variants("x:nice")
+
+
+@pytest.mark.unit
+def test_renice_sets_every_thread_of_the_process() -> None:
+    """A thread started before the renice gets the new value too (setpriority on the pid alone
+    would change only the main thread: Linux keeps nice per thread)."""
+    if os.geteuid() != 0:
+        pytest.skip("raising the nice value back needs root (CAP_SYS_NICE)")
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        got = sched.renice(os.getpid(), 3)
+        assert len(got) >= 2 and set(got) == {3}
+        assert os.getpriority(os.PRIO_PROCESS, t.native_id or 0) == 3
+    finally:
+        stop.set()
+        t.join()
+        sched.renice(os.getpid(), 0)
+    assert os.getpriority(os.PRIO_PROCESS, os.getpid()) == 0
