@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
                               f"{row.get('server_cpu_percent')} %  p50 {row.get('p50_us')} "
                               f"p99 {row.get('p99_us')} us  server wake-ups/msg "
                               f"{row.get('server_wakeups_per_msg')}", flush=True)
+        gc_notes = [_supervisor_gc(b, env) for env, b in brokers.items()]
     finally:
         R.RATE = 10_000
         R.CHILD_GC_FREEZE = True
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
             broker.cleanup()
         if why_redis is None:
             redis.stop()
-    md = render(rows, load0, os.getloadavg(), a)
+    md = [*render(rows, load0, os.getloadavg(), a), "", *gc_notes]
     print("\n".join(md))
     if a.out:
         with open(a.out, "w") as f:
@@ -145,12 +146,12 @@ def render(rows: list[dict[str, Any]], load0: tuple[float, ...], load1: tuple[fl
           "| producer / consumer / server | server % core | server wake-ups / reads / writes "
           "per msg | CPU / Redis | CPU / floor | server / floor's |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    ratios: dict[tuple[str, int, int], dict[str, list[float]]] = {}
+    ratios: dict[tuple[str, int, int, str], dict[str, list[float]]] = {}
     for r, x in zip(rows, floor.annotate(rows, _group), strict=True):
         for key, v in x.items():
             if v is not None:
-                ratios.setdefault((r["system"], r["size"], r.get("rate", 0)), {}).setdefault(
-                    key, []).append(v)
+                ratios.setdefault((r["system"], r["size"], r.get("rate", 0),
+                                   r.get("variant", "default")), {}).setdefault(key, []).append(v)
         md.append("| " + " | ".join(str(v) for v in (
             r["round"], r.get("variant", "default"), r["system"], r["size"], r.get("rate", ""),
             r.get("p50_us", ""),
@@ -160,10 +161,10 @@ def render(rows: list[dict[str, Any]], load0: tuple[float, ...], load1: tuple[fl
             " / ".join(str(r.get(f"server_{k}_per_msg", "-")) for k in ("wakeups", "syscr", "syscw")),
             _f(x["per_redis"]), _f(x["per_floor"]), _f(x["server_per_floor"]))) + " |")
     md += ["", "Medians over the rounds (each round's ratios in brackets):", "",
-           "| system | size | rate | CPU / Redis Streams (goal <= 0.5) | CPU / relay floor "
-           "| server CPU / relay's |", "|---|---|---|---|---|---|"]
-    for (system, size, rate), d in sorted(ratios.items()):
-        md.append(f"| {system} | {size} | {rate} | "
+           "| system | size | rate | variant | CPU / Redis Streams (goal <= 0.5) | CPU / relay floor "
+           "| server CPU / relay's |", "|---|---|---|---|---|---|---|"]
+    for (system, size, rate, variant), d in sorted(ratios.items()):
+        md.append(f"| {system} | {size} | {rate} | {variant} | "
                   + " | ".join(_med(d.get(k, [])) for k in ("per_redis", "per_floor",
                                                              "server_per_floor")) + " |")
     md += ["", "The floor against the goal (medians over the rounds):", ""]
@@ -200,6 +201,19 @@ def latency_table(rows: list[dict[str, Any]]) -> list[str]:
                   + " | ".join(_med(d.get(k, []), 0 if k != "per_bare" else 2)
                                for k in ("p50_us", "p99_us", "per_bare")) + " |")
     return md
+
+
+def _supervisor_gc(broker: Any, env: tuple[tuple[str, str], ...]) -> str:
+    """The supervisor's garbage collections over the whole run (its status's `gc`: objects
+    frozen at its start, collections per generation since it started)."""
+    from edgebus import Admin
+
+    with Admin(socket=broker.socket, transport="socket") as adm:
+        g = adm.status().get("gc") or {}
+    name = " ".join(f"{k}={v}" for k, v in env) or "default environment"
+    return (f"Supervisor ({name}) at the end of the run: {g.get('frozen', '?')} objects frozen "
+            f"at its start; collections of generations 0 / 1 / 2 since it started: "
+            f"{' / '.join(str(x) for x in g.get('collections', []))}.")
 
 
 def _commit() -> str:

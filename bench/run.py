@@ -85,7 +85,7 @@ def before_fork() -> None:
 
 def child_heap() -> None:
     """First thing in a forked child: what it inherited is permanent for it, so its collections
-    scan only what it makes itself. `gc.get_freeze_count()` shows it (tests/test_bench_child_gc.py)."""
+    scan only what it makes itself. `gc.get_freeze_count()` shows it (tests/test_bench_tail.py)."""
     if CHILD_GC_FREEZE:
         gc.freeze()
 

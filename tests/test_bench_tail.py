@@ -89,3 +89,19 @@ def test_renice_sets_every_thread_of_the_process() -> None:
         t.join()
         sched.renice(os.getpid(), 0)
     assert os.getpriority(os.PRIO_PROCESS, os.getpid()) == 0
+
+
+@pytest.mark.unit
+def test_paced_latency_is_compared_with_the_bare_socket_of_the_same_round_and_variant() -> None:
+    from bench import paced
+
+    def row(system: str, variant: str, p50: float, rnd: int = 0) -> dict[str, Any]:
+        return {"system": system, "size": 100, "rate": 10_000, "round": rnd, "variant": variant,
+                "p50_us": p50, "p99_us": 10 * p50}
+
+    rows = [row("unix-socket", "a", 50.0), row("edgebus-shm", "a", 500.0),
+            row("unix-socket", "b", 100.0), row("edgebus-shm", "b", 300.0),
+            row("unix-socket", "a", 40.0, 1), row("edgebus-shm", "a", 200.0, 1)]
+    md = paced.latency_table(rows)
+    assert "| 10000 | 100 | edgebus-shm | a | 350 (500, 200) | 3500 (5000, 2000) | 7.50 (10.00, 5.00) |" in md
+    assert "| 10000 | 100 | edgebus-shm | b | 300 (300) | 3000 (3000) | 3.00 (3.00) |" in md
