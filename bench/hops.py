@@ -170,19 +170,21 @@ def _patch_supervisor() -> None:
 
 
 def _full_collection_cost() -> None:
-    """At the supervisor's exit: one full collection timed as the heap stands (frozen, when the
-    supervisor froze its start: server/gcpolicy.py), then again with everything unfrozen: what
-    a full collection during traffic costs with and without the freeze. The objects tracked."""
+    """At the supervisor's exit: one full collection timed (CPU time of this thread: the machine's
+    load does not enter) as the heap stands (frozen, when the supervisor froze its start:
+    server/gcpolicy.py), then again with everything unfrozen: what a full collection during
+    traffic costs with and without the freeze. The objects tracked."""
     _pack()  # the stamps as bytes: their list would be walked by the unfrozen collection only
     gc.collect()  # first the garbage
-    t0 = _now()
+    cpu = time.thread_time_ns
+    t0 = cpu()
     gc.collect()
-    frozen_ns = _now() - t0
+    frozen_ns = cpu() - t0
     n = gc.get_freeze_count() + len(gc.get_objects())
     gc.unfreeze()
-    t0 = _now()
+    t0 = cpu()
     gc.collect()
-    _events.append((GCX, _now(), frozen_ns, _now() - t0, n))
+    _events.append((GCX, _now(), frozen_ns, cpu() - t0, n))
 
 
 def serve(config: str) -> int:
@@ -532,8 +534,8 @@ def render(results: list[dict[str, Any]], argv: list[str]) -> list[str]:
                                            for h in ("total_us", *HOPS)) + " |")
     md += ["", "| round | path | variant | size | records | batches | answers to the consumer "
            "| held answers (standing) | resumes | pended | GC per generation, count x median/longest us: "
-           "producer / supervisor / consumer | the supervisor's full collection at exit, as is / "
-           "unfrozen |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "producer / supervisor / consumer | the supervisor's full collection at exit, CPU "
+           "as is / unfrozen |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         g = r["gc"]
         md.append(f"| {r['round']} | {r['transport']} | {r['variant']} | {r['size']} | "
