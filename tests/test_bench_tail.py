@@ -105,3 +105,25 @@ def test_paced_latency_is_compared_with_the_bare_socket_of_the_same_round_and_va
     md = paced.latency_table(rows)
     assert "| 10000 | 100 | edgebus-shm | a | 350 (500, 200) | 3500 (5000, 2000) | 7.50 (10.00, 5.00) |" in md
     assert "| 10000 | 100 | edgebus-shm | b | 300 (300) | 3000 (3000) | 3.00 (3.00) |" in md
+
+
+@pytest.mark.unit
+def test_hops_reports_the_supervisors_full_collection_frozen_and_not(tmp_path: Path) -> None:
+    from bench import hops as H
+    from edgebus.protocol import messages as M
+
+    us = 1000
+    produce, fetch = int(M.Api.PRODUCE), int(M.Api.FETCH_STANDING)
+
+    def write(role: str, events: list[tuple[int, int, int, int, int]]) -> None:
+        (tmp_path / f"{role}-1.ev").write_bytes(b"".join(H._EV.pack(*e) for e in events))
+
+    write("prod", [(H.PB, 105 * us, 1, 0, 0), (H.PW, 110 * us, 1, 0, 0)])
+    write("sup", [(H.SD, 50 * us, 2, fetch, 9), (H.SD, 150 * us, 1, produce, 5),
+                  (H.SQ, 160 * us, 2, 9, 0), (H.SE, 170 * us, 1, produce, 5),
+                  (H.GCX, 900 * us, 12 * us, 4200 * us, 21_900)])
+    write("cons", [(H.CF, 200 * us, 9, 0, 0), (H.CR, 220 * us, 0, 0, 100 * us)])
+    r = H.analyse(str(tmp_path), "shm", 100, 10_000)
+    assert r["sup_full_gc"] == "12 / 4200 us, 21900 objects"
+    md = H.render([{**r, "round": 0, "variant": "frozen"}], [])
+    assert md[-1].endswith("| 12 / 4200 us, 21900 objects |")
