@@ -20,7 +20,8 @@ Latency is timed from each record's scheduled send time (bench/run.py `producer_
 every other round): `freeze=0` (the forked children keep the harness's heap in their
 collections: every system's rows), `nice=N` (the supervisor's threads at nice N during the
 edgebus rows; the peers' rows are the same run's controls), `VAR=VALUE` (an environment
-variable of the supervisor: its own supervisor per environment).
+variable of the supervisor: its own supervisor per environment), `policy=fifo` (the supervisor's
+scheduling policy, as systemd's CPUSchedulingPolicy=; realtime at priority 1).
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
                         shm_channel.STANDING = tuning.STANDING and name != "edgebus-shm-plainfetch"
                         R.CHILD_GC_FREEZE = v.freeze
                         if measured is not None:  # the supervisor: this variant's priority
+                            sched.set_policy(measured.pid, v.policy)
                             sched.renice(measured.pid, v.nice or 0)
                         row = R.run_case(adapter, name, "send", size, 1, 1, True, a.duration,
                                          measured)

@@ -29,16 +29,38 @@ def renice(pid: int, nice: int) -> list[int]:
     return got
 
 
+POLICIES = {"other": os.SCHED_OTHER, "batch": os.SCHED_BATCH, "fifo": os.SCHED_FIFO,
+            "rr": os.SCHED_RR}
+
+
+def set_policy(pid: int, policy: str) -> list[int]:
+    """systemd's CPUSchedulingPolicy= from outside: the policy (fifo and rr at priority 1, the
+    lowest realtime one) on every thread of `pid`; returns the policies read back."""
+    pol = POLICIES[policy]
+    prio = 1 if pol in (os.SCHED_FIFO, os.SCHED_RR) else 0
+    got = []
+    for task in sorted(Path(f"/proc/{pid}/task").iterdir()):
+        tid = int(task.name)
+        try:
+            os.sched_setscheduler(tid, pol, os.sched_param(prio))
+            got.append(os.sched_getscheduler(tid))
+        except ProcessLookupError:
+            continue
+    return got
+
+
 @dataclass
 class Variant:
     """One side of an A/B: `name:KEY=VALUE+KEY=VALUE`. Keys: `freeze=0` (the benchmark's children
     do not freeze their inherited heap: bench/run.py CHILD_GC_FREEZE), `nice=N` (the supervisor's
-    threads at nice N during the edgebus cases), anything else an environment variable of the
+    threads at nice N during the edgebus cases), `policy=fifo|rr|batch|other` (their scheduling
+    policy, as CPUSchedulingPolicy=), anything else an environment variable of the
     supervisor (a separate supervisor per distinct environment), e.g. EDGEBUS_GC_FREEZE=0."""
 
     name: str
     freeze: bool = True
     nice: int | None = None
+    policy: str = "other"
     env: dict[str, str] = field(default_factory=dict)
 
     def env_key(self) -> tuple[tuple[str, str], ...]:
@@ -61,6 +83,10 @@ def parse_variants(spec: str) -> list[Variant]:
                 v.freeze = val != "0"
             elif k == "nice":
                 v.nice = int(val)
+            elif k == "policy":
+                if val not in POLICIES:
+                    raise ValueError(f"variant {v.name!r}: policy must be one of {', '.join(POLICIES)}")
+                v.policy = val
             else:
                 v.env[k] = val
         out.append(v)
