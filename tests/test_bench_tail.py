@@ -92,6 +92,25 @@ def test_renice_sets_every_thread_of_the_process() -> None:
 
 
 @pytest.mark.unit
+def test_set_policy_sets_every_thread_and_policy_variants_are_checked() -> None:
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        # SCHED_BATCH, not a realtime policy: a test must not take cores from the others.
+        assert set(sched.set_policy(os.getpid(), "batch")) == {os.SCHED_BATCH}
+        assert os.sched_getscheduler(t.native_id or 0) == os.SCHED_BATCH
+    finally:
+        stop.set()
+        t.join()
+        sched.set_policy(os.getpid(), "other")
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    assert sched.parse_variants("rt:policy=fifo")[0].policy == "fifo"
+    with pytest.raises(ValueError, match="policy must be one of"):
+        sched.parse_variants("x:policy=deadline")
+
+
+@pytest.mark.unit
 def test_paced_latency_is_compared_with_the_bare_socket_of_the_same_round_and_variant() -> None:
     from bench import paced
 
