@@ -5,8 +5,11 @@ survivors) lives as long as the process; CPython's full collection would still w
 every time, on the event loop: a pause of milliseconds that every record in flight waits behind.
 `freeze_after_start` moves it into the permanent generation once the supervisor listens (after
 server/slim.py's collections), so a later full collection walks only what traffic made since.
-Nothing is leaked by it: frozen objects are still freed by reference counting; only cycles among
-them are never collected, and the start's cycles were collected just before.
+Frozen objects are still freed by reference counting. What the freeze gives up: a reference cycle
+among frozen objects that becomes garbage later (the structures of a partition recovered at the
+start whose topic is deleted) is never collected. That is bounded by the start's own heap, memory
+the supervisor held anyway, and cannot grow with traffic; the start's garbage cycles were
+collected just before the freeze (server/slim.py).
 
 `snapshot` is the status document's `gc` entry: the objects frozen and each generation's
 collections so far, so an operator (and tests/server/test_gc_freeze.py) can see both.
