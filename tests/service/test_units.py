@@ -122,6 +122,15 @@ def test_supervisor_unit_keeps_what_clients_need() -> None:
     assert any(v.startswith("@system-service") for v in d["SystemCallFilter"])
 
 
+def test_supervisor_unit_sets_no_scheduling_priority_and_says_why() -> None:
+    """Issue 16: a supervisor at nice -5/-10 did not lower a record's latency (its clients waited
+    in its place; bench/results/issue16-tail-summary.md); the unit says so where it would be."""
+    d = directives("edgebus.service")
+    assert not {"Nice", "CPUSchedulingPolicy", "CPUSchedulingPriority"} & d.keys()
+    assert "NOT Nice= / CPUSchedulingPolicy=" in (UNITS / "edgebus.service").read_text()
+    assert d["RestrictRealtime"] == ["yes"]
+
+
 def test_bridge_unit_can_reach_other_hosts_and_the_socket() -> None:
     d = directives("edgebus-bridge@.service")
     # MQTT brokers and replication peers are remote: no IP allow list, no private network.
