@@ -18,10 +18,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from bridges.replicator.kafka_config import KafkaConfig
+from bridges.replicator.targets.kafka_errors import KafkaUnavailableError, ReportedErrors, kafka_error
 from edgebus import PartitionRead, Record, TopicInfo
 from edgebus.errors import (
-    AuthenticationError,
-    BrokerUnavailableError,
     IncarnationMismatchError,
     NotAMirrorError,
     ReplicaDivergedError,
@@ -65,17 +64,6 @@ def header(msg: Message, name: str) -> bytes | None:
     return None
 
 
-def kafka_error(e: BaseException, where: str) -> Exception:
-    """A librdkafka failure as an edgebus error: authentication refusals are not retried
-    quietly (the operator must act), everything else is the link being down."""
-    err: Any = e.args[0] if e.args else None
-    text = err.str() if hasattr(err, "str") else str(e)
-    name = err.name() if hasattr(err, "name") else ""
-    if "AUTH" in name or "SASL" in text or "SSL" in name:
-        return AuthenticationError(f"{where}: {text}")
-    return BrokerUnavailableError(f"{where}: {text}")
-
-
 def _offset(msg: Message) -> int:
     off = msg.offset()
     assert off is not None  # a delivered or consumed record has one
@@ -91,10 +79,11 @@ class KafkaClients:
         self.producer: Producer | None = None
         self.consumer: Consumer | None = None
         self.admin: AdminClient | None = None
+        self.reported = ReportedErrors()  # a refused login reaches only error_cb
 
     def base(self) -> dict[str, Any]:
         return {**self.cfg.client, "client.id": self.cfg.client.get(
-                    "client.id", f"edgebus-{self.node}-{self.link}"),
+                    "client.id", f"edgebus-{self.node}-{self.link}"), "error_cb": self.reported,
                 "socket.timeout.ms": int(self.setup * 1000),
                 "reconnect.backoff.max.ms": 2000}
 
@@ -118,11 +107,13 @@ class KafkaClients:
                 "enable.idempotence": True, "enable.gapless.guarantee": True, "acks": "all",
                 "message.timeout.ms": 0,  # never give a record up (the session does that)
                 "request.timeout.ms": int(self.setup * 1000)})
+        self.reported.auth = None
         try:
             self.admin.list_topics(timeout=self.setup)
         except KafkaException as e:
+            self.admin.poll(0)  # serve error_cb: why the connection failed
             self.close()
-            raise kafka_error(e, f"Kafka at {self.cfg.bootstrap}") from None
+            raise kafka_error(e, f"Kafka at {self.cfg.bootstrap}", self.reported) from None
 
     def close(self) -> None:
         producer, consumer = self.producer, self.consumer
@@ -183,7 +174,7 @@ class KafkaClients:
                                       ) from None
             have = self.partitions(topic)
             if have is None:
-                raise BrokerUnavailableError(f"{topic} at Kafka {self.cfg.bootstrap} was created "
+                raise KafkaUnavailableError(f"{topic} at Kafka {self.cfg.bootstrap} was created "
                                              "but is not in its metadata yet")
         if have < partitions:
             raise NotAMirrorError(
@@ -211,7 +202,7 @@ class KafkaClients:
                 m = c.poll(POLL_S)
                 if m is None:
                     if time.monotonic() > deadline:
-                        raise BrokerUnavailableError(
+                        raise KafkaUnavailableError(
                             f"reading the end of {topic}-{partition} at Kafka "
                             f"{self.cfg.bootstrap} timed out")
                     continue
@@ -327,7 +318,7 @@ class KafkaTarget:
                     deadline, answered = time.monotonic() + self.timeout, len(reports)
                     self._answered = True
                 elif time.monotonic() > deadline:
-                    raise BrokerUnavailableError(
+                    raise KafkaUnavailableError(
                         f"Kafka at {self.cfg.bootstrap} did not acknowledge {dest}-{partition} "
                         f"within {wait:.1f} s ({len(reports)} of {len(records)} records)")
         except KafkaException as e:
@@ -349,7 +340,7 @@ class KafkaTarget:
                     log.error("link %s: %s-%d: record %d failed (%s) but later ones landed at "
                               "offsets %d..%d: a gap there", self.name, dest, partition, i,
                               err.str(), good[0], good[-1])
-                raise BrokerUnavailableError(
+                raise KafkaUnavailableError(
                     f"Kafka refused a record for {dest}-{partition}: {err.str()}")
             if off < 0:
                 want = -1  # not told where it landed: the next known offset is the check
