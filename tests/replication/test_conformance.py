@@ -357,6 +357,15 @@ def test_status_and_metrics_show_every_link_and_partition(source, destination, m
                          timeout=60)
     assert out.returncode == 0 and f"link l1 -> {destination.kind}" in out.stdout
     assert "seen-1" in out.stdout
+    js = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "replicate", "--config",
+                         str(rep.config_path), "--status", "--json"], capture_output=True,
+                        text=True, timeout=60)
+    assert js.returncode == 0, js.stderr
+    doc = json.loads(js.stdout)["links"]["l1"]  # the whole document, as /status has it
+    assert (doc["target"], doc["direction"], doc["state"]) == (destination.kind, "up", "up")
+    assert [(p["topic"], p["partition"], p["target_end"], p["lag_records"])
+            for p in doc["partitions"]] == [(p["topic"], p["partition"], p["target_end"], 0)
+                                            for p in link["partitions"]]
     rep.kill9()
     gone = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "replicate", "--config",
                            str(rep.config_path), "--status"], capture_output=True, text=True,
