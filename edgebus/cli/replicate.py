@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {p['topic']}-{p['partition']}: target end {p['target_end']}, "
                       f"lag {lag} records / {p['lag_seconds']:.1f} s, shipped "
                       f"{p['shipped_records']} records"
+                      + (f", {p['rate_records_s']:g} records/s ({p['rate_bytes_s']} B/s)"
+                         if p.get("rate_records_s") else "")
                       + (f", HELD: {p['held']}" if p["held"] else ""))
                 if p.get("gap_records") or p.get("expired_records"):
                     print(f"    GAP: {p['gap_records']} records deleted by retention before "
