@@ -366,8 +366,23 @@ def test_status_and_metrics_show_every_link_and_partition(source, destination, m
     assert [(p["topic"], p["partition"], p["target_end"], p["lag_records"])
             for p in doc["partitions"]] == [(p["topic"], p["partition"], p["target_end"], 0)
                                             for p in link["partitions"]]
+    # `edgebus status` shows them beside the supervisor's own status (the links live in the
+    # replicator's process: the command asks it, given its config).
+    both = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "status", "--socket",
+                           source.socket, "--replicator", str(rep.config_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert both.returncode == 0 and "TOPIC" in both.stdout, both.stderr
+    assert f"link l1 -> {destination.kind}" in both.stdout and "seen-1" in both.stdout
+    both_js = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "status", "--socket",
+                              source.socket, "--replicator", str(rep.config_path), "--json"],
+                             capture_output=True, text=True, timeout=60)
+    assert json.loads(both_js.stdout)["replication"]["links"]["l1"]["state"] == "up"
     rep.kill9()
     gone = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "replicate", "--config",
                            str(rep.config_path), "--status"], capture_output=True, text=True,
                           timeout=60)
     assert gone.returncode == 3
+    alone = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "status", "--socket",
+                            source.socket, "--replicator", str(rep.config_path)],
+                           capture_output=True, text=True, timeout=60)
+    assert alone.returncode == 0 and "the replicator does not answer at" in alone.stdout
