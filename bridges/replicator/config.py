@@ -220,20 +220,18 @@ def _kafka_link(raw: dict[str, Any], i: int, address: str, base: Path | None) ->
     if not durable:
         raise ConfigError(f"{where}durable: a Kafka link always waits for acks=all (the no-gap "
                           "promise rests on it); leave durable out")
-    rules = _rules(raw, where)
-    _refuse_max_age(rules, where, "kafka")
     return LinkConfig(_str(raw, "name", where, f"link{i}"), "kafka", kcfg.bootstrap, "",
-                      rules, durable, None, cap, hb, kcfg, **_policies(raw, where))
+                      _rules(raw, where), durable, None, cap, hb, kcfg, **_policies(raw, where))
 
 
 def _refuse_max_age(rules: tuple[TopicRule, ...], where: str, target: str) -> None:
-    """max_age skips expired batches by recording a gap at the target (REPLICA_GAP); a record
-    store (Kafka, NATS) has no gap record yet, so the link would hold the partition at the first
-    expired batch for good: refused here instead of accepted and stuck."""
+    """max_age skips expired batches by recording a gap at the target (REPLICA_GAP at a peer, a
+    marker record at Kafka); NATS has no gap record yet, so the link would hold the partition at
+    the first expired batch for good: refused here instead of accepted and stuck."""
     for r in rules:
         if r.max_age_ms is not None:
             raise ConfigError(
-                f"{where}topics: {r.pattern}: max_age is built for peer links only: a {target} "
+                f"{where}topics: {r.pattern}: max_age is built for peer and kafka links: a {target} "
                 "target cannot record the gap that expired records leave, and the link would "
                 "hold the partition at the first expired batch (docs/REPLICATION.md, \"Gaps\"); "
                 "leave max_age out")

@@ -99,9 +99,6 @@ def test_a_password_file_others_can_read_is_refused(tmp_path: Path):
     ([{"pattern": "cmd", "remote": "x"}], "remote: only for direction: down"),
     ([{"pattern": "cmd", "direction": "down"}, {"pattern": "cmd", "direction": "down",
                                                 "remote": "y"}], "into the same local topic"),
-    # max_age needs a gap record at the target, which only a peer keeps: refused, not stuck.
-    (["a", {"pattern": "debug.*", "max_age": "1h"}],
-     r"topics: debug\.\*: max_age is built for peer links only: a kafka target"),
 ])
 def test_direction_rules_are_checked(topics, message):
     from bridges.replicator.config import config_from_mapping

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgebus.replicator")
 
 SOURCE_HEADER = "edgebus-source"
+# A gap marker (docs/FORMAT.md 7.10): offsets the link will never ship (retention, max_age).
+GAP_HEADER, GAP_KEY = "edgebus-gap", b"edgebus-gap"
+GAP_REASONS = {1: "retention", 2: "max_age"}  # edgebus.log.gaps.GAP_RETENTION, GAP_MAX_AGE
 POLL_S = 0.05  # one wait for delivery reports; the deadline is the link's request timeout
 # One shipment: whole source batches up to about this many records. Every record of it must be
 # answered before the next goes, so a small one is answered soon even on a slow broker (a
@@ -273,10 +276,6 @@ class KafkaTarget:
 
     def ship(self, topic: str, partition: int, incarnation: str, read: PartitionRead
              ) -> tuple[int, int]:
-        from confluent_kafka import KafkaException
-
-        assert self.clients.producer is not None
-        prod = self.clients.producer
         dest = self.cfg.destination(topic, self.node)
         records: list[Record] = []
         start = self._cursor.get((topic, partition), read.first_offset)
@@ -286,6 +285,36 @@ class KafkaTarget:
                 break
             records += [r for r in b.records(topic, partition) if r.offset >= start]
             end = b.next_offset
+        self._send(topic, partition, dest, [(r.value, r.key, r.timestamp, [*r.headers, (
+            SOURCE_HEADER, source_header(self.node, topic, partition, r.offset, incarnation))])
+            for r in records], read.first_offset)
+        self._cursor[(topic, partition)] = end
+        return end, 0
+
+    def gap(self, topic: str, partition: int, incarnation: str, start: int, end: int,
+            reason: int) -> int:
+        """Offsets start..end-1 will never be shipped: one marker record says so (key
+        GAP_KEY, the text as value, GAP_HEADER start/end/reason), and its source header names
+        offset end-1, so the cursor read back from the tail is `end` (docs/FORMAT.md 7.10)."""
+        dest = self.cfg.destination(topic, self.node)
+        why = GAP_REASONS.get(reason, str(reason))
+        hdrs: list[tuple[str, str | bytes | None]] = [
+            (GAP_HEADER, f"{start}/{end}/{why}".encode()),
+            (SOURCE_HEADER, source_header(self.node, topic, partition, end - 1, incarnation))]
+        text = f"offsets {start}..{end - 1} of {self.node}/{topic}/{partition} never shipped: {why}"
+        self._send(topic, partition, dest, [(text.encode(), GAP_KEY, int(time.time() * 1000),
+                                             hdrs)], start)
+        self._cursor[(topic, partition)] = end
+        return end
+
+    def _send(self, topic: str, partition: int, dest: str,
+              items: list[tuple[bytes | None, bytes | None, int, list[Any]]], first: int) -> None:
+        """Produce (value, key, timestamp, headers) items to dest's partition and wait until
+        every one is answered, each at the destination offset after the previous (_check)."""
+        from confluent_kafka import KafkaException
+
+        assert self.clients.producer is not None
+        prod = self.clients.producer
         reports: list[tuple[Any, int]] = []
 
         def delivered(err: Any, msg: Message) -> None:
@@ -295,13 +324,11 @@ class KafkaTarget:
             reports.append((err, -1 if off is None or off < 0 else off))
 
         try:
-            for r in records:
-                hdrs: list[tuple[str, str | bytes | None]] = [*r.headers, (SOURCE_HEADER, source_header(
-                    self.node, topic, partition, r.offset, incarnation))]
+            for value, key, ts, hdrs in items:
                 while True:
                     try:
-                        prod.produce(dest, r.value, r.key, partition=partition,
-                                     on_delivery=delivered, timestamp=r.timestamp, headers=hdrs)
+                        prod.produce(dest, value, key, partition=partition,
+                                     on_delivery=delivered, timestamp=ts, headers=hdrs)
                         break
                     except BufferError:  # librdkafka's queue is full: let it drain
                         prod.poll(POLL_S)
@@ -312,7 +339,7 @@ class KafkaTarget:
             # producer id only when the first record goes.
             wait = self.timeout if self._answered else self.clients.setup
             deadline, answered = time.monotonic() + wait, 0
-            while len(reports) < len(records):
+            while len(reports) < len(items):
                 prod.poll(POLL_S)
                 if len(reports) > answered:
                     deadline, answered = time.monotonic() + self.timeout, len(reports)
@@ -320,14 +347,12 @@ class KafkaTarget:
                 elif time.monotonic() > deadline:
                     raise KafkaUnavailableError(
                         f"Kafka at {self.cfg.bootstrap} did not acknowledge {dest}-{partition} "
-                        f"within {wait:.1f} s ({len(reports)} of {len(records)} records)")
+                        f"within {wait:.1f} s ({len(reports)} of {len(items)} records)")
         except KafkaException as e:
             raise kafka_error(e, f"producing to {dest}-{partition}") from None
-        self._check(topic, partition, dest, read, reports)
-        self._cursor[(topic, partition)] = end
-        return end, 0
+        self._check(topic, partition, dest, first, reports)
 
-    def _check(self, topic: str, partition: int, dest: str, read: PartitionRead,
+    def _check(self, topic: str, partition: int, dest: str, first: int,
                reports: list[tuple[Any, int]]) -> None:
         """Every record must have landed, each at the destination offset after the previous:
         a record of anyone else in between (a second replicator, a producer request delivered
@@ -349,7 +374,7 @@ class KafkaTarget:
                 log.error("link %s: %s-%d: a record of source offset >= %d landed at offset %d, "
                           "%d expected: something else wrote to the partition in between "
                           "(docs/REPLICATION.md, 'The Kafka target')", self.name, dest,
-                          partition, read.first_offset, off, want)
+                          partition, first, off, want)
                 raise ReplicaDivergedError(
                     f"{dest}-{partition} at Kafka {self.cfg.bootstrap}: records of another "
                     f"producer at offsets {want}..{off - 1}, between this link's")
