@@ -224,19 +224,6 @@ def _kafka_link(raw: dict[str, Any], i: int, address: str, base: Path | None) ->
                       _rules(raw, where), durable, None, cap, hb, kcfg, **_policies(raw, where))
 
 
-def _refuse_max_age(rules: tuple[TopicRule, ...], where: str, target: str) -> None:
-    """max_age skips expired batches by recording a gap at the target (REPLICA_GAP at a peer, a
-    marker record at Kafka); NATS has no gap record yet, so the link would hold the partition at
-    the first expired batch for good: refused here instead of accepted and stuck."""
-    for r in rules:
-        if r.max_age_ms is not None:
-            raise ConfigError(
-                f"{where}topics: {r.pattern}: max_age is built for peer and kafka links: a {target} "
-                "target cannot record the gap that expired records leave, and the link would "
-                "hold the partition at the first expired batch (docs/REPLICATION.md, \"Gaps\"); "
-                "leave max_age out")
-
-
 def _nats_link(raw: dict[str, Any], i: int, base: Path | None, node: str) -> LinkConfig:
     where = f"links[{i}]."
     tls = _tls(raw.get("tls"), where + "tls.", base) if "tls" in raw else None
@@ -249,7 +236,6 @@ def _nats_link(raw: dict[str, Any], i: int, base: Path | None, node: str) -> Lin
     rules = _rules(raw, where)
     if any(r.direction == "down" for r in rules):
         raise ConfigError(f"{where}topics: direction: down is built for the kafka and peer targets only")
-    _refuse_max_age(rules, where, "nats")
     cap, durable, hb = _common(raw, where)
     return LinkConfig(_str(raw, "name", where, f"link{i}"), "nats", nats.servers[0], "", rules,
                       durable, tls, cap, hb, nats=nats, **_policies(raw, where))

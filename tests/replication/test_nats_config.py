@@ -52,9 +52,6 @@ def test_a_nats_link_is_read_with_its_defaults(tmp_path: Path) -> None:
     # Bringing a topic down is built for peer and Kafka links only: said, not ignored.
     ({"topics": [{"pattern": "cmd", "direction": "down"}]},
      "direction: down is built for the kafka and peer targets only"),
-    # max_age needs a gap record at the target, which NATS does not keep yet.
-    ({"topics": [{"pattern": "logs", "max_age": "1h"}]},
-     "topics: logs: max_age is built for peer and kafka links: a nats target"),
 ])
 def test_bad_nats_keys_are_named(tmp_path: Path, change: dict, message: str) -> None:
     doc = _good(tmp_path)
