@@ -334,3 +334,34 @@ def test_over_mutual_tls_the_certificate_names_the_node_the_rules_see(make_broke
     finally:
         rep.kill9()
 
+
+
+def peer_link_requests(peer: Peer) -> int:
+    """Requests the peer has served on TCP connections (its replica links: pid -1), as counted
+    by the peer supervisor itself (status "clients")."""
+    with Admin(socket=peer.broker.socket) as a:
+        return sum(c["requests"] for c in a.status()["clients"] if c["pid"] == -1)
+
+
+def test_an_idle_down_link_long_polls_the_peer_and_a_new_record_still_comes_down(
+        source, peer, make_replicator):
+    with Admin(socket=peer.broker.socket) as a:
+        a.create_topic("office.idle", 1)
+    with Producer(socket=peer.broker.socket) as p:
+        p.send("office.idle", b"first", partition=0).get(10)
+    # heartbeat_s 4: each read of the peer may park there up to 4 s (issue 11: no polling).
+    rep = make_replicator([{"pattern": "idle", "direction": "down", "remote": "office.idle"}],
+                          heartbeat_s=4).start()
+    wait_for(lambda: len(batches(source, "idle", 0)) == 1,
+             what=f"the first record down:\n{rep.log()[-2000:]}")
+    wait_for(lambda: peer_link_requests(peer) > 0, what="the link's requests counted")
+    before = peer_link_requests(peer)
+    time.sleep(3)  # idle: at most one long poll ends (and is asked again) in this time
+    idle = peer_link_requests(peer) - before
+    # Polling every 0.5 s made 6 here; a long poll of up to 4 s makes at most 2.
+    assert idle <= 2, f"an idle link made {idle} requests to the peer in 3 s"
+    with Producer(socket=peer.broker.socket) as p:
+        p.send("office.idle", b"second", partition=0).get(10)
+    wait_for(lambda: batches(source, "idle", 0) == batches(peer.broker, "office.idle", 0)
+             and len(batches(source, "idle", 0)) == 2,
+             what=f"the new record down from the parked read:\n{rep.log()[-2000:]}")
