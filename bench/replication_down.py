@@ -9,7 +9,8 @@ topic into `cmd`. Measured per run:
 - lag at a paced 100/s and 1,000/s (`send()`, linger_ms=0, 100 B values carrying their send
   time): a consumer of the local mirror records receive minus send; p50/p99 (the first 10 % cut);
 - idle: the link with nothing to bring down for --idle seconds: the requests the peer served on
-  its replica connections (its own count, status "clients") per second, and the replicator's CPU.
+  its replica connections (its own count, status "clients") per second, and the CPU of the
+  replicator and of the peer supervisor (the Admin asking for the count is one request a run).
 With --base DIR (a tree of the old code, e.g. `git archive main | tar -x -C DIR`), the replicator
 runs from DIR and from this tree in turn, --rounds times (A/B alternated in one session: the
 machine is shared, so compare the ratio within one run). Writes bench/results/replication-down.json.
@@ -137,12 +138,14 @@ def lag(s: Setup, rate: int, seconds: float) -> dict[str, Any]:
 
 def idle(s: Setup, seconds: float) -> dict[str, Any]:
     time.sleep(1.0)  # the last shipment's reads are over
-    r0, c0, t0 = s.peer_requests(), cpu(s.rep.pid), time.monotonic()
+    peer = s.peer.pid or 0
+    r0, c0, p0, t0 = s.peer_requests(), cpu(s.rep.pid), cpu(peer), time.monotonic()
     time.sleep(seconds)
     secs = time.monotonic() - t0
     return {"seconds": round(secs, 2),
             "peer_requests_per_s": (s.peer_requests() - r0) / secs,
-            "replicator_cpu_percent": 100 * (cpu(s.rep.pid) - c0) / secs}
+            "replicator_cpu_percent": 100 * (cpu(s.rep.pid) - c0) / secs,
+            "peer_cpu_percent": 100 * (cpu(peer) - p0) / secs}
 
 
 def run_one(root: Path, tree: Path, seconds: float, idle_s: float) -> dict[str, Any]:
@@ -176,7 +179,8 @@ def main() -> None:
                                  f"{v['lag_p99_ms']:.1f} ms ({v['received']}/{v['sent']})"
                                  for k, v in r.items() if k.startswith("rate_"))
                 print(f"{name:5} round {rnd}: idle {r['idle']['peer_requests_per_s']:.2f} req/s "
-                      f"at the peer, replicator CPU {r['idle']['replicator_cpu_percent']:.2f} %; "
+                      f"at the peer, CPU replicator {r['idle']['replicator_cpu_percent']:.2f} % "
+                      f"peer {r['idle']['peer_cpu_percent']:.2f} %; "
                       f"{lags}", flush=True)
     write_report(args.out, load, command=" ".join(sys.argv), seconds=args.seconds,
                  idle_seconds=args.idle, runs=runs)

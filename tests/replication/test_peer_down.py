@@ -365,3 +365,36 @@ def test_an_idle_down_link_long_polls_the_peer_and_a_new_record_still_comes_down
     wait_for(lambda: batches(source, "idle", 0) == batches(peer.broker, "office.idle", 0)
              and len(batches(source, "idle", 0)) == 2,
              what=f"the new record down from the parked read:\n{rep.log()[-2000:]}")
+
+
+def test_a_peer_that_does_not_park_the_read_is_not_asked_in_a_spin(make_broker, source, tmp_path,
+                                                                   replicators):
+    """A peer whose limits.max_fetch_wait_ms is 0 answers every read at once: the link then
+    asks at most twice a second, as before the long poll, never as fast as the peer answers."""
+    tokens = secret(tmp_path / "peer0-tokens.yaml", yaml.safe_dump({NODE: TOKEN}))
+    quick = make_broker({
+        "replica": {"listen": "127.0.0.1:0", "node": PEER, "tokens_file": str(tokens)},
+        "limits": {"max_fetch_wait_ms": 0},
+        "acl": {"rules": [f"allow node:{NODE} read topic:office.*"]}}, name="peer0").start()
+    with Admin(socket=quick.socket) as a:
+        a.create_topic("office.quick", 1)
+    with Producer(socket=quick.socket) as p:
+        p.send("office.quick", b"first", partition=0).get(10)
+    replicators.make({
+        "node": NODE, "source": {"socket": source.socket},
+        "links": [{"name": "l0", "target": "peer", "address": quick.pin_replica_port(),
+                   "token_file": str(secret(tmp_path / "tok0", TOKEN)),
+                   "local_replica": {"address": local_address(source),
+                                     "token_file": str(secret(tmp_path / "ltok0", PEER_TOKEN))},
+                   "topics": [{"pattern": "quick", "direction": "down",
+                               "remote": "office.quick"}], "heartbeat_s": 4}]}).start()
+    wait_for(lambda: len(batches(source, "quick", 0)) == 1, what="the first record down")
+
+    def served() -> int:
+        with Admin(socket=quick.socket) as a:
+            return sum(c["requests"] for c in a.status()["clients"] if c["pid"] == -1)
+
+    before = served()
+    time.sleep(3)
+    idle = served() - before
+    assert idle <= 10, f"the link asked a peer that does not park {idle} times in 3 s"
