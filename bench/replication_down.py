@@ -2,6 +2,7 @@
 this node's mirror, and what an idle link costs the peer and the replicator.
 
     python -m bench.replication_down [--base DIR] [--seconds 6] [--idle 10] [--rounds 2]
+                                     [--linger MS]
 
 Real processes: the peer supervisor (node office, a topic `office.cmd` its producer writes), this
 node's supervisor, `edgebus replicate` with a down link (default heartbeat, 5 s) that mirrors the
@@ -50,7 +51,7 @@ def _secret(path: Path, text: str) -> Path:
 class Setup:
     """The two supervisors and the replicator (from `tree`: this one or the old code's)."""
 
-    def __init__(self, root: Path, tree: Path) -> None:
+    def __init__(self, root: Path, tree: Path, linger_ms: int = 0) -> None:
         root.mkdir(parents=True, exist_ok=True)
         pport, lport = free_port(), free_port()
         self.peer = EmbeddedBroker(root / "peer", config={
@@ -73,6 +74,7 @@ class Setup:
                                                "address": f"127.0.0.1:{lport}",
                                                "token_file": str(_secret(root / "ltok",
                                                                          PEER_TOKEN))},
+                                           "linger_ms": linger_ms,
                                            "topics": [{"pattern": "cmd", "direction": "down",
                                                        "remote": "office.cmd"}]}]}))
         env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -148,8 +150,9 @@ def idle(s: Setup, seconds: float) -> dict[str, Any]:
             "peer_cpu_percent": 100 * (cpu(peer) - p0) / secs}
 
 
-def run_one(root: Path, tree: Path, seconds: float, idle_s: float) -> dict[str, Any]:
-    s = Setup(root, tree)
+def run_one(root: Path, tree: Path, seconds: float, idle_s: float,
+            linger_ms: int = 0) -> dict[str, Any]:
+    s = Setup(root, tree, linger_ms)
     try:
         out: dict[str, Any] = {"idle": idle(s, idle_s)}
         for rate in (100, 1000):
@@ -165,6 +168,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=6.0, help="seconds of sending per rate")
     ap.add_argument("--idle", type=float, default=10.0, help="seconds of the idle link")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--linger", type=int, default=0,
+                    help="the link's linger_ms (the old down direction ignores it)")
     ap.add_argument("--out", default=str(RESULTS / "replication-down.json"))
     args = ap.parse_args()
     load = os.getloadavg()
@@ -173,7 +178,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-down-") as tmp:
         for rnd in range(args.rounds):
             for name, tree in trees.items():
-                r = run_one(Path(tmp) / f"{rnd}-{name}", tree, args.seconds, args.idle)
+                r = run_one(Path(tmp) / f"{rnd}-{name}", tree, args.seconds, args.idle,
+                            args.linger)
                 runs.append({"tree": name, "round": rnd, **r})
                 lags = "  ".join(f"{k[5:]}/s p50 {v['lag_p50_ms']:.1f} ms p99 "
                                  f"{v['lag_p99_ms']:.1f} ms ({v['received']}/{v['sent']})"

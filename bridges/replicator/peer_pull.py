@@ -42,8 +42,8 @@ MAX_WAIT_MS = 5000
 
 def long_poll_ms(heartbeat_s: float) -> int:
     """How long one read of the peer may park there: one heartbeat interval (an idle link's
-    read doubles as its heartbeat), at most MAX_WAIT_MS. With the request's timeout of the
-    wait plus one interval, a half-open peer is noticed within two intervals."""
+    read doubles as its heartbeat), at most MAX_WAIT_MS. With the request's timeout of two
+    intervals (so at least the wait plus one), a half-open peer is noticed within two."""
     return min(MAX_WAIT_MS, int(heartbeat_s * 1000))
 
 
@@ -112,7 +112,11 @@ class PeerPullRunner(PullRunner):
         self._was_up = True
         beat = refresh = time.monotonic()
         wait_ms = long_poll_ms(cfg.heartbeat_s)
+        lingered = False  # the last read woke the link and linger_ms was waited out since
         while not self.stop.is_set():
+            if time.monotonic() - beat >= cfg.heartbeat_s:
+                local.ping()  # the peer answers every read; this side needs its own sign of life
+                beat = time.monotonic()
             if (missing or self._gone) and time.monotonic() - refresh >= TOPIC_REFRESH_S:
                 refresh = time.monotonic()
                 # A topic waited for is there, or one deleted at the peer was created again: a
@@ -123,25 +127,33 @@ class PeerPullRunner(PullRunner):
                       if not st.partitions[local_of[rtp]].error}
             if not active:
                 self.stop.wait(IDLE_WAIT_MS / 1000)  # every partition held: nothing to read
-            else:
-                # A long poll: the peer answers at once when it has durable data for any
-                # partition, else at its first append to one (or the wait's end).
-                asked = time.monotonic()
-                moved = False
-                for rtp, rd in peer.read_durable(active, READ_BYTES, max_wait_ms=wait_ms,
-                                                 timeout=wait_ms / 1000 + cfg.heartbeat_s
-                                                 ).items():
-                    if rtp in active:
-                        moved |= self._apply(local, rtp, local_of[rtp], rd, incarnation, cursors)
-                if not moved:
-                    # A peer that did not park the read (its max_fetch_wait_ms is lower, or
-                    # it holds too many parked reads already): never spin on it.
-                    rest = min(wait_ms, IDLE_WAIT_MS) / 1000 - (time.monotonic() - asked)
-                    if rest > 0:
-                        self.stop.wait(rest)
-            if time.monotonic() - beat >= cfg.heartbeat_s:
-                local.ping()  # the peer answers every read; this side needs its own sign of life
-                beat = time.monotonic()
+                continue
+            # A long poll: the peer answers at once when it has durable data for any partition,
+            # else at its first append to one (or the wait's end). Its timeout is the link's
+            # (twice the heartbeat, at least the wait plus one heartbeat): a half-open peer is
+            # noticed within two heartbeats.
+            wait = 0 if lingered else wait_ms
+            asked = time.monotonic()
+            reads = peer.read_durable(active, READ_BYTES, max_wait_ms=wait,
+                                      timeout=2 * cfg.heartbeat_s)
+            if cfg.linger_ms and not lingered and any(
+                    rd.data for rtp, rd in reads.items() if rtp in active):
+                # Batching by time: new data woke the link; what arrives meanwhile comes down
+                # in the same append (these bytes are read again, once).
+                self.stop.wait(cfg.linger_ms / 1000)
+                lingered = True
+                continue
+            lingered = False
+            moved = False
+            for rtp, rd in reads.items():
+                if rtp in active:
+                    moved |= self._apply(local, rtp, local_of[rtp], rd, incarnation, cursors)
+            if not moved and wait:
+                # A peer that did not park the read (its max_fetch_wait_ms is lower, or it
+                # holds too many parked reads already): never spin on it.
+                rest = min(wait_ms, IDLE_WAIT_MS) / 1000 - (time.monotonic() - asked)
+                if rest > 0:
+                    self.stop.wait(rest)
 
     def _setup_mirror(self, peer: ReplicaLink, local: ReplicaLink, ltopic: str, rtopic: str,
                       local_of: dict[tuple[str, int], tuple[str, int]],
@@ -224,6 +236,7 @@ class PeerPullRunner(PullRunner):
             raise
         ps.shipped_records += end - cursors[rtp]
         ps.shipped_bytes += len(rd.data)
+        ps.appends += 1
         ps.duplicates += present
         cursors[rtp] = ps.cursor = end
         if end >= ps.source_end:

@@ -398,3 +398,36 @@ def test_a_peer_that_does_not_park_the_read_is_not_asked_in_a_spin(make_broker, 
     time.sleep(3)
     idle = served() - before
     assert idle <= 10, f"the link asked a peer that does not park {idle} times in 3 s"
+
+
+def test_with_linger_a_burst_at_the_peer_comes_down_in_few_appends(source, peer,
+                                                                  make_replicator):
+    """linger_ms: new data wakes the idle link, which waits that long before reading, so what
+    the peer's producer sends meanwhile comes down together (status "appends")."""
+    with Admin(socket=peer.broker.socket) as a:
+        a.create_topic("office.burst", 1)
+    port = free_port()
+    rep = make_replicator([{"pattern": "burst", "direction": "down", "remote": "office.burst"}],
+                          heartbeat_s=4, linger_ms=1500)
+    rep.config_path.write_text(rep.config_path.read_text()
+                               + f"metrics:\n  listen: 127.0.0.1:{port}\n")
+    rep.start()
+
+    def part() -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
+            return dict(json.loads(r.read())["links"]["l1:down"]["partitions"][0])
+
+    wait_for(lambda: part()["target_end"] == 0, what=f"the link up:\n{rep.log()[-2000:]}")
+    with Producer(socket=peer.broker.socket, linger_ms=0) as p:
+        for i in range(20):  # 20 batches at the peer, spread so that each could come alone
+            p.send("office.burst", b"cmd %d" % i, partition=0).get(10)
+            time.sleep(0.1)
+    assert len(batches(peer.broker, "office.burst", 0)) == 20
+    wait_for(lambda: batches(source, "burst", 0) == batches(peer.broker, "office.burst", 0),
+             what=f"the burst down:\n{rep.log()[-2000:]}")
+    got = part()
+    # Without linger each batch comes down in its own append (about 20). Counted per session:
+    # a reconnect on a loaded machine starts the count again, hence the ratio.
+    n, shipped = got["appends"], got["shipped_records"]
+    assert shipped > 0 and n * 2 <= max(shipped, 2), (
+        f"{n} appends for {shipped} batches with linger_ms 1500:\n{rep.log()[-3000:]}")
