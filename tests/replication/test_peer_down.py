@@ -2,10 +2,13 @@
 topic becomes an offset-preserving mirror of the peer's, and stays one through link cuts (some
 half-open), SIGKILLs of the replicator, of the local supervisor and of the peer supervisor,
 while the peer's producers send all the time. Also what is refused: a node no access rule lets
-read a topic, a local client writing the mirror, a topic recreated at the peer.
+read a topic, a local client writing the mirror, a topic recreated at the peer. And the link's
+long poll: an idle link barely asks the peer, a peer that does not park is not asked in a spin,
+linger_ms gathers a burst into few appends.
 
 Real processes: two supervisors, the relay (relay.py) on the link to the peer, `edgebus
-replicate`. About 45 s: 19 faults while the peer's producer sends, each given time to bite."""
+replicate`. About 45 s: 19 faults while the peer's producer sends, each given time to bite; the
+long-poll tests about 5-10 s each (each test runs on its own under xdist)."""
 
 from __future__ import annotations
 
