@@ -114,7 +114,7 @@ def one(sup: Supervisor, case: str, n: int, rate: float, size: int, k: int,
                                 "-f", "raw", "-o", str(spy_out), "-d", str(dur)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-    c0, t0 = _cpu_ns(pid), time.monotonic()
+    c0, t0, u0 = _cpu_ns(pid), time.monotonic(), _user_system(pid)
     prod.start()
     prod.join(600)
     if cons is not None:
@@ -122,12 +122,21 @@ def one(sup: Supervisor, case: str, n: int, rate: float, size: int, k: int,
         cons.join(30)
         if got < n + 1:
             raise RuntimeError(f"the consumer read {got} of {n + 1} records")
-    c1, t1 = _cpu_ns(pid), time.monotonic()
+    c1, t1, u1 = _cpu_ns(pid), time.monotonic(), _user_system(pid)
     if spy is not None:
         spy.send_signal(signal.SIGINT)  # py-spy writes what it has sampled, then exits
         spy.wait(60)
     ac.delete_topics([topic])[topic].result(30)
-    return {"us": (c1 - c0) / 1e3 / n, "seconds": t1 - t0, "per_s": n / (t1 - t0)}
+    ticks = (u1[0] - u0[0]) + (u1[1] - u0[1])
+    return {"us": (c1 - c0) / 1e3 / n, "seconds": t1 - t0, "per_s": n / (t1 - t0),
+            "system_share": (u1[1] - u0[1]) / ticks if ticks else 0.0}
+
+
+def _user_system(pid: int) -> tuple[int, int]:
+    """The supervisor's user and system clock ticks (/proc/PID/stat fields 14, 15): how much
+    of its CPU is the kernel's (socket and file system calls) rather than Python's."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                     got = one(s, case, n, args.rate, args.size, k)
                     unit = "record" if case == "records" else "request"
                     print(f"round {r + 1} {s.name:4} {case:14}: {got['us']:7.2f} us/{unit} "
-                          f"({got['per_s']:,.0f}/s), load {os.getloadavg()[0]:.1f}", flush=True)
+                          f"({got['per_s']:,.0f}/s, {100 * got['system_share']:.0f}% in the "
+                          f"kernel), load {os.getloadavg()[0]:.1f}", flush=True)
                     rows.setdefault((s.name, case), []).append(got)
         if args.profile:
             d = Path(tempfile.mkdtemp(prefix="ebkc-"))
@@ -177,18 +187,20 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for s in sups:
             s.stop()
-    lines = ["| supervisor | case | us (median) | per | min-max | rate /s (median) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| supervisor | case | us (median) | per | min-max | rate /s (median) | kernel share |",
+             "|---|---|---|---|---|---|---|"]
     summary = []
     for (name, case), counts in rows.items():
         us = [g["us"] for g in counts]
         med = statistics.median(us)
         per = "record" if case == "records" else "request"
         rate = statistics.median(g["per_s"] for g in counts)
+        sys_share = statistics.median(g["system_share"] for g in counts)
         summary.append(dict(supervisor=name, case=case, us=round(med, 3), per=per,
-                            rounds=[round(u, 3) for u in us], rate=round(rate)))
+                            rounds=[round(u, 3) for u in us], rate=round(rate),
+                            system_share=round(sys_share, 3)))
         lines.append(f"| {name} | {case} | {med:.2f} | {per} | {min(us):.2f}-{max(us):.2f} | "
-                     f"{rate:,.0f} |")
+                     f"{rate:,.0f} | {100 * sys_share:.0f}% |")
     if args.base is not None:
         lines += ["", "| case | this/base (medians) | single rounds this/base |", "|---|---|---|"]
         for case in cases:
