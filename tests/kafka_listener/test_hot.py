@@ -4,6 +4,8 @@ supervisor's answers at every version parse with kio's readers and say what was 
 
 from __future__ import annotations
 
+import os
+import pwd
 import struct
 from typing import Any
 
@@ -14,6 +16,7 @@ from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchB
 from kio.index import load_payload_module
 from kio.static.constants import EntityType
 
+from edgebus import Producer
 from edgebus.server.kafka import hot
 from edgebus.server.kafka.codec import build, encode_response, response_module
 from edgebus.server.kafka.data import APIS
@@ -142,3 +145,35 @@ def test_every_served_version_answers_what_was_stored(kbroker: EmbeddedBroker) -
                 values += [r.value for r in DefaultRecordBatch(data[pos:pos + n])]
                 pos += n
             assert values == sent
+
+
+@pytest.mark.integration
+def test_fetch_with_a_refused_topic_answers_both(make_broker: Any) -> None:
+    """A Fetch naming a topic it may read and one a deny rule refuses it: one answer,
+    written by hot.py, with the first topic's records and TOPIC_AUTHORIZATION_FAILED (29) for
+    the other, for every Fetch version served."""
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    b = make_broker({"acl": {"rules": [f"deny user:{user} read topic:hot-no"]}}).start()
+    create_topic(b, "hot-ok")
+    create_topic(b, "hot-no")
+    with Producer(socket=b.socket) as p:
+        p.send("hot-ok", b"allowed", partition=0).get(10)
+    with connect(b) as s:
+        for corr, version in enumerate(SERVED[FETCH]):
+            mod = load_payload_module(FETCH, version, EntityType.request)
+            req = build(mod.FetchRequest, replica_id=-1, max_wait=0, min_bytes=1,
+                        max_bytes=1 << 20, isolation_level=0, session_id=0, session_epoch=-1,
+                        topics=tuple(build(mod.FetchTopic, topic=t, partitions=(
+                            build(mod.FetchPartition, partition=0, fetch_offset=0,
+                                  partition_max_bytes=1 << 20, log_start_offset=-1,
+                                  current_leader_epoch=-1),)) for t in ("hot-ok", "hot-no")),
+                        forgotten_topics_data=(), rack_id="")
+            s.sendall(raw_request(FETCH, version, corr, req))
+            got_corr, resp = parse_response(read_frame(s), response_module(FETCH, version).FetchResponse,
+                                            version >= 12)
+            assert got_corr == corr
+            by_topic = {t.topic: t.partitions[0] for t in resp.responses}
+            assert int(by_topic["hot-no"].error_code) == 29
+            ok = by_topic["hot-ok"]
+            assert (int(ok.error_code), ok.high_watermark) == (0, 1)
+            assert [r.value for r in DefaultRecordBatch(bytes(ok.records))] == [b"allowed"]
