@@ -85,12 +85,19 @@ def run_tree(name: str, tree: Path, out_dir: Path, requests: int, batches: int,
         phase("one-setup", 5, lambda: one(5))
         phase("one", requests, lambda: one(requests))
 
+        # linger long enough that each flush() sends the `batch` records as one request.
+        pb = Producer({"bootstrap.servers": boot, "acks": 1, "linger.ms": 60_000,
+                       "batch.num.messages": batch, "batch.size": 4 << 20,
+                       "message.max.bytes": 4 << 20, **CLIENT})
+        pb.produce("ki-batch", PAYLOAD, partition=0)  # connected: its setup is not counted
+        pb.flush(600)
+
         def batched() -> None:
             for _ in range(batches):
                 wait_idle(pid)
                 for _ in range(batch):
-                    p.produce("ki-batch", PAYLOAD, partition=0)
-                p.flush(600)
+                    pb.produce("ki-batch", PAYLOAD, partition=0)
+                pb.flush(600)
 
         phase("batch", batches * batch, batched)
         c = Consumer({"bootstrap.servers": boot, "group.id": "ki", "enable.auto.commit": False,
@@ -106,7 +113,7 @@ def run_tree(name: str, tree: Path, out_dir: Path, requests: int, batches: int,
 
         # The consumer's first requests (its coordinator, the first fetches) apart.
         phase("fetch-setup", requests + 5, lambda: fetch("ki-one", requests + 5))
-        phase("fetch", batches * batch, lambda: fetch("ki-batch", batches * batch))
+        phase("fetch", batches * batch + 1, lambda: fetch("ki-batch", batches * batch + 1))
         c.close()
     finally:
         broker.stop(timeout=300)
