@@ -1,6 +1,6 @@
 """Where a Kafka request's Python goes: the listener's request path driven in-process, profiled.
 
-    python -m bench.kafka_inproc [--requests 5000] [--records 1] [--fetch] [--top 30]
+    python -m bench.kafka_inproc [--requests 5000] [--records 1] [--fetch] [--profile]
 
 An in-process Broker with its Kafka listener (as bench/request_inproc.py does for the native
 socket) and KafkaConnections over loopback TCP; this process stands in for a librdkafka
