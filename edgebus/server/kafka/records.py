@@ -294,7 +294,25 @@ def _to_edgebus(recs: memoryview, count: int, base_ts: int, pid: int, epoch: int
 
 def _seal(batch: bytearray) -> None:
     """Length and CRC into a batch whose header from magic on is written."""
-    F.BATCH_OUTSIDE_CRC.pack_into(batch, 0, 0, 0, len(batch), zlib.crc32(memoryview(batch)[F.CRC_START:]))
+    F.BATCH_OUTSIDE_CRC.pack_into(batch, 0, 0, 0, len(batch), _crc32()(memoryview(batch)[F.CRC_START:]))
+
+
+_crc32_fn: Callable[..., int] | None = None
+
+
+def _crc32() -> Callable[..., int]:
+    """The edgebus batch's CRC-32: zlib-ng's where installed (the same CRC, about 25 times
+    faster than zlib 1.2's table one, which was a third of the produce path's instructions per
+    100-byte record), else zlib's."""
+    global _crc32_fn
+    if _crc32_fn is None:
+        try:
+            from edgebus.server.slim import zlib_ng_crc32  # without the package's gzip import
+
+            _crc32_fn = zlib_ng_crc32()
+        except ImportError:
+            _crc32_fn = zlib.crc32
+    return _crc32_fn
 
 
 _REC_LEN = struct.Struct("<I")
