@@ -536,7 +536,8 @@ def main(argv: list[str] | None = None) -> int:
     if why_tansu is None:
         tansu.start()
         notes.append("kafka-* rows: confluent-kafka producer (acks=1) -> broker -> confluent-kafka "
-                     "consumer; 'sup CPU s/M' of kafka-tansu is the Tansu process's")
+                     "consumer; 'sup CPU s/M' of kafka-tansu is the Tansu process's; client "
+                     f"settings: {kafka_peers.SETTINGS}")
     else:
         notes.append(f"kafka-tansu skipped: {why_tansu}")
 
