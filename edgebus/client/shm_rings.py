@@ -9,8 +9,9 @@ had (edgebus/client/shm_channel.py says when that is allowed).
 
 Waiting: while responses have been coming close together (edgebus/shm/spin.py) spin in C for
 about two of their average gaps (SPIN_NS at most), then, or at once when they come further
-apart, announce the sleep (the ring's waiting flag), re-check, and block in poll() on the
-eventfd and the socket together. The constants are in edgebus/tuning.py.
+apart, announce the sleep (the ring's waiting flag), re-check, and block in epoll on the
+eventfd (edge-triggered: no read of its count per wake-up) and the socket together. The
+constants are in edgebus/tuning.py.
 """
 
 from __future__ import annotations
