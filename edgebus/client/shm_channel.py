@@ -33,6 +33,7 @@ from edgebus.client.channel import AsyncChannel, SyncChannel
 from edgebus.client.dispatch import Dispatcher, next_corr, refusal
 from edgebus.client.fetch_ahead import is_empty, next_body
 from edgebus.client.shm_rings import ShmRings, connect_rings, ring_bytes_for
+from edgebus.client.socket_acks import LazySocketChannel
 from edgebus.errors import BrokerUnavailableError, InvalidRequestError, UnsupportedVersionError
 from edgebus.fastpath.fetch import FetchBody, fetch_body, fetch_response
 from edgebus.protocol import messages as M
@@ -377,12 +378,12 @@ def open_async_channel(path: Path, transport: str = "auto", max_request_bytes: i
                        on_lost: Callable[[BaseException], None] | None = None
                        ) -> AsyncChannel | ShmAsyncChannel:
     if check_transport(transport) == "socket":
-        return AsyncChannel(path, on_lost)
+        return LazySocketChannel(path, on_lost)
     ring = ring_bytes_for(max_request_bytes + 64 * 1024) if max_request_bytes else 0
     sock, rings = connect_rings(path, transport, ring)
     if rings is None:
-        sock.close()  # AsyncChannel makes its own connection
-        return AsyncChannel(path, on_lost)
+        sock.close()  # the socket channel makes its own connection
+        return LazySocketChannel(path, on_lost)
     return ShmAsyncChannel(path, rings, on_lost)
 
 

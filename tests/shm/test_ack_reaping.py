@@ -1,6 +1,7 @@
-"""A steadily sending shm producer takes its acknowledgements at its next send (issue 16): its
-reader thread, asleep unsignalled, is not woken per response, and nothing may be lost, delivered
-twice or out of order whichever thread takes a response (ShmAsyncChannel.reap, the reader).
+"""A steadily sending producer takes its acknowledgements at its next send (issue 16), on the
+rings and on the socket: its reader thread, asleep unsignalled (rings) or away from the socket,
+is not woken per response, and nothing may be lost, delivered twice or out of order whichever
+thread takes a response (ShmAsyncChannel.reap / LazySocketChannel.reap, the reader).
 
 Real supervisor processes; counts, not times (the reader's voluntary context switches, from
 /proc, and which thread ran each callback).
@@ -15,8 +16,9 @@ import pytest
 
 from edgebus import Admin, Producer
 from edgebus.client.shm_channel import ShmAsyncChannel
+from edgebus.client.socket_acks import LazySocketChannel
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("transport", ["shm", "socket"])]
 
 
 def _switches(tid: int) -> int:
@@ -27,28 +29,30 @@ def _switches(tid: int) -> int:
     raise AssertionError("no voluntary_ctxt_switches")
 
 
-def _producer(broker, topic: str) -> Producer:
+def _producer(broker, topic: str, transport: str) -> Producer:
     with Admin(socket=broker.socket, transport="socket") as a:
         a.create_topic(topic, 1)
-    return Producer(socket=broker.socket, transport="shm", linger_ms=0)
+    return Producer(socket=broker.socket, transport=transport, linger_ms=0)
 
 
-def test_steady_sends_take_their_acknowledgements_without_waking_the_reader(broker) -> None:
+def test_steady_sends_take_their_acknowledgements_without_waking_the_reader(broker,
+                                                                         transport) -> None:
     """Before: the reader slept 1 ms unsignalled at a time, so with sends 2 ms apart it woke
     about twice per send (n = 200: ~400 switches) and ran every callback. Now the sends take the
     acknowledgements (their callbacks run in the sending thread) and the reader sleeps on."""
-    p = _producer(broker, "reap-steady")
+    topic = f"reap-steady-{transport}"
+    p = _producer(broker, topic, transport)
     try:
-        p.send("reap-steady", b"warm", partition=0).get(5)
+        p.send(topic, b"warm", partition=0).get(5)
         ch = p._channel
-        assert isinstance(ch, ShmAsyncChannel)
+        assert isinstance(ch, ShmAsyncChannel if transport == "shm" else LazySocketChannel)
         tid = ch._reader.native_id
         assert tid is not None
         n = 200
         where: list[tuple[int, int]] = []  # (offset, thread that ran the callback)
         before = _switches(tid)
         for i in range(n):
-            p.send("reap-steady", b"%d" % i, partition=0).add_callback(
+            p.send(topic, b"%d" % i, partition=0).add_callback(
                 lambda md: where.append((md.offset, threading.get_ident())))
             time.sleep(0.002)
         woken = _switches(tid) - before
@@ -61,14 +65,15 @@ def test_steady_sends_take_their_acknowledgements_without_waking_the_reader(brok
     assert woken < n // 2, f"the reader was woken {woken} times for {n} sends"
 
 
-def test_the_last_acknowledgements_come_with_nobody_waiting(broker) -> None:
+def test_the_last_acknowledgements_come_with_nobody_waiting(broker, transport) -> None:
     """Sends stop and nobody calls get() or flush(): the reader's unsignalled wait ends and it
     delivers the acknowledgements no later send took."""
-    p = _producer(broker, "reap-last")
+    topic = f"reap-last-{transport}"
+    p = _producer(broker, topic, transport)
     try:
         done = threading.Event()
         for i in range(50):
-            fut = p.send("reap-last", b"%d" % i, partition=0)
+            fut = p.send(topic, b"%d" % i, partition=0)
             time.sleep(0.001)
         fut.add_callback(lambda md: done.set())  # the last one: no send after it takes it
         assert done.wait(10), "the last acknowledgement never came without a waiter"
@@ -77,11 +82,13 @@ def test_the_last_acknowledgements_come_with_nobody_waiting(broker) -> None:
         p.close(5)
 
 
-def test_concurrent_senders_and_a_waiter_get_every_callback_once_in_order(broker) -> None:
+def test_concurrent_senders_and_a_waiter_get_every_callback_once_in_order(broker,
+                                                                         transport) -> None:
     """Three threads send (each send may take acknowledgements and run their callbacks) while a
     fourth waits on a future now and then (hurry: the reader's waits are signalled meanwhile,
     so it delivers too): every callback runs exactly once, in offset order, whoever took it."""
-    p = _producer(broker, "reap-many")
+    topic = f"reap-many-{transport}"
+    p = _producer(broker, topic, transport)
     seen: list[tuple[int, int]] = []  # (offset, thread that ran the callback)
     lock = threading.Lock()
     futs: list = []
@@ -92,7 +99,7 @@ def test_concurrent_senders_and_a_waiter_get_every_callback_once_in_order(broker
 
     def sender(k: int) -> None:
         for i in range(300):
-            fut = p.send("reap-many", b"%d-%d" % (k, i), partition=0)
+            fut = p.send(topic, b"%d-%d" % (k, i), partition=0)
             fut.add_callback(cb)
             futs.append(fut)
             time.sleep(0.0005)
