@@ -113,8 +113,9 @@ SPIN_GAP_NS = _int("EDGEBUS_SHM_SPIN_GAP_US", _knob(
     "frames arrive on average closer together than this many microseconds (0: never spin)"),
     0, _MAX_US) * 1000
 # Lazy acknowledgements (shm: ShmAsyncChannel; socket: edgebus/client/socket_acks.py): while a
-# producer sends steadily and nobody waits on a result, its reader is not woken per response (each wake-up costs the supervisor an eventfd write and the
-# producer a thread wake-up, together about as much as handling the record): the producer takes
+# producer sends steadily and nobody waits on a result, its reader is not woken per response
+# (each wake-up costs the supervisor an eventfd write, on shm, and the producer a thread
+# wake-up, together about as much as handling the record): the producer takes
 # the acknowledgements that came at its next send, and the reader sleeps unsignalled until
 # ACK_LAZY_GAPS average send gaps after the last send (at least ACK_LAZY_S, at most STEADY_S),
 # then collects what is left. Anyone who waits (a future's get(), flush(), a full buffer) calls
