@@ -17,6 +17,7 @@ import pytest
 from edgebus import Admin, Producer
 from edgebus.client.shm_channel import ShmAsyncChannel
 from edgebus.client.socket_acks import LazySocketChannel
+from edgebus.errors import EdgebusError, OperationTimeoutError
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("transport", ["shm", "socket"])]
 
@@ -39,7 +40,9 @@ def test_steady_sends_take_their_acknowledgements_without_waking_the_reader(brok
                                                                          transport) -> None:
     """Before: the reader slept 1 ms unsignalled at a time, so with sends 2 ms apart it woke
     about twice per send (n = 200: ~400 switches) and ran every callback. Now the sends take the
-    acknowledgements (their callbacks run in the sending thread) and the reader sleeps on."""
+    acknowledgements (their callbacks run in the sending thread) and the reader sleeps on, woken
+    only for a record held behind an unread request (its one acknowledgement): a few on a quiet
+    machine, about one per four sends on a loaded one (two parallel test runs on two cores)."""
     topic = f"reap-steady-{transport}"
     p = _producer(broker, topic, transport)
     try:
@@ -62,7 +65,7 @@ def test_steady_sends_take_their_acknowledgements_without_waking_the_reader(brok
     assert [o for o, _t in where] == list(range(1, n + 1))  # each once, in order
     in_sender = sum(t == threading.get_ident() for _o, t in where)
     assert in_sender >= n // 4, f"only {in_sender} of {n} callbacks ran at a send"
-    assert woken < n // 2, f"the reader was woken {woken} times for {n} sends"
+    assert woken < n, f"the reader was woken {woken} times for {n} sends"
 
 
 def test_the_last_acknowledgements_come_with_nobody_waiting(broker, transport) -> None:
@@ -125,3 +128,35 @@ def test_concurrent_senders_and_a_waiter_get_every_callback_once_in_order(broker
     assert offsets == list(range(900))  # each once, in order
     assert any(t in senders for _o, t in seen), "no acknowledgement was taken at a send"
     assert any(t not in senders for _o, t in seen), "the reader delivered none"
+
+
+def test_records_in_flight_when_the_supervisor_dies_during_a_lazy_wait_fail(broker,
+                                                                            transport) -> None:
+    """The reader in its unsignalled wait does not watch the socket (on the socket transport)
+    or sleeps without being signalled (rings): a supervisor SIGKILLed then must still settle
+    every record sent before, acknowledged or failed (its outcome unknown), within the wait's
+    bound, not leave it hanging. (Records sent after the death wait for a reconnection, up to
+    delivery_timeout_ms, by design.)"""
+    topic = f"reap-dies-{transport}"
+    p = _producer(broker, topic, transport)
+    try:
+        p.send(topic, b"warm", partition=0).get(5)
+        futs = []
+        for i in range(30):
+            futs.append(p.send(topic, b"%d" % i, partition=0))
+            time.sleep(0.001)  # steady: the reader is in its unsignalled wait
+        broker.kill9()
+        outcomes: list = []
+        for f in futs:
+            try:
+                outcomes.append(f.get(10).offset)
+            except OperationTimeoutError:
+                pytest.fail("a record was left without an outcome after the supervisor died")
+            except EdgebusError as e:
+                outcomes.append(type(e).__name__)
+    finally:
+        p._closed = True  # the supervisor is gone: do not wait out close()'s flush
+        with p._cond:
+            p._cond.notify_all()
+    acked = [o for o in outcomes if isinstance(o, int)]
+    assert acked == list(range(1, len(acked) + 1))  # those acknowledged: a prefix, in order
