@@ -112,14 +112,22 @@ SPIN_GAP_NS = _int("EDGEBUS_SHM_SPIN_GAP_US", _knob(
     "EDGEBUS_SHM_SPIN_GAP_US", "50", "a ring reader (supervisor or client) spins only while its "
     "frames arrive on average closer together than this many microseconds (0: never spin)"),
     0, _MAX_US) * 1000
-# Lazy acknowledgements: while a producer sends steadily and nobody waits on a result, its
-# reader collects acknowledgements every ACK_LAZY_S instead of being woken per response (each
-# wake-up costs the supervisor an eventfd write and the producer a thread wake-up, together about
-# as much as handling the record). Anyone who waits (a future's get(), flush(), a full buffer)
-# calls hurry(), and the reader is then woken per response for URGENT_S. 0 turns laziness off.
+# Lazy acknowledgements (shm: ShmAsyncChannel; socket: edgebus/client/socket_acks.py): while a
+# producer sends steadily and nobody waits on a result, its reader is not woken per response
+# (each wake-up costs the supervisor an eventfd write, on shm, and the producer a thread
+# wake-up, together about as much as handling the record): the producer takes
+# the acknowledgements that came at its next send, and the reader sleeps unsignalled until
+# ACK_LAZY_GAPS average send gaps after the last send (at least ACK_LAZY_S, at most STEADY_S),
+# then collects what is left. Anyone who waits (a future's get(), flush(), a full buffer) calls
+# hurry(), and the reader is then woken per response for URGENT_S. 0 turns laziness off.
 ACK_LAZY_S = _int("EDGEBUS_SHM_ACK_LAZY_US", _knob(
-    "EDGEBUS_SHM_ACK_LAZY_US", "1000", "microseconds a steadily sending producer collects "
-    "acknowledgements without being woken per response; 0 turns this off"), 0, _MAX_US) / 1e6
+    "EDGEBUS_SHM_ACK_LAZY_US", "1000", "microseconds (at least) a steadily sending producer's "
+    "reader sleeps unsignalled after its last send, acknowledgements being taken at the next "
+    "send; 0 turns this off"), 0, _MAX_US) / 1e6
+# Eight gaps: at 1,000 sends a second the reader wakes about once per 8 ms of steady sending (the
+# acknowledgements go with the sends), and the last ones of a burst wait at most that long for a
+# callback when nobody waits on them.
+ACK_LAZY_GAPS = 8
 URGENT_S = 0.1
 # "Sends steadily": the last request went out less than this long ago; an idle producer's reader
 # sleeps until signalled, so it costs nothing.

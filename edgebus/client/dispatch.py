@@ -88,9 +88,15 @@ class Dispatcher:
     def in_flight(self) -> int:
         return len(self._pending)
 
-    def hurry(self) -> None:
+    def hurry(self, once: bool = False) -> None:
         """Someone waits for an acknowledgement (a transport that collects them lazily wakes
-        its reader); by default every response is delivered as it comes."""
+        its reader; once: for the next one only); by default every response is delivered as it
+        comes."""
+
+    def reap(self) -> None:
+        """Deliver, in the calling thread, the responses already there that the reader is not
+        being woken for (a transport that collects them lazily); by default nothing: the reader
+        delivers every response as it comes."""
 
     def unread(self) -> bool:
         """Whether the supervisor has yet to read a request written to it (the producer holds
@@ -121,21 +127,27 @@ class Dispatcher:
     def _receive(self) -> Iterable[ResponseFrame]:
         raise NotImplementedError
 
+    def _deliver(self, frames: Iterable[ResponseFrame]) -> None:
+        """Run the callbacks of response frames, in order (the reader thread, or a transport's
+        reaping sender: one of them at a time). Raises the refusal of the whole connection."""
+        lock, pending = self._lock, self._pending
+        for frame in frames:
+            with lock:
+                cb = pending.pop(frame.correlation_id, None)
+            if cb is None and (refused := refusal(frame)) is not None:
+                raise refused  # the supervisor refused this connection: end with it
+            if cb is not None:
+                try:
+                    cb(frame, None)
+                except Exception:  # never let one callback end the reader thread
+                    log.exception("a response callback failed")
+
     def _read_loop(self) -> None:
         err: BaseException
-        lock, pending, receive = self._lock, self._pending, self._receive
+        deliver, receive = self._deliver, self._receive
         try:
             while True:
-                for frame in receive():
-                    with lock:
-                        cb = pending.pop(frame.correlation_id, None)
-                    if cb is None and (refused := refusal(frame)) is not None:
-                        raise refused  # the supervisor refused this connection: end with it
-                    if cb is not None:
-                        try:
-                            cb(frame, None)
-                        except Exception:  # never let one callback end the reader thread
-                            log.exception("a response callback failed")
+                deliver(receive())
         except OSError as e:
             err = BrokerUnavailableError(f"lost the connection to {self.path}: {e}")
         except Exception as e:  # the stream ended (BrokerUnavailableError) or a broken peer

@@ -266,6 +266,7 @@ class Producer(_Delivery, TransactionalProducer):
             b, idx = self._append(topic, p, rec, ts)
             fut = FutureRecordMetadata(b.result, idx, ts)
             if self.linger:
+                self._reap()
                 return fut
             todo = self._take_for_inline_send()  # in the same lock hold: one fewer per record
         if todo is not None:
@@ -391,6 +392,11 @@ class Producer(_Delivery, TransactionalProducer):
         for here, so the lock order I/O lock -> _cond elsewhere cannot deadlock) and return the
         batches for the caller to send, or, when whoever holds it may not look again, wake the
         I/O thread, which sends as soon as the lock is free, and return None."""
+        # Acknowledgements that came since the last send, taken here (and their callbacks run)
+        # instead of waking the reader thread for each (lazy acknowledgements, shm). This thread
+        # looks at every open batch below, so a hold's wake-up of the I/O thread is not needed.
+        self._drain_held = False
+        self._reap()
         got = self._io_lock.acquire(blocking=False)
         for key, b in list(self._open.items()):
             if self._ordered and self._waiting(key, time.monotonic()):
@@ -407,17 +413,27 @@ class Producer(_Delivery, TransactionalProducer):
                 continue
             if self._in_flight and self._unread():
                 # The supervisor has not yet read our last request (ring or socket): this one
-                # would wait behind it anyway, so it keeps filling and goes as soon as an
-                # acknowledgement comes (_finish wakes the I/O thread). A supervisor that falls
-                # behind thus gets fewer, fuller requests instead of one per record.
+                # would wait behind it anyway, so it keeps filling and goes with the next send
+                # that finds the acknowledgement come, or as soon as the reader delivers it
+                # (_finish wakes the I/O thread). A supervisor that falls behind thus gets fewer,
+                # fuller requests instead of one per record. The reader is hurried for that one
+                # acknowledgement only: a URGENT_S window of them (as before) made every
+                # acknowledgement a wake-up, on a loaded machine most of the time.
                 self._drain_held = True
-                self._channel.hurry()  # type: ignore[union-attr]  # _unread: not None
+                self._channel.hurry(once=True)  # type: ignore[union-attr]  # _unread: not None
                 continue
             self._seal(key, b, notify=not got)
         if not got:
             self._cond.notify()
             return None
         return self._pop_ready()
+
+    def _reap(self) -> None:
+        """Under self._cond: deliver the acknowledgements the channel's reader is not being
+        woken for (ShmAsyncChannel.reap); their callbacks run in this thread."""
+        ch = self._channel
+        if ch is not None:
+            ch.reap()
 
     def _unread(self) -> bool:
         """Whether the supervisor has yet to read a request this producer wrote (the request

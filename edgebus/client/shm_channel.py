@@ -7,8 +7,9 @@ Linux, an older supervisor, or the supervisor refused); $EDGEBUS_TRANSPORT overr
 
 `ShmSyncChannel` is a SyncChannel whose transport is the rings (edgebus/client/shm_rings.py), plus
 fetch-ahead (edgebus/client/fetch_ahead.py). `ShmAsyncChannel` is a Dispatcher (the pending
-requests, edgebus/client/dispatch.py) whose reader waits on the response ring, collecting
-acknowledgements lazily while a producer sends steadily (ACK_LAZY_S in edgebus/tuning.py).
+requests, edgebus/client/dispatch.py) whose reader waits on the response ring; while a producer
+sends steadily its acknowledgements are taken at its next send instead (ACK_LAZY_S in
+edgebus/tuning.py).
 
 A consumer's channel is a ShmSyncChannel on the socket too (transport "socket", or "auto"
 without rings): its fetch-ahead is then a standing fetch on the socket (FETCH_STANDING; flow
@@ -32,11 +33,13 @@ from edgebus.client.channel import AsyncChannel, SyncChannel
 from edgebus.client.dispatch import Dispatcher, next_corr, refusal
 from edgebus.client.fetch_ahead import is_empty, next_body
 from edgebus.client.shm_rings import ShmRings, connect_rings, ring_bytes_for
+from edgebus.client.socket_acks import LazySocketChannel
 from edgebus.errors import BrokerUnavailableError, InvalidRequestError, UnsupportedVersionError
 from edgebus.fastpath.fetch import FetchBody, fetch_body, fetch_response
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ResponseFrame
 from edgebus.tuning import (
+    ACK_LAZY_GAPS,
     ACK_LAZY_S,
     ACK_SPIN_NS,
     FETCH_AHEAD,
@@ -218,15 +221,25 @@ def open_sync_channel(path: str | os.PathLike[str] | None = None, timeout: float
 # --- async (Producer) ----------------------------------------------------------------------------
 class ShmAsyncChannel(Dispatcher):
     """AsyncChannel's interface over the rings: send() from any thread (serialised by the
-    Dispatcher's lock), the reader thread waits on the response ring."""
+    Dispatcher's lock), the reader thread waits on the response ring.
+
+    Lazy acknowledgements (ACK_LAZY_S in edgebus/tuning.py): while the producer sends steadily and
+    nobody waits on a result, the reader sleeps without announcing itself, so the supervisor does
+    not signal each response, and the producer takes what came at its next send (`reap`); the
+    reader collects what is left when its unsignalled wait ends, ACK_LAZY_GAPS send gaps after
+    the last send. Invariant: one taker of the response ring at a time, with the callbacks of
+    what it took (`_reap_lock`), so callbacks run once each and in response order.
+    """
 
     def __init__(self, path: Path, rings: ShmRings,
                  on_lost: Callable[[BaseException], None] | None = None) -> None:
         super().__init__(path, on_lost, "edgebus-shm-reader")
         self._rings = rings
         self._last_send = 0.0  # monotonic
+        self._send_gap = ACK_LAZY_S  # moving average of the gaps between requests (s, <= STEADY_S)
         self._urgent_until = 0.0  # monotonic; see ACK_LAZY_S
         self._lazy_wait = False  # the reader is (about to be) in an unsignalled wait
+        self._once = False  # hurry(once=True): the reader's next wait is a signalled one
         # Threads blocked on an acknowledgement right now (waiting()): while any is, no wait is
         # lazy. A count, not only hurry()'s time window: a waiter whose nudge came before its
         # response (consumed by a wait that found nothing), or whose window ran out before the
@@ -237,28 +250,78 @@ class ShmAsyncChannel(Dispatcher):
         # orders the two, so a nudge never lands on a closed (and maybe reused) descriptor number.
         self._fd_lock = threading.Lock()
         self._fds_closed = False
+        # Held by whoever takes from the response ring and runs the callbacks: the reader (for
+        # the whole of a signalled wait) or a sender reaping (never waited for by a sender).
+        self._reap_lock = threading.Lock()
+        self._deferred: BaseException | None = None  # what a reap met; the reader ends with it
+        self.reaped = 0  # responses taken by senders (tests, benchmarks)
         self._write = self._write_ring
         self._start()
 
     def _write_ring(self, frame: bytes) -> None:
-        self._last_send = time.monotonic()
+        now = time.monotonic()
+        gap = now - self._last_send
+        self._send_gap += ((gap if gap < STEADY_S else STEADY_S) - self._send_gap) / 4
+        self._last_send = now
         self._rings.write(frame)
 
-    def _receive(self) -> list[ResponseFrame]:
+    def _lazy_until(self, now: float) -> float:
+        """When the reader's unsignalled wait must end; 0: no lazy wait now (someone waits, a
+        hurry() window, laziness off, or no steady sending: the last send is not recent)."""
+        if not ACK_LAZY_S or self._waiters or now < self._urgent_until:
+            return 0.0
+        last = self._last_send
+        if now - last >= STEADY_S:
+            return 0.0
+        span = ACK_LAZY_GAPS * self._send_gap
+        until = last + max(ACK_LAZY_S, span if span < STEADY_S else STEADY_S)
+        return until if until > now else 0.0
+
+    def _receive(self) -> tuple[()]:
         if self._closed:
             raise BrokerUnavailableError("the channel was closed")
+        if self._deferred is not None:
+            raise self._deferred
+        rings = self._rings
         # _lazy_wait is set before the checks (waiters, window): a waiter or hurry() after them
         # sees it and nudges; one before them is seen here (the GIL orders the two threads).
         self._lazy_wait = True
-        now = time.monotonic()
-        lazy = ACK_LAZY_S if (ACK_LAZY_S and not self._waiters and now >= self._urgent_until
-                              and now - self._last_send < STEADY_S) else 0.0
-        if not lazy:
+        until = self._lazy_until(time.monotonic())
+        if not until or self._once:
             self._lazy_wait = False
+            self._once = False  # this wait is the signalled one asked for
+            with self._reap_lock:  # signalled: announce the wait, sleep until a response
+                self._deliver(rings.read(None, ACK_SPIN_NS))
+            return ()
         try:
-            return self._rings.read(None, ACK_SPIN_NS, lazy)
+            rings.wait_lazy(until)  # no lock: a send meanwhile takes what came (reap)
         finally:
-            self._lazy_wait = False  # also when the read raised: no nudges after that
+            self._lazy_wait = False  # also when the wait raised: no nudges after that
+        with self._reap_lock:
+            frames = rings.take()
+            if not frames and rings.eof:
+                raise BrokerUnavailableError("the supervisor closed the connection")
+            self._deliver(frames)
+        return ()
+
+    def reap(self) -> None:
+        """Take and deliver the responses already in the ring, in the calling thread (a
+        producer's next send), while the reader sleeps unsignalled: nobody is woken for them.
+        Never waits: if the reader is taking them right now, it delivers them."""
+        if not self._lazy_wait or not self._reap_lock.acquire(blocking=False):
+            return
+        try:
+            if self._fds_closed or self.lost is not None or self._deferred is not None:
+                return
+            frames = self._rings.take_ring()
+            if frames:
+                self.reaped += len(frames)
+                self._deliver(frames)
+        except Exception as e:  # a corrupt ring or a refusal: the reader ends the channel with it
+            self._deferred = e
+            self._nudge()
+        finally:
+            self._reap_lock.release()
 
     def unread(self) -> bool:
         """Whether the supervisor has yet to read a request written into the ring. Any thread
@@ -270,14 +333,21 @@ class ShmAsyncChannel(Dispatcher):
             req = self._rings.req
             return req is not None and req.head != req.tail
 
-    def hurry(self) -> None:
-        """Someone waits for an acknowledgement: deliver them as they come for a while."""
-        self._urgent_until = time.monotonic() + URGENT_S
+    def hurry(self, once: bool = False) -> None:
+        """Someone waits for an acknowledgement: deliver them as they come for a while; once:
+        only the next one (a producer's batch held until it comes)."""
+        if once:
+            self._once = True  # before looking at _lazy_wait, which the reader sets before _once
+        else:
+            self._urgent_until = time.monotonic() + URGENT_S
         if self._lazy_wait:
-            with self._fd_lock:
-                if not self._fds_closed:
-                    with contextlib.suppress(OSError):
-                        os.eventfd_write(self._rings.efd_data, 1)  # end the reader's unsignalled wait
+            self._nudge()
+
+    def _nudge(self) -> None:
+        with self._fd_lock:
+            if not self._fds_closed:
+                with contextlib.suppress(OSError):
+                    os.eventfd_write(self._rings.efd_data, 1)  # end the reader's unsignalled wait
 
     @contextlib.contextmanager
     def waiting(self) -> Iterator[None]:
@@ -298,8 +368,8 @@ class ShmAsyncChannel(Dispatcher):
             self._rings.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader's poll (EOF)
         self._reader.join(timeout=5)
         self._rings.sock.close()
-        if not self._reader.is_alive():  # never unmap under a running reader
-            with self._fd_lock:
+        if not self._reader.is_alive():  # never unmap under a running reader (or a reap)
+            with self._reap_lock, self._fd_lock:
                 self._fds_closed = True
             self._rings.close()
 
@@ -308,12 +378,12 @@ def open_async_channel(path: Path, transport: str = "auto", max_request_bytes: i
                        on_lost: Callable[[BaseException], None] | None = None
                        ) -> AsyncChannel | ShmAsyncChannel:
     if check_transport(transport) == "socket":
-        return AsyncChannel(path, on_lost)
+        return LazySocketChannel(path, on_lost)
     ring = ring_bytes_for(max_request_bytes + 64 * 1024) if max_request_bytes else 0
     sock, rings = connect_rings(path, transport, ring)
     if rings is None:
-        sock.close()  # AsyncChannel makes its own connection
-        return AsyncChannel(path, on_lost)
+        sock.close()  # the socket channel makes its own connection
+        return LazySocketChannel(path, on_lost)
     return ShmAsyncChannel(path, rings, on_lost)
 
 

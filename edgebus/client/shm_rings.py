@@ -9,8 +9,9 @@ had (edgebus/client/shm_channel.py says when that is allowed).
 
 Waiting: while responses have been coming close together (edgebus/shm/spin.py) spin in C for
 about two of their average gaps (SPIN_NS at most), then, or at once when they come further
-apart, announce the sleep (the ring's waiting flag), re-check, and block in poll() on the
-eventfd and the socket together. The constants are in edgebus/tuning.py.
+apart, announce the sleep (the ring's waiting flag), re-check, and block in epoll on the
+eventfd (edge-triggered: no read of its count per wake-up) and the socket together. The
+constants are in edgebus/tuning.py.
 """
 
 from __future__ import annotations
@@ -72,9 +73,13 @@ class ShmRings:
         self.req = R.Ring(self.mapping, 0, resp.request_ring_bytes)
         self.resp = R.Ring(self.mapping, resp.response_ring_offset, resp.response_ring_bytes)
         self.proto = ClientProtocol()  # frames that arrive on the socket (too large for the ring)
-        self._rpoll = select.poll()
-        self._rpoll.register(self.efd_data, select.POLLIN)
-        self._rpoll.register(sock.fileno(), select.POLLIN)
+        # The reader waits in epoll with efd_data edge-triggered: each write by the supervisor
+        # (or a nudge) wakes it once, with no read(2) of the count to re-arm it (one system call
+        # less per wake-up; the count just grows, 2**64 writes away from its limit). The socket
+        # stays level-triggered: its bytes are read when it is ready.
+        self._rpoll = select.epoll(2)
+        self._rpoll.register(self.efd_data, select.EPOLLIN | select.EPOLLET)
+        self._rpoll.register(sock.fileno(), select.EPOLLIN)
         self._wpoll = select.poll()
         self._wpoll.register(self.efd_space, select.POLLIN)
         # A writer only watches for the supervisor's death; the socket's data is the reader's
@@ -134,7 +139,17 @@ class ShmRings:
             finally:
                 resp.cancel_sleep_data()
 
-    def _take(self) -> list[ResponseFrame]:
+    def wait_lazy(self, until: float) -> None:
+        """Sleep without announcing it (the supervisor sees no waiting reader and does not
+        signal) until `until` (monotonic), a nudge (a write to efd_data by this process) or the
+        socket; at once when a frame is already there."""
+        if not self.eof and not self.resp.readable() and not self.proto.frames.buffered():
+            self._sleep(self._rpoll, self.efd_data, until, reader=True)
+
+    def take_ring(self) -> list[ResponseFrame]:
+        """The response frames in the ring now, without waiting, and not the socket's (the
+        reader thread's alone): for a producer taking its acknowledgements at its next send.
+        Callers serialise it with the reader's read()/take() (one reader of a ring at a time)."""
         out: list[ResponseFrame] = []
         buf = self.resp.read(self.efd_sup)
         if buf is not None:
@@ -145,6 +160,14 @@ class ShmRings:
                 n, corr, err = unpack(buf, pos)
                 out.append(ResponseFrame(corr, err, mv[pos + 10 : pos + 4 + n]))
                 pos += 4 + n
+        return out
+
+    def take(self) -> list[ResponseFrame]:
+        """The response frames there now (ring and socket), without waiting."""
+        return self._take()
+
+    def _take(self) -> list[ResponseFrame]:
+        out = self.take_ring()
         proto = self.proto
         if proto.frames.buffered():  # frames too large for the ring come on the socket
             while (f := proto.next_response()) is not None:
@@ -154,18 +177,20 @@ class ShmRings:
         return out
 
     def _sleep(self, poller: Any, efd: int, deadline: float | None, reader: bool) -> bool:
-        """Block until efd or the socket is ready. False on the deadline."""
+        """Block until efd or the socket is ready. False on the deadline. The reader's poller is
+        an epoll (seconds, efd edge-triggered), the writer's a poll (milliseconds)."""
         if deadline is None:
-            timeout = None
+            timeout = None if not reader else -1.0
         else:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            timeout = left * 1000
+            timeout = left if reader else left * 1000
         for fd, _ev in poller.poll(timeout):
             if fd == efd:
-                with contextlib.suppress(BlockingIOError):
-                    os.eventfd_read(efd)
+                if not reader:
+                    with contextlib.suppress(BlockingIOError):
+                        os.eventfd_read(efd)
             elif reader:
                 self._recv_socket()
             else:
@@ -188,6 +213,7 @@ class ShmRings:
         if self.closed:
             return
         self.closed = True
+        self._rpoll.close()
         for fd in (self.efd_sup, self.efd_data, self.efd_space):
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import os
+import select
 import selectors
 import signal
 import time
@@ -206,6 +207,17 @@ class Loop:
             self.sel.modify(fd, events, callback)
         except KeyError:
             self.sel.register(fd, events, callback)
+
+    def register_edge(self, fd: int, callback: Callable[[int], None]) -> bool:
+        self.register(fd, callback)
+        # selectors has no edge-triggered mode; its epoll object is the private `_selector` of
+        # EpollSelector (CPython's since 3.4). Changing the kernel's registration keeps the
+        # selector's own bookkeeping (events=EVENT_READ, the callback) as it is.
+        ep = getattr(self.sel, "_selector", None)
+        if not isinstance(self.sel, selectors.EpollSelector) or not isinstance(ep, select.epoll):
+            return False
+        ep.modify(fd, select.EPOLLIN | select.EPOLLET)
+        return True
 
     def unregister(self, fd: Any) -> None:
         with contextlib.suppress(KeyError, ValueError):

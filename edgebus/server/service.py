@@ -78,6 +78,12 @@ class LoopApi(Protocol):
         events and callback."""
         ...
 
+    def register_edge(self, fd: int, callback: Callable[[int], None]) -> bool:
+        """Like register (readable), edge-triggered where the selector can (epoll): True when
+        it is, and then each write to an eventfd `fd` calls `callback` once, with no read of
+        the count needed to re-arm it; False: level-triggered, read the eventfd as usual."""
+        ...
+
     def unregister(self, fd: FileDescriptorLike) -> None:
         """Stop watching `fd` (nothing happens if it is not watched). Before closing it."""
         ...

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,14 +26,20 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize(("cap", "count", "spin_ns", "slow_reader"), [
-    (4096, 20_000, 0, False),  # no spinning: every wait is an eventfd sleep
-    (4096, 20_000, 20_000, True),  # a reader that lags: the writer sleeps for room often
+@pytest.mark.parametrize(("cap", "count", "spin_ns", "slow_reader", "edge"), [
+    (4096, 20_000, 0, False, False),  # no spinning: every wait is an eventfd sleep
+    # The same with the reader's eventfd edge-triggered in epoll and never read, as the
+    # supervisor's links and the clients' response rings wait (issue 16: no read per wake-up).
+    # A write that did not report a new edge would leave the reader asleep with data: a lost
+    # wake-up, which the bounded sleep below turns into a failure.
+    (4096, 20_000, 0, False, True),
+    (4096, 20_000, 20_000, True, False),  # a reader that lags: the writer sleeps for room often
     # The default shape. 25k frames (was 100k, ~55 s of CI): one in eight is up to the ring's
     # largest frame (512 KiB), so this still moves ~0.8 GB and wraps the ring ~800 times.
-    (1 << 20, 25_000, 50_000, False),
+    (1 << 20, 25_000, 50_000, False, False),
 ])
-def test_two_process_stress(cap: int, count: int, spin_ns: int, slow_reader: bool) -> None:
+def test_two_process_stress(cap: int, count: int, spin_ns: int, slow_reader: bool,
+                            edge: bool) -> None:
     memfd = os.memfd_create("edgebus-test", os.MFD_CLOEXEC)
     os.ftruncate(memfd, R.ring_bytes(cap))
     m = R.Mapping(memfd, R.ring_bytes(cap))
@@ -46,8 +53,14 @@ def test_two_process_stress(cap: int, count: int, spin_ns: int, slow_reader: boo
         cwd=ROOT, pass_fds=(memfd, efd_data, efd_space), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE)
     rnd = random.Random(seed)
-    poller = select.poll()
-    poller.register(efd_data, select.POLLIN)
+    if edge:
+        poller: Any = select.epoll()
+        poller.register(efd_data, select.EPOLLIN | select.EPOLLET)
+        timeout = 10.0  # epoll: seconds
+    else:
+        poller = select.poll()
+        poller.register(efd_data, select.POLLIN)
+        timeout = 10_000  # poll: milliseconds
     seq = 0
     sleeps = 0
     try:
@@ -57,11 +70,12 @@ def test_two_process_stress(cap: int, count: int, spin_ns: int, slow_reader: boo
                 if r.wait_data(spin_ns) or r.prepare_sleep_data():
                     continue
                 sleeps += 1
-                if not poller.poll(10_000):
+                if not poller.poll(timeout):
                     assert not r.readable(), "lost wake-up: data but no signal"
                     pytest.fail(f"reader timed out at frame {seq}: {proc.stderr.read1(4096)!r}")
                 r.cancel_sleep_data()
-                R.drain_eventfd(efd_data)
+                if not edge:
+                    R.drain_eventfd(efd_data)
                 continue
             for f in R.iter_frames(buf):
                 want = body_for(seq, rnd, r.max_frame - 4)
@@ -78,6 +92,8 @@ def test_two_process_stress(cap: int, count: int, spin_ns: int, slow_reader: boo
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if edge:
+            poller.close()
         for fd in (memfd, efd_data, efd_space):
             os.close(fd)
     if spin_ns == 0:

@@ -12,9 +12,10 @@ import pytest
 
 from edgebus import Admin, Consumer, Producer, TopicPartition
 from edgebus.client import shm_rings
-from edgebus.client.channel import AsyncChannel, SyncChannel, connect
+from edgebus.client.channel import SyncChannel, connect
 from edgebus.client.shm_channel import ShmAsyncChannel
 from edgebus.client.shm_rings import attach
+from edgebus.client.socket_acks import LazySocketChannel
 from edgebus.errors import BrokerUnavailableError
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ClientProtocol
@@ -43,7 +44,7 @@ def roundtrip(sock: str, transport: str, n: int = 2000) -> list:
         p.flush(30)
         assert all(f.get(10).offset >= 0 for f in fs)
         fb.get(10)
-        kind = ShmAsyncChannel if transport != "socket" else AsyncChannel
+        kind = ShmAsyncChannel if transport != "socket" else LazySocketChannel
         assert type(p._channel) is kind
     c = Consumer(topic, socket=sock, transport=transport, auto_offset_reset="earliest")
     got = []

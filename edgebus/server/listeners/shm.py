@@ -128,10 +128,11 @@ class ShmLink:
     def __call__(self, mask: int) -> None:
         """Selector data: the loop calls it when efd_sup is readable (the client wrote frames or
         freed response room)."""
-        try:  # noqa: SIM105 (once per wake-up: contextlib.suppress costs more)
-            os.eventfd_read(self.efd_sup)
-        except BlockingIOError:
-            pass
+        if not self.t.edge:  # edge-triggered (epoll): no read needed to re-arm the eventfd
+            try:  # noqa: SIM105 (once per wake-up: contextlib.suppress costs more)
+                os.eventfd_read(self.efd_sup)
+            except BlockingIOError:
+                pass
         if self.spinning:
             self.service()
             return
@@ -241,6 +242,11 @@ class ShmTransport(Service):
             log.warning("shared-memory rings are off: %s", self.reason)
         self._ring_ptrs: Any = None  # cffi array of the spinning rings, rebuilt when they change
         self._ring_links: list[ShmLink] = []
+        # Links' eventfds are edge-triggered where the loop's selector allows (epoll): a wake-up
+        # then costs no read(2) of the eventfd's count (which just grows; 2**64 writes away from
+        # its limit). A stale count wakes nobody; a write while the loop runs is reported at its
+        # next select, as with a level-triggered count.
+        self.edge = True
 
     # --- SHM_ATTACH ------------------------------------------------------------------------------
     def attach(self, conn: Connection, corr: int, req: M.ShmAttachRequest) -> Any:
@@ -291,7 +297,8 @@ class ShmTransport(Service):
                        R.Ring(mapping, resp_off, resp_cap), fds[1], fds[2], fds[3])
         conn.shm = link
         self.links[conn.id] = link
-        self.api.register(link.efd_sup, link)
+        if not self.api.register_edge(link.efd_sup, link):
+            self.edge = False  # the same for every link: the loop's selector decides
         self._set_spinning(link, True)
         log.debug("%r attached rings of %d + %d bytes", conn, req_cap, resp_cap)
         return NO_RESPONSE

@@ -1,0 +1,341 @@
+"""Wake-ups, CPU and system calls per message, per process and per thread, at a paced rate
+(issue 16: what each of producer, supervisor and consumer does per message at 1,000/s).
+
+    python -m bench.wakeups [--rate 1000] [--duration 4] [--transports shm,socket] [--rounds 2]
+                            [--base TREE] [--no-syscalls] [--out FILE.md]
+
+One supervisor (EmbeddedBroker), one producer `send()` (linger_ms=0, acks="written"), one consumer
+with the paced benchmark's settings (bench/peers.py `Edgebus`), 100-byte records at a fixed rate.
+For each process, and each thread of the clients: CPU from /proc/PID/task/*/schedstat (ns, all
+threads) and voluntary context switches (a thread that blocked and was woken: one wake-up each),
+per message. Counts do not depend on the machine's load the way CPU does. System calls per
+message by name, all threads: `perf stat` on the kernel's syscall tracepoints, attached to each
+process (`strace -c` was tried first: ptrace stops every call, and the processes it slows batch
+differently, so its counts were not those of the untraced run).
+With --base TREE (another checkout, e.g. `git worktree add --detach ../base main` with its C
+modules copied or built), each round runs TREE's code too, alternated with this checkout's.
+
+Each case is a child process (`--one`) with PYTHONPATH set to the tree it measures, so the
+supervisor and the clients are that tree's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+TREE = HERE.parents[1]
+_STAMP = struct.Struct("<qq")  # scheduled send time (monotonic ns), sequence
+
+
+# --- per-thread counters -------------------------------------------------------------------------
+def _threads(pid: int) -> dict[int, tuple[int, int, int]]:
+    """tid -> (CPU ns, voluntary switches, involuntary switches) of every thread of pid."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                ns = int(f.read().split()[0])
+            vol = invol = 0
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches"):
+                        vol = int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches"):
+                        invol = int(line.split()[1])
+        except OSError:
+            continue  # the thread ended meanwhile
+        out[int(tid)] = (ns, vol, invol)
+    return out
+
+
+def _diff(a: dict[int, tuple[int, int, int]], b: dict[int, tuple[int, int, int]]
+          ) -> dict[int, tuple[int, int, int]]:
+    z = (0, 0, 0)
+    return {t: tuple(y - x for x, y in zip(a.get(t, z), v, strict=True))  # type: ignore[misc]
+            for t, v in b.items()}
+
+
+# --- the clients ---------------------------------------------------------------------------------
+def _names() -> dict[int, str]:
+    import threading
+
+    return {t.native_id or 0: t.name for t in threading.enumerate()}
+
+
+def _producer(sock: str, transport: str, topic: str, rate: int, n: int, ready: Any, go: Any,
+              done: Any, results: Any) -> None:
+    from edgebus import Producer
+
+    p = Producer(socket=sock, transport=transport, acks="written", linger_ms=0)
+    p.send(topic, b"warm", partition=0).get(10)
+    ready.put(("p", os.getpid(), _names()))
+    go.wait()
+    pad = b"x" * (100 - _STAMP.size)
+    step = 1e9 / rate
+    t0 = time.monotonic_ns()
+    for k in range(n):
+        due = t0 + int(k * step)
+        delay = due - time.monotonic_ns()
+        if delay > 0:
+            time.sleep(delay / 1e9)
+        p.send(topic, _STAMP.pack(due, k) + pad, partition=0)
+    p.flush(60)
+    results.put(("p", _names()))
+    done.wait()
+    p.close(10)
+
+
+def _consumer(sock: str, transport: str, topic: str, n: int, ready: Any, go: Any, done: Any,
+              results: Any) -> None:
+    from edgebus import Consumer, TopicPartition
+
+    c = Consumer(socket=sock, transport=transport, auto_offset_reset="latest",
+                 fetch_max_wait_ms=100, max_partition_fetch_bytes=1 << 20,
+                 fetch_max_bytes=1 << 20, max_poll_records=1_000_000)
+    tp = TopicPartition(topic, 0)
+    c.assign([tp])
+    c.seek_to_end(tp)
+    c.position(tp)
+    ready.put(("c", os.getpid(), _names()))
+    go.wait()
+    got, lat = 0, []
+    hard = time.monotonic() + 120
+    while got < n and time.monotonic() < hard:
+        for recs in c.poll(50, max_records=1_000_000).values():
+            now = time.monotonic_ns()
+            mine = [r.value for r in recs if len(r.value) == 100]  # not the producer's warm-up
+            got += len(mine)
+            lat += [now - _STAMP.unpack_from(v)[0] for v in mine]
+    lat.sort()
+    results.put(("c", got, lat[len(lat) // 2] / 1000 if lat else -1, _names()))
+    done.wait()
+    c.close()
+
+
+# The calls a message's path makes, counted by the kernel's tracepoints (perf stat): unlike
+# strace (ptrace stops every call) this leaves the processes' timing and batching as they are.
+SYSCALLS = ("read", "write", "epoll_wait", "poll", "ppoll", "pselect6", "select", "futex",
+            "recvfrom", "sendto", "recvmsg", "sendmsg", "ioctl", "clock_nanosleep", "sched_yield",
+            "pread64", "pwrite64", "openat", "close", "fsync", "fdatasync", "getpid")
+
+
+def _perf(pid: int, out: str) -> subprocess.Popen[bytes]:
+    events = ",".join(["raw_syscalls:sys_enter"] + [f"syscalls:sys_enter_{c}" for c in SYSCALLS])
+    return subprocess.Popen(["perf", "stat", "-x", ",", "-o", out, "-e", events, "-p", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _perf_counts(path: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.strip().split(",")
+            if len(parts) > 2 and parts[0].isdigit():
+                name = parts[2].split(":")[-1].removeprefix("sys_enter_")
+                counts["all" if name == "sys_enter" else name] = int(parts[0])
+    return counts
+
+
+def one(transport: str, rate: int, duration: float, syscalls: bool) -> dict[str, Any]:
+    """One case in this process's tree: counters per process and thread, per message."""
+    from edgebus import Admin
+    from edgebus.testing import EmbeddedBroker
+
+    n = int(rate * duration)
+    broker = EmbeddedBroker(log_level="WARNING").start()
+    ctx = mp.get_context("fork")
+    ready, results = ctx.Queue(), ctx.Queue()
+    go, done = ctx.Event(), ctx.Event()
+    try:
+        topic = f"wakeups-{os.getpid()}"
+        with Admin(socket=broker.socket, transport="socket") as a:
+            a.create_topic(topic, 1)
+        cons = ctx.Process(target=_consumer, args=(broker.socket, transport, topic, n, ready, go,
+                                                   done, results), daemon=True)
+        cons.start()
+        _, cpid, _ = ready.get(timeout=60)
+        prod = ctx.Process(target=_producer, args=(broker.socket, transport, topic, rate, n,
+                                                   ready, go, done, results), daemon=True)
+        prod.start()
+        _, ppid, _ = ready.get(timeout=60)
+        pids = {"producer": ppid, "supervisor": int(broker.pid), "consumer": cpid}
+        tracers, files = {}, {}
+        if syscalls:
+            for role, pid in pids.items():
+                files[role] = tempfile.mktemp(prefix=f"wakeups-{role}-")
+                tracers[role] = _perf(pid, files[role])
+            time.sleep(0.5)  # attached
+        before = {role: _threads(pid) for role, pid in pids.items()}
+        load = os.getloadavg()[0]
+        go.set()
+        got: dict[str, Any] = {}
+        for _ in range(2):
+            r = results.get(timeout=duration + 180)
+            got[r[0]] = r
+        after = {role: _threads(pid) for role, pid in pids.items()}
+        for t in tracers.values():
+            t.send_signal(signal.SIGINT)
+        for t in tracers.values():
+            t.wait(30)
+        done.set()
+        prod.join(30)
+        cons.join(30)
+    finally:
+        broker.stop()
+        broker.cleanup()
+    names = {**got["p"][1], **got["c"][3]}
+    out: dict[str, Any] = {"transport": transport, "rate": rate, "sent": n,
+                           "received": got["c"][1], "p50_us": got["c"][2], "load": load,
+                           "procs": {}}
+    for role, pid in pids.items():
+        d = _diff(before[role], after[role])
+        threads = {}
+        for tid, (ns, vol, invol) in sorted(d.items()):
+            name = "main" if tid == pid else names.get(tid, "other")
+            if role == "supervisor":
+                name = "main" if tid == pid else "helper"
+            t = threads.setdefault(name, [0, 0, 0])
+            t[0] += ns
+            t[1] += vol
+            t[2] += invol
+        out["procs"][role] = {
+            "cpu_us": sum(v[0] for v in d.values()) / 1000 / n,
+            "threads": {k: {"cpu_us": v[0] / 1000 / n, "wakeups": v[1] / n, "preempted": v[2] / n}
+                        for k, v in threads.items()},
+            "syscalls": ({k: c / n for k, c in _perf_counts(files[role]).items()}
+                         if syscalls else {}),
+        }
+        if syscalls:
+            os.unlink(files[role])
+    return out
+
+
+# --- rounds, alternated --------------------------------------------------------------------------
+def _run_child(tree: Path, transport: str, a: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, str(HERE), "--one", transport, "--rate", str(a.rate), "--duration",
+           str(a.duration)] + (["--no-syscalls"] if a.no_syscalls else [])
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    r = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, timeout=600,
+                       check=False)
+    if r.returncode:
+        raise RuntimeError(f"case failed in {tree}: {r.stderr[-2000:]}")
+    return dict(json.loads(r.stdout.strip().splitlines()[-1]))
+
+
+def _commit(tree: Path) -> str:
+    r = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=tree, capture_output=True,
+                       text=True, check=False)
+    return r.stdout.strip() or "?"
+
+
+def render(rows: list[dict[str, Any]], a: argparse.Namespace, trees: dict[str, Path]) -> list[str]:
+    md = [f"# issue 16: wake-ups and system calls per message, {time.strftime('%Y-%m-%dT%H:%M:%S%z')}",
+          "", f"`python -m bench.wakeups --rate {a.rate} --duration {a.duration} --transports "
+          f"{a.transports} --rounds {a.rounds}" + (f" --base {a.base}" if a.base else "")
+          + (" --no-syscalls" if a.no_syscalls else "") + "`", "",
+          "Trees: " + ", ".join(f"{k} = {v} ({_commit(v)})" for k, v in trees.items())
+          + f"; {os.cpu_count()} CPUs. Load average (1 min) per case in the table: a shared "
+          "machine, so CPU figures are noisy; counts (wake-ups = voluntary context switches, "
+          "system calls) much less so.", "",
+          "Per message: CPU us of the process (all threads); per thread: voluntary context "
+          "switches (wake-ups) / involuntary (preemptions) / CPU us.", "",
+          "| round | tree | transport | load | p50 us | producer us | supervisor us | consumer us "
+          "| all us | producer threads | supervisor threads | consumer threads |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def th(p: dict[str, Any]) -> str:
+        return "; ".join(f"{k} {v['wakeups']:.2f}/{v['preempted']:.2f}/{v['cpu_us']:.0f}"
+                         for k, v in p["threads"].items())
+
+    for r in rows:
+        pr = r["procs"]
+        md.append(f"| {r['round']} | {r['tree']} | {r['transport']} | {r['load']:.1f} | "
+                  f"{r['p50_us']:.0f} | " + " | ".join(f"{pr[k]['cpu_us']:.1f}" for k in
+                                                     ("producer", "supervisor", "consumer"))
+                  + f" | {sum(pr[k]['cpu_us'] for k in pr):.1f} | "
+                  + " | ".join(th(pr[k]) for k in ("producer", "supervisor", "consumer")) + " |")
+    md += ["", "Medians over the rounds (CPU us per message; wake-ups per message, all threads):",
+           "", "| tree | transport | producer | supervisor | consumer | all | producer wake-ups "
+           "| supervisor wake-ups | consumer wake-ups | supervisor % of a core |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["tree"], r["transport"]) for r in rows})
+    for tree, tr in keys:
+        rs = [r for r in rows if (r["tree"], r["transport"]) == (tree, tr)]
+
+        def med(f: Any, rs: list[dict[str, Any]] = rs) -> float:
+            return statistics.median(f(r) for r in rs)
+
+        cells = [med(lambda r, k=k: r["procs"][k]["cpu_us"]) for k in
+                 ("producer", "supervisor", "consumer")]
+        wake = [med(lambda r, k=k: sum(t["wakeups"] for t in r["procs"][k]["threads"].values()))
+                for k in ("producer", "supervisor", "consumer")]
+        md.append(f"| {tree} | {tr} | " + " | ".join(f"{c:.1f}" for c in cells)
+                  + f" | {sum(cells):.1f} | " + " | ".join(f"{w:.2f}" for w in wake)
+                  + f" | {cells[1] * a.rate / 1e4:.1f} % |")
+    traced = [r for r in rows if r["procs"]["producer"]["syscalls"]]
+    if traced:
+        md += ["", "System calls per message (perf stat on the syscall tracepoints, each process, "
+               "all threads; `all` is every call, the names the ones counted by name):", ""]
+        for r in traced:
+            md.append(f"- round {r['round']}, {r['tree']}, {r['transport']}:")
+            for k in ("producer", "supervisor", "consumer"):
+                sc = r["procs"][k]["syscalls"]
+                md.append(f"  - {k} (all {sc.get('all', 0):.2f}): " + ", ".join(
+                    f"{name} {v:.2f}" for name, v in sorted(sc.items(), key=lambda x: -x[1])
+                    if v >= 0.01 and name != "all"))
+    return md
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.wakeups", description=__doc__.split("\n")[0])
+    ap.add_argument("--one", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--rate", type=int, default=1000)
+    ap.add_argument("--duration", type=float, default=4.0)
+    ap.add_argument("--transports", default="shm,socket")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--base", default="", help="another checkout to alternate with this one")
+    ap.add_argument("--no-syscalls", action="store_true", help="do not count system calls (perf)")
+    ap.add_argument("--out", default="")
+    a = ap.parse_args(argv)
+    if a.one:
+        print(json.dumps(one(a.one, a.rate, a.duration, not a.no_syscalls)))
+        return
+    trees = {"this": TREE}
+    if a.base:
+        trees = {"base": Path(a.base).resolve(), "this": TREE}
+    rows = []
+    for rnd in range(a.rounds):
+        order = list(trees.items())
+        if rnd % 2:
+            order.reverse()
+        for label, tree in order:
+            for tr in a.transports.split(","):
+                r = _run_child(tree, tr, a)
+                r.update(round=rnd, tree=label)
+                rows.append(r)
+                pr = r["procs"]
+                print(f"round {rnd} {label:5} {tr:6} load {r['load']:.1f} "
+                      + " ".join(f"{k} {pr[k]['cpu_us']:.1f}us "
+                                 f"{sum(t['wakeups'] for t in pr[k]['threads'].values()):.2f}w "
+                                 f"{pr[k]['syscalls'].get('all', 0):.2f}sc" for k in pr), flush=True)
+    md = render(rows, a, trees)
+    print("\n".join(md))
+    if a.out:
+        Path(a.out).write_text("\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    main()
