@@ -32,7 +32,8 @@ from edgebus.server.service import Service
 log = logging.getLogger("edgebus.reload")
 
 # Config sections that only a restart applies (a reload names the ones that changed).
-RESTART_ONLY = ("data_dir", "socket", "socket_mode", "log_level", "log", "limits", "disk", "metrics")
+RESTART_ONLY = ("data_dir", "socket", "socket_mode", "log_level", "log", "limits", "disk", "metrics",
+                "kafka")  # the listener's settings, kafka.auto_create_topics included
 
 
 def topic_config_of(settings: Any) -> TopicConfig:

@@ -91,6 +91,7 @@ def run(config: Any) -> int:
         log.error("cannot use the socket path %s: %s", config.socket, e)
         return 1
     logs = LogManager(data_dir, log=logging.getLogger("edgebus.log"))
+    logs.max_topics, logs.max_partitions = config.limits.max_topics, config.limits.max_partitions
     notifier.status(f"recovering the log in {data_dir}")
     try:
         logs.open()

@@ -134,9 +134,18 @@ def test_transactions_and_producers_listed_and_described(kbroker: EmbeddedBroker
     assert ka.describe_producers([KTP("tx", 1)])[KTP("tx", 1)].active_producers == []
 
     tp.commit_transaction(30)
-    assert ka.describe_transactions(["tx-a"])["tx-a"].state.value == "Empty"
+    # Kafka's names of a finished transaction's state (TransactionState.java), not "Empty".
+    assert ka.describe_transactions(["tx-a"])["tx-a"].state.value == "CompleteCommit"
+    assert [t.transactional_id for t in ka.list_transactions(
+        state_filters=["CompleteCommit"])[0]] == ["tx-a"]
     (state,) = ka.describe_producers([KTP("tx", 0)])[KTP("tx", 0)].active_producers
     assert state.current_transaction_start_offset == -1
+    tp.begin_transaction()
+    tp.produce("tx", b"aborted", partition=1)
+    assert tp.flush(30) == 0
+    assert ka.describe_transactions(["tx-a"])["tx-a"].state.value == "Ongoing"
+    tp.abort_transaction(30)
+    assert ka.describe_transactions(["tx-a"])["tx-a"].state.value == "CompleteAbort"
 
 
 def test_delete_group_offsets(kbroker: EmbeddedBroker, ka: KafkaAdminClient) -> None:
