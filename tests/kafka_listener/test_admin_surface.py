@@ -335,3 +335,19 @@ def test_authorized_operations(scram_broker: EmbeddedBroker) -> None:
     alice = _scram_admin(scram_broker, "alice", "wonderland")
     cluster = alice.describe_cluster(include_authorized_operations=True).result(15)
     assert AclOperation.ALTER in cluster.authorized_operations
+
+
+def test_a_finished_transaction_state_survives_a_restart(kbroker: EmbeddedBroker) -> None:
+    create_topic(kbroker, "txr")
+    tp = CKProducer({"bootstrap.servers": kbroker.kafka_bootstrap, "transactional.id": "tx-r"})
+    tp.init_transactions(30)
+    tp.begin_transaction()
+    tp.produce("txr", b"kept")
+    tp.commit_transaction(30)
+    del tp
+    kbroker.restart()  # the state file (docs/FORMAT.md, "ended") keeps how it ended
+    ka = KafkaAdminClient(bootstrap_servers=kbroker.kafka_bootstrap)
+    try:
+        assert ka.describe_transactions(["tx-r"])["tx-r"].state.value == "CompleteCommit"
+    finally:
+        ka.close()
