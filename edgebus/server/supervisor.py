@@ -160,6 +160,7 @@ def run(config: Any) -> int:
     load = (lambda: reread(config)) if config.source is not None else None
     reloader = ConfigReload(logs, broker.admin, config, load, notifier)
     reloader.acl = broker.acl  # the access rules are reloaded too
+    reloader.kafka = broker.kafka  # and kafka.auto_create_topics
     if broker.acl is not None:
         broker.acl.settings = config.acl  # Kafka's CreateAcls/DeleteAcls edit its acl.file
     broker.add_service(reloader)
