@@ -87,6 +87,12 @@ class Limits:
     # Bytes queued for all connections together: at or above it, fetches are refused
     # (ServerBusyError) until clients read; four stuck 64MiB connections reach the default.
     max_output_total_bytes: int = _setting(F.MAX_OUTPUT_TOTAL, "size", F.MAX_BATCH_BYTES)
+    # Topics (internal ones not counted) and their partitions together, however created (native,
+    # Kafka CreateTopics / CreatePartitions / auto-creation, HTTP, declared, mirrors): each
+    # partition holds open files and a directory, so a client looping over made-up names must not
+    # exhaust a small gateway's file descriptors or inodes (TopicLimitError).
+    max_topics: int = _setting(1000, "int", 1, 1_000_000)
+    max_partitions: int = _setting(4000, "int", 1, 10_000_000)
 
 
 @dataclass(frozen=True)

@@ -187,6 +187,16 @@ class ServerBusyError(EdgebusError):
             "(output_bytes); limits.max_output_total_bytes bounds the total")
 
 
+class TopicLimitError(EdgebusError):
+    """A topic or partitions were not created: the supervisor holds limits.max_topics topics or
+    limits.max_partitions partitions (each partition holds open files and directories, so a
+    client inventing names must not exhaust file descriptors or inodes)."""
+
+    code = 32
+    hint = ("delete topics no longer used (`edgebus topics delete`), or raise limits.max_topics / "
+            "limits.max_partitions in the supervisor's config")
+
+
 # --- replication (docs/REPLICATION.md); 40-49 ---------------------------------------------------
 
 

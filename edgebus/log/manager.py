@@ -27,6 +27,7 @@ from edgebus.errors import (
     InvalidTopicError,
     StorageError,
     TopicExistsError,
+    TopicLimitError,
     UnknownPartitionError,
     UnknownTopicError,
 )
@@ -58,6 +59,10 @@ class LogManager:
         self._ckpt_lock = threading.Lock()
         self._ckpt_seq = 0
         self._ckpt_written_seq = 0
+        # limits.max_topics / limits.max_partitions (the supervisor sets them from its config;
+        # None: unbounded, as for tools that open a data directory offline).
+        self.max_topics: int | None = None
+        self.max_partitions: int | None = None
 
     # --- open / close -----------------------------------------------------------------------
 
@@ -158,6 +163,8 @@ class LogManager:
             raise TopicExistsError(f"topic {name!r} already exists")
         if not isinstance(config, TopicConfig):
             raise InvalidRequestError(f"topic config must be a TopicConfig, not {type(config)}")
+        if not internal:
+            self.check_room(name, 1, config.partitions)
         if not config.incarnation:  # a mirror brings its source's; every other topic a new one
             config = dataclasses.replace(config, incarnation=new_incarnation())
         topics = {**self._topics, name: config}
@@ -191,6 +198,22 @@ class LogManager:
             if isinstance(e, OSError):
                 raise storage_error(e, f"creating topic {name}") from e
             raise
+
+    def check_room(self, name: str, topics: int, partitions: int) -> None:
+        """Raise TopicLimitError if `topics` more topics and `partitions` more partitions (for
+        topic `name`) would pass limits.max_topics / limits.max_partitions. Every way of creating
+        goes through create_topic / add_partitions; validate-only requests call it directly.
+        Internal topics ("__consumer_offsets") are the supervisor's own and not counted."""
+        mine = {n: c for n, c in self._topics.items() if not n.startswith("__")}
+        if self.max_topics is not None and topics and len(mine) + topics > self.max_topics:
+            raise TopicLimitError(
+                f"topic {name!r} not created: the supervisor holds {len(mine)} topic(s), and "
+                f"limits.max_topics is {self.max_topics}")
+        held = sum(c.partitions for c in mine.values())
+        if self.max_partitions is not None and held + partitions > self.max_partitions:
+            raise TopicLimitError(
+                f"{partitions} partition(s) of topic {name!r} not created: the supervisor holds "
+                f"{held} partition(s), and limits.max_partitions is {self.max_partitions}")
 
     def delete_topic(self, name: str) -> None:
         """Forget the topic first (topics.json), then remove its directories."""
@@ -281,6 +304,7 @@ class LogManager:
                 f"topic {name!r} has {current.partitions} partition(s); a partition count can "
                 f"only grow (asked for {count})")
         new = TopicConfig.from_entries({"partitions": count}, base=current)  # range-checked
+        self.check_room(name, 0, count - current.partitions)
         parts: list[Partition] = []
         try:
             for i in range(current.partitions, count):

@@ -5,8 +5,9 @@ created when missing, and its settings (topic_defaults overlaid with its own key
 it has, so a restart and a reload end in the same state. A declared topic's settings changed by a
 client (Admin.alter_topic_config) are therefore set back to the file's at the next reload or
 restart; change the file instead. The partition count cannot change: a different count in the file
-is reported and left as it is. Everything else in the file (data directory, socket, limits,
-intervals, metrics) takes effect only at the next restart; a reload says which of them changed.
+is reported and left as it is. The access rules and `kafka.auto_create_topics` are applied too.
+Everything else in the file (data directory, socket, limits, intervals, metrics, the rest of
+`kafka:`) takes effect only at the next restart; a reload says which of them changed.
 
 `ConfigReload` is the service on the loop: the SIGHUP handler only sets a flag (it may run between
 any two bytecodes of the loop thread); the loop then ticks the service, which reads and checks the
@@ -32,7 +33,8 @@ from edgebus.server.service import Service
 log = logging.getLogger("edgebus.reload")
 
 # Config sections that only a restart applies (a reload names the ones that changed).
-RESTART_ONLY = ("data_dir", "socket", "socket_mode", "log_level", "log", "limits", "disk", "metrics")
+RESTART_ONLY = ("data_dir", "socket", "socket_mode", "log_level", "log", "limits", "disk", "metrics",
+                "kafka")  # the listener's settings, but for kafka.auto_create_topics (reloaded)
 
 
 def topic_config_of(settings: Any) -> TopicConfig:
@@ -88,6 +90,8 @@ class ConfigReload(Service):
         self.reloads = 0  # reloads applied (a file that did not load is not counted)
         # edgebus/server/acl Authorizer: its rules are replaced at each reload (None: acl off).
         self.acl: Any = None
+        # The Broker's KafkaFront (None: no Kafka listener): kafka.auto_create_topics is reloaded.
+        self.kafka: Any = None
 
     def install(self) -> None:
         """Handle SIGHUP from now on (main thread). The supervisor ignores SIGHUP until then
@@ -121,6 +125,10 @@ class ConfigReload(Service):
             log.error("reload: %s; the running configuration is kept", e)
             self._ready()
             return False
+        # kafka.auto_create_topics is applied below: only the listener's other settings wait.
+        auto = new.kafka.auto_create_topics
+        new = dataclasses.replace(new, kafka=dataclasses.replace(
+            new.kafka, auto_create_topics=self.config.kafka.auto_create_topics))
         changed = [k for k in RESTART_ONLY if getattr(new, k) != getattr(self.config, k)]
         if changed:
             log.warning("reload: %s changed in %s; that takes effect at the next restart",
@@ -135,16 +143,29 @@ class ConfigReload(Service):
             log.info("reload: access control: %d rule(s), default %s", len(new.acl.policy().rules),
                      new.acl.default)
         self.admin.topic_defaults = topic_config_of(new.topic_defaults)
+        if auto != self.config.kafka.auto_create_topics:
+            self._set_auto_create(auto)
         errors = apply_declared_topics(self.logs, new.topics, self.admin.groups.topic_created)
         # What a later reload compares with: the file as applied, restart-only values as running.
         self.config = dataclasses.replace(
             self.config, topic_defaults=new.topic_defaults, topics=new.topics,
+            kafka=dataclasses.replace(self.config.kafka, auto_create_topics=auto),
             acl=dataclasses.replace(new.acl, enabled=self.config.acl.enabled))
         self.reloads += 1
         log.info("reloaded %s: %d declared topic(s)%s", source, len(new.topics),
                  f", {len(errors)} could not be applied" if errors else "")
         self._ready()
         return True
+
+    def _set_auto_create(self, on: bool) -> None:
+        """Kafka topic auto-creation on or off from the next Metadata request (autocreate.py reads
+        the settings at each); the listener's context, if a client made it, shares them."""
+        front = self.kafka
+        if front is not None:
+            front.settings = dataclasses.replace(front.settings, auto_create_topics=on)
+            if front.ctx is not None:
+                front.ctx.settings = front.settings
+        log.info("reload: kafka.auto_create_topics is %s", "on" if on else "off")
 
     def _ready(self) -> None:
         if self.notifier is not None:

@@ -91,6 +91,7 @@ def run(config: Any) -> int:
         log.error("cannot use the socket path %s: %s", config.socket, e)
         return 1
     logs = LogManager(data_dir, log=logging.getLogger("edgebus.log"))
+    logs.max_topics, logs.max_partitions = config.limits.max_topics, config.limits.max_partitions
     notifier.status(f"recovering the log in {data_dir}")
     try:
         logs.open()
@@ -159,6 +160,7 @@ def run(config: Any) -> int:
     load = (lambda: reread(config)) if config.source is not None else None
     reloader = ConfigReload(logs, broker.admin, config, load, notifier)
     reloader.acl = broker.acl  # the access rules are reloaded too
+    reloader.kafka = broker.kafka  # and kafka.auto_create_topics
     if broker.acl is not None:
         broker.acl.settings = config.acl  # Kafka's CreateAcls/DeleteAcls edit its acl.file
     broker.add_service(reloader)

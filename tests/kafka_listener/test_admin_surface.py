@@ -134,9 +134,18 @@ def test_transactions_and_producers_listed_and_described(kbroker: EmbeddedBroker
     assert ka.describe_producers([KTP("tx", 1)])[KTP("tx", 1)].active_producers == []
 
     tp.commit_transaction(30)
-    assert ka.describe_transactions(["tx-a"])["tx-a"].state.value == "Empty"
+    # Kafka's names of a finished transaction's state (TransactionState.java), not "Empty".
+    assert ka.describe_transactions(["tx-a"])["tx-a"].state.value == "CompleteCommit"
+    assert [t.transactional_id for t in ka.list_transactions(
+        state_filters=["CompleteCommit"])[0]] == ["tx-a"]
     (state,) = ka.describe_producers([KTP("tx", 0)])[KTP("tx", 0)].active_producers
     assert state.current_transaction_start_offset == -1
+    tp.begin_transaction()
+    tp.produce("tx", b"aborted", partition=1)
+    assert tp.flush(30) == 0
+    assert ka.describe_transactions(["tx-a"])["tx-a"].state.value == "Ongoing"
+    tp.abort_transaction(30)
+    assert ka.describe_transactions(["tx-a"])["tx-a"].state.value == "CompleteAbort"
 
 
 def test_delete_group_offsets(kbroker: EmbeddedBroker, ka: KafkaAdminClient) -> None:
@@ -326,3 +335,19 @@ def test_authorized_operations(scram_broker: EmbeddedBroker) -> None:
     alice = _scram_admin(scram_broker, "alice", "wonderland")
     cluster = alice.describe_cluster(include_authorized_operations=True).result(15)
     assert AclOperation.ALTER in cluster.authorized_operations
+
+
+def test_a_finished_transaction_state_survives_a_restart(kbroker: EmbeddedBroker) -> None:
+    create_topic(kbroker, "txr")
+    tp = CKProducer({"bootstrap.servers": kbroker.kafka_bootstrap, "transactional.id": "tx-r"})
+    tp.init_transactions(30)
+    tp.begin_transaction()
+    tp.produce("txr", b"kept")
+    tp.commit_transaction(30)
+    del tp
+    kbroker.restart()  # the state file (docs/FORMAT.md, "ended") keeps how it ended
+    ka = KafkaAdminClient(bootstrap_servers=kbroker.kafka_bootstrap)
+    try:
+        assert ka.describe_transactions(["tx-r"])["tx-r"].state.value == "CompleteCommit"
+    finally:
+        ka.close()

@@ -5,13 +5,16 @@ refusing the creation."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from confluent_kafka import Consumer as CKConsumer
 from confluent_kafka import Producer as CKProducer
 from kafka import KafkaProducer
@@ -20,7 +23,7 @@ from kio.schema.metadata.v12.response import MetadataResponse
 
 from edgebus import Admin, Consumer, TopicPartition
 from edgebus.server.kafka import sasl
-from edgebus.testing import EmbeddedBroker
+from edgebus.testing import EmbeddedBroker, wait_for
 from tests.kafka_listener.conftest import connect, parse_response, raw_request, read_frame
 
 pytestmark = pytest.mark.integration
@@ -149,3 +152,28 @@ def test_creating_needs_the_create_permission(sasl_broker: EmbeddedBroker) -> No
     with Admin(socket=sasl_broker.socket) as a:
         denied = {(d["principal"], d["operation"]) for d in a.status()["acl"]["denied"]}
     assert ("sasl:alice", "create") in denied and ("sasl:alice", "describe") in denied
+
+
+def test_the_setting_changes_on_a_reload(make_broker: Callable[..., EmbeddedBroker]) -> None:
+    # kafka.auto_create_topics is applied by a SIGHUP reload (the rest of kafka.* waits for a
+    # restart, and the reload says so), from the next Metadata request on.
+    b = make_broker().start()
+    assert metadata(b, "auto-reload-1", allow=True) == {"auto-reload-1": 0}  # context made
+
+    def reload(**kafka: Any) -> None:
+        cfg = yaml.safe_load(b.config_path.read_text())
+        cfg.setdefault("kafka", {}).update(kafka)
+        b.config_path.write_text(yaml.safe_dump(cfg))
+        n = b.log().count("reloaded ")
+        assert b.pid is not None
+        os.kill(b.pid, signal.SIGHUP)
+        wait_for(lambda: b.log().count("reloaded ") > n, 30, "the reload")
+
+    reload(auto_create_topics=False)
+    assert "kafka.auto_create_topics is off" in b.log()
+    assert "kafka changed in" not in b.log()
+    assert metadata(b, "auto-reload-2", allow=True) == {"auto-reload-2": UNKNOWN_TOPIC}
+    reload(auto_create_topics=True, advertised="127.0.0.1:1")
+    assert "kafka changed in" in b.log()  # advertised: at the next restart
+    assert metadata(b, "auto-reload-3", allow=True) == {"auto-reload-3": 0}
+    assert topics(b) == ["auto-reload-1", "auto-reload-3"]

@@ -6,11 +6,15 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 
 import pytest
+from confluent_kafka import TopicCollection
 from confluent_kafka.admin import AdminClient
 from kafka import KafkaConsumer
+from kafka.admin import KafkaAdminClient
+from kafka.admin import NewTopic as KNewTopic
 from kio.schema.api_versions.v0.response import ApiVersionsResponse as ApiVersionsV0
 from kio.schema.api_versions.v3.request import ApiVersionsRequest
 from kio.schema.api_versions.v3.response import ApiVersionsResponse as ApiVersionsV3
@@ -122,3 +126,22 @@ def test_non_loopback_without_tls_or_sasl_is_refused(make_broker: Callable[..., 
     with pytest.raises(RuntimeError) as e:
         b.start(timeout=30)
     assert "kafka.listeners: 0.0.0.0:0 is not a loopback address" in str(e.value)
+
+
+def test_metadata_gives_the_topic_id_create_topics_gave(kbroker: EmbeddedBroker) -> None:
+    # Metadata v10+ (kafka-python's describe_topics, librdkafka's DescribeTopics) answers the
+    # same id as CreateTopics and DescribeTopicPartitions: the topic's incarnation.
+    ka = KafkaAdminClient(bootstrap_servers=kbroker.kafka_bootstrap)
+    try:
+        (made,) = ka.create_topics([KNewTopic("tid-a", 2, 1)])["topics"]
+        created = uuid.UUID(made["topic_id"])
+        assert created.int != 0
+        (meta,) = ka.describe_topics(["tid-a"])
+        (dtp,) = ka.describe_topic_partitions(["tid-a"])["topics"]
+    finally:
+        ka.close()
+    assert uuid.UUID(meta["topic_id"]) == created == dtp["topic_id"]
+    ck = AdminClient({"bootstrap.servers": kbroker.kafka_bootstrap})
+    tid = ck.describe_topics(TopicCollection(["tid-a"]))["tid-a"].result(30).topic_id
+    msb, lsb = tid.get_most_significant_bits(), tid.get_least_significant_bits()
+    assert uuid.UUID(int=((msb & (2**64 - 1)) << 64) | (lsb & (2**64 - 1))) == created

@@ -31,6 +31,7 @@ _STATUS: dict[type[E.EdgebusError], int] = {
     E.UnknownTopicError: 404, E.UnknownPartitionError: 404, E.UnknownGroupError: 404,
     E.TopicExistsError: 409, E.GroupNotEmptyError: 409, E.MirrorReadOnlyError: 409,
     E.RebalanceInProgressError: 409,
+    E.TopicLimitError: 409,
     E.RecordTooLargeError: 413,
     E.AuthenticationError: 401, E.NotAuthenticatedError: 403,
     E.DiskFullError: 507,

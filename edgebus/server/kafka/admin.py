@@ -87,7 +87,9 @@ def _create_one(ctx: Any, t: Any, validate_only: bool) -> dict[str, Any]:
         except InvalidRequestError as e:
             row.update(error_code=E.INVALID_CONFIG, error_message=str(e))
             return row
-        if not validate_only:
+        if validate_only:
+            logs.check_room(t.name, 1, cfg.partitions)
+        else:
             logs.create_topic(t.name, cfg)
             groups_of(ctx).topic_created(t.name)
             cfg = logs.topics()[t.name]
@@ -175,6 +177,7 @@ def create_partitions(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
                                           "is its source's")
             if req.validate_only:
                 TopicConfig.from_entries({"partitions": t.count}, base=cfg)
+                ctx.logs.check_room(t.name, 0, t.count - cfg.partitions)
             else:
                 ctx.logs.add_partitions(t.name, t.count)
                 groups_of(ctx).topic_created(t.name)  # subscribers rebalance onto the new ones

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from kio.schema.errors import ErrorCode
 
 from edgebus.acl.rules import Kind
+from edgebus.server.kafka.admin import topic_id
 from edgebus.server.kafka.apis import KafkaApi
 from edgebus.server.kafka.authz_ops import NOT_ASKED, authorized_operations
 from edgebus.server.kafka.autocreate import allowed, auto_create
@@ -84,6 +85,7 @@ def metadata(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
                   offline_replicas=())
             for i in range(cfg.partitions))
         out.append(build(mod.MetadataResponseTopic, error_code=ErrorCode.none, name=name,
+                         topic_id=topic_id(cfg),  # v10+: the id CreateTopics gave
                          is_internal=False, partitions=parts,
                          topic_authorized_operations=authorized_operations(
                              ctx, conn, Kind.TOPIC, name) if topic_ops else NOT_ASKED))

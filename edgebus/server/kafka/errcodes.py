@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from kio.schema.errors import ErrorCode
 
-from edgebus.errors import InvalidRequestError, MirrorReadOnlyError, ShuttingDownError
+from edgebus.errors import (
+    InvalidRequestError,
+    MirrorReadOnlyError,
+    ShuttingDownError,
+    TopicLimitError,
+)
 from edgebus.server.kafka.codec import kafka_error
 
 NONE = int(ErrorCode.none)
@@ -50,4 +55,6 @@ def code_of(e: BaseException, invalid: int = INVALID_REQUEST) -> int:
         return COORDINATOR_NOT_AVAILABLE
     if isinstance(e, MirrorReadOnlyError):
         return POLICY_VIOLATION
+    if isinstance(e, TopicLimitError):  # Kafka's answer to what a broker's policy refuses;
+        return POLICY_VIOLATION  # clients show it with the message naming the limit
     return int(kafka_error(e))

@@ -31,12 +31,20 @@ from edgebus.server.txn.state import EMPTY, ONGOING, PREPARE_ABORT, PREPARE_COMM
 DESCRIBE_TRANSACTIONS, LIST_TRANSACTIONS, DESCRIBE_PRODUCERS = 65, 66, 61
 TXN_ID_DENIED, TXN_ID_NOT_FOUND = 53, 105  # TRANSACTIONAL_ID_{AUTHORIZATION_FAILED,NOT_FOUND}
 
-# Kafka's names of the coordinator's states (TransactionState.java). Kafka's CompleteCommit and
-# CompleteAbort are Empty here: a finished transaction leaves nothing to complete.
+# Kafka's names of the coordinator's states (TransactionState.java).
 STATE_NAMES = {EMPTY: "Empty", ONGOING: "Ongoing", PREPARE_COMMIT: "PrepareCommit",
                PREPARE_ABORT: "PrepareAbort"}
 KAFKA_STATES = frozenset({*STATE_NAMES.values(), "CompleteCommit", "CompleteAbort", "Dead",
                           "PrepareEpochFence"})
+ENDED_NAMES = {"commit": "CompleteCommit", "abort": "CompleteAbort"}
+
+
+def state_name(t: Txn) -> str:
+    """Kafka's name of `t`'s state: a finished transaction is CompleteCommit / CompleteAbort
+    until the producer begins another (or starts again with InitProducerId: Empty)."""
+    if t.state == EMPTY and t.ended:
+        return ENDED_NAMES.get(t.ended, "Empty")
+    return STATE_NAMES.get(t.state, t.state)
 
 
 def _start_ms(t: Txn) -> int:
@@ -56,7 +64,7 @@ def list_transactions(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     now_ms = int(time.time() * 1000)
     out = []
     for tid, t in sorted(coordinator(ctx).state.txns.items()):
-        name = STATE_NAMES.get(t.state, t.state)
+        name = state_name(t)
         if (states and name not in states) or (pids and t.producer_id not in pids):
             continue
         if longer_than >= 0 and (t.state == EMPTY or now_ms - _start_ms(t) <= longer_than):
@@ -82,7 +90,7 @@ def describe_transactions(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
         for topic, part in sorted(t.parts):
             by_topic.setdefault(topic, []).append(part)
         out.append(dict(error_code=E.NONE, transactional_id=tid,
-                        transaction_state=STATE_NAMES.get(t.state, t.state),
+                        transaction_state=state_name(t),
                         transaction_timeout=t.timeout_ms, transaction_start_time=_time(_start_ms(t)),
                         producer_id=t.producer_id, producer_epoch=t.epoch,
                         topics=[dict(topic=n, partitions=ps) for n, ps in by_topic.items()]))

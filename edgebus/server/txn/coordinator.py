@@ -188,6 +188,7 @@ class TxnCoordinator(Service):
                 t.producer_id, t.epoch = self.producers.new_producer_id(), -1
             t.epoch += 1
             t.timeout_ms = timeout_ms
+            t.ended = ""  # Kafka: Empty again after InitProducerId
         self.state.save()
         return 0, t.producer_id, t.epoch
 
@@ -203,7 +204,7 @@ class TxnCoordinator(Service):
 
     def _begin(self, t: Txn) -> None:
         if t.state == EMPTY:
-            t.state, t.began = ONGOING, time.monotonic()
+            t.state, t.began, t.ended = ONGOING, time.monotonic(), ""
 
     def add_partitions(self, tid: str, pid: int, epoch: int, keys: list[PartKey],
                        code_of: Callable[[EdgebusError], int]) -> dict[PartKey, int]:
@@ -294,4 +295,5 @@ class TxnCoordinator(Service):
                     except EdgebusError as e:
                         log.warning("transactional offsets of group %r not committed (%s)", group, e)
         t.state, t.parts, t.offsets = EMPTY, {}, {}
+        t.ended = "commit" if commit else "abort"
         self.state.save()

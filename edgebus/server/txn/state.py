@@ -49,6 +49,9 @@ class Txn:
     offsets: dict[str, list[tuple[str, int, int, str]]] = field(default_factory=dict)
     # monotonic time the transaction began (restarted on load: the timeout counts from then)
     began: float = 0.0
+    # how the last transaction ended while none is open: "commit", "abort" or "" (none since the
+    # producer's InitProducerId); Kafka's CompleteCommit / CompleteAbort states
+    ended: str = ""
 
 
 @dataclass
@@ -80,7 +83,7 @@ class TxnState:
                 t["producer_id"], t["epoch"], t["timeout_ms"], t["state"],
                 {(p[0], p[1]): p[2] for p in t["parts"]},
                 {g: [tuple(e) for e in es] for g, es in t["offsets"].items()},
-                now)
+                now, t.get("ended", ""))
         for p in doc.get("aborted", []):
             st.aborted[(p[0], p[1])] = [tuple(a) for a in p[2]]
         return st
@@ -90,7 +93,8 @@ class TxnState:
         doc: dict[str, Any] = {"version": VERSION, "txns": {
             tid: {"producer_id": t.producer_id, "epoch": t.epoch, "timeout_ms": t.timeout_ms,
                   "state": t.state, "parts": [[k[0], k[1], off] for k, off in t.parts.items()],
-                  "offsets": {g: [list(e) for e in es] for g, es in t.offsets.items()}}
+                  "offsets": {g: [list(e) for e in es] for g, es in t.offsets.items()},
+                  "ended": t.ended}
             for tid, t in self.txns.items()},
             "aborted": [[k[0], k[1], [list(a) for a in v]] for k, v in self.aborted.items() if v]}
         tmp = self.path.with_suffix(".tmp")
