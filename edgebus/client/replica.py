@@ -16,21 +16,25 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgebus import batch as B
 from edgebus import format as F
 from edgebus.batch import Record
 from edgebus.client.channel import SyncChannel
+from edgebus.client.dispatch import next_corr
 from edgebus.client.shm_channel import open_sync_channel
 from edgebus.errors import (
     AuthenticationError,
     BrokerUnavailableError,
     EdgebusError,
+    ProtocolError,
     UnknownTopicError,
     error_for_code,
 )
 from edgebus.protocol import groups as G
 from edgebus.protocol import messages as M
+from edgebus.protocol.codec import EncodedRequest, Message
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame
 
 # Bytes of batches one read asks for: a few of the largest batches, bounded memory.
@@ -78,9 +82,10 @@ class StoredBatch:
 @dataclass(frozen=True)
 class PartitionRead:
     """One partition's part of BatchReader.read_many: whole batches back to back, as stored
-    (forwarded as they are: the destination checks every CRC)."""
+    (forwarded as they are: the destination checks every CRC). `data` is a view of the answer's
+    buffer (bytes(data) for a copy of its own)."""
 
-    data: bytes
+    data: bytes | memoryview
     first_offset: int  # base offset of the first batch (-1 when there is none)
     next_offset: int  # where the batch after the last one starts (-1 when there is none)
     log_start_offset: int
@@ -130,11 +135,13 @@ def _batches(records: bytes | memoryview | None) -> list[StoredBatch]:
     return out
 
 
-def _whole(records: bytes | memoryview | None) -> tuple[bytes, int, int]:
+def _whole(records: bytes | memoryview | None) -> tuple[bytes | memoryview, int, int]:
     """(the whole batches, first base offset, next offset), from the headers only: shipping
-    costs nothing per record here (the destination checks every CRC)."""
+    costs nothing per record here (the destination checks every CRC). A view of the answer's
+    own buffer, not a copy: a read of 4 MiB is forwarded without being copied here."""
     n, first, nxt = B.whole_batches(records)
-    return bytes(memoryview(records or b"")[:n]), first, nxt
+    mv = memoryview(records or b"")
+    return mv if n == len(mv) else mv[:n], first, nxt
 
 
 def _read_durable(ch: SyncChannel, positions: Mapping[tuple[str, int], int], max_bytes: int,
@@ -231,6 +238,7 @@ class _TcpChannel(SyncChannel):
         self.node, self.token = node, token
         self.tls, self.server_name = tls, server_name or host
         self.peer_node = ""
+        self.in_flight: int | None = None  # begin() sent it, finish() has not read its answer
 
     def _connect(self) -> None:
         try:
@@ -267,12 +275,118 @@ class _TcpChannel(SyncChannel):
             raise
         self.peer_node = resp.node
 
+    def request(self, api: int, body: Message | EncodedRequest, timeout: float | None = None
+                ) -> Any:
+        if self.in_flight is not None:  # answers are read in order: finish() that one first
+            raise RuntimeError("a request is in flight on this replica link (finish it first)")
+        return super().request(api, body, timeout)
+
+    def begin(self, api: int, head: Message, data: bytes | memoryview) -> int:
+        """Send a request whose last field is `data` (a BYTES field), straight from the
+        caller's buffer (no join of a multi-MiB frame); finish() reads the answer later, so
+        that the caller can do other work (read the next batches) meanwhile. `head` encodes
+        every field before it. One request in flight at a time."""
+        if self.in_flight is not None:
+            raise RuntimeError("a request is in flight on this replica link (finish it first)")
+        self._ensure()
+        out: list[bytes] = []
+        type(head).encode(head, out)
+        out.append(F.BYTES_LENGTH.pack(len(data)))
+        n = sum(map(len, out)) + len(data)
+        corr = next_corr(self._corr)
+        frame = b"".join([F.REQUEST_HEADER.pack(F.REQUEST_MIN_LENGTH + n, api, 0, corr), *out])
+        try:
+            self._write_parts(frame, data)
+        except OSError as e:
+            self.close()
+            raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
+        self.in_flight = corr
+        return corr
+
+    def finish(self, api: int, corr: int) -> Any:
+        """The answer to the request begin() sent (its typed error raised), waiting at most
+        the channel's timeout from now."""
+        assert self.in_flight == corr
+        self.in_flight = None
+        deadline = time.monotonic() + self.timeout
+        try:
+            frame = self._wait(corr, deadline, self.timeout)
+        except (OSError, BrokerUnavailableError) as e:
+            self.close()
+            raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
+        except ProtocolError:
+            self.close()
+            raise
+        assert frame is not None
+        return ClientProtocol.decode_body(api, frame)
+
+    def _write_parts(self, head: bytes, data: bytes | memoryview) -> None:
+        sock = self._sock
+        assert sock is not None
+        if isinstance(sock, ssl.SSLSocket):  # no sendmsg; TLS copies into records anyway
+            sock.sendall(head)
+            sock.sendall(data)
+            return
+        parts = [memoryview(head), memoryview(data)]
+        while parts:  # a blocking socket: each sendmsg sends something
+            sent = sock.sendmsg(parts)
+            while sent:
+                if sent >= len(parts[0]):
+                    sent -= len(parts.pop(0))
+                else:
+                    parts[0], sent = parts[0][sent:], 0
+            if parts and not len(parts[0]):
+                parts.pop(0)
+
+    def close(self) -> None:
+        self.in_flight = None
+        super().close()
+
     def _frames(self, deadline: float) -> list[ResponseFrame]:
         # Decrypted bytes that OpenSSL already holds are invisible to select(): take them first.
         sock = self._sock
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             self._proto.receive_data(sock.recv(sock.pending()))
         return super()._frames(deadline)
+
+
+@dataclass
+class _AppendHead(Message):
+    """A REPLICA_APPEND's fields before its batches (sent from their own buffer: _TcpChannel.begin)."""
+
+    topic: str
+    partition: int
+    incarnation: str
+    acks: int
+    FIELDS = M.ReplicaAppendRequest.FIELDS[:-1]
+
+
+@dataclass
+class _CompressedHead(Message):
+    topic: str
+    partition: int
+    incarnation: str
+    acks: int
+    codec: int
+    raw_bytes: int
+    FIELDS = M.ReplicaAppendCompressedRequest.FIELDS[:-1]
+
+
+assert M.ReplicaAppendRequest.FIELDS[-1][0] == M.ReplicaAppendCompressedRequest.FIELDS[-1][0] \
+    == "batches"
+
+
+class PendingAppend:
+    """A REPLICA_APPEND sent and not yet answered (ReplicaLink.append_begin)."""
+
+    def __init__(self, ch: _TcpChannel, api: int, corr: int, sent: int) -> None:
+        self._ch, self._api, self._corr = ch, api, corr
+        self.sent = sent  # bytes of batches as they went on the wire (compressed or not)
+
+    def result(self) -> tuple[int, int, int]:
+        """(batches appended, batches the mirror already held, the mirror's log end)."""
+        r = self._ch.finish(self._api, self._corr)
+        return r.appended, r.present, r.log_end_offset
 
 
 def client_context(ca: str | None = None, cert: str | None = None, key: str | None = None
@@ -322,15 +436,23 @@ class ReplicaLink:
                     M.ConfigEntry("incarnation", source.incarnation)]
         self._ch.request(M.Api.CREATE_TOPIC, M.CreateTopicRequest(topic, source.partitions, configs))
 
-    def append(self, topic: str, partition: int, incarnation: str, batches: bytes,
+    def append(self, topic: str, partition: int, incarnation: str, batches: bytes | memoryview,
                durable: bool = False) -> tuple[int, int, int]:
         """Append consecutive whole batches (a PartitionRead's data) to the mirror: (batches
         appended, batches it already held, the mirror's log end). durable: the answer waits
         for the peer's fsync (group commit there)."""
+        return self.append_begin(topic, partition, incarnation, batches, durable).result()
+
+    def append_begin(self, topic: str, partition: int, incarnation: str,
+                     batches: bytes | memoryview, durable: bool = False) -> PendingAppend:
+        """append() in two steps: the request is sent now, straight from `batches` (no copy),
+        and result() waits for the answer. Nothing else may be sent on this link in between
+        (answers come in order): the replicator reads the next batches from its source
+        meanwhile."""
         acks = M.ACKS_DURABLE if durable else M.ACKS_WRITTEN
-        r = self._ch.request(M.Api.REPLICA_APPEND,
-                             M.ReplicaAppendRequest(topic, partition, incarnation, acks, batches))
-        return r.appended, r.present, r.log_end_offset
+        corr = self._ch.begin(M.Api.REPLICA_APPEND,
+                              _AppendHead(topic, partition, incarnation, acks), batches)
+        return PendingAppend(self._ch, M.Api.REPLICA_APPEND, corr, len(batches))
 
     def read_durable(self, positions: Mapping[tuple[str, int], int],
                      max_bytes: int = READ_BYTES) -> dict[tuple[str, int], PartitionRead]:
@@ -338,17 +460,25 @@ class ReplicaLink:
         what the peer's access rules let this node read (`allow node:NAME read topic:T`)."""
         return _read_durable(self._ch, positions, max_bytes, True)
 
-    def append_compressed(self, topic: str, partition: int, incarnation: str, batches: bytes,
+    def append_compressed(self, topic: str, partition: int, incarnation: str,
+                          batches: bytes | memoryview,
                           durable: bool = False, level: int = 3) -> tuple[int, int, int, int]:
         """append() with the batches zstd-compressed on the wire (REPLICA_APPEND_COMPRESSED);
         the peer stores the exact bytes. Returns append()'s answer and the bytes sent."""
+        p = self.append_compressed_begin(topic, partition, incarnation, batches, durable, level)
+        return (*p.result(), p.sent)
+
+    def append_compressed_begin(self, topic: str, partition: int, incarnation: str,
+                                batches: bytes | memoryview, durable: bool = False,
+                                level: int = 3) -> PendingAppend:
+        """append_compressed() in two steps, as append_begin()."""
         import zstandard
 
         packed = zstandard.ZstdCompressor(level=level).compress(batches)
         acks = M.ACKS_DURABLE if durable else M.ACKS_WRITTEN
-        r = self._ch.request(M.Api.REPLICA_APPEND_COMPRESSED, M.ReplicaAppendCompressedRequest(
-            topic, partition, incarnation, acks, M.CODEC_ZSTD, len(batches), packed))
-        return r.appended, r.present, r.log_end_offset, len(packed)
+        corr = self._ch.begin(M.Api.REPLICA_APPEND_COMPRESSED, _CompressedHead(
+            topic, partition, incarnation, acks, M.CODEC_ZSTD, len(batches)), packed)
+        return PendingAppend(self._ch, M.Api.REPLICA_APPEND_COMPRESSED, corr, len(packed))
 
     def gap(self, topic: str, partition: int, incarnation: str, start: int, end: int,
             reason: int, durable: bool = False) -> int:
@@ -384,5 +514,5 @@ class ReplicaLink:
         self.close()
 
 
-__all__ = ["READ_BYTES", "BatchReader", "PartitionRead", "ReplicaLink", "StoredBatch", "TopicInfo",
-           "client_context"]
+__all__ = ["READ_BYTES", "BatchReader", "PartitionRead", "PendingAppend", "ReplicaLink",
+           "StoredBatch", "TopicInfo", "client_context"]
