@@ -36,7 +36,12 @@ log = logging.getLogger("edgebus.replicator")
 
 TOPIC_REFRESH_S = 5.0  # how soon a new matching topic starts replicating
 GROUP_SYNC_S = 2.0  # how often consumer groups' committed offsets are mirrored
-READ_BYTES = 4 * 1024 * 1024  # one read of all partitions: bounded memory
+# One read of all partitions: bounded memory, and below the mmap threshold of every process it
+# crosses (edgebus/heap.py: half of EDGEBUS_HEAP_KEEP_MIB, 4 MiB by default) with room for the
+# copies each makes of it, so the source's answer, this process's buffers and the peer's append
+# frame reuse freed heap. At 4 MiB each of them got fresh pages from the kernel, three page
+# faults per page of data on the source (bench/results/replication-1k.md).
+READ_BYTES = 2 * 1024 * 1024
 MIN_READ_BYTES = 64 * 1024  # per partition: more than any batch header, so every read moves
 IDLE_WAIT_MS = 500  # long-poll of the source when nothing moved (idle is idle: no spinning)
 

@@ -32,6 +32,7 @@ from edgebus.errors import (
     UnknownTopicError,
     error_for_code,
 )
+from edgebus.heap import keep_freed_heap
 from edgebus.protocol import groups as G
 from edgebus.protocol import messages as M
 from edgebus.protocol.codec import EncodedRequest, Message
@@ -166,6 +167,7 @@ class BatchReader:
     """Reads whole batches from the local supervisor (any topic, any offset still on disk)."""
 
     def __init__(self, socket: str | os.PathLike[str] | None = None, timeout: float = 30.0) -> None:
+        keep_freed_heap()  # read-sized buffers reuse heap pages (edgebus/heap.py)
         self._ch = open_sync_channel(socket, timeout, "socket")
 
     def topics(self) -> list[str]:
@@ -239,6 +241,7 @@ class _TcpChannel(SyncChannel):
         self.tls, self.server_name = tls, server_name or host
         self.peer_node = ""
         self.in_flight: int | None = None  # begin() sent it, finish() has not read its answer
+        self._direct = tls is None  # OpenSSL's buffer is invisible to select()
 
     def _connect(self) -> None:
         try:
