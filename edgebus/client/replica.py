@@ -309,7 +309,9 @@ class _TcpChannel(SyncChannel):
     def finish(self, api: int, corr: int) -> Any:
         """The answer to the request begin() sent (its typed error raised), waiting at most
         the channel's timeout from now."""
-        assert self.in_flight == corr
+        if self.in_flight != corr or self._sock is None:  # closed meanwhile
+            self.in_flight = None
+            raise BrokerUnavailableError(f"lost the connection to {self.path} before the answer")
         self.in_flight = None
         deadline = time.monotonic() + self.timeout
         try:
