@@ -16,26 +16,28 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from edgebus import batch as B
 from edgebus import format as F
 from edgebus.batch import Record
 from edgebus.client.channel import SyncChannel
-from edgebus.client.dispatch import next_corr
+from edgebus.client.replica_send import (
+    AppendHead,
+    CompressedHead,
+    PendingAppend,
+    SplitRequestChannel,
+)
 from edgebus.client.shm_channel import open_sync_channel
 from edgebus.errors import (
     AuthenticationError,
     BrokerUnavailableError,
     EdgebusError,
-    ProtocolError,
     UnknownTopicError,
     error_for_code,
 )
 from edgebus.heap import keep_freed_heap
 from edgebus.protocol import groups as G
 from edgebus.protocol import messages as M
-from edgebus.protocol.codec import EncodedRequest, Message
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame
 
 # Bytes of batches one read asks for: a few of the largest batches, bounded memory.
@@ -230,7 +232,7 @@ class BatchReader:
         self.close()
 
 
-class _TcpChannel(SyncChannel):
+class _TcpChannel(SplitRequestChannel):
     """SyncChannel over TCP to a replica listener, with the REPLICA_HELLO handshake on connect."""
 
     def __init__(self, host: str, port: int, node: str, token: str, timeout: float,
@@ -240,7 +242,6 @@ class _TcpChannel(SyncChannel):
         self.node, self.token = node, token
         self.tls, self.server_name = tls, server_name or host
         self.peer_node = ""
-        self.in_flight: int | None = None  # begin() sent it, finish() has not read its answer
         self._direct = tls is None  # OpenSSL's buffer is invisible to select()
 
     def _connect(self) -> None:
@@ -278,120 +279,12 @@ class _TcpChannel(SyncChannel):
             raise
         self.peer_node = resp.node
 
-    def request(self, api: int, body: Message | EncodedRequest, timeout: float | None = None
-                ) -> Any:
-        if self.in_flight is not None:  # answers are read in order: finish() that one first
-            raise RuntimeError("a request is in flight on this replica link (finish it first)")
-        return super().request(api, body, timeout)
-
-    def begin(self, api: int, head: Message, data: bytes | memoryview) -> int:
-        """Send a request whose last field is `data` (a BYTES field), straight from the
-        caller's buffer (no join of a multi-MiB frame); finish() reads the answer later, so
-        that the caller can do other work (read the next batches) meanwhile. `head` encodes
-        every field before it. One request in flight at a time."""
-        if self.in_flight is not None:
-            raise RuntimeError("a request is in flight on this replica link (finish it first)")
-        self._ensure()
-        out: list[bytes] = []
-        type(head).encode(head, out)
-        out.append(F.BYTES_LENGTH.pack(len(data)))
-        n = sum(map(len, out)) + len(data)
-        corr = next_corr(self._corr)
-        frame = b"".join([F.REQUEST_HEADER.pack(F.REQUEST_MIN_LENGTH + n, api, 0, corr), *out])
-        try:
-            self._write_parts(frame, data)
-        except OSError as e:
-            self.close()
-            raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
-        self.in_flight = corr
-        return corr
-
-    def finish(self, api: int, corr: int) -> Any:
-        """The answer to the request begin() sent (its typed error raised), waiting at most
-        the channel's timeout from now."""
-        if self.in_flight != corr or self._sock is None:  # closed meanwhile
-            self.in_flight = None
-            raise BrokerUnavailableError(f"lost the connection to {self.path} before the answer")
-        self.in_flight = None
-        deadline = time.monotonic() + self.timeout
-        try:
-            frame = self._wait(corr, deadline, self.timeout)
-        except (OSError, BrokerUnavailableError) as e:
-            self.close()
-            raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
-        except ProtocolError:
-            self.close()
-            raise
-        assert frame is not None
-        return ClientProtocol.decode_body(api, frame)
-
-    def _write_parts(self, head: bytes, data: bytes | memoryview) -> None:
-        sock = self._sock
-        assert sock is not None
-        if isinstance(sock, ssl.SSLSocket):  # no sendmsg; TLS copies into records anyway
-            sock.sendall(head)
-            sock.sendall(data)
-            return
-        parts = [memoryview(head), memoryview(data)]
-        while parts:  # a blocking socket: each sendmsg sends something
-            sent = sock.sendmsg(parts)
-            while sent:
-                if sent >= len(parts[0]):
-                    sent -= len(parts.pop(0))
-                else:
-                    parts[0], sent = parts[0][sent:], 0
-            if parts and not len(parts[0]):
-                parts.pop(0)
-
-    def close(self) -> None:
-        self.in_flight = None
-        super().close()
-
     def _frames(self, deadline: float) -> list[ResponseFrame]:
         # Decrypted bytes that OpenSSL already holds are invisible to select(): take them first.
         sock = self._sock
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             self._proto.receive_data(sock.recv(sock.pending()))
         return super()._frames(deadline)
-
-
-@dataclass
-class _AppendHead(Message):
-    """A REPLICA_APPEND's fields before its batches (sent from their own buffer: _TcpChannel.begin)."""
-
-    topic: str
-    partition: int
-    incarnation: str
-    acks: int
-    FIELDS = M.ReplicaAppendRequest.FIELDS[:-1]
-
-
-@dataclass
-class _CompressedHead(Message):
-    topic: str
-    partition: int
-    incarnation: str
-    acks: int
-    codec: int
-    raw_bytes: int
-    FIELDS = M.ReplicaAppendCompressedRequest.FIELDS[:-1]
-
-
-assert M.ReplicaAppendRequest.FIELDS[-1][0] == M.ReplicaAppendCompressedRequest.FIELDS[-1][0] \
-    == "batches"
-
-
-class PendingAppend:
-    """A REPLICA_APPEND sent and not yet answered (ReplicaLink.append_begin)."""
-
-    def __init__(self, ch: _TcpChannel, api: int, corr: int, sent: int) -> None:
-        self._ch, self._api, self._corr = ch, api, corr
-        self.sent = sent  # bytes of batches as they went on the wire (compressed or not)
-
-    def result(self) -> tuple[int, int, int]:
-        """(batches appended, batches the mirror already held, the mirror's log end)."""
-        r = self._ch.finish(self._api, self._corr)
-        return r.appended, r.present, r.log_end_offset
 
 
 def client_context(ca: str | None = None, cert: str | None = None, key: str | None = None
@@ -456,7 +349,7 @@ class ReplicaLink:
         meanwhile."""
         acks = M.ACKS_DURABLE if durable else M.ACKS_WRITTEN
         corr = self._ch.begin(M.Api.REPLICA_APPEND,
-                              _AppendHead(topic, partition, incarnation, acks), batches)
+                              AppendHead(topic, partition, incarnation, acks), batches)
         return PendingAppend(self._ch, M.Api.REPLICA_APPEND, corr, len(batches))
 
     def read_durable(self, positions: Mapping[tuple[str, int], int],
@@ -481,7 +374,7 @@ class ReplicaLink:
 
         packed = zstandard.ZstdCompressor(level=level).compress(batches)
         acks = M.ACKS_DURABLE if durable else M.ACKS_WRITTEN
-        corr = self._ch.begin(M.Api.REPLICA_APPEND_COMPRESSED, _CompressedHead(
+        corr = self._ch.begin(M.Api.REPLICA_APPEND_COMPRESSED, CompressedHead(
             topic, partition, incarnation, acks, M.CODEC_ZSTD, len(batches)), packed)
         return PendingAppend(self._ch, M.Api.REPLICA_APPEND_COMPRESSED, corr, len(packed))
 
