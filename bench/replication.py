@@ -43,10 +43,11 @@ from bench.replication_harness import (
     paced,
     quantiles,
     start_replicator,
+    sync_backlog,
     write_backlog,
     write_report,
 )
-from edgebus import Admin, BatchReader, Consumer, Producer, TopicPartition
+from edgebus import Admin, Consumer, Producer, TopicPartition
 from edgebus.testing import EmbeddedBroker, free_port
 
 NODE, TOKEN = "bench-src", "bench-token-0123456789"
@@ -152,11 +153,7 @@ def catch_up(root: Path, size: int, records: int, durable: bool, compression: st
         os.kill(s.rep.pid, signal.SIGSTOP)
         write_backlog(s.src.socket, "b", values[:1000] if values else [b"x" * size] * 1000, records)
         want = s.end(s.src.socket, "b")
-        # On the source's disk before the clock starts, as a backlog after a link cut is (the
-        # periodic flush): the replicator ships only fsynced data, and would otherwise time
-        # one fsync of the whole backlog at its first read.
-        with BatchReader(s.src.socket) as r:
-            r.read_durable({("b", 0): want - 1}, 1, sync=True)
+        sync_backlog(s.src.socket, "b")  # on disk before the clock, as after a link cut
         pids = {"replicator": s.rep.pid, "src": s.src.pid or 0, "dst": s.dst.pid or 0}
         f0 = s.faults()
         cpu0 = {k: cpu(pid) for k, pid in pids.items()}
@@ -280,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                 r["mirror_vs_local"] = local / r["records_per_s"]
                 # The same comparison in work, which the machine's load moves much less.
                 r["local_send_batch_cpu_s_per_million"] = local_cpu
-                r["mirror_vs_local_cpu"] = sum(r["cpu_s_per_million"].values()) / local_cpu
+                r["mirror_vs_local_cpu"] = (sum(r["cpu_s_per_million"].values()) / local_cpu
+                                            if local_cpu else float("nan"))  # 10 ms resolution
                 rows.append(r)
                 print(f"catch-up {size:5d} B durable={durable!s:5}: {r['records_per_s']:10,.0f} rec/s "
                       f"{r['mb_per_s']:6.1f} MB/s; local send_batch {local:10,.0f}/s "
