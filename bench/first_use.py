@@ -16,18 +16,14 @@ bench/results/first_use.json.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench import tree_rounds
+
 NODE, TOKEN = "bench-src", "b" * 24
 
 
@@ -70,40 +66,9 @@ def one(tree: str | None, settle_s: float, work: Path) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.first_use",
-                                 description=__doc__.split("\n")[0])
-    ap.add_argument("--tree", help="another checkout to measure in the same run (e.g. /work/main)")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--settle", type=float, default=1.0)
-    ap.add_argument("--out", default=str(RESULTS))
-    args = ap.parse_args(argv)
-    out = Path(args.out).resolve()
-    # As bench.kafka_first_request: the supervisors start elsewhere, so that PYTHONPATH=TREE,
-    # not this checkout, gives the other one's edgebus.
-    os.chdir(tempfile.gettempdir())
-    trees: list[tuple[str, str | None]] = [("this checkout", None)]
-    if args.tree:
-        trees.append((args.tree, str(Path(args.tree).resolve())))
-    rows: dict[str, list[dict[str, float]]] = {name: [] for name, _ in trees}
     with tempfile.TemporaryDirectory() as work:
-        for r in range(args.rounds):
-            for name, tree in trees if r % 2 == 0 else trees[::-1]:  # alternate who goes first
-                rows[name].append(one(tree, args.settle, Path(work)))
-    keys = list(next(iter(rows.values()))[0])
-    med = {name: {k: round(statistics.median(x[k] for x in runs), 2) for k in keys}
-           for name, runs in rows.items()}
-    report = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rounds": args.rounds,
-              "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Python "
-                         f"{platform.python_version()}", "loadavg": round(os.getloadavg()[0], 2),
-              "median_ms": med, "runs": rows}
-    print(f"median of {args.rounds} rounds, ms (load average {report['loadavg']}):")
-    print("| supervisor | " + " | ".join(keys) + " |")
-    print("|---|" + "---|" * len(keys))
-    for name, m in med.items():
-        print(f"| {name} | " + " | ".join(str(m[k]) for k in keys) + " |")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "first_use.json").write_text(json.dumps(report, indent=1) + "\n")
-    return 0
+        return tree_rounds.main(argv, "python -m bench.first_use", __doc__, "first_use.json",
+                                lambda tree, settle_s: one(tree, settle_s, Path(work)))
 
 
 if __name__ == "__main__":

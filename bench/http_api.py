@@ -230,13 +230,22 @@ def idle_case(seconds: float, browser: bool) -> dict[str, Any]:
     finally:
         b.stop()
         b.cleanup()
-    code = ("import psutil\n"
+    # The listener alone is what an idle supervisor with http.enabled imports; h11 and the API's
+    # modules come at the first HTTP connection (listeners/http.py), so they are imported here
+    # by name, and the run fails if h11 did not come with them (the row would measure nothing).
+    code = ("import sys, psutil\n"
             "import edgebus.server.supervisor\n"
             "a = psutil.Process().memory_info().rss\n"
             "import edgebus.server.listeners.http, edgebus.server.http.auth\n"
-            "print(psutil.Process().memory_info().rss - a)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
-    res["import_h11_and_listener_bytes"] = int(out.stdout.strip() or 0)
+            "b = psutil.Process().memory_info().rss\n"
+            "import edgebus.server.listeners.http_connection, edgebus.server.http.api\n"
+            "assert 'h11' in sys.modules, 'h11 was not imported'\n"
+            "print(b - a, psutil.Process().memory_info().rss - a)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         check=True)
+    listener, with_h11 = (int(x) for x in out.stdout.split())
+    res["import_listener_bytes"] = listener
+    res["import_h11_and_listener_bytes"] = with_h11
     return res
 
 
@@ -256,14 +265,19 @@ def main() -> int:
     ]
     sse = sse_cases(args.sse_records)
     idle = idle_case(args.idle_seconds, not args.no_browser)
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    commit += " (with uncommitted changes)" if dirty else ""
     doc = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                       "load_before": load0, "load_after": os.getloadavg()},
+                       "load_before": load0, "load_after": os.getloadavg()}, "commit": commit,
            "produce": produce, "sse": sse, "idle": idle}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "http.json").write_text(json.dumps(doc, indent=2) + "\n")
     peer = next(r for r in produce if r["case"].startswith("socket"))["records_per_s"]
     lines = ["# HTTP API and console benchmark (`python -m bench.http_api`)", "",
-             f"{os.cpu_count()} CPUs, Python {platform.python_version()}, load average "
+             f"Commit {commit}; {os.cpu_count()} CPUs, Python {platform.python_version()}, load average "
              f"{load0[0]:.1f} before, {os.getloadavg()[0]:.1f} after (other work moves every "
              "number: compare rows of this report, not reports).", "",
              "| case | records/s | vs socket send_batch | supervisor CPU us/record |", "|---|---|---|---|"]
@@ -274,7 +288,10 @@ def main() -> int:
     lines += ["", "| idle | |", "|---|---|",
               f"| supervisor RSS without / with the HTTP listener | {idle['rss_without_http_bytes'] / mib:.1f} / "
               f"{idle['rss_with_http_bytes'] / mib:.1f} MiB |",
-              f"| importing h11 and the listener | {idle['import_h11_and_listener_bytes'] / 1024:.0f} KiB |",
+              f"| importing the listener (all an idle supervisor with http.enabled loads) | "
+              f"{idle['import_listener_bytes'] / 1024:.0f} KiB |",
+              f"| importing h11 and the API too (at the first HTTP connection) | "
+              f"{idle['import_h11_and_listener_bytes'] / 1024:.0f} KiB |",
               f"| supervisor CPU, listener idle, nobody connected | {idle['cpu_percent_listener_only']} % |",
               f"| supervisor CPU, console open ({idle['console']}), {idle['idle_seconds']:.0f} s | "
               f"{idle['cpu_percent_console_open']} % |",

@@ -13,18 +13,12 @@ milliseconds. Writes bench/results/kafka_first_request.json.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import socket
-import statistics
 import struct
-import tempfile
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench import tree_rounds
+
 CLIENT_ID = b"bench"
 
 
@@ -67,39 +61,8 @@ def one(tree: str | None, settle_s: float) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.kafka_first_request",
-                                 description=__doc__.split("\n")[0])
-    ap.add_argument("--tree", help="another checkout to measure in the same run (e.g. /work/main)")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--settle", type=float, default=1.0)
-    ap.add_argument("--out", default=str(RESULTS))
-    args = ap.parse_args(argv)
-    # `python -m` puts the working directory first on the child's sys.path: run the supervisors
-    # from elsewhere, so that PYTHONPATH=TREE, not this checkout, gives the other one's edgebus.
-    os.chdir(tempfile.gettempdir())
-    trees: list[tuple[str, str | None]] = [("this checkout", None)]
-    if args.tree:
-        trees.append((args.tree, str(Path(args.tree).resolve())))
-    rows: dict[str, list[dict[str, float]]] = {name: [] for name, _ in trees}
-    for r in range(args.rounds):
-        for name, tree in trees if r % 2 == 0 else trees[::-1]:  # alternate who goes first
-            rows[name].append(one(tree, args.settle))
-    keys = list(next(iter(rows.values()))[0])
-    med = {name: {k: round(statistics.median(x[k] for x in runs), 2) for k in keys}
-           for name, runs in rows.items()}
-    report = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rounds": args.rounds,
-              "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Python "
-                         f"{platform.python_version()}", "loadavg": round(os.getloadavg()[0], 2),
-              "median_ms": med, "runs": rows}
-    print(f"median of {args.rounds} rounds, ms (load average {report['loadavg']}):")
-    print("| supervisor | " + " | ".join(keys) + " |")
-    print("|---|" + "---|" * len(keys))
-    for name, m in med.items():
-        print(f"| {name} | " + " | ".join(str(m[k]) for k in keys) + " |")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "kafka_first_request.json").write_text(json.dumps(report, indent=1) + "\n")
-    return 0
+    return tree_rounds.main(argv, "python -m bench.kafka_first_request", __doc__,
+                            "kafka_first_request.json", one)
 
 
 if __name__ == "__main__":

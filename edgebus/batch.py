@@ -121,6 +121,10 @@ def encode_plain_values(values: Sequence[bytes], ts: int) -> tuple[bytearray, li
 
 _I32 = F.I32
 _U16 = F.U16
+# A record's fixed parts (docs/FORMAT.md 2.2): record_length is not counted in its own value; the
+# prefix is record_length, timestamp and key_length; value_length and the header count follow.
+_LEN_SIZE, _PREFIX_SIZE, _I32_SIZE, _U16_SIZE = F.RECORD_LENGTH_SIZE, _REC_HEAD.size, _I32.size, _U16.size
+_BODY_FIXED = _PREFIX_SIZE - _LEN_SIZE + _I32_SIZE  # record_length's value, without key, value, headers
 # Below this many records to return, the Python loop is quicker than setting up the C path.
 _FAST_MIN_RECORDS = 4
 
@@ -152,7 +156,7 @@ def encode_record(
         htail = b"".join(hparts)
     else:
         htail = b"\x00\x00"
-    body_len = 8 + 4 + max(klen, 0) + 4 + max(vlen, 0) + len(htail)
+    body_len = _BODY_FIXED + max(klen, 0) + max(vlen, 0) + len(htail)
     parts.append(_REC_HEAD.pack(body_len, timestamp, klen))
     if key:
         parts.append(key)
@@ -165,9 +169,9 @@ def encode_record(
 
 def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]) -> int:
     """Encoded size of a record, for batch sizing before encoding."""
-    size = 4 + 8 + 4 + (len(key) if key else 0) + 4 + (len(value) if value else 0) + 2
+    size = _PREFIX_SIZE + (len(key) if key else 0) + _I32_SIZE + (len(value) if value else 0) + _U16_SIZE
     for hk, hv in headers:
-        size += 2 + len(hk.encode()) + 4 + (len(hv) if hv else 0)
+        size += _U16_SIZE + len(hk.encode()) + _I32_SIZE + (len(hv) if hv else 0)
     return size
 
 
@@ -379,17 +383,17 @@ def decode_batch(batch: bytes | memoryview, topic: str, partition: int, min_offs
             rlen, ts, klen = unpack_head(mv, pos)
             if klen < -1:
                 raise CorruptRecordError(f"record at offset {offset} has key length {klen}")
-            rend = pos + 4 + rlen
+            rend = pos + _LEN_SIZE + rlen
             if rend > length:
                 raise CorruptRecordError(f"record at offset {offset} overruns its batch")
-            p = pos + 16
+            p = pos + _PREFIX_SIZE
             if klen >= 0:
                 key = bytes(mv[p : p + klen])
                 p += klen
             else:
                 key = None
             vlen = unpack_i32(mv, p)[0]
-            p += 4
+            p += _I32_SIZE
             if vlen < -1:
                 raise CorruptRecordError(f"record at offset {offset} has value length {vlen}")
             if vlen >= 0:
@@ -398,15 +402,15 @@ def decode_batch(batch: bytes | memoryview, topic: str, partition: int, min_offs
             else:
                 value = None
             hcount = unpack_u16(mv, p)[0]
-            p += 2
+            p += _U16_SIZE
             headers: Headers = []
             for _h in range(hcount):
                 hklen = unpack_u16(mv, p)[0]
-                p += 2
+                p += _U16_SIZE
                 hk = bytes(mv[p : p + hklen]).decode()
                 p += hklen
                 hvlen = unpack_i32(mv, p)[0]
-                p += 4
+                p += _I32_SIZE
                 if hvlen < -1:
                     raise CorruptRecordError(
                         f"record at offset {offset} has header value length {hvlen}"
@@ -433,13 +437,13 @@ def decode_batch(batch: bytes | memoryview, topic: str, partition: int, min_offs
 def _headers_at(data: bytes, p: int, count: int) -> Headers:
     """The headers of a record whose u16 header count is at p (lengths already checked)."""
     headers: Headers = []
-    p += 2
+    p += _U16_SIZE
     for _ in range(count):
         hklen = _U16.unpack_from(data, p)[0]
-        hk = data[p + 2 : p + 2 + hklen].decode()
-        p += 2 + hklen
+        hk = data[p + _U16_SIZE : p + _U16_SIZE + hklen].decode()
+        p += _U16_SIZE + hklen
         hvlen = _I32.unpack_from(data, p)[0]
-        p += 4
+        p += _I32_SIZE
         if hvlen >= 0:
             headers.append((hk, data[p : p + hvlen]))
             p += hvlen

@@ -75,6 +75,10 @@ class KafkaSettings:
     # (`edgebus kafka-user add`, docs/KAFKA.md: SCRAM salted keys, never plain passwords).
     sasl_mechanisms: tuple[str, ...] = setting((), "sasl_mechanisms")
     sasl_credentials_file: Path | None = field(default=None, metadata={"kind": "optional_path"})
+    # A Metadata request naming a missing topic (allow_auto_topic_creation) creates it with
+    # topic_defaults, as Kafka's auto.create.topics.enable (on there too); creating still needs
+    # the principal's create permission (docs/KAFKA.md, "Topic auto-creation").
+    auto_create_topics: bool = setting(True, "bool")
 
 
 @dataclass(frozen=True)

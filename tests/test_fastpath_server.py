@@ -116,18 +116,23 @@ def decode(frame: bytes, api: int) -> Any:
     return ClientProtocol.decode_body(api, resp)
 
 
-def count_fast_answers(h: Harness) -> list[bool]:
-    """Record, per call, whether DataHandlers.fetch_appended answered from the batch."""
+def count_answers(h: Harness, method: str) -> list[bool]:
+    """Record, per call of the DataHandlers method, whether it answered (returned not None)."""
     used: list[bool] = []
-    inner = h.b.data.fetch_appended
+    inner = getattr(h.b.data, method)
 
     def spy(*args: Any) -> Any:
         out = inner(*args)
         used.append(out is not None)
         return out
 
-    h.b.data.fetch_appended = spy  # type: ignore[method-assign]
+    setattr(h.b.data, method, spy)
     return used
+
+
+def count_fast_answers(h: Harness) -> list[bool]:
+    """Record, per call, whether DataHandlers.fetch_appended answered from the batch."""
+    return count_answers(h, "fetch_appended")
 
 
 # --- a parked fetch answered from the appended batch ---------------------------------------------
@@ -396,3 +401,32 @@ def test_a_produce_of_another_version_is_refused_and_the_connection_stays(h):
     with pytest.raises(E.UnsupportedVersionError):
         decode(frame, M.Api.PRODUCE)
     assert not c.closed and h.logs.partition("t", 0).log_end_offset == 0
+
+
+def test_a_produce_is_decoded_once_by_the_struct_level_decoder(h, monkeypatch):
+    """Issue 10: a PRODUCE is decoded once on the hot path, by the fast decoder, never also by
+    the request dataclass (that its batch is a slice of the frame, not a copy:
+    test_fastpath_codec.py::test_the_batch_is_a_writable_slice_of_the_frame)."""
+    import edgebus.server.dispatch as D
+
+    h.logs.create_topic("t", TopicConfig())
+    seen: list[int] = []
+    fast = D.decode_produce
+
+    def counting(body: memoryview) -> Any:
+        seen.append(len(body))
+        return fast(body)
+
+    def generic(*args: Any) -> Any:
+        raise AssertionError("the generic decoder ran on a version-0 PRODUCE")
+
+    monkeypatch.setattr(D, "decode_produce", counting)
+    monkeypatch.setattr(D, "decode_request", generic)
+    monkeypatch.setattr(M.ProduceRequest, "decode", classmethod(generic))
+    c = h.conn()
+    for corr in (1, 2, 3):
+        h.send(c, M.Api.PRODUCE, corr, produce_body("t", GOOD))
+    assert len(seen) == 3
+    acks = [decode(f, M.Api.PRODUCE) for f in c.shm.frames]
+    assert [(a.topic, a.base_offset) for a in acks] == [("t", 0), ("t", 1), ("t", 2)]
+    assert h.logs.partition("t", 0).log_end_offset == 3

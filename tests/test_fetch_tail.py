@@ -6,8 +6,6 @@ min_bytes above the batch, a large batch)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,22 +13,13 @@ from hypothesis import strategies as st
 from edgebus.log.partition import TAIL_BATCH_BYTES
 from edgebus.log.topic_config import TopicConfig
 from edgebus.protocol import messages as M
-from tests.test_fastpath_server import Harness, batch, fetch_request, produce_body, read_answer
+from tests.test_fastpath_server import Harness, batch, count_answers, fetch_request, produce_body, read_answer
 
 pytestmark = pytest.mark.unit
 
 
 def count_tail_answers(h: Harness) -> list[bool]:
-    used: list[bool] = []
-    inner = h.b.data._fetch_tail
-
-    def spy(*args: Any) -> Any:
-        out = inner(*args)
-        used.append(out is not None)
-        return out
-
-    h.b.data._fetch_tail = spy  # type: ignore[method-assign]
-    return used
+    return count_answers(h, "_fetch_tail")
 
 
 step = st.tuples(

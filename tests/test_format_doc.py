@@ -526,3 +526,32 @@ def test_ring_limits() -> None:
     assert F.MIN_RING_BYTES & (F.MIN_RING_BYTES - 1) == 0
     assert F.MAX_RING_BYTES & (F.MAX_RING_BYTES - 1) == 0
     assert "`MIN_RING_BYTES` (4096" in "\n".join(section("3. Limits"))
+
+
+# --- Kafka record batches (section 9) ------------------------------------------------------------
+
+
+def test_kafka_batch_header_table_matches_the_listener() -> None:
+    from edgebus.server.kafka import records as KR
+
+    rows = layout("9.1 Kafka batch header")
+    assert ">" + struct_format(rows)[1:] == KR.KAFKA_HEADER.format  # big-endian, as in Kafka
+    assert sum(int(r["size"]) for r in rows) == KR.KAFKA_HEADER_SIZE == 61
+    at = {r["field"]: int(r["offset"]) for r in rows}
+    assert at["attributes"] == KR._CRC_START  # the CRC-32C covers attributes .. the end
+    assert at["crc"] == KR._CRC_AT
+    assert at["partition_leader_epoch"] == KR._LENGTH_END  # batch_length counts from here
+    covered = [r["field"] for r in rows if r["CRC"] == "yes"]
+    assert covered == [r["field"] for r in rows if int(r["offset"]) >= KR._CRC_START]
+
+
+def test_transaction_marker_table_matches_the_coordinator() -> None:
+    from edgebus.server.txn import coordinator as TC
+
+    cols, rows = table("9.4 Transactions")
+    assert cols[:2] == ["part", "bytes (big-endian, as in Kafka)"]
+    doc = {r["part"]: r[cols[1]].replace("`", "").replace(" ", "") for r in rows}
+    for t, name in ((TC.CONTROL_ABORT, "abort"), (TC.CONTROL_COMMIT, "commit")):
+        assert f"{t} = {name}" in next(r["meaning"] for r in rows if r["part"] == "key")
+        assert bytes.fromhex(doc["key"].replace("T", str(t))) == TC._CONTROL_KEY.pack(0, t)
+    assert bytes.fromhex(doc["value"]) == TC._CONTROL_VALUE.pack(0, 0)

@@ -163,7 +163,7 @@ def _records(batch: bytes) -> Iterator[tuple[int, int, bytes | None, bool, int]]
             key = batch[p : p + klen]
             p += klen
         vlen = i32.unpack_from(batch, p)[0]
-        end = pos + 4 + rlen
+        end = pos + F.RECORD_LENGTH_SIZE + rlen
         yield pos, end, key, vlen < 0, ts
         pos = end
 

@@ -38,6 +38,8 @@ class Int:
 I8, I16, I32, I64 = Int("b"), Int("h"), Int("i"), Int("q")
 U8, U16, U32 = Int("B"), Int("H"), Int("I")
 _LEN = F.BYTES_LENGTH  # also an array's count (F.ARRAY_COUNT)
+_LEN_SIZE = _LEN.size
+_STR_LEN_SIZE = F.STR_LENGTH.size
 
 
 class _Bytes:
@@ -51,10 +53,10 @@ class _Bytes:
             out.append(bytes(value) if isinstance(value, memoryview) else value)
 
     def decode(self, mv: memoryview, pos: int) -> tuple[Any, int]:
-        if pos + 4 > len(mv):
+        if pos + _LEN_SIZE > len(mv):
             raise ProtocolError("message body truncated")
         n = _LEN.unpack_from(mv, pos)[0]
-        pos += 4
+        pos += _LEN_SIZE
         if n == -1:
             return None, pos
         if n < 0 or pos + n > len(mv):
@@ -73,10 +75,10 @@ class _Str:
         out.append(b)
 
     def decode(self, mv: memoryview, pos: int) -> tuple[Any, int]:
-        if pos + 2 > len(mv):
+        if pos + _STR_LEN_SIZE > len(mv):
             raise ProtocolError("message body truncated")
         n = F.STR_LENGTH.unpack_from(mv, pos)[0]
-        pos += 2
+        pos += _STR_LEN_SIZE
         if pos + n > len(mv):
             raise ProtocolError(f"string of length {n} overruns the frame")
         try:
@@ -99,10 +101,10 @@ class Array:
             self.item.encode(v, out)
 
     def decode(self, mv: memoryview, pos: int) -> tuple[Any, int]:
-        if pos + 4 > len(mv):
+        if pos + _LEN_SIZE > len(mv):
             raise ProtocolError("message body truncated")
         n = _LEN.unpack_from(mv, pos)[0]
-        pos += 4
+        pos += _LEN_SIZE
         if n < 0 or n > len(mv) - pos:
             raise ProtocolError(f"array of {n} elements cannot fit in the frame")
         items = []

@@ -20,7 +20,14 @@ from edgebus.protocol.codec import Message
 if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
 
+    from edgebus.log.manager import LogManager
+    from edgebus.server.durable import DurableAcks
+    from edgebus.server.groups.handlers import GroupHandlers
+    from edgebus.server.handlers.admin import AdminHandlers
+    from edgebus.server.handlers.data import DataHandlers
     from edgebus.server.listeners.stream import Connection
+    from edgebus.server.loop import Loop
+    from edgebus.server.stats import Stats
 
 # What a handler or a deferred answer sends: a response body, an error (sent as an error response
 # with its code), or a response frame a fast codec already encoded (queued as it is).
@@ -102,3 +109,30 @@ class Service:
 
     def close(self) -> None:
         """Release threads, sockets and descriptors: after every connection is closed."""
+
+
+class Parts(Protocol):
+    """What a part that works on the log and the shared handlers is given of the supervisor
+    (the transaction coordinator, server/txn/coordinator.py): these, read-only, never the
+    Broker's own methods. The Broker is one; a Kafka context (kafka/context.py) is another."""
+
+    @property
+    def logs(self) -> LogManager: ...
+    @property
+    def data(self) -> DataHandlers: ...
+    @property
+    def groups(self) -> GroupHandlers: ...
+
+
+class SupervisorParts(Parts, Protocol):
+    """What the Kafka front end is given (kafka/front.py, kafka/setup.py): the parts its
+    context takes once, and the loop, to put its services on at its first connection."""
+
+    @property
+    def loop(self) -> Loop: ...
+    @property
+    def admin(self) -> AdminHandlers: ...
+    @property
+    def durable(self) -> DurableAcks: ...
+    @property
+    def stats(self) -> Stats: ...

@@ -143,10 +143,11 @@ def iter_frames(buf: bytearray) -> Iterator[memoryview]:
     mv = memoryview(buf)
     pos, end = 0, len(buf)
     unpack = F.FRAME_LENGTH.unpack_from
+    hdr = F.FRAME_LENGTH_SIZE
     while pos < end:
         n = unpack(buf, pos)[0]
-        yield mv[pos + 4 : pos + 4 + n]
-        pos += 4 + n
+        yield mv[pos + hdr : pos + hdr + n]
+        pos += hdr + n
 
 
 def new_eventfd() -> int:

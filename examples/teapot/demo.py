@@ -30,7 +30,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 # What the demo and its children import (edgebus's dependencies and the bridge's MQTT client).
-NEEDED = {"yaml": "pyyaml", "psutil": "psutil", "paho": "paho-mqtt", "sdnotify": "sdnotify",
+NEEDED = {"yaml": "pyyaml", "paho": "paho-mqtt", "sdnotify": "sdnotify",
           "prometheus_client": "prometheus-client", "cffi": "cffi"}
 _HANDED_OVER = "EDGEBUS_DEMO_HANDED_OVER"
 

@@ -37,13 +37,10 @@ def mosquitto(make_mosquitto: Callable[..., Mosquitto]) -> Mosquitto:
 
 
 @pytest.fixture
-def edgebus_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    b = EmbeddedBroker(tmp_path / "edgebus")
-    b.start()
-    try:
-        yield b
-    finally:
-        b.cleanup()
+def edgebus_broker(broker: EmbeddedBroker) -> EmbeddedBroker:
+    """The shared `broker` fixture (tests/conftest.py), under the name the bridge tests use
+    beside `mosquitto`."""
+    return broker
 
 
 @pytest.fixture

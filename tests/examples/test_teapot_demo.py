@@ -45,7 +45,7 @@ def test_without_a_venv_it_says_what_to_do(tmp_path):
     shutil.copy(DEMO, copy)
     r = bare_python(copy)
     assert r.returncode == 1
-    assert "lacks pyyaml, psutil" in r.stderr
+    assert "lacks pyyaml, paho-mqtt" in r.stderr
     assert f"{tmp_path}/scripts/quickstart setup" in r.stderr
     assert "Traceback" not in r.stderr
 

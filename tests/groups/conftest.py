@@ -16,7 +16,9 @@ import pytest
 
 from edgebus import Admin, testing
 from edgebus.errors import UnknownGroupError
+from edgebus.server.groups.coordinator import Coordinator
 from edgebus.testing import EmbeddedBroker
+from tests.groups.coordinator_helpers import Clock
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,6 +27,24 @@ ROOT = Path(__file__).resolve().parents[2]
 def broker_config() -> dict[str, Any]:
     """The `broker` fixture (tests/conftest.py) flushes often: commits become durable quickly."""
     return {"log": {"flush_interval_ms": 100}}
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The coordinator tests' clock (coordinator_helpers.py): moved by the test only."""
+    return Clock()
+
+
+@pytest.fixture
+def partition_counts() -> dict[str, int]:
+    """Partitions of each topic the `coord` fixture knows (a test file may override this)."""
+    return {"t": 4}
+
+
+@pytest.fixture
+def coord(clock: Clock, partition_counts: dict[str, int]) -> Coordinator:
+    """A coordinator driven without sockets (coordinator_helpers.py)."""
+    return Coordinator(lambda t: partition_counts.get(t, 0), clock=clock)
 
 
 @pytest.fixture

@@ -12,62 +12,14 @@ from edgebus.errors import (
 )
 from edgebus.protocol import groups as G
 from edgebus.server.groups.coordinator import Coordinator, State
+from tests.groups.coordinator_helpers import REBALANCE, SESSION, Clock, hb, join, sync
 
 pytestmark = pytest.mark.unit
-SESSION, REBALANCE = 1000, 3000
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, ms: float) -> None:
-        self.t += ms / 1000
-
-
-class Answer:
-    """The reply callback of one parked JoinGroup."""
-
-    def __init__(self) -> None:
-        self.value = None
-
-    def __call__(self, v) -> None:
-        assert self.value is None, "answered twice"
-        self.value = v
-
-    @property
-    def done(self) -> bool:
-        return self.value is not None
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def coord(clock: Clock) -> Coordinator:
-    return Coordinator(lambda t: {"t": 6, "u": 2}.get(t, 0), clock=clock)
-
-
-def join(coord: Coordinator, conn: int, member_id: str = "", topics=("t",), assignors=("range",),
-         group: str = "g", session: int = SESSION) -> Answer:
-    a = Answer()
-    coord.join(conn, 1000 + conn, G.JoinGroupRequest(group, member_id, f"c{conn}", session, REBALANCE,
-                                                     list(topics), list(assignors)), a)
-    return a
-
-
-def sync(coord: Coordinator, resp: G.JoinGroupResponse, group: str = "g") -> list[tuple[str, int]]:
-    out = coord.sync(G.SyncGroupRequest(group, resp.generation, resp.member_id))
-    return [(a.topic, p) for a in out.assignment for p in a.partitions]
-
-
-def hb(coord: Coordinator, resp: G.JoinGroupResponse, group: str = "g") -> None:
-    coord.heartbeat(G.HeartbeatRequest(group, resp.generation, resp.member_id))
+def partition_counts() -> dict[str, int]:
+    return {"t": 6, "u": 2}
 
 
 def test_single_member_gets_everything_at_once(coord: Coordinator) -> None:

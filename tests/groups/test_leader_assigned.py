@@ -18,19 +18,9 @@ from edgebus.protocol import groups as G
 from edgebus.server.groups.coordinator import Coordinator, Offer, State
 from edgebus.server.groups.leader import choose_protocol
 from edgebus.server.groups.model import ClassicJoinResponse
-from tests.groups.test_coordinator import REBALANCE, SESSION, Answer, Clock, join
+from tests.groups.coordinator_helpers import REBALANCE, SESSION, Answer, Clock, join
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def coord(clock: Clock) -> Coordinator:
-    return Coordinator(lambda t: {"t": 4}.get(t, 0), clock=clock)
 
 
 def kjoin(coord: Coordinator, conn: int, member_id: str = "",
@@ -38,11 +28,8 @@ def kjoin(coord: Coordinator, conn: int, member_id: str = "",
           assignors: tuple[str, ...] = ()) -> Answer:
     """A Kafka member's JoinGroup: its protocols as an Offer; `assignors` the edgebus ones its
     protocol names map onto (none for faust's)."""
-    a = Answer()
-    coord.join(conn, 1000 + conn, G.JoinGroupRequest("g", member_id, f"c{conn}", SESSION,
-                                                     REBALANCE, ["t"], list(assignors)), a,
-               Offer("consumer", tuple((n, m + b"-%d" % conn) for n, m in protocols)))
-    return a
+    return join(coord, conn, member_id, assignors=assignors,
+                offer=Offer("consumer", tuple((n, m + b"-%d" % conn) for n, m in protocols)))
 
 
 def ksync(coord: Coordinator, r: ClassicJoinResponse, blobs: dict[str, bytes] | None = None

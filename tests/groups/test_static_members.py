@@ -6,30 +6,16 @@ from __future__ import annotations
 import pytest
 
 from edgebus.errors import FencedInstanceError
-from edgebus.protocol import groups as G
 from edgebus.server.groups.coordinator import Coordinator, Offer, State
-from tests.groups.test_coordinator import REBALANCE, SESSION, Answer, Clock, hb, join, sync
+from tests.groups.coordinator_helpers import SESSION, Answer, Clock, hb, join, sync
 
 pytestmark = pytest.mark.unit
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def coord(clock: Clock) -> Coordinator:
-    return Coordinator(lambda t: {"t": 4}.get(t, 0), clock=clock)
-
-
 def sjoin(coord: Coordinator, conn: int, instance: str | None, member_id: str = "",
           protocol: str = "range", assignors: tuple[str, ...] = ("range",)) -> Answer:
-    a = Answer()
-    coord.join(conn, 1000 + conn, G.JoinGroupRequest("g", member_id, f"c{conn}", SESSION,
-                                                     REBALANCE, ["t"], list(assignors)), a,
-               Offer("consumer", ((protocol, b"md"),), instance))
-    return a
+    return join(coord, conn, member_id, assignors=assignors,
+                offer=Offer("consumer", ((protocol, b"md"),), instance))
 
 
 def test_a_restart_within_the_session_takes_its_place_back_without_a_rebalance(

@@ -18,6 +18,7 @@ import pytest
 
 from edgebus import Admin, Consumer, Producer, TopicPartition
 from edgebus.testing import EmbeddedBroker
+from tests.log.logtest_helpers import fold
 
 pytestmark = pytest.mark.integration
 
@@ -41,16 +42,6 @@ def read_all(sock: str) -> list[tuple[int, bytes, bytes | None]]:
             for recs in c.poll(timeout_ms=2000).values():
                 out += [(r.offset, r.key, r.value) for r in recs]
     return out
-
-
-def fold(recs: list[tuple[int, bytes, bytes | None]]) -> dict[bytes, bytes]:
-    state: dict[bytes, bytes] = {}
-    for _o, k, v in recs:
-        if v is None:
-            state.pop(k, None)
-        else:
-            state[k] = v
-    return state
 
 
 def status(sock: str) -> dict[str, Any]:

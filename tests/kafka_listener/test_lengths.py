@@ -53,3 +53,27 @@ def test_the_supervisor_survives_a_huge_array_length(kbroker: EmbeddedBroker) ->
         s.sendall(raw_request(18, 3, 1, ApiVersionsRequest(client_software_name="t",
                                                             client_software_version="1")))
         assert read_frame(s)[:4] == struct.pack(">i", 1)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("cursor", [None, ("t", 3)])
+def test_a_nullable_struct_is_walked_with_its_marker(cursor: tuple[str, int] | None) -> None:
+    # DescribeTopicPartitions' cursor is a nullable struct (an int8 marker first, KIP-893): the
+    # walk once read the marker as a string length and refused kafka-python's valid request.
+    import io
+
+    from kio.schema.describe_topic_partitions.v0.request import (
+        Cursor,
+        DescribeTopicPartitionsRequest,
+        TopicRequest,
+    )
+    from kio.serial import entity_writer
+
+    from edgebus.server.kafka import lengths
+
+    req = DescribeTopicPartitionsRequest(
+        topics=(TopicRequest(name="dp-a"),), response_partition_limit=4,
+        cursor=None if cursor is None else Cursor(topic_name=cursor[0], partition_index=cursor[1]))
+    buf = io.BytesIO()
+    entity_writer(DescribeTopicPartitionsRequest)(buf, req)
+    lengths.check(DescribeTopicPartitionsRequest, memoryview(buf.getvalue()), 0)  # no error

@@ -91,3 +91,15 @@ def open_partition(
 
 def log_files(path: Path) -> list[Path]:
     return sorted(path.glob("*.log"))
+
+
+def fold(recs: list[tuple[int, bytes, bytes | None]]) -> dict[bytes, bytes]:
+    """(offset, key, value) records folded by key as compaction keeps them: the latest value of
+    each key, a None value (a tombstone) deleting it."""
+    state: dict[bytes, bytes] = {}
+    for _o, k, v in recs:
+        if v is None:
+            state.pop(k, None)
+        else:
+            state[k] = v
+    return state

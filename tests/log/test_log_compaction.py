@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from logtest_helpers import open_partition, sync
+from logtest_helpers import fold, open_partition, sync
 
 from edgebus import batch as B
 from edgebus import format as F
@@ -68,16 +68,6 @@ def read_from_start(p: Partition) -> list[tuple[int, bytes, bytes | None]]:
             base, _l, count = F.BATCH_SCAN.unpack_from(b, 0)
             pos = max(pos, base + count)
     return out
-
-
-def fold(recs: list[tuple[int, bytes, bytes | None]]) -> dict[bytes, bytes]:
-    state: dict[bytes, bytes] = {}
-    for _o, k, v in recs:
-        if v is None:
-            state.pop(k, None)
-        else:
-            state[k] = v
-    return state
 
 
 ops = st.lists(st.one_of(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -119,6 +120,15 @@ def test_the_console_shows_the_teapot(kitchen: Any, tmp_path: Path) -> None:
         row = browser.wait_for(f"(r => r && r.textContent)(document.querySelector("
                                f"'#topics-table tr[data-topic=\"{TOPIC}\"]'))", 30)
         assert TOPIC in row
+        # partitions, offsets (start-end per partition; hidden on a phone, in the page all the
+        # same) and size, as the API reports them
+        cells = browser.eval(f"[...document.querySelector('#topics-table tr[data-topic=\"{TOPIC}\"]')"
+                             ".children].map(td => td.textContent)")
+        api_t = api.ok("GET", f"/api/topics/{TOPIC}")
+        assert cells[1] == str(len(api_t["partitions"]))
+        start, end = (int(x) for x in cells[2].split(",")[0].split("\u2013"))
+        assert start == 0 and 6 <= end <= api_t["partitions"][0]["log_end_offset"]
+        assert re.fullmatch(r"[\d.]+ (B|KiB|MiB)", cells[3]) and cells[3] != "0 B"
         assert browser.wait_for("!!document.querySelector('#topics-table tr[data-topic=\"teapot.commands\"]')", 30)
         # rates come from two status reads 5 s apart: the teapots' readings show as records in/s
         assert browser.wait_for(f"+document.querySelector('#topics-table tr[data-topic=\"{TOPIC}\"]')"

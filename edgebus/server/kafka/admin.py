@@ -32,7 +32,12 @@ from edgebus.log.topic_config import TopicConfig, validate_topic_name
 from edgebus.protocol import messages as M
 from edgebus.server.kafka import errcodes as E
 from edgebus.server.kafka import topic_configs as C
-from edgebus.server.kafka.admin_configs import describe_configs, incremental_alter_configs
+from edgebus.server.kafka.admin_configs import (
+    alter_configs,
+    describe_configs,
+    incremental_alter_configs,
+    list_config_resources,
+)
 from edgebus.server.kafka.apis import KafkaApi
 from edgebus.server.kafka.authz import DENIED_CODE, refused
 from edgebus.server.kafka.group_common import admin_of, groups_of
@@ -226,5 +231,7 @@ APIS = [
     KafkaApi(21, 0, 2, delete_records),
     KafkaApi(37, 0, 3, create_partitions),
     KafkaApi(32, 1, 4, describe_configs),
+    KafkaApi(33, 0, 2, alter_configs),
     KafkaApi(44, 0, 1, incremental_alter_configs),
+    KafkaApi(74, 0, 1, list_config_resources),
 ]

@@ -1,4 +1,5 @@
-"""Kafka's DescribeConfigs and IncrementalAlterConfigs for topics (names in topic_configs.py).
+"""Kafka's DescribeConfigs, IncrementalAlterConfigs and AlterConfigs for topics (names in
+topic_configs.py).
 
 Broker settings live in the supervisor's config file: DescribeConfigs of a broker answers an
 empty list, and altering one is refused naming the file.
@@ -7,6 +8,7 @@ empty list, and altering one is refused naming the file.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from edgebus.acl.rules import Kind, Op
@@ -15,7 +17,8 @@ from edgebus.log.topic_config import TopicConfig, validate_topic_name
 from edgebus.server.handlers.admin import describe_changes
 from edgebus.server.kafka import errcodes as E
 from edgebus.server.kafka import topic_configs as C
-from edgebus.server.kafka.authz import DENIED_CODE, refused
+from edgebus.server.kafka.authz import DENIED_CODE, acl_of, refused, visible
+from edgebus.server.kafka.context import NODE_ID
 from edgebus.server.kafka.group_common import admin_of
 from edgebus.server.kafka.shape import response
 
@@ -69,6 +72,29 @@ def describe_configs(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
 
 
 def incremental_alter_configs(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
+    """SET, DELETE (back to the default), APPEND/SUBTRACT for lists, per named setting."""
+    def entries(r: Any, current: TopicConfig, defaults: TopicConfig) -> dict[str, str]:
+        return C.entries_for([(c.name, c.config_operation, c.value) for c in r.configs],
+                             current, defaults)
+
+    return response(header, responses=_alter(ctx, conn, req, entries, "IncrementalAlterConfigs"))
+
+
+def alter_configs(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
+    """The older whole-set form (confluent-kafka's and aiokafka's alter_configs): the topic's
+    settings become exactly those named, every other one back to its default, as in Kafka."""
+    def entries(r: Any, current: TopicConfig, defaults: TopicConfig) -> dict[str, str]:
+        out = {c.key: C.value_of(c, defaults) for c in C.CONFIGS if c.key}
+        out.update(C.entries_for([(c.name, C.OP_SET, c.value) for c in r.configs], defaults,
+                                 defaults))
+        return out
+
+    return response(header, responses=_alter(ctx, conn, req, entries, "AlterConfigs"))
+
+
+def _alter(ctx: Any, conn: Any, req: Any,
+           entries_of: Callable[[Any, TopicConfig, TopicConfig], dict[str, str]],
+           api: str) -> list[dict[str, Any]]:
     defaults = admin_of(ctx).topic_defaults
     out = []
     for r in req.resources:
@@ -88,17 +114,42 @@ def incremental_alter_configs(ctx: Any, conn: Any, header: Any, req: Any) -> Any
         try:
             current = _topic(ctx, r.resource_name)
             try:
-                entries = C.entries_for(
-                    [(c.name, c.config_operation, c.value) for c in r.configs], current,
-                    defaults)
-                new = TopicConfig.from_entries(entries, base=current)
+                new = TopicConfig.from_entries(entries_of(r, current, defaults), base=current)
             except InvalidRequestError as e:
                 row.update(error_code=E.INVALID_CONFIG, error_message=str(e))
                 continue
             if not req.validate_only:
                 ctx.logs.alter_topic_config(r.resource_name, new)
-                log.info("altered topic %s: %s (Kafka IncrementalAlterConfigs)",
-                         r.resource_name, describe_changes(current, new) or "no change")
+                log.info("altered topic %s: %s (Kafka %s)", r.resource_name,
+                         describe_changes(current, new) or "no change", api)
         except EdgebusError as e:
             row.update(error_code=E.code_of(e), error_message=str(e))
-    return response(header, responses=out)
+    return out
+
+
+# ListConfigResources (kafka-python's list_config_resources) resource types: Kafka's ConfigResource
+# types. Client-metrics and group configs do not exist here, so they list nothing.
+LISTED_TYPES = (C.RESOURCE_TOPIC, C.RESOURCE_BROKER)
+OTHER_TYPES = (8, 16, 32)  # BROKER_LOGGER, CLIENT_METRICS, GROUP
+
+
+def list_config_resources(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
+    """The resources DescribeConfigs describes: every topic the principal may describe, and the
+    broker (node 0) for one with status on the cluster. v0 asks for client-metrics resources only:
+    none."""
+    wanted = set(getattr(req, "resource_types", ()) or LISTED_TYPES)  # v0: client metrics
+    if header.request_api_version == 0:
+        wanted = set()
+    unknown = wanted - set(LISTED_TYPES) - set(OTHER_TYPES)
+    if unknown:
+        return response(header, error_code=E.INVALID_REQUEST, config_resources=[])
+    out: list[dict[str, Any]] = []
+    if C.RESOURCE_TOPIC in wanted:
+        out.extend(dict(resource_name=n, resource_type=C.RESOURCE_TOPIC)
+                   for n in sorted(ctx.logs.topics())
+                   if not n.startswith("__") and visible(ctx, conn, Kind.TOPIC, n))
+    acl = acl_of(ctx)
+    if C.RESOURCE_BROKER in wanted and (acl is None or acl.allowed(conn, Kind.CLUSTER, Op.STATUS,
+                                                                   "*")):
+        out.append(dict(resource_name=str(NODE_ID), resource_type=C.RESOURCE_BROKER))
+    return response(header, error_code=E.NONE, config_resources=out)

@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
+from edgebus.acl.rules import Kind
 from edgebus.server.kafka.apis import KafkaApi
+from edgebus.server.kafka.authz_ops import NOT_ASKED, authorized_operations
+from edgebus.server.kafka.autocreate import allowed, auto_create
 from edgebus.server.kafka.codec import build, response_module
 from edgebus.server.kafka.context import CLUSTER_ID, NODE_ID
 from edgebus.server.kafka.fetch import KafkaFetches, fetch, list_offsets
@@ -60,12 +63,20 @@ def metadata(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
     else:
         names = [t.name for t in wanted if t.name is not None]
     topics = ctx.logs.topics()
+    create = wanted is not None and allowed(ctx, version, req)
+    topic_ops = getattr(req, "include_topic_authorized_operations", False)  # v8+
     out = []
     for name in names:
         cfg = topics.get(name)
+        if cfg is None and create:  # Kafka's auto.create.topics.enable (autocreate.py)
+            code = auto_create(ctx, conn, name)
+            topics = ctx.logs.topics()
+            cfg = topics.get(name) if code == 0 else None
+        else:
+            code = int(ErrorCode.unknown_topic_or_partition)
         if cfg is None or name.startswith("__"):
-            out.append(build(mod.MetadataResponseTopic, error_code=ErrorCode.unknown_topic_or_partition,
-                             name=name, partitions=()))
+            out.append(build(mod.MetadataResponseTopic, error_code=code or
+                             ErrorCode.unknown_topic_or_partition, name=name, partitions=()))
             continue
         parts = tuple(
             build(mod.MetadataResponsePartition, error_code=ErrorCode.none, partition_index=i,
@@ -73,11 +84,16 @@ def metadata(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
                   offline_replicas=())
             for i in range(cfg.partitions))
         out.append(build(mod.MetadataResponseTopic, error_code=ErrorCode.none, name=name,
-                         is_internal=False, partitions=parts))
+                         is_internal=False, partitions=parts,
+                         topic_authorized_operations=authorized_operations(
+                             ctx, conn, Kind.TOPIC, name) if topic_ops else NOT_ASKED))
     host, port = ctx.advertised
     broker = build(mod.MetadataResponseBroker, node_id=NODE_ID, host=host, port=port, rack=None)
+    cluster_ops = (authorized_operations(ctx, conn, Kind.CLUSTER, "*")  # v8-10
+                   if getattr(req, "include_cluster_authorized_operations", False) else NOT_ASKED)
     return build(mod.MetadataResponse, brokers=(broker,), cluster_id=CLUSTER_ID,
-                 controller_id=NODE_ID, topics=tuple(out))
+                 controller_id=NODE_ID, topics=tuple(out),
+                 cluster_authorized_operations=cluster_ops)
 
 
 def init_producer_id(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from edgebus.errors import ConfigError
 from edgebus.opsconfig import split_listen
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from edgebus.config import KafkaSettings
     from edgebus.server.kafka.context import KafkaContext
+    from edgebus.server.service import SupervisorParts
 
 log = logging.getLogger("edgebus.kafka")
 
@@ -28,7 +29,7 @@ class KafkaFront:
     """What Broker.kafka is: the settings and advertised address from start, the context from
     the first connection (the listeners ask `context()`)."""
 
-    def __init__(self, parts: Any, settings: KafkaSettings) -> None:
+    def __init__(self, parts: SupervisorParts, settings: KafkaSettings) -> None:
         self.parts = parts  # the Broker: its loop, logs, handlers (setup.make_context)
         self.settings = settings
         self.advertised: tuple[str, int] = ("127.0.0.1", 0)  # set by advertise() after binding
@@ -66,7 +67,7 @@ class KafkaFront:
         return self.ctx
 
 
-def make_kafka(parts: Any, settings: KafkaSettings, tls: ssl.SSLContext | None
+def make_kafka(parts: SupervisorParts, settings: KafkaSettings, tls: ssl.SSLContext | None
                ) -> tuple[KafkaFront, list[KafkaListener]]:
     """The front end and one listener per `kafka.listeners` address (nothing of kio loaded)."""
     front = KafkaFront(parts, settings)

@@ -17,6 +17,7 @@ from edgebus.server.groups.coordinator import State, check_group_id
 from edgebus.server.handlers.data import now_ms
 from edgebus.server.kafka import errcodes as E
 from edgebus.server.kafka.authz import DENIED_CODE, refused, visible
+from edgebus.server.kafka.authz_ops import NOT_ASKED, authorized_operations
 from edgebus.server.kafka.consumer_protocol import encode_assignment, encode_subscription
 from edgebus.server.kafka.group_common import PROTOCOL_TYPE, after_fsync, groups_of
 from edgebus.server.kafka.shape import response
@@ -90,9 +91,14 @@ def describe_groups(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     out = []
     for gid in req.groups:
         why = refused(ctx, conn, Kind.GROUP, Op.DESCRIBE, gid)
-        out.append(_describe(gh, gid, v) if why is None else dict(
+        row = _describe(gh, gid, v) if why is None else dict(
             error_code=DENIED_CODE[Kind.GROUP], group_id=gid, group_state=DEAD,
-            protocol_type="", protocol_data="", members=[], error_message=why))
+            protocol_type="", protocol_data="", members=[], error_message=why)
+        row["authorized_operations"] = (  # v3+, when asked (authz_ops.py)
+            authorized_operations(ctx, conn, Kind.GROUP, gid)
+            if why is None and getattr(req, "include_authorized_operations", False)
+            else NOT_ASKED)
+        out.append(row)
     return response(header, groups=out)
 
 

@@ -17,6 +17,7 @@ field).
 from __future__ import annotations
 
 import dataclasses
+import typing
 from functools import cache
 from typing import Any
 
@@ -53,7 +54,10 @@ def _plan(cls: type) -> tuple[tuple[str, Any, str], ...]:
         if isinstance(fc, EntityTupleField):
             out.append(("entities", fc.type_, ""))
         elif isinstance(fc, EntityField):
-            out.append(("entity", fc.type_, ""))
+            # A nullable struct (KIP-893: DescribeTopicPartitions' cursor) starts with an int8
+            # marker, -1 for null.
+            nullable = type(None) in typing.get_args(f.type)
+            out.append(("nullable entity" if nullable else "entity", fc.type_, ""))
         elif isinstance(fc, PrimitiveTupleField):
             out.append(("array", None, f.metadata.get("kafka_type", "")))
         else:
@@ -126,6 +130,13 @@ def _walk(cls: type, buf: memoryview, pos: int, end: int) -> int:
                 pos = _walk(nested, buf, pos, end)
         elif kind == "entity":
             pos = _walk(nested, buf, pos, end)
+        elif kind == "nullable entity":
+            if pos >= end:
+                raise _Unknown
+            null = buf[pos] == 0xFF
+            pos += 1
+            if not null:
+                pos = _walk(nested, buf, pos, end)
         elif kind == "array":
             n, pos = _count(flexible, buf, pos, end)
             for _ in range(max(n, 0)):

@@ -49,8 +49,12 @@ def crc32c(data: bytes | bytearray | memoryview) -> int:
 # Kafka's v2 batch header (big-endian), FORMAT.md 9.1.
 KAFKA_HEADER = struct.Struct(">qiibIhiqqqhii")
 KAFKA_HEADER_SIZE = KAFKA_HEADER.size  # 61
-_CRC_START = 21  # the CRC-32C covers attributes .. the end of the batch
-_LENGTH_END = 12  # base_offset and batch_length are not counted in batch_length
+# Offsets derived from the header's fields (base_offset, batch_length, partition_leader_epoch,
+# magic, crc, ...): tests/test_format_doc.py checks them against FORMAT.md 9.1.
+_CRC_AT = struct.calcsize(KAFKA_HEADER.format[:5])  # 17: the u32 CRC-32C follows magic
+_CRC = struct.Struct(">I")
+_CRC_START = _CRC_AT + _CRC.size  # 21: the CRC-32C covers attributes .. the end of the batch
+_LENGTH_END = struct.calcsize(KAFKA_HEADER.format[:3])  # 12: base_offset and batch_length are not counted in it
 _EB_HEADER = F.BATCH_HEADER
 
 CODEC_NONE, CODEC_GZIP, CODEC_SNAPPY, CODEC_LZ4, CODEC_ZSTD = range(5)
@@ -405,7 +409,7 @@ def edgebus_to_kafka(data: bytes | memoryview) -> bytes:
             kb = bytearray(KAFKA_HEADER_SIZE)
             KAFKA_HEADER.pack_into(kb, 0, base, len(kb) - _LENGTH_END, 0, 2, 0, 0, count - 1,
                                    first_ts, max_ts, -1, -1, -1, 0)
-            struct.pack_into(">I", kb, 17, crc32c(memoryview(kb)[_CRC_START:]))
+            _CRC.pack_into(kb, _CRC_AT, crc32c(memoryview(kb)[_CRC_START:]))
             out.append(bytes(kb))
             pos += length
             continue
@@ -423,7 +427,7 @@ def edgebus_to_kafka(data: bytes | memoryview) -> bytes:
         KAFKA_HEADER.pack_into(kb, 0, base, len(kb) - _LENGTH_END, 0, 2, 0,
                                _attrs & (ATTR_TRANSACTIONAL | ATTR_CONTROL), count - 1, first_ts,
                                max_ts, pid, epoch, base_seq, count)
-        struct.pack_into(">I", kb, 17, crc32c(memoryview(kb)[_CRC_START:]))
+        _CRC.pack_into(kb, _CRC_AT, crc32c(memoryview(kb)[_CRC_START:]))
         out.append(bytes(kb))
         pos += length
     return b"".join(out)

@@ -279,6 +279,11 @@ def remove_user(path: Path, user: str) -> bool:
     return True
 
 
+def save_users(path: Path, doc: dict[str, Any]) -> None:
+    """Write the whole credentials file (user -> mechanism -> scram_entry), mode 0600."""
+    _write(path, doc)
+
+
 def _write(path: Path, doc: dict[str, Any]) -> None:
     import yaml
 

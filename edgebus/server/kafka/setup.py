@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any
 from edgebus.server.kafka.apis import collect
 from edgebus.server.kafka.authz import guard
 from edgebus.server.kafka.context import KafkaContext
-from edgebus.server.service import Service
+from edgebus.server.service import Service, SupervisorParts
 
 if TYPE_CHECKING:
     from edgebus.config import KafkaSettings
 
 
-def make_context(parts: Any, settings: KafkaSettings) -> tuple[KafkaContext, list[Service]]:
+def make_context(parts: SupervisorParts, settings: KafkaSettings) -> tuple[KafkaContext, list[Service]]:
     """`parts`: the Broker (its loop, logs, data, admin, groups, durable and stats are taken
     here, once; handlers see only the context). Returns the context and the services the
     handler modules' init(ctx) made (parked fetches, ...)."""

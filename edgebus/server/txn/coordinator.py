@@ -29,7 +29,7 @@ from edgebus import format as F
 from edgebus.errors import EdgebusError
 from edgebus.protocol import messages as M
 from edgebus.server.handlers.data import now_ms
-from edgebus.server.service import Service
+from edgebus.server.service import Parts, Service
 from edgebus.server.txn.mark import built_info, mark, up_to
 from edgebus.server.txn.producers import ProducerStates
 from edgebus.server.txn.state import (
@@ -70,7 +70,7 @@ def control_batch(pid: int, epoch: int, commit: bool) -> bytearray:
 class TxnCoordinator(Service):
     """Loop thread only. `parts` has the supervisor's `logs`, `data` and `groups` (the Broker)."""
 
-    def __init__(self, parts: Any, producers: ProducerStates) -> None:
+    def __init__(self, parts: Parts, producers: ProducerStates) -> None:
         self.ctx = parts
         self.producers = producers
         self.state = TxnState.load(parts.logs.data_dir, time.monotonic())

@@ -86,6 +86,11 @@ class ProducerStates:
         return [(key[0], key[1], pid, e) for key, state in sorted(self._parts.items())
                 for pid, e in sorted(state.items())]
 
+    def of_partition(self, p: Any) -> dict[int, ProducerEntry]:
+        """producer id -> state in partition `p` (read from its log the first time), for
+        Kafka's DescribeProducers."""
+        return self._load(p)
+
     def _load(self, p: Any) -> dict[int, ProducerEntry]:
         key = (p.topic, p.partition)
         state = self._parts.get(key)
