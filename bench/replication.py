@@ -4,9 +4,12 @@
 
 In one run, on this machine, with real processes (two supervisors, `edgebus replicate`):
 - the local rate a producer appends with `send_batch` (the rate the mirror should keep up with),
-- catch-up: a backlog of --records records on the source, then the replicator started; records/s
-  and MB/s until the mirror's log end equals the source's, and CPU seconds per million records of
-  the replicator and of each supervisor (psutil, user + system), for durable and written links;
+- catch-up: a backlog of --records records on the source (both sizes: 200,000 1 KiB records are
+  205 MB, a few seconds of shipping, so start-up costs do not weigh), fsynced there as a backlog
+  after a link cut is, then the replicator let go; records/s and MB/s until the mirror's log end
+  equals the source's, CPU seconds per million records of the replicator and of each supervisor
+  (psutil, user + system) and their minor page faults per MiB shipped, for durable and written
+  links;
 - lag at a steady --rate records/s sent one at a time (`send()`, linger_ms=0): each value carries
   its send time; a consumer on the destination records receive minus send; p50/p99.
 - compression: the catch-up (durable) with `compression: zstd` against none, alternated twice,
@@ -40,6 +43,7 @@ from bench.replication_harness import (
     paced,
     quantiles,
     start_replicator,
+    sync_backlog,
     write_backlog,
     write_report,
 )
@@ -76,6 +80,16 @@ class Setup:
     def start_replicator(self) -> None:
         self.rep = start_replicator(self.cfg)
 
+    def faults(self) -> dict[str, int]:
+        """Minor page faults so far of the replicator and both supervisors (every thread)."""
+        assert self.rep is not None
+        out = {}
+        for k, pid in {"replicator": self.rep.pid, "src": self.src.pid or 0,
+                       "dst": self.dst.pid or 0}.items():
+            with open(f"/proc/{pid}/stat") as f:
+                out[k] = int(f.read().rsplit(")", 1)[1].split()[7])
+        return out
+
     def end(self, sock: str, topic: str) -> int:
         try:
             with Admin(socket=sock, transport="socket") as a:
@@ -89,17 +103,21 @@ class Setup:
         self.dst.cleanup()
 
 
-def local_rate(root: Path, size: int, records: int) -> float:
+def local_rate(root: Path, size: int, records: int) -> tuple[float, float]:
+    """(records/s of send_batch, CPU seconds per million records of the producer and the
+    supervisor together): the local path the mirror is held to, in wall time and in work."""
     with EmbeddedBroker(root / "local") as b:
         with Admin(socket=b.socket) as a:
             a.create_topic("b", 1)
         value = b"x" * size
         with Producer(socket=b.socket, batch_size=256 * 1024) as p:
+            c0 = cpu(os.getpid(), b.pid or 0)
             t0 = time.perf_counter()
             for _ in range(records // 1000):
                 p.send_batch("b", [value] * 1000, partition=0)
             p.flush()
-            return records / (time.perf_counter() - t0)
+            secs = time.perf_counter() - t0
+            return records / secs, (cpu(os.getpid(), b.pid or 0) - c0) / records * 1e6
 
 
 def telemetry(size: int, n: int) -> list[bytes]:
@@ -135,18 +153,23 @@ def catch_up(root: Path, size: int, records: int, durable: bool, compression: st
         os.kill(s.rep.pid, signal.SIGSTOP)
         write_backlog(s.src.socket, "b", values[:1000] if values else [b"x" * size] * 1000, records)
         want = s.end(s.src.socket, "b")
+        sync_backlog(s.src.socket, "b")  # on disk before the clock, as after a link cut
         pids = {"replicator": s.rep.pid, "src": s.src.pid or 0, "dst": s.dst.pid or 0}
+        f0 = s.faults()
         cpu0 = {k: cpu(pid) for k, pid in pids.items()}
-        t0 = time.perf_counter()
-        os.kill(s.rep.pid, signal.SIGCONT)
-        while s.end(s.dst.socket, "b") < want:
-            time.sleep(0.005)
-        secs = time.perf_counter() - t0
+        with Admin(socket=s.dst.socket, transport="socket") as a:  # one connection, polled
+            t0 = time.perf_counter()
+            os.kill(s.rep.pid, signal.SIGCONT)
+            while sum(p.log_end_offset for p in a.describe_topic("b").partitions) < want:
+                time.sleep(0.005)
+            secs = time.perf_counter() - t0
         per_m = {k: (cpu(pid) - cpu0[k]) / want * 1e6 for k, pid in pids.items()}
+        mib = want * size / 2**20
+        faults = {k: round((n - f0[k]) / mib, 1) for k, n in s.faults().items()}
         return {"size": size, "records": want, "durable": durable, "compression": compression,
                 "values": "telemetry" if values else "x", "seconds": secs,
                 "records_per_s": want / secs, "mb_per_s": want * size / secs / 1e6,
-                "cpu_s_per_million": per_m}
+                "cpu_s_per_million": per_m, "minor_faults_per_mib": faults}
     finally:
         s.close()
 
@@ -218,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "replication.json"))
     ap.add_argument("--only-compression", action="store_true",
                     help="only the compression comparison (zstd vs none, alternated)")
+    ap.add_argument("--no-compression", action="store_true", help="skip the compression comparison")
     ap.add_argument("--nats-only", action="store_true", help="only the NATS target and sourcing")
     ap.add_argument("--no-nats", action="store_true", help="skip the NATS part")
     args = ap.parse_args(argv)
@@ -225,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="eb-bench-") as d:
         root = Path(d)
-        for size in () if args.nats_only else (100, 1024):
+        for size in () if args.nats_only or args.no_compression else (100, 1024):
             records = args.records if size == 100 else args.records // 4
             values = telemetry(size, 1000)
             got: dict[str, list[dict[str, Any]]] = {"none": [], "zstd": []}
@@ -245,17 +269,25 @@ def main(argv: list[str] | None = None) -> int:
                   f", destination CPU x{z['cpu_s_per_million']['dst'] / n['cpu_s_per_million']['dst']:.2f}"
                   f", wire bytes {wire_ratio(values):.3f} of the batch bytes")
         for i, size in enumerate(() if args.nats_only or args.only_compression else (100, 1024)):
-            records = args.records if size == 100 else args.records // 4
-            local = local_rate(root / f"l{i}", size, records)
+            records = args.records  # 1 KiB too: 0.5 s of 50,000 was mostly start-up
+            local, local_cpu = local_rate(root / f"l{i}", size, records)
             for durable in (True, False):
                 r = catch_up(root / f"c{i}{durable}", size, records, durable)
                 r["local_send_batch_per_s"] = local
                 r["mirror_vs_local"] = local / r["records_per_s"]
+                # The same comparison in work, which the machine's load moves much less.
+                r["local_send_batch_cpu_s_per_million"] = local_cpu
+                r["mirror_vs_local_cpu"] = (sum(r["cpu_s_per_million"].values()) / local_cpu
+                                            if local_cpu else float("nan"))  # 10 ms resolution
                 rows.append(r)
                 print(f"catch-up {size:5d} B durable={durable!s:5}: {r['records_per_s']:10,.0f} rec/s "
                       f"{r['mb_per_s']:6.1f} MB/s; local send_batch {local:10,.0f}/s "
-                      f"({r['mirror_vs_local']:.2f}x); CPU s per M records: "
-                      + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_s_per_million"].items()))
+                      f"({r['mirror_vs_local']:.2f}x); CPU s per M records: mirror "
+                      f"{sum(r['cpu_s_per_million'].values()):.2f} vs local send_batch "
+                      f"{local_cpu:.2f} ({r['mirror_vs_local_cpu']:.2f}x): "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_s_per_million"].items())
+                      + "; minor faults per MiB: "
+                      + ", ".join(f"{k} {v:.0f}" for k, v in r["minor_faults_per_mib"].items()))
             lr = lag(root / f"g{i}", size, args.rate, args.seconds)
             rows.append(lr)
             print(f"lag at {lr['rate']:,}/s, {size} B: p50 {lr['lag_p50_ms']:.1f} ms, "

@@ -32,6 +32,7 @@ from bench.replication_harness import (
     cpu,
     kill,
     start_replicator,
+    sync_backlog,
     write_backlog,
     write_report,
 )
@@ -99,6 +100,7 @@ def kafka_catch_up(root: Path, size: int, records: int) -> dict[str, Any]:
             time.sleep(0.05)
         os.kill(rep.pid, signal.SIGSTOP)
         write_backlog(src.socket, "b", [b"x" * size] * 1000, records)
+        sync_backlog(src.socket, "b")  # as bench.replication's catch_up: on disk already
         with Admin(socket=src.socket) as a:
             want = a.describe_topic("b").partitions[0].log_end_offset
         cpu0 = cpu(rep.pid)

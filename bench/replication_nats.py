@@ -31,7 +31,15 @@ from typing import Any
 
 import yaml
 
-from bench.replication_harness import cpu, kill, paced, quantiles, start_replicator, write_backlog
+from bench.replication_harness import (
+    cpu,
+    kill,
+    paced,
+    quantiles,
+    start_replicator,
+    sync_backlog,
+    write_backlog,
+)
 from edgebus import Admin, Producer
 from edgebus.testing import EmbeddedBroker
 from tests.replication.nats_cluster import PASSWORD, USER, NatsCluster, NatsNode, leaf_node
@@ -143,6 +151,7 @@ def target_catch_up(root: Path, size: int, records: int) -> dict[str, Any]:
         time.sleep(0.5)
         os.kill(rep.pid, signal.SIGSTOP)
         write_backlog(src.socket, "b", [b"x" * size] * 1000, records)
+        sync_backlog(src.socket, "b")  # on disk before the clock, as after a link cut
         pids = [rep.pid, src.pid or 0, *hub.pids()]
         cpu0 = cpu(*pids)
         os.kill(rep.pid, signal.SIGCONT)

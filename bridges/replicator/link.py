@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bridges.replicator.config import LinkConfig
+from bridges.replicator.inflight import InFlight, Shipment
 from bridges.replicator.rate import Rate
 from bridges.replicator.sessions import SessionLoop
 from bridges.replicator.targets.base import GapTarget, Target
@@ -36,7 +37,12 @@ log = logging.getLogger("edgebus.replicator")
 
 TOPIC_REFRESH_S = 5.0  # how soon a new matching topic starts replicating
 GROUP_SYNC_S = 2.0  # how often consumer groups' committed offsets are mirrored
-READ_BYTES = 4 * 1024 * 1024  # one read of all partitions: bounded memory
+# One read of all partitions: bounded memory, and below the mmap threshold of every process it
+# crosses (edgebus/heap.py: half of EDGEBUS_HEAP_KEEP_MIB, 4 MiB by default) with room for the
+# copies each makes of it, so the source's answer, this process's buffers and the peer's append
+# frame reuse freed heap. At 4 MiB each of them got fresh pages from the kernel, three page
+# faults per page of data on the source (bench/results/replication-1k.md).
+READ_BYTES = 2 * 1024 * 1024
 MIN_READ_BYTES = 64 * 1024  # per partition: more than any batch header, so every read moves
 IDLE_WAIT_MS = 500  # long-poll of the source when nothing moved (idle is idle: no spinning)
 
@@ -136,6 +142,7 @@ class LinkRunner(SessionLoop):
         self._was_up = False  # this session reached "up"
         self._turn = 0  # rounds, for rotating the partitions' order
         self._admin: Admin | None = None  # the session's, for max_age's time lookups
+        self._inflight = InFlight()  # an append sent while the next batches are read
 
     def matches(self, topic: str) -> bool:
         return self.cfg.rule_for(topic) is not None
@@ -147,6 +154,7 @@ class LinkRunner(SessionLoop):
         target, st = self.target, self.status
         with st.lock:
             st.partitions = {}  # every cursor is read again from the target, held ones retried
+        self._inflight.clear()
         target.connect()
         self._target_io = time.monotonic()
         with BatchReader(self.socket) as reader, Admin(self.socket, transport="socket") as admin:
@@ -157,6 +165,9 @@ class LinkRunner(SessionLoop):
             next_refresh = next_groups = 0.0
             moved = True
             while not self.stop.is_set():
+                now = time.monotonic()
+                if now >= min(next_refresh, next_groups, self._target_io + self.cfg.heartbeat_s):
+                    self._settle(cursors)  # the target answers the append in flight first
                 if time.monotonic() >= next_refresh:
                     self._discover(reader, infos, cursors)
                     next_refresh = time.monotonic() + TOPIC_REFRESH_S
@@ -171,12 +182,20 @@ class LinkRunner(SessionLoop):
                              target.name)
                     st.state, st.last_error = "up", ""
                     self._was_up = True
-                live = {tp: c for tp, c in cursors.items() if not st.partitions[tp].error}
+                # Past an append in flight: read while the target writes (inflight.py).
+                live = {tp: self._inflight.position(tp, c) for tp, c in cursors.items()
+                        if not st.partitions[tp].error}
                 if not live:
                     self.stop.wait(IDLE_WAIT_MS / 1000)
                     next_refresh = 0.0
                     continue
                 moved = self._round(reader, infos, cursors, live, wait=not moved)
+            self._settle(cursors)
+
+    def _settle(self, cursors: dict[tuple[str, int], int]) -> None:
+        if self._inflight.shipment is not None:
+            self._inflight.settle(cursors)
+            self._target_io = self._inflight.answered_at
 
     def _round(self, reader: BatchReader, infos: dict[str, TopicInfo],
                cursors: dict[tuple[str, int], int], live: dict[tuple[str, int], int],
@@ -185,6 +204,8 @@ class LinkRunner(SessionLoop):
         empty round (wait), one long poll over every partition instead: idle is idle. Only
         durable data is shipped (read_durable): a power cut on this node can take back what
         it had not fsynced, and a mirror must never hold what its source lost."""
+        if wait:
+            self._settle(cursors)  # nothing moved: no read ahead to overlap it with
         if wait and self.cfg.linger_ms:
             # Wakes when any partition has new data; its bytes are not shipped: batching by
             # time, what arrives meanwhile ships in the same append.
@@ -199,7 +220,7 @@ class LinkRunner(SessionLoop):
             reads = reader.read_durable({tp: live[tp] for tp in order}, budget,
                                         per_partition=self._shares(order, budget),
                                         max_wait_ms=IDLE_WAIT_MS)
-            return self._ship(infos, cursors, reads, order)
+            return self._ship(infos, cursors, reads, order, live)
         self._turn += 1
         for cls in sorted({self._priority(tp) for tp in live}, reverse=True):
             part = [tp for tp in live if self._priority(tp) == cls]
@@ -208,7 +229,7 @@ class LinkRunner(SessionLoop):
             budget = self._read_bytes(len(part))
             reads = reader.read_durable({tp: live[tp] for tp in part}, budget,
                                         per_partition=self._shares(part, budget))
-            if self._ship(infos, cursors, reads, part):
+            if self._ship(infos, cursors, reads, part, live):
                 return True  # strict priority: look at the higher classes again first
         return False
 
@@ -257,11 +278,16 @@ class LinkRunner(SessionLoop):
                   self.cfg.name, tp[0], tp[1], why)
 
     def _ship(self, infos: dict[str, TopicInfo], cursors: dict[tuple[str, int], int],
-              reads: dict[tuple[str, int], PartitionRead], order: list[tuple[str, int]]) -> bool:
+              reads: dict[tuple[str, int], PartitionRead], order: list[tuple[str, int]],
+              asked: dict[tuple[str, int], int]) -> bool:
         st, moved = self.status, False
         for tp in order:
+            self._settle(cursors)  # one append in flight at most; every target call after it
             r = reads[tp]
             ps = st.partitions[tp]
+            if asked[tp] != cursors[tp]:
+                moved = True  # read past an append the target did not take whole: read again
+                continue
             if r.incarnation != infos[tp[0]].incarnation:
                 self._hold(tp, ps, f"the source topic was deleted and created again (incarnation "
                            f"{r.incarnation or 'none'}, the link ships {infos[tp[0]].incarnation})")
@@ -302,11 +328,20 @@ class LinkRunner(SessionLoop):
                 r = fresh
             self._throttle(len(r.data))
             wire0 = getattr(self.target, "wire_bytes", None)
-            end, dups = self.target.ship(tp[0], tp[1], r.incarnation, r)
+            begin = getattr(self.target, "ship_begin", None)
+            if begin is not None:  # answered later, after the next read (inflight.py)
+                finish = begin(tp[0], tp[1], r.incarnation, r)
+                self._inflight.shipment = Shipment(tp, ps, cursors[tp], r.next_offset,
+                                                   len(r.data), finish)
+            else:
+                end, dups = self.target.ship(tp[0], tp[1], r.incarnation, r)
             if wire0 is not None and self.cfg.max_bytes_per_s is not None:
                 # The cap is on the wire: what compression saved is given back to the bucket.
                 saved = len(r.data) - (getattr(self.target, "wire_bytes", wire0) - wire0)
                 self._tokens = min(float(self.cfg.max_bytes_per_s), self._tokens + max(0, saved))
+            moved = True
+            if begin is not None:
+                continue
             self._target_io = time.monotonic()
             ps.shipped_records += end - cursors[tp]
             ps.shipped_bytes += len(r.data)

@@ -21,6 +21,12 @@ from edgebus import batch as B
 from edgebus import format as F
 from edgebus.batch import Record
 from edgebus.client.channel import SyncChannel
+from edgebus.client.replica_send import (
+    AppendHead,
+    CompressedHead,
+    PendingAppend,
+    SplitRequestChannel,
+)
 from edgebus.client.shm_channel import open_sync_channel
 from edgebus.errors import (
     AuthenticationError,
@@ -29,6 +35,7 @@ from edgebus.errors import (
     UnknownTopicError,
     error_for_code,
 )
+from edgebus.heap import keep_freed_heap
 from edgebus.protocol import groups as G
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame
@@ -78,9 +85,10 @@ class StoredBatch:
 @dataclass(frozen=True)
 class PartitionRead:
     """One partition's part of BatchReader.read_many: whole batches back to back, as stored
-    (forwarded as they are: the destination checks every CRC)."""
+    (forwarded as they are: the destination checks every CRC). `data` is a view of the answer's
+    buffer (bytes(data) for a copy of its own)."""
 
-    data: bytes
+    data: bytes | memoryview
     first_offset: int  # base offset of the first batch (-1 when there is none)
     next_offset: int  # where the batch after the last one starts (-1 when there is none)
     log_start_offset: int
@@ -130,11 +138,13 @@ def _batches(records: bytes | memoryview | None) -> list[StoredBatch]:
     return out
 
 
-def _whole(records: bytes | memoryview | None) -> tuple[bytes, int, int]:
+def _whole(records: bytes | memoryview | None) -> tuple[bytes | memoryview, int, int]:
     """(the whole batches, first base offset, next offset), from the headers only: shipping
-    costs nothing per record here (the destination checks every CRC)."""
+    costs nothing per record here (the destination checks every CRC). A view of the answer's
+    own buffer, not a copy: a read of 4 MiB is forwarded without being copied here."""
     n, first, nxt = B.whole_batches(records)
-    return bytes(memoryview(records or b"")[:n]), first, nxt
+    mv = memoryview(records or b"")
+    return mv if n == len(mv) else mv[:n], first, nxt
 
 
 def _read_durable(ch: SyncChannel, positions: Mapping[tuple[str, int], int], max_bytes: int,
@@ -162,6 +172,7 @@ class BatchReader:
     """Reads whole batches from the local supervisor (any topic, any offset still on disk)."""
 
     def __init__(self, socket: str | os.PathLike[str] | None = None, timeout: float = 30.0) -> None:
+        keep_freed_heap()  # read-sized buffers reuse heap pages (edgebus/heap.py)
         self._ch = open_sync_channel(socket, timeout, "socket")
 
     def topics(self) -> list[str]:
@@ -224,7 +235,7 @@ class BatchReader:
         self.close()
 
 
-class _TcpChannel(SyncChannel):
+class _TcpChannel(SplitRequestChannel):
     """SyncChannel over TCP to a replica listener, with the REPLICA_HELLO handshake on connect."""
 
     def __init__(self, host: str, port: int, node: str, token: str, timeout: float,
@@ -234,6 +245,7 @@ class _TcpChannel(SyncChannel):
         self.node, self.token = node, token
         self.tls, self.server_name = tls, server_name or host
         self.peer_node = ""
+        self._direct = tls is None  # OpenSSL's buffer is invisible to select()
 
     def _connect(self) -> None:
         try:
@@ -325,15 +337,23 @@ class ReplicaLink:
                     M.ConfigEntry("incarnation", source.incarnation)]
         self._ch.request(M.Api.CREATE_TOPIC, M.CreateTopicRequest(topic, source.partitions, configs))
 
-    def append(self, topic: str, partition: int, incarnation: str, batches: bytes,
+    def append(self, topic: str, partition: int, incarnation: str, batches: bytes | memoryview,
                durable: bool = False) -> tuple[int, int, int]:
         """Append consecutive whole batches (a PartitionRead's data) to the mirror: (batches
         appended, batches it already held, the mirror's log end). durable: the answer waits
         for the peer's fsync (group commit there)."""
+        return self.append_begin(topic, partition, incarnation, batches, durable).result()
+
+    def append_begin(self, topic: str, partition: int, incarnation: str,
+                     batches: bytes | memoryview, durable: bool = False) -> PendingAppend:
+        """append() in two steps: the request is sent now, straight from `batches` (no copy),
+        and result() waits for the answer. Nothing else may be sent on this link in between
+        (answers come in order): the replicator reads the next batches from its source
+        meanwhile."""
         acks = M.ACKS_DURABLE if durable else M.ACKS_WRITTEN
-        r = self._ch.request(M.Api.REPLICA_APPEND,
-                             M.ReplicaAppendRequest(topic, partition, incarnation, acks, batches))
-        return r.appended, r.present, r.log_end_offset
+        corr = self._ch.begin(M.Api.REPLICA_APPEND,
+                              AppendHead(topic, partition, incarnation, acks), batches)
+        return PendingAppend(self._ch, M.Api.REPLICA_APPEND, corr, len(batches))
 
     def read_durable(self, positions: Mapping[tuple[str, int], int],
                      max_bytes: int = READ_BYTES, max_wait_ms: int = 0,
@@ -345,17 +365,25 @@ class ReplicaLink:
         return _read_durable(self._ch, positions, max_bytes, True, max_wait_ms=max_wait_ms,
                              timeout=timeout)
 
-    def append_compressed(self, topic: str, partition: int, incarnation: str, batches: bytes,
+    def append_compressed(self, topic: str, partition: int, incarnation: str,
+                          batches: bytes | memoryview,
                           durable: bool = False, level: int = 3) -> tuple[int, int, int, int]:
         """append() with the batches zstd-compressed on the wire (REPLICA_APPEND_COMPRESSED);
         the peer stores the exact bytes. Returns append()'s answer and the bytes sent."""
+        p = self.append_compressed_begin(topic, partition, incarnation, batches, durable, level)
+        return (*p.result(), p.sent)
+
+    def append_compressed_begin(self, topic: str, partition: int, incarnation: str,
+                                batches: bytes | memoryview, durable: bool = False,
+                                level: int = 3) -> PendingAppend:
+        """append_compressed() in two steps, as append_begin()."""
         import zstandard
 
         packed = zstandard.ZstdCompressor(level=level).compress(batches)
         acks = M.ACKS_DURABLE if durable else M.ACKS_WRITTEN
-        r = self._ch.request(M.Api.REPLICA_APPEND_COMPRESSED, M.ReplicaAppendCompressedRequest(
-            topic, partition, incarnation, acks, M.CODEC_ZSTD, len(batches), packed))
-        return r.appended, r.present, r.log_end_offset, len(packed)
+        corr = self._ch.begin(M.Api.REPLICA_APPEND_COMPRESSED, CompressedHead(
+            topic, partition, incarnation, acks, M.CODEC_ZSTD, len(batches)), packed)
+        return PendingAppend(self._ch, M.Api.REPLICA_APPEND_COMPRESSED, corr, len(packed))
 
     def gap(self, topic: str, partition: int, incarnation: str, start: int, end: int,
             reason: int, durable: bool = False) -> int:
@@ -391,5 +419,5 @@ class ReplicaLink:
         self.close()
 
 
-__all__ = ["READ_BYTES", "BatchReader", "PartitionRead", "ReplicaLink", "StoredBatch", "TopicInfo",
-           "client_context"]
+__all__ = ["READ_BYTES", "BatchReader", "PartitionRead", "PendingAppend", "ReplicaLink",
+           "StoredBatch", "TopicInfo", "client_context"]

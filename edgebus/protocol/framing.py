@@ -65,6 +65,21 @@ class FrameBuffer:
     def buffered(self) -> int:
         return len(self._buf) - self._pos
 
+    def take(self) -> bytearray:
+        """The bytes buffered (the start of a frame), leaving the buffer empty: a caller that
+        then reads the rest of a large frame into a buffer of its own hands it back with
+        adopt(), so that a multi-MiB frame is not copied from read to read."""
+        data = self._buf if self._pos == 0 else self._buf[self._pos :]
+        self._buf, self._pos = bytearray(), 0
+        return data
+
+    def adopt(self, buf: bytearray) -> None:
+        """Take `buf` (the caller's no more) as the buffer: its bytes are the stream's next ones.
+        Only when nothing is buffered (after take())."""
+        if self._pos != len(self._buf):
+            raise ValueError("adopt() needs an empty buffer")
+        self._buf, self._pos = buf, 0
+
     def limit(self, max_frame: int) -> None:
         """Change the largest frame accepted (a connection not yet authenticated gets a small
         one, so it cannot make the supervisor buffer a large frame for nobody)."""

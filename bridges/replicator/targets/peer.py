@@ -8,6 +8,7 @@ skipped by the peer itself (Partition.append_replica).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from bridges.replicator.config import TlsConfig
@@ -83,15 +84,26 @@ class PeerTarget:
 
     def ship(self, topic: str, partition: int, incarnation: str, read: PartitionRead
              ) -> tuple[int, int]:
+        return self.ship_begin(topic, partition, incarnation, read)()
+
+    def ship_begin(self, topic: str, partition: int, incarnation: str, read: PartitionRead
+                   ) -> Callable[[], tuple[int, int]]:
+        """ship() in two steps (bridges/replicator/inflight.py): the append is sent now, and
+        the function returned waits for the peer's answer; until then nothing else is sent on
+        the link. The runner reads the next batches from its source meanwhile."""
         if self.compression == "zstd":
-            _, present, end, sent = self.link.append_compressed(topic, partition, incarnation,
-                                                                read.data, self.durable)
+            pending = self.link.append_compressed_begin(topic, partition, incarnation,
+                                                        read.data, self.durable)
         else:
-            _, present, end = self.link.append(topic, partition, incarnation, read.data,
-                                               self.durable)
-            sent = len(read.data)
-        self.wire_bytes += sent
-        return end, present
+            pending = self.link.append_begin(topic, partition, incarnation, read.data,
+                                             self.durable)
+        self.wire_bytes += pending.sent
+
+        def finish() -> tuple[int, int]:
+            _, present, end = pending.result()
+            return end, present
+
+        return finish
 
     def gap(self, topic: str, partition: int, incarnation: str, start: int, end: int,
             reason: int) -> int:

@@ -57,6 +57,7 @@ class Connection:
         self.events = _READ  # what the loop's selector watches (registered so by Loop.adopt)
         self.pid, self.uid = pid, uid  # the peer as the kernel names it; -1 when unknown
         self.parked = 0  # long-poll fetches waiting on this connection
+        self.big_sndbuf = False  # REPLICA_FETCH raised its send buffer (handlers/replica.py)
         self.requests = 0
         # edgebus.server.listeners.shm.ShmLink after SHM_ATTACH: responses then go to its ring.
         self.shm: Any = None
