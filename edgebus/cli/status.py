@@ -25,14 +25,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgebus import Admin
+    from edgebus import Admin, replicator_status
+    from edgebus.cli import status_links
 
     with Admin(socket=socket_path(args)) as admin:
         status = admin.status()
+    # The replicators are separate processes: each leaves its links' status next to the socket.
+    replicators = replicator_status.read_all(socket_path(args))
     if args.json:
-        print(json.dumps(status, indent=2, sort_keys=True))
+        print(json.dumps({**status, "replicators": replicators}, indent=2, sort_keys=True))
     else:
         render(status, show_all=args.all)
+        status_links.render(replicators, sys.stdout)
     return 0
 
 
