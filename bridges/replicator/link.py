@@ -227,10 +227,12 @@ class LinkRunner(SessionLoop):
         try:
             self.target.heartbeat(wait)
         except (EdgebusError, OSError) as e:
+            silent = (time.monotonic() - self._target_io) / hb
             raise BrokerUnavailableError(
-                f"half-open link: no answer from the target within {HEARTBEAT_INTERVALS} "
-                f"heartbeat intervals (heartbeat_s {hb:g}) of its last answer, 1 heartbeat "
-                f"unanswered: {e}") from None
+                f"half-open link or dead target: no answer from the target within "
+                f"{HEARTBEAT_INTERVALS} heartbeat intervals (heartbeat_s {hb:g}) of its last "
+                f"answer, 1 heartbeat unanswered (given up after {silent:.1f} intervals of "
+                f"silence): {e}") from None
         self._target_io = time.monotonic()
 
     def _priority(self, tp: tuple[str, int]) -> int:

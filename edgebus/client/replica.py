@@ -94,12 +94,12 @@ class PartitionRead:
 
     def append_times_ms(self) -> tuple[int, int]:
         """(first, last) batch's append time, from their headers only; (-1, -1) when empty."""
-        data, pos, times = self.data, 0, [-1, -1]
+        data, pos, first, last = self.data, 0, -1, -1
         while pos < len(data):
-            _, append_time, length = F.BATCH_PREFIX.unpack_from(data, pos)
-            times = [append_time if times[0] < 0 else times[0], append_time]
+            _, last, length = F.BATCH_PREFIX.unpack_from(data, pos)
+            first = last if first < 0 else first
             pos += length
-        return times[0], times[1]
+        return first, last
 
     def split_at_time(self, append_time_ms: int) -> tuple[int, int]:
         """(bytes, next offset) of the leading batches appended before `append_time_ms`, from
