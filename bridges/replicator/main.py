@@ -74,6 +74,8 @@ def run(cfg: ReplicatorConfig) -> int:
     for gone in rs.remove_dead(cfg.socket or paths.client_socket_path(), cfg.node):
         log.info("removed the status file of a replicator that died: %s", gone)
     while not stop.wait(rs.WRITE_EVERY_S):
+        for r in runners:
+            r.status.sample()  # the rates in /status
         try:  # for `edgebus status` (edgebus/replicator_status.py)
             rs.write(status_path, status(cfg, runners))
             publish_failed = ""
