@@ -12,6 +12,8 @@ from bridges.replicator.config import ReplicatorConfig
 from bridges.replicator.link import LinkRunner
 from bridges.replicator.peer_pull import PeerPullRunner
 from bridges.replicator.pull import PullRunner
+from edgebus import paths
+from edgebus import replicator_status as rs
 
 log = logging.getLogger("edgebus.replicator")
 
@@ -67,13 +69,26 @@ def run(cfg: ReplicatorConfig) -> int:
         r.thread.start()
     log.info("replicator of node %s: %d link(s)", cfg.node, len(runners))
     next_summary = time.monotonic() + SUMMARY_EVERY_S
-    while not stop.wait(1.0):
+    status_path = rs.status_file(cfg.socket or paths.client_socket_path(), cfg.node)
+    publish_failed = ""
+    for gone in rs.remove_dead(cfg.socket or paths.client_socket_path(), cfg.node):
+        log.info("removed the status file of a replicator that died: %s", gone)
+    while not stop.wait(rs.WRITE_EVERY_S):
         for r in runners:
             r.status.sample()  # the rates in /status
+        try:  # for `edgebus status` (edgebus/replicator_status.py)
+            rs.write(status_path, status(cfg, runners))
+            publish_failed = ""
+        except OSError as e:
+            if str(e) != publish_failed:  # once per kind of trouble; the links go on
+                log.warning("cannot write the status file %s for `edgebus status`: %s",
+                            status_path, e)
+            publish_failed = str(e)
         if time.monotonic() >= next_summary:
             for r in runners:
                 log.info("%s", summary(r))
             next_summary = time.monotonic() + SUMMARY_EVERY_S
+    rs.remove(status_path)
     for r in runners:
         r.thread.join(timeout=10)
     if endpoint is not None:

@@ -3,7 +3,7 @@
     edgebus_replicator_link_up{link}                       1 while the link is up
     edgebus_replicator_sessions_total{link}                sessions started (reconnects + 1)
     edgebus_replicator_lag_records{link,topic,partition}   source log end - target log end
-    edgebus_replicator_lag_seconds{link,topic,partition}   since the partition was last caught up
+    edgebus_replicator_lag_seconds{link,topic,partition}   age of the oldest record not shipped
     edgebus_replicator_shipped_records_total{...}          offsets the target moved by
     edgebus_replicator_shipped_bytes_total{...}            bytes of batches shipped
     edgebus_replicator_already_there_total{...}            batches the target already held
@@ -45,7 +45,8 @@ class ReplicatorCollector:
         lag = GaugeMetricFamily(PREFIX + "lag_records", "Source log end minus target log end",
                                 labels=labels)
         lag_s = GaugeMetricFamily(PREFIX + "lag_seconds",
-                                  "Seconds since the partition was last caught up", labels=labels)
+                                  "Age of the oldest record not yet shipped (its append time)",
+                                  labels=labels)
         shipped = CounterMetricFamily(PREFIX + "shipped_records", "Records shipped this session",
                                       labels=labels)
         shipped_b = CounterMetricFamily(PREFIX + "shipped_bytes", "Bytes shipped this session",

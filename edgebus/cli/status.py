@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "status", help="show the supervisor's status: disk, memory, topics, clients, groups, lag",
         description="Uptime, version, data directory, disk used and free (with the watermarks), "
                     "memory and CPU, every topic's partitions with sizes and offsets, connected "
-                    "clients, and consumer groups with their lag.",
+                    "clients, consumer groups with their lag, and the links of every replicator "
+                    "beside this supervisor (docs/REPLICATION.md, \"Watching it\").",
     )
     p.add_argument("--json", action="store_true", help="print the status as one JSON document")
     p.add_argument("--all", action="store_true",
@@ -28,17 +29,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgebus import Admin
+    from edgebus import Admin, replicator_status
+    from edgebus.cli import status_links
 
     with Admin(socket=socket_path(args)) as admin:
         status = admin.status()
     links, problem = _replication(args.replicator) if args.replicator else (None, "")
+    # The replicators are separate processes: each leaves its links' status next to the socket.
+    replicators = replicator_status.read_all(socket_path(args))
     if args.json:
         if args.replicator:
             status["replication"] = links if links is not None else {"error": problem}
-        print(json.dumps(status, indent=2, sort_keys=True))
+        print(json.dumps({**status, "replicators": replicators}, indent=2, sort_keys=True))
     else:
         render(status, show_all=args.all)
+        status_links.render(replicators, sys.stdout)
         if args.replicator:
             print(f"\nreplication ({args.replicator}):")
             if links is None:

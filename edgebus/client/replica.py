@@ -100,6 +100,15 @@ class PartitionRead:
     def batches(self) -> list[StoredBatch]:
         return _batches(self.data)
 
+    def append_times_ms(self) -> tuple[int, int]:
+        """(first, last) batch's append time, from their headers only; (-1, -1) when empty."""
+        data, pos, first, last = self.data, 0, -1, -1
+        while pos < len(data):
+            _, last, length = F.BATCH_PREFIX.unpack_from(data, pos)
+            first = last if first < 0 else first
+            pos += length
+        return first, last
+
     def split_at_time(self, append_time_ms: int) -> tuple[int, int]:
         """(bytes, next offset) of the leading batches appended before `append_time_ms`, from
         their headers only (append times never decrease within a partition, so the older
@@ -395,9 +404,10 @@ class ReplicaLink:
             topic, partition, incarnation, acks, start, end, reason))
         return int(r.log_end_offset)
 
-    def ping(self) -> None:
-        """One round trip (API_VERSIONS): raises when the peer does not answer in time."""
-        self._ch.request(M.Api.API_VERSIONS, M.ApiVersionsRequest("edgebus-replicator"))
+    def ping(self, timeout: float | None = None) -> None:
+        """One round trip (API_VERSIONS): raises when the peer does not answer in time (within
+        `timeout` seconds, default the link's)."""
+        self._ch.request(M.Api.API_VERSIONS, M.ApiVersionsRequest("edgebus-replicator"), timeout)
 
     def commit_offsets(self, group_id: str, offsets: Mapping[tuple[str, int], int]) -> None:
         """Commit a consumer group's offsets of mirror topics on the peer (durable there), so

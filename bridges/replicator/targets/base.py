@@ -31,8 +31,9 @@ class Target(Protocol):
         held)."""
         ...
 
-    def heartbeat(self) -> None:
-        """A cheap round trip: raises when the target is unreachable (a half-open link)."""
+    def heartbeat(self, timeout: float | None = None) -> None:
+        """A cheap round trip: raises when the target is unreachable (a half-open link) or has
+        not answered within `timeout` seconds (default: the target's request timeout)."""
         ...
 
     def commit_group_offsets(self, group_id: str, offsets: dict[tuple[str, int], int]) -> None:

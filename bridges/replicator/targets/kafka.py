@@ -381,12 +381,12 @@ class KafkaTarget:
             want = off + 1
         self._next_dest[(topic, partition)] = want
 
-    def heartbeat(self) -> None:
+    def heartbeat(self, timeout: float | None = None) -> None:
         from confluent_kafka import KafkaException
 
         assert self.clients.admin is not None
         try:
-            self.clients.admin.list_topics(timeout=self.timeout)
+            self.clients.admin.list_topics(timeout=self.timeout if timeout is None else timeout)
         except KafkaException as e:
             raise kafka_error(e, f"Kafka at {self.cfg.bootstrap}") from None
 

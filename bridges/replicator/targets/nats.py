@@ -319,8 +319,9 @@ class NatsTarget:
         msg = await nc.request(subject, last[0], headers=last[1], timeout=self.timeout)
         return dict(json.loads(msg.data))
 
-    def heartbeat(self) -> None:
-        self._run(self._nc.flush(self.timeout), self.timeout + 1)  # PING, PONG
+    def heartbeat(self, timeout: float | None = None) -> None:
+        t = self.timeout if timeout is None else timeout
+        self._run(self._nc.flush(t), t + 1)  # PING, PONG
 
     def commit_group_offsets(self, group_id: str, offsets: dict[tuple[str, int], int]) -> None:
         """Consumer groups are edgebus's; a stream's consumers keep their own positions."""

@@ -110,8 +110,8 @@ class PeerTarget:
         """The mirror records the gap (docs/FORMAT.md 4.9) and its log end becomes `end`."""
         return self.link.gap(topic, partition, incarnation, start, end, reason, self.durable)
 
-    def heartbeat(self) -> None:
-        self.link.ping()
+    def heartbeat(self, timeout: float | None = None) -> None:
+        self.link.ping(timeout)
 
     def commit_group_offsets(self, group_id: str, offsets: dict[tuple[str, int], int]) -> None:
         self.link.commit_offsets(group_id, offsets)
