@@ -139,7 +139,7 @@ class NatsRemote(NatsTarget):
             if at_end and (subject, 0) not in out.gaps:
                 if first <= c.safe:
                     c.safe = max(c.safe, before + 1)  # see the module's docstring
-                out.at_end[(subject, 0)] = max(c.position, self._last_seq + 1)
+                out.at_end[(subject, 0)] = c.position  # caught up: other subjects are no lag
         return out
 
     async def _fetch_all(self, wait_s: float) -> dict[str, tuple[list[Any], bool]]:
