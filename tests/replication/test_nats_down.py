@@ -233,6 +233,10 @@ def test_a_gap_at_nats_holds_the_topic(source: Any, nats: NatsDestination,
     rep.start()
     wait_for(lambda: "may be gone" in rep.log(), what=f"the gap to be reported:\n{rep.log()}")
     assert "held" in rep.log()
+    # Held, the link reads that subject no further: it stays up, no session starts over.
+    asyncio.run(_publish(urls, 13, 3))
+    time.sleep(1.5)
+    assert rep.log().count("link office:down: up") == 2, rep.log()
     assert [r[0] for r in _local_rows(source.socket)] == [1, 2, 3]
 
 

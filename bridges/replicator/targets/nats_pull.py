@@ -44,6 +44,7 @@ class _Consumer:
     position: int  # the next stream sequence wanted
     safe: int  # every message of the subject below this one has been delivered
     delivered: int = 0  # the consumer's own count: a jump means it skipped
+    held: bool = False  # a gap was found: read no further (pull.py holds the partition)
 
 
 class NatsRemote(NatsTarget):
@@ -57,10 +58,12 @@ class NatsRemote(NatsTarget):
         self._subjects: list[str] = []
         self._consumers: dict[str, _Consumer] = {}
         self._last_seq = 0  # the stream's last sequence at the previous stream info
+        self._gaps: dict[tuple[str, int], str] = {}  # reported by the next pull
 
     def _ensure_stream(self) -> None:
         """Down: the back office's stream must be there; it is never made here."""
         self._consumers.clear()
+        self._gaps.clear()
         self._stream_info()
 
     def _stream_info(self) -> dict[str, Any]:
@@ -109,6 +112,9 @@ class NatsRemote(NatsTarget):
         return _Consumer(ans["name"], inbox, sub, seq, seq)
 
     def pull(self, wait_s: float) -> Pulled:
+        if self._gaps:  # found last time after records that had to be written first
+            out, self._gaps = Pulled(gaps=self._gaps), {}
+            return out
         out = Pulled()
         got = self._run(self._fetch_all(wait_s), wait_s + self.timeout)
         before, info = self._last_seq, self._stream_info()
@@ -126,30 +132,35 @@ class NatsRemote(NatsTarget):
                         "topic's last record")
                 seq = md.sequence.stream
                 if seq > c.safe and first > c.safe:
-                    out.gaps[(subject, 0)] = (
+                    self._gaps[(subject, 0)] = (
                         f"messages of {subject} from stream sequence {c.safe} on may be gone: "
                         f"the stream's limits deleted up to {first - 1} before they were "
                         f"brought down (the next one there is {seq})")
+                    c.held = True
                     break
                 c.delivered = md.sequence.consumer
                 recs.append(_record(seq, int(md.timestamp.timestamp() * 1000), m.headers, m.data))
                 c.position = c.safe = seq + 1
             if recs:
                 out.records[(subject, 0)] = recs
-            if at_end and (subject, 0) not in out.gaps:
+            elif (subject, 0) in self._gaps:
+                out.gaps[(subject, 0)] = self._gaps.pop((subject, 0))
+            if at_end and (subject, 0) not in self._gaps and (subject, 0) not in out.gaps:
                 if first <= c.safe:
                     c.safe = max(c.safe, before + 1)  # see the module's docstring
                 out.at_end[(subject, 0)] = c.position  # caught up: other subjects are no lag
         return out
 
     async def _fetch_all(self, wait_s: float) -> dict[str, tuple[list[Any], bool]]:
-        subjects = list(self._consumers)
+        subjects = [s for s, c in self._consumers.items() if not c.held]
+        if not subjects:
+            await asyncio.sleep(wait_s)  # all held: idle, never spinning
         res = await asyncio.gather(*(self._fetch(self._consumers[s], wait_s) for s in subjects))
         return dict(zip(subjects, res, strict=True))
 
     async def _fetch(self, c: _Consumer, wait_s: float) -> tuple[list[Any], bool]:
         """One pull request: its messages, and whether it ended because there were no more."""
-        body = {"batch": PULL_MESSAGES, "expires": int(wait_s * 1e9)}
+        body = {"batch": PULL_MESSAGES, "expires": int(wait_s * 1e9), "no_wait": True}
         await self._nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{c.name}",
                                json.dumps(body).encode(), reply=c.inbox)
         msgs: list[Any] = []
