@@ -299,6 +299,20 @@ def test_a_round_trip_through_nats_is_lossless(source: Any, nats: NatsDestinatio
     wait_for(lambda: back() == want, what=f"meters-back to equal meters:\n{rep.log()[-2000:]}")
 
 
+def test_a_stream_made_later_is_read_then(source: Any, nats: NatsDestination,
+                                          down: Callable[..., Replicator]) -> None:
+    """The link starts before the back office has made its stream: the topic waits (no error
+    loop), and is brought down once the stream and its messages are there."""
+    rep = down().start()
+    wait_for(lambda: "link office:down: up" in rep.log(), what=f"the link up:\n{rep.log()}")
+    _office(nats)
+    assert asyncio.run(_publish([n.url for n in nats.cluster.nodes], 0, 5)) == 5
+    wait_for(lambda: [r[2] for r in _local_rows(source.socket)] == [_message(i)[0]
+                                                                     for i in range(5)],
+             what=f"the five commands:\n{rep.log()}")
+    assert "WARNING" not in rep.log()
+
+
 def _check(tmp_path: Path, nats: NatsDestination, rule: dict[str, Any], **link: Any
            ) -> subprocess.CompletedProcess[str]:
     import yaml

@@ -61,10 +61,10 @@ class NatsRemote(NatsTarget):
         self._gaps: dict[tuple[str, int], str] = {}  # reported by the next pull
 
     def _ensure_stream(self) -> None:
-        """Down: the back office's stream must be there; it is never made here."""
+        """Down: the back office's stream is never made here; until it is there, its subjects
+        wait (remote_partitions says None, pull.py asks again)."""
         self._consumers.clear()
         self._gaps.clear()
-        self._stream_info()
 
     def _stream_info(self) -> dict[str, Any]:
         info = self._run(self._api(f"$JS.API.STREAM.INFO.{self.stream}", {}))
@@ -92,6 +92,8 @@ class NatsRemote(NatsTarget):
         return max(1, int(self._stream_info()["state"].get("first_seq", 1)))
 
     def assign(self, positions: dict[tuple[str, int], int]) -> None:
+        if not positions:
+            return
         self._last_seq = int(self._stream_info()["state"].get("last_seq", 0))
         for (subject, _), seq in positions.items():
             self._consumers[subject] = self._run(self._create(subject, max(1, seq)))
