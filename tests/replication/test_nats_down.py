@@ -233,10 +233,12 @@ def test_a_gap_at_nats_holds_the_topic(source: Any, nats: NatsDestination,
     rep.start()
     wait_for(lambda: "may be gone" in rep.log(), what=f"the gap to be reported:\n{rep.log()}")
     assert "held" in rep.log()
-    # Held, the link reads that subject no further: it stays up, no session starts over.
+    # Held, the link reads that subject no further (it would find its consumer skipped the
+    # messages it left unread, and start the session over and over).
     asyncio.run(_publish(urls, 13, 3))
     time.sleep(1.5)
-    assert rep.log().count("link office:down: up") == 2, rep.log()
+    assert "skipped from delivery" not in rep.log()
+    assert [r[0] for r in _local_rows(source.socket)] == [1, 2, 3]
     assert [r[0] for r in _local_rows(source.socket)] == [1, 2, 3]
 
 
@@ -257,15 +259,15 @@ def test_messages_deleted_after_they_came_down_are_no_gap(
         await nc.close()
 
     got = 0
-    for _ in range(4):
+    for _ in range(3):
         assert asyncio.run(_publish(urls, got, 3)) == 3
         got += 3
         wait_for(lambda n=got: len(_local_rows(source.socket)) == n,
                  what=f"{got} brought down:\n{rep.log()}")
         asyncio.run(other())
-        time.sleep(2)  # idle rounds (0.5 s each): the link sees the stream at its end
+        time.sleep(1.5)  # idle rounds (0.5 s each): the link sees the stream at its end
     assert "may be gone" not in rep.log()
-    assert [r[2] for r in _local_rows(source.socket)] == [_message(i)[0] for i in range(12)]
+    assert [r[2] for r in _local_rows(source.socket)] == [_message(i)[0] for i in range(9)]
 
 
 def test_a_round_trip_through_nats_is_lossless(source: Any, nats: NatsDestination,
