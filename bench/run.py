@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -67,6 +68,28 @@ def cpu_seconds(pid: int) -> float:
         return float(t.user + t.system)
 
 
+# The forked producers and consumers inherit this process's heap (the harness's modules, rows,
+# adapters): in a case they ran full collections of 20-57 ms over it (bench/hops.py, branch
+# lat10k), a pause of the harness, not of the system measured. The parent collects before it
+# forks and each child freezes what it inherited (gc.freeze: out of every later collection), for
+# every system alike. False: the old behaviour, for before/after runs (bench/paced.py --variants).
+CHILD_GC_FREEZE = True
+
+
+def before_fork() -> None:
+    """In the parent, before forking a case's children: the garbage they would otherwise inherit
+    and collect."""
+    if CHILD_GC_FREEZE:
+        gc.collect()
+
+
+def child_heap() -> None:
+    """First thing in a forked child: what it inherited is permanent for it, so its collections
+    scan only what it makes itself. `gc.get_freeze_count()` shows it (tests/test_bench_tail.py)."""
+    if CHILD_GC_FREEZE:
+        gc.freeze()
+
+
 def _tight_timers() -> None:
     """Sub-100-microsecond sleeps for the fixed-rate producers (default timer slack is 50 us)."""
     with contextlib.suppress(OSError, AttributeError):
@@ -76,6 +99,7 @@ def _tight_timers() -> None:
 # --- child processes -----------------------------------------------------------------------------
 def producer_main(adapter: Any, ctx: Ctx, i: int, size: int, api: str, duration: float,
                   ready: Any, go: Any, results: Any) -> None:
+    child_heap()
     try:
         p = adapter.producer(ctx, i)
         ready.put(("p", i))
@@ -124,6 +148,7 @@ def producer_main(adapter: Any, ctx: Ctx, i: int, size: int, api: str, duration:
 
 def consumer_main(adapter: Any, ctx: Ctx, i: int, ready: Any, go: Any, go_ns: Any,
                   expected: Any, hard_deadline: float, results: Any) -> None:
+    child_heap()
     try:
         c = adapter.consumer(ctx, i)
         ready.put(("c", i))
@@ -172,6 +197,7 @@ def run_case(adapter: Any, system: str, api: str, size: int, producers: int, con
     go_ns = mpc.Value("q", 0)
     expected = mpc.Value("q", 0)
     hard = time.monotonic() + duration + 60
+    before_fork()
     procs = [mpc.Process(target=consumer_main, args=(adapter, ctx, i, ready, go, go_ns, expected,
                                                      hard, results), daemon=True)
              for i in range(consumers)]
@@ -510,7 +536,8 @@ def main(argv: list[str] | None = None) -> int:
     if why_tansu is None:
         tansu.start()
         notes.append("kafka-* rows: confluent-kafka producer (acks=1) -> broker -> confluent-kafka "
-                     "consumer; 'sup CPU s/M' of kafka-tansu is the Tansu process's")
+                     "consumer; 'sup CPU s/M' of kafka-tansu is the Tansu process's; client "
+                     f"settings: {kafka_peers.SETTINGS}")
     else:
         notes.append(f"kafka-tansu skipped: {why_tansu}")
 

@@ -171,6 +171,13 @@ HEAP_KEEP_MIB = _int("EDGEBUS_HEAP_KEEP_MIB", _knob(
     "EDGEBUS_HEAP_KEEP_MIB", "8", "MiB of freed C heap a process keeps for reuse instead of "
     "returning it to the kernel at once (0: glibc's defaults)"), 0, 64)
 
+# --- the supervisor's garbage collector (edgebus/server/gcpolicy.py) -----------------------------
+# Once listening, the supervisor freezes its start-up heap (gc.freeze) so that full collections on
+# the event loop walk only what traffic made since (issue 16: tail latency).
+GC_FREEZE = _flag("EDGEBUS_GC_FREEZE", _knob(
+    "EDGEBUS_GC_FREEZE", "1", "1: the supervisor freezes its start-up heap once it listens, "
+    "out of every later garbage collection; 0 leaves it in them"))
+
 # --- test hooks (edgebus/server/testhooks.py; never in production) ----------------------------
 KNOBS += [
     Knob("EDGEBUS_TEST_HOOKS", "0", "test only: 1 makes SIGUSR2 block the event loop"),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bridges.replicator.config import LinkConfig
+from bridges.replicator.rate import Rate
 from bridges.replicator.sessions import SessionLoop
 from bridges.replicator.targets.base import GapTarget, Target
 from bridges.replicator.targets.peer import PeerTarget
@@ -84,14 +85,23 @@ class LinkStatus:
     sessions: int = 0
     partitions: dict[tuple[str, int], PartitionState] = field(default_factory=dict)
     gaps: dict[tuple[str, int], GapCount] = field(default_factory=dict)  # kept across sessions
+    rates: dict[tuple[str, int], Rate] = field(default_factory=dict)  # sample(), about once a second
     # Guards `partitions` against a reader on another thread (the status endpoint).
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def sample(self) -> None:
+        """Feed each partition's running totals to its Rate (main.py, about once a second)."""
+        now = time.monotonic()
+        with self.lock:
+            for tp, ps in self.partitions.items():
+                self.rates.setdefault(tp, Rate()).sample(now, ps.shipped_records, ps.shipped_bytes)
 
     def snapshot(self) -> dict[str, Any]:
         now = time.time()
         with self.lock:
             parts = list(self.partitions.items())
             gaps = dict(self.gaps)
+            rates = {tp: r.per_s() for tp, r in self.rates.items()}
         out = []
         for (topic, p), ps in sorted(parts):
             lag = max(0, ps.source_end - ps.cursor) if ps.source_end >= 0 and ps.cursor >= 0 else None
@@ -102,7 +112,9 @@ class LinkStatus:
                         "shipped_records": ps.shipped_records, "shipped_bytes": ps.shipped_bytes,
                         "appends": ps.appends, "already_there": ps.duplicates, "held": ps.error,
                         "gap_records": g.retention, "expired_records": g.max_age,
-                        "last_gap": g.last})
+                        "last_gap": g.last,
+                        "rate_records_s": round(rates.get((topic, p), (0.0, 0.0))[0], 1),
+                        "rate_bytes_s": round(rates.get((topic, p), (0.0, 0.0))[1])})
         return {"state": self.state, "last_error": self.last_error, "sessions": self.sessions,
                 "partitions": out}
 

@@ -68,6 +68,8 @@ def run(cfg: ReplicatorConfig) -> int:
     log.info("replicator of node %s: %d link(s)", cfg.node, len(runners))
     next_summary = time.monotonic() + SUMMARY_EVERY_S
     while not stop.wait(1.0):
+        for r in runners:
+            r.status.sample()  # the rates in /status
         if time.monotonic() >= next_summary:
             for r in runners:
                 log.info("%s", summary(r))

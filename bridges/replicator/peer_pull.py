@@ -13,6 +13,8 @@ a topic only where an access rule says so, edgebus/server/handlers/link_read.py)
 to this node's own supervisor over ITS replica listener, as the peer node: the supervisor's
 ordinary rules then hold (a link writes only mirrors of its own node, at exactly the log end,
 a batch already there is checked and skipped), and no local client can write the mirror.
+Each read of the peer is a long poll (one heartbeat interval at most): an idle link waits at the
+peer, and a record produced there comes down as soon as the peer has it durable.
 
 The cursor is the local mirror's log end, read at the start of every session: a crash of the
 replicator, of either supervisor or a cut at any point loses nothing and doubles nothing.
@@ -34,6 +36,15 @@ from edgebus.errors import EdgebusError, OffsetOutOfRangeError, UnknownTopicErro
 log = logging.getLogger("edgebus.replicator")
 
 READ_BYTES = 4 * 1024 * 1024  # one REPLICA_FETCH of all partitions: bounded memory
+# The longest long poll of the peer: also how long a stop (SIGTERM) may wait for the thread.
+MAX_WAIT_MS = 5000
+
+
+def long_poll_ms(heartbeat_s: float) -> int:
+    """How long one read of the peer may park there: one heartbeat interval (an idle link's
+    read doubles as its heartbeat), at most MAX_WAIT_MS. With the request's timeout of two
+    intervals (so at least the wait plus one), a half-open peer is noticed within two."""
+    return min(MAX_WAIT_MS, int(heartbeat_s * 1000))
 
 
 def _connect(address: str, node: str, token: str, tls: TlsConfig | None,
@@ -100,7 +111,12 @@ class PeerPullRunner(PullRunner):
         st.state, st.last_error = "up", ""
         self._was_up = True
         beat = refresh = time.monotonic()
+        wait_ms = long_poll_ms(cfg.heartbeat_s)
+        lingered = False  # the last read woke the link and linger_ms was waited out since
         while not self.stop.is_set():
+            if time.monotonic() - beat >= cfg.heartbeat_s:
+                local.ping()  # the peer answers every read; this side needs its own sign of life
+                beat = time.monotonic()
             if (missing or self._gone) and time.monotonic() - refresh >= TOPIC_REFRESH_S:
                 refresh = time.monotonic()
                 # A topic waited for is there, or one deleted at the peer was created again: a
@@ -109,16 +125,35 @@ class PeerPullRunner(PullRunner):
                     return
             active = {rtp: c for rtp, c in cursors.items()
                       if not st.partitions[local_of[rtp]].error}
+            if not active:
+                self.stop.wait(IDLE_WAIT_MS / 1000)  # every partition held: nothing to read
+                continue
+            # A long poll: the peer answers at once when it has durable data for any partition,
+            # else at its first append to one (or the wait's end). Its timeout is the link's
+            # (twice the heartbeat, at least the wait plus one heartbeat): a half-open peer is
+            # noticed within two heartbeats.
+            wait = 0 if lingered else wait_ms
+            asked = time.monotonic()
+            reads = peer.read_durable(active, READ_BYTES, max_wait_ms=wait,
+                                      timeout=2 * cfg.heartbeat_s)
+            if cfg.linger_ms and not lingered and any(
+                    rd.data for rtp, rd in reads.items() if rtp in active):
+                # Batching by time: new data woke the link; what arrives meanwhile comes down
+                # in the same append (these bytes are read again, once).
+                self.stop.wait(cfg.linger_ms / 1000)
+                lingered = True
+                continue
+            lingered = False
             moved = False
-            if active:
-                for rtp, rd in peer.read_durable(active, READ_BYTES).items():
-                    if rtp in active:
-                        moved |= self._apply(local, rtp, local_of[rtp], rd, incarnation, cursors)
-            if time.monotonic() - beat >= cfg.heartbeat_s:
-                local.ping()  # the peer answers every read; this side needs its own sign of life
-                beat = time.monotonic()
-            if not moved:
-                self.stop.wait(IDLE_WAIT_MS / 1000)  # REPLICA_FETCH does not long-poll
+            for rtp, rd in reads.items():
+                if rtp in active:
+                    moved |= self._apply(local, rtp, local_of[rtp], rd, incarnation, cursors)
+            if not moved and wait:
+                # A peer that did not park the read (its max_fetch_wait_ms is lower, or it
+                # holds too many parked reads already): never spin on it.
+                rest = min(wait_ms, IDLE_WAIT_MS) / 1000 - (time.monotonic() - asked)
+                if rest > 0:
+                    self.stop.wait(rest)
 
     def _setup_mirror(self, peer: ReplicaLink, local: ReplicaLink, ltopic: str, rtopic: str,
                       local_of: dict[tuple[str, int], tuple[str, int]],
@@ -201,6 +236,7 @@ class PeerPullRunner(PullRunner):
             raise
         ps.shipped_records += end - cursors[rtp]
         ps.shipped_bytes += len(rd.data)
+        ps.appends += 1
         ps.duplicates += present
         cursors[rtp] = ps.cursor = end
         if end >= ps.source_end:

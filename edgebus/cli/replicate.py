@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from typing import Any, TextIO
 
 from edgebus.errors import EdgebusError
 
@@ -41,35 +43,51 @@ def run(args: argparse.Namespace) -> int:
               + ", ".join(f"{ln.name} -> {ln.target} {ln.address}" for ln in cfg.links) + ")")
         return 0
     if args.status:
-        if not cfg.metrics_listen:
-            raise EdgebusError(f"{args.config} sets no metrics.listen: the replicator serves no "
-                               "status to ask")
-        import urllib.error  # here, not at the top: `edgebus serve` would carry it (~8 MB)
-        import urllib.request
-
-        url = f"http://{cfg.metrics_listen}/status"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                doc = json.loads(resp.read())
-        except (OSError, urllib.error.URLError, ValueError) as e:
-            print(f"the replicator does not answer at {url}: {e}")
+        doc, problem = fetch_status(cfg, args.config)
+        if doc is None:
+            print(problem)
             return EXIT_NOT_RUNNING
         if args.json:
             print(json.dumps(doc, indent=2, sort_keys=True))
             return 0
-        for name, link in sorted(doc["links"].items()):
-            arrow = "<-" if link.get("direction") == "down" else "->"
-            print(f"link {name} {arrow} {link['target']} {link['address']}: {link['state']}"
-                  + (f" ({link['last_error']})" if link["last_error"] else ""))
-            for p in link["partitions"]:
-                lag = "?" if p["lag_records"] is None else p["lag_records"]
-                print(f"  {p['topic']}-{p['partition']}: target end {p['target_end']}, "
-                      f"lag {lag} records / {p['lag_seconds']:.1f} s, shipped "
-                      f"{p['shipped_records']} records"
-                      + (f", HELD: {p['held']}" if p["held"] else ""))
-                if p.get("gap_records") or p.get("expired_records"):
-                    print(f"    GAP: {p['gap_records']} records deleted by retention before "
-                          f"they were shipped, {p['expired_records']} past max_age; last: "
-                          f"{p['last_gap']}")
+        print_links(doc)
         return 0
     return run_replicator(cfg)
+
+
+def fetch_status(cfg: Any, path: str) -> tuple[dict[str, Any] | None, str]:
+    """The running replicator's /status document (cfg: its ReplicatorConfig, read from path), or
+    None and why not. Also `edgebus status --replicator FILE`."""
+    if not cfg.metrics_listen:
+        raise EdgebusError(f"{path} sets no metrics.listen: the replicator serves no status to "
+                           "ask")
+    import urllib.error  # here, not at the top: `edgebus serve` would carry it (~8 MB)
+    import urllib.request
+
+    url = f"http://{cfg.metrics_listen}/status"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return json.loads(resp.read()), ""
+    except (OSError, urllib.error.URLError, ValueError) as e:
+        return None, f"the replicator does not answer at {url}: {e}"
+
+
+def print_links(doc: dict[str, Any], out: TextIO | None = None) -> None:
+    """Each link and its partitions, a line each (GAP lines under a partition with gaps)."""
+    out = out or sys.stdout
+    for name, link in sorted(doc["links"].items()):
+        arrow = "<-" if link.get("direction") == "down" else "->"
+        print(f"link {name} {arrow} {link['target']} {link['address']}: {link['state']}"
+              + (f" ({link['last_error']})" if link["last_error"] else ""), file=out)
+        for p in link["partitions"]:
+            lag = "?" if p["lag_records"] is None else p["lag_records"]
+            print(f"  {p['topic']}-{p['partition']}: target end {p['target_end']}, "
+                  f"lag {lag} records / {p['lag_seconds']:.1f} s, shipped "
+                  f"{p['shipped_records']} records"
+                  + (f", {p['rate_records_s']:g} records/s ({p['rate_bytes_s']} B/s)"
+                     if p.get("rate_records_s") else "")
+                  + (f", HELD: {p['held']}" if p["held"] else ""), file=out)
+            if p.get("gap_records") or p.get("expired_records"):
+                print(f"    GAP: {p['gap_records']} records deleted by retention before "
+                      f"they were shipped, {p['expired_records']} past max_age; last: "
+                      f"{p['last_gap']}", file=out)

@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="print the status as one JSON document")
     p.add_argument("--all", action="store_true",
                    help="also list internal topics (__consumer_offsets) and every client")
+    p.add_argument("--replicator", metavar="FILE",
+                   help="also show the links of the replicator that runs with this config "
+                        "(from its metrics.listen endpoint), as `edgebus replicate --status`")
     add_socket_option(p)
     p.set_defaults(func=run)
 
@@ -29,11 +32,30 @@ def run(args: argparse.Namespace) -> int:
 
     with Admin(socket=socket_path(args)) as admin:
         status = admin.status()
+    links, problem = _replication(args.replicator) if args.replicator else (None, "")
     if args.json:
+        if args.replicator:
+            status["replication"] = links if links is not None else {"error": problem}
         print(json.dumps(status, indent=2, sort_keys=True))
     else:
         render(status, show_all=args.all)
+        if args.replicator:
+            print(f"\nreplication ({args.replicator}):")
+            if links is None:
+                print(f"  {problem}")
+            else:
+                from edgebus.cli.replicate import print_links
+
+                print_links(links)
     return 0
+
+
+def _replication(config: str) -> tuple[dict[str, Any] | None, str]:
+    """The replicator's own status (its links live in its process, not the supervisor's)."""
+    from bridges.replicator.config import load_config
+    from edgebus.cli.replicate import fetch_status
+
+    return fetch_status(load_config(config), config)
 
 
 def _duration(seconds: float) -> str:

@@ -139,12 +139,15 @@ def _whole(records: bytes | memoryview | None) -> tuple[bytes, int, int]:
 
 def _read_durable(ch: SyncChannel, positions: Mapping[tuple[str, int], int], max_bytes: int,
                   sync: bool, per_partition: Mapping[tuple[str, int], int] | None = None,
-                  max_wait_ms: int = 0) -> dict[tuple[str, int], PartitionRead]:
+                  max_wait_ms: int = 0, timeout: float | None = None
+                  ) -> dict[tuple[str, int], PartitionRead]:
     caps = per_partition or {}
     req = M.ReplicaFetchRequest(1 if sync else 0, max_bytes,
                                 [M.FetchPartition(t, p, off, caps.get((t, p), max_bytes))
                                  for (t, p), off in positions.items()], max_wait_ms)
-    resp = ch.request(M.Api.REPLICA_FETCH, req, timeout=ch.timeout + max_wait_ms / 1000)
+    if timeout is None:
+        timeout = ch.timeout + max_wait_ms / 1000
+    resp = ch.request(M.Api.REPLICA_FETCH, req, timeout=timeout)
     out: dict[tuple[str, int], PartitionRead] = {}
     for fp in resp.partitions:
         err = error_for_code(fp.error_code, fp.error_message) if fp.error_code else None
@@ -333,10 +336,14 @@ class ReplicaLink:
         return r.appended, r.present, r.log_end_offset
 
     def read_durable(self, positions: Mapping[tuple[str, int], int],
-                     max_bytes: int = READ_BYTES) -> dict[tuple[str, int], PartitionRead]:
+                     max_bytes: int = READ_BYTES, max_wait_ms: int = 0,
+                     timeout: float | None = None) -> dict[tuple[str, int], PartitionRead]:
         """BatchReader.read_durable of the peer's topics (a topic brought down from it): only
-        what the peer's access rules let this node read (`allow node:NAME read topic:T`)."""
-        return _read_durable(self._ch, positions, max_bytes, True)
+        what the peer's access rules let this node read (`allow node:NAME read topic:T`).
+        max_wait_ms: the same long poll. timeout: how long the whole request may take before
+        the link counts as lost (default: the link's timeout plus the wait)."""
+        return _read_durable(self._ch, positions, max_bytes, True, max_wait_ms=max_wait_ms,
+                             timeout=timeout)
 
     def append_compressed(self, topic: str, partition: int, incarnation: str, batches: bytes,
                           durable: bool = False, level: int = 3) -> tuple[int, int, int, int]:

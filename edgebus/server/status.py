@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from edgebus.procmetrics import self_usage
+from edgebus.server import gcpolicy
 from edgebus.version import __version__
 
 if TYPE_CHECKING:
@@ -130,6 +131,7 @@ def collect(broker: Broker) -> dict[str, Any]:
         "socket": str(broker.socket_path),
         "disk": disk.snapshot(),
         **process_usage(),
+        "gc": gcpolicy.snapshot(),  # the frozen start-up heap, collections per generation
         "connections": len(broker.loop.conns),
         # Refusals by the limits, and the answers queued for all connections (the budget's use).
         "limits": {"output_bytes": broker.loop.output_bytes,

@@ -22,6 +22,7 @@ from edgebus.log.manager import LogManager
 from edgebus.server import testhooks
 from edgebus.server.broker import Broker
 from edgebus.server.disk import DiskGuard
+from edgebus.server.gcpolicy import freeze_after_start
 from edgebus.server.listeners.inet import server_context  # imports ssl only when called
 from edgebus.server.listeners.socket_claim import SocketClaim
 from edgebus.server.logsetup import setup_logging as _setup_logging
@@ -167,6 +168,7 @@ def run(config: Any) -> int:
     # of server/slim.py) back to the kernel: ~0.5 MB of an idle supervisor's RSS (issue 16).
     forget_start_garbage()
     release_free_memory()
+    freeze_after_start()  # what the start left lives as long as the process (server/gcpolicy.py)
     log.info("ready in %.3f s: %s", time.monotonic() - t0, summary_line(broker))
     notifier.ready(summary_line(broker))  # after recovery and listen: clients can connect now
     broker.serve_forever()  # the metrics endpoint, a service, closes with the loop

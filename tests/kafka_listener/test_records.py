@@ -228,3 +228,19 @@ def test_compacted_away_offsets_become_an_empty_kafka_batch() -> None:
     assert crc32c(kc[21:R.KAFKA_HEADER_SIZE]) == head[4]
     second = DefaultRecordBatch(kc[R.KAFKA_HEADER_SIZE:])
     assert [(m.offset, m.key, m.value) for m in second] == [(105, b"k", b"v")]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(max_size=5000))
+def test_the_batch_crc_is_zlibs_crc32(data: bytes) -> None:
+    """The edgebus batches the listener builds are sealed with zlib-ng's CRC-32 (where
+    installed, as pyproject asks): the same value as zlib's, which every reader checks."""
+    assert R._crc32()(data) == zlib.crc32(data)
+
+
+def test_zlib_ng_seals_the_batches() -> None:
+    pytest.importorskip("zlib_ng", reason="zlib-ng is not installed (pip install -e .)")
+    assert R._crc32().__module__ == "zlib_ng.zlib_ng"
+    recs = [(b"k", b"v" * 300, [("h", b"x")], 0)] * 20
+    built = R.kafka_batches(kafka_batch(recs))[0].batch
+    B.validate_batch(bytes(built), compacted_ok=False)  # the CRC every reader checks

@@ -141,7 +141,8 @@ def test_the_cursor_comes_from_the_target_after_every_kind_of_crash(source, dest
 def test_a_wrong_token_is_refused_on_both_sides(source, destination, make_replicator):
     if destination.kind == "kafka":
         pytest.skip("Tansu cannot run with SASL here (`tansu user create` needs an authenticated "
-                    "broker first), so a wrong password is untested")
+                    "broker first): test_kafka_sasl.py refuses a wrong password at an edgebus "
+                    "Kafka listener with SASL_SSL")
     with Admin(socket=source.socket) as a:
         a.create_topic("secret", 1)
     produce(source, "secret", 5)
@@ -356,8 +357,32 @@ def test_status_and_metrics_show_every_link_and_partition(source, destination, m
                          timeout=60)
     assert out.returncode == 0 and f"link l1 -> {destination.kind}" in out.stdout
     assert "seen-1" in out.stdout
+    js = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "replicate", "--config",
+                         str(rep.config_path), "--status", "--json"], capture_output=True,
+                        text=True, timeout=60)
+    assert js.returncode == 0, js.stderr
+    doc = json.loads(js.stdout)["links"]["l1"]  # the whole document, as /status has it
+    assert (doc["target"], doc["direction"], doc["state"]) == (destination.kind, "up", "up")
+    assert [(p["topic"], p["partition"], p["target_end"], p["lag_records"])
+            for p in doc["partitions"]] == [(p["topic"], p["partition"], p["target_end"], 0)
+                                            for p in link["partitions"]]
+    # `edgebus status` shows them beside the supervisor's own status (the links live in the
+    # replicator's process: the command asks it, given its config).
+    both = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "status", "--socket",
+                           source.socket, "--replicator", str(rep.config_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert both.returncode == 0 and "TOPIC" in both.stdout, both.stderr
+    assert f"link l1 -> {destination.kind}" in both.stdout and "seen-1" in both.stdout
+    both_js = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "status", "--socket",
+                              source.socket, "--replicator", str(rep.config_path), "--json"],
+                             capture_output=True, text=True, timeout=60)
+    assert json.loads(both_js.stdout)["replication"]["links"]["l1"]["state"] == "up"
     rep.kill9()
     gone = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "replicate", "--config",
                            str(rep.config_path), "--status"], capture_output=True, text=True,
                           timeout=60)
     assert gone.returncode == 3
+    alone = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "status", "--socket",
+                            source.socket, "--replicator", str(rep.config_path)],
+                           capture_output=True, text=True, timeout=60)
+    assert alone.returncode == 0 and "the replicator does not answer at" in alone.stdout

@@ -2,10 +2,13 @@
 topic becomes an offset-preserving mirror of the peer's, and stays one through link cuts (some
 half-open), SIGKILLs of the replicator, of the local supervisor and of the peer supervisor,
 while the peer's producers send all the time. Also what is refused: a node no access rule lets
-read a topic, a local client writing the mirror, a topic recreated at the peer.
+read a topic, a local client writing the mirror, a topic recreated at the peer. And the link's
+long poll: an idle link barely asks the peer, a peer that does not park is not asked in a spin,
+linger_ms gathers a burst into few appends.
 
 Real processes: two supervisors, the relay (relay.py) on the link to the peer, `edgebus
-replicate`. About 45 s: 19 faults while the peer's producer sends, each given time to bite."""
+replicate`. About 45 s: 19 faults while the peer's producer sends, each given time to bite; the
+long-poll tests about 5-10 s each (each test runs on its own under xdist)."""
 
 from __future__ import annotations
 
@@ -334,3 +337,100 @@ def test_over_mutual_tls_the_certificate_names_the_node_the_rules_see(make_broke
     finally:
         rep.kill9()
 
+
+
+def peer_link_requests(peer: Peer) -> int:
+    """Requests the peer has served on TCP connections (its replica links: pid -1), as counted
+    by the peer supervisor itself (status "clients")."""
+    with Admin(socket=peer.broker.socket) as a:
+        return sum(c["requests"] for c in a.status()["clients"] if c["pid"] == -1)
+
+
+def test_an_idle_down_link_long_polls_the_peer_and_a_new_record_still_comes_down(
+        source, peer, make_replicator):
+    with Admin(socket=peer.broker.socket) as a:
+        a.create_topic("office.idle", 1)
+    with Producer(socket=peer.broker.socket) as p:
+        p.send("office.idle", b"first", partition=0).get(10)
+    # heartbeat_s 4: each read of the peer may park there up to 4 s (issue 11: no polling).
+    rep = make_replicator([{"pattern": "idle", "direction": "down", "remote": "office.idle"}],
+                          heartbeat_s=4).start()
+    wait_for(lambda: len(batches(source, "idle", 0)) == 1,
+             what=f"the first record down:\n{rep.log()[-2000:]}")
+    wait_for(lambda: peer_link_requests(peer) > 0, what="the link's requests counted")
+    before = peer_link_requests(peer)
+    time.sleep(3)  # idle: at most one long poll ends (and is asked again) in this time
+    idle = peer_link_requests(peer) - before
+    # Polling every 0.5 s made 6 here; a long poll of up to 4 s makes at most 2.
+    assert idle <= 2, f"an idle link made {idle} requests to the peer in 3 s"
+    with Producer(socket=peer.broker.socket) as p:
+        p.send("office.idle", b"second", partition=0).get(10)
+    wait_for(lambda: batches(source, "idle", 0) == batches(peer.broker, "office.idle", 0)
+             and len(batches(source, "idle", 0)) == 2,
+             what=f"the new record down from the parked read:\n{rep.log()[-2000:]}")
+
+
+def test_a_peer_that_does_not_park_the_read_is_not_asked_in_a_spin(make_broker, source, tmp_path,
+                                                                   replicators):
+    """A peer whose limits.max_fetch_wait_ms is 0 answers every read at once: the link then
+    asks at most twice a second, as before the long poll, never as fast as the peer answers."""
+    tokens = secret(tmp_path / "peer0-tokens.yaml", yaml.safe_dump({NODE: TOKEN}))
+    quick = make_broker({
+        "replica": {"listen": "127.0.0.1:0", "node": PEER, "tokens_file": str(tokens)},
+        "limits": {"max_fetch_wait_ms": 0},
+        "acl": {"rules": [f"allow node:{NODE} read topic:office.*"]}}, name="peer0").start()
+    with Admin(socket=quick.socket) as a:
+        a.create_topic("office.quick", 1)
+    with Producer(socket=quick.socket) as p:
+        p.send("office.quick", b"first", partition=0).get(10)
+    replicators.make({
+        "node": NODE, "source": {"socket": source.socket},
+        "links": [{"name": "l0", "target": "peer", "address": quick.pin_replica_port(),
+                   "token_file": str(secret(tmp_path / "tok0", TOKEN)),
+                   "local_replica": {"address": local_address(source),
+                                     "token_file": str(secret(tmp_path / "ltok0", PEER_TOKEN))},
+                   "topics": [{"pattern": "quick", "direction": "down",
+                               "remote": "office.quick"}], "heartbeat_s": 4}]}).start()
+    wait_for(lambda: len(batches(source, "quick", 0)) == 1, what="the first record down")
+
+    def served() -> int:
+        with Admin(socket=quick.socket) as a:
+            return sum(c["requests"] for c in a.status()["clients"] if c["pid"] == -1)
+
+    before = served()
+    time.sleep(3)
+    idle = served() - before
+    assert idle <= 10, f"the link asked a peer that does not park {idle} times in 3 s"
+
+
+def test_with_linger_a_burst_at_the_peer_comes_down_in_few_appends(source, peer,
+                                                                  make_replicator):
+    """linger_ms: new data wakes the idle link, which waits that long before reading, so what
+    the peer's producer sends meanwhile comes down together (status "appends")."""
+    with Admin(socket=peer.broker.socket) as a:
+        a.create_topic("office.burst", 1)
+    port = free_port()
+    rep = make_replicator([{"pattern": "burst", "direction": "down", "remote": "office.burst"}],
+                          heartbeat_s=4, linger_ms=1500)
+    rep.config_path.write_text(rep.config_path.read_text()
+                               + f"metrics:\n  listen: 127.0.0.1:{port}\n")
+    rep.start()
+
+    def part() -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
+            return dict(json.loads(r.read())["links"]["l1:down"]["partitions"][0])
+
+    wait_for(lambda: part()["target_end"] == 0, what=f"the link up:\n{rep.log()[-2000:]}")
+    with Producer(socket=peer.broker.socket, linger_ms=0) as p:
+        for i in range(20):  # 20 batches at the peer, spread so that each could come alone
+            p.send("office.burst", b"cmd %d" % i, partition=0).get(10)
+            time.sleep(0.1)
+    assert len(batches(peer.broker, "office.burst", 0)) == 20
+    wait_for(lambda: batches(source, "burst", 0) == batches(peer.broker, "office.burst", 0),
+             what=f"the burst down:\n{rep.log()[-2000:]}")
+    got = part()
+    # Without linger each batch comes down in its own append (about 20). Counted per session:
+    # a reconnect on a loaded machine starts the count again, hence the ratio.
+    n, shipped = got["appends"], got["shipped_records"]
+    assert shipped > 0 and n * 2 <= max(shipped, 2), (
+        f"{n} appends for {shipped} batches with linger_ms 1500:\n{rep.log()[-3000:]}")

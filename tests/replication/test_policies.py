@@ -260,3 +260,34 @@ def test_linger_gathers_a_trickle_into_one_append(source, destination, make_repl
     [after] = status(port)["links"]["l1"]["partitions"]
     # Without linger: 30 (each as it comes). With it: one or two, a few on a starved machine.
     assert after["appends"] - before["appends"] <= 5, (before, after)
+
+
+@ONLY_PEER
+def test_the_status_shows_each_partitions_rate(source, destination, make_replicator):
+    """While a backlog ships on a capped link, /status and `--status` show its rate, which the
+    cap bounds (the token bucket lets one second's worth go at once, so over a window of at
+    least a second the rate is at most twice the cap); once the backlog is done the rate falls
+    back to 0."""
+    cap = 512 * 1024
+    with Admin(socket=source.socket) as a:
+        a.create_topic("paced", 1)
+    with Producer(socket=source.socket, batch_size=64 * 1024) as p:
+        p.send_batch("paced", [b"p" * 1000] * 2500, partition=0)  # ~2.5 MB: about 5 s
+        p.flush()
+    rep = make_replicator(["paced"], max_bytes_per_s=cap)
+    port = with_metrics(rep)
+    rep.start()
+
+    def rate() -> tuple[float, int]:
+        [p] = status(port)["links"]["l1"]["partitions"]
+        return p["rate_records_s"], p["rate_bytes_s"]
+
+    wait_for(lambda: rate()[1] > 0, what="a rate while the backlog ships")
+    records_s, bytes_s = rate()
+    assert 0 < bytes_s <= 2 * cap and records_s > 0, (records_s, bytes_s)
+    out = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "replicate", "--config",
+                          str(rep.config_path), "--status"], capture_output=True, text=True,
+                         timeout=60)
+    assert "records/s" in out.stdout or in_step(source, destination, "paced", 1), out.stdout
+    wait_for(lambda: in_step(source, destination, "paced", 1), timeout=60, what="the backlog")
+    wait_for(lambda: rate() == (0.0, 0), timeout=60, what="the rate to fall back to 0")

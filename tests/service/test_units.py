@@ -58,7 +58,8 @@ def analyze(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @needs_analyze
-@pytest.mark.parametrize("unit", ["edgebus.service", "edgebus-bridge@mqtt.service"])
+@pytest.mark.parametrize("unit", ["edgebus.service", "edgebus-bridge@mqtt.service",
+                                  "edgebus-bridge@replicate.service"])
 def test_systemd_analyze_verify_is_clean(rendered: Path, unit: str) -> None:
     r = analyze("verify", str(rendered / unit))
     # verify exits 0 on many warnings, so its output must be empty too.
@@ -85,6 +86,7 @@ def exposure(path: Path) -> float:
 @pytest.mark.parametrize(("unit", "source"), [
     ("edgebus.service", "edgebus.service"),
     ("edgebus-bridge@mqtt.service", "edgebus-bridge@.service"),
+    ("edgebus-bridge@replicate.service", "edgebus-bridge@.service"),
 ])
 def test_security_exposure_is_ok_and_written_beside_the_unit(rendered: Path, unit: str,
                                                              source: str) -> None:
@@ -122,6 +124,15 @@ def test_supervisor_unit_keeps_what_clients_need() -> None:
     assert any(v.startswith("@system-service") for v in d["SystemCallFilter"])
 
 
+def test_supervisor_unit_sets_no_scheduling_priority_and_says_why() -> None:
+    """Issue 16: a supervisor at nice -5/-10 did not lower a record's latency (its clients waited
+    in its place; bench/results/issue16-tail-summary.md); the unit says so where it would be."""
+    d = directives("edgebus.service")
+    assert not {"Nice", "CPUSchedulingPolicy", "CPUSchedulingPriority"} & d.keys()
+    assert "NOT Nice= / CPUSchedulingPolicy=" in (UNITS / "edgebus.service").read_text()
+    assert d["RestrictRealtime"] == ["yes"]
+
+
 def test_bridge_unit_can_reach_other_hosts_and_the_socket() -> None:
     d = directives("edgebus-bridge@.service")
     # MQTT brokers and replication peers are remote: no IP allow list, no private network.
@@ -132,6 +143,43 @@ def test_bridge_unit_can_reach_other_hosts_and_the_socket() -> None:
     assert d["SupplementaryGroups"] == ["edgebus"]
     assert d.get("PrivateUsers", ["no"]) == ["no"]
     assert d["After"] and "edgebus.service" in " ".join(d["After"])
+
+
+def test_the_replicate_instance_runs_the_replicator(tmp_path: Path) -> None:
+    """The replicator's unit is the bridge template's `replicate` instance (docs/REPLICATION.md,
+    "Running it under systemd"): its ExecStart with %i = replicate is `edgebus bridge replicate
+    --config /etc/edgebus/bridge-replicate.yaml`, which is `edgebus replicate` (the same check,
+    the same answer), a wrong config exits 78 (not restarted), and it runs as edgebus-replicate,
+    the user the shipped access rules and sysusers file name."""
+    import yaml
+
+    d = directives("edgebus-bridge@.service")
+    (exec_start,) = d["ExecStart"]
+    argv = exec_start.replace("%i", "replicate").split()
+    assert argv[1:] == ["bridge", "replicate", "--config", "/etc/edgebus/bridge-replicate.yaml"]
+    token = tmp_path / "backup.token"
+    token.write_text("t0ken-of-the-source-node-1234")
+    token.chmod(0o600)
+    cfg = tmp_path / "bridge-replicate.yaml"
+    cfg.write_text(yaml.safe_dump({"node": "gw", "links": [
+        {"name": "backup", "target": "peer", "address": "127.0.0.1:9", "token_file": str(token),
+         "topics": ["teapot"]}]}))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "edgebus.cli.main", *args, str(cfg), "--check"],
+                              capture_output=True, text=True, timeout=60)
+
+    unit, plain = run(*argv[1:-1]), run("replicate", "--config")
+    assert unit.returncode == 0 and "1 link(s): backup -> peer 127.0.0.1:9" in unit.stdout, unit
+    assert unit.stdout == plain.stdout
+    cfg.write_text("node: gw\nlinks: []\n")
+    from edgebus.cli.main import EXIT_CONFIG
+
+    assert run(*argv[1:-1]).returncode == EXIT_CONFIG
+    assert d["User"] == ["edgebus-%i"] and d["After"] and "edgebus.service" in " ".join(d["After"])
+    sysusers = (UNITS / "edgebus.sysusers.conf").read_text()
+    assert "u edgebus-replicate " in sysusers
+    assert "user:edgebus-replicate read topic:*" in (UNITS / "edgebus.yaml").read_text()
 
 
 def test_bridge_unit_has_a_runtime_directory_of_its_own() -> None:

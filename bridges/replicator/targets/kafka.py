@@ -18,10 +18,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from bridges.replicator.kafka_config import KafkaConfig
+from bridges.replicator.targets.kafka_errors import KafkaUnavailableError, ReportedErrors, kafka_error
 from edgebus import PartitionRead, Record, TopicInfo
 from edgebus.errors import (
-    AuthenticationError,
-    BrokerUnavailableError,
     IncarnationMismatchError,
     NotAMirrorError,
     ReplicaDivergedError,
@@ -34,6 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgebus.replicator")
 
 SOURCE_HEADER = "edgebus-source"
+# A gap marker (docs/FORMAT.md 7.10): offsets the link will never ship (retention, max_age).
+GAP_HEADER, GAP_KEY = "edgebus-gap", b"edgebus-gap"
+GAP_REASONS = {1: "retention", 2: "max_age"}  # edgebus.log.gaps.GAP_RETENTION, GAP_MAX_AGE
 POLL_S = 0.05  # one wait for delivery reports; the deadline is the link's request timeout
 # One shipment: whole source batches up to about this many records. Every record of it must be
 # answered before the next goes, so a small one is answered soon even on a slow broker (a
@@ -65,17 +67,6 @@ def header(msg: Message, name: str) -> bytes | None:
     return None
 
 
-def kafka_error(e: BaseException, where: str) -> Exception:
-    """A librdkafka failure as an edgebus error: authentication refusals are not retried
-    quietly (the operator must act), everything else is the link being down."""
-    err: Any = e.args[0] if e.args else None
-    text = err.str() if hasattr(err, "str") else str(e)
-    name = err.name() if hasattr(err, "name") else ""
-    if "AUTH" in name or "SASL" in text or "SSL" in name:
-        return AuthenticationError(f"{where}: {text}")
-    return BrokerUnavailableError(f"{where}: {text}")
-
-
 def _offset(msg: Message) -> int:
     off = msg.offset()
     assert off is not None  # a delivered or consumed record has one
@@ -91,10 +82,11 @@ class KafkaClients:
         self.producer: Producer | None = None
         self.consumer: Consumer | None = None
         self.admin: AdminClient | None = None
+        self.reported = ReportedErrors()  # a refused login reaches only error_cb
 
     def base(self) -> dict[str, Any]:
         return {**self.cfg.client, "client.id": self.cfg.client.get(
-                    "client.id", f"edgebus-{self.node}-{self.link}"),
+                    "client.id", f"edgebus-{self.node}-{self.link}"), "error_cb": self.reported,
                 "socket.timeout.ms": int(self.setup * 1000),
                 "reconnect.backoff.max.ms": 2000}
 
@@ -118,11 +110,13 @@ class KafkaClients:
                 "enable.idempotence": True, "enable.gapless.guarantee": True, "acks": "all",
                 "message.timeout.ms": 0,  # never give a record up (the session does that)
                 "request.timeout.ms": int(self.setup * 1000)})
+        self.reported.auth = None
         try:
             self.admin.list_topics(timeout=self.setup)
         except KafkaException as e:
+            self.admin.poll(0)  # serve error_cb: why the connection failed
             self.close()
-            raise kafka_error(e, f"Kafka at {self.cfg.bootstrap}") from None
+            raise kafka_error(e, f"Kafka at {self.cfg.bootstrap}", self.reported) from None
 
     def close(self) -> None:
         producer, consumer = self.producer, self.consumer
@@ -183,7 +177,7 @@ class KafkaClients:
                                       ) from None
             have = self.partitions(topic)
             if have is None:
-                raise BrokerUnavailableError(f"{topic} at Kafka {self.cfg.bootstrap} was created "
+                raise KafkaUnavailableError(f"{topic} at Kafka {self.cfg.bootstrap} was created "
                                              "but is not in its metadata yet")
         if have < partitions:
             raise NotAMirrorError(
@@ -211,7 +205,7 @@ class KafkaClients:
                 m = c.poll(POLL_S)
                 if m is None:
                     if time.monotonic() > deadline:
-                        raise BrokerUnavailableError(
+                        raise KafkaUnavailableError(
                             f"reading the end of {topic}-{partition} at Kafka "
                             f"{self.cfg.bootstrap} timed out")
                     continue
@@ -282,10 +276,6 @@ class KafkaTarget:
 
     def ship(self, topic: str, partition: int, incarnation: str, read: PartitionRead
              ) -> tuple[int, int]:
-        from confluent_kafka import KafkaException
-
-        assert self.clients.producer is not None
-        prod = self.clients.producer
         dest = self.cfg.destination(topic, self.node)
         records: list[Record] = []
         start = self._cursor.get((topic, partition), read.first_offset)
@@ -295,6 +285,36 @@ class KafkaTarget:
                 break
             records += [r for r in b.records(topic, partition) if r.offset >= start]
             end = b.next_offset
+        self._send(topic, partition, dest, [(r.value, r.key, r.timestamp, [*r.headers, (
+            SOURCE_HEADER, source_header(self.node, topic, partition, r.offset, incarnation))])
+            for r in records], read.first_offset)
+        self._cursor[(topic, partition)] = end
+        return end, 0
+
+    def gap(self, topic: str, partition: int, incarnation: str, start: int, end: int,
+            reason: int) -> int:
+        """Offsets start..end-1 will never be shipped: one marker record says so (key
+        GAP_KEY, the text as value, GAP_HEADER start/end/reason), and its source header names
+        offset end-1, so the cursor read back from the tail is `end` (docs/FORMAT.md 7.10)."""
+        dest = self.cfg.destination(topic, self.node)
+        why = GAP_REASONS.get(reason, str(reason))
+        hdrs: list[tuple[str, str | bytes | None]] = [
+            (GAP_HEADER, f"{start}/{end}/{why}".encode()),
+            (SOURCE_HEADER, source_header(self.node, topic, partition, end - 1, incarnation))]
+        text = f"offsets {start}..{end - 1} of {self.node}/{topic}/{partition} never shipped: {why}"
+        self._send(topic, partition, dest, [(text.encode(), GAP_KEY, int(time.time() * 1000),
+                                             hdrs)], start)
+        self._cursor[(topic, partition)] = end
+        return end
+
+    def _send(self, topic: str, partition: int, dest: str,
+              items: list[tuple[bytes | None, bytes | None, int, list[Any]]], first: int) -> None:
+        """Produce (value, key, timestamp, headers) items to dest's partition and wait until
+        every one is answered, each at the destination offset after the previous (_check)."""
+        from confluent_kafka import KafkaException
+
+        assert self.clients.producer is not None
+        prod = self.clients.producer
         reports: list[tuple[Any, int]] = []
 
         def delivered(err: Any, msg: Message) -> None:
@@ -304,13 +324,11 @@ class KafkaTarget:
             reports.append((err, -1 if off is None or off < 0 else off))
 
         try:
-            for r in records:
-                hdrs: list[tuple[str, str | bytes | None]] = [*r.headers, (SOURCE_HEADER, source_header(
-                    self.node, topic, partition, r.offset, incarnation))]
+            for value, key, ts, hdrs in items:
                 while True:
                     try:
-                        prod.produce(dest, r.value, r.key, partition=partition,
-                                     on_delivery=delivered, timestamp=r.timestamp, headers=hdrs)
+                        prod.produce(dest, value, key, partition=partition,
+                                     on_delivery=delivered, timestamp=ts, headers=hdrs)
                         break
                     except BufferError:  # librdkafka's queue is full: let it drain
                         prod.poll(POLL_S)
@@ -321,22 +339,20 @@ class KafkaTarget:
             # producer id only when the first record goes.
             wait = self.timeout if self._answered else self.clients.setup
             deadline, answered = time.monotonic() + wait, 0
-            while len(reports) < len(records):
+            while len(reports) < len(items):
                 prod.poll(POLL_S)
                 if len(reports) > answered:
                     deadline, answered = time.monotonic() + self.timeout, len(reports)
                     self._answered = True
                 elif time.monotonic() > deadline:
-                    raise BrokerUnavailableError(
+                    raise KafkaUnavailableError(
                         f"Kafka at {self.cfg.bootstrap} did not acknowledge {dest}-{partition} "
-                        f"within {wait:.1f} s ({len(reports)} of {len(records)} records)")
+                        f"within {wait:.1f} s ({len(reports)} of {len(items)} records)")
         except KafkaException as e:
             raise kafka_error(e, f"producing to {dest}-{partition}") from None
-        self._check(topic, partition, dest, read, reports)
-        self._cursor[(topic, partition)] = end
-        return end, 0
+        self._check(topic, partition, dest, first, reports)
 
-    def _check(self, topic: str, partition: int, dest: str, read: PartitionRead,
+    def _check(self, topic: str, partition: int, dest: str, first: int,
                reports: list[tuple[Any, int]]) -> None:
         """Every record must have landed, each at the destination offset after the previous:
         a record of anyone else in between (a second replicator, a producer request delivered
@@ -349,7 +365,7 @@ class KafkaTarget:
                     log.error("link %s: %s-%d: record %d failed (%s) but later ones landed at "
                               "offsets %d..%d: a gap there", self.name, dest, partition, i,
                               err.str(), good[0], good[-1])
-                raise BrokerUnavailableError(
+                raise KafkaUnavailableError(
                     f"Kafka refused a record for {dest}-{partition}: {err.str()}")
             if off < 0:
                 want = -1  # not told where it landed: the next known offset is the check
@@ -358,7 +374,7 @@ class KafkaTarget:
                 log.error("link %s: %s-%d: a record of source offset >= %d landed at offset %d, "
                           "%d expected: something else wrote to the partition in between "
                           "(docs/REPLICATION.md, 'The Kafka target')", self.name, dest,
-                          partition, read.first_offset, off, want)
+                          partition, first, off, want)
                 raise ReplicaDivergedError(
                     f"{dest}-{partition} at Kafka {self.cfg.bootstrap}: records of another "
                     f"producer at offsets {want}..{off - 1}, between this link's")

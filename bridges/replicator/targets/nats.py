@@ -219,6 +219,24 @@ class NatsTarget:
         self._last[key] = (last_seq, max(there, read.next_offset))
         return read.next_offset, already[0]
 
+    def gap(self, topic: str, partition: int, incarnation: str, start: int, end: int,
+            reason: int) -> int:
+        """Offsets start..end-1 will never be shipped: one marker message on the subject says
+        so (header Edgebus-Gap: <start>/<end>/<reason>, the text as payload); its Nats-Msg-Id
+        names offset end-1 and Edgebus-Resume is `end`, so the cursor read back from the
+        subject's last message moves past the gap (docs/FORMAT.md 7.11)."""
+        key = (topic, partition)
+        last_seq, _ = self._last[key]
+        subject = C.subject_for(self.opts.subject_prefix, topic, partition)
+        why = {1: "retention", 2: "max_age"}.get(reason, str(reason))
+        text = f"offsets {start}..{end - 1} of {self.node}/{topic}/{partition} never shipped: {why}"
+        group = [(text.encode(), {C.MSG_ID: C.msg_id(self.node, topic, partition, end - 1),
+                                  C.GAP: f"{start}/{end}/{why}", C.RESUME: str(end)})]
+        frames = self._frames(subject, group, incarnation)
+        last_seq = self._acked(subject, self._submit(subject, group, frames, last_seq), 1)
+        self._last[key] = (last_seq, end)
+        return end
+
     def _groups(self, topic: str, partition: int, read: PartitionRead, there: int,
                 already: list[int]) -> Iterator[list[tuple[bytes, dict[str, str]]]]:
         """The records from offset `there` on, encoded, in atomic batches of whole source

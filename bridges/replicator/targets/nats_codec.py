@@ -32,6 +32,7 @@ NULL_VALUE = "Edgebus-Null-Value"
 HEADERS = "Edgebus-Headers"
 RESUME = "Edgebus-Resume"
 INCARNATION = "Edgebus-Incarnation"
+GAP = "Edgebus-Gap"  # on a gap marker: "<start>/<end>/<reason>", offsets never shipped
 
 _TOKEN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _RESERVED = ("nats-", "edgebus-")

@@ -96,21 +96,16 @@ def _fetch(acl: Authorizer, handler: Any, ctx: KafkaContext, conn: Connection, h
     if not denied:
         return handler(ctx, conn, header, req)
     from edgebus.server.kafka.fetch import read
+    from edgebus.server.kafka.hot import fetch_response
 
     # Answered now (a fetch with an error is never parked), the allowed topics read as usual.
     allowed = tuple(t for t in req.topics if t not in denied)
-    resp, _, out = read(ctx, header, dataclasses.replace(req, topics=allowed))
+    topics, _, out, _ = read(ctx, dataclasses.replace(req, topics=allowed))
     for topic, data in out:  # what status and metrics count as bytes out
         ctx.stats.bytes_sent(topic, data)
-    mod = response_module(FETCH, header.request_api_version)
-    errors = tuple(
-        build(mod.FetchableTopicResponse, topic=t.topic, partitions=tuple(
-            build(mod.PartitionData, partition_index=fp.partition, error_code=DENIED,
-                  high_watermark=-1, last_stable_offset=-1, log_start_offset=-1,
-                  aborted_transactions=None, preferred_read_replica=-1, records=b"")
-            for fp in t.partitions))
-        for t in denied)
-    return dataclasses.replace(resp, responses=resp.responses + errors)
+    topics += [(t.topic, [(fp.partition, int(DENIED), -1, -1, -1, None, b"") for fp in t.partitions])
+               for t in denied]
+    return fetch_response(header.request_api_version, header.correlation_id, topics)
 
 
 def _list_offsets(acl: Authorizer, handler: Any, ctx: KafkaContext, conn: Connection,

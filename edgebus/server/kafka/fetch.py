@@ -21,6 +21,7 @@ from edgebus.errors import EdgebusError
 from edgebus.server.fetchwait import FetchWaiters, ParkedFetch
 from edgebus.server.kafka.apis import DEFERRED
 from edgebus.server.kafka.codec import build, kafka_error, response_module
+from edgebus.server.kafka.hot import FetchPart, fetch_response
 from edgebus.server.kafka.records import edgebus_to_kafka
 from edgebus.server.service import Service
 from edgebus.server.txn.mark import up_to
@@ -80,18 +81,18 @@ class KafkaFetches(Service):
             return  # parked fetches wait (costing nothing) until room or their deadline
         for w in self.waiters.waiting_on(p.topic, p.partition):
             plan: _Plan = w.request  # type: ignore[assignment]
-            resp, total, out = read(self.ctx, plan.header, plan.request)
+            topics, total, out, _ = read(self.ctx, plan.request)
             if total >= plan.request.min_bytes:
                 self.waiters.remove(w)
-                answer(self.ctx, w.conn, plan.header, resp, out)
+                answer(self.ctx, w.conn, plan.header, topics, out)
 
     def _complete(self, w: ParkedFetch) -> None:
         if w.done:
             return
         self.waiters.remove(w)
         plan: _Plan = w.request  # type: ignore[assignment]
-        resp, _, out = read(self.ctx, plan.header, plan.request)
-        answer(self.ctx, w.conn, plan.header, resp, out)
+        topics, _, out, _ = read(self.ctx, plan.request)
+        answer(self.ctx, w.conn, plan.header, topics, out)
 
     def park(self, conn: Connection, header: Any, req: Any, wait_ms: int) -> None:
         plan = _Plan([_TP(t.topic, fp.partition) for t in req.topics for fp in t.partitions], header, req)
@@ -104,46 +105,48 @@ def fetches(ctx: KafkaContext) -> KafkaFetches:
     return f
 
 
-def answer(ctx: KafkaContext, conn: Connection, header: Any, resp: Any,
+Topics = list[tuple[str, list[FetchPart]]]
+
+
+def answer(ctx: KafkaContext, conn: Connection, header: Any, topics: Topics,
            out: list[tuple[str, bytes]]) -> None:
     """Send a deferred Fetch answer and count the stored bytes it carries (status, metrics)."""
-    if not conn.closed:
-        for topic, data in out:
-            ctx.stats.bytes_sent(topic, data)
-    ctx.answer(conn, header, resp)
+    if conn.closed:
+        return
+    for topic, data in out:
+        ctx.stats.bytes_sent(topic, data)
+    ctx.api.answer(conn, header.correlation_id,
+                   fetch_response(header.request_api_version, header.correlation_id, topics))
 
 
 def fetch(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
     wait = min(int(req.max_wait.total_seconds() * 1000), ctx.data.max_fetch_wait_ms)
-    resp, total, out = read(ctx, header, req)
+    topics, total, out, errors = read(ctx, req)
     if (total >= req.min_bytes or wait <= 0 or ctx.api.stopping
-            or conn.parked >= MAX_PARKED_PER_CONNECTION or _errors(resp)):
+            or conn.parked >= MAX_PARKED_PER_CONNECTION or errors):
         for topic, data in out:
             ctx.stats.bytes_sent(topic, data)
-        return resp
+        return fetch_response(header.request_api_version, header.correlation_id, topics)
     fetches(ctx).park(conn, header, req, wait)
     return DEFERRED
 
 
-def _errors(resp: Any) -> bool:
-    return any(p.error_code for t in resp.responses for p in t.partitions)
-
-
-def read(ctx: KafkaContext, header: Any, req: Any) -> tuple[Any, int, list[tuple[str, bytes]]]:
-    """(the Fetch response, record bytes in it, the stored bytes it carries by topic)."""
-    mod = response_module(FETCH, header.request_api_version)
+def read(ctx: KafkaContext, req: Any) -> tuple[Topics, int, list[tuple[str, bytes]], bool]:
+    """(the answer's topics for hot.fetch_response, record bytes in them, the stored bytes they
+    carry by topic, whether a partition has an error)."""
     remaining = min(max(req.max_bytes, 1), F.MAX_FETCH_RESPONSE_BYTES)
     total = 0
-    topics = []
+    topics: Topics = []
     txn = ctx.parts.get("txn")
     committed = getattr(req, "isolation_level", 0) == 1
     out: list[tuple[str, bytes]] = []
+    errors = False
     for t in req.topics:
-        parts = []
+        parts: list[FetchPart] = []
         for fp in t.partitions:
-            err, records = ErrorCode.none, b""
+            err, records = 0, b""
             hw = ls = lso = -1
-            aborted = None
+            aborted: list[tuple[int, int]] | None = None
             try:
                 p = ctx.logs.partition(t.topic, fp.partition)
                 hw, ls = p.log_end_offset, p.log_start_offset
@@ -154,25 +157,21 @@ def read(ctx: KafkaContext, header: Any, req: Any) -> tuple[Any, int, list[tuple
                                   at_least_one=total == 0)
                     if committed and data:
                         data = up_to(data, end)
-                        aborted = tuple(build(mod.AbortedTransaction, producer_id=a, first_offset=b)
-                                        for a, b in txn.aborted_between(
-                                            (t.topic, fp.partition), fp.fetch_offset, end)) if txn else ()
+                        aborted = list(txn.aborted_between((t.topic, fp.partition),
+                                                           fp.fetch_offset, end)) if txn else []
                     if data:
                         records = edgebus_to_kafka(data)
                         total += len(records)
                         remaining -= len(records)
                         out.append((t.topic, data))
                 elif fp.fetch_offset > hw:
-                    err = ErrorCode.offset_out_of_range
+                    err = int(ErrorCode.offset_out_of_range)
             except EdgebusError as e:
-                err = kafka_error(e)
-            parts.append(build(mod.PartitionData, partition_index=fp.partition, error_code=err,
-                               high_watermark=hw, last_stable_offset=lso, log_start_offset=ls,
-                               aborted_transactions=aborted, preferred_read_replica=-1,
-                               records=records))
-        topics.append(build(mod.FetchableTopicResponse, topic=t.topic, partitions=tuple(parts)))
-    resp = build(mod.FetchResponse, error_code=ErrorCode.none, session_id=0, responses=tuple(topics))
-    return resp, total, out
+                err = int(kafka_error(e))
+            errors = errors or err != 0
+            parts.append((fp.partition, err, hw, lso, ls, aborted, records))
+        topics.append((t.topic, parts))
+    return topics, total, out, errors
 
 
 def list_offsets(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:

@@ -18,7 +18,8 @@ from edgebus.errors import EdgebusError, RecordTooLargeError
 from edgebus.protocol import messages as M
 from edgebus.server.kafka.apis import DEFERRED, NO_RESPONSE
 from edgebus.server.kafka.authz import may
-from edgebus.server.kafka.codec import build, encode_response, kafka_error, response_module
+from edgebus.server.kafka.codec import kafka_error
+from edgebus.server.kafka.hot import produce_response
 from edgebus.server.kafka.records import UnsupportedBatchError, kafka_batches
 from edgebus.server.txn.mark import built_info
 from edgebus.server.txn.mark import mark as txn_mark
@@ -65,13 +66,13 @@ def produce(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
         results.append((t.name, parts))
     if acks == 0:
         return NO_RESPONSE
-    version = header.request_api_version
+    version, corr = header.request_api_version, header.correlation_id
     if acks == -1:
         synced = {id(r.partition): r.partition for _, ps in results for _, r in ps
                   if r.partition is not None}
         if synced:
             def respond() -> bytes:
-                return encode_response(PRODUCE, version, header.correlation_id, _response(version, results))
+                return _response(version, corr, results)
 
             def failed(err: BaseException) -> bytes:
                 code = kafka_error(err)
@@ -81,22 +82,18 @@ def produce(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
                             r.error, r.base, r.message = code, -1, f"fsync failed: {err}"
                 return respond()
 
-            ctx.durable.add_after_sync(conn, header.correlation_id, list(synced.values()), respond,
-                                       failed)
+            ctx.durable.add_after_sync(conn, corr, list(synced.values()), respond, failed)
             return DEFERRED
-    return _response(version, results)
+    return _response(version, corr, results)
 
 
-def _response(version: int, results: list[tuple[str, list[tuple[int, _Result]]]]) -> Any:
-    mod = response_module(PRODUCE, version)
-    topics = tuple(
-        build(mod.TopicProduceResponse, name=name, partition_responses=tuple(
-            build(mod.PartitionProduceResponse, index=index, error_code=r.error, base_offset=r.base,
-                  log_start_offset=r.partition.log_start_offset if r.partition is not None else -1,
-                  record_errors=(), error_message=r.message)
-            for index, r in parts))
-        for name, parts in results)
-    return build(mod.ProduceResponse, responses=topics)
+def _response(version: int, corr: int, results: list[tuple[str, list[tuple[int, _Result]]]]) -> bytes:
+    """The answer's frame (hot.py writes it in one pass: this is every produce request's)."""
+    return produce_response(version, corr, [
+        (name, [(index, int(r.error), r.base,
+                 r.partition.log_start_offset if r.partition is not None else -1, r.message)
+                for index, r in parts])
+        for name, parts in results])
 
 
 def _append(ctx: KafkaContext, conn: Connection, corr: int, topic: str, partition: int,

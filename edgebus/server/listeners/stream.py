@@ -175,7 +175,11 @@ class Connection:
         """Read unless over the output bound; watch writability while output is queued."""
         if self.closed:
             return
-        self.reading = not self.overloaded and not self.awaiting
+        # Awaiting a deferred answer, a connection handles no further request (process()), but
+        # is still read up to its input bound: turning reads off and on again around every
+        # parked Kafka fetch cost two epoll_ctl calls per answer.
+        self.reading = not self.overloaded and not (
+            self.awaiting and self.proto.frames.buffered() >= self.max_input)
         mask = (_READ if self.reading else 0) | (_WRITE if self.out else 0)
         if mask != self.events:  # called after every answer: most change nothing
             self.loop.sel.modify(self.sock, mask, self.on_event)

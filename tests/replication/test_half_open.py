@@ -1,0 +1,55 @@
+"""A half-open link that is never closed: the relay forwards nothing and closes nothing, for as
+long as it takes, so only the replicator's heartbeat can notice (the cut and half-open events of
+the other tests all end in a cut, which would end the session by itself). The link must go down
+by itself, keep dialling, and once the relay forwards again ship the backlog written meanwhile
+without any new traffic to wake it."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from typing import Any
+
+import pytest
+
+from edgebus import Admin
+
+from .conftest import free_port, wait_for
+from .relay import Relay
+from .test_conformance import in_step, produce
+
+pytestmark = pytest.mark.integration
+
+
+def status(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
+        return json.loads(r.read())["links"]["l1"]
+
+
+@pytest.mark.parametrize("destination", ["peer"], indirect=True)
+def test_a_silent_link_is_noticed_by_the_heartbeat_and_the_backlog_drains(
+        source, destination, make_replicator) -> None:
+    relay = Relay(("127.0.0.1", destination.port))
+    with Admin(socket=source.socket) as a:
+        a.create_topic("quiet", 1)
+    produce(source, "quiet", 20)
+    rep = make_replicator(["quiet"], address=relay.address, heartbeat_s=0.3)
+    port = free_port()
+    rep.config_path.write_text(rep.config_path.read_text()
+                               + f"metrics:\n  listen: 127.0.0.1:{port}\n")
+    rep.start()
+    wait_for(lambda: in_step(source, destination, "quiet", 1), what="the mirror")
+    wait_for(lambda: status(port)["state"] == "up", what="the link up")
+    sessions = status(port)["sessions"]
+    relay.blackhole = True  # from now on nothing is forwarded and nothing is closed
+    produce(source, "quiet", 30)  # the backlog, written while the link is silent
+    wait_for(lambda: status(port)["state"] == "down", what=f"the heartbeat to notice the silent "
+             f"link:\n{rep.log()[-2000:]}")
+    assert "(retrying)" in rep.log()
+    # It keeps dialling: new sessions start while the relay still holds everything.
+    wait_for(lambda: status(port)["sessions"] >= sessions + 2, what="new sessions")
+    assert not in_step(source, destination, "quiet", 1)
+    relay.blackhole = False  # the link is back; the source gets no new record from here on
+    wait_for(lambda: in_step(source, destination, "quiet", 1), timeout=60,
+             what=f"the backlog to drain without new traffic:\n{rep.log()[-2000:]}")
+    relay.close()
