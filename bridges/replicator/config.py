@@ -45,7 +45,12 @@ from pathlib import Path
 from typing import Any
 
 from bridges.replicator.kafka_config import KafkaConfig, kafka_config
-from bridges.replicator.nats_config import NATS_KEYS, NatsOptions, nats_options
+from bridges.replicator.nats_config import (
+    NATS_KEYS,
+    NatsOptions,
+    down_subject_problem,
+    nats_options,
+)
 from edgebus.config import parse_duration, parse_size, read_yaml_file
 from edgebus.errors import ConfigError
 from edgebus.opsconfig import NODE_NAME_RE, is_host_port, is_loopback_listen, parse_listen
@@ -234,8 +239,10 @@ def _nats_link(raw: dict[str, Any], i: int, base: Path | None, node: str) -> Lin
 
     nats = nats_options(raw, where, node, secret, tls is not None)
     rules = _rules(raw, where)
-    if any(r.direction == "down" for r in rules):
-        raise ConfigError(f"{where}topics: direction: down is built for the kafka and peer targets only")
+    for j, r in enumerate(rules):
+        problem = down_subject_problem(r.remote or r.pattern) if r.direction == "down" else None
+        if problem is not None:
+            raise ConfigError(f"{where}topics[{j}].remote: {problem}")
     cap, durable, hb = _common(raw, where)
     return LinkConfig(_str(raw, "name", where, f"link{i}"), "nats", nats.servers[0], "", rules,
                       durable, tls, cap, hb, nats=nats, **_policies(raw, where))

@@ -9,7 +9,8 @@
       creds_file: /etc/edgebus/hub.creds        # or nkey_seed_file, or user + password_file,
       # nkey_seed_file: /etc/edgebus/hub.nk     #   or token_file (each mode 0600)
       tls: {ca: /etc/edgebus/hub-ca.pem, cert: ..., key: ...}   # cert/key: mutual TLS
-      topics: ["sensors.*"]
+      down_stream: OFFICE           # the stream direction: down rules read (default: stream)
+      topics: ["sensors.*", {pattern: commands, direction: down, remote: office.commands.gw-7}]
 
 Servers are nats:// or tls:// URLs (host:port alone means nats://). A server off this host
 needs tls (a tls block or tls:// URLs): credentials never cross the network in clear.
@@ -26,7 +27,7 @@ from typing import Any
 from edgebus.errors import ConfigError
 
 NATS_KEYS = frozenset({"servers", "stream", "subject_prefix", "replicas", "creds_file",
-                       "nkey_seed_file", "user", "password_file"})
+                       "nkey_seed_file", "user", "password_file", "down_stream"})
 MAX_SERVERS = 16
 _STREAM = re.compile(r"[A-Za-z0-9_-]{1,255}")  # JetStream: no '.', '*', '>', spaces or paths
 _PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
@@ -46,6 +47,7 @@ class NatsOptions:
     creds_file: str | None = None
     nkey_seed_file: str | None = None
     tls_urls: bool = False  # every server URL is tls://
+    down_stream: str | None = None  # the stream direction: down rules read (default: stream)
 
 
 def _servers(raw: Any, where: str) -> tuple[tuple[str, ...], bool]:
@@ -82,6 +84,10 @@ def nats_options(raw: dict[str, Any], where: str, node: str,
     if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
         raise ConfigError(f"{where}subject_prefix: expected NATS subject tokens separated by '.' "
                           f"(no wildcards), got {prefix!r}")
+    down = raw.get("down_stream")
+    if down is not None and (not isinstance(down, str) or not _STREAM.fullmatch(down)):
+        raise ConfigError(f"{where}down_stream: expected a JetStream stream name (letters, "
+                          f"digits, '_', '-'), got {down!r}")
     replicas = raw.get("replicas", 3)
     if isinstance(replicas, bool) or replicas not in (1, 3, 5):
         raise ConfigError(f"{where}replicas: expected 1, 3 or 5, got {replicas!r}")
@@ -102,4 +108,12 @@ def nats_options(raw: dict[str, Any], where: str, node: str,
     seed = str(secret("nkey_seed_file")[0]) if "nkey_seed_file" in raw else None
     token = secret("token_file")[1] if "token_file" in raw else None
     return NatsOptions(servers, stream, prefix, replicas, user, password, token,
-                       creds, seed, tls_urls)
+                       creds, seed, tls_urls, down)
+
+
+def down_subject_problem(subject: str) -> str | None:
+    """Why a direction: down rule's remote cannot be read from NATS (one exact subject), or None."""
+    if not _PREFIX.fullmatch(subject):
+        return (f"expected one NATS subject (tokens of letters, digits, '_', '-' separated by "
+                f"'.', no wildcards: one subject is one local partition), got {subject!r}")
+    return None

@@ -46,6 +46,10 @@ def make_remote(cfg: LinkConfig, node: str) -> Remote:
         from bridges.replicator.targets.kafka_pull import KafkaRemote
 
         return KafkaRemote(cfg.name, cfg.kafka, node, timeout=2 * cfg.heartbeat_s)
+    if cfg.target == "nats" and cfg.nats is not None:
+        from bridges.replicator.targets.nats_pull import NatsRemote
+
+        return NatsRemote(cfg, node, timeout=2 * cfg.heartbeat_s)
     raise ValueError(f"topics cannot be brought down from a {cfg.target} target yet")
 
 

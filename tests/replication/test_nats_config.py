@@ -49,9 +49,9 @@ def test_a_nats_link_is_read_with_its_defaults(tmp_path: Path) -> None:
     ({"token_file": "/nonexistent"}, "give one way to authenticate"),
     ({"password_file": None, "user": "u"}, "password_file"),
     ({"streem": "x"}, "streem: unknown key"),
-    # Bringing a topic down is built for peer and Kafka links only: said, not ignored.
-    ({"topics": [{"pattern": "cmd", "direction": "down"}]},
-     "direction: down is built for the kafka and peer targets only"),
+    # A topic brought down is one subject (tests/replication/test_nats_down.py has the rest).
+    ({"topics": [{"pattern": "cmd", "direction": "down", "remote": "cmd.>"}]},
+     r"topics\[0\].remote: expected one NATS subject"),
 ])
 def test_bad_nats_keys_are_named(tmp_path: Path, change: dict, message: str) -> None:
     doc = _good(tmp_path)

@@ -1,0 +1,219 @@
+"""The NATS target as a Remote: a JetStream subject brought down into a local topic
+(direction: down; docs/REPLICATION.md, "Bringing topics down from NATS").
+
+A rule's `remote` is one subject (no wildcards) of the link's `down_stream` (default: its
+`stream`); it is one partition, and its "offsets" are the stream sequences of its messages. The
+cursor is pull.py's, the local topic's last `edgebus-remote` header: each session makes a fresh
+ephemeral pull consumer (ack none, in memory) starting at that sequence, so a consumer deleted
+or reset at the server, or lost with the replicator, changes nothing; a consumer that skips (its
+delivery count jumps) or vanishes ends the session, and the next starts again from the header.
+
+Gaps (the stream's limits deleted messages before they came down) are found by the stream's
+first sequence: limits delete from the front, so a message of the subject between the position
+and a newly delivered one can only be gone if the first sequence passed the position. `safe` is
+the sequence below which every message of the subject is known delivered: the position, or,
+after a pull that found the subject at its end, the stream's last sequence read before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from bridges.replicator.config import LinkConfig
+from bridges.replicator.targets import nats_codec as C
+from bridges.replicator.targets.base import Pulled, RemoteRecord
+from bridges.replicator.targets.nats import (
+    ERR_STREAM_NOT_FOUND,
+    NatsTarget,
+    NatsUnavailableError,
+    _api_error,
+)
+
+PULL_MESSAGES = 500  # one pull request's batch: bounded memory per round
+
+
+@dataclass
+class _Consumer:
+    name: str
+    inbox: str
+    sub: Any
+    position: int  # the next stream sequence wanted
+    safe: int  # every message of the subject below this one has been delivered
+    delivered: int = 0  # the consumer's own count: a jump means it skipped
+    held: bool = False  # a gap was found: read no further (pull.py holds the partition)
+
+
+class NatsRemote(NatsTarget):
+    """Reads subjects of one stream; shares NatsTarget's connection and private event loop."""
+
+    def __init__(self, cfg: LinkConfig, node: str, timeout: float = 10.0) -> None:
+        super().__init__(cfg, node, timeout)
+        assert cfg.nats is not None
+        self.stream = cfg.nats.down_stream or cfg.nats.stream
+        self.name = f"nats stream {self.stream}"
+        self._subjects: list[str] = []
+        self._consumers: dict[str, _Consumer] = {}
+        self._last_seq = 0  # the stream's last sequence at the previous stream info
+        self._gaps: dict[tuple[str, int], str] = {}  # reported by the next pull
+
+    def _ensure_stream(self) -> None:
+        """Down: the back office's stream is never made here; until it is there, its subjects
+        wait (remote_partitions says None, pull.py asks again)."""
+        self._consumers.clear()
+        self._gaps.clear()
+
+    def _stream_info(self) -> dict[str, Any]:
+        info = self._run(self._api(f"$JS.API.STREAM.INFO.{self.stream}", {}))
+        err = info.get("error")
+        if err:
+            raise _api_error(err, f"{self.name}: ")
+        self._subjects = list(info.get("config", {}).get("subjects") or [])
+        return info
+
+    def connect_pull(self) -> None:
+        self.connect()
+
+    def remote_partitions(self, topic: str) -> int | None:
+        """1 when the stream takes the subject, None when it does not (yet)."""
+        info = self._run(self._api(f"$JS.API.STREAM.INFO.{self.stream}", {}))
+        err = info.get("error")
+        if err and err.get("err_code") == ERR_STREAM_NOT_FOUND:
+            return None
+        if err:
+            raise _api_error(err, f"{self.name}: ")
+        subjects = info.get("config", {}).get("subjects") or []
+        return 1 if any(_matches(f, topic) for f in subjects) else None
+
+    def remote_start(self, topic: str, partition: int) -> int:
+        return max(1, int(self._stream_info()["state"].get("first_seq", 1)))
+
+    def assign(self, positions: dict[tuple[str, int], int]) -> None:
+        if not positions:
+            return
+        self._last_seq = int(self._stream_info()["state"].get("last_seq", 0))
+        for (subject, _), seq in positions.items():
+            self._consumers[subject] = self._run(self._create(subject, max(1, seq)))
+
+    async def _create(self, subject: str, seq: int) -> _Consumer:
+        ns = 1_000_000_000
+        cfg = {"deliver_policy": "by_start_sequence", "opt_start_seq": seq,
+               "ack_policy": "none", "filter_subject": subject, "mem_storage": True,
+               "num_replicas": 1, "max_waiting": 4,
+               # Gone by itself when the replicator is (a SIGKILL leaves it behind).
+               "inactive_threshold": int(max(30.0, 6 * self.cfg.heartbeat_s) * ns)}
+        ans = await self._api(f"$JS.API.CONSUMER.CREATE.{self.stream}",
+                              {"stream_name": self.stream, "config": cfg})
+        if ans.get("error"):
+            raise _api_error(ans["error"], f"{self.name}: consumer for {subject}: ")
+        inbox = f"_INBOX.{uuid.uuid4().hex}"
+        sub = await self._nc.subscribe(inbox)
+        return _Consumer(ans["name"], inbox, sub, seq, seq)
+
+    def pull(self, wait_s: float) -> Pulled:
+        if self._gaps:  # found last time after records that had to be written first
+            out, self._gaps = Pulled(gaps=self._gaps), {}
+            return out
+        out = Pulled()
+        got = self._run(self._fetch_all(wait_s), wait_s + self.timeout)
+        before, info = self._last_seq, self._stream_info()
+        first = int(info["state"].get("first_seq", 0))
+        self._last_seq = int(info["state"].get("last_seq", 0))
+        for subject, (msgs, at_end) in got.items():
+            c = self._consumers[subject]
+            recs: list[RemoteRecord] = []
+            for m in msgs:
+                md = m.metadata
+                if md.sequence.consumer != c.delivered + 1:
+                    raise NatsUnavailableError(
+                        f"{self.name}: the consumer of {subject} skipped from delivery "
+                        f"{c.delivered} to {md.sequence.consumer}; reading again from the local "
+                        "topic's last record")
+                seq = md.sequence.stream
+                if seq > c.safe and first > c.safe:
+                    self._gaps[(subject, 0)] = (
+                        f"messages of {subject} from stream sequence {c.safe} on may be gone: "
+                        f"the stream's limits deleted up to {first - 1} before they were "
+                        f"brought down (the next one there is {seq})")
+                    c.held = True
+                    break
+                c.delivered = md.sequence.consumer
+                recs.append(_record(seq, int(md.timestamp.timestamp() * 1000), m.headers, m.data))
+                c.position = c.safe = seq + 1
+            if recs:
+                out.records[(subject, 0)] = recs
+            elif (subject, 0) in self._gaps:
+                out.gaps[(subject, 0)] = self._gaps.pop((subject, 0))
+            if at_end and (subject, 0) not in self._gaps and (subject, 0) not in out.gaps:
+                if first <= c.safe:
+                    c.safe = max(c.safe, before + 1)  # see the module's docstring
+                out.at_end[(subject, 0)] = c.position  # caught up: other subjects are no lag
+        return out
+
+    async def _fetch_all(self, wait_s: float) -> dict[str, tuple[list[Any], bool]]:
+        subjects = [s for s, c in self._consumers.items() if not c.held]
+        if not subjects:
+            await asyncio.sleep(wait_s)  # all held: idle, never spinning
+        res = await asyncio.gather(*(self._fetch(self._consumers[s], wait_s) for s in subjects))
+        return dict(zip(subjects, res, strict=True))
+
+    async def _fetch(self, c: _Consumer, wait_s: float) -> tuple[list[Any], bool]:
+        """One pull request: its messages, and whether it ended because there were no more."""
+        body = {"batch": PULL_MESSAGES, "expires": int(wait_s * 1e9), "no_wait": True}
+        await self._nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{c.name}",
+                               json.dumps(body).encode(), reply=c.inbox)
+        msgs: list[Any] = []
+        while len(msgs) < PULL_MESSAGES:
+            m = await c.sub.next_msg(timeout=wait_s + self.timeout)
+            # A status (no reply subject: not a stream message): "NATS/1.0 408 ..." and such.
+            status = (m.headers or {}).get("Status") if not m.reply else None
+            if status is not None:
+                if status in ("404", "408"):
+                    return msgs, True  # no (more) messages within the wait
+                raise NatsUnavailableError(f"{self.name}: pull from {c.name}: status {status} "
+                                           f"{m.headers.get('Description', '')}")
+            msgs.append(m)
+        return msgs, False
+
+    def heartbeat(self) -> None:
+        """A round trip, and each consumer still there (one deleted at the server ends the
+        session: the next makes new ones from the local cursor)."""
+        for c in self._consumers.values():
+            ans = self._run(self._api(f"$JS.API.CONSUMER.INFO.{self.stream}.{c.name}", {}))
+            if ans.get("error"):
+                raise NatsUnavailableError(f"{self.name}: consumer {c.name}: "
+                                           f"{ans['error'].get('description')}")
+
+    def close(self) -> None:
+        self._consumers.clear()
+        super().close()
+
+
+def _matches(pattern: str, subject: str) -> bool:
+    """Whether a stream's subject filter takes a subject (NATS wildcards * and >)."""
+    p, s = pattern.split("."), subject.split(".")
+    for i, tok in enumerate(p):
+        if tok == ">":
+            return len(s) > i
+        if i >= len(s) or (tok != "*" and tok != s[i]):
+            return False
+    return len(p) == len(s)
+
+
+def _record(seq: int, stored_ms: int, headers: dict[str, str] | None, payload: bytes
+            ) -> RemoteRecord:
+    """A message as a record: as the up direction wrote it (nats_codec), or, from any other
+    publisher, its payload with no key, its headers, the time the stream stored it."""
+    h = dict(headers or {})
+    if C.TIMESTAMP in h and C.MSG_ID in h:
+        try:
+            _, ts, key, value, hdrs = C.decode(h, payload)
+            return RemoteRecord(seq, ts, key, value, hdrs)
+        except ValueError:
+            pass  # not as nats_codec writes them: taken as a foreign message's headers
+    hdrs2: list[tuple[str, bytes | None]] = [
+        (n, v.encode()) for n, v in h.items() if not n.lower().startswith(("nats-", "status"))]
+    return RemoteRecord(seq, stored_ms, None, payload, hdrs2)
