@@ -178,9 +178,11 @@ class NatsRemote(NatsTarget):
             msgs.append(m)
         return msgs, False
 
-    def heartbeat(self) -> None:
+    def heartbeat(self, timeout: float | None = None) -> None:
         """A round trip, and each consumer still there (one deleted at the server ends the
         session: the next makes new ones from the local cursor)."""
+        if not self._consumers:
+            super().heartbeat(timeout)
         for c in self._consumers.values():
             ans = self._run(self._api(f"$JS.API.CONSUMER.INFO.{self.stream}.{c.name}", {}))
             if ans.get("error"):
