@@ -146,6 +146,13 @@ FETCHED_PARTITION_TAIL = struct.Struct("<qqi")
 FETCHED_PARTITION_RUN = struct.Struct("<ihHqqi")
 assert FETCHED_PARTITION_RUN.size == FETCHED_PARTITION_HEAD.size + FETCHED_PARTITION_TAIL.size
 
+# --- Kafka's layouts (FORMAT.md 9), converted at the Kafka listener's edge ----------------------
+# Kafka's, not edgebus's: declared here so that every byte layout edgebus reads or writes is in one
+# place; tests/test_format_doc.py checks them against FORMAT.md 9.1 and 9.4.
+KAFKA_BATCH_HEADER = struct.Struct(">qiibIhiqqqhii")  # v2 record batch header, big-endian (9.1)
+KAFKA_CONTROL_KEY = struct.Struct(">hh")  # a control record's key: version 0, type (9.4)
+KAFKA_CONTROL_VALUE = struct.Struct(">hi")  # its value: version 0, coordinator epoch (9.4)
+
 # --- Limits (each with its reason) ---------------------------------------------------------------
 # One batch is held in memory whole on both sides; 16 MiB bounds a client's cost to the supervisor.
 MAX_BATCH_BYTES = 16 * 1024 * 1024

@@ -47,7 +47,7 @@ def crc32c(data: bytes | bytearray | memoryview) -> int:
 
 
 # Kafka's v2 batch header (big-endian), FORMAT.md 9.1.
-KAFKA_HEADER = struct.Struct(">qiibIhiqqqhii")
+KAFKA_HEADER = F.KAFKA_BATCH_HEADER
 KAFKA_HEADER_SIZE = KAFKA_HEADER.size  # 61
 # Offsets derived from the header's fields (base_offset, batch_length, partition_leader_epoch,
 # magic, crc, ...): tests/test_format_doc.py checks them against FORMAT.md 9.1.

@@ -19,7 +19,6 @@ native one raises the edgebus error for each (server/handlers/txn.py).
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -53,8 +52,8 @@ CONCURRENT_TRANSACTIONS = 51
 MAX_TIMEOUT_MS = 15 * 60 * 1000  # Kafka's transaction.max.timeout.ms default
 CHECK_EVERY_S = 0.5  # how often open transactions are checked against their timeout
 CONTROL_ABORT, CONTROL_COMMIT = 0, 1
-_CONTROL_KEY = struct.Struct(">hh")  # Kafka's control record key: version 0, type
-_CONTROL_VALUE = struct.Struct(">hi")  # version 0, coordinator epoch
+_CONTROL_KEY = F.KAFKA_CONTROL_KEY  # Kafka's control record key: version 0, type
+_CONTROL_VALUE = F.KAFKA_CONTROL_VALUE  # version 0, coordinator epoch
 
 
 def control_batch(pid: int, epoch: int, commit: bool) -> bytearray:
