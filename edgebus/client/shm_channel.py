@@ -24,7 +24,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from edgebus import format as F
 from edgebus.client.channel import AsyncChannel, SyncChannel
 from edgebus.client.dispatch import Dispatcher, next_corr, refusal
 from edgebus.client.fetch_ahead import is_empty, next_body
+from edgebus.client.lazy_acks import LazyAcks
 from edgebus.client.shm_rings import ShmRings, connect_rings, ring_bytes_for
 from edgebus.client.socket_acks import LazySocketChannel
 from edgebus.errors import BrokerUnavailableError, InvalidRequestError, UnsupportedVersionError
@@ -39,13 +40,9 @@ from edgebus.fastpath.fetch import FetchBody, fetch_body, fetch_response
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ResponseFrame
 from edgebus.tuning import (
-    ACK_LAZY_GAPS,
-    ACK_LAZY_S,
     ACK_SPIN_NS,
     FETCH_AHEAD,
     STANDING,
-    STEADY_S,
-    URGENT_S,
     check_transport,
 )
 
@@ -219,7 +216,7 @@ def open_sync_channel(path: str | os.PathLike[str] | None = None, timeout: float
 
 
 # --- async (Producer) ----------------------------------------------------------------------------
-class ShmAsyncChannel(Dispatcher):
+class ShmAsyncChannel(LazyAcks, Dispatcher):
     """AsyncChannel's interface over the rings: send() from any thread (serialised by the
     Dispatcher's lock), the reader thread waits on the response ring.
 
@@ -235,17 +232,7 @@ class ShmAsyncChannel(Dispatcher):
                  on_lost: Callable[[BaseException], None] | None = None) -> None:
         super().__init__(path, on_lost, "edgebus-shm-reader")
         self._rings = rings
-        self._last_send = 0.0  # monotonic
-        self._send_gap = ACK_LAZY_S  # moving average of the gaps between requests (s, <= STEADY_S)
-        self._urgent_until = 0.0  # monotonic; see ACK_LAZY_S
-        self._lazy_wait = False  # the reader is (about to be) in an unsignalled wait
-        self._once = False  # hurry(once=True): the reader's next wait is a signalled one
-        # Threads blocked on an acknowledgement right now (waiting()): while any is, no wait is
-        # lazy. A count, not only hurry()'s time window: a waiter whose nudge came before its
-        # response (consumed by a wait that found nothing), or whose window ran out before the
-        # reader looked (a descheduled reader), would otherwise sit out a whole lazy wait.
-        self._waiters = 0
-        self._waiters_lock = threading.Lock()
+        self._init_lazy_acks()
         # hurry() writes to the rings' eventfd from any thread; close() closes it. This lock
         # orders the two, so a nudge never lands on a closed (and maybe reused) descriptor number.
         self._fd_lock = threading.Lock()
@@ -259,23 +246,8 @@ class ShmAsyncChannel(Dispatcher):
         self._start()
 
     def _write_ring(self, frame: bytes) -> None:
-        now = time.monotonic()
-        gap = now - self._last_send
-        self._send_gap += ((gap if gap < STEADY_S else STEADY_S) - self._send_gap) / 4
-        self._last_send = now
+        self._note_send()
         self._rings.write(frame)
-
-    def _lazy_until(self, now: float) -> float:
-        """When the reader's unsignalled wait must end; 0: no lazy wait now (someone waits, a
-        hurry() window, laziness off, or no steady sending: the last send is not recent)."""
-        if not ACK_LAZY_S or self._waiters or now < self._urgent_until:
-            return 0.0
-        last = self._last_send
-        if now - last >= STEADY_S:
-            return 0.0
-        span = ACK_LAZY_GAPS * self._send_gap
-        until = last + max(ACK_LAZY_S, span if span < STEADY_S else STEADY_S)
-        return until if until > now else 0.0
 
     def _receive(self) -> tuple[()]:
         if self._closed:
@@ -333,34 +305,11 @@ class ShmAsyncChannel(Dispatcher):
             req = self._rings.req
             return req is not None and req.head != req.tail
 
-    def hurry(self, once: bool = False) -> None:
-        """Someone waits for an acknowledgement: deliver them as they come for a while; once:
-        only the next one (a producer's batch held until it comes)."""
-        if once:
-            self._once = True  # before looking at _lazy_wait, which the reader sets before _once
-        else:
-            self._urgent_until = time.monotonic() + URGENT_S
-        if self._lazy_wait:
-            self._nudge()
-
     def _nudge(self) -> None:
         with self._fd_lock:
             if not self._fds_closed:
                 with contextlib.suppress(OSError):
                     os.eventfd_write(self._rings.efd_data, 1)  # end the reader's unsignalled wait
-
-    @contextlib.contextmanager
-    def waiting(self) -> Iterator[None]:
-        """Entered while a thread blocks on an acknowledgement: every wait of the reader is
-        signalled until it leaves (and a lazy wait under way is nudged now)."""
-        with self._waiters_lock:
-            self._waiters += 1
-        try:
-            self.hurry()  # after the count: a reader that missed the count is nudged
-            yield
-        finally:
-            with self._waiters_lock:
-                self._waiters -= 1
 
     def close(self) -> None:
         self._closed = True

@@ -25,27 +25,21 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from edgebus.client.channel import RECV_SIZE, AsyncChannel
+from edgebus.client.lazy_acks import LazyAcks
 from edgebus.errors import BrokerUnavailableError
-from edgebus.tuning import ACK_LAZY_GAPS, ACK_LAZY_S, STEADY_S, URGENT_S
 
 
-class LazySocketChannel(AsyncChannel):
+class LazySocketChannel(LazyAcks, AsyncChannel):
     """AsyncChannel whose acknowledgements a steadily sending producer takes itself."""
 
     def __init__(self, path: Path, on_lost: Callable[[BaseException], None] | None = None) -> None:
-        self._last_send = 0.0  # monotonic
-        self._send_gap = ACK_LAZY_S  # moving average of the gaps between requests (s)
+        self._init_lazy_acks()
         self._sent = 0  # requests written; a reap without a new one since the last finds nothing
         self._reaped_at = 0
-        self._urgent_until = 0.0
-        self._lazy_wait = False
-        self._once = False
-        self._waiters = 0
-        self._waiters_lock = threading.Lock()
         self._reap_lock = threading.Lock()
         self._deferred: BaseException | None = None
         self.reaped = 0  # responses taken by senders (tests, benchmarks)
@@ -63,22 +57,9 @@ class LazySocketChannel(AsyncChannel):
         self._write = self._write_sock
 
     def _write_sock(self, frame: bytes) -> None:
-        now = time.monotonic()
-        gap = now - self._last_send
-        self._send_gap += ((gap if gap < STEADY_S else STEADY_S) - self._send_gap) / 4
-        self._last_send = now
+        self._note_send()
         self._sent += 1
         self._sendall(frame)
-
-    def _lazy_until(self, now: float) -> float:
-        if not ACK_LAZY_S or self._waiters or now < self._urgent_until:
-            return 0.0
-        last = self._last_send
-        if now - last >= STEADY_S:
-            return 0.0
-        span = ACK_LAZY_GAPS * self._send_gap
-        until = last + max(ACK_LAZY_S, span if span < STEADY_S else STEADY_S)
-        return until if until > now else 0.0
 
     def _take(self, block: bool) -> None:
         """Under _reap_lock: read what the socket holds (waiting for it when block) and run
@@ -137,30 +118,11 @@ class LazySocketChannel(AsyncChannel):
         finally:
             self._reap_lock.release()
 
-    def hurry(self, once: bool = False) -> None:
-        if once:
-            self._once = True
-        else:
-            self._urgent_until = time.monotonic() + URGENT_S
-        if self._lazy_wait:
-            self._nudge()
-
     def _nudge(self) -> None:
         with self._fd_lock:
             if not self._fds_closed:
                 with contextlib.suppress(OSError):
                     os.eventfd_write(self._nudge_fd, 1)
-
-    @contextlib.contextmanager
-    def waiting(self) -> Iterator[None]:
-        with self._waiters_lock:
-            self._waiters += 1
-        try:
-            self.hurry()
-            yield
-        finally:
-            with self._waiters_lock:
-                self._waiters -= 1
 
     def _close_fds(self) -> None:
         with self._fd_lock:

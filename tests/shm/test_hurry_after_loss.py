@@ -12,7 +12,7 @@ import time
 import pytest
 
 from edgebus import batch as B
-from edgebus.client import shm_channel
+from edgebus.client import lazy_acks
 from edgebus.client.admin import Admin
 from edgebus.client.shm_channel import ShmAsyncChannel, open_async_channel
 from edgebus.protocol import messages as M
@@ -38,7 +38,7 @@ def test_hurry_after_the_channel_closed_in_a_lazy_wait_writes_nothing(broker, mo
     producer keeps the dead channel in _channel when reconnecting fails) does
     os.eventfd_write(<closed fd number>, 1): 8 bytes written into whatever file, pipe or socket
     now has that number."""
-    monkeypatch.setattr(shm_channel, "ACK_LAZY_S", 5.0)  # make the lazy wait easy to hit
+    monkeypatch.setattr(lazy_acks, "ACK_LAZY_S", 5.0)  # make the lazy wait easy to hit
     _topic(broker)
     ch = open_async_channel(broker.socket, "shm", 1 << 20)
     assert isinstance(ch, ShmAsyncChannel)
@@ -77,7 +77,7 @@ def test_future_get_after_supervisor_loss_writes_nothing_to_a_reused_fd(broker, 
     from edgebus.client.producer import Producer
     from edgebus.errors import EdgebusError
 
-    monkeypatch.setattr(shm_channel, "ACK_LAZY_S", 5.0)
+    monkeypatch.setattr(lazy_acks, "ACK_LAZY_S", 5.0)
     _topic(broker)
     p = Producer(socket=broker.socket, transport="shm", linger_ms=0, delivery_timeout_ms=60_000)
     try:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from edgebus import Admin, Producer
-from edgebus.client import shm_channel
+from edgebus.client import lazy_acks
 from edgebus.client.shm_channel import ShmAsyncChannel
 
 pytestmark = pytest.mark.integration
@@ -38,8 +38,8 @@ def test_steady_sends_resolve_every_callback_with_dense_offsets(broker) -> None:
 
 def test_waiting_on_a_future_ends_a_lazy_wait(broker, monkeypatch) -> None:
     # A lazy wait far longer than the get() timeout: only the nudge from hurry() can end it in time.
-    monkeypatch.setattr(shm_channel, "ACK_LAZY_S", 30.0)
-    monkeypatch.setattr(shm_channel, "URGENT_S", 0.0)  # every wait must nudge, not ride on a window
+    monkeypatch.setattr(lazy_acks, "ACK_LAZY_S", 30.0)
+    monkeypatch.setattr(lazy_acks, "URGENT_S", 0.0)  # every wait must nudge, not ride on a window
     p = _producer(broker)
     for i in range(20):
         p.send("t", b"x", partition=0)
@@ -52,7 +52,7 @@ def test_waiting_on_a_future_ends_a_lazy_wait(broker, monkeypatch) -> None:
 
 
 def test_flush_and_close_do_not_wait_out_a_lazy_wait(broker, monkeypatch) -> None:
-    monkeypatch.setattr(shm_channel, "ACK_LAZY_S", 30.0)
+    monkeypatch.setattr(lazy_acks, "ACK_LAZY_S", 30.0)
     p = _producer(broker)
     futs = [p.send("t", b"z", partition=0) for _ in range(100)]
     p.flush(5)  # OperationTimeoutError if flush did not hurry the reader
@@ -61,7 +61,7 @@ def test_flush_and_close_do_not_wait_out_a_lazy_wait(broker, monkeypatch) -> Non
 
 
 def test_lazy_acks_off_still_deliver(broker, monkeypatch) -> None:
-    monkeypatch.setattr(shm_channel, "ACK_LAZY_S", 0.0)
+    monkeypatch.setattr(lazy_acks, "ACK_LAZY_S", 0.0)
     p = _producer(broker)
     assert [p.send("t", b"w", partition=0).get(5).offset for _ in range(50)] == list(range(50))
     p.close()
@@ -71,9 +71,9 @@ def test_a_waiter_is_hurried_until_its_acknowledgement_comes(broker, monkeypatch
     # The nudge of get() comes while the record still lingers unsent: the reader wakes, finds
     # nothing and must not go back to an unsignalled wait while get() still waits (it did when
     # hurrying was one nudge plus a time window: the acknowledgement then sat out the 30 s).
-    monkeypatch.setattr(shm_channel, "ACK_LAZY_S", 30.0)
-    monkeypatch.setattr(shm_channel, "URGENT_S", 0.0)
-    monkeypatch.setattr(shm_channel, "STEADY_S", 3600.0)  # every wait would be a lazy one
+    monkeypatch.setattr(lazy_acks, "ACK_LAZY_S", 30.0)
+    monkeypatch.setattr(lazy_acks, "URGENT_S", 0.0)
+    monkeypatch.setattr(lazy_acks, "STEADY_S", 3600.0)  # every wait would be a lazy one
     with Admin(socket=broker.socket) as a:
         a.create_topic("t", 1)
     p = Producer(socket=broker.socket, transport="shm", linger_ms=300)

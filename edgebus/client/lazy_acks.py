@@ -1,0 +1,78 @@
+"""When a producer's reader thread may wait for acknowledgements without being signalled (issue 16).
+
+The policy both async channels share (ShmAsyncChannel on the rings, LazySocketChannel on the
+socket): while the producer sends steadily and nobody waits on a result, the reader waits
+unsignalled, ACK_LAZY_GAPS average send gaps after the last send (ACK_LAZY_S at least, STEADY_S
+at most), and the sender takes what came at its next send. A thread that blocks on a result
+(`waiting`) or a producer holding a batch for one acknowledgement (`hurry(once=True)`) ends that:
+the reader is nudged and its next wait is a signalled one. Each channel supplies `_nudge` (ending
+the reader's unsignalled wait) and calls `_note_send` for every request written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+
+from edgebus.tuning import ACK_LAZY_GAPS, ACK_LAZY_S, STEADY_S, URGENT_S
+
+
+class LazyAcks:
+    def _init_lazy_acks(self) -> None:
+        self._last_send = 0.0  # monotonic
+        self._send_gap = ACK_LAZY_S  # moving average of the gaps between requests (s, <= STEADY_S)
+        self._urgent_until = 0.0  # monotonic; see ACK_LAZY_S
+        self._lazy_wait = False  # the reader is (about to be) in an unsignalled wait
+        self._once = False  # hurry(once=True): the reader's next wait is a signalled one
+        # Threads blocked on an acknowledgement right now (waiting()): while any is, no wait is
+        # lazy. A count, not only hurry()'s time window: a waiter whose nudge came before its
+        # response (consumed by a wait that found nothing), or whose window ran out before the
+        # reader looked (a descheduled reader), would otherwise sit out a whole lazy wait.
+        self._waiters = 0
+        self._waiters_lock = threading.Lock()
+
+    def _note_send(self) -> None:
+        now = time.monotonic()
+        gap = now - self._last_send
+        self._send_gap += ((gap if gap < STEADY_S else STEADY_S) - self._send_gap) / 4
+        self._last_send = now
+
+    def _lazy_until(self, now: float) -> float:
+        """When the reader's unsignalled wait must end; 0: no lazy wait now (someone waits, a
+        hurry() window, laziness off, or no steady sending: the last send is not recent)."""
+        if not ACK_LAZY_S or self._waiters or now < self._urgent_until:
+            return 0.0
+        last = self._last_send
+        if now - last >= STEADY_S:
+            return 0.0
+        span = ACK_LAZY_GAPS * self._send_gap
+        until = last + max(ACK_LAZY_S, span if span < STEADY_S else STEADY_S)
+        return until if until > now else 0.0
+
+    def _nudge(self) -> None:
+        raise NotImplementedError
+
+    def hurry(self, once: bool = False) -> None:
+        """Someone waits for an acknowledgement: deliver them as they come for a while; once:
+        only the next one (a producer's batch held until it comes)."""
+        if once:
+            self._once = True  # before looking at _lazy_wait, which the reader sets before _once
+        else:
+            self._urgent_until = time.monotonic() + URGENT_S
+        if self._lazy_wait:
+            self._nudge()
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Entered while a thread blocks on an acknowledgement: every wait of the reader is
+        signalled until it leaves (and a lazy wait under way is nudged now)."""
+        with self._waiters_lock:
+            self._waiters += 1
+        try:
+            self.hurry()  # after the count: a reader that missed the count is nudged
+            yield
+        finally:
+            with self._waiters_lock:
+                self._waiters -= 1
