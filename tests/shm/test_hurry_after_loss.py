@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import select
+from collections.abc import Callable
 
 import pytest
 
@@ -25,6 +26,20 @@ def _topic(b: EmbeddedBroker, name: str = "t", partitions: int = 1) -> None:
 
 def _readable(fd: int, timeout: float = 0.2) -> bool:
     return bool(select.select([fd], [], [], timeout)[0])
+
+
+def _written_into_reused(efd: int, action: Callable[[], object]) -> bytes:
+    """What `action` writes into descriptor number `efd` (a closed eventfd's) once something
+    else of the process has it: here a pipe's write end, as an application's file would."""
+    r, w = os.pipe()
+    try:
+        os.dup2(w, efd)
+        action()
+        return os.read(r, 64) if _readable(r) else b""
+    finally:
+        os.close(efd)
+        os.close(r)
+        os.close(w)
 
 
 def _lazy_for_long(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,16 +74,8 @@ def test_hurry_after_the_channel_closed_in_a_lazy_wait_writes_nothing(broker, mo
     efd = ch._rings.efd_data
     ch.close()  # shutdown -> EOF seen in the lazy wait -> read() raises
     assert not ch._reader.is_alive()
-    # Some other part of the process now gets the number (here: a pipe's write end).
-    r, w = os.pipe()
-    try:
-        os.dup2(w, efd)
-        ch.hurry()  # e.g. Producer._hurry from a future's get() while reconnecting fails
-        leaked = os.read(r, 64) if _readable(r) else b""
-    finally:
-        os.close(efd)
-        os.close(r)
-        os.close(w)
+    # e.g. Producer._hurry from a future's get() while reconnecting fails
+    leaked = _written_into_reused(efd, ch.hurry)
     assert leaked == b"", f"hurry() on a closed channel wrote {leaked!r} into an unrelated fd"
 
 
@@ -99,16 +106,11 @@ def test_future_get_after_supervisor_loss_writes_nothing_to_a_reused_fd(broker, 
         fut = p.send("t", b"b", partition=0)  # inline: channel lost -> closed -> reconnect fails
         wait_for(lambda: p._channel is not ch and ch._rings.closed, 30,
                  "the dead channel dropped and its rings closed")
-        r, w = os.pipe()
-        try:
-            os.dup2(w, efd)  # the application opens something that gets the freed number
+        def get() -> None:
             with pytest.raises(EdgebusError):
                 fut.get(0.3)
-            leaked = os.read(r, 64) if _readable(r) else b""
-        finally:
-            os.close(efd)
-            os.close(r)
-            os.close(w)
+
+        leaked = _written_into_reused(efd, get)
         assert leaked == b"", f"future.get() wrote {leaked!r} into an unrelated fd"
     finally:
         p._closed = True  # the supervisor is gone: do not wait out close()'s flush
