@@ -6,13 +6,9 @@ import heapq
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgebus.protocol.messages import FetchRequest
-from edgebus.server.service import Service
-
-if TYPE_CHECKING:
-    from edgebus.server.listeners.stream import Connection
 
 
 @dataclass(eq=False, slots=True)
@@ -85,30 +81,3 @@ class FetchWaiters:
     def all(self) -> list[ParkedFetch]:
         """Every parked fetch once (a fetch on several partitions is indexed under each)."""
         return list({id(w): w for s in self._by_partition.values() for w in s}.values())
-
-
-class ParkingService(Service):
-    """A service whose timer is its parked fetches' deadlines (the native data plane's and the
-    Kafka listener's): an expired fetch, and at shutdown every one, goes to `complete_fetch`; a
-    closed connection's are dropped unanswered. The subclass sets `waiters` and answers."""
-
-    waiters: FetchWaiters
-
-    def complete_fetch(self, w: ParkedFetch) -> None:
-        raise NotImplementedError
-
-    def next_deadline(self) -> float | None:
-        return self.waiters.next_deadline()
-
-    def tick(self, now: float) -> None:
-        for w in self.waiters.expired(now):
-            self.complete_fetch(w)
-
-    def connection_closed(self, conn: Connection) -> None:
-        if conn.parked:
-            for w in [w for w in self.waiters.all() if w.conn is conn]:
-                self.waiters.remove(w)
-
-    def shutdown(self) -> None:
-        for w in self.waiters.all():
-            self.complete_fetch(w)

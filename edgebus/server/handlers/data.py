@@ -31,8 +31,9 @@ from edgebus.log.manager import LogManager
 from edgebus.protocol import messages as M
 from edgebus.server.dispatch import DEFERRED, NO_RESPONSE
 from edgebus.server.durable import DurableAcks
-from edgebus.server.fetchwait import FetchWaiters, ParkedFetch, ParkingService
+from edgebus.server.fetchwait import FetchWaiters, ParkedFetch
 from edgebus.server.handlers.standing import StandingFetches
+from edgebus.server.parking import ParkingService
 from edgebus.server.service import LoopApi
 from edgebus.server.stats import Stats
 

@@ -18,11 +18,12 @@ from kio.schema.errors import ErrorCode
 
 from edgebus import format as F
 from edgebus.errors import EdgebusError
-from edgebus.server.fetchwait import FetchWaiters, ParkedFetch, ParkingService
+from edgebus.server.fetchwait import FetchWaiters, ParkedFetch
 from edgebus.server.kafka.apis import DEFERRED
 from edgebus.server.kafka.codec import build, kafka_error, response_module
 from edgebus.server.kafka.hot import FetchPart, fetch_response
 from edgebus.server.kafka.records import edgebus_to_kafka
+from edgebus.server.parking import ParkingService
 from edgebus.server.txn.mark import up_to
 
 if TYPE_CHECKING:
