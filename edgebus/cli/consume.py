@@ -101,7 +101,9 @@ def _open(args: argparse.Namespace) -> Any:
         consumer.assign(tps)
         if args.offset is not None:
             consumer.seek(tps[0], args.offset)
-        elif args.from_beginning:
+        elif args.from_beginning and args.group is None:
+            # With a group, a partition starts at its committed offset and the reset policy
+            # (earliest) applies only where there is none, as --help says and Kafka does.
             consumer.seek_to_beginning(*tps)
     except BaseException:
         consumer.close()
