@@ -177,9 +177,12 @@ def run(args: argparse.Namespace, stdin: BinaryIO | None = None) -> int:
     except EdgebusError:
         if count or acked.first_failed:
             # Which input made it, so that the user can resume: the error itself follows.
+            first = acked.first_failed or count + 1
+            # Batches in flight when one fails may still land (their partition had room again).
+            later = " (some later ones were)" if acked.count > first - 1 else ""
             print(f"produced {acked.count} of {count} record{'' if count == 1 else 's'} sent "
-                  f"to {args.topic}; {what} {acked.first_failed or count + 1} was the first "
-                  "not produced", file=sys.stderr)
+                  f"to {args.topic}; {what} {first} was the first not produced{later}",
+                  file=sys.stderr)
         raise
     finally:
         producer.close()
