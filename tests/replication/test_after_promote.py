@@ -7,6 +7,9 @@ Real processes: two supervisors and `edgebus replicate` twice (before and after 
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,6 +80,13 @@ def test_a_returning_source_holds_the_promoted_topic_and_ships_the_rest(
     log = second.log()
     assert "'cmd' there is not a mirror of gw-src/cmd" in log, log
     assert "TopicExistsError" not in log, log
+    # `edgebus status` beside the source says so too: the row HELD, the reason below the table.
+    status = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "status", "--socket",
+                             source.socket], capture_output=True, text=True, timeout=60).stdout
+    row = next(ln for ln in status.splitlines() if "backup -> peer" in ln and " cmd-0 " in ln)
+    assert " HELD " in row, status
+    assert re.search(r"^HELD by .* backup: cmd-0: .*promoted with `edgebus topics promote`",
+                     status, re.M), status
     # The promoted topic is the peer's own: nothing of the returning source is mixed into it.
     assert _values(dst, "cmd") == [b"c0", b"c1", b"c2", b"c3", b"c4", b"after failover"]
     assert _values(dst, "logs") == [b"l%d" % i for i in range(10)]
