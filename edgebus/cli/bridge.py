@@ -89,7 +89,9 @@ def run_status(args: argparse.Namespace) -> int:
             if not isinstance(e, FileNotFoundError):
                 raise EdgebusError(f"cannot read the status file {path}: {e}") from None
             raise EdgebusError(f"no status file at {path}: the bridge has not run with this "
-                               "config (or status.file points elsewhere)") from None
+                               "config (or status.file points elsewhere; by default it is next "
+                               "to the edgebus socket: run this with the bridge's "
+                               "EDGEBUS_SOCKET)") from None
         except ValueError as e:
             raise EdgebusError(f"cannot read the status file {path}: {e}") from None
     if args.json:
