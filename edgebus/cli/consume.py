@@ -105,7 +105,7 @@ def _open(args: argparse.Namespace) -> Any:
         tps = [TopicPartition(args.topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         if args.offset is not None:
-            consumer.seek(tps[0], args.offset)
+            consumer.seek(tps[0], _start_within(consumer, tps[0], args.offset))
         elif args.from_beginning and args.group is None:
             # With a group, a partition starts at its committed offset and the reset policy
             # (earliest) applies only where there is none, as --help says and Kafka does.
@@ -114,6 +114,19 @@ def _open(args: argparse.Namespace) -> Any:
         consumer.close()
         raise
     return consumer
+
+
+def _start_within(consumer: Any, tp: Any, offset: int) -> int:
+    """--offset inside the partition's log, saying so when it is not (an offset past the end, or
+    deleted by retention, would otherwise read as nothing at all, or start at the end)."""
+    lo = consumer.beginning_offsets([tp])[tp]
+    hi = consumer.end_offsets([tp])[tp]
+    start = min(max(offset, lo), hi)
+    if start != offset:
+        held = f"offsets {lo}..{hi - 1}" if hi > lo else f"no records (its log ends at {hi})"
+        print(f"edgebus consume: {tp.topic}-{tp.partition} holds {held}, not {offset}; "
+              f"starting at {start}", file=sys.stderr)
+    return int(start)
 
 
 def formatter(args: argparse.Namespace) -> Callable[[Any], bytes]:
