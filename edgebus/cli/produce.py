@@ -175,7 +175,7 @@ def run(args: argparse.Namespace, stdin: BinaryIO | None = None) -> int:
                 _settle(producer, pending, acked)
         _settle(producer, pending, acked)
     except EdgebusError:
-        if count or acked.first_failed:
+        if count:  # with nothing sent yet, the error alone says it all
             # Which input made it, so that the user can resume: the error itself follows.
             first = acked.first_failed or count + 1
             # Batches in flight when one fails may still land (their partition had room again).
