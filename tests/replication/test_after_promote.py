@@ -80,13 +80,20 @@ def test_a_returning_source_holds_the_promoted_topic_and_ships_the_rest(
     log = second.log()
     assert "'cmd' there is not a mirror of gw-src/cmd" in log, log
     assert "TopicExistsError" not in log, log
-    # `edgebus status` beside the source says so too: the row HELD, the reason below the table.
-    status = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "status", "--socket",
-                             source.socket], capture_output=True, text=True, timeout=60).stdout
-    row = next(ln for ln in status.splitlines() if "backup -> peer" in ln and " cmd-0 " in ln)
-    assert " HELD " in row, status
+    # `edgebus status` beside the source says so too (from the status file the replicator
+    # rewrites every second): the row HELD, the reason below the table.
+    def status() -> str:
+        return subprocess.run([sys.executable, "-m", "edgebus.cli.main", "status", "--socket",
+                               source.socket], capture_output=True, text=True, timeout=60).stdout
+
+    def held_row() -> bool:
+        return any("backup -> peer" in ln and " cmd-0 " in ln and " HELD " in ln
+                   for ln in status().splitlines())
+
+    wait_for(held_row, what="the HELD row in `edgebus status`")
+    text = status()
     assert re.search(r"^HELD by .* backup: cmd-0: .*promoted with `edgebus topics promote`",
-                     status, re.M), status
+                     text, re.M), text
     # The promoted topic is the peer's own: nothing of the returning source is mixed into it.
     assert _values(dst, "cmd") == [b"c0", b"c1", b"c2", b"c3", b"c4", b"after failover"]
     assert _values(dst, "logs") == [b"l%d" % i for i in range(10)]
