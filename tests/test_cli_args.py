@@ -317,6 +317,12 @@ class FakeConsumer:
     def seek_to_beginning(self, *tps: Any) -> None:
         self.calls.append(("seek_to_beginning", *tps))
 
+    def beginning_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        return {tp: 0 for tp in tps}
+
+    def end_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        return {tp: 1 << 40 for tp in tps}
+
     def poll(self, timeout_ms: float = 0, max_records: int | None = None) -> dict[Any, list[Any]]:
         self.calls.append(("poll", timeout_ms, max_records))
         records = self.polls.pop(0) if self.polls else []

@@ -12,12 +12,16 @@ import sys
 import threading
 import time
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+try:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+except ImportError as e:  # a python3 outside the checkout's venv: say what to do, no traceback
+    raise SystemExit(f"teapot: {e}: run it with the checkout's .venv/bin/python (or `. "
+                     ".venv/bin/activate` first; ./scripts/quickstart setup makes it)") from None
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=1883)
     ap.add_argument("--id", default="pot-1")
