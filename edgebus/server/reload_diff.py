@@ -19,8 +19,9 @@ LIVE = ("topic_defaults", "topics", "acl", "kafka.auto_create_topics")
 LIVE_WITH_LISTENER = {"http.users_file": "http", "replica.tokens_file": "replica"}
 RESTART_ONLY_KEYS = ("acl.enabled",)  # under a LIVE section, but only a restart applies it
 
-# Longest value shown in a report; longer ones are cut (a topic list would flood a log line).
-MAX_SHOWN_CHARS = 80
+# Longest value shown in a report; longer ones are cut (a list of listeners or principals would
+# flood a log line), but any path fits whole.
+MAX_SHOWN_CHARS = 4096 + 100
 
 
 def changed_settings(old: Any, new: Any) -> list[str]:
