@@ -554,9 +554,12 @@ class Producer(_Delivery, TransactionalProducer):
                 self._flushing -= 1
 
     def close(self, timeout: float | None = None) -> None:
+        """Send what is buffered, wait for its acknowledgements (up to `timeout`), and close. A
+        transaction still open is aborted (as Kafka's producer does): commit it first to keep it."""
         if self._closed:
             return
         try:
+            self._abort_on_close(timeout)
             self.flush(timeout)
         finally:
             with self._cond:

@@ -14,13 +14,16 @@ adds each partition it writes before the first record goes there (ADD_PARTITIONS
 caller's thread), commits consumer offsets with it (TXN_OFFSET_COMMIT), and ends with END_TXN
 after every batch is acknowledged. Misuse gets InvalidTxnStateError; a newer instance of the same
 transactional id (or the supervisor aborting a transaction open past its timeout) makes this one
-fenced: ProducerFencedError from then on. close() leaves an open transaction open: the next
-instance's init_transactions(), or the transaction's timeout, aborts it (as in Kafka).
+fenced: ProducerFencedError from then on. close() aborts an open transaction, as Kafka's
+producer does: its records never become visible to read_committed consumers. A producer that
+cannot (killed, or the supervisor unreachable until close's timeout) leaves it to the next
+instance's init_transactions() or to the transaction's timeout, which abort it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -40,6 +43,8 @@ from edgebus.protocol import messages as M
 
 if TYPE_CHECKING:
     from edgebus.client.channel import SyncChannel
+
+log = logging.getLogger("edgebus.producer")
 
 # Transaction states of the client (what may be called when).
 UNINITIALIZED, READY, IN_TRANSACTION, FENCED = "uninitialized", "ready", "in transaction", "fenced"
@@ -187,6 +192,21 @@ class TransactionalProducer:
 
     def abort_transaction(self, timeout: float | None = None) -> None:
         self._transactions().end(False, timeout)
+
+    def _abort_on_close(self, timeout: float | None) -> None:
+        """close() with a transaction open: abort it (Kafka's producer does). A failure is
+        logged, not raised: close() still closes, and the transaction's timeout aborts it."""
+        t = self._txn
+        if t is None or t.state != IN_TRANSACTION:
+            return
+        log.warning("closing transactional producer %r with a transaction open: aborting it",
+                    t.seq.transactional_id)
+        try:
+            t.end(False, timeout)
+        except EdgebusError as e:
+            log.warning("close(): could not abort the open transaction of %r (%s); the "
+                        "supervisor aborts it after transaction_timeout_ms=%d",
+                        t.seq.transactional_id, e, t.seq.transaction_timeout_ms)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
