@@ -183,15 +183,19 @@ class _Delivery:
         else:
             now = time.monotonic()
             keep: deque[_Builder] = deque()
-            while self._ready:
+            # Partitions found unable to send: their later batches stay too, in order (and the
+            # scan of a long queue costs a set look-up per batch).
+            blocked: set[tuple[str, int]] = set()
+            while self._ready and self._in_flight + len(todo) < self.max_in_flight:
                 b = self._ready.popleft()
                 key = (b.topic, b.partition)
-                if self._in_flight + len(todo) < self.max_in_flight and \
-                        not self._waiting(key, now):
+                if key not in blocked and not self._waiting(key, now):
                     self._busy[key] = self._busy.get(key, 0) + 1
                     todo.append(b)
                 else:
+                    blocked.add(key)
                     keep.append(b)
+            keep.extend(self._ready)
             self._ready = keep
         self._in_flight += len(todo)
         return todo
@@ -231,8 +235,12 @@ class _Delivery:
         """Under self._cond, ordered mode: is a ready batch sendable now; else the earliest end
         of a backoff that holds one back (None: they wait for batches in flight)."""
         due = None
+        seen: set[tuple[str, int]] = set()  # a partition's first ready batch decides for it
         for b in self._ready:
             key = (b.topic, b.partition)
+            if key in seen:
+                continue
+            seen.add(key)
             if not self._waiting(key, now):
                 return True, None
             if self._busy.get(key):

@@ -209,8 +209,10 @@ class Producer(_Delivery, TransactionalProducer):
         self._channel: AsyncChannel | ShmAsyncChannel | None = None
         # acks="durable": sealed, unacknowledged batches per partition; at DURABLE_IN_FLIGHT its
         # open batch is held (keeps filling) instead of sealed at its linger deadline. Ordered
-        # mode holds a partition's next batch already (one in flight per partition).
-        self._hold_at = DURABLE_IN_FLIGHT if acks == M.ACKS_DURABLE and not self._ordered else 0
+        # mode with one batch in flight per partition holds a partition's next batch already;
+        # an idempotent producer's (more in flight) is held as in unordered mode.
+        self._hold_at = DURABLE_IN_FLIGHT if acks == M.ACKS_DURABLE and (
+            not self._ordered or self._per_partition > DURABLE_IN_FLIGHT) else 0
         self._unacked: dict[tuple[str, int], int] = {}
         # linger_ms=0: an open batch is held while the supervisor has not read our last request
         # (_take_for_inline_send); the next acknowledgement must then wake the I/O thread.
