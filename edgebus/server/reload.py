@@ -5,7 +5,8 @@ created when missing, and its settings (topic_defaults overlaid with its own key
 it has, so a restart and a reload end in the same state. A declared topic's settings changed by a
 client (Admin.alter_topic_config) are therefore set back to the file's at the next reload or
 restart; change the file instead. The partition count cannot change: a different count in the file
-is reported and left as it is. The access rules and `kafka.auto_create_topics` are applied too,
+is reported and left as it is. The access rules, `kafka.auto_create_topics` and `log_level`
+(unless the command line set it) are applied too,
 and so are the secrets files of the listeners that run: `http.users_file` (from the next HTTP
 request) and `replica.tokens_file` (from the next link; a link whose node's token changed or was
 removed is closed). Everything else in the file (data directory, socket, limits, intervals,
@@ -193,6 +194,11 @@ class ConfigReload(Service):
         self.admin.topic_defaults = topic_config_of(new.topic_defaults)
         if auto != self.config.kafka.auto_create_topics:
             self._set_auto_create(auto)
+        level = self.config.log_level
+        if "log_level" not in self.overridden and new.log_level != level:
+            level = new.log_level
+            logging.getLogger().setLevel(getattr(logging, level.upper(), logging.INFO))
+            log.warning("reload: log_level is %s", level)  # seen whatever the new level
         if users is not None:
             self._set_http_users(users, new.http.users_file)
         if tokens is not None:
@@ -201,7 +207,7 @@ class ConfigReload(Service):
         errors = apply_declared_topics(self.logs, new.topics, self.admin.groups.topic_created)
         # What a later reload applies over: the file's live settings, restart-only ones as running.
         self.config = dataclasses.replace(
-            self.config, topic_defaults=new.topic_defaults, topics=new.topics,
+            self.config, topic_defaults=new.topic_defaults, topics=new.topics, log_level=level,
             kafka=dataclasses.replace(self.config.kafka, auto_create_topics=auto),
             acl=dataclasses.replace(new.acl, enabled=self.config.acl.enabled),
             http=dataclasses.replace(self.config.http, users_file=new.http.users_file)

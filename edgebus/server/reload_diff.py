@@ -15,7 +15,9 @@ from typing import Any
 # acl: the rules, principals and default (acl.enabled is in RESTART_ONLY_KEYS below).
 # http.users_file and replica.tokens_file: the secrets are read again at every reload, so a
 # changed file (or path) applies to the next request or link; only while that listener runs.
-LIVE = ("topic_defaults", "topics", "acl", "kafka.auto_create_topics")
+# log_level: the root logger's level (unless the command line set it: then neither applied nor
+# reported, as the command line wins at a restart too).
+LIVE = ("topic_defaults", "topics", "acl", "kafka.auto_create_topics", "log_level")
 LIVE_WITH_LISTENER = {"http.users_file": "http", "replica.tokens_file": "replica"}
 RESTART_ONLY_KEYS = ("acl.enabled",)  # under a LIVE section, but only a restart applies it
 

@@ -160,3 +160,17 @@ def test_a_reload_without_listeners_reports_their_changes(make_broker: Any, tmp_
     for key in ("data_dir:", "http.enabled: False -> True", f"http.users_file: null -> {users}",
                 "acl.enabled: True -> False"):
         assert key in r.stdout, r.stdout
+
+
+def test_log_level_is_applied_by_a_reload(make_broker: Any) -> None:
+    b = make_broker().start()
+    cfg = Path(b.config_path)
+    edit(cfg, lambda doc: doc.update(log_level="WARNING"))
+    r = cli(b.socket, "reload")
+    assert r.returncode == 0, r.stdout + r.stderr  # applied: nothing waits for a restart
+    assert "reload: log_level is WARNING" in b.log()
+    # An INFO line each reload logs as it begins: the first one's, at INFO, is there.
+    assert b.log().count("received SIGHUP: reloading") == 1
+    r = cli(b.socket, "reload")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert b.log().count("received SIGHUP: reloading") == 1, "INFO logged at level WARNING"
