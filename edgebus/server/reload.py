@@ -30,9 +30,10 @@ from collections.abc import Callable
 from typing import Any
 
 from edgebus.config import load_replica_tokens
-from edgebus.errors import EdgebusError
+from edgebus.errors import ConfigError, EdgebusError
 from edgebus.log.manager import LogManager
 from edgebus.log.topic_config import TopicConfig
+from edgebus.opsconfig import is_loopback_listen
 from edgebus.server.handlers.admin import AdminHandlers, describe_changes
 from edgebus.server.notify import Notifier
 from edgebus.server.reload_diff import pending_restart
@@ -175,6 +176,13 @@ class ConfigReload(Service):
                 from edgebus.server.http.auth import load_users  # only with an HTTP listener
 
                 users = load_users(new.http.users_file)
+                listen = self.config.http.listen  # the running listener's (restart-only)
+                if not users and listen is not None and not is_loopback_listen(listen):
+                    # The file may now say loopback (which needs no users): that address only
+                    # applies at a restart, and until then the listener is open to the network.
+                    raise ConfigError(f"http.users_file: the HTTP listener runs on {listen}, not "
+                                      "a loopback address, so it keeps asking for authentication "
+                                      "until a restart; name a users file")
             tokens = (load_replica_tokens(new.replica.tokens_file) if "replica" in listeners
                       else None)
         except EdgebusError as e:

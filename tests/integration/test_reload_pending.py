@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import yaml
 
 from edgebus import Admin, ReplicaLink
 from edgebus.errors import AuthenticationError, BrokerUnavailableError, EdgebusError
-from edgebus.testing import wait_for
+from edgebus.testing import EmbeddedBroker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -174,3 +175,42 @@ def test_log_level_is_applied_by_a_reload(make_broker: Any) -> None:
     r = cli(b.socket, "reload")
     assert r.returncode == 0, r.stdout + r.stderr
     assert b.log().count("received SIGHUP: reloading") == 1, "INFO logged at level WARNING"
+
+
+# The supervisor in a network namespace of its own with one non-loopback address (on its own lo:
+# no kernel module needed): a listener "on the network" that reaches nothing outside the test.
+# The shell execs the supervisor, so the broker's pid is the supervisor's.
+NETNS_ADDRESS = "10.254.77.1"
+NETNS = ["unshare", "--net", "--", "sh", "-c",
+         f"ip link set lo up && ip addr add {NETNS_ADDRESS}/32 dev lo && exec \"$@\"", "sh"]
+
+
+def test_a_network_listener_keeps_asking_for_authentication(tmp_path: Path) -> None:
+    """The file now says loopback and no users file (valid for a loopback listener); the
+    listener still runs on the network address until a restart, so the reload is refused and
+    the users stay."""
+    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("unshare", "ip")):
+        pytest.skip("needs root, unshare and ip (iproute2) for a network namespace of its own")
+    import trustme
+
+    cert = trustme.CA().issue_cert(NETNS_ADDRESS)
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    users = secret_file(tmp_path / "users.yaml", {"alice": OLD_SECRET})
+    b = EmbeddedBroker(tmp_path / "broker", config={"http": {
+        "enabled": True, "listen": f"{NETNS_ADDRESS}:0", "users_file": str(users),
+        "tls_cert": str(tmp_path / "server.pem"), "tls_key": str(tmp_path / "server.key")}},
+        wrapper=NETNS)
+    try:
+        b.start()
+        cfg = Path(b.config_path)
+        edit(cfg, lambda doc: doc.update(http={"enabled": True, "listen": "127.0.0.1:0"}))
+        r = cli(b.socket, "reload")
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert (f"the HTTP listener runs on {NETNS_ADDRESS}:0, not a loopback address, so it "
+                "keeps asking for authentication") in r.stderr
+        with Admin(socket=b.socket) as admin:
+            st = admin.status()
+        assert st["reload"]["reloads"] == 0 and st["http"]["listen"].startswith(NETNS_ADDRESS)
+    finally:
+        b.cleanup()
