@@ -62,6 +62,8 @@ class InFlight:
         ps = s.ps
         ps.shipped_records += end - s.start
         ps.shipped_bytes += s.nbytes
+        if ps.lag_bytes >= 0:
+            ps.lag_bytes = max(0, ps.lag_bytes - s.nbytes)
         ps.appends += 1
         ps.duplicates += dups
         cursors[s.tp] = ps.cursor = end

@@ -78,6 +78,9 @@ class PartitionState:
     # caught_up_at is the bound): the append time of the batch at the cursor from the last read
     # there, or of the last batch shipped. lag_seconds is the age it gives (issue 11 item 5).
     head_append_ms: int = -1
+    # Bytes of log from the cursor to the source's end at the last read, less what shipped
+    # since (REPLICA_FETCH v1's bytes_to_end; -1: unknown, the source predates it).
+    lag_bytes: int = -1
     duplicates: int = 0
     error: str = ""  # why this partition is held (a gap, a recreated source); "" when flowing
     appends: int = 0  # appends sent this session (batching: fewer, larger ones with linger)
@@ -99,6 +102,9 @@ class LinkStatus:
     last_error: str = ""
     sessions: int = 0
     partitions: dict[tuple[str, int], PartitionState] = field(default_factory=dict)
+    # Bytes of batches read from the source (for a peer down direction: the peer) in this
+    # session: above shipped_bytes by what was read again (a dropped read-ahead, a retry).
+    read_bytes: int = 0
     gaps: dict[tuple[str, int], GapCount] = field(default_factory=dict)  # kept across sessions
     rates: dict[tuple[str, int], Rate] = field(default_factory=dict)  # sample(), about once a second
     # Guards `partitions` against a reader on another thread (the status endpoint).
@@ -123,6 +129,7 @@ class LinkStatus:
             g = gaps.get((topic, p), GapCount())
             out.append({"topic": topic, "partition": p, "target_end": ps.cursor,
                         "source_end": ps.source_end, "lag_records": lag,
+                        "lag_bytes": (ps.lag_bytes if lag else 0) if ps.lag_bytes >= 0 else None,
                         "lag_seconds": round(max(0.0, now - (
                             ps.head_append_ms / 1000 if ps.head_append_ms >= 0
                             else ps.caught_up_at)), 3) if lag else 0.0,
@@ -133,7 +140,7 @@ class LinkStatus:
                         "rate_records_s": round(rates.get((topic, p), (0.0, 0.0))[0], 1),
                         "rate_bytes_s": round(rates.get((topic, p), (0.0, 0.0))[1])})
         return {"state": self.state, "last_error": self.last_error, "sessions": self.sessions,
-                "partitions": out}
+                "read_bytes": self.read_bytes, "partitions": out}
 
 
 class LinkRunner(SessionLoop):
@@ -165,6 +172,7 @@ class LinkRunner(SessionLoop):
         target, st = self.target, self.status
         with st.lock:
             st.partitions = {}  # every cursor is read again from the target, held ones retried
+            st.read_bytes = 0
         self._inflight.clear()
         target.connect()
         self._target_io = time.monotonic()
@@ -316,6 +324,8 @@ class LinkRunner(SessionLoop):
               reads: dict[tuple[str, int], PartitionRead], order: list[tuple[str, int]],
               asked: dict[tuple[str, int], int]) -> bool:
         st, moved = self.status, False
+        with st.lock:
+            st.read_bytes += sum(len(r.data) for r in reads.values())
         for tp in order:
             self._settle(cursors)  # one append in flight at most; every target call after it
             r = reads[tp]
@@ -329,6 +339,8 @@ class LinkRunner(SessionLoop):
                 continue
             if r.error is None:
                 ps.source_end = r.log_end_offset
+                if r.bytes_to_end >= 0:
+                    ps.lag_bytes = r.bytes_to_end
                 if not r.data and cursors[tp] >= r.log_end_offset:
                     ps.caught_up_at, ps.head_append_ms = time.time(), -1
             if r.error is not None:
@@ -360,6 +372,9 @@ class LinkRunner(SessionLoop):
             if rule is not None and rule.max_age_ms is not None:
                 fresh = self._expire(tp, ps, cursors, r, rule.max_age_ms)
                 moved = moved or fresh is not r
+                if ps.lag_bytes >= 0:  # the expired batches are behind the cursor now
+                    ps.lag_bytes = max(0, ps.lag_bytes - len(r.data) +
+                                       (len(fresh.data) if fresh is not None else 0))
                 if fresh is None:
                     continue
                 r = fresh
@@ -382,6 +397,8 @@ class LinkRunner(SessionLoop):
             self._target_io = time.monotonic()
             ps.shipped_records += end - cursors[tp]
             ps.shipped_bytes += len(r.data)
+            if ps.lag_bytes >= 0:
+                ps.lag_bytes = max(0, ps.lag_bytes - len(r.data))
             ps.appends += 1
             ps.duplicates += dups
             cursors[tp] = ps.cursor = end
