@@ -30,10 +30,15 @@ from bridges.replicator.link import (
     LinkStatus,
     PartitionState,
 )
-from bridges.replicator.sessions import SessionLoop
+from bridges.replicator.sessions import SessionLoop, bounded_heartbeat, half_open
 from bridges.replicator.targets.base import Remote, RemoteRecord
 from edgebus import Admin, BatchReader, Producer
-from edgebus.errors import EdgebusError, NotAMirrorError, UnknownTopicError
+from edgebus.errors import (
+    EdgebusError,
+    NotAMirrorError,
+    OperationTimeoutError,
+    UnknownTopicError,
+)
 
 log = logging.getLogger("edgebus.replicator")
 
@@ -93,7 +98,12 @@ class PullRunner(SessionLoop):
             log.info("link %s: up, %d partition(s) from %s", self.label, len(cursors), remote.name)
             st.state, st.last_error = "up", ""
             self._was_up = True
-            beat = refresh = time.monotonic()
+            answered = refresh = time.monotonic()  # the target's last answer
+            hb = self.cfg.heartbeat_s
+            # A pull waits at most half a heartbeat for data (and the remote gives its answer
+            # a heartbeat more), so that with the heartbeat's own bound a half-open link is
+            # given up within two intervals of the last answer, as the up direction's.
+            wait_s = min(IDLE_WAIT_MS / 1000, hb / 2)
             missing = [r.remote or r.pattern for r in self.cfg.pulls
                        if (r.remote or r.pattern, 0) not in local_of]
             while not self.stop.is_set():
@@ -101,21 +111,27 @@ class PullRunner(SessionLoop):
                     refresh = time.monotonic()
                     if any(remote.remote_partitions(t) is not None for t in missing):
                         return  # a topic waited for is there: a new session takes it up
-                got = remote.pull(IDLE_WAIT_MS / 1000)
+                try:
+                    got = remote.pull(wait_s)
+                except OperationTimeoutError as e:
+                    raise half_open(hb, answered, "a pull unanswered", e) from None
+                if got.answered:
+                    answered = time.monotonic()
                 for rtp, end in got.at_end.items():
                     if rtp in local_of:
                         ps = st.partitions[local_of[rtp]]
                         ps.source_end = max(end, cursors[rtp])
-                        ps.caught_up_at = time.time()
+                        ps.caught_up_at, ps.head_append_ms = time.time(), -1
                 for rtp, why in got.gaps.items():
                     if rtp in local_of:
                         self._hold(local_of[rtp], f"gap at remote offset {cursors[rtp]}: {why}")
                 for rtp, recs in got.records.items():
                     if rtp in local_of and not st.partitions[local_of[rtp]].error:
-                        self._write(producer, rtp, local_of[rtp], recs, cursors)
-                if time.monotonic() - beat >= self.cfg.heartbeat_s:
-                    remote.heartbeat()  # a half-open link ends the session
-                    beat = time.monotonic()
+                        self._write(producer, rtp, local_of[rtp], recs, cursors,
+                                    got.behind.get(rtp))
+                if time.monotonic() - answered >= hb:
+                    # Raises on a half-open link: no answer within two intervals of the last.
+                    answered = bounded_heartbeat(remote.heartbeat, answered, hb)
 
     def _setup(self, admin: Admin, reader: BatchReader, local: str, rtopic: str,
                local_of: dict[tuple[str, int], tuple[str, int]],
@@ -174,10 +190,19 @@ class PullRunner(SessionLoop):
                   self.label, tp[0], tp[1], why)
 
     def _write(self, producer: Producer, rtp: tuple[str, int], ltp: tuple[str, int],
-               recs: list[RemoteRecord], cursors: dict[tuple[str, int], int]) -> None:
+               recs: list[RemoteRecord], cursors: dict[tuple[str, int], int],
+               behind: int | None = None) -> None:
         """Append to the local partition, chunk by chunk, each acknowledged (durable) before
-        the next goes: a failure is always at the end of what is there."""
+        the next goes: a failure is always at the end of what is there. behind: records the
+        target still holds after these (its lag once they are written), if it says."""
         ps = self.status.partitions[ltp]
+        fresh = [r for r in recs if r.offset >= cursors[rtp]]
+        if fresh:
+            ps.head_append_ms = fresh[0].timestamp  # the oldest not brought down, until it is
+            if behind is not None:
+                # lag_records is this end minus the cursor once these are written: `behind`
+                # (for NATS: stream sequences of other subjects in between are not counted).
+                ps.source_end = max(ps.source_end, fresh[-1].offset + 1 + behind)
         i = 0
         while i < len(recs):
             futs: list[Any] = []  # FutureRecordMetadata
@@ -191,7 +216,7 @@ class PullRunner(SessionLoop):
                 futs.append(producer.send(ltp[0], r.value, r.key, hdrs, partition=ltp[1],
                                           timestamp_ms=r.timestamp))
                 size += len(r.value or b"") + len(r.key or b"") + 64
-                last = r.offset
+                last, last_ts = r.offset, r.timestamp
                 i += 1
             if not futs:
                 continue
@@ -208,4 +233,7 @@ class PullRunner(SessionLoop):
             ps.shipped_records += len(futs)
             ps.shipped_bytes += size
             cursors[rtp] = ps.cursor = last + 1
+            ps.head_append_ms = last_ts  # what follows came no earlier
             ps.source_end = max(ps.source_end, ps.cursor)
+            if ps.cursor >= ps.source_end:
+                ps.caught_up_at, ps.head_append_ms = time.time(), -1

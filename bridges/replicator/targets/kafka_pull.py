@@ -49,7 +49,7 @@ class KafkaRemote:
                                       for (t, p), off in positions.items()])
 
     def pull(self, wait_s: float) -> Pulled:
-        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
         assert self.clients.consumer is not None
         out = Pulled()
@@ -77,14 +77,25 @@ class KafkaRemote:
                 for k, v in _pairs(m.headers())]
             out.records.setdefault((topic, part), []).append(
                 RemoteRecord(off, ts, _bytes(m.key()), _bytes(m.value()), hdrs))
+        for (topic, part), recs in out.records.items():
+            # The high watermark of the last fetch answer (librdkafka's cache, no request):
+            # what is still at Kafka after these records.
+            try:
+                _, hi = self.clients.consumer.get_watermark_offsets(TopicPartition(topic, part),
+                                                                    cached=True)
+            except KafkaException:
+                continue
+            if hi is not None and hi >= 0:
+                out.behind[(topic, part)] = max(0, int(hi) - recs[-1].offset - 1)
         return out
 
-    def heartbeat(self) -> None:
+    def heartbeat(self, timeout: float | None = None) -> None:
         from confluent_kafka import KafkaException
 
         assert self.clients.admin is not None
         try:
-            self.clients.admin.list_topics(timeout=self.timeout)  # naming none: see partitions()
+            # Naming no topic: see partitions().
+            self.clients.admin.list_topics(timeout=self.timeout if timeout is None else timeout)
         except KafkaException as e:
             raise kafka_error(e, f"Kafka at {self.cfg.bootstrap}") from None
 
