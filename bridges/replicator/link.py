@@ -45,6 +45,9 @@ GROUP_SYNC_S = 2.0  # how often consumer groups' committed offsets are mirrored
 READ_BYTES = 2 * 1024 * 1024
 MIN_READ_BYTES = 64 * 1024  # per partition: more than any batch header, so every read moves
 IDLE_WAIT_MS = 500  # long-poll of the source when nothing moved (idle is idle: no spinning)
+# Shipments in flight at once on a target that ships partitions in parallel (NATS: one atomic
+# batch per subject): each holds its read's buffer (at most READ_BYTES) until answered.
+MAX_PARALLEL = 4
 
 
 def make_target(cfg: LinkConfig, node: str) -> Target:
@@ -100,6 +103,7 @@ class LinkStatus:
     # Bytes of batches read from the source (for a peer down direction: the peer) in this
     # session: above shipped_bytes by what was read again (a dropped read-ahead, a retry).
     read_bytes: int = 0
+    in_flight_max: int = 0  # the most shipments in flight at once since the start (inflight.py)
     gaps: dict[tuple[str, int], GapCount] = field(default_factory=dict)  # kept across sessions
     rates: dict[tuple[str, int], Rate] = field(default_factory=dict)  # sample(), about once a second
     # Guards `partitions` against a reader on another thread (the status endpoint).
@@ -135,7 +139,8 @@ class LinkStatus:
                         "rate_records_s": round(rates.get((topic, p), (0.0, 0.0))[0], 1),
                         "rate_bytes_s": round(rates.get((topic, p), (0.0, 0.0))[1])})
         return {"state": self.state, "last_error": self.last_error, "sessions": self.sessions,
-                "read_bytes": self.read_bytes, "partitions": out}
+                "read_bytes": self.read_bytes, "in_flight_max": self.in_flight_max,
+                "partitions": out}
 
 
 class LinkRunner(SessionLoop):
@@ -205,10 +210,20 @@ class LinkRunner(SessionLoop):
                 moved = self._round(reader, infos, cursors, live, wait=not moved)
             self._settle(cursors)
 
-    def _settle(self, cursors: dict[tuple[str, int], int]) -> None:
-        if self._inflight.shipment is not None:
-            self._inflight.settle(cursors)
-            self._target_io = self._inflight.answered_at
+    def _settle(self, cursors: dict[tuple[str, int], int],
+                tp: tuple[str, int] | None = None) -> None:
+        """Every shipment in flight answered first, or, with a target that ships partitions
+        in parallel (NATS), only tp's (and the oldest when MAX_PARALLEL are in flight)."""
+        inflight = self._inflight
+        if not inflight.shipments:
+            return
+        if tp is not None and getattr(self.target, "parallel_partitions", False):
+            if len(inflight.shipments) >= MAX_PARALLEL:
+                inflight.settle(cursors, next(iter(inflight.shipments)))
+            inflight.settle(cursors, tp)
+        else:
+            inflight.settle(cursors)
+        self._target_io = inflight.answered_at
 
     def _round(self, reader: BatchReader, infos: dict[str, TopicInfo],
                cursors: dict[tuple[str, int], int], live: dict[tuple[str, int], int],
@@ -307,7 +322,7 @@ class LinkRunner(SessionLoop):
         with st.lock:
             st.read_bytes += sum(len(r.data) for r in reads.values())
         for tp in order:
-            self._settle(cursors)  # one append in flight at most; every target call after it
+            self._settle(cursors, tp)  # tp's shipment answered before tp ships again
             r = reads[tp]
             ps = st.partitions[tp]
             if asked[tp] != cursors[tp]:
@@ -363,8 +378,9 @@ class LinkRunner(SessionLoop):
             begin = getattr(self.target, "ship_begin", None)
             if begin is not None:  # answered later, after the next read (inflight.py)
                 finish = begin(tp[0], tp[1], r.incarnation, r)
-                self._inflight.shipment = Shipment(tp, ps, cursors[tp], r.next_offset,
-                                                   len(r.data), finish)
+                self._inflight.add(Shipment(tp, ps, cursors[tp], r.next_offset, len(r.data),
+                                            finish))
+                st.in_flight_max = max(st.in_flight_max, len(self._inflight.shipments))
             else:
                 end, dups = self.target.ship(tp[0], tp[1], r.incarnation, r)
             if wire0 is not None and self.cfg.max_bytes_per_s is not None:

@@ -62,6 +62,11 @@ ERR_WRONG_LAST_SEQUENCE = 10071
 
 
 class NatsTarget:
+    # The link may have one partition's batch in flight while it ships others (inflight.py):
+    # each subject's first message names its own expected last sequence, so batches of
+    # different subjects cannot make a hole in one another; never two of one subject.
+    parallel_partitions = True
+
     def __init__(self, cfg: LinkConfig, node: str, timeout: float = 10.0) -> None:
         assert cfg.nats is not None
         self.name = f"nats stream {cfg.nats.stream}"
