@@ -30,8 +30,7 @@ from typing import Any, TypeVar
 from bridges.replicator.config import LinkConfig
 from bridges.replicator.targets import nats_codec as C
 from bridges.replicator.targets import nats_frames as F
-from edgebus import PartitionRead, TopicInfo, client_context
-from edgebus.batch import Record
+from edgebus import PartitionRead, Record, TopicInfo, client_context
 from edgebus.errors import (
     AuthenticationError,
     BrokerUnavailableError,

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bridges.replicator.targets import nats_codec as C
-from edgebus.batch import Record
+from edgebus import Record
 
 EXPECTED = "Nats-Expected-Last-Subject-Sequence"
 
