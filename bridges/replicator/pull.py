@@ -27,6 +27,7 @@ from bridges.replicator.config import LinkConfig
 from bridges.replicator.link import (
     IDLE_WAIT_MS,
     TOPIC_REFRESH_S,
+    GapCount,
     LinkStatus,
     PartitionState,
 )
@@ -75,6 +76,7 @@ class PullRunner(SessionLoop):
         self.status = LinkStatus()
         self.thread = threading.Thread(target=self.run, name=f"pull-{cfg.name}", daemon=True)
         self._was_up = False
+        self._markers: set[tuple[tuple[str, int], int]] = set()  # gap markers counted
 
     def _end_session(self) -> None:
         self.remote.close()
@@ -184,6 +186,30 @@ class PullRunner(SessionLoop):
             f"not bring down from {rtopic}-{p}: something else writes there; bring the topic "
             "down into a local topic of its own")
 
+    def _gap_marker(self, rtp: tuple[str, int], ltp: tuple[str, int], r: RemoteRecord) -> None:
+        """An up direction's gap marker (docs/FORMAT.md 7.11) comes down as a gap, not as a
+        record: the source offsets it names were never shipped, so there is nothing to write;
+        counted (status gap_records / expired_records, metrics) and logged once, as the up
+        direction reports its own gaps. A marker read again by a later session (it was the
+        subject's last message) is not counted again."""
+        if (rtp, r.offset) in self._markers:
+            return
+        self._markers.add((rtp, r.offset))
+        start, _, rest = r.gap.partition("/")
+        end, _, why = rest.partition("/")
+        n = int(end) - int(start) if start.isdigit() and end.isdigit() else 0
+        text = (f"remote {rtp[0]} message {r.offset}: source offsets {start}..{int(end) - 1 if n else end} "
+                f"({n} records) were never shipped there ({why})")
+        with self.status.lock:
+            g = self.status.gaps.setdefault(ltp, GapCount())
+            if why == "max_age":
+                g.max_age += n
+            else:
+                g.retention += n
+            g.last = text
+        log.warning("link %s: %s-%d: gap marker, not a record: %s", self.label, ltp[0], ltp[1],
+                    text)
+
     def _hold(self, tp: tuple[str, int], why: str) -> None:
         self.status.partitions[tp].error = why
         log.error("link %s: %s-%d held: %s; until an operator acts (docs/REPLICATION.md)",
@@ -211,6 +237,10 @@ class PullRunner(SessionLoop):
                 r = recs[i]
                 if r.offset < cursors[rtp]:
                     i += 1  # already here (a record the consumer gave again)
+                    continue
+                if r.gap:
+                    self._gap_marker(rtp, ltp, r)  # offsets the up direction never shipped
+                    i += 1
                     continue
                 hdrs = [*r.headers, (REMOTE_HEADER, remote_header(self.cfg.name, *rtp, r.offset))]
                 futs.append(producer.send(ltp[0], r.value, r.key, hdrs, partition=ltp[1],

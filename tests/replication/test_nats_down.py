@@ -301,6 +301,51 @@ def test_a_round_trip_through_nats_is_lossless(source: Any, nats: NatsDestinatio
     wait_for(lambda: back() == want, what=f"meters-back to equal meters:\n{rep.log()[-2000:]}")
 
 
+def test_an_up_directions_gap_marker_comes_down_as_a_gap(
+        source: Any, nats: NatsDestination, down: Callable[..., Replicator]) -> None:
+    """Between two records an up direction wrote, its gap marker (FORMAT.md 7.11: source
+    offsets 1..40 never shipped, retention): the local topic gets the two records and nothing
+    for the marker; the link counts the 40 offsets as gap records (status, one WARNING line)."""
+    import urllib.request
+
+    from .conftest import free_port
+
+    _office(nats)
+    urls = [n.url for n in nats.cluster.nodes]
+
+    async def publish() -> None:
+        nc = await _connect(urls)
+        js = nc.jetstream()
+        try:
+            p0, h0 = C.encode("gw", "t", 0, 0, 1_700_000_000_000, b"k", b"before", [])
+            await js.publish(SUBJECT, p0, headers=h0)
+            await js.publish(SUBJECT, b"offsets 1..40 of gw/t/0 never shipped: retention", headers={
+                C.MSG_ID: C.msg_id("gw", "t", 0, 40), C.GAP: "1/41/retention", C.RESUME: "41"})
+            p1, h1 = C.encode("gw", "t", 0, 41, 1_700_000_000_041, b"k", b"after", [])
+            await js.publish(SUBJECT, p1, headers=h1)
+        finally:
+            await nc.close()
+
+    asyncio.run(publish())
+    port = free_port()
+    rep = down()
+    rep.config_path.write_text(rep.config_path.read_text()
+                               + f"metrics:\n  listen: 127.0.0.1:{port}\n")
+    rep.start()
+
+    def link() -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
+            return dict(json.loads(r.read())["links"]["office:down"])
+
+    wait_for(lambda: link()["partitions"][0]["target_end"] == 4,
+             what=f"the subject down:\n{rep.log()[-2000:]}")
+    rows = source_records(source.socket, "commands", 0)
+    assert [(k, v) for _, _, k, v, _ in rows] == [(b"k", b"before"), (b"k", b"after")], rows
+    part = link()["partitions"][0]
+    assert part["gap_records"] == 40 and "1..40 (40 records)" in part["last_gap"], part
+    assert rep.log().count("gap marker, not a record") == 1
+
+
 def test_a_stream_made_later_is_read_then(source: Any, nats: NatsDestination,
                                           down: Callable[..., Replicator]) -> None:
     """The link starts before the back office has made its stream: the topic waits (no error

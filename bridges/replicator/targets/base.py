@@ -66,6 +66,9 @@ class RemoteRecord:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes | None]]
+    # An up direction's gap marker (FORMAT.md 7.11: "<start>/<end>/<reason>"), not a record:
+    # pull.py counts it as a gap and writes nothing. "" for a record.
+    gap: str = ""
 
 
 @dataclass

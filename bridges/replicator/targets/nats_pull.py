@@ -215,6 +215,8 @@ def _record(seq: int, stored_ms: int, headers: dict[str, str] | None, payload: b
     """A message as a record: as the up direction wrote it (nats_codec), or, from any other
     publisher, its payload with no key, its headers, the time the stream stored it."""
     h = dict(headers or {})
+    if C.GAP in h and C.MSG_ID in h:  # an up direction's gap marker: a gap, not a record
+        return RemoteRecord(seq, stored_ms, None, payload, [], gap=h[C.GAP])
     if C.TIMESTAMP in h and C.MSG_ID in h:
         try:
             _, ts, key, value, hdrs = C.decode(h, payload)
