@@ -11,7 +11,7 @@ from typing import Any
 
 from bridges.replicator.kafka_config import KafkaConfig
 from bridges.replicator.targets.base import Pulled, RemoteRecord
-from bridges.replicator.targets.kafka import KafkaClients, kafka_error
+from bridges.replicator.targets.kafka import GAP_HEADER, GAP_KEY, KafkaClients, kafka_error
 
 PULL_RECORDS = 1000  # records one pull takes at most: bounded memory per round
 
@@ -75,8 +75,12 @@ class KafkaRemote:
             hdrs: list[tuple[str, bytes | None]] = [
                 (k, v if isinstance(v, bytes | None) else bytes(v))
                 for k, v in _pairs(m.headers())]
+            key = _bytes(m.key())
+            # An up direction's gap marker (FORMAT.md 7.10) comes down as a gap (pull.py).
+            gap = next((v.decode(errors="replace") for k, v in hdrs
+                        if k == GAP_HEADER and v is not None), "") if key == GAP_KEY else ""
             out.records.setdefault((topic, part), []).append(
-                RemoteRecord(off, ts, _bytes(m.key()), _bytes(m.value()), hdrs))
+                RemoteRecord(off, ts, key, _bytes(m.value()), hdrs, gap=gap))
         for (topic, part), recs in out.records.items():
             # The high watermark of the last fetch answer (librdkafka's cache, no request):
             # what is still at Kafka after these records.
