@@ -100,7 +100,7 @@ class PullRunner(SessionLoop):
             log.info("link %s: up, %d partition(s) from %s", self.label, len(cursors), remote.name)
             st.state, st.last_error = "up", ""
             self._was_up = True
-            answered = refresh = time.monotonic()  # the target's last answer
+            answered = beat = refresh = time.monotonic()  # answered: the target's last answer
             hb = self.cfg.heartbeat_s
             # A pull waits at most half a heartbeat for data (and the remote gives its answer
             # a heartbeat more), so that with the heartbeat's own bound a half-open link is
@@ -131,9 +131,11 @@ class PullRunner(SessionLoop):
                     if rtp in local_of and not st.partitions[local_of[rtp]].error:
                         self._write(producer, rtp, local_of[rtp], recs, cursors,
                                     got.behind.get(rtp))
-                if time.monotonic() - answered >= hb:
+                if time.monotonic() - beat >= hb:
                     # Raises on a half-open link: no answer within two intervals of the last.
-                    answered = bounded_heartbeat(remote.heartbeat, answered, hb)
+                    # Every interval even while pulls are answered: NATS's also checks that
+                    # the session's consumers are still there.
+                    answered = beat = bounded_heartbeat(remote.heartbeat, answered, hb)
 
     def _setup(self, admin: Admin, reader: BatchReader, local: str, rtopic: str,
                local_of: dict[tuple[str, int], tuple[str, int]],
