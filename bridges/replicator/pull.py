@@ -93,8 +93,12 @@ class PullRunner(SessionLoop):
                          batch_size=CHUNK_BYTES * 2, max_request_size=CHUNK_BYTES * 4,
                          transport="socket") as producer:
             for rule in self.cfg.pulls:
-                self._setup(admin, reader, rule.pattern, rule.remote or rule.pattern,
-                            local_of, cursors)
+                if rule.subjects:  # NATS: subject i into partition i
+                    self._setup_subjects(admin, reader, rule.pattern, rule.subjects, local_of,
+                                         cursors)
+                else:
+                    self._setup(admin, reader, rule.pattern, rule.remote or rule.pattern,
+                                local_of, cursors)
             remote.assign({tp: c for tp, c in cursors.items()
                            if not st.partitions[local_of[tp]].error})
             log.info("link %s: up, %d partition(s) from %s", self.label, len(cursors), remote.name)
@@ -106,8 +110,9 @@ class PullRunner(SessionLoop):
             # a heartbeat more), so that with the heartbeat's own bound a half-open link is
             # given up within two intervals of the last answer, as the up direction's.
             wait_s = min(IDLE_WAIT_MS / 1000, hb / 2)
-            missing = [r.remote or r.pattern for r in self.cfg.pulls
-                       if (r.remote or r.pattern, 0) not in local_of]
+            missing = [name for r in self.cfg.pulls
+                       for name in (r.subjects or (r.remote or r.pattern,))
+                       if (name, 0) not in local_of]
             while not self.stop.is_set():
                 if missing and time.monotonic() - refresh >= TOPIC_REFRESH_S:
                     refresh = time.monotonic()
@@ -171,13 +176,45 @@ class PullRunner(SessionLoop):
                 continue
             cursors[rtp] = ps.cursor = c
 
+    def _setup_subjects(self, admin: Admin, reader: BatchReader, local: str,
+                        subjects: tuple[str, ...], local_of: dict[tuple[str, int], tuple[str, int]],
+                        cursors: dict[tuple[str, int], int]) -> None:
+        """Several NATS subjects into one local topic (made with one partition per subject if
+        there is none): subject i into partition i, each with its own cursor, the last record's
+        header of its partition (`<link>/<subject>/0/<sequence>`)."""
+        st = self.status
+        try:
+            info = reader.describe(local)
+        except UnknownTopicError:
+            admin.create_topic(local, len(subjects))
+            info = reader.describe(local)
+        for p, subject in enumerate(subjects):
+            with st.lock:
+                ps = st.partitions[(local, p)] = PartitionState(-1)
+            if p >= info.partitions:
+                self._hold((local, p), f"the local topic {local!r} has {info.partitions} "
+                           f"partition(s), the rule names {len(subjects)} subjects: add partitions")
+                continue
+            if self.remote.remote_partitions(subject) is None:
+                ps.error = f"{self.remote.name} has no subject {subject!r} (yet)"
+                continue  # `missing`: a new session takes it up once it is there
+            local_of[(subject, 0)] = (local, p)
+            try:
+                c = self._local_cursor(reader, local, p, subject, info.start_offsets[p],
+                                       info.end_offsets[p], remote_partition=0)
+            except NotAMirrorError as e:
+                self._hold((local, p), str(e))
+                continue
+            cursors[(subject, 0)] = ps.cursor = c
+
     def _local_cursor(self, reader: BatchReader, local: str, p: int, rtopic: str,
-                      start: int, end: int) -> int:
+                      start: int, end: int, remote_partition: int | None = None) -> int:
+        rp = p if remote_partition is None else remote_partition
         if end <= start:
-            return self.remote.remote_start(rtopic, p)  # nothing here yet: all the target has
+            return self.remote.remote_start(rtopic, rp)  # nothing here yet: all the target has
         batches, _, _ = reader.read(local, p, end - 1)
         last = batches[-1].records(local, p)[-1]
-        want = f"{self.cfg.name}/{rtopic}/{p}/"
+        want = f"{self.cfg.name}/{rtopic}/{rp}/"
         for k, v in last.headers:
             if k == REMOTE_HEADER and v is not None and v.decode(errors="replace").startswith(want):
                 tail = v.decode()[len(want):]
@@ -185,7 +222,7 @@ class PullRunner(SessionLoop):
                     return int(tail) + 1
         raise NotAMirrorError(
             f"{local}-{p} ends with a record (offset {last.offset}) that link {self.cfg.name} did "
-            f"not bring down from {rtopic}-{p}: something else writes there; bring the topic "
+            f"not bring down from {rtopic}-{rp}: something else writes there; bring the topic "
             "down into a local topic of its own")
 
     def _gap_marker(self, rtp: tuple[str, int], ltp: tuple[str, int], r: RemoteRecord) -> None:
