@@ -18,6 +18,9 @@ peer, and a record produced there comes down as soon as the peer has it durable.
 
 The cursor is the local mirror's log end, read at the start of every session: a crash of the
 replicator, of either supervisor or a cut at any point loses nothing and doubles nothing.
+Lag is reported as the up direction's (records, bytes from REPLICA_FETCH version 1, seconds:
+the age of the oldest record not brought down); with linger_ms the read after the wait starts
+where the waking read ended, and both come down in one append (nothing is read twice).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pathlib import Path
 from bridges.replicator.config import LinkConfig, TlsConfig
 from bridges.replicator.link import IDLE_WAIT_MS, TOPIC_REFRESH_S, LinkStatus, PartitionState
 from bridges.replicator.pull import PullRunner
+from bridges.replicator.sessions import bounded_heartbeat
 from edgebus import PartitionRead, ReplicaLink, client_context
 from edgebus.errors import EdgebusError, OffsetOutOfRangeError, UnknownTopicError
 
@@ -112,12 +116,14 @@ class PeerPullRunner(PullRunner):
                  peer.peer_node, cfg.address)
         st.state, st.last_error = "up", ""
         self._was_up = True
-        beat = refresh = time.monotonic()
+        self._local_io = beat = refresh = time.monotonic()  # _local_io: this node's last answer
         wait_ms = long_poll_ms(cfg.heartbeat_s)
         while not self.stop.is_set():
             if time.monotonic() - beat >= cfg.heartbeat_s:
-                local.ping()  # the peer answers every read; this side needs its own sign of life
-                beat = time.monotonic()
+                # The peer answers every read; this side needs its own sign of life, awaited
+                # until two intervals after its last answer (the up direction's bound).
+                self._local_io = beat = bounded_heartbeat(local.ping, self._local_io,
+                                                          cfg.heartbeat_s)
             if (missing or self._gone) and time.monotonic() - refresh >= TOPIC_REFRESH_S:
                 refresh = time.monotonic()
                 # A topic waited for is there, or one deleted at the peer was created again: a
@@ -239,6 +245,7 @@ class PeerPullRunner(PullRunner):
         ps.head_append_ms = first_ms  # the oldest record not brought down, until it is
         try:
             _, present, end = local.append(ltp[0], ltp[1], rd.incarnation, rd.data, durable=True)
+            self._local_io = time.monotonic()
         except EdgebusError as e:
             if not e.retriable:
                 self._hold(ltp, f"the local supervisor refused the peer's batches: {e}")
