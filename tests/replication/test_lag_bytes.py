@@ -16,8 +16,9 @@ import pytest
 from edgebus import Admin, BatchReader, Producer
 from edgebus.client.replica import FetchVersion, _read_durable
 
-from .conftest import wait_for
-from .test_policies import metrics, status, with_metrics
+from .conftest import replicator_metrics as metrics
+from .conftest import replicator_status as status
+from .conftest import wait_for, with_metrics
 
 pytestmark = pytest.mark.integration
 

@@ -430,7 +430,6 @@ def test_with_linger_a_burst_at_the_peer_comes_down_in_few_appends(source, peer,
         f"{n} appends for {shipped} batches with linger_ms 1500:\n{rep.log()[-3000:]}")
     # The batch that woke the link is not read again after the linger: every byte read from
     # the peer came down once (counted per session, like shipped_bytes).
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
-        link = json.loads(r.read())["links"]["l1:down"]
+    link = link_status(port, "l1:down")
     assert link["read_bytes"] == link["partitions"][0]["shipped_bytes"] > 0, link
     assert link["partitions"][0]["lag_bytes"] == 0 and got["lag_seconds"] == 0.0, link
