@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, TextIO
 
-from edgebus.cli.common import print_table
+from edgebus.cli.common import human_size, print_table
 
 
 def render(replicators: list[dict[str, Any]], out: TextIO) -> None:
@@ -33,11 +33,12 @@ def render(replicators: list[dict[str, Any]], out: TextIO) -> None:
                              f"{p['topic']}-{p['partition']}" if p else "-",
                              "-" if p.get("target_end") is None else p["target_end"],
                              "-" if lag is None else lag,
+                             "-" if p.get("lag_bytes") is None else human_size(p["lag_bytes"]),
                              "-" if not p else f"{p.get('lag_seconds', 0.0):.1f}",
                              "-" if p.get("rate_records_s") is None else p["rate_records_s"],
                              p.get("gap_records", 0) + p.get("expired_records", 0) if p else "-",
                              p.get("already_there", "-") if p else "-"))
     print_table(["REPLICATOR", "LINK", "STATE", "PARTITION", "TARGET END", "LAG RECORDS",
-                 "LAG S", "RATE REC/S", "GAPS", "ALREADY THERE"], rows, out=out)
+                 "LAG BYTES", "LAG S", "RATE REC/S", "GAPS", "ALREADY THERE"], rows, out=out)
     for (where, why), tps in held.items():
         print(f"HELD by {where}: {', '.join(tps)}: {why}", file=out)

@@ -428,3 +428,8 @@ def test_with_linger_a_burst_at_the_peer_comes_down_in_few_appends(source, peer,
     n, shipped = got["appends"], got["shipped_records"]
     assert shipped > 0 and n * 2 <= max(shipped, 2), (
         f"{n} appends for {shipped} batches with linger_ms 1500:\n{rep.log()[-3000:]}")
+    # The batch that woke the link is not read again after the linger: every byte read from
+    # the peer came down once (counted per session, like shipped_bytes).
+    link = link_status(port, "l1:down")
+    assert link["read_bytes"] == link["partitions"][0]["shipped_bytes"] > 0, link
+    assert link["partitions"][0]["lag_bytes"] == 0 and got["lag_seconds"] == 0.0, link
