@@ -179,7 +179,11 @@ class DataHandlers(Service):
     def fetch(self, conn: Any, corr: int, req: M.FetchRequest) -> Any:
         if getattr(getattr(conn, "shm", None) or conn, "standing", None) is not None:
             self.standing.end(conn)  # a FETCH replaces the connection's standing fetch
-        if req.max_bytes <= 0 or any(fp.max_bytes <= 0 for fp in req.partitions):
+        bad = req.max_bytes <= 0
+        for fp in req.partitions:  # a loop, not any(): no generator's calls per FETCH
+            if fp.max_bytes <= 0:
+                bad = True
+        if bad:
             raise InvalidRequestError("fetch max_bytes must be positive")
         wait = min(req.max_wait_ms, self.max_fetch_wait_ms)
         parkable = (wait > 0 and not self.api.stopping
@@ -308,9 +312,10 @@ class DataHandlers(Service):
         if self.append_listeners:
             for listener in self.append_listeners:
                 listener(p)
-        waiting = self.waiters.waiting_on(p.topic, p.partition)
-        if not waiting or self.api.output_budget_used:
+        parked = self.waiters.by_partition.get((p.topic, p.partition))  # waiting_on, inlined
+        if not parked or self.api.output_budget_used:
             return  # parked fetches wait (costing nothing) until room or their deadline
+        waiting = list(parked)
         for w in waiting:
             if w.standing:
                 if batch is not None and self.standing.push(w, p, batch, base, append_time):
