@@ -136,8 +136,9 @@ class Dispatcher:
                 f"{api_name(api_key)} is not allowed on this connection"
                 + ("" if conn.node else " before REPLICA_HELLO")))
             return
-        if api_key == _PRODUCE and api_version == 0:
-            fields = decode_produce(body)
+        fields = decode_produce(body) if api_key == _PRODUCE and api_version == 0 else None
+        # _handle's work, without its call (once per request)
+        try:
             if fields is not None:
                 # A connection's cached "yes" for its topic skips the checked wrapper: with
                 # one record per request that wrapper and the check's call were ~1 us of
@@ -146,22 +147,19 @@ class Dispatcher:
                 acl = self.acl
                 if acl is not None and (st is None or st.gen != acl.gen or st.node is not conn.node
                                         or not (st.all or st.cache[TOPIC_WRITE].get(fields[0]))):
-                    produce = self._produce_checked
+                    result = self._produce_checked(conn, corr, *fields)
                 else:
-                    produce = self._produce
-                # _handle, without the call (one per one-record PRODUCE)
-                try:
-                    result = produce(conn, corr, *fields)
-                except Exception as e:
-                    self._failed(conn, api_key, corr, e)
-                    return
-                if type(result) is bytes:
-                    conn.queue(result)
-                elif result is not DEFERRED and result is not NO_RESPONSE:
-                    self._queue_answer(conn, corr, result)
-                return
-        self._handle(conn, api_key, corr, self._decode_and_handle,
-                     (RequestFrame(api_key, api_version, corr, body),))
+                    result = self._produce(conn, corr, *fields)
+            else:
+                result = self._decode_and_handle(conn, corr,
+                                                 RequestFrame(api_key, api_version, corr, body))
+        except Exception as e:
+            self._failed(conn, api_key, corr, e)
+            return
+        if type(result) is bytes:
+            conn.queue(result)
+        elif result is not DEFERRED and result is not NO_RESPONSE:
+            self._queue_answer(conn, corr, result)
 
     def _decode_and_handle(self, conn: Connection, corr: int, req: RequestFrame) -> Any:
         body = decode_request(req)

@@ -334,7 +334,9 @@ class DataHandlers(Service):
                     self.waiters.remove(w)
                     if not w.conn.closed:
                         self.stats.batch_sent(p.topic, batch)
-                        self.api.answer(w.conn, w.correlation_id, frame)
+                        # LoopApi.answer of an encoded frame, without its two calls
+                        w.conn.queue(frame)
+                        w.conn.update_interest()
                         if w.standing:
                             self.standing.answered(w, None, batch, base)
                     continue

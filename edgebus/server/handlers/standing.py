@@ -188,12 +188,23 @@ class StandingFetches:
                 self._stop(link)
                 data.api.answer(conn, corr, data._busy())
                 return
-            resp, total = data.read_fetch(req)
-            if total < req.min_bytes and not any(p.error_code for p in resp.partitions):
-                self._park(conn, corr, req)
-                return
-            data.api.answer(conn, corr, resp)
-            nxt = next_fetch(req, resp, req.max_wait_ms)
+            frame = data._fetch_tail(corr, req)
+            if frame is not None:
+                # The one batch appended since (a consumer one answer behind, resumed): from
+                # memory, as read_fetch would answer it; the successor starts at the log end.
+                data.api.answer(conn, corr, frame)
+                fp = req.partitions[0]
+                end = data.logs.partition(fp.topic, fp.partition).log_end_offset
+                nxt: M.FetchRequest | None = M.FetchRequest(
+                    req.max_wait_ms, req.min_bytes, req.max_bytes,
+                    [M.FetchPartition(fp.topic, fp.partition, end, fp.max_bytes)])
+            else:
+                resp, total = data.read_fetch(req)
+                if total < req.min_bytes and not any(p.error_code for p in resp.partitions):
+                    self._park(conn, corr, req)
+                    return
+                data.api.answer(conn, corr, resp)
+                nxt = next_fetch(req, resp, req.max_wait_ms)
             if nxt is None:
                 self._stop(link)
                 return
