@@ -60,7 +60,7 @@ def fetch_status(cfg: Any, path: str) -> tuple[dict[str, Any] | None, str]:
     None and why not. Also `edgebus status --replicator FILE`."""
     if not cfg.metrics_listen:
         raise EdgebusError(f"{path} sets no metrics.listen: the replicator serves no status to "
-                           "ask")
+                           "ask (`edgebus status` beside its supervisor shows its links anyway)")
     import urllib.error  # here, not at the top: `edgebus serve` would carry it (~8 MB)
     import urllib.request
 

@@ -14,6 +14,7 @@ def render(replicators: list[dict[str, Any]], out: TextIO) -> None:
         return
     print(file=out)
     rows = []
+    held: dict[tuple[str, str], list[str]] = {}  # (link, why) -> partitions it holds
     for doc in replicators:
         who = f"{doc.get('node', '?')} (pid {doc['pid']})"
         for name, link in sorted((doc.get("links") or {}).items()):
@@ -24,8 +25,12 @@ def render(replicators: list[dict[str, Any]], out: TextIO) -> None:
             parts = link.get("partitions") or [{}]
             for p in parts:
                 lag = p.get("lag_records")
+                if p.get("held"):  # the reason below the table: one line per cause, not per row
+                    held.setdefault((f"{who} {name}", p["held"]), []).append(
+                        f"{p['topic']}-{p['partition']}")
                 rows.append((who, f"{name} {arrow} {link.get('target')} {link.get('address')}",
-                             state, f"{p['topic']}-{p['partition']}" if p else "-",
+                             "HELD" if p.get("held") else state,
+                             f"{p['topic']}-{p['partition']}" if p else "-",
                              "-" if p.get("target_end") is None else p["target_end"],
                              "-" if lag is None else lag,
                              "-" if not p else f"{p.get('lag_seconds', 0.0):.1f}",
@@ -34,3 +39,5 @@ def render(replicators: list[dict[str, Any]], out: TextIO) -> None:
                              p.get("already_there", "-") if p else "-"))
     print_table(["REPLICATOR", "LINK", "STATE", "PARTITION", "TARGET END", "LAG RECORDS",
                  "LAG S", "RATE REC/S", "GAPS", "ALREADY THERE"], rows, out=out)
+    for (where, why), tps in held.items():
+        print(f"HELD by {where}: {', '.join(tps)}: {why}", file=out)

@@ -79,6 +79,18 @@ class ReplicaHandlers:
         self.links: list[Any] = []  # connections that passed REPLICA_HELLO (closed ones dropped)
         self.acl: Authorizer | None = None  # set by the broker: links' reads need a rule
 
+    def set_tokens(self, tokens: Mapping[str, str]) -> None:
+        """New tokens (a reload): a link that came in with a token its node no longer has (changed
+        or removed) is closed, so revoking a peer takes effect now; its replicator reconnects
+        and is checked against the new tokens. Links admitted by a certificate stay."""
+        old, self.tokens = self.tokens, dict(tokens)
+        for conn in [c for c in self.links if not c.closed and c.peer_name is None]:
+            if self.tokens.get(conn.node) != old.get(conn.node):
+                log.warning("closing the replica link of node %s (%r): its token changed in "
+                            "replica.tokens_file", conn.node, conn)
+                self.api.close(conn)
+        self.links = [c for c in self.links if not c.closed]
+
     def hello(self, conn: Any, corr: int, req: M.ReplicaHelloRequest) -> Any:
         if conn.peer_name is not None:
             # Mutual TLS: the verified certificate names the node; no token is needed.
