@@ -213,6 +213,31 @@ class Segment:
             write_all(self.fd, memoryview(data)[done:])
         self.size += n
 
+    def append_batch(self, data: bytes | bytearray | memoryview, base_offset: int,
+                     append_time: int, interval: int) -> OSError | None:
+        """`write` then `note_batch(..., persist=True)` of a live append, as one call: the
+        produce path's common case (no index entry due) costs no further call. OSError from the
+        write (the caller cuts back with truncate()); returns note_batch's index error, if any."""
+        assert self.fd is not None and self.writable
+        pos = self.size
+        n = len(data)
+        done = os.write(self.fd, data)  # one call for the whole batch, nearly always
+        if done != n:
+            if done <= 0:
+                raise OSError(errno.EIO, "write made no progress")
+            write_all(self.fd, memoryview(data)[done:])
+        self.size = pos + n
+        rels = self._recent_rels
+        if (self.bytes_since_index >= interval or self.first_append_time is None
+                or len(rels) >= 2 * RECENT_BATCHES):
+            return self.note_batch(pos, base_offset, append_time, n, interval, True)
+        # note_batch's work when no index entry is due and the recent lists have room
+        self.max_append_time = append_time
+        rels.append(base_offset - self.base_offset)
+        self._recent_pos.append(pos)
+        self.bytes_since_index += n
+        return None
+
     def truncate(self, size: int) -> None:
         fd = self.open_writable()
         self.forget_recent()
