@@ -86,6 +86,7 @@ class ShmSyncChannel(SyncChannel):
         self._standing_ok = STANDING  # False once a supervisor did not know FETCH_STANDING
         self._marks: dict[tuple[str, int], tuple[int, int]] = {}  # last high watermark, log start
         self.fetch_ahead_hits = 0
+        self.quick_answers = 0  # answers taken by standing_records (tests, benchmarks)
 
     @property
     def using_shm(self) -> bool:
@@ -236,6 +237,7 @@ class ShmSyncChannel(SyncChannel):
             recs, hw, ls, offset = got
             self._marks[(topic, partition)] = (hw, ls)
             self.fetch_ahead_hits += 1
+            self.quick_answers += 1
             out += recs
             if not frames:
                 break
