@@ -344,9 +344,9 @@ class Consumer:
             plan = self._plan = FetchPlan(fetchable, *limits)
             self._quick = None
             if len(fetchable) == 1 and hasattr(self._ch, "standing_records"):
-                tp = fetchable[0]
-                self._quick = (tp, F.ARRAY_COUNT.pack(1) + wire_str(tp.topic)
-                               + F.I32.pack(tp.partition))
+                one = fetchable[0]
+                self._quick = (one, F.ARRAY_COUNT.pack(1) + wire_str(one.topic)
+                               + F.I32.pack(one.partition))
         body = plan.body(max_wait_ms, offsets)
         resp = self._ch.request(M.Api.FETCH, body, timeout=max_wait_ms / 1000 + 30)
         tp_of = self._tp_of
