@@ -79,8 +79,10 @@ class ShmSyncChannel(SyncChannel):
         # id, and its answers as they arrived. A standing fetch (FETCH_STANDING, docs/FORMAT.md
         # 7.13) is answered many times under one correlation id, each answer the guess that
         # follows from the one before; `_standing` is its id while armed.
-        self._ahead: tuple[bytes, int] | None = None
-        self._ahead_body: FetchBody | None = None  # the request `_ahead` guessed (its key's body)
+        # The key is None when only `_ahead_at` (plan, offsets, max_wait_ms: the guessed request)
+        # was recorded (standing_records); `_ahead_key` makes it when the general path needs it.
+        self._ahead: tuple[bytes | None, int] | None = None
+        self._ahead_at: tuple[FetchPlan, tuple[int, ...], int] | None = None
         self._ahead_frames: deque[ResponseFrame] = deque()
         self._standing: int | None = None
         self._standing_ok = STANDING  # False once a supervisor did not know FETCH_STANDING
@@ -135,7 +137,7 @@ class ShmSyncChannel(SyncChannel):
     def _drop_ahead(self) -> None:
         # Its answers still on the way are dropped when they come (`_keep` no longer matches);
         # a standing fetch ends at the supervisor with the FETCH this is followed by.
-        self._ahead, self._standing, self._ahead_body = None, None, None
+        self._ahead, self._standing, self._ahead_at = None, None, None
         self._ahead_frames.clear()
 
     def _fetch(self, request: M.FetchRequest | FetchBody, deadline: float, t: float) -> Any:
@@ -143,7 +145,7 @@ class ShmSyncChannel(SyncChannel):
             return super()._fetch(request, deadline, t)  # the socket, one fetch per answer
         body = fetch_body(request)
         key = body.key
-        ahead = self._ahead
+        ahead = self._ahead_key()
         standing = None
         if ahead is not None and ahead[0] == key:
             # The fetch sent ahead is this one: wait for it as long as this request would
@@ -153,7 +155,7 @@ class ShmSyncChannel(SyncChannel):
             frame = self._next_ahead(ahead[1], min(deadline, own))
             if frame is None:
                 return self._nothing_yet(body)
-            standing, self._ahead, self._ahead_body = self._standing, None, None
+            standing, self._ahead, self._ahead_at = self._standing, None, None
             if frame.error_code in _NO_STANDING and standing is not None:
                 # A supervisor without FETCH_STANDING: fetch-ahead with plain fetches from now.
                 self._standing_ok = False
@@ -176,7 +178,8 @@ class ShmSyncChannel(SyncChannel):
                 if guess is not None:
                     # The supervisor re-armed the standing fetch with this same guess
                     # (edgebus/fastpath/standing.py): its next answer comes under the same id.
-                    self._ahead, self._ahead_body = (guess.key, standing), guess
+                    self._ahead = (guess.key, standing)
+                    self._ahead_at = (guess.plan, guess.offsets, guess.max_wait_ms)
                     return resp
                 self._drop_ahead()  # no offset moved: it ended there
             if guess is None and is_empty(resp) and body.max_wait_ms > 0:
@@ -191,10 +194,17 @@ class ShmSyncChannel(SyncChannel):
             data = guess.data
             self._write(F.REQUEST_HEADER.pack(F.REQUEST_MIN_LENGTH + len(data), _STANDING, 0,
                                               corr) + data, deadline)
-            self._ahead, self._standing, self._ahead_body = (guess.key, corr), corr, guess
-            return
-        self._ahead = (guess.key, self._send(M.Api.FETCH, guess, deadline))
-        self._ahead_body = guess
+            self._ahead, self._standing = (guess.key, corr), corr
+        else:
+            self._ahead = (guess.key, self._send(M.Api.FETCH, guess, deadline))
+        self._ahead_at = (guess.plan, guess.offsets, guess.max_wait_ms)
+
+    def _ahead_key(self) -> tuple[bytes | None, int] | None:
+        ahead = self._ahead
+        if ahead is not None and ahead[0] is None and self._ahead_at is not None:
+            plan, offsets, max_wait_ms = self._ahead_at
+            ahead = self._ahead = (plan.body(max_wait_ms, offsets).key, ahead[1])
+        return ahead
 
     def standing_records(self, plan: FetchPlan, offset: int, max_wait_ms: int, deadline: float,
                          want: bytes, topic: str, partition: int, make: Callable[..., Any]
@@ -207,8 +217,8 @@ class ShmSyncChannel(SyncChannel):
         left first in line, and the caller's FETCH through `request` takes it as before.
         Every answer already received is taken, each answering the fetch re-armed from the end
         of the one before (edgebus/fastpath/standing.py)."""
-        ahead, corr = self._ahead_body, self._standing
-        if corr is None or ahead is None or ahead.plan is not plan or ahead.offsets[0] != offset \
+        at, corr = self._ahead_at, self._standing
+        if corr is None or at is None or at[0] is not plan or at[1] != (offset,) \
                 or _fetched_records is None:
             return None
         frames = self._ahead_frames
@@ -244,9 +254,9 @@ class ShmSyncChannel(SyncChannel):
             frame = frames.popleft()
         if not out:
             return None
-        # The supervisor re-armed the standing fetch from the end of what it sent.
-        guess = plan.body(ahead.max_wait_ms, (offset,))
-        self._ahead, self._ahead_body = (guess.key, corr), guess
+        # The supervisor re-armed the standing fetch from the end of what it sent (its key is
+        # made only if the general path needs it).
+        self._ahead, self._ahead_at = (None, corr), (plan, (offset,), at[2])
         return out, hw
 
     def _remember(self, resp: M.FetchResponse) -> None:
