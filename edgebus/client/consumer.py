@@ -270,7 +270,7 @@ class Consumer:
         while True:
             if self._group is not None:
                 self._group.poll()
-            fetchable = self._fetchable()
+            fetchable = self._assigned if not self._paused else self._fetchable()
             if not self._buffer and fetchable:
                 # The deadline may be infinite (consumer_timeout_ms's default): no int() of it.
                 left_ms = (deadline - time.monotonic()) * 1000
@@ -290,6 +290,13 @@ class Consumer:
         """Up to limit buffered records by partition; positions move past them. All or nothing:
         when a deserializer fails, every record stays buffered and no position moves."""
         buf = self._buffer
+        kd, vd = self.key_deserializer, self.value_deserializer
+        if len(buf) == 1 and kd is None and vd is None:  # one partition's run: the usual poll
+            tp, recs, i = buf[0]
+            if i == 0 and len(recs) <= limit:
+                buf.clear()
+                self._positions[tp] = recs[-1].offset + 1
+                return {tp: recs}
         taken = []  # (tp, records); a run taken whole is returned as is, without a copy
         left = limit
         for run in buf:
@@ -301,7 +308,6 @@ class Consumer:
             left -= k
             if not left:
                 break
-        kd, vd = self.key_deserializer, self.value_deserializer
         if kd is not None or vd is not None:
             recs = [r for _tp, rs in taken for r in rs]
             keys = [kd(r.key) if kd is not None and r.key is not None else r.key for r in recs]
