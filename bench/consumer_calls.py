@@ -117,6 +117,152 @@ def one(transport: str, rate: int, duration: float, top: int) -> dict[str, Any]:
             "calls_per_record": calls / max(recs, 1), "top": names}
 
 
+# --- instructions per poll under callgrind (--instructions) ----------------------------------------
+def _callgrind_child(sock: str, transport: str, topic: str, n: int) -> None:
+    """The consumer alone, run under callgrind by `instructions`: ready, go, n records, done.
+    transport "bare": the bare Unix socket's consumer of bench/peers.py listening at `sock`."""
+    if transport == "bare":
+        _bare_child(sock, n)
+        return
+    from edgebus import Consumer, TopicPartition
+
+    c = Consumer(socket=sock, transport=transport, auto_offset_reset="latest",
+                 fetch_max_wait_ms=100, max_partition_fetch_bytes=1 << 20,
+                 fetch_max_bytes=1 << 20, max_poll_records=1_000_000)
+    tp = TopicPartition(topic, 0)
+    c.assign([tp])
+    c.seek_to_end(tp)
+    c.position(tp)
+    got = polls = 0
+    while got < 20:  # warm-up (the standing fetch armed, formats compiled), not counted
+        got += sum(len(v) for v in c.poll(50).values())
+    print("ready", flush=True)
+    sys.stdin.readline()
+    got = 0
+    while got < n:
+        k = sum(len(v) for v in c.poll(50, max_records=1_000_000).values())
+        got += k
+        polls += bool(k)
+    print(f"done {polls}", flush=True)
+    sys.stdin.readline()
+    c.close()
+
+
+def _bare_child(path: str, n: int) -> None:
+    from types import SimpleNamespace
+
+    from bench.peers import UnixSocket
+
+    c = UnixSocket.consumer(SimpleNamespace(data={"paths": [path]}, producers=1), 0)  # type: ignore[arg-type]
+    got = polls = 0
+    print("listening", flush=True)
+    while got < 20:
+        got += len(c.recv(0.05))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    got = 0
+    while got < n:
+        k = len(c.recv(0.05))
+        got += k
+        polls += bool(k)
+    print(f"done {polls}", flush=True)
+    sys.stdin.readline()
+    c.close()
+
+
+class _BareProducer:
+    """u32 length + payload on a Unix socket, as bench/peers.py UnixSocket's producer."""
+
+    def __init__(self, path: str) -> None:
+        import socket
+
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.connect(path)
+
+    def send(self, topic: str, value: bytes, partition: int = 0) -> Any:
+        self.s.sendall(len(value).to_bytes(4, "little") + value)
+        return self
+
+    def get(self, timeout: float) -> None:
+        pass
+
+    def flush(self, timeout: float) -> None:
+        pass
+
+    def __enter__(self) -> _BareProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.s.close()
+
+
+def instructions(transport: str, rate: int, n: int) -> dict[str, Any]:
+    """Instructions the consumer process executes per record (callgrind, whatever the load):
+    one supervisor and producer here, natively; the consumer under valgrind. The rate is low
+    enough (default 50/s) that every poll finds one record although callgrind slows it ~50x."""
+    import tempfile
+
+    from bench.acl_instructions import _callgrind, dumps
+    from edgebus import Admin, Producer
+    from edgebus.testing import EmbeddedBroker
+
+    out_dir = Path(tempfile.mkdtemp(prefix="consumer-instr-"))
+    prefix = out_dir / "callgrind.consumer"
+    broker = EmbeddedBroker(log_level="WARNING").start()
+    topic = f"instr-{os.getpid()}"
+    try:
+        with Admin(socket=broker.socket, transport="socket") as a:
+            a.create_topic(topic, 1)
+        sock = str(out_dir / "bare.sock") if transport == "bare" else str(broker.socket)
+        child = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={prefix}", "--vgdb=yes",
+             "--collect-atstart=yes", sys.executable, str(HERE), "--callgrind-child",
+             f"{sock}|{transport}|{topic}|{n}"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"})
+        assert child.stdin is not None and child.stdout is not None
+        if transport == "bare":
+            assert child.stdout.readline().strip() == "listening"
+        with _BareProducer(sock) if transport == "bare" else \
+                Producer(socket=broker.socket, transport=transport, linger_ms=0) as p:
+            while True:  # warm-up records until the consumer says it is ready
+                p.send(topic, b"w" * 100, partition=0).get(30)
+                line = _ready_line(child, 0.05)
+                if line == "ready":
+                    break
+            _callgrind(child.pid, "--zero")
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            step = 1 / rate
+            t0 = time.monotonic()
+            for k in range(n):
+                delay = t0 + k * step - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                p.send(topic, b"x" * 100, partition=0)
+            p.flush(60)
+            done = child.stdout.readline().split()
+            _callgrind(child.pid, "--dump=run")
+            child.stdin.write("bye\n")
+            child.stdin.flush()
+            child.wait(120)
+        total = dumps(prefix)["run"]
+    finally:
+        broker.stop()
+        broker.cleanup()
+    polls = int(done[1])
+    return {"transport": transport, "records": n, "polls": polls, "instructions": total,
+            "per_record": total / n, "per_poll": total / max(polls, 1)}
+
+
+def _ready_line(child: subprocess.Popen[str], timeout: float) -> str:
+    import select
+
+    assert child.stdout is not None
+    r, _, _ = select.select([child.stdout], [], [], timeout)
+    return child.stdout.readline().strip() if r else ""
+
+
 def _commit(tree: Path) -> str:
     r = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=tree, capture_output=True,
                        text=True, check=False)
@@ -132,10 +278,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--transports", default="shm,socket")
     ap.add_argument("--base", default="", help="another checkout to run beside this one")
     ap.add_argument("--top", type=int, default=0, help="also list the N most called functions")
+    ap.add_argument("--instructions", action="store_true",
+                    help="instead: the consumer's instructions per record under callgrind "
+                         "(--rate 50 --records 300 suit it)")
+    ap.add_argument("--records", type=int, default=300, help="records counted (--instructions)")
+    ap.add_argument("--callgrind-child", default="", help=argparse.SUPPRESS)
     ap.add_argument("--out", default="")
     a = ap.parse_args(argv)
+    if a.callgrind_child:
+        sock, tr, topic, n = a.callgrind_child.split("|")
+        _callgrind_child(sock, tr, topic, int(n))
+        return
     if a.one:
-        print(json.dumps(one(a.one, a.rate, a.duration, a.top)))
+        row = instructions(a.one, a.rate, a.records) if a.instructions else \
+            one(a.one, a.rate, a.duration, a.top)
+        print(json.dumps(row))
+        return
+    if a.instructions:
+        _main_instructions(a)
         return
     trees = {"this": TREE} if not a.base else {"base": Path(a.base).resolve(), "this": TREE}
     md = [f"# consumer: Python calls per poll at {a.rate}/s, {time.strftime('%Y-%m-%dT%H:%M:%S%z')}",
@@ -163,6 +323,35 @@ def main(argv: list[str] | None = None) -> None:
                 tops += ["", f"{label} {tr}: most called (count over the run):", ""]
                 tops += [f"- {name}: {k}" for name, k in row["top"]]
     md += tops
+    print("\n".join(md))
+    if a.out:
+        Path(a.out).write_text("\n".join(md) + "\n")
+
+
+def _main_instructions(a: argparse.Namespace) -> None:
+    trees = {"this": TREE} if not a.base else {"base": Path(a.base).resolve(), "this": TREE}
+    md = [f"# consumer: instructions per record under callgrind at {a.rate}/s, "
+          f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}", "",
+          f"`python -m bench.consumer_calls --instructions --rate {a.rate} --records {a.records} "
+          f"--transports {a.transports}" + (f" --base {a.base}" if a.base else "") + "`", "",
+          "Trees: " + ", ".join(f"{k} = {v} ({_commit(v)})" for k, v in trees.items()), "",
+          "The consumer process alone runs under valgrind's callgrind (every instruction, user "
+          "space, whatever the machine's load); the supervisor and the producer run natively. "
+          "Counted from the consumer's first poll after warm-up to its last record.", "",
+          "| tree | transport | records | polls with records | instructions / record "
+          "| instructions / poll |", "|---|---|---|---|---|---|"]
+    for tr in a.transports.split(","):
+        for label, tree in trees.items():
+            cmd = [sys.executable, str(HERE), "--one", tr, "--instructions", "--rate",
+                   str(a.rate), "--records", str(a.records)]
+            r = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree,
+                               capture_output=True, text=True, timeout=900, check=False)
+            if r.returncode:
+                raise RuntimeError(f"case failed in {tree}: {r.stderr[-2000:]}")
+            row = json.loads(r.stdout.strip().splitlines()[-1])
+            md.append(f"| {label} | {tr} | {row['records']} | {row['polls']} | "
+                      f"{row['per_record']:,.0f} | {row['per_poll']:,.0f} |")
+            print(md[-1], flush=True)
     print("\n".join(md))
     if a.out:
         Path(a.out).write_text("\n".join(md) + "\n")
