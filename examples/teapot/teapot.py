@@ -23,6 +23,9 @@ def main() -> int:
     ap.add_argument("--id", default="pot-1")
     ap.add_argument("--interval-ms", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=60.0, help="stop after this long")
+    ap.add_argument("--keep-reporting", action="store_true",
+                    help="once switched off, keep reporting (cooling) until --seconds instead of "
+                         "stopping at 90 C")
     args = ap.parse_args()
 
     state = {"celsius": 18.0, "heating": True}
@@ -61,7 +64,7 @@ def main() -> int:
         print(f"teapot {args.id}: {state['celsius']:5.1f} C "
               f"{'heating' if state['heating'] else 'cooling'}", flush=True)
         seq += 1
-        if off.is_set() and state["celsius"] <= 90:
+        if off.is_set() and state["celsius"] <= 90 and not args.keep_reporting:
             break  # the demo has shown what it wanted: switched off, cooling down
         time.sleep(args.interval_ms / 1000)
     client.loop_stop()
