@@ -112,6 +112,34 @@ def _struct_for(fmt: bytes) -> struct.Struct:
     return st
 
 
+def fetched_records(body: Any, want: bytes, min_offset: int, topic: str, partition: int,
+                    make: Callable[..., Any]) -> tuple[list[Any], int, int, int] | None:
+    """The consumer's fast path for one FETCH answer (edgebus/records.c eb_plan_fetched): the
+    records at offset >= min_offset of a response body answering only the partition `want`
+    names (its body prefix: partition count 1, topic, partition), each made by make(topic,
+    partition, offset, timestamp, key, value), with the high watermark, log start offset and the
+    offset after the last whole batch. None for anything the general decoder must look at (an
+    error, damage, headers, null values, gaps, no records, more than CHUNK records): one C call
+    checks and plans everything, one Struct.unpack_from makes every timestamp, key and value."""
+    if _plan_fetched is None:
+        return None
+    sc = _scratch
+    fmt, out = sc.fmt, sc.fetched
+    flen = _plan_fetched(from_buffer(body), len(body), want, len(want), min_offset, CHUNK, fmt,
+                         _FMT_BYTES, out)
+    if flen <= 0:
+        return None
+    hw, ls, end, n, first = ffi.unpack(out, 5)
+    fields = _struct_for(ffi.unpack(fmt, flen)).unpack_from(body, 0)
+    if len(fields) == 2 * n:
+        recs = list(map(make, repeat(topic), repeat(partition), range(first, first + n),
+                        fields[0::2], repeat(None), fields[1::2]))
+    else:  # keyed: timestamp, key, value
+        recs = list(map(make, repeat(topic), repeat(partition), range(first, first + n),
+                        fields[0::3], fields[1::3], fields[2::3]))
+    return recs, hw, ls, end
+
+
 def decode_records(batch: Any, base_offset: int, length: int, count: int, topic: str,
                    partition: int, min_offset: int, make: Callable[..., Any],
                    headers_at: Callable[[bytes, int, int], Any]) -> list[Any]:
@@ -167,31 +195,3 @@ def decode_records(batch: Any, base_offset: int, length: int, count: int, topic:
         if flen < 0:
             raise ValueError(skip + first)  # not reached: eb_plan_records checked every record
         next_pos = sc.next_pos[0]
-
-
-def fetched_records(body: Any, want: bytes, min_offset: int, topic: str, partition: int,
-                    make: Callable[..., Any]) -> tuple[list[Any], int, int, int] | None:
-    """The consumer's fast path for one FETCH answer (edgebus/records.c eb_plan_fetched): the
-    records at offset >= min_offset of a response body answering only the partition `want`
-    names (its body prefix: partition count 1, topic, partition), each made by make(topic,
-    partition, offset, timestamp, key, value), with the high watermark, log start offset and the
-    offset after the last whole batch. None for anything the general decoder must look at (an
-    error, damage, headers, null values, gaps, no records, more than CHUNK records): one C call
-    checks and plans everything, one Struct.unpack_from makes every timestamp, key and value."""
-    if _plan_fetched is None:
-        return None
-    sc = _scratch
-    fmt, out = sc.fmt, sc.fetched
-    flen = _plan_fetched(from_buffer(body), len(body), want, len(want), min_offset, CHUNK, fmt,
-                         _FMT_BYTES, out)
-    if flen <= 0:
-        return None
-    hw, ls, end, n, first = ffi.unpack(out, 5)
-    fields = _struct_for(ffi.unpack(fmt, flen)).unpack_from(body, 0)
-    if len(fields) == 2 * n:
-        recs = list(map(make, repeat(topic), repeat(partition), range(first, first + n),
-                        fields[0::2], repeat(None), fields[1::2]))
-    else:  # keyed: timestamp, key, value
-        recs = list(map(make, repeat(topic), repeat(partition), range(first, first + n),
-                        fields[0::3], fields[1::3], fields[2::3]))
-    return recs, hw, ls, end
