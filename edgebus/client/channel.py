@@ -213,25 +213,34 @@ class SyncChannel:
         """The response frames buffered or next received; [] at the deadline."""
         sock, proto = self._sock, self._proto
         assert sock is not None
+        frames = proto.frames
+        # Every return takes all whole frames, so bytes are buffered here only for a partial
+        # frame (or what _recv_rest adopted): parsed and sized only then, a consumer's poll
+        # costs fewer calls.
+        partial = frames.buffered() > 0
         while True:
             out = []
-            while (f := proto.next_response()) is not None:
-                out.append(f)
-            if out:
-                return out
+            if partial:
+                while (f := proto.next_response()) is not None:
+                    out.append(f)
+                    if not frames.buffered():
+                        return out
+                if out:
+                    return out
             left = deadline - time.monotonic()
             if left <= 0:
                 return out
             r, _, _ = select.select([sock], [], [], left)
             if r:
-                need = proto.frames.need() if self._direct else 0
+                need = frames.need() if self._direct and partial else 0
                 if need >= DIRECT_RECV_BYTES:
                     self._recv_rest(sock, need, deadline)
                     continue
                 data = sock.recv(RECV_SIZE)
                 if not data:
                     raise BrokerUnavailableError("the supervisor closed the connection")
-                proto.receive_data(data)
+                frames.feed(data)
+                partial = True
 
     def _recv_rest(self, sock: socket.socket, need: int, deadline: float) -> None:
         """Read the `need` bytes that complete the frame being received into one buffer of the
