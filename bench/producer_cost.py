@@ -134,13 +134,13 @@ def run_one(sock: str, transport: str, rate: float, seconds: float, measure: str
     proc.start()
     ready.wait(60)
     go.set()
-    kind, pid = results.get(timeout=60)
+    _kind, pid = results.get(timeout=60)
     strace = None
     if measure == "syscalls":
         strace = subprocess.Popen(["strace", "-c", "-f", "-q", "-p", str(pid)],
                                   stderr=subprocess.PIPE, text=True)
     sw0 = _ctxsw(pid)
-    kind, _ = results.get(timeout=seconds + 60)
+    _kind, _ = results.get(timeout=seconds + 60)
     sw1 = _ctxsw(pid)
     out: dict[str, Any] = {}
     if strace is not None:
