@@ -576,8 +576,13 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
                 self._closed = True
                 self._cond.notify_all()
             self._thread.join(timeout=5)
-            with self._io_lock:  # a send() in another thread is not writing to it meanwhile
-                ch, self._channel = self._channel, None
+            # A send() in another thread is not writing to it meanwhile (the one-step send
+            # writes to the ring from the caller's thread); a writer stuck past the wait (its
+            # ring full, the supervisor stopped) is ended by the close instead.
+            got = self._io_lock.acquire(timeout=5)
+            ch, self._channel = self._channel, None
+            if got:
+                self._io_lock.release()
             if ch is not None:
                 ch.close()
             self._meta.close()
