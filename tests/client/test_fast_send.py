@@ -186,3 +186,18 @@ def test_unacknowledged_one_step_sends_fail_when_the_supervisor_dies(broker, tra
     assert acked == list(range(1, len(acked) + 1))  # the acknowledged ones in order, then lost
     assert all(o == "lost" for o in outcomes[len(acked):])
     assert after >= len(acked) + 1
+
+
+@pytest.mark.integration
+def test_without_the_c_frame_builder_sends_take_the_general_path(broker, monkeypatch) -> None:
+    """A build without eb_produce_frame (no C module, or no zlib): the producer never takes the
+    one-step path, and its sends work as before."""
+    monkeypatch.setattr(fast_send, "produce_frame", None)
+    topic = _topic(broker, "fast-none")
+    p = Producer(socket=broker.socket, linger_ms=0)
+    try:
+        assert not p._fast
+        offsets = [p.send(topic, b"%d" % i, partition=0).get(5).offset for i in range(5)]
+    finally:
+        p.close(5)
+    assert offsets == list(range(5))
