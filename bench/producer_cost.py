@@ -13,7 +13,15 @@ second's warm-up):
 - `calls`: Python function calls and C calls, all threads (sys.setprofile/threading.setprofile,
   in a run of its own since profiling slows everything), and per thread;
 - `syscalls`: system calls of all threads (`strace -c -f -p`, a run of its own) and the
-  voluntary context switches of each thread (/proc/PID/task/*/status).
+  voluntary context switches of each thread (/proc/PID/task/*/status);
+- `instructions`: instructions executed by all its threads, the producer process run under
+  valgrind's callgrind (counters zeroed after the warm-up and dumped after the window with
+  `callgrind_control`, as bench/acl_instructions.py does; the loop is far slower there, so it
+  never sleeps: the count is the work per send, without the pacing's sleep or cache misses).
+  Caveat: the producer's other threads (the acknowledgement reader's timed waits, spins in C)
+  still run on the clock, so the count moves with how the threads interleave: on the loaded
+  2-core machine of issue 16's stop 23 the same tree gave 41,000 to 100,000 per send between
+  runs. Compare several runs; the call and syscall counts are the steadier figures.
 
 Calls and syscalls do not move with the machine's load; CPU does (compare within a round: the
 transports are alternated round by round).
@@ -25,9 +33,11 @@ import argparse
 import collections
 import multiprocessing as mp
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -126,6 +136,78 @@ def _strace_summary(text: str) -> tuple[int, dict[str, int]]:
     return total, by
 
 
+def _instr_child(argv: list[str]) -> None:
+    """The producer run under callgrind: warm up, say W, wait for a line (counters zeroed),
+    send, say E, wait for a line (counters dumped)."""
+    sock, transport, rate, n = argv[0], argv[1], float(argv[2]), int(argv[3])
+    if transport == "loop":
+        def send(v: bytes) -> None:
+            pass
+        flush = close = lambda: None
+    else:
+        from edgebus import Producer
+
+        p = Producer(socket=sock, transport=transport, linger_ms=0)
+
+        def send(v: bytes) -> None:
+            p.send("cost", v, partition=0)
+
+        def flush() -> None:
+            p.flush(60)
+        close = p.close
+    value = b"x" * SIZE
+    step = 1e9 / rate
+
+    def paced(count: int) -> None:
+        t0 = time.monotonic_ns()
+        for k in range(count):
+            delay = t0 + int(k * step) - time.monotonic_ns()
+            if delay > 0:
+                time.sleep(delay / 1e9)
+            send(value)
+
+    paced(50)
+    flush()
+    print("W", flush=True)
+    sys.stdin.readline()
+    paced(n)
+    print("E", flush=True)
+    sys.stdin.readline()
+    flush()
+    close()
+
+
+def run_instructions(sock: str, transport: str, rate: float, n: int, out_dir: str) -> float:
+    """Instructions per send of the producer process (all threads) under callgrind."""
+    out = os.path.join(out_dir, f"callgrind.{transport}.%p")
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                             sys.executable, os.path.abspath(__file__), "--instr-child", sock,
+                             transport, str(rate), str(n)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdout.readline().strip() == "W"
+    subprocess.run(["callgrind_control", "--zero", str(proc.pid)], capture_output=True, check=True)
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "E"
+    subprocess.run(["callgrind_control", "--dump=window", str(proc.pid)], capture_output=True,
+                   check=True)
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    proc.wait(300)
+    for name in os.listdir(out_dir):
+        if name.startswith(f"callgrind.{transport}.{proc.pid}") and name != \
+                f"callgrind.{transport}.{proc.pid}":
+            with open(os.path.join(out_dir, name)) as f:
+                text = f.read()
+            if "window" in text.split("\ncmd:", 1)[0] + text[:2000]:
+                m = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
+                if m:
+                    return int(m.group(1)) / n
+    raise RuntimeError(f"no callgrind dump named window in {out_dir}")
+
+
 def run_one(sock: str, transport: str, rate: float, seconds: float, measure: str) -> dict[str, Any]:
     ctx = mp.get_context("fork")
     ready, go, results = ctx.Event(), ctx.Event(), ctx.Queue()
@@ -167,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seconds", type=float, default=3)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--measures", default="cpu,calls,syscalls")
+    ap.add_argument("--instr-sends", type=int, default=300, help="sends counted under callgrind")
     a = ap.parse_args(argv)
     import edgebus
     from edgebus import Admin
@@ -182,6 +265,12 @@ def main(argv: list[str] | None = None) -> None:
             ts = a.transports.split(",")
             for tr in ts if r % 2 == 0 else ts[::-1]:
                 for m in a.measures.split(","):
+                    if m == "instructions":
+                        with tempfile.TemporaryDirectory(prefix="eb-cg-") as d:
+                            per = run_instructions(b.socket, tr, a.rate, a.instr_sends, d)
+                        print(f"round {r} {tr:6} instructions/send {per:,.0f}")
+                        sys.stdout.flush()
+                        continue
                     res = run_one(b.socket, tr, a.rate, a.seconds, m)
                     if m == "cpu":
                         print(f"round {r} {tr:6} cpu_us/send {res['cpu_us']:.1f}  "
@@ -202,4 +291,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--instr-child"]:
+        _instr_child(sys.argv[2:])
+    else:
+        main()
