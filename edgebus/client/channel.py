@@ -36,6 +36,7 @@ from edgebus.peercred import SERVICE_USER, peer_cred, trusted_supervisor_uids, u
 from edgebus.protocol.codec import EncodedRequest, Message
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame
 from edgebus.protocol.messages import Api
+from edgebus.protocol.registry import version_of
 
 RECV_SIZE = 1024 * 1024
 # The rest of a frame at least this large is read straight into a buffer of the frame's size
@@ -159,7 +160,7 @@ class SyncChannel:
         except ProtocolError:
             self.close()  # the stream is out of step: the next request starts on a new connection
             raise
-        return ClientProtocol.decode_body(api, frame)
+        return ClientProtocol.decode_body(api, frame, version_of(body))
 
     def _fetch(self, body: Any, deadline: float, t: float) -> Any:
         return fetch_response(self._roundtrip(Api.FETCH, body, deadline, t))  # by hand; same results

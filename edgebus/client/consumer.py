@@ -393,10 +393,33 @@ class Consumer:
 
     def __next__(self) -> Record:
         if not self._buffer:
-            self._fill(time.monotonic() + self.consumer_timeout_ms / 1000)
+            deadline = time.monotonic() + self.consumer_timeout_ms / 1000
+            outage = 0
+            while True:
+                try:
+                    self._fill(deadline)
+                    break
+                except EdgebusError as e:
+                    # A `for record in consumer:` loop waits out a restart of the supervisor, as
+                    # kafka-python's does a broker's: the next fetch reconnects (a group member
+                    # rejoins). poll() raises instead, and leaves the choice to its caller.
+                    if not e.retriable or time.monotonic() >= deadline:
+                        raise
+                    outage = self._wait_out(e, outage, deadline)
             if not self._buffer:
                 raise StopIteration
         return next(iter(self._take(1).values()))[0]
+
+    def _wait_out(self, error: EdgebusError, outage: int, deadline: float) -> int:
+        """Sleep before the next attempt of an iteration (the first failure is logged)."""
+        import logging
+
+        from edgebus.backoff import backoff_delay
+
+        if outage == 0:
+            logging.getLogger("edgebus.consumer").warning("%s; retrying", error)
+        time.sleep(max(0.0, min(backoff_delay(outage, 0.1, 5.0), deadline - time.monotonic())))
+        return outage + 1
 
     def commit(self, offsets: dict[TopicPartition, Any] | None = None) -> None:
         if self._group is None:

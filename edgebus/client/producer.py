@@ -14,9 +14,16 @@ anything newer of that partition; each partition then has at most one batch in f
 next batch keeps filling (up to `batch_size`) while it waits, as Kafka's accumulator does. So the
 order per partition, and so per key, survives retries; a record is appended at least once (a
 batch whose connection died may have been written: resending it can duplicate it, never lose or
-reorder it). Other partitions keep moving meanwhile. `delivery_timeout_ms` (None: no limit) bounds
-the whole time from send() to the outcome; `request_timeout_ms` bounds one unanswered request
-(the connection is then dropped and the batches in flight fail, or are retried).
+reorder it). An idempotent producer (`enable_idempotence`, `transactional_id`) may have up to
+`max_in_flight_per_partition` (default and most 5, as Kafka) batches of a partition in flight:
+their sequence numbers make the supervisor refuse any that does not follow the last one appended
+(OutOfOrderSequenceError, nothing appended) and answer a resend of one it has with its offset.
+When one fails, the ones after it fail too (the same lost connection) or are refused as out of
+order; all go back in their order, the first is resent alone, and pipelining resumes once it is
+acknowledged (edgebus/client/delivery.py). Other partitions keep moving meanwhile.
+`delivery_timeout_ms` (None: no limit) bounds the whole time from send() to the outcome;
+`request_timeout_ms` bounds one unanswered request (the connection is then dropped and the
+batches in flight fail, or are retried).
 
 Durable sends without lingering (`acks="durable"`, any `linger_ms`): an acknowledgement waits for
 the fsync, so a partition whose records each left as a batch of their own had at most
@@ -68,6 +75,11 @@ from edgebus.protocol import messages as M
 # held back to fill one batch (module docstring). Two: one being fsynced while the next is
 # written, so that the group commit after it covers the next one at once.
 DURABLE_IN_FLIGHT = 2
+# An idempotent producer's batches in flight per partition at most (Kafka's limit with
+# idempotence: max.in.flight.requests.per.connection <= 5). Their sequence numbers keep them in
+# order and resends free of duplicates; the supervisor remembers 32 batches per producer and
+# partition (server/txn/producers.py), so every resend of these is recognised.
+IDEMPOTENT_IN_FLIGHT = 5
 # Bytes per batch by default. The supervisor's work is per batch, so small batches cost it CPU
 # per record: at 64 KiB the benchmark's send_batch moved ~40% less than at 256 KiB with ~20% more
 # supervisor CPU per record (bench/results/defaults.md). An open batch grows only as records come.
@@ -96,7 +108,8 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
     not lose or reorder what it was given, like the MQTT bridge (`retries=math.inf`,
     `delivery_timeout_ms=None`: retry until the supervisor is back).
     `enable_idempotence=True`: resends never duplicate (ordered retries, retried until
-    delivery_timeout_ms); `transactional_id`: transactions (init_transactions, begin_transaction,
+    delivery_timeout_ms; up to `max_in_flight_per_partition` batches of a partition in flight,
+    1..5, default 5); `transactional_id`: transactions (init_transactions, begin_transaction,
     commit_transaction, abort_transaction, send_offsets_to_transaction; edgebus/client/txn.py).
     """
 
@@ -123,8 +136,12 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
         enable_idempotence: bool = False,
         transactional_id: str | None = None,
         transaction_timeout_ms: int = 60_000,
+        max_in_flight_per_partition: int = IDEMPOTENT_IN_FLIGHT,
     ) -> None:
         idempotent = enable_idempotence or transactional_id is not None
+        if not 1 <= max_in_flight_per_partition <= IDEMPOTENT_IN_FLIGHT:
+            raise ValueError(f"max_in_flight_per_partition must be 1..{IDEMPOTENT_IN_FLIGHT}, got "
+                             f"{max_in_flight_per_partition!r}")
         if idempotent:
             if acks in ("none", 0):
                 raise ValueError("an idempotent or transactional producer needs acks 'written' or 'durable'")
@@ -152,9 +169,12 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
         self.retries = retries
         self.retry_backoff = retry_backoff_ms / 1000
         self.retry_backoff_max = retry_backoff_max_ms / 1000
-        # Ordered retries: at most one batch in flight per partition (module docstring).
+        # Ordered retries: at most one batch in flight per partition, or up to
+        # max_in_flight_per_partition for an idempotent producer (module docstring).
         self._ordered = retries > 0
-        self._busy: set[tuple[str, int]] = set()  # partitions with a batch in flight (ordered)
+        self._per_partition = max_in_flight_per_partition if idempotent else 1
+        self._busy: dict[tuple[str, int], int] = {}  # batches in flight per partition (ordered)
+        self._sealed = 0  # batches sealed so far: each batch's `order`
         self._retry_at: dict[tuple[str, int], float] = {}  # partitions waiting out a backoff
         self._counts = {"record-send-total": 0, "record-retry-total": 0, "record-error-total": 0,
                         "batch-send-total": 0, "batch-retry-total": 0}
@@ -193,8 +213,10 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
         self._channel: AsyncChannel | ShmAsyncChannel | None = None
         # acks="durable": sealed, unacknowledged batches per partition; at DURABLE_IN_FLIGHT its
         # open batch is held (keeps filling) instead of sealed at its linger deadline. Ordered
-        # mode holds a partition's next batch already (one in flight per partition).
-        self._hold_at = DURABLE_IN_FLIGHT if acks == M.ACKS_DURABLE and not self._ordered else 0
+        # mode with one batch in flight per partition holds a partition's next batch already;
+        # an idempotent producer's (more in flight) is held as in unordered mode.
+        self._hold_at = DURABLE_IN_FLIGHT if acks == M.ACKS_DURABLE and (
+            not self._ordered or self._per_partition > DURABLE_IN_FLIGHT) else 0
         self._unacked: dict[tuple[str, int], int] = {}
         # linger_ms=0: an open batch is held while the supervisor has not read our last request
         # (_take_for_inline_send); the next acknowledgement must then wake the I/O thread.
@@ -519,6 +541,8 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
 
     def _seal(self, key: tuple[str, int], b: _Builder, notify: bool = True) -> None:
         del self._open[key]
+        self._sealed += 1
+        b.order = self._sealed
         self._ready.append(b)
         if self._hold_at:
             self._unacked[key] = self._unacked.get(key, 0) + 1
@@ -567,9 +591,12 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
                 self._flushing -= 1
 
     def close(self, timeout: float | None = None) -> None:
+        """Send what is buffered, wait for its acknowledgements (up to `timeout`), and close. A
+        transaction still open is aborted (as Kafka's producer does): commit it first to keep it."""
         if self._closed:
             return
         try:
+            self._abort_on_close(timeout)
             self.flush(timeout)
         finally:
             with self._cond:

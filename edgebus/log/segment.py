@@ -395,6 +395,18 @@ class Segment:
         data = buf if i == 0 and j == len(buf) else buf[i:j]
         return data, bstart + j >= size, expect
 
+    def position_at_most(self, offset: int) -> int:
+        """A byte position at or before the batch holding `offset`, from memory only: a recent
+        batch's exact start, else the offset index entry before it (0 when the index is not
+        loaded: an old segment not read since the start)."""
+        rel = offset - self.base_offset
+        rels = self._recent_rels
+        if rels and rel >= rels[0]:
+            return self._recent_pos[bisect.bisect_right(rels, rel) - 1]
+        if self.index is None:
+            return 0
+        return min(self.index.lookup(rel)[1], self.size)
+
     def find_time(self, ts_ms: int, interval: int) -> tuple[int, int] | None:
         """(base offset, append time) of the first batch with append time >= ts_ms."""
         self.ensure_indexes(interval)

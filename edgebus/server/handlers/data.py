@@ -33,7 +33,8 @@ from edgebus.server.dispatch import DEFERRED, NO_RESPONSE
 from edgebus.server.durable import DurableAcks
 from edgebus.server.fetchwait import FetchWaiters, ParkedFetch
 from edgebus.server.handlers.standing import StandingFetches
-from edgebus.server.service import LoopApi, Service
+from edgebus.server.parking import ParkingService
+from edgebus.server.service import LoopApi
 from edgebus.server.stats import Stats
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ def _no_sequenced(*args: Any) -> Any:
     raise InvalidRequestError("this supervisor takes no batches with a producer id")
 
 
-class DataHandlers(Service):
+class DataHandlers(ParkingService):
     def __init__(self, api: LoopApi, logs: LogManager, disk: DiskGuard, durable: DurableAcks,
                  stats: Stats, *, max_fetch_wait_ms: int = 30_000) -> None:
         self.api = api
@@ -85,23 +86,6 @@ class DataHandlers(Service):
         # Called with the partition after every append (the Kafka listener's parked fetches).
         self.append_listeners: list[Any] = []
         self.standing = StandingFetches(self)  # FETCH_STANDING (handlers/standing.py)
-
-    # --- the service -----------------------------------------------------------------------------
-    def next_deadline(self) -> float | None:
-        return self.waiters.next_deadline()
-
-    def tick(self, now: float) -> None:
-        for w in self.waiters.expired(now):
-            self.complete_fetch(w)
-
-    def connection_closed(self, conn: Connection) -> None:
-        if conn.parked:
-            for w in [w for w in self.waiters.all() if w.conn is conn]:
-                self.waiters.remove(w)
-
-    def shutdown(self) -> None:
-        for w in self.waiters.all():
-            self.complete_fetch(w)
 
     # --- data plane ------------------------------------------------------------------------------
     def produce(self, conn: Any, corr: int, req: M.ProduceRequest) -> Any:
