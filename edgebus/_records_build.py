@@ -19,6 +19,9 @@ int64_t eb_check_records(const char *b, uint64_t length, uint32_t count);
 #define EB_CHECK_FAILED ...
 #define EB_CHECK_NO_CRC ...
 int64_t eb_check_batch(const char *b, uint64_t n, uint64_t max_bytes, int compacted_ok);
+int64_t eb_produce_frame(char *out, uint64_t cap, const char *prefix, uint32_t plen, const char *key,
+                         int32_t klen, const char *val, int32_t vlen, int64_t ts, uint32_t corr,
+                         uint16_t api);
 #define EB_PLAN_FIELDS ...
 int64_t eb_plan_records(const char *b, uint64_t length, uint32_t count, uint32_t skip, uint32_t chunk,
                         char *fmt, uint64_t cap, int64_t *plan);

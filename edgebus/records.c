@@ -204,6 +204,76 @@ int64_t eb_check_batch(const char *b, uint64_t n, uint64_t max_bytes, int compac
 #endif
 }
 
+/* A producer's one-record PRODUCE request (docs/FORMAT.md 7.1 request header, PRODUCE body 7.5,
+ * record batch 2.1, record 2.2), written whole into out: what edgebus.client.producer builds with
+ * batch.encode_record, batch.batch_parts, fastpath.produce.produce_body_parts and the frame
+ * header, in one call (a send() at 1,000/s spent most of its CPU in those layers' Python).
+ * prefix: the body's bytes before the batch length (topic wire string, partition, acks; cached by
+ * fastpath.produce). key/val: NULL with length -1 for null. Returns the frame's bytes; -1 when
+ * out (cap bytes) is too small; -2 when this build has no zlib (the caller builds it in Python).
+ * tests/test_produce_frame.py compares it with the Python layers byte for byte. */
+int64_t eb_produce_frame(char *out, uint64_t cap, const char *prefix, uint32_t plen, const char *key,
+                         int32_t klen, const char *val, int32_t vlen, int64_t ts, uint32_t corr,
+                         uint16_t api) {
+#ifndef EB_HAVE_ZLIB
+    return -2;
+#else
+    uint64_t kl = klen > 0 ? (uint64_t)klen : 0, vl = vlen > 0 ? (uint64_t)vlen : 0;
+    uint64_t rec = 22 + kl + vl;         /* record_length .. header count */
+    uint64_t batch = 64 + rec;           /* one batch of one record */
+    uint64_t body = plen + 4 + batch;    /* prefix, batch length, batch */
+    uint64_t frame = 12 + body;          /* request header (length, api, version, correlation) */
+    if (frame > cap || batch > 0x7FFFFFFF) return -1;
+    char *o = out;
+    uint32_t u32 = (uint32_t)(8 + body);
+    uint16_t u16 = api;
+    memcpy(o, &u32, 4);
+    memcpy(o + 4, &u16, 2);
+    memset(o + 6, 0, 2);
+    memcpy(o + 8, &corr, 4);
+    o += 12;
+    memcpy(o, prefix, plen);
+    o += plen;
+    int32_t i32 = (int32_t)batch;
+    memcpy(o, &i32, 4);
+    o += 4;
+    char *b = o; /* the batch: base_offset, append_time (0: the supervisor stamps them), length, crc */
+    memset(b, 0, 16);
+    u32 = (uint32_t)batch;
+    memcpy(b + 16, &u32, 4);
+    b[24] = 1; /* magic */
+    b[25] = 0; /* attributes */
+    memset(b + 26, 0, 2);
+    u32 = 1;
+    memcpy(b + 28, &u32, 4);
+    memcpy(b + 32, &ts, 8); /* first timestamp */
+    memcpy(b + 40, &ts, 8); /* max timestamp */
+    int64_t pid = -1;
+    int32_t seq = -1;
+    int16_t epoch = -1;
+    memcpy(b + 48, &pid, 8);
+    memcpy(b + 56, &seq, 4);
+    memcpy(b + 60, &epoch, 2);
+    memset(b + 62, 0, 2);
+    char *r = b + 64;
+    u32 = (uint32_t)(rec - 4);
+    memcpy(r, &u32, 4);
+    memcpy(r + 4, &ts, 8);
+    memcpy(r + 12, &klen, 4);
+    r += 16;
+    if (kl) memcpy(r, key, kl);
+    r += kl;
+    memcpy(r, &vlen, 4);
+    r += 4;
+    if (vl) memcpy(r, val, vl);
+    r += vl;
+    memset(r, 0, 2);
+    u32 = (uint32_t)crc32(0L, (const Bytef *)b + 24, (uInt)(batch - 24));
+    memcpy(b + 20, &u32, 4);
+    return (int64_t)frame;
+#endif
+}
+
 #define EB_PLAN_FIELDS 7
 #define EB_FMT_KEYS 1   /* eb_format_records flags: unpack each record's key, */
 #define EB_FMT_VALUES 2 /* and its value */

@@ -195,3 +195,24 @@ def decode_records(batch: Any, base_offset: int, length: int, count: int, topic:
         if flen < 0:
             raise ValueError(skip + first)  # not reached: eb_plan_records checked every record
         next_pos = sc.next_pos[0]
+
+
+# eb_produce_frame(out, cap, prefix, len(prefix), key, klen, value, vlen, ts, corr, api): a
+# one-record PRODUCE request frame written into `out` (edgebus/records.c); its length, or < 0
+# (out too small; -2: built without zlib). The cffi function itself: a wrapper would cost a
+# Python call per send (edgebus/client/fast_send.py).
+eb_produce_frame: Any = getattr(lib, "eb_produce_frame", None)
+NULL = ffi.NULL
+
+
+def frame_buffer(size: int) -> Any:
+    """A C buffer for eb_produce_frame (not zeroed: every byte of a frame is written)."""
+    return ffi.new_allocator(should_clear_after_alloc=False)("char[]", size)
+
+
+ffi_buffer = ffi.buffer  # a writable buffer over a C buffer (memoryview(ffi_buffer(buf)))
+
+
+def frame_bytes(buf: Any, n: int) -> bytes:
+    """The first n bytes of a frame_buffer, as bytes."""
+    return bytes(ffi.buffer(buf, n))

@@ -344,7 +344,7 @@ class _Delivery:
     def _finish(self, b: _Builder, base: int, ts: int, err: BaseException | None,
                 in_flight: bool = True) -> None:
         """Under self._cond."""
-        if b.result.is_done:
+        if b.result._done:  # is_done without the property's call (once per acknowledgement)
             return
         if in_flight:
             self._in_flight -= 1

@@ -52,6 +52,7 @@ from edgebus import format as F
 from edgebus.client.batch_builder import _Builder
 from edgebus.client.channel import AsyncChannel, SyncChannel, resolve_socket
 from edgebus.client.delivery import _Delivery
+from edgebus.client.fast_send import _FastSend
 from edgebus.client.shm_channel import ShmAsyncChannel, check_transport
 from edgebus.client.txn import TransactionalProducer
 from edgebus.client.types import (
@@ -97,7 +98,7 @@ def _as_bytes(v: Any, what: str) -> bytes | None:
                     f"got {type(v).__name__}")
 
 
-class Producer(_Delivery, TransactionalProducer):
+class Producer(_Delivery, _FastSend, TransactionalProducer):
     """Sends records to the supervisor; kafka-python's names and meanings where they fit.
 
     `acks`: what a successful future promises ("none": nothing, no answer; "written": in the log
@@ -192,7 +193,10 @@ class Producer(_Delivery, TransactionalProducer):
         self._record_max: dict[str, int] = {}
         self._batch_max: dict[str, int] = {}
         self._sticky: dict[str, int] = {}
-        self._cond = threading.Condition()
+        # _cond's lock, by name: `with self._mutex` is one C call, `with self._cond` two Python
+        # calls around it (the one-step send takes it twice per record: fast_send.py).
+        self._mutex = threading.RLock()
+        self._cond = threading.Condition(self._mutex)
         self._open: dict[tuple[str, int], _Builder] = {}
         self._ready: deque[_Builder] = deque()
         self._queued_bytes = 0
@@ -224,6 +228,7 @@ class Producer(_Delivery, TransactionalProducer):
         self._meta.request(M.Api.API_VERSIONS, M.ApiVersionsRequest())
         # Idempotence and transactions (edgebus/client/txn.py): _seq, _txn (None: a plain producer)
         self._start_idempotence(idempotent, transactional_id, transaction_timeout_ms)
+        self._init_fast_send()  # one-step sends (edgebus/client/fast_send.py)
         self._thread = threading.Thread(target=self._sender, name="edgebus-producer", daemon=True)
         self._thread.start()
 
@@ -279,8 +284,16 @@ class Producer(_Delivery, TransactionalProducer):
             value = _as_bytes(value, "value")
         if key is not None and key.__class__ is not bytes:
             key = _as_bytes(key, "key")
-        p = self._choose(topic, key, partition)
+        n = self._partitions.get(topic)
+        if partition is not None and n is not None and 0 <= partition < n and self._txn is None:
+            p = partition  # _choose's answer, without its two calls
+        else:
+            p = self._choose(topic, key, partition)
         ts = time.time_ns() // 1_000_000 if timestamp_ms is None else int(timestamp_ms)
+        if self._fast and not headers:
+            fut = self._send_one(topic, p, key, value, ts)
+            if fut is not None:
+                return fut
         rec = B.encode_record(ts, key, value, headers or ())
         if len(rec) + F.BATCH_HEADER_SIZE > self._record_max[topic]:
             self._check_size(topic, len(rec))  # raises
@@ -590,8 +603,15 @@ class Producer(_Delivery, TransactionalProducer):
                 self._closed = True
                 self._cond.notify_all()
             self._thread.join(timeout=5)
-            if self._channel is not None:
-                self._channel.close()
+            # A send() in another thread is not writing to it meanwhile (the one-step send
+            # writes to the ring from the caller's thread); a writer stuck past the wait (its
+            # ring full, the supervisor stopped) is ended by the close instead.
+            got = self._io_lock.acquire(timeout=5)
+            ch, self._channel = self._channel, None
+            if got:
+                self._io_lock.release()
+            if ch is not None:
+                ch.close()
             self._meta.close()
 
     def __enter__(self) -> Producer:

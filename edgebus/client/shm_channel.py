@@ -30,9 +30,17 @@ from typing import Any
 
 from edgebus import format as F
 from edgebus.client.channel import AsyncChannel, SyncChannel
-from edgebus.client.dispatch import Dispatcher, next_corr, refusal
+from edgebus.client.dispatch import CORR_MASK, Callback, Dispatcher, next_corr, refusal
 from edgebus.client.fetch_ahead import is_empty, next_body
 from edgebus.client.lazy_acks import LazyAcks
+from edgebus.client.record_frames import (
+    FRAME_BUFFER_BYTES,
+    NULL,
+    PRODUCE,
+    frame_bytes,
+    new_frame_buffer,
+    produce_frame,
+)
 from edgebus.client.shm_rings import ShmRings, connect_rings, ring_bytes_for
 from edgebus.client.socket_acks import LazySocketChannel
 from edgebus.errors import (
@@ -319,11 +327,42 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
         self._deferred: BaseException | None = None  # what a reap met; the reader ends with it
         self.reaped = 0  # responses taken by senders (tests, benchmarks)
         self._write = self._write_ring
+        self._fbuf = new_frame_buffer()  # send_record's frame (writers hold _lock)
         self._start()
 
     def _write_ring(self, frame: bytes) -> None:
         self._note_send()
         self._rings.write(frame)
+
+    def send_record(self, prefix: bytes, key: bytes | None, value: bytes | None, ts: int,
+                    callback: Callback, hold: bool) -> bool:
+        """send() of a one-record PRODUCE (edgebus/client/fast_send.py), its frame built by C
+        in place; hold: write nothing and return False while the supervisor has yet to read a
+        request written before (one C call writes or declines)."""
+        with self._lock:
+            if self.lost is not None:
+                raise BrokerUnavailableError(str(self.lost))
+            if self._fds_closed:
+                raise BrokerUnavailableError("the channel was closed")
+            corr = (next(self._corr) - 1) % CORR_MASK + 1  # dispatch.next_corr, inline
+            buf = self._fbuf
+            n = produce_frame(buf, FRAME_BUFFER_BYTES, prefix, len(prefix),
+                              NULL if key is None else key, -1 if key is None else len(key),
+                              NULL if value is None else value, -1 if value is None else len(value),
+                              ts, corr, PRODUCE)
+            rings = self._rings
+            rc = rings.write_if_read(buf, n, rings.efd_sup, hold)
+            if rc == 2:
+                return False
+            self._pending[corr] = callback
+            if rc != 1:  # no room now: the waiting write (backpressure)
+                try:
+                    rings.write(frame_bytes(buf, n))
+                except (BrokerUnavailableError, OSError, ValueError) as e:
+                    self._pending.pop(corr, None)
+                    raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
+            self._note_send()
+        return True
 
     def _receive(self) -> tuple[()]:
         if self._closed:

@@ -17,6 +17,7 @@ constants are in edgebus/tuning.py.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import select
@@ -71,6 +72,10 @@ class ShmRings:
             os.close(memfd)  # the mapping keeps the memory
         self.sock = sock
         self.req = R.Ring(self.mapping, 0, resp.request_ring_bytes)
+        # write_if_read(frame_ptr, n, wake_fd, only_if_read) -> 1 written, 0 no room, 2 declined
+        # (only_if_read and the supervisor has not read everything yet), < 0 frame too large:
+        # the C function bound to this ring, no Python layer (ShmAsyncChannel.send_record).
+        self.write_if_read = functools.partial(R.lib.eb_write_if_read, self.req.d)
         self.resp = R.Ring(self.mapping, resp.response_ring_offset, resp.response_ring_bytes)
         self.proto = ClientProtocol()  # frames that arrive on the socket (too large for the ring)
         # The reader waits in epoll with efd_data edge-triggered: each write by the supervisor
