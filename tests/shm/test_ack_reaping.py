@@ -100,10 +100,16 @@ def test_concurrent_senders_and_a_waiter_get_every_callback_once_in_order(broker
         with lock:
             seen.append((md.offset, threading.get_ident()))
 
+    sending = threading.Lock()
+
     def sender(k: int) -> None:
         for i in range(300):
-            fut = p.send(topic, b"%d-%d" % (k, i), partition=0)
-            fut.add_callback(cb)
+            # send and add_callback as one step: a callback added to a future that another
+            # sender's send already completed runs at once in this thread, and a sender
+            # preempted between the two would see its callback run after a later offset's.
+            with sending:
+                fut = p.send(topic, b"%d-%d" % (k, i), partition=0)
+                fut.add_callback(cb)
             futs.append(fut)
             time.sleep(0.0005)
 
