@@ -149,13 +149,16 @@ def _perf_counts(path: str) -> dict[str, int]:
     return counts
 
 
-def one(transport: str, rate: int, duration: float, syscalls: bool) -> dict[str, Any]:
+def one(transport: str, rate: int, duration: float, syscalls: bool,
+        calls: bool = False) -> dict[str, Any]:
     """One case in this process's tree: counters per process and thread, per message."""
     from edgebus import Admin
     from edgebus.testing import EmbeddedBroker
 
     n = int(rate * duration)
-    broker = EmbeddedBroker(log_level="WARNING").start()
+    counted = tempfile.mktemp(prefix="wakeups-calls-") if calls else ""
+    wrapper = [sys.executable, str(HERE.parent / "callcount.py"), counted] if calls else []
+    broker = EmbeddedBroker(log_level="WARNING", wrapper=wrapper).start()
     ctx = mp.get_context("fork")
     ready, results = ctx.Queue(), ctx.Queue()
     go, done = ctx.Event(), ctx.Event()
@@ -180,12 +183,16 @@ def one(transport: str, rate: int, duration: float, syscalls: bool) -> dict[str,
             time.sleep(0.5)  # attached
         before = {role: _threads(pid) for role, pid in pids.items()}
         load = os.getloadavg()[0]
+        if calls:
+            Path(counted + ".start").touch()
         go.set()
         got: dict[str, Any] = {}
         for _ in range(2):
             r = results.get(timeout=duration + 180)
             got[r[0]] = r
         after = {role: _threads(pid) for role, pid in pids.items()}
+        if calls:
+            Path(counted + ".stop").touch()
         for t in tracers.values():
             t.send_signal(signal.SIGINT)
         for t in tracers.values():
@@ -199,7 +206,11 @@ def one(transport: str, rate: int, duration: float, syscalls: bool) -> dict[str,
     names = {**got["p"][1], **got["c"][3]}
     out: dict[str, Any] = {"transport": transport, "rate": rate, "sent": n,
                            "received": got["c"][1], "p50_us": got["c"][2], "load": load,
-                           "procs": {}}
+                           "procs": {}, "calls": {}}
+    if calls:
+        out["calls"] = {k: v / n for k, v in json.loads(Path(counted).read_text())["calls"].items()}
+        for f in (counted, counted + ".start", counted + ".stop"):
+            os.unlink(f)
     for role, pid in pids.items():
         d = _diff(before[role], after[role])
         threads = {}
@@ -226,7 +237,8 @@ def one(transport: str, rate: int, duration: float, syscalls: bool) -> dict[str,
 # --- rounds, alternated --------------------------------------------------------------------------
 def _run_child(tree: Path, transport: str, a: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(HERE), "--one", transport, "--rate", str(a.rate), "--duration",
-           str(a.duration)] + (["--no-syscalls"] if a.no_syscalls else [])
+           str(a.duration)] + (["--no-syscalls"] if a.no_syscalls else []) + (
+               ["--calls"] if a.calls else [])
     env = {**os.environ, "PYTHONPATH": str(tree)}
     r = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, timeout=600,
                        check=False)
@@ -285,6 +297,19 @@ def render(rows: list[dict[str, Any]], a: argparse.Namespace, trees: dict[str, P
         md.append(f"| {tree} | {tr} | " + " | ".join(f"{c:.1f}" for c in cells)
                   + f" | {sum(cells):.1f} | " + " | ".join(f"{w:.2f}" for w in wake)
                   + f" | {cells[1] * a.rate / 1e4:.1f} % |")
+    counted = [r for r in rows if r.get("calls")]
+    if counted:
+        md += ["", "The supervisor's main thread, function calls (Python and C) per message "
+               "(bench/callcount.py, sys.setprofile; counted only during the paced run; a wake-up "
+               "is one epoll wait):", ""]
+        for r in counted:
+            c = r["calls"]
+            waits = sum(v for k, v in c.items() if k.endswith("epoll.poll"))
+            total = sum(c.values())
+            md.append(f"- round {r['round']}, {r['tree']}, {r['transport']}: {total:.1f} calls "
+                      f"per message, {waits:.2f} epoll waits per message, "
+                      f"{total / max(waits, 1e-9):.1f} calls per wake-up; most called: " + ", ".join(
+                          f"{k} {v:.2f}" for k, v in sorted(c.items(), key=lambda x: -x[1])[:25]))
     traced = [r for r in rows if r["procs"]["producer"]["syscalls"]]
     if traced:
         md += ["", "System calls per message (perf stat on the syscall tracepoints, each process, "
@@ -308,10 +333,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--base", default="", help="another checkout to alternate with this one")
     ap.add_argument("--no-syscalls", action="store_true", help="do not count system calls (perf)")
+    ap.add_argument("--calls", action="store_true",
+                    help="count the supervisor's function calls (bench/callcount.py; slows it)")
     ap.add_argument("--out", default="")
     a = ap.parse_args(argv)
     if a.one:
-        print(json.dumps(one(a.one, a.rate, a.duration, not a.no_syscalls)))
+        print(json.dumps(one(a.one, a.rate, a.duration, not a.no_syscalls, a.calls)))
         return
     trees = {"this": TREE}
     if a.base:

@@ -79,6 +79,8 @@ def apply_declared_topics(logs: LogManager, specs: Any,
 class ConfigReload(Service):
     """SIGHUP: read the config file again and apply its declared topics and topic_defaults."""
 
+    timer_static = True  # set by the SIGHUP handler: the loop asks again after every signal
+
     def __init__(self, logs: LogManager, admin: AdminHandlers, config: Any,
                  load: Callable[[], Any] | None, notifier: Notifier | None = None) -> None:
         self.logs = logs
