@@ -71,6 +71,9 @@ class Loop:
         self.max_input_buffer = max_input_buffer
         # Invariant: output_bytes == sum(c.out_bytes for c in conns), kept by Connection.out_bytes.
         self.output_bytes = 0
+        # LoopApi.output_budget_used: output_bytes >= max_output_total, kept with output_bytes by
+        # Connection.out_bytes (a field: fetch answers read it per message).
+        self.output_budget_used = max_output_total <= 0
         self.conns_per_uid: dict[int, int] = {}
         # Connections counted under uid -1 whose uid can be looked up (`uid_lookup`: a loopback
         # Kafka client's, from /proc/net/tcp): looked up only once some user could reach
@@ -209,11 +212,6 @@ class Loop:
                 self.conns_per_uid[uid] = self.conns_per_uid.get(uid, 0) + 1
                 c.uid = uid
         self.uid_deferred.clear()
-
-    @property
-    def output_budget_used(self) -> bool:
-        """Whether the answers queued for all connections reached limits.max_output_total_bytes."""
-        return self.output_bytes >= self.max_output_total
 
     def register(self, fd: Any, callback: Callable[[int], None],
                  events: int = selectors.EVENT_READ) -> None:

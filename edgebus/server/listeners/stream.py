@@ -123,7 +123,9 @@ class Connection:
 
     @out_bytes.setter
     def out_bytes(self, n: int) -> None:
-        self.loop.output_bytes += n - self._out_bytes
+        loop = self.loop
+        loop.output_bytes += n - self._out_bytes
+        loop.output_budget_used = loop.output_bytes >= loop.max_output_total
         self._out_bytes = n
         self.overloaded = n > self.max_output
 
