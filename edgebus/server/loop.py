@@ -91,7 +91,8 @@ class Loop:
         self._static: list[Service] = []  # the others (timer_static): asked after a tick
         self._static_deadline = math.inf
         self._static_stale = False
-        self._pollers: list[Service] = []
+        self._pollers: list[Service] = []  # polled after every select, in the order added
+        self._asked: set[Service] = set()  # polls_when_asked services that asked (want_poll)
         self._conn_watchers: list[Service] = []
         self._next_id = 1
         self._signal_fds: tuple[int, int] | None = None
@@ -107,8 +108,9 @@ class Loop:
             self._timed.append(service)
             (self._static if _static_timer(service) else self._dynamic).append(service)
             self._static_stale = True
-        if _overrides(service, "poll"):
-            self._pollers.append(service)
+        if _overrides(service, "poll") and not service.polls_when_asked:
+            self._asked.add(service)
+            self._update_pollers()
         if _overrides(service, "connection_closed"):
             self._conn_watchers.append(service)
 
@@ -228,6 +230,19 @@ class Loop:
     def deadline_changed(self) -> None:
         self._static_stale = True
 
+    def want_poll(self, service: Service, on: bool) -> None:
+        if (service in self._asked) == on:
+            return
+        if on:
+            self._asked.add(service)
+        else:
+            self._asked.discard(service)
+        self._update_pollers()
+
+    def _update_pollers(self) -> None:
+        # A new list, not changed in place: Loop.run may be iterating over the old one.
+        self._pollers = [s for s in self.services if s in self._asked]
+
     def unregister(self, fd: Any) -> None:
         with contextlib.suppress(KeyError, ValueError):
             self.sel.unregister(fd)
@@ -274,7 +289,7 @@ class Loop:
         poll = self.sel.ep.poll
         callbacks = self.sel.callbacks
         monotonic = time.monotonic
-        dynamic, pollers, pending = self._dynamic, self._pollers, self.pending
+        dynamic, pending = self._dynamic, self.pending
         busy = False
         while not self.stopping:
             now = monotonic()
@@ -309,7 +324,7 @@ class Loop:
                     if c.reading and not c.closed:
                         c.process()
             busy = False
-            for s in pollers:
+            for s in self._pollers:
                 if s.poll(idle):
                     busy = True
 

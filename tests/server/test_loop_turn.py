@@ -204,3 +204,26 @@ def test_an_answer_rearms_only_when_something_changed(loop: Loop, monkeypatch) -
     assert rearmed and conn.overloaded and conn.events == selectors.EVENT_WRITE
     loop.close(conn)
     peer.close()
+
+
+def test_a_service_is_polled_only_while_it_asked(loop: Loop) -> None:
+    class OnDemand(Service):
+        polls_when_asked = True
+
+        def __init__(self) -> None:
+            self.polls = 0
+
+        def poll(self, idle: bool) -> bool:
+            self.polls += 1
+            if self.polls == 3:
+                loop.want_poll(self, False)  # done: not polled again, even this turn's list
+            return True
+
+    od, busy = OnDemand(), Busy(loop, 100)
+    loop.add(od)
+    loop.add(busy)
+    loop.want_poll(od, True)
+    loop.want_poll(od, True)  # asking twice is asking once
+    loop.run()
+    busy.close()
+    assert busy.polls == 100 and od.polls == 3

@@ -279,6 +279,8 @@ class ShmLink:
 class ShmTransport(Service):
     """All links of the supervisor: the SHM_ATTACH handler, and the rings polled by the loop."""
 
+    polls_when_asked = True  # while some link is polled (spinning), not per paced wake-up
+
     def __init__(self, api: LoopApi) -> None:
         self.api = api
         self.links: dict[int, ShmLink] = {}  # conn id -> link
@@ -397,6 +399,7 @@ class ShmTransport(Service):
         else:
             self.spinning.pop(link.conn.id, None)
         self._ring_ptrs = None
+        self.api.want_poll(self, bool(self.spinning))
 
     def _ptrs(self) -> Any:
         if self._ring_ptrs is None:

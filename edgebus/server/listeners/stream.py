@@ -65,6 +65,8 @@ class Connection:
         self.max_output = loop.max_output_buffer  # set before any output is queued
         if type(self).send is Connection.send:  # a plain socket: its own send, no frame between
             self.send = sock.send  # type: ignore[method-assign,assignment]
+        if type(self).recv is Connection.recv:
+            self.recv = functools.partial(sock.recv, RECV_SIZE)  # type: ignore[method-assign]
         self.max_input = loop.max_input_buffer  # unhandled request bytes are not read past this
         self.closed = False
         self.reading = True
@@ -222,7 +224,7 @@ class Connection:
         if not data:
             self.loop.close(self)
             return
-        self.proto.receive_data(data)
+        self.proto.frames.feed(data)  # ServerProtocol.receive_data without its frame
         self.process()
 
     def _on_writable(self) -> None:
@@ -259,7 +261,9 @@ class Connection:
             return
         if handled and self.on_room is not None and not self.out:
             self._room()  # a request: the consumer is reading, look at its held answer again
-        self.update_interest()
+        if (self.events != _READ or self.out or self.overloaded or self.awaiting
+                or not self.plain_interest):
+            self.update_interest()  # else it would find nothing to change
         if handled >= MAX_REQUESTS_PER_TURN and proto.frames.buffered():
             # More complete frames may be buffered; come back next turn without waiting for input.
             self.loop.pending.add(self)
