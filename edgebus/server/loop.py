@@ -118,7 +118,10 @@ class Loop:
     def answer(self, conn: Connection, corr: int, body: Answer) -> None:
         if conn.closed:
             return
-        self.queue_answer(conn, corr, body)
+        if type(body) is bytes:  # a frame already (a standing fetch's answer): queue_answer's first case
+            conn.queue(body)
+        else:
+            self.queue_answer(conn, corr, body)
         if (conn.events != _READ or conn.out or conn.overloaded or conn.awaiting
                 or not conn.plain_interest):
             conn.update_interest()  # else it would find nothing to change (stream.py)
