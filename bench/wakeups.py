@@ -287,7 +287,8 @@ def render(rows: list[dict[str, Any]], a: argparse.Namespace, trees: dict[str, P
     md = [f"# issue 16: wake-ups and system calls per message, {time.strftime('%Y-%m-%dT%H:%M:%S%z')}",
           "", f"`python -m bench.wakeups --rate {a.rate} --duration {a.duration} --transports "
           f"{a.transports} --rounds {a.rounds}" + (f" --base {a.base}" if a.base else "")
-          + (" --no-syscalls" if a.no_syscalls else "") + "`", "",
+          + (" --no-syscalls" if a.no_syscalls else "") + (" --calls" if a.calls else "")
+          + (" --instructions" if a.instructions else "") + "`", "",
           "Trees: " + ", ".join(f"{k} = {v} ({_commit(v)})" for k, v in trees.items())
           + f"; {os.cpu_count()} CPUs. Load average (1 min) per case in the table: a shared "
           "machine, so CPU figures are noisy; counts (wake-ups = voluntary context switches, "
