@@ -76,7 +76,7 @@ SIDES = {"A": {"enabled": False}, "B": {"rules": ACL_RULES}, "A2": {"enabled": F
 SETUP_REQUESTS = 10
 # A consumer's fetches are the unit of its checks: 16 KiB per fetch makes many of them (about
 # 100 one-record batches or one 100-record batch each) instead of a few of 1 MiB.
-FETCH_BYTES = {"fetch_max_bytes": 16384, "max_partition_fetch_bytes": 16384}
+FETCH_BYTES = 16384  # fetch_max_bytes and max_partition_fetch_bytes
 CASES = [(t, api) for t in ("socket", "shm") for api in ("send", "batch")]
 
 
@@ -232,7 +232,9 @@ def run_side(side: str, out_dir: Path, records: int, batches: int, batch: int
                     ("fetch", lambda t=t: Consumer(socket=broker.socket, transport=t,
                                                    enable_auto_commit=False,
                                                    auto_offset_reset="earliest",
-                                                   **FETCH_BYTES), consume)):
+                                                   fetch_max_bytes=FETCH_BYTES,
+                                                   max_partition_fetch_bytes=FETCH_BYTES),
+                     consume)):
                 label = f"{t}-{api}-{what}"
                 phases[label] = _phase(broker, label, open_client, work)
                 phases[label]["records"] = total

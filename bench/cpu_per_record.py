@@ -88,6 +88,7 @@ def run(a: argparse.Namespace) -> list[dict[str, float]]:
 
     rounds = []
     with EmbeddedBroker(log_level="WARNING") as b:
+        assert b.pid is not None
         sup = psutil.Process(b.pid)
         for r in range(a.rounds):
             topic = f"cpu-{r}"

@@ -93,7 +93,7 @@ def run_proc(target: Any, *args: Any) -> tuple[int, float]:
     p.start()
     res = q.get(timeout=600)
     p.join()
-    return res  # type: ignore[no-any-return]
+    return res
 
 
 def produce_case(name: str, target: Any, args_of: Any, seconds: float) -> dict[str, Any]:
@@ -197,8 +197,7 @@ def idle_case(seconds: float, browser: bool) -> dict[str, Any]:
         drv: Any = None
         if browser:
             try:
-                sys.path.insert(0, str(REPO / "tests"))
-                from web.cdp import Browser, chromium_path
+                from tests.web.cdp import Browser, chromium_path
 
                 if chromium_path() is not None:
                     drv = Browser()

@@ -5,10 +5,10 @@ what librdkafka's producer and consumer do against each broker in the same 3-sec
 
 One confluent-kafka producer (acks=1, linger 5 ms, one produce() per 100-byte record for 3 s) and
 one consumer (assigned from the beginning, fetch.wait.max.ms 100) per case, as the kafka-* rows of
-`python -m bench`, against the edgebus supervisor's Kafka listener and Tansu, alternated. From
-librdkafka's own statistics (statistics.interval.ms): the records the producer got out in its 3
-seconds and in how many Produce requests, and the consumer's Fetch requests and response sizes,
-and when it had everything. Writes bench/results/kafka-flow.json.
+`python -m bench`, against the edgebus supervisor's Kafka listener and Tansu, alternated (Tansu
+first in odd rounds). From librdkafka's own statistics (statistics.interval.ms): the records the
+producer got out in its 3 seconds and in how many Produce requests, and the consumer's Fetch
+requests and response sizes, and when it had everything. Writes bench/results/kafka-flow.json.
 """
 
 from __future__ import annotations
@@ -115,10 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if tansu.available() is None:
             tansu.start()
-        for _ in range(args.rounds):
-            rows.append(one(b.kafka_bootstrap, "edgebus"))
+        for rnd in range(args.rounds):
+            brokers = [(b.kafka_bootstrap, "edgebus")]
             if tansu.proc is not None:
-                rows.append(one(tansu.bootstrap(), "tansu"))
+                brokers.append((tansu.bootstrap(), "tansu"))
+            if rnd % 2:
+                brokers.reverse()  # alternate: neither broker always runs first
+            for bootstrap, name in brokers:
+                rows.append(one(bootstrap, name))
+                rows[-1]["round"] = rnd
     finally:
         b.stop()
         b.cleanup()

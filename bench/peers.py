@@ -130,9 +130,9 @@ class Edgebus:
 
         class C:
             def recv(self, timeout: float) -> list[bytes]:
-                out = []
+                out: list[bytes] = []
                 for recs in c.poll(timeout * 1000, max_records=1_000_000).values():
-                    out += [r.value for r in recs]
+                    out += [r.value for r in recs if r.value is not None]  # none is null here
                 return out
 
             def close(self) -> None:

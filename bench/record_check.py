@@ -16,12 +16,13 @@ bench/results/record_check.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.micro import RESULTS, cpu_per_call, write_report
+from bench.micro import RESULTS, cpu_per_call, python_decoder, write_report
 from edgebus import batch as B
 from edgebus.fastpath.produce import decode_produce, encode_produce_response, produce_body
 from edgebus.log import Partition, TopicConfig
@@ -57,7 +58,7 @@ def produce_path(p: Partition, body: memoryview, check: bool) -> Callable[[], An
 
 
 def measure(rounds: int, records: int) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="eb-bench-") as tmp:
         # Retention by size keeps the temporary directory small however long the timing runs.
         cfg = TopicConfig(segment_bytes=16 * 1024 * 1024, retention_bytes=64 * 1024 * 1024)
@@ -65,13 +66,9 @@ def measure(rounds: int, records: int) -> list[dict[str, Any]]:
             p = Partition.open(Path(tmp) / f"t{len(rows)}-0", "t", 0, cfg)
             info = B.validate_batch(batch)
             body = memoryview(produce_body("t", 0, 1, batch).payload)
-            check = cpu_per_call(lambda batch=batch, info=info: B.check_records(batch, info), rounds)
-            fast, B._fast = B._fast, None
-            try:  # the Python decoder: what the check costs without the C module
-                python = cpu_per_call(lambda batch=batch, info=info: B.check_records(batch, info),
-                                      rounds)
-            finally:
-                B._fast = fast
+            check = cpu_per_call(functools.partial(B.check_records, batch, info), rounds)
+            with python_decoder():  # what the check costs without the C module
+                python = cpu_per_call(functools.partial(B.check_records, batch, info), rounds)
             without = cpu_per_call(produce_path(p, body, False), rounds)
             with_check = cpu_per_call(produce_path(p, body, True), rounds)
             p.apply_retention(0)

@@ -196,6 +196,7 @@ def lag(root: Path, size: int, rate: int, seconds: float) -> dict[str, Any]:
                     for recs in c.poll(timeout_ms=200).values():
                         now = time.monotonic_ns()
                         for r in recs:
+                            assert r.value is not None  # every record here carries its stamp
                             out.append((now - _TS.unpack_from(r.value)[0]) / 1e6)
                         got += len(recs)
 

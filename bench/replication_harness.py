@@ -65,7 +65,7 @@ def sync_backlog(sock: str, topic: str) -> None:
             r.read_durable({(topic, 0): end - 1}, 1, sync=True)
 
 
-def paced(n: int, rate: int, send: Callable[[int], None]) -> None:
+def paced(n: int, rate: int, send: Callable[[int], object]) -> None:
     """send(i) for i in 0..n-1, the i-th not before i / rate seconds from the start."""
     start = time.monotonic()
     for i in range(n):

@@ -28,18 +28,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edgebus.batch import build_batch, encode_record, validate_batch  # noqa: E402
+from edgebus.batch import BatchInfo, build_batch, encode_record, validate_batch  # noqa: E402
 from edgebus.log import LogManager, TopicConfig  # noqa: E402
 
 TOPIC = "bench"
 MIB = 1024 * 1024
 
 
-def templates(record_bytes: int, per_batch: int, n: int = 8) -> list[tuple[bytes, object]]:
+def templates(record_bytes: int, per_batch: int, n: int = 8) -> list[tuple[bytes, BatchInfo]]:
     """A few distinct batches to copy from: appends then cost a memcpy, not an encode."""
     out = []
     for t in range(n):
@@ -67,7 +68,7 @@ def append_bytes(m: LogManager, total: int, args: argparse.Namespace, checkpoint
     while written < total:
         raw, info = tpl[i % len(tpl)]
         p = parts[i % len(parts)]
-        p.append(bytearray(raw), info, int(time.time() * 1000))  # type: ignore[arg-type]
+        p.append(bytearray(raw), info, int(time.time() * 1000))
         written += len(raw)
         since += len(raw)
         i += 1
@@ -124,8 +125,9 @@ def measure(args: argparse.Namespace, data_dir: Path) -> dict:
             dt, scanned, mm = timed_open(data_dir, cold)
             mm.close()
             times.append(dt)
-        out = {"runs_s": [round(t, 6) for t in times], "median_s": round(statistics.median(times), 6),
-               "scanned_bytes": scanned}
+        out: dict[str, Any] = {"runs_s": [round(t, 6) for t in times],
+                               "median_s": round(statistics.median(times), 6),
+                               "scanned_bytes": scanned}
         print(f"{label:<34} median {out['median_s'] * 1000:8.2f} ms  "
               f"(min {min(times) * 1000:.2f} ms, {n} runs, scanned {scanned / MIB:.1f} MiB)")
         return out

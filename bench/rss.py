@@ -103,6 +103,7 @@ def measure(kafka: bool, settle_s: float, tree: str | None = None) -> dict[str, 
     broker = EmbeddedBroker(log_level="WARNING",
                             config=None if kafka else {"kafka": {"enabled": False}})
     broker.start(env={"PYTHONPATH": tree} if tree else None)  # --tree: another checkout's
+    assert broker.pid is not None
     points: dict[str, Any] = {}
     try:
         time.sleep(settle_s)  # recovered and listening, nothing connected
@@ -146,6 +147,7 @@ def measure_metrics(settle_s: float, tree: str | None = None) -> dict[str, Any]:
     # INFO: the endpoint's port is read from the line it logs (EmbeddedBroker.metrics_port).
     broker = EmbeddedBroker(log_level="INFO", config={"metrics": {"listen": "127.0.0.1:0"}})
     broker.start(env={"PYTHONPATH": tree} if tree else None)
+    assert broker.pid is not None
     points: dict[str, Any] = {}
     try:
         port = broker.metrics_port
@@ -190,6 +192,7 @@ def measure_configs(settle_s: float, tree: str | None = None) -> dict[str, Any]:
         for name, cfg in configs.items():
             broker = EmbeddedBroker(log_level="WARNING", config=cfg)
             broker.start(env={"PYTHONPATH": tree} if tree else None)
+            assert broker.pid is not None
             try:
                 time.sleep(settle_s)
                 out[name] = memory(broker.pid)

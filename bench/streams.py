@@ -139,10 +139,10 @@ def main(argv: list[str] | None = None) -> int:
              f"{args.records} input records, {args.rounds} alternating rounds; "
              f"Tansu: {why or 'memory storage'}.", "",
              "| app | edgebus | Tansu | edgebus / Tansu |", "|---|---|---|---|"]
-    for key, r in rows.items():
-        e, t = r.get("edgebus"), r.get("tansu")
-        ratio = f"{e / t:.2f}" if e and t else "-"
-        lines.append(f"| {key} | {e or 0:.0f} | {t or 0:.0f} | {ratio} |")
+    for key, by_peer in rows.items():
+        ours, theirs = by_peer.get("edgebus"), by_peer.get("tansu")
+        ratio = f"{ours / theirs:.2f}" if ours and theirs else "-"
+        lines.append(f"| {key} | {ours or 0:.0f} | {theirs or 0:.0f} | {ratio} |")
     lines += ["", "Failures (no figure):"] + [f"- {k}: {v}" for k, v in notes.items()] if notes else []
     (RESULTS / "streams.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -116,7 +116,8 @@ def _consumer(sock: str, transport: str, topic: str, n: int, ready: Any, go: Any
     while got < n and time.monotonic() < hard:
         for recs in c.poll(50, max_records=1_000_000).values():
             now = time.monotonic_ns()
-            mine = [r.value for r in recs if len(r.value) == 100]  # not the producer's warm-up
+            mine = [r.value for r in recs
+                    if r.value is not None and len(r.value) == 100]  # not the producer's warm-up
             got += len(mine)
             lat += [now - _STAMP.unpack_from(v)[0] for v in mine]
     lat.sort()
@@ -196,7 +197,8 @@ def one(transport: str, rate: int, duration: float, syscalls: bool,
                                                    ready, go, done, results), daemon=True)
         prod.start()
         _, ppid, _ = ready.get(timeout=60)
-        pids = {"producer": ppid, "supervisor": int(broker.pid), "consumer": cpid}
+        assert broker.pid is not None
+        pids = {"producer": ppid, "supervisor": broker.pid, "consumer": cpid}
         tracers, files = {}, {}
         if syscalls:
             for role, pid in pids.items():
@@ -243,15 +245,15 @@ def one(transport: str, rate: int, duration: float, syscalls: bool,
             os.unlink(f)
     for role, pid in pids.items():
         d = _diff(before[role], after[role])
-        threads = {}
+        threads: dict[str, list[int]] = {}
         for tid, (ns, vol, invol) in sorted(d.items()):
             name = "main" if tid == pid else names.get(tid, "other")
             if role == "supervisor":
                 name = "main" if tid == pid else "helper"
-            t = threads.setdefault(name, [0, 0, 0])
-            t[0] += ns
-            t[1] += vol
-            t[2] += invol
+            acc = threads.setdefault(name, [0, 0, 0])
+            acc[0] += ns
+            acc[1] += vol
+            acc[2] += invol
         out["procs"][role] = {
             "cpu_us": sum(v[0] for v in d.values()) / 1000 / n,
             "threads": {k: {"cpu_us": v[0] / 1000 / n, "wakeups": v[1] / n, "preempted": v[2] / n}

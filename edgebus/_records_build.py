@@ -19,6 +19,9 @@ int64_t eb_check_records(const char *b, uint64_t length, uint32_t count);
 #define EB_CHECK_FAILED ...
 #define EB_CHECK_NO_CRC ...
 int64_t eb_check_batch(const char *b, uint64_t n, uint64_t max_bytes, int compacted_ok);
+int64_t eb_produce_frame(char *out, uint64_t cap, const char *prefix, uint32_t plen, const char *key,
+                         int32_t klen, const char *val, int32_t vlen, int64_t ts, uint32_t corr,
+                         uint16_t api);
 #define EB_PLAN_FIELDS ...
 int64_t eb_plan_records(const char *b, uint64_t length, uint32_t count, uint32_t skip, uint32_t chunk,
                         char *fmt, uint64_t cap, int64_t *plan);
@@ -27,6 +30,10 @@ int64_t eb_plan_records(const char *b, uint64_t length, uint32_t count, uint32_t
 #define EB_FMT_VALUES ...
 int64_t eb_format_records(const char *b, uint64_t length, uint64_t pos, uint32_t n, int flags,
                           char *fmt, uint64_t cap, uint64_t *next_pos);
+#define EB_FETCHED_FIELDS ...
+int64_t eb_plan_fetched(const char *b, uint64_t n, const char *want, uint64_t wlen,
+                        int64_t min_offset, uint32_t max_records, char *fmt, uint64_t cap,
+                        int64_t *out);
 int64_t eb_kafka_to_edgebus(const char *recs, uint64_t n, uint32_t count, int64_t base_ts,
                             int64_t producer_id, int16_t producer_epoch, int32_t base_sequence,
                             char *out, uint64_t cap, uint64_t max_len, uint64_t *state);

@@ -42,6 +42,9 @@ _formats: dict[bytes, struct.Struct] = {}
 _KEYS, _VALUES = lib.EB_FMT_KEYS, lib.EB_FMT_VALUES
 _FMT_BYTES = lib.EB_FMT_PER_RECORD * CHUNK + 2
 _PLAN = lib.EB_PLAN_FIELDS
+# eb_plan_fetched (the consumer's fast path): None in a module built before it was added.
+_plan_fetched: Any = getattr(lib, "eb_plan_fetched", None)
+_FETCHED = getattr(lib, "EB_FETCHED_FIELDS", 5)
 
 
 class _Scratch(threading.local):
@@ -52,6 +55,7 @@ class _Scratch(threading.local):
         self.plan = ffi.new("int64_t[]", _PLAN)
         self.fmt = ffi.new_allocator(should_clear_after_alloc=False)("char[]", _FMT_BYTES)
         self.next_pos = ffi.new("uint64_t *")
+        self.fetched = ffi.new("int64_t[]", _FETCHED)
 
 
 _scratch = _Scratch()
@@ -106,6 +110,34 @@ def _struct_for(fmt: bytes) -> struct.Struct:
             _formats.clear()
         st = _formats[fmt] = struct.Struct(fmt)
     return st
+
+
+def fetched_records(body: Any, want: bytes, min_offset: int, topic: str, partition: int,
+                    make: Callable[..., Any]) -> tuple[list[Any], int, int, int] | None:
+    """The consumer's fast path for one FETCH answer (edgebus/records.c eb_plan_fetched): the
+    records at offset >= min_offset of a response body answering only the partition `want`
+    names (its body prefix: partition count 1, topic, partition), each made by make(topic,
+    partition, offset, timestamp, key, value), with the high watermark, log start offset and the
+    offset after the last whole batch. None for anything the general decoder must look at (an
+    error, damage, headers, null values, gaps, no records, more than CHUNK records): one C call
+    checks and plans everything, one Struct.unpack_from makes every timestamp, key and value."""
+    if _plan_fetched is None:
+        return None
+    sc = _scratch
+    fmt, out = sc.fmt, sc.fetched
+    flen = _plan_fetched(from_buffer(body), len(body), want, len(want), min_offset, CHUNK, fmt,
+                         _FMT_BYTES, out)
+    if flen <= 0:
+        return None
+    hw, ls, end, n, first = ffi.unpack(out, 5)
+    fields = _struct_for(ffi.unpack(fmt, flen)).unpack_from(body, 0)
+    if len(fields) == 2 * n:
+        recs = list(map(make, repeat(topic), repeat(partition), range(first, first + n),
+                        fields[0::2], repeat(None), fields[1::2]))
+    else:  # keyed: timestamp, key, value
+        recs = list(map(make, repeat(topic), repeat(partition), range(first, first + n),
+                        fields[0::3], fields[1::3], fields[2::3]))
+    return recs, hw, ls, end
 
 
 def decode_records(batch: Any, base_offset: int, length: int, count: int, topic: str,
@@ -163,3 +195,24 @@ def decode_records(batch: Any, base_offset: int, length: int, count: int, topic:
         if flen < 0:
             raise ValueError(skip + first)  # not reached: eb_plan_records checked every record
         next_pos = sc.next_pos[0]
+
+
+# eb_produce_frame(out, cap, prefix, len(prefix), key, klen, value, vlen, ts, corr, api): a
+# one-record PRODUCE request frame written into `out` (edgebus/records.c); its length, or < 0
+# (out too small; -2: built without zlib). The cffi function itself: a wrapper would cost a
+# Python call per send (edgebus/client/fast_send.py).
+eb_produce_frame: Any = getattr(lib, "eb_produce_frame", None)
+NULL = ffi.NULL
+
+
+def frame_buffer(size: int) -> Any:
+    """A C buffer for eb_produce_frame (not zeroed: every byte of a frame is written)."""
+    return ffi.new_allocator(should_clear_after_alloc=False)("char[]", size)
+
+
+ffi_buffer = ffi.buffer  # a writable buffer over a C buffer (memoryview(ffi_buffer(buf)))
+
+
+def frame_bytes(buf: Any, n: int) -> bytes:
+    """The first n bytes of a frame_buffer, as bytes."""
+    return bytes(ffi.buffer(buf, n))

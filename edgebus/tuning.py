@@ -124,10 +124,12 @@ ACK_LAZY_S = _int("EDGEBUS_SHM_ACK_LAZY_US", _knob(
     "EDGEBUS_SHM_ACK_LAZY_US", "1000", "microseconds (at least) a steadily sending producer's "
     "reader sleeps unsignalled after its last send, acknowledgements being taken at the next "
     "send; 0 turns this off"), 0, _MAX_US) / 1e6
-# Eight gaps: at 1,000 sends a second the reader wakes about once per 8 ms of steady sending (the
-# acknowledgements go with the sends), and the last ones of a burst wait at most that long for a
-# callback when nobody waits on them.
-ACK_LAZY_GAPS = 8
+# Sixteen gaps: four times the unanswered requests at which a one-record send takes the
+# acknowledgements itself (REAP_AT, edgebus/client/fast_send.py), so the sends take them in bulk
+# before the reader's timer ends: at 1,000 sends a second it wakes about once per 16 ms of steady
+# sending, and the last ones of a burst wait at most that long (STEADY_S at most) for a callback
+# when nobody waits on them.
+ACK_LAZY_GAPS = 16
 URGENT_S = 0.1
 # "Sends steadily": the last request went out less than this long ago; an idle producer's reader
 # sleeps until signalled, so it costs nothing.

@@ -196,15 +196,17 @@ def test_serve_builds_config_and_calls_supervisor(monkeypatch: pytest.MonkeyPatc
     # A stand-in module: this tests the command, not the supervisor.
     seen: list[Config] = []
     fake = ModuleType("edgebus.server.supervisor")
-    fake.run = lambda config: seen.append(config) or 7  # type: ignore[attr-defined]
+    # The file as read goes along (a reload compares with it: edgebus/server/reload.py).
+    fake.run = lambda config, file_config: seen.extend((config, file_config)) or 7  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "edgebus.server.supervisor", fake)
     cfg = tmp_path / "c.yaml"
     cfg.write_text("log_level: ERROR\nlimits: {max_connections: 3}\n")
     assert main(["serve", "--config", str(cfg), "--data-dir", str(tmp_path / "d"),
                  "--socket", str(tmp_path / "s.sock")]) == 7
-    (config,) = seen
+    (config, file_config) = seen
     assert config.data_dir == tmp_path / "d" and config.socket == tmp_path / "s.sock"
     assert config.limits.max_connections == 3 and config.log_level == "ERROR"
+    assert file_config.data_dir != config.data_dir and file_config.limits == config.limits
 
 
 def test_serve_bad_config_exits_78(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -316,6 +318,12 @@ class FakeConsumer:
 
     def seek_to_beginning(self, *tps: Any) -> None:
         self.calls.append(("seek_to_beginning", *tps))
+
+    def beginning_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        return {tp: 0 for tp in tps}
+
+    def end_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        return {tp: 1 << 40 for tp in tps}
 
     def poll(self, timeout_ms: float = 0, max_records: int | None = None) -> dict[Any, list[Any]]:
         self.calls.append(("poll", timeout_ms, max_records))

@@ -93,6 +93,13 @@ SAMPLES: dict[type[C.Message], list[C.Message]] = {
     M.ReplicaFetchResponse: [M.ReplicaFetchResponse([
         M.ReplicaFetchedPartition("t", 0, 0, "", "ab" * 16, 0, 5, 7, BATCH),
         M.ReplicaFetchedPartition("t", 1, 10, "offset 9 is out of range", "", -1, -1, -1, b"")])],
+    M.ReplicaFetchRequestV1: [M.ReplicaFetchRequestV1(1, 4096, [M.FetchPartition("t", 0, 5, 99)],
+                                                      500)],
+    M.ReplicaFetchedPartitionV1: [
+        M.ReplicaFetchedPartitionV1("t", 0, 0, "", "ab" * 16, 0, 5, 7, b"", 12345)],
+    M.ReplicaFetchResponseV1: [M.ReplicaFetchResponseV1([
+        M.ReplicaFetchedPartitionV1("t", 0, 0, "", "ab" * 16, 0, 5, 7, BATCH, len(BATCH)),
+        M.ReplicaFetchedPartitionV1("t", 1, 10, "out of range", "", -1, -1, -1, b"", -1)])],
     M.PromoteTopicRequest: [M.PromoteTopicRequest("t")],
     # Consumer groups (edgebus/protocol/groups.py)
     G.TopicPartitions: TPS,
@@ -472,9 +479,38 @@ def test_unknown_api_key(api_key: int) -> None:
 @pytest.mark.parametrize("api", SERVED, ids=lambda a: M.Api(a).name)
 @pytest.mark.parametrize("version", [1, 7, 0xFFFF])
 def test_unsupported_version(api: int, version: int) -> None:
+    if version <= AR.VERSIONS[api][1]:
+        return  # a version it serves (test_later_versions)
     body = SAMPLES[AR.REQUESTS[api]][0].to_bytes()
     with pytest.raises(UnsupportedVersionError, match=f"version {version} not in"):
         ServerProtocol.decode_body(_request(api, version, body))
+
+
+def test_later_versions() -> None:
+    """A later version is asked by sending its body (its class names the version), and its
+    answer is decoded by the version asked: REPLICA_FETCH v1 carries the bytes to the log end,
+    v0 (what an older peer serves and asks) does not."""
+    v1 = SAMPLES[M.ReplicaFetchRequestV1][0]
+    frame = ClientProtocol.encode_request(M.Api.REPLICA_FETCH, 5, v1)
+    server = ServerProtocol()
+    server.receive_data(frame)
+    req = server.next_request()
+    assert req is not None and req.api_version == 1
+    assert type(ServerProtocol.decode_body(req)) is M.ReplicaFetchRequestV1
+    v0 = M.ReplicaFetchRequest(v1.sync, v1.max_bytes, v1.partitions, v1.max_wait_ms)
+    server.receive_data(ClientProtocol.encode_request(M.Api.REPLICA_FETCH, 6, v0))
+    req = server.next_request()
+    assert req is not None and req.api_version == 0
+    assert type(ServerProtocol.decode_body(req)) is M.ReplicaFetchRequest
+    answer = SAMPLES[M.ReplicaFetchResponseV1][0]
+    out = ServerProtocol.encode_response(5, answer)
+    client = ClientProtocol()
+    client.receive_data(out)
+    got = client.next_response()
+    assert got is not None
+    assert ClientProtocol.decode_body(M.Api.REPLICA_FETCH, got, 1) == answer
+    with pytest.raises(ProtocolError):  # a v1 answer is not a v0 one
+        ClientProtocol.decode_body(M.Api.REPLICA_FETCH, got)
 
 
 def test_connection_survives_unsupported_version() -> None:

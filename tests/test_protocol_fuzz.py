@@ -115,12 +115,13 @@ def serve(data: bytes, sizes: list[int], max_frame: int = SMALL) -> tuple[Events
                 try:
                     msg = ServerProtocol.decode_body(req)
                 except UnsupportedVersionError:
-                    assert req.api_key not in AR.REQUESTS or req.api_version != 0
+                    assert req.api_key not in AR.REQUESTS or req.api_version not in range(
+                        AR.VERSIONS[req.api_key][1] + 1)
                     continue  # answered with error code 4; the connection stays open
                 except ProtocolError as e:
                     raise Closed from e
                 # A valid event is exactly what was sent: the encoding is canonical.
-                assert type(msg) is AR.REQUESTS[req.api_key]
+                assert type(msg) is AR.BODIES[(req.api_key, req.api_version)][0]
                 assert msg.to_bytes() == bytes(req.body)
                 events.append((req.api_key, msg))
             # Never more than one incomplete frame (its 4 length bytes included) stays buffered.

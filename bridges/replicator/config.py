@@ -96,6 +96,9 @@ class TopicRule:
     remote: str | None = None
     weight: int = 1  # within a class: each partition's share of a read, in proportion
     max_age_ms: int | None = None  # batches appended longer ago are not shipped (a gap record)
+    # NATS down only: several subjects into one local topic, subject i into partition i
+    # (`remote` given as a list); empty for every other rule.
+    subjects: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -238,17 +241,19 @@ def _nats_link(raw: dict[str, Any], i: int, base: Path | None, node: str) -> Lin
         return path, _read_token(path, where, key)
 
     nats = nats_options(raw, where, node, secret, tls is not None)
-    rules = _rules(raw, where)
+    rules = _rules(raw, where, subject_lists=True)
     for j, r in enumerate(rules):
-        problem = down_subject_problem(r.remote or r.pattern) if r.direction == "down" else None
-        if problem is not None:
-            raise ConfigError(f"{where}topics[{j}].remote: {problem}")
+        for subject in (r.subjects or (r.remote or r.pattern,)) if r.direction == "down" else ():
+            problem = down_subject_problem(subject)
+            if problem is not None:
+                raise ConfigError(f"{where}topics[{j}].remote: {problem}")
     cap, durable, hb = _common(raw, where)
     return LinkConfig(_str(raw, "name", where, f"link{i}"), "nats", nats.servers[0], "", rules,
                       durable, tls, cap, hb, nats=nats, **_policies(raw, where))
 
 
-def _rules(raw: dict[str, Any], where: str) -> tuple[TopicRule, ...]:
+def _rules(raw: dict[str, Any], where: str, subject_lists: bool = False
+           ) -> tuple[TopicRule, ...]:
     topics = raw.get("topics")
     if not isinstance(topics, list) or not topics:
         raise ConfigError(f"{where}topics: expected a non-empty list of topic names or patterns")
@@ -257,6 +262,10 @@ def _rules(raw: dict[str, Any], where: str) -> tuple[TopicRule, ...]:
     if len(set(down)) != len(down):
         raise ConfigError(f"{where}topics: two rules bring a target topic down into the same "
                           "local topic")
+    for j, r in enumerate(rules):
+        if r.subjects and not subject_lists:
+            raise ConfigError(f"{where}topics[{j}].remote: a list (several subjects into one "
+                              "topic's partitions) is for target: nats; name one remote topic")
     return rules
 
 
@@ -322,8 +331,17 @@ def _rule(raw: Any, where: str) -> TopicRule:
         direction = raw.get("direction", "up")
         if direction not in ("up", "down"):
             raise ConfigError(f"{where}.direction: expected up or down, got {direction!r}")
-        remote = _str(raw, "remote", where + ".") if "remote" in raw else None
-        if direction == "up" and remote is not None:
+        subjects: tuple[str, ...] = ()
+        if isinstance(raw.get("remote"), list):
+            subjects = tuple(raw["remote"])
+            if (not subjects or not all(isinstance(x, str) and x for x in subjects)
+                    or len(set(subjects)) != len(subjects)):
+                raise ConfigError(f"{where}.remote: expected one name, or a list of distinct "
+                                  f"NATS subjects (subject i into partition i), got {subjects!r}")
+            remote = None
+        else:
+            remote = _str(raw, "remote", where + ".") if "remote" in raw else None
+        if direction == "up" and (remote is not None or subjects):
             raise ConfigError(f"{where}.remote: only for direction: down (the name up there is "
                               "the target's business: kafka.topic)")
         if direction == "down" and (any(c in pattern for c in "*?[") or pattern.startswith("__")):
@@ -341,7 +359,7 @@ def _rule(raw: Any, where: str) -> TopicRule:
                 raise ConfigError(f"{where}.max_age: {e}") from None
             if max_age <= 0:
                 raise ConfigError(f"{where}.max_age: expected a positive duration, got {max_age}")
-        return TopicRule(pattern, prio, direction, remote, weight, max_age)
+        return TopicRule(pattern, prio, direction, remote, weight, max_age, subjects)
     raise ConfigError(f"{where}: expected a topic name or pattern, or {{pattern: ..., priority: N, "
                       "weight: N, max_age: DURATION, direction: up|down, remote: NAME}")
 

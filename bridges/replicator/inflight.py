@@ -6,9 +6,10 @@ the other works. With a target that can send an append and take its answer later
 the peer target), the runner sends partition p's append, then reads the next batches from the
 source while the target writes, and only then waits for the answer.
 
-What does not change: at most one append is in flight on the link, and every other request to
-the target (the next append, a gap, a heartbeat, consumer group commits, a cursor) waits until
-it is answered (`settle`). The cursor stays what the target answered: the read made meanwhile
+What does not change: at most one append is in flight on the link (a target of subjects with a
+guard each, NATS, may have one per partition in flight, never two of one partition), and every
+other request to the target (a gap, a heartbeat, consumer group commits, a cursor) waits until
+they are answered (`settle`). The cursor stays what the target answered: the read made meanwhile
 starts at the offset the append will end at if it succeeds (`position`), and is dropped when
 the answer says otherwise (a failed append ends the session, and the next one reads every
 cursor from the target as always).
@@ -36,34 +37,44 @@ class Shipment:
 
 
 class InFlight:
-    """The link's shipment in flight, if any."""
+    """The link's shipments in flight: one at most, or, with a target that takes several
+    partitions' shipments at once (`parallel_partitions`, the NATS target: each subject has its
+    own guard), one per partition, up to MAX_PARALLEL."""
 
     def __init__(self) -> None:
-        self.shipment: Shipment | None = None
+        self.shipments: dict[tuple[str, int], Shipment] = {}  # in the order sent
         self.answered_at = time.monotonic()  # the last answer from the target
 
     def clear(self) -> None:
         """A new session: whatever was in flight went with the old connection."""
-        self.shipment = None
+        self.shipments.clear()
+
+    def add(self, s: Shipment) -> None:
+        self.shipments[s.tp] = s
 
     def position(self, tp: tuple[str, int], cursor: int) -> int:
         """Where the next read of tp starts: past the batches in flight, if any."""
-        s = self.shipment
-        return s.end if s is not None and s.tp == tp else cursor
+        s = self.shipments.get(tp)
+        return s.end if s is not None else cursor
 
-    def settle(self, cursors: dict[tuple[str, int], int]) -> None:
-        """Wait for the answer to the append in flight (its error raised) and move the cursor
-        to the end the target answered."""
-        s, self.shipment = self.shipment, None
-        if s is None:
-            return
-        end, dups = s.finish()
-        self.answered_at = time.monotonic()
-        ps = s.ps
-        ps.shipped_records += end - s.start
-        ps.shipped_bytes += s.nbytes
-        ps.appends += 1
-        ps.duplicates += dups
-        cursors[s.tp] = ps.cursor = end
-        if end >= ps.source_end:
-            ps.caught_up_at = time.time()
+    def settle(self, cursors: dict[tuple[str, int], int], tp: tuple[str, int] | None = None
+               ) -> None:
+        """Wait for the answers to the shipments in flight (tp's only, when given), in the
+        order they were sent, each error raised, and move each cursor to the end the target
+        answered."""
+        for key in [tp] if tp is not None else list(self.shipments):
+            s = self.shipments.pop(key, None) if key is not None else None
+            if s is None:
+                continue
+            end, dups = s.finish()
+            self.answered_at = time.monotonic()
+            ps = s.ps
+            ps.shipped_records += end - s.start
+            ps.shipped_bytes += s.nbytes
+            if ps.lag_bytes >= 0:
+                ps.lag_bytes = max(0, ps.lag_bytes - s.nbytes)
+            ps.appends += 1
+            ps.duplicates += dups
+            cursors[s.tp] = ps.cursor = end
+            if end >= ps.source_end:
+                ps.caught_up_at = time.time()

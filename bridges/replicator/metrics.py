@@ -3,6 +3,8 @@
     edgebus_replicator_link_up{link}                       1 while the link is up
     edgebus_replicator_sessions_total{link}                sessions started (reconnects + 1)
     edgebus_replicator_lag_records{link,topic,partition}   source log end - target log end
+    edgebus_replicator_lag_bytes{link,topic,partition}     bytes of log from the cursor to the
+                                                           source's end (not for kafka/nats down)
     edgebus_replicator_lag_seconds{link,topic,partition}   age of the oldest record not shipped
     edgebus_replicator_shipped_records_total{...}          offsets the target moved by
     edgebus_replicator_shipped_bytes_total{...}            bytes of batches shipped
@@ -44,6 +46,8 @@ class ReplicatorCollector:
         labels = ["link", "topic", "partition"]
         lag = GaugeMetricFamily(PREFIX + "lag_records", "Source log end minus target log end",
                                 labels=labels)
+        lag_b = GaugeMetricFamily(PREFIX + "lag_bytes", "Bytes of log from the target's "
+                                  "cursor to the source's log end", labels=labels)
         lag_s = GaugeMetricFamily(PREFIX + "lag_seconds",
                                   "Age of the oldest record not yet shipped (its append time)",
                                   labels=labels)
@@ -71,6 +75,8 @@ class ReplicatorCollector:
                 lv = [r.label, p["topic"], str(p["partition"])]
                 if p["lag_records"] is not None:
                     lag.add_metric(lv, p["lag_records"])
+                if p.get("lag_bytes") is not None:
+                    lag_b.add_metric(lv, p["lag_bytes"])
                 lag_s.add_metric(lv, p["lag_seconds"])
                 shipped.add_metric(lv, p["shipped_records"])
                 shipped_b.add_metric(lv, p["shipped_bytes"])
@@ -78,4 +84,4 @@ class ReplicatorCollector:
                 held.add_metric(lv, 1 if p["held"] else 0)
                 gaps.add_metric(lv, p["gap_records"])
                 expired.add_metric(lv, p["expired_records"])
-        yield from (up, sessions, lag, lag_s, shipped, shipped_b, dups, held, gaps, expired, wire)
+        yield from (up, sessions, lag, lag_b, lag_s, shipped, shipped_b, dups, held, gaps, expired, wire)

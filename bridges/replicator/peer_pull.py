@@ -18,10 +18,14 @@ peer, and a record produced there comes down as soon as the peer has it durable.
 
 The cursor is the local mirror's log end, read at the start of every session: a crash of the
 replicator, of either supervisor or a cut at any point loses nothing and doubles nothing.
+Lag is reported as the up direction's (records, bytes from REPLICA_FETCH version 1, seconds:
+the age of the oldest record not brought down); with linger_ms the read after the wait starts
+where the waking read ended, and both come down in one append (nothing is read twice).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -30,6 +34,7 @@ from pathlib import Path
 from bridges.replicator.config import LinkConfig, TlsConfig
 from bridges.replicator.link import IDLE_WAIT_MS, TOPIC_REFRESH_S, LinkStatus, PartitionState
 from bridges.replicator.pull import PullRunner
+from bridges.replicator.sessions import bounded_heartbeat
 from edgebus import PartitionRead, ReplicaLink, client_context
 from edgebus.errors import EdgebusError, OffsetOutOfRangeError, UnknownTopicError
 
@@ -91,6 +96,7 @@ class PeerPullRunner(PullRunner):
         assert cfg.local is not None
         with st.lock:
             st.partitions = {}
+            st.read_bytes = 0
         timeout = 2 * cfg.heartbeat_s
         links.peer = peer = _connect(cfg.address, self.node, cfg.token, cfg.tls, timeout)
         # As the peer node: this supervisor lets that link write only mirrors of the peer.
@@ -110,13 +116,14 @@ class PeerPullRunner(PullRunner):
                  peer.peer_node, cfg.address)
         st.state, st.last_error = "up", ""
         self._was_up = True
-        beat = refresh = time.monotonic()
+        self._local_io = beat = refresh = time.monotonic()  # _local_io: this node's last answer
         wait_ms = long_poll_ms(cfg.heartbeat_s)
-        lingered = False  # the last read woke the link and linger_ms was waited out since
         while not self.stop.is_set():
             if time.monotonic() - beat >= cfg.heartbeat_s:
-                local.ping()  # the peer answers every read; this side needs its own sign of life
-                beat = time.monotonic()
+                # The peer answers every read; this side needs its own sign of life, awaited
+                # until two intervals after its last answer (the up direction's bound).
+                self._local_io = beat = bounded_heartbeat(local.ping, self._local_io,
+                                                          cfg.heartbeat_s)
             if (missing or self._gone) and time.monotonic() - refresh >= TOPIC_REFRESH_S:
                 refresh = time.monotonic()
                 # A topic waited for is there, or one deleted at the peer was created again: a
@@ -132,28 +139,33 @@ class PeerPullRunner(PullRunner):
             # else at its first append to one (or the wait's end). Its timeout is the link's
             # (twice the heartbeat, at least the wait plus one heartbeat): a half-open peer is
             # noticed within two heartbeats.
-            wait = 0 if lingered else wait_ms
             asked = time.monotonic()
-            reads = peer.read_durable(active, READ_BYTES, max_wait_ms=wait,
+            reads = peer.read_durable(active, READ_BYTES, max_wait_ms=wait_ms,
                                       timeout=2 * cfg.heartbeat_s)
-            if cfg.linger_ms and not lingered and any(
-                    rd.data for rtp, rd in reads.items() if rtp in active):
-                # Batching by time: new data woke the link; what arrives meanwhile comes down
-                # in the same append (these bytes are read again, once).
+            self._count_read(reads)
+            if cfg.linger_ms and any(rd.data for rtp, rd in reads.items() if rtp in active):
+                # Batching by time: new data woke the link; what arrives meanwhile is read from
+                # where the woken read ended and comes down in the same append with it.
                 self.stop.wait(cfg.linger_ms / 1000)
-                lingered = True
-                continue
-            lingered = False
+                after = {rtp: (rd.next_offset if rd.data and rd.error is None else active[rtp])
+                         for rtp, rd in reads.items() if rtp in active}
+                more = peer.read_durable(after, READ_BYTES, timeout=2 * cfg.heartbeat_s)
+                self._count_read(more)
+                reads = {rtp: _joined(rd, more.get(rtp)) for rtp, rd in reads.items()}
             moved = False
             for rtp, rd in reads.items():
                 if rtp in active:
                     moved |= self._apply(local, rtp, local_of[rtp], rd, incarnation, cursors)
-            if not moved and wait:
+            if not moved:
                 # A peer that did not park the read (its max_fetch_wait_ms is lower, or it
                 # holds too many parked reads already): never spin on it.
                 rest = min(wait_ms, IDLE_WAIT_MS) / 1000 - (time.monotonic() - asked)
                 if rest > 0:
                     self.stop.wait(rest)
+
+    def _count_read(self, reads: dict[tuple[str, int], PartitionRead]) -> None:
+        with self.status.lock:
+            self.status.read_bytes += sum(len(rd.data) for rd in reads.values())
 
     def _setup_mirror(self, peer: ReplicaLink, local: ReplicaLink, ltopic: str, rtopic: str,
                       local_of: dict[tuple[str, int], tuple[str, int]],
@@ -223,12 +235,17 @@ class PeerPullRunner(PullRunner):
                        f"there; delete the local topic {ltp[0]!r} to start a new mirror")
             return False
         ps.source_end = max(rd.durable_end, cursors[rtp])
+        if rd.bytes_to_end >= 0:
+            ps.lag_bytes = rd.bytes_to_end
         if not rd.data:
             if cursors[rtp] >= ps.source_end:
-                ps.caught_up_at = time.time()
+                ps.caught_up_at, ps.head_append_ms = time.time(), -1
             return False
+        first_ms, last_ms = rd.append_times_ms()
+        ps.head_append_ms = first_ms  # the oldest record not brought down, until it is
         try:
             _, present, end = local.append(ltp[0], ltp[1], rd.incarnation, rd.data, durable=True)
+            self._local_io = time.monotonic()
         except EdgebusError as e:
             if not e.retriable:
                 self._hold(ltp, f"the local supervisor refused the peer's batches: {e}")
@@ -236,9 +253,27 @@ class PeerPullRunner(PullRunner):
             raise
         ps.shipped_records += end - cursors[rtp]
         ps.shipped_bytes += len(rd.data)
+        if ps.lag_bytes >= 0:
+            ps.lag_bytes = max(0, ps.lag_bytes - len(rd.data))
         ps.appends += 1
         ps.duplicates += present
         cursors[rtp] = ps.cursor = end
+        if end >= rd.next_offset:
+            ps.head_append_ms = last_ms  # what follows was appended no earlier
         if end >= ps.source_end:
-            ps.caught_up_at = time.time()
+            ps.caught_up_at, ps.head_append_ms = time.time(), -1
         return True
+
+
+def _joined(first: PartitionRead, more: PartitionRead | None) -> PartitionRead:
+    """A woken read and the read made after linger_ms from where it ended, as one read (one
+    append here). The woken read alone when the later one does not continue it (an error, or
+    another incarnation: the next read meets that and handles it)."""
+    if more is None or first.error is not None or not first.data:
+        return first if more is None else more
+    left = more.bytes_to_end + len(first.data) if more.bytes_to_end >= 0 else -1
+    if more.error is not None or more.incarnation != first.incarnation or not more.data:
+        return first if more.error is not None or more.incarnation != first.incarnation \
+            else dataclasses.replace(first, bytes_to_end=left)
+    return dataclasses.replace(more, data=bytes(first.data) + bytes(more.data),
+                               first_offset=first.first_offset, bytes_to_end=left)

@@ -27,13 +27,19 @@ from bridges.replicator.config import LinkConfig
 from bridges.replicator.link import (
     IDLE_WAIT_MS,
     TOPIC_REFRESH_S,
+    GapCount,
     LinkStatus,
     PartitionState,
 )
-from bridges.replicator.sessions import SessionLoop
+from bridges.replicator.sessions import SessionLoop, bounded_heartbeat, half_open
 from bridges.replicator.targets.base import Remote, RemoteRecord
 from edgebus import Admin, BatchReader, Producer
-from edgebus.errors import EdgebusError, NotAMirrorError, UnknownTopicError
+from edgebus.errors import (
+    EdgebusError,
+    NotAMirrorError,
+    OperationTimeoutError,
+    UnknownTopicError,
+)
 
 log = logging.getLogger("edgebus.replicator")
 
@@ -70,6 +76,7 @@ class PullRunner(SessionLoop):
         self.status = LinkStatus()
         self.thread = threading.Thread(target=self.run, name=f"pull-{cfg.name}", daemon=True)
         self._was_up = False
+        self._markers: set[tuple[tuple[str, int], int]] = set()  # gap markers counted
 
     def _end_session(self) -> None:
         self.remote.close()
@@ -86,36 +93,54 @@ class PullRunner(SessionLoop):
                          batch_size=CHUNK_BYTES * 2, max_request_size=CHUNK_BYTES * 4,
                          transport="socket") as producer:
             for rule in self.cfg.pulls:
-                self._setup(admin, reader, rule.pattern, rule.remote or rule.pattern,
-                            local_of, cursors)
+                if rule.subjects:  # NATS: subject i into partition i
+                    self._setup_subjects(admin, reader, rule.pattern, rule.subjects, local_of,
+                                         cursors)
+                else:
+                    self._setup(admin, reader, rule.pattern, rule.remote or rule.pattern,
+                                local_of, cursors)
             remote.assign({tp: c for tp, c in cursors.items()
                            if not st.partitions[local_of[tp]].error})
             log.info("link %s: up, %d partition(s) from %s", self.label, len(cursors), remote.name)
             st.state, st.last_error = "up", ""
             self._was_up = True
-            beat = refresh = time.monotonic()
-            missing = [r.remote or r.pattern for r in self.cfg.pulls
-                       if (r.remote or r.pattern, 0) not in local_of]
+            answered = beat = refresh = time.monotonic()  # answered: the target's last answer
+            hb = self.cfg.heartbeat_s
+            # A pull waits at most half a heartbeat for data (and the remote gives its answer
+            # a heartbeat more), so that with the heartbeat's own bound a half-open link is
+            # given up within two intervals of the last answer, as the up direction's.
+            wait_s = min(IDLE_WAIT_MS / 1000, hb / 2)
+            missing = [name for r in self.cfg.pulls
+                       for name in (r.subjects or (r.remote or r.pattern,))
+                       if (name, 0) not in local_of]
             while not self.stop.is_set():
                 if missing and time.monotonic() - refresh >= TOPIC_REFRESH_S:
                     refresh = time.monotonic()
                     if any(remote.remote_partitions(t) is not None for t in missing):
                         return  # a topic waited for is there: a new session takes it up
-                got = remote.pull(IDLE_WAIT_MS / 1000)
+                try:
+                    got = remote.pull(wait_s)
+                except OperationTimeoutError as e:
+                    raise half_open(hb, answered, "a pull unanswered", e) from None
+                if got.answered:
+                    answered = time.monotonic()
                 for rtp, end in got.at_end.items():
                     if rtp in local_of:
                         ps = st.partitions[local_of[rtp]]
                         ps.source_end = max(end, cursors[rtp])
-                        ps.caught_up_at = time.time()
+                        ps.caught_up_at, ps.head_append_ms = time.time(), -1
                 for rtp, why in got.gaps.items():
                     if rtp in local_of:
                         self._hold(local_of[rtp], f"gap at remote offset {cursors[rtp]}: {why}")
                 for rtp, recs in got.records.items():
                     if rtp in local_of and not st.partitions[local_of[rtp]].error:
-                        self._write(producer, rtp, local_of[rtp], recs, cursors)
-                if time.monotonic() - beat >= self.cfg.heartbeat_s:
-                    remote.heartbeat()  # a half-open link ends the session
-                    beat = time.monotonic()
+                        self._write(producer, rtp, local_of[rtp], recs, cursors,
+                                    got.behind.get(rtp))
+                if time.monotonic() - beat >= hb:
+                    # Raises on a half-open link: no answer within two intervals of the last.
+                    # Every interval even while pulls are answered: NATS's also checks that
+                    # the session's consumers are still there.
+                    answered = beat = bounded_heartbeat(remote.heartbeat, answered, hb)
 
     def _setup(self, admin: Admin, reader: BatchReader, local: str, rtopic: str,
                local_of: dict[tuple[str, int], tuple[str, int]],
@@ -151,13 +176,45 @@ class PullRunner(SessionLoop):
                 continue
             cursors[rtp] = ps.cursor = c
 
+    def _setup_subjects(self, admin: Admin, reader: BatchReader, local: str,
+                        subjects: tuple[str, ...], local_of: dict[tuple[str, int], tuple[str, int]],
+                        cursors: dict[tuple[str, int], int]) -> None:
+        """Several NATS subjects into one local topic (made with one partition per subject if
+        there is none): subject i into partition i, each with its own cursor, the last record's
+        header of its partition (`<link>/<subject>/0/<sequence>`)."""
+        st = self.status
+        try:
+            info = reader.describe(local)
+        except UnknownTopicError:
+            admin.create_topic(local, len(subjects))
+            info = reader.describe(local)
+        for p, subject in enumerate(subjects):
+            with st.lock:
+                ps = st.partitions[(local, p)] = PartitionState(-1)
+            if p >= info.partitions:
+                self._hold((local, p), f"the local topic {local!r} has {info.partitions} "
+                           f"partition(s), the rule names {len(subjects)} subjects: add partitions")
+                continue
+            if self.remote.remote_partitions(subject) is None:
+                ps.error = f"{self.remote.name} has no subject {subject!r} (yet)"
+                continue  # `missing`: a new session takes it up once it is there
+            local_of[(subject, 0)] = (local, p)
+            try:
+                c = self._local_cursor(reader, local, p, subject, info.start_offsets[p],
+                                       info.end_offsets[p], remote_partition=0)
+            except NotAMirrorError as e:
+                self._hold((local, p), str(e))
+                continue
+            cursors[(subject, 0)] = ps.cursor = c
+
     def _local_cursor(self, reader: BatchReader, local: str, p: int, rtopic: str,
-                      start: int, end: int) -> int:
+                      start: int, end: int, remote_partition: int | None = None) -> int:
+        rp = p if remote_partition is None else remote_partition
         if end <= start:
-            return self.remote.remote_start(rtopic, p)  # nothing here yet: all the target has
+            return self.remote.remote_start(rtopic, rp)  # nothing here yet: all the target has
         batches, _, _ = reader.read(local, p, end - 1)
         last = batches[-1].records(local, p)[-1]
-        want = f"{self.cfg.name}/{rtopic}/{p}/"
+        want = f"{self.cfg.name}/{rtopic}/{rp}/"
         for k, v in last.headers:
             if k == REMOTE_HEADER and v is not None and v.decode(errors="replace").startswith(want):
                 tail = v.decode()[len(want):]
@@ -165,8 +222,32 @@ class PullRunner(SessionLoop):
                     return int(tail) + 1
         raise NotAMirrorError(
             f"{local}-{p} ends with a record (offset {last.offset}) that link {self.cfg.name} did "
-            f"not bring down from {rtopic}-{p}: something else writes there; bring the topic "
+            f"not bring down from {rtopic}-{rp}: something else writes there; bring the topic "
             "down into a local topic of its own")
+
+    def _gap_marker(self, rtp: tuple[str, int], ltp: tuple[str, int], r: RemoteRecord) -> None:
+        """An up direction's gap marker (docs/FORMAT.md 7.11) comes down as a gap, not as a
+        record: the source offsets it names were never shipped, so there is nothing to write;
+        counted (status gap_records / expired_records, metrics) and logged once, as the up
+        direction reports its own gaps. A marker read again by a later session (it was the
+        subject's last message) is not counted again."""
+        if (rtp, r.offset) in self._markers:
+            return
+        self._markers.add((rtp, r.offset))
+        start, _, rest = r.gap.partition("/")
+        end, _, why = rest.partition("/")
+        n = int(end) - int(start) if start.isdigit() and end.isdigit() else 0
+        text = (f"remote {rtp[0]} message {r.offset}: source offsets {start}..{int(end) - 1 if n else end} "
+                f"({n} records) were never shipped there ({why})")
+        with self.status.lock:
+            g = self.status.gaps.setdefault(ltp, GapCount())
+            if why == "max_age":
+                g.max_age += n
+            else:
+                g.retention += n
+            g.last = text
+        log.warning("link %s: %s-%d: gap marker, not a record: %s", self.label, ltp[0], ltp[1],
+                    text)
 
     def _hold(self, tp: tuple[str, int], why: str) -> None:
         self.status.partitions[tp].error = why
@@ -174,10 +255,19 @@ class PullRunner(SessionLoop):
                   self.label, tp[0], tp[1], why)
 
     def _write(self, producer: Producer, rtp: tuple[str, int], ltp: tuple[str, int],
-               recs: list[RemoteRecord], cursors: dict[tuple[str, int], int]) -> None:
+               recs: list[RemoteRecord], cursors: dict[tuple[str, int], int],
+               behind: int | None = None) -> None:
         """Append to the local partition, chunk by chunk, each acknowledged (durable) before
-        the next goes: a failure is always at the end of what is there."""
+        the next goes: a failure is always at the end of what is there. behind: records the
+        target still holds after these (its lag once they are written), if it says."""
         ps = self.status.partitions[ltp]
+        fresh = [r for r in recs if r.offset >= cursors[rtp]]
+        if fresh:
+            ps.head_append_ms = fresh[0].timestamp  # the oldest not brought down, until it is
+            if behind is not None:
+                # lag_records is this end minus the cursor once these are written: `behind`
+                # (for NATS: stream sequences of other subjects in between are not counted).
+                ps.source_end = max(ps.source_end, fresh[-1].offset + 1 + behind)
         i = 0
         while i < len(recs):
             futs: list[Any] = []  # FutureRecordMetadata
@@ -187,11 +277,15 @@ class PullRunner(SessionLoop):
                 if r.offset < cursors[rtp]:
                     i += 1  # already here (a record the consumer gave again)
                     continue
+                if r.gap:
+                    self._gap_marker(rtp, ltp, r)  # offsets the up direction never shipped
+                    i += 1
+                    continue
                 hdrs = [*r.headers, (REMOTE_HEADER, remote_header(self.cfg.name, *rtp, r.offset))]
                 futs.append(producer.send(ltp[0], r.value, r.key, hdrs, partition=ltp[1],
                                           timestamp_ms=r.timestamp))
                 size += len(r.value or b"") + len(r.key or b"") + 64
-                last = r.offset
+                last, last_ts = r.offset, r.timestamp
                 i += 1
             if not futs:
                 continue
@@ -208,4 +302,7 @@ class PullRunner(SessionLoop):
             ps.shipped_records += len(futs)
             ps.shipped_bytes += size
             cursors[rtp] = ps.cursor = last + 1
+            ps.head_append_ms = last_ts  # what follows came no earlier
             ps.source_end = max(ps.source_end, ps.cursor)
+            if ps.cursor >= ps.source_end:
+                ps.caught_up_at, ps.head_append_ms = time.time(), -1

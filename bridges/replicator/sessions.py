@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from edgebus.backoff import backoff_delay
-from edgebus.errors import EdgebusError
+from edgebus.errors import BrokerUnavailableError, EdgebusError
 
 if TYPE_CHECKING:
     from bridges.replicator.link import LinkStatus
@@ -18,6 +20,33 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgebus.replicator")
 
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 30.0
+# A half-open link is noticed within this many heartbeat intervals of the target's last answer
+# (issue 11): the heartbeat goes after one silent interval, its answer is awaited until then.
+HEARTBEAT_INTERVALS = 2
+
+
+def bounded_heartbeat(heartbeat: Callable[[float], None], last_answer: float, hb: float) -> float:
+    """One heartbeat, its answer awaited only until HEARTBEAT_INTERVALS intervals after the
+    target's last answer (monotonic time), so that the silence that ends a session is bounded
+    by that count of intervals, not by one idle interval plus the request timeout; returns the
+    time of its answer. The error names the count (status and log), which is what the tests
+    check rather than a clock. Every direction of a link uses it (link.py, pull.py)."""
+    deadline = last_answer + HEARTBEAT_INTERVALS * hb
+    # A loop that came late (a slow round, a loaded host) still gives the answer a little time.
+    wait = max(deadline - time.monotonic(), hb / 10)
+    try:
+        heartbeat(wait)
+    except (EdgebusError, OSError) as e:
+        raise half_open(hb, last_answer, "1 heartbeat unanswered", e) from None
+    return time.monotonic()
+
+
+def half_open(hb: float, last_answer: float, what: str, e: BaseException) -> BrokerUnavailableError:
+    silent = (time.monotonic() - last_answer) / hb
+    return BrokerUnavailableError(
+        f"half-open link or dead target: no answer from the target within "
+        f"{HEARTBEAT_INTERVALS} heartbeat intervals (heartbeat_s {hb:g}) of its last "
+        f"answer, {what} (given up after {silent:.1f} intervals of silence): {e}")
 
 
 class SessionLoop:

@@ -91,8 +91,13 @@ def _rule(args: argparse.Namespace) -> Rule:
 
 
 def _file(config: Any) -> Path:
+    if config.source is None:  # built-in defaults: no file to name the rules file
+        raise ConfigError(
+            "no config file (none given with --config or $EDGEBUS_CONFIG, and "
+            f"{paths.SYSTEM_CONFIG} does not exist): `edgebus acl add|remove` edit the rules "
+            "file that the supervisor's config names (acl.file); pass that config with --config")
     if config.acl.file is None:
-        where = config.source or "the config file"
+        where = config.source
         raise ConfigError(f"{where} names no acl.file: add `acl: {{file: acl.yaml}}` to it, the "
                           "file `edgebus acl add|remove` edit (or write rules under acl.rules)")
     return Path(config.acl.file)

@@ -89,7 +89,9 @@ def run_status(args: argparse.Namespace) -> int:
             if not isinstance(e, FileNotFoundError):
                 raise EdgebusError(f"cannot read the status file {path}: {e}") from None
             raise EdgebusError(f"no status file at {path}: the bridge has not run with this "
-                               "config (or status.file points elsewhere)") from None
+                               "config (or status.file points elsewhere; by default it is next "
+                               "to the edgebus socket: run this with the bridge's "
+                               "EDGEBUS_SOCKET)") from None
         except ValueError as e:
             raise EdgebusError(f"cannot read the status file {path}: {e}") from None
     if args.json:
@@ -97,5 +99,17 @@ def run_status(args: argparse.Namespace) -> int:
     else:
         print(status_line(doc))
         if doc.get("last_error"):
-            print(f"last error: {doc['last_error']}")
+            print(f"last error{_when(doc.get('last_error_at'))}: {doc['last_error']}")
     return 0 if doc["running"] else EXIT_NOT_RUNNING
+
+
+def _when(at: object) -> str:
+    """' (at 16:20:41 UTC, 5 min ago)': a last error long past (the bridge recovered from it
+    since) must not read as the present state."""
+    if not isinstance(at, int | float):
+        return ""
+    import time
+
+    ago = max(0, int(time.time() - at))
+    span = f"{ago} s" if ago < 120 else f"{ago // 60} min" if ago < 7200 else f"{ago // 3600} h"
+    return f" (at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(at))} UTC, {span} ago)"

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
+from edgebus.backoff import backoff_delay
 from edgebus.cli.common import (
     add_socket_option,
     int_in_range,
@@ -16,17 +17,21 @@ from edgebus.cli.common import (
     socket_path,
 )
 from edgebus.cli.recordfmt import BINARY_ENCODINGS, Template, json_line, text_line
-from edgebus.errors import UnknownPartitionError, UnknownTopicError
+from edgebus.errors import EdgebusError, UnknownPartitionError, UnknownTopicError
 
 # One poll waits at most this long, so --timeout-ms is honoured promptly.
 POLL_SLICE_MS = 1000
+# Waits between attempts while the supervisor is away (a restart takes about a second).
+RECONNECT_FIRST_S = 0.1
+RECONNECT_MAX_S = 5.0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "consume", help="print records of a topic",
         description="Print records as they arrive, until --max records, --timeout-ms without "
-                    "new records, the end of every partition (--exit-at-end), or Ctrl-C.",
+                    "new records, the end of every partition (--exit-at-end), or Ctrl-C; a "
+                    "restart of the supervisor meanwhile is waited out (it reconnects).",
     )
     p.add_argument("topic", metavar="TOPIC")
     p.add_argument("--group", metavar="G", help="consumer group (commits its offsets)")
@@ -100,13 +105,28 @@ def _open(args: argparse.Namespace) -> Any:
         tps = [TopicPartition(args.topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         if args.offset is not None:
-            consumer.seek(tps[0], args.offset)
-        elif args.from_beginning:
+            consumer.seek(tps[0], _start_within(consumer, tps[0], args.offset))
+        elif args.from_beginning and args.group is None:
+            # With a group, a partition starts at its committed offset and the reset policy
+            # (earliest) applies only where there is none, as --help says and Kafka does.
             consumer.seek_to_beginning(*tps)
     except BaseException:
         consumer.close()
         raise
     return consumer
+
+
+def _start_within(consumer: Any, tp: Any, offset: int) -> int:
+    """--offset inside the partition's log, saying so when it is not (an offset past the end, or
+    deleted by retention, would otherwise read as nothing at all, or start at the end)."""
+    lo = consumer.beginning_offsets([tp])[tp]
+    hi = consumer.end_offsets([tp])[tp]
+    start = min(max(offset, lo), hi)
+    if start != offset:
+        held = f"offsets {lo}..{hi - 1}" if hi > lo else f"no records (its log ends at {hi})"
+        print(f"edgebus consume: {tp.topic}-{tp.partition} holds {held}, not {offset}; "
+              f"starting at {start}", file=sys.stderr)
+    return int(start)
 
 
 def formatter(args: argparse.Namespace) -> Callable[[Any], bytes]:
@@ -138,6 +158,7 @@ def run(args: argparse.Namespace, stdout: BinaryIO | None = None) -> int:
     consumer = _open(args)
     try:
         last_record = time.monotonic()
+        outage = 0  # failed polls in a row (the supervisor gone)
         while args.max is None or count < args.max:
             if args.exit_at_end and at_end(consumer):
                 break
@@ -146,7 +167,23 @@ def run(args: argparse.Namespace, stdout: BinaryIO | None = None) -> int:
                 left = args.timeout_ms - (time.monotonic() - last_record) * 1000
                 wait = max(0, min(wait, int(left)))
             want = None if args.max is None else args.max - count
-            polled = consumer.poll(timeout_ms=wait, max_records=want)
+            try:
+                polled = consumer.poll(timeout_ms=wait, max_records=want)
+            except EdgebusError as e:
+                # A supervisor restart (systemctl restart, an upgrade) must not end a tail, as
+                # it ends none of kcat's: the Consumer reconnects at its next poll, from its
+                # positions (a group member rejoins and resumes from its commits).
+                quiet = (time.monotonic() - last_record) * 1000
+                if not e.retriable or (args.timeout_ms is not None and quiet >= args.timeout_ms):
+                    raise
+                if outage == 0:
+                    print(f"edgebus consume: {e}; reconnecting (Ctrl-C stops)", file=sys.stderr)
+                time.sleep(backoff_delay(outage, RECONNECT_FIRST_S, RECONNECT_MAX_S))
+                outage += 1
+                continue
+            if outage:
+                print("edgebus consume: reconnected", file=sys.stderr)
+                outage = 0
             got = 0
             for records in polled.values():
                 for record in records:

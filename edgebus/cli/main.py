@@ -48,6 +48,7 @@ def build_parser(only_serve: bool = False) -> argparse.ArgumentParser:
         groups,
         kafka_user,
         produce,
+        reload,
         replicate,
         service,
         status,
@@ -56,7 +57,7 @@ def build_parser(only_serve: bool = False) -> argparse.ArgumentParser:
     )
 
     for module in (serve, topics, produce, consume, groups, bridge, replicate, status, service,
-                   acl, kafka_user, txn):
+                   acl, kafka_user, txn, reload):
         module.register(sub)
     return parser
 

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 from edgebus import format as F
 from edgebus.cli.common import add_socket_option, partition_number, socket_path
 from edgebus.cli.recordfmt import unescape
-from edgebus.errors import InvalidRequestError, RecordTooLargeError
+from edgebus.errors import EdgebusError, InvalidRequestError, RecordTooLargeError
 from edgebus.protocol.messages import ACKS_BY_NAME
 
 # Send results are checked (and their futures released) every this many records, so that a long
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace, stdin: BinaryIO | None = None) -> int:
     sep = args.key_separator.encode() if args.key_separator is not None else None
     fixed_key = args.key.encode() if args.key is not None else None
     headers = args.headers or None
-    what = "line" if args.delimiter is None else "record"
+    what = "file" if args.value_files else "line" if args.delimiter is None else "record"
     if args.value_files:
         records: Iterator[bytes] = _read_files(args.value_files)
     elif args.delimiter is None:
@@ -148,7 +148,8 @@ def run(args: argparse.Namespace, stdin: BinaryIO | None = None) -> int:
     else:
         records = split_records(stdin, args.delimiter)
     count = 0
-    pending: list[Any] = []
+    acked = Acked()
+    pending: list[tuple[int, Any]] = []
     producer = Producer(socket=socket_path(args), acks=args.acks)
     try:
         for lineno, line in enumerate(records, 1):
@@ -156,20 +157,45 @@ def run(args: argparse.Namespace, stdin: BinaryIO | None = None) -> int:
             if sep is not None:
                 key, found, line = line.partition(sep)
                 if not found:
-                    _settle(producer, pending)
+                    _settle(producer, pending, acked)
+                    acked.first_failed = lineno
                     raise InvalidRequestError(
                         f"{what} {lineno} has no key separator {args.key_separator!r} "
                         f"({count} records were produced before it)")
-            pending.append(producer.send(args.topic, line, key=key, partition=args.partition,
-                                         headers=headers))
+            try:
+                future = producer.send(args.topic, line, key=key, partition=args.partition,
+                                       headers=headers)
+            except EdgebusError:
+                _settle(producer, pending, acked)  # an earlier failure is the one to report
+                acked.first_failed = lineno
+                raise
+            pending.append((lineno, future))
             count += 1
             if len(pending) >= CHECK_EVERY:
-                _settle(producer, pending)
-        _settle(producer, pending)
+                _settle(producer, pending, acked)
+        _settle(producer, pending, acked)
+    except EdgebusError:
+        if count:  # with nothing sent yet, the error alone says it all
+            # Which input made it, so that the user can resume: the error itself follows.
+            first = acked.first_failed or count + 1
+            # Batches in flight when one fails may still land (their partition had room again).
+            later = " (some later ones were)" if acked.count > first - 1 else ""
+            print(f"produced {acked.count} of {count} record{'' if count == 1 else 's'} sent "
+                  f"to {args.topic}; {what} {first} was the first not produced{later}",
+                  file=sys.stderr)
+        raise
     finally:
         producer.close()
     print(f"produced {count} record{'' if count == 1 else 's'} to {args.topic}", file=sys.stderr)
     return 0
+
+
+class Acked:
+    """Records acknowledged so far, and the input line of the first that failed (0: none)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first_failed = 0
 
 
 def _read_files(files: list[BinaryIO]) -> Iterator[bytes]:
@@ -178,9 +204,19 @@ def _read_files(files: list[BinaryIO]) -> Iterator[bytes]:
             yield f.read(MAX_RECORD_BYTES + 1)
 
 
-def _settle(producer: Any, pending: list[Any]) -> None:
-    """Flush, then raise the first failed send (its error names the cause)."""
+def _settle(producer: Any, pending: list[tuple[int, Any]], acked: Acked) -> None:
+    """Flush, count what was acknowledged, then raise the first failed send (its error names
+    the cause)."""
     producer.flush()
-    for future in pending:
-        future.get(ACK_TIMEOUT_S)
+    error: EdgebusError | None = None
+    for lineno, future in pending:
+        try:
+            future.get(ACK_TIMEOUT_S)
+            acked.count += 1
+        except EdgebusError as e:
+            if error is None:
+                error = e
+                acked.first_failed = acked.first_failed or lineno
     pending.clear()
+    if error is not None:
+        raise error

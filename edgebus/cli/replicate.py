@@ -8,6 +8,7 @@ import json
 import sys
 from typing import Any, TextIO
 
+from edgebus.cli.common import human_size
 from edgebus.errors import EdgebusError
 
 EXIT_NOT_RUNNING = 3  # as LSB init scripts and `systemctl status` say "not running"
@@ -60,7 +61,7 @@ def fetch_status(cfg: Any, path: str) -> tuple[dict[str, Any] | None, str]:
     None and why not. Also `edgebus status --replicator FILE`."""
     if not cfg.metrics_listen:
         raise EdgebusError(f"{path} sets no metrics.listen: the replicator serves no status to "
-                           "ask")
+                           "ask (`edgebus status` beside its supervisor shows its links anyway)")
     import urllib.error  # here, not at the top: `edgebus serve` would carry it (~8 MB)
     import urllib.request
 
@@ -81,8 +82,9 @@ def print_links(doc: dict[str, Any], out: TextIO | None = None) -> None:
               + (f" ({link['last_error']})" if link["last_error"] else ""), file=out)
         for p in link["partitions"]:
             lag = "?" if p["lag_records"] is None else p["lag_records"]
+            lag_b = "?" if p.get("lag_bytes") is None else human_size(p["lag_bytes"])
             print(f"  {p['topic']}-{p['partition']}: target end {p['target_end']}, "
-                  f"lag {lag} records / {p['lag_seconds']:.1f} s, shipped "
+                  f"lag {lag} records / {lag_b} / {p['lag_seconds']:.1f} s, shipped "
                   f"{p['shipped_records']} records"
                   + (f", {p['rate_records_s']:g} records/s ({p['rate_bytes_s']} B/s)"
                      if p.get("rate_records_s") else "")

@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from edgebus.server.slim import forget_start_only_modules, without_libyaml
 
     without_libyaml()  # so that PyYAML can be let go once the config is read (server/slim.py)
-    config = load_config(args.config).with_overrides(
+    file_config = load_config(args.config)
+    config = file_config.with_overrides(
         data_dir=args.data_dir, socket=getattr(args, "socket", None), log_level=args.log_level,
     )
     # The supervisor prints the data directory and socket; say where they came from.
@@ -61,4 +62,4 @@ def run(args: argparse.Namespace) -> int:
     forget_start_only_modules()  # before the supervisor's imports, which reuse the memory
     from edgebus.server.supervisor import run as run_supervisor
 
-    return int(run_supervisor(config))
+    return int(run_supervisor(config, file_config))

@@ -31,6 +31,8 @@ CONFIG_PATH = Path("etc/edgebus/edgebus.yaml")
 SYSUSERS_PATH = Path("etc/sysusers.d/edgebus.conf")
 # ProtectHome=yes in the unit makes these invisible to the service.
 HIDDEN_PREFIXES = ("/home/", "/root/", "/run/user/")
+# PrivateTmp=yes gives the service its own empty /tmp and /var/tmp: an edgebus there is not found.
+PRIVATE_TMP_PREFIXES = ("/tmp/", "/var/tmp/")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -84,6 +86,17 @@ def find_executable(given: str | None) -> Path:
     if not (exe.is_file() and os.access(exe, os.X_OK)):
         raise InstallError(f"{exe} is not an executable file")
     return exe
+
+
+def check_visible_on_this_host(exe: Path, root: Path, dry: bool) -> None:
+    """Installing on this host (not into an image): the unit's private /tmp would hide an
+    edgebus below /tmp (a checkout cloned there), and the unit would fail with status 203/EXEC."""
+    if root == Path("/") and not dry and str(exe).startswith(PRIVATE_TMP_PREFIXES):
+        raise InstallError(
+            f"{exe} is below /tmp or /var/tmp, which the service cannot see (PrivateTmp=yes); "
+            "install edgebus in a virtualenv such as /opt/edgebus: python3 -m venv /opt/edgebus "
+            "&& /opt/edgebus/bin/pip install /path/to/edgebus && /opt/edgebus/bin/edgebus "
+            "install-service")
 
 
 def render_unit(name: str, executable: Path) -> str:
@@ -162,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
     if root == Path("/") and os.geteuid() != 0 and not args.dry_run:
         raise InstallError("installing the service needs root: sudo edgebus install-service")
     exe = find_executable(args.executable)
+    check_visible_on_this_host(exe, root, args.dry_run)
     for line in install(root, exe, enable=not args.no_enable, start=args.start, dry=args.dry_run):
         print(("would " if args.dry_run else "") + line)
     return 0

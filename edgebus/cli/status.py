@@ -109,6 +109,7 @@ def render(st: dict[str, Any], show_all: bool = False, out: TextIO | None = None
         ("fsyncs", f"{st.get('fsyncs', 0)}" + (f", {st['fsync_avg_ms']} ms average"
                                                 if st.get("fsync_avg_ms") is not None else "")),
         ("kafka", _kafka_line(st.get("kafka"))),
+        ("config", _reload_line(st.get("reload"))),
     ]
     width = max(len(k) for k, _ in fields)
     for key, value in fields:
@@ -181,6 +182,21 @@ def _kafka_line(kafka: dict[str, Any] | None) -> str:
         parts.append(kl["listen"] + (f" ({', '.join(extra)})" if extra else ""))
     n = sum(len(kl.get("connections", [])) for kl in kafka.get("listeners", []))
     return f"{', '.join(parts)}, {n} connection{'s' if n != 1 else ''}"
+
+
+def _reload_line(rl: dict[str, Any] | None) -> str:
+    """"edgebus.yaml, reloaded 2 times; PENDING RESTART: http.listen (...)" or "-"."""
+    if not rl or not rl.get("config"):
+        return "-" if not rl else "built-in defaults"
+    text = rl["config"] + (f", reloaded {rl['reloads']} time{'s' if rl['reloads'] != 1 else ''}"
+                           if rl.get("reloads") else "")
+    if rl.get("last_error"):
+        text += f"; LAST RELOAD FAILED (running configuration kept): {rl['last_error']}"
+    pending = rl.get("pending_restart") or {}
+    if pending:
+        text += "; PENDING RESTART: " + ", ".join(
+            f"{k} ({v['running']} -> {v['file']})" for k, v in pending.items())
+    return text
 
 
 def _disk_state(disk: dict[str, Any]) -> str:

@@ -24,6 +24,12 @@ def config_entry(text: str) -> tuple[str, str]:
     key, eq, value = text.partition("=")
     if not eq or not key.strip():
         raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    if key.strip() == "partitions":  # `topics describe` lists it among the settings
+        raise argparse.ArgumentTypeError(
+            "partitions is not a --config setting: `edgebus topics create --partitions N` sets "
+            "it, and an existing topic keeps its count here (a Kafka admin client's "
+            "CreatePartitions can grow it, which moves keys to other partitions: "
+            "docs/KAFKA-GROUPS.md)")
     try:
         return key.strip(), str(parse_topic_setting(key.strip(), value.strip()))
     except ConfigError as e:

@@ -13,8 +13,8 @@ from edgebus.client.types import BatchResult
 
 
 class _Builder:
-    __slots__ = ("attempts", "count", "created", "deadline", "first_ts", "max_ts", "partition",
-                 "records", "result", "size", "stamp", "topic")
+    __slots__ = ("attempts", "count", "created", "deadline", "first_ts", "max_ts", "order",
+                 "partition", "records", "result", "size", "stamp", "topic")
 
     def __init__(self, topic: str, partition: int,
                  on_wait: Callable[[], AbstractContextManager[None]] | None = None) -> None:
@@ -30,6 +30,7 @@ class _Builder:
         self.deadline = math.inf  # while sent: when it is given up on (request/delivery timeout)
         self.attempts = 0  # retries so far
         self.stamp: tuple[int, int, int] | None = None  # idempotence: (producer id, epoch, sequence)
+        self.order = 0  # when it was sealed (Producer._seal): resends keep their partition's order
 
     def add(self, rec: bytes, ts: int) -> int:
         if not self.records:

@@ -36,6 +36,7 @@ from edgebus.peercred import SERVICE_USER, peer_cred, trusted_supervisor_uids, u
 from edgebus.protocol.codec import EncodedRequest, Message
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame
 from edgebus.protocol.messages import Api
+from edgebus.protocol.registry import version_of
 
 RECV_SIZE = 1024 * 1024
 # The rest of a frame at least this large is read straight into a buffer of the frame's size
@@ -159,7 +160,7 @@ class SyncChannel:
         except ProtocolError:
             self.close()  # the stream is out of step: the next request starts on a new connection
             raise
-        return ClientProtocol.decode_body(api, frame)
+        return ClientProtocol.decode_body(api, frame, version_of(body))
 
     def _fetch(self, body: Any, deadline: float, t: float) -> Any:
         return fetch_response(self._roundtrip(Api.FETCH, body, deadline, t))  # by hand; same results
@@ -212,25 +213,34 @@ class SyncChannel:
         """The response frames buffered or next received; [] at the deadline."""
         sock, proto = self._sock, self._proto
         assert sock is not None
+        frames = proto.frames
+        # Every return takes all whole frames, so bytes are buffered here only for a partial
+        # frame (or what _recv_rest adopted): parsed and sized only then, a consumer's poll
+        # costs fewer calls.
+        partial = frames.buffered() > 0
         while True:
             out = []
-            while (f := proto.next_response()) is not None:
-                out.append(f)
-            if out:
-                return out
+            if partial:
+                while (f := proto.next_response()) is not None:
+                    out.append(f)
+                    if not frames.buffered():
+                        return out
+                if out:
+                    return out
             left = deadline - time.monotonic()
             if left <= 0:
                 return out
             r, _, _ = select.select([sock], [], [], left)
             if r:
-                need = proto.frames.need() if self._direct else 0
+                need = frames.need() if self._direct and partial else 0
                 if need >= DIRECT_RECV_BYTES:
                     self._recv_rest(sock, need, deadline)
                     continue
                 data = sock.recv(RECV_SIZE)
                 if not data:
                     raise BrokerUnavailableError("the supervisor closed the connection")
-                proto.receive_data(data)
+                frames.feed(data)
+                partial = True
 
     def _recv_rest(self, sock: socket.socket, need: int, deadline: float) -> None:
         """Read the `need` bytes that complete the frame being received into one buffer of the

@@ -27,6 +27,7 @@ from edgebus.errors import (
     error_for_code,
 )
 from edgebus.fastpath.fetch import FetchPlan
+from edgebus.fastpath.strings import wire_str
 from edgebus.heap import keep_freed_heap
 from edgebus.protocol import messages as M
 
@@ -84,6 +85,9 @@ class Consumer:
         # Invariant: no run is empty (records[taken:] holds at least one record).
         self._buffer: deque[list[Any]] = deque()
         self._plan: FetchPlan | None = None  # the FETCH body for _fetchable() and the limits
+        # The common case's fast path (_quick_fetch): with one partition to fetch, (tp, the wire
+        # prefix of an answer for it) once a fetch planned it; None whenever _plan is reset.
+        self._quick: tuple[TopicPartition, bytes] | None = None
         # Damage met in a partition, raised once the records fetched before it are returned (see
         # _fetch). Invariant: each error names the offset right after the partition's buffered
         # records (its position once they are taken); seek() and assign() drop it.
@@ -130,7 +134,7 @@ class Consumer:
                 self._forget(tp)
         self._assigned = new
         self._paused &= keep  # a partition kept stays paused
-        self._plan = None
+        self._plan = self._quick = None
         self._tp_of = {tp: tp for tp in new}
 
     def _forget(self, tp: TopicPartition) -> None:
@@ -170,12 +174,12 @@ class Consumer:
             if tp not in self._paused:
                 self._paused.add(tp)
                 self._buffer = deque(run for run in self._buffer if run[0] != tp)
-        self._plan = None
+        self._plan = self._quick = None
 
     def resume(self, *partitions: TopicPartition) -> None:
         """Fetch again from paused partitions (partitions that are not paused are ignored)."""
         self._paused.difference_update(TopicPartition(*tp) for tp in partitions)
-        self._plan = None
+        self._plan = self._quick = None
 
     def paused(self) -> set[TopicPartition]:
         """The partitions paused by pause() and not resumed."""
@@ -266,12 +270,14 @@ class Consumer:
         while True:
             if self._group is not None:
                 self._group.poll()
-            fetchable = self._fetchable()
+            fetchable = self._assigned if not self._paused else self._fetchable()
             if not self._buffer and fetchable:
                 # The deadline may be infinite (consumer_timeout_ms's default): no int() of it.
                 left_ms = (deadline - time.monotonic()) * 1000
-                self._fetch(self.fetch_max_wait_ms if left_ms >= self.fetch_max_wait_ms
-                            else max(0, int(left_ms)))
+                wait = self.fetch_max_wait_ms if left_ms >= self.fetch_max_wait_ms \
+                    else max(0, int(left_ms))
+                if self._quick is None or not self._quick_fetch(wait, deadline):
+                    self._fetch(wait)
             if self._buffer:
                 return
             left = deadline - time.monotonic()
@@ -284,6 +290,13 @@ class Consumer:
         """Up to limit buffered records by partition; positions move past them. All or nothing:
         when a deserializer fails, every record stays buffered and no position moves."""
         buf = self._buffer
+        kd, vd = self.key_deserializer, self.value_deserializer
+        if len(buf) == 1 and kd is None and vd is None:  # one partition's run: the usual poll
+            tp, recs, i = buf[0]
+            if i == 0 and len(recs) <= limit:
+                buf.clear()
+                self._positions[tp] = recs[-1].offset + 1
+                return {tp: recs}
         taken = []  # (tp, records); a run taken whole is returned as is, without a copy
         left = limit
         for run in buf:
@@ -295,7 +308,6 @@ class Consumer:
             left -= k
             if not left:
                 break
-        kd, vd = self.key_deserializer, self.value_deserializer
         if kd is not None or vd is not None:
             recs = [r for _tp, rs in taken for r in rs]
             keys = [kd(r.key) if kd is not None and r.key is not None else r.key for r in recs]
@@ -336,6 +348,11 @@ class Consumer:
         plan = self._plan
         if plan is None or plan.limits != limits:
             plan = self._plan = FetchPlan(fetchable, *limits)
+            self._quick = None
+            if len(fetchable) == 1 and hasattr(self._ch, "standing_records"):
+                one = fetchable[0]
+                self._quick = (one, F.ARRAY_COUNT.pack(1) + wire_str(one.topic)
+                               + F.I32.pack(one.partition))
         body = plan.body(max_wait_ms, offsets)
         resp = self._ch.request(M.Api.FETCH, body, timeout=max_wait_ms / 1000 + 30)
         tp_of = self._tp_of
@@ -380,6 +397,27 @@ class Consumer:
         if self._corrupt and not self._buffer:
             raise self._corrupt.pop(next(iter(self._corrupt)))
 
+    def _quick_fetch(self, max_wait_ms: int, deadline: float) -> bool:
+        """The common poll, in few Python calls: the one partition's standing fetch is armed
+        from its position, and its answers carry plain records (no error, damage, headers or
+        null values); ShmSyncChannel.standing_records waits and decodes them in C. False when
+        that does not hold: the caller's _fetch then does the same fetch the general way."""
+        tp, want = self._quick  # type: ignore[misc]
+        pos = self._positions.get(tp)
+        plan = self._plan
+        if pos is None or self._corrupt or plan is None or plan.limits != (
+                self.fetch_min_bytes, self.fetch_max_bytes, self.max_partition_fetch_bytes):
+            return False
+        got = self._ch.standing_records(plan, pos, max_wait_ms, deadline,  # type: ignore[attr-defined]
+                                        want, tp.topic, tp.partition, Record)
+        if got is None:
+            return False
+        recs, hw = got
+        if recs:
+            self._highwater[tp] = hw
+            self._buffer.append([tp, recs, 0])
+        return True
+
     def _out_of_range(self, tp: TopicPartition, fp: M.FetchedPartition) -> None:
         if self.auto_offset_reset == "none":
             raise OffsetOutOfRangeError(fp.error_message)
@@ -393,10 +431,33 @@ class Consumer:
 
     def __next__(self) -> Record:
         if not self._buffer:
-            self._fill(time.monotonic() + self.consumer_timeout_ms / 1000)
+            deadline = time.monotonic() + self.consumer_timeout_ms / 1000
+            outage = 0
+            while True:
+                try:
+                    self._fill(deadline)
+                    break
+                except EdgebusError as e:
+                    # A `for record in consumer:` loop waits out a restart of the supervisor, as
+                    # kafka-python's does a broker's: the next fetch reconnects (a group member
+                    # rejoins). poll() raises instead, and leaves the choice to its caller.
+                    if not e.retriable or time.monotonic() >= deadline:
+                        raise
+                    outage = self._wait_out(e, outage, deadline)
             if not self._buffer:
                 raise StopIteration
         return next(iter(self._take(1).values()))[0]
+
+    def _wait_out(self, error: EdgebusError, outage: int, deadline: float) -> int:
+        """Sleep before the next attempt of an iteration (the first failure is logged)."""
+        import logging
+
+        from edgebus.backoff import backoff_delay
+
+        if outage == 0:
+            logging.getLogger("edgebus.consumer").warning("%s; retrying", error)
+        time.sleep(max(0.0, min(backoff_delay(outage, 0.1, 5.0), deadline - time.monotonic())))
+        return outage + 1
 
     def commit(self, offsets: dict[TopicPartition, Any] | None = None) -> None:
         if self._group is None:

@@ -26,7 +26,12 @@ from edgebus.backoff import backoff_delay
 from edgebus.client.batch_builder import _Builder
 from edgebus.client.channel import AsyncChannel
 from edgebus.client.shm_channel import ShmAsyncChannel, open_async_channel
-from edgebus.errors import BrokerUnavailableError, EdgebusError, OperationTimeoutError
+from edgebus.errors import (
+    BrokerUnavailableError,
+    EdgebusError,
+    OperationTimeoutError,
+    OutOfOrderSequenceError,
+)
 from edgebus.fastpath.produce import produce_body_parts, produce_result
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ResponseFrame
@@ -56,7 +61,8 @@ class _Delivery:
     transport: str
     # Set by Producer.__init__ (state, under _cond unless said otherwise).
     _ordered: bool
-    _busy: set[tuple[str, int]]
+    _busy: dict[tuple[str, int], int]
+    _per_partition: int
     _retry_at: dict[tuple[str, int], float]
     _counts: dict[str, int]
     _cond: threading.Condition
@@ -102,7 +108,7 @@ class _Delivery:
                         if self._ordered and self._waiting(key, now):
                             # Kept open (and filling) until its partition may send; the end of
                             # the in-flight batch wakes this thread, a backoff's end is a due.
-                            if key in self._busy:
+                            if self._busy.get(key):
                                 continue
                             due = max(due, self._retry_at[key])
                         if due <= now or self._flushing or self._closed:
@@ -167,8 +173,9 @@ class _Delivery:
     def _pop_ready(self) -> list[_Builder]:
         """Under self._cond (and self._io_lock): the batches to send now, oldest first. They
         count as in flight from here on, so a flush() looking before they are sent still waits
-        for them. Ordered mode: at most one per partition, none of a partition that has one in
-        flight or waits out a backoff; the others stay, in order."""
+        for them. Ordered mode: up to _per_partition in flight per partition (1, or more for an
+        idempotent producer), none of a partition that waits out a backoff, or that has a batch
+        to resend while others are in flight; the others stay, in order."""
         todo: list[_Builder] = []
         if not self._ordered:
             while self._ready and self._in_flight + len(todo) < self.max_in_flight:
@@ -176,37 +183,69 @@ class _Delivery:
         else:
             now = time.monotonic()
             keep: deque[_Builder] = deque()
-            while self._ready:
+            # Partitions found unable to send: their later batches stay too, in order (and the
+            # scan of a long queue costs a set look-up per batch).
+            blocked: set[tuple[str, int]] = set()
+            while self._ready and self._in_flight + len(todo) < self.max_in_flight:
                 b = self._ready.popleft()
                 key = (b.topic, b.partition)
-                if self._in_flight + len(todo) < self.max_in_flight and \
-                        not self._waiting(key, now):
-                    self._busy.add(key)
+                if key not in blocked and not self._waiting(key, now):
+                    self._busy[key] = self._busy.get(key, 0) + 1
                     todo.append(b)
                 else:
+                    blocked.add(key)
                     keep.append(b)
+            keep.extend(self._ready)
             self._ready = keep
         self._in_flight += len(todo)
         return todo
 
     def _waiting(self, key: tuple[str, int], now: float) -> bool:
-        """Ordered mode: the partition has a batch in flight or waits out a retry backoff."""
-        if key in self._busy:
+        """Ordered mode: the partition may not send now: it has _per_partition batches in
+        flight, waits out a retry backoff, or has a batch to resend (its retry is pending until
+        one succeeds) and batches still in flight, whose answers come first (a resend goes out
+        alone, so that it cannot overtake them)."""
+        n = self._busy.get(key, 0)
+        if n >= self._per_partition:
             return True
         at = self._retry_at.get(key)
-        return at is not None and at > now
+        return at is not None and (at > now or n > 0)
+
+    def _not_busy(self, key: tuple[str, int]) -> None:
+        """Under self._cond: one batch of the partition is no longer in flight."""
+        n = self._busy.pop(key, 0) - 1
+        if n > 0:
+            self._busy[key] = n
+
+    def _requeue(self, b: _Builder) -> None:
+        """Under self._cond: a batch back into the ready queue, before its partition's later
+        batches (sealed after it) and after its earlier ones: batches of one partition fail in the
+        order they were sent (answers come in order), so their resends keep that order."""
+        ready = self._ready
+        pos = 0
+        for i, x in enumerate(ready):
+            if x.partition == b.partition and x.topic == b.topic:
+                if x.order > b.order:
+                    pos = i
+                    break
+                pos = i + 1
+        ready.insert(pos, b)
 
     def _ordered_ready(self, now: float) -> tuple[bool, float | None]:
         """Under self._cond, ordered mode: is a ready batch sendable now; else the earliest end
         of a backoff that holds one back (None: they wait for batches in flight)."""
         due = None
+        seen: set[tuple[str, int]] = set()  # a partition's first ready batch decides for it
         for b in self._ready:
             key = (b.topic, b.partition)
-            if key in self._busy:
+            if key in seen:
                 continue
-            at = self._retry_at.get(key)
-            if at is None or at <= now:
+            seen.add(key)
+            if not self._waiting(key, now):
                 return True, None
+            if self._busy.get(key):
+                continue  # its answers come first
+            at = self._retry_at[key]
             due = at if due is None else min(due, at)
         return False, due
 
@@ -260,15 +299,15 @@ class _Delivery:
                 self._in_flight -= len(batches)
                 self._cond.notify_all()  # a flush() may be waiting on that count
                 for b in batches:
-                    self._busy.discard((b.topic, b.partition))
+                    self._not_busy((b.topic, b.partition))
             # A connection that cannot work (transport='shm' without rings, an untrusted socket)
             # fails the batches now: waiting out delivery_timeout would change nothing.
             hopeless = not getattr(err, "retriable", True)
-            for b in reversed(batches):
+            for b in batches:
                 if hopeless or now - b.created > self.delivery_timeout or self._closed:
                     self._finish(b, -1, -1, err, in_flight=False)
                 else:
-                    self._ready.appendleft(b)
+                    self._requeue(b)
 
     def _send_batch(self, ch: AsyncChannel | ShmAsyncChannel, b: _Builder) -> None:
         if self._seq is None:
@@ -305,7 +344,7 @@ class _Delivery:
     def _finish(self, b: _Builder, base: int, ts: int, err: BaseException | None,
                 in_flight: bool = True) -> None:
         """Under self._cond."""
-        if b.result.is_done:
+        if b.result._done:  # is_done without the property's call (once per acknowledgement)
             return
         if in_flight:
             self._in_flight -= 1
@@ -319,7 +358,8 @@ class _Delivery:
             held = key in self._open  # its next records wait for this: send them now
         if self._ordered:
             key = (b.topic, b.partition)
-            self._busy.discard(key)
+            if in_flight:
+                self._not_busy(key)
             if err is not None and self._retry(b, err):
                 return
             self._retry_at.pop(key, None)
@@ -351,18 +391,19 @@ class _Delivery:
 
     def _retry(self, b: _Builder, err: BaseException) -> bool:
         """Under self._cond, ordered mode: put a failed batch back at the front of its partition
-        (nothing newer of that partition is in flight or was sent) if the error is retriable and
-        retries and the delivery timeout allow; False to fail it."""
+        (before its newer batches) if the error is retriable and retries and the delivery timeout
+        allow; False to fail it."""
         now = time.monotonic()
-        if not getattr(err, "retriable", False) or b.attempts >= self.retries or self._closed \
+        key = (b.topic, b.partition)
+        if not (getattr(err, "retriable", False) or self._resequenced(key, b, err)) \
+                or b.attempts >= self.retries or self._closed \
                 or now - b.created >= self.delivery_timeout:
             return False
-        key = (b.topic, b.partition)
         delay = backoff_delay(b.attempts, self.retry_backoff, self.retry_backoff_max)
         b.attempts += 1
         b.deadline = math.inf
         self._retry_at[key] = now + delay
-        self._ready.appendleft(b)
+        self._requeue(b)
         self._counts["batch-retry-total"] += 1
         self._counts["record-retry-total"] += b.count
         log.log(logging.WARNING if b.attempts == 1 else logging.DEBUG,
@@ -370,3 +411,12 @@ class _Delivery:
                 b.topic, b.partition, delay, b.attempts, type(err).__name__, err)
         self._cond.notify_all()  # the I/O thread learns the backoff's end
         return True
+
+    def _resequenced(self, key: tuple[str, int], b: _Builder, err: BaseException) -> bool:
+        """An idempotent producer's batch refused as out of order (so not appended) because an
+        earlier batch of its partition, in flight with it, was not appended: retried after that
+        one's resend, or, if that one failed for good (a hole in the sequence), stamped anew
+        under the producer's next id (Sequencer.restamp)."""
+        if self._seq is None or not isinstance(err, OutOfOrderSequenceError):
+            return False
+        return key in self._retry_at or self._seq.restamp(b)

@@ -179,11 +179,15 @@ class GroupMembership:
 
     def poll(self) -> None:
         """Called by the consumer at the start of every fetch round."""
-        self._check_open()
+        # Runs on every poll: the checks of _check_open, _deliver_async and _subscribed are
+        # inlined (a call each less per poll).
+        if self._closed:
+            raise ClosedError("the consumer is closed")
         now = time.monotonic()
         self._link.polled()
-        self._deliver_async()
-        if self._subscribed():
+        if self._async_done:
+            self._deliver_async()
+        if self._topics is not None or self._pattern is not None:
             if now >= self._next_metadata and self._link.identity is not None:
                 self._next_metadata = now + self.metadata_max_age
                 if self._resolve() != self._snapshot:

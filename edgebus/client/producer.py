@@ -14,9 +14,16 @@ anything newer of that partition; each partition then has at most one batch in f
 next batch keeps filling (up to `batch_size`) while it waits, as Kafka's accumulator does. So the
 order per partition, and so per key, survives retries; a record is appended at least once (a
 batch whose connection died may have been written: resending it can duplicate it, never lose or
-reorder it). Other partitions keep moving meanwhile. `delivery_timeout_ms` (None: no limit) bounds
-the whole time from send() to the outcome; `request_timeout_ms` bounds one unanswered request
-(the connection is then dropped and the batches in flight fail, or are retried).
+reorder it). An idempotent producer (`enable_idempotence`, `transactional_id`) may have up to
+`max_in_flight_per_partition` (default and most 5, as Kafka) batches of a partition in flight:
+their sequence numbers make the supervisor refuse any that does not follow the last one appended
+(OutOfOrderSequenceError, nothing appended) and answer a resend of one it has with its offset.
+When one fails, the ones after it fail too (the same lost connection) or are refused as out of
+order; all go back in their order, the first is resent alone, and pipelining resumes once it is
+acknowledged (edgebus/client/delivery.py). Other partitions keep moving meanwhile.
+`delivery_timeout_ms` (None: no limit) bounds the whole time from send() to the outcome;
+`request_timeout_ms` bounds one unanswered request (the connection is then dropped and the
+batches in flight fail, or are retried).
 
 Durable sends without lingering (`acks="durable"`, any `linger_ms`): an acknowledgement waits for
 the fsync, so a partition whose records each left as a batch of their own had at most
@@ -45,6 +52,7 @@ from edgebus import format as F
 from edgebus.client.batch_builder import _Builder
 from edgebus.client.channel import AsyncChannel, SyncChannel, resolve_socket
 from edgebus.client.delivery import _Delivery
+from edgebus.client.fast_send import _FastSend
 from edgebus.client.shm_channel import ShmAsyncChannel, check_transport
 from edgebus.client.txn import TransactionalProducer
 from edgebus.client.types import (
@@ -67,6 +75,11 @@ from edgebus.protocol import messages as M
 # held back to fill one batch (module docstring). Two: one being fsynced while the next is
 # written, so that the group commit after it covers the next one at once.
 DURABLE_IN_FLIGHT = 2
+# An idempotent producer's batches in flight per partition at most (Kafka's limit with
+# idempotence: max.in.flight.requests.per.connection <= 5). Their sequence numbers keep them in
+# order and resends free of duplicates; the supervisor remembers 32 batches per producer and
+# partition (server/txn/producers.py), so every resend of these is recognised.
+IDEMPOTENT_IN_FLIGHT = 5
 # Bytes per batch by default. The supervisor's work is per batch, so small batches cost it CPU
 # per record: at 64 KiB the benchmark's send_batch moved ~40% less than at 256 KiB with ~20% more
 # supervisor CPU per record (bench/results/defaults.md). An open batch grows only as records come.
@@ -85,7 +98,7 @@ def _as_bytes(v: Any, what: str) -> bytes | None:
                     f"got {type(v).__name__}")
 
 
-class Producer(_Delivery, TransactionalProducer):
+class Producer(_Delivery, _FastSend, TransactionalProducer):
     """Sends records to the supervisor; kafka-python's names and meanings where they fit.
 
     `acks`: what a successful future promises ("none": nothing, no answer; "written": in the log
@@ -95,7 +108,8 @@ class Producer(_Delivery, TransactionalProducer):
     not lose or reorder what it was given, like the MQTT bridge (`retries=math.inf`,
     `delivery_timeout_ms=None`: retry until the supervisor is back).
     `enable_idempotence=True`: resends never duplicate (ordered retries, retried until
-    delivery_timeout_ms); `transactional_id`: transactions (init_transactions, begin_transaction,
+    delivery_timeout_ms; up to `max_in_flight_per_partition` batches of a partition in flight,
+    1..5, default 5); `transactional_id`: transactions (init_transactions, begin_transaction,
     commit_transaction, abort_transaction, send_offsets_to_transaction; edgebus/client/txn.py).
     """
 
@@ -122,8 +136,12 @@ class Producer(_Delivery, TransactionalProducer):
         enable_idempotence: bool = False,
         transactional_id: str | None = None,
         transaction_timeout_ms: int = 60_000,
+        max_in_flight_per_partition: int = IDEMPOTENT_IN_FLIGHT,
     ) -> None:
         idempotent = enable_idempotence or transactional_id is not None
+        if not 1 <= max_in_flight_per_partition <= IDEMPOTENT_IN_FLIGHT:
+            raise ValueError(f"max_in_flight_per_partition must be 1..{IDEMPOTENT_IN_FLIGHT}, got "
+                             f"{max_in_flight_per_partition!r}")
         if idempotent:
             if acks in ("none", 0):
                 raise ValueError("an idempotent or transactional producer needs acks 'written' or 'durable'")
@@ -151,9 +169,12 @@ class Producer(_Delivery, TransactionalProducer):
         self.retries = retries
         self.retry_backoff = retry_backoff_ms / 1000
         self.retry_backoff_max = retry_backoff_max_ms / 1000
-        # Ordered retries: at most one batch in flight per partition (module docstring).
+        # Ordered retries: at most one batch in flight per partition, or up to
+        # max_in_flight_per_partition for an idempotent producer (module docstring).
         self._ordered = retries > 0
-        self._busy: set[tuple[str, int]] = set()  # partitions with a batch in flight (ordered)
+        self._per_partition = max_in_flight_per_partition if idempotent else 1
+        self._busy: dict[tuple[str, int], int] = {}  # batches in flight per partition (ordered)
+        self._sealed = 0  # batches sealed so far: each batch's `order`
         self._retry_at: dict[tuple[str, int], float] = {}  # partitions waiting out a backoff
         self._counts = {"record-send-total": 0, "record-retry-total": 0, "record-error-total": 0,
                         "batch-send-total": 0, "batch-retry-total": 0}
@@ -172,7 +193,10 @@ class Producer(_Delivery, TransactionalProducer):
         self._record_max: dict[str, int] = {}
         self._batch_max: dict[str, int] = {}
         self._sticky: dict[str, int] = {}
-        self._cond = threading.Condition()
+        # _cond's lock, by name: `with self._mutex` is one C call, `with self._cond` two Python
+        # calls around it (the one-step send takes it twice per record: fast_send.py).
+        self._mutex = threading.RLock()
+        self._cond = threading.Condition(self._mutex)
         self._open: dict[tuple[str, int], _Builder] = {}
         self._ready: deque[_Builder] = deque()
         self._queued_bytes = 0
@@ -189,8 +213,10 @@ class Producer(_Delivery, TransactionalProducer):
         self._channel: AsyncChannel | ShmAsyncChannel | None = None
         # acks="durable": sealed, unacknowledged batches per partition; at DURABLE_IN_FLIGHT its
         # open batch is held (keeps filling) instead of sealed at its linger deadline. Ordered
-        # mode holds a partition's next batch already (one in flight per partition).
-        self._hold_at = DURABLE_IN_FLIGHT if acks == M.ACKS_DURABLE and not self._ordered else 0
+        # mode with one batch in flight per partition holds a partition's next batch already;
+        # an idempotent producer's (more in flight) is held as in unordered mode.
+        self._hold_at = DURABLE_IN_FLIGHT if acks == M.ACKS_DURABLE and (
+            not self._ordered or self._per_partition > DURABLE_IN_FLIGHT) else 0
         self._unacked: dict[tuple[str, int], int] = {}
         # linger_ms=0: an open batch is held while the supervisor has not read our last request
         # (_take_for_inline_send); the next acknowledgement must then wake the I/O thread.
@@ -202,6 +228,7 @@ class Producer(_Delivery, TransactionalProducer):
         self._meta.request(M.Api.API_VERSIONS, M.ApiVersionsRequest())
         # Idempotence and transactions (edgebus/client/txn.py): _seq, _txn (None: a plain producer)
         self._start_idempotence(idempotent, transactional_id, transaction_timeout_ms)
+        self._init_fast_send()  # one-step sends (edgebus/client/fast_send.py)
         self._thread = threading.Thread(target=self._sender, name="edgebus-producer", daemon=True)
         self._thread.start()
 
@@ -257,8 +284,16 @@ class Producer(_Delivery, TransactionalProducer):
             value = _as_bytes(value, "value")
         if key is not None and key.__class__ is not bytes:
             key = _as_bytes(key, "key")
-        p = self._choose(topic, key, partition)
+        n = self._partitions.get(topic)
+        if partition is not None and n is not None and 0 <= partition < n and self._txn is None:
+            p = partition  # _choose's answer, without its two calls
+        else:
+            p = self._choose(topic, key, partition)
         ts = time.time_ns() // 1_000_000 if timestamp_ms is None else int(timestamp_ms)
+        if self._fast and not headers:
+            fut = self._send_one(topic, p, key, value, ts)
+            if fut is not None:
+                return fut
         rec = B.encode_record(ts, key, value, headers or ())
         if len(rec) + F.BATCH_HEADER_SIZE > self._record_max[topic]:
             self._check_size(topic, len(rec))  # raises
@@ -506,6 +541,8 @@ class Producer(_Delivery, TransactionalProducer):
 
     def _seal(self, key: tuple[str, int], b: _Builder, notify: bool = True) -> None:
         del self._open[key]
+        self._sealed += 1
+        b.order = self._sealed
         self._ready.append(b)
         if self._hold_at:
             self._unacked[key] = self._unacked.get(key, 0) + 1
@@ -554,17 +591,27 @@ class Producer(_Delivery, TransactionalProducer):
                 self._flushing -= 1
 
     def close(self, timeout: float | None = None) -> None:
+        """Send what is buffered, wait for its acknowledgements (up to `timeout`), and close. A
+        transaction still open is aborted (as Kafka's producer does): commit it first to keep it."""
         if self._closed:
             return
         try:
+            self._abort_on_close(timeout)
             self.flush(timeout)
         finally:
             with self._cond:
                 self._closed = True
                 self._cond.notify_all()
             self._thread.join(timeout=5)
-            if self._channel is not None:
-                self._channel.close()
+            # A send() in another thread is not writing to it meanwhile (the one-step send
+            # writes to the ring from the caller's thread); a writer stuck past the wait (its
+            # ring full, the supervisor stopped) is ended by the close instead.
+            got = self._io_lock.acquire(timeout=5)
+            ch, self._channel = self._channel, None
+            if got:
+                self._io_lock.release()
+            if ch is not None:
+                ch.close()
             self._meta.close()
 
     def __enter__(self) -> Producer:

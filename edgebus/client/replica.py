@@ -33,6 +33,7 @@ from edgebus.errors import (
     BrokerUnavailableError,
     EdgebusError,
     UnknownTopicError,
+    UnsupportedVersionError,
     error_for_code,
 )
 from edgebus.heap import keep_freed_heap
@@ -96,6 +97,9 @@ class PartitionRead:
     error: EdgebusError | None  # OffsetOutOfRangeError, UnknownTopicError, ... (then no data)
     incarnation: str = ""  # read_durable: the topic's at the time of the read
     durable_end: int = -1  # read_durable: every offset below it is fsynced on the source
+    # read_durable: bytes of log from the batch at the asked offset to the log end (at most one
+    # index interval high; FORMAT.md 7.9); -1 when the source predates REPLICA_FETCH v1.
+    bytes_to_end: int = -1
 
     def batches(self) -> list[StoredBatch]:
         return _batches(self.data)
@@ -156,24 +160,50 @@ def _whole(records: bytes | memoryview | None) -> tuple[bytes | memoryview, int,
     return mv if n == len(mv) else mv[:n], first, nxt
 
 
+class FetchVersion:
+    """Which REPLICA_FETCH version a channel's supervisor serves: asked once (API_VERSIONS),
+    and again after a refusal (the supervisor was replaced by an older one meanwhile). Version
+    1 answers carry the bytes to the log end; an older supervisor is read with version 0."""
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+
+    def get(self, ch: SyncChannel) -> int:
+        if self.version is None:
+            resp = ch.request(M.Api.API_VERSIONS, M.ApiVersionsRequest("edgebus-replicator"))
+            top = max((a.max_version for a in resp.apis if a.api_key == M.Api.REPLICA_FETCH),
+                      default=0)
+            self.version = min(top, 1)
+        return self.version
+
+
 def _read_durable(ch: SyncChannel, positions: Mapping[tuple[str, int], int], max_bytes: int,
                   sync: bool, per_partition: Mapping[tuple[str, int], int] | None = None,
-                  max_wait_ms: int = 0, timeout: float | None = None
-                  ) -> dict[tuple[str, int], PartitionRead]:
+                  max_wait_ms: int = 0, timeout: float | None = None,
+                  version: FetchVersion | None = None) -> dict[tuple[str, int], PartitionRead]:
     caps = per_partition or {}
-    req = M.ReplicaFetchRequest(1 if sync else 0, max_bytes,
-                                [M.FetchPartition(t, p, off, caps.get((t, p), max_bytes))
-                                 for (t, p), off in positions.items()], max_wait_ms)
+    parts = [M.FetchPartition(t, p, off, caps.get((t, p), max_bytes))
+             for (t, p), off in positions.items()]
     if timeout is None:
         timeout = ch.timeout + max_wait_ms / 1000
-    resp = ch.request(M.Api.REPLICA_FETCH, req, timeout=timeout)
+    v1 = version is not None and version.get(ch) >= 1
+    kind = M.ReplicaFetchRequestV1 if v1 else M.ReplicaFetchRequest
+    try:
+        resp = ch.request(M.Api.REPLICA_FETCH, kind(1 if sync else 0, max_bytes, parts,
+                                                    max_wait_ms), timeout=timeout)
+    except UnsupportedVersionError:
+        if not v1 or version is None:
+            raise
+        version.version = None  # an older supervisor now: ask again which version it serves
+        return _read_durable(ch, positions, max_bytes, sync, per_partition, max_wait_ms,
+                             timeout, version)
     out: dict[tuple[str, int], PartitionRead] = {}
     for fp in resp.partitions:
         err = error_for_code(fp.error_code, fp.error_message) if fp.error_code else None
         data, first, nxt = _whole(fp.records) if err is None else (b"", -1, -1)
         out[(fp.topic, fp.partition)] = PartitionRead(
             data, first, nxt, fp.log_start_offset, fp.log_end_offset, err, fp.incarnation,
-            fp.durable_end)
+            fp.durable_end, getattr(fp, "bytes_to_end", -1))
     return out
 
 
@@ -183,6 +213,7 @@ class BatchReader:
     def __init__(self, socket: str | os.PathLike[str] | None = None, timeout: float = 30.0) -> None:
         keep_freed_heap()  # read-sized buffers reuse heap pages (edgebus/heap.py)
         self._ch = open_sync_channel(socket, timeout, "socket")
+        self._fetch_version = FetchVersion()
 
     def topics(self) -> list[str]:
         return [t.name for t in self._ch.request(M.Api.METADATA, M.MetadataRequest([])).topics]
@@ -232,7 +263,8 @@ class BatchReader:
         per_partition: each partition's own cap (default max_bytes); its first whole batch comes
         whatever the cap. max_wait_ms: when no partition has anything past its offset, the
         answer waits that long for an append to any of them (a long poll: idle is idle)."""
-        return _read_durable(self._ch, positions, max_bytes, sync, per_partition, max_wait_ms)
+        return _read_durable(self._ch, positions, max_bytes, sync, per_partition, max_wait_ms,
+                             version=self._fetch_version)
 
     def close(self) -> None:
         self._ch.close()
@@ -322,6 +354,7 @@ class ReplicaLink:
             raise ValueError(f"expected host:port, got {address!r}")
         self.address = address
         self._ch = _TcpChannel(host.strip("[]"), int(port), node, token, timeout, tls, server_name)
+        self._fetch_version = FetchVersion()
         self._ch._ensure()  # connect and authenticate now: a wrong token fails here
 
     @property
@@ -372,7 +405,7 @@ class ReplicaLink:
         max_wait_ms: the same long poll. timeout: how long the whole request may take before
         the link counts as lost (default: the link's timeout plus the wait)."""
         return _read_durable(self._ch, positions, max_bytes, True, max_wait_ms=max_wait_ms,
-                             timeout=timeout)
+                             timeout=timeout, version=self._fetch_version)
 
     def append_compressed(self, topic: str, partition: int, incarnation: str,
                           batches: bytes | memoryview,

@@ -30,13 +30,26 @@ from typing import Any
 
 from edgebus import format as F
 from edgebus.client.channel import AsyncChannel, SyncChannel
-from edgebus.client.dispatch import Dispatcher, next_corr, refusal
+from edgebus.client.dispatch import CORR_MASK, Callback, Dispatcher, next_corr, refusal
 from edgebus.client.fetch_ahead import is_empty, next_body
 from edgebus.client.lazy_acks import LazyAcks
+from edgebus.client.record_frames import (
+    FRAME_BUFFER_BYTES,
+    NULL,
+    PRODUCE,
+    frame_bytes,
+    new_frame_buffer,
+    produce_frame,
+)
 from edgebus.client.shm_rings import ShmRings, connect_rings, ring_bytes_for
 from edgebus.client.socket_acks import LazySocketChannel
-from edgebus.errors import BrokerUnavailableError, InvalidRequestError, UnsupportedVersionError
-from edgebus.fastpath.fetch import FetchBody, fetch_body, fetch_response
+from edgebus.errors import (
+    BrokerUnavailableError,
+    InvalidRequestError,
+    ProtocolError,
+    UnsupportedVersionError,
+)
+from edgebus.fastpath.fetch import FetchBody, FetchPlan, fetch_body, fetch_response
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ResponseFrame
 from edgebus.tuning import (
@@ -45,6 +58,11 @@ from edgebus.tuning import (
     STANDING,
     check_transport,
 )
+
+try:  # the consumer's one-call decode of a standing fetch's answer (edgebus/records.c)
+    from edgebus.records import fetched_records as _fetched_records
+except ImportError:  # the C module is not built: the general path
+    _fetched_records = None  # type: ignore[assignment]
 
 _STANDING = int(M.Api.FETCH_STANDING)
 # A supervisor without FETCH_STANDING answers the first one with these (one before socket
@@ -69,12 +87,16 @@ class ShmSyncChannel(SyncChannel):
         # id, and its answers as they arrived. A standing fetch (FETCH_STANDING, docs/FORMAT.md
         # 7.13) is answered many times under one correlation id, each answer the guess that
         # follows from the one before; `_standing` is its id while armed.
-        self._ahead: tuple[bytes, int] | None = None
+        # The key is None when only `_ahead_at` (plan, offsets, max_wait_ms: the guessed request)
+        # was recorded (standing_records); `_ahead_key` makes it when the general path needs it.
+        self._ahead: tuple[bytes | None, int] | None = None
+        self._ahead_at: tuple[FetchPlan, tuple[int, ...], int] | None = None
         self._ahead_frames: deque[ResponseFrame] = deque()
         self._standing: int | None = None
         self._standing_ok = STANDING  # False once a supervisor did not know FETCH_STANDING
         self._marks: dict[tuple[str, int], tuple[int, int]] = {}  # last high watermark, log start
         self.fetch_ahead_hits = 0
+        self.quick_answers = 0  # answers taken by standing_records (tests, benchmarks)
 
     @property
     def using_shm(self) -> bool:
@@ -123,7 +145,7 @@ class ShmSyncChannel(SyncChannel):
     def _drop_ahead(self) -> None:
         # Its answers still on the way are dropped when they come (`_keep` no longer matches);
         # a standing fetch ends at the supervisor with the FETCH this is followed by.
-        self._ahead, self._standing = None, None
+        self._ahead, self._standing, self._ahead_at = None, None, None
         self._ahead_frames.clear()
 
     def _fetch(self, request: M.FetchRequest | FetchBody, deadline: float, t: float) -> Any:
@@ -131,7 +153,7 @@ class ShmSyncChannel(SyncChannel):
             return super()._fetch(request, deadline, t)  # the socket, one fetch per answer
         body = fetch_body(request)
         key = body.key
-        ahead = self._ahead
+        ahead = self._ahead_key()
         standing = None
         if ahead is not None and ahead[0] == key:
             # The fetch sent ahead is this one: wait for it as long as this request would
@@ -141,7 +163,7 @@ class ShmSyncChannel(SyncChannel):
             frame = self._next_ahead(ahead[1], min(deadline, own))
             if frame is None:
                 return self._nothing_yet(body)
-            standing, self._ahead = self._standing, None
+            standing, self._ahead, self._ahead_at = self._standing, None, None
             if frame.error_code in _NO_STANDING and standing is not None:
                 # A supervisor without FETCH_STANDING: fetch-ahead with plain fetches from now.
                 self._standing_ok = False
@@ -165,6 +187,7 @@ class ShmSyncChannel(SyncChannel):
                     # The supervisor re-armed the standing fetch with this same guess
                     # (edgebus/fastpath/standing.py): its next answer comes under the same id.
                     self._ahead = (guess.key, standing)
+                    self._ahead_at = (guess.plan, guess.offsets, guess.max_wait_ms)
                     return resp
                 self._drop_ahead()  # no offset moved: it ended there
             if guess is None and is_empty(resp) and body.max_wait_ms > 0:
@@ -180,8 +203,69 @@ class ShmSyncChannel(SyncChannel):
             self._write(F.REQUEST_HEADER.pack(F.REQUEST_MIN_LENGTH + len(data), _STANDING, 0,
                                               corr) + data, deadline)
             self._ahead, self._standing = (guess.key, corr), corr
-            return
-        self._ahead = (guess.key, self._send(M.Api.FETCH, guess, deadline))
+        else:
+            self._ahead = (guess.key, self._send(M.Api.FETCH, guess, deadline))
+        self._ahead_at = (guess.plan, guess.offsets, guess.max_wait_ms)
+
+    def _ahead_key(self) -> tuple[bytes | None, int] | None:
+        ahead = self._ahead
+        if ahead is not None and ahead[0] is None and self._ahead_at is not None:
+            plan, offsets, max_wait_ms = self._ahead_at
+            ahead = self._ahead = (plan.body(max_wait_ms, offsets).key, ahead[1])
+        return ahead
+
+    def standing_records(self, plan: FetchPlan, offset: int, max_wait_ms: int, deadline: float,
+                         want: bytes, topic: str, partition: int, make: Callable[..., Any]
+                         ) -> tuple[list[Any], int] | None:
+        """The consumer's common poll in few calls: one partition, whose standing fetch is
+        armed for exactly `plan` from `offset`. Waits as `_fetch` would for its next answers and
+        decodes them in one C call each (edgebus.records.fetched_records): (records, high
+        watermark), ([], -1) when none came within max_wait_ms. None when this does not apply,
+        or an answer needs the general path (an error, damage, headers, ...): that answer is
+        left first in line, and the caller's FETCH through `request` takes it as before.
+        Every answer already received is taken, each answering the fetch re-armed from the end
+        of the one before (edgebus/fastpath/standing.py)."""
+        at, corr = self._ahead_at, self._standing
+        if corr is None or at is None or at[0] is not plan or at[1] != (offset,) \
+                or _fetched_records is None:
+            return None
+        frames = self._ahead_frames
+        if not frames:
+            try:
+                frame = self._next_ahead(corr, min(deadline, time.monotonic() + max_wait_ms / 1000
+                                                   + 0.002))
+            except (OSError, BrokerUnavailableError) as e:
+                self.close()
+                raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
+            except ProtocolError:
+                self.close()  # as request(): the next request starts on a new connection
+                raise
+            if frame is None:
+                return [], -1
+        else:
+            frame = frames.popleft()
+        out: list[Any] = []
+        hw = -1
+        while True:
+            got = None if frame.error_code else _fetched_records(frame.body, want, offset, topic,
+                                                                 partition, make)
+            if got is None:
+                frames.appendleft(frame)  # for the general path
+                break
+            recs, hw, ls, offset = got
+            self._marks[(topic, partition)] = (hw, ls)
+            self.fetch_ahead_hits += 1
+            self.quick_answers += 1
+            out += recs
+            if not frames:
+                break
+            frame = frames.popleft()
+        if not out:
+            return None
+        # The supervisor re-armed the standing fetch from the end of what it sent (its key is
+        # made only if the general path needs it).
+        self._ahead, self._ahead_at = (None, corr), (plan, (offset,), at[2])
+        return out, hw
 
     def _remember(self, resp: M.FetchResponse) -> None:
         for p in resp.partitions:
@@ -243,11 +327,42 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
         self._deferred: BaseException | None = None  # what a reap met; the reader ends with it
         self.reaped = 0  # responses taken by senders (tests, benchmarks)
         self._write = self._write_ring
+        self._fbuf = new_frame_buffer()  # send_record's frame (writers hold _lock)
         self._start()
 
     def _write_ring(self, frame: bytes) -> None:
         self._note_send()
         self._rings.write(frame)
+
+    def send_record(self, prefix: bytes, key: bytes | None, value: bytes | None, ts: int,
+                    callback: Callback, hold: bool) -> bool:
+        """send() of a one-record PRODUCE (edgebus/client/fast_send.py), its frame built by C
+        in place; hold: write nothing and return False while the supervisor has yet to read a
+        request written before (one C call writes or declines)."""
+        with self._lock:
+            if self.lost is not None:
+                raise BrokerUnavailableError(str(self.lost))
+            if self._fds_closed:
+                raise BrokerUnavailableError("the channel was closed")
+            corr = (next(self._corr) - 1) % CORR_MASK + 1  # dispatch.next_corr, inline
+            buf = self._fbuf
+            n = produce_frame(buf, FRAME_BUFFER_BYTES, prefix, len(prefix),
+                              NULL if key is None else key, -1 if key is None else len(key),
+                              NULL if value is None else value, -1 if value is None else len(value),
+                              ts, corr, PRODUCE)
+            rings = self._rings
+            rc = rings.write_if_read(buf, n, rings.efd_sup, hold)
+            if rc == 2:
+                return False
+            self._pending[corr] = callback
+            if rc != 1:  # no room now: the waiting write (backpressure)
+                try:
+                    rings.write(frame_bytes(buf, n))
+                except (BrokerUnavailableError, OSError, ValueError) as e:
+                    self._pending.pop(corr, None)
+                    raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
+            self._note_send()
+        return True
 
     def _receive(self) -> tuple[()]:
         if self._closed:

@@ -5,22 +5,27 @@ the next sequence number per partition. A batch gets its (producer id, epoch, ba
 first time it is sent and keeps them through every resend, so a resend of a batch that was
 appended (the answer was lost with the connection, or the supervisor was killed after the append)
 is recognised and answered with its first offset instead of being appended again. The producer
-runs in ordered mode (one batch in flight per partition, retried until delivery_timeout_ms), so
-sequences arrive in order. A batch that fails for good leaves a hole in its partition's sequence:
-the next batch starts over with a new producer id (Kafka's epoch bump for idempotent producers).
+runs in ordered mode (up to 5 batches in flight per partition, sent and resent in sequence order,
+retried until delivery_timeout_ms), so sequences arrive in order. A batch that fails for good
+leaves a hole in its partition's sequence: the next batch starts over with a new producer id
+(Kafka's epoch bump for idempotent producers), and so do the batches that were in flight behind
+it (refused as out of order, so never appended: `restamp`).
 
 `TransactionalProducer` (transactional_id="..."): confluent-kafka's method names. A transaction
 adds each partition it writes before the first record goes there (ADD_PARTITIONS_TO_TXN, in the
 caller's thread), commits consumer offsets with it (TXN_OFFSET_COMMIT), and ends with END_TXN
 after every batch is acknowledged. Misuse gets InvalidTxnStateError; a newer instance of the same
 transactional id (or the supervisor aborting a transaction open past its timeout) makes this one
-fenced: ProducerFencedError from then on. close() leaves an open transaction open: the next
-instance's init_transactions(), or the transaction's timeout, aborts it (as in Kafka).
+fenced: ProducerFencedError from then on. close() aborts an open transaction, as Kafka's
+producer does: its records never become visible to read_committed consumers. A producer that
+cannot (killed, or the supervisor unreachable until close's timeout) leaves it to the next
+instance's init_transactions() or to the transaction's timeout, which abort it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -40,6 +45,8 @@ from edgebus.protocol import messages as M
 
 if TYPE_CHECKING:
     from edgebus.client.channel import SyncChannel
+
+log = logging.getLogger("edgebus.producer")
 
 # Transaction states of the client (what may be called when).
 UNINITIALIZED, READY, IN_TRANSACTION, FENCED = "uninitialized", "ready", "in transaction", "fenced"
@@ -90,7 +97,7 @@ class Sequencer:
 
     def batch_parts(self, b: Any) -> tuple[list[bytes], int]:
         """The batch's bytes with its producer id, epoch and base sequence: given the first time
-        it is sent (in send order, one batch in flight per partition), kept for resends; a
+        it is sent (in send order), kept for resends; a
         transactional producer's marked transactional."""
         if b.stamp is None:
             if self._renew and not self.transactional_id:
@@ -106,6 +113,18 @@ class Sequencer:
         pid, epoch, seq = b.stamp
         return B.batch_parts(b.records, b.first_ts, b.max_ts, pid, seq, epoch, record_count=b.count,
                              attributes=TRANSACTIONAL if self.transactional_id else 0)
+
+    def restamp(self, b: Any) -> bool:
+        """A batch refused as out of order (not appended) whose producer id has a hole before
+        it (an earlier batch failed for good): it gets a new stamp when next sent, under the next
+        producer id. Not for a transactional producer: its transaction cannot commit anyway."""
+        with self._lock:
+            if self.transactional_id or b.stamp is None:
+                return False
+            if not (self._renew or b.stamp[0] != self.producer_id):
+                return False
+            b.stamp = None
+            return True
 
     def failed(self, b: Any, err: BaseException) -> None:
         """A batch failed for good (after its retries): its sequence numbers are a hole."""
@@ -187,6 +206,21 @@ class TransactionalProducer:
 
     def abort_transaction(self, timeout: float | None = None) -> None:
         self._transactions().end(False, timeout)
+
+    def _abort_on_close(self, timeout: float | None) -> None:
+        """close() with a transaction open: abort it (Kafka's producer does). A failure is
+        logged, not raised: close() still closes, and the transaction's timeout aborts it."""
+        t = self._txn
+        if t is None or t.state != IN_TRANSACTION:
+            return
+        log.warning("closing transactional producer %r with a transaction open: aborting it",
+                    t.seq.transactional_id)
+        try:
+            t.end(False, timeout)
+        except EdgebusError as e:
+            log.warning("close(): could not abort the open transaction of %r (%s); the "
+                        "supervisor aborts it after transaction_timeout_ms=%d",
+                        t.seq.transactional_id, e, t.seq.transaction_timeout_ms)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:

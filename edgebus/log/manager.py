@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from edgebus.errors import (
     ClosedError,
+    ConfigError,
     EdgebusError,
     InvalidRequestError,
     InvalidTopicError,
@@ -37,6 +39,10 @@ from edgebus.log.fileutil import DIR_MODE, atomic_write, fsync_dir, read_file, s
 from edgebus.log.lock import DataDirLock
 from edgebus.log.partition import Partition
 from edgebus.log.topic_config import TopicConfig, new_incarnation, validate_topic_name
+
+# A data directory that cannot be made or entered for these reasons is a wrong setting (exit 78),
+# not a failing disk: a home directory others cannot enter, a file in the way, a read-only mount.
+_NOT_USABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EROFS, errno.EEXIST)
 
 TOPICS_FILE = "topics.json"
 TOPICS_VERSION = 1
@@ -75,6 +81,11 @@ class LogManager:
             if self.data_dir.stat().st_mode & 0o777 != DIR_MODE:
                 os.chmod(self.data_dir, DIR_MODE)
         except OSError as e:
+            if e.errno in _NOT_USABLE_ERRNOS:  # not the disk failing: the wrong place or user
+                raise ConfigError(
+                    f"data directory {self.data_dir} cannot be made or used by this user (uid "
+                    f"{os.geteuid()}): {e}; choose another (--data-dir, $EDGEBUS_DATA_DIR or "
+                    "data_dir: in the config) or fix its permissions") from e
             raise storage_error(e, f"preparing data directory {self.data_dir}") from e
         self._lock.acquire()
         try:

@@ -58,15 +58,33 @@ class _Appends(_PartitionState):
         count = info.record_count
         append_time = now_ms if now_ms > self._max_append_time else self._max_append_time
         seg = self._segments[-1]  # the active one
-        if seg.size and self._should_roll(seg, n, count, append_time):
-            self._roll()
         base = self.log_end_offset
+        # _should_roll's tests, without the call (one-record appends make this the common path)
+        if seg.size and (seg.size + n > cfg.segment_bytes
+                         or (seg.first_append_time is not None
+                             and append_time - seg.first_append_time > cfg.segment_ms)
+                         or base + count - 1 - seg.base_offset > U32_MAX):
+            self._roll()
+            seg = self._segments[-1]
         t = type(batch)
         if t is not bytearray and (batch.readonly if t is memoryview  # type: ignore[union-attr]
                                    else memoryview(batch).readonly):
             batch = bytearray(batch)  # bytes, or a read-only view: stamp a copy
         _stamp_into(batch, 0, base, append_time)  # batch.stamp_batch, without the call
-        self._write(batch, base, append_time, count)
+        # _write, with the segment's write and index note in one call (Segment.append_batch)
+        pos = seg.size
+        try:
+            err = seg.append_batch(batch, base, append_time, cfg.index_interval_bytes)
+        except OSError as e:
+            self._undo_write(seg, pos, e)
+            raise storage_error(e, f"appending to {seg.log_path}") from e
+        self._gen = gen = self._gen + 1
+        seg.last_write_gen = gen
+        self._unsynced[seg.base_offset] = seg
+        if err is not None:
+            self._log.warning("%s: index entry for offset %d skipped: %s", self.name, base, err)
+        self.log_end_offset = base + count
+        self._max_append_time = append_time
         self._tail = (base, base + count, bytes(batch)) if n <= TAIL_BATCH_BYTES else None
         return base, append_time
 

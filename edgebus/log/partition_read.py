@@ -103,6 +103,18 @@ class _Reads(_PartitionState):
             f".corrupt files); seek to {nxt} to skip them",
             topic=self.topic, partition=self.partition, offset=offset, next_offset=nxt)
 
+    def bytes_to_end(self, offset: int) -> int:
+        """Bytes of log from the batch holding `offset` to the log end, from the segment sizes
+        and the in-memory offset index, without reading: the position in offset's segment is
+        the index entry at or before it (or a recently appended batch's exact start), so the
+        figure is at most one index interval above the exact one. 0 at or past the log end."""
+        if offset >= self.log_end_offset or self._closed:
+            return 0
+        segs = self._segments
+        i = max(0, bisect.bisect_right(self._bases, offset) - 1)
+        later = sum(s.size for s in segs[i + 1:])
+        return later + segs[i].size - segs[i].position_at_most(offset)
+
     def at_end(self, offset: int) -> bool:
         """Whether read(offset, ...) would return no data and raise nothing, known without
         reading: `offset` is the log end of an open partition (a caught-up consumer's fetch)."""

@@ -213,6 +213,31 @@ class Segment:
             write_all(self.fd, memoryview(data)[done:])
         self.size += n
 
+    def append_batch(self, data: bytes | bytearray | memoryview, base_offset: int,
+                     append_time: int, interval: int) -> OSError | None:
+        """`write` then `note_batch(..., persist=True)` of a live append, as one call: the
+        produce path's common case (no index entry due) costs no further call. OSError from the
+        write (the caller cuts back with truncate()); returns note_batch's index error, if any."""
+        assert self.fd is not None and self.writable
+        pos = self.size
+        n = len(data)
+        done = os.write(self.fd, data)  # one call for the whole batch, nearly always
+        if done != n:
+            if done <= 0:
+                raise OSError(errno.EIO, "write made no progress")
+            write_all(self.fd, memoryview(data)[done:])
+        self.size = pos + n
+        rels = self._recent_rels
+        if (self.bytes_since_index >= interval or self.first_append_time is None
+                or len(rels) >= 2 * RECENT_BATCHES):
+            return self.note_batch(pos, base_offset, append_time, n, interval, True)
+        # note_batch's work when no index entry is due and the recent lists have room
+        self.max_append_time = append_time
+        rels.append(base_offset - self.base_offset)
+        self._recent_pos.append(pos)
+        self.bytes_since_index += n
+        return None
+
     def truncate(self, size: int) -> None:
         fd = self.open_writable()
         self.forget_recent()
@@ -394,6 +419,18 @@ class Segment:
             raise CorruptRecordError(f"{self.log_path}: batch at byte {first_pos} is cut short")
         data = buf if i == 0 and j == len(buf) else buf[i:j]
         return data, bstart + j >= size, expect
+
+    def position_at_most(self, offset: int) -> int:
+        """A byte position at or before the batch holding `offset`, from memory only: a recent
+        batch's exact start, else the offset index entry before it (0 when the index is not
+        loaded: an old segment not read since the start)."""
+        rel = offset - self.base_offset
+        rels = self._recent_rels
+        if rels and rel >= rels[0]:
+            return self._recent_pos[bisect.bisect_right(rels, rel) - 1]
+        if self.index is None:
+            return 0
+        return min(self.index.lookup(rel)[1], self.size)
 
     def find_time(self, ts_ms: int, interval: int) -> tuple[int, int] | None:
         """(base offset, append time) of the first batch with append time >= ts_ms."""

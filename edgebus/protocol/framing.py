@@ -14,7 +14,7 @@ from edgebus import format as F
 from edgebus.errors import ProtocolError, UnsupportedVersionError, error_for_code
 from edgebus.protocol.codec import EncodedRequest, Message
 from edgebus.protocol.messages import ErrorBody
-from edgebus.protocol.registry import REQUESTS, RESPONSES, VERSIONS
+from edgebus.protocol.registry import BODIES, REQUESTS, RESPONSES, VERSIONS, version_of
 
 _LEN = F.FRAME_LENGTH_SIZE
 
@@ -147,6 +147,8 @@ class ServerProtocol:
             raise UnsupportedVersionError(
                 f"API {req.api_key} version {req.api_version} not in supported range {lo}..{hi}"
             )
+        if req.api_version:
+            cls = BODIES[(req.api_key, req.api_version)][0]  # the version's own body
         body: Message = cls.from_bytes(req.body)
         return body
 
@@ -194,6 +196,7 @@ class ClientProtocol:
         out: list[bytes] = []
         type(body).encode(body, out)
         n = sum(map(len, out))  # one join with the header: a large request is copied once
+        api_version = api_version or version_of(body)  # a later version's body asks for it
         return b"".join([F.REQUEST_HEADER.pack(F.REQUEST_MIN_LENGTH + n, api_key, api_version,
                                                correlation_id), *out])
 
@@ -208,9 +211,12 @@ class ClientProtocol:
         return ResponseFrame(corr, err, frame[F.RESPONSE_MIN_LENGTH :])
 
     @staticmethod
-    def decode_body(api_key: int, resp: ResponseFrame) -> Any:
-        """The response body; raises the typed error when error_code is set."""
+    def decode_body(api_key: int, resp: ResponseFrame, version: int = 0) -> Any:
+        """The response body (of the request's `version`); raises the typed error when
+        error_code is set."""
         if resp.error_code:
             msg: str = ErrorBody.from_bytes(resp.body).message
             raise error_for_code(resp.error_code, msg)
+        if version:
+            return BODIES[(api_key, version)][1].from_bytes(resp.body)
         return RESPONSES[api_key].from_bytes(resp.body)

@@ -406,6 +406,27 @@ class ReplicaFetchResponse(Message):
 
 
 @dataclass
+class ReplicaFetchRequestV1(ReplicaFetchRequest):
+    """Version 1 of REPLICA_FETCH: the same request; each partition's answer also says how many
+    bytes of log lie from the fetch position to the log end (the replicator's lag in bytes)."""
+
+
+@dataclass
+class ReplicaFetchedPartitionV1(ReplicaFetchedPartition):
+    # Bytes of whole batches from the batch holding the fetch offset to the log end, from the
+    # segment sizes and the offset index (no read): at most one index interval above the exact
+    # figure; -1 when the partition does not exist.
+    bytes_to_end: int = -1
+    FIELDS = (*ReplicaFetchedPartition.FIELDS, ("bytes_to_end", I64))  # type: ignore[assignment]
+
+
+@dataclass
+class ReplicaFetchResponseV1(Message):
+    partitions: list[ReplicaFetchedPartitionV1]
+    FIELDS = (("partitions", Array(ReplicaFetchedPartitionV1)),)
+
+
+@dataclass
 class PromoteTopicRequest(Message):
     """Make a mirror an ordinary writable topic (after its source is gone for good)."""
 

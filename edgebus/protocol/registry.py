@@ -17,6 +17,9 @@ class ApiSpec(NamedTuple):
     response: type[Message]
     min_version: int = 0
     max_version: int = 0
+    # Bodies of versions 1 and up, in order: (request, response) of version 1, 2, ...
+    # (version 0's are request and response). A client asks a version by sending its body.
+    later: tuple[tuple[type[Message], type[Message]], ...] = ()
 
 
 APIS: dict[int, ApiSpec] = {
@@ -43,7 +46,8 @@ APIS: dict[int, ApiSpec] = {
     M.Api.REPLICA_HELLO: ApiSpec(M.ReplicaHelloRequest, M.ReplicaHelloResponse),
     M.Api.REPLICA_APPEND: ApiSpec(M.ReplicaAppendRequest, M.ReplicaAppendResponse),
     M.Api.PROMOTE_TOPIC: ApiSpec(M.PromoteTopicRequest, M.Empty),
-    M.Api.REPLICA_FETCH: ApiSpec(M.ReplicaFetchRequest, M.ReplicaFetchResponse),
+    M.Api.REPLICA_FETCH: ApiSpec(M.ReplicaFetchRequest, M.ReplicaFetchResponse, 0, 1,
+                                 ((M.ReplicaFetchRequestV1, M.ReplicaFetchResponseV1),)),
     M.Api.REPLICA_GAP: ApiSpec(M.ReplicaGapRequest, M.ReplicaAppendResponse),
     M.Api.REPLICA_APPEND_COMPRESSED: ApiSpec(M.ReplicaAppendCompressedRequest,
                                              M.ReplicaAppendResponse),
@@ -58,3 +62,13 @@ APIS: dict[int, ApiSpec] = {
 REQUESTS: dict[int, type[Message]] = {k: s.request for k, s in APIS.items()}
 RESPONSES: dict[int, type[Message]] = {k: s.response for k, s in APIS.items()}
 VERSIONS: dict[int, tuple[int, int]] = {int(k): (s.min_version, s.max_version) for k, s in APIS.items()}
+# (api, version) -> its request and response bodies, and a request body's type -> its version.
+BODIES: dict[tuple[int, int], tuple[type[Message], type[Message]]] = {
+    (int(k), v): b for k, s in APIS.items()
+    for v, b in enumerate(((s.request, s.response), *s.later))}
+REQUEST_VERSION: dict[type[Message], int] = {b[0]: v for (_, v), b in BODIES.items() if v}
+
+
+def version_of(body: object) -> int:
+    """The version a request body asks for (0 unless it is a later version's body)."""
+    return REQUEST_VERSION.get(type(body), 0)  # type: ignore[arg-type]

@@ -132,8 +132,9 @@ class Broker:
                                   cleaner_io_bytes_per_s)
         self.node = node or socket.gethostname()
         # The replica handlers are made at a link's first request (server/lazy.py).
+        self.replica_tokens = dict(replica_tokens or {})  # a reload replaces them
         self.replica: OnFirstUse[ReplicaHandlers] = OnFirstUse(
-            lambda: self._replica_handlers(replica_tokens or {}))
+            lambda: self._replica_handlers(self.replica_tokens))
         # Peers' replicators append mirrors here (listeners/tcp.py); none unless configured.
         self.replica_listener = None
         if replica_listen:
@@ -187,6 +188,13 @@ class Broker:
                             self.node, tokens)
         r.acl = self.acl  # links read only what a rule grants
         return r
+
+    def set_replica_tokens(self, tokens: Mapping[str, str]) -> None:
+        """A reload's replica.tokens_file: the next REPLICA_HELLO is checked against these."""
+        self.replica_tokens = dict(tokens)
+        r = self.replica.made
+        if r is not None:
+            r.set_tokens(self.replica_tokens)
 
     @property
     def txn(self) -> TxnCoordinator:

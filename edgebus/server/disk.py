@@ -42,6 +42,7 @@ Probe = Callable[[Path], tuple[int, int]]
 DEFAULT_LOW = Threshold(percent=5.0)
 DEFAULT_HIGH = Threshold(percent=10.0)
 DEFAULT_INTERVAL_S = 5.0
+ENOSPC_LOG_INTERVAL_S = 60.0  # the ENOSPC warning's rate with watermarks below what is free
 
 
 def statvfs_probe(path: Path) -> tuple[int, int]:
@@ -82,6 +83,9 @@ class DiskGuard(Service):
         self.dropped_segments = 0
         self.dropped_bytes = 0
         self.last_error: str | None = None
+        self.enospc_failures = 0  # ENOSPC met while the watermarks did not hold appends back
+        self._enospc_logged_count = 0
+        self._enospc_logged_at = -ENOSPC_LOG_INTERVAL_S
 
     @classmethod
     def from_settings(cls, logs: Any, settings: Any, probe: Probe | None = None) -> DiskGuard:
@@ -107,21 +111,46 @@ class DiskGuard(Service):
         self._next_check = now + self.interval
         if not self._read():
             return
+        entered = False
         if not self.low and (self.free < self.low_bytes or enospc):
-            self.low = True
-            log.warning(
-                "disk space low on %s: %s free of %s, below the low watermark %s (%s); appends to "
-                "topics with on_disk_full=reject are refused and drop-oldest topics lose their "
-                "oldest segments until %s (%s) is free",
-                self.path, human(self.free), human(self.total), human(self.low_bytes),
-                self.low_threshold, human(self.high_bytes), self.high_threshold)
+            self.low = entered = True
+            if self.free < self.low_bytes:
+                log.warning(
+                    "disk space low on %s: %s free of %s, below the low watermark %s (%s); "
+                    "appends to topics with on_disk_full=reject are refused and drop-oldest "
+                    "topics lose their oldest segments until %s (%s) is free",
+                    self.path, human(self.free), human(self.total), human(self.low_bytes),
+                    self.low_threshold, human(self.high_bytes), self.high_threshold)
+            elif self.free < self.high_bytes:
+                log.warning(
+                    "no space left on device on %s (a write met ENOSPC with %s of %s free by "
+                    "statvfs); appends to topics with on_disk_full=reject are refused and "
+                    "drop-oldest topics lose their oldest segments until %s (%s) is free",
+                    self.path, human(self.free), human(self.total), human(self.high_bytes),
+                    self.high_threshold)
         if self.low:
             self._reclaim()
         if self.low and self.free >= self.high_bytes:
             self.low = False
-            log.info("disk space recovered on %s: %s free, at or above the high watermark %s; "
-                     "appends resume", self.path, human(self.free), human(self.high_bytes))
+            if entered:  # ENOSPC with the watermarks below what statvfs shows (0 turns them off)
+                self._log_enospc(now)
+            else:
+                log.info("disk space recovered on %s: %s free, at or above the high watermark "
+                         "%s; appends resume", self.path, human(self.free),
+                         human(self.high_bytes))
         self._budget = (self.free - self.low_bytes) // 2
+
+    def _log_enospc(self, now: float) -> None:
+        """One line a minute at most: every refused append of a busy producer meets ENOSPC."""
+        self.enospc_failures += 1
+        if now < self._enospc_logged_at + ENOSPC_LOG_INTERVAL_S:
+            return
+        since = self.enospc_failures - self._enospc_logged_count
+        self._enospc_logged_at, self._enospc_logged_count = now, self.enospc_failures
+        log.warning("no space left on device on %s: %d append(s) met ENOSPC since the last such "
+                    "line, with %s of %s free by statvfs; the watermarks (%s, %s) do not hold "
+                    "appends back, so each append is tried", self.path, since, human(self.free),
+                    human(self.total), self.low_threshold, self.high_threshold)
 
     def _read(self) -> bool:
         try:

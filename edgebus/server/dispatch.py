@@ -136,8 +136,9 @@ class Dispatcher:
                 f"{api_name(api_key)} is not allowed on this connection"
                 + ("" if conn.node else " before REPLICA_HELLO")))
             return
-        if api_key == _PRODUCE and api_version == 0:
-            fields = decode_produce(body)
+        fields = decode_produce(body) if api_key == _PRODUCE and api_version == 0 else None
+        # _handle's work, without its call (once per request)
+        try:
             if fields is not None:
                 # A connection's cached "yes" for its topic skips the checked wrapper: with
                 # one record per request that wrapper and the check's call were ~1 us of
@@ -146,12 +147,19 @@ class Dispatcher:
                 acl = self.acl
                 if acl is not None and (st is None or st.gen != acl.gen or st.node is not conn.node
                                         or not (st.all or st.cache[TOPIC_WRITE].get(fields[0]))):
-                    self._handle(conn, api_key, corr, self._produce_checked, fields)
+                    result = self._produce_checked(conn, corr, *fields)
                 else:
-                    self._handle(conn, api_key, corr, self._produce, fields)
-                return
-        self._handle(conn, api_key, corr, self._decode_and_handle,
-                     (RequestFrame(api_key, api_version, corr, body),))
+                    result = self._produce(conn, corr, *fields)
+            else:
+                result = self._decode_and_handle(conn, corr,
+                                                 RequestFrame(api_key, api_version, corr, body))
+        except Exception as e:
+            self._failed(conn, api_key, corr, e)
+            return
+        if type(result) is bytes:
+            conn.queue(result)
+        elif result is not DEFERRED and result is not NO_RESPONSE:
+            self._queue_answer(conn, corr, result)
 
     def _decode_and_handle(self, conn: Connection, corr: int, req: RequestFrame) -> Any:
         body = decode_request(req)
@@ -171,17 +179,8 @@ class Dispatcher:
         re-arms after its turn); an error it raises is the answer."""
         try:
             result = handler(conn, corr, *args)
-        except ProtocolError as e:
-            log.warning("%r sent a malformed %s request (%s); closing it", conn, api_name(api_key), e)
-            self._queue_answer(conn, corr, e)
-            conn.closed = True
-            return
-        except EdgebusError as e:
-            self._queue_answer(conn, corr, e)
-            return
-        except Exception as e:  # a bug must not take down the supervisor for everyone
-            log.exception("internal error handling %s from %r", api_name(api_key), conn)
-            self._queue_answer(conn, corr, UnknownServerError(f"internal error: {e}"))
+        except Exception as e:
+            self._failed(conn, api_key, corr, e)
             return
         if result is DEFERRED or result is NO_RESPONSE:
             return
@@ -189,6 +188,18 @@ class Dispatcher:
             conn.queue(result)
             return
         self._queue_answer(conn, corr, result)
+
+    def _failed(self, conn: Connection, api_key: int, corr: int, e: Exception) -> None:
+        """What a handler raised is the answer; a malformed request also closes the connection."""
+        if isinstance(e, ProtocolError):
+            log.warning("%r sent a malformed %s request (%s); closing it", conn, api_name(api_key), e)
+            self._queue_answer(conn, corr, e)
+            conn.closed = True
+        elif isinstance(e, EdgebusError):
+            self._queue_answer(conn, corr, e)
+        else:  # a bug must not take down the supervisor for everyone
+            log.error("internal error handling %s from %r", api_name(api_key), conn, exc_info=e)
+            self._queue_answer(conn, corr, UnknownServerError(f"internal error: {e}"))
 
 
 def api_name(key: int) -> str:

@@ -35,15 +35,23 @@ class FetchWaiters:
     """Index of parked fetches by partition and by deadline."""
 
     def __init__(self) -> None:
-        self._by_partition: dict[tuple[str, int], set[ParkedFetch]] = {}
+        # (topic, partition) -> the fetches parked on it; read directly by DataHandlers' produce
+        # path, which looks for none there before calling on_append.
+        self.by_partition: dict[tuple[str, int], set[ParkedFetch]] = {}
         self._deadlines: list[tuple[float, int, ParkedFetch]] = []
         self._seq = itertools.count()
         self.count = 0
 
     def park(self, w: ParkedFetch) -> None:
-        w.keys = [] if w.suspended else [(p.topic, p.partition) for p in w.request.partitions]
+        parts = w.request.partitions
+        if w.suspended:
+            w.keys = []
+        elif len(parts) == 1:  # the usual case, without the list comprehension's call
+            w.keys = [(parts[0].topic, parts[0].partition)]
+        else:
+            w.keys = [(p.topic, p.partition) for p in parts]
         for k in w.keys:
-            self._by_partition.setdefault(k, set()).add(w)
+            self.by_partition.setdefault(k, set()).add(w)
         heapq.heappush(self._deadlines, (w.deadline, next(self._seq), w))
         self.count += 1
         w.conn.parked += 1
@@ -55,14 +63,14 @@ class FetchWaiters:
         self.count -= 1
         w.conn.parked -= 1
         for k in w.keys:
-            s = self._by_partition.get(k)
+            s = self.by_partition.get(k)
             if s is not None:
                 s.discard(w)
                 if not s:
-                    del self._by_partition[k]
+                    del self.by_partition[k]
 
     def waiting_on(self, topic: str, partition: int) -> list[ParkedFetch]:
-        s = self._by_partition.get((topic, partition))
+        s = self.by_partition.get((topic, partition))
         return list(s) if s else []
 
     def expired(self, now: float) -> list[ParkedFetch]:
@@ -80,4 +88,4 @@ class FetchWaiters:
 
     def all(self) -> list[ParkedFetch]:
         """Every parked fetch once (a fetch on several partitions is indexed under each)."""
-        return list({id(w): w for s in self._by_partition.values() for w in s}.values())
+        return list({id(w): w for s in self.by_partition.values() for w in s}.values())

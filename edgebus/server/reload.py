@@ -5,14 +5,19 @@ created when missing, and its settings (topic_defaults overlaid with its own key
 it has, so a restart and a reload end in the same state. A declared topic's settings changed by a
 client (Admin.alter_topic_config) are therefore set back to the file's at the next reload or
 restart; change the file instead. The partition count cannot change: a different count in the file
-is reported and left as it is. The access rules and `kafka.auto_create_topics` are applied too.
-Everything else in the file (data directory, socket, limits, intervals, metrics, the rest of
-`kafka:`) takes effect only at the next restart; a reload says which of them changed.
+is reported and left as it is. The access rules, `kafka.auto_create_topics` and `log_level`
+(unless the command line set it) are applied too,
+and so are the secrets files of the listeners that run: `http.users_file` (from the next HTTP
+request) and `replica.tokens_file` (from the next link; a link whose node's token changed or was
+removed is closed). Everything else in the file (data directory, socket, limits, intervals,
+metrics, the rest of `kafka:`, `http:` and `replica:`, acl.enabled) takes effect only at the next
+restart: a reload names each such changed setting, with its running and its new value, in the log
+and in the status document (`edgebus status`, `edgebus reload`; edgebus/server/reload_diff.py).
 
 `ConfigReload` is the service on the loop: the SIGHUP handler only sets a flag (it may run between
 any two bytecodes of the loop thread); the loop then ticks the service, which reads and checks the
-file and applies it on the loop thread, like any admin request. A file that does not load (a typo)
-is reported and nothing changes.
+file and applies it on the loop thread, like any admin request. A file that does not load (a typo,
+or a secrets file that is unreadable or readable by others) is reported and nothing changes.
 """
 
 from __future__ import annotations
@@ -20,22 +25,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
-from edgebus.errors import EdgebusError
+from edgebus.config import load_replica_tokens
+from edgebus.errors import ConfigError, EdgebusError
 from edgebus.log.manager import LogManager
 from edgebus.log.topic_config import TopicConfig
+from edgebus.opsconfig import is_loopback_listen
 from edgebus.server.handlers.admin import AdminHandlers, describe_changes
 from edgebus.server.notify import Notifier
+from edgebus.server.reload_diff import pending_restart
 from edgebus.server.service import Service
 
 log = logging.getLogger("edgebus.reload")
-
-# Config sections that only a restart applies (a reload names the ones that changed).
-RESTART_ONLY = ("data_dir", "socket", "socket_mode", "log_level", "log", "limits", "disk", "metrics",
-                "kafka")  # the listener's settings, but for kafka.auto_create_topics (reloaded)
-
 
 def topic_config_of(settings: Any) -> TopicConfig:
     """The storage TopicConfig for a config file's topic settings (the same field names)."""
@@ -77,23 +81,42 @@ def apply_declared_topics(logs: LogManager, specs: Any,
 
 
 class ConfigReload(Service):
-    """SIGHUP: read the config file again and apply its declared topics and topic_defaults."""
+    """SIGHUP: read the config file again, apply what can change while running, and name each
+    changed setting that waits for a restart (edgebus/server/reload_diff.py)."""
+
+    name = "reload"
 
     timer_static = True  # set by the SIGHUP handler: the loop asks again after every signal
 
     def __init__(self, logs: LogManager, admin: AdminHandlers, config: Any,
-                 load: Callable[[], Any] | None, notifier: Notifier | None = None) -> None:
+                 load: Callable[[], Any] | None, notifier: Notifier | None = None,
+                 started: Any = None) -> None:
         self.logs = logs
         self.admin = admin
         self.config = config  # the running configuration
         self.load = load  # reads the file again (None: running on built-in defaults)
         self.notifier = notifier
+        # The file as read at the start (before command-line overrides): what a reload's file is
+        # compared with. A key the command line set is never reported: the file's value would
+        # not apply after a restart either.
+        self.started = started if started is not None else config
+        self.overridden = frozenset(k for k in ("data_dir", "socket", "log_level")
+                                    if getattr(config, k) != getattr(self.started, k))
         self.requested = False
         self.reloads = 0  # reloads applied (a file that did not load is not counted)
+        self.attempts = 0  # SIGHUPs handled, applied or not (`edgebus reload` waits for this)
+        self.last_at: float | None = None  # wall clock of the last attempt
+        self.last_error: str | None = None  # why the last attempt changed nothing (None: applied)
+        self.pending: dict[str, tuple[str, str]] = {}  # key -> (running, file): restart-only
         # edgebus/server/acl Authorizer: its rules are replaced at each reload (None: acl off).
         self.acl: Any = None
         # The Broker's KafkaFront (None: no Kafka listener): kafka.auto_create_topics is reloaded.
         self.kafka: Any = None
+        # The HTTP listener's Authenticator (None: no HTTP listener): http.users_file is reloaded.
+        self.http_auth: Any = None
+        # The Broker (None in tests of the service alone): replica.tokens_file is reloaded while
+        # its replica listener runs.
+        self.broker: Any = None
 
     def install(self) -> None:
         """Handle SIGHUP from now on (main thread). The supervisor ignores SIGHUP until then
@@ -111,33 +134,67 @@ class ConfigReload(Service):
         self.requested = False
         self.reload()
 
+    def status(self) -> dict[str, Any]:
+        """For `edgebus status` and `edgebus reload`."""
+        return {"config": str(self.config.source) if self.config.source else None,
+                "reloads": self.reloads, "attempts": self.attempts, "last_at": self.last_at,
+                "last_error": self.last_error,
+                "pending_restart": {k: {"running": a, "file": b} for k, (a, b) in self.pending.items()}}
+
+    def _listeners(self) -> frozenset[str]:
+        running = set()
+        if self.http_auth is not None:
+            running.add("http")
+        if self.broker is not None and self.broker.replica_listener is not None:
+            running.add("replica")
+        return frozenset(running)
+
+    def _failed(self, why: str) -> bool:
+        self.last_error = why
+        log.error("reload: %s; the running configuration is kept", why)
+        self._ready()
+        return False
+
     def reload(self) -> bool:
         """Apply the file now; False if it did not load (the running settings stay)."""
         source = self.config.source
+        self.attempts += 1
+        self.last_at = time.time()
         if self.load is None:
+            self.last_error = "no config file (the supervisor runs on built-in defaults)"
             log.warning("received SIGHUP, but the supervisor runs on built-in defaults: no config "
                         "file to reload (start it with --config FILE)")
             return False
         log.info("received SIGHUP: reloading %s", source)
         if self.notifier is not None:
             self.notifier.reloading()
+        listeners = self._listeners()
+        # Everything is read and checked before anything is applied: a bad file (the config or
+        # a secrets file it names) changes nothing.
         try:
             new = self.load()
+            users = None
+            if "http" in listeners:
+                from edgebus.server.http.auth import load_users  # only with an HTTP listener
+
+                users = load_users(new.http.users_file)
+                listen = self.config.http.listen  # the running listener's (restart-only)
+                if not users and listen is not None and not is_loopback_listen(listen):
+                    # The file may now say loopback (which needs no users): that address only
+                    # applies at a restart, and until then the listener is open to the network.
+                    raise ConfigError(f"http.users_file: the HTTP listener runs on {listen}, not "
+                                      "a loopback address, so it keeps asking for authentication "
+                                      "until a restart; name a users file")
+            tokens = (load_replica_tokens(new.replica.tokens_file) if "replica" in listeners
+                      else None)
         except EdgebusError as e:
-            log.error("reload: %s; the running configuration is kept", e)
-            self._ready()
-            return False
-        # kafka.auto_create_topics is applied below: only the listener's other settings wait.
+            return self._failed(str(e))
+        self.pending = pending_restart(self.started, new, listeners, self.overridden)
+        if self.pending:
+            log.warning("reload: %s changed in %s; only a restart applies %s",
+                        ", ".join(f"{k} ({a} -> {b})" for k, (a, b) in self.pending.items()),
+                        source, "it" if len(self.pending) == 1 else "them")
         auto = new.kafka.auto_create_topics
-        new = dataclasses.replace(new, kafka=dataclasses.replace(
-            new.kafka, auto_create_topics=self.config.kafka.auto_create_topics))
-        changed = [k for k in RESTART_ONLY if getattr(new, k) != getattr(self.config, k)]
-        if changed:
-            log.warning("reload: %s changed in %s; that takes effect at the next restart",
-                        ", ".join(changed), source)
-        if new.acl.enabled != self.config.acl.enabled:
-            log.warning("reload: acl.enabled changed in %s; that takes effect at the next restart",
-                        source)
         if self.acl is not None:
             # The next request of every connection is decided by the new rules (its cache is
             # of the old generation); connections stay open.
@@ -147,17 +204,39 @@ class ConfigReload(Service):
         self.admin.topic_defaults = topic_config_of(new.topic_defaults)
         if auto != self.config.kafka.auto_create_topics:
             self._set_auto_create(auto)
+        level = self.config.log_level
+        if "log_level" not in self.overridden and new.log_level != level:
+            level = new.log_level
+            logging.getLogger().setLevel(getattr(logging, level.upper(), logging.INFO))
+            log.warning("reload: log_level is %s", level)  # seen whatever the new level
+        if users is not None:
+            self._set_http_users(users, new.http.users_file)
+        if tokens is not None:
+            self.broker.set_replica_tokens(tokens)
+            log.info("reload: replica.tokens_file: %d peer node(s)", len(tokens))
         errors = apply_declared_topics(self.logs, new.topics, self.admin.groups.topic_created)
-        # What a later reload compares with: the file as applied, restart-only values as running.
+        # What a later reload applies over: the file's live settings, restart-only ones as running.
         self.config = dataclasses.replace(
-            self.config, topic_defaults=new.topic_defaults, topics=new.topics,
+            self.config, topic_defaults=new.topic_defaults, topics=new.topics, log_level=level,
             kafka=dataclasses.replace(self.config.kafka, auto_create_topics=auto),
-            acl=dataclasses.replace(new.acl, enabled=self.config.acl.enabled))
+            acl=dataclasses.replace(new.acl, enabled=self.config.acl.enabled),
+            http=dataclasses.replace(self.config.http, users_file=new.http.users_file)
+            if users is not None else self.config.http,
+            replica=dataclasses.replace(self.config.replica, tokens_file=new.replica.tokens_file)
+            if tokens is not None else self.config.replica)
         self.reloads += 1
-        log.info("reloaded %s: %d declared topic(s)%s", source, len(new.topics),
-                 f", {len(errors)} could not be applied" if errors else "")
+        self.last_error = None
+        log.info("reloaded %s: %d declared topic(s)%s%s", source, len(new.topics),
+                 f", {len(errors)} could not be applied" if errors else "",
+                 f"; waiting for a restart: {', '.join(self.pending)}" if self.pending else "")
         self._ready()
         return True
+
+    def _set_http_users(self, users: dict[str, str], path: Any) -> None:
+        """The HTTP API's users from its next request on (each request is authenticated)."""
+        self.http_auth.users = users
+        log.info("reload: http.users_file %s: %d user(s)%s", path, len(users),
+                 "" if users else " (no authentication asked: loopback only)")
 
     def _set_auto_create(self, on: bool) -> None:
         """Kafka topic auto-creation on or off from the next Metadata request (autocreate.py reads

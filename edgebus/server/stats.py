@@ -69,7 +69,17 @@ class Stats:
 
     def batch_sent(self, topic: str, batch: Any) -> None:
         """One whole batch went out (a parked fetch answered from the batch just appended)."""
-        self._sent(topic, 1, _U32.unpack_from(batch, F.BATCH_RECORD_COUNT)[0], len(batch))
+        # _sent's work, without the call (once per answer on the latency path)
+        records = _U32.unpack_from(batch, F.BATCH_RECORD_COUNT)[0]
+        n = len(batch)
+        self.bytes_out += n
+        self.batches_out += 1
+        self.records_out += records
+        t = self.topic_out.get(topic)
+        if t is None:
+            t = self.topic_out[topic] = [0, 0]
+        t[0] += records
+        t[1] += n
 
     def bytes_sent(self, topic: str, data: bytes | memoryview) -> None:
         """Whole stored batches went out in another protocol's encoding (the Kafka listener)."""

@@ -169,6 +169,10 @@ def collect(broker: Broker) -> dict[str, Any]:
     # Likewise the HTTP listener's (a service on the loop, not an attribute of the broker).
     hl: Any = next((s for s in broker.loop.services if getattr(s, "name", None) == "http"), None)
     doc["http"] = {"listen": f"{hl.host}:{hl.port}"} if hl is not None else None
+    # The last SIGHUP reload: applied or why not, and the changed settings only a restart applies.
+    reloader: Any = next((s for s in broker.loop.services
+                          if getattr(s, "name", None) == "reload"), None)
+    doc["reload"] = reloader.status() if reloader is not None else None
     notifier = broker.notifier
     doc["systemd"] = {"notify": bool(getattr(notifier, "enabled", False)),
                       "watchdog_s": getattr(notifier, "watchdog_s", None)}

@@ -49,16 +49,10 @@ def setup_logging(level: str) -> None:
     _setup_logging(level)
 
 
-def reread(running: Any) -> Any:
-    """The config file read again for a reload, with what cannot change while running (the
-    data directory, the socket and the log level, command-line overrides included) kept."""
-    return load_config(running.source).with_overrides(
-        data_dir=running.data_dir, socket=running.socket, log_level=running.log_level)
-
-
-def run(config: Any) -> int:
+def run(config: Any, file_config: Any = None) -> int:
     """Serve until told to stop; returns the process exit code. SIGHUP re-reads the config
-    file (edgebus/server/reload.py)."""
+    file (edgebus/server/reload.py). `file_config`: the file as read, before the command line's
+    overrides made `config` (None: the same)."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until ConfigReload handles it (after recovery)
     setup_logging(config.log_level)
     keep_freed_heap()  # batch-sized buffers reuse heap pages (edgebus/heap.py)
@@ -140,7 +134,10 @@ def run(config: Any) -> int:
         logs.close()
         claim.release()
         return os.EX_CONFIG
-    if config.http.enabled and not _start_http(broker, config):  # the console and HTTP API
+    http_auth = None
+    if config.http.enabled:  # the console and HTTP API
+        http_auth = _start_http(broker, config)
+    if config.http.enabled and http_auth is None:
         logs.close()
         claim.release()
         return os.EX_CONFIG
@@ -157,10 +154,12 @@ def run(config: Any) -> int:
         logs.close()
         claim.release()
         return 1
-    load = (lambda: reread(config)) if config.source is not None else None
-    reloader = ConfigReload(logs, broker.admin, config, load, notifier)
+    load = (lambda: load_config(config.source)) if config.source is not None else None
+    reloader = ConfigReload(logs, broker.admin, config, load, notifier, file_config)
     reloader.acl = broker.acl  # the access rules are reloaded too
     reloader.kafka = broker.kafka  # and kafka.auto_create_topics
+    reloader.http_auth = http_auth  # and http.users_file
+    reloader.broker = broker  # and replica.tokens_file
     if broker.acl is not None:
         broker.acl.settings = config.acl  # Kafka's CreateAcls/DeleteAcls edit its acl.file
     broker.add_service(reloader)
@@ -177,9 +176,10 @@ def run(config: Any) -> int:
     return 0
 
 
-def _start_http(broker: Broker, config: Any) -> bool:
-    """The HTTP API and console (docs/HTTP.md), a listener on the loop. Unlike metrics, a
-    failure stops the start: an operator who enabled it expects it, and the error says why."""
+def _start_http(broker: Broker, config: Any) -> Any:
+    """The HTTP API and console (docs/HTTP.md), a listener on the loop; returns its
+    Authenticator (a reload replaces its users), None if it failed. Unlike metrics, a failure
+    stops the start: an operator who enabled it expects it, and the error says why."""
     from edgebus.server.http.auth import Authenticator, load_users
     from edgebus.server.listeners.http import HttpListener
 
@@ -200,9 +200,9 @@ def _start_http(broker: Broker, config: Any) -> bool:
         listener.listen()
     except (ConfigError, OSError) as e:
         log.error("cannot serve HTTP on %s: %s", h.listen, e)
-        return False
+        return None
     broker.add_service(listener)
-    return True
+    return auth
 
 
 def _kafka_tls(k: Any) -> Any:

@@ -135,7 +135,9 @@ class Ring:
         return int(lib.eb_tail(self.d))
 
     def used(self) -> int:
-        return self.head - self.tail
+        # both counters read here, not through the properties: one call per look (a standing
+        # fetch's push looks once per answer)
+        return int(lib.eb_head(self.d)) - int(lib.eb_tail(self.d))
 
 
 def iter_frames(buf: bytearray) -> Iterator[memoryview]:

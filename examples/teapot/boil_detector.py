@@ -10,13 +10,17 @@ import argparse
 import json
 import sys
 
-from edgebus import Consumer, Producer
+try:
+    from edgebus import Consumer, Producer
+except ImportError as e:  # a python3 outside the checkout's venv: say what to do, no traceback
+    raise SystemExit(f"boil_detector: {e}: run it with the checkout's .venv/bin/python (or `. "
+                     ".venv/bin/activate` first; ./scripts/quickstart setup makes it)") from None
 
 BOILING = 100.0
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--socket", default=None, help="the supervisor's socket (default: usual)")
     ap.add_argument("--max-commands", type=int, default=0, help="exit after this many (0: never)")
     args = ap.parse_args()

@@ -12,17 +12,24 @@ import sys
 import threading
 import time
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+try:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+except ImportError as e:  # a python3 outside the checkout's venv: say what to do, no traceback
+    raise SystemExit(f"teapot: {e}: run it with the checkout's .venv/bin/python (or `. "
+                     ".venv/bin/activate` first; ./scripts/quickstart setup makes it)") from None
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=1883)
     ap.add_argument("--id", default="pot-1")
     ap.add_argument("--interval-ms", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=60.0, help="stop after this long")
+    ap.add_argument("--keep-reporting", action="store_true",
+                    help="once switched off, keep reporting (cooling) until --seconds instead of "
+                         "stopping at 90 C")
     args = ap.parse_args()
 
     state = {"celsius": 18.0, "heating": True}
@@ -61,7 +68,7 @@ def main() -> int:
         print(f"teapot {args.id}: {state['celsius']:5.1f} C "
               f"{'heating' if state['heating'] else 'cooling'}", flush=True)
         seq += 1
-        if off.is_set() and state["celsius"] <= 90:
+        if off.is_set() and state["celsius"] <= 90 and not args.keep_reporting:
             break  # the demo has shown what it wanted: switched off, cooling down
         time.sleep(args.interval_ms / 1000)
     client.loop_stop()

@@ -146,3 +146,21 @@ def test_cli_check_and_status_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "ingress[0].qos: QoS 2 is refused" in capsys.readouterr().err
     assert main(["bridge", "status", "--status-file", str(tmp_path / "none.json")]) == 1
     assert "no status file" in capsys.readouterr().err
+
+
+def test_status_says_when_the_last_error_was(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """(User trial: `edgebus bridge status` showed an error the bridge had long recovered from as
+    if it were the present state.)"""
+    import json
+    import time
+
+    from edgebus.cli.main import main
+
+    f = tmp_path / "status.json"
+    f.write_text(json.dumps({"state": "running", "written_at": time.time(), "interval_ms": 1000,
+                             "client_id": "b", "counters": {}, "gauges": {},
+                             "last_error": "egress t: cannot connect",
+                             "last_error_at": time.time() - 600}))
+    assert main(["bridge", "status", "--status-file", str(f)]) == 0
+    out = capsys.readouterr().out
+    assert "last error (at " in out and " UTC, 10 min ago): egress t: cannot connect" in out, out

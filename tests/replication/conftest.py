@@ -3,11 +3,13 @@ the real replicator process (`edgebus replicate`) between them."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -244,15 +246,49 @@ def make_replicator(tmp_path: Path, source: EmbeddedBroker, destination: Any,
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll cond() until it is true. An error from it counts as "not yet" (a peer may be
+    restarting), but the timeout names `what` and the last error, raised from it, so a
+    condition that always fails says why instead of only that it timed out."""
     deadline = time.monotonic() + timeout
+    last: Exception | None = None
     while time.monotonic() < deadline:
         try:
             if cond():
                 return
-        except Exception:  # the peer may be restarting
-            pass
+            last = None
+        except Exception as e:
+            last = e
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    if last is None:
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; its last try raised "
+                         f"{type(last).__name__}: {last}") from last
 
 
-__all__ = ["NODE", "TOKEN", "Replicator", "free_port", "os", "read_all", "wait_for"]
+def with_metrics(rep: Replicator) -> int:
+    """Give `rep` (before its start) a metrics endpoint on a free loopback port; the port."""
+    port = free_port()
+    rep.config_path.write_text(rep.config_path.read_text()
+                               + f"metrics:\n  listen: 127.0.0.1:{port}\n")
+    return port
+
+
+def replicator_status(port: int) -> dict[str, Any]:
+    """The replicator's /status document (its links by name) from its metrics endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
+        return dict(json.loads(r.read()))
+
+
+def replicator_metrics(port: int) -> str:
+    """The replicator's Prometheus text from its metrics endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return str(r.read().decode())
+
+
+def link_status(port: int, link: str = "l1") -> dict[str, Any]:
+    """One link's part of the replicator's /status ("l1:down" for l1's down direction)."""
+    return dict(replicator_status(port)["links"][link])
+
+
+__all__ = ["NODE", "TOKEN", "Replicator", "free_port", "link_status", "os", "read_all",
+           "replicator_metrics", "replicator_status", "wait_for", "with_metrics"]

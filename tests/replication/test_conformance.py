@@ -323,32 +323,27 @@ def test_status_and_metrics_show_every_link_and_partition(source, destination, m
     import json
     import subprocess
     import sys
-    import urllib.request
 
-    from .conftest import free_port
+    from .conftest import replicator_metrics, replicator_status, with_metrics
 
     with Admin(socket=source.socket) as a:
         a.create_topic("seen", 2)
     produce(source, "seen", 50)
-    port = free_port()
     rep = make_replicator(["seen"]).start()
     rep.kill9()  # rewrite its config with a metrics endpoint, then start again
-    cfg = rep.config_path.read_text() + f"metrics:\n  listen: 127.0.0.1:{port}\n"
-    rep.config_path.write_text(cfg)
+    port = with_metrics(rep)
     rep.start()
     wait_for(lambda: in_step(source, destination, "seen", 2), what="the mirror")
 
     def status() -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
-            return json.loads(r.read())
+        return replicator_status(port)
 
     wait_for(lambda: all(p["lag_records"] == 0 for p in status()["links"]["l1"]["partitions"]),
              what="lag 0 in the status")
     link = status()["links"]["l1"]
     assert link["state"] == "up" and len(link["partitions"]) == 2
     assert sum(p["target_end"] for p in link["partitions"]) == 50
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
+    text = replicator_metrics(port)
     assert 'edgebus_replicator_link_up{link="l1"} 1.0' in text
     assert 'edgebus_replicator_lag_records{link="l1",partition="0",topic="seen"} 0.0' in text
     assert "process_cpu_seconds_total" in text

@@ -6,48 +6,49 @@ without any new traffic to wake it."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from typing import Any
 
 import pytest
 
 from edgebus import Admin
 
-from .conftest import free_port, wait_for
+from .conftest import Replicator, link_status, wait_for, with_metrics
 from .relay import Relay
 from .test_conformance import in_step, produce
 
 pytestmark = pytest.mark.integration
 
 
-def status(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
-        return json.loads(r.read())["links"]["l1"]
+def mirrored_through_relay(source: Any, destination: Any, make_replicator: Any, topic: str,
+                           records: int, heartbeat_s: float) -> tuple[Relay, Replicator, int]:
+    """`topic` (one partition, `records` records) mirrored to the peer through a relay the test
+    can silence, by a replicator with `heartbeat_s` and a metrics endpoint; the link up. The
+    relay, the replicator and its metrics port."""
+    relay = Relay(("127.0.0.1", destination.port))
+    with Admin(socket=source.socket) as a:
+        a.create_topic(topic, 1)
+    produce(source, topic, records)
+    rep = make_replicator([topic], address=relay.address, heartbeat_s=heartbeat_s)
+    port = with_metrics(rep)
+    rep.start()
+    wait_for(lambda: in_step(source, destination, topic, 1), what="the mirror")
+    wait_for(lambda: link_status(port)["state"] == "up", what="the link up")
+    return relay, rep, port
 
 
 @pytest.mark.parametrize("destination", ["peer"], indirect=True)
 def test_a_silent_link_is_noticed_by_the_heartbeat_and_the_backlog_drains(
         source, destination, make_replicator) -> None:
-    relay = Relay(("127.0.0.1", destination.port))
-    with Admin(socket=source.socket) as a:
-        a.create_topic("quiet", 1)
-    produce(source, "quiet", 20)
-    rep = make_replicator(["quiet"], address=relay.address, heartbeat_s=0.3)
-    port = free_port()
-    rep.config_path.write_text(rep.config_path.read_text()
-                               + f"metrics:\n  listen: 127.0.0.1:{port}\n")
-    rep.start()
-    wait_for(lambda: in_step(source, destination, "quiet", 1), what="the mirror")
-    wait_for(lambda: status(port)["state"] == "up", what="the link up")
-    sessions = status(port)["sessions"]
+    relay, rep, port = mirrored_through_relay(source, destination, make_replicator, "quiet", 20,
+                                              heartbeat_s=0.3)
+    sessions = link_status(port)["sessions"]
     relay.blackhole = True  # from now on nothing is forwarded and nothing is closed
     produce(source, "quiet", 30)  # the backlog, written while the link is silent
-    wait_for(lambda: status(port)["state"] == "down", what=f"the heartbeat to notice the silent "
-             f"link:\n{rep.log()[-2000:]}")
+    wait_for(lambda: link_status(port)["state"] == "down",
+             what=f"the heartbeat to notice the silent link:\n{rep.log()[-2000:]}")
     assert "(retrying)" in rep.log()
     # It keeps dialling: new sessions start while the relay still holds everything.
-    wait_for(lambda: status(port)["sessions"] >= sessions + 2, what="new sessions")
+    wait_for(lambda: link_status(port)["sessions"] >= sessions + 2, what="new sessions")
     assert not in_step(source, destination, "quiet", 1)
     relay.blackhole = False  # the link is back; the source gets no new record from here on
     wait_for(lambda: in_step(source, destination, "quiet", 1), timeout=60,

@@ -5,40 +5,20 @@ many heartbeats went unanswered: the accounting is checked, not a clock."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
-from typing import Any
-
 import pytest
 
-from edgebus import Admin
-
-from .conftest import free_port, wait_for
-from .relay import Relay
+from .conftest import link_status, wait_for
 from .test_conformance import in_step, produce
+from .test_half_open import mirrored_through_relay
 
 pytestmark = pytest.mark.integration
-
-
-def link_status(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
-        return dict(json.loads(r.read())["links"]["l1"])
 
 
 @pytest.mark.parametrize("destination", ["peer"], indirect=True)
 def test_an_idle_half_open_link_is_given_up_two_heartbeat_intervals_after_its_last_answer(
         source, destination, make_replicator) -> None:
-    relay = Relay(("127.0.0.1", destination.port))
-    with Admin(socket=source.socket) as a:
-        a.create_topic("hb-bound", 1)
-    produce(source, "hb-bound", 10)
-    rep = make_replicator(["hb-bound"], address=relay.address, heartbeat_s=0.5)
-    port = free_port()
-    rep.config_path.write_text(rep.config_path.read_text()
-                               + f"metrics:\n  listen: 127.0.0.1:{port}\n")
-    rep.start()
-    wait_for(lambda: in_step(source, destination, "hb-bound", 1), what="the mirror")
-    wait_for(lambda: link_status(port)["state"] == "up", what="the link up")
+    relay, rep, port = mirrored_through_relay(source, destination, make_replicator, "hb-bound",
+                                              10, heartbeat_s=0.5)
     relay.blackhole = True  # idle and silent: nothing forwarded, nothing closed
     wait_for(lambda: link_status(port)["state"] == "down",
              what=f"the heartbeat to notice the half-open link:\n{rep.log()[-2000:]}")

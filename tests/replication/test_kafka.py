@@ -192,27 +192,22 @@ def test_a_topic_brought_down_from_kafka_survives_kills_and_cuts(source, destina
 
 
 def test_status_shows_the_down_direction(source, destination, make_replicator):
-    import json
     import subprocess
     import sys
-    import urllib.request
 
-    from .conftest import free_port
+    from .conftest import replicator_metrics, replicator_status, with_metrics
 
     destination.create_topic("cfg", 1)
     kp = kafka_producer(destination)
     for i in range(30):
         kp.produce("cfg", b"v%d" % i, partition=0)
     kp.flush(10)
-    port = free_port()
     rep = make_replicator(["up.*", {"pattern": "config", "direction": "down", "remote": "cfg"}])
-    rep.config_path.write_text(rep.config_path.read_text()
-                               + f"metrics:\n  listen: 127.0.0.1:{port}\n")
+    port = with_metrics(rep)
     rep.start()
 
     def status() -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
-            return json.loads(r.read())
+        return replicator_status(port)
 
     wait_for(lambda: status()["links"]["l1:down"]["partitions"][0]["target_end"] == 30,
              what="the down direction in the status")
@@ -220,8 +215,7 @@ def test_status_shows_the_down_direction(source, destination, make_replicator):
     assert doc["l1:down"]["direction"] == "down" and doc["l1"]["direction"] == "up"
     part = doc["l1:down"]["partitions"][0]
     assert (part["topic"], part["shipped_records"], part["held"]) == ("config", 30, "")
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
+    text = replicator_metrics(port)
     assert 'edgebus_replicator_link_up{link="l1:down"} 1.0' in text
     assert 'edgebus_replicator_shipped_records_total{link="l1:down",partition="0",topic="config"} 30.0' in text
     out = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "replicate", "--config",
@@ -245,3 +239,36 @@ def test_a_remote_topic_that_appears_later_is_brought_down_then(source, destinat
         wait_for(lambda p=p: len(remote_rows(destination, "orders", p)) == 20
                  and local_rows(source.socket, "orders", p) == remote_rows(destination, "orders", p),
                  timeout=30, what=f"orders-{p} brought down:\n{rep.log()[-2000:]}")
+
+
+def test_an_up_directions_gap_marker_comes_down_as_a_gap(source, destination, make_replicator):
+    """At Kafka, between two records, an up direction's gap marker (FORMAT.md 7.10: key and
+    header edgebus-gap, source offsets 1..40 never shipped): the local topic gets the two
+    records only, and the link counts the 40 offsets as gap records (status, one WARNING)."""
+    import json
+    import urllib.request
+
+    from .conftest import free_port
+
+    destination.create_topic("gapped", 1)
+    kp = kafka_producer(destination)
+    kp.produce("gapped", b"before", key=b"k", partition=0)
+    kp.produce("gapped", b"offsets 1..40 never shipped: retention", key=b"edgebus-gap",
+               headers=[("edgebus-gap", b"1/41/retention")], partition=0)
+    kp.produce("gapped", b"after", key=b"k", partition=0)
+    kp.flush(10)
+    port = free_port()
+    rep = make_replicator([{"pattern": "gapped", "direction": "down"}])
+    rep.config_path.write_text(rep.config_path.read_text()
+                               + f"metrics:\n  listen: 127.0.0.1:{port}\n")
+    rep.start()
+
+    def part() -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
+            return dict(json.loads(r.read())["links"]["l1:down"]["partitions"][0])
+
+    wait_for(lambda: [r[3] for r in local_rows(source.socket, "gapped", 0)] == [b"before", b"after"],
+             what=f"the records down:\n{rep.log()[-2000:]}")
+    wait_for(lambda: part()["gap_records"] == 40, what=f"the gap counted: {part()}")
+    assert "1..40 (40 records)" in part()["last_gap"]
+    assert rep.log().count("gap marker, not a record") == 1

@@ -15,10 +15,10 @@ import pytest
 
 from edgebus import Admin
 
-from .conftest import wait_for
+from .conftest import link_status, replicator_metrics, wait_for, with_metrics
 from .kafka import KafkaDestination, source_rows
 from .test_conformance import produce
-from .test_policies import ends, metrics, status, with_metrics
+from .test_policies import ends, retention_gap
 
 pytestmark = pytest.mark.integration
 
@@ -54,17 +54,7 @@ def test_retention_past_a_cut_link_leaves_a_gap_marker_and_the_rest_is_exact(
     rep.start()
     wait_for(lambda: len(destination.contents("tiny", 0)) == 40, what="the first records")
     relay = destination.relay
-    relay.blackhole = True  # the link is cut: nothing arrives, nothing is closed
-    relay.cut()
-    produce(source, "tiny", 200, linger_ms=0)  # many small segments
-    with Admin(socket=source.socket) as a:
-        a.alter_topic_config("tiny", {"retention_ms": 1})
-        wait_for(lambda: ends(source.socket, "tiny")[0][0] > 100,
-                 what="retention to delete what was never shipped")
-        a.alter_topic_config("tiny", {"retention_ms": 86_400_000})
-    start = ends(source.socket, "tiny")[0][0]
-    relay.blackhole = False  # the link is back
-    produce(source, "tiny", 25, linger_ms=0)
+    start = retention_gap(source, "tiny", [relay])
     want_end = ends(source.socket, "tiny")[1][0]
     wait_for(lambda: destination.contents("tiny", 0)[-1][0] == want_end - 1, timeout=60,
              what=f"the records past the gap:\n{rep.log()[-2000:]}")
@@ -75,8 +65,8 @@ def test_retention_past_a_cut_link_leaves_a_gap_marker_and_the_rest_is_exact(
     assert records[40:] == src, "after the gap: the source's records, each once"
     want = f'edgebus_replicator_gap_records_total{{link="l1",partition="0",topic="tiny"}} ' \
            f'{float(start - 40)}'
-    assert want in metrics(port)
-    [p] = status(port)["links"]["l1"]["partitions"]
+    assert want in replicator_metrics(port)
+    [p] = link_status(port)["partitions"]
     assert p["gap_records"] == start - 40 and not p["held"]
     # A new session reads its cursor back from the tail: kill the replicator, add records.
     rep.kill9()
@@ -103,4 +93,4 @@ def test_max_age_records_are_not_shipped_and_leave_one_marker(source, destinatio
     assert gaps == ["0/30/max_age"]
     assert records == source_rows(source.socket, "stale", 0)[30:]
     assert 'edgebus_replicator_expired_records_total{link="l1",partition="0",topic="stale"} 30.0' \
-        in metrics(port)
+        in replicator_metrics(port)

@@ -11,8 +11,7 @@ import pytest
 
 from edgebus import Admin, Producer
 
-from .conftest import wait_for
-from .test_policies import status, with_metrics
+from .conftest import link_status, wait_for, with_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -34,16 +33,16 @@ def test_lag_seconds_is_the_age_of_the_oldest_unshipped_record(
     rep.start()
 
     def behind() -> bool:
-        parts = status(port)["links"]["l1"]["partitions"]
+        parts = link_status(port)["partitions"]
         return bool(parts) and (parts[0]["lag_records"] or 0) > 0 and \
             parts[0]["shipped_records"] > 0
 
     try:
         wait_for(behind, what="the link shipping its backlog")
     except AssertionError:
-        raise AssertionError(f"{status(port)}\n{rep.log()[-2000:]}") from None
+        raise AssertionError(f"{link_status(port)}\n{rep.log()[-2000:]}") from None
     asked = time.time()
-    part = status(port)["links"]["l1"]["partitions"][0]
+    part = link_status(port)["partitions"][0]
     answered = time.time()
     assert part["lag_records"] > 0, part
     # The record at the cursor was appended between `before` and `written`.

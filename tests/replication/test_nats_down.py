@@ -144,8 +144,8 @@ def down(tmp_path: Path, source: Any, nats: NatsDestination, replicators: Replic
          ) -> Callable[..., Replicator]:
     def make(servers: list[str] | None = None, **link: Any) -> Replicator:
         cfg = nats.link_config(tmp_path, servers=servers)
-        cfg.update(down_stream=OFFICE, heartbeat_s=0.5, topics=[
-            {"pattern": "commands", "direction": "down", "remote": SUBJECT}], **link)
+        cfg.update({"down_stream": OFFICE, "heartbeat_s": 0.5, "topics": [
+            {"pattern": "commands", "direction": "down", "remote": SUBJECT}], **link})
         return replicators.make({"node": NODE, "source": {"socket": source.socket},
                                  "links": [{"name": "office", **cfg}]})
 
@@ -301,6 +301,51 @@ def test_a_round_trip_through_nats_is_lossless(source: Any, nats: NatsDestinatio
     wait_for(lambda: back() == want, what=f"meters-back to equal meters:\n{rep.log()[-2000:]}")
 
 
+def test_an_up_directions_gap_marker_comes_down_as_a_gap(
+        source: Any, nats: NatsDestination, down: Callable[..., Replicator]) -> None:
+    """Between two records an up direction wrote, its gap marker (FORMAT.md 7.11: source
+    offsets 1..40 never shipped, retention): the local topic gets the two records and nothing
+    for the marker; the link counts the 40 offsets as gap records (status, one WARNING line)."""
+    import urllib.request
+
+    from .conftest import free_port
+
+    _office(nats)
+    urls = [n.url for n in nats.cluster.nodes]
+
+    async def publish() -> None:
+        nc = await _connect(urls)
+        js = nc.jetstream()
+        try:
+            p0, h0 = C.encode("gw", "t", 0, 0, 1_700_000_000_000, b"k", b"before", [])
+            await js.publish(SUBJECT, p0, headers=h0)
+            await js.publish(SUBJECT, b"offsets 1..40 of gw/t/0 never shipped: retention", headers={
+                C.MSG_ID: C.msg_id("gw", "t", 0, 40), C.GAP: "1/41/retention", C.RESUME: "41"})
+            p1, h1 = C.encode("gw", "t", 0, 41, 1_700_000_000_041, b"k", b"after", [])
+            await js.publish(SUBJECT, p1, headers=h1)
+        finally:
+            await nc.close()
+
+    asyncio.run(publish())
+    port = free_port()
+    rep = down()
+    rep.config_path.write_text(rep.config_path.read_text()
+                               + f"metrics:\n  listen: 127.0.0.1:{port}\n")
+    rep.start()
+
+    def link() -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
+            return dict(json.loads(r.read())["links"]["office:down"])
+
+    wait_for(lambda: link()["partitions"][0]["target_end"] == 4,
+             what=f"the subject down:\n{rep.log()[-2000:]}")
+    rows = source_records(source.socket, "commands", 0)
+    assert [(k, v) for _, _, k, v, _ in rows] == [(b"k", b"before"), (b"k", b"after")], rows
+    part = link()["partitions"][0]
+    assert part["gap_records"] == 40 and "1..40 (40 records)" in part["last_gap"], part
+    assert rep.log().count("gap marker, not a record") == 1
+
+
 def test_a_stream_made_later_is_read_then(source: Any, nats: NatsDestination,
                                           down: Callable[..., Replicator]) -> None:
     """The link starts before the back office has made its stream: the topic waits (no error
@@ -333,6 +378,11 @@ def _check(tmp_path: Path, nats: NatsDestination, rule: dict[str, Any], **link: 
     ({"pattern": "commands", "direction": "down", "remote": "office..x"}, {},
      "topics[0].remote: expected one NATS subject"),
     ({"pattern": "cmd.*", "direction": "down"}, {}, "named exactly"),
+    ({"pattern": "commands", "direction": "down", "remote": ["office.a", "office.*"]}, {},
+     "topics[0].remote: expected one NATS subject"),
+    ({"pattern": "commands", "direction": "down", "remote": ["office.a", "office.a"]}, {},
+     "a list of distinct NATS subjects"),
+    ({"pattern": "commands", "remote": ["office.a", "office.b"]}, {}, "only for direction: down"),
     ({"pattern": "commands", "direction": "down"}, {"down_stream": "A.B"},
      "down_stream: expected a JetStream stream name"),
 ])
@@ -348,6 +398,48 @@ def test_the_config_check_accepts_a_down_rule(tmp_path: Path) -> None:
                  {"pattern": "commands", "direction": "down", "remote": SUBJECT},
                  down_stream=OFFICE)
     assert out.returncode == 0, out.stderr
+    out = _check(tmp_path, _NoCluster(),  # type: ignore[arg-type]
+                 {"pattern": "commands", "direction": "down", "remote": [SUBJECT, "office.b"]},
+                 down_stream=OFFICE)
+    assert out.returncode == 0, out.stderr
+
+
+def test_several_subjects_come_down_into_one_topics_partitions(
+        source: Any, nats: NatsDestination, down: Callable[..., Replicator]) -> None:
+    """`remote` as a list: subject i comes down into partition i of the local topic (made with
+    one partition per subject), each once and in order, with its own cursor: after a SIGKILL
+    of the replicator each partition resumes after its own last record."""
+    from edgebus import BatchReader
+
+    _office(nats)
+    urls = [n.url for n in nats.cluster.nodes]
+    subjects = ["office.cmd.a", "office.cmd.b", "office.cmd.c"]
+
+    async def publish(first: int, count: int) -> None:
+        nc = await _connect(urls)
+        js = nc.jetstream()
+        try:
+            for i in range(first, first + count):
+                await js.publish(subjects[i % 3], b"m%d" % i)
+        finally:
+            await nc.close()
+
+    def values(p: int) -> list[bytes]:
+        return [v for _, _, _, v, _ in source_records(source.socket, "commands", p)]
+
+    def want(p: int, n: int) -> list[bytes]:
+        return [b"m%d" % i for i in range(n) if i % 3 == p]
+
+    asyncio.run(publish(0, 30))
+    rep = down(topics=[{"pattern": "commands", "direction": "down", "remote": subjects}]).start()
+    for p in range(3):
+        wait_for(lambda p=p: values(p) == want(p, 30), what=f"partition {p}:\n{rep.log()[-2000:]}")
+    with BatchReader(source.socket) as r:
+        assert r.describe("commands").partitions == 3
+    faults.kill9_restart(rep)
+    asyncio.run(publish(30, 30))
+    for p in range(3):
+        wait_for(lambda p=p: values(p) == want(p, 60), what=f"partition {p}:\n{rep.log()[-2000:]}")
 
 
 class _NoCluster:

@@ -14,13 +14,13 @@ import pytest
 from edgebus import Admin
 
 from . import nats_codec_view as V
-from .conftest import wait_for
+from .conftest import replicator_metrics, wait_for
 from .nats_cluster import nats_server_binary
 from .nats_destination import source_records
 from .relay import Relay
 from .test_conformance import produce
 from .test_nats_target import nats, replicator  # noqa: F401 (fixtures)
-from .test_policies import ends, metrics
+from .test_policies import retention_gap
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(nats_server_binary() is None,
@@ -43,19 +43,7 @@ def test_retention_past_a_cut_link_leaves_a_gap_marker(source, nats, replicator)
     rep = replicator(["tiny"], metrics_listen=port, heartbeat_s=0.5,
                      servers=[f"nats://{r.address}" for r in relays]).start()
     wait_for(lambda: len(V.split(nats, "tiny")[0]) == 40, what="the first records")
-    for r in relays:  # the link is cut: nothing arrives, nothing is closed
-        r.blackhole = True
-        r.cut()
-    produce(source, "tiny", 200, linger_ms=0)  # many small segments
-    with Admin(socket=source.socket) as a:
-        a.alter_topic_config("tiny", {"retention_ms": 1})
-        wait_for(lambda: ends(source.socket, "tiny")[0][0] > 100,
-                 what="retention to delete what was never shipped")
-        a.alter_topic_config("tiny", {"retention_ms": 86_400_000})
-    start = ends(source.socket, "tiny")[0][0]
-    for r in relays:
-        r.blackhole = False  # the link is back
-    produce(source, "tiny", 25, linger_ms=0)
+    start = retention_gap(source, "tiny", relays)
     src = source_records(source.socket, "tiny", 0)  # from the source's log start
     wait_for(lambda: V.split(nats, "tiny")[0][40:] == src, timeout=90,
              what=f"the records past the gap:\n{rep.log()[-2000:]}")
@@ -63,7 +51,7 @@ def test_retention_past_a_cut_link_leaves_a_gap_marker(source, nats, replicator)
     assert gaps == [f"40/{start}/retention"], "one marker naming the range"
     assert [r[0] for r in records[:40]] == list(range(40))
     assert f'edgebus_replicator_gap_records_total{{link="hub",partition="0",topic="tiny"}} ' \
-           f'{float(start - 40)}' in metrics(port)
+           f'{float(start - 40)}' in replicator_metrics(port)
     for r in relays:
         r.close()
 
@@ -84,4 +72,4 @@ def test_max_age_records_are_not_shipped_and_leave_one_marker(source, nats, repl
     assert gaps == ["0/30/max_age"]
     assert records == source_records(source.socket, "stale", 0)[30:]
     assert 'edgebus_replicator_expired_records_total{link="hub",partition="0",topic="stale"} ' \
-        '30.0' in metrics(port)
+        '30.0' in replicator_metrics(port)

@@ -294,3 +294,29 @@ def test_a_stream_without_atomic_batches_is_refused_with_the_reason(
              what=f"the refusal:\n{rep.log()[-2000:]}")
     assert "allow_atomic: true" in rep.log()
     assert nats.messages("t", 0) == []
+
+
+def test_partitions_ship_in_parallel_each_subject_in_order(
+        source: EmbeddedBroker, nats: NatsDestination,
+        replicator: Callable[..., Replicator]) -> None:
+    """A backlog in four partitions: the link has several partitions' atomic batches in flight
+    at once (status in_flight_max; never two of one subject: each batch expects its subject's
+    last sequence), and every subject ends equal to its source partition, record for record."""
+    import urllib.request
+
+    from .conftest import free_port
+
+    with Admin(socket=source.socket) as a:
+        a.create_topic("par", 4)
+    with Producer(socket=source.socket, linger_ms=5) as p:
+        for i in range(8000):
+            p.send("par", b"v%d" % i, key=b"k%d" % (i % 50), partition=i % 4)
+        p.flush()
+    port = free_port()
+    rep = replicator(["par"], metrics_listen=port).start()
+    for part in range(4):
+        wait_for(lambda part=part: nats.same_as_source(source.socket, "par", part), timeout=90,
+                 what=f"partition {part}:\n{rep.log()[-2000:]}")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
+        link = json.loads(r.read())["links"]["hub"]
+    assert link["in_flight_max"] > 1, link

@@ -12,12 +12,10 @@ long-poll tests about 5-10 s each (each test runs on its own under xdist)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,9 +40,12 @@ from .conftest import (
     Replicator,
     Replicators,
     free_port,
+    link_status,
     read_all,
+    replicator_metrics,
     secret,
     wait_for,
+    with_metrics,
 )
 from .relay import Relay
 
@@ -227,22 +228,18 @@ def test_a_recreated_peer_topic_is_reported_not_mixed_and_status_shows_the_link(
     with Producer(socket=peer.broker.socket) as p:
         for i in range(30):
             p.send("office.cfg", b"v%d" % i, partition=0)
-    port = free_port()
     rep = make_replicator([{"pattern": "config", "direction": "down", "remote": "office.cfg"}])
-    rep.config_path.write_text(rep.config_path.read_text()
-                               + f"metrics:\n  listen: 127.0.0.1:{port}\n")
+    port = with_metrics(rep)
     rep.start()
 
     def status() -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
-            return dict(json.loads(r.read())["links"]["l1:down"])
+        return link_status(port, "l1:down")
 
     wait_for(lambda: status()["partitions"][0]["target_end"] == 30,
              what=f"the down link in the status:\n{rep.log()[-2000:]}")
     doc = status()
     assert doc["direction"] == "down" and doc["state"] == "up"
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
+    text = replicator_metrics(port)
     assert 'edgebus_replicator_link_up{link="l1:down"} 1.0' in text
     assert ('edgebus_replicator_shipped_records_total{link="l1:down",partition="0",'
             'topic="config"} 30.0') in text
@@ -409,16 +406,13 @@ def test_with_linger_a_burst_at_the_peer_comes_down_in_few_appends(source, peer,
     the peer's producer sends meanwhile comes down together (status "appends")."""
     with Admin(socket=peer.broker.socket) as a:
         a.create_topic("office.burst", 1)
-    port = free_port()
     rep = make_replicator([{"pattern": "burst", "direction": "down", "remote": "office.burst"}],
                           heartbeat_s=4, linger_ms=1500)
-    rep.config_path.write_text(rep.config_path.read_text()
-                               + f"metrics:\n  listen: 127.0.0.1:{port}\n")
+    port = with_metrics(rep)
     rep.start()
 
     def part() -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
-            return dict(json.loads(r.read())["links"]["l1:down"]["partitions"][0])
+        return dict(link_status(port, "l1:down")["partitions"][0])
 
     wait_for(lambda: part()["target_end"] == 0, what=f"the link up:\n{rep.log()[-2000:]}")
     with Producer(socket=peer.broker.socket, linger_ms=0) as p:
@@ -434,3 +428,8 @@ def test_with_linger_a_burst_at_the_peer_comes_down_in_few_appends(source, peer,
     n, shipped = got["appends"], got["shipped_records"]
     assert shipped > 0 and n * 2 <= max(shipped, 2), (
         f"{n} appends for {shipped} batches with linger_ms 1500:\n{rep.log()[-3000:]}")
+    # The batch that woke the link is not read again after the linger: every byte read from
+    # the peer came down once (counted per session, like shipped_bytes).
+    link = link_status(port, "l1:down")
+    assert link["read_bytes"] == link["partitions"][0]["shipped_bytes"] > 0, link
+    assert link["partitions"][0]["lag_bytes"] == 0 and got["lag_seconds"] == 0.0, link

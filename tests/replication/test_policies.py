@@ -4,12 +4,9 @@ max_age, weights within a priority class, batching by bytes, compression on the 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
-import urllib.request
-from typing import Any
 
 import pytest
 
@@ -17,7 +14,7 @@ from edgebus import Admin, BatchReader, Producer
 from edgebus.errors import CorruptRecordError
 from edgebus.log import gaps as G
 
-from .conftest import free_port, read_all, wait_for
+from .conftest import link_status, read_all, replicator_metrics, wait_for, with_metrics
 from .relay import Relay
 from .test_conformance import in_step, produce, source_batches
 
@@ -34,27 +31,31 @@ def source(make_broker):
     return make_broker({"log": {"retention_check_interval_ms": 100}}, name="src").start()
 
 
-def with_metrics(rep) -> int:
-    port = free_port()
-    rep.config_path.write_text(rep.config_path.read_text()
-                               + f"metrics:\n  listen: 127.0.0.1:{port}\n")
-    return port
-
-
-def status(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
-        return json.loads(r.read())
-
-
-def metrics(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        return r.read().decode()
-
-
 def ends(sock: str, topic: str) -> tuple[list[int], list[int]]:
     with BatchReader(sock) as r:
         info = r.describe(topic)
         return info.start_offsets, info.end_offsets
+
+
+def retention_gap(source, topic: str, relays: list[Relay]) -> int:
+    """The gap setup the targets share: with `topic` (segment_bytes 2048) mirrored so far, cut the
+    link at `relays` (half-open: nothing is closed, nothing arrives), write 200 small records
+    (many segments), let retention delete past offset 100 of what was never shipped, then let
+    the link back and write 25 more. The source's log start: the gap is [shipped end, it)."""
+    for r in relays:
+        r.blackhole = True
+        r.cut()
+    produce(source, topic, 200, linger_ms=0)
+    with Admin(socket=source.socket) as a:
+        a.alter_topic_config(topic, {"retention_ms": 1})
+        wait_for(lambda: ends(source.socket, topic)[0][0] > 100,
+                 what="retention to delete what was never shipped")
+        a.alter_topic_config(topic, {"retention_ms": 86_400_000})
+    start = ends(source.socket, topic)[0][0]
+    for r in relays:
+        r.blackhole = False  # the link is back
+    produce(source, topic, 25, linger_ms=0)
+    return start
 
 
 def gap_records(destination, topic: str, partition: int) -> list[G.Gap]:
@@ -74,17 +75,7 @@ def test_retention_past_a_cut_link_leaves_a_gap_record_and_the_rest_is_exact(
     wait_for(lambda: in_step(source, destination, "tiny", 1), what="the mirror")
     mirror_end = ends(destination.broker.socket, "tiny")[1][0]
     assert mirror_end == 40
-    relay.blackhole = True  # the link is cut (half-open: nothing is closed, nothing arrives)
-    relay.cut()
-    produce(source, "tiny", 200, linger_ms=0)  # many small segments
-    with Admin(socket=source.socket) as a:
-        a.alter_topic_config("tiny", {"retention_ms": 1})
-        wait_for(lambda: ends(source.socket, "tiny")[0][0] > 100,
-                 what="retention to delete what was never shipped")
-        a.alter_topic_config("tiny", {"retention_ms": 86_400_000})
-    start = ends(source.socket, "tiny")[0][0]
-    relay.blackhole = False  # the link is back
-    produce(source, "tiny", 25, linger_ms=0)
+    start = retention_gap(source, "tiny", [relay])
     want_end = ends(source.socket, "tiny")[1][0]
     wait_for(lambda: ends(destination.broker.socket, "tiny")[1][0] == want_end, timeout=60,
              what=f"the mirror past the gap:\n{rep.log()[-2000:]}")
@@ -100,8 +91,8 @@ def test_retention_past_a_cut_link_leaves_a_gap_record_and_the_rest_is_exact(
     # The metric and the status line say so.
     want = f'edgebus_replicator_gap_records_total{{link="l1",partition="0",topic="tiny"}} ' \
            f'{float(start - 40)}'
-    assert want in metrics(port)
-    [p] = status(port)["links"]["l1"]["partitions"]
+    assert want in replicator_metrics(port)
+    [p] = link_status(port)["partitions"]
     assert p["gap_records"] == start - 40 and "deleted by the source's retention" in p["last_gap"]
     out = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "replicate", "--config",
                           str(rep.config_path), "--status"], capture_output=True, text=True,
@@ -138,12 +129,12 @@ def test_max_age_records_are_not_shipped_and_are_counted(source, destination, ma
     # A topic without max_age ships everything, however old.
     wait_for(lambda: in_step(source, destination, "fresh", 1), what="the other topic")
     assert not gap_records(destination, "fresh", 0)
-    text = metrics(port)
+    text = replicator_metrics(port)
     assert 'edgebus_replicator_expired_records_total{link="l1",partition="0",topic="stale"} 30.0' \
         in text
     assert 'edgebus_replicator_expired_records_total{link="l1",partition="0",topic="fresh"} 0.0' \
         in text
-    by_topic = {p["topic"]: p for p in status(port)["links"]["l1"]["partitions"]}
+    by_topic = {p["topic"]: p for p in link_status(port)["partitions"]}
     assert by_topic["stale"]["expired_records"] == 30 and by_topic["fresh"]["expired_records"] == 0
 
 
@@ -166,11 +157,11 @@ def test_compression_and_batch_bytes_keep_the_exact_bytes(source, destination, m
     port = with_metrics(rep)
     rep.start()
     wait_for(lambda: in_step(source, destination, "logs", 1), what="the mirror")
-    [p] = status(port)["links"]["l1"]["partitions"]
+    [p] = link_status(port)["partitions"]
     size = sum(len(b) for b in source_batches(source, "logs", 0))
     assert p["shipped_bytes"] == size
     assert p["appends"] >= size // (32 * 1024 + 16 * 1024), "batch_bytes bounds an append"
-    wire = [ln for ln in metrics(port).splitlines()
+    wire = [ln for ln in replicator_metrics(port).splitlines()
             if ln.startswith('edgebus_replicator_wire_bytes_total{link="l1"}')]
     sent = float(wire[0].split()[-1])
     assert 0 < sent < size / 3, (sent, size)  # text compresses well
@@ -249,15 +240,15 @@ def test_linger_gathers_a_trickle_into_one_append(source, destination, make_repl
     port = with_metrics(rep)
     rep.start()
     wait_for(lambda: in_step(source, destination, "trickle", 1), what="the mirror")
-    wait_for(lambda: status(port)["links"]["l1"]["state"] == "up", what="the link up")
-    [before] = status(port)["links"]["l1"]["partitions"]
+    wait_for(lambda: link_status(port)["state"] == "up", what="the link up")
+    [before] = link_status(port)["partitions"]
     with Producer(socket=source.socket, linger_ms=0) as p:  # 30 batches of one record, a
         for i in range(30):                                   # trickle of about 0.6 s
             p.send("trickle", f"t{i}".encode()).get(10)
             time.sleep(0.02)
     assert len(source_batches(source, "trickle", 0)) == 31
     wait_for(lambda: in_step(source, destination, "trickle", 1), what="the trickle")
-    [after] = status(port)["links"]["l1"]["partitions"]
+    [after] = link_status(port)["partitions"]
     # Without linger: 30 (each as it comes). With it: one or two, a few on a starved machine.
     assert after["appends"] - before["appends"] <= 5, (before, after)
 
@@ -279,7 +270,7 @@ def test_the_status_shows_each_partitions_rate(source, destination, make_replica
     rep.start()
 
     def rate() -> tuple[float, int]:
-        [p] = status(port)["links"]["l1"]["partitions"]
+        [p] = link_status(port)["partitions"]
         return p["rate_records_s"], p["rate_bytes_s"]
 
     wait_for(lambda: rate()[1] > 0, what="a rate while the backlog ships")

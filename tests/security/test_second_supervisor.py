@@ -114,4 +114,5 @@ def test_a_listener_port_held_by_another_process_exits_78(tmp_path: Path) -> Non
         taken.close()
     assert r.returncode == 78, r.stderr
     assert f"kafka.listeners: 127.0.0.1:{port} is already in use by another process" in r.stderr
+    assert "$EDGEBUS_KAFKA_LISTENERS" in r.stderr  # the quickstart's supervisor has no file
     assert not (tmp_path / "s.sock").exists()  # the socket it bound is removed again

@@ -1,7 +1,9 @@
 """Standing fetches on the Unix socket (FETCH_STANDING, docs/FORMAT.md 7.13) with a real
-supervisor and real clients: one request serves many answers, flow control by what the consumer
-has not read (SIOCOUTQ) when it stops reading, a consumer SIGKILLed with one armed, seeks and new
-assignments, and the raw frames (a group rebalance: tests/groups/test_socket_standing.py)."""
+supervisor and real clients: the switch that turns them off, a supervisor that refuses them,
+a consumer that falls behind (SIOCOUTQ), seeks and new assignments, and the raw frames. The
+cases shared with the rings (one request for many answers, a consumer that stops reading, one
+SIGKILLed) run on both in tests/shm/test_standing_fetch.py; a group rebalance:
+tests/groups/test_socket_standing.py."""
 
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from edgebus import Admin, Consumer, Producer, TopicPartition
@@ -21,59 +22,11 @@ from edgebus import format as F
 from edgebus.fastpath.standing import next_fetch
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ClientProtocol
-from edgebus.server.handlers.standing import SOCKET_ANSWER_CAP
 from tests.proxy import Proxy, read_exactly
-from tests.server.rawclient import inq, raw, read_frames, req
+from tests.server.rawclient import raw, read_frames, req
+from tests.standing import consumer, read_offsets, status
 
 pytestmark = pytest.mark.integration
-
-
-def _status(broker: Any) -> dict[str, Any]:
-    with Admin(socket=broker.socket, transport="socket") as a:
-        return a.status()
-
-
-def _consumer(broker: Any, topic: str, **kw: Any) -> Consumer:
-    c = Consumer(socket=broker.socket, transport="socket", auto_offset_reset="earliest",
-                 fetch_max_wait_ms=200, **kw)
-    c.assign([TopicPartition(topic, 0)])
-    return c
-
-
-def _parked_conn(broker: Any) -> dict[str, Any]:
-    """The status entry of the one connection with a parked (standing) fetch."""
-    conns = [c for c in _status(broker)["clients"] if c["parked_fetches"]]
-    assert len(conns) == 1, conns
-    return conns[0]
-
-
-def test_one_request_serves_an_answer_per_record(broker):
-    """Records sent one at a time, each read before the next is sent: on the socket too every
-    answer comes from the one standing fetch, so the consumer's request count stays flat (with
-    one fetch per answer, the socket's behaviour before, it grows by one per record)."""
-    with Admin(socket=broker.socket) as a:
-        a.create_topic("ssf", 1)
-    tp = TopicPartition("ssf", 0)
-    c = _consumer(broker, "ssf")
-    got: list[int] = []
-    with Producer(socket=broker.socket, transport="socket", linger_ms=0) as p:
-        p.send("ssf", b"first", partition=0).get(10)
-        while not got:
-            got += [r.offset for r in c.poll(500).get(tp, [])]
-        before = int(_parked_conn(broker)["requests"])
-        for i in range(1, 120):
-            p.send("ssf", str(i).encode(), partition=0).get(10)
-            deadline = time.monotonic() + 30
-            while len(got) <= i and time.monotonic() < deadline:
-                got += [r.offset for r in c.poll(500).get(tp, [])]
-    assert got == list(range(120))
-    extra = int(_parked_conn(broker)["requests"]) - before
-    hits = c._ch.fetch_ahead_hits
-    assert not c._ch.using_shm
-    c.close()
-    assert hits >= 100, f"only {hits} answers came from the standing fetch"
-    assert extra <= 10, f"the consumer sent {extra} requests for 119 answers"
-
 
 
 _CHILD = """
@@ -119,7 +72,6 @@ def test_the_switch_turns_it_off(broker):
     assert after - before >= 35, f"{after - before} requests for 38 answers with the switch off"
 
 
-
 class _OldSupervisor(Proxy):
     """Relays a Unix socket, answering for a supervisor that predates socket standing fetches:
     every FETCH_STANDING is passed on with min_bytes 0, which the supervisor refuses with
@@ -162,9 +114,7 @@ def test_a_supervisor_that_refuses_it_on_a_socket_gets_fetches(broker, tmp_path)
         with Producer(socket=broker.socket, transport="socket", linger_ms=0) as p:
             for i in range(30):
                 p.send("ssold", str(i).encode(), partition=0).get(10)
-                deadline = time.monotonic() + 30
-                while len(got) <= i and time.monotonic() < deadline:
-                    got += [r.offset for r in c.poll(500).get(tp, [])]
+                read_offsets(c, tp, i + 1, got)
         c.close()
     finally:
         proxy.close()
@@ -172,45 +122,10 @@ def test_a_supervisor_that_refuses_it_on_a_socket_gets_fetches(broker, tmp_path)
     assert proxy.standing == 1, f"{proxy.standing} standing fetches after the refusal"
     assert proxy.fetches >= 30
 
+
 def _requests_of(broker: Any, pid: int) -> int:
-    (conn,) = [c for c in _status(broker)["clients"] if c["pid"] == pid]
+    (conn,) = [c for c in status(broker)["clients"] if c["pid"] == pid]
     return int(conn["requests"])
-
-def test_a_consumer_that_stops_reading_holds_a_bounded_amount(broker):
-    """The consumer arms a standing fetch, then does not poll while ~12 MiB are produced: the
-    supervisor holds the answers (what is queued for the connection stays within one answer,
-    what waits in the socket within the kernel's send buffer, the supervisor's memory does
-    not grow by the 12 MiB), and once the consumer polls again it gets every record, in order,
-    once."""
-    with Admin(socket=broker.socket) as a:
-        a.create_topic("ssc", 1)
-    tp = TopicPartition("ssc", 0)
-    c = _consumer(broker, "ssc")
-    value = b"v" * 4000
-    sup = psutil.Process(broker.pid)
-    with Producer(socket=broker.socket, transport="socket", linger_ms=0) as p:
-        p.send("ssc", value, partition=0).get(10)
-        first = []
-        while not first:
-            first += c.poll(500).get(tp, [])
-        rss_before = sup.memory_info().rss
-        for _ in range(12):  # 12 x 256 records of 4 KB: ~12 MiB
-            p.send_batch("ssc", [value] * 256, partition=0)
-        p.flush(30)
-    time.sleep(0.3)  # let the supervisor push what flow control allows (nothing is timed)
-    held = _parked_conn(broker)
-    rss_after = sup.memory_info().rss
-    waiting = inq(c._ch._sock)
-    assert held["output_bytes"] <= SOCKET_ANSWER_CAP + 64 * 1024, held
-    assert waiting < 2 * 1024 * 1024, f"{waiting} bytes wait in the consumer's socket"
-    assert rss_after - rss_before < 8 * 1024 * 1024, (rss_before, rss_after)
-    offsets = [r.offset for r in first]
-    deadline = time.monotonic() + 60
-    while len(offsets) < 1 + 12 * 256 and time.monotonic() < deadline:
-        offsets += [r.offset for r in c.poll(500).get(tp, [])]
-    c.close()
-    assert offsets == list(range(1 + 12 * 256))
-
 
 
 def test_a_consumer_that_falls_behind_gets_one_answer_for_what_came_meanwhile(broker):
@@ -220,7 +135,7 @@ def test_a_consumer_that_falls_behind_gets_one_answer_for_what_came_meanwhile(br
     with Admin(socket=broker.socket) as a:
         a.create_topic("ssb", 1)
     tp = TopicPartition("ssb", 0)
-    c = _consumer(broker, "ssb")
+    c = consumer(broker, "ssb", "socket")
     with Producer(socket=broker.socket, transport="socket", linger_ms=0) as p:
         p.send("ssb", b"first", partition=0).get(10)
         offsets: list[int] = []
@@ -229,9 +144,7 @@ def test_a_consumer_that_falls_behind_gets_one_answer_for_what_came_meanwhile(br
         hits_before = c._ch.fetch_ahead_hits
         for i in range(300):
             p.send("ssb", str(i).encode(), partition=0).get(10)
-    deadline = time.monotonic() + 30
-    while len(offsets) < 301 and time.monotonic() < deadline:
-        offsets += [r.offset for r in c.poll(500).get(tp, [])]
+    read_offsets(c, tp, 301, offsets)
     answers = c._ch.fetch_ahead_hits - hits_before
     c.close()
     assert offsets == list(range(301))

@@ -278,3 +278,16 @@ def test_dry_run_changes_nothing(tmp_path: Path) -> None:
     steps = service.install(tmp_path, Path("/opt/edgebus/bin/edgebus"), dry=True)
     assert any("edgebus.service" in s for s in steps)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_install_refuses_an_executable_below_the_units_private_tmp() -> None:
+    """(User trial: a checkout cloned to /tmp and its .venv's edgebus installed as the service.)"""
+    exe = Path("/tmp/edgebus-checkout/.venv/bin/edgebus")
+    with pytest.raises(ServiceInstallError, match="PrivateTmp"):
+        service.check_visible_on_this_host(exe, Path("/"), dry=False)
+    with pytest.raises(ServiceInstallError, match="PrivateTmp"):
+        service.check_visible_on_this_host(Path("/var/tmp/v/bin/edgebus"), Path("/"), dry=False)
+    # Into an image (--root) or only shown (--dry-run): the scratch-root tests install from /tmp.
+    service.check_visible_on_this_host(exe, Path("/srv/image"), dry=False)
+    service.check_visible_on_this_host(exe, Path("/"), dry=True)
+    service.check_visible_on_this_host(Path("/opt/edgebus/bin/edgebus"), Path("/"), dry=False)

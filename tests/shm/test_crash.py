@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from edgebus import Admin, Consumer, Producer, TopicPartition
+from edgebus.testing import wait_for
 from tests.shm.helpers import dev_shm_entries, memfd_mappings, open_fds
 
 pytestmark = pytest.mark.crash
@@ -30,15 +31,6 @@ def spawn(*args: str) -> subprocess.Popen[bytes]:
 def kill9(p: subprocess.Popen[bytes]) -> None:
     p.send_signal(signal.SIGKILL)
     p.wait(10)
-
-
-def wait_for(cond, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 def read_all(sock: str, topic: str, partition: int = 0) -> dict[int, bytes]:
@@ -101,11 +93,12 @@ def test_sigkill_producer_mid_write(broker, tmp_path):
     for i in range(3):
         log = tmp_path / f"acked{i}.txt"
         p = spawn("produce", broker.socket, "crash", str(log))
-        assert wait_for(lambda log=log: log.exists() and log.stat().st_size > 1000)
+        wait_for(lambda log=log: log.exists() and log.stat().st_size > 1000, 30,
+                 "the producer's first acknowledged records")
         steady.round()
         kill9(p)  # mid-write: it sends as fast as it can
         steady.round()
-        assert wait_for(lambda: memfd_mappings(broker.pid) == base_maps), "rings not reclaimed"
+        wait_for(lambda: memfd_mappings(broker.pid) == base_maps, 30, "the rings reclaimed")
     assert dev_shm_entries() == shm_before
     log_records = read_all(broker.socket, "crash")
     for i in range(3):
@@ -134,8 +127,8 @@ def test_sigkill_consumer_mid_read(broker):
         steady.round()
         kill9(c)
         steady.round()
-        assert wait_for(lambda: memfd_mappings(broker.pid) == base_maps), "rings not reclaimed"
-        assert wait_for(lambda: open_fds(broker.pid) <= base_fds), "descriptors not reclaimed"
+        wait_for(lambda: memfd_mappings(broker.pid) == base_maps, 30, "the rings reclaimed")
+        wait_for(lambda: open_fds(broker.pid) <= base_fds, 30, "the descriptors reclaimed")
     assert dev_shm_entries() == shm_before
     steady.close()
 
@@ -147,7 +140,8 @@ def test_sigkill_supervisor_under_shm_traffic(broker, tmp_path):
     log = tmp_path / "acked.txt"
     p = spawn("produce", broker.socket, "crash", str(log))
     c = spawn("consume", broker.socket, "crash")
-    assert wait_for(lambda: log.exists() and log.stat().st_size > 5000)
+    wait_for(lambda: log.exists() and log.stat().st_size > 5000, 30,
+             "the producer's first acknowledged records")
     broker.kill9()
     time.sleep(0.5)
     kill9(p)  # the producer's view of what was acknowledged is now final

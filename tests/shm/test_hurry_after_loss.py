@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import select
-import time
+from collections.abc import Callable
 
 import pytest
 
@@ -16,7 +16,7 @@ from edgebus.client import lazy_acks
 from edgebus.client.admin import Admin
 from edgebus.client.shm_channel import ShmAsyncChannel, open_async_channel
 from edgebus.protocol import messages as M
-from edgebus.testing import EmbeddedBroker
+from edgebus.testing import EmbeddedBroker, wait_for
 
 
 def _topic(b: EmbeddedBroker, name: str = "t", partitions: int = 1) -> None:
@@ -26,6 +26,29 @@ def _topic(b: EmbeddedBroker, name: str = "t", partitions: int = 1) -> None:
 
 def _readable(fd: int, timeout: float = 0.2) -> bool:
     return bool(select.select([fd], [], [], timeout)[0])
+
+
+def _written_into_reused(efd: int, action: Callable[[], object]) -> bytes:
+    """What `action` writes into descriptor number `efd` (a closed eventfd's) once something
+    else of the process has it: here a pipe's write end, as an application's file would."""
+    r, w = os.pipe()
+    try:
+        os.dup2(w, efd)
+        action()
+        return os.read(r, 64) if _readable(r) else b""
+    finally:
+        os.close(efd)
+        os.close(r)
+        os.close(w)
+
+
+def _lazy_for_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the reader's next wait after an acknowledgement an unsignalled (lazy) one that lasts
+    seconds. A reader counts as sending steadily, and so waits lazily, only if it looks within
+    STEADY_S (20 ms) of the last send: under load it can look later, wait signalled instead, and
+    the test would check a case that never happened."""
+    monkeypatch.setattr(lazy_acks, "ACK_LAZY_S", 5.0)
+    monkeypatch.setattr(lazy_acks, "STEADY_S", 30.0)
 
 
 # --- 1. hurry() after the reader left a lazy wait by an exception writes into a reused fd -------
@@ -38,32 +61,21 @@ def test_hurry_after_the_channel_closed_in_a_lazy_wait_writes_nothing(broker, mo
     producer keeps the dead channel in _channel when reconnecting fails) does
     os.eventfd_write(<closed fd number>, 1): 8 bytes written into whatever file, pipe or socket
     now has that number."""
-    monkeypatch.setattr(lazy_acks, "ACK_LAZY_S", 5.0)  # make the lazy wait easy to hit
+    _lazy_for_long(monkeypatch)
     _topic(broker)
     ch = open_async_channel(broker.socket, "shm", 1 << 20)
     assert isinstance(ch, ShmAsyncChannel)
     got = []
     data = B.build_batch([B.encode_record(0, None, b"v", [])], 0, 0)
     ch.send(M.Api.PRODUCE, M.ProduceRequest("t", 0, 1, data), lambda f, e: got.append((f, e)))
-    deadline = time.monotonic() + 5
-    while not got and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert got
-    time.sleep(0.05)  # the reader is now in its unsignalled (lazy) wait
-    assert ch._lazy_wait
+    wait_for(lambda: got, 30, "the produce's acknowledgement", interval=0.001)
+    wait_for(lambda: ch._lazy_wait, 30, "the reader in its unsignalled (lazy) wait",
+             interval=0.001)
     efd = ch._rings.efd_data
     ch.close()  # shutdown -> EOF seen in the lazy wait -> read() raises
     assert not ch._reader.is_alive()
-    # Some other part of the process now gets the number (here: a pipe's write end).
-    r, w = os.pipe()
-    try:
-        os.dup2(w, efd)
-        ch.hurry()  # e.g. Producer._hurry from a future's get() while reconnecting fails
-        leaked = os.read(r, 64) if _readable(r) else b""
-    finally:
-        os.close(efd)
-        os.close(r)
-        os.close(w)
+    # e.g. Producer._hurry from a future's get() while reconnecting fails
+    leaked = _written_into_reused(efd, ch.hurry)
     assert leaked == b"", f"hurry() on a closed channel wrote {leaked!r} into an unrelated fd"
 
 
@@ -77,34 +89,28 @@ def test_future_get_after_supervisor_loss_writes_nothing_to_a_reused_fd(broker, 
     from edgebus.client.producer import Producer
     from edgebus.errors import EdgebusError
 
-    monkeypatch.setattr(lazy_acks, "ACK_LAZY_S", 5.0)
+    _lazy_for_long(monkeypatch)
     _topic(broker)
     p = Producer(socket=broker.socket, transport="shm", linger_ms=0, delivery_timeout_ms=60_000)
     try:
         acked = []
         p.send("t", b"a", partition=0).add_callback(acked.append)
-        deadline = time.monotonic() + 5
-        while not acked and time.monotonic() < deadline:
-            time.sleep(0.001)
+        wait_for(lambda: acked, 30, "the first record's acknowledgement", interval=0.001)
         ch = p._channel
         assert isinstance(ch, ShmAsyncChannel)
-        time.sleep(0.005)  # reader: in its lazy wait (last send < STEADY_S ago)
+        wait_for(lambda: ch._lazy_wait, 30, "the reader in its unsignalled (lazy) wait",
+                 interval=0.001)
         efd = ch._rings.efd_data
         broker.kill9()
         ch._reader.join(5)
         fut = p.send("t", b"b", partition=0)  # inline: channel lost -> closed -> reconnect fails
-        time.sleep(0.2)
-        assert p._channel is not ch and ch._rings.closed  # the dead channel is dropped
-        r, w = os.pipe()
-        try:
-            os.dup2(w, efd)  # the application opens something that gets the freed number
+        wait_for(lambda: p._channel is not ch and ch._rings.closed, 30,
+                 "the dead channel dropped and its rings closed")
+        def get() -> None:
             with pytest.raises(EdgebusError):
                 fut.get(0.3)
-            leaked = os.read(r, 64) if _readable(r) else b""
-        finally:
-            os.close(efd)
-            os.close(r)
-            os.close(w)
+
+        leaked = _written_into_reused(efd, get)
         assert leaked == b"", f"future.get() wrote {leaked!r} into an unrelated fd"
     finally:
         p._closed = True  # the supervisor is gone: do not wait out close()'s flush

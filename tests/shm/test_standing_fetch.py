@@ -1,7 +1,7 @@
-"""Standing fetches (FETCH_STANDING, docs/FORMAT.md 7.13) with a real supervisor and real clients:
-one request serves many answers, order and completeness, flow control when the consumer stops
-reading, a consumer SIGKILLed with one armed (on the Unix socket:
-tests/server/test_socket_standing.py)."""
+"""Standing fetches (FETCH_STANDING, docs/FORMAT.md 7.13) with a real supervisor and real clients,
+each case on the rings and on the Unix socket: one request serves many answers, order and
+completeness, flow control when the consumer stops reading, a consumer SIGKILLed with one armed
+(the socket's own cases: tests/server/test_socket_standing.py)."""
 
 from __future__ import annotations
 
@@ -11,94 +11,84 @@ import signal
 import time
 from typing import Any
 
+import psutil
 import pytest
 
 from edgebus import Admin, Consumer, Producer, TopicPartition
+from edgebus.server.handlers.standing import SOCKET_ANSWER_CAP
+from edgebus.testing import wait_for
+from tests.server.rawclient import inq
+from tests.standing import consumer, parked_conn, read_offsets, status
 
 pytestmark = pytest.mark.integration
 
 
-def _status(broker: Any) -> dict[str, Any]:
-    with Admin(socket=broker.socket, transport="socket") as a:
-        return a.status()
+@pytest.fixture(params=["shm", "socket"])
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
-def _until(check: Any, what: str, seconds: float = 30.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"never: {what}")
-
-
-def _consumer(broker: Any, topic: str, transport: str = "shm", **kw: Any) -> Consumer:
-    c = Consumer(socket=broker.socket, transport=transport, auto_offset_reset="earliest",
-                 fetch_max_wait_ms=200, **kw)
-    c.assign([TopicPartition(topic, 0)])
-    return c
-
-
-def test_one_request_serves_an_answer_per_record(broker):
+def test_one_request_serves_an_answer_per_record(broker, transport):
     """Records sent one at a time, each read before the next is sent: every answer comes from the
-    one standing fetch, so the consumer's request count stays flat (with one fetch per answer it
-    grows by one per record)."""
+    one standing fetch, on the rings and on the socket, so the consumer's request count stays
+    flat (with one fetch per answer, the socket's behaviour before, it grows by one per record)."""
+    topic = f"sf-{transport}"
     with Admin(socket=broker.socket) as a:
-        a.create_topic("sf", 1)
-    tp = TopicPartition("sf", 0)
-    c = _consumer(broker, "sf")
+        a.create_topic(topic, 1)
+    tp = TopicPartition(topic, 0)
+    c = consumer(broker, topic, transport)
     got: list[int] = []
-    with Producer(socket=broker.socket, transport="shm", linger_ms=0) as p:
-        p.send("sf", b"first", partition=0).get(10)
-        while not got:
-            got += [r.offset for r in c.poll(500).get(tp, [])]
-        requests_after_first = _conn_requests(broker)
+    with Producer(socket=broker.socket, transport=transport, linger_ms=0) as p:
+        p.send(topic, b"first", partition=0).get(10)
+        read_offsets(c, tp, 1, got)
+        before = int(parked_conn(broker)["requests"])
         for i in range(1, 120):
-            p.send("sf", str(i).encode(), partition=0).get(10)
-            deadline = time.monotonic() + 30
-            while len(got) <= i and time.monotonic() < deadline:
-                got += [r.offset for r in c.poll(500).get(tp, [])]
+            p.send(topic, str(i).encode(), partition=0).get(10)
+            read_offsets(c, tp, i + 1, got)
     assert got == list(range(120))
-    extra = _conn_requests(broker) - requests_after_first
+    extra = int(parked_conn(broker)["requests"]) - before
     hits = c._ch.fetch_ahead_hits
+    assert c._ch.using_shm == (transport == "shm")
     c.close()
-    assert hits >= 100, f"only {hits} answers came from the fetch sent ahead"
+    assert hits >= 100, f"only {hits} answers came from the standing fetch"
     assert extra <= 10, f"the consumer sent {extra} requests for 119 answers"
 
 
-def _conn_requests(broker: Any) -> int:
-    """Requests of the consumer's connection: the one with a parked (standing) fetch."""
-    conns = [c for c in _status(broker)["clients"] if c["parked_fetches"]]
-    assert len(conns) == 1, conns
-    return int(conns[0]["requests"])
-
-
-def test_a_consumer_that_stops_reading_holds_at_most_its_ring(broker):
-    """The consumer arms a standing fetch, then does not poll while far more than its 4 MiB
-    response ring is produced: the supervisor queues nothing beyond what the ring holds (the
-    fetch is suspended), and once the consumer polls again it gets every record, in order."""
+def test_a_consumer_that_stops_reading_holds_a_bounded_amount(broker, transport):
+    """The consumer arms a standing fetch, then does not poll while ~12 MiB are produced, and
+    once it polls again gets every record, in order, once. Meanwhile the supervisor holds the
+    answers: on the rings nothing beyond what the consumer's 4 MiB response ring holds (the
+    fetch is suspended, nothing queued behind it on the link); on the socket what is queued
+    stays within one answer, what waits in the socket within the kernel's send buffer, and the
+    supervisor's memory does not grow by the 12 MiB."""
+    topic = f"sfc-{transport}"
     with Admin(socket=broker.socket) as a:
-        a.create_topic("sfc", 1)
-    tp = TopicPartition("sfc", 0)
-    c = _consumer(broker, "sfc")
+        a.create_topic(topic, 1)
+    tp = TopicPartition(topic, 0)
+    c = consumer(broker, topic, transport)
     value = b"v" * 4000
-    with Producer(socket=broker.socket, transport="shm", linger_ms=0) as p:
-        p.send("sfc", value, partition=0).get(10)
+    sup = psutil.Process(broker.pid)
+    with Producer(socket=broker.socket, transport=transport, linger_ms=0) as p:
+        p.send(topic, value, partition=0).get(10)
         first = []
         while not first:
             first += c.poll(500).get(tp, [])
+        rss_before = sup.memory_info().rss
         for _ in range(12):  # 12 x 256 records of 4 KB: ~12 MiB, three rings' worth
-            p.send_batch("sfc", [value] * 256, partition=0)
+            p.send_batch(topic, [value] * 256, partition=0)
         p.flush(30)
-    held = [x for x in _status(broker)["clients"] if x["parked_fetches"]]
-    assert len(held) == 1
-    # Nothing but what fits the ring: no answers queued behind it on the link.
-    assert held[0]["output_bytes"] == 0, held
-    offsets = [r.offset for r in first]
-    deadline = time.monotonic() + 60
-    while len(offsets) < 1 + 12 * 256 and time.monotonic() < deadline:
-        offsets += [r.offset for r in c.poll(500).get(tp, [])]
+    if transport == "shm":
+        # Nothing but what fits the ring: no answers queued behind it on the link.
+        assert parked_conn(broker)["output_bytes"] == 0
+    else:
+        time.sleep(0.3)  # let the supervisor push what flow control allows (nothing is timed)
+        held = parked_conn(broker)
+        rss_after = sup.memory_info().rss
+        waiting = inq(c._ch._sock)
+        assert held["output_bytes"] <= SOCKET_ANSWER_CAP + 64 * 1024, held
+        assert waiting < 2 * 1024 * 1024, f"{waiting} bytes wait in the consumer's socket"
+        assert rss_after - rss_before < 8 * 1024 * 1024, (rss_before, rss_after)
+    offsets = read_offsets(c, tp, 1 + 12 * 256, [r.offset for r in first], seconds=60)
     c.close()
     assert offsets == list(range(1 + 12 * 256))
 
@@ -114,9 +104,6 @@ def _kill_me_consumer(sock: str, transport: str, topic: str, ready: Any) -> None
             ready.set()
 
 
-# The standing fetch on the rings and on the Unix socket (tests/server/test_socket_standing.py
-# has the socket's own flow-control cases).
-@pytest.mark.parametrize("transport", ["shm", "socket"])
 def test_a_consumer_sigkilled_with_a_standing_fetch_leaves_nothing(broker, transport):
     topic = f"sfk-{transport}"
     with Admin(socket=broker.socket) as a:
@@ -137,16 +124,13 @@ def test_a_consumer_sigkilled_with_a_standing_fetch_leaves_nothing(broker, trans
             p.flush(30)
         finally:
             child.join(10)
-    _until(lambda: not [c for c in _status(broker)["clients"] if c["pid"] == child.pid],
-           "the killed consumer's connection closed")
-    _until(lambda: _status(broker)["parked_fetches"] == 0, "no parked fetch left")
+    wait_for(lambda: not [c for c in status(broker)["clients"] if c["pid"] == child.pid], 30,
+             "the killed consumer's connection closed")
+    wait_for(lambda: status(broker)["parked_fetches"] == 0, 30, "no parked fetch left")
     # Everything is still served: a new consumer reads every record in order.
     tp = TopicPartition(topic, 0)
-    c = _consumer(broker, topic, transport)
-    offsets: list[int] = []
-    deadline = time.monotonic() + 30
-    while len(offsets) < 2001 and time.monotonic() < deadline:
-        offsets += [r.offset for r in c.poll(500).get(tp, [])]
+    c = consumer(broker, topic, transport)
+    offsets = read_offsets(c, tp, 2001, [])
     c.close()
     assert offsets == list(range(2001))
 

@@ -19,18 +19,10 @@ from edgebus.client.socket_acks import LazySocketChannel
 from edgebus.errors import BrokerUnavailableError
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ClientProtocol
+from edgebus.testing import wait_for
 from tests.shm.helpers import dev_shm_entries, memfd_mappings, open_fds
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(cond, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 def roundtrip(sock: str, transport: str, n: int = 2000) -> list:
@@ -112,8 +104,8 @@ def test_rings_are_reclaimed_when_clients_close(broker):
     assert memfd_mappings(pid) >= 5
     for c in clients:
         c.close()
-    assert wait_for(lambda: memfd_mappings(pid) == 0), "the supervisor kept a ring mapped"
-    assert wait_for(lambda: open_fds(pid) <= before_fds), "the supervisor kept descriptors"
+    wait_for(lambda: memfd_mappings(pid) == 0, 30, "the supervisor to unmap every ring")
+    wait_for(lambda: open_fds(pid) <= before_fds, 30, "the supervisor to close the descriptors")
     assert dev_shm_entries() == shm_before
 
 
@@ -162,7 +154,7 @@ def test_a_hostile_ring_closes_only_its_connection(broker):
     assert link.req.write(b"\x04\x00\x00\x00abcd", link.efd_sup)
     link.sock.settimeout(5)
     assert link.sock.recv(10) == b"", "the supervisor should close the offending connection"
-    assert wait_for(lambda: memfd_mappings(broker.pid) == 1)
+    wait_for(lambda: memfd_mappings(broker.pid) == 1, 30, "the offending connection's rings unmapped")
     good.create_topic("still-fine", 1)
     assert "still-fine" in good.list_topics()
     good.close()

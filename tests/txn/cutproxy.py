@@ -22,6 +22,7 @@ class CutProxy(Proxy):
         self.every = every
         self.answers = 0  # PRODUCE answers seen
         self.cuts = 0
+        self.max_outstanding = 0  # PRODUCE requests of one link unanswered at once, at most
         self.blackhole = False
         self._count = threading.Lock()
         super().__init__(target, unix_path=path)
@@ -38,6 +39,7 @@ class CutProxy(Proxy):
                     if self.blackhole:
                         continue
                     produces.add(corr)
+                    self.max_outstanding = max(self.max_outstanding, len(produces))
             else:
                 corr = struct.unpack_from("<I", frame)[0]
                 if corr in produces:

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from edgebus import Consumer, Producer, TopicPartition
+from edgebus import Admin, Consumer, Producer, TopicPartition
 from edgebus.errors import InvalidTxnStateError, ProducerFencedError
 from edgebus.testing import EmbeddedBroker
 from tests.kafka_listener.conftest import create_topic
@@ -134,6 +134,10 @@ def test_sigkilled_producers_transaction_is_never_visible(broker: EmbeddedBroker
     assert read_all(broker, "k", "read_committed") == [b"after"]
     assert sorted(read_all(broker, "k", "read_uncommitted")) == sorted(
         [b"after"] + [b"lost%d" % i for i in range(10)])
+    # The coordinator's state ended the transaction (Kafka's CompleteAbort): none is open.
+    with Admin(socket=broker.socket) as admin:
+        (t,) = [t for t in admin.list_transactions().transactions if t.transactional_id == "doomed"]
+    assert t.state == "empty" and t.partitions == [], t
     # The timeout bumped the epoch: a new instance of the id starts cleanly.
     again = txp(broker, "doomed")
     again.close()

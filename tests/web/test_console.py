@@ -71,9 +71,12 @@ def kitchen(http_broker: Any, tmp_path: Path) -> Iterator[Any]:
 
         wait_for(bridge_ready, 60, "the MQTT bridge")
         start("detector", [sys.executable, str(TEAPOT / "boil_detector.py"), "--socket", http_broker.socket])
+        # Reporting for the whole test, also once switched off: the page's in/s is the change
+        # between two status reads 5 s apart, so it is above 0 only while readings still come
+        # (a pot that stops at 90 C after its "off" stops within seconds: a slow run then saw 0).
         for pot, interval in (("pot-1", "300"), ("pot-2", "450")):
             start(pot, [sys.executable, str(TEAPOT / "teapot.py"), "--port", str(port), "--id", pot,
-                        "--interval-ms", interval, "--seconds", "120"])
+                        "--interval-ms", interval, "--seconds", "900", "--keep-reporting"])
         yield http_broker
     finally:
         for p in reversed(procs):

@@ -66,6 +66,9 @@ class RemoteRecord:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes | None]]
+    # An up direction's gap marker (FORMAT.md 7.11: "<start>/<end>/<reason>"), not a record:
+    # pull.py counts it as a gap and writes nothing. "" for a record.
+    gap: str = ""
 
 
 @dataclass
@@ -76,6 +79,10 @@ class Pulled:
     records: dict[tuple[str, int], list[RemoteRecord]] = field(default_factory=dict)
     at_end: dict[tuple[str, int], int] = field(default_factory=dict)  # -> the target's end
     gaps: dict[tuple[str, int], str] = field(default_factory=dict)
+    # Records the target still holds after the last one pulled, per partition, when it says
+    # (its lag: Kafka's high watermark, a NATS consumer's pending count).
+    behind: dict[tuple[str, int], int] = field(default_factory=dict)
+    answered: bool = False  # the pull was a round trip the target answered (a sign of life)
 
 
 class Remote(Protocol):
@@ -103,6 +110,9 @@ class Remote(Protocol):
         """What came since the last pull, waiting up to wait_s when nothing did."""
         ...
 
-    def heartbeat(self) -> None: ...
+    def heartbeat(self, timeout: float | None = None) -> None:
+        """A round trip: raises when the target has not answered within `timeout` seconds
+        (default: the remote's request timeout)."""
+        ...
 
     def close(self) -> None: ...

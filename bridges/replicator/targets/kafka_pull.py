@@ -11,7 +11,7 @@ from typing import Any
 
 from bridges.replicator.kafka_config import KafkaConfig
 from bridges.replicator.targets.base import Pulled, RemoteRecord
-from bridges.replicator.targets.kafka import KafkaClients, kafka_error
+from bridges.replicator.targets.kafka import GAP_HEADER, GAP_KEY, KafkaClients, kafka_error
 
 PULL_RECORDS = 1000  # records one pull takes at most: bounded memory per round
 
@@ -49,7 +49,7 @@ class KafkaRemote:
                                       for (t, p), off in positions.items()])
 
     def pull(self, wait_s: float) -> Pulled:
-        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
         assert self.clients.consumer is not None
         out = Pulled()
@@ -75,16 +75,31 @@ class KafkaRemote:
             hdrs: list[tuple[str, bytes | None]] = [
                 (k, v if isinstance(v, bytes | None) else bytes(v))
                 for k, v in _pairs(m.headers())]
+            key = _bytes(m.key())
+            # An up direction's gap marker (FORMAT.md 7.10) comes down as a gap (pull.py).
+            gap = next((v.decode(errors="replace") for k, v in hdrs
+                        if k == GAP_HEADER and v is not None), "") if key == GAP_KEY else ""
             out.records.setdefault((topic, part), []).append(
-                RemoteRecord(off, ts, _bytes(m.key()), _bytes(m.value()), hdrs))
+                RemoteRecord(off, ts, key, _bytes(m.value()), hdrs, gap=gap))
+        for (topic, part), recs in out.records.items():
+            # The high watermark of the last fetch answer (librdkafka's cache, no request):
+            # what is still at Kafka after these records.
+            try:
+                _, hi = self.clients.consumer.get_watermark_offsets(TopicPartition(topic, part),
+                                                                    cached=True)
+            except KafkaException:
+                continue
+            if hi is not None and hi >= 0:
+                out.behind[(topic, part)] = max(0, int(hi) - recs[-1].offset - 1)
         return out
 
-    def heartbeat(self) -> None:
+    def heartbeat(self, timeout: float | None = None) -> None:
         from confluent_kafka import KafkaException
 
         assert self.clients.admin is not None
         try:
-            self.clients.admin.list_topics(timeout=self.timeout)  # naming none: see partitions()
+            # Naming no topic: see partitions().
+            self.clients.admin.list_topics(timeout=self.timeout if timeout is None else timeout)
         except KafkaException as e:
             raise kafka_error(e, f"Kafka at {self.cfg.bootstrap}") from None
 

@@ -23,13 +23,14 @@ import random
 import ssl
 import threading
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from bridges.replicator.config import LinkConfig
 from bridges.replicator.targets import nats_codec as C
-from edgebus import PartitionRead, TopicInfo, client_context
+from bridges.replicator.targets import nats_frames as F
+from edgebus import PartitionRead, Record, TopicInfo, client_context
 from edgebus.errors import (
     AuthenticationError,
     BrokerUnavailableError,
@@ -60,6 +61,11 @@ ERR_WRONG_LAST_SEQUENCE = 10071
 
 
 class NatsTarget:
+    # The link may have one partition's batch in flight while it ships others (inflight.py):
+    # each subject's first message names its own expected last sequence, so batches of
+    # different subjects cannot make a hole in one another; never two of one subject.
+    parallel_partitions = True
+
     def __init__(self, cfg: LinkConfig, node: str, timeout: float = 10.0) -> None:
         assert cfg.nats is not None
         self.name = f"nats stream {cfg.nats.stream}"
@@ -201,23 +207,40 @@ class NatsTarget:
 
     def ship(self, topic: str, partition: int, incarnation: str, read: PartitionRead
              ) -> tuple[int, int]:
-        """Every record not yet there, as atomic batches, one in flight: the next batch is
-        encoded while the previous one's commit is on its way, and sent once it is acknowledged
-        (its first message expects the acknowledged sequence)."""
+        """Every record not yet there, as atomic batches, one in flight (ship_begin)."""
+        return self.ship_begin(topic, partition, incarnation, read)()
+
+    def ship_begin(self, topic: str, partition: int, incarnation: str, read: PartitionRead
+                   ) -> Callable[[], tuple[int, int]]:
+        """Sends the read's first atomic batch now and returns finish(), which waits for its
+        PubAck and sends the rest one at a time: each encoded while the one before is on its
+        way, sent once that one is acknowledged (its first message expects the acknowledged
+        sequence). Meanwhile the link reads the next batches from its source (inflight.py);
+        one partition never has two batches in flight. finish() returns (the cursor, source
+        batches found already there)."""
         key = (topic, partition)
         last_seq, there = self._last[key]
         subject = C.subject_for(self.opts.subject_prefix, topic, partition)
+        prefix = C.msg_id(self.node, topic, partition, 0)[:-1]  # "<node>/<topic>/<partition>/"
         already = [0]
-        pending: tuple[Future[dict[str, Any]], int] | None = None
-        for group in self._groups(topic, partition, read, there, already):
-            frames = self._frames(subject, group, incarnation)
+        batches = (F.encode_batch(subject, prefix, group, uuid.uuid4().hex, incarnation)
+                   for group in self._groups(topic, partition, read, there, already))
+        first = next(batches, None)
+        pending = None if first is None else (self._submit(subject, first, last_seq), first.count)
+
+        def finish() -> tuple[int, int]:
+            nonlocal pending
+            seq = last_seq
+            for b in batches:  # the next one is encoded before the wait for the one in flight
+                assert pending is not None
+                seq = self._acked(subject, *pending)
+                pending = self._submit(subject, b, seq), b.count
             if pending is not None:
-                last_seq = self._acked(subject, *pending)
-            pending = self._submit(subject, group, frames, last_seq), len(group)
-        if pending is not None:
-            last_seq = self._acked(subject, *pending)
-        self._last[key] = (last_seq, max(there, read.next_offset))
-        return read.next_offset, already[0]
+                seq = self._acked(subject, *pending)
+            self._last[key] = (seq, max(there, read.next_offset))
+            return read.next_offset, already[0]
+
+        return finish
 
     def gap(self, topic: str, partition: int, incarnation: str, start: int, end: int,
             reason: int) -> int:
@@ -230,20 +253,23 @@ class NatsTarget:
         subject = C.subject_for(self.opts.subject_prefix, topic, partition)
         why = {1: "retention", 2: "max_age"}.get(reason, str(reason))
         text = f"offsets {start}..{end - 1} of {self.node}/{topic}/{partition} never shipped: {why}"
-        group = [(text.encode(), {C.MSG_ID: C.msg_id(self.node, topic, partition, end - 1),
-                                  C.GAP: f"{start}/{end}/{why}", C.RESUME: str(end)})]
-        frames = self._frames(subject, group, incarnation)
-        last_seq = self._acked(subject, self._submit(subject, group, frames, last_seq), 1)
+        marker = F.Batch(subject.encode(), 1, None, b"", text.encode(), {
+            C.MSG_ID: C.msg_id(self.node, topic, partition, end - 1),
+            C.GAP: f"{start}/{end}/{why}", C.RESUME: str(end),
+            "Nats-Batch-Id": uuid.uuid4().hex, "Nats-Batch-Sequence": "1",
+            C.INCARNATION: incarnation, "Nats-Batch-Commit": "1"})
+        last_seq = self._acked(subject, self._submit(subject, marker, last_seq), 1)
         self._last[key] = (last_seq, end)
         return end
 
     def _groups(self, topic: str, partition: int, read: PartitionRead, there: int,
-                already: list[int]) -> Iterator[list[tuple[bytes, dict[str, str]]]]:
-        """The records from offset `there` on, encoded, in atomic batches of whole source
-        batches where they fit. A source batch of more than MAX_BATCH_MESSAGES records is
-        split; the resume point then stays at its start, and after a failure the records
-        already there are skipped (the batch counted in `already`)."""
-        group: list[tuple[bytes, dict[str, str]]] = []
+                already: list[int]) -> Iterator[list[tuple[Record, int]]]:
+        """The records from offset `there` on, each with the offset the link resumes from when
+        it is the subject's last message, in atomic batches of whole source batches where they
+        fit. A source batch of more than MAX_BATCH_MESSAGES records is split; the resume point
+        then stays at its start, and after a failure the records already there are skipped
+        (the batch counted in `already`)."""
+        group: list[tuple[Record, int]] = []
         size = 0
         for base, nxt, batch in read.record_batches(topic, partition):
             if nxt <= there:
@@ -257,40 +283,23 @@ class NatsTarget:
                           or size + nbytes > MAX_BATCH_BYTES):
                 yield group
                 group, size = [], 0
+            last = len(recs) - 1
             for i, r in enumerate(recs):
-                payload, h = C.encode(self.node, topic, partition, r.offset, r.timestamp, r.key,
-                                      r.value, r.headers)
                 # The cursor when this is the subject's last message: past the source batch
                 # if it is the batch's last record, else the batch's start (skipped from here).
-                h[C.RESUME] = str(nxt if i == len(recs) - 1 else base)
-                group.append((payload, h))
-                size += len(payload)
+                group.append((r, nxt if i == last else base))
+                size += len(r.value or b"")
                 if len(group) == MAX_BATCH_MESSAGES:
                     yield group
                     group, size = [], 0
         if group:
             yield group
 
-    def _frames(self, subject: str, group: list[tuple[bytes, dict[str, str]]],
-                incarnation: str) -> bytes:
-        """Marks the group as one atomic batch; returns the HPUB frames of its messages but the
-        first and the last, built here: a few microseconds a message, instead of a coroutine
-        call into nats-py on the loop's thread."""
-        bid = uuid.uuid4().hex
-        for i, (_, h) in enumerate(group, 1):
-            h["Nats-Batch-Id"] = bid
-            h["Nats-Batch-Sequence"] = str(i)
-        group[-1][1][C.INCARNATION] = incarnation
-        group[-1][1]["Nats-Batch-Commit"] = "1"
-        return b"".join(_hpub(subject, payload, h) for payload, h in group[1:-1])
-
-    def _submit(self, subject: str, group: list[tuple[bytes, dict[str, str]]], frames: bytes,
-                last_seq: int) -> Future[dict[str, Any]]:
-        group[0][1]["Nats-Expected-Last-Subject-Sequence"] = str(last_seq)
-        head = _hpub(subject, *group[0]) if len(group) > 1 else b""
+    def _submit(self, subject: str, batch: F.Batch, last_seq: int) -> Future[dict[str, Any]]:
+        frames = batch.frames(last_seq)
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(
-            self._publish(subject, (head, frames), group[-1]), self._loop)
+            self._publish(subject, frames, (batch.last_payload, batch.last_headers)), self._loop)
 
     def _acked(self, subject: str, fut: Future[dict[str, Any]], count: int) -> int:
         """Waits for one atomic batch's PubAck; returns the stream sequence of its last message.
@@ -349,15 +358,6 @@ class NatsTarget:
         self._thread = None
         if not loop.is_running():
             loop.close()
-
-
-def _hpub(subject: str, payload: bytes, headers: dict[str, str]) -> bytes:
-    """One NATS protocol HPUB frame (no reply subject); header values never hold CR or LF
-    (nats_codec.encode keeps them plain)."""
-    hdr = ("NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-           + "\r\n").encode()
-    return b"HPUB %s %d %d\r\n%s%s\r\n" % (subject.encode(), len(hdr), len(hdr) + len(payload),
-                                            hdr, payload)
 
 
 def _api_error(err: dict[str, Any], where: str) -> EdgebusError:

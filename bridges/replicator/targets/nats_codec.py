@@ -71,6 +71,24 @@ def encode(node: str, topic: str, partition: int, offset: int, timestamp: int,
            headers: Sequence[tuple[str, bytes | None]]) -> tuple[bytes, dict[str, str]]:
     """(payload, NATS headers) of one record."""
     h = {MSG_ID: msg_id(node, topic, partition, offset), TIMESTAMP: str(timestamp)}
+    extras(h, key, value, headers)
+    return value or b"", h
+
+
+def extra_lines(key: bytes | None, value: bytes | None,
+                headers: Sequence[tuple[str, bytes | None]]) -> str:
+    """The headers encode() adds after the id and timestamp, as header block lines: one
+    string per record, no dict, for the target's batch encoder (nats_frames.py)."""
+    if key is None and value is not None and not headers:
+        return ""  # the common case of telemetry without a key
+    h: dict[str, str] = {}
+    extras(h, key, value, headers)
+    return "".join(f"{k}: {v}\r\n" for k, v in h.items())
+
+
+def extras(h: dict[str, str], key: bytes | None, value: bytes | None,
+           headers: Sequence[tuple[str, bytes | None]]) -> None:
+    """Adds the key, null-value and record-header headers of a record to `h`."""
     if key is not None:
         k = _text(key)
         if k is not None:
@@ -92,7 +110,6 @@ def encode(node: str, topic: str, partition: int, offset: int, timestamp: int,
                 break
             plain[name] = t
         h.update(plain)
-    return value or b"", h
 
 
 Decoded = tuple[int, int, bytes | None, bytes | None, list[tuple[str, bytes | None]]]

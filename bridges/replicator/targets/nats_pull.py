@@ -117,8 +117,10 @@ class NatsRemote(NatsTarget):
         if self._gaps:  # found last time after records that had to be written first
             out, self._gaps = Pulled(gaps=self._gaps), {}
             return out
-        out = Pulled()
-        got = self._run(self._fetch_all(wait_s), wait_s + self.timeout)
+        out = Pulled(answered=True)  # every pull request is answered (messages, or 408)
+        # Half the request timeout (one heartbeat) past the wait: with the stream info below,
+        # a half-open link is given up within two heartbeats of the last answer (pull.py).
+        got = self._run(self._fetch_all(wait_s), wait_s + self.timeout / 2)
         before, info = self._last_seq, self._stream_info()
         first = int(info["state"].get("first_seq", 0))
         self._last_seq = int(info["state"].get("last_seq", 0))
@@ -145,6 +147,8 @@ class NatsRemote(NatsTarget):
                 c.position = c.safe = seq + 1
             if recs:
                 out.records[(subject, 0)] = recs
+                # The subject's messages still in the stream after these (the consumer's count).
+                out.behind[(subject, 0)] = int(msgs[len(recs) - 1].metadata.num_pending or 0)
             elif (subject, 0) in self._gaps:
                 out.gaps[(subject, 0)] = self._gaps.pop((subject, 0))
             if at_end and (subject, 0) not in self._gaps and (subject, 0) not in out.gaps:
@@ -184,7 +188,8 @@ class NatsRemote(NatsTarget):
         if not self._consumers:
             super().heartbeat(timeout)
         for c in self._consumers.values():
-            ans = self._run(self._api(f"$JS.API.CONSUMER.INFO.{self.stream}.{c.name}", {}))
+            ans = self._run(self._api(f"$JS.API.CONSUMER.INFO.{self.stream}.{c.name}", {}),
+                            timeout)
             if ans.get("error"):
                 raise NatsUnavailableError(f"{self.name}: consumer {c.name}: "
                                            f"{ans['error'].get('description')}")
@@ -210,6 +215,8 @@ def _record(seq: int, stored_ms: int, headers: dict[str, str] | None, payload: b
     """A message as a record: as the up direction wrote it (nats_codec), or, from any other
     publisher, its payload with no key, its headers, the time the stream stored it."""
     h = dict(headers or {})
+    if C.GAP in h and C.MSG_ID in h:  # an up direction's gap marker: a gap, not a record
+        return RemoteRecord(seq, stored_ms, None, payload, [], gap=h[C.GAP])
     if C.TIMESTAMP in h and C.MSG_ID in h:
         try:
             _, ts, key, value, hdrs = C.decode(h, payload)

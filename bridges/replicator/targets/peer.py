@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bridges.replicator.config import TlsConfig
 from edgebus import PartitionRead, ReplicaLink, TopicInfo, client_context
-from edgebus.errors import IncarnationMismatchError, NotAMirrorError
+from edgebus.errors import IncarnationMismatchError, NotAMirrorError, TopicExistsError
 
 
 def _opt(p: Path | None) -> str | None:
@@ -57,7 +57,17 @@ class PeerTarget:
         want = f"{self.node}/{topic}"
         info = self.link.describe(topic)
         if info is None:
-            self.link.create_mirror(topic, source, want)
+            try:
+                self.link.create_mirror(topic, source, want)
+            except TopicExistsError:
+                # The link sees only its own node's mirrors, so a topic it cannot see but cannot
+                # create is one of the peer's own: most often the mirror promoted at a failover,
+                # with this (old source) node back. Hold this topic only; the others ship on.
+                raise NotAMirrorError(
+                    f"{self.address}: topic {topic!r} there is not a mirror of {want} (it was "
+                    "promoted with `edgebus topics promote` after a failover, or made there by "
+                    "other means), so it is not shipped; to replicate it again, delete or "
+                    "rename it there, or leave it out of this link's topics") from None
             info = self.link.describe(topic)
             assert info is not None
         if info.mirror_of != want:

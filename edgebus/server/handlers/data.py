@@ -33,7 +33,8 @@ from edgebus.server.dispatch import DEFERRED, NO_RESPONSE
 from edgebus.server.durable import DurableAcks
 from edgebus.server.fetchwait import FetchWaiters, ParkedFetch
 from edgebus.server.handlers.standing import StandingFetches
-from edgebus.server.service import LoopApi, Service
+from edgebus.server.parking import ParkingService
+from edgebus.server.service import LoopApi
 from edgebus.server.stats import Stats
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ def _no_sequenced(*args: Any) -> Any:
     raise InvalidRequestError("this supervisor takes no batches with a producer id")
 
 
-class DataHandlers(Service):
+class DataHandlers(ParkingService):
     def __init__(self, api: LoopApi, logs: LogManager, disk: DiskGuard, durable: DurableAcks,
                  stats: Stats, *, max_fetch_wait_ms: int = 30_000) -> None:
         self.api = api
@@ -85,23 +86,6 @@ class DataHandlers(Service):
         # Called with the partition after every append (the Kafka listener's parked fetches).
         self.append_listeners: list[Any] = []
         self.standing = StandingFetches(self)  # FETCH_STANDING (handlers/standing.py)
-
-    # --- the service -----------------------------------------------------------------------------
-    def next_deadline(self) -> float | None:
-        return self.waiters.next_deadline()
-
-    def tick(self, now: float) -> None:
-        for w in self.waiters.expired(now):
-            self.complete_fetch(w)
-
-    def connection_closed(self, conn: Connection) -> None:
-        if conn.parked:
-            for w in [w for w in self.waiters.all() if w.conn is conn]:
-                self.waiters.remove(w)
-
-    def shutdown(self) -> None:
-        for w in self.waiters.all():
-            self.complete_fetch(w)
 
     # --- data plane ------------------------------------------------------------------------------
     def produce(self, conn: Any, corr: int, req: M.ProduceRequest) -> Any:
@@ -145,8 +129,20 @@ class DataHandlers(Service):
             info = built
             B.check_records(batch, info)  # records that do not decode would fail every reader
         base, atime = self.disk.append(p, batch, info, _time_ns() // 1_000_000)  # server/disk.py
-        self.stats.appended(topic, info.record_count, info.length)
-        self.on_append(p, batch, base, atime)
+        # Stats.appended's work, without the call (once per one-record PRODUCE)
+        stats = self.stats
+        count = info.record_count
+        stats.records_in += count
+        stats.bytes_in += info.length
+        t = stats.topic_in.get(topic)
+        if t is None:
+            t = stats.topic_in[topic] = [0, 0]
+        t[0] += count
+        t[1] += info.length
+        if self.append_listeners or (topic, partition) in self.waiters.by_partition:
+            self.on_append(p, batch, base, atime)
+        else:
+            self.dirty = True  # on_append's work when nobody waits on the partition
         if acks == M.ACKS_WRITTEN and encoded:
             try:
                 return encode_produce_response(corr, topic, partition, base, atime, p.log_start_offset)
@@ -167,7 +163,11 @@ class DataHandlers(Service):
     def fetch(self, conn: Any, corr: int, req: M.FetchRequest) -> Any:
         if getattr(getattr(conn, "shm", None) or conn, "standing", None) is not None:
             self.standing.end(conn)  # a FETCH replaces the connection's standing fetch
-        if req.max_bytes <= 0 or any(fp.max_bytes <= 0 for fp in req.partitions):
+        bad = req.max_bytes <= 0
+        for fp in req.partitions:  # a loop, not any(): no generator's calls per FETCH
+            if fp.max_bytes <= 0:
+                bad = True
+        if bad:
             raise InvalidRequestError("fetch max_bytes must be positive")
         wait = min(req.max_wait_ms, self.max_fetch_wait_ms)
         parkable = (wait > 0 and not self.api.stopping
@@ -296,12 +296,16 @@ class DataHandlers(Service):
         if self.append_listeners:
             for listener in self.append_listeners:
                 listener(p)
-        waiting = self.waiters.waiting_on(p.topic, p.partition)
-        if not waiting or self.api.output_budget_used:
+        parked = self.waiters.by_partition.get((p.topic, p.partition))  # waiting_on, inlined
+        if not parked or self.api.output_budget_used:
             return  # parked fetches wait (costing nothing) until room or their deadline
+        waiting = list(parked)
         for w in waiting:
-            if w.standing and not self.standing.may_answer(w):
-                continue  # held until its consumer read the answers before
+            if w.standing:
+                if batch is not None and self.standing.push(w, p, batch, base, append_time):
+                    continue  # answered from the batch and re-armed in place (the common case)
+                if not self.standing.may_answer(w):
+                    continue  # held until its consumer read the answers before
             if w.respond is not None:  # a replicator's long poll: any append wakes it
                 self.waiters.remove(w)
                 if not w.conn.closed:
@@ -314,7 +318,9 @@ class DataHandlers(Service):
                     self.waiters.remove(w)
                     if not w.conn.closed:
                         self.stats.batch_sent(p.topic, batch)
-                        self.api.answer(w.conn, w.correlation_id, frame)
+                        # LoopApi.answer of an encoded frame, without its two calls
+                        w.conn.queue(frame)
+                        w.conn.update_interest()
                         if w.standing:
                             self.standing.answered(w, None, batch, base)
                     continue

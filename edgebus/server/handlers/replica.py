@@ -79,6 +79,18 @@ class ReplicaHandlers:
         self.links: list[Any] = []  # connections that passed REPLICA_HELLO (closed ones dropped)
         self.acl: Authorizer | None = None  # set by the broker: links' reads need a rule
 
+    def set_tokens(self, tokens: Mapping[str, str]) -> None:
+        """New tokens (a reload): a link that came in with a token its node no longer has (changed
+        or removed) is closed, so revoking a peer takes effect now; its replicator reconnects
+        and is checked against the new tokens. Links admitted by a certificate stay."""
+        old, self.tokens = self.tokens, dict(tokens)
+        for conn in [c for c in self.links if not c.closed and c.peer_name is None]:
+            if self.tokens.get(conn.node) != old.get(conn.node):
+                log.warning("closing the replica link of node %s (%r): its token changed in "
+                            "replica.tokens_file", conn.node, conn)
+                self.api.close(conn)
+        self.links = [c for c in self.links if not c.closed]
+
     def hello(self, conn: Any, corr: int, req: M.ReplicaHelloRequest) -> Any:
         if conn.peer_name is not None:
             # Mutual TLS: the verified certificate names the node; no token is needed.
@@ -263,12 +275,13 @@ class ReplicaHandlers:
             conn, corr, M.FetchRequest(wait, 1, req.max_bytes, req.partitions),
             time.monotonic() + wait / 1000, respond=respond))
 
-    def _read(self, req: M.ReplicaFetchRequest) -> M.ReplicaFetchResponse:
+    def _read(self, req: M.ReplicaFetchRequest) -> M.ReplicaFetchResponse | M.ReplicaFetchResponseV1:
         """Every partition gets at least its first whole durable batch while the response is
         under max_bytes (a large batch is never starved by smaller ones elsewhere); the
         partitions after that point get none this time (the replicator rotates their order)."""
         remaining = min(req.max_bytes, F.MAX_FETCH_RESPONSE_BYTES)
-        out = []
+        v1 = isinstance(req, M.ReplicaFetchRequestV1)  # answers say the bytes to the log end
+        out: list[M.ReplicaFetchedPartition] = []
         topics = self.logs.topics()
         for fp in req.partitions:
             cfg = topics.get(fp.topic)
@@ -282,9 +295,10 @@ class ReplicaHandlers:
                     n = B.whole_batches(data, durable)[0]  # only batches below the synced point
                     data = data if n == len(data) else data[:n]
                 remaining -= len(data)
-                out.append(M.ReplicaFetchedPartition(
-                    fp.topic, fp.partition, 0, "", inc, p.log_start_offset, durable,
-                    p.log_end_offset, data))
+                head = (fp.topic, fp.partition, 0, "", inc, p.log_start_offset, durable,
+                        p.log_end_offset, data)
+                out.append(M.ReplicaFetchedPartitionV1(*head, p.bytes_to_end(fp.offset)) if v1
+                           else M.ReplicaFetchedPartition(*head))
             except EdgebusError as e:
                 ls = de = le = -1
                 try:
@@ -292,8 +306,11 @@ class ReplicaHandlers:
                     ls, de, le = p.log_start_offset, p.synced_offset, p.log_end_offset
                 except EdgebusError:
                     pass
-                out.append(M.ReplicaFetchedPartition(fp.topic, fp.partition, e.code, str(e), inc,
-                                                     ls, de, le, b""))
+                bad = (fp.topic, fp.partition, e.code, str(e), inc, ls, de, le, b"")
+                out.append(M.ReplicaFetchedPartitionV1(*bad) if v1
+                           else M.ReplicaFetchedPartition(*bad))
+        if v1:
+            return M.ReplicaFetchResponseV1(out)  # type: ignore[arg-type]  # all V1 here
         return M.ReplicaFetchResponse(out)
 
     def promote(self, conn: Any, corr: int, req: M.PromoteTopicRequest) -> M.Empty:

@@ -44,7 +44,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from edgebus import format as F
 from edgebus.errors import EdgebusError, InvalidRequestError
+from edgebus.fastpath.fetch import encode_fetched_one
 from edgebus.fastpath.standing import end_offset, next_fetch
 from edgebus.protocol import messages as M
 from edgebus.server.fetchwait import ParkedFetch
@@ -59,6 +61,10 @@ _FRAME_SLACK = 64 * 1024
 RECHECK_S = 0.002
 # A frame size no ring takes: prepare_sleep_space with it only raises writer_waiting.
 _NEVER_FITS = 0xFFFF_FFF0
+# A batch's stamp and record count, read together (F.BATCH_STAMP's fields, then the count).
+_STAMP = F.BATCH_STAMP.unpack_from
+_COUNT = F.U32.unpack_from
+_TXN_BITS = F.ATTR_TRANSACTIONAL | F.ATTR_CONTROL
 # Largest answer on a socket: what one held connection keeps in Connection.out at most.
 SOCKET_ANSWER_CAP = 1024 * 1024
 # The longest a suspended socket fetch waits before it looks at SIOCOUTQ again: the delay a
@@ -182,18 +188,94 @@ class StandingFetches:
                 self._stop(link)
                 data.api.answer(conn, corr, data._busy())
                 return
-            resp, total = data.read_fetch(req)
-            if total < req.min_bytes and not any(p.error_code for p in resp.partitions):
-                self._park(conn, corr, req)
-                return
-            data.api.answer(conn, corr, resp)
-            nxt = next_fetch(req, resp, req.max_wait_ms)
+            frame = data._fetch_tail(corr, req)
+            if frame is not None:
+                # The one batch appended since (a consumer one answer behind, resumed): from
+                # memory, as read_fetch would answer it; the successor starts at the log end.
+                data.api.answer(conn, corr, frame)
+                fp = req.partitions[0]
+                end = data.logs.partition(fp.topic, fp.partition).log_end_offset
+                nxt: M.FetchRequest | None = M.FetchRequest(
+                    req.max_wait_ms, req.min_bytes, req.max_bytes,
+                    [M.FetchPartition(fp.topic, fp.partition, end, fp.max_bytes)])
+            else:
+                resp, total = data.read_fetch(req)
+                if total < req.min_bytes and not any(p.error_code for p in resp.partitions):
+                    self._park(conn, corr, req)
+                    return
+                data.api.answer(conn, corr, resp)
+                nxt = next_fetch(req, resp, req.max_wait_ms)
             if nxt is None:
                 self._stop(link)
                 return
             self.armed += 1
             req = nxt
             recheck_s = RECHECK_S  # it read: a hold after this one starts at the short look again
+
+    def push(self, w: ParkedFetch, p: Any, batch: Any, base: int, append_time: int) -> bool:
+        """DataHandlers.on_append's common case for standing fetch `w`: `batch`, just appended
+        to `p` at `base`, is exactly what `w` asks for and its consumer has read every answer
+        so far. Then answer it from the batch and re-arm `w` in place (its offset moved past
+        the batch, still parked under the partition) and return True. The same answer and the
+        same state as may_answer + fetch_appended + answered + arm give (each condition below
+        is one of theirs, tests/shm/test_standing_push.py compares them), without making a new
+        request and parked fetch per answer; False, having changed nothing, when any condition
+        fails: the general path then decides. `w` keeps the deadline it was parked with: its
+        wait running out re-parks it silently (`expired`), as a re-armed one's does."""
+        conn = w.conn
+        link = conn.shm
+        if link is None:
+            link = conn
+        req = w.request
+        parts = req.partitions
+        if (link.standing_w is not w or w.recheck_s or conn.closed or link.closed
+                or len(parts) != 1):
+            return False
+        fp = parts[0]
+        end = p.log_end_offset
+        # fetch_appended's conditions, and the successor's (answered: the offset after the
+        # batch; arm: that is the log end, so it parks again under the partition)
+        if (fp.offset != base or len(batch) < req.min_bytes
+                or batch[F.BATCH_ATTRIBUTES] & _TXN_BITS
+                or _STAMP(batch, 0) != (base, append_time)
+                or base + _COUNT(batch, F.BATCH_RECORD_COUNT)[0] != end or end <= base):
+            return False
+        data = self.data
+        if data.api.stopping or (data.txn_filter is not None
+                                 and data.txn_filter(p, batch) is not batch):
+            return False
+        # may_answer's: nothing queued behind, and the consumer read every answer
+        if link is conn:
+            if conn.out or conn.overloaded or unread(conn.sock):
+                return False
+        elif link.pending or conn.overloaded or link.resp.used():
+            return False
+        if self.check is not None:
+            try:
+                self.check(conn, req)
+            except EdgebusError:
+                return False  # the general path answers the refusal
+        try:
+            frame = encode_fetched_one(w.correlation_id, fp.topic, fp.partition, end,
+                                       p.log_start_offset, batch)
+        except Exception:  # unusual values: the general path gives its own result or error
+            return False
+        data.stats.batch_sent(p.topic, batch)
+        conn.queue(frame)
+        conn.update_interest()  # as LoopApi.answer does after queueing
+        self.armed += 1
+        if conn.closed or (conn.out if link is conn else link.pending) or conn.overloaded:
+            # the answer did not go out whole: arm decides (held until the consumer reads)
+            data.waiters.remove(w)
+            link.standing_w = None
+            self.arm(conn, w.correlation_id, M.FetchRequest(
+                req.max_wait_ms, req.min_bytes, req.max_bytes,
+                [M.FetchPartition(fp.topic, fp.partition, end, fp.max_bytes)]))
+            return True
+        # Invariant: a standing fetch's request is its own (made by `start` or by a re-arm),
+        # so moving its offset changes no other request.
+        fp.offset = end
+        return True
 
     def may_answer(self, w: ParkedFetch) -> bool:
         """DataHandlers.on_append, before answering standing fetch `w`: True when the consumer

@@ -23,7 +23,7 @@ from edgebus.server.kafka.apis import DEFERRED
 from edgebus.server.kafka.codec import build, kafka_error, response_module
 from edgebus.server.kafka.hot import FetchPart, fetch_response
 from edgebus.server.kafka.records import edgebus_to_kafka
-from edgebus.server.service import Service
+from edgebus.server.parking import ParkingService
 from edgebus.server.txn.mark import up_to
 
 if TYPE_CHECKING:
@@ -52,29 +52,13 @@ class _Plan:
     request: Any
 
 
-class KafkaFetches(Service):
+class KafkaFetches(ParkingService):
     """Parked Kafka fetches: answered when an append brings min_bytes, or at their deadline."""
 
     def __init__(self, ctx: KafkaContext) -> None:
         self.ctx = ctx
         self.waiters = FetchWaiters()
         ctx.data.append_listeners.append(self.on_append)
-
-    def next_deadline(self) -> float | None:
-        return self.waiters.next_deadline()
-
-    def tick(self, now: float) -> None:
-        for w in self.waiters.expired(now):
-            self._complete(w)
-
-    def connection_closed(self, conn: Connection) -> None:
-        if conn.parked:
-            for w in [w for w in self.waiters.all() if w.conn is conn]:
-                self.waiters.remove(w)
-
-    def shutdown(self) -> None:
-        for w in self.waiters.all():
-            self._complete(w)
 
     def on_append(self, p: Any) -> None:
         if self.ctx.api.output_budget_used:
@@ -86,7 +70,7 @@ class KafkaFetches(Service):
                 self.waiters.remove(w)
                 answer(self.ctx, w.conn, plan.header, topics, out)
 
-    def _complete(self, w: ParkedFetch) -> None:
+    def complete_fetch(self, w: ParkedFetch) -> None:
         if w.done:
             return
         self.waiters.remove(w)

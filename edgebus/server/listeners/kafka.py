@@ -93,8 +93,9 @@ class KafkaListener(StreamListener):
 
     def bind(self) -> socket.socket:
         s = bind_tcp(self.host, self.port, setting="kafka.listeners", backlog=128,
-                     in_use_hint=" (a Kafka broker?); set kafka.listeners to another port, or "
-                                 "kafka.enabled: false")
+                     in_use_hint=" (a Kafka broker?); set kafka.listeners to another port "
+                                 "(without a config file: $EDGEBUS_KAFKA_LISTENERS, e.g. "
+                                 "127.0.0.1:19092), or kafka.enabled: false")
         self.port = s.getsockname()[1]  # the one chosen when 0 was asked for
         self.name = f"kafka {self.host}:{self.port}"
         log.info("Kafka listener on %s:%d%s%s", self.host, self.port,

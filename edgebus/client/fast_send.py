@@ -1,0 +1,147 @@
+"""A one-record send() in one step when nothing has to wait for it (issue 16).
+
+At linger_ms=0 a send() used to encode the record, open a batch, seal it, pop it as ready, build
+the batch header and its CRC, the PRODUCE body and the frame, and pass it through the channel's
+layers to the ring or the socket: some fifty Python calls per record, run cache-cold between
+two paced sends. When a record would leave at once anyway (nothing open or ready, a slot in
+flight, buffer memory free, a plain producer: no ordered retries, no idempotence or
+transaction, acks="written"), `_send_one` does the same in one lock hold and one channel call,
+whose frame is one C call (edgebus/records.c eb_produce_frame; on the rings the write and the
+"has the supervisor read our last request" check are one more, eb_write_if_read). Its bytes are
+the general path's (tests/client/test_fast_send.py compares them); the batch it sends is an
+ordinary `_Builder` in flight, so acknowledgements, timeouts, a lost connection, flush() and
+close() treat it as any other. Anything else, or a supervisor that has not read the last request
+yet (the record then waits in an open batch, as the general path's hold does), takes the general
+path (edgebus/client/producer.py).
+
+Acknowledgements are taken in bulk: a send looks at the response ring (or the socket) only once
+REAP_AT of its requests are unanswered; meanwhile the channel's reader collects them when its
+unsignalled wait ends (edgebus/client/lazy_acks.py), so neither a syscall nor a wake-up is spent
+per acknowledgement.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from edgebus import format as F
+from edgebus.client.batch_builder import _Builder
+from edgebus.client.record_frames import FAST_MAX_RECORD, produce_frame
+from edgebus.client.types import FutureRecordMetadata
+from edgebus.errors import BrokerUnavailableError, EdgebusError
+from edgebus.fastpath.produce import _prefix, produce_result
+from edgebus.protocol import messages as M
+from edgebus.protocol.framing import ResponseFrame
+
+if TYPE_CHECKING:
+    from edgebus.client.channel import AsyncChannel
+    from edgebus.client.shm_channel import ShmAsyncChannel
+
+
+# Unanswered requests before a send takes the acknowledgements itself. Below it they wait for the
+# reader's next look (its unsignalled wait ends ACK_LAZY_GAPS send gaps after the last send); at
+# it, one look takes them all. Well below max_in_flight (32 by default), at which sends would
+# hold records back.
+REAP_AT = 4
+_RECORD_FIXED = 22  # a record's bytes besides its key and value (docs/FORMAT.md 2.2)
+
+
+class _FastSend:
+    """Producer's one-step send (module docstring); state is Producer's, set in __init__."""
+
+    # Set by Producer.__init__ / _Delivery (see there).
+    acks: int
+    linger: float
+    max_in_flight: int
+    buffer_memory: int
+    delivery_timeout: float
+    request_timeout: float
+    _ordered: bool
+    _hold_at: int
+    _seq: Any
+    _cond: threading.Condition
+    _mutex: threading.RLock
+    _io_lock: threading.Lock
+    _open: dict[tuple[str, int], _Builder]
+    _ready: deque[_Builder]
+    _sent: dict[int, _Builder]
+    _in_flight: int
+    _queued_bytes: int
+    _closed: bool
+    _record_max: dict[str, int]
+    _sender_wake_at: float
+    _channel: AsyncChannel | ShmAsyncChannel | None
+    _finish: Callable[..., None]
+    _awaiting_acks: Callable[..., Any]
+
+    def _init_fast_send(self) -> None:
+        # Whether _send_one may be used at all (the conditions that never change).
+        self._fast = (produce_frame is not None and not self.linger and not self._ordered
+                      and self._seq is None and not self._hold_at and self.acks == M.ACKS_WRITTEN)
+        self._first_deadline = min(self.delivery_timeout, self.request_timeout)
+        self._prefixes: dict[tuple[str, int], bytes] = {}
+
+    def _send_one(self, topic: str, p: int, key: bytes | None, value: bytes | None,
+                  ts: int) -> FutureRecordMetadata | None:
+        """Send one record now as a batch of its own; None when the general path must take it
+        (nothing was done then)."""
+        size = _RECORD_FIXED + (len(key) if key else 0) + (len(value) if value else 0)
+        ch = self._channel
+        if (ch is None or size > FAST_MAX_RECORD or self._open or self._ready
+                or size + F.BATCH_HEADER_SIZE > self._record_max[topic]):
+            return None  # looked at again under the lock below
+        io_lock = self._io_lock
+        if not io_lock.acquire(blocking=False):
+            return None  # the I/O thread is sending: the general path queues behind it
+        try:
+            with self._mutex:
+                if (self._closed or self._open or self._ready or ch is not self._channel
+                        or ch.lost is not None or self._in_flight >= self.max_in_flight
+                        or self._queued_bytes + size > self.buffer_memory):
+                    return None
+                if self._in_flight >= REAP_AT:
+                    ch.reap()  # their callbacks run here, under _cond (re-entrant)
+                b = _Builder(topic, p, self._awaiting_acks)
+                b.count = 1  # its bytes are built by C below; records stays empty (never resent:
+                b.size += size  # no ordered retries on this path)
+                b.first_ts = b.max_ts = ts
+                b.deadline = b.created + self._first_deadline
+                hold = self._in_flight > 0
+                self._in_flight += 1
+                self._queued_bytes += size
+                self._sent[id(b)] = b
+                if b.deadline < self._sender_wake_at:
+                    self._cond.notify_all()  # the I/O thread must learn this batch's deadline
+            pre = self._prefixes.get((topic, p))
+            if pre is None:
+                pre = self._prefixes[(topic, p)] = _prefix(topic, p, self.acks)
+
+            def done(frame: ResponseFrame | None, err: BaseException | None) -> None:
+                base, t = -1, -1
+                if frame is not None:
+                    try:
+                        base, t = produce_result(frame)
+                    except EdgebusError as e:
+                        err = e
+                with self._mutex:
+                    self._finish(b, base, t, err)
+
+            try:
+                # open_async_channel's channels all have it (LazySocketChannel, ShmAsyncChannel)
+                sent = ch.send_record(pre, key, value, ts, done, hold)  # type: ignore[union-attr]
+            except BrokerUnavailableError as e:
+                with self._mutex:
+                    self._finish(b, -1, -1, e)  # maybe written: failed, as the general path does
+                return FutureRecordMetadata(b.result, 0, ts)
+            if not sent:  # the supervisor has our last request unread: hold this one back
+                with self._mutex:
+                    self._in_flight -= 1
+                    self._queued_bytes -= size
+                    del self._sent[id(b)]
+                return None
+            return FutureRecordMetadata(b.result, 0, ts)
+        finally:
+            io_lock.release()

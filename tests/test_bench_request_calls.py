@@ -1,0 +1,37 @@
+"""bench/request_calls.py counts the supervisor's calls per request, in a process importing the
+tree measured; on the rings a caught-up consumer's standing fetch is answered by
+StandingFetches.push, with no request or parked fetch made per answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import request_calls
+from edgebus.shm import unavailable_reason
+
+pytestmark = pytest.mark.unit
+
+HERE = Path(request_calls.__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(unavailable_reason() is not None,
+                    reason=f"shared memory unavailable: {unavailable_reason()}")
+def test_standing_answer_is_pushed_in_place() -> None:
+    got = request_calls.count_in(HERE, "shm", "produce+answer", 50, 200)
+    calls = dict(got["top"])
+    assert calls.get("standing.py:push") == 1.0  # once per append, answering it
+    assert calls.get("data.py:produce_fields") == 1.0
+    # No dataclass made per answer (a successor FetchRequest, FetchPartition, ParkedFetch),
+    # no re-park, no read of the batch back.
+    for name in ("<string>:__init__", "fetchwait.py:park", "standing.py:arm", "data.py:read_fetch"):
+        assert name not in calls, name
+    assert 0 < got["py"] < 60
+
+
+def test_produce_alone_calls_no_on_append() -> None:
+    got = request_calls.count_in(HERE, "socket", "produce", 50, 200)
+    calls = dict(got["top"])
+    assert calls.get("data.py:produce_fields") == 1.0
+    assert "data.py:on_append" not in calls  # nobody waits on the partition
