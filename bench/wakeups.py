@@ -241,8 +241,8 @@ def one(transport: str, rate: int, duration: float, syscalls: bool,
             f.unlink()
     if calls:
         out["calls"] = {k: v / n for k, v in json.loads(Path(counted).read_text())["calls"].items()}
-        for f in (counted, counted + ".start", counted + ".stop"):
-            os.unlink(f)
+        for name in (counted, counted + ".start", counted + ".stop"):
+            os.unlink(name)
     for role, pid in pids.items():
         d = _diff(before[role], after[role])
         threads: dict[str, list[int]] = {}
