@@ -150,13 +150,38 @@ def _perf_counts(path: str) -> dict[str, int]:
     return counts
 
 
-def one(transport: str, rate: int, duration: float, syscalls: bool) -> dict[str, Any]:
+def _callgrind(pid: int, *args: str) -> None:
+    r = subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True, text=True,
+                       timeout=300, check=False)
+    if r.returncode != 0 or "OK" not in r.stdout:
+        raise RuntimeError(f"callgrind_control {' '.join(args)} {pid}: {r.stdout}{r.stderr}")
+
+
+def _instructions(prefix: str) -> int:
+    """The instructions of the `--dump=paced` of a callgrind run (the summary line)."""
+    for f in Path(prefix).parent.glob(Path(prefix).name + ".*"):
+        text = f.read_text(errors="replace")
+        if "Trigger: dump paced" in text:
+            for line in text.splitlines():
+                if line.startswith(("summary: ", "totals: ")):
+                    return int(line.split()[1])
+    raise RuntimeError(f"no callgrind dump 'paced' under {prefix}")
+
+
+def one(transport: str, rate: int, duration: float, syscalls: bool,
+        calls: bool = False, instructions: bool = False) -> dict[str, Any]:
     """One case in this process's tree: counters per process and thread, per message."""
     from edgebus import Admin
     from edgebus.testing import EmbeddedBroker
 
     n = int(rate * duration)
-    broker = EmbeddedBroker(log_level="WARNING").start()
+    counted = tempfile.mktemp(prefix="wakeups-calls-") if calls else ""
+    wrapper = [sys.executable, str(HERE.parent / "callcount.py"), counted] if calls else []
+    grind = tempfile.mktemp(prefix="wakeups-callgrind-") if instructions else ""
+    if instructions:  # every instruction the supervisor executes, whatever the machine's load
+        wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={grind}", "--vgdb=yes"]
+    broker = EmbeddedBroker(log_level="WARNING", wrapper=wrapper).start(
+        timeout=600 if instructions else 30)
     ctx = mp.get_context("fork")
     ready, results = ctx.Queue(), ctx.Queue()
     go, done = ctx.Event(), ctx.Event()
@@ -182,12 +207,20 @@ def one(transport: str, rate: int, duration: float, syscalls: bool) -> dict[str,
             time.sleep(0.5)  # attached
         before = {role: _threads(pid) for role, pid in pids.items()}
         load = os.getloadavg()[0]
+        if calls:
+            Path(counted + ".start").touch()
+        if instructions:
+            _callgrind(int(broker.pid), "--zero")
         go.set()
         got: dict[str, Any] = {}
         for _ in range(2):
             r = results.get(timeout=duration + 180)
             got[r[0]] = r
         after = {role: _threads(pid) for role, pid in pids.items()}
+        if calls:
+            Path(counted + ".stop").touch()
+        if instructions:
+            _callgrind(int(broker.pid), "--dump=paced")
         for t in tracers.values():
             t.send_signal(signal.SIGINT)
         for t in tracers.values():
@@ -201,7 +234,15 @@ def one(transport: str, rate: int, duration: float, syscalls: bool) -> dict[str,
     names = {**got["p"][1], **got["c"][3]}
     out: dict[str, Any] = {"transport": transport, "rate": rate, "sent": n,
                            "received": got["c"][1], "p50_us": got["c"][2], "load": load,
-                           "procs": {}}
+                           "procs": {}, "calls": {}, "instructions": 0.0}
+    if instructions:
+        out["instructions"] = _instructions(grind) / n
+        for f in Path(grind).parent.glob(Path(grind).name + "*"):
+            f.unlink()
+    if calls:
+        out["calls"] = {k: v / n for k, v in json.loads(Path(counted).read_text())["calls"].items()}
+        for name in (counted, counted + ".start", counted + ".stop"):
+            os.unlink(name)
     for role, pid in pids.items():
         d = _diff(before[role], after[role])
         threads: dict[str, list[int]] = {}
@@ -228,7 +269,8 @@ def one(transport: str, rate: int, duration: float, syscalls: bool) -> dict[str,
 # --- rounds, alternated --------------------------------------------------------------------------
 def _run_child(tree: Path, transport: str, a: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(HERE), "--one", transport, "--rate", str(a.rate), "--duration",
-           str(a.duration)] + (["--no-syscalls"] if a.no_syscalls else [])
+           str(a.duration)] + (["--no-syscalls"] if a.no_syscalls else []) + (
+               ["--calls"] if a.calls else []) + (["--instructions"] if a.instructions else [])
     env = {**os.environ, "PYTHONPATH": str(tree)}
     r = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, timeout=600,
                        check=False)
@@ -247,7 +289,8 @@ def render(rows: list[dict[str, Any]], a: argparse.Namespace, trees: dict[str, P
     md = [f"# issue 16: wake-ups and system calls per message, {time.strftime('%Y-%m-%dT%H:%M:%S%z')}",
           "", f"`python -m bench.wakeups --rate {a.rate} --duration {a.duration} --transports "
           f"{a.transports} --rounds {a.rounds}" + (f" --base {a.base}" if a.base else "")
-          + (" --no-syscalls" if a.no_syscalls else "") + "`", "",
+          + (" --no-syscalls" if a.no_syscalls else "") + (" --calls" if a.calls else "")
+          + (" --instructions" if a.instructions else "") + "`", "",
           "Trees: " + ", ".join(f"{k} = {v} ({_commit(v)})" for k, v in trees.items())
           + f"; {os.cpu_count()} CPUs. Load average (1 min) per case in the table: a shared "
           "machine, so CPU figures are noisy; counts (wake-ups = voluntary context switches, "
@@ -287,6 +330,29 @@ def render(rows: list[dict[str, Any]], a: argparse.Namespace, trees: dict[str, P
         md.append(f"| {tree} | {tr} | " + " | ".join(f"{c:.1f}" for c in cells)
                   + f" | {sum(cells):.1f} | " + " | ".join(f"{w:.2f}" for w in wake)
                   + f" | {cells[1] * a.rate / 1e4:.1f} % |")
+    grinds = [r for r in rows if r.get("instructions")]
+    if grinds:
+        md += ["", "The supervisor's instructions per message (valgrind callgrind, all threads, "
+               "counted from the start signal to the end of the paced run; not load-sensitive):",
+               "", "| round | tree | transport | instructions per message | supervisor wake-ups |",
+               "|---|---|---|---|---|"]
+        for r in grinds:
+            md.append(f"| {r['round']} | {r['tree']} | {r['transport']} | "
+                      f"{r['instructions']:,.0f} | "
+                      f"{sum(t['wakeups'] for t in r['procs']['supervisor']['threads'].values()):.2f} |")
+    counted = [r for r in rows if r.get("calls")]
+    if counted:
+        md += ["", "The supervisor's main thread, function calls (Python and C) per message "
+               "(bench/callcount.py, sys.setprofile; counted only during the paced run; a wake-up "
+               "is one epoll wait):", ""]
+        for r in counted:
+            c = r["calls"]
+            waits = sum(v for k, v in c.items() if k.endswith("epoll.poll"))
+            total = sum(c.values())
+            md.append(f"- round {r['round']}, {r['tree']}, {r['transport']}: {total:.1f} calls "
+                      f"per message, {waits:.2f} epoll waits per message, "
+                      f"{total / max(waits, 1e-9):.1f} calls per wake-up; most called: " + ", ".join(
+                          f"{k} {v:.2f}" for k, v in sorted(c.items(), key=lambda x: -x[1])[:25]))
     traced = [r for r in rows if r["procs"]["producer"]["syscalls"]]
     if traced:
         md += ["", "System calls per message (perf stat on the syscall tracepoints, each process, "
@@ -310,10 +376,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--base", default="", help="another checkout to alternate with this one")
     ap.add_argument("--no-syscalls", action="store_true", help="do not count system calls (perf)")
+    ap.add_argument("--calls", action="store_true",
+                    help="count the supervisor's function calls (bench/callcount.py; slows it)")
+    ap.add_argument("--instructions", action="store_true",
+                    help="run the supervisor under valgrind's callgrind: its instructions per "
+                    "message (use a low --rate: it runs ~50x slower)")
     ap.add_argument("--out", default="")
     a = ap.parse_args(argv)
     if a.one:
-        print(json.dumps(one(a.one, a.rate, a.duration, not a.no_syscalls)))
+        print(json.dumps(one(a.one, a.rate, a.duration, not a.no_syscalls, a.calls,
+                             a.instructions)))
         return
     trees = {"this": TREE}
     if a.base:

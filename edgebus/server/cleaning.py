@@ -38,6 +38,7 @@ POLL_S = 0.2  # how often the loop looks for a finished cleaning while one runs
 
 
 class LogCleaner(Service):
+    timer_static = True  # its times move in tick() (_plan, _collect) only
     def __init__(self, logs: LogManager, committer: GroupCommitter, interval_ms: int = 15_000,
                  io_bytes_per_s: int = 4 * 1024 * 1024) -> None:
         self.logs = logs

@@ -62,6 +62,7 @@ def human(n: int) -> str:
 
 
 class DiskGuard(Service):
+    timer_static = True  # check() outside tick() only moves its time later
     def __init__(self, logs: Any, low: Threshold = DEFAULT_LOW, high: Threshold = DEFAULT_HIGH,
                  interval_s: float = DEFAULT_INTERVAL_S, *, probe: Probe | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:

@@ -44,6 +44,8 @@ class DurableWaiter:
 
 
 class DurableAcks(Service):
+    polls_when_asked = True  # while durable waiters wait for a sync to start (add, poll)
+
     def __init__(self, api: LoopApi, stats: Stats) -> None:
         self.api = api
         self.stats = stats
@@ -54,6 +56,7 @@ class DurableAcks(Service):
     def add(self, conn: Connection, corr: int, partition: Any, response: Message) -> None:
         """Answer `response` to `conn` once `partition` is fsynced (the handler returns DEFERRED)."""
         self.committer.add_waiter(partition, DurableWaiter(conn, corr, partition, response))
+        self.api.want_poll(self, True)
 
     def add_after_sync(self, conn: Connection, corr: int, partitions: list[Any],
                        respond: Callable[[], Any],
@@ -64,10 +67,13 @@ class DurableAcks(Service):
         self.committer.add_waiter(partitions[0], w)
         for p in partitions[1:]:
             self.committer.mark_dirty(p)
+        self.api.want_poll(self, True)
 
     def poll(self, idle: bool) -> bool:
         if self.committer.dirty:  # new durable waiters: start a sync now if none is running
             self.committer.start()
+        if not self.committer.dirty:  # started (or nothing left): no poll until the next add
+            self.api.want_poll(self, False)
         return False
 
     def _on_wake(self, mask: int) -> None:

@@ -22,6 +22,7 @@ log = logging.getLogger("edgebus.housekeeping")
 
 
 class Housekeeping(Service):
+    timer_static = True  # its times move in tick() only
     def __init__(self, logs: LogManager, data: DataHandlers, durable: DurableAcks, *,
                  flush_interval_ms: int = 1000, checkpoint_interval_ms: int = 5000,
                  retention_check_interval_ms: int = 60_000) -> None:

@@ -1,9 +1,14 @@
 """The supervisor's one event loop: a selector, the connections and the services' timers.
 
-Each turn: tick every service whose deadline has come, sleep in select until the earliest next
+Each turn: tick every service whose deadline has come, sleep in epoll until the earliest next
 deadline (not at all while a service polls, e.g. shm rings with traffic), call the callback of
 each ready descriptor, handle frames left over by fairness, then let the services poll. The loop
 is the `LoopApi` the services get (edgebus/server/service.py); it knows nothing of what they do.
+
+A paced message costs the supervisor one wake-up, so what a turn runs besides the request's
+handler is paid per message (issue 16): the loop waits in epoll directly (edgebus/server/
+poller.py, not the selectors module), and asks a service with a periodic timer
+(`Service.timer_static`) for its deadline only after its tick, not on every turn.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from edgebus.fastpath.supervisor import encode_response
 from edgebus.protocol import messages as M
 from edgebus.server.listeners.stream import Connection
 from edgebus.server.memtrim import TRIM_AFTER_BYTES, release_free_memory
+from edgebus.server.poller import Poller, mask
 from edgebus.server.service import Answer, Dispatch, Service
 from edgebus.server.stats import Stats
 
@@ -56,7 +62,7 @@ class Loop:
                  max_connections_per_uid: int = 128,
                  max_output_total: int = F.MAX_OUTPUT_TOTAL) -> None:
         self.stats = stats  # records/bytes out are counted where answers are encoded
-        self.sel = selectors.DefaultSelector()
+        self.sel = Poller()
         self.conns: dict[int, Connection] = {}
         self.max_connections = max_connections
         self.max_connections_per_uid = max_connections_per_uid
@@ -65,6 +71,9 @@ class Loop:
         self.max_input_buffer = max_input_buffer
         # Invariant: output_bytes == sum(c.out_bytes for c in conns), kept by Connection.out_bytes.
         self.output_bytes = 0
+        # LoopApi.output_budget_used: output_bytes >= max_output_total, kept with output_bytes by
+        # Connection.out_bytes (a field: fetch answers read it per message).
+        self.output_budget_used = max_output_total <= 0
         self.conns_per_uid: dict[int, int] = {}
         # Connections counted under uid -1 whose uid can be looked up (`uid_lookup`: a loopback
         # Kafka client's, from /proc/net/tcp): looked up only once some user could reach
@@ -77,8 +86,13 @@ class Loop:
         self.clients = 0
         self.pending: set[Connection] = set()  # connections with whole frames left unhandled
         self.services: list[Service] = []
-        self._timed: list[Service] = []
-        self._pollers: list[Service] = []
+        self._timed: list[Service] = []  # every service with a timer, in the order added
+        self._dynamic: list[Service] = []  # those asked for their deadline on every turn
+        self._static: list[Service] = []  # the others (timer_static): asked after a tick
+        self._static_deadline = math.inf
+        self._static_stale = False
+        self._pollers: list[Service] = []  # polled after every select, in the order added
+        self._asked: set[Service] = set()  # polls_when_asked services that asked (want_poll)
         self._conn_watchers: list[Service] = []
         self._next_id = 1
         self._signal_fds: tuple[int, int] | None = None
@@ -92,8 +106,11 @@ class Loop:
             self.services.append(service)
         if _overrides(service, "next_deadline"):
             self._timed.append(service)
-        if _overrides(service, "poll"):
-            self._pollers.append(service)
+            (self._static if _static_timer(service) else self._dynamic).append(service)
+            self._static_stale = True
+        if _overrides(service, "poll") and not service.polls_when_asked:
+            self._asked.add(service)
+            self._update_pollers()
         if _overrides(service, "connection_closed"):
             self._conn_watchers.append(service)
 
@@ -101,8 +118,13 @@ class Loop:
     def answer(self, conn: Connection, corr: int, body: Answer) -> None:
         if conn.closed:
             return
-        self.queue_answer(conn, corr, body)
-        conn.update_interest()
+        if type(body) is bytes:  # a frame already (a standing fetch's answer): queue_answer's first case
+            conn.queue(body)
+        else:
+            self.queue_answer(conn, corr, body)
+        if (conn.events != _READ or conn.out or conn.overloaded or conn.awaiting
+                or not conn.plain_interest):
+            conn.update_interest()  # else it would find nothing to change (stream.py)
 
     def queue_answer(self, conn: Connection, corr: int, body: Answer) -> None:
         """`answer` without re-arming: for answers given during the connection's own read turn
@@ -196,11 +218,6 @@ class Loop:
                 c.uid = uid
         self.uid_deferred.clear()
 
-    @property
-    def output_budget_used(self) -> bool:
-        """Whether the answers queued for all connections reached limits.max_output_total_bytes."""
-        return self.output_bytes >= self.max_output_total
-
     def register(self, fd: Any, callback: Callable[[int], None],
                  events: int = selectors.EVENT_READ) -> None:
         try:
@@ -210,14 +227,24 @@ class Loop:
 
     def register_edge(self, fd: int, callback: Callable[[int], None]) -> bool:
         self.register(fd, callback)
-        # selectors has no edge-triggered mode; its epoll object is the private `_selector` of
-        # EpollSelector (CPython's since 3.4). Changing the kernel's registration keeps the
-        # selector's own bookkeeping (events=EVENT_READ, the callback) as it is.
-        ep = getattr(self.sel, "_selector", None)
-        if not isinstance(self.sel, selectors.EpollSelector) or not isinstance(ep, select.epoll):
-            return False
-        ep.modify(fd, select.EPOLLIN | select.EPOLLET)
+        self.sel.edge(fd)
         return True
+
+    def deadline_changed(self) -> None:
+        self._static_stale = True
+
+    def want_poll(self, service: Service, on: bool) -> None:
+        if (service in self._asked) == on:
+            return
+        if on:
+            self._asked.add(service)
+        else:
+            self._asked.discard(service)
+        self._update_pollers()
+
+    def _update_pollers(self) -> None:
+        # A new list, not changed in place: Loop.run may be iterating over the old one.
+        self._pollers = [s for s in self.services if s in self._asked]
 
     def unregister(self, fd: Any) -> None:
         with contextlib.suppress(KeyError, ValueError):
@@ -240,41 +267,58 @@ class Loop:
 
     def _drain_signals(self, mask: int) -> None:
         assert self._signal_fds is not None
+        self._static_stale = True  # a handler may have set a timer (ConfigReload's SIGHUP)
         with contextlib.suppress(BlockingIOError):
             while os.read(self._signal_fds[0], 4096):
                 pass
 
     # --- the loop --------------------------------------------------------------------------------
     def _next_deadline(self) -> float:
-        deadline = math.inf
+        """The earliest deadline of all timed services (the static ones' as last asked)."""
+        if self._static_stale:
+            self._static_stale = False
+            self._static_deadline = _earliest(self._static)
+        return min(self._static_deadline, _earliest(self._dynamic))
+
+    def _tick(self, now: float) -> None:
         for s in self._timed:
             d = s.next_deadline()
-            if d is not None and d < deadline:
-                deadline = d
-        return deadline
+            if d is not None and d <= now:
+                s.tick(now)
+        self._static_stale = True  # a tick moved its own timer
 
     def run(self) -> None:
         """Serve until `stopping`."""
-        select = self.sel.select
+        poll = self.sel.ep.poll
+        callbacks = self.sel.callbacks
         monotonic = time.monotonic
-        timed, pollers, pending = self._timed, self._pollers, self.pending
+        dynamic, pending = self._dynamic, self.pending
         busy = False
         while not self.stopping:
             now = monotonic()
-            deadline = self._next_deadline()
+            # _next_deadline inlined: this runs once per wake-up, i.e. per paced message
+            if self._static_stale:
+                self._static_stale = False
+                self._static_deadline = _earliest(self._static)
+            deadline = self._static_deadline
+            for s in dynamic:
+                d = s.next_deadline()
+                if d is not None and d < deadline:
+                    deadline = d
             if deadline <= now:
-                for s in timed:
-                    d = s.next_deadline()
-                    if d is not None and d <= now:
-                        s.tick(now)
+                self._tick(now)
                 deadline = self._next_deadline()
+                now = monotonic()  # ticks may take a while
             if busy or pending:
-                timeout: float | None = 0.0
+                timeout = 0.0
+            elif deadline == math.inf:
+                timeout = -1.0
             else:
-                timeout = None if deadline == math.inf else max(0.0, deadline - monotonic())
-            events = select(timeout)
-            for key, mask in events:
-                key.data(mask)
+                timeout = deadline - now if deadline > now else 0.0
+            events = poll(timeout)
+            for fd, ev in events:
+                if fd in callbacks:  # not if an earlier callback of this turn unregistered it
+                    callbacks[fd](_READ if ev == _IN else mask(ev))
             idle = not events and not pending
             if pending:
                 conns = list(pending)
@@ -283,7 +327,7 @@ class Loop:
                     if c.reading and not c.closed:
                         c.process()
             busy = False
-            for s in pollers:
+            for s in self._pollers:
                 if s.poll(idle):
                     busy = True
 
@@ -308,6 +352,28 @@ class Loop:
             for fd in self._signal_fds:
                 os.close(fd)
             self._signal_fds = None
+
+
+_READ = selectors.EVENT_READ
+_IN = select.EPOLLIN  # what an eventfd or a socket with a request reports, alone
+
+
+def _static_timer(service: Service) -> bool:
+    """timer_static, said by the class that gives next_deadline or one below it: a subclass
+    with timers of its own (HttpListener's) is asked every turn unless it says otherwise."""
+    mro = type(service).__mro__
+    owner = next(c for c in mro if "next_deadline" in c.__dict__)
+    said = next(c for c in mro if "timer_static" in c.__dict__)
+    return bool(service.timer_static) and issubclass(said, owner)
+
+
+def _earliest(services: list[Service]) -> float:
+    deadline = math.inf
+    for s in services:
+        d = s.next_deadline()
+        if d is not None and d < deadline:
+            deadline = d
+    return deadline
 
 
 def _looked_up(conn: Any) -> int:

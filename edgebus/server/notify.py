@@ -77,6 +77,7 @@ class Notifier:
 
 
 class Watchdog(Service):
+    timer_static = True  # its time moves in tick() only
     """The notifier on the loop: `Notifier.tick` every `interval`, STOPPING=1 at shutdown."""
 
     def __init__(self, notifier: Notifier, server: Any) -> None:

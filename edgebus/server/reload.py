@@ -86,6 +86,8 @@ class ConfigReload(Service):
 
     name = "reload"
 
+    timer_static = True  # set by the SIGHUP handler: the loop asks again after every signal
+
     def __init__(self, logs: LogManager, admin: AdminHandlers, config: Any,
                  load: Callable[[], Any] | None, notifier: Notifier | None = None,
                  started: Any = None) -> None:

@@ -88,10 +88,29 @@ class LoopApi(Protocol):
         """Stop watching `fd` (nothing happens if it is not watched). Before closing it."""
         ...
 
+    def want_poll(self, service: Service, on: bool) -> None:
+        """A `polls_when_asked` service starts (on) or stops needing its poll() after every
+        select. Cheap when nothing changes."""
+        ...
+
+    def deadline_changed(self) -> None:
+        """A `timer_static` service moved its next_deadline() earlier outside its tick: the
+        loop asks every such service again before it next sleeps."""
+        ...
+
 
 class Service:
     """A part on the loop. Every hook has a default that does nothing, and the loop calls only
     the hooks a service overrides (a service without timers costs the loop nothing per turn)."""
+
+    # True: next_deadline() moves earlier only in tick(), in a signal handler, or where the
+    # service then calls LoopApi.deadline_changed() (a periodic timer): the loop asks for it
+    # after those only, instead of on every turn, i.e. for every paced message (issue 16).
+    # Moving it later anywhere is fine: the loop wakes at the old time and finds nothing due.
+    timer_static = False
+    # True: the loop calls poll() only while the service asked for it (LoopApi.want_poll), not
+    # after every select: for a service that has nothing to poll most of the time.
+    polls_when_asked = False
 
     def next_deadline(self) -> float | None:
         """The monotonic time at which `tick` has work, or None for no timer."""

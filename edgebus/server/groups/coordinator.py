@@ -93,8 +93,22 @@ class Coordinator(LeaderAssigned, StaticMembers):
         self.groups: dict[str, Group] = {}
         self._by_conn: dict[int, set[tuple[str, str]]] = {}
         self._next: float | None = None
+        # Called when the next deadline may have moved (GroupHandlers: LoopApi.deadline_changed).
+        self.on_timer: Callable[[], None] | None = None
         self._next_valid = False
         self.rebalances = 0
+
+    @property
+    def _next_valid(self) -> bool:
+        return self._valid
+
+    @_next_valid.setter
+    def _next_valid(self, valid: bool) -> None:
+        # Everything that may move a timer clears it (here and in the mixins): the loop is told,
+        # so that it asks next_deadline() then only, not on every turn (issue 16).
+        self._valid = valid
+        if not valid and self.on_timer is not None:
+            self.on_timer()
 
     # --- requests --------------------------------------------------------------------------------
     def join(self, conn_id: int, pid: int, req: G.JoinGroupRequest, reply: Reply,

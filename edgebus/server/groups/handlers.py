@@ -41,6 +41,8 @@ def _internal(topic: str) -> bool:
 
 
 class GroupHandlers(Service):
+    timer_static = True  # the coordinator says when its timers move (Coordinator.on_timer)
+
     def __init__(self, api: LoopApi, logs: LogManager, data: DataHandlers, durable: DurableAcks,
                  *, initial_rebalance_delay_ms: int = 0, store: OffsetStore | None = None) -> None:
         self.api = api
@@ -51,6 +53,7 @@ class GroupHandlers(Service):
         self.store.open()
         self.coordinator = Coordinator(self._partitions_of,
                                        initial_rebalance_delay_ms=initial_rebalance_delay_ms)
+        self.coordinator.on_timer = api.deadline_changed
 
     def _partitions_of(self, topic: str) -> int:
         if _internal(topic):

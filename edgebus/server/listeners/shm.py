@@ -48,6 +48,7 @@ from edgebus.server.dispatch import NO_RESPONSE
 from edgebus.server.service import LoopApi, Service
 from edgebus.shm import cpu_free, unavailable_reason
 from edgebus.shm.spin import Arrivals
+from edgebus.tuning import SPIN_GAP_NS
 
 if TYPE_CHECKING:
     from edgebus.server.listeners.stream import Connection
@@ -60,6 +61,21 @@ DEFAULT_RING_BYTES = tuning.DEFAULT_RING_BYTES
 SPIN_NS = tuning.SERVER_SPIN_NS
 SPIN_SLICE_NS = tuning.SERVER_SPIN_SLICE_NS
 MAX_READS_PER_TURN = tuning.SERVER_MAX_READS_PER_TURN
+
+# The ring's C calls, bound once: a link's wake-up calls them directly instead of through
+# edgebus.shm.ring.Ring's methods (a Python frame each; issue 16). Loaded on first attach.
+_lib: Any = None
+_ffi: Any = None
+READ_MAX_FRAMES = READ_MAX_BYTES = 0  # edgebus.shm.ring's, set by _load_ring
+
+
+def _load_ring() -> None:
+    global _lib, _ffi, READ_MAX_FRAMES, READ_MAX_BYTES
+    from edgebus.shm import ring as R
+    from edgebus.shm._ring import ffi, lib
+
+    _lib, _ffi = lib, ffi
+    READ_MAX_FRAMES, READ_MAX_BYTES = R.READ_MAX_FRAMES, R.READ_MAX_BYTES
 
 
 class ShmLink:
@@ -74,6 +90,8 @@ class ShmLink:
         self.mapping = mapping
         self.req = req  # client -> supervisor; we are its reader
         self.resp = resp  # supervisor -> client; we are its writer
+        self.req_d, self.resp_d = req.d, resp.d  # their C descriptors (None once closed)
+        self.max_frame = resp.max_frame
         self.efd_sup = efd_sup  # we wait on it
         self.efd_data = efd_data  # we signal it after writing resp (if the client sleeps)
         self.efd_space = efd_space  # we signal it after reading req (if the client waits for room)
@@ -99,11 +117,19 @@ class ShmLink:
         caller sends it on the socket instead."""
         if self.closed:
             return True
-        if len(data) > self.resp.max_frame:
+        n = len(data)
+        if n > self.max_frame:
             return False
-        if not self.pending and self.resp.write(data, self.efd_data):
-            self.frames_out += 1
-            return True
+        if not self.pending:
+            # Ring.write inlined (one C call: the frame, and the eventfd write if the client
+            # sleeps); cffi passes bytes to a char * as they are.
+            rc = _lib.eb_write(self.resp_d, data if type(data) is bytes else _ffi.from_buffer(data),
+                               n, self.efd_data)
+            if rc == 1:
+                self.frames_out += 1
+                return True
+            if rc < 0:
+                self.resp.write(data)  # raises the ValueError naming what is wrong
         self.pending.append(data)
         self.conn.out_bytes += len(data)  # counts against the connection's output bound
         self._want_space()
@@ -133,11 +159,12 @@ class ShmLink:
                 os.eventfd_read(self.efd_sup)
             except BlockingIOError:
                 pass
-        if self.spinning:
-            self.service()
-            return
         self.service()
-        if self.arrivals.spin_ns(time.monotonic_ns(), SPIN_NS):
+        if self.spinning:
+            return
+        # (Arrivals.window is 0 while the average gap is over SPIN_GAP_NS: not asked, then.)
+        arrivals = self.arrivals
+        if arrivals.gap <= SPIN_GAP_NS and arrivals.spin_ns(time.monotonic_ns(), SPIN_NS):
             self.t.wake(self)  # frames come close together: poll this ring from the loop a while
             return
         # Frames come far apart (or no core to spare for polling): served, stay asleep. The client
@@ -146,7 +173,7 @@ class ShmLink:
         # not be re-checked here (that spun forever: the whole loop hung); the link is polled by
         # the loop instead, as a link that overloads while busy is, and reads on once its
         # answers drain.
-        while self.req is not None and self.req.prepare_sleep_data():
+        while self.req_d is not None and _lib.eb_prepare_sleep_data(self.req_d):
             if not self.service():
                 self.t.wake(self)
                 break
@@ -157,31 +184,32 @@ class ShmLink:
             return False
         api = self.api
         conn = self.conn
-        was_over = conn.overloaded
-        if self.pending:
-            self._flush_pending()
-            if self.pending:
-                self._want_space()
-            if was_over and not conn.overloaded and not conn.closed:
-                api.resume(conn)  # room again: the socket side too (it may hold whole frames)
-        if self.on_room is not None and not self.pending:
-            on_room, self.on_room = self.on_room, None
-            on_room(self)  # a standing fetch held until the consumer read (handlers/standing.py)
+        if self.pending or self.on_room is not None:
+            self._room_side()
         worked = False
+        lib, d = _lib, self.req_d
         for _ in range(MAX_READS_PER_TURN):
             if conn.closed or conn.overloaded or self.closed:
                 break
-            try:
-                buf = self.req.read(self.efd_space)
-            except Exception as e:  # RingError: a corrupt or hostile peer
-                log.warning("%r: request ring is corrupt (%s); closing it", self, e)
-                api.close(conn)
-                return True
-            if buf is None:
+            # Ring.read inlined (its C calls without its Python frame): whole frames copied out.
+            n = lib.eb_available(d, READ_MAX_BYTES, READ_MAX_FRAMES)
+            if n <= 0:
+                if n == 0 and lib.eb_readable(d):  # only padding before the next frame
+                    lib.eb_read(d, _ffi.NULL, 0, READ_MAX_FRAMES, self.efd_space)
+                    continue
+                if n < 0:
+                    self._corrupt("ring entries are inconsistent")
+                    return True
                 break
+            buf = bytearray(n)
+            if lib.eb_read(d, _ffi.from_buffer(buf), n, READ_MAX_FRAMES, self.efd_space) != n:
+                self._corrupt("ring entries changed while being read")
+                return True
             worked = True
             if not self._dispatch_all(buf):
                 return True
+            if not lib.eb_readable(d):  # nothing more: spare the empty read
+                break
         if worked:
             self.last_active = now = time.monotonic_ns()
             self.arrivals.arrived(now)
@@ -190,6 +218,24 @@ class ShmLink:
         if conn.closed:
             api.close(conn)
         return worked
+
+    def _room_side(self) -> None:
+        """Flush pending responses into freed room; then a standing fetch held for room."""
+        conn = self.conn
+        was_over = conn.overloaded
+        if self.pending:
+            self._flush_pending()
+            if self.pending:
+                self._want_space()
+            if was_over and not conn.overloaded and not conn.closed:
+                self.api.resume(conn)  # room again: the socket side too (it may hold whole frames)
+        if self.on_room is not None and not self.pending:
+            on_room, self.on_room = self.on_room, None
+            on_room(self)  # a standing fetch held until the consumer read (handlers/standing.py)
+
+    def _corrupt(self, why: str) -> None:
+        log.warning("%r: request ring is corrupt (%s); closing it", self, why)  # a hostile peer?
+        self.api.close(self.conn)
 
     def _dispatch_all(self, buf: bytearray) -> bool:
         api = self.api
@@ -225,13 +271,15 @@ class ShmLink:
         for fd in (self.efd_sup, self.efd_data, self.efd_space):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self.req = self.resp = None
+        self.req = self.resp = self.req_d = self.resp_d = None
         self.standing = self.standing_w = self.on_room = None
         self.mapping.close()
 
 
 class ShmTransport(Service):
     """All links of the supervisor: the SHM_ATTACH handler, and the rings polled by the loop."""
+
+    polls_when_asked = True  # while some link is polled (spinning), not per paced wake-up
 
     def __init__(self, api: LoopApi) -> None:
         self.api = api
@@ -293,6 +341,8 @@ class ShmTransport(Service):
                 return NO_RESPONSE
             raise InvalidRequestError(f"cannot set up shared memory: {e}") from None
         os.close(memfd)  # the mapping keeps the memory; the client got its own descriptor
+        if _lib is None:
+            _load_ring()
         link = ShmLink(self, conn, mapping, R.Ring(mapping, 0, req_cap),
                        R.Ring(mapping, resp_off, resp_cap), fds[1], fds[2], fds[3])
         conn.shm = link
@@ -349,6 +399,7 @@ class ShmTransport(Service):
         else:
             self.spinning.pop(link.conn.id, None)
         self._ring_ptrs = None
+        self.api.want_poll(self, bool(self.spinning))
 
     def _ptrs(self) -> Any:
         if self._ring_ptrs is None:

@@ -43,6 +43,15 @@ _WRITE = selectors.EVENT_WRITE
 class Connection:
     """Socket, input framing and an output queue with a byte bound (backpressure)."""
 
+    # update_interest is this class's: nothing to re-arm while the connection reads, has no
+    # output queued, is under its bound and awaits nothing (Loop.answer skips the call then).
+    plain_interest = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "update_interest" in cls.__dict__:
+            cls.plain_interest = False
+
     def __init__(self, sock: socket.socket, loop: Loop, pid: int = -1, uid: int = -1) -> None:
         self.sock = sock
         self.loop = loop
@@ -50,7 +59,14 @@ class Connection:
         self.proto = ServerProtocol()
         self.out: deque[memoryview] = deque()
         self._out_bytes = 0
-        self.max_output = loop.max_output_buffer
+        # Over the output bound (out_bytes > max_output): a field the out_bytes setter keeps,
+        # read once or more per request (a property was a Python call each time).
+        self.overloaded = False
+        self.max_output = loop.max_output_buffer  # set before any output is queued
+        if type(self).send is Connection.send:  # a plain socket: its own send, no frame between
+            self.send = sock.send  # type: ignore[method-assign,assignment]
+        if type(self).recv is Connection.recv:
+            self.recv = functools.partial(sock.recv, RECV_SIZE)  # type: ignore[method-assign]
         self.max_input = loop.max_input_buffer  # unhandled request bytes are not read past this
         self.closed = False
         self.reading = True
@@ -109,8 +125,11 @@ class Connection:
 
     @out_bytes.setter
     def out_bytes(self, n: int) -> None:
-        self.loop.output_bytes += n - self._out_bytes
+        loop = self.loop
+        loop.output_bytes += n - self._out_bytes
+        loop.output_budget_used = loop.output_bytes >= loop.max_output_total
         self._out_bytes = n
+        self.overloaded = n > self.max_output
 
     def release(self) -> None:
         """Drop every buffer of a closed connection at once: its unsent answers and unread
@@ -168,10 +187,6 @@ class Connection:
                 return False
         return True
 
-    @property
-    def overloaded(self) -> bool:
-        return self._out_bytes > self.max_output  # per request: the field, not the property
-
     def update_interest(self) -> None:
         """Read unless over the output bound; watch writability while output is queued."""
         if self.closed:
@@ -209,7 +224,7 @@ class Connection:
         if not data:
             self.loop.close(self)
             return
-        self.proto.receive_data(data)
+        self.proto.frames.feed(data)  # ServerProtocol.receive_data without its frame
         self.process()
 
     def _on_writable(self) -> None:
@@ -246,7 +261,9 @@ class Connection:
             return
         if handled and self.on_room is not None and not self.out:
             self._room()  # a request: the consumer is reading, look at its held answer again
-        self.update_interest()
+        if (self.events != _READ or self.out or self.overloaded or self.awaiting
+                or not self.plain_interest):
+            self.update_interest()  # else it would find nothing to change
         if handled >= MAX_REQUESTS_PER_TURN and proto.frames.buffered():
             # More complete frames may be buffered; come back next turn without waiting for input.
             self.loop.pending.add(self)
@@ -267,6 +284,9 @@ class StreamListener(Service):
     gives `bind()` (the listening socket) and `peer(sock)` ((pid, uid), or (-1, -1))."""
 
     name = "stream"
+    # Its only timer, a refused connection's lingering, is set in _refuse, which says so. (A
+    # subclass with a next_deadline of its own is asked every turn: Loop's _static_timer.)
+    timer_static = True
 
     def __init__(self, loop: Loop) -> None:
         self.loop = loop
@@ -333,6 +353,7 @@ class StreamListener(Service):
             s.close()
             return
         self._lingering[s] = time.monotonic() + REFUSED_LINGER_S
+        self.loop.deadline_changed()
         self.loop.register(s, functools.partial(self._drain, s))
 
     def _drain(self, s: socket.socket, mask: int) -> None:
