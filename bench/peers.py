@@ -444,7 +444,8 @@ class RedisStreams:
 
         class C:
             def recv(self, timeout: float) -> list[bytes]:
-                resp = r.xread({key: last[0]}, count=10_000, block=max(1, int(timeout * 1000)))
+                # Any: redis-py types xread's answer as its RESP2 and RESP3 shapes at once
+                resp: Any = r.xread({key: last[0]}, count=10_000, block=max(1, int(timeout * 1000)))
                 if not resp:
                     return []
                 entries = resp[0][1]
