@@ -52,6 +52,7 @@ from bridges.replicator.nats_config import (
     nats_options,
 )
 from edgebus.config import parse_duration, parse_size, read_yaml_file
+from edgebus.config_parse import unknown_key
 from edgebus.errors import ConfigError
 from edgebus.opsconfig import NODE_NAME_RE, is_host_port, is_loopback_listen, parse_listen
 from edgebus.secretfiles import config_path, read_secret
@@ -167,7 +168,7 @@ def _link(raw: Any, i: int, base: Path | None, node: str = "") -> LinkConfig:
         known = known - {"address"} | NATS_KEYS
     for k in raw:
         if k not in known:
-            raise ConfigError(f"{where}{k}: unknown key (known: {', '.join(sorted(known))})")
+            raise _unknown(k, f"links[{i}]", sorted(known))
     target = _str(raw, "target", where)
     if target not in TARGET_KINDS:
         raise ConfigError(f"{where}target: {target!r} is not one of {', '.join(TARGET_KINDS)}")
@@ -379,12 +380,18 @@ def _tls(raw: Any, where: str, base: Path | None) -> TlsConfig:
     return TlsConfig(paths.get("ca"), paths.get("cert"), paths.get("key"), name)
 
 
+def _unknown(key: str, where: str, known: list[str]) -> ConfigError:
+    """Worded as the supervisor's config errors: the close key when there is one."""
+    e = unknown_key(str(key), where, known)
+    return ConfigError(f"{e.key}: {e.message}")
+
+
 def config_from_mapping(doc: Any, source: Path | None = None) -> ReplicatorConfig:
     if not isinstance(doc, dict):
         raise ConfigError("the replicator config must be a mapping with node and links")
     for k in doc:
         if k not in ("node", "source", "links", "metrics"):
-            raise ConfigError(f"{k}: unknown key (known: links, metrics, node, source)")
+            raise _unknown(k, "", ["links", "metrics", "node", "source"])
     node = _str(doc, "node", "")
     if not NODE_NAME_RE.fullmatch(node):
         raise ConfigError(f"node: {node!r} is not a node name (1-64 letters, digits, '.', '_', '-')")

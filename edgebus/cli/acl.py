@@ -12,8 +12,6 @@ import argparse
 import contextlib
 import os
 import pwd
-import signal
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -129,28 +127,31 @@ def run_remove(args: argparse.Namespace) -> int:
 
 
 def _reload(args: argparse.Namespace, config: Any) -> int:
-    """SIGHUP to the process serving the config's socket (as the kernel names it)."""
+    """SIGHUP to the process serving the config's socket (as the kernel names it), then its
+    outcome, as `edgebus reload` says it (exit 1 when the file did not load)."""
     if args.no_reload:
         return 0
-    # Imported here: peercred reads the EDGEBUS_* knobs (edgebus.tuning) on import, and a bad one
-    # must reach main()'s ConfigError handler (exit 78), not fail the import of every command.
-    from edgebus.peercred import peer_cred
+    from edgebus import Admin
+    from edgebus.cli.reload import sighup_and_wait
+    from edgebus.errors import BrokerUnavailableError
 
-    pid = -1
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.connect(str(config.socket))
-            pid = peer_cred(s)[0]
-        os.kill(pid, signal.SIGHUP)
-    except PermissionError:
-        print(f"the supervisor (pid {pid}) runs as another user: reload it yourself "
-              "(systemctl reload edgebus)", file=sys.stderr)
-        return 1
-    except OSError:
+        admin = Admin(socket=str(config.socket))
+    except (OSError, BrokerUnavailableError):
         print(f"no supervisor answers on {config.socket}: the rules apply when it starts",
               file=sys.stderr)
         return 0
-    print(f"asked the supervisor (pid {pid}) to reload")
+    with admin:
+        if admin.status().get("reload") is None:  # an older supervisor: reports no reloads
+            raise EdgebusError("this supervisor does not report reloads (an older version): "
+                               "send it SIGHUP (systemctl reload edgebus)")
+        after, pid = sighup_and_wait(admin, str(config.socket))
+    if after["last_error"]:
+        print(f"edgebus: error: the supervisor (pid {pid}) did not apply {after['config']}: "
+              f"{after['last_error']}; it keeps its running rules (the file has the new one: "
+              "fix the error, then `edgebus reload`)", file=sys.stderr)
+        return 1
+    print(f"the supervisor (pid {pid}) reloaded {after['config']}: the rules apply")
     return 0
 
 

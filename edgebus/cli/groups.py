@@ -83,6 +83,12 @@ def _or_dash(n: int) -> str:
     return "-" if n < 0 else str(n)
 
 
+def _pid(pid: int) -> str:
+    # Only the Unix socket names its peer's pid (SO_PEERCRED); a member that joined over the
+    # Kafka listener (TCP) has none, and its CLIENT column holds its client.id.
+    return "kafka client" if pid < 0 else str(pid)
+
+
 def list_groups(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         groups = admin.list_groups()
@@ -107,7 +113,7 @@ def describe(args: argparse.Namespace) -> int:
     if d.members:
         print()
         print_table(["MEMBER", "CLIENT", "PID", "SESSION MS", "PARTITIONS"],
-                    [(m.member_id, m.client_id, m.pid, m.session_timeout_ms,
+                    [(m.member_id, m.client_id, _pid(m.pid), m.session_timeout_ms,
                       ", ".join(f"{a.topic}-{p}" for a in m.assignment for p in a.partitions) or "-")
                      for m in d.members])
     print()
@@ -123,7 +129,8 @@ def describe(args: argparse.Namespace) -> int:
 def _describe_json(d: Any) -> dict[str, Any]:
     return {
         "group": d.group_id, "state": d.state, "generation": d.generation, "assignor": d.assignor,
-        "members": [{"member_id": m.member_id, "client_id": m.client_id, "pid": m.pid,
+        "members": [{"member_id": m.member_id, "client_id": m.client_id,
+                     "pid": None if m.pid < 0 else m.pid,
                      "session_timeout_ms": m.session_timeout_ms,
                      "assignment": [[a.topic, p] for a in m.assignment for p in a.partitions]}
                     for m in d.members],

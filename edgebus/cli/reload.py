@@ -47,26 +47,33 @@ def run(args: argparse.Namespace) -> int:
 
     path = socket_path(args)
     with Admin(socket=path) as admin:
-        before = admin.status().get("reload")
-        if before is None:
+        if admin.status().get("reload") is None:
             raise EdgebusError("this supervisor does not report reloads (an older version): "
                                "send it SIGHUP (systemctl reload edgebus)")
-        pid = _supervisor_pid(path)
-        try:
-            os.kill(pid, signal.SIGHUP)
-        except PermissionError:
-            raise EdgebusError(f"the supervisor (pid {pid}) runs as another user: "
-                               "use systemctl reload edgebus (or sudo)") from None
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            after: dict[str, Any] = admin.status()["reload"]
-            if after["attempts"] > before["attempts"]:
-                break
-            if time.monotonic() > deadline:
-                raise OperationTimeoutError(f"the supervisor (pid {pid}) did not reload within "
-                                            f"{WAIT_S:.0f} s")
-            time.sleep(0.05)
+        after, pid = sighup_and_wait(admin, path)
     return report(after, pid)
+
+
+def sighup_and_wait(admin: Any, path: str) -> tuple[dict[str, Any], int]:
+    """SIGHUP to the supervisor serving `path` (as the kernel names it; `admin` is connected to
+    it), then its status's `reload` section once it has handled the signal, and its pid. Also
+    `edgebus acl add|remove` (cli/acl.py)."""
+    before = admin.status()["reload"]
+    pid = _supervisor_pid(path)
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except PermissionError:
+        raise EdgebusError(f"the supervisor (pid {pid}) runs as another user: "
+                           "use systemctl reload edgebus (or sudo)") from None
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        after: dict[str, Any] = admin.status()["reload"]
+        if after["attempts"] > before["attempts"]:
+            return after, pid
+        if time.monotonic() > deadline:
+            raise OperationTimeoutError(f"the supervisor (pid {pid}) did not reload within "
+                                        f"{WAIT_S:.0f} s")
+        time.sleep(0.05)
 
 
 def report(rl: dict[str, Any], pid: int) -> int:

@@ -154,6 +154,8 @@ def describe(args: argparse.Namespace) -> int:
     print(f"Partitions: {len(parts)}")
     print("Configs:")
     for entry in sorted(meta.configs, key=lambda e: e.name):
+        if entry.value == "" and entry.name == "mirror_of":  # an ordinary topic: no source
+            continue
         print(f"  {entry.name} = {entry.value}")
     print()
     print_table(

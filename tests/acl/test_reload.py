@@ -43,7 +43,7 @@ def test_sighup_applies_to_the_next_request_of_a_connected_client(make_broker: A
         p.send("t", b"before").get(10)  # the owner may; the decision is now cached
         r = acl_cli(cfg, "add", "--deny", "user:root", "write", "topic:t")
         assert r.returncode == 0, r.stderr
-        assert "asked the supervisor" in r.stdout
+        assert "the rules apply" in r.stdout
         wait_reloads(admin, 1)
         with pytest.raises(AuthorizationError, match="user:root may not write topic 't': rule "
                                                      "'deny user:root write topic:t'"):

@@ -39,7 +39,7 @@ def test_a_nats_link_is_read_with_its_defaults(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"address": "127.0.0.1:4222"}, r"address: unknown key \(known: .*servers"),
+    ({"address": "127.0.0.1:4222"}, r"address: unknown key \(known keys: .*servers"),
     ({"servers": []}, "servers: expected a list"),
     ({"servers": ["http://x:1"]}, r"servers\[0\]: 'http://x:1' is not nats://"),
     ({"servers": ["nats://hub.example:4222"]}, "not on this host, and without tls"),
