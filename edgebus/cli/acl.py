@@ -2,8 +2,9 @@
 
 The rules live in the config file (`acl.rules`) and in the file it names (`acl.file`); `add` and
 `remove` edit the latter (atomically), then ask the running supervisor to reload (SIGHUP, to the
-pid the kernel names as the socket's server), which applies them to the next request of every
-connected client. `check` decides offline, from the files, as the supervisor would.
+pid the kernel names as the socket's server) and wait for its outcome (cli/reload.py); a reload
+applies them to the next request of every connected client. `check` decides offline, from the
+files, as the supervisor would.
 """
 
 from __future__ import annotations
