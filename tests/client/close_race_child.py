@@ -47,6 +47,11 @@ def producer_race(sock: str, topic: str, bad: list[str]) -> None:
         p.close(0)  # no flush wait: the mapping goes while the senders run
     for t in threads:
         t.join()
+    # A send that raced close() must not have opened a new connection (its reader thread and
+    # rings would outlive the producer): close() joined the only reader there was.
+    left = [t.name for t in threading.enumerate() if t.name.startswith("edgebus-")]
+    if left:
+        bad.append(f"threads left after close(): {left}")
 
 
 def consumer_race(sock: str, topic: str, bad: list[str]) -> None:
