@@ -275,6 +275,11 @@ class SyncChannel:
             finally:
                 self._sock = None
 
+    def shut(self) -> None:
+        """The last close() (the shared-memory channel's also waits out a request under way in
+        another thread: ShmSyncChannel.shut)."""
+        self.close()
+
 
 class AsyncChannel(Dispatcher):
     """Pipelined requests on one socket connection (Dispatcher: the transport-neutral part)."""

@@ -19,6 +19,7 @@ from edgebus.client.offsets import list_offsets
 from edgebus.client.shm_channel import open_sync_channel
 from edgebus.client.types import OffsetAndTimestamp, TopicPartition
 from edgebus.errors import (
+    ClosedError,
     CorruptRecordError,
     EdgebusError,
     OffsetOutOfRangeError,
@@ -260,9 +261,14 @@ class Consumer:
              update_offsets: bool = True) -> dict[TopicPartition, list[Record]]:
         """Records from the assigned partitions, waiting up to timeout_ms for the first one."""
         if self._closed:
-            raise EdgebusError("the consumer is closed")
+            raise ClosedError("the consumer is closed")
         limit = max_records or self.max_poll_records
-        self._fill(time.monotonic() + timeout_ms / 1000)
+        try:
+            self._fill(time.monotonic() + timeout_ms / 1000)
+        except (EdgebusError, OSError, ValueError):
+            if self._closed:  # close() in another thread ended the fetch under way
+                raise ClosedError("the consumer is closed") from None
+            raise
         return self._take(limit) if self._buffer else {}
 
     def _fill(self, deadline: float) -> None:
@@ -483,7 +489,7 @@ class Consumer:
             if self._group is not None:
                 self._group.close(autocommit)
         finally:
-            self._ch.close()
+            self._ch.shut()  # waits out a poll in another thread before unmapping its rings
 
     def __enter__(self) -> Consumer:
         return self

@@ -28,6 +28,7 @@ from edgebus.client.channel import AsyncChannel
 from edgebus.client.shm_channel import ShmAsyncChannel, open_async_channel
 from edgebus.errors import (
     BrokerUnavailableError,
+    ClosedError,
     EdgebusError,
     OperationTimeoutError,
     OutOfOrderSequenceError,
@@ -76,6 +77,7 @@ class _Delivery:
     _flushing: int
     _closed: bool
     _channel: AsyncChannel | ShmAsyncChannel | None  # replaced under _io_lock
+    _channel_gone: bool  # close() took it (under _io_lock): never opened again
     _hold_at: int
     _unacked: dict[tuple[str, int], int]
     _drain_held: bool
@@ -264,8 +266,8 @@ class _Delivery:
         batches are requeued or expired)."""
         try:
             ch = self._ensure_channel()
-        except BrokerUnavailableError as e:
-            self._requeue_or_expire(todo, e, popped=True)
+        except (BrokerUnavailableError, ClosedError) as e:
+            self._requeue_or_expire(todo, e, popped=True)  # closed: they fail (never requeued)
             return False
         for i, b in enumerate(todo):
             try:
@@ -280,6 +282,8 @@ class _Delivery:
         return True
 
     def _ensure_channel(self) -> AsyncChannel | ShmAsyncChannel:
+        if self._channel_gone:  # a send that raced close(): no new connection after it
+            raise ClosedError("the producer is closed")
         ch = self._channel
         if ch is None or ch.lost is not None:
             if ch is not None:

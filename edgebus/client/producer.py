@@ -211,6 +211,7 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
         self._flushing = 0
         self._closed = False
         self._channel: AsyncChannel | ShmAsyncChannel | None = None
+        self._channel_gone = False  # close() took the channel: a send after it must not open one
         # acks="durable": sealed, unacknowledged batches per partition; at DURABLE_IN_FLIGHT its
         # open batch is held (keeps filling) instead of sealed at its linger deadline. Ordered
         # mode with one batch in flight per partition holds a partition's next batch already;
@@ -443,8 +444,9 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
                 # the I/O thread seals it when an acknowledgement frees a slot. Sealed here, each
                 # record would wait in line as a batch of its own, sent one per acknowledgement.
                 # The acknowledgements are awaited now: not collected lazily (shm).
-                if self._channel is not None:
-                    self._channel.hurry()
+                ch = self._channel  # once: close() may drop it meanwhile (not under _cond)
+                if ch is not None:
+                    ch.hurry()
                 continue
             if self._in_flight and self._unread():
                 # The supervisor has not yet read our last request (ring or socket): this one
@@ -455,7 +457,9 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
                 # acknowledgement only: a URGENT_S window of them (as before) made every
                 # acknowledgement a wake-up, on a loaded machine most of the time.
                 self._drain_held = True
-                self._channel.hurry(once=True)  # type: ignore[union-attr]  # _unread: not None
+                ch = self._channel  # close() may have dropped it since _unread() looked
+                if ch is not None:
+                    ch.hurry(once=True)
                 continue
             self._seal(key, b, notify=not got)
         if not got:
@@ -608,6 +612,7 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
             # ring full, the supervisor stopped) is ended by the close instead.
             got = self._io_lock.acquire(timeout=5)
             ch, self._channel = self._channel, None
+            self._channel_gone = True  # no send reconnects from here on (_ensure_channel)
             if got:
                 self._io_lock.release()
             if ch is not None:

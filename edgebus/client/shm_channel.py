@@ -45,6 +45,7 @@ from edgebus.client.shm_rings import ShmRings, connect_rings, ring_bytes_for
 from edgebus.client.socket_acks import LazySocketChannel
 from edgebus.errors import (
     BrokerUnavailableError,
+    ClosedError,
     InvalidRequestError,
     ProtocolError,
     UnsupportedVersionError,
@@ -94,6 +95,11 @@ class ShmSyncChannel(SyncChannel):
         self._ahead_frames: deque[ResponseFrame] = deque()
         self._standing: int | None = None
         self._standing_ok = STANDING  # False once a supervisor did not know FETCH_STANDING
+        # Held by a request (or a standing poll) while it uses the rings; shut() from another
+        # thread (Consumer.close) unmaps them only once it has left. Re-entrant: a request that
+        # fails closes the channel itself.
+        self._use = threading.RLock()
+        self._shut = False
         self._marks: dict[tuple[str, int], tuple[int, int]] = {}  # last high watermark, log start
         self.fetch_ahead_hits = 0
         self.quick_answers = 0  # answers taken by standing_records (tests, benchmarks)
@@ -214,9 +220,35 @@ class ShmSyncChannel(SyncChannel):
             ahead = self._ahead = (plan.body(max_wait_ms, offsets).key, ahead[1])
         return ahead
 
+    def request(self, api: int, body: Any, timeout: float | None = None) -> Any:
+        with self._use:
+            if self._shut:
+                raise ClosedError("the channel is closed")
+            try:
+                return super().request(api, body, timeout)
+            except Exception:
+                if self._shut:  # shut() in another thread ended it: that is the news
+                    raise ClosedError("the channel is closed") from None
+                raise
+
     def standing_records(self, plan: FetchPlan, offset: int, max_wait_ms: int, deadline: float,
                          want: bytes, topic: str, partition: int, make: Callable[..., Any]
                          ) -> tuple[list[Any], int] | None:
+        """_standing_records under the rings' use lock (see request)."""
+        with self._use:
+            if self._shut:
+                raise ClosedError("the channel is closed")
+            try:
+                return self._standing_records(plan, offset, max_wait_ms, deadline, want, topic,
+                                              partition, make)
+            except Exception:
+                if self._shut:
+                    raise ClosedError("the channel is closed") from None
+                raise
+
+    def _standing_records(self, plan: FetchPlan, offset: int, max_wait_ms: int,
+                          deadline: float, want: bytes, topic: str, partition: int,
+                          make: Callable[..., Any]) -> tuple[list[Any], int] | None:
         """The consumer's common poll in few calls: one partition, whose standing fetch is
         armed for exactly `plan` from `offset`. Waits as `_fetch` would for its next answers and
         decodes them in one C call each (edgebus.records.fetched_records): (records, high
@@ -280,6 +312,22 @@ class ShmSyncChannel(SyncChannel):
             out.append(M.FetchedPartition(topic, partition, 0, "", hw, ls, b""))
         return M.FetchResponse(out)
 
+    def shut(self) -> None:
+        """The last close(), from any thread (Consumer.close while another thread polls): the
+        socket's shutdown ends a wait under way, and the rings are unmapped only after that
+        request has left them; later requests raise ClosedError. One still inside after the
+        bound keeps the mapping and the socket: leaked, never unmapped under it."""
+        self._shut = True
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        if self._use.acquire(timeout=5):
+            try:
+                self.close()
+            finally:
+                self._use.release()
+
     def close(self) -> None:
         rings, self._rings = self._rings, None
         self._drop_ahead()
@@ -331,6 +379,8 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
         self._start()
 
     def _write_ring(self, frame: bytes) -> None:
+        if self._fds_closed:  # under _lock (Dispatcher.send): close() unmaps only after it
+            raise BrokerUnavailableError("the channel was closed")
         self._note_send()
         self._rings.write(frame)
 
@@ -435,7 +485,15 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
         if not self._reader.is_alive():  # never unmap under a running reader (or a reap)
             with self._reap_lock, self._fd_lock:
                 self._fds_closed = True
-            self._rings.close()
+            # Nor under a writer (a send in another thread): writers hold _lock and look at
+            # _fds_closed first, so once it is taken none is inside or will write. Not nested in
+            # the locks above (a reap's delivery takes _lock under _reap_lock). One stuck past
+            # the bound (it was woken by the shutdown above) keeps the mapping: leaked, no crash.
+            if self._lock.acquire(timeout=5):
+                try:
+                    self._rings.close()
+                finally:
+                    self._lock.release()
 
 
 def open_async_channel(path: Path, transport: str = "auto", max_request_bytes: int = 0,
