@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,13 +35,19 @@ class ParkedFetch:
 class FetchWaiters:
     """Index of parked fetches by partition and by deadline."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_earlier: Callable[[], None] | None = None) -> None:
         # (topic, partition) -> the fetches parked on it; read directly by DataHandlers' produce
         # path, which looks for none there before calling on_append.
         self.by_partition: dict[tuple[str, int], set[ParkedFetch]] = {}
         self._deadlines: list[tuple[float, int, ParkedFetch]] = []
         self._seq = itertools.count()
         self.count = 0
+        # The owner is a timer_static service (parking.py): the loop asks next_deadline() only
+        # after a tick or when told, so a park calls on_earlier (LoopApi.deadline_changed) only
+        # when its deadline is earlier than the one the loop was last told. A standing fetch's
+        # re-arm per message parks later than that and costs the loop nothing (issue 16).
+        self._on_earlier = on_earlier
+        self._told = math.inf
 
     def park(self, w: ParkedFetch) -> None:
         parts = w.request.partitions
@@ -52,9 +59,21 @@ class FetchWaiters:
             w.keys = [(p.topic, p.partition) for p in parts]
         for k in w.keys:
             self.by_partition.setdefault(k, set()).add(w)
-        heapq.heappush(self._deadlines, (w.deadline, next(self._seq), w))
+        deadlines = self._deadlines
+        if len(deadlines) > 64 and len(deadlines) > 2 * self.count:
+            # Answered fetches stay in the heap until they reach its top; with no per-turn
+            # next_deadline() popping them, a re-armed standing fetch would grow it by one per
+            # message for its whole max_wait: drop them (amortized O(1) per park).
+            deadlines = self._deadlines = [e for e in deadlines if not e[2].done]
+            heapq.heapify(deadlines)
+        d = w.deadline
+        heapq.heappush(deadlines, (d, next(self._seq), w))
         self.count += 1
         w.conn.parked += 1
+        if d < self._told:
+            self._told = d
+            if self._on_earlier is not None:
+                self._on_earlier()
 
     def remove(self, w: ParkedFetch) -> None:
         if w.done:
@@ -84,7 +103,11 @@ class FetchWaiters:
     def next_deadline(self) -> float | None:
         while self._deadlines and self._deadlines[0][2].done:
             heapq.heappop(self._deadlines)
-        return self._deadlines[0][0] if self._deadlines else None
+        if not self._deadlines:
+            self._told = math.inf
+            return None
+        self._told = d = self._deadlines[0][0]
+        return d
 
     def all(self) -> list[ParkedFetch]:
         """Every parked fetch once (a fetch on several partitions is indexed under each)."""

@@ -18,6 +18,9 @@ class ParkingService(Service):
     subclass sets `waiters` and answers."""
 
     waiters: FetchWaiters
+    # The waiters' deadlines move earlier only in park, which tells the loop then (the subclass
+    # gives its FetchWaiters LoopApi.deadline_changed): no next_deadline() per loop turn.
+    timer_static = True
 
     def complete_fetch(self, w: ParkedFetch) -> None:
         raise NotImplementedError

@@ -74,7 +74,7 @@ class DataHandlers(ParkingService):
         self.durable = durable
         self.stats = stats
         self.max_fetch_wait_ms = max_fetch_wait_ms
-        self.waiters = FetchWaiters()
+        self.waiters = FetchWaiters(api.deadline_changed)
         # (partition, bytes read) -> what a native fetch may see: set by the transaction
         # coordinator (txn/coordinator.py) to stop at the last stable offset and hide aborted records.
         self.txn_filter: Callable[[Any, bytes], bytes] | None = None

@@ -81,6 +81,13 @@ def unread(sock: socket.socket) -> int:
     return buf[0]
 
 
+# unread(...) == 0 in one C call, on the fd `start` cached (Connection.standing_fd): this runs
+# once per standing-fetch answer on a socket, where sock.fileno() and the array were two more.
+_ioctl = fcntl.ioctl
+_OUTQ = termios.TIOCOUTQ
+_ZERO4 = bytes(4)
+
+
 def _state(conn: Any) -> Any:
     """Where the connection's standing fetch lives: its shm link, else the Connection itself."""
     link = conn.shm
@@ -98,7 +105,7 @@ def _read_up(conn: Any, st: Any) -> bool:
     is 0 (it has taken every byte off the socket; it may still be decoding the last answer,
     so the next one overlaps that)."""
     if st is conn:
-        return unread(conn.sock) == 0
+        return _ioctl(conn.standing_fd, _OUTQ, _ZERO4) == _ZERO4
     return caught_up(st)
 
 
@@ -148,6 +155,8 @@ class StandingFetches:
             raise InvalidRequestError("a standing fetch needs max_wait_ms, min_bytes, max_bytes "
                                       "and each partition's max_bytes positive, and a partition")
         self.end(conn)
+        if link is None:
+            conn.standing_fd = conn.sock.fileno()
         # Every answer must fit the ring (flow control counts on it); on a socket, what a held
         # connection keeps queued is at most one answer.
         cap = SOCKET_ANSWER_CAP if link is None else link.resp.max_frame - _FRAME_SLACK
@@ -246,7 +255,7 @@ class StandingFetches:
             return False
         # may_answer's: nothing queued behind, and the consumer read every answer
         if link is conn:
-            if conn.out or conn.overloaded or unread(conn.sock):
+            if conn.out or conn.overloaded or _ioctl(conn.standing_fd, _OUTQ, _ZERO4) != _ZERO4:
                 return False
         elif link.pending or conn.overloaded or link.resp.used():
             return False

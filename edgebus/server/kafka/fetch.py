@@ -57,7 +57,7 @@ class KafkaFetches(ParkingService):
 
     def __init__(self, ctx: KafkaContext) -> None:
         self.ctx = ctx
-        self.waiters = FetchWaiters()
+        self.waiters = FetchWaiters(ctx.api.deadline_changed)
         ctx.data.append_listeners.append(self.on_append)
 
     def on_append(self, p: Any) -> None:

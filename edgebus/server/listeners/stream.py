@@ -104,6 +104,7 @@ class Connection:
         self.standing: int | None = None
         self.standing_w: Any = None
         self.on_room: Any = None
+        self.standing_fd = -1  # sock.fileno(), cached by a standing fetch's start (SIOCOUTQ)
 
     def __repr__(self) -> str:
         return f"conn#{self.id}(pid={self.pid})"
