@@ -78,7 +78,8 @@ def sighup_and_wait(admin: Any, path: str) -> tuple[dict[str, Any], int]:
 
 def report(rl: dict[str, Any], pid: int) -> int:
     if rl["last_error"]:
-        print(f"edgebus: error: the supervisor (pid {pid}) did not apply {rl['config']}: "
+        what = rl["config"] or "a reload"  # None: it runs without a config file
+        print(f"edgebus: error: the supervisor (pid {pid}) did not apply {what}: "
               f"{rl['last_error']}; the running configuration is kept", file=sys.stderr)
         return 1
     print(f"reloaded {rl['config']} (supervisor pid {pid})")

@@ -214,3 +214,22 @@ def test_a_network_listener_keeps_asking_for_authentication(tmp_path: Path) -> N
         assert st["reload"]["reloads"] == 0 and st["http"]["listen"].startswith(NETNS_ADDRESS)
     finally:
         b.cleanup()
+
+
+def test_reload_of_a_supervisor_without_a_config_file_says_so(tmp_path: Path) -> None:
+    """The quickstart runs `edgebus serve` on built-in defaults, with no config file: `edgebus
+    reload` then fails (exit 1) saying there is no file to apply, not "did not apply None"."""
+    sock = str(tmp_path / "eb.sock")
+    env = {**os.environ, "EDGEBUS_KAFKA_LISTENERS": "127.0.0.1:0"}
+    proc = subprocess.Popen([sys.executable, "-m", "edgebus.cli.main", "serve", "--data-dir",
+                             str(tmp_path / "data"), "--socket", sock],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        wait_for(lambda: Path(sock).exists(), 60, "the supervisor's socket")
+        r = cli(sock, "reload")
+        assert r.returncode == 1, r.stderr
+        assert "did not apply a reload: no config file" in r.stderr, r.stderr
+        assert "None" not in r.stderr, r.stderr
+    finally:
+        proc.terminate()
+        proc.wait(30)
