@@ -31,6 +31,9 @@ class Offer:
     protocol_type: str
     protocols: tuple[tuple[str, bytes], ...]
     instance_id: str | None = None  # group.instance.id (static membership)
+    # The member's address as Kafka's DescribeGroups shows it ("/127.0.0.1"): its connection's
+    # peer at its last JoinGroup. Not compared: a member rejoining from another port is unchanged.
+    client_host: str = field(default="", compare=False)
 
     def names(self) -> tuple[str, ...]:
         return tuple(n for n, _ in self.protocols)

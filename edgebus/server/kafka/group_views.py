@@ -72,7 +72,8 @@ def _describe(gh: Any, gid: str, version: int) -> dict[str, Any]:
     coord = gh.coordinator
     members = [
         dict(member_id=mid, group_instance_id=m.offer.instance_id if m.offer else None,
-             client_id=m.client_id, client_host="",
+             client_id=m.client_id,
+             client_host=m.offer.client_host if m.offer is not None else "",
              member_metadata=encode_subscription(m.topics),
              member_assignment=encode_assignment(g.assignment.get(mid, []) if stable else []))
         # A leader-assigned group's members: the bytes their clients sent, as Kafka shows them.

@@ -26,6 +26,7 @@ same instance id takes its member's place without a rebalance.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -176,8 +177,9 @@ def join_group(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     if refused(ctx, conn, GROUP, READ, req.group_id):
         return _join_error(header, GROUP_DENIED, req.member_id)
     native, offer, err = _native_join(header, req)
-    if native is None:
+    if native is None or offer is None:
         return _join_error(header, err, req.member_id)
+    offer = dataclasses.replace(offer, client_host=client_host(conn))
     # The member's own name for each edgebus assignor (its first that maps onto it).
     names: dict[str, str] = {}
     for p in req.protocols:
@@ -206,6 +208,14 @@ def join_group(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     except EdgebusError as e:
         return _join_error(header, E.code_of(e, E.INVALID_REQUEST), req.member_id)
     return DEFERRED
+
+
+def client_host(conn: Any) -> str:
+    """The member's host as Kafka's DescribeGroups gives it: "/" and the peer's IP address
+    (Java's InetAddress.toString() with no host name), "" when the peer is unknown."""
+    addr = getattr(conn, "peer_addr", "?")  # "host:port" (listeners/kafka.py)
+    host = addr.rpartition(":")[0] if ":" in addr else ""
+    return f"/{host}" if host else ""
 
 
 # --- SyncGroup / Heartbeat / LeaveGroup ----------------------------------------------------------
