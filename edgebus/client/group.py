@@ -118,6 +118,7 @@ class GroupMembership:
         self._async_done: deque[tuple[Any, Any, BaseException | None]] = deque()
 
         self._closed = False
+        self._closing = False  # close() began (maybe in another thread): the member may have left
         self._link = CoordinatorLink(consumer._ch.path, group_id,
                                      heartbeat_interval=heartbeat_interval_ms / 1000,
                                      max_poll_interval=max_poll_interval_ms / 1000,
@@ -238,7 +239,12 @@ class GroupMembership:
         self._deliver_async()
         todo = self._normalise(offsets)
         if todo:
-            self._link.call(self._commit_job(todo), self.request_timeout)
+            try:
+                self._link.call(self._commit_job(todo), self.request_timeout)
+            except EdgebusError as e:
+                if self._closing:  # close() in another thread left the group under this commit
+                    raise ClosedError("the consumer is closed") from e
+                raise
         self._deliver_async()
 
     def commit_async(self, offsets: dict[TopicPartition, Any] | None = None,
@@ -261,6 +267,7 @@ class GroupMembership:
     def close(self, autocommit: bool = True) -> None:
         if self._closed:
             return
+        self._closing = True
         try:
             ident = self._link.identity
             if ident is not None or not self._subscribed():

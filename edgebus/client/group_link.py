@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -59,6 +60,7 @@ class CoordinatorLink:
         self._heartbeating = False
         self._next_heartbeat = 0.0
         self._last_poll = time.monotonic()
+        self._stopped = False  # close() began: no job is queued any more
         self._ch = SyncChannel(path, request_timeout)  # used by the thread only
         self._jobs: queue.Queue[Any] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="edgebus-group", daemon=True)
@@ -112,10 +114,11 @@ class CoordinatorLink:
     def submit(self, fn: Callable[[SyncChannel], Any]) -> Future[Any]:
         """Run fn(channel) on the thread after every job submitted before it."""
         fut: Future[Any] = Future()
-        if not self._thread.is_alive():
-            fut.set_exception(ClosedError("the consumer's group thread has stopped"))
-            return fut
-        self._jobs.put((fn, fut))
+        with self._lock:  # a job is queued before close()'s _STOP or not at all
+            if self._stopped or not self._thread.is_alive():
+                fut.set_exception(ClosedError("the consumer's group thread has stopped"))
+                return fut
+            self._jobs.put((fn, fut))
         return fut
 
     def call(self, fn: Callable[[SyncChannel], Any], timeout: float) -> Any:
@@ -139,9 +142,28 @@ class CoordinatorLink:
         return self.call(run, timeout)
 
     def close(self) -> None:
-        self._jobs.put(_STOP)
+        """Stop the thread and close the connection (the member leaves with it). A request under
+        way in the thread (a JoinGroup parked for a rebalance may wait minutes) is ended by
+        shutting the socket down, so that its caller gets an error at once: closing it under the
+        thread would leave the thread blocked in recv (the kernel keeps the socket while a
+        call uses it) and then reading a channel without a socket."""
+        with self._lock:
+            self._stopped = True
+            self._jobs.put(_STOP)
+        sock = getattr(self._ch, "_sock", None)  # SyncChannel's connection (None: not open)
+        if sock is not None and self._thread.is_alive():
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         self._thread.join(timeout=self.request_timeout)
-        self._ch.close()
+        while True:  # jobs behind _STOP were never sent: their callers learn it now
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not _STOP:
+                job[1].set_exception(ClosedError("the consumer is closed"))
+        if not self._thread.is_alive():
+            self._ch.close()
 
     # --- the thread ------------------------------------------------------------------------------
     def _run(self) -> None:
