@@ -166,6 +166,22 @@ def _topic_counters(stats: Any) -> Iterator[Family]:
         yield nbytes
 
 
+def bind_metrics(listen: str) -> socket.socket:
+    """The listening socket of a metrics.listen address (OSError: it cannot be had)."""
+    host, port = split_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        s.listen(16)
+    except OSError:
+        s.close()
+        raise
+    s.setblocking(False)
+    return s
+
+
 class MetricsServer(Service):
     """A minimal HTTP/1.1 responder for GET /metrics on the loop. `server` is what the status
     document describes (edgebus.server.broker.Broker)."""
@@ -179,19 +195,17 @@ class MetricsServer(Service):
         self.scrapes = 0
 
     def start(self) -> None:
-        host, port = split_listen(self.listen_on)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, port))
-            s.listen(16)
-        except OSError:
-            s.close()
-            raise
-        s.setblocking(False)
-        self._sock = s
-        self.api.register(s, self._on_accept)
+        self.swap(bind_metrics(self.listen_on), self.listen_on)
+
+    def swap(self, sock: socket.socket, listen: str) -> None:
+        """Serve from `sock` (from bind_metrics) from now on: a reload's new metrics.listen. The
+        old listening socket is closed; scrapes it accepted are answered all the same."""
+        if self._sock is not None:
+            self.api.unregister(self._sock)
+            self._sock.close()
+        self._sock, self.listen_on = sock, listen
+        self.api.register(sock, self._on_accept)
+        host = split_listen(listen)[0]
         host = f"[{host}]" if ":" in host else host
         log.info("metrics endpoint on http://%s:%d/metrics", host, self.port)
 

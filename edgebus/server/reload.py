@@ -9,8 +9,9 @@ is reported and left as it is. The access rules, `kafka.auto_create_topics` and 
 (unless the command line set it) are applied too,
 and so are the secrets files of the listeners that run: `http.users_file` (from the next HTTP
 request) and `replica.tokens_file` (from the next link; a link whose node's token changed or was
-removed is closed). Everything else in the file (data directory, socket, limits, intervals,
-metrics, the rest of `kafka:`, `http:` and `replica:`, acl.enabled) takes effect only at the next
+removed is closed), `limits:`, the intervals of `log:`, `disk:` and `metrics.listen` (how each
+takes effect: edgebus/server/reload_live.py). Everything else in the file (data directory,
+socket, the rest of `kafka:`, `http:` and `replica:`, acl.enabled) takes effect only at the next
 restart: a reload names each such changed setting, with its running and its new value, in the log
 and in the status document (`edgebus status`, `edgebus reload`; edgebus/server/reload_diff.py).
 
@@ -37,6 +38,12 @@ from edgebus.opsconfig import is_loopback_listen
 from edgebus.server.handlers.admin import AdminHandlers, describe_changes
 from edgebus.server.notify import Notifier
 from edgebus.server.reload_diff import pending_restart
+from edgebus.server.reload_live import (
+    apply_intervals,
+    apply_limits,
+    apply_metrics_listen,
+    bind_metrics_listen,
+)
 from edgebus.server.service import Service
 
 log = logging.getLogger("edgebus.reload")
@@ -117,6 +124,9 @@ class ConfigReload(Service):
         # The Broker (None in tests of the service alone): replica.tokens_file is reloaded while
         # its replica listener runs.
         self.broker: Any = None
+        # The metrics endpoint (edgebus/server/metrics.py; None: none served): metrics.listen
+        # is reloaded, and limits:, log: and disk: on the Broker's parts (reload_live.py).
+        self.metrics: Any = None
 
     def install(self) -> None:
         """Handle SIGHUP from now on (main thread). The supervisor ignores SIGHUP until then
@@ -187,6 +197,9 @@ class ConfigReload(Service):
                                       "until a restart; name a users file")
             tokens = (load_replica_tokens(new.replica.tokens_file) if "replica" in listeners
                       else None)
+            # Last: nothing below fails, so a socket bound here is always used (reload_live.py).
+            metrics_sock = (bind_metrics_listen(self.config.metrics.listen, new.metrics.listen)
+                            if self.broker is not None else None)
         except EdgebusError as e:
             return self._failed(str(e))
         self.pending = pending_restart(self.started, new, listeners, self.overridden)
@@ -214,6 +227,12 @@ class ConfigReload(Service):
         if tokens is not None:
             self.broker.set_replica_tokens(tokens)
             log.info("reload: replica.tokens_file: %d peer node(s)", len(tokens))
+        if self.broker is not None:
+            apply_limits(self.broker, self.config.limits, new.limits)
+            apply_intervals(self.broker, self.config.log, new.log, self.config.disk, new.disk)
+            if new.metrics.listen != self.config.metrics.listen:
+                self.metrics = apply_metrics_listen(self.broker, self.metrics, new.metrics.listen,
+                                                    metrics_sock)
         errors = apply_declared_topics(self.logs, new.topics, self.admin.groups.topic_created)
         # What a later reload applies over: the file's live settings, restart-only ones as running.
         self.config = dataclasses.replace(
@@ -224,6 +243,9 @@ class ConfigReload(Service):
             if users is not None else self.config.http,
             replica=dataclasses.replace(self.config.replica, tokens_file=new.replica.tokens_file)
             if tokens is not None else self.config.replica)
+        if self.broker is not None:  # applied above
+            self.config = dataclasses.replace(self.config, limits=new.limits, log=new.log,
+                                              disk=new.disk, metrics=new.metrics)
         self.reloads += 1
         self.last_error = None
         log.info("reloaded %s: %d declared topic(s)%s%s", source, len(new.topics),

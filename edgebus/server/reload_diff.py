@@ -17,7 +17,9 @@ from typing import Any
 # changed file (or path) applies to the next request or link; only while that listener runs.
 # log_level: the root logger's level (unless the command line set it: then neither applied nor
 # reported, as the command line wins at a restart too).
-LIVE = ("topic_defaults", "topics", "acl", "kafka.auto_create_topics", "log_level")
+# limits, log, disk, metrics: on the running parts (edgebus/server/reload_live.py says how).
+LIVE = ("topic_defaults", "topics", "acl", "kafka.auto_create_topics", "log_level", "limits",
+        "log", "disk", "metrics")
 LIVE_WITH_LISTENER = {"http.users_file": "http", "replica.tokens_file": "replica"}
 RESTART_ONLY_KEYS = ("acl.enabled",)  # under a LIVE section, but only a restart applies it
 

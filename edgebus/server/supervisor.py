@@ -164,7 +164,7 @@ def run(config: Any, file_config: Any = None) -> int:
         broker.acl.settings = config.acl  # Kafka's CreateAcls/DeleteAcls edit its acl.file
     broker.add_service(reloader)
     reloader.install()
-    _start_metrics(broker, config)
+    reloader.metrics = _start_metrics(broker, config)  # and metrics.listen
     # What the start freed (recovery's buffers, the imports' temporaries, the start-only modules
     # of server/slim.py) back to the kernel: ~0.5 MB of an idle supervisor's RSS (issue 16).
     forget_start_garbage()
@@ -213,12 +213,13 @@ def _kafka_tls(k: Any) -> Any:
                           "kafka.tls_cert/tls_key/tls_ca")
 
 
-def _start_metrics(broker: Broker, config: Any) -> None:
-    """The optional Prometheus endpoint, a service on the loop; a failure to start it is logged,
-    and the log is served all the same (a missing scrape is what alerts on it)."""
+def _start_metrics(broker: Broker, config: Any) -> Any:
+    """The optional Prometheus endpoint, a service on the loop (returned; None: none); a failure
+    to start it is logged, and the log is served all the same (a missing scrape is what alerts
+    on it)."""
     listen = config.metrics.listen
     if not listen:
-        return
+        return None
     try:
         from edgebus.server.metrics import MetricsServer
 
@@ -226,5 +227,6 @@ def _start_metrics(broker: Broker, config: Any) -> None:
         server.start()
     except OSError as e:
         log.error("cannot serve metrics on %s: %s", listen, e)
-        return
+        return None
     broker.add_service(server)
+    return server

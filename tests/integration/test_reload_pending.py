@@ -68,11 +68,11 @@ def test_reload_names_what_waits_for_a_restart_and_applies_the_secrets(make_brok
     link = ReplicaLink(b.replica_address, NODE, OLD_TOKEN)
     assert link.describe("nothing-here") is None  # admitted and answered
 
-    # Restart-only settings of http:, replica: and limits: change; so do both secrets files.
+    # Restart-only settings of http:, replica: and kafka: change; so do both secrets files.
     def change(doc: dict[str, Any]) -> None:
         doc["http"]["max_connections"] = 7
         doc["replica"]["link_idle_timeout_ms"] = 45_000
-        doc["limits"] = {"max_connections": 99}
+        doc["kafka"]["advertised"] = "127.0.0.1:19092"
     edit(cfg, change)
     secret_file(users, {"alice": NEW_SECRET})
     secret_file(tokens, {NODE: NEW_TOKEN})
@@ -80,14 +80,14 @@ def test_reload_names_what_waits_for_a_restart_and_applies_the_secrets(make_brok
     assert r.returncode == 3, r.stdout + r.stderr
     assert f"reloaded {cfg}" in r.stdout
     for line in ("http.max_connections: 32 -> 7", "replica.link_idle_timeout_ms: 30000 -> 45000",
-                 "limits.max_connections: 256 -> 99"):
+                 "kafka.advertised: null -> 127.0.0.1:19092"):
         assert line in r.stdout, r.stdout
     assert "users_file" not in r.stdout and "tokens_file" not in r.stdout  # applied, not pending
-    assert ("reload: limits.max_connections (256 -> 99), replica.link_idle_timeout_ms "
-            "(30000 -> 45000), http.max_connections (32 -> 7) changed in") in b.log()
+    assert ("reload: replica.link_idle_timeout_ms (30000 -> 45000), http.max_connections "
+            "(32 -> 7), kafka.advertised (null -> 127.0.0.1:19092) changed in") in b.log()
     st = cli(b.socket, "status")
     assert st.returncode == 0, st.stderr
-    assert "PENDING RESTART: limits.max_connections (256 -> 99)" in st.stdout
+    assert "PENDING RESTART: replica.link_idle_timeout_ms (30000 -> 45000)" in st.stdout
     # The new HTTP secret from the next request; the old one no longer works.
     assert http_status(address, NEW_SECRET) == 200
     assert http_status(address, OLD_SECRET) == 401
@@ -102,7 +102,8 @@ def test_reload_names_what_waits_for_a_restart_and_applies_the_secrets(make_brok
 
     # The changes undone in the file: nothing waits any more.
     def undo(doc: dict[str, Any]) -> None:
-        del doc["http"]["max_connections"], doc["replica"]["link_idle_timeout_ms"], doc["limits"]
+        del doc["http"]["max_connections"], doc["replica"]["link_idle_timeout_ms"]
+        del doc["kafka"]["advertised"]
     edit(cfg, undo)
     r = cli(b.socket, "reload")
     assert r.returncode == 0, r.stdout + r.stderr

@@ -1,0 +1,126 @@
+"""What a reload applies to the running supervisor's parts: `limits:`, the background intervals
+of `log:` and `disk:`, and `metrics.listen` (edgebus/server/reload.py calls these on the loop).
+
+Each is safe to change while serving, and takes effect as follows:
+- limits.max_connections, max_connections_per_uid: from the next connection; connections
+  already open stay (a lower limit closes none, it refuses new ones until enough have gone).
+- limits.max_output_buffer_bytes: on every open connection at once (one that the new bound no
+  longer holds back is read again); limits.max_input_buffer_bytes: on every connection that has
+  the ordinary bound (not a replica link still authenticating, whose bound is smaller).
+- limits.max_output_total_bytes, max_fetch_wait_ms, max_topics, max_partitions: from the next
+  fetch or topic creation.
+- log.*_interval_ms, disk.check_interval_ms: the next run comes at most one new interval from
+  now (a shorter one is not waited out behind the old); log.cleaner_io_bytes_per_s from the
+  cleaner's next pass; the disk watermarks at once (free space is checked again).
+- metrics.listen: the new address is bound while the file is checked, before anything is
+  applied, so an address that cannot be had (a port in use) fails the reload with nothing
+  changed and the endpoint stays where it was; else the old listening socket is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Any
+
+from edgebus.errors import ConfigError
+
+log = logging.getLogger("edgebus.reload")
+
+
+def apply_limits(broker: Any, old: Any, new: Any) -> None:
+    """`limits:` (edgebus.config.Limits) on the loop, the handlers and the log manager."""
+    if old == new:
+        return
+    loop = broker.loop
+    loop.max_connections = new.max_connections
+    loop.max_connections_per_uid = new.max_connections_per_uid
+    loop.max_output_total = new.max_output_total_bytes
+    loop.output_budget_used = loop.output_bytes >= new.max_output_total_bytes
+    broker.data.max_fetch_wait_ms = new.max_fetch_wait_ms
+    broker.logs.max_topics, broker.logs.max_partitions = new.max_topics, new.max_partitions
+    old_in, loop.max_input_buffer = loop.max_input_buffer, new.max_input_buffer_bytes
+    loop.max_output_buffer = new.max_output_buffer_bytes
+    for conn in list(loop.conns.values()):
+        if conn.max_input == old_in:  # not a bound of its own (a replica link's before auth)
+            conn.max_input = new.max_input_buffer_bytes
+        conn.max_output = new.max_output_buffer_bytes
+        was = conn.overloaded
+        conn.overloaded = conn.out_bytes > conn.max_output
+        if was and not conn.overloaded and not conn.closed:
+            loop.resume(conn)  # read again: its requests waited for room
+    log.info("reload: limits: %s", ", ".join(
+        f"{k} {getattr(old, k)} -> {getattr(new, k)}" for k in _changed(old, new)))
+
+
+def apply_intervals(broker: Any, old_log: Any, new_log: Any, old_disk: Any, new_disk: Any) -> None:
+    """The background intervals of `log:` and the `disk:` section."""
+    now = time.monotonic()
+    hk = broker.housekeeping
+    for key, attr, due in (("flush_interval_ms", "flush_interval", "next_flush"),
+                           ("checkpoint_interval_ms", "checkpoint_interval", "next_checkpoint"),
+                           ("retention_check_interval_ms", "retention_interval", "next_retention")):
+        ms = getattr(new_log, key)
+        if ms != getattr(old_log, key):
+            setattr(hk, attr, ms / 1000)
+            setattr(hk, due, min(getattr(hk, due), now + ms / 1000))
+    cleaner = broker.cleaner
+    if new_log.cleaner_interval_ms != old_log.cleaner_interval_ms:
+        cleaner.interval = new_log.cleaner_interval_ms / 1000
+        cleaner._next_plan = min(cleaner._next_plan, now + cleaner.interval)
+    cleaner.io_bytes_per_s = new_log.cleaner_io_bytes_per_s  # the next pass's Throttle
+    if old_log != new_log:
+        log.info("reload: log: %s", ", ".join(
+            f"{k} {getattr(old_log, k)} -> {getattr(new_log, k)}"
+            for k in _changed(old_log, new_log)))
+    if old_disk != new_disk:
+        disk = broker.disk
+        disk.low_threshold, disk.high_threshold = new_disk.low_watermark, new_disk.high_watermark
+        disk.interval = new_disk.check_interval_ms / 1000
+        disk.check()  # the new watermarks against the free space now; the next check from here
+        log.info("reload: disk: %s", ", ".join(
+            f"{k} {getattr(old_disk, k)} -> {getattr(new_disk, k)}"
+            for k in _changed(old_disk, new_disk)))
+
+
+def bind_metrics_listen(running: str | None, new: str | None) -> socket.socket | None:
+    """The new metrics.listen's socket, bound now (None: no new address). ConfigError naming
+    the address when it cannot be had: the running endpoint is kept."""
+    if new is None or new == running:
+        return None
+    from edgebus.server.metrics import bind_metrics
+
+    try:
+        return bind_metrics(new)
+    except OSError as e:
+        where = f"the endpoint stays on {running}" if running else "no endpoint is served"
+        raise ConfigError(f"metrics.listen: cannot listen on {new}: {e.strerror or e}; "
+                          f"{where}") from None
+
+
+def apply_metrics_listen(broker: Any, server: Any, new: str | None,
+                         sock: socket.socket | None) -> Any:
+    """Serve metrics on `sock` (from bind_metrics_listen) or stop serving them (`new` None).
+    Returns the MetricsServer now serving, or None."""
+    if new is None:
+        if server is not None and server.listen_on is not None:
+            server.close()
+            server.listen_on = None
+            log.info("reload: metrics.listen is null: the metrics endpoint is closed")
+        return server
+    if sock is None:
+        return server
+    if server is None:
+        from edgebus.server.metrics import MetricsServer
+
+        server = MetricsServer(broker.loop, broker, new)
+        broker.add_service(server)
+    server.swap(sock, new)
+    return server
+
+
+def _changed(old: Any, new: Any) -> list[str]:
+    import dataclasses
+
+    return [f.name for f in dataclasses.fields(old) if getattr(old, f.name) != getattr(new, f.name)]

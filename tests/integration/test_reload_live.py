@@ -1,0 +1,140 @@
+"""A reload applies `limits:`, the intervals of `log:` and `metrics.listen` to the running
+supervisor (edgebus/server/reload_live.py), and a metrics address that cannot be had fails the
+reload with nothing changed.
+
+Real supervisor, real SIGHUP (the `edgebus reload` CLI, a real process), real connections and
+real HTTP scrapes."""
+
+from __future__ import annotations
+
+import http.client
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edgebus import Admin, Producer
+from edgebus.errors import TooManyConnectionsError
+from edgebus.testing import EmbeddedBroker, free_port, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def cli(socket_path: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edgebus.cli.main", *args, "--socket", socket_path],
+                          capture_output=True, text=True, timeout=60)
+
+
+def edit(cfg: Path, change: Any) -> None:
+    doc = yaml.safe_load(cfg.read_text())
+    change(doc)
+    cfg.write_text(yaml.safe_dump(doc))
+
+
+def reload(b: EmbeddedBroker, expect: int = 0) -> str:
+    r = cli(b.socket, "reload")
+    assert r.returncode == expect, r.stdout + r.stderr
+    return r.stdout + r.stderr
+
+
+def scrape(port: int) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def refused(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def metrics_ports(b: EmbeddedBroker) -> list[int]:
+    """Every address the endpoint was served on, in order (one log line each)."""
+    return [int(p) for p in re.findall(r"metrics endpoint on http://127\.0\.0\.1:(\d+)/metrics",
+                                       b.log())]
+
+
+def test_a_reload_applies_the_connection_limits(make_broker: Any) -> None:
+    b = make_broker().start()
+    cfg = Path(b.config_path)
+    held = [Admin(socket=b.socket, transport="socket") for _ in range(3)]
+    try:
+        for a in held:
+            a.list_topics()
+        edit(cfg, lambda d: d.update(limits={"max_connections": 3,
+                                              "max_output_total_bytes": 32 * 1024 * 1024}))
+        out = reload(b)  # 0: applied, nothing waits for a restart (was 3, "limits" pending)
+        assert "limits" not in out, out
+        assert "reload: limits: max_connections 256 -> 3" in b.log()
+        with pytest.raises(TooManyConnectionsError, match=r"limits\.max_connections"):
+            Admin(socket=b.socket, transport="socket").list_topics()
+        assert held[0].status()["limits"]["max_output_total_bytes"] == 32 * 1024 * 1024
+        held.pop().close()  # room for the reload's own connection
+        edit(cfg, lambda d: d.update(limits={"max_connections": 4}))
+        reload(b)
+        with Admin(socket=b.socket, transport="socket") as a, \
+                Admin(socket=b.socket, transport="socket") as a2:  # a fourth is let in again
+            assert a.list_topics() is not None and a2.list_topics() is not None
+    finally:
+        for a in held:
+            a.close()
+
+
+def test_a_reload_shortens_the_retention_interval(make_broker: Any) -> None:
+    # A month between retention passes: only the reloaded interval lets retention run here.
+    b = make_broker({"log": {"retention_check_interval_ms": 2_000_000_000}}).start()
+    with Admin(socket=b.socket) as a:
+        a.create_topic("live-rt", 1, {"segment_bytes": 4096, "retention_ms": 300})
+        with Producer(socket=b.socket, linger_ms=0, batch_size=1) as p:
+            for i in range(30):
+                p.send("live-rt", f"{i:06d}".encode() + b"x" * 1000)
+        edit(Path(b.config_path), lambda d: d["log"].update(retention_check_interval_ms=100))
+        out = reload(b)
+        assert "retention_check_interval_ms" not in out, out
+        wait_for(lambda: a.describe_topic("live-rt").partitions[0].log_start_offset == 30, 60,
+                 "retention, at the reloaded interval, to remove every record")
+
+
+def test_a_reload_moves_the_metrics_endpoint(make_broker: Any) -> None:
+    first = free_port()
+    b = make_broker({"metrics": {"listen": f"127.0.0.1:{first}"}}).start()
+    cfg = Path(b.config_path)
+    wait_for(lambda: metrics_ports(b) == [first], 20, "the metrics endpoint's line")
+    assert scrape(first) == 200
+    second = free_port()
+    edit(cfg, lambda d: d["metrics"].update(listen=f"127.0.0.1:{second}"))
+    out = reload(b)
+    assert "metrics.listen" not in out, out
+    assert metrics_ports(b) == [first, second]
+    assert scrape(second) == 200
+    assert refused(first), "the old metrics address still accepts connections"
+
+    # A port that cannot be had: the reload fails, nothing in the file is applied, the endpoint
+    # stays where it was.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        edit(cfg, lambda d: (d["metrics"].update(listen=f"127.0.0.1:{port}"),
+                             d.update(limits={"max_connections": 1})))
+        out = reload(b, expect=1)
+        assert f"metrics.listen: cannot listen on 127.0.0.1:{port}" in out, out
+        assert f"the endpoint stays on 127.0.0.1:{second}" in out, out
+        assert scrape(second) == 200
+        with Admin(socket=b.socket, transport="socket") as a, \
+                Admin(socket=b.socket, transport="socket") as a2:  # max_connections 1 not applied
+            assert a.status()["reload"]["last_error"].startswith("metrics.listen")
+            assert a2.list_topics() is not None
+
+    # null: no endpoint any more.
+    edit(cfg, lambda d: (d.update(metrics={"listen": None}), d.pop("limits")))
+    reload(b)
+    assert refused(second), "metrics.listen: null left the endpoint open"
