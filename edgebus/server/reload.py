@@ -127,6 +127,8 @@ class ConfigReload(Service):
         # The metrics endpoint (edgebus/server/metrics.py; None: none served): metrics.listen
         # is reloaded, and limits:, log: and disk: on the Broker's parts (reload_live.py).
         self.metrics: Any = None
+        # The HTTP listener (None: none): a reload ends the event streams it takes away.
+        self.http_listener: Any = None
 
     def install(self) -> None:
         """Handle SIGHUP from now on (main thread). The supervisor ignores SIGHUP until then
@@ -222,7 +224,11 @@ class ConfigReload(Service):
             level = new.log_level
             logging.getLogger().setLevel(getattr(logging, level.upper(), logging.INFO))
             log.warning("reload: log_level is %s", level)  # seen whatever the new level
+        revoked: frozenset[str] = frozenset()
         if users is not None:
+            from edgebus.server.http.revoke import revoked_users  # only with an HTTP listener
+
+            revoked = revoked_users(self.http_auth.users, users)
             self._set_http_users(users, new.http.users_file)
         if tokens is not None:
             self.broker.set_replica_tokens(tokens)
@@ -233,6 +239,8 @@ class ConfigReload(Service):
             if new.metrics.listen != self.config.metrics.listen:
                 self.metrics = apply_metrics_listen(self.broker, self.metrics, new.metrics.listen,
                                                     metrics_sock)
+        if self.http_listener is not None:
+            self._end_streams(revoked)
         errors = apply_declared_topics(self.logs, new.topics, self.admin.groups.topic_created)
         # What a later reload applies over: the file's live settings, restart-only ones as running.
         self.config = dataclasses.replace(
@@ -259,6 +267,15 @@ class ConfigReload(Service):
         self.http_auth.users = users
         log.info("reload: http.users_file %s: %d user(s)%s", path, len(users),
                  "" if users else " (no authentication asked: loopback only)")
+
+    def _end_streams(self, revoked: frozenset[str]) -> None:
+        """End the event streams of removed users, or that may no longer read their topic."""
+        from edgebus.server.http.revoke import end_revoked_streams  # only with an HTTP listener
+
+        n = end_revoked_streams(self.http_listener, revoked, self.acl)
+        if n:
+            log.warning("reload: ended %d HTTP event stream(s) of removed users or no longer "
+                        "allowed to read their topic", n)
 
     def _set_auto_create(self, on: bool) -> None:
         """Kafka topic auto-creation on or off from the next Metadata request (autocreate.py reads

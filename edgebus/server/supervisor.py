@@ -134,9 +134,9 @@ def run(config: Any, file_config: Any = None) -> int:
         logs.close()
         claim.release()
         return os.EX_CONFIG
-    http_auth = None
+    http_auth = http_listener = None
     if config.http.enabled:  # the console and HTTP API
-        http_auth = _start_http(broker, config)
+        http_auth, http_listener = _start_http(broker, config)
     if config.http.enabled and http_auth is None:
         logs.close()
         claim.release()
@@ -159,6 +159,7 @@ def run(config: Any, file_config: Any = None) -> int:
     reloader.acl = broker.acl  # the access rules are reloaded too
     reloader.kafka = broker.kafka  # and kafka.auto_create_topics
     reloader.http_auth = http_auth  # and http.users_file
+    reloader.http_listener = http_listener  # whose streams a reload may end (http/revoke.py)
     reloader.broker = broker  # and replica.tokens_file
     if broker.acl is not None:
         broker.acl.settings = config.acl  # Kafka's CreateAcls/DeleteAcls edit its acl.file
@@ -176,9 +177,9 @@ def run(config: Any, file_config: Any = None) -> int:
     return 0
 
 
-def _start_http(broker: Broker, config: Any) -> Any:
+def _start_http(broker: Broker, config: Any) -> tuple[Any, Any]:
     """The HTTP API and console (docs/HTTP.md), a listener on the loop; returns its
-    Authenticator (a reload replaces its users), None if it failed. Unlike metrics, a failure
+    Authenticator (a reload replaces its users) and the listener, (None, None) if it failed. Unlike metrics, a failure
     stops the start: an operator who enabled it expects it, and the error says why."""
     from edgebus.server.http.auth import Authenticator, load_users
     from edgebus.server.listeners.http import HttpListener
@@ -200,9 +201,9 @@ def _start_http(broker: Broker, config: Any) -> Any:
         listener.listen()
     except (ConfigError, OSError) as e:
         log.error("cannot serve HTTP on %s: %s", h.listen, e)
-        return None
+        return None, None
     broker.add_service(listener)
-    return auth
+    return auth, listener
 
 
 def _kafka_tls(k: Any) -> Any:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from edgebus import Admin, Producer
-from edgebus.errors import TooManyConnectionsError
+from edgebus.errors import DiskFullError, TooManyConnectionsError
 from edgebus.testing import EmbeddedBroker, free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -138,3 +138,20 @@ def test_a_reload_moves_the_metrics_endpoint(make_broker: Any) -> None:
     edit(cfg, lambda d: (d.update(metrics={"listen": None}), d.pop("limits")))
     reload(b)
     assert refused(second), "metrics.listen: null left the endpoint open"
+
+
+def test_a_reload_applies_the_disk_watermarks(make_broker: Any) -> None:
+    b = make_broker().start()
+    cfg = Path(b.config_path)
+    with Admin(socket=b.socket) as a:
+        a.create_topic("live-disk", 1)
+    huge = 2**60  # more free space than any disk has: the disk counts as low at once
+    edit(cfg, lambda d: d.update(disk={"low_watermark": huge, "high_watermark": huge}))
+    out = reload(b)
+    assert "disk.low_watermark" not in out, out
+    with Producer(socket=b.socket) as p, pytest.raises(DiskFullError, match="low watermark"):
+        p.send("live-disk", b"refused").get(10)
+    edit(cfg, lambda d: d.pop("disk"))
+    reload(b)
+    with Producer(socket=b.socket) as p:
+        assert p.send("live-disk", b"taken").get(10).offset == 0

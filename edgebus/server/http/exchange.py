@@ -50,6 +50,9 @@ class Call:
 class Emit:
     data: bytes
     headers: list[tuple[str, str]] = field(default_factory=list)
+    # The topic an event stream reads (on its first Emit): a reload that removes its user or
+    # its right to read the topic ends the stream (ExchangeRunner.end_stream).
+    reads: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

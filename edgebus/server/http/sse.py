@@ -97,7 +97,19 @@ def tail(app: App, req: Request, topic: str, b64: bool) -> Generator[Any, Any, R
             pos[a.partition] = a.offset if start == "earliest" else max(a.offset, b.offset - int(back))
     last = {p: pos[p] - 1 for p in parts}
     yield Emit(f"retry: {RETRY_MS}\nid: {event_id(last)}\n: edgebus tail of {topic}\n\n".encode(),
-               HEADERS)
+               HEADERS, reads=topic)
+    try:
+        yield from _follow(app, topic, parts, pos, last, b64)
+    except E.EdgebusError as e:
+        # The stream may not go on: its fetch was refused, or a reload removed its user or its
+        # right to read the topic (ExchangeRunner.end_stream). The client is told why.
+        yield Emit(_event("error", {"code": e.code, "message": str(e)}))
+    return json_reply({})
+
+
+def _follow(app: App, topic: str, parts: list[int], pos: dict[int, int], last: dict[int, int],
+            b64: bool) -> Generator[Any, Any, None]:
+    """The stream's events until the supervisor stops or a partition fails."""
     while not app.stopping:
         asked = time.monotonic()
         try:
@@ -118,7 +130,7 @@ def tail(app: App, req: Request, topic: str, b64: bool) -> Generator[Any, Any, R
                 out.append(_event("error", {"partition": p, "code": fp.error_code,
                                             "message": fp.error_message}))
                 yield Emit(b"".join(out))
-                return json_reply({})
+                return
             for r in R.decode(fp.records, topic, p, pos[p]):
                 last[p] = r.offset
                 pos[p] = r.offset + 1
@@ -130,7 +142,6 @@ def tail(app: App, req: Request, topic: str, b64: bool) -> Generator[Any, Any, R
             yield Emit(b": keep-alive\n\n")
             if time.monotonic() - asked < 0.5:  # not parked (the supervisor is stopping, ...)
                 yield Pause(1.0)
-    return json_reply({})
 
 
 # One encoder for every event: json.dumps with arguments builds a new encoder per call.

@@ -40,7 +40,7 @@ _corr = itertools.count(1)
 class ExchangeState:
     """One request in progress: its generator, the Call it waits on, whether it streams."""
 
-    __slots__ = ("answer", "gen", "held", "resume_at", "started", "stream", "waiting")
+    __slots__ = ("answer", "gen", "held", "reads", "resume_at", "started", "stream", "waiting")
 
     def __init__(self, gen: Generator[Any, Any, Reply]) -> None:
         self.gen = gen
@@ -50,6 +50,7 @@ class ExchangeState:
         self.resume_at = 0.0  # a Pause
         self.started = False  # a streamed response's head is sent
         self.stream = False
+        self.reads: str | None = None  # the topic a stream reads (Emit.reads)
 
 
 class ExchangeRunner:
@@ -164,6 +165,7 @@ class ExchangeRunner:
     def _emit(self, ex: ExchangeState, item: Emit) -> None:
         if not ex.started:
             ex.started = ex.stream = True
+            ex.reads = item.reads
             self.listener.streams += 1
             self._send(h11.Response(status_code=200, headers=h11_headers(item.headers), reason=b"OK"),
                        h11.Data(data=item.data))
@@ -188,6 +190,18 @@ class ExchangeRunner:
             value, error = self._call(ex, call)
             if ex.waiting is None:
                 self._step(value, error)
+
+    def end_stream(self, error: EdgebusError) -> None:
+        """End a started stream now, whatever it waits on (a parked fetch, whose late answer is
+        then dropped by `queue`; a Pause; room to send): `error` is thrown into its generator,
+        which sends an event saying why and ends (sse.tail)."""
+        ex = self.ex
+        if ex is None or not ex.started or self.closed:
+            return
+        ex.waiting = ex.held = None
+        self.listener.paused.discard(cast("HttpConnection", self))
+        self._step(None, error)
+        self.update_interest()
 
     def wake(self) -> None:
         """A Pause ended."""
