@@ -226,12 +226,11 @@ class EmbeddedBroker:
     @property
     def metrics_port(self) -> int:
         """The port of the running supervisor's metrics endpoint (`metrics.listen`, port 0 being
-        fine), from the line it logs: that may reach the log file a little after the socket
-        answers, so this waits for it."""
-        found = wait_for(lambda: re.search(r"metrics endpoint on http://\S+:(\d+)/metrics", self.log()),
+        fine), from the last line it logs (a reload may move it): that may reach the log file a
+        little after the socket answers, so this waits for it."""
+        found = wait_for(lambda: re.findall(r"metrics endpoint on http://\S+:(\d+)/metrics", self.log()),
                          20, "the metrics endpoint's line in the supervisor's log")
-        assert found is not None  # wait_for returns a true value only
-        return int(found.group(1))
+        return int(found[-1])
 
     def pin_replica_port(self) -> str:
         """Write the port the replica listener got into the config, so a restart keeps the

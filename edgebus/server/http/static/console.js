@@ -179,7 +179,15 @@ function startTail(topic) {
   src.topic = topic;
   state.source = src;
   src.onopen = () => { $("#tail-state").textContent = `tailing ${topic}`; };
-  src.onerror = () => { $("#tail-state").textContent = `reconnecting to ${topic}\u2026`; };
+  src.onerror = (ev) => {
+    if (ev.data) {  // the server's own error event: the stream ended, and it says why
+      src.close();
+      if (state.source === src) state.source = null;  // choosing the topic again starts anew
+      $("#tail-state").textContent = `${topic}: ${JSON.parse(ev.data).message}`;
+      return;
+    }
+    $("#tail-state").textContent = `reconnecting to ${topic}\u2026`;
+  };
   src.addEventListener("record", (ev) => onRecord(JSON.parse(ev.data)));
   src.addEventListener("gap", (ev) => {
     const g = JSON.parse(ev.data);
