@@ -20,6 +20,8 @@ import yaml
 
 from edgebus import Admin, Producer
 from edgebus.errors import DiskFullError, TooManyConnectionsError
+from edgebus.protocol import messages as M
+from edgebus.protocol.framing import ClientProtocol
 from edgebus.testing import EmbeddedBroker, free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -155,3 +157,37 @@ def test_a_reload_applies_the_disk_watermarks(make_broker: Any) -> None:
     reload(b)
     with Producer(socket=b.socket) as p:
         assert p.send("live-disk", b"taken").get(10).offset == 0
+
+
+def test_a_reload_raises_the_output_bound_of_a_connection_held_back(make_broker: Any) -> None:
+    """A client that pipelines fetches and reads no answer is held back at the output bound
+    (its further requests are not read); a reload that raises the bound lets the supervisor
+    handle them at once, with no byte from that client to wake it."""
+    mib = 1024 * 1024
+    b = make_broker({"limits": {"max_output_buffer_bytes": 2 * mib}}).start()
+    with Admin(socket=b.socket) as a:
+        a.create_topic("live-out")
+    with Producer(socket=b.socket) as p:
+        for _ in range(8):
+            p.send("live-out", b"x" * (256 * 1024))
+        p.flush()
+    stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect(b.socket)
+    try:
+        req = M.FetchRequest(0, 0, mib, [M.FetchPartition("live-out", 0, 0, mib)])
+        stuck.sendall(b"".join(ClientProtocol.encode_request(M.Api.FETCH, corr, req)
+                               for corr in range(1, 17)))  # 16 answers of ~0.8 MiB
+
+        def queued() -> int:
+            with Admin(socket=b.socket, transport="socket") as a:
+                return int(a.status()["limits"]["output_bytes"])
+
+        wait_for(lambda: queued() >= 2 * mib, 30, "the answers up to the bound")
+        assert queued() < 6 * mib  # held back: the bound, one answer more, what the kernel took
+        edit(Path(b.config_path), lambda d: d.update(limits={"max_output_buffer_bytes": 64 * mib}))
+        out = reload(b)
+        assert "max_output_buffer_bytes" not in out, out
+        wait_for(lambda: queued() >= 8 * mib, 30, "the requests held back to be answered")
+    finally:
+        stuck.close()
