@@ -269,7 +269,10 @@ class GroupMembership:
             return
         self._closing = True
         try:
-            ident = self._link.identity
+            # Another thread's rebalance under way (its JoinGroup may wait minutes for a silent
+            # member): a commit or a leave would wait behind it, and the revocation (its commit,
+            # on_revoked) is done; closing the connection removes the member.
+            ident = None if self._link.rebalancing else self._link.identity
             if ident is not None or not self._subscribed():
                 if autocommit and self.enable_auto_commit:
                     try:

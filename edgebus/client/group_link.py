@@ -61,6 +61,7 @@ class CoordinatorLink:
         self._next_heartbeat = 0.0
         self._last_poll = time.monotonic()
         self._stopped = False  # close() began: no job is queued any more
+        self._rebalance_calls = 0  # JoinGroups and SyncGroups submitted and not answered
         self._ch = SyncChannel(path, request_timeout)  # used by the thread only
         self._jobs: queue.Queue[Any] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="edgebus-group", daemon=True)
@@ -76,6 +77,13 @@ class CoordinatorLink:
     def need_rejoin(self) -> bool:
         with self._lock:
             return self._need_rejoin or self._identity is None
+
+    @property
+    def rebalancing(self) -> bool:
+        """A JoinGroup or SyncGroup is under way, maybe for another thread (a JoinGroup may wait
+        minutes for a member that stopped polling): requests submitted now wait behind it."""
+        with self._lock:
+            return self._rebalance_calls > 0
 
     def rejoin(self) -> None:
         with self._lock:
@@ -130,7 +138,18 @@ class CoordinatorLink:
 
     def request(self, api: int, body: Message, timeout: float | None = None) -> Any:
         t = self.request_timeout if timeout is None else timeout
+        if api == M.Api.SYNC_GROUP:
+            return self._rebalance_call(lambda ch: ch.request(api, body, timeout=t), t)
         return self.call(lambda ch: ch.request(api, body, timeout=t), t)
+
+    def _rebalance_call(self, fn: Callable[[SyncChannel], Any], timeout: float) -> Any:
+        with self._lock:
+            self._rebalance_calls += 1
+        try:
+            return self.call(fn, timeout)
+        finally:
+            with self._lock:
+                self._rebalance_calls -= 1
 
     def join_request(self, make: Callable[[str], G.JoinGroupRequest], timeout: float) -> Any:
         """JoinGroup with the member id current when it is sent."""
@@ -139,7 +158,7 @@ class CoordinatorLink:
                 member_id = self._rejoin_id
             return ch.request(M.Api.JOIN_GROUP, make(member_id), timeout=timeout)
 
-        return self.call(run, timeout)
+        return self._rebalance_call(run, timeout)
 
     def close(self) -> None:
         """Stop the thread and close the connection (the member leaves with it). A request under

@@ -16,12 +16,12 @@ from edgebus import Admin, Producer
 
 CHILD = Path(__file__).with_name("group_close_race_child.py")
 RACES = 40
-# Each parked race lasts until its JoinGroup is sent (0.3 s in the child): fewer of them.
-RACES_OF = {"parked": 5}
+# Each parked race lasts until its JoinGroup is sent (0.5 s in the child): fewer of them.
+RACES_OF = {"parked": 5, "rejoin": 3}
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("kind", ["poll", "commit", "parked"])
+@pytest.mark.parametrize("kind", ["poll", "commit", "parked", "rejoin"])
 def test_close_racing_a_group_member_is_safe(broker: Any, kind: str) -> None:
     topic = f"group-close-race-{kind}"
     with Admin(socket=broker.socket, transport="socket") as a:
