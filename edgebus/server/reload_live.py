@@ -14,7 +14,9 @@ Each is safe to change while serving, and takes effect as follows:
   cleaner's next pass; the disk watermarks at once (free space is checked again).
 - metrics.listen: the new address is bound while the file is checked, before anything is
   applied, so an address that cannot be had (a port in use) fails the reload with nothing
-  changed and the endpoint stays where it was; else the old listening socket is closed.
+  changed and the endpoint stays where it was; else the old listening socket is closed (a
+  scrape it accepted is still answered). Only a changed address is bound: an endpoint that could
+  not start (logged then) is started by a reload that names another address, or by a restart.
 """
 
 from __future__ import annotations
