@@ -107,6 +107,12 @@ class Throttle:
                 return
             self.stopped.wait((min(n, self.burst) - self.tokens) / self.rate)
 
+    def set_rate(self, bytes_per_s: int) -> None:
+        """A new rate from the next spend() on (a reload, from the loop thread: each field is
+        one store, and spend() caps the tokens at the new burst)."""
+        self.rate = max(1, bytes_per_s)
+        self.burst = max(READ_CHUNK, self.rate // 4)
+
     def stop(self) -> None:
         self.stopped.set()
 

@@ -68,6 +68,15 @@ class LogCleaner(Service):
 
     # --- the loop side --------------------------------------------------------------------------
 
+    def set_pace(self, interval_ms: int, io_bytes_per_s: int) -> None:
+        """A reload's log.cleaner_interval_ms and cleaner_io_bytes_per_s: the next plan at most
+        one new interval from now; the rate at once, for a cleaning under way too."""
+        self.interval = interval_ms / 1000
+        self._next_plan = min(self._next_plan, time.monotonic() + self.interval)
+        self.io_bytes_per_s = io_bytes_per_s
+        if self.throttle is not None:
+            self.throttle.set_rate(io_bytes_per_s)
+
     def next_deadline(self) -> float | None:
         return self._poll_at if self._busy else self._next_plan
 

@@ -93,6 +93,13 @@ class DiskGuard(Service):
         return cls(logs, settings.low_watermark, settings.high_watermark,
                    settings.check_interval_ms / 1000, probe=probe)
 
+    def apply_settings(self, settings: Any) -> None:
+        """A reload's `disk:` section: the watermarks checked against the free space at once,
+        the next check one new interval from now."""
+        self.low_threshold, self.high_threshold = settings.low_watermark, settings.high_watermark
+        self.interval = settings.check_interval_ms / 1000
+        self.check()
+
     # --- the service: a timer on the loop --------------------------------------------------------
     def next_deadline(self) -> float:
         return self._next_check

@@ -37,6 +37,18 @@ class Housekeeping(Service):
         self.next_checkpoint = now + self.checkpoint_interval
         self.next_retention = now + self.retention_interval
 
+    def set_intervals(self, flush_interval_ms: int, checkpoint_interval_ms: int,
+                      retention_check_interval_ms: int) -> None:
+        """A reload's intervals: each next run at most one new interval from now (a shorter
+        interval is not waited out behind the old one)."""
+        now = time.monotonic()
+        self.flush_interval = flush_interval_ms / 1000
+        self.checkpoint_interval = checkpoint_interval_ms / 1000
+        self.retention_interval = retention_check_interval_ms / 1000
+        self.next_flush = min(self.next_flush, now + self.flush_interval)
+        self.next_checkpoint = min(self.next_checkpoint, now + self.checkpoint_interval)
+        self.next_retention = min(self.next_retention, now + self.retention_interval)
+
     def next_deadline(self) -> float | None:
         return min(self.next_flush, self.next_checkpoint, self.next_retention)
 

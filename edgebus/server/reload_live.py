@@ -10,8 +10,8 @@ Each is safe to change while serving, and takes effect as follows:
 - limits.max_output_total_bytes, max_fetch_wait_ms, max_topics, max_partitions: from the next
   fetch or topic creation.
 - log.*_interval_ms, disk.check_interval_ms: the next run comes at most one new interval from
-  now (a shorter one is not waited out behind the old); log.cleaner_io_bytes_per_s from the
-  cleaner's next pass; the disk watermarks at once (free space is checked again).
+  now (a shorter one is not waited out behind the old); log.cleaner_io_bytes_per_s at once (a
+  cleaning under way too); the disk watermarks at once (free space is checked again).
 - metrics.listen: the new address is bound while the file is checked, before anything is
   applied, so an address that cannot be had (a port in use) fails the reload with nothing
   changed and the endpoint stays where it was; else the old listening socket is closed (a
@@ -21,9 +21,9 @@ Each is safe to change while serving, and takes effect as follows:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
-import time
 from typing import Any
 
 from edgebus.errors import ConfigError
@@ -58,29 +58,15 @@ def apply_limits(broker: Any, old: Any, new: Any) -> None:
 
 def apply_intervals(broker: Any, old_log: Any, new_log: Any, old_disk: Any, new_disk: Any) -> None:
     """The background intervals of `log:` and the `disk:` section."""
-    now = time.monotonic()
-    hk = broker.housekeeping
-    for key, attr, due in (("flush_interval_ms", "flush_interval", "next_flush"),
-                           ("checkpoint_interval_ms", "checkpoint_interval", "next_checkpoint"),
-                           ("retention_check_interval_ms", "retention_interval", "next_retention")):
-        ms = getattr(new_log, key)
-        if ms != getattr(old_log, key):
-            setattr(hk, attr, ms / 1000)
-            setattr(hk, due, min(getattr(hk, due), now + ms / 1000))
-    cleaner = broker.cleaner
-    if new_log.cleaner_interval_ms != old_log.cleaner_interval_ms:
-        cleaner.interval = new_log.cleaner_interval_ms / 1000
-        cleaner._next_plan = min(cleaner._next_plan, now + cleaner.interval)
-    cleaner.io_bytes_per_s = new_log.cleaner_io_bytes_per_s  # the next pass's Throttle
     if old_log != new_log:
+        broker.housekeeping.set_intervals(new_log.flush_interval_ms, new_log.checkpoint_interval_ms,
+                                          new_log.retention_check_interval_ms)
+        broker.cleaner.set_pace(new_log.cleaner_interval_ms, new_log.cleaner_io_bytes_per_s)
         log.info("reload: log: %s", ", ".join(
             f"{k} {getattr(old_log, k)} -> {getattr(new_log, k)}"
             for k in _changed(old_log, new_log)))
     if old_disk != new_disk:
-        disk = broker.disk
-        disk.low_threshold, disk.high_threshold = new_disk.low_watermark, new_disk.high_watermark
-        disk.interval = new_disk.check_interval_ms / 1000
-        disk.check()  # the new watermarks against the free space now; the next check from here
+        broker.disk.apply_settings(new_disk)
         log.info("reload: disk: %s", ", ".join(
             f"{k} {getattr(old_disk, k)} -> {getattr(new_disk, k)}"
             for k in _changed(old_disk, new_disk)))
@@ -123,6 +109,4 @@ def apply_metrics_listen(broker: Any, server: Any, new: str | None,
 
 
 def _changed(old: Any, new: Any) -> list[str]:
-    import dataclasses
-
     return [f.name for f in dataclasses.fields(old) if getattr(old, f.name) != getattr(new, f.name)]

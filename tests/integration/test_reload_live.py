@@ -98,9 +98,11 @@ def test_a_reload_shortens_the_retention_interval(make_broker: Any) -> None:
         with Producer(socket=b.socket, linger_ms=0, batch_size=1) as p:
             for i in range(30):
                 p.send("live-rt", f"{i:06d}".encode() + b"x" * 1000)
-        edit(Path(b.config_path), lambda d: d["log"].update(retention_check_interval_ms=100))
+        edit(Path(b.config_path), lambda d: d["log"].update(retention_check_interval_ms=100,
+                                                           cleaner_io_bytes_per_s=65536))
         out = reload(b)
-        assert "retention_check_interval_ms" not in out, out
+        assert "retention_check_interval_ms" not in out and "cleaner_io" not in out, out
+        assert a.status()["cleaner"]["io_bytes_per_s"] == 65536
         wait_for(lambda: a.describe_topic("live-rt").partitions[0].log_start_offset == 30, 60,
                  "retention, at the reloaded interval, to remove every record")
 
