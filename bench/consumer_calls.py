@@ -30,17 +30,20 @@ HERE = Path(__file__).resolve()
 TREE = HERE.parents[1]
 
 
+def _this_bench_too() -> None:
+    """--base runs this file with PYTHONPATH=the other tree, whose bench/ may lack a module this
+    file uses (bench/clients.py): look for those in this tree's bench/ after the other's."""
+    import bench
+
+    if str(HERE.parent) not in bench.__path__:
+        bench.__path__.append(str(HERE.parent))
+
+
 def _consumer(sock: str, transport: str, topic: str, n: int, ready: Any, go: Any,
               results: Any, top: int) -> None:
-    from edgebus import Consumer, TopicPartition
+    from bench.clients import tail_consumer
 
-    c = Consumer(socket=sock, transport=transport, auto_offset_reset="latest",
-                 fetch_max_wait_ms=100, max_partition_fetch_bytes=1 << 20,
-                 fetch_max_bytes=1 << 20, max_poll_records=1_000_000)
-    tp = TopicPartition(topic, 0)
-    c.assign([tp])
-    c.seek_to_end(tp)
-    c.position(tp)
+    c = tail_consumer(sock, transport, topic)
     ready.put(("c", os.getpid()))
     go.wait()
     counts = {"call": 0, "c_call": 0}
@@ -124,15 +127,9 @@ def _callgrind_child(sock: str, transport: str, topic: str, n: int) -> None:
     if transport == "bare":
         _bare_child(sock, n)
         return
-    from edgebus import Consumer, TopicPartition
+    from bench.clients import tail_consumer
 
-    c = Consumer(socket=sock, transport=transport, auto_offset_reset="latest",
-                 fetch_max_wait_ms=100, max_partition_fetch_bytes=1 << 20,
-                 fetch_max_bytes=1 << 20, max_poll_records=1_000_000)
-    tp = TopicPartition(topic, 0)
-    c.assign([tp])
-    c.seek_to_end(tp)
-    c.position(tp)
+    c = tail_consumer(sock, transport, topic)
     got = polls = 0
     while got < 20:  # warm-up (the standing fetch armed, formats compiled), not counted
         got += sum(len(v) for v in c.poll(50).values())
@@ -285,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--callgrind-child", default="", help=argparse.SUPPRESS)
     ap.add_argument("--out", default="")
     a = ap.parse_args(argv)
+    _this_bench_too()
     if a.callgrind_child:
         sock, tr, topic, n = a.callgrind_child.split("|")
         _callgrind_child(sock, tr, topic, int(n))

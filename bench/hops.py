@@ -299,18 +299,12 @@ def _producer(sock: str, topic: str, transport: str, size: int, rate: int, durat
 
 def _consumer(sock: str, topic: str, transport: str, ready: Any, go: Any, expected: Any,
               done: Any) -> None:
+    from bench.clients import tail_consumer
     from bench.run import child_heap
-    from edgebus import Consumer, TopicPartition
 
     child_heap()
     _gc_hook()
-    c = Consumer(socket=sock, transport=transport, auto_offset_reset="latest",
-                 fetch_max_wait_ms=100, max_partition_fetch_bytes=1 << 20,
-                 fetch_max_bytes=1 << 20, max_poll_records=1_000_000)
-    tp = TopicPartition(topic, 0)
-    c.assign([tp])
-    c.seek_to_end(tp)
-    c.position(tp)
+    c = tail_consumer(sock, transport, topic)
     ready.put(1)
     go.wait()
     got = 0

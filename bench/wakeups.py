@@ -37,6 +37,17 @@ from typing import Any
 
 HERE = Path(__file__).resolve()
 TREE = HERE.parents[1]
+
+
+def _this_bench_too() -> None:
+    """--base runs this file with PYTHONPATH=the other tree, whose bench/ may lack a module this
+    file uses (bench/clients.py): look for those in this tree's bench/ after the other's."""
+    import bench
+
+    if str(HERE.parent) not in bench.__path__:
+        bench.__path__.append(str(HERE.parent))
+
+
 _STAMP = struct.Struct("<qq")  # scheduled send time (monotonic ns), sequence
 
 
@@ -100,15 +111,9 @@ def _producer(sock: str, transport: str, topic: str, rate: int, n: int, ready: A
 
 def _consumer(sock: str, transport: str, topic: str, n: int, ready: Any, go: Any, done: Any,
               results: Any) -> None:
-    from edgebus import Consumer, TopicPartition
+    from bench.clients import tail_consumer
 
-    c = Consumer(socket=sock, transport=transport, auto_offset_reset="latest",
-                 fetch_max_wait_ms=100, max_partition_fetch_bytes=1 << 20,
-                 fetch_max_bytes=1 << 20, max_poll_records=1_000_000)
-    tp = TopicPartition(topic, 0)
-    c.assign([tp])
-    c.seek_to_end(tp)
-    c.position(tp)
+    c = tail_consumer(sock, transport, topic)
     ready.put(("c", os.getpid(), _names()))
     go.wait()
     got, lat = 0, []
@@ -383,6 +388,7 @@ def main(argv: list[str] | None = None) -> None:
                     "message (use a low --rate: it runs ~50x slower)")
     ap.add_argument("--out", default="")
     a = ap.parse_args(argv)
+    _this_bench_too()
     if a.one:
         print(json.dumps(one(a.one, a.rate, a.duration, not a.no_syscalls, a.calls,
                              a.instructions)))
