@@ -16,6 +16,8 @@ import pytest
 
 from edgebus.client.producer import Producer
 from edgebus.protocol import messages as M
+from edgebus.server.handlers.data import MAX_PARKED_FETCHES_PER_CONNECTION
+from edgebus.testing import wait_for
 from tests.server.rawclient import admin, cpu_seconds, produce, raw, read_frames, req
 
 
@@ -69,9 +71,13 @@ def test_parked_fetch_on_two_partitions_is_answered_twice_on_delete_topic(broker
 # --- 13. unbounded parked fetches per connection stall every producer ----------------------------
 @pytest.mark.integration
 def test_one_client_parking_many_fetches_stalls_other_producers(broker):
-    """Nothing bounds parked fetches per connection (conn.parked is only counted), and on_append
+    """Nothing bounded parked fetches per connection (conn.parked was only counted), and on_append
     runs read_fetch (a pread) for every waiter of the partition: 30k pipelined long-poll fetches
-    from one client make every append of every other client cost ~0.15 s of loop time."""
+    from one client made every append of every other client cost ~0.15 s of loop time. Checked
+    by what causes it, not by the time (this asserted a median produce latency < 50 ms, a figure
+    a loaded machine moves): once the supervisor has read a thousand of those fetches, it holds
+    at most MAX_PARKED_FETCHES_PER_CONNECTION of them parked (the rest answered at once), and
+    the other client's produces are acknowledged."""
     with admin(broker) as a:
         a.create_topic("t", 1)
     p = Producer(socket=broker.socket, transport="socket", linger_ms=0)
@@ -80,13 +86,18 @@ def test_one_client_parking_many_fetches_stalls_other_producers(broker):
         hostile = raw(broker)
         one = req(M.Api.FETCH, 1, M.FetchRequest(30_000, 1 << 30, 1, [M.FetchPartition("t", 0, 0, 1)]))
         hostile.sendall(one * 30_000)
-        time.sleep(1.0)
-        lat = []
+
+        def hostile_read() -> dict | None:
+            with admin(broker) as a:
+                c = max(a.status()["clients"], key=lambda c: c["requests"])
+            return c if c["requests"] >= 1000 else None
+
+        # A thousand empty answers (~60 kB) fit the socket's buffers: it gets there unread.
+        c = wait_for(hostile_read, 60, "the supervisor to read the hostile client's fetches")
+        assert c["parked_fetches"] <= MAX_PARKED_FETCHES_PER_CONNECTION, c
+        with admin(broker) as a:
+            assert a.status()["parked_fetches"] <= MAX_PARKED_FETCHES_PER_CONNECTION
         for _ in range(5):
-            t0 = time.monotonic()
             p.send("t", b"x").get(30)
-            lat.append(time.monotonic() - t0)
-        lat.sort()
-        assert lat[2] < 0.05, f"median produce latency {lat[2] * 1000:.0f} ms with one hostile client"
     finally:
         p.close(1)

@@ -128,11 +128,10 @@ def test_a_slow_consumer_stalls_only_itself(make_broker):
             break  # its own request ring is full: backpressure reached this client
         sent += 1
     assert link.req.used() > 0, "the supervisor kept reading the slow client's requests"
-    # Everyone else is served at full speed meanwhile.
-    t0 = time.monotonic()
+    # Everyone else is served meanwhile: a round trip that stalled behind the slow client would
+    # run out roundtrip's bounded waits (how fast it goes is the benchmarks' business).
     got = roundtrip(b.socket, "shm", 1000)
     assert len(got) == 2000
-    assert time.monotonic() - t0 < 20
     rss = psutil.Process(b.pid).memory_info().rss
     assert rss < 300 << 20, f"the supervisor grew to {rss >> 20} MiB"
     # The slow client finally reads: every request is answered, in order of arrival.
