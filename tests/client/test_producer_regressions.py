@@ -15,16 +15,11 @@ import time
 
 import pytest
 
-from edgebus.client.admin import Admin
 from edgebus.client.consumer import Consumer
 from edgebus.client.producer import Producer
 from edgebus.client.types import TopicPartition
 from edgebus.errors import OperationTimeoutError
-from edgebus.testing import EmbeddedBroker
-
-
-def admin(b: EmbeddedBroker) -> Admin:
-    return Admin(socket=b.socket, transport="socket")
+from tests.server.rawclient import admin  # the three files were one review's
 
 
 # --- 7. a user callback that raises ---------------------------------------------------------------
