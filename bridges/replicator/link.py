@@ -83,6 +83,18 @@ class PartitionState:
     error: str = ""  # why this partition is held (a gap, a recreated source); "" when flowing
     appends: int = 0  # appends sent this session (batching: fewer, larger ones with linger)
 
+    def landed(self, start: int, end: int, nbytes: int, duplicates: int) -> None:
+        """One append landed at the target: the cursor moved from `start` to `end`, with
+        `nbytes` of batches of which `duplicates` records the target already had (every
+        direction counts its appends so: link.py, inflight.py, peer_pull.py)."""
+        self.shipped_records += end - start
+        self.shipped_bytes += nbytes
+        if self.lag_bytes >= 0:
+            self.lag_bytes = max(0, self.lag_bytes - nbytes)
+        self.appends += 1
+        self.duplicates += duplicates
+        self.cursor = end
+
 
 @dataclass
 class GapCount:
@@ -391,13 +403,8 @@ class LinkRunner(SessionLoop):
             if begin is not None:
                 continue
             self._target_io = time.monotonic()
-            ps.shipped_records += end - cursors[tp]
-            ps.shipped_bytes += len(r.data)
-            if ps.lag_bytes >= 0:
-                ps.lag_bytes = max(0, ps.lag_bytes - len(r.data))
-            ps.appends += 1
-            ps.duplicates += dups
-            cursors[tp] = ps.cursor = end
+            ps.landed(cursors[tp], end, len(r.data), dups)
+            cursors[tp] = end
             if end >= r.next_offset:
                 ps.head_append_ms = last_ms  # what follows was appended no earlier
             if end >= ps.source_end:
