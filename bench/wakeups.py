@@ -273,30 +273,23 @@ def one(transport: str, rate: int, duration: float, syscalls: bool,
 
 # --- rounds, alternated --------------------------------------------------------------------------
 def _run_child(tree: Path, transport: str, a: argparse.Namespace) -> dict[str, Any]:
+    from bench.trees import run_case  # here: a --base tree's bench/ may lack it
+
     cmd = [sys.executable, str(HERE), "--one", transport, "--rate", str(a.rate), "--duration",
            str(a.duration)] + (["--no-syscalls"] if a.no_syscalls else []) + (
                ["--calls"] if a.calls else []) + (["--instructions"] if a.instructions else [])
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    r = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, timeout=600,
-                       check=False)
-    if r.returncode:
-        raise RuntimeError(f"case failed in {tree}: {r.stderr[-2000:]}")
-    return dict(json.loads(r.stdout.strip().splitlines()[-1]))
-
-
-def _commit(tree: Path) -> str:
-    r = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=tree, capture_output=True,
-                       text=True, check=False)
-    return r.stdout.strip() or "?"
+    return run_case(tree, cmd)
 
 
 def render(rows: list[dict[str, Any]], a: argparse.Namespace, trees: dict[str, Path]) -> list[str]:
+    from bench.trees import commit
+
     md = [f"# issue 16: wake-ups and system calls per message, {time.strftime('%Y-%m-%dT%H:%M:%S%z')}",
           "", f"`python -m bench.wakeups --rate {a.rate} --duration {a.duration} --transports "
           f"{a.transports} --rounds {a.rounds}" + (f" --base {a.base}" if a.base else "")
           + (" --no-syscalls" if a.no_syscalls else "") + (" --calls" if a.calls else "")
           + (" --instructions" if a.instructions else "") + "`", "",
-          "Trees: " + ", ".join(f"{k} = {v} ({_commit(v)})" for k, v in trees.items())
+          "Trees: " + ", ".join(f"{k} = {v} ({commit(v)})" for k, v in trees.items())
           + f"; {os.cpu_count()} CPUs. Load average (1 min) per case in the table: a shared "
           "machine, so CPU figures are noisy; counts (wake-ups = voluntary context switches, "
           "system calls) much less so.", "",
