@@ -301,7 +301,7 @@ class SocatRelay(UnixSocket):
     @staticmethod
     def available() -> str | None:
         if shutil.which("socat") is None:
-            return "socat is not installed (Debian: apt-get install socat)"
+            return "socat is not installed (./scripts/quickstart bench installs it)"
         return None
 
     def setup(self, ctx: Ctx) -> None:
@@ -351,11 +351,11 @@ class RedisStreams:
     @staticmethod
     def available() -> str | None:
         if shutil.which("redis-server") is None and not Path("/usr/bin/redis-server").exists():
-            return "redis-server is not installed (Debian: apt-get install redis-server)"
+            return "redis-server is not installed (./scripts/quickstart bench installs it)"
         try:
             import redis  # noqa: F401
         except ImportError:
-            return "redis-py is not installed (pip install -e '.[bench]')"
+            return "redis-py is not installed (./scripts/quickstart bench installs it)"
         return None
 
     def start(self) -> None:
