@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import link_status, wait_for
+from .conftest import first_error_after_up, link_status, wait_for
 from .test_conformance import in_step, produce
 from .test_half_open import mirrored_through_relay
 
@@ -28,7 +28,7 @@ def test_an_idle_half_open_link_is_given_up_two_heartbeat_intervals_after_its_la
     relay.blackhole = True  # idle and silent: nothing forwarded, nothing closed
     wait_for(lambda: link_status(port)["state"] == "down",
              what=f"the heartbeat to notice the half-open link:\n{rep.log()[-2000:]}")
-    err = first_trouble(rep.log())
+    err = first_error_after_up(rep.log(), "l1")
     assert "half-open link" in err, err
     assert "within 2 heartbeat intervals (heartbeat_s 0.5) of its last answer" in err, err
     assert "1 heartbeat unanswered" in err, err
@@ -37,10 +37,3 @@ def test_an_idle_half_open_link_is_given_up_two_heartbeat_intervals_after_its_la
     wait_for(lambda: in_step(source, destination, "hb-bound", 1), timeout=60,
              what=f"the link back:\n{rep.log()[-2000:]}")
     relay.close()
-
-
-def first_trouble(log: str) -> str:
-    """The link's first error after it was last up, as its log line gives it."""
-    lines = log.splitlines()
-    up = max(i for i, line in enumerate(lines) if "link l1: up" in line)
-    return next(line for line in lines[up + 1:] if line.endswith("(retrying)"))
