@@ -95,6 +95,15 @@ class PartitionState:
         self.duplicates += duplicates
         self.cursor = end
 
+    def landed_from_read(self, end: int, read_next: int, last_ms: int) -> None:
+        """After landed(), for an append of a read that ended at `read_next` whose last batch
+        was appended at `last_ms`: what follows `end` came no earlier; at the source's end, the
+        partition is caught up (link.py up, peer_pull.py down)."""
+        if end >= read_next:
+            self.head_append_ms = last_ms
+        if end >= self.source_end:
+            self.caught_up_at, self.head_append_ms = time.time(), -1
+
 
 @dataclass
 class GapCount:
@@ -405,10 +414,7 @@ class LinkRunner(SessionLoop):
             self._target_io = time.monotonic()
             ps.landed(cursors[tp], end, len(r.data), dups)
             cursors[tp] = end
-            if end >= r.next_offset:
-                ps.head_append_ms = last_ms  # what follows was appended no earlier
-            if end >= ps.source_end:
-                ps.caught_up_at, ps.head_append_ms = time.time(), -1
+            ps.landed_from_read(end, r.next_offset, last_ms)
             moved = True
         return moved
 

@@ -253,10 +253,7 @@ class PeerPullRunner(PullRunner):
             raise
         ps.landed(cursors[rtp], end, len(rd.data), present)
         cursors[rtp] = end
-        if end >= rd.next_offset:
-            ps.head_append_ms = last_ms  # what follows was appended no earlier
-        if end >= ps.source_end:
-            ps.caught_up_at, ps.head_append_ms = time.time(), -1
+        ps.landed_from_read(end, rd.next_offset, last_ms)
         return True
 
 

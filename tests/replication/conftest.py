@@ -292,9 +292,12 @@ def first_error_after_up(log: str, link: str) -> str:
     ("no response ... within 1.0 s"), and a status read a moment late (a loaded machine) showed
     that one instead (how test_heartbeat_bound failed once)."""
     lines = log.splitlines()
-    up = max(i for i, line in enumerate(lines) if f"link {link}: up" in line)
-    return next(line for line in lines[up + 1:]
-                if f"link {link}: " in line and line.endswith("(retrying)"))
+    ups = [i for i, line in enumerate(lines) if f"link {link}: up" in line]
+    after = lines[ups[-1] + 1:] if ups else []
+    errors = [line for line in after if f"link {link}: " in line and line.endswith("(retrying)")]
+    if not errors:
+        raise AssertionError(f"no error of link {link} logged after it was up:\n{log[-3000:]}")
+    return errors[0]
 
 
 def link_status(port: int, link: str = "l1") -> dict[str, Any]:
