@@ -20,6 +20,5 @@ check:  ## ruff, lint-imports (the layering) and mypy: what CI runs before the t
 
 lint: check
 
-bench: setup  ## the benchmark; writes its report under bench/results/
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
-	$(VENV)/bin/python -m bench
+bench:  ## the benchmark with its peers installed; writes its report under bench/results/
+	./scripts/quickstart bench

@@ -39,7 +39,7 @@ def main() -> None:
         raise SystemExit("usage: python -m bench.callcount OUT.json PYTHON -m MODULE ARGS...")
     module = args[2]
     if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-        del sys.path[0]  # run as a script: bench/profile.py must not shadow the standard module
+        del sys.path[0]  # run as a script: bench/ must not shadow a standard module (tests/test_bench_names.py)
     sys.argv = [module, *args[3:]]
     counts: Counter[str] = Counter()
     state = {"on": False}

@@ -30,17 +30,20 @@ HERE = Path(__file__).resolve()
 TREE = HERE.parents[1]
 
 
+def _this_bench_too() -> None:
+    """--base runs this file with PYTHONPATH=the other tree, whose bench/ may lack a module this
+    file uses (bench/clients.py): look for those in this tree's bench/ after the other's."""
+    import bench
+
+    if str(HERE.parent) not in bench.__path__:
+        bench.__path__.append(str(HERE.parent))
+
+
 def _consumer(sock: str, transport: str, topic: str, n: int, ready: Any, go: Any,
               results: Any, top: int) -> None:
-    from edgebus import Consumer, TopicPartition
+    from bench.clients import tail_consumer
 
-    c = Consumer(socket=sock, transport=transport, auto_offset_reset="latest",
-                 fetch_max_wait_ms=100, max_partition_fetch_bytes=1 << 20,
-                 fetch_max_bytes=1 << 20, max_poll_records=1_000_000)
-    tp = TopicPartition(topic, 0)
-    c.assign([tp])
-    c.seek_to_end(tp)
-    c.position(tp)
+    c = tail_consumer(sock, transport, topic)
     ready.put(("c", os.getpid()))
     go.wait()
     counts = {"call": 0, "c_call": 0}
@@ -124,15 +127,9 @@ def _callgrind_child(sock: str, transport: str, topic: str, n: int) -> None:
     if transport == "bare":
         _bare_child(sock, n)
         return
-    from edgebus import Consumer, TopicPartition
+    from bench.clients import tail_consumer
 
-    c = Consumer(socket=sock, transport=transport, auto_offset_reset="latest",
-                 fetch_max_wait_ms=100, max_partition_fetch_bytes=1 << 20,
-                 fetch_max_bytes=1 << 20, max_poll_records=1_000_000)
-    tp = TopicPartition(topic, 0)
-    c.assign([tp])
-    c.seek_to_end(tp)
-    c.position(tp)
+    c = tail_consumer(sock, transport, topic)
     got = polls = 0
     while got < 20:  # warm-up (the standing fetch armed, formats compiled), not counted
         got += sum(len(v) for v in c.poll(50).values())
@@ -263,12 +260,6 @@ def _ready_line(child: subprocess.Popen[str], timeout: float) -> str:
     return child.stdout.readline().strip() if r else ""
 
 
-def _commit(tree: Path) -> str:
-    r = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=tree, capture_output=True,
-                       text=True, check=False)
-    return r.stdout.strip() or "?"
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.consumer_calls",
                                  description=__doc__.split("\n")[0])
@@ -285,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--callgrind-child", default="", help=argparse.SUPPRESS)
     ap.add_argument("--out", default="")
     a = ap.parse_args(argv)
+    _this_bench_too()
     if a.callgrind_child:
         sock, tr, topic, n = a.callgrind_child.split("|")
         _callgrind_child(sock, tr, topic, int(n))
@@ -297,24 +289,21 @@ def main(argv: list[str] | None = None) -> None:
     if a.instructions:
         _main_instructions(a)
         return
+    from bench.trees import commit, run_case  # here: a --base tree's bench/ may lack it
+
     trees = {"this": TREE} if not a.base else {"base": Path(a.base).resolve(), "this": TREE}
     md = [f"# consumer: Python calls per poll at {a.rate}/s, {time.strftime('%Y-%m-%dT%H:%M:%S%z')}",
           "", f"`python -m bench.consumer_calls --rate {a.rate} --duration {a.duration} "
           f"--transports {a.transports}" + (f" --base {a.base}" if a.base else "") + "`", "",
-          "Trees: " + ", ".join(f"{k} = {v} ({_commit(v)})" for k, v in trees.items()), "",
+          "Trees: " + ", ".join(f"{k} = {v} ({commit(v)})" for k, v in trees.items()), "",
           "| tree | transport | polls with records | records / poll | Python calls / poll "
           "| C calls / poll | Python calls / record | empty polls |",
           "|---|---|---|---|---|---|---|---|"]
     tops = []
     for label, tree in trees.items():
         for tr in a.transports.split(","):
-            cmd = [sys.executable, str(HERE), "--one", tr, "--rate", str(a.rate), "--duration",
-                   str(a.duration), "--top", str(a.top)]
-            r = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree,
-                               capture_output=True, text=True, timeout=600, check=False)
-            if r.returncode:
-                raise RuntimeError(f"case failed in {tree}: {r.stderr[-2000:]}")
-            row = json.loads(r.stdout.strip().splitlines()[-1])
+            row = run_case(tree, [sys.executable, str(HERE), "--one", tr, "--rate", str(a.rate),
+                                  "--duration", str(a.duration), "--top", str(a.top)])
             md.append(f"| {label} | {tr} | {row['polls']} | {row['records_per_poll']:.2f} | "
                       f"{row['calls_per_poll']:.1f} | {row['c_calls_per_poll']:.1f} | "
                       f"{row['calls_per_record']:.1f} | {row['empty_polls']} |")
@@ -329,12 +318,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main_instructions(a: argparse.Namespace) -> None:
+    from bench.trees import commit, run_case
+
     trees = {"this": TREE} if not a.base else {"base": Path(a.base).resolve(), "this": TREE}
     md = [f"# consumer: instructions per record under callgrind at {a.rate}/s, "
           f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}", "",
           f"`python -m bench.consumer_calls --instructions --rate {a.rate} --records {a.records} "
           f"--transports {a.transports}" + (f" --base {a.base}" if a.base else "") + "`", "",
-          "Trees: " + ", ".join(f"{k} = {v} ({_commit(v)})" for k, v in trees.items()), "",
+          "Trees: " + ", ".join(f"{k} = {v} ({commit(v)})" for k, v in trees.items()), "",
           "The consumer process alone runs under valgrind's callgrind (every instruction, user "
           "space, whatever the machine's load); the supervisor and the producer run natively. "
           "Counted from the consumer's first poll after warm-up to its last record.", "",
@@ -342,13 +333,8 @@ def _main_instructions(a: argparse.Namespace) -> None:
           "| instructions / poll |", "|---|---|---|---|---|---|"]
     for tr in a.transports.split(","):
         for label, tree in trees.items():
-            cmd = [sys.executable, str(HERE), "--one", tr, "--instructions", "--rate",
-                   str(a.rate), "--records", str(a.records)]
-            r = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree,
-                               capture_output=True, text=True, timeout=900, check=False)
-            if r.returncode:
-                raise RuntimeError(f"case failed in {tree}: {r.stderr[-2000:]}")
-            row = json.loads(r.stdout.strip().splitlines()[-1])
+            row = run_case(tree, [sys.executable, str(HERE), "--one", tr, "--instructions",
+                                  "--rate", str(a.rate), "--records", str(a.records)], 900)
             md.append(f"| {label} | {tr} | {row['records']} | {row['polls']} | "
                       f"{row['per_record']:,.0f} | {row['per_poll']:,.0f} |")
             print(md[-1], flush=True)

@@ -62,15 +62,9 @@ def _producer(a: argparse.Namespace, sock: str, topic: str, go: Any, out: Any) -
 
 
 def _consumer(a: argparse.Namespace, sock: str, topic: str, ready: Any, go: Any, out: Any) -> None:
-    from edgebus import Consumer, TopicPartition
+    from bench.clients import tail_consumer
 
-    c = Consumer(socket=sock, transport=a.transport, auto_offset_reset="latest",
-                 fetch_max_wait_ms=100, max_partition_fetch_bytes=1 << 20,
-                 fetch_max_bytes=1 << 20, max_poll_records=1_000_000)
-    tp = TopicPartition(topic, 0)
-    c.assign([tp])
-    c.seek_to_end(tp)
-    c.position(tp)
+    c = tail_consumer(sock, a.transport, topic)
     ready.set()
     go.wait()
     c0, f0, t0 = _cpu(), _faults(), time.monotonic()

@@ -9,7 +9,7 @@
 environment variables for the supervisor, or `client.NAME=1` for a change in the forked producer
 (CLIENT_VARIANTS: `client.nohold`, the producer before it held batches behind an unread request;
 `client.nofreeze`, the forked producer and consumer not freezing the heap they inherit, as
-bench/run.py CHILD_GC_FREEZE), or `sup.nice=N` (the supervisor's threads at nice N, bench/sched.py).
+bench/run.py CHILD_GC_FREEZE), or `sup.nice=N` (the supervisor's threads at nice N, bench/process_knobs.py).
 
 The library carries no trace hooks: this module wraps a few methods (producer, supervisor,
 consumer) and stamps CLOCK_MONOTONIC (comparable across processes on one host) into an in-memory
@@ -299,18 +299,12 @@ def _producer(sock: str, topic: str, transport: str, size: int, rate: int, durat
 
 def _consumer(sock: str, topic: str, transport: str, ready: Any, go: Any, expected: Any,
               done: Any) -> None:
+    from bench.clients import tail_consumer
     from bench.run import child_heap
-    from edgebus import Consumer, TopicPartition
 
     child_heap()
     _gc_hook()
-    c = Consumer(socket=sock, transport=transport, auto_offset_reset="latest",
-                 fetch_max_wait_ms=100, max_partition_fetch_bytes=1 << 20,
-                 fetch_max_bytes=1 << 20, max_poll_records=1_000_000)
-    tp = TopicPartition(topic, 0)
-    c.assign([tp])
-    c.seek_to_end(tp)
-    c.position(tp)
+    c = tail_consumer(sock, transport, topic)
     ready.put(1)
     go.wait()
     got = 0
@@ -345,12 +339,12 @@ def run_case(transport: str, size: int, rate: int, duration: float,
         env={**os.environ, **{k: v for k, v in (env or {}).items()
                               if not k.startswith(("client.", "sup."))}})
     broker.wait_ready()
+    from bench import process_knobs
     from bench import run as R
-    from bench import sched
 
     R.CHILD_GC_FREEZE = not (env or {}).get("client.nofreeze")
     if (env or {}).get("sup.nice"):
-        sched.renice(broker.proc.pid, int((env or {})["sup.nice"]))
+        process_knobs.renice(broker.proc.pid, int((env or {})["sup.nice"]))
     try:
         topic = f"hops-{os.getpid()}-{transport}-{size}"
         with Admin(socket=broker.socket, transport="socket") as a:

@@ -42,6 +42,8 @@ from typing import Any
 
 import psutil
 
+from bench.trees import commit
+
 RESULTS = Path(__file__).resolve().parent / "results"
 HERE = Path(__file__).resolve().parent.parent
 
@@ -71,12 +73,6 @@ PRODUCER = textwrap.dedent("""
     print(json.dumps({"wall_s": t1 - t0, "cpu_s": (c1.user + c1.system) - (c0.user + c0.system),
                       "batches": m["batch-send-total"], "records": m["record-send-total"]}))
 """)
-
-
-def _commit(tree: Path) -> str:
-    r = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=tree, capture_output=True,
-                       text=True, check=False)
-    return r.stdout.strip() or "?"
 
 
 def _case(tree: Path, python: str, sock: str, topic: str, a: argparse.Namespace, acks: str,
@@ -150,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_name(stem.name + ".json").write_text(json.dumps(
         {"command": " ".join(["python -m bench.idempotent_inflight", *(argv or sys.argv[1:])]),
-         "commit": _commit(HERE), "base_commit": _commit(a.base) if a.base else None,
+         "commit": commit(HERE), "base_commit": commit(a.base) if a.base else None,
          "loadavg_before": load0, "loadavg_after": os.getloadavg(), "rows": rows}, indent=1))
     stem.with_name(stem.name + ".md").write_text("\n".join(md) + "\n")
     return 0
@@ -161,7 +157,7 @@ def render(rows: list[dict[str, Any]], a: argparse.Namespace, load0: Any, load1:
           "", f"`python -m bench.idempotent_inflight --records {a.records} --rounds {a.rounds} "
           f"--size {a.size} --batch-size {a.batch_size} --acks {a.acks}"
           + (f" --base {a.base}" if a.base else "") + "`", "",
-          f"This tree {_commit(HERE)}" + (f"; base {a.base} {_commit(a.base)}" if a.base else "")
+          f"This tree {commit(HERE)}" + (f"; base {a.base} {commit(a.base)}" if a.base else "")
           + f". Load average (1/5/15 min) before {tuple(round(x, 2) for x in load0)}, after "
           f"{tuple(round(x, 2) for x in load1)}: a shared 2-CPU machine, so wall-clock figures are "
           "noisy; variants alternate within each round, medians over rounds, ratios against pp1 "

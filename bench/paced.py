@@ -8,7 +8,7 @@ one producer `send()` (linger_ms=0) -> one consumer, 100 B by default.
                                   unix-socket-relay]
                           (also: edgebus-shm-plainfetch, the shm path with one fetch per answer)
                           [--out bench/results/issue16-cheap-paced.md]
-                          [--variants 'before:freeze=0;after:']   (bench/sched.py)
+                          [--variants 'before:freeze=0;after:']   (bench/process_knobs.py)
 
 `python -m bench` measures the same rows once each (its cost section and latency runs); this
 runs only them, round after round with the systems alternated, so that the machine's load drifts
@@ -35,7 +35,7 @@ from typing import Any
 
 import psutil
 
-from bench import floor, peers, sched
+from bench import floor, peers, process_knobs
 from bench import run as R
 
 SYSTEMS = ("edgebus-shm", "edgebus-socket", "redis-streams", "unix-socket", floor.FLOOR)
@@ -48,11 +48,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=float, default=4.0, help="seconds per case")
     ap.add_argument("--only", default=",".join(SYSTEMS))
-    ap.add_argument("--variants", default="", help="NAME:KEY=VALUE+...;... (bench/sched.py): "
+    ap.add_argument("--variants", default="", help="NAME:KEY=VALUE+...;... (bench/process_knobs.py): "
                     "freeze=0, nice=N, or an environment variable of the supervisor")
     ap.add_argument("--out", default="")
     a = ap.parse_args(argv)
-    variants = sched.parse_variants(a.variants)
+    variants = process_knobs.parse_variants(a.variants)
     from edgebus import tuning
     from edgebus.client import shm_channel
     from edgebus.testing import EmbeddedBroker
@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> None:
                         shm_channel.STANDING = tuning.STANDING and name != "edgebus-shm-plainfetch"
                         R.CHILD_GC_FREEZE = v.freeze
                         if measured is not None:  # the supervisor: this variant's priority
-                            sched.set_policy(measured.pid, v.policy)
-                            sched.renice(measured.pid, v.nice or 0)
+                            process_knobs.set_policy(measured.pid, v.policy)
+                            process_knobs.renice(measured.pid, v.nice or 0)
                         row = R.run_case(adapter, name, "send", size, 1, 1, True, a.duration,
                                          measured)
                         row["round"], row["variant"] = rnd, v.name

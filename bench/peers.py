@@ -113,20 +113,10 @@ class Edgebus:
 
     @staticmethod
     def consumer(ctx: Ctx, i: int) -> Any:
-        from edgebus import Consumer, TopicPartition
+        from bench.clients import tail_consumer
 
-        if ctx.data.get("defaults") in ("consumer", "all"):
-            c = Consumer(socket=ctx.data["socket"], transport=ctx.data["transport"],
-                         auto_offset_reset="latest")
-        else:
-            c = Consumer(socket=ctx.data["socket"], transport=ctx.data["transport"],
-                         auto_offset_reset="latest", fetch_max_wait_ms=100,
-                         max_partition_fetch_bytes=1 << 20, fetch_max_bytes=1 << 20,
-                         max_poll_records=1_000_000)
-        tp = TopicPartition(ctx.data["topic"], 0)
-        c.assign([tp])
-        c.seek_to_end(tp)
-        c.position(tp)
+        c = tail_consumer(ctx.data["socket"], ctx.data["transport"], ctx.data["topic"],
+                          tuned=ctx.data.get("defaults") not in ("consumer", "all"))
 
         class C:
             def recv(self, timeout: float) -> list[bytes]:
@@ -311,7 +301,7 @@ class SocatRelay(UnixSocket):
     @staticmethod
     def available() -> str | None:
         if shutil.which("socat") is None:
-            return "socat is not installed (Debian: apt-get install socat)"
+            return "socat is not installed (./scripts/quickstart bench installs it)"
         return None
 
     def setup(self, ctx: Ctx) -> None:
@@ -361,11 +351,11 @@ class RedisStreams:
     @staticmethod
     def available() -> str | None:
         if shutil.which("redis-server") is None and not Path("/usr/bin/redis-server").exists():
-            return "redis-server is not installed (Debian: apt-get install redis-server)"
+            return "redis-server is not installed (./scripts/quickstart bench installs it)"
         try:
             import redis  # noqa: F401
         except ImportError:
-            return "redis-py is not installed (pip install -e '.[bench]')"
+            return "redis-py is not installed (./scripts/quickstart bench installs it)"
         return None
 
     def start(self) -> None:

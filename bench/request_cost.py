@@ -196,7 +196,7 @@ def one_inproc(tree: Path, transport: str, case: str, requests: int,
 
 def summarize_spy(path: Path, top: int = 25) -> list[str]:
     """Own time per function of a py-spy raw file, the idle wait left out."""
-    from bench.profile import summarize
+    from bench.hotspots import summarize
 
     return summarize(path, top)
 

@@ -9,8 +9,9 @@ rate: the producer's frame is written into the request ring (or the socket) by t
 standing in for the client, then the supervisor's own entry point runs (ShmLink's selector
 callback, or Connection.on_event): read, dispatch, validate, append with write(2), the
 acknowledgement into the response ring (or socket). With `produce+answer`, a caught-up consumer
-waits too (a standing fetch on shm, re-armed by the supervisor; on the socket, a FETCH parked
-again after every answer, as the consumer sends one), and the append also answers it. The
+waits too (a standing fetch, re-armed by the supervisor after each answer, on either transport,
+as the real consumer's fetch-ahead sends it; until stop 24 the socket's consumer here sent a
+FETCH per answer, the client before its socket standing fetch), and the append also answers it. The
 clients sleep between requests as they do at 1,000/s (their rings' reader_waiting flag raised),
 so the supervisor's ring writes also pay their eventfd writes.
 
@@ -54,28 +55,21 @@ def _request(api: int, corr: int, body: bytes) -> bytes:
     return struct.pack("<iHHI", 8 + len(body), api, 0, corr) + body
 
 
-class Rig:
-    """One in-process supervisor, a producer connection and (optionally) a consumer's."""
+class InprocBroker:
+    """A Broker in this process on `root` with one topic, its loop not running (the caller calls
+    the supervisor's entry points), and real connections to it: a socketpair each, attached to
+    shared-memory rings (SHM_ATTACH: real memfd rings and eventfds) when asked. Also the rig of
+    tests/shm/test_standing_push.py."""
 
-    def __init__(self, transport: str, answer: bool) -> None:
-        self.dir = tempfile.TemporaryDirectory(prefix="ebrc-")
-        root = Path(self.dir.name)
+    def __init__(self, root: Path, topic: str, config: TopicConfig) -> None:
         self.logs = LogManager(root / "data")
         self.logs.open()
-        self.logs.create_topic(TOPIC, TopicConfig(partitions=1))
+        self.logs.create_topic(topic, config)
         self.b = Broker(self.logs, root / "s.sock")
-        self.transport = transport
         self.socks: list[socket.socket] = []
-        self.prod, self.prod_peer = self._conn()
-        self.cons = self.cons_peer = None
-        self.corr = 100
-        self.offset = 0
-        self._rbuf = bytearray(1 << 20)
-        if answer:
-            self.cons, self.cons_peer = self._conn()
-            self._consumer_fetch(first=True)
 
-    def _conn(self) -> tuple[Connection, socket.socket]:
+    def connect(self, shm: bool) -> tuple[Connection, socket.socket]:
+        """A connection registered with the loop as an accepted one is, and the client's end."""
         a, peer = socket.socketpair()
         a.setblocking(False)
         self.socks += [a, peer]
@@ -83,27 +77,58 @@ class Rig:
         c.id = len(self.socks)
         self.b.loop.conns[c.id] = c
         self.b.loop.sel.register(a, selectors.EVENT_READ, c.on_event)
-        if self.transport == "shm":
+        if shm:
             self.b.shm.attach(c, 1, M.ShmAttachRequest(0, 0))
             _msg, fds, _flags, _addr = socket.recv_fds(peer, 1 << 16, 8)
             for fd in fds:
                 os.close(fd)  # this process reaches the rings through the supervisor's mapping
+        return c, peer
+
+    def close(self) -> None:
+        self.b.durable.close()
+        for c in list(self.b.loop.conns.values()):
+            self.b.shm.connection_closed(c)
+        self.logs.close()
+        self.b.loop.sel.close()
+        for s in self.socks:
+            s.close()
+
+
+class Rig:
+    """One in-process supervisor, a producer connection and (optionally) a consumer's."""
+
+    def __init__(self, transport: str, answer: bool) -> None:
+        self.dir = tempfile.TemporaryDirectory(prefix="ebrc-")
+        self.srv = InprocBroker(Path(self.dir.name), TOPIC, TopicConfig(partitions=1))
+        self.b = self.srv.b
+        self.transport = transport
+        self.prod, self.prod_peer = self._conn()
+        self.cons = self.cons_peer = None
+        self.corr = 100
+        self._rbuf = bytearray(1 << 20)
+        if answer:
+            self.cons, self.cons_peer = self._conn()
+            self._consumer_fetch()
+
+    def _conn(self) -> tuple[Connection, socket.socket]:
+        c, peer = self.srv.connect(self.transport == "shm")
+        if self.transport == "shm":
             link = c.shm
             self.b.shm._set_spinning(link, False)  # asleep: the 1,000/s case
             link.req.prepare_sleep_data()
         return c, peer
 
-    def _consumer_fetch(self, first: bool = False) -> None:
-        """The consumer's fetch at its offset: FETCH_STANDING once on shm, a FETCH each time on
-        the socket. Not timed when first."""
+    def _consumer_fetch(self) -> None:
+        """The consumer's standing fetch from offset 0 (FETCH_STANDING, on either transport, as
+        the real consumer's fetch-ahead sends it), once, not timed: the supervisor re-arms it
+        after every answer, so the consumer sends nothing more."""
         assert self.cons is not None and self.cons_peer is not None
-        req = M.FetchRequest(500, 1, 1 << 20, [M.FetchPartition(TOPIC, 0, self.offset, 1 << 20)])
-        api = M.Api.FETCH_STANDING if self.transport == "shm" else M.Api.FETCH
-        self._client_send(self.cons, self.cons_peer, ClientProtocol.encode_request(int(api), 7, req))
-        if first:
-            self._serve(self.cons)
-            if self.transport == "shm":
-                self.cons.shm.resp.prepare_sleep_data()  # the consumer sleeps on its ring
+        req = M.FetchRequest(500, 1, 1 << 20, [M.FetchPartition(TOPIC, 0, 0, 1 << 20)])
+        frame = ClientProtocol.encode_request(int(M.Api.FETCH_STANDING), 7, req)
+        self._client_send(self.cons, self.cons_peer, frame)
+        self._serve(self.cons)
+        if self.transport == "shm":
+            self.cons.shm.resp.prepare_sleep_data()  # the consumer sleeps on its ring
 
     def _client_send(self, conn: Connection, peer: socket.socket, frame: bytes) -> None:
         if self.transport == "shm":
@@ -143,29 +168,18 @@ class Rig:
             raise RuntimeError("short acknowledgement")
         if self.cons is not None:
             assert self.cons_peer is not None
+            # The standing fetch's answer, pushed by the append. On the socket, reading it is all
+            # the consumer does (the supervisor sees the read through SIOCOUTQ at the next
+            # append); on shm its read of the ring signals the supervisor's eventfd.
             self._client_read(self.cons, self.cons_peer)
-            self.offset += 1
-            if self.transport == "socket":  # the consumer's next FETCH, parked at the log end
-                req = M.FetchRequest(500, 1, 1 << 20,
-                                     [M.FetchPartition(TOPIC, 0, self.offset, 1 << 20)])
-                self.cons_peer.sendall(ClientProtocol.encode_request(int(M.Api.FETCH), 7, req))
-                t0 = time.thread_time_ns()
-                self._serve(self.cons)
-                spent += time.thread_time_ns() - t0
-            else:
+            if self.transport == "shm":
                 _drain(self.cons.shm.efd_sup)
         if self.transport == "shm":
             _drain(self.prod.shm.efd_sup)
         return spent
 
     def close(self) -> None:
-        self.b.durable.close()
-        for c in list(self.b.loop.conns.values()):
-            self.b.shm.connection_closed(c)
-        self.logs.close()
-        self.b.loop.sel.close()
-        for s in self.socks:
-            s.close()
+        self.srv.close()
         self.dir.cleanup()
 
 

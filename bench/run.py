@@ -38,7 +38,7 @@ if __package__ in (None, ""):  # run as a script: bench/run.py
 
 import psutil
 
-from bench import cost, floor, kafka_peers, peers
+from bench import cost, floor, kafka_peers, needs, peers
 from bench.peers import Ctx
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -495,12 +495,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1,
                     help="with --acl: run each edgebus on/off pair N times, alternating which "
                          "side runs first, and report the median on/off ratios (bench/acl_compare.py)")
+    ap.add_argument("--check", action="store_true",
+                    help="only say which peers are not installed (the rows they cost) and the "
+                         "command that installs them (bench/needs.py); exit 1 if any")
     ap.add_argument("--acl-control", action="store_true",
                     help="with --acl: the second supervisor has access control off too (an A/A "
                          "run: its on/off ratios are the noise floor of two supervisor processes)")
     ap.add_argument("--archive", action="store_true",
                     help="also keep a timestamped copy of the report next to latest-*")
     args = ap.parse_args(argv)
+    only_rows = {s for s in args.only.split(",") if s}
+    if gone := needs.missing(only_rows):
+        argv_again = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--check"]
+        print(needs.advice(gone, argv_again), file=sys.stderr, flush=True)
+    if args.check:
+        if not gone:
+            print(needs.advice(gone, []))
+        return 1 if gone else 0
     globals()["RATE"] = args.rate  # read by the fork()ed producers and the report
     quick = args.quick
     duration = args.duration or (0.5 if quick else 3.0)

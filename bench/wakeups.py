@@ -37,6 +37,17 @@ from typing import Any
 
 HERE = Path(__file__).resolve()
 TREE = HERE.parents[1]
+
+
+def _this_bench_too() -> None:
+    """--base runs this file with PYTHONPATH=the other tree, whose bench/ may lack a module this
+    file uses (bench/clients.py): look for those in this tree's bench/ after the other's."""
+    import bench
+
+    if str(HERE.parent) not in bench.__path__:
+        bench.__path__.append(str(HERE.parent))
+
+
 _STAMP = struct.Struct("<qq")  # scheduled send time (monotonic ns), sequence
 
 
@@ -100,15 +111,9 @@ def _producer(sock: str, transport: str, topic: str, rate: int, n: int, ready: A
 
 def _consumer(sock: str, transport: str, topic: str, n: int, ready: Any, go: Any, done: Any,
               results: Any) -> None:
-    from edgebus import Consumer, TopicPartition
+    from bench.clients import tail_consumer
 
-    c = Consumer(socket=sock, transport=transport, auto_offset_reset="latest",
-                 fetch_max_wait_ms=100, max_partition_fetch_bytes=1 << 20,
-                 fetch_max_bytes=1 << 20, max_poll_records=1_000_000)
-    tp = TopicPartition(topic, 0)
-    c.assign([tp])
-    c.seek_to_end(tp)
-    c.position(tp)
+    c = tail_consumer(sock, transport, topic)
     ready.put(("c", os.getpid(), _names()))
     go.wait()
     got, lat = 0, []
@@ -268,30 +273,23 @@ def one(transport: str, rate: int, duration: float, syscalls: bool,
 
 # --- rounds, alternated --------------------------------------------------------------------------
 def _run_child(tree: Path, transport: str, a: argparse.Namespace) -> dict[str, Any]:
+    from bench.trees import run_case  # here: a --base tree's bench/ may lack it
+
     cmd = [sys.executable, str(HERE), "--one", transport, "--rate", str(a.rate), "--duration",
            str(a.duration)] + (["--no-syscalls"] if a.no_syscalls else []) + (
                ["--calls"] if a.calls else []) + (["--instructions"] if a.instructions else [])
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    r = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, timeout=600,
-                       check=False)
-    if r.returncode:
-        raise RuntimeError(f"case failed in {tree}: {r.stderr[-2000:]}")
-    return dict(json.loads(r.stdout.strip().splitlines()[-1]))
-
-
-def _commit(tree: Path) -> str:
-    r = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=tree, capture_output=True,
-                       text=True, check=False)
-    return r.stdout.strip() or "?"
+    return run_case(tree, cmd)
 
 
 def render(rows: list[dict[str, Any]], a: argparse.Namespace, trees: dict[str, Path]) -> list[str]:
+    from bench.trees import commit
+
     md = [f"# issue 16: wake-ups and system calls per message, {time.strftime('%Y-%m-%dT%H:%M:%S%z')}",
           "", f"`python -m bench.wakeups --rate {a.rate} --duration {a.duration} --transports "
           f"{a.transports} --rounds {a.rounds}" + (f" --base {a.base}" if a.base else "")
           + (" --no-syscalls" if a.no_syscalls else "") + (" --calls" if a.calls else "")
           + (" --instructions" if a.instructions else "") + "`", "",
-          "Trees: " + ", ".join(f"{k} = {v} ({_commit(v)})" for k, v in trees.items())
+          "Trees: " + ", ".join(f"{k} = {v} ({commit(v)})" for k, v in trees.items())
           + f"; {os.cpu_count()} CPUs. Load average (1 min) per case in the table: a shared "
           "machine, so CPU figures are noisy; counts (wake-ups = voluntary context switches, "
           "system calls) much less so.", "",
@@ -383,6 +381,7 @@ def main(argv: list[str] | None = None) -> None:
                     "message (use a low --rate: it runs ~50x slower)")
     ap.add_argument("--out", default="")
     a = ap.parse_args(argv)
+    _this_bench_too()
     if a.one:
         print(json.dumps(one(a.one, a.rate, a.duration, not a.no_syscalls, a.calls,
                              a.instructions)))

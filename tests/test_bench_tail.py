@@ -1,6 +1,6 @@
 """bench/run.py: the forked producer and consumer of a case freeze the heap they inherit from the
 harness (issue 16: its full collections were 20-57 ms pauses inside a latency case), for every
-system alike; CHILD_GC_FREEZE=False is the old behaviour. bench/sched.py: variant specs and the
+system alike; CHILD_GC_FREEZE=False is the old behaviour. bench/process_knobs.py: variant specs and the
 supervisor's nice value on each of its threads. Real forked processes; nothing here asserts a
 speed."""
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bench import peers, sched
+from bench import peers, process_knobs
 from bench import run as R
 
 
@@ -61,14 +61,14 @@ def test_the_forked_children_freeze_what_they_inherit() -> None:
 
 @pytest.mark.unit
 def test_variant_specs() -> None:
-    before, after, nice = sched.parse_variants("before:freeze=0;after:;n5:nice=-5+EDGEBUS_GC_FREEZE=0")
+    before, after, nice = process_knobs.parse_variants("before:freeze=0;after:;n5:nice=-5+EDGEBUS_GC_FREEZE=0")
     assert (before.name, before.freeze, before.nice, before.env) == ("before", False, None, {})
     assert (after.name, after.freeze, after.nice, after.env) == ("after", True, None, {})
     assert (nice.nice, nice.env) == (-5, {"EDGEBUS_GC_FREEZE": "0"})
     assert before.env_key() == after.env_key() != nice.env_key()
-    assert [v.name for v in sched.parse_variants("")] == ["default"]
+    assert [v.name for v in process_knobs.parse_variants("")] == ["default"]
     with pytest.raises(ValueError, match="'nice' is not KEY=VALUE"):
-        sched.parse_variants("x:nice")
+        process_knobs.parse_variants("x:nice")
 
 
 @pytest.mark.unit
@@ -81,13 +81,13 @@ def test_renice_sets_every_thread_of_the_process() -> None:
     t = threading.Thread(target=stop.wait)
     t.start()
     try:
-        got = sched.renice(os.getpid(), 3)
+        got = process_knobs.renice(os.getpid(), 3)
         assert len(got) >= 2 and set(got) == {3}
         assert os.getpriority(os.PRIO_PROCESS, t.native_id or 0) == 3
     finally:
         stop.set()
         t.join()
-        sched.renice(os.getpid(), 0)
+        process_knobs.renice(os.getpid(), 0)
     assert os.getpriority(os.PRIO_PROCESS, os.getpid()) == 0
 
 
@@ -98,16 +98,16 @@ def test_set_policy_sets_every_thread_and_policy_variants_are_checked() -> None:
     t.start()
     try:
         # SCHED_BATCH, not a realtime policy: a test must not take cores from the others.
-        assert set(sched.set_policy(os.getpid(), "batch")) == {os.SCHED_BATCH}
+        assert set(process_knobs.set_policy(os.getpid(), "batch")) == {os.SCHED_BATCH}
         assert os.sched_getscheduler(t.native_id or 0) == os.SCHED_BATCH
     finally:
         stop.set()
         t.join()
-        sched.set_policy(os.getpid(), "other")
+        process_knobs.set_policy(os.getpid(), "other")
     assert os.sched_getscheduler(0) == os.SCHED_OTHER
-    assert sched.parse_variants("rt:policy=fifo")[0].policy == "fifo"
+    assert process_knobs.parse_variants("rt:policy=fifo")[0].policy == "fifo"
     with pytest.raises(ValueError, match="policy must be one of"):
-        sched.parse_variants("x:policy=deadline")
+        process_knobs.parse_variants("x:policy=deadline")
 
 
 @pytest.mark.unit

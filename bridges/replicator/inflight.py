@@ -69,12 +69,7 @@ class InFlight:
             end, dups = s.finish()
             self.answered_at = time.monotonic()
             ps = s.ps
-            ps.shipped_records += end - s.start
-            ps.shipped_bytes += s.nbytes
-            if ps.lag_bytes >= 0:
-                ps.lag_bytes = max(0, ps.lag_bytes - s.nbytes)
-            ps.appends += 1
-            ps.duplicates += dups
-            cursors[s.tp] = ps.cursor = end
+            ps.landed(s.start, end, s.nbytes, dups)
+            cursors[s.tp] = end
             if end >= ps.source_end:
                 ps.caught_up_at = time.time()

@@ -83,6 +83,27 @@ class PartitionState:
     error: str = ""  # why this partition is held (a gap, a recreated source); "" when flowing
     appends: int = 0  # appends sent this session (batching: fewer, larger ones with linger)
 
+    def landed(self, start: int, end: int, nbytes: int, duplicates: int) -> None:
+        """One append landed at the target: the cursor moved from `start` to `end`, with
+        `nbytes` of batches of which `duplicates` records the target already had (every
+        direction counts its appends so: link.py, inflight.py, peer_pull.py)."""
+        self.shipped_records += end - start
+        self.shipped_bytes += nbytes
+        if self.lag_bytes >= 0:
+            self.lag_bytes = max(0, self.lag_bytes - nbytes)
+        self.appends += 1
+        self.duplicates += duplicates
+        self.cursor = end
+
+    def landed_from_read(self, end: int, read_next: int, last_ms: int) -> None:
+        """After landed(), for an append of a read that ended at `read_next` whose last batch
+        was appended at `last_ms`: what follows `end` came no earlier; at the source's end, the
+        partition is caught up (link.py up, peer_pull.py down)."""
+        if end >= read_next:
+            self.head_append_ms = last_ms
+        if end >= self.source_end:
+            self.caught_up_at, self.head_append_ms = time.time(), -1
+
 
 @dataclass
 class GapCount:
@@ -391,17 +412,9 @@ class LinkRunner(SessionLoop):
             if begin is not None:
                 continue
             self._target_io = time.monotonic()
-            ps.shipped_records += end - cursors[tp]
-            ps.shipped_bytes += len(r.data)
-            if ps.lag_bytes >= 0:
-                ps.lag_bytes = max(0, ps.lag_bytes - len(r.data))
-            ps.appends += 1
-            ps.duplicates += dups
-            cursors[tp] = ps.cursor = end
-            if end >= r.next_offset:
-                ps.head_append_ms = last_ms  # what follows was appended no earlier
-            if end >= ps.source_end:
-                ps.caught_up_at, ps.head_append_ms = time.time(), -1
+            ps.landed(cursors[tp], end, len(r.data), dups)
+            cursors[tp] = end
+            ps.landed_from_read(end, r.next_offset, last_ms)
             moved = True
         return moved
 

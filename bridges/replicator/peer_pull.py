@@ -251,17 +251,9 @@ class PeerPullRunner(PullRunner):
                 self._hold(ltp, f"the local supervisor refused the peer's batches: {e}")
                 return False
             raise
-        ps.shipped_records += end - cursors[rtp]
-        ps.shipped_bytes += len(rd.data)
-        if ps.lag_bytes >= 0:
-            ps.lag_bytes = max(0, ps.lag_bytes - len(rd.data))
-        ps.appends += 1
-        ps.duplicates += present
-        cursors[rtp] = ps.cursor = end
-        if end >= rd.next_offset:
-            ps.head_append_ms = last_ms  # what follows was appended no earlier
-        if end >= ps.source_end:
-            ps.caught_up_at, ps.head_append_ms = time.time(), -1
+        ps.landed(cursors[rtp], end, len(rd.data), present)
+        cursors[rtp] = end
+        ps.landed_from_read(end, rd.next_offset, last_ms)
         return True
 
 

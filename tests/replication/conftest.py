@@ -285,10 +285,25 @@ def replicator_metrics(port: int) -> str:
         return str(r.read().decode())
 
 
+def first_error_after_up(log: str, link: str) -> str:
+    """The first error a link (or direction: "office:down") logged after it was last up. A
+    test reads it here rather than from the status's last_error, which is the latest session's:
+    the next session through a silent relay fails a second later with an error of its own
+    ("no response ... within 1.0 s"), and a status read a moment late (a loaded machine) showed
+    that one instead (how test_heartbeat_bound failed once)."""
+    lines = log.splitlines()
+    ups = [i for i, line in enumerate(lines) if f"link {link}: up" in line]
+    after = lines[ups[-1] + 1:] if ups else []
+    errors = [line for line in after if f"link {link}: " in line and line.endswith("(retrying)")]
+    if not errors:
+        raise AssertionError(f"no error of link {link} logged after it was up:\n{log[-3000:]}")
+    return errors[0]
+
+
 def link_status(port: int, link: str = "l1") -> dict[str, Any]:
     """One link's part of the replicator's /status ("l1:down" for l1's down direction)."""
     return dict(replicator_status(port)["links"][link])
 
 
-__all__ = ["NODE", "TOKEN", "Replicator", "free_port", "link_status", "os", "read_all",
-           "replicator_metrics", "replicator_status", "wait_for", "with_metrics"]
+__all__ = ["NODE", "TOKEN", "Replicator", "first_error_after_up", "free_port", "link_status", "os",
+           "read_all", "replicator_metrics", "replicator_status", "wait_for", "with_metrics"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,18 +17,8 @@ from edgebus.protocol.framing import ClientProtocol
 from edgebus.server.listeners.stream import Connection
 from edgebus.server.loop import Loop
 from edgebus.server.service import LoopApi, Service
-from edgebus.server.stats import Stats
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture
-def loop() -> Iterator[Loop]:
-    lp = Loop(Stats())
-    yield lp
-    for c in list(lp.conns.values()):
-        lp.close(c)
-    lp.sel.close()
 
 
 def connect(loop: Loop) -> tuple[Connection, socket.socket]:

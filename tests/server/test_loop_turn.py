@@ -9,7 +9,6 @@ import os
 import selectors
 import socket
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,18 +17,9 @@ from edgebus.server.listeners.stream import Connection
 from edgebus.server.loop import Loop
 from edgebus.server.poller import Poller, mask
 from edgebus.server.service import LoopApi, Service
-from edgebus.server.stats import Stats
+from tests.server.test_loop_services import connect
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture
-def loop() -> Iterator[Loop]:
-    lp = Loop(Stats())
-    yield lp
-    for c in list(lp.conns.values()):
-        lp.close(c)
-    lp.sel.close()
 
 
 class Periodic(Service):
@@ -181,10 +171,8 @@ def test_a_hang_up_reports_read_and_write_as_selectors_does(loop: Loop) -> None:
 
 
 def test_an_answer_rearms_only_when_something_changed(loop: Loop, monkeypatch) -> None:
-    ours, peer = socket.socketpair()
-    ours.setblocking(False)
-    conn = Connection(ours, loop)
-    assert loop.adopt(conn) is None
+    conn, peer = connect(loop)
+    ours = conn.sock
     rearmed: list[int] = []
     original = Connection.update_interest
 

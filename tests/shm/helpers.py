@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 from pathlib import Path
+from typing import Any
 
 from edgebus.shm import ring as R
 
@@ -43,3 +45,13 @@ def memfd_mappings(pid: int) -> int:
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def read_answers(link: Any, n: int, timeout: float = 30.0) -> int:
+    """A raw ring client (edgebus.client.shm_rings.attach) reads its response ring until `n`
+    answers came or `timeout` s passed; how many came (a slow client reading at last)."""
+    answered = 0
+    deadline = time.monotonic() + timeout
+    while answered < n and time.monotonic() < deadline:
+        answered += len(link.read(time.monotonic() + 1))
+    return answered

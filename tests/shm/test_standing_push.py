@@ -3,8 +3,8 @@
 answered, arm: a new request and a new parked fetch per answer) ends: the same answers in the
 consumer's ring, the same standing state, the same counts.
 
-An in-process Broker with real shared-memory rings (SHM_ATTACH, as bench/request_inproc.py
-builds one) and requests handed to its dispatcher as ShmLink hands them over; the consumer reads
+An in-process Broker with real shared-memory rings (SHM_ATTACH: bench/request_inproc.py's
+InprocBroker) and requests handed to its dispatcher as ShmLink hands them over; the consumer reads
 its response ring after some appends and not after others (then the fetch is held until it
 reads, and the link's service resumes it). Each sequence of steps runs twice, once with push
 and once with push declining every time, and the two traces must be equal.
@@ -12,9 +12,6 @@ and once with push declining every time, and the two traces must be equal.
 
 from __future__ import annotations
 
-import os
-import selectors
-import socket
 import struct
 from pathlib import Path
 from typing import Any
@@ -23,11 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.request_inproc import InprocBroker
 from edgebus import batch as B
-from edgebus.log.manager import LogManager
 from edgebus.log.topic_config import TopicConfig
 from edgebus.protocol import messages as M
-from edgebus.server.broker import Broker
 from edgebus.server.handlers import data as data_handlers
 from edgebus.server.handlers.standing import StandingFetches
 from edgebus.server.listeners.stream import Connection
@@ -40,31 +36,14 @@ pytestmark = [pytest.mark.unit,
 
 class Rig:
     def __init__(self, root: Path, min_bytes: int) -> None:
-        self.logs = LogManager(root / "data")
-        self.logs.open()
-        self.logs.create_topic("t", TopicConfig(partitions=1, segment_bytes=4096,
-                                                index_interval_bytes=300))
-        self.b = Broker(self.logs, root / "s.sock")
-        self.socks: list[socket.socket] = []
-        self.producer = self.conn()
-        self.consumer = self.conn()
+        self.srv = InprocBroker(root, "t", TopicConfig(partitions=1, segment_bytes=4096,
+                                                       index_interval_bytes=300))
+        self.logs, self.b = self.srv.logs, self.srv.b
+        self.producer = self.srv.connect(shm=True)[0]
+        self.consumer = self.srv.connect(shm=True)[0]
         req = M.FetchRequest(10_000, min_bytes, 1 << 20, [M.FetchPartition("t", 0, 0, 1 << 20)])
         self.send(self.consumer, M.Api.FETCH_STANDING, 7, req.to_bytes())
         self.corr = 100
-
-    def conn(self) -> Connection:
-        a, peer = socket.socketpair()
-        a.setblocking(False)
-        self.socks += [a, peer]
-        c = Connection(a, self.b.loop)
-        c.id = len(self.socks)
-        self.b.loop.conns[c.id] = c
-        self.b.loop.sel.register(a, selectors.EVENT_READ, c.on_event)
-        self.b.shm.attach(c, 1, M.ShmAttachRequest(0, 0))
-        _msg, fds, _flags, _addr = socket.recv_fds(peer, 1 << 16, 8)
-        for fd in fds:
-            os.close(fd)  # this process reaches the rings through the supervisor's mapping
-        return c
 
     def send(self, conn: Connection, api: int, corr: int, body: bytes) -> None:
         frame = bytearray(struct.pack("<HHI", api, 0, corr) + body)
@@ -88,13 +67,7 @@ class Rig:
                 self.b.data.standing.armed, self.logs.partition("t", 0).log_end_offset)
 
     def close(self) -> None:
-        self.b.durable.close()
-        for c in list(self.b.loop.conns.values()):
-            self.b.shm.connection_closed(c)
-        self.logs.close()
-        self.b.loop.sel.close()
-        for s in self.socks:
-            s.close()
+        self.srv.close()
 
 
 def run(root: Path, steps: list[tuple[list[bytes], bool]], min_bytes: int) -> list[Any]:

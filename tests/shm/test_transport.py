@@ -20,7 +20,7 @@ from edgebus.errors import BrokerUnavailableError
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ClientProtocol
 from edgebus.testing import wait_for
-from tests.shm.helpers import dev_shm_entries, memfd_mappings, open_fds
+from tests.shm.helpers import dev_shm_entries, memfd_mappings, open_fds, read_answers
 
 pytestmark = pytest.mark.integration
 
@@ -128,20 +128,14 @@ def test_a_slow_consumer_stalls_only_itself(make_broker):
             break  # its own request ring is full: backpressure reached this client
         sent += 1
     assert link.req.used() > 0, "the supervisor kept reading the slow client's requests"
-    # Everyone else is served at full speed meanwhile.
-    t0 = time.monotonic()
+    # Everyone else is served meanwhile: a round trip that stalled behind the slow client would
+    # run out roundtrip's bounded waits (how fast it goes is the benchmarks' business).
     got = roundtrip(b.socket, "shm", 1000)
     assert len(got) == 2000
-    assert time.monotonic() - t0 < 20
     rss = psutil.Process(b.pid).memory_info().rss
     assert rss < 300 << 20, f"the supervisor grew to {rss >> 20} MiB"
     # The slow client finally reads: every request is answered, in order of arrival.
-    answered = 0
-    deadline = time.monotonic() + 30
-    while answered < sent and time.monotonic() < deadline:
-        answered += len(link.read(time.monotonic() + 1))
-        # it may also write the rest once room appears (not needed: count what was sent)
-    assert answered == sent
+    assert read_answers(link, sent) == sent
     link.close()
     sock.close()
 

@@ -5,8 +5,6 @@ once and in order. Real supervisor, a real proxy that cuts the connection, real 
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ import pytest
 from edgebus import Admin, Producer
 from edgebus.errors import RecordTooLargeError
 from tests.txn.cutproxy import CutProxy
-from tests.txn.test_idempotent_native import topic, values
+from tests.txn.test_idempotent_native import stream_through_kill9, topic, values
 
 pytestmark = [pytest.mark.integration, pytest.mark.crash]
 
@@ -59,29 +57,8 @@ def test_answers_lost_while_batches_are_in_flight(broker, tmp_path: Path, per_pa
 @pytest.mark.parametrize("transport", ["socket", "shm"])
 def test_supervisor_sigkilled_with_batches_in_flight(broker, transport: str) -> None:
     topic(broker)
-    n = 4000
-    p = pipelining(broker.socket, 5, transport)
-    futs = []
-
-    def produce() -> None:
-        for i in range(n):
-            futs.append(p.send("t", b"r%d" % i, partition=0))
-            if i % 200 == 0:
-                time.sleep(0.005)  # a stream, not one burst
-
-    t = threading.Thread(target=produce)
-    t.start()
-    try:
-        for _ in range(2):
-            time.sleep(0.3)
-            broker.kill9()
-            broker.start()
-        t.join(120)
-        offsets = [f.get(60).offset for f in futs]
-    finally:
-        p.close(30)
-    assert values(broker) == [b"r%d" % i for i in range(n)]
-    assert offsets == list(range(n))
+    stream_through_kill9(broker, pipelining(broker.socket, 5, transport), 4000, kills=2,
+                         pause_every=200)
 
 
 def test_batches_behind_one_refused_for_good_start_a_new_sequence(broker) -> None:

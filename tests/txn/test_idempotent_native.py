@@ -113,20 +113,27 @@ def test_supervisor_sigkilled_mid_stream(broker, transport: str) -> None:
     directory: the producer state comes back from the batch headers, every record exactly
     once and in order."""
     topic(broker)
-    n = 3000
-    p = retrying(broker.socket, True, transport)
+    stream_through_kill9(broker, retrying(broker.socket, True, transport), 3000, kills=3,
+                         pause_every=50)
+
+
+def stream_through_kill9(broker, p: Producer, n: int, *, kills: int, pause_every: int) -> None:
+    """Send n records to t/0 from a thread, pausing 5 ms every pause_every records (a stream, not
+    one burst), while the supervisor is SIGKILLed and restarted `kills` times, 0.3 s apart; then
+    every record is acknowledged at its own offset and is in the log exactly once, in order.
+    Closes p."""
     futs = []
 
     def produce() -> None:
         for i in range(n):
             futs.append(p.send("t", b"r%d" % i, partition=0))
-            if i % 50 == 0:
-                time.sleep(0.005)  # a stream, not one burst
+            if i % pause_every == 0:
+                time.sleep(0.005)
 
     t = threading.Thread(target=produce)
     t.start()
     try:
-        for _ in range(3):
+        for _ in range(kills):
             time.sleep(0.3)
             broker.kill9()
             broker.start()

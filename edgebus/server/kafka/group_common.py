@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+from edgebus.errors import EdgebusError
+from edgebus.server.handlers.data import now_ms
 from edgebus.server.kafka.apis import DEFERRED
 from edgebus.server.kafka.codec import encode_response
 from edgebus.server.kafka.context import NODE_ID
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 PROTOCOL_TYPE = "consumer"
 
 __all__ = ["DEFERRED", "PROTOCOL_TYPE", "admin_of", "after_fsync", "answer",
-           "coordinator_address", "groups_of"]
+           "coordinator_address", "delete_after_fsync", "groups_of"]
 
 
 def groups_of(ctx: KafkaContext) -> GroupHandlers:
@@ -54,3 +56,18 @@ def after_fsync(ctx: KafkaContext, conn: Any, header: Any, partition: Any, resp:
     ctx.durable.add_after_sync(conn, header.correlation_id, [partition],
                                cast(Any, lambda: frame), lambda e: encode(on_error(e)))
     return DEFERRED
+
+
+def delete_after_fsync(ctx: KafkaContext, conn: Any, header: Any, keys: Any, resp: Any,
+                       failed: Callable[[BaseException], Any]) -> Any:
+    """Delete `keys` from the group store (tombstones), wake its readers, and answer `resp` once
+    they are fsynced; `failed(err)` is the answer to a store or fsync error (DeleteGroups,
+    OffsetDelete)."""
+    gh = groups_of(ctx)
+    try:
+        gh.store.delete(keys, now_ms())
+    except EdgebusError as e:
+        return failed(e)
+    p = gh.store.partition
+    gh.data.on_append(p)
+    return after_fsync(ctx, conn, header, p, resp, failed)

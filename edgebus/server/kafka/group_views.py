@@ -12,14 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from edgebus.acl.rules import Kind, Op
-from edgebus.errors import EdgebusError
 from edgebus.server.groups.coordinator import State, check_group_id
-from edgebus.server.handlers.data import now_ms
 from edgebus.server.kafka import errcodes as E
 from edgebus.server.kafka.authz import DENIED_CODE, refused, visible
 from edgebus.server.kafka.authz_ops import NOT_ASKED, authorized_operations
 from edgebus.server.kafka.consumer_protocol import encode_assignment, encode_subscription
-from edgebus.server.kafka.group_common import PROTOCOL_TYPE, after_fsync, groups_of
+from edgebus.server.kafka.group_common import PROTOCOL_TYPE, delete_after_fsync, groups_of
 from edgebus.server.kafka.shape import response
 
 # Kafka's state for a group it does not know (DescribeGroups before v6 answers it without error).
@@ -134,10 +132,4 @@ def delete_groups(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
         return response(header, results=[dict(r, error_code=code if r["error_code"] == E.NONE
                                               else r["error_code"]) for r in results])
 
-    try:
-        gh.store.delete(keys, now_ms())
-    except EdgebusError as e:
-        return failed(e)
-    p = gh.store.partition
-    gh.data.on_append(p)
-    return after_fsync(ctx, conn, header, p, resp, failed)
+    return delete_after_fsync(ctx, conn, header, keys, resp, failed)

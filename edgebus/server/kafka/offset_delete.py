@@ -16,11 +16,10 @@ from typing import Any
 from edgebus.acl.rules import Kind, Op
 from edgebus.errors import EdgebusError
 from edgebus.server.groups.coordinator import check_group_id
-from edgebus.server.handlers.data import now_ms
 from edgebus.server.kafka import errcodes as E
 from edgebus.server.kafka.apis import KafkaApi
 from edgebus.server.kafka.authz import DENIED_CODE, refused
-from edgebus.server.kafka.group_common import after_fsync, groups_of
+from edgebus.server.kafka.group_common import delete_after_fsync, groups_of
 from edgebus.server.kafka.shape import response
 
 OFFSET_DELETE = 47
@@ -62,13 +61,7 @@ def offset_delete(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     def failed(e: BaseException) -> Any:
         return response(header, error_code=E.code_of(e), topics=[])
 
-    try:
-        gh.store.delete(keys, now_ms())
-    except EdgebusError as e:
-        return failed(e)
-    p = gh.store.partition
-    gh.data.on_append(p)
-    return after_fsync(ctx, conn, header, p, resp, failed)
+    return delete_after_fsync(ctx, conn, header, keys, resp, failed)
 
 
 APIS: list[KafkaApi] = [KafkaApi(OFFSET_DELETE, 0, 0, offset_delete)]

@@ -1,6 +1,6 @@
 """Where the time goes: one edgebus case with py-spy on the supervisor, a producer and a consumer.
 
-    python -m bench.profile [--transport shm|socket] [--api batch|send] [--seconds 4] [--rate N]
+    python -m bench.hotspots [--transport shm|socket] [--api batch|send] [--seconds 4] [--rate N]
 
 Runs a producer and a consumer process against a fresh supervisor, samples all three with py-spy
 (pip install -e '.[bench]'), and prints each process's CPU use and its functions by own time.
@@ -93,7 +93,7 @@ ACL_FRAMES = ["Authorizer.", "edgebus/server/acl/"]
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.profile")
+    ap = argparse.ArgumentParser(prog="python -m bench.hotspots")
     ap.add_argument("--transport", default="shm", choices=["shm", "socket"])
     ap.add_argument("--api", default="batch", choices=["batch", "send"])
     ap.add_argument("--seconds", type=float, default=4.0)
