@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from edgebus.backoff import backoff_delay
-from edgebus.errors import BrokerUnavailableError, EdgebusError
+from edgebus.errors import EdgebusError, TargetUnavailableError
 
 if TYPE_CHECKING:
     from bridges.replicator.link import LinkStatus
@@ -41,12 +41,19 @@ def bounded_heartbeat(heartbeat: Callable[[float], None], last_answer: float, hb
     return time.monotonic()
 
 
-def half_open(hb: float, last_answer: float, what: str, e: BaseException) -> BrokerUnavailableError:
+def half_open(hb: float, last_answer: float, what: str, e: BaseException
+              ) -> TargetUnavailableError:
+    """The target, not the local supervisor, went silent: a TargetUnavailableError (the
+    target's own kind when it has one, so that its hint says what to check there), never the
+    supervisor's "is edgebus serve running?"."""
     silent = (time.monotonic() - last_answer) / hb
-    return BrokerUnavailableError(
+    # The cause's text without its hint: the class chosen here adds the right one once.
+    cause = Exception.__str__(e) if isinstance(e, EdgebusError) else str(e)
+    cls = type(e) if isinstance(e, TargetUnavailableError) else TargetUnavailableError
+    return cls(
         f"half-open link or dead target: no answer from the target within "
         f"{HEARTBEAT_INTERVALS} heartbeat intervals (heartbeat_s {hb:g}) of its last "
-        f"answer, {what} (given up after {silent:.1f} intervals of silence): {e}")
+        f"answer, {what} (given up after {silent:.1f} intervals of silence): {cause}")
 
 
 class SessionLoop:

