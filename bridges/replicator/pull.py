@@ -59,6 +59,23 @@ def make_remote(cfg: LinkConfig, node: str) -> Remote:
     raise ValueError(f"topics cannot be brought down from a {cfg.target} target yet")
 
 
+def record_bytes(r: RemoteRecord) -> int:
+    """A record's bytes as lag_bytes counts them: its key, value and headers."""
+    return (len(r.key or b"") + len(r.value or b"")
+            + sum(len(n) + len(v or b"") for n, v in r.headers))
+
+
+def lag_bytes_estimate(pulled: list[RemoteRecord], behind: int) -> int:
+    """The down directions' lag in bytes: Kafka and NATS say how many records are behind a
+    position, never how many bytes (docs/REPLICATION.md, "Bringing topics down"). The records
+    pulled and not yet written count exactly; the `behind` records still at the target count
+    as the mean size of the pulled ones, which are the ones right before them."""
+    if not pulled:
+        return 0
+    exact = sum(map(record_bytes, pulled))
+    return exact + round(behind * exact / len(pulled))
+
+
 def remote_header(link: str, topic: str, partition: int, offset: int) -> bytes:
     return f"{link}/{topic}/{partition}/{offset}".encode()
 
@@ -129,6 +146,7 @@ class PullRunner(SessionLoop):
                         ps = st.partitions[local_of[rtp]]
                         ps.source_end = max(end, cursors[rtp])
                         ps.caught_up_at, ps.head_append_ms = time.time(), -1
+                        ps.lag_bytes = 0  # at the target's end: nothing behind
                 for rtp, why in got.gaps.items():
                     if rtp in local_of:
                         self._hold(local_of[rtp], f"gap at remote offset {cursors[rtp]}: {why}")
@@ -268,10 +286,11 @@ class PullRunner(SessionLoop):
                 # lag_records is this end minus the cursor once these are written: `behind`
                 # (for NATS: stream sequences of other subjects in between are not counted).
                 ps.source_end = max(ps.source_end, fresh[-1].offset + 1 + behind)
+                ps.lag_bytes = lag_bytes_estimate(fresh, behind)
         i = 0
         while i < len(recs):
             futs: list[Any] = []  # FutureRecordMetadata
-            size = 0
+            size = sent = 0  # sent: record_bytes of this chunk's records
             while i < len(recs) and (not futs or size < CHUNK_BYTES):
                 r = recs[i]
                 if r.offset < cursors[rtp]:
@@ -285,6 +304,7 @@ class PullRunner(SessionLoop):
                 futs.append(producer.send(ltp[0], r.value, r.key, hdrs, partition=ltp[1],
                                           timestamp_ms=r.timestamp))
                 size += len(r.value or b"") + len(r.key or b"") + 64
+                sent += record_bytes(r)
                 last, last_ts = r.offset, r.timestamp
                 i += 1
             if not futs:
@@ -301,6 +321,8 @@ class PullRunner(SessionLoop):
                 raise err if isinstance(err, EdgebusError) else EdgebusError(str(err))
             ps.shipped_records += len(futs)
             ps.shipped_bytes += size
+            if ps.lag_bytes >= 0:
+                ps.lag_bytes = max(0, ps.lag_bytes - sent)
             cursors[rtp] = ps.cursor = last + 1
             ps.head_append_ms = last_ts  # what follows came no earlier
             ps.source_end = max(ps.source_end, ps.cursor)
