@@ -1,7 +1,8 @@
 """The down directions report lag as the up direction does (issue 11 follow-up): in records,
 bytes (a peer's exactly; NATS's and Kafka's estimated: they do not say bytes) and seconds,
-lag_seconds being the age of the oldest record not yet brought down; and a half-open link to NATS is given up within two
-heartbeat intervals of the last answer, with the up direction's accounting in the error.
+lag_seconds being the age of the oldest record not yet brought down; and a half-open link to
+NATS is given up within two heartbeat intervals of the last answer, with the up direction's
+accounting in the error.
 
 The backlog is held still deterministically, not raced: the local supervisor is stopped
 (SIGSTOP) while the link has read the new records and waits for the local write, so the status
