@@ -88,6 +88,19 @@ class NatsRemote(NatsTarget):
         subjects = info.get("config", {}).get("subjects") or []
         return 1 if any(_matches(f, topic) for f in subjects) else None
 
+    def subjects(self, subject_filter: str, limit: int) -> list[str]:
+        """The concrete subjects of the stream that match a filter with wildcards (those holding
+        messages now), sorted; at most `limit` of them are asked for (the stream info pages
+        them), so a stream with a flood of subjects costs one bounded answer."""
+        info = self._run(self._api(f"$JS.API.STREAM.INFO.{self.stream}",
+                                   {"subjects_filter": subject_filter}))
+        err = info.get("error")
+        if err and err.get("err_code") == ERR_STREAM_NOT_FOUND:
+            return []
+        if err:
+            raise _api_error(err, f"{self.where}: ")
+        return sorted(info.get("state", {}).get("subjects") or {})[:limit]
+
     def remote_start(self, topic: str, partition: int) -> int:
         return max(1, int(self._stream_info()["state"].get("first_seq", 1)))
 
