@@ -139,3 +139,36 @@ def test_the_config_check_accepts_wildcard_rules(tmp_path: Path) -> None:
     out = _check(tmp_path, {"pattern": "alarms.{2}.{1}", "direction": "down",
                             "remote": "office.*.alarms.>", "max_subjects": 20})
     assert out.returncode == 0, out.stderr
+
+
+def test_the_supervisors_access_rules_decide_which_subjects_make_topics(
+        make_broker: Any, nats: NatsDestination, replicators: Replicators,  # noqa: F811
+        tmp_path: Path) -> None:
+    """The topics a wildcard rule makes are created over the socket like any client's: a deny
+    rule for the replicator's user refuses that subject's topic (AuthorizationError, in status),
+    the others come down."""
+    import os
+
+    local = make_broker({"acl": {"rules": [
+        f"deny uid:{os.getuid()} create topic:cmd.secret"]}}, name="acl").start()
+    _office(nats)
+    urls = [n.url for n in nats.cluster.nodes]
+    asyncio.run(_publish(urls, [("office.cmd.a", b"a0"), ("office.cmd.secret", b"s0"),
+                                ("office.cmd.b", b"b0")]))
+    cfg = nats.link_config(tmp_path)
+    cfg.update(down_stream=OFFICE, heartbeat_s=1, topics=[
+        {"pattern": "cmd.{1}", "direction": "down", "remote": "office.cmd.*"}])
+    rep = replicators.make({"node": NODE, "source": {"socket": local.socket},
+                            "links": [{"name": "office", **cfg}]})
+    port = with_metrics(rep)
+    rep.start()
+    wait_for(lambda: _values(local.socket, "cmd.a") == [b"a0"]
+             and _values(local.socket, "cmd.b") == [b"b0"],
+             what=f"cmd.a and cmd.b:\n{rep.log()[-3000:]}")
+    wait_for(lambda: "office.cmd.secret" in link_status(port, "office:down").get(
+        "refused_subjects", {}), what=f"the secret subject refused:\n{rep.log()[-3000:]}")
+    why = link_status(port, "office:down")["refused_subjects"]["office.cmd.secret"]
+    assert why.startswith("AuthorizationError: "), why
+    with Admin(socket=local.socket) as a:
+        assert "cmd.secret" not in a.list_topics()
+    assert link_status(port, "office:down")["state"] == "up"

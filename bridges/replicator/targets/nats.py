@@ -194,8 +194,10 @@ class NatsTarget:
                 if len(failed) == len(servers):
                     self.server = ""
                     cls = type(e) if isinstance(e, NatsUnavailableError) else NatsUnavailableError
+                    # Sorted: the servers were tried shuffled, and the same trouble should
+                    # read the same on every retry (one log line per change of trouble).
                     raise cls(f"{self.name}: no NATS server of the link answered: "
-                              + "; ".join(failed)) from None
+                              + "; ".join(sorted(failed))) from None
         self._last.clear()
         self._ensure_stream()
 
