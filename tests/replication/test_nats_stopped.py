@@ -83,3 +83,61 @@ def test_a_stopped_nats_server_is_named_and_leaves_no_task_exception(
     assert [r[3] for r in source_records(source.socket, "meters", 0)] == [
         b"m%d" % i for i in range(15)]
     assert nats.same_as_source(source.socket, "meters", 0)
+
+
+def test_a_cluster_down_for_long_is_one_log_line_per_change_of_trouble(
+        source: Any, nats: NatsDestination, replicators: Replicators,  # noqa: F811
+        tmp_path: Path) -> None:
+    """Every node of the cluster gone (SIGKILL) while the link retries with backoff: the log
+    gets a line when the trouble changes, not one per retry (a year unattended is many retries),
+    though each retry tries the servers in another order."""
+    with Admin(socket=source.socket) as a:
+        a.create_topic("meters", 1)
+    cfg = nats.link_config(tmp_path)
+    cfg.update(heartbeat_s=0.5, topics=["meters"])
+    rep = replicators.make({"node": NODE, "source": {"socket": source.socket},
+                            "links": [{"name": "office", **cfg}]})
+    port = with_metrics(rep)
+    rep.start()
+    wait_for(lambda: link_status(port, "office")["state"] == "up",
+             what=f"the link up:\n{rep.log()[-2000:]}")
+    nats.cluster.close()  # SIGKILL, all three
+    first = link_status(port, "office")["sessions"]
+    wait_for(lambda: link_status(port, "office")["sessions"] >= first + 7, timeout=60,
+             what=f"seven sessions tried:\n{rep.log()[-2000:]}")
+    err = link_status(port, "office")["last_error"]
+    assert "no NATS server of the link answered" in err and err.count("nats://127.0.0.1:") == 3, err
+    lines = [ln for ln in rep.log().splitlines() if "link office:" in ln and "retrying" in ln]
+    assert len(lines) <= 2, "\n".join(lines)
+
+
+def test_a_target_that_drops_every_session_is_not_a_reconnect_storm_in_the_log(
+        source: Any, nats: NatsDestination, replicators: Replicators,  # noqa: F811
+        tmp_path: Path) -> None:
+    """Each session comes up and is cut at once (a flapping NAT box, a proxy that drops idle
+    connections): sessions that moved nothing do not reset the backoff, and the log gets a line
+    per change of trouble, not one per session."""
+    from .relay import Relay
+
+    with Admin(socket=source.socket) as a:
+        a.create_topic("meters", 1)
+    relays = [Relay(("127.0.0.1", n.port)) for n in nats.cluster.nodes]
+    cfg = nats.link_config(tmp_path, servers=[f"nats://127.0.0.1:{r.port}" for r in relays])
+    cfg.update(heartbeat_s=1, topics=["meters"])
+    rep = replicators.make({"node": NODE, "source": {"socket": source.socket},
+                            "links": [{"name": "office", **cfg}]})
+    port = with_metrics(rep)
+    rep.start()
+    try:
+        for _ in range(8):
+            wait_for(lambda: link_status(port, "office")["state"] == "up", timeout=60,
+                     what=f"the link up:\n{rep.log()[-2000:]}")
+            for r in relays:
+                r.cut()
+            wait_for(lambda: link_status(port, "office")["state"] == "down", timeout=60,
+                     what=f"the cut noticed:\n{rep.log()[-2000:]}")
+    finally:
+        for r in relays:
+            r.close()
+    lines = [ln for ln in rep.log().splitlines() if "link office:" in ln and "retrying" in ln]
+    assert 1 <= len(lines) <= 3, "\n".join(lines)
