@@ -101,10 +101,15 @@ def test_a_cluster_down_for_long_is_one_log_line_per_change_of_trouble(
     rep.start()
     wait_for(lambda: link_status(port, "office")["state"] == "up",
              what=f"the link up:\n{rep.log()[-2000:]}")
+    assert rep.proc is not None
+    threads = lambda: len(os.listdir(f"/proc/{rep.proc.pid}/task"))  # noqa: E731
+    before = threads()
     nats.cluster.close()  # SIGKILL, all three
     first = link_status(port, "office")["sessions"]
     wait_for(lambda: link_status(port, "office")["sessions"] >= first + 7, timeout=60,
              what=f"seven sessions tried:\n{rep.log()[-2000:]}")
+    # Each session's event loop thread is gone with it (a day down is thousands of sessions).
+    assert threads() <= before, (threads(), before)
     err = link_status(port, "office")["last_error"]
     assert "no NATS server of the link answered" in err and err.count("nats://127.0.0.1:") == 3, err
     lines = [ln for ln in rep.log().splitlines() if "link office:" in ln and "retrying" in ln]
