@@ -146,3 +146,39 @@ def test_a_target_that_drops_every_session_is_not_a_reconnect_storm_in_the_log(
             r.close()
     lines = [ln for ln in rep.log().splitlines() if "link office:" in ln and "retrying" in ln]
     assert 1 <= len(lines) <= 3, "\n".join(lines)
+
+
+def test_a_coroutine_given_up_on_keeps_its_outcome(nats: NatsDestination, tmp_path: Path,  # noqa: F811
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """The NATS target's private event loop: a caller that gives up on a coroutine (a timeout)
+    cancels it, and nats-py may then end it with another error (its next_msg raises
+    ConnectionClosedError when cancelled on a closed connection, as after a silent server).
+    That error is kept in the coroutine's outcome; asyncio never reports it as "Task exception
+    was never retrieved". Deterministic: the coroutine below fails exactly when cancelled."""
+    import gc
+    import logging
+
+    from bridges.replicator.config import config_from_mapping
+    from bridges.replicator.targets.nats import NatsTarget, NatsTimeoutError
+
+    cfg = config_from_mapping({"node": NODE, "links": [
+        {"name": "office", **nats.link_config(tmp_path), "topics": ["meters"]}]})
+    target = NatsTarget(cfg.links[0], NODE, timeout=2.0)
+    target.connect()
+
+    async def fails_when_cancelled() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            raise RuntimeError("nats: connection closed") from None
+
+    caplog.set_level(logging.DEBUG)
+    try:
+        for _ in range(3):
+            with pytest.raises(NatsTimeoutError, match=r"NATS server nats://127\.0\.0\.1:\d+"):
+                target._run(fails_when_cancelled(), timeout=0.1)
+        time.sleep(0.2)  # the cancellations run on the loop's thread
+    finally:
+        target.close()
+    gc.collect()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()], caplog.text
