@@ -185,7 +185,10 @@ class NatsTarget:
         for server in servers:
             self.server = server
             try:
-                self._nc = self._run(nats.connect(**{**kw, "servers": [server]}))
+                # A second past nats-py's own connect_timeout, so that its answer (refused,
+                # timed out) is the one reported rather than a race between the two bounds.
+                self._nc = self._run(nats.connect(**{**kw, "servers": [server]}),
+                                     self.timeout + 1)
                 break
             except AuthenticationError:
                 raise
