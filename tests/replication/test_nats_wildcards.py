@@ -20,7 +20,15 @@ import yaml
 from edgebus import Admin
 
 from . import faults
-from .conftest import NODE, Replicator, Replicators, link_status, wait_for, with_metrics
+from .conftest import (
+    NODE,
+    Replicator,
+    Replicators,
+    link_status,
+    replicator_metrics,
+    wait_for,
+    with_metrics,
+)
 from .nats_cluster import nats_server_binary
 from .nats_destination import NatsDestination, _connect, source_records
 from .test_nats_down import OFFICE, _NoCluster, _office, nats  # noqa: F401
@@ -105,6 +113,8 @@ def test_wildcard_subjects_come_down_each_into_its_topic_bounded_and_checked(
                           str(rep.config_path), "--status"], capture_output=True, text=True,
                          timeout=60)
     assert "REFUSED: 4 subject(s) not brought down" in out.stdout, out.stdout
+    assert 'edgebus_replicator_refused_subjects_total{link="office:down"} 4.0' in (
+        replicator_metrics(port))
 
 
 def _check(tmp_path: Path, rule: dict[str, Any]) -> subprocess.CompletedProcess[str]:
