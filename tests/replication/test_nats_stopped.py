@@ -3,7 +3,11 @@ server, a frozen VM) is a half-open link: the replicator gives it up with an err
 the NATS server and what to check (not the local supervisor's "is edgebus serve running?"),
 leaves no asyncio task exception unretrieved in its log, and resumes when the server answers
 again. Real processes: a 3-node nats-server cluster, a supervisor, `edgebus replicate` with an
-up and a down direction on one link."""
+up and a down direction on one link. Also what a link unattended for a year meets: a cluster
+down for many retries, and a target that drops every session (the log and the backoff).
+
+About 70 s in all: the two retry tests wait for the backoff to grow over 7 and 8 sessions,
+which is the behaviour they check (it takes that long by design)."""
 
 from __future__ import annotations
 
