@@ -310,6 +310,15 @@ class BrokerUnavailableError(EdgebusError):
     hint = "is `edgebus serve` running? set EDGEBUS_SOCKET or socket= to its socket path"
 
 
+class TargetUnavailableError(BrokerUnavailableError):
+    """A replication target (a peer's replica listener, a Kafka or NATS cluster) did not answer,
+    or closed the connection; the local supervisor is not the one in trouble."""
+
+    code = 114
+    hint = ("edgebus itself is fine: check that the replication target named here runs and "
+            "answers, and the network path to it")
+
+
 class OperationTimeoutError(EdgebusError):
     """A local wait (a future's get, a flush) ran out of time."""
 

@@ -51,6 +51,7 @@ from bridges.replicator.nats_config import (
     down_subject_problem,
     nats_options,
 )
+from bridges.replicator.nats_wildcards import MAX_SUBJECTS, is_wildcard, made_by, wildcard_problem
 from edgebus.config import parse_duration, parse_size, read_yaml_file
 from edgebus.config_parse import unknown_key
 from edgebus.errors import ConfigError
@@ -100,6 +101,9 @@ class TopicRule:
     # NATS down only: several subjects into one local topic, subject i into partition i
     # (`remote` given as a list); empty for every other rule.
     subjects: tuple[str, ...] = ()
+    # NATS down by wildcard (`remote` a subject filter): the most subjects, each a local topic,
+    # the rule brings down (bridges/replicator/nats_wildcards.py); None: not given.
+    max_subjects: int | None = None
 
 
 @dataclass(frozen=True)
@@ -125,8 +129,10 @@ class LinkConfig:
     def rule_for(self, topic: str) -> TopicRule | None:
         if topic.startswith("__"):
             return None  # internal topics (committed offsets) are not the user's data
-        # A topic brought down is never shipped back up.
-        if any(r.pattern == topic for r in self.pulls):
+        # A topic brought down is never shipped back up (one a wildcard rule names included).
+        if any(r.pattern == topic or (self.target == "nats" and not r.subjects
+                                      and made_by(r.remote or r.pattern, r.pattern, topic))
+               for r in self.pulls):
             return None
         return next((r for r in self.topics
                      if r.direction == "up" and fnmatch.fnmatchcase(topic, r.pattern)), None)
@@ -244,6 +250,14 @@ def _nats_link(raw: dict[str, Any], i: int, base: Path | None, node: str) -> Lin
     nats = nats_options(raw, where, node, secret, tls is not None)
     rules = _rules(raw, where, subject_lists=True)
     for j, r in enumerate(rules):
+        if r.direction == "down" and not r.subjects and is_wildcard(r.remote or r.pattern):
+            problem = wildcard_problem(r.remote or r.pattern, r.pattern)
+            if problem is not None:
+                raise ConfigError(f"{where}topics[{j}].remote: {problem}")
+            continue
+        if r.max_subjects is not None:
+            raise ConfigError(f"{where}topics[{j}].max_subjects: only for a remote with NATS "
+                              "wildcards ('*', '>')")
         for subject in (r.subjects or (r.remote or r.pattern,)) if r.direction == "down" else ():
             problem = down_subject_problem(subject)
             if problem is not None:
@@ -267,6 +281,9 @@ def _rules(raw: dict[str, Any], where: str, subject_lists: bool = False
         if r.subjects and not subject_lists:
             raise ConfigError(f"{where}topics[{j}].remote: a list (several subjects into one "
                               "topic's partitions) is for target: nats; name one remote topic")
+        if r.max_subjects is not None and not subject_lists:
+            raise ConfigError(f"{where}topics[{j}].max_subjects: for target: nats (a remote "
+                              "subject filter with wildcards)")
     return rules
 
 
@@ -323,7 +340,8 @@ def _rule(raw: Any, where: str) -> TopicRule:
     if isinstance(raw, str) and raw.strip():
         return TopicRule(raw.strip())
     if (isinstance(raw, dict)
-            and set(raw) <= {"pattern", "priority", "direction", "remote", "weight", "max_age"}
+            and set(raw) <= {"pattern", "priority", "direction", "remote", "weight", "max_age",
+                             "max_subjects"}
             and "pattern" in raw):
         prio = raw.get("priority", 0)
         if isinstance(prio, bool) or not isinstance(prio, int) or not -100 <= prio <= 100:
@@ -345,6 +363,12 @@ def _rule(raw: Any, where: str) -> TopicRule:
         if direction == "up" and (remote is not None or subjects):
             raise ConfigError(f"{where}.remote: only for direction: down (the name up there is "
                               "the target's business: kafka.topic)")
+        max_subjects = raw.get("max_subjects")
+        if max_subjects is not None and (
+                isinstance(max_subjects, bool) or not isinstance(max_subjects, int)
+                or not 1 <= max_subjects <= MAX_SUBJECTS):
+            raise ConfigError(f"{where}.max_subjects: expected a whole number in "
+                              f"[1, {MAX_SUBJECTS}], got {max_subjects!r}")
         if direction == "down" and (any(c in pattern for c in "*?[") or pattern.startswith("__")):
             raise ConfigError(f"{where}.pattern: a topic brought down is named exactly (the "
                               f"local topic it fills), got {pattern!r}")
@@ -360,7 +384,8 @@ def _rule(raw: Any, where: str) -> TopicRule:
                 raise ConfigError(f"{where}.max_age: {e}") from None
             if max_age <= 0:
                 raise ConfigError(f"{where}.max_age: expected a positive duration, got {max_age}")
-        return TopicRule(pattern, prio, direction, remote, weight, max_age, subjects)
+        return TopicRule(pattern, prio, direction, remote, weight, max_age, subjects,
+                         max_subjects)
     raise ConfigError(f"{where}: expected a topic name or pattern, or {{pattern: ..., priority: N, "
                       "weight: N, max_age: DURATION, direction: up|down, remote: NAME}")
 

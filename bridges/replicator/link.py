@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridges.replicator.config import LinkConfig
 from bridges.replicator.inflight import InFlight, Shipment
@@ -25,6 +25,9 @@ from bridges.replicator.sessions import SessionLoop, bounded_heartbeat
 from bridges.replicator.targets.base import GapTarget, Target
 from bridges.replicator.targets.peer import PeerTarget
 from edgebus import Admin, BatchReader, PartitionRead, TopicInfo, TopicPartition
+
+if TYPE_CHECKING:
+    from bridges.replicator.pull_wildcards import Refusals
 from edgebus.errors import (
     IncarnationMismatchError,
     NotAMirrorError,
@@ -127,6 +130,8 @@ class LinkStatus:
     in_flight_max: int = 0  # the most shipments in flight at once since the start (inflight.py)
     gaps: dict[tuple[str, int], GapCount] = field(default_factory=dict)  # kept across sessions
     rates: dict[tuple[str, int], Rate] = field(default_factory=dict)  # sample(), about once a second
+    # A NATS down direction's subjects refused by its wildcard rules (pull_wildcards.py).
+    refusals: Refusals | None = None
     # Guards `partitions` against a reader on another thread (the status endpoint).
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -159,9 +164,12 @@ class LinkStatus:
                         "last_gap": g.last,
                         "rate_records_s": round(rates.get((topic, p), (0.0, 0.0))[0], 1),
                         "rate_bytes_s": round(rates.get((topic, p), (0.0, 0.0))[1])})
-        return {"state": self.state, "last_error": self.last_error, "sessions": self.sessions,
-                "read_bytes": self.read_bytes, "in_flight_max": self.in_flight_max,
-                "partitions": out}
+        doc = {"state": self.state, "last_error": self.last_error, "sessions": self.sessions,
+               "read_bytes": self.read_bytes, "in_flight_max": self.in_flight_max,
+               "partitions": out}
+        if self.refusals is not None and self.refusals.count:
+            doc["refused_subjects"], doc["refused_count"] = self.refusals.snapshot()
+        return doc
 
 
 class LinkRunner(SessionLoop):

@@ -4,7 +4,7 @@
     edgebus_replicator_sessions_total{link}                sessions started (reconnects + 1)
     edgebus_replicator_lag_records{link,topic,partition}   source log end - target log end
     edgebus_replicator_lag_bytes{link,topic,partition}     bytes of log from the cursor to the
-                                                           source's end (not for kafka/nats down)
+                                                           source's end (kafka/nats down: estimated)
     edgebus_replicator_lag_seconds{link,topic,partition}   age of the oldest record not shipped
     edgebus_replicator_shipped_records_total{...}          offsets the target moved by
     edgebus_replicator_shipped_bytes_total{...}            bytes of batches shipped
@@ -14,6 +14,7 @@
                                                            before they were shipped (gap records)
     edgebus_replicator_expired_records_total{...}          offsets past max_age, not shipped
     edgebus_replicator_wire_bytes_total{link}              bytes of batches as sent (compressed)
+    edgebus_replicator_refused_subjects_total{link}        NATS subjects a wildcard rule refused
 
 A link's down direction (topics brought down from the target, pull.py) is the link
 "<name>:down": lag is the target's end minus the local copy's, topic the local topic.
@@ -66,8 +67,13 @@ class ReplicatorCollector:
                                       "the target)", labels=labels)
         wire = CounterMetricFamily(PREFIX + "wire_bytes", "Bytes of batches as sent on the link "
                                    "(after compression)", labels=["link"])
+        refused = CounterMetricFamily(PREFIX + "refused_subjects", "NATS subjects a wildcard "
+                                      "down rule refused (invalid name, max_subjects, access rules)",
+                                      labels=["link"])
         for r in self.runners:
             snap = r.status.snapshot()
+            if "refused_count" in snap:
+                refused.add_metric([r.label], snap["refused_count"])
             up.add_metric([r.label], 1 if snap["state"] == "up" else 0)
             wire.add_metric([r.label], getattr(getattr(r, "target", None), "wire_bytes", 0))
             sessions.add_metric([r.label], snap["sessions"])
@@ -84,4 +90,5 @@ class ReplicatorCollector:
                 held.add_metric(lv, 1 if p["held"] else 0)
                 gaps.add_metric(lv, p["gap_records"])
                 expired.add_metric(lv, p["expired_records"])
-        yield from (up, sessions, lag, lag_b, lag_s, shipped, shipped_b, dups, held, gaps, expired, wire)
+        yield from (up, sessions, lag, lag_b, lag_s, shipped, shipped_b, dups, held, gaps, expired, wire,
+                    refused)

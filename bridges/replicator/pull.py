@@ -31,6 +31,8 @@ from bridges.replicator.link import (
     LinkStatus,
     PartitionState,
 )
+from bridges.replicator.nats_wildcards import is_wildcard
+from bridges.replicator.pull_wildcards import WildcardRule, Wildcards
 from bridges.replicator.sessions import SessionLoop, bounded_heartbeat, half_open
 from bridges.replicator.targets.base import Remote, RemoteRecord
 from edgebus import Admin, BatchReader, Producer
@@ -59,6 +61,23 @@ def make_remote(cfg: LinkConfig, node: str) -> Remote:
     raise ValueError(f"topics cannot be brought down from a {cfg.target} target yet")
 
 
+def record_bytes(r: RemoteRecord) -> int:
+    """A record's bytes as lag_bytes counts them: its key, value and headers."""
+    return (len(r.key or b"") + len(r.value or b"")
+            + sum(len(n) + len(v or b"") for n, v in r.headers))
+
+
+def lag_bytes_estimate(pulled: list[RemoteRecord], behind: int) -> int:
+    """The down directions' lag in bytes: Kafka and NATS say how many records are behind a
+    position, never how many bytes (docs/REPLICATION.md, "Bringing topics down"). The records
+    pulled and not yet written count exactly; the `behind` records still at the target count
+    as the mean size of the pulled ones, which are the ones right before them."""
+    if not pulled:
+        return 0
+    exact = sum(map(record_bytes, pulled))
+    return exact + round(behind * exact / len(pulled))
+
+
 def remote_header(link: str, topic: str, partition: int, offset: int) -> bytes:
     return f"{link}/{topic}/{partition}/{offset}".encode()
 
@@ -77,6 +96,10 @@ class PullRunner(SessionLoop):
         self.thread = threading.Thread(target=self.run, name=f"pull-{cfg.name}", daemon=True)
         self._was_up = False
         self._markers: set[tuple[tuple[str, int], int]] = set()  # gap markers counted
+        # NATS rules whose remote has wildcards: their subjects, kept across sessions.
+        self._wild = Wildcards(self.label, [r for r in cfg.pulls if cfg.target == "nats"
+                                            and not r.subjects and is_wildcard(r.remote or r.pattern)])
+        self.status.refusals = self._wild.refusals
 
     def _end_session(self) -> None:
         self.remote.close()
@@ -92,7 +115,12 @@ class PullRunner(SessionLoop):
                 Producer(socket=self.socket, acks="durable", linger_ms=1, max_in_flight=1,
                          batch_size=CHUNK_BYTES * 2, max_request_size=CHUNK_BYTES * 4,
                          transport="socket") as producer:
+            wild = {id(w.rule) for w in self._wild.rules}
+            for w in self._wild.rules:
+                self._setup_wildcard(admin, reader, w, local_of, cursors)
             for rule in self.cfg.pulls:
+                if id(rule) in wild:
+                    continue  # above
                 if rule.subjects:  # NATS: subject i into partition i
                     self._setup_subjects(admin, reader, rule.pattern, rule.subjects, local_of,
                                          cursors)
@@ -104,13 +132,14 @@ class PullRunner(SessionLoop):
             log.info("link %s: up, %d partition(s) from %s", self.label, len(cursors), remote.name)
             st.state, st.last_error = "up", ""
             self._was_up = True
-            answered = beat = refresh = time.monotonic()  # answered: the target's last answer
+            # answered: the target's last answer
+            answered = beat = refresh = wild_refresh = time.monotonic()
             hb = self.cfg.heartbeat_s
             # A pull waits at most half a heartbeat for data (and the remote gives its answer
             # a heartbeat more), so that with the heartbeat's own bound a half-open link is
             # given up within two intervals of the last answer, as the up direction's.
             wait_s = min(IDLE_WAIT_MS / 1000, hb / 2)
-            missing = [name for r in self.cfg.pulls
+            missing = [name for r in self.cfg.pulls if id(r) not in wild
                        for name in (r.subjects or (r.remote or r.pattern,))
                        if (name, 0) not in local_of]
             while not self.stop.is_set():
@@ -118,6 +147,12 @@ class PullRunner(SessionLoop):
                     refresh = time.monotonic()
                     if any(remote.remote_partitions(t) is not None for t in missing):
                         return  # a topic waited for is there: a new session takes it up
+                if self._wild and time.monotonic() - wild_refresh >= TOPIC_REFRESH_S:
+                    wild_refresh = time.monotonic()
+                    nats: Any = remote  # NatsRemote: only a NATS link has wildcard rules
+                    if any(w.classify(nats.subjects(w.filter, self._wild.scan_limit(w)), set())
+                           for w in self._wild.rules):
+                        return  # a new subject taken: a new session sets it up
                 try:
                     got = remote.pull(wait_s)
                 except OperationTimeoutError as e:
@@ -129,6 +164,7 @@ class PullRunner(SessionLoop):
                         ps = st.partitions[local_of[rtp]]
                         ps.source_end = max(end, cursors[rtp])
                         ps.caught_up_at, ps.head_append_ms = time.time(), -1
+                        ps.lag_bytes = 0  # at the target's end: nothing behind
                 for rtp, why in got.gaps.items():
                     if rtp in local_of:
                         self._hold(local_of[rtp], f"gap at remote offset {cursors[rtp]}: {why}")
@@ -175,6 +211,23 @@ class PullRunner(SessionLoop):
                 self._hold((local, p), str(e))
                 continue
             cursors[rtp] = ps.cursor = c
+
+    def _setup_wildcard(self, admin: Admin, reader: BatchReader, w: WildcardRule,
+                        local_of: dict[tuple[str, int], tuple[str, int]],
+                        cursors: dict[tuple[str, int], int]) -> None:
+        """A wildcard rule's subjects (those taken before, and new ones the stream holds now,
+        within max_subjects), each into its own topic as a one-subject list is."""
+        remote: Any = self.remote  # NatsRemote: only a NATS link has wildcard rules
+        w.classify(remote.subjects(w.filter, self._wild.scan_limit(w)), set(admin.list_topics()))
+        for subject, topic in sorted(w.taken.items()):
+            try:
+                self._setup_subjects(admin, reader, topic, (subject,), local_of, cursors)
+            except EdgebusError as e:
+                if e.retriable:
+                    raise
+                # The supervisor refused the topic (access rules, limits, its name): this
+                # subject only, never the others.
+                w.refuse(subject, e)
 
     def _setup_subjects(self, admin: Admin, reader: BatchReader, local: str,
                         subjects: tuple[str, ...], local_of: dict[tuple[str, int], tuple[str, int]],
@@ -268,10 +321,11 @@ class PullRunner(SessionLoop):
                 # lag_records is this end minus the cursor once these are written: `behind`
                 # (for NATS: stream sequences of other subjects in between are not counted).
                 ps.source_end = max(ps.source_end, fresh[-1].offset + 1 + behind)
+                ps.lag_bytes = lag_bytes_estimate(fresh, behind)
         i = 0
         while i < len(recs):
             futs: list[Any] = []  # FutureRecordMetadata
-            size = 0
+            size = sent = 0  # sent: record_bytes of this chunk's records
             while i < len(recs) and (not futs or size < CHUNK_BYTES):
                 r = recs[i]
                 if r.offset < cursors[rtp]:
@@ -285,6 +339,7 @@ class PullRunner(SessionLoop):
                 futs.append(producer.send(ltp[0], r.value, r.key, hdrs, partition=ltp[1],
                                           timestamp_ms=r.timestamp))
                 size += len(r.value or b"") + len(r.key or b"") + 64
+                sent += record_bytes(r)
                 last, last_ts = r.offset, r.timestamp
                 i += 1
             if not futs:
@@ -301,6 +356,8 @@ class PullRunner(SessionLoop):
                 raise err if isinstance(err, EdgebusError) else EdgebusError(str(err))
             ps.shipped_records += len(futs)
             ps.shipped_bytes += size
+            if ps.lag_bytes >= 0:
+                ps.lag_bytes = max(0, ps.lag_bytes - sent)
             cursors[rtp] = ps.cursor = last + 1
             ps.head_append_ms = last_ts  # what follows came no earlier
             ps.source_end = max(ps.source_end, ps.cursor)

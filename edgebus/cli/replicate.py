@@ -93,3 +93,7 @@ def print_links(doc: dict[str, Any], out: TextIO | None = None) -> None:
                 print(f"    GAP: {p['gap_records']} records deleted by retention before "
                       f"they were shipped, {p['expired_records']} past max_age; last: "
                       f"{p['last_gap']}", file=out)
+        if link.get("refused_count"):
+            first, why = next(iter(link["refused_subjects"].items()), ("?", "?"))
+            print(f"  REFUSED: {link['refused_count']} subject(s) not brought down (wildcard "
+                  f"rules), e.g. {first}: {why}", file=out)

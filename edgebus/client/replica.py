@@ -30,8 +30,8 @@ from edgebus.client.replica_send import (
 from edgebus.client.shm_channel import open_sync_channel
 from edgebus.errors import (
     AuthenticationError,
-    BrokerUnavailableError,
     EdgebusError,
+    TargetUnavailableError,
     UnknownTopicError,
     UnsupportedVersionError,
     error_for_code,
@@ -292,7 +292,8 @@ class _TcpChannel(SplitRequestChannel):
         try:
             s = socket.create_connection((self.host, self.port), timeout=self.timeout)
         except OSError as e:
-            raise BrokerUnavailableError(
+            # Another node's listener, not the local supervisor: the hint says so.
+            raise TargetUnavailableError(
                 f"cannot connect to the replica listener at {self.host}:{self.port}: {e}") from None
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.tls is not None:
@@ -315,7 +316,7 @@ class _TcpChannel(SplitRequestChannel):
                     f"the replica listener at {self.host}:{self.port} refused this node's TLS "
                     f"certificate: {e.reason or e}") from None
             except OSError as e:
-                raise BrokerUnavailableError(
+                raise TargetUnavailableError(
                     f"lost the replica listener at {self.host}:{self.port}: {e}") from None
             resp = ClientProtocol.decode_body(M.Api.REPLICA_HELLO, frame)
         except BaseException:

@@ -54,3 +54,24 @@ def test_a_silent_link_is_noticed_by_the_heartbeat_and_the_backlog_drains(
     wait_for(lambda: in_step(source, destination, "quiet", 1), timeout=60,
              what=f"the backlog to drain without new traffic:\n{rep.log()[-2000:]}")
     relay.close()
+
+
+@pytest.mark.parametrize("destination", ["peer"], indirect=True)
+def test_a_silent_or_gone_peer_is_reported_as_the_target_not_the_local_supervisor(
+        source, destination, make_replicator) -> None:
+    """Silent (half-open), then gone (its supervisor killed): the link's error names the peer's
+    replica listener and says edgebus here is fine, never the local supervisor's "is `edgebus
+    serve` running? set EDGEBUS_SOCKET"."""
+    relay, rep, port = mirrored_through_relay(source, destination, make_replicator, "gone", 5,
+                                              heartbeat_s=0.3)
+    relay.blackhole = True
+    wait_for(lambda: link_status(port)["state"] == "down",
+             what=f"the silent link noticed:\n{rep.log()[-2000:]}")
+    err = link_status(port)["last_error"]
+    assert "half-open link or dead target" in err and "edgebus itself is fine" in err, err
+    relay.blackhole = False
+    relay.close()  # nothing listens there any more
+    wait_for(lambda: "cannot connect to the replica listener" in link_status(port)["last_error"],
+             what=f"the gone peer reported:\n{rep.log()[-2000:]}")
+    assert "edgebus itself is fine" in link_status(port)["last_error"]
+    assert "EDGEBUS_SOCKET" not in rep.log(), rep.log()[-3000:]

@@ -49,9 +49,10 @@ def test_a_nats_link_is_read_with_its_defaults(tmp_path: Path) -> None:
     ({"token_file": "/nonexistent"}, "give one way to authenticate"),
     ({"password_file": None, "user": "u"}, "password_file"),
     ({"streem": "x"}, "streem: unknown key"),
-    # A topic brought down is one subject (tests/replication/test_nats_down.py has the rest).
+    # A subject filter brings each subject into a topic of its own, so the pattern must name
+    # its wildcards (tests/replication/test_nats_down.py and test_nats_wildcards.py: the rest).
     ({"topics": [{"pattern": "cmd", "direction": "down", "remote": "cmd.>"}]},
-     r"topics\[0\].remote: expected one NATS subject"),
+     r"topics\[0\].remote: the local topic pattern 'cmd' must name each of the 1 wildcard"),
 ])
 def test_bad_nats_keys_are_named(tmp_path: Path, change: dict, message: str) -> None:
     doc = _good(tmp_path)

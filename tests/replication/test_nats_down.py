@@ -376,7 +376,7 @@ def _check(tmp_path: Path, nats: NatsDestination, rule: dict[str, Any], **link: 
 
 @pytest.mark.parametrize("rule, link, message", [
     ({"pattern": "commands", "direction": "down", "remote": "office.commands.*"}, {},
-     "topics[0].remote: expected one NATS subject"),
+     "topics[0].remote: the local topic pattern 'commands' must name each of the 1 wildcard"),
     ({"pattern": "commands", "direction": "down", "remote": "office..x"}, {},
      "topics[0].remote: expected one NATS subject"),
     ({"pattern": "cmd.*", "direction": "down"}, {}, "named exactly"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgebus.errors import AuthenticationError, BrokerUnavailableError
+from edgebus.errors import AuthenticationError, TargetUnavailableError
 
 # KafkaError codes of a refused login or TLS handshake (confluent_kafka.KafkaError._AUTHENTICATION,
 # SASL_AUTHENTICATION_FAILED, _SSL), listed here so that this module needs no librdkafka to load.
@@ -26,10 +26,11 @@ class KafkaAuthenticationError(AuthenticationError):
             "ssl.*) against the cluster's users and certificates")
 
 
-class KafkaUnavailableError(BrokerUnavailableError):
+class KafkaUnavailableError(TargetUnavailableError):
     """The link's Kafka cluster cannot be reached, or did not answer in time."""
 
-    hint = "is the Kafka cluster at the link's address up and reachable from this host?"
+    hint = ("edgebus itself is fine: check that the Kafka cluster at the link's address is up "
+            "and reachable from this host")
 
 
 class ReportedErrors:

@@ -19,13 +19,14 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import random
 import ssl
 import threading
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from bridges.replicator.config import LinkConfig
 from bridges.replicator.targets import nats_codec as C
@@ -33,22 +34,36 @@ from bridges.replicator.targets import nats_frames as F
 from edgebus import PartitionRead, Record, TopicInfo, client_context
 from edgebus.errors import (
     AuthenticationError,
-    BrokerUnavailableError,
     EdgebusError,
     IncarnationMismatchError,
     NotAMirrorError,
     OperationTimeoutError,
     ReplicaDivergedError,
+    TargetUnavailableError,
     UnknownServerError,
 )
 
 T = TypeVar("T")
+# What a coroutine of the private loop ended with: (True, its result) or (False, its exception).
+_Outcome: TypeAlias = tuple[bool, T | BaseException]
+log = logging.getLogger("edgebus.replicator")
+
+NATS_HINT = ("edgebus itself is fine: check that the NATS server named here runs and answers "
+             "(not stopped, hung or overloaded), the network path to it, and that JetStream has "
+             "a leader (`nats server report jetstream`)")
 
 
-class NatsUnavailableError(BrokerUnavailableError):
+class NatsUnavailableError(TargetUnavailableError):
     """The NATS cluster did not answer or closed the connection (retried by the link)."""
 
-    hint = "check that the servers of the link's 'servers' run and that JetStream has a leader"
+    hint = NATS_HINT
+
+
+class NatsTimeoutError(NatsUnavailableError, OperationTimeoutError):
+    """A NATS server took longer than the bound to answer: the connection may stay up while the
+    server is stopped or hung (a half-open link)."""
+
+    hint = NATS_HINT
 
 # nats-server's default max_batch_size: more messages in one atomic batch are refused.
 MAX_BATCH_MESSAGES = 1000
@@ -76,26 +91,51 @@ class NatsTarget:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._nc: Any = None
+        self.server = ""  # the NATS server of this session (tried or connected): errors name it
         # Per partition: (stream sequence of the subject's last message, first offset not there).
         self._last: dict[tuple[str, int], tuple[int, int]] = {}
 
     # -- the private event loop ------------------------------------------------------------
 
-    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        assert self._loop is not None
-        return self._wait(asyncio.run_coroutine_threadsafe(coro, self._loop), timeout)
+    @property
+    def where(self) -> str:
+        """The stream and the NATS server, as errors name them."""
+        return f"{self.name} (NATS server {self.server})" if self.server else self.name
 
-    def _wait(self, fut: Future[T], timeout: float | None = None) -> T:
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return self._wait(self._spawn(coro), timeout)
+
+    def _spawn(self, coro: Coroutine[Any, Any, T]) -> Future[_Outcome[T]]:
+        """The coroutine as a task of the private loop whose outcome is always retrieved: a
+        caller that gave up on it (a timeout) cancels it, and whatever it ends with then (nats-py
+        turns a cancelled read of a closed connection into ConnectionClosedError) is kept in
+        the outcome, not left for asyncio's "Task exception was never retrieved"."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(_settled(coro), self._loop)
+
+    def _wait(self, fut: Future[_Outcome[T]], timeout: float | None = None) -> T:
         try:
-            return fut.result(timeout if timeout is not None else self.timeout)
+            ok, value = fut.result(timeout if timeout is not None else self.timeout)
         except TimeoutError:
             fut.cancel()
-            raise OperationTimeoutError(f"{self.name}: no answer within "
-                                        f"{timeout or self.timeout:.1f} s") from None
-        except EdgebusError:
-            raise
-        except Exception as e:  # nats-py's own errors, and OSError from its transport
-            raise _mapped(e, self.name) from None
+            raise NatsTimeoutError(f"{self.where}: no answer within "
+                                   f"{timeout or self.timeout:.1f} s") from None
+        if ok:
+            return value  # type: ignore[return-value]
+        e = value
+        if isinstance(e, EdgebusError):
+            raise e
+        # nats-py's own errors, and OSError from its transport
+        raise _mapped(e, self.where) from None  # type: ignore[arg-type]
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, ctx: dict[str, Any]) -> None:
+        """nats-py's own background tasks (its reader, pinger, flusher) may end with an error
+        when the server goes silent or the connection is cut; that error also reaches the
+        request that needed the connection (and ends the session), so one DEBUG line here, not
+        asyncio's ERROR with a traceback."""
+        e = ctx.get("exception")
+        log.debug("link %s: %s: nats-py background task: %s%s", self.cfg.name, self.where,
+                  ctx.get("message", ""), f": {type(e).__name__}: {e}" if e else "")
 
     # -- Target ----------------------------------------------------------------------------
 
@@ -104,6 +144,7 @@ class NatsTarget:
 
         self.close()
         self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(self._loop_exception)
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name=f"nats-{self.cfg.name}")
         self._thread.start()
@@ -140,15 +181,26 @@ class NatsTarget:
         # turn (shuffled, so that nodes share the links), so a node that is down costs nothing.
         servers = list(o.servers)
         random.shuffle(servers)
-        for i, server in enumerate(servers):
+        failed: list[str] = []
+        for server in servers:
+            self.server = server
             try:
-                self._nc = self._run(nats.connect(**{**kw, "servers": [server]}))
+                # A second past nats-py's own connect_timeout, so that its answer (refused,
+                # timed out) is the one reported rather than a race between the two bounds.
+                self._nc = self._run(nats.connect(**{**kw, "servers": [server]}),
+                                     self.timeout + 1)
                 break
             except AuthenticationError:
                 raise
-            except EdgebusError:
-                if i == len(servers) - 1:
-                    raise
+            except EdgebusError as e:
+                failed.append(f"{server}: {Exception.__str__(e).removeprefix(self.where + ': ')}")
+                if len(failed) == len(servers):
+                    self.server = ""
+                    cls = type(e) if isinstance(e, NatsUnavailableError) else NatsUnavailableError
+                    # Sorted: the servers were tried shuffled, and the same trouble should
+                    # read the same on every retry (one log line per change of trouble).
+                    raise cls(f"{self.name}: no NATS server of the link answered: "
+                              + "; ".join(sorted(failed))) from None
         self._last.clear()
         self._ensure_stream()
 
@@ -167,7 +219,7 @@ class NatsTarget:
             info = self._run(self._api(f"$JS.API.STREAM.CREATE.{o.stream}", cfg))
             err = info.get("error")
         if err:
-            raise _api_error(err, f"{self.name}: ")
+            raise _api_error(err, f"{self.where}: ")
         if not info.get("config", {}).get("allow_atomic"):
             raise NotAMirrorError(
                 f"{self.name} does not allow atomic batch publish, which the replicator needs "
@@ -187,7 +239,7 @@ class NatsTarget:
             self._last[(topic, partition)] = (0, start)
             return start
         if err:
-            raise _api_error(err, f"{self.name}: ")
+            raise _api_error(err, f"{self.where}: ")
         m = ans["message"]
         h = C.parse_header_block(base64.b64decode(m.get("hdrs", "")))
         mine = C.msg_id(self.node, topic, partition, 0).rsplit("/", 1)[0] + "/"
@@ -295,13 +347,13 @@ class NatsTarget:
         if group:
             yield group
 
-    def _submit(self, subject: str, batch: F.Batch, last_seq: int) -> Future[dict[str, Any]]:
+    def _submit(self, subject: str, batch: F.Batch, last_seq: int
+                ) -> Future[_Outcome[dict[str, Any]]]:
         frames = batch.frames(last_seq)
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(
-            self._publish(subject, frames, (batch.last_payload, batch.last_headers)), self._loop)
+        return self._spawn(
+            self._publish(subject, frames, (batch.last_payload, batch.last_headers)))
 
-    def _acked(self, subject: str, fut: Future[dict[str, Any]], count: int) -> int:
+    def _acked(self, subject: str, fut: Future[_Outcome[dict[str, Any]]], count: int) -> int:
         """Waits for one atomic batch's PubAck; returns the stream sequence of its last message.
         Any failure ends the session, and the next reads the cursor again (the batch is there
         whole or not at all)."""
@@ -360,6 +412,17 @@ class NatsTarget:
             loop.close()
 
 
+async def _settled(coro: Coroutine[Any, Any, T]) -> tuple[bool, T | BaseException]:
+    """(True, result) or (False, the exception): the task itself never ends with an exception
+    (a cancellation still cancels it)."""
+    try:
+        return True, await coro
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:
+        return False, e
+
+
 def _api_error(err: dict[str, Any], where: str) -> EdgebusError:
     code, text = err.get("err_code"), err.get("description", "")
     if code == ERR_WRONG_LAST_SEQUENCE:
@@ -378,5 +441,5 @@ def _mapped(e: Exception, where: str) -> EdgebusError:
     if "authorization" in text.lower() or isinstance(e, ne.AuthorizationError):
         return AuthenticationError(f"{where}: the NATS server refused our credentials: {text}")
     if isinstance(e, ne.TimeoutError | asyncio.TimeoutError):
-        return OperationTimeoutError(f"{where}: no answer within the timeout")
+        return NatsTimeoutError(f"{where}: no answer within the timeout")
     return NatsUnavailableError(f"{where}: {type(e).__name__}: {text}")

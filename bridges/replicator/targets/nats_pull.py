@@ -70,7 +70,7 @@ class NatsRemote(NatsTarget):
         info = self._run(self._api(f"$JS.API.STREAM.INFO.{self.stream}", {}))
         err = info.get("error")
         if err:
-            raise _api_error(err, f"{self.name}: ")
+            raise _api_error(err, f"{self.where}: ")
         self._subjects = list(info.get("config", {}).get("subjects") or [])
         return info
 
@@ -84,9 +84,22 @@ class NatsRemote(NatsTarget):
         if err and err.get("err_code") == ERR_STREAM_NOT_FOUND:
             return None
         if err:
-            raise _api_error(err, f"{self.name}: ")
+            raise _api_error(err, f"{self.where}: ")
         subjects = info.get("config", {}).get("subjects") or []
         return 1 if any(_matches(f, topic) for f in subjects) else None
+
+    def subjects(self, subject_filter: str, limit: int) -> list[str]:
+        """The concrete subjects of the stream that match a filter with wildcards (those holding
+        messages now), sorted; at most `limit` of them are asked for (the stream info pages
+        them), so a stream with a flood of subjects costs one bounded answer."""
+        info = self._run(self._api(f"$JS.API.STREAM.INFO.{self.stream}",
+                                   {"subjects_filter": subject_filter}))
+        err = info.get("error")
+        if err and err.get("err_code") == ERR_STREAM_NOT_FOUND:
+            return []
+        if err:
+            raise _api_error(err, f"{self.where}: ")
+        return sorted(info.get("state", {}).get("subjects") or {})[:limit]
 
     def remote_start(self, topic: str, partition: int) -> int:
         return max(1, int(self._stream_info()["state"].get("first_seq", 1)))
@@ -177,7 +190,7 @@ class NatsRemote(NatsTarget):
             if status is not None:
                 if status in ("404", "408"):
                     return msgs, True  # no (more) messages within the wait
-                raise NatsUnavailableError(f"{self.name}: pull from {c.name}: status {status} "
+                raise NatsUnavailableError(f"{self.where}: pull from {c.name}: status {status} "
                                            f"{m.headers.get('Description', '')}")
             msgs.append(m)
         return msgs, False
@@ -191,7 +204,7 @@ class NatsRemote(NatsTarget):
             ans = self._run(self._api(f"$JS.API.CONSUMER.INFO.{self.stream}.{c.name}", {}),
                             timeout)
             if ans.get("error"):
-                raise NatsUnavailableError(f"{self.name}: consumer {c.name}: "
+                raise NatsUnavailableError(f"{self.where}: consumer {c.name}: "
                                            f"{ans['error'].get('description')}")
 
     def close(self) -> None:

@@ -1,0 +1,128 @@
+"""Which concrete subjects a NATS down rule with wildcards brings down, and into which topics
+(the naming rule: nats_wildcards.py; the reading: pull.py, a subject at a time as for a listed
+subject). Kept per link direction across sessions, so that a subject once taken keeps its place
+under the rule's max_subjects, and each refusal is logged once.
+
+Refused, never created: a subject whose topic name would be invalid, one whose name another
+subject of the rule already makes, one past max_subjects, and one the supervisor refuses to
+create (its access rules, limits.max_topics). Refusals are shown in status (`refused_subjects`,
+at most REFUSED_KEPT of them, and their count) and logged, at most REFUSED_LOGGED lines per rule
+so that a flood of subjects cannot flood the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from bridges.replicator.config import TopicRule
+from bridges.replicator.nats_wildcards import DEFAULT_MAX_SUBJECTS, over_limit, short, topic_for
+from edgebus.errors import EdgebusError, InvalidTopicError
+
+log = logging.getLogger("edgebus.replicator")
+
+REFUSED_KEPT = 100  # refusals status names (the count goes on)
+REFUSED_REMEMBERED = 10_000  # refused subjects a rule skips without checking again
+REFUSED_LOGGED = 10  # WARNING lines per rule; then one line says the rest are in status only
+
+
+@dataclass
+class Refusals:
+    """Subjects not brought down, with why: what status shows."""
+
+    reasons: dict[str, str] = field(default_factory=dict)
+    count: int = 0
+    # The status endpoint reads while the direction's thread adds.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, subject: str, why: str) -> bool:
+        """Records a refusal; True when it is new (to be logged)."""
+        with self.lock:
+            if short(subject) in self.reasons:
+                return False
+            self.count += 1
+            if len(self.reasons) < REFUSED_KEPT:
+                self.reasons[short(subject)] = why
+            return True
+
+    def snapshot(self) -> tuple[dict[str, str], int]:
+        with self.lock:
+            return dict(self.reasons), self.count
+
+
+@dataclass
+class WildcardRule:
+    rule: TopicRule
+    label: str  # the direction's name in log lines
+    refusals: Refusals  # the direction's, shared by its rules
+    taken: dict[str, str] = field(default_factory=dict)  # subject -> local topic
+    refused: set[str] = field(default_factory=set)
+    logged: int = 0
+
+    @property
+    def filter(self) -> str:
+        return self.rule.remote or self.rule.pattern
+
+    @property
+    def limit(self) -> int:
+        return self.rule.max_subjects or DEFAULT_MAX_SUBJECTS
+
+    def classify(self, subjects: list[str], existing: set[str]) -> list[tuple[str, str]]:
+        """The (subject, topic) pairs newly taken from `subjects` (sorted), refusing the rest.
+        Subjects whose topic exists here already go first: a replicator restarted keeps the
+        subjects it had, whatever new ones sort before them."""
+        named: list[tuple[str, str]] = []
+        for s in subjects:
+            if s in self.taken or s in self.refused:
+                continue
+            try:
+                named.append((s, topic_for(self.filter, self.rule.pattern, s)))
+            except InvalidTopicError as e:
+                self.refuse(s, e)
+        named.sort(key=lambda st: (st[1] not in existing, st[0]))
+        owners = {t: s for s, t in self.taken.items()}
+        new: list[tuple[str, str]] = []
+        for s, t in named:
+            if t in owners:
+                self.refuse(s, InvalidTopicError(
+                    f"subject {short(s)!r} would make topic {t!r}, which subject "
+                    f"{short(owners[t])!r} of the same rule makes: give the rule's pattern a "
+                    "separator between wildcards"))
+            elif len(self.taken) >= self.limit:
+                self.refuse(s, over_limit(self.filter, self.limit, s))
+            else:
+                self.taken[s] = owners[t] = t
+                new.append((s, t))
+        return new
+
+    def refuse(self, subject: str, e: EdgebusError) -> None:
+        self.taken.pop(subject, None)
+        if len(self.refused) >= REFUSED_REMEMBERED:
+            # Bounded memory over a year of churning subjects: forget, check them again.
+            self.refused.clear()
+        self.refused.add(subject)
+        if self.refusals.add(subject, f"{type(e).__name__}: {e}"):
+            self.logged += 1
+            if self.logged <= REFUSED_LOGGED:
+                log.warning("link %s: wildcard rule %r: %s: %s", self.label, self.filter,
+                            type(e).__name__, e)
+            if self.logged == REFUSED_LOGGED:
+                log.warning("link %s: further subjects of %r refused are counted in status "
+                            "(refused_subjects) only", self.label, self.filter)
+
+
+class Wildcards:
+    """The wildcard rules of one down direction (pull.py keeps one across its sessions)."""
+
+    def __init__(self, label: str, rules: list[TopicRule]) -> None:
+        self.refusals = Refusals()
+        self.rules = [WildcardRule(r, label, self.refusals) for r in rules]
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def scan_limit(self, w: WildcardRule) -> int:
+        """How many of the stream's matching subjects to look at: room for every one taken
+        and the rule's limit again, so refusals do not hide a valid subject behind them."""
+        return len(w.taken) + 2 * w.limit + 16

