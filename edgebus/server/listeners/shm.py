@@ -107,6 +107,9 @@ class ShmLink:
         self.on_room: Any = None
         self.frames_in = 0
         self.frames_out = 0
+        # The C data plane's grants ((topic, partition) -> shm_plane.Grant) and their C array.
+        self.grants: dict[tuple[str, int], Any] = {}
+        self.grant_ptrs: Any = None
 
     def __repr__(self) -> str:
         return f"shm-link({self.conn!r})"
@@ -246,7 +249,13 @@ class ShmLink:
         unpack_len = F.FRAME_LENGTH.unpack_from
         unpack_head = F.REQUEST_HEADER_REST.unpack_from
         len_size, head_size = F.FRAME_LENGTH_SIZE, F.REQUEST_HEADER_SIZE
+        plane = self.t.plane
         while pos < end:
+            if self.grants and plane is not None and not self.pending:
+                # the C data plane takes what it can (shm_plane.py); Python the frame it stops at
+                pos = plane.serve(self, buf, pos)
+                if pos >= end:
+                    break
             n = unpack_len(buf, pos)[0]
             if n < F.REQUEST_MIN_LENGTH:
                 log.warning("%r sent a frame of %d bytes, shorter than its header; closing it",
@@ -273,6 +282,8 @@ class ShmLink:
                 os.close(fd)
         self.req = self.resp = self.req_d = self.resp_d = None
         self.standing = self.standing_w = self.on_room = None
+        self.grants.clear()
+        self.grant_ptrs = None
         self.mapping.close()
 
 
@@ -290,6 +301,8 @@ class ShmTransport(Service):
             log.warning("shared-memory rings are off: %s", self.reason)
         self._ring_ptrs: Any = None  # cffi array of the spinning rings, rebuilt when they change
         self._ring_links: list[ShmLink] = []
+        # The C data plane (listeners/shm_plane.py), set by the Broker when its module is built.
+        self.plane: Any = None
         # Links' eventfds are edge-triggered where the loop's selector allows (epoll): a wake-up
         # then costs no read(2) of the eventfd's count (which just grows; 2**64 writes away from
         # its limit). A stale count wakes nobody; a write while the loop runs is reported at its

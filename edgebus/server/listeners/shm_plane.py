@@ -1,0 +1,247 @@
+"""The C data plane's Python half: grants, their checks, and the sync-back (docs/ARCHITECTURE.md,
+"The C data plane").
+
+A link's wake-up copies its request frames out of the ring as before; then one C call
+(edgebus/shm/plane.c eb_plane_produce) takes, in order, the plain PRODUCEs to partitions the link
+holds a *grant* for: it checks, stamps and appends each batch and writes its acks=written answer
+into the response ring. At the first frame it cannot take it returns, and Python dispatches that
+frame as always (then the C call goes on with the next). Nothing else changes hands: the call
+runs on the loop thread, so the loop stays the only writer of every partition.
+
+A grant is made when Python's own path has just appended a plain PRODUCE from the link's
+connection to the partition (`DataHandlers.produce_fields` calls `granted`). It copies what the
+C call needs of the partition (log end, active segment, its fd, size, index state, the topic's
+limits) into a C struct. Before every C call each grant is checked against what could change
+the answer, all looked at directly (no epoch to forget to bump):
+- the partition's write generation (`_gen`: every append, roll, cut-back and directory change
+  bumps it), its active segment, config object (a config change or a mirror setting replaces
+  it), log start (retention, DeleteRecords), offline and closed (a deleted topic's partitions
+  are closed);
+- the supervisor stopping, the disk guard being low;
+- the connection's `allowed` APIs and the access-control cache the dispatcher's PRODUCE fast
+  path uses (its generation moves on every ACL reload).
+A grant that fails is refreshed when Python's checks still hold, else dropped; the C call also
+declines on its own whatever needs Python (a roll, an index entry or recent-list trim due, the
+disk budget spent, no room for the answer, a write error). After the call, `_sync` brings the
+partition, segment, statistics and connection counters to where Python's path would have left
+them, and tells the parked fetches (`on_append`) as that path does.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from edgebus import format as F
+from edgebus import tuning
+from edgebus.log.partition import TAIL_BATCH_BYTES
+from edgebus.log.segment import RECENT_BATCHES
+from edgebus.protocol import messages as M
+from edgebus.server.acl.checks import TOPIC_WRITE
+
+if TYPE_CHECKING:
+    from edgebus.server.disk import DiskGuard
+    from edgebus.server.handlers.data import DataHandlers
+
+log = logging.getLogger("edgebus.shm")
+
+def _load() -> tuple[Any, Any]:
+    if not tuning.C_PLANE:
+        return None, None
+    try:
+        from edgebus.shm._plane import ffi, lib
+    except ImportError:  # not built (no compiler at install): every frame goes to Python
+        return None, None
+    return ffi, lib
+
+
+_ffi, _lib = _load()
+
+MAX_GRANTS = 8  # partitions per link served in C; more are served in Python
+_PRODUCE = int(M.Api.PRODUCE)
+_STAMP = F.BATCH_STAMP.unpack_from
+
+
+def available() -> bool:
+    """Whether the C data plane runs here (built, and not switched off: EDGEBUS_SHM_C_PLANE)."""
+    return _lib is not None
+
+
+class Grant:
+    """One partition a link's PRODUCEs may be appended to in C; `c` is the C struct."""
+
+    __slots__ = ("c", "cfg", "gen", "p", "seg", "start", "topic")
+
+    def __init__(self, p: Any) -> None:
+        self.c = _ffi.new("eb_grant *")
+        self.p = p
+        self.topic = p.topic
+        tb = p.topic.encode()
+        self.c.topic_len = len(tb)
+        _ffi.memmove(self.c.topic, tb, len(tb))
+        self.c.partition = p.partition
+        self.seg: Any = None
+        self.cfg: Any = None
+        self.gen = self.start = -1
+
+    def refresh(self) -> None:
+        """Copy the partition's state into the C struct (after anything but the C call moved it)."""
+        p, c = self.p, self.c
+        seg = p._segments[-1]
+        cfg = p.config
+        self.seg, self.cfg, self.gen, self.start = seg, cfg, p._gen, p.log_start_offset
+        c.log_end = p.log_end_offset
+        c.max_append_time = p._max_append_time
+        c.seg_base = seg.base_offset
+        c.seg_size = seg.size
+        c.first_append_time = -1 if seg.first_append_time is None else seg.first_append_time
+        c.bytes_since_index = seg.bytes_since_index
+        c.segment_bytes = cfg.segment_bytes
+        c.segment_ms = cfg.segment_ms
+        c.max_message_bytes = cfg.max_message_bytes
+        c.index_interval = cfg.index_interval_bytes
+        c.log_start = p.log_start_offset
+        # -1: no writable fd, so the C call's write fails and Python's path decides
+        c.fd = seg.fd if seg.fd is not None and seg.writable else -1
+        c.recent_room = 2 * RECENT_BATCHES - len(seg._recent_rels)
+        c.n = c.cut_failed = 0
+        c.records = c.bytes = 0
+
+    def current(self) -> bool:
+        """Whether nothing but the C call changed the partition since `refresh`."""
+        p = self.p
+        return (p._gen == self.gen and p.config is self.cfg and p.log_start_offset == self.start
+                and p._segments[-1] is self.seg)
+
+
+class Plane:
+    """The supervisor's C data plane for shm links (one, held by ShmTransport)."""
+
+    def __init__(self, data: DataHandlers, disk: DiskGuard, acl: Any) -> None:
+        self.data = data
+        self.disk = disk
+        self.acl = acl  # the dispatcher's Authorizer (None: access control off)
+        self.call = _ffi.new("eb_plane_call *")
+        self.frames = 0  # PRODUCEs appended and answered in C (`edgebus status`: shm.plane_frames)
+
+    # --- grants ----------------------------------------------------------------------------------
+    def granted(self, conn: Any, p: Any) -> None:
+        """DataHandlers.produce_fields: Python's path just appended a plain PRODUCE (acks none or
+        written) from `conn` to `p`. Its link may now append the next ones in C."""
+        link = getattr(conn, "shm", None)
+        grants = getattr(link, "grants", None)  # (a ShmLink's; None for anything else)
+        if grants is None or link.closed:
+            return
+        key = (p.topic, p.partition)
+        g = grants.get(key)
+        if g is None:
+            if len(grants) >= MAX_GRANTS or len(p.topic.encode()) > _lib.EB_PLANE_TOPIC_MAX \
+                    or not self.permitted(conn, p):
+                return
+            g = grants[key] = Grant(p)
+            link.grant_ptrs = None
+        g.refresh()
+
+    def permitted(self, conn: Any, p: Any) -> bool:
+        """What Python's PRODUCE path would check of this connection and partition, once the
+        batch is a plain one: all must hold for the C call to take the next frame."""
+        if self.data.api.stopping or self.disk.low or p.offline or p._closed \
+                or p.config.mirror_of or p.topic.startswith("__"):
+            return False
+        if conn.allowed is not None and _PRODUCE not in conn.allowed:
+            return False
+        acl = self.acl
+        if acl is None:
+            return True
+        # the dispatcher's fast-path condition: the connection's cached "yes" for the topic
+        st = conn.acl
+        return bool(st is not None and st.gen == acl.gen and st.node is conn.node
+                    and (st.all or st.cache[TOPIC_WRITE].get(p.topic)))
+
+    def _checked(self, link: Any) -> Any:
+        """The link's grants, each checked and brought up to date, as the C call's array."""
+        conn = link.conn
+        grants = link.grants
+        for key, g in list(grants.items()):
+            if not self.permitted(conn, g.p):
+                del grants[key]
+                link.grant_ptrs = None
+            elif not g.current():
+                g.refresh()
+        if link.grant_ptrs is None:
+            link.grant_ptrs = _ffi.new("eb_grant *[]", [g.c for g in grants.values()])
+        return link.grant_ptrs
+
+    # --- the call --------------------------------------------------------------------------------
+    def serve(self, link: Any, buf: bytearray, start: int) -> int:
+        """Let the C call take frames of `buf` from `start`; return where Python goes on."""
+        ptrs = self._checked(link)
+        n = len(link.grants)
+        if not n:
+            return start
+        call = self.call
+        disk = self.disk
+        call.budget = disk._budget
+        call.frames = call.answers = 0
+        at = _lib.eb_plane_produce(_ffi.from_buffer(buf), start, len(buf), ptrs, n, link.resp_d,
+                                   link.efd_data, call)
+        if call.frames:
+            self._sync(link, buf, call)
+        if call.why == 10:  # EB_PLANE_WRITE: Python's path retries the frame and reports
+            for g in link.grants.values():
+                if g.c.cut_failed:
+                    g.p._go_offline("cannot cut a failed append back (C data plane)")
+        return int(at)
+
+    def _sync(self, link: Any, buf: bytearray, call: Any) -> None:
+        """Bring Python's view to where its own path would have left it (partition_append.py
+        `append`, Segment.append_batch, DataHandlers.produce_fields, Dispatcher.dispatch_frame)."""
+        frames = call.frames
+        self.frames += frames
+        self.disk._budget = call.budget
+        link.conn.requests += frames
+        link.frames_in += frames
+        link.frames_out += call.answers
+        data = self.data
+        stats = data.stats
+        for g in link.grants.values():
+            c = g.c
+            n = c.n
+            if not n:
+                continue
+            p, seg = g.p, g.seg
+            seg.size = c.seg_size
+            seg.max_append_time = c.max_append_time
+            seg.bytes_since_index = c.bytes_since_index
+            seg._recent_rels.extend(_ffi.unpack(c.rel, n))
+            seg._recent_pos.extend(_ffi.unpack(c.pos, n))
+            p._gen = gen = p._gen + n  # one generation per batch, as `append` counts
+            seg.last_write_gen = gen
+            p._unsynced[seg.base_offset] = seg
+            end = c.log_end
+            p.log_end_offset = end
+            p._max_append_time = c.max_append_time
+            at, ln = c.last_at, c.last_len
+            batch = memoryview(buf)[at:at + ln]
+            base, atime = _STAMP(batch, 0)
+            p._tail = (base, end, bytes(batch)) if ln <= TAIL_BATCH_BYTES else None
+            records, nbytes = c.records, c.bytes
+            stats.records_in += records
+            stats.bytes_in += nbytes
+            t = stats.topic_in.get(g.topic)
+            if t is None:
+                t = stats.topic_in[g.topic] = [0, 0]
+            t[0] += records
+            t[1] += nbytes
+            g.gen = gen
+            c.recent_room -= n
+            c.n = 0
+            c.records = c.bytes = 0
+            if data.append_listeners or (g.topic, p.partition) in data.waiters.by_partition:
+                # as produce_fields: with the one batch appended, else let them read the log
+                if n == 1:
+                    data.on_append(p, batch, base, atime)
+                else:
+                    data.on_append(p)
+            else:
+                data.dirty = True

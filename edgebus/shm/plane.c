@@ -1,0 +1,193 @@
+/* The shm data plane (docs/ARCHITECTURE.md, "The C data plane"): the common PRODUCE served
+ * from the frames a link's wake-up read, in one call, on the loop thread.
+ *
+ * Compiled after ring.c and records.c in one translation unit (edgebus/shm/_plane_build.py), so
+ * eb_write and eb_check_batch below are those files' own functions.
+ *
+ * For each frame, in order, eb_plane_produce takes it only when it is a plain PRODUCE v0 that the
+ * supervisor's Python path would take and answer the same way: acks none or written, one batch
+ * that eb_check_batch accepts under the topic's max_message_bytes, no attributes, no producer
+ * id, to a partition this link holds a grant for (edgebus/server/listeners/shm_plane.py decides
+ * grants and keeps them current), with no roll, index entry or recent-list trim due, within the
+ * disk guard's budget, and room for the answer in the response ring. It stamps base offset and
+ * append time (never going backwards), appends the batch with write(2) to the active segment,
+ * and writes the acks=written answer (the bytes of fastpath.produce.encode_produce_response).
+ * At the first frame it cannot take it stops: Python dispatches that frame as before.
+ *
+ * Single writer: the call runs on the loop thread, between two Python statements, so it writes
+ * each partition exactly where Python would at that moment; Python brings its own view up to
+ * date from the grant's counters right after (sync-back) before anything else runs. */
+
+#include <time.h>
+#include <unistd.h>
+
+#define EB_PLANE_TOPIC_MAX 255
+#define EB_PLANE_BATCHES 32
+#define EB_API_PRODUCE 4
+#define EB_U32_MAX 0xFFFFFFFFll
+
+/* Why a call stopped (eb_plane_call.why). */
+#define EB_PLANE_END 0         /* every frame taken */
+#define EB_PLANE_OTHER 1       /* not a PRODUCE v0, or malformed: Python decides */
+#define EB_PLANE_NO_GRANT 2
+#define EB_PLANE_ACKS 3        /* acks durable (or unknown) */
+#define EB_PLANE_BATCH 4       /* eb_check_batch refused it, or attributes / producer id */
+#define EB_PLANE_ROLL 5
+#define EB_PLANE_INDEX 6
+#define EB_PLANE_FULL 7        /* the grant's recent-list room or per-call batches used up */
+#define EB_PLANE_BUDGET 8
+#define EB_PLANE_RING 9        /* no room for the answer now */
+#define EB_PLANE_WRITE 10      /* write(2) failed: cut back; Python retries and reports */
+
+typedef struct {
+    /* set by Python (grant, refresh) and kept current by the call */
+    int64_t log_end;           /* next offset */
+    int64_t max_append_time;
+    int64_t seg_base;          /* the active segment */
+    int64_t seg_size;
+    int64_t first_append_time;
+    int64_t bytes_since_index;
+    int64_t segment_bytes;     /* the topic's config */
+    int64_t segment_ms;
+    int64_t max_message_bytes;
+    int64_t index_interval;
+    int64_t log_start;
+    int32_t fd;                /* the active segment's fd */
+    int32_t partition;
+    int32_t recent_room;       /* batches the segment's recent lists take before a trim */
+    uint16_t topic_len;
+    char topic[EB_PLANE_TOPIC_MAX + 1];
+    /* what one call did (Python's sync-back reads, then zeroes n) */
+    int32_t n;                 /* batches appended */
+    int32_t cut_failed;        /* a failed write could not be cut back: Python takes it offline */
+    int64_t records, bytes;
+    int64_t rel[EB_PLANE_BATCHES], pos[EB_PLANE_BATCHES];
+    int64_t last_at, last_len; /* the last batch's place in the caller's buffer */
+} eb_grant;
+
+typedef struct {
+    int64_t budget;            /* in: disk guard bytes before a check is due; out: what is left */
+    int64_t frames;            /* out: frames taken */
+    int64_t answers;           /* out: answer frames written */
+    int32_t why;               /* out: EB_PLANE_* */
+} eb_plane_call;
+
+static inline int64_t wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static eb_grant *find_grant(eb_grant **g, int ng, const char *topic, uint16_t tl, int32_t part) {
+    for (int i = 0; i < ng; i++)
+        if (g[i]->partition == part && g[i]->topic_len == tl && memcmp(g[i]->topic, topic, tl) == 0)
+            return g[i];
+    return NULL;
+}
+
+/* Take frames from buf[start:len] (whole request frames, as eb_read copied them) until one must
+ * go to Python. resp: the link's response ring (an eb_ring *, typed void * so that the _ring
+ * module's pointers pass); efd_data: its reader's eventfd. Returns where Python goes on. */
+int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grants, int ng,
+                         void *resp, int efd_data, eb_plane_call *c) {
+    eb_ring *R = (eb_ring *)resp;
+    int64_t at = start;
+    c->why = EB_PLANE_END;
+    while (at < len) {
+        uint32_t flen;
+        uint16_t api, ver, tl;
+        uint32_t corr;
+        if (len - at < 14) { c->why = EB_PLANE_OTHER; break; }
+        memcpy(&flen, buf + at, 4);
+        memcpy(&api, buf + at + 4, 2);
+        memcpy(&ver, buf + at + 6, 2);
+        memcpy(&corr, buf + at + 8, 4);
+        if (flen < 10 || (int64_t)flen + 4 > len - at || api != EB_API_PRODUCE || ver != 0) {
+            c->why = EB_PLANE_OTHER;
+            break;
+        }
+        const char *body = buf + at + 12;
+        int64_t blen = (int64_t)flen - 8;
+        memcpy(&tl, body, 2);
+        if (2 + (int64_t)tl + 9 > blen) { c->why = EB_PLANE_OTHER; break; }
+        int32_t part, bl;
+        int8_t acks;
+        memcpy(&part, body + 2 + tl, 4);
+        memcpy(&acks, body + 2 + tl + 4, 1);
+        memcpy(&bl, body + 2 + tl + 5, 4);
+        if (bl < 0 || 2 + (int64_t)tl + 9 + bl != blen) { c->why = EB_PLANE_OTHER; break; }
+        eb_grant *g = find_grant(grants, ng, body + 2, tl, part);
+        if (g == NULL) { c->why = EB_PLANE_NO_GRANT; break; }
+        if (acks != 0 && acks != 1) { c->why = EB_PLANE_ACKS; break; }
+        char *b = (char *)body + 2 + tl + 9;
+        uint64_t n = (uint64_t)bl;
+        if (g->n >= EB_PLANE_BATCHES || g->n >= g->recent_room) { c->why = EB_PLANE_FULL; break; }
+        if (n < 64 || (uint8_t)b[25] != 0 || (uint8_t)b[55] != 0xFF) { c->why = EB_PLANE_BATCH; break; }
+        int64_t count = eb_check_batch(b, n, (uint64_t)g->max_message_bytes, 0);
+        if (count <= 0) { c->why = EB_PLANE_BATCH; break; }  /* refused, or no zlib here */
+        if (c->budget - (int64_t)n < 0) { c->why = EB_PLANE_BUDGET; break; }
+        if (g->bytes_since_index >= g->index_interval || g->first_append_time < 0 || g->seg_size == 0) {
+            c->why = EB_PLANE_INDEX;
+            break;
+        }
+        int64_t now = wall_ms();
+        int64_t atime = now > g->max_append_time ? now : g->max_append_time;
+        int64_t base = g->log_end;
+        if (g->seg_size + (int64_t)n > g->segment_bytes || atime - g->first_append_time > g->segment_ms
+            || base + count - 1 - g->seg_base > EB_U32_MAX) {
+            c->why = EB_PLANE_ROLL;
+            break;
+        }
+        uint32_t alen = 4 + 6 + 2 + tl + 28;
+        if (acks == 1 && !eb_can_write(R, alen)) { c->why = EB_PLANE_RING; break; }
+        memcpy(b, &base, 8);
+        memcpy(b + 8, &atime, 8);
+        /* one write for the whole batch, nearly always (Segment.append_batch's) */
+        uint64_t done = 0;
+        int failed = 0;
+        while (done < n) {
+            ssize_t w = write(g->fd, b + done, n - done);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) { failed = 1; break; }
+            done += (uint64_t)w;
+        }
+        if (failed) {
+            /* O_APPEND: cut back to where the batch began, and the next write goes there */
+            if (done && ftruncate(g->fd, (off_t)g->seg_size) != 0) g->cut_failed = 1;
+            c->why = EB_PLANE_WRITE;
+            break;
+        }
+        g->rel[g->n] = base - g->seg_base;
+        g->pos[g->n] = g->seg_size;
+        g->n++;
+        g->seg_size += (int64_t)n;
+        g->bytes_since_index += (int64_t)n;
+        g->log_end = base + count;
+        g->max_append_time = atime;
+        g->records += count;
+        g->bytes += (int64_t)n;
+        g->last_at = b - buf;
+        g->last_len = (int64_t)n;
+        c->budget -= (int64_t)n;
+        c->frames++;
+        at += 4 + (int64_t)flen;
+        if (acks == 1) {
+            char a[4 + 6 + 2 + EB_PLANE_TOPIC_MAX + 28];
+            uint32_t u32 = alen - 4;
+            int16_t err = 0;
+            memcpy(a, &u32, 4);
+            memcpy(a + 4, &corr, 4);
+            memcpy(a + 8, &err, 2);
+            memcpy(a + 10, &tl, 2);
+            memcpy(a + 12, g->topic, tl);
+            char *o = a + 12 + tl;
+            memcpy(o, &part, 4);
+            memcpy(o + 4, &base, 8);
+            memcpy(o + 12, &atime, 8);
+            memcpy(o + 20, &g->log_start, 8);
+            eb_write(R, a, alen, efd_data);  /* room was checked; only this thread writes */
+            c->answers++;
+        }
+    }
+    return at;
+}
