@@ -128,7 +128,7 @@ class Plane:
     def granted(self, conn: Any, p: Any) -> None:
         """DataHandlers.produce_fields: Python's path just appended a plain PRODUCE (acks none or
         written) from `conn` to `p`. Its link may now append the next ones in C."""
-        link = getattr(conn, "shm", None)
+        link: Any = getattr(conn, "shm", None)
         grants = getattr(link, "grants", None)  # (a ShmLink's; None for anything else)
         if grants is None or link.closed:
             return
