@@ -12,6 +12,8 @@ from __future__ import annotations
 import itertools
 import signal
 import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from edgebus import format as F
 from edgebus.batch import build_batch, encode_record, iter_batches
 from edgebus.client.channel import connect
 from edgebus.client.shm_rings import ShmRings, attach
+from edgebus.errors import AuthorizationError
 from edgebus.fastpath.produce import produce_body
 from edgebus.server.listeners import shm_plane
 from edgebus.testing import EmbeddedBroker
@@ -278,3 +281,43 @@ def test_hostile_frames_on_a_granted_link_close_it_and_nothing_else(broker, bad)
     assert records(broker.socket, "hostile") == [(i, b"ok") for i in range(3)]
     with Admin(socket=broker.socket, transport="socket") as a:
         assert "hostile" in a.list_topics()  # the supervisor serves on
+
+
+def test_an_acl_reload_revokes_a_grant_at_the_next_frame(make_broker: Any) -> None:
+    """The grant was made under the old rules; the reload's new generation ends it, so the next
+    frame on the same link is decided by the new rules (refused), then allowed again."""
+    b = make_broker({"acl": {"file": "acl.yaml"}}).start()
+    cfg = Path(b.config_path)
+    with Admin(socket=b.socket, transport="socket") as a:
+        a.create_topic("acl-plane", 1)
+    link = RawLink(b.socket)
+
+    def send(value: bytes) -> tuple[int, Any]:
+        corr = next(_corr)
+        link.send([produce_frame(corr, "acl-plane", 1, batch([value]))])
+        link.wait({corr})
+        return link.answers[corr]
+
+    def reload(*args: str, n: int) -> None:
+        r = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "acl", *args, "--config",
+                            str(cfg)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        with Admin(socket=b.socket, transport="socket") as a:
+            deadline = time.monotonic() + 30
+            while a.status()["acl"]["reloads"] < n:
+                assert time.monotonic() < deadline, "the supervisor did not reload"
+                time.sleep(0.05)
+
+    try:
+        assert [send(b"%d" % i)[1][2] for i in range(3)] == [0, 1, 2]
+        assert plane_frames(b.socket) == 2
+        reload("add", "--deny", "user:root", "write", "topic:acl-plane", n=1)
+        code, _ = send(b"denied")
+        assert code == AuthorizationError.code
+        reload("remove", "--deny", "user:root", "write", "topic:acl-plane", n=2)
+        assert [send(b"again%d" % i)[1][2] for i in range(3)] == [3, 4, 5]
+        assert plane_frames(b.socket) == 4  # granted anew after Python's path took "again0"
+    finally:
+        link.close()
+    assert [v for _, v in records(b.socket, "acl-plane")] == [
+        b"0", b"1", b"2", b"again0", b"again1", b"again2"]
