@@ -36,6 +36,13 @@ typedef struct {
     int64_t rel[];
     int64_t pos[];
     int64_t last_at, last_len;
+    void *w_ring;
+    int32_t w_efd;
+    uint32_t w_corr;
+    int64_t w_offset;
+    int64_t w_min_bytes;
+    int32_t w_answers;
+    int64_t w_records, w_bytes;
     ...;
 } eb_grant;
 typedef struct {

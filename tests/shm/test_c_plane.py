@@ -29,6 +29,8 @@ from edgebus.client.channel import connect
 from edgebus.client.shm_rings import ShmRings, attach
 from edgebus.errors import AuthorizationError
 from edgebus.fastpath.produce import produce_body
+from edgebus.protocol import messages as M
+from edgebus.protocol.framing import ClientProtocol
 from edgebus.server.listeners import shm_plane
 from edgebus.testing import EmbeddedBroker
 
@@ -51,6 +53,7 @@ class RawLink:
         self.sock = connect(sock_path)
         self.rings: ShmRings = attach(self.sock)
         self.answers: dict[int, tuple[int, Any]] = {}
+        self.frames: list[tuple[int, int, bytes]] = []  # every answer as it came
 
     def send(self, frames: list[bytes]) -> None:
         for f in frames:
@@ -62,6 +65,7 @@ class RawLink:
             assert time.monotonic() < deadline, f"no answer to {corrs - self.answers.keys()}"
             for r in self.rings.read(deadline):
                 body = bytes(r.body)
+                self.frames.append((r.correlation_id, r.error_code, body))
                 if r.error_code == 0:  # a produce answer: the append time is the clock's
                     n = struct.unpack_from("<H", body)[0]
                     part, base, _atime, start = _ACK.unpack_from(body, 2 + n)
@@ -122,9 +126,9 @@ def records(sock: str, topic: str) -> list[tuple[int, bytes | None]]:
     return got
 
 
-def plane_frames(sock: str) -> int:
+def plane_frames(sock: str, what: str = "frames") -> int:
     with Admin(socket=sock, transport="socket") as a:
-        return int(a.status()["shm_plane"]["frames"])
+        return int(a.status()["shm_plane"][what])
 
 
 # One op: (topic: 0 the main one, 1 a second one, 2 one that does not exist; acks; values;
@@ -321,3 +325,67 @@ def test_an_acl_reload_revokes_a_grant_at_the_next_frame(make_broker: Any) -> No
         link.close()
     assert [v for _, v in records(b.socket, "acl-plane")] == [
         b"0", b"1", b"2", b"again0", b"again1", b"again2"]
+
+
+def _standing_answers(sock: str, topic: str, sizes: list[int]) -> list[bytes]:
+    """A raw consumer link holds a standing fetch on `topic` from offset 0; a raw producer link
+    sends one record per size, each after the consumer has read the previous answer (so that
+    each append finds it read up, as StandingFetches.push asks); the consumer's answer bodies,
+    the batches' append times zeroed."""
+    consumer, producer = RawLink(sock), RawLink(sock)
+    try:
+        corr = next(_corr)
+        req = M.FetchRequest(30_000, 1, 1 << 20, [M.FetchPartition(topic, 0, 0, 1 << 20)])
+        consumer.send([ClientProtocol.encode_request(M.Api.FETCH_STANDING, corr, req)])
+        deadline = time.monotonic() + 10
+        while not plane_parked(sock):
+            assert time.monotonic() < deadline, "the standing fetch was not parked"
+            time.sleep(0.01)
+        for i, size in enumerate(sizes):
+            pc = next(_corr)
+            producer.send([produce_frame(pc, topic, 1, batch([bytes([65 + i % 26]) * size]))])
+            producer.wait({pc})
+            deadline = time.monotonic() + 10
+            while len(consumer.frames) <= i:
+                assert time.monotonic() < deadline, f"no answer for record {i}"
+                for r in consumer.rings.read(deadline):
+                    consumer.frames.append((r.correlation_id, r.error_code, bytes(r.body)))
+        out = []
+        for c, err, body in consumer.frames:
+            assert c == corr and err == 0
+            b = bytearray(body)
+            at = 4 + 2 + len(topic) + 28  # the batch: after the count, topic, partition's run
+            b[at + 8:at + 16] = bytes(8)  # the batch's append time
+            out.append(bytes(b))
+        return out
+    finally:
+        consumer.close()
+        producer.close()
+
+
+def plane_parked(sock: str) -> bool:
+    with Admin(socket=sock, transport="socket") as a:
+        return bool(a.status()["parked_fetches"])
+
+
+def test_standing_fetch_answers_from_the_plane_equal_the_python_path(tmp_path: Path) -> None:
+    """StandingFetches.push's answer, byte for byte, whether the plane writes it (C) or Python
+    does; rolls (segment_bytes 2048) and index entries send some appends through Python."""
+    on = EmbeddedBroker(tmp_path / "on").start()
+    off = EmbeddedBroker(tmp_path / "off").start(env=OFF)
+    sizes = [10, 100, 0, 500, 900, 33, 1, 700, 250, 64] * 2
+    try:
+        for b in (on, off):
+            with Admin(socket=b.socket, transport="socket") as a:
+                a.create_topic("st", 1, config=CONFIG)
+        got_on = _standing_answers(on.socket, "st", sizes)
+        got_off = _standing_answers(off.socket, "st", sizes)
+        assert len(got_on) == len(sizes)
+        assert got_on == got_off
+        # (most appends here roll a segment or write an index entry: those go through Python)
+        assert plane_frames(on.socket, "standing_answers") >= 5
+        assert plane_frames(off.socket, "standing_answers") == 0
+        assert records(on.socket, "st") == records(off.socket, "st")
+    finally:
+        on.cleanup()
+        off.cleanup()

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgebus import format as F
 from edgebus import tuning
+from edgebus.errors import EdgebusError
 from edgebus.log.partition import TAIL_BATCH_BYTES
 from edgebus.log.segment import RECENT_BATCHES
 from edgebus.protocol import messages as M
@@ -70,7 +71,7 @@ def available() -> bool:
 class Grant:
     """One partition a link's PRODUCEs may be appended to in C; `c` is the C struct."""
 
-    __slots__ = ("c", "cfg", "gen", "p", "seg", "start", "topic")
+    __slots__ = ("c", "cfg", "gen", "p", "seg", "start", "topic", "w")
 
     def __init__(self, p: Any) -> None:
         self.c = _ffi.new("eb_grant *")
@@ -82,6 +83,7 @@ class Grant:
         self.c.partition = p.partition
         self.seg: Any = None
         self.cfg: Any = None
+        self.w: Any = None  # the standing fetch armed in c.w_* (a ParkedFetch), if any
         self.gen = self.start = -1
 
     def refresh(self) -> None:
@@ -122,7 +124,8 @@ class Plane:
         self.disk = disk
         self.acl = acl  # the dispatcher's Authorizer (None: access control off)
         self.call = _ffi.new("eb_plane_call *")
-        self.frames = 0  # PRODUCEs appended and answered in C (`edgebus status`: shm.plane_frames)
+        self.frames = 0  # PRODUCEs appended and answered in C (`edgebus status`: shm_plane)
+        self.standing_answers = 0  # standing fetches answered in C
 
     # --- grants ----------------------------------------------------------------------------------
     def granted(self, conn: Any, p: Any) -> None:
@@ -166,11 +169,48 @@ class Plane:
             if not self.permitted(conn, g.p):
                 del grants[key]
                 link.grant_ptrs = None
-            elif not g.current():
-                g.refresh()
+            else:
+                if not g.current():
+                    g.refresh()
+                self._watch(link, g)
         if link.grant_ptrs is None:
             link.grant_ptrs = _ffi.new("eb_grant *[]", [g.c for g in grants.values()])
         return link.grant_ptrs
+
+    def _watch(self, link: Any, g: Grant) -> None:
+        """Arm the grant's standing-fetch slot when the partition's only waiter is a standing
+        fetch on another shm link that StandingFetches.push would answer from the next batch
+        (its conditions that do not depend on the batch, checked here; the C call checks the
+        rest: the offset, min_bytes, and that the consumer has read every answer)."""
+        c = g.c
+        g.w = None
+        c.w_ring = _ffi.NULL
+        data = self.data
+        parked = data.waiters.by_partition.get((g.topic, g.p.partition))
+        if not parked or len(parked) != 1 or data.append_listeners or data.txn_filter is not None:
+            return
+        w = next(iter(parked))
+        conn = w.conn
+        other: Any = getattr(conn, "shm", None)
+        if (other is None or other is link or not w.standing or other.standing_w is not w
+                or w.recheck_s or conn.closed or other.closed or other.pending or conn.overloaded):
+            return
+        req = w.request
+        parts = req.partitions
+        if len(parts) != 1 or parts[0].offset != g.p.log_end_offset:
+            return
+        check = data.standing.check
+        if check is not None:  # FETCH's access-control check, as push makes it per answer
+            try:
+                check(conn, req)
+            except EdgebusError:
+                return  # Python's path answers the refusal
+        g.w = w
+        c.w_ring = other.resp_d
+        c.w_efd = other.efd_data
+        c.w_corr = w.correlation_id
+        c.w_offset = parts[0].offset
+        c.w_min_bytes = req.min_bytes
 
     # --- the call --------------------------------------------------------------------------------
     def serve(self, link: Any, buf: bytearray, start: int) -> int:
@@ -237,6 +277,27 @@ class Plane:
             c.recent_room -= n
             c.n = 0
             c.records = c.bytes = 0
+            k = c.w_answers
+            if k:  # the standing fetch answered in C: push's bookkeeping (handlers/standing.py)
+                w = g.w
+                w.conn.shm.frames_out += k
+                data.standing.armed += k
+                self.standing_answers += k
+                nbytes, records = c.w_bytes, c.w_records
+                stats.bytes_out += nbytes
+                stats.batches_out += k
+                stats.records_out += records
+                t = stats.topic_out.get(g.topic)
+                if t is None:
+                    t = stats.topic_out[g.topic] = [0, 0]
+                t[0] += records
+                t[1] += nbytes
+                w.request.partitions[0].offset = c.w_offset  # re-armed in place, as push does
+                c.w_answers = 0
+                c.w_records = c.w_bytes = 0
+                if c.w_offset == end:  # it was the only waiter and took every batch
+                    data.dirty = True
+                    continue
             if data.append_listeners or (g.topic, p.partition) in data.waiters.by_partition:
                 # as produce_fields: with the one batch appended, else let them read the log
                 if n == 1:
