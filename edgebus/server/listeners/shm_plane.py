@@ -187,7 +187,8 @@ class Plane:
         c.w_ring = _ffi.NULL
         data = self.data
         parked = data.waiters.by_partition.get((g.topic, g.p.partition))
-        if not parked or len(parked) != 1 or data.append_listeners or data.txn_filter is not None:
+        if (not parked or len(parked) != 1 or data.append_listeners or data.txn_filter is not None
+                or data.api.output_budget_used):  # (on_append then leaves parked fetches waiting)
             return
         w = next(iter(parked))
         conn = w.conn
