@@ -29,10 +29,8 @@ them, and tells the parked fetches (`on_append`) as that path does.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
-from edgebus import format as F
 from edgebus import tuning
 from edgebus.errors import EdgebusError
 from edgebus.log.partition import TAIL_BATCH_BYTES
@@ -44,7 +42,6 @@ if TYPE_CHECKING:
     from edgebus.server.disk import DiskGuard
     from edgebus.server.handlers.data import DataHandlers
 
-log = logging.getLogger("edgebus.shm")
 
 def _load() -> tuple[Any, Any]:
     if not tuning.C_PLANE:
@@ -60,7 +57,6 @@ _ffi, _lib = _load()
 
 MAX_GRANTS = 8  # partitions per link served in C; more are served in Python
 _PRODUCE = int(M.Api.PRODUCE)
-_STAMP = F.BATCH_STAMP.unpack_from
 
 
 def available() -> bool:
@@ -71,7 +67,7 @@ def available() -> bool:
 class Grant:
     """One partition a link's PRODUCEs may be appended to in C; `c` is the C struct."""
 
-    __slots__ = ("c", "cfg", "gen", "p", "seg", "start", "topic", "w")
+    __slots__ = ("c", "cfg", "gen", "p", "seg", "start", "topic", "w", "w_checked")
 
     def __init__(self, p: Any) -> None:
         self.c = _ffi.new("eb_grant *")
@@ -84,6 +80,7 @@ class Grant:
         self.seg: Any = None
         self.cfg: Any = None
         self.w: Any = None  # the standing fetch armed in c.w_* (a ParkedFetch), if any
+        self.w_checked: Any = None  # (that fetch, ACL generation) its access check passed at
         self.gen = self.start = -1
 
     def refresh(self) -> None:
@@ -162,17 +159,30 @@ class Plane:
                     and (st.all or st.cache[TOPIC_WRITE].get(p.topic)))
 
     def _checked(self, link: Any) -> Any:
-        """The link's grants, each checked and brought up to date, as the C call's array."""
+        """The link's grants, each checked and brought up to date, as the C call's array.
+        (`permitted`'s checks inlined: this runs once per wake-up.)"""
         conn = link.conn
         grants = link.grants
+        data = self.data
+        acl = self.acl
+        st = conn.acl
+        allowed = conn.allowed
+        common = not (data.api.stopping or self.disk.low
+                      or (allowed is not None and _PRODUCE not in allowed)
+                      or (acl is not None and (st is None or st.gen != acl.gen
+                                               or st.node is not conn.node)))
         for key, g in list(grants.items()):
-            if not self.permitted(conn, g.p):
-                del grants[key]
-                link.grant_ptrs = None
-            else:
-                if not g.current():
-                    g.refresh()
-                self._watch(link, g)
+            p = g.p
+            if not common or p.offline or p._closed or p.config is not g.cfg \
+                    or (acl is not None and not (st.all or st.cache[TOPIC_WRITE].get(g.topic))):
+                if not self.permitted(conn, p):  # (a config object replaced may still permit)
+                    del grants[key]
+                    link.grant_ptrs = None
+                    continue
+                g.refresh()
+            elif p._gen != g.gen or p.log_start_offset != g.start or p._segments[-1] is not g.seg:
+                g.refresh()
+            self._watch(link, g)
         if link.grant_ptrs is None:
             link.grant_ptrs = _ffi.new("eb_grant *[]", [g.c for g in grants.values()])
         return link.grant_ptrs
@@ -201,11 +211,14 @@ class Plane:
         if len(parts) != 1 or parts[0].offset != g.p.log_end_offset:
             return
         check = data.standing.check
-        if check is not None:  # FETCH's access-control check, as push makes it per answer
+        if check is not None and g.w_checked != (w, self.acl.gen):
+            # FETCH's access-control check, as push makes it per answer; its answer for this
+            # fetch changes only with the rules (their generation)
             try:
                 check(conn, req)
             except EdgebusError:
                 return  # Python's path answers the refusal
+            g.w_checked = (w, self.acl.gen)
         g.w = w
         c.w_ring = other.resp_d
         c.w_efd = other.efd_data
@@ -254,8 +267,12 @@ class Plane:
             seg.size = c.seg_size
             seg.max_append_time = c.max_append_time
             seg.bytes_since_index = c.bytes_since_index
-            seg._recent_rels.extend(_ffi.unpack(c.rel, n))
-            seg._recent_pos.extend(_ffi.unpack(c.pos, n))
+            if n == 1:
+                seg._recent_rels.append(c.rel[0])
+                seg._recent_pos.append(c.pos[0])
+            else:
+                seg._recent_rels.extend(_ffi.unpack(c.rel, n))
+                seg._recent_pos.extend(_ffi.unpack(c.pos, n))
             p._gen = gen = p._gen + n  # one generation per batch, as `append` counts
             seg.last_write_gen = gen
             p._unsynced[seg.base_offset] = seg
@@ -263,9 +280,9 @@ class Plane:
             p.log_end_offset = end
             p._max_append_time = c.max_append_time
             at, ln = c.last_at, c.last_len
-            batch = memoryview(buf)[at:at + ln]
-            base, atime = _STAMP(batch, 0)
-            p._tail = (base, end, bytes(batch)) if ln <= TAIL_BATCH_BYTES else None
+            base = seg.base_offset + c.rel[n - 1]  # the last batch's stamp
+            atime = c.max_append_time
+            p._tail = (base, end, bytes(buf[at:at + ln])) if ln <= TAIL_BATCH_BYTES else None
             records, nbytes = c.records, c.bytes
             stats.records_in += records
             stats.bytes_in += nbytes
@@ -302,7 +319,7 @@ class Plane:
             if data.append_listeners or (g.topic, p.partition) in data.waiters.by_partition:
                 # as produce_fields: with the one batch appended, else let them read the log
                 if n == 1:
-                    data.on_append(p, batch, base, atime)
+                    data.on_append(p, memoryview(buf)[at:at + ln], base, atime)
                 else:
                     data.on_append(p)
             else:
