@@ -389,3 +389,26 @@ def test_standing_fetch_answers_from_the_plane_equal_the_python_path(tmp_path: P
     finally:
         on.cleanup()
         off.cleanup()
+
+
+def test_bursts_longer_than_one_call_takes_equal_the_python_path(tmp_path: Path) -> None:
+    """Frames pipelined by the hundred: one wake-up reads many, more than the C call appends to
+    one partition per call (EB_PLANE_BATCHES), so the sync-back runs between calls on one buffer."""
+    on = EmbeddedBroker(tmp_path / "on").start()
+    off = EmbeddedBroker(tmp_path / "off").start(env=OFF)
+    chunks = [[(0, 1 if i % 7 else 0, [b"burst %d.%d" % (j, i)], False) for i in range(100)]
+              for j in range(3)]
+    try:
+        for b in (on, off):
+            with Admin(socket=b.socket, transport="socket") as a:
+                a.create_topic("burst", 1)
+                a.create_topic("burst-b", 1)
+        topics = ["burst", "burst-b", "burst-missing"]
+        got_on = run_ops(on.socket, topics, chunks)
+        assert got_on == run_ops(off.socket, topics, chunks)
+        assert normalized_files(on.data_dir, "burst") == normalized_files(off.data_dir, "burst")
+        assert records(on.socket, "burst") == records(off.socket, "burst")
+        assert plane_frames(on.socket) > 250
+    finally:
+        on.cleanup()
+        off.cleanup()

@@ -56,6 +56,7 @@ def _load() -> tuple[Any, Any]:
 _ffi, _lib = _load()
 
 MAX_GRANTS = 8  # partitions per link served in C; more are served in Python
+_WHY_FULL, _WHY_WRITE = 7, 10  # plane.c's EB_PLANE_FULL, EB_PLANE_WRITE
 _PRODUCE = int(M.Api.PRODUCE)
 
 
@@ -229,23 +230,31 @@ class Plane:
     # --- the call --------------------------------------------------------------------------------
     def serve(self, link: Any, buf: bytearray, start: int) -> int:
         """Let the C call take frames of `buf` from `start`; return where Python goes on."""
-        ptrs = self._checked(link)
-        n = len(link.grants)
-        if not n:
-            return start
         call = self.call
         disk = self.disk
-        call.budget = disk._budget
-        call.frames = call.answers = 0
-        at = _lib.eb_plane_produce(_ffi.from_buffer(buf), start, len(buf), ptrs, n, link.resp_d,
-                                   link.efd_data, call)
-        if call.frames:
-            self._sync(link, buf, call)
-        if call.why == 10:  # EB_PLANE_WRITE: Python's path retries the frame and reports
-            for g in link.grants.values():
-                if g.c.cut_failed:
-                    g.p._go_offline("cannot cut a failed append back (C data plane)")
-        return int(at)
+        end = len(buf)
+        while True:
+            ptrs = self._checked(link)
+            n = len(link.grants)
+            if not n:
+                return start
+            call.budget = disk._budget
+            call.frames = call.answers = 0
+            at = int(_lib.eb_plane_produce(_ffi.from_buffer(buf), start, end, ptrs, n,
+                                           link.resp_d, link.efd_data, call))
+            frames = call.frames
+            if frames:
+                self._sync(link, buf, call)
+            if call.why == _WHY_WRITE:  # Python's path retries the frame and reports
+                for g in link.grants.values():
+                    if g.c.cut_failed:
+                        g.p._go_offline("cannot cut a failed append back (C data plane)")
+            # A grant's per-call room used up: synced, so the C call may go on (unless the
+            # sync-back's on_append queued answers on this very link: they go first). Full with
+            # nothing taken: the segment's recent list needs its trim, Python's path does it.
+            if call.why != _WHY_FULL or not frames or at >= end or link.pending or link.closed:
+                return at
+            start = at
 
     def _sync(self, link: Any, buf: bytearray, call: Any) -> None:
         """Bring Python's view to where its own path would have left it (partition_append.py
