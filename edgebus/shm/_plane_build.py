@@ -13,6 +13,7 @@ from cffi import FFI
 CDEF = """
 #define EB_PLANE_TOPIC_MAX ...
 #define EB_PLANE_BATCHES ...
+#define EB_PLANE_TAIL ...
 typedef struct {
     int64_t log_end;
     int64_t max_append_time;
@@ -36,6 +37,8 @@ typedef struct {
     int64_t rel[];
     int64_t pos[];
     int64_t last_at, last_len;
+    int64_t tail_len;
+    char tail[];
     void *w_ring;
     int32_t w_efd;
     uint32_t w_corr;
@@ -53,6 +56,8 @@ typedef struct {
 } eb_plane_call;
 int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grants, int ng,
                          void *resp, int efd_data, eb_plane_call *c);
+int64_t eb_plane_ring(void *req, int efd_space, char *scratch, uint64_t cap, uint32_t max_frames,
+                      eb_grant **grants, int ng, void *resp, int efd_data, eb_plane_call *c);
 """
 
 _HERE = os.path.dirname(os.path.abspath(__file__))

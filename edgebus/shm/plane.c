@@ -23,6 +23,7 @@
 
 #define EB_PLANE_TOPIC_MAX 255
 #define EB_PLANE_BATCHES 32
+#define EB_PLANE_TAIL 4096     /* partition_append.TAIL_BATCH_BYTES: the last batch kept */
 #define EB_API_PRODUCE 4
 #define EB_U32_MAX 0xFFFFFFFFll
 
@@ -38,6 +39,9 @@
 #define EB_PLANE_BUDGET 8
 #define EB_PLANE_RING 9        /* no room for the answer now */
 #define EB_PLANE_WRITE 10      /* write(2) failed: cut back; Python retries and reports */
+#define EB_PLANE_RING_END 11   /* eb_plane_ring: the ring is empty */
+#define EB_PLANE_RING_BIG 12   /* eb_plane_ring: the next frame is larger than the scratch buffer */
+#define EB_PLANE_RING_BAD 13   /* eb_plane_ring: the ring's entries are inconsistent */
 
 typedef struct {
     /* set by Python (grant, refresh) and kept current by the call */
@@ -63,6 +67,8 @@ typedef struct {
     int64_t records, bytes;
     int64_t rel[EB_PLANE_BATCHES], pos[EB_PLANE_BATCHES];
     int64_t last_at, last_len; /* the last batch's place in the caller's buffer */
+    int64_t tail_len;          /* the last batch's length when copied into tail, else -1 */
+    char tail[EB_PLANE_TAIL];  /* (the caller's buffer may be reused before the sync-back) */
     /* A consumer's standing fetch armed on this partition (Python sets it before each call when
      * StandingFetches.push would answer it; w_ring NULL: none): answered from each batch
      * appended at exactly its offset while its consumer has read every answer before. */
@@ -217,6 +223,12 @@ int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grant
         g->bytes += (int64_t)n;
         g->last_at = b - buf;
         g->last_len = (int64_t)n;
+        if (n <= EB_PLANE_TAIL) {
+            memcpy(g->tail, b, n);
+            g->tail_len = (int64_t)n;
+        } else {
+            g->tail_len = -1;
+        }
         c->budget -= (int64_t)n;
         c->frames++;
         at += 4 + (int64_t)flen;
@@ -242,4 +254,29 @@ int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grant
         }
     }
     return at;
+}
+
+/* The whole wake-up in one call: take frames one at a time from the link's request ring (copied
+ * out first, so that a client rewriting its ring cannot change a batch between its check and its
+ * write) into scratch, and serve each with eb_plane_produce, up to max_frames. Returns 0 when it
+ * stopped without consuming anything it could not serve (c->why: the ring is empty or holds only
+ * padding, the next frame is larger than scratch, the ring is inconsistent: Python's own read
+ * then decides), or the length of the one frame it consumed and could not serve, which is in
+ * scratch[0:len] for Python to dispatch. */
+int64_t eb_plane_ring(void *req, int efd_space, char *scratch, uint64_t cap, uint32_t max_frames,
+                      eb_grant **grants, int ng, void *resp, int efd_data, eb_plane_call *c) {
+    eb_ring *Q = (eb_ring *)req;
+    for (uint32_t i = 0; i < max_frames; i++) {
+        int64_t n = eb_available(Q, cap, 1);
+        if (n < 0) { c->why = EB_PLANE_RING_BAD; return 0; }
+        if (n == 0) {  /* empty; or padding only, which Python's read consumes */
+            c->why = eb_readable(Q) ? EB_PLANE_OTHER : EB_PLANE_RING_END;
+            return 0;
+        }
+        if ((uint64_t)n > cap) { c->why = EB_PLANE_RING_BIG; return 0; }
+        if (eb_read(Q, scratch, cap, 1, efd_space) != n) { c->why = EB_PLANE_RING_BAD; return 0; }
+        if (eb_plane_produce(scratch, 0, n, grants, ng, resp, efd_data, c) != n) return n;
+    }
+    c->why = EB_PLANE_END;
+    return 0;
 }

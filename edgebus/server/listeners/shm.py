@@ -191,7 +191,22 @@ class ShmLink:
             self._room_side()
         worked = False
         lib, d = _lib, self.req_d
-        for _ in range(MAX_READS_PER_TURN):
+        plane = self.t.plane
+        if (self.grants and plane is not None and not self.pending and not conn.overloaded
+                and not conn.closed):
+            # The C data plane serves the ring itself (shm_plane.py); a frame it consumed and
+            # could not serve comes back for Python, then Python reads on as below.
+            k = plane.serve_ring(self)
+            if k:
+                worked = True
+                if not self._dispatch_all(plane.scratch[:k]):
+                    return True
+            else:
+                if plane.took:
+                    worked = True
+                if plane.drained:
+                    d = None  # found empty: spare the Python read below
+        for _ in range(MAX_READS_PER_TURN if d is not None else 0):
             if conn.closed or conn.overloaded or self.closed:
                 break
             # Ring.read inlined (its C calls without its Python frame): whole frames copied out.

@@ -50,13 +50,20 @@ def _load() -> tuple[Any, Any]:
         from edgebus.shm._plane import ffi, lib
     except ImportError:  # not built (no compiler at install): every frame goes to Python
         return None, None
+    if lib.EB_PLANE_TAIL != TAIL_BATCH_BYTES:  # a stale build: its tail copy would differ
+        return None, None
     return ffi, lib
 
 
 _ffi, _lib = _load()
 
 MAX_GRANTS = 8  # partitions per link served in C; more are served in Python
-_WHY_FULL, _WHY_WRITE = 7, 10  # plane.c's EB_PLANE_FULL, EB_PLANE_WRITE
+_WHY_FULL, _WHY_WRITE, _WHY_RING_END = 7, 10, 11  # plane.c's EB_PLANE_FULL, _WRITE, _RING_END
+# eb_plane_ring: frames up to this size are served straight from the ring, through one scratch
+# buffer (larger ones are read by Python as before); at most this many per call (one grant's
+# batches per call, EB_PLANE_BATCHES, are 32).
+SCRATCH_BYTES = 64 * 1024
+RING_FRAMES = 32
 _PRODUCE = int(M.Api.PRODUCE)
 
 
@@ -122,6 +129,10 @@ class Plane:
         self.disk = disk
         self.acl = acl  # the dispatcher's Authorizer (None: access control off)
         self.call = _ffi.new("eb_plane_call *")
+        self.scratch = bytearray(SCRATCH_BYTES)  # eb_plane_ring's copy of the frame it serves
+        self._scratch_p = _ffi.from_buffer(self.scratch)
+        self.took = 0  # frames the last serve_ring took
+        self.drained = False  # whether the last serve_ring found the ring empty
         self.frames = 0  # PRODUCEs appended and answered in C (`edgebus status`: shm_plane)
         self.standing_answers = 0  # standing fetches answered in C
 
@@ -244,7 +255,7 @@ class Plane:
                                            link.resp_d, link.efd_data, call))
             frames = call.frames
             if frames:
-                self._sync(link, buf, call)
+                self._sync(link, call)
             if call.why == _WHY_WRITE:  # Python's path retries the frame and reports
                 for g in link.grants.values():
                     if g.c.cut_failed:
@@ -256,7 +267,33 @@ class Plane:
                 return at
             start = at
 
-    def _sync(self, link: Any, buf: bytearray, call: Any) -> None:
+    def serve_ring(self, link: Any) -> int:
+        """The link's wake-up in one C call (eb_plane_ring): frames taken from its request ring
+        and served one by one until one cannot be. Returns the length of that frame, consumed
+        and left in `scratch` for Python to dispatch; 0 when nothing was left to Python (then
+        `drained` says whether the ring was found empty)."""
+        call = self.call
+        ptrs = self._checked(link)
+        n = len(link.grants)
+        self.drained = False
+        if not n:
+            return 0
+        call.budget = self.disk._budget
+        call.frames = call.answers = 0
+        k = int(_lib.eb_plane_ring(link.req_d, link.efd_space, self._scratch_p, SCRATCH_BYTES,
+                                   RING_FRAMES, ptrs, n, link.resp_d, link.efd_data, call))
+        self.took = frames = call.frames
+        if frames:
+            self._sync(link, call)
+        why = call.why
+        if why == _WHY_WRITE:
+            for g in link.grants.values():
+                if g.c.cut_failed:
+                    g.p._go_offline("cannot cut a failed append back (C data plane)")
+        self.drained = why == _WHY_RING_END
+        return k
+
+    def _sync(self, link: Any, call: Any) -> None:
         """Bring Python's view to where its own path would have left it (partition_append.py
         `append`, Segment.append_batch, DataHandlers.produce_fields, Dispatcher.dispatch_frame)."""
         frames = call.frames
@@ -288,10 +325,11 @@ class Plane:
             end = c.log_end
             p.log_end_offset = end
             p._max_append_time = c.max_append_time
-            at, ln = c.last_at, c.last_len
             base = seg.base_offset + c.rel[n - 1]  # the last batch's stamp
             atime = c.max_append_time
-            p._tail = (base, end, bytes(buf[at:at + ln])) if ln <= TAIL_BATCH_BYTES else None
+            ln = c.tail_len  # (a copy: the read buffer may hold the next frame by now)
+            batch = _ffi.buffer(c.tail, ln)[:] if ln >= 0 else None
+            p._tail = (base, end, batch) if batch is not None else None
             records, nbytes = c.records, c.bytes
             stats.records_in += records
             stats.bytes_in += nbytes
@@ -327,8 +365,8 @@ class Plane:
                     continue
             if data.append_listeners or (g.topic, p.partition) in data.waiters.by_partition:
                 # as produce_fields: with the one batch appended, else let them read the log
-                if n == 1:
-                    data.on_append(p, memoryview(buf)[at:at + ln], base, atime)
+                if n == 1 and batch is not None:
+                    data.on_append(p, batch, base, atime)
                 else:
                     data.on_append(p)
             else:
