@@ -49,9 +49,9 @@ _corr = itertools.count(1)
 class RawLink:
     """A shm link that sends PRODUCE frames as given and collects the answers by correlation id."""
 
-    def __init__(self, sock_path: str) -> None:
+    def __init__(self, sock_path: str, ring_bytes: int = 0) -> None:
         self.sock = connect(sock_path)
-        self.rings: ShmRings = attach(self.sock)
+        self.rings: ShmRings = attach(self.sock, ring_bytes, ring_bytes)
         self.answers: dict[int, tuple[int, Any]] = {}
         self.frames: list[tuple[int, int, bytes]] = []  # every answer as it came
 
@@ -412,3 +412,24 @@ def test_bursts_longer_than_one_call_takes_equal_the_python_path(tmp_path: Path)
     finally:
         on.cleanup()
         off.cleanup()
+
+
+def test_a_small_ring_wrapping_round_is_served_whole(broker) -> None:
+    """The smallest rings: frames wrap round the end (padding entries), some alone in a wake-up,
+    some behind others; every record is stored once, in order, and the supervisor stays
+    responsive (a ring holding only padding once kept the plane's read from ever finishing)."""
+    with Admin(socket=broker.socket, transport="socket") as a:
+        a.create_topic("wrap", 1)
+    link = RawLink(broker.socket, F.MIN_RING_BYTES)
+    values = [bytes([97 + i % 26]) * (i * 37 % 300) for i in range(400)]
+    try:
+        for i in range(0, len(values), 4):
+            corrs = []
+            for v in values[i:i + 4]:
+                corrs.append(next(_corr))
+                link.send([produce_frame(corrs[-1], "wrap", 1, batch([v]))])
+            link.wait(set(corrs))
+    finally:
+        link.close()
+    assert plane_frames(broker.socket) > 300
+    assert records(broker.socket, "wrap") == list(enumerate(values))
