@@ -183,12 +183,12 @@ class Plane:
                       or (allowed is not None and _PRODUCE not in allowed)
                       or (acl is not None and (st is None or st.gen != acl.gen
                                                or st.node is not conn.node)))
-        for key, g in list(grants.items()):
+        for g in list(grants.values()):
             p = g.p
             if not common or p.offline or p._closed or p.config is not g.cfg \
                     or (acl is not None and not (st.all or st.cache[TOPIC_WRITE].get(g.topic))):
                 if not self.permitted(conn, p):  # (a config object replaced may still permit)
-                    del grants[key]
+                    del grants[(g.topic, p.partition)]
                     link.grant_ptrs = None
                     continue
                 g.refresh()
@@ -212,11 +212,13 @@ class Plane:
         if (not parked or len(parked) != 1 or data.append_listeners or data.txn_filter is not None
                 or data.api.output_budget_used):  # (on_append then leaves parked fetches waiting)
             return
-        w = next(iter(parked))
+        [w] = parked
+        if not w.standing or w.recheck_s:
+            return
         conn = w.conn
         other: Any = getattr(conn, "shm", None)
-        if (other is None or other is link or not w.standing or other.standing_w is not w
-                or w.recheck_s or conn.closed or other.closed or other.pending or conn.overloaded):
+        if (other is None or other is link or other.standing_w is not w or conn.closed
+                or other.closed or other.pending or conn.overloaded):
             return
         req = w.request
         parts = req.partitions
@@ -328,7 +330,7 @@ class Plane:
             base = seg.base_offset + c.rel[n - 1]  # the last batch's stamp
             atime = c.max_append_time
             ln = c.tail_len  # (a copy: the read buffer may hold the next frame by now)
-            batch = _ffi.buffer(c.tail, ln)[:] if ln >= 0 else None
+            batch = _ffi.unpack(c.tail, ln) if ln >= 0 else None
             p._tail = (base, end, batch) if batch is not None else None
             records, nbytes = c.records, c.bytes
             stats.records_in += records
