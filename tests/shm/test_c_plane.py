@@ -126,6 +126,14 @@ def records(sock: str, topic: str) -> list[tuple[int, bytes | None]]:
     return got
 
 
+def counters(sock: str, topic: str) -> dict[str, Any]:
+    """What `edgebus status` says of the topic: its traffic counters and partition."""
+    with Admin(socket=sock, transport="socket") as a:
+        t = a.status()["topics"][topic]
+    return {k: t[k] for k in ("records_in", "bytes_in", "records_out", "bytes_out", "partitions",
+                              "size_bytes")}
+
+
 def plane_frames(sock: str, what: str = "frames") -> int:
     with Admin(socket=sock, transport="socket") as a:
         return int(a.status()["shm_plane"][what])
@@ -187,6 +195,7 @@ def test_the_plane_gives_what_the_python_path_gives(tmp_path: Path) -> None:
             for t in topics[:2]:
                 assert normalized_files(on.data_dir, t) == normalized_files(off.data_dir, t)
                 assert records(on.socket, t) == records(off.socket, t)
+                assert counters(on.socket, t) == counters(off.socket, t)
 
         check()
         assert plane_frames(on.socket) > 0, "the plane took no frame: nothing was compared"
@@ -386,6 +395,7 @@ def test_standing_fetch_answers_from_the_plane_equal_the_python_path(tmp_path: P
         assert plane_frames(on.socket, "standing_answers") >= 5
         assert plane_frames(off.socket, "standing_answers") == 0
         assert records(on.socket, "st") == records(off.socket, "st")
+        assert counters(on.socket, "st") == counters(off.socket, "st")
     finally:
         on.cleanup()
         off.cleanup()

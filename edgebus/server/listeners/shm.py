@@ -5,7 +5,9 @@ memfd holding two rings (client -> supervisor requests, supervisor -> client res
 eventfds, seals the memfd's size, and passes all four descriptors back with SCM_RIGHTS in the
 attach response. From then on the rings carry the same frames as the socket; every request read
 from a ring goes through the ordinary dispatch (LoopApi.dispatch), and every response for the connection
-goes into the response ring (the socket keeps working for frames too large for a ring). Nothing is
+goes into the response ring (the socket keeps working for frames too large for a ring). The
+common PRODUCE and its standing-fetch answer are served in C instead, by the data plane
+(listeners/shm_plane.py), with the same bytes and state as that dispatch. Nothing is
 ever named in /dev/shm, so a kill -9 of either side leaves nothing behind: the kernel frees the
 memfd when its last descriptor and mapping go.
 

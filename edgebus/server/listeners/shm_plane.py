@@ -1,12 +1,14 @@
 """The C data plane's Python half: grants, their checks, and the sync-back (docs/ARCHITECTURE.md,
 "The C data plane").
 
-A link's wake-up copies its request frames out of the ring as before; then one C call
-(edgebus/shm/plane.c eb_plane_produce) takes, in order, the plain PRODUCEs to partitions the link
-holds a *grant* for: it checks, stamps and appends each batch and writes its acks=written answer
-into the response ring. At the first frame it cannot take it returns, and Python dispatches that
-frame as always (then the C call goes on with the next). Nothing else changes hands: the call
-runs on the loop thread, so the loop stays the only writer of every partition.
+A link with a grant starts its wake-up with one C call (edgebus/shm/plane.c eb_plane_ring) that
+copies its request frames out of the ring one at a time and takes, in order, the plain PRODUCEs
+to partitions the link holds a *grant* for (eb_plane_produce): it checks, stamps and appends each
+batch, answers a standing fetch parked at exactly its offset, and writes the acks=written answer
+into the response ring. A frame it consumed and cannot take comes back to Python, which
+dispatches it and reads on as always (a buffer Python read also goes through eb_plane_produce,
+`serve`). Nothing else changes hands: the call runs on the loop thread, so the loop stays the
+only writer of every partition.
 
 A grant is made when Python's own path has just appended a plain PRODUCE from the link's
 connection to the partition (`DataHandlers.produce_fields` calls `granted`). It copies what the
@@ -301,7 +303,9 @@ class Plane:
         frames = call.frames
         self.frames += frames
         self.disk._budget = call.budget
-        link.conn.requests += frames
+        conn = link.conn
+        conn.requests += frames
+        conn.answers += call.answers  # (Connection.queue's count)
         link.frames_in += frames
         link.frames_out += call.answers
         data = self.data
@@ -348,6 +352,7 @@ class Plane:
             if k:  # the standing fetch answered in C: push's bookkeeping (handlers/standing.py)
                 w = g.w
                 w.conn.shm.frames_out += k
+                w.conn.answers += k
                 data.standing.armed += k
                 self.standing_answers += k
                 nbytes, records = c.w_bytes, c.w_records
