@@ -42,5 +42,6 @@ class OptionalBuildExt(build_ext):
               "reinstall for the fast path.", file=sys.stderr)
 
 
-setup(cffi_modules=["edgebus/shm/_build.py:ffibuilder", "edgebus/_records_build.py:ffibuilder"],
+setup(cffi_modules=["edgebus/shm/_build.py:ffibuilder", "edgebus/_records_build.py:ffibuilder",
+                     "edgebus/shm/_plane_build.py:ffibuilder"],
       cmdclass={"build_ext": OptionalBuildExt})

@@ -157,6 +157,12 @@ CPU_CHECK = _flag("EDGEBUS_SHM_CPU_CHECK", _knob(
     "EDGEBUS_SHM_CPU_CHECK", "1", "1: spin only while no more tasks are runnable than CPUs; "
     "0 spins whenever traffic flows"))
 CPU_CHECK_NS = 10_000_000
+# The supervisor's C data plane (edgebus/server/listeners/shm_plane.py): a ring's plain
+# PRODUCEs to partitions the link holds a grant for are appended and answered by one C call per
+# wake-up. On when the C module edgebus.shm._plane is built; 0 serves every frame in Python.
+C_PLANE = _flag("EDGEBUS_SHM_C_PLANE", _knob(
+    "EDGEBUS_SHM_C_PLANE", "1", "1: the supervisor appends and answers a ring's plain PRODUCEs "
+    "in one C call per wake-up (when its C module is built); 0: every frame in Python"))
 
 # --- the supervisor's shared-memory listener (edgebus/server/listeners/shm.py) --------------------
 # Keep polling a link's ring for this long after its last frame before sleeping on its eventfd.

@@ -151,6 +151,11 @@ def collect(broker: Broker) -> dict[str, Any]:
     acl = getattr(broker, "acl", None)  # access control: policy and denials (server/acl/)
     doc["acl"] = acl.stats() if acl is not None else {"enabled": False}
     doc["groups"] = group_lags(broker)
+    # The shm C data plane (listeners/shm_plane.py): PRODUCEs appended and answered in C.
+    plane = getattr(getattr(broker, "shm", None), "plane", None)
+    doc["shm_plane"] = {"enabled": plane is not None,
+                        "frames": plane.frames if plane is not None else 0,
+                        "standing_answers": plane.standing_answers if plane is not None else 0}
     doc["records_out"] = stats.records_out
     doc["bytes_out"] = stats.bytes_out
     doc["fsync_count"] = stats.fsync_count

@@ -86,6 +86,9 @@ class DataHandlers(ParkingService):
         # Called with the partition after every append (the Kafka listener's parked fetches).
         self.append_listeners: list[Any] = []
         self.standing = StandingFetches(self)  # FETCH_STANDING (handlers/standing.py)
+        # The shm C data plane (listeners/shm_plane.py Plane), when it runs: told of each plain
+        # PRODUCE this path appends, so that the link's next ones to the partition go in C.
+        self.plane: Any = None
 
     # --- data plane ------------------------------------------------------------------------------
     def produce(self, conn: Any, corr: int, req: M.ProduceRequest) -> Any:
@@ -143,6 +146,8 @@ class DataHandlers(ParkingService):
             self.on_append(p, batch, base, atime)
         else:
             self.dirty = True  # on_append's work when nobody waits on the partition
+        if self.plane is not None and acks != M.ACKS_DURABLE and built is None:
+            self.plane.granted(conn, p)  # the link's next PRODUCEs here may go in C (shm_plane.py)
         if acks == M.ACKS_WRITTEN and encoded:
             try:
                 return encode_produce_response(corr, topic, partition, base, atime, p.log_start_offset)

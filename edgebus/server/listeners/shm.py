@@ -5,7 +5,9 @@ memfd holding two rings (client -> supervisor requests, supervisor -> client res
 eventfds, seals the memfd's size, and passes all four descriptors back with SCM_RIGHTS in the
 attach response. From then on the rings carry the same frames as the socket; every request read
 from a ring goes through the ordinary dispatch (LoopApi.dispatch), and every response for the connection
-goes into the response ring (the socket keeps working for frames too large for a ring). Nothing is
+goes into the response ring (the socket keeps working for frames too large for a ring). The
+common PRODUCE and its standing-fetch answer are served in C instead, by the data plane
+(listeners/shm_plane.py), with the same bytes and state as that dispatch. Nothing is
 ever named in /dev/shm, so a kill -9 of either side leaves nothing behind: the kernel frees the
 memfd when its last descriptor and mapping go.
 
@@ -107,6 +109,9 @@ class ShmLink:
         self.on_room: Any = None
         self.frames_in = 0
         self.frames_out = 0
+        # The C data plane's grants ((topic, partition) -> shm_plane.Grant) and their C array.
+        self.grants: dict[tuple[str, int], Any] = {}
+        self.grant_ptrs: Any = None
 
     def __repr__(self) -> str:
         return f"shm-link({self.conn!r})"
@@ -188,7 +193,22 @@ class ShmLink:
             self._room_side()
         worked = False
         lib, d = _lib, self.req_d
-        for _ in range(MAX_READS_PER_TURN):
+        plane = self.t.plane
+        if (self.grants and plane is not None and not self.pending and not conn.overloaded
+                and not conn.closed):
+            # The C data plane serves the ring itself (shm_plane.py); a frame it consumed and
+            # could not serve comes back for Python, then Python reads on as below.
+            k = plane.serve_ring(self)
+            if k:
+                worked = True
+                if not self._dispatch_all(plane.scratch[:k]):
+                    return True
+            else:
+                if plane.took:
+                    worked = True
+                if plane.drained:
+                    d = None  # found empty: spare the Python read below
+        for _ in range(MAX_READS_PER_TURN if d is not None else 0):
             if conn.closed or conn.overloaded or self.closed:
                 break
             # Ring.read inlined (its C calls without its Python frame): whole frames copied out.
@@ -246,7 +266,13 @@ class ShmLink:
         unpack_len = F.FRAME_LENGTH.unpack_from
         unpack_head = F.REQUEST_HEADER_REST.unpack_from
         len_size, head_size = F.FRAME_LENGTH_SIZE, F.REQUEST_HEADER_SIZE
+        plane = self.t.plane
         while pos < end:
+            if self.grants and plane is not None and not self.pending:
+                # the C data plane takes what it can (shm_plane.py); Python the frame it stops at
+                pos = plane.serve(self, buf, pos)
+                if pos >= end:
+                    break
             n = unpack_len(buf, pos)[0]
             if n < F.REQUEST_MIN_LENGTH:
                 log.warning("%r sent a frame of %d bytes, shorter than its header; closing it",
@@ -273,6 +299,8 @@ class ShmLink:
                 os.close(fd)
         self.req = self.resp = self.req_d = self.resp_d = None
         self.standing = self.standing_w = self.on_room = None
+        self.grants.clear()
+        self.grant_ptrs = None
         self.mapping.close()
 
 
@@ -290,6 +318,8 @@ class ShmTransport(Service):
             log.warning("shared-memory rings are off: %s", self.reason)
         self._ring_ptrs: Any = None  # cffi array of the spinning rings, rebuilt when they change
         self._ring_links: list[ShmLink] = []
+        # The C data plane (listeners/shm_plane.py), set by the Broker when its module is built.
+        self.plane: Any = None
         # Links' eventfds are edge-triggered where the loop's selector allows (epoll): a wake-up
         # then costs no read(2) of the eventfd's count (which just grows; 2**64 writes away from
         # its limit). A stale count wakes nobody; a write while the loop runs is reported at its

@@ -1,0 +1,380 @@
+"""The C data plane's Python half: grants, their checks, and the sync-back (docs/ARCHITECTURE.md,
+"The C data plane").
+
+A link with a grant starts its wake-up with one C call (edgebus/shm/plane.c eb_plane_ring) that
+copies its request frames out of the ring one at a time and takes, in order, the plain PRODUCEs
+to partitions the link holds a *grant* for (eb_plane_produce): it checks, stamps and appends each
+batch, answers a standing fetch parked at exactly its offset, and writes the acks=written answer
+into the response ring. A frame it consumed and cannot take comes back to Python, which
+dispatches it and reads on as always (a buffer Python read also goes through eb_plane_produce,
+`serve`). Nothing else changes hands: the call runs on the loop thread, so the loop stays the
+only writer of every partition.
+
+A grant is made when Python's own path has just appended a plain PRODUCE from the link's
+connection to the partition (`DataHandlers.produce_fields` calls `granted`). It copies what the
+C call needs of the partition (log end, active segment, its fd, size, index state, the topic's
+limits) into a C struct. Before every C call each grant is checked against what could change
+the answer, all looked at directly (no epoch to forget to bump):
+- the partition's write generation (`_gen`: every append, roll, cut-back and directory change
+  bumps it), its active segment, config object (a config change or a mirror setting replaces
+  it), log start (retention, DeleteRecords), offline and closed (a deleted topic's partitions
+  are closed);
+- the supervisor stopping, the disk guard being low;
+- the connection's `allowed` APIs and the access-control cache the dispatcher's PRODUCE fast
+  path uses (its generation moves on every ACL reload).
+A grant that fails is refreshed when Python's checks still hold, else dropped; the C call also
+declines on its own whatever needs Python (a roll, an index entry or recent-list trim due, the
+disk budget spent, no room for the answer, a write error). After the call, `_sync` brings the
+partition, segment, statistics and connection counters to where Python's path would have left
+them, and tells the parked fetches (`on_append`) as that path does.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from edgebus import tuning
+from edgebus.errors import EdgebusError
+from edgebus.log.partition import TAIL_BATCH_BYTES
+from edgebus.log.segment import RECENT_BATCHES
+from edgebus.protocol import messages as M
+from edgebus.server.acl.checks import TOPIC_WRITE
+
+if TYPE_CHECKING:
+    from edgebus.server.disk import DiskGuard
+    from edgebus.server.handlers.data import DataHandlers
+
+
+def _load() -> tuple[Any, Any]:
+    if not tuning.C_PLANE:
+        return None, None
+    try:
+        from edgebus.shm._plane import ffi, lib
+    except ImportError:  # not built (no compiler at install): every frame goes to Python
+        return None, None
+    if lib.EB_PLANE_TAIL != TAIL_BATCH_BYTES:  # a stale build: its tail copy would differ
+        return None, None
+    return ffi, lib
+
+
+_ffi, _lib = _load()
+
+MAX_GRANTS = 8  # partitions per link served in C; more are served in Python
+_WHY_FULL, _WHY_WRITE, _WHY_RING_END = 7, 10, 11  # plane.c's EB_PLANE_FULL, _WRITE, _RING_END
+# eb_plane_ring: frames up to this size are served straight from the ring, through one scratch
+# buffer (larger ones are read by Python as before); at most this many per call (one grant's
+# batches per call, EB_PLANE_BATCHES, are 32).
+SCRATCH_BYTES = 64 * 1024
+RING_FRAMES = 32
+_PRODUCE = int(M.Api.PRODUCE)
+
+
+def available() -> bool:
+    """Whether the C data plane runs here (built, and not switched off: EDGEBUS_SHM_C_PLANE)."""
+    return _lib is not None
+
+
+class Grant:
+    """One partition a link's PRODUCEs may be appended to in C; `c` is the C struct."""
+
+    __slots__ = ("c", "cfg", "gen", "p", "seg", "start", "topic", "w", "w_checked")
+
+    def __init__(self, p: Any) -> None:
+        self.c = _ffi.new("eb_grant *")
+        self.p = p
+        self.topic = p.topic
+        tb = p.topic.encode()
+        self.c.topic_len = len(tb)
+        _ffi.memmove(self.c.topic, tb, len(tb))
+        self.c.partition = p.partition
+        self.seg: Any = None
+        self.cfg: Any = None
+        self.w: Any = None  # the standing fetch armed in c.w_* (a ParkedFetch), if any
+        self.w_checked: Any = None  # (that fetch, ACL generation) its access check passed at
+        self.gen = self.start = -1
+
+    def refresh(self) -> None:
+        """Copy the partition's state into the C struct (after anything but the C call moved it)."""
+        p, c = self.p, self.c
+        seg = p._segments[-1]
+        cfg = p.config
+        self.seg, self.cfg, self.gen, self.start = seg, cfg, p._gen, p.log_start_offset
+        c.log_end = p.log_end_offset
+        c.max_append_time = p._max_append_time
+        c.seg_base = seg.base_offset
+        c.seg_size = seg.size
+        c.first_append_time = -1 if seg.first_append_time is None else seg.first_append_time
+        c.bytes_since_index = seg.bytes_since_index
+        c.segment_bytes = cfg.segment_bytes
+        c.segment_ms = cfg.segment_ms
+        c.max_message_bytes = cfg.max_message_bytes
+        c.index_interval = cfg.index_interval_bytes
+        c.log_start = p.log_start_offset
+        # -1: no writable fd, so the C call's write fails and Python's path decides
+        c.fd = seg.fd if seg.fd is not None and seg.writable else -1
+        c.recent_room = 2 * RECENT_BATCHES - len(seg._recent_rels)
+        c.n = c.cut_failed = 0
+        c.records = c.bytes = 0
+
+    def current(self) -> bool:
+        """Whether nothing but the C call changed the partition since `refresh`."""
+        p = self.p
+        return (p._gen == self.gen and p.config is self.cfg and p.log_start_offset == self.start
+                and p._segments[-1] is self.seg)
+
+
+class Plane:
+    """The supervisor's C data plane for shm links (one, held by ShmTransport)."""
+
+    def __init__(self, data: DataHandlers, disk: DiskGuard, acl: Any) -> None:
+        self.data = data
+        self.disk = disk
+        self.acl = acl  # the dispatcher's Authorizer (None: access control off)
+        self.call = _ffi.new("eb_plane_call *")
+        self.scratch = bytearray(SCRATCH_BYTES)  # eb_plane_ring's copy of the frame it serves
+        self._scratch_p = _ffi.from_buffer(self.scratch)
+        self.took = 0  # frames the last serve_ring took
+        self.drained = False  # whether the last serve_ring found the ring empty
+        self.frames = 0  # PRODUCEs appended and answered in C (`edgebus status`: shm_plane)
+        self.standing_answers = 0  # standing fetches answered in C
+
+    # --- grants ----------------------------------------------------------------------------------
+    def granted(self, conn: Any, p: Any) -> None:
+        """DataHandlers.produce_fields: Python's path just appended a plain PRODUCE (acks none or
+        written) from `conn` to `p`. Its link may now append the next ones in C."""
+        link: Any = getattr(conn, "shm", None)
+        grants = getattr(link, "grants", None)  # (a ShmLink's; None for anything else)
+        if grants is None or link.closed:
+            return
+        key = (p.topic, p.partition)
+        g = grants.get(key)
+        if g is None:
+            if len(grants) >= MAX_GRANTS or len(p.topic.encode()) > _lib.EB_PLANE_TOPIC_MAX \
+                    or not self.permitted(conn, p):
+                return
+            g = grants[key] = Grant(p)
+            link.grant_ptrs = None
+        g.refresh()
+
+    def permitted(self, conn: Any, p: Any) -> bool:
+        """What Python's PRODUCE path would check of this connection and partition, once the
+        batch is a plain one: all must hold for the C call to take the next frame."""
+        if self.data.api.stopping or self.disk.low or p.offline or p._closed \
+                or p.config.mirror_of or p.topic.startswith("__"):
+            return False
+        if conn.allowed is not None and _PRODUCE not in conn.allowed:
+            return False
+        acl = self.acl
+        if acl is None:
+            return True
+        # the dispatcher's fast-path condition: the connection's cached "yes" for the topic
+        st = conn.acl
+        return bool(st is not None and st.gen == acl.gen and st.node is conn.node
+                    and (st.all or st.cache[TOPIC_WRITE].get(p.topic)))
+
+    def _checked(self, link: Any) -> Any:
+        """The link's grants, each checked and brought up to date, as the C call's array.
+        (`permitted`'s checks inlined: this runs once per wake-up.)"""
+        conn = link.conn
+        grants = link.grants
+        data = self.data
+        acl = self.acl
+        st = conn.acl
+        allowed = conn.allowed
+        common = not (data.api.stopping or self.disk.low
+                      or (allowed is not None and _PRODUCE not in allowed)
+                      or (acl is not None and (st is None or st.gen != acl.gen
+                                               or st.node is not conn.node)))
+        for g in list(grants.values()):
+            p = g.p
+            if not common or p.offline or p._closed or p.config is not g.cfg \
+                    or (acl is not None and not (st.all or st.cache[TOPIC_WRITE].get(g.topic))):
+                if not self.permitted(conn, p):  # (a config object replaced may still permit)
+                    del grants[(g.topic, p.partition)]
+                    link.grant_ptrs = None
+                    continue
+                g.refresh()
+            elif p._gen != g.gen or p.log_start_offset != g.start or p._segments[-1] is not g.seg:
+                g.refresh()
+            self._watch(link, g)
+        if link.grant_ptrs is None:
+            link.grant_ptrs = _ffi.new("eb_grant *[]", [g.c for g in grants.values()])
+        return link.grant_ptrs
+
+    def _watch(self, link: Any, g: Grant) -> None:
+        """Arm the grant's standing-fetch slot when the partition's only waiter is a standing
+        fetch on another shm link that StandingFetches.push would answer from the next batch
+        (its conditions that do not depend on the batch, checked here; the C call checks the
+        rest: the offset, min_bytes, and that the consumer has read every answer)."""
+        c = g.c
+        g.w = None
+        c.w_ring = _ffi.NULL
+        data = self.data
+        parked = data.waiters.by_partition.get((g.topic, g.p.partition))
+        if (not parked or len(parked) != 1 or data.append_listeners or data.txn_filter is not None
+                or data.api.output_budget_used):  # (on_append then leaves parked fetches waiting)
+            return
+        [w] = parked
+        if not w.standing or w.recheck_s:
+            return
+        conn = w.conn
+        other: Any = getattr(conn, "shm", None)
+        if (other is None or other is link or other.standing_w is not w or conn.closed
+                or other.closed or other.pending or conn.overloaded):
+            return
+        req = w.request
+        parts = req.partitions
+        if len(parts) != 1 or parts[0].offset != g.p.log_end_offset:
+            return
+        check = data.standing.check
+        if check is not None and g.w_checked != (w, self.acl.gen):
+            # FETCH's access-control check, as push makes it per answer; its answer for this
+            # fetch changes only with the rules (their generation)
+            try:
+                check(conn, req)
+            except EdgebusError:
+                return  # Python's path answers the refusal
+            g.w_checked = (w, self.acl.gen)
+        g.w = w
+        c.w_ring = other.resp_d
+        c.w_efd = other.efd_data
+        c.w_corr = w.correlation_id
+        c.w_offset = parts[0].offset
+        c.w_min_bytes = req.min_bytes
+
+    # --- the call --------------------------------------------------------------------------------
+    def serve(self, link: Any, buf: bytearray, start: int) -> int:
+        """Let the C call take frames of `buf` from `start`; return where Python goes on."""
+        call = self.call
+        disk = self.disk
+        end = len(buf)
+        while True:
+            ptrs = self._checked(link)
+            n = len(link.grants)
+            if not n:
+                return start
+            call.budget = disk._budget
+            call.frames = call.answers = 0
+            at = int(_lib.eb_plane_produce(_ffi.from_buffer(buf), start, end, ptrs, n,
+                                           link.resp_d, link.efd_data, call))
+            frames = call.frames
+            if frames:
+                self._sync(link, call)
+            if call.why == _WHY_WRITE:  # Python's path retries the frame and reports
+                for g in link.grants.values():
+                    if g.c.cut_failed:
+                        g.p._go_offline("cannot cut a failed append back (C data plane)")
+            # A grant's per-call room used up: synced, so the C call may go on (unless the
+            # sync-back's on_append queued answers on this very link: they go first). Full with
+            # nothing taken: the segment's recent list needs its trim, Python's path does it.
+            if call.why != _WHY_FULL or not frames or at >= end or link.pending or link.closed:
+                return at
+            start = at
+
+    def serve_ring(self, link: Any) -> int:
+        """The link's wake-up in one C call (eb_plane_ring): frames taken from its request ring
+        and served one by one until one cannot be. Returns the length of that frame, consumed
+        and left in `scratch` for Python to dispatch; 0 when nothing was left to Python (then
+        `drained` says whether the ring was found empty)."""
+        call = self.call
+        ptrs = self._checked(link)
+        n = len(link.grants)
+        self.drained = False
+        if not n:
+            return 0
+        call.budget = self.disk._budget
+        call.frames = call.answers = 0
+        k = int(_lib.eb_plane_ring(link.req_d, link.efd_space, self._scratch_p, SCRATCH_BYTES,
+                                   RING_FRAMES, ptrs, n, link.resp_d, link.efd_data, call))
+        self.took = frames = call.frames
+        if frames:
+            self._sync(link, call)
+        why = call.why
+        if why == _WHY_WRITE:
+            for g in link.grants.values():
+                if g.c.cut_failed:
+                    g.p._go_offline("cannot cut a failed append back (C data plane)")
+        self.drained = why == _WHY_RING_END
+        return k
+
+    def _sync(self, link: Any, call: Any) -> None:
+        """Bring Python's view to where its own path would have left it (partition_append.py
+        `append`, Segment.append_batch, DataHandlers.produce_fields, Dispatcher.dispatch_frame)."""
+        frames = call.frames
+        self.frames += frames
+        self.disk._budget = call.budget
+        conn = link.conn
+        conn.requests += frames
+        conn.answers += call.answers  # (Connection.queue's count)
+        link.frames_in += frames
+        link.frames_out += call.answers
+        data = self.data
+        stats = data.stats
+        for g in link.grants.values():
+            c = g.c
+            n = c.n
+            if not n:
+                continue
+            p, seg = g.p, g.seg
+            seg.size = c.seg_size
+            seg.max_append_time = c.max_append_time
+            seg.bytes_since_index = c.bytes_since_index
+            if n == 1:
+                seg._recent_rels.append(c.rel[0])
+                seg._recent_pos.append(c.pos[0])
+            else:
+                seg._recent_rels.extend(_ffi.unpack(c.rel, n))
+                seg._recent_pos.extend(_ffi.unpack(c.pos, n))
+            p._gen = gen = p._gen + n  # one generation per batch, as `append` counts
+            seg.last_write_gen = gen
+            p._unsynced[seg.base_offset] = seg
+            end = c.log_end
+            p.log_end_offset = end
+            p._max_append_time = c.max_append_time
+            base = seg.base_offset + c.rel[n - 1]  # the last batch's stamp
+            atime = c.max_append_time
+            ln = c.tail_len  # (a copy: the read buffer may hold the next frame by now)
+            batch = _ffi.unpack(c.tail, ln) if ln >= 0 else None
+            p._tail = (base, end, batch) if batch is not None else None
+            records, nbytes = c.records, c.bytes
+            stats.records_in += records
+            stats.bytes_in += nbytes
+            t = stats.topic_in.get(g.topic)
+            if t is None:
+                t = stats.topic_in[g.topic] = [0, 0]
+            t[0] += records
+            t[1] += nbytes
+            g.gen = gen
+            c.recent_room -= n
+            c.n = 0
+            c.records = c.bytes = 0
+            k = c.w_answers
+            if k:  # the standing fetch answered in C: push's bookkeeping (handlers/standing.py)
+                w = g.w
+                w.conn.shm.frames_out += k
+                w.conn.answers += k
+                data.standing.armed += k
+                self.standing_answers += k
+                nbytes, records = c.w_bytes, c.w_records
+                stats.bytes_out += nbytes
+                stats.batches_out += k
+                stats.records_out += records
+                t = stats.topic_out.get(g.topic)
+                if t is None:
+                    t = stats.topic_out[g.topic] = [0, 0]
+                t[0] += records
+                t[1] += nbytes
+                w.request.partitions[0].offset = c.w_offset  # re-armed in place, as push does
+                c.w_answers = 0
+                c.w_records = c.w_bytes = 0
+                if c.w_offset == end:  # it was the only waiter and took every batch
+                    data.dirty = True
+                    continue
+            if data.append_listeners or (g.topic, p.partition) in data.waiters.by_partition:
+                # as produce_fields: with the one batch appended, else let them read the log
+                if n == 1 and batch is not None:
+                    data.on_append(p, batch, base, atime)
+                else:
+                    data.on_append(p)
+            else:
+                data.dirty = True

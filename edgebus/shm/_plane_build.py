@@ -1,0 +1,98 @@
+"""cffi API-mode build of edgebus.shm._plane: the shm data plane (plane.c), compiled in one
+translation unit after ring.c and records.c so that it calls their eb_write and eb_check_batch
+directly. (Run by setup.py's cffi_modules at install time; optional like the other two: without
+it the supervisor serves every frame in Python, as before.)
+"""
+
+from __future__ import annotations
+
+import os
+
+from cffi import FFI
+
+CDEF = """
+#define EB_PLANE_TOPIC_MAX ...
+#define EB_PLANE_BATCHES ...
+#define EB_PLANE_TAIL ...
+typedef struct {
+    int64_t log_end;
+    int64_t max_append_time;
+    int64_t seg_base;
+    int64_t seg_size;
+    int64_t first_append_time;
+    int64_t bytes_since_index;
+    int64_t segment_bytes;
+    int64_t segment_ms;
+    int64_t max_message_bytes;
+    int64_t index_interval;
+    int64_t log_start;
+    int32_t fd;
+    int32_t partition;
+    int32_t recent_room;
+    uint16_t topic_len;
+    char topic[];
+    int32_t n;
+    int32_t cut_failed;
+    int64_t records, bytes;
+    int64_t rel[];
+    int64_t pos[];
+    int64_t last_at, last_len;
+    int64_t tail_len;
+    char tail[];
+    void *w_ring;
+    int32_t w_efd;
+    uint32_t w_corr;
+    int64_t w_offset;
+    int64_t w_min_bytes;
+    int32_t w_answers;
+    int64_t w_records, w_bytes;
+    ...;
+} eb_grant;
+typedef struct {
+    int64_t budget;
+    int64_t frames;
+    int64_t answers;
+    int32_t why;
+} eb_plane_call;
+int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grants, int ng,
+                         void *resp, int efd_data, eb_plane_call *c);
+int64_t eb_plane_ring(void *req, int efd_space, char *scratch, uint64_t cap, uint32_t max_frames,
+                      eb_grant **grants, int ng, void *resp, int efd_data, eb_plane_call *c);
+"""
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(_HERE)
+
+
+def _read(*parts: str) -> str:
+    with open(os.path.join(*parts), encoding="utf-8") as f:
+        return f.read()
+
+
+_SOURCE = "\n".join([_read(_HERE, "ring.c"), _read(_ROOT, "records.c"), _read(_HERE, "plane.c")])
+
+
+def _have_zlib() -> bool:
+    """As edgebus/_records_build.py: without zlib eb_check_batch leaves the CRC to Python, and
+    the plane then takes no frame (every batch needs its CRC checked)."""
+    import sysconfig
+
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    dirs = [sysconfig.get_path("include"), "/usr/include", "/usr/local/include",
+            os.path.join("/usr/include", multiarch)]
+    return any(os.path.exists(os.path.join(d, "zlib.h")) for d in dirs if d)
+
+
+_ZLIB = _have_zlib()
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "edgebus.shm._plane",
+    _SOURCE,
+    extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    define_macros=[("EB_HAVE_ZLIB", "1")] if _ZLIB else [],
+    libraries=["z"] if _ZLIB else [],
+)
+
+if __name__ == "__main__":  # a manual in-tree build: python edgebus/shm/_plane_build.py
+    ffibuilder.compile(tmpdir=os.path.dirname(_ROOT), verbose=True)
