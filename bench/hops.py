@@ -227,7 +227,7 @@ def _patch_clients() -> None:
             _events.append((PW, _now(), 1, 0, 0))
         return r
 
-    P.Producer._send_one = send_one  # type: ignore[method-assign]
+    P.Producer._send_one = send_one  # type: ignore[method-assign,assignment]
 
     orig_finish = P.Producer._finish
 
@@ -290,7 +290,7 @@ def _no_hold(p: Any) -> None:
         def send_record(self: Any, *a: Any, _orig: Any = orig) -> Any:
             return _orig(self, *a[:-1], False)
 
-        cls.send_record = send_record
+        cls.send_record = send_record  # type: ignore[method-assign,assignment]
 
 
 def _hold_one(p: Any) -> None:
@@ -308,7 +308,7 @@ def _hold_one(p: Any) -> None:
         orig(self, *a)
         old_tail(self)
 
-    SR.ShmRings.__init__ = init  # type: ignore[method-assign]
+    SR.ShmRings.__init__ = init  # type: ignore[method-assign,assignment]
     rings = getattr(p._channel, "_rings", None)  # a channel opened already
     if rings is not None:
         old_tail(rings)
