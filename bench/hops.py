@@ -9,6 +9,8 @@
 environment variables for the supervisor, or `client.NAME=1` for a change in the forked producer
 (CLIENT_VARIANTS: `client.nohold`, the producer before it held batches behind an unread request;
 `client.hold1`, holding behind any unread request on the rings, not only two (before lat16);
+EDGEBUS_HOPS_NO_WINDOW=1, the supervisor's standing fetch answering only a consumer that has
+read every answer, not all but the last (before lat16);
 `client.nofreeze`, the forked producer and consumer not freezing the heap they inherit, as
 bench/run.py CHILD_GC_FREEZE), or `sup.nice=N` (the supervisor's threads at nice N, bench/sched.py).
 
@@ -168,6 +170,11 @@ def _patch_supervisor() -> None:
         orig_resume(self, link)
 
     S.StandingFetches.resume = resume  # type: ignore[method-assign]
+
+    if os.environ.get("EDGEBUS_HOPS_NO_WINDOW"):
+        # Variant EDGEBUS_HOPS_NO_WINDOW=1: a standing fetch answers only while its consumer has
+        # read every answer (before lat16), not all but the last (handlers/standing.py caught_up).
+        L.ShmLink.last_entry = property(lambda self: 0, lambda self, v: None)  # type: ignore[assignment]
 
 
 def _full_collection_cost() -> None:
