@@ -8,6 +8,9 @@
 --variants runs each case once per variant, alternated (reversed every other round): a name, then
 environment variables for the supervisor, or `client.NAME=1` for a change in the forked producer
 (CLIENT_VARIANTS: `client.nohold`, the producer before it held batches behind an unread request;
+`client.hold1`, holding behind any unread request on the rings, not only two (before lat16);
+EDGEBUS_HOPS_NO_WINDOW=1, the supervisor's standing fetch answering only a consumer that has
+read every answer, not all but the last (before lat16);
 `client.nofreeze`, the forked producer and consumer not freezing the heap they inherit, as
 bench/run.py CHILD_GC_FREEZE), or `sup.nice=N` (the supervisor's threads at nice N, bench/process_knobs.py).
 
@@ -168,6 +171,11 @@ def _patch_supervisor() -> None:
 
     S.StandingFetches.resume = resume  # type: ignore[method-assign]
 
+    if os.environ.get("EDGEBUS_HOPS_NO_WINDOW"):
+        # Variant EDGEBUS_HOPS_NO_WINDOW=1: a standing fetch answers only while its consumer has
+        # read every answer (before lat16), not all but the last (handlers/standing.py caught_up).
+        L.ShmLink.last_entry = property(lambda self: 0, lambda self, v: None)  # type: ignore[assignment]
+
 
 def _full_collection_cost() -> None:
     """At the supervisor's exit: one full collection timed (CPU time of this thread: the machine's
@@ -213,6 +221,20 @@ def _patch_clients() -> None:
         _events.append((PW, _now(), b.count, 0, 0))
 
     P.Producer._send_batch = send_batch  # type: ignore[method-assign]
+
+    # A linger_ms=0 send() that leaves at once goes in one step (edgebus/client/fast_send.py),
+    # not through _send_batch: a batch of one record, stamped only when it was written.
+    orig_send_one = P.Producer._send_one
+
+    def send_one(self: Any, *args: Any) -> Any:
+        t0 = _now()
+        r = orig_send_one(self, *args)
+        if r is not None:
+            _events.append((PB, t0, 1, 0, 0))
+            _events.append((PW, _now(), 1, 0, 0))
+        return r
+
+    P.Producer._send_one = send_one  # type: ignore[method-assign,assignment]
 
     orig_finish = P.Producer._finish
 
@@ -264,9 +286,42 @@ _STAMP = struct.Struct("<qq")
 # Client-side variants (`--variants` entries named client.NAME): applied in the forked producer.
 def _no_hold(p: Any) -> None:
     p._unread = lambda: False  # never hold a batch for the supervisor's read (the old behaviour)
+    # ... nor decline a one-step send (edgebus/client/fast_send.py) for it (this forked child's
+    # classes only)
+    from edgebus.client import shm_channel as SC
+    from edgebus.client import socket_acks as SA
+
+    for cls in (SC.ShmAsyncChannel, SA.LazySocketChannel):
+        orig = cls.send_record
+
+        def send_record(self: Any, *a: Any, _orig: Any = orig) -> Any:
+            return _orig(self, *a[:-1], False)
+
+        cls.send_record = send_record  # type: ignore[method-assign,assignment]
 
 
-CLIENT_VARIANTS = {"client.nohold": _no_hold}
+def _hold_one(p: Any) -> None:
+    """Hold a record while the supervisor has yet to read any request (head != tail), not only
+    when it is more than one request behind (before lat16): for the forked producer's rings."""
+    from edgebus.client import shm_rings as SR
+
+    orig = SR.ShmRings.__init__
+
+    def old_tail(rings: Any) -> None:
+        head, tail = rings.req_head, rings.req_tail
+        rings.req_tail = lambda: -1 if head() != tail() else tail()
+
+    def init(self: Any, *a: Any) -> None:
+        orig(self, *a)
+        old_tail(self)
+
+    SR.ShmRings.__init__ = init  # type: ignore[method-assign,assignment]
+    rings = getattr(p._channel, "_rings", None)  # a channel opened already
+    if rings is not None:
+        old_tail(rings)
+
+
+CLIENT_VARIANTS = {"client.nohold": _no_hold, "client.hold1": _hold_one}
 
 
 def _producer(sock: str, topic: str, transport: str, size: int, rate: int, duration: float,

@@ -126,7 +126,8 @@ def _consumer(sock: str, transport: str, topic: str, n: int, ready: Any, go: Any
             got += len(mine)
             lat += [now - _STAMP.unpack_from(v)[0] for v in mine]
     lat.sort()
-    results.put(("c", got, lat[len(lat) // 2] / 1000 if lat else -1, _names()))
+    results.put(("c", got, lat[len(lat) // 2] / 1000 if lat else -1, _names(),
+                 lat[len(lat) * 99 // 100] / 1000 if lat else -1))
     done.wait()
     c.close()
 
@@ -238,7 +239,7 @@ def one(transport: str, rate: int, duration: float, syscalls: bool,
         broker.cleanup()
     names = {**got["p"][1], **got["c"][3]}
     out: dict[str, Any] = {"transport": transport, "rate": rate, "sent": n,
-                           "received": got["c"][1], "p50_us": got["c"][2], "load": load,
+                           "received": got["c"][1], "p50_us": got["c"][2], "p99_us": got["c"][4], "load": load,
                            "procs": {}, "calls": {}, "instructions": 0.0}
     if instructions:
         out["instructions"] = _instructions(grind) / n
@@ -295,9 +296,9 @@ def render(rows: list[dict[str, Any]], a: argparse.Namespace, trees: dict[str, P
           "system calls) much less so.", "",
           "Per message: CPU us of the process (all threads); per thread: voluntary context "
           "switches (wake-ups) / involuntary (preemptions) / CPU us.", "",
-          "| round | tree | transport | load | p50 us | producer us | supervisor us | consumer us "
-          "| all us | producer threads | supervisor threads | consumer threads |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| round | tree | transport | load | p50 us | p99 us | producer us | supervisor us "
+          "| consumer us | all us | producer threads | supervisor threads | consumer threads |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def th(p: dict[str, Any]) -> str:
         return "; ".join(f"{k} {v['wakeups']:.2f}/{v['preempted']:.2f}/{v['cpu_us']:.0f}"
@@ -306,7 +307,7 @@ def render(rows: list[dict[str, Any]], a: argparse.Namespace, trees: dict[str, P
     for r in rows:
         pr = r["procs"]
         md.append(f"| {r['round']} | {r['tree']} | {r['transport']} | {r['load']:.1f} | "
-                  f"{r['p50_us']:.0f} | " + " | ".join(f"{pr[k]['cpu_us']:.1f}" for k in
+                  f"{r['p50_us']:.0f} | {r.get('p99_us', -1):.0f} | " + " | ".join(f"{pr[k]['cpu_us']:.1f}" for k in
                                                      ("producer", "supervisor", "consumer"))
                   + f" | {sum(pr[k]['cpu_us'] for k in pr):.1f} | "
                   + " | ".join(th(pr[k]) for k in ("producer", "supervisor", "consumer")) + " |")

@@ -11,8 +11,8 @@ whose frame is one C call (edgebus/records.c eb_produce_frame; on the rings the 
 the general path's (tests/client/test_fast_send.py compares them); the batch it sends is an
 ordinary `_Builder` in flight, so acknowledgements, timeouts, a lost connection, flush() and
 close() treat it as any other. Anything else, or a supervisor that has not read the last request
-yet (the record then waits in an open batch, as the general path's hold does), takes the general
-path (edgebus/client/producer.py).
+yet (on the rings: the one before it; the record then waits in an open batch, as the general
+path's hold does), takes the general path (edgebus/client/producer.py).
 
 Acknowledgements are taken in bulk: a send looks at the response ring (or the socket) only once
 REAP_AT of its requests are unanswered; meanwhile the channel's reader collects them when its

@@ -449,7 +449,8 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
                     ch.hurry()
                 continue
             if self._in_flight and self._unread():
-                # The supervisor has not yet read our last request (ring or socket): this one
+                # The supervisor has not yet read our last request (socket; on the rings, the
+                # one before it: ShmAsyncChannel.unread): this one
                 # would wait behind it anyway, so it keeps filling and goes with the next send
                 # that finds the acknowledgement come, or as soon as the reader delivers it
                 # (_finish wakes the I/O thread). A supervisor that falls behind thus gets fewer,

@@ -376,19 +376,24 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
         self.reaped = 0  # responses taken by senders (tests, benchmarks)
         self._write = self._write_ring
         self._fbuf = new_frame_buffer()  # send_record's frame (writers hold _lock)
+        # The request ring's head before our last request (writers hold _lock): the supervisor
+        # has read everything before that request once its tail reaches this (unread()).
+        self._last_at = 0
         self._start()
 
     def _write_ring(self, frame: bytes) -> None:
         if self._fds_closed:  # under _lock (Dispatcher.send): close() unmaps only after it
             raise BrokerUnavailableError("the channel was closed")
         self._note_send()
-        self._rings.write(frame)
+        rings = self._rings
+        self._last_at = rings.req_head()
+        rings.write(frame)
 
     def send_record(self, prefix: bytes, key: bytes | None, value: bytes | None, ts: int,
                     callback: Callback, hold: bool) -> bool:
         """send() of a one-record PRODUCE (edgebus/client/fast_send.py), its frame built by C
         in place; hold: write nothing and return False while the supervisor has yet to read a
-        request written before (one C call writes or declines)."""
+        request written before our last one (unread(); one C call writes or declines)."""
         with self._lock:
             if self.lost is not None:
                 raise BrokerUnavailableError(str(self.lost))
@@ -401,9 +406,12 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
                               NULL if value is None else value, -1 if value is None else len(value),
                               ts, corr, PRODUCE)
             rings = self._rings
-            rc = rings.write_if_read(buf, n, rings.efd_sup, hold)
+            at = rings.req_head()
+            # Only a supervisor more than one request behind makes this record wait (unread()).
+            rc = rings.write_if_read(buf, n, rings.efd_sup, hold and rings.req_tail() < self._last_at)
             if rc == 2:
                 return False
+            self._last_at = at
             self._pending[corr] = callback
             if rc != 1:  # no room now: the waiting write (backpressure)
                 try:
@@ -461,14 +469,19 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
             self._reap_lock.release()
 
     def unread(self) -> bool:
-        """Whether the supervisor has yet to read a request written into the ring. Any thread
-        (a send() while the I/O thread replaces a lost channel): under _fd_lock, so the ring is
-        never read after close() unmapped it."""
+        """Whether the supervisor has yet to read a request written into the ring before our
+        last one: it is more than one request behind. Only then are records held back (invariant
+        39): a supervisor that has yet to read just the last one reads the next with it, in the
+        same wake-up, while a held record would wait for the last one's acknowledgement, a
+        wake-up of this process's reader and then of its I/O thread, and the supervisor's next
+        wake-up (at 10,000 sends a second, the p50's largest hop: bench/results/
+        issue16-lat16.md). Any thread (a send() while the I/O thread replaces a lost channel):
+        under _fd_lock, so the ring is never read after close() unmapped it."""
         with self._fd_lock:
             if self._fds_closed:
                 return False
-            req = self._rings.req
-            return req is not None and req.head != req.tail
+            rings = self._rings
+            return rings.req is not None and rings.req_tail() < self._last_at
 
     def _nudge(self) -> None:
         with self._fd_lock:

@@ -76,6 +76,10 @@ class ShmRings:
         # (only_if_read and the supervisor has not read everything yet), < 0 frame too large:
         # the C function bound to this ring, no Python layer (ShmAsyncChannel.send_record).
         self.write_if_read = functools.partial(R.lib.eb_write_if_read, self.req.d)
+        # The request ring's head and tail (C calls bound to it): how far behind the supervisor's
+        # reading is (ShmAsyncChannel.behind).
+        self.req_head = functools.partial(R.lib.eb_head, self.req.d)
+        self.req_tail = functools.partial(R.lib.eb_tail, self.req.d)
         self.resp = R.Ring(self.mapping, resp.response_ring_offset, resp.response_ring_bytes)
         self.proto = ClientProtocol()  # frames that arrive on the socket (too large for the ring)
         # The reader waits in epoll with efd_data edge-triggered: each write by the supervisor

@@ -46,6 +46,7 @@ typedef struct {
     int64_t w_min_bytes;
     int32_t w_answers;
     int64_t w_records, w_bytes;
+    int64_t w_last;
     ...;
 } eb_grant;
 typedef struct {

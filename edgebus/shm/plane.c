@@ -79,6 +79,7 @@ typedef struct {
     int64_t w_min_bytes;
     int32_t w_answers;         /* out: answers written this call */
     int64_t w_records, w_bytes;
+    int64_t w_last;            /* out: the last answer's frame bytes (ShmLink.last_entry) */
 } eb_grant;
 
 typedef struct {
@@ -103,7 +104,8 @@ static eb_grant *find_grant(eb_grant **g, int ng, const char *topic, uint16_t tl
 
 /* The FETCH answer of the standing fetch g->w_* from batch b (n bytes, just appended, ending at
  * g->log_end): the bytes of fastpath.fetch.encode_fetched_one, written only when its consumer has
- * read every earlier answer (its ring is empty: StandingFetches.push's condition). Not written
+ * read every earlier answer (its ring is empty: stricter than the window of one that
+ * StandingFetches.push allows, handlers/standing.py caught_up). Not written
  * (too large for the buffer or the ring): the fetch stays where it was and Python's on_append
  * decides after the call. */
 #define EB_PLANE_ANSWER_MAX 8192
@@ -138,6 +140,7 @@ static void answer_standing(eb_grant *g, const char *b, uint64_t n, int64_t coun
     g->w_answers++;
     g->w_records += count;
     g->w_bytes += (int64_t)n;
+    g->w_last = (int64_t)(head + n);
 }
 
 /* Take frames from buf[start:len] (whole request frames, as eb_read copied them) until one must

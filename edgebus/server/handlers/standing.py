@@ -110,15 +110,20 @@ def _read_up(conn: Any, st: Any) -> bool:
 
 
 def caught_up(link: Any) -> bool:
-    """Whether the consumer has read every answer in the link's response ring. When not, the
-    ring's writer_waiting flag is raised first (then the ring is looked at again: the consumer
-    may have read in between), so that its next read signals the supervisor (efd_sup), which
-    then calls link.on_room (docs/ARCHITECTURE.md, "Standing fetches")."""
+    """Whether the consumer has read every answer in the link's response ring but the last one
+    written (`ShmLink.last_entry`: a window of one). The consumer takes both in one read, so the
+    second costs it no wake-up, while holding it cost the supervisor a wake-up (the consumer's
+    read signalling it) and the consumer another: the tail at 10,000 records a second, where two
+    PRODUCEs often come in one wake-up (bench/results/issue16-lat16.md). Two answers unread:
+    the ring's writer_waiting flag is raised first (then the ring is looked at again: the
+    consumer may have read in between), so that its next read signals the supervisor (efd_sup),
+    which then calls link.on_room (docs/ARCHITECTURE.md, "Standing fetches")."""
     resp = link.resp
-    if resp.used() == 0:
+    window = link.last_entry
+    if resp.used() <= window:
         return True
     resp.prepare_sleep_space(_NEVER_FITS)  # announce, full fence (C), then re-check below
-    return bool(resp.used() == 0)
+    return bool(resp.used() <= window)
 
 
 class StandingFetches:
@@ -253,11 +258,12 @@ class StandingFetches:
         if data.api.stopping or (data.txn_filter is not None
                                  and data.txn_filter(p, batch) is not batch):
             return False
-        # may_answer's: nothing queued behind, and the consumer read every answer
+        # may_answer's: nothing queued behind, and the consumer read every answer (on the
+        # rings: but the last one, caught_up's window)
         if link is conn:
             if conn.out or conn.overloaded or _ioctl(conn.standing_fd, _OUTQ, _ZERO4) != _ZERO4:
                 return False
-        elif link.pending or conn.overloaded or link.resp.used():
+        elif link.pending or conn.overloaded or link.resp.used() > link.last_entry:
             return False
         if self.check is not None:
             try:

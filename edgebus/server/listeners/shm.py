@@ -112,6 +112,9 @@ class ShmLink:
         # The C data plane's grants ((topic, partition) -> shm_plane.Grant) and their C array.
         self.grants: dict[tuple[str, int], Any] = {}
         self.grant_ptrs: Any = None
+        # Ring bytes of the last frame written into resp (8-aligned, as ring.c places it): a
+        # standing fetch answers while at most that much is unread (handlers/standing.py).
+        self.last_entry = 0
 
     def __repr__(self) -> str:
         return f"shm-link({self.conn!r})"
@@ -132,6 +135,7 @@ class ShmLink:
                                n, self.efd_data)
             if rc == 1:
                 self.frames_out += 1
+                self.last_entry = (n + 7) & ~7
                 return True
             if rc < 0:
                 self.resp.write(data)  # raises the ValueError naming what is wrong
@@ -154,6 +158,7 @@ class ShmLink:
             self.pending.popleft()
             conn.out_bytes -= len(data)
             self.frames_out += 1
+            self.last_entry = (len(data) + 7) & ~7
 
     # --- client -> supervisor ------------------------------------------------------------------
     def __call__(self, mask: int) -> None:

@@ -352,6 +352,8 @@ class Plane:
             if k:  # the standing fetch answered in C: push's bookkeeping (handlers/standing.py)
                 w = g.w
                 w.conn.shm.frames_out += k
+                # the window of handlers/standing.py caught_up, as ShmLink.queue sets it
+                w.conn.shm.last_entry = (c.w_last + 7) & ~7
                 w.conn.answers += k
                 data.standing.armed += k
                 self.standing_answers += k
