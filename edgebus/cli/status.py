@@ -100,6 +100,7 @@ def render(st: dict[str, Any], show_all: bool = False, out: TextIO | None = None
                     f"{human_size(disk.get('high_watermark', 0))})"
                     if "low_watermark" in disk else "")),
         ("disk state", _disk_state(disk)),
+        *_offline_field(st),
         ("log data", human_size(st.get("data_bytes", 0))),
         ("memory", f"{human_size(st.get('rss_bytes', 0))} RSS"),
         ("cpu", f"{st.get('cpu_s', 0)} s" + (f", {cpu_pct}% now" if cpu_pct is not None else "")),
@@ -199,12 +200,26 @@ def _reload_line(rl: dict[str, Any] | None) -> str:
     return text
 
 
+def _offline_field(st: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A line only when some partition (internal ones included) is offline."""
+    names = [f"{t}-{p['partition']}" for t, topic in sorted(st.get("topics", {}).items())
+             for p in topic.get("partitions", []) if p.get("offline")]
+    if not names:
+        return []
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return [("offline", f"{len(names)} partition(s) refuse appends after an I/O error ({shown}); "
+                        "the log says why; restart edgebus to run recovery")]
+
+
 def _disk_state(disk: dict[str, Any]) -> str:
     state = disk.get("state")
     if state is None:
         return "-"
     text = "ok" if state == "ok" else (
         "LOW: topics with on_disk_full=reject refuse appends; drop-oldest topics shrink")
+    if disk.get("read_only"):
+        text = ("READ-ONLY filesystem: appends fail; repair it and remount it read-write, "
+                "then restart edgebus")
     extra = []
     if disk.get("rejected_appends"):
         extra.append(f"{disk['rejected_appends']} appends refused")

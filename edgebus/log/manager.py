@@ -120,8 +120,9 @@ class LogManager:
                 scanned += rep.scanned_bytes
                 if (rep.anything_cut or rep.rebuilt_indexes or rep.removed_files
                         or rep.retention_segments):
-                    self._log.info("recovered %s: %s; offsets %d..%d", p.name, rep.summary(),
-                                   p.log_start_offset, p.log_end_offset)
+                    self._log.info("recovered %s: %s; offsets %d..%d (log end %d)", p.name,
+                                   rep.summary(), p.log_start_offset, p.log_end_offset - 1,
+                                   p.log_end_offset)
         # Rewrite the checkpoint at once: it drops entries of topics that no longer exist, so
         # a stale entry can never be applied to a new topic of the same name (create_topic
         # writes it again before the first append). Not fatal: a full disk must not stop the

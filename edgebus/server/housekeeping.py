@@ -16,9 +16,12 @@ from edgebus.errors import EdgebusError
 from edgebus.log.manager import LogManager
 from edgebus.server.durable import DurableAcks
 from edgebus.server.handlers.data import DataHandlers
+from edgebus.server.logrepeat import RepeatFilter
 from edgebus.server.service import Service
 
 log = logging.getLogger("edgebus.housekeeping")
+# A checkpoint that keeps failing (a read-only filesystem) would log every interval otherwise.
+log.addFilter(RepeatFilter())
 
 
 class Housekeeping(Service):
@@ -36,6 +39,7 @@ class Housekeeping(Service):
         self.next_flush = now + self.flush_interval
         self.next_checkpoint = now + self.checkpoint_interval
         self.next_retention = now + self.retention_interval
+        self.checkpoint_failures = 0  # in a row (set on the fsync thread)
 
     def next_deadline(self) -> float | None:
         return min(self.next_flush, self.next_checkpoint, self.next_retention)
@@ -60,7 +64,13 @@ class Housekeeping(Service):
             try:
                 self.logs.write_checkpoint(data, seq)
             except (OSError, EdgebusError) as e:
+                self.checkpoint_failures += 1
                 log.error("cannot write the recovery checkpoint: %s", e)
+                return
+            if self.checkpoint_failures:
+                log.info("the recovery checkpoint is written again, after %d failed attempt(s)",
+                         self.checkpoint_failures)
+                self.checkpoint_failures = 0
 
         self.committer.run_soon(write)
 

@@ -109,6 +109,13 @@ class BrokerCollector:
         yield counter("edgebus_disk_dropped_segments",
                       "Segments deleted by the drop-oldest policy",
                       value=d["dropped_segments"])
+        yield gauge("edgebus_disk_read_only",
+                    "1 while the data directory's filesystem is mounted read-only",
+                    value=1 if d.get("read_only") else 0)
+        yield gauge("edgebus_partitions_offline",
+                    "Partitions that refuse appends after an I/O error until a restart",
+                    value=sum(1 for t in doc["topics"].values() for p in t["partitions"]
+                              if p.get("offline")))
 
         yield from _topic_counters(stats)
 
