@@ -101,6 +101,7 @@ def render(st: dict[str, Any], show_all: bool = False, out: TextIO | None = None
                     if "low_watermark" in disk else "")),
         ("disk state", _disk_state(disk)),
         *_offline_field(st),
+        *_clock_field(st),
         ("log data", human_size(st.get("data_bytes", 0))),
         ("memory", f"{human_size(st.get('rss_bytes', 0))} RSS"),
         ("cpu", f"{st.get('cpu_s', 0)} s" + (f", {cpu_pct}% now" if cpu_pct is not None else "")),
@@ -209,6 +210,15 @@ def _offline_field(st: dict[str, Any]) -> list[tuple[str, Any]]:
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     return [("offline", f"{len(names)} partition(s) refuse appends after an I/O error ({shown}); "
                         "the log says why; restart edgebus to run recovery")]
+
+
+def _clock_field(st: dict[str, Any]) -> list[tuple[str, Any]]:
+    behind = (st.get("clock") or {}).get("behind_log_ms", 0)
+    if not behind:
+        return []
+    return [("clock", f"BEHIND the log by {_duration(behind / 1000)} "
+                      f"({st['clock'].get('partition')}): append times are held there, "
+                      "retention by time waits")]
 
 
 def _disk_state(disk: dict[str, Any]) -> str:

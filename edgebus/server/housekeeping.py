@@ -14,6 +14,7 @@ import time
 
 from edgebus.errors import EdgebusError
 from edgebus.log.manager import LogManager
+from edgebus.server.clockcheck import ClockCheck
 from edgebus.server.durable import DurableAcks
 from edgebus.server.handlers.data import DataHandlers
 from edgebus.server.logrepeat import RepeatFilter
@@ -40,6 +41,8 @@ class Housekeeping(Service):
         self.next_checkpoint = now + self.checkpoint_interval
         self.next_retention = now + self.retention_interval
         self.checkpoint_failures = 0  # in a row (set on the fsync thread)
+        self.clock = ClockCheck()
+        self.clock.check(logs.all_partitions(), time.time_ns() // 1_000_000)
 
     def next_deadline(self) -> float | None:
         return min(self.next_flush, self.next_checkpoint, self.next_retention)
@@ -75,8 +78,10 @@ class Housekeeping(Service):
         self.committer.run_soon(write)
 
     def _retention(self) -> None:
+        now_ms = time.time_ns() // 1_000_000
+        self.clock.check(self.logs.all_partitions(), now_ms)
         try:
-            n = self.logs.apply_retention(time.time_ns() // 1_000_000)
+            n = self.logs.apply_retention(now_ms)
             if n:
                 log.info("retention deleted %d segment(s)", n)
         except (OSError, EdgebusError) as e:

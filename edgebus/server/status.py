@@ -143,6 +143,7 @@ def collect(broker: Broker) -> dict[str, Any]:
         "bytes_in": stats.bytes_in,
         "fsyncs": broker.durable.committer.syncs,
         "cleaner": broker.cleaner.status(),
+        "clock": broker.housekeeping.clock.snapshot(),
         "topics": topics(broker),
         "started_at": round(broker.started, 3),
     }
