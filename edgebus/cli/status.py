@@ -214,6 +214,8 @@ def _offline_field(st: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def _clock_field(st: dict[str, Any]) -> list[tuple[str, Any]]:
     behind = (st.get("clock") or {}).get("behind_log_ms", 0)
+    if (st.get("clock") or {}).get("unset"):
+        return [("clock", "NOT SET (reads before 2025): append times are of the unset clock")]
     if not behind:
         return []
     return [("clock", f"BEHIND the log by {_duration(behind / 1000)} "

@@ -8,13 +8,18 @@ append time at that future moment: retention by time deletes nothing until the c
 time-based segment rolls stop, and seeks by timestamp land at the end. Nothing else shows it, so
 this check says it once in the log (and again when it is over) and in `edgebus status` and the
 metrics. The fix is the operator's: wait, or move the affected topics' data (docs/OPERATIONS.md).
+A clock that reads before any edgebus release was never set; that is said once too (retention's
+side of it is in edgebus/log/partition_retention.py, UNSET_CLOCK_BEFORE_MS).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
+
+from edgebus.log.partition_retention import UNSET_CLOCK_BEFORE_MS
 
 log = logging.getLogger("edgebus.clock")
 
@@ -26,8 +31,18 @@ class ClockCheck:
     def __init__(self) -> None:
         self.behind_ms = 0  # how far the clock is behind the latest append time (0: not behind)
         self.partition = ""  # the partition with the latest append time, while behind
+        self.unset = False  # the clock reads before UNSET_CLOCK_BEFORE_MS
 
     def check(self, partitions: Iterable[Any], now_ms: int) -> None:
+        unset = now_ms < UNSET_CLOCK_BEFORE_MS
+        if unset and not self.unset:
+            log.warning("the clock reads %s, so it was never set (no real-time clock, no NTP "
+                        "yet?): records appended now get that time; retention will age them by "
+                        "the first append after the clock is set, not delete them at once",
+                        time.strftime("%Y-%m-%d %H:%M", time.gmtime(now_ms / 1000)))
+        elif self.unset and not unset:
+            log.info("the clock is set now")
+        self.unset = unset
         latest, name = -1, ""
         for p in partitions:
             if p.max_append_time > latest:
@@ -46,7 +61,8 @@ class ClockCheck:
             self.behind_ms, self.partition = 0, ""
 
     def snapshot(self) -> dict[str, Any]:
-        return {"behind_log_ms": self.behind_ms, "partition": self.partition}
+        return {"behind_log_ms": self.behind_ms, "partition": self.partition,
+                "unset": self.unset}
 
 
 def _span(ms: int) -> str:
