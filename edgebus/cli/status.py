@@ -91,6 +91,9 @@ def render(st: dict[str, Any], show_all: bool = False, out: TextIO | None = None
         ("version", st.get("version")),
         ("pid", st.get("pid")),
         ("uptime", _duration(st.get("uptime_s", 0))),
+        *([("started", "after an UNCLEAN stop (killed, crashed or the power went): the log's "
+                       "recovery lines say what was checked and cut")]
+          if st.get("previous_stop") == "unclean" else []),
         ("data dir", st.get("data_dir")),
         ("socket", st.get("socket")),
         ("disk", f"{human_size(disk.get('used', 0))} used, {human_size(disk.get('free', 0))} free "

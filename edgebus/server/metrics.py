@@ -112,6 +112,9 @@ class BrokerCollector:
         yield gauge("edgebus_disk_read_only",
                     "1 while the data directory's filesystem is mounted read-only",
                     value=1 if d.get("read_only") else 0)
+        yield gauge("edgebus_unclean_start",
+                    "1 when the previous supervisor did not stop cleanly (killed, crashed, power)",
+                    value=1 if doc.get("previous_stop") == "unclean" else 0)
         yield gauge("edgebus_clock_behind_log_seconds",
                     "How far the clock is behind the latest append time (0 unless over a minute)",
                     value=doc.get("clock", {}).get("behind_log_ms", 0) / 1000)
