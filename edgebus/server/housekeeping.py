@@ -17,12 +17,12 @@ from edgebus.log.manager import LogManager
 from edgebus.server.clockcheck import ClockCheck
 from edgebus.server.durable import DurableAcks
 from edgebus.server.handlers.data import DataHandlers
-from edgebus.server.logrepeat import RepeatFilter
+from edgebus.server.logrepeat import bound_repeats
 from edgebus.server.service import Service
 
 log = logging.getLogger("edgebus.housekeeping")
 # A checkpoint that keeps failing (a read-only filesystem) would log every interval otherwise.
-log.addFilter(RepeatFilter())
+bound_repeats(log)
 
 
 class Housekeeping(Service):

@@ -33,11 +33,21 @@ class _Seen:
     held_since: float = 0.0  # wall clock of the first line held back
 
 
+def bound_repeats(logger: logging.Logger, min_level: int = logging.DEBUG) -> logging.Logger:
+    """Put a RepeatFilter on `logger` (once, however many modules share it). Records below
+    `min_level` pass untouched (a logger whose INFO lines are rare events worth each line)."""
+    if not any(isinstance(f, RepeatFilter) for f in logger.filters):
+        logger.addFilter(RepeatFilter(min_level=min_level))
+    return logger
+
+
 class RepeatFilter(logging.Filter):
     def __init__(self, burst: int = REPEAT_BURST, window_s: float = REPEAT_WINDOW_S, *,
+                 min_level: int = logging.DEBUG,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
         super().__init__()
+        self.min_level = min_level
         self.burst = burst
         self.window_s = window_s
         self._clock = clock
@@ -45,6 +55,8 @@ class RepeatFilter(logging.Filter):
         self._seen: dict[tuple[str, int, str], _Seen] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < self.min_level:
+            return True
         key = (record.name, record.levelno, str(record.msg))
         now = self._clock()
         seen = self._seen.get(key)

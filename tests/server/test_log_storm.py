@@ -57,3 +57,13 @@ def test_held_back_lines_are_counted_in_the_next_window() -> None:
     emit("client %d sent 100%% garbage", 10)
     assert records[-1].startswith("client 10 sent 100% garbage [8 more line(s) like this since ")
     assert records[-1].endswith(" were not logged]")
+
+
+def test_lines_below_the_minimum_level_pass() -> None:
+    f = RepeatFilter(burst=1, min_level=logging.WARNING)
+    logger = logging.getLogger("edgebus.test.logstorm")
+    info = [f.filter(logger.makeRecord(logger.name, logging.INFO, __file__, 1, "created %s",
+                                       (i,), None)) for i in range(5)]
+    warn = [f.filter(logger.makeRecord(logger.name, logging.WARNING, __file__, 1, "bad %s",
+                                       (i,), None)) for i in range(5)]
+    assert info == [True] * 5 and warn == [True, False, False, False, False]
