@@ -41,6 +41,10 @@ class Housekeeping(Service):
         self.next_checkpoint = now + self.checkpoint_interval
         self.next_retention = now + self.retention_interval
         self.checkpoint_failures = 0  # in a row (set on the fsync thread)
+        # A tail that recovery found past the checkpoint was written by the previous run but
+        # maybe never fsynced: the first flush syncs it even with no append, so the checkpoint
+        # covers it and crash after crash does not scan the same bytes again.
+        data.dirty = True
         self.clock = ClockCheck()
         self.clock.check(logs.all_partitions(), time.time_ns() // 1_000_000)
 
