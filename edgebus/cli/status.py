@@ -91,9 +91,7 @@ def render(st: dict[str, Any], show_all: bool = False, out: TextIO | None = None
         ("version", st.get("version")),
         ("pid", st.get("pid")),
         ("uptime", _duration(st.get("uptime_s", 0))),
-        *([("started", "after an UNCLEAN stop (killed, crashed or the power went): the log's "
-                       "recovery lines say what was checked and cut")]
-          if st.get("previous_stop") == "unclean" else []),
+        *_started_field(st.get("previous_stop")),
         ("data dir", st.get("data_dir")),
         ("socket", st.get("socket")),
         ("disk", f"{human_size(disk.get('used', 0))} used, {human_size(disk.get('free', 0))} free "
@@ -202,6 +200,17 @@ def _reload_line(rl: dict[str, Any] | None) -> str:
         text += "; PENDING RESTART: " + ", ".join(
             f"{k} ({v['running']} -> {v['file']})" for k, v in pending.items())
     return text
+
+
+def _started_field(previous: str | None) -> list[tuple[str, Any]]:
+    """A line only after an unclean stop (edgebus/log/cleanstop.py)."""
+    if previous == "killed":
+        return [("started", "after an UNCLEAN stop: the supervisor was killed or crashed "
+                            "(nothing written was lost)")]
+    if previous == "machine-down":
+        return [("started", "after an UNCLEAN stop: the machine went down (power cut, kernel "
+                            "crash); unsynced records may be lost; see the log")]
+    return []
 
 
 def _offline_field(st: dict[str, Any]) -> list[tuple[str, Any]]:

@@ -35,7 +35,7 @@ from edgebus.errors import (
 )
 from edgebus.log.checkpoint import encode_checkpoint, read_checkpoint
 from edgebus.log.checkpoint import write_checkpoint as _write_checkpoint_file
-from edgebus.log.cleanstop import leave_clean_stop_marker, take_clean_stop_marker
+from edgebus.log.cleanstop import CLEAN, KILLED, mark_running, mark_stopped, previous_stop
 from edgebus.log.fileutil import DIR_MODE, atomic_write, fsync_dir, read_file, storage_error
 from edgebus.log.lock import DataDirLock
 from edgebus.log.partition import Partition
@@ -60,7 +60,7 @@ class LogManager:
         self._topics: dict[str, TopicConfig] = {}
         self._parts: dict[str, list[Partition]] = {}
         self._open = False
-        self.clean_stop = True  # whether the previous run left the clean-stop marker (cleanstop.py)
+        self.previous_stop = CLEAN  # how the previous run stopped (cleanstop.py)
         self._last_checkpoint: bytes | None = None
         # The checkpoint may be written from the supervisor's fsync thread: snapshots are numbered
         # on the loop thread, and an older snapshot never overwrites a newer one on disk.
@@ -103,18 +103,22 @@ class LogManager:
     def _open_locked(self) -> None:
         t0 = time.monotonic()
         try:
-            self.clean_stop = take_clean_stop_marker(self.data_dir)
+            self.previous_stop = previous_stop(self.data_dir)
+            mark_running(self.data_dir)
             self._clean_leftovers()
             self._topics = self._load_topics()
             self._remove_orphans()
         except OSError as e:
             raise storage_error(e, f"loading {self.data_dir}") from e
-        self.clean_stop = self.clean_stop or not self._topics  # a new data directory
-        if not self.clean_stop:
-            self._log.warning("the previous supervisor did not stop cleanly (killed, crashed or "
-                              "the power went): recovery checks every partition past its "
-                              "checkpoint; after a power cut, records acknowledged as written "
-                              "but not yet fsynced may be gone")
+        if self.previous_stop == KILLED:
+            self._log.warning("the previous supervisor did not stop cleanly (killed or crashed; "
+                              "the machine stayed up, so nothing it had written is lost): "
+                              "recovery checks every partition past its checkpoint")
+        elif self.previous_stop != CLEAN:
+            self._log.warning("the previous supervisor did not stop cleanly and the machine "
+                              "went down under it (a power cut or a kernel crash): records "
+                              "acknowledged as written but not yet fsynced may be gone; recovery "
+                              "checks every partition past its checkpoint")
         points = read_checkpoint(self.data_dir, self._log)
         scanned = 0
         for name, cfg in self._topics.items():
@@ -163,9 +167,9 @@ class LogManager:
             errors.append(e)
         if not errors:
             try:
-                leave_clean_stop_marker(self.data_dir)
+                mark_stopped(self.data_dir)
             except OSError as e:
-                errors.append(storage_error(e, "writing the clean-stop marker"))
+                errors.append(storage_error(e, "removing the run marker"))
         self._parts = {}
         self._lock.release()
         self._open = False

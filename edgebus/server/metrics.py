@@ -114,7 +114,7 @@ class BrokerCollector:
                     value=1 if d.get("read_only") else 0)
         yield gauge("edgebus_unclean_start",
                     "1 when the previous supervisor did not stop cleanly (killed, crashed, power)",
-                    value=1 if doc.get("previous_stop") == "unclean" else 0)
+                    value=1 if doc.get("previous_stop", "clean") != "clean" else 0)
         yield gauge("edgebus_clock_behind_log_seconds",
                     "How far the clock is behind the latest append time (0 unless over a minute)",
                     value=doc.get("clock", {}).get("behind_log_ms", 0) / 1000)

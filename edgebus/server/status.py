@@ -144,7 +144,7 @@ def collect(broker: Broker) -> dict[str, Any]:
         "fsyncs": broker.durable.committer.syncs,
         "cleaner": broker.cleaner.status(),
         "clock": broker.housekeeping.clock.snapshot(),
-        "previous_stop": "clean" if broker.logs.clean_stop else "unclean",
+        "previous_stop": broker.logs.previous_stop,  # clean, killed or machine-down
         "topics": topics(broker),
         "started_at": round(broker.started, 3),
     }

@@ -58,6 +58,8 @@ def test_commit_past_the_log_end_after_a_power_cut(make_broker: Any, torn: int) 
 
     b.kill9()
     os.truncate(seg, synced + torn)  # the power cut: only what was fsynced is left
+    # ...and the machine booted again: the run marker names another boot (edgebus/log/cleanstop.py).
+    (b.data_dir / "running").write_text("another-boot\n")
     b.restart()
     assert "group(s) pc-g had committed up to 600" in b.log()
 
@@ -71,3 +73,23 @@ def test_commit_past_the_log_end_after_a_power_cut(make_broker: Any, torn: int) 
     c.close(autocommit=False)
     assert [r.value for r in got] == [b"after-%d" % i for i in range(20)]
     assert [r.offset for r in got] == list(range(100, 120))
+
+
+def test_a_commit_past_the_log_end_stays_after_kill9(make_broker: Any) -> None:
+    """Without the machine going down nothing written is lost, so a commit past the log end is
+    the client's own (Kafka clients may commit any offset) and is kept."""
+    b: EmbeddedBroker = make_broker().start()
+    with Admin(socket=b.socket) as a:
+        a.create_topic("pc-kept", partitions=1)
+    c = Consumer(group_id="pc-kept-g", enable_auto_commit=False, socket=b.socket)
+    c.assign([TopicPartition("pc-kept", 0)])
+    c.commit({TopicPartition("pc-kept", 0): 50})  # beyond the (empty) log
+    c.close(autocommit=False)
+    b.kill9()
+    b.restart()
+    assert "had committed up to" not in b.log()
+    c = Consumer(group_id="pc-kept-g", enable_auto_commit=False, socket=b.socket)
+    try:
+        assert c.committed(TopicPartition("pc-kept", 0)) == 50
+    finally:
+        c.close(autocommit=False)

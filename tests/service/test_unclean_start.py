@@ -1,7 +1,8 @@
-"""Whether the previous supervisor stopped cleanly: after kill -9 (or a power cut) the start says
-so, in the log, `edgebus status` and the metrics; after a clean stop it says nothing. A power cut
-can drop unsynced records at a batch boundary, where recovery has nothing to cut: before the
-clean-stop marker, nothing told an operator that the box had gone down hard at all."""
+"""How the previous supervisor stopped: after kill -9 the start says so, and after the machine
+went down (the run marker names another boot) it says that unsynced records may be lost, in the
+log, `edgebus status` and the metrics; after a clean stop it says nothing. A power cut can drop
+unsynced records at a batch boundary, where recovery has nothing to cut: before the run marker,
+nothing told an operator that the box had gone down hard at all."""
 
 from __future__ import annotations
 
@@ -36,13 +37,20 @@ def test_a_start_after_kill9_says_the_stop_was_unclean(make_broker: object) -> N
 
     b.kill9()
     b.start()
-    assert b.log().count(UNCLEAN) == 1
-    assert "started:" in status(b) and "after an UNCLEAN stop" in status(b)
+    assert b.log().count(UNCLEAN) == 1 and "the machine stayed up" in b.log()
+    assert "started:" in status(b) and "the supervisor was killed or crashed" in status(b)
     assert scrape_metrics(port)["edgebus_unclean_start"] == 1
 
     b.stop()  # a clean stop after the unclean one: the next start is clean again
     b.start()
     assert b.log().count(UNCLEAN) == 1 and "UNCLEAN" not in status(b)
+
+    b.kill9()  # and the machine went down: the marker names another boot
+    (b.data_dir / "running").write_text("another-boot\n")
+    b.start()
+    assert "the machine went down under it" in b.log()
+    assert "the machine went down (power cut" in status(b)
+    assert scrape_metrics(port)["edgebus_unclean_start"] == 1
 
 
 def test_a_recovered_tail_is_synced_so_the_next_start_does_not_scan_it(make_broker: object) -> None:

@@ -106,7 +106,11 @@ class OffsetStore:
             log.info("%s is now a compacted topic", OFFSETS_TOPIC)
         self.partition = self.logs.partition(OFFSETS_TOPIC, 0)
         self._replay()
-        self._clamp_to_log_ends(time.time_ns() // 1_000_000)
+        # Only after the machine went down: then, and only then, records a group had read can be
+        # gone (a kill -9 keeps the page cache). Otherwise a commit past the log end is a client's
+        # own choice (Kafka clients may commit any offset) and is kept as Kafka keeps it.
+        if getattr(self.logs, "previous_stop", "clean") == "machine-down":
+            self._clamp_to_log_ends(time.time_ns() // 1_000_000)
 
     def _clamp_to_log_ends(self, now_ms: int) -> None:
         """Move committed offsets past their partition's log end back to it.
