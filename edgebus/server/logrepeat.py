@@ -3,8 +3,8 @@
 A client that loops (reconnecting with bad frames, over its connection limit) or a periodic job
 that keeps failing (the recovery checkpoint on a filesystem gone read-only) would otherwise write
 one line per attempt: tens of thousands a day that push everything else out of a gateway's small
-journal. `RepeatFilter` on such a logger lets the first `burst` lines of each message (its format
-string, level and logger) through per `window_s`, holds back the rest, and adds to the next line it
+journal. `RepeatFilter` on such a logger lets the first `burst` lines of each message (its text with
+connection numbers, ports, pids and sizes masked; its level and logger) through per `window_s`, holds back the rest, and adds to the next line it
 lets through how many were held back and since when. Lines of different messages never hold each
 other back.
 """
@@ -12,6 +12,7 @@ other back.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,10 @@ from dataclasses import dataclass
 # (their pids and errors), few enough that a loop costs at most 30 lines an hour.
 REPEAT_BURST = 5
 REPEAT_WINDOW_S = 600.0
+# What differs between two lines of one repeating event, masked in the key: numbers after '#',
+# '=' or ':' (conn#12, pid=4242, 127.0.0.1:53124) and numbers of four digits or more (sizes,
+# pids). What names the event stays (a user, a topic, SCRAM-SHA-256 against SCRAM-SHA-512).
+_VARYING = re.compile(r"(?<=[#=:])\d+|\d{4,}")
 # Distinct messages tracked; the format strings are the code's own, so this is never reached in
 # practice, but a bound keeps the table small whatever happens.
 MAX_KEYS = 256
@@ -57,7 +62,7 @@ class RepeatFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < self.min_level:
             return True
-        key = (record.name, record.levelno, str(record.msg))
+        key = (record.name, record.levelno, _VARYING.sub("#", record.getMessage()))
         now = self._clock()
         seen = self._seen.get(key)
         if seen is None or now - seen.window_start >= self.window_s:

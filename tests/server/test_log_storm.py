@@ -47,15 +47,19 @@ def test_held_back_lines_are_counted_in_the_next_window() -> None:
             records.append(r.getMessage())
 
     for i in range(10):
-        emit("client %d sent 100%% garbage", i)
-    emit("another message")
-    assert records == ["client 0 sent 100% garbage",
-                       "client 1 sent 100% garbage [further lines like this are held back for "
-                       "60 s; their count comes with the next one]",
-                       "another message"]
+        emit("conn#%d(pid=%d) sent 100%% garbage", i, 4000 + i)
+    emit("user %s: SCRAM-SHA-256 refused", "alice")  # other messages pass
+    emit("user %s: SCRAM-SHA-512 refused", "alice")
+    emit("user %s: SCRAM-SHA-512 refused", "bob")
+    assert records == ["conn#0(pid=4000) sent 100% garbage",
+                       "conn#1(pid=4001) sent 100% garbage [further lines like this are held back "
+                       "for 60 s; their count comes with the next one]",
+                       "user alice: SCRAM-SHA-256 refused", "user alice: SCRAM-SHA-512 refused",
+                       "user bob: SCRAM-SHA-512 refused"]
     clock.now += 60
-    emit("client %d sent 100%% garbage", 10)
-    assert records[-1].startswith("client 10 sent 100% garbage [8 more line(s) like this since ")
+    emit("conn#%d(pid=%d) sent 100%% garbage", 10, 4010)
+    assert records[-1].startswith("conn#10(pid=4010) sent 100% garbage [8 more line(s) like this "
+                                  "since ")
     assert records[-1].endswith(" were not logged]")
 
 
@@ -64,6 +68,6 @@ def test_lines_below_the_minimum_level_pass() -> None:
     logger = logging.getLogger("edgebus.test.logstorm")
     info = [f.filter(logger.makeRecord(logger.name, logging.INFO, __file__, 1, "created %s",
                                        (i,), None)) for i in range(5)]
-    warn = [f.filter(logger.makeRecord(logger.name, logging.WARNING, __file__, 1, "bad %s",
+    warn = [f.filter(logger.makeRecord(logger.name, logging.WARNING, __file__, 1, "bad pid=%s",
                                        (i,), None)) for i in range(5)]
     assert info == [True] * 5 and warn == [True, False, False, False, False]
