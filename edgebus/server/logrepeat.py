@@ -3,10 +3,10 @@
 A client that loops (reconnecting with bad frames, over its connection limit) or a periodic job
 that keeps failing (the recovery checkpoint on a filesystem gone read-only) would otherwise write
 one line per attempt: tens of thousands a day that push everything else out of a gateway's small
-journal. `RepeatFilter` on such a logger lets the first `burst` lines of each message (its text with
-connection numbers, ports, pids and sizes masked; its level and logger) through per `window_s`, holds back the rest, and adds to the next line it
-lets through how many were held back and since when. Lines of different messages never hold each
-other back.
+journal. `RepeatFilter` on such a logger lets the first `burst` lines of each message through per
+`window_s` (a message: its text with connection numbers, ports, pids and sizes masked, its level
+and logger), holds back the rest, and adds to the next line it lets through how many were held
+back and since when. Lines of different messages never hold each other back.
 """
 
 from __future__ import annotations
