@@ -263,6 +263,13 @@ def config_from_mapping(data: Any, source: str | Path | None = None) -> Config:
         known = [f.name for f in dataclasses.fields(Config) if f.name != "source"]
         for key in top:
             if key not in known:
+                # A section's key written at the top level (`retention_ms:` for
+                # `topic_defaults.retention_ms`) is named with its section.
+                homes = [name for name, cls in sections.items()
+                         if key in {f.name for f in dataclasses.fields(cls)}]
+                if homes:
+                    raise InvalidKey(key, "unknown key at the top level (did you mean "
+                                          f"{' or '.join(f'{h}.{key}' for h in homes)}?)")
                 raise _unknown(key, "", known)
         built: dict[str, Any] = {
             name: _build(cls, as_mapping(top.get(name), name), name) for name, cls in sections.items()

@@ -100,7 +100,8 @@ class StorageError(EdgebusError):
     """An I/O error on the log (for example a failed fsync); the partition needs recovery."""
 
     code = 12
-    hint = "check the kernel log and the disk; restart the supervisor to run recovery"
+    hint = ("check the kernel log (dmesg) and the disk (a filesystem gone read-only must be "
+            "repaired and remounted read-write first); restart the supervisor to run recovery")
 
 
 class ShuttingDownError(EdgebusError):

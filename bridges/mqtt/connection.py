@@ -79,6 +79,9 @@ class MqttConnection:
         self._rng = random.Random()
         self.refused_credentials = False  # the last CONNACK said bad credentials / not authorized
         self._socket_error = ""  # paho's last error log line (a failed read: a TLS alert)
+        # The last failure to connect that was logged: a broker that stays unreachable (the
+        # uplink down for days) gets one line per change of error, not one per retry.
+        self._logged_connect_error = ""
         self.client = self._make_client()
 
     # --- setup -----------------------------------------------------------------------------------
@@ -157,7 +160,10 @@ class MqttConnection:
                 self.metrics.inc("mqtt_connect_failures")
                 hint = _tls_hint(e, s)
                 self.metrics.error(f"cannot connect to MQTT broker {s.host}:{s.port}: {e}{hint}")
-                log.warning("cannot connect to %s:%d: %s%s", s.host, s.port, e, hint)
+                if f"{e}{hint}" != self._logged_connect_error:
+                    log.warning("cannot connect to %s:%d: %s%s (retrying; logged again when the "
+                                "error changes)", s.host, s.port, e, hint)
+                    self._logged_connect_error = f"{e}{hint}"
                 # A certificate that is not trusted stays so: retry at the slowest pace, not in
                 # a storm that starts at reconnect_min_ms.
                 self._stop.wait(backoff_delay(MAX_DOUBLINGS if hint else attempt,
@@ -167,6 +173,9 @@ class MqttConnection:
                 continue
             self.refused_credentials = False
             self._socket_error = ""
+            if self._logged_connect_error:
+                log.info("connected to %s:%d again", s.host, s.port)
+                self._logged_connect_error = ""
             if self._serve():
                 attempt = 0  # the connection was accepted: start the backoff afresh
             elif not self._stop.is_set() and not self.refused_credentials:

@@ -91,6 +91,7 @@ def render(st: dict[str, Any], show_all: bool = False, out: TextIO | None = None
         ("version", st.get("version")),
         ("pid", st.get("pid")),
         ("uptime", _duration(st.get("uptime_s", 0))),
+        *_started_field(st.get("previous_stop")),
         ("data dir", st.get("data_dir")),
         ("socket", st.get("socket")),
         ("disk", f"{human_size(disk.get('used', 0))} used, {human_size(disk.get('free', 0))} free "
@@ -100,6 +101,8 @@ def render(st: dict[str, Any], show_all: bool = False, out: TextIO | None = None
                     f"{human_size(disk.get('high_watermark', 0))})"
                     if "low_watermark" in disk else "")),
         ("disk state", _disk_state(disk)),
+        *_offline_field(st),
+        *_clock_field(st),
         ("log data", human_size(st.get("data_bytes", 0))),
         ("memory", f"{human_size(st.get('rss_bytes', 0))} RSS"),
         ("cpu", f"{st.get('cpu_s', 0)} s" + (f", {cpu_pct}% now" if cpu_pct is not None else "")),
@@ -199,12 +202,48 @@ def _reload_line(rl: dict[str, Any] | None) -> str:
     return text
 
 
+def _started_field(previous: str | None) -> list[tuple[str, Any]]:
+    """A line only after an unclean stop (edgebus/log/cleanstop.py)."""
+    if previous == "killed":
+        return [("started", "after an UNCLEAN stop: the supervisor was killed or crashed "
+                            "(nothing written was lost)")]
+    if previous == "machine-down":
+        return [("started", "after an UNCLEAN stop: the machine went down (power cut, kernel "
+                            "crash); unsynced records may be lost; see the log")]
+    return []
+
+
+def _offline_field(st: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A line only when some partition (internal ones included) is offline."""
+    names = [f"{t}-{p['partition']}" for t, topic in sorted(st.get("topics", {}).items())
+             for p in topic.get("partitions", []) if p.get("offline")]
+    if not names:
+        return []
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return [("offline", f"{len(names)} partition(s) refuse appends after an I/O error ({shown}); "
+                        "the log says why; restart edgebus to run recovery")]
+
+
+def _clock_field(st: dict[str, Any]) -> list[tuple[str, Any]]:
+    behind = (st.get("clock") or {}).get("behind_log_ms", 0)
+    if (st.get("clock") or {}).get("unset"):
+        return [("clock", "NOT SET (reads before 2025): append times are of the unset clock")]
+    if not behind:
+        return []
+    return [("clock", f"BEHIND the log by {_duration(behind / 1000)} "
+                      f"({st['clock'].get('partition')}): append times are held there, "
+                      "retention by time waits")]
+
+
 def _disk_state(disk: dict[str, Any]) -> str:
     state = disk.get("state")
     if state is None:
         return "-"
     text = "ok" if state == "ok" else (
         "LOW: topics with on_disk_full=reject refuse appends; drop-oldest topics shrink")
+    if disk.get("read_only"):
+        text = ("READ-ONLY filesystem: appends fail; repair it and remount it read-write, "
+                "then restart edgebus")
     extra = []
     if disk.get("rejected_appends"):
         extra.append(f"{disk['rejected_appends']} appends refused")

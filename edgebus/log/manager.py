@@ -35,6 +35,7 @@ from edgebus.errors import (
 )
 from edgebus.log.checkpoint import encode_checkpoint, read_checkpoint
 from edgebus.log.checkpoint import write_checkpoint as _write_checkpoint_file
+from edgebus.log.cleanstop import CLEAN, KILLED, mark_running, mark_stopped, previous_stop
 from edgebus.log.fileutil import DIR_MODE, atomic_write, fsync_dir, read_file, storage_error
 from edgebus.log.lock import DataDirLock
 from edgebus.log.partition import Partition
@@ -59,6 +60,7 @@ class LogManager:
         self._topics: dict[str, TopicConfig] = {}
         self._parts: dict[str, list[Partition]] = {}
         self._open = False
+        self.previous_stop = CLEAN  # how the previous run stopped (cleanstop.py)
         self._last_checkpoint: bytes | None = None
         # The checkpoint may be written from the supervisor's fsync thread: snapshots are numbered
         # on the loop thread, and an older snapshot never overwrites a newer one on disk.
@@ -101,11 +103,22 @@ class LogManager:
     def _open_locked(self) -> None:
         t0 = time.monotonic()
         try:
+            self.previous_stop = previous_stop(self.data_dir)
+            mark_running(self.data_dir)
             self._clean_leftovers()
             self._topics = self._load_topics()
             self._remove_orphans()
         except OSError as e:
             raise storage_error(e, f"loading {self.data_dir}") from e
+        if self.previous_stop == KILLED:
+            self._log.warning("the previous supervisor did not stop cleanly (killed or crashed; "
+                              "the machine stayed up, so nothing it had written is lost): "
+                              "recovery checks every partition past its checkpoint")
+        elif self.previous_stop != CLEAN:
+            self._log.warning("the previous supervisor did not stop cleanly and the machine "
+                              "went down under it (a power cut or a kernel crash): records "
+                              "acknowledged as written but not yet fsynced may be gone; recovery "
+                              "checks every partition past its checkpoint")
         points = read_checkpoint(self.data_dir, self._log)
         scanned = 0
         for name, cfg in self._topics.items():
@@ -120,8 +133,9 @@ class LogManager:
                 scanned += rep.scanned_bytes
                 if (rep.anything_cut or rep.rebuilt_indexes or rep.removed_files
                         or rep.retention_segments):
-                    self._log.info("recovered %s: %s; offsets %d..%d", p.name, rep.summary(),
-                                   p.log_start_offset, p.log_end_offset)
+                    self._log.info("recovered %s: %s; offsets %d..%d (log end %d)", p.name,
+                                   rep.summary(), p.log_start_offset, p.log_end_offset - 1,
+                                   p.log_end_offset)
         # Rewrite the checkpoint at once: it drops entries of topics that no longer exist, so
         # a stale entry can never be applied to a new topic of the same name (create_topic
         # writes it again before the first append). Not fatal: a full disk must not stop the
@@ -151,6 +165,11 @@ class LogManager:
             self.write_checkpoint()
         except EdgebusError as e:
             errors.append(e)
+        if not errors:
+            try:
+                mark_stopped(self.data_dir)
+            except OSError as e:
+                errors.append(storage_error(e, "removing the run marker"))
         self._parts = {}
         self._lock.release()
         self._open = False

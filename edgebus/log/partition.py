@@ -130,6 +130,11 @@ class Partition(_Appends, _Reads, _Durability, _Retention):
         return SegmentInfo(seg.base_offset, seg.log_path.name, seg.size, mtime)
 
     @property
+    def max_append_time(self) -> int:
+        """The latest append time stamped (ms; -1 before any): later appends get at least it."""
+        return self._max_append_time
+
+    @property
     def synced_offset(self) -> int:
         """Every offset below this one is fsynced (what acks="durable" may acknowledge)."""
         return self._synced[2]

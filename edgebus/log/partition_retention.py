@@ -19,6 +19,14 @@ from edgebus.log.log_start import write_log_start
 from edgebus.log.partition_state import _PartitionState
 from edgebus.log.segment import Segment
 
+# Append times before this were stamped by a clock that was never set: a board without a
+# real-time clock starts at 1970 (or its image's date) and stays there while no NTP server is
+# reachable, often the very outage during which it records the most. Retention by time must not
+# read those times as the records' age, or setting the clock deletes them all at once; such a
+# segment is aged by the first append time after it that a set clock made (the records are no
+# older than that), and kept while there is none. 2025-01-01, before any edgebus release.
+UNSET_CLOCK_BEFORE_MS = 1_735_689_600_000
+
 
 class _Retention(_PartitionState):
     """Partition's retention, DeleteRecords and compaction hooks."""
@@ -76,8 +84,8 @@ class _Retention(_PartitionState):
                     oldest = self._segments[0]
                     # The largest append time, not producer timestamps: a producer with a
                     # far-future clock cannot keep (or expire) data.
-                    t = oldest.last_append_time(cfg.index_interval_bytes)
-                    self._touch(oldest)
+                    t = self._retention_time(0, cfg.index_interval_bytes,
+                                             now_ms >= UNSET_CLOCK_BEFORE_MS)
                     if t is None and oldest.size == 0 and len(self._segments) > 1:
                         # Emptied by recovery (its batches moved aside): it marks their offsets
                         # as damaged, and goes with the segment after it.
@@ -102,6 +110,20 @@ class _Retention(_PartitionState):
         except OSError as e:
             raise storage_error(e, f"applying retention to {self.name}") from e
         return deleted
+
+    def _retention_time(self, i: int, interval: int, clock_set: bool) -> int | None:
+        """The append time that ages segment i for retention (see UNSET_CLOCK_BEFORE_MS). While
+        the clock itself is unset, every time is of the same unset clock: taken as it is."""
+        t = self._segments[i].last_append_time(interval)
+        self._touch(self._segments[i])
+        if t is None or t >= UNSET_CLOCK_BEFORE_MS or not clock_set:
+            return t
+        for seg in self._segments[i + 1:]:
+            later = seg.last_append_time(interval)
+            self._touch(seg)
+            if later is not None and later >= UNSET_CLOCK_BEFORE_MS:
+                return later
+        return None  # no append since with a set clock: keep it
 
     def delete_records(self, offset: int) -> int:
         """Move the log start up to `offset` (Kafka's DeleteRecords): offsets below it are no

@@ -52,6 +52,29 @@ def statvfs_probe(path: Path) -> tuple[int, int]:
     return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
 
 
+def filesystem_read_only(path: Path) -> bool:
+    """Whether the filesystem holding `path` is mounted read-only. statvfs alone misses an ext4
+    that remounted itself after an error on recent kernels (its superblock says
+    "emergency_ro" while the mount stays "rw"), so /proc/self/mountinfo is read as well: the
+    line whose device is `path`'s, mount options (field 6) and superblock options (the last)."""
+    if os.statvfs(path).f_flag & os.ST_RDONLY:
+        return True
+    dev = os.stat(path).st_dev
+    want = f"{os.major(dev)}:{os.minor(dev)}"
+    try:
+        with open("/proc/self/mountinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 6 and fields[2] == want:
+            opts = set(fields[5].split(",")) | set(fields[-1].split(","))
+            if opts & {"ro", "emergency_ro"}:
+                return True
+    return False
+
+
 def human(n: int) -> str:
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -83,6 +106,9 @@ class DiskGuard(Service):
         self.dropped_segments = 0
         self.dropped_bytes = 0
         self.last_error: str | None = None
+        # The filesystem is mounted read-only (an SD card is remounted so after I/O errors, with
+        # errors=remount-ro): every append and fsync fails until it is repaired and remounted.
+        self.read_only = False
         self.enospc_failures = 0  # ENOSPC met while the watermarks did not hold appends back
         self._enospc_logged_count = 0
         self._enospc_logged_at = -ENOSPC_LOG_INTERVAL_S
@@ -170,9 +196,24 @@ class DiskGuard(Service):
             return False
         self.last_error = None
         self.checks += 1
+        self._check_read_only()
         self.low_bytes = self.low_threshold.resolve(self.total)
         self.high_bytes = max(self.high_threshold.resolve(self.total), self.low_bytes)
         return True
+
+    def _check_read_only(self) -> None:
+        try:
+            ro = filesystem_read_only(self.path)
+        except OSError:
+            return  # _read() reports a failing statvfs
+        if ro and not self.read_only:
+            log.error("the filesystem of %s is read-only: appends and fsyncs fail (an SD card "
+                      "is remounted read-only after I/O errors); check `dmesg`, repair it "
+                      "(fsck) and remount it read-write, then restart edgebus", self.path)
+        elif self.read_only and not ro:
+            log.warning("the filesystem of %s is writable again; partitions that failed while it "
+                        "was read-only stay offline until edgebus restarts", self.path)
+        self.read_only = ro
 
     # --- the append path (handlers.produce) ------------------------------------------------------
     def admit(self, p: Any, nbytes: int) -> None:
@@ -258,6 +299,7 @@ class DiskGuard(Service):
         return {
             "path": str(self.path),
             "state": "low" if self.low else "ok",
+            "read_only": self.read_only,
             "total": self.total,
             "free": self.free,
             "used": max(0, self.total - self.free),

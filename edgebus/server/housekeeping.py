@@ -14,11 +14,15 @@ import time
 
 from edgebus.errors import EdgebusError
 from edgebus.log.manager import LogManager
+from edgebus.server.clockcheck import ClockCheck
 from edgebus.server.durable import DurableAcks
 from edgebus.server.handlers.data import DataHandlers
+from edgebus.server.logrepeat import bound_repeats
 from edgebus.server.service import Service
 
 log = logging.getLogger("edgebus.housekeeping")
+# A checkpoint that keeps failing (a read-only filesystem) would log every interval otherwise.
+bound_repeats(log)
 
 
 class Housekeeping(Service):
@@ -36,6 +40,13 @@ class Housekeeping(Service):
         self.next_flush = now + self.flush_interval
         self.next_checkpoint = now + self.checkpoint_interval
         self.next_retention = now + self.retention_interval
+        self.checkpoint_failures = 0  # in a row (set on the fsync thread)
+        # A tail that recovery found past the checkpoint was written by the previous run but
+        # maybe never fsynced: the first flush syncs it even with no append, so the checkpoint
+        # covers it and crash after crash does not scan the same bytes again.
+        data.dirty = True
+        self.clock = ClockCheck()
+        self.clock.check(logs.all_partitions(), time.time_ns() // 1_000_000)
 
     def set_intervals(self, flush_interval_ms: int, checkpoint_interval_ms: int,
                       retention_check_interval_ms: int) -> None:
@@ -72,13 +83,21 @@ class Housekeeping(Service):
             try:
                 self.logs.write_checkpoint(data, seq)
             except (OSError, EdgebusError) as e:
+                self.checkpoint_failures += 1
                 log.error("cannot write the recovery checkpoint: %s", e)
+                return
+            if self.checkpoint_failures:
+                log.info("the recovery checkpoint is written again, after %d failed attempt(s)",
+                         self.checkpoint_failures)
+                self.checkpoint_failures = 0
 
         self.committer.run_soon(write)
 
     def _retention(self) -> None:
+        now_ms = time.time_ns() // 1_000_000
+        self.clock.check(self.logs.all_partitions(), now_ms)
         try:
-            n = self.logs.apply_retention(time.time_ns() // 1_000_000)
+            n = self.logs.apply_retention(now_ms)
             if n:
                 log.info("retention deleted %d segment(s)", n)
         except (OSError, EdgebusError) as e:

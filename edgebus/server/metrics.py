@@ -109,6 +109,19 @@ class BrokerCollector:
         yield counter("edgebus_disk_dropped_segments",
                       "Segments deleted by the drop-oldest policy",
                       value=d["dropped_segments"])
+        yield gauge("edgebus_disk_read_only",
+                    "1 while the data directory's filesystem is mounted read-only",
+                    value=1 if d.get("read_only") else 0)
+        yield gauge("edgebus_unclean_start",
+                    "1 when the previous supervisor did not stop cleanly (killed, crashed, power)",
+                    value=1 if doc.get("previous_stop", "clean") != "clean" else 0)
+        yield gauge("edgebus_clock_behind_log_seconds",
+                    "How far the clock is behind the latest append time (0 unless over a minute)",
+                    value=doc.get("clock", {}).get("behind_log_ms", 0) / 1000)
+        yield gauge("edgebus_partitions_offline",
+                    "Partitions that refuse appends after an I/O error until a restart",
+                    value=sum(1 for t in doc["topics"].values() for p in t["partitions"]
+                              if p.get("offline")))
 
         yield from _topic_counters(stats)
 

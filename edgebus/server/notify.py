@@ -106,6 +106,11 @@ def summary_line(broker: Any) -> str:
         line += f", disk {human(disk.free)} free"
         if disk.low:
             line += " (LOW: reject topics refuse appends)"
+        if disk.read_only:
+            line += " (READ-ONLY filesystem)"
+    offline = sum(1 for p in broker.logs.all_partitions() if p.offline)
+    if offline:
+        line += f", {offline} partition(s) OFFLINE"
     return line
 
 

@@ -143,6 +143,8 @@ def collect(broker: Broker) -> dict[str, Any]:
         "bytes_in": stats.bytes_in,
         "fsyncs": broker.durable.committer.syncs,
         "cleaner": broker.cleaner.status(),
+        "clock": broker.housekeeping.clock.snapshot(),
+        "previous_stop": broker.logs.previous_stop,  # clean, killed or machine-down
         "topics": topics(broker),
         "started_at": round(broker.started, 3),
     }

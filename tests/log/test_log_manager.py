@@ -139,7 +139,7 @@ def test_crash_mid_delete_leaves_nothing_alive(tmp_path: Path, caplog: pytest.Lo
         m.open()
     assert m.topics() == {}
     assert sorted(x.name for x in tmp_path.iterdir()) == [".lock", "recovery-checkpoint",
-                                                          "topics.json"]
+                                                          "running", "topics.json"]
     assert "interrupted delete" in caplog.text
     m.create_topic("t", CFG)
     assert [p.log_end_offset for p in m.partitions("t")] == [0, 0]

@@ -20,6 +20,7 @@ in whole).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -105,6 +106,45 @@ class OffsetStore:
             log.info("%s is now a compacted topic", OFFSETS_TOPIC)
         self.partition = self.logs.partition(OFFSETS_TOPIC, 0)
         self._replay()
+        # Only after the machine went down: then, and only then, records a group had read can be
+        # gone (a kill -9 keeps the page cache). Otherwise a commit past the log end is a client's
+        # own choice (Kafka clients may commit any offset) and is kept as Kafka keeps it.
+        if getattr(self.logs, "previous_stop", "clean") == "machine-down":
+            self._clamp_to_log_ends(time.time_ns() // 1_000_000)
+
+    def _clamp_to_log_ends(self, now_ms: int) -> None:
+        """Move committed offsets past their partition's log end back to it.
+
+        Such a commit means the log lost records the group had read: written but not yet fsynced
+        when the power went (commits are durable, records need not be). Left as it is, the
+        group would skip the records appended next, up to the old offset, or a consumer would
+        take the offset as out of range and start over from `auto_offset_reset` (reading again
+        what it had committed). At the log end, the group gets exactly the records appended from
+        now on."""
+        topics = self.logs.topics()
+        moved: dict[TP, list[tuple[str, int]]] = {}
+        for group_id, offsets in self.table.items():
+            for (topic, part), c in offsets.items():
+                cfg = topics.get(topic)
+                if cfg is None or part >= cfg.partitions:
+                    continue
+                end = self.logs.partition(topic, part).log_end_offset
+                if c.offset > end:
+                    moved.setdefault((topic, part), []).append((group_id, c.offset))
+        by_group: dict[str, list[tuple[str, int, int, str]]] = {}
+        for (topic, part), groups in sorted(moved.items()):
+            end = self.logs.partition(topic, part).log_end_offset
+            for group_id, _old in groups:
+                c = self.table[group_id][(topic, part)]
+                by_group.setdefault(group_id, []).append((topic, part, end, c.metadata))
+            log.warning("%s-%d ends at offset %d, but group(s) %s had committed up to %d: records "
+                        "they had read are gone (written but not fsynced before a power cut?); "
+                        "their committed offsets are moved back to %d, so that they get the "
+                        "records appended from now on", topic, part, end,
+                        ", ".join(g for g, _ in groups), max(o for _, o in groups), end)
+        for group_id, entries in by_group.items():
+            generation = max(self.table[group_id][(t, p)].generation for t, p, _, _ in entries)
+            self.commit(group_id, entries, generation, now_ms)
 
     def _replay(self) -> None:
         p = self.partition

@@ -31,12 +31,13 @@ from edgebus.server.kafka.codec import (
     encode_response,
     response_module,
 )
+from edgebus.server.logrepeat import bound_repeats
 
 if TYPE_CHECKING:
     from edgebus.server.kafka.context import KafkaContext
     from edgebus.server.listeners.stream import Connection
 
-log = logging.getLogger("edgebus.kafka")
+log = bound_repeats(logging.getLogger("edgebus.kafka"), logging.WARNING)  # a looping client: a few lines
 
 DEFERRED = object()
 NO_RESPONSE = object()  # Produce with acks=0: Kafka sends nothing back

@@ -28,12 +28,13 @@ from edgebus.errors import ConfigError
 from edgebus.server.kafka.apis import KafkaApi
 from edgebus.server.kafka.codec import build, response_module
 from edgebus.server.kafka.framing import MAX_KAFKA_FRAME
+from edgebus.server.logrepeat import bound_repeats
 
 if TYPE_CHECKING:
     from edgebus.server.kafka.context import KafkaContext
     from edgebus.server.listeners.stream import Connection
 
-log = logging.getLogger("edgebus.kafka")
+log = bound_repeats(logging.getLogger("edgebus.kafka"), logging.WARNING)  # a looping client: a few lines
 
 SASL_HANDSHAKE, SASL_AUTHENTICATE = 17, 36
 HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from edgebus.opsconfig import split_listen
 from edgebus.server.listeners.inet import bind_tcp
 from edgebus.server.listeners.stream import Connection, StreamListener
+from edgebus.server.logrepeat import bound_repeats
 
 if TYPE_CHECKING:  # ssl costs about 5 MB of RSS: loaded only with http.tls_cert
     import ssl
@@ -30,7 +31,7 @@ if TYPE_CHECKING:  # ssl costs about 5 MB of RSS: loaded only with http.tls_cert
     from edgebus.server.listeners.http_connection import HttpConnection
     from edgebus.server.loop import Loop
 
-log = logging.getLogger("edgebus.http")
+log = bound_repeats(logging.getLogger("edgebus.http"), logging.WARNING)  # a looping client: a few lines
 
 
 @functools.cache

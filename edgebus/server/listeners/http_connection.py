@@ -23,12 +23,13 @@ from edgebus.protocol.framing import ClientProtocol
 from edgebus.server.http.exchange import Reply, error_reply
 from edgebus.server.listeners.http_exchange import ExchangeRunner, ExchangeState, h11_headers
 from edgebus.server.listeners.stream import Connection
+from edgebus.server.logrepeat import bound_repeats
 
 if TYPE_CHECKING:
     from edgebus.server.listeners.http import HttpListener
     from edgebus.server.loop import Loop
 
-log = logging.getLogger("edgebus.http")
+log = bound_repeats(logging.getLogger("edgebus.http"), logging.WARNING)  # a looping client: a few lines
 
 MAX_HEAD_BYTES = 16 * 1024  # request line and headers (h11's max_incomplete_event_size)
 HEAD_DEADLINE_S = 10.0  # a request head must be whole this long after the connection opened

@@ -22,12 +22,15 @@ from edgebus import format as F
 from edgebus.errors import EdgebusError, ProtocolError
 from edgebus.fastpath.supervisor import encode_response
 from edgebus.protocol.framing import ServerProtocol
+from edgebus.server.logrepeat import bound_repeats
 from edgebus.server.service import Service
 
 if TYPE_CHECKING:
     from edgebus.server.loop import Loop
 
 log = logging.getLogger("edgebus.conn")
+# A client looping on bad frames or refused connections must not flood the journal.
+bound_repeats(log)
 
 RECV_SIZE = 256 * 1024
 # A refused connection is read (and what it sends dropped) this long at most, so that the client
