@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 FETCH, LIST_OFFSETS = 1, 2
 # As DataHandlers: a consumer needs one parked fetch at a time.
 MAX_PARKED_PER_CONNECTION = 8
-LATEST, EARLIEST = -1, -2
+LATEST, EARLIEST, MAX_TIMESTAMP = -1, -2, -3
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +159,9 @@ def read(ctx: KafkaContext, req: Any) -> tuple[Topics, int, list[tuple[str, byte
 
 
 def list_offsets(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
-    """LATEST (-1): the log end; EARLIEST (-2): the log start; a timestamp: the first offset
-    whose record time is at or after it (-1 when none)."""
+    """LATEST (-1): the log end; EARLIEST (-2): the log start; MAX_TIMESTAMP (-3): the first
+    batch with the largest append time; a timestamp: the first offset whose record time is at
+    or after it (-1 when none). The tiered-storage specs of v8+ (-4, -5) are not served."""
     mod = response_module(LIST_OFFSETS, header.request_api_version)
     topics = []
     for t in req.topics:
@@ -175,6 +176,10 @@ def list_offsets(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> 
                         off = ctx.parts["txn"].last_stable_offset((t.name, lp.partition_index), off)
                 elif lp.timestamp == EARLIEST:
                     off = p.log_start_offset
+                elif lp.timestamp == MAX_TIMESTAMP:  # KIP-734 (v7), by append time as below
+                    found = p.offset_of_max_timestamp()
+                    if found is not None:
+                        off, ts = found
                 elif lp.timestamp < 0:
                     err = ErrorCode.invalid_request
                 else:
