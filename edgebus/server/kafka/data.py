@@ -121,7 +121,7 @@ def init_producer_id(ctx: KafkaContext, conn: Connection, header: Any, req: Any)
 APIS: list[KafkaApi] = [
     KafkaApi(PRODUCE, 3, 9, produce),
     KafkaApi(FETCH, 4, 12, fetch),
-    KafkaApi(LIST_OFFSETS, 1, 7, list_offsets),
+    KafkaApi(LIST_OFFSETS, 1, 9, list_offsets),
     KafkaApi(METADATA, 0, 12, metadata),
     KafkaApi(API_VERSIONS, 0, 3, api_versions, before_auth=True),
     KafkaApi(INIT_PRODUCER_ID, 0, 4, init_producer_id),
