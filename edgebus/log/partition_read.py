@@ -144,3 +144,21 @@ class _Reads(_PartitionState):
             return found
         except OSError as e:
             raise storage_error(e, f"searching {self.name} by time") from e
+
+    def offset_of_max_timestamp(self) -> tuple[int, int] | None:
+        """(offset, append_time) of the first batch with the largest append time (the last
+        batch's: append times never decrease), or None for an empty log: Kafka's
+        MAX_TIMESTAMP by edgebus's time, which is append time (offset_for_timestamp)."""
+        self._check_open()
+        if self.log_start_offset >= self.log_end_offset:
+            return None
+        interval = self.config.index_interval_bytes
+        try:
+            for seg in reversed(self._segments):
+                t = seg.last_append_time(interval)
+                self._touch(seg)
+                if t is not None:
+                    return self.offset_for_timestamp(t)
+        except OSError as e:
+            raise storage_error(e, f"searching {self.name} by time") from e
+        return None

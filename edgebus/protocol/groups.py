@@ -21,7 +21,11 @@ MAX_COMMIT_METADATA = 4096
 MIN_SESSION_TIMEOUT_MS = 100
 # Kafka's group.max.session.timeout.ms: a dead member must not hold partitions longer than this.
 MAX_SESSION_TIMEOUT_MS = 30 * 60 * 1000
-MAX_REBALANCE_TIMEOUT_MS = 30 * 60 * 1000
+# The rebalance timeout (a Kafka consumer's max.poll.interval.ms) is bounded only by its int32,
+# as in Kafka: it is how long a live member may take to rejoin (a dead one is removed when its
+# connection closes, or after its session), and consumers that process for long set it to
+# hours (Kafka Streams once defaulted to the int32 maximum).
+MAX_REBALANCE_TIMEOUT_MS = 2**31 - 1
 # Members of one group: each holds coordinator state and is part of every rebalance.
 MAX_GROUP_MEMBERS = 1024
 # Groups known to the coordinator (with members or committed offsets): bounds its memory.

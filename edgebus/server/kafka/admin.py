@@ -31,6 +31,7 @@ from edgebus.errors import (
 from edgebus.log.topic_config import TopicConfig, validate_topic_name
 from edgebus.protocol import messages as M
 from edgebus.server.kafka import errcodes as E
+from edgebus.server.kafka import replica_assignment as RA
 from edgebus.server.kafka import topic_configs as C
 from edgebus.server.kafka.admin_configs import (
     alter_configs,
@@ -71,18 +72,26 @@ def _create_one(ctx: Any, t: Any, validate_only: bool) -> dict[str, Any]:
                 f"replication factor {t.replication_factor}: edgebus is one broker, so 1 is the "
                 "only factor (replicate to another node with `edgebus replicate`)"))
             return row
+        num_partitions = t.num_partitions
         if t.assignments:
-            raise InvalidRequestError("manual replica assignment is not supported (one broker)")
-        if t.num_partitions == 0 or t.num_partitions < -1 or t.num_partitions > F.MAX_PARTITIONS:
+            if t.num_partitions != -1 or t.replication_factor != -1:  # Kafka's rule
+                raise InvalidRequestError(
+                    "num_partitions and replication_factor must be -1 with a replica assignment")
+            try:
+                num_partitions = RA.created_partitions(t.assignments)
+            except RA.AssignmentError as e:
+                row.update(error_code=RA.INVALID_REPLICA_ASSIGNMENT, error_message=str(e))
+                return row
+        if num_partitions == 0 or num_partitions < -1 or num_partitions > F.MAX_PARTITIONS:
             row.update(error_code=E.INVALID_PARTITIONS, error_message=(
                 f"num_partitions must be 1..{F.MAX_PARTITIONS} or -1 (the default), got "
-                f"{t.num_partitions}"))
+                f"{num_partitions}"))
             return row
         try:
             entries = C.entries_for([(c.name, C.OP_SET, c.value) for c in t.configs], defaults,
                                     defaults)
-            if t.num_partitions > 0:
-                entries["partitions"] = str(t.num_partitions)
+            if num_partitions > 0:
+                entries["partitions"] = str(num_partitions)
             cfg = TopicConfig.from_entries(entries, base=defaults)
         except InvalidRequestError as e:
             row.update(error_code=E.INVALID_CONFIG, error_message=str(e))
@@ -164,9 +173,6 @@ def create_partitions(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
             cfg = ctx.logs.topics().get(t.name)
             if cfg is None:
                 raise UnknownTopicError(f"unknown topic {t.name!r}")
-            if t.assignments:
-                raise InvalidRequestError("manual replica assignment is not supported (one "
-                                          "broker)")
             if t.count <= cfg.partitions:
                 out.append(dict(name=t.name, error_code=E.INVALID_PARTITIONS, error_message=(
                     f"topic {t.name!r} has {cfg.partitions} partition(s); the count can only "
@@ -175,6 +181,13 @@ def create_partitions(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
             if cfg.is_mirror:
                 raise MirrorReadOnlyError(f"topic {t.name!r} is a mirror: its partition count "
                                           "is its source's")
+            if t.assignments:
+                try:
+                    RA.check_added(t.assignments, cfg.partitions, t.count)
+                except RA.AssignmentError as e:
+                    out.append(dict(name=t.name, error_code=RA.INVALID_REPLICA_ASSIGNMENT,
+                                    error_message=str(e)))
+                    continue
             if req.validate_only:
                 TopicConfig.from_entries({"partitions": t.count}, base=cfg)
                 ctx.logs.check_room(t.name, 0, t.count - cfg.partitions)

@@ -98,8 +98,15 @@ def dispatch(ctx: KafkaContext, conn: Connection, api_key: int, api_version: int
         if api_key == API_VERSIONS_KEY:
             conn.queue(api_versions_v0(ctx, corr))
             return
-        log.warning("%r called Kafka API %d v%d, outside %d..%d; closing it", conn, api_key,
-                    api_version, api.min_version, api.max_version)
+        # Below the floor is a client pinned to an old Kafka (kafka-python's api_version=(0, 10)
+        # of many examples): Kafka 4's floor too, record batches (v2) only. Say so, since the
+        # client itself shows only a timeout.
+        hint = (" (a client pinned to a Kafka older than 0.11, e.g. kafka-python's "
+                "api_version=(0, 10); drop the pin so that it negotiates)"
+                if api_version < api.min_version else "")
+        log.warning("%r called Kafka API %d (%s) v%d, outside %d..%d%s; closing it", conn,
+                    api_key, api.handler.__name__, api_version, api.min_version,
+                    api.max_version, hint)
         conn.closed = True
         return
     if not api.before_auth and getattr(conn, "kafka_auth_required", False):

@@ -33,7 +33,10 @@ if TYPE_CHECKING:
 FETCH, LIST_OFFSETS = 1, 2
 # As DataHandlers: a consumer needs one parked fetch at a time.
 MAX_PARKED_PER_CONNECTION = 8
-LATEST, EARLIEST = -1, -2
+LATEST, EARLIEST, MAX_TIMESTAMP = -1, -2, -3
+# Tiered storage's specs (v8, v9): with no remote tier the local log start is the log start,
+# and nothing is tiered (Kafka answers offset -1 for LATEST_TIERED then).
+EARLIEST_LOCAL, LATEST_TIERED = -4, -5
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +162,10 @@ def read(ctx: KafkaContext, req: Any) -> tuple[Topics, int, list[tuple[str, byte
 
 
 def list_offsets(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
-    """LATEST (-1): the log end; EARLIEST (-2): the log start; a timestamp: the first offset
-    whose record time is at or after it (-1 when none)."""
+    """LATEST (-1): the log end; EARLIEST (-2): the log start; MAX_TIMESTAMP (-3): the first
+    batch with the largest append time; a timestamp: the first offset whose record time is at
+    or after it (-1 when none); EARLIEST_LOCAL (-4, v8) the log start and LATEST_TIERED (-5,
+    v9) -1, as a Kafka broker without a remote tier answers."""
     mod = response_module(LIST_OFFSETS, header.request_api_version)
     topics = []
     for t in req.topics:
@@ -173,8 +178,14 @@ def list_offsets(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> 
                     off = p.log_end_offset
                     if getattr(req, "isolation_level", 0) == 1 and "txn" in ctx.parts:
                         off = ctx.parts["txn"].last_stable_offset((t.name, lp.partition_index), off)
-                elif lp.timestamp == EARLIEST:
+                elif lp.timestamp in (EARLIEST, EARLIEST_LOCAL):
                     off = p.log_start_offset
+                elif lp.timestamp == LATEST_TIERED:
+                    pass  # offset -1, timestamp -1
+                elif lp.timestamp == MAX_TIMESTAMP:  # KIP-734 (v7), by append time as below
+                    found = p.offset_of_max_timestamp()
+                    if found is not None:
+                        off, ts = found
                 elif lp.timestamp < 0:
                     err = ErrorCode.invalid_request
                 else:

@@ -5,6 +5,11 @@ The store is the one native groups use (edgebus/server/groups/offsets.py, the in
 same group resumes from, and the reverse. The rules are the native OFFSET_COMMIT's: only the
 group's current members (or anyone, while it has none) may commit, an offset is the next one to
 read, and the answer waits for the fsync that makes the commit durable (group commit).
+
+A negative offset is stored as sent and given back by OffsetFetch, as Kafka does (it checks
+only the metadata's size): kafkajs's `admin.resetOffsets` commits -2 (earliest) or -1 (latest)
+for its consumers to resolve at their next start, and a refusal made that call crash its
+consumer. Native consumers take a negative committed offset as none (auto_offset_reset).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgebus.acl.rules import Kind, Op
-from edgebus.errors import EdgebusError, InvalidRequestError, InvalidTopicError
+from edgebus.errors import EdgebusError, InvalidTopicError
 from edgebus.protocol import groups as G
 from edgebus.server.groups.coordinator import check_group_id
 from edgebus.server.handlers.data import now_ms
@@ -65,8 +70,6 @@ def offset_commit(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
             try:
                 if _internal(t.name):
                     raise InvalidTopicError(f"{t.name!r} is an internal topic")
-                if p.committed_offset < 0:
-                    raise InvalidRequestError(f"offset {p.committed_offset} is negative")
                 if len(metadata.encode()) > G.MAX_COMMIT_METADATA:
                     parts.append(dict(partition_index=p.partition_index,
                                       error_code=E.OFFSET_METADATA_TOO_LARGE))

@@ -34,14 +34,17 @@ def _states(gh: Any) -> dict[str, Any]:
 
 def list_groups(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     gh = groups_of(ctx)
-    states = set(getattr(req, "states_filter", ()) or ())
-    types = set(getattr(req, "types_filter", ()) or ())
+    # Both filters ignore case, as Kafka's coordinator does: librdkafka sends the type as
+    # "Classic" (confluent's ConsumerGroupType.CLASSIC). Every group here is a classic one;
+    # "consumer" is KIP-848's protocol, which edgebus does not speak (none listed for it).
+    states = {s.strip().lower() for s in getattr(req, "states_filter", ()) or ()}
+    types = {t.strip().lower() for t in getattr(req, "types_filter", ()) or ()}
     out = []
     for gid, g in _states(gh).items():
         state = g.state.value if g is not None else State.EMPTY.value
-        if states and state not in states:
+        if states and state.lower() not in states:
             continue
-        if types and GROUP_TYPE not in types and PROTOCOL_TYPE not in types:
+        if types and GROUP_TYPE not in types:
             continue
         if not visible(ctx, conn, Kind.GROUP, gid):  # only what it may describe is listed
             continue

@@ -120,5 +120,16 @@ def entries_for(configs: list[tuple[str, int, str | None]], current: TopicConfig
             if not words:
                 raise InvalidRequestError(f"{name} cannot be empty")
             value = ",".join(sorted(words))  # "compact,delete", edgebus's spelling of both
+        _check(c, value, current)
         out[c.key] = value
     return out
+
+
+def _check(c: KafkaConfig, value: str, current: TopicConfig) -> None:
+    """Refuse a bad value here, naming the setting by the Kafka name the client sent (the
+    topic config's own check names its edgebus field: "retention_ms")."""
+    try:
+        TopicConfig.from_entries({c.key: value}, base=current)
+    except InvalidRequestError as e:
+        raise InvalidRequestError(f"topic config {c.name}: "
+                                  f"{str(e).removeprefix(f'topic config {c.key}: ')}") from None
