@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 import select
 import socket
@@ -53,6 +54,24 @@ def ring_bytes_for(max_frame: int) -> int:
     while n // 2 < max_frame and n < F.MAX_RING_BYTES:
         n *= 2
     return n
+
+
+_HEAD = F.RESPONSE_HEADER_SIZE  # length, correlation id, error code; the body follows
+_LEN = F.FRAME_LENGTH_SIZE  # the length counts the bytes after itself
+
+
+def split_frames(buf: Any) -> list[ResponseFrame]:
+    """The whole response frames read from the response ring (docs/FORMAT.md 7.2: a frame is
+    its header, RESPONSE_HEADER, then its body), their bodies views into buf."""
+    out: list[ResponseFrame] = []
+    mv = memoryview(buf)
+    pos, end = 0, len(buf)
+    unpack = F.RESPONSE_HEADER.unpack_from
+    while pos < end:
+        n, corr, err = unpack(buf, pos)
+        out.append(ResponseFrame(corr, err, mv[pos + _HEAD : pos + _LEN + n]))
+        pos += _LEN + n
+    return out
 
 
 class ShmRings:
@@ -152,42 +171,26 @@ class ShmRings:
 
     def wait_lazy(self, until: float) -> None:
         """Sleep without announcing it (the supervisor sees no waiting reader and does not
-        signal) until `until` (monotonic), a nudge (a write to efd_data by this process) or the
-        socket; at once when a frame is already there."""
+        signal) until `until` (monotonic; inf: no timer), a nudge (a write to efd_data by this
+        process) or the socket; at once when a frame is already there."""
         if not self.eof and not self.resp.readable() and not self.proto.frames.buffered():
-            self._sleep(self._rpoll, self.efd_data, until, reader=True)
+            self._sleep(self._rpoll, self.efd_data, None if until == math.inf else until,
+                        reader=True)
 
     def take_ring(self) -> list[ResponseFrame]:
         """The response frames in the ring now, without waiting, and not the socket's (the
         reader thread's alone): for a producer taking its acknowledgements at its next send.
         Callers serialise it with the reader's read()/take() (one reader of a ring at a time)."""
-        out: list[ResponseFrame] = []
         buf = self.resp.read(self.efd_sup)
-        if buf is not None:
-            mv = memoryview(buf)
-            pos, end = 0, len(buf)
-            unpack = F.RESPONSE_HEADER.unpack_from
-            while pos < end:
-                n, corr, err = unpack(buf, pos)
-                out.append(ResponseFrame(corr, err, mv[pos + 10 : pos + 4 + n]))
-                pos += 4 + n
-        return out
+        return [] if buf is None else split_frames(buf)
 
     def take(self) -> list[ResponseFrame]:
         """The response frames there now (ring and socket), without waiting."""
         return self._take()
 
     def _take(self) -> list[ResponseFrame]:
-        out: list[ResponseFrame] = []
         buf = self.resp.read(self.efd_sup)  # take_ring's work, without its call
-        if buf is not None:
-            mv = memoryview(buf)
-            pos, end = 0, len(buf)
-            unpack = F.RESPONSE_HEADER.unpack_from
-            while pos < end:
-                n, corr, err = unpack(buf, pos)
-                out.append(ResponseFrame(corr, err, mv[pos + 10 : pos + 4 + n]))
-                pos += 4 + n
+        out = [] if buf is None else split_frames(buf)
         if self._from_socket:  # frames too large for the ring come on the socket
             proto = self.proto
             while (f := proto.next_response()) is not None:

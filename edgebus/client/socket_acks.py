@@ -5,11 +5,12 @@ acknowledgement: a thread wake-up per record for a producer sending one record a
 the rings (ShmAsyncChannel, edgebus/client/shm_channel.py), while the producer sends steadily and
 nobody waits on a result, the reader waits on a private eventfd instead of the socket, so the
 kernel wakes nobody when an acknowledgement arrives, and each request written takes what came
-with one recv(MSG_DONTWAIT) (`reap`, from the producer's send). The reader's unsignalled wait ends
-ACK_LAZY_GAPS average send gaps after the last send (ACK_LAZY_S at least, STEADY_S at most), or
-at a nudge (someone waits: hurry(), waiting(); close()); then it takes what is left and, if
-nobody sends steadily any more, blocks in recv() as AsyncChannel does. A supervisor that died
-meanwhile is seen at the next send or when the wait ends (at most STEADY_S later).
+with one recv(MSG_DONTWAIT) (`reap`, from the producer's send). Until the producer's first
+callback the reader's unsignalled wait has no timer (edgebus/client/lazy_acks.py); after it,
+it ends ACK_LAZY_GAPS average send gaps after the last send (ACK_LAZY_S at least, STEADY_S at
+most). A nudge (someone waits: hurry(), waiting(); close()) ends it too; then it takes what is
+left and, if nobody sends steadily any more, blocks in recv() as AsyncChannel does. A
+supervisor that dies meanwhile ends it at once: the socket's hang-up (EPOLLRDHUP) is watched.
 
 Invariant: one taker of the socket's bytes at a time, with the callbacks of what it took
 (`_reap_lock`: held by the reader for a whole blocking recv and for taking after a lazy wait; a
@@ -20,6 +21,7 @@ stream in order and every callback runs once, in response order.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import select
 import socket
@@ -28,6 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from edgebus.client import lazy_acks
 from edgebus.client.channel import RECV_SIZE, AsyncChannel
 from edgebus.client.dispatch import CORR_MASK, Callback
 from edgebus.client.lazy_acks import LazyAcks
@@ -68,6 +71,9 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
         except BaseException:
             self._close_fds()
             raise
+        # The socket's hang-up (not its data: that is the point) ends an unsignalled wait, so a
+        # supervisor's death fails what is in flight even when the wait has no timer.
+        self._ep.register(self._sock.fileno(), select.EPOLLRDHUP)
         self._sendall = self._sock.sendall
         self._write = self._write_sock
         self._fbuf = new_frame_buffer()  # send_record's frame (writers hold _lock)
@@ -100,7 +106,12 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
             except OSError as e:
                 self._pending.pop(corr, None)
                 raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
-            self._note_send()
+            # _note_send, without its call (once per record)
+            now = time.monotonic()
+            gap = now - self._last_send
+            cap = lazy_acks.STEADY_S
+            self._send_gap += ((gap if gap < cap else cap) - self._send_gap) / 4
+            self._last_send = now
             self._sent += 1
         return True
 
@@ -131,9 +142,9 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
                 self._take(block=True)
             return ()
         try:
-            left = until - time.monotonic()
+            left = until - time.monotonic()  # inf: no timer (lazy_acks.py)
             if left > 0:
-                self._ep.poll(left)
+                self._ep.poll(-1 if left == math.inf else left)
         finally:
             self._lazy_wait = False
         with self._reap_lock:
@@ -142,10 +153,11 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
             self._take(block=False)
         return ()
 
-    def reap(self) -> None:
+    def reap(self, force: bool = False) -> None:
         """Take the acknowledgements that came, in the calling thread (a producer's send),
-        while the reader waits lazily; once per request written at most, never waiting."""
-        if not self._lazy_wait or self._sent == self._reaped_at \
+        while the reader waits lazily; once per request written at most (force: whether or
+        not one was written since, as when a future is asked for), never waiting."""
+        if not self._lazy_wait or (self._sent == self._reaped_at and not force) \
                 or not self._reap_lock.acquire(blocking=False):
             return
         try:
