@@ -155,9 +155,12 @@ class _Delivery:
                     if self._closed and not self._ready and not self._in_flight:
                         return
                     self._sender_wake_at = math.inf if next_due is None else next_due
-                    # With batches ready, max_in_flight are out: their acknowledgements are awaited.
+                    # With batches ready, max_in_flight are out: their acknowledgements are
+                    # awaited; so are they while closing (this thread ends once they come, and
+                    # nobody else may ask for them: lazy_acks.py).
                     try:
-                        with self._awaiting_acks() if self._ready else contextlib.nullcontext():
+                        with self._awaiting_acks() if self._ready or self._closed \
+                                else contextlib.nullcontext():
                             self._cond.wait(None if next_due is None else max(0.0, next_due - now))
                     finally:
                         self._sender_wake_at = 0.0

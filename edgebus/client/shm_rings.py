@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 import os
 import select
 import socket
@@ -171,11 +170,10 @@ class ShmRings:
 
     def wait_lazy(self, until: float) -> None:
         """Sleep without announcing it (the supervisor sees no waiting reader and does not
-        signal) until `until` (monotonic; inf: no timer), a nudge (a write to efd_data by this
-        process) or the socket; at once when a frame is already there."""
+        signal) until `until` (monotonic), a nudge (a write to efd_data by this process) or the
+        socket; at once when a frame is already there."""
         if not self.eof and not self.resp.readable() and not self.proto.frames.buffered():
-            self._sleep(self._rpoll, self.efd_data, None if until == math.inf else until,
-                        reader=True)
+            self._sleep(self._rpoll, self.efd_data, until, reader=True)
 
     def take_ring(self) -> list[ResponseFrame]:
         """The response frames in the ring now, without waiting, and not the socket's (the

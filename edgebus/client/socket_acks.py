@@ -21,7 +21,6 @@ stream in order and every callback runs once, in response order.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import select
 import socket
@@ -30,6 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from edgebus import format as F
 from edgebus.client import lazy_acks
 from edgebus.client.channel import RECV_SIZE, AsyncChannel
 from edgebus.client.dispatch import CORR_MASK, Callback
@@ -43,12 +43,34 @@ from edgebus.client.record_frames import (
     produce_frame,
 )
 from edgebus.errors import BrokerUnavailableError
+from edgebus.protocol.framing import ResponseFrame
 
 # send_record asks whether the supervisor has read our last request (an ioctl) only when that
 # request went out less than this long ago: older ones it has read unless it is that far behind,
 # and holding records back is for a supervisor that is (at 1,000 sends/s this spares a system
 # call per send).
 UNREAD_RECENT_S = 0.0005
+
+
+_LEN = F.FRAME_LENGTH_SIZE  # a frame's length counts the bytes after itself
+_HEAD = F.RESPONSE_HEADER_SIZE  # length, correlation id, error code (docs/FORMAT.md 7.2)
+_SMALL = 64 * 1024  # larger frames go through the FrameBuffer (its limit checks, its hand-over)
+
+
+def whole_responses(data: bytes) -> tuple[list[ResponseFrame], int]:
+    """The small whole response frames at the start of data, and where the rest (the start of
+    a frame, or a large one) begins; the rest goes to the FrameBuffer, which checks its length."""
+    out: list[ResponseFrame] = []
+    mv = memoryview(data)
+    pos, end = 0, len(data)
+    unpack = F.RESPONSE_HEADER.unpack_from
+    while end - pos >= _HEAD:
+        n, corr, err = unpack(data, pos)
+        if n > _SMALL or n < _HEAD - _LEN or end - pos < _LEN + n:
+            break
+        out.append(ResponseFrame(corr, err, mv[pos + _HEAD : pos + _LEN + n]))
+        pos += _LEN + n
+    return out, pos
 
 
 class LazySocketChannel(LazyAcks, AsyncChannel):
@@ -125,8 +147,24 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
             return
         if not data:
             raise BrokerUnavailableError(f"the supervisor at {self.path} closed the connection")
-        self._proto.receive_data(data)
-        self._deliver(iter(self._proto.next_response, None))
+        proto = self._proto
+        if not proto.frames.buffered():
+            # The common read: acknowledgements, whole, nothing left over from the last read.
+            # Split here, in one call, instead of two calls per frame (next_response, next_frame).
+            frames, end = whole_responses(data)
+            if end < len(data):
+                proto.receive_data(memoryview(data)[end:])  # a frame's start: the buffer's
+            if frames:
+                self._deliver(frames)
+            if end == len(data):
+                return
+        else:
+            proto.receive_data(data)
+        nxt = proto.next_response
+        frames = []
+        while (f := nxt()) is not None:  # not iter(..., None): a dataclass == per frame
+            frames.append(f)
+        self._deliver(frames)
 
     def _receive(self) -> tuple[()]:
         if self._closed:
@@ -142,9 +180,9 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
                 self._take(block=True)
             return ()
         try:
-            left = until - time.monotonic()  # inf: no timer (lazy_acks.py)
+            left = until - time.monotonic()
             if left > 0:
-                self._ep.poll(-1 if left == math.inf else left)
+                self._ep.poll(left)
         finally:
             self._lazy_wait = False
         with self._reap_lock:
