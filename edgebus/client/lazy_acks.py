@@ -9,16 +9,16 @@ the reader is nudged and its next wait is a signalled one. Each channel supplies
 the reader's unsignalled wait) and calls `_note_send` for every request written.
 
 Untimed waits (issue 16, prodack16; `only_when_asked`): until its first callback
-(`want_callbacks`), for a plain producer (no ordered retries, idempotence or durable hold, whose records wait for
-an acknowledgement before they are sent: those want callbacks from the start), nobody learns
-of an acknowledgement except by asking (a future's get(), done(), succeeded(), failed(),
-exception; flush(), close(), metrics(), a send needing room), and each way of asking either
-takes what came itself (the producer's `_poll_acks`: `reap(force=True)`) or nudges the reader
-(`waiting`, `hurry`). So the reader's unsignalled wait needs no timer: it is not woken every
-ACK_LAZY_GAPS send gaps (once per four sends at 200/s: STEADY_S caps the wait) while the
-producer sends, nor when it stops. The supervisor's death (the socket's hang-up) or a nudge
-ends it, or, as a bound only, ACK_UNASKED_S. With callbacks registered, they must run
-without anyone asking: the timed waits above, from the first one on.
+(`want_callbacks`), for a plain producer (no ordered retries, idempotence or durable hold,
+whose records wait for an acknowledgement before they are sent: those want callbacks from the
+start), nobody learns of an acknowledgement except by asking (a future's get(), done(),
+succeeded(), failed(), exception; flush(), close(), metrics(), a send needing room), and each
+way of asking either takes what came itself (the producer's `_poll_acks`: `reap(force=True)`)
+or nudges the reader (`waiting`, `hurry`). So the reader's unsignalled wait needs no timer: it
+is not woken every ACK_LAZY_GAPS send gaps (once per four sends at 200/s: STEADY_S caps the
+wait) while the producer sends, nor when it stops. The supervisor's death (the socket's
+hang-up) or a nudge ends it, or, as a bound only, ACK_UNASKED_S. With callbacks registered,
+they must run without anyone asking: the timed waits above, from the first one on.
 """
 
 from __future__ import annotations

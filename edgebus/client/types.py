@@ -95,13 +95,15 @@ class BatchResult:
     def add_callback(self, cb: Callable[[BatchResult], object]) -> None:
         """cb(self) once done: now (in this thread) if already done, else in done()'s thread."""
         with self._lock:
-            if not self._done:
+            pending = not self._done
+            if pending:
                 self.callbacks.append(cb)
-                owner = self.owner
-                if owner is not None and not owner._timed_acks:
-                    owner._callback_added()
-                return
-        cb(self)
+        if not pending:
+            cb(self)
+            return
+        owner = self.owner  # outside the lock: it may nudge the producer's reader
+        if owner is not None and not owner._timed_acks:
+            owner._callback_added()
 
     def wait(self, timeout: float | None) -> bool:
         if self._done:
