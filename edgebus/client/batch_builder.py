@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Any
 
 from edgebus import format as F
-from edgebus.client.types import BatchResult
+from edgebus.client.types import AckOwner, BatchResult
 
 
 class _Builder:
     __slots__ = ("attempts", "count", "created", "deadline", "first_ts", "max_ts", "order",
                  "partition", "records", "result", "size", "stamp", "topic")
 
-    def __init__(self, topic: str, partition: int,
-                 on_wait: Callable[[], AbstractContextManager[None]] | None = None) -> None:
+    def __init__(self, topic: str, partition: int, owner: AckOwner | None = None) -> None:
         self.topic = topic
         self.partition = partition
         self.records: list[bytes] = []  # encoded records; an element may hold several (add_many)
@@ -25,7 +22,7 @@ class _Builder:
         self.size = F.BATCH_HEADER_SIZE
         self.first_ts = -1
         self.max_ts = -1
-        self.result = BatchResult(topic, partition, on_wait)
+        self.result = BatchResult(topic, partition, owner)
         self.created = time.monotonic()
         self.deadline = math.inf  # while sent: when it is given up on (request/delivery timeout)
         self.attempts = 0  # retries so far

@@ -15,8 +15,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,16 +81,30 @@ class _Delivery:
     _unacked: dict[tuple[str, int], int]
     _drain_held: bool
     _io_lock: threading.Lock
+    _timed_acks: bool
+    _ack_waiters: list[int]  # threads in _awaiting_acks (one count, shared with the channel)
+    _ack_waiters_lock: threading.Lock
     # Defined by Producer (front half) and TransactionalProducer (edgebus/client/txn.py).
     _seal: Callable[..., None]
     _seq: Sequencer | None
     _failed_for_good: Callable[[Any, BaseException], None]
 
-    def _awaiting_acks(self) -> AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def _awaiting_acks(self) -> Iterator[None]:
         """Entered while a thread blocks on acknowledgements: the channel delivers each at once
-        until it leaves (hurry's window alone can run out before a descheduled reader looks)."""
-        ch = self._channel
-        return ch.waiting() if ch is not None else contextlib.nullcontext()
+        until it leaves (hurry's window alone can run out before a descheduled reader looks).
+        Counted by the producer, whose count every channel shares (share_waiters): a wait
+        that began before the channel was opened, or before a reconnection, counts there too."""
+        with self._ack_waiters_lock:
+            self._ack_waiters[0] += 1
+        try:
+            ch = self._channel  # after the count: a channel opened since has seen it
+            if ch is not None:
+                ch.hurry()  # a wait under way is nudged; the next ones see the count
+            yield
+        finally:
+            with self._ack_waiters_lock:
+                self._ack_waiters[0] -= 1
 
     # --- I/O thread ------------------------------------------------------------------------------
     def _sender(self) -> None:
@@ -122,6 +135,11 @@ class _Delivery:
                         # supervisor that stopped answering (socket open) must not hold futures
                         # forever.
                         oldest = self._oldest_deadline()
+                        ch = self._channel
+                        if oldest <= now and ch is not None:
+                            # Answers nobody was woken for (lazy_acks.py) are not overdue.
+                            ch.reap(force=True)
+                            oldest = self._oldest_deadline() if self._sent else math.inf
                         if oldest <= now:
                             expired = True
                             break
@@ -137,9 +155,12 @@ class _Delivery:
                     if self._closed and not self._ready and not self._in_flight:
                         return
                     self._sender_wake_at = math.inf if next_due is None else next_due
-                    # With batches ready, max_in_flight are out: their acknowledgements are awaited.
+                    # With batches ready, max_in_flight are out: their acknowledgements are
+                    # awaited; so are they while closing (this thread ends once they come, and
+                    # nobody else may ask for them: lazy_acks.py).
                     try:
-                        with self._awaiting_acks() if self._ready else contextlib.nullcontext():
+                        with self._awaiting_acks() if self._ready or self._closed \
+                                else contextlib.nullcontext():
                             self._cond.wait(None if next_due is None else max(0.0, next_due - now))
                     finally:
                         self._sender_wake_at = 0.0
@@ -289,8 +310,15 @@ class _Delivery:
             if ch is not None:
                 self._channel = None  # closed: nothing may use it (hurry()) if reconnecting fails
                 ch.close()
-            ch = self._channel = open_async_channel(self.path, self.transport,
-                                                    self.max_request_size)
+            ch = open_async_channel(self.path, self.transport, self.max_request_size)
+            if not self._timed_acks:
+                ch.only_when_asked()
+            self._channel = ch
+            # After the assignment: a thread that blocked, or added the first callback, while
+            # the channel was being opened has either seen it or is seen here.
+            ch.share_waiters(self._ack_waiters, self._ack_waiters_lock)
+            if self._timed_acks:
+                ch.want_callbacks()
         return ch
 
     def _requeue_or_expire(self, batches: list[_Builder], err: BaseException,

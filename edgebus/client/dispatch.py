@@ -93,10 +93,23 @@ class Dispatcher:
         its reader; once: for the next one only); by default every response is delivered as it
         comes."""
 
-    def reap(self) -> None:
+    def reap(self, force: bool = False) -> None:
         """Deliver, in the calling thread, the responses already there that the reader is not
-        being woken for (a transport that collects them lazily); by default nothing: the reader
-        delivers every response as it comes."""
+        being woken for (a transport that collects them lazily; force: look even if nothing was
+        sent since the last look); by default nothing: the reader delivers every response as it
+        comes."""
+
+    def share_waiters(self, count: list[int], lock: threading.Lock) -> None:
+        """Count another's blocked threads as waiters (a transport that collects acknowledgements
+        lazily; LazyAcks); by default nothing."""
+
+    def only_when_asked(self) -> None:
+        """Nobody needs an acknowledgement before asking for it (a transport that collects them
+        lazily then waits without a timer: LazyAcks); by default nothing."""
+
+    def want_callbacks(self) -> None:
+        """The producer has callbacks to run without anyone asking (a transport that collects
+        acknowledgements lazily then bounds its unsignalled waits); by default nothing."""
 
     def unread(self) -> bool:
         """Whether the supervisor has yet to read a request written to it (the producer holds

@@ -49,6 +49,18 @@ REAP_AT = 4
 _RECORD_FIXED = 22  # a record's bytes besides its key and value (docs/FORMAT.md 2.2)
 
 
+# A PRODUCE answer's body: the topic (a u16 length, its bytes), then this run (docs/FORMAT.md 7.6).
+_ACK_UNPACK = F.PRODUCE_RESPONSE_RUN.unpack_from
+
+
+def _answer_layout(topic: str, p: int, acks: int) -> tuple[bytes, int, int]:
+    """The request body's prefix (fastpath.produce._prefix), and where in a successful answer's
+    body its PRODUCE_RESPONSE_RUN starts and how long that body is."""
+    pre = _prefix(topic, p, acks)
+    ack_at = F.STR_LENGTH.size + len(topic.encode())
+    return pre, ack_at, ack_at + F.PRODUCE_RESPONSE_RUN.size
+
+
 class _FastSend:
     """Producer's one-step send (module docstring); state is Producer's, set in __init__."""
 
@@ -75,14 +87,17 @@ class _FastSend:
     _sender_wake_at: float
     _channel: AsyncChannel | ShmAsyncChannel | None
     _finish: Callable[..., None]
+    _timed_acks: bool
     _awaiting_acks: Callable[..., Any]
+    _poll_acks: Callable[[], None]
+    _callback_added: Callable[[], None]
 
     def _init_fast_send(self) -> None:
         # Whether _send_one may be used at all (the conditions that never change).
         self._fast = (produce_frame is not None and not self.linger and not self._ordered
                       and self._seq is None and not self._hold_at and self.acks == M.ACKS_WRITTEN)
         self._first_deadline = min(self.delivery_timeout, self.request_timeout)
-        self._prefixes: dict[tuple[str, int], bytes] = {}
+        self._prefixes: dict[tuple[str, int], tuple[bytes, int, int]] = {}  # _answer_layout
 
     def _send_one(self, topic: str, p: int, key: bytes | None, value: bytes | None,
                   ts: int) -> FutureRecordMetadata | None:
@@ -104,7 +119,7 @@ class _FastSend:
                     return None
                 if self._in_flight >= REAP_AT:
                     ch.reap()  # their callbacks run here, under _cond (re-entrant)
-                b = _Builder(topic, p, self._awaiting_acks)
+                b = _Builder(topic, p, self)
                 b.count = 1  # its bytes are built by C below; records stays empty (never resent:
                 b.size += size  # no ordered retries on this path)
                 b.first_ts = b.max_ts = ts
@@ -115,17 +130,23 @@ class _FastSend:
                 self._sent[id(b)] = b
                 if b.deadline < self._sender_wake_at:
                     self._cond.notify_all()  # the I/O thread must learn this batch's deadline
-            pre = self._prefixes.get((topic, p))
-            if pre is None:
-                pre = self._prefixes[(topic, p)] = _prefix(topic, p, self.acks)
+            got = self._prefixes.get((topic, p))
+            if got is None:
+                got = self._prefixes[(topic, p)] = _answer_layout(topic, p, self.acks)
+            pre, ack_at, ok_size = got
 
             def done(frame: ResponseFrame | None, err: BaseException | None) -> None:
                 base, t = -1, -1
                 if frame is not None:
-                    try:
-                        base, t = produce_result(frame)
-                    except EdgebusError as e:
-                        err = e
+                    body = frame.body
+                    if not frame.error_code and len(body) == ok_size:
+                        # produce_result's common case, without its call (once per record)
+                        _p, base, t, _ls = _ACK_UNPACK(body, ack_at)
+                    else:
+                        try:
+                            base, t = produce_result(frame)
+                        except EdgebusError as e:
+                            err = e
                 with self._mutex:
                     self._finish(b, base, t, err)
 

@@ -219,6 +219,13 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
         self._hold_at = DURABLE_IN_FLIGHT if acks == M.ACKS_DURABLE and (
             not self._ordered or self._per_partition > DURABLE_IN_FLIGHT) else 0
         self._unacked: dict[tuple[str, int], int] = {}
+        # Whether acknowledgements must come without anyone asking (AckOwner, lazy_acks.py), so
+        # that the channel's reader collects them on a timer: once a callback is registered on a
+        # future, and from the start when records wait for an acknowledgement before they are
+        # sent (ordered retries, idempotence, the durable hold), which nobody else would ask for.
+        self._timed_acks = self._ordered or idempotent or bool(self._hold_at)
+        self._ack_waiters = [0]  # threads blocked on acknowledgements (_awaiting_acks)
+        self._ack_waiters_lock = threading.Lock()
         # linger_ms=0: an open batch is held while the supervisor has not read our last request
         # (_take_for_inline_send); the next acknowledgement must then wake the I/O thread.
         self._drain_held = False
@@ -390,7 +397,7 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
             while i < n:
                 b = self._open.get(key)
                 if b is None:
-                    b = self._open[key] = _Builder(topic, p, self._awaiting_acks)
+                    b = self._open[key] = _Builder(topic, p, self)
                 room = self._batch_max[topic] - b.size
                 if i == 0 and len(blob) <= room:
                     j = n  # all fit: the common case needs no per-record sums
@@ -475,6 +482,21 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
         if ch is not None:
             ch.reap()
 
+    def _poll_acks(self) -> None:
+        """A future is asked whether it is done (AckOwner): take the acknowledgements that came
+        with nobody woken for them. Any thread, no lock held (the channel's reap orders takers)."""
+        ch = self._channel
+        if ch is not None and self._in_flight:
+            ch.reap(force=True)
+
+    def _callback_added(self) -> None:
+        """AckOwner: callbacks must run without anyone asking; the channel's reader times its
+        unsignalled waits from now on (this channel's and every later one's)."""
+        self._timed_acks = True
+        ch = self._channel
+        if ch is not None:
+            ch.want_callbacks()
+
     def _unread(self) -> bool:
         """Whether the supervisor has yet to read a request this producer wrote (the request
         ring's head and tail; on the socket, SIOCOUTQ)."""
@@ -535,7 +557,7 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
             self._seal(key, b)
             b = None
         if b is None:
-            b = self._open[key] = _Builder(topic, p, self._awaiting_acks)
+            b = self._open[key] = _Builder(topic, p, self)
         idx = b.add(rec, ts)
         self._queued_bytes += len(rec)
         if b.size >= limit:
@@ -563,6 +585,7 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
         (`record-error-total`), sent again (`record-retry-total`, `batch-retry-total`), and
         whether the data connection is open (`connection-count`, 0 or 1; it opens at the
         first send)."""
+        self._poll_acks()  # acknowledgements nobody was woken for count too
         with self._cond:
             out: dict[str, float] = dict(self._counts)
         ch = self._channel

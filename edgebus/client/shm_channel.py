@@ -9,7 +9,7 @@ Linux, an older supervisor, or the supervisor refused); $EDGEBUS_TRANSPORT overr
 fetch-ahead (edgebus/client/fetch_ahead.py). `ShmAsyncChannel` is a Dispatcher (the pending
 requests, edgebus/client/dispatch.py) whose reader waits on the response ring; while a producer
 sends steadily its acknowledgements are taken at its next send instead (ACK_LAZY_S in
-edgebus/tuning.py).
+edgebus/tuning.py), or when a future is asked for (edgebus/client/lazy_acks.py).
 
 A consumer's channel is a ShmSyncChannel on the socket too (transport "socket", or "auto"
 without rings): its fetch-ahead is then a standing fetch on the socket (FETCH_STANDING; flow
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebus import format as F
+from edgebus.client import lazy_acks
 from edgebus.client.channel import AsyncChannel, SyncChannel
 from edgebus.client.dispatch import CORR_MASK, Callback, Dispatcher, next_corr, refusal
 from edgebus.client.fetch_ahead import is_empty, next_body
@@ -354,9 +355,10 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
 
     Lazy acknowledgements (ACK_LAZY_S in edgebus/tuning.py): while the producer sends steadily and
     nobody waits on a result, the reader sleeps without announcing itself, so the supervisor does
-    not signal each response, and the producer takes what came at its next send (`reap`); the
-    reader collects what is left when its unsignalled wait ends, ACK_LAZY_GAPS send gaps after
-    the last send. Invariant: one taker of the response ring at a time, with the callbacks of
+    not signal each response, and the producer takes what came at its next send (`reap`) or when
+    a future is asked for; with callbacks registered, the reader collects what is left when its
+    unsignalled wait ends, ACK_LAZY_GAPS send gaps after the last send (without, that wait has
+    no timer: edgebus/client/lazy_acks.py). Invariant: one taker of the response ring at a time, with the callbacks of
     what it took (`_reap_lock`), so callbacks run once each and in response order.
     """
 
@@ -419,7 +421,12 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
                 except (BrokerUnavailableError, OSError, ValueError) as e:
                     self._pending.pop(corr, None)
                     raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
-            self._note_send()
+            # _note_send, without its call (once per record)
+            now = time.monotonic()
+            gap = now - self._last_send
+            cap = lazy_acks.STEADY_S
+            self._send_gap += ((gap if gap < cap else cap) - self._send_gap) / 4
+            self._last_send = now
         return True
 
     def _receive(self) -> tuple[()]:
@@ -449,10 +456,11 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
             self._deliver(frames)
         return ()
 
-    def reap(self) -> None:
+    def reap(self, force: bool = False) -> None:
         """Take and deliver the responses already in the ring, in the calling thread (a
-        producer's next send), while the reader sleeps unsignalled: nobody is woken for them.
-        Never waits: if the reader is taking them right now, it delivers them."""
+        producer's next send, or a future asked for: force, the same here), while the reader
+        sleeps unsignalled: nobody is woken for them. Never waits: if the reader is taking
+        them right now, it delivers them."""
         if not self._lazy_wait or not self._reap_lock.acquire(blocking=False):
             return
         try:

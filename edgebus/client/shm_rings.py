@@ -55,6 +55,24 @@ def ring_bytes_for(max_frame: int) -> int:
     return n
 
 
+_HEAD = F.RESPONSE_HEADER_SIZE  # length, correlation id, error code; the body follows
+_LEN = F.FRAME_LENGTH_SIZE  # the length counts the bytes after itself
+
+
+def split_frames(buf: Any) -> list[ResponseFrame]:
+    """The whole response frames read from the response ring (docs/FORMAT.md 7.2: a frame is
+    its header, RESPONSE_HEADER, then its body), their bodies views into buf."""
+    out: list[ResponseFrame] = []
+    mv = memoryview(buf)
+    pos, end = 0, len(buf)
+    unpack = F.RESPONSE_HEADER.unpack_from
+    while pos < end:
+        n, corr, err = unpack(buf, pos)
+        out.append(ResponseFrame(corr, err, mv[pos + _HEAD : pos + _LEN + n]))
+        pos += _LEN + n
+    return out
+
+
 class ShmRings:
     """The client's end of one attached connection: socket, mapping, rings, eventfds.
 
@@ -165,33 +183,16 @@ class ShmRings:
         """The response frames in the ring now, without waiting, and not the socket's (the
         reader thread's alone): for a producer taking its acknowledgements at its next send.
         Callers serialise it with the reader's read()/take() (one reader of a ring at a time)."""
-        out: list[ResponseFrame] = []
         buf = self.resp.read(self.efd_sup)
-        if buf is not None:
-            mv = memoryview(buf)
-            pos, end = 0, len(buf)
-            unpack = F.RESPONSE_HEADER.unpack_from
-            while pos < end:
-                n, corr, err = unpack(buf, pos)
-                out.append(ResponseFrame(corr, err, mv[pos + 10 : pos + 4 + n]))
-                pos += 4 + n
-        return out
+        return [] if buf is None else split_frames(buf)
 
     def take(self) -> list[ResponseFrame]:
         """The response frames there now (ring and socket), without waiting."""
         return self._take()
 
     def _take(self) -> list[ResponseFrame]:
-        out: list[ResponseFrame] = []
         buf = self.resp.read(self.efd_sup)  # take_ring's work, without its call
-        if buf is not None:
-            mv = memoryview(buf)
-            pos, end = 0, len(buf)
-            unpack = F.RESPONSE_HEADER.unpack_from
-            while pos < end:
-                n, corr, err = unpack(buf, pos)
-                out.append(ResponseFrame(corr, err, mv[pos + 10 : pos + 4 + n]))
-                pos += 4 + n
+        out = [] if buf is None else split_frames(buf)
         if self._from_socket:  # frames too large for the ring come on the socket
             proto = self.proto
             while (f := proto.next_response()) is not None:

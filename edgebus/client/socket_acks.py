@@ -5,11 +5,12 @@ acknowledgement: a thread wake-up per record for a producer sending one record a
 the rings (ShmAsyncChannel, edgebus/client/shm_channel.py), while the producer sends steadily and
 nobody waits on a result, the reader waits on a private eventfd instead of the socket, so the
 kernel wakes nobody when an acknowledgement arrives, and each request written takes what came
-with one recv(MSG_DONTWAIT) (`reap`, from the producer's send). The reader's unsignalled wait ends
-ACK_LAZY_GAPS average send gaps after the last send (ACK_LAZY_S at least, STEADY_S at most), or
-at a nudge (someone waits: hurry(), waiting(); close()); then it takes what is left and, if
-nobody sends steadily any more, blocks in recv() as AsyncChannel does. A supervisor that died
-meanwhile is seen at the next send or when the wait ends (at most STEADY_S later).
+with one recv(MSG_DONTWAIT) (`reap`, from the producer's send). Until the producer's first
+callback the reader's unsignalled wait has no timer (edgebus/client/lazy_acks.py); after it,
+it ends ACK_LAZY_GAPS average send gaps after the last send (ACK_LAZY_S at least, STEADY_S at
+most). A nudge (someone waits: hurry(), waiting(); close()) ends it too; then it takes what is
+left and, if nobody sends steadily any more, blocks in recv() as AsyncChannel does. A
+supervisor that dies meanwhile ends it at once: the socket's hang-up (EPOLLRDHUP) is watched.
 
 Invariant: one taker of the socket's bytes at a time, with the callbacks of what it took
 (`_reap_lock`: held by the reader for a whole blocking recv and for taking after a lazy wait; a
@@ -28,6 +29,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from edgebus import format as F
+from edgebus.client import lazy_acks
 from edgebus.client.channel import RECV_SIZE, AsyncChannel
 from edgebus.client.dispatch import CORR_MASK, Callback
 from edgebus.client.lazy_acks import LazyAcks
@@ -40,12 +43,34 @@ from edgebus.client.record_frames import (
     produce_frame,
 )
 from edgebus.errors import BrokerUnavailableError
+from edgebus.protocol.framing import ResponseFrame
 
 # send_record asks whether the supervisor has read our last request (an ioctl) only when that
 # request went out less than this long ago: older ones it has read unless it is that far behind,
 # and holding records back is for a supervisor that is (at 1,000 sends/s this spares a system
 # call per send).
 UNREAD_RECENT_S = 0.0005
+
+
+_LEN = F.FRAME_LENGTH_SIZE  # a frame's length counts the bytes after itself
+_HEAD = F.RESPONSE_HEADER_SIZE  # length, correlation id, error code (docs/FORMAT.md 7.2)
+_SMALL = 64 * 1024  # larger frames go through the FrameBuffer (its limit checks, its hand-over)
+
+
+def whole_responses(data: bytes) -> tuple[list[ResponseFrame], int]:
+    """The small whole response frames at the start of data, and where the rest (the start of
+    a frame, or a large one) begins; the rest goes to the FrameBuffer, which checks its length."""
+    out: list[ResponseFrame] = []
+    mv = memoryview(data)
+    pos, end = 0, len(data)
+    unpack = F.RESPONSE_HEADER.unpack_from
+    while end - pos >= _HEAD:
+        n, corr, err = unpack(data, pos)
+        if n > _SMALL or n < _HEAD - _LEN or end - pos < _LEN + n:
+            break
+        out.append(ResponseFrame(corr, err, mv[pos + _HEAD : pos + _LEN + n]))
+        pos += _LEN + n
+    return out, pos
 
 
 class LazySocketChannel(LazyAcks, AsyncChannel):
@@ -68,6 +93,9 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
         except BaseException:
             self._close_fds()
             raise
+        # The socket's hang-up (not its data: that is the point) ends an unsignalled wait, so a
+        # supervisor's death fails what is in flight even when the wait has no timer.
+        self._ep.register(self._sock.fileno(), select.EPOLLRDHUP)
         self._sendall = self._sock.sendall
         self._write = self._write_sock
         self._fbuf = new_frame_buffer()  # send_record's frame (writers hold _lock)
@@ -100,7 +128,12 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
             except OSError as e:
                 self._pending.pop(corr, None)
                 raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
-            self._note_send()
+            # _note_send, without its call (once per record)
+            now = time.monotonic()
+            gap = now - self._last_send
+            cap = lazy_acks.STEADY_S
+            self._send_gap += ((gap if gap < cap else cap) - self._send_gap) / 4
+            self._last_send = now
             self._sent += 1
         return True
 
@@ -114,8 +147,24 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
             return
         if not data:
             raise BrokerUnavailableError(f"the supervisor at {self.path} closed the connection")
-        self._proto.receive_data(data)
-        self._deliver(iter(self._proto.next_response, None))
+        proto = self._proto
+        if not proto.frames.buffered():
+            # The common read: acknowledgements, whole, nothing left over from the last read.
+            # Split here, in one call, instead of two calls per frame (next_response, next_frame).
+            frames, end = whole_responses(data)
+            if end < len(data):
+                proto.receive_data(memoryview(data)[end:])  # a frame's start: the buffer's
+            if frames:
+                self._deliver(frames)
+            if end == len(data):
+                return
+        else:
+            proto.receive_data(data)
+        nxt = proto.next_response
+        frames = []
+        while (f := nxt()) is not None:  # not iter(..., None): a dataclass == per frame
+            frames.append(f)
+        self._deliver(frames)
 
     def _receive(self) -> tuple[()]:
         if self._closed:
@@ -142,10 +191,11 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
             self._take(block=False)
         return ()
 
-    def reap(self) -> None:
+    def reap(self, force: bool = False) -> None:
         """Take the acknowledgements that came, in the calling thread (a producer's send),
-        while the reader waits lazily; once per request written at most, never waiting."""
-        if not self._lazy_wait or self._sent == self._reaped_at \
+        while the reader waits lazily; once per request written at most (force: whether or
+        not one was written since, as when a future is asked for), never waiting."""
+        if not self._lazy_wait or (self._sent == self._reaped_at and not force) \
                 or not self._reap_lock.acquire(blocking=False):
             return
         try:

@@ -6,7 +6,7 @@ import threading
 import zlib
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from edgebus.errors import OperationTimeoutError
 
@@ -36,17 +36,35 @@ def partition_for_key(key: bytes, partitions: int) -> int:
     return zlib.crc32(key) % partitions
 
 
+class AckOwner(Protocol):
+    """What a batch's result asks of the producer whose acknowledgements may be taken lazily
+    (edgebus/client/lazy_acks.py): nobody is woken for them until someone asks."""
+
+    _timed_acks: bool  # acknowledgements come unasked already: _callback_added need not be called
+
+    def _awaiting_acks(self) -> AbstractContextManager[None]:
+        """Entered while a thread blocks on a result: acknowledgements are delivered as they come."""
+        ...
+
+    def _poll_acks(self) -> None:
+        """Take the acknowledgements already there (a future is asked whether it is done)."""
+        ...
+
+    def _callback_added(self) -> None:
+        """A callback waits for a result: acknowledgements must come without anyone asking."""
+        ...
+
+
 class BatchResult:
     """Completion of one produced batch, shared by the futures of its records."""
 
-    __slots__ = ("_done", "_event", "_lock", "base_offset", "callbacks", "error", "on_wait",
+    __slots__ = ("_done", "_event", "_lock", "base_offset", "callbacks", "error", "owner",
                  "partition", "timestamp", "topic")
 
-    def __init__(self, topic: str, partition: int,
-                 on_wait: Callable[[], AbstractContextManager[None]] | None = None) -> None:
-        # Entered for as long as someone blocks on the result (a lazy ack reader is then woken
-        # per response: edgebus/client/shm_channel.py).
-        self.on_wait = on_wait
+    def __init__(self, topic: str, partition: int, owner: AckOwner | None = None) -> None:
+        # Asked when someone blocks on the result, asks whether it is done or adds a callback
+        # (its acknowledgement may be in the ring or socket with nobody woken for it).
+        self.owner = owner
         # The Event is made only when someone waits: making one costs ~4 us, more than the rest
         # of a one-record send, and most batches are never waited for one by one.
         self._event: threading.Event | None = None
@@ -77,10 +95,15 @@ class BatchResult:
     def add_callback(self, cb: Callable[[BatchResult], object]) -> None:
         """cb(self) once done: now (in this thread) if already done, else in done()'s thread."""
         with self._lock:
-            if not self._done:
+            pending = not self._done
+            if pending:
                 self.callbacks.append(cb)
-                return
-        cb(self)
+        if not pending:
+            cb(self)
+            return
+        owner = self.owner  # outside the lock: it may nudge the producer's reader
+        if owner is not None and not owner._timed_acks:
+            owner._callback_added()
 
     def wait(self, timeout: float | None) -> bool:
         if self._done:
@@ -91,13 +114,16 @@ class BatchResult:
             if self._event is None:
                 self._event = threading.Event()
             ev = self._event
-        if self.on_wait is None:
+        if self.owner is None:
             return ev.wait(timeout)
-        with self.on_wait():
+        with self.owner._awaiting_acks():
             return ev.wait(timeout)
 
     @property
     def is_done(self) -> bool:
+        """Whether the outcome is known, taking an acknowledgement that came meanwhile."""
+        if not self._done and self.owner is not None:
+            self.owner._poll_acks()
         return self._done
 
 
@@ -131,7 +157,8 @@ class FutureRecordMetadata:
 
     @property
     def exception(self) -> BaseException | None:
-        return self._batch.error
+        b = self._batch
+        return b.error if b.is_done else None
 
     # Callbacks (kafka-python's three): each runs once, on the producer's I/O thread when the
     # outcome arrives (or at once, in the caller's thread, if it is already known). Success
