@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,8 +74,10 @@ def count(transport: str, case: str, requests: int, top: int) -> dict[str, Any]:
             "top": [(k, v / requests) for k, v in calls.most_common(top)]}
 
 
-def count_in(tree: Path, transport: str, case: str, requests: int, top: int) -> dict[str, Any]:
-    """`count` in a process of its own importing the edgebus of `tree` (bench from this one)."""
+def count_in(tree: Path, transport: str, case: str, requests: int, top: int,
+             env: dict[str, str] | None = None) -> dict[str, Any]:
+    """`count` in a process of its own importing the edgebus of `tree` (bench from this one),
+    with `env` added to its environment (e.g. EDGEBUS_SHM_C_PLANE=0: Python's path)."""
     # this tree's bench first (the rig), then the measured tree's edgebus: bench imports edgebus
     # lazily, so put the measured tree ahead for it by importing edgebus from there first.
     code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import edgebus; "
@@ -82,7 +85,7 @@ def count_in(tree: Path, transport: str, case: str, requests: int, top: int) -> 
             "print(json.dumps(count(sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))))")
     out = subprocess.run([sys.executable, "-c", code, str(tree), str(HERE), transport, case,
                           str(requests), str(top)], cwd=tree, capture_output=True, text=True,
-                         check=True).stdout
+                         check=True, env={**os.environ, **(env or {})}).stdout
     return dict(json.loads(out.splitlines()[-1]))
 
 

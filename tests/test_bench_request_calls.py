@@ -1,6 +1,8 @@
 """bench/request_calls.py counts the supervisor's calls per request, in a process importing the
 tree measured; on the rings a caught-up consumer's standing fetch is answered by
-StandingFetches.push, with no request or parked fetch made per answer."""
+StandingFetches.push, with no request or parked fetch made per answer (Python's path: the C data
+plane switched off), and with the C data plane on, by the plane's C call (no push, no
+produce_fields per message in Python)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench import request_calls
+from edgebus.server.listeners import shm_plane
 from edgebus.shm import unavailable_reason
 
 pytestmark = pytest.mark.unit
@@ -19,7 +22,8 @@ HERE = Path(request_calls.__file__).resolve().parent.parent
 @pytest.mark.skipif(unavailable_reason() is not None,
                     reason=f"shared memory unavailable: {unavailable_reason()}")
 def test_standing_answer_is_pushed_in_place() -> None:
-    got = request_calls.count_in(HERE, "shm", "produce+answer", 50, 200)
+    got = request_calls.count_in(HERE, "shm", "produce+answer", 50, 200,
+                                 env={"EDGEBUS_SHM_C_PLANE": "0"})
     calls = dict(got["top"])
     assert calls.get("standing.py:push") == 1.0  # once per append, answering it
     assert calls.get("data.py:produce_fields") == 1.0
@@ -28,6 +32,18 @@ def test_standing_answer_is_pushed_in_place() -> None:
     for name in ("<string>:__init__", "fetchwait.py:park", "standing.py:arm", "data.py:read_fetch"):
         assert name not in calls, name
     assert 0 < got["py"] < 60
+
+
+@pytest.mark.skipif(not shm_plane.available(), reason="the C data plane is not built here")
+def test_with_the_c_plane_neither_produce_nor_push_runs_in_python() -> None:
+    off = request_calls.count_in(HERE, "shm", "produce+answer", 50, 200,
+                                 env={"EDGEBUS_SHM_C_PLANE": "0"})
+    got = request_calls.count_in(HERE, "shm", "produce+answer", 50, 200)
+    calls = dict(got["top"])
+    # Only the first PRODUCE of the link goes through Python (it makes the grant).
+    assert calls.get("standing.py:push", 0) <= 0.1, calls
+    assert calls.get("data.py:produce_fields", 0) <= 0.1, calls
+    assert got["py"] < off["py"], (got["py"], off["py"])
 
 
 def test_produce_alone_calls_no_on_append() -> None:

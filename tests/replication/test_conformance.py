@@ -312,7 +312,12 @@ def test_link_cuts_and_half_open_links_heal_without_loss_or_doubles(source, dest
         t.join(30)
     wait_for(lambda: in_step(source, destination, "flaky", 2), timeout=60,
              what=f"the mirror after 20 cuts:\n{rep.log()[-3000:]}")
-    assert relay.connections >= 10, "the replicator reconnected after the cuts"
+    # It reconnected after the cuts. Not once per cut: a session cut before it moved anything
+    # counts as a failed attempt and grows the backoff (bridges/replicator/sessions.py,
+    # STABLE_SESSION_S), so 20 cuts in 8 s give fewer sessions than cuts (6 seen with NATS under
+    # load, where a session takes longest to set up); 0.1 + 0.2 + 0.4 + 0.8 s of backoff still
+    # leaves room for at least 3.
+    assert relay.connections >= 3, f"the replicator reconnected {relay.connections - 1} times"
     assert source_batches(source, "flaky", 0) or source_batches(source, "flaky", 1)
     if destination.kind == "peer":
         relay.close()
