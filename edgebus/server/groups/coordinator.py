@@ -224,6 +224,21 @@ class Coordinator(LeaderAssigned, StaticMembers):
             raise RebalanceInProgressError(f"group {g.group_id} awaits its leader's assignment")
         self._alive(m)
 
+    def check_txn_commit(self, group_id: str, generation: int, member_id: str) -> None:
+        """TxnOffsetCommit v3+ (KIP-447), as Kafka: a member id given must be a member's, a
+        generation given (>= 0) the group's current one, so that a zombie's transaction cannot
+        commit offsets of partitions that moved; a producer that gives neither is not checked."""
+        g = self.groups.get(group_id)
+        if member_id:
+            g, _m = self._member(group_id, member_id)
+        if generation >= 0:
+            current = g.generation if g is not None else max(
+                self._ended.get(group_id, 0), self.last_generation(group_id))
+            if generation != current:
+                raise IllegalGenerationError(
+                    f"generation {generation} of group {group_id} is stale (the group is at "
+                    f"generation {current}): the transaction's consumer missed a rebalance")
+
     def is_empty(self, group_id: str) -> bool:
         g = self.groups.get(group_id)
         return g is None or not g.members
