@@ -28,9 +28,10 @@ States (Kafka's names):
     any                  last member gone                            Empty (generation + 1)
 
 Invariants:
-- `generation` only grows while the group has members; SyncGroup, Heartbeat and OffsetCommit
-  are accepted only with the group's current generation (IllegalGenerationError otherwise), so
-  a member that missed a rebalance cannot commit for partitions that may have moved.
+- `generation` only grows, also across an emptied group and a restart (`last_generation`);
+  SyncGroup, Heartbeat and OffsetCommit are accepted only with the group's current generation
+  (IllegalGenerationError otherwise), so a member that missed a rebalance cannot commit for
+  partitions that may have moved.
 - A member is removed at once when the connection that sent its JoinGroup closes (the process
   died; a static member, static.py, stays until its session expires), and after
   `session_timeout_ms` without a heartbeat, sync or commit (a frozen process), except while its
@@ -85,8 +86,15 @@ class Coordinator(LeaderAssigned, StaticMembers):
         clock: Callable[[], float] = time.monotonic,
         initial_rebalance_delay_ms: int = 0,
         max_groups: int = G.MAX_GROUPS,
+        last_generation: Callable[[str], int] = lambda _group_id: 0,
     ) -> None:
         self.partitions_of = partitions_of  # topic -> partition count, 0 if it does not exist
+        # group -> the highest generation its durable commits carry (the offset store), so that
+        # generations keep counting across supervisor restarts as well as emptied groups.
+        self.last_generation = last_generation
+        # Emptied (forgotten) groups' generations, at most max_groups of them, oldest dropped
+        # first: a group created again goes on counting from there, as Kafka's does.
+        self._ended: dict[str, int] = {}
         self.clock = clock
         self.initial_delay = initial_rebalance_delay_ms / 1000
         self.max_groups = max_groups
@@ -127,7 +135,8 @@ class Coordinator(LeaderAssigned, StaticMembers):
         if g is None:
             if len(self.groups) >= self.max_groups:
                 raise InvalidRequestError(f"the coordinator already holds {self.max_groups} groups")
-            g = Group(req.group_id)
+            g = Group(req.group_id, generation=max(self._ended.get(req.group_id, 0),
+                                                   self.last_generation(req.group_id)))
         back = offer is not None and offer.instance_id in g.instances  # static: a place kept
         if not req.member_id and not back and len(g.members) >= G.MAX_GROUP_MEMBERS:
             raise GroupFullError(f"group {g.group_id} already has {G.MAX_GROUP_MEMBERS} members")
@@ -214,6 +223,21 @@ class Coordinator(LeaderAssigned, StaticMembers):
         if g.state is State.AWAITING_SYNC:  # as Kafka: no commits until the leader assigned
             raise RebalanceInProgressError(f"group {g.group_id} awaits its leader's assignment")
         self._alive(m)
+
+    def check_txn_commit(self, group_id: str, generation: int, member_id: str) -> None:
+        """TxnOffsetCommit v3+ (KIP-447), as Kafka: a member id given must be a member's, a
+        generation given (>= 0) the group's current one, so that a zombie's transaction cannot
+        commit offsets of partitions that moved; a producer that gives neither is not checked."""
+        g = self.groups.get(group_id)
+        if member_id:
+            g, _m = self._member(group_id, member_id)
+        if generation >= 0:
+            current = g.generation if g is not None else max(
+                self._ended.get(group_id, 0), self.last_generation(group_id))
+            if generation != current:
+                raise IllegalGenerationError(
+                    f"generation {generation} of group {group_id} is stale (the group is at "
+                    f"generation {current}): the transaction's consumer missed a rebalance")
 
     def is_empty(self, group_id: str) -> bool:
         g = self.groups.get(group_id)
@@ -347,9 +371,14 @@ class Coordinator(LeaderAssigned, StaticMembers):
             g.sync_deadline = None
             g.rebalance_deadline = g.initial_deadline = None
             log.info("group %s is empty (generation %d)", g.group_id, g.generation)
-            # Nothing worth keeping: its offsets live in the store, and member ids are random, so
-            # a generation restarting at 1 later cannot be mistaken for this one's.
+            # Forgotten but for its generation: its offsets live in the store, and the next
+            # members' generations go on from this one, so that a zombie of an old generation
+            # (OffsetCommit, TxnOffsetCommit) is never taken for a current member.
             del self.groups[g.group_id]
+            self._ended.pop(g.group_id, None)
+            self._ended[g.group_id] = g.generation
+            if len(self._ended) > self.max_groups:
+                del self._ended[next(iter(self._ended))]
         elif rebalance and g.state in (State.STABLE, State.AWAITING_SYNC):
             self._prepare(g, self.clock(), f"member {m.member_id} {reason}")
         elif rebalance and g.state is State.PREPARING:

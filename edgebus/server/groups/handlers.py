@@ -52,8 +52,12 @@ class GroupHandlers(Service):
         self.store = store or OffsetStore(logs)
         self.store.open()
         self.coordinator = Coordinator(self._partitions_of,
-                                       initial_rebalance_delay_ms=initial_rebalance_delay_ms)
+                                       initial_rebalance_delay_ms=initial_rebalance_delay_ms,
+                                       last_generation=self._last_generation)
         self.coordinator.on_timer = api.deadline_changed
+
+    def _last_generation(self, group_id: str) -> int:
+        return max((c.generation for c in self.store.group_offsets(group_id).values()), default=0)
 
     def _partitions_of(self, topic: str) -> int:
         if _internal(topic):

@@ -164,8 +164,9 @@ def read(ctx: KafkaContext, req: Any) -> tuple[Topics, int, list[tuple[str, byte
 def list_offsets(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
     """LATEST (-1): the log end; EARLIEST (-2): the log start; MAX_TIMESTAMP (-3): the first
     batch with the largest append time; a timestamp: the first offset whose record time is at
-    or after it (-1 when none); EARLIEST_LOCAL (-4, v8) the log start and LATEST_TIERED (-5,
-    v9) -1, as a Kafka broker without a remote tier answers."""
+    or after it (-1 when none, and with read_committed when it is not below the last stable
+    offset); EARLIEST_LOCAL (-4, v8) the log start and LATEST_TIERED (-5, v9) -1, as a Kafka
+    broker without a remote tier answers."""
     mod = response_module(LIST_OFFSETS, header.request_api_version)
     topics = []
     for t in req.topics:
@@ -182,14 +183,17 @@ def list_offsets(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> 
                     off = p.log_start_offset
                 elif lp.timestamp == LATEST_TIERED:
                     pass  # offset -1, timestamp -1
-                elif lp.timestamp == MAX_TIMESTAMP:  # KIP-734 (v7), by append time as below
-                    found = p.offset_of_max_timestamp()
-                    if found is not None:
-                        off, ts = found
-                elif lp.timestamp < 0:
+                elif lp.timestamp < 0 and lp.timestamp != MAX_TIMESTAMP:
                     err = ErrorCode.invalid_request
-                else:
-                    found = p.offset_for_timestamp(lp.timestamp)
+                else:  # MAX_TIMESTAMP: KIP-734 (v7), by append time as a timestamp is
+                    found = (p.offset_of_max_timestamp() if lp.timestamp == MAX_TIMESTAMP
+                             else p.offset_for_timestamp(lp.timestamp))
+                    # read_committed finds nothing at or past the last stable offset, as in
+                    # Kafka: an open transaction's records are not there for it yet.
+                    if (found is not None and getattr(req, "isolation_level", 0) == 1
+                            and "txn" in ctx.parts and found[0] >= ctx.parts["txn"]
+                            .last_stable_offset((t.name, lp.partition_index), p.log_end_offset)):
+                        found = None
                     if found is not None:
                         off, ts = found
             except EdgebusError as e:

@@ -93,9 +93,13 @@ def offset_commit(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     return after_fsync(ctx, conn, header, p, resp, lambda e: all_failed(E.code_of(e)))
 
 
-def _fetch_group(ctx: Any, conn: Any, group_id: str,
-                 topics: Any) -> tuple[int, list[dict[str, Any]]]:
-    """(group error code, topics) for one group; `topics` None = every committed partition."""
+def _fetch_group(ctx: Any, conn: Any, group_id: str, topics: Any,
+                 stable: bool = False) -> tuple[int, list[dict[str, Any]]]:
+    """(group error code, topics) for one group; `topics` None = every committed partition.
+    `stable` (require_stable, v7+: read_committed consumers): a partition whose offset an
+    open transaction will commit answers UNSTABLE_OFFSET_COMMIT, as in Kafka (KIP-447), so that
+    a consumer taking it over waits for that transaction rather than reading the offset
+    before it and processing its records a second time."""
     gh = groups_of(ctx)
     try:
         check_group_id(group_id)
@@ -110,10 +114,17 @@ def _fetch_group(ctx: Any, conn: Any, group_id: str,
         wanted = list(tps.items())
     else:
         wanted = [(t.name, list(t.partition_indexes)) for t in topics]
+    txn = ctx.parts.get("txn") if stable else None
+    pending = txn.pending_offsets(group_id) if txn is not None else set()
     out = []
     for topic, parts in wanted:
         rows = []
         for part in parts:
+            if (topic, part) in pending:
+                rows.append(dict(partition_index=part, committed_offset=G.NO_OFFSET,
+                                 committed_leader_epoch=-1, metadata="",
+                                 error_code=E.UNSTABLE_OFFSET_COMMIT))
+                continue
             c = gh.store.get(group_id, (topic, part))
             rows.append(dict(partition_index=part,
                              committed_offset=c.offset if c is not None else G.NO_OFFSET,
@@ -128,8 +139,9 @@ def offset_fetch(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
     if header.request_api_version >= 8:
         groups = []
         for g in req.groups:
-            code, topics = _fetch_group(ctx, conn, g.group_id, g.topics)
+            code, topics = _fetch_group(ctx, conn, g.group_id, g.topics, req.require_stable)
             groups.append(dict(group_id=g.group_id, topics=topics, error_code=code))
         return response(header, groups=groups)
-    code, topics = _fetch_group(ctx, conn, req.group_id, req.topics)
+    code, topics = _fetch_group(ctx, conn, req.group_id, req.topics,
+                                getattr(req, "require_stable", False))
     return response(header, topics=topics, error_code=code)

@@ -10,9 +10,11 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from edgebus.acl.rules import Kind, Op
+from edgebus.errors import EdgebusError
 from edgebus.server.kafka import errcodes as E
 from edgebus.server.kafka.apis import KafkaApi
 from edgebus.server.kafka.authz import DENIED_CODE, refused
+from edgebus.server.kafka.group_common import groups_of
 from edgebus.server.kafka.produce import producers
 from edgebus.server.kafka.shape import response
 from edgebus.server.txn.coordinator import INVALID_PRODUCER_EPOCH, PRODUCER_FENCED, TxnCoordinator
@@ -76,13 +78,27 @@ def txn_offset_commit(ctx: KafkaContext, conn: Any, header: Any, req: Any) -> An
               if group_denied or refused(ctx, conn, Kind.TOPIC, Op.READ, t.name)}
     entries = [(t.name, int(p.partition_index), int(p.committed_offset), p.committed_metadata or "")
                for t in req.topics if t.name not in denied for p in t.partitions]
-    err = DENIED_CODE[Kind.GROUP] if group_denied else coordinator(ctx).txn_offsets(
-        req.transactional_id, req.producer_id, req.producer_epoch, req.group_id, entries)
+    err = DENIED_CODE[Kind.GROUP] if group_denied else _member_check(ctx, header, req)
+    if not err:
+        err = coordinator(ctx).txn_offsets(req.transactional_id, req.producer_id,
+                                           req.producer_epoch, req.group_id, entries)
     return response(header, topics=[
         dict(name=t.name, partitions=[dict(
             partition_index=p.partition_index,
             error_code=DENIED_CODE[Kind.TOPIC] if t.name in denied and not group_denied else err)
             for p in t.partitions]) for t in req.topics])
+
+
+def _member_check(ctx: KafkaContext, header: Any, req: Any) -> int:
+    """v3+ carries the consumer's member id and generation: checked as OffsetCommit's are."""
+    if header.request_api_version < 3:
+        return 0
+    try:
+        groups_of(ctx).coordinator.check_txn_commit(req.group_id, req.generation_id,
+                                                    req.member_id)
+    except EdgebusError as e:
+        return E.code_of(e)
+    return 0
 
 
 def end_txn(ctx: KafkaContext, conn: Any, header: Any, req: Any) -> Any:

@@ -248,6 +248,15 @@ class TxnCoordinator(Service):
         self.state.save()
         return 0
 
+    def pending_offsets(self, group: str) -> set[tuple[str, int]]:
+        """The (topic, partition)s of `group` with transactional offsets not yet committed or
+        aborted: OffsetFetch with require_stable answers them UNSTABLE_OFFSET_COMMIT."""
+        out: set[tuple[str, int]] = set()
+        for t in self.state.txns.values():
+            if t.state != EMPTY:
+                out.update((e[0], e[1]) for e in t.offsets.get(group, ()))
+        return out
+
     def end(self, tid: str, pid: int, epoch: int, commit: bool) -> int:
         err, t = self._current(tid, pid, epoch)
         if t is None:
