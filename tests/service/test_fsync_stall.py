@@ -19,6 +19,7 @@ from edgebus.errors import DiskFullError
 from edgebus.server.fsyncwatch import STALL_WARN_S
 from edgebus.testing import EmbeddedBroker, scrape_metrics, wait_for
 
+from .conftest import NotifySocket
 from .test_disk import KiB, MiB, ballast, broker_on, produce_until_refused
 
 pytestmark = pytest.mark.integration
@@ -66,14 +67,14 @@ def status_text(b: EmbeddedBroker) -> str:
 
 
 def test_a_stalled_fsync_is_shown_warned_and_its_end_logged(
-        freezable_card: tuple[Path, Path], tmp_path: Path) -> None:
+        freezable_card: tuple[Path, Path], tmp_path: Path, notify_socket: NotifySocket) -> None:
     card, outer = freezable_card
     b = EmbeddedBroker(tmp_path / "broker", config={
         "data_dir": str(card / "data"),
         # No checkpoint during the test: the stalled fsync is the producer's.
         "log": {"flush_interval_ms": 100, "checkpoint_interval_ms": 600_000},
         "metrics": {"listen": "127.0.0.1:0"},
-    }).start()
+    }).start(env={"NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "1000000"})
     try:
         with Admin(socket=b.socket) as a:
             a.create_topic("stall", partitions=1)
@@ -91,6 +92,9 @@ def test_a_stalled_fsync_is_shown_warned_and_its_end_logged(
                 assert "disk state:" in text and "STALLED: fsync of stall-0 running for" in text
                 wait_for(lambda: "the fsync of stall-0 has been running for" in b.log(),
                          STALL_WARN_S + 30, "the stall's WARNING")
+                wait_for(lambda: any("fsync of stall-0 STALLED for" in m
+                                     for _t, m in notify_socket.lines("STATUS=")), 30,
+                         "the systemd status line")
                 assert not fut.done()  # durable: not acknowledged while the card stalls
             finally:
                 subprocess.run(["fsfreeze", "-u", str(outer)], check=True)
