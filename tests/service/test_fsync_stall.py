@@ -20,7 +20,7 @@ from edgebus.server.fsyncwatch import STALL_WARN_S
 from edgebus.testing import EmbeddedBroker, scrape_metrics, wait_for
 
 from .conftest import NotifySocket
-from .test_disk import KiB, MiB, ballast, broker_on, produce_until_refused
+from .test_disk import KiB, MiB, ballast, produce_until_refused
 
 pytestmark = pytest.mark.integration
 
@@ -66,6 +66,10 @@ def status_text(b: EmbeddedBroker) -> str:
                            b.socket], capture_output=True, text=True, check=True).stdout
 
 
+def _disk_state_line(text: str) -> str:
+    return next(ln for ln in text.splitlines() if ln.startswith("disk state"))
+
+
 def test_a_stalled_fsync_is_shown_warned_and_its_end_logged(
         freezable_card: tuple[Path, Path], tmp_path: Path, notify_socket: NotifySocket) -> None:
     card, outer = freezable_card
@@ -109,19 +113,26 @@ def test_a_stalled_fsync_is_shown_warned_and_its_end_logged(
         b.cleanup()
 
 
-def test_a_full_disk_with_watermarks_off_says_full(small_fs: Path, tmp_path: Path) -> None:
-    b = broker_on(small_fs, tmp_path, {"low_watermark": 0, "high_watermark": 0})
+def test_a_full_disk_with_watermarks_off_says_full(small_fs: Path, tmp_path: Path,
+                                                   notify_socket: NotifySocket) -> None:
+    b = EmbeddedBroker(tmp_path / "broker", config={
+        "data_dir": str(small_fs / "data"),
+        "disk": {"check_interval_ms": 200, "low_watermark": 0, "high_watermark": 0},
+        "log": {"flush_interval_ms": 100},
+    }).start(env={"NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "1000000"})
     try:
         with Admin(socket=b.socket) as a:
             a.create_topic("f", config={"segment_bytes": 512 * KiB})
-        assert "disk state:     ok" in status_text(b) or "disk state: ok" in status_text(b)
+        assert "FULL" not in _disk_state_line(status_text(b))
         ballast(small_fs, 1 * MiB)
         produce_until_refused(b.socket, "f")
         with Producer(socket=b.socket, acks="written", linger_ms=0) as p, \
                 pytest.raises(DiskFullError):
             p.send("f", b"x" * 1000).get(10)
-        text = status_text(b)
-        line = next(ln for ln in text.splitlines() if "disk state" in ln)
+        line = _disk_state_line(status_text(b))
         assert "FULL" in line and "appends refused" in line, line
+        wait_for(lambda: any(m.startswith("STATUS=") and "(FULL)" in m
+                             for _t, m in notify_socket.lines("STATUS=")), 30,
+                 "the systemd status line")
     finally:
         b.cleanup()
