@@ -100,7 +100,7 @@ def render(st: dict[str, Any], show_all: bool = False, out: TextIO | None = None
                     f" = {disk.get('low_watermark_setting')}, high "
                     f"{human_size(disk.get('high_watermark', 0))})"
                     if "low_watermark" in disk else "")),
-        ("disk state", _disk_state(disk)),
+        ("disk state", _disk_state(disk, st.get("fsync_running"))),
         *_offline_field(st),
         *_clock_field(st),
         ("log data", human_size(st.get("data_bytes", 0))),
@@ -235,11 +235,12 @@ def _clock_field(st: dict[str, Any]) -> list[tuple[str, Any]]:
                       "retention by time waits")]
 
 
-def _disk_state(disk: dict[str, Any]) -> str:
+def _disk_state(disk: dict[str, Any], fsync: dict[str, Any] | None = None) -> str:
     state = disk.get("state")
     if state is None:
         return "-"
     text = "ok" if state == "ok" else (
+        "FULL: no space left; appends are refused until space is freed" if state == "full" else
         "LOW: topics with on_disk_full=reject refuse appends; drop-oldest topics shrink")
     if disk.get("read_only"):
         text = ("READ-ONLY filesystem: appends fail; repair it and remount it read-write, "
@@ -252,4 +253,7 @@ def _disk_state(disk: dict[str, Any]) -> str:
                      f"({human_size(disk.get('dropped_bytes', 0))})")
     if disk.get("error"):
         extra.append(f"error: {disk['error']}")
+    # A stall of a second or more: a healthy card's fsync takes milliseconds.
+    if fsync and fsync.get("seconds", 0) >= 1:
+        text = f"STALLED: fsync of {fsync['what']} running for {fsync['seconds']} s; " + text
     return text + (f" ({', '.join(extra)})" if extra else "")

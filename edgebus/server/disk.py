@@ -110,6 +110,9 @@ class DiskGuard(Service):
         # errors=remount-ro): every append and fsync fails until it is repaired and remounted.
         self.read_only = False
         self.enospc_failures = 0  # ENOSPC met while the watermarks did not hold appends back
+        # Free bytes seen at the last ENOSPC: the disk is FULL until more is free (with the
+        # watermarks at 0 `low` never holds, yet status must not say "ok").
+        self._enospc_free: int | None = None
         self._enospc_logged_count = 0
         self._enospc_logged_at = -ENOSPC_LOG_INTERVAL_S
 
@@ -144,6 +147,8 @@ class DiskGuard(Service):
         self._next_check = now + self.interval
         if not self._read():
             return
+        if enospc:
+            self._enospc_free = self.free
         entered = False
         if not self.low and (self.free < self.low_bytes or enospc):
             self.low = entered = True
@@ -196,6 +201,8 @@ class DiskGuard(Service):
             return False
         self.last_error = None
         self.checks += 1
+        if self._enospc_free is not None and self.free > self._enospc_free:
+            self._enospc_free = None  # space was freed: the next append may fit
         self._check_read_only()
         self.low_bytes = self.low_threshold.resolve(self.total)
         self.high_bytes = max(self.high_threshold.resolve(self.total), self.low_bytes)
@@ -295,10 +302,15 @@ class DiskGuard(Service):
         return [p for p in self.logs.all_partitions() if _droppable_partition(p)]
 
     # --- views -----------------------------------------------------------------------------------
+    @property
+    def full(self) -> bool:
+        """No space at all: 0 bytes free, or an append met ENOSPC and nothing was freed since."""
+        return self.total > 0 and (self.free == 0 or self._enospc_free is not None)
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
-            "state": "low" if self.low else "ok",
+            "state": "low" if self.low else "full" if self.full else "ok",
             "read_only": self.read_only,
             "total": self.total,
             "free": self.free,

@@ -50,6 +50,10 @@ class GroupCommitter:
         self.dirty: dict[int, Any] = {}  # id(partition) -> partition with durable waiters
         self.syncs = 0
         self.sync_seconds = 0.0
+        # What the thread is doing now: (what, monotonic start), set around each fsync or task
+        # (per sync, never per append), read by the loop (fsyncwatch.py): a stalled card shows.
+        self.running: tuple[str, float] | None = None
+        self.idle_since = 0.0  # monotonic time `running` last became None
         self._thread = threading.Thread(target=self._run, name="edgebus-fsync", daemon=True)
         self._thread.start()
 
@@ -116,18 +120,22 @@ class GroupCommitter:
                     self._job = None
                     tasks = []
             for task in tasks:
+                self.running = (getattr(task, "what", "a background disk task"), time.monotonic())
                 try:
                     task()
                 except Exception:  # logged, never fatal to the thread: the next one may work
                     log.exception("background disk task failed")
+                self.idle_since, self.running = time.monotonic(), None
             if job is None:
                 continue
             t0 = time.perf_counter()
-            for i, (_p, ticket) in enumerate(job.tickets):
+            for i, (p, ticket) in enumerate(job.tickets):
+                self.running = (f"{p.topic}-{p.partition}", time.monotonic())
                 try:
                     ticket.run()
                 except OSError as e:
                     job.errors[i] = e
+            self.idle_since, self.running = time.monotonic(), None
             job.seconds = time.perf_counter() - t0
             with self._lock:
                 self._done.append(job)

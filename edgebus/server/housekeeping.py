@@ -4,7 +4,9 @@
   (through the group committer, so it never runs beside another sync);
 - checkpoint: every `log.checkpoint_interval_ms`, snapshot (cheap, here) and write it with its
   fsyncs on the fsync thread;
-- retention: every `log.retention_check_interval_ms`, delete segments past their topic's limits.
+- retention: every `log.retention_check_interval_ms`, delete segments past their topic's limits;
+- at each tick: a stalled fsync is logged (fsyncwatch.py), and the count of lines held back by
+  logrepeat.py whose window has passed is logged.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from edgebus.errors import EdgebusError
 from edgebus.log.manager import LogManager
 from edgebus.server.clockcheck import ClockCheck
 from edgebus.server.durable import DurableAcks
+from edgebus.server.fsyncwatch import FsyncWatch
 from edgebus.server.handlers.data import DataHandlers
-from edgebus.server.logrepeat import bound_repeats
+from edgebus.server.logrepeat import bound_repeats, flush_held
 from edgebus.server.service import Service
 
 log = logging.getLogger("edgebus.housekeeping")
@@ -33,6 +36,7 @@ class Housekeeping(Service):
         self.logs = logs
         self.data = data  # its `dirty` flag: something was appended since the last flush
         self.committer = durable.committer
+        self.fsync = FsyncWatch(self.committer)
         self.flush_interval = flush_interval_ms / 1000
         self.checkpoint_interval = checkpoint_interval_ms / 1000
         self.retention_interval = retention_check_interval_ms / 1000
@@ -64,6 +68,8 @@ class Housekeeping(Service):
         return min(self.next_flush, self.next_checkpoint, self.next_retention)
 
     def tick(self, now: float) -> None:
+        self.fsync.check(now)
+        flush_held()
         if now >= self.next_flush:
             if self.data.dirty and self.committer.start(self.logs.all_partitions()):
                 self.data.dirty = False
@@ -91,6 +97,7 @@ class Housekeeping(Service):
                          self.checkpoint_failures)
                 self.checkpoint_failures = 0
 
+        write.what = "the recovery checkpoint"  # type: ignore[attr-defined]  # fsyncwatch.py
         self.committer.run_soon(write)
 
     def _retention(self) -> None:

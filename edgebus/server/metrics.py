@@ -59,6 +59,10 @@ class BrokerCollector:
         yield histogram("edgebus_fsync_duration_seconds",
                         "Duration of one group-commit fsync round",
                         stats.fsync_cumulative(), stats.fsync_sum)
+        running = doc.get("fsync_running")
+        yield gauge("edgebus_fsync_in_progress_seconds",
+                    "Seconds the running fsync has taken so far (0 when none runs)",
+                    value=running["seconds"] if running else 0)
         yield gauge("edgebus_connections", "Connected clients",
                     value=doc["connections"])
         lim = doc["limits"]

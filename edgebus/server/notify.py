@@ -108,6 +108,12 @@ def summary_line(broker: Any) -> str:
             line += " (LOW: reject topics refuse appends)"
         if disk.read_only:
             line += " (READ-ONLY filesystem)"
+        if disk.full:
+            line += " (FULL)"
+    hk = getattr(broker, "housekeeping", None)
+    stalled = hk.fsync.running() if hk is not None else None
+    if hk is not None and stalled is not None and stalled[1] >= hk.fsync.warn_s:
+        line += f", fsync of {stalled[0]} STALLED for {stalled[1]:.0f} s"
     offline = sum(1 for p in broker.logs.all_partitions() if p.offline)
     if offline:
         line += f", {offline} partition(s) OFFLINE"

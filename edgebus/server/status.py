@@ -142,6 +142,8 @@ def collect(broker: Broker) -> dict[str, Any]:
         "records_in": stats.records_in,
         "bytes_in": stats.bytes_in,
         "fsyncs": broker.durable.committer.syncs,
+        # The fsync (or checkpoint write) running now and for how long: a stalled card shows.
+        "fsync_running": broker.housekeeping.fsync.snapshot(),
         "cleaner": broker.cleaner.status(),
         "clock": broker.housekeeping.clock.snapshot(),
         "previous_stop": broker.logs.previous_stop,  # clean, killed or machine-down

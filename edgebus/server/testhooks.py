@@ -4,6 +4,8 @@
   loop would: the handler runs on the loop's own thread (Python runs signal handlers in the main
   thread), so no request is served and no WATCHDOG=1 is sent meanwhile. tests/service/ uses it to
   show that systemd's watchdog would fire.
+- EDGEBUS_TEST_REPEAT_WINDOW_S shortens logrepeat.py's window (600 s), so that a test sees a
+  held-back count logged when the window ends.
 - SIGUSR1 writes the names of the modules the supervisor has imported (sys.modules), one a line,
   to the file EDGEBUS_TEST_MODULES_FILE names (written whole, then renamed into place):
   tests/server/test_idle_memory.py checks what an idle supervisor has not loaded (issue 16).
@@ -44,6 +46,11 @@ def install(environ: Any = None) -> bool:
         log.warning("test hook: the event loop runs again")
 
     signal.signal(signal.SIGUSR2, block)
+    window = env.get("EDGEBUS_TEST_REPEAT_WINDOW_S")
+    if window:
+        from edgebus.server import logrepeat
+
+        logrepeat.set_window(float(window))
     modules_file = env.get(ENV_MODULES_FILE)
     if modules_file:
         def dump_modules(signum: int, frame: Any) -> None:
