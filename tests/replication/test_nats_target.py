@@ -233,6 +233,14 @@ def test_a_source_batch_larger_than_an_atomic_batch_resumes_inside_it(
             await _stream_api_async(nc, f"$JS.API.STREAM.CREATE.{STREAM}", {
                 "name": STREAM, "subjects": [f"{PREFIX}.>"], "storage": "file",
                 "num_replicas": 3, "allow_atomic": True})
+            # A new replicated stream answers publishes only once it has a leader: before that
+            # the batch's commit met "no responders" (CI, stop 24), and its first messages,
+            # published without an answer, went nowhere.
+            for _ in range(100):
+                info = await _stream_api_async(nc, f"$JS.API.STREAM.INFO.{STREAM}", {})
+                if info.get("cluster", {}).get("leader"):
+                    break
+                await asyncio.sleep(0.1)
             subject = nats.subject("big", 0)
             for i, rec in enumerate(first, 1):
                 payload, h = C.encode(NODE, "big", 0, rec.offset, rec.timestamp, rec.key,
