@@ -215,13 +215,17 @@ def _started_field(previous: str | None) -> list[tuple[str, Any]]:
 
 def _offline_field(st: dict[str, Any]) -> list[tuple[str, Any]]:
     """A line only when some partition (internal ones included) is offline."""
-    names = [f"{t}-{p['partition']}" for t, topic in sorted(st.get("topics", {}).items())
-             for p in topic.get("partitions", []) if p.get("offline")]
-    if not names:
+    offline = [(f"{t}-{p['partition']}", p.get("offline_reason"))
+               for t, topic in sorted(st.get("topics", {}).items())
+               for p in topic.get("partitions", []) if p.get("offline")]
+    if not offline:
         return []
+    names = [n for n, _ in offline]
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    first = next((f"{n}: {why}" for n, why in offline if why), None)  # the file and errno
     return [("offline", f"{len(names)} partition(s) refuse appends after an I/O error ({shown}); "
-                        "the log says why; restart edgebus to run recovery")]
+                        + (f"{first}; " if first else "the log says why; ")
+                        + "restart edgebus to run recovery")]
 
 
 def _clock_field(st: dict[str, Any]) -> list[tuple[str, Any]]:

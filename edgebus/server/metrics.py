@@ -140,6 +140,17 @@ class BrokerCollector:
                 end.add_metric(key, p["log_end_offset"])
                 size.add_metric(key, p["size_bytes"])
         yield from (start, end, size)
+        # One series per offline partition, with the errno that took it offline ("EIO",
+        # "EROFS"; "" when it was not an errno): which card error, without reading the log.
+        offline = gauge("edgebus_partition_offline",
+                        "1 for a partition offline after an I/O error, by the error's errno",
+                        labels=[*labels, "errno"])
+        for topic, t in doc["topics"].items():
+            for p in t["partitions"]:
+                if p.get("offline"):
+                    offline.add_metric([topic, str(p["partition"]), p.get("offline_errno") or ""],
+                                       1)
+        yield offline
 
         lag = gauge("edgebus_consumer_group_lag",
                     "Records between a group's committed offset and the log end",

@@ -100,6 +100,9 @@ def topics(broker: Any) -> dict[str, Any]:
                 {"partition": p.partition, "log_start_offset": p.log_start_offset,
                  "log_end_offset": p.log_end_offset, "size_bytes": p.size_bytes,
                  "segments": p.segment_count, "offline": p.offline,
+                 # Why, naming the file and errno (partition_append.py write_failed).
+                 **({"offline_reason": p.offline_reason, "offline_errno": p.offline_errno}
+                    if p.offline else {}),
                  # A mirror's gap records: offsets its source never shipped (docs/REPLICATION.md).
                  **({"gaps": [{"start": g.start, "end": g.end, "reason": g.reason}
                               for g in p.gaps]} if p.gaps else {})}
