@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any, TextIO
 
 from edgebus.cli.common import add_socket_option, human_size, print_table, print_tree, socket_path
@@ -112,6 +113,7 @@ def render(st: dict[str, Any], show_all: bool = False, out: TextIO | None = None
         ("fsyncs", f"{st.get('fsyncs', 0)}" + (f", {st['fsync_avg_ms']} ms average"
                                                 if st.get("fsync_avg_ms") is not None else "")),
         ("kafka", _kafka_line(st.get("kafka"))),
+        ("metrics", _metrics_line(st.get("metrics"))),
         ("config", _reload_line(st.get("reload"))),
     ]
     width = max(len(k) for k, _ in fields)
@@ -185,6 +187,19 @@ def _kafka_line(kafka: dict[str, Any] | None) -> str:
         parts.append(kl["listen"] + (f" ({', '.join(extra)})" if extra else ""))
     n = sum(len(kl.get("connections", [])) for kl in kafka.get("listeners", []))
     return f"{', '.join(parts)}, {n} connection{'s' if n != 1 else ''}"
+
+
+def _metrics_line(m: dict[str, Any] | None) -> str:
+    """"http://127.0.0.1:9464/metrics", "off", or "DOWN: cannot listen on ...": a Prometheus
+    that scrapes nothing says only that the target is gone; this says why."""
+    if not m or m.get("state") == "off":
+        return "off"
+    if m.get("state") == "serving":
+        host = str(m.get("listen", "")).rpartition(":")[0]
+        return f"http://{host}:{m.get('port')}/metrics"
+    since = (f" (since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(m['error_at']))})"
+             if m.get("error_at") else "")
+    return f"DOWN: {m.get('error') or 'not serving'}{since}; `edgebus reload` tries again"
 
 
 def _reload_line(rl: dict[str, Any] | None) -> str:

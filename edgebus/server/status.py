@@ -181,6 +181,9 @@ def collect(broker: Broker) -> dict[str, Any]:
     # Likewise the HTTP listener's (a service on the loop, not an attribute of the broker).
     hl: Any = next((s for s in broker.loop.services if getattr(s, "name", None) == "http"), None)
     doc["http"] = {"listen": f"{hl.host}:{hl.port}"} if hl is not None else None
+    # The metrics endpoint: serving, or down with the error that keeps it so (server/metrics.py).
+    ms: Any = next((s for s in broker.loop.services if getattr(s, "name", None) == "metrics"), None)
+    doc["metrics"] = ms.snapshot() if ms is not None else None
     # The last SIGHUP reload: applied or why not, and the changed settings only a restart applies.
     reloader: Any = next((s for s in broker.loop.services
                           if getattr(s, "name", None) == "reload"), None)
