@@ -225,6 +225,9 @@ def _started_field(previous: str | None) -> list[tuple[str, Any]]:
     if previous == "machine-down":
         return [("started", "after an UNCLEAN stop: the machine went down (power cut, kernel "
                             "crash); unsynced records may be lost; see the log")]
+    if previous == "unknown":
+        return [("started", "after an UNKNOWN stop: the data directory had no run marker (an "
+                            "older edgebus?); checked as after a power cut; see the log")]
     return []
 
 

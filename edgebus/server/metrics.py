@@ -117,7 +117,8 @@ class BrokerCollector:
                     "1 while the data directory's filesystem is mounted read-only",
                     value=1 if d.get("read_only") else 0)
         yield gauge("edgebus_unclean_start",
-                    "1 when the previous supervisor did not stop cleanly (killed, crashed, power)",
+                    "1 when the previous supervisor did not stop cleanly (killed, crashed, "
+                    "power) or nothing says it did (no run marker)",
                     value=1 if doc.get("previous_stop", "clean") != "clean" else 0)
         yield gauge("edgebus_clock_behind_log_seconds",
                     "How far the clock is behind the latest append time (0 unless over a minute)",
