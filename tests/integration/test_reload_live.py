@@ -205,7 +205,9 @@ def test_a_metrics_endpoint_that_could_not_start_is_started_by_a_reload(make_bro
         taken.listen(1)
         port = taken.getsockname()[1]
         b = make_broker({"metrics": {"listen": f"127.0.0.1:{port}"}}).start()
-        assert f"cannot serve metrics on 127.0.0.1:{port}" in b.log()
+        # (logged after the socket listens: the start goes on to the endpoint then)
+        wait_for(lambda: f"cannot serve metrics on 127.0.0.1:{port}" in b.log(), 30,
+                 "the line saying the endpoint could not start")
         with Admin(socket=b.socket, transport="socket") as a:
             m = a.status()["metrics"]
         assert m["state"] == "down" and m["listen"] == f"127.0.0.1:{port}"
