@@ -1,0 +1,67 @@
+"""The replicator's crash trial for minutes per target (tests/replication/crash_trial.py says what
+it does and checks): SIGKILLs of the replicator, the source supervisor and the target, link cuts
+and half-open links, at random moments in turn while producers send; then every acknowledged
+record is looked for at the target (exactly once, in order, intact) and the replicator's status
+is compared with what the target holds. Prints the counts and writes them, with the load
+average, to bench/results/replication-crash-trial.json (one entry per target, replaced on each
+run) and .md.
+
+    python -m bench.replication_crash_trial --seconds 180 [--target peer ...] [--seed 1]
+
+Not a speed figure: what it reports are counts (records, faults, duplicates, losses), which the
+machine's load does not change; the load is written down because it changes how many records
+flow between faults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.replication.crash_trial import TARGETS, run_trial
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--target", action="append", choices=TARGETS,
+                    help="a target (repeat; default: every one)")
+    ap.add_argument("--seconds", type=float, default=180.0, help="traffic and faults per target")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    out = RESULTS / "replication-crash-trial.json"
+    runs: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    for name in args.target or TARGETS:
+        load_before = os.getloadavg()
+        with tempfile.TemporaryDirectory(prefix=f"crash-trial-{name}-") as tmp:
+            c = run_trial(name, Path(tmp), args.seconds, seed=args.seed)
+        row = {**dataclasses.asdict(c), "clean": c.clean, "seed": args.seed,
+               "load_before": [round(x, 2) for x in load_before],
+               "load_after": [round(x, 2) for x in os.getloadavg()],
+               "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        runs[name] = row
+        print(json.dumps(row))
+        out.write_text(json.dumps(runs, indent=2) + "\n")
+    lines = ["# Replicator crash trial (python -m bench.replication_crash_trial)", "",
+             "| target | s | acked records | faults | duplicates | losses | acked lost | "
+             "out of order | altered | status mismatches | load 1-min before/after | when |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in runs.items():
+        faults = ", ".join(f"{k} {v}" for k, v in r["kills"].items())
+        lines.append(f"| {name} | {r['seconds']} | {r['produced']} | {faults} | "
+                     f"{r['duplicates']} | {r['losses']} | {r['lost_acked']} | "
+                     f"{r['out_of_order']} | {r['altered']} | {len(r['status_mismatches'])} | "
+                     f"{r['load_before'][0]} / {r['load_after'][0]} | {r['when']} |")
+    (RESULTS / "replication-crash-trial.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
