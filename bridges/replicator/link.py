@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 from bridges.replicator.config import LinkConfig
 from bridges.replicator.inflight import InFlight, Shipment
 from bridges.replicator.rate import Rate
+from bridges.replicator.refused import Refused
 from bridges.replicator.sessions import SessionLoop, bounded_heartbeat
-from bridges.replicator.targets.base import GapTarget, Target
+from bridges.replicator.targets.base import GapTarget, Target, TargetRefusedError
 from bridges.replicator.targets.peer import PeerTarget
 from edgebus import Admin, BatchReader, PartitionRead, TopicInfo, TopicPartition
 
@@ -190,6 +191,7 @@ class LinkRunner(SessionLoop):
         self._turn = 0  # rounds, for rotating the partitions' order
         self._admin: Admin | None = None  # the session's, for max_age's time lookups
         self._inflight = InFlight()  # an append sent while the next batches are read
+        self._refused = Refused()  # partitions the target refuses for now, across sessions
 
     def matches(self, topic: str) -> bool:
         return self.cfg.rule_for(topic) is not None
@@ -337,6 +339,18 @@ class LinkRunner(SessionLoop):
             self._tokens += (now - self._refilled) * cap
             self._refilled = now
         self._tokens -= nbytes
+
+    def _refuse(self, tp: tuple[str, int], e: TargetRefusedError) -> None:
+        """The target refuses tp for now: shown in status (`held`, starting REFUSED), logged
+        once, asked again on a backoff (refused.py); the other partitions ship meanwhile."""
+        new, wait = self._refused.refuse(tp)
+        text = Exception.__str__(e)
+        with self.status.lock:
+            self.status.partitions[tp] = PartitionState(
+                -1, error=f"REFUSED by the target (asked again in {wait:.0f} s): {text}")
+        if new:
+            log.warning("link %s: %s-%d refused by the target, asked again on a backoff (the "
+                        "others ship meanwhile): %s", self.cfg.name, tp[0], tp[1], text)
 
     def _hold(self, tp: tuple[str, int], ps: PartitionState, why: str) -> None:
         """Stop shipping this partition, loudly: never skip, never mix (docs/REPLICATION.md)."""
@@ -496,8 +510,12 @@ class LinkRunner(SessionLoop):
 
     def _discover(self, reader: BatchReader, infos: dict[str, TopicInfo],
                   cursors: dict[tuple[str, int], int]) -> None:
-        """New matching topics (and partitions) get a cursor, read from the target."""
+        """New matching topics (and partitions) get a cursor, read from the target; so do
+        refused ones whose backoff is over."""
         st = self.status
+        with st.lock:
+            for tp in self._refused.due():
+                st.partitions.pop(tp, None)  # asked again below
         for topic in reader.topics():
             if not self.matches(topic):
                 continue
@@ -517,6 +535,12 @@ class LinkRunner(SessionLoop):
                         st.partitions[(topic, p)] = PartitionState(-1, error=str(e))
                     log.error("link %s: %s", self.cfg.name, e)
                     continue
+                except TargetRefusedError as e:  # this partition only, asked again later
+                    self._refuse((topic, p), e)
+                    continue
+                if self._refused.clear((topic, p)):
+                    log.info("link %s: %s-%d taken by the target again: shipping",
+                             self.cfg.name, topic, p)
                 cursors[(topic, p)] = c
                 with st.lock:
                     st.partitions[(topic, p)] = PartitionState(c)

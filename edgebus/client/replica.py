@@ -21,6 +21,7 @@ from typing import Any
 from edgebus import batch as B
 from edgebus import format as F
 from edgebus.batch import Record
+from edgebus.client import replica_errors as E
 from edgebus.client.channel import SyncChannel
 from edgebus.client.replica_send import (
     AppendHead,
@@ -29,7 +30,6 @@ from edgebus.client.replica_send import (
     SplitRequestChannel,
 )
 from edgebus.client.shm_channel import open_sync_channel
-from edgebus.client import replica_errors as E
 from edgebus.errors import (
     AuthenticationError,
     BrokerUnavailableError,

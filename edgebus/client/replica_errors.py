@@ -85,7 +85,7 @@ def link_lost(where: str, e: BaseException) -> EdgebusError:
     """A request on a link that was up failed: its typed error, phrased for the peer. Errors
     already phrased so (and the peer's own answers) pass through unchanged."""
     if isinstance(e, TargetUnavailableError | ReplicaProtocolError):
-        return e  # type: ignore[return-value]
+        return e
     if isinstance(e, OperationTimeoutError):
         return ReplicaTimeoutError(f"{where} did not answer: {_text(e)}: a half-open link or a "
                                    "hung peer; the link connects again")

@@ -325,10 +325,9 @@ class _Producing:
                             self.n += 1
                         p.flush(10)
                         for n, f in futs:
-                            try:
+                            # Not acknowledged (the source died): may be lost, not counted.
+                            with contextlib.suppress(EdgebusError):
                                 self.acked[n] = f.get(0).partition
-                            except EdgebusError:
-                                pass  # not acknowledged (the source died): may be lost
                         time.sleep(0.02)
             except EdgebusError:
                 time.sleep(0.1)  # the source is being killed or restarted

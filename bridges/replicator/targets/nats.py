@@ -31,6 +31,7 @@ from typing import Any, TypeAlias, TypeVar
 from bridges.replicator.config import LinkConfig
 from bridges.replicator.targets import nats_codec as C
 from bridges.replicator.targets import nats_frames as F
+from bridges.replicator.targets.base import TargetRefusedError
 from edgebus import PartitionRead, Record, TopicInfo, client_context
 from edgebus.errors import (
     AuthenticationError,
@@ -94,6 +95,7 @@ class NatsTarget:
         self.server = ""  # the NATS server of this session (tried or connected): errors name it
         # Per partition: (stream sequence of the subject's last message, first offset not there).
         self._last: dict[tuple[str, int], tuple[int, int]] = {}
+        self._stream_subjects: list[str] = []  # the stream's subject filters, as last read
 
     # -- the private event loop ------------------------------------------------------------
 
@@ -220,6 +222,7 @@ class NatsTarget:
             err = info.get("error")
         if err:
             raise _api_error(err, f"{self.where}: ")
+        self._stream_subjects = list(info.get("config", {}).get("subjects") or [])
         if not info.get("config", {}).get("allow_atomic"):
             raise NotAMirrorError(
                 f"{self.name} does not allow atomic batch publish, which the replicator needs "
@@ -231,6 +234,7 @@ class NatsTarget:
         if problem is not None:
             raise IncarnationMismatchError(problem)  # held with this reason, never mixed
         subject = C.subject_for(self.opts.subject_prefix, topic, partition)
+        self._check_taken(subject)
         ans = self._run(self._api(f"$JS.API.STREAM.MSG.GET.{self.opts.stream}",
                                   {"last_by_subj": subject}))
         err = ans.get("error")
@@ -256,6 +260,24 @@ class NatsTarget:
         offset = int(h[C.MSG_ID].rsplit("/", 1)[1])
         self._last[(topic, partition)] = (int(m["seq"]), offset + 1)
         return int(h[C.RESUME])
+
+    def _check_taken(self, subject: str) -> None:
+        """TargetRefusedError when no subject filter of the stream takes the subject (a stream
+        the operator made for some topics only): its publishes would find no responder, which
+        reads like a cluster without a leader and took the whole link down on every session.
+        The stream's filters are read again first: the operator may have just added it."""
+        if any(C.takes(f, subject) for f in self._stream_subjects):
+            return
+        info = self._run(self._api(f"$JS.API.STREAM.INFO.{self.opts.stream}", {}))
+        if info.get("error"):
+            raise _api_error(info["error"], f"{self.where}: ")
+        self._stream_subjects = list(info.get("config", {}).get("subjects") or [])
+        if not any(C.takes(f, subject) for f in self._stream_subjects):
+            raise TargetRefusedError(
+                f"{self.name} does not take subject {subject} (its subjects: "
+                f"{', '.join(self._stream_subjects) or 'none'}): add it to the stream's subjects "
+                f"(`nats stream edit {self.opts.stream} --subjects ...`) or give the link a "
+                "subject_prefix the stream takes")
 
     def ship(self, topic: str, partition: int, incarnation: str, read: PartitionRead
              ) -> tuple[int, int]:
