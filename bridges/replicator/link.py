@@ -28,7 +28,7 @@ from bridges.replicator.targets.peer import PeerTarget
 from edgebus import Admin, BatchReader, PartitionRead, TopicInfo, TopicPartition
 
 if TYPE_CHECKING:
-    from bridges.replicator.pull_wildcards import Refusals
+    from bridges.replicator.pull_wildcards import Refusals, Wildcards
 from edgebus.errors import (
     IncarnationMismatchError,
     NotAMirrorError,
@@ -133,6 +133,9 @@ class LinkStatus:
     rates: dict[tuple[str, int], Rate] = field(default_factory=dict)  # sample(), about once a second
     # A NATS down direction's subjects refused by its wildcard rules (pull_wildcards.py).
     refusals: Refusals | None = None
+    # Its wildcard rules: status lists a bounded number of each one's partitions, and a
+    # summary per rule (pull_wildcards.Wildcards.summarize).
+    wildcards: Wildcards | None = None
     # Guards `partitions` against a reader on another thread (the status endpoint).
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -168,6 +171,8 @@ class LinkStatus:
         doc = {"state": self.state, "last_error": self.last_error, "sessions": self.sessions,
                "read_bytes": self.read_bytes, "in_flight_max": self.in_flight_max,
                "partitions": out}
+        if self.wildcards:
+            doc["partitions"], doc["rules"] = self.wildcards.summarize(out)
         if self.refusals is not None and self.refusals.count:
             doc["refused_subjects"], doc["refused_count"] = self.refusals.snapshot()
         return doc

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from bridges.replicator.config import TopicRule
 from bridges.replicator.nats_wildcards import DEFAULT_MAX_SUBJECTS, over_limit, short, topic_for
@@ -25,6 +26,10 @@ log = logging.getLogger("edgebus.replicator")
 REFUSED_KEPT = 100  # refusals status names (the count goes on)
 REFUSED_REMEMBERED = 10_000  # refused subjects a rule skips without checking again
 REFUSED_LOGGED = 10  # WARNING lines per rule; then one line says the rest are in status only
+# Partitions of one wildcard rule listed in status and metrics, the most behind first: a rule
+# may bring up to 10,000 subjects down, and a status document (or a Prometheus scrape) with a
+# row per subject grows with them. The rule's own summary (status `rules`) counts them all.
+LISTED_PER_RULE = 20
 
 
 @dataclass
@@ -58,6 +63,7 @@ class WildcardRule:
     refusals: Refusals  # the direction's, shared by its rules
     taken: dict[str, str] = field(default_factory=dict)  # subject -> local topic
     refused: set[str] = field(default_factory=set)
+    refused_count: int = 0  # refusals of this rule since the start (`refused` forgets)
     logged: int = 0
 
     @property
@@ -103,6 +109,7 @@ class WildcardRule:
             self.refused.clear()
         self.refused.add(subject)
         if self.refusals.add(subject, f"{type(e).__name__}: {e}"):
+            self.refused_count += 1
             self.logged += 1
             if self.logged <= REFUSED_LOGGED:
                 log.warning("link %s: wildcard rule %r: %s: %s", self.label, self.filter,
@@ -121,6 +128,36 @@ class Wildcards:
 
     def __bool__(self) -> bool:
         return bool(self.rules)
+
+    def summarize(self, partitions: list[dict[str, Any]]
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Status rows bounded per rule, and a summary per rule: (the partitions of
+        LinkStatus.snapshot() with at most LISTED_PER_RULE of each rule's, held and most
+        behind first; one summary per rule over all of its subjects)."""
+        owner = {t: i for i, w in enumerate(self.rules) for t in w.taken.values()}
+        mine: list[list[dict[str, Any]]] = [[] for _ in self.rules]
+        kept = []
+        for p in partitions:
+            i = owner.get(p["topic"])
+            if i is None:
+                kept.append(p)
+            else:
+                mine[i].append(p)
+        rules = []
+        for w, rows in zip(self.rules, mine, strict=True):
+            rows.sort(key=lambda p: (not p["held"], -(p["lag_records"] or 0), -p["lag_seconds"],
+                                     p["topic"]))
+            kept += rows[:LISTED_PER_RULE]
+            lags = [p["lag_records"] for p in rows if p["lag_records"] is not None]
+            rules.append({
+                "filter": w.filter, "pattern": w.rule.pattern, "max_subjects": w.limit,
+                "subjects": len(rows), "listed": min(len(rows), LISTED_PER_RULE),
+                "refused": w.refused_count, "held": sum(1 for p in rows if p["held"]),
+                "lag_records": sum(lags) if lags else None,
+                "lag_seconds": max((p["lag_seconds"] for p in rows), default=0.0),
+                "shipped_records": sum(p["shipped_records"] for p in rows)})
+        kept.sort(key=lambda p: (p["topic"], p["partition"]))
+        return kept, rules
 
     def scan_limit(self, w: WildcardRule) -> int:
         """How many of the stream's matching subjects to look at: room for every one taken
