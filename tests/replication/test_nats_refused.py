@@ -74,3 +74,64 @@ def test_a_subject_no_stream_takes_is_refused_alone_and_shipped_once_the_stream_
     assert log.count("b-0 refused by the target") == 1, log  # logged once, not per retry
     assert "b-0 taken by the target again" in log, log
     assert "NoRespondersError" not in log, log
+
+
+def _deny(dest: NatsDestination, subjects: list[str]) -> None:
+    """Reload every node with the link's user denied publishing to `subjects` (none: allowed)."""
+    import signal
+
+    from .nats_cluster import PASSWORD, USER
+
+    perms = (f", permissions: {{ publish: {{ deny: [{', '.join(repr(s) for s in subjects)}] }} }}"
+             if subjects else "")
+    for n in dest.cluster.nodes:
+        text = n.conf.read_text()
+        head, _, _ = text.partition("authorization {")
+        n.conf.write_text(f'{head}authorization {{ users: [ {{ user: {USER}, password: '
+                          f'"{PASSWORD}"{perms} }} ] }}\n')
+        assert n.proc is not None
+        n.proc.send_signal(signal.SIGHUP)  # nats-server reloads its config
+
+
+def test_a_subject_the_user_may_not_publish_to_is_refused_alone_until_allowed(
+        source: EmbeddedBroker, nats: NatsDestination,  # noqa: F811
+        replicator: Callable[..., Replicator]) -> None:  # noqa: F811
+    _stream(nats, "CREATE", [f"{PREFIX}.>"])
+    _deny(nats, [f"{PREFIX}.b.>"])
+    with Admin(socket=source.socket) as a:
+        a.create_topic("a", 1)
+        a.create_topic("b", 1)
+
+    def produce(n: int) -> None:
+        with Producer(socket=source.socket) as p:
+            for i in range(n):
+                p.send("a", b"a%d" % i)
+                p.send("b", b"b%d" % i)
+            p.flush()
+
+    produce(10)
+    rep = replicator(["a", "b"], heartbeat_s=1)
+    port = with_metrics(rep)
+    rep.start()
+
+    def parts() -> dict[str, dict[str, Any]]:
+        return {p["topic"]: p for p in link_status(port, "hub")["partitions"]}
+
+    try:
+        wait_for(lambda: parts()["a"]["target_end"] == 10 and "REFUSED" in parts()["b"]["held"],
+                 timeout=60, what="a shipped and b refused")
+    except AssertionError:
+        raise AssertionError(f"{link_status(port, 'hub')}\n{rep.log()[-3000:]}") from None
+    held = parts()["b"]["held"]
+    assert "permissions violation" in held and f"{PREFIX}.b.0" in held, held
+    sessions = link_status(port, "hub")["sessions"]
+    produce(5)
+    wait_for(lambda: parts()["a"]["target_end"] == 15, what=f"a's new records:\n{rep.log()[-3000:]}")
+    assert link_status(port, "hub")["sessions"] == sessions  # b's probes cost no session
+    assert nats.end("b", 0) == 0, "nothing of b stored (the probes store nothing)"
+
+    _deny(nats, [])
+    wait_for(lambda: parts()["b"]["target_end"] == 15 and parts()["b"]["held"] == "",
+             timeout=90, what=f"b shipped once allowed:\n{rep.log()[-3000:]}")
+    assert [r[3] for r in nats.records("b", 0)] == [b"b%d" % i for i in [*range(10), *range(5)]]
+    assert rep.log().count("b-0 refused by the target") == 1, rep.log()
