@@ -51,13 +51,15 @@ def main() -> None:
         out.write_text(json.dumps(runs, indent=2) + "\n")
     lines = ["# Replicator crash trial (python -m bench.replication_crash_trial)", "",
              "| target | s | acked records | faults | duplicates | losses | acked lost | "
-             "out of order | altered | status mismatches | load 1-min before/after | when |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "out of order | altered | status mismatches | status ahead (of samples) | "
+             "load 1-min before/after | when |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
         faults = ", ".join(f"{k} {v}" for k, v in r["kills"].items())
         lines.append(f"| {name} | {r['seconds']} | {r['produced']} | {faults} | "
                      f"{r['duplicates']} | {r['losses']} | {r['lost_acked']} | "
                      f"{r['out_of_order']} | {r['altered']} | {len(r['status_mismatches'])} | "
+                     f"{len(r.get('status_ahead', []))} of {r.get('status_samples', '-')} | "
                      f"{r['load_before'][0]} / {r['load_after'][0]} | {r['when']} |")
     (RESULTS / "replication-crash-trial.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

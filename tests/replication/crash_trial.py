@@ -64,11 +64,16 @@ class Counts:
     altered: int = 0  # records whose key, value, headers or timestamp differ
     foreign: int = 0  # records at the target the source never had
     status_mismatches: list[str] = field(default_factory=list)
+    # Samples after each fault: the replicator's /status target_end (its committed position),
+    # then the target's end read after it; the status must never be ahead of the target.
+    status_samples: int = 0
+    status_ahead: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
         return not (self.duplicates or self.losses or self.lost_acked or self.out_of_order
-                    or self.altered or self.foreign or self.status_mismatches)
+                    or self.altered or self.foreign or self.status_mismatches
+                    or self.status_ahead)
 
 
 # --- targets -----------------------------------------------------------------------------------
@@ -403,6 +408,7 @@ def run_trial(target_name: str, root: Path, seconds: float, seed: int = 1,
             turn += 1
             actions[what]()
             counts.kills[what] = counts.kills.get(what, 0) + 1
+            _sample(counts, target, metrics)
         time.sleep(rnd.uniform(*pause))
         producing.finish()
         counts.seconds = round(time.monotonic() - started, 1)
@@ -418,6 +424,21 @@ def run_trial(target_name: str, root: Path, seconds: float, seed: int = 1,
             rep.kill9()
         target.close()
         source.cleanup()
+
+
+def _sample(counts: Counts, target: Target, metrics: int) -> None:
+    """The replicator's committed positions never ahead of what the target holds: its status
+    is read first, the target's ends after (they only grow), so no timing is assumed. A sample
+    that cannot be taken (the replicator or the target is restarting) is skipped."""
+    try:
+        shown = {x["partition"]: x["target_end"] for x in link_status(metrics)["partitions"]
+                 if x["topic"] == TOPIC and x["target_end"] >= 0}
+        ends = {p: target.end(p) for p in shown}
+    except Exception:
+        return
+    counts.status_samples += 1
+    counts.status_ahead += [f"{TOPIC}-{p}: status target_end {shown[p]}, the target holds up to "
+                            f"{ends[p]}" for p in shown if shown[p] > ends[p]]
 
 
 def _check(counts: Counts, source: EmbeddedBroker, target: Target, rep: Replicator,

@@ -34,3 +34,4 @@ def test_nothing_acknowledged_is_lost_or_doubled_through_every_kind_of_crash(
     assert c.out_of_order == 0 and c.altered == 0, c
     assert c.target_records == c.source_records >= c.produced, c
     assert c.status_mismatches == [], c.status_mismatches
+    assert c.status_samples > 0 and c.status_ahead == [], c.status_ahead
