@@ -224,7 +224,7 @@ class EdgebusKafkaTarget(Target):
         with BatchReader(self.broker.socket) as r:
             got, _, _ = r.read(TOPIC, partition, d.log_end_offset - 1)
             last = got[-1].records(TOPIC, partition)[-1]
-        src = [v for k, v in last.headers if k == SOURCE_HEADER]
+        src = [v for k, v in last.headers if k == SOURCE_HEADER and v is not None]
         return int(src[0].decode().split("/")[3]) + 1
 
     def close(self) -> None:
@@ -395,10 +395,13 @@ def run_trial(target_name: str, root: Path, seconds: float, seed: int = 1,
             for r in relays:
                 r.cut()
 
+        def restart(proc: Replicator | EmbeddedBroker) -> None:
+            proc.kill9()
+            proc.start()
+
         assert rep is not None
         actions: dict[str, Callable[[], object]] = {
-            "replicator": lambda: (rep.kill9(), rep.start()),
-            "source": lambda: (source.kill9(), source.start()),
+            "replicator": lambda: restart(rep), "source": lambda: restart(source),
             "target": target.kill9_restart, "cut": cut, "half-open": half_open}
         started = time.monotonic()
         turn = 0
@@ -484,16 +487,17 @@ def _check(counts: Counts, source: EmbeddedBroker, target: Target, rep: Replicat
             if part != p:
                 continue
             key, value, headers, ts = sent[n]
-            r = at_target.get(str(n).encode())
-            if r is None:
+            got_n = at_target.get(str(n).encode())
+            if got_n is None:
                 counts.lost_acked += 1
-            elif (r[1], r[2], r[3], list(r[4])) != (ts, key, value, headers):
+            elif (got_n[1], got_n[2], got_n[3], list(got_n[4])) != (ts, key, value, headers):
                 counts.altered += 1
 
     def status_agrees() -> bool:
         parts = {(x["topic"], x["partition"]): x for x in link_status(metrics)["partitions"]}
         doc = _edgebus_status(source.socket)
-        [rep_doc] = [d for d in doc["replicators"] if d.get("pid") == rep.proc.pid] or [{}]
+        pid = rep.proc.pid if rep.proc is not None else -1
+        [rep_doc] = [d for d in doc["replicators"] if d.get("pid") == pid] or [{}]
         shown = {(x["topic"], x["partition"]): x
                  for x in rep_doc.get("links", {}).get("l1", {}).get("partitions", [])}
         wrong = []
