@@ -229,8 +229,14 @@ class PullRunner(SessionLoop):
                 if e.retriable:
                     raise
                 # The supervisor refused the topic (access rules, limits, its name): this
-                # subject only, never the others.
-                w.refuse(subject, e)
+                # subject only, never the others; asked again on a backoff (an operator may
+                # change the rule or delete topics meanwhile).
+                w.refuse(subject, e, retry=True)
+                continue
+            if w.retry.clear(subject):
+                w.refusals.drop(subject)
+                log.info("link %s: wildcard rule %r: subject %s taken after all", self.label,
+                         w.filter, subject)
 
     def _setup_subjects(self, admin: Admin, reader: BatchReader, local: str,
                         subjects: tuple[str, ...], local_of: dict[tuple[str, int], tuple[str, int]],

@@ -5,7 +5,10 @@ under the rule's max_subjects, and each refusal is logged once.
 
 Refused, never created: a subject whose topic name would be invalid, one whose name another
 subject of the rule already makes, one past max_subjects, and one the supervisor refuses to
-create (its access rules, limits.max_topics). Refusals are shown in status (`refused_subjects`,
+create (its access rules, limits.max_topics). The last can end without a restart (an operator
+changes an access rule or deletes topics): such a subject is asked again on a backoff, 5 s
+doubling to 60 s (refused.py); the others stand until the replicator restarts with another
+config. Refusals are shown in status (`refused_subjects`,
 at most REFUSED_KEPT of them, and their count) and logged, at most REFUSED_LOGGED lines per rule
 so that a flood of subjects cannot flood the log.
 """
@@ -19,6 +22,7 @@ from typing import Any
 
 from bridges.replicator.config import TopicRule
 from bridges.replicator.nats_wildcards import DEFAULT_MAX_SUBJECTS, over_limit, short, topic_for
+from bridges.replicator.refused import Refused
 from edgebus.errors import EdgebusError, InvalidTopicError
 
 log = logging.getLogger("edgebus.replicator")
@@ -40,6 +44,12 @@ class Refusals:
     count: int = 0
     # The status endpoint reads while the direction's thread adds.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def drop(self, subject: str) -> None:
+        """The subject came down after all: no longer shown as refused (the count stays: it
+        counts refusals since the start, a Prometheus counter)."""
+        with self.lock:
+            self.reasons.pop(short(subject), None)
 
     def add(self, subject: str, why: str) -> bool:
         """Records a refusal; True when it is new (to be logged)."""
@@ -64,6 +74,8 @@ class WildcardRule:
     taken: dict[str, str] = field(default_factory=dict)  # subject -> local topic
     refused: set[str] = field(default_factory=set)
     refused_count: int = 0  # refusals of this rule since the start (`refused` forgets)
+    # Subjects the supervisor refused (access rules, limits): asked again on a backoff.
+    retry: Refused = field(default_factory=Refused)
     logged: int = 0
 
     @property
@@ -80,6 +92,8 @@ class WildcardRule:
         subjects it had, whatever new ones sort before them."""
         named: list[tuple[str, str]] = []
         for s in subjects:
+            if s in self.refused and self.retry.is_due(s):
+                self.refused.discard(s)  # the supervisor may take it now: asked again
             if s in self.taken or s in self.refused:
                 continue
             try:
@@ -100,10 +114,14 @@ class WildcardRule:
             else:
                 self.taken[s] = owners[t] = t
                 new.append((s, t))
+        self.retry.forget_except(self.refused | set(self.taken))  # bounded by these
         return new
 
-    def refuse(self, subject: str, e: EdgebusError) -> None:
+    def refuse(self, subject: str, e: EdgebusError, retry: bool = False) -> None:
+        """retry: the supervisor refused it (access rules, limits): asked again on a backoff."""
         self.taken.pop(subject, None)
+        if retry:
+            self.retry.refuse(subject)
         if len(self.refused) >= REFUSED_REMEMBERED:
             # Bounded memory over a year of churning subjects: forget, check them again.
             self.refused.clear()

@@ -9,7 +9,9 @@ log lines (one when a partition is refused, one when it recovers) do not start o
 from __future__ import annotations
 
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 RETRY_FIRST_S = 5.0  # the link's topic refresh: no sooner
 RETRY_MAX_S = 60.0
@@ -23,9 +25,12 @@ class _Retry:
 
 @dataclass
 class Refused:
-    retries: dict[tuple[str, int], _Retry] = field(default_factory=dict)
+    """Keyed by partition (a link's up direction) or by subject (a wildcard rule's topics the
+    supervisor refused to create: pull_wildcards.py)."""
 
-    def refuse(self, tp: tuple[str, int], now: float | None = None) -> tuple[bool, float]:
+    retries: dict[Hashable, _Retry] = field(default_factory=dict)
+
+    def refuse(self, tp: Hashable, now: float | None = None) -> tuple[bool, float]:
         """Records a refusal of tp: (whether it is new, seconds until it is asked again)."""
         now = time.monotonic() if now is None else now
         old = self.retries.get(tp)
@@ -33,16 +38,20 @@ class Refused:
         self.retries[tp] = _Retry(now + wait, wait)
         return old is None, wait
 
-    def due(self, now: float | None = None) -> list[tuple[str, int]]:
+    def due(self, now: float | None = None) -> list[Any]:
         """The refused partitions whose wait is over."""
         now = time.monotonic() if now is None else now
         return [tp for tp, r in self.retries.items() if r.due <= now]
 
-    def clear(self, tp: tuple[str, int]) -> bool:
+    def is_due(self, key: Hashable, now: float | None = None) -> bool:
+        r = self.retries.get(key)
+        return r is not None and r.due <= (time.monotonic() if now is None else now)
+
+    def clear(self, tp: Hashable) -> bool:
         """tp was taken: True when it had been refused (it recovered)."""
         return self.retries.pop(tp, None) is not None
 
-    def forget_except(self, live: set[tuple[str, int]]) -> None:
+    def forget_except(self, live: set[Any]) -> None:
         """Partitions gone from the source are not retried (bounded by what exists)."""
         for tp in [tp for tp in self.retries if tp not in live]:
             del self.retries[tp]
