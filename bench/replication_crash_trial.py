@@ -3,8 +3,8 @@ it does and checks): SIGKILLs of the replicator, the source supervisor and the t
 and half-open links, at random moments in turn while producers send; then every acknowledged
 record is looked for at the target (exactly once, in order, intact) and the replicator's status
 is compared with what the target holds. Prints the counts and writes them, with the load
-average, to bench/results/replication-crash-trial.json (one entry per target, replaced on each
-run) and .md.
+average, to bench/results/replication-crash-trial.json (one entry per target and seed, replaced
+when run again) and .md.
 
     python -m bench.replication_crash_trial --seconds 180 [--target peer ...] [--seed 1]
 
@@ -46,21 +46,32 @@ def main() -> None:
                "load_before": [round(x, 2) for x in load_before],
                "load_after": [round(x, 2) for x in os.getloadavg()],
                "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-        runs[name] = row
+        runs[f"{name} seed {args.seed}"] = row
         print(json.dumps(row))
         out.write_text(json.dumps(runs, indent=2) + "\n")
+    write_md(runs)
+
+
+def write_md(runs: dict[str, Any]) -> None:
     lines = ["# Replicator crash trial (python -m bench.replication_crash_trial)", "",
              "| target | s | acked records | faults | duplicates | losses | acked lost | "
              "out of order | altered | status mismatches | status ahead (of samples) | "
              "load 1-min before/after | when |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, r in runs.items():
+    for key, r in runs.items():
+        name = key if "seed" in key else f"{key} seed {r['seed']}"
         faults = ", ".join(f"{k} {v}" for k, v in r["kills"].items())
         lines.append(f"| {name} | {r['seconds']} | {r['produced']} | {faults} | "
                      f"{r['duplicates']} | {r['losses']} | {r['lost_acked']} | "
                      f"{r['out_of_order']} | {r['altered']} | {len(r['status_mismatches'])} | "
                      f"{len(r.get('status_ahead', []))} of {r.get('status_samples', '-')} | "
                      f"{r['load_before'][0]} / {r['load_after'][0]} | {r['when']} |")
+    total = {k: sum(r[k] if isinstance(r[k], int) else len(r[k]) for r in runs.values())
+             for k in ("produced", "duplicates", "losses", "lost_acked", "out_of_order", "altered",
+                       "status_mismatches", "status_ahead")
+             if all(k in r for r in runs.values())}
+    faults = sum(sum(r["kills"].values()) for r in runs.values())
+    lines += ["", f"In all: {faults} faults, " + ", ".join(f"{k} {v}" for k, v in total.items())]
     (RESULTS / "replication-crash-trial.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
