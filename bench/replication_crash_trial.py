@@ -70,8 +70,8 @@ def write_md(runs: dict[str, Any]) -> None:
              for k in ("produced", "duplicates", "losses", "lost_acked", "out_of_order", "altered",
                        "status_mismatches", "status_ahead")
              if all(k in r for r in runs.values())}
-    faults = sum(sum(r["kills"].values()) for r in runs.values())
-    lines += ["", f"In all: {faults} faults, " + ", ".join(f"{k} {v}" for k, v in total.items())]
+    n_faults = sum(sum(r["kills"].values()) for r in runs.values())
+    lines += ["", f"In all: {n_faults} faults, " + ", ".join(f"{k} {v}" for k, v in total.items())]
     (RESULTS / "replication-crash-trial.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
