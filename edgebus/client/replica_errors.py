@@ -87,8 +87,10 @@ def link_lost(where: str, e: BaseException) -> EdgebusError:
     if isinstance(e, TargetUnavailableError | ReplicaProtocolError):
         return e
     if isinstance(e, OperationTimeoutError):
-        return ReplicaTimeoutError(f"{where} did not answer: {_text(e)}: a half-open link or a "
-                                   "hung peer; the link connects again")
+        # The words of the replicator's heartbeat bound (bridges/replicator/sessions.py), so
+        # a half-open link reads the same whichever request noticed it first.
+        return ReplicaTimeoutError(f"half-open link or dead target: {where} did not answer: "
+                                   f"{_text(e)}; the link connects again")
     if isinstance(e, ProtocolError):
         return ReplicaProtocolError(f"{where} broke the replica protocol ({_text(e)}); the link "
                                     "connects again")
