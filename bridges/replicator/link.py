@@ -549,3 +549,5 @@ class LinkRunner(SessionLoop):
                 cursors[(topic, p)] = c
                 with st.lock:
                     st.partitions[(topic, p)] = PartitionState(c)
+        with st.lock:
+            self._refused.forget_except(set(st.partitions))  # a topic deleted: not asked again
