@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any
 from bridges.replicator.config import LinkConfig
 from bridges.replicator.inflight import InFlight, Shipment
 from bridges.replicator.rate import Rate
+from bridges.replicator.refused import Refused
 from bridges.replicator.sessions import SessionLoop, bounded_heartbeat
-from bridges.replicator.targets.base import GapTarget, Target
+from bridges.replicator.targets.base import GapTarget, Target, TargetRefusedError
 from bridges.replicator.targets.peer import PeerTarget
 from edgebus import Admin, BatchReader, PartitionRead, TopicInfo, TopicPartition
 
 if TYPE_CHECKING:
-    from bridges.replicator.pull_wildcards import Refusals
+    from bridges.replicator.pull_wildcards import Refusals, Wildcards
 from edgebus.errors import (
     IncarnationMismatchError,
     NotAMirrorError,
@@ -132,6 +133,9 @@ class LinkStatus:
     rates: dict[tuple[str, int], Rate] = field(default_factory=dict)  # sample(), about once a second
     # A NATS down direction's subjects refused by its wildcard rules (pull_wildcards.py).
     refusals: Refusals | None = None
+    # Its wildcard rules: status lists a bounded number of each one's partitions, and a
+    # summary per rule (pull_wildcards.Wildcards.summarize).
+    wildcards: Wildcards | None = None
     # Guards `partitions` against a reader on another thread (the status endpoint).
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -167,6 +171,8 @@ class LinkStatus:
         doc = {"state": self.state, "last_error": self.last_error, "sessions": self.sessions,
                "read_bytes": self.read_bytes, "in_flight_max": self.in_flight_max,
                "partitions": out}
+        if self.wildcards:
+            doc["partitions"], doc["rules"] = self.wildcards.summarize(out)
         if self.refusals is not None and self.refusals.count:
             doc["refused_subjects"], doc["refused_count"] = self.refusals.snapshot()
         return doc
@@ -190,6 +196,7 @@ class LinkRunner(SessionLoop):
         self._turn = 0  # rounds, for rotating the partitions' order
         self._admin: Admin | None = None  # the session's, for max_age's time lookups
         self._inflight = InFlight()  # an append sent while the next batches are read
+        self._refused = Refused()  # partitions the target refuses for now, across sessions
 
     def matches(self, topic: str) -> bool:
         return self.cfg.rule_for(topic) is not None
@@ -337,6 +344,18 @@ class LinkRunner(SessionLoop):
             self._tokens += (now - self._refilled) * cap
             self._refilled = now
         self._tokens -= nbytes
+
+    def _refuse(self, tp: tuple[str, int], e: TargetRefusedError) -> None:
+        """The target refuses tp for now: shown in status (`held`, starting REFUSED), logged
+        once, asked again on a backoff (refused.py); the other partitions ship meanwhile."""
+        new, wait = self._refused.refuse(tp)
+        text = Exception.__str__(e)
+        with self.status.lock:
+            self.status.partitions[tp] = PartitionState(
+                -1, error=f"REFUSED by the target (asked again in {wait:.0f} s): {text}")
+        if new:
+            log.warning("link %s: %s-%d refused by the target, asked again on a backoff (the "
+                        "others ship meanwhile): %s", self.cfg.name, tp[0], tp[1], text)
 
     def _hold(self, tp: tuple[str, int], ps: PartitionState, why: str) -> None:
         """Stop shipping this partition, loudly: never skip, never mix (docs/REPLICATION.md)."""
@@ -496,8 +515,12 @@ class LinkRunner(SessionLoop):
 
     def _discover(self, reader: BatchReader, infos: dict[str, TopicInfo],
                   cursors: dict[tuple[str, int], int]) -> None:
-        """New matching topics (and partitions) get a cursor, read from the target."""
+        """New matching topics (and partitions) get a cursor, read from the target; so do
+        refused ones whose backoff is over."""
         st = self.status
+        with st.lock:
+            for tp in self._refused.due():
+                st.partitions.pop(tp, None)  # asked again below
         for topic in reader.topics():
             if not self.matches(topic):
                 continue
@@ -517,6 +540,14 @@ class LinkRunner(SessionLoop):
                         st.partitions[(topic, p)] = PartitionState(-1, error=str(e))
                     log.error("link %s: %s", self.cfg.name, e)
                     continue
+                except TargetRefusedError as e:  # this partition only, asked again later
+                    self._refuse((topic, p), e)
+                    continue
+                if self._refused.clear((topic, p)):
+                    log.info("link %s: %s-%d taken by the target again: shipping",
+                             self.cfg.name, topic, p)
                 cursors[(topic, p)] = c
                 with st.lock:
                     st.partitions[(topic, p)] = PartitionState(c)
+        with st.lock:
+            self._refused.forget_except(set(st.partitions))  # a topic deleted: not asked again

@@ -15,6 +15,15 @@
     edgebus_replicator_expired_records_total{...}          offsets past max_age, not shipped
     edgebus_replicator_wire_bytes_total{link}              bytes of batches as sent (compressed)
     edgebus_replicator_refused_subjects_total{link}        NATS subjects a wildcard rule refused
+    edgebus_replicator_rule_subjects{link,rule}            subjects a NATS wildcard down rule
+                                                           brings down (rule: its filter)
+    edgebus_replicator_rule_lag_records{link,rule}         records behind, over all its subjects
+    edgebus_replicator_rule_lag_seconds{link,rule}         the most behind of its subjects
+    edgebus_replicator_rule_held{link,rule}                its subjects held
+
+A wildcard rule's partition series are its LISTED_PER_RULE (20) most behind subjects, so a rule
+with thousands of subjects does not make a scrape of thousands of rows; its rule_* series count
+them all.
 
 A link's down direction (topics brought down from the target, pull.py) is the link
 "<name>:down": lag is the target's end minus the local copy's, topic the local topic.
@@ -70,10 +79,28 @@ class ReplicatorCollector:
         refused = CounterMetricFamily(PREFIX + "refused_subjects", "NATS subjects a wildcard "
                                       "down rule refused (invalid name, max_subjects, access rules)",
                                       labels=["link"])
+        rl = ["link", "rule"]
+        rule_subjects = GaugeMetricFamily(PREFIX + "rule_subjects", "Subjects a NATS wildcard "
+                                          "down rule brings down", labels=rl)
+        rule_lag = GaugeMetricFamily(PREFIX + "rule_lag_records", "Records behind, summed over "
+                                     "a wildcard rule's subjects", labels=rl)
+        rule_lag_s = GaugeMetricFamily(PREFIX + "rule_lag_seconds", "The most behind of a "
+                                       "wildcard rule's subjects, in seconds", labels=rl)
+        rule_held = GaugeMetricFamily(PREFIX + "rule_held", "A wildcard rule's subjects held",
+                                      labels=rl)
         for r in self.runners:
             snap = r.status.snapshot()
             if "refused_count" in snap:
                 refused.add_metric([r.label], snap["refused_count"])
+            # Per rule over all of its subjects; the partition series below list at most
+            # LISTED_PER_RULE of them (pull_wildcards.py), so a scrape stays bounded.
+            for rule in snap.get("rules", ()):
+                rv = [r.label, rule["filter"]]
+                rule_subjects.add_metric(rv, rule["subjects"])
+                if rule["lag_records"] is not None:
+                    rule_lag.add_metric(rv, rule["lag_records"])
+                rule_lag_s.add_metric(rv, rule["lag_seconds"])
+                rule_held.add_metric(rv, rule["held"])
             up.add_metric([r.label], 1 if snap["state"] == "up" else 0)
             wire.add_metric([r.label], getattr(getattr(r, "target", None), "wire_bytes", 0))
             sessions.add_metric([r.label], snap["sessions"])
@@ -91,4 +118,4 @@ class ReplicatorCollector:
                 gaps.add_metric(lv, p["gap_records"])
                 expired.add_metric(lv, p["expired_records"])
         yield from (up, sessions, lag, lag_b, lag_s, shipped, shipped_b, dups, held, gaps, expired, wire,
-                    refused)
+                    refused, rule_subjects, rule_lag, rule_lag_s, rule_held)

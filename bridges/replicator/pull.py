@@ -95,11 +95,14 @@ class PullRunner(SessionLoop):
         self.status = LinkStatus()
         self.thread = threading.Thread(target=self.run, name=f"pull-{cfg.name}", daemon=True)
         self._was_up = False
-        self._markers: set[tuple[tuple[str, int], int]] = set()  # gap markers counted
+        # The last gap marker counted per remote partition (markers come in order: one at
+        # or below it was counted): one entry per subject, not one per marker ever seen.
+        self._markers: dict[tuple[str, int], int] = {}
         # NATS rules whose remote has wildcards: their subjects, kept across sessions.
         self._wild = Wildcards(self.label, [r for r in cfg.pulls if cfg.target == "nats"
                                             and not r.subjects and is_wildcard(r.remote or r.pattern)])
         self.status.refusals = self._wild.refusals
+        self.status.wildcards = self._wild
 
     def _end_session(self) -> None:
         self.remote.close()
@@ -226,8 +229,14 @@ class PullRunner(SessionLoop):
                 if e.retriable:
                     raise
                 # The supervisor refused the topic (access rules, limits, its name): this
-                # subject only, never the others.
-                w.refuse(subject, e)
+                # subject only, never the others; asked again on a backoff (an operator may
+                # change the rule or delete topics meanwhile).
+                w.refuse(subject, e, retry=True)
+                continue
+            if w.retry.clear(subject):
+                w.refusals.drop(subject)
+                log.info("link %s: wildcard rule %r: subject %s taken after all", self.label,
+                         w.filter, subject)
 
     def _setup_subjects(self, admin: Admin, reader: BatchReader, local: str,
                         subjects: tuple[str, ...], local_of: dict[tuple[str, int], tuple[str, int]],
@@ -284,9 +293,9 @@ class PullRunner(SessionLoop):
         counted (status gap_records / expired_records, metrics) and logged once, as the up
         direction reports its own gaps. A marker read again by a later session (it was the
         subject's last message) is not counted again."""
-        if (rtp, r.offset) in self._markers:
+        if r.offset <= self._markers.get(rtp, -1):
             return
-        self._markers.add((rtp, r.offset))
+        self._markers[rtp] = r.offset
         start, _, rest = r.gap.partition("/")
         end, _, why = rest.partition("/")
         n = int(end) - int(start) if start.isdigit() and end.isdigit() else 0

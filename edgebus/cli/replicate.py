@@ -93,6 +93,12 @@ def print_links(doc: dict[str, Any], out: TextIO | None = None) -> None:
                 print(f"    GAP: {p['gap_records']} records deleted by retention before "
                       f"they were shipped, {p['expired_records']} past max_age; last: "
                       f"{p['last_gap']}", file=out)
+        for rule in link.get("rules", ()):
+            lag = "?" if rule["lag_records"] is None else rule["lag_records"]
+            print(f"  RULE {rule['filter']} -> {rule['pattern']}: {rule['subjects']} of at most "
+                  f"{rule['max_subjects']} subjects ({rule['listed']} most behind listed above), "
+                  f"lag {lag} records / {rule['lag_seconds']:.1f} s, {rule['held']} held, "
+                  f"{rule['refused']} refused", file=out)
         if link.get("refused_count"):
             first, why = next(iter(link["refused_subjects"].items()), ("?", "?"))
             print(f"  REFUSED: {link['refused_count']} subject(s) not brought down (wildcard "

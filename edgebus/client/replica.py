@@ -16,10 +16,12 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgebus import batch as B
 from edgebus import format as F
 from edgebus.batch import Record
+from edgebus.client import replica_errors as E
 from edgebus.client.channel import SyncChannel
 from edgebus.client.replica_send import (
     AppendHead,
@@ -30,8 +32,10 @@ from edgebus.client.replica_send import (
 from edgebus.client.shm_channel import open_sync_channel
 from edgebus.errors import (
     AuthenticationError,
+    BrokerUnavailableError,
     EdgebusError,
-    TargetUnavailableError,
+    OperationTimeoutError,
+    ProtocolError,
     UnknownTopicError,
     UnsupportedVersionError,
     error_for_code,
@@ -288,13 +292,38 @@ class _TcpChannel(SplitRequestChannel):
         self.peer_node = ""
         self._direct = tls is None  # OpenSSL's buffer is invisible to select()
 
+    @property
+    def where(self) -> str:
+        """The peer as errors name it."""
+        node = f" (node {self.peer_node})" if self.peer_node else ""
+        return f"the replica listener at {self.host}:{self.port}{node}"
+
+    def request(self, api: int, body: Any, timeout: float | None = None) -> Any:
+        try:
+            return super().request(api, body, timeout)
+        except (EdgebusError, OSError) as e:
+            raise E.link_lost(self.where, e) from None
+
+    def begin(self, api: int, head: Any, data: bytes | memoryview) -> int:
+        try:
+            return super().begin(api, head, data)
+        except (EdgebusError, OSError) as e:
+            raise E.link_lost(self.where, e) from None
+
+    def finish(self, api: int, corr: int) -> Any:
+        try:
+            return super().finish(api, corr)
+        except (EdgebusError, OSError) as e:
+            raise E.link_lost(self.where, e) from None
+
     def _connect(self) -> None:
+        # Every error names the address and the step, and says what to check there
+        # (replica_errors.py): never the local supervisor's socket.
+        address = f"{self.host}:{self.port}"
         try:
             s = socket.create_connection((self.host, self.port), timeout=self.timeout)
         except OSError as e:
-            # Another node's listener, not the local supervisor: the hint says so.
-            raise TargetUnavailableError(
-                f"cannot connect to the replica listener at {self.host}:{self.port}: {e}") from None
+            raise E.connect_failed(address, e, self.timeout) from None
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.tls is not None:
             try:
@@ -302,7 +331,10 @@ class _TcpChannel(SplitRequestChannel):
             except (OSError, ssl.SSLError) as e:
                 s.close()
                 raise AuthenticationError(
-                    f"TLS with the replica listener at {self.host}:{self.port} failed: {e}") from None
+                    f"TLS with the replica listener at {address} failed: {e}: check the link's "
+                    "`tls.ca` against the peer's certificate, its name against the address "
+                    "(or `tls.server_name`), and that the peer's listener has TLS "
+                    "(`replica.tls_cert`)") from None
         s.settimeout(None)
         self._sock = s
         self._proto = type(self._proto)()
@@ -313,12 +345,15 @@ class _TcpChannel(SplitRequestChannel):
                                         time.monotonic() + self.timeout, self.timeout)
             except ssl.SSLError as e:  # TLS 1.3: the server's verdict on our certificate
                 raise AuthenticationError(
-                    f"the replica listener at {self.host}:{self.port} refused this node's TLS "
+                    f"the replica listener at {address} refused this node's TLS "
                     f"certificate: {e.reason or e}") from None
-            except OSError as e:
-                raise TargetUnavailableError(
-                    f"lost the replica listener at {self.host}:{self.port}: {e}") from None
-            resp = ClientProtocol.decode_body(M.Api.REPLICA_HELLO, frame)
+            except (OSError, BrokerUnavailableError, OperationTimeoutError, ProtocolError) as e:
+                raise E.hello_failed(address, e, self.timeout) from None
+            try:
+                resp = ClientProtocol.decode_body(M.Api.REPLICA_HELLO, frame)
+            except AuthenticationError as e:
+                raise AuthenticationError(f"the replica listener at {address} refused node "
+                                          f"{self.node!r}: {e.args[0] if e.args else e}") from None
         except BaseException:
             self.close()
             raise

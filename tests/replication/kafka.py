@@ -111,7 +111,7 @@ class KafkaDestination:
             if md is None or md.error is not None:
                 return []
             c.assign([KPartition(topic, partition, OFFSET_BEGINNING)])
-            out = []
+            out: list[tuple[bytes | None, Row]] = []
             while True:
                 m = c.poll(10)
                 assert m is not None, f"no end of {topic}-{partition} in sight"

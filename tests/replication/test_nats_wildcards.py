@@ -182,3 +182,91 @@ def test_the_supervisors_access_rules_decide_which_subjects_make_topics(
     with Admin(socket=local.socket) as a:
         assert "cmd.secret" not in a.list_topics()
     assert link_status(port, "office:down")["state"] == "up"
+
+
+def test_a_rule_with_many_subjects_shows_a_bounded_list_and_a_summary_per_rule(
+        source: Any, nats: NatsDestination, replicators: Replicators,  # noqa: F811
+        tmp_path: Path) -> None:
+    """30 subjects under one rule: status and metrics list the rule's 20 most behind partitions
+    (LISTED_PER_RULE), not one row per subject, and the rule's summary counts all 30: subjects,
+    lag, held, refused (before: 30 rows, growing with every subject, and nothing per rule)."""
+    from bridges.replicator.pull_wildcards import LISTED_PER_RULE
+
+    _office(nats)
+    urls = [n.url for n in nats.cluster.nodes]
+    asyncio.run(_publish(urls, [(f"office.cmd.s{i:02d}", b"v%d" % i) for i in range(30)]
+                         + [("office.cmd.bad$name", b"x")]))
+    cfg = nats.link_config(tmp_path)
+    cfg.update(down_stream=OFFICE, heartbeat_s=1, topics=[
+        {"pattern": "cmd.{1}", "direction": "down", "remote": "office.cmd.*"}])
+    rep = replicators.make({"node": NODE, "source": {"socket": source.socket},
+                            "links": [{"name": "office", **cfg}]})
+    port = with_metrics(rep)
+    rep.start()
+
+    def all_down() -> bool:
+        with Admin(socket=source.socket) as a:
+            topics = [t for t in a.list_topics() if t.startswith("cmd.s")]
+        return len(topics) == 30 and all(_values(source.socket, t) for t in topics)
+
+    wait_for(all_down, timeout=90, what=f"the 30 subjects:\n{rep.log()[-3000:]}")
+
+    def summary() -> dict[str, Any]:
+        return dict(link_status(port, "office:down")["rules"][0])
+
+    wait_for(lambda: summary()["subjects"] == 30 and summary()["lag_records"] == 0,
+             what=f"the rule's summary:\n{link_status(port, 'office:down')}")
+    st = link_status(port, "office:down")
+    assert len(st["partitions"]) == LISTED_PER_RULE == 20, len(st["partitions"])
+    rule = st["rules"][0]
+    assert rule == {"filter": "office.cmd.*", "pattern": "cmd.{1}", "max_subjects": 100,
+                    "subjects": 30, "listed": 20, "refused": 1, "held": 0, "lag_records": 0,
+                    "lag_seconds": 0.0, "shipped_records": rule["shipped_records"]}, rule
+    metrics = replicator_metrics(port)
+    rows = [ln for ln in metrics.splitlines()
+            if ln.startswith("edgebus_replicator_lag_records{") and 'link="office:down"' in ln]
+    assert len(rows) == 20, rows
+    assert 'edgebus_replicator_rule_subjects{link="office:down",rule="office.cmd.*"} 30.0' \
+        in metrics, metrics
+    text = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "replicate", "--config",
+                           str(rep.config_path), "--status"], capture_output=True, text=True,
+                          timeout=60).stdout
+    assert "RULE office.cmd.* -> cmd.{1}: 30 of at most 100 subjects" in text, text
+
+
+def test_a_subject_the_supervisor_refused_is_asked_again_and_comes_down_once_allowed(
+        make_broker: Any, nats: NatsDestination, replicators: Replicators,  # noqa: F811
+        tmp_path: Path) -> None:
+    """A deny rule refuses cmd.secret's topic (shown in status); the operator removes the rule
+    (`edgebus reload`): the subject is asked again on the backoff (5 s, doubling) and comes down,
+    without a restart of the replicator (before: refused until it restarted)."""
+    import os
+
+    deny = f"deny uid:{os.getuid()} create topic:cmd.secret"
+    local = make_broker({"acl": {"rules": [deny]}}, name="acl").start()
+    _office(nats)
+    urls = [n.url for n in nats.cluster.nodes]
+    asyncio.run(_publish(urls, [("office.cmd.a", b"a0"), ("office.cmd.secret", b"s0")]))
+    cfg = nats.link_config(tmp_path)
+    cfg.update(down_stream=OFFICE, heartbeat_s=1, topics=[
+        {"pattern": "cmd.{1}", "direction": "down", "remote": "office.cmd.*"}])
+    rep = replicators.make({"node": NODE, "source": {"socket": local.socket},
+                            "links": [{"name": "office", **cfg}]})
+    port = with_metrics(rep)
+    rep.start()
+    wait_for(lambda: "office.cmd.secret" in link_status(port, "office:down").get(
+        "refused_subjects", {}) and _values(local.socket, "cmd.a") == [b"a0"],
+        what="the secret subject refused, cmd.a down")
+    pid = rep.proc.pid if rep.proc else None
+    conf = yaml.safe_load(local.config_path.read_text())
+    conf["acl"]["rules"] = []
+    local.config_path.write_text(yaml.safe_dump(conf))
+    out = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "reload", "--socket",
+                          local.socket], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: _values(local.socket, "cmd.secret") == [b"s0"], timeout=90,
+             what=f"cmd.secret down once allowed:\n{rep.log()[-3000:]}")
+    st = link_status(port, "office:down")
+    assert "office.cmd.secret" not in st.get("refused_subjects", {}), st
+    assert rep.proc is not None and rep.proc.pid == pid, "the same replicator process"
+    assert "subject office.cmd.secret taken after all" in rep.log()

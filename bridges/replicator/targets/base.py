@@ -6,6 +6,16 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from edgebus import PartitionRead, TopicInfo
+from edgebus.errors import TargetUnavailableError
+
+
+class TargetRefusedError(TargetUnavailableError):
+    """The target refuses one partition for now (a NATS subject no stream takes), something an
+    operator can fix there: the link ships the others and asks again on a backoff
+    (bridges/replicator/refused.py). Raised by Target.cursor()."""
+
+    hint = ("the replicator retries it on its own: fix what the message names at the target; "
+            "the partition's status says REFUSED until then")
 
 
 class Target(Protocol):
@@ -21,7 +31,8 @@ class Target(Protocol):
     def cursor(self, topic: str, partition: int, source: TopicInfo) -> int:
         """The next offset the target expects for this source partition: read from the target
         itself (its log end), creating the destination for it first if there is none. Raises
-        IncarnationMismatchError when the target holds another incarnation of the topic."""
+        IncarnationMismatchError when the target holds another incarnation of the topic;
+        TargetRefusedError when it refuses this partition for now (retried on a backoff)."""
         ...
 
     def ship(self, topic: str, partition: int, incarnation: str, read: PartitionRead

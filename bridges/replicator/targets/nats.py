@@ -31,6 +31,7 @@ from typing import Any, TypeAlias, TypeVar
 from bridges.replicator.config import LinkConfig
 from bridges.replicator.targets import nats_codec as C
 from bridges.replicator.targets import nats_frames as F
+from bridges.replicator.targets.nats_refusals import SubjectAccess
 from edgebus import PartitionRead, Record, TopicInfo, client_context
 from edgebus.errors import (
     AuthenticationError,
@@ -94,6 +95,9 @@ class NatsTarget:
         self.server = ""  # the NATS server of this session (tried or connected): errors name it
         # Per partition: (stream sequence of the subject's last message, first offset not there).
         self._last: dict[tuple[str, int], tuple[int, int]] = {}
+        # The stream's subject filters and the subjects the user may not publish to: kept
+        # across sessions (a denial seen in one is probed at the next cursor read).
+        self._access = SubjectAccess(cfg.nats.stream, self.name)
 
     # -- the private event loop ------------------------------------------------------------
 
@@ -173,8 +177,12 @@ class NatsTarget:
             if tls is not None and tls.server_name:
                 kw["tls_hostname"] = tls.server_name
 
+        access = self._access
+
         async def errors(e: Exception) -> None:
-            pass  # every error reaches the caller of the failing request; no log per retry
+            # Every error reaches the caller of the failing request (no log per retry); a
+            # publish denied is noted, to refuse that subject's partition alone.
+            access.on_error(e)
 
         kw["error_cb"] = errors
         # nats-py without reconnects gives up after the first server it tries: try each in
@@ -220,6 +228,7 @@ class NatsTarget:
             err = info.get("error")
         if err:
             raise _api_error(err, f"{self.where}: ")
+        self._access.filters = list(info.get("config", {}).get("subjects") or [])
         if not info.get("config", {}).get("allow_atomic"):
             raise NotAMirrorError(
                 f"{self.name} does not allow atomic batch publish, which the replicator needs "
@@ -231,6 +240,7 @@ class NatsTarget:
         if problem is not None:
             raise IncarnationMismatchError(problem)  # held with this reason, never mixed
         subject = C.subject_for(self.opts.subject_prefix, topic, partition)
+        self._check_taken(subject)
         ans = self._run(self._api(f"$JS.API.STREAM.MSG.GET.{self.opts.stream}",
                                   {"last_by_subj": subject}))
         err = ans.get("error")
@@ -256,6 +266,23 @@ class NatsTarget:
         offset = int(h[C.MSG_ID].rsplit("/", 1)[1])
         self._last[(topic, partition)] = (int(m["seq"]), offset + 1)
         return int(h[C.RESUME])
+
+    def _check_taken(self, subject: str) -> None:
+        """TargetRefusedError when the stream does not take the subject, or the link's user
+        was refused publishing to it and still is (nats_refusals.py)."""
+        access = self._access
+        if not access.takes(subject):
+            # The operator may have just added it: the stream's filters are read again.
+            info = self._run(self._api(f"$JS.API.STREAM.INFO.{self.opts.stream}", {}))
+            if info.get("error"):
+                raise _api_error(info["error"], f"{self.where}: ")
+            access.filters = list(info.get("config", {}).get("subjects") or [])
+            if not access.takes(subject):
+                raise access.not_taken(subject)
+        if access.is_denied(subject) and not self._run(access.probe(self._nc, subject)):
+            refusal = access.refusal(subject)
+            assert refusal is not None  # the probe saw the denial again
+            raise refusal
 
     def ship(self, topic: str, partition: int, incarnation: str, read: PartitionRead
              ) -> tuple[int, int]:
@@ -356,8 +383,14 @@ class NatsTarget:
     def _acked(self, subject: str, fut: Future[_Outcome[dict[str, Any]]], count: int) -> int:
         """Waits for one atomic batch's PubAck; returns the stream sequence of its last message.
         Any failure ends the session, and the next reads the cursor again (the batch is there
-        whole or not at all)."""
-        ack = self._wait(fut, self.timeout + 1)
+        whole or not at all); a subject the user may not publish to is refused alone."""
+        try:
+            ack = self._wait(fut, self.timeout + 1)
+        except NatsTimeoutError:
+            refusal = self._access.refusal(subject)
+            if refusal is not None:
+                raise refusal from None
+            raise
         err = ack.get("error")
         if err:
             raise _api_error(err, f"{self.name}: {subject}: ")

@@ -42,6 +42,17 @@ def subject_for(prefix: str, topic: str, partition: int) -> str:
     return f"{prefix}.{topic}.{partition}"
 
 
+def takes(pattern: str, subject: str) -> bool:
+    """Whether a stream's subject filter takes a subject (NATS wildcards * and >)."""
+    p, s = pattern.split("."), subject.split(".")
+    for i, tok in enumerate(p):
+        if tok == ">":
+            return len(s) > i
+        if i >= len(s) or (tok != "*" and tok != s[i]):
+            return False
+    return len(p) == len(s)
+
+
 def subject_problem(topic: str) -> str | None:
     """Why a topic name cannot be a run of subject tokens (an empty token), or None."""
     if topic.startswith(".") or topic.endswith(".") or ".." in topic:

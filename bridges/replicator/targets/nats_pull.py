@@ -86,7 +86,7 @@ class NatsRemote(NatsTarget):
         if err:
             raise _api_error(err, f"{self.where}: ")
         subjects = info.get("config", {}).get("subjects") or []
-        return 1 if any(_matches(f, topic) for f in subjects) else None
+        return 1 if any(C.takes(f, topic) for f in subjects) else None
 
     def subjects(self, subject_filter: str, limit: int) -> list[str]:
         """The concrete subjects of the stream that match a filter with wildcards (those holding
@@ -210,17 +210,6 @@ class NatsRemote(NatsTarget):
     def close(self) -> None:
         self._consumers.clear()
         super().close()
-
-
-def _matches(pattern: str, subject: str) -> bool:
-    """Whether a stream's subject filter takes a subject (NATS wildcards * and >)."""
-    p, s = pattern.split("."), subject.split(".")
-    for i, tok in enumerate(p):
-        if tok == ">":
-            return len(s) > i
-        if i >= len(s) or (tok != "*" and tok != s[i]):
-            return False
-    return len(p) == len(s)
 
 
 def _record(seq: int, stored_ms: int, headers: dict[str, str] | None, payload: bytes
