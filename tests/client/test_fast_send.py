@@ -26,7 +26,7 @@ from edgebus.client.record_frames import (
 )
 from edgebus.errors import BrokerUnavailableError, RecordTooLargeError
 from edgebus.fastpath.produce import _prefix, produce_body_parts
-from edgebus.testing import wait_for
+from tests.held import written_and_held
 
 needs_c = pytest.mark.skipif(produce_frame is None, reason="edgebus's C module (with zlib) is not built")
 
@@ -182,12 +182,7 @@ def test_unacknowledged_one_step_sends_fail_when_the_supervisor_dies(broker, tra
         ch = p._channel  # before the I/O thread may drop it, trying to reconnect
         assert ch is not None
         broker.kill9()
-        wait_for(lambda: ch.lost is not None, 10, "the producer to see the supervisor gone")
-        with p._cond:
-            waiting = {id(b.result) for b in [*p._ready, *p._open.values()]}
-        written = [f for f in futures if id(f._batch) not in waiting]
-        held = futures[len(written):]
-        assert written == futures[:len(written)], "only the last records can be held back"
+        written, held = written_and_held(p, ch, futures)
         outcomes: list[int | str] = []
         for f in written:
             try:

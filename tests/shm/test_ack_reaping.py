@@ -18,7 +18,7 @@ from edgebus import Admin, Producer
 from edgebus.client.shm_channel import ShmAsyncChannel
 from edgebus.client.socket_acks import LazySocketChannel
 from edgebus.errors import EdgebusError, OperationTimeoutError
-from edgebus.testing import wait_for
+from tests.held import abandon, written_and_held
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("transport", ["shm", "socket"])]
 
@@ -171,13 +171,7 @@ def test_records_in_flight_when_the_supervisor_dies_during_a_lazy_wait_fail(brok
         ch = p._channel  # before the I/O thread may drop it, trying to reconnect
         assert ch is not None
         broker.kill9()
-        wait_for(lambda: ch.lost is not None, 10, "the reader to see the supervisor gone")
-        with p._cond:
-            waiting = {id(b.result) for b in [*p._ready, *p._open.values()]}
-        # Records held behind a request the supervisor had not read yet (on a loaded machine)
-        # were never written: they wait for a reconnection too, by design (the last ones).
-        sent = [f for f in futs if id(f._batch) not in waiting]
-        assert sent == futs[: len(sent)]
+        sent, _held = written_and_held(p, ch, futs)  # the held ones wait for a reconnection
         outcomes: list = []
         for f in sent:
             try:
@@ -187,8 +181,6 @@ def test_records_in_flight_when_the_supervisor_dies_during_a_lazy_wait_fail(brok
             except EdgebusError as e:
                 outcomes.append(type(e).__name__)
     finally:
-        p._closed = True  # the supervisor is gone: do not wait out close()'s flush
-        with p._cond:
-            p._cond.notify_all()
+        abandon(p)
     acked = [o for o in outcomes if isinstance(o, int)]
     assert acked == list(range(1, len(acked) + 1))  # those acknowledged: a prefix, in order
