@@ -34,10 +34,8 @@ FETCH, LIST_OFFSETS = 1, 2
 # As DataHandlers: a consumer needs one parked fetch at a time.
 MAX_PARKED_PER_CONNECTION = 8
 LATEST, EARLIEST, MAX_TIMESTAMP = -1, -2, -3
-# Tiered storage's special timestamps. Kafka's clients send them at v8 and v9, which the listener
-# does not advertise (it caps ListOffsets at v6, docs/KAFKA.md), but a broker answers whatever
-# timestamp a request carries, whatever its version, and so does this: with no remote tier the
-# local log start is the log start, and nothing is tiered (Kafka answers offset -1 then).
+# Tiered storage's specs (v8, v9): with no remote tier the local log start is the log start,
+# and nothing is tiered (Kafka answers offset -1 for LATEST_TIERED then).
 EARLIEST_LOCAL, LATEST_TIERED = -4, -5
 
 
@@ -167,10 +165,8 @@ def list_offsets(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> 
     """LATEST (-1): the log end; EARLIEST (-2): the log start; MAX_TIMESTAMP (-3): the first
     batch with the largest append time; a timestamp: the first offset whose record time is at
     or after it (-1 when none, and with read_committed when it is not below the last stable
-    offset); EARLIEST_LOCAL (-4) the log start and LATEST_TIERED (-5) -1, as a Kafka broker
-    without a remote tier answers. The listener offers ListOffsets v1-v6 only (data.py): Kafka's
-    clients ask for -3 at v7, -4 at v8 and -5 at v9, so these come from clients that send them
-    in an older version anyway (librdkafka sends -3 at v6)."""
+    offset); EARLIEST_LOCAL (-4, v8) the log start and LATEST_TIERED (-5, v9) -1, as a Kafka
+    broker without a remote tier answers."""
     mod = response_module(LIST_OFFSETS, header.request_api_version)
     topics = []
     for t in req.topics:
