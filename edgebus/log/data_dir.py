@@ -1,7 +1,6 @@
 """The data directory's own files, beside the partitions' (LogManager, manager.py, holds the
 lock and calls these from the loop thread): the directory itself, the topic list (topics.json),
-what an interrupted delete or atomic write left behind, partition directories no topic owns, and
-what the previous run's way of stopping means for recovery.
+what an interrupted delete or atomic write left behind, and partition directories no topic owns.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import time
 from pathlib import Path
 
 from edgebus.errors import ConfigError, InvalidRequestError, InvalidTopicError, StorageError
-from edgebus.log.cleanstop import CLEAN, KILLED
 from edgebus.log.fileutil import DIR_MODE, atomic_write, fsync_dir, read_file, storage_error
 from edgebus.log.topic_config import TopicConfig, new_incarnation, validate_topic_name
 
@@ -43,19 +41,6 @@ def prepare(data_dir: Path) -> None:
                 f"{os.geteuid()}): {e}; choose another (--data-dir, $EDGEBUS_DATA_DIR or "
                 "data_dir: in the config) or fix its permissions") from e
         raise storage_error(e, f"preparing data directory {data_dir}") from e
-
-
-def warn_previous_stop(previous: str, log: logging.Logger) -> None:
-    """What the previous run's way of stopping (cleanstop.py) means for what recovery finds."""
-    if previous == KILLED:
-        log.warning("the previous supervisor did not stop cleanly (killed or crashed; "
-                    "the machine stayed up, so nothing it had written is lost): "
-                    "recovery checks every partition past its checkpoint")
-    elif previous != CLEAN:
-        log.warning("the previous supervisor did not stop cleanly and the machine "
-                    "went down under it (a power cut or a kernel crash): records "
-                    "acknowledged as written but not yet fsynced may be gone; recovery "
-                    "checks every partition past its checkpoint")
 
 
 def load_topics(data_dir: Path) -> dict[str, TopicConfig]:

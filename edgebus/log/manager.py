@@ -27,18 +27,10 @@ from edgebus.errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
+from edgebus.log import data_dir as D
 from edgebus.log.checkpoint import encode_checkpoint, read_checkpoint
 from edgebus.log.checkpoint import write_checkpoint as _write_checkpoint_file
-from edgebus.log.cleanstop import CLEAN, mark_running, mark_stopped, previous_stop
-from edgebus.log.data_dir import (
-    clean_leftovers,
-    load_topics,
-    prepare,
-    remove_dir,
-    remove_orphans,
-    save_topics,
-    warn_previous_stop,
-)
+from edgebus.log.cleanstop import CLEAN, KILLED, mark_running, mark_stopped, previous_stop
 from edgebus.log.fileutil import fsync_dir, storage_error
 from edgebus.log.lock import DataDirLock
 from edgebus.log.partition import Partition
@@ -71,7 +63,7 @@ class LogManager:
         """Lock the data directory, load the topics, and recover every partition."""
         if self._open:
             raise StorageError(f"log manager for {self.data_dir} is already open")
-        prepare(self.data_dir)
+        D.prepare(self.data_dir)
         self._lock.acquire()
         try:
             self._open_locked()
@@ -88,12 +80,20 @@ class LogManager:
         try:
             self.previous_stop = previous_stop(self.data_dir)
             mark_running(self.data_dir)
-            clean_leftovers(self.data_dir, self._log)
-            self._topics = load_topics(self.data_dir)
-            remove_orphans(self.data_dir, self._topics, self._log)
+            D.clean_leftovers(self.data_dir, self._log)
+            self._topics = D.load_topics(self.data_dir)
+            D.remove_orphans(self.data_dir, self._topics, self._log)
         except OSError as e:
             raise storage_error(e, f"loading {self.data_dir}") from e
-        warn_previous_stop(self.previous_stop, self._log)
+        if self.previous_stop == KILLED:
+            self._log.warning("the previous supervisor did not stop cleanly (killed or crashed; "
+                              "the machine stayed up, so nothing it had written is lost): "
+                              "recovery checks every partition past its checkpoint")
+        elif self.previous_stop != CLEAN:
+            self._log.warning("the previous supervisor did not stop cleanly and the machine "
+                              "went down under it (a power cut or a kernel crash): records "
+                              "acknowledged as written but not yet fsynced may be gone; recovery "
+                              "checks every partition past its checkpoint")
         points = read_checkpoint(self.data_dir, self._log)
         scanned = 0
         for name, cfg in self._topics.items():
@@ -174,7 +174,7 @@ class LogManager:
             config = dataclasses.replace(config, incarnation=new_incarnation())
         topics = {**self._topics, name: config}
         try:
-            save_topics(self.data_dir, topics)  # a full disk here is DiskFullError too (by errno)
+            D.save_topics(self.data_dir, topics)  # a full disk here is DiskFullError too (by errno)
         except OSError as e:
             raise storage_error(e, f"creating topic {name}") from e
         self._topics = topics
@@ -183,7 +183,7 @@ class LogManager:
             for i in range(config.partitions):
                 d = self._dir(name, i)
                 if d.exists():  # a leftover nobody owns: it must not resurface as this topic
-                    remove_dir(self.data_dir, d)
+                    D.remove_dir(self.data_dir, d)
                 parts.append(Partition.open(d, name, i, config, None, self._log))
             fsync_dir(self.data_dir)
             self._parts[name] = parts
@@ -194,10 +194,10 @@ class LogManager:
             self._parts.pop(name, None)
             self._topics = {k: v for k, v in topics.items() if k != name}
             try:
-                save_topics(self.data_dir, self._topics)
+                D.save_topics(self.data_dir, self._topics)
                 for i in range(config.partitions):
                     if self._dir(name, i).exists():
-                        remove_dir(self.data_dir, self._dir(name, i))
+                        D.remove_dir(self.data_dir, self._dir(name, i))
             except OSError:
                 pass  # cleaned at the next open
             if isinstance(e, OSError):
@@ -228,7 +228,7 @@ class LogManager:
         cfg = self._topics[name]
         topics = {k: v for k, v in self._topics.items() if k != name}
         try:
-            save_topics(self.data_dir, topics)
+            D.save_topics(self.data_dir, topics)
         except OSError as e:
             raise storage_error(e, f"deleting topic {name}") from e
         self._topics = topics
@@ -242,7 +242,7 @@ class LogManager:
             for i in range(cfg.partitions):
                 d = self._dir(name, i)
                 if d.exists():
-                    remove_dir(self.data_dir, d)
+                    D.remove_dir(self.data_dir, d)
         except OSError as e:
             self._log.warning("deleting the files of topic %s: %s (finished at next start)",
                               name, e)
@@ -258,7 +258,7 @@ class LogManager:
         new = dataclasses.replace(cfg, mirror_of="")
         topics = {**self._topics, name: new}
         try:
-            save_topics(self.data_dir, topics)
+            D.save_topics(self.data_dir, topics)
         except OSError as e:
             raise storage_error(e, f"promoting topic {name}") from e
         self._topics = topics
@@ -285,7 +285,7 @@ class LogManager:
             return
         topics = {**self._topics, name: config}
         try:
-            save_topics(self.data_dir, topics)
+            D.save_topics(self.data_dir, topics)
         except OSError as e:
             raise storage_error(e, f"altering topic {name}") from e
         self._topics = topics
@@ -315,16 +315,16 @@ class LogManager:
             for i in range(current.partitions, count):
                 d = self._dir(name, i)
                 if d.exists():  # a leftover nobody owns
-                    remove_dir(self.data_dir, d)
+                    D.remove_dir(self.data_dir, d)
                 parts.append(Partition.open(d, name, i, new, None, self._log))
             fsync_dir(self.data_dir)
-            save_topics(self.data_dir, {**self._topics, name: new})
+            D.save_topics(self.data_dir, {**self._topics, name: new})
         except (OSError, EdgebusError) as e:
             for p in parts:
                 p.abandon()
             with contextlib.suppress(OSError):
                 for p in parts:
-                    remove_dir(self.data_dir, p.path)
+                    D.remove_dir(self.data_dir, p.path)
             if isinstance(e, OSError):
                 raise storage_error(e, f"adding partitions to topic {name}") from e
             raise
