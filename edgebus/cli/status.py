@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any, TextIO
 
 from edgebus.cli.common import add_socket_option, human_size, print_table, print_tree, socket_path
@@ -112,6 +113,7 @@ def render(st: dict[str, Any], show_all: bool = False, out: TextIO | None = None
         ("fsyncs", f"{st.get('fsyncs', 0)}" + (f", {st['fsync_avg_ms']} ms average"
                                                 if st.get("fsync_avg_ms") is not None else "")),
         ("kafka", _kafka_line(st.get("kafka"))),
+        ("metrics", _metrics_line(st.get("metrics"))),
         ("config", _reload_line(st.get("reload"))),
     ]
     width = max(len(k) for k, _ in fields)
@@ -187,6 +189,19 @@ def _kafka_line(kafka: dict[str, Any] | None) -> str:
     return f"{', '.join(parts)}, {n} connection{'s' if n != 1 else ''}"
 
 
+def _metrics_line(m: dict[str, Any] | None) -> str:
+    """"http://127.0.0.1:9464/metrics", "off", or "DOWN: cannot listen on ...": a Prometheus
+    that scrapes nothing says only that the target is gone; this says why."""
+    if not m or m.get("state") == "off":
+        return "off"
+    if m.get("state") == "serving":
+        host = str(m.get("listen", "")).rpartition(":")[0]
+        return f"http://{host}:{m.get('port')}/metrics"
+    since = (f" (since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(m['error_at']))})"
+             if m.get("error_at") else "")
+    return f"DOWN: {m.get('error') or 'not serving'}{since}; `edgebus reload` tries again"
+
+
 def _reload_line(rl: dict[str, Any] | None) -> str:
     """"edgebus.yaml, reloaded 2 times; PENDING RESTART: http.listen (...)" or "-"."""
     if not rl or not rl.get("config"):
@@ -210,18 +225,25 @@ def _started_field(previous: str | None) -> list[tuple[str, Any]]:
     if previous == "machine-down":
         return [("started", "after an UNCLEAN stop: the machine went down (power cut, kernel "
                             "crash); unsynced records may be lost; see the log")]
+    if previous == "unknown":
+        return [("started", "after an UNKNOWN stop: the data directory had no run marker (an "
+                            "older edgebus?); checked as after a power cut; see the log")]
     return []
 
 
 def _offline_field(st: dict[str, Any]) -> list[tuple[str, Any]]:
     """A line only when some partition (internal ones included) is offline."""
-    names = [f"{t}-{p['partition']}" for t, topic in sorted(st.get("topics", {}).items())
-             for p in topic.get("partitions", []) if p.get("offline")]
-    if not names:
+    offline = [(f"{t}-{p['partition']}", p.get("offline_reason"))
+               for t, topic in sorted(st.get("topics", {}).items())
+               for p in topic.get("partitions", []) if p.get("offline")]
+    if not offline:
         return []
+    names = [n for n, _ in offline]
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    first = next((f"{n}: {why}" for n, why in offline if why), None)  # the file and errno
     return [("offline", f"{len(names)} partition(s) refuse appends after an I/O error ({shown}); "
-                        "the log says why; restart edgebus to run recovery")]
+                        + (f"{first}; " if first else "the log says why; ")
+                        + "restart edgebus to run recovery")]
 
 
 def _clock_field(st: dict[str, Any]) -> list[tuple[str, Any]]:

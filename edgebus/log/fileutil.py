@@ -27,6 +27,14 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         done += w
 
 
+def errno_text(err: int | None) -> str:
+    """"EIO (Input/output error)": the errno's name, which an operator can search for, and its
+    text (an errno this system does not name: its number)."""
+    if not err:
+        return "no errno"
+    return f"{errno.errorcode.get(err, f'errno {err}')} ({os.strerror(err)})"
+
+
 def storage_error(err: OSError, what: str) -> EdgebusError:
     """DiskFullError for ENOSPC/EDQUOT, StorageError for any other OSError."""
     if err.errno in DISK_FULL_ERRNOS:

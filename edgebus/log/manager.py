@@ -30,7 +30,14 @@ from edgebus.errors import (
 from edgebus.log import data_dir as D
 from edgebus.log.checkpoint import encode_checkpoint, read_checkpoint
 from edgebus.log.checkpoint import write_checkpoint as _write_checkpoint_file
-from edgebus.log.cleanstop import CLEAN, KILLED, mark_running, mark_stopped, previous_stop
+from edgebus.log.cleanstop import (
+    CLEAN,
+    KILLED,
+    UNKNOWN,
+    mark_running,
+    mark_stopped,
+    previous_stop,
+)
 from edgebus.log.fileutil import fsync_dir, storage_error
 from edgebus.log.lock import DataDirLock
 from edgebus.log.partition import Partition
@@ -89,6 +96,12 @@ class LogManager:
             self._log.warning("the previous supervisor did not stop cleanly (killed or crashed; "
                               "the machine stayed up, so nothing it had written is lost): "
                               "recovery checks every partition past its checkpoint")
+        elif self.previous_stop == UNKNOWN:
+            self._log.warning("the data directory has no run marker (written by an edgebus from "
+                              "before it, or the marker was deleted): nothing says the previous "
+                              "supervisor stopped cleanly, so this start checks it as after a "
+                              "power cut: recovery checks every partition past its checkpoint, "
+                              "and consumer-group commits past a log end move back to it")
         elif self.previous_stop != CLEAN:
             self._log.warning("the previous supervisor did not stop cleanly and the machine "
                               "went down under it (a power cut or a kernel crash): records "

@@ -67,6 +67,8 @@ class Partition(_Appends, _Reads, _Durability, _Retention):
         self.log_end_offset = log_end_offset
         self._max_append_time = max_append_time
         self.offline = False
+        self.offline_reason: str | None = None
+        self.offline_errno: str | None = None
         self._closed = False
         self._dir_fd = dir_fd
         # Write generations: every change bumps _gen; a ticket covers changes up to its gen.

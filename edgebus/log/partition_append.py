@@ -18,10 +18,9 @@ from edgebus.errors import (
     OffsetOutOfRangeError,
     RecordTooLargeError,
     ReplicaDivergedError,
-    StorageError,
 )
 from edgebus.log import gaps
-from edgebus.log.fileutil import DISK_FULL_ERRNOS, storage_error
+from edgebus.log.fileutil import DISK_FULL_ERRNOS, errno_text, storage_error
 from edgebus.log.gaps import Gap
 from edgebus.log.partition_state import _PartitionState
 from edgebus.log.segment import U32_MAX, Segment
@@ -77,6 +76,8 @@ class _Appends(_PartitionState):
             err = seg.append_batch(batch, base, append_time, cfg.index_interval_bytes)
         except OSError as e:
             self._undo_write(seg, pos, e)
+            if self.offline:  # the file and errno, as every later append will say
+                raise self._offline_error() from e
             raise storage_error(e, f"appending to {seg.log_path}") from e
         self._gen = gen = self._gen + 1
         seg.last_write_gen = gen
@@ -122,7 +123,7 @@ class _Appends(_PartitionState):
         Invariant: the offsets a mirror skips are exactly those of its gap records."""
         self._check_open()
         if self.offline:
-            raise StorageError(f"{self.name} is offline after an I/O error")
+            raise self._offline_error()
         if end <= start:
             raise InvalidRequestError(f"a gap needs start < end, got {start}..{end}")
         if start < self.log_end_offset:
@@ -155,7 +156,7 @@ class _Appends(_PartitionState):
         if self._closed:
             self._check_open()
         if self.offline:
-            raise StorageError(f"{self.name} is offline after an I/O error")
+            raise self._offline_error()
         n = len(batch)
         if n != info.length:
             raise CorruptRecordError(f"batch is {n} bytes but its header says {info.length}")
@@ -191,6 +192,8 @@ class _Appends(_PartitionState):
             seg.write(batch)
         except OSError as e:
             self._undo_write(seg, pos, e)
+            if self.offline:  # the file and errno, as every later append will say
+                raise self._offline_error() from e
             raise storage_error(e, f"appending to {seg.log_path}") from e
         self._gen += 1
         seg.last_write_gen = self._gen
@@ -211,18 +214,32 @@ class _Appends(_PartitionState):
         return self.log_end_offset + count - 1 - seg.base_offset > U32_MAX
 
     def _undo_write(self, seg: Segment, pos: int, err: OSError) -> None:
-        """Cut a failed append back so that no partial batch stays in the file."""
+        """Cut a failed append back so that no partial batch stays in the file; any error but
+        a full disk takes the partition offline (write_failed)."""
         try:
             assert seg.fd is not None
             os.ftruncate(seg.fd, pos)
         except OSError as e:
-            self._go_offline(f"cannot cut a failed append back to byte {pos}: {e}")
+            self._go_offline(f"cannot cut a failed append back to byte {pos} of {seg.log_path}: "
+                             f"{errno_text(e.errno)}", e.errno)
         seg.size = pos
         self._gen += 1
         seg.last_write_gen = self._gen
         self._unsynced[seg.base_offset] = seg
-        if err.errno not in DISK_FULL_ERRNOS:
-            self._go_offline(f"write error: {err}")
+        self.write_failed(err.errno)
+
+    def write_failed(self, err: int | None) -> None:
+        """A write to the active segment failed with errno `err` (cut back by the caller: this
+        path, or the C data plane). A full disk (ENOSPC, EDQUOT) is retriable: the partition
+        stays online and the producer gets DiskFullError. Any other error (EIO from a failing
+        card, EROFS) takes it offline until a restart, whose recovery checks the tail: a write
+        that failed once may have left anything in the page cache or on the card, and a retry
+        that succeeds proves nothing about the bytes before it. So nothing is acknowledged
+        after it (durable waiters of earlier batches fail too: their fsync would cover the
+        failed range)."""
+        if err in DISK_FULL_ERRNOS:
+            return
+        self._go_offline(f"write error on {self._active.log_path}: {errno_text(err)}", err)
 
     def _roll(self) -> None:
         old = self._active

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from edgebus.log.checkpoint import RecoveryPoint
-from edgebus.log.fileutil import storage_error
+from edgebus.log.fileutil import errno_text, storage_error
 from edgebus.log.partition_state import _PartitionState
 from edgebus.log.sync import SyncTicket
 
@@ -78,7 +78,7 @@ class _Durability(_PartitionState):
     def fail_sync(self, ticket: SyncTicket, err: OSError) -> None:
         """The ticket's fsync failed: the partition goes offline (never retried into success)."""
         ticket.discard()
-        self._go_offline(f"fsync failed: {err}")
+        self._go_offline(f"fsync failed: {errno_text(err.errno)}", err.errno)
 
     def recovery_point(self) -> RecoveryPoint:
         seg_base, position, next_offset = self._synced

@@ -9,12 +9,13 @@ Used from the supervisor's loop thread only.
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgebus.errors import ClosedError
+from edgebus.errors import ClosedError, StorageError
 from edgebus.log.gaps import Gap
 from edgebus.log.recovery_report import RecoveryReport
 from edgebus.log.segment import Segment
@@ -35,6 +36,8 @@ class _PartitionState:
     log_start_offset: int  # first offset still on disk
     log_end_offset: int  # next offset to assign
     offline: bool  # set after an I/O failure; appends then raise StorageError
+    offline_reason: str | None  # why, naming the file and errno (status, the producers' error)
+    offline_errno: str | None  # that errno's name ("EIO", "EROFS"; None: not an errno)
     recovery_report: RecoveryReport | None
     gaps: list[Gap]  # a mirror's recorded gaps: offsets its source never shipped (gaps.py)
     _log: logging.Logger
@@ -78,11 +81,17 @@ class _PartitionState:
         self._gen += 1
         self._dir_dirty_gen = self._gen
 
-    def _go_offline(self, why: str) -> None:
+    def _go_offline(self, why: str, err: int | None = None) -> None:
         if not self.offline:
             self.offline = True
+            self.offline_reason = why
+            self.offline_errno = errno.errorcode.get(err, str(err)) if err else None
             self._log.error("%s is offline: %s; restart the supervisor to run recovery",
                             self.name, why)
+
+    def _offline_error(self) -> StorageError:
+        """What an append to an offline partition raises: the first failure, named."""
+        return StorageError(f"{self.name} is offline after an I/O error: {self.offline_reason}")
 
     def _check_open(self) -> None:
         if self._closed:

@@ -162,8 +162,12 @@ class GroupCommitter:
                 self.syncs += 1
                 self.sync_seconds += job.seconds
             for w in job.waiters:
-                if id(w.partition) in failed or id(w.partition) in job.skipped or w.partition.offline:
-                    answer(w, StorageError(f"fsync failed on {w.partition.topic}-{w.partition.partition}"))
+                part = w.partition
+                if id(part) in failed or id(part) in job.skipped or part.offline:
+                    # An offline partition's reason names the first failure (an fsync's, or a
+                    # write's that came after this batch: its fsync would cover the failed range).
+                    why = getattr(part, "offline_reason", None) or "fsync failed"
+                    answer(w, StorageError(f"{part.topic}-{part.partition} is not durable: {why}"))
                 else:
                     answer(w, None)
         return len(done)

@@ -117,7 +117,8 @@ class BrokerCollector:
                     "1 while the data directory's filesystem is mounted read-only",
                     value=1 if d.get("read_only") else 0)
         yield gauge("edgebus_unclean_start",
-                    "1 when the previous supervisor did not stop cleanly (killed, crashed, power)",
+                    "1 when the previous supervisor did not stop cleanly (killed, crashed, "
+                    "power) or nothing says it did (no run marker)",
                     value=1 if doc.get("previous_stop", "clean") != "clean" else 0)
         yield gauge("edgebus_clock_behind_log_seconds",
                     "How far the clock is behind the latest append time (0 unless over a minute)",
@@ -140,6 +141,17 @@ class BrokerCollector:
                 end.add_metric(key, p["log_end_offset"])
                 size.add_metric(key, p["size_bytes"])
         yield from (start, end, size)
+        # One series per offline partition, with the errno that took it offline ("EIO",
+        # "EROFS"; "" when it was not an errno): which card error, without reading the log.
+        offline = gauge("edgebus_partition_offline",
+                        "1 for a partition offline after an I/O error, by the error's errno",
+                        labels=[*labels, "errno"])
+        for topic, t in doc["topics"].items():
+            for p in t["partitions"]:
+                if p.get("offline"):
+                    offline.add_metric([topic, str(p["partition"]), p.get("offline_errno") or ""],
+                                       1)
+        yield offline
 
         lag = gauge("edgebus_consumer_group_lag",
                     "Records between a group's committed offset and the log end",
@@ -201,18 +213,48 @@ def bind_metrics(listen: str) -> socket.socket:
 
 class MetricsServer(Service):
     """A minimal HTTP/1.1 responder for GET /metrics on the loop. `server` is what the status
-    document describes (edgebus.server.broker.Broker)."""
+    document describes (edgebus.server.broker.Broker).
+
+    It may be down: its address could not be had at the start (a port in use), which is logged
+    and does not stop the supervisor. It stays on the loop then, with `error` saying why (the
+    status document shows it), and a reload tries its address again (reload_live.py)."""
+
+    name = "metrics"
 
     def __init__(self, api: LoopApi, server: Any, listen: str) -> None:
         self.api = api
-        self.listen_on = listen
+        self.listen_on: str | None = listen  # None: metrics.listen set to null by a reload
         self.collector = BrokerCollector(server)
         self._sock: socket.socket | None = None
         self._clients: OrderedDict[int, _Scrape] = OrderedDict()
         self.scrapes = 0
+        self.error: str | None = None  # why it is down (None: serving, or never tried)
+        self.error_at: float | None = None  # wall clock of that failure
+
+    @property
+    def serving(self) -> bool:
+        return self._sock is not None
 
     def start(self) -> None:
-        self.swap(bind_metrics(self.listen_on), self.listen_on)
+        """Listen on `listen_on`; OSError (kept in `error`) when the address cannot be had."""
+        assert self.listen_on is not None
+        try:
+            sock = bind_metrics(self.listen_on)
+        except OSError as e:
+            self.error = f"cannot listen on {self.listen_on}: {e.strerror or e}"
+            self.error_at = time.time()
+            raise
+        self.swap(sock, self.listen_on)
+
+    def snapshot(self) -> dict[str, Any]:
+        """For the status document: "serving" (with its port), "down" (with why and since when)
+        or "off" (metrics.listen null)."""
+        if self._sock is not None:
+            return {"listen": self.listen_on, "state": "serving", "port": self.port,
+                    "error": None, "error_at": None}
+        return {"listen": self.listen_on, "state": "down" if self.listen_on else "off",
+                "port": None, "error": self.error if self.listen_on else None,
+                "error_at": self.error_at if self.listen_on else None}
 
     def swap(self, sock: socket.socket, listen: str) -> None:
         """Serve from `sock` (from bind_metrics) from now on: a reload's new metrics.listen. The
@@ -221,6 +263,7 @@ class MetricsServer(Service):
             self.api.unregister(self._sock)
             self._sock.close()
         self._sock, self.listen_on = sock, listen
+        self.error = self.error_at = None
         self.api.register(sock, self._on_accept)
         host = split_listen(listen)[0]
         host = f"[{host}]" if ":" in host else host

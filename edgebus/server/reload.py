@@ -43,6 +43,7 @@ from edgebus.server.reload_live import (
     apply_limits,
     apply_metrics_listen,
     bind_metrics_listen,
+    retry_metrics,
 )
 from edgebus.server.service import Service
 
@@ -200,7 +201,8 @@ class ConfigReload(Service):
             tokens = (load_replica_tokens(new.replica.tokens_file) if "replica" in listeners
                       else None)
             # Last: nothing below fails, so a socket bound here is always used (reload_live.py).
-            metrics_sock = (bind_metrics_listen(self.config.metrics.listen, new.metrics.listen)
+            metrics_sock = (bind_metrics_listen(self.config.metrics.listen, new.metrics.listen,
+                                                self.metrics is None or self.metrics.serving)
                             if self.broker is not None else None)
         except EdgebusError as e:
             return self._failed(str(e))
@@ -239,6 +241,8 @@ class ConfigReload(Service):
             if new.metrics.listen != self.config.metrics.listen:
                 self.metrics = apply_metrics_listen(self.broker, self.metrics, new.metrics.listen,
                                                     metrics_sock)
+            else:  # the same address: an endpoint that could not start tries it again
+                retry_metrics(self.metrics)
         if self.http_listener is not None:
             self._end_streams(revoked)
         errors = apply_declared_topics(self.logs, new.topics, self.admin.groups.topic_created)

@@ -15,8 +15,11 @@ Each is safe to change while serving, and takes effect as follows:
 - metrics.listen: the new address is bound while the file is checked, before anything is
   applied, so an address that cannot be had (a port in use) fails the reload with nothing
   changed and the endpoint stays where it was; else the old listening socket is closed (a
-  scrape it accepted is still answered). Only a changed address is bound: an endpoint that could
-  not start (logged then) is started by a reload that names another address, or by a restart.
+  scrape it accepted is still answered). An endpoint that is down (its address could not be had
+  at the start, or at an earlier reload) is tried again by every reload that keeps its address:
+  the address may be free now. That retry never fails the reload (the file is not what is
+  wrong): it is logged, and the status document's `metrics` says whether it serves and, if not,
+  the last error (retry_metrics).
 """
 
 from __future__ import annotations
@@ -72,9 +75,10 @@ def apply_intervals(broker: Any, old_log: Any, new_log: Any, old_disk: Any, new_
             for k in _changed(old_disk, new_disk)))
 
 
-def bind_metrics_listen(running: str | None, new: str | None) -> socket.socket | None:
+def bind_metrics_listen(running: str | None, new: str | None,
+                        up: bool = True) -> socket.socket | None:
     """The new metrics.listen's socket, bound now (None: no new address). ConfigError naming
-    the address when it cannot be had: the running endpoint is kept."""
+    the address when it cannot be had: the running endpoint is kept (`up`: it serves)."""
     if new is None or new == running:
         return None
     from edgebus.server.metrics import bind_metrics
@@ -82,9 +86,25 @@ def bind_metrics_listen(running: str | None, new: str | None) -> socket.socket |
     try:
         return bind_metrics(new)
     except OSError as e:
-        where = f"the endpoint stays on {running}" if running else "no endpoint is served"
+        where = (f"the endpoint stays on {running}" if running and up else
+                 f"the endpoint stays down (on {running})" if running else "no endpoint is served")
         raise ConfigError(f"metrics.listen: cannot listen on {new}: {e.strerror or e}; "
                           f"{where}") from None
+
+
+def retry_metrics(server: Any) -> None:
+    """A reload that keeps metrics.listen: start the endpoint if it is down (it could not have
+    its address before). Failing again is logged and kept in its status, not a reload error."""
+    if server is None or server.serving or server.listen_on is None:
+        return
+    was = server.error
+    try:
+        server.start()
+    except OSError as e:
+        log.error("reload: metrics.listen %s still cannot be had (%s): the metrics endpoint "
+                  "stays down", server.listen_on, e.strerror or e)
+        return
+    log.info("reload: the metrics endpoint is up (before: %s)", was)
 
 
 def apply_metrics_listen(broker: Any, server: Any, new: str | None,

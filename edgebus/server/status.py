@@ -100,6 +100,9 @@ def topics(broker: Any) -> dict[str, Any]:
                 {"partition": p.partition, "log_start_offset": p.log_start_offset,
                  "log_end_offset": p.log_end_offset, "size_bytes": p.size_bytes,
                  "segments": p.segment_count, "offline": p.offline,
+                 # Why, naming the file and errno (partition_append.py write_failed).
+                 **({"offline_reason": p.offline_reason, "offline_errno": p.offline_errno}
+                    if p.offline else {}),
                  # A mirror's gap records: offsets its source never shipped (docs/REPLICATION.md).
                  **({"gaps": [{"start": g.start, "end": g.end, "reason": g.reason}
                               for g in p.gaps]} if p.gaps else {})}
@@ -178,6 +181,9 @@ def collect(broker: Broker) -> dict[str, Any]:
     # Likewise the HTTP listener's (a service on the loop, not an attribute of the broker).
     hl: Any = next((s for s in broker.loop.services if getattr(s, "name", None) == "http"), None)
     doc["http"] = {"listen": f"{hl.host}:{hl.port}"} if hl is not None else None
+    # The metrics endpoint: serving, or down with the error that keeps it so (server/metrics.py).
+    ms: Any = next((s for s in broker.loop.services if getattr(s, "name", None) == "metrics"), None)
+    doc["metrics"] = ms.snapshot() if ms is not None else None
     # The last SIGHUP reload: applied or why not, and the changed settings only a restart applies.
     reloader: Any = next((s for s in broker.loop.services
                           if getattr(s, "name", None) == "reload"), None)

@@ -217,17 +217,17 @@ def _kafka_tls(k: Any) -> Any:
 def _start_metrics(broker: Broker, config: Any) -> Any:
     """The optional Prometheus endpoint, a service on the loop (returned; None: none); a failure
     to start it is logged, and the log is served all the same (a missing scrape is what alerts
-    on it)."""
+    on it). The endpoint that failed stays on the loop, down, with its error in the status
+    document, and the next reload tries its address again (reload_live.py)."""
     listen = config.metrics.listen
     if not listen:
         return None
-    try:
-        from edgebus.server.metrics import MetricsServer
+    from edgebus.server.metrics import MetricsServer
 
-        server = MetricsServer(broker.loop, broker, listen)  # no prometheus-client: promtext.py
+    server = MetricsServer(broker.loop, broker, listen)  # no prometheus-client: promtext.py
+    try:
         server.start()
     except OSError as e:
-        log.error("cannot serve metrics on %s: %s", listen, e)
-        return None
+        log.error("cannot serve metrics on %s: %s; `edgebus reload` tries again", listen, e)
     broker.add_service(server)
     return server

@@ -33,6 +33,7 @@ typedef struct {
     char topic[];
     int32_t n;
     int32_t cut_failed;
+    int32_t write_errno;
     int64_t records, bytes;
     int64_t rel[];
     int64_t pos[];

@@ -18,6 +18,7 @@
  * each partition exactly where Python would at that moment; Python brings its own view up to
  * date from the grant's counters right after (sync-back) before anything else runs. */
 
+#include <errno.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -64,6 +65,7 @@ typedef struct {
     /* what one call did (Python's sync-back reads, then zeroes n) */
     int32_t n;                 /* batches appended */
     int32_t cut_failed;        /* a failed write could not be cut back: Python takes it offline */
+    int32_t write_errno;       /* the failed write's errno: Python decides (offline unless ENOSPC) */
     int64_t records, bytes;
     int64_t rel[EB_PLANE_BATCHES], pos[EB_PLANE_BATCHES];
     int64_t last_at, last_len; /* the last batch's place in the caller's buffer */
@@ -206,10 +208,11 @@ int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grant
         while (done < n) {
             ssize_t w = write(g->fd, b + done, n - done);
             if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) { failed = 1; break; }
+            if (w <= 0) { failed = w < 0 && errno ? errno : EIO; break; }  /* before ftruncate */
             done += (uint64_t)w;
         }
         if (failed) {
+            g->write_errno = failed;
             /* O_APPEND: cut back to where the batch began, and the next write goes there */
             if (done && ftruncate(g->fd, (off_t)g->seg_size) != 0) g->cut_failed = 1;
             c->why = EB_PLANE_WRITE;

@@ -193,3 +193,48 @@ def test_a_reload_raises_the_output_bound_of_a_connection_held_back(make_broker:
         wait_for(lambda: queued() >= 8 * mib, 30, "the requests held back to be answered")
     finally:
         stuck.close()
+
+
+def test_a_metrics_endpoint_that_could_not_start_is_started_by_a_reload(make_broker: Any) -> None:
+    """The address was taken at the start (logged; the supervisor serves all the same). A
+    reload with the same address used to leave it down for good (only a changed address was
+    bound); now every reload tries again, and status says meanwhile that it is down and why."""
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        b = make_broker({"metrics": {"listen": f"127.0.0.1:{port}"}}).start()
+        # (logged after the socket listens: the start goes on to the endpoint then)
+        wait_for(lambda: f"cannot serve metrics on 127.0.0.1:{port}" in b.log(), 30,
+                 "the line saying the endpoint could not start")
+        with Admin(socket=b.socket, transport="socket") as a:
+            m = a.status()["metrics"]
+        assert m["state"] == "down" and m["listen"] == f"127.0.0.1:{port}"
+        assert "Address already in use" in m["error"] and m["error_at"] is not None
+        text = cli(b.socket, "status").stdout
+        assert re.search(rf"metrics:\s+DOWN: cannot listen on 127\.0\.0\.1:{port}: Address "
+                         r"already in use", text), text
+
+        # Still taken: the reload is applied all the same (the file is fine), the endpoint
+        # stays down and says so.
+        edit(Path(b.config_path), lambda d: d.update(limits={"max_connections": 100}))
+        out = reload(b)
+        assert "reload: limits: max_connections 256 -> 100" in b.log()
+        assert f"metrics.listen 127.0.0.1:{port} still cannot be had" in b.log(), out
+        with Admin(socket=b.socket, transport="socket") as a:
+            st = a.status()
+        assert st["metrics"]["state"] == "down" and st["reload"]["last_error"] is None
+
+    # Free now: the next reload, with the same file, starts it.
+    reload(b)
+    assert scrape(port) == 200
+    assert metrics_ports(b) == [port]
+    with Admin(socket=b.socket, transport="socket") as a:
+        m = a.status()["metrics"]
+    assert m == {"listen": f"127.0.0.1:{port}", "state": "serving", "port": port, "error": None,
+                 "error_at": None}
+    assert re.search(rf"metrics:\s+http://127\.0\.0\.1:{port}/metrics",
+                     cli(b.socket, "status").stdout)
+    reload(b)  # and one more keeps it as it is
+    assert scrape(port) == 200 and metrics_ports(b) == [port]

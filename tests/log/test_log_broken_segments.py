@@ -52,11 +52,13 @@ def test_broken_segment(tmp_path: Path, name: str, caplog: pytest.LogCaptureFixt
     assert p.log_end_offset == end
     report = p.recovery_report
     assert report is not None
+    # Only edgebus's lines: a Kafka client thread left by an earlier test in this worker logs too.
+    ours = [r for r in caplog.records if r.name.startswith("edgebus.")]
     if why is None:
-        assert not report.anything_cut and not caplog.records
+        assert not report.anything_cut and not ours
     else:
         assert report.cut_bytes == cut and why in caplog.text
-        assert len(caplog.records) == 1 + bool(cut and aside)  # one line per thing done
+        assert len(ours) == 1 + bool(cut and aside)  # one line per thing done
     assert report.set_aside_bytes == aside
     assert sum(f.stat().st_size for f in d.glob("*.corrupt")) == aside
     survivors, got_refused = read_survivors(p)

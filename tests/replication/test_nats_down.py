@@ -57,6 +57,10 @@ def _office(nats: NatsDestination, **limits: Any) -> None:
         "name": OFFICE, "subjects": ["office.>"], "storage": "file", "num_replicas": 3,
         **limits})
     assert "error" not in made, made
+    # A new replicated stream takes publishes only once it has a leader; before that a publish
+    # finds no responders (CI at load 15-22: test_down_lag's first publish got 0 of 3 answers).
+    wait_for(lambda: _api(nats, f"$JS.API.STREAM.INFO.{OFFICE}", {})
+             .get("cluster", {}).get("leader"), what=f"a leader for {OFFICE}")
 
 
 def _expected(i: int) -> tuple[bytes | None, bytes | None, tuple[tuple[str, bytes | None], ...],

@@ -6,6 +6,7 @@ nothing told an operator that the box had gone down hard at all."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -96,3 +97,69 @@ def test_a_recovered_tail_is_synced_so_the_next_start_does_not_scan_it(make_brok
     b.start()
     opened = [ln for ln in b.log().splitlines() if "opened " in ln]
     assert "scanned 0 bytes" in opened[-1], opened[-1]
+
+
+def test_a_data_dir_without_a_run_marker_is_checked_as_after_a_power_cut(
+        make_broker: object) -> None:
+    """A data directory written by an edgebus from before the run marker has none, and was
+    taken as cleanly stopped: a power cut under the old edgebus went unsaid, and a consumer
+    group's commit past the log end it left made the group skip records. Nothing says that
+    stop was clean, so the first start says "unknown" and checks as after a power cut; it writes
+    the marker, so the next start knows. Made here by a supervisor killed after a "power cut"
+    (the segment cut back to what was fsynced, with a torn batch) and its marker deleted."""
+    from edgebus import Consumer, Producer, TopicPartition
+
+    port = free_port()
+    b: EmbeddedBroker = make_broker({  # type: ignore[operator]
+        "metrics": {"listen": f"127.0.0.1:{port}"},
+        "log": {"flush_interval_ms": 3_600_000, "checkpoint_interval_ms": 3_600_000}})
+    b.start()
+    tp = TopicPartition("old", 0)
+    with Admin(socket=b.socket) as a:
+        a.create_topic("old", partitions=1)
+    with Producer(socket=b.socket, acks="durable") as p:
+        for i in range(100):
+            p.send("old", b"durable-%d" % i)
+        p.flush(30)
+    seg = b.data_dir / "old-0" / "00000000000000000000.log"
+    synced = seg.stat().st_size
+    with Producer(socket=b.socket, acks="written") as p:
+        for i in range(50):
+            p.send("old", b"written-%d" % i)
+        p.flush(30)
+    c = Consumer(group_id="old-g", enable_auto_commit=False, socket=b.socket)
+    c.assign([tp])
+    c.commit({tp: 150})  # it had read them all
+    c.close(autocommit=False)
+    b.kill9()
+    os.truncate(seg, synced + 37)  # the power cut: what was fsynced, and a torn batch
+    (b.data_dir / "running").unlink()  # an edgebus from before the marker left none
+
+    b.start()
+    assert b.log().count("the data directory has no run marker") == 1
+    assert f"recovery of old-0 cut {seg.name} at byte {synced}: 37 bytes cut" in b.log()
+    assert "group(s) old-g had committed up to 150" in b.log()
+    assert "after an UNKNOWN stop" in status(b)
+    with Admin(socket=b.socket) as a:
+        assert a.status()["previous_stop"] == "unknown"
+    assert scrape_metrics(port)["edgebus_unclean_start"] == 1
+    c = Consumer(group_id="old-g", enable_auto_commit=False, socket=b.socket)
+    try:
+        assert c.committed(tp) == 100  # at the log end: no record appended next is skipped
+    finally:
+        c.close(autocommit=False)
+
+    b.stop()  # once: a clean stop is marked, and the next start knows it
+    b.start()
+    assert b.log().count("the data directory has no run marker") == 1
+    assert UNCLEAN not in b.log() and "UNKNOWN" not in status(b)
+    assert scrape_metrics(port)["edgebus_unclean_start"] == 0
+    assert (b.data_dir / "running").exists() and not (b.data_dir / "clean-stop").exists()
+
+
+def test_a_new_data_directory_is_not_an_unknown_stop(make_broker: object) -> None:
+    b: EmbeddedBroker = make_broker()  # type: ignore[operator]
+    b.start()
+    assert "no run marker" not in b.log() and "UNKNOWN" not in status(b)
+    b.stop()
+    assert (b.data_dir / "clean-stop").exists() and not (b.data_dir / "running").exists()

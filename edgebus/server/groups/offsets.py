@@ -106,10 +106,11 @@ class OffsetStore:
             log.info("%s is now a compacted topic", OFFSETS_TOPIC)
         self.partition = self.logs.partition(OFFSETS_TOPIC, 0)
         self._replay()
-        # Only after the machine went down: then, and only then, records a group had read can be
+        # Only after the machine went down (or maybe did: no run marker said how the previous
+        # run stopped, log/cleanstop.py): then, and only then, records a group had read can be
         # gone (a kill -9 keeps the page cache). Otherwise a commit past the log end is a client's
         # own choice (Kafka clients may commit any offset) and is kept as Kafka keeps it.
-        if getattr(self.logs, "previous_stop", "clean") == "machine-down":
+        if getattr(self.logs, "previous_stop", "clean") in ("machine-down", "unknown"):
             self._clamp_to_log_ends(time.time_ns() // 1_000_000)
 
     def _clamp_to_log_ends(self, now_ms: int) -> None:

@@ -121,10 +121,7 @@ def init_producer_id(ctx: KafkaContext, conn: Connection, header: Any, req: Any)
 APIS: list[KafkaApi] = [
     KafkaApi(PRODUCE, 3, 9, produce),
     KafkaApi(FETCH, 4, 12, fetch),
-    # v6 at most: MAX_TIMESTAMP (-3) is answered at any version (librdkafka sends it at v6),
-    # but advertising v7-v9 made librdkafka consumers (Quix's restart test) stall under load,
-    # cause not found yet (docs/KAFKA.md).
-    KafkaApi(LIST_OFFSETS, 1, 6, list_offsets),
+    KafkaApi(LIST_OFFSETS, 1, 10, list_offsets),
     KafkaApi(METADATA, 0, 12, metadata),
     KafkaApi(API_VERSIONS, 0, 3, api_versions, before_auth=True),
     KafkaApi(INIT_PRODUCER_ID, 0, 4, init_producer_id),

@@ -1,4 +1,4 @@
-"""Kafka Fetch (v4-v12) with long poll, and ListOffsets (v1-v6).
+"""Kafka Fetch (v4-v12) with long poll, and ListOffsets (v1-v10).
 
 Fetch reads whole edgebus batches (Partition.read, bounded by the partition's and the request's
 max bytes; the first batch whole whatever the bounds, as Kafka does) and converts each into an
@@ -166,7 +166,8 @@ def list_offsets(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> 
     batch with the largest append time; a timestamp: the first offset whose record time is at
     or after it (-1 when none, and with read_committed when it is not below the last stable
     offset); EARLIEST_LOCAL (-4, v8) the log start and LATEST_TIERED (-5, v9) -1, as a Kafka
-    broker without a remote tier answers."""
+    broker without a remote tier answers. v7-v10 have v6's fields (v10 adds a timeout for reads
+    from a remote tier: none here, nothing waits), so one answer serves every version."""
     mod = response_module(LIST_OFFSETS, header.request_api_version)
     topics = []
     for t in req.topics:

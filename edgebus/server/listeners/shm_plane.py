@@ -74,6 +74,20 @@ def available() -> bool:
     return _lib is not None
 
 
+def _write_failed(link: Any) -> None:
+    """A call stopped at a failed write(2) (cut back in C): the partition's write_failed
+    decides, as Python's own path does (offline unless the disk is full), before Python's path
+    takes the frame again. A retry that succeeds must not hide an EIO (a failing card)."""
+    for g in link.grants.values():
+        c = g.c
+        if c.cut_failed:
+            g.p._go_offline(f"cannot cut a failed append back in {g.seg.log_path} (C data plane)",
+                            c.write_errno or None)
+        elif c.write_errno and c.fd >= 0:  # (fd -1: no writable fd, Python's path opens one)
+            g.p.write_failed(c.write_errno)
+        c.write_errno = 0
+
+
 class Grant:
     """One partition a link's PRODUCEs may be appended to in C; `c` is the C struct."""
 
@@ -113,7 +127,7 @@ class Grant:
         # -1: no writable fd, so the C call's write fails and Python's path decides
         c.fd = seg.fd if seg.fd is not None and seg.writable else -1
         c.recent_room = 2 * RECENT_BATCHES - len(seg._recent_rels)
-        c.n = c.cut_failed = 0
+        c.n = c.cut_failed = c.write_errno = 0
         c.records = c.bytes = 0
 
     def current(self) -> bool:
@@ -261,9 +275,7 @@ class Plane:
             if frames:
                 self._sync(link, call)
             if call.why == _WHY_WRITE:  # Python's path retries the frame and reports
-                for g in link.grants.values():
-                    if g.c.cut_failed:
-                        g.p._go_offline("cannot cut a failed append back (C data plane)")
+                _write_failed(link)
             # A grant's per-call room used up: synced, so the C call may go on (unless the
             # sync-back's on_append queued answers on this very link: they go first). Full with
             # nothing taken: the segment's recent list needs its trim, Python's path does it.
@@ -291,9 +303,7 @@ class Plane:
             self._sync(link, call)
         why = call.why
         if why == _WHY_WRITE:
-            for g in link.grants.values():
-                if g.c.cut_failed:
-                    g.p._go_offline("cannot cut a failed append back (C data plane)")
+            _write_failed(link)
         self.drained = why == _WHY_RING_END
         return k
 
