@@ -1,7 +1,8 @@
 """Records a producer held back when its supervisor died (kill -9): held behind a request the
 supervisor had not read yet (a loaded machine's) and not yet sent by the I/O thread, they were
-never written and wait for a reconnection, by design, while every record written gets an
-outcome. The kill tests of tests/client and tests/shm share this split."""
+never written: they wait for a reconnection (or, on client25's branch, a plain producer fails
+them at once as not sent), while every record written gets an outcome. The kill tests of
+tests/client and tests/shm share this split."""
 
 from __future__ import annotations
 
