@@ -3,7 +3,7 @@ its way through the bridge, and warnings about ingress filters that overlap. No 
 
 from __future__ import annotations
 
-from bridges.mqtt import routes as R
+from bridges.mqtt import filters
 from bridges.mqtt.config import HEADER_ALLOWANCE, MAX_BATCH_BYTES, BridgeConfig, ValidateSettings
 
 # The supervisor's default topic_defaults.max_message_bytes (edgebus/config.py): a bridge batch
@@ -50,7 +50,7 @@ def warnings(c: BridgeConfig) -> list[str]:
     out = []
     v5 = c.mqtt.protocol == "5"
     routes = list(c.ingress)
-    hidden = R.shadowed([r.filter for r in routes])
+    hidden = filters.shadowed([r.filter for r in routes])
     for j, i in hidden.items():
         out.append(f"ingress[{i}] {routes[i].filter!r} and ingress[{j}] {routes[j].filter!r} "
                    f"overlap: ingress[{j}] never gets a message (ingress[{i}], declared first, "
@@ -59,7 +59,7 @@ def warnings(c: BridgeConfig) -> list[str]:
     for j, b in enumerate(routes):
         for i in range(j):
             a = routes[i]
-            if i in hidden or j in hidden or not R.filters_overlap(a.filter, b.filter):
+            if i in hidden or j in hidden or not filters.filters_overlap(a.filter, b.filter):
                 continue
             pair = f"ingress[{i}] {a.filter!r} and ingress[{j}] {b.filter!r} overlap"
             if v5:

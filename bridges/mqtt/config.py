@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridges.mqtt import filters
 from bridges.mqtt import routes as R
 from bridges.mqtt import templates as T
 from bridges.mqtt.config_values import PARSERS
@@ -306,7 +307,7 @@ def _check_loops(c: BridgeConfig) -> None:
     for j, eg in enumerate(c.egress):
         out_filter = eg.mqtt_topic.as_filter()
         for i, r in enumerate(c.ingress):
-            if not R.filters_overlap(r.filter, out_filter):
+            if not filters.filters_overlap(r.filter, out_filter):
                 continue
             if c.mqtt.protocol != "5":
                 why = "MQTT 3.1.1 has no noLocal"

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bridges.mqtt import filters
 from bridges.mqtt import routes as R
 from bridges.mqtt import templates as T
 from edgebus.config import check_topic_name, describe_value, parse_duration, parse_size
@@ -69,7 +70,7 @@ def _qos_in(v: Any) -> int:
 
 def _filter(v: Any) -> str:
     filt = _str(v)
-    R.validate_filter(filt)
+    filters.validate_filter(filt)
     return filt
 
 

@@ -12,7 +12,7 @@ and client id it is about; a file about another one is ignored. `granted` also t
 
 With MQTT 5, each filter is subscribed in its own SUBSCRIBE, carrying its subscription
 identifier (routes.subscription_ids). A filter shadowed by an earlier one that matches every
-topic it matches is not subscribed at all (routes.shadowed): it could never win.
+topic it matches is not subscribed at all (filters.shadowed): it could never win.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridges.mqtt import filters
 from bridges.mqtt import routes as R
 from bridges.mqtt.metrics import MAX_STATUS_BYTES, write_status
 
@@ -71,7 +72,7 @@ class Subscriptions:
 
     def __init__(self, subscriptions: list[tuple[str, int]], v5: bool, path: Path | None,
                  broker: str, router: R.Router | None = None) -> None:
-        hidden = R.shadowed([f for f, _ in subscriptions])
+        hidden = filters.shadowed([f for f, _ in subscriptions])
         self.active = [(f, q) for i, (f, q) in enumerate(subscriptions) if i not in hidden]
         for j in hidden:
             log.info("not subscribing to %r: an earlier route matches every topic it matches",
@@ -79,7 +80,7 @@ class Subscriptions:
         self.v5 = v5
         self.path = path
         self.router = router
-        self.ids = router.ids if router is not None else R.subscription_ids(
+        self.ids = router.ids if router is not None else filters.subscription_ids(
             [f for f, _ in subscriptions])
         self.state = SessionState(broker)
         self._write_error: str | None = None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from bridges.mqtt.routes import H_USER_PREFIX, MAX_USER_PROPERTIES, Headers, validate_topic
+from bridges.mqtt.filters import validate_topic
+from bridges.mqtt.routes import H_USER_PREFIX, MAX_USER_PROPERTIES, Headers
 
 _MISSING = object()
 

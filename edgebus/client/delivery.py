@@ -188,6 +188,11 @@ class _Delivery:
                 if not todo:
                     continue  # a caller sent them inline (linger_ms=0)
                 if not self._send_todo(todo):
+                    if self._channel_gone:
+                        # close() took the channel: _send_todo failed these, and the rest fail
+                        # likewise at once, not one backoff apart (the thread outlived close()
+                        # by minutes with hundreds of batches left).
+                        continue
                     time.sleep(backoff_delay(attempt, self.backoff, self.backoff_max))
                     attempt += 1
                     continue

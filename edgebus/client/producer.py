@@ -641,6 +641,10 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
                 self._io_lock.release()
             if ch is not None:
                 ch.close()
+            # If the wait above ran out (its batches were going to a supervisor too slow to
+            # take them), the I/O thread now fails what is left at once and ends: close() does
+            # not return with it still running.
+            self._thread.join(timeout=5)
             self._meta.close()
 
     def __enter__(self) -> Producer:

@@ -12,27 +12,22 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import json
 import logging
-import os
-import re
 import threading
 import time
 from pathlib import Path
 
 from edgebus.errors import (
     ClosedError,
-    ConfigError,
     EdgebusError,
     InvalidRequestError,
-    InvalidTopicError,
     StorageError,
     TopicExistsError,
     TopicLimitError,
     UnknownPartitionError,
     UnknownTopicError,
 )
+from edgebus.log import data_dir as D
 from edgebus.log.checkpoint import encode_checkpoint, read_checkpoint
 from edgebus.log.checkpoint import write_checkpoint as _write_checkpoint_file
 from edgebus.log.cleanstop import (
@@ -43,20 +38,10 @@ from edgebus.log.cleanstop import (
     mark_stopped,
     previous_stop,
 )
-from edgebus.log.fileutil import DIR_MODE, atomic_write, fsync_dir, read_file, storage_error
+from edgebus.log.fileutil import fsync_dir, storage_error
 from edgebus.log.lock import DataDirLock
 from edgebus.log.partition import Partition
 from edgebus.log.topic_config import TopicConfig, new_incarnation, validate_topic_name
-
-# A data directory that cannot be made or entered for these reasons is a wrong setting (exit 78),
-# not a failing disk: a home directory others cannot enter, a file in the way, a read-only mount.
-_NOT_USABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EROFS, errno.EEXIST)
-
-TOPICS_FILE = "topics.json"
-TOPICS_VERSION = 1
-MAX_TOPICS_FILE_BYTES = 16 * 1024 * 1024  # bounded input, even for a damaged file
-DELETED_SUFFIX = ".deleted"
-_PARTITION_DIR = re.compile(r"(.+)-([0-9]+)")
 
 
 class LogManager:
@@ -85,17 +70,7 @@ class LogManager:
         """Lock the data directory, load the topics, and recover every partition."""
         if self._open:
             raise StorageError(f"log manager for {self.data_dir} is already open")
-        try:
-            self.data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-            if self.data_dir.stat().st_mode & 0o777 != DIR_MODE:
-                os.chmod(self.data_dir, DIR_MODE)
-        except OSError as e:
-            if e.errno in _NOT_USABLE_ERRNOS:  # not the disk failing: the wrong place or user
-                raise ConfigError(
-                    f"data directory {self.data_dir} cannot be made or used by this user (uid "
-                    f"{os.geteuid()}): {e}; choose another (--data-dir, $EDGEBUS_DATA_DIR or "
-                    "data_dir: in the config) or fix its permissions") from e
-            raise storage_error(e, f"preparing data directory {self.data_dir}") from e
+        D.prepare(self.data_dir)
         self._lock.acquire()
         try:
             self._open_locked()
@@ -112,9 +87,9 @@ class LogManager:
         try:
             self.previous_stop = previous_stop(self.data_dir)
             mark_running(self.data_dir)
-            self._clean_leftovers()
-            self._topics = self._load_topics()
-            self._remove_orphans()
+            D.clean_leftovers(self.data_dir, self._log)
+            self._topics = D.load_topics(self.data_dir)
+            D.remove_orphans(self.data_dir, self._topics, self._log)
         except OSError as e:
             raise storage_error(e, f"loading {self.data_dir}") from e
         if self.previous_stop == KILLED:
@@ -212,7 +187,7 @@ class LogManager:
             config = dataclasses.replace(config, incarnation=new_incarnation())
         topics = {**self._topics, name: config}
         try:
-            self._save_topics(topics)  # a full disk here is DiskFullError too (by errno)
+            D.save_topics(self.data_dir, topics)  # a full disk here is DiskFullError too (by errno)
         except OSError as e:
             raise storage_error(e, f"creating topic {name}") from e
         self._topics = topics
@@ -221,7 +196,7 @@ class LogManager:
             for i in range(config.partitions):
                 d = self._dir(name, i)
                 if d.exists():  # a leftover nobody owns: it must not resurface as this topic
-                    self._remove_dir(d)
+                    D.remove_dir(self.data_dir, d)
                 parts.append(Partition.open(d, name, i, config, None, self._log))
             fsync_dir(self.data_dir)
             self._parts[name] = parts
@@ -232,10 +207,10 @@ class LogManager:
             self._parts.pop(name, None)
             self._topics = {k: v for k, v in topics.items() if k != name}
             try:
-                self._save_topics(self._topics)
+                D.save_topics(self.data_dir, self._topics)
                 for i in range(config.partitions):
                     if self._dir(name, i).exists():
-                        self._remove_dir(self._dir(name, i))
+                        D.remove_dir(self.data_dir, self._dir(name, i))
             except OSError:
                 pass  # cleaned at the next open
             if isinstance(e, OSError):
@@ -266,7 +241,7 @@ class LogManager:
         cfg = self._topics[name]
         topics = {k: v for k, v in self._topics.items() if k != name}
         try:
-            self._save_topics(topics)
+            D.save_topics(self.data_dir, topics)
         except OSError as e:
             raise storage_error(e, f"deleting topic {name}") from e
         self._topics = topics
@@ -280,7 +255,7 @@ class LogManager:
             for i in range(cfg.partitions):
                 d = self._dir(name, i)
                 if d.exists():
-                    self._remove_dir(d)
+                    D.remove_dir(self.data_dir, d)
         except OSError as e:
             self._log.warning("deleting the files of topic %s: %s (finished at next start)",
                               name, e)
@@ -296,7 +271,7 @@ class LogManager:
         new = dataclasses.replace(cfg, mirror_of="")
         topics = {**self._topics, name: new}
         try:
-            self._save_topics(topics)
+            D.save_topics(self.data_dir, topics)
         except OSError as e:
             raise storage_error(e, f"promoting topic {name}") from e
         self._topics = topics
@@ -323,7 +298,7 @@ class LogManager:
             return
         topics = {**self._topics, name: config}
         try:
-            self._save_topics(topics)
+            D.save_topics(self.data_dir, topics)
         except OSError as e:
             raise storage_error(e, f"altering topic {name}") from e
         self._topics = topics
@@ -353,16 +328,16 @@ class LogManager:
             for i in range(current.partitions, count):
                 d = self._dir(name, i)
                 if d.exists():  # a leftover nobody owns
-                    self._remove_dir(d)
+                    D.remove_dir(self.data_dir, d)
                 parts.append(Partition.open(d, name, i, new, None, self._log))
             fsync_dir(self.data_dir)
-            self._save_topics({**self._topics, name: new})
+            D.save_topics(self.data_dir, {**self._topics, name: new})
         except (OSError, EdgebusError) as e:
             for p in parts:
                 p.abandon()
             with contextlib.suppress(OSError):
                 for p in parts:
-                    self._remove_dir(p.path)
+                    D.remove_dir(self.data_dir, p.path)
             if isinstance(e, OSError):
                 raise storage_error(e, f"adding partitions to topic {name}") from e
             raise
@@ -450,84 +425,3 @@ class LogManager:
     def _check_open(self) -> None:
         if not self._open:
             raise ClosedError(f"log manager for {self.data_dir} is not open")
-
-    def _load_topics(self) -> dict[str, TopicConfig]:
-        path = self.data_dir / TOPICS_FILE
-        try:
-            raw = read_file(path, MAX_TOPICS_FILE_BYTES)
-        except FileNotFoundError:
-            found = [d.name for d in self._partition_dirs()]
-            if found:
-                raise StorageError(
-                    f"{path} is missing but {self.data_dir} holds partition directories "
-                    f"({', '.join(sorted(found)[:5])}); restore {TOPICS_FILE} or remove them"
-                ) from None
-            return {}
-        try:
-            doc = json.loads(raw)
-            if doc.get("version") != TOPICS_VERSION or not isinstance(doc.get("topics"), dict):
-                raise ValueError(f"expected version {TOPICS_VERSION} and a 'topics' object")
-            topics: dict[str, TopicConfig] = {}
-            for name, entries in doc["topics"].items():
-                validate_topic_name(name, internal=True)
-                if not isinstance(entries, dict):
-                    raise ValueError(f"topic {name!r}: entries must be an object")
-                topics[name] = TopicConfig.from_entries(entries)
-            missing = [n for n, c in topics.items() if not c.incarnation]
-            for n in missing:  # topics made before incarnations existed get one now, once
-                topics[n] = dataclasses.replace(topics[n], incarnation=new_incarnation())
-            if missing:
-                self._save_topics(topics)
-            return topics
-        except (ValueError, AttributeError, InvalidRequestError, InvalidTopicError) as e:
-            raise StorageError(f"{path} is damaged: {e}") from None
-
-    def _save_topics(self, topics: dict[str, TopicConfig]) -> None:
-        doc = {"version": TOPICS_VERSION,
-               "topics": {k: v.to_entries() for k, v in sorted(topics.items())}}
-        atomic_write(self.data_dir / TOPICS_FILE, (json.dumps(doc, indent=1) + "\n").encode())
-
-    def _partition_dirs(self) -> list[os.DirEntry[str]]:
-        out = []
-        with os.scandir(self.data_dir) as it:
-            for e in it:
-                if (not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
-                        and _PARTITION_DIR.fullmatch(e.name)):
-                    out.append(e)
-        return out
-
-    def _clean_leftovers(self) -> None:
-        """Finish interrupted deletes and atomic writes."""
-        with os.scandir(self.data_dir) as it:
-            entries = list(it)
-        for e in entries:
-            if e.name.endswith(DELETED_SUFFIX) and e.is_dir(follow_symlinks=False):
-                self._log.info("removing leftover %s", e.path)
-                import shutil  # rarely needed; it pulls in bz2 and lzma
-
-                shutil.rmtree(e.path)
-            elif e.name in (TOPICS_FILE + ".tmp", "recovery-checkpoint.tmp"):
-                os.unlink(e.path)
-
-    def _remove_orphans(self) -> None:
-        """Partition directories no topic owns are what a crash in the middle of a delete
-        leaves (topics.json is updated first); remove them so a new topic of the same name
-        does not inherit their data."""
-        for e in self._partition_dirs():
-            m = _PARTITION_DIR.fullmatch(e.name)
-            assert m is not None
-            cfg = self._topics.get(m.group(1))
-            if cfg is None or int(m.group(2)) >= cfg.partitions:
-                self._log.warning("removing %s: no topic in %s owns it (interrupted delete?)",
-                                  e.path, TOPICS_FILE)
-                self._remove_dir(Path(e.path))
-
-    def _remove_dir(self, d: Path) -> None:
-        # Rename first so that a crash mid-rmtree leaves a *.deleted leftover, never half a
-        # partition under a live name.
-        tmp = d.with_name(f"{d.name}.{time.time_ns()}{DELETED_SUFFIX}")
-        os.rename(d, tmp)
-        fsync_dir(self.data_dir)
-        import shutil
-
-        shutil.rmtree(tmp)

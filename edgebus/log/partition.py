@@ -35,7 +35,8 @@ from edgebus.log.partition_durability import _Durability
 from edgebus.log.partition_read import _Reads
 from edgebus.log.partition_retention import _Retention
 from edgebus.log.partition_state import MAX_OPEN_READ_FDS as MAX_OPEN_READ_FDS
-from edgebus.log.recovery import RecoveryReport, recover
+from edgebus.log.recovery import recover
+from edgebus.log.recovery_report import RecoveryReport
 from edgebus.log.segment import Segment, SegmentInfo
 from edgebus.log.topic_config import TopicConfig
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from edgebus.errors import ClosedError, StorageError
 from edgebus.log.gaps import Gap
-from edgebus.log.recovery import RecoveryReport
+from edgebus.log.recovery_report import RecoveryReport
 from edgebus.log.segment import Segment
 from edgebus.log.topic_config import TopicConfig
 

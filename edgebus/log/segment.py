@@ -26,15 +26,14 @@ from edgebus import format as F
 from edgebus.errors import CorruptRecordError
 from edgebus.log.fileutil import FILE_MODE, unlink_quiet, write_all
 from edgebus.log.index import OffsetIndex, TimeIndex
+from edgebus.log.segment_read import HEAD_SIZE, StaleIndex, read_batches
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIMEINDEX_SUFFIX = ".timeindex"
 NAME_DIGITS = 20
 # Enough of a batch header to walk: base offset, append time, length, and the record count.
-HEAD_SIZE = F.BATCH_SCAN_SIZE
 _COUNT = F.U32  # record_count, read at F.BATCH_RECORD_COUNT
-_SCAN = F.BATCH_SCAN  # base_offset, length, record_count
 # Header-only walks read this much at a time: many small batches per pread, little waste on big
 # ones.
 WALK_CHUNK = 64 * 1024
@@ -73,18 +72,6 @@ def parse_log_name(name: str) -> int | None:
     if dot and "." + ext == LOG_SUFFIX and len(stem) == NAME_DIGITS and stem.isdigit():
         return int(stem)
     return None
-
-
-class _StaleIndex(Exception):
-    """An index entry does not point at the batch it names."""
-
-
-def _corrupt_batch(path: Path, first: int, count: int, stored: int) -> CorruptRecordError:
-    """The error for a batch whose stored base offset is not its place in the sequence."""
-    return CorruptRecordError(
-        f"{path.name}: the batch holding offsets {first}..{first + count - 1} is stamped with "
-        f"base offset {stored} (damaged on disk)", offset=first, next_offset=first + count,
-    )
 
 
 class Segment:
@@ -360,65 +347,11 @@ class Segment:
         raises CorruptRecordError when that batch holds `offset`."""
         self.ensure_indexes(interval)
         try:
-            return self._read(offset, max_bytes, at_least_one, interval)
-        except _StaleIndex:
+            return read_batches(self, offset, max_bytes, at_least_one, interval)
+        except StaleIndex:
             self.log.warning("index of %s points at the wrong batch; rebuilding", self.log_path)
             self.rebuild_indexes(interval)
-            return self._read(offset, max_bytes, at_least_one, interval)
-
-    def _read(
-        self, offset: int, max_bytes: int, at_least_one: bool, interval: int
-    ) -> tuple[bytes, bool, int]:
-        assert self.index is not None
-        fd = self.open_readable()
-        size = self.size
-        rel = offset - self.base_offset
-        rels = self._recent_rels
-        if rels and rel >= rels[0]:  # a recent batch: its exact start
-            i = bisect.bisect_right(rels, rel) - 1
-            rel, pos = rels[i], self._recent_pos[i]
-        else:
-            rel, pos = self.index.lookup(rel)
-        want = max_bytes + interval + F.BATCH_HEADER_SIZE
-        buf = os.pread(fd, min(want, size - pos), pos)
-        bstart, i = pos, 0
-        expect = self.base_offset + rel  # the offset of the batch at bstart + i, by the counts
-        first = True
-        # 1. Skip to the batch holding `offset` (at most about one index interval of headers).
-        while True:
-            if bstart + i >= size:
-                return b"", True, expect
-            if i + HEAD_SIZE > len(buf):
-                bstart, i = bstart + i, 0
-                buf = os.pread(fd, min(want, size - bstart), bstart)
-                if len(buf) < HEAD_SIZE:
-                    raise CorruptRecordError(f"{self.log_path} is shorter than expected")
-            base, length, count = _SCAN.unpack_from(buf, i)
-            if length < F.BATCH_HEADER_SIZE:
-                if first and not self._index_derived:
-                    raise _StaleIndex  # an index of other bytes (e.g. before a cleaning's swap)
-                raise CorruptRecordError(f"{self.log_path}: bad batch length {length}")
-            if base != expect:
-                if first and not self._index_derived:
-                    raise _StaleIndex
-                if expect + count > offset:
-                    raise _corrupt_batch(self.log_path, expect, count, base)
-            first = False
-            if expect + count > offset:
-                break
-            expect += count
-            i += length
-        # 2. Take whole batches up to max_bytes; re-read once if the buffer ran out first.
-        first_pos, first_len, first_expect = bstart + i, length, expect
-        j, more, expect = _take(buf, i, max_bytes, at_least_one, size - bstart, expect)
-        if more:
-            buf = os.pread(fd, min(size - first_pos, max(max_bytes, first_len)), first_pos)
-            bstart, i = first_pos, 0
-            j, _, expect = _take(buf, 0, max_bytes, at_least_one, size - bstart, first_expect)
-        if j == i and at_least_one:
-            raise CorruptRecordError(f"{self.log_path}: batch at byte {first_pos} is cut short")
-        data = buf if i == 0 and j == len(buf) else buf[i:j]
-        return data, bstart + j >= size, expect
+            return read_batches(self, offset, max_bytes, at_least_one, interval)
 
     def position_at_most(self, offset: int) -> int:
         """A byte position at or before the batch holding `offset`, from memory only: a recent
@@ -462,30 +395,3 @@ class Segment:
             if len(head) == F.BATCH_PREFIX_SIZE:
                 self.first_append_time = F.BATCH_PREFIX.unpack(head)[1]
         return self.first_append_time
-
-
-def _take(buf: bytes, i: int, max_bytes: int, at_least_one: bool, limit: int,
-          expect: int) -> tuple[int, bool, int]:
-    """End index of the whole batches from buf[i] (whose offset is `expect`) that fit max_bytes
-    and run in sequence, whether the buffer ended before the budget or `limit` (the segment
-    end, relative to buf) did, and the offset after the batches taken. A batch stamped out of
-    sequence ends the run: the read that starts at it raises."""
-    j = i
-    total = 0
-    n = len(buf)
-    while j < limit:
-        if j + HEAD_SIZE > n:
-            return j, True, expect
-        base, length, count = _SCAN.unpack_from(buf, j)
-        if length < F.BATCH_HEADER_SIZE:
-            raise CorruptRecordError(f"bad batch length {length} while reading")
-        if base != expect and j > i:
-            return j, False, expect
-        if total + length > max_bytes and (total or not at_least_one):
-            return j, False, expect
-        if j + length > n:
-            return j, True, expect
-        total += length
-        j += length
-        expect += count
-    return j, False, expect

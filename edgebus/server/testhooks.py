@@ -3,7 +3,8 @@
 - SIGUSR2 blocks the event loop for EDGEBUS_TEST_BLOCK_S seconds (default 3), the way a hung
   loop would: the handler runs on the loop's own thread (Python runs signal handlers in the main
   thread), so no request is served and no WATCHDOG=1 is sent meanwhile. tests/service/ uses it to
-  show that systemd's watchdog would fire.
+  show that systemd's watchdog would fire; the block's start and end are sent to NOTIFY_SOCKET
+  as STATUS= lines, so that the test places the pings by order, not by time.
 - EDGEBUS_TEST_REPEAT_WINDOW_S shortens logrepeat.py's window (600 s), so that a test sees a
   held-back count logged when the window ends.
 - SIGUSR1 writes the names of the modules the supervisor has imported (sys.modules), one a line,
@@ -42,7 +43,12 @@ def install(environ: Any = None) -> bool:
 
     def block(signum: int, frame: Any) -> None:
         log.warning("test hook: blocking the event loop for %.1f s (SIGUSR2)", seconds)
+        # The block's start and end as STATUS= lines, sent from the loop's thread as WATCHDOG=1
+        # is: a test reads from their order alone that no ping came while the loop was blocked,
+        # where times taken on a loaded machine would blur the edges (tests/service/test_notify).
+        _notify("STATUS=test hook: blocking the event loop")
         time.sleep(seconds)
+        _notify("STATUS=test hook: the event loop runs again")
         log.warning("test hook: the event loop runs again")
 
     signal.signal(signal.SIGUSR2, block)
@@ -67,3 +73,10 @@ def install(environ: Any = None) -> bool:
     log.warning("test hooks are enabled (%s=1): SIGUSR2 blocks the event loop for %.1f s; "
                 "never set this in production", ENV_ENABLE, seconds)
     return True
+
+
+def _notify(line: str) -> None:
+    """One line to NOTIFY_SOCKET, if set (sdnotify sends nothing without it)."""
+    import sdnotify
+
+    sdnotify.SystemdNotifier().notify(line)

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from mqtt_helpers import REPO, Device, Mosquitto, needs_mosquitto, read_all
 
+from bridges.mqtt import filters
 from bridges.mqtt import routes as R
 from bridges.mqtt.config import config_from_mapping
 from edgebus.errors import ConfigError
@@ -29,11 +30,11 @@ def router(*filters: str) -> R.Router:
 # --- the rules, without I/O ----------------------------------------------------------------------
 
 def test_subscription_ids_are_stable_per_filter_and_distinct() -> None:
-    a = R.subscription_ids(["dev/+/data", "#"])
-    b = R.subscription_ids(["x/y", "#", "dev/+/data"])
+    a = filters.subscription_ids(["dev/+/data", "#"])
+    b = filters.subscription_ids(["x/y", "#", "dev/+/data"])
     assert a["#"] == b["#"] and a["dev/+/data"] == b["dev/+/data"]
     assert a["#"] != a["dev/+/data"]
-    assert all(1 <= n <= R.MAX_SUBSCRIPTION_ID for n in b.values())
+    assert all(1 <= n <= filters.MAX_SUBSCRIPTION_ID for n in b.values())
 
 
 def test_first_declared_route_wins_and_the_other_copy_is_skipped() -> None:
@@ -73,7 +74,7 @@ def test_a_copy_is_kept_unless_the_winner_surely_delivers_it() -> None:
 def test_copies_through_stale_subscriptions() -> None:
     r = router("#")
     (catch_all,) = r.routes
-    stale = R.subscription_ids(["dev/+/data"])["dev/+/data"]
+    stale = filters.subscription_ids(["dev/+/data"])["dev/+/data"]
     r.new_session({"#"}, fresh=set())
     assert r.route("dev/1/data", [stale]) is R.SKIP  # '#' delivers it too
     r.new_session(set(), fresh=set())
@@ -88,12 +89,12 @@ def test_a_shared_winner_never_makes_a_copy_skipped() -> None:
 
 
 def test_shadowed_filters_and_overlaps() -> None:
-    assert R.shadowed(["#", "a/+/c", "dev/+/data", "a/b"]) == {1: 0, 2: 0, 3: 0}
-    assert R.shadowed(["dev/+/data", "#"]) == {}
-    assert R.shadowed(["$share/g/#", "a/b"]) == {}
-    assert R.filters_overlap("a/+/c", "a/b/+") and not R.filters_overlap("a/b", "a/c")
-    assert R.filters_overlap("a/#", "a") and not R.filters_overlap("#", "$SYS/x")
-    assert R.filter_covers("a/#", "a/+/c") and not R.filter_covers("a/+/c", "a/#")
+    assert filters.shadowed(["#", "a/+/c", "dev/+/data", "a/b"]) == {1: 0, 2: 0, 3: 0}
+    assert filters.shadowed(["dev/+/data", "#"]) == {}
+    assert filters.shadowed(["$share/g/#", "a/b"]) == {}
+    assert filters.filters_overlap("a/+/c", "a/b/+") and not filters.filters_overlap("a/b", "a/c")
+    assert filters.filters_overlap("a/#", "a") and not filters.filters_overlap("#", "$SYS/x")
+    assert filters.filter_covers("a/#", "a/+/c") and not filters.filter_covers("a/+/c", "a/#")
 
 
 def _cfg(ingress: list[dict[str, Any]], egress: list[dict[str, Any]] | None = None,

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from bridges.mqtt import filters
 from bridges.mqtt import routes as R
 from bridges.mqtt import templates as T
 
@@ -48,14 +49,14 @@ MATCHES = [
 
 @pytest.mark.parametrize(("filt", "topic", "expected"), MATCHES)
 def test_filter_matching(filt: str, topic: str, expected: bool) -> None:
-    assert R.filter_matches(filt, topic) is expected
+    assert filters.filter_matches(filt, topic) is expected
 
 
 @pytest.mark.parametrize("filt", [
     "a/#", "#", "+", "a/+/b", "+/+/#", "$share/g/a/+", "/", "a//b",
 ])
 def test_valid_filters(filt: str) -> None:
-    R.validate_filter(filt)
+    filters.validate_filter(filt)
 
 
 @pytest.mark.parametrize(("filt", "message"), [
@@ -71,7 +72,7 @@ def test_valid_filters(filt: str) -> None:
 ])
 def test_invalid_filters(filt: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
-        R.validate_filter(filt)
+        filters.validate_filter(filt)
 
 
 def test_router_takes_the_first_matching_route_in_order() -> None:

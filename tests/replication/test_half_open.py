@@ -22,8 +22,10 @@ pytestmark = pytest.mark.integration
 def mirrored_through_relay(source: Any, destination: Any, make_replicator: Any, topic: str,
                            records: int, heartbeat_s: float) -> tuple[Relay, Replicator, int]:
     """`topic` (one partition, `records` records) mirrored to the peer through a relay the test
-    can silence, by a replicator with `heartbeat_s` and a metrics endpoint; the link up. The
-    relay, the replicator and its metrics port."""
+    can silence, by a replicator with `heartbeat_s` and a metrics endpoint; the link up and
+    idle: the replicator has the answer to its last append (its status's target_end), so that
+    the heartbeat is the only request a silenced relay can leave unanswered. The relay, the
+    replicator and its metrics port."""
     relay = Relay(("127.0.0.1", destination.port))
     with Admin(socket=source.socket) as a:
         a.create_topic(topic, 1)
@@ -33,6 +35,11 @@ def mirrored_through_relay(source: Any, destination: Any, make_replicator: Any, 
     rep.start()
     wait_for(lambda: in_step(source, destination, topic, 1), what="the mirror")
     wait_for(lambda: link_status(port)["state"] == "up", what="the link up")
+    # The peer having the records (in_step) is not the replicator having its answer: an append
+    # still in flight when the relay went silent timed out as itself ("no response ... within
+    # 1.0 s"), not as a half-open link (test_heartbeat_bound, seen once under load 14).
+    wait_for(lambda: [p["target_end"] for p in link_status(port)["partitions"]] == [records],
+             what="the last append's answer")
     return relay, rep, port
 
 

@@ -1,10 +1,12 @@
-"""Fixtures for tests/service: a notify socket playing systemd, and a small tmpfs."""
+"""Fixtures for tests/service: a notify socket playing systemd, a small tmpfs, an ext4 on a loop
+device, and `edgebus status` as text."""
 
 from __future__ import annotations
 
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from edgebus.log.manager import LogManager
+from edgebus.testing import EmbeddedBroker
 
 
 @pytest.fixture
@@ -101,3 +104,30 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def loop_ext4(img: Path, mnt: Path, size: int, options: str = "") -> str:
+    """An ext4 of `size` bytes in the file `img` on a loop device, mounted at `mnt` (made here)
+    with mount `options`; the device. Skips the test where that cannot be done (root needed);
+    the caller unmounts and detaches it."""
+    with open(img, "wb") as f:
+        f.truncate(size)
+    mk = subprocess.run(["mkfs.ext4", "-q", str(img)], capture_output=True, text=True)
+    dev = subprocess.run(["losetup", "-f", "--show", str(img)], capture_output=True, text=True)
+    if mk.returncode != 0 or dev.returncode != 0:
+        pytest.skip(f"cannot make a loop device here ({(mk.stderr + dev.stderr).strip()}); "
+                    "needs root, mkfs.ext4 and losetup")
+    loop = dev.stdout.strip()
+    mnt.mkdir()
+    r = subprocess.run(["mount", *(["-o", options] if options else []), loop, str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        subprocess.run(["losetup", "-d", loop], capture_output=True)
+        pytest.skip(f"cannot mount ext4 on {loop}: {r.stderr.strip()}")
+    return loop
+
+
+def status_text(b: EmbeddedBroker) -> str:
+    """What `edgebus status` prints for the supervisor `b`."""
+    return subprocess.run([sys.executable, "-m", "edgebus.cli.main", "status", "--socket",
+                           b.socket], capture_output=True, text=True, check=True).stdout

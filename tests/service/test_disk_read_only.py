@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,8 @@ from edgebus import Admin, Producer
 from edgebus.errors import StorageError
 from edgebus.testing import EmbeddedBroker, scrape_metrics, wait_for
 
+from .conftest import loop_ext4, status_text
+
 pytestmark = pytest.mark.integration
 
 
@@ -25,21 +26,9 @@ pytestmark = pytest.mark.integration
 def ext4_remount_ro(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """A 32 MiB ext4 on a loop device, mounted errors=remount-ro (root needed); yields the mount
     point and the device's name under /sys/fs/ext4."""
-    img, mnt = tmp_path / "card.img", tmp_path / "card"
-    mnt.mkdir()
-    with open(img, "wb") as f:
-        f.truncate(32 * 1024 * 1024)
-    mk = subprocess.run(["mkfs.ext4", "-q", str(img)], capture_output=True, text=True)
-    dev = subprocess.run(["losetup", "-f", "--show", str(img)], capture_output=True, text=True)
-    if mk.returncode != 0 or dev.returncode != 0:
-        pytest.skip(f"cannot make a loop device here ({(mk.stderr + dev.stderr).strip()}); "
-                    "needs root, mkfs.ext4 and losetup")
-    loop = dev.stdout.strip()
+    mnt = tmp_path / "card"
+    loop = loop_ext4(tmp_path / "card.img", mnt, 32 * 1024 * 1024, "errors=remount-ro")
     try:
-        r = subprocess.run(["mount", "-o", "errors=remount-ro", loop, str(mnt)],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            pytest.skip(f"cannot mount ext4 on {loop}: {r.stderr.strip()}")
         name = os.path.basename(loop)
         if not os.path.exists(f"/sys/fs/ext4/{name}/trigger_fs_error"):
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
@@ -48,11 +37,6 @@ def ext4_remount_ro(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
         subprocess.run(["losetup", "-d", loop], capture_output=True)
-
-
-def status_text(b: EmbeddedBroker) -> str:
-    return subprocess.run([sys.executable, "-m", "edgebus.cli.main", "status", "--socket",
-                           b.socket], capture_output=True, text=True, check=True).stdout
 
 
 def test_filesystem_gone_read_only_is_shown_and_logged_briefly(

@@ -8,7 +8,6 @@ Also: with the watermarks at 0, a full disk said `disk state: ok`."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,27 +18,10 @@ from edgebus.errors import DiskFullError
 from edgebus.server.fsyncwatch import STALL_WARN_S
 from edgebus.testing import EmbeddedBroker, scrape_metrics, wait_for
 
-from .conftest import NotifySocket
+from .conftest import NotifySocket, loop_ext4, status_text
 from .test_disk import KiB, MiB, ballast, produce_until_refused
 
 pytestmark = pytest.mark.integration
-
-
-def _loop_ext4(img: Path, mnt: Path, size: int) -> str:
-    with open(img, "wb") as f:
-        f.truncate(size)
-    mk = subprocess.run(["mkfs.ext4", "-q", str(img)], capture_output=True, text=True)
-    dev = subprocess.run(["losetup", "-f", "--show", str(img)], capture_output=True, text=True)
-    if mk.returncode != 0 or dev.returncode != 0:
-        pytest.skip(f"cannot make a loop device here ({(mk.stderr + dev.stderr).strip()}); "
-                    "needs root, mkfs.ext4 and losetup")
-    loop = dev.stdout.strip()
-    mnt.mkdir()
-    r = subprocess.run(["mount", loop, str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        subprocess.run(["losetup", "-d", loop], capture_output=True)
-        pytest.skip(f"cannot mount ext4 on {loop}: {r.stderr.strip()}")
-    return loop
 
 
 @pytest.fixture
@@ -47,10 +29,10 @@ def freezable_card(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     """Yields (inner mount point: the data directory's filesystem, outer mount point: what
     `fsfreeze -f` stalls)."""
     outer, inner = tmp_path / "outer", tmp_path / "card"
-    outer_loop = _loop_ext4(tmp_path / "outer.img", outer, 96 * MiB)
+    outer_loop = loop_ext4(tmp_path / "outer.img", outer, 96 * MiB)
     inner_loop = None
     try:
-        inner_loop = _loop_ext4(outer / "card.img", inner, 48 * MiB)
+        inner_loop = loop_ext4(outer / "card.img", inner, 48 * MiB)
         yield inner, outer
     finally:
         subprocess.run(["fsfreeze", "-u", str(outer)], capture_output=True)  # never left frozen
@@ -59,11 +41,6 @@ def freezable_card(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
             subprocess.run(["losetup", "-d", inner_loop], capture_output=True)
         subprocess.run(["umount", "-l", str(outer)], capture_output=True)
         subprocess.run(["losetup", "-d", outer_loop], capture_output=True)
-
-
-def status_text(b: EmbeddedBroker) -> str:
-    return subprocess.run([sys.executable, "-m", "edgebus.cli.main", "status", "--socket",
-                           b.socket], capture_output=True, text=True, check=True).stdout
 
 
 def _disk_state_line(text: str) -> str:

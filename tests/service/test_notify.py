@@ -6,7 +6,6 @@ from the event loop (and none while the loop is blocked), STATUS= lines, STOPPIN
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import signal
@@ -17,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from edgebus import Admin, Producer
-from edgebus.testing import EmbeddedBroker
+from edgebus.testing import EmbeddedBroker, wait_for
+
+from .conftest import NotifySocket
 
 pytestmark = pytest.mark.integration
 
@@ -77,27 +78,28 @@ def test_ready_after_recovery_watchdog_status_block_and_stopping(tmp_path, notif
         assert len(notify_socket.lines("READY=1")) == 1
         assert notify_socket.lines(f"MAINPID={b.pid}")
 
-        # Periodic WATCHDOG=1 from the loop, none before READY; STATUS= with a summary.
-        time.sleep(2.2)
-        pings = [t for t, _ in notify_socket.lines("WATCHDOG=1")]
-        assert pings and min(pings) >= t_ready
-        assert len(pings) >= 4, pings
-        gaps = [b2 - a for a, b2 in itertools.pairwise(pings)]
-        assert max(gaps) < 0.9 * WATCHDOG_USEC / 1e6 + 0.3, gaps
+        # Periodic WATCHDOG=1 from the loop, none before READY; STATUS= with a summary. The
+        # period itself (half of WATCHDOG_USEC) is test_service_unit's: bounds on the gaps
+        # between pings as they arrive here failed on a loaded machine (a supervisor starved
+        # for 1.3 s shows a 1.3 s gap), so this test reads order and counts only.
+        wait_for(lambda: len(notify_socket.lines("WATCHDOG=1")) >= 4, 30, "four pings")
+        assert min(t for t, _ in notify_socket.lines("WATCHDOG=1")) >= t_ready
         assert any("2 partitions" in m and "clients" in m
                    for _, m in notify_socket.lines("STATUS="))
 
-        # A blocked event loop sends no ping: systemd (WatchdogSec=1s here) would kill it.
+        # A blocked event loop sends no ping: systemd (WatchdogSec=1s here) would kill it. The
+        # hook says on the notify socket when the block begins and ends, from the loop's thread,
+        # so the pings are placed by the order the datagrams arrived in, not by their times.
         assert b.pid is not None
-        t_block = time.monotonic()
         os.kill(b.pid, signal.SIGUSR2)
-        time.sleep(BLOCK_S + 1.5)
-        pings = [t for t, _ in notify_socket.lines("WATCHDOG=1")]
-        during = [t for t in pings if t_block + 0.2 < t < t_block + BLOCK_S - 0.2]
-        assert during == [], "pings continued while the loop was blocked"
-        longest = max(b2 - a for a, b2 in itertools.pairwise(pings))
-        assert longest > WATCHDOG_USEC / 1e6, "a gap longer than WATCHDOG_USEC shows the hang"
-        assert any(t > t_block + BLOCK_S for t in pings), "pings resume when the loop does"
+        begun, ended = "STATUS=test hook: blocking the event loop", \
+            "STATUS=test hook: the event loop runs again"
+        wait_for(lambda: _after(notify_socket, ended).count("WATCHDOG=1") >= 1, BLOCK_S + 30,
+                 "pings to resume after the block")
+        blocked = _after(notify_socket, begun)
+        blocked = blocked[:blocked.index(ended)]
+        assert "WATCHDOG=1" not in blocked, f"pings continued while the loop was blocked: {blocked}"
+        assert "WATCHDOG=1" in _before(notify_socket, begun), "no ping before the block"
         assert "test hook: blocking the event loop" in b.log()
 
         # SIGTERM: STOPPING=1, then a clean exit.
@@ -107,6 +109,17 @@ def test_ready_after_recovery_watchdog_status_block_and_stopping(tmp_path, notif
         assert "stopped cleanly" in b.log()
     finally:
         b.cleanup()
+
+
+def _after(n: NotifySocket, line: str) -> list[str]:
+    """The lines that arrived after the first `line` (all of them: [] if it has not come)."""
+    got = [m for _, m in n.lines()]
+    return got[got.index(line) + 1:] if line in got else []
+
+
+def _before(n: NotifySocket, line: str) -> list[str]:
+    got = [m for _, m in n.lines()]
+    return got[:got.index(line)]
 
 
 def test_no_notify_socket_means_no_notifications(tmp_path, notify_socket, monkeypatch):

@@ -23,6 +23,7 @@ from edgebus.client.shm_channel import ShmAsyncChannel
 from edgebus.client.socket_acks import LazySocketChannel
 from edgebus.errors import EdgebusError
 from edgebus.testing import wait_for
+from tests.held import abandon, written_and_held
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("transport", ["shm", "socket"])]
 
@@ -179,20 +180,12 @@ def test_the_supervisors_death_settles_records_nobody_asked_about(broker, transp
             futs.append(p.send(topic, b"%d" % i, partition=0))
             time.sleep(0.001)
         broker.kill9()
-        wait_for(lambda: ch.lost is not None, 10, "the reader to see the supervisor gone")
-        with p._cond:
-            waiting = {id(b.result) for b in [*p._ready, *p._open.values()]}
-        # Only records never written wait (for a reconnection, by design): ones held behind a
-        # request the supervisor had not read yet (a loaded machine's), in one batch, the last.
-        sent = [f for f in futs if id(f._batch) not in waiting]
-        assert sent == futs[: len(sent)]
+        sent, _held = written_and_held(p, ch, futs)  # the held ones wait for a reconnection
         assert all(f._batch._done for f in sent), "a record in flight was left without an outcome"
         outcomes = [f.get(0).offset if f.succeeded() else type(f.exception).__name__
                     for f in sent]
     finally:
-        p._closed = True  # the supervisor is gone: do not wait out close()'s flush
-        with p._cond:
-            p._cond.notify_all()
+        abandon(p)
     acked = [o for o in outcomes if isinstance(o, int)]
     assert acked == list(range(1, len(acked) + 1))
     assert all(isinstance(f.exception, EdgebusError) for f in sent if not f.succeeded())

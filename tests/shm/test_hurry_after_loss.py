@@ -17,6 +17,7 @@ from edgebus.client.admin import Admin
 from edgebus.client.shm_channel import ShmAsyncChannel, open_async_channel
 from edgebus.protocol import messages as M
 from edgebus.testing import EmbeddedBroker, wait_for
+from tests.held import abandon
 
 
 def _topic(b: EmbeddedBroker, name: str = "t", partitions: int = 1) -> None:
@@ -113,6 +114,4 @@ def test_future_get_after_supervisor_loss_writes_nothing_to_a_reused_fd(broker, 
         leaked = _written_into_reused(efd, get)
         assert leaked == b"", f"future.get() wrote {leaked!r} into an unrelated fd"
     finally:
-        p._closed = True  # the supervisor is gone: do not wait out close()'s flush
-        with p._cond:
-            p._cond.notify_all()
+        abandon(p)

@@ -5,7 +5,6 @@ HTTP user is the principal sasl:NAME (docs/HTTP.md, docs/SECURITY.md)."""
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import os
 from pathlib import Path
@@ -16,24 +15,12 @@ import pytest
 from edgebus import Consumer
 
 from .conftest import Http, error_of
-from .test_sse import SseClient
+from .sse import SseClient
 
 pytestmark = pytest.mark.integration
 KITCHEN = "kitchen-secret-0123456789"
 OPS = "ops-secret-0123456789abcd"
 TOPIC = "teapot.temperature"
-
-
-class SseClientWithAuth(SseClient):
-    """The test_sse client with an Authorization header, as a browser sends after its login."""
-
-    def __init__(self, port: int, path: str, authorization: str) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        self.conn.request("GET", path, headers={"Accept": "text/event-stream",
-                                                "Authorization": authorization})
-        self.resp = self.conn.getresponse()
-        assert self.resp.status == 200, self.resp.read()
-        self.last_id = None
 
 
 def refused(resp: tuple[int, dict[str, str], Any], who: str = "sasl:kitchen") -> bool:
@@ -69,7 +56,7 @@ def test_tail_groups_and_topic_changes_are_checked_per_user(make_broker: Any, tm
     basic = "Basic " + base64.b64encode(f"kitchen:{KITCHEN}".encode()).decode()
     code, _, doc = kitchen.get("/api/topics/payroll/tail?from=earliest")
     assert code == 403 and error_of(doc)[0] == 50, (code, doc)
-    stream = SseClientWithAuth(port, f"/api/topics/{TOPIC}/tail?from=earliest", basic)
+    stream = SseClient(port, f"/api/topics/{TOPIC}/tail?from=earliest", authorization=basic)
     first = next(ev for ev in stream.events() if ev.get("event") == "record")
     assert json.loads(first["data"])["value"] == "97"
     stream.close()
@@ -123,7 +110,7 @@ def test_every_get_route_needs_only_read_rights(make_broker: Any, tmp_path: Path
     for template in gets:
         path = template.format(**values)
         if template.endswith("/tail"):  # a stream: its answer's head is what counts
-            SseClientWithAuth(b.http_port, path, basic).close()
+            SseClient(b.http_port, path, authorization=basic).close()
             continue
         code, _, doc = kitchen.get(path)
         assert code == 200, (template, code, doc)

@@ -4,7 +4,6 @@ misses nothing and gets nothing twice."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
 import time
@@ -14,48 +13,10 @@ from typing import Any
 import pytest
 
 from .conftest import Http
+from .sse import SseClient
 
 pytestmark = pytest.mark.integration
 TOPIC = "teapot.temperature"
-
-
-class SseClient:
-    """An EventSource as a browser runs it: events in order, the last id remembered."""
-
-    def __init__(self, port: int, path: str, last_id: str | None = None) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        headers = {"Accept": "text/event-stream"}
-        if last_id is not None:
-            headers["Last-Event-ID"] = last_id
-        self.conn.request("GET", path, headers=headers)
-        self.resp = self.conn.getresponse()
-        assert self.resp.status == 200, self.resp.read()
-        assert self.resp.getheader("content-type", "").startswith("text/event-stream")
-        self.last_id: str | None = last_id
-
-    def events(self) -> Iterator[dict[str, str]]:
-        """Events until the stream ends or breaks (as the browser sees it)."""
-        ev: dict[str, str] = {}
-        while True:
-            try:
-                line = self.resp.readline()
-            except (OSError, http.client.HTTPException):
-                return
-            if not line:
-                return
-            text = line.decode().rstrip("\r\n")
-            if text == "":
-                if "id" in ev:
-                    self.last_id = ev["id"]
-                if "data" in ev:
-                    yield ev
-                ev = {}
-            elif not text.startswith(":"):
-                name, _, value = text.partition(":")
-                ev[name] = value[1:] if value.startswith(" ") else value
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 def records(client: SseClient, until: Any) -> Iterator[dict[str, Any]]:

@@ -6,11 +6,10 @@ on. Real supervisor, real SIGHUP (`edgebus reload`), real HTTP streams."""
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,42 +18,16 @@ import yaml
 
 from edgebus import Admin, Producer
 
+from .sse import SseClient
+
 pytestmark = pytest.mark.integration
 ALICE, BOB = "alice-secret-0123456789", "bob-secret-0123456789ab"
 
 
-class Tail:
-    """An event stream opened with a user's basic credentials."""
-
-    def __init__(self, port: int, topic: str, user: str, secret: str) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        cred = base64.b64encode(f"{user}:{secret}".encode()).decode()
-        self.conn.request("GET", f"/api/topics/{topic}/tail",
-                          headers={"Accept": "text/event-stream", "Authorization": f"Basic {cred}"})
-        self.resp = self.conn.getresponse()
-        assert self.resp.status == 200, self.resp.read()
-
-    def events(self) -> Iterator[dict[str, str]]:
-        """Events (comments skipped) until the stream ends."""
-        ev: dict[str, str] = {}
-        while line := self.resp.readline():
-            text = line.decode().rstrip("\r\n")
-            if text == "":
-                if "data" in ev:
-                    yield ev
-                ev = {}
-            elif not text.startswith(":"):
-                name, _, value = text.partition(":")
-                ev[name] = value[1:] if value.startswith(" ") else value
-
-    def next_event(self) -> dict[str, str]:
-        return next(self.events())
-
-    def ended(self) -> bool:
-        return next(self.events(), None) is None
-
-    def close(self) -> None:
-        self.conn.close()
+def tail(port: int, topic: str, user: str, secret: str) -> SseClient:
+    """An event stream of `topic` opened with a user's basic credentials."""
+    cred = base64.b64encode(f"{user}:{secret}".encode()).decode()
+    return SseClient(port, f"/api/topics/{topic}/tail", authorization=f"Basic {cred}")
 
 
 def secret_file(path: Path, doc: dict[str, str]) -> Path:
@@ -94,7 +67,7 @@ def test_a_removed_users_stream_ends_at_the_reload(make_broker: Callable[..., An
                                                     tmp_path: Path) -> None:
     b, users = start(make_broker, tmp_path, ["allow sasl:alice read,describe topic:tele",
                                              "allow sasl:bob read,describe topic:tele"], ["tele"])
-    alice, bob = Tail(b.http_port, "tele", "alice", ALICE), Tail(b.http_port, "tele", "bob", BOB)
+    alice, bob = tail(b.http_port, "tele", "alice", ALICE), tail(b.http_port, "tele", "bob", BOB)
     try:
         produce(b, "tele", b"one")
         assert record_value(alice.next_event()) == "one"
@@ -117,8 +90,8 @@ def test_a_stream_no_longer_allowed_ends_at_an_acl_reload(make_broker: Callable[
                                                           tmp_path: Path) -> None:
     b, _ = start(make_broker, tmp_path, ["allow sasl:alice read,describe topic:tele.*"],
                  ["tele.keep", "tele.drop"])
-    keep = Tail(b.http_port, "tele.keep", "alice", ALICE)
-    drop = Tail(b.http_port, "tele.drop", "alice", ALICE)
+    keep = tail(b.http_port, "tele.keep", "alice", ALICE)
+    drop = tail(b.http_port, "tele.drop", "alice", ALICE)
     try:
         produce(b, "tele.drop", b"one")
         assert record_value(drop.next_event()) == "one"

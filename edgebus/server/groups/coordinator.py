@@ -3,7 +3,8 @@
 The supervisor's loop feeds it requests, connection closes and the clock; it answers through
 `reply` callbacks (a JoinGroup is parked until its rebalance completes; in a leader-assigned
 group a follower's SyncGroup until the leader's) or by raising an EdgebusError. Tests drive it
-with a fake clock.
+with a fake clock. The requests are here; the clock's part, removals and rebalances are
+rebalance.py's, leader-assigned groups leader.py's, static members static.py's (mixins).
 
 Two kinds of group, fixed by the first member of an empty group:
 - server-assigned (native members, and Kafka members offering range/roundrobin/sticky): the
@@ -58,7 +59,7 @@ from edgebus.errors import (
     UnknownMemberError,
 )
 from edgebus.protocol import groups as G
-from edgebus.server.groups.assignors import ASSIGNORS, TP, AssignInput, Subscription, choose
+from edgebus.server.groups.assignors import ASSIGNORS, TP
 from edgebus.server.groups.leader import LeaderAssigned
 from edgebus.server.groups.model import (
     ClassicJoinResponse,
@@ -71,6 +72,7 @@ from edgebus.server.groups.model import (
     check_group_id,
     check_timeouts,
 )
+from edgebus.server.groups.rebalance import Rebalances
 from edgebus.server.groups.static import StaticMembers
 
 log = logging.getLogger("edgebus.groups")
@@ -78,7 +80,7 @@ log = logging.getLogger("edgebus.groups")
 __all__ = ["Coordinator", "Group", "Member", "Offer", "State", "by_topic", "check_group_id"]
 
 
-class Coordinator(LeaderAssigned, StaticMembers):
+class Coordinator(Rebalances, LeaderAssigned, StaticMembers):
     def __init__(
         self,
         partitions_of: Callable[[str], int],
@@ -253,47 +255,6 @@ class Coordinator(LeaderAssigned, StaticMembers):
                 m.join_reply = m.sync_reply = None  # nobody is left to answer
                 self._remove(g, m, "connection closed", conn_gone=True)
 
-    def tick(self, now: float | None = None) -> None:
-        """Expire sessions and finish rebalances whose deadlines passed."""
-        now = self.clock() if now is None else now
-        nxt = self.next_deadline()
-        if nxt is None or now < nxt:
-            return
-        self._next_valid = False
-        for g in list(self.groups.values()):
-            for m in list(g.members.values()):
-                if m.join_reply is None and m.sync_reply is None and now >= m.deadline:
-                    self._remove(g, m, f"session timed out ({m.session_timeout_ms} ms without a "
-                                       "heartbeat)")
-            self._expire_sync(g, now)
-            if g.state is not State.PREPARING:
-                continue
-            if g.rebalance_deadline is not None and now >= g.rebalance_deadline:
-                for m in [m for m in g.members.values() if m.join_reply is None]:
-                    self._remove(g, m, "did not rejoin within the rebalance timeout",
-                                 rebalance=False)
-                g.initial_deadline = None
-                self._maybe_complete(g, now)
-            elif g.initial_deadline is not None and now >= g.initial_deadline:
-                g.initial_deadline = None
-                self._maybe_complete(g, now)
-
-    def next_deadline(self) -> float | None:
-        """When tick() next has work (monotonic seconds), or None."""
-        if not self._next_valid:
-            times: list[float] = []
-            for g in self.groups.values():
-                times.extend(m.deadline for m in g.members.values()
-                             if m.join_reply is None and m.sync_reply is None)
-                if g.state is State.AWAITING_SYNC and g.sync_deadline is not None:
-                    times.append(g.sync_deadline)
-                if g.state is State.PREPARING:
-                    times.extend(t for t in (g.rebalance_deadline, g.initial_deadline)
-                                 if t is not None)
-            self._next = min(times) if times else None
-            self._next_valid = True
-        return self._next
-
     def topic_changed(self, topic: str) -> None:
         """A topic was created or deleted: rebalance the Stable groups whose members subscribe
         to it, so that its partitions are handed out (or taken back) without waiting for the
@@ -346,89 +307,6 @@ class Coordinator(LeaderAssigned, StaticMembers):
                 del self._by_conn[m.conn_id]
         m.conn_id = conn_id
         self._by_conn.setdefault(conn_id, set()).add((g.group_id, m.member_id))
-
-    def _remove(self, g: Group, m: Member, reason: str, *, conn_gone: bool = False,
-                rebalance: bool = True) -> None:
-        self._next_valid = False
-        del g.members[m.member_id]
-        self._forget_instance(g, m)
-        if not conn_gone:
-            s = self._by_conn.get(m.conn_id)
-            if s is not None:
-                s.discard((g.group_id, m.member_id))
-                if not s:
-                    del self._by_conn[m.conn_id]
-        for r in (m.join_reply, m.sync_reply):
-            if r is not None:
-                r(UnknownMemberError(f"member {m.member_id} was removed: {reason}"))
-        m.join_reply = m.sync_reply = None
-        g.assignment.pop(m.member_id, None)
-        log.info("group %s: member %s %s", g.group_id, m.member_id, reason)
-        if not g.members:
-            if g.state is not State.EMPTY:
-                g.generation += 1
-            g.state, g.assignment, g.assignor = State.EMPTY, {}, ""
-            g.sync_deadline = None
-            g.rebalance_deadline = g.initial_deadline = None
-            log.info("group %s is empty (generation %d)", g.group_id, g.generation)
-            # Forgotten but for its generation: its offsets live in the store, and the next
-            # members' generations go on from this one, so that a zombie of an old generation
-            # (OffsetCommit, TxnOffsetCommit) is never taken for a current member.
-            del self.groups[g.group_id]
-            self._ended.pop(g.group_id, None)
-            self._ended[g.group_id] = g.generation
-            if len(self._ended) > self.max_groups:
-                del self._ended[next(iter(self._ended))]
-        elif rebalance and g.state in (State.STABLE, State.AWAITING_SYNC):
-            self._prepare(g, self.clock(), f"member {m.member_id} {reason}")
-        elif rebalance and g.state is State.PREPARING:
-            self._maybe_complete(g, self.clock())
-
-    def _prepare(self, g: Group, now: float, reason: str) -> None:
-        if g.state is State.EMPTY and self.initial_delay > 0:
-            g.initial_deadline = now + self.initial_delay
-        self._cancel_syncs(g, reason)
-        g.state = State.PREPARING
-        g.sync_deadline = None
-        g.rebalance_deadline = now + max(m.rebalance_timeout_ms for m in g.members.values()) / 1000
-        self._next_valid = False
-        log.info("group %s: rebalancing (%s)", g.group_id, reason)
-        self._maybe_complete(g, now)
-
-    def _maybe_complete(self, g: Group, now: float) -> None:
-        if g.state is not State.PREPARING:
-            return
-        if not g.members:
-            return
-        if g.initial_deadline is not None and now < g.initial_deadline:
-            return
-        if any(m.join_reply is None for m in g.members.values()):
-            return
-        self._complete(g, now)
-
-    def _complete(self, g: Group, now: float) -> None:
-        if g.leader_assigned:
-            self._complete_leader(g, now)
-            return
-        members = dict(sorted(g.members.items()))
-        g.generation += 1
-        g.assignor = choose([m.assignors for m in members.values()]) or "range"
-        topics = sorted(set().union(*(m.topics for m in members.values())))
-        counts = {t: n for t in topics if (n := self.partitions_of(t)) > 0}
-        inp = AssignInput({mid: Subscription(m.topics, m.owned) for mid, m in members.items()},
-                          counts, {mid: tuple(tps) for mid, tps in g.assignment.items()})
-        g.assignment = ASSIGNORS[g.assignor](inp)
-        g.state = State.STABLE
-        g.rebalance_deadline = g.initial_deadline = None
-        self._next_valid = False
-        self.rebalances += 1
-        log.info("group %s: generation %d with %d member(s), assignor %s", g.group_id,
-                 g.generation, len(members), g.assignor)
-        for m in members.values():
-            m.deadline = now + m.session_timeout_ms / 1000
-            reply, m.join_reply = m.join_reply, None
-            if reply is not None:
-                reply(self._join_response(g, m))
 
     def _join_response(self, g: Group, m: Member) -> G.JoinGroupResponse | ClassicJoinResponse:
         if g.leader_assigned:
