@@ -1,0 +1,174 @@
+"""The C data plane on Unix-socket connections (docs/ARCHITECTURE.md, "The C data plane").
+
+What listeners/shm_plane.py does for a ring's wake-up, for a socket's read: a connection that
+holds a grant (made, as for a link, when Python's path has just appended one of its plain
+PRODUCEs) is read by one C call (edgebus/shm/sockplane.c eb_plane_sock_read), which recv(2)s
+what Python's `Connection.on_event` would read, appends and answers, in order, the plain
+PRODUCEs it can take (eb_plane_produce: the same checks, stamps and bytes as for a ring), answers
+a socket or ring consumer's standing fetch parked at exactly that offset, and sends the call's
+acks=written answers in one send(2). What it read and could not take (from the first frame it
+cannot, or half a frame) goes to the connection's framing and Python's dispatch as ever, after
+those answers. The grants, their checks before every call and the sync-back are the ring's
+(shm_plane.Plane `_checked`, `_sync`): the loop stays the only writer of every partition.
+
+Only a plain `Connection` on a Unix socket takes part (not TLS, not the Kafka or HTTP listeners,
+whose connections have their own framing), and only while nothing is buffered or queued on it:
+a frame half read, answers waiting in `Connection.out`, the connection over its output bound or
+awaiting a deferred answer all send its next read through Python's path.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+from edgebus import tuning
+from edgebus.server.listeners import shm_plane
+from edgebus.server.listeners.stream import RECV_SIZE, Connection
+
+if TYPE_CHECKING:
+    from edgebus.server.listeners.shm_plane import Plane
+
+log = logging.getLogger("edgebus.conn")
+
+# The call's acks=written answers are gathered here and sent in one send(2); a call whose answers
+# would not fit stops there (EB_PLANE_RING) and Python's path answers the rest. An answer is at
+# most 12 + 255 + 28 bytes: 64 KiB holds ~200 of the longest, ~1,300 of a short topic's.
+OUT_BYTES = 64 * 1024
+_WHY_FULL, _WHY_WRITE = 7, 10  # plane.c's EB_PLANE_FULL, _WRITE
+_EAGAIN = -errno.EAGAIN
+
+
+class SockLink:
+    """A Unix-socket connection's part in the plane: its grants (the fields `Plane` reads of a
+    ShmLink: conn, grants, grant_ptrs, closed, pending, frames_in/out)."""
+
+    __slots__ = ("conn", "fd", "frames_in", "frames_out", "grant_ptrs", "grants", "sp")
+    pending = ()  # (answers never wait here: a socket's wait in Connection.out)
+
+    def __init__(self, sp: SocketPlane, conn: Connection) -> None:
+        self.sp = sp
+        self.conn = conn
+        self.fd = conn.sock.fileno()
+        self.grants: dict[tuple[str, int], Any] = {}
+        self.grant_ptrs: Any = None
+        self.frames_in = self.frames_out = 0
+
+    def __repr__(self) -> str:
+        return f"sock-link({self.conn!r})"
+
+    @property
+    def closed(self) -> bool:
+        return self.conn.closed
+
+    def read(self) -> bool:
+        """Connection.on_event's read (the socket is readable, nothing is buffered or queued on
+        the connection): one C call reads, serves what it can and answers it; the rest goes to
+        Python's framing and dispatch. False, having read nothing, when no grant survived its
+        checks (Python's read then runs as ever)."""
+        sp = self.sp
+        plane = sp.plane
+        ptrs = plane._checked(self)
+        n = len(self.grants)
+        if not n:
+            return False
+        conn = self.conn
+        call = sp.call
+        call.budget = plane.disk._budget
+        call.frames = call.answers = 0
+        got = _lib.eb_plane_sock_read(self.fd, sp.buf_p, RECV_SIZE, ptrs, n, call, sp.at)
+        if got <= 0:
+            if got == _EAGAIN:
+                return True
+            if got < 0:
+                log.info("%r read error: %s", conn, os.strerror(-got))
+            conn.loop.close(conn)  # (0: EOF)
+            return True
+        at = sp.at[0]
+        took = call.frames
+        self._after(call)
+        # A grant's per-call room used up (32 batches): synced, so the C call may go on.
+        while (at < got and call.why == _WHY_FULL and call.frames and not conn.closed
+               and not conn.out):
+            ptrs = plane._checked(self)
+            n = len(self.grants)
+            if not n:
+                break
+            call.budget = plane.disk._budget
+            call.frames = call.answers = 0
+            at = _lib.eb_plane_sock_serve(self.fd, sp.buf_p, at, got, ptrs, n, call)
+            took += call.frames
+            self._after(call)
+        if conn.closed:
+            conn.loop.close(conn)
+            return True
+        if at < got:  # Python's from here (a copy: the buffer is the next read's)
+            conn.proto.frames.feed(sp.buf[at:got])
+            conn.process()
+            return True
+        if took and conn.on_room is not None and not conn.out:
+            conn._room()  # as process(): a request, so look at the connection's held answer again
+        if conn.out:
+            conn.update_interest()  # answers the socket did not take: watch writability
+        return True
+
+    def _after(self, call: Any) -> None:
+        """After a call: the answers the socket did not take queued first (before anything the
+        sync-back's on_append may queue on this connection), then the sync-back."""
+        conn = self.conn
+        sent = call.sent
+        if sent != call.out_len:
+            if sent < 0:
+                conn.closed = True  # the peer is gone (Connection.queue's OSError)
+            else:
+                rest = memoryview(bytes(self.sp.out[sent:call.out_len]))
+                conn.out.append(rest)
+                conn.out_bytes += len(rest)
+        frames = call.frames
+        if frames:
+            self.sp.frames += frames
+            self.sp.plane._sync(self, call)
+        if call.why == _WHY_WRITE:  # Python's path retries the frame and reports
+            for g in self.grants.values():
+                if g.c.cut_failed:
+                    g.p._go_offline("cannot cut a failed append back (C data plane)")
+
+
+class SocketPlane:
+    """The plane's socket half (one, held by the Plane as `sockets`): the read and answer
+    buffers its calls share (loop thread only), and the links it made."""
+
+    def __init__(self, plane: Plane) -> None:
+        self.plane = plane
+        self.call = _ffi.new("eb_plane_call *")
+        self.out = bytearray(OUT_BYTES)
+        self.call.out = self._out_p = _ffi.from_buffer(self.out)
+        self.call.out_cap = OUT_BYTES
+        self.buf = bytearray(RECV_SIZE)  # what one read takes, as Connection.recv
+        self.buf_p = _ffi.from_buffer(self.buf)
+        self.at = _ffi.new("int64_t *")
+        self.frames = 0  # PRODUCEs read from sockets, appended and answered in C
+
+    def link(self, conn: Any) -> SockLink | None:
+        """The connection's SockLink, made at its first grant; None for a connection that does
+        not take part (see the module's docstring)."""
+        link = conn.plane_link
+        if link is not None:
+            return link  # type: ignore[no-any-return]
+        if (type(conn) is not Connection or conn.dispatch_to is not None or conn.closed
+                or type(conn.sock) is not socket.socket or conn.sock.family != socket.AF_UNIX):
+            return None
+        link = conn.plane_link = SockLink(self, conn)
+        return link
+
+
+def available() -> bool:
+    """Whether sockets are served in C: the plane runs and EDGEBUS_SOCKET_C_PLANE is not 0."""
+    return shm_plane.available() and tuning.SOCKET_C_PLANE
+
+
+_ffi: Any = shm_plane._ffi
+_lib: Any = shm_plane._lib
