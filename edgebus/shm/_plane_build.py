@@ -1,7 +1,8 @@
 """cffi API-mode build of edgebus.shm._plane: the data plane (plane.c for rings, sockplane.c for
 Unix-socket connections), compiled in one translation unit after ring.c and records.c so that
-it calls their eb_write and eb_check_batch directly. (Run by setup.py's cffi_modules at install time; optional like the other two: without
-it the supervisor serves every frame in Python, as before.)
+it calls their eb_write and eb_check_batch directly. (Run by setup.py's cffi_modules at install
+time; optional like the other two: without it the supervisor serves every frame in Python, as
+before.)
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ int64_t eb_plane_ring(void *req, int efd_space, char *scratch, uint64_t cap, uin
                       eb_grant **grants, int ng, void *resp, int efd_data, eb_plane_call *c);
 int64_t eb_plane_sock_serve(int fd, char *buf, int64_t start, int64_t len, eb_grant **grants,
                             int ng, eb_plane_call *c);
-int64_t eb_plane_sock_read(int fd, char *buf, int64_t cap, eb_grant **grants, int ng,
-                           eb_plane_call *c, int64_t *at);
+int64_t eb_plane_sock_read(int fd, char *buf, int64_t have, int64_t cap, eb_grant **grants,
+                           int ng, eb_plane_call *c, int64_t *at);
 """
 
 _HERE = os.path.dirname(os.path.abspath(__file__))

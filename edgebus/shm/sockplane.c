@@ -61,18 +61,19 @@ int64_t eb_plane_sock_serve(int fd, char *buf, int64_t start, int64_t len, eb_gr
     return at;
 }
 
-/* One read of the socket into buf[0:cap], then eb_plane_sock_serve over it. Returns the bytes
- * read (0 at EOF, -errno when recv failed: -EAGAIN when nothing was there), and in c->why and
- * *at what was served: buf[*at:returned] is Python's. */
-int64_t eb_plane_sock_read(int fd, char *buf, int64_t cap, eb_grant **grants, int ng,
-                           eb_plane_call *c, int64_t *at) {
+/* One read of the socket into buf[have:cap] (buf[0:have]: the stream's bytes before it, the
+ * start of a frame that an earlier read ended inside), then eb_plane_sock_serve over
+ * buf[0:have+read]. Returns have + the bytes read (0 at EOF, -errno when recv failed: -EAGAIN
+ * when nothing was there), and in c->why and *at what was served: buf[*at:returned] is Python's. */
+int64_t eb_plane_sock_read(int fd, char *buf, int64_t have, int64_t cap, eb_grant **grants,
+                           int ng, eb_plane_call *c, int64_t *at) {
     ssize_t n;
     *at = 0;
     c->out_len = 0;
     c->sent = 0;
-    do n = recv(fd, buf, (size_t)cap, MSG_DONTWAIT); while (n < 0 && errno == EINTR);
+    do n = recv(fd, buf + have, (size_t)(cap - have), MSG_DONTWAIT); while (n < 0 && errno == EINTR);
     if (n < 0) return -(int64_t)errno;
     if (n == 0) return 0;
-    *at = eb_plane_sock_serve(fd, buf, 0, n, grants, ng, c);
-    return n;
+    *at = eb_plane_sock_serve(fd, buf, 0, have + n, grants, ng, c);
+    return have + n;
 }

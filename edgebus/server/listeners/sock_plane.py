@@ -12,9 +12,10 @@ those answers. The grants, their checks before every call and the sync-back are 
 (shm_plane.Plane `_checked`, `_sync`): the loop stays the only writer of every partition.
 
 Only a plain `Connection` on a Unix socket takes part (not TLS, not the Kafka or HTTP listeners,
-whose connections have their own framing), and only while nothing is buffered or queued on it:
-a frame half read, answers waiting in `Connection.out`, the connection over its output bound or
-awaiting a deferred answer all send its next read through Python's path.
+whose connections have their own framing), and only while no answer is queued on it: answers
+waiting in `Connection.out`, the connection over its output bound or awaiting a deferred answer
+send its next read through Python's path. The start of a frame a read ended inside is carried
+into the next call's buffer (CARRY_BYTES).
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import selectors
 import socket
 from typing import TYPE_CHECKING, Any
 
+from edgebus import format as F
 from edgebus import tuning
 from edgebus.server.listeners import shm_plane
-from edgebus.server.listeners.stream import RECV_SIZE, Connection
+from edgebus.server.listeners.stream import MAX_REQUESTS_PER_TURN, RECV_SIZE, Connection
 
 if TYPE_CHECKING:
     from edgebus.server.listeners.shm_plane import Plane
@@ -38,8 +41,17 @@ log = logging.getLogger("edgebus.conn")
 # would not fit stops there (EB_PLANE_RING) and Python's path answers the rest. An answer is at
 # most 12 + 255 + 28 bytes: 64 KiB holds ~200 of the longest, ~1,300 of a short topic's.
 OUT_BYTES = 64 * 1024
-_WHY_FULL, _WHY_WRITE = 7, 10  # plane.c's EB_PLANE_FULL, _WRITE
+# A read that ends inside a frame leaves its start in the connection's framing; the next read
+# moves it to the front of the C call's buffer (one copy) when it is at most this long, so that
+# a steady stream of pipelined frames stays in C. (A longer start is a large frame: Python's.)
+CARRY_BYTES = 64 * 1024
+# plane.c's EB_PLANE_FULL, _RING (here: the call's answer buffer is full), _WRITE
+_WHY_FULL, _WHY_RING, _WHY_WRITE = 7, 9, 10
 _EAGAIN = -errno.EAGAIN
+_READ = selectors.EVENT_READ
+_LEN, _HEAD = F.FRAME_LENGTH_SIZE, F.REQUEST_HEADER_SIZE
+_unpack_len = F.FRAME_LENGTH.unpack_from
+_unpack_head = F.REQUEST_HEADER_REST.unpack_from
 
 
 class SockLink:
@@ -64,11 +76,15 @@ class SockLink:
     def closed(self) -> bool:
         return self.conn.closed
 
-    def read(self) -> bool:
-        """Connection.on_event's read (the socket is readable, nothing is buffered or queued on
-        the connection): one C call reads, serves what it can and answers it; the rest goes to
-        Python's framing and dispatch. False, having read nothing, when no grant survived its
-        checks (Python's read then runs as ever)."""
+    def read(self, buffered: int) -> bool:
+        """Connection.on_event's read (the socket is readable, no answer is queued on the
+        connection, `buffered` bytes of its stream wait in its framing: usually none, or the
+        start of a frame the last read ended inside): one C call reads, serves what it can of
+        those bytes and the new ones, and answers it; the rest goes to Python's framing and
+        dispatch. False, having read nothing, when no grant survived its checks or more than
+        CARRY_BYTES are buffered (Python's read then runs as ever)."""
+        if buffered > CARRY_BYTES:
+            return False
         sp = self.sp
         plane = sp.plane
         ptrs = plane._checked(self)
@@ -76,23 +92,48 @@ class SockLink:
         if not n:
             return False
         conn = self.conn
+        if buffered:  # they come first: moved to the front of the read buffer
+            sp.buf[:buffered] = conn.proto.frames.take()
         call = sp.call
         call.budget = plane.disk._budget
         call.frames = call.answers = 0
-        got = _lib.eb_plane_sock_read(self.fd, sp.buf_p, RECV_SIZE, ptrs, n, call, sp.at)
+        got = _lib.eb_plane_sock_read(self.fd, sp.buf_p, buffered, RECV_SIZE, ptrs, n, call,
+                                      sp.at)
         if got <= 0:
             if got == _EAGAIN:
+                if buffered:
+                    conn.proto.frames.feed(memoryview(sp.buf)[:buffered])  # back where they were
                 return True
             if got < 0:
                 log.info("%r read error: %s", conn, os.strerror(-got))
             conn.loop.close(conn)  # (0: EOF)
             return True
         at = sp.at[0]
-        took = call.frames
-        self._after(call)
-        # A grant's per-call room used up (32 batches): synced, so the C call may go on.
-        while (at < got and call.why == _WHY_FULL and call.frames and not conn.closed
-               and not conn.out):
+        took = py = 0
+        buf = sp.buf
+        while True:
+            took += call.frames
+            self._after(call)
+            if at >= got or conn.closed or conn.out or conn.overloaded or conn.awaiting:
+                break
+            if not call.frames or (call.why != _WHY_RING and call.why != _WHY_FULL):
+                # The frame the call stopped at is Python's (as ShmLink._dispatch_all gives it),
+                # then the C call goes on after it; a frame cut short or malformed, and more than
+                # a turn's worth of them, go to the framing below.
+                if got - at < _LEN or py >= MAX_REQUESTS_PER_TURN:
+                    break
+                ln = _unpack_len(buf, at)[0]
+                if ln < F.REQUEST_MIN_LENGTH or at + _LEN + ln > got:
+                    break
+                key, ver, corr = _unpack_head(buf, at + _LEN)
+                py += 1
+                # (a copy, as FrameBuffer.next_frame gives: the handler may keep or stamp it)
+                conn.loop.dispatch(conn, key, ver, corr, memoryview(buf[at + _HEAD:at + _LEN + ln]))
+                at += _LEN + ln
+                if at >= got or conn.closed or conn.out or conn.overloaded or conn.awaiting:
+                    break
+            # (else its answers filled the call's buffer and went out whole, or a grant's room
+            # per call was used up and is synced now: on in C)
             ptrs = plane._checked(self)
             n = len(self.grants)
             if not n:
@@ -100,19 +141,17 @@ class SockLink:
             call.budget = plane.disk._budget
             call.frames = call.answers = 0
             at = _lib.eb_plane_sock_serve(self.fd, sp.buf_p, at, got, ptrs, n, call)
-            took += call.frames
-            self._after(call)
         if conn.closed:
             conn.loop.close(conn)
             return True
-        if at < got:  # Python's from here (a copy: the buffer is the next read's)
-            conn.proto.frames.feed(sp.buf[at:got])
+        if at < got:  # Python's from here (feed copies: the buffer is the next read's)
+            conn.proto.frames.feed(memoryview(buf)[at:got])
             conn.process()
             return True
-        if took and conn.on_room is not None and not conn.out:
+        if (took or py) and conn.on_room is not None and not conn.out:
             conn._room()  # as process(): a request, so look at the connection's held answer again
-        if conn.out:
-            conn.update_interest()  # answers the socket did not take: watch writability
+        if conn.out or conn.overloaded or conn.awaiting or conn.events != _READ:
+            conn.update_interest()  # e.g. answers the socket did not take: watch writability
         return True
 
     def _after(self, call: Any) -> None:
@@ -127,6 +166,7 @@ class SockLink:
                 rest = memoryview(bytes(self.sp.out[sent:call.out_len]))
                 conn.out.append(rest)
                 conn.out_bytes += len(rest)
+                self.sp.short_sends += 1
         frames = call.frames
         if frames:
             self.sp.frames += frames
@@ -151,13 +191,14 @@ class SocketPlane:
         self.buf_p = _ffi.from_buffer(self.buf)
         self.at = _ffi.new("int64_t *")
         self.frames = 0  # PRODUCEs read from sockets, appended and answered in C
+        self.short_sends = 0  # calls whose answers the socket took only part of (rest queued)
 
     def link(self, conn: Any) -> SockLink | None:
         """The connection's SockLink, made at its first grant; None for a connection that does
         not take part (see the module's docstring)."""
         link = conn.plane_link
         if link is not None:
-            return link  # type: ignore[no-any-return]
+            return link
         if (type(conn) is not Connection or conn.dispatch_to is not None or conn.closed
                 or type(conn.sock) is not socket.socket or conn.sock.family != socket.AF_UNIX):
             return None

@@ -109,8 +109,8 @@ class Connection:
         self.on_room: Any = None
         self.standing_fd = -1  # sock.fileno(), cached by a standing fetch's start (SIOCOUTQ)
         # The C data plane's part of this connection (listeners/sock_plane.py SockLink), made at
-        # its first grant: while it holds one, a read with nothing buffered or queued is one
-        # C call that appends and answers the plain PRODUCEs it reads.
+        # its first grant: while it holds one, a read with no answer queued is one C call that
+        # appends and answers the plain PRODUCEs it reads.
         self.plane_link: Any = None
 
     def __repr__(self) -> str:
@@ -226,8 +226,8 @@ class Connection:
         if not mask & _READ or buffered >= self.max_input:
             return  # whole frames wait in Loop.pending; read more once they are handled
         pl = self.plane_link
-        if (pl is not None and not buffered and not self.out and not self.overloaded
-                and not self.awaiting and pl.grants and pl.read()):
+        if (pl is not None and not self.out and not self.overloaded and not self.awaiting
+                and pl.grants and pl.read(buffered)):
             return  # read, served and answered in C (sock_plane.py), the rest dispatched
         try:
             data = self.recv()
