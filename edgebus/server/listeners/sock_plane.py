@@ -112,8 +112,13 @@ class SockLink:
         took = py = 0
         buf = sp.buf
         while True:
-            took += call.frames
-            self._after(call)
+            frames = call.frames
+            took += frames
+            if call.sent != call.out_len or call.why == _WHY_WRITE:
+                self._after(call)  # the uncommon cases, then the sync-back
+            elif frames:  # (_after's common case inlined: once per read)
+                sp.frames += frames
+                plane._sync(self, call)
             if at >= got or conn.closed or conn.out or conn.overloaded or conn.awaiting:
                 break
             if not call.frames or (call.why != _WHY_RING and call.why != _WHY_FULL):
