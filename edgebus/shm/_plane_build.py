@@ -49,8 +49,7 @@ typedef struct {
     int64_t w_records, w_bytes;
     int64_t w_last;
     int32_t w_sock;
-    int64_t w_rest_len;
-    char w_rest[];
+    int64_t w_rest_at, w_rest_len;
     ...;
 } eb_grant;
 typedef struct {
@@ -61,7 +60,8 @@ typedef struct {
     char *out;
     int64_t out_len, out_cap;
     int64_t sent;
-    int32_t rests;
+    char *rest;
+    int64_t rest_len, rest_cap;
 } eb_plane_call;
 int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grants, int ng,
                          void *resp, int efd_data, eb_plane_call *c);

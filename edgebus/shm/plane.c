@@ -82,11 +82,11 @@ typedef struct {
     int64_t w_records, w_bytes;
     int64_t w_last;            /* out: the last answer's frame bytes (ShmLink.last_entry) */
     /* The standing fetch is a Unix-socket connection's instead (w_ring NULL; sockplane.c): its
-     * socket, -1 none. An answer the socket took only part of leaves the rest in w_rest for
-     * Python to queue (Connection.out), and no further answer goes to that socket this call. */
+     * socket, -1 none. An answer the socket took only part of leaves the rest in the call's
+     * rest buffer for Python to queue (Connection.out), and no further answer goes to that
+     * socket this call. */
     int32_t w_sock;
-    int64_t w_rest_len;        /* out: bytes of the last answer not sent (0: it went whole) */
-    char w_rest[EB_PLANE_ANSWER_MAX];
+    int64_t w_rest_at, w_rest_len;  /* out: that rest's place in c->rest (len 0: none) */
 } eb_grant;
 
 typedef struct {
@@ -99,7 +99,10 @@ typedef struct {
     char *out;
     int64_t out_len, out_cap;
     int64_t sent;              /* out: bytes of out the socket took; -1: the peer is gone */
-    int32_t rests;             /* out: standing answers a socket took only part of (w_rest) */
+    /* Where the rests of standing answers a consumer's socket took only part of go (NULL: no
+     * socket consumer is answered in C); rest_len > 0 after the call: some did (w_rest_*). */
+    char *rest;
+    int64_t rest_len, rest_cap;
 } eb_plane_call;
 
 static void answer_standing_sock(eb_grant *g, const char *b, uint64_t n, int64_t count,

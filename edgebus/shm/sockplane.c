@@ -27,14 +27,16 @@ static void answer_standing_sock(eb_grant *g, const char *b, uint64_t n, int64_t
     if (ioctl(g->w_sock, TIOCOUTQ, &q) != 0 || q != 0) return;
     char f[EB_PLANE_ANSWER_MAX];
     uint64_t len = standing_frame(g, b, n, f);
-    if (len == 0) return;
+    /* (room for its rest first, should the socket take only part of it: nothing is unsent) */
+    if (len == 0 || c->rest == NULL || c->rest_cap - c->rest_len < (int64_t)len) return;
     ssize_t s;
     do s = send(g->w_sock, f, len, MSG_DONTWAIT | MSG_NOSIGNAL); while (s < 0 && errno == EINTR);
     if (s <= 0) return;  /* nothing went (a full or dead socket): the fetch stays, Python decides */
     if ((uint64_t)s < len) {  /* part of it went: the rest is Python's to queue, before anything */
-        memcpy(g->w_rest, f + s, len - (uint64_t)s);
+        g->w_rest_at = c->rest_len;
         g->w_rest_len = (int64_t)(len - (uint64_t)s);
-        c->rests++;
+        memcpy(c->rest + c->rest_len, f + s, (size_t)g->w_rest_len);
+        c->rest_len += g->w_rest_len;
     }
     standing_answered(g, n, count, len);
 }

@@ -41,6 +41,9 @@ log = logging.getLogger("edgebus.conn")
 # would not fit stops there (EB_PLANE_RING) and Python's path answers the rest. An answer is at
 # most 12 + 255 + 28 bytes: 64 KiB holds ~200 of the longest, ~1,300 of a short topic's.
 OUT_BYTES = 64 * 1024
+# Rests of standing answers a socket took only part of, per call: one answer (at most 8 KiB,
+# plane.c EB_PLANE_ANSWER_MAX) for each of a link's grants (shm_plane.MAX_GRANTS).
+REST_BYTES = 8 * 8192
 # A read that ends inside a frame leaves its start in the connection's framing; the next read
 # moves it to the front of the C call's buffer (one copy) when it is at most this long, so that
 # a steady stream of pipelined frames stays in C. (A longer start is a large frame: Python's.)
@@ -189,14 +192,26 @@ class SocketPlane:
     def __init__(self, plane: Plane) -> None:
         self.plane = plane
         self.call = _ffi.new("eb_plane_call *")
-        self.out = bytearray(OUT_BYTES)
-        self.call.out = self._out_p = _ffi.from_buffer(self.out)
-        self.call.out_cap = OUT_BYTES
-        self.buf = bytearray(RECV_SIZE)  # what one read takes, as Connection.recv
-        self.buf_p = _ffi.from_buffer(self.buf)
+        # The rests of standing answers a consumer's socket took only part of, for this call
+        # and the rings' (a ring producer answers socket consumers too; one call at a time).
+        self.rest = _ffi.new("char[]", REST_BYTES)
+        for call in (self.call, plane.call):
+            call.rest = self.rest
+            call.rest_cap = REST_BYTES
+        # The read and answer buffers, made with the first SockLink (an idle supervisor, or
+        # one whose clients all use the rings, holds neither).
+        self.out = self.buf = bytearray()
+        self.buf_p: Any = None
         self.at = _ffi.new("int64_t *")
         self.frames = 0  # PRODUCEs read from sockets, appended and answered in C
         self.short_sends = 0  # calls whose answers the socket took only part of (rest queued)
+
+    def _buffers(self) -> None:
+        self.out = bytearray(OUT_BYTES)
+        self.call.out = _ffi.from_buffer(self.out)
+        self.call.out_cap = OUT_BYTES
+        self.buf = bytearray(RECV_SIZE)  # what one read takes, as Connection.recv
+        self.buf_p = _ffi.from_buffer(self.buf)
 
     def link(self, conn: Any) -> SockLink | None:
         """The connection's SockLink, made at its first grant; None for a connection that does
@@ -207,6 +222,8 @@ class SocketPlane:
         if (type(conn) is not Connection or conn.dispatch_to is not None or conn.closed
                 or type(conn.sock) is not socket.socket or conn.sock.family != socket.AF_UNIX):
             return None
+        if self.buf_p is None:
+            self._buffers()
         link = conn.plane_link = SockLink(self, conn)
         return link
 
