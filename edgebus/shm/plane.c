@@ -1,5 +1,7 @@
 /* The shm data plane (docs/ARCHITECTURE.md, "The C data plane"): the common PRODUCE served
- * from the frames a link's wake-up read, in one call, on the loop thread.
+ * from the frames a link's wake-up read, in one call, on the loop thread. (sockplane.c, compiled
+ * after this file, serves a Unix-socket connection's reads with the same eb_plane_produce: its
+ * answers then go to the call's out buffer instead of a response ring.)
  *
  * Compiled after ring.c and records.c in one translation unit (edgebus/shm/_plane_build.py), so
  * eb_write and eb_check_batch below are those files' own functions.
