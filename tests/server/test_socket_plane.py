@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from edgebus import Admin
 from edgebus import format as F
+from edgebus.client.shm_rings import attach
 from edgebus.errors import AuthorizationError
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ClientProtocol
@@ -482,3 +483,34 @@ def test_hostile_frames_on_a_granted_socket_close_it_and_nothing_else(broker, ba
         conn.close()
         other.close()
     assert records(broker.socket, "shostile") == [(0, b"ok"), (1, b"ok"), (2, b"ok"), (3, b"other")]
+
+
+def test_after_shm_attach_the_socket_read_is_pythons_and_answers_go_to_the_ring(broker) -> None:
+    """A connection granted on the socket that then attaches rings: every answer goes to its
+    response ring from then on (Connection.queue's rule), including the answer to a PRODUCE it
+    still sends on the socket, so the socket plane (which answers on the socket) must not read
+    it any more."""
+    with Admin(socket=broker.socket, transport="socket") as a:
+        a.create_topic("sattach", 1)
+    conn = RawSock(broker.socket)
+    try:
+        for i in range(3):  # granted on the socket; the plane takes the second and third
+            assert _offset(_send(conn, "sattach", b"s%d" % i)[1]) == i
+        assert socket_frames(broker.socket) == 2
+        rings = attach(conn.sock)
+        corr = next(_corr)
+        conn.send(produce_frame(corr, "sattach", 1, batch([b"on the socket"])))
+        deadline = time.monotonic() + 10
+        got: list[Any] = []
+        while not got:
+            assert time.monotonic() < deadline, "no answer in the response ring"
+            got = rings.take_ring()
+            time.sleep(0.001)
+        assert [r.correlation_id for r in got] == [corr]
+        with pytest.raises(BlockingIOError):
+            conn.sock.recv(4096, socket.MSG_DONTWAIT)  # nothing came on the socket
+        assert socket_frames(broker.socket) == 2
+        rings.close()
+    finally:
+        conn.close()
+    assert [v for _, v in records(broker.socket, "sattach")] == [b"s0", b"s1", b"s2", b"on the socket"]

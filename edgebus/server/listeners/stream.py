@@ -227,7 +227,7 @@ class Connection:
             return  # whole frames wait in Loop.pending; read more once they are handled
         pl = self.plane_link
         if (pl is not None and not self.out and not self.overloaded and not self.awaiting
-                and pl.grants and pl.read(buffered)):
+                and self.shm is None and pl.grants and pl.read(buffered)):
             return  # read, served and answered in C (sock_plane.py), the rest dispatched
         try:
             data = self.recv()
