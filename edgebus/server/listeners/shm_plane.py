@@ -327,9 +327,11 @@ class Plane:
         if call.rest_len:
             # Standing answers a consumer's socket took only part of (sockplane.c): their rest
             # is queued before anything the on_append calls below may queue on that connection.
+            from edgebus.server.listeners.sock_plane import queue_rest  # (rare: at its first)
+
             for g in link.grants.values():
                 if g.c.w_rest_len:
-                    _queue_rest(g, call)
+                    queue_rest(g, call)
             call.rest_len = 0
         for g in link.grants.values():
             c = g.c
@@ -404,15 +406,3 @@ class Plane:
             else:
                 data.dirty = True
 
-
-def _queue_rest(g: Grant, call: Any) -> None:
-    """The rest of a standing answer the consumer's socket took only part of, queued on its
-    Connection as Connection.queue queues what send took only part of (then the fetch is held,
-    as push holds it, until that drains: its next append finds Connection.out not empty)."""
-    c = g.c
-    conn = g.w.conn
-    rest = memoryview(_ffi.unpack(call.rest + c.w_rest_at, c.w_rest_len))
-    c.w_rest_len = 0
-    conn.out.append(rest)
-    conn.out_bytes += len(rest)
-    conn.update_interest()

@@ -6,9 +6,10 @@ PRODUCEs) is read by one C call (edgebus/shm/sockplane.c eb_plane_sock_read), wh
 what Python's `Connection.on_event` would read, appends and answers, in order, the plain
 PRODUCEs it can take (eb_plane_produce: the same checks, stamps and bytes as for a ring), answers
 a socket or ring consumer's standing fetch parked at exactly that offset, and sends the call's
-acks=written answers in one send(2). What it read and could not take (from the first frame it
-cannot, or half a frame) goes to the connection's framing and Python's dispatch as ever, after
-those answers. The grants, their checks before every call and the sync-back are the ring's
+acks=written answers in one send(2). The frame it stops at goes to Python's dispatch alone, after
+those answers, and the next call goes on after it (as ShmLink._dispatch_all does for a ring);
+half a frame, a malformed one and more than a turn's worth of Python's go to the connection's
+framing as ever. The grants, their checks before every call and the sync-back are the ring's
 (shm_plane.Plane `_checked`, `_sync`): the loop stays the only writer of every partition.
 
 Only a plain `Connection` on a Unix socket takes part (not TLS, not the Kafka or HTTP listeners,
@@ -38,8 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgebus.conn")
 
 # The call's acks=written answers are gathered here and sent in one send(2); a call whose answers
-# would not fit stops there (EB_PLANE_RING) and Python's path answers the rest. An answer is at
-# most 12 + 255 + 28 bytes: 64 KiB holds ~200 of the longest, ~1,300 of a short topic's.
+# would not fit stops there (EB_PLANE_RING), sends them, and the next call goes on. An answer is
+# at most 12 + 255 + 28 bytes: 64 KiB holds ~200 of the longest, ~1,300 of a short topic's.
 OUT_BYTES = 64 * 1024
 # Rests of standing answers a socket took only part of, per call: one answer (at most 8 KiB,
 # plane.c EB_PLANE_ANSWER_MAX) for each of a link's grants (shm_plane.MAX_GRANTS).
@@ -226,6 +227,19 @@ class SocketPlane:
             self._buffers()
         link = conn.plane_link = SockLink(self, conn)
         return link
+
+
+def queue_rest(g: Any, call: Any) -> None:
+    """The rest of a standing answer the consumer's socket took only part of, queued on its
+    Connection as Connection.queue queues what send took only part of (then the fetch is held,
+    as push holds it, until that drains: its next append finds Connection.out not empty)."""
+    c = g.c
+    conn = g.w.conn
+    rest = memoryview(_ffi.unpack(call.rest + c.w_rest_at, c.w_rest_len))
+    c.w_rest_len = 0
+    conn.out.append(rest)
+    conn.out_bytes += len(rest)
+    conn.update_interest()
 
 
 def available() -> bool:
