@@ -163,6 +163,11 @@ CPU_CHECK_NS = 10_000_000
 C_PLANE = _flag("EDGEBUS_SHM_C_PLANE", _knob(
     "EDGEBUS_SHM_C_PLANE", "1", "1: the supervisor appends and answers a ring's plain PRODUCEs "
     "in one C call per wake-up (when its C module is built); 0: every frame in Python"))
+# The same for a Unix-socket connection's read (edgebus/server/listeners/sock_plane.py); off
+# with the plane itself (EDGEBUS_SHM_C_PLANE=0) too.
+SOCKET_C_PLANE = _flag("EDGEBUS_SOCKET_C_PLANE", _knob(
+    "EDGEBUS_SOCKET_C_PLANE", "1", "1: the supervisor appends and answers the plain PRODUCEs a "
+    "Unix-socket connection sends in one C call per read (when the C plane runs); 0: in Python"))
 
 # --- the supervisor's shared-memory listener (edgebus/server/listeners/shm.py) --------------------
 # Keep polling a link's ring for this long after its last frame before sleeping on its eventfd.

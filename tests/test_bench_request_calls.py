@@ -2,7 +2,8 @@
 tree measured; on the rings a caught-up consumer's standing fetch is answered by
 StandingFetches.push, with no request or parked fetch made per answer (Python's path: the C data
 plane switched off), and with the C data plane on, by the plane's C call (no push, no
-produce_fields per message in Python)."""
+produce_fields per message in Python); on the socket, with the plane on, a PRODUCE runs no
+handler in Python either."""
 
 from __future__ import annotations
 
@@ -47,7 +48,24 @@ def test_with_the_c_plane_neither_produce_nor_push_runs_in_python() -> None:
 
 
 def test_produce_alone_calls_no_on_append() -> None:
-    got = request_calls.count_in(HERE, "socket", "produce", 50, 200)
+    """Python's path (the socket's C plane off: EDGEBUS_SOCKET_C_PLANE=0)."""
+    got = request_calls.count_in(HERE, "socket", "produce", 50, 200,
+                                 env={"EDGEBUS_SOCKET_C_PLANE": "0"})
     calls = dict(got["top"])
     assert calls.get("data.py:produce_fields") == 1.0
     assert "data.py:on_append" not in calls  # nobody waits on the partition
+
+
+@pytest.mark.skipif(not shm_plane.available(), reason="the C data plane is not built here")
+def test_with_the_c_plane_a_socket_produce_runs_no_handler_in_python() -> None:
+    """The socket's reads go through the plane's C call (listeners/sock_plane.py): only the
+    first PRODUCE of the connection runs produce_fields (it makes the grant), and the rest no
+    framing or dispatch in Python either."""
+    off = request_calls.count_in(HERE, "socket", "produce", 50, 200,
+                                 env={"EDGEBUS_SOCKET_C_PLANE": "0"})
+    got = request_calls.count_in(HERE, "socket", "produce", 50, 200)
+    calls = dict(got["top"])
+    for name in ("data.py:produce_fields", "dispatch.py:dispatch_frame", "framing.py:next_request",
+                 "data.py:on_append"):
+        assert calls.get(name, 0) <= 0.1, (name, calls)
+    assert got["py"] < off["py"], (got["py"], off["py"])

@@ -30,7 +30,7 @@ from edgebus.server.handlers.admin import AdminHandlers
 from edgebus.server.handlers.data import DataHandlers
 from edgebus.server.housekeeping import Housekeeping
 from edgebus.server.lazy import OnFirstUse
-from edgebus.server.listeners import shm_plane
+from edgebus.server.listeners import shm_plane, sock_plane
 from edgebus.server.listeners.shm import ShmTransport
 from edgebus.server.listeners.socket_claim import SocketClaim
 from edgebus.server.listeners.unix import UnixListener
@@ -157,8 +157,12 @@ class Broker:
         self.txn_handlers.install(table, {int(k): name for k, name in TXN_APIS.items()})
         self.dispatcher = Dispatcher(loop, table, self.data.produce_fields, self.acl)
         loop.dispatch = self.dispatcher.dispatch_frame
-        if shm_plane.available() and self.shm.reason is None:  # EDGEBUS_SHM_C_PLANE, C module
-            self.shm.plane = self.data.plane = shm_plane.Plane(self.data, self.disk, self.acl)
+        if shm_plane.available():  # EDGEBUS_SHM_C_PLANE, C module
+            plane = self.data.plane = shm_plane.Plane(self.data, self.disk, self.acl)
+            if self.shm.reason is None:
+                self.shm.plane = plane
+            if sock_plane.available():  # EDGEBUS_SOCKET_C_PLANE
+                plane.sockets = sock_plane.SocketPlane(plane)
         self.data.standing.check = self.dispatcher.checks.get(int(M.Api.FETCH))
         # Shutdown runs in this order: STOPPING=1, stop accepting, answer parked fetches, finish
         # durable acks; then the loop flushes and closes every connection.

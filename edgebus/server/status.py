@@ -163,6 +163,11 @@ def collect(broker: Broker) -> dict[str, Any]:
     doc["shm_plane"] = {"enabled": plane is not None,
                         "frames": plane.frames if plane is not None else 0,
                         "standing_answers": plane.standing_answers if plane is not None else 0}
+    # Its socket half (listeners/sock_plane.py): of those frames, the ones read from sockets.
+    sockets = getattr(getattr(getattr(broker, "data", None), "plane", None), "sockets", None)
+    doc["socket_plane"] = {"enabled": sockets is not None,
+                           "frames": sockets.frames if sockets is not None else 0,
+                           "short_sends": sockets.short_sends if sockets is not None else 0}
     doc["records_out"] = stats.records_out
     doc["bytes_out"] = stats.bytes_out
     doc["fsync_count"] = stats.fsync_count

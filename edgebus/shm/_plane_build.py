@@ -1,7 +1,8 @@
-"""cffi API-mode build of edgebus.shm._plane: the shm data plane (plane.c), compiled in one
-translation unit after ring.c and records.c so that it calls their eb_write and eb_check_batch
-directly. (Run by setup.py's cffi_modules at install time; optional like the other two: without
-it the supervisor serves every frame in Python, as before.)
+"""cffi API-mode build of edgebus.shm._plane: the data plane (plane.c for rings, sockplane.c for
+Unix-socket connections), compiled in one translation unit after ring.c and records.c so that
+it calls their eb_write and eb_check_batch directly. (Run by setup.py's cffi_modules at install
+time; optional like the other two: without it the supervisor serves every frame in Python, as
+before.)
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ typedef struct {
     int32_t w_answers;
     int64_t w_records, w_bytes;
     int64_t w_last;
+    int32_t w_sock;
+    int64_t w_rest_at, w_rest_len;
     ...;
 } eb_grant;
 typedef struct {
@@ -55,11 +58,20 @@ typedef struct {
     int64_t frames;
     int64_t answers;
     int32_t why;
+    char *out;
+    int64_t out_len, out_cap;
+    int64_t sent;
+    char *rest;
+    int64_t rest_len, rest_cap;
 } eb_plane_call;
 int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grants, int ng,
                          void *resp, int efd_data, eb_plane_call *c);
 int64_t eb_plane_ring(void *req, int efd_space, char *scratch, uint64_t cap, uint32_t max_frames,
                       eb_grant **grants, int ng, void *resp, int efd_data, eb_plane_call *c);
+int64_t eb_plane_sock_serve(int fd, char *buf, int64_t start, int64_t len, eb_grant **grants,
+                            int ng, eb_plane_call *c);
+int64_t eb_plane_sock_read(int fd, char *buf, int64_t have, int64_t cap, eb_grant **grants,
+                           int ng, eb_plane_call *c, int64_t *at);
 """
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -71,7 +83,8 @@ def _read(*parts: str) -> str:
         return f.read()
 
 
-_SOURCE = "\n".join([_read(_HERE, "ring.c"), _read(_ROOT, "records.c"), _read(_HERE, "plane.c")])
+_SOURCE = "\n".join([_read(_HERE, "ring.c"), _read(_ROOT, "records.c"), _read(_HERE, "plane.c"),
+                     _read(_HERE, "sockplane.c")])
 
 
 def _have_zlib() -> bool:

@@ -1,5 +1,7 @@
 /* The shm data plane (docs/ARCHITECTURE.md, "The C data plane"): the common PRODUCE served
- * from the frames a link's wake-up read, in one call, on the loop thread.
+ * from the frames a link's wake-up read, in one call, on the loop thread. (sockplane.c, compiled
+ * after this file, serves a Unix-socket connection's reads with the same eb_plane_produce: its
+ * answers then go to the call's out buffer instead of a response ring.)
  *
  * Compiled after ring.c and records.c in one translation unit (edgebus/shm/_plane_build.py), so
  * eb_write and eb_check_batch below are those files' own functions.
@@ -25,6 +27,7 @@
 #define EB_PLANE_TOPIC_MAX 255
 #define EB_PLANE_BATCHES 32
 #define EB_PLANE_TAIL 4096     /* partition_append.TAIL_BATCH_BYTES: the last batch kept */
+#define EB_PLANE_ANSWER_MAX 8192  /* a standing-fetch answer written in C, at most */
 #define EB_API_PRODUCE 4
 #define EB_U32_MAX 0xFFFFFFFFll
 
@@ -82,6 +85,12 @@ typedef struct {
     int32_t w_answers;         /* out: answers written this call */
     int64_t w_records, w_bytes;
     int64_t w_last;            /* out: the last answer's frame bytes (ShmLink.last_entry) */
+    /* The standing fetch is a Unix-socket connection's instead (w_ring NULL; sockplane.c): its
+     * socket, -1 none. An answer the socket took only part of leaves the rest in the call's
+     * rest buffer for Python to queue (Connection.out), and no further answer goes to that
+     * socket this call. */
+    int32_t w_sock;
+    int64_t w_rest_at, w_rest_len;  /* out: that rest's place in c->rest (len 0: none) */
 } eb_grant;
 
 typedef struct {
@@ -89,7 +98,19 @@ typedef struct {
     int64_t frames;            /* out: frames taken */
     int64_t answers;           /* out: answer frames written */
     int32_t why;               /* out: EB_PLANE_* */
+    /* A socket connection's call (sockplane.c; resp NULL): its acks=written answers are
+     * gathered here, sent in one send(2) after the call's frames (EB_PLANE_RING when full). */
+    char *out;
+    int64_t out_len, out_cap;
+    int64_t sent;              /* out: bytes of out the socket took; -1: the peer is gone */
+    /* Where the rests of standing answers a consumer's socket took only part of go (NULL: no
+     * socket consumer is answered in C); rest_len > 0 after the call: some did (w_rest_*). */
+    char *rest;
+    int64_t rest_len, rest_cap;
 } eb_plane_call;
+
+static void answer_standing_sock(eb_grant *g, const char *b, uint64_t n, int64_t count,
+                                 eb_plane_call *c);
 
 static inline int64_t wall_ms(void) {
     struct timespec ts;
@@ -105,21 +126,13 @@ static eb_grant *find_grant(eb_grant **g, int ng, const char *topic, uint16_t tl
 }
 
 /* The FETCH answer of the standing fetch g->w_* from batch b (n bytes, just appended, ending at
- * g->log_end): the bytes of fastpath.fetch.encode_fetched_one, written only when its consumer has
- * read every earlier answer (its ring is empty: stricter than the window of one that
- * StandingFetches.push allows, handlers/standing.py caught_up). Not written
- * (too large for the buffer or the ring): the fetch stays where it was and Python's on_append
- * decides after the call. */
-#define EB_PLANE_ANSWER_MAX 8192
-static void answer_standing(eb_grant *g, const char *b, uint64_t n, int64_t count) {
-    eb_ring *W = (eb_ring *)g->w_ring;
+ * g->log_end), written into f: the bytes of fastpath.fetch.encode_fetched_one. Returns its length,
+ * 0 when it would not fit EB_PLANE_ANSWER_MAX (the fetch then stays where it was and Python's
+ * on_append decides after the call). */
+static uint64_t standing_frame(eb_grant *g, const char *b, uint64_t n, char *f) {
     uint16_t tl = g->topic_len;
     uint64_t head = 4 + 6 + 4 + 2 + tl + 28;
-    if (head + n > EB_PLANE_ANSWER_MAX) return;
-    if (__atomic_load_n(U64AT(W->hdr, EB_OFF_TAIL), __ATOMIC_ACQUIRE) !=
-        __atomic_load_n(U64AT(W->hdr, EB_OFF_HEAD), __ATOMIC_RELAXED))
-        return;  /* the consumer has not read the last answer: Python holds the fetch */
-    char f[EB_PLANE_ANSWER_MAX];
+    if (head + n > EB_PLANE_ANSWER_MAX) return 0;
     uint32_t u32 = (uint32_t)(head + n - 4);
     int16_t zero16 = 0;
     int32_t one = 1, part = g->partition, rl = (int32_t)n;
@@ -137,17 +150,36 @@ static void answer_standing(eb_grant *g, const char *b, uint64_t n, int64_t coun
     memcpy(o + 16, &g->log_start, 8);
     memcpy(o + 24, &rl, 4);
     memcpy(o + 28, b, n);
-    if (eb_write(W, f, (uint32_t)(head + n), g->w_efd) != 1) return;
+    return head + n;
+}
+
+/* The standing fetch's bookkeeping after its answer (len frame bytes) from batch b went out. */
+static void standing_answered(eb_grant *g, uint64_t n, int64_t count, uint64_t len) {
     g->w_offset = g->log_end;
     g->w_answers++;
     g->w_records += count;
     g->w_bytes += (int64_t)n;
-    g->w_last = (int64_t)(head + n);
+    g->w_last = (int64_t)len;
+}
+
+/* standing_frame's answer into the consumer's ring, written only when its consumer has read every
+ * earlier answer (its ring is empty: stricter than the window of one that StandingFetches.push
+ * allows, handlers/standing.py caught_up). */
+static void answer_standing(eb_grant *g, const char *b, uint64_t n, int64_t count) {
+    eb_ring *W = (eb_ring *)g->w_ring;
+    if (__atomic_load_n(U64AT(W->hdr, EB_OFF_TAIL), __ATOMIC_ACQUIRE) !=
+        __atomic_load_n(U64AT(W->hdr, EB_OFF_HEAD), __ATOMIC_RELAXED))
+        return;  /* the consumer has not read the last answer: Python holds the fetch */
+    char f[EB_PLANE_ANSWER_MAX];
+    uint64_t len = standing_frame(g, b, n, f);
+    if (len == 0 || eb_write(W, f, (uint32_t)len, g->w_efd) != 1) return;
+    standing_answered(g, n, count, len);
 }
 
 /* Take frames from buf[start:len] (whole request frames, as eb_read copied them) until one must
  * go to Python. resp: the link's response ring (an eb_ring *, typed void * so that the _ring
- * module's pointers pass); efd_data: its reader's eventfd. Returns where Python goes on. */
+ * module's pointers pass); efd_data: its reader's eventfd; resp NULL: a socket connection's
+ * frames, answered into c->out (sockplane.c). Returns where Python goes on. */
 int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grants, int ng,
                          void *resp, int efd_data, eb_plane_call *c) {
     eb_ring *R = (eb_ring *)resp;
@@ -199,7 +231,10 @@ int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grant
             break;
         }
         uint32_t alen = 4 + 6 + 2 + tl + 28;
-        if (acks == 1 && !eb_can_write(R, alen)) { c->why = EB_PLANE_RING; break; }
+        if (acks == 1 && !(R != NULL ? eb_can_write(R, alen) : c->out_len + alen <= c->out_cap)) {
+            c->why = EB_PLANE_RING;
+            break;
+        }
         memcpy(b, &base, 8);
         memcpy(b + 8, &atime, 8);
         /* one write for the whole batch, nearly always (Segment.append_batch's) */
@@ -238,9 +273,13 @@ int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grant
         c->budget -= (int64_t)n;
         c->frames++;
         at += 4 + (int64_t)flen;
-        if (g->w_ring != NULL && g->w_ring != resp && g->w_offset == base
-            && (int64_t)n >= g->w_min_bytes)
-            answer_standing(g, b, n, count);  /* first: the consumer's latency is the one measured */
+        if (g->w_offset == base && (int64_t)n >= g->w_min_bytes) {
+            /* first: the consumer's latency is the one measured */
+            if (g->w_ring != NULL && g->w_ring != resp)
+                answer_standing(g, b, n, count);
+            else if (g->w_ring == NULL && g->w_sock >= 0)
+                answer_standing_sock(g, b, n, count, c);
+        }
         if (acks == 1) {
             char a[4 + 6 + 2 + EB_PLANE_TOPIC_MAX + 28];
             uint32_t u32 = alen - 4;
@@ -255,7 +294,12 @@ int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grant
             memcpy(o + 4, &base, 8);
             memcpy(o + 12, &atime, 8);
             memcpy(o + 20, &g->log_start, 8);
-            eb_write(R, a, alen, efd_data);  /* room was checked; only this thread writes */
+            if (R != NULL) {
+                eb_write(R, a, alen, efd_data);  /* room was checked; only this thread writes */
+            } else {  /* a socket's: sent after the call's frames (sockplane.c) */
+                memcpy(c->out + c->out_len, a, alen);
+                c->out_len += alen;
+            }
             c->answers++;
         }
     }

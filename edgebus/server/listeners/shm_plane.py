@@ -105,6 +105,7 @@ class Grant:
         self.cfg: Any = None
         self.w: Any = None  # the standing fetch armed in c.w_* (a ParkedFetch), if any
         self.w_checked: Any = None  # (that fetch, ACL generation) its access check passed at
+        self.c.w_sock = -1  # (fd 0 is a descriptor: "none" must be said)
         self.gen = self.start = -1
 
     def refresh(self) -> None:
@@ -151,13 +152,18 @@ class Plane:
         self.drained = False  # whether the last serve_ring found the ring empty
         self.frames = 0  # PRODUCEs appended and answered in C (`edgebus status`: shm_plane)
         self.standing_answers = 0  # standing fetches answered in C
+        # Unix-socket connections served in C too (listeners/sock_plane.py SocketPlane, set by
+        # the Broker unless EDGEBUS_SOCKET_C_PLANE=0).
+        self.sockets: Any = None
 
     # --- grants ----------------------------------------------------------------------------------
     def granted(self, conn: Any, p: Any) -> None:
         """DataHandlers.produce_fields: Python's path just appended a plain PRODUCE (acks none or
         written) from `conn` to `p`. Its link may now append the next ones in C."""
         link: Any = getattr(conn, "shm", None)
-        grants = getattr(link, "grants", None)  # (a ShmLink's; None for anything else)
+        if link is None and self.sockets is not None:
+            link = self.sockets.link(conn)  # a Unix-socket connection's (sock_plane.py)
+        grants = getattr(link, "grants", None)  # (a ShmLink's or SockLink's; None for anything else)
         if grants is None or link.closed:
             return
         key = (p.topic, p.partition)
@@ -223,6 +229,7 @@ class Plane:
         c = g.c
         g.w = None
         c.w_ring = _ffi.NULL
+        c.w_sock = -1
         data = self.data
         parked = data.waiters.by_partition.get((g.topic, g.p.partition))
         if (not parked or len(parked) != 1 or data.append_listeners or data.txn_filter is not None
@@ -233,8 +240,12 @@ class Plane:
             return
         conn = w.conn
         other: Any = getattr(conn, "shm", None)
-        if (other is None or other is link or other.standing_w is not w or conn.closed
-                or other.closed or other.pending or conn.overloaded):
+        if other is None:  # a Unix-socket consumer's: its state is on the Connection
+            if (conn is link.conn or conn.standing_w is not w or conn.closed or conn.out
+                    or conn.overloaded or conn.standing_fd < 0):
+                return
+        elif (other is link or other.standing_w is not w or conn.closed or other.closed
+              or other.pending or conn.overloaded):
             return
         req = w.request
         parts = req.partitions
@@ -250,8 +261,11 @@ class Plane:
                 return  # Python's path answers the refusal
             g.w_checked = (w, self.acl.gen)
         g.w = w
-        c.w_ring = other.resp_d
-        c.w_efd = other.efd_data
+        if other is None:
+            c.w_sock = conn.standing_fd  # answered as push answers a socket (sockplane.c)
+        else:
+            c.w_ring = other.resp_d
+            c.w_efd = other.efd_data
         c.w_corr = w.correlation_id
         c.w_offset = parts[0].offset
         c.w_min_bytes = req.min_bytes
@@ -320,6 +334,15 @@ class Plane:
         link.frames_out += call.answers
         data = self.data
         stats = data.stats
+        if call.rest_len:
+            # Standing answers a consumer's socket took only part of (sockplane.c): their rest
+            # is queued before anything the on_append calls below may queue on that connection.
+            from edgebus.server.listeners.sock_plane import queue_rest  # (rare: at its first)
+
+            for g in link.grants.values():
+                if g.c.w_rest_len:
+                    queue_rest(g, call)
+            call.rest_len = 0
         for g in link.grants.values():
             c = g.c
             n = c.n
@@ -361,9 +384,11 @@ class Plane:
             k = c.w_answers
             if k:  # the standing fetch answered in C: push's bookkeeping (handlers/standing.py)
                 w = g.w
-                w.conn.shm.frames_out += k
-                # the window of handlers/standing.py caught_up, as ShmLink.queue sets it
-                w.conn.shm.last_entry = (c.w_last + 7) & ~7
+                wl = w.conn.shm
+                if wl is not None:  # (a socket consumer's has neither)
+                    wl.frames_out += k
+                    # the window of handlers/standing.py caught_up, as ShmLink.queue sets it
+                    wl.last_entry = (c.w_last + 7) & ~7
                 w.conn.answers += k
                 data.standing.armed += k
                 self.standing_answers += k
@@ -390,3 +415,4 @@ class Plane:
                     data.on_append(p)
             else:
                 data.dirty = True
+

@@ -108,6 +108,10 @@ class Connection:
         self.standing_w: Any = None
         self.on_room: Any = None
         self.standing_fd = -1  # sock.fileno(), cached by a standing fetch's start (SIOCOUTQ)
+        # The C data plane's part of this connection (listeners/sock_plane.py SockLink), made at
+        # its first grant: while it holds one, a read with no answer queued is one C call that
+        # appends and answers the plain PRODUCEs it reads.
+        self.plane_link: Any = None
 
     def __repr__(self) -> str:
         return f"conn#{self.id}(pid={self.pid})"
@@ -143,6 +147,9 @@ class Connection:
         self.proto = ServerProtocol()
         self.shm = None  # the link (closed by its service) and this object referred to each other
         self.standing = self.standing_w = self.on_room = None
+        if self.plane_link is not None:
+            self.plane_link.grants.clear()
+            self.plane_link = None
 
     # --- output ----------------------------------------------------------------------------------
     def queue(self, data: bytes) -> None:
@@ -215,8 +222,13 @@ class Connection:
             self._on_writable()
             if self.closed:
                 return
-        if not mask & _READ or self.proto.frames.buffered() >= self.max_input:
+        buffered = self.proto.frames.buffered()
+        if not mask & _READ or buffered >= self.max_input:
             return  # whole frames wait in Loop.pending; read more once they are handled
+        pl = self.plane_link
+        if (pl is not None and not self.out and not self.overloaded and not self.awaiting
+                and self.shm is None and pl.grants and pl.read(buffered)):
+            return  # read, served and answered in C (sock_plane.py), the rest dispatched
         try:
             data = self.recv()
         except BlockingIOError:
