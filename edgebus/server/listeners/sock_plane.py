@@ -180,10 +180,8 @@ class SockLink:
         if frames:
             self.sp.frames += frames
             self.sp.plane._sync(self, call)
-        if call.why == _WHY_WRITE:  # Python's path retries the frame and reports
-            for g in self.grants.values():
-                if g.c.cut_failed:
-                    g.p._go_offline("cannot cut a failed append back (C data plane)")
+        if call.why == _WHY_WRITE:  # as a ring's: offline unless the disk is full, then
+            shm_plane._write_failed(self)  # Python's path retries the frame and reports
 
 
 class SocketPlane:
