@@ -160,6 +160,9 @@ def collect(broker: Broker) -> dict[str, Any]:
     doc["shm_plane"] = {"enabled": plane is not None,
                         "frames": plane.frames if plane is not None else 0,
                         "standing_answers": plane.standing_answers if plane is not None else 0}
+    # The parked loop (listeners/shm_park.py): wake-ups served in C with no Python turn.
+    park = getattr(getattr(broker, "shm", None), "park", None)
+    doc["shm_plane"]["park"] = park.stats() if park is not None else None
     doc["records_out"] = stats.records_out
     doc["bytes_out"] = stats.bytes_out
     doc["fsync_count"] = stats.fsync_count

@@ -45,19 +45,43 @@ if TYPE_CHECKING:
     from edgebus.server.handlers.data import DataHandlers
 
 
-def _load() -> tuple[Any, Any]:
+# The C module is loaded at the first SHM_ATTACH (`load`), not at import: the broker imports
+# this module at start, and an idle supervisor with no shm client need not map it (issue 16's
+# idle RSS goal). Until then `available` only asks whether it is there to load.
+_ffi: Any = None
+_lib: Any = None
+
+
+def available() -> bool:
+    """Whether the C data plane can run here (its module built, and not switched off:
+    EDGEBUS_SHM_C_PLANE); `load` still declines a stale build."""
+    if _lib is not None:
+        return True
     if not tuning.C_PLANE:
-        return None, None
+        return False
+    from importlib.util import find_spec
+
+    try:
+        return find_spec("edgebus.shm._plane") is not None
+    except ImportError:
+        return False
+
+
+def load() -> bool:
+    """Load the C module (at the first SHM_ATTACH). False: not built, or a stale build (its tail
+    copy would differ), and every frame goes to Python."""
+    global _ffi, _lib
+    if _lib is not None:
+        return True
     try:
         from edgebus.shm._plane import ffi, lib
-    except ImportError:  # not built (no compiler at install): every frame goes to Python
-        return None, None
-    if lib.EB_PLANE_TAIL != TAIL_BATCH_BYTES:  # a stale build: its tail copy would differ
-        return None, None
-    return ffi, lib
+    except ImportError:  # not built (no compiler at install)
+        return False
+    if lib.EB_PLANE_TAIL != TAIL_BATCH_BYTES:
+        return False
+    _ffi, _lib = ffi, lib
+    return True
 
-
-_ffi, _lib = _load()
 
 MAX_GRANTS = 8  # partitions per link served in C; more are served in Python
 _WHY_FULL, _WHY_WRITE, _WHY_RING_END = 7, 10, 11  # plane.c's EB_PLANE_FULL, _WRITE, _RING_END
@@ -67,11 +91,6 @@ _WHY_FULL, _WHY_WRITE, _WHY_RING_END = 7, 10, 11  # plane.c's EB_PLANE_FULL, _WR
 SCRATCH_BYTES = 64 * 1024
 RING_FRAMES = 32
 _PRODUCE = int(M.Api.PRODUCE)
-
-
-def available() -> bool:
-    """Whether the C data plane runs here (built, and not switched off: EDGEBUS_SHM_C_PLANE)."""
-    return _lib is not None
 
 
 class Grant:
@@ -130,13 +149,25 @@ class Plane:
         self.data = data
         self.disk = disk
         self.acl = acl  # the dispatcher's Authorizer (None: access control off)
-        self.call = _ffi.new("eb_plane_call *")
-        self.scratch = bytearray(SCRATCH_BYTES)  # eb_plane_ring's copy of the frame it serves
-        self._scratch_p = _ffi.from_buffer(self.scratch)
+        # made by `ready` at the first SHM_ATTACH, with the C module
+        self.call: Any = None
+        self.scratch = bytearray()  # eb_plane_ring's copy of the frame it serves
+        self._scratch_p: Any = None
         self.took = 0  # frames the last serve_ring took
         self.drained = False  # whether the last serve_ring found the ring empty
         self.frames = 0  # PRODUCEs appended and answered in C (`edgebus status`: shm_plane)
         self.standing_answers = 0  # standing fetches answered in C
+
+    def ready(self) -> bool:
+        """Load the C module and make the call's buffers (ShmTransport.attach, first link).
+        False: it cannot load, and the caller drops the plane."""
+        if self.call is None:
+            if not load():
+                return False
+            self.call = _ffi.new("eb_plane_call *")
+            self.scratch = bytearray(SCRATCH_BYTES)
+            self._scratch_p = _ffi.from_buffer(self.scratch)
+        return True
 
     # --- grants ----------------------------------------------------------------------------------
     def granted(self, conn: Any, p: Any) -> None:
@@ -298,16 +329,25 @@ class Plane:
         return k
 
     def _sync(self, link: Any, call: Any) -> None:
-        """Bring Python's view to where its own path would have left it (partition_append.py
-        `append`, Segment.append_batch, DataHandlers.produce_fields, Dispatcher.dispatch_frame)."""
-        frames = call.frames
-        self.frames += frames
         self.disk._budget = call.budget
+        self.sync(link, call.frames, call.answers)
+
+    def offline_failed(self, link: Any) -> None:
+        """A write the C call could not cut back: the partition goes offline (after EB_PLANE_WRITE)."""
+        for g in link.grants.values():
+            if g.c.cut_failed:
+                g.p._go_offline("cannot cut a failed append back (C data plane)")
+
+    def sync(self, link: Any, frames: int, answers: int) -> None:
+        """Bring Python's view to where its own path would have left it (partition_append.py
+        `append`, Segment.append_batch, DataHandlers.produce_fields, Dispatcher.dispatch_frame),
+        after C calls that took `frames` PRODUCEs from the link and wrote `answers` answers."""
+        self.frames += frames
         conn = link.conn
         conn.requests += frames
-        conn.answers += call.answers  # (Connection.queue's count)
+        conn.answers += answers  # (Connection.queue's count)
         link.frames_in += frames
-        link.frames_out += call.answers
+        link.frames_out += answers
         data = self.data
         stats = data.stats
         for g in link.grants.values():
