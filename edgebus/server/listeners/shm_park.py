@@ -121,6 +121,12 @@ class Park:
         data = plane.data
         waiters = data.waiters.by_partition
         listeners = bool(data.append_listeners)
+        # Invariant: each partition is granted to one fast link at most. Every grant holds its
+        # own copy of the partition's append state (log end, segment size, ...), made current
+        # only here; two links appending to one partition in one wait would both write the
+        # same offsets. A link sharing a partition with a fast one is served by Python, which
+        # runs only after the sync-back.
+        taken: set[tuple[str, int]] = set()
         for link in self.links.values():
             c = link.park_c
             conn = link.conn
@@ -130,9 +136,10 @@ class Park:
                 continue
             ptrs = plane._checked(link)
             n = len(link.grants)
-            if not n:
+            if not n or not taken.isdisjoint(link.grants):
                 c.fast = 0
                 continue
+            taken.update(link.grants)
             c.grants, c.ng, c.fast = ptrs, n, 1
             after = listeners
             if not after and waiters:
