@@ -174,6 +174,8 @@ class Park:
         if not P.nout:
             return
         k_link, out = P.k_link, [P.out[i] for i in range(P.nout)]
+        # A copy of the declined frame now: an earlier link's wake-up below reuses the scratch.
+        kframe = plane.scratch[: P.k] if k_link >= 0 else None
         for pid in out:
             ln = self.links.get(pid)
             if ln is None:
@@ -183,7 +185,7 @@ class Park:
                 continue
             plane.offline_failed(ln)
             # the frame C consumed and declined: Python's dispatch, first
-            if pid == k_link and not ln._dispatch_all(plane.scratch[: P.k]):
+            if pid == k_link and kframe is not None and not ln._dispatch_all(kframe):
                 continue
             ln(EVENT_READ)  # its wake-up as the loop's epoll would have called it
 
