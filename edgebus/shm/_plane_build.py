@@ -47,6 +47,7 @@ typedef struct {
     int32_t w_answers;
     int64_t w_records, w_bytes;
     int64_t w_last;
+    int64_t w_window;
     ...;
 } eb_grant;
 typedef struct {
@@ -67,6 +68,7 @@ int64_t eb_plane_ring(void *req, int efd_space, char *scratch, uint64_t cap, uin
 #define EB_PARK_PYTHON ...
 #define EB_PARK_EINTR ...
 #define EB_PARK_ERROR ...
+#define EB_TO_PY_N ...
 typedef struct {
     void *req, *resp;
     int32_t efd_space, efd_data;
@@ -100,6 +102,7 @@ typedef struct {
     int32_t k_link;
     int64_t k;
     int64_t served;
+    int64_t to_py[];
     ...;
 } eb_park;
 int eb_park_add(int park_fd, int efd, eb_park_link *l);

@@ -34,6 +34,15 @@
 #define EB_PARK_EINTR 3     /* a signal: Python runs its handlers */
 #define EB_PARK_ERROR 4     /* epoll_wait failed otherwise (errno in err) */
 
+/* Why a link went to Python (eb_park.to_py[], statistics). */
+#define EB_TO_PY_NOT_FAST 0   /* Python did not mark it fast */
+#define EB_TO_PY_DECLINED 1   /* a frame the plane declined (in scratch) */
+#define EB_TO_PY_RING 2       /* padding, a frame larger than scratch, an inconsistent ring */
+#define EB_TO_PY_AFTER 3      /* an append someone else waits on */
+#define EB_TO_PY_SPIN 4       /* frames close together: Python polls the ring */
+#define EB_TO_PY_STANDING 5   /* the standing fetch was not answered up to the log end */
+#define EB_TO_PY_N 6
+
 typedef struct {
     /* set by Python (attach, then before each call) */
     void *req, *resp;          /* the link's rings (eb_ring *) */
@@ -70,6 +79,7 @@ typedef struct {
     int32_t k_link;            /* the link whose declined frame is in scratch[0:k] (-1: none) */
     int64_t k;
     int64_t served;            /* wake-ups served here (statistics) */
+    int64_t to_py[EB_TO_PY_N]; /* links handed to Python, by reason (statistics) */
 } eb_park;
 
 /* Add a link's eventfd to the park set (edge-triggered: each write is one event). */
@@ -87,8 +97,9 @@ int eb_park_remove(int park_fd, int efd) {
     return epoll_ctl(park_fd, EPOLL_CTL_DEL, efd, &ev);
 }
 
-static void to_python(eb_park *P, eb_park_link *l) {
+static void to_python(eb_park *P, eb_park_link *l, int why) {
     if (l->queued) return;
+    P->to_py[why]++;
     l->queued = 1;
     P->out[P->nout++] = l->id;
 }
@@ -119,19 +130,23 @@ static int serve_link(eb_park *P, eb_park_link *l) {
         if (k) {  /* a frame the plane declined, consumed: Python dispatches it, then reads on */
             P->k_link = l->id;
             P->k = k;
-            to_python(P, l);
+            to_python(P, l, EB_TO_PY_DECLINED);
             return 1;
         }
         /* max_frames taken: read on. Anything else but an empty ring needs Python's read
          * (padding, a frame larger than scratch, an inconsistent ring). */
         if (c.why == EB_PLANE_END) continue;
-        if (c.why != EB_PLANE_RING_END) { to_python(P, l); return 1; }
+        if (c.why != EB_PLANE_RING_END) { to_python(P, l, EB_TO_PY_RING); return 1; }
         if (c.frames) {
-            if (l->py_after || l->arr_gap <= P->spin_gap_ns) { to_python(P, l); return 1; }
+            if (l->py_after) { to_python(P, l, EB_TO_PY_AFTER); return 1; }
+            if (l->arr_gap <= P->spin_gap_ns) { to_python(P, l, EB_TO_PY_SPIN); return 1; }
             for (int i = 0; i < l->ng; i++) {
                 eb_grant *g = l->grants[i];
                 /* a standing fetch the call did not answer up to the end: push decides */
-                if (g->n && g->w_ring != NULL && g->w_offset != g->log_end) { to_python(P, l); return 1; }
+                if (g->n && g->w_ring != NULL && g->w_offset != g->log_end) {
+                    to_python(P, l, EB_TO_PY_STANDING);
+                    return 1;
+                }
             }
         }
         /* empty: announce sleep, fence, re-check (frames that raced in are served now) */
@@ -147,7 +162,7 @@ static void drain_park(eb_park *P) {
     int n = epoll_wait(P->park_fd, evs, EB_PARK_EVENTS, 0);
     for (int i = 0; i < n; i++) {
         eb_park_link *l = (eb_park_link *)evs[i].data.ptr;
-        if (!l->fast || P->k_link >= 0 || l->queued) { to_python(P, l); continue; }
+        if (!l->fast || P->k_link >= 0 || l->queued) { to_python(P, l, EB_TO_PY_NOT_FAST); continue; }
         P->served++;
         serve_link(P, l);
     }

@@ -80,6 +80,8 @@ typedef struct {
     int32_t w_answers;         /* out: answers written this call */
     int64_t w_records, w_bytes;
     int64_t w_last;            /* out: the last answer's frame bytes (ShmLink.last_entry) */
+    int64_t w_window;          /* unread bytes the answer may find (caught_up's window: the
+                                * consumer link's last_entry); -1: none, the ring must be empty */
 } eb_grant;
 
 typedef struct {
@@ -114,9 +116,12 @@ static void answer_standing(eb_grant *g, const char *b, uint64_t n, int64_t coun
     uint16_t tl = g->topic_len;
     uint64_t head = 4 + 6 + 4 + 2 + tl + 28;
     if (head + n > EB_PLANE_ANSWER_MAX) return;
-    if (__atomic_load_n(U64AT(W->hdr, EB_OFF_TAIL), __ATOMIC_ACQUIRE) !=
-        __atomic_load_n(U64AT(W->hdr, EB_OFF_HEAD), __ATOMIC_RELAXED))
-        return;  /* the consumer has not read the last answer: Python holds the fetch */
+    /* handlers/standing.py caught_up's first look: at most the last entry written unread (a
+     * window of one); more, and Python decides (it raises writer_waiting and holds the fetch) */
+    uint64_t unread = __atomic_load_n(U64AT(W->hdr, EB_OFF_HEAD), __ATOMIC_RELAXED) -
+                      __atomic_load_n(U64AT(W->hdr, EB_OFF_TAIL), __ATOMIC_ACQUIRE);
+    if (unread > (uint64_t)(g->w_window < 0 ? 0 : g->w_window))
+        return;
     char f[EB_PLANE_ANSWER_MAX];
     uint32_t u32 = (uint32_t)(head + n - 4);
     int16_t zero16 = 0;
@@ -141,6 +146,7 @@ static void answer_standing(eb_grant *g, const char *b, uint64_t n, int64_t coun
     g->w_records += count;
     g->w_bytes += (int64_t)n;
     g->w_last = (int64_t)(head + n);
+    if (g->w_window >= 0) g->w_window = (int64_t)align8(head + n);  /* now the last entry */
 }
 
 /* Take frames from buf[start:len] (whole request frames, as eb_read copied them) until one must

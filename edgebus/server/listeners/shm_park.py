@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from edgebus.server.service import LoopApi
 
 _LOOP, _TIMEOUT, _PYTHON, _EINTR, _ERROR = 0, 1, 2, 3, 4  # park.c's EB_PARK_*
+# park.c's EB_TO_PY_*: why a link's wake-up went to Python (`edgebus status`)
+_TO_PY = ("not_fast", "declined", "ring", "after_append", "spin", "standing")
 
 
 class Park:
@@ -192,6 +194,8 @@ class Park:
     def stats(self) -> dict[str, int]:
         """`edgebus status`: wake-ups served in C without a Python turn, and the waits' returns."""
         r = self.returns
+        t = self.P.to_py
         return {"wakeups": int(self.P.served), "returns_loop": r[_LOOP],
                 "returns_timeout": r[_TIMEOUT], "returns_python": r[_PYTHON],
-                "returns_signal": r[_EINTR]}
+                "returns_signal": r[_EINTR],
+                "to_python": {why: int(t[i]) for i, why in enumerate(_TO_PY)}}

@@ -272,6 +272,10 @@ class Plane:
         c.w_corr = w.correlation_id
         c.w_offset = parts[0].offset
         c.w_min_bytes = req.min_bytes
+        # caught_up's window (the consumer's last entry). A consumer link that also produces
+        # gets acks written by the C call that this window would not count: there the ring must
+        # be empty, as before.
+        c.w_window = -1 if other.grants else other.last_entry
 
     # --- the call --------------------------------------------------------------------------------
     def serve(self, link: Any, buf: bytearray, start: int) -> int:
