@@ -191,7 +191,7 @@ class Park:
                 continue
             ln(EVENT_READ)  # its wake-up as the loop's epoll would have called it
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         """`edgebus status`: wake-ups served in C without a Python turn, and the waits' returns."""
         r = self.returns
         t = self.P.to_py
