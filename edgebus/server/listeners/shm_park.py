@@ -27,7 +27,7 @@ import math
 import select
 import time
 from selectors import EVENT_READ
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgebus.server.listeners import shm_plane
 from edgebus.shm.spin import GAP_CAP_NS
