@@ -25,7 +25,10 @@ from typing import Any
 import pytest
 
 from edgebus import Admin
+from edgebus.batch import iter_batches
 from edgebus.errors import TopicExistsError
+from edgebus.protocol import messages as M
+from edgebus.protocol.framing import ClientProtocol
 from edgebus.server.listeners import shm_plane
 from edgebus.testing import EmbeddedBroker, wait_for
 from tests.shm.helpers import memfd_mappings
@@ -34,6 +37,7 @@ from tests.shm.test_c_plane import (
     batch,
     counters,
     normalized_files,
+    plane_parked,
     produce_frame,
     records,
 )
@@ -315,3 +319,61 @@ def records_from(sock: str, topic: str, start: int) -> list[tuple[int, bytes | N
             got += [(r.offset, r.value) for r in recs]
     c.close()
     return got
+
+
+
+def _unread_standing_answers(sock: str, topic: str, n: int) -> list[list[bytes]]:
+    """A raw consumer link holds a standing fetch from offset 0 and reads nothing while a raw
+    producer link sends `n` one-record batches, each acknowledged before the next; then the
+    consumer reads everything. Its answers, each as its batches, append times zeroed."""
+    consumer, producer = RawLink(sock), RawLink(sock)
+    try:
+        corr = next(_corr)
+        req = M.FetchRequest(30_000, 1, 1 << 20, [M.FetchPartition(topic, 0, 0, 1 << 20)])
+        consumer.send([ClientProtocol.encode_request(M.Api.FETCH_STANDING, corr, req)])
+        wait_for(lambda: plane_parked(sock), 10, "the standing fetch to be parked")
+        for i in range(n):
+            pc = next(_corr)
+            producer.send([produce_frame(pc, topic, 1, batch([b"u%d" % i]))])
+            producer.wait({pc})
+        out: list[list[bytes]] = []
+        deadline = time.monotonic() + 20
+        while sum(map(len, out)) < n:
+            assert time.monotonic() < deadline, f"{sum(map(len, out))} of {n} batches answered"
+            for r in consumer.rings.read(deadline):
+                assert r.correlation_id == corr and r.error_code == 0
+                body = bytes(r.body)
+                at = 4 + 2 + len(topic) + 28  # the batches: after the partition's header
+                batches = []
+                for one in iter_batches(body[at:]):
+                    b = bytearray(one)
+                    b[8:16] = bytes(8)  # the append time (the wall clock's)
+                    batches.append(bytes(b))
+                out.append(batches)
+        return out
+    finally:
+        consumer.close()
+        producer.close()
+
+
+def test_standing_answers_to_a_consumer_not_reading_equal_the_python_path(tmp_path: Path) -> None:
+    """The C call answers the standing fetch while at most the last answer is unread (push's
+    window of one), then leaves it to Python, which holds it until the consumer reads: the
+    same answers, grouped the same way, as with every frame in Python."""
+    on = EmbeddedBroker(tmp_path / "on").start()
+    off = EmbeddedBroker(tmp_path / "off").start(env={"EDGEBUS_SHM_C_PLANE": "0"})
+    try:
+        for b in (on, off):
+            with Admin(socket=b.socket, transport="socket") as a:
+                a.create_topic("unread", 1)
+        got_on = _unread_standing_answers(on.socket, "unread", 12)
+        got_off = _unread_standing_answers(off.socket, "unread", 12)
+        assert got_on == got_off
+        assert len(got_on) < 12  # some answers held and sent together: the window was tested
+        with Admin(socket=on.socket, transport="socket") as a:
+            # the first answer is Python's (its append made the grant); the second found the
+            # first unread and was still written in C (before the window: none was)
+            assert a.status()["shm_plane"]["standing_answers"] == 1
+    finally:
+        on.cleanup()
+        off.cleanup()
