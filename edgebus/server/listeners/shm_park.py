@@ -63,6 +63,10 @@ class Park:
         P.max_frames = shm_plane.RING_FRAMES
         P.k_link = -1
         self.links: dict[int, ShmLink] = {}  # park id -> link
+        # Links that hold grants (Plane.granted tells): the only ones `_before` looks at, so
+        # that idle links cost a turn nothing. A link leaves when its grants are gone.
+        self.granted: dict[int, ShmLink] = {}
+        plane.on_grant = self._on_grant
         self.returns = [0, 0, 0, 0, 0]  # eb_park_wait's returns by why (`edgebus status`)
         self._next = 0
         api.register(self.ep.fileno(), self._on_ready)  # level-triggered: ready while any link is
@@ -80,8 +84,13 @@ class Park:
         if self.lib.eb_park_add(self.P.park_fd, link.efd_sup, c) != 0:
             raise OSError(self.ffi.errno, "cannot add a link's eventfd to the park set")
 
+    def _on_grant(self, link: ShmLink) -> None:
+        if link.park_c is not None:
+            self.granted[link.park_id] = link
+
     def remove(self, link: ShmLink) -> None:
         """Before the link's eventfd is closed."""
+        self.granted.pop(link.park_id, None)
         if self.links.pop(link.park_id, None) is not None:
             self.lib.eb_park_remove(self.P.park_fd, link.efd_sup)
             c = link.park_c
@@ -129,10 +138,14 @@ class Park:
         # same offsets. A link sharing a partition with a fast one is served by Python, which
         # runs only after the sync-back.
         taken: set[tuple[str, int]] = set()
-        for link in self.links.values():
+        for link in list(self.granted.values()):
             c = link.park_c
             conn = link.conn
-            if not link.grants or link.pending or link.on_room is not None or link.spinning \
+            if not link.grants:
+                c.fast = 0
+                del self.granted[link.park_id]
+                continue
+            if link.pending or link.on_room is not None or link.spinning \
                     or conn.overloaded or conn.closed or link.closed:
                 c.fast = 0
                 continue
@@ -159,8 +172,9 @@ class Park:
         plane = self.plane
         plane.disk._budget = P.budget
         now = 0
-        # (a copy: a sync-back's on_append may close a connection, and with it a link)
-        for link in list(self.links.values()):
+        # (only granted links are ever fast; a copy: a sync-back's on_append may close a
+        # connection, and with it a link)
+        for link in list(self.granted.values()):
             c = link.park_c
             if c is None:  # closed by an earlier link's sync-back
                 continue

@@ -157,6 +157,7 @@ class Plane:
         self.drained = False  # whether the last serve_ring found the ring empty
         self.frames = 0  # PRODUCEs appended and answered in C (`edgebus status`: shm_plane)
         self.standing_answers = 0  # standing fetches answered in C
+        self.on_grant: Any = None  # called with a link at its new grant (shm_park.py)
 
     def ready(self) -> bool:
         """Load the C module and make the call's buffers (ShmTransport.attach, first link).
@@ -185,6 +186,8 @@ class Plane:
                 return
             g = grants[key] = Grant(p)
             link.grant_ptrs = None
+            if self.on_grant is not None:
+                self.on_grant(link)  # the parked loop looks at this link from now on
         g.refresh()
 
     def permitted(self, conn: Any, p: Any) -> bool:
