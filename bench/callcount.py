@@ -49,7 +49,8 @@ def main() -> None:
     def prof(frame: FrameType, event: str, arg: Any) -> None:
         if event != "call" and event != "c_call":
             return
-        if event == "c_call" and getattr(arg, "__name__", "") == "poll":  # a turn's wait
+        # a turn's wait: epoll's, or the parked loop's in C (edgebus/server/listeners/shm_park.py)
+        if event == "c_call" and getattr(arg, "__name__", "") in ("poll", "eb_park_wait"):
             state["on"] = os.path.exists(start) and not os.path.exists(stop)
         if state["on"]:
             counts[_name(frame, event, arg)] += 1

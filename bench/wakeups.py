@@ -343,10 +343,11 @@ def render(rows: list[dict[str, Any]], a: argparse.Namespace, trees: dict[str, P
     if counted:
         md += ["", "The supervisor's main thread, function calls (Python and C) per message "
                "(bench/callcount.py, sys.setprofile; counted only during the paced run; a wake-up "
-               "is one epoll wait):", ""]
+               "is one epoll wait, or one wait of the parked loop in C: shm_park.py):", ""]
         for r in counted:
             c = r["calls"]
-            waits = sum(v for k, v in c.items() if k.endswith("epoll.poll"))
+            waits = sum(v for k, v in c.items()
+                        if k.endswith(("epoll.poll", "eb_park_wait")))
             total = sum(c.values())
             md.append(f"- round {r['round']}, {r['tree']}, {r['transport']}: {total:.1f} calls "
                       f"per message, {waits:.2f} epoll waits per message, "

@@ -63,6 +63,8 @@ class Loop:
                  max_output_total: int = F.MAX_OUTPUT_TOTAL) -> None:
         self.stats = stats  # records/bytes out are counted where answers are encoded
         self.sel = Poller()
+        # The wait done in C when the loop would block (LoopApi.set_parked; listeners/shm_park.py).
+        self.parked: Callable[[float], list[tuple[int, int]]] | None = None
         self.conns: dict[int, Connection] = {}
         self.max_connections = max_connections
         self.max_connections_per_uid = max_connections_per_uid
@@ -230,6 +232,12 @@ class Loop:
         self.sel.edge(fd)
         return True
 
+    def park_fd(self) -> int:
+        return self.sel.ep.fileno()
+
+    def set_parked(self, wait: Callable[[float], list[tuple[int, int]]]) -> None:
+        self.parked = wait
+
     def deadline_changed(self) -> None:
         self._static_stale = True
 
@@ -315,7 +323,9 @@ class Loop:
                 timeout = -1.0
             else:
                 timeout = deadline - now if deadline > now else 0.0
-            events = poll(timeout)
+            parked = self.parked
+            # would block: wait in C, which serves what it can without this turn (shm_park.py)
+            events = poll(timeout) if parked is None or timeout == 0.0 else parked(deadline)
             for fd, ev in events:
                 if fd in callbacks:  # not if an earlier callback of this turn unregistered it
                     callbacks[fd](_READ if ev == _IN else mask(ev))

@@ -88,6 +88,16 @@ class LoopApi(Protocol):
         """Stop watching `fd` (nothing happens if it is not watched). Before closing it."""
         ...
 
+    def park_fd(self) -> int:
+        """The loop's epoll descriptor, for a wait done in C (listeners/shm_park.py); -1 when
+        the loop's selector is not an epoll."""
+        ...
+
+    def set_parked(self, wait: Callable[[float], list[tuple[int, int]]]) -> None:
+        """From now on the loop calls `wait(deadline)` instead of its epoll wait whenever it would
+        block: it returns the ready (fd, epoll events) as the epoll wait would."""
+        ...
+
     def want_poll(self, service: Service, on: bool) -> None:
         """A `polls_when_asked` service starts (on) or stops needing its poll() after every
         select. Cheap when nothing changes."""

@@ -51,6 +51,7 @@ typedef struct {
     int64_t w_last;
     int32_t w_sock;
     int64_t w_rest_at, w_rest_len;
+    int64_t w_window;
     ...;
 } eb_grant;
 typedef struct {
@@ -72,6 +73,55 @@ int64_t eb_plane_sock_serve(int fd, char *buf, int64_t start, int64_t len, eb_gr
                             int ng, eb_plane_call *c);
 int64_t eb_plane_sock_read(int fd, char *buf, int64_t have, int64_t cap, eb_grant **grants,
                            int ng, eb_plane_call *c, int64_t *at);
+
+#define EB_PARK_EVENTS ...
+#define EB_PARK_OUT ...
+#define EB_PARK_LOOP ...
+#define EB_PARK_TIMEOUT ...
+#define EB_PARK_PYTHON ...
+#define EB_PARK_EINTR ...
+#define EB_PARK_ERROR ...
+#define EB_TO_PY_N ...
+typedef struct {
+    void *req, *resp;
+    int32_t efd_space, efd_data;
+    int32_t id;
+    int32_t fast;
+    int32_t ng;
+    int32_t py_after;
+    eb_grant **grants;
+    int64_t frames, answers;
+    int64_t arr_last, arr_gap;
+    int32_t queued;
+    ...;
+} eb_park_link;
+typedef struct {
+    int32_t main_fd;
+    int32_t park_fd;
+    int64_t deadline_ns;
+    int64_t budget;
+    int64_t spin_gap_ns;
+    int64_t gap_cap_ns;
+    char *scratch;
+    uint64_t cap;
+    uint32_t max_frames;
+    int32_t why;
+    int32_t err;
+    int32_t nev;
+    int32_t ev_fd[];
+    uint32_t ev_mask[];
+    int32_t nout;
+    int32_t out[];
+    int32_t k_link;
+    int64_t k;
+    int64_t served;
+    int64_t to_py[];
+    ...;
+} eb_park;
+int eb_park_add(int park_fd, int efd, eb_park_link *l);
+int eb_park_remove(int park_fd, int efd);
+void eb_park_wait(eb_park *P);
+void eb_park_drain(eb_park *P);
 """
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -84,7 +134,7 @@ def _read(*parts: str) -> str:
 
 
 _SOURCE = "\n".join([_read(_HERE, "ring.c"), _read(_ROOT, "records.c"), _read(_HERE, "plane.c"),
-                     _read(_HERE, "sockplane.c")])
+                     _read(_HERE, "sockplane.c"), _read(_HERE, "park.c")])
 
 
 def _have_zlib() -> bool:

@@ -91,6 +91,8 @@ typedef struct {
      * socket this call. */
     int32_t w_sock;
     int64_t w_rest_at, w_rest_len;  /* out: that rest's place in c->rest (len 0: none) */
+    int64_t w_window;          /* unread bytes the answer may find (caught_up's window: the
+                                * consumer link's last_entry); -1: none, the ring must be empty */
 } eb_grant;
 
 typedef struct {
@@ -160,16 +162,18 @@ static void standing_answered(eb_grant *g, uint64_t n, int64_t count, uint64_t l
     g->w_records += count;
     g->w_bytes += (int64_t)n;
     g->w_last = (int64_t)len;
+    if (g->w_window >= 0) g->w_window = (int64_t)align8(len);  /* now the last entry */
 }
 
-/* standing_frame's answer into the consumer's ring, written only when its consumer has read every
- * earlier answer (its ring is empty: stricter than the window of one that StandingFetches.push
- * allows, handlers/standing.py caught_up). */
+/* standing_frame's answer into the consumer's ring, written only within handlers/standing.py
+ * caught_up's first look: at most the last entry written unread (a window of one, w_window);
+ * more, and Python decides (it raises writer_waiting and holds the fetch). */
 static void answer_standing(eb_grant *g, const char *b, uint64_t n, int64_t count) {
     eb_ring *W = (eb_ring *)g->w_ring;
-    if (__atomic_load_n(U64AT(W->hdr, EB_OFF_TAIL), __ATOMIC_ACQUIRE) !=
-        __atomic_load_n(U64AT(W->hdr, EB_OFF_HEAD), __ATOMIC_RELAXED))
-        return;  /* the consumer has not read the last answer: Python holds the fetch */
+    uint64_t unread = __atomic_load_n(U64AT(W->hdr, EB_OFF_HEAD), __ATOMIC_RELAXED) -
+                      __atomic_load_n(U64AT(W->hdr, EB_OFF_TAIL), __ATOMIC_ACQUIRE);
+    if (unread > (uint64_t)(g->w_window < 0 ? 0 : g->w_window))
+        return;
     char f[EB_PLANE_ANSWER_MAX];
     uint64_t len = standing_frame(g, b, n, f);
     if (len == 0 || eb_write(W, f, (uint32_t)len, g->w_efd) != 1) return;

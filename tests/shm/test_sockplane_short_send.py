@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.unit,
 
 
 def test_a_standing_answer_the_socket_takes_only_part_of_leaves_its_rest(tmp_path: Path) -> None:
+    assert shm_plane.load()  # (the supervisor loads it at its first shm attach or socket grant)
     ffi, lib = shm_plane._ffi, shm_plane._lib
     seg = tmp_path / "00000000000000000000.log"
     seg.write_bytes(b"\0" * 100)  # a segment already holding something (no first index entry due)

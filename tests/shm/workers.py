@@ -2,6 +2,9 @@
 
 produce SOCKET TOPIC ACKED_PATH   send forever over shm (acks=written); append "offset value" of
                                  every acknowledged record to ACKED_PATH (flushed per batch)
+produce_paced SOCKET TOPIC ACKED_PATH TAG TRANSPORT GAP_US
+                                 one record at a time (linger 0), GAP_US apart; "offset TAG.SEQ"
+                                 of each acknowledged one to ACKED_PATH
 consume SOCKET TOPIC             read forever over shm from the beginning, printing nothing
 idle SOCKET N                    open N shm Admin connections and sleep
 """
@@ -37,6 +40,26 @@ def produce(socket: str, topic: str, acked_path: str) -> None:
             out.flush()
 
 
+def produce_paced(socket: str, topic: str, acked_path: str, tag: str, transport: str,
+                  gap_us: str) -> None:
+    """One record at a time, each acknowledged before the next, gap_us apart (linger 0): the
+    supervisor sleeps between frames, as at a paced 1,000/s. Values are TAG.SEQ."""
+    p = Producer(socket=socket, transport=transport, acks="written", linger_ms=0,
+                 reconnect_backoff_max_ms=200)
+    gap = int(gap_us) / 1e6
+    with open(acked_path, "a", buffering=1) as out:
+        print("ready", flush=True)
+        seq = 0
+        while True:
+            try:
+                md = p.send(topic, f"{tag}.{seq}".encode(), partition=0).get(30)
+                out.write(f"{md.offset} {tag}.{seq}\n")
+            except EdgebusError:
+                pass  # not acknowledged: outcome unknown, not counted
+            seq += 1
+            time.sleep(gap)
+
+
 def consume(socket: str, topic: str) -> None:
     c = Consumer(topic, socket=socket, transport="shm", auto_offset_reset="earliest")
     print("ready", flush=True)
@@ -52,4 +75,4 @@ def idle(socket: str, n: str) -> None:
 
 
 if __name__ == "__main__":
-    {"produce": produce, "consume": consume, "idle": idle}[sys.argv[1]](*sys.argv[2:])
+    {"produce": produce, "produce_paced": produce_paced, "consume": consume, "idle": idle}[sys.argv[1]](*sys.argv[2:])

@@ -112,6 +112,9 @@ class ShmLink:
         # The C data plane's grants ((topic, partition) -> shm_plane.Grant) and their C array.
         self.grants: dict[tuple[str, int], Any] = {}
         self.grant_ptrs: Any = None
+        # The parked loop's view of the link (shm_park.py; None when it is off).
+        self.park_c: Any = None
+        self.park_id = -1
         # Ring bytes of the last frame written into resp (8-aligned, as ring.c places it): a
         # standing fetch answers while at most that much is unread (handlers/standing.py).
         self.last_entry = 0
@@ -325,6 +328,8 @@ class ShmTransport(Service):
         self._ring_links: list[ShmLink] = []
         # The C data plane (listeners/shm_plane.py), set by the Broker when its module is built.
         self.plane: Any = None
+        # The parked loop (listeners/shm_park.py), started with the plane at the first attach.
+        self.park: Any = None
         # Links' eventfds are edge-triggered where the loop's selector allows (epoll): a wake-up
         # then costs no read(2) of the eventfd's count (which just grows; 2**64 writes away from
         # its limit). A stale count wakes nobody; a write while the loop runs is reported at its
@@ -378,15 +383,32 @@ class ShmTransport(Service):
         os.close(memfd)  # the mapping keeps the memory; the client got its own descriptor
         if _lib is None:
             _load_ring()
+        plane = self.plane
+        if plane is not None and not plane.ready():  # loaded at the first attach (shm_plane.py)
+            self.plane = plane.data.plane = None
+        if self.park is None and self.plane is not None and tuning.C_PARK:
+            self._start_park()
         link = ShmLink(self, conn, mapping, R.Ring(mapping, 0, req_cap),
                        R.Ring(mapping, resp_off, resp_cap), fds[1], fds[2], fds[3])
         conn.shm = link
         self.links[conn.id] = link
-        if not self.api.register_edge(link.efd_sup, link):
+        if self.park is not None:
+            self.park.add(link)  # edge-triggered, in the park set (shm_park.py)
+        elif not self.api.register_edge(link.efd_sup, link):
             self.edge = False  # the same for every link: the loop's selector decides
         self._set_spinning(link, True)
         log.debug("%r attached rings of %d + %d bytes", conn, req_cap, resp_cap)
         return NO_RESPONSE
+
+    def _start_park(self) -> None:
+        """The loop waits in C from now on (shm_park.py), if its selector is an epoll."""
+        from edgebus.server.listeners.shm_park import Park
+
+        main_fd = self.api.park_fd()
+        if main_fd < 0:
+            return
+        self.park = Park(self.plane, self.api, main_fd)
+        self.api.set_parked(self.park.wait)
 
     # --- loop hooks ------------------------------------------------------------------------------
     def wake(self, link: ShmLink) -> None:
@@ -450,7 +472,10 @@ class ShmTransport(Service):
         if link is None:
             return
         self._set_spinning(link, False)
-        self.api.unregister(link.efd_sup)
+        if self.park is not None:
+            self.park.remove(link)
+        else:
+            self.api.unregister(link.efd_sup)
         link.close()
 
     def stats(self) -> dict[str, Any]:

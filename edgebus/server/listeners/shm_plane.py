@@ -45,19 +45,43 @@ if TYPE_CHECKING:
     from edgebus.server.handlers.data import DataHandlers
 
 
-def _load() -> tuple[Any, Any]:
+# The C module is loaded at the first SHM_ATTACH (`load`), not at import: the broker imports
+# this module at start, and an idle supervisor with no shm client need not map it (issue 16's
+# idle RSS goal). Until then `available` only asks whether it is there to load.
+_ffi: Any = None
+_lib: Any = None
+
+
+def available() -> bool:
+    """Whether the C data plane can run here (its module built, and not switched off:
+    EDGEBUS_SHM_C_PLANE); `load` still declines a stale build."""
+    if _lib is not None:
+        return True
     if not tuning.C_PLANE:
-        return None, None
+        return False
+    from importlib.util import find_spec
+
+    try:
+        return find_spec("edgebus.shm._plane") is not None
+    except ImportError:
+        return False
+
+
+def load() -> bool:
+    """Load the C module (at the first SHM_ATTACH). False: not built, or a stale build (its tail
+    copy would differ), and every frame goes to Python."""
+    global _ffi, _lib
+    if _lib is not None:
+        return True
     try:
         from edgebus.shm._plane import ffi, lib
-    except ImportError:  # not built (no compiler at install): every frame goes to Python
-        return None, None
-    if lib.EB_PLANE_TAIL != TAIL_BATCH_BYTES:  # a stale build: its tail copy would differ
-        return None, None
-    return ffi, lib
+    except ImportError:  # not built (no compiler at install)
+        return False
+    if lib.EB_PLANE_TAIL != TAIL_BATCH_BYTES:
+        return False
+    _ffi, _lib = ffi, lib
+    return True
 
-
-_ffi, _lib = _load()
 
 MAX_GRANTS = 8  # partitions per link served in C; more are served in Python
 _WHY_FULL, _WHY_WRITE, _WHY_RING_END = 7, 10, 11  # plane.c's EB_PLANE_FULL, _WRITE, _RING_END
@@ -67,11 +91,6 @@ _WHY_FULL, _WHY_WRITE, _WHY_RING_END = 7, 10, 11  # plane.c's EB_PLANE_FULL, _WR
 SCRATCH_BYTES = 64 * 1024
 RING_FRAMES = 32
 _PRODUCE = int(M.Api.PRODUCE)
-
-
-def available() -> bool:
-    """Whether the C data plane runs here (built, and not switched off: EDGEBUS_SHM_C_PLANE)."""
-    return _lib is not None
 
 
 def _write_failed(link: Any) -> None:
@@ -145,9 +164,10 @@ class Plane:
         self.data = data
         self.disk = disk
         self.acl = acl  # the dispatcher's Authorizer (None: access control off)
-        self.call = _ffi.new("eb_plane_call *")
-        self.scratch = bytearray(SCRATCH_BYTES)  # eb_plane_ring's copy of the frame it serves
-        self._scratch_p = _ffi.from_buffer(self.scratch)
+        # made by `ready` at the first SHM_ATTACH, with the C module
+        self.call: Any = None
+        self.scratch = bytearray()  # eb_plane_ring's copy of the frame it serves
+        self._scratch_p: Any = None
         self.took = 0  # frames the last serve_ring took
         self.drained = False  # whether the last serve_ring found the ring empty
         self.frames = 0  # PRODUCEs appended and answered in C (`edgebus status`: shm_plane)
@@ -155,6 +175,18 @@ class Plane:
         # Unix-socket connections served in C too (listeners/sock_plane.py SocketPlane, set by
         # the Broker unless EDGEBUS_SOCKET_C_PLANE=0).
         self.sockets: Any = None
+        self.on_grant: Any = None  # called with a link at its new grant (shm_park.py)
+
+    def ready(self) -> bool:
+        """Load the C module and make the call's buffers (ShmTransport.attach, first link).
+        False: it cannot load, and the caller drops the plane."""
+        if self.call is None:
+            if not load():
+                return False
+            self.call = _ffi.new("eb_plane_call *")
+            self.scratch = bytearray(SCRATCH_BYTES)
+            self._scratch_p = _ffi.from_buffer(self.scratch)
+        return True
 
     # --- grants ----------------------------------------------------------------------------------
     def granted(self, conn: Any, p: Any) -> None:
@@ -174,6 +206,8 @@ class Plane:
                 return
             g = grants[key] = Grant(p)
             link.grant_ptrs = None
+            if self.on_grant is not None and link is getattr(conn, "shm", None):
+                self.on_grant(link)  # the parked loop looks at this ring link from now on
         g.refresh()
 
     def permitted(self, conn: Any, p: Any) -> bool:
@@ -241,9 +275,12 @@ class Plane:
         conn = w.conn
         other: Any = getattr(conn, "shm", None)
         if other is None:  # a Unix-socket consumer's: its state is on the Connection
-            if (conn is link.conn or conn.standing_w is not w or conn.closed or conn.out
-                    or conn.overloaded or conn.standing_fd < 0):
+            sp = self.sockets
+            if (sp is None or conn is link.conn or conn.standing_w is not w or conn.closed
+                    or conn.out or conn.overloaded or conn.standing_fd < 0):
                 return
+            if sp.rest is None:  # (the buffer for a rest the socket does not take, made once)
+                sp._buffers()
         elif (other is link or other.standing_w is not w or conn.closed or other.closed
               or other.pending or conn.overloaded):
             return
@@ -269,6 +306,10 @@ class Plane:
         c.w_corr = w.correlation_id
         c.w_offset = parts[0].offset
         c.w_min_bytes = req.min_bytes
+        # caught_up's window (the consumer's last entry). A consumer link that also produces
+        # gets acks written by the C call that this window would not count: there the ring must
+        # be empty, as before. (A socket consumer's rule is sockplane.c's: nothing unread.)
+        c.w_window = -1 if other is None or other.grants else other.last_entry
 
     # --- the call --------------------------------------------------------------------------------
     def serve(self, link: Any, buf: bytearray, start: int) -> int:
@@ -322,27 +363,34 @@ class Plane:
         return k
 
     def _sync(self, link: Any, call: Any) -> None:
-        """Bring Python's view to where its own path would have left it (partition_append.py
-        `append`, Segment.append_batch, DataHandlers.produce_fields, Dispatcher.dispatch_frame)."""
-        frames = call.frames
-        self.frames += frames
         self.disk._budget = call.budget
-        conn = link.conn
-        conn.requests += frames
-        conn.answers += call.answers  # (Connection.queue's count)
-        link.frames_in += frames
-        link.frames_out += call.answers
-        data = self.data
-        stats = data.stats
         if call.rest_len:
             # Standing answers a consumer's socket took only part of (sockplane.c): their rest
-            # is queued before anything the on_append calls below may queue on that connection.
+            # is queued before anything sync's on_append calls may queue on that connection.
             from edgebus.server.listeners.sock_plane import queue_rest  # (rare: at its first)
 
             for g in link.grants.values():
                 if g.c.w_rest_len:
                     queue_rest(g, call)
             call.rest_len = 0
+        self.sync(link, call.frames, call.answers)
+
+    def offline_failed(self, link: Any) -> None:
+        """After EB_PLANE_WRITE in a parked wait: as after a call's (`_write_failed`)."""
+        _write_failed(link)
+
+    def sync(self, link: Any, frames: int, answers: int) -> None:
+        """Bring Python's view to where its own path would have left it (partition_append.py
+        `append`, Segment.append_batch, DataHandlers.produce_fields, Dispatcher.dispatch_frame),
+        after C calls that took `frames` PRODUCEs from the link and wrote `answers` answers."""
+        self.frames += frames
+        conn = link.conn
+        conn.requests += frames
+        conn.answers += answers  # (Connection.queue's count)
+        link.frames_in += frames
+        link.frames_out += answers
+        data = self.data
+        stats = data.stats
         for g in link.grants.values():
             c = g.c
             n = c.n

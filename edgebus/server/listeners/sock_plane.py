@@ -190,22 +190,28 @@ class SocketPlane:
 
     def __init__(self, plane: Plane) -> None:
         self.plane = plane
-        self.call = _ffi.new("eb_plane_call *")
-        # The rests of standing answers a consumer's socket took only part of, for this call
-        # and the rings' (a ring producer answers socket consumers too; one call at a time).
-        self.rest = _ffi.new("char[]", REST_BYTES)
-        for call in (self.call, plane.call):
-            call.rest = self.rest
-            call.rest_cap = REST_BYTES
-        # The read and answer buffers, made with the first SockLink (an idle supervisor, or
-        # one whose clients all use the rings, holds neither).
+        # The C module, the calls and the buffers are made with the first SockLink (an idle
+        # supervisor, or one whose clients all use the rings, loads and holds none of them).
+        self.call: Any = None
+        self.rest: Any = None
         self.out = self.buf = bytearray()
         self.buf_p: Any = None
-        self.at = _ffi.new("int64_t *")
+        self.at: Any = None
         self.frames = 0  # PRODUCEs read from sockets, appended and answered in C
         self.short_sends = 0  # calls whose answers the socket took only part of (rest queued)
 
     def _buffers(self) -> None:
+        global _ffi, _lib
+        _ffi, _lib = shm_plane._ffi, shm_plane._lib  # (loaded by plane.ready())
+        self.call = _ffi.new("eb_plane_call *")
+        # The rests of standing answers a consumer's socket took only part of, for this call
+        # and the rings' (a ring producer answers socket consumers too; one call at a time;
+        # until this is made, the rings' calls leave socket consumers to Python: rest NULL).
+        self.rest = _ffi.new("char[]", REST_BYTES)
+        for call in (self.call, self.plane.call):
+            call.rest = self.rest
+            call.rest_cap = REST_BYTES
+        self.at = _ffi.new("int64_t *")
         self.out = bytearray(OUT_BYTES)
         self.call.out = _ffi.from_buffer(self.out)
         self.call.out_cap = OUT_BYTES
@@ -222,6 +228,8 @@ class SocketPlane:
                 or type(conn.sock) is not socket.socket or conn.sock.family != socket.AF_UNIX):
             return None
         if self.buf_p is None:
+            if not self.plane.ready():  # loads the C module (shm_plane.load), once
+                return None
             self._buffers()
         link = conn.plane_link = SockLink(self, conn)
         return link
@@ -245,5 +253,6 @@ def available() -> bool:
     return shm_plane.available() and tuning.SOCKET_C_PLANE
 
 
-_ffi: Any = shm_plane._ffi
-_lib: Any = shm_plane._lib
+# shm_plane's, once SocketPlane._buffers has had them loaded (at the first granted connection)
+_ffi: Any = None
+_lib: Any = None
