@@ -32,6 +32,7 @@ from edgebus import format as F
 from edgebus.client import lazy_acks
 from edgebus.client.channel import AsyncChannel, SyncChannel
 from edgebus.client.dispatch import CORR_MASK, Callback, Dispatcher, next_corr, refusal
+from edgebus.client.fast_acks import deliver as deliver_acks
 from edgebus.client.fetch_ahead import is_empty, next_body
 from edgebus.client.lazy_acks import LazyAcks
 from edgebus.client.record_frames import (
@@ -466,10 +467,10 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
         try:
             if self._fds_closed or self.lost is not None or self._deferred is not None:
                 return
-            frames = self._rings.take_ring()
-            if frames:
-                self.reaped += len(frames)
-                self._deliver(frames)
+            rings = self._rings
+            buf = rings.resp.read(rings.efd_sup)  # take_ring's bytes, without its frames
+            if buf is not None:
+                self.reaped += deliver_acks(self, buf, True)[0]
         except Exception as e:  # a corrupt ring or a refusal: the reader ends the channel with it
             self._deferred = e
             self._nudge()
