@@ -226,6 +226,7 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
         self._timed_acks = self._ordered or idempotent or bool(self._hold_at)
         self._ack_waiters = [0]  # threads blocked on acknowledgements (_awaiting_acks)
         self._ack_waiters_lock = threading.Lock()
+        self._results_lock = threading.Lock()  # every BatchResult's (AckOwner, client/types.py)
         # linger_ms=0: an open batch is held while the supervisor has not read our last request
         # (_take_for_inline_send); the next acknowledgement must then wake the I/O thread.
         self._drain_held = False
