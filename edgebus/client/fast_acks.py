@@ -58,7 +58,7 @@ def deliver(ch: Dispatcher, buf: Any, whole: bool) -> tuple[int, int]:
         if cb.__class__ is _Builder and not err and n - (_HEAD - _LEN) >= _STR + _RUN \
                 and _STR_UNPACK(buf, pos + _HEAD)[0] == n - (_HEAD - _LEN) - _STR - _RUN:
             _p, base, ts, _ls = _RUN_UNPACK(buf, nxt - _RUN)
-            acked.append((cb, base, ts))  # type: ignore[arg-type]
+            acked.append((cb, base, ts))
         else:
             if acked:  # the answers before this one first: outcomes in response order
                 acked[0][0].result.owner._one_step_acked(acked)  # type: ignore[union-attr]

@@ -83,6 +83,7 @@ class _FastSend:
     _channel: AsyncChannel | ShmAsyncChannel | None
     _finish: Callable[..., None]
     _timed_acks: bool
+    _results_lock: threading.Lock
     _awaiting_acks: Callable[..., Any]
     _poll_acks: Callable[[], None]
     _callback_added: Callable[[], None]

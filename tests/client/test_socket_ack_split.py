@@ -13,7 +13,7 @@ import pytest
 from edgebus import format as F
 from edgebus.client.fast_acks import deliver
 from edgebus.errors import ProtocolError
-from edgebus.protocol.framing import ClientProtocol
+from edgebus.protocol.framing import ClientProtocol, whole_responses
 
 
 def _frame(corr: int, err: int, body: bytes) -> bytes:
@@ -67,3 +67,28 @@ def test_a_frame_shorter_than_its_header_is_left_to_the_frame_buffer() -> None:
     proto.receive_data(bad)
     with pytest.raises(ProtocolError):
         proto.next_response()
+
+
+def test_a_consumers_read_split_by_whole_responses_gives_every_frame_once_in_order() -> None:
+    """SyncChannel._frames (a consumer's socket): a read with nothing buffered before it is split
+    by whole_responses in one call, the rest (a frame's start, a large frame) fed to the
+    FrameBuffer; whatever the cut, the stream's frames come out in order, each once."""
+    want = [(1, 0, b"\x00\x01t" + bytes(28)), (2, 0, b""), (3, 7, b"\x00\x03err"),
+            (4, 0, b"x" * 70_000)]
+    data = b"".join(_frame(*w) for w in want)
+    for cut in [*range(0, 60), *range(len(data) - 40, len(data) + 1)]:
+        proto = ClientProtocol()
+        out = []
+        for part in (data[:cut], data[cut:]):
+            if not part:
+                continue
+            if proto.frames.buffered():
+                proto.receive_data(part)
+            else:
+                frames, end = whole_responses(part)
+                out += [(f.correlation_id, f.error_code, bytes(f.body)) for f in frames]
+                if end < len(part):
+                    proto.receive_data(memoryview(part)[end:])
+            while (f := proto.next_response()) is not None:
+                out.append((f.correlation_id, f.error_code, bytes(f.body)))
+        assert out == want, f"cut at {cut}"
