@@ -293,7 +293,9 @@ class _Delivery:
             # they were not sent, instead of trying again until delivery_timeout_ms with
             # nobody told (records held back behind requests of a connection that died with
             # the supervisor waited that long: 120 s by default). Ordered retries wait for it.
-            if isinstance(e, BrokerUnavailableError) and not self._ordered:
+            # Its subclasses (an untrusted socket, transport='shm' without rings) are not
+            # retriable: they fail the batches at once, with their own type, below.
+            if type(e) is BrokerUnavailableError and not self._ordered:
                 e = BrokerUnavailableError(f"not sent: {e}")
                 self._requeue_or_expire(todo, e, popped=True, unreachable=True)
             else:
