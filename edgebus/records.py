@@ -130,7 +130,9 @@ def fetched_records(body: Any, want: bytes, min_offset: int, topic: str, partiti
     if flen <= 0:
         return None
     hw, ls, end, n, first = ffi.unpack(out, 5)
-    fields = _struct_for(ffi.unpack(fmt, flen)).unpack_from(body, 0)
+    key = ffi.unpack(fmt, flen)
+    st = _formats.get(key)  # _struct_for's common case, without its call (once per answer)
+    fields = (st or _struct_for(key)).unpack_from(body, 0)
     if len(fields) == 2 * n:
         recs = list(map(make, repeat(topic), repeat(partition), range(first, first + n),
                         fields[0::2], repeat(None), fields[1::2]))

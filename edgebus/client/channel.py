@@ -35,7 +35,7 @@ from edgebus.fastpath.fetch import fetch_response
 from edgebus.paths import client_socket_path
 from edgebus.peercred import SERVICE_USER, peer_cred, trusted_supervisor_uids, user_name
 from edgebus.protocol.codec import EncodedRequest, Message
-from edgebus.protocol.framing import ClientProtocol, ResponseFrame
+from edgebus.protocol.framing import ClientProtocol, ResponseFrame, whole_responses
 from edgebus.protocol.messages import Api
 from edgebus.protocol.registry import version_of
 
@@ -246,8 +246,17 @@ class SyncChannel:
                 data = sock.recv(RECV_SIZE)
                 if not data:
                     raise BrokerUnavailableError("the supervisor closed the connection")
-                frames.feed(data)
-                partial = True
+                if partial:
+                    frames.feed(data)
+                    continue
+                # Nothing was buffered: the whole frames this read brought are split in one
+                # call (a paced consumer's every answer); the rest is the buffer's.
+                out, end = whole_responses(data)
+                if end < len(data):
+                    frames.feed(memoryview(data)[end:])
+                    partial = True
+                if out:
+                    return out
 
     def _recv_rest(self, sock: socket.socket, need: int, deadline: float) -> None:
         """Read the `need` bytes that complete the frame being received into one buffer of the

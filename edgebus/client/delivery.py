@@ -293,7 +293,18 @@ class _Delivery:
         try:
             ch = self._ensure_channel()
         except (BrokerUnavailableError, ClosedError) as e:
-            self._requeue_or_expire(todo, e, popped=True)  # closed: they fail (never requeued)
+            # Closed: they fail (never requeued). No supervisor to take them (its socket refuses
+            # or is gone: it died, kill -9 included): a plain producer fails them now, saying
+            # they were not sent, instead of trying again until delivery_timeout_ms with
+            # nobody told (records held back behind requests of a connection that died with
+            # the supervisor waited that long: 120 s by default). Ordered retries wait for it.
+            # Its subclasses (an untrusted socket, transport='shm' without rings) are not
+            # retriable: they fail the batches at once, with their own type, below.
+            if type(e) is BrokerUnavailableError and not self._ordered:
+                e = BrokerUnavailableError(f"not sent: {e}")
+                self._requeue_or_expire(todo, e, popped=True, unreachable=True)
+            else:
+                self._requeue_or_expire(todo, e, popped=True)
             return False
         for i, b in enumerate(todo):
             try:
@@ -327,9 +338,10 @@ class _Delivery:
         return ch
 
     def _requeue_or_expire(self, batches: list[_Builder], err: BaseException,
-                           popped: bool = False) -> None:
+                           popped: bool = False, unreachable: bool = False) -> None:
         """Put unsent batches back at the front (or fail them once expired). popped: they came
-        from _pop_ready and so are counted in _in_flight."""
+        from _pop_ready and so are counted in _in_flight. unreachable: no supervisor took the
+        connection (a plain producer: they fail now, and so do the batches still waiting)."""
         now = time.monotonic()
         with self._cond:
             if popped:
@@ -339,7 +351,16 @@ class _Delivery:
                     self._not_busy((b.topic, b.partition))
             # A connection that cannot work (transport='shm' without rings, an untrusted socket)
             # fails the batches now: waiting out delivery_timeout would change nothing.
-            hopeless = not getattr(err, "retriable", True)
+            hopeless = unreachable or not getattr(err, "retriable", True)
+            if unreachable:
+                # Everything else this producer holds waited for the same supervisor: open
+                # batches (the linger_ms=0 hold behind unread or unanswered requests, the
+                # durable hold, a lingering batch) and sealed ones; they fail with these, in
+                # seal order, rather than one connection attempt (and backoff) each.
+                for key, b in list(self._open.items()):
+                    self._seal(key, b, notify=False)
+                batches = [*batches, *self._ready]
+                self._ready.clear()
             for b in batches:
                 if hopeless or now - b.created > self.delivery_timeout or self._closed:
                     self._finish(b, -1, -1, err, in_flight=False)

@@ -22,6 +22,7 @@ per acknowledgement.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -36,6 +37,8 @@ from edgebus.fastpath.produce import _prefix, produce_result
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ResponseFrame
 
+log = logging.getLogger("edgebus.producer")
+
 if TYPE_CHECKING:
     from edgebus.client.channel import AsyncChannel
     from edgebus.client.shm_channel import ShmAsyncChannel
@@ -47,18 +50,6 @@ if TYPE_CHECKING:
 # hold records back.
 REAP_AT = 4
 _RECORD_FIXED = 22  # a record's bytes besides its key and value (docs/FORMAT.md 2.2)
-
-
-# A PRODUCE answer's body: the topic (a u16 length, its bytes), then this run (docs/FORMAT.md 7.6).
-_ACK_UNPACK = F.PRODUCE_RESPONSE_RUN.unpack_from
-
-
-def _answer_layout(topic: str, p: int, acks: int) -> tuple[bytes, int, int]:
-    """The request body's prefix (fastpath.produce._prefix), and where in a successful answer's
-    body its PRODUCE_RESPONSE_RUN starts and how long that body is."""
-    pre = _prefix(topic, p, acks)
-    ack_at = F.STR_LENGTH.size + len(topic.encode())
-    return pre, ack_at, ack_at + F.PRODUCE_RESPONSE_RUN.size
 
 
 class _FastSend:
@@ -83,11 +74,16 @@ class _FastSend:
     _in_flight: int
     _queued_bytes: int
     _closed: bool
+    _blocked: int
+    _flushing: int
+    _drain_held: bool
+    _counts: dict[str, int]
     _record_max: dict[str, int]
     _sender_wake_at: float
     _channel: AsyncChannel | ShmAsyncChannel | None
     _finish: Callable[..., None]
     _timed_acks: bool
+    _results_lock: threading.Lock
     _awaiting_acks: Callable[..., Any]
     _poll_acks: Callable[[], None]
     _callback_added: Callable[[], None]
@@ -97,7 +93,63 @@ class _FastSend:
         self._fast = (produce_frame is not None and not self.linger and not self._ordered
                       and self._seq is None and not self._hold_at and self.acks == M.ACKS_WRITTEN)
         self._first_deadline = min(self.delivery_timeout, self.request_timeout)
-        self._prefixes: dict[tuple[str, int], tuple[bytes, int, int]] = {}  # _answer_layout
+        self._prefixes: dict[tuple[str, int], bytes] = {}  # the PRODUCE body's start
+
+    def _one_step_done(self, b: _Builder, frame: ResponseFrame | None,
+                       err: BaseException | None) -> None:
+        """A one-step send's outcome, one at a time: a lost connection, an error, or an answer
+        the bulk walk (fast_acks.deliver) did not take. Any thread; takes the lock."""
+        base, t = -1, -1
+        if frame is not None:
+            try:
+                base, t = produce_result(frame)
+            except EdgebusError as e:
+                err = e
+        with self._mutex:
+            self._finish(b, base, t, err)
+
+    def _one_step_acked(self, acked: list[tuple[_Builder, int, int]]) -> None:
+        """Successful answers to one-step sends, in response order (fast_acks.deliver): what
+        `_finish` and `BatchResult.done` do for each, for all of them in one lock hold. Only a
+        plain producer sends in one step (no ordered retries, idempotence or durable hold), so
+        only their common part is needed. Any thread."""
+        header = F.BATCH_HEADER_SIZE
+        with self._mutex:
+            first_in_flight = self._in_flight
+            sent, n = self._sent, 0
+            for b, base, ts in acked:
+                r = b.result
+                if r._done:
+                    continue  # already settled (timed out, or the connection failed it)
+                sent.pop(id(b), None)
+                self._in_flight -= 1
+                self._queued_bytes -= b.size - header
+                n += b.count
+                with r._lock:  # BatchResult.done, inline; its invariant with add_callback
+                    r.base_offset = base
+                    r.timestamp = ts
+                    r._done = True
+                    ev, cbs = r._event, r.callbacks
+                    if cbs:
+                        r.callbacks = []
+                if ev is not None:
+                    ev.set()
+                for cb in cbs:
+                    try:
+                        cb(r)  # the user's callbacks
+                    except Exception:
+                        log.exception("a send() callback raised; ignored")
+            counts = self._counts
+            counts["record-send-total"] += n
+            counts["batch-send-total"] += n
+            # _finish's wake-ups (see there): who can use the room these acknowledgements made
+            held = False
+            if self._drain_held:
+                self._drain_held = False
+                held = bool(self._open)
+            if self._blocked or self._flushing or self._closed or held or (
+                    (self._ready or self._open) and first_in_flight >= self.max_in_flight):
+                self._cond.notify_all()
 
     def _send_one(self, topic: str, p: int, key: bytes | None, value: bytes | None,
                   ts: int) -> FutureRecordMetadata | None:
@@ -130,29 +182,13 @@ class _FastSend:
                 self._sent[id(b)] = b
                 if b.deadline < self._sender_wake_at:
                     self._cond.notify_all()  # the I/O thread must learn this batch's deadline
-            got = self._prefixes.get((topic, p))
-            if got is None:
-                got = self._prefixes[(topic, p)] = _answer_layout(topic, p, self.acks)
-            pre, ack_at, ok_size = got
-
-            def done(frame: ResponseFrame | None, err: BaseException | None) -> None:
-                base, t = -1, -1
-                if frame is not None:
-                    body = frame.body
-                    if not frame.error_code and len(body) == ok_size:
-                        # produce_result's common case, without its call (once per record)
-                        _p, base, t, _ls = _ACK_UNPACK(body, ack_at)
-                    else:
-                        try:
-                            base, t = produce_result(frame)
-                        except EdgebusError as e:
-                            err = e
-                with self._mutex:
-                    self._finish(b, base, t, err)
-
+            pre = self._prefixes.get((topic, p))
+            if pre is None:
+                pre = self._prefixes[(topic, p)] = _prefix(topic, p, self.acks)
             try:
-                # open_async_channel's channels all have it (LazySocketChannel, ShmAsyncChannel)
-                sent = ch.send_record(pre, key, value, ts, done, hold)  # type: ignore[union-attr]
+                # open_async_channel's channels all have it (LazySocketChannel, ShmAsyncChannel);
+                # the batch is the request's callback (_Builder.__call__, fast_acks.py)
+                sent = ch.send_record(pre, key, value, ts, b, hold)  # type: ignore[union-attr]
             except BrokerUnavailableError as e:
                 with self._mutex:
                     self._finish(b, -1, -1, e)  # maybe written: failed, as the general path does

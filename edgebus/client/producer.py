@@ -226,6 +226,7 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
         self._timed_acks = self._ordered or idempotent or bool(self._hold_at)
         self._ack_waiters = [0]  # threads blocked on acknowledgements (_awaiting_acks)
         self._ack_waiters_lock = threading.Lock()
+        self._results_lock = threading.Lock()  # every BatchResult's (AckOwner, client/types.py)
         # linger_ms=0: an open batch is held while the supervisor has not read our last request
         # (_take_for_inline_send); the next acknowledgement must then wake the I/O thread.
         self._drain_held = False
@@ -293,10 +294,14 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
         if key is not None and key.__class__ is not bytes:
             key = _as_bytes(key, "key")
         n = self._partitions.get(topic)
-        if partition is not None and n is not None and 0 <= partition < n and self._txn is None:
+        if n is None or self._txn is not None:
+            p = self._choose(topic, key, partition)
+        elif partition is not None and 0 <= partition < n:
             p = partition  # _choose's answer, without its two calls
         else:
-            p = self._choose(topic, key, partition)
+            # likewise, the sticky partition of a record without a key
+            sticky = self._sticky.get(topic) if partition is None and key is None else None
+            p = self._choose(topic, key, partition) if sticky is None else sticky
         ts = time.time_ns() // 1_000_000 if timestamp_ms is None else int(timestamp_ms)
         if self._fast and not headers:
             fut = self._send_one(topic, p, key, value, ts)

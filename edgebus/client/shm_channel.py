@@ -32,6 +32,7 @@ from edgebus import format as F
 from edgebus.client import lazy_acks
 from edgebus.client.channel import AsyncChannel, SyncChannel
 from edgebus.client.dispatch import CORR_MASK, Callback, Dispatcher, next_corr, refusal
+from edgebus.client.fast_acks import deliver as deliver_acks
 from edgebus.client.fetch_ahead import is_empty, next_body
 from edgebus.client.lazy_acks import LazyAcks
 from edgebus.client.record_frames import (
@@ -136,8 +137,10 @@ class ShmSyncChannel(SyncChannel):
         """The next answer to the fetch sent ahead (a standing fetch's come one after another
         under one id, so SyncChannel._wait, which keeps the last of a read, does not do)."""
         frames = self._ahead_frames
+        rings = self._rings
         while not frames:
-            got = self._frames(deadline)
+            # _frames's ring case without its call (a paced consumer waits here every poll)
+            got = rings.read(deadline) if rings is not None else self._frames(deadline)
             if not got:
                 return None
             for f in got:
@@ -235,21 +238,6 @@ class ShmSyncChannel(SyncChannel):
     def standing_records(self, plan: FetchPlan, offset: int, max_wait_ms: int, deadline: float,
                          want: bytes, topic: str, partition: int, make: Callable[..., Any]
                          ) -> tuple[list[Any], int] | None:
-        """_standing_records under the rings' use lock (see request)."""
-        with self._use:
-            if self._shut:
-                raise ClosedError("the channel is closed")
-            try:
-                return self._standing_records(plan, offset, max_wait_ms, deadline, want, topic,
-                                              partition, make)
-            except Exception:
-                if self._shut:
-                    raise ClosedError("the channel is closed") from None
-                raise
-
-    def _standing_records(self, plan: FetchPlan, offset: int, max_wait_ms: int,
-                          deadline: float, want: bytes, topic: str, partition: int,
-                          make: Callable[..., Any]) -> tuple[list[Any], int] | None:
         """The consumer's common poll in few calls: one partition, whose standing fetch is
         armed for exactly `plan` from `offset`. Waits as `_fetch` would for its next answers and
         decodes them in one C call each (edgebus.records.fetched_records): (records, high
@@ -258,47 +246,58 @@ class ShmSyncChannel(SyncChannel):
         left first in line, and the caller's FETCH through `request` takes it as before.
         Every answer already received is taken, each answering the fetch re-armed from the end
         of the one before (edgebus/fastpath/standing.py)."""
-        at, corr = self._ahead_at, self._standing
-        if corr is None or at is None or at[0] is not plan or at[1] != (offset,) \
-                or _fetched_records is None:
-            return None
-        frames = self._ahead_frames
-        if not frames:
+        # Under the rings' use lock (see request); one function, not a wrapper and its body
+        # (one Python call less per poll).
+        with self._use:
+            if self._shut:
+                raise ClosedError("the channel is closed")
             try:
-                frame = self._next_ahead(corr, min(deadline, time.monotonic() + max_wait_ms / 1000
-                                                   + 0.002))
-            except (OSError, BrokerUnavailableError) as e:
-                self.close()
-                raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
-            except ProtocolError:
-                self.close()  # as request(): the next request starts on a new connection
+                at, corr = self._ahead_at, self._standing
+                if corr is None or at is None or at[0] is not plan or at[1] != (offset,) \
+                        or _fetched_records is None:
+                    return None
+                frames = self._ahead_frames
+                if not frames:
+                    try:
+                        frame = self._next_ahead(
+                            corr, min(deadline, time.monotonic() + max_wait_ms / 1000 + 0.002))
+                    except (OSError, BrokerUnavailableError) as e:
+                        self.close()
+                        raise BrokerUnavailableError(
+                            f"lost the connection to {self.path}: {e}") from None
+                    except ProtocolError:
+                        self.close()  # as request(): the next request starts on a new connection
+                        raise
+                    if frame is None:
+                        return [], -1
+                else:
+                    frame = frames.popleft()
+                out: list[Any] = []
+                hw = -1
+                while True:
+                    got = None if frame.error_code else _fetched_records(
+                        frame.body, want, offset, topic, partition, make)
+                    if got is None:
+                        frames.appendleft(frame)  # for the general path
+                        break
+                    recs, hw, ls, offset = got
+                    self._marks[(topic, partition)] = (hw, ls)
+                    self.fetch_ahead_hits += 1
+                    self.quick_answers += 1
+                    out += recs
+                    if not frames:
+                        break
+                    frame = frames.popleft()
+                if not out:
+                    return None
+                # The supervisor re-armed the standing fetch from the end of what it sent (its
+                # key is made only if the general path needs it).
+                self._ahead, self._ahead_at = (None, corr), (plan, (offset,), at[2])
+                return out, hw
+            except Exception:
+                if self._shut:  # shut() in another thread ended it: that is the news
+                    raise ClosedError("the channel is closed") from None
                 raise
-            if frame is None:
-                return [], -1
-        else:
-            frame = frames.popleft()
-        out: list[Any] = []
-        hw = -1
-        while True:
-            got = None if frame.error_code else _fetched_records(frame.body, want, offset, topic,
-                                                                 partition, make)
-            if got is None:
-                frames.appendleft(frame)  # for the general path
-                break
-            recs, hw, ls, offset = got
-            self._marks[(topic, partition)] = (hw, ls)
-            self.fetch_ahead_hits += 1
-            self.quick_answers += 1
-            out += recs
-            if not frames:
-                break
-            frame = frames.popleft()
-        if not out:
-            return None
-        # The supervisor re-armed the standing fetch from the end of what it sent (its key is
-        # made only if the general path needs it).
-        self._ahead, self._ahead_at = (None, corr), (plan, (offset,), at[2])
-        return out, hw
 
     def _remember(self, resp: M.FetchResponse) -> None:
         for p in resp.partitions:
@@ -466,10 +465,10 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
         try:
             if self._fds_closed or self.lost is not None or self._deferred is not None:
                 return
-            frames = self._rings.take_ring()
-            if frames:
-                self.reaped += len(frames)
-                self._deliver(frames)
+            rings = self._rings
+            buf = rings.resp.read(rings.efd_sup)  # take_ring's bytes, without its frames
+            if buf is not None:
+                self.reaped += deliver_acks(self, buf, True)[0]
         except Exception as e:  # a corrupt ring or a refusal: the reader ends the channel with it
             self._deferred = e
             self._nudge()

@@ -29,10 +29,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edgebus import format as F
 from edgebus.client import lazy_acks
 from edgebus.client.channel import RECV_SIZE, AsyncChannel
 from edgebus.client.dispatch import CORR_MASK, Callback
+from edgebus.client.fast_acks import deliver as deliver_acks
 from edgebus.client.lazy_acks import LazyAcks
 from edgebus.client.record_frames import (
     FRAME_BUFFER_BYTES,
@@ -43,34 +43,12 @@ from edgebus.client.record_frames import (
     produce_frame,
 )
 from edgebus.errors import BrokerUnavailableError
-from edgebus.protocol.framing import ResponseFrame
 
 # send_record asks whether the supervisor has read our last request (an ioctl) only when that
 # request went out less than this long ago: older ones it has read unless it is that far behind,
 # and holding records back is for a supervisor that is (at 1,000 sends/s this spares a system
 # call per send).
 UNREAD_RECENT_S = 0.0005
-
-
-_LEN = F.FRAME_LENGTH_SIZE  # a frame's length counts the bytes after itself
-_HEAD = F.RESPONSE_HEADER_SIZE  # length, correlation id, error code (docs/FORMAT.md 7.2)
-_SMALL = 64 * 1024  # larger frames go through the FrameBuffer (its limit checks, its hand-over)
-
-
-def whole_responses(data: bytes) -> tuple[list[ResponseFrame], int]:
-    """The small whole response frames at the start of data, and where the rest (the start of
-    a frame, or a large one) begins; the rest goes to the FrameBuffer, which checks its length."""
-    out: list[ResponseFrame] = []
-    mv = memoryview(data)
-    pos, end = 0, len(data)
-    unpack = F.RESPONSE_HEADER.unpack_from
-    while end - pos >= _HEAD:
-        n, corr, err = unpack(data, pos)
-        if n > _SMALL or n < _HEAD - _LEN or end - pos < _LEN + n:
-            break
-        out.append(ResponseFrame(corr, err, mv[pos + _HEAD : pos + _LEN + n]))
-        pos += _LEN + n
-    return out, pos
 
 
 class LazySocketChannel(LazyAcks, AsyncChannel):
@@ -150,14 +128,13 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
         proto = self._proto
         if not proto.frames.buffered():
             # The common read: acknowledgements, whole, nothing left over from the last read.
-            # Split here, in one call, instead of two calls per frame (next_response, next_frame).
-            frames, end = whole_responses(data)
-            if end < len(data):
-                proto.receive_data(memoryview(data)[end:])  # a frame's start: the buffer's
-            if frames:
-                self._deliver(frames)
+            # Settled here in one walk (fast_acks.deliver), instead of two calls per frame
+            # (next_response, next_frame) and a ResponseFrame each; a frame's start, or a large
+            # frame, goes to the buffer.
+            end = deliver_acks(self, data, False)[1]
             if end == len(data):
                 return
+            proto.receive_data(memoryview(data)[end:])
         else:
             proto.receive_data(data)
         nxt = proto.next_response

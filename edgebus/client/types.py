@@ -41,6 +41,9 @@ class AckOwner(Protocol):
     (edgebus/client/lazy_acks.py): nobody is woken for them until someone asks."""
 
     _timed_acks: bool  # acknowledgements come unasked already: _callback_added need not be called
+    # The lock of every BatchResult it owns: a lock made per batch was a C allocation and free
+    # per one-record send; held only briefly (never across a callback or another result's lock).
+    _results_lock: threading.Lock
 
     def _awaiting_acks(self) -> AbstractContextManager[None]:
         """Entered while a thread blocks on a result: acknowledgements are delivered as they come."""
@@ -71,8 +74,9 @@ class BatchResult:
         self._done = False
         # Invariant: a callback is either in `callbacks` when done() takes the list, or added
         # after done() set _done (and then run by add_callback itself): never both, never
-        # neither. The same lock orders a waiter's Event against done().
-        self._lock = threading.Lock()
+        # neither. The same lock orders a waiter's Event against done(). The owner's, shared by
+        # its results (AckOwner._results_lock).
+        self._lock = threading.Lock() if owner is None else owner._results_lock
         self.topic = topic
         self.partition = partition
         self.base_offset = -1
