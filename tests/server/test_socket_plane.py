@@ -25,7 +25,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgebus import Admin
-from edgebus import format as F
 from edgebus.client.shm_rings import attach
 from edgebus.errors import AuthorizationError
 from edgebus.protocol import messages as M
@@ -34,9 +33,11 @@ from edgebus.server.listeners import sock_plane
 from edgebus.testing import EmbeddedBroker
 from tests.shm.test_c_plane import (
     CONFIG,
+    HOSTILE_IDS,
     RawLink,
     batch,
     counters,
+    hostile_frames,
     normalized_files,
     plane_parked,
     produce_frame,
@@ -445,26 +446,7 @@ def test_everything_acknowledged_through_the_socket_plane_survives_kill_9(tmp_pa
         b.cleanup()
 
 
-def _head(corr: int, body: bytes) -> bytes:
-    return struct.pack("<IHHI", F.REQUEST_MIN_LENGTH + len(body), 4, 0, corr) + body
-
-
-def _topic_past_end(corr: int) -> bytes:
-    return _head(corr, struct.pack("<H", 0xFFFF) + b"shostile")
-
-
-def _batch_past_end(corr: int) -> bytes:
-    f = bytearray(produce_frame(corr, "shostile", 1, batch([b"ok"])))
-    at = F.REQUEST_HEADER_SIZE + 2 + len("shostile") + 5
-    struct.pack_into("<i", f, at, struct.unpack_from("<i", f, at)[0] + 10)
-    return bytes(f)
-
-
-def _short(corr: int) -> bytes:
-    return b"\x04\x00\x00\x00abcd"
-
-
-@pytest.mark.parametrize("bad", [_topic_past_end, _batch_past_end, _short])
+@pytest.mark.parametrize("bad", hostile_frames("shostile"), ids=HOSTILE_IDS)
 def test_hostile_frames_on_a_granted_socket_close_it_and_nothing_else(broker, bad) -> None:
     with Admin(socket=broker.socket, transport="socket") as a:
         a.create_topic("shostile", 1)

@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -259,22 +260,28 @@ def _head(corr: int, body: bytes) -> bytes:
     return struct.pack("<IHHI", F.REQUEST_MIN_LENGTH + len(body), 4, 0, corr) + body
 
 
-def _topic_past_end(corr: int) -> bytes:
-    return _head(corr, struct.pack("<H", 0xFFFF) + b"hostile")
+def hostile_frames(topic: str) -> list[Callable[[int], bytes]]:
+    """PRODUCE frames a granted link or socket must refuse (closing it): a topic name running
+    past the frame's end, a batch longer than its frame, a frame too short for a header."""
+    def topic_past_end(corr: int) -> bytes:
+        return _head(corr, struct.pack("<H", 0xFFFF) + topic.encode())
+
+    def batch_past_end(corr: int) -> bytes:
+        f = bytearray(produce_frame(corr, topic, 1, batch([b"ok"])))
+        at = F.REQUEST_HEADER_SIZE + 2 + len(topic) + 5
+        struct.pack_into("<i", f, at, struct.unpack_from("<i", f, at)[0] + 10)
+        return bytes(f)
+
+    def short(corr: int) -> bytes:
+        return b"\x04\x00\x00\x00abcd"
+
+    return [topic_past_end, batch_past_end, short]
 
 
-def _batch_past_end(corr: int) -> bytes:
-    f = bytearray(produce_frame(corr, "hostile", 1, batch([b"ok"])))
-    at = F.REQUEST_HEADER_SIZE + 2 + len("hostile") + 5
-    struct.pack_into("<i", f, at, struct.unpack_from("<i", f, at)[0] + 10)
-    return bytes(f)
+HOSTILE_IDS = ["topic_past_end", "batch_past_end", "short"]
 
 
-def _short(corr: int) -> bytes:
-    return b"\x04\x00\x00\x00abcd"
-
-
-@pytest.mark.parametrize("bad", [_topic_past_end, _batch_past_end, _short])
+@pytest.mark.parametrize("bad", hostile_frames("hostile"), ids=HOSTILE_IDS)
 def test_hostile_frames_on_a_granted_link_close_it_and_nothing_else(broker, bad) -> None:
     with Admin(socket=broker.socket, transport="socket") as a:
         a.create_topic("hostile", 1)

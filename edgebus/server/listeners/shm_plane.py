@@ -280,7 +280,7 @@ class Plane:
                     or conn.out or conn.overloaded or conn.standing_fd < 0):
                 return
             if sp.rest is None:  # (the buffer for a rest the socket does not take, made once)
-                sp._buffers()
+                sp.make_buffers()
         elif (other is link or other.standing_w is not w or conn.closed or other.closed
               or other.pending or conn.overloaded):
             return

@@ -200,7 +200,7 @@ class SocketPlane:
         self.frames = 0  # PRODUCEs read from sockets, appended and answered in C
         self.short_sends = 0  # calls whose answers the socket took only part of (rest queued)
 
-    def _buffers(self) -> None:
+    def make_buffers(self) -> None:
         global _ffi, _lib
         _ffi, _lib = shm_plane._ffi, shm_plane._lib  # (loaded by plane.ready())
         self.call = _ffi.new("eb_plane_call *")
@@ -230,7 +230,7 @@ class SocketPlane:
         if self.buf_p is None:
             if not self.plane.ready():  # loads the C module (shm_plane.load), once
                 return None
-            self._buffers()
+            self.make_buffers()
         link = conn.plane_link = SockLink(self, conn)
         return link
 
@@ -253,6 +253,6 @@ def available() -> bool:
     return shm_plane.available() and tuning.SOCKET_C_PLANE
 
 
-# shm_plane's, once SocketPlane._buffers has had them loaded (at the first granted connection)
+# shm_plane's, once SocketPlane.make_buffers has had them loaded (at the first granted connection)
 _ffi: Any = None
 _lib: Any = None
