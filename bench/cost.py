@@ -3,10 +3,13 @@ rate, durable sends without lingering, the library's defaults against the tuned 
 the issue's targets evaluated on all of them.
 
 - CPU of all processes per message (producer, consumer, server: edgebus's supervisor,
-  redis-server, or the relay) at 1,000 msg/s here, at 10,000 msg/s from the main latency runs,
-  for edgebus (shm and socket, `send` with `linger_ms=0`), Redis Streams, a bare Unix socket and
-  the relay floor (the bare socket with `socat` in the middle, bench/floor.py); the supervisor's
-  share of a core; each system against Redis Streams and against the floor;
+  redis-server, or the relay) at 1,000 and 10,000 msg/s, 100 B, for edgebus (shm and socket,
+  `send` with `linger_ms=0`), Redis Streams, a bare Unix socket and the relay floor (the bare
+  socket with `socat` in the middle, bench/floor.py), in ROUNDS alternated rounds
+  (bench/paced.py `run_rounds`, the order reversed every other round); the supervisor's share of
+  a core; each system against Redis Streams and against the floor within each round, and the
+  targets judged on the medians of those per-round ratios (one case of each moved between 0.52
+  and 0.69 of Redis in one quiet hour: bench/results/issue16-before-after-s25.md);
 - `acks="durable"`, `linger_ms=0`: one producer unpaced (records/s), and paced at 10,000/s
   (p50/p99 against the fsync p50 measured right before and right after that case, on the
   supervisor's data directory: `fsync_bracket` says when the two disagree);
@@ -26,6 +29,10 @@ from typing import Any
 from bench import floor, peers
 
 SLOW_RATE = 1_000
+# The paced rows (100 B, 1 -> 1) run in this many alternated rounds; targets on their medians.
+ROUNDS = 3
+PACED_RATES = (SLOW_RATE, 10_000)
+PACED_SIZE = 100
 # The fsync p50 before and after the paced durable case further apart than this: the disk (or
 # the machine's load) changed under the case, so the p50 / fsync p50 check is not conclusive.
 FSYNC_SPREAD_MAX = 2.0
@@ -66,8 +73,9 @@ def fsync_bracket(before: dict[str, Any], after: dict[str, Any]) -> dict[str, An
 def run(run_case: Callable[..., dict[str, Any]], set_rate: Callable[[int], None], broker: Any,
         sup: Any, redis: Any | None, shm: bool, duration: float, lat_duration: float,
         progress: Callable[[dict[str, Any]], None],
-        relay: Any | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The extra rows (each tagged with "section") and the fsync figures (`fsync_bracket`)."""
+        relay: Any | None = None, rounds: int = ROUNDS) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The extra rows (each tagged with "section"; the paced ones with their "round") and the
+    fsync figures (`fsync_bracket`)."""
     rows: list[dict[str, Any]] = []
 
     def add(section: str, row: dict[str, Any]) -> None:
@@ -76,20 +84,19 @@ def run(run_case: Callable[..., dict[str, Any]], set_rate: Callable[[int], None]
         progress(row)
 
     transports = (["shm"] if shm else []) + ["socket"]
-    # Paced, one-record API, at 1,000 msg/s (10,000 msg/s: the main latency rows).
-    set_rate(SLOW_RATE)
-    try:
-        for t in transports:
-            add("paced", run_case(peers.Edgebus(t, "send", broker), f"edgebus-{t}", "send", 100,
-                                  1, 1, True, lat_duration, sup))
-        add("paced", run_case(peers.UnixSocket(), "unix-socket", "send", 100, 1, 1, True,
-                              lat_duration, None))
-        if relay is not None:
-            add("paced", run_case(relay, floor.FLOOR, "send", 100, 1, 1, True, lat_duration, None))
-        if redis is not None:
-            add("paced", run_case(redis, "redis-streams", "send", 100, 1, 1, True, lat_duration, None))
-    finally:
-        set_rate(10_000)
+    # Paced, one-record API, 100 B, 1,000 and 10,000 msg/s, ROUNDS alternated rounds.
+    from bench import paced, process_knobs
+
+    adapters: dict[str, tuple[Any, Any]] = {
+        f"edgebus-{t}": (peers.Edgebus(t, "send", broker), sup) for t in transports}
+    adapters["unix-socket"] = (peers.UnixSocket(), None)
+    if relay is not None:
+        adapters[floor.FLOOR] = (relay, None)
+    if redis is not None:
+        adapters[floor.REDIS] = (redis, None)
+    paced.run_rounds(lambda _v, name: adapters.get(name), process_knobs.parse_variants(""),
+                     list(adapters), list(PACED_RATES), [PACED_SIZE], rounds, lat_duration,
+                     run_case, set_rate, progress=lambda row: add("paced", row))
     # Durable without lingering: unpaced, then paced at 10,000/s.
     t = transports[0]
     add("durable", run_case(peers.Edgebus(t, "send", broker, acks="durable", linger_ms=0),
@@ -115,17 +122,40 @@ def _find(rows: list[dict[str, Any]], **kw: Any) -> dict[str, Any] | None:
     return None
 
 
+def paced_rounds(rows: list[dict[str, Any]]) -> dict[tuple[str, int, int], dict[str, list[float]]]:
+    """Per (system, size, rate): each round's figures and ratios (bench/paced.py
+    `round_ratios`) of the cost section's paced rows (section "paced", with a round)."""
+    from bench import paced
+
+    mine = [r for r in rows if r.get("section") == "paced" and "round" in r and not r.get("errors")]
+    return {(system, size, rate): d
+            for (system, size, rate, _v), d in paced.round_ratios(mine).items()}
+
+
+def _p50_ratio(rows: list[dict[str, Any]], a: str, b: str) -> tuple[float | None, list[float]]:
+    """p50 of system a over system b's, each round of the paced 10,000/s rows; the median."""
+    by = {(r["round"], r["system"]): r.get("p50_us") for r in rows
+          if r.get("section") == "paced" and "round" in r and r.get("rate") == 10_000
+          and r.get("size") == PACED_SIZE and not r.get("errors")}
+    vs = [pa / pb for (rnd, s), pa in sorted(by.items())
+          if s == a and pa is not None and (pb := by.get((rnd, b)))]
+    return (statistics.median(vs) if vs else None), vs
+
+
 def targets(rows: list[dict[str, Any]], fsync: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Issue 16's goals on this run's rows (main rows and cost rows together)."""
     out: list[dict[str, Any]] = []
 
-    def add(name: str, value: float | None, goal: float, better: str, unit: str) -> None:
+    def add(name: str, value: float | None, goal: float, better: str, unit: str,
+            rounds: list[float] | None = None) -> None:
         if value is None:
             out.append({"target": name, "value": None, "goal": goal, "met": None})
             return
         met = value >= goal if better == "higher" else value <= goal
         out.append({"target": name, "value": round(value, 3), "goal": goal, "unit": unit,
-                    "met": met, "of_goal": round(value / goal, 3) if goal else None})
+                    "met": met, "of_goal": round(value / goal, 3) if goal else None,
+                    # each round's value (the value is their median); one case: [value]
+                    "rounds": [round(v, 3) for v in (rounds or [value])]})
 
     def lat(system: str, size: int, rate: int, key: str) -> float | None:
         r = _find(rows, system=system, size=size, topology="1->1", mode="latency", rate=rate)
@@ -134,14 +164,27 @@ def targets(rows: list[dict[str, Any]], fsync: dict[str, Any] | None) -> list[di
     def ratio(a: float | None, b: float | None) -> float | None:
         return a / b if a is not None and b else None
 
-    for rate in (SLOW_RATE, 10_000):
-        redis = lat("redis-streams", 100, rate, "cpu_us_per_msg")
+    medians = paced_rounds(rows)
+
+    def med(system: str, rate: int, key: str) -> tuple[float | None, list[float]]:
+        vs = medians.get((system, PACED_SIZE, rate), {}).get(key, [])
+        return (statistics.median(vs) if vs else None), vs
+
+    for rate in PACED_RATES:
         for t in ("shm", "socket"):
-            add(f"CPU/msg edgebus-{t} / Redis Streams at {rate:,}/s",
-                ratio(lat(f"edgebus-{t}", 100, rate, "cpu_us_per_msg"), redis), 0.5, "lower", "x")
-    add("supervisor % of a core at 1,000/s (shm)",
-        lat("edgebus-shm", 100, SLOW_RATE, "server_cpu_percent"), 10, "lower", "%")
+            v, vs = med(f"edgebus-{t}", rate, "per_redis")
+            add(f"CPU/msg edgebus-{t} / Redis Streams at {rate:,}/s", v, 0.5, "lower", "x", vs)
+    pct, pct_rounds = med("edgebus-shm", SLOW_RATE, "server_percent")
+    add("supervisor % of a core at 1,000/s (shm)", pct, 10, "lower", "%", pct_rounds)
     for size in (100, 1024):
+        if size == PACED_SIZE:  # the paced rounds: medians of each round's figure
+            for name, (v, vs), goal, unit in (
+                    ("shm p50 / unix-socket p50", med("edgebus-shm", 10_000, "per_bare_p50"), 2, "x"),
+                    ("shm p99", med("edgebus-shm", 10_000, "p99"), 1000, "us"),
+                    ("socket p50 / shm p50", _p50_ratio(rows, "edgebus-socket", "edgebus-shm"), 2,
+                     "x")):
+                add(f"{name} at 10,000/s, {size} B", v, goal, "lower", unit, vs)
+            continue
         shm50 = lat("edgebus-shm", size, 10_000, "p50_us")
         add(f"shm p50 / unix-socket p50 at 10,000/s, {size} B",
             ratio(shm50, lat("unix-socket", size, 10_000, "p50_us")), 2, "lower", "x")
@@ -184,12 +227,13 @@ def render(rows: list[dict[str, Any]], fsync: dict[str, Any] | None,
           "p50/p99 are one-way, from each record's scheduled send time (the paced loop's schedule, "
           "the same for every system: a producer held up counts its delay in every late record).",
           "",
-          "| section | system | api | size | mode | rate | msg/s | p50 us | p99 us "
+          "| section | round | system | api | size | mode | rate | msg/s | p50 us | p99 us "
           "| CPU us/msg (all processes) | server us/msg | server % core |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append("| " + " | ".join(str(x) for x in (
-            r.get("section", "main"), r["system"], r["api"], r["size"], r["mode"], r.get("rate", ""),
+            r.get("section", "main"), r.get("round", ""), r["system"], r["api"], r["size"],
+            r["mode"], r.get("rate", ""),
             r.get("msgs_per_s", ""), r.get("p50_us", ""), r.get("p99_us", ""),
             r.get("cpu_us_per_msg", ""), r.get("cpu_us_server", ""),
             r.get("server_cpu_percent", ""))) + " |")
@@ -204,32 +248,66 @@ def render(rows: list[dict[str, Any]], fsync: dict[str, Any] | None,
             md.append(f"**The two fsync p50s differ by {fsync['spread']}x (more than "
                       f"{FSYNC_SPREAD_MAX:g}x): the paced durable check is not conclusive in this "
                       "run.**")
-    md += ["", "| issue 16 target | value | goal | met | of goal |", "|---|---|---|---|---|"]
+    n = max((len(g.get("rounds", [])) for g in goals), default=0)
+    md += ["", f"Issue 16's targets. Those on the paced 100 B rows are the median of {n} "
+           "alternated rounds (each round's value in the last column: its own ratio, within the "
+           "round); the others one case each.", "",
+           "| issue 16 target | value | goal | met | of goal | rounds: each round's value |",
+           "|---|---|---|---|---|---|"]
     for g in goals:
         met = g.get("note") or ("-" if g["met"] is None else ("yes" if g["met"] else "no"))
-        md.append(f"| {g['target']} | {g['value']} | {g['goal']} | {met} | {g.get('of_goal', '')} |")
+        rs = g.get("rounds") or []
+        md.append(f"| {g['target']} | {g['value']} | {g['goal']} | {met} | {g.get('of_goal', '')} "
+                  f"| {len(rs)}: {', '.join(str(v) for v in rs)} |" if rs else
+                  f"| {g['target']} | {g['value']} | {g['goal']} | {met} | {g.get('of_goal', '')} | |")
     return md
 
 
 def floor_table(rows: list[dict[str, Any]]) -> list[str]:
-    """The paced 1 -> 1 rows at 1,000/s (this section) and 10,000/s (the main latency runs, each
-    size) against Redis Streams and the relay floor of the same rate and size, then the floor
-    against the goal."""
-    paced = [r for r in rows if r["mode"] == "latency"
-             and r.get("topology") == "1->1" and r.get("rate") in (SLOW_RATE, 10_000)
-             and r.get("section", "paced") == "paced" and not r.get("errors")]
+    """The paced 1 -> 1 rows (this section's rounds at 1,000 and 10,000/s, 100 B; the main
+    latency runs' single case for a rate and size the rounds do not cover, e.g. 10,000/s 1 KiB)
+    against Redis Streams and the relay floor of the same round, rate and size: per system the
+    median over the rounds with each round's value in brackets; then the floor against the goal."""
+    def paced_row(r: dict[str, Any]) -> bool:
+        return (r["mode"] == "latency" and r.get("topology") == "1->1"
+                and r.get("rate") in PACED_RATES and not r.get("errors"))
+
+    mine = [r for r in rows if paced_row(r) and r.get("section") == "paced"]
+    covered = {(r["rate"], r["size"]) for r in mine}
+    # a main latency row is its own round, apart from this section's (round -1)
+    main = [dict(r, round=-1) for r in rows if paced_row(r) and "section" not in r
+            and (r["rate"], r["size"]) not in covered]
+    paced = mine + main
     if not paced:
         return []
     md = ["", "Paced, 1 -> 1, against Redis Streams and the relay floor (`unix-socket-relay`: "
-          "the bare socket with `socat` in the middle; bench/floor.py):", "",
-          "| rate | size | system | CPU us/msg (all) | server us/msg | server wake-ups / reads / "
-          "writes per msg | CPU / Redis | CPU / floor | server / floor's |",
-          "|---|---|---|---|---|---|---|---|---|"]
-    for r, x in sorted(zip(paced, floor.annotate(paced), strict=True),
-                       key=lambda rx: (rx[0]["rate"], rx[0]["size"], rx[0]["system"])):
-        md.append("| " + " | ".join(str(v) for v in (
-            r["rate"], r["size"], r["system"], r.get("cpu_us_per_msg"), r.get("cpu_us_server"),
-            " / ".join(str(r.get(f"server_{k}_per_msg", "-")) for k in ("wakeups", "syscr", "syscw")),
-            *("-" if x[k] is None else f"{x[k]:.2f}"
-              for k in ("per_redis", "per_floor", "server_per_floor")))) + " |")
+          "the bare socket with `socat` in the middle; bench/floor.py); each ratio within its "
+          "round, the median over the rounds and each round's value in brackets:", "",
+          "| rate | size | system | rounds | CPU us/msg (all) | server us/msg | server wake-ups / "
+          "reads / writes per msg | CPU / Redis | CPU / floor | server / floor's |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    by: dict[tuple[int, int, str], dict[str, list[float]]] = {}
+    for r, x in zip(paced, floor.annotate(paced), strict=True):
+        d = by.setdefault((r["rate"], r["size"], r["system"]), {})
+        figures = {"cpu": r.get("cpu_us_per_msg"), "server": r.get("cpu_us_server"), **x,
+                   **{k: r.get(f"server_{k}_per_msg") for k in ("wakeups", "syscr", "syscw")}}
+        for k, v in figures.items():
+            if v is not None:
+                d.setdefault(k, []).append(v)
+    for (rate, size, system), d in sorted(by.items()):
+        md.append("| " + " | ".join((
+            str(rate), str(size), system, str(len(d.get("cpu", []))), _cell(d.get("cpu"), 1),
+            _cell(d.get("server"), 1),
+            " / ".join(_cell(d.get(k), 2, rounds=False) for k in ("wakeups", "syscr", "syscw")),
+            *(_cell(d.get(k), 2) for k in ("per_redis", "per_floor", "server_per_floor")))) + " |")
     return [*md, "", *floor.render_verdicts(floor.verdicts(paced))]
+
+
+def _cell(vs: list[float] | None, digits: int, rounds: bool = True) -> str:
+    """The median; with more than one round, each round's value in brackets."""
+    if not vs:
+        return "-"
+    med = f"{statistics.median(vs):.{digits}f}"
+    if len(vs) == 1 or not rounds:
+        return med
+    return f"{med} (" + ", ".join(f"{v:.{digits}f}" for v in vs) + ")"

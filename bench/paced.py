@@ -31,6 +31,7 @@ import os
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -53,8 +54,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="")
     a = ap.parse_args(argv)
     variants = process_knobs.parse_variants(a.variants)
-    from edgebus import tuning
-    from edgebus.client import shm_channel
     from edgebus.testing import EmbeddedBroker
 
     only = [s for s in a.only.split(",") if s]
@@ -86,39 +85,16 @@ def main(argv: list[str] | None = None) -> None:
         adapters[floor.FLOOR] = (relay, None)
     elif floor.FLOOR in only:
         print(f"{floor.FLOOR} (the relay floor) skipped: {why_relay}", flush=True)
-    rows: list[dict[str, Any]] = []
     load0 = os.getloadavg()
+
+    def lookup(v: process_knobs.Variant, name: str) -> tuple[Any, Any] | None:
+        return adapters.get(name) or per_env[v.env_key()].get(name)
+
     try:
-        for rnd in range(a.rounds):
-            for rate in (int(r) for r in a.rates.split(",")):
-                R.RATE = rate
-                for size in (int(s) for s in a.sizes.split(",")):
-                    cases = [(v, s) for v in variants for s in only
-                             if s in adapters or s in per_env[v.env_key()]]
-                    if rnd % 2:
-                        cases.reverse()  # alternate: drift in the machine's load touches all alike
-                    for v, name in cases:
-                        adapter, measured = adapters.get(name) or per_env[v.env_key()][name]
-                        # Read by the forked clients (the module's copy of the knob).
-                        shm_channel.STANDING = tuning.STANDING and name != "edgebus-shm-plainfetch"
-                        R.CHILD_GC_FREEZE = v.freeze
-                        if measured is not None:  # the supervisor: this variant's priority
-                            process_knobs.set_policy(measured.pid, v.policy)
-                            process_knobs.renice(measured.pid, v.nice or 0)
-                        row = R.run_case(adapter, name, "send", size, 1, 1, True, a.duration,
-                                         measured)
-                        row["round"], row["variant"] = rnd, v.name
-                        rows.append(row)
-                        print(f"  round {rnd} {v.name:8} {name:15} {size:5} B {rate:6}/s  "
-                              f"cpu/msg {row.get('cpu_us_per_msg')} us (p {row.get('cpu_us_producer')}"
-                              f" c {row.get('cpu_us_consumer')} s {row.get('cpu_us_server')})  server "
-                              f"{row.get('server_cpu_percent')} %  p50 {row.get('p50_us')} "
-                              f"p99 {row.get('p99_us')} us  server wake-ups/msg "
-                              f"{row.get('server_wakeups_per_msg')}", flush=True)
+        rows = run_rounds(lookup, variants, only, [int(r) for r in a.rates.split(",")],
+                          [int(s) for s in a.sizes.split(",")], a.rounds, a.duration)
         gc_notes = [_supervisor_gc(b, env) for env, b in brokers.items()]
     finally:
-        R.RATE = 10_000
-        R.CHILD_GC_FREEZE = True
         for broker in brokers.values():
             broker.stop()
             broker.cleanup()
@@ -129,6 +105,85 @@ def main(argv: list[str] | None = None) -> None:
     if a.out:
         with open(a.out, "w") as f:
             f.write("\n".join(md) + "\n")
+
+
+def run_rounds(lookup: Callable[[process_knobs.Variant, str], tuple[Any, Any] | None],
+               variants: list[process_knobs.Variant], only: list[str], rates: list[int],
+               sizes: list[int], rounds: int, duration: float,
+               run_case: Callable[..., dict[str, Any]] | None = None,
+               set_rate: Callable[[int], None] | None = None,
+               progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """The paced one-record cases, `rounds` times: in each round every rate and size, and in
+    each of those every variant x system that `lookup` gives an adapter for (`(adapter, the
+    process whose CPU is the server's or None)`), the order reversed every other round so that
+    drift in the machine's load touches all alike. Each row has its "round" and "variant".
+    `run_case`/`set_rate`: `python -m bench` passes its own (run as a script, bench/run.py is
+    another module than bench.run, and the forked producers read its RATE)."""
+
+    from edgebus import tuning
+    from edgebus.client import shm_channel
+
+    def rate_of(r: int) -> None:
+        R.RATE = r
+        if set_rate is not None:
+            set_rate(r)
+
+    rows: list[dict[str, Any]] = []
+    try:
+        for rnd in range(rounds):
+            for rate in rates:
+                rate_of(rate)
+                for size in sizes:
+                    cases = [(v, s) for v in variants for s in only if lookup(v, s) is not None]
+                    if rnd % 2:
+                        cases.reverse()  # alternate: drift in the machine's load touches all alike
+                    for v, name in cases:
+                        adapter, measured = lookup(v, name)  # type: ignore[misc]
+                        # Read by the forked clients (the module's copy of the knob).
+                        shm_channel.STANDING = tuning.STANDING and name != "edgebus-shm-plainfetch"
+                        R.CHILD_GC_FREEZE = v.freeze
+                        if measured is not None:  # the supervisor: this variant's priority
+                            process_knobs.set_policy(measured.pid, v.policy)
+                            process_knobs.renice(measured.pid, v.nice or 0)
+                        row = (run_case or R.run_case)(adapter, name, "send", size, 1, 1, True,
+                                                       duration, measured)
+                        row["round"], row["variant"] = rnd, v.name
+                        rows.append(row)
+                        (progress or _print_row)(row)
+    finally:
+        rate_of(10_000)
+        R.CHILD_GC_FREEZE = True
+        shm_channel.STANDING = tuning.STANDING
+    return rows
+
+
+def _print_row(row: dict[str, Any]) -> None:
+    print(f"  round {row['round']} {row['variant']:8} {row['system']:15} {row['size']:5} B "
+          f"{row.get('rate', 0):6}/s  cpu/msg {row.get('cpu_us_per_msg')} us (p "
+          f"{row.get('cpu_us_producer')} c {row.get('cpu_us_consumer')} s "
+          f"{row.get('cpu_us_server')})  server {row.get('server_cpu_percent')} %  p50 "
+          f"{row.get('p50_us')} p99 {row.get('p99_us')} us  server wake-ups/msg "
+          f"{row.get('server_wakeups_per_msg')}", flush=True)
+
+
+def round_ratios(rows: list[dict[str, Any]]) -> dict[tuple[str, int, int, str], dict[str, list[float]]]:
+    """Per (system, size, rate, variant): each round's ratios, in round order: `per_redis`,
+    `per_floor`, `server_per_floor` (bench/floor.py `annotate`, within the round) and
+    `per_bare_p50` (p50 over the bare Unix socket's p50 of the same round), plus the round's
+    own `cpu`, `server_percent`, `p50` and `p99`. Medians of these judge the targets: a single
+    case moved between 0.52 and 0.69 of Redis in one quiet hour."""
+    bare = {_group(r): r.get("p50_us") for r in rows if r["system"] == "unix-socket"}
+    out: dict[tuple[str, int, int, str], dict[str, list[float]]] = {}
+    for r, x in zip(rows, floor.annotate(rows, _group), strict=True):
+        d = out.setdefault((r["system"], r["size"], r.get("rate", 0), r.get("variant", "default")), {})
+        b = bare.get(_group(r))
+        x = dict(x, per_bare_p50=r["p50_us"] / b if b and r.get("p50_us") is not None else None,
+                 cpu=r.get("cpu_us_per_msg"), server_percent=r.get("server_cpu_percent"),
+                 p50=r.get("p50_us"), p99=r.get("p99_us"))
+        for key, v in x.items():
+            if v is not None:
+                d.setdefault(key, []).append(v)
+    return out
 
 
 def render(rows: list[dict[str, Any]], load0: tuple[float, ...], load1: tuple[float, ...],
@@ -148,12 +203,8 @@ def render(rows: list[dict[str, Any]], load0: tuple[float, ...], load1: tuple[fl
           "| producer / consumer / server | server % core | server wake-ups / reads / writes "
           "per msg | CPU / Redis | CPU / floor | server / floor's |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    ratios: dict[tuple[str, int, int, str], dict[str, list[float]]] = {}
+    ratios = round_ratios(rows)
     for r, x in zip(rows, floor.annotate(rows, _group), strict=True):
-        for key, v in x.items():
-            if v is not None:
-                ratios.setdefault((r["system"], r["size"], r.get("rate", 0),
-                                   r.get("variant", "default")), {}).setdefault(key, []).append(v)
         md.append("| " + " | ".join(str(v) for v in (
             r["round"], r.get("variant", "default"), r["system"], r["size"], r.get("rate", ""),
             r.get("p50_us", ""),

@@ -487,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--no-cost", action="store_true",
                     help="skip issue 16's section (1,000 msg/s, durable, defaults); --quick skips it")
+    ap.add_argument("--cost-rounds", type=int, default=cost.ROUNDS,
+                    help="alternated rounds of the cost section's paced rows (1,000 and 10,000/s, "
+                         f"100 B; default {cost.ROUNDS}): its CPU ratios are judged on their medians")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--acl", action="store_true",
                     help="also run the edgebus rows against a second supervisor with access "
@@ -618,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
             cost_rows, fsync = cost.run(
                 run_case, lambda r: globals().__setitem__("RATE", r), broker, sup,
                 redis if why_redis is None else None, why is None, duration, lat_duration, _progress,
-                relay=relay if why_relay is None and (not only or floor.FLOOR in only) else None)
+                relay=relay if why_relay is None and (not only or floor.FLOOR in only) else None,
+                rounds=args.cost_rounds)
     finally:
         broker.stop()
         broker.cleanup()

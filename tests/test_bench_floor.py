@@ -140,7 +140,87 @@ def test_the_cost_section_shows_each_rate_against_its_own_floor() -> None:
         (floor.FLOOR, 100.0, 18.0), (floor.REDIS, 250.0, 60.0), ("edgebus-shm", 275.0, 110.0))]
     durable = dict(_paced_row("edgebus-shm-durable", 10_000, 60.0, 24.0), section="durable")
     text = "\n".join(cost.render([*section, durable], None, [], main))
-    assert "| 1000 | 100 | edgebus-shm | 275.0 | 110.0 | - / - / - | 1.10 | 2.75 | 6.11 |" in text
-    assert "| 10000 | 100 | edgebus-shm | 90.0 | 35.0 | - / - / - | 0.60 | 1.80 | 3.50 |" in text
+    assert "| 1000 | 100 | edgebus-shm | 1 | 275.0 | 110.0 | - / - / - | 1.10 | 2.75 | 6.11 |" in text
+    assert "| 10000 | 100 | edgebus-shm | 1 | 90.0 | 35.0 | - / - / - | 0.60 | 1.80 | 3.50 |" in text
     assert "| 10000 | 100 | edgebus-shm-durable |" not in text  # not a paced acks=written row
     assert "| 1000 | 100 | 100.0 | 18.0 | 250.0 (60.0) | 125.0 | 0.40 | 0.80 | yes, 25 us/msg" in text
+
+
+def _rounds(rate: int, figures: list[tuple[str, float, float, float]]) -> list[dict[str, Any]]:
+    """The cost section's paced rows of three rounds: (system, CPU per round 0, 1, 2)."""
+    out = []
+    for rnd in range(3):
+        for system, *cpus in figures:
+            out.append(dict(_paced_row(system, rate, cpus[rnd], cpus[rnd] / 4, rnd=rnd),
+                            section="paced", p50_us=100.0 * (rnd + 1) if system == "edgebus-shm"
+                            else 50.0, p99_us=400.0 + rnd, server_cpu_percent=3.0 + rnd))
+    return out
+
+
+@pytest.mark.unit
+def test_the_cost_targets_are_medians_of_each_rounds_own_ratio() -> None:
+    # Redis moves between rounds; edgebus with it: each round's own ratio is 0.5, 0.6, 0.4, while
+    # a ratio of medians (CPU 150 over Redis 300) would say 0.5 and a single case anything.
+    rows = _rounds(1000, [(floor.REDIS, 300.0, 250.0, 400.0), ("edgebus-shm", 150.0, 150.0, 160.0),
+                          ("unix-socket", 50.0, 50.0, 50.0)])
+    # a main latency row of the same rate and size is not one of the rounds
+    rows.append(_paced_row("edgebus-shm", 1000, 9999.0, 1.0))
+    goals = {g["target"]: g for g in cost.targets(rows, None)}
+    shm = goals["CPU/msg edgebus-shm / Redis Streams at 1,000/s"]
+    assert shm["value"] == 0.5 and shm["rounds"] == [0.5, 0.6, 0.4] and shm["met"] is True
+    assert goals["CPU/msg edgebus-socket / Redis Streams at 1,000/s"]["value"] is None
+    assert goals["supervisor % of a core at 1,000/s (shm)"]["rounds"] == [3.0, 4.0, 5.0]
+    text = "\n".join(cost.render(rows, None, list(goals.values())))
+    assert "the median of 3 alternated rounds" in text
+    assert "| CPU/msg edgebus-shm / Redis Streams at 1,000/s | 0.5 | 0.5 | yes | 1.0 | 3: 0.5, 0.6, 0.4 |" in text
+
+
+@pytest.mark.unit
+def test_the_p50_targets_at_10000_come_from_the_rounds_when_there_are_rounds() -> None:
+    rows = _rounds(10_000, [("unix-socket", 40.0, 40.0, 40.0), ("edgebus-shm", 100.0, 90.0, 110.0),
+                            ("edgebus-socket", 120.0, 120.0, 120.0)])
+    goals = {g["target"]: g for g in cost.targets(rows, None)}
+    # shm p50 100, 200, 300 us against the bare socket's 50: 2, 4, 6
+    bare = goals["shm p50 / unix-socket p50 at 10,000/s, 100 B"]
+    assert bare["value"] == 4.0 and bare["rounds"] == [2.0, 4.0, 6.0] and bare["met"] is False
+    assert goals["shm p99 at 10,000/s, 100 B"]["rounds"] == [400.0, 401.0, 402.0]
+    # socket p50 50 against shm's 100, 200, 300
+    assert goals["socket p50 / shm p50 at 10,000/s, 100 B"]["rounds"] == [0.5, 0.25, 0.167]
+    # 1 KiB: no rounds, the main latency rows (none here)
+    assert goals["shm p50 / unix-socket p50 at 10,000/s, 1024 B"]["value"] is None
+
+
+@pytest.mark.unit
+def test_the_floor_table_gives_each_rounds_value_and_keeps_main_rows_the_rounds_do_not_cover() -> None:
+    rows = _rounds(10_000, [(floor.FLOOR, 60.0, 70.0, 80.0), (floor.REDIS, 120.0, 140.0, 100.0),
+                            ("edgebus-shm", 60.0, 70.0, 60.0)])
+    main = [dict(_paced_row(s, 10_000, c, 1.0), round=0) for s, c in (
+        (floor.FLOOR, 1.0), (floor.REDIS, 1.0), ("edgebus-shm", 1.0))]  # covered by the rounds
+    main += [dict(_paced_row(s, 10_000, c, 10.0), size=1024) for s, c in (
+        (floor.FLOOR, 50.0), ("edgebus-shm", 100.0))]
+    text = "\n".join(cost.floor_table(main + rows))
+    assert ("| 10000 | 100 | edgebus-shm | 3 | 60.0 (60.0, 70.0, 60.0) | 15.0 (15.0, 17.5, 15.0) "
+            "| - / - / - | 0.50 (0.50, 0.50, 0.60) | 1.00 (1.00, 1.00, 0.75) ") in text
+    assert "| 10000 | 1024 | edgebus-shm | 1 | 100.0 | 10.0 | - / - / - | - | 2.00 | 1.00 |" in text
+    assert "| 1.0 |" not in text  # the main 100 B rows are not mixed into the rounds
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(peers.SocatRelay.available() is not None,
+                    reason=str(peers.SocatRelay.available()))
+def test_paced_rounds_alternate_the_systems_and_tag_each_round() -> None:
+    from bench import paced, process_knobs
+
+    adapters = {"unix-socket": (peers.UnixSocket(), None), floor.FLOOR: (peers.SocatRelay(), None)}
+    seen: list[dict[str, Any]] = []
+    rates: list[int] = []
+    rows = paced.run_rounds(lambda _v, n: adapters.get(n), process_knobs.parse_variants(""),
+                            ["unix-socket", "not-installed", floor.FLOOR], [1000], [100], 2, 0.2,
+                            set_rate=rates.append, progress=seen.append)
+    assert [(r["round"], r["system"]) for r in rows] == [
+        (0, "unix-socket"), (0, floor.FLOOR), (1, floor.FLOOR), (1, "unix-socket")]
+    assert seen == rows and rates == [1000, 1000, 10_000] and R.RATE == 10_000  # restored
+    assert all(r["sent"] == r["received"] == 200 and r["rate"] == 1000 for r in rows)
+    assert all(r["cpu_us_per_msg"] > 0 for r in rows)
+    ratios = paced.round_ratios(rows)
+    assert len(ratios[(floor.FLOOR, 100, 1000, "default")]["per_floor"]) == 2
