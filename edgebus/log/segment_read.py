@@ -42,12 +42,14 @@ def read_batches(seg: Segment, offset: int, max_bytes: int, at_least_one: bool,
     size = seg.size
     rel = offset - seg.base_offset
     rels = seg._recent_rels
+    exact = 0
     if rels and rel >= rels[0]:  # a recent batch: its exact start
         i = bisect.bisect_right(rels, rel) - 1
         rel, pos = rels[i], seg._recent_pos[i]
+        exact = _whole_recent(seg._recent_pos, i, pos, size, max_bytes)
     else:
         rel, pos = seg.index.lookup(rel)
-    want = max_bytes + interval + F.BATCH_HEADER_SIZE
+    want = exact or max_bytes + interval + F.BATCH_HEADER_SIZE
     buf = os.pread(fd, min(want, size - pos), pos)
     bstart, i = pos, 0
     expect = seg.base_offset + rel  # the offset of the batch at bstart + i, by the counts
@@ -78,7 +80,10 @@ def read_batches(seg: Segment, offset: int, max_bytes: int, at_least_one: bool,
         i += length
     # 2. Take whole batches up to max_bytes; re-read once if the buffer ran out first.
     first_pos, first_len, first_expect = bstart + i, length, expect
-    j, more, expect = _take(buf, i, max_bytes, at_least_one, size - bstart, expect)
+    # An exact read ends where a batch ends and the next would not fit: the buffer is the limit
+    # (reaching its end is not running out), so the whole buffer is the answer, with no copy.
+    limit = len(buf) if exact and bstart == pos and i == 0 else size - bstart
+    j, more, expect = _take(buf, i, max_bytes, at_least_one, limit, expect)
     if more:
         buf = os.pread(fd, min(size - first_pos, max(max_bytes, first_len)), first_pos)
         bstart, i = first_pos, 0
@@ -87,6 +92,19 @@ def read_batches(seg: Segment, offset: int, max_bytes: int, at_least_one: bool,
         raise CorruptRecordError(f"{seg.log_path}: batch at byte {first_pos} is cut short")
     data = buf if i == 0 and j == len(buf) else buf[i:j]
     return data, bstart + j >= size, expect
+
+
+def _whole_recent(starts: list[int], i: int, pos: int, size: int, max_bytes: int) -> int:
+    """The bytes from recent batch i (at `pos`) to the end of the last whole batch that fits
+    max_bytes, known from where the recent batches start (and the segment's size, where the
+    last ends); 0 when not even batch i fits (the general read decides). A read of exactly
+    these is the answer itself: the general read takes max_bytes plus an index interval and
+    copies the answer out of it (1 MiB a fetch for a consumer keeping up)."""
+    limit = pos + max_bytes
+    if size <= limit:
+        return size - pos
+    m = bisect.bisect_right(starts, limit) - 1  # the last recent start at or before the limit
+    return starts[m] - pos if m > i else 0
 
 
 def _take(buf: bytes, i: int, max_bytes: int, at_least_one: bool, limit: int,

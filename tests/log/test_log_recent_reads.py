@@ -76,3 +76,24 @@ def test_a_stale_position_is_caught_and_the_index_rebuilt(tmp_path: Path) -> Non
         assert seg._recent_rels == []  # rebuilt from the log: forgotten
     finally:
         p.close()
+
+
+def test_reads_ending_exactly_at_a_recent_batch_end_equal_the_index_reads(tmp_path: Path) -> None:
+    # A read from a recent batch takes exactly the whole batches that fit max_bytes (their ends
+    # known from the recent positions): every budget at, just under and just over each end.
+    p = open_partition(tmp_path, TopicConfig(index_interval_bytes=1 << 20))
+    try:
+        for i in range(8):
+            append(p, values_of(1 + i % 3, 40 + 30 * i, start=i * 10))
+        seg = p._segments[-1]
+        ends = [*seg._recent_pos[1:], seg.size]
+        budgets = sorted({max(1, e - s + d) for s in seg._recent_pos for e in ends if e > s
+                          for d in (-1, 0, 1)})
+        with_recent = every_read(p, budgets)
+        with_recent.update({(off, mb, False): p.read(off, mb, False) for off, mb in with_recent})
+        forget_all(p)
+        assert every_read(p, budgets) == {k: v for k, v in with_recent.items() if len(k) == 2}
+        assert {(off, mb, False): p.read(off, mb, False) for off, mb, *_ in with_recent} == {
+            k: v for k, v in with_recent.items() if len(k) == 3}
+    finally:
+        p.close()
