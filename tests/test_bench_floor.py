@@ -171,7 +171,7 @@ def test_the_cost_targets_are_medians_of_each_rounds_own_ratio() -> None:
     assert goals["CPU/msg edgebus-socket / Redis Streams at 1,000/s"]["value"] is None
     assert goals["supervisor % of a core at 1,000/s (shm)"]["rounds"] == [3.0, 4.0, 5.0]
     text = "\n".join(cost.render(rows, None, list(goals.values())))
-    assert "the median of 3 alternated rounds" in text
+    assert "are the median of 3 alternated rounds" in text
     assert "| CPU/msg edgebus-shm / Redis Streams at 1,000/s | 0.5 | 0.5 | yes | 1.0 | 3: 0.5, 0.6, 0.4 |" in text
 
 
@@ -224,3 +224,23 @@ def test_paced_rounds_alternate_the_systems_and_tag_each_round() -> None:
     assert all(r["cpu_us_per_msg"] > 0 for r in rows)
     ratios = paced.round_ratios(rows)
     assert len(ratios[(floor.FLOOR, 100, 1000, "default")]["per_floor"]) == 2
+
+
+@pytest.mark.unit
+def test_the_1kib_send_batch_target_is_the_median_of_each_rounds_pair() -> None:
+    def tp(system: str, mb: float, rnd: int | None, section: str | None) -> dict[str, Any]:
+        r = {"system": system, "api": "batch", "size": 1024, "topology": "1->1",
+             "mode": "throughput", "mb_per_s": mb}
+        return r if rnd is None else dict(r, round=rnd, section=section)
+
+    # the main rows (one case: 0.25) and three rounds of the section: 0.6, 0.3, 0.55
+    main = [tp("edgebus-shm", 100.0, None, None), tp("unix-socket", 400.0, None, None)]
+    rounds = [tp(s, mb, rnd, cost.THROUGHPUT) for rnd, pair in enumerate(
+        ((300.0, 500.0), (300.0, 1000.0), (330.0, 600.0)))
+        for s, mb in zip(("edgebus-shm", "unix-socket"), pair, strict=True)]
+    target = "1 KiB send_batch shm MB/s / unix-socket MB/s"
+    got = next(g for g in cost.targets(main + rounds, None) if g["target"] == target)
+    assert got["value"] == 0.55 and got["rounds"] == [0.6, 0.3, 0.55] and got["met"] is True
+    # without the section's rounds: the main rows' single pair, as before
+    alone = next(g for g in cost.targets(main, None) if g["target"] == target)
+    assert alone["value"] == 0.25 and alone["met"] is False
