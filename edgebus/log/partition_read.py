@@ -8,6 +8,7 @@ invariants); the state it uses is declared in partition_state.py.
 from __future__ import annotations
 
 import bisect
+from typing import Literal, overload
 
 from edgebus import format as F
 from edgebus.errors import CorruptRecordError, OffsetOutOfRangeError
@@ -28,9 +29,20 @@ class _Reads(_PartitionState):
             return None
         return tail[2]
 
-    def read(self, offset: int, max_bytes: int, at_least_one: bool = True) -> bytes:
+    @overload
+    def read(self, offset: int, max_bytes: int, at_least_one: bool = True,
+             view: Literal[False] = False) -> bytes: ...
+
+    @overload
+    def read(self, offset: int, max_bytes: int, at_least_one: bool,
+             view: Literal[True]) -> bytes | memoryview: ...
+
+    def read(self, offset: int, max_bytes: int, at_least_one: bool = True,
+             view: bool = False) -> bytes | memoryview:
         """Whole batches from the one holding `offset`, up to max_bytes; with at_least_one, the
         first batch even if it alone exceeds max_bytes (so a huge batch still makes progress).
+        view=True: a memoryview of the read buffer may come back instead of bytes copied out
+        of it (a fetch answer, which copies the records into its response frame anyway).
 
         Damage is a typed error at its offsets, never records at wrong offsets: the read stops
         before a damaged batch or a gap (offsets whose batches recovery moved aside, between two
@@ -47,19 +59,19 @@ class _Reads(_PartitionState):
         tail = self._tail
         if tail is not None and tail[0] == offset and tail[1] == self.log_end_offset:
             # The last batch, nothing after it: what the segment read below would return.
-            data = tail[2]
-            return data if at_least_one or len(data) <= max_bytes else b""
+            last = tail[2]
+            return last if at_least_one or len(last) <= max_bytes else b""
         interval = self.config.index_interval_bytes
         segs = self._segments
         i = bisect.bisect_right(self._bases, offset) - 1
-        parts: list[bytes] = []
+        parts: list[bytes | memoryview] = []
         budget = max(max_bytes, 0)
         try:
             while i < len(segs):
                 seg = segs[i]
                 try:
                     data, at_end, after = seg.read(offset, budget, at_least_one and not parts,
-                                                   interval)
+                                                   interval, view)
                 except CorruptRecordError as e:
                     if parts:
                         break  # deliver what lies before the damage; the next read raises

@@ -338,20 +338,21 @@ class Segment:
             pos += length
 
     def read(
-        self, offset: int, max_bytes: int, at_least_one: bool, interval: int
-    ) -> tuple[bytes, bool, int]:
+        self, offset: int, max_bytes: int, at_least_one: bool, interval: int, view: bool = False
+    ) -> tuple[bytes | memoryview, bool, int]:
         """Whole batches from the one holding `offset`, up to max_bytes (at least one batch if
         at_least_one). Returns (data, whether the data reaches the end of this segment, the
         offset after the data). No data with the end reached: `offset` lies past the last batch
         of this segment. Stops before a batch whose stored base offset is out of sequence, and
-        raises CorruptRecordError when that batch holds `offset`."""
+        raises CorruptRecordError when that batch holds `offset`. view: the data may be a
+        memoryview of the read buffer rather than bytes copied out of it."""
         self.ensure_indexes(interval)
         try:
-            return read_batches(self, offset, max_bytes, at_least_one, interval)
+            return read_batches(self, offset, max_bytes, at_least_one, interval, view)
         except StaleIndex:
             self.log.warning("index of %s points at the wrong batch; rebuilding", self.log_path)
             self.rebuild_indexes(interval)
-            return read_batches(self, offset, max_bytes, at_least_one, interval)
+            return read_batches(self, offset, max_bytes, at_least_one, interval, view)
 
     def position_at_most(self, offset: int) -> int:
         """A byte position at or before the batch holding `offset`, from memory only: a recent

@@ -34,9 +34,11 @@ def _corrupt_batch(path: Path, first: int, count: int, stored: int) -> CorruptRe
 
 
 def read_batches(seg: Segment, offset: int, max_bytes: int, at_least_one: bool,
-                 interval: int) -> tuple[bytes, bool, int]:
+                 interval: int, view: bool = False) -> tuple[bytes | memoryview, bool, int]:
     """Segment.read's work, its indexes loaded: StaleIndex when the first index entry used does
-    not point at the batch it names (Segment.read rebuilds them and reads again)."""
+    not point at the batch it names (Segment.read rebuilds them and reads again). view: the
+    answer may be a memoryview of the read buffer (a fetch answer copies it into its response
+    anyway: the slice would be a second copy of up to max_bytes)."""
     assert seg.index is not None
     fd = seg.open_readable()
     size = seg.size
@@ -90,7 +92,8 @@ def read_batches(seg: Segment, offset: int, max_bytes: int, at_least_one: bool,
         j, _, expect = _take(buf, 0, max_bytes, at_least_one, size - bstart, first_expect)
     if j == i and at_least_one:
         raise CorruptRecordError(f"{seg.log_path}: batch at byte {first_pos} is cut short")
-    data = buf if i == 0 and j == len(buf) else buf[i:j]
+    data: bytes | memoryview = buf if i == 0 and j == len(buf) else (
+        memoryview(buf)[i:j] if view else buf[i:j])
     return data, bstart + j >= size, expect
 
 

@@ -97,3 +97,21 @@ def test_reads_ending_exactly_at_a_recent_batch_end_equal_the_index_reads(tmp_pa
             k: v for k, v in with_recent.items() if len(k) == 3}
     finally:
         p.close()
+
+
+def test_a_view_read_is_the_same_bytes_without_the_copy(tmp_path: Path) -> None:
+    # Partition.read(view=True), a fetch answer's read: where the general read would copy the
+    # answer out of its longer read buffer, it hands a memoryview of that buffer instead.
+    p = open_partition(tmp_path, TopicConfig(index_interval_bytes=1 << 20))
+    try:
+        for i in range(8):
+            append(p, values_of(2, 200, start=i * 2))
+        forget_all(p)  # the general read: from the index, reading past the answer
+        for off in range(p.log_end_offset):
+            for mb in (1, 500, 1200):
+                copied = p.read(off, mb)
+                viewed = p.read(off, mb, True, view=True)
+                assert type(copied) is bytes and bytes(viewed) == copied
+        assert isinstance(p.read(2, 500, True, view=True), memoryview)  # batch 1 alone, mid-buffer
+    finally:
+        p.close()

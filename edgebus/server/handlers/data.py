@@ -77,7 +77,7 @@ class DataHandlers(ParkingService):
         self.waiters = FetchWaiters(api.deadline_changed)
         # (partition, bytes read) -> what a native fetch may see: set by the transaction
         # coordinator (txn/coordinator.py) to stop at the last stable offset and hide aborted records.
-        self.txn_filter: Callable[[Any, bytes], bytes] | None = None
+        self.txn_filter: Callable[[Any, bytes | memoryview], bytes | memoryview] | None = None
         # A batch with a producer id or the transactional bit goes to the sequence and
         # transaction checks (handlers/txn.py TxnHandlers.produce; set by the Broker).
         self.sequenced: Callable[..., Any] = _no_sequenced
@@ -345,7 +345,9 @@ class DataHandlers(ParkingService):
         for fp in req.partitions:
             try:
                 p = self.logs.partition(fp.topic, fp.partition)
-                data = (p.read(fp.offset, min(fp.max_bytes, remaining), at_least_one=total == 0)
+                # view: the records go into the response frame by one copy (the encoder's
+                # join), not two (the log's slice of its read buffer, then the join)
+                data = (p.read(fp.offset, min(fp.max_bytes, remaining), total == 0, view=True)
                         if remaining > 0 else b"")
                 if data and self.txn_filter is not None:
                     data = self.txn_filter(p, data)

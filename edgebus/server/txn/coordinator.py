@@ -140,7 +140,7 @@ class TxnCoordinator(Service):
     def aborted_between(self, key: PartKey, start: int, end: int) -> list[tuple[int, int]]:
         return self.state.aborted_between(key, start, end)
 
-    def native_view(self, p: Any, data: bytes) -> bytes:
+    def native_view(self, p: Any, data: bytes | memoryview) -> bytes | memoryview:
         """What a native fetch of `data` (whole batches from partition `p`) may see: batches
         before the last stable offset, aborted transactions' batches as compacted-away batches
         (the native Consumer steps over those: docs/FORMAT.md 4.8, 9.4)."""

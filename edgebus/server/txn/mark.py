@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import TypeVar
 
 from edgebus import format as F
 from edgebus.batch import BatchInfo
@@ -24,7 +25,10 @@ def built_info(batch: bytearray) -> BatchInfo:
     return BatchInfo(h[0], h[1], h[2], h[7], h[8], h[9])
 
 
-def up_to(data: bytes, end: int) -> bytes:
+_Data = TypeVar("_Data", bound="bytes | memoryview")
+
+
+def up_to(data: _Data, end: int) -> _Data | bytes:
     """The whole edgebus batches of `data` that begin before offset `end`."""
     view = memoryview(data)
     pos = 0
