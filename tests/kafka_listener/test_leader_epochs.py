@@ -12,15 +12,19 @@ with OffsetForLeaderEpoch and move back to the cut: they read the new records ex
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import json
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Consumer as CKConsumer
 from confluent_kafka import Producer as CKProducer
 from confluent_kafka import TopicPartition as CKTP
@@ -38,9 +42,11 @@ from tests.kafka_listener.conftest import (
     raw_request,
     read_frame,
 )
+from tests.kafka_listener.test_kafkajs import kafkajs  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.crash
 
+HERE = Path(__file__).resolve().parent
 OLD, NEW = 100, 60  # records before the cut; records written after the restart
 
 
@@ -180,32 +186,92 @@ def test_running_kafka_python_consumer_moves_back_to_a_cut_tail(
         c.close()
 
 
-def test_restarted_confluent_consumer_commit_past_a_cut_is_moved_back(
-        make_broker: Callable[..., EmbeddedBroker]) -> None:
-    """librdkafka starts from a committed offset without validating it; a commit past a tail
-    that recovery cut is moved back to the cut at start (groups/offsets.py), so the restarted
-    consumer reads the new records from there (before: it fetched at its old offset)."""
+def _group_read(client: str, b: EmbeddedBroker, topic: str, group: str, want: int,
+                kafkajs_path: Path | None) -> list[tuple[int, bytes]]:
+    """A subscribed consumer of `group` with `client`: reads `want` records from its committed
+    offset (earliest without one), whatever more arrives in the next 3 s, commits, and stops."""
+    boot = b.kafka_bootstrap
+    got: list[tuple[int, bytes]] = []
+    if client == "confluent":
+        c = CKConsumer({"bootstrap.servers": boot, "group.id": group,
+                        "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        try:
+            c.subscribe([topic])
+            got = [(m.offset(), m.value()) for m in _poll(c, want) + _drain(c)]
+            c.commit(asynchronous=False)
+        finally:
+            c.close()
+    elif client == "kafka-python":
+        k = KafkaConsumer(topic, bootstrap_servers=boot, group_id=group,
+                          auto_offset_reset="earliest", enable_auto_commit=False)
+        try:
+            deadline = time.monotonic() + 60
+            while len(got) < want and time.monotonic() < deadline:
+                for recs in k.poll(500).values():
+                    got.extend((r.offset, r.value) for r in recs)
+            quiet = time.monotonic() + 3
+            while time.monotonic() < quiet:
+                for recs in k.poll(200).values():
+                    got.extend((r.offset, r.value) for r in recs)
+            k.commit()
+        finally:
+            k.close()
+    elif client == "aiokafka":
+        got = asyncio.run(_aiokafka_read(boot, topic, group, want))
+    else:
+        assert kafkajs_path is not None
+        r = subprocess.run(["node", str(HERE / "kafkajs_consume_commit.js"), boot, topic, group,
+                            str(want)], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "NODE_PATH": str(kafkajs_path)})
+        assert r.returncode == 0, r.stderr[-2000:]
+        got = [(o, v.encode()) for o, v in json.loads(r.stdout)]
+    return got
+
+
+async def _aiokafka_read(boot: str, topic: str, group: str, want: int) -> list[tuple[int, bytes]]:
+    c = AIOKafkaConsumer(topic, bootstrap_servers=boot, group_id=group,
+                         auto_offset_reset="earliest", enable_auto_commit=False)
+    await c.start()
+    got: list[tuple[int, bytes]] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(got) < want and time.monotonic() < deadline:
+            for recs in (await c.getmany(timeout_ms=500)).values():
+                got.extend((r.offset, r.value) for r in recs)
+        quiet = time.monotonic() + 3
+        while time.monotonic() < quiet:
+            for recs in (await c.getmany(timeout_ms=200)).values():
+                got.extend((r.offset, r.value) for r in recs)
+        await c.commit()
+    finally:
+        await c.stop()
+    return got
+
+
+@pytest.fixture
+def kafkajs_path(request: pytest.FixtureRequest) -> Path | None:
+    """node's kafkajs (installed once, test_kafkajs.py's fixture) for the kafkajs case only."""
+    if request.node.callspec.params["client"] != "kafkajs":
+        return None
+    return cast(Path, request.getfixturevalue("kafkajs"))
+
+
+@pytest.mark.parametrize("client", ["confluent", "kafka-python", "aiokafka", "kafkajs"])
+def test_restarted_group_consumer_resumes_at_a_cut_tail(
+        make_broker: Callable[..., EmbeddedBroker], client: str,
+        kafkajs_path: Path | None) -> None:
+    """A group's commit past a tail that recovery cut is moved back to the cut at start
+    (groups/offsets.py), so a consumer of every client, restarted, reads the new records from
+    there. Before, it resumed at the old commit: offsets from it on only (librdkafka does not
+    validate a committed offset; aiokafka and kafkajs have no leader epochs)."""
     b = _pinned(make_broker)
-    create_topic(b, "ep3")
-    _produce_old(b, "ep3")
-    conf = {"bootstrap.servers": b.kafka_bootstrap, "group.id": "ep3",
-            "auto.offset.reset": "earliest", "enable.auto.commit": False}
-    c = CKConsumer(conf)
-    try:
-        c.subscribe(["ep3"])
-        assert len(_poll(c, OLD)) == OLD
-        c.commit(asynchronous=False)
-    finally:
-        c.close()
-    cut = _cut_and_restart(b, "ep3")
-    _produce_new(b, "ep3")
-    c = CKConsumer(conf)
-    try:
-        c.subscribe(["ep3"])
-        got = _poll(c, NEW) + _drain(c)
-        _new_only([(m.offset(), m.value()) for m in got], cut)
-    finally:
-        c.close()
+    topic = "ep3" + client.replace("-", "")
+    create_topic(b, topic)
+    _produce_old(b, topic)
+    assert len(_group_read(client, b, topic, "g", OLD, kafkajs_path)) == OLD
+    cut = _cut_and_restart(b, topic)
+    _produce_new(b, topic)
+    _new_only(_group_read(client, b, topic, "g", NEW, kafkajs_path), cut)
     assert "recovery cut the partition's tail" in b.log()
 
 
