@@ -18,6 +18,7 @@ from edgebus.protocol import codec as C
 from edgebus.protocol import groups as G
 from edgebus.protocol import messages as M
 from edgebus.protocol import registry as AR
+from edgebus.server.groups.offsets import OffsetKey, OffsetValue, OffsetValueEpoch
 
 pytestmark = pytest.mark.unit
 
@@ -560,3 +561,11 @@ def test_transaction_marker_table_matches_the_coordinator() -> None:
         assert f"{t} = {name}" in next(r["meaning"] for r in rows if r["part"] == "key")
         assert bytes.fromhex(doc["key"].replace("T", str(t))) == TC._CONTROL_KEY.pack(0, t)
     assert bytes.fromhex(doc["value"]) == TC._CONTROL_VALUE.pack(0, 0)
+
+
+@pytest.mark.parametrize("cls", [OffsetKey, OffsetValue, OffsetValueEpoch], ids=lambda c: c.__name__)
+def test_committed_offset_record_tables(cls: type[C.Message]) -> None:
+    """Section 4.4: the key and both value versions of `__consumer_offsets` records."""
+    cols, rows = table(f"`{cls.__name__}`")
+    assert cols == ["field", "type", "meaning"]
+    assert [(r["field"], r["type"]) for r in rows] == [(n, wire_name(t)) for n, t in cls.FIELDS]

@@ -123,6 +123,10 @@ def run(c: Client) -> dict[str, Any]:
         dict(resource_type=2, resource_name=n,
              configs=[dict(name="retention.ms", config_operation=0, value="3600000")])
         for n in ("mine-b", "theirs")]).responses)
+    out["offset_for_leader_epoch"] = [codes(t.partitions)[0] for t in c.call(
+        23, 4, replica_id=-1, topics=[dict(topic=n, partitions=[dict(
+            partition=0, current_leader_epoch=-1, leader_epoch=0)]) for n in ("mine-b", "theirs")]
+    ).topics]
     out["delete_records"] = [codes(t.partitions)[0] for t in c.call(21, 1, timeout=10_000, topics=[
         dict(name=n, partitions=[dict(partition_index=0, offset=-1)])
         for n in ("mine-b", "theirs")]).topics]

@@ -49,6 +49,7 @@ EXPECTED: dict[str, Any] = {
     "create_partitions": [0, TOPIC_DENIED],
     "describe_configs": [0, TOPIC_DENIED, CLUSTER_DENIED],
     "incremental_alter_configs": [0, TOPIC_DENIED],
+    "offset_for_leader_epoch": [0, TOPIC_DENIED],  # describe on the topic, as ListOffsets
     "delete_records": [0, TOPIC_DENIED],
     "delete_topics": [0, TOPIC_DENIED],
     # a real client library, refused: its own typed exceptions (not a hang, not a closed socket)

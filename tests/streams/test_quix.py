@@ -3,7 +3,14 @@ SIGKILLed three times mid-stream and restarted each time with its RocksDB state 
 (so its window state can only come back from the changelog topic). Exactly-once: every window
 result is in the output topic exactly once (read read_committed) with the right maximum, which a
 window that spans a kill gets only if its state was restored. At-least-once: every window is
-there at least once, with the right maximum."""
+there at least once, with the right maximum.
+
+The readings are fed in one phase per app instance, each released once that instance has been
+started, so that every instance has new readings to turn into results. (Fed all at once, the
+feed could end before the third instance started under load; if the instance before had
+committed everything, the new one had nothing to print and the test waited out APP_STUCK_S: the
+"stall" seen twice, reproduced at load 11 with the whole log kept: the supervisor's group was
+stable, the app idle at the end of its input with everything committed.)"""
 
 from __future__ import annotations
 
@@ -51,9 +58,20 @@ def expected() -> dict[tuple[str, int], float]:
     return out
 
 
-def feed(bootstrap: str, base_ms: int, done: threading.Event) -> None:
+PHASES = KILLS + 1  # one per app instance
+PHASE = READINGS // PHASES  # readings per kettle in a phase
+
+
+def feed(bootstrap: str, base_ms: int, phases: list[threading.Event], done: threading.Event,
+         stop: threading.Event) -> None:
+    """Phase n's readings once phases[n] is set (its app instance started), paced so that the
+    kill after its first results lands mid-stream."""
     p = CKProducer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     for i in range(READINGS):
+        if i % PHASE == 0:
+            while not phases[min(i // PHASE, PHASES - 1)].wait(0.5):
+                if stop.is_set():
+                    return
         for k, kettle in enumerate(KETTLES):
             p.produce("teapot.temperature", json.dumps({"celsius": celsius(k, i)}).encode(),
                       key=kettle.encode(), timestamp=base_ms + i * STEP_MS)
@@ -110,18 +128,21 @@ def test_windowed_app_killed_three_times(make_broker: Callable[..., EmbeddedBrok
     for t in ("teapot.temperature", "teapot.max-per-minute", "teapot.commands"):
         create_topic(b, t)
     state, log = tmp_path / "state", tmp_path / "app.log"
-    done = threading.Event()
+    done, stop = threading.Event(), threading.Event()
+    phases = [threading.Event() for _ in range(PHASES)]
     base = (int(time.time() * 1000) // WINDOW_MS - 100_000) * WINDOW_MS
-    feeder = threading.Thread(target=feed, args=(boot, base, done), daemon=True)
+    feeder = threading.Thread(target=feed, args=(boot, base, phases, done, stop), daemon=True)
     feeder.start()
     proc = start_app(boot, state, guarantee, log)
+    phases[0].set()
     try:
-        for _ in range(KILLS):
-            wait_output_lines(proc, 4, log)  # mid-stream: results printed, the feed still running
+        for n in range(KILLS):
+            wait_output_lines(proc, 4, log)  # mid-stream: results of its phase printed
             time.sleep(1.0)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             proc = start_app(boot, state, guarantee, log)
+            phases[n + 1].set()  # this instance's readings: it has results to print
         want = {(k, base + s): m for (k, s), m in expected().items()}
         isolation = "read_committed" if guarantee == "exactly-once" else "read_uncommitted"
         deadline = time.monotonic() + APP_STUCK_S  # until every window is out (or the app is stuck)
@@ -132,6 +153,7 @@ def test_windowed_app_killed_three_times(make_broker: Callable[..., EmbeddedBrok
                 break
             time.sleep(1)
     finally:
+        stop.set()
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     feeder.join(5)

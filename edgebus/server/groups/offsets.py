@@ -47,6 +47,10 @@ MAX_RECORDS_PER_BATCH = 1000
 REPLAY_READ_BYTES = 1024 * 1024
 KEY_VERSION = 0
 VALUE_VERSION = 0
+# A value with the Kafka leader epoch the client committed with (OffsetCommit v6+): written only
+# for a commit that has one (>= 0), so that an edgebus from before it still reads every other.
+VALUE_VERSION_EPOCH = 1
+NO_LEADER_EPOCH = -1
 
 TP = tuple[str, int]
 
@@ -71,6 +75,19 @@ class OffsetValue(Message):
               ("metadata", STR))
 
 
+@dataclass
+class OffsetValueEpoch(Message):
+    """VALUE_VERSION_EPOCH: OffsetValue's fields, then the committed Kafka leader epoch."""
+
+    version: int
+    offset: int
+    commit_time: int
+    generation: int
+    metadata: str
+    leader_epoch: int
+    FIELDS = (*OffsetValue.FIELDS, ("leader_epoch", I32))
+
+
 @dataclass(slots=True)
 class Committed:
     offset: int
@@ -78,6 +95,9 @@ class Committed:
     commit_time: int  # ms since the epoch, the supervisor's clock
     generation: int
     log_offset: int  # offset of the record in __consumer_offsets that holds this value
+    # The Kafka leader epoch of the record before `offset` as the client saw it (KIP-320;
+    # server/kafka/leader_epochs.py), NO_LEADER_EPOCH when none was given (native commits).
+    leader_epoch: int = NO_LEADER_EPOCH
 
 
 class OffsetStore:
@@ -106,14 +126,21 @@ class OffsetStore:
             log.info("%s is now a compacted topic", OFFSETS_TOPIC)
         self.partition = self.logs.partition(OFFSETS_TOPIC, 0)
         self._replay()
-        # Only after the machine went down (or maybe did: no run marker said how the previous
-        # run stopped, log/cleanstop.py): then, and only then, records a group had read can be
-        # gone (a kill -9 keeps the page cache). Otherwise a commit past the log end is a client's
-        # own choice (Kafka clients may commit any offset) and is kept as Kafka keeps it.
+        # Only where records a group had read can be gone: every partition after the machine
+        # went down (or maybe did: no run marker said how the previous run stopped,
+        # log/cleanstop.py), and a partition whose tail recovery cut (a torn or damaged last
+        # batch) whatever ended the run; a kill -9 alone keeps the page cache. Otherwise a commit
+        # past the log end is a client's own choice (Kafka clients may commit any offset) and
+        # is kept as Kafka keeps it.
         if getattr(self.logs, "previous_stop", "clean") in ("machine-down", "unknown"):
             self._clamp_to_log_ends(time.time_ns() // 1_000_000)
+        else:
+            cut = {(p.topic, p.partition) for p in getattr(self.logs, "all_partitions", list)()
+                   if getattr(getattr(p, "recovery_report", None), "anything_cut", False)}
+            if cut:
+                self._clamp_to_log_ends(time.time_ns() // 1_000_000, cut)
 
-    def _clamp_to_log_ends(self, now_ms: int) -> None:
+    def _clamp_to_log_ends(self, now_ms: int, only: set[TP] | None = None) -> None:
         """Move committed offsets past their partition's log end back to it.
 
         Such a commit means the log lost records the group had read: written but not yet fsynced
@@ -127,7 +154,8 @@ class OffsetStore:
         for group_id, offsets in self.table.items():
             for (topic, part), c in offsets.items():
                 cfg = topics.get(topic)
-                if cfg is None or part >= cfg.partitions:
+                if cfg is None or part >= cfg.partitions or (only is not None
+                                                             and (topic, part) not in only):
                     continue
                 end = self.logs.partition(topic, part).log_end_offset
                 if c.offset > end:
@@ -139,10 +167,12 @@ class OffsetStore:
                 c = self.table[group_id][(topic, part)]
                 by_group.setdefault(group_id, []).append((topic, part, end, c.metadata))
             log.warning("%s-%d ends at offset %d, but group(s) %s had committed up to %d: records "
-                        "they had read are gone (written but not fsynced before a power cut?); "
+                        "they had read are gone (%s); "
                         "their committed offsets are moved back to %d, so that they get the "
                         "records appended from now on", topic, part, end,
-                        ", ".join(g for g, _ in groups), max(o for _, o in groups), end)
+                        ", ".join(g for g, _ in groups), max(o for _, o in groups),
+                        "recovery cut the partition's tail" if only is not None
+                        else "written but not fsynced before a power cut?", end)
         for group_id, entries in by_group.items():
             generation = max(self.table[group_id][(t, p)].generation for t, p, _, _ in entries)
             self.commit(group_id, entries, generation, now_ms)
@@ -189,15 +219,21 @@ class OffsetStore:
             if value is None:
                 self._set(k.group_id, tp, None)
                 return
-            v = OffsetValue.from_bytes(value)
-            if v.version != VALUE_VERSION:
-                raise ProtocolError(f"unknown value version {v.version}")
+            version = int.from_bytes(value[:2], "little", signed=True)
+            v: OffsetValue | OffsetValueEpoch
+            if version == VALUE_VERSION:
+                v = OffsetValue.from_bytes(value)
+            elif version == VALUE_VERSION_EPOCH:
+                v = OffsetValueEpoch.from_bytes(value)
+            else:
+                raise ProtocolError(f"unknown value version {version}")
         except ProtocolError as e:
             self.bad_records += 1
             log.error("%s: skipping record %d: %s", OFFSETS_TOPIC, log_offset, e)
             return
         self._set(k.group_id, tp, Committed(v.offset, v.metadata, v.commit_time, v.generation,
-                                            log_offset))
+                                            log_offset, getattr(v, "leader_epoch",
+                                                                NO_LEADER_EPOCH)))
 
     def _set(self, group_id: str, tp: TP, committed: Committed | None) -> None:
         """The one place the table changes (it keeps the live count)."""
@@ -226,16 +262,19 @@ class OffsetStore:
         return sorted(self.table)
 
     # --- writes ----------------------------------------------------------------------------------
-    def commit(self, group_id: str, entries: Iterable[tuple[str, int, int, str]], generation: int,
+    def commit(self, group_id: str, entries: Iterable[tuple[Any, ...]], generation: int,
                now_ms: int) -> Any:
-        """Append (topic, partition, offset, metadata) entries; return the partition to wait on
-        for durability. The table shows the new values at once."""
+        """Append (topic, partition, offset, metadata[, leader epoch]) entries; return the
+        partition to wait on for durability. The table shows the new values at once."""
         items = []
-        for topic, part, offset, metadata in entries:
+        for topic, part, offset, metadata, *rest in entries:
+            epoch = rest[0] if rest else NO_LEADER_EPOCH
             key = OffsetKey(KEY_VERSION, group_id, topic, part).to_bytes()
-            value = OffsetValue(VALUE_VERSION, offset, now_ms, generation, metadata).to_bytes()
+            value = (OffsetValue(VALUE_VERSION, offset, now_ms, generation, metadata)
+                     if epoch < 0 else OffsetValueEpoch(VALUE_VERSION_EPOCH, offset, now_ms,
+                                                        generation, metadata, epoch)).to_bytes()
             items.append(((topic, part), key, value, Committed(offset, metadata, now_ms,
-                                                               generation, -1)))
+                                                               generation, -1, epoch)))
         self._append(group_id, items, now_ms)
         return self.partition
 

@@ -44,7 +44,7 @@ NO_RESPONSE = object()  # Produce with acks=0: Kafka sends nothing back
 
 Handler = Callable[["KafkaContext", "Connection", Any, Any], Any]
 HANDLER_MODULES = ("data", "groups", "admin", "sasl", "acls", "txn", "txn_views", "cluster",
-                   "offset_delete", "topic_partitions", "scram_users", "kip848")
+                   "offset_delete", "topic_partitions", "scram_users", "kip848", "epoch_api")
 
 
 @dataclass(frozen=True)

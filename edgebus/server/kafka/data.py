@@ -20,6 +20,7 @@ from edgebus.server.kafka.autocreate import allowed, auto_create
 from edgebus.server.kafka.codec import build, response_module
 from edgebus.server.kafka.context import CLUSTER_ID, NODE_ID
 from edgebus.server.kafka.fetch import KafkaFetches, fetch, list_offsets
+from edgebus.server.kafka.leader_epochs import epochs_of
 from edgebus.server.kafka.produce import produce, producers
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ def metadata(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
     topics = ctx.logs.topics()
     create = wanted is not None and allowed(ctx, version, req)
     topic_ops = getattr(req, "include_topic_authorized_operations", False)  # v8+
+    epochs = epochs_of(ctx)
     out = []
     for name in names:
         cfg = topics.get(name)
@@ -81,8 +83,9 @@ def metadata(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> Any:
             continue
         parts = tuple(
             build(mod.MetadataResponsePartition, error_code=ErrorCode.none, partition_index=i,
-                  leader_id=NODE_ID, leader_epoch=0, replica_nodes=(NODE_ID,), isr_nodes=(NODE_ID,),
-                  offline_replicas=())
+                  leader_id=NODE_ID, leader_epoch=epochs.current(ctx.logs.partition(name, i))
+                  if epochs.table else 0,  # leader_epochs.py: bumped where a tail may be gone
+                  replica_nodes=(NODE_ID,), isr_nodes=(NODE_ID,), offline_replicas=())
             for i in range(cfg.partitions))
         out.append(build(mod.MetadataResponseTopic, error_code=ErrorCode.none, name=name,
                          topic_id=topic_id(cfg),  # v10+: the id CreateTopics gave

@@ -46,6 +46,8 @@ GROUP_ID_NOT_FOUND = int(ErrorCode.group_id_not_found)
 UNSUPPORTED_VERSION = int(ErrorCode.unsupported_version)
 UNKNOWN_TOPIC_ID = int(ErrorCode.unknown_topic_id)
 UNSTABLE_OFFSET_COMMIT = int(ErrorCode.unstable_offset_commit)
+FENCED_LEADER_EPOCH = int(ErrorCode.fenced_leader_epoch)
+UNKNOWN_LEADER_EPOCH = int(ErrorCode.unknown_leader_epoch)
 
 def code_of(e: BaseException, invalid: int = INVALID_REQUEST) -> int:
     """The Kafka error code answering `e`; `invalid` for InvalidRequestError (each API has its

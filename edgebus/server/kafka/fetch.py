@@ -19,9 +19,11 @@ from kio.schema.errors import ErrorCode
 from edgebus import format as F
 from edgebus.errors import EdgebusError
 from edgebus.server.fetchwait import FetchWaiters, ParkedFetch
+from edgebus.server.kafka import errcodes as E
 from edgebus.server.kafka.apis import DEFERRED
 from edgebus.server.kafka.codec import build, kafka_error, response_module
 from edgebus.server.kafka.hot import FetchPart, fetch_response
+from edgebus.server.kafka.leader_epochs import epochs_of, stamp
 from edgebus.server.kafka.records import edgebus_to_kafka
 from edgebus.server.parking import ParkingService
 from edgebus.server.txn.mark import up_to
@@ -125,6 +127,7 @@ def read(ctx: KafkaContext, req: Any) -> tuple[Topics, int, list[tuple[str, byte
     total = 0
     topics: Topics = []
     txn = ctx.parts.get("txn")
+    epochs = epochs_of(ctx)
     committed = getattr(req, "isolation_level", 0) == 1
     out: list[tuple[str, bytes]] = []
     errors = False
@@ -139,7 +142,13 @@ def read(ctx: KafkaContext, req: Any) -> tuple[Topics, int, list[tuple[str, byte
                 hw, ls = p.log_end_offset, p.log_start_offset
                 lso = txn.last_stable_offset((t.topic, fp.partition), hw) if txn else hw
                 end = lso if committed else hw  # read_committed stops at the last stable offset
-                if remaining > 0 and fp.fetch_offset < end:
+                ep = epochs.of(p) if epochs.table else None
+                if ep is not None and 0 <= getattr(fp, "current_leader_epoch", -1) < ep.current:
+                    # A client that has not seen the bump (leader_epochs.py): it refreshes its
+                    # metadata, sees the new epoch and validates its position (KIP-320). A
+                    # larger epoch than ours (a deleted topic's) is served: see leader_epochs.
+                    err = E.FENCED_LEADER_EPOCH
+                elif remaining > 0 and fp.fetch_offset < end:
                     data = p.read(fp.fetch_offset, min(max(fp.partition_max_bytes, 1), remaining),
                                   at_least_one=total == 0)
                     if committed and data:
@@ -147,7 +156,7 @@ def read(ctx: KafkaContext, req: Any) -> tuple[Topics, int, list[tuple[str, byte
                         aborted = list(txn.aborted_between((t.topic, fp.partition),
                                                            fp.fetch_offset, end)) if txn else []
                     if data:
-                        records = edgebus_to_kafka(data)
+                        records = stamp(edgebus_to_kafka(data), ep)
                         total += len(records)
                         remaining -= len(records)
                         out.append((t.topic, data))
@@ -169,11 +178,12 @@ def list_offsets(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> 
     broker without a remote tier answers. v7-v10 have v6's fields (v10 adds a timeout for reads
     from a remote tier: none here, nothing waits), so one answer serves every version."""
     mod = response_module(LIST_OFFSETS, header.request_api_version)
+    epochs = epochs_of(ctx)
     topics = []
     for t in req.topics:
         parts = []
         for lp in t.partitions:
-            err, off, ts = ErrorCode.none, -1, -1
+            err, off, ts, epoch = ErrorCode.none, -1, -1, -1
             try:
                 p = ctx.logs.partition(t.name, lp.partition_index)
                 if lp.timestamp == LATEST:
@@ -197,10 +207,14 @@ def list_offsets(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> 
                         found = None
                     if found is not None:
                         off, ts = found
+                if off >= 0:  # the epoch of the record there (the current one at the log end)
+                    ep = epochs.of(p) if epochs.table else None
+                    epoch = 0 if ep is None else (ep.current if off >= p.log_end_offset
+                                                  else ep.epoch_at(off))
             except EdgebusError as e:
                 err = kafka_error(e)
             parts.append(build(mod.ListOffsetsPartitionResponse, partition_index=lp.partition_index,
                                error_code=err, timestamp=ts, offset=off,
-                               old_style_offsets=(off,) if off >= 0 else (), leader_epoch=0))
+                               old_style_offsets=(off,) if off >= 0 else (), leader_epoch=epoch))
         topics.append(build(mod.ListOffsetsTopicResponse, name=t.name, partitions=tuple(parts)))
     return build(mod.ListOffsetsResponse, topics=tuple(topics))

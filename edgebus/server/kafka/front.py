@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from edgebus.config import KafkaSettings
     from edgebus.server.kafka.context import KafkaContext
+    from edgebus.server.kafka.leader_epochs import LeaderEpochs
     from edgebus.server.service import SupervisorParts
 
 log = logging.getLogger("edgebus.kafka")
@@ -34,6 +35,7 @@ class KafkaFront:
         self.settings = settings
         self.advertised: tuple[str, int] = ("127.0.0.1", 0)  # set by advertise() after binding
         self.ctx: KafkaContext | None = None
+        self.epochs: LeaderEpochs | None = None  # made at start (prepare)
 
     def prepare(self) -> None:
         """At start, once the Broker's services are on the loop. A missing kio fails the start, as
@@ -43,6 +45,12 @@ class KafkaFront:
             raise ConfigError("kafka.enabled: the Kafka listener needs the kio package, which is "
                               "not installed (pip install edgebus installs it); or set "
                               "kafka.enabled: false")
+        # Leader epochs bumped where the log may have lost its tail, at the log end recovery left
+        # (before anything is appended): leader_epochs.py. No kio in it.
+        from edgebus.server.kafka.leader_epochs import LeaderEpochs
+
+        self.epochs = LeaderEpochs(self.parts.logs.data_dir)
+        self.epochs.bump_at_start(self.parts.logs)
         if self.settings.sasl_mechanisms:
             self.context()
 
@@ -57,6 +65,8 @@ class KafkaFront:
 
             ctx, services = make_context(self.parts, self.settings)
             ctx.advertised = self.advertised
+            if self.epochs is not None:
+                ctx.parts["epochs"] = self.epochs
             # Parked fetches are answered at shutdown before the native handlers stop, as when
             # they were made at start.
             for s in services:

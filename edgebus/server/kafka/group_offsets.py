@@ -80,7 +80,10 @@ def offset_commit(ctx: Any, conn: Any, header: Any, req: Any) -> Any:
                                   error_code=E.code_of(e, E.INVALID_COMMIT_OFFSET_SIZE)))
                 continue
             parts.append(dict(partition_index=p.partition_index, error_code=E.NONE))
-            entries.append((t.name, p.partition_index, p.committed_offset, metadata))
+            # v6+: the leader epoch of the last record the client read, given back by OffsetFetch
+            # (a restarted kafka-python validates its committed position with it: KIP-320).
+            entries.append((t.name, p.partition_index, p.committed_offset, metadata,
+                            getattr(p, "committed_leader_epoch", -1)))
         out.append(dict(name=t.name, partitions=parts))
     resp = response(header, topics=out)
     if not entries:
@@ -128,7 +131,7 @@ def _fetch_group(ctx: Any, conn: Any, group_id: str, topics: Any,
             c = gh.store.get(group_id, (topic, part))
             rows.append(dict(partition_index=part,
                              committed_offset=c.offset if c is not None else G.NO_OFFSET,
-                             committed_leader_epoch=-1,
+                             committed_leader_epoch=c.leader_epoch if c is not None else -1,
                              metadata=c.metadata if c is not None else "",
                              error_code=E.NONE))
         out.append(dict(name=topic, partitions=rows))
