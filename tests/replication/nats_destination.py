@@ -19,7 +19,9 @@ from .nats_cluster import PASSWORD, USER, NatsCluster
 STREAM = "EDGE"
 PREFIX = "edgebus.gw-src"
 # How long a reader retries a fetch the cluster answered with "no responders" or not at all.
-FETCH_PATIENCE_S = 30.0
+FETCH_PATIENCE_S = 60.0
+# How long one read (one connection and consumer) retries its steps before starting over.
+STEP_PATIENCE_S = 10.0
 # JetStream's "stream not found" (nats-server server/errors.json).
 ERR_STREAM_NOT_FOUND = 10059
 T = TypeVar("T")
@@ -78,14 +80,24 @@ async def _patiently(step: Callable[[], Awaitable[T]], deadline: float) -> T:
 async def _read_subject(urls: list[str], subject: str) -> list[tuple[dict[str, str], bytes, int]]:
     """(headers, payload, stream sequence) of every message on the subject, in order. Each step
     (the stream info, the consumer's creation, each fetch) is asked again while the cluster
-    does not answer it yet (_patiently): the test's own reader read a 503 after the fault test
-    restarted every node (CI at load 15-28), and before that a 503 to the stream info read as
-    an empty subject."""
+    does not answer it yet (_patiently), and a read that stays unanswered for STEP_PATIENCE_S
+    starts over with a new connection and consumer, until FETCH_PATIENCE_S: the test's own
+    reader read a 503 after the fault test restarted every node (CI at load 15-28; here at load
+    ~20 a consumer's pulls were answered 503 for 30 s, which a new consumer gets past), and
+    before that a 503 to the stream info read as an empty subject."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FETCH_PATIENCE_S
+    return await _patiently(
+        lambda: _read_subject_once(urls, subject, min(deadline, loop.time() + STEP_PATIENCE_S)),
+        deadline)
+
+
+async def _read_subject_once(urls: list[str], subject: str, deadline: float
+                             ) -> list[tuple[dict[str, str], bytes, int]]:
     from nats.js.api import AckPolicy, ConsumerConfig
     from nats.js.errors import APIError
 
     nc = await _connect(urls)
-    deadline = asyncio.get_running_loop().time() + FETCH_PATIENCE_S
     try:
         async def info() -> dict[str, Any]:
             r = await nc.request(f"$JS.API.STREAM.INFO.{STREAM}",
