@@ -7,22 +7,22 @@ carry a `hint` saying what to do.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from edgebus.error_base import EdgebusError
 
-
-class EdgebusError(Exception):
-    """Base of every edgebus error."""
-
-    code: ClassVar[int] = 1
-    retriable: ClassVar[bool] = False
-    hint: ClassVar[str] = ""
-
-    def __str__(self) -> str:
-        msg = super().__str__()
-        if self.hint and self.hint not in msg:
-            return f"{msg} (hint: {self.hint})" if msg else self.hint
-        return msg
-
+# Re-exported: every error is imported from here (local_errors.py holds those never on the wire).
+from edgebus.local_errors import (
+    BrokerUnavailableError,
+    ClosedError,
+    ConfigError,
+    DataDirLockedError,
+    OperationTimeoutError,
+    ServiceInstallError,
+    SocketDirError,
+    SocketInUseError,
+    TargetUnavailableError,
+    TransportUnavailableError,
+    UntrustedSocketError,
+)
 
 # --- raised by the broker and sent over the wire -------------------------------------------------
 
@@ -300,92 +300,6 @@ class ConcurrentTransactionsError(EdgebusError):
     retriable = True
 
 
-# --- local only (never sent on the wire) ---------------------------------------------------------
-
-
-class BrokerUnavailableError(EdgebusError):
-    """The supervisor cannot be reached on its socket."""
-
-    code = 100
-    retriable = True
-    hint = "is `edgebus serve` running? set EDGEBUS_SOCKET or socket= to its socket path"
-
-
-class TargetUnavailableError(BrokerUnavailableError):
-    """A replication target (a peer's replica listener, a Kafka or NATS cluster) did not answer,
-    or closed the connection; the local supervisor is not the one in trouble."""
-
-    code = 114
-    hint = ("edgebus itself is fine: check that the replication target named here runs and "
-            "answers, and the network path to it")
-
-
-class OperationTimeoutError(EdgebusError):
-    """A local wait (a future's get, a flush) ran out of time."""
-
-    code = 101
-    retriable = True
-
-
-class ConfigError(EdgebusError):
-    """The configuration file or an option is invalid; the message names the key."""
-
-    code = 102
-
-
-class ClosedError(EdgebusError):
-    code = 103
-
-
-class DataDirLockedError(EdgebusError):
-    """Another process holds the data directory's lock (one supervisor per data directory)."""
-
-    code = 104
-    hint = "another edgebus supervisor is using this data directory; stop it or use another one"
-
-
-class ServiceInstallError(EdgebusError):
-    """`edgebus install-service` cannot install the systemd service as asked."""
-
-    code = 105
-    hint = "see `edgebus install-service --help` and the README section on running as a service"
-
-
-class SocketDirError(EdgebusError):
-    """The socket's directory is not safe to serve from: another user owns it or may write it,
-    so they could remove the socket and put their own in its place."""
-
-    code = 110
-    hint = ("use a directory only you (or root) own and can write, e.g. `chmod 700 DIR`, or "
-            "remove it and let the supervisor create it; or set `socket:` elsewhere")
-
-
-class SocketInUseError(EdgebusError):
-    """Another process serves the socket path: a second supervisor never takes it over."""
-
-    code = 111
-    hint = "stop the other supervisor first, or give this one another `--socket`"
-
-
-class UntrustedSocketError(BrokerUnavailableError):
-    """The process serving the socket runs as a user the client does not trust (not the
-    client's own, root or the edgebus service user): nothing was sent to it."""
-
-    code = 112
-    retriable = False
-    hint = ("another local user may have put a socket at this path; if that user's supervisor is "
-            "meant to serve you, set EDGEBUS_SUPERVISOR_USER to that user")
-
-
-class TransportUnavailableError(BrokerUnavailableError):
-    """transport='shm' was asked for where shared-memory rings cannot work (no C module, not
-    Linux): retrying cannot help, so it fails at once instead of waiting for a delivery timeout."""
-
-    code = 113
-    retriable = False
-    hint = "use transport='auto' (the socket then), or install gcc and python3-dev and reinstall edgebus"
-
-
 _BY_CODE: dict[int, type[EdgebusError]] = {}
 
 
@@ -407,3 +321,59 @@ def error_for_code(code: int, message: str = "") -> EdgebusError:
 
 
 NO_ERROR = 0
+
+# Every error, those of local_errors.py and error_base.py included: import them from here.
+__all__ = [
+    "NO_ERROR",
+    "AuthenticationError",
+    "AuthorizationError",
+    "BrokerUnavailableError",
+    "ClosedError",
+    "ConcurrentTransactionsError",
+    "ConfigError",
+    "CorruptRecordError",
+    "DataDirLockedError",
+    "DiskFullError",
+    "DuplicateSequenceError",
+    "EdgebusError",
+    "FencedInstanceError",
+    "GroupFullError",
+    "GroupNotEmptyError",
+    "IllegalGenerationError",
+    "IncarnationMismatchError",
+    "InconsistentGroupProtocolError",
+    "InvalidRequestError",
+    "InvalidTopicError",
+    "InvalidTxnStateError",
+    "MirrorReadOnlyError",
+    "NotAMirrorError",
+    "NotAuthenticatedError",
+    "OffsetOutOfRangeError",
+    "OperationTimeoutError",
+    "OutOfOrderSequenceError",
+    "ProducerFencedError",
+    "ProtocolError",
+    "RebalanceInProgressError",
+    "RecordTooLargeError",
+    "ReplicaDivergedError",
+    "RequestTimedOutError",
+    "ServerBusyError",
+    "ServiceInstallError",
+    "ShuttingDownError",
+    "SocketDirError",
+    "SocketInUseError",
+    "StorageError",
+    "TargetUnavailableError",
+    "TooManyConnectionsError",
+    "TopicExistsError",
+    "TopicLimitError",
+    "TransportUnavailableError",
+    "UnknownGroupError",
+    "UnknownMemberError",
+    "UnknownPartitionError",
+    "UnknownServerError",
+    "UnknownTopicError",
+    "UnsupportedVersionError",
+    "UntrustedSocketError",
+    "error_for_code",
+]

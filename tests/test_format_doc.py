@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebus import batch, errors
+from edgebus import batch, errors, local_errors
 from edgebus import format as F
 from edgebus.protocol import codec as C
 from edgebus.protocol import groups as G
@@ -439,7 +439,8 @@ def error_classes() -> list[type[errors.EdgebusError]]:
     while todo:
         cls = todo.pop()
         for sub in cls.__subclasses__():
-            if sub.__module__ == errors.__name__ and sub not in out:
+            # edgebus's own, not a bridge's subclass (the local ones live in local_errors.py)
+            if sub.__module__ in (errors.__name__, local_errors.__name__) and sub not in out:
                 out.append(sub)
                 todo.append(sub)
     return out

@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bridges.replicator.config_rules import TopicRule, rules_of
+from bridges.replicator.config_rules import str_key as _str
 from bridges.replicator.kafka_config import KafkaConfig, kafka_config
 from bridges.replicator.nats_config import (
     NATS_KEYS,
@@ -51,7 +53,7 @@ from bridges.replicator.nats_config import (
     down_subject_problem,
     nats_options,
 )
-from bridges.replicator.nats_wildcards import MAX_SUBJECTS, is_wildcard, made_by, wildcard_problem
+from bridges.replicator.nats_wildcards import is_wildcard, made_by, wildcard_problem
 from edgebus.config import parse_duration, parse_size, read_yaml_file
 from edgebus.config_parse import unknown_key
 from edgebus.errors import ConfigError
@@ -62,7 +64,6 @@ TARGET_KINDS = ("peer", "kafka", "nats")
 # A cap below this would ship less than one default-size batch a second: surely a typo.
 MIN_BYTES_PER_S = 64 * 1024
 MAX_LINKS = 64  # a gateway has a handful; more is a mistake in the file
-MAX_WEIGHT = 1000
 # One append is at least a batch header's worth and at most what one read returns.
 MIN_BATCH_BYTES, MAX_BATCH_BYTES = 4096, 4 * 1024 * 1024
 MAX_LINGER_MS = 60_000  # longer would look like a stalled link
@@ -86,24 +87,6 @@ class LocalReplica:
     address: str
     token: str
     tls: TlsConfig | None = None
-
-
-@dataclass(frozen=True)
-class TopicRule:
-    pattern: str  # a topic name or an fnmatch pattern
-    priority: int = 0  # strict: a class ships only when every higher one has nothing to ship
-    # "up": local topics matching `pattern` go to the target; "down": the target's topic
-    # `remote` (default: the same name) comes into the local topic `pattern` (a plain name).
-    direction: str = "up"
-    remote: str | None = None
-    weight: int = 1  # within a class: each partition's share of a read, in proportion
-    max_age_ms: int | None = None  # batches appended longer ago are not shipped (a gap record)
-    # NATS down only: several subjects into one local topic, subject i into partition i
-    # (`remote` given as a list); empty for every other rule.
-    subjects: tuple[str, ...] = ()
-    # NATS down by wildcard (`remote` a subject filter): the most subjects, each a local topic,
-    # the rule brings down (bridges/replicator/nats_wildcards.py); None: not given.
-    max_subjects: int | None = None
 
 
 @dataclass(frozen=True)
@@ -152,13 +135,6 @@ class ReplicatorConfig:
     metrics_listen: str | None = None  # host:port (loopback) of /metrics and /status
 
 
-def _str(d: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
-    v = d.get(key, default)
-    if not isinstance(v, str) or not v.strip():
-        raise ConfigError(f"{where}{key}: expected a non-empty string, got {v!r}")
-    return v.strip()
-
-
 def _read_token(path: Path, where: str, key: str = "token_file") -> str:
     return read_secret(path, where + key)
 
@@ -195,7 +171,7 @@ def _link(raw: Any, i: int, base: Path | None, node: str = "") -> LinkConfig:
     token = ""
     if "token_file" in raw or tls is None or tls.cert is None:
         token = _read_token(config_path(_str(raw, "token_file", where), base), where)
-    rules = _rules(raw, where)
+    rules = rules_of(raw, where)
     local = None
     if any(r.direction == "down" for r in rules) or "local_replica" in raw:
         local = _local_replica(raw.get("local_replica"), where + "local_replica", base)
@@ -236,7 +212,7 @@ def _kafka_link(raw: dict[str, Any], i: int, address: str, base: Path | None) ->
         raise ConfigError(f"{where}durable: a Kafka link always waits for acks=all (the no-gap "
                           "promise rests on it); leave durable out")
     return LinkConfig(_str(raw, "name", where, f"link{i}"), "kafka", kcfg.bootstrap, "",
-                      _rules(raw, where), durable, None, cap, hb, kcfg, **_policies(raw, where))
+                      rules_of(raw, where), durable, None, cap, hb, kcfg, **_policies(raw, where))
 
 
 def _nats_link(raw: dict[str, Any], i: int, base: Path | None, node: str) -> LinkConfig:
@@ -248,7 +224,7 @@ def _nats_link(raw: dict[str, Any], i: int, base: Path | None, node: str) -> Lin
         return path, _read_token(path, where, key)
 
     nats = nats_options(raw, where, node, secret, tls is not None)
-    rules = _rules(raw, where, subject_lists=True)
+    rules = rules_of(raw, where, subject_lists=True)
     for j, r in enumerate(rules):
         if r.direction == "down" and not r.subjects and is_wildcard(r.remote or r.pattern):
             problem = wildcard_problem(r.remote or r.pattern, r.pattern)
@@ -265,26 +241,6 @@ def _nats_link(raw: dict[str, Any], i: int, base: Path | None, node: str) -> Lin
     cap, durable, hb = _common(raw, where)
     return LinkConfig(_str(raw, "name", where, f"link{i}"), "nats", nats.servers[0], "", rules,
                       durable, tls, cap, hb, nats=nats, **_policies(raw, where))
-
-
-def _rules(raw: dict[str, Any], where: str, subject_lists: bool = False
-           ) -> tuple[TopicRule, ...]:
-    topics = raw.get("topics")
-    if not isinstance(topics, list) or not topics:
-        raise ConfigError(f"{where}topics: expected a non-empty list of topic names or patterns")
-    rules = tuple(_rule(t, f"{where}topics[{j}]") for j, t in enumerate(topics))
-    down = [r.pattern for r in rules if r.direction == "down"]
-    if len(set(down)) != len(down):
-        raise ConfigError(f"{where}topics: two rules bring a target topic down into the same "
-                          "local topic")
-    for j, r in enumerate(rules):
-        if r.subjects and not subject_lists:
-            raise ConfigError(f"{where}topics[{j}].remote: a list (several subjects into one "
-                              "topic's partitions) is for target: nats; name one remote topic")
-        if r.max_subjects is not None and not subject_lists:
-            raise ConfigError(f"{where}topics[{j}].max_subjects: for target: nats (a remote "
-                              "subject filter with wildcards)")
-    return rules
 
 
 def _common(raw: dict[str, Any], where: str) -> tuple[int | None, bool, float]:
@@ -334,60 +290,6 @@ def _size(raw: dict[str, Any], key: str, where: str, default: int, lo: int, hi: 
     if not lo <= v <= hi:
         raise ConfigError(f"{where}{key}: expected {lo}..{hi} bytes, got {v}")
     return v
-
-
-def _rule(raw: Any, where: str) -> TopicRule:
-    if isinstance(raw, str) and raw.strip():
-        return TopicRule(raw.strip())
-    if (isinstance(raw, dict)
-            and set(raw) <= {"pattern", "priority", "direction", "remote", "weight", "max_age",
-                             "max_subjects"}
-            and "pattern" in raw):
-        prio = raw.get("priority", 0)
-        if isinstance(prio, bool) or not isinstance(prio, int) or not -100 <= prio <= 100:
-            raise ConfigError(f"{where}.priority: expected a whole number in [-100, 100], got {prio!r}")
-        pattern = _str(raw, "pattern", where + ".")
-        direction = raw.get("direction", "up")
-        if direction not in ("up", "down"):
-            raise ConfigError(f"{where}.direction: expected up or down, got {direction!r}")
-        subjects: tuple[str, ...] = ()
-        if isinstance(raw.get("remote"), list):
-            subjects = tuple(raw["remote"])
-            if (not subjects or not all(isinstance(x, str) and x for x in subjects)
-                    or len(set(subjects)) != len(subjects)):
-                raise ConfigError(f"{where}.remote: expected one name, or a list of distinct "
-                                  f"NATS subjects (subject i into partition i), got {subjects!r}")
-            remote = None
-        else:
-            remote = _str(raw, "remote", where + ".") if "remote" in raw else None
-        if direction == "up" and (remote is not None or subjects):
-            raise ConfigError(f"{where}.remote: only for direction: down (the name up there is "
-                              "the target's business: kafka.topic)")
-        max_subjects = raw.get("max_subjects")
-        if max_subjects is not None and (
-                isinstance(max_subjects, bool) or not isinstance(max_subjects, int)
-                or not 1 <= max_subjects <= MAX_SUBJECTS):
-            raise ConfigError(f"{where}.max_subjects: expected a whole number in "
-                              f"[1, {MAX_SUBJECTS}], got {max_subjects!r}")
-        if direction == "down" and (any(c in pattern for c in "*?[") or pattern.startswith("__")):
-            raise ConfigError(f"{where}.pattern: a topic brought down is named exactly (the "
-                              f"local topic it fills), got {pattern!r}")
-        weight = raw.get("weight", 1)
-        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_WEIGHT:
-            raise ConfigError(f"{where}.weight: expected a whole number in [1, {MAX_WEIGHT}], "
-                              f"got {weight!r}")
-        max_age = None
-        if raw.get("max_age") is not None:
-            try:
-                max_age = parse_duration(raw["max_age"])
-            except ValueError as e:
-                raise ConfigError(f"{where}.max_age: {e}") from None
-            if max_age <= 0:
-                raise ConfigError(f"{where}.max_age: expected a positive duration, got {max_age}")
-        return TopicRule(pattern, prio, direction, remote, weight, max_age, subjects,
-                         max_subjects)
-    raise ConfigError(f"{where}: expected a topic name or pattern, or {{pattern: ..., priority: N, "
-                      "weight: N, max_age: DURATION, direction: up|down, remote: NAME}")
 
 
 def _tls(raw: Any, where: str, base: Path | None) -> TlsConfig:

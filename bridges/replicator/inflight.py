@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bridges.replicator.link import PartitionState
+    from bridges.replicator.link_status import PartitionState
 
 
 @dataclass

@@ -14,21 +14,17 @@ import dataclasses
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from bridges.replicator.config import LinkConfig
 from bridges.replicator.inflight import InFlight, Shipment
-from bridges.replicator.rate import Rate
+from bridges.replicator.link_budget import ReadBudget
+from bridges.replicator.link_status import GapCount, LinkStatus, PartitionState
 from bridges.replicator.refused import Refused
 from bridges.replicator.sessions import SessionLoop, bounded_heartbeat
 from bridges.replicator.targets.base import GapTarget, Target, TargetRefusedError
 from bridges.replicator.targets.peer import PeerTarget
 from edgebus import Admin, BatchReader, PartitionRead, TopicInfo, TopicPartition
-
-if TYPE_CHECKING:
-    from bridges.replicator.pull_wildcards import Refusals, Wildcards
 from edgebus.errors import (
     IncarnationMismatchError,
     NotAMirrorError,
@@ -41,13 +37,6 @@ log = logging.getLogger("edgebus.replicator")
 
 TOPIC_REFRESH_S = 5.0  # how soon a new matching topic starts replicating
 GROUP_SYNC_S = 2.0  # how often consumer groups' committed offsets are mirrored
-# One read of all partitions: bounded memory, and below the mmap threshold of every process it
-# crosses (edgebus/heap.py: half of EDGEBUS_HEAP_KEEP_MIB, 4 MiB by default) with room for the
-# copies each makes of it, so the source's answer, this process's buffers and the peer's append
-# frame reuse freed heap. At 4 MiB each of them got fresh pages from the kernel, three page
-# faults per page of data on the source (bench/results/replication-1k.md).
-READ_BYTES = 2 * 1024 * 1024
-MIN_READ_BYTES = 64 * 1024  # per partition: more than any batch header, so every read moves
 IDLE_WAIT_MS = 500  # long-poll of the source when nothing moved (idle is idle: no spinning)
 # Shipments in flight at once on a target that ships partitions in parallel (NATS: one atomic
 # batch per subject): each holds its read's buffer (at most READ_BYTES) until answered.
@@ -69,115 +58,6 @@ def make_target(cfg: LinkConfig, node: str) -> Target:
     raise ValueError(f"unknown target kind {cfg.target!r}")
 
 
-@dataclass
-class PartitionState:
-    cursor: int  # the target's log end: the next offset it expects
-    shipped_records: int = 0  # offsets the target's log end moved by in this session
-    shipped_bytes: int = 0
-    source_end: int = -1  # the source's log end at the last read
-    caught_up_at: float = field(default_factory=time.time)  # when the cursor last met source_end
-    # Every record not yet shipped was appended at or after this (ms; -1: unknown, then
-    # caught_up_at is the bound): the append time of the batch at the cursor from the last read
-    # there, or of the last batch shipped. lag_seconds is the age it gives (issue 11 item 5).
-    head_append_ms: int = -1
-    # Bytes of log from the cursor to the source's end at the last read, less what shipped
-    # since (REPLICA_FETCH v1's bytes_to_end; -1: unknown, the source predates it).
-    lag_bytes: int = -1
-    duplicates: int = 0
-    error: str = ""  # why this partition is held (a gap, a recreated source); "" when flowing
-    appends: int = 0  # appends sent this session (batching: fewer, larger ones with linger)
-
-    def landed(self, start: int, end: int, nbytes: int, duplicates: int) -> None:
-        """One append landed at the target: the cursor moved from `start` to `end`, with
-        `nbytes` of batches of which `duplicates` records the target already had (every
-        direction counts its appends so: link.py, inflight.py, peer_pull.py)."""
-        self.shipped_records += end - start
-        self.shipped_bytes += nbytes
-        if self.lag_bytes >= 0:
-            self.lag_bytes = max(0, self.lag_bytes - nbytes)
-        self.appends += 1
-        self.duplicates += duplicates
-        self.cursor = end
-
-    def landed_from_read(self, end: int, read_next: int, last_ms: int) -> None:
-        """After landed(), for an append of a read that ended at `read_next` whose last batch
-        was appended at `last_ms`: what follows `end` came no earlier; at the source's end, the
-        partition is caught up (link.py up, peer_pull.py down)."""
-        if end >= read_next:
-            self.head_append_ms = last_ms
-        if end >= self.source_end:
-            self.caught_up_at, self.head_append_ms = time.time(), -1
-
-
-@dataclass
-class GapCount:
-    """Offsets of one partition never shipped, since the replicator started (a gap record at
-    the target names each range; these counters are the metric and the status line)."""
-
-    retention: int = 0  # deleted by the source's retention before they were shipped
-    max_age: int = 0  # older than the topic's max_age: not shipped
-    last: str = ""  # the last gap, as the target recorded it
-
-
-@dataclass
-class LinkStatus:
-    state: str = "starting"  # starting | up | down
-    last_error: str = ""
-    sessions: int = 0
-    partitions: dict[tuple[str, int], PartitionState] = field(default_factory=dict)
-    # Bytes of batches read from the source (for a peer down direction: the peer) in this
-    # session: above shipped_bytes by what was read again (a dropped read-ahead, a retry).
-    read_bytes: int = 0
-    in_flight_max: int = 0  # the most shipments in flight at once since the start (inflight.py)
-    gaps: dict[tuple[str, int], GapCount] = field(default_factory=dict)  # kept across sessions
-    rates: dict[tuple[str, int], Rate] = field(default_factory=dict)  # sample(), about once a second
-    # A NATS down direction's subjects refused by its wildcard rules (pull_wildcards.py).
-    refusals: Refusals | None = None
-    # Its wildcard rules: status lists a bounded number of each one's partitions, and a
-    # summary per rule (pull_wildcards.Wildcards.summarize).
-    wildcards: Wildcards | None = None
-    # Guards `partitions` against a reader on another thread (the status endpoint).
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def sample(self) -> None:
-        """Feed each partition's running totals to its Rate (main.py, about once a second)."""
-        now = time.monotonic()
-        with self.lock:
-            for tp, ps in self.partitions.items():
-                self.rates.setdefault(tp, Rate()).sample(now, ps.shipped_records, ps.shipped_bytes)
-
-    def snapshot(self) -> dict[str, Any]:
-        now = time.time()
-        with self.lock:
-            parts = list(self.partitions.items())
-            gaps = dict(self.gaps)
-            rates = {tp: r.per_s() for tp, r in self.rates.items()}
-        out = []
-        for (topic, p), ps in sorted(parts):
-            lag = max(0, ps.source_end - ps.cursor) if ps.source_end >= 0 and ps.cursor >= 0 else None
-            g = gaps.get((topic, p), GapCount())
-            out.append({"topic": topic, "partition": p, "target_end": ps.cursor,
-                        "source_end": ps.source_end, "lag_records": lag,
-                        "lag_bytes": (ps.lag_bytes if lag else 0) if ps.lag_bytes >= 0 else None,
-                        "lag_seconds": round(max(0.0, now - (
-                            ps.head_append_ms / 1000 if ps.head_append_ms >= 0
-                            else ps.caught_up_at)), 3) if lag else 0.0,
-                        "shipped_records": ps.shipped_records, "shipped_bytes": ps.shipped_bytes,
-                        "appends": ps.appends, "already_there": ps.duplicates, "held": ps.error,
-                        "gap_records": g.retention, "expired_records": g.max_age,
-                        "last_gap": g.last,
-                        "rate_records_s": round(rates.get((topic, p), (0.0, 0.0))[0], 1),
-                        "rate_bytes_s": round(rates.get((topic, p), (0.0, 0.0))[1])})
-        doc = {"state": self.state, "last_error": self.last_error, "sessions": self.sessions,
-               "read_bytes": self.read_bytes, "in_flight_max": self.in_flight_max,
-               "partitions": out}
-        if self.wildcards:
-            doc["partitions"], doc["rules"] = self.wildcards.summarize(out)
-        if self.refusals is not None and self.refusals.count:
-            doc["refused_subjects"], doc["refused_count"] = self.refusals.snapshot()
-        return doc
-
-
 class LinkRunner(SessionLoop):
     def __init__(self, cfg: LinkConfig, node: str, socket: Path | None,
                  stop: threading.Event, target: Target | None = None) -> None:
@@ -189,8 +69,7 @@ class LinkRunner(SessionLoop):
         self.target = target if target is not None else make_target(cfg, node)
         self.status = LinkStatus()
         self.thread = threading.Thread(target=self.run, name=f"link-{cfg.name}", daemon=True)
-        self._tokens = float(cfg.max_bytes_per_s or 0)  # the bandwidth cap's bucket
-        self._refilled = time.monotonic()
+        self._budget = ReadBudget(cfg, stop)  # read sizes, shares and the bandwidth cap
         self._target_io = time.monotonic()  # the last answer from the target
         self._was_up = False  # this session reached "up"
         self._turn = 0  # rounds, for rotating the partitions' order
@@ -279,20 +158,20 @@ class LinkRunner(SessionLoop):
         elif wait:
             # One long poll of durable data over every partition; what it brings ships at once,
             # higher classes first (the next rounds keep strict priority).
-            budget = self._read_bytes(len(live))
-            order = sorted(live, key=self._priority, reverse=True)
+            budget = self._budget.read_bytes(len(live))
+            order = sorted(live, key=self._budget.priority, reverse=True)
             reads = reader.read_durable({tp: live[tp] for tp in order}, budget,
-                                        per_partition=self._shares(order, budget),
+                                        per_partition=self._budget.shares(order, budget),
                                         max_wait_ms=self._idle_wait_ms())
             return self._ship(infos, cursors, reads, order, live)
         self._turn += 1
-        for cls in sorted({self._priority(tp) for tp in live}, reverse=True):
-            part = [tp for tp in live if self._priority(tp) == cls]
+        for cls in sorted({self._budget.priority(tp) for tp in live}, reverse=True):
+            part = [tp for tp in live if self._budget.priority(tp) == cls]
             k = self._turn % len(part)  # rotated: a partition left out of a full read goes first
             part = part[k:] + part[:k]
-            budget = self._read_bytes(len(part))
+            budget = self._budget.read_bytes(len(part))
             reads = reader.read_durable({tp: live[tp] for tp in part}, budget,
-                                        per_partition=self._shares(part, budget))
+                                        per_partition=self._budget.shares(part, budget))
             if self._ship(infos, cursors, reads, part, live):
                 return True  # strict priority: look at the higher classes again first
         return False
@@ -306,44 +185,6 @@ class LinkRunner(SessionLoop):
         """Raises on a half-open link: no answer within two intervals of the last one."""
         self._target_io = bounded_heartbeat(self.target.heartbeat, self._target_io,
                                             self.cfg.heartbeat_s)
-
-    def _priority(self, tp: tuple[str, int]) -> int:
-        rule = self.cfg.rule_for(tp[0])
-        return rule.priority if rule is not None else 0
-
-    def _shares(self, part: list[tuple[str, int]], budget: int) -> dict[tuple[str, int], int]:
-        """Each partition's cap in one read of its class: the read's bytes split by weight
-        (with a backlog everywhere, bytes shipped go in proportion), and at most batch_bytes
-        (batching by size: the most one append carries)."""
-        weights = {tp: (r.weight if (r := self.cfg.rule_for(tp[0])) is not None else 1)
-                   for tp in part}
-        total = sum(weights.values())
-        return {tp: max(1, min(self.cfg.batch_bytes, budget * w // total))
-                for tp, w in weights.items()}
-
-    def _read_bytes(self, partitions: int) -> int:
-        """Bytes one read asks for: with a bandwidth cap, about a quarter second's worth, so a
-        higher class waits at most that long behind a lower one's shipment."""
-        cap = self.cfg.max_bytes_per_s
-        if cap is None:
-            return READ_BYTES
-        return max(MIN_READ_BYTES, min(READ_BYTES, cap // 4))
-
-    def _throttle(self, nbytes: int) -> None:
-        """The link's bandwidth cap, a token bucket of one second's worth: wait until `nbytes`
-        may go (a batch larger than a second's worth goes alone, then pays its debt)."""
-        cap = self.cfg.max_bytes_per_s
-        if cap is None:
-            return
-        now = time.monotonic()
-        self._tokens = min(float(cap), self._tokens + (now - self._refilled) * cap)
-        self._refilled = now
-        if self._tokens < min(nbytes, cap):
-            self.stop.wait((min(nbytes, cap) - self._tokens) / cap)
-            now = time.monotonic()
-            self._tokens += (now - self._refilled) * cap
-            self._refilled = now
-        self._tokens -= nbytes
 
     def _refuse(self, tp: tuple[str, int], e: TargetRefusedError) -> None:
         """The target refuses tp for now: shown in status (`held`, starting REFUSED), logged
@@ -421,7 +262,7 @@ class LinkRunner(SessionLoop):
                 if fresh is None:
                     continue
                 r = fresh
-            self._throttle(len(r.data))
+            self._budget.throttle(len(r.data))
             wire0 = getattr(self.target, "wire_bytes", None)
             begin = getattr(self.target, "ship_begin", None)
             if begin is not None:  # answered later, after the next read (inflight.py)
@@ -434,7 +275,7 @@ class LinkRunner(SessionLoop):
             if wire0 is not None and self.cfg.max_bytes_per_s is not None:
                 # The cap is on the wire: what compression saved is given back to the bucket.
                 saved = len(r.data) - (getattr(self.target, "wire_bytes", wire0) - wire0)
-                self._tokens = min(float(self.cfg.max_bytes_per_s), self._tokens + max(0, saved))
+                self._budget.give_back(saved)
             moved = True
             if begin is not None:
                 continue

@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 from bridges.replicator.config import LinkConfig, TlsConfig
-from bridges.replicator.link import IDLE_WAIT_MS, TOPIC_REFRESH_S, LinkStatus, PartitionState
+from bridges.replicator.link import IDLE_WAIT_MS, TOPIC_REFRESH_S
+from bridges.replicator.link_status import LinkStatus, PartitionState
 from bridges.replicator.pull import PullRunner
 from bridges.replicator.sessions import bounded_heartbeat
 from edgebus import PartitionRead, ReplicaLink, client_context

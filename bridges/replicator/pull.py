@@ -24,17 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from bridges.replicator.config import LinkConfig
-from bridges.replicator.link import (
-    IDLE_WAIT_MS,
-    TOPIC_REFRESH_S,
-    GapCount,
-    LinkStatus,
-    PartitionState,
-)
+from bridges.replicator.link import IDLE_WAIT_MS, TOPIC_REFRESH_S
+from bridges.replicator.link_status import LinkStatus, PartitionState
 from bridges.replicator.nats_wildcards import is_wildcard
 from bridges.replicator.pull_wildcards import WildcardRule, Wildcards
+from bridges.replicator.pull_writes import CHUNK_BYTES, REMOTE_HEADER, LocalWrites
+from bridges.replicator.refused import Refused
 from bridges.replicator.sessions import SessionLoop, bounded_heartbeat, half_open
-from bridges.replicator.targets.base import Remote, RemoteRecord
+from bridges.replicator.targets.base import Remote, TargetRefusedError
 from edgebus import Admin, BatchReader, Producer
 from edgebus.errors import (
     EdgebusError,
@@ -44,10 +41,6 @@ from edgebus.errors import (
 )
 
 log = logging.getLogger("edgebus.replicator")
-
-REMOTE_HEADER = "edgebus-remote"
-CHUNK_BYTES = 512 * 1024  # one local write: well under a batch's limit, so it is one batch
-
 
 def make_remote(cfg: LinkConfig, node: str) -> Remote:
     if cfg.target == "kafka" and cfg.kafka is not None:
@@ -61,28 +54,7 @@ def make_remote(cfg: LinkConfig, node: str) -> Remote:
     raise ValueError(f"topics cannot be brought down from a {cfg.target} target yet")
 
 
-def record_bytes(r: RemoteRecord) -> int:
-    """A record's bytes as lag_bytes counts them: its key, value and headers."""
-    return (len(r.key or b"") + len(r.value or b"")
-            + sum(len(n) + len(v or b"") for n, v in r.headers))
-
-
-def lag_bytes_estimate(pulled: list[RemoteRecord], behind: int) -> int:
-    """The down directions' lag in bytes: Kafka and NATS say how many records are behind a
-    position, never how many bytes (docs/REPLICATION.md, "Bringing topics down"). The records
-    pulled and not yet written count exactly; the `behind` records still at the target count
-    as the mean size of the pulled ones, which are the ones right before them."""
-    if not pulled:
-        return 0
-    exact = sum(map(record_bytes, pulled))
-    return exact + round(behind * exact / len(pulled))
-
-
-def remote_header(link: str, topic: str, partition: int, offset: int) -> bytes:
-    return f"{link}/{topic}/{partition}/{offset}".encode()
-
-
-class PullRunner(SessionLoop):
+class PullRunner(LocalWrites, SessionLoop):
     """The down direction of one link: a thread, its own connection to the target."""
 
     def __init__(self, cfg: LinkConfig, node: str, socket: Path | None,
@@ -103,6 +75,9 @@ class PullRunner(SessionLoop):
                                             and not r.subjects and is_wildcard(r.remote or r.pattern)])
         self.status.refusals = self._wild.refusals
         self.status.wildcards = self._wild
+        # Subjects the target refuses to let this link read (a NATS permission), by remote
+        # partition, asked again on a backoff; kept across sessions (refused.py).
+        self._refused = Refused()
 
     def _end_session(self) -> None:
         self.remote.close()
@@ -130,8 +105,12 @@ class PullRunner(SessionLoop):
                 else:
                     self._setup(admin, reader, rule.pattern, rule.remote or rule.pattern,
                                 local_of, cursors)
-            remote.assign({tp: c for tp, c in cursors.items()
-                           if not st.partitions[local_of[tp]].error})
+            refused = remote.assign({tp: c for tp, c in cursors.items()
+                                     if not st.partitions[local_of[tp]].error})
+            for rtp, no in refused.items():
+                self._refuse(rtp, local_of[rtp], no)
+            for rtp in cursors.keys() - refused.keys():
+                self._taken(rtp, local_of[rtp])
             log.info("link %s: up, %d partition(s) from %s", self.label, len(cursors), remote.name)
             st.state, st.last_error = "up", ""
             self._was_up = True
@@ -156,12 +135,15 @@ class PullRunner(SessionLoop):
                     if any(w.classify(nats.subjects(w.filter, self._wild.scan_limit(w)), set())
                            for w in self._wild.rules):
                         return  # a new subject taken: a new session sets it up
+                self._ask_refused_again(local_of, cursors)
                 try:
                     got = remote.pull(wait_s)
                 except OperationTimeoutError as e:
                     raise half_open(hb, answered, "a pull unanswered", e) from None
                 if got.answered:
                     answered = time.monotonic()
+                for rtp, no in got.refused.items():
+                    self._refuse(rtp, local_of[rtp], no)
                 for rtp, end in got.at_end.items():
                     if rtp in local_of:
                         ps = st.partitions[local_of[rtp]]
@@ -287,88 +269,37 @@ class PullRunner(SessionLoop):
             f"not bring down from {rtopic}-{rp}: something else writes there; bring the topic "
             "down into a local topic of its own")
 
-    def _gap_marker(self, rtp: tuple[str, int], ltp: tuple[str, int], r: RemoteRecord) -> None:
-        """An up direction's gap marker (docs/FORMAT.md 7.11) comes down as a gap, not as a
-        record: the source offsets it names were never shipped, so there is nothing to write;
-        counted (status gap_records / expired_records, metrics) and logged once, as the up
-        direction reports its own gaps. A marker read again by a later session (it was the
-        subject's last message) is not counted again."""
-        if r.offset <= self._markers.get(rtp, -1):
+    def _refuse(self, rtp: tuple[str, int], ltp: tuple[str, int], e: TargetRefusedError) -> None:
+        """The target refuses to let this subject be read for now (a NATS permission): shown
+        in status (`held`, starting REFUSED), logged once, asked again on a backoff
+        (refused.py) while the others come down, as the up direction does (link.py)."""
+        new, wait = self._refused.refuse(rtp)
+        text = Exception.__str__(e)
+        self.status.partitions[ltp].error = (f"REFUSED by the target (asked again in "
+                                             f"{wait:.0f} s): {text}")
+        if new:
+            log.warning("link %s: %s refused by the target, asked again on a backoff (the "
+                        "others come down meanwhile): %s", self.label, rtp[0], text)
+
+    def _taken(self, rtp: tuple[str, int], ltp: tuple[str, int]) -> None:
+        if self._refused.clear(rtp):
+            self.status.partitions[ltp].error = ""
+            log.info("link %s: %s taken by the target again: coming down", self.label, rtp[0])
+
+    def _ask_refused_again(self, local_of: dict[tuple[str, int], tuple[str, int]],
+                           cursors: dict[tuple[str, int], int]) -> None:
+        """The refused subjects whose backoff is over, assigned again from their cursors."""
+        due = [rtp for rtp in self._refused.due() if rtp in local_of and rtp in cursors]
+        if not due:
             return
-        self._markers[rtp] = r.offset
-        start, _, rest = r.gap.partition("/")
-        end, _, why = rest.partition("/")
-        n = int(end) - int(start) if start.isdigit() and end.isdigit() else 0
-        text = (f"remote {rtp[0]} message {r.offset}: source offsets {start}..{int(end) - 1 if n else end} "
-                f"({n} records) were never shipped there ({why})")
-        with self.status.lock:
-            g = self.status.gaps.setdefault(ltp, GapCount())
-            if why == "max_age":
-                g.max_age += n
+        refused = self.remote.assign({rtp: cursors[rtp] for rtp in due})
+        for rtp in due:
+            if rtp in refused:
+                self._refuse(rtp, local_of[rtp], refused[rtp])
             else:
-                g.retention += n
-            g.last = text
-        log.warning("link %s: %s-%d: gap marker, not a record: %s", self.label, ltp[0], ltp[1],
-                    text)
+                self._taken(rtp, local_of[rtp])
 
     def _hold(self, tp: tuple[str, int], why: str) -> None:
         self.status.partitions[tp].error = why
         log.error("link %s: %s-%d held: %s; until an operator acts (docs/REPLICATION.md)",
                   self.label, tp[0], tp[1], why)
-
-    def _write(self, producer: Producer, rtp: tuple[str, int], ltp: tuple[str, int],
-               recs: list[RemoteRecord], cursors: dict[tuple[str, int], int],
-               behind: int | None = None) -> None:
-        """Append to the local partition, chunk by chunk, each acknowledged (durable) before
-        the next goes: a failure is always at the end of what is there. behind: records the
-        target still holds after these (its lag once they are written), if it says."""
-        ps = self.status.partitions[ltp]
-        fresh = [r for r in recs if r.offset >= cursors[rtp]]
-        if fresh:
-            ps.head_append_ms = fresh[0].timestamp  # the oldest not brought down, until it is
-            if behind is not None:
-                # lag_records is this end minus the cursor once these are written: `behind`
-                # (for NATS: stream sequences of other subjects in between are not counted).
-                ps.source_end = max(ps.source_end, fresh[-1].offset + 1 + behind)
-                ps.lag_bytes = lag_bytes_estimate(fresh, behind)
-        i = 0
-        while i < len(recs):
-            futs: list[Any] = []  # FutureRecordMetadata
-            size = sent = 0  # sent: record_bytes of this chunk's records
-            while i < len(recs) and (not futs or size < CHUNK_BYTES):
-                r = recs[i]
-                if r.offset < cursors[rtp]:
-                    i += 1  # already here (a record the consumer gave again)
-                    continue
-                if r.gap:
-                    self._gap_marker(rtp, ltp, r)  # offsets the up direction never shipped
-                    i += 1
-                    continue
-                hdrs = [*r.headers, (REMOTE_HEADER, remote_header(self.cfg.name, *rtp, r.offset))]
-                futs.append(producer.send(ltp[0], r.value, r.key, hdrs, partition=ltp[1],
-                                          timestamp_ms=r.timestamp))
-                size += len(r.value or b"") + len(r.key or b"") + 64
-                sent += record_bytes(r)
-                last, last_ts = r.offset, r.timestamp
-                i += 1
-            if not futs:
-                continue
-            producer.flush(2 * self.cfg.heartbeat_s + 30)
-            errors = [f.exception for f in futs]
-            if any(errors):
-                first = next(k for k, e in enumerate(errors) if e)
-                if any(e is None for e in errors[first:]):
-                    self._hold(ltp, f"a local write failed ({errors[first]}) but later ones "
-                               "landed: a gap in the local topic")
-                err = errors[first]
-                assert err is not None
-                raise err if isinstance(err, EdgebusError) else EdgebusError(str(err))
-            ps.shipped_records += len(futs)
-            ps.shipped_bytes += size
-            if ps.lag_bytes >= 0:
-                ps.lag_bytes = max(0, ps.lag_bytes - sent)
-            cursors[rtp] = ps.cursor = last + 1
-            ps.head_append_ms = last_ts  # what follows came no earlier
-            ps.source_end = max(ps.source_end, ps.cursor)
-            if ps.cursor >= ps.source_end:
-                ps.caught_up_at, ps.head_append_ms = time.time(), -1

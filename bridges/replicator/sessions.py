@@ -16,7 +16,7 @@ from edgebus.backoff import backoff_delay
 from edgebus.errors import EdgebusError, TargetUnavailableError
 
 if TYPE_CHECKING:
-    from bridges.replicator.link import LinkStatus
+    from bridges.replicator.link_status import LinkStatus
 
 log = logging.getLogger("edgebus.replicator")
 

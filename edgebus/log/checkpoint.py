@@ -16,11 +16,12 @@ It is replaced atomically (write a temporary file, fsync, rename, fsync the dire
 from __future__ import annotations
 
 import logging
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgebus.log.fileutil import atomic_write, read_file
+from edgebus.log.fileutil import atomic_write, read_file, storage_error
 
 CHECKPOINT_FILE = "recovery-checkpoint"
 MAGIC_LINE = "edgebus-recovery-checkpoint 1"
@@ -109,3 +110,37 @@ def read_checkpoint(data_dir: Path, log: logging.Logger) -> dict[PartitionKey, R
 
 def write_checkpoint(data_dir: Path, data: bytes) -> None:
     atomic_write(data_dir / CHECKPOINT_FILE, data)
+
+
+class CheckpointWriter:
+    """The data directory's checkpoint as the supervisor writes it (LogManager): skipped when
+    unchanged (SD cards wear). It may be written from the supervisor's fsync thread: snapshots
+    are numbered on the loop thread (number()), and an older snapshot never overwrites a newer
+    one on disk."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._last: bytes | None = None
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._written_seq = 0
+
+    def number(self) -> int:
+        """The next snapshot's number (loop thread)."""
+        self._seq += 1
+        return self._seq
+
+    def write(self, data: bytes, seq: int | None = None) -> None:
+        """Atomically write `data` (thread-safe); with seq, skipped when a newer snapshot is
+        already on disk."""
+        with self._lock:
+            if seq is not None and seq <= self._written_seq:
+                return
+            if data != self._last:
+                try:
+                    write_checkpoint(self.data_dir, data)
+                except OSError as e:
+                    raise storage_error(e, "writing the recovery checkpoint") from e
+                self._last = data
+            if seq is not None:
+                self._written_seq = seq

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import threading
 import time
 from pathlib import Path
 
@@ -28,8 +27,7 @@ from edgebus.errors import (
     UnknownTopicError,
 )
 from edgebus.log import data_dir as D
-from edgebus.log.checkpoint import encode_checkpoint, read_checkpoint
-from edgebus.log.checkpoint import write_checkpoint as _write_checkpoint_file
+from edgebus.log.checkpoint import CheckpointWriter, encode_checkpoint, read_checkpoint
 from edgebus.log.cleanstop import (
     CLEAN,
     KILLED,
@@ -53,12 +51,7 @@ class LogManager:
         self._parts: dict[str, list[Partition]] = {}
         self._open = False
         self.previous_stop = CLEAN  # how the previous run stopped (cleanstop.py)
-        self._last_checkpoint: bytes | None = None
-        # The checkpoint may be written from the supervisor's fsync thread: snapshots are numbered
-        # on the loop thread, and an older snapshot never overwrites a newer one on disk.
-        self._ckpt_lock = threading.Lock()
-        self._ckpt_seq = 0
-        self._ckpt_written_seq = 0
+        self._checkpoint = CheckpointWriter(self.data_dir)
         # limits.max_topics / limits.max_partitions (the supervisor sets them from its config;
         # None: unbounded, as for tools that open a data directory offline).
         self.max_topics: int | None = None
@@ -382,25 +375,14 @@ class LogManager:
 
     def snapshot_checkpoint(self) -> tuple[int, bytes]:
         """On the loop thread: a numbered snapshot for write_checkpoint(data, seq) elsewhere."""
-        self._ckpt_seq += 1
-        return self._ckpt_seq, self.checkpoint_bytes()
+        return self._checkpoint.number(), self.checkpoint_bytes()
 
     def write_checkpoint(self, data: bytes | None = None, seq: int | None = None) -> None:
         """Atomically write the recovery checkpoint (skipped when unchanged: SD cards wear).
         Thread-safe; with seq, skipped when a newer snapshot is already on disk."""
         if data is None:
             seq, data = self.snapshot_checkpoint()
-        with self._ckpt_lock:
-            if seq is not None and seq <= self._ckpt_written_seq:
-                return
-            if data != self._last_checkpoint:
-                try:
-                    _write_checkpoint_file(self.data_dir, data)
-                except OSError as e:
-                    raise storage_error(e, "writing the recovery checkpoint") from e
-                self._last_checkpoint = data
-            if seq is not None:
-                self._ckpt_written_seq = seq
+        self._checkpoint.write(data, seq)
 
     def apply_retention(self, now_ms: int) -> int:
         """Apply every partition's retention; return the number of segments deleted. An error

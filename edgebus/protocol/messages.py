@@ -13,6 +13,84 @@ from typing import Any
 from edgebus.protocol.codec import BYTES, I8, I16, I32, I64, STR, Array
 from edgebus.protocol.codec import Message as Message  # re-exported: M.Message is used across the tree
 
+# Bodies split out by what they hold, re-exported here (M.<name> is used across the tree).
+from edgebus.protocol.fetch_partition import FetchPartition as FetchPartition
+from edgebus.protocol.replica_messages import (
+    CODEC_ZSTD as CODEC_ZSTD,
+)
+from edgebus.protocol.replica_messages import (
+    PromoteTopicRequest as PromoteTopicRequest,
+)
+from edgebus.protocol.replica_messages import (
+    ReplicaAppendCompressedRequest as ReplicaAppendCompressedRequest,
+)
+from edgebus.protocol.replica_messages import (
+    ReplicaAppendRequest as ReplicaAppendRequest,
+)
+from edgebus.protocol.replica_messages import (
+    ReplicaAppendResponse as ReplicaAppendResponse,
+)
+from edgebus.protocol.replica_messages import (
+    ReplicaFetchedPartition as ReplicaFetchedPartition,
+)
+from edgebus.protocol.replica_messages import (
+    ReplicaFetchedPartitionV1 as ReplicaFetchedPartitionV1,
+)
+from edgebus.protocol.replica_messages import (
+    ReplicaFetchRequest as ReplicaFetchRequest,
+)
+from edgebus.protocol.replica_messages import (
+    ReplicaFetchRequestV1 as ReplicaFetchRequestV1,
+)
+from edgebus.protocol.replica_messages import (
+    ReplicaFetchResponse as ReplicaFetchResponse,
+)
+from edgebus.protocol.replica_messages import (
+    ReplicaFetchResponseV1 as ReplicaFetchResponseV1,
+)
+from edgebus.protocol.replica_messages import (
+    ReplicaGapRequest as ReplicaGapRequest,
+)
+from edgebus.protocol.replica_messages import (
+    ReplicaHelloRequest as ReplicaHelloRequest,
+)
+from edgebus.protocol.replica_messages import (
+    ReplicaHelloResponse as ReplicaHelloResponse,
+)
+from edgebus.protocol.txn_messages import (
+    AddPartitionsToTxnRequest as AddPartitionsToTxnRequest,
+)
+from edgebus.protocol.txn_messages import (
+    EndTxnRequest as EndTxnRequest,
+)
+from edgebus.protocol.txn_messages import (
+    InitProducerIdRequest as InitProducerIdRequest,
+)
+from edgebus.protocol.txn_messages import (
+    InitProducerIdResponse as InitProducerIdResponse,
+)
+from edgebus.protocol.txn_messages import (
+    ListTransactionsResponse as ListTransactionsResponse,
+)
+from edgebus.protocol.txn_messages import (
+    ProducerInfo as ProducerInfo,
+)
+from edgebus.protocol.txn_messages import (
+    TxnInfo as TxnInfo,
+)
+from edgebus.protocol.txn_messages import (
+    TxnOffset as TxnOffset,
+)
+from edgebus.protocol.txn_messages import (
+    TxnOffsetCommitRequest as TxnOffsetCommitRequest,
+)
+from edgebus.protocol.txn_messages import (
+    TxnPartition as TxnPartition,
+)
+from edgebus.protocol.txn_messages import (
+    TxnPartitionInfo as TxnPartitionInfo,
+)
+
 
 class Api(IntEnum):
     API_VERSIONS = 0
@@ -182,15 +260,6 @@ class ProduceResponse(Message):
 
 # --- Fetch ---------------------------------------------------------------------------------------
 @dataclass
-class FetchPartition(Message):
-    topic: str
-    partition: int
-    offset: int
-    max_bytes: int
-    FIELDS = (("topic", STR), ("partition", I32), ("offset", I64), ("max_bytes", I32))
-
-
-@dataclass
 class FetchRequest(Message):
     max_wait_ms: int
     min_bytes: int
@@ -288,268 +357,6 @@ class ShmAttachResponse(Message):
         ("request_ring_bytes", I32), ("response_ring_bytes", I32), ("response_ring_offset", I64),
         ("map_bytes", I64), ("fd_count", I32),
     )
-
-
-# --- Replication (docs/REPLICATION.md; docs/FORMAT.md 7.9) ---------------------------------------
-@dataclass
-class ReplicaHelloRequest(Message):
-    """The first request on a replica listener: who the sending node is, and its token."""
-
-    node: str
-    token: str
-    FIELDS = (("node", STR), ("token", STR))
-
-
-@dataclass
-class ReplicaHelloResponse(Message):
-    node: str  # the destination's node name
-    FIELDS = (("node", STR),)
-
-
-@dataclass
-class ReplicaAppendRequest(Message):
-    """Consecutive whole batches of a source partition, exactly as the source holds them
-    (offsets and append times stamped): a FETCH answer's records, forwarded as they are."""
-
-    topic: str
-    partition: int
-    incarnation: str  # the source topic's; must equal the mirror's
-    acks: int  # ACKS_WRITTEN or ACKS_DURABLE
-    batches: Any
-    FIELDS = (("topic", STR), ("partition", I32), ("incarnation", STR), ("acks", I8),
-              ("batches", BYTES))
-
-
-@dataclass
-class ReplicaAppendCompressedRequest(Message):
-    """ReplicaAppendRequest with `batches` compressed as one frame of `codec` for the wire; the
-    mirror decompresses and stores the source's exact batch bytes."""
-
-    topic: str
-    partition: int
-    incarnation: str
-    acks: int
-    codec: int  # CODEC_ZSTD
-    raw_bytes: int  # length of the batches once decompressed (bounded by the frame limit)
-    batches: Any
-    FIELDS = (("topic", STR), ("partition", I32), ("incarnation", STR), ("acks", I8),
-              ("codec", I8), ("raw_bytes", I32), ("batches", BYTES))
-
-
-# Codecs of ReplicaAppendCompressedRequest (numbers never change).
-CODEC_ZSTD = 1
-
-
-@dataclass
-class ReplicaGapRequest(Message):
-    """Offsets start..end-1 of a source partition will never be shipped (deleted by the source's
-    retention first, or older than the link's max_age): the mirror records the gap and its log
-    end moves to `end_offset`, so that its offsets stay the source's."""
-
-    topic: str
-    partition: int
-    incarnation: str
-    acks: int  # ACKS_WRITTEN or ACKS_DURABLE
-    start_offset: int  # must be the mirror's log end
-    end_offset: int  # exclusive: where the mirror resumes
-    reason: int  # 1 retention, 2 max_age (edgebus/log/gaps.py)
-    FIELDS = (("topic", STR), ("partition", I32), ("incarnation", STR), ("acks", I8),
-              ("start_offset", I64), ("end_offset", I64), ("reason", I8))
-
-
-@dataclass
-class ReplicaAppendResponse(Message):
-    topic: str
-    partition: int
-    appended: int  # batches written
-    present: int  # batches the mirror already held (a resend), not written again
-    log_end_offset: int  # the mirror's, after this request: the replicator's next cursor
-    FIELDS = (("topic", STR), ("partition", I32), ("appended", I32), ("present", I32),
-              ("log_end_offset", I64))
-
-
-@dataclass
-class ReplicaFetchRequest(Message):
-    """The replicator's read of its local supervisor: durable batches only, each partition's
-    incarnation with them. With `sync`, unsynced data is fsynced first (group commit)."""
-
-    sync: int  # 1: if a partition has data past its synced point, fsync, then answer
-    max_bytes: int
-    partitions: list[FetchPartition]
-    max_wait_ms: int = 0  # with nothing to read anywhere: wait this long for an append
-    FIELDS = (("sync", I8), ("max_bytes", I32), ("partitions", Array(FetchPartition)),
-              ("max_wait_ms", I32))
-
-
-@dataclass
-class ReplicaFetchedPartition(Message):
-    topic: str
-    partition: int
-    error_code: int
-    error_message: str
-    incarnation: str  # the topic's, at the time of this read ("" if it does not exist)
-    log_start_offset: int
-    durable_end: int  # every offset below this is fsynced; no batch at or past it is sent
-    log_end_offset: int
-    records: Any  # whole batches, all below durable_end
-    FIELDS = (
-        ("topic", STR), ("partition", I32), ("error_code", I16), ("error_message", STR),
-        ("incarnation", STR), ("log_start_offset", I64), ("durable_end", I64),
-        ("log_end_offset", I64), ("records", BYTES),
-    )
-
-
-@dataclass
-class ReplicaFetchResponse(Message):
-    partitions: list[ReplicaFetchedPartition]
-    FIELDS = (("partitions", Array(ReplicaFetchedPartition)),)
-
-
-@dataclass
-class ReplicaFetchRequestV1(ReplicaFetchRequest):
-    """Version 1 of REPLICA_FETCH: the same request; each partition's answer also says how many
-    bytes of log lie from the fetch position to the log end (the replicator's lag in bytes)."""
-
-
-@dataclass
-class ReplicaFetchedPartitionV1(ReplicaFetchedPartition):
-    # Bytes of whole batches from the batch holding the fetch offset to the log end, from the
-    # segment sizes and the offset index (no read): at most one index interval above the exact
-    # figure; -1 when the partition does not exist.
-    bytes_to_end: int = -1
-    FIELDS = (*ReplicaFetchedPartition.FIELDS, ("bytes_to_end", I64))  # type: ignore[assignment]
-
-
-@dataclass
-class ReplicaFetchResponseV1(Message):
-    partitions: list[ReplicaFetchedPartitionV1]
-    FIELDS = (("partitions", Array(ReplicaFetchedPartitionV1)),)
-
-
-@dataclass
-class PromoteTopicRequest(Message):
-    """Make a mirror an ordinary writable topic (after its source is gone for good)."""
-
-    name: str
-    FIELDS = (("name", STR),)
-
-
-# --- Idempotent and transactional producers (docs/FORMAT.md 7.12) --------------------------------
-@dataclass
-class InitProducerIdRequest(Message):
-    """A producer id for an idempotent producer (transactional_id ""), or the id and next epoch
-    of a transactional id (fencing every older instance, aborting what it left open)."""
-
-    transactional_id: str  # "" = an idempotent producer without transactions
-    transaction_timeout_ms: int  # transactional: an open transaction is aborted after this
-    producer_id: int = -1  # transactional: the id this instance had, -1 for a new instance
-    producer_epoch: int = -1
-    FIELDS = (("transactional_id", STR), ("transaction_timeout_ms", I32), ("producer_id", I64),
-              ("producer_epoch", I16))
-
-
-@dataclass
-class InitProducerIdResponse(Message):
-    producer_id: int
-    producer_epoch: int
-    FIELDS = (("producer_id", I64), ("producer_epoch", I16))
-
-
-@dataclass
-class TxnPartition(Message):
-    topic: str
-    partition: int
-    FIELDS = (("topic", STR), ("partition", I32))
-
-
-@dataclass
-class AddPartitionsToTxnRequest(Message):
-    """The partitions the open transaction will write (it begins with the first); all or none."""
-
-    transactional_id: str
-    producer_id: int
-    producer_epoch: int
-    partitions: list[TxnPartition]
-    FIELDS = (("transactional_id", STR), ("producer_id", I64), ("producer_epoch", I16),
-              ("partitions", Array(TxnPartition)))
-
-
-@dataclass
-class TxnOffset(Message):
-    topic: str
-    partition: int
-    offset: int  # the next offset the group will read
-    metadata: str = ""
-    FIELDS = (("topic", STR), ("partition", I32), ("offset", I64), ("metadata", STR))
-
-
-@dataclass
-class TxnOffsetCommitRequest(Message):
-    """Consumer offsets of `group_id` committed if and when the transaction commits (Kafka's
-    AddOffsetsToTxn and TxnOffsetCommit in one request)."""
-
-    transactional_id: str
-    producer_id: int
-    producer_epoch: int
-    group_id: str
-    offsets: list[TxnOffset]
-    FIELDS = (("transactional_id", STR), ("producer_id", I64), ("producer_epoch", I16),
-              ("group_id", STR), ("offsets", Array(TxnOffset)))
-
-
-@dataclass
-class EndTxnRequest(Message):
-    transactional_id: str
-    producer_id: int
-    producer_epoch: int
-    commit: int  # 1 commit, 0 abort
-    FIELDS = (("transactional_id", STR), ("producer_id", I64), ("producer_epoch", I16),
-              ("commit", I8))
-
-
-@dataclass
-class TxnPartitionInfo(Message):
-    topic: str
-    partition: int
-    first_offset: int  # the transaction's first batch there; -1: added, nothing written yet
-    FIELDS = (("topic", STR), ("partition", I32), ("first_offset", I64))
-
-
-@dataclass
-class TxnInfo(Message):
-    """One transactional id as the coordinator holds it."""
-
-    transactional_id: str
-    producer_id: int
-    producer_epoch: int
-    state: str  # empty, ongoing, prepare_commit, prepare_abort
-    timeout_ms: int  # transaction.timeout.ms: an ongoing transaction older is aborted
-    open_ms: int  # how long the ongoing transaction has been open (since the restart); -1: none
-    partitions: list[TxnPartitionInfo]
-    groups: list[str]  # consumer groups whose offsets it commits
-    FIELDS = (("transactional_id", STR), ("producer_id", I64), ("producer_epoch", I16),
-              ("state", STR), ("timeout_ms", I32), ("open_ms", I64),
-              ("partitions", Array(TxnPartitionInfo)), ("groups", Array(STR)))
-
-
-@dataclass
-class ProducerInfo(Message):
-    """An idempotent (or transactional) producer's sequence state in one partition."""
-
-    topic: str
-    partition: int
-    producer_id: int
-    producer_epoch: int
-    last_sequence: int  # of the last record taken
-    FIELDS = (("topic", STR), ("partition", I32), ("producer_id", I64), ("producer_epoch", I16),
-              ("last_sequence", I32))
-
-
-@dataclass
-class ListTransactionsResponse(Message):
-    transactions: list[TxnInfo]
-    producers: list[ProducerInfo]  # of the partitions written (or checked) since the start
-    FIELDS = (("transactions", Array(TxnInfo)), ("producers", Array(ProducerInfo)))
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgebus import paths
+from tests.security.conftest import CHILD_BOUND_S
 
 pytestmark = pytest.mark.integration  # the CLI as a process
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +24,7 @@ def test_acl_edit_without_any_config_file_says_so(tmp_path: Path, action: str) -
     env = {k: v for k, v in os.environ.items() if k != "EDGEBUS_CONFIG"}
     r = subprocess.run([sys.executable, "-m", "edgebus.cli.main", "acl", action, "user:nobody",
                         "read", "topic:x"], capture_output=True, text=True, env=env,
-                       cwd=tmp_path, timeout=60)
+                       cwd=tmp_path, timeout=CHILD_BOUND_S)
     assert r.returncode == 78, r.stderr
     assert "no config file" in r.stderr and "--config" in r.stderr, r.stderr
     assert "names no acl.file" not in r.stderr

@@ -24,7 +24,7 @@ kafka = pytest.importorskip("kafka", reason="kafka-python is the Kafka client of
 
 
 def kafka_ops(users: Users, user: LocalUser, bootstrap: str, *ops: str) -> dict[str, str]:
-    r = users.run(user, ["python", "-m", "tests.acl.kafka_ops", bootstrap, *ops], timeout=120)
+    r = users.run(user, ["python", "-m", "tests.acl.kafka_ops", bootstrap, *ops])
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
 

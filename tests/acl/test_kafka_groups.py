@@ -92,8 +92,7 @@ def test_group_and_admin_apis_answer_refusals_per_item(users: Users, make_broker
             pass
         c.commit()
 
-    r = users.run(bob, ["python", "-m", "tests.acl.kafka_group_admin_ops", b.kafka_bootstrap],
-                  timeout=60)
+    r = users.run(bob, ["python", "-m", "tests.acl.kafka_group_admin_ops", b.kafka_bootstrap])
     assert r.returncode == 0, (r.stderr, b.log()[-3000:])
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got == EXPECTED, {k: (got.get(k), v) for k, v in EXPECTED.items() if got.get(k) != v}
@@ -113,7 +112,7 @@ def test_group_and_admin_apis_answer_refusals_per_item(users: Users, make_broker
     assert f"denied: user:{bob.name} may not create topic 'theirs-new'" in b.log()
 
     # The same principal over the native socket: the same decisions as CreateTopics above.
-    r = users.run(bob, ["python", "-c", NATIVE, b.socket], timeout=30)
+    r = users.run(bob, ["python", "-c", NATIVE, b.socket])
     assert r.returncode == 0, r.stderr
     native = json.loads(r.stdout.strip().splitlines()[-1])
     assert native["mine-native"] == "ok", native

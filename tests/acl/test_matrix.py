@@ -19,7 +19,7 @@ import pytest
 
 from edgebus import Admin, Consumer, Producer
 from edgebus.errors import AuthorizationError
-from tests.security.conftest import LocalUser, Users
+from tests.security.conftest import CHILD_BOUND_S, LocalUser, Users
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +111,7 @@ def matrix(alice: str, bob: str, carol: str, eve: str) -> dict[str, list[tuple[s
 def run_ops(users: Users, user: LocalUser, sock: str, transport: str, ops: list[str],
             groups: tuple[int, ...] = ()) -> dict[str, str]:
     r = users.run(user, ["python", "-m", "tests.acl.client_ops", sock, transport, *ops],
-                  groups=groups, timeout=120)
+                  groups=groups)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -197,7 +197,7 @@ def test_the_cli_as_a_denied_and_an_allowed_user(users: Users, world: dict[str, 
     assert denied.returncode == 1
     assert f"user:{carol.name} may not read topic 'orders'" in denied.stderr
     p = users.popen(carol, [*cli, "produce", "orders"], groups=gids, stdin=subprocess.PIPE)
-    _, err = p.communicate("line\n", timeout=60)
+    _, err = p.communicate("line\n", timeout=CHILD_BOUND_S)
     assert p.returncode != 0 and f"user:{carol.name} may not write topic 'orders'" in err
     listed = users.run(bob, [*cli, "topics", "list"])
     assert listed.returncode == 0 and "orders" not in listed.stdout

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from edgebus.acl.procnet import owner_uid, peer_uid
-from tests.security.conftest import Users
+from tests.security.conftest import CHILD_BOUND_S, Users
 
 # Run as the other user: connect, say the local port, hold the connection until stdin closes.
 HOLD = r"""
@@ -60,7 +60,7 @@ def test_another_users_loopback_connection_names_that_user(users: Users, family:
             assert peer_uid(a) == other.uid != os.geteuid()
             a.close()
         finally:
-            p.communicate("", timeout=30)
+            p.communicate("", timeout=CHILD_BOUND_S)
 
 
 def test_a_peer_off_loopback_is_never_looked_up() -> None:

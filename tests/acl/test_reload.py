@@ -14,13 +14,14 @@ import pytest
 
 from edgebus import Admin, Producer
 from edgebus.errors import AuthorizationError
+from tests.security.conftest import CHILD_BOUND_S
 
 pytestmark = pytest.mark.integration
 
 
 def acl_cli(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "edgebus.cli.main", "acl", *args,
-                           "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+                           "--config", str(cfg)], capture_output=True, text=True, timeout=CHILD_BOUND_S)
 
 
 def wait_reloads(admin: Admin, n: int) -> None:

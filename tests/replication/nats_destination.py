@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bridges.replicator.targets import nats_codec as C
 from edgebus import BatchReader
@@ -18,7 +19,12 @@ from .nats_cluster import PASSWORD, USER, NatsCluster
 STREAM = "EDGE"
 PREFIX = "edgebus.gw-src"
 # How long a reader retries a fetch the cluster answered with "no responders" or not at all.
-FETCH_PATIENCE_S = 30.0
+FETCH_PATIENCE_S = 60.0
+# How long one read (one connection and consumer) retries its steps before starting over.
+STEP_PATIENCE_S = 10.0
+# JetStream's "stream not found" (nats-server server/errors.json).
+ERR_STREAM_NOT_FOUND = 10059
+T = TypeVar("T")
 
 RecordRow = tuple[int, int, bytes | None, bytes | None, tuple[tuple[str, bytes | None], ...]]
 
@@ -46,38 +52,77 @@ async def _connect(urls: list[str]) -> Any:
                               reconnect_time_wait=0.1)
 
 
+def _unanswered(e: BaseException) -> bool:
+    """A JetStream API call not answered yet: 503 (no responders, or JetStream without a
+    leader for the stream or the new consumer: an election after a node restart, a new
+    consumer's interest not yet on this client's node) or no answer in time. Seconds under
+    load; the reader asks again."""
+    import nats.errors
+    from nats.js.errors import APIError, ServiceUnavailableError
+
+    return (isinstance(e, nats.errors.NoRespondersError | nats.errors.TimeoutError
+                       | ServiceUnavailableError)
+            or (isinstance(e, APIError) and e.code in (503, 408)))
+
+
+async def _patiently(step: Callable[[], Awaitable[T]], deadline: float) -> T:
+    """step(), asked again while it is unanswered (_unanswered) until the loop's `deadline`."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            return await step()
+        except Exception as e:
+            if not _unanswered(e) or loop.time() > deadline:
+                raise
+        await asyncio.sleep(0.2)
+
+
 async def _read_subject(urls: list[str], subject: str) -> list[tuple[dict[str, str], bytes, int]]:
-    """(headers, payload, stream sequence) of every message on the subject, in order."""
+    """(headers, payload, stream sequence) of every message on the subject, in order. Each step
+    (the stream info, the consumer's creation, each fetch) is asked again while the cluster
+    does not answer it yet (_patiently), and a read that stays unanswered for STEP_PATIENCE_S
+    starts over with a new connection and consumer, until FETCH_PATIENCE_S: the test's own
+    reader read a 503 after the fault test restarted every node (CI at load 15-28; here at load
+    ~20 a consumer's pulls were answered 503 for 30 s, which a new consumer gets past), and
+    before that a 503 to the stream info read as an empty subject."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FETCH_PATIENCE_S
+    return await _patiently(
+        lambda: _read_subject_once(urls, subject, min(deadline, loop.time() + STEP_PATIENCE_S)),
+        deadline)
+
+
+async def _read_subject_once(urls: list[str], subject: str, deadline: float
+                             ) -> list[tuple[dict[str, str], bytes, int]]:
+    from nats.js.api import AckPolicy, ConsumerConfig
+    from nats.js.errors import APIError
+
     nc = await _connect(urls)
     try:
-        info = await nc.request(f"$JS.API.STREAM.INFO.{STREAM}",
-                                json.dumps({"subjects_filter": subject}).encode(), timeout=5)
-        d = json.loads(info.data)
-        if "error" in d:
+        async def info() -> dict[str, Any]:
+            r = await nc.request(f"$JS.API.STREAM.INFO.{STREAM}",
+                                 json.dumps({"subjects_filter": subject}).encode(), timeout=5)
+            d: dict[str, Any] = json.loads(r.data)
+            if "error" in d and d["error"].get("err_code") != ERR_STREAM_NOT_FOUND:
+                APIError.from_error(d["error"])  # raises: a 503 is asked again, others not
+            return d
+
+        d = await _patiently(info, deadline)
+        if "error" in d:  # no stream (yet): nothing on the subject
             return []
         count = int((d["state"].get("subjects") or {}).get(subject, 0))
         if not count:
             return []
-        import nats.errors
-        from nats.js.api import AckPolicy, ConsumerConfig
-        from nats.js.errors import ServiceUnavailableError
-
         js = nc.jetstream()
-        sub = await js.pull_subscribe(subject, stream=STREAM,
-                                      config=ConsumerConfig(ack_policy=AckPolicy.NONE))
+        sub = await _patiently(lambda: js.pull_subscribe(
+            subject, stream=STREAM, config=ConsumerConfig(ack_policy=AckPolicy.NONE)), deadline)
         out: list[tuple[dict[str, str], bytes, int]] = []
-        deadline = asyncio.get_running_loop().time() + FETCH_PATIENCE_S
         try:
             while len(out) < count:
-                try:
-                    got = await sub.fetch(min(5000, count - len(out)), timeout=5)
-                except (ServiceUnavailableError, nats.errors.TimeoutError):
-                    # 503 "no responders": the new consumer's interest has not reached the
-                    # node this client is on yet (route propagation; seconds under load).
-                    if asyncio.get_running_loop().time() > deadline:
-                        raise
-                    await asyncio.sleep(0.2)
-                    continue
+                async def fetch(n: int = min(5000, count - len(out))) -> list[Any]:
+                    return list(await sub.fetch(n, timeout=5))
+
+                got = await _patiently(fetch, deadline)
                 out += [(dict(m.headers or {}), m.data, m.metadata.sequence.stream) for m in got]
         finally:
             await sub.unsubscribe()

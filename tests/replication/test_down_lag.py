@@ -102,7 +102,7 @@ def test_nats_down_lag_in_records_and_seconds(source, nats, down) -> None:  # no
     # The pull that woke took some (the publisher was still at it) and counts what is behind.
     assert 0 < got["lag_records"] <= 200, got
     # NATS does not say bytes: the records pulled count exactly, those still at the stream at
-    # their mean size (pull.lag_bytes_estimate), so the figure lies within the sizes' range.
+    # their mean size (pull_writes.lag_bytes_estimate), so the figure lies within the sizes' range.
     sizes = [len(k or b"") + len(v or b"") + sum(len(n) + len(x or b"") for n, x in h)
              for k, v, h, _ in map(_expected, range(1, 201))]
     n = got["lag_records"]

@@ -14,7 +14,8 @@ import yaml
 
 import bridges.replicator.link as link_mod
 from bridges.replicator.config import LinkConfig, TopicRule
-from bridges.replicator.link import READ_BYTES, LinkRunner
+from bridges.replicator.link import LinkRunner
+from bridges.replicator.link_budget import READ_BYTES
 from bridges.replicator.targets.peer import PeerTarget
 from edgebus import Admin, BatchReader, PartitionRead, Producer
 

@@ -21,7 +21,13 @@ from bridges.replicator.targets import nats_codec as C
 from . import faults
 from .conftest import NODE, Replicator, Replicators, wait_for
 from .nats_cluster import nats_server_binary
-from .nats_destination import NatsDestination, _connect, source_records
+from .nats_destination import (
+    FETCH_PATIENCE_S,
+    NatsDestination,
+    _connect,
+    _patiently,
+    source_records,
+)
 from .relay import Relay
 
 pytestmark = [pytest.mark.integration, pytest.mark.crash,
@@ -41,11 +47,24 @@ def nats(tmp_path: Path) -> Iterator[NatsDestination]:
 
 
 def _api(nats: NatsDestination, subject: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A JetStream API request, asked again while the cluster does not answer it yet (no
+    answer in 5 s, no responders, 503: a cluster just started has no meta leader for seconds
+    under load; CI at load 15-28 timed out the stream's creation so): every request here is
+    idempotent (create with the same config, names, delete)."""
+    from nats.js.errors import APIError
+
     async def call() -> dict[str, Any]:
         nc = await _connect([n.url for n in nats.cluster.nodes if n.proc])
         try:
-            r = await nc.request(subject, json.dumps(body).encode(), timeout=5)
-            return dict(json.loads(r.data))
+            async def once() -> dict[str, Any]:
+                r = await nc.request(subject, json.dumps(body).encode(), timeout=5)
+                d = dict(json.loads(r.data))
+                if d.get("error", {}).get("code") == 503:
+                    APIError.from_error(d["error"])  # raises: asked again
+                return d
+
+            deadline = asyncio.get_running_loop().time() + FETCH_PATIENCE_S
+            return await _patiently(once, deadline)
         finally:
             await nc.close()
 
@@ -199,12 +218,16 @@ def test_commands_come_down_exactly_once_across_kills_and_cuts(
                "replicator": lambda: faults.kill9_restart(rep)}
     up, done = "link office:down: up", 0
     try:
-        for what in ["replicator", "cut", "half-open", "replicator", "cut", "replicator",
-                     "half-open", "cut", "replicator", "half-open", "replicator", "cut",
-                     "consumer", "replicator", "cut", "consumer", "consumer"]:
+        order = ["replicator", "cut", "half-open", "replicator", "cut", "replicator",
+                  "half-open", "cut", "replicator", "half-open", "replicator", "cut",
+                  "consumer", "replicator", "cut", "consumer", "consumer"]
+        for what in order:
             # Each fault bites: the link is up again after the one before, and moving records.
-            wait_for(lambda d=done: rep.log().count(up) > d, timeout=60,
-                     what=f"the link up again:\n{rep.log()[-2000:]}")
+            try:
+                wait_for(lambda d=done: rep.log().count(up) > d, timeout=60,
+                         what=f"the link up again after fault {done} of {len(order)}")
+            except AssertionError as e:  # the log as it is now, not as it was at the start
+                raise AssertionError(f"{e}:\n{rep.log()[-4000:]}") from None
             time.sleep(0.3)
             actions[what]()
             done += 1

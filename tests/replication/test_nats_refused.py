@@ -31,10 +31,11 @@ def _stream(dest: NatsDestination, op: str, subjects: list[str]) -> None:
              what=f"stream {op}")
 
 
-def test_a_subject_no_stream_takes_is_refused_alone_and_shipped_once_the_stream_takes_it(
-        source: EmbeddedBroker, nats: NatsDestination,  # noqa: F811
-        replicator: Callable[..., Replicator]) -> None:  # noqa: F811
-    _stream(nats, "CREATE", [f"{PREFIX}.a.>"])
+def _two_topics_linked(source: EmbeddedBroker, make: Callable[..., Replicator]
+                       ) -> tuple[Callable[[int], None], Callable[[], dict[str, dict[str, Any]]],
+                                  Replicator, int]:
+    """Topics a and b with 10 records each, and a replicator shipping both (started): (produce
+    n more to each, the link's partitions by topic, the replicator, its metrics port)."""
     with Admin(socket=source.socket) as a:
         a.create_topic("a", 1)
         a.create_topic("b", 1)
@@ -47,12 +48,21 @@ def test_a_subject_no_stream_takes_is_refused_alone_and_shipped_once_the_stream_
             p.flush()
 
     produce(10)
-    rep = replicator(["a", "b"], heartbeat_s=1)
+    rep = make(["a", "b"], heartbeat_s=1)
     port = with_metrics(rep)
     rep.start()
 
     def parts() -> dict[str, dict[str, Any]]:
         return {p["topic"]: p for p in link_status(port, "hub")["partitions"]}
+
+    return produce, parts, rep, port
+
+
+def test_a_subject_no_stream_takes_is_refused_alone_and_shipped_once_the_stream_takes_it(
+        source: EmbeddedBroker, nats: NatsDestination,  # noqa: F811
+        replicator: Callable[..., Replicator]) -> None:  # noqa: F811
+    _stream(nats, "CREATE", [f"{PREFIX}.a.>"])
+    produce, parts, rep, port = _two_topics_linked(source, replicator)
 
     wait_for(lambda: parts()["a"]["target_end"] == 10 and "REFUSED" in parts()["b"]["held"],
              what=f"a shipped and b refused:\n{rep.log()[-3000:]}")
@@ -98,24 +108,7 @@ def test_a_subject_the_user_may_not_publish_to_is_refused_alone_until_allowed(
         replicator: Callable[..., Replicator]) -> None:  # noqa: F811
     _stream(nats, "CREATE", [f"{PREFIX}.>"])
     _deny(nats, [f"{PREFIX}.b.>"])
-    with Admin(socket=source.socket) as a:
-        a.create_topic("a", 1)
-        a.create_topic("b", 1)
-
-    def produce(n: int) -> None:
-        with Producer(socket=source.socket) as p:
-            for i in range(n):
-                p.send("a", b"a%d" % i)
-                p.send("b", b"b%d" % i)
-            p.flush()
-
-    produce(10)
-    rep = replicator(["a", "b"], heartbeat_s=1)
-    port = with_metrics(rep)
-    rep.start()
-
-    def parts() -> dict[str, dict[str, Any]]:
-        return {p["topic"]: p for p in link_status(port, "hub")["partitions"]}
+    produce, parts, rep, port = _two_topics_linked(source, replicator)
 
     try:
         wait_for(lambda: parts()["a"]["target_end"] == 10 and "REFUSED" in parts()["b"]["held"],

@@ -112,8 +112,12 @@ def test_a_cluster_down_for_long_is_one_log_line_per_change_of_trouble(
     first = link_status(port, "office")["sessions"]
     wait_for(lambda: link_status(port, "office")["sessions"] >= first + 7, timeout=60,
              what=f"seven sessions tried:\n{rep.log()[-2000:]}")
-    # Each session's event loop thread is gone with it (a day down is thousands of sessions).
-    assert threads() <= before, (threads(), before)
+    # Each session's event loop thread is gone with it (a day down is thousands of sessions):
+    # the count comes back to what it was with the link up. Waited for, not read once: the
+    # metrics endpoint serves each request on a thread of its own, which may still be ending
+    # just after the answer came (CI at load 15-28: 5 against 4; reproduced 1 in 2 at load 14,
+    # the fifth a thread gone 0.1 s later). A thread left per session stays 7 past `before`.
+    wait_for(lambda: threads() <= before, what=f"the threads back to {before}")
     err = link_status(port, "office")["last_error"]
     assert "no NATS server of the link answered" in err and err.count("nats://127.0.0.1:") == 3, err
     lines = [ln for ln in rep.log().splitlines() if "link office:" in ln and "retrying" in ln]

@@ -24,6 +24,12 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# How long a test's child process (a client run as another user, the CLI) may take before it
+# counts as hung: a guard against a hang, not a timing. Such a child needs 1-3 s of CPU (kio
+# imports hypothesis, kafka-python's clients, edgebus's CLI), which on this 2-core machine at
+# load 15 took 28 s of wall clock and at load 28 more than the 60 s bound this was (CI:
+# test_kafka_groups' child timed out so once).
+CHILD_BOUND_S = 300.0
 
 
 def _needs() -> str | None:
@@ -112,7 +118,7 @@ class Users:
         self.procs.append(p)
         return p
 
-    def run(self, user: LocalUser, argv: list[str], timeout: float = 60,
+    def run(self, user: LocalUser, argv: list[str], timeout: float = CHILD_BOUND_S,
             env: dict[str, str] | None = None,
             groups: tuple[int, ...] = ()) -> subprocess.CompletedProcess[str]:
         p = self.popen(user, argv, env, groups)

@@ -22,8 +22,9 @@ from tests.held import abandon, written_and_held
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("transport", ["shm", "socket"])]
 
-# Rounds of steady sends the wake-up counts may take to show (see the test).
-ROUNDS = 3
+# Rounds the counts may take to show (see the tests): a loaded machine (load 25) once showed
+# 29, 31 and 45 of 200 callbacks at a send in three rounds (50 needed); each round costs 0.4 s.
+ROUNDS = 5
 
 
 def _switches(tid: int) -> int:
@@ -106,26 +107,60 @@ def test_concurrent_senders_and_a_waiter_get_every_callback_once_in_order(broker
                                                                          transport) -> None:
     """Three threads send (each send may take acknowledgements and run their callbacks) while a
     fourth waits on a future now and then (hurry: the reader's waits are signalled meanwhile,
-    so it delivers too): every callback runs exactly once, in offset order, whoever took it."""
+    so it delivers too): every callback runs exactly once, in offset order, whoever took it.
+
+    Which thread takes an acknowledgement is the scheduler's call: under load senders that
+    oversleep their 0.5 ms past STEADY_S no longer send steadily, and the reader rightly takes
+    every one (so it went once at load 15, -n 4: "no acknowledgement was taken at a send",
+    reproduced 1 in 60). Every round must deliver each callback once and in order; that both
+    takers ran must show in one of ROUNDS rounds."""
     topic = f"reap-many-{transport}"
     p = _producer(broker, topic, transport)
-    seen: list[tuple[int, int]] = []  # (offset, thread that ran the callback)
+    n = 300  # sends per sender per round
+    rounds: list[tuple[bool, bool]] = []  # (a send took one, the reader delivered one)
+    try:
+        for r in range(ROUNDS):
+            if r:
+                time.sleep(0.3)  # the last flush's hurry window (URGENT_S) is over
+            seen = _concurrent_round(p, topic, n)
+            offsets = [o for o, _s in seen]
+            assert offsets == list(range(3 * n * r, 3 * n * (r + 1)))  # each once, in order
+            rounds.append((any(s for _o, s in seen), not all(s for _o, s in seen)))
+            if rounds[-1] == (True, True):
+                break
+    finally:
+        p.close(5)
+    assert any(at_send for at_send, _ in rounds), f"no acknowledgement was taken at a send: {rounds}"
+    assert any(reader for _, reader in rounds), f"the reader delivered none: {rounds}"
+
+
+def _concurrent_round(p: Producer, topic: str, n: int) -> list[tuple[int, bool]]:
+    """One round of test_concurrent_senders...: (offset, whether its callback ran inside a
+    sender's send) per callback, in the order they ran. A callback added to a future the reader
+    already completed runs in the sender's add_callback: that is the reader's delivery, not an
+    acknowledgement taken at a send."""
+    seen: list[tuple[int, bool]] = []
     lock = threading.Lock()
+    local = threading.local()
     futs: list = []
 
     def cb(md) -> None:
         with lock:
-            seen.append((md.offset, threading.get_ident()))
+            seen.append((md.offset, getattr(local, "in_send", False)))
 
     sending = threading.Lock()
 
     def sender(k: int) -> None:
-        for i in range(300):
+        for i in range(n):
             # send and add_callback as one step: a callback added to a future that another
             # sender's send already completed runs at once in this thread, and a sender
             # preempted between the two would see its callback run after a later offset's.
             with sending:
-                fut = p.send(topic, b"%d-%d" % (k, i), partition=0)
+                local.in_send = True
+                try:
+                    fut = p.send(topic, b"%d-%d" % (k, i), partition=0)
+                finally:
+                    local.in_send = False
                 fut.add_callback(cb)
             futs.append(fut)
             time.sleep(0.0005)
@@ -136,21 +171,14 @@ def test_concurrent_senders_and_a_waiter_get_every_callback_once_in_order(broker
             if futs:
                 futs[-1].get(10)
 
-    try:
-        threads = [threading.Thread(target=sender, args=(k,)) for k in range(3)]
-        threads.append(threading.Thread(target=waiter))
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        p.flush(10)
-        senders = {t.ident for t in threads[:3]}
-    finally:
-        p.close(5)
-    offsets = [o for o, _t in seen]
-    assert offsets == list(range(900))  # each once, in order
-    assert any(t in senders for _o, t in seen), "no acknowledgement was taken at a send"
-    assert any(t not in senders for _o, t in seen), "the reader delivered none"
+    threads = [threading.Thread(target=sender, args=(k,)) for k in range(3)]
+    threads.append(threading.Thread(target=waiter))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    p.flush(10)
+    return seen
 
 
 def test_records_in_flight_when_the_supervisor_dies_during_a_lazy_wait_fail(broker,

@@ -94,6 +94,9 @@ class Pulled:
     # (its lag: Kafka's high watermark, a NATS consumer's pending count).
     behind: dict[tuple[str, int], int] = field(default_factory=dict)
     answered: bool = False  # the pull was a round trip the target answered (a sign of life)
+    # Partitions the target refused to read this time (a NATS pull request the link's user may
+    # not publish): no longer read this session, asked again on a backoff (pull.py).
+    refused: dict[tuple[str, int], TargetRefusedError] = field(default_factory=dict)
 
 
 class Remote(Protocol):
@@ -113,8 +116,11 @@ class Remote(Protocol):
         """The oldest offset the target still holds."""
         ...
 
-    def assign(self, positions: dict[tuple[str, int], int]) -> None:
-        """Read these partitions from these offsets on (each the next record wanted)."""
+    def assign(self, positions: dict[tuple[str, int], int]
+               ) -> dict[tuple[str, int], TargetRefusedError]:
+        """Read these partitions from these offsets on (each the next record wanted); returns
+        those the target refuses for now (a NATS consumer the link's user may not create),
+        which are not read: the others are (pull.py asks the refused again on a backoff)."""
         ...
 
     def pull(self, wait_s: float) -> Pulled:

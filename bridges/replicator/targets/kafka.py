@@ -84,6 +84,17 @@ class KafkaClients:
         self.admin: AdminClient | None = None
         self.reported = ReportedErrors()  # a refused login reaches only error_cb
 
+    def heartbeat(self, timeout: float) -> None:
+        """A round trip to the cluster (both directions' heartbeat): a metadata request naming
+        no topic, so its answer is small whatever the cluster holds."""
+        from confluent_kafka import KafkaException
+
+        assert self.admin is not None
+        try:
+            self.admin.list_topics(timeout=timeout)
+        except KafkaException as e:
+            raise kafka_error(e, f"Kafka at {self.cfg.bootstrap}") from None
+
     def base(self) -> dict[str, Any]:
         return {**self.cfg.client, "client.id": self.cfg.client.get(
                     "client.id", f"edgebus-{self.node}-{self.link}"), "error_cb": self.reported,
@@ -382,13 +393,7 @@ class KafkaTarget:
         self._next_dest[(topic, partition)] = want
 
     def heartbeat(self, timeout: float | None = None) -> None:
-        from confluent_kafka import KafkaException
-
-        assert self.clients.admin is not None
-        try:
-            self.clients.admin.list_topics(timeout=self.timeout if timeout is None else timeout)
-        except KafkaException as e:
-            raise kafka_error(e, f"Kafka at {self.cfg.bootstrap}") from None
+        self.clients.heartbeat(self.timeout if timeout is None else timeout)
 
     def commit_group_offsets(self, group_id: str, offsets: dict[tuple[str, int], int]) -> None:
         """Not mirrored: the destination's offsets are its own (the source offset of each

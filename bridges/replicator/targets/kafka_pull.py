@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridges.replicator.kafka_config import KafkaConfig
-from bridges.replicator.targets.base import Pulled, RemoteRecord
+from bridges.replicator.targets.base import Pulled, RemoteRecord, TargetRefusedError
 from bridges.replicator.targets.kafka import GAP_HEADER, GAP_KEY, KafkaClients, kafka_error
 
 PULL_RECORDS = 1000  # records one pull takes at most: bounded memory per round
@@ -41,12 +41,14 @@ class KafkaRemote:
                               ) from None
         return int(lo)
 
-    def assign(self, positions: dict[tuple[str, int], int]) -> None:
+    def assign(self, positions: dict[tuple[str, int], int]
+               ) -> dict[tuple[str, int], TargetRefusedError]:
         from confluent_kafka import TopicPartition
 
         assert self.clients.consumer is not None
         self.clients.consumer.assign([TopicPartition(t, p, off)
                                       for (t, p), off in positions.items()])
+        return {}  # Kafka's refusals (authorization) come with the fetch, as errors
 
     def pull(self, wait_s: float) -> Pulled:
         from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -94,14 +96,7 @@ class KafkaRemote:
         return out
 
     def heartbeat(self, timeout: float | None = None) -> None:
-        from confluent_kafka import KafkaException
-
-        assert self.clients.admin is not None
-        try:
-            # Naming no topic: see partitions().
-            self.clients.admin.list_topics(timeout=self.timeout if timeout is None else timeout)
-        except KafkaException as e:
-            raise kafka_error(e, f"Kafka at {self.cfg.bootstrap}") from None
+        self.clients.heartbeat(self.timeout if timeout is None else timeout)
 
     def close(self) -> None:
         self.clients.close()

@@ -24,57 +24,34 @@ import random
 import ssl
 import threading
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeAlias, TypeVar
 
 from bridges.replicator.config import LinkConfig
 from bridges.replicator.targets import nats_codec as C
 from bridges.replicator.targets import nats_frames as F
+from bridges.replicator.targets.nats_errors import (
+    ERR_NO_MESSAGE,
+    ERR_STREAM_NOT_FOUND,
+    NatsTimeoutError,
+    NatsUnavailableError,
+    api_error,
+    mapped_error,
+)
 from bridges.replicator.targets.nats_refusals import SubjectAccess
-from edgebus import PartitionRead, Record, TopicInfo, client_context
+from edgebus import PartitionRead, TopicInfo, client_context
 from edgebus.errors import (
     AuthenticationError,
     EdgebusError,
     IncarnationMismatchError,
     NotAMirrorError,
-    OperationTimeoutError,
-    ReplicaDivergedError,
-    TargetUnavailableError,
-    UnknownServerError,
 )
 
 T = TypeVar("T")
 # What a coroutine of the private loop ended with: (True, its result) or (False, its exception).
 _Outcome: TypeAlias = tuple[bool, T | BaseException]
 log = logging.getLogger("edgebus.replicator")
-
-NATS_HINT = ("edgebus itself is fine: check that the NATS server named here runs and answers "
-             "(not stopped, hung or overloaded), the network path to it, and that JetStream has "
-             "a leader (`nats server report jetstream`)")
-
-
-class NatsUnavailableError(TargetUnavailableError):
-    """The NATS cluster did not answer or closed the connection (retried by the link)."""
-
-    hint = NATS_HINT
-
-
-class NatsTimeoutError(NatsUnavailableError, OperationTimeoutError):
-    """A NATS server took longer than the bound to answer: the connection may stay up while the
-    server is stopped or hung (a half-open link)."""
-
-    hint = NATS_HINT
-
-# nats-server's default max_batch_size: more messages in one atomic batch are refused.
-MAX_BATCH_MESSAGES = 1000
-# Bytes of one atomic batch (staged by the stream leader, then one replicated proposal).
-MAX_BATCH_BYTES = 4 * 1024 * 1024
-# JetStream API error codes the target acts on (nats-server server/errors.json).
-ERR_STREAM_NOT_FOUND = 10059
-ERR_NO_MESSAGE = 10037
-ERR_WRONG_LAST_SEQUENCE = 10071
-
 
 class NatsTarget:
     # The link may have one partition's batch in flight while it ships others (inflight.py):
@@ -130,7 +107,7 @@ class NatsTarget:
         if isinstance(e, EdgebusError):
             raise e
         # nats-py's own errors, and OSError from its transport
-        raise _mapped(e, self.where) from None  # type: ignore[arg-type]
+        raise mapped_error(e, self.where) from None  # type: ignore[arg-type]
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, ctx: dict[str, Any]) -> None:
         """nats-py's own background tasks (its reader, pinger, flusher) may end with an error
@@ -227,7 +204,7 @@ class NatsTarget:
             info = self._run(self._api(f"$JS.API.STREAM.CREATE.{o.stream}", cfg))
             err = info.get("error")
         if err:
-            raise _api_error(err, f"{self.where}: ")
+            raise api_error(err, f"{self.where}: ")
         self._access.filters = list(info.get("config", {}).get("subjects") or [])
         if not info.get("config", {}).get("allow_atomic"):
             raise NotAMirrorError(
@@ -249,7 +226,7 @@ class NatsTarget:
             self._last[(topic, partition)] = (0, start)
             return start
         if err:
-            raise _api_error(err, f"{self.where}: ")
+            raise api_error(err, f"{self.where}: ")
         m = ans["message"]
         h = C.parse_header_block(base64.b64decode(m.get("hdrs", "")))
         mine = C.msg_id(self.node, topic, partition, 0).rsplit("/", 1)[0] + "/"
@@ -275,7 +252,7 @@ class NatsTarget:
             # The operator may have just added it: the stream's filters are read again.
             info = self._run(self._api(f"$JS.API.STREAM.INFO.{self.opts.stream}", {}))
             if info.get("error"):
-                raise _api_error(info["error"], f"{self.where}: ")
+                raise api_error(info["error"], f"{self.where}: ")
             access.filters = list(info.get("config", {}).get("subjects") or [])
             if not access.takes(subject):
                 raise access.not_taken(subject)
@@ -303,7 +280,7 @@ class NatsTarget:
         prefix = C.msg_id(self.node, topic, partition, 0)[:-1]  # "<node>/<topic>/<partition>/"
         already = [0]
         batches = (F.encode_batch(subject, prefix, group, uuid.uuid4().hex, incarnation)
-                   for group in self._groups(topic, partition, read, there, already))
+                   for group in F.atomic_groups(topic, partition, read, there, already))
         first = next(batches, None)
         pending = None if first is None else (self._submit(subject, first, last_seq), first.count)
 
@@ -341,39 +318,6 @@ class NatsTarget:
         self._last[key] = (last_seq, end)
         return end
 
-    def _groups(self, topic: str, partition: int, read: PartitionRead, there: int,
-                already: list[int]) -> Iterator[list[tuple[Record, int]]]:
-        """The records from offset `there` on, each with the offset the link resumes from when
-        it is the subject's last message, in atomic batches of whole source batches where they
-        fit. A source batch of more than MAX_BATCH_MESSAGES records is split; the resume point
-        then stays at its start, and after a failure the records already there are skipped
-        (the batch counted in `already`)."""
-        group: list[tuple[Record, int]] = []
-        size = 0
-        for base, nxt, batch in read.record_batches(topic, partition):
-            if nxt <= there:
-                already[0] += 1
-                continue
-            recs = batch if base >= there else [r for r in batch if r.offset >= there]
-            if len(recs) < nxt - base:
-                already[0] += 1
-            nbytes = sum(len(r.value or b"") for r in recs)
-            if group and (len(group) + len(recs) > MAX_BATCH_MESSAGES
-                          or size + nbytes > MAX_BATCH_BYTES):
-                yield group
-                group, size = [], 0
-            last = len(recs) - 1
-            for i, r in enumerate(recs):
-                # The cursor when this is the subject's last message: past the source batch
-                # if it is the batch's last record, else the batch's start (skipped from here).
-                group.append((r, nxt if i == last else base))
-                size += len(r.value or b"")
-                if len(group) == MAX_BATCH_MESSAGES:
-                    yield group
-                    group, size = [], 0
-        if group:
-            yield group
-
     def _submit(self, subject: str, batch: F.Batch, last_seq: int
                 ) -> Future[_Outcome[dict[str, Any]]]:
         frames = batch.frames(last_seq)
@@ -393,7 +337,7 @@ class NatsTarget:
             raise
         err = ack.get("error")
         if err:
-            raise _api_error(err, f"{self.name}: {subject}: ")
+            raise api_error(err, f"{self.name}: {subject}: ")
         if ack.get("stream") != self.opts.stream or ack.get("count") != count:
             raise NotAMirrorError(f"{self.name}: {subject} was stored by stream "
                                   f"{ack.get('stream')!r} ({ack.get('count')} messages of "
@@ -454,25 +398,3 @@ async def _settled(coro: Coroutine[Any, Any, T]) -> tuple[bool, T | BaseExceptio
         raise
     except Exception as e:
         return False, e
-
-
-def _api_error(err: dict[str, Any], where: str) -> EdgebusError:
-    code, text = err.get("err_code"), err.get("description", "")
-    if code == ERR_WRONG_LAST_SEQUENCE:
-        return ReplicaDivergedError(
-            f"{where}{text}: the subject moved under the link (a stale batch of an earlier "
-            "session, or another publisher); the cursor is read again")
-    if err.get("code") in (503, 408) or "incomplete" in text:
-        return NatsUnavailableError(f"{where}{text} (JetStream error {code})")
-    return UnknownServerError(f"{where}{text} (JetStream error {code})")
-
-
-def _mapped(e: Exception, where: str) -> EdgebusError:
-    import nats.errors as ne
-
-    text = str(e) or type(e).__name__
-    if "authorization" in text.lower() or isinstance(e, ne.AuthorizationError):
-        return AuthenticationError(f"{where}: the NATS server refused our credentials: {text}")
-    if isinstance(e, ne.TimeoutError | asyncio.TimeoutError):
-        return NatsTimeoutError(f"{where}: no answer within the timeout")
-    return NatsUnavailableError(f"{where}: {type(e).__name__}: {text}")

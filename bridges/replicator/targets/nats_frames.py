@@ -11,13 +11,17 @@ and header dict.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from bridges.replicator.targets import nats_codec as C
-from edgebus import Record
+from edgebus import PartitionRead, Record
 
 EXPECTED = "Nats-Expected-Last-Subject-Sequence"
+# nats-server's default max_batch_size: more messages in one atomic batch are refused.
+MAX_BATCH_MESSAGES = 1000
+# Bytes of one atomic batch (staged by the stream leader, then one replicated proposal).
+MAX_BATCH_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -67,3 +71,38 @@ def encode_batch(subject: str, id_prefix: str, items: Sequence[tuple[Record, int
     h.update({"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n), C.RESUME: str(resume),
               C.INCARNATION: incarnation, "Nats-Batch-Commit": "1"})
     return Batch(sub, n, first, b"".join(frames), r.value or b"", h)
+
+
+def atomic_groups(topic: str, partition: int, read: PartitionRead, there: int,
+                  already: list[int]) -> Iterator[list[tuple[Record, int]]]:
+    """The records from offset `there` on, each with the offset the link resumes from when
+    it is the subject's last message, in atomic batches of whole source batches where they
+    fit. A source batch of more than MAX_BATCH_MESSAGES records is split; the resume point
+    then stays at its start, and after a failure the records already there are skipped
+    (the batch counted in `already`)."""
+    group: list[tuple[Record, int]] = []
+    size = 0
+    for base, nxt, batch in read.record_batches(topic, partition):
+        if nxt <= there:
+            already[0] += 1
+            continue
+        recs = batch if base >= there else [r for r in batch if r.offset >= there]
+        if len(recs) < nxt - base:
+            already[0] += 1
+        nbytes = sum(len(r.value or b"") for r in recs)
+        if group and (len(group) + len(recs) > MAX_BATCH_MESSAGES
+                      or size + nbytes > MAX_BATCH_BYTES):
+            yield group
+            group, size = [], 0
+        last = len(recs) - 1
+        for i, r in enumerate(recs):
+            # The cursor when this is the subject's last message: past the source batch
+            # if it is the batch's last record, else the batch's start (skipped from here).
+            group.append((r, nxt if i == last else base))
+            size += len(r.value or b"")
+            if len(group) == MAX_BATCH_MESSAGES:
+                yield group
+                group, size = [], 0
+    if group:
+        yield group
+

@@ -18,6 +18,7 @@ after a pull that found the subject at its end, the stream's last sequence read 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -25,12 +26,12 @@ from typing import Any
 
 from bridges.replicator.config import LinkConfig
 from bridges.replicator.targets import nats_codec as C
-from bridges.replicator.targets.base import Pulled, RemoteRecord
-from bridges.replicator.targets.nats import (
+from bridges.replicator.targets.base import Pulled, RemoteRecord, TargetRefusedError
+from bridges.replicator.targets.nats import NatsTarget
+from bridges.replicator.targets.nats_errors import (
     ERR_STREAM_NOT_FOUND,
-    NatsTarget,
     NatsUnavailableError,
-    _api_error,
+    api_error,
 )
 
 PULL_MESSAGES = 500  # one pull request's batch: bounded memory per round
@@ -59,18 +60,21 @@ class NatsRemote(NatsTarget):
         self._consumers: dict[str, _Consumer] = {}
         self._last_seq = 0  # the stream's last sequence at the previous stream info
         self._gaps: dict[tuple[str, int], str] = {}  # reported by the next pull
+        # Subjects whose pull request the server refused: reported by this pull, not read.
+        self._refused_now: dict[tuple[str, int], TargetRefusedError] = {}
 
     def _ensure_stream(self) -> None:
         """Down: the back office's stream is never made here; until it is there, its subjects
         wait (remote_partitions says None, pull.py asks again)."""
         self._consumers.clear()
         self._gaps.clear()
+        self._refused_now.clear()
 
     def _stream_info(self) -> dict[str, Any]:
         info = self._run(self._api(f"$JS.API.STREAM.INFO.{self.stream}", {}))
         err = info.get("error")
         if err:
-            raise _api_error(err, f"{self.where}: ")
+            raise api_error(err, f"{self.where}: ")
         self._subjects = list(info.get("config", {}).get("subjects") or [])
         return info
 
@@ -84,7 +88,7 @@ class NatsRemote(NatsTarget):
         if err and err.get("err_code") == ERR_STREAM_NOT_FOUND:
             return None
         if err:
-            raise _api_error(err, f"{self.where}: ")
+            raise api_error(err, f"{self.where}: ")
         subjects = info.get("config", {}).get("subjects") or []
         return 1 if any(C.takes(f, topic) for f in subjects) else None
 
@@ -98,33 +102,74 @@ class NatsRemote(NatsTarget):
         if err and err.get("err_code") == ERR_STREAM_NOT_FOUND:
             return []
         if err:
-            raise _api_error(err, f"{self.where}: ")
+            raise api_error(err, f"{self.where}: ")
         return sorted(info.get("state", {}).get("subjects") or {})[:limit]
 
     def remote_start(self, topic: str, partition: int) -> int:
         return max(1, int(self._stream_info()["state"].get("first_seq", 1)))
 
-    def assign(self, positions: dict[tuple[str, int], int]) -> None:
+    def assign(self, positions: dict[tuple[str, int], int]
+               ) -> dict[tuple[str, int], TargetRefusedError]:
+        """A consumer per subject; those the link's user may not create are refused (returned),
+        the others read."""
+        refused: dict[tuple[str, int], TargetRefusedError] = {}
         if not positions:
-            return
+            return refused
         self._last_seq = int(self._stream_info()["state"].get("last_seq", 0))
         for (subject, _), seq in positions.items():
-            self._consumers[subject] = self._run(self._create(subject, max(1, seq)))
+            try:
+                self._consumers[subject] = self._run(self._create(subject, max(1, seq)))
+            except TargetRefusedError as e:
+                refused[(subject, 0)] = e
+        return refused
 
     async def _create(self, subject: str, seq: int) -> _Consumer:
         ns = 1_000_000_000
-        cfg = {"deliver_policy": "by_start_sequence", "opt_start_seq": seq,
+        # Named, with the subject in the API subject ($JS.API.CONSUMER.CREATE.<stream>.<name>.
+        # <filter>, nats-server 2.10+), so that an operator can allow this link's user the
+        # consumers of some subjects only, and a denial names the subject it is about.
+        name = f"edgebus-{uuid.uuid4().hex[:16]}"
+        cfg = {"name": name, "deliver_policy": "by_start_sequence", "opt_start_seq": seq,
                "ack_policy": "none", "filter_subject": subject, "mem_storage": True,
                "num_replicas": 1, "max_waiting": 4,
                # Gone by itself when the replicator is (a SIGKILL leaves it behind).
                "inactive_threshold": int(max(30.0, 6 * self.cfg.heartbeat_s) * ns)}
-        ans = await self._api(f"$JS.API.CONSUMER.CREATE.{self.stream}",
-                              {"stream_name": self.stream, "config": cfg})
+        api = f"$JS.API.CONSUMER.CREATE.{self.stream}.{name}.{subject}"
+        ans = await self._api_unless_denied(api, {"stream_name": self.stream, "config": cfg},
+                                            subject)
         if ans.get("error"):
-            raise _api_error(ans["error"], f"{self.name}: consumer for {subject}: ")
+            raise api_error(ans["error"], f"{self.name}: consumer for {subject}: ")
         inbox = f"_INBOX.{uuid.uuid4().hex}"
         sub = await self._nc.subscribe(inbox)
         return _Consumer(ans["name"], inbox, sub, seq, seq)
+
+    async def _api_unless_denied(self, api: str, body: dict[str, Any], subject: str
+                                 ) -> dict[str, Any]:
+        """A JetStream API request, or TargetRefusedError when the server refuses the link's
+        user publishing it: the server drops a denied message and says so (-ERR) before it
+        answers the PING that follows, so a denial is known at once, not after a timeout."""
+        nc = self._nc
+        self._access.denied.pop(api.lower(), None)
+        inbox = f"_INBOX.{uuid.uuid4().hex}"
+        sub = await nc.subscribe(inbox, max_msgs=1)
+        try:
+            await nc.publish(api, json.dumps(body).encode(), reply=inbox)
+            await nc.flush(timeout=self.timeout)
+            self._refused_if_denied(api, subject, "create a consumer of", api)
+            msg = await sub.next_msg(timeout=self.timeout)
+            return dict(json.loads(msg.data))
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    def _refused_if_denied(self, api: str, subject: str, what: str, allow: str) -> None:
+        """TargetRefusedError when the server refused the link's user publishing `api`."""
+        why = self._access.denied.get(api.lower())
+        if why is not None:
+            raise TargetRefusedError(
+                f"{self.name}: the NATS server refuses this link's user to {what} {subject} "
+                f"({why}): allow it to publish to {allow} in the user's permissions at the "
+                "server")
 
     def pull(self, wait_s: float) -> Pulled:
         if self._gaps:  # found last time after records that had to be written first
@@ -134,6 +179,7 @@ class NatsRemote(NatsTarget):
         # Half the request timeout (one heartbeat) past the wait: with the stream info below,
         # a half-open link is given up within two heartbeats of the last answer (pull.py).
         got = self._run(self._fetch_all(wait_s), wait_s + self.timeout / 2)
+        out.refused, self._refused_now = self._refused_now, {}
         before, info = self._last_seq, self._stream_info()
         first = int(info["state"].get("first_seq", 0))
         self._last_seq = int(info["state"].get("last_seq", 0))
@@ -174,14 +220,34 @@ class NatsRemote(NatsTarget):
         subjects = [s for s, c in self._consumers.items() if not c.held]
         if not subjects:
             await asyncio.sleep(wait_s)  # all held: idle, never spinning
+        body = json.dumps({"batch": PULL_MESSAGES, "expires": int(wait_s * 1e9),
+                           "no_wait": True}).encode()
+        for s in subjects:
+            self._access.denied.pop(self._next_api(s).lower(), None)
+            await self._nc.publish(self._next_api(s), body, reply=self._consumers[s].inbox)
+        # The server says a pull request was denied (-ERR) before it answers this PING: a
+        # denial is known now, not after a request unanswered until the timeout (which ended
+        # the session, every subject's). One round trip per round.
+        await self._nc.flush(timeout=self.timeout)
+        for s in list(subjects):
+            try:
+                self._refused_if_denied(self._next_api(s), s, "read",
+                                        f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.*")
+            except TargetRefusedError as e:
+                self._refused_now[(s, 0)] = e
+                c = self._consumers.pop(s)
+                with contextlib.suppress(Exception):
+                    await c.sub.unsubscribe()
+                subjects.remove(s)
         res = await asyncio.gather(*(self._fetch(self._consumers[s], wait_s) for s in subjects))
         return dict(zip(subjects, res, strict=True))
 
+    def _next_api(self, subject: str) -> str:
+        return f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self._consumers[subject].name}"
+
     async def _fetch(self, c: _Consumer, wait_s: float) -> tuple[list[Any], bool]:
-        """One pull request: its messages, and whether it ended because there were no more."""
-        body = {"batch": PULL_MESSAGES, "expires": int(wait_s * 1e9), "no_wait": True}
-        await self._nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{c.name}",
-                               json.dumps(body).encode(), reply=c.inbox)
+        """One pull request's messages (it was sent), and whether it ended because there were
+        no more."""
         msgs: list[Any] = []
         while len(msgs) < PULL_MESSAGES:
             m = await c.sub.next_msg(timeout=wait_s + self.timeout)

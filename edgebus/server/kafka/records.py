@@ -20,7 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edgebus import format as F
-from edgebus.errors import CorruptRecordError, EdgebusError, RecordTooLargeError
+from edgebus.errors import CorruptRecordError, RecordTooLargeError
+from edgebus.server.kafka.compression import SMALL_OUTPUT, UnsupportedBatchError
+from edgebus.server.kafka.compression import decompress as _decompress
+from edgebus.server.kafka.record_loops import records_to_edgebus as _records_to_edgebus
+from edgebus.server.kafka.record_loops import records_to_kafka as _records_to_kafka
 
 try:
     from edgebus._records import ffi as _ffi
@@ -57,21 +61,10 @@ _CRC_START = _CRC_AT + _CRC.size  # 21: the CRC-32C covers attributes .. the end
 _LENGTH_END = struct.calcsize(KAFKA_HEADER.format[:3])  # 12: base_offset and batch_length are not counted in it
 _EB_HEADER = F.BATCH_HEADER
 
-CODEC_NONE, CODEC_GZIP, CODEC_SNAPPY, CODEC_LZ4, CODEC_ZSTD = range(5)
-CODEC_NAMES = {CODEC_GZIP: "gzip", CODEC_SNAPPY: "snappy", CODEC_LZ4: "lz4", CODEC_ZSTD: "zstd"}
 ATTR_CODEC = 0x07
 ATTR_LOG_APPEND_TIME = 0x08
 ATTR_TRANSACTIONAL = 0x10
 ATTR_CONTROL = 0x20
-# snappy-java's stream framing, which the Java producer uses ("xerial"): magic, version, compat.
-_XERIAL_MAGIC = b"\x82SNAPPY\x00"
-
-
-class UnsupportedBatchError(EdgebusError):
-    """A Kafka batch edgebus does not take: an old magic, a transactional or control batch, an
-    unknown codec (answered with the matching Kafka error code by produce.py)."""
-
-    code = 3
 
 
 @dataclass(slots=True)
@@ -94,161 +87,6 @@ class Converted:
 
 
 # --- produce: Kafka -> edgebus ---------------------------------------------------------------------
-
-# Decompression output (loop thread only): a kept 1 MiB buffer takes the usual batch (librdkafka's
-# default batch is at most 1 MB); a larger one is decompressed again into a buffer of
-# MAX_BATCH_BYTES + 1 made for it and dropped after, so that bound is never held for long.
-SMALL_OUTPUT = 1024 * 1024
-_small: bytearray | None = None
-
-
-def _decompress(codec: int, data: memoryview) -> memoryview:
-    """The records of a compressed batch; RecordTooLargeError above MAX_BATCH_BYTES (checked
-    while decompressing, so a small bomb never costs more than the bound)."""
-    global _small
-    if codec == CODEC_GZIP:
-        try:
-            raw = zlib.decompressobj(wbits=47).decompress(data, F.MAX_BATCH_BYTES + 1)  # gzip or zlib
-        except zlib.error as e:
-            raise CorruptRecordError(f"gzip data does not decompress: {e}") from None
-        if len(raw) > F.MAX_BATCH_BYTES:
-            raise _too_large()
-        return memoryview(raw)
-    if _small is None:
-        _small = bytearray(SMALL_OUTPUT)
-    try:
-        return _decompress_into(codec, data, _small)
-    except _Full:
-        pass
-    try:
-        return _decompress_into(codec, data, bytearray(F.MAX_BATCH_BYTES + 1))
-    except _Full:
-        raise _too_large() from None
-
-
-class _Full(Exception):
-    """The output buffer was too small."""
-
-
-def _decompress_into(codec: int, data: memoryview, out: bytearray) -> memoryview:
-    import cramjam
-
-    try:
-        if codec == CODEC_SNAPPY:
-            if bytes(data[:8]) == _XERIAL_MAGIC:
-                return _xerial(data, out)
-            n = cramjam.snappy.decompress_raw_into(bytes(data), out)
-        elif codec == CODEC_LZ4:
-            n = cramjam.lz4.decompress_into(bytes(data), out)
-        elif codec == CODEC_ZSTD:
-            n = cramjam.zstd.decompress_into(bytes(data), out)
-        else:
-            raise UnsupportedBatchError(f"unknown compression codec {codec}")
-    except (cramjam.DecompressionError, ValueError) as e:
-        if "whole buffer" in str(e) or "smaller than required" in str(e):  # cramjam: output full
-            raise _Full from None
-        raise CorruptRecordError(f"{CODEC_NAMES.get(codec, codec)} data does not decompress: {e}") from None
-    if n > F.MAX_BATCH_BYTES:
-        raise _too_large()
-    if n >= len(out):
-        raise _Full
-    return memoryview(out)[:n]
-
-
-def _xerial(data: memoryview, out: bytearray) -> memoryview:
-    import cramjam
-
-    pos, n = 16, 0
-    while pos < len(data):
-        if pos + 4 > len(data):
-            raise CorruptRecordError("xerial snappy block cut short")
-        size = int.from_bytes(data[pos : pos + 4], "big")
-        pos += 4
-        if size < 0 or pos + size > len(data):
-            raise CorruptRecordError("xerial snappy block overruns the batch")
-        dest = memoryview(out)[n:]
-        n += cramjam.snappy.decompress_raw_into(bytes(data[pos : pos + size]), dest)
-        pos += size
-    return memoryview(out)[:n]
-
-
-def _too_large() -> RecordTooLargeError:
-    return RecordTooLargeError(f"the records of a Kafka batch decompress to more than "
-                               f"{F.MAX_BATCH_BYTES} bytes (MAX_BATCH_BYTES)")
-
-
-def _varint(b: memoryview, p: int, end: int) -> tuple[int, int]:
-    """A zigzag varint (at most 10 bytes) at b[p]: (value, next position)."""
-    shift = result = 0
-    while True:
-        if p >= end or shift > 63:
-            raise CorruptRecordError("a Kafka record's varint is cut short or too long")
-        c = b[p]
-        p += 1
-        result |= (c & 0x7F) << shift
-        if not c & 0x80:
-            return (result >> 1) ^ -(result & 1), p
-        shift += 7
-
-
-def _records_to_edgebus(recs: memoryview, count: int, base_ts: int) -> tuple[bytearray, int, int]:
-    """(edgebus records, first timestamp, max timestamp) from `count` Kafka records."""
-    out = bytearray()
-    end = len(recs)
-    p = 0
-    first_ts = max_ts = base_ts
-    pack_i32, pack_u16 = struct.Struct("<i").pack, struct.Struct("<H").pack
-    for i in range(count):
-        length, p = _varint(recs, p, end)
-        stop = p + length
-        if length < 6 or stop > end:
-            raise CorruptRecordError(f"Kafka record {i} has a bad length {length}")
-        p += 1  # attributes: unused in v2
-        ts_delta, p = _varint(recs, p, stop)
-        off_delta, p = _varint(recs, p, stop)
-        if off_delta != i:
-            raise CorruptRecordError(f"Kafka record {i} has offset delta {off_delta}: edgebus batches "
-                                     "hold dense offsets")
-        ts = base_ts + ts_delta
-        if i == 0:
-            first_ts = max_ts = ts
-        elif ts > max_ts:
-            max_ts = ts
-        start = len(out)
-        out += b"\0\0\0\0"
-        out += struct.pack("<q", ts)
-        p = _put_bytes(recs, p, stop, out, pack_i32, "key")
-        p = _put_bytes(recs, p, stop, out, pack_i32, "value")
-        nh, p = _varint(recs, p, stop)
-        if not 0 <= nh <= 0xFFFF:
-            raise CorruptRecordError(f"Kafka record {i} has {nh} headers")
-        out += pack_u16(nh)
-        for _ in range(nh):
-            klen, p = _varint(recs, p, stop)
-            if klen < 0 or klen > 0xFFFF or p + klen > stop:
-                raise CorruptRecordError(f"Kafka record {i} has a header key of bad length {klen}")
-            out += pack_u16(klen)
-            out += recs[p : p + klen]
-            p += klen
-            p = _put_bytes(recs, p, stop, out, pack_i32, "header value")
-        if p != stop:
-            raise CorruptRecordError(f"Kafka record {i}'s fields do not fill its length")
-        struct.pack_into("<I", out, start, len(out) - start - 4)
-    if p != end:
-        raise CorruptRecordError(f"{end - p} bytes after the last record of a Kafka batch")
-    return out, first_ts, max_ts
-
-
-def _put_bytes(recs: memoryview, p: int, stop: int, out: bytearray, pack_i32: object, what: str) -> int:
-    n, p = _varint(recs, p, stop)
-    if n < -1 or p + max(n, 0) > stop:
-        raise CorruptRecordError(f"a Kafka record's {what} has a bad length {n}")
-    out += pack_i32(n)  # type: ignore[operator]
-    if n > 0:
-        out += recs[p : p + n]
-        p += n
-    return p
-
 
 def kafka_batches(data: bytes | memoryview, max_bytes: int = F.MAX_BATCH_BYTES) -> list[Converted]:
     """Every Kafka batch of a Produce partition's `records` as edgebus batches of at most
@@ -491,56 +329,3 @@ def _to_kafka_c(view: memoryview) -> bytes:
             _CRC.pack_into(out, o + 17, crc32c(mv[o + _CRC_START : end]))
             o = end
         return bytes(mv[:o])
-
-
-_CRC = struct.Struct(">I")
-
-
-def _put_varint(out: bytearray, v: int) -> None:
-    z = (v << 1) ^ (v >> 63)
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-
-
-def _records_to_kafka(recs: memoryview, count: int, base_ts: int) -> bytearray:
-    out = bytearray()
-    p = 0
-    u32, i64, i32, u16 = (struct.Struct(f).unpack_from for f in ("<I", "<q", "<i", "<H"))
-    for i in range(count):
-        rlen = u32(recs, p)[0]
-        stop = p + 4 + rlen
-        ts = i64(recs, p + 4)[0]
-        q = p + 12
-        body = bytearray(b"\0")  # attributes
-        _put_varint(body, ts - base_ts)
-        _put_varint(body, i)
-        for _ in range(2):  # key, value
-            n = i32(recs, q)[0]
-            q += 4
-            _put_varint(body, n)
-            if n > 0:
-                body += recs[q : q + n]
-                q += n
-        nh = u16(recs, q)[0]
-        q += 2
-        _put_varint(body, nh)
-        for _ in range(nh):
-            kl = u16(recs, q)[0]
-            q += 2
-            _put_varint(body, kl)
-            body += recs[q : q + kl]
-            q += kl
-            vl = i32(recs, q)[0]
-            q += 4
-            _put_varint(body, vl)
-            if vl > 0:
-                body += recs[q : q + vl]
-                q += vl
-        if q != stop:
-            raise CorruptRecordError(f"edgebus record {i} does not fill its length")
-        _put_varint(out, len(body))
-        out += body
-        p = stop
-    return out
