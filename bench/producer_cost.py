@@ -57,7 +57,7 @@ def _ctxsw(pid: int) -> dict[str, int]:
                 for line in f:
                     if line.startswith("voluntary_ctxt_switches"):
                         out[name] += int(line.split()[1])
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # a thread (or the process) just ended
             continue
     return dict(out)
 

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from edgebus import format as F
 from edgebus.client.batch_builder import _Builder
+from edgebus.client.one_send import _OneSend, new_future, one_send_class
 from edgebus.client.record_frames import FAST_MAX_RECORD, produce_frame
 from edgebus.client.types import FutureRecordMetadata
 from edgebus.errors import BrokerUnavailableError, EdgebusError
@@ -49,6 +51,9 @@ if TYPE_CHECKING:
 # it, one look takes them all. Well below max_in_flight (32 by default), at which sends would
 # hold records back.
 REAP_AT = 4
+_HEADER = F.BATCH_HEADER_SIZE
+_new = object.__new__
+_monotonic = time.monotonic
 _RECORD_FIXED = 22  # a record's bytes besides its key and value (docs/FORMAT.md 2.2)
 
 
@@ -93,7 +98,8 @@ class _FastSend:
         self._fast = (produce_frame is not None and not self.linger and not self._ordered
                       and self._seq is None and not self._hold_at and self.acks == M.ACKS_WRITTEN)
         self._first_deadline = min(self.delivery_timeout, self.request_timeout)
-        self._prefixes: dict[tuple[str, int], bytes] = {}  # the PRODUCE body's start
+        # Per partition: the class of its one-step sends (one_send.py), the PRODUCE body's start
+        self._one_classes: dict[tuple[str, int], tuple[type[_OneSend], bytes]] = {}
 
     def _one_step_done(self, b: _Builder, frame: ResponseFrame | None,
                        err: BaseException | None) -> None:
@@ -108,7 +114,7 @@ class _FastSend:
         with self._mutex:
             self._finish(b, base, t, err)
 
-    def _one_step_acked(self, acked: list[tuple[_Builder, int, int]]) -> None:
+    def _one_step_acked(self, acked: list[tuple[_OneSend, int, int]]) -> None:
         """Successful answers to one-step sends, in response order (fast_acks.deliver): what
         `_finish` and `BatchResult.done` do for each, for all of them in one lock hold. Only a
         plain producer sends in one step (no ordered retries, idempotence or durable hold), so
@@ -116,22 +122,21 @@ class _FastSend:
         header = F.BATCH_HEADER_SIZE
         with self._mutex:
             first_in_flight = self._in_flight
-            sent, n = self._sent, 0
-            for b, base, ts in acked:
-                r = b.result
+            sent, n, queued = self._sent, 0, 0
+            lock = self._results_lock  # every result's (AckOwner)
+            for r, base, ts in acked:  # r: the batch and its result (one_send.py)
                 if r._done:
                     continue  # already settled (timed out, or the connection failed it)
-                sent.pop(id(b), None)
-                self._in_flight -= 1
-                self._queued_bytes -= b.size - header
-                n += b.count
-                with r._lock:  # BatchResult.done, inline; its invariant with add_callback
+                sent.pop(id(r), None)
+                n += 1
+                queued += r.size
+                with lock:  # BatchResult.done, inline; its invariant with add_callback
                     r.base_offset = base
                     r.timestamp = ts
                     r._done = True
                     ev, cbs = r._event, r.callbacks
                     if cbs:
-                        r.callbacks = []
+                        r.callbacks = ()
                 if ev is not None:
                     ev.set()
                 for cb in cbs:
@@ -139,6 +144,8 @@ class _FastSend:
                         cb(r)  # the user's callbacks
                     except Exception:
                         log.exception("a send() callback raised; ignored")
+            self._in_flight -= n
+            self._queued_bytes -= queued - n * header
             counts = self._counts
             counts["record-send-total"] += n
             counts["batch-send-total"] += n
@@ -161,7 +168,7 @@ class _FastSend:
                 or size + F.BATCH_HEADER_SIZE > self._record_max[topic]):
             return None  # looked at again under the lock below
         io_lock = self._io_lock
-        if not io_lock.acquire(blocking=False):
+        if not io_lock.acquire(False):
             return None  # the I/O thread is sending: the general path queues behind it
         try:
             with self._mutex:
@@ -171,20 +178,24 @@ class _FastSend:
                     return None
                 if self._in_flight >= REAP_AT:
                     ch.reap()  # their callbacks run here, under _cond (re-entrant)
-                b = _Builder(topic, p, self)
-                b.count = 1  # its bytes are built by C below; records stays empty (never resent:
-                b.size += size  # no ordered retries on this path)
-                b.first_ts = b.max_ts = ts
-                b.deadline = b.created + self._first_deadline
+                # The batch and its result in one object, no Python __init__ (one_send.py); what
+                # is the same for every record of the partition is its class's.
+                got = self._one_classes.get((topic, p))
+                if got is None:
+                    got = self._one_classes[(topic, p)] = (
+                        one_send_class(self, topic, p, self._first_deadline),
+                        _prefix(topic, p, self.acks))
+                cls, pre = got
+                b = cls()
+                b.size = size + _HEADER
+                b.first_ts = ts
+                b.deadline = _monotonic() + self._first_deadline
                 hold = self._in_flight > 0
                 self._in_flight += 1
                 self._queued_bytes += size
                 self._sent[id(b)] = b
                 if b.deadline < self._sender_wake_at:
                     self._cond.notify_all()  # the I/O thread must learn this batch's deadline
-            pre = self._prefixes.get((topic, p))
-            if pre is None:
-                pre = self._prefixes[(topic, p)] = _prefix(topic, p, self.acks)
             try:
                 # open_async_channel's channels all have it (LazySocketChannel, ShmAsyncChannel);
                 # the batch is the request's callback (_Builder.__call__, fast_acks.py)
@@ -192,13 +203,15 @@ class _FastSend:
             except BrokerUnavailableError as e:
                 with self._mutex:
                     self._finish(b, -1, -1, e)  # maybe written: failed, as the general path does
-                return FutureRecordMetadata(b.result, 0, ts)
+                return new_future(b, ts)
             if not sent:  # the supervisor has our last request unread: hold this one back
                 with self._mutex:
                     self._in_flight -= 1
                     self._queued_bytes -= size
                     del self._sent[id(b)]
                 return None
-            return FutureRecordMetadata(b.result, 0, ts)
+            f = _new(FutureRecordMetadata)  # one_send.new_future, inline
+            f._batch, f._index, f._timestamp = b, 0, ts
+            return f
         finally:
             io_lock.release()
