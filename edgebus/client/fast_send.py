@@ -189,7 +189,8 @@ class _FastSend:
                 b = cls()
                 b.size = size + _HEADER
                 b.first_ts = ts
-                b.deadline = _monotonic() + self._first_deadline
+                now = _monotonic()
+                b.deadline = now + self._first_deadline
                 hold = self._in_flight > 0
                 self._in_flight += 1
                 self._queued_bytes += size
@@ -198,8 +199,8 @@ class _FastSend:
                     self._cond.notify_all()  # the I/O thread must learn this batch's deadline
             try:
                 # open_async_channel's channels all have it (LazySocketChannel, ShmAsyncChannel);
-                # the batch is the request's callback (_Builder.__call__, fast_acks.py)
-                sent = ch.send_record(pre, key, value, ts, b, hold)  # type: ignore[union-attr]
+                # the batch is the request's callback (_OneSend.__call__, fast_acks.py)
+                sent = ch.send_record(pre, key, value, ts, b, hold, now)  # type: ignore[union-attr]
             except BrokerUnavailableError as e:
                 with self._mutex:
                     self._finish(b, -1, -1, e)  # maybe written: failed, as the general path does
