@@ -1,17 +1,17 @@
 """The acknowledgements of one-step sends, taken in bulk from the bytes they came in (issue 16).
 
 A one-step send (edgebus/client/fast_send.py) registers its batch (`_OneSend`,
-edgebus/client/one_send.py) itself as the request's callback. Its acknowledgement used to cost a `ResponseFrame` object, the send's own
-closure, `produce_result`'s check, `_finish` and `BatchResult.done`: five Python calls per
-record, each run cache-cold between two paced sends. `deliver` walks the response frames in a
-buffer (the response ring's whole frames, or the whole frames at the start of what a socket
-recv() returned) and, for every successful PRODUCE answer to a one-step send, collects
-(batch, base offset, append time); the producer settles them all in one call
-(`Producer._one_step_acked`). Anything else (an error, an unusual body, another request's
+edgebus/client/one_send.py) itself as the request's callback. Its acknowledgement used to cost a
+`ResponseFrame` object, the send's own closure, `produce_result`'s check, `_finish` and
+`BatchResult.done`: five Python calls per record, each run cache-cold between two paced sends.
+`deliver` walks the response frames in a buffer (the response ring's whole frames, or the whole
+frames at the start of what a socket recv() returned) and, for every successful PRODUCE answer to a
+one-step send, collects (batch, base offset, append time); the producer settles them all in one
+call (`Producer._one_step_acked`). Anything else (an error, an unusual body, another request's
 answer, a frame too large to take here) gets a `ResponseFrame` and its callback as before
 (`Dispatcher._deliver`'s rules: in order, a raising callback logged, a refusal of the whole
-connection raised), after the ones collected before it have been settled, so outcomes keep
-the responses' order.
+connection raised), after the ones collected before it have been settled, so outcomes keep the
+responses' order.
 """
 
 from __future__ import annotations

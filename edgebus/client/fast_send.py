@@ -101,7 +101,7 @@ class _FastSend:
         # Per partition: the class of its one-step sends (one_send.py), the PRODUCE body's start
         self._one_classes: dict[tuple[str, int], tuple[type[_OneSend], bytes]] = {}
 
-    def _one_step_done(self, b: _Builder, frame: ResponseFrame | None,
+    def _one_step_done(self, b: _OneSend, frame: ResponseFrame | None,
                        err: BaseException | None) -> None:
         """A one-step send's outcome, one at a time: a lost connection, an error, or an answer
         the bulk walk (fast_acks.deliver) did not take. Any thread; takes the lock."""

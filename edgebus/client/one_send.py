@@ -49,7 +49,7 @@ class _OneSend(BatchResult):
     size: int
     first_ts: int
 
-    __init__ = object.__init__  # type: ignore[assignment]  # made with no Python call
+    __init__ = object.__init__  # made with no Python call
 
     @property
     def result(self) -> _OneSend:

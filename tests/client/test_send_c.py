@@ -201,9 +201,8 @@ def test_the_socket_gets_the_python_paths_bytes() -> None:
 def _stored_batches(broker, topic: str) -> list[bytes]:
     """The batches of partition 0 as the log file holds them, without the supervisor's stamps
     (base offset, append time: outside the CRC, docs/FORMAT.md)."""
-    d = os.path.join(broker.data_dir, f"{topic}-0")
-    data = b"".join(open(os.path.join(d, n), "rb").read() for n in sorted(os.listdir(d))
-                    if n.endswith(".log"))
+    d = broker.data_dir / f"{topic}-0"
+    data = b"".join(f.read_bytes() for f in sorted(d.glob("*.log")))
     out, pos = [], 0
     while pos + 64 <= len(data):
         length = int.from_bytes(data[pos + 16 : pos + 20], "little")
