@@ -164,9 +164,8 @@ class _FastSend:
         (nothing was done then)."""
         size = _RECORD_FIXED + (len(key) if key else 0) + (len(value) if value else 0)
         ch = self._channel
-        if (ch is None or size > FAST_MAX_RECORD or self._open or self._ready
-                or size + F.BATCH_HEADER_SIZE > self._record_max[topic]):
-            return None  # looked at again under the lock below
+        if ch is None or size > FAST_MAX_RECORD or size + _HEADER > self._record_max[topic]:
+            return None  # open or ready batches are looked at under the lock below
         io_lock = self._io_lock
         if not io_lock.acquire(False):
             return None  # the I/O thread is sending: the general path queues behind it

@@ -425,10 +425,12 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
                     self._pending.pop(corr, None)
                     raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
                 self._sender.last_at = at
-            # _note_send, without its call (once per record)
-            gap = now - self._last_send
-            cap = lazy_acks.STEADY_S
-            self._send_gap += ((gap if gap < cap else cap) - self._send_gap) / 4
+            # _note_send, without its call (once per record); the gaps' average is used only
+            # by timed waits (lazy_acks: with callbacks), so kept only then
+            if self._timed:
+                gap = now - self._last_send
+                cap = lazy_acks.STEADY_S
+                self._send_gap += ((gap if gap < cap else cap) - self._send_gap) / 4
             self._last_send = now
         return True
 
