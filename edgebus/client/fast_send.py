@@ -6,11 +6,12 @@ layers to the ring or the socket: some fifty Python calls per record, run cache-
 two paced sends. When a record would leave at once anyway (nothing open or ready, a slot in
 flight, buffer memory free, a plain producer: no ordered retries, no idempotence or
 transaction, acks="written"), `_send_one` does the same in one lock hold and one channel call,
-whose frame is one C call (edgebus/records.c eb_produce_frame; on the rings the write and the
-"has the supervisor read our last request" check are one more, eb_write_if_read). Its bytes are
-the general path's (tests/client/test_fast_send.py compares them); the batch it sends is an
-ordinary `_Builder` in flight, so acknowledgements, timeouts, a lost connection, flush() and
-close() treat it as any other. Anything else, or a supervisor that has not read the last request
+which builds, writes and sends the frame with one C call (the rings: edgebus/shm/produce.c
+eb_ring_produce, which also makes the "has the supervisor read our last request" check and
+rings the doorbell; the socket: edgebus/sock_send.c eb_sock_produce). Its bytes are the
+general path's (tests/client/test_send_c.py, tests/client/test_fast_send.py compare them); the
+batch it sends is one in flight like any other (a `_OneSend`: edgebus/client/one_send.py), so
+acknowledgements, timeouts, a lost connection, flush() and close() treat it as any other. Anything else, or a supervisor that has not read the last request
 yet (on the rings: the one before it; the record then waits in an open batch, as the general
 path's hold does), takes the general path (edgebus/client/producer.py).
 

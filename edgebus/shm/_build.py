@@ -45,7 +45,6 @@ uint64_t eb_tail(eb_ring *r);
 
 int eb_can_write(eb_ring *r, uint32_t n);
 int eb_write(eb_ring *r, const char *frame, uint32_t n, int wake_fd);
-int eb_write_if_read(eb_ring *R, const char *frame, uint32_t n, int wake_fd, int only_if_read);
 int eb_prepare_sleep_space(eb_ring *r, uint32_t n);
 int eb_wait_space(eb_ring *r, uint32_t n, int64_t spin_ns);
 

@@ -196,18 +196,6 @@ int eb_write(eb_ring *R, const char *frame, uint32_t n, int wake_fd) {
     return 1;
 }
 
-/* eb_write, except that with only_if_read it writes nothing and returns 2 while the reader has
- * not yet taken everything written before (head != tail): a producer then keeps its record in an
- * open batch to go with its next request (edgebus/client/fast_send.py), with no separate call to
- * look at the counters. */
-int eb_write_if_read(eb_ring *R, const char *frame, uint32_t n, int wake_fd, int only_if_read) {
-    if (only_if_read &&
-        __atomic_load_n(U64AT(R->hdr, EB_OFF_TAIL), __ATOMIC_ACQUIRE) !=
-            __atomic_load_n(U64AT(R->hdr, EB_OFF_HEAD), __ATOMIC_RELAXED))
-        return 2;
-    return eb_write(R, frame, n, wake_fd);
-}
-
 /* Before a writer sleeps for space: announce it, fence, re-check. 1 = space is there now (do not
  * sleep; the flag is withdrawn), 0 = sleep on the space eventfd. */
 int eb_prepare_sleep_space(eb_ring *R, uint32_t n) {
