@@ -11,9 +11,10 @@ eb_ring_produce, which also makes the "has the supervisor read our last request"
 rings the doorbell; the socket: edgebus/sock_send.c eb_sock_produce). Its bytes are the
 general path's (tests/client/test_send_c.py, tests/client/test_fast_send.py compare them); the
 batch it sends is one in flight like any other (a `_OneSend`: edgebus/client/one_send.py), so
-acknowledgements, timeouts, a lost connection, flush() and close() treat it as any other. Anything else, or a supervisor that has not read the last request
-yet (on the rings: the one before it; the record then waits in an open batch, as the general
-path's hold does), takes the general path (edgebus/client/producer.py).
+acknowledgements, timeouts, a lost connection, flush() and close() treat it as any other.
+Anything else, or a supervisor that has not read the last request yet (on the rings: the one
+before it; the record then waits in an open batch, as the general path's hold does), takes the
+general path (edgebus/client/producer.py).
 
 Acknowledgements are taken in bulk: a send looks at the response ring (or the socket) only once
 REAP_AT of its requests are unanswered; meanwhile the channel's reader collects them when its
