@@ -22,6 +22,12 @@ second's warm-up):
   still run on the clock, so the count moves with how the threads interleave: on the loaded
   2-core machine of issue 16's stop 23 the same tree gave 41,000 to 100,000 per send between
   runs. Compare several runs; the call and syscall counts are the steadier figures.
+- `send-instructions`: instructions executed inside `send()` alone, in the sending thread:
+  callgrind collecting only while a call of `operator.call` (the loop's way of calling `send`)
+  runs (`--collect-atstart=no --toggle-collect=_operator_call`), at `--rate` (200/s suits: the
+  producer under valgrind still sleeps between sends, so the supervisor has read each request
+  and the sends take the one-step path). Neither the pacing loop nor the other threads are
+  counted: the steadiest figure of a send's own cost (issue 16, prod26).
 
 Calls and syscalls do not move with the machine's load; CPU does (compare within a round: the
 transports are alternated round by round).
@@ -57,7 +63,7 @@ def _ctxsw(pid: int) -> dict[str, int]:
                 for line in f:
                     if line.startswith("voluntary_ctxt_switches"):
                         out[name] += int(line.split()[1])
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # a thread (or the process) just ended
             continue
     return dict(out)
 
@@ -177,6 +183,43 @@ def _instr_child(argv: list[str]) -> None:
     close()
 
 
+def _send_instr_child(argv: list[str]) -> None:
+    """The producer under callgrind counting send() only: warm up, then n paced sends made
+    through operator.call, the function callgrind toggles collection on."""
+    import operator
+
+    sock, transport, rate, n = argv[0], argv[1], float(argv[2]), int(argv[3])
+    from edgebus import Producer
+
+    p = Producer(socket=sock, transport=transport, linger_ms=0)
+    value = b"x" * SIZE
+    for _ in range(100):
+        p.send("cost", value, partition=0)
+        time.sleep(1 / rate)
+    p.flush(60)
+    call, send = operator.call, p.send
+    for _ in range(n):
+        call(send, "cost", value, None, None, 0)
+        time.sleep(1 / rate)
+    p.flush(60)
+    p.close()
+
+
+def run_send_instructions(sock: str, transport: str, rate: float, n: int, out_dir: str) -> float:
+    """Instructions per send inside send() (the sending thread only) under callgrind."""
+    out = os.path.join(out_dir, f"callgrind.send.{transport}")
+    subprocess.run(["valgrind", "--tool=callgrind", "--collect-atstart=no",
+                    "--toggle-collect=_operator_call", f"--callgrind-out-file={out}",
+                    sys.executable, os.path.abspath(__file__), "--send-instr-child", sock,
+                    transport, str(rate), str(n)],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=900)
+    with open(out) as f:
+        m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
+    if not m:
+        raise RuntimeError(f"no totals in {out}")
+    return int(m.group(1)) / n
+
+
 def run_instructions(sock: str, transport: str, rate: float, n: int, out_dir: str) -> float:
     """Instructions per send of the producer process (all threads) under callgrind."""
     out = os.path.join(out_dir, f"callgrind.{transport}.%p")
@@ -265,6 +308,14 @@ def main(argv: list[str] | None = None) -> None:
             ts = a.transports.split(",")
             for tr in ts if r % 2 == 0 else ts[::-1]:
                 for m in a.measures.split(","):
+                    if m == "send-instructions":
+                        if tr == "loop":
+                            continue  # no send() to count
+                        with tempfile.TemporaryDirectory(prefix="eb-cg-") as d:
+                            per = run_send_instructions(b.socket, tr, a.rate, a.instr_sends, d)
+                        print(f"round {r} {tr:6} instructions in send()/send {per:,.0f}")
+                        sys.stdout.flush()
+                        continue
                     if m == "instructions":
                         with tempfile.TemporaryDirectory(prefix="eb-cg-") as d:
                             per = run_instructions(b.socket, tr, a.rate, a.instr_sends, d)
@@ -293,5 +344,7 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--instr-child"]:
         _instr_child(sys.argv[2:])
+    elif sys.argv[1:2] == ["--send-instr-child"]:
+        _send_instr_child(sys.argv[2:])
     else:
         main()

@@ -37,13 +37,19 @@ int64_t eb_plan_fetched(const char *b, uint64_t n, const char *want, uint64_t wl
 int64_t eb_kafka_to_edgebus(const char *recs, uint64_t n, uint32_t count, int64_t base_ts,
                             int64_t producer_id, int16_t producer_epoch, int32_t base_sequence,
                             char *out, uint64_t cap, uint64_t max_len, uint64_t *state);
+#define EB_SEND_DECLINED ...
+int64_t eb_sock_produce(int fd, char *buf, uint64_t cap, const char *prefix, uint32_t plen,
+                        const char *key, int32_t klen, const char *val, int32_t vlen, int64_t ts,
+                        uint32_t corr, uint16_t api, int check_unread);
 int64_t eb_edgebus_to_kafka(const char *b, uint64_t length, uint32_t count, int64_t base_ts,
                             char *out, uint64_t cap);
 """
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-with open(os.path.join(_HERE, "records.c"), encoding="utf-8") as _f:
-    _SOURCE = _f.read()
+_SOURCE = ""
+for _name in ("records.c", "sock_send.c"):  # the second: a producer's one-call socket send
+    with open(os.path.join(_HERE, _name), encoding="utf-8") as _f:
+        _SOURCE += _f.read() + "\n"
 
 
 

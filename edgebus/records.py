@@ -205,6 +205,11 @@ def decode_records(batch: Any, base_offset: int, length: int, count: int, topic:
 # Python call per send (edgebus/client/fast_send.py).
 eb_produce_frame: Any = getattr(lib, "eb_produce_frame", None)
 NULL = ffi.NULL
+# eb_sock_produce(fd, out, cap, prefix, len(prefix), key, klen, value, vlen, ts, corr, api,
+# check_unread): the same frame built and given to one non-blocking send(2) (edgebus/sock_send.c);
+# the bytes it took, or < 0 (SEND_DECLINED: the supervisor has bytes unread; -(1000 + errno)).
+eb_sock_produce: Any = getattr(lib, "eb_sock_produce", None)
+SEND_DECLINED: int = getattr(lib, "EB_SEND_DECLINED", -3)
 
 
 def frame_buffer(size: int) -> Any:

@@ -29,11 +29,6 @@ class _Builder:
         self.stamp: tuple[int, int, int] | None = None  # idempotence: (producer id, epoch, sequence)
         self.order = 0  # when it was sealed (Producer._seal): resends keep their partition's order
 
-    def __call__(self, frame: Any, err: BaseException | None) -> None:
-        """A one-step send's batch is its request's callback (edgebus/client/fast_send.py; its
-        successful answers are mostly settled in bulk: edgebus/client/fast_acks.py)."""
-        self.result.owner._one_step_done(self, frame, err)  # type: ignore[union-attr]
-
     def add(self, rec: bytes, ts: int) -> int:
         if not self.records:
             self.first_ts = ts

@@ -1,17 +1,17 @@
 """The acknowledgements of one-step sends, taken in bulk from the bytes they came in (issue 16).
 
-A one-step send (edgebus/client/fast_send.py) registers its batch (`_Builder`) itself as the
-request's callback. Its acknowledgement used to cost a `ResponseFrame` object, the send's own
-closure, `produce_result`'s check, `_finish` and `BatchResult.done`: five Python calls per
-record, each run cache-cold between two paced sends. `deliver` walks the response frames in a
-buffer (the response ring's whole frames, or the whole frames at the start of what a socket
-recv() returned) and, for every successful PRODUCE answer to a one-step send, collects
-(batch, base offset, append time); the producer settles them all in one call
-(`Producer._one_step_acked`). Anything else (an error, an unusual body, another request's
+A one-step send (edgebus/client/fast_send.py) registers its batch (`_OneSend`,
+edgebus/client/one_send.py) itself as the request's callback. Its acknowledgement used to cost a
+`ResponseFrame` object, the send's own closure, `produce_result`'s check, `_finish` and
+`BatchResult.done`: five Python calls per record, each run cache-cold between two paced sends.
+`deliver` walks the response frames in a buffer (the response ring's whole frames, or the whole
+frames at the start of what a socket recv() returned) and, for every successful PRODUCE answer to a
+one-step send, collects (batch, base offset, append time); the producer settles them all in one
+call (`Producer._one_step_acked`). Anything else (an error, an unusual body, another request's
 answer, a frame too large to take here) gets a `ResponseFrame` and its callback as before
 (`Dispatcher._deliver`'s rules: in order, a raising callback logged, a refusal of the whole
-connection raised), after the ones collected before it have been settled, so outcomes keep
-the responses' order.
+connection raised), after the ones collected before it have been settled, so outcomes keep the
+responses' order.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from edgebus import format as F
-from edgebus.client.batch_builder import _Builder
 from edgebus.client.dispatch import refusal
+from edgebus.client.one_send import _OneSend
 from edgebus.protocol.framing import ResponseFrame
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def deliver(ch: Dispatcher, buf: Any, whole: bool) -> tuple[int, int]:
     starts). whole: buf holds whole frames only (the response ring's); else the walk stops at
     a partial frame or a large one, which the caller hands to its FrameBuffer."""
     pending, lock = ch._pending, ch._lock
-    acked: list[tuple[_Builder, int, int]] = []
+    acked: list[tuple[_OneSend, int, int]] = []
     mv = None
     pos, end, taken = 0, len(buf), 0
     while end - pos >= _HEAD:
@@ -55,13 +55,13 @@ def deliver(ch: Dispatcher, buf: Any, whole: bool) -> tuple[int, int]:
             break
         with lock:
             cb = pending.pop(corr, None)
-        if cb.__class__ is _Builder and not err and n - (_HEAD - _LEN) >= _STR + _RUN \
+        if isinstance(cb, _OneSend) and not err and n - (_HEAD - _LEN) >= _STR + _RUN \
                 and _STR_UNPACK(buf, pos + _HEAD)[0] == n - (_HEAD - _LEN) - _STR - _RUN:
             _p, base, ts, _ls = _RUN_UNPACK(buf, nxt - _RUN)
             acked.append((cb, base, ts))
         else:
             if acked:  # the answers before this one first: outcomes in response order
-                acked[0][0].result.owner._one_step_acked(acked)  # type: ignore[union-attr]
+                acked[0][0].owner._one_step_acked(acked)  # type: ignore[union-attr]
                 acked = []
             if mv is None:
                 mv = memoryview(buf)
@@ -77,5 +77,5 @@ def deliver(ch: Dispatcher, buf: Any, whole: bool) -> tuple[int, int]:
         pos = nxt
         taken += 1
     if acked:
-        acked[0][0].result.owner._one_step_acked(acked)  # type: ignore[union-attr]
+        acked[0][0].owner._one_step_acked(acked)  # type: ignore[union-attr]
     return taken, pos

@@ -6,13 +6,15 @@ layers to the ring or the socket: some fifty Python calls per record, run cache-
 two paced sends. When a record would leave at once anyway (nothing open or ready, a slot in
 flight, buffer memory free, a plain producer: no ordered retries, no idempotence or
 transaction, acks="written"), `_send_one` does the same in one lock hold and one channel call,
-whose frame is one C call (edgebus/records.c eb_produce_frame; on the rings the write and the
-"has the supervisor read our last request" check are one more, eb_write_if_read). Its bytes are
-the general path's (tests/client/test_fast_send.py compares them); the batch it sends is an
-ordinary `_Builder` in flight, so acknowledgements, timeouts, a lost connection, flush() and
-close() treat it as any other. Anything else, or a supervisor that has not read the last request
-yet (on the rings: the one before it; the record then waits in an open batch, as the general
-path's hold does), takes the general path (edgebus/client/producer.py).
+which builds, writes and sends the frame with one C call (the rings: edgebus/shm/produce.c
+eb_ring_produce, which also makes the "has the supervisor read our last request" check and
+rings the doorbell; the socket: edgebus/sock_send.c eb_sock_produce). Its bytes are the
+general path's (tests/client/test_send_c.py, tests/client/test_fast_send.py compare them); the
+batch it sends is one in flight like any other (a `_OneSend`: edgebus/client/one_send.py), so
+acknowledgements, timeouts, a lost connection, flush() and close() treat it as any other.
+Anything else, or a supervisor that has not read the last request yet (on the rings: the one
+before it; the record then waits in an open batch, as the general path's hold does), takes the
+general path (edgebus/client/producer.py).
 
 Acknowledgements are taken in bulk: a send looks at the response ring (or the socket) only once
 REAP_AT of its requests are unanswered; meanwhile the channel's reader collects them when its
@@ -24,12 +26,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from edgebus import format as F
 from edgebus.client.batch_builder import _Builder
+from edgebus.client.one_send import _OneSend, new_future, one_send_class
 from edgebus.client.record_frames import FAST_MAX_RECORD, produce_frame
 from edgebus.client.types import FutureRecordMetadata
 from edgebus.errors import BrokerUnavailableError, EdgebusError
@@ -49,6 +53,9 @@ if TYPE_CHECKING:
 # it, one look takes them all. Well below max_in_flight (32 by default), at which sends would
 # hold records back.
 REAP_AT = 4
+_HEADER = F.BATCH_HEADER_SIZE
+_new = object.__new__
+_monotonic = time.monotonic
 _RECORD_FIXED = 22  # a record's bytes besides its key and value (docs/FORMAT.md 2.2)
 
 
@@ -93,9 +100,10 @@ class _FastSend:
         self._fast = (produce_frame is not None and not self.linger and not self._ordered
                       and self._seq is None and not self._hold_at and self.acks == M.ACKS_WRITTEN)
         self._first_deadline = min(self.delivery_timeout, self.request_timeout)
-        self._prefixes: dict[tuple[str, int], bytes] = {}  # the PRODUCE body's start
+        # Per partition: the class of its one-step sends (one_send.py), the PRODUCE body's start
+        self._one_classes: dict[tuple[str, int], tuple[type[_OneSend], bytes]] = {}
 
-    def _one_step_done(self, b: _Builder, frame: ResponseFrame | None,
+    def _one_step_done(self, b: _OneSend, frame: ResponseFrame | None,
                        err: BaseException | None) -> None:
         """A one-step send's outcome, one at a time: a lost connection, an error, or an answer
         the bulk walk (fast_acks.deliver) did not take. Any thread; takes the lock."""
@@ -108,7 +116,7 @@ class _FastSend:
         with self._mutex:
             self._finish(b, base, t, err)
 
-    def _one_step_acked(self, acked: list[tuple[_Builder, int, int]]) -> None:
+    def _one_step_acked(self, acked: list[tuple[_OneSend, int, int]]) -> None:
         """Successful answers to one-step sends, in response order (fast_acks.deliver): what
         `_finish` and `BatchResult.done` do for each, for all of them in one lock hold. Only a
         plain producer sends in one step (no ordered retries, idempotence or durable hold), so
@@ -116,22 +124,21 @@ class _FastSend:
         header = F.BATCH_HEADER_SIZE
         with self._mutex:
             first_in_flight = self._in_flight
-            sent, n = self._sent, 0
-            for b, base, ts in acked:
-                r = b.result
+            sent, n, queued = self._sent, 0, 0
+            lock = self._results_lock  # every result's (AckOwner)
+            for r, base, ts in acked:  # r: the batch and its result (one_send.py)
                 if r._done:
                     continue  # already settled (timed out, or the connection failed it)
-                sent.pop(id(b), None)
-                self._in_flight -= 1
-                self._queued_bytes -= b.size - header
-                n += b.count
-                with r._lock:  # BatchResult.done, inline; its invariant with add_callback
+                sent.pop(id(r), None)
+                n += 1
+                queued += r.size
+                with lock:  # BatchResult.done, inline; its invariant with add_callback
                     r.base_offset = base
                     r.timestamp = ts
                     r._done = True
                     ev, cbs = r._event, r.callbacks
                     if cbs:
-                        r.callbacks = []
+                        r.callbacks = ()
                 if ev is not None:
                     ev.set()
                 for cb in cbs:
@@ -139,6 +146,8 @@ class _FastSend:
                         cb(r)  # the user's callbacks
                     except Exception:
                         log.exception("a send() callback raised; ignored")
+            self._in_flight -= n
+            self._queued_bytes -= queued - n * header
             counts = self._counts
             counts["record-send-total"] += n
             counts["batch-send-total"] += n
@@ -157,11 +166,10 @@ class _FastSend:
         (nothing was done then)."""
         size = _RECORD_FIXED + (len(key) if key else 0) + (len(value) if value else 0)
         ch = self._channel
-        if (ch is None or size > FAST_MAX_RECORD or self._open or self._ready
-                or size + F.BATCH_HEADER_SIZE > self._record_max[topic]):
-            return None  # looked at again under the lock below
+        if ch is None or size > FAST_MAX_RECORD or size + _HEADER > self._record_max[topic]:
+            return None  # open or ready batches are looked at under the lock below
         io_lock = self._io_lock
-        if not io_lock.acquire(blocking=False):
+        if not io_lock.acquire(False):
             return None  # the I/O thread is sending: the general path queues behind it
         try:
             with self._mutex:
@@ -171,34 +179,41 @@ class _FastSend:
                     return None
                 if self._in_flight >= REAP_AT:
                     ch.reap()  # their callbacks run here, under _cond (re-entrant)
-                b = _Builder(topic, p, self)
-                b.count = 1  # its bytes are built by C below; records stays empty (never resent:
-                b.size += size  # no ordered retries on this path)
-                b.first_ts = b.max_ts = ts
-                b.deadline = b.created + self._first_deadline
+                # The batch and its result in one object, no Python __init__ (one_send.py); what
+                # is the same for every record of the partition is its class's.
+                got = self._one_classes.get((topic, p))
+                if got is None:
+                    got = self._one_classes[(topic, p)] = (
+                        one_send_class(self, topic, p, self._first_deadline),
+                        _prefix(topic, p, self.acks))
+                cls, pre = got
+                b = cls()
+                b.size = size + _HEADER
+                b.first_ts = ts
+                now = _monotonic()
+                b.deadline = now + self._first_deadline
                 hold = self._in_flight > 0
                 self._in_flight += 1
                 self._queued_bytes += size
                 self._sent[id(b)] = b
                 if b.deadline < self._sender_wake_at:
                     self._cond.notify_all()  # the I/O thread must learn this batch's deadline
-            pre = self._prefixes.get((topic, p))
-            if pre is None:
-                pre = self._prefixes[(topic, p)] = _prefix(topic, p, self.acks)
             try:
                 # open_async_channel's channels all have it (LazySocketChannel, ShmAsyncChannel);
-                # the batch is the request's callback (_Builder.__call__, fast_acks.py)
-                sent = ch.send_record(pre, key, value, ts, b, hold)  # type: ignore[union-attr]
+                # the batch is the request's callback (_OneSend.__call__, fast_acks.py)
+                sent = ch.send_record(pre, key, value, ts, b, hold, now)  # type: ignore[union-attr]
             except BrokerUnavailableError as e:
                 with self._mutex:
                     self._finish(b, -1, -1, e)  # maybe written: failed, as the general path does
-                return FutureRecordMetadata(b.result, 0, ts)
+                return new_future(b, ts)
             if not sent:  # the supervisor has our last request unread: hold this one back
                 with self._mutex:
                     self._in_flight -= 1
                     self._queued_bytes -= size
                     del self._sent[id(b)]
                 return None
-            return FutureRecordMetadata(b.result, 0, ts)
+            f = _new(FutureRecordMetadata)  # one_send.new_future, inline
+            f._batch, f._index, f._timestamp = b, 0, ts
+            return f
         finally:
             io_lock.release()

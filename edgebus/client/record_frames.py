@@ -12,9 +12,18 @@ from typing import Any
 from edgebus.protocol import messages as M
 
 try:
-    from edgebus.records import NULL, eb_produce_frame, ffi_buffer, frame_buffer, frame_bytes
+    from edgebus.records import (
+        NULL,
+        SEND_DECLINED,
+        eb_produce_frame,
+        eb_sock_produce,
+        ffi_buffer,
+        frame_buffer,
+        frame_bytes,
+    )
 except ImportError:  # built without the C module: no one-step sends
-    NULL = eb_produce_frame = ffi_buffer = frame_buffer = frame_bytes = None  # type: ignore[assignment]
+    NULL = eb_produce_frame = eb_sock_produce = ffi_buffer = frame_buffer = frame_bytes = None  # type: ignore[assignment]
+    SEND_DECLINED = -3
 PRODUCE = int(M.Api.PRODUCE)
 # The largest record (its encoded bytes) sent in one step; a larger one takes the general path.
 # The frame buffer holds it with the largest topic name and the headers around it.
@@ -33,6 +42,11 @@ def _usable() -> Any:
 
 
 produce_frame: Any = _usable()
+# The socket's one-call send (edgebus/sock_send.c), when frames can be built at all.
+sock_produce: Any = eb_sock_produce if produce_frame is not None else None
+# Bytes of a one-record PRODUCE frame besides its prefix (the body's topic, partition and acks)
+# and its record's key and value: request header, batch length, batch header, record's fixed part.
+FRAME_FIXED = 12 + 4 + 64 + 22
 
 
 def new_frame_buffer() -> Any:

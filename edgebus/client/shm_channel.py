@@ -376,10 +376,13 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
         self._deferred: BaseException | None = None  # what a reap met; the reader ends with it
         self.reaped = 0  # responses taken by senders (tests, benchmarks)
         self._write = self._write_ring
-        self._fbuf = new_frame_buffer()  # send_record's frame (writers hold _lock)
-        # The request ring's head before our last request (writers hold _lock): the supervisor
-        # has read everything before that request once its tail reaches this (unread()).
-        self._last_at = 0
+        self._fbuf = new_frame_buffer()  # send_record's frame when the ring has no room now
+        # The request ring's head before our last request (writers hold _lock; C's too:
+        # eb_ring_produce moves it): the supervisor has read everything before that request
+        # once its tail reaches this (unread()).
+        self._sender = rings.sender
+        self._produce = rings.produce
+        self._efd_sup = rings.efd_sup
         self._start()
 
     def _write_ring(self, frame: bytes) -> None:
@@ -387,44 +390,47 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
             raise BrokerUnavailableError("the channel was closed")
         self._note_send()
         rings = self._rings
-        self._last_at = rings.req_head()
+        self._sender.last_at = rings.req_head()
         rings.write(frame)
 
     def send_record(self, prefix: bytes, key: bytes | None, value: bytes | None, ts: int,
-                    callback: Callback, hold: bool) -> bool:
-        """send() of a one-record PRODUCE (edgebus/client/fast_send.py), its frame built by C
-        in place; hold: write nothing and return False while the supervisor has yet to read a
-        request written before our last one (unread(); one C call writes or declines)."""
+                    callback: Callback, hold: bool, now: float) -> bool:
+        """send() of a one-record PRODUCE (edgebus/client/fast_send.py), built by C straight
+        into the request ring with the hold and the doorbell decided there (one C call:
+        edgebus/shm/produce.c); hold: write nothing and return False while the supervisor has
+        yet to read a request written before our last one (unread()). now: the caller's
+        monotonic clock (the send gap's note)."""
         with self._lock:
             if self.lost is not None:
                 raise BrokerUnavailableError(str(self.lost))
             if self._fds_closed:
                 raise BrokerUnavailableError("the channel was closed")
             corr = (next(self._corr) - 1) % CORR_MASK + 1  # dispatch.next_corr, inline
-            buf = self._fbuf
-            n = produce_frame(buf, FRAME_BUFFER_BYTES, prefix, len(prefix),
-                              NULL if key is None else key, -1 if key is None else len(key),
-                              NULL if value is None else value, -1 if value is None else len(value),
-                              ts, corr, PRODUCE)
-            rings = self._rings
-            at = rings.req_head()
-            # Only a supervisor more than one request behind makes this record wait (unread()).
-            rc = rings.write_if_read(buf, n, rings.efd_sup, hold and rings.req_tail() < self._last_at)
+            k, kl = (NULL, -1) if key is None else (key, len(key))
+            v, vl = (NULL, -1) if value is None else (value, len(value))
+            rc = self._produce(prefix, len(prefix), k, kl, v, vl, ts, corr, PRODUCE,
+                               self._efd_sup, hold)
             if rc == 2:
                 return False
-            self._last_at = at
             self._pending[corr] = callback
-            if rc != 1:  # no room now: the waiting write (backpressure)
+            if rc != 1:  # no room now: the frame in a buffer, and the waiting write (backpressure)
+                buf = self._fbuf
+                n = produce_frame(buf, FRAME_BUFFER_BYTES, prefix, len(prefix), k, kl, v, vl, ts,
+                                  corr, PRODUCE)
+                rings = self._rings
+                at = rings.req_head()
                 try:
                     rings.write(frame_bytes(buf, n))
                 except (BrokerUnavailableError, OSError, ValueError) as e:
                     self._pending.pop(corr, None)
                     raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
-            # _note_send, without its call (once per record)
-            now = time.monotonic()
-            gap = now - self._last_send
-            cap = lazy_acks.STEADY_S
-            self._send_gap += ((gap if gap < cap else cap) - self._send_gap) / 4
+                self._sender.last_at = at
+            # _note_send, without its call (once per record); the gaps' average is used only
+            # by timed waits (lazy_acks: with callbacks), so kept only then
+            if self._timed:
+                gap = now - self._last_send
+                cap = lazy_acks.STEADY_S
+                self._send_gap += ((gap if gap < cap else cap) - self._send_gap) / 4
             self._last_send = now
         return True
 
@@ -488,7 +494,7 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
             if self._fds_closed:
                 return False
             rings = self._rings
-            return rings.req is not None and rings.req_tail() < self._last_at
+            return rings.req is not None and rings.req_tail() < self._sender.last_at
 
     def _nudge(self) -> None:
         with self._fd_lock:

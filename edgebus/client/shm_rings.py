@@ -90,10 +90,13 @@ class ShmRings:
             os.close(memfd)  # the mapping keeps the memory
         self.sock = sock
         self.req = R.Ring(self.mapping, 0, resp.request_ring_bytes)
-        # write_if_read(frame_ptr, n, wake_fd, only_if_read) -> 1 written, 0 no room, 2 declined
-        # (only_if_read and the supervisor has not read everything yet), < 0 frame too large:
-        # the C function bound to this ring, no Python layer (ShmAsyncChannel.send_record).
-        self.write_if_read = functools.partial(R.lib.eb_write_if_read, self.req.d)
+        # The request ring's writer state (eb_sender: the head before our last request), and
+        # produce(prefix, plen, key, klen, value, vlen, ts, corr, api, wake_fd, hold) -> 1
+        # written, 0 no room, 2 declined (hold, and the supervisor more than one request
+        # behind), < 0 not written: a one-record PRODUCE built straight into the ring
+        # (edgebus/shm/produce.c), the C function bound to it (ShmAsyncChannel.send_record).
+        self.sender = R.ffi.new("eb_sender *")
+        self.produce = functools.partial(R.lib.eb_ring_produce, self.req.d, self.sender)
         # The request ring's head and tail (C calls bound to it): how far behind the supervisor's
         # reading is (ShmAsyncChannel.behind).
         self.req_head = functools.partial(R.lib.eb_head, self.req.d)

@@ -36,11 +36,13 @@ from edgebus.client.fast_acks import deliver as deliver_acks
 from edgebus.client.lazy_acks import LazyAcks
 from edgebus.client.record_frames import (
     FRAME_BUFFER_BYTES,
+    FRAME_FIXED,
     NULL,
     PRODUCE,
+    SEND_DECLINED,
     ffi_buffer,
     new_frame_buffer,
-    produce_frame,
+    sock_produce,
 )
 from edgebus.errors import BrokerUnavailableError
 
@@ -75,6 +77,7 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
         # supervisor's death fails what is in flight even when the wait has no timer.
         self._ep.register(self._sock.fileno(), select.EPOLLRDHUP)
         self._sendall = self._sock.sendall
+        self._fd = self._sock.fileno()  # send_record's (sock_send.c); closed only with the channel
         self._write = self._write_sock
         self._fbuf = new_frame_buffer()  # send_record's frame (writers hold _lock)
         self._fview = None if self._fbuf is None else memoryview(ffi_buffer(self._fbuf))
@@ -85,32 +88,41 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
         self._sendall(frame)
 
     def send_record(self, prefix: bytes, key: bytes | None, value: bytes | None, ts: int,
-                    callback: Callback, hold: bool) -> bool:
-        """send() of a one-record PRODUCE (edgebus/client/fast_send.py), its frame built by C;
-        hold: write nothing and return False while the supervisor has yet to read bytes
-        written before (SIOCOUTQ, asked only when the last request is under UNREAD_RECENT_S
-        old)."""
+                    callback: Callback, hold: bool, now: float) -> bool:
+        """send() of a one-record PRODUCE (edgebus/client/fast_send.py): built and sent by one
+        C call (edgebus/sock_send.c), what send(2) did not take then sent by sendall; hold:
+        write nothing and return False while the supervisor has yet to read bytes written
+        before (SIOCOUTQ, asked only when the last request is under UNREAD_RECENT_S old).
+        now: the caller's monotonic clock."""
         with self._lock:
             if self.lost is not None:
                 raise BrokerUnavailableError(str(self.lost))
-            if hold and time.monotonic() - self._last_send < UNREAD_RECENT_S and self.unread():
-                return False
             corr = (next(self._corr) - 1) % CORR_MASK + 1  # dispatch.next_corr, inline
-            n = produce_frame(self._fbuf, FRAME_BUFFER_BYTES, prefix, len(prefix),
-                              NULL if key is None else key, -1 if key is None else len(key),
-                              NULL if value is None else value, -1 if value is None else len(value),
-                              ts, corr, PRODUCE)
+            k, kl = (NULL, -1) if key is None else (key, len(key))
+            v, vl = (NULL, -1) if value is None else (value, len(value))
+            plen = len(prefix)
+            sent = sock_produce(self._fd, self._fbuf, FRAME_BUFFER_BYTES, prefix, plen, k, kl, v,
+                                vl, ts, corr, PRODUCE,
+                                hold and now - self._last_send < UNREAD_RECENT_S)
+            if sent == SEND_DECLINED:
+                return False
             self._pending[corr] = callback
-            try:
-                self._sendall(self._fview[:n])  # type: ignore[index]
-            except OSError as e:
-                self._pending.pop(corr, None)
-                raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
-            # _note_send, without its call (once per record)
-            now = time.monotonic()
-            gap = now - self._last_send
-            cap = lazy_acks.STEADY_S
-            self._send_gap += ((gap if gap < cap else cap) - self._send_gap) / 4
+            n = FRAME_FIXED + plen + (kl if kl > 0 else 0) + (vl if vl > 0 else 0)
+            if sent != n:  # a full socket buffer took part of it (or none), or an error
+                try:
+                    if sent < 0:
+                        raise OSError(-sent - 1000, os.strerror(-sent - 1000)) if sent <= -1000 \
+                            else OSError(f"the frame was not built ({sent})")
+                    self._sendall(self._fview[sent:n])  # type: ignore[index]
+                except OSError as e:
+                    self._pending.pop(corr, None)
+                    raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
+            # _note_send, without its call (once per record); the gaps' average is used only
+            # by timed waits (lazy_acks: with callbacks), so kept only then
+            if self._timed:
+                gap = now - self._last_send
+                cap = lazy_acks.STEADY_S
+                self._send_gap += ((gap if gap < cap else cap) - self._send_gap) / 4
             self._last_send = now
             self._sent += 1
         return True

@@ -3,7 +3,10 @@ edgebus._records, built by edgebus/_records_build.py).
 (Run by setup.py's cffi_modules at install time.)
 
 Needs only a C compiler and Python's headers (Debian: gcc, python3-dev). The C source is ring.c
-beside this file; the declarations below are the whole interface Python sees.
+beside this file, then edgebus/records.c and produce.c (a producer's one-record send written
+straight into its request ring: the frame builder of records.c, the writer of ring.c; zlib for
+the CRC when its header is there, as edgebus/_records_build.py); the declarations below are the
+whole interface Python sees.
 """
 
 from __future__ import annotations
@@ -42,7 +45,6 @@ uint64_t eb_tail(eb_ring *r);
 
 int eb_can_write(eb_ring *r, uint32_t n);
 int eb_write(eb_ring *r, const char *frame, uint32_t n, int wake_fd);
-int eb_write_if_read(eb_ring *R, const char *frame, uint32_t n, int wake_fd, int only_if_read);
 int eb_prepare_sleep_space(eb_ring *r, uint32_t n);
 int eb_wait_space(eb_ring *r, uint32_t n, int64_t spin_ns);
 
@@ -54,21 +56,50 @@ void eb_cancel_sleep_data(eb_ring *r);
 int eb_wait_data(eb_ring *r, int64_t spin_ns);
 int eb_wait_any(eb_ring **rings, int n, int64_t spin_ns);
 
+typedef struct {
+    uint64_t last_at;
+} eb_sender;
+int eb_ring_produce(eb_ring *R, eb_sender *S, const char *prefix, uint32_t plen, const char *key,
+                    int32_t klen, const char *val, int32_t vlen, int64_t ts, uint32_t corr,
+                    uint16_t api, int wake_fd, int hold);
+
 char *eb_map(int fd, size_t size);
 int eb_unmap(char *p, size_t size);
 """
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-with open(os.path.join(_HERE, "ring.c"), encoding="utf-8") as _f:
-    _SOURCE = _f.read()
+_ROOT = os.path.dirname(_HERE)
 
+
+def _read(*parts: str) -> str:
+    with open(os.path.join(*parts), encoding="utf-8") as f:
+        return f.read()
+
+
+_SOURCE = "\n".join([_read(_HERE, "ring.c"), _read(_ROOT, "records.c"), _read(_HERE, "produce.c")])
+
+
+def _have_zlib() -> bool:
+    """As edgebus/_records_build.py: without zlib eb_ring_produce returns -2 (and the client
+    sends no record in one step: eb_produce_frame cannot either)."""
+    import sysconfig
+
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    dirs = [sysconfig.get_path("include"), "/usr/include", "/usr/local/include",
+            os.path.join("/usr/include", multiarch)]
+    return any(os.path.exists(os.path.join(d, "zlib.h")) for d in dirs if d)
+
+
+_ZLIB = _have_zlib()
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "edgebus.shm._ring",
     _SOURCE,
     extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    define_macros=[("EB_HAVE_ZLIB", "1")] if _ZLIB else [],
+    libraries=["z"] if _ZLIB else [],
 )
 
 if __name__ == "__main__":  # a manual in-tree build: python edgebus/shm/_build.py
-    ffibuilder.compile(tmpdir=os.path.dirname(os.path.dirname(_HERE)), verbose=True)
+    ffibuilder.compile(tmpdir=os.path.dirname(_ROOT), verbose=True)

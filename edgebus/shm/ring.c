@@ -145,22 +145,18 @@ int eb_can_write(eb_ring *R, uint32_t n) {
     return cap - (head - tail) >= space_needed(head, cap, align8(n));
 }
 
-/* Write one whole frame (its u32 length prefix included, as on the socket).
- * Returns 1 written, 0 no space now, -1 larger than max_frame, -2 prefix does not match n.
- * Signals wake_fd when the reader had announced it was going to sleep. */
-int eb_write(eb_ring *R, const char *frame, uint32_t n, int wake_fd) {
+/* Room for an entry of n bytes (prefix included, n <= max_frame) at head: where to put its bytes,
+ * or NULL when it does not fit now (nothing written). *next gets the head to publish once they
+ * are there (ring_publish). Writes the padding marker at the end of the data area when the entry
+ * goes to its start: in space the reader does not look at until head is published. */
+static inline char *ring_reserve(eb_ring *R, uint32_t n, uint64_t *next) {
     uint32_t cap = cap_of(R);
-    if (n > R->max_frame) return -1;
-    if (n < 4) return -2;
-    uint32_t declared;
-    memcpy(&declared, frame, 4);
-    if ((uint64_t)declared + 4 != n) return -2;
     uint64_t need = align8(n);
     uint64_t head = __atomic_load_n(U64AT(R->hdr, EB_OFF_HEAD), __ATOMIC_RELAXED);
     uint64_t tail = __atomic_load_n(U64AT(R->hdr, EB_OFF_TAIL), __ATOMIC_ACQUIRE);
     uint64_t pos = head & (cap - 1);
     uint64_t to_end = cap - pos;
-    if (cap - (head - tail) < (need <= to_end ? need : to_end + need)) return 0;
+    if (cap - (head - tail) < (need <= to_end ? need : to_end + need)) return NULL;
     char *d = data_of(R);
     if (need > to_end) {
         /* Padding marker: the reader skips to the start of the data area. */
@@ -168,25 +164,36 @@ int eb_write(eb_ring *R, const char *frame, uint32_t n, int wake_fd) {
         head += to_end;
         pos = 0;
     }
-    memcpy(d + pos, frame, n);
-    __atomic_store_n(U64AT(R->hdr, EB_OFF_HEAD), head + need, __ATOMIC_RELEASE);
+    *next = head + need;
+    return d + pos;
+}
+
+/* Publish what ring_reserve placed (head with RELEASE: its bytes are visible before it), then
+ * signal wake_fd when the reader had announced it was going to sleep (the fence: header
+ * comment). */
+static inline void ring_publish(eb_ring *R, uint64_t next, int wake_fd) {
+    __atomic_store_n(U64AT(R->hdr, EB_OFF_HEAD), next, __ATOMIC_RELEASE);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     if (__atomic_load_n(U32AT(R->hdr, EB_OFF_READER_WAITING), __ATOMIC_RELAXED) &&
         __atomic_exchange_n(U32AT(R->hdr, EB_OFF_READER_WAITING), 0, __ATOMIC_SEQ_CST))
         signal_fd(wake_fd);
-    return 1;
 }
 
-/* eb_write, except that with only_if_read it writes nothing and returns 2 while the reader has
- * not yet taken everything written before (head != tail): a producer then keeps its record in an
- * open batch to go with its next request (edgebus/client/fast_send.py), with no separate call to
- * look at the counters. */
-int eb_write_if_read(eb_ring *R, const char *frame, uint32_t n, int wake_fd, int only_if_read) {
-    if (only_if_read &&
-        __atomic_load_n(U64AT(R->hdr, EB_OFF_TAIL), __ATOMIC_ACQUIRE) !=
-            __atomic_load_n(U64AT(R->hdr, EB_OFF_HEAD), __ATOMIC_RELAXED))
-        return 2;
-    return eb_write(R, frame, n, wake_fd);
+/* Write one whole frame (its u32 length prefix included, as on the socket).
+ * Returns 1 written, 0 no space now, -1 larger than max_frame, -2 prefix does not match n.
+ * Signals wake_fd when the reader had announced it was going to sleep. */
+int eb_write(eb_ring *R, const char *frame, uint32_t n, int wake_fd) {
+    if (n > R->max_frame) return -1;
+    if (n < 4) return -2;
+    uint32_t declared;
+    memcpy(&declared, frame, 4);
+    if ((uint64_t)declared + 4 != n) return -2;
+    uint64_t next;
+    char *at = ring_reserve(R, n, &next);
+    if (at == NULL) return 0;
+    memcpy(at, frame, n);
+    ring_publish(R, next, wake_fd);
+    return 1;
 }
 
 /* Before a writer sleeps for space: announce it, fence, re-check. 1 = space is there now (do not
