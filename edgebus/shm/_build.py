@@ -2,8 +2,8 @@
 edgebus._records, built by edgebus/_records_build.py).
 (Run by setup.py's cffi_modules at install time.)
 
-Needs only a C compiler and Python's headers (Debian: gcc, python3-dev). The C source is ring.c
-beside this file; the declarations below are the whole interface Python sees.
+Needs only a C compiler and Python's headers (Debian: gcc, python3-dev). The C sources are ring.c
+and take.c beside this file; the declarations below are the whole interface Python sees.
 """
 
 from __future__ import annotations
@@ -54,13 +54,24 @@ void eb_cancel_sleep_data(eb_ring *r);
 int eb_wait_data(eb_ring *r, int64_t spin_ns);
 int eb_wait_any(eb_ring **rings, int n, int64_t spin_ns);
 
+#define EB_TAKE_INFO ...
+#define EB_TAKE_PYTHON ...
+#define EB_TAKE_CORRUPT ...
+#define EB_TAKE_EOF ...
+int64_t eb_take_ring(eb_ring *R, int epfd, int efd_data, double deadline, char *out,
+                     uint64_t cap, int wake_fd, int64_t *arr, int64_t *info);
+int64_t eb_take_sock(int fd, double deadline, char *out, uint64_t cap, int64_t *info);
+
 char *eb_map(int fd, size_t size);
 int eb_unmap(char *p, size_t size);
 """
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-with open(os.path.join(_HERE, "ring.c"), encoding="utf-8") as _f:
-    _SOURCE = _f.read()
+# take.c (a consumer's one-call wait for its next response) uses ring.c's functions: one unit.
+_SOURCE = ""
+for _name in ("ring.c", "take.c"):
+    with open(os.path.join(_HERE, _name), encoding="utf-8") as _f:
+        _SOURCE += _f.read() + "\n"
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
