@@ -74,7 +74,7 @@ class SharedArrivals(Arrivals):
 
         self.c = ffi.new("int64_t[2]", [0, GAP_CAP_NS])
 
-    @property  # type: ignore[override]
+    @property
     def last(self) -> int:
         return int(self.c[0])
 
@@ -82,7 +82,7 @@ class SharedArrivals(Arrivals):
     def last(self, v: int) -> None:
         self.c[0] = v
 
-    @property  # type: ignore[override]
+    @property
     def gap(self) -> int:
         return int(self.c[1])
 
