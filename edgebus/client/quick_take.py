@@ -21,15 +21,17 @@ from collections.abc import Callable
 from typing import Any
 
 from edgebus import format as F
+from edgebus.client.channel import RECV_SIZE
 from edgebus.client.dispatch import refusal
 from edgebus.errors import BrokerUnavailableError, EdgebusError
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame, whole_responses
 from edgebus.tuning import C_TAKE, SPIN_GAP_NS
 
 _HEAD = F.RESPONSE_HEADER_SIZE
-# Bytes one recv of the socket transport takes at most (the Python path's RECV_SIZE reads more:
-# a larger answer goes on there, from the partial frame this leaves buffered).
-SOCKET_TAKE_BYTES = 256 * 1024
+# Bytes one recv of the socket transport takes at most: as much as the Python path's reads (its
+# pages are touched only as far as reads fill them). A larger answer goes on there, from the
+# partial frame this leaves buffered.
+SOCKET_TAKE_BYTES = RECV_SIZE
 
 try:
     from edgebus import records as _records
