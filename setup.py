@@ -1,8 +1,9 @@
 """Only for the C part: pyproject.toml holds everything else.
 
 setuptools runs cffi's `cffi_modules` hook on `pip install` (editable or not), which compiles
-edgebus/shm/ring.c into edgebus.shm._ring (the shared-memory ring) and edgebus/records.c into
-edgebus._records (the record-batch loops) with the system C compiler and Python's headers.
+edgebus/shm/ring.c and take.c into edgebus.shm._ring (the shared-memory ring, a consumer's
+one-call take) and edgebus/records.c into edgebus._records (the record-batch loops) with the
+system C compiler and Python's headers.
 
 Both are optional: on a board without a compiler (or without Python's headers) the install
 succeeds without them, says so, and edgebus runs on its Python code: clients use the Unix socket

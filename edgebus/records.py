@@ -45,6 +45,22 @@ _PLAN = lib.EB_PLAN_FIELDS
 # eb_plan_fetched (the consumer's fast path): None in a module built before it was added.
 _plan_fetched: Any = getattr(lib, "eb_plan_fetched", None)
 _FETCHED = getattr(lib, "EB_FETCHED_FIELDS", 5)
+# eb_plan_fetched's out[]: high watermark, log start, end offset, records, first offset (int64s).
+_FETCHED_OUT = struct.Struct("=5q")
+
+
+class Planner:
+    """eb_plan_fetched's output buffers for one user of fetched_at at a time (a consumer's
+    channel, edgebus/client/quick_take.py, or one thread through fetched_records), with buffer
+    views that read them without a cffi call's argument parsing."""
+
+    __slots__ = ("fmt", "fmt_view", "out", "out_view")
+
+    def __init__(self) -> None:
+        self.fmt = ffi.new_allocator(should_clear_after_alloc=False)("char[]", _FMT_BYTES)
+        self.fmt_view = ffi.buffer(self.fmt)
+        self.out = ffi.new("int64_t[]", _FETCHED)
+        self.out_view = ffi.buffer(self.out)
 
 
 class _Scratch(threading.local):
@@ -55,7 +71,7 @@ class _Scratch(threading.local):
         self.plan = ffi.new("int64_t[]", _PLAN)
         self.fmt = ffi.new_allocator(should_clear_after_alloc=False)("char[]", _FMT_BYTES)
         self.next_pos = ffi.new("uint64_t *")
-        self.fetched = ffi.new("int64_t[]", _FETCHED)
+        self.planner = Planner()
 
 
 _scratch = _Scratch()
@@ -123,21 +139,32 @@ def fetched_records(body: Any, want: bytes, min_offset: int, topic: str, partiti
     checks and plans everything, one Struct.unpack_from makes every timestamp, key and value."""
     if _plan_fetched is None:
         return None
-    sc = _scratch
-    fmt, out = sc.fmt, sc.fetched
-    flen = _plan_fetched(from_buffer(body), len(body), want, len(want), min_offset, CHUNK, fmt,
-                         _FMT_BYTES, out)
+    return fetched_at(from_buffer(body), len(body), body, 0, want, min_offset, topic, partition,
+                      make, _scratch.planner)
+
+
+def fetched_at(body: Any, n: int, view: Any, at: int, want: bytes, min_offset: int, topic: str,
+               partition: int, make: Callable[..., Any], p: Planner
+               ) -> tuple[list[Any], int, int, int] | None:
+    """fetched_records of the n-byte body at the C pointer `body`, which is `view` (any buffer)
+    from byte `at` on: the records are unpacked from view where they lie (a consumer's reused
+    answer buffer, edgebus/client/quick_take.py); p: the caller's Planner. The module must have
+    eb_plan_fetched."""
+    flen = _plan_fetched(body, n, want, len(want), min_offset, CHUNK, p.fmt, _FMT_BYTES, p.out)
     if flen <= 0:
         return None
-    hw, ls, end, n, first = ffi.unpack(out, 5)
-    key = ffi.unpack(fmt, flen)
+    hw, ls, end, k, first = _FETCHED_OUT.unpack_from(p.out_view)
+    key = p.fmt_view[:flen]
     st = _formats.get(key)  # _struct_for's common case, without its call (once per answer)
-    fields = (st or _struct_for(key)).unpack_from(body, 0)
-    if len(fields) == 2 * n:
-        recs = list(map(make, repeat(topic), repeat(partition), range(first, first + n),
+    fields = (st or _struct_for(key)).unpack_from(view, at)
+    if k == 1:  # one record (a paced consumer's every answer): no iterators to make
+        recs = [make(topic, partition, first, fields[0], None, fields[1]) if len(fields) == 2
+                else make(topic, partition, first, *fields)]
+    elif len(fields) == 2 * k:
+        recs = list(map(make, repeat(topic), repeat(partition), range(first, first + k),
                         fields[0::2], repeat(None), fields[1::2]))
     else:  # keyed: timestamp, key, value
-        recs = list(map(make, repeat(topic), repeat(partition), range(first, first + n),
+        recs = list(map(make, repeat(topic), repeat(partition), range(first, first + k),
                         fields[0::3], fields[1::3], fields[2::3]))
     return recs, hw, ls, end
 

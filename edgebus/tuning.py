@@ -147,6 +147,12 @@ FETCH_AHEAD = _flag("EDGEBUS_SHM_FETCH_AHEAD", _knob(
 STANDING = _flag("EDGEBUS_SHM_STANDING_FETCH", _knob(
     "EDGEBUS_SHM_STANDING_FETCH", "1", "1: the fetch a consumer sends ahead (rings or Unix "
     "socket) stays armed at the supervisor after each answer; 0: one fetch per answer"))
+# A consumer's standing-fetch answer taken in one C call (edgebus/shm/take.c: the wait, the
+# copy out of the ring or the socket's recv, the frame's header) and its records unpacked from the
+# buffer it was taken into (edgebus/client/quick_take.py). 0: the Python path takes every answer.
+C_TAKE = _flag("EDGEBUS_CONSUMER_C_TAKE", _knob(
+    "EDGEBUS_CONSUMER_C_TAKE", "1", "1: a consumer waits for and takes each standing-fetch "
+    "answer in one C call (when the C module is built); 0: in Python"))
 # Default data bytes per ring; a producer asks for more when its max_request_size needs it.
 DEFAULT_RING_BYTES = 4 * 1024 * 1024
 

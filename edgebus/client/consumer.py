@@ -281,7 +281,7 @@ class Consumer:
                 # The deadline may be infinite (consumer_timeout_ms's default): no int() of it.
                 left_ms = (deadline - time.monotonic()) * 1000
                 wait = self.fetch_max_wait_ms if left_ms >= self.fetch_max_wait_ms \
-                    else max(0, int(left_ms))
+                    else int(left_ms) if left_ms > 0 else 0
                 if self._quick is None or not self._quick_fetch(wait, deadline):
                     self._fetch(wait)
             if self._buffer:

@@ -39,7 +39,7 @@ from edgebus.errors import (
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ClientProtocol, ResponseFrame
 from edgebus.shm import unavailable_reason
-from edgebus.shm.spin import Arrivals
+from edgebus.shm.spin import SharedArrivals
 from edgebus.tuning import DEFAULT_RING_BYTES, SPIN_GAP_NS, SPIN_NS
 
 log = logging.getLogger("edgebus.client.shm")
@@ -122,8 +122,14 @@ class ShmRings:
         self.eof = False
         self.closed = False
         # Bytes came on the socket and may hold frames: looked at only then (_take).
-        self._from_socket = False
-        self.arrivals = Arrivals()  # the gaps between responses: whether to spin for the next
+        self.from_socket = False
+        # The gaps between responses: whether to spin for the next. Its counters are C memory:
+        # the one-call take (edgebus/shm/take.c) notes its arrivals there too.
+        self.arrivals = SharedArrivals()
+        # The consumer's one-call wait and take of its next response (edgebus/shm/take.c, used by
+        # edgebus/client/quick_take.py): eb_take_ring bound to this ring, epoll and eventfd.
+        self.take_answer = functools.partial(R.lib.eb_take_ring, self.resp.d,
+                                             self._rpoll.fileno(), self.efd_data)
 
     # --- writing requests ------------------------------------------------------------------------
     def write(self, frame: bytes, deadline: float | None = None) -> None:
@@ -163,7 +169,7 @@ class ShmRings:
         while True:
             # An empty ring (a paced reader's every first look) is one C call, not _take's
             # two Python calls and two C calls.
-            if readable() or self._from_socket:
+            if readable() or self.from_socket:
                 out = self._take()
                 if out:
                     return out
@@ -204,11 +210,11 @@ class ShmRings:
     def _take(self) -> list[ResponseFrame]:
         buf = self.resp.read(self.efd_sup)  # take_ring's work, without its call
         out = [] if buf is None else split_frames(buf)
-        if self._from_socket:  # frames too large for the ring come on the socket
+        if self.from_socket:  # frames too large for the ring come on the socket
             proto = self.proto
             while (f := proto.next_response()) is not None:
                 out.append(f)
-            self._from_socket = proto.frames.buffered() > 0
+            self.from_socket = proto.frames.buffered() > 0
         if out:
             self.arrivals.arrived(time.monotonic_ns())
         return out
@@ -245,7 +251,7 @@ class ShmRings:
             self.eof = True
             return
         self.proto.receive_data(data)
-        self._from_socket = True
+        self.from_socket = True
 
     def close(self) -> None:
         if self.closed:

@@ -2,11 +2,12 @@
 edgebus._records, built by edgebus/_records_build.py).
 (Run by setup.py's cffi_modules at install time.)
 
-Needs only a C compiler and Python's headers (Debian: gcc, python3-dev). The C source is ring.c
-beside this file, then edgebus/records.c and produce.c (a producer's one-record send written
-straight into its request ring: the frame builder of records.c, the writer of ring.c; zlib for
-the CRC when its header is there, as edgebus/_records_build.py); the declarations below are the
-whole interface Python sees.
+Needs only a C compiler and Python's headers (Debian: gcc, python3-dev). The C sources are
+ring.c and take.c beside this file (take.c: a consumer's one-call wait for its next response),
+then edgebus/records.c and produce.c (a producer's one-record send written straight into its
+request ring: the frame builder of records.c, the writer of ring.c; zlib for the CRC when its
+header is there, as edgebus/_records_build.py); the declarations below are the whole interface
+Python sees.
 """
 
 from __future__ import annotations
@@ -63,6 +64,14 @@ int eb_ring_produce(eb_ring *R, eb_sender *S, const char *prefix, uint32_t plen,
                     int32_t klen, const char *val, int32_t vlen, int64_t ts, uint32_t corr,
                     uint16_t api, int wake_fd, int hold);
 
+#define EB_TAKE_INFO ...
+#define EB_TAKE_PYTHON ...
+#define EB_TAKE_CORRUPT ...
+#define EB_TAKE_EOF ...
+int64_t eb_take_ring(eb_ring *R, int epfd, int efd_data, double deadline, char *out,
+                     uint64_t cap, int wake_fd, int64_t *arr, int64_t *info);
+int64_t eb_take_sock(int fd, double deadline, char *out, uint64_t cap, int64_t *info);
+
 char *eb_map(int fd, size_t size);
 int eb_unmap(char *p, size_t size);
 """
@@ -76,7 +85,11 @@ def _read(*parts: str) -> str:
         return f.read()
 
 
-_SOURCE = "\n".join([_read(_HERE, "ring.c"), _read(_ROOT, "records.c"), _read(_HERE, "produce.c")])
+# One unit: take.c (the consumer's wait) and produce.c (the producer's send) use ring.c's functions,
+# produce.c also records.c's frame builder.
+_SOURCE = "\n".join(
+    [_read(_HERE, "ring.c"), _read(_HERE, "take.c"), _read(_ROOT, "records.c"), _read(_HERE, "produce.c")]
+)
 
 
 def _have_zlib() -> bool:

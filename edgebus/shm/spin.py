@@ -60,3 +60,32 @@ class Arrivals:
         if left <= 0 or not cpu_free(now_ns):
             return 0
         return left
+
+
+class SharedArrivals(Arrivals):
+    """Arrivals whose two counters are a C int64_t[2] {last, gap}, so that a C reader notes its
+    arrivals itself (edgebus/shm/take.c eb_take_ring, the client's response ring) and the Python
+    reader of the same ring sees them, and the other way round."""
+
+    __slots__ = ("c",)
+
+    def __init__(self) -> None:
+        from edgebus.shm._ring import ffi
+
+        self.c = ffi.new("int64_t[2]", [0, GAP_CAP_NS])
+
+    @property
+    def last(self) -> int:
+        return int(self.c[0])
+
+    @last.setter
+    def last(self, v: int) -> None:
+        self.c[0] = v
+
+    @property
+    def gap(self) -> int:
+        return int(self.c[1])
+
+    @gap.setter
+    def gap(self, v: int) -> None:
+        self.c[1] = v
