@@ -176,6 +176,8 @@ class Plane:
         # the Broker unless EDGEBUS_SOCKET_C_PLANE=0).
         self.sockets: Any = None
         self.on_grant: Any = None  # called with a link at its new grant (shm_park.py)
+        # The parked loop (shm_park.Park.start: at the first shm attach or granted socket).
+        self.park: Any = None
 
     def ready(self) -> bool:
         """Load the C module and make the call's buffers (ShmTransport.attach, first link).
