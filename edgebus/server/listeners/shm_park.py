@@ -87,7 +87,7 @@ class Park:
             if main_fd >= 0:
                 plane.park = cls(plane, api, main_fd)
                 api.set_parked(plane.park.wait)
-        return plane.park  # type: ignore[no-any-return]
+        return plane.park
 
     # --- links -----------------------------------------------------------------------------------
     def _new(self, link: Any, fd: int) -> Any:

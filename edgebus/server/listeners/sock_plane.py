@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from edgebus import format as F
 from edgebus import tuning
 from edgebus.server.listeners import shm_plane
+from edgebus.server.listeners.plane_grant import write_failed
 from edgebus.server.listeners.stream import MAX_REQUESTS_PER_TURN, RECV_SIZE, Connection
 
 if TYPE_CHECKING:
@@ -128,11 +129,11 @@ class SockLink:
             conn.loop.close(conn)
             return
         call = self.sp.call
-        took = call.frames
-        call.frames = call.answers = 0
-        self._go_on(got, at, took)
+        if call.why == _WHY_WRITE:  # (its unsent answers are queued, its appends synced)
+            write_failed(self)
+        self._go_on(got, at, 0, synced=True)
 
-    def _go_on(self, got: int, at: int, took: int) -> bool:
+    def _go_on(self, got: int, at: int, took: int, synced: bool = False) -> bool:
         """After the read's first C call: the frames it stopped at dispatched by Python, the C
         call going on after each, until the read's bytes are served; the rest to the framing."""
         sp = self.sp
@@ -144,7 +145,9 @@ class SockLink:
         while True:
             frames = call.frames
             took += frames
-            if call.sent != call.out_len or call.why == _WHY_WRITE:
+            if synced:  # (the parked wait's read: Park._after did this)
+                synced = False
+            elif call.sent != call.out_len or call.why == _WHY_WRITE:
                 self._after(call)  # the uncommon cases, then the sync-back
             elif frames:  # (_after's common case inlined: once per read)
                 sp.frames += frames
@@ -221,7 +224,7 @@ class SockLink:
             self.sp.frames += frames
             self.sp.plane._sync(self, call)
         if call.why == _WHY_WRITE:  # as a ring's: offline unless the disk is full, then
-            shm_plane._write_failed(self)  # Python's path retries the frame and reports
+            write_failed(self)  # Python's path retries the frame and reports
 
 
 class SocketPlane:
