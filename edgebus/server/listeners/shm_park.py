@@ -67,7 +67,8 @@ class Park:
         P.k_link = P.s_fd = -1
         # The call every serve uses: the socket plane's once it has made its buffers (`_before`
         # switches to it), until then one without buffers (socket consumers left to Python).
-        self._own_call = P.call = ffi.new("eb_plane_call *")
+        self.call = P.call = ffi.new("eb_plane_call *")
+        self._sock_ready = False
         self.fds = lib.EB_PARK_FDS
         self.links: dict[int, Any] = {}  # park id -> ShmLink or SockLink
         self.socks: dict[int, SockLink] = {}  # socket fd -> its SockLink, while in byfd
@@ -158,10 +159,12 @@ class Park:
         plane = self.plane
         P = self.P
         P.budget = plane.disk._budget
-        if P.sbuf == self.ffi.NULL:
+        if not self._sock_ready:
             sp = plane.sockets
             if sp is not None and sp.buf_p is not None:  # the socket plane's buffers, made
-                P.call, P.sbuf, P.scap = sp.call, sp.buf_p, len(sp.buf)
+                self.call = P.call = sp.call
+                P.sbuf, P.scap = sp.buf_p, len(sp.buf)
+                self._sock_ready = True
         data = plane.data
         waiters = data.waiters.by_partition
         listeners = bool(data.append_listeners)
@@ -215,7 +218,7 @@ class Park:
         P = self.P
         plane = self.plane
         plane.disk._budget = P.budget
-        call = P.call
+        call = self.call
         if call.rest_len:
             # Standing answers a consumer's socket took only part of (sockplane.c): their rest
             # is queued before anything the sync-back's on_append may queue on that connection.
