@@ -251,13 +251,16 @@ class Park:
             a = link.arrivals
             a.last, a.gap = c.arr_last, c.arr_gap
             link.last_active = now
+        nout = P.nout
+        if nout:
+            k_link, out = P.k_link, [P.out[i] for i in range(nout)]
+            # A copy of the declined frame now: a wake-up below (or Python's path in the
+            # socket read's rest) may reuse the scratch.
+            kframe = plane.scratch[: P.k] if k_link >= 0 else None
         if s_link is not None:
             s_link.resume(P.s_got, P.s_at)  # the rest of its read: Python's, as SockLink.read's
-        if not P.nout:
+        if not nout:
             return
-        k_link, out = P.k_link, [P.out[i] for i in range(P.nout)]
-        # A copy of the declined frame now: an earlier link's wake-up below reuses the scratch.
-        kframe = plane.scratch[: P.k] if k_link >= 0 else None
         for pid in out:
             ln = self.links.get(pid)
             if ln is None:
