@@ -132,6 +132,8 @@ class Park:
                 self.socks.pop(c.fd, None)
             if c.frames:  # closed during `_after` (another link's on_append): its appends stay
                 self.plane.sync(link, c.frames, c.answers)
+                if c.sock:
+                    link.sp.frames += c.frames
                 c.frames = c.answers = 0
             link.park_c = None
 

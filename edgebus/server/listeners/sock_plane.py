@@ -210,10 +210,10 @@ class SockLink:
     def close(self) -> None:
         """Its connection is closing (Connection.release): no grant, and out of the parked
         loop's table before the descriptor can be reused."""
-        self.grants.clear()
         park = self.sp.plane.park
         if park is not None and self.park_c is not None:
-            park.remove(self)
+            park.remove(self)  # (first: appends C made and no sync-back told yet are synced)
+        self.grants.clear()
 
     def _after(self, call: Any) -> None:
         """After a call: the answers the socket did not take queued first (before anything the
