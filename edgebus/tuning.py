@@ -175,12 +175,13 @@ SOCKET_C_PLANE = _flag("EDGEBUS_SOCKET_C_PLANE", _knob(
     "EDGEBUS_SOCKET_C_PLANE", "1", "1: the supervisor appends and answers the plain PRODUCEs a "
     "Unix-socket connection sends in one C call per read (when the C plane runs); 0: in Python"))
 # The parked loop (edgebus/server/listeners/shm_park.py, edgebus/shm/park.c): with the C data
-# plane on, the loop waits for its next event in C and serves granted links' wake-ups there,
-# returning to Python only for what needs it. 0: every wake-up takes the loop's Python turn.
+# plane on, the loop waits for its next event in C and serves granted links' wake-ups and granted
+# Unix-socket connections' reads there, returning to Python only for what needs it. 0: every
+# wake-up and read takes the loop's Python turn.
 C_PARK = _flag("EDGEBUS_SHM_C_PARK", _knob(
     "EDGEBUS_SHM_C_PARK", "1", "1: with the C data plane on, the supervisor's loop waits in C "
-    "and serves a ring's plain PRODUCEs there without a Python turn; 0: a Python turn per "
-    "wake-up"))
+    "and serves a ring's or a Unix socket's plain PRODUCEs there without a Python turn; 0: a "
+    "Python turn per wake-up"))
 
 # --- the supervisor's shared-memory listener (edgebus/server/listeners/shm.py) --------------------
 # Keep polling a link's ring for this long after its last frame before sleeping on its eventfd.

@@ -168,8 +168,9 @@ def collect(broker: Broker) -> dict[str, Any]:
     doc["socket_plane"] = {"enabled": sockets is not None,
                            "frames": sockets.frames if sockets is not None else 0,
                            "short_sends": sockets.short_sends if sockets is not None else 0}
-    # The parked loop (listeners/shm_park.py): wake-ups served in C with no Python turn.
-    park = getattr(getattr(broker, "shm", None), "park", None)
+    # The parked loop (listeners/shm_park.py): ring wake-ups and socket reads served in C with
+    # no Python turn (started by the first shm link or granted socket connection).
+    park = getattr(getattr(getattr(broker, "data", None), "plane", None), "park", None)
     doc["shm_plane"]["park"] = park.stats() if park is not None else None
     doc["records_out"] = stats.records_out
     doc["bytes_out"] = stats.bytes_out

@@ -76,6 +76,7 @@ int64_t eb_plane_sock_read(int fd, char *buf, int64_t have, int64_t cap, eb_gran
 
 #define EB_PARK_EVENTS ...
 #define EB_PARK_OUT ...
+#define EB_PARK_FDS ...
 #define EB_PARK_LOOP ...
 #define EB_PARK_TIMEOUT ...
 #define EB_PARK_PYTHON ...
@@ -90,6 +91,8 @@ typedef struct {
     int32_t ng;
     int32_t py_after;
     eb_grant **grants;
+    int32_t sock;
+    int32_t fd;
     int64_t frames, answers;
     int64_t arr_last, arr_gap;
     int32_t queued;
@@ -97,7 +100,6 @@ typedef struct {
 } eb_park_link;
 typedef struct {
     int32_t main_fd;
-    int32_t park_fd;
     int64_t deadline_ns;
     int64_t budget;
     int64_t spin_gap_ns;
@@ -105,8 +107,13 @@ typedef struct {
     char *scratch;
     uint64_t cap;
     uint32_t max_frames;
+    eb_plane_call *call;
+    char *sbuf;
+    int64_t scap;
+    eb_park_link *byfd[];
     int32_t why;
     int32_t err;
+    int32_t py;
     int32_t nev;
     int32_t ev_fd[];
     uint32_t ev_mask[];
@@ -114,14 +121,14 @@ typedef struct {
     int32_t out[];
     int32_t k_link;
     int64_t k;
+    int32_t s_fd;
+    int64_t s_got, s_at;
     int64_t served;
+    int64_t sock_reads;
     int64_t to_py[];
     ...;
 } eb_park;
-int eb_park_add(int park_fd, int efd, eb_park_link *l);
-int eb_park_remove(int park_fd, int efd);
 void eb_park_wait(eb_park *P);
-void eb_park_drain(eb_park *P);
 """
 
 _HERE = os.path.dirname(os.path.abspath(__file__))

@@ -261,10 +261,12 @@ def test_a_producer_that_does_not_read_its_answers_loses_none(broker) -> None:
     assert socket_frames(broker.socket, "short_sends") > 0, "the socket never filled: not tested"
 
 
-def _standing(sock: str, topic: str, ring_producer: bool, sizes: list[int]) -> list[bytes]:
+def _standing(sock: str, topic: str, ring_producer: bool, sizes: list[int],
+              gap: float = 0.0) -> list[bytes]:
     """A raw socket consumer holds a standing fetch on `topic` from offset 0; a raw producer (a
     socket, or a shm link) sends one record per size, each after the consumer has read the
-    answer before; the consumer's answer bodies, append times zeroed."""
+    answer before (and `gap` s more: the supervisor back in its wait); the consumer's answer
+    bodies, append times zeroed."""
     consumer = RawSock(sock)
     producer: Any = RawLink(sock) if ring_producer else RawSock(sock)
     try:
@@ -284,6 +286,8 @@ def _standing(sock: str, topic: str, ring_producer: bool, sizes: list[int]) -> l
                 producer.send(f)
             producer.wait({pc})
             consumer.until(i + 1)
+            if gap:
+                time.sleep(gap)
         out = []
         for c, err, body in consumer.frames:
             assert c == corr and err == 0

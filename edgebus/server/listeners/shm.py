@@ -386,29 +386,21 @@ class ShmTransport(Service):
         plane = self.plane
         if plane is not None and not plane.ready():  # loaded at the first attach (shm_plane.py)
             self.plane = plane.data.plane = None
-        if self.park is None and self.plane is not None and tuning.C_PARK:
-            self._start_park()
+        if self.park is None and self.plane is not None:
+            from edgebus.server.listeners.shm_park import Park
+
+            self.park = Park.start(self.plane, self.api)  # (None: EDGEBUS_SHM_C_PARK=0)
         link = ShmLink(self, conn, mapping, R.Ring(mapping, 0, req_cap),
                        R.Ring(mapping, resp_off, resp_cap), fds[1], fds[2], fds[3])
         conn.shm = link
         self.links[conn.id] = link
-        if self.park is not None:
-            self.park.add(link)  # edge-triggered, in the park set (shm_park.py)
-        elif not self.api.register_edge(link.efd_sup, link):
+        if not self.api.register_edge(link.efd_sup, link):
             self.edge = False  # the same for every link: the loop's selector decides
+        if self.park is not None:
+            self.park.add(link)  # served in the parked wait when fast (shm_park.py)
         self._set_spinning(link, True)
         log.debug("%r attached rings of %d + %d bytes", conn, req_cap, resp_cap)
         return NO_RESPONSE
-
-    def _start_park(self) -> None:
-        """The loop waits in C from now on (shm_park.py), if its selector is an epoll."""
-        from edgebus.server.listeners.shm_park import Park
-
-        main_fd = self.api.park_fd()
-        if main_fd < 0:
-            return
-        self.park = Park(self.plane, self.api, main_fd)
-        self.api.set_parked(self.park.wait)
 
     # --- loop hooks ------------------------------------------------------------------------------
     def wake(self, link: ShmLink) -> None:
@@ -474,8 +466,7 @@ class ShmTransport(Service):
         self._set_spinning(link, False)
         if self.park is not None:
             self.park.remove(link)
-        else:
-            self.api.unregister(link.efd_sup)
+        self.api.unregister(link.efd_sup)
         link.close()
 
     def stats(self) -> dict[str, Any]:

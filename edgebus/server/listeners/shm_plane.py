@@ -27,6 +27,10 @@ declines on its own whatever needs Python (a roll, an index entry or recent-list
 disk budget spent, no room for the answer, a write error). After the call, `_sync` brings the
 partition, segment, statistics and connection counters to where Python's path would have left
 them, and tells the parked fetches (`on_append`) as that path does.
+
+This module holds the plane's loading, its grants' checks and its calls; the grant itself is
+listeners/plane_grant.py, the sync-back listeners/plane_sync.py, the socket half
+listeners/sock_plane.py, and the parked loop listeners/shm_park.py.
 """
 
 from __future__ import annotations
@@ -36,9 +40,10 @@ from typing import TYPE_CHECKING, Any
 from edgebus import tuning
 from edgebus.errors import EdgebusError
 from edgebus.log.partition import TAIL_BATCH_BYTES
-from edgebus.log.segment import RECENT_BATCHES
 from edgebus.protocol import messages as M
 from edgebus.server.acl.checks import TOPIC_WRITE
+from edgebus.server.listeners.plane_grant import Grant, write_failed
+from edgebus.server.listeners.plane_sync import SyncBack
 
 if TYPE_CHECKING:
     from edgebus.server.disk import DiskGuard
@@ -93,71 +98,7 @@ RING_FRAMES = 32
 _PRODUCE = int(M.Api.PRODUCE)
 
 
-def _write_failed(link: Any) -> None:
-    """A call stopped at a failed write(2) (cut back in C): the partition's write_failed
-    decides, as Python's own path does (offline unless the disk is full), before Python's path
-    takes the frame again. A retry that succeeds must not hide an EIO (a failing card)."""
-    for g in link.grants.values():
-        c = g.c
-        if c.cut_failed:
-            g.p._go_offline(f"cannot cut a failed append back in {g.seg.log_path} (C data plane)",
-                            c.write_errno or None)
-        elif c.write_errno and c.fd >= 0:  # (fd -1: no writable fd, Python's path opens one)
-            g.p.write_failed(c.write_errno)
-        c.write_errno = 0
-
-
-class Grant:
-    """One partition a link's PRODUCEs may be appended to in C; `c` is the C struct."""
-
-    __slots__ = ("c", "cfg", "gen", "p", "seg", "start", "topic", "w", "w_checked")
-
-    def __init__(self, p: Any) -> None:
-        self.c = _ffi.new("eb_grant *")
-        self.p = p
-        self.topic = p.topic
-        tb = p.topic.encode()
-        self.c.topic_len = len(tb)
-        _ffi.memmove(self.c.topic, tb, len(tb))
-        self.c.partition = p.partition
-        self.seg: Any = None
-        self.cfg: Any = None
-        self.w: Any = None  # the standing fetch armed in c.w_* (a ParkedFetch), if any
-        self.w_checked: Any = None  # (that fetch, ACL generation) its access check passed at
-        self.c.w_sock = -1  # (fd 0 is a descriptor: "none" must be said)
-        self.gen = self.start = -1
-
-    def refresh(self) -> None:
-        """Copy the partition's state into the C struct (after anything but the C call moved it)."""
-        p, c = self.p, self.c
-        seg = p._segments[-1]
-        cfg = p.config
-        self.seg, self.cfg, self.gen, self.start = seg, cfg, p._gen, p.log_start_offset
-        c.log_end = p.log_end_offset
-        c.max_append_time = p._max_append_time
-        c.seg_base = seg.base_offset
-        c.seg_size = seg.size
-        c.first_append_time = -1 if seg.first_append_time is None else seg.first_append_time
-        c.bytes_since_index = seg.bytes_since_index
-        c.segment_bytes = cfg.segment_bytes
-        c.segment_ms = cfg.segment_ms
-        c.max_message_bytes = cfg.max_message_bytes
-        c.index_interval = cfg.index_interval_bytes
-        c.log_start = p.log_start_offset
-        # -1: no writable fd, so the C call's write fails and Python's path decides
-        c.fd = seg.fd if seg.fd is not None and seg.writable else -1
-        c.recent_room = 2 * RECENT_BATCHES - len(seg._recent_rels)
-        c.n = c.cut_failed = c.write_errno = 0
-        c.records = c.bytes = 0
-
-    def current(self) -> bool:
-        """Whether nothing but the C call changed the partition since `refresh`."""
-        p = self.p
-        return (p._gen == self.gen and p.config is self.cfg and p.log_start_offset == self.start
-                and p._segments[-1] is self.seg)
-
-
-class Plane:
+class Plane(SyncBack):
     """The supervisor's C data plane for shm links (one, held by ShmTransport)."""
 
     def __init__(self, data: DataHandlers, disk: DiskGuard, acl: Any) -> None:
@@ -166,6 +107,7 @@ class Plane:
         self.acl = acl  # the dispatcher's Authorizer (None: access control off)
         # made by `ready` at the first SHM_ATTACH, with the C module
         self.call: Any = None
+        self._ffi: Any = None  # (the sync-back's, plane_sync.py)
         self.scratch = bytearray()  # eb_plane_ring's copy of the frame it serves
         self._scratch_p: Any = None
         self.took = 0  # frames the last serve_ring took
@@ -176,6 +118,8 @@ class Plane:
         # the Broker unless EDGEBUS_SOCKET_C_PLANE=0).
         self.sockets: Any = None
         self.on_grant: Any = None  # called with a link at its new grant (shm_park.py)
+        # The parked loop (shm_park.Park.start: at the first shm attach or granted socket).
+        self.park: Any = None
 
     def ready(self) -> bool:
         """Load the C module and make the call's buffers (ShmTransport.attach, first link).
@@ -183,6 +127,7 @@ class Plane:
         if self.call is None:
             if not load():
                 return False
+            self._ffi = _ffi
             self.call = _ffi.new("eb_plane_call *")
             self.scratch = bytearray(SCRATCH_BYTES)
             self._scratch_p = _ffi.from_buffer(self.scratch)
@@ -204,7 +149,7 @@ class Plane:
             if len(grants) >= MAX_GRANTS or len(p.topic.encode()) > _lib.EB_PLANE_TOPIC_MAX \
                     or not self.permitted(conn, p):
                 return
-            g = grants[key] = Grant(p)
+            g = grants[key] = Grant(p, _ffi)
             link.grant_ptrs = None
             if self.on_grant is not None and link is getattr(conn, "shm", None):
                 self.on_grant(link)  # the parked loop looks at this ring link from now on
@@ -330,7 +275,7 @@ class Plane:
             if frames:
                 self._sync(link, call)
             if call.why == _WHY_WRITE:  # Python's path retries the frame and reports
-                _write_failed(link)
+                write_failed(link)
             # A grant's per-call room used up: synced, so the C call may go on (unless the
             # sync-back's on_append queued answers on this very link: they go first). Full with
             # nothing taken: the segment's recent list needs its trim, Python's path does it.
@@ -358,109 +303,10 @@ class Plane:
             self._sync(link, call)
         why = call.why
         if why == _WHY_WRITE:
-            _write_failed(link)
+            write_failed(link)
         self.drained = why == _WHY_RING_END
         return k
 
-    def _sync(self, link: Any, call: Any) -> None:
-        self.disk._budget = call.budget
-        if call.rest_len:
-            # Standing answers a consumer's socket took only part of (sockplane.c): their rest
-            # is queued before anything sync's on_append calls may queue on that connection.
-            from edgebus.server.listeners.sock_plane import queue_rest  # (rare: at its first)
-
-            for g in link.grants.values():
-                if g.c.w_rest_len:
-                    queue_rest(g, call)
-            call.rest_len = 0
-        self.sync(link, call.frames, call.answers)
-
     def offline_failed(self, link: Any) -> None:
-        """After EB_PLANE_WRITE in a parked wait: as after a call's (`_write_failed`)."""
-        _write_failed(link)
-
-    def sync(self, link: Any, frames: int, answers: int) -> None:
-        """Bring Python's view to where its own path would have left it (partition_append.py
-        `append`, Segment.append_batch, DataHandlers.produce_fields, Dispatcher.dispatch_frame),
-        after C calls that took `frames` PRODUCEs from the link and wrote `answers` answers."""
-        self.frames += frames
-        conn = link.conn
-        conn.requests += frames
-        conn.answers += answers  # (Connection.queue's count)
-        link.frames_in += frames
-        link.frames_out += answers
-        data = self.data
-        stats = data.stats
-        for g in link.grants.values():
-            c = g.c
-            n = c.n
-            if not n:
-                continue
-            p, seg = g.p, g.seg
-            seg.size = c.seg_size
-            seg.max_append_time = c.max_append_time
-            seg.bytes_since_index = c.bytes_since_index
-            if n == 1:
-                seg._recent_rels.append(c.rel[0])
-                seg._recent_pos.append(c.pos[0])
-            else:
-                seg._recent_rels.extend(_ffi.unpack(c.rel, n))
-                seg._recent_pos.extend(_ffi.unpack(c.pos, n))
-            p._gen = gen = p._gen + n  # one generation per batch, as `append` counts
-            seg.last_write_gen = gen
-            p._unsynced[seg.base_offset] = seg
-            end = c.log_end
-            p.log_end_offset = end
-            p._max_append_time = c.max_append_time
-            base = seg.base_offset + c.rel[n - 1]  # the last batch's stamp
-            atime = c.max_append_time
-            ln = c.tail_len  # (a copy: the read buffer may hold the next frame by now)
-            batch = _ffi.unpack(c.tail, ln) if ln >= 0 else None
-            p._tail = (base, end, batch) if batch is not None else None
-            records, nbytes = c.records, c.bytes
-            stats.records_in += records
-            stats.bytes_in += nbytes
-            t = stats.topic_in.get(g.topic)
-            if t is None:
-                t = stats.topic_in[g.topic] = [0, 0]
-            t[0] += records
-            t[1] += nbytes
-            g.gen = gen
-            c.recent_room -= n
-            c.n = 0
-            c.records = c.bytes = 0
-            k = c.w_answers
-            if k:  # the standing fetch answered in C: push's bookkeeping (handlers/standing.py)
-                w = g.w
-                wl = w.conn.shm
-                if wl is not None:  # (a socket consumer's has neither)
-                    wl.frames_out += k
-                    # the window of handlers/standing.py caught_up, as ShmLink.queue sets it
-                    wl.last_entry = (c.w_last + 7) & ~7
-                w.conn.answers += k
-                data.standing.armed += k
-                self.standing_answers += k
-                nbytes, records = c.w_bytes, c.w_records
-                stats.bytes_out += nbytes
-                stats.batches_out += k
-                stats.records_out += records
-                t = stats.topic_out.get(g.topic)
-                if t is None:
-                    t = stats.topic_out[g.topic] = [0, 0]
-                t[0] += records
-                t[1] += nbytes
-                w.request.partitions[0].offset = c.w_offset  # re-armed in place, as push does
-                c.w_answers = 0
-                c.w_records = c.w_bytes = 0
-                if c.w_offset == end:  # it was the only waiter and took every batch
-                    data.dirty = True
-                    continue
-            if data.append_listeners or (g.topic, p.partition) in data.waiters.by_partition:
-                # as produce_fields: with the one batch appended, else let them read the log
-                if n == 1 and batch is not None:
-                    data.on_append(p, batch, base, atime)
-                else:
-                    data.on_append(p)
-            else:
-                data.dirty = True
-
+        """After EB_PLANE_WRITE in a parked wait: as after a call's (`write_failed`)."""
+        write_failed(link)

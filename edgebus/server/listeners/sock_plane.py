@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from edgebus import format as F
 from edgebus import tuning
 from edgebus.server.listeners import shm_plane
+from edgebus.server.listeners.plane_grant import write_failed
 from edgebus.server.listeners.stream import MAX_REQUESTS_PER_TURN, RECV_SIZE, Connection
 
 if TYPE_CHECKING:
@@ -62,7 +63,8 @@ class SockLink:
     """A Unix-socket connection's part in the plane: its grants (the fields `Plane` reads of a
     ShmLink: conn, grants, grant_ptrs, closed, pending, frames_in/out)."""
 
-    __slots__ = ("conn", "fd", "frames_in", "frames_out", "grant_ptrs", "grants", "sp")
+    __slots__ = ("conn", "fd", "frames_in", "frames_out", "grant_ptrs", "grants", "park_c",
+                 "park_id", "sp")
     pending = ()  # (answers never wait here: a socket's wait in Connection.out)
 
     def __init__(self, sp: SocketPlane, conn: Connection) -> None:
@@ -72,6 +74,8 @@ class SockLink:
         self.grants: dict[tuple[str, int], Any] = {}
         self.grant_ptrs: Any = None
         self.frames_in = self.frames_out = 0
+        self.park_c: Any = None  # its entry in the parked loop's table (shm_park.py), if any
+        self.park_id = -1
 
     def __repr__(self) -> str:
         return f"sock-link({self.conn!r})"
@@ -112,13 +116,38 @@ class SockLink:
                 log.info("%r read error: %s", conn, os.strerror(-got))
             conn.loop.close(conn)  # (0: EOF)
             return True
-        at = sp.at[0]
-        took = py = 0
+        return self._go_on(got, sp.at[0], 0)
+
+    def resume(self, got: int, at: int) -> None:
+        """The rest of a read the parked loop made and could not finish (shm_park.py: its
+        answers the socket did not take are queued and its appends synced by then): EOF or an
+        error, or the bytes from `at`, Python's as in `read`."""
+        conn = self.conn
+        if got <= 0:
+            if got < 0:
+                log.info("%r read error: %s", conn, os.strerror(-got))
+            conn.loop.close(conn)
+            return
+        call = self.sp.call
+        if call.why == _WHY_WRITE:  # (its unsent answers are queued, its appends synced)
+            write_failed(self)
+        self._go_on(got, at, 0, synced=True)
+
+    def _go_on(self, got: int, at: int, took: int, synced: bool = False) -> bool:
+        """After the read's first C call: the frames it stopped at dispatched by Python, the C
+        call going on after each, until the read's bytes are served; the rest to the framing."""
+        sp = self.sp
+        plane = sp.plane
+        call = sp.call
+        conn = self.conn
+        py = 0
         buf = sp.buf
         while True:
             frames = call.frames
             took += frames
-            if call.sent != call.out_len or call.why == _WHY_WRITE:
+            if synced:  # (the parked wait's read: Park._after did this)
+                synced = False
+            elif call.sent != call.out_len or call.why == _WHY_WRITE:
                 self._after(call)  # the uncommon cases, then the sync-back
             elif frames:  # (_after's common case inlined: once per read)
                 sp.frames += frames
@@ -163,25 +192,39 @@ class SockLink:
             conn.update_interest()  # e.g. answers the socket did not take: watch writability
         return True
 
-    def _after(self, call: Any) -> None:
-        """After a call: the answers the socket did not take queued first (before anything the
-        sync-back's on_append may queue on this connection), then the sync-back."""
-        conn = self.conn
+    def unsent(self, call: Any) -> None:
+        """The call's answers the socket did not take, queued on the connection (or, the peer
+        gone, the connection marked closed, as Connection.queue's OSError does)."""
         sent = call.sent
         if sent != call.out_len:
+            conn = self.conn
             if sent < 0:
-                conn.closed = True  # the peer is gone (Connection.queue's OSError)
+                conn.closed = True
             else:
                 rest = memoryview(bytes(self.sp.out[sent:call.out_len]))
                 conn.out.append(rest)
                 conn.out_bytes += len(rest)
                 self.sp.short_sends += 1
+            call.sent = call.out_len
+
+    def close(self) -> None:
+        """Its connection is closing (Connection.release): no grant, and out of the parked
+        loop's table before the descriptor can be reused."""
+        park = self.sp.plane.park
+        if park is not None and self.park_c is not None:
+            park.remove(self)  # (first: appends C made and no sync-back told yet are synced)
+        self.grants.clear()
+
+    def _after(self, call: Any) -> None:
+        """After a call: the answers the socket did not take queued first (before anything the
+        sync-back's on_append may queue on this connection), then the sync-back."""
+        self.unsent(call)
         frames = call.frames
         if frames:
             self.sp.frames += frames
             self.sp.plane._sync(self, call)
         if call.why == _WHY_WRITE:  # as a ring's: offline unless the disk is full, then
-            shm_plane._write_failed(self)  # Python's path retries the frame and reports
+            write_failed(self)  # Python's path retries the frame and reports
 
 
 class SocketPlane:
@@ -232,6 +275,11 @@ class SocketPlane:
                 return None
             self.make_buffers()
         link = conn.plane_link = SockLink(self, conn)
+        from edgebus.server.listeners.shm_park import Park  # (the parked loop: once)
+
+        park = Park.start(self.plane, conn.loop)
+        if park is not None:
+            park.add_sock(link)  # its reads served in the parked wait from now on
         return link
 
 

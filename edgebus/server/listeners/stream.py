@@ -148,7 +148,7 @@ class Connection:
         self.shm = None  # the link (closed by its service) and this object referred to each other
         self.standing = self.standing_w = self.on_room = None
         if self.plane_link is not None:
-            self.plane_link.grants.clear()
+            self.plane_link.close()  # (out of the parked loop's table: the fd may be reused)
             self.plane_link = None
 
     # --- output ----------------------------------------------------------------------------------
