@@ -65,7 +65,12 @@ def build_parser(only_serve: bool = False) -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and cross-check arguments; a usage error exits with status 2."""
     words = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(only_serve=words[:1] == ["serve"])
+    only_serve = words[:1] == ["serve"]
+    if only_serve:  # before serve's imports: its process runs without inspect (server/slim.py)
+        from edgebus.server.slim import import_dataclasses_without_inspect
+
+        import_dataclasses_without_inspect()
+    parser = build_parser(only_serve=only_serve)
     args = parser.parse_args(argv)
     check = getattr(args, "check", None)
     if check is not None:
