@@ -201,10 +201,13 @@ def import_dataclasses_without_inspect() -> None:
 # What only `edgebus serve`'s start imports: argparse's gettext lookup imports locale (its alias
 # tables: ~0.55 MB), and its help formatter shutil (cli/serve.py tells it the width instead);
 # PyYAML (~0.9 MB) reads the config files (config_yaml.py) and is imported again only by a
-# reload; then what only PyYAML imported (datetime, base64: ~0.3 MB). ~1.7 MB of Python objects
+# reload; argparse and its gettext (~0.3 MB), once the arguments are parsed (the CLI modules hold
+# no global `import argparse` and cli/main.py no Namespace for serve); then what only PyYAML
+# imported (datetime, base64: ~0.3 MB). ~1.7 MB of Python objects
 # together that the supervisor never uses again. In rounds: a module is let go once the ones
 # that referred to it are.
-START_ONLY = (("locale", "shutil", "bz2", "lzma", "yaml"), ("datetime", "base64"))
+START_ONLY = (("locale", "shutil", "bz2", "lzma", "yaml", "argparse", "gettext"),
+              ("datetime", "base64"))
 
 
 def without_libyaml() -> None:
