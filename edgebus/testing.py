@@ -27,6 +27,10 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+# How long start() and restart() wait for a new supervisor to listen, unless told: 30 s, or
+# $EDGEBUS_TEST_START_S where start-up is slow (scripts/arm64-check: under qemu on a loaded
+# machine the imports alone took over 30 s).
+START_TIMEOUT_S = float(os.environ.get("EDGEBUS_TEST_START_S") or 30.0)
 
 
 def free_ports(n: int) -> list[int]:
@@ -130,7 +134,8 @@ class EmbeddedBroker:
         self._log_file: Any = None
 
     # --- lifecycle -------------------------------------------------------------------------------
-    def start(self, timeout: float = 30.0, env: dict[str, str] | None = None) -> EmbeddedBroker:
+    def start(self, timeout: float = START_TIMEOUT_S,
+              env: dict[str, str] | None = None) -> EmbeddedBroker:
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("the supervisor is already running")
         self._kafka_bootstrap = None
@@ -141,7 +146,7 @@ class EmbeddedBroker:
         self.wait_ready(timeout)
         return self
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
@@ -174,7 +179,7 @@ class EmbeddedBroker:
         self._close_log()
         self.proc = None
 
-    def restart(self, timeout: float = 30.0) -> EmbeddedBroker:
+    def restart(self, timeout: float = START_TIMEOUT_S) -> EmbeddedBroker:
         if self.proc is not None:
             self.stop()
         return self.start(timeout)

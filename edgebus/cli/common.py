@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgebus import format as F
 from edgebus import paths
 
+# argparse is imported where it is used, never held here: the supervisor lets it go once its
+# arguments are parsed (server/slim.py START_ONLY; issue 16, idle RSS).
+if TYPE_CHECKING:
+    import argparse
+
 
 def add_socket_option(parser: argparse.ArgumentParser) -> None:
+    import argparse
+
     # SUPPRESS: the option may be given before or after the command, and neither hides the other.
     parser.add_argument(
         "--socket", metavar="PATH", default=argparse.SUPPRESS,
@@ -30,6 +36,8 @@ def int_in_range(lo: int, hi: int | None = None, what: str = "value") -> Any:
     """An argparse type: a decimal integer in [lo, hi]."""
 
     def parse(text: str) -> int:
+        import argparse
+
         try:
             n = int(text, 10)
         except ValueError:

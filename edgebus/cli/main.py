@@ -10,14 +10,20 @@ output closed early (as a process killed by SIGPIPE would report).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+import types
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from edgebus import __version__
 from edgebus.cli.common import add_socket_option
 from edgebus.errors import ConfigError, EdgebusError
+
+# argparse only inside the functions: the supervisor lets it go once its arguments are parsed
+# (server/slim.py START_ONLY; issue 16, idle RSS).
+if TYPE_CHECKING:
+    import argparse
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 2, 130, 141
 EXIT_CONFIG = os.EX_CONFIG  # 78
@@ -27,13 +33,15 @@ def build_parser(only_serve: bool = False) -> argparse.ArgumentParser:
     """The whole CLI; with `only_serve`, just `edgebus serve` (parse_args uses that for the
     supervisor, so that its process does not hold the other commands' modules: ~0.6 MB of
     its idle RSS, issue 16)."""
+    import argparse
+
     from edgebus.cli import serve
 
     parser = argparse.ArgumentParser(
         prog="edgebus",
         description="A Kafka-style durable event log for one Linux edge host.",
         epilog="Run `edgebus COMMAND --help` for a command's options.",
-        formatter_class=serve.HelpFormatter if only_serve else argparse.HelpFormatter,
+        formatter_class=serve.help_formatter() if only_serve else argparse.HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"edgebus {__version__}")
     add_socket_option(parser)
@@ -65,7 +73,12 @@ def build_parser(only_serve: bool = False) -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and cross-check arguments; a usage error exits with status 2."""
     words = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(only_serve=words[:1] == ["serve"])
+    only_serve = words[:1] == ["serve"]
+    if only_serve:  # before serve's imports: its process runs without inspect (server/slim.py)
+        from edgebus.server.slim import import_dataclasses_without_inspect
+
+        import_dataclasses_without_inspect()
+    parser = build_parser(only_serve=only_serve)
     args = parser.parse_args(argv)
     check = getattr(args, "check", None)
     if check is not None:
@@ -75,6 +88,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "serve":
+        # The values without argparse's Namespace, which would keep argparse alive for as long
+        # as the supervisor runs (its class's methods hold the module's globals).
+        args = types.SimpleNamespace(**vars(args))  # type: ignore[assignment]
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

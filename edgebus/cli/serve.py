@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 from edgebus.config import LOG_LEVELS, load_config
+
+# argparse only inside the functions: the supervisor lets it go once its arguments are parsed
+# (server/slim.py START_ONLY; issue 16, idle RSS).
+if TYPE_CHECKING:
+    import argparse
 
 
 def _columns() -> int:
@@ -22,19 +27,26 @@ def _columns() -> int:
         return 80
 
 
-class HelpFormatter(argparse.HelpFormatter):
-    """argparse's, told the terminal's width (argparse would import shutil to find it out)."""
+def help_formatter() -> Any:
+    """argparse's HelpFormatter, told the terminal's width (argparse would import shutil to find
+    it out). Made when a parser is, so that this module holds nothing of argparse."""
+    import argparse
 
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None) -> None:
-        super().__init__(prog, indent_increment, max_help_position,
-                         width if width is not None else _columns() - 2)
+    class HelpFormatter(argparse.HelpFormatter):
+        def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                     width: int | None = None) -> None:
+            super().__init__(prog, indent_increment, max_help_position,
+                             width if width is not None else _columns() - 2)
+
+    return HelpFormatter
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    import argparse
+
     p = sub.add_parser(
         "serve", help="run the supervisor (the broker) in the foreground",
-        formatter_class=HelpFormatter,
+        formatter_class=help_formatter(),
         description="Run the supervisor in the foreground: recover every partition, then serve "
                     "clients on the Unix socket until SIGINT or SIGTERM.",
     )
@@ -49,7 +61,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Any) -> int:
+    """args: parse_args' values (cli/main.py passes them as a SimpleNamespace for serve)."""
     from edgebus.server.slim import forget_start_only_modules, without_libyaml
 
     without_libyaml()  # so that PyYAML can be let go once the config is read (server/slim.py)

@@ -103,13 +103,111 @@ def _extension(package: str, module: str) -> Any:
     return ext
 
 
+# dataclasses imports inspect (and with it ast, dis and opcode: ~0.7 MB of Python objects) for one
+# call: `inspect.signature(cls)`, to write the __doc__ of a dataclass that has none (87 of the
+# supervisor's at idle). Nothing else in the idle supervisor imports them.
+_INSPECT_USERS = ("dataclasses",)
+
+
+class _InitSignature:
+    """str(inspect.signature(cls)) for a class made by the ordinary type.__call__, object.__new__
+    and a plain Python __init__ (what dataclasses writes), read from __init__'s code, defaults
+    and annotations as inspect reads them (tests/server/test_slim_inspect.py compares the two for
+    every dataclass the supervisor makes)."""
+
+    def __init__(self, init: Any) -> None:
+        self.init = init
+
+    def __str__(self) -> str:
+        f = self.init
+        code = f.__code__
+        names = code.co_varnames
+        npos, nkw = code.co_argcount, code.co_kwonlyargcount
+        defaults = f.__defaults__ or ()
+        kwdefaults = f.__kwdefaults__ or {}
+        ann = f.__annotations__
+        first_default = npos - len(defaults)
+        params = [_param(names[i], ann, defaults[i - first_default] if i >= first_default
+                         else _NO_DEFAULT) for i in range(1, npos)]  # (not self)
+        if nkw:
+            params.append("*")
+            params += [_param(n, ann, kwdefaults.get(n, _NO_DEFAULT))
+                       for n in names[npos:npos + nkw]]
+        ret = f" -> {_annotation(ann['return'])}" if "return" in ann else ""
+        return f"({', '.join(params)}){ret}"
+
+
+_NO_DEFAULT = object()
+_PLAIN_ARGS = 0x04 | 0x08  # CO_VARARGS | CO_VARKEYWORDS: *args or **kwargs, left to inspect
+
+
+def _param(name: str, ann: dict[str, Any], default: Any) -> str:
+    """inspect.Parameter.__str__ for a positional-or-keyword or keyword-only parameter."""
+    text = name
+    if name in ann:
+        text += f": {_annotation(ann[name])}"
+    if default is not _NO_DEFAULT:
+        text += f" = {default!r}" if name in ann else f"={default!r}"
+    return text
+
+
+def _annotation(a: Any) -> str:
+    """inspect.formatannotation."""
+    if getattr(a, "__module__", None) == "typing":
+        return re.sub(r"[\w\.]+", lambda m: m.group().removeprefix("typing."), repr(a))
+    if isinstance(a, types.GenericAlias):
+        return str(a)
+    if isinstance(a, type):
+        return a.__qualname__ if a.__module__ == "builtins" else f"{a.__module__}.{a.__qualname__}"
+    return repr(a)
+
+
+class _InspectForDataclasses(types.ModuleType):
+    """The `inspect` dataclasses sees (import_dataclasses_without_inspect): its one call made
+    without inspect for the classes it makes; anything else from the real module, imported
+    then."""
+
+    @staticmethod
+    def signature(obj: Any) -> Any:
+        init = vars(type).get("__call__")
+        code = getattr(getattr(obj, "__init__", None), "__code__", None)
+        if (isinstance(obj, type) and type(obj).__call__ is init and obj.__new__ is object.__new__
+                and code is not None and not code.co_flags & _PLAIN_ARGS
+                and not code.co_posonlyargcount and code.co_argcount >= 1):
+            return _InitSignature(obj.__init__)  # type: ignore[misc]
+        return importlib.import_module("inspect").signature(obj)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(importlib.import_module("inspect"), name)
+
+
+def import_dataclasses_without_inspect() -> None:
+    """Import dataclasses with a stand-in `inspect` (_InspectForDataclasses), then take the
+    stand-in away: a later `import inspect` gets the real one, and dataclasses keeps the
+    stand-in. For the supervisor's process only (cli/main.py, before `serve`'s imports). Does
+    nothing when dataclasses or inspect are already imported (a process that has them anyway)."""
+    if "inspect" in sys.modules or any(m in sys.modules for m in _INSPECT_USERS):
+        return
+    stand_in = _InspectForDataclasses("inspect", "dataclasses' inspect.signature (server/slim.py)")
+    sys.modules["inspect"] = stand_in
+    try:
+        for m in _INSPECT_USERS:
+            importlib.import_module(m)
+    finally:
+        if sys.modules.get("inspect") is stand_in:
+            del sys.modules["inspect"]
+
+
 # What only `edgebus serve`'s start imports: argparse's gettext lookup imports locale (its alias
 # tables: ~0.55 MB), and its help formatter shutil (cli/serve.py tells it the width instead);
 # PyYAML (~0.9 MB) reads the config files (config_yaml.py) and is imported again only by a
-# reload; then what only PyYAML imported (datetime, base64: ~0.3 MB). ~1.7 MB of Python objects
+# reload; argparse and its gettext (~0.3 MB), once the arguments are parsed (the CLI modules hold
+# no global `import argparse` and cli/main.py no Namespace for serve); then what only PyYAML
+# imported (datetime, base64: ~0.3 MB). ~1.7 MB of Python objects
 # together that the supervisor never uses again. In rounds: a module is let go once the ones
 # that referred to it are.
-START_ONLY = (("locale", "shutil", "bz2", "lzma", "yaml"), ("datetime", "base64"))
+START_ONLY = (("locale", "shutil", "bz2", "lzma", "yaml", "argparse", "gettext"),
+              ("datetime", "base64"))
 
 
 def without_libyaml() -> None:

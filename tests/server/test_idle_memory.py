@@ -104,7 +104,12 @@ DEFERRED = ("kio", "kio.schema", "kio.index", "edgebus.server.kafka.apis",
             "edgebus.server.txn.coordinator", "edgebus.server.txn.state",
             "edgebus.server.handlers.txn",
             # mallopt and malloc_trim through cffi's backend, not ctypes (edgebus/heap.py)
-            "ctypes", "_ctypes")
+            "ctypes", "_ctypes",
+            # s26: dataclasses' inspect is a stand-in (server/slim.py), so not inspect and what
+            # only it imports (~0.7 MB; tests/server/test_slim_inspect.py)
+            "inspect", "ast", "_ast", "dis", "opcode", "_opcode",
+            # s26: argparse and its gettext, let go once serve's arguments are parsed
+            "argparse", "gettext")
 TXN = {"edgebus.server.txn.coordinator", "edgebus.server.handlers.txn"}
 # What the Kafka protocol's first use must not bring either (server/slim.py): kio's writers'
 # asyncio (with ssl: 5.3 MB), crc32c's package __init__ (importlib.metadata, email: 2.2 MB).

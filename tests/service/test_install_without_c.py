@@ -36,6 +36,9 @@ CLIENT = textwrap.dedent("""
     try:
         with Admin(socket=b.socket) as a:
             a.create_topic("teapot", 2)
+            st = a.status()
+            # the supervisor's C data plane (shm and socket halves) off: no edgebus.shm._plane
+            out["planes"] = [st["shm_plane"]["enabled"], st["socket_plane"]["enabled"]]
         sent = [(f"kettle-{i % 3}".encode(), f"{20 + i}".encode()) for i in range(200)]
         for _ in range(2):  # two producers: the fallback is said once per process, not per client
             with Producer(socket=b.socket, acks="durable") as p:
@@ -106,6 +109,7 @@ def test_install_without_a_compiler_works_on_the_socket_and_says_so_once(tmp_pat
     assert out["file"].startswith(str(site)), out["file"]
     assert out["shm"] and "not built" in out["shm"]
     assert out["fast"] is False
+    assert out["planes"] == [False, False]
     assert out["got"] == out["want"] and len(out["got"]) == 400
     assert out["shm_error"] and "not built" in out["shm_error"]
     said = [ln for ln in r.stderr.splitlines() if "runs without its C module" in ln]
