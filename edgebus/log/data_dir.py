@@ -89,6 +89,12 @@ def partition_dirs(data_dir: Path) -> list[os.DirEntry[str]]:
                 out.append(e)
     return out
 
+# The data directory's own files written by atomic_write: a crash between the temporary file's
+# write and its rename leaves NAME.tmp, harmless but never removed by anything else.
+_ATOMIC_LEFTOVERS = frozenset(
+    name + ".tmp" for name in (TOPICS_FILE, "recovery-checkpoint", "kafka-leader-epochs"))
+
+
 def clean_leftovers(data_dir: Path, log: logging.Logger) -> None:
     """Finish interrupted deletes and atomic writes."""
     with os.scandir(data_dir) as it:
@@ -99,7 +105,7 @@ def clean_leftovers(data_dir: Path, log: logging.Logger) -> None:
             import shutil  # rarely needed; it pulls in bz2 and lzma
 
             shutil.rmtree(e.path)
-        elif e.name in (TOPICS_FILE + ".tmp", "recovery-checkpoint.tmp"):
+        elif e.name in _ATOMIC_LEFTOVERS:
             os.unlink(e.path)
 
 def remove_orphans(data_dir: Path, topics: dict[str, TopicConfig], log: logging.Logger) -> None:
