@@ -200,7 +200,10 @@ static void serve_sock(eb_park *P, eb_park_link *l) {
 
 /* The loop's ready descriptors: links C may serve are served, the rest copied out for Python.
  * After a declined frame fills scratch, every later ready ring link goes to Python unserved;
- * after a socket read left for Python, every later socket (the read buffer is that one's).
+ * after a socket read left for Python, every later link, ring or socket: the read buffer and
+ * the call (its why, unsent answers) are that read's until SockLink.resume has them. A serve
+ * that left the rest of a standing answer a consumer's socket took only part of returns to
+ * Python, which queues it at once (Park._after), instead of at the next unrelated return.
  * (out[] and ev[] cannot overflow: both are empty on entry, and each of at most
  * EB_PARK_EVENTS events adds one entry to one of them.) */
 static void take_events(eb_park *P, struct epoll_event *evs, int n) {
@@ -210,7 +213,10 @@ static void take_events(eb_park *P, struct epoll_event *evs, int n) {
         eb_park_link *l = fd >= 0 && fd < EB_PARK_FDS ? P->byfd[fd] : NULL;
         if (l == NULL) { for_python(P, fd, m); continue; }
         if (!l->sock) {
-            if (!l->fast || P->k_link >= 0 || l->queued) { to_python(P, l, EB_TO_PY_NOT_FAST); continue; }
+            if (!l->fast || P->k_link >= 0 || P->s_fd >= 0 || l->queued) {
+                to_python(P, l, EB_TO_PY_NOT_FAST);
+                continue;
+            }
             P->served++;
             serve_link(P, l);
         } else if (!l->fast || m != EPOLLIN || P->s_fd >= 0 || P->sbuf == NULL) {
@@ -219,6 +225,7 @@ static void take_events(eb_park *P, struct epoll_event *evs, int n) {
         } else {
             serve_sock(P, l);
         }
+        if (P->call->rest_len) P->py = 1;
     }
 }
 
