@@ -187,6 +187,12 @@ class Broker:
             self.txn_handlers.get()  # what a previous run left (TXN_STATE_FILE)
         if self.kafka is not None:
             self.kafka.prepare()
+        else:
+            # The Kafka listener is off this run, but a later run's Kafka clients must still be
+            # told of a tail this start's recovery cut: the epochs are bumped all the same.
+            from edgebus.server.kafka.leader_epochs import LeaderEpochs
+
+            LeaderEpochs(logs.data_dir).bump_at_start(logs)
 
     def _replica_handlers(self, tokens: Mapping[str, str]) -> ReplicaHandlers:
         from edgebus.server.handlers.replica import ReplicaHandlers

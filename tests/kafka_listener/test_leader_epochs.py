@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import yaml
 from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Consumer as CKConsumer
 from confluent_kafka import Producer as CKProducer
@@ -278,24 +279,25 @@ def test_restarted_group_consumer_resumes_at_a_cut_tail(
 def test_committed_leader_epoch_kept_across_a_restart(
         make_broker: Callable[..., EmbeddedBroker]) -> None:
     """The epoch a client commits with its offset is stored with it (OffsetCommit v6+) and
-    given back by OffsetFetch, after a restart too; a commit without one answers none."""
+    given back by OffsetFetch, after a restart too; a commit without one answers none, and so
+    does one at epoch 0 (stored as version 0, which an older edgebus still reads: FORMAT.md)."""
     b = _pinned(make_broker)
-    create_topic(b, "ep4", partitions=2)
+    create_topic(b, "ep4", partitions=3)
     conf = {"bootstrap.servers": b.kafka_bootstrap, "group.id": "ep4",
             "enable.auto.commit": False}
     c = CKConsumer(conf)
     try:
-        c.commit(offsets=[CKTP("ep4", 0, 7, leader_epoch=3), CKTP("ep4", 1, 5)],
-                 asynchronous=False)
+        c.commit(offsets=[CKTP("ep4", 0, 7, leader_epoch=3), CKTP("ep4", 1, 5),
+                          CKTP("ep4", 2, 4, leader_epoch=0)], asynchronous=False)
     finally:
         c.close()
     b.restart()
     c = CKConsumer(conf)
     try:
-        got = c.committed([CKTP("ep4", 0), CKTP("ep4", 1)], timeout=30)
+        got = c.committed([CKTP("ep4", 0), CKTP("ep4", 1), CKTP("ep4", 2)], timeout=30)
     finally:
         c.close()
-    assert [(t.offset, t.leader_epoch) for t in got] == [(7, 3), (5, None)]
+    assert [(t.offset, t.leader_epoch) for t in got] == [(7, 3), (5, None), (4, None)]
     kc = KafkaConsumer(bootstrap_servers=b.kafka_bootstrap, group_id="ep4",
                        enable_auto_commit=False)
     try:
@@ -388,6 +390,25 @@ def test_offset_for_leader_epoch_before_and_after_a_cut(
     assert [e for base, e in batches if base < cut] and all(
         e == (0 if base < cut else 1) for base, e in batches), batches
     assert _fetch_epochs(b, topic, current=-1)[0] == 0  # no epoch given: not checked
+
+
+def test_a_start_with_kafka_off_bumps_the_epochs_too(
+        make_broker: Callable[..., EmbeddedBroker]) -> None:
+    """The machine went down, and the next run has the Kafka listener off: the epochs are bumped
+    at that start all the same, so the run after it, with Kafka on, fences a client that read
+    the lost tail (before: nothing was bumped, and the Kafka run answered epoch 0)."""
+    b = _pinned(make_broker)
+    create_topic(b, "ep7", partitions=2)
+    _produce_old(b, "ep7")
+    b.kill9()
+    (Path(b.data_dir) / "running").write_text(str(uuid.uuid4()) + "\n")
+    cfg = yaml.safe_load(b.config_path.read_text())
+    b.config_path.write_text(yaml.safe_dump({**cfg, "kafka": {**cfg["kafka"], "enabled": False}}))
+    b.start()
+    b.stop()
+    b.config_path.write_text(yaml.safe_dump(cfg))
+    b.start()
+    assert _metadata_epochs(b, "ep7") == [1, 1]
 
 
 def test_machine_down_bumps_every_partition_and_is_kept(

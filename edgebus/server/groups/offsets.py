@@ -270,11 +270,14 @@ class OffsetStore:
         for topic, part, offset, metadata, *rest in entries:
             epoch = rest[0] if rest else NO_LEADER_EPOCH
             key = OffsetKey(KEY_VERSION, group_id, topic, part).to_bytes()
+            # Epoch 0 (a partition never bumped: what every Kafka client commits until a cut)
+            # tells a client nothing and is kept as version 0, which an edgebus from before
+            # version 1 still reads: only a commit after a bump is unreadable to it.
             value = (OffsetValue(VALUE_VERSION, offset, now_ms, generation, metadata)
-                     if epoch < 0 else OffsetValueEpoch(VALUE_VERSION_EPOCH, offset, now_ms,
+                     if epoch <= 0 else OffsetValueEpoch(VALUE_VERSION_EPOCH, offset, now_ms,
                                                         generation, metadata, epoch)).to_bytes()
-            items.append(((topic, part), key, value, Committed(offset, metadata, now_ms,
-                                                               generation, -1, epoch)))
+            items.append(((topic, part), key, value, Committed(
+                offset, metadata, now_ms, generation, -1, epoch if epoch > 0 else NO_LEADER_EPOCH)))
         self._append(group_id, items, now_ms)
         return self.partition
 

@@ -243,7 +243,7 @@ def stamp(records: bytes, e: PartitionEpochs | None) -> bytes:
     out = bytearray(records)
     pos = 0
     n = len(out)
-    while pos + 12 <= n:
+    while pos + 16 <= n:  # (a batch's header reaches past its epoch; never a part batch)
         base = int.from_bytes(out[pos : pos + 8], "big", signed=True)
         length = int.from_bytes(out[pos + 8 : pos + 12], "big", signed=True)
         out[pos + 12 : pos + 16] = e.epoch_at(base).to_bytes(4, "big", signed=True)
