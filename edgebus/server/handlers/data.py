@@ -299,7 +299,7 @@ class DataHandlers(ParkingService):
         exactly that batch is answered from its bytes instead of reading them back."""
         self.dirty = True
         if self.append_listeners:
-            for listener in self.append_listeners:
+            for listener in tuple(self.append_listeners):  # (a listener may leave: kafka/fetch.py)
                 listener(p)
         parked = self.waiters.by_partition.get((p.topic, p.partition))  # waiting_on, inlined
         if not parked or self.api.output_budget_used:

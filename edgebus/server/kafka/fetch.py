@@ -63,7 +63,21 @@ class KafkaFetches(ParkingService):
     def __init__(self, ctx: KafkaContext) -> None:
         self.ctx = ctx
         self.waiters = FetchWaiters(ctx.api.deadline_changed)
-        ctx.data.append_listeners.append(self.on_append)
+        # on_append is one of DataHandlers' append listeners only while a Kafka fetch is parked:
+        # any listener sends every append of every partition through Python (shm_park's
+        # py_after, no standing answers in C: shm_plane), which doubled the supervisor's CPU per
+        # native message for the rest of its life after one Kafka connection (fullgap26).
+        self._listening = False
+
+    def _listen(self) -> None:
+        if not self._listening:
+            self.ctx.data.append_listeners.append(self.on_append)
+            self._listening = True
+
+    def _unlisten_if_idle(self) -> None:
+        if self._listening and not self.waiters.count:
+            self.ctx.data.append_listeners.remove(self.on_append)
+            self._listening = False
 
     def on_append(self, p: Any) -> None:
         if self.ctx.api.output_budget_used:
@@ -74,19 +88,26 @@ class KafkaFetches(ParkingService):
             if total >= plan.request.min_bytes:
                 self.waiters.remove(w)
                 answer(self.ctx, w.conn, plan.header, topics, out)
+        self._unlisten_if_idle()
 
     def complete_fetch(self, w: ParkedFetch) -> None:
         if w.done:
             return
         self.waiters.remove(w)
+        self._unlisten_if_idle()
         plan: _Plan = w.request  # type: ignore[assignment]
         topics, _, out, _ = read(self.ctx, plan.request)
         answer(self.ctx, w.conn, plan.header, topics, out)
+
+    def connection_closed(self, conn: Connection) -> None:
+        super().connection_closed(conn)
+        self._unlisten_if_idle()
 
     def park(self, conn: Connection, header: Any, req: Any, wait_ms: int) -> None:
         plan = _Plan([_TP(t.topic, fp.partition) for t in req.topics for fp in t.partitions], header, req)
         self.waiters.park(ParkedFetch(conn, header.correlation_id, plan,  # type: ignore[arg-type]
                                       time.monotonic() + wait_ms / 1000))
+        self._listen()
 
 
 def fetches(ctx: KafkaContext) -> KafkaFetches:
