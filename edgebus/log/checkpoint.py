@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import logging
 import threading
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgebus.log.crc_trailer import seal, unseal
 from edgebus.log.fileutil import atomic_write, read_file, storage_error
 
 CHECKPOINT_FILE = "recovery-checkpoint"
@@ -53,21 +53,12 @@ def encode_checkpoint(points: dict[PartitionKey, RecoveryPoint]) -> bytes:
             f"{p.next_offset} {p.max_append_time}"
         )
     body = ("\n".join(lines) + "\n").encode("ascii")
-    return body + b"crc32 %08x\n" % zlib.crc32(body)
+    return seal(body)
 
 
 def decode_checkpoint(data: bytes) -> dict[PartitionKey, RecoveryPoint]:
     """Parse a checkpoint file; ValueError with the reason when it is torn or malformed."""
-    cut = data.rfind(b"crc32 ")
-    if cut < 0 or not data.endswith(b"\n"):
-        raise ValueError("no crc32 line (torn file?)")
-    body, trailer = data[:cut], data[cut:]
-    try:
-        crc = int(trailer[6:-1].decode("ascii"), 16)
-    except (UnicodeDecodeError, ValueError):
-        raise ValueError("malformed crc32 line") from None
-    if len(trailer) != 15 or zlib.crc32(body) != crc:
-        raise ValueError("crc32 mismatch (torn or edited file)")
+    body = unseal(data)
     lines = body.decode("ascii").split("\n")
     if lines[-1] != "":
         raise ValueError("body does not end with a newline")

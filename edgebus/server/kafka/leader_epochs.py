@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import bisect
 import logging
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgebus.log.cleanstop import MACHINE_DOWN, UNKNOWN
+from edgebus.log.crc_trailer import seal, unseal
 from edgebus.log.fileutil import atomic_write, read_file
 
 log = logging.getLogger("edgebus.kafka")
@@ -198,21 +198,12 @@ def encode(table: dict[TP, PartitionEpochs]) -> bytes:
     lines.append(str(len(rows)))
     lines.extend(rows)
     body = ("\n".join(lines) + "\n").encode("ascii")
-    return body + b"crc32 %08x\n" % zlib.crc32(body)
+    return seal(body)
 
 
 def decode(data: bytes) -> dict[TP, PartitionEpochs]:
     """Parse the file; ValueError saying what is wrong when it is torn or malformed."""
-    cut = data.rfind(b"crc32 ")
-    if cut < 0 or not data.endswith(b"\n"):
-        raise ValueError("no crc32 line (torn file?)")
-    body, trailer = data[:cut], data[cut:]
-    try:
-        crc = int(trailer[6:-1].decode("ascii"), 16)
-    except (UnicodeDecodeError, ValueError):
-        raise ValueError("malformed crc32 line") from None
-    if len(trailer) != 15 or zlib.crc32(body) != crc:
-        raise ValueError("crc32 mismatch (torn or edited file)")
+    body = unseal(data)
     lines = body.decode("ascii").split("\n")
     if lines.pop() != "" or not lines or lines[0] != MAGIC_LINE:
         raise ValueError("unknown header line")
