@@ -25,7 +25,14 @@
 #include <unistd.h>
 
 #define EB_PLANE_TOPIC_MAX 255
-#define EB_PLANE_BATCHES 32
+/* Batches one grant takes between two sync-backs. Only the last EB_PLANE_RECENT of them are
+ * kept (the segment's recent lists hold at most that many, segment.py 2 * RECENT_BATCHES: the
+ * sync-back keeps what that list's trimming would keep); this bound only keeps the counts small. */
+#define EB_PLANE_BATCHES (1 << 20)
+#define EB_PLANE_RECENT 128
+/* Index entries (offset and time index) due between two sync-backs, written by the sync-back
+ * (Segment.index_entry): more, and the plane declines (EB_PLANE_INDEX) until Python synced. */
+#define EB_PLANE_INDEX_MAX 64
 #define EB_PLANE_TAIL 4096     /* partition_append.TAIL_BATCH_BYTES: the last batch kept */
 #define EB_PLANE_ANSWER_MAX 8192  /* a standing-fetch answer written in C, at most */
 #define EB_API_PRODUCE 4
@@ -62,7 +69,7 @@ typedef struct {
     int64_t log_start;
     int32_t fd;                /* the active segment's fd */
     int32_t partition;
-    int32_t recent_room;       /* batches the segment's recent lists take before a trim */
+    int32_t index_ok;          /* 1: the segment's index writers are open (entries may be due) */
     uint16_t topic_len;
     char topic[EB_PLANE_TOPIC_MAX + 1];
     /* what one call did (Python's sync-back reads, then zeroes n) */
@@ -70,7 +77,13 @@ typedef struct {
     int32_t cut_failed;        /* a failed write could not be cut back: Python takes it offline */
     int32_t write_errno;       /* the failed write's errno: Python decides (offline unless ENOSPC) */
     int64_t records, bytes;
-    int64_t rel[EB_PLANE_BATCHES], pos[EB_PLANE_BATCHES];
+    /* batch k's (0-based since the sync-back) relative offset and position at [k % RECENT]:
+     * the last EB_PLANE_RECENT of them, all the segment's recent lists can keep */
+    int64_t rel[EB_PLANE_RECENT], pos[EB_PLANE_RECENT];
+    /* index entries due (note_batch's: at the batch that found bytes_since_index >= interval),
+     * for the sync-back to write in order: relative offset, position, append time */
+    int32_t ix_n;
+    int64_t ix_rel[EB_PLANE_INDEX_MAX], ix_pos[EB_PLANE_INDEX_MAX], ix_time[EB_PLANE_INDEX_MAX];
     int64_t last_at, last_len; /* the last batch's place in the caller's buffer */
     int64_t tail_len;          /* the last batch's length when copied into tail, else -1 */
     char tail[EB_PLANE_TAIL];  /* (the caller's buffer may be reused before the sync-back) */
@@ -217,14 +230,17 @@ int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grant
         if (acks != 0 && acks != 1) { c->why = EB_PLANE_ACKS; break; }
         char *b = (char *)body + 2 + tl + 9;
         uint64_t n = (uint64_t)bl;
-        if (g->n >= EB_PLANE_BATCHES || g->n >= g->recent_room) { c->why = EB_PLANE_FULL; break; }
+        if (g->n >= EB_PLANE_BATCHES) { c->why = EB_PLANE_FULL; break; }
         if (n < 64 || (uint8_t)b[25] != 0 || (uint8_t)b[55] != 0xFF) { c->why = EB_PLANE_BATCH; break; }
         /* Every decline that needs no record count comes before the batch's check: Python's path
          * checks a batch it is handed itself (CRC included), so a check here first would be a
          * second CRC of every batch that then goes to Python. With the benchmark's 256 KiB
          * batches and the 4 KiB index interval that was every other batch (an index entry due). */
         if (c->budget - (int64_t)n < 0) { c->why = EB_PLANE_BUDGET; break; }
-        if (g->bytes_since_index >= g->index_interval || g->first_append_time < 0 || g->seg_size == 0) {
+        /* an index entry due is noted for the sync-back, while it has room (and the writers) */
+        int index_due = g->bytes_since_index >= g->index_interval;
+        if ((index_due && (!g->index_ok || g->ix_n >= EB_PLANE_INDEX_MAX))
+                || g->first_append_time < 0 || g->seg_size == 0) {
             c->why = EB_PLANE_INDEX;
             break;
         }
@@ -261,9 +277,16 @@ int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grant
             c->why = EB_PLANE_WRITE;
             break;
         }
-        g->rel[g->n] = base - g->seg_base;
-        g->pos[g->n] = g->seg_size;
+        g->rel[g->n % EB_PLANE_RECENT] = base - g->seg_base;
+        g->pos[g->n % EB_PLANE_RECENT] = g->seg_size;
         g->n++;
+        if (index_due) {  /* Segment.note_batch's entry: this batch's offset, position, time */
+            g->ix_rel[g->ix_n] = base - g->seg_base;
+            g->ix_pos[g->ix_n] = g->seg_size;
+            g->ix_time[g->ix_n] = atime;
+            g->ix_n++;
+            g->bytes_since_index = 0;
+        }
         g->seg_size += (int64_t)n;
         g->bytes_since_index += (int64_t)n;
         g->log_end = base + count;

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgebus.log.segment import RECENT_BATCHES
-
-
 def write_failed(link: Any) -> None:
     """A call stopped at a failed write(2) (cut back in C): the partition's write_failed
     decides, as Python's own path does (offline unless the disk is full), before Python's path
@@ -64,8 +61,11 @@ class Grant:
         c.log_start = p.log_start_offset
         # -1: no writable fd, so the C call's write fails and Python's path decides
         c.fd = seg.fd if seg.fd is not None and seg.writable else -1
-        c.recent_room = 2 * RECENT_BATCHES - len(seg._recent_rels)
-        c.n = c.cut_failed = c.write_errno = 0
+        # the sync-back writes the index entries C notes (Segment.index_entry): only with the
+        # segment's index writers open (else C declines an entry due, and Python's path opens them)
+        ix, tix = seg.index, seg.timeindex
+        c.index_ok = ix is not None and ix.fd is not None and tix is not None and tix.fd is not None
+        c.n = c.ix_n = c.cut_failed = c.write_errno = 0
         c.records = c.bytes = 0
 
     def current(self) -> bool:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from edgebus import tuning
 from edgebus.errors import EdgebusError
 from edgebus.log.partition import TAIL_BATCH_BYTES
+from edgebus.log.segment import RECENT_BATCHES
 from edgebus.protocol import messages as M
 from edgebus.server.acl.checks import TOPIC_WRITE
 from edgebus.server.listeners.plane_grant import Grant, write_failed
@@ -82,7 +83,7 @@ def load() -> bool:
         from edgebus.shm._plane import ffi, lib
     except ImportError:  # not built (no compiler at install)
         return False
-    if lib.EB_PLANE_TAIL != TAIL_BATCH_BYTES:
+    if lib.EB_PLANE_TAIL != TAIL_BATCH_BYTES or lib.EB_PLANE_RECENT != 2 * RECENT_BATCHES:
         return False
     _ffi, _lib = ffi, lib
     return True
@@ -91,8 +92,7 @@ def load() -> bool:
 MAX_GRANTS = 8  # partitions per link served in C; more are served in Python
 _WHY_FULL, _WHY_WRITE, _WHY_RING_END = 7, 10, 11  # plane.c's EB_PLANE_FULL, _WRITE, _RING_END
 # eb_plane_ring: frames up to this size are served straight from the ring, through one scratch
-# buffer (larger ones are read by Python as before); at most this many per call (one grant's
-# batches per call, EB_PLANE_BATCHES, are 32).
+# buffer (larger ones are read by Python as before); at most this many per call.
 SCRATCH_BYTES = 64 * 1024
 RING_FRAMES = 32
 _PRODUCE = int(M.Api.PRODUCE)
