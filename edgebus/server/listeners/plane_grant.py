@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+
 def write_failed(link: Any) -> None:
     """A call stopped at a failed write(2) (cut back in C): the partition's write_failed
     decides, as Python's own path does (offline unless the disk is full), before Python's path
