@@ -147,7 +147,8 @@ class SyncBack:
                 if c.w_offset == end:  # it was the only waiter and took every batch
                     data.dirty = True
                     continue
-            if data.append_listeners or (g.topic, p.partition) in data.waiters.by_partition:
+            key = (g.topic, p.partition)
+            if key in data.waiters.by_partition or (data.append_listeners and data.listened(key)):
                 # as produce_fields: with the one batch appended, else let them read the log
                 if n == 1 and batch is not None:
                     data.on_append(p, batch, base, atime)

@@ -210,9 +210,11 @@ class Plane(SyncBack):
         c.w_ring = _ffi.NULL
         c.w_sock = -1
         data = self.data
-        parked = data.waiters.by_partition.get((g.topic, g.p.partition))
-        if (not parked or len(parked) != 1 or data.append_listeners or data.txn_filter is not None
-                or data.api.output_budget_used):  # (on_append then leaves parked fetches waiting)
+        key = (g.topic, g.p.partition)
+        parked = data.waiters.by_partition.get(key)
+        if (not parked or len(parked) != 1 or data.txn_filter is not None
+                or data.api.output_budget_used  # (on_append then leaves parked fetches waiting)
+                or (data.append_listeners and data.listened(key))):
             return
         [w] = parked
         if not w.standing or w.recheck_s:
