@@ -58,6 +58,8 @@ typedef struct {
     int32_t w_sock;
     int64_t w_rest_at, w_rest_len;
     int64_t w_window;
+    int32_t w_held;
+    int32_t w_ready;
     ...;
 } eb_grant;
 typedef struct {

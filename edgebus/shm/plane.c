@@ -106,6 +106,12 @@ typedef struct {
     int64_t w_rest_at, w_rest_len;  /* out: that rest's place in c->rest (len 0: none) */
     int64_t w_window;          /* unread bytes the answer may find (caught_up's window: the
                                 * consumer link's last_entry); -1: none, the ring must be empty */
+    /* The socket consumer's fetch is held until it has read (w_sock; StandingFetches.may_answer
+     * holds it, indexed under the partition): each append only looks at SIOCOUTQ, as
+     * may_answer would, and does nothing while it is not 0, as may_answer would; once it is 0,
+     * w_ready sends the call's appends to Python's on_append, which answers from the log. */
+    int32_t w_held;
+    int32_t w_ready;           /* out */
 } eb_grant;
 
 typedef struct {
@@ -126,6 +132,7 @@ typedef struct {
 
 static void answer_standing_sock(eb_grant *g, const char *b, uint64_t n, int64_t count,
                                  eb_plane_call *c);
+static int sock_read_up(int fd);
 
 static inline int64_t wall_ms(void) {
     struct timespec ts;
@@ -304,7 +311,9 @@ int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grant
         c->budget -= (int64_t)n;
         c->frames++;
         at += 4 + (int64_t)flen;
-        if (g->w_offset == base && (int64_t)n >= g->w_min_bytes) {
+        if (g->w_held) {  /* held: looked at, as may_answer looks, never answered here */
+            if (!g->w_ready) g->w_ready = sock_read_up(g->w_sock);
+        } else if (g->w_offset == base && (int64_t)n >= g->w_min_bytes) {
             /* first: the consumer's latency is the one measured */
             if (g->w_ring != NULL && g->w_ring != resp)
                 answer_standing(g, b, n, count);

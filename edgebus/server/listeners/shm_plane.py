@@ -204,11 +204,15 @@ class Plane(SyncBack):
         """Arm the grant's standing-fetch slot when the partition's only waiter is a standing
         fetch on another shm link that StandingFetches.push would answer from the next batch
         (its conditions that do not depend on the batch, checked here; the C call checks the
-        rest: the offset, min_bytes, and that the consumer has read every answer)."""
+        rest: the offset, min_bytes, and that the consumer has read every answer). A socket
+        consumer's fetch held until it reads (may_answer's, indexed under the partition) is
+        armed as held: C looks at SIOCOUTQ per append as may_answer would, and only once it is 0
+        do the appends go to Python's on_append (before, every append did, to find it not 0)."""
         c = g.c
         g.w = None
         c.w_ring = _ffi.NULL
         c.w_sock = -1
+        c.w_held = c.w_ready = 0
         data = self.data
         key = (g.topic, g.p.partition)
         parked = data.waiters.by_partition.get(key)
@@ -217,10 +221,18 @@ class Plane(SyncBack):
                 or (data.append_listeners and data.listened(key))):
             return
         [w] = parked
-        if not w.standing or w.recheck_s:
+        if not w.standing:
             return
         conn = w.conn
         other: Any = getattr(conn, "shm", None)
+        if w.recheck_s:  # held until its consumer reads
+            if (other is None and not w.suspended and self.sockets is not None
+                    and conn is not link.conn and conn.standing_w is w and not conn.closed
+                    and not conn.out and not conn.overloaded and conn.standing_fd >= 0):
+                g.w = w
+                c.w_sock = conn.standing_fd
+                c.w_held = 1
+            return
         if other is None:  # a Unix-socket consumer's: its state is on the Connection
             sp = self.sockets
             if (sp is None or conn is link.conn or conn.standing_w is not w or conn.closed
