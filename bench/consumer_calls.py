@@ -32,7 +32,11 @@ TREE = HERE.parents[1]
 
 def _this_bench_too() -> None:
     """--base runs this file with PYTHONPATH=the other tree, whose bench/ may lack a module this
-    file uses (bench/clients.py): look for those in this tree's bench/ after the other's."""
+    file uses (bench/clients.py): look for those in this tree's bench/ after the other's. Run
+    alone (`python -m bench.consumer_calls --one ...`, or its callgrind child, which runs this
+    file as a script) nothing names the tree: this one is found last, after any PYTHONPATH."""
+    if str(TREE) not in sys.path:
+        sys.path.append(str(TREE))
     import bench
 
     if str(HERE.parent) not in bench.__path__:
@@ -207,6 +211,8 @@ def instructions(transport: str, rate: int, n: int) -> dict[str, Any]:
     prefix = out_dir / "callgrind.consumer"
     broker = EmbeddedBroker(log_level="WARNING").start()
     topic = f"instr-{os.getpid()}"
+    err_path = out_dir / "child.stderr"  # the child's errors, shown if it dies
+    err_file = open(err_path, "w")  # noqa: SIM115 (closed in the finally below)
     try:
         with Admin(socket=broker.socket, transport="socket") as a:
             a.create_topic(topic, 1)
@@ -215,7 +221,7 @@ def instructions(transport: str, rate: int, n: int) -> dict[str, Any]:
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={prefix}", "--vgdb=yes",
              "--collect-atstart=yes", sys.executable, str(HERE), "--callgrind-child",
              f"{sock}|{transport}|{topic}|{n}"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err_file, text=True,
             env={**os.environ, "PYTHONHASHSEED": "0"})
         assert child.stdin is not None and child.stdout is not None
         if transport == "bare":
@@ -227,6 +233,9 @@ def instructions(transport: str, rate: int, n: int) -> dict[str, Any]:
                 line = _ready_line(child, 0.05)
                 if line == "ready":
                     break
+                if child.poll() is not None:  # (was: warm-up records sent forever)
+                    raise RuntimeError(f"the consumer under callgrind exited ({child.returncode})"
+                                       f": {err_path.read_text()[-2000:]}")
             _callgrind(child.pid, "--zero")
             child.stdin.write("go\n")
             child.stdin.flush()
@@ -245,6 +254,7 @@ def instructions(transport: str, rate: int, n: int) -> dict[str, Any]:
             child.wait(120)
         total = dumps(prefix)["run"]
     finally:
+        err_file.close()
         broker.stop()
         broker.cleanup()
     polls = int(done[1])

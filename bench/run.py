@@ -40,6 +40,17 @@ import psutil
 
 from bench import cost, floor, kafka_peers, needs, peers
 from bench.peers import Ctx
+from bench.proc_usage import (  # noqa: F401 (their old import path: bench.run)
+    _counters,
+    _idle_clients,
+    _idle_cpu,
+    _pss,
+    _server_procs,
+    _thread_switches,
+    cpu_seconds,
+    idle_cpu,
+)
+from bench.run_report import _progress, find, render_md, table, targets  # noqa: F401 (as above)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RATE = 10_000  # total messages/s in latency runs
@@ -55,17 +66,6 @@ def _cpu() -> float:
     # This process's CPU clock (all threads, ns resolution): os.times() counts 10 ms ticks, too
     # coarse for a few microseconds per message over a few seconds.
     return time.process_time()
-
-
-def cpu_seconds(pid: int) -> float:
-    """Another process's CPU time, all threads (those already gone too), ns resolution: its
-    process CPU clock (the clockid clock_getcpuclockid(3) gives: CPUCLOCK_SCHED of the
-    process). Readable while the process is a zombie (an exited relay not yet reaped)."""
-    try:
-        return time.clock_gettime_ns(((~pid) << 3) | 2) / 1e9
-    except OSError:  # not Linux: the 10 ms ticks
-        t = psutil.Process(pid).cpu_times()
-        return float(t.user + t.system)
 
 
 # The forked producers and consumers inherit this process's heap (the harness's modules, rows,
@@ -286,191 +286,6 @@ def run_case(adapter: Any, system: str, api: str, size: int, producers: int, con
         row["supervisor_us_per_msg"] = round(cpu / max(sent, 1) * 1e6, 4)  # unrounded: --acl ratios
         row["supervisor_rss_mb"] = round(supervisor.memory_info().rss / 2**20, 1)
     return row
-
-
-def _server_procs(adapter: Any) -> list[psutil.Process]:
-    """The server processes of a peer (redis-server, the relay's socats), if it names them."""
-    if hasattr(adapter, "server_pids"):
-        pids = adapter.server_pids()
-    elif hasattr(adapter, "server_pid"):
-        pids = [adapter.server_pid()]
-    else:
-        return []
-    return [psutil.Process(pid) for pid in pids if pid]
-
-
-def _counters(procs: list[psutil.Process]) -> dict[str, Any]:
-    """CPU seconds, voluntary context switches of all threads and read/write calls, summed."""
-    out: dict[str, Any] = {"cpu": 0.0, "wakeups": 0, "syscr": 0, "syscw": 0}
-    for pr in procs:
-        out["cpu"] += cpu_seconds(pr.pid)
-        try:
-            out["wakeups"] += sum(_thread_switches(pr.pid))
-            io = dict(line.split(": ") for line in Path(f"/proc/{pr.pid}/io").read_text().splitlines())
-            out["syscr"] += int(io["syscr"])
-            out["syscw"] += int(io["syscw"])
-        except (OSError, KeyError, ValueError):  # not Linux, or not ours to read
-            out["wakeups"] = out["syscr"] = out["syscw"] = None
-            break
-    return out
-
-
-def _thread_switches(pid: int) -> list[int]:
-    """voluntary_ctxt_switches of each thread of a process (the process's own line is its main
-    thread's only). A thread that ends between two readings takes its count with it, so the
-    wake-up counts are a guide; the CPU figures (the process's clock) include ended threads."""
-    out = []
-    for status in Path(f"/proc/{pid}/task").glob("*/status"):
-        for line in status.read_text().splitlines():
-            if line.startswith("voluntary_ctxt_switches:"):
-                out.append(int(line.split()[1]))
-    return out
-
-
-# --- idle ----------------------------------------------------------------------------------------
-def _idle_clients(sock: str, topic: str, stop: Any) -> None:
-    import threading
-
-    from edgebus import Admin, Consumer, TopicPartition
-
-    admins = [Admin(socket=sock, transport="shm") for _ in range(5)]
-    for a in admins:
-        a.list_topics()
-
-    def consume() -> None:
-        # An idle consumer application sits in poll(): one long-poll fetch per
-        # fetch_max_wait_ms (500 ms, the default) that the supervisor answers empty.
-        c = Consumer(socket=sock, transport="shm")
-        c.assign([TopicPartition(topic, 0)])
-        while not stop.is_set():
-            c.poll(1000)
-
-    threads = [threading.Thread(target=consume) for _ in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-
-
-def idle_cpu(seconds: float) -> dict[str, Any]:
-    """A fresh supervisor (no housekeeping left from the load runs) with 10 idle clients."""
-    from edgebus.testing import EmbeddedBroker
-
-    broker = EmbeddedBroker(log_level="WARNING").start()
-    try:
-        return _idle_cpu(broker, seconds)
-    finally:
-        broker.stop()
-        broker.cleanup()
-
-
-def _idle_cpu(broker: Any, seconds: float) -> dict[str, Any]:
-    from edgebus import Admin
-
-    time.sleep(1.0)  # started, recovered, nothing connected yet: issue 16's "idle RSS"
-    rss_alone = psutil.Process(broker.pid).memory_info().rss
-    pss_alone = _pss(broker.pid)
-    with Admin(socket=broker.socket, transport="socket") as a:
-        a.create_topic("bench-idle", 1)
-    mpc = mp.get_context("fork")
-    stop = mpc.Event()
-    pr = mpc.Process(target=_idle_clients, args=(broker.socket, "bench-idle", stop), daemon=True)
-    pr.start()
-    time.sleep(1.0)  # connected, past every spin window
-    sup = psutil.Process(broker.pid)
-    c0 = sup.cpu_times()
-    t0 = time.monotonic()
-    time.sleep(seconds)
-    c1 = sup.cpu_times()
-    wall = time.monotonic() - t0
-    # Memory with the ten clients still connected (read after they left, it was not).
-    rss, pss = sup.memory_info().rss, _pss(broker.pid)
-    stop.set()
-    pr.join(10)
-    if pr.is_alive():
-        pr.kill()
-    cpu = (c1.user + c1.system) - (c0.user + c0.system)
-    return {"clients": 10, "seconds": round(wall, 1), "supervisor_cpu_s": round(cpu, 3),
-            "supervisor_rss_mb": round(rss / 2**20, 1),
-            "supervisor_rss_mb_no_clients": round(rss_alone / 2**20, 1),
-            # PSS divides shared pages (libpython, libc, ring pages) among the processes that
-            # map them: this process's own cost (bench/rss.py says which part is what).
-            "supervisor_pss_mb": pss, "supervisor_pss_mb_no_clients": pss_alone,
-            "supervisor_cpu_percent": round(100 * cpu / wall, 3)}
-
-
-def _pss(pid: int) -> float | None:
-    try:
-        return round(psutil.Process(pid).memory_full_info().pss / 2**20, 1)
-    except (psutil.Error, AttributeError):  # smaps unreadable, or not Linux
-        return None
-
-
-# --- report --------------------------------------------------------------------------------------
-def table(rows: list[dict[str, Any]]) -> list[str]:
-    head = ["system", "api", "size", "topology", "msg/s", "MB/s", "p50 us", "p99 us", "p99.9 us",
-            "sup CPU s/M", "sup RSS MB", "CPU us/msg (all)"]
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        def g(k: str, r: dict[str, Any] = r) -> str:
-            v = r.get(k)
-            return "" if v is None else f"{v:,}" if isinstance(v, int) else str(v)
-        out.append("| " + " | ".join([
-            r["system"], r["api"], str(r["size"]), r["topology"], g("msgs_per_s"), g("mb_per_s"),
-            g("p50_us"), g("p99_us"), g("p999_us"), g("supervisor_cpu_s_per_M"),
-            g("supervisor_rss_mb"), g("cpu_us_per_msg")])
-            + (" | " + "; ".join(r["errors"]) if r.get("errors") else "") + " |")
-    return out
-
-
-def find(rows: list[dict[str, Any]], **kw: Any) -> dict[str, Any] | None:
-    for r in rows:
-        if all(r.get(k) == v for k, v in kw.items()):
-            return r
-    return None
-
-
-def targets(rows: list[dict[str, Any]], idle: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The issue's targets, evaluated on this run (100-byte records, 1 -> 1, acks=written)."""
-    out = []
-
-    def tp(system: str, api: str) -> float | None:
-        r = find(rows, system=system, api=api, size=100, topology="1->1", mode="throughput")
-        return r["msgs_per_s"] if r else None
-
-    def lat(system: str, key: str) -> float | None:
-        r = find(rows, system=system, size=100, topology="1->1", mode="latency")
-        return r[key] if r else None
-
-    def add(name: str, value: float | None, goal: float, better: str, unit: str) -> None:
-        if value is None:
-            out.append({"target": name, "value": None, "goal": goal, "met": None})
-            return
-        met = value >= goal if better == "higher" else value < goal
-        ratio = value / goal if goal else None
-        out.append({"target": name, "value": round(value, 2), "goal": goal, "unit": unit,
-                    "met": met, "of_goal": round(ratio, 3) if ratio else None})
-
-    add("shm send_batch records/s", tp("edgebus-shm", "batch"), 1_000_000, "higher", "msg/s")
-    redis = tp("redis-streams", "batch")
-    shm = tp("edgebus-shm", "batch")
-    add("shm send_batch / Redis Streams", shm / redis if shm and redis else None, 20, "higher", "x")
-    add("shm send() records/s", tp("edgebus-shm", "send"), 300_000, "higher", "msg/s")
-    add("shm p50 at 10k msg/s", lat("edgebus-shm", "p50_us"), 20, "lower", "us")
-    add("shm p99 at 10k msg/s", lat("edgebus-shm", "p99_us"), 200, "lower", "us")
-    s50, k50 = lat("edgebus-shm", "p50_us"), lat("edgebus-socket", "p50_us")
-    add("socket p50 / shm p50", k50 / s50 if s50 and k50 else None, 2, "higher", "x")
-    add("idle supervisor CPU %", idle["supervisor_cpu_percent"] if idle else None, 0.5, "lower", "%")
-    add("idle supervisor RSS, no client", idle.get("supervisor_rss_mb_no_clients") if idle else None,
-        20, "lower", "MB")
-    add("idle supervisor RSS, 10 clients", idle["supervisor_rss_mb"] if idle else None, 25, "lower",
-        "MB")
-    # Issue 12: the Kafka listener (confluent-kafka producer, acks=1, -> consumer).
-    kt, tt = tp("kafka-edgebus", "send"), tp("kafka-tansu", "send")
-    add("kafka listener records/s (librdkafka, acks=1)", kt, 300_000, "higher", "msg/s")
-    add("kafka listener / Tansu", kt / tt if kt and tt else None, 2, "higher", "x")
-    add("kafka listener p50 at 10k msg/s", lat("kafka-edgebus", "p50_us"), 1000, "lower", "us")
-    return out
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -696,50 +511,6 @@ def _measured(is_eb: Any, sup: psutil.Process | None) -> psutil.Process | None:
     if isinstance(is_eb, subprocess.Popen):
         return psutil.Process(is_eb.pid)
     return None
-
-
-def render_md(report: dict[str, Any]) -> list[str]:
-    m = report["machine"]
-    md = [f"# edgebus benchmark ({'quick' if report['quick'] else 'full'}), {report['when']}", "",
-          f"{m['cpus']} CPUs, {m['arch']}, Python {m['python']}, Linux {m['kernel']}, load average "
-          f"{m.get('loadavg_before', ['?'])[0]} before / {m.get('loadavg_after', ['?'])[0]} after; "
-          f"acks=written; throughput {report['settings']['throughput_seconds']} s per case; "
-          f"latency at {report['settings']['latency_rate']:,} msg/s total for "
-          f"{report['settings']['latency_seconds']} s per case (one-record API; one-way latency "
-          "from each record's scheduled send time, the same for every system). "
-          "Supervisor CPU/RSS only for edgebus rows.", ""]
-    md += table(report["results"])
-    if report.get("wear"):
-        from bench import wear
-
-        md += ["", "SD-card wear, 100 B records paced at 5,000/s (bench/wear.py):", ""]
-        md += wear.table(report["wear"])
-    if report["idle"]:
-        i = report["idle"]
-        md += ["", f"Idle: a fresh supervisor with {i['clients']} connected shm clients (5 Admin, "
-               f"5 Consumers sitting in poll(), i.e. a 500 ms long-poll each), {i['seconds']} s: "
-               f"supervisor CPU {i['supervisor_cpu_s']} s = {i['supervisor_cpu_percent']}%, "
-               f"RSS {i.get('supervisor_rss_mb')} MB (before any client connected: "
-               f"{i.get('supervisor_rss_mb_no_clients')} MB); PSS {i.get('supervisor_pss_mb')} MB "
-               f"({i.get('supervisor_pss_mb_no_clients')} MB)."]
-    md += ["", "| target | value | goal | met | of goal |", "|---|---|---|---|---|"]
-    for t in report["targets"]:
-        met = "-" if t["met"] is None else ("yes" if t["met"] else "no")
-        md.append(f"| {t['target']} | {t['value']} | {t['goal']} | {met} | {t.get('of_goal', '')} |")
-    if report.get("cost"):
-        c = report["cost"]
-        md += cost.render(c["results"], c["fsync"], c["targets"], report["results"])
-    for n in report["notes"]:
-        md.append(f"\nNote: {n}")
-    return md
-
-
-def _progress(row: dict[str, Any]) -> None:
-    what = (f"{row.get('msgs_per_s', 0):>10,} msg/s" if row["mode"] == "throughput"
-            else f"p50 {row['p50_us']} us p99 {row['p99_us']} us")
-    err = f"  ERRORS {row['errors']}" if row.get("errors") else ""
-    print(f"  {row['system']:15} {row['api']:5} {row['size']:5} B {row['topology']:5} "
-          f"{row['mode']:10} {what}{err}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ from edgebus.server.cleaning import LogCleaner
 from edgebus.server.disk import DiskGuard
 from edgebus.server.dispatch import TXN_APIS, Dispatcher, build_table
 from edgebus.server.durable import DurableAcks
-from edgebus.server.groups import GroupHandlers
+from edgebus.server.group_service import LazyGroups
+from edgebus.server.groups.topic import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIG
 from edgebus.server.handlers.admin import AdminHandlers
 from edgebus.server.handlers.data import DataHandlers
 from edgebus.server.housekeeping import Housekeeping
@@ -43,6 +44,7 @@ from edgebus.server.txn.producers import ProducerStates
 if TYPE_CHECKING:  # ssl costs ~5 MB of RSS; only a configured replica listener needs it
     import ssl
 
+    from edgebus.server.groups.handlers import GroupHandlers
     from edgebus.server.handlers.replica import ReplicaHandlers
     from edgebus.server.handlers.txn import TxnHandlers
     from edgebus.server.txn.coordinator import TxnCoordinator
@@ -121,8 +123,9 @@ class Broker:
         self.durable = DurableAcks(loop, self.stats)  # group commit's answers
         self.data = DataHandlers(loop, logs, self.disk, self.durable, self.stats,
                                  max_fetch_wait_ms=max_fetch_wait_ms)
-        self.groups = GroupHandlers(loop, logs, self.data, self.durable)  # consumer groups
-        self.admin = AdminHandlers(logs, self.data, self.groups, self.status,
+        # Consumer groups, made at their first use (server/group_service.py).
+        self.lazy_groups = LazyGroups(loop, self._group_handlers)
+        self.admin = AdminHandlers(logs, self.data, self.lazy_groups, self.status,
                                    topic_defaults or TopicConfig())
         self.housekeeping = Housekeeping(
             logs, self.data, self.durable, flush_interval_ms=flush_interval_ms,
@@ -153,7 +156,7 @@ class Broker:
         self._txn: TxnCoordinator | None = None
         self.txn_handlers: OnFirstUse[TxnHandlers] = OnFirstUse(self._make_txn)
         self.data.sequenced = self._first_sequenced
-        table = build_table(self.data, self.admin, self.groups, self.shm, self.replica)
+        table = build_table(self.data, self.admin, self.lazy_groups, self.shm, self.replica)
         self.txn_handlers.install(table, {int(k): name for k, name in TXN_APIS.items()})
         self.dispatcher = Dispatcher(loop, table, self.data.produce_fields, self.acl)
         loop.dispatch = self.dispatcher.dispatch_frame
@@ -166,7 +169,7 @@ class Broker:
         self.data.standing.check = self.dispatcher.checks.get(int(M.Api.FETCH))
         # Shutdown runs in this order: STOPPING=1, stop accepting, answer parked fetches, finish
         # durable acks; then the loop flushes and closes every connection.
-        services: list[Service] = [self.listener, self.shm, self.data, self.groups,
+        services: list[Service] = [self.listener, self.shm, self.data, self.lazy_groups,
                                    self.durable, self.disk, self.housekeeping, self.cleaner]
         if self.replica_listener is not None:
             services.insert(1, self.replica_listener)
@@ -183,6 +186,12 @@ class Broker:
             services.insert(0, Watchdog(notifier, self))
         for s in services:
             loop.add(s)
+        if OFFSETS_TOPIC not in logs.topics():  # there from the start, as before
+            logs.create_topic(OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIG, internal=True)
+            log.info("created the internal topic %s", OFFSETS_TOPIC)
+        offsets = logs.partition(OFFSETS_TOPIC, 0)
+        if offsets.log_end_offset > offsets.log_start_offset:
+            self.lazy_groups.get()  # committed offsets to replay (and move back past a cut tail)
         if txn_state_at_start(logs.data_dir):
             self.txn_handlers.get()  # what a previous run left (TXN_STATE_FILE)
         if self.kafka is not None:
@@ -193,6 +202,16 @@ class Broker:
             from edgebus.server.kafka.leader_epochs import LeaderEpochs
 
             LeaderEpochs(logs.data_dir).bump_at_start(logs)
+
+    @property
+    def groups(self) -> GroupHandlers:
+        """The consumer groups, made now if nothing made them yet (server/group_service.py)."""
+        return self.lazy_groups.get()
+
+    def _group_handlers(self) -> GroupHandlers:
+        from edgebus.server.groups.handlers import GroupHandlers
+
+        return GroupHandlers(self.loop, self.logs, self.data, self.durable)
 
     def _replica_handlers(self, tokens: Mapping[str, str]) -> ReplicaHandlers:
         from edgebus.server.handlers.replica import ReplicaHandlers

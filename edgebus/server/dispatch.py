@@ -26,7 +26,7 @@ from edgebus.server.acl import Authorizer, build_checks, build_filters
 from edgebus.server.acl.checks import TOPIC_WRITE
 
 if TYPE_CHECKING:
-    from edgebus.server.groups.handlers import GroupHandlers
+    from edgebus.server.group_service import LazyGroups
     from edgebus.server.handlers.admin import AdminHandlers
     from edgebus.server.handlers.data import DataHandlers
     from edgebus.server.handlers.replica import ReplicaHandlers
@@ -69,7 +69,7 @@ TXN_APIS = {
 HANDSHAKE_APIS = frozenset({int(M.Api.API_VERSIONS), int(M.Api.REPLICA_HELLO)})
 
 
-def build_table(data: DataHandlers, admin: AdminHandlers, groups: GroupHandlers,
+def build_table(data: DataHandlers, admin: AdminHandlers, groups: LazyGroups,
                 shm: ShmTransport, replica: OnFirstUse[ReplicaHandlers]) -> dict[int, Handler]:
     """API key -> handler, for every API the supervisor serves."""
     table: dict[Any, Handler] = {
@@ -85,20 +85,12 @@ def build_table(data: DataHandlers, admin: AdminHandlers, groups: GroupHandlers,
         M.Api.DELETE_TOPIC: admin.delete_topic,
         M.Api.ALTER_TOPIC_CONFIG: admin.alter_topic_config,
         M.Api.STATUS: admin.status,
-        # consumer groups (groups/handlers.py)
-        M.Api.JOIN_GROUP: groups.join_group,
-        M.Api.SYNC_GROUP: groups.sync_group,
-        M.Api.HEARTBEAT: groups.heartbeat,
-        M.Api.LEAVE_GROUP: groups.leave_group,
-        M.Api.OFFSET_COMMIT: groups.offset_commit,
-        M.Api.OFFSET_FETCH: groups.offset_fetch,
-        M.Api.LIST_GROUPS: groups.list_groups,
-        M.Api.DESCRIBE_GROUP: groups.describe_group,
-        M.Api.RESET_OFFSETS: groups.reset_offsets,
         # transports (listeners/shm.py)
         M.Api.SHM_ATTACH: shm.attach,
     }
     out = {int(k): h for k, h in table.items()}
+    # consumer groups (groups/handlers.py), made at the first (group_service.py)
+    groups.install(out)
     replica.install(out, {int(k): name for k, name in REPLICA_APIS.items()})
     return out
 

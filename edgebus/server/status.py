@@ -51,7 +51,8 @@ def clients(broker: Any) -> list[dict[str, Any]]:
 def group_lags(broker: Any) -> list[dict[str, Any]]:
     """Every consumer group with its state and, per partition, committed offset, log end and lag
     (-1 when the group has committed nothing for that partition)."""
-    gh = getattr(broker, "groups", None)
+    lazy = getattr(broker, "lazy_groups", None)  # not made yet: no group exists (group_service)
+    gh = lazy.made if lazy is not None else getattr(broker, "groups", None)
     coordinator = getattr(gh, "coordinator", None)
     store = getattr(gh, "store", None)
     if coordinator is None or store is None:

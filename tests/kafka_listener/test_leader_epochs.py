@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Consumer as CKConsumer
 from confluent_kafka import Producer as CKProducer
 from confluent_kafka import TopicPartition as CKTP
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata
 from kafka import TopicPartition as KPTP
 
 from edgebus import Producer
@@ -307,6 +307,47 @@ def test_committed_leader_epoch_kept_across_a_restart(
     assert (om.offset, om.leader_epoch) == (7, 3)
 
 
+def test_transactional_commit_keeps_the_leader_epoch(
+        make_broker: Callable[..., EmbeddedBroker]) -> None:
+    """TxnOffsetCommit (v2+) carries the leader epoch as OffsetCommit does: it is stored when the
+    transaction commits and given back by OffsetFetch, after a restart too (before: dropped,
+    answered as none). Epoch 0 stays none (offsets value version 0). librdkafka and
+    kafka-python each commit in a transaction."""
+    b = _pinned(make_broker)
+    create_topic(b, "ep8", partitions=2)
+    tp = CKProducer({"bootstrap.servers": b.kafka_bootstrap, "transactional.id": "ep8-ck"})
+    tp.init_transactions(30)
+    c = CKConsumer({"bootstrap.servers": b.kafka_bootstrap, "group.id": "ep8",
+                    "enable.auto.commit": False})
+    try:
+        tp.begin_transaction()
+        tp.send_offsets_to_transaction([CKTP("ep8", 0, 7, leader_epoch=3),
+                                        CKTP("ep8", 1, 5, leader_epoch=0)],
+                                       c.consumer_group_metadata(), 30)
+        tp.commit_transaction(30)
+    finally:
+        c.close()
+    kp = KafkaProducer(bootstrap_servers=b.kafka_bootstrap, transactional_id="ep8-kp")
+    try:
+        kp.init_transactions()
+        kp.begin_transaction()
+        kp.send_offsets_to_transaction({KPTP("ep8", 0): OffsetAndMetadata(9, "", 4)}, "ep8-k")
+        kp.commit_transaction()
+    finally:
+        kp.close()
+    b.restart()
+    got = {}
+    for group in ("ep8", "ep8-k"):
+        c = CKConsumer({"bootstrap.servers": b.kafka_bootstrap, "group.id": group,
+                        "enable.auto.commit": False})
+        try:
+            got[group] = [(t.offset, t.leader_epoch) for t in c.committed(
+                [CKTP("ep8", 0), CKTP("ep8", 1)], timeout=30)]
+        finally:
+            c.close()
+    assert got == {"ep8": [(7, 3), (5, None)], "ep8-k": [(9, 4), (-1001, None)]}
+
+
 # --- the protocol, byte by byte ---------------------------------------------------------------
 
 def _ask(b: EmbeddedBroker, api: int, version: int, body: Any, name: str) -> Any:
@@ -390,6 +431,36 @@ def test_offset_for_leader_epoch_before_and_after_a_cut(
     assert [e for base, e in batches if base < cut] and all(
         e == (0 if base < cut else 1) for base, e in batches), batches
     assert _fetch_epochs(b, topic, current=-1)[0] == 0  # no epoch given: not checked
+
+
+def _list_offsets(b: EmbeddedBroker, version: int, topic: str,
+                  currents: list[int]) -> list[tuple[int, int, int]]:
+    """ListOffsets LATEST of partition 0, once per current leader epoch: (error, offset,
+    leader epoch) each."""
+    req = request_module(2, version)
+    body = req.ListOffsetsRequest(replica_id=-1, isolation_level=0, topics=(req.ListOffsetsTopic(
+        name=topic, partitions=tuple(req.ListOffsetsPartition(
+            partition_index=0, current_leader_epoch=cur, timestamp=-1) for cur in currents)),),
+        **({"timeout": datetime.timedelta(seconds=1)} if version >= 10 else {}))
+    resp = _ask(b, 2, version, body, "ListOffsetsResponse")
+    return [(int(p.error_code), p.offset, p.leader_epoch) for p in resp.topics[0].partitions]
+
+
+@pytest.mark.parametrize("version", [4, 7, 10])
+def test_list_offsets_fences_an_older_current_epoch(
+        make_broker: Callable[..., EmbeddedBroker], version: int) -> None:
+    """ListOffsets v4+ with a current leader epoch older than the partition's is answered
+    FENCED_LEADER_EPOCH, as Kafka (Partition.localLogWithEpochOrThrow) and as Fetch here
+    (before: answered, from a log the client's epoch no longer describes). None given (-1)
+    is not checked; a larger one is served, as by Fetch (docs/KAFKA.md)."""
+    topic = f"ep9v{version}"
+    b = _pinned(make_broker)
+    create_topic(b, topic)
+    _produce_old(b, topic)
+    assert _list_offsets(b, version, topic, [0, -1]) == [(0, OLD, 0), (0, OLD, 0)]
+    cut = _cut_and_restart(b, topic)
+    assert _list_offsets(b, version, topic, [0, 1, -1, 5]) == [
+        (74, -1, -1), (0, cut, 1), (0, cut, 1), (0, cut, 1)]
 
 
 def test_a_start_with_kafka_off_bumps_the_epochs_too(

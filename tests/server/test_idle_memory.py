@@ -352,3 +352,65 @@ def test_http_application_is_made_at_the_first_http_connection(
         assert json.loads(r.read())["pid"] == broker.pid
     assert _modules(broker, out) >= http_app
     assert broker.stop() == 0
+
+
+GROUPS = {"edgebus.server.groups.handlers", "edgebus.server.groups.coordinator",
+          "edgebus.server.groups.offsets", "edgebus.server.groups.assignors"}
+
+
+def test_consumer_groups_are_made_at_first_use_or_at_start_when_offsets_remain(
+        make_broker: Callable[..., EmbeddedBroker], tmp_path: Path) -> None:
+    """An idle supervisor with nothing in __consumer_offsets has not loaded the group modules
+    (~0.5 MB, bench/results/issue16-rss-left27.md), through native produce and status requests;
+    the topic is there from the start all the same. The first group request makes them and
+    works; after a restart with a commit in the topic they are made at start (the commit's
+    replay), and the commit and the group are there."""
+    out = tmp_path / "modules.txt"
+    env = {"EDGEBUS_TEST_HOOKS": "1", "EDGEBUS_TEST_MODULES_FILE": str(out)}
+    broker = make_broker().start(env=env)
+    with Admin(socket=broker.socket) as a:
+        a.create_topic("g", 1)
+        assert a.status()["topics"]
+    with Producer(socket=broker.socket) as p:
+        for i in range(3):
+            p.send("g", b"r%d" % i, partition=0)
+        p.flush()
+    assert sorted(GROUPS & _modules(broker, out)) == []
+    assert (Path(broker.data_dir) / "__consumer_offsets-0").is_dir()
+    with Admin(socket=broker.socket) as a:
+        assert a.list_groups() == []  # the first group request: made, and answered
+    assert _modules(broker, out) >= GROUPS
+    with Consumer("g", socket=broker.socket, group_id="grp", auto_offset_reset="earliest",
+                  enable_auto_commit=False) as c:
+        got: list[bytes | None] = []
+        deadline = time.monotonic() + 30
+        while len(got) < 3 and time.monotonic() < deadline:
+            got += [r.value for recs in c.poll(timeout_ms=500).values() for r in recs]
+        assert got == [b"r0", b"r1", b"r2"]
+        c.commit()
+
+    # Restarted with a commit in __consumer_offsets: made at start.
+    assert broker.stop() == 0
+    broker.start(env=env)
+    assert _modules(broker, out) >= GROUPS
+    with Admin(socket=broker.socket) as a:
+        assert [g.group_id for g in a.list_groups()] == ["grp"]
+        assert a.list_group_offsets("grp")[TopicPartition("g", 0)].offset == 3
+    assert broker.stop() == 0
+
+    # A fresh data directory whose first group use is a Kafka client's commit (kio loads
+    # the groups with the Kafka front end) keeps it across a restart too.
+    k = make_broker(name="kafka-first").start(env=env)
+    with Admin(socket=k.socket) as a:
+        a.create_topic("kg", 1)
+    assert sorted(GROUPS & _modules(k, out)) == []
+    c = CKConsumer({"bootstrap.servers": k.kafka_bootstrap, "group.id": "kgrp",
+                    "enable.auto.commit": False})
+    try:
+        c.commit(offsets=[CKTopicPartition("kg", 0, 0)], asynchronous=False)
+    finally:
+        c.close()
+    k.restart()
+    with Admin(socket=k.socket) as a:
+        assert a.list_group_offsets("kgrp")[TopicPartition("kg", 0)].offset == 0
+    assert k.stop() == 0

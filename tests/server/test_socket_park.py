@@ -16,7 +16,6 @@ shm_plane.park.socket_reads), so that it is what was tested; no figure of time i
 from __future__ import annotations
 
 import contextlib
-import signal
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ from tests.shm.test_c_park import (
     acked_list,
     check_one_writer,
     kill9,
+    kill_9_mid_stream,
     records_from,
     spawn,
 )
@@ -150,28 +150,7 @@ def test_a_socket_consumers_standing_fetch_is_answered_in_the_parked_wait(
 
 def test_kill_9_of_the_supervisor_with_a_parked_socket_producer_keeps_every_acknowledged_record(
         tmp_path: Path) -> None:
-    b = EmbeddedBroker(tmp_path / "k9").start()
-    prod = None
-    try:
-        with Admin(socket=b.socket, transport="socket") as a:
-            a.create_topic("sk9", 1)
-        path = tmp_path / "acked"
-        prod = spawn("produce_paced", b.socket, "sk9", str(path), "s", "socket", "300")
-        wait_for(lambda: len(acked(path)) > 300, 120, "acknowledgements")
-        assert socket_reads(b.socket) > 100
-        wait_for(lambda: len(acked(path)) > 400, 120, "more acknowledgements")
-        b.proc.send_signal(signal.SIGKILL)  # mid-stream: frames in flight
-        b.proc.wait(10)
-        kill9(prod)
-        ack = acked(path)
-        b.start()  # recovery
-        log = records(b.socket, "sk9")
-        check_one_writer(log, ack)
-        assert len(log) >= len(ack) > 400
-    finally:
-        if prod is not None and prod.poll() is None:
-            kill9(prod)
-        b.cleanup()
+    kill_9_mid_stream(tmp_path, "sk9", "socket", socket_reads)
 
 
 # A client that sends three whole PRODUCEs (granted: the later ones parked), then half of a

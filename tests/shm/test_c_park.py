@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -198,30 +199,39 @@ def test_socket_and_kafka_producers_share_a_partition_with_a_parked_shm_producer
         b.cleanup()
 
 
-def test_kill_9_of_the_supervisor_mid_stream_keeps_every_acknowledged_record(
-        tmp_path: Path) -> None:
+def kill_9_mid_stream(tmp_path: Path, topic: str, transport: str,
+                      served: Callable[[str], int]) -> None:
+    """A paced producer on `transport` whose frames the parked wait serves (`served`, read from
+    the supervisor's counters, past 100), then kill -9 of the supervisor mid-stream: after
+    recovery every acknowledged record is there, once, in order (also
+    tests/server/test_socket_park.py's, on the socket)."""
     b = EmbeddedBroker(tmp_path / "k9").start()
     prod = None
     try:
         with Admin(socket=b.socket, transport="socket") as a:
-            a.create_topic("k9", 1)
+            a.create_topic(topic, 1)
         path = tmp_path / "acked"
-        prod = spawn("produce_paced", b.socket, "k9", str(path), "s", "shm", "300")
+        prod = spawn("produce_paced", b.socket, topic, str(path), "s", transport, "300")
         wait_for(lambda: len(acked(path)) > 300, 120, "acknowledgements")
-        assert parked_wakeups(b.socket) > 100
+        assert served(b.socket) > 100
         wait_for(lambda: len(acked(path)) > 400, 120, "more acknowledgements")
         b.proc.send_signal(signal.SIGKILL)  # mid-stream: frames in flight
         b.proc.wait(10)
         kill9(prod)
         ack = acked(path)
         b.start()  # recovery
-        log = records(b.socket, "k9")
+        log = records(b.socket, topic)
         check_one_writer(log, ack)
         assert len(log) >= len(ack) > 400
     finally:
         if prod is not None and prod.poll() is None:
             kill9(prod)
         b.cleanup()
+
+
+def test_kill_9_of_the_supervisor_mid_stream_keeps_every_acknowledged_record(
+        tmp_path: Path) -> None:
+    kill_9_mid_stream(tmp_path, "k9", "shm", parked_wakeups)
 
 
 def test_a_shm_producer_killed_mid_stream_leaves_the_other_streaming(tmp_path: Path) -> None:

@@ -30,17 +30,14 @@ from edgebus import format as F
 from edgebus.errors import CorruptRecordError, ProtocolError, RecordTooLargeError
 from edgebus.log.topic_config import TopicConfig
 from edgebus.protocol.codec import I16, I32, I64, STR, Message
+from edgebus.server.groups.topic import (  # noqa: F401 (their old import path)
+    OFFSETS_SEGMENT_BYTES,
+    OFFSETS_TOPIC,
+    OFFSETS_TOPIC_CONFIG,
+)
 
 log = logging.getLogger("edgebus.groups.offsets")
 
-OFFSETS_TOPIC = "__consumer_offsets"
-# Small segments so that the cleaner rewrites little at a time; compacted, never expired by time
-# or size. A deleted group's tombstones stay a day, as Kafka's offsets topic keeps them.
-OFFSETS_SEGMENT_BYTES = 4 * 1024 * 1024
-OFFSETS_TOPIC_CONFIG = TopicConfig(partitions=1, retention_ms=-1, retention_bytes=-1,
-                                   segment_bytes=OFFSETS_SEGMENT_BYTES,
-                                   max_message_bytes=1024 * 1024, cleanup_policy="compact",
-                                   delete_retention_ms=24 * 3600 * 1000)
 # Records per appended batch: one commit of many partitions is split into batches this size.
 MAX_RECORDS_PER_BATCH = 1000
 # Bytes read per step while replaying.

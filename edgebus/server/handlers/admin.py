@@ -18,7 +18,7 @@ from edgebus.version import __version__
 
 if TYPE_CHECKING:
     from edgebus.server.acl import Authorizer
-    from edgebus.server.groups.handlers import GroupHandlers
+    from edgebus.server.group_service import LazyGroups
     from edgebus.server.handlers.data import DataHandlers
     from edgebus.server.txn.coordinator import TxnCoordinator
 
@@ -29,7 +29,7 @@ class AdminHandlers:
     acl: Authorizer | None = None  # set by the broker: which topics a replica link may read
     txn: TxnCoordinator | None = None  # set by the broker: told of deleted topics
 
-    def __init__(self, logs: LogManager, data: DataHandlers, groups: GroupHandlers,
+    def __init__(self, logs: LogManager, data: DataHandlers, groups: LazyGroups,
                  status: Callable[[], dict[str, Any]], topic_defaults: TopicConfig) -> None:
         self.logs = logs
         self.data = data

@@ -212,7 +212,14 @@ def list_offsets(ctx: KafkaContext, conn: Connection, header: Any, req: Any) -> 
             err, off, ts, epoch = ErrorCode.none, -1, -1, -1
             try:
                 p = ctx.logs.partition(t.name, lp.partition_index)
-                if lp.timestamp == LATEST:
+                if 0 <= getattr(lp, "current_leader_epoch", -1) < (
+                        epochs.current(p) if epochs.table else 0):
+                    # v4+, as Fetch: a client that has not seen the bump refreshes its metadata
+                    # (Kafka's checkCurrentLeaderEpoch); a larger epoch (a deleted topic's) is
+                    # served, not UNKNOWN_LEADER_EPOCH (leader_epochs.py: librdkafka sends it
+                    # here too and would retry forever).
+                    err = ErrorCode.fenced_leader_epoch
+                elif lp.timestamp == LATEST:
                     off = p.log_end_offset
                     if getattr(req, "isolation_level", 0) == 1 and "txn" in ctx.parts:
                         off = ctx.parts["txn"].last_stable_offset((t.name, lp.partition_index), off)

@@ -76,8 +76,8 @@ def txn_offset_commit(ctx: KafkaContext, conn: Any, header: Any, req: Any) -> An
     group_denied = refused(ctx, conn, Kind.GROUP, Op.READ, req.group_id) is not None
     denied = {t.name for t in req.topics
               if group_denied or refused(ctx, conn, Kind.TOPIC, Op.READ, t.name)}
-    entries = [(t.name, int(p.partition_index), int(p.committed_offset), p.committed_metadata or "")
-               for t in req.topics if t.name not in denied for p in t.partitions]
+    entries = [_entry(t.name, p) for t in req.topics if t.name not in denied
+               for p in t.partitions]
     err = DENIED_CODE[Kind.GROUP] if group_denied else _member_check(ctx, header, req)
     if not err:
         err = coordinator(ctx).txn_offsets(req.transactional_id, req.producer_id,
@@ -87,6 +87,16 @@ def txn_offset_commit(ctx: KafkaContext, conn: Any, header: Any, req: Any) -> An
             partition_index=p.partition_index,
             error_code=DENIED_CODE[Kind.TOPIC] if t.name in denied and not group_denied else err)
             for p in t.partitions]) for t in req.topics])
+
+
+def _entry(topic: str, p: Any) -> tuple[Any, ...]:
+    """(topic, partition, offset, metadata[, leader epoch]) as OffsetCommit stores them: v2+
+    carries the leader epoch of the last record read (KIP-320), given back by OffsetFetch once
+    the transaction commits. Epoch 0 or none (-1) is left out: the offsets value stays version
+    0 (groups/offsets.py), and so does the entry in the transactions' state file."""
+    epoch = int(getattr(p, "committed_leader_epoch", -1))
+    base = (topic, int(p.partition_index), int(p.committed_offset), p.committed_metadata or "")
+    return (*base, epoch) if epoch > 0 else base
 
 
 def _member_check(ctx: KafkaContext, header: Any, req: Any) -> int:

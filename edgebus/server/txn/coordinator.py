@@ -236,7 +236,7 @@ class TxnCoordinator(Service):
         return err
 
     def txn_offsets(self, tid: str, pid: int, epoch: int, group: str,
-                    entries: list[tuple[str, int, int, str]]) -> int:
+                    entries: list[tuple[Any, ...]]) -> int:
         err, t = self._current(tid, pid, epoch)
         if t is None:
             return err

@@ -45,8 +45,9 @@ class Txn:
     state: str = EMPTY
     # (topic, partition) -> offset of the transaction's first batch there (-1: added, none yet)
     parts: dict[PartKey, int] = field(default_factory=dict)
-    # group id -> [(topic, partition, offset, metadata)] committed with the transaction
-    offsets: dict[str, list[tuple[str, int, int, str]]] = field(default_factory=dict)
+    # group id -> [(topic, partition, offset, metadata[, leader epoch])] committed with the
+    # transaction (the epoch only when above 0: kafka/txn.py)
+    offsets: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     # monotonic time the transaction began (restarted on load: the timeout counts from then)
     began: float = 0.0
     # how the last transaction ended while none is open: "commit", "abort" or "" (none since the
