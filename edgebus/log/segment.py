@@ -259,14 +259,9 @@ class Segment:
             assert self.index is not None and self.timeindex is not None
             rel = base_offset - self.base_offset
             if persist:
-                try:
-                    self.index.append(rel, position)
-                    self.timeindex.append(append_time, rel)
+                err = self.write_index_entry(rel, position, append_time)
+                if err is None:
                     self.bytes_since_index = 0
-                except OSError as e:
-                    err = e
-                    if len(self.timeindex) < len(self.index):  # keep the pair consistent
-                        self.index.keep(len(self.index) - 1)
             else:
                 self.index.keys.append(rel)
                 self.index.values.append(position)
@@ -276,6 +271,25 @@ class Segment:
         if err is None:
             self.bytes_since_index += length
         return err
+
+    def write_index_entry(self, rel: int, position: int, append_time: int) -> OSError | None:
+        """A live append's sparse entry in both index files (the C data plane's sync-back
+        writes the ones its call noted). Returns the write error, if any, with the two files
+        kept consistent (the batch itself is safe; a missing entry only lengthens a lookup)."""
+        assert self.index is not None and self.timeindex is not None
+        try:
+            self.index.append(rel, position)
+            self.timeindex.append(append_time, rel)
+        except OSError as e:
+            if len(self.timeindex) < len(self.index):  # keep the pair consistent
+                self.index.keep(len(self.index) - 1)
+            return e
+        return None
+
+    def index_writers_open(self) -> bool:
+        """Whether both index files are open for appending (entries can be written now)."""
+        return (self.index is not None and self.index.fd is not None
+                and self.timeindex is not None and self.timeindex.fd is not None)
 
     # --- indexes ----------------------------------------------------------------------------
 

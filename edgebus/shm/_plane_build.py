@@ -52,6 +52,11 @@ typedef struct {
     int32_t w_sock;
     int64_t w_rest_at, w_rest_len;
     int64_t w_window;
+    int32_t idx_room;
+    int32_t idx_n;
+    int64_t idx_rel[...];
+    int64_t idx_pos[...];
+    int64_t idx_time[...];
     ...;
 } eb_grant;
 typedef struct {

@@ -10,8 +10,12 @@
  * supervisor's Python path would take and answer the same way: acks none or written, one batch
  * that eb_check_batch accepts under the topic's max_message_bytes, no attributes, no producer
  * id, to a partition this link holds a grant for (edgebus/server/listeners/shm_plane.py decides
- * grants and keeps them current), with no roll, index entry or recent-list trim due, within the
- * disk guard's budget, and room for the answer in the response ring. It stamps base offset and
+ * grants and keeps them current), with no roll or recent-list trim due, not the segment's first
+ * batch, within the disk guard's budget, and room for the answer in the response ring. A batch
+ * due a sparse index entry is appended here too: the entry (its offset, position and append
+ * time) is noted in the grant and Python's sync-back writes it to the index files right after
+ * the call, before anything can look it up (at 1 KiB records and the 4 KiB interval, every
+ * other batch was due one and went to Python, behind which the next ones queued: issue 16). It stamps base offset and
  * append time (never going backwards), appends the batch with write(2) to the active segment,
  * and writes the acks=written answer (the bytes of fastpath.produce.encode_produce_response).
  * At the first frame it cannot take it stops: Python dispatches that frame as before.
@@ -38,7 +42,7 @@
 #define EB_PLANE_ACKS 3        /* acks durable (or unknown) */
 #define EB_PLANE_BATCH 4       /* eb_check_batch refused it, or attributes / producer id */
 #define EB_PLANE_ROLL 5
-#define EB_PLANE_INDEX 6
+#define EB_PLANE_INDEX 6       /* the segment's first batch, or an index entry due with no idx_room */
 #define EB_PLANE_FULL 7        /* the grant's recent-list room or per-call batches used up */
 #define EB_PLANE_BUDGET 8
 #define EB_PLANE_RING 9        /* no room for the answer now */
@@ -93,6 +97,13 @@ typedef struct {
     int64_t w_rest_at, w_rest_len;  /* out: that rest's place in c->rest (len 0: none) */
     int64_t w_window;          /* unread bytes the answer may find (caught_up's window: the
                                 * consumer link's last_entry); -1: none, the ring must be empty */
+    /* Sparse index entries due at batches this call appended (Segment.note_batch's), written
+     * to the .index and .timeindex files by Python's sync-back (plane_sync.py), which zeroes
+     * idx_n. idx_room: how many the call may note (Python: 0 while the segment's index writers
+     * are not open, and then a batch due an entry goes to Python's path as before). */
+    int32_t idx_room;
+    int32_t idx_n;
+    int64_t idx_rel[EB_PLANE_BATCHES], idx_pos[EB_PLANE_BATCHES], idx_time[EB_PLANE_BATCHES];
 } eb_grant;
 
 typedef struct {
@@ -224,7 +235,8 @@ int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grant
          * second CRC of every batch that then goes to Python. With the benchmark's 256 KiB
          * batches and the 4 KiB index interval that was every other batch (an index entry due). */
         if (c->budget - (int64_t)n < 0) { c->why = EB_PLANE_BUDGET; break; }
-        if (g->bytes_since_index >= g->index_interval || g->first_append_time < 0 || g->seg_size == 0) {
+        int idx_due = g->bytes_since_index >= g->index_interval;
+        if ((idx_due && g->idx_n >= g->idx_room) || g->first_append_time < 0 || g->seg_size == 0) {
             c->why = EB_PLANE_INDEX;
             break;
         }
@@ -264,6 +276,13 @@ int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grant
         g->rel[g->n] = base - g->seg_base;
         g->pos[g->n] = g->seg_size;
         g->n++;
+        if (idx_due) {  /* note_batch's entry, at this batch's offset and position */
+            g->idx_rel[g->idx_n] = base - g->seg_base;
+            g->idx_pos[g->idx_n] = g->seg_size;
+            g->idx_time[g->idx_n] = atime;
+            g->idx_n++;
+            g->bytes_since_index = 0;
+        }
         g->seg_size += (int64_t)n;
         g->bytes_since_index += (int64_t)n;
         g->log_end = base + count;

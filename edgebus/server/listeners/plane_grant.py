@@ -65,7 +65,10 @@ class Grant:
         # -1: no writable fd, so the C call's write fails and Python's path decides
         c.fd = seg.fd if seg.fd is not None and seg.writable else -1
         c.recent_room = 2 * RECENT_BATCHES - len(seg._recent_rels)
-        c.n = c.cut_failed = c.write_errno = 0
+        # index entries the call may note for the sync-back to write (plane.c idx_*): none
+        # while the index files are not open for appending (Python's path then writes them)
+        c.idx_room = len(c.idx_rel) if seg.index_writers_open() else 0
+        c.n = c.idx_n = c.cut_failed = c.write_errno = 0
         c.records = c.bytes = 0
 
     def current(self) -> bool:

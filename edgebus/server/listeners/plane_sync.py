@@ -52,6 +52,8 @@ class SyncBack:
             seg.size = c.seg_size
             seg.max_append_time = c.max_append_time
             seg.bytes_since_index = c.bytes_since_index
+            if c.idx_n:  # the sparse index entries the call noted (note_batch's, in order)
+                _write_index_entries(g, c)
             if n == 1:
                 seg._recent_rels.append(c.rel[0])
                 seg._recent_pos.append(c.pos[0])
@@ -115,3 +117,19 @@ class SyncBack:
                     data.on_append(p)
             else:
                 data.dirty = True
+
+
+def _write_index_entries(g: Any, c: Any) -> None:
+    """Write the index entries the C call noted (plane.c idx_*) to the segment's index files,
+    as Segment.note_batch would have after each of those batches; a failed one is skipped with
+    the warning partition_append's path gives, and the next batch is due an entry again."""
+    p, seg = g.p, g.seg
+    for i in range(c.idx_n):
+        rel = c.idx_rel[i]
+        err = seg.write_index_entry(rel, c.idx_pos[i], c.idx_time[i])
+        if err is not None:
+            p._log.warning("%s: index entry for offset %d skipped: %s", p.name,
+                           seg.base_offset + rel, err)
+            seg.bytes_since_index = c.bytes_since_index = max(c.bytes_since_index,
+                                                             c.index_interval)
+    c.idx_n = 0
