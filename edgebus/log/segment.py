@@ -259,7 +259,7 @@ class Segment:
             assert self.index is not None and self.timeindex is not None
             rel = base_offset - self.base_offset
             if persist:
-                err = self.write_index_entry(rel, position, append_time)
+                err = self.index_entry(rel, position, append_time)
                 if err is None:
                     self.bytes_since_index = 0
             else:
@@ -272,10 +272,10 @@ class Segment:
             self.bytes_since_index += length
         return err
 
-    def write_index_entry(self, rel: int, position: int, append_time: int) -> OSError | None:
-        """A live append's sparse entry in both index files (the C data plane's sync-back
-        writes the ones its call noted). Returns the write error, if any, with the two files
-        kept consistent (the batch itself is safe; a missing entry only lengthens a lookup)."""
+    def index_entry(self, rel: int, position: int, append_time: int) -> OSError | None:
+        """Append one sparse entry to both index files (a live append's, from note_batch or the
+        C data plane's sync-back). Returns the write error, if any, with the pair kept
+        consistent (the batch itself is safe; a missing entry only lengthens a lookup)."""
         assert self.index is not None and self.timeindex is not None
         try:
             self.index.append(rel, position)
@@ -285,11 +285,6 @@ class Segment:
                 self.index.keep(len(self.index) - 1)
             return e
         return None
-
-    def index_writers_open(self) -> bool:
-        """Whether both index files are open for appending (entries can be written now)."""
-        return (self.index is not None and self.index.fd is not None
-                and self.timeindex is not None and self.timeindex.fd is not None)
 
     # --- indexes ----------------------------------------------------------------------------
 

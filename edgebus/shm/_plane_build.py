@@ -14,6 +14,8 @@ from cffi import FFI
 CDEF = """
 #define EB_PLANE_TOPIC_MAX ...
 #define EB_PLANE_BATCHES ...
+#define EB_PLANE_RECENT ...
+#define EB_PLANE_INDEX_MAX ...
 #define EB_PLANE_TAIL ...
 typedef struct {
     int64_t log_end;
@@ -29,7 +31,7 @@ typedef struct {
     int64_t log_start;
     int32_t fd;
     int32_t partition;
-    int32_t recent_room;
+    int32_t index_ok;
     uint16_t topic_len;
     char topic[];
     int32_t n;
@@ -38,6 +40,10 @@ typedef struct {
     int64_t records, bytes;
     int64_t rel[];
     int64_t pos[];
+    int32_t ix_n;
+    int64_t ix_rel[];
+    int64_t ix_pos[];
+    int64_t ix_time[];
     int64_t last_at, last_len;
     int64_t tail_len;
     char tail[];
@@ -52,11 +58,8 @@ typedef struct {
     int32_t w_sock;
     int64_t w_rest_at, w_rest_len;
     int64_t w_window;
-    int32_t idx_room;
-    int32_t idx_n;
-    int64_t idx_rel[...];
-    int64_t idx_pos[...];
-    int64_t idx_time[...];
+    int32_t w_held;
+    int32_t w_ready;
     ...;
 } eb_grant;
 typedef struct {

@@ -120,7 +120,12 @@ static void for_python(eb_park *P, int fd, uint32_t mask) {
 static int standing_behind(eb_park_link *l) {
     for (int i = 0; i < l->ng; i++) {
         eb_grant *g = l->grants[i];
-        if (g->n && (g->w_ring != NULL || g->w_sock >= 0) && g->w_offset != g->log_end) return 1;
+        if (!g->n) continue;
+        if (g->w_held) {  /* a held socket consumer: Python only once it has read */
+            if (g->w_ready) return 1;
+            continue;
+        }
+        if ((g->w_ring != NULL || g->w_sock >= 0) && g->w_offset != g->log_end) return 1;
     }
     return 0;
 }

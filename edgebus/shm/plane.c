@@ -10,12 +10,8 @@
  * supervisor's Python path would take and answer the same way: acks none or written, one batch
  * that eb_check_batch accepts under the topic's max_message_bytes, no attributes, no producer
  * id, to a partition this link holds a grant for (edgebus/server/listeners/shm_plane.py decides
- * grants and keeps them current), with no roll or recent-list trim due, not the segment's first
- * batch, within the disk guard's budget, and room for the answer in the response ring. A batch
- * due a sparse index entry is appended here too: the entry (its offset, position and append
- * time) is noted in the grant and Python's sync-back writes it to the index files right after
- * the call, before anything can look it up (at 1 KiB records and the 4 KiB interval, every
- * other batch was due one and went to Python, behind which the next ones queued: issue 16). It stamps base offset and
+ * grants and keeps them current), with no roll, index entry or recent-list trim due, within the
+ * disk guard's budget, and room for the answer in the response ring. It stamps base offset and
  * append time (never going backwards), appends the batch with write(2) to the active segment,
  * and writes the acks=written answer (the bytes of fastpath.produce.encode_produce_response).
  * At the first frame it cannot take it stops: Python dispatches that frame as before.
@@ -29,7 +25,14 @@
 #include <unistd.h>
 
 #define EB_PLANE_TOPIC_MAX 255
-#define EB_PLANE_BATCHES 32
+/* Batches one grant takes between two sync-backs. Only the last EB_PLANE_RECENT of them are
+ * kept (the segment's recent lists hold at most that many, segment.py 2 * RECENT_BATCHES: the
+ * sync-back keeps what that list's trimming would keep); this bound only keeps the counts small. */
+#define EB_PLANE_BATCHES (1 << 20)
+#define EB_PLANE_RECENT 128
+/* Index entries (offset and time index) due between two sync-backs, written by the sync-back
+ * (Segment.index_entry): more, and the plane declines (EB_PLANE_INDEX) until Python synced. */
+#define EB_PLANE_INDEX_MAX 64
 #define EB_PLANE_TAIL 4096     /* partition_append.TAIL_BATCH_BYTES: the last batch kept */
 #define EB_PLANE_ANSWER_MAX 8192  /* a standing-fetch answer written in C, at most */
 #define EB_API_PRODUCE 4
@@ -42,7 +45,7 @@
 #define EB_PLANE_ACKS 3        /* acks durable (or unknown) */
 #define EB_PLANE_BATCH 4       /* eb_check_batch refused it, or attributes / producer id */
 #define EB_PLANE_ROLL 5
-#define EB_PLANE_INDEX 6       /* the segment's first batch, or an index entry due with no idx_room */
+#define EB_PLANE_INDEX 6
 #define EB_PLANE_FULL 7        /* the grant's recent-list room or per-call batches used up */
 #define EB_PLANE_BUDGET 8
 #define EB_PLANE_RING 9        /* no room for the answer now */
@@ -66,7 +69,7 @@ typedef struct {
     int64_t log_start;
     int32_t fd;                /* the active segment's fd */
     int32_t partition;
-    int32_t recent_room;       /* batches the segment's recent lists take before a trim */
+    int32_t index_ok;          /* 1: the segment's index writers are open (entries may be due) */
     uint16_t topic_len;
     char topic[EB_PLANE_TOPIC_MAX + 1];
     /* what one call did (Python's sync-back reads, then zeroes n) */
@@ -74,7 +77,13 @@ typedef struct {
     int32_t cut_failed;        /* a failed write could not be cut back: Python takes it offline */
     int32_t write_errno;       /* the failed write's errno: Python decides (offline unless ENOSPC) */
     int64_t records, bytes;
-    int64_t rel[EB_PLANE_BATCHES], pos[EB_PLANE_BATCHES];
+    /* batch k's (0-based since the sync-back) relative offset and position at [k % RECENT]:
+     * the last EB_PLANE_RECENT of them, all the segment's recent lists can keep */
+    int64_t rel[EB_PLANE_RECENT], pos[EB_PLANE_RECENT];
+    /* index entries due (note_batch's: at the batch that found bytes_since_index >= interval),
+     * for the sync-back to write in order: relative offset, position, append time */
+    int32_t ix_n;
+    int64_t ix_rel[EB_PLANE_INDEX_MAX], ix_pos[EB_PLANE_INDEX_MAX], ix_time[EB_PLANE_INDEX_MAX];
     int64_t last_at, last_len; /* the last batch's place in the caller's buffer */
     int64_t tail_len;          /* the last batch's length when copied into tail, else -1 */
     char tail[EB_PLANE_TAIL];  /* (the caller's buffer may be reused before the sync-back) */
@@ -97,13 +106,12 @@ typedef struct {
     int64_t w_rest_at, w_rest_len;  /* out: that rest's place in c->rest (len 0: none) */
     int64_t w_window;          /* unread bytes the answer may find (caught_up's window: the
                                 * consumer link's last_entry); -1: none, the ring must be empty */
-    /* Sparse index entries due at batches this call appended (Segment.note_batch's), written
-     * to the .index and .timeindex files by Python's sync-back (plane_sync.py), which zeroes
-     * idx_n. idx_room: how many the call may note (Python: 0 while the segment's index writers
-     * are not open, and then a batch due an entry goes to Python's path as before). */
-    int32_t idx_room;
-    int32_t idx_n;
-    int64_t idx_rel[EB_PLANE_BATCHES], idx_pos[EB_PLANE_BATCHES], idx_time[EB_PLANE_BATCHES];
+    /* The socket consumer's fetch is held until it has read (w_sock; StandingFetches.may_answer
+     * holds it, indexed under the partition): each append only looks at SIOCOUTQ, as
+     * may_answer would, and does nothing while it is not 0, as may_answer would; once it is 0,
+     * w_ready sends the call's appends to Python's on_append, which answers from the log. */
+    int32_t w_held;
+    int32_t w_ready;           /* out */
 } eb_grant;
 
 typedef struct {
@@ -124,6 +132,7 @@ typedef struct {
 
 static void answer_standing_sock(eb_grant *g, const char *b, uint64_t n, int64_t count,
                                  eb_plane_call *c);
+static int sock_read_up(int fd);
 
 static inline int64_t wall_ms(void) {
     struct timespec ts;
@@ -228,15 +237,17 @@ int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grant
         if (acks != 0 && acks != 1) { c->why = EB_PLANE_ACKS; break; }
         char *b = (char *)body + 2 + tl + 9;
         uint64_t n = (uint64_t)bl;
-        if (g->n >= EB_PLANE_BATCHES || g->n >= g->recent_room) { c->why = EB_PLANE_FULL; break; }
+        if (g->n >= EB_PLANE_BATCHES) { c->why = EB_PLANE_FULL; break; }
         if (n < 64 || (uint8_t)b[25] != 0 || (uint8_t)b[55] != 0xFF) { c->why = EB_PLANE_BATCH; break; }
         /* Every decline that needs no record count comes before the batch's check: Python's path
          * checks a batch it is handed itself (CRC included), so a check here first would be a
          * second CRC of every batch that then goes to Python. With the benchmark's 256 KiB
          * batches and the 4 KiB index interval that was every other batch (an index entry due). */
         if (c->budget - (int64_t)n < 0) { c->why = EB_PLANE_BUDGET; break; }
-        int idx_due = g->bytes_since_index >= g->index_interval;
-        if ((idx_due && g->idx_n >= g->idx_room) || g->first_append_time < 0 || g->seg_size == 0) {
+        /* an index entry due is noted for the sync-back, while it has room (and the writers) */
+        int index_due = g->bytes_since_index >= g->index_interval;
+        if ((index_due && (!g->index_ok || g->ix_n >= EB_PLANE_INDEX_MAX))
+                || g->first_append_time < 0 || g->seg_size == 0) {
             c->why = EB_PLANE_INDEX;
             break;
         }
@@ -273,14 +284,14 @@ int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grant
             c->why = EB_PLANE_WRITE;
             break;
         }
-        g->rel[g->n] = base - g->seg_base;
-        g->pos[g->n] = g->seg_size;
+        g->rel[g->n % EB_PLANE_RECENT] = base - g->seg_base;
+        g->pos[g->n % EB_PLANE_RECENT] = g->seg_size;
         g->n++;
-        if (idx_due) {  /* note_batch's entry, at this batch's offset and position */
-            g->idx_rel[g->idx_n] = base - g->seg_base;
-            g->idx_pos[g->idx_n] = g->seg_size;
-            g->idx_time[g->idx_n] = atime;
-            g->idx_n++;
+        if (index_due) {  /* Segment.note_batch's entry: this batch's offset, position, time */
+            g->ix_rel[g->ix_n] = base - g->seg_base;
+            g->ix_pos[g->ix_n] = g->seg_size;
+            g->ix_time[g->ix_n] = atime;
+            g->ix_n++;
             g->bytes_since_index = 0;
         }
         g->seg_size += (int64_t)n;
@@ -300,7 +311,9 @@ int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grant
         c->budget -= (int64_t)n;
         c->frames++;
         at += 4 + (int64_t)flen;
-        if (g->w_offset == base && (int64_t)n >= g->w_min_bytes) {
+        if (g->w_held) {  /* held: looked at, as may_answer looks, never answered here */
+            if (!g->w_ready) g->w_ready = sock_read_up(g->w_sock);
+        } else if (g->w_offset == base && (int64_t)n >= g->w_min_bytes) {
             /* first: the consumer's latency is the one measured */
             if (g->w_ring != NULL && g->w_ring != resp)
                 answer_standing(g, b, n, count);

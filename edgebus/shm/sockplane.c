@@ -18,6 +18,13 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
+/* Whether the consumer has read every byte sent on fd (SIOCOUTQ 0): push's and may_answer's
+ * rule. (An error counts as read: Python's path then looks, and decides.) */
+static int sock_read_up(int fd) {
+    int q = -1;
+    return ioctl(fd, TIOCOUTQ, &q) != 0 || q == 0;
+}
+
 /* standing_frame's answer on the consumer's socket (plane.c answer_standing's socket twin). */
 static void answer_standing_sock(eb_grant *g, const char *b, uint64_t n, int64_t count,
                                  eb_plane_call *c) {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 from kio.index import load_payload_module
@@ -83,3 +84,61 @@ def test_native_standing_answers_after_a_kafka_fetch_was_parked_and_answered(
         assert corr == 2 and resp.responses[0].partitions[0].high_watermark == 1
         # The Kafka connection stays open, with no fetch parked: the native path is as before.
         assert _paced_shm(kbroker, "after-kafka") > N // 4
+
+
+def _park_status(broker: EmbeddedBroker) -> dict[str, Any]:
+    with Admin(socket=broker.socket, transport="socket") as a:
+        return a.status()  # type: ignore[no-any-return]
+
+
+def _kafka_parked(broker: EmbeddedBroker) -> int:
+    return sum(c["parked_fetches"] for ln in _park_status(broker)["kafka"]["listeners"]
+               for c in ln["connections"])
+
+
+def test_a_parked_kafka_consumer_leaves_other_topics_in_c_and_still_gets_its_own(
+        kbroker: EmbeddedBroker) -> None:
+    """A live Kafka consumer (confluent-kafka) nearly always has a fetch parked. The listener
+    is per partition: native traffic on another topic keeps its standing answers and parked
+    appends in C (before: every append went back to Python, and no standing answer was written
+    in C), while appends to the Kafka consumer's own partition, over shm, wake it at once (its
+    fetch waits 20 s: only the append listener answers it sooner)."""
+    ck = pytest.importorskip("confluent_kafka")
+    create_topic(kbroker, "kside")
+    c = ck.Consumer({"bootstrap.servers": kbroker.kafka_bootstrap, "group.id": "unused",
+                     "enable.auto.commit": False, "fetch.wait.max.ms": 20_000,
+                     "socket.timeout.ms": 60_000})
+    c.assign([ck.TopicPartition("kside", 0, 0)])
+    got: list[bytes] = []
+    stop = threading.Event()
+
+    def consume() -> None:
+        while not stop.is_set():
+            m = c.poll(0.2)
+            if m is not None and m.error() is None:
+                got.append(m.value())
+
+    t = threading.Thread(target=consume)
+    t.start()
+    try:
+        deadline = time.monotonic() + 20
+        while _kafka_parked(kbroker) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _kafka_parked(kbroker) > 0, "the Kafka consumer's fetch never parked"
+        after0 = _park_status(kbroker)["shm_plane"]["park"]["to_python"]["after_append"]
+        assert _paced_shm(kbroker, "native") > N // 4  # before: 0 (the listener on for all)
+        after1 = _park_status(kbroker)["shm_plane"]["park"]["to_python"]["after_append"]
+        assert after1 - after0 < N // 10, "native appends went back to Python for the listener"
+        assert _kafka_parked(kbroker) > 0, "the Kafka fetch did not stay parked meanwhile"
+        with Producer(socket=kbroker.socket, transport="shm", linger_ms=0) as p:
+            for i in range(20):
+                p.send("kside", b"k%d" % i, partition=0).get(10)
+                deadline = time.monotonic() + 10  # (half the fetch's wait)
+                while len(got) <= i and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                assert len(got) == i + 1, f"record {i} not delivered before the fetch's wait"
+        assert got == [b"k%d" % i for i in range(20)]
+    finally:
+        stop.set()
+        t.join(10)
+        c.close()

@@ -45,7 +45,7 @@ def test_a_standing_answer_the_socket_takes_only_part_of_leaves_its_rest(tmp_pat
         g.segment_bytes = g.segment_ms = 1 << 62
         g.max_message_bytes = 1 << 20
         g.index_interval = 1 << 20
-        g.recent_room = 10
+        g.index_ok = 0
         g.fd = fd
         g.w_ring = ffi.NULL
         g.w_sock = cons_sv.fileno()

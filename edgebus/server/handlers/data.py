@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import TYPE_CHECKING, Any
 
 from edgebus import batch as B
@@ -83,8 +83,12 @@ class DataHandlers(ParkingService):
         self.sequenced: Callable[..., Any] = _no_sequenced
         # Something was appended since the last periodic flush (housekeeping.py reads and clears).
         self.dirty = False
-        # Called with the partition after every append (the Kafka listener's parked fetches).
-        self.append_listeners: list[Any] = []
+        # (listener, the partitions it listens to): each listener is called with the partition
+        # after an append to one of its partitions (the Kafka listener's parked fetches, keyed by
+        # their FetchWaiters.by_partition, which it keeps current). Per partition, so that
+        # appends to the others keep the native fast paths (`listened`: the C data plane's
+        # standing answers and parked appends, shm_plane.py, shm_park.py).
+        self.append_listeners: list[tuple[Callable[[Any], None], Container[tuple[str, int]]]] = []
         self.standing = StandingFetches(self)  # FETCH_STANDING (handlers/standing.py)
         # The shm C data plane (listeners/shm_plane.py Plane), when it runs: told of each plain
         # PRODUCE this path appends, so that the link's next ones to the partition go in C.
@@ -142,7 +146,8 @@ class DataHandlers(ParkingService):
             t = stats.topic_in[topic] = [0, 0]
         t[0] += count
         t[1] += info.length
-        if self.append_listeners or (topic, partition) in self.waiters.by_partition:
+        if (topic, partition) in self.waiters.by_partition or (
+                self.append_listeners and self.listened((topic, partition))):
             self.on_append(p, batch, base, atime)
         else:
             self.dirty = True  # on_append's work when nobody waits on the partition
@@ -293,14 +298,20 @@ class DataHandlers(ParkingService):
         return ServerBusyError("the supervisor's answers waiting to be read by clients reached "
                                "limits.max_output_total_bytes; fetch again shortly")
 
+    def listened(self, key: tuple[str, int]) -> bool:
+        """Whether an append listener listens to the partition `key`."""
+        return any(key in keys for _, keys in self.append_listeners)
+
     def on_append(self, p: Any, batch: Any = None, base: int = -1, append_time: int = -1) -> None:
         """Data was appended to `p`: answer the fetches parked on it that now have enough. With
         the one `batch` just appended (stamped `base`, `append_time`), a fetch asking for
         exactly that batch is answered from its bytes instead of reading them back."""
         self.dirty = True
         if self.append_listeners:
-            for listener in tuple(self.append_listeners):  # (a listener may leave: kafka/fetch.py)
-                listener(p)
+            key = (p.topic, p.partition)
+            for listener, keys in tuple(self.append_listeners):  # (one may leave: kafka/fetch.py)
+                if key in keys:
+                    listener(p)
         parked = self.waiters.by_partition.get((p.topic, p.partition))  # waiting_on, inlined
         if not parked or self.api.output_budget_used:
             return  # parked fetches wait (costing nothing) until room or their deadline

@@ -63,20 +63,25 @@ class KafkaFetches(ParkingService):
     def __init__(self, ctx: KafkaContext) -> None:
         self.ctx = ctx
         self.waiters = FetchWaiters(ctx.api.deadline_changed)
-        # on_append is one of DataHandlers' append listeners only while a Kafka fetch is parked:
-        # any listener sends every append of every partition through Python (shm_park's
-        # py_after, no standing answers in C: shm_plane), which doubled the supervisor's CPU per
-        # native message for the rest of its life after one Kafka connection (fullgap26).
+        # on_append is one of DataHandlers' append listeners only while a Kafka fetch is parked,
+        # and then only for the partitions parked fetches wait on (its key set is the waiters'
+        # own index, kept current by park and remove): a listener's partitions' appends go
+        # through Python (shm_park's py_after, no standing answers in C: shm_plane). Registered
+        # for all partitions, from the first Kafka connection on, it doubled the supervisor's
+        # CPU per native message (fullgap26); for all partitions while a Kafka fetch was parked
+        # (which a live Kafka consumer nearly always has), it sent every native partition's
+        # appends to Python while a Kafka consumer read any topic (sup27).
+        self._listener = (self.on_append, self.waiters.by_partition)
         self._listening = False
 
     def _listen(self) -> None:
         if not self._listening:
-            self.ctx.data.append_listeners.append(self.on_append)
+            self.ctx.data.append_listeners.append(self._listener)
             self._listening = True
 
     def _unlisten_if_idle(self) -> None:
         if self._listening and not self.waiters.count:
-            self.ctx.data.append_listeners.remove(self.on_append)
+            self.ctx.data.append_listeners.remove(self._listener)
             self._listening = False
 
     def on_append(self, p: Any) -> None:

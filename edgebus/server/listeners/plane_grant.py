@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgebus.log.segment import RECENT_BATCHES
-
 
 def write_failed(link: Any) -> None:
     """A call stopped at a failed write(2) (cut back in C): the partition's write_failed
@@ -64,11 +62,11 @@ class Grant:
         c.log_start = p.log_start_offset
         # -1: no writable fd, so the C call's write fails and Python's path decides
         c.fd = seg.fd if seg.fd is not None and seg.writable else -1
-        c.recent_room = 2 * RECENT_BATCHES - len(seg._recent_rels)
-        # index entries the call may note for the sync-back to write (plane.c idx_*): none
-        # while the index files are not open for appending (Python's path then writes them)
-        c.idx_room = len(c.idx_rel) if seg.index_writers_open() else 0
-        c.n = c.idx_n = c.cut_failed = c.write_errno = 0
+        # the sync-back writes the index entries C notes (Segment.index_entry): only with the
+        # segment's index writers open (else C declines an entry due, and Python's path opens them)
+        ix, tix = seg.index, seg.timeindex
+        c.index_ok = ix is not None and ix.fd is not None and tix is not None and tix.fd is not None
+        c.n = c.ix_n = c.cut_failed = c.write_errno = 0
         c.records = c.bytes = 0
 
     def current(self) -> bool:

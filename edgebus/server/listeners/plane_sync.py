@@ -8,6 +8,45 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgebus.log.segment import RECENT_BATCHES
+
+_RECENT_MAX = 2 * RECENT_BATCHES  # the segment's recent lists, at most (Segment.note_batch)
+_RING = _RECENT_MAX  # plane.c EB_PLANE_RECENT: the batches' places C keeps (load() checks)
+
+
+def _recent(rels: Any, poss: Any, c: Any, n: int, ffi: Any) -> None:
+    """The segment's recent lists after `n` batches C appended, as note_batch's trimming leaves
+    them (before each append, a full list loses its first half): the old lists and the batches
+    in order, cut by RECENT_BATCHES at a time from the front until at most _RECENT_MAX are left.
+    C keeps only the last _RING batches' places, all that can be left when n is larger."""
+    total = len(rels) + n
+    drop = 0 if total <= _RECENT_MAX else -(-(total - _RECENT_MAX) // RECENT_BATCHES) * RECENT_BATCHES
+    if n <= _RING:
+        rels.extend(ffi.unpack(c.rel, n))
+        poss.extend(ffi.unpack(c.pos, n))
+        if drop:
+            del rels[:drop]
+            del poss[:drop]
+        return
+    keep = total - drop  # (<= _RECENT_MAX <= n: all of them C's, the old lists gone)
+    rels.clear()
+    poss.clear()
+    for k in range(n - keep, n):
+        rels.append(c.rel[k % _RING])
+        poss.append(c.pos[k % _RING])
+
+
+def _index_entries(g: Any, seg: Any, c: Any) -> None:
+    """The index entries C noted as due (plane.c: at the batch that found bytes_since_index at
+    the interval), written in order as note_batch would have written each. A failed write is
+    logged as the partition's append logs it; the entry is skipped (the index is sparse)."""
+    for i in range(c.ix_n):
+        err = seg.index_entry(c.ix_rel[i], c.ix_pos[i], c.ix_time[i])
+        if err is not None:
+            g.p._log.warning("%s: index entry for offset %d skipped: %s", g.p.name,
+                        seg.base_offset + c.ix_rel[i], err)
+    c.ix_n = 0
+
 
 class SyncBack:
     """Plane's sync-back (`_sync` after a call of its own, `sync` after the parked wait's)."""
@@ -52,21 +91,21 @@ class SyncBack:
             seg.size = c.seg_size
             seg.max_append_time = c.max_append_time
             seg.bytes_since_index = c.bytes_since_index
-            if c.idx_n:  # the sparse index entries the call noted (note_batch's, in order)
-                _write_index_entries(g, c)
-            if n == 1:
-                seg._recent_rels.append(c.rel[0])
-                seg._recent_pos.append(c.pos[0])
+            rels, poss = seg._recent_rels, seg._recent_pos
+            if n == 1 and len(rels) < _RECENT_MAX:
+                rels.append(c.rel[0])
+                poss.append(c.pos[0])
             else:
-                seg._recent_rels.extend(self._ffi.unpack(c.rel, n))
-                seg._recent_pos.extend(self._ffi.unpack(c.pos, n))
+                _recent(rels, poss, c, n, self._ffi)
+            if c.ix_n:
+                _index_entries(g, seg, c)
             p._gen = gen = p._gen + n  # one generation per batch, as `append` counts
             seg.last_write_gen = gen
             p._unsynced[seg.base_offset] = seg
             end = c.log_end
             p.log_end_offset = end
             p._max_append_time = c.max_append_time
-            base = seg.base_offset + c.rel[n - 1]  # the last batch's stamp
+            base = seg.base_offset + c.rel[(n - 1) % _RING]  # the last batch's stamp
             atime = c.max_append_time
             ln = c.tail_len  # (a copy: the read buffer may hold the next frame by now)
             batch = self._ffi.unpack(c.tail, ln) if ln >= 0 else None
@@ -80,7 +119,6 @@ class SyncBack:
             t[0] += records
             t[1] += nbytes
             g.gen = gen
-            c.recent_room -= n
             c.n = 0
             c.records = c.bytes = 0
             k = c.w_answers
@@ -109,7 +147,8 @@ class SyncBack:
                 if c.w_offset == end:  # it was the only waiter and took every batch
                     data.dirty = True
                     continue
-            if data.append_listeners or (g.topic, p.partition) in data.waiters.by_partition:
+            key = (g.topic, p.partition)
+            if key in data.waiters.by_partition or (data.append_listeners and data.listened(key)):
                 # as produce_fields: with the one batch appended, else let them read the log
                 if n == 1 and batch is not None:
                     data.on_append(p, batch, base, atime)
@@ -117,19 +156,3 @@ class SyncBack:
                     data.on_append(p)
             else:
                 data.dirty = True
-
-
-def _write_index_entries(g: Any, c: Any) -> None:
-    """Write the index entries the C call noted (plane.c idx_*) to the segment's index files,
-    as Segment.note_batch would have after each of those batches; a failed one is skipped with
-    the warning partition_append's path gives, and the next batch is due an entry again."""
-    p, seg = g.p, g.seg
-    for i in range(c.idx_n):
-        rel = c.idx_rel[i]
-        err = seg.write_index_entry(rel, c.idx_pos[i], c.idx_time[i])
-        if err is not None:
-            p._log.warning("%s: index entry for offset %d skipped: %s", p.name,
-                           seg.base_offset + rel, err)
-            seg.bytes_since_index = c.bytes_since_index = max(c.bytes_since_index,
-                                                             c.index_interval)
-    c.idx_n = 0

@@ -169,7 +169,7 @@ class Park:
                 self._sock_ready = True
         data = plane.data
         waiters = data.waiters.by_partition
-        listeners = bool(data.append_listeners)
+        listened = data.listened if data.append_listeners else None
         # Invariant: each partition is granted to one fast link at most. Every grant holds its
         # own copy of the partition's append state (log end, segment size, ...), made current
         # only here; two links appending to one partition in one wait would both write the
@@ -203,10 +203,12 @@ class Park:
                 continue
             taken.update(link.grants)
             c.grants, c.ng, c.fast = ptrs, n, 1
-            after = listeners
-            if not after and waiters:
+            # an append someone else waits on goes to Python (on_append): a parked fetch that is
+            # not the armed standing one, or an append listener of that partition (Kafka's)
+            after = False
+            if waiters or listened is not None:
                 for key, g in link.grants.items():
-                    if g.w is None and key in waiters:
+                    if (g.w is None and key in waiters) or (listened is not None and listened(key)):
                         after = True
                         break
             c.py_after = after

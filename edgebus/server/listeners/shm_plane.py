@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from edgebus import tuning
 from edgebus.errors import EdgebusError
 from edgebus.log.partition import TAIL_BATCH_BYTES
+from edgebus.log.segment import RECENT_BATCHES
 from edgebus.protocol import messages as M
 from edgebus.server.acl.checks import TOPIC_WRITE
 from edgebus.server.listeners.plane_grant import Grant, write_failed
@@ -82,7 +83,7 @@ def load() -> bool:
         from edgebus.shm._plane import ffi, lib
     except ImportError:  # not built (no compiler at install)
         return False
-    if lib.EB_PLANE_TAIL != TAIL_BATCH_BYTES:
+    if lib.EB_PLANE_TAIL != TAIL_BATCH_BYTES or lib.EB_PLANE_RECENT != 2 * RECENT_BATCHES:
         return False
     _ffi, _lib = ffi, lib
     return True
@@ -91,8 +92,7 @@ def load() -> bool:
 MAX_GRANTS = 8  # partitions per link served in C; more are served in Python
 _WHY_FULL, _WHY_WRITE, _WHY_RING_END = 7, 10, 11  # plane.c's EB_PLANE_FULL, _WRITE, _RING_END
 # eb_plane_ring: frames up to this size are served straight from the ring, through one scratch
-# buffer (larger ones are read by Python as before); at most this many per call (one grant's
-# batches per call, EB_PLANE_BATCHES, are 32).
+# buffer (larger ones are read by Python as before); at most this many per call.
 SCRATCH_BYTES = 64 * 1024
 RING_FRAMES = 32
 _PRODUCE = int(M.Api.PRODUCE)
@@ -204,21 +204,35 @@ class Plane(SyncBack):
         """Arm the grant's standing-fetch slot when the partition's only waiter is a standing
         fetch on another shm link that StandingFetches.push would answer from the next batch
         (its conditions that do not depend on the batch, checked here; the C call checks the
-        rest: the offset, min_bytes, and that the consumer has read every answer)."""
+        rest: the offset, min_bytes, and that the consumer has read every answer). A socket
+        consumer's fetch held until it reads (may_answer's, indexed under the partition) is
+        armed as held: C looks at SIOCOUTQ per append as may_answer would, and only once it is 0
+        do the appends go to Python's on_append (before, every append did, to find it not 0)."""
         c = g.c
         g.w = None
         c.w_ring = _ffi.NULL
         c.w_sock = -1
+        c.w_held = c.w_ready = 0
         data = self.data
-        parked = data.waiters.by_partition.get((g.topic, g.p.partition))
-        if (not parked or len(parked) != 1 or data.append_listeners or data.txn_filter is not None
-                or data.api.output_budget_used):  # (on_append then leaves parked fetches waiting)
+        key = (g.topic, g.p.partition)
+        parked = data.waiters.by_partition.get(key)
+        if (not parked or len(parked) != 1 or data.txn_filter is not None
+                or data.api.output_budget_used  # (on_append then leaves parked fetches waiting)
+                or (data.append_listeners and data.listened(key))):
             return
         [w] = parked
-        if not w.standing or w.recheck_s:
+        if not w.standing:
             return
         conn = w.conn
         other: Any = getattr(conn, "shm", None)
+        if w.recheck_s:  # held until its consumer reads
+            if (other is None and not w.suspended and self.sockets is not None
+                    and conn is not link.conn and conn.standing_w is w and not conn.closed
+                    and not conn.out and not conn.overloaded and conn.standing_fd >= 0):
+                g.w = w
+                c.w_sock = conn.standing_fd
+                c.w_held = 1
+            return
         if other is None:  # a Unix-socket consumer's: its state is on the Connection
             sp = self.sockets
             if (sp is None or conn is link.conn or conn.standing_w is not w or conn.closed
