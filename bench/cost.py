@@ -10,13 +10,18 @@ the issue's targets evaluated on all of them.
   a core; each system against Redis Streams and against the floor within each round, and the
   targets judged on the medians of those per-round ratios (one case of each moved between 0.52
   and 0.69 of Redis in one quiet hour: bench/results/issue16-before-after-s25.md);
+- the same paced rows at 10,000 msg/s with 1 KiB records (the latency targets at 1 KiB), in as
+  many alternated rounds, judged on the medians of each round's p50 ratios (one case of the
+  shm / bare socket p50 ratio moved between 2.7 and 3.6 across two full runs);
 - 1 KiB `send_batch` through the rings against the bare Unix socket (MB/s), unpaced, the same
   number of alternated rounds, judged on the median of each round's ratio;
 - `acks="durable"`, `linger_ms=0`: one producer unpaced (records/s), and paced at 10,000/s
   (p50/p99 against the fsync p50 measured right before and right after that case, on the
   supervisor's data directory: `fsync_bracket` says when the two disagree);
 - defaults: `send_batch`, `send` and the consumer with the library's defaults against the
-  benchmark's tuned rows of the same run.
+  benchmark's tuned settings (256 KiB batches, 2 ms linger, 1 MiB fetches: bench/peers.py), each
+  default and its tuned case run side by side in the same number of alternated rounds and judged
+  on the median of each round's ratio (one case of each moved 0.89-1.05 between runs).
 """
 
 from __future__ import annotations
@@ -35,12 +40,17 @@ SLOW_RATE = 1_000
 ROUNDS = 3
 PACED_RATES = (SLOW_RATE, 10_000)
 PACED_SIZE = 100
+# ... and 1 KiB records at 10,000 msg/s, the same systems and rounds (issue 16's 1 KiB latency).
+PACED_1K = (10_000, 1024)
+LATENCY_SIZES = (PACED_SIZE, PACED_1K[1])
 # ... and the 1 KiB send_batch pair (edgebus-shm, unix-socket), unpaced, in as many rounds.
 THROUGHPUT = "throughput-1k"
 THROUGHPUT_SIZE = 1024
 # The fsync p50 before and after the paced durable case further apart than this: the disk (or
 # the machine's load) changed under the case, so the p50 / fsync p50 check is not conclusive.
 FSYNC_SPREAD_MAX = 2.0
+# The library's defaults compared with the tuned rows: (api, which side takes the defaults).
+DEFAULTS = (("batch", "all"), ("send", "all"), ("batch", "consumer"))
 
 
 def fsync_p50_us(directory: Path, count: int = 500, max_seconds: float = 3.0) -> dict[str, float]:
@@ -102,6 +112,9 @@ def run(run_case: Callable[..., dict[str, Any]], set_rate: Callable[[int], None]
     paced.run_rounds(lambda _v, name: adapters.get(name), process_knobs.parse_variants(""),
                      list(adapters), list(PACED_RATES), [PACED_SIZE], rounds, lat_duration,
                      run_case, set_rate, progress=lambda row: add("paced", row))
+    paced.run_rounds(lambda _v, name: adapters.get(name), process_knobs.parse_variants(""),
+                     list(adapters), [PACED_1K[0]], [PACED_1K[1]], rounds, lat_duration,
+                     run_case, set_rate, progress=lambda row: add("paced", row))
     # 1 KiB send_batch through the rings against the bare socket, the same rounds alternated:
     # one wall-clock pair moved 0.39-0.57 between quiet runs (the bare socket alone 3x).
     if shm:
@@ -123,11 +136,16 @@ def run(run_case: Callable[..., dict[str, Any]], set_rate: Callable[[int], None]
     add("durable", run_case(peers.Edgebus(t, "send", broker, acks="durable"),
                             f"edgebus-{t}-durable", "send", 100, 1, 1, True, lat_duration, sup))
     fsync = fsync_bracket(before, fsync_p50_us(Path(broker.data_dir)))
-    # The library's defaults (same transport, 100 B, 1 -> 1).
-    for api, which in (("batch", "all"), ("send", "all"), ("batch", "consumer")):
-        add("defaults", run_case(peers.Edgebus(t, api, broker, defaults=which),
-                                 f"edgebus-{t}-defaults-{which}", api, 100, 1, 1, False, duration,
-                                 sup))
+    # The library's defaults against the tuned settings (same transport, 100 B, 1 -> 1), each
+    # pair side by side in alternated rounds: one case of each moved 0.89-1.05 between runs.
+    cases = [(f"edgebus-{t}", api, peers.Edgebus(t, api, broker)) for api in ("batch", "send")]
+    cases += [(f"edgebus-{t}-defaults-{which}", api, peers.Edgebus(t, api, broker, defaults=which))
+              for api, which in DEFAULTS]
+    for rnd in range(rounds):
+        for name, api, adapter in (cases if rnd % 2 == 0 else cases[::-1]):
+            row = run_case(adapter, name, api, 100, 1, 1, False, duration, sup)
+            row["round"] = rnd
+            add("defaults", row)
     return rows, fsync
 
 
@@ -148,11 +166,12 @@ def paced_rounds(rows: list[dict[str, Any]]) -> dict[tuple[str, int, int], dict[
             for (system, size, rate, _v), d in paced.round_ratios(mine).items()}
 
 
-def _p50_ratio(rows: list[dict[str, Any]], a: str, b: str) -> tuple[float | None, list[float]]:
+def _p50_ratio(rows: list[dict[str, Any]], a: str, b: str,
+               size: int = PACED_SIZE) -> tuple[float | None, list[float]]:
     """p50 of system a over system b's, each round of the paced 10,000/s rows; the median."""
     by = {(r["round"], r["system"]): r.get("p50_us") for r in rows
           if r.get("section") == "paced" and "round" in r and r.get("rate") == 10_000
-          and r.get("size") == PACED_SIZE and not r.get("errors")}
+          and r.get("size") == size and not r.get("errors")}
     vs = [pa / pb for (rnd, s), pa in sorted(by.items())
           if s == a and pa is not None and (pb := by.get((rnd, b)))]
     return (statistics.median(vs) if vs else None), vs
@@ -182,8 +201,9 @@ def targets(rows: list[dict[str, Any]], fsync: dict[str, Any] | None) -> list[di
 
     medians = paced_rounds(rows)
 
-    def med(system: str, rate: int, key: str) -> tuple[float | None, list[float]]:
-        vs = medians.get((system, PACED_SIZE, rate), {}).get(key, [])
+    def med(system: str, rate: int, key: str,
+            size: int = PACED_SIZE) -> tuple[float | None, list[float]]:
+        vs = medians.get((system, size, rate), {}).get(key, [])
         return (statistics.median(vs) if vs else None), vs
 
     for rate in PACED_RATES:
@@ -192,15 +212,19 @@ def targets(rows: list[dict[str, Any]], fsync: dict[str, Any] | None) -> list[di
             add(f"CPU/msg edgebus-{t} / Redis Streams at {rate:,}/s", v, 0.5, "lower", "x", vs)
     pct, pct_rounds = med("edgebus-shm", SLOW_RATE, "server_percent")
     add("supervisor % of a core at 1,000/s (shm)", pct, 10, "lower", "%", pct_rounds)
-    for size in (100, 1024):
-        if size == PACED_SIZE:  # the paced rounds: medians of each round's figure
+    for size in LATENCY_SIZES:
+        if (medians.get(("edgebus-shm", size, 10_000), {}).get("p50")
+                and medians.get(("unix-socket", size, 10_000), {}).get("p50")):
+            # the paced rounds: medians of each round's figure
             for name, (v, vs), goal, unit in (
-                    ("shm p50 / unix-socket p50", med("edgebus-shm", 10_000, "per_bare_p50"), 2, "x"),
-                    ("shm p99", med("edgebus-shm", 10_000, "p99"), 1000, "us"),
-                    ("socket p50 / shm p50", _p50_ratio(rows, "edgebus-socket", "edgebus-shm"), 2,
-                     "x")):
+                    ("shm p50 / unix-socket p50", med("edgebus-shm", 10_000, "per_bare_p50", size),
+                     2, "x"),
+                    ("shm p99", med("edgebus-shm", 10_000, "p99", size), 1000, "us"),
+                    ("socket p50 / shm p50",
+                     _p50_ratio(rows, "edgebus-socket", "edgebus-shm", size), 2, "x")):
                 add(f"{name} at 10,000/s, {size} B", v, goal, "lower", unit, vs)
             continue
+        # no paced rounds of this size (--no-cost, or an older run): the main latency rows
         shm50 = lat("edgebus-shm", size, 10_000, "p50_us")
         add(f"shm p50 / unix-socket p50 at 10,000/s, {size} B",
             ratio(shm50, lat("unix-socket", size, 10_000, "p50_us")), 2, "lower", "x")
@@ -226,10 +250,13 @@ def targets(rows: list[dict[str, Any]], fsync: dict[str, Any] | None) -> list[di
         r = _find(rows, system=system, api=api, size=size, topology="1->1", mode="throughput")
         return r["msgs_per_s"] if r else None
 
-    for api, which, name in (("batch", "all", "send_batch"), ("send", "all", "send"),
-                             ("batch", "consumer", "consumer")):
-        add(f"defaults / tuned: {name}", ratio(tp(f"edgebus-{t}-defaults-{which}", api),
-                                              tp(f"edgebus-{t}", api)), 0.9, "higher", "x")
+    for (api, which), name in zip(DEFAULTS, ("send_batch", "send", "consumer"), strict=True):
+        vs = _defaults_ratios(rows, t, api, which)
+        if vs:  # the section's alternated rounds: the median of each round's own ratio
+            add(f"defaults / tuned: {name}", statistics.median(vs), 0.9, "higher", "x", vs)
+        else:  # an older run's single cases: the defaults row against the main tuned row
+            add(f"defaults / tuned: {name}", ratio(tp(f"edgebus-{t}-defaults-{which}", api),
+                                                  tp(f"edgebus-{t}", api)), 0.9, "higher", "x")
     pairs = _mb_ratios(rows)
     if pairs:  # the section's alternated rounds: the median of each round's own ratio
         add("1 KiB send_batch shm MB/s / unix-socket MB/s", statistics.median(pairs), 0.5,
@@ -243,6 +270,16 @@ def targets(rows: list[dict[str, Any]], fsync: dict[str, Any] | None) -> list[di
             ratio(r1["mb_per_s"] if r1 else None, u1["mb_per_s"] if u1 else None), 0.5, "higher",
             "x")
     return out
+
+
+def _defaults_ratios(rows: list[dict[str, Any]], t: str, api: str, which: str) -> list[float]:
+    """Each round's defaults row over the tuned row of the same round and api (the "defaults"
+    section's alternated rounds), in round order; empty for a run without those rounds."""
+    by = {(r["round"], r["system"], r["api"]): r.get("msgs_per_s") for r in rows
+          if r.get("section") == "defaults" and "round" in r and not r.get("errors")}
+    return [d / tuned for (rnd, s, a), d in sorted(by.items())
+            if s == f"edgebus-{t}-defaults-{which}" and a == api and d is not None
+            and (tuned := by.get((rnd, f"edgebus-{t}", api)))]
 
 
 def _mb_ratios(rows: list[dict[str, Any]]) -> list[float]:
@@ -281,9 +318,10 @@ def render(rows: list[dict[str, Any]], fsync: dict[str, Any] | None,
                       f"{FSYNC_SPREAD_MAX:g}x): the paced durable check is not conclusive in this "
                       "run.**")
     n = max((len(g.get("rounds", [])) for g in goals), default=0)
-    md += ["", f"Issue 16's targets. Those on the paced 100 B rows and the 1 KiB send_batch "
-           f"pair are the median of {n} alternated rounds (each round's value in the last column: "
-           "its own ratio, within the round); the others one case each.", "",
+    md += ["", f"Issue 16's targets. Those on the paced rows (100 B; 1 KiB at 10,000/s), the "
+           f"1 KiB send_batch pair and the defaults against the tuned settings are the median of "
+           f"{n} alternated rounds (each round's value in the last column: its own ratio, within "
+           "the round); the others one case each.", "",
            "| issue 16 target | value | goal | met | of goal | rounds: each round's value |",
            "|---|---|---|---|---|---|"]
     for g in goals:
@@ -296,8 +334,9 @@ def render(rows: list[dict[str, Any]], fsync: dict[str, Any] | None,
 
 
 def floor_table(rows: list[dict[str, Any]]) -> list[str]:
-    """The paced 1 -> 1 rows (this section's rounds at 1,000 and 10,000/s, 100 B; the main
-    latency runs' single case for a rate and size the rounds do not cover, e.g. 10,000/s 1 KiB)
+    """The paced 1 -> 1 rows (this section's rounds at 1,000 and 10,000/s, 100 B, and at
+    10,000/s, 1 KiB; the main latency runs' single case for a rate and size the rounds do not
+    cover, e.g. an older run's 1 KiB rows)
     against Redis Streams and the relay floor of the same round, rate and size: per system the
     median over the rounds with each round's value in brackets; then the floor against the goal."""
     def paced_row(r: dict[str, Any]) -> bool:

@@ -304,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip issue 16's section (1,000 msg/s, durable, defaults); --quick skips it")
     ap.add_argument("--cost-rounds", type=int, default=cost.ROUNDS,
                     help="alternated rounds of the cost section's paced rows (1,000 and 10,000/s, "
-                         f"100 B; default {cost.ROUNDS}): its CPU ratios are judged on their medians")
+                         "100 B; 10,000/s, 1 KiB), its 1 KiB send_batch pair and its defaults / "
+                         f"tuned pairs (default {cost.ROUNDS}): their targets are judged on medians")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--acl", action="store_true",
                     help="also run the edgebus rows against a second supervisor with access "

@@ -244,3 +244,54 @@ def test_the_1kib_send_batch_target_is_the_median_of_each_rounds_pair() -> None:
     # without the section's rounds: the main rows' single pair, as before
     alone = next(g for g in cost.targets(main, None) if g["target"] == target)
     assert alone["value"] == 0.25 and alone["met"] is False
+
+
+@pytest.mark.unit
+def test_the_1kib_latency_targets_are_medians_of_the_rounds_when_there_are_rounds() -> None:
+    # the cost section's 1 KiB rounds at 10,000/s: shm p50 100, 200, 300 against the bare 50
+    rows = [dict(r, size=1024) for r in _rounds(10_000, [
+        ("unix-socket", 40.0, 40.0, 40.0), ("edgebus-shm", 100.0, 90.0, 110.0),
+        ("edgebus-socket", 120.0, 120.0, 120.0)])]
+    # a main latency row of that rate and size (one case, ratio 10) is not what is judged
+    main = [dict(_paced_row(s, 10_000, 1.0, 1.0), size=1024, p50_us=p50, p99_us=5000.0)
+            for s, p50 in (("edgebus-shm", 500.0), ("unix-socket", 50.0))]
+    goals = {g["target"]: g for g in cost.targets(main + rows, None)}
+    bare = goals["shm p50 / unix-socket p50 at 10,000/s, 1024 B"]
+    assert bare["value"] == 4.0 and bare["rounds"] == [2.0, 4.0, 6.0] and bare["met"] is False
+    assert goals["shm p99 at 10,000/s, 1024 B"]["rounds"] == [400.0, 401.0, 402.0]
+    assert goals["socket p50 / shm p50 at 10,000/s, 1024 B"]["rounds"] == [0.5, 0.25, 0.167]
+    # the 100 B targets are not taken from the 1 KiB rounds
+    assert goals["shm p50 / unix-socket p50 at 10,000/s, 100 B"]["value"] is None
+    # without the rounds (an older run, --no-cost): the main rows' single case
+    alone = {g["target"]: g for g in cost.targets(main, None)}
+    one = alone["shm p50 / unix-socket p50 at 10,000/s, 1024 B"]
+    assert one["value"] == 10.0 and one["rounds"] == [10.0]
+
+
+@pytest.mark.unit
+def test_defaults_against_tuned_are_the_median_of_each_rounds_pair() -> None:
+    def tp(system: str, api: str, mps: float, rnd: int | None) -> dict[str, Any]:
+        r = {"system": system, "api": api, "size": 100, "topology": "1->1", "mode": "throughput",
+             "msgs_per_s": mps}
+        return r if rnd is None else dict(r, round=rnd, section="defaults")
+
+    # main rows: tuned batch 1,000,000 (a single case would say 0.5 for the defaults' 500,000)
+    main = [tp("edgebus-shm", "batch", 1e6, None), tp("edgebus-shm", "send", 1e5, None),
+            tp("edgebus-shm-defaults-all", "batch", 5e5, None)]
+    # three rounds: tuned batch 500k, 1M, 400k; defaults 450k, 1.1M, 300k -> 0.9, 1.1, 0.75
+    rounds = []
+    for rnd, (tuned, d_all, d_cons) in enumerate(((5e5, 4.5e5, 5e5), (1e6, 1.1e6, 9e5),
+                                                  (4e5, 3e5, 4e5))):
+        rounds += [tp("edgebus-shm", "batch", tuned, rnd), tp("edgebus-shm", "send", 1e5, rnd),
+                   tp("edgebus-shm-defaults-all", "batch", d_all, rnd),
+                   tp("edgebus-shm-defaults-all", "send", 9.5e4, rnd),
+                   tp("edgebus-shm-defaults-consumer", "batch", d_cons, rnd)]
+    goals = {g["target"]: g for g in cost.targets(main + rounds, None)}
+    sb = goals["defaults / tuned: send_batch"]
+    assert sb["value"] == 0.9 and sb["rounds"] == [0.9, 1.1, 0.75] and sb["met"] is True
+    assert goals["defaults / tuned: send"]["rounds"] == [0.95, 0.95, 0.95]
+    assert goals["defaults / tuned: consumer"]["rounds"] == [1.0, 0.9, 1.0]
+    # without the rounds: the defaults row against the main tuned row, one case
+    alone = {g["target"]: g for g in cost.targets(main, None)}
+    assert alone["defaults / tuned: send_batch"]["value"] == 0.5
+    assert alone["defaults / tuned: send"]["value"] is None

@@ -386,7 +386,8 @@ def plane_parked(sock: str) -> bool:
 
 def test_standing_fetch_answers_from_the_plane_equal_the_python_path(tmp_path: Path) -> None:
     """StandingFetches.push's answer, byte for byte, whether the plane writes it (C) or Python
-    does; rolls (segment_bytes 2048) and index entries send some appends through Python."""
+    does; rolls (segment_bytes 2048) send some appends through Python (index entries no longer
+    do: the sync-back writes those)."""
     on = EmbeddedBroker(tmp_path / "on").start()
     off = EmbeddedBroker(tmp_path / "off").start(env=OFF)
     sizes = [10, 100, 0, 500, 900, 33, 1, 700, 250, 64] * 2
@@ -398,7 +399,7 @@ def test_standing_fetch_answers_from_the_plane_equal_the_python_path(tmp_path: P
         got_off = _standing_answers(off.socket, "st", sizes)
         assert len(got_on) == len(sizes)
         assert got_on == got_off
-        # (most appends here roll a segment or write an index entry: those go through Python)
+        # (many appends here roll a segment: those go through Python)
         assert plane_frames(on.socket, "standing_answers") >= 5
         assert plane_frames(off.socket, "standing_answers") == 0
         assert records(on.socket, "st") == records(off.socket, "st")
