@@ -92,6 +92,7 @@ def _producer(sock: str, transport: str, topic: str, rate: int, n: int, ready: A
 
     p = Producer(socket=sock, transport=transport, acks="written", linger_ms=0)
     p.send(topic, b"warm", partition=0).get(10)
+    m0 = p.metrics()["producer-metrics"]
     ready.put(("p", os.getpid(), _names()))
     go.wait()
     pad = b"x" * (100 - _STAMP.size)
@@ -104,7 +105,10 @@ def _producer(sock: str, transport: str, topic: str, rate: int, n: int, ready: A
             time.sleep(delay / 1e9)
         p.send(topic, _STAMP.pack(due, k) + pad, partition=0)
     p.flush(60)
-    results.put(("p", _names()))
+    m1 = p.metrics()["producer-metrics"]
+    # requests (batches) per record: below 1 when records were held back into batches
+    results.put(("p", _names(), (m1["batch-send-total"] - m0["batch-send-total"])
+                 / max(1, m1["record-send-total"] - m0["record-send-total"])))
     done.wait()
     p.close(10)
 
@@ -134,26 +138,32 @@ def _consumer(sock: str, transport: str, topic: str, n: int, ready: Any, go: Any
 
 # The calls a message's path makes, counted by the kernel's tracepoints (perf stat): unlike
 # strace (ptrace stops every call) this leaves the processes' timing and batching as they are.
-SYSCALLS = ("read", "write", "epoll_wait", "poll", "ppoll", "pselect6", "select", "futex",
+SYSCALLS = ("read", "write", "epoll_wait", "epoll_ctl", "poll", "ppoll", "pselect6", "select", "futex",
             "recvfrom", "sendto", "recvmsg", "sendmsg", "ioctl", "clock_nanosleep", "sched_yield",
             "pread64", "pwrite64", "openat", "close", "fsync", "fdatasync", "getpid")
 
 
 def _perf(pid: int, out: str) -> subprocess.Popen[bytes]:
     events = ",".join(["raw_syscalls:sys_enter"] + [f"syscalls:sys_enter_{c}" for c in SYSCALLS])
-    return subprocess.Popen(["perf", "stat", "-x", ",", "-o", out, "-e", events, "-p", str(pid)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # --per-thread: which thread makes the calls (a client's sender, reader or I/O thread)
+    return subprocess.Popen(["perf", "stat", "--per-thread", "-x", ",", "-o", out, "-e", events,
+                             "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _perf_counts(path: str) -> dict[str, int]:
+def _perf_counts(path: str) -> tuple[dict[str, int], dict[int, dict[str, int]]]:
+    """The calls of all threads by name ("all": every call), and the same per thread id."""
     counts: dict[str, int] = {}
+    per: dict[int, dict[str, int]] = {}
     with open(path) as f:
         for line in f:
-            parts = line.strip().split(",")
-            if len(parts) > 2 and parts[0].isdigit():
-                name = parts[2].split(":")[-1].removeprefix("sys_enter_")
-                counts["all" if name == "sys_enter" else name] = int(parts[0])
-    return counts
+            parts = line.strip().split(",")  # comm-tid,count,unit,event,...
+            if len(parts) > 3 and parts[1].isdigit() and "-" in parts[0]:
+                name = parts[3].split(":")[-1].removeprefix("sys_enter_")
+                name = "all" if name == "sys_enter" else name
+                tid = int(parts[0].rsplit("-", 1)[1])
+                counts[name] = counts.get(name, 0) + int(parts[1])
+                per.setdefault(tid, {})[name] = int(parts[1])
+    return counts, per
 
 
 def _callgrind(pid: int, *args: str) -> None:
@@ -240,6 +250,7 @@ def one(transport: str, rate: int, duration: float, syscalls: bool,
     names = {**got["p"][1], **got["c"][3]}
     out: dict[str, Any] = {"transport": transport, "rate": rate, "sent": n,
                            "received": got["c"][1], "p50_us": got["c"][2], "p99_us": got["c"][4], "load": load,
+                           "requests_per_record": got["p"][2],
                            "procs": {}, "calls": {}, "instructions": 0.0}
     if instructions:
         out["instructions"] = _instructions(grind) / n
@@ -251,6 +262,16 @@ def one(transport: str, rate: int, duration: float, syscalls: bool,
             os.unlink(name)
     for role, pid in pids.items():
         d = _diff(before[role], after[role])
+        sc, sc_tid = _perf_counts(files[role]) if syscalls else ({}, {})
+        if syscalls:
+            os.unlink(files[role])
+        tsc: dict[str, dict[str, float]] = {}
+        for tid, c in sc_tid.items():
+            name = "main" if tid == pid else ("helper" if role == "supervisor"
+                                              else names.get(tid, "other"))
+            acc_sc = tsc.setdefault(name, {})
+            for k, v in c.items():
+                acc_sc[k] = acc_sc.get(k, 0.0) + v / n
         threads: dict[str, list[int]] = {}
         for tid, (ns, vol, invol) in sorted(d.items()):
             name = "main" if tid == pid else names.get(tid, "other")
@@ -262,13 +283,11 @@ def one(transport: str, rate: int, duration: float, syscalls: bool,
             acc[2] += invol
         out["procs"][role] = {
             "cpu_us": sum(v[0] for v in d.values()) / 1000 / n,
-            "threads": {k: {"cpu_us": v[0] / 1000 / n, "wakeups": v[1] / n, "preempted": v[2] / n}
+            "threads": {k: {"cpu_us": v[0] / 1000 / n, "wakeups": v[1] / n, "preempted": v[2] / n,
+                            "syscalls": tsc.get(k, {})}
                         for k, v in threads.items()},
-            "syscalls": ({k: c / n for k, c in _perf_counts(files[role]).items()}
-                         if syscalls else {}),
+            "syscalls": {k: c / n for k, c in sc.items()},
         }
-        if syscalls:
-            os.unlink(files[role])
     return out
 
 
@@ -296,9 +315,12 @@ def render(rows: list[dict[str, Any]], a: argparse.Namespace, trees: dict[str, P
           "system calls) much less so.", "",
           "Per message: CPU us of the process (all threads); per thread: voluntary context "
           "switches (wake-ups) / involuntary (preemptions) / CPU us.", "",
-          "| round | tree | transport | load | p50 us | p99 us | producer us | supervisor us "
-          "| consumer us | all us | producer threads | supervisor threads | consumer threads |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "`requests / record`: the producer's PRODUCE requests per record (below 1: records "
+          "held back into batches while the supervisor had not read the last requests).", "",
+          "| round | tree | transport | load | p50 us | p99 us | requests / record | producer us "
+          "| supervisor us | consumer us | all us | producer threads | supervisor threads "
+          "| consumer threads |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def th(p: dict[str, Any]) -> str:
         return "; ".join(f"{k} {v['wakeups']:.2f}/{v['preempted']:.2f}/{v['cpu_us']:.0f}"
@@ -307,7 +329,8 @@ def render(rows: list[dict[str, Any]], a: argparse.Namespace, trees: dict[str, P
     for r in rows:
         pr = r["procs"]
         md.append(f"| {r['round']} | {r['tree']} | {r['transport']} | {r['load']:.1f} | "
-                  f"{r['p50_us']:.0f} | {r.get('p99_us', -1):.0f} | " + " | ".join(f"{pr[k]['cpu_us']:.1f}" for k in
+                  f"{r['p50_us']:.0f} | {r.get('p99_us', -1):.0f} | "
+                  f"{r.get('requests_per_record', -1):.2f} | " + " | ".join(f"{pr[k]['cpu_us']:.1f}" for k in
                                                      ("producer", "supervisor", "consumer"))
                   + f" | {sum(pr[k]['cpu_us'] for k in pr):.1f} | "
                   + " | ".join(th(pr[k]) for k in ("producer", "supervisor", "consumer")) + " |")
@@ -364,6 +387,12 @@ def render(rows: list[dict[str, Any]], a: argparse.Namespace, trees: dict[str, P
                 md.append(f"  - {k} (all {sc.get('all', 0):.2f}): " + ", ".join(
                     f"{name} {v:.2f}" for name, v in sorted(sc.items(), key=lambda x: -x[1])
                     if v >= 0.01 and name != "all"))
+                for tname, t in r["procs"][k]["threads"].items():
+                    tc = t.get("syscalls", {})
+                    if tc.get("all", 0) >= 0.01:
+                        md.append(f"    - thread {tname} (all {tc['all']:.2f}): " + ", ".join(
+                            f"{name} {v:.2f}" for name, v in sorted(tc.items(), key=lambda x: -x[1])
+                            if v >= 0.01 and name != "all"))
     return md
 
 

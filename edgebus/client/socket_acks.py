@@ -11,6 +11,12 @@ it ends ACK_LAZY_GAPS average send gaps after the last send (ACK_LAZY_S at least
 most). A nudge (someone waits: hurry(), waiting(); close()) ends it too; then it takes what is
 left and, if nobody sends steadily any more, blocks in recv() as AsyncChannel does. A
 supervisor that dies meanwhile ends it at once: the socket's hang-up (EPOLLRDHUP) is watched.
+A batch held for the next answer (hurry(once=True)) arms the socket's data in that wait instead
+of nudging the reader: one wake-up per held batch, the answer's (sockack27).
+
+Records are held back only while the supervisor has yet to read a request before our last one,
+as on the rings (`unread`, `send_record`); the answers tell the last request's unread bytes
+from earlier ones', since SIOCOUTQ counts the kernel's buffers, not our bytes.
 
 Invariant: one taker of the socket's bytes at a time, with the callbacks of what it took
 (`_reap_lock`: held by the reader for a whole blocking recv and for taking after a lazy wait; a
@@ -21,9 +27,12 @@ stream in order and every callback runs once, in response order.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import select
 import socket
+import struct
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -46,11 +55,13 @@ from edgebus.client.record_frames import (
 )
 from edgebus.errors import BrokerUnavailableError
 
-# send_record asks whether the supervisor has read our last request (an ioctl) only when that
+# send_record asks whether the supervisor has read what we wrote (an ioctl) only when the last
 # request went out less than this long ago: older ones it has read unless it is that far behind,
 # and holding records back is for a supervisor that is (at 1,000 sends/s this spares a system
 # call per send).
 UNREAD_RECENT_S = 0.0005
+_OUTQ = struct.Struct("i")  # SIOCOUTQ's int
+_NONE_QUEUED = _OUTQ.pack(0)
 
 
 class LazySocketChannel(LazyAcks, AsyncChannel):
@@ -59,6 +70,13 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
     def __init__(self, path: Path, on_lost: Callable[[BaseException], None] | None = None) -> None:
         self._init_lazy_acks()
         self._sent = 0  # requests written; a reap without a new one since the last finds nothing
+        # _sent when send_record last found nothing unread: the supervisor had read every request
+        # up to then, so at most those written since can be unread (under _lock)
+        self._read_mark = 0
+        # (_sent, unanswered) when unread() last found bytes unread: until one of them changes,
+        # a held record's send need not ask the kernel again
+        self._unread_seen = (-1, -1)
+        self._unread_fresh = False  # send_record just found them unread: the next unread() knows
         self._reaped_at = 0
         self._reap_lock = threading.Lock()
         self._deferred: BaseException | None = None
@@ -68,6 +86,11 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
         self._ep.register(self._nudge_fd, select.EPOLLIN | select.EPOLLET)
         self._fd_lock = threading.Lock()
         self._fds_closed = False
+        # hurry(once=True) calls (_once_n), those that a wait took care of (_served_n: a
+        # signalled wait, or an armed lazy one), and the last armed (_armed_n); under the GIL.
+        # Set before the reader starts (in AsyncChannel.__init__).
+        self._once_n = self._served_n = self._armed_n = 0
+        self._arm_fd = -1
         try:
             super().__init__(path, on_lost)
         except BaseException:
@@ -76,6 +99,13 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
         # The socket's hang-up (not its data: that is the point) ends an unsignalled wait, so a
         # supervisor's death fails what is in flight even when the wait has no timer.
         self._ep.register(self._sock.fileno(), select.EPOLLRDHUP)
+        # A second descriptor of the socket, for its data: armed (EPOLLIN, one-shot) by
+        # hurry(once=True) while the reader waits lazily, so the next answer wakes it there,
+        # instead of a nudge waking it now to wait for that answer in recv(): one wake-up per
+        # held batch instead of two. The kernel disarms it when it fires.
+        arm_fd = os.dup(self._sock.fileno())
+        self._ep.register(arm_fd, select.EPOLLONESHOT)
+        self._arm_fd = arm_fd  # until now hurry(once=True) nudges
         self._sendall = self._sock.sendall
         self._fd = self._sock.fileno()  # send_record's (sock_send.c); closed only with the channel
         self._write = self._write_sock
@@ -87,45 +117,98 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
         self._sent += 1
         self._sendall(frame)
 
+    def unread(self) -> bool:
+        """Whether the supervisor has yet to read a request written before our last one, as on
+        the rings (ShmAsyncChannel.unread): just the last one unread holds nothing back (the
+        supervisor is awake or being woken, and reads the next request with it in one wake-up;
+        held, a record waited for that request's answer, this process's reader and I/O threads,
+        and another wake-up of the supervisor). SIOCOUTQ counts the kernel's buffers of what is
+        unread, not our bytes, so "before our last one" is told by the answers: unread bytes with
+        at most one request unanswered are the last request's. Callers take the answers that came
+        first (Producer._take_for_inline_send: reap). While nothing is written or answered and
+        the reader waits armed for the next answer (a hold's), the answer stays what it was:
+        the records sent during a hold ask the kernel once (none asks again right after
+        send_record's own look declined the record)."""
+        if len(self._pending) < 2:
+            return False
+        state = (self._sent, len(self._pending))
+        fresh, self._unread_fresh = self._unread_fresh, False
+        if state == self._unread_seen and (fresh or self._armed_n > self._served_n):
+            # Nothing written or answered since bytes were found unread, and either that was
+            # send_record's look for this very record (the general path asks next), or the
+            # reader's wait is armed for the next answer (which changes the count): still unread
+            return True
+        if self._queued():
+            self._unread_seen = state
+            return True
+        return False
+
+    def _queued(self) -> bool:
+        """SIOCOUTQ: bytes written and not yet read by the supervisor (on a Unix stream socket
+        they stay charged to the sender until the peer reads them)."""
+        try:
+            # the socket's fileno(), not _fd: -1 (OSError) once closed, never a reused number
+            return fcntl.ioctl(self._sock.fileno(), termios.TIOCOUTQ, _NONE_QUEUED) != _NONE_QUEUED
+        except OSError:
+            return False
+
     def send_record(self, prefix: bytes, key: bytes | None, value: bytes | None, ts: int,
                     callback: Callback, hold: bool, now: float) -> bool:
         """send() of a one-record PRODUCE (edgebus/client/fast_send.py): built and sent by one
         C call (edgebus/sock_send.c), what send(2) did not take then sent by sendall; hold:
-        write nothing and return False while the supervisor has yet to read bytes written
-        before (SIOCOUTQ, asked only when the last request is under UNREAD_RECENT_S old).
+        write nothing and return False while the supervisor has yet to read a request written
+        before our last one (unread()). The C call looks at SIOCOUTQ only when more than one
+        request may be unread (unanswered, and written since a look found nothing unread; else
+        the bytes unread can only be the last request's) and the last one is under
+        UNREAD_RECENT_S old; when it finds bytes unread, the answers that came are taken (reap)
+        and the record goes unless two requests are still unanswered.
         now: the caller's monotonic clock."""
-        with self._lock:
-            if self.lost is not None:
-                raise BrokerUnavailableError(str(self.lost))
-            corr = (next(self._corr) - 1) % CORR_MASK + 1  # dispatch.next_corr, inline
-            k, kl = (NULL, -1) if key is None else (key, len(key))
-            v, vl = (NULL, -1) if value is None else (value, len(value))
-            plen = len(prefix)
-            sent = sock_produce(self._fd, self._fbuf, FRAME_BUFFER_BYTES, prefix, plen, k, kl, v,
-                                vl, ts, corr, PRODUCE,
-                                hold and now - self._last_send < UNREAD_RECENT_S)
-            if sent == SEND_DECLINED:
+        # Look only if two requests or more may be unread: unanswered, and written since the
+        # last look that found everything read (at 10,000 sends/s, one look per four sends)
+        look = hold and len(self._pending) > 1 and self._sent - self._read_mark > 1 \
+            and now - self._last_send < UNREAD_RECENT_S
+        while True:  # twice at most: a look that found bytes unread, then without one
+            with self._lock:
+                if self.lost is not None:
+                    raise BrokerUnavailableError(str(self.lost))
+                corr = (next(self._corr) - 1) % CORR_MASK + 1  # dispatch.next_corr, inline
+                k, kl = (NULL, -1) if key is None else (key, len(key))
+                v, vl = (NULL, -1) if value is None else (value, len(value))
+                plen = len(prefix)
+                sent = sock_produce(self._fd, self._fbuf, FRAME_BUFFER_BYTES, prefix, plen, k,
+                                    kl, v, vl, ts, corr, PRODUCE, look)
+                if sent != SEND_DECLINED:
+                    self._pending[corr] = callback
+                    n = FRAME_FIXED + plen + (kl if kl > 0 else 0) + (vl if vl > 0 else 0)
+                    if sent != n:  # a full socket buffer took part of it (or none), or an error
+                        try:
+                            if sent < 0:
+                                raise OSError(-sent - 1000, os.strerror(-sent - 1000)) \
+                                    if sent <= -1000 else OSError(f"the frame was not built ({sent})")
+                            self._sendall(self._fview[sent:n])  # type: ignore[index]
+                        except OSError as e:
+                            self._pending.pop(corr, None)
+                            raise BrokerUnavailableError(
+                                f"lost the connection to {self.path}: {e}") from None
+                    # _note_send, without its call (once per record); the gaps' average is used
+                    # only by timed waits (lazy_acks: with callbacks), so kept only then
+                    if self._timed:
+                        gap = now - self._last_send
+                        cap = lazy_acks.STEADY_S
+                        self._send_gap += ((gap if gap < cap else cap) - self._send_gap) / 4
+                    self._last_send = now
+                    if look:  # it found nothing unread: all written before this one was read
+                        self._read_mark = self._sent
+                    self._sent += 1
+                    return True
+            # Bytes unread: the last request's alone unless, with the answers that came taken
+            # (outside _lock: delivering takes it), two or more are still unanswered.
+            self.reap(force=True)
+            if len(self._pending) > 1:
+                self._unread_seen = (self._sent, len(self._pending))
+                self._unread_fresh = True
                 return False
-            self._pending[corr] = callback
-            n = FRAME_FIXED + plen + (kl if kl > 0 else 0) + (vl if vl > 0 else 0)
-            if sent != n:  # a full socket buffer took part of it (or none), or an error
-                try:
-                    if sent < 0:
-                        raise OSError(-sent - 1000, os.strerror(-sent - 1000)) if sent <= -1000 \
-                            else OSError(f"the frame was not built ({sent})")
-                    self._sendall(self._fview[sent:n])  # type: ignore[index]
-                except OSError as e:
-                    self._pending.pop(corr, None)
-                    raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
-            # _note_send, without its call (once per record); the gaps' average is used only
-            # by timed waits (lazy_acks: with callbacks), so kept only then
-            if self._timed:
-                gap = now - self._last_send
-                cap = lazy_acks.STEADY_S
-                self._send_gap += ((gap if gap < cap else cap) - self._send_gap) / 4
-            self._last_send = now
-            self._sent += 1
-        return True
+            look = False
 
     def _take(self, block: bool) -> None:
         """Under _reap_lock: read what the socket holds (waiting for it when block) and run
@@ -160,11 +243,12 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
             raise BrokerUnavailableError("the channel was closed")
         if self._deferred is not None:
             raise self._deferred
-        self._lazy_wait = True  # before the checks: a hurry() after them sees it and nudges
+        self._lazy_wait = True  # before the checks: a hurry() after them sees it and nudges/arms
         until = self._lazy_until(time.monotonic())
-        if not until or self._once:
+        asked = self._once_n
+        if not until or asked != self._served_n:
             self._lazy_wait = False
-            self._once = False
+            self._served_n = asked  # this wait takes the next answer, which each of them awaits
             with self._reap_lock:
                 self._take(block=True)
             return ()
@@ -174,11 +258,43 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
                 self._ep.poll(left)
         finally:
             self._lazy_wait = False
+        # A hurry(once=True) that armed the socket is served: its answer ended this wait, or
+        # the socket stays armed for the next one (one-shot: disarmed only by data).
+        if self._armed_n > self._served_n:
+            self._served_n = self._armed_n
         with self._reap_lock:
             if self._closed:
                 raise BrokerUnavailableError("the channel was closed")
             self._take(block=False)
         return ()
+
+    def hurry(self, once: bool = False) -> None:
+        """LazyAcks.hurry; once (a batch held for the next answer): while the reader waits
+        lazily, the socket's data is added to its wait (armed) rather than the reader woken."""
+        if not once:
+            super().hurry()
+            return
+        self._once_n += 1  # before looking at _lazy_wait, which the reader sets before reading it
+        n = self._once_n
+        if self._lazy_wait:
+            if self._armed_n > self._served_n:
+                # Armed in this wait already (each held send asks): that arm, or the answer
+                # that fired it and that the reader takes next, serves this one too.
+                self._armed_n = n
+            elif self._arm():
+                self._armed_n = n
+            else:
+                self._nudge()
+
+    def _arm(self) -> bool:
+        with self._fd_lock:
+            if self._fds_closed or self._arm_fd < 0:
+                return False
+            try:
+                self._ep.modify(self._arm_fd, select.EPOLLIN | select.EPOLLONESHOT)
+            except OSError:
+                return False
+        return True
 
     def reap(self, force: bool = False) -> None:
         """Take the acknowledgements that came, in the calling thread (a producer's send),
@@ -213,6 +329,8 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
             self._fds_closed = True
         self._ep.close()
         os.close(self._nudge_fd)
+        if self._arm_fd >= 0:
+            os.close(self._arm_fd)
 
     def close(self) -> None:
         self._closed = True
