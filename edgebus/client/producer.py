@@ -49,6 +49,7 @@ from typing import Any
 
 from edgebus import batch as B
 from edgebus import format as F
+from edgebus.client import c_send
 from edgebus.client.batch_builder import _Builder
 from edgebus.client.channel import AsyncChannel, SyncChannel, resolve_socket
 from edgebus.client.delivery import _Delivery
@@ -238,6 +239,7 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
         # Idempotence and transactions (edgebus/client/txn.py): _seq, _txn (None: a plain producer)
         self._start_idempotence(idempotent, transactional_id, transaction_timeout_ms)
         self._init_fast_send()  # one-step sends (edgebus/client/fast_send.py)
+        c_send.install(self)  # ... in one C call when it can (edgebus/client/c_send.py)
         self._thread = threading.Thread(target=self._sender, name="edgebus-producer", daemon=True)
         self._thread.start()
 
