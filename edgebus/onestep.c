@@ -675,8 +675,357 @@ static PyTypeObject SenderType = {
     .tp_methods = Sender_methods,
 };
 
+
+/* ---- The acknowledgements of one-step sends, taken in bulk (fast_acks.deliver in C) ---------
+ *
+ * deliver(ch, buf, whole) -> (frames taken, where the rest starts), as
+ * edgebus/client/fast_acks.py `deliver`: walks the whole frames at the start of buf; every
+ * successful PRODUCE answer whose pending entry is a one-step send (`_OneSend`) is taken and
+ * settled here (what Producer._one_step_acked does), in response order. At the first frame
+ * that is anything else the ones taken are settled and the rest of buf is handed to the Python
+ * walk (`configure`'s py_deliver), which does everything else as before. While another thread
+ * holds the channel's lock (a writer) the whole buffer goes to the Python walk, which waits
+ * for it; while another holds the producer's mutex the settling goes to _one_step_acked,
+ * which waits for it.
+ */
+static PyObject *g_py_deliver, *g_one_send_type, *g_run_callbacks;
+static PyObject *s_pending, *s_lock, *s_owner, *s_done, *s_base, *s_timestamp, *s_event,
+    *s_callbacks, *s_mutex, *s_results_lock, *s_sent_d, *s_counts, *s_drain_held, *s_blocked,
+    *s_flushing, *s_open, *s_max_in_flight, *s_cond, *s_one_step_acked, *s_rec_total,
+    *s_batch_total, *s_notify_all, *s_acquire, *s_release, *s_locked, *s_empty;
+static long g_header = 64;
+
+#define RESP_HEAD 10  /* length u32, correlation id u32, error i16 (docs/FORMAT.md 7.2) */
+#define FRAME_LEN 4
+#define RUN_SIZE 28   /* PRODUCE answer's run: partition i32, base offset, append time, log start */
+#define STR_SIZE 2
+#define SMALL_FRAME (64 * 1024)
+
+typedef struct {
+    PyObject *b; /* a strong reference */
+    int64_t base, ts;
+} acked_t;
+
+static PyObject *onestep_configure(PyObject *m, PyObject *args) {
+    PyObject *py_deliver, *one_send_type, *run_callbacks;
+    long header;
+    if (!PyArg_ParseTuple(args, "OOOl", &py_deliver, &one_send_type, &run_callbacks, &header))
+        return NULL;
+    if (!PyType_Check(one_send_type)) {
+        PyErr_SetString(PyExc_TypeError, "one_send_type must be a type");
+        return NULL;
+    }
+    Py_XSETREF(g_py_deliver, Py_NewRef(py_deliver));
+    Py_XSETREF(g_one_send_type, Py_NewRef(one_send_type));
+    Py_XSETREF(g_run_callbacks, Py_NewRef(run_callbacks));
+    g_header = header;
+    Py_RETURN_NONE;
+}
+
+static uint32_t u32le(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static int64_t i64le(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return (int64_t)v;
+}
+
+static PyObject *call_method0(PyObject *o, PyObject *name) {
+    return PyObject_CallMethodNoArgs(o, name);
+}
+
+/* lock.acquire() (waiting) or lock.acquire(False); 1 got, 0 not, -1 error. */
+static int lock_acquire(PyObject *lock, int wait) {
+    PyObject *r = wait ? PyObject_CallMethodNoArgs(lock, s_acquire)
+                       : PyObject_CallMethodOneArg(lock, s_acquire, Py_False);
+    if (r == NULL) return -1;
+    int got = r == Py_True;
+    Py_DECREF(r);
+    return got;
+}
+
+static int lock_release(PyObject *lock) {
+    PyObject *r = PyObject_CallMethodNoArgs(lock, s_release);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int dict_add(PyObject *d, PyObject *key, long long n) {
+    PyObject *v = PyDict_GetItemWithError(d, key);
+    if (v == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, key);
+        return -1;
+    }
+    long long x = PyLong_AsLongLong(v);
+    if (x == -1 && PyErr_Occurred()) return -1;
+    PyObject *nv = PyLong_FromLongLong(x + n);
+    if (nv == NULL) return -1;
+    int r = PyDict_SetItem(d, key, nv);
+    Py_DECREF(nv);
+    return r;
+}
+
+/* Settle acked[0..n) (Producer._one_step_acked, in C); consumes the references. */
+static int settle(acked_t *acked, Py_ssize_t n) {
+    if (n == 0) return 0;
+    int rc = -1;
+    PyObject *owner = NULL, *mutex = NULL, *rlock = NULL, *sent = NULL, *counts = NULL;
+    Py_ssize_t i = 0;
+    owner = PyObject_GetAttr(acked[0].b, s_owner);
+    if (owner == NULL || owner == Py_None) {
+        if (owner == Py_None) PyErr_SetString(PyExc_RuntimeError, "a one-step send without its producer");
+        goto out;
+    }
+    if (!(mutex = PyObject_GetAttr(owner, s_mutex))) goto out;
+    int got = lock_acquire(mutex, 0);
+    if (got < 0) goto out;
+    if (!got) {
+        /* Another thread holds the producer's lock: the Python settling waits for it. */
+        PyObject *list = PyList_New(n);
+        if (list == NULL) goto out;
+        for (Py_ssize_t j = 0; j < n; j++) {
+            PyObject *t = Py_BuildValue("(OLL)", acked[j].b, (long long)acked[j].base,
+                                        (long long)acked[j].ts);
+            if (t == NULL) {
+                Py_DECREF(list);
+                goto out;
+            }
+            PyList_SET_ITEM(list, j, t);
+        }
+        PyObject *r = PyObject_CallMethodOneArg(owner, s_one_step_acked, list);
+        Py_DECREF(list);
+        if (r == NULL) goto out;
+        Py_DECREF(r);
+        rc = 0;
+        goto out;
+    }
+    /* Under the producer's mutex, really held: Python code may run (events, callbacks). */
+    long long first_in_flight, taken = 0, queued = 0, in_flight, qb;
+    if (attr_long(owner, s_in_flight, &first_in_flight) < 0 ||
+        !(rlock = PyObject_GetAttr(owner, s_results_lock)) ||
+        !(sent = PyObject_GetAttr(owner, s_sent_d)) || !(counts = PyObject_GetAttr(owner, s_counts)))
+        goto unlock;
+    for (; i < n; i++) {
+        PyObject *b = acked[i].b;
+        int done = attr_true(b, s_done);
+        if (done < 0) goto unlock;
+        if (done) continue; /* already settled (timed out, or the connection failed it) */
+        PyObject *id = PyLong_FromVoidPtr(b);
+        if (id == NULL) goto unlock;
+        int pr = PyDict_Contains(sent, id); /* sent.pop(id(r), None) */
+        if (pr > 0) pr = PyDict_DelItem(sent, id);
+        Py_DECREF(id);
+        if (pr < 0) goto unlock;
+        long long size;
+        if (attr_long(b, s_size, &size) < 0) goto unlock;
+        taken++;
+        queued += size;
+        /* BatchResult.done, inline (its invariant with add_callback: under the results lock) */
+        if (lock_acquire(rlock, 1) != 1) goto unlock;
+        PyObject *ev = NULL, *cbs = NULL;
+        int bad = set_long(b, s_base, acked[i].base) < 0 || set_long(b, s_timestamp, acked[i].ts) < 0 ||
+                  PyObject_SetAttr(b, s_done, Py_True) < 0 || !(ev = PyObject_GetAttr(b, s_event)) ||
+                  !(cbs = PyObject_GetAttr(b, s_callbacks));
+        int has_cbs = 0;
+        if (!bad && (has_cbs = PyObject_IsTrue(cbs)) > 0)
+            bad = PyObject_SetAttr(b, s_callbacks, s_empty) < 0;
+        if (has_cbs < 0) bad = 1;
+        if (lock_release(rlock) < 0) bad = 1;
+        if (!bad && (ev != Py_None || has_cbs)) {
+            PyObject *r = PyObject_CallFunctionObjArgs(g_run_callbacks, b, ev, has_cbs ? cbs : s_empty, NULL);
+            if (r == NULL) bad = 1;
+            Py_XDECREF(r);
+        }
+        Py_XDECREF(ev);
+        Py_XDECREF(cbs);
+        if (bad) goto unlock;
+    }
+    if (attr_long(owner, s_in_flight, &in_flight) < 0 || set_long(owner, s_in_flight, in_flight - taken) < 0 ||
+        attr_long(owner, s_queued, &qb) < 0 ||
+        set_long(owner, s_queued, qb - (queued - taken * g_header)) < 0 ||
+        dict_add(counts, s_rec_total, taken) < 0 || dict_add(counts, s_batch_total, taken) < 0)
+        goto unlock;
+    /* _finish's wake-ups (fast_send._one_step_acked): who can use the room these made */
+    int held = 0, r1;
+    if ((r1 = attr_true(owner, s_drain_held)) < 0) goto unlock;
+    if (r1) {
+        if (PyObject_SetAttr(owner, s_drain_held, Py_False) < 0) goto unlock;
+        PyObject *open = PyObject_GetAttr(owner, s_open);
+        if (open == NULL) goto unlock;
+        held = PyObject_IsTrue(open);
+        Py_DECREF(open);
+        if (held < 0) goto unlock;
+    }
+    int wake = held;
+    PyObject *names[3] = {s_blocked, s_flushing, s_closed};
+    for (int k = 0; k < 3 && !wake; k++) {
+        if ((r1 = attr_true(owner, names[k])) < 0) goto unlock;
+        wake = r1;
+    }
+    if (!wake) {
+        long long mif;
+        int ready_or_open;
+        PyObject *ready = PyObject_GetAttr(owner, s_ready), *open = NULL;
+        if (ready == NULL) goto unlock;
+        ready_or_open = PyObject_IsTrue(ready);
+        Py_DECREF(ready);
+        if (ready_or_open == 0) {
+            if (!(open = PyObject_GetAttr(owner, s_open))) goto unlock;
+            ready_or_open = PyObject_IsTrue(open);
+            Py_DECREF(open);
+        }
+        if (ready_or_open < 0 || attr_long(owner, s_max_in_flight, &mif) < 0) goto unlock;
+        wake = ready_or_open && first_in_flight >= mif;
+    }
+    if (wake) {
+        PyObject *cond = PyObject_GetAttr(owner, s_cond);
+        if (cond == NULL) goto unlock;
+        PyObject *r = call_method0(cond, s_notify_all);
+        Py_DECREF(cond);
+        if (r == NULL) goto unlock;
+        Py_DECREF(r);
+    }
+    rc = 0;
+unlock:
+    if (rc < 0) {
+        PyObject *et, *ev2, *tb;
+        PyErr_Fetch(&et, &ev2, &tb);
+        lock_release(mutex);
+        PyErr_Restore(et, ev2, tb);
+    } else if (lock_release(mutex) < 0) {
+        rc = -1;
+    }
+out:
+    for (Py_ssize_t j = 0; j < n; j++) Py_DECREF(acked[j].b);
+    Py_XDECREF(owner);
+    Py_XDECREF(mutex);
+    Py_XDECREF(rlock);
+    Py_XDECREF(sent);
+    Py_XDECREF(counts);
+    return rc;
+}
+
+#define ACKED_MAX 256 /* settled in groups of at most this many */
+
+static PyObject *onestep_deliver(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "deliver(ch, buf, whole)");
+        return NULL;
+    }
+    if (g_py_deliver == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_onestep.configure was not called");
+        return NULL;
+    }
+    PyObject *ch = args[0], *bufobj = args[1];
+    int whole = PyObject_IsTrue(args[2]);
+    if (whole < 0) return NULL;
+    PyObject *pending = PyObject_GetAttr(ch, s_pending);
+    if (pending == NULL) return NULL;
+    PyObject *lock = NULL, *res = NULL;
+    Py_buffer view;
+    int have_view = 0;
+    acked_t acked[ACKED_MAX];
+    Py_ssize_t nacked = 0, pos = 0, taken = 0;
+    if (!PyDict_CheckExact(pending) || !(lock = PyObject_GetAttr(ch, s_lock))) goto hand_all;
+    PyObject *lr = PyObject_CallMethodNoArgs(lock, s_locked);
+    if (lr == NULL) goto error;
+    int locked = lr == Py_True;
+    Py_DECREF(lr);
+    if (locked) goto hand_all; /* a writer has the channel: the Python walk waits for it */
+    if (PyObject_GetBuffer(bufobj, &view, PyBUF_SIMPLE) < 0) goto error;
+    have_view = 1;
+    const unsigned char *buf = view.buf;
+    Py_ssize_t end = view.len;
+    /* No Python code runs in this loop (pending is looked at as under the channel's lock). */
+    while (end - pos >= RESP_HEAD) {
+        uint32_t n = u32le(buf + pos), corr = u32le(buf + pos + 4);
+        int16_t err = (int16_t)(buf[pos + 8] | buf[pos + 9] << 8);
+        Py_ssize_t nxt = pos + FRAME_LEN + (Py_ssize_t)n;
+        if (!whole && (n > SMALL_FRAME || n < RESP_HEAD - FRAME_LEN || nxt > end)) break;
+        Py_ssize_t body = (Py_ssize_t)n - (RESP_HEAD - FRAME_LEN);
+        if (err || body < STR_SIZE + RUN_SIZE || nxt > end ||
+            (Py_ssize_t)(buf[pos + RESP_HEAD] | buf[pos + RESP_HEAD + 1] << 8) != body - STR_SIZE - RUN_SIZE)
+            break; /* not a plain answer: the Python walk */
+        PyObject *key = PyLong_FromUnsignedLong(corr);
+        if (key == NULL) goto error;
+        PyObject *cb = PyDict_GetItemWithError(pending, key); /* borrowed */
+        if (cb == NULL || !PyObject_TypeCheck(cb, (PyTypeObject *)g_one_send_type)) {
+            Py_DECREF(key);
+            if (PyErr_Occurred()) goto error;
+            break; /* another request's answer, or none: the Python walk */
+        }
+        if (nacked == ACKED_MAX) {
+            Py_DECREF(key);
+            break; /* the Python walk (or the next call) takes the rest */
+        }
+        Py_INCREF(cb);
+        if (PyDict_DelItem(pending, key) < 0) {
+            Py_DECREF(cb);
+            Py_DECREF(key);
+            goto error;
+        }
+        Py_DECREF(key);
+        acked[nacked].b = cb;
+        acked[nacked].base = i64le(buf + nxt - RUN_SIZE + 4);
+        acked[nacked].ts = i64le(buf + nxt - RUN_SIZE + 12);
+        nacked++;
+        pos = nxt;
+        taken++;
+    }
+    int more = end - pos >= RESP_HEAD; /* stopped at a frame the Python walk must judge */
+    PyBuffer_Release(&view);
+    have_view = 0;
+    Py_ssize_t settled = nacked;
+    nacked = 0;
+    if (settle(acked, settled) < 0) goto error;
+    if (!more) {
+        res = Py_BuildValue("(nn)", taken, pos);
+        goto done;
+    }
+    /* The rest by the Python walk, from this frame on. */
+    PyObject *mv = PyMemoryView_FromObject(bufobj), *rest = NULL;
+    if (mv == NULL) goto error;
+    rest = PySequence_GetSlice(mv, pos, PY_SSIZE_T_MAX);
+    Py_DECREF(mv);
+    if (rest == NULL) goto error;
+    PyObject *r = PyObject_CallFunctionObjArgs(g_py_deliver, ch, rest, args[2], NULL);
+    Py_DECREF(rest);
+    if (r == NULL) goto error;
+    Py_ssize_t t2, p2;
+    if (!PyArg_ParseTuple(r, "nn", &t2, &p2)) {
+        Py_DECREF(r);
+        goto error;
+    }
+    Py_DECREF(r);
+    res = Py_BuildValue("(nn)", taken + t2, pos + p2);
+    goto done;
+hand_all:
+    res = PyObject_CallFunctionObjArgs(g_py_deliver, ch, bufobj, args[2], NULL);
+    goto done;
+error:
+    for (Py_ssize_t j = 0; j < nacked; j++) Py_DECREF(acked[j].b);
+    if (have_view) PyBuffer_Release(&view);
+    res = NULL;
+done:
+    Py_XDECREF(lock);
+    Py_DECREF(pending);
+    return res;
+}
+
+static PyMethodDef module_methods[] = {
+    {"configure", (PyCFunction)onestep_configure, METH_VARARGS,
+     "configure(py_deliver, one_send_type, run_callbacks, batch_header_size)"},
+    {"deliver", (PyCFunction)(void (*)(void))onestep_deliver, METH_FASTCALL,
+     "deliver(ch, buf, whole) -> (frames taken, where the rest starts): fast_acks.deliver in C"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_onestep",
-                                    "A producer's one-record send() in C (issue 16).", -1, NULL};
+                                    "A producer's one-record send() in C (issue 16).", -1,
+                                    module_methods};
 
 #define INTERN(var, text)                                           \
     if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL;
@@ -701,6 +1050,32 @@ PyMODINIT_FUNC PyInit__onestep(void) {
     INTERN(s_size, "size");
     INTERN(s_first_ts, "first_ts");
     INTERN(s_deadline, "deadline");
+    INTERN(s_pending, "_pending");
+    INTERN(s_lock, "_lock");
+    INTERN(s_owner, "owner");
+    INTERN(s_done, "_done");
+    INTERN(s_base, "base_offset");
+    INTERN(s_timestamp, "timestamp");
+    INTERN(s_event, "_event");
+    INTERN(s_callbacks, "callbacks");
+    INTERN(s_mutex, "_mutex");
+    INTERN(s_results_lock, "_results_lock");
+    INTERN(s_sent_d, "_sent");
+    INTERN(s_counts, "_counts");
+    INTERN(s_drain_held, "_drain_held");
+    INTERN(s_blocked, "_blocked");
+    INTERN(s_flushing, "_flushing");
+    INTERN(s_open, "_open");
+    INTERN(s_max_in_flight, "max_in_flight");
+    INTERN(s_cond, "_cond");
+    INTERN(s_one_step_acked, "_one_step_acked");
+    INTERN(s_rec_total, "record-send-total");
+    INTERN(s_batch_total, "batch-send-total");
+    INTERN(s_notify_all, "notify_all");
+    INTERN(s_acquire, "acquire");
+    INTERN(s_release, "release");
+    INTERN(s_locked, "locked");
+    if ((s_empty = PyTuple_New(0)) == NULL) return NULL;
     if (PyType_Ready(&SenderType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moddef);
     if (m == NULL) return NULL;
