@@ -58,6 +58,7 @@ typedef struct {
     Py_ssize_t off_batch, off_index, off_ts; /* its slots */
     PyObject *partitions, *sticky, *record_max, *open, *sent; /* the producer's, never replaced */
     PyObject *mutex_acquire, *mutex_release, *io_locked, *io_acquire, *io_release;
+    PyObject *notify_all;    /* producer._cond.notify_all */
     PyObject *args_false;    /* (False,): acquire without waiting */
     long max_in_flight, reap_at, max_record, header, record_fixed, api;
     long long buffer_memory, corr_mask;
@@ -115,6 +116,7 @@ static int Sender_traverse(Sender *s, visitproc visit, void *arg) {
     Py_VISIT(s->io_locked);
     Py_VISIT(s->io_acquire);
     Py_VISIT(s->io_release);
+    Py_VISIT(s->notify_all);
     Py_VISIT(s->ch);
     Py_VISIT(s->ch_locked);
     Py_VISIT(s->ch_acquire);
@@ -143,6 +145,7 @@ static int Sender_clear(Sender *s) {
     Py_CLEAR(s->io_locked);
     Py_CLEAR(s->io_acquire);
     Py_CLEAR(s->io_release);
+    Py_CLEAR(s->notify_all);
     Py_CLEAR(s->args_false);
     drop_channel(s);
     Py_CLEAR(s->last_topic);
@@ -171,6 +174,14 @@ static Py_ssize_t slot_offset(PyObject *type, const char *name) {
 }
 
 static PyObject *bound(PyObject *o, const char *name) { return PyObject_GetAttrString(o, name); }
+
+static PyObject *bound_of(PyObject *o, const char *attr, const char *name) {
+    PyObject *x = PyObject_GetAttrString(o, attr);
+    if (x == NULL) return NULL;
+    PyObject *m = PyObject_GetAttrString(x, name);
+    Py_DECREF(x);
+    return m;
+}
 
 /* Sender(producer, py_send, one_class, handles, send_rest, future_type, mutex, io_lock,
  *        ring_produce_addr, sock_produce_addr, limits) with limits a tuple (max_in_flight,
@@ -211,6 +222,7 @@ static int Sender_init(Sender *s, PyObject *args, PyObject *kw) {
         !(s->mutex_acquire = bound(mutex, "acquire")) ||
         !(s->mutex_release = bound(mutex, "release")) || !(s->io_locked = bound(io, "locked")) ||
         !(s->io_acquire = bound(io, "acquire")) || !(s->io_release = bound(io, "release")) ||
+        !(s->notify_all = bound_of(producer, "_cond", "notify_all")) ||
         !(s->args_false = Py_BuildValue("(O)", Py_False)))
         return -1;
     if (!PyDict_CheckExact(s->partitions) || !PyDict_CheckExact(s->sticky) ||
@@ -523,8 +535,10 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
         goto error;
     if (in_flight >= s->max_in_flight || queued + size > s->buffer_memory)
         goto python;
-    if (deadline < wake_at)
-        goto python; /* the I/O thread must be told this deadline (Condition: Python code) */
+    /* The I/O thread must learn this batch's deadline: told after the write, still under the
+     * mutex (Condition.notify_all is Python code: it may let other threads run, which the
+     * write no longer needs to keep out). */
+    int notify = deadline < wake_at;
     int hold = in_flight > 0;
     if (s->ch_kind == KIND_RING && (r = attr_true(ch, s_fds_closed)) != 0) {
         if (r < 0) goto error;
@@ -584,6 +598,11 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
         set_long(producer, s_queued, queued + size) < 0 ||
         PyDict_SetItem(s->sent, id_obj, b) < 0)
         goto error;
+    if (notify) {
+        PyObject *x = PyObject_CallNoArgs(s->notify_all);
+        if (x == NULL) goto error;
+        Py_DECREF(x);
+    }
     got_mutex = 0;
     if (release(s->mutex_release) < 0) goto error;
     if (sent != frame_n) {
