@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 try:
     from edgebus._onestep import Sender
 except ImportError:  # built without it (no compiler): the Python path
-    Sender = None
+    Sender = None  # type: ignore[misc,assignment]
 
 
 def _address(ffi: Any, lib: Any, name: str) -> int:

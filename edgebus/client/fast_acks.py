@@ -102,4 +102,4 @@ except ImportError:  # built without it: the Python walk
 else:
     if C_SEND:
         _onestep.configure(py_deliver, _OneSend, _run_callbacks, F.BATCH_HEADER_SIZE)
-        deliver = _onestep.deliver  # type: ignore[assignment] # noqa: F811
+        deliver = _onestep.deliver

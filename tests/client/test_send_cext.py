@@ -160,6 +160,16 @@ def test_sends_from_threads_with_flush_lose_and_repeat_nothing(broker, transport
         assert mine == [b"%d:%d" % (t, i) for i in range(per)]
 
 
+def _hold(lock, held: threading.Event, release: threading.Event) -> None:
+    with lock:
+        held.set()
+        release.wait(30)
+
+
+def _send_into(p: Producer, topic: str, out: list) -> None:
+    out.append(p.send(topic, b"during", partition=0))
+
+
 @needs_cext
 @pytest.mark.integration
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -172,17 +182,11 @@ def test_a_held_mutex_or_io_lock_hands_the_send_to_python(broker, transport) -> 
         for lock in (p._mutex, p._io_lock):
             c0, py0 = p.send.counts()  # type: ignore[attr-defined]
             held, release = threading.Event(), threading.Event()
-
-            def holder(lock=lock) -> None:
-                with lock:
-                    held.set()
-                    release.wait(30)
-
-            t = threading.Thread(target=holder)
+            t = threading.Thread(target=_hold, args=(lock, held, release))
             t.start()
             held.wait(10)
             out: list = []
-            s = threading.Thread(target=lambda: out.append(p.send(topic, b"during", partition=0)))
+            s = threading.Thread(target=_send_into, args=(p, topic, out))
             s.start()
             s.join(0.3)  # it may wait for the lock (the mutex) or queue (the I/O lock)
             release.set()
