@@ -57,6 +57,7 @@ typedef struct {
     PyObject *future_type;   /* FutureRecordMetadata */
     Py_ssize_t off_batch, off_index, off_ts; /* its slots */
     PyObject *partitions, *sticky, *record_max, *open, *sent; /* the producer's, never replaced */
+    PyObject *pdict;         /* the producer's __dict__: its plain attributes, read and set there */
     PyObject *mutex_acquire, *mutex_release, *io_locked, *io_acquire, *io_release;
     PyObject *notify_all;    /* producer._cond.notify_all */
     PyObject *args_false;    /* (False,): acquire without waiting */
@@ -65,7 +66,7 @@ typedef struct {
     double first_deadline, unread_recent, steady;
     void *ring_produce, *sock_produce;
     /* The channel last sent on and what of it the C path uses. */
-    PyObject *ch, *ch_locked, *ch_acquire, *ch_release, *ch_corr, *ch_pending, *ch_reap;
+    PyObject *ch, *ch_dict, *ch_locked, *ch_acquire, *ch_release, *ch_corr, *ch_pending, *ch_reap;
     int ch_kind;
     uintptr_t ch_a, ch_b;
     long long ch_c;
@@ -91,6 +92,7 @@ static int64_t wall_ms(void) {
 
 static void drop_channel(Sender *s) {
     Py_CLEAR(s->ch);
+    Py_CLEAR(s->ch_dict);
     Py_CLEAR(s->ch_locked);
     Py_CLEAR(s->ch_acquire);
     Py_CLEAR(s->ch_release);
@@ -118,6 +120,8 @@ static int Sender_traverse(Sender *s, visitproc visit, void *arg) {
     Py_VISIT(s->io_release);
     Py_VISIT(s->notify_all);
     Py_VISIT(s->ch);
+    Py_VISIT(s->ch_dict);
+    Py_VISIT(s->pdict);
     Py_VISIT(s->ch_locked);
     Py_VISIT(s->ch_acquire);
     Py_VISIT(s->ch_release);
@@ -140,6 +144,7 @@ static int Sender_clear(Sender *s) {
     Py_CLEAR(s->record_max);
     Py_CLEAR(s->open);
     Py_CLEAR(s->sent);
+    Py_CLEAR(s->pdict);
     Py_CLEAR(s->mutex_acquire);
     Py_CLEAR(s->mutex_release);
     Py_CLEAR(s->io_locked);
@@ -219,6 +224,7 @@ static int Sender_init(Sender *s, PyObject *args, PyObject *kw) {
         !(s->record_max = PyObject_GetAttrString(producer, "_record_max")) ||
         !(s->open = PyObject_GetAttrString(producer, "_open")) ||
         !(s->sent = PyObject_GetAttrString(producer, "_sent")) ||
+        !(s->pdict = PyObject_GetAttrString(producer, "__dict__")) ||
         !(s->mutex_acquire = bound(mutex, "acquire")) ||
         !(s->mutex_release = bound(mutex, "release")) || !(s->io_locked = bound(io, "locked")) ||
         !(s->io_acquire = bound(io, "acquire")) || !(s->io_release = bound(io, "release")) ||
@@ -227,7 +233,7 @@ static int Sender_init(Sender *s, PyObject *args, PyObject *kw) {
         return -1;
     if (!PyDict_CheckExact(s->partitions) || !PyDict_CheckExact(s->sticky) ||
         !PyDict_CheckExact(s->record_max) || !PyDict_CheckExact(s->open) ||
-        !PyDict_CheckExact(s->sent)) {
+        !PyDict_CheckExact(s->sent) || !PyDict_CheckExact(s->pdict)) {
         PyErr_SetString(PyExc_TypeError, "the producer's tables must be dicts");
         return -1;
     }
@@ -270,6 +276,12 @@ static int use_channel(Sender *s, PyObject *ch) {
         Py_DECREF(h);
         return -1;
     }
+    s->ch_dict = PyObject_GetAttrString(ch, "__dict__");
+    if (s->ch_dict == NULL || !PyDict_CheckExact(s->ch_dict)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "a channel's __dict__ must be a dict");
+        Py_DECREF(h);
+        return -1;
+    }
     s->ch_corr = Py_NewRef(corr);
     s->ch_pending = Py_NewRef(pending);
     Py_DECREF(h);
@@ -286,43 +298,59 @@ static int use_channel(Sender *s, PyObject *ch) {
     return 0;
 }
 
+/* An attribute of o: from d, o's __dict__, when given and it is there (c_send.install checks
+ * that no such name is a data descriptor of o's class, so the dict is where Python looks first;
+ * the dict was made before, so reading it allocates nothing), else by PyObject_GetAttr. */
+static PyObject *get_attr(PyObject *d, PyObject *o, PyObject *name) {
+    if (d != NULL) {
+        PyObject *v = PyDict_GetItemWithError(d, name);
+        if (v != NULL) return Py_NewRef(v);
+        if (PyErr_Occurred()) return NULL;
+    }
+    return PyObject_GetAttr(o, name);
+}
+
+static int put_attr(PyObject *d, PyObject *o, PyObject *name, PyObject *v) {
+    return d != NULL ? PyDict_SetItem(d, name, v) : PyObject_SetAttr(o, name, v);
+}
+
 /* An attribute's truth / long / double; -1 (and an exception) on error. */
-static int attr_true(PyObject *o, PyObject *name) {
-    PyObject *v = PyObject_GetAttr(o, name);
+static int attr_true(PyObject *d, PyObject *o, PyObject *name) {
+    PyObject *v = get_attr(d, o, name);
     if (v == NULL) return -1;
     int r = v == Py_True ? 1 : v == Py_False || v == Py_None ? 0 : PyObject_IsTrue(v);
     Py_DECREF(v);
     return r;
 }
 
-static int attr_long(PyObject *o, PyObject *name, long long *out) {
-    PyObject *v = PyObject_GetAttr(o, name);
+static int attr_long(PyObject *d, PyObject *o, PyObject *name, long long *out) {
+    PyObject *v = get_attr(d, o, name);
     if (v == NULL) return -1;
     *out = PyLong_AsLongLong(v);
     Py_DECREF(v);
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
-static int attr_double(PyObject *o, PyObject *name, double *out) {
-    PyObject *v = PyObject_GetAttr(o, name);
+static int attr_double(PyObject *d, PyObject *o, PyObject *name, double *out) {
+    PyObject *v = get_attr(d, o, name);
     if (v == NULL) return -1;
     *out = PyFloat_AsDouble(v);
     Py_DECREF(v);
     return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
 }
 
-static int set_long(PyObject *o, PyObject *name, long long v) {
+static int set_long(PyObject *d, PyObject *o, PyObject *name, long long v) {
     PyObject *x = PyLong_FromLongLong(v);
     if (x == NULL) return -1;
-    int r = PyObject_SetAttr(o, name, x);
+    int r = put_attr(d, o, name, x);
     Py_DECREF(x);
     return r;
 }
 
-static int set_double(PyObject *o, PyObject *name, double v) {
+static int set_double(PyObject *d, PyObject *o, PyObject *name, double v) {
     PyObject *x = PyFloat_FromDouble(v);
     if (x == NULL) return -1;
-    int r = PyObject_SetAttr(o, name, x);
+    int r = put_attr(d, o, name, x);
     Py_DECREF(x);
     return r;
 }
@@ -402,14 +430,14 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
         return python_path(s, args, nargsf, kwnames);
     PyObject *producer = s->producer;
     int r;
-    if ((r = attr_true(producer, s_fast)) != 1) return r < 0 ? NULL : python_path(s, args, nargsf, kwnames);
-    if (value != Py_None && (r = attr_true(producer, s_value_ser)) != 0)
+    if ((r = attr_true(s->pdict, producer, s_fast)) != 1) return r < 0 ? NULL : python_path(s, args, nargsf, kwnames);
+    if (value != Py_None && (r = attr_true(s->pdict, producer, s_value_ser)) != 0)
         return r < 0 ? NULL : python_path(s, args, nargsf, kwnames);
-    if (key != Py_None && (r = attr_true(producer, s_key_ser)) != 0)
+    if (key != Py_None && (r = attr_true(s->pdict, producer, s_key_ser)) != 0)
         return r < 0 ? NULL : python_path(s, args, nargsf, kwnames);
     PyObject *nobj = PyDict_GetItemWithError(s->partitions, topic);
     if (nobj == NULL) return PyErr_Occurred() ? NULL : python_path(s, args, nargsf, kwnames);
-    if ((r = attr_true(producer, s_txn)) != 0) return r < 0 ? NULL : python_path(s, args, nargsf, kwnames);
+    if ((r = attr_true(s->pdict, producer, s_txn)) != 0) return r < 0 ? NULL : python_path(s, args, nargsf, kwnames);
     long n = PyLong_AsLong(nobj), p;
     if (partition != Py_None) {
         p = PyLong_AsLong(partition);
@@ -439,7 +467,7 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     Py_ssize_t kl = key == Py_None ? 0 : PyBytes_GET_SIZE(key);
     Py_ssize_t vl = value == Py_None ? 0 : PyBytes_GET_SIZE(value);
     long long size = s->record_fixed + kl + vl;
-    PyObject *ch = PyObject_GetAttr(producer, s_channel);
+    PyObject *ch = get_attr(s->pdict, producer, s_channel);
     if (ch == NULL) return NULL;
     PyObject *res = NULL, *b = NULL, *f = NULL, *ts_obj = NULL, *id_obj = NULL;
     PyObject *corr_obj = NULL;
@@ -456,7 +484,7 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
         goto python;
     }
     long long in_flight;
-    if (attr_long(producer, s_in_flight, &in_flight) < 0) goto error;
+    if (attr_long(s->pdict, producer, s_in_flight, &in_flight) < 0) goto error;
     if (in_flight >= s->reap_at) {
         /* The acknowledgements, taken now (ch.reap: Python, maybe the user's callbacks); as
          * _send_one's, but before the locks are looked at: it takes what it needs itself. */
@@ -487,8 +515,8 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     double deadline = now + s->first_deadline;
     if (!(b = PyObject_CallNoArgs(s->last_cls))) goto error;
     if (!(ts_obj = PyLong_FromLongLong(ts))) goto error;
-    if (set_long(b, s_size, size + s->header) < 0 || PyObject_SetAttr(b, s_first_ts, ts_obj) < 0 ||
-        set_double(b, s_deadline, deadline) < 0)
+    if (set_long(NULL, b, s_size, size + s->header) < 0 || PyObject_SetAttr(b, s_first_ts, ts_obj) < 0 ||
+        set_double(NULL, b, s_deadline, deadline) < 0)
         goto error;
     PyTypeObject *ft = (PyTypeObject *)s->future_type;
     if (!(f = ft->tp_alloc(ft, 0))) goto error;
@@ -509,11 +537,11 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     got_mutex = 1;
     long long queued;
     double wake_at;
-    if ((r = attr_true(producer, s_closed)) != 0 || PyDict_GET_SIZE(s->open) != 0) {
+    if ((r = attr_true(s->pdict, producer, s_closed)) != 0 || PyDict_GET_SIZE(s->open) != 0) {
         if (r < 0) goto error;
         goto python;
     }
-    PyObject *ready = PyObject_GetAttr(producer, s_ready);
+    PyObject *ready = get_attr(s->pdict, producer, s_ready);
     if (ready == NULL) goto error;
     Py_ssize_t nready = PyObject_Length(ready);
     Py_DECREF(ready);
@@ -521,17 +549,17 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
         if (nready < 0) goto error;
         goto python;
     }
-    PyObject *now_ch = PyObject_GetAttr(producer, s_channel);
+    PyObject *now_ch = get_attr(s->pdict, producer, s_channel);
     if (now_ch == NULL) goto error;
     Py_DECREF(now_ch);
     if (now_ch != ch) goto python;
-    PyObject *lost = PyObject_GetAttr(ch, s_lost);
+    PyObject *lost = get_attr(s->ch_dict, ch, s_lost);
     if (lost == NULL) goto error;
     Py_DECREF(lost);
     if (lost != Py_None) goto python; /* the Python path fails or reconnects */
-    if (attr_long(producer, s_in_flight, &in_flight) < 0 ||
-        attr_long(producer, s_queued, &queued) < 0 ||
-        attr_double(producer, s_wake_at, &wake_at) < 0)
+    if (attr_long(s->pdict, producer, s_in_flight, &in_flight) < 0 ||
+        attr_long(s->pdict, producer, s_queued, &queued) < 0 ||
+        attr_double(s->pdict, producer, s_wake_at, &wake_at) < 0)
         goto error;
     if (in_flight >= s->max_in_flight || queued + size > s->buffer_memory)
         goto python;
@@ -540,13 +568,13 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
      * write no longer needs to keep out). */
     int notify = deadline < wake_at;
     int hold = in_flight > 0;
-    if (s->ch_kind == KIND_RING && (r = attr_true(ch, s_fds_closed)) != 0) {
+    if (s->ch_kind == KIND_RING && (r = attr_true(s->ch_dict, ch, s_fds_closed)) != 0) {
         if (r < 0) goto error;
         goto python;
     }
-    int timed = attr_true(ch, s_timed);
+    int timed = attr_true(s->ch_dict, ch, s_timed);
     double last_send = 0.0;
-    if (timed < 0 || attr_double(ch, s_last_send, &last_send) < 0) goto error;
+    if (timed < 0 || attr_double(s->ch_dict, ch, s_last_send, &last_send) < 0) goto error;
     /* dispatch.next_corr: (next(count) - 1) % CORR_MASK + 1 */
     PyObject *c = PyIter_Next(s->ch_corr);
     if (c == NULL) {
@@ -583,19 +611,19 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     if (PyDict_SetItem(s->ch_pending, corr_obj, b) < 0) goto error;
     if (timed) {
         double gap_avg;
-        if (attr_double(ch, s_send_gap, &gap_avg) < 0) goto error;
+        if (attr_double(s->ch_dict, ch, s_send_gap, &gap_avg) < 0) goto error;
         double gap = now - last_send;
         if (gap > s->steady) gap = s->steady;
-        if (set_double(ch, s_send_gap, gap_avg + (gap - gap_avg) / 4) < 0) goto error;
+        if (set_double(s->ch_dict, ch, s_send_gap, gap_avg + (gap - gap_avg) / 4) < 0) goto error;
     }
-    if (set_double(ch, s_last_send, now) < 0) goto error;
+    if (set_double(s->ch_dict, ch, s_last_send, now) < 0) goto error;
     if (s->ch_kind == KIND_SOCK) {
         long long nsent;
-        if (attr_long(ch, s_sent_n, &nsent) < 0 || set_long(ch, s_sent_n, nsent + 1) < 0)
+        if (attr_long(s->ch_dict, ch, s_sent_n, &nsent) < 0 || set_long(s->ch_dict, ch, s_sent_n, nsent + 1) < 0)
             goto error;
     }
-    if (set_long(producer, s_in_flight, in_flight + 1) < 0 ||
-        set_long(producer, s_queued, queued + size) < 0 ||
+    if (set_long(s->pdict, producer, s_in_flight, in_flight + 1) < 0 ||
+        set_long(s->pdict, producer, s_queued, queued + size) < 0 ||
         PyDict_SetItem(s->sent, id_obj, b) < 0)
         goto error;
     if (notify) {
@@ -711,7 +739,7 @@ static PyObject *g_py_deliver, *g_one_send_type, *g_run_callbacks;
 static PyObject *s_pending, *s_lock, *s_owner, *s_done, *s_base, *s_timestamp, *s_event,
     *s_callbacks, *s_mutex, *s_results_lock, *s_sent_d, *s_counts, *s_drain_held, *s_blocked,
     *s_flushing, *s_open, *s_max_in_flight, *s_cond, *s_one_step_acked, *s_rec_total,
-    *s_batch_total, *s_notify_all, *s_acquire, *s_release, *s_locked, *s_empty;
+    *s_batch_total, *s_notify_all, *s_acquire, *s_release, *s_locked, *s_empty, *s_dict;
 static long g_header = 64;
 
 #define RESP_HEAD 10  /* length u32, correlation id u32, error i16 (docs/FORMAT.md 7.2) */
@@ -791,14 +819,18 @@ static int dict_add(PyObject *d, PyObject *key, long long n) {
 static int settle(acked_t *acked, Py_ssize_t n) {
     if (n == 0) return 0;
     int rc = -1;
-    PyObject *owner = NULL, *mutex = NULL, *rlock = NULL, *sent = NULL, *counts = NULL;
+    PyObject *owner = NULL, *od = NULL, *mutex = NULL, *rlock = NULL, *sent = NULL, *counts = NULL;
     Py_ssize_t i = 0;
     owner = PyObject_GetAttr(acked[0].b, s_owner);
     if (owner == NULL || owner == Py_None) {
         if (owner == Py_None) PyErr_SetString(PyExc_RuntimeError, "a one-step send without its producer");
         goto out;
     }
-    if (!(mutex = PyObject_GetAttr(owner, s_mutex))) goto out;
+    if (!(od = PyObject_GetAttr(owner, s_dict)) || !PyDict_CheckExact(od)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "the producer's __dict__ must be a dict");
+        goto out;
+    }
+    if (!(mutex = get_attr(od, owner, s_mutex))) goto out;
     int got = lock_acquire(mutex, 0);
     if (got < 0) goto out;
     if (!got) {
@@ -823,13 +855,13 @@ static int settle(acked_t *acked, Py_ssize_t n) {
     }
     /* Under the producer's mutex, really held: Python code may run (events, callbacks). */
     long long first_in_flight, taken = 0, queued = 0, in_flight, qb;
-    if (attr_long(owner, s_in_flight, &first_in_flight) < 0 ||
-        !(rlock = PyObject_GetAttr(owner, s_results_lock)) ||
-        !(sent = PyObject_GetAttr(owner, s_sent_d)) || !(counts = PyObject_GetAttr(owner, s_counts)))
+    if (attr_long(od, owner, s_in_flight, &first_in_flight) < 0 ||
+        !(rlock = get_attr(od, owner, s_results_lock)) ||
+        !(sent = get_attr(od, owner, s_sent_d)) || !(counts = get_attr(od, owner, s_counts)))
         goto unlock;
     for (; i < n; i++) {
         PyObject *b = acked[i].b;
-        int done = attr_true(b, s_done);
+        int done = attr_true(NULL, b, s_done);
         if (done < 0) goto unlock;
         if (done) continue; /* already settled (timed out, or the connection failed it) */
         PyObject *id = PyLong_FromVoidPtr(b);
@@ -839,13 +871,13 @@ static int settle(acked_t *acked, Py_ssize_t n) {
         Py_DECREF(id);
         if (pr < 0) goto unlock;
         long long size;
-        if (attr_long(b, s_size, &size) < 0) goto unlock;
+        if (attr_long(NULL, b, s_size, &size) < 0) goto unlock;
         taken++;
         queued += size;
         /* BatchResult.done, inline (its invariant with add_callback: under the results lock) */
         if (lock_acquire(rlock, 1) != 1) goto unlock;
         PyObject *ev = NULL, *cbs = NULL;
-        int bad = set_long(b, s_base, acked[i].base) < 0 || set_long(b, s_timestamp, acked[i].ts) < 0 ||
+        int bad = set_long(NULL, b, s_base, acked[i].base) < 0 || set_long(NULL, b, s_timestamp, acked[i].ts) < 0 ||
                   PyObject_SetAttr(b, s_done, Py_True) < 0 || !(ev = PyObject_GetAttr(b, s_event)) ||
                   !(cbs = PyObject_GetAttr(b, s_callbacks));
         int has_cbs = 0;
@@ -862,17 +894,17 @@ static int settle(acked_t *acked, Py_ssize_t n) {
         Py_XDECREF(cbs);
         if (bad) goto unlock;
     }
-    if (attr_long(owner, s_in_flight, &in_flight) < 0 || set_long(owner, s_in_flight, in_flight - taken) < 0 ||
-        attr_long(owner, s_queued, &qb) < 0 ||
-        set_long(owner, s_queued, qb - (queued - taken * g_header)) < 0 ||
+    if (attr_long(od, owner, s_in_flight, &in_flight) < 0 || set_long(od, owner, s_in_flight, in_flight - taken) < 0 ||
+        attr_long(od, owner, s_queued, &qb) < 0 ||
+        set_long(od, owner, s_queued, qb - (queued - taken * g_header)) < 0 ||
         dict_add(counts, s_rec_total, taken) < 0 || dict_add(counts, s_batch_total, taken) < 0)
         goto unlock;
     /* _finish's wake-ups (fast_send._one_step_acked): who can use the room these made */
     int held = 0, r1;
-    if ((r1 = attr_true(owner, s_drain_held)) < 0) goto unlock;
+    if ((r1 = attr_true(od, owner, s_drain_held)) < 0) goto unlock;
     if (r1) {
-        if (PyObject_SetAttr(owner, s_drain_held, Py_False) < 0) goto unlock;
-        PyObject *open = PyObject_GetAttr(owner, s_open);
+        if (put_attr(od, owner, s_drain_held, Py_False) < 0) goto unlock;
+        PyObject *open = get_attr(od, owner, s_open);
         if (open == NULL) goto unlock;
         held = PyObject_IsTrue(open);
         Py_DECREF(open);
@@ -881,26 +913,26 @@ static int settle(acked_t *acked, Py_ssize_t n) {
     int wake = held;
     PyObject *names[3] = {s_blocked, s_flushing, s_closed};
     for (int k = 0; k < 3 && !wake; k++) {
-        if ((r1 = attr_true(owner, names[k])) < 0) goto unlock;
+        if ((r1 = attr_true(od, owner, names[k])) < 0) goto unlock;
         wake = r1;
     }
     if (!wake) {
         long long mif;
         int ready_or_open;
-        PyObject *ready = PyObject_GetAttr(owner, s_ready), *open = NULL;
+        PyObject *ready = get_attr(od, owner, s_ready), *open = NULL;
         if (ready == NULL) goto unlock;
         ready_or_open = PyObject_IsTrue(ready);
         Py_DECREF(ready);
         if (ready_or_open == 0) {
-            if (!(open = PyObject_GetAttr(owner, s_open))) goto unlock;
+            if (!(open = get_attr(od, owner, s_open))) goto unlock;
             ready_or_open = PyObject_IsTrue(open);
             Py_DECREF(open);
         }
-        if (ready_or_open < 0 || attr_long(owner, s_max_in_flight, &mif) < 0) goto unlock;
+        if (ready_or_open < 0 || attr_long(od, owner, s_max_in_flight, &mif) < 0) goto unlock;
         wake = ready_or_open && first_in_flight >= mif;
     }
     if (wake) {
-        PyObject *cond = PyObject_GetAttr(owner, s_cond);
+        PyObject *cond = get_attr(od, owner, s_cond);
         if (cond == NULL) goto unlock;
         PyObject *r = call_method0(cond, s_notify_all);
         Py_DECREF(cond);
@@ -920,6 +952,7 @@ unlock:
 out:
     for (Py_ssize_t j = 0; j < n; j++) Py_DECREF(acked[j].b);
     Py_XDECREF(owner);
+    Py_XDECREF(od);
     Py_XDECREF(mutex);
     Py_XDECREF(rlock);
     Py_XDECREF(sent);
@@ -941,7 +974,7 @@ static PyObject *onestep_deliver(PyObject *m, PyObject *const *args, Py_ssize_t 
     PyObject *ch = args[0], *bufobj = args[1];
     int whole = PyObject_IsTrue(args[2]);
     if (whole < 0) return NULL;
-    PyObject *pending = PyObject_GetAttr(ch, s_pending);
+    PyObject *pending = PyObject_GetAttr(ch, s_pending);  /* once a walk: the generic way */
     if (pending == NULL) return NULL;
     PyObject *lock = NULL, *res = NULL;
     Py_buffer view;
@@ -1094,6 +1127,7 @@ PyMODINIT_FUNC PyInit__onestep(void) {
     INTERN(s_acquire, "acquire");
     INTERN(s_release, "release");
     INTERN(s_locked, "locked");
+    INTERN(s_dict, "__dict__");
     if ((s_empty = PyTuple_New(0)) == NULL) return NULL;
     if (PyType_Ready(&SenderType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moddef);

@@ -60,6 +60,30 @@ def _functions() -> tuple[int, int]:
 
 
 AVAILABLE = Sender is not None and C_SEND and produce_frame is not None
+# The attributes the C code reads and sets in the producer's and the channel's __dict__ directly
+# (edgebus/onestep.c get_attr): none may be a data descriptor of their class, for which Python
+# would not look in the instance's dict first (_plain checks it).
+PRODUCER_ATTRS = ("_fast", "value_serializer", "key_serializer", "_txn", "_channel", "_closed",
+                  "_ready", "_in_flight", "_queued_bytes", "_sender_wake_at", "_drain_held",
+                  "_blocked", "_flushing", "_open", "max_in_flight", "_cond", "_mutex",
+                  "_results_lock", "_sent", "_counts")
+CHANNEL_ATTRS = ("lost", "_fds_closed", "_timed", "_send_gap", "_last_send", "_sent")
+
+
+def _plain(obj: object, names: tuple[str, ...]) -> bool:
+    """Whether each name is a plain attribute of obj: in its __dict__, never a data descriptor
+    of its class. Reading __dict__ also makes it now (CPython keeps an instance's attributes
+    without one until asked), so the C code's reads of it allocate nothing."""
+    d = getattr(obj, "__dict__", None)
+    if type(d) is not dict:
+        return False
+    for name in names:
+        for klass in type(obj).__mro__:
+            if name in vars(klass):
+                if hasattr(type(vars(klass)[name]), "__set__"):
+                    return False
+                break
+    return True
 
 
 def channel_handles(ch: Any) -> tuple[int, int, int, int, Any, Any, dict[int, Any]] | None:
@@ -69,6 +93,8 @@ def channel_handles(ch: Any) -> tuple[int, int, int, int, Any, Any, dict[int, An
     any other channel (the Python path sends on it)."""
     from edgebus.client.shm_channel import ShmAsyncChannel
     from edgebus.client.socket_acks import LazySocketChannel
+    if not _plain(ch, CHANNEL_ATTRS):
+        return None
     if isinstance(ch, ShmAsyncChannel):
         from edgebus.shm._ring import ffi
         rings = ch._rings
@@ -102,7 +128,8 @@ def send_rest(producer: Producer, ch: Any, b: Any, sent: int, n: int, corr: int)
 def install(producer: Producer) -> bool:
     """Make `producer.send` the C Sender when it can be (module docstring); whether it was."""
     from edgebus.client.producer import Producer
-    if not AVAILABLE or not producer._fast or type(producer).send is not Producer.send:
+    if not AVAILABLE or not producer._fast or type(producer).send is not Producer.send or \
+            not _plain(producer, PRODUCER_ATTRS):
         return False
     ring, sock = _functions()
     limits = (producer.max_in_flight, fast_send.REAP_AT, FAST_MAX_RECORD, F.BATCH_HEADER_SIZE,
