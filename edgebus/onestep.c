@@ -60,6 +60,7 @@ typedef struct {
     PyObject *pdict;         /* the producer's __dict__: its plain attributes, read and set there */
     PyObject *mutex_acquire, *mutex_release, *io_locked, *io_acquire, *io_release;
     PyObject *notify_all;    /* producer._cond.notify_all */
+    PyObject *send_held;     /* producer._send_held: the general path of a record declined here */
     PyObject *args_false;    /* (False,): acquire without waiting */
     long max_in_flight, reap_at, max_record, header, record_fixed, api;
     long long buffer_memory, corr_mask;
@@ -119,6 +120,7 @@ static int Sender_traverse(Sender *s, visitproc visit, void *arg) {
     Py_VISIT(s->io_acquire);
     Py_VISIT(s->io_release);
     Py_VISIT(s->notify_all);
+    Py_VISIT(s->send_held);
     Py_VISIT(s->ch);
     Py_VISIT(s->ch_dict);
     Py_VISIT(s->pdict);
@@ -151,6 +153,7 @@ static int Sender_clear(Sender *s) {
     Py_CLEAR(s->io_acquire);
     Py_CLEAR(s->io_release);
     Py_CLEAR(s->notify_all);
+    Py_CLEAR(s->send_held);
     Py_CLEAR(s->args_false);
     drop_channel(s);
     Py_CLEAR(s->last_topic);
@@ -229,6 +232,7 @@ static int Sender_init(Sender *s, PyObject *args, PyObject *kw) {
         !(s->mutex_release = bound(mutex, "release")) || !(s->io_locked = bound(io, "locked")) ||
         !(s->io_acquire = bound(io, "acquire")) || !(s->io_release = bound(io, "release")) ||
         !(s->notify_all = bound_of(producer, "_cond", "notify_all")) ||
+        !(s->send_held = PyObject_GetAttrString(producer, "_send_held")) ||
         !(s->args_false = Py_BuildValue("(O)", Py_False)))
         return -1;
     if (!PyDict_CheckExact(s->partitions) || !PyDict_CheckExact(s->sticky) ||
@@ -657,13 +661,18 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     goto done;
 
 python:
+    /* Declined after the arguments were taken: the record must wait or batch (held, open or
+     * ready batches, a lock taken, no channel, ...): Producer._send_held, send()'s general
+     * path, without running send()'s argument handling and _send_one again. */
     if (got_mutex) {
         got_mutex = 0;
         if (release(s->mutex_release) < 0) goto error;
     }
     Py_CLEAR(b);
     Py_CLEAR(f);
-    res = python_path(s, args, nargsf, kwnames);
+    s->n_py++;
+    if (ts_obj == NULL && !(ts_obj = PyLong_FromLongLong(ts))) goto error;
+    res = PyObject_CallFunction(s->send_held, "OlOOO", topic, p, key, value, ts_obj);
     goto done;
 error:
     if (got_mutex) {

@@ -323,6 +323,23 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
             self._send_inline(todo)
         return fut
 
+    def _send_held(self, topic: str, p: int, key: bytes | None, value: bytes | None,
+                   ts: int) -> FutureRecordMetadata:
+        """send()'s general path for a record without headers at linger_ms=0 (the same lines as
+        send()'s tail): the C Sender's hand-over (edgebus/onestep.c) for a record it found must
+        wait or batch (the supervisor behind, batches open or ready, a lock taken, no channel),
+        without send()'s argument handling and _send_one again."""
+        rec = B.encode_record(ts, key, value, ())
+        if len(rec) + F.BATCH_HEADER_SIZE > self._record_max[topic]:
+            self._check_size(topic, len(rec))  # raises
+        with self._cond:
+            b, idx = self._append(topic, p, rec, ts)
+            fut = FutureRecordMetadata(b.result, idx, ts)
+            todo = self._take_for_inline_send()  # linger_ms=0: only such producers have a Sender
+        if todo is not None:
+            self._send_inline(todo)
+        return fut
+
     def send_batch(
         self,
         topic: str,
