@@ -45,7 +45,7 @@ typedef int64_t (*sock_produce_fn)(int fd, char *buf, uint64_t cap, const char *
 /* Attribute names, interned once. */
 static PyObject *s_fast, *s_value_ser, *s_key_ser, *s_txn, *s_channel, *s_closed, *s_ready,
     *s_in_flight, *s_queued, *s_wake_at, *s_lost, *s_fds_closed, *s_timed, *s_send_gap,
-    *s_last_send, *s_sent_n, *s_size, *s_first_ts, *s_deadline;
+    *s_last_send, *s_sent_n, *s_size, *s_first_ts, *s_deadline, *s_reap;
 
 typedef struct {
     PyObject_HEAD
@@ -67,7 +67,7 @@ typedef struct {
     double first_deadline, unread_recent, steady;
     void *ring_produce, *sock_produce;
     /* The channel last sent on and what of it the C path uses. */
-    PyObject *ch, *ch_dict, *ch_locked, *ch_acquire, *ch_release, *ch_corr, *ch_pending, *ch_reap;
+    PyObject *ch, *ch_dict, *ch_locked, *ch_acquire, *ch_release, *ch_corr, *ch_pending;
     int ch_kind;
     uintptr_t ch_a, ch_b;
     long long ch_c;
@@ -99,7 +99,6 @@ static void drop_channel(Sender *s) {
     Py_CLEAR(s->ch_release);
     Py_CLEAR(s->ch_corr);
     Py_CLEAR(s->ch_pending);
-    Py_CLEAR(s->ch_reap);
 }
 
 static int Sender_traverse(Sender *s, visitproc visit, void *arg) {
@@ -129,7 +128,6 @@ static int Sender_traverse(Sender *s, visitproc visit, void *arg) {
     Py_VISIT(s->ch_release);
     Py_VISIT(s->ch_corr);
     Py_VISIT(s->ch_pending);
-    Py_VISIT(s->ch_reap);
     Py_VISIT(s->last_cls);
     return 0;
 }
@@ -290,7 +288,7 @@ static int use_channel(Sender *s, PyObject *ch) {
     s->ch_pending = Py_NewRef(pending);
     Py_DECREF(h);
     if (!(s->ch_locked = bound(lock, "locked")) || !(s->ch_acquire = bound(lock, "acquire")) ||
-        !(s->ch_release = bound(lock, "release")) || !(s->ch_reap = bound(ch, "reap")))
+        !(s->ch_release = bound(lock, "release")))
         return -1;
     if ((kind == KIND_RING && s->ring_produce == NULL) ||
         (kind == KIND_SOCK && s->sock_produce == NULL))
@@ -474,6 +472,7 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     PyObject *ch = get_attr(s->pdict, producer, s_channel);
     if (ch == NULL) return NULL;
     PyObject *res = NULL, *b = NULL, *f = NULL, *ts_obj = NULL, *id_obj = NULL;
+    PyObject *cls = NULL, *pre = NULL, *ch_acq = NULL, *ch_rel = NULL;
     PyObject *corr_obj = NULL;
     int got_mutex = 0;
     if (ch == Py_None || size > s->max_record) goto python;
@@ -483,16 +482,12 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
         goto python;
     }
     if (size + s->header > PyLong_AsLongLong(rm)) goto python;
-    if ((r = use_channel(s, ch)) != 0) {
-        if (r < 0) goto error;
-        goto python;
-    }
     long long in_flight;
     if (attr_long(s->pdict, producer, s_in_flight, &in_flight) < 0) goto error;
     if (in_flight >= s->reap_at) {
         /* The acknowledgements, taken now (ch.reap: Python, maybe the user's callbacks); as
          * _send_one's, but before the locks are looked at: it takes what it needs itself. */
-        PyObject *x = PyObject_CallNoArgs(s->ch_reap);
+        PyObject *x = PyObject_CallMethodNoArgs(ch, s_reap);
         if (x == NULL) goto error;
         Py_DECREF(x);
     }
@@ -514,10 +509,13 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
         s->last_p = p;
         Py_DECREF(got);
     }
+    /* Ours from here: another thread's send may change the cache while Python code runs. */
+    cls = Py_NewRef(s->last_cls);
+    pre = Py_NewRef(s->last_pre);
     /* Every object the send needs, made before the locks are looked at (module comment). */
     double now = mono_now();
     double deadline = now + s->first_deadline;
-    if (!(b = PyObject_CallNoArgs(s->last_cls))) goto error;
+    if (!(b = PyObject_CallNoArgs(cls))) goto error;
     if (!(ts_obj = PyLong_FromLongLong(ts))) goto error;
     if (set_long(NULL, b, s_size, size + s->header) < 0 || PyObject_SetAttr(b, s_first_ts, ts_obj) < 0 ||
         set_double(NULL, b, s_deadline, deadline) < 0)
@@ -528,6 +526,16 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     *(PyObject **)((char *)f + s->off_index) = PyLong_FromLong(0);
     *(PyObject **)((char *)f + s->off_ts) = Py_NewRef(ts_obj);
     if (!(id_obj = PyLong_FromVoidPtr(b))) goto error;
+    /* The channel's handles (made when it changed: Python code, which may let another thread
+     * send and change them again; so the last look is after it, with none run since). */
+    if ((r = use_channel(s, ch)) != 0) {
+        if (r < 0) goto error;
+        goto python;
+    }
+    if (s->ch != ch) goto python;
+    int kind = s->ch_kind;
+    ch_acq = Py_NewRef(s->ch_acquire); /* used after Python code ran (the socket's rest) */
+    ch_rel = Py_NewRef(s->ch_release);
 
     /* --- the stretch that must not run Python code (module comment) --- */
     if ((r = is_locked(s->io_locked)) != 0 || (r = is_locked(s->ch_locked)) != 0) {
@@ -572,7 +580,7 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
      * write no longer needs to keep out). */
     int notify = deadline < wake_at;
     int hold = in_flight > 0;
-    if (s->ch_kind == KIND_RING && (r = attr_true(s->ch_dict, ch, s_fds_closed)) != 0) {
+    if (kind == KIND_RING && (r = attr_true(s->ch_dict, ch, s_fds_closed)) != 0) {
         if (r < 0) goto error;
         goto python;
     }
@@ -593,10 +601,9 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     const char *kp = key == Py_None ? NULL : PyBytes_AS_STRING(key);
     const char *vp = value == Py_None ? NULL : PyBytes_AS_STRING(value);
     int32_t kln = key == Py_None ? -1 : (int32_t)kl, vln = value == Py_None ? -1 : (int32_t)vl;
-    PyObject *pre = s->last_pre;
     long long frame_n = FRAME_FIXED + PyBytes_GET_SIZE(pre) + kl + vl;
     int64_t sent = 0;
-    if (s->ch_kind == KIND_RING) {
+    if (kind == KIND_RING) {
         int rc = ((ring_produce_fn)s->ring_produce)(
             (void *)s->ch_a, (void *)s->ch_b, PyBytes_AS_STRING(pre),
             (uint32_t)PyBytes_GET_SIZE(pre), kp, kln, vp, vln, ts, corr, (uint16_t)s->api,
@@ -621,7 +628,7 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
         if (set_double(s->ch_dict, ch, s_send_gap, gap_avg + (gap - gap_avg) / 4) < 0) goto error;
     }
     if (set_double(s->ch_dict, ch, s_last_send, now) < 0) goto error;
-    if (s->ch_kind == KIND_SOCK) {
+    if (kind == KIND_SOCK) {
         long long nsent;
         if (attr_long(s->ch_dict, ch, s_sent_n, &nsent) < 0 || set_long(s->ch_dict, ch, s_sent_n, nsent + 1) < 0)
             goto error;
@@ -642,13 +649,13 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
          * by sendall, with the I/O and channel locks held as the Python path holds them (both
          * free: looked at above, and no other thread has run since). */
         if (try_acquire(s, s->io_acquire) != 1) goto error;
-        if (try_acquire(s, s->ch_acquire) != 1) {
+        if (try_acquire(s, ch_acq) != 1) {
             release(s->io_release);
             goto error;
         }
         PyObject *x = PyObject_CallFunction(s->send_rest, "OOOLLO", producer, ch, b,
                                             (long long)sent, frame_n, corr_obj);
-        int e1 = release(s->ch_release), e2 = release(s->io_release);
+        int e1 = release(ch_rel), e2 = release(s->io_release);
         if (x == NULL || e1 < 0 || e2 < 0) {
             Py_XDECREF(x);
             goto error;
@@ -688,6 +695,10 @@ done:
     Py_XDECREF(ts_obj);
     Py_XDECREF(id_obj);
     Py_XDECREF(corr_obj);
+    Py_XDECREF(cls);
+    Py_XDECREF(pre);
+    Py_XDECREF(ch_acq);
+    Py_XDECREF(ch_rel);
     Py_DECREF(ch);
     return res;
 }
@@ -1137,6 +1148,7 @@ PyMODINIT_FUNC PyInit__onestep(void) {
     INTERN(s_release, "release");
     INTERN(s_locked, "locked");
     INTERN(s_dict, "__dict__");
+    INTERN(s_reap, "reap");
     if ((s_empty = PyTuple_New(0)) == NULL) return NULL;
     if (PyType_Ready(&SenderType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moddef);

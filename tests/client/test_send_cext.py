@@ -312,3 +312,48 @@ def test_the_python_path_alone_with_the_switch_off(broker, transport) -> None:
         assert p.send.counts()[0] > 0  # type: ignore[attr-defined]
     got = _read_all(broker, topic, 600)
     assert [(r.value, r.timestamp) for r in got] == [(b"%d" % i, i) for i in range(300)] * 2
+
+
+@needs_cext
+@pytest.mark.integration
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_threads_sending_to_two_topics_while_collections_switch_threads(broker, transport) -> None:
+    """Two threads send to two topics while every allocation runs a collection whose callback
+    lets the other thread run (gc threshold 1, time.sleep(0)): a collection inside the C
+    Sender's allocations switches threads between its choice of the partition's class and
+    PRODUCE prefix and its write, so each send must use its own (not the cache the other
+    thread just changed): every record is in its own topic, in order."""
+    topics = [_topic(broker, f"gc-{transport}-{i}") for i in range(2)]
+    n = 600
+    results: dict[int, list] = {}
+    with Producer(socket=broker.socket, transport=transport, linger_ms=0) as p:
+        def sender(i: int) -> None:
+            futs = []
+            for k in range(n):
+                futs.append(p.send(topics[i], b"%d:%d" % (i, k), partition=0))
+                time.sleep(0.0002)  # some sends find nothing held: the C path
+            results[i] = [f.get(30) for f in futs]
+
+        def yield_(phase: str, info: dict) -> None:
+            if phase == "start":
+                time.sleep(0.00005)  # lets the other thread run (and send) here
+
+        old = gc.get_threshold()
+        gc.callbacks.append(yield_)
+        gc.set_threshold(1, 1, 1)
+        try:
+            threads = [threading.Thread(target=sender, args=(i,)) for i in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            gc.set_threshold(*old)
+            gc.callbacks.remove(yield_)
+        p.flush(30)
+        counts = p.send.counts()  # type: ignore[attr-defined]
+    assert sum(counts) == 2 * n
+    for i in range(2):
+        assert [m.topic for m in results[i]] == [topics[i]] * n
+        got = _read_all(broker, topics[i], n)
+        assert [r.value for r in got] == [b"%d:%d" % (i, k) for k in range(n)]
