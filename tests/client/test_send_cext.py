@@ -22,7 +22,8 @@ from edgebus import Admin, Consumer, Producer, TopicPartition
 from edgebus.client import c_send
 from edgebus.errors import RecordTooLargeError, UnknownPartitionError
 
-needs_cext = pytest.mark.skipif(not c_send.AVAILABLE, reason="edgebus._onestep is not built, or EDGEBUS_PRODUCER_C_SEND=0")
+needs_cext = pytest.mark.skipif(not c_send.AVAILABLE,
+                                reason="edgebus._onestep is not built, or EDGEBUS_PRODUCER_C_SEND=0")
 TRANSPORTS = ["shm", "socket"]
 
 
