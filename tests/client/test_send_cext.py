@@ -279,7 +279,7 @@ def test_two_hundred_thousand_sends_leak_no_references(broker, transport) -> Non
         assert (sys.getrefcount(value), sys.getrefcount(key), sys.getrefcount(topic)) == refs
         assert len(gc.get_objects()) - objs < 1_000
         assert _rss_kib() - rss < 8 * 1024  # KiB; a leaked future per send alone would be ~40 MiB
-    assert made_in_c > 100_000
+    assert made_in_c > 40_000  # at least the first send after each flush (more on a quiet machine)
 
 
 @needs_cext
