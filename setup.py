@@ -3,7 +3,8 @@
 setuptools runs cffi's `cffi_modules` hook on `pip install` (editable or not), which compiles
 edgebus/shm/ring.c and take.c into edgebus.shm._ring (the shared-memory ring, a consumer's
 one-call take) and edgebus/records.c into edgebus._records (the record-batch loops) with the
-system C compiler and Python's headers.
+system C compiler and Python's headers; and edgebus/onestep.c (Python's C API, no cffi) into
+edgebus._onestep (a producer's one-record send()).
 
 Both are optional: on a board without a compiler (or without Python's headers) the install
 succeeds without them, says so, and edgebus runs on its Python code: clients use the Unix socket
@@ -15,7 +16,7 @@ the install instead (for packagers who want the fast path or nothing).
 import os
 import sys
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 
@@ -43,6 +44,11 @@ class OptionalBuildExt(build_ext):
               "reinstall for the fast path.", file=sys.stderr)
 
 
-setup(cffi_modules=["edgebus/shm/_build.py:ffibuilder", "edgebus/_records_build.py:ffibuilder",
+# A producer's one-record send() in C (edgebus/onestep.c: Python's C API, which cffi's API mode
+# cannot give: it takes and makes Python objects). Optional like the rest.
+ONESTEP = Extension("edgebus._onestep", ["edgebus/onestep.c"], extra_compile_args=["-O2"])
+
+setup(ext_modules=[ONESTEP],
+      cffi_modules=["edgebus/shm/_build.py:ffibuilder", "edgebus/_records_build.py:ffibuilder",
                      "edgebus/shm/_plane_build.py:ffibuilder"],
       cmdclass={"build_ext": OptionalBuildExt})

@@ -153,6 +153,11 @@ STANDING = _flag("EDGEBUS_SHM_STANDING_FETCH", _knob(
 C_TAKE = _flag("EDGEBUS_CONSUMER_C_TAKE", _knob(
     "EDGEBUS_CONSUMER_C_TAKE", "1", "1: a consumer waits for and takes each standing-fetch "
     "answer in one C call (when the C module is built); 0: in Python"))
+# A producer's one-record send() made by one C call (edgebus/onestep.c, edgebus/client/c_send.py)
+# instead of Producer.send's Python when it can be; 0: always in Python.
+C_SEND = _flag("EDGEBUS_PRODUCER_C_SEND", _knob(
+    "EDGEBUS_PRODUCER_C_SEND", "1", "1: a producer's one-record send() runs in C when the C "
+    "extension is built and nothing needs the Python path; 0: always in Python"))
 # Default data bytes per ring; a producer asks for more when its max_request_size needs it.
 DEFAULT_RING_BYTES = 4 * 1024 * 1024
 

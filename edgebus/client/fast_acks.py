@@ -79,3 +79,27 @@ def deliver(ch: Dispatcher, buf: Any, whole: bool) -> tuple[int, int]:
     if acked:
         acked[0][0].owner._one_step_acked(acked)  # type: ignore[union-attr]
     return taken, pos
+
+
+def _run_callbacks(r: _OneSend, ev: Any, cbs: Any) -> None:
+    """What the C walk (edgebus/onestep.c settle) leaves to Python for a settled send: its
+    event and its callbacks, as Producer._one_step_acked runs them."""
+    if ev is not None:
+        ev.set()
+    for cb in cbs:
+        try:
+            cb(r)  # the user's callbacks
+        except Exception:
+            log.exception("a send() callback raised; ignored")
+
+
+py_deliver = deliver
+try:
+    from edgebus import _onestep
+    from edgebus.tuning import C_SEND
+except ImportError:  # built without it: the Python walk
+    pass
+else:
+    if C_SEND:
+        _onestep.configure(py_deliver, _OneSend, _run_callbacks, F.BATCH_HEADER_SIZE)
+        deliver = _onestep.deliver

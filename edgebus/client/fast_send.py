@@ -103,6 +103,16 @@ class _FastSend:
         # Per partition: the class of its one-step sends (one_send.py), the PRODUCE body's start
         self._one_classes: dict[tuple[str, int], tuple[type[_OneSend], bytes]] = {}
 
+    def _one_class(self, topic: str, p: int) -> tuple[type[_OneSend], bytes]:
+        """The class of the one-step sends to (topic, p) and their PRODUCE body's start, made
+        once per partition (also the C Sender's: edgebus/client/c_send.py)."""
+        got = self._one_classes.get((topic, p))
+        if got is None:
+            got = self._one_classes[(topic, p)] = (
+                one_send_class(self, topic, p, self._first_deadline),
+                _prefix(topic, p, self.acks))
+        return got
+
     def _one_step_done(self, b: _OneSend, frame: ResponseFrame | None,
                        err: BaseException | None) -> None:
         """A one-step send's outcome, one at a time: a lost connection, an error, or an answer

@@ -49,6 +49,7 @@ from typing import Any
 
 from edgebus import batch as B
 from edgebus import format as F
+from edgebus.client import c_send
 from edgebus.client.batch_builder import _Builder
 from edgebus.client.channel import AsyncChannel, SyncChannel, resolve_socket
 from edgebus.client.delivery import _Delivery
@@ -238,6 +239,7 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
         # Idempotence and transactions (edgebus/client/txn.py): _seq, _txn (None: a plain producer)
         self._start_idempotence(idempotent, transactional_id, transaction_timeout_ms)
         self._init_fast_send()  # one-step sends (edgebus/client/fast_send.py)
+        c_send.install(self)  # ... in one C call when it can (edgebus/client/c_send.py)
         self._thread = threading.Thread(target=self._sender, name="edgebus-producer", daemon=True)
         self._thread.start()
 
@@ -317,6 +319,23 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
                 self._reap()
                 return fut
             todo = self._take_for_inline_send()  # in the same lock hold: one fewer per record
+        if todo is not None:
+            self._send_inline(todo)
+        return fut
+
+    def _send_held(self, topic: str, p: int, key: bytes | None, value: bytes | None,
+                   ts: int) -> FutureRecordMetadata:
+        """send()'s general path for a record without headers at linger_ms=0 (the same lines as
+        send()'s tail): the C Sender's hand-over (edgebus/onestep.c) for a record it found must
+        wait or batch (the supervisor behind, batches open or ready, a lock taken, no channel),
+        without send()'s argument handling and _send_one again."""
+        rec = B.encode_record(ts, key, value, ())
+        if len(rec) + F.BATCH_HEADER_SIZE > self._record_max[topic]:
+            self._check_size(topic, len(rec))  # raises
+        with self._cond:
+            b, idx = self._append(topic, p, rec, ts)
+            fut = FutureRecordMetadata(b.result, idx, ts)
+            todo = self._take_for_inline_send()  # linger_ms=0: only such producers have a Sender
         if todo is not None:
             self._send_inline(todo)
         return fut

@@ -15,6 +15,7 @@ import pytest
 
 from edgebus import Admin, Consumer, Producer, TopicPartition
 from edgebus import batch as B
+from edgebus.client import c_send
 from edgebus.client.record_frames import (
     FAST_MAX_RECORD,
     FRAME_BUFFER_BYTES,
@@ -214,26 +215,33 @@ def _stored_batches(broker, topic: str) -> list[bytes]:
 @needs_c
 @pytest.mark.integration
 @pytest.mark.parametrize("transport", ["shm", "socket"])
-def test_one_step_and_general_sends_store_the_same_bytes(broker, transport) -> None:
-    """The same records through a one-step producer (linger_ms=0, no headers) and through the
-    general path (linger_ms=5, each flushed alone): the log files hold the same batch bytes;
-    a record with headers (general path at linger_ms=0 too) reads back whole."""
+def test_one_step_and_general_sends_store_the_same_bytes(broker, transport, monkeypatch) -> None:
+    """The same records through a one-step producer (linger_ms=0, no headers) whose send() is
+    the C Sender (edgebus/onestep.c), through one whose one-step send is Python's (the C
+    Sender not installed: fast_send._send_one), and through the general path (linger_ms=5,
+    each flushed alone): the log files hold the same batch bytes; a record with headers
+    (general path at linger_ms=0 too) reads back whole."""
     recs = [(k, v, ts) for k in (None, b"", b"key") for v, ts in
             ((None, 1), (b"", 2), (b"v" * 100, 1_733_500_000_123), (b"m" * (FAST_MAX_RECORD - 30), 7))]
     stored = {}
-    for name, linger in (("one", 0), ("general", 5)):
+    for name, linger in (("one", 0), ("python", 0), ("general", 5)):
         topic = f"bytes-{transport}-{name}"
         with Admin(socket=broker.socket, transport="socket") as a:
             a.create_topic(topic, 1)
+        monkeypatch.setattr(c_send, "AVAILABLE", c_send.AVAILABLE and name == "one")
         with Producer(socket=broker.socket, transport=transport, linger_ms=linger) as p:
             for k, v, ts in recs:
                 p.send(topic, v, key=k, partition=0, timestamp_ms=ts).get(10)
+            if name == "one" and c_send.AVAILABLE:
+                made_in_c = p.send.counts()[0]  # type: ignore[attr-defined]
+                assert made_in_c >= len(recs) - 2  # a hold may hand one over to Python
             if name == "one":
                 assert p._fast
                 f = p.send(topic, b"h", partition=0, headers=[("a", b"1"), ("b", None)])
                 f.get(10)
         stored[name] = _stored_batches(broker, topic)
     assert stored["one"][: len(recs)] == stored["general"]
+    assert stored["python"] == stored["general"]
     assert len(stored["general"]) == len(recs)
     with Consumer(socket=broker.socket, transport=transport) as c:
         c.assign([TopicPartition(f"bytes-{transport}-one", 0)])

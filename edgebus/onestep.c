@@ -1,0 +1,1163 @@
+/* edgebus._onestep: a producer's one-record send() as one C call (issue 16).
+ *
+ * A `Sender` is made once per Producer (edgebus/client/c_send.py) and set as the instance's
+ * `send`. A call does what Producer.send -> _send_one -> channel.send_record do for a plain
+ * one-step send (edgebus/client/fast_send.py) without running their bytecode: the argument
+ * checks, the partition, the batch-and-result object (`_OneSend`) and its future, the producer's
+ * in-flight bookkeeping, the channel's correlation id and pending entry, and the frame built and
+ * written by the C function the channel already uses (edgebus/shm/produce.c eb_ring_produce, or
+ * edgebus/sock_send.c eb_sock_produce, called through their addresses). Anything else returns
+ * the call to Producer.send (the Python path) before anything was changed: it then decides
+ * everything again, as if the C object did not exist.
+ *
+ * Invariants (docs/INVARIANTS.md 16b):
+ * - Exclusion. What the Python path does under the producer's mutex (an RLock), its I/O lock
+ *   and the channel's lock, this does while holding the GIL without running any Python code or
+ *   allocating any object the garbage collector tracks (a collection could run a finaliser,
+ *   which could switch threads): every such object is made before, and the locks are looked at
+ *   (the RLock acquired without waiting, the two plain locks' locked()) at the start of that
+ *   stretch. So no other thread can be inside one of those locks' sections while it runs; one
+ *   that is makes this hand the call to the Python path, which waits for the lock.
+ * - Nothing half done. Until the frame is written nothing is changed; a write the C function
+ *   declined (the hold, no room in the ring) or could not make hands the call over untouched.
+ *   The one case with Python code after the write (a socket send(2) that took part of the frame,
+ *   or failed) runs with the I/O and channel locks really held, as the Python path's sendall.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <time.h>
+
+typedef int (*ring_produce_fn)(void *R, void *S, const char *prefix, uint32_t plen,
+                               const char *key, int32_t klen, const char *val, int32_t vlen,
+                               int64_t ts, uint32_t corr, uint16_t api, int wake_fd, int hold);
+typedef int64_t (*sock_produce_fn)(int fd, char *buf, uint64_t cap, const char *prefix,
+                                   uint32_t plen, const char *key, int32_t klen, const char *val,
+                                   int32_t vlen, int64_t ts, uint32_t corr, uint16_t api,
+                                   int check_unread);
+
+#define KIND_RING 0
+#define KIND_SOCK 1
+#define SEND_DECLINED -3 /* edgebus/sock_send.c EB_SEND_DECLINED */
+#define FRAME_FIXED (12 + 4 + 64 + 22) /* edgebus/client/record_frames.py FRAME_FIXED */
+
+/* Attribute names, interned once. */
+static PyObject *s_fast, *s_value_ser, *s_key_ser, *s_txn, *s_channel, *s_closed, *s_ready,
+    *s_in_flight, *s_queued, *s_wake_at, *s_lost, *s_fds_closed, *s_timed, *s_send_gap,
+    *s_last_send, *s_sent_n, *s_size, *s_first_ts, *s_deadline, *s_reap;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *producer;
+    PyObject *py_send;       /* Producer.send, the function: the Python path */
+    PyObject *one_class;     /* producer._one_class(topic, p) -> (class, PRODUCE prefix) */
+    PyObject *handles;       /* c_send.channel_handles(ch) -> (kind, a, b, c, lock, corr, pending) or None */
+    PyObject *send_rest;     /* c_send.send_rest(producer, ch, b, sent, n, corr): a socket's tail */
+    PyObject *future_type;   /* FutureRecordMetadata */
+    Py_ssize_t off_batch, off_index, off_ts; /* its slots */
+    PyObject *partitions, *sticky, *record_max, *open, *sent; /* the producer's, never replaced */
+    PyObject *pdict;         /* the producer's __dict__: its plain attributes, read and set there */
+    PyObject *mutex_acquire, *mutex_release, *io_locked, *io_acquire, *io_release;
+    PyObject *notify_all;    /* producer._cond.notify_all */
+    PyObject *send_held;     /* producer._send_held: the general path of a record declined here */
+    PyObject *args_false;    /* (False,): acquire without waiting */
+    long max_in_flight, reap_at, max_record, header, record_fixed, api;
+    long long buffer_memory, corr_mask;
+    double first_deadline, unread_recent, steady;
+    void *ring_produce, *sock_produce;
+    /* The channel last sent on and what of it the C path uses. */
+    PyObject *ch, *ch_dict, *ch_locked, *ch_acquire, *ch_release, *ch_corr, *ch_pending;
+    int ch_kind;
+    uintptr_t ch_a, ch_b;
+    long long ch_c;
+    /* The partition last sent to: its _OneSend class and PRODUCE body prefix. */
+    PyObject *last_topic, *last_cls, *last_pre;
+    long last_p;
+    /* Counts, for tests and benchmarks: sends made here, handed to the Python path. */
+    unsigned long long n_c, n_py;
+    vectorcallfunc vectorcall;
+} Sender;
+
+static double mono_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t); /* time.monotonic's clock on Linux */
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int64_t wall_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t); /* time.time_ns's clock */
+    return ((int64_t)t.tv_sec * 1000000000 + t.tv_nsec) / 1000000;
+}
+
+static void drop_channel(Sender *s) {
+    Py_CLEAR(s->ch);
+    Py_CLEAR(s->ch_dict);
+    Py_CLEAR(s->ch_locked);
+    Py_CLEAR(s->ch_acquire);
+    Py_CLEAR(s->ch_release);
+    Py_CLEAR(s->ch_corr);
+    Py_CLEAR(s->ch_pending);
+}
+
+static int Sender_traverse(Sender *s, visitproc visit, void *arg) {
+    Py_VISIT(s->producer);
+    Py_VISIT(s->py_send);
+    Py_VISIT(s->one_class);
+    Py_VISIT(s->handles);
+    Py_VISIT(s->send_rest);
+    Py_VISIT(s->future_type);
+    Py_VISIT(s->partitions);
+    Py_VISIT(s->sticky);
+    Py_VISIT(s->record_max);
+    Py_VISIT(s->open);
+    Py_VISIT(s->sent);
+    Py_VISIT(s->mutex_acquire);
+    Py_VISIT(s->mutex_release);
+    Py_VISIT(s->io_locked);
+    Py_VISIT(s->io_acquire);
+    Py_VISIT(s->io_release);
+    Py_VISIT(s->notify_all);
+    Py_VISIT(s->send_held);
+    Py_VISIT(s->ch);
+    Py_VISIT(s->ch_dict);
+    Py_VISIT(s->pdict);
+    Py_VISIT(s->ch_locked);
+    Py_VISIT(s->ch_acquire);
+    Py_VISIT(s->ch_release);
+    Py_VISIT(s->ch_corr);
+    Py_VISIT(s->ch_pending);
+    Py_VISIT(s->last_cls);
+    return 0;
+}
+
+static int Sender_clear(Sender *s) {
+    Py_CLEAR(s->producer);
+    Py_CLEAR(s->py_send);
+    Py_CLEAR(s->one_class);
+    Py_CLEAR(s->handles);
+    Py_CLEAR(s->send_rest);
+    Py_CLEAR(s->future_type);
+    Py_CLEAR(s->partitions);
+    Py_CLEAR(s->sticky);
+    Py_CLEAR(s->record_max);
+    Py_CLEAR(s->open);
+    Py_CLEAR(s->sent);
+    Py_CLEAR(s->pdict);
+    Py_CLEAR(s->mutex_acquire);
+    Py_CLEAR(s->mutex_release);
+    Py_CLEAR(s->io_locked);
+    Py_CLEAR(s->io_acquire);
+    Py_CLEAR(s->io_release);
+    Py_CLEAR(s->notify_all);
+    Py_CLEAR(s->send_held);
+    Py_CLEAR(s->args_false);
+    drop_channel(s);
+    Py_CLEAR(s->last_topic);
+    Py_CLEAR(s->last_cls);
+    Py_CLEAR(s->last_pre);
+    return 0;
+}
+
+static void Sender_dealloc(Sender *s) {
+    PyObject_GC_UnTrack(s);
+    Sender_clear(s);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+static Py_ssize_t slot_offset(PyObject *type, const char *name) {
+    PyObject *d = PyObject_GetAttrString(type, name);
+    if (d == NULL) return -1;
+    Py_ssize_t off = -1;
+    if (Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type == T_OBJECT_EX) off = m->offset;
+    }
+    Py_DECREF(d);
+    if (off < 0) PyErr_Format(PyExc_TypeError, "%s is not an object slot", name);
+    return off;
+}
+
+static PyObject *bound(PyObject *o, const char *name) { return PyObject_GetAttrString(o, name); }
+
+static PyObject *bound_of(PyObject *o, const char *attr, const char *name) {
+    PyObject *x = PyObject_GetAttrString(o, attr);
+    if (x == NULL) return NULL;
+    PyObject *m = PyObject_GetAttrString(x, name);
+    Py_DECREF(x);
+    return m;
+}
+
+/* Sender(producer, py_send, one_class, handles, send_rest, future_type, mutex, io_lock,
+ *        ring_produce_addr, sock_produce_addr, limits) with limits a tuple (max_in_flight,
+ *        reap_at, max_record, header, record_fixed, buffer_memory, first_deadline,
+ *        unread_recent, steady, api, corr_mask): edgebus/client/c_send.py. */
+static int Sender_init(Sender *s, PyObject *args, PyObject *kw) {
+    PyObject *producer, *py_send, *one_class, *handles, *send_rest, *future_type, *mutex, *io;
+    unsigned long long ring_addr, sock_addr;
+    long max_in_flight, reap_at, max_record, header, record_fixed, api;
+    long long buffer_memory, corr_mask;
+    double first_deadline, unread_recent, steady;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOKK(lllllLdddlL)", &producer, &py_send, &one_class,
+                          &handles, &send_rest, &future_type, &mutex, &io, &ring_addr,
+                          &sock_addr, &max_in_flight, &reap_at, &max_record, &header,
+                          &record_fixed, &buffer_memory, &first_deadline, &unread_recent,
+                          &steady, &api, &corr_mask))
+        return -1;
+    if (!PyType_Check(future_type)) {
+        PyErr_SetString(PyExc_TypeError, "future_type must be a type");
+        return -1;
+    }
+    Sender_clear(s);
+    s->off_batch = slot_offset(future_type, "_batch");
+    s->off_index = slot_offset(future_type, "_index");
+    s->off_ts = slot_offset(future_type, "_timestamp");
+    if (s->off_batch < 0 || s->off_index < 0 || s->off_ts < 0) return -1;
+    s->producer = Py_NewRef(producer);
+    s->py_send = Py_NewRef(py_send);
+    s->one_class = Py_NewRef(one_class);
+    s->handles = Py_NewRef(handles);
+    s->send_rest = Py_NewRef(send_rest);
+    s->future_type = Py_NewRef(future_type);
+    if (!(s->partitions = PyObject_GetAttrString(producer, "_partitions")) ||
+        !(s->sticky = PyObject_GetAttrString(producer, "_sticky")) ||
+        !(s->record_max = PyObject_GetAttrString(producer, "_record_max")) ||
+        !(s->open = PyObject_GetAttrString(producer, "_open")) ||
+        !(s->sent = PyObject_GetAttrString(producer, "_sent")) ||
+        !(s->pdict = PyObject_GetAttrString(producer, "__dict__")) ||
+        !(s->mutex_acquire = bound(mutex, "acquire")) ||
+        !(s->mutex_release = bound(mutex, "release")) || !(s->io_locked = bound(io, "locked")) ||
+        !(s->io_acquire = bound(io, "acquire")) || !(s->io_release = bound(io, "release")) ||
+        !(s->notify_all = bound_of(producer, "_cond", "notify_all")) ||
+        !(s->send_held = PyObject_GetAttrString(producer, "_send_held")) ||
+        !(s->args_false = Py_BuildValue("(O)", Py_False)))
+        return -1;
+    if (!PyDict_CheckExact(s->partitions) || !PyDict_CheckExact(s->sticky) ||
+        !PyDict_CheckExact(s->record_max) || !PyDict_CheckExact(s->open) ||
+        !PyDict_CheckExact(s->sent) || !PyDict_CheckExact(s->pdict)) {
+        PyErr_SetString(PyExc_TypeError, "the producer's tables must be dicts");
+        return -1;
+    }
+    s->max_in_flight = max_in_flight;
+    s->reap_at = reap_at;
+    s->max_record = max_record;
+    s->header = header;
+    s->record_fixed = record_fixed;
+    s->buffer_memory = buffer_memory;
+    s->first_deadline = first_deadline;
+    s->unread_recent = unread_recent;
+    s->steady = steady;
+    s->api = api;
+    s->corr_mask = corr_mask;
+    s->ring_produce = (void *)(uintptr_t)ring_addr;
+    s->sock_produce = (void *)(uintptr_t)sock_addr;
+    return 0;
+}
+
+/* Look at channel ch (the producer's) and cache what the C path needs of it; 0 usable, 1 not
+ * (the Python path sends on it), -1 an error. */
+static int use_channel(Sender *s, PyObject *ch) {
+    if (ch == s->ch) return s->ch_kind < 0;
+    drop_channel(s);
+    PyObject *h = PyObject_CallOneArg(s->handles, ch);
+    if (h == NULL) return -1;
+    s->ch = Py_NewRef(ch);
+    s->ch_kind = -1;
+    if (h == Py_None) {
+        Py_DECREF(h);
+        return 1;
+    }
+    PyObject *lock, *corr, *pending;
+    unsigned long long a, b;
+    long long c;
+    int kind;
+    if (!PyArg_ParseTuple(h, "iKKLOOO", &kind, &a, &b, &c, &lock, &corr, &pending) ||
+        !PyDict_CheckExact(pending)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "pending must be a dict");
+        Py_DECREF(h);
+        return -1;
+    }
+    s->ch_dict = PyObject_GetAttrString(ch, "__dict__");
+    if (s->ch_dict == NULL || !PyDict_CheckExact(s->ch_dict)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "a channel's __dict__ must be a dict");
+        Py_DECREF(h);
+        return -1;
+    }
+    s->ch_corr = Py_NewRef(corr);
+    s->ch_pending = Py_NewRef(pending);
+    Py_DECREF(h);
+    if (!(s->ch_locked = bound(lock, "locked")) || !(s->ch_acquire = bound(lock, "acquire")) ||
+        !(s->ch_release = bound(lock, "release")))
+        return -1;
+    if ((kind == KIND_RING && s->ring_produce == NULL) ||
+        (kind == KIND_SOCK && s->sock_produce == NULL))
+        return 1;
+    s->ch_kind = kind;
+    s->ch_a = (uintptr_t)a;
+    s->ch_b = (uintptr_t)b;
+    s->ch_c = c;
+    return 0;
+}
+
+/* An attribute of o: from d, o's __dict__, when given and it is there (c_send.install checks
+ * that no such name is a data descriptor of o's class, so the dict is where Python looks first;
+ * the dict was made before, so reading it allocates nothing), else by PyObject_GetAttr. */
+static PyObject *get_attr(PyObject *d, PyObject *o, PyObject *name) {
+    if (d != NULL) {
+        PyObject *v = PyDict_GetItemWithError(d, name);
+        if (v != NULL) return Py_NewRef(v);
+        if (PyErr_Occurred()) return NULL;
+    }
+    return PyObject_GetAttr(o, name);
+}
+
+static int put_attr(PyObject *d, PyObject *o, PyObject *name, PyObject *v) {
+    return d != NULL ? PyDict_SetItem(d, name, v) : PyObject_SetAttr(o, name, v);
+}
+
+/* An attribute's truth / long / double; -1 (and an exception) on error. */
+static int attr_true(PyObject *d, PyObject *o, PyObject *name) {
+    PyObject *v = get_attr(d, o, name);
+    if (v == NULL) return -1;
+    int r = v == Py_True ? 1 : v == Py_False || v == Py_None ? 0 : PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return r;
+}
+
+static int attr_long(PyObject *d, PyObject *o, PyObject *name, long long *out) {
+    PyObject *v = get_attr(d, o, name);
+    if (v == NULL) return -1;
+    *out = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int attr_double(PyObject *d, PyObject *o, PyObject *name, double *out) {
+    PyObject *v = get_attr(d, o, name);
+    if (v == NULL) return -1;
+    *out = PyFloat_AsDouble(v);
+    Py_DECREF(v);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int set_long(PyObject *d, PyObject *o, PyObject *name, long long v) {
+    PyObject *x = PyLong_FromLongLong(v);
+    if (x == NULL) return -1;
+    int r = put_attr(d, o, name, x);
+    Py_DECREF(x);
+    return r;
+}
+
+static int set_double(PyObject *d, PyObject *o, PyObject *name, double v) {
+    PyObject *x = PyFloat_FromDouble(v);
+    if (x == NULL) return -1;
+    int r = put_attr(d, o, name, x);
+    Py_DECREF(x);
+    return r;
+}
+
+/* 1: the lock `locked_fn` belongs to is held, 0: free, -1: error. */
+static int is_locked(PyObject *locked_fn) {
+    PyObject *r = PyObject_CallNoArgs(locked_fn);
+    if (r == NULL) return -1;
+    int held = r == Py_True;
+    Py_DECREF(r);
+    return held;
+}
+
+static int try_acquire(Sender *s, PyObject *acquire_fn) {
+    PyObject *r = PyObject_Call(acquire_fn, s->args_false, NULL);
+    if (r == NULL) return -1;
+    int got = r == Py_True;
+    Py_DECREF(r);
+    return got;
+}
+
+static int release(PyObject *release_fn) {
+    PyObject *r = PyObject_CallNoArgs(release_fn);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* The Python path: Producer.send(producer, *args, **kwargs) as called. */
+static PyObject *python_path(Sender *s, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *small[8];
+    PyObject **all = nargs + nkw + 1 <= 8 ? small : PyMem_Malloc((nargs + nkw + 1) * sizeof(PyObject *));
+    if (all == NULL) return PyErr_NoMemory();
+    all[0] = s->producer;
+    for (Py_ssize_t i = 0; i < nargs + nkw; i++) all[i + 1] = args[i];
+    s->n_py++;
+    PyObject *r = PyObject_Vectorcall(s->py_send, all, (size_t)(nargs + 1), kwnames);
+    if (all != small) PyMem_Free(all);
+    return r;
+}
+
+static const char *const ARG_NAMES[] = {"topic", "value", "key", "headers", "partition",
+                                        "timestamp_ms"};
+
+/* send(topic, value=None, key=None, headers=None, partition=None, timestamp_ms=None) */
+static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                   PyObject *kwnames) {
+    Sender *s = (Sender *)self;
+    PyObject *a[6] = {NULL, Py_None, Py_None, Py_None, Py_None, Py_None};
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (s->producer == NULL || nargs > 6) return python_path(s, args, nargsf, kwnames);
+    for (Py_ssize_t i = 0; i < nargs; i++) a[i] = args[i];
+    if (kwnames != NULL) {
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(kwnames); j++) {
+            PyObject *name = PyTuple_GET_ITEM(kwnames, j);
+            int at = -1;
+            for (int i = 0; i < 6; i++)
+                if (PyUnicode_CompareWithASCIIString(name, ARG_NAMES[i]) == 0) at = i;
+            if (at < nargs) return python_path(s, args, nargsf, kwnames); /* its error */
+            a[at] = args[nargs + j];
+        }
+    }
+    PyObject *topic = a[0], *value = a[1], *key = a[2], *headers = a[3], *partition = a[4],
+             *tsarg = a[5];
+    /* Producer.send's checks: anything but plain bytes, no headers, a known partition and a
+     * timestamp that is None or an int goes to the Python path. */
+    if (topic == NULL || !PyUnicode_CheckExact(topic) ||
+        (value != Py_None && !PyBytes_CheckExact(value)) ||
+        (key != Py_None && !PyBytes_CheckExact(key)) ||
+        (tsarg != Py_None && !PyLong_CheckExact(tsarg)) ||
+        (partition != Py_None && !PyLong_CheckExact(partition)))
+        return python_path(s, args, nargsf, kwnames);
+    if (headers != Py_None &&
+        !((PyList_CheckExact(headers) || PyTuple_CheckExact(headers)) && Py_SIZE(headers) == 0))
+        return python_path(s, args, nargsf, kwnames);
+    PyObject *producer = s->producer;
+    int r;
+    if ((r = attr_true(s->pdict, producer, s_fast)) != 1) return r < 0 ? NULL : python_path(s, args, nargsf, kwnames);
+    if (value != Py_None && (r = attr_true(s->pdict, producer, s_value_ser)) != 0)
+        return r < 0 ? NULL : python_path(s, args, nargsf, kwnames);
+    if (key != Py_None && (r = attr_true(s->pdict, producer, s_key_ser)) != 0)
+        return r < 0 ? NULL : python_path(s, args, nargsf, kwnames);
+    PyObject *nobj = PyDict_GetItemWithError(s->partitions, topic);
+    if (nobj == NULL) return PyErr_Occurred() ? NULL : python_path(s, args, nargsf, kwnames);
+    if ((r = attr_true(s->pdict, producer, s_txn)) != 0) return r < 0 ? NULL : python_path(s, args, nargsf, kwnames);
+    long n = PyLong_AsLong(nobj), p;
+    if (partition != Py_None) {
+        p = PyLong_AsLong(partition);
+        if (p == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return python_path(s, args, nargsf, kwnames);
+        }
+        if (p < 0 || p >= n) return python_path(s, args, nargsf, kwnames); /* its error */
+    } else {
+        PyObject *st = key == Py_None ? PyDict_GetItemWithError(s->sticky, topic) : NULL;
+        if (st == NULL || !PyLong_CheckExact(st))
+            return PyErr_Occurred() ? NULL : python_path(s, args, nargsf, kwnames);
+        p = PyLong_AsLong(st);
+    }
+    int64_t ts;
+    if (tsarg == Py_None) {
+        ts = wall_ms();
+    } else {
+        int overflow;
+        ts = PyLong_AsLongLongAndOverflow(tsarg, &overflow);
+        if (overflow || (ts == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return python_path(s, args, nargsf, kwnames);
+        }
+    }
+    /* _send_one's checks that need no lock */
+    Py_ssize_t kl = key == Py_None ? 0 : PyBytes_GET_SIZE(key);
+    Py_ssize_t vl = value == Py_None ? 0 : PyBytes_GET_SIZE(value);
+    long long size = s->record_fixed + kl + vl;
+    PyObject *ch = get_attr(s->pdict, producer, s_channel);
+    if (ch == NULL) return NULL;
+    PyObject *res = NULL, *b = NULL, *f = NULL, *ts_obj = NULL, *id_obj = NULL;
+    PyObject *cls = NULL, *pre = NULL, *ch_acq = NULL, *ch_rel = NULL;
+    PyObject *corr_obj = NULL;
+    int got_mutex = 0;
+    if (ch == Py_None || size > s->max_record) goto python;
+    PyObject *rm = PyDict_GetItemWithError(s->record_max, topic);
+    if (rm == NULL) {
+        if (PyErr_Occurred()) goto error;
+        goto python;
+    }
+    if (size + s->header > PyLong_AsLongLong(rm)) goto python;
+    long long in_flight;
+    if (attr_long(s->pdict, producer, s_in_flight, &in_flight) < 0) goto error;
+    if (in_flight >= s->reap_at) {
+        /* The acknowledgements, taken now (ch.reap: Python, maybe the user's callbacks); as
+         * _send_one's, but before the locks are looked at: it takes what it needs itself. */
+        PyObject *x = PyObject_CallMethodNoArgs(ch, s_reap);
+        if (x == NULL) goto error;
+        Py_DECREF(x);
+    }
+    /* The partition's _OneSend class and PRODUCE prefix (fast_send._one_class). */
+    if (s->last_topic == NULL || s->last_p != p ||
+        (s->last_topic != topic && PyUnicode_Compare(s->last_topic, topic) != 0)) {
+        if (PyErr_Occurred()) goto error;
+        PyObject *got = PyObject_CallFunction(s->one_class, "Ol", topic, p);
+        if (got == NULL) goto error;
+        if (!PyTuple_CheckExact(got) || PyTuple_GET_SIZE(got) != 2 ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(got, 1))) {
+            Py_DECREF(got);
+            PyErr_SetString(PyExc_TypeError, "_one_class must give (class, bytes)");
+            goto error;
+        }
+        Py_XSETREF(s->last_cls, Py_NewRef(PyTuple_GET_ITEM(got, 0)));
+        Py_XSETREF(s->last_pre, Py_NewRef(PyTuple_GET_ITEM(got, 1)));
+        Py_XSETREF(s->last_topic, Py_NewRef(topic));
+        s->last_p = p;
+        Py_DECREF(got);
+    }
+    /* Ours from here: another thread's send may change the cache while Python code runs. */
+    cls = Py_NewRef(s->last_cls);
+    pre = Py_NewRef(s->last_pre);
+    /* Every object the send needs, made before the locks are looked at (module comment). */
+    double now = mono_now();
+    double deadline = now + s->first_deadline;
+    if (!(b = PyObject_CallNoArgs(cls))) goto error;
+    if (!(ts_obj = PyLong_FromLongLong(ts))) goto error;
+    if (set_long(NULL, b, s_size, size + s->header) < 0 || PyObject_SetAttr(b, s_first_ts, ts_obj) < 0 ||
+        set_double(NULL, b, s_deadline, deadline) < 0)
+        goto error;
+    PyTypeObject *ft = (PyTypeObject *)s->future_type;
+    if (!(f = ft->tp_alloc(ft, 0))) goto error;
+    *(PyObject **)((char *)f + s->off_batch) = Py_NewRef(b);
+    *(PyObject **)((char *)f + s->off_index) = PyLong_FromLong(0);
+    *(PyObject **)((char *)f + s->off_ts) = Py_NewRef(ts_obj);
+    if (!(id_obj = PyLong_FromVoidPtr(b))) goto error;
+    /* The channel's handles (made when it changed: Python code, which may let another thread
+     * send and change them again; so the last look is after it, with none run since). */
+    if ((r = use_channel(s, ch)) != 0) {
+        if (r < 0) goto error;
+        goto python;
+    }
+    if (s->ch != ch) goto python;
+    int kind = s->ch_kind;
+    ch_acq = Py_NewRef(s->ch_acquire); /* used after Python code ran (the socket's rest) */
+    ch_rel = Py_NewRef(s->ch_release);
+
+    /* --- the stretch that must not run Python code (module comment) --- */
+    if ((r = is_locked(s->io_locked)) != 0 || (r = is_locked(s->ch_locked)) != 0) {
+        if (r < 0) goto error;
+        goto python; /* the I/O thread, or another writer, is sending: the Python path queues */
+    }
+    if ((r = try_acquire(s, s->mutex_acquire)) != 1) {
+        if (r < 0) goto error;
+        goto python;
+    }
+    got_mutex = 1;
+    long long queued;
+    double wake_at;
+    if ((r = attr_true(s->pdict, producer, s_closed)) != 0 || PyDict_GET_SIZE(s->open) != 0) {
+        if (r < 0) goto error;
+        goto python;
+    }
+    PyObject *ready = get_attr(s->pdict, producer, s_ready);
+    if (ready == NULL) goto error;
+    Py_ssize_t nready = PyObject_Length(ready);
+    Py_DECREF(ready);
+    if (nready != 0) {
+        if (nready < 0) goto error;
+        goto python;
+    }
+    PyObject *now_ch = get_attr(s->pdict, producer, s_channel);
+    if (now_ch == NULL) goto error;
+    Py_DECREF(now_ch);
+    if (now_ch != ch) goto python;
+    PyObject *lost = get_attr(s->ch_dict, ch, s_lost);
+    if (lost == NULL) goto error;
+    Py_DECREF(lost);
+    if (lost != Py_None) goto python; /* the Python path fails or reconnects */
+    if (attr_long(s->pdict, producer, s_in_flight, &in_flight) < 0 ||
+        attr_long(s->pdict, producer, s_queued, &queued) < 0 ||
+        attr_double(s->pdict, producer, s_wake_at, &wake_at) < 0)
+        goto error;
+    if (in_flight >= s->max_in_flight || queued + size > s->buffer_memory)
+        goto python;
+    /* The I/O thread must learn this batch's deadline: told after the write, still under the
+     * mutex (Condition.notify_all is Python code: it may let other threads run, which the
+     * write no longer needs to keep out). */
+    int notify = deadline < wake_at;
+    int hold = in_flight > 0;
+    if (kind == KIND_RING && (r = attr_true(s->ch_dict, ch, s_fds_closed)) != 0) {
+        if (r < 0) goto error;
+        goto python;
+    }
+    int timed = attr_true(s->ch_dict, ch, s_timed);
+    double last_send = 0.0;
+    if (timed < 0 || attr_double(s->ch_dict, ch, s_last_send, &last_send) < 0) goto error;
+    /* dispatch.next_corr: (next(count) - 1) % CORR_MASK + 1 */
+    PyObject *c = PyIter_Next(s->ch_corr);
+    if (c == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "the correlation ids ended");
+        goto error;
+    }
+    long long craw = PyLong_AsLongLong(c);
+    Py_DECREF(c);
+    if (craw == -1 && PyErr_Occurred()) goto error;
+    uint32_t corr = (uint32_t)((craw - 1) % s->corr_mask + 1);
+    if (!(corr_obj = PyLong_FromUnsignedLong(corr))) goto error;
+    const char *kp = key == Py_None ? NULL : PyBytes_AS_STRING(key);
+    const char *vp = value == Py_None ? NULL : PyBytes_AS_STRING(value);
+    int32_t kln = key == Py_None ? -1 : (int32_t)kl, vln = value == Py_None ? -1 : (int32_t)vl;
+    long long frame_n = FRAME_FIXED + PyBytes_GET_SIZE(pre) + kl + vl;
+    int64_t sent = 0;
+    if (kind == KIND_RING) {
+        int rc = ((ring_produce_fn)s->ring_produce)(
+            (void *)s->ch_a, (void *)s->ch_b, PyBytes_AS_STRING(pre),
+            (uint32_t)PyBytes_GET_SIZE(pre), kp, kln, vp, vln, ts, corr, (uint16_t)s->api,
+            (int)s->ch_c, hold);
+        if (rc != 1) goto python; /* held, no room now, or too large: nothing was written */
+        sent = frame_n;
+    } else {
+        sent = ((sock_produce_fn)s->sock_produce)(
+            (int)s->ch_a, (char *)s->ch_b, (uint64_t)s->ch_c, PyBytes_AS_STRING(pre),
+            (uint32_t)PyBytes_GET_SIZE(pre), kp, kln, vp, vln, ts, corr, (uint16_t)s->api,
+            hold && now - last_send < s->unread_recent);
+        if (sent == SEND_DECLINED) goto python; /* unread bytes: nothing was built or sent */
+        if (sent == -1 || sent == -2) goto python; /* not built: nothing was sent */
+    }
+    /* Written (or, on the socket, begun): commit what _send_one and send_record commit. */
+    if (PyDict_SetItem(s->ch_pending, corr_obj, b) < 0) goto error;
+    if (timed) {
+        double gap_avg;
+        if (attr_double(s->ch_dict, ch, s_send_gap, &gap_avg) < 0) goto error;
+        double gap = now - last_send;
+        if (gap > s->steady) gap = s->steady;
+        if (set_double(s->ch_dict, ch, s_send_gap, gap_avg + (gap - gap_avg) / 4) < 0) goto error;
+    }
+    if (set_double(s->ch_dict, ch, s_last_send, now) < 0) goto error;
+    if (kind == KIND_SOCK) {
+        long long nsent;
+        if (attr_long(s->ch_dict, ch, s_sent_n, &nsent) < 0 || set_long(s->ch_dict, ch, s_sent_n, nsent + 1) < 0)
+            goto error;
+    }
+    if (set_long(s->pdict, producer, s_in_flight, in_flight + 1) < 0 ||
+        set_long(s->pdict, producer, s_queued, queued + size) < 0 ||
+        PyDict_SetItem(s->sent, id_obj, b) < 0)
+        goto error;
+    if (notify) {
+        PyObject *x = PyObject_CallNoArgs(s->notify_all);
+        if (x == NULL) goto error;
+        Py_DECREF(x);
+    }
+    got_mutex = 0;
+    if (release(s->mutex_release) < 0) goto error;
+    if (sent != frame_n) {
+        /* A full socket buffer took part of the frame (or none), or send(2) failed: the rest
+         * by sendall, with the I/O and channel locks held as the Python path holds them (both
+         * free: looked at above, and no other thread has run since). */
+        if (try_acquire(s, s->io_acquire) != 1) goto error;
+        if (try_acquire(s, ch_acq) != 1) {
+            release(s->io_release);
+            goto error;
+        }
+        PyObject *x = PyObject_CallFunction(s->send_rest, "OOOLLO", producer, ch, b,
+                                            (long long)sent, frame_n, corr_obj);
+        int e1 = release(ch_rel), e2 = release(s->io_release);
+        if (x == NULL || e1 < 0 || e2 < 0) {
+            Py_XDECREF(x);
+            goto error;
+        }
+        Py_DECREF(x);
+    }
+    s->n_c++;
+    res = f;
+    f = NULL;
+    goto done;
+
+python:
+    /* Declined after the arguments were taken: the record must wait or batch (held, open or
+     * ready batches, a lock taken, no channel, ...): Producer._send_held, send()'s general
+     * path, without running send()'s argument handling and _send_one again. */
+    if (got_mutex) {
+        got_mutex = 0;
+        if (release(s->mutex_release) < 0) goto error;
+    }
+    Py_CLEAR(b);
+    Py_CLEAR(f);
+    s->n_py++;
+    if (ts_obj == NULL && !(ts_obj = PyLong_FromLongLong(ts))) goto error;
+    res = PyObject_CallFunction(s->send_held, "OlOOO", topic, p, key, value, ts_obj);
+    goto done;
+error:
+    if (got_mutex) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        release(s->mutex_release);
+        PyErr_Restore(et, ev, tb);
+    }
+    res = NULL;
+done:
+    Py_XDECREF(b);
+    Py_XDECREF(f);
+    Py_XDECREF(ts_obj);
+    Py_XDECREF(id_obj);
+    Py_XDECREF(corr_obj);
+    Py_XDECREF(cls);
+    Py_XDECREF(pre);
+    Py_XDECREF(ch_acq);
+    Py_XDECREF(ch_rel);
+    Py_DECREF(ch);
+    return res;
+}
+
+static PyObject *Sender_call(PyObject *self, PyObject *args, PyObject *kw) {
+    return PyVectorcall_Call(self, args, kw);
+}
+
+static PyObject *Sender_counts(Sender *s, PyObject *unused) {
+    return Py_BuildValue("(KK)", s->n_c, s->n_py);
+}
+
+static PyObject *Sender_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    Sender *s = (Sender *)type->tp_alloc(type, 0);
+    if (s != NULL) {
+        s->ch_kind = -1;
+        s->vectorcall = Sender_vectorcall;
+    }
+    return (PyObject *)s;
+}
+
+static PyMethodDef Sender_methods[] = {
+    {"counts", (PyCFunction)Sender_counts, METH_NOARGS,
+     "(sends made in C, sends handed to the Python path)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject SenderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "edgebus._onestep.Sender",
+    .tp_basicsize = sizeof(Sender),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "A producer's one-record send() in C (edgebus/onestep.c).",
+    .tp_new = Sender_new,
+    .tp_init = (initproc)Sender_init,
+    .tp_dealloc = (destructor)Sender_dealloc,
+    .tp_traverse = (traverseproc)Sender_traverse,
+    .tp_clear = (inquiry)Sender_clear,
+    .tp_call = Sender_call,
+    .tp_vectorcall_offset = offsetof(Sender, vectorcall),
+    .tp_methods = Sender_methods,
+};
+
+
+/* ---- The acknowledgements of one-step sends, taken in bulk (fast_acks.deliver in C) ---------
+ *
+ * deliver(ch, buf, whole) -> (frames taken, where the rest starts), as
+ * edgebus/client/fast_acks.py `deliver`: walks the whole frames at the start of buf; every
+ * successful PRODUCE answer whose pending entry is a one-step send (`_OneSend`) is taken and
+ * settled here (what Producer._one_step_acked does), in response order. At the first frame
+ * that is anything else the ones taken are settled and the rest of buf is handed to the Python
+ * walk (`configure`'s py_deliver), which does everything else as before. While another thread
+ * holds the channel's lock (a writer) the whole buffer goes to the Python walk, which waits
+ * for it; while another holds the producer's mutex the settling goes to _one_step_acked,
+ * which waits for it.
+ */
+static PyObject *g_py_deliver, *g_one_send_type, *g_run_callbacks;
+static PyObject *s_pending, *s_lock, *s_owner, *s_done, *s_base, *s_timestamp, *s_event,
+    *s_callbacks, *s_mutex, *s_results_lock, *s_sent_d, *s_counts, *s_drain_held, *s_blocked,
+    *s_flushing, *s_open, *s_max_in_flight, *s_cond, *s_one_step_acked, *s_rec_total,
+    *s_batch_total, *s_notify_all, *s_acquire, *s_release, *s_locked, *s_empty, *s_dict;
+static long g_header = 64;
+
+#define RESP_HEAD 10  /* length u32, correlation id u32, error i16 (docs/FORMAT.md 7.2) */
+#define FRAME_LEN 4
+#define RUN_SIZE 28   /* PRODUCE answer's run: partition i32, base offset, append time, log start */
+#define STR_SIZE 2
+#define SMALL_FRAME (64 * 1024)
+
+typedef struct {
+    PyObject *b; /* a strong reference */
+    int64_t base, ts;
+} acked_t;
+
+static PyObject *onestep_configure(PyObject *m, PyObject *args) {
+    PyObject *py_deliver, *one_send_type, *run_callbacks;
+    long header;
+    if (!PyArg_ParseTuple(args, "OOOl", &py_deliver, &one_send_type, &run_callbacks, &header))
+        return NULL;
+    if (!PyType_Check(one_send_type)) {
+        PyErr_SetString(PyExc_TypeError, "one_send_type must be a type");
+        return NULL;
+    }
+    Py_XSETREF(g_py_deliver, Py_NewRef(py_deliver));
+    Py_XSETREF(g_one_send_type, Py_NewRef(one_send_type));
+    Py_XSETREF(g_run_callbacks, Py_NewRef(run_callbacks));
+    g_header = header;
+    Py_RETURN_NONE;
+}
+
+static uint32_t u32le(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static int64_t i64le(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return (int64_t)v;
+}
+
+static PyObject *call_method0(PyObject *o, PyObject *name) {
+    return PyObject_CallMethodNoArgs(o, name);
+}
+
+/* lock.acquire() (waiting) or lock.acquire(False); 1 got, 0 not, -1 error. */
+static int lock_acquire(PyObject *lock, int wait) {
+    PyObject *r = wait ? PyObject_CallMethodNoArgs(lock, s_acquire)
+                       : PyObject_CallMethodOneArg(lock, s_acquire, Py_False);
+    if (r == NULL) return -1;
+    int got = r == Py_True;
+    Py_DECREF(r);
+    return got;
+}
+
+static int lock_release(PyObject *lock) {
+    PyObject *r = PyObject_CallMethodNoArgs(lock, s_release);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int dict_add(PyObject *d, PyObject *key, long long n) {
+    PyObject *v = PyDict_GetItemWithError(d, key);
+    if (v == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, key);
+        return -1;
+    }
+    long long x = PyLong_AsLongLong(v);
+    if (x == -1 && PyErr_Occurred()) return -1;
+    PyObject *nv = PyLong_FromLongLong(x + n);
+    if (nv == NULL) return -1;
+    int r = PyDict_SetItem(d, key, nv);
+    Py_DECREF(nv);
+    return r;
+}
+
+/* Settle acked[0..n) (Producer._one_step_acked, in C); consumes the references. */
+static int settle(acked_t *acked, Py_ssize_t n) {
+    if (n == 0) return 0;
+    int rc = -1;
+    PyObject *owner = NULL, *od = NULL, *mutex = NULL, *rlock = NULL, *sent = NULL, *counts = NULL;
+    Py_ssize_t i = 0;
+    owner = PyObject_GetAttr(acked[0].b, s_owner);
+    if (owner == NULL || owner == Py_None) {
+        if (owner == Py_None) PyErr_SetString(PyExc_RuntimeError, "a one-step send without its producer");
+        goto out;
+    }
+    if (!(od = PyObject_GetAttr(owner, s_dict)) || !PyDict_CheckExact(od)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "the producer's __dict__ must be a dict");
+        goto out;
+    }
+    if (!(mutex = get_attr(od, owner, s_mutex))) goto out;
+    int got = lock_acquire(mutex, 0);
+    if (got < 0) goto out;
+    if (!got) {
+        /* Another thread holds the producer's lock: the Python settling waits for it. */
+        PyObject *list = PyList_New(n);
+        if (list == NULL) goto out;
+        for (Py_ssize_t j = 0; j < n; j++) {
+            PyObject *t = Py_BuildValue("(OLL)", acked[j].b, (long long)acked[j].base,
+                                        (long long)acked[j].ts);
+            if (t == NULL) {
+                Py_DECREF(list);
+                goto out;
+            }
+            PyList_SET_ITEM(list, j, t);
+        }
+        PyObject *r = PyObject_CallMethodOneArg(owner, s_one_step_acked, list);
+        Py_DECREF(list);
+        if (r == NULL) goto out;
+        Py_DECREF(r);
+        rc = 0;
+        goto out;
+    }
+    /* Under the producer's mutex, really held: Python code may run (events, callbacks). */
+    long long first_in_flight, taken = 0, queued = 0, in_flight, qb;
+    if (attr_long(od, owner, s_in_flight, &first_in_flight) < 0 ||
+        !(rlock = get_attr(od, owner, s_results_lock)) ||
+        !(sent = get_attr(od, owner, s_sent_d)) || !(counts = get_attr(od, owner, s_counts)))
+        goto unlock;
+    for (; i < n; i++) {
+        PyObject *b = acked[i].b;
+        int done = attr_true(NULL, b, s_done);
+        if (done < 0) goto unlock;
+        if (done) continue; /* already settled (timed out, or the connection failed it) */
+        PyObject *id = PyLong_FromVoidPtr(b);
+        if (id == NULL) goto unlock;
+        int pr = PyDict_Contains(sent, id); /* sent.pop(id(r), None) */
+        if (pr > 0) pr = PyDict_DelItem(sent, id);
+        Py_DECREF(id);
+        if (pr < 0) goto unlock;
+        long long size;
+        if (attr_long(NULL, b, s_size, &size) < 0) goto unlock;
+        taken++;
+        queued += size;
+        /* BatchResult.done, inline (its invariant with add_callback: under the results lock) */
+        if (lock_acquire(rlock, 1) != 1) goto unlock;
+        PyObject *ev = NULL, *cbs = NULL;
+        int bad = set_long(NULL, b, s_base, acked[i].base) < 0 || set_long(NULL, b, s_timestamp, acked[i].ts) < 0 ||
+                  PyObject_SetAttr(b, s_done, Py_True) < 0 || !(ev = PyObject_GetAttr(b, s_event)) ||
+                  !(cbs = PyObject_GetAttr(b, s_callbacks));
+        int has_cbs = 0;
+        if (!bad && (has_cbs = PyObject_IsTrue(cbs)) > 0)
+            bad = PyObject_SetAttr(b, s_callbacks, s_empty) < 0;
+        if (has_cbs < 0) bad = 1;
+        if (lock_release(rlock) < 0) bad = 1;
+        if (!bad && (ev != Py_None || has_cbs)) {
+            PyObject *r = PyObject_CallFunctionObjArgs(g_run_callbacks, b, ev, has_cbs ? cbs : s_empty, NULL);
+            if (r == NULL) bad = 1;
+            Py_XDECREF(r);
+        }
+        Py_XDECREF(ev);
+        Py_XDECREF(cbs);
+        if (bad) goto unlock;
+    }
+    if (attr_long(od, owner, s_in_flight, &in_flight) < 0 || set_long(od, owner, s_in_flight, in_flight - taken) < 0 ||
+        attr_long(od, owner, s_queued, &qb) < 0 ||
+        set_long(od, owner, s_queued, qb - (queued - taken * g_header)) < 0 ||
+        dict_add(counts, s_rec_total, taken) < 0 || dict_add(counts, s_batch_total, taken) < 0)
+        goto unlock;
+    /* _finish's wake-ups (fast_send._one_step_acked): who can use the room these made */
+    int held = 0, r1;
+    if ((r1 = attr_true(od, owner, s_drain_held)) < 0) goto unlock;
+    if (r1) {
+        if (put_attr(od, owner, s_drain_held, Py_False) < 0) goto unlock;
+        PyObject *open = get_attr(od, owner, s_open);
+        if (open == NULL) goto unlock;
+        held = PyObject_IsTrue(open);
+        Py_DECREF(open);
+        if (held < 0) goto unlock;
+    }
+    int wake = held;
+    PyObject *names[3] = {s_blocked, s_flushing, s_closed};
+    for (int k = 0; k < 3 && !wake; k++) {
+        if ((r1 = attr_true(od, owner, names[k])) < 0) goto unlock;
+        wake = r1;
+    }
+    if (!wake) {
+        long long mif;
+        int ready_or_open;
+        PyObject *ready = get_attr(od, owner, s_ready), *open = NULL;
+        if (ready == NULL) goto unlock;
+        ready_or_open = PyObject_IsTrue(ready);
+        Py_DECREF(ready);
+        if (ready_or_open == 0) {
+            if (!(open = get_attr(od, owner, s_open))) goto unlock;
+            ready_or_open = PyObject_IsTrue(open);
+            Py_DECREF(open);
+        }
+        if (ready_or_open < 0 || attr_long(od, owner, s_max_in_flight, &mif) < 0) goto unlock;
+        wake = ready_or_open && first_in_flight >= mif;
+    }
+    if (wake) {
+        PyObject *cond = get_attr(od, owner, s_cond);
+        if (cond == NULL) goto unlock;
+        PyObject *r = call_method0(cond, s_notify_all);
+        Py_DECREF(cond);
+        if (r == NULL) goto unlock;
+        Py_DECREF(r);
+    }
+    rc = 0;
+unlock:
+    if (rc < 0) {
+        PyObject *et, *ev2, *tb;
+        PyErr_Fetch(&et, &ev2, &tb);
+        lock_release(mutex);
+        PyErr_Restore(et, ev2, tb);
+    } else if (lock_release(mutex) < 0) {
+        rc = -1;
+    }
+out:
+    for (Py_ssize_t j = 0; j < n; j++) Py_DECREF(acked[j].b);
+    Py_XDECREF(owner);
+    Py_XDECREF(od);
+    Py_XDECREF(mutex);
+    Py_XDECREF(rlock);
+    Py_XDECREF(sent);
+    Py_XDECREF(counts);
+    return rc;
+}
+
+#define ACKED_MAX 256 /* settled in groups of at most this many */
+
+static PyObject *onestep_deliver(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "deliver(ch, buf, whole)");
+        return NULL;
+    }
+    if (g_py_deliver == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_onestep.configure was not called");
+        return NULL;
+    }
+    PyObject *ch = args[0], *bufobj = args[1];
+    int whole = PyObject_IsTrue(args[2]);
+    if (whole < 0) return NULL;
+    PyObject *pending = PyObject_GetAttr(ch, s_pending);  /* once a walk: the generic way */
+    if (pending == NULL) return NULL;
+    PyObject *lock = NULL, *res = NULL;
+    Py_buffer view;
+    int have_view = 0;
+    acked_t acked[ACKED_MAX];
+    Py_ssize_t nacked = 0, pos = 0, taken = 0;
+    if (!PyDict_CheckExact(pending) || !(lock = PyObject_GetAttr(ch, s_lock))) goto hand_all;
+    PyObject *lr = PyObject_CallMethodNoArgs(lock, s_locked);
+    if (lr == NULL) goto error;
+    int locked = lr == Py_True;
+    Py_DECREF(lr);
+    if (locked) goto hand_all; /* a writer has the channel: the Python walk waits for it */
+    if (PyObject_GetBuffer(bufobj, &view, PyBUF_SIMPLE) < 0) goto error;
+    have_view = 1;
+    const unsigned char *buf = view.buf;
+    Py_ssize_t end = view.len;
+    /* No Python code runs in this loop (pending is looked at as under the channel's lock). */
+    while (end - pos >= RESP_HEAD) {
+        uint32_t n = u32le(buf + pos), corr = u32le(buf + pos + 4);
+        int16_t err = (int16_t)(buf[pos + 8] | buf[pos + 9] << 8);
+        Py_ssize_t nxt = pos + FRAME_LEN + (Py_ssize_t)n;
+        if (!whole && (n > SMALL_FRAME || n < RESP_HEAD - FRAME_LEN || nxt > end)) break;
+        Py_ssize_t body = (Py_ssize_t)n - (RESP_HEAD - FRAME_LEN);
+        if (err || body < STR_SIZE + RUN_SIZE || nxt > end ||
+            (Py_ssize_t)(buf[pos + RESP_HEAD] | buf[pos + RESP_HEAD + 1] << 8) != body - STR_SIZE - RUN_SIZE)
+            break; /* not a plain answer: the Python walk */
+        PyObject *key = PyLong_FromUnsignedLong(corr);
+        if (key == NULL) goto error;
+        PyObject *cb = PyDict_GetItemWithError(pending, key); /* borrowed */
+        if (cb == NULL || !PyObject_TypeCheck(cb, (PyTypeObject *)g_one_send_type)) {
+            Py_DECREF(key);
+            if (PyErr_Occurred()) goto error;
+            break; /* another request's answer, or none: the Python walk */
+        }
+        if (nacked == ACKED_MAX) {
+            Py_DECREF(key);
+            break; /* the Python walk (or the next call) takes the rest */
+        }
+        Py_INCREF(cb);
+        if (PyDict_DelItem(pending, key) < 0) {
+            Py_DECREF(cb);
+            Py_DECREF(key);
+            goto error;
+        }
+        Py_DECREF(key);
+        acked[nacked].b = cb;
+        acked[nacked].base = i64le(buf + nxt - RUN_SIZE + 4);
+        acked[nacked].ts = i64le(buf + nxt - RUN_SIZE + 12);
+        nacked++;
+        pos = nxt;
+        taken++;
+    }
+    int more = end - pos >= RESP_HEAD; /* stopped at a frame the Python walk must judge */
+    PyBuffer_Release(&view);
+    have_view = 0;
+    Py_ssize_t settled = nacked;
+    nacked = 0;
+    if (settle(acked, settled) < 0) goto error;
+    if (!more) {
+        res = Py_BuildValue("(nn)", taken, pos);
+        goto done;
+    }
+    /* The rest by the Python walk, from this frame on. */
+    PyObject *mv = PyMemoryView_FromObject(bufobj), *rest = NULL;
+    if (mv == NULL) goto error;
+    rest = PySequence_GetSlice(mv, pos, PY_SSIZE_T_MAX);
+    Py_DECREF(mv);
+    if (rest == NULL) goto error;
+    PyObject *r = PyObject_CallFunctionObjArgs(g_py_deliver, ch, rest, args[2], NULL);
+    Py_DECREF(rest);
+    if (r == NULL) goto error;
+    Py_ssize_t t2, p2;
+    if (!PyArg_ParseTuple(r, "nn", &t2, &p2)) {
+        Py_DECREF(r);
+        goto error;
+    }
+    Py_DECREF(r);
+    res = Py_BuildValue("(nn)", taken + t2, pos + p2);
+    goto done;
+hand_all:
+    res = PyObject_CallFunctionObjArgs(g_py_deliver, ch, bufobj, args[2], NULL);
+    goto done;
+error:
+    for (Py_ssize_t j = 0; j < nacked; j++) Py_DECREF(acked[j].b);
+    if (have_view) PyBuffer_Release(&view);
+    res = NULL;
+done:
+    Py_XDECREF(lock);
+    Py_DECREF(pending);
+    return res;
+}
+
+static PyMethodDef module_methods[] = {
+    {"configure", (PyCFunction)onestep_configure, METH_VARARGS,
+     "configure(py_deliver, one_send_type, run_callbacks, batch_header_size)"},
+    {"deliver", (PyCFunction)(void (*)(void))onestep_deliver, METH_FASTCALL,
+     "deliver(ch, buf, whole) -> (frames taken, where the rest starts): fast_acks.deliver in C"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_onestep",
+                                    "A producer's one-record send() in C (issue 16).", -1,
+                                    module_methods};
+
+#define INTERN(var, text)                                           \
+    if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL;
+
+PyMODINIT_FUNC PyInit__onestep(void) {
+    INTERN(s_fast, "_fast");
+    INTERN(s_value_ser, "value_serializer");
+    INTERN(s_key_ser, "key_serializer");
+    INTERN(s_txn, "_txn");
+    INTERN(s_channel, "_channel");
+    INTERN(s_closed, "_closed");
+    INTERN(s_ready, "_ready");
+    INTERN(s_in_flight, "_in_flight");
+    INTERN(s_queued, "_queued_bytes");
+    INTERN(s_wake_at, "_sender_wake_at");
+    INTERN(s_lost, "lost");
+    INTERN(s_fds_closed, "_fds_closed");
+    INTERN(s_timed, "_timed");
+    INTERN(s_send_gap, "_send_gap");
+    INTERN(s_last_send, "_last_send");
+    INTERN(s_sent_n, "_sent");
+    INTERN(s_size, "size");
+    INTERN(s_first_ts, "first_ts");
+    INTERN(s_deadline, "deadline");
+    INTERN(s_pending, "_pending");
+    INTERN(s_lock, "_lock");
+    INTERN(s_owner, "owner");
+    INTERN(s_done, "_done");
+    INTERN(s_base, "base_offset");
+    INTERN(s_timestamp, "timestamp");
+    INTERN(s_event, "_event");
+    INTERN(s_callbacks, "callbacks");
+    INTERN(s_mutex, "_mutex");
+    INTERN(s_results_lock, "_results_lock");
+    INTERN(s_sent_d, "_sent");
+    INTERN(s_counts, "_counts");
+    INTERN(s_drain_held, "_drain_held");
+    INTERN(s_blocked, "_blocked");
+    INTERN(s_flushing, "_flushing");
+    INTERN(s_open, "_open");
+    INTERN(s_max_in_flight, "max_in_flight");
+    INTERN(s_cond, "_cond");
+    INTERN(s_one_step_acked, "_one_step_acked");
+    INTERN(s_rec_total, "record-send-total");
+    INTERN(s_batch_total, "batch-send-total");
+    INTERN(s_notify_all, "notify_all");
+    INTERN(s_acquire, "acquire");
+    INTERN(s_release, "release");
+    INTERN(s_locked, "locked");
+    INTERN(s_dict, "__dict__");
+    INTERN(s_reap, "reap");
+    if ((s_empty = PyTuple_New(0)) == NULL) return NULL;
+    if (PyType_Ready(&SenderType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&moddef);
+    if (m == NULL) return NULL;
+    Py_INCREF(&SenderType);
+    if (PyModule_AddObject(m, "Sender", (PyObject *)&SenderType) < 0) {
+        Py_DECREF(&SenderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

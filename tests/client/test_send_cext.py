@@ -1,0 +1,362 @@
+"""The producer's one-record send() in C (edgebus/onestep.c, edgebus/client/c_send.py; issue 16).
+
+Real supervisor processes and real producer threads; counts, not times. The C Sender is what
+`producer.send` is when the extension is built; everything it does not cover goes to
+Producer.send unchanged (the hand-over), and with EDGEBUS_PRODUCER_C_SEND=0 a producer process
+runs the Python path only (tests/client/test_send_c.py compares the bytes of the three paths).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from edgebus import Admin, Consumer, Producer, TopicPartition
+from edgebus.client import c_send
+from edgebus.errors import RecordTooLargeError, UnknownPartitionError
+
+needs_cext = pytest.mark.skipif(not c_send.AVAILABLE,
+                                reason="edgebus._onestep is not built, or EDGEBUS_PRODUCER_C_SEND=0")
+TRANSPORTS = ["shm", "socket"]
+
+
+def _topic(broker, name: str, partitions: int = 1, **configs: object) -> str:
+    with Admin(socket=broker.socket, transport="socket") as a:
+        a.create_topic(name, partitions, config=configs)
+    return name
+
+
+def _read_all(broker, topic: str, n: int, partition: int = 0) -> list:
+    with Consumer(socket=broker.socket, transport="socket") as c:
+        tp = TopicPartition(topic, partition)
+        c.assign([tp])
+        c.seek(tp, 0)
+        got: list = []
+        for _ in range(400):
+            for rs in c.poll(timeout_ms=200).values():
+                got += rs
+            if len(got) >= n:
+                break
+    return got
+
+
+@needs_cext
+@pytest.mark.integration
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_paced_sends_are_made_in_c_with_under_one_python_call_each(broker, transport) -> None:
+    """A paced plain send() is made by the C Sender, and the sending thread runs less than one
+    Python call per send (the Python one-step send ran four: tests/client/test_fast_send.py);
+    offsets, timestamps and the metrics are the Python path's."""
+    topic = _topic(broker, f"paced-{transport}")
+    with Producer(socket=broker.socket, transport=transport, linger_ms=0) as p:
+        assert type(p.send).__name__ == "Sender"
+        for _ in range(50):
+            p.send(topic, b"w" * 100, partition=0)
+            time.sleep(0.001)
+        p.flush(10)
+        c0, py0 = p.send.counts()  # type: ignore[attr-defined]
+        calls = [0]
+
+        def prof(frame, event, arg):
+            if event == "call":
+                calls[0] += 1
+
+        futs = []
+        sys.setprofile(prof)
+        try:
+            for i in range(1000):
+                futs.append(p.send(topic, b"%04d" % i, partition=0, timestamp_ms=1_000 + i))
+                time.sleep(0.001)  # paced: the supervisor has read each request before the next
+        finally:
+            sys.setprofile(None)
+        c1, py1 = p.send.counts()  # type: ignore[attr-defined]
+        p.flush(10)
+        metas = [f.get(10) for f in futs]
+        counts = p.metrics()["producer-metrics"]
+    # The rest were held while the supervisor was behind (a loaded machine): the general path,
+    # some thirty Python calls each at most; a send made in C runs about 0.5 (the reap's).
+    assert c1 - c0 >= 500, (c1 - c0, py1 - py0)
+    assert calls[0] < 1.5 * (c1 - c0) + 30 * (py1 - py0)
+    assert [m.offset for m in metas] == list(range(50, 1050))
+    assert [m.timestamp for m in metas] == [1_000 + i for i in range(1000)]
+    assert counts["record-send-total"] == 1050 and counts["record-error-total"] == 0
+    got = _read_all(broker, topic, 1050)
+    assert [(r.value, r.timestamp) for r in got[50:1050]] == [(b"%04d" % i, 1_000 + i) for i in range(1000)]
+
+
+@needs_cext
+@pytest.mark.integration
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_callbacks_run_once_in_order_and_futures_answer(broker, transport) -> None:
+    """Callbacks added to futures of C sends run once each, in send order, in whichever thread
+    settles them (the C walk, a reap, the reader thread); get() gives the offsets."""
+    topic = _topic(broker, f"cb-{transport}")
+    seen: list[int] = []
+    with Producer(socket=broker.socket, transport=transport, linger_ms=0) as p:
+        futs = []
+        for i in range(500):
+            f = p.send(topic, b"%d" % i, partition=0)
+            f.add_callback(lambda md, i=i: seen.append(i))
+            futs.append(f)
+            if i % 7 == 0:
+                time.sleep(0.001)
+        p.flush(10)
+        offsets = [f.get(10).offset for f in futs]
+        made_in_c = p.send.counts()[0]  # type: ignore[attr-defined]
+    assert made_in_c > 0
+    assert seen == list(range(500))
+    assert offsets == list(range(500))
+
+
+@needs_cext
+@pytest.mark.integration
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_sends_from_threads_with_flush_lose_and_repeat_nothing(broker, transport) -> None:
+    """Four threads send while a fifth flushes and a sixth asks for metrics: every record is
+    acknowledged once, with dense offsets, and each thread's records keep their order."""
+    topic = _topic(broker, f"threads-{transport}")
+    per = 1500
+    results: dict[int, list] = {}
+    with Producer(socket=broker.socket, transport=transport, linger_ms=0) as p:
+        stop = threading.Event()
+
+        def sender(t: int) -> None:
+            futs = []
+            for i in range(per):
+                futs.append(p.send(topic, b"%d:%d" % (t, i), partition=0))
+                time.sleep(0.0005)  # paced: some sends find nothing held and go in C
+            results[t] = [f.get(30) for f in futs]
+
+        def flusher() -> None:
+            while not stop.is_set():
+                p.flush(30)
+                p.metrics()
+                time.sleep(0.001)
+
+        threads = [threading.Thread(target=sender, args=(t,)) for t in range(4)]
+        fl = threading.Thread(target=flusher)
+        fl.start()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stop.set()
+        fl.join()
+        p.flush(30)
+        made_in_c, made_in_py = p.send.counts()  # type: ignore[attr-defined]
+        counts = p.metrics()["producer-metrics"]
+    offsets = sorted(m.offset for ms in results.values() for m in ms)
+    assert offsets == list(range(4 * per))
+    assert made_in_c + made_in_py == 4 * per and made_in_c > 0
+    assert counts["record-send-total"] == 4 * per and counts["record-error-total"] == 0
+    got = _read_all(broker, topic, 4 * per)
+    for t in range(4):
+        mine = [r.value for r in got if r.value.startswith(b"%d:" % t)]
+        assert mine == [b"%d:%d" % (t, i) for i in range(per)]
+
+
+def _hold(lock, held: threading.Event, release: threading.Event) -> None:
+    with lock:
+        held.set()
+        release.wait(30)
+
+
+def _send_into(p: Producer, topic: str, out: list) -> None:
+    out.append(p.send(topic, b"during", partition=0))
+
+
+@needs_cext
+@pytest.mark.integration
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_held_mutex_or_io_lock_hands_the_send_to_python(broker, transport) -> None:
+    """While another thread holds the producer's mutex (or its I/O lock) the C Sender changes
+    nothing and hands the call to Producer.send, which waits for the lock as before."""
+    topic = _topic(broker, f"handover-{transport}")
+    with Producer(socket=broker.socket, transport=transport, linger_ms=0) as p:
+        p.send(topic, b"first", partition=0).get(10)
+        for lock in (p._mutex, p._io_lock):
+            c0, py0 = p.send.counts()  # type: ignore[attr-defined]
+            held, release = threading.Event(), threading.Event()
+            t = threading.Thread(target=_hold, args=(lock, held, release))
+            t.start()
+            held.wait(10)
+            out: list = []
+            s = threading.Thread(target=_send_into, args=(p, topic, out))
+            s.start()
+            s.join(0.3)  # it may wait for the lock (the mutex) or queue (the I/O lock)
+            release.set()
+            t.join()
+            s.join(10)
+            assert out and out[0].get(10).offset >= 1
+            c1, py1 = p.send.counts()  # type: ignore[attr-defined]
+            assert (c1 - c0, py1 - py0) == (0, 1)
+        p.send(topic, b"after", partition=0).get(10)
+    assert [r.value for r in _read_all(broker, topic, 4)] == [b"first", b"during", b"during", b"after"]
+
+
+@needs_cext
+@pytest.mark.integration
+def test_errors_and_other_arguments_are_the_python_paths(broker) -> None:
+    """What the C Sender does not make (another type, a serializer, headers, no partition
+    known yet, keywords it does not know) is Producer.send's: the same results and errors."""
+    topic = _topic(broker, "args")
+    big = _topic(broker, "args-small", max_message_bytes=200)
+    with Producer(socket=broker.socket, linger_ms=0) as p:
+        with pytest.raises(TypeError, match="value must be bytes"):
+            p.send(topic, 123)
+        with pytest.raises(UnknownPartitionError):
+            p.send(topic, b"x", partition=3)
+        with pytest.raises(TypeError):
+            p.send(topic, b"x", nonsense=1)  # type: ignore[call-arg]
+        with pytest.raises(TypeError):
+            p.send(topic, b"x", value=b"y")  # type: ignore[misc]
+        with pytest.raises(RecordTooLargeError):
+            p.send(big, b"x" * 300, partition=0)
+        fs = [p.send(topic, "text", partition=0), p.send(topic, bytearray(b"ba"), key="k"),
+              p.send(topic=topic, value=b"kw", partition=0, timestamp_ms=5),
+              p.send(topic, b"h", headers=[("a", b"1")], partition=0), p.send(topic, None, partition=0)]
+        p.value_serializer = lambda v: json.dumps(v).encode()
+        fs.append(p.send(topic, {"a": 1}, partition=0))
+        p.flush(10)
+        assert all(f.succeeded() for f in fs)
+    got = _read_all(broker, topic, len(fs))
+    assert [r.value for r in got] == [b"text", b"ba", b"kw", b"h", None, b'{"a": 1}']
+    assert got[1].key == b"k" and got[2].timestamp == 5 and got[3].headers == [("a", b"1")]
+
+
+@needs_cext
+def test_a_subclass_that_overrides_send_keeps_it(broker) -> None:
+    class Mine(Producer):
+        def send(self, *a, **k):  # type: ignore[no-untyped-def]
+            return super().send(*a, **k)
+
+    with Mine(socket=broker.socket, linger_ms=0) as p:
+        assert "send" not in vars(p)
+    with Producer(socket=broker.socket, linger_ms=0) as p:
+        assert "send" in vars(p)
+    with Producer(socket=broker.socket, linger_ms=5) as p:
+        assert "send" not in vars(p)  # not a one-step producer: no C Sender
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+@needs_cext
+@pytest.mark.integration
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_two_hundred_thousand_sends_leak_no_references(broker, transport) -> None:
+    """200,000 sends through the C Sender and its acknowledgement walk: the references to the
+    value, key and topic objects it was given, the number of objects the collector tracks and
+    the process's RSS are where they were after the first 20,000."""
+    topic = _topic(broker, f"leak-{transport}", retention_bytes=64 * 1024 * 1024)
+    value, key = b"v" * 100, b"key"
+    with Producer(socket=broker.socket, transport=transport, linger_ms=0) as p:
+        def burst(n: int) -> None:
+            for i in range(n):
+                p.send(topic, value, key=key, partition=0)
+                if i % 4 == 3:
+                    p.flush(30)  # the supervisor keeps up: sends stay one-step (the C path)
+
+        burst(20_000)
+        p.flush(30)
+        gc.collect()
+        refs = (sys.getrefcount(value), sys.getrefcount(key), sys.getrefcount(topic))
+        objs, rss = len(gc.get_objects()), _rss_kib()
+        burst(200_000)
+        p.flush(30)
+        gc.collect()
+        made_in_c = p.send.counts()[0]  # type: ignore[attr-defined]
+        assert (sys.getrefcount(value), sys.getrefcount(key), sys.getrefcount(topic)) == refs
+        assert len(gc.get_objects()) - objs < 1_000
+        assert _rss_kib() - rss < 8 * 1024  # KiB; a leaked future per send alone would be ~40 MiB
+    assert made_in_c > 40_000  # at least the first send after each flush (more on a quiet machine)
+
+
+@needs_cext
+@pytest.mark.integration
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_the_python_path_alone_with_the_switch_off(broker, transport) -> None:
+    """EDGEBUS_PRODUCER_C_SEND=0: a producer process's send() is Producer.send, and its records
+    are the same as the C Sender's."""
+    topic = _topic(broker, f"switch-{transport}")
+    code = (
+        "import sys, edgebus\n"
+        "from edgebus import Producer\n"
+        "from edgebus.client import fast_acks\n"
+        "p = Producer(socket=sys.argv[1], transport=sys.argv[2], linger_ms=0)\n"
+        "assert 'send' not in vars(p), 'the C Sender is installed'\n"
+        "assert fast_acks.deliver is fast_acks.py_deliver\n"
+        "fs = [p.send(sys.argv[3], b'%d' % i, partition=0, timestamp_ms=i) for i in range(300)]\n"
+        "p.flush(10)\n"
+        "print(sum(f.get(10).offset for f in fs))\n"
+        "p.close()\n")
+    env = {**os.environ, "EDGEBUS_PRODUCER_C_SEND": "0"}
+    out = subprocess.run([sys.executable, "-c", code, broker.socket, transport, topic], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) == sum(range(300))
+    with Producer(socket=broker.socket, transport=transport, linger_ms=0) as p:
+        fs = []
+        for i in range(300):
+            fs.append(p.send(topic, b"%d" % i, partition=0, timestamp_ms=i))
+            p.flush(10)  # each one-step: the supervisor keeps up
+        assert p.send.counts()[0] > 0  # type: ignore[attr-defined]
+    got = _read_all(broker, topic, 600)
+    assert [(r.value, r.timestamp) for r in got] == [(b"%d" % i, i) for i in range(300)] * 2
+
+
+@needs_cext
+@pytest.mark.integration
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_threads_sending_to_two_topics_while_collections_switch_threads(broker, transport) -> None:
+    """Two threads send to two topics while every allocation runs a collection whose callback
+    lets the other thread run (gc threshold 1, time.sleep(0)): a collection inside the C
+    Sender's allocations switches threads between its choice of the partition's class and
+    PRODUCE prefix and its write, so each send must use its own (not the cache the other
+    thread just changed): every record is in its own topic, in order."""
+    topics = [_topic(broker, f"gc-{transport}-{i}") for i in range(2)]
+    n = 600
+    results: dict[int, list] = {}
+    with Producer(socket=broker.socket, transport=transport, linger_ms=0) as p:
+        def sender(i: int) -> None:
+            futs = []
+            for k in range(n):
+                futs.append(p.send(topics[i], b"%d:%d" % (i, k), partition=0))
+                time.sleep(0.0002)  # some sends find nothing held: the C path
+            results[i] = [f.get(30) for f in futs]
+
+        def yield_(phase: str, info: dict) -> None:
+            if phase == "start":
+                time.sleep(0.00005)  # lets the other thread run (and send) here
+
+        old = gc.get_threshold()
+        gc.callbacks.append(yield_)
+        gc.set_threshold(1, 1, 1)
+        try:
+            threads = [threading.Thread(target=sender, args=(i,)) for i in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            gc.set_threshold(*old)
+            gc.callbacks.remove(yield_)
+        p.flush(30)
+        counts = p.send.counts()  # type: ignore[attr-defined]
+    assert sum(counts) == 2 * n
+    for i in range(2):
+        assert [m.topic for m in results[i]] == [topics[i]] * n
+        got = _read_all(broker, topics[i], n)
+        assert [r.value for r in got] == [b"%d:%d" % (i, k) for k in range(n)]
