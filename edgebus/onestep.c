@@ -45,7 +45,7 @@ typedef int64_t (*sock_produce_fn)(int fd, char *buf, uint64_t cap, const char *
 /* Attribute names, interned once. */
 static PyObject *s_fast, *s_value_ser, *s_key_ser, *s_txn, *s_channel, *s_closed, *s_ready,
     *s_in_flight, *s_queued, *s_wake_at, *s_lost, *s_fds_closed, *s_timed, *s_send_gap,
-    *s_last_send, *s_sent_n, *s_size, *s_first_ts, *s_deadline, *s_reap;
+    *s_last_send, *s_sent_n, *s_read_mark, *s_size, *s_first_ts, *s_deadline, *s_reap;
 
 typedef struct {
     PyObject_HEAD
@@ -603,6 +603,7 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     int32_t kln = key == Py_None ? -1 : (int32_t)kl, vln = value == Py_None ? -1 : (int32_t)vl;
     long long frame_n = FRAME_FIXED + PyBytes_GET_SIZE(pre) + kl + vl;
     int64_t sent = 0;
+    int look = 0; /* the socket's SIOCOUTQ look (below) */
     if (kind == KIND_RING) {
         int rc = ((ring_produce_fn)s->ring_produce)(
             (void *)s->ch_a, (void *)s->ch_b, PyBytes_AS_STRING(pre),
@@ -611,10 +612,21 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
         if (rc != 1) goto python; /* held, no room now, or too large: nothing was written */
         sent = frame_n;
     } else {
+        /* LazySocketChannel.send_record's rule: SIOCOUTQ is looked at only when two requests
+         * or more may be unread (unanswered, and written since a look found nothing unread);
+         * bytes unread then hand the record to the general path, whose reap and unread()
+         * decide whether it is held. */
+        if (hold && now - last_send < s->unread_recent && PyDict_GET_SIZE(s->ch_pending) > 1) {
+            long long n0, mark;
+            if (attr_long(s->ch_dict, ch, s_sent_n, &n0) < 0 ||
+                attr_long(s->ch_dict, ch, s_read_mark, &mark) < 0)
+                goto error;
+            look = n0 - mark > 1;
+        }
         sent = ((sock_produce_fn)s->sock_produce)(
             (int)s->ch_a, (char *)s->ch_b, (uint64_t)s->ch_c, PyBytes_AS_STRING(pre),
             (uint32_t)PyBytes_GET_SIZE(pre), kp, kln, vp, vln, ts, corr, (uint16_t)s->api,
-            hold && now - last_send < s->unread_recent);
+            look);
         if (sent == SEND_DECLINED) goto python; /* unread bytes: nothing was built or sent */
         if (sent == -1 || sent == -2) goto python; /* not built: nothing was sent */
     }
@@ -630,7 +642,9 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     if (set_double(s->ch_dict, ch, s_last_send, now) < 0) goto error;
     if (kind == KIND_SOCK) {
         long long nsent;
-        if (attr_long(s->ch_dict, ch, s_sent_n, &nsent) < 0 || set_long(s->ch_dict, ch, s_sent_n, nsent + 1) < 0)
+        if (attr_long(s->ch_dict, ch, s_sent_n, &nsent) < 0 ||
+            (look && set_long(s->ch_dict, ch, s_read_mark, nsent) < 0) ||
+            set_long(s->ch_dict, ch, s_sent_n, nsent + 1) < 0)
             goto error;
     }
     if (set_long(s->pdict, producer, s_in_flight, in_flight + 1) < 0 ||
@@ -1119,6 +1133,7 @@ PyMODINIT_FUNC PyInit__onestep(void) {
     INTERN(s_send_gap, "_send_gap");
     INTERN(s_last_send, "_last_send");
     INTERN(s_sent_n, "_sent");
+    INTERN(s_read_mark, "_read_mark");
     INTERN(s_size, "size");
     INTERN(s_first_ts, "first_ts");
     INTERN(s_deadline, "deadline");

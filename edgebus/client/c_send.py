@@ -67,7 +67,8 @@ PRODUCER_ATTRS = ("_fast", "value_serializer", "key_serializer", "_txn", "_chann
                   "_ready", "_in_flight", "_queued_bytes", "_sender_wake_at", "_drain_held",
                   "_blocked", "_flushing", "_open", "max_in_flight", "_cond", "_mutex",
                   "_results_lock", "_sent", "_counts")
-CHANNEL_ATTRS = ("lost", "_fds_closed", "_timed", "_send_gap", "_last_send", "_sent")
+CHANNEL_ATTRS = ("lost", "_fds_closed", "_timed", "_send_gap", "_last_send", "_sent",
+                 "_read_mark")
 
 
 def _plain(obj: object, names: tuple[str, ...]) -> bool:
