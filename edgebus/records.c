@@ -13,11 +13,18 @@
  * 64-bit ARM: 0.04 against zlib 1.2's 0.21 us per KiB here), else zlib's. Three of them per
  * record (producer, supervisor, consumer) were about a sixth of a 1 KiB record's CPU
  * (bench/results/issue16-lat27.md). */
+/* zlib takes a uInt length: a batch is at most 16 MiB, far below it */
+#define EB_ZCRC32(p, n) ((uint32_t)crc32(0L, (const Bytef *)(p), (uInt)(n)))
 #ifdef EB_HAVE_LIBDEFLATE
 #include <libdeflate.h>
-#define EB_CRC32(p, n) ((uint32_t)libdeflate_crc32(0, (p), (size_t)(n)))
-#else /* zlib takes a uInt length: a batch is at most 16 MiB, far below it */
-#define EB_CRC32(p, n) ((uint32_t)crc32(0L, (const Bytef *)(p), (uInt)(n)))
+/* Only for batches of EB_DEFLATE_MIN bytes or more: on small ones (a paced one-record batch)
+ * libdeflate's cost a paced consumer ~12 us more per message at 1,000/s than zlib's
+ * (bench/results/issue16-crc-s27.md), where a large batch's bytes are what count. */
+#define EB_DEFLATE_MIN 4096
+#define EB_CRC32(p, n) ((size_t)(n) >= EB_DEFLATE_MIN \
+                        ? (uint32_t)libdeflate_crc32(0, (p), (size_t)(n)) : EB_ZCRC32(p, n))
+#else
+#define EB_CRC32(p, n) EB_ZCRC32(p, n)
 #endif
 #endif
 

@@ -168,3 +168,13 @@ def test_the_supervisor_names_what_is_wrong(broker: EmbeddedBroker) -> None:
         with pytest.raises(CorruptRecordError, match=fragment):
             ClientProtocol.decode_body(M.Api.PRODUCE, f)
     assert ClientProtocol.decode_body(M.Api.PRODUCE, frames[-1]).base_offset == 1
+
+
+@pytest.mark.parametrize("value_len", [0, 4000, 4040, 4100, 70_000])
+def test_the_crc_on_both_sides_of_the_libdeflate_threshold(value_len: int) -> None:
+    """records.c's CRC is zlib's under EB_DEFLATE_MIN (4 KiB) and libdeflate's from it (when
+    built with it): batches either side of it pass, and one flipped byte fails, in C."""
+    buf = make_batch([(1, None, b"v" * value_len, [])], base_offset=3, append_time=4)
+    assert B.produced_batch(buf, LIMIT) == B.validate_batch(buf)
+    buf[-1] ^= 1
+    assert B.produced_batch(buf, LIMIT) is None
