@@ -42,6 +42,10 @@ typedef int64_t (*sock_produce_fn)(int fd, char *buf, uint64_t cap, const char *
 #define SEND_DECLINED -3 /* edgebus/sock_send.c EB_SEND_DECLINED */
 #define FRAME_FIXED (12 + 4 + 64 + 22) /* edgebus/client/record_frames.py FRAME_FIXED */
 
+/* zlib.crc32: a key's partition (client/types.py partition_for_key); NULL: keyed sends go to
+ * the Python path. */
+static PyObject *zlib_crc32;
+
 /* Attribute names, interned once. */
 static PyObject *s_fast, *s_value_ser, *s_key_ser, *s_txn, *s_channel, *s_closed, *s_ready,
     *s_in_flight, *s_queued, *s_wake_at, *s_lost, *s_fds_closed, *s_timed, *s_send_gap,
@@ -448,8 +452,17 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
             return python_path(s, args, nargsf, kwnames);
         }
         if (p < 0 || p >= n) return python_path(s, args, nargsf, kwnames); /* its error */
+    } else if (key != Py_None) {
+        /* partition_for_key: zlib.crc32(key) % n (a C function: runs no Python code) */
+        if (zlib_crc32 == NULL || n <= 0) return python_path(s, args, nargsf, kwnames);
+        PyObject *h = PyObject_CallOneArg(zlib_crc32, key);
+        if (h == NULL) return NULL;
+        unsigned long hv = PyLong_AsUnsignedLong(h);
+        Py_DECREF(h);
+        if (hv == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+        p = (long)(hv % (unsigned long)n);
     } else {
-        PyObject *st = key == Py_None ? PyDict_GetItemWithError(s->sticky, topic) : NULL;
+        PyObject *st = PyDict_GetItemWithError(s->sticky, topic);
         if (st == NULL || !PyLong_CheckExact(st))
             return PyErr_Occurred() ? NULL : python_path(s, args, nargsf, kwnames);
         p = PyLong_AsLong(st);
@@ -1165,6 +1178,12 @@ PyMODINIT_FUNC PyInit__onestep(void) {
     INTERN(s_dict, "__dict__");
     INTERN(s_reap, "reap");
     if ((s_empty = PyTuple_New(0)) == NULL) return NULL;
+    PyObject *zlib = PyImport_ImportModule("zlib");
+    if (zlib != NULL) {
+        zlib_crc32 = PyObject_GetAttrString(zlib, "crc32");
+        Py_DECREF(zlib);
+    }
+    if (zlib_crc32 == NULL) PyErr_Clear(); /* no zlib: keyed sends take the Python path */
     if (PyType_Ready(&SenderType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moddef);
     if (m == NULL) return NULL;

@@ -360,3 +360,25 @@ def test_threads_sending_to_two_topics_while_collections_switch_threads(broker, 
         assert [m.topic for m in results[i]] == [topics[i]] * n
         got = _read_all(broker, topics[i], n)
         assert [r.value for r in got] == [b"%d:%d" % (i, k) for k in range(n)]
+
+
+@needs_cext
+@pytest.mark.integration
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_keyed_sends_are_made_in_c_on_the_keys_partitions(broker, transport) -> None:
+    """A keyed send without a partition is made in C too, on partition_for_key's partition
+    (zlib.crc32 of the key modulo the count; keys must not move between the two paths): every
+    record lands where the Python path would have put it, in send order per partition."""
+    from edgebus.client.types import partition_for_key
+    topic = _topic(broker, f"keyed-{transport}", partitions=3)
+    keys = [b"kettle-%d" % i for i in range(60)] + [b"", b"\x00" * 40, bytes(range(256))]
+    with Producer(socket=broker.socket, transport=transport, linger_ms=0) as p:
+        futs = [(k, p.send(topic, b"v" + k, key=k)) for k in keys]
+        p.flush(10)
+        placed = [(k, f.get(10).partition) for k, f in futs]
+        made_in_c = p.send.counts()[0]  # type: ignore[attr-defined]
+    assert made_in_c > 0
+    assert placed == [(k, partition_for_key(k, 3)) for k in keys]
+    for part in range(3):
+        want = [b"v" + k for k in keys if partition_for_key(k, 3) == part]
+        assert [r.value for r in _read_all(broker, topic, len(want), part)] == want
