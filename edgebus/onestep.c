@@ -263,45 +263,59 @@ static int Sender_init(Sender *s, PyObject *args, PyObject *kw) {
  * (the Python path sends on it), -1 an error. */
 static int use_channel(Sender *s, PyObject *ch) {
     if (ch == s->ch) return s->ch_kind < 0;
-    drop_channel(s);
+    /* All looked up into locals first, then the cache swapped with no Python code between and
+     * the old references dropped last: handles() is Python code and a DECREF may run a
+     * finalizer, and another thread may set the cache meanwhile (its references would leak). */
     PyObject *h = PyObject_CallOneArg(s->handles, ch);
     if (h == NULL) return -1;
+    PyObject *lock = NULL, *corr = NULL, *pending = NULL, *d = NULL, *lk = NULL, *aq = NULL,
+             *rl = NULL;
+    unsigned long long a = 0, b = 0;
+    long long c = 0;
+    int kind = -1;
+    if (h != Py_None) {
+        if (!PyArg_ParseTuple(h, "iKKLOOO", &kind, &a, &b, &c, &lock, &corr, &pending) ||
+            !PyDict_CheckExact(pending)) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "pending must be a dict");
+            Py_DECREF(h);
+            return -1;
+        }
+        d = PyObject_GetAttrString(ch, "__dict__");
+        if (d == NULL || !PyDict_CheckExact(d)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "a channel's __dict__ must be a dict");
+            Py_XDECREF(d);
+            Py_DECREF(h);
+            return -1;
+        }
+        if (!(lk = bound(lock, "locked")) || !(aq = bound(lock, "acquire")) ||
+            !(rl = bound(lock, "release"))) {
+            Py_XDECREF(lk);
+            Py_XDECREF(aq);
+            Py_DECREF(d);
+            Py_DECREF(h);
+            return -1;
+        }
+        if ((kind == KIND_RING && s->ring_produce == NULL) ||
+            (kind == KIND_SOCK && s->sock_produce == NULL))
+            kind = -1;
+    }
+    PyObject *old[7] = {s->ch, s->ch_dict, s->ch_locked, s->ch_acquire, s->ch_release,
+                        s->ch_corr, s->ch_pending};
     s->ch = Py_NewRef(ch);
-    s->ch_kind = -1;
-    if (h == Py_None) {
-        Py_DECREF(h);
-        return 1;
-    }
-    PyObject *lock, *corr, *pending;
-    unsigned long long a, b;
-    long long c;
-    int kind;
-    if (!PyArg_ParseTuple(h, "iKKLOOO", &kind, &a, &b, &c, &lock, &corr, &pending) ||
-        !PyDict_CheckExact(pending)) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "pending must be a dict");
-        Py_DECREF(h);
-        return -1;
-    }
-    s->ch_dict = PyObject_GetAttrString(ch, "__dict__");
-    if (s->ch_dict == NULL || !PyDict_CheckExact(s->ch_dict)) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "a channel's __dict__ must be a dict");
-        Py_DECREF(h);
-        return -1;
-    }
-    s->ch_corr = Py_NewRef(corr);
-    s->ch_pending = Py_NewRef(pending);
-    Py_DECREF(h);
-    if (!(s->ch_locked = bound(lock, "locked")) || !(s->ch_acquire = bound(lock, "acquire")) ||
-        !(s->ch_release = bound(lock, "release")))
-        return -1;
-    if ((kind == KIND_RING && s->ring_produce == NULL) ||
-        (kind == KIND_SOCK && s->sock_produce == NULL))
-        return 1;
+    s->ch_dict = d;
+    s->ch_locked = lk;
+    s->ch_acquire = aq;
+    s->ch_release = rl;
+    s->ch_corr = Py_XNewRef(corr);
+    s->ch_pending = Py_XNewRef(pending);
     s->ch_kind = kind;
     s->ch_a = (uintptr_t)a;
     s->ch_b = (uintptr_t)b;
     s->ch_c = c;
-    return 0;
+    Py_DECREF(h);
+    for (int i = 0; i < 7; i++) Py_XDECREF(old[i]);
+    return kind < 0;
 }
 
 /* An attribute of o: from d, o's __dict__, when given and it is there (c_send.install checks
@@ -409,7 +423,11 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     Sender *s = (Sender *)self;
     PyObject *a[6] = {NULL, Py_None, Py_None, Py_None, Py_None, Py_None};
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (s->producer == NULL || nargs > 6) return python_path(s, args, nargsf, kwnames);
+    if (s->producer == NULL) {
+        PyErr_SetString(PyExc_TypeError, "an edgebus Sender not made by c_send.install");
+        return NULL;
+    }
+    if (nargs > 6) return python_path(s, args, nargsf, kwnames);
     for (Py_ssize_t i = 0; i < nargs; i++) a[i] = args[i];
     if (kwnames != NULL) {
         for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(kwnames); j++) {
@@ -664,20 +682,27 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
         set_long(s->pdict, producer, s_queued, queued + size) < 0 ||
         PyDict_SetItem(s->sent, id_obj, b) < 0)
         goto error;
-    if (notify) {
+    /* A frame the socket took only part of is finished before any Python code runs:
+     * Condition.notify_all is Python code, during which another thread could write on the
+     * socket after the half frame; the I/O thread is told after the rest (below). */
+    int partial = sent != frame_n;
+    if (notify && !partial) {
         PyObject *x = PyObject_CallNoArgs(s->notify_all);
         if (x == NULL) goto error;
         Py_DECREF(x);
     }
     got_mutex = 0;
     if (release(s->mutex_release) < 0) goto error;
-    if (sent != frame_n) {
+    if (partial) {
         /* A full socket buffer took part of the frame (or none), or send(2) failed: the rest
          * by sendall, with the I/O and channel locks held as the Python path holds them (both
-         * free: looked at above, and no other thread has run since). */
-        if (try_acquire(s, s->io_acquire) != 1) goto error;
-        if (try_acquire(s, ch_acq) != 1) {
-            release(s->io_release);
+         * free: looked at above, and no Python code has run since). */
+        int g = try_acquire(s, s->io_acquire);
+        if (g == 1 && (g = try_acquire(s, ch_acq)) != 1) release(s->io_release);
+        if (g != 1) {
+            if (g == 0)
+                PyErr_SetString(PyExc_RuntimeError,
+                                "edgebus: a lock was taken during a one-step send's partial write");
             goto error;
         }
         PyObject *x = PyObject_CallFunction(s->send_rest, "OOOLLO", producer, ch, b,
@@ -688,6 +713,18 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
             goto error;
         }
         Py_DECREF(x);
+        if (notify) { /* the I/O thread must learn this batch's deadline, under the mutex */
+            PyObject *m = PyObject_CallNoArgs(s->mutex_acquire);
+            if (m == NULL) goto error;
+            Py_DECREF(m);
+            x = PyObject_CallNoArgs(s->notify_all);
+            int e3 = release(s->mutex_release);
+            if (x == NULL || e3 < 0) {
+                Py_XDECREF(x);
+                goto error;
+            }
+            Py_DECREF(x);
+        }
     }
     s->n_c++;
     res = f;
