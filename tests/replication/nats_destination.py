@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,10 +59,10 @@ def _unanswered(e: BaseException) -> bool:
     consumer's interest not yet on this client's node) or no answer in time. Seconds under
     load; the reader asks again."""
     import nats.errors
-    from nats.js.errors import APIError, ServiceUnavailableError
+    from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 
     return (isinstance(e, nats.errors.NoRespondersError | nats.errors.TimeoutError
-                       | ServiceUnavailableError)
+                       | ServiceUnavailableError | NoStreamResponseError)
             or (isinstance(e, APIError) and e.code in (503, 408)))
 
 
@@ -75,6 +76,23 @@ async def _patiently(step: Callable[[], Awaitable[T]], deadline: float) -> T:
             if not _unanswered(e) or loop.time() > deadline:
                 raise
         await asyncio.sleep(0.2)
+
+
+async def publish_patiently(js: Any, subject: str, payload: bytes,
+                            headers: dict[str, str] | None = None, *, timeout: float = 2.0,
+                            patience_s: float = 30.0) -> Any:
+    """A JetStream publish asked again while unanswered (_unanswered) for up to `patience_s`.
+    A stream just made, or a cluster just resumed, has the subject's interest on some nodes
+    only for a while: a publish there finds no responders (CI at load 15+: a publish right
+    after the stream had its leader, and one right after SIGCONT, both refused). Each message
+    carries a Nats-Msg-Id (its own unless given), so a retry after a lost acknowledgement is
+    deduplicated by the stream rather than stored twice; the down direction drops Nats-*
+    headers, so the records are unchanged."""
+    h = dict(headers or {})
+    h.setdefault(C.MSG_ID, f"test/{uuid.uuid4().hex}")
+    deadline = asyncio.get_running_loop().time() + patience_s
+    return await _patiently(lambda: js.publish(subject, payload, headers=h, timeout=timeout),
+                            deadline)
 
 
 async def _read_subject(urls: list[str], subject: str) -> list[tuple[dict[str, str], bytes, int]]:

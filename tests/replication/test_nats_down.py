@@ -26,6 +26,7 @@ from .nats_destination import (
     NatsDestination,
     _connect,
     _patiently,
+    publish_patiently,
     source_records,
 )
 from .relay import Relay
@@ -108,7 +109,7 @@ async def _publish(urls: list[str], first: int, count: int) -> int:
     try:
         for i in range(first, first + count):
             payload, h = _message(i)
-            await js.publish(SUBJECT, payload, headers=h, timeout=2)
+            await publish_patiently(js, SUBJECT, payload, h)
             done += 1
     except Exception:
         pass  # a node restarting: the caller publishes the rest later
@@ -284,7 +285,7 @@ def test_messages_deleted_after_they_came_down_are_no_gap(
     async def other() -> None:
         nc = await _connect(urls)
         for _ in range(4):
-            await nc.jetstream().publish("office.other", b"x")
+            await publish_patiently(nc.jetstream(), "office.other", b"x")
         await nc.close()
 
     got = 0
@@ -347,11 +348,11 @@ def test_an_up_directions_gap_marker_comes_down_as_a_gap(
         js = nc.jetstream()
         try:
             p0, h0 = C.encode("gw", "t", 0, 0, 1_700_000_000_000, b"k", b"before", [])
-            await js.publish(SUBJECT, p0, headers=h0)
-            await js.publish(SUBJECT, b"offsets 1..40 of gw/t/0 never shipped: retention", headers={
+            await publish_patiently(js, SUBJECT, p0, h0)
+            await publish_patiently(js, SUBJECT, b"offsets 1..40 of gw/t/0 never shipped: retention", {
                 C.MSG_ID: C.msg_id("gw", "t", 0, 40), C.GAP: "1/41/retention", C.RESUME: "41"})
             p1, h1 = C.encode("gw", "t", 0, 41, 1_700_000_000_041, b"k", b"after", [])
-            await js.publish(SUBJECT, p1, headers=h1)
+            await publish_patiently(js, SUBJECT, p1, h1)
         finally:
             await nc.close()
 
@@ -449,7 +450,7 @@ def test_several_subjects_come_down_into_one_topics_partitions(
         js = nc.jetstream()
         try:
             for i in range(first, first + count):
-                await js.publish(subjects[i % 3], b"m%d" % i)
+                await publish_patiently(js, subjects[i % 3], b"m%d" % i)
         finally:
             await nc.close()
 

@@ -30,7 +30,7 @@ from .conftest import (
     with_metrics,
 )
 from .nats_cluster import nats_server_binary
-from .nats_destination import NatsDestination, _connect, source_records
+from .nats_destination import NatsDestination, _connect, publish_patiently, source_records
 from .test_nats_down import OFFICE, _NoCluster, _office, nats  # noqa: F401
 
 pytestmark = [pytest.mark.integration,
@@ -46,7 +46,7 @@ async def _publish(urls: list[str], msgs: list[tuple[str, bytes]]) -> None:
     js = nc.jetstream()
     try:
         for subject, payload in msgs:
-            await js.publish(subject, payload, timeout=5)
+            await publish_patiently(js, subject, payload)
     finally:
         await nc.close()
 
