@@ -147,6 +147,19 @@ FETCH_AHEAD = _flag("EDGEBUS_SHM_FETCH_AHEAD", _knob(
 STANDING = _flag("EDGEBUS_SHM_STANDING_FETCH", _knob(
     "EDGEBUS_SHM_STANDING_FETCH", "1", "1: the fetch a consumer sends ahead (rings or Unix "
     "socket) stays armed at the supervisor after each answer; 0: one fetch per answer"))
+# ... answered at once while the consumer has left at most this many bytes of answers unread (or
+# the last answer, if larger); more, and the fetch is held until it reads, what came meanwhile
+# then going as one answer (handlers/standing.py caught_up). A hold costs the supervisor two
+# Python turns and both sides a wake-up (the consumer's read signals the supervisor, whose
+# answer signals the consumer): at 10,000 records a second a consumer two answers behind (a
+# window of one answer, before tail28) had 1-2% of its records held, the p99's band
+# (bench/results/issue16-tail28.md). 16 KiB: a consumer ~14 one-KiB answers behind (1.4 ms at
+# 10,000/s) still reads them in one poll without either wake-up; one that stops reading still
+# costs at most this plus one answer.
+STANDING_WINDOW = _int("EDGEBUS_SHM_STANDING_WINDOW", _knob(
+    "EDGEBUS_SHM_STANDING_WINDOW", "16384", "bytes of standing-fetch answers a ring consumer may "
+    "leave unread and still get the next one at once (more: held until it reads); 0: only the "
+    "last answer"), 0, 1 << 30)
 # A consumer's standing-fetch answer taken in one C call (edgebus/shm/take.c: the wait, the
 # copy out of the ring or the socket's recv, the frame's header) and its records unpacked from the
 # buffer it was taken into (edgebus/client/quick_take.py). 0: the Python path takes every answer.

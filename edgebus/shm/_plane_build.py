@@ -58,6 +58,7 @@ typedef struct {
     int32_t w_sock;
     int64_t w_rest_at, w_rest_len;
     int64_t w_window;
+    int64_t w_room;
     int32_t w_held;
     int32_t w_ready;
     ...;

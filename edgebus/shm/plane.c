@@ -104,8 +104,10 @@ typedef struct {
      * socket this call. */
     int32_t w_sock;
     int64_t w_rest_at, w_rest_len;  /* out: that rest's place in c->rest (len 0: none) */
-    int64_t w_window;          /* unread bytes the answer may find (caught_up's window: the
-                                * consumer link's last_entry); -1: none, the ring must be empty */
+    int64_t w_window;          /* the consumer link's last_entry (moved on by each answer);
+                                * -1: none, the ring must be empty */
+    int64_t w_room;            /* tuning.STANDING_WINDOW: the unread bytes the answer may find
+                                * are at most the larger of this and w_window (caught_up's) */
     /* The socket consumer's fetch is held until it has read (w_sock; StandingFetches.may_answer
      * holds it, indexed under the partition): each append only looks at SIOCOUTQ, as
      * may_answer would, and does nothing while it is not 0, as may_answer would; once it is 0,
@@ -186,13 +188,14 @@ static void standing_answered(eb_grant *g, uint64_t n, int64_t count, uint64_t l
 }
 
 /* standing_frame's answer into the consumer's ring, written only within handlers/standing.py
- * caught_up's first look: at most the last entry written unread (a window of one, w_window);
- * more, and Python decides (it raises writer_waiting and holds the fetch). */
+ * caught_up's first look: at most `window` bytes unread (the last entry written, w_window, or
+ * w_room if larger); more, and Python decides (it raises writer_waiting and holds the fetch). */
 static void answer_standing(eb_grant *g, const char *b, uint64_t n, int64_t count) {
     eb_ring *W = (eb_ring *)g->w_ring;
     uint64_t unread = __atomic_load_n(U64AT(W->hdr, EB_OFF_HEAD), __ATOMIC_RELAXED) -
                       __atomic_load_n(U64AT(W->hdr, EB_OFF_TAIL), __ATOMIC_ACQUIRE);
-    if (unread > (uint64_t)(g->w_window < 0 ? 0 : g->w_window))
+    int64_t room = g->w_window < 0 ? 0 : (g->w_window > g->w_room ? g->w_window : g->w_room);
+    if (unread > (uint64_t)room)
         return;
     char f[EB_PLANE_ANSWER_MAX];
     uint64_t len = standing_frame(g, b, n, f);

@@ -351,10 +351,11 @@ def records_from(sock: str, topic: str, start: int) -> list[tuple[int, bytes | N
 
 
 
-def _unread_standing_answers(sock: str, topic: str, n: int) -> list[list[bytes]]:
+def _unread_standing_answers(sock: str, topic: str, n: int, size: int = 0) -> list[list[bytes]]:
     """A raw consumer link holds a standing fetch from offset 0 and reads nothing while a raw
-    producer link sends `n` one-record batches, each acknowledged before the next; then the
-    consumer reads everything. Its answers, each as its batches, append times zeroed."""
+    producer link sends `n` one-record batches (values of `size` bytes at least), each
+    acknowledged before the next; then the consumer reads everything. Its answers, each as its
+    batches, append times zeroed."""
     consumer, producer = RawLink(sock), RawLink(sock)
     try:
         corr = next(_corr)
@@ -363,7 +364,7 @@ def _unread_standing_answers(sock: str, topic: str, n: int) -> list[list[bytes]]
         wait_for(lambda: plane_parked(sock), 10, "the standing fetch to be parked")
         for i in range(n):
             pc = next(_corr)
-            producer.send([produce_frame(pc, topic, 1, batch([b"u%d" % i]))])
+            producer.send([produce_frame(pc, topic, 1, batch([(b"u%d" % i).ljust(size, b".")]))])
             producer.wait({pc})
         out: list[list[bytes]] = []
         deadline = time.monotonic() + 20
@@ -385,24 +386,36 @@ def _unread_standing_answers(sock: str, topic: str, n: int) -> list[list[bytes]]
         producer.close()
 
 
-def test_standing_answers_to_a_consumer_not_reading_equal_the_python_path(tmp_path: Path) -> None:
-    """The C call answers the standing fetch while at most the last answer is unread (push's
-    window of one), then leaves it to Python, which holds it until the consumer reads: the
-    same answers, grouped the same way, as with every frame in Python."""
-    on = EmbeddedBroker(tmp_path / "on").start()
-    off = EmbeddedBroker(tmp_path / "off").start(env={"EDGEBUS_SHM_C_PLANE": "0"})
+# (EDGEBUS_SHM_STANDING_WINDOW, value bytes, answers written in C): the window of one answer
+# (before tail28: the first answer is Python's, its append made the grant; the second found the
+# first unread and was still written in C); small answers within the default window (every one
+# after the first); answers of ~4.2 KiB, of which three are within the default 16 KiB window
+# (the fourth unread is over it: that append goes to Python, which holds the fetch)
+_WINDOWS = [("0", 0, 1), ("", 0, 11), ("", 4096, 3)]
+
+
+@pytest.mark.parametrize(("window", "size", "in_c"), _WINDOWS)
+def test_standing_answers_to_a_consumer_not_reading_equal_the_python_path(
+        tmp_path: Path, window: str, size: int, in_c: int) -> None:
+    """The C call answers the standing fetch while at most the window (the last answer, or
+    tuning.STANDING_WINDOW if larger) is unread, then leaves it to Python, which holds it until
+    the consumer reads: the same answers, grouped the same way, as with every frame in Python.
+    Within the default window none is held (before tail28, with a window of one answer, the
+    third and later were: fewer answers, and one written in C)."""
+    env = {"EDGEBUS_SHM_STANDING_WINDOW": window} if window else {}
+    on = EmbeddedBroker(tmp_path / "on").start(env=env)
+    off = EmbeddedBroker(tmp_path / "off").start(env={"EDGEBUS_SHM_C_PLANE": "0", **env})
     try:
         for b in (on, off):
             with Admin(socket=b.socket, transport="socket") as a:
                 a.create_topic("unread", 1)
-        got_on = _unread_standing_answers(on.socket, "unread", 12)
-        got_off = _unread_standing_answers(off.socket, "unread", 12)
+        got_on = _unread_standing_answers(on.socket, "unread", 12, size)
+        got_off = _unread_standing_answers(off.socket, "unread", 12, size)
         assert got_on == got_off
-        assert len(got_on) < 12  # some answers held and sent together: the window was tested
+        # some answers held and sent together (the hold was tested), or one answer per batch
+        assert (len(got_on) == 12) if in_c == 11 else (len(got_on) < 12)
         with Admin(socket=on.socket, transport="socket") as a:
-            # the first answer is Python's (its append made the grant); the second found the
-            # first unread and was still written in C (before the window: none was)
-            assert a.status()["shm_plane"]["standing_answers"] == 1
+            assert a.status()["shm_plane"]["standing_answers"] == in_c
     finally:
         on.cleanup()
         off.cleanup()

@@ -50,6 +50,7 @@ from edgebus.fastpath.fetch import encode_fetched_one
 from edgebus.fastpath.standing import end_offset, next_fetch
 from edgebus.protocol import messages as M
 from edgebus.server.fetchwait import ParkedFetch
+from edgebus.tuning import STANDING_WINDOW
 
 if TYPE_CHECKING:
     from edgebus.server.handlers.data import DataHandlers
@@ -109,21 +110,29 @@ def _read_up(conn: Any, st: Any) -> bool:
     return caught_up(st)
 
 
+def window(link: Any) -> int:
+    """The unread answer bytes a ring consumer may have and still be answered at once: the last
+    answer written (`ShmLink.last_entry`), or tuning.STANDING_WINDOW if more."""
+    last: int = link.last_entry
+    return last if last > STANDING_WINDOW else STANDING_WINDOW
+
+
 def caught_up(link: Any) -> bool:
-    """Whether the consumer has read every answer in the link's response ring but the last one
-    written (`ShmLink.last_entry`: a window of one). The consumer takes both in one read, so the
-    second costs it no wake-up, while holding it cost the supervisor a wake-up (the consumer's
-    read signalling it) and the consumer another: the tail at 10,000 records a second, where two
-    PRODUCEs often come in one wake-up (bench/results/issue16-lat16.md). Two answers unread:
-    the ring's writer_waiting flag is raised first (then the ring is looked at again: the
-    consumer may have read in between), so that its next read signals the supervisor (efd_sup),
-    which then calls link.on_room (docs/ARCHITECTURE.md, "Standing fetches")."""
+    """Whether the consumer has left at most `window` bytes of answers unread in the link's
+    response ring. The consumer takes every answer there in one poll (client/quick_take.py), so
+    the later ones cost it no wake-up, while holding one cost the supervisor two Python turns
+    and a wake-up (the consumer's read signalling it) and the consumer another: the tail at
+    10,000 records a second (bench/results/issue16-lat16.md with a window of one answer,
+    issue16-tail28.md with STANDING_WINDOW). More unread: the ring's writer_waiting flag is
+    raised first (then the ring is looked at again: the consumer may have read in between), so
+    that its next read signals the supervisor (efd_sup), which then calls link.on_room
+    (docs/ARCHITECTURE.md, "Standing fetches")."""
     resp = link.resp
-    window = link.last_entry
-    if resp.used() <= window:
+    room = window(link)
+    if resp.used() <= room:
         return True
     resp.prepare_sleep_space(_NEVER_FITS)  # announce, full fence (C), then re-check below
-    return bool(resp.used() <= window)
+    return bool(resp.used() <= room)
 
 
 class StandingFetches:
@@ -259,11 +268,11 @@ class StandingFetches:
                                  and data.txn_filter(p, batch) is not batch):
             return False
         # may_answer's: nothing queued behind, and the consumer read every answer (on the
-        # rings: but the last one, caught_up's window)
+        # rings: at most caught_up's window unread)
         if link is conn:
             if conn.out or conn.overloaded or _ioctl(conn.standing_fd, _OUTQ, _ZERO4) != _ZERO4:
                 return False
-        elif link.pending or conn.overloaded or link.resp.used() > link.last_entry:
+        elif link.pending or conn.overloaded or link.resp.used() > window(link):
             return False
         if self.check is not None:
             try:

@@ -45,6 +45,7 @@ from edgebus.protocol import messages as M
 from edgebus.server.acl.checks import TOPIC_WRITE
 from edgebus.server.listeners.plane_grant import Grant, write_failed
 from edgebus.server.listeners.plane_sync import SyncBack
+from edgebus.tuning import STANDING_WINDOW
 
 if TYPE_CHECKING:
     from edgebus.server.disk import DiskGuard
@@ -269,6 +270,7 @@ class Plane(SyncBack):
         # gets acks written by the C call that this window would not count: there the ring must
         # be empty, as before. (A socket consumer's rule is sockplane.c's: nothing unread.)
         c.w_window = -1 if other is None or other.grants else other.last_entry
+        c.w_room = STANDING_WINDOW
 
     # --- the call --------------------------------------------------------------------------------
     def serve(self, link: Any, buf: bytearray, start: int) -> int:

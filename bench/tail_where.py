@@ -1,0 +1,482 @@
+"""Where a paced run's slowest messages wait (issue 16's p99 at 10,000 msg/s), with the C data
+plane, the parked loop and the C producer and consumer as they run by default (bench/hops.py
+stamps Python methods those paths no longer call).
+
+    python -m bench.tail_where [--rate 10000] [--sizes 100,1024] [--duration 4] [--rounds 1]
+                               [--transport shm] [--variants 'a:;b:VAR=1'] [--out FILE.md]
+
+One supervisor per case, started as `python -m bench.tail_where --serve CONFIG` so that its
+Python is wrapped before it runs: each parked wait (shm_park.Park.wait) is stamped on entry and
+return with why it returned and the links it handed to Python by reason (park.c's to_py
+counters, read before and after), each standing fetch held for its consumer's read and resumed
+(handlers/standing.py), each sync-back's index-entry writes, and each garbage collection. The
+producer (bench/run.py's paced loop, `send()` with linger_ms=0) stamps each record's scheduled
+time, and when its send() began and returned; the consumer (bench/clients.py tail_consumer)
+stamps when each record came out of poll(). CLOCK_MONOTONIC is the same clock in the three
+processes.
+
+A record's one-way latency (scheduled time -> out of poll(), as bench/run.py measures it) is split
+into `late` (scheduled -> send() began: the producer's own schedule slipping), `send` (send()'s
+own time) and `transit` (send() returned -> out of poll(): the supervisor and the consumer). For
+the records at or above the p99 (after bench/run.py's 10% warm-up), each is put in the first
+class that holds: `late` or `send` the larger part; the supervisor in Python (between two parked
+waits, with the reasons of the return before) for more than half its transit; a collection in
+any process overlapping it; else `transit, parked`: the supervisor parked in C all along (the
+wake-ups of the consumer or the supervisor themselves). The counts, not the wall-clock figures,
+are what a loaded machine moves little.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import gc
+import multiprocessing as mp
+import os
+import pickle
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from bisect import bisect_left, bisect_right
+from pathlib import Path
+from typing import Any
+
+_now = time.monotonic_ns
+_STAMP = struct.Struct("<qq")
+_events: dict[str, list[Any]] = {"park": [], "gc": [], "hold": [], "resume": [], "index": [],
+                                 "tick": [], "after": []}
+_TO_PY = ("not_fast", "declined", "ring", "after_append", "spin", "standing", "socket")
+_WHY = ("loop", "timeout", "python", "eintr", "error")
+
+
+def _dump(role: str) -> None:
+    d = os.environ.get("EDGEBUS_TAIL_DIR")
+    if d:
+        with open(Path(d) / f"{role}.pkl", "wb") as f:
+            pickle.dump(_events, f)
+
+
+def _gc_hook() -> None:
+    t0 = [0]
+
+    def cb(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            t0[0] = _now()
+        else:
+            _events["gc"].append((t0[0], _now(), info["generation"]))
+
+    gc.callbacks.append(cb)
+
+
+# --- supervisor ----------------------------------------------------------------------------------
+def _patch_supervisor() -> None:
+    from edgebus.server.handlers import standing as S
+    from edgebus.server.listeners import plane_sync as PS
+    from edgebus.server.listeners import shm_park as K
+
+    park, hold, resume, index = (_events[k] for k in ("park", "hold", "resume", "index"))
+    orig_wait = K.Park.wait
+
+    def wait(self: Any, deadline: float) -> Any:
+        t = self.P.to_py
+        before = tuple(t[i] for i in range(len(_TO_PY)))
+        t0 = _now()
+        r = orig_wait(self, deadline)
+        t1 = _now()
+        after = tuple(t[i] for i in range(len(_TO_PY)))
+        park.append((t0, t1, int(self.P.why), tuple(a - b for a, b in zip(after, before,
+                                                                          strict=True))))
+        return r
+
+    K.Park.wait = wait  # type: ignore[method-assign]
+    orig_after = K.Park._after
+    after_ev = _events["after"]
+
+    def after_(self: Any) -> None:  # the sync-back (inside wait's stamps)
+        t0 = _now()
+        orig_after(self)
+        after_ev.append((t0, _now()))
+
+    K.Park._after = after_  # type: ignore[method-assign]
+    from edgebus.server import loop as LP
+
+    ticks = _events["tick"]
+
+    def tick(self: Any, now: float) -> None:  # Loop._tick, each service's tick timed
+        for s in self._timed:
+            d = s.next_deadline()
+            if d is not None and d <= now:
+                t0 = _now()
+                s.tick(now)
+                ticks.append((t0, _now(), type(s).__name__))
+        self._static_stale = True
+
+    LP.Loop._tick = tick  # type: ignore[method-assign]
+    orig_may = S.StandingFetches.may_answer
+
+    def may_answer(self: Any, w: Any) -> bool:
+        r: bool = orig_may(self, w)
+        if not r:
+            hold.append(_now())
+        return r
+
+    S.StandingFetches.may_answer = may_answer  # type: ignore[method-assign]
+    orig_resume = S.StandingFetches.resume
+
+    def resume_(self: Any, link: Any) -> None:
+        resume.append(_now())
+        orig_resume(self, link)
+
+    S.StandingFetches.resume = resume_  # type: ignore[method-assign]
+    orig_index = getattr(PS, "_index_entries", None)  # (an older tree: none)
+    if orig_index is None:
+        return
+
+    def index_entries(g: Any, seg: Any, c: Any) -> None:
+        n, t0 = int(c.ix_n), _now()
+        orig_index(g, seg, c)
+        index.append((t0, _now(), n))
+
+    PS._index_entries = index_entries
+
+
+def serve(config: str) -> int:
+    _patch_supervisor()
+    _gc_hook()
+    atexit.register(_dump, "sup")
+    from edgebus.cli.main import main
+
+    return main(["serve", "--config", config])
+
+
+# --- clients -------------------------------------------------------------------------------------
+def _producer(sock: str, topic: str, transport: str, size: int, rate: int, duration: float,
+              go: Any, done: Any) -> None:
+    from bench import peers
+    from bench.run import Ctx, _tight_timers, child_heap
+
+    child_heap()
+    _gc_hook()
+    ctx = Ctx("edgebus", 1, 1, True)
+    ctx.data.update(socket=sock, topic=topic, transport=transport, acks="written", linger_ms=0)
+    p = peers.Edgebus.producer(ctx, 0)
+    n = int(rate * duration)
+    due_a, t0_a, t1_a = array("q", bytes(8 * n)), array("q", bytes(8 * n)), array("q", bytes(8 * n))
+    pad = b"x" * (size - _STAMP.size)
+    go.wait()
+    _tight_timers()
+    mono_ns = time.monotonic_ns
+    step_ns = 1e9 / rate
+    t0 = mono_ns()
+    for k in range(n):  # bench/run.py producer_main's loop, stamped
+        due = t0 + int(k * step_ns)
+        delay = due - mono_ns()
+        if delay > 0:
+            time.sleep(delay / 1e9)
+        s = mono_ns()
+        p.send(_STAMP.pack(due, k) + pad)
+        due_a[k], t0_a[k], t1_a[k] = due, s, mono_ns()
+    p.flush()
+    p.close()
+    _events["send"] = [due_a.tobytes(), t0_a.tobytes(), t1_a.tobytes()]
+    _dump("prod")
+    done.put(n)
+
+
+def _consumer(sock: str, topic: str, transport: str, ready: Any, go: Any, expected: Any,
+              done: Any) -> None:
+    from bench.clients import tail_consumer
+    from bench.run import child_heap
+
+    child_heap()
+    _gc_hook()
+    c = tail_consumer(sock, transport, topic)
+    recv = array("q")
+    seqs = array("q")
+    polls = array("q")  # (poll called, poll returned, records) per poll that returned records
+    ready.put(1)
+    go.wait()
+    got = 0
+    unpack = _STAMP.unpack_from
+    hard = time.monotonic() + 120
+    mono_ns = time.monotonic_ns
+    while time.monotonic() < hard:
+        t0 = mono_ns()
+        out = c.poll(50, max_records=1_000_000)
+        if out:
+            t = mono_ns()
+            k = 0
+            for recs in out.values():
+                for r in recs:
+                    seqs.append(unpack(r.value or bytes(16))[1])
+                    recv.append(t)
+                k += len(recs)
+            polls.extend((t0, t, k))
+            got += k
+        if 0 < expected.value <= got:
+            break
+    c.close()
+    _events["recv"] = [seqs.tobytes(), recv.tobytes(), polls.tobytes()]
+    _dump("cons")
+    done.put(got)
+
+
+def run_case(transport: str, size: int, rate: int, duration: float,
+             env: dict[str, str]) -> dict[str, Any]:
+    from bench import run as R
+    from edgebus import Admin
+    from edgebus.testing import EmbeddedBroker
+
+    tdir = tempfile.mkdtemp(prefix="eb-tail-")
+    os.environ["EDGEBUS_TAIL_DIR"] = tdir
+    broker = EmbeddedBroker(log_level="WARNING")
+    broker._log_file = open(broker.log_path, "ab")  # noqa: SIM115 (EmbeddedBroker.start's way)
+    broker.proc = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--serve", str(broker.config_path)],
+        stdout=broker._log_file, stderr=subprocess.STDOUT, env={**os.environ, **env})
+    broker.wait_ready()
+    load = os.getloadavg()[0]
+    try:
+        topic = f"tail-{os.getpid()}-{transport}-{size}"
+        with Admin(socket=broker.socket, transport="socket") as a:
+            a.create_topic(topic, 1, config={"max_message_bytes": 4 << 20})
+        mpc = mp.get_context("fork")
+        R.before_fork()
+        ready, done, go = mpc.Queue(), mpc.Queue(), mpc.Event()
+        expected = mpc.Value("q", 0)
+        cons = mpc.Process(target=_consumer, args=(broker.socket, topic, transport, ready, go,
+                                                   expected, done))
+        cons.start()
+        ready.get(timeout=60)
+        prod = mpc.Process(target=_producer, args=(broker.socket, topic, transport, size, rate,
+                                                   duration, go, done))
+        prod.start()
+        time.sleep(0.3)
+        go.set()
+        prod.join(duration + 120)
+        expected.value = int(rate * duration)
+        cons.join(120)
+    finally:
+        broker.stop()
+        broker.cleanup()
+    try:
+        out = analyse(tdir)
+        out.update(transport=transport, size=size, rate=rate, load=load)
+        return out
+    finally:
+        if not os.environ.get("EDGEBUS_TAIL_KEEP"):
+            shutil.rmtree(tdir, ignore_errors=True)
+
+
+# --- analysis ------------------------------------------------------------------------------------
+def _overlap(spans: list[tuple[int, int]], starts: list[int], a: int, b: int) -> int:
+    """ns of [a, b) covered by the sorted, disjoint spans (starts: their starts)."""
+    i = max(0, bisect_right(starts, a) - 1)
+    tot = 0
+    while i < len(spans) and spans[i][0] < b:
+        lo, hi = max(a, spans[i][0]), min(b, spans[i][1])
+        if hi > lo:
+            tot += hi - lo
+        i += 1
+    return tot
+
+
+def analyse(tdir: str) -> dict[str, Any]:
+    def load(role: str) -> dict[str, Any]:
+        with open(Path(tdir) / f"{role}.pkl", "rb") as f:
+            d: dict[str, Any] = pickle.load(f)
+        return d
+
+    prod, cons, sup = load("prod"), load("cons"), load("sup")
+    due, s0, s1 = (array("q", b) for b in prod["send"])
+    seqs, recv, polls = (array("q", b) for b in cons["recv"])
+    park = sup["park"]
+    # the supervisor's Python turns: from a parked wait's return to the next wait's entry,
+    # with the returning wait's why and links handed to Python
+    turns = [(park[i][1], park[i + 1][0], park[i][2], park[i][3]) for i in range(len(park) - 1)]
+    tspans = [(a, b) for a, b, _w, _t in turns]
+    tstarts = [a for a, _b in tspans]
+    gcs = sorted((a, b) for role in (prod, cons, sup) for a, b, _g in role["gc"])
+    gstarts = [a for a, _b in gcs]
+    holds = sorted(sup["hold"])
+    # the consumer inside poll() (waiting, or taking what came), per poll that returned records
+    pspans = [(polls[i], polls[i + 1]) for i in range(0, len(polls), 3)]
+    pstarts = [a for a, _b in pspans]
+    lat = []
+    for seq, t in zip(seqs, recv, strict=True):
+        if 0 <= seq < len(due):
+            lat.append((t - due[seq], seq, t))
+    lat = lat[len(lat) // 10:]  # warm-up, as bench/run.py
+    if not lat:
+        return {"records": 0}
+    ordered = sorted(x[0] for x in lat)
+    # send() returned -> out of poll(): the supervisor's and the consumer's part alone (a
+    # producer descheduled on a loaded machine is in the total's tail, not here)
+    transits = sorted(t - s1[seq] for _l, seq, t in lat)
+    p50 = ordered[len(ordered) // 2]
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    slow = [x for x in lat if x[0] >= p99]
+    classes: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    parts: dict[str, list[int]] = {"late": [], "send": [], "transit": [], "python": []}
+    for total, seq, t in slow:
+        late, send, transit = s0[seq] - due[seq], s1[seq] - s0[seq], t - s1[seq]
+        py = _overlap(tspans, tstarts, s1[seq], t)
+        for k, v in (("late", late), ("send", send), ("transit", transit), ("python", py)):
+            parts[k].append(v)
+        if max(late, send) >= transit:
+            cls = "late" if late >= send else "send"
+        elif bisect_left(holds, t) > bisect_left(holds, s1[seq]):
+            cls = "transit, fetch held"
+        elif py * 2 >= transit:
+            cls = "transit, supervisor in Python"
+            # the longest turn within it: its return's reasons
+            i = max(0, bisect_right(tstarts, s1[seq]) - 1)
+            best = None
+            while i < len(turns) and turns[i][0] < t:
+                if best is None or (turns[i][1] - turns[i][0]) > (best[1] - best[0]):
+                    best = turns[i]
+                i += 1
+            if best is not None:
+                why = _WHY[best[2]]
+                handed = "+".join(_TO_PY[j] for j, n in enumerate(best[3]) if n) or "-"
+                key = f"{why}: {handed}"
+                reasons[key] = reasons.get(key, 0) + 1
+        elif _overlap(gcs, gstarts, s1[seq], t):
+            cls = "transit, a collection"
+        elif 2 * (transit - _overlap(pspans, pstarts, s1[seq], t)) >= transit:
+            cls = "transit, consumer busy"
+        else:
+            cls = "transit, parked"
+        classes[cls] = classes.get(cls, 0) + 1
+    # Python turns overall: how many, how long, by reason
+    turn_len = sorted(b - a for a, b in tspans)
+    by_reason: dict[str, int] = {}
+    for _a, _b, w, t in turns:
+        key = f"{_WHY[w]}: " + ("+".join(_TO_PY[j] for j, n in enumerate(t) if n) or "-")
+        by_reason[key] = by_reason.get(key, 0) + 1
+    n = len(due)
+    held = sum(1 for _l, seq, t in lat if bisect_left(holds, t) > bisect_left(holds, s1[seq]))
+    big_polls = sorted(polls[i + 2] for i in range(0, len(polls), 3))
+    return {
+        "records": len(lat), "p50": round(p50 / 1000), "p99": round(p99 / 1000),
+        "transit_p50": round(transits[len(transits) // 2] / 1000),
+        "transit_p99": round(transits[int(0.99 * len(transits))] / 1000),
+        "slow": len(slow), "classes": classes, "reasons": reasons,
+        "parts_median_us": {k: round(statistics.median(v) / 1000) if v else None
+                            for k, v in parts.items()},
+        "turns_per_k": round(1000 * len(turns) / n, 1),
+        "turn_p50_us": round(turn_len[len(turn_len) // 2] / 1000, 1) if turn_len else None,
+        "turn_p99_us": round(turn_len[int(0.99 * len(turn_len))] / 1000, 1) if turn_len else None,
+        "turn_reasons_per_k": {k: round(1000 * v / n, 1) for k, v in
+                               sorted(by_reason.items(), key=lambda kv: -kv[1])[:6]},
+        "holds_per_k": round(1000 * len(sup["hold"]) / n, 1),
+        "held_records_pct": round(100 * held / len(lat), 2),
+        "resumes_per_k": round(1000 * len(sup["resume"]) / n, 1),
+        "ticks": _longest(sup.get("tick", []), n),
+        "after_us_p99": _p99_us(sup.get("after", [])),
+        "index_syncs": len(sup["index"]),
+        "index_sync_us_max": round(max((b - a for a, b, _n in sup["index"]), default=0) / 1000),
+        "gc": {role: len(d["gc"]) for role, d in (("prod", prod), ("sup", sup), ("cons", cons))},
+        "polls_per_k": round(1000 * len(big_polls) / n, 1),
+        "poll_records_max": big_polls[-1] if big_polls else 0,
+    }
+
+
+def _p99_us(spans: list[tuple[int, int]]) -> float | None:
+    d = sorted(b - a for a, b in spans)
+    return round(d[int(0.99 * len(d))] / 1000, 1) if d else None
+
+
+def _longest(ticks: list[tuple[int, int, str]], n: int) -> str:
+    """Per service: its ticks per 1,000 messages, median and longest us."""
+    by: dict[str, list[int]] = {}
+    for a, b, name in ticks:
+        by.setdefault(name, []).append(b - a)
+    return ", ".join(f"{k} {1000 * len(v) / n:.1f}x {statistics.median(v) / 1000:.0f}/"
+                     f"{max(v) / 1000:.0f}" for k, v in sorted(by.items(), key=lambda kv: -max(kv[1])))
+
+
+def render_row(r: dict[str, Any]) -> str:
+    cls = ", ".join(f"{k} {v}" for k, v in sorted(r.get("classes", {}).items(),
+                                                   key=lambda kv: -kv[1]))
+    why = ", ".join(f"{k} {v}" for k, v in sorted(r.get("reasons", {}).items(),
+                                                   key=lambda kv: -kv[1]))
+    pm = r.get("parts_median_us", {})
+    turns = ", ".join(f"{k} {v}" for k, v in r.get("turn_reasons_per_k", {}).items())
+    return (f"| {r.get('round')} | {r.get('variant')} | {r.get('size')} | {r.get('load', 0):.1f} "
+            f"| {r.get('p50')} | {r.get('p99')} | {r.get('transit_p50')} | {r.get('transit_p99')} "
+            f"| {r.get('slow')} | {cls} | {why} | "
+            f"{pm.get('late')} / {pm.get('send')} / {pm.get('transit')} / {pm.get('python')} | "
+            f"{r.get('turns_per_k')} ({turns}) | {r.get('turn_p50_us')} / {r.get('turn_p99_us')} | "
+            f"{r.get('holds_per_k')} / {r.get('resumes_per_k')} / {r.get('held_records_pct')} % | "
+            f"{r.get('index_syncs')} "
+            f"(max {r.get('index_sync_us_max')} us) | "
+            f"{' / '.join(str(v) for v in r.get('gc', {}).values())} | {r.get('polls_per_k')} | "
+            f"{r.get('after_us_p99')} | {r.get('ticks')} |")
+
+
+HEAD = ["| round | variant | size | load | p50 us | p99 us | transit p50 us | transit p99 us "
+        "| records >= p99 | where they waited "
+        "| the supervisor's return before the longest Python turn | their medians: late / send / "
+        "transit / supervisor in Python, us | Python turns per 1,000 msgs (by the return's "
+        "reason) | turn p50 / p99 us | standing holds / resumes per 1,000 / records held | "
+        "index sync-backs | "
+        "collections prod / sup / cons | polls with records per 1,000 | sync-back (Park._after) "
+        "p99 us | the loop's timers: per 1,000 msgs, median / longest us |",
+        "|" + "---|" * 20]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Also run as a file in another tree (an A/B): `cd OTHER && PYTHONPATH=. .venv/bin/python
+    THIS_TREE/bench/tail_where.py ...` (its supervisor is this file too, run by path)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--serve"]:
+        sys.exit(serve(argv[1]))
+    ap = argparse.ArgumentParser(prog="python -m bench.tail_where",
+                                 description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--rate", type=int, default=10_000)
+    ap.add_argument("--sizes", default="100,1024")
+    ap.add_argument("--duration", type=float, default=4.0)
+    ap.add_argument("--transport", default="shm")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--variants", default="", help="NAME:VAR=VALUE+VAR=VALUE;... alternated: "
+                    "environments of the supervisor and clients (nothing after the colon: as is)")
+    ap.add_argument("--out", default="")
+    a = ap.parse_args(argv)
+    variants: list[tuple[str, dict[str, str]]] = []
+    for v in (a.variants or "default:").split(";"):
+        name, _, spec = v.partition(":")
+        variants.append((name, dict(kv.split("=", 1) for kv in spec.split("+") if kv)))
+    rows = []
+    print("\n".join(HEAD), flush=True)
+    for rnd in range(a.rounds):
+        cases = [(s, v) for s in (int(x) for x in a.sizes.split(",")) for v in variants]
+        for size, (vname, env) in (cases if rnd % 2 == 0 else cases[::-1]):
+            saved = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)  # the forked clients read their knobs at import: see below
+            try:
+                r = run_case(a.transport, size, a.rate, a.duration, env)
+            finally:
+                for k, old in saved.items():
+                    if old is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = old
+            r["round"], r["variant"] = rnd, vname
+            rows.append(r)
+            print(render_row(r), flush=True)
+    md = [f"# Where the slow messages wait, {time.strftime('%Y-%m-%dT%H:%M:%S%z')}", "",
+          f"`python -m bench.tail_where {' '.join(argv)}`; {a.transport}, {a.rate}/s; load "
+          "average at each case's start in its row.", "", *HEAD, *(render_row(r) for r in rows)]
+    if a.out:
+        Path(a.out).write_text("\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    main()
