@@ -39,13 +39,22 @@ def _recent(rels: Any, poss: Any, c: Any, n: int, ffi: Any) -> None:
 def _index_entries(g: Any, seg: Any, c: Any) -> None:
     """The index entries C noted as due (plane.c: at the batch that found bytes_since_index at
     the interval), written in order as note_batch would have written each. A failed write is
-    logged as the partition's append logs it; the entry is skipped (the index is sparse)."""
+    logged as the partition's append logs it and the entry skipped (the index is sparse, and
+    entries must stay in order: a later one may be written already); when the last of them
+    failed, an entry stays due, as note_batch leaves it after a failed write, so the next batch
+    appended (in C or by Python's path) tries again (tests/service/test_c_plane_index_retry.py).
+    Before tail28 the next try came only after another interval's bytes."""
+    failed = False
     for i in range(c.ix_n):
         err = seg.index_entry(c.ix_rel[i], c.ix_pos[i], c.ix_time[i])
-        if err is not None:
+        failed = err is not None
+        if failed:
             g.p._log.warning("%s: index entry for offset %d skipped: %s", g.p.name,
-                        seg.base_offset + c.ix_rel[i], err)
+                             seg.base_offset + c.ix_rel[i], err)
     c.ix_n = 0
+    if failed and c.bytes_since_index < c.index_interval:
+        # (the grant's copy too: the sync-back leaves the grant current, nothing refreshes it)
+        seg.bytes_since_index = c.bytes_since_index = c.index_interval
 
 
 class SyncBack:
