@@ -382,6 +382,10 @@ def analyse(tdir: str) -> dict[str, Any]:
         "after_us_p99": _p99_us(sup.get("after", [])),
         "index_syncs": len(sup["index"]),
         "index_sync_us_max": round(max((b - a for a, b, _n in sup["index"]), default=0) / 1000),
+        "index_sync_us_p50": round(statistics.median([b - a for a, b, _n in sup["index"]]) / 1000, 1)
+        if sup["index"] else None,
+        "index_entries_per_sync": round(statistics.fmean([k for _a, _b, k in sup["index"]]), 1)
+        if sup["index"] else None,
         "gc": {role: len(d["gc"]) for role, d in (("prod", prod), ("sup", sup), ("cons", cons))},
         "polls_per_k": round(1000 * len(big_polls) / n, 1),
         "poll_records_max": big_polls[-1] if big_polls else 0,
@@ -415,8 +419,8 @@ def render_row(r: dict[str, Any]) -> str:
             f"{pm.get('late')} / {pm.get('send')} / {pm.get('transit')} / {pm.get('python')} | "
             f"{r.get('turns_per_k')} ({turns}) | {r.get('turn_p50_us')} / {r.get('turn_p99_us')} | "
             f"{r.get('holds_per_k')} / {r.get('resumes_per_k')} / {r.get('held_records_pct')} % | "
-            f"{r.get('index_syncs')} "
-            f"(max {r.get('index_sync_us_max')} us) | "
+            f"{r.get('index_syncs')} x {r.get('index_entries_per_sync')} entries, "
+            f"{r.get('index_sync_us_p50')} / {r.get('index_sync_us_max')} us | "
             f"{' / '.join(str(v) for v in r.get('gc', {}).values())} | {r.get('polls_per_k')} | "
             f"{r.get('after_us_p99')} | {r.get('ticks')} |")
 
@@ -426,7 +430,7 @@ HEAD = ["| round | variant | size | load | p50 us | p99 us | transit p50 us | tr
         "| the supervisor's return before the longest Python turn | their medians: late / send / "
         "transit / supervisor in Python, us | Python turns per 1,000 msgs (by the return's "
         "reason) | turn p50 / p99 us | standing holds / resumes per 1,000 / records held | "
-        "index sync-backs | "
+        "sync-backs writing index entries x entries each, median / longest us | "
         "collections prod / sup / cons | polls with records per 1,000 | sync-back (Park._after) "
         "p99 us | the loop's timers: per 1,000 msgs, median / longest us |",
         "|" + "---|" * 20]
