@@ -100,6 +100,23 @@ class IndexFile:
         if self.persisted is not None:
             self.persisted += 1
 
+    def append_many(self, keys: list[int], values: list[int]) -> None:
+        """`append` of each pair in order, in one write: the same file bytes. On a write error
+        the file is cut back and none of them is added."""
+        assert self.fd is not None
+        before = len(self.keys) * self.entry.size
+        pack = self.entry.pack
+        try:
+            write_all(self.fd, b"".join(pack(k, v) for k, v in zip(keys, values, strict=True)))
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, before)
+            raise
+        self.keys.extend(keys)
+        self.values.extend(values)
+        if self.persisted is not None:
+            self.persisted += len(keys)
+
     def keep(self, n: int) -> None:
         """Keep the first n entries, in memory and on disk."""
         if n >= len(self.keys):

@@ -36,16 +36,35 @@ def _recent(rels: Any, poss: Any, c: Any, n: int, ffi: Any) -> None:
         poss.append(c.pos[k % _RING])
 
 
-def _index_entries(g: Any, seg: Any, c: Any) -> None:
+def _index_entries(g: Any, seg: Any, c: Any, ffi: Any) -> None:
     """The index entries C noted as due (plane.c: at the batch that found bytes_since_index at
-    the interval), written in order as note_batch would have written each. A failed write is
+    the interval), written in order as note_batch would have written each: the same bytes, in
+    one write per file (`IndexFile.append_many`; a sync-back after a long parked wait may carry
+    dozens, and two writes each kept the loop from the next frames: tail28), or, should that
+    fail, one entry at a time as note_batch writes them. A failed write is
     logged as the partition's append logs it and the entry skipped (the index is sparse, and
     entries must stay in order: a later one may be written already); when the last of them
     failed, an entry stays due, as note_batch leaves it after a failed write, so the next batch
     appended (in C or by Python's path) tries again (tests/service/test_c_plane_index_retry.py).
     Before tail28 the next try came only after another interval's bytes."""
+    n = c.ix_n
+    if n > 1:
+        ix, tix = seg.index, seg.timeindex
+        rels = ffi.unpack(c.ix_rel, n)
+        try:
+            ix.append_many(rels, ffi.unpack(c.ix_pos, n))
+            try:
+                tix.append_many(ffi.unpack(c.ix_time, n), rels)
+            except OSError:
+                ix.keep(len(ix) - n)  # the pair kept consistent, as index_entry keeps it
+                raise
+        except OSError:
+            pass  # one at a time below: each entry written or skipped as before
+        else:
+            c.ix_n = 0
+            return
     failed = False
-    for i in range(c.ix_n):
+    for i in range(n):
         err = seg.index_entry(c.ix_rel[i], c.ix_pos[i], c.ix_time[i])
         failed = err is not None
         if failed:
@@ -107,7 +126,7 @@ class SyncBack:
             else:
                 _recent(rels, poss, c, n, self._ffi)
             if c.ix_n:
-                _index_entries(g, seg, c)
+                _index_entries(g, seg, c, self._ffi)
             p._gen = gen = p._gen + n  # one generation per batch, as `append` counts
             seg.last_write_gen = gen
             p._unsynced[seg.base_offset] = seg
