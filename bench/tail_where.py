@@ -9,7 +9,8 @@ One supervisor per case, started as `python -m bench.tail_where --serve CONFIG` 
 Python is wrapped before it runs: each parked wait (shm_park.Park.wait) is stamped on entry and
 return with why it returned and the links it handed to Python by reason (park.c's to_py
 counters, read before and after), each standing fetch held for its consumer's read and resumed
-(handlers/standing.py), each sync-back's index-entry writes, and each garbage collection. The
+(handlers/standing.py), each sync-back's index-entry writes (their CPU time), each timer's tick
+and each garbage collection. The
 producer (bench/run.py's paced loop, `send()` with linger_ms=0) stamps each record's scheduled
 time, and when its send() began and returned; the consumer (bench/clients.py tail_consumer)
 stamps when each record came out of poll(). CLOCK_MONOTONIC is the same clock in the three
@@ -137,10 +138,13 @@ def _patch_supervisor() -> None:
     if orig_index is None:
         return
 
-    def index_entries(g: Any, seg: Any, c: Any) -> None:
-        n, t0 = int(c.ix_n), _now()
-        orig_index(g, seg, c)
-        index.append((t0, _now(), n))
+    cpu = time.thread_time_ns
+
+    def index_entries(g: Any, seg: Any, c: Any, *ffi: Any) -> None:
+        # (CPU time of the loop thread: a loaded machine's descheduling left out)
+        n, t0 = int(c.ix_n), cpu()
+        orig_index(g, seg, c, *ffi)
+        index.append((t0, cpu(), n))
 
     PS._index_entries = index_entries
 
@@ -261,6 +265,9 @@ def run_case(transport: str, size: int, rate: int, duration: float,
         prod.join(duration + 120)
         expected.value = int(rate * duration)
         cons.join(120)
+        if cons.exitcode or prod.exitcode:
+            print(f"the consumer or the producer failed; the supervisor's log:\n{broker.log()[-4000:]}",
+                  file=sys.stderr)
     finally:
         broker.stop()
         broker.cleanup()

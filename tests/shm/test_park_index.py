@@ -47,7 +47,7 @@ def test_index_entries_and_long_runs_stay_in_the_parked_wait(tmp_path: Path) -> 
         p = park(on.socket)
         assert p is not None and p["wakeups"] > N // 2, f"the parked loop served little: {p}"
         # (before: ~1 in 4 of the frames declined for an index entry, 1 in 32 for a full grant;
-        # now at most one in EB_PLANE_INDEX_MAX = 64 entries between two sync-backs)
+        # now at most one in EB_PLANE_INDEX_MAX = 256 entries between two sync-backs)
         assert p["to_python"]["declined"] <= 3, p
     finally:
         on.cleanup()
