@@ -146,7 +146,7 @@ def _patch_supervisor() -> None:
         orig_index(g, seg, c, *ffi)
         index.append((t0, cpu(), n))
 
-    PS._index_entries = index_entries
+    PS._index_entries = index_entries  # type: ignore[assignment]
 
 
 def serve(config: str) -> int:
@@ -331,7 +331,7 @@ def analyse(tdir: str) -> dict[str, Any]:
     classes: dict[str, int] = {}
     reasons: dict[str, int] = {}
     parts: dict[str, list[int]] = {"late": [], "send": [], "transit": [], "python": []}
-    for total, seq, t in slow:
+    for _total, seq, t in slow:
         late, send, transit = s0[seq] - due[seq], s1[seq] - s0[seq], t - s1[seq]
         py = _overlap(tspans, tstarts, s1[seq], t)
         for k, v in (("late", late), ("send", send), ("transit", transit), ("python", py)):
