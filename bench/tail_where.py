@@ -81,6 +81,8 @@ def _patch_supervisor() -> None:
     from edgebus.server.listeners import shm_park as K
 
     park, hold, resume, index = (_events[k] for k in ("park", "hold", "resume", "index"))
+    ring_why: dict[int, int] = {}
+    _events["ring_why"] = ring_why  # type: ignore[assignment]
     orig_wait = K.Park.wait
 
     def wait(self: Any, deadline: float) -> Any:
@@ -90,8 +92,10 @@ def _patch_supervisor() -> None:
         r = orig_wait(self, deadline)
         t1 = _now()
         after = tuple(t[i] for i in range(len(_TO_PY)))
-        park.append((t0, t1, int(self.P.why), tuple(a - b for a, b in zip(after, before,
-                                                                          strict=True))))
+        handed = tuple(a - b for a, b in zip(after, before, strict=True))
+        if handed[2]:  # "ring": the plane call's why (plane.c EB_PLANE_*: 1 padding, 12, 13)
+            ring_why[int(self.P.call.why)] = ring_why.get(int(self.P.call.why), 0) + 1
+        park.append((t0, t1, int(self.P.why), handed))
         return r
 
     K.Park.wait = wait  # type: ignore[method-assign]
@@ -230,8 +234,24 @@ def _consumer(sock: str, topic: str, transport: str, ready: Any, go: Any, expect
     done.put(got)
 
 
+def _preload(sock: str, mb: int) -> None:
+    """What `python -m bench`'s throughput cases leave before its paced rounds: `mb` MB of 1 KiB
+    records written through the same supervisor with send_batch, then their topic deleted."""
+    from edgebus import Admin, Producer
+
+    with Admin(socket=sock, transport="socket") as a:
+        a.create_topic("preload", 1, config={"max_message_bytes": 4 << 20})
+        chunk = [b"p" * 1024] * 256
+        with Producer(socket=sock, linger_ms=2, batch_size=256 << 10, max_request_size=2 << 20,
+                      buffer_memory=64 << 20) as p:
+            for _ in range(mb * 1024 // len(chunk)):
+                p.send_batch("preload", chunk, partition=0)
+            p.flush(120)
+        a.delete_topic("preload")
+
+
 def run_case(transport: str, size: int, rate: int, duration: float,
-             env: dict[str, str]) -> dict[str, Any]:
+             env: dict[str, str], preload_mb: int = 0) -> dict[str, Any]:
     from bench import run as R
     from edgebus import Admin
     from edgebus.testing import EmbeddedBroker
@@ -244,6 +264,10 @@ def run_case(transport: str, size: int, rate: int, duration: float,
         [sys.executable, os.path.abspath(__file__), "--serve", str(broker.config_path)],
         stdout=broker._log_file, stderr=subprocess.STDOUT, env={**os.environ, **env})
     broker.wait_ready()
+    if preload_mb:  # in a child of its own, as python -m bench's cases run
+        pre = mp.get_context("fork").Process(target=_preload, args=(broker.socket, preload_mb))
+        pre.start()
+        pre.join(600)
     load = os.getloadavg()[0]
     try:
         topic = f"tail-{os.getpid()}-{transport}-{size}"
@@ -302,7 +326,9 @@ def analyse(tdir: str) -> dict[str, Any]:
     prod, cons, sup = load("prod"), load("cons"), load("sup")
     due, s0, s1 = (array("q", b) for b in prod["send"])
     seqs, recv, polls = (array("q", b) for b in cons["recv"])
-    park = sup["park"]
+    # the supervisor's events while the paced records flowed (not a --preload-mb's before them)
+    lo, hi = due[0], max(recv) if recv else due[-1]
+    park = [e for e in sup["park"] if lo <= e[0] <= hi]
     # the supervisor's Python turns: from a parked wait's return to the next wait's entry,
     # with the returning wait's why and links handed to Python
     turns = [(park[i][1], park[i + 1][0], park[i][2], park[i][3]) for i in range(len(park) - 1)]
@@ -310,7 +336,7 @@ def analyse(tdir: str) -> dict[str, Any]:
     tstarts = [a for a, _b in tspans]
     gcs = sorted((a, b) for role in (prod, cons, sup) for a, b, _g in role["gc"])
     gstarts = [a for a, _b in gcs]
-    holds = sorted(sup["hold"])
+    holds = sorted(t for t in sup["hold"] if lo <= t <= hi)
     # the consumer inside poll() (waiting, or taking what came), per poll that returned records
     pspans = [(polls[i], polls[i + 1]) for i in range(0, len(polls), 3)]
     pstarts = [a for a, _b in pspans]
@@ -385,8 +411,9 @@ def analyse(tdir: str) -> dict[str, Any]:
         "holds_per_k": round(1000 * len(sup["hold"]) / n, 1),
         "held_records_pct": round(100 * held / len(lat), 2),
         "resumes_per_k": round(1000 * len(sup["resume"]) / n, 1),
-        "ticks": _longest(sup.get("tick", []), n),
-        "after_us_p99": _p99_us(sup.get("after", [])),
+        "ticks": _longest([x for x in sup.get("tick", []) if lo <= x[0] <= hi], n),
+        "after_us_p99": _p99_us([x for x in sup.get("after", []) if lo <= x[0] <= hi]),
+        "ring_why": sup.get("ring_why"),  # (over the supervisor's whole run)
         "index_syncs": len(sup["index"]),
         "index_sync_us_max": round(max((b - a for a, b, _n in sup["index"]), default=0) / 1000),
         "index_sync_us_p50": round(statistics.median([b - a for a, b, _n in sup["index"]]) / 1000, 1)
@@ -457,7 +484,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--transport", default="shm")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--variants", default="", help="NAME:VAR=VALUE+VAR=VALUE;... alternated: "
-                    "environments of the supervisor and clients (nothing after the colon: as is)")
+                    "environments of the supervisor, or preload_mb=N (nothing after the colon: "
+                    "as is)")
+    ap.add_argument("--preload-mb", type=int, default=0, help="MB written with send_batch through "
+                    "the case's supervisor (topic then deleted) before the paced records, as the "
+                    "throughput cases do before python -m bench's paced rounds")
     ap.add_argument("--out", default="")
     a = ap.parse_args(argv)
     variants: list[tuple[str, dict[str, str]]] = []
@@ -468,11 +499,14 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(HEAD), flush=True)
     for rnd in range(a.rounds):
         cases = [(s, v) for s in (int(x) for x in a.sizes.split(",")) for v in variants]
-        for size, (vname, env) in (cases if rnd % 2 == 0 else cases[::-1]):
+        for size, (vname, spec) in (cases if rnd % 2 == 0 else cases[::-1]):
+            # a variant's preload_mb=N is --preload-mb's; the rest is the supervisor's environment
+            preload = int(spec.get("preload_mb", a.preload_mb))
+            env = {k: v for k, v in spec.items() if k != "preload_mb"}
             saved = {k: os.environ.get(k) for k in env}
-            os.environ.update(env)  # the forked clients read their knobs at import: see below
+            os.environ.update(env)  # (the supervisor's; the clients were imported already)
             try:
-                r = run_case(a.transport, size, a.rate, a.duration, env)
+                r = run_case(a.transport, size, a.rate, a.duration, env, preload)
             finally:
                 for k, old in saved.items():
                     if old is None:
