@@ -3,7 +3,8 @@ several trees alternated, and optionally each tree's consumer against each tree'
 producer (issue 16: why the consumer's CPU per message moves between trees).
 
     python -m bench.consumer_wakes [--trees .,../base] [--rate 10000] [--duration 3]
-                                   [--rounds 3] [--transports shm,socket] [--swap] [--out FILE.md]
+                                   [--rounds 3] [--transports shm,socket] [--swap]
+                                   [--spinners 0,2] [--out FILE.md]
 
 One supervisor (EmbeddedBroker) and one producer `send()` (linger_ms=0, acks="written", 100-byte
 records at --rate) run from one tree; one consumer with the paced benchmark's settings
@@ -14,6 +15,12 @@ switches) and so its CPU per wake-up, the share of it in the kernel (/proc stat 
 clock ticks: rough), the producer's requests per record, the producer's and supervisor's CPU,
 the p50 latency from each record's scheduled send time. Each case is its own process with
 PYTHONPATH set to the tree it runs (bench/trees.py), the order reversed every other round.
+
+--spinners 0,2 runs every case once per count, alternated: with K processes spinning at
+SCHED_IDLE (they run only when nothing else wants a CPU, so they take no CPU from the measured
+processes, but the CPUs never go idle: no halt of the virtual CPU, no idle state that lets the
+caches go cold between the consumer's wake-ups). A consumer whose CPU per wake-up drops with
+them pays for waking on an idle CPU, not for its own work.
 """
 
 from __future__ import annotations
@@ -147,6 +154,13 @@ def one(transport: str, consumer_tree: str, rate: int, duration: float) -> dict[
             "supervisor_us": d["supervisor"][0] / 1000 / n}
 
 
+def _spin() -> None:
+    """A spinner at SCHED_IDLE (--spinners): keeps a CPU busy only while it would be idle."""
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    while True:
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.consumer_wakes",
                                  description=__doc__.split("\n")[0])
@@ -157,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--transports", default="shm,socket")
     ap.add_argument("--swap", action="store_true",
                     help="every tree's consumer against every tree's supervisor and producer")
+    ap.add_argument("--spinners", default="0",
+                    help="counts of SCHED_IDLE spinners, each case run once per count")
     ap.add_argument("--one", default="", help=argparse.SUPPRESS)
     ap.add_argument("--consumer", default="", help=argparse.SUPPRESS)
     ap.add_argument("--out", default="")
@@ -173,18 +189,29 @@ def main(argv: list[str] | None = None) -> None:
 
     trees = [Path(t).resolve() for t in a.trees.split(",")]
     pairs = [(s, c) for s in trees for c in trees] if a.swap else [(t, t) for t in trees]
+    spinners = [int(k) for k in a.spinners.split(",")]
     rows = []
     for rnd in range(a.rounds):
-        cases = [(tr, s, c) for tr in a.transports.split(",") for s, c in pairs]
+        cases = [(tr, s, c, k) for tr in a.transports.split(",") for s, c in pairs
+                 for k in spinners]
         if rnd % 2:
             cases.reverse()  # drift in the machine's load touches all alike
-        for tr, s, c in cases:
+        for tr, s, c, k in cases:
             cmd = [sys.executable, str(HERE), "--one", f"{tr}|{c}", "--rate", str(a.rate),
                    "--duration", str(a.duration)]
-            r = run_case(s, cmd)
-            r.update(round=rnd, server=commit(s), consumer=commit(c))
+            spin = [mp.get_context("fork").Process(target=_spin, daemon=True) for _ in range(k)]
+            for sp in spin:
+                sp.start()
+            try:
+                r = run_case(s, cmd)
+            finally:
+                for sp in spin:
+                    sp.kill()
+                    sp.join()
+            r.update(round=rnd, server=commit(s), consumer=commit(c), spinners=k)
             rows.append(r)
             print(f"  round {rnd} {tr:6} server {r['server']:10} consumer {r['consumer']:10} "
+                  f"spinners {k} "
                   f"{r['consumer_us']:.1f} us/msg, {r['wakeups']:.2f} wake-ups/msg, "
                   f"{r['us_per_wakeup']:.1f} us/wake-up, p50 {r['p50_us']:.0f} us, "
                   f"load {r['load']:.1f}", flush=True)
@@ -199,32 +226,34 @@ def render(rows: list[dict[str, Any]], a: argparse.Namespace) -> list[str]:
           f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}", "",
           f"`python -m bench.consumer_wakes --trees {a.trees} --rate {a.rate} --duration "
           f"{a.duration} --rounds {a.rounds} --transports {a.transports}"
-          + (" --swap" if a.swap else "") + "`", "",
+          + (" --swap" if a.swap else "") + f" --spinners {a.spinners}`", "",
           "Per message: consumer CPU us (all threads), its wake-ups, its CPU per wake-up, the "
           "kernel's share of its CPU (clock ticks: rough), the producer's requests per record, "
           "p50 us from the scheduled send time. `server` runs the supervisor and the producer, "
-          "`consumer` the consumer process.", "",
-          "| round | transport | server | consumer | load | consumer us | wake-ups | us / wake-up "
+          "`consumer` the consumer process; `spinners`: SCHED_IDLE spinning processes during the case.", "",
+          "| round | transport | server | consumer | spinners | load | consumer us | wake-ups | us / wake-up "
           "| kernel share | requests / record | producer us | supervisor us | p50 us |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['round']} | {r['transport']} | {r['server']} | {r['consumer']} | "
+                  f"{r['spinners']} | "
                   f"{r['load']:.1f} | {r['consumer_us']:.1f} | {r['wakeups']:.2f} | "
                   f"{r['us_per_wakeup']:.1f} | {r['kernel_share']:.2f} | "
                   f"{r['requests_per_record']:.2f} | {r['producer_us']:.1f} | "
                   f"{r['supervisor_us']:.1f} | {r['p50_us']:.0f} |")
     md += ["", "Medians over the rounds:", "",
-           "| transport | server | consumer | consumer us | wake-ups | us / wake-up | kernel share "
+           "| transport | server | consumer | spinners | consumer us | wake-ups | us / wake-up | kernel share "
            "| requests / record | producer us | supervisor us | p50 us |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
-    keys = sorted({(r["transport"], r["server"], r["consumer"]) for r in rows})
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["transport"], r["server"], r["consumer"], r["spinners"]) for r in rows})
     for key in keys:
-        rs = [r for r in rows if (r["transport"], r["server"], r["consumer"]) == key]
+        rs = [r for r in rows
+              if (r["transport"], r["server"], r["consumer"], r["spinners"]) == key]
 
         def med(k: str, rs: list[dict[str, Any]] = rs) -> float:
             return statistics.median(r[k] for r in rs)
 
-        md.append(f"| {key[0]} | {key[1]} | {key[2]} | {med('consumer_us'):.1f} | "
+        md.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {med('consumer_us'):.1f} | "
                   f"{med('wakeups'):.2f} | {med('us_per_wakeup'):.1f} | "
                   f"{med('kernel_share'):.2f} | {med('requests_per_record'):.2f} | "
                   f"{med('producer_us'):.1f} | {med('supervisor_us'):.1f} | {med('p50_us'):.0f} |")
