@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     from bench.trees import commit, run_case
 
     trees = [Path(t).resolve() for t in a.trees.split(",")]
+    # Each tree named once, at the start (a commit made meanwhile must not split its rows).
+    names = {t: f"{t.name} ({commit(t)})" for t in trees}
     pairs = [(s, c) for s in trees for c in trees] if a.swap else [(t, t) for t in trees]
     spinners = [int(k) for k in a.spinners.split(",")]
     rows = []
@@ -208,9 +210,9 @@ def main(argv: list[str] | None = None) -> None:
                 for sp in spin:
                     sp.kill()
                     sp.join()
-            r.update(round=rnd, server=commit(s), consumer=commit(c), spinners=k)
+            r.update(round=rnd, server=names[s], consumer=names[c], spinners=k)
             rows.append(r)
-            print(f"  round {rnd} {tr:6} server {r['server']:10} consumer {r['consumer']:10} "
+            print(f"  round {rnd} {tr:6} server {r['server']} consumer {r['consumer']} "
                   f"spinners {k} "
                   f"{r['consumer_us']:.1f} us/msg, {r['wakeups']:.2f} wake-ups/msg, "
                   f"{r['us_per_wakeup']:.1f} us/wake-up, p50 {r['p50_us']:.0f} us, "
