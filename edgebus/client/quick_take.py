@@ -89,6 +89,7 @@ class AnswerBuffer:
                 _records.CHUNK
             self.got = _ffi.buffer(t.got)
             self.rings = rings
+            self.want = None  # a new struct: want set below
             t.corr = -1
         if t.corr != corr:
             t.corr = corr
