@@ -154,19 +154,25 @@ def fetched_at(body: Any, n: int, view: Any, at: int, want: bytes, min_offset: i
     if flen <= 0:
         return None
     hw, ls, end, k, first = _FETCHED_OUT.unpack_from(p.out_view)
-    key = p.fmt_view[:flen]
+    return planned(view, at, p.fmt_view, flen, k, first, topic, partition, make), hw, ls, end
+
+
+def planned(view: Any, at: int, fmt_view: Any, flen: int, k: int, first: int, topic: str,
+            partition: int, make: Callable[..., Any]) -> list[Any]:
+    """The k records eb_plan_fetched planned (its format: the first flen bytes of fmt_view),
+    unpacked from view at byte `at` (the body's first byte), the first at offset `first`."""
+    key = fmt_view[:flen]
     st = _formats.get(key)  # _struct_for's common case, without its call (once per answer)
     fields = (st or _struct_for(key)).unpack_from(view, at)
     if k == 1:  # one record (a paced consumer's every answer): no iterators to make
-        recs = [make(topic, partition, first, fields[0], None, fields[1]) if len(fields) == 2
+        return [make(topic, partition, first, fields[0], None, fields[1]) if len(fields) == 2
                 else make(topic, partition, first, *fields)]
-    elif len(fields) == 2 * k:
-        recs = list(map(make, repeat(topic), repeat(partition), range(first, first + k),
+    if len(fields) == 2 * k:
+        return list(map(make, repeat(topic), repeat(partition), range(first, first + k),
                         fields[0::2], repeat(None), fields[1::2]))
-    else:  # keyed: timestamp, key, value
-        recs = list(map(make, repeat(topic), repeat(partition), range(first, first + k),
-                        fields[0::3], fields[1::3], fields[2::3]))
-    return recs, hw, ls, end
+    # keyed: timestamp, key, value
+    return list(map(make, repeat(topic), repeat(partition), range(first, first + k),
+                    fields[0::3], fields[1::3], fields[2::3]))
 
 
 def decode_records(batch: Any, base_offset: int, length: int, count: int, topic: str,

@@ -126,10 +126,10 @@ class ShmRings:
         # The gaps between responses: whether to spin for the next. Its counters are C memory:
         # the one-call take (edgebus/shm/take.c) notes its arrivals there too.
         self.arrivals = SharedArrivals()
-        # The consumer's one-call wait and take of its next response (edgebus/shm/take.c, used by
-        # edgebus/client/quick_take.py): eb_take_ring bound to this ring, epoll and eventfd.
-        self.take_answer = functools.partial(R.lib.eb_take_ring, self.resp.d,
-                                             self._rpoll.fileno(), self.efd_data)
+        # The consumer's one-call wait, take and plan of its next response (edgebus/shm/take.c
+        # eb_take_plan, used by edgebus/client/quick_take.py): this ring, the reader's epoll, the
+        # data eventfd, the supervisor's wake-up eventfd.
+        self.take_args = (self.resp.d, self._rpoll.fileno(), self.efd_data, self.efd_sup)
 
     # --- writing requests ------------------------------------------------------------------------
     def write(self, frame: bytes, deadline: float | None = None) -> None:

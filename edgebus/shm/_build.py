@@ -71,6 +71,24 @@ int eb_ring_produce(eb_ring *R, eb_sender *S, const char *prefix, uint32_t plen,
 int64_t eb_take_ring(eb_ring *R, int epfd, int efd_data, double deadline, char *out,
                      uint64_t cap, int wake_fd, int64_t *arr, int64_t *info);
 int64_t eb_take_sock(int fd, double deadline, char *out, uint64_t cap, int64_t *info);
+#define EB_TAKE_GOT ...
+typedef struct {
+    eb_ring *ring;
+    char *out;
+    uint64_t cap;
+    int64_t *arr;
+    const char *want;
+    uint64_t wlen;
+    char *fmt;
+    uint64_t fmt_cap;
+    int64_t corr;
+    int64_t head;
+    int32_t epfd, efd_data, wake_fd;
+    uint32_t max_records;
+    int64_t got[10];  /* EB_TAKE_GOT: cffi needs the number (quick_take.py checks it) */
+} eb_take_plan_t;
+int64_t eb_take_plan(eb_take_plan_t *T, double deadline, int64_t min_offset);
+int64_t eb_take_sock_plan(eb_take_plan_t *T, int fd, double deadline, int64_t min_offset);
 
 char *eb_map(int fd, size_t size);
 int eb_unmap(char *p, size_t size);

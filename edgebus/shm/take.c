@@ -23,6 +23,29 @@
 #define EB_TAKE_CORRUPT -1 /* the ring's entries are inconsistent (Ring.read raises) */
 #define EB_TAKE_EOF -2     /* the socket's peer closed the connection */
 #define EB_GAP_CAP_NS 1000000 /* edgebus/shm/spin.py GAP_CAP_NS */
+#define EB_TAKE_GOT 10     /* eb_take_plan's got[]: info[4], the format length, the plan's out[5] */
+
+/* records.c, compiled after this file into the same module (edgebus/shm/_build.py). */
+int64_t eb_plan_fetched(const char *b, uint64_t n, const char *want, uint64_t wlen,
+                        int64_t min_offset, uint32_t max_records, char *fmt, uint64_t cap,
+                        int64_t *out);
+
+/* eb_take_plan's arguments, set once per channel (the fields in the order of the cdef). */
+typedef struct {
+    eb_ring *ring;
+    char *out;          /* the answer buffer (a whole response frame) */
+    uint64_t cap;
+    int64_t *arr;       /* the ring's Arrivals {last, gap} */
+    const char *want;   /* eb_plan_fetched's partition prefix */
+    uint64_t wlen;
+    char *fmt;          /* eb_plan_fetched's format text */
+    uint64_t fmt_cap;
+    int64_t corr;       /* the standing fetch's correlation id: only its answers are planned */
+    int64_t head;       /* response header bytes (docs/FORMAT.md 7.2) */
+    int32_t epfd, efd_data, wake_fd;
+    uint32_t max_records;
+    int64_t got[EB_TAKE_GOT];
+} eb_take_plan_t;
 
 /* Python's floor division by 4 (spin.py's `(g - gap) // 4`), for negative values too. */
 static inline int64_t floordiv4(int64_t x) { return x >= 0 ? x / 4 : -((-x + 3) / 4); }
@@ -118,5 +141,40 @@ int64_t eb_take_sock(int fd, double deadline, char *out, uint64_t cap, int64_t *
             frame_info(out, (int64_t)len + 4, info);
         }
     }
+    return n;
+}
+
+/* A consumer's ring take and the plan of its records in one call (edgebus/client/quick_take.py):
+ * eb_take_ring's and eb_plan_fetched's arguments that stay the same from answer to answer are
+ * set once in T, so each answer costs one cffi call with three arguments instead of two with
+ * nine each (and a functools.partial), and its header fields and plan come back in T->got, read
+ * with one struct unpack. The wait, the copy and the plan are eb_take_ring's and
+ * eb_plan_fetched's own: no other shared-memory access. got[]: correlation id, error code,
+ * frame bytes, more in the ring (eb_take_ring's info), the plan's format length (0: not planned:
+ * another correlation id, an error, or what eb_plan_fetched declines), then eb_plan_fetched's
+ * out[] (high watermark, log start, end offset, records, first offset). */
+int64_t eb_take_plan(eb_take_plan_t *T, double deadline, int64_t min_offset) {
+    int64_t *g = T->got;
+    int64_t n = eb_take_ring(T->ring, T->epfd, T->efd_data, deadline, T->out, T->cap,
+                             T->wake_fd, T->arr, g);
+    g[EB_TAKE_INFO] = 0;
+    if (n > T->head && g[0] == T->corr && g[1] == 0)
+        g[EB_TAKE_INFO] = eb_plan_fetched(T->out + T->head, (uint64_t)(n - T->head), T->want,
+                                          T->wlen, min_offset, T->max_records, T->fmt,
+                                          T->fmt_cap, g + EB_TAKE_INFO + 1);
+    return n;
+}
+
+/* eb_take_sock's counterpart of eb_take_plan (T's ring fields unused): one recv from fd, and
+ * when it starts with a whole frame answering T->corr with no error, the plan of that frame's
+ * records in got[] as eb_take_plan's (got[2]: the first frame's bytes, -1 when not whole). */
+int64_t eb_take_sock_plan(eb_take_plan_t *T, int fd, double deadline, int64_t min_offset) {
+    int64_t *g = T->got;
+    int64_t n = eb_take_sock(fd, deadline, T->out, T->cap, g);
+    g[EB_TAKE_INFO] = 0;
+    if (n > 0 && g[2] > T->head && g[0] == T->corr && g[1] == 0)
+        g[EB_TAKE_INFO] = eb_plan_fetched(T->out + T->head, (uint64_t)(g[2] - T->head), T->want,
+                                          T->wlen, min_offset, T->max_records, T->fmt,
+                                          T->fmt_cap, g + EB_TAKE_INFO + 1);
     return n;
 }

@@ -96,6 +96,39 @@ def test_paced_records_come_through_the_c_take(broker, transport: str) -> None:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_reassigned_partition_is_taken_in_c_for_its_own_records(broker, transport: str) -> None:
+    # The C call keeps the partition prefix it plans for (AnswerBuffer.take_plan_for): after
+    # assign() to another partition it must plan that one's answers, and only those.
+    with Admin(socket=broker.socket, transport="socket") as a:
+        a.create_topic(f"ctake-reassign-{transport}", 2)
+    tp0, tp1 = (TopicPartition(f"ctake-reassign-{transport}", i) for i in (0, 1))
+    c = _tail(broker, transport, tp0)
+    got: dict[TopicPartition, list[Any]] = {tp0: [], tp1: []}
+    with Producer(socket=broker.socket, transport=transport, linger_ms=0) as p:
+        for tp, n in ((tp0, 40), (tp1, 40)):
+            if tp is tp1:
+                c.assign([tp1])
+                c.seek_to_end(tp1)
+                c.position(tp1)
+            takes = c._ch.c_takes
+            for i in range(n):
+                p.send(tp.topic, b"%d-%d" % (tp.partition, i), partition=tp.partition).get(10)
+                p.send(tp.topic, b"other", partition=1 - tp.partition).get(10)
+                for t, recs in c.poll(20).items():
+                    got[t] += recs
+            for _ in range(200):
+                if len(got[tp]) >= n:
+                    break
+                for t, recs in c.poll(100).items():
+                    got[t] += recs
+            assert [r.value for r in got[tp]] == [b"%d-%d" % (tp.partition, i) for i in range(n)]
+            assert all(r.partition == tp.partition for r in got[tp])
+            assert c._ch.c_takes - takes >= n // 2, f"{tp}: few answers taken in C"
+    c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_c_take_and_python_path_read_the_same_records(broker, transport: str) -> None:
     tp = _topic(broker, f"ctake-same-{transport}")
     n = 0
