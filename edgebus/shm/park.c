@@ -20,7 +20,9 @@
  * together to be worth polling (the Arrivals average, spin.py), an append someone else waits
  * on that the call did not answer; a socket read C could not finish (EOF or an error, a frame
  * it does not serve or half a frame, answers the socket did not take all of, a failed write),
- * whose state it leaves for Python (s_fd, s_got, s_at, and the call's out/sent/why).
+ * whose state it leaves for Python (s_fd, s_got, s_at, and the call's out/sent/why). Socket
+ * consumers' fetches C holds itself in the wait (sockplane.c) are looked at on their schedule:
+ * the epoll timeout is the earlier of the deadline and the next look.
  *
  * Single writer: the call runs on the loop thread in place of its epoll wait, so while it runs no
  * Python of the supervisor's runs on that thread, and no other thread appends or rolls (the

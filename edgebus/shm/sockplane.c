@@ -13,7 +13,8 @@
  *
  * A standing fetch of a socket consumer armed on a granted partition (w_sock) is answered the
  * way StandingFetches.push answers it on a socket: only while the kernel holds nothing the
- * consumer has not read (SIOCOUTQ 0), with the bytes of encode_fetched_one. */
+ * consumer has not read (SIOCOUTQ 0), with the bytes of encode_fetched_one. In a parked wait,
+ * a batch that finds SIOCOUTQ not 0 begins C's own hold of the fetch (below: hold_start). */
 
 #include <sys/ioctl.h>
 #include <sys/socket.h>
