@@ -29,7 +29,7 @@ from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ClientProtocol
 from edgebus.server.listeners import sock_plane
 from tests.server.test_socket_plane import RawSock, _corr
-from tests.shm.test_c_plane import batch, plane_parked, produce_frame
+from tests.shm.test_c_plane import RawLink, batch, plane_parked, produce_frame
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not sock_plane.available(),
@@ -88,8 +88,11 @@ class Consumer:
 
 
 class Producer:
-    def __init__(self, sock: str, topic: str) -> None:
-        self.raw = RawSock(sock)
+    """A raw producer on a Unix socket, or on the rings (a ring producer's wake-ups feed a socket
+    consumer's fetch in the same parked wait)."""
+
+    def __init__(self, sock: str, topic: str, transport: str = "socket") -> None:
+        self.raw: RawSock | RawLink = RawSock(sock) if transport == "socket" else RawLink(sock)
         self.topic = topic
         self.n = 0
 
@@ -97,12 +100,17 @@ class Producer:
         """k batches of one record, each acknowledged before the next is sent."""
         for _ in range(k):
             c = next(_corr)
-            self.raw.send(produce_frame(c, self.topic, 1, batch([b"r%d" % self.n])))
+            frame = produce_frame(c, self.topic, 1, batch([b"r%d" % self.n]))
+            if isinstance(self.raw, RawSock):
+                self.raw.send(frame)
+            else:
+                self.raw.send([frame])
             self.raw.wait({c})
             self.n += 1
 
 
-def _start(sock: str, topic: str, max_bytes: int = 1 << 20) -> tuple[Consumer, Producer]:
+def _start(sock: str, topic: str, max_bytes: int = 1 << 20, transport: str = "socket"
+           ) -> tuple[Consumer, Producer]:
     with Admin(socket=sock, transport="socket") as a:
         a.create_topic(topic, 1)
     consumer = Consumer(sock, topic, max_bytes)
@@ -110,7 +118,7 @@ def _start(sock: str, topic: str, max_bytes: int = 1 << 20) -> tuple[Consumer, P
     while not plane_parked(sock):
         assert time.monotonic() < deadline, "the standing fetch was not parked"
         time.sleep(0.01)
-    producer = Producer(sock, topic)
+    producer = Producer(sock, topic, transport)
     producer.send()  # Python's path: the grant; the parked wait serves the next ones
     consumer.read_to(1)
     return consumer, producer
@@ -122,8 +130,10 @@ def _log(data_dir: Path, topic: str) -> bytes:
     return seg.read_bytes()
 
 
-def test_a_socket_consumer_behind_is_held_and_answered_in_c(broker) -> None:
-    consumer, producer = _start(broker.socket, "hold")
+@pytest.mark.parametrize("transport", ["socket", "shm"])
+def test_a_socket_consumer_behind_is_held_and_answered_in_c(broker, transport: str) -> None:
+    """From a socket producer's reads or a ring producer's wake-ups, both served in the wait."""
+    consumer, producer = _start(broker.socket, "hold", transport=transport)
     try:
         before = _park(broker.socket)
         for e in range(EPISODES):
