@@ -26,9 +26,9 @@ static int sock_read_up(int fd) {
     return ioctl(fd, TIOCOUTQ, &q) != 0 || q == 0;
 }
 
-/* standing_frame's answer on the consumer's socket (plane.c answer_standing's socket twin). */
 static void hold_start(eb_grant *g, const char *b, uint64_t n, int64_t count, eb_plane_call *c);
 
+/* standing_frame's answer on the consumer's socket (plane.c answer_standing's socket twin). */
 static void answer_standing_sock(eb_grant *g, const char *b, uint64_t n, int64_t count,
                                  eb_plane_call *c) {
     int q = -1;
