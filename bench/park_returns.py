@@ -83,7 +83,9 @@ def one(transport: str, rate: int, duration: float) -> dict[str, Any]:
     out = {"transport": transport, "rate": rate, "load": load, "supervisor_us": round(cpu, 2),
            "frames_c": per_k(s0.get("frames"), s1.get("frames")),
            "standing_c": per_k(s0.get("standing_answers"), s1.get("standing_answers"))}
-    for k in ("wakeups", "socket_reads", "returns_python", "returns_timeout", "returns_loop"):
+    # (held_answers: a socket consumer's fetch held and answered in C, sockplane28; 0 before)
+    for k in ("wakeups", "socket_reads", "held_answers", "returns_python", "returns_timeout",
+              "returns_loop"):
         out[k] = per_k(p0.get(k), p1.get(k))
     why0, why1 = p0.get("to_python") or {}, p1.get("to_python") or {}
     out["to_python"] = {k: per_k(why0.get(k), v) for k, v in why1.items()}
@@ -130,14 +132,16 @@ def main(argv: list[str] | None = None) -> None:
           + f"; load average {load0[0]:.1f} before / {os.getloadavg()[0]:.1f} after "
           "(2 CPUs, shared: CPU is noisy, the counts much less).", "",
           "Supervisor CPU us per message; the rest per 1,000 messages: frames taken in C, "
-          "standing answers written in C, the parked wait's returns (python / timeout) and the "
-          "links handed to Python by reason.", "",
+          "standing answers written in C (of which: held socket consumers answered in C), the "
+          "parked wait's returns (python / timeout) and the links handed to Python by reason.", "",
           "| round | tree | transport | load | supervisor us | frames in C | standing in C "
-          "| returns python | returns timeout | to_python |", "|---|---|---|---|---|---|---|---|---|---|"]
+          "| of which held in C | returns python | returns timeout | to_python |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for x in rows:
         why = ", ".join(f"{k} {v}" for k, v in x["to_python"].items() if v)
         md.append(f"| {x['round']} | {x['tree']} | {x['transport']} | {x['load']:.1f} | "
                   f"{x['supervisor_us']} | {x['frames_c']} | {x['standing_c']} | "
+                  f"{x['held_answers']} | "
                   f"{x['returns_python']} | {x['returns_timeout']} | {why} |")
     md += ["", "Medians over the rounds:", "",
            "| tree | transport | supervisor us | returns python | returns timeout |",

@@ -61,6 +61,12 @@ typedef struct {
     int64_t w_room;
     int32_t w_held;
     int32_t w_ready;
+    int32_t w_batches;
+    char *w_hbuf;
+    int64_t w_hcap;
+    int64_t w_hmax;
+    int32_t w_hold;
+    int32_t w_listed;
     ...;
 } eb_grant;
 typedef struct {
@@ -73,6 +79,8 @@ typedef struct {
     int64_t sent;
     char *rest;
     int64_t rest_len, rest_cap;
+    int64_t held_answers;
+    ...;
 } eb_plane_call;
 int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grants, int ng,
                          void *resp, int efd_data, eb_plane_call *c);
@@ -119,6 +127,7 @@ typedef struct {
     eb_plane_call *call;
     char *sbuf;
     int64_t scap;
+    int64_t hold_ns, hold_max_ns;
     eb_park_link *byfd[];
     int32_t why;
     int32_t err;

@@ -20,7 +20,9 @@
  * together to be worth polling (the Arrivals average, spin.py), an append someone else waits
  * on that the call did not answer; a socket read C could not finish (EOF or an error, a frame
  * it does not serve or half a frame, answers the socket did not take all of, a failed write),
- * whose state it leaves for Python (s_fd, s_got, s_at, and the call's out/sent/why).
+ * whose state it leaves for Python (s_fd, s_got, s_at, and the call's out/sent/why). Socket
+ * consumers' fetches C holds itself in the wait (sockplane.c) are looked at on their schedule:
+ * the epoll timeout is the earlier of the deadline and the next look.
  *
  * Single writer: the call runs on the loop thread in place of its epoll wait, so while it runs no
  * Python of the supervisor's runs on that thread, and no other thread appends or rolls (the
@@ -33,6 +35,7 @@
 #define EB_PARK_EVENTS 64
 #define EB_PARK_OUT 64
 #define EB_PARK_FDS 4096    /* descriptors below this may be links (a higher one is Python's) */
+#define EB_PARK_HELD 64     /* socket consumers' fetches held in C in one wait, at most */
 
 /* Why eb_park_wait returned (eb_park.why). */
 #define EB_PARK_LOOP 0      /* the loop's epoll has events for Python (copied into ev_fd/ev_mask) */
@@ -83,6 +86,10 @@ typedef struct {
     eb_plane_call *call;
     char *sbuf;                /* the socket plane's read buffer (NULL: no socket is served) */
     int64_t scap;
+    /* C's own holds of socket consumers' fetches (sockplane.c): the call's list during a wait,
+     * and the looks' timing Python gives (standing.py RECHECK_S, SOCKET_RECHECK_MAX_S) */
+    int64_t hold_ns, hold_max_ns;
+    eb_grant *held[EB_PARK_HELD];
     eb_park_link *byfd[EB_PARK_FDS];  /* the loop's descriptors that are links (NULL: Python's) */
     /* out */
     int32_t why;
@@ -125,6 +132,7 @@ static int standing_behind(eb_park_link *l) {
             if (g->w_ready) return 1;
             continue;
         }
+        if (g->w_hold) continue;  /* held in C: answered here once read (sockplane.c) */
         if ((g->w_ring != NULL || g->w_sock >= 0) && g->w_offset != g->log_end) return 1;
     }
     return 0;
@@ -236,29 +244,50 @@ static void take_events(eb_park *P, struct epoll_event *evs, int n) {
 
 /* The loop's wait (see the top of this file). Python reads why, the loop's events, out[], the
  * scratch frame and the socket left to it, then syncs back every link's counters. */
-void eb_park_wait(eb_park *P) {
+static void park_wait(eb_park *P) {
     struct epoll_event evs[EB_PARK_EVENTS];
-    P->nev = P->nout = P->py = 0;
-    P->k_link = -1;
-    P->k = 0;
-    P->s_fd = -1;
-    P->s_got = P->s_at = 0;
+    eb_plane_call *c = P->call;
     for (;;) {
         int timeout = -1;
-        if (P->deadline_ns >= 0) {
-            int64_t left = P->deadline_ns - now_ns();
-            if (left <= 0) { P->why = EB_PARK_TIMEOUT; return; }
-            timeout = (int)((left + 999999) / 1000000);  /* rounded up, as epoll.poll does */
+        int64_t now = now_ns();
+        if (P->deadline_ns >= 0 && now >= P->deadline_ns) { P->why = EB_PARK_TIMEOUT; return; }
+        int64_t until = P->deadline_ns;
+        if (c->nheld) {  /* holds in C: each look when due (held_looks moves it on) */
+            int py = 0;
+            int64_t next = held_looks(c, now, &py);
+            if (py) { P->py = 1; P->to_py[EB_TO_PY_STANDING]++; }
+            if (c->rest_len) P->py = 1;  /* (an answer's rest: queued by Python at once) */
+            if (P->py) { P->why = EB_PARK_PYTHON; return; }
+            if (next >= 0 && (until < 0 || next < until)) until = next;
         }
+        if (until >= 0)  /* rounded up, as epoll.poll does */
+            timeout = (int)((until - now + 999999) / 1000000);
         int n = epoll_wait(P->main_fd, evs, EB_PARK_EVENTS, timeout);
         if (n < 0) {
             P->err = errno;
             P->why = errno == EINTR ? EB_PARK_EINTR : EB_PARK_ERROR;
             return;
         }
-        if (n == 0) continue;  /* the deadline is re-checked above */
+        if (n == 0) continue;  /* the deadline and the looks are re-checked above */
         take_events(P, evs, n);
         if (P->nev) { P->why = EB_PARK_LOOP; return; }
         if (P->nout || P->py || P->s_fd >= 0) { P->why = EB_PARK_PYTHON; return; }
     }
+}
+
+void eb_park_wait(eb_park *P) {
+    eb_plane_call *c = P->call;
+    P->nev = P->nout = P->py = 0;
+    P->k_link = -1;
+    P->k = 0;
+    P->s_fd = -1;
+    P->s_got = P->s_at = 0;
+    /* holds in C only within this wait: its sync-back ends any still on (Python's from then) */
+    c->held = P->held;
+    c->held_cap = EB_PARK_HELD;
+    c->nheld = 0;
+    c->hold_ns = P->hold_ns;
+    c->hold_max_ns = P->hold_max_ns;
+    park_wait(P);
+    c->held = NULL;
 }

@@ -116,6 +116,18 @@ typedef struct {
      * w_ready sends the call's appends to Python's on_append, which answers from the log. */
     int32_t w_held;
     int32_t w_ready;           /* out */
+    int32_t w_batches;         /* out: batches those answers carried (a held answer: several) */
+    /* A socket consumer's fetch held by C itself (sockplane.c, "C's own hold"): begun in a
+     * parked wait at a batch its consumer had not read the answer before (SIOCOUTQ not 0), the
+     * batches since w_offset kept in w_hbuf and answered in one frame once it has read. Python
+     * sets the buffer and the limit (_watch); a wait's sync-back ends a hold still on. */
+    char *w_hbuf;              /* the held answer's frame: its head's room, then the batches */
+    int64_t w_hcap;            /* (NULL / 0: no hold in C) */
+    int64_t w_hmax;            /* read_fetch's byte limit for this fetch: more, and Python's */
+    int32_t w_hold;            /* 1: held in C */
+    int32_t w_listed;          /* 1: in the parked wait's list of held grants (call->held) */
+    int64_t w_hlen, w_hbatches, w_hrecords;  /* the held batches */
+    int64_t w_hnext_ns, w_hstep_ns;  /* its next look without an append, and the step to it */
 } eb_grant;
 
 typedef struct {
@@ -132,10 +144,17 @@ typedef struct {
      * socket consumer is answered in C); rest_len > 0 after the call: some did (w_rest_*). */
     char *rest;
     int64_t rest_len, rest_cap;
+    /* The parked wait's (park.c; NULL outside it: no hold in C then): the grants held in C this
+     * wait, and the looks' timing (standing.py RECHECK_S, doubling up to SOCKET_RECHECK_MAX_S) */
+    eb_grant **held;
+    int32_t nheld, held_cap;
+    int64_t hold_ns, hold_max_ns;
+    int64_t held_answers;      /* held answers written in C (statistics) */
 } eb_plane_call;
 
 static void answer_standing_sock(eb_grant *g, const char *b, uint64_t n, int64_t count,
                                  eb_plane_call *c);
+static void hold_more(eb_grant *g, const char *b, uint64_t n, int64_t count, eb_plane_call *c);
 static int sock_read_up(int fd);
 
 static inline int64_t wall_ms(void) {
@@ -155,10 +174,12 @@ static eb_grant *find_grant(eb_grant **g, int ng, const char *topic, uint16_t tl
  * g->log_end), written into f: the bytes of fastpath.fetch.encode_fetched_one. Returns its length,
  * 0 when it would not fit EB_PLANE_ANSWER_MAX (the fetch then stays where it was and Python's
  * on_append decides after the call). */
-static uint64_t standing_frame(eb_grant *g, const char *b, uint64_t n, char *f) {
+static uint64_t standing_head_len(eb_grant *g) { return 4 + 6 + 4 + 2 + g->topic_len + 28; }
+
+/* Its head (everything before the records, n bytes of them) into f; returns its length. */
+static uint64_t standing_head(eb_grant *g, uint64_t n, char *f) {
     uint16_t tl = g->topic_len;
-    uint64_t head = 4 + 6 + 4 + 2 + tl + 28;
-    if (head + n > EB_PLANE_ANSWER_MAX) return 0;
+    uint64_t head = standing_head_len(g);
     uint32_t u32 = (uint32_t)(head + n - 4);
     int16_t zero16 = 0;
     int32_t one = 1, part = g->partition, rl = (int32_t)n;
@@ -175,14 +196,24 @@ static uint64_t standing_frame(eb_grant *g, const char *b, uint64_t n, char *f) 
     memcpy(o + 8, &g->log_end, 8);    /* high watermark: the log end after the batch */
     memcpy(o + 16, &g->log_start, 8);
     memcpy(o + 24, &rl, 4);
-    memcpy(o + 28, b, n);
+    return head;
+}
+
+static uint64_t standing_frame(eb_grant *g, const char *b, uint64_t n, char *f) {
+    uint64_t head = standing_head_len(g);
+    if (head + n > EB_PLANE_ANSWER_MAX) return 0;
+    standing_head(g, n, f);
+    memcpy(f + head, b, n);
     return head + n;
 }
 
-/* The standing fetch's bookkeeping after its answer (len frame bytes) from batch b went out. */
-static void standing_answered(eb_grant *g, uint64_t n, int64_t count, uint64_t len) {
+/* The standing fetch's bookkeeping after its answer (len frame bytes: n bytes of records,
+ * count records, in batches batches) went out. */
+static void standing_answered(eb_grant *g, uint64_t n, int64_t count, uint64_t len,
+                              int64_t batches) {
     g->w_offset = g->log_end;
     g->w_answers++;
+    g->w_batches += (int32_t)batches;
     g->w_records += count;
     g->w_bytes += (int64_t)n;
     g->w_last = (int64_t)len;
@@ -202,7 +233,7 @@ static void answer_standing(eb_grant *g, const char *b, uint64_t n, int64_t coun
     char f[EB_PLANE_ANSWER_MAX];
     uint64_t len = standing_frame(g, b, n, f);
     if (len == 0 || eb_write(W, f, (uint32_t)len, g->w_efd) != 1) return;
-    standing_answered(g, n, count, len);
+    standing_answered(g, n, count, len, 1);
 }
 
 /* Take frames from buf[start:len] (whole request frames, as eb_read copied them) until one must
@@ -316,8 +347,10 @@ int64_t eb_plane_produce(char *buf, int64_t start, int64_t len, eb_grant **grant
         c->budget -= (int64_t)n;
         c->frames++;
         at += 4 + (int64_t)flen;
-        if (g->w_held) {  /* held: looked at, as may_answer looks, never answered here */
+        if (g->w_held) {  /* held by Python: looked at, as may_answer looks, never answered here */
             if (!g->w_ready) g->w_ready = sock_read_up(g->w_sock);
+        } else if (g->w_hold) {  /* held in C (sockplane.c): kept, answered once read */
+            hold_more(g, b, n, count, c);
         } else if (g->w_offset == base && (int64_t)n >= g->w_min_bytes) {
             /* first: the consumer's latency is the one measured */
             if (g->w_ring != NULL && g->w_ring != resp)

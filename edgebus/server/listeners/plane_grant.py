@@ -26,7 +26,7 @@ def write_failed(link: Any) -> None:
 class Grant:
     """One partition a link's PRODUCEs may be appended to in C; `c` is the C struct."""
 
-    __slots__ = ("c", "cfg", "gen", "p", "seg", "start", "topic", "w", "w_checked")
+    __slots__ = ("c", "cfg", "gen", "hbuf", "p", "seg", "start", "topic", "w", "w_checked")
 
     def __init__(self, p: Any, ffi: Any) -> None:
         self.c = ffi.new("eb_grant *")
@@ -41,6 +41,9 @@ class Grant:
         self.w: Any = None  # the standing fetch armed in c.w_* (a ParkedFetch), if any
         self.w_checked: Any = None  # (that fetch, ACL generation) its access check passed at
         self.c.w_sock = -1  # (fd 0 is a descriptor: "none" must be said)
+        # C's own hold of a socket consumer's fetch keeps its batches here (sockplane.c), made
+        # at the first socket consumer armed on this grant (shm_plane._watch)
+        self.hbuf: Any = None
         self.gen = self.start = -1
 
     def refresh(self) -> None:

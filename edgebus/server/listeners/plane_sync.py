@@ -148,6 +148,9 @@ class SyncBack:
             t[1] += nbytes
             g.gen = gen
             c.n = 0
+            # A hold in C still on (sockplane.c) ends here: its fetch stays at the held offset
+            # and on_append below holds it as Python's, as it did before C held any.
+            c.w_hold = c.w_listed = 0
             c.records = c.bytes = 0
             k = c.w_answers
             if k:  # the standing fetch answered in C: push's bookkeeping (handlers/standing.py)
@@ -162,7 +165,7 @@ class SyncBack:
                 self.standing_answers += k
                 nbytes, records = c.w_bytes, c.w_records
                 stats.bytes_out += nbytes
-                stats.batches_out += k
+                stats.batches_out += c.w_batches  # (a held answer carries several)
                 stats.records_out += records
                 t = stats.topic_out.get(g.topic)
                 if t is None:
@@ -170,7 +173,7 @@ class SyncBack:
                 t[0] += records
                 t[1] += nbytes
                 w.request.partitions[0].offset = c.w_offset  # re-armed in place, as push does
-                c.w_answers = 0
+                c.w_answers = c.w_batches = 0
                 c.w_records = c.w_bytes = 0
                 if c.w_offset == end:  # it was the only waiter and took every batch
                     data.dirty = True

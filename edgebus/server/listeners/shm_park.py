@@ -31,6 +31,7 @@ from selectors import EVENT_READ
 from typing import TYPE_CHECKING, Any
 
 from edgebus import tuning
+from edgebus.server.handlers.standing import RECHECK_S, SOCKET_RECHECK_MAX_S
 from edgebus.server.listeners import shm_plane, sock_plane
 from edgebus.shm.spin import GAP_CAP_NS
 from edgebus.tuning import SPIN_GAP_NS
@@ -65,6 +66,9 @@ class Park:
         P.cap = shm_plane.SCRATCH_BYTES
         P.max_frames = shm_plane.RING_FRAMES
         P.k_link = P.s_fd = -1
+        # C's own holds of socket consumers' fetches look at SIOCOUTQ on Python's schedule
+        P.hold_ns = int(RECHECK_S * 1e9)
+        P.hold_max_ns = int(SOCKET_RECHECK_MAX_S * 1e9)
         # The call every serve uses: the socket plane's once it has made its buffers (`_before`
         # switches to it), until then one without buffers (socket consumers left to Python).
         self.call = P.call = ffi.new("eb_plane_call *")
@@ -284,6 +288,7 @@ class Park:
         r = self.returns
         t = self.P.to_py
         return {"wakeups": int(self.P.served), "socket_reads": int(self.P.sock_reads),
+                "held_answers": int(self.call.held_answers),
                 "returns_loop": r[_LOOP], "returns_timeout": r[_TIMEOUT],
                 "returns_python": r[_PYTHON], "returns_signal": r[_EINTR],
                 "to_python": {why: int(t[i]) for i, why in enumerate(_TO_PY)}}

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from edgebus import format as F
 from edgebus import tuning
 from edgebus.errors import EdgebusError
 from edgebus.log.partition import TAIL_BATCH_BYTES
@@ -91,6 +92,12 @@ def load() -> bool:
 
 
 MAX_GRANTS = 8  # partitions per link served in C; more are served in Python
+# A socket consumer's fetch held in C (sockplane.c, "C's own hold") keeps the batches appended
+# meanwhile in a buffer of this size per grant (made at the first such consumer); more, and the
+# hold is Python's. 32 KiB is ~190 batches of one 100 B record: ~19 ms at 10,000/s, longer
+# than a consumer that keeps up is ever behind. (The answer's rest, should the socket take
+# only part of it, must fit sock_plane.REST_BYTES.)
+HOLD_BYTES = 32 * 1024
 _WHY_FULL, _WHY_WRITE, _WHY_RING_END = 7, 10, 11  # plane.c's EB_PLANE_FULL, _WRITE, _RING_END
 # eb_plane_ring: frames up to this size are served straight from the ring, through one scratch
 # buffer (larger ones are read by Python as before); at most this many per call.
@@ -213,7 +220,7 @@ class Plane(SyncBack):
         g.w = None
         c.w_ring = _ffi.NULL
         c.w_sock = -1
-        c.w_held = c.w_ready = 0
+        c.w_held = c.w_ready = c.w_hold = c.w_listed = 0
         data = self.data
         key = (g.topic, g.p.partition)
         parked = data.waiters.by_partition.get(key)
@@ -260,6 +267,13 @@ class Plane(SyncBack):
         g.w = w
         if other is None:
             c.w_sock = conn.standing_fd  # answered as push answers a socket (sockplane.c)
+            # held in C when its consumer has not read (in a parked wait): within read_fetch's
+            # limit, so that the held answer is the one Python's on_append would give
+            if g.hbuf is None:
+                g.hbuf = _ffi.new("char[]", HOLD_BYTES)
+                c.w_hbuf = g.hbuf
+                c.w_hcap = HOLD_BYTES
+            c.w_hmax = min(req.max_bytes, F.MAX_FETCH_RESPONSE_BYTES, parts[0].max_bytes)
         else:
             c.w_ring = other.resp_d
             c.w_efd = other.efd_data
