@@ -45,6 +45,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# Reading callgrind (their old import path: bench.acl_instructions.dumps, ...).
+from bench.callgrind import callgrind_control, dumps, self_counts, valgrind_missing
 from bench.run import ACL_RULES
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -80,62 +82,6 @@ FETCH_BYTES = 16384  # fetch_max_bytes and max_partition_fetch_bytes
 CASES = [(t, api) for t in ("socket", "shm") for api in ("send", "batch")]
 
 
-def valgrind_missing() -> str | None:
-    """Why this cannot run here, or None."""
-    for tool in ("valgrind", "callgrind_control"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (Debian: apt-get install valgrind)"
-    return None
-
-
-def _callgrind(pid: int, *args: str) -> None:
-    """Zero or dump the counters of a process running under callgrind (through vgdb)."""
-    r = subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True, text=True,
-                       timeout=300)
-    if r.returncode != 0 or "OK" not in r.stdout:
-        raise RuntimeError(f"callgrind_control {' '.join(args)} {pid}: {r.stdout}{r.stderr}")
-
-
-def dumps(prefix: Path) -> dict[str, int]:
-    """label -> instructions of each `callgrind_control --dump=label` of one process's output."""
-    out = {}
-    for f in prefix.parent.glob(prefix.name + ".*"):
-        text = f.read_text(errors="replace")
-        label = re.search(r"^desc: Trigger: dump (\S+)", text, re.M)
-        total = re.search(r"^summary: (\d+)", text, re.M) or re.search(r"^totals: (\d+)", text, re.M)
-        if label and total:
-            out[label.group(1)] = int(total.group(1))
-    return out
-
-
-def self_counts(path: Path) -> dict[str, int]:
-    """C function -> its own (exclusive) instructions in one callgrind dump (the file format:
-    valgrind's docs/cl-format; a cost line right after `calls=` is the call's inclusive cost)."""
-    names: dict[str, str] = {}
-    out: dict[str, int] = {}
-    fn = ""
-    after_call = False
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith(("fn=", "cfn=")):
-            m = re.match(r"c?fn=(\(\d+\))?\s*(.*)", line)
-            assert m is not None
-            ref, name = m.group(1), m.group(2)
-            if ref and name:
-                names[ref] = name
-            if line[0] == "f":
-                fn = name or names.get(ref or "", ref or "")
-        elif line.startswith("calls="):
-            after_call = True
-        elif line[:1].isdigit() or line[:1] in "+-*":
-            if after_call:
-                after_call = False
-                continue
-            parts = line.split()
-            if len(parts) >= 2:
-                out[fn] = out.get(fn, 0) + int(parts[1])
-    return out
-
-
 def wait_idle(pid: int) -> None:
     """Until the supervisor's loop sleeps in epoll_wait. Each request then starts from the same
     state: otherwise whether a request arrives while the loop still runs (and is read at once)
@@ -169,10 +115,10 @@ def _phase(broker: Any, label: str, open_client: Callable[[], Any],
     try:
         for first, name in ((True, f"{label}-setup"), (False, label)):
             wait_idle(broker.pid)
-            _callgrind(broker.pid, "--zero")
+            callgrind_control(broker.pid, "--zero")
             work(client, first)
             wait_idle(broker.pid)  # the last answer's loop turn, to its end
-            _callgrind(broker.pid, f"--dump={name}")
+            callgrind_control(broker.pid, f"--dump={name}")
             counts["setup_requests" if first else "requests"] = _conn_requests(broker)
             time.sleep(0.2)  # the Admin connection's end reaches the loop, then wait_idle
         return counts
@@ -298,10 +244,10 @@ def micro(calls: int) -> None:
     for name, f in cases.items():
         f()  # warm: the interpreter specialises a call site on its first runs
         f()
-        _callgrind(pid, "--zero")
+        callgrind_control(pid, "--zero")
         for _ in range(calls):
             f()
-        _callgrind(pid, f"--dump={name}")
+        callgrind_control(pid, f"--dump={name}")
 
 
 def run_micro(out_dir: Path, calls: int) -> dict[str, float]:

@@ -203,7 +203,7 @@ def instructions(transport: str, rate: int, n: int) -> dict[str, Any]:
     enough (default 50/s) that every poll finds one record although callgrind slows it ~50x."""
     import tempfile
 
-    from bench.acl_instructions import _callgrind, dumps
+    from bench.callgrind import callgrind_control, dumps
     from edgebus import Admin, Producer
     from edgebus.testing import EmbeddedBroker
 
@@ -236,7 +236,7 @@ def instructions(transport: str, rate: int, n: int) -> dict[str, Any]:
                 if child.poll() is not None:  # (was: warm-up records sent forever)
                     raise RuntimeError(f"the consumer under callgrind exited ({child.returncode})"
                                        f": {err_path.read_text()[-2000:]}")
-            _callgrind(child.pid, "--zero")
+            callgrind_control(child.pid, "--zero")
             child.stdin.write("go\n")
             child.stdin.flush()
             step = 1 / rate
@@ -248,7 +248,7 @@ def instructions(transport: str, rate: int, n: int) -> dict[str, Any]:
                 p.send(topic, b"x" * 100, partition=0)
             p.flush(60)
             done = child.stdout.readline().split()
-            _callgrind(child.pid, "--dump=run")
+            callgrind_control(child.pid, "--dump=run")
             child.stdin.write("bye\n")
             child.stdin.flush()
             child.wait(120)

@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.acl_instructions import ENV, QUIET, _callgrind, dumps, self_counts, valgrind_missing, wait_idle
+from bench.acl_instructions import ENV, QUIET, wait_idle
+from bench.callgrind import callgrind_control, dumps, self_counts, valgrind_missing
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HERE = Path(__file__).resolve().parent.parent
@@ -66,10 +67,10 @@ def run_tree(name: str, tree: Path, out_dir: Path, requests: int, batches: int,
 
         def phase(label: str, n: int, work: Any) -> None:
             wait_idle(pid)
-            _callgrind(pid, "--zero")
+            callgrind_control(pid, "--zero")
             work()
             wait_idle(pid)
-            _callgrind(pid, f"--dump={label}")
+            callgrind_control(pid, f"--dump={label}")
             units[label] = n
 
         p = Producer({"bootstrap.servers": boot, "acks": 1, "linger.ms": 0,

@@ -8,8 +8,7 @@ are the whole interface Python sees (edgebus/records.py wraps them).
 from __future__ import annotations
 
 import os
-
-from cffi import FFI
+import runpy
 
 CDEF = """
 int64_t eb_encode_values(char *out, const char *vals, const uint32_t *lens, uint32_t n, int64_t ts);
@@ -46,39 +45,12 @@ int64_t eb_edgebus_to_kafka(const char *b, uint64_t length, uint32_t count, int6
 """
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_SOURCE = ""
-for _name in ("records.c", "sock_send.c"):  # the second: a producer's one-call socket send
-    with open(os.path.join(_HERE, _name), encoding="utf-8") as _f:
-        _SOURCE += _f.read() + "\n"
-
-
-
-def _have_header(name: str) -> bool:
-    """Whether the header `name` is where the compiler looks (zlib.h: Debian's python3-dev depends on
-    zlib1g-dev, so it nearly always is): eb_check_batch then checks the CRC too."""
-    import sysconfig
-
-    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
-    dirs = [sysconfig.get_path("include"), "/usr/include", "/usr/local/include",
-            os.path.join("/usr/include", multiarch)]
-    return any(os.path.exists(os.path.join(d, name)) for d in dirs if d)
-
-
-_ZLIB = _have_header("zlib.h")
-# libdeflate's CRC-32 where its header is (Debian: libdeflate-dev), the same CRC as zlib's and
-# about 5x faster (records.c EB_CRC32); EDGEBUS_NO_LIBDEFLATE=1 builds with zlib's (A/B runs).
-_LIBDEFLATE = (_ZLIB and _have_header("libdeflate.h")
-               and os.environ.get("EDGEBUS_NO_LIBDEFLATE", "") in ("", "0"))
-ffibuilder = FFI()
-ffibuilder.cdef(CDEF)
-ffibuilder.set_source(
-    "edgebus._records",
-    _SOURCE,
-    extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-    define_macros=([("EB_HAVE_ZLIB", "1")] if _ZLIB else [])
-    + ([("EB_HAVE_LIBDEFLATE", "1")] if _LIBDEFLATE else []),
-    libraries=(["z"] if _ZLIB else []) + (["deflate"] if _LIBDEFLATE else []),
-)
+# Loaded by path, not imported: edgebus/_cbuild.py says why.
+_C = runpy.run_path(os.path.join(_HERE, "_cbuild.py"))
+# sock_send.c: a producer's one-call socket send. Without zlib's header eb_check_batch leaves the
+# CRC to Python.
+ffibuilder = _C["builder"]("edgebus._records", CDEF, _C["read_sources"](
+    os.path.join(_HERE, "records.c"), os.path.join(_HERE, "sock_send.c")))
 
 if __name__ == "__main__":  # a manual in-tree build: python edgebus/_records_build.py
     ffibuilder.compile(tmpdir=os.path.dirname(_HERE), verbose=True)

@@ -33,7 +33,8 @@ from pathlib import Path
 
 from edgebus import format as F
 from edgebus.log.fileutil import FILE_MODE, fsync_dir
-from edgebus.log.segment import Segment, segment_stem
+from edgebus.log.segment import Segment
+from edgebus.log.segment_names import segment_stem
 
 CORRUPT_SUFFIX = ".corrupt"
 # Damaged ranges are searched and copied this much at a time: bounds recovery's memory on a Pi.

@@ -27,6 +27,14 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         done += w
 
 
+def write_rest(fd: int, data: bytes | bytearray | memoryview, done: int) -> None:
+    """The rest of `data` after the caller's own first os.write took `done` bytes of it (the
+    caller makes that call itself so that a whole write, nearly always, costs no further one)."""
+    if done <= 0:
+        raise OSError(errno.EIO, "write made no progress")
+    write_all(fd, memoryview(data)[done:])
+
+
 def errno_text(err: int | None) -> str:
     """"EIO (Input/output error)": the errno's name, which an operator can search for, and its
     text (an errno this system does not name: its number)."""

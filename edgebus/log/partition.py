@@ -37,7 +37,8 @@ from edgebus.log.partition_retention import _Retention
 from edgebus.log.partition_state import MAX_OPEN_READ_FDS as MAX_OPEN_READ_FDS
 from edgebus.log.recovery import recover
 from edgebus.log.recovery_report import RecoveryReport
-from edgebus.log.segment import Segment, SegmentInfo
+from edgebus.log.segment import Segment
+from edgebus.log.segment_names import SegmentInfo
 from edgebus.log.topic_config import TopicConfig
 
 

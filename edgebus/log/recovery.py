@@ -28,16 +28,8 @@ from edgebus.log.damage import CORRUPT_SUFFIX, find_resync, set_aside
 from edgebus.log.fileutil import FILE_MODE, unlink_quiet
 from edgebus.log.index import OffsetIndex, TimeIndex
 from edgebus.log.recovery_report import RecoveredLog, RecoveryReport
-from edgebus.log.segment import (
-    _NEVER,
-    INDEX_SUFFIX,
-    NAME_DIGITS,
-    TIMEINDEX_SUFFIX,
-    U32_MAX,
-    Segment,
-    parse_log_name,
-    segment_stem,
-)
+from edgebus.log.segment import _NEVER, U32_MAX, Segment
+from edgebus.log.segment_names import INDEX_SUFFIX, NAME_DIGITS, TIMEINDEX_SUFFIX, parse_log_name, segment_stem
 
 # Scans read this much per pread: large enough that syscalls are rare, small enough for a Pi.
 SCAN_CHUNK = 4 * 1024 * 1024

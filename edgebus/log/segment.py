@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import errno
 import logging
 import os
 import sys
@@ -24,14 +23,19 @@ from typing import NamedTuple
 
 from edgebus import format as F
 from edgebus.errors import CorruptRecordError
-from edgebus.log.fileutil import FILE_MODE, unlink_quiet, write_all
+from edgebus.log.fileutil import FILE_MODE, unlink_quiet, write_rest
 from edgebus.log.index import OffsetIndex, TimeIndex
+from edgebus.log.segment_names import (  # noqa: F401 (SegmentInfo, parse_log_name: their old path)
+    INDEX_SUFFIX,
+    LOG_SUFFIX,
+    NAME_DIGITS,
+    TIMEINDEX_SUFFIX,
+    SegmentInfo,
+    parse_log_name,
+    segment_stem,
+)
 from edgebus.log.segment_read import HEAD_SIZE, StaleIndex, read_batches
 
-LOG_SUFFIX = ".log"
-INDEX_SUFFIX = ".index"
-TIMEINDEX_SUFFIX = ".timeindex"
-NAME_DIGITS = 20
 # Enough of a batch header to walk: base offset, append time, length, and the record count.
 _COUNT = F.U32  # record_count, read at F.BATCH_RECORD_COUNT
 # Header-only walks read this much at a time: many small batches per pread, little waste on big
@@ -49,29 +53,6 @@ class BatchHead(NamedTuple):
     append_time: int
     length: int
     record_count: int
-
-
-class SegmentInfo(NamedTuple):
-    """What the log tells others about one of its segments (disk guard, offsets cleaner), so
-    that nobody outside edgebus/log builds segment file names or scans partition directories."""
-
-    base_offset: int
-    name: str  # the .log file's name, for messages
-    size: int  # bytes of whole batches
-    mtime: float | None  # when the .log file was last written (None: it could not be read)
-
-
-def segment_stem(base_offset: int) -> str:
-    """The one place a segment's file name is formatted (docs/FORMAT.md: `<base_offset:020d>`)."""
-    return f"{base_offset:0{NAME_DIGITS}d}"
-
-
-def parse_log_name(name: str) -> int | None:
-    """The base offset of a `<20 digits>.log` file name, else None."""
-    stem, dot, ext = name.partition(".")
-    if dot and "." + ext == LOG_SUFFIX and len(stem) == NAME_DIGITS and stem.isdigit():
-        return int(stem)
-    return None
 
 
 class Segment:
@@ -195,9 +176,7 @@ class Segment:
         n = len(data)
         done = os.write(self.fd, data)  # one call for the whole batch, nearly always
         if done != n:
-            if done <= 0:
-                raise OSError(errno.EIO, "write made no progress")
-            write_all(self.fd, memoryview(data)[done:])
+            write_rest(self.fd, data, done)
         self.size += n
 
     def append_batch(self, data: bytes | bytearray | memoryview, base_offset: int,
@@ -210,9 +189,7 @@ class Segment:
         n = len(data)
         done = os.write(self.fd, data)  # one call for the whole batch, nearly always
         if done != n:
-            if done <= 0:
-                raise OSError(errno.EIO, "write made no progress")
-            write_all(self.fd, memoryview(data)[done:])
+            write_rest(self.fd, data, done)
         self.size = pos + n
         rels = self._recent_rels
         if (self.bytes_since_index >= interval or self.first_append_time is None

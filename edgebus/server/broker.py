@@ -32,7 +32,7 @@ from edgebus.server.handlers.data import DataHandlers
 from edgebus.server.housekeeping import Housekeeping
 from edgebus.server.lazy import OnFirstUse
 from edgebus.server.listeners import shm_plane, sock_plane
-from edgebus.server.listeners.shm import ShmTransport
+from edgebus.server.listeners.shm_transport import ShmTransport
 from edgebus.server.listeners.socket_claim import SocketClaim
 from edgebus.server.listeners.unix import UnixListener
 from edgebus.server.loop import Loop
@@ -119,7 +119,7 @@ class Broker:
         # Free-space watermarks and each topic's on_disk_full policy (edgebus/server/disk.py).
         self.disk = disk if disk is not None else DiskGuard(logs)
         self.listener = UnixListener(loop, self.socket_path, socket_mode, socket_claim)
-        self.shm = ShmTransport(loop)  # shared-memory rings (listeners/shm.py)
+        self.shm = ShmTransport(loop)  # shared-memory rings (listeners/shm_transport.py)
         self.durable = DurableAcks(loop, self.stats)  # group commit's answers
         self.data = DataHandlers(loop, logs, self.disk, self.durable, self.stats,
                                  max_fetch_wait_ms=max_fetch_wait_ms)

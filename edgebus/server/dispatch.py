@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from edgebus.server.handlers.data import DataHandlers
     from edgebus.server.handlers.replica import ReplicaHandlers
     from edgebus.server.lazy import OnFirstUse
-    from edgebus.server.listeners.shm import ShmTransport
+    from edgebus.server.listeners.shm_transport import ShmTransport
     from edgebus.server.listeners.stream import Connection
     from edgebus.server.loop import Loop
 
@@ -85,7 +85,7 @@ def build_table(data: DataHandlers, admin: AdminHandlers, groups: LazyGroups,
         M.Api.DELETE_TOPIC: admin.delete_topic,
         M.Api.ALTER_TOPIC_CONFIG: admin.alter_topic_config,
         M.Api.STATUS: admin.status,
-        # transports (listeners/shm.py)
+        # transports (listeners/shm_transport.py)
         M.Api.SHM_ATTACH: shm.attach,
     }
     out = {int(k): h for k, h in table.items()}

@@ -6,15 +6,14 @@ Needs only a C compiler and Python's headers (Debian: gcc, python3-dev). The C s
 ring.c and take.c beside this file (take.c: a consumer's one-call wait for its next response),
 then edgebus/records.c and produce.c (a producer's one-record send written straight into its
 request ring: the frame builder of records.c, the writer of ring.c; zlib for the CRC when its
-header is there, as edgebus/_records_build.py); the declarations below are the whole interface
+header is there, edgebus/_cbuild.py); the declarations below are the whole interface
 Python sees.
 """
 
 from __future__ import annotations
 
 import os
-
-from cffi import FFI
+import runpy
 
 CDEF = """
 #define EB_RING_MAGIC ...
@@ -96,46 +95,14 @@ int eb_unmap(char *p, size_t size);
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
-
-
-def _read(*parts: str) -> str:
-    with open(os.path.join(*parts), encoding="utf-8") as f:
-        return f.read()
-
-
+# Loaded by path, not imported: edgebus/_cbuild.py says why.
+_C = runpy.run_path(os.path.join(_ROOT, "_cbuild.py"))
 # One unit: take.c (the consumer's wait) and produce.c (the producer's send) use ring.c's functions,
-# produce.c also records.c's frame builder.
-_SOURCE = "\n".join(
-    [_read(_HERE, "ring.c"), _read(_HERE, "take.c"), _read(_ROOT, "records.c"), _read(_HERE, "produce.c")]
-)
-
-
-def _have_header(name: str) -> bool:
-    """As edgebus/_records_build.py: without zlib eb_ring_produce returns -2 (and the client
-    sends no record in one step: eb_produce_frame cannot either)."""
-    import sysconfig
-
-    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
-    dirs = [sysconfig.get_path("include"), "/usr/include", "/usr/local/include",
-            os.path.join("/usr/include", multiarch)]
-    return any(os.path.exists(os.path.join(d, name)) for d in dirs if d)
-
-
-_ZLIB = _have_header("zlib.h")
-# libdeflate's CRC-32 where its header is (Debian: libdeflate-dev), the same CRC as zlib's and
-# about 5x faster (records.c EB_CRC32); EDGEBUS_NO_LIBDEFLATE=1 builds with zlib's (A/B runs).
-_LIBDEFLATE = (_ZLIB and _have_header("libdeflate.h")
-               and os.environ.get("EDGEBUS_NO_LIBDEFLATE", "") in ("", "0"))
-ffibuilder = FFI()
-ffibuilder.cdef(CDEF)
-ffibuilder.set_source(
-    "edgebus.shm._ring",
-    _SOURCE,
-    extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-    define_macros=([("EB_HAVE_ZLIB", "1")] if _ZLIB else [])
-    + ([("EB_HAVE_LIBDEFLATE", "1")] if _LIBDEFLATE else []),
-    libraries=(["z"] if _ZLIB else []) + (["deflate"] if _LIBDEFLATE else []),
-)
+# produce.c also records.c's frame builder. Without zlib's header eb_ring_produce returns -2 (and
+# the client sends no record in one step: eb_produce_frame cannot either).
+ffibuilder = _C["builder"]("edgebus.shm._ring", CDEF, _C["read_sources"](
+    os.path.join(_HERE, "ring.c"), os.path.join(_HERE, "take.c"), os.path.join(_ROOT, "records.c"),
+    os.path.join(_HERE, "produce.c")))
 
 if __name__ == "__main__":  # a manual in-tree build: python edgebus/shm/_build.py
     ffibuilder.compile(tmpdir=os.path.dirname(_ROOT), verbose=True)

@@ -8,8 +8,7 @@ before.)
 from __future__ import annotations
 
 import os
-
-from cffi import FFI
+import runpy
 
 CDEF = """
 #define EB_PLANE_TOPIC_MAX ...
@@ -151,43 +150,13 @@ void eb_park_wait(eb_park *P);
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
-
-
-def _read(*parts: str) -> str:
-    with open(os.path.join(*parts), encoding="utf-8") as f:
-        return f.read()
-
-
-_SOURCE = "\n".join([_read(_HERE, "ring.c"), _read(_ROOT, "records.c"), _read(_HERE, "plane.c"),
-                     _read(_HERE, "sockplane.c"), _read(_HERE, "park.c")])
-
-
-def _have_header(name: str) -> bool:
-    """As edgebus/_records_build.py: without zlib eb_check_batch leaves the CRC to Python, and
-    the plane then takes no frame (every batch needs its CRC checked)."""
-    import sysconfig
-
-    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
-    dirs = [sysconfig.get_path("include"), "/usr/include", "/usr/local/include",
-            os.path.join("/usr/include", multiarch)]
-    return any(os.path.exists(os.path.join(d, name)) for d in dirs if d)
-
-
-_ZLIB = _have_header("zlib.h")
-# libdeflate's CRC-32 where its header is (Debian: libdeflate-dev), the same CRC as zlib's and
-# about 5x faster (records.c EB_CRC32); EDGEBUS_NO_LIBDEFLATE=1 builds with zlib's (A/B runs).
-_LIBDEFLATE = (_ZLIB and _have_header("libdeflate.h")
-               and os.environ.get("EDGEBUS_NO_LIBDEFLATE", "") in ("", "0"))
-ffibuilder = FFI()
-ffibuilder.cdef(CDEF)
-ffibuilder.set_source(
-    "edgebus.shm._plane",
-    _SOURCE,
-    extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-    define_macros=([("EB_HAVE_ZLIB", "1")] if _ZLIB else [])
-    + ([("EB_HAVE_LIBDEFLATE", "1")] if _LIBDEFLATE else []),
-    libraries=(["z"] if _ZLIB else []) + (["deflate"] if _LIBDEFLATE else []),
-)
+# Loaded by path, not imported: edgebus/_cbuild.py says why.
+_C = runpy.run_path(os.path.join(_ROOT, "_cbuild.py"))
+# Without zlib's header eb_check_batch leaves the CRC to Python, and the plane then takes no
+# frame (every batch needs its CRC checked).
+ffibuilder = _C["builder"]("edgebus.shm._plane", CDEF, _C["read_sources"](
+    os.path.join(_HERE, "ring.c"), os.path.join(_ROOT, "records.c"), os.path.join(_HERE, "plane.c"),
+    os.path.join(_HERE, "sockplane.c"), os.path.join(_HERE, "park.c")))
 
 if __name__ == "__main__":  # a manual in-tree build: python edgebus/shm/_plane_build.py
     ffibuilder.compile(tmpdir=os.path.dirname(_ROOT), verbose=True)

@@ -97,11 +97,32 @@ def certs(tmp_path: Path) -> Certs:
     return Certs(tmp_path / "certs")
 
 
+class Rig:
+    """One test's TLS Mosquitto and bridges, each stopped at the end (in reverse order)."""
+
+    def __init__(self, root: Path, certs: Certs, socket: str, make_bridge: Any) -> None:
+        self.root, self.certs, self.socket, self.make_bridge = root, certs, socket, make_bridge
+        self.started: list[Any] = []
+
+    def mosquitto(self, **options: Any) -> tuple[Mosquitto, int]:
+        """tls_mosquitto, started: it and its TLS listener's port."""
+        mosq, port = tls_mosquitto(self.root / "mosq", self.certs, **options)
+        self.started.append(mosq)
+        return mosq, port
+
+    def bridge(self, port: int, tls: dict[str, Any], name: str = "bridge",
+               **mqtt: Any) -> BridgeProcess:
+        """A started bridge to the TLS listener at `port` (bridge_config's settings)."""
+        b = self.make_bridge(bridge_config(port, self.socket, tls, **mqtt), name=name).start()
+        self.started.append(b)
+        return b
+
+
 @pytest.fixture
-def started(tmp_path: Path) -> Any:
-    made: list[Any] = []
-    yield made
-    for thing in reversed(made):
+def rig(tmp_path: Path, certs: Certs, edgebus_broker: Any, make_bridge: Any) -> Any:
+    r = Rig(tmp_path, certs, edgebus_broker.socket, make_bridge)
+    yield r
+    for thing in reversed(r.started):
         thing.stop()
 
 
@@ -129,60 +150,39 @@ def refused(bridge: BridgeProcess, says: list[str], failures: int = 1) -> dict[s
     return st
 
 
-def test_server_tls_without_a_client_certificate(tmp_path: Path, certs: Certs,
-                                                 edgebus_broker: Any, make_bridge: Any,
-                                                 started: list[Any]) -> None:
-    mosq, port = tls_mosquitto(tmp_path / "mosq", certs)
-    started.append(mosq)
-    bridge = make_bridge(bridge_config(port, edgebus_broker.socket,
-                                       {"ca_file": str(certs.ca)})).start()
-    started.append(bridge)
+def test_server_tls_without_a_client_certificate(rig: Rig, certs: Certs, edgebus_broker: Any) -> None:
+    mosq, port = rig.mosquitto()
+    bridge = rig.bridge(port, {"ca_file": str(certs.ca)})
     flows(mosq, bridge, edgebus_broker.socket)
 
 
-def test_client_certificate_required(tmp_path: Path, certs: Certs, edgebus_broker: Any,
-                                     make_bridge: Any, started: list[Any]) -> None:
-    mosq, port = tls_mosquitto(tmp_path / "mosq", certs, require_certificate=True)
-    started.append(mosq)
-    without = make_bridge(bridge_config(port, edgebus_broker.socket, {"ca_file": str(certs.ca)}),
-                          name="without").start()
-    started.append(without)
+def test_client_certificate_required(rig: Rig, certs: Certs, edgebus_broker: Any) -> None:
+    mosq, port = rig.mosquitto(require_certificate=True)
+    without = rig.bridge(port, {"ca_file": str(certs.ca)}, name="without")
     refused(without, ["closed the connection before accepting it", "mqtt.tls.cert_file"])
     without.stop()
-    bridge = make_bridge(bridge_config(port, edgebus_broker.socket, {
-        "ca_file": str(certs.ca), "cert_file": str(certs.client_cert),
-        "key_file": str(certs.client_key)}), name="with").start()
-    started.append(bridge)
+    bridge = rig.bridge(port, {"ca_file": str(certs.ca), "cert_file": str(certs.client_cert),
+                               "key_file": str(certs.client_key)}, name="with")
     flows(mosq, bridge, edgebus_broker.socket)
 
 
-def test_username_and_password(tmp_path: Path, certs: Certs, edgebus_broker: Any,
-                               make_bridge: Any, started: list[Any]) -> None:
-    mosq, port = tls_mosquitto(tmp_path / "mosq", certs, users={"bridge": "s3cret-pw"})
-    started.append(mosq)
-    wrong = make_bridge(bridge_config(port, edgebus_broker.socket, {"ca_file": str(certs.ca)},
-                                      username="bridge", password="wrong"), name="wrong").start()
-    started.append(wrong)
+def test_username_and_password(tmp_path: Path, rig: Rig, certs: Certs, edgebus_broker: Any) -> None:
+    mosq, port = rig.mosquitto(users={"bridge": "s3cret-pw"})
+    wrong = rig.bridge(port, {"ca_file": str(certs.ca)}, name="wrong", username="bridge",
+                       password="wrong")
     refused(wrong, ["refused the connection", "check mqtt.username and mqtt.password"])
     wrong.stop()
     pw = tmp_path / "pw"
     pw.write_text("s3cret-pw\n")
     pw.chmod(0o600)
-    bridge = make_bridge(bridge_config(port, edgebus_broker.socket, {"ca_file": str(certs.ca)},
-                                       username="bridge", password_file=str(pw)),
-                         name="right").start()
-    started.append(bridge)
+    bridge = rig.bridge(port, {"ca_file": str(certs.ca)}, name="right", username="bridge",
+                        password_file=str(pw))
     flows(mosq, bridge, edgebus_broker.socket)
 
 
-def test_wrong_ca_is_a_clear_error_and_no_retry_storm(tmp_path: Path, certs: Certs,
-                                                      edgebus_broker: Any, make_bridge: Any,
-                                                      started: list[Any]) -> None:
-    mosq, port = tls_mosquitto(tmp_path / "mosq", certs)
-    started.append(mosq)
-    bridge = make_bridge(bridge_config(port, edgebus_broker.socket,
-                                       {"ca_file": str(certs.wrong_ca)})).start()
-    started.append(bridge)
+def test_wrong_ca_is_a_clear_error_and_no_retry_storm(rig: Rig, certs: Certs) -> None:
+    _, port = rig.mosquitto()
+    bridge = rig.bridge(port, {"ca_file": str(certs.wrong_ca)})
     first = refused(bridge, ["certificate verify failed",
                              f"not trusted by mqtt.tls.ca_file {certs.wrong_ca}"], failures=1)
     t1 = time.monotonic()

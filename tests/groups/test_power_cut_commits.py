@@ -4,7 +4,6 @@ neither skipping them (a commit past the log end) nor reading again what it had 
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -12,12 +11,9 @@ import pytest
 
 from edgebus import Admin, Consumer, Producer, TopicPartition
 from edgebus.testing import EmbeddedBroker
+from tests.power_cut import NO_BACKGROUND_SYNC, durable_then_written, power_cut
 
 pytestmark = pytest.mark.integration
-
-# No background fsync during the test: what acks="written" appended stays unsynced, so cutting
-# the segment back to its size after the last durable ack is what a power cut can leave.
-NO_BACKGROUND_SYNC = {"log": {"flush_interval_ms": 3_600_000, "checkpoint_interval_ms": 3_600_000}}
 
 
 def poll_all(c: Consumer, n: int | None = None, quiet_s: float = 1.0) -> list[Any]:
@@ -37,18 +33,7 @@ def poll_all(c: Consumer, n: int | None = None, quiet_s: float = 1.0) -> list[An
 @pytest.mark.parametrize("torn", [0, 37], ids=["cut-at-batch-end", "torn-batch"])
 def test_commit_past_the_log_end_after_a_power_cut(make_broker: Any, torn: int) -> None:
     b: EmbeddedBroker = make_broker(NO_BACKGROUND_SYNC).start()
-    with Admin(socket=b.socket) as a:
-        a.create_topic("pc-commits", partitions=1)
-    with Producer(socket=b.socket, acks="durable") as p:
-        for i in range(100):
-            p.send("pc-commits", b"durable-%d" % i)
-        p.flush(30)
-    seg = b.data_dir / "pc-commits-0" / "00000000000000000000.log"
-    synced = seg.stat().st_size
-    with Producer(socket=b.socket, acks="written") as p:
-        for i in range(500):
-            p.send("pc-commits", b"written-%d" % i)
-        p.flush(30)
+    seg, synced = durable_then_written(b, "pc-commits", 100, 500)
     c = Consumer("pc-commits", group_id="pc-g", auto_offset_reset="earliest",
                  enable_auto_commit=False, socket=b.socket)
     assert len(poll_all(c, 600)) == 600
@@ -56,8 +41,7 @@ def test_commit_past_the_log_end_after_a_power_cut(make_broker: Any, torn: int) 
     assert c.committed(TopicPartition("pc-commits", 0)) == 600
     c.close(autocommit=False)
 
-    b.kill9()
-    os.truncate(seg, synced + torn)  # the power cut: only what was fsynced is left
+    power_cut(b, seg, synced + torn)  # only what was fsynced is left
     # ...and the machine booted again: the run marker names another boot (edgebus/log/cleanstop.py).
     (b.data_dir / "running").write_text("another-boot\n")
     b.restart()

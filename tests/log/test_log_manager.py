@@ -45,6 +45,14 @@ def contents(m: LogManager, topic: str) -> dict[int, list[bytes]]:
     return {p.partition: [v for _, v in read_all(p)] for p in m.partitions(topic)}
 
 
+def open_with_t(data_dir: Path) -> LogManager:
+    """A LogManager opened on `data_dir` with topic "t" (CFG) created."""
+    m = LogManager(data_dir)
+    m.open()
+    m.create_topic("t", CFG)
+    return m
+
+
 def test_create_write_close_reopen(tmp_path: Path) -> None:
     m = LogManager(tmp_path / "data")
     m.open()
@@ -87,9 +95,7 @@ def test_second_manager_is_refused_with_the_pid(tmp_path: Path) -> None:
 
 
 def test_lookup_errors(tmp_path: Path) -> None:
-    m = LogManager(tmp_path)
-    m.open()
-    m.create_topic("t", CFG)
+    m = open_with_t(tmp_path)
     with pytest.raises(UnknownTopicError, match="'nope'"):
         m.partition("nope", 0)
     with pytest.raises(UnknownPartitionError, match=r"partitions 0\.\.1; there is no partition 2"):
@@ -113,9 +119,7 @@ def test_lookup_errors(tmp_path: Path) -> None:
 
 
 def test_delete_topic_and_recreate_starts_empty(tmp_path: Path) -> None:
-    m = LogManager(tmp_path)
-    m.open()
-    m.create_topic("t", CFG)
+    m = open_with_t(tmp_path)
     m.create_topic("keep", TopicConfig())
     fill(m, "t", 10)
     m.delete_topic("t")
@@ -127,9 +131,7 @@ def test_delete_topic_and_recreate_starts_empty(tmp_path: Path) -> None:
 
 
 def test_crash_mid_delete_leaves_nothing_alive(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    m = LogManager(tmp_path)
-    m.open()
-    m.create_topic("t", CFG)
+    m = open_with_t(tmp_path)
     fill(m, "t", 10)
     m.close()
     # A crash after topics.json was updated: one directory renamed, one not renamed yet.
@@ -147,9 +149,7 @@ def test_crash_mid_delete_leaves_nothing_alive(tmp_path: Path, caplog: pytest.Lo
 
 
 def test_missing_topics_json_with_data_is_refused(tmp_path: Path) -> None:
-    m = LogManager(tmp_path)
-    m.open()
-    m.create_topic("t", CFG)
+    m = open_with_t(tmp_path)
     m.close()
     (tmp_path / "topics.json").unlink()
     with pytest.raises(StorageError, match=r"topics\.json is missing"):
@@ -169,9 +169,7 @@ def test_damaged_topics_json_is_refused(tmp_path: Path) -> None:
 
 
 def test_torn_checkpoint_means_full_scan(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    m = LogManager(tmp_path)
-    m.open()
-    m.create_topic("t", CFG)
+    m = open_with_t(tmp_path)
     vals = fill(m, "t", 20)
     m.write_checkpoint()
     more = fill(m, "t", 5)
@@ -189,9 +187,7 @@ def test_torn_checkpoint_means_full_scan(tmp_path: Path, caplog: pytest.LogCaptu
 
 
 def test_unclean_stop_scans_only_past_the_checkpoint(tmp_path: Path) -> None:
-    m = LogManager(tmp_path)
-    m.open()
-    m.create_topic("t", CFG)
+    m = open_with_t(tmp_path)
     fill(m, "t", 30)
     for p in m.all_partitions():
         t = p.begin_sync()
@@ -213,9 +209,7 @@ def test_unclean_stop_scans_only_past_the_checkpoint(tmp_path: Path) -> None:
 
 
 def test_checkpoint_is_not_rewritten_when_unchanged(tmp_path: Path) -> None:
-    m = LogManager(tmp_path)
-    m.open()
-    m.create_topic("t", CFG)
+    m = open_with_t(tmp_path)
     m.write_checkpoint()
     ck = tmp_path / CHECKPOINT_FILE
     before = ck.stat().st_mtime_ns, ck.stat().st_ino
@@ -238,9 +232,7 @@ def test_manager_retention(tmp_path: Path) -> None:
 
 
 def test_stale_checkpoint_entry_cannot_hurt_a_recreated_topic(tmp_path: Path) -> None:
-    m = LogManager(tmp_path)
-    m.open()
-    m.create_topic("t", CFG)
+    m = open_with_t(tmp_path)
     fill(m, "t", 40)
     m.close()
     # A crash in delete_topic after topics.json was written: the checkpoint still has "t".

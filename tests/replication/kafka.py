@@ -10,6 +10,7 @@ import importlib.util
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +190,12 @@ def source_rows(socket: str, topic: str, partition: int) -> list[Row]:
         batches = read_all(r, topic, partition, r.describe(topic).start_offsets[partition])
     return [(x.offset, x.timestamp, x.key, x.value, tuple(x.headers))
             for b in batches for x in decode_batch(b, topic, partition)]
+
+
+@pytest.fixture(name="destination")
+def kafka_only_destination(tmp_path: Path) -> Iterator[KafkaDestination]:
+    """`destination` as Kafka alone (conftest.py's runs every target): a test module that is
+    about Kafka imports this fixture, which then stands for conftest's there."""
+    dest = KafkaDestination(tmp_path)
+    yield dest
+    dest.close()

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,16 +18,13 @@ from edgebus import Admin, Producer
 
 from . import faults
 from .conftest import wait_for
-from .kafka import KafkaDestination, source_rows
+from .kafka import (
+    KafkaDestination,
+    kafka_only_destination,  # noqa: F401 (the fixture `destination`: Kafka)
+    source_rows,
+)
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def destination(tmp_path: Path) -> Iterator[KafkaDestination]:
-    dest = KafkaDestination(tmp_path)
-    yield dest
-    dest.close()
 
 
 def kafka_producer(dest: KafkaDestination) -> Any:

@@ -8,24 +8,16 @@ while the link waits for its write. Real processes: Tansu, a supervisor, `edgebu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from .conftest import link_status, wait_for, with_metrics
-from .kafka import KafkaDestination
+from .kafka import (
+    kafka_only_destination,  # noqa: F401 (the fixture `destination`: Kafka)
+)
 from .test_down_lag import stopped
 from .test_kafka import kafka_producer
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def destination(tmp_path: Path) -> Iterator[KafkaDestination]:
-    dest = KafkaDestination(tmp_path)
-    yield dest
-    dest.close()
 
 
 def test_kafka_down_lag_in_bytes(source, destination, make_replicator) -> None:

@@ -8,15 +8,17 @@ for record. Real processes: the source supervisor, Tansu behind a relay, `edgebu
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from edgebus import Admin
 
 from .conftest import link_status, replicator_metrics, wait_for, with_metrics
-from .kafka import KafkaDestination, source_rows
+from .kafka import (
+    KafkaDestination,
+    kafka_only_destination,  # noqa: F401 (the fixture `destination`: Kafka)
+    source_rows,
+)
 from .test_conformance import produce
 from .test_policies import ends, retention_gap
 
@@ -27,13 +29,6 @@ pytestmark = pytest.mark.integration
 def source(make_broker):
     # Retention checked often, so that the test can watch it delete what was never shipped.
     return make_broker({"log": {"retention_check_interval_ms": 100}}, name="src").start()
-
-
-@pytest.fixture
-def destination(tmp_path: Path) -> Iterator[KafkaDestination]:
-    dest = KafkaDestination(tmp_path)
-    yield dest
-    dest.close()
 
 
 def split(destination: KafkaDestination, topic: str) -> tuple[list, list]:  # type: ignore[type-arg]

@@ -55,23 +55,37 @@ def _values(socket: str, topic: str) -> list[bytes | None]:
     return [v for _, _, _, v, _ in source_records(socket, topic, 0)]
 
 
+# The usual rule: each office.cmd.<x> subject down into topic cmd.<x>.
+DOWN_RULE = {"pattern": "cmd.{1}", "direction": "down", "remote": "office.cmd.*"}
+
+
+def _office_down(nats: NatsDestination, replicators: Replicators, tmp_path: Path, socket: str,  # noqa: F811
+                 msgs: list[tuple[str, bytes]], topics: list[Any] | None = None,
+                 ) -> tuple[Replicator, int, list[str]]:
+    """The office stream with `msgs` published in it, and a started replicator bringing it down
+    into the supervisor at `socket` by `topics` (default [DOWN_RULE]): the replicator, its
+    metrics port, and the NATS cluster's URLs."""
+    _office(nats)
+    urls = [n.url for n in nats.cluster.nodes]
+    asyncio.run(_publish(urls, msgs))
+    cfg = nats.link_config(tmp_path)
+    cfg.update(down_stream=OFFICE, heartbeat_s=1, topics=[DOWN_RULE] if topics is None else topics)
+    rep = replicators.make({"node": NODE, "source": {"socket": socket},
+                            "links": [{"name": "office", **cfg}]})
+    port = with_metrics(rep)
+    rep.start()
+    return rep, port, urls
+
+
 def test_wildcard_subjects_come_down_each_into_its_topic_bounded_and_checked(
         source: Any, nats: NatsDestination, replicators: Replicators,  # noqa: F811
         tmp_path: Path) -> None:
-    _office(nats)
-    urls = [n.url for n in nats.cluster.nodes]
-    asyncio.run(_publish(urls, [
+    rep, port, urls = _office_down(nats, replicators, tmp_path, source.socket, [
         ("office.cmd.a", b"a0"), ("office.cmd.b", b"b0"), ("office.cmd.a", b"a1"),
         ("office.cmd.bad$name", b"x"), (f"office.cmd.{LONG}", b"x"),
-        ("office.other.a", b"not matched")]))
-    cfg = nats.link_config(tmp_path)
-    cfg.update(down_stream=OFFICE, heartbeat_s=1, topics=[
+        ("office.other.a", b"not matched")], topics=[
         "cmd.*",  # an up rule matching the topics brought down: they are not shipped back up
-        {"pattern": "cmd.{1}", "direction": "down", "remote": "office.cmd.*", "max_subjects": 3}])
-    rep: Replicator = replicators.make({"node": NODE, "source": {"socket": source.socket},
-                                        "links": [{"name": "office", **cfg}]})
-    port = with_metrics(rep)
-    rep.start()
+        {**DOWN_RULE, "max_subjects": 3}])
     status: Callable[[], dict[str, Any]] = lambda: link_status(port, "office:down")  # noqa: E731
     wait_for(lambda: _values(source.socket, "cmd.a") == [b"a0", b"a1"]
              and _values(source.socket, "cmd.b") == [b"b0"],
@@ -161,17 +175,8 @@ def test_the_supervisors_access_rules_decide_which_subjects_make_topics(
 
     local = make_broker({"acl": {"rules": [
         f"deny uid:{os.getuid()} create topic:cmd.secret"]}}, name="acl").start()
-    _office(nats)
-    urls = [n.url for n in nats.cluster.nodes]
-    asyncio.run(_publish(urls, [("office.cmd.a", b"a0"), ("office.cmd.secret", b"s0"),
-                                ("office.cmd.b", b"b0")]))
-    cfg = nats.link_config(tmp_path)
-    cfg.update(down_stream=OFFICE, heartbeat_s=1, topics=[
-        {"pattern": "cmd.{1}", "direction": "down", "remote": "office.cmd.*"}])
-    rep = replicators.make({"node": NODE, "source": {"socket": local.socket},
-                            "links": [{"name": "office", **cfg}]})
-    port = with_metrics(rep)
-    rep.start()
+    rep, port, _ = _office_down(nats, replicators, tmp_path, local.socket, [
+        ("office.cmd.a", b"a0"), ("office.cmd.secret", b"s0"), ("office.cmd.b", b"b0")])
     wait_for(lambda: _values(local.socket, "cmd.a") == [b"a0"]
              and _values(local.socket, "cmd.b") == [b"b0"],
              what=f"cmd.a and cmd.b:\n{rep.log()[-3000:]}")
@@ -192,17 +197,9 @@ def test_a_rule_with_many_subjects_shows_a_bounded_list_and_a_summary_per_rule(
     lag, held, refused (before: 30 rows, growing with every subject, and nothing per rule)."""
     from bridges.replicator.pull_wildcards import LISTED_PER_RULE
 
-    _office(nats)
-    urls = [n.url for n in nats.cluster.nodes]
-    asyncio.run(_publish(urls, [(f"office.cmd.s{i:02d}", b"v%d" % i) for i in range(30)]
-                         + [("office.cmd.bad$name", b"x")]))
-    cfg = nats.link_config(tmp_path)
-    cfg.update(down_stream=OFFICE, heartbeat_s=1, topics=[
-        {"pattern": "cmd.{1}", "direction": "down", "remote": "office.cmd.*"}])
-    rep = replicators.make({"node": NODE, "source": {"socket": source.socket},
-                            "links": [{"name": "office", **cfg}]})
-    port = with_metrics(rep)
-    rep.start()
+    rep, port, _ = _office_down(nats, replicators, tmp_path, source.socket,
+                                [(f"office.cmd.s{i:02d}", b"v%d" % i) for i in range(30)]
+                                + [("office.cmd.bad$name", b"x")])
 
     def all_down() -> bool:
         with Admin(socket=source.socket) as a:
@@ -244,16 +241,8 @@ def test_a_subject_the_supervisor_refused_is_asked_again_and_comes_down_once_all
 
     deny = f"deny uid:{os.getuid()} create topic:cmd.secret"
     local = make_broker({"acl": {"rules": [deny]}}, name="acl").start()
-    _office(nats)
-    urls = [n.url for n in nats.cluster.nodes]
-    asyncio.run(_publish(urls, [("office.cmd.a", b"a0"), ("office.cmd.secret", b"s0")]))
-    cfg = nats.link_config(tmp_path)
-    cfg.update(down_stream=OFFICE, heartbeat_s=1, topics=[
-        {"pattern": "cmd.{1}", "direction": "down", "remote": "office.cmd.*"}])
-    rep = replicators.make({"node": NODE, "source": {"socket": local.socket},
-                            "links": [{"name": "office", **cfg}]})
-    port = with_metrics(rep)
-    rep.start()
+    rep, port, _ = _office_down(nats, replicators, tmp_path, local.socket,
+                                [("office.cmd.a", b"a0"), ("office.cmd.secret", b"s0")])
     wait_for(lambda: "office.cmd.secret" in link_status(port, "office:down").get(
         "refused_subjects", {}) and _values(local.socket, "cmd.a") == [b"a0"],
         what="the secret subject refused, cmd.a down")

@@ -6,7 +6,6 @@ nothing told an operator that the box had gone down hard at all."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -14,6 +13,7 @@ import pytest
 
 from edgebus import Admin
 from edgebus.testing import EmbeddedBroker, free_port, scrape_metrics
+from tests.power_cut import NO_BACKGROUND_SYNC, durable_then_written, power_cut
 
 pytestmark = pytest.mark.integration
 UNCLEAN = "the previous supervisor did not stop cleanly"
@@ -107,32 +107,19 @@ def test_a_data_dir_without_a_run_marker_is_checked_as_after_a_power_cut(
     stop was clean, so the first start says "unknown" and checks as after a power cut; it writes
     the marker, so the next start knows. Made here by a supervisor killed after a "power cut"
     (the segment cut back to what was fsynced, with a torn batch) and its marker deleted."""
-    from edgebus import Consumer, Producer, TopicPartition
+    from edgebus import Consumer, TopicPartition
 
     port = free_port()
     b: EmbeddedBroker = make_broker({  # type: ignore[operator]
-        "metrics": {"listen": f"127.0.0.1:{port}"},
-        "log": {"flush_interval_ms": 3_600_000, "checkpoint_interval_ms": 3_600_000}})
+        "metrics": {"listen": f"127.0.0.1:{port}"}, **NO_BACKGROUND_SYNC})
     b.start()
     tp = TopicPartition("old", 0)
-    with Admin(socket=b.socket) as a:
-        a.create_topic("old", partitions=1)
-    with Producer(socket=b.socket, acks="durable") as p:
-        for i in range(100):
-            p.send("old", b"durable-%d" % i)
-        p.flush(30)
-    seg = b.data_dir / "old-0" / "00000000000000000000.log"
-    synced = seg.stat().st_size
-    with Producer(socket=b.socket, acks="written") as p:
-        for i in range(50):
-            p.send("old", b"written-%d" % i)
-        p.flush(30)
+    seg, synced = durable_then_written(b, "old", 100, 50)
     c = Consumer(group_id="old-g", enable_auto_commit=False, socket=b.socket)
     c.assign([tp])
     c.commit({tp: 150})  # it had read them all
     c.close(autocommit=False)
-    b.kill9()
-    os.truncate(seg, synced + 37)  # the power cut: what was fsynced, and a torn batch
+    power_cut(b, seg, synced + 37)  # what was fsynced, and a torn batch
     (b.data_dir / "running").unlink()  # an edgebus from before the marker left none
 
     b.start()
