@@ -69,7 +69,12 @@ def _tail(broker: Any, transport: str, tp: TopicPartition) -> Consumer:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_paced_records_come_through_the_c_take(broker, transport: str) -> None:
+def test_paced_records_come_through_the_c_take(broker, transport: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # Never spin for the next answer (the rings' Python path spins while answers have come close
+    # together: under load they bunch, and CI saw 59 of 120 taken in C): this test is about the
+    # C take, which the spin heuristic would otherwise decide about by timing.
+    monkeypatch.setattr(quick_take, "SPIN_GAP_NS", 0)
     tp = _topic(broker, f"ctake-{transport}")
     c = _tail(broker, transport, tp)
     got: list[Any] = []
@@ -90,8 +95,9 @@ def test_paced_records_come_through_the_c_take(broker, transport: str) -> None:
     assert [(r.key, r.value, r.timestamp, r.headers) for r in got] == \
         [(k, v, ts, []) for k, v, ts in sent]
     assert [r.offset for r in got] == list(range(got[0].offset, got[0].offset + len(sent)))
-    # The first answer may come before the standing fetch is armed; nearly all others are C's.
-    assert takes >= len(sent) // 2, f"only {takes} of {len(sent)} answers were taken in C"
+    # The first answer may come before the standing fetch is armed; nearly all others are C's
+    # (119 of 120 in 20 runs at load 5-8 with spinning off; 91-119 with it on).
+    assert takes >= len(sent) * 3 // 4, f"only {takes} of {len(sent)} answers were taken in C"
 
 
 @pytest.mark.integration
