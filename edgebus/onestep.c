@@ -28,6 +28,8 @@
 #include <structmember.h>
 #include <stdint.h>
 #include <time.h>
+#include <errno.h>
+#include <sys/socket.h>
 
 typedef int (*ring_produce_fn)(void *R, void *S, const char *prefix, uint32_t plen,
                                const char *key, int32_t klen, const char *val, int32_t vlen,
@@ -399,6 +401,9 @@ static int release(PyObject *release_fn) {
     return 0;
 }
 
+static PyObject *onestep_sock_reap(PyObject *m, PyObject *const *args, size_t nargsf,
+                                   PyObject *kwnames);
+
 /* The Python path: Producer.send(producer, *args, **kwargs) as called. */
 static PyObject *python_path(Sender *s, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
@@ -518,7 +523,8 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     if (in_flight >= s->reap_at) {
         /* The acknowledgements, taken now (ch.reap: Python, maybe the user's callbacks); as
          * _send_one's, but before the locks are looked at: it takes what it needs itself. */
-        PyObject *x = PyObject_CallMethodNoArgs(ch, s_reap);
+        PyObject *x = s->ch == ch && s->ch_kind == KIND_SOCK ? onestep_sock_reap(NULL, &ch, 1, NULL)
+                                                             : PyObject_CallMethodNoArgs(ch, s_reap);
         if (x == NULL) goto error;
         Py_DECREF(x);
     }
@@ -832,6 +838,8 @@ static long g_header = 64;
 #define STR_SIZE 2
 #define SMALL_FRAME (64 * 1024)
 
+#define ACKED_MAX 256 /* settled in groups of at most this many */
+
 typedef struct {
     PyObject *b; /* a strong reference */
     int64_t base, ts;
@@ -877,6 +885,15 @@ static int lock_acquire(PyObject *lock, int wait) {
     return got;
 }
 
+/* lock.locked(): 1 held, 0 free, -1 error. */
+static int is_locked_obj(PyObject *lock) {
+    PyObject *r = PyObject_CallMethodNoArgs(lock, s_locked);
+    if (r == NULL) return -1;
+    int held = r == Py_True;
+    Py_DECREF(r);
+    return held;
+}
+
 static int lock_release(PyObject *lock) {
     PyObject *r = PyObject_CallMethodNoArgs(lock, s_release);
     if (r == NULL) return -1;
@@ -902,6 +919,9 @@ static int dict_add(PyObject *d, PyObject *key, long long n) {
 /* Settle acked[0..n) (Producer._one_step_acked, in C); consumes the references. */
 static int settle(acked_t *acked, Py_ssize_t n) {
     if (n == 0) return 0;
+    struct {
+        PyObject *ev, *cbs; /* a settled send's event and callbacks to run; ev NULL: none */
+    } run[ACKED_MAX];
     int rc = -1;
     PyObject *owner = NULL, *od = NULL, *mutex = NULL, *rlock = NULL, *sent = NULL, *counts = NULL;
     Py_ssize_t i = 0;
@@ -943,41 +963,75 @@ static int settle(acked_t *acked, Py_ssize_t n) {
         !(rlock = get_attr(od, owner, s_results_lock)) ||
         !(sent = get_attr(od, owner, s_sent_d)) || !(counts = get_attr(od, owner, s_counts)))
         goto unlock;
-    for (; i < n; i++) {
+    /* BatchResult.done for each, inline, under the results lock (its invariant with
+     * add_callback) taken once for them all; their events and callbacks run after it, in
+     * order (no Python code runs while it is held). */
+    if (lock_acquire(rlock, 1) != 1) goto unlock;
+    int bad = 0;
+    for (; i < n && !bad; i++) {
         PyObject *b = acked[i].b;
+        run[i].ev = run[i].cbs = NULL;
         int done = attr_true(NULL, b, s_done);
-        if (done < 0) goto unlock;
-        if (done) continue; /* already settled (timed out, or the connection failed it) */
-        PyObject *id = PyLong_FromVoidPtr(b);
-        if (id == NULL) goto unlock;
-        int pr = PyDict_Contains(sent, id); /* sent.pop(id(r), None) */
-        if (pr > 0) pr = PyDict_DelItem(sent, id);
-        Py_DECREF(id);
-        if (pr < 0) goto unlock;
+        if (done) {
+            bad = done < 0; /* else already settled (timed out, or the connection failed it) */
+            continue;
+        }
+        PyObject *id = PyLong_FromVoidPtr(b); /* sent.pop(id(r), None) */
         long long size;
-        if (attr_long(NULL, b, s_size, &size) < 0) goto unlock;
+        if (id == NULL) {
+            bad = 1;
+            break;
+        }
+        if (PyDict_DelItem(sent, id) < 0) {
+            if (PyErr_ExceptionMatches(PyExc_KeyError))
+                PyErr_Clear();
+            else
+                bad = 1;
+        }
+        Py_DECREF(id);
+        if (bad || attr_long(NULL, b, s_size, &size) < 0) {
+            bad = 1;
+            break;
+        }
         taken++;
         queued += size;
-        /* BatchResult.done, inline (its invariant with add_callback: under the results lock) */
-        if (lock_acquire(rlock, 1) != 1) goto unlock;
         PyObject *ev = NULL, *cbs = NULL;
-        int bad = set_long(NULL, b, s_base, acked[i].base) < 0 || set_long(NULL, b, s_timestamp, acked[i].ts) < 0 ||
-                  PyObject_SetAttr(b, s_done, Py_True) < 0 || !(ev = PyObject_GetAttr(b, s_event)) ||
-                  !(cbs = PyObject_GetAttr(b, s_callbacks));
+        bad = set_long(NULL, b, s_base, acked[i].base) < 0 || set_long(NULL, b, s_timestamp, acked[i].ts) < 0 ||
+              PyObject_SetAttr(b, s_done, Py_True) < 0 || !(ev = PyObject_GetAttr(b, s_event)) ||
+              !(cbs = PyObject_GetAttr(b, s_callbacks));
         int has_cbs = 0;
         if (!bad && (has_cbs = PyObject_IsTrue(cbs)) > 0)
             bad = PyObject_SetAttr(b, s_callbacks, s_empty) < 0;
         if (has_cbs < 0) bad = 1;
-        if (lock_release(rlock) < 0) bad = 1;
         if (!bad && (ev != Py_None || has_cbs)) {
-            PyObject *r = PyObject_CallFunctionObjArgs(g_run_callbacks, b, ev, has_cbs ? cbs : s_empty, NULL);
-            if (r == NULL) bad = 1;
-            Py_XDECREF(r);
+            run[i].ev = ev;
+            run[i].cbs = has_cbs ? cbs : Py_NewRef(s_empty);
+            if (has_cbs) cbs = NULL;
+            ev = NULL;
         }
         Py_XDECREF(ev);
         Py_XDECREF(cbs);
-        if (bad) goto unlock;
     }
+    Py_ssize_t ran = i; /* run[0..ran) set */
+    if (bad) {
+        PyObject *et, *ev2, *tb;
+        PyErr_Fetch(&et, &ev2, &tb);
+        lock_release(rlock);
+        PyErr_Restore(et, ev2, tb);
+    } else if (lock_release(rlock) < 0) {
+        bad = 1;
+    }
+    for (Py_ssize_t j = 0; j < ran; j++) {
+        if (run[j].ev == NULL) continue;
+        if (!bad) {
+            PyObject *r = PyObject_CallFunctionObjArgs(g_run_callbacks, acked[j].b, run[j].ev, run[j].cbs, NULL);
+            if (r == NULL) bad = 1;
+            Py_XDECREF(r);
+        }
+        Py_DECREF(run[j].ev);
+        Py_DECREF(run[j].cbs);
+    }
+    if (bad) goto unlock;
     if (attr_long(od, owner, s_in_flight, &in_flight) < 0 || set_long(od, owner, s_in_flight, in_flight - taken) < 0 ||
         attr_long(od, owner, s_queued, &qb) < 0 ||
         set_long(od, owner, s_queued, qb - (queued - taken * g_header)) < 0 ||
@@ -1044,7 +1098,63 @@ out:
     return rc;
 }
 
-#define ACKED_MAX 256 /* settled in groups of at most this many */
+
+/* The walk of deliver: the whole frames at buf[*pos..end) that are successful answers to
+ * one-step sends in `pending` (a dict, looked at as under the channel's lock: no Python code
+ * runs here), taken out of pending into acked[*nacked..] (strong references), *pos and *taken
+ * moved past them. Stops at the first frame that is anything else, partial (unless whole), too
+ * large, or when acked is full; returns whether a frame stopped it (1: the Python walk must
+ * judge what is left; 0: all taken or only a partial frame left), -1 on error (acked holds
+ * what was taken: the caller releases it). */
+static int walk(PyObject *pending, const unsigned char *buf, Py_ssize_t end, int whole,
+                acked_t *acked, Py_ssize_t *nacked, Py_ssize_t *pos_p, Py_ssize_t *taken) {
+    Py_ssize_t pos = *pos_p;
+    int stopped = 0;
+    while (end - pos >= RESP_HEAD) {
+        uint32_t n = u32le(buf + pos), corr = u32le(buf + pos + 4);
+        int16_t err = (int16_t)(buf[pos + 8] | buf[pos + 9] << 8);
+        Py_ssize_t nxt = pos + FRAME_LEN + (Py_ssize_t)n;
+        if (!whole && (n > SMALL_FRAME || n < RESP_HEAD - FRAME_LEN || nxt > end)) {
+            stopped = n > SMALL_FRAME || n < RESP_HEAD - FRAME_LEN; /* the buffer's limits judge */
+            break;
+        }
+        Py_ssize_t body = (Py_ssize_t)n - (RESP_HEAD - FRAME_LEN);
+        if (err || body < STR_SIZE + RUN_SIZE || nxt > end ||
+            (Py_ssize_t)(buf[pos + RESP_HEAD] | buf[pos + RESP_HEAD + 1] << 8) != body - STR_SIZE - RUN_SIZE) {
+            stopped = 1; /* not a plain answer: the Python walk */
+            break;
+        }
+        PyObject *key = PyLong_FromUnsignedLong(corr);
+        if (key == NULL) return -1;
+        PyObject *cb = PyDict_GetItemWithError(pending, key); /* borrowed */
+        if (cb == NULL || !PyObject_TypeCheck(cb, (PyTypeObject *)g_one_send_type)) {
+            Py_DECREF(key);
+            if (PyErr_Occurred()) return -1;
+            stopped = 1; /* another request's answer, or none: the Python walk */
+            break;
+        }
+        if (*nacked == ACKED_MAX) {
+            Py_DECREF(key);
+            stopped = 1; /* the Python walk (or the next call) takes the rest */
+            break;
+        }
+        Py_INCREF(cb);
+        if (PyDict_DelItem(pending, key) < 0) {
+            Py_DECREF(cb);
+            Py_DECREF(key);
+            return -1;
+        }
+        Py_DECREF(key);
+        acked[*nacked].b = cb;
+        acked[*nacked].base = i64le(buf + nxt - RUN_SIZE + 4);
+        acked[*nacked].ts = i64le(buf + nxt - RUN_SIZE + 12);
+        (*nacked)++;
+        pos = nxt;
+        (*taken)++;
+    }
+    *pos_p = pos;
+    return stopped;
+}
 
 static PyObject *onestep_deliver(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
@@ -1073,44 +1183,8 @@ static PyObject *onestep_deliver(PyObject *m, PyObject *const *args, Py_ssize_t 
     if (locked) goto hand_all; /* a writer has the channel: the Python walk waits for it */
     if (PyObject_GetBuffer(bufobj, &view, PyBUF_SIMPLE) < 0) goto error;
     have_view = 1;
-    const unsigned char *buf = view.buf;
     Py_ssize_t end = view.len;
-    /* No Python code runs in this loop (pending is looked at as under the channel's lock). */
-    while (end - pos >= RESP_HEAD) {
-        uint32_t n = u32le(buf + pos), corr = u32le(buf + pos + 4);
-        int16_t err = (int16_t)(buf[pos + 8] | buf[pos + 9] << 8);
-        Py_ssize_t nxt = pos + FRAME_LEN + (Py_ssize_t)n;
-        if (!whole && (n > SMALL_FRAME || n < RESP_HEAD - FRAME_LEN || nxt > end)) break;
-        Py_ssize_t body = (Py_ssize_t)n - (RESP_HEAD - FRAME_LEN);
-        if (err || body < STR_SIZE + RUN_SIZE || nxt > end ||
-            (Py_ssize_t)(buf[pos + RESP_HEAD] | buf[pos + RESP_HEAD + 1] << 8) != body - STR_SIZE - RUN_SIZE)
-            break; /* not a plain answer: the Python walk */
-        PyObject *key = PyLong_FromUnsignedLong(corr);
-        if (key == NULL) goto error;
-        PyObject *cb = PyDict_GetItemWithError(pending, key); /* borrowed */
-        if (cb == NULL || !PyObject_TypeCheck(cb, (PyTypeObject *)g_one_send_type)) {
-            Py_DECREF(key);
-            if (PyErr_Occurred()) goto error;
-            break; /* another request's answer, or none: the Python walk */
-        }
-        if (nacked == ACKED_MAX) {
-            Py_DECREF(key);
-            break; /* the Python walk (or the next call) takes the rest */
-        }
-        Py_INCREF(cb);
-        if (PyDict_DelItem(pending, key) < 0) {
-            Py_DECREF(cb);
-            Py_DECREF(key);
-            goto error;
-        }
-        Py_DECREF(key);
-        acked[nacked].b = cb;
-        acked[nacked].base = i64le(buf + nxt - RUN_SIZE + 4);
-        acked[nacked].ts = i64le(buf + nxt - RUN_SIZE + 12);
-        nacked++;
-        pos = nxt;
-        taken++;
-    }
+    if (walk(pending, view.buf, end, whole, acked, &nacked, &pos, &taken) < 0) goto error;
     int more = end - pos >= RESP_HEAD; /* stopped at a frame the Python walk must judge */
     PyBuffer_Release(&view);
     have_view = 0;
@@ -1151,11 +1225,193 @@ done:
     return res;
 }
 
+/* ---- LazySocketChannel.reap in C (edgebus/client/socket_acks.py) ----------------------------
+ *
+ * sock_reap(ch, force): what reap() and _take(block=False) do, for the common read (nothing
+ * buffered in the channel's FrameBuffer, answers to one-step sends): the gate (the reader
+ * waits lazily; a request written since the last reap, unless force), _reap_lock tried, one
+ * recv(MSG_DONTWAIT) into a buffer on this stack, the walk above and settle. Whatever else
+ * came (an error, another request's answer, a partial frame, bytes already buffered, the
+ * end of the stream) goes as bytes to ch._take_data, the Python rest of _take, after the
+ * answers before it were settled (response order). An Exception on the way is the channel's
+ * `_deferred` (its reader ends the channel with it), as in reap().
+ */
+#define REAP_RECV (64 * 1024) /* on the stack; what does not fit stays in the socket */
+
+static PyObject *s_lazy_wait, *s_reaped_at, *s_reap_lock, *s_deferred, *s_closed_ch, *s_proto,
+    *s_frames, *s_fbuf, *s_fpos, *s_sock, *s_fileno, *s_take_data, *s_reaped, *s_nudge;
+
+/* The C reap's body, with _reap_lock held; -1 with an exception set. */
+static int reap_take(PyObject *ch, PyObject *d, PyObject *pending) {
+    unsigned char buf[REAP_RECV];
+    PyObject *lock = get_attr(d, ch, s_lock);
+    if (lock == NULL) return -1;
+    int locked = is_locked_obj(lock);
+    Py_DECREF(lock);
+    if (locked < 0) return -1;
+    /* Bytes already buffered (a frame's start): the Python rest adds to them. */
+    Py_ssize_t buffered = 1;
+    PyObject *proto = get_attr(d, ch, s_proto), *frames = NULL, *fb = NULL, *fp = NULL;
+    if (proto != NULL && (frames = PyObject_GetAttr(proto, s_frames)) != NULL &&
+        (fb = PyObject_GetAttr(frames, s_fbuf)) != NULL &&
+        (fp = PyObject_GetAttr(frames, s_fpos)) != NULL && PyByteArray_CheckExact(fb) &&
+        PyLong_CheckExact(fp))
+        buffered = PyByteArray_GET_SIZE(fb) - PyLong_AsSsize_t(fp);
+    Py_XDECREF(proto);
+    Py_XDECREF(frames);
+    Py_XDECREF(fb);
+    Py_XDECREF(fp);
+    if (PyErr_Occurred()) return -1;
+    PyObject *sock = get_attr(d, ch, s_sock);
+    if (sock == NULL) return -1;
+    PyObject *fdo = PyObject_CallMethodNoArgs(sock, s_fileno); /* -1 once closed: EBADF */
+    Py_DECREF(sock);
+    if (fdo == NULL) return -1;
+    long fd = PyLong_AsLong(fdo);
+    Py_DECREF(fdo);
+    if (fd == -1 && PyErr_Occurred()) return -1;
+    ssize_t got;
+    do {
+        got = recv((int)fd, buf, sizeof buf, MSG_DONTWAIT);
+    } while (got < 0 && errno == EINTR && !PyErr_CheckSignals());
+    if (got < 0) {
+        if (PyErr_Occurred()) return -1;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    acked_t acked[ACKED_MAX];
+    Py_ssize_t nacked = 0, pos = 0, taken = 0;
+    if (got > 0 && !buffered && !locked &&
+        walk(pending, buf, got, 0, acked, &nacked, &pos, &taken) < 0) {
+        for (Py_ssize_t j = 0; j < nacked; j++) Py_DECREF(acked[j].b);
+        return -1;
+    }
+    /* The rest as bytes before any Python code runs (settle may run some). */
+    PyObject *rest = NULL;
+    if (got == 0 || pos < got) {
+        rest = PyBytes_FromStringAndSize((const char *)buf + pos, got - pos);
+        if (rest == NULL) {
+            for (Py_ssize_t j = 0; j < nacked; j++) Py_DECREF(acked[j].b);
+            return -1;
+        }
+    }
+    if (settle(acked, nacked) < 0) {
+        Py_XDECREF(rest);
+        return -1;
+    }
+    if (rest == NULL) return 0;
+    PyObject *r = PyObject_CallMethodOneArg(ch, s_take_data, rest); /* b"": the stream ended */
+    Py_DECREF(rest);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static PyObject *onestep_sock_reap(PyObject *m, PyObject *const *args, size_t nargsf,
+                                   PyObject *kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *force_arg = nargs > 1 ? args[1] : NULL;
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) == 1 && nargs == 1 &&
+        PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "force") == 0)
+        force_arg = args[1];
+    else if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)
+        nargs = -1;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "sock_reap(ch, force=False)");
+        return NULL;
+    }
+    if (g_py_deliver == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_onestep.configure was not called");
+        return NULL;
+    }
+    PyObject *ch = args[0];
+    int force = force_arg != NULL ? PyObject_IsTrue(force_arg) : 0;
+    if (force < 0) return NULL;
+    PyObject *d = PyObject_GetAttr(ch, s_dict);
+    if (d == NULL) return NULL;
+    if (!PyDict_CheckExact(d)) {
+        Py_DECREF(d);
+        PyErr_SetString(PyExc_TypeError, "a channel's __dict__ must be a dict");
+        return NULL;
+    }
+    PyObject *res = NULL, *rlock = NULL, *sent = NULL, *pending = NULL;
+    int r = attr_true(d, ch, s_lazy_wait);
+    if (r <= 0) goto gate;
+    if (!(sent = get_attr(d, ch, s_sent_n))) goto out;
+    if (!force) {
+        PyObject *at = get_attr(d, ch, s_reaped_at);
+        if (at == NULL) goto out;
+        r = PyObject_RichCompareBool(sent, at, Py_EQ);
+        Py_DECREF(at);
+        if (r != 0) goto gate;
+    }
+    if (!(rlock = get_attr(d, ch, s_reap_lock))) goto out;
+    if ((r = lock_acquire(rlock, 0)) <= 0) goto gate;
+    /* _reap_lock held: released below whatever happens */
+    int bad = 0;
+    PyObject *x;
+    if ((r = attr_true(d, ch, s_lost)) == 0 && (x = get_attr(d, ch, s_deferred)) != NULL &&
+        (Py_DECREF(x), x == Py_None) && (r = attr_true(d, ch, s_closed_ch)) == 0) {
+        Py_ssize_t n = -1;
+        if (put_attr(d, ch, s_reaped_at, sent) < 0 || !(pending = get_attr(d, ch, s_pending)) ||
+            !PyDict_CheckExact(pending)) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "_pending must be a dict");
+            bad = 1;
+        } else {
+            n = PyDict_GET_SIZE(pending);
+            bad = reap_take(ch, d, pending) < 0;
+        }
+        long long reaped;
+        if (!bad && (attr_long(d, ch, s_reaped, &reaped) < 0 ||
+                     set_long(d, ch, s_reaped, reaped + n - PyDict_GET_SIZE(pending)) < 0))
+            bad = 1;
+        if (bad && PyErr_ExceptionMatches(PyExc_Exception)) {
+            /* EOF, a broken stream: the reader ends the channel with it (reap's except) */
+            PyObject *et, *ev, *tb;
+            PyErr_Fetch(&et, &ev, &tb);
+            PyErr_NormalizeException(&et, &ev, &tb);
+            if (tb != NULL) PyException_SetTraceback(ev, tb);
+            bad = put_attr(d, ch, s_deferred, ev) < 0;
+            Py_XDECREF(et);
+            Py_XDECREF(ev);
+            Py_XDECREF(tb);
+            if (!bad) {
+                PyObject *y = PyObject_CallMethodNoArgs(ch, s_nudge);
+                bad = y == NULL;
+                Py_XDECREF(y);
+            }
+        }
+    } else if (r < 0 || PyErr_Occurred()) {
+        bad = 1;
+    }
+    if (bad) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        lock_release(rlock);
+        PyErr_Restore(et, ev, tb);
+        goto out;
+    }
+    if (lock_release(rlock) < 0) goto out;
+    res = Py_NewRef(Py_None);
+    goto out;
+gate:
+    if (r >= 0) res = Py_NewRef(Py_None);
+out:
+    Py_XDECREF(rlock);
+    Py_XDECREF(sent);
+    Py_XDECREF(pending);
+    Py_DECREF(d);
+    return res;
+}
+
 static PyMethodDef module_methods[] = {
     {"configure", (PyCFunction)onestep_configure, METH_VARARGS,
      "configure(py_deliver, one_send_type, run_callbacks, batch_header_size)"},
     {"deliver", (PyCFunction)(void (*)(void))onestep_deliver, METH_FASTCALL,
      "deliver(ch, buf, whole) -> (frames taken, where the rest starts): fast_acks.deliver in C"},
+    {"sock_reap", (PyCFunction)(void (*)(void))onestep_sock_reap, METH_FASTCALL | METH_KEYWORDS,
+     "sock_reap(ch, force=False): LazySocketChannel.reap in C"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1214,6 +1470,20 @@ PyMODINIT_FUNC PyInit__onestep(void) {
     INTERN(s_locked, "locked");
     INTERN(s_dict, "__dict__");
     INTERN(s_reap, "reap");
+    INTERN(s_lazy_wait, "_lazy_wait");
+    INTERN(s_reaped_at, "_reaped_at");
+    INTERN(s_reap_lock, "_reap_lock");
+    INTERN(s_deferred, "_deferred");
+    INTERN(s_closed_ch, "_closed");
+    INTERN(s_proto, "_proto");
+    INTERN(s_frames, "frames");
+    INTERN(s_fbuf, "_buf");
+    INTERN(s_fpos, "_pos");
+    INTERN(s_sock, "_sock");
+    INTERN(s_fileno, "fileno");
+    INTERN(s_take_data, "_take_data");
+    INTERN(s_reaped, "reaped");
+    INTERN(s_nudge, "_nudge");
     if ((s_empty = PyTuple_New(0)) == NULL) return NULL;
     PyObject *zlib = PyImport_ImportModule("zlib");
     if (zlib != NULL) {

@@ -94,6 +94,8 @@ def _run_callbacks(r: _OneSend, ev: Any, cbs: Any) -> None:
 
 
 py_deliver = deliver
+# LazySocketChannel.reap in C (edgebus/onestep.c sock_reap), when built; None: the Python one.
+C_REAP: Any = None
 try:
     from edgebus import _onestep
     from edgebus.tuning import C_SEND
@@ -103,3 +105,4 @@ else:
     if C_SEND:
         _onestep.configure(py_deliver, _OneSend, _run_callbacks, F.BATCH_HEADER_SIZE)
         deliver = _onestep.deliver
+        C_REAP = _onestep.sock_reap
