@@ -51,7 +51,8 @@ static PyObject *zlib_crc32;
 /* Attribute names, interned once. */
 static PyObject *s_fast, *s_value_ser, *s_key_ser, *s_txn, *s_channel, *s_closed, *s_ready,
     *s_in_flight, *s_queued, *s_wake_at, *s_lost, *s_fds_closed, *s_timed, *s_send_gap,
-    *s_last_send, *s_sent_n, *s_read_mark, *s_size, *s_first_ts, *s_deadline, *s_reap;
+    *s_last_send, *s_sent_n, *s_read_mark, *s_size, *s_first_ts, *s_deadline, *s_reap,
+    *s_buffer_memory, *s_max_in_flight;
 
 typedef struct {
     PyObject_HEAD
@@ -68,8 +69,8 @@ typedef struct {
     PyObject *notify_all;    /* producer._cond.notify_all */
     PyObject *send_held;     /* producer._send_held: the general path of a record declined here */
     PyObject *args_false;    /* (False,): acquire without waiting */
-    long max_in_flight, reap_at, max_record, header, record_fixed, api;
-    long long buffer_memory, corr_mask;
+    long reap_at, max_record, header, record_fixed, api;
+    long long corr_mask;
     double first_deadline, unread_recent, steady;
     void *ring_produce, *sock_produce;
     /* The channel last sent on and what of it the C path uses. */
@@ -196,19 +197,19 @@ static PyObject *bound_of(PyObject *o, const char *attr, const char *name) {
 }
 
 /* Sender(producer, py_send, one_class, handles, send_rest, future_type, mutex, io_lock,
- *        ring_produce_addr, sock_produce_addr, limits) with limits a tuple (max_in_flight,
- *        reap_at, max_record, header, record_fixed, buffer_memory, first_deadline,
+ *        ring_produce_addr, sock_produce_addr, limits) with limits a tuple (reap_at,
+ *        max_record, header, record_fixed, first_deadline,
  *        unread_recent, steady, api, corr_mask): edgebus/client/c_send.py. */
 static int Sender_init(Sender *s, PyObject *args, PyObject *kw) {
     PyObject *producer, *py_send, *one_class, *handles, *send_rest, *future_type, *mutex, *io;
     unsigned long long ring_addr, sock_addr;
-    long max_in_flight, reap_at, max_record, header, record_fixed, api;
-    long long buffer_memory, corr_mask;
+    long reap_at, max_record, header, record_fixed, api;
+    long long corr_mask;
     double first_deadline, unread_recent, steady;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOKK(lllllLdddlL)", &producer, &py_send, &one_class,
+    if (!PyArg_ParseTuple(args, "OOOOOOOOKK(lllldddlL)", &producer, &py_send, &one_class,
                           &handles, &send_rest, &future_type, &mutex, &io, &ring_addr,
-                          &sock_addr, &max_in_flight, &reap_at, &max_record, &header,
-                          &record_fixed, &buffer_memory, &first_deadline, &unread_recent,
+                          &sock_addr, &reap_at, &max_record, &header,
+                          &record_fixed, &first_deadline, &unread_recent,
                           &steady, &api, &corr_mask))
         return -1;
     if (!PyType_Check(future_type)) {
@@ -245,12 +246,10 @@ static int Sender_init(Sender *s, PyObject *args, PyObject *kw) {
         PyErr_SetString(PyExc_TypeError, "the producer's tables must be dicts");
         return -1;
     }
-    s->max_in_flight = max_in_flight;
     s->reap_at = reap_at;
     s->max_record = max_record;
     s->header = header;
     s->record_fixed = record_fixed;
-    s->buffer_memory = buffer_memory;
     s->first_deadline = first_deadline;
     s->unread_recent = unread_recent;
     s->steady = steady;
@@ -606,11 +605,15 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     if (lost == NULL) goto error;
     Py_DECREF(lost);
     if (lost != Py_None) goto python; /* the Python path fails or reconnects */
+    /* max_in_flight and buffer_memory as they are now: a user may change them after start */
+    long long max_in_flight, buffer_memory;
     if (attr_long(s->pdict, producer, s_in_flight, &in_flight) < 0 ||
         attr_long(s->pdict, producer, s_queued, &queued) < 0 ||
-        attr_double(s->pdict, producer, s_wake_at, &wake_at) < 0)
+        attr_double(s->pdict, producer, s_wake_at, &wake_at) < 0 ||
+        attr_long(s->pdict, producer, s_max_in_flight, &max_in_flight) < 0 ||
+        attr_long(s->pdict, producer, s_buffer_memory, &buffer_memory) < 0)
         goto error;
-    if (in_flight >= s->max_in_flight || queued + size > s->buffer_memory)
+    if (in_flight >= max_in_flight || queued + size > buffer_memory)
         goto python;
     /* The I/O thread must learn this batch's deadline: told after the write, still under the
      * mutex (Condition.notify_all is Python code: it may let other threads run, which the
@@ -828,7 +831,7 @@ static PyTypeObject SenderType = {
 static PyObject *g_py_deliver, *g_one_send_type, *g_run_callbacks;
 static PyObject *s_pending, *s_lock, *s_owner, *s_done, *s_base, *s_timestamp, *s_event,
     *s_callbacks, *s_mutex, *s_results_lock, *s_sent_d, *s_counts, *s_drain_held, *s_blocked,
-    *s_flushing, *s_open, *s_max_in_flight, *s_cond, *s_one_step_acked, *s_rec_total,
+    *s_flushing, *s_open, *s_cond, *s_one_step_acked, *s_rec_total,
     *s_batch_total, *s_notify_all, *s_acquire, *s_release, *s_locked, *s_empty, *s_dict;
 static long g_header = 64;
 
@@ -1470,6 +1473,7 @@ PyMODINIT_FUNC PyInit__onestep(void) {
     INTERN(s_locked, "locked");
     INTERN(s_dict, "__dict__");
     INTERN(s_reap, "reap");
+    INTERN(s_buffer_memory, "buffer_memory");
     INTERN(s_lazy_wait, "_lazy_wait");
     INTERN(s_reaped_at, "_reaped_at");
     INTERN(s_reap_lock, "_reap_lock");

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import signal
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import pytest
 
 from edgebus import Admin, Consumer, Producer, TopicPartition
 from edgebus.client import c_send
-from edgebus.errors import RecordTooLargeError, UnknownPartitionError
+from edgebus.errors import OperationTimeoutError, RecordTooLargeError, UnknownPartitionError
 
 needs_cext = pytest.mark.skipif(not c_send.AVAILABLE,
                                 reason="edgebus._onestep is not built, or EDGEBUS_PRODUCER_C_SEND=0")
@@ -382,3 +383,40 @@ def test_keyed_sends_are_made_in_c_on_the_keys_partitions(broker, transport) -> 
     for part in range(3):
         want = [b"v" + k for k in keys if partition_for_key(k, 3) == part]
         assert [r.value for r in _read_all(broker, topic, len(want), part)] == want
+
+
+@needs_cext
+@pytest.mark.integration
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_limits_changed_after_start_bind_the_c_sends(broker, transport) -> None:
+    """max_in_flight and buffer_memory set on a running producer bind its C sends as they bind
+    Producer.send's: the C Sender read copies made when it was installed (before: two of the
+    five sends made in C, the hold window of one unread request letting the second go, and the
+    over-full buffer's record taken)."""
+    topic = _topic(broker, f"limits-{transport}")
+    with Producer(socket=broker.socket, transport=transport, linger_ms=0, max_block_ms=300) as p:
+        p.send(topic, b"warm", partition=0).get(10)
+        p.max_in_flight = 1
+        os.kill(broker.pid, signal.SIGSTOP)  # nothing answered: the first send stays in flight
+        try:
+            c0, py0 = p.send.counts()  # type: ignore[attr-defined]
+            futs = [p.send(topic, b"%d" % i, partition=0) for i in range(5)]
+            c1, py1 = p.send.counts()  # type: ignore[attr-defined]
+            assert (c1 - c0, py1 - py0) == (1, 4)
+            assert p._in_flight == 1  # the other four wait in a batch for the answer
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
+        assert [f.get(10).offset for f in futs] == [1, 2, 3, 4, 5]
+        p.max_in_flight = 32
+        p.buffer_memory = 200  # one 100-byte record (122 bytes queued) fits, two do not
+        os.kill(broker.pid, signal.SIGSTOP)
+        try:
+            c0, _ = p.send.counts()  # type: ignore[attr-defined]
+            first = p.send(topic, b"a" * 100, partition=0)
+            with pytest.raises(OperationTimeoutError, match="buffer_memory is full"):
+                p.send(topic, b"b" * 100, partition=0)
+            assert p.send.counts()[0] - c0 == 1  # type: ignore[attr-defined]
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
+        assert first.get(10).offset == 6
+    assert [r.value for r in _read_all(broker, topic, 7)][-1] == b"a" * 100
