@@ -98,6 +98,20 @@ static int64_t wall_ms(void) {
     return ((int64_t)t.tv_sec * 1000000000 + t.tv_nsec) / 1000000;
 }
 
+/* Tests only (tests/client/test_send_cext.py): _onestep._fail_allocation(k) makes the k-th
+ * allocation checked here from then on fail with MemoryError, once (NOMEM marks the checks: the
+ * allocations of a send and of the acknowledgements' intake). -1: none; a compare when off. */
+static long fault_at = -1, fault_hits;
+
+static int nomem(void) {
+    if (fault_at < 0 || fault_at-- != 0) return 0;
+    fault_hits++;
+    PyErr_NoMemory();
+    return 1;
+}
+#define NOMEM(expr) (nomem() ? NULL : (expr))
+#define NOMEM_INT(expr) (nomem() ? -1 : (expr))
+
 static void drop_channel(Sender *s) {
     Py_CLEAR(s->ch);
     Py_CLEAR(s->ch_dict);
@@ -508,7 +522,8 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     if (ch == NULL) return NULL;
     PyObject *res = NULL, *b = NULL, *f = NULL, *ts_obj = NULL, *id_obj = NULL;
     PyObject *cls = NULL, *pre = NULL, *ch_acq = NULL, *ch_rel = NULL;
-    PyObject *corr_obj = NULL;
+    PyObject *corr_obj = NULL, *v_in_flight = NULL, *v_queued = NULL, *v_last = NULL,
+             *v_gap = NULL, *v_sent_n = NULL, *v_mark = NULL;
     int got_mutex = 0;
     if (ch == Py_None || size > s->max_record) goto python;
     PyObject *rm = PyDict_GetItemWithError(s->record_max, topic);
@@ -551,17 +566,18 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     /* Every object the send needs, made before the locks are looked at (module comment). */
     double now = mono_now();
     double deadline = now + s->first_deadline;
-    if (!(b = PyObject_CallNoArgs(cls))) goto error;
-    if (!(ts_obj = PyLong_FromLongLong(ts))) goto error;
-    if (set_long(NULL, b, s_size, size + s->header) < 0 || PyObject_SetAttr(b, s_first_ts, ts_obj) < 0 ||
+    if (!(b = NOMEM(PyObject_CallNoArgs(cls)))) goto error;
+    if (!(ts_obj = NOMEM(PyLong_FromLongLong(ts)))) goto error;
+    if (NOMEM_INT(set_long(NULL, b, s_size, size + s->header)) < 0 ||
+        NOMEM_INT(PyObject_SetAttr(b, s_first_ts, ts_obj)) < 0 ||
         set_double(NULL, b, s_deadline, deadline) < 0)
         goto error;
     PyTypeObject *ft = (PyTypeObject *)s->future_type;
-    if (!(f = ft->tp_alloc(ft, 0))) goto error;
+    if (!(f = NOMEM(ft->tp_alloc(ft, 0)))) goto error;
     *(PyObject **)((char *)f + s->off_batch) = Py_NewRef(b);
     *(PyObject **)((char *)f + s->off_index) = PyLong_FromLong(0);
     *(PyObject **)((char *)f + s->off_ts) = Py_NewRef(ts_obj);
-    if (!(id_obj = PyLong_FromVoidPtr(b))) goto error;
+    if (!(id_obj = NOMEM(PyLong_FromVoidPtr(b)))) goto error;
     /* The channel's handles (made when it changed: Python code, which may let another thread
      * send and change them again; so the last look is after it, with none run since). */
     if ((r = use_channel(s, ch)) != 0) {
@@ -637,7 +653,33 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     Py_DECREF(c);
     if (craw == -1 && PyErr_Occurred()) goto error;
     uint32_t corr = (uint32_t)((craw - 1) % s->corr_mask + 1);
-    if (!(corr_obj = PyLong_FromUnsignedLong(corr))) goto error;
+    if (!(corr_obj = NOMEM(PyLong_FromUnsignedLong(corr)))) goto error;
+    /* Every object the commit below stores, made now: after the write nothing may fail (a
+     * failed allocation there left a written record uncounted in flight, and its answer made
+     * the count negative). pending and the producer's sent table take the record before the
+     * write, and give it back (no allocation) if nothing is written. */
+    long long nsent = 0;
+    double gap_avg = 0.0;
+    if ((kind == KIND_SOCK && attr_long(s->ch_dict, ch, s_sent_n, &nsent) < 0) ||
+        (timed && attr_double(s->ch_dict, ch, s_send_gap, &gap_avg) < 0))
+        goto error;
+    double gap = now - last_send;
+    if (gap > s->steady) gap = s->steady;
+    if (!(v_in_flight = NOMEM(PyLong_FromLongLong(in_flight + 1))) ||
+        !(v_queued = NOMEM(PyLong_FromLongLong(queued + size))) ||
+        !(v_last = NOMEM(PyFloat_FromDouble(now))) ||
+        (timed && !(v_gap = NOMEM(PyFloat_FromDouble(gap_avg + (gap - gap_avg) / 4)))) ||
+        (kind == KIND_SOCK && (!(v_sent_n = NOMEM(PyLong_FromLongLong(nsent + 1))) ||
+                               !(v_mark = NOMEM(PyLong_FromLongLong(nsent))))))
+        goto error;
+    if (NOMEM_INT(PyDict_SetItem(s->ch_pending, corr_obj, b)) < 0) goto error;
+    if (NOMEM_INT(PyDict_SetItem(s->sent, id_obj, b)) < 0) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        if (PyDict_DelItem(s->ch_pending, corr_obj) < 0) PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
+        goto error;
+    }
     const char *kp = key == Py_None ? NULL : PyBytes_AS_STRING(key);
     const char *vp = value == Py_None ? NULL : PyBytes_AS_STRING(value);
     int32_t kln = key == Py_None ? -1 : (int32_t)kl, vln = value == Py_None ? -1 : (int32_t)vl;
@@ -649,47 +691,34 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
             (void *)s->ch_a, (void *)s->ch_b, PyBytes_AS_STRING(pre),
             (uint32_t)PyBytes_GET_SIZE(pre), kp, kln, vp, vln, ts, corr, (uint16_t)s->api,
             (int)s->ch_c, hold);
-        if (rc != 1) goto python; /* held, no room now, or too large: nothing was written */
+        if (rc != 1) goto unwritten; /* held, no room now, or too large: nothing was written */
         sent = frame_n;
     } else {
         /* LazySocketChannel.send_record's rule: SIOCOUTQ is looked at only when two requests
          * or more may be unread (unanswered, and written since a look found nothing unread);
          * bytes unread then hand the record to the general path, whose reap and unread()
-         * decide whether it is held. */
-        if (hold && now - last_send < s->unread_recent && PyDict_GET_SIZE(s->ch_pending) > 1) {
-            long long n0, mark;
-            if (attr_long(s->ch_dict, ch, s_sent_n, &n0) < 0 ||
-                attr_long(s->ch_dict, ch, s_read_mark, &mark) < 0)
-                goto error;
-            look = n0 - mark > 1;
+         * decide whether it is held. (pending holds this record already: "more than one"
+         * before it is more than two now.) */
+        if (hold && now - last_send < s->unread_recent && PyDict_GET_SIZE(s->ch_pending) > 2) {
+            long long mark;
+            if (attr_long(s->ch_dict, ch, s_read_mark, &mark) < 0) goto unwritten_error;
+            look = nsent - mark > 1;
         }
         sent = ((sock_produce_fn)s->sock_produce)(
             (int)s->ch_a, (char *)s->ch_b, (uint64_t)s->ch_c, PyBytes_AS_STRING(pre),
             (uint32_t)PyBytes_GET_SIZE(pre), kp, kln, vp, vln, ts, corr, (uint16_t)s->api,
             look);
-        if (sent == SEND_DECLINED) goto python; /* unread bytes: nothing was built or sent */
-        if (sent == -1 || sent == -2) goto python; /* not built: nothing was sent */
+        if (sent == SEND_DECLINED) goto unwritten; /* unread bytes: nothing was built or sent */
+        if (sent == -1 || sent == -2) goto unwritten; /* not built: nothing was sent */
     }
-    /* Written (or, on the socket, begun): commit what _send_one and send_record commit. */
-    if (PyDict_SetItem(s->ch_pending, corr_obj, b) < 0) goto error;
-    if (timed) {
-        double gap_avg;
-        if (attr_double(s->ch_dict, ch, s_send_gap, &gap_avg) < 0) goto error;
-        double gap = now - last_send;
-        if (gap > s->steady) gap = s->steady;
-        if (set_double(s->ch_dict, ch, s_send_gap, gap_avg + (gap - gap_avg) / 4) < 0) goto error;
-    }
-    if (set_double(s->ch_dict, ch, s_last_send, now) < 0) goto error;
-    if (kind == KIND_SOCK) {
-        long long nsent;
-        if (attr_long(s->ch_dict, ch, s_sent_n, &nsent) < 0 ||
-            (look && set_long(s->ch_dict, ch, s_read_mark, nsent) < 0) ||
-            set_long(s->ch_dict, ch, s_sent_n, nsent + 1) < 0)
-            goto error;
-    }
-    if (set_long(s->pdict, producer, s_in_flight, in_flight + 1) < 0 ||
-        set_long(s->pdict, producer, s_queued, queued + size) < 0 ||
-        PyDict_SetItem(s->sent, id_obj, b) < 0)
+    /* Written (or, on the socket, begun): commit what _send_one and send_record commit, with
+     * the objects made above, into attributes that exist (nothing here allocates). */
+    if ((timed && put_attr(s->ch_dict, ch, s_send_gap, v_gap) < 0) ||
+        put_attr(s->ch_dict, ch, s_last_send, v_last) < 0 ||
+        (kind == KIND_SOCK && ((look && put_attr(s->ch_dict, ch, s_read_mark, v_mark) < 0) ||
+                               put_attr(s->ch_dict, ch, s_sent_n, v_sent_n) < 0)) ||
+        put_attr(s->pdict, producer, s_in_flight, v_in_flight) < 0 ||
+        put_attr(s->pdict, producer, s_queued, v_queued) < 0)
         goto error;
     /* A frame the socket took only part of is finished before any Python code runs:
      * Condition.notify_all is Python code, during which another thread could write on the
@@ -740,6 +769,20 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     f = NULL;
     goto done;
 
+unwritten_error:
+    /* an error before the write: the record's entries go, the error stays */
+    {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        if (PyDict_DelItem(s->ch_pending, corr_obj) < 0) PyErr_Clear();
+        if (PyDict_DelItem(s->sent, id_obj) < 0) PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
+    }
+    goto error;
+unwritten:
+    /* nothing was written: the record's entries go (deleting allocates nothing) */
+    if (PyDict_DelItem(s->ch_pending, corr_obj) < 0 || PyDict_DelItem(s->sent, id_obj) < 0)
+        goto error;
 python:
     /* Declined after the arguments were taken: the record must wait or batch (held, open or
      * ready batches, a lock taken, no channel, ...): Producer._send_held, send()'s general
@@ -768,6 +811,12 @@ done:
     Py_XDECREF(ts_obj);
     Py_XDECREF(id_obj);
     Py_XDECREF(corr_obj);
+    Py_XDECREF(v_in_flight);
+    Py_XDECREF(v_queued);
+    Py_XDECREF(v_last);
+    Py_XDECREF(v_gap);
+    Py_XDECREF(v_sent_n);
+    Py_XDECREF(v_mark);
     Py_XDECREF(cls);
     Py_XDECREF(pre);
     Py_XDECREF(ch_acq);
@@ -844,7 +893,8 @@ static long g_header = 64;
 #define ACKED_MAX 256 /* settled in groups of at most this many */
 
 typedef struct {
-    PyObject *b; /* a strong reference */
+    PyObject *b;   /* a strong reference */
+    PyObject *key; /* its correlation id, as pending's key (a strong reference) */
     int64_t base, ts;
 } acked_t;
 
@@ -904,30 +954,40 @@ static int lock_release(PyObject *lock) {
     return 0;
 }
 
-static int dict_add(PyObject *d, PyObject *key, long long n) {
-    PyObject *v = PyDict_GetItemWithError(d, key);
-    if (v == NULL) {
-        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, key);
-        return -1;
-    }
-    long long x = PyLong_AsLongLong(v);
-    if (x == -1 && PyErr_Occurred()) return -1;
-    PyObject *nv = PyLong_FromLongLong(x + n);
-    if (nv == NULL) return -1;
-    int r = PyDict_SetItem(d, key, nv);
-    Py_DECREF(nv);
-    return r;
+
+/* Put acked[0..n) back into pending (their answers were taken but could not be settled): the
+ * caller's error ends the channel (the reader's, or a reap's _deferred), whose loss gives each
+ * an outcome; one already settled is skipped there (_finish). Best effort: the keys are the
+ * walk's own, so only a dict that must grow allocates. */
+static void restore(PyObject *pending, acked_t *acked, Py_ssize_t n) {
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    for (Py_ssize_t j = 0; j < n; j++)
+        if (PyDict_SetItem(pending, acked[j].key, acked[j].b) < 0) PyErr_Clear();
+    PyErr_Restore(et, ev, tb);
 }
 
-/* Settle acked[0..n) (Producer._one_step_acked, in C); consumes the references. */
-static int settle(acked_t *acked, Py_ssize_t n) {
+static void release_acked(acked_t *acked, Py_ssize_t n) {
+    for (Py_ssize_t j = 0; j < n; j++) {
+        Py_DECREF(acked[j].b);
+        Py_DECREF(acked[j].key);
+    }
+}
+
+/* Settle acked[0..n) (Producer._one_step_acked, in C); consumes the references. On an error
+ * (-1) the ones not settled are back in pending (restore). Every object the changes need is
+ * made first (pass 1, which changes nothing), so that a failed allocation leaves nothing half
+ * done: the stores of pass 2 go into existing attributes and keys. */
+static int settle(PyObject *pending, acked_t *acked, Py_ssize_t n) {
     if (n == 0) return 0;
     struct {
-        PyObject *ev, *cbs; /* a settled send's event and callbacks to run; ev NULL: none */
+        PyObject *id, *base, *ts; /* made in pass 1; id NULL: already settled, skipped */
+        PyObject *ev, *cbs;       /* its event and callbacks to run; ev NULL: none */
     } run[ACKED_MAX];
-    int rc = -1;
+    int rc = -1, restored = 0;
     PyObject *owner = NULL, *od = NULL, *mutex = NULL, *rlock = NULL, *sent = NULL, *counts = NULL;
-    Py_ssize_t i = 0;
+    PyObject *v_in_flight = NULL, *v_queued = NULL, *v_rec = NULL, *v_batch = NULL;
+    Py_ssize_t made = 0;
     owner = PyObject_GetAttr(acked[0].b, s_owner);
     if (owner == NULL || owner == Py_None) {
         if (owner == Py_None) PyErr_SetString(PyExc_RuntimeError, "a one-step send without its producer");
@@ -961,45 +1021,58 @@ static int settle(acked_t *acked, Py_ssize_t n) {
         goto out;
     }
     /* Under the producer's mutex, really held: Python code may run (events, callbacks). */
-    long long first_in_flight, taken = 0, queued = 0, in_flight, qb;
+    long long first_in_flight, taken = 0, queued = 0, qb, rec, batch;
     if (attr_long(od, owner, s_in_flight, &first_in_flight) < 0 ||
         !(rlock = get_attr(od, owner, s_results_lock)) ||
-        !(sent = get_attr(od, owner, s_sent_d)) || !(counts = get_attr(od, owner, s_counts)))
+        !(sent = get_attr(od, owner, s_sent_d)) || !(counts = get_attr(od, owner, s_counts)) ||
+        !PyDict_CheckExact(sent) || !PyDict_CheckExact(counts)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "the producer's tables must be dicts");
         goto unlock;
-    /* BatchResult.done for each, inline, under the results lock (its invariant with
-     * add_callback) taken once for them all; their events and callbacks run after it, in
-     * order (no Python code runs while it is held). */
-    if (lock_acquire(rlock, 1) != 1) goto unlock;
-    int bad = 0;
-    for (; i < n && !bad; i++) {
-        PyObject *b = acked[i].b;
-        run[i].ev = run[i].cbs = NULL;
+    }
+    /* Pass 1: what is to be done, and every object it needs. */
+    for (; made < n; made++) {
+        PyObject *b = acked[made].b;
+        run[made].id = run[made].base = run[made].ts = run[made].ev = run[made].cbs = NULL;
         int done = attr_true(NULL, b, s_done);
-        if (done) {
-            bad = done < 0; /* else already settled (timed out, or the connection failed it) */
-            continue;
-        }
-        PyObject *id = PyLong_FromVoidPtr(b); /* sent.pop(id(r), None) */
+        if (done < 0) goto unlock;
+        if (done) continue; /* already settled (timed out, or the connection failed it) */
         long long size;
-        if (id == NULL) {
-            bad = 1;
-            break;
-        }
-        if (PyDict_DelItem(sent, id) < 0) {
-            if (PyErr_ExceptionMatches(PyExc_KeyError))
-                PyErr_Clear();
-            else
-                bad = 1;
-        }
-        Py_DECREF(id);
-        if (bad || attr_long(NULL, b, s_size, &size) < 0) {
-            bad = 1;
-            break;
+        if (attr_long(NULL, b, s_size, &size) < 0 ||
+            !(run[made].base = NOMEM(PyLong_FromLongLong(acked[made].base))) ||
+            !(run[made].ts = NOMEM(PyLong_FromLongLong(acked[made].ts))) ||
+            !(run[made].id = NOMEM(PyLong_FromVoidPtr(b)))) {
+            made++; /* its references are released below */
+            goto unlock;
         }
         taken++;
         queued += size;
+    }
+    PyObject *vr = PyDict_GetItemWithError(counts, s_rec_total),
+             *vb = PyDict_GetItemWithError(counts, s_batch_total);
+    if (vr == NULL || vb == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "the producer's send counts");
+        goto unlock;
+    }
+    if (attr_long(od, owner, s_queued, &qb) < 0 || (rec = PyLong_AsLongLong(vr)) == -1 ||
+        (batch = PyLong_AsLongLong(vb)) == -1 ||
+        !(v_in_flight = NOMEM(PyLong_FromLongLong(first_in_flight - taken))) ||
+        !(v_queued = NOMEM(PyLong_FromLongLong(qb - (queued - taken * g_header)))) ||
+        !(v_rec = NOMEM(PyLong_FromLongLong(rec + taken))) ||
+        !(v_batch = NOMEM(PyLong_FromLongLong(batch + taken))))
+        goto unlock;
+    /* Pass 2: BatchResult.done for each, inline, under the results lock (its invariant with
+     * add_callback) taken once for them all; their events and callbacks run after it, in
+     * order (no Python code runs while it is held). Stores into what exists: nothing fails. */
+    if (lock_acquire(rlock, 1) != 1) goto unlock;
+    int bad = 0;
+    for (Py_ssize_t i = 0; i < n && !bad; i++) {
+        PyObject *b = acked[i].b;
+        if (run[i].id == NULL) continue;
+        int pr = PyDict_Contains(sent, run[i].id); /* sent.pop(id(r), None) */
+        if (pr > 0) pr = PyDict_DelItem(sent, run[i].id);
         PyObject *ev = NULL, *cbs = NULL;
-        bad = set_long(NULL, b, s_base, acked[i].base) < 0 || set_long(NULL, b, s_timestamp, acked[i].ts) < 0 ||
+        bad = pr < 0 || PyObject_SetAttr(b, s_base, run[i].base) < 0 ||
+              PyObject_SetAttr(b, s_timestamp, run[i].ts) < 0 ||
               PyObject_SetAttr(b, s_done, Py_True) < 0 || !(ev = PyObject_GetAttr(b, s_event)) ||
               !(cbs = PyObject_GetAttr(b, s_callbacks));
         int has_cbs = 0;
@@ -1015,31 +1088,30 @@ static int settle(acked_t *acked, Py_ssize_t n) {
         Py_XDECREF(ev);
         Py_XDECREF(cbs);
     }
-    Py_ssize_t ran = i; /* run[0..ran) set */
+    if (!bad)
+        bad = put_attr(od, owner, s_in_flight, v_in_flight) < 0 ||
+              put_attr(od, owner, s_queued, v_queued) < 0 ||
+              PyDict_SetItem(counts, s_rec_total, v_rec) < 0 ||
+              PyDict_SetItem(counts, s_batch_total, v_batch) < 0;
     if (bad) {
         PyObject *et, *ev2, *tb;
         PyErr_Fetch(&et, &ev2, &tb);
         lock_release(rlock);
         PyErr_Restore(et, ev2, tb);
-    } else if (lock_release(rlock) < 0) {
-        bad = 1;
+        goto unlock;
     }
-    for (Py_ssize_t j = 0; j < ran; j++) {
+    if (lock_release(rlock) < 0) goto unlock;
+    /* Settled: from here an error is raised, but nothing goes back to pending. */
+    restored = 1;
+    for (Py_ssize_t j = 0; j < n; j++) {
         if (run[j].ev == NULL) continue;
         if (!bad) {
             PyObject *r = PyObject_CallFunctionObjArgs(g_run_callbacks, acked[j].b, run[j].ev, run[j].cbs, NULL);
             if (r == NULL) bad = 1;
             Py_XDECREF(r);
         }
-        Py_DECREF(run[j].ev);
-        Py_DECREF(run[j].cbs);
     }
     if (bad) goto unlock;
-    if (attr_long(od, owner, s_in_flight, &in_flight) < 0 || set_long(od, owner, s_in_flight, in_flight - taken) < 0 ||
-        attr_long(od, owner, s_queued, &qb) < 0 ||
-        set_long(od, owner, s_queued, qb - (queued - taken * g_header)) < 0 ||
-        dict_add(counts, s_rec_total, taken) < 0 || dict_add(counts, s_batch_total, taken) < 0)
-        goto unlock;
     /* _finish's wake-ups (fast_send._one_step_acked): who can use the room these made */
     int held = 0, r1;
     if ((r1 = attr_true(od, owner, s_drain_held)) < 0) goto unlock;
@@ -1091,16 +1163,27 @@ unlock:
         rc = -1;
     }
 out:
-    for (Py_ssize_t j = 0; j < n; j++) Py_DECREF(acked[j].b);
+    if (rc < 0 && !restored) restore(pending, acked, n);
+    for (Py_ssize_t j = 0; j < made; j++) {
+        Py_XDECREF(run[j].id);
+        Py_XDECREF(run[j].base);
+        Py_XDECREF(run[j].ts);
+        Py_XDECREF(run[j].ev);
+        Py_XDECREF(run[j].cbs);
+    }
+    release_acked(acked, n);
     Py_XDECREF(owner);
     Py_XDECREF(od);
     Py_XDECREF(mutex);
     Py_XDECREF(rlock);
     Py_XDECREF(sent);
     Py_XDECREF(counts);
+    Py_XDECREF(v_in_flight);
+    Py_XDECREF(v_queued);
+    Py_XDECREF(v_rec);
+    Py_XDECREF(v_batch);
     return rc;
 }
-
 
 /* The walk of deliver: the whole frames at buf[*pos..end) that are successful answers to
  * one-step sends in `pending` (a dict, looked at as under the channel's lock: no Python code
@@ -1127,7 +1210,7 @@ static int walk(PyObject *pending, const unsigned char *buf, Py_ssize_t end, int
             stopped = 1; /* not a plain answer: the Python walk */
             break;
         }
-        PyObject *key = PyLong_FromUnsignedLong(corr);
+        PyObject *key = NOMEM(PyLong_FromUnsignedLong(corr));
         if (key == NULL) return -1;
         PyObject *cb = PyDict_GetItemWithError(pending, key); /* borrowed */
         if (cb == NULL || !PyObject_TypeCheck(cb, (PyTypeObject *)g_one_send_type)) {
@@ -1147,8 +1230,8 @@ static int walk(PyObject *pending, const unsigned char *buf, Py_ssize_t end, int
             Py_DECREF(key);
             return -1;
         }
-        Py_DECREF(key);
         acked[*nacked].b = cb;
+        acked[*nacked].key = key;
         acked[*nacked].base = i64le(buf + nxt - RUN_SIZE + 4);
         acked[*nacked].ts = i64le(buf + nxt - RUN_SIZE + 12);
         (*nacked)++;
@@ -1193,7 +1276,7 @@ static PyObject *onestep_deliver(PyObject *m, PyObject *const *args, Py_ssize_t 
     have_view = 0;
     Py_ssize_t settled = nacked;
     nacked = 0;
-    if (settle(acked, settled) < 0) goto error;
+    if (settle(pending, acked, settled) < 0) goto error;
     if (!more) {
         res = Py_BuildValue("(nn)", taken, pos);
         goto done;
@@ -1219,7 +1302,8 @@ hand_all:
     res = PyObject_CallFunctionObjArgs(g_py_deliver, ch, bufobj, args[2], NULL);
     goto done;
 error:
-    for (Py_ssize_t j = 0; j < nacked; j++) Py_DECREF(acked[j].b);
+    restore(pending, acked, nacked); /* taken by the walk, not settled: back for the loss */
+    release_acked(acked, nacked);
     if (have_view) PyBuffer_Release(&view);
     res = NULL;
 done:
@@ -1287,19 +1371,21 @@ static int reap_take(PyObject *ch, PyObject *d, PyObject *pending) {
     Py_ssize_t nacked = 0, pos = 0, taken = 0;
     if (got > 0 && !buffered && !locked &&
         walk(pending, buf, got, 0, acked, &nacked, &pos, &taken) < 0) {
-        for (Py_ssize_t j = 0; j < nacked; j++) Py_DECREF(acked[j].b);
+        restore(pending, acked, nacked);
+        release_acked(acked, nacked);
         return -1;
     }
     /* The rest as bytes before any Python code runs (settle may run some). */
     PyObject *rest = NULL;
     if (got == 0 || pos < got) {
-        rest = PyBytes_FromStringAndSize((const char *)buf + pos, got - pos);
+        rest = NOMEM(PyBytes_FromStringAndSize((const char *)buf + pos, got - pos));
         if (rest == NULL) {
-            for (Py_ssize_t j = 0; j < nacked; j++) Py_DECREF(acked[j].b);
+            restore(pending, acked, nacked);
+            release_acked(acked, nacked);
             return -1;
         }
     }
-    if (settle(acked, nacked) < 0) {
+    if (settle(pending, acked, nacked) < 0) {
         Py_XDECREF(rest);
         return -1;
     }
@@ -1408,7 +1494,17 @@ out:
     return res;
 }
 
+static PyObject *onestep_fail_allocation(PyObject *m, PyObject *arg) {
+    long k = PyLong_AsLong(arg);
+    if (k == -1 && PyErr_Occurred()) return NULL;
+    PyObject *r = Py_BuildValue("(ll)", fault_at, fault_hits);
+    fault_at = k;
+    return r;
+}
+
 static PyMethodDef module_methods[] = {
+    {"_fail_allocation", (PyCFunction)onestep_fail_allocation, METH_O,
+     "_fail_allocation(k) -> (the last k left, failures made): tests only; -1 turns it off"},
     {"configure", (PyCFunction)onestep_configure, METH_VARARGS,
      "configure(py_deliver, one_send_type, run_callbacks, batch_header_size)"},
     {"deliver", (PyCFunction)(void (*)(void))onestep_deliver, METH_FASTCALL,
