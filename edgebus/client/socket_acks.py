@@ -36,8 +36,8 @@ import termios
 import threading
 import time
 from collections.abc import Callable
-from types import MethodType
 from pathlib import Path
+from types import MethodType
 
 from edgebus.client import fast_acks, lazy_acks
 from edgebus.client.channel import RECV_SIZE, AsyncChannel
