@@ -28,6 +28,8 @@
 #include <structmember.h>
 #include <stdint.h>
 #include <time.h>
+#include <errno.h>
+#include <sys/socket.h>
 
 typedef int (*ring_produce_fn)(void *R, void *S, const char *prefix, uint32_t plen,
                                const char *key, int32_t klen, const char *val, int32_t vlen,
@@ -49,7 +51,8 @@ static PyObject *zlib_crc32;
 /* Attribute names, interned once. */
 static PyObject *s_fast, *s_value_ser, *s_key_ser, *s_txn, *s_channel, *s_closed, *s_ready,
     *s_in_flight, *s_queued, *s_wake_at, *s_lost, *s_fds_closed, *s_timed, *s_send_gap,
-    *s_last_send, *s_sent_n, *s_read_mark, *s_size, *s_first_ts, *s_deadline, *s_reap;
+    *s_last_send, *s_sent_n, *s_read_mark, *s_size, *s_first_ts, *s_deadline, *s_reap,
+    *s_buffer_memory, *s_max_in_flight;
 
 typedef struct {
     PyObject_HEAD
@@ -66,8 +69,8 @@ typedef struct {
     PyObject *notify_all;    /* producer._cond.notify_all */
     PyObject *send_held;     /* producer._send_held: the general path of a record declined here */
     PyObject *args_false;    /* (False,): acquire without waiting */
-    long max_in_flight, reap_at, max_record, header, record_fixed, api;
-    long long buffer_memory, corr_mask;
+    long reap_at, max_record, header, record_fixed, api;
+    long long corr_mask;
     double first_deadline, unread_recent, steady;
     void *ring_produce, *sock_produce;
     /* The channel last sent on and what of it the C path uses. */
@@ -94,6 +97,20 @@ static int64_t wall_ms(void) {
     clock_gettime(CLOCK_REALTIME, &t); /* time.time_ns's clock */
     return ((int64_t)t.tv_sec * 1000000000 + t.tv_nsec) / 1000000;
 }
+
+/* Tests only (tests/client/test_send_cext.py): _onestep._fail_allocation(k) makes the k-th
+ * allocation checked here from then on fail with MemoryError, once (NOMEM marks the checks: the
+ * allocations of a send and of the acknowledgements' intake). -1: none; a compare when off. */
+static long fault_at = -1, fault_hits;
+
+static int nomem(void) {
+    if (fault_at < 0 || fault_at-- != 0) return 0;
+    fault_hits++;
+    PyErr_NoMemory();
+    return 1;
+}
+#define NOMEM(expr) (nomem() ? NULL : (expr))
+#define NOMEM_INT(expr) (nomem() ? -1 : (expr))
 
 static void drop_channel(Sender *s) {
     Py_CLEAR(s->ch);
@@ -194,19 +211,19 @@ static PyObject *bound_of(PyObject *o, const char *attr, const char *name) {
 }
 
 /* Sender(producer, py_send, one_class, handles, send_rest, future_type, mutex, io_lock,
- *        ring_produce_addr, sock_produce_addr, limits) with limits a tuple (max_in_flight,
- *        reap_at, max_record, header, record_fixed, buffer_memory, first_deadline,
+ *        ring_produce_addr, sock_produce_addr, limits) with limits a tuple (reap_at,
+ *        max_record, header, record_fixed, first_deadline,
  *        unread_recent, steady, api, corr_mask): edgebus/client/c_send.py. */
 static int Sender_init(Sender *s, PyObject *args, PyObject *kw) {
     PyObject *producer, *py_send, *one_class, *handles, *send_rest, *future_type, *mutex, *io;
     unsigned long long ring_addr, sock_addr;
-    long max_in_flight, reap_at, max_record, header, record_fixed, api;
-    long long buffer_memory, corr_mask;
+    long reap_at, max_record, header, record_fixed, api;
+    long long corr_mask;
     double first_deadline, unread_recent, steady;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOKK(lllllLdddlL)", &producer, &py_send, &one_class,
+    if (!PyArg_ParseTuple(args, "OOOOOOOOKK(lllldddlL)", &producer, &py_send, &one_class,
                           &handles, &send_rest, &future_type, &mutex, &io, &ring_addr,
-                          &sock_addr, &max_in_flight, &reap_at, &max_record, &header,
-                          &record_fixed, &buffer_memory, &first_deadline, &unread_recent,
+                          &sock_addr, &reap_at, &max_record, &header,
+                          &record_fixed, &first_deadline, &unread_recent,
                           &steady, &api, &corr_mask))
         return -1;
     if (!PyType_Check(future_type)) {
@@ -243,12 +260,10 @@ static int Sender_init(Sender *s, PyObject *args, PyObject *kw) {
         PyErr_SetString(PyExc_TypeError, "the producer's tables must be dicts");
         return -1;
     }
-    s->max_in_flight = max_in_flight;
     s->reap_at = reap_at;
     s->max_record = max_record;
     s->header = header;
     s->record_fixed = record_fixed;
-    s->buffer_memory = buffer_memory;
     s->first_deadline = first_deadline;
     s->unread_recent = unread_recent;
     s->steady = steady;
@@ -399,6 +414,9 @@ static int release(PyObject *release_fn) {
     return 0;
 }
 
+static PyObject *onestep_sock_reap(PyObject *m, PyObject *const *args, size_t nargsf,
+                                   PyObject *kwnames);
+
 /* The Python path: Producer.send(producer, *args, **kwargs) as called. */
 static PyObject *python_path(Sender *s, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
@@ -504,7 +522,8 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     if (ch == NULL) return NULL;
     PyObject *res = NULL, *b = NULL, *f = NULL, *ts_obj = NULL, *id_obj = NULL;
     PyObject *cls = NULL, *pre = NULL, *ch_acq = NULL, *ch_rel = NULL;
-    PyObject *corr_obj = NULL;
+    PyObject *corr_obj = NULL, *v_in_flight = NULL, *v_queued = NULL, *v_last = NULL,
+             *v_gap = NULL, *v_sent_n = NULL, *v_mark = NULL;
     int got_mutex = 0;
     if (ch == Py_None || size > s->max_record) goto python;
     PyObject *rm = PyDict_GetItemWithError(s->record_max, topic);
@@ -518,7 +537,8 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     if (in_flight >= s->reap_at) {
         /* The acknowledgements, taken now (ch.reap: Python, maybe the user's callbacks); as
          * _send_one's, but before the locks are looked at: it takes what it needs itself. */
-        PyObject *x = PyObject_CallMethodNoArgs(ch, s_reap);
+        PyObject *x = s->ch == ch && s->ch_kind == KIND_SOCK ? onestep_sock_reap(NULL, &ch, 1, NULL)
+                                                             : PyObject_CallMethodNoArgs(ch, s_reap);
         if (x == NULL) goto error;
         Py_DECREF(x);
     }
@@ -546,17 +566,18 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     /* Every object the send needs, made before the locks are looked at (module comment). */
     double now = mono_now();
     double deadline = now + s->first_deadline;
-    if (!(b = PyObject_CallNoArgs(cls))) goto error;
-    if (!(ts_obj = PyLong_FromLongLong(ts))) goto error;
-    if (set_long(NULL, b, s_size, size + s->header) < 0 || PyObject_SetAttr(b, s_first_ts, ts_obj) < 0 ||
+    if (!(b = NOMEM(PyObject_CallNoArgs(cls)))) goto error;
+    if (!(ts_obj = NOMEM(PyLong_FromLongLong(ts)))) goto error;
+    if (NOMEM_INT(set_long(NULL, b, s_size, size + s->header)) < 0 ||
+        NOMEM_INT(PyObject_SetAttr(b, s_first_ts, ts_obj)) < 0 ||
         set_double(NULL, b, s_deadline, deadline) < 0)
         goto error;
     PyTypeObject *ft = (PyTypeObject *)s->future_type;
-    if (!(f = ft->tp_alloc(ft, 0))) goto error;
+    if (!(f = NOMEM(ft->tp_alloc(ft, 0)))) goto error;
     *(PyObject **)((char *)f + s->off_batch) = Py_NewRef(b);
     *(PyObject **)((char *)f + s->off_index) = PyLong_FromLong(0);
     *(PyObject **)((char *)f + s->off_ts) = Py_NewRef(ts_obj);
-    if (!(id_obj = PyLong_FromVoidPtr(b))) goto error;
+    if (!(id_obj = NOMEM(PyLong_FromVoidPtr(b)))) goto error;
     /* The channel's handles (made when it changed: Python code, which may let another thread
      * send and change them again; so the last look is after it, with none run since). */
     if ((r = use_channel(s, ch)) != 0) {
@@ -600,11 +621,15 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     if (lost == NULL) goto error;
     Py_DECREF(lost);
     if (lost != Py_None) goto python; /* the Python path fails or reconnects */
+    /* max_in_flight and buffer_memory as they are now: a user may change them after start */
+    long long max_in_flight, buffer_memory;
     if (attr_long(s->pdict, producer, s_in_flight, &in_flight) < 0 ||
         attr_long(s->pdict, producer, s_queued, &queued) < 0 ||
-        attr_double(s->pdict, producer, s_wake_at, &wake_at) < 0)
+        attr_double(s->pdict, producer, s_wake_at, &wake_at) < 0 ||
+        attr_long(s->pdict, producer, s_max_in_flight, &max_in_flight) < 0 ||
+        attr_long(s->pdict, producer, s_buffer_memory, &buffer_memory) < 0)
         goto error;
-    if (in_flight >= s->max_in_flight || queued + size > s->buffer_memory)
+    if (in_flight >= max_in_flight || queued + size > buffer_memory)
         goto python;
     /* The I/O thread must learn this batch's deadline: told after the write, still under the
      * mutex (Condition.notify_all is Python code: it may let other threads run, which the
@@ -628,7 +653,33 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     Py_DECREF(c);
     if (craw == -1 && PyErr_Occurred()) goto error;
     uint32_t corr = (uint32_t)((craw - 1) % s->corr_mask + 1);
-    if (!(corr_obj = PyLong_FromUnsignedLong(corr))) goto error;
+    if (!(corr_obj = NOMEM(PyLong_FromUnsignedLong(corr)))) goto error;
+    /* Every object the commit below stores, made now: after the write nothing may fail (a
+     * failed allocation there left a written record uncounted in flight, and its answer made
+     * the count negative). pending and the producer's sent table take the record before the
+     * write, and give it back (no allocation) if nothing is written. */
+    long long nsent = 0;
+    double gap_avg = 0.0;
+    if ((kind == KIND_SOCK && attr_long(s->ch_dict, ch, s_sent_n, &nsent) < 0) ||
+        (timed && attr_double(s->ch_dict, ch, s_send_gap, &gap_avg) < 0))
+        goto error;
+    double gap = now - last_send;
+    if (gap > s->steady) gap = s->steady;
+    if (!(v_in_flight = NOMEM(PyLong_FromLongLong(in_flight + 1))) ||
+        !(v_queued = NOMEM(PyLong_FromLongLong(queued + size))) ||
+        !(v_last = NOMEM(PyFloat_FromDouble(now))) ||
+        (timed && !(v_gap = NOMEM(PyFloat_FromDouble(gap_avg + (gap - gap_avg) / 4)))) ||
+        (kind == KIND_SOCK && (!(v_sent_n = NOMEM(PyLong_FromLongLong(nsent + 1))) ||
+                               !(v_mark = NOMEM(PyLong_FromLongLong(nsent))))))
+        goto error;
+    if (NOMEM_INT(PyDict_SetItem(s->ch_pending, corr_obj, b)) < 0) goto error;
+    if (NOMEM_INT(PyDict_SetItem(s->sent, id_obj, b)) < 0) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        if (PyDict_DelItem(s->ch_pending, corr_obj) < 0) PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
+        goto error;
+    }
     const char *kp = key == Py_None ? NULL : PyBytes_AS_STRING(key);
     const char *vp = value == Py_None ? NULL : PyBytes_AS_STRING(value);
     int32_t kln = key == Py_None ? -1 : (int32_t)kl, vln = value == Py_None ? -1 : (int32_t)vl;
@@ -640,47 +691,34 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
             (void *)s->ch_a, (void *)s->ch_b, PyBytes_AS_STRING(pre),
             (uint32_t)PyBytes_GET_SIZE(pre), kp, kln, vp, vln, ts, corr, (uint16_t)s->api,
             (int)s->ch_c, hold);
-        if (rc != 1) goto python; /* held, no room now, or too large: nothing was written */
+        if (rc != 1) goto unwritten; /* held, no room now, or too large: nothing was written */
         sent = frame_n;
     } else {
         /* LazySocketChannel.send_record's rule: SIOCOUTQ is looked at only when two requests
          * or more may be unread (unanswered, and written since a look found nothing unread);
          * bytes unread then hand the record to the general path, whose reap and unread()
-         * decide whether it is held. */
-        if (hold && now - last_send < s->unread_recent && PyDict_GET_SIZE(s->ch_pending) > 1) {
-            long long n0, mark;
-            if (attr_long(s->ch_dict, ch, s_sent_n, &n0) < 0 ||
-                attr_long(s->ch_dict, ch, s_read_mark, &mark) < 0)
-                goto error;
-            look = n0 - mark > 1;
+         * decide whether it is held. (pending holds this record already: "more than one"
+         * before it is more than two now.) */
+        if (hold && now - last_send < s->unread_recent && PyDict_GET_SIZE(s->ch_pending) > 2) {
+            long long mark;
+            if (attr_long(s->ch_dict, ch, s_read_mark, &mark) < 0) goto unwritten_error;
+            look = nsent - mark > 1;
         }
         sent = ((sock_produce_fn)s->sock_produce)(
             (int)s->ch_a, (char *)s->ch_b, (uint64_t)s->ch_c, PyBytes_AS_STRING(pre),
             (uint32_t)PyBytes_GET_SIZE(pre), kp, kln, vp, vln, ts, corr, (uint16_t)s->api,
             look);
-        if (sent == SEND_DECLINED) goto python; /* unread bytes: nothing was built or sent */
-        if (sent == -1 || sent == -2) goto python; /* not built: nothing was sent */
+        if (sent == SEND_DECLINED) goto unwritten; /* unread bytes: nothing was built or sent */
+        if (sent == -1 || sent == -2) goto unwritten; /* not built: nothing was sent */
     }
-    /* Written (or, on the socket, begun): commit what _send_one and send_record commit. */
-    if (PyDict_SetItem(s->ch_pending, corr_obj, b) < 0) goto error;
-    if (timed) {
-        double gap_avg;
-        if (attr_double(s->ch_dict, ch, s_send_gap, &gap_avg) < 0) goto error;
-        double gap = now - last_send;
-        if (gap > s->steady) gap = s->steady;
-        if (set_double(s->ch_dict, ch, s_send_gap, gap_avg + (gap - gap_avg) / 4) < 0) goto error;
-    }
-    if (set_double(s->ch_dict, ch, s_last_send, now) < 0) goto error;
-    if (kind == KIND_SOCK) {
-        long long nsent;
-        if (attr_long(s->ch_dict, ch, s_sent_n, &nsent) < 0 ||
-            (look && set_long(s->ch_dict, ch, s_read_mark, nsent) < 0) ||
-            set_long(s->ch_dict, ch, s_sent_n, nsent + 1) < 0)
-            goto error;
-    }
-    if (set_long(s->pdict, producer, s_in_flight, in_flight + 1) < 0 ||
-        set_long(s->pdict, producer, s_queued, queued + size) < 0 ||
-        PyDict_SetItem(s->sent, id_obj, b) < 0)
+    /* Written (or, on the socket, begun): commit what _send_one and send_record commit, with
+     * the objects made above, into attributes that exist (nothing here allocates). */
+    if ((timed && put_attr(s->ch_dict, ch, s_send_gap, v_gap) < 0) ||
+        put_attr(s->ch_dict, ch, s_last_send, v_last) < 0 ||
+        (kind == KIND_SOCK && ((look && put_attr(s->ch_dict, ch, s_read_mark, v_mark) < 0) ||
+                               put_attr(s->ch_dict, ch, s_sent_n, v_sent_n) < 0)) ||
+        put_attr(s->pdict, producer, s_in_flight, v_in_flight) < 0 ||
+        put_attr(s->pdict, producer, s_queued, v_queued) < 0)
         goto error;
     /* A frame the socket took only part of is finished before any Python code runs:
      * Condition.notify_all is Python code, during which another thread could write on the
@@ -731,6 +769,20 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     f = NULL;
     goto done;
 
+unwritten_error:
+    /* an error before the write: the record's entries go, the error stays */
+    {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        if (PyDict_DelItem(s->ch_pending, corr_obj) < 0) PyErr_Clear();
+        if (PyDict_DelItem(s->sent, id_obj) < 0) PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
+    }
+    goto error;
+unwritten:
+    /* nothing was written: the record's entries go (deleting allocates nothing) */
+    if (PyDict_DelItem(s->ch_pending, corr_obj) < 0 || PyDict_DelItem(s->sent, id_obj) < 0)
+        goto error;
 python:
     /* Declined after the arguments were taken: the record must wait or batch (held, open or
      * ready batches, a lock taken, no channel, ...): Producer._send_held, send()'s general
@@ -759,6 +811,12 @@ done:
     Py_XDECREF(ts_obj);
     Py_XDECREF(id_obj);
     Py_XDECREF(corr_obj);
+    Py_XDECREF(v_in_flight);
+    Py_XDECREF(v_queued);
+    Py_XDECREF(v_last);
+    Py_XDECREF(v_gap);
+    Py_XDECREF(v_sent_n);
+    Py_XDECREF(v_mark);
     Py_XDECREF(cls);
     Py_XDECREF(pre);
     Py_XDECREF(ch_acq);
@@ -822,7 +880,7 @@ static PyTypeObject SenderType = {
 static PyObject *g_py_deliver, *g_one_send_type, *g_run_callbacks;
 static PyObject *s_pending, *s_lock, *s_owner, *s_done, *s_base, *s_timestamp, *s_event,
     *s_callbacks, *s_mutex, *s_results_lock, *s_sent_d, *s_counts, *s_drain_held, *s_blocked,
-    *s_flushing, *s_open, *s_max_in_flight, *s_cond, *s_one_step_acked, *s_rec_total,
+    *s_flushing, *s_open, *s_cond, *s_one_step_acked, *s_rec_total,
     *s_batch_total, *s_notify_all, *s_acquire, *s_release, *s_locked, *s_empty, *s_dict;
 static long g_header = 64;
 
@@ -832,8 +890,11 @@ static long g_header = 64;
 #define STR_SIZE 2
 #define SMALL_FRAME (64 * 1024)
 
+#define ACKED_MAX 256 /* settled in groups of at most this many */
+
 typedef struct {
-    PyObject *b; /* a strong reference */
+    PyObject *b;   /* a strong reference */
+    PyObject *key; /* its correlation id, as pending's key (a strong reference) */
     int64_t base, ts;
 } acked_t;
 
@@ -877,6 +938,15 @@ static int lock_acquire(PyObject *lock, int wait) {
     return got;
 }
 
+/* lock.locked(): 1 held, 0 free, -1 error. */
+static int is_locked_obj(PyObject *lock) {
+    PyObject *r = PyObject_CallMethodNoArgs(lock, s_locked);
+    if (r == NULL) return -1;
+    int held = r == Py_True;
+    Py_DECREF(r);
+    return held;
+}
+
 static int lock_release(PyObject *lock) {
     PyObject *r = PyObject_CallMethodNoArgs(lock, s_release);
     if (r == NULL) return -1;
@@ -884,27 +954,40 @@ static int lock_release(PyObject *lock) {
     return 0;
 }
 
-static int dict_add(PyObject *d, PyObject *key, long long n) {
-    PyObject *v = PyDict_GetItemWithError(d, key);
-    if (v == NULL) {
-        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, key);
-        return -1;
-    }
-    long long x = PyLong_AsLongLong(v);
-    if (x == -1 && PyErr_Occurred()) return -1;
-    PyObject *nv = PyLong_FromLongLong(x + n);
-    if (nv == NULL) return -1;
-    int r = PyDict_SetItem(d, key, nv);
-    Py_DECREF(nv);
-    return r;
+
+/* Put acked[0..n) back into pending (their answers were taken but could not be settled): the
+ * caller's error ends the channel (the reader's, or a reap's _deferred), whose loss gives each
+ * an outcome; one already settled is skipped there (_finish). Best effort: the keys are the
+ * walk's own, so only a dict that must grow allocates. */
+static void restore(PyObject *pending, acked_t *acked, Py_ssize_t n) {
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    for (Py_ssize_t j = 0; j < n; j++)
+        if (PyDict_SetItem(pending, acked[j].key, acked[j].b) < 0) PyErr_Clear();
+    PyErr_Restore(et, ev, tb);
 }
 
-/* Settle acked[0..n) (Producer._one_step_acked, in C); consumes the references. */
-static int settle(acked_t *acked, Py_ssize_t n) {
+static void release_acked(acked_t *acked, Py_ssize_t n) {
+    for (Py_ssize_t j = 0; j < n; j++) {
+        Py_DECREF(acked[j].b);
+        Py_DECREF(acked[j].key);
+    }
+}
+
+/* Settle acked[0..n) (Producer._one_step_acked, in C); consumes the references. On an error
+ * (-1) the ones not settled are back in pending (restore). Every object the changes need is
+ * made first (pass 1, which changes nothing), so that a failed allocation leaves nothing half
+ * done: the stores of pass 2 go into existing attributes and keys. */
+static int settle(PyObject *pending, acked_t *acked, Py_ssize_t n) {
     if (n == 0) return 0;
-    int rc = -1;
+    struct {
+        PyObject *id, *base, *ts; /* made in pass 1; id NULL: already settled, skipped */
+        PyObject *ev, *cbs;       /* its event and callbacks to run; ev NULL: none */
+    } run[ACKED_MAX];
+    int rc = -1, restored = 0;
     PyObject *owner = NULL, *od = NULL, *mutex = NULL, *rlock = NULL, *sent = NULL, *counts = NULL;
-    Py_ssize_t i = 0;
+    PyObject *v_in_flight = NULL, *v_queued = NULL, *v_rec = NULL, *v_batch = NULL;
+    Py_ssize_t made = 0;
     owner = PyObject_GetAttr(acked[0].b, s_owner);
     if (owner == NULL || owner == Py_None) {
         if (owner == Py_None) PyErr_SetString(PyExc_RuntimeError, "a one-step send without its producer");
@@ -938,51 +1021,97 @@ static int settle(acked_t *acked, Py_ssize_t n) {
         goto out;
     }
     /* Under the producer's mutex, really held: Python code may run (events, callbacks). */
-    long long first_in_flight, taken = 0, queued = 0, in_flight, qb;
+    long long first_in_flight, taken = 0, queued = 0, qb, rec, batch;
     if (attr_long(od, owner, s_in_flight, &first_in_flight) < 0 ||
         !(rlock = get_attr(od, owner, s_results_lock)) ||
-        !(sent = get_attr(od, owner, s_sent_d)) || !(counts = get_attr(od, owner, s_counts)))
+        !(sent = get_attr(od, owner, s_sent_d)) || !(counts = get_attr(od, owner, s_counts)) ||
+        !PyDict_CheckExact(sent) || !PyDict_CheckExact(counts)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "the producer's tables must be dicts");
         goto unlock;
-    for (; i < n; i++) {
-        PyObject *b = acked[i].b;
+    }
+    /* Pass 1: what is to be done, and every object it needs. */
+    for (; made < n; made++) {
+        PyObject *b = acked[made].b;
+        run[made].id = run[made].base = run[made].ts = run[made].ev = run[made].cbs = NULL;
         int done = attr_true(NULL, b, s_done);
         if (done < 0) goto unlock;
         if (done) continue; /* already settled (timed out, or the connection failed it) */
-        PyObject *id = PyLong_FromVoidPtr(b);
-        if (id == NULL) goto unlock;
-        int pr = PyDict_Contains(sent, id); /* sent.pop(id(r), None) */
-        if (pr > 0) pr = PyDict_DelItem(sent, id);
-        Py_DECREF(id);
-        if (pr < 0) goto unlock;
         long long size;
-        if (attr_long(NULL, b, s_size, &size) < 0) goto unlock;
+        if (attr_long(NULL, b, s_size, &size) < 0 ||
+            !(run[made].base = NOMEM(PyLong_FromLongLong(acked[made].base))) ||
+            !(run[made].ts = NOMEM(PyLong_FromLongLong(acked[made].ts))) ||
+            !(run[made].id = NOMEM(PyLong_FromVoidPtr(b)))) {
+            made++; /* its references are released below */
+            goto unlock;
+        }
         taken++;
         queued += size;
-        /* BatchResult.done, inline (its invariant with add_callback: under the results lock) */
-        if (lock_acquire(rlock, 1) != 1) goto unlock;
+    }
+    PyObject *vr = PyDict_GetItemWithError(counts, s_rec_total),
+             *vb = PyDict_GetItemWithError(counts, s_batch_total);
+    if (vr == NULL || vb == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "the producer's send counts");
+        goto unlock;
+    }
+    if (attr_long(od, owner, s_queued, &qb) < 0 || (rec = PyLong_AsLongLong(vr)) == -1 ||
+        (batch = PyLong_AsLongLong(vb)) == -1 ||
+        !(v_in_flight = NOMEM(PyLong_FromLongLong(first_in_flight - taken))) ||
+        !(v_queued = NOMEM(PyLong_FromLongLong(qb - (queued - taken * g_header)))) ||
+        !(v_rec = NOMEM(PyLong_FromLongLong(rec + taken))) ||
+        !(v_batch = NOMEM(PyLong_FromLongLong(batch + taken))))
+        goto unlock;
+    /* Pass 2: BatchResult.done for each, inline, under the results lock (its invariant with
+     * add_callback) taken once for them all; their events and callbacks run after it, in
+     * order (no Python code runs while it is held). Stores into what exists: nothing fails. */
+    if (lock_acquire(rlock, 1) != 1) goto unlock;
+    int bad = 0;
+    for (Py_ssize_t i = 0; i < n && !bad; i++) {
+        PyObject *b = acked[i].b;
+        if (run[i].id == NULL) continue;
+        int pr = PyDict_Contains(sent, run[i].id); /* sent.pop(id(r), None) */
+        if (pr > 0) pr = PyDict_DelItem(sent, run[i].id);
         PyObject *ev = NULL, *cbs = NULL;
-        int bad = set_long(NULL, b, s_base, acked[i].base) < 0 || set_long(NULL, b, s_timestamp, acked[i].ts) < 0 ||
-                  PyObject_SetAttr(b, s_done, Py_True) < 0 || !(ev = PyObject_GetAttr(b, s_event)) ||
-                  !(cbs = PyObject_GetAttr(b, s_callbacks));
+        bad = pr < 0 || PyObject_SetAttr(b, s_base, run[i].base) < 0 ||
+              PyObject_SetAttr(b, s_timestamp, run[i].ts) < 0 ||
+              PyObject_SetAttr(b, s_done, Py_True) < 0 || !(ev = PyObject_GetAttr(b, s_event)) ||
+              !(cbs = PyObject_GetAttr(b, s_callbacks));
         int has_cbs = 0;
         if (!bad && (has_cbs = PyObject_IsTrue(cbs)) > 0)
             bad = PyObject_SetAttr(b, s_callbacks, s_empty) < 0;
         if (has_cbs < 0) bad = 1;
-        if (lock_release(rlock) < 0) bad = 1;
         if (!bad && (ev != Py_None || has_cbs)) {
-            PyObject *r = PyObject_CallFunctionObjArgs(g_run_callbacks, b, ev, has_cbs ? cbs : s_empty, NULL);
-            if (r == NULL) bad = 1;
-            Py_XDECREF(r);
+            run[i].ev = ev;
+            run[i].cbs = has_cbs ? cbs : Py_NewRef(s_empty);
+            if (has_cbs) cbs = NULL;
+            ev = NULL;
         }
         Py_XDECREF(ev);
         Py_XDECREF(cbs);
-        if (bad) goto unlock;
     }
-    if (attr_long(od, owner, s_in_flight, &in_flight) < 0 || set_long(od, owner, s_in_flight, in_flight - taken) < 0 ||
-        attr_long(od, owner, s_queued, &qb) < 0 ||
-        set_long(od, owner, s_queued, qb - (queued - taken * g_header)) < 0 ||
-        dict_add(counts, s_rec_total, taken) < 0 || dict_add(counts, s_batch_total, taken) < 0)
+    if (!bad)
+        bad = put_attr(od, owner, s_in_flight, v_in_flight) < 0 ||
+              put_attr(od, owner, s_queued, v_queued) < 0 ||
+              PyDict_SetItem(counts, s_rec_total, v_rec) < 0 ||
+              PyDict_SetItem(counts, s_batch_total, v_batch) < 0;
+    if (bad) {
+        PyObject *et, *ev2, *tb;
+        PyErr_Fetch(&et, &ev2, &tb);
+        lock_release(rlock);
+        PyErr_Restore(et, ev2, tb);
         goto unlock;
+    }
+    if (lock_release(rlock) < 0) goto unlock;
+    /* Settled: from here an error is raised, but nothing goes back to pending. */
+    restored = 1;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        if (run[j].ev == NULL) continue;
+        if (!bad) {
+            PyObject *r = PyObject_CallFunctionObjArgs(g_run_callbacks, acked[j].b, run[j].ev, run[j].cbs, NULL);
+            if (r == NULL) bad = 1;
+            Py_XDECREF(r);
+        }
+    }
+    if (bad) goto unlock;
     /* _finish's wake-ups (fast_send._one_step_acked): who can use the room these made */
     int held = 0, r1;
     if ((r1 = attr_true(od, owner, s_drain_held)) < 0) goto unlock;
@@ -1034,17 +1163,84 @@ unlock:
         rc = -1;
     }
 out:
-    for (Py_ssize_t j = 0; j < n; j++) Py_DECREF(acked[j].b);
+    if (rc < 0 && !restored) restore(pending, acked, n);
+    for (Py_ssize_t j = 0; j < made; j++) {
+        Py_XDECREF(run[j].id);
+        Py_XDECREF(run[j].base);
+        Py_XDECREF(run[j].ts);
+        Py_XDECREF(run[j].ev);
+        Py_XDECREF(run[j].cbs);
+    }
+    release_acked(acked, n);
     Py_XDECREF(owner);
     Py_XDECREF(od);
     Py_XDECREF(mutex);
     Py_XDECREF(rlock);
     Py_XDECREF(sent);
     Py_XDECREF(counts);
+    Py_XDECREF(v_in_flight);
+    Py_XDECREF(v_queued);
+    Py_XDECREF(v_rec);
+    Py_XDECREF(v_batch);
     return rc;
 }
 
-#define ACKED_MAX 256 /* settled in groups of at most this many */
+/* The walk of deliver: the whole frames at buf[*pos..end) that are successful answers to
+ * one-step sends in `pending` (a dict, looked at as under the channel's lock: no Python code
+ * runs here), taken out of pending into acked[*nacked..] (strong references), *pos and *taken
+ * moved past them. Stops at the first frame that is anything else, partial (unless whole), too
+ * large, or when acked is full; returns whether a frame stopped it (1: the Python walk must
+ * judge what is left; 0: all taken or only a partial frame left), -1 on error (acked holds
+ * what was taken: the caller releases it). */
+static int walk(PyObject *pending, const unsigned char *buf, Py_ssize_t end, int whole,
+                acked_t *acked, Py_ssize_t *nacked, Py_ssize_t *pos_p, Py_ssize_t *taken) {
+    Py_ssize_t pos = *pos_p;
+    int stopped = 0;
+    while (end - pos >= RESP_HEAD) {
+        uint32_t n = u32le(buf + pos), corr = u32le(buf + pos + 4);
+        int16_t err = (int16_t)(buf[pos + 8] | buf[pos + 9] << 8);
+        Py_ssize_t nxt = pos + FRAME_LEN + (Py_ssize_t)n;
+        if (!whole && (n > SMALL_FRAME || n < RESP_HEAD - FRAME_LEN || nxt > end)) {
+            stopped = n > SMALL_FRAME || n < RESP_HEAD - FRAME_LEN; /* the buffer's limits judge */
+            break;
+        }
+        Py_ssize_t body = (Py_ssize_t)n - (RESP_HEAD - FRAME_LEN);
+        if (err || body < STR_SIZE + RUN_SIZE || nxt > end ||
+            (Py_ssize_t)(buf[pos + RESP_HEAD] | buf[pos + RESP_HEAD + 1] << 8) != body - STR_SIZE - RUN_SIZE) {
+            stopped = 1; /* not a plain answer: the Python walk */
+            break;
+        }
+        PyObject *key = NOMEM(PyLong_FromUnsignedLong(corr));
+        if (key == NULL) return -1;
+        PyObject *cb = PyDict_GetItemWithError(pending, key); /* borrowed */
+        if (cb == NULL || !PyObject_TypeCheck(cb, (PyTypeObject *)g_one_send_type)) {
+            Py_DECREF(key);
+            if (PyErr_Occurred()) return -1;
+            stopped = 1; /* another request's answer, or none: the Python walk */
+            break;
+        }
+        if (*nacked == ACKED_MAX) {
+            Py_DECREF(key);
+            stopped = 1; /* the Python walk (or the next call) takes the rest */
+            break;
+        }
+        Py_INCREF(cb);
+        if (PyDict_DelItem(pending, key) < 0) {
+            Py_DECREF(cb);
+            Py_DECREF(key);
+            return -1;
+        }
+        acked[*nacked].b = cb;
+        acked[*nacked].key = key;
+        acked[*nacked].base = i64le(buf + nxt - RUN_SIZE + 4);
+        acked[*nacked].ts = i64le(buf + nxt - RUN_SIZE + 12);
+        (*nacked)++;
+        pos = nxt;
+        (*taken)++;
+    }
+    *pos_p = pos;
+    return stopped;
+}
 
 static PyObject *onestep_deliver(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
@@ -1073,50 +1269,14 @@ static PyObject *onestep_deliver(PyObject *m, PyObject *const *args, Py_ssize_t 
     if (locked) goto hand_all; /* a writer has the channel: the Python walk waits for it */
     if (PyObject_GetBuffer(bufobj, &view, PyBUF_SIMPLE) < 0) goto error;
     have_view = 1;
-    const unsigned char *buf = view.buf;
     Py_ssize_t end = view.len;
-    /* No Python code runs in this loop (pending is looked at as under the channel's lock). */
-    while (end - pos >= RESP_HEAD) {
-        uint32_t n = u32le(buf + pos), corr = u32le(buf + pos + 4);
-        int16_t err = (int16_t)(buf[pos + 8] | buf[pos + 9] << 8);
-        Py_ssize_t nxt = pos + FRAME_LEN + (Py_ssize_t)n;
-        if (!whole && (n > SMALL_FRAME || n < RESP_HEAD - FRAME_LEN || nxt > end)) break;
-        Py_ssize_t body = (Py_ssize_t)n - (RESP_HEAD - FRAME_LEN);
-        if (err || body < STR_SIZE + RUN_SIZE || nxt > end ||
-            (Py_ssize_t)(buf[pos + RESP_HEAD] | buf[pos + RESP_HEAD + 1] << 8) != body - STR_SIZE - RUN_SIZE)
-            break; /* not a plain answer: the Python walk */
-        PyObject *key = PyLong_FromUnsignedLong(corr);
-        if (key == NULL) goto error;
-        PyObject *cb = PyDict_GetItemWithError(pending, key); /* borrowed */
-        if (cb == NULL || !PyObject_TypeCheck(cb, (PyTypeObject *)g_one_send_type)) {
-            Py_DECREF(key);
-            if (PyErr_Occurred()) goto error;
-            break; /* another request's answer, or none: the Python walk */
-        }
-        if (nacked == ACKED_MAX) {
-            Py_DECREF(key);
-            break; /* the Python walk (or the next call) takes the rest */
-        }
-        Py_INCREF(cb);
-        if (PyDict_DelItem(pending, key) < 0) {
-            Py_DECREF(cb);
-            Py_DECREF(key);
-            goto error;
-        }
-        Py_DECREF(key);
-        acked[nacked].b = cb;
-        acked[nacked].base = i64le(buf + nxt - RUN_SIZE + 4);
-        acked[nacked].ts = i64le(buf + nxt - RUN_SIZE + 12);
-        nacked++;
-        pos = nxt;
-        taken++;
-    }
+    if (walk(pending, view.buf, end, whole, acked, &nacked, &pos, &taken) < 0) goto error;
     int more = end - pos >= RESP_HEAD; /* stopped at a frame the Python walk must judge */
     PyBuffer_Release(&view);
     have_view = 0;
     Py_ssize_t settled = nacked;
     nacked = 0;
-    if (settle(acked, settled) < 0) goto error;
+    if (settle(pending, acked, settled) < 0) goto error;
     if (!more) {
         res = Py_BuildValue("(nn)", taken, pos);
         goto done;
@@ -1142,7 +1302,8 @@ hand_all:
     res = PyObject_CallFunctionObjArgs(g_py_deliver, ch, bufobj, args[2], NULL);
     goto done;
 error:
-    for (Py_ssize_t j = 0; j < nacked; j++) Py_DECREF(acked[j].b);
+    restore(pending, acked, nacked); /* taken by the walk, not settled: back for the loss */
+    release_acked(acked, nacked);
     if (have_view) PyBuffer_Release(&view);
     res = NULL;
 done:
@@ -1151,11 +1312,205 @@ done:
     return res;
 }
 
+/* ---- LazySocketChannel.reap in C (edgebus/client/socket_acks.py) ----------------------------
+ *
+ * sock_reap(ch, force): what reap() and _take(block=False) do, for the common read (nothing
+ * buffered in the channel's FrameBuffer, answers to one-step sends): the gate (the reader
+ * waits lazily; a request written since the last reap, unless force), _reap_lock tried, one
+ * recv(MSG_DONTWAIT) into a buffer on this stack, the walk above and settle. Whatever else
+ * came (an error, another request's answer, a partial frame, bytes already buffered, the
+ * end of the stream) goes as bytes to ch._take_data, the Python rest of _take, after the
+ * answers before it were settled (response order). An Exception on the way is the channel's
+ * `_deferred` (its reader ends the channel with it), as in reap().
+ */
+#define REAP_RECV (64 * 1024) /* on the stack; what does not fit stays in the socket */
+
+static PyObject *s_lazy_wait, *s_reaped_at, *s_reap_lock, *s_deferred, *s_closed_ch, *s_proto,
+    *s_frames, *s_fbuf, *s_fpos, *s_sock, *s_fileno, *s_take_data, *s_reaped, *s_nudge;
+
+/* The C reap's body, with _reap_lock held; -1 with an exception set. */
+static int reap_take(PyObject *ch, PyObject *d, PyObject *pending) {
+    unsigned char buf[REAP_RECV];
+    PyObject *lock = get_attr(d, ch, s_lock);
+    if (lock == NULL) return -1;
+    int locked = is_locked_obj(lock);
+    Py_DECREF(lock);
+    if (locked < 0) return -1;
+    /* Bytes already buffered (a frame's start): the Python rest adds to them. */
+    Py_ssize_t buffered = 1;
+    PyObject *proto = get_attr(d, ch, s_proto), *frames = NULL, *fb = NULL, *fp = NULL;
+    if (proto != NULL && (frames = PyObject_GetAttr(proto, s_frames)) != NULL &&
+        (fb = PyObject_GetAttr(frames, s_fbuf)) != NULL &&
+        (fp = PyObject_GetAttr(frames, s_fpos)) != NULL && PyByteArray_CheckExact(fb) &&
+        PyLong_CheckExact(fp))
+        buffered = PyByteArray_GET_SIZE(fb) - PyLong_AsSsize_t(fp);
+    Py_XDECREF(proto);
+    Py_XDECREF(frames);
+    Py_XDECREF(fb);
+    Py_XDECREF(fp);
+    if (PyErr_Occurred()) return -1;
+    PyObject *sock = get_attr(d, ch, s_sock);
+    if (sock == NULL) return -1;
+    PyObject *fdo = PyObject_CallMethodNoArgs(sock, s_fileno); /* -1 once closed: EBADF */
+    Py_DECREF(sock);
+    if (fdo == NULL) return -1;
+    long fd = PyLong_AsLong(fdo);
+    Py_DECREF(fdo);
+    if (fd == -1 && PyErr_Occurred()) return -1;
+    ssize_t got;
+    do {
+        got = recv((int)fd, buf, sizeof buf, MSG_DONTWAIT);
+    } while (got < 0 && errno == EINTR && !PyErr_CheckSignals());
+    if (got < 0) {
+        if (PyErr_Occurred()) return -1;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    acked_t acked[ACKED_MAX];
+    Py_ssize_t nacked = 0, pos = 0, taken = 0;
+    if (got > 0 && !buffered && !locked &&
+        walk(pending, buf, got, 0, acked, &nacked, &pos, &taken) < 0) {
+        restore(pending, acked, nacked);
+        release_acked(acked, nacked);
+        return -1;
+    }
+    /* The rest as bytes before any Python code runs (settle may run some). */
+    PyObject *rest = NULL;
+    if (got == 0 || pos < got) {
+        rest = NOMEM(PyBytes_FromStringAndSize((const char *)buf + pos, got - pos));
+        if (rest == NULL) {
+            restore(pending, acked, nacked);
+            release_acked(acked, nacked);
+            return -1;
+        }
+    }
+    if (settle(pending, acked, nacked) < 0) {
+        Py_XDECREF(rest);
+        return -1;
+    }
+    if (rest == NULL) return 0;
+    PyObject *r = PyObject_CallMethodOneArg(ch, s_take_data, rest); /* b"": the stream ended */
+    Py_DECREF(rest);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static PyObject *onestep_sock_reap(PyObject *m, PyObject *const *args, size_t nargsf,
+                                   PyObject *kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *force_arg = nargs > 1 ? args[1] : NULL;
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) == 1 && nargs == 1 &&
+        PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "force") == 0)
+        force_arg = args[1];
+    else if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)
+        nargs = -1;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "sock_reap(ch, force=False)");
+        return NULL;
+    }
+    if (g_py_deliver == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_onestep.configure was not called");
+        return NULL;
+    }
+    PyObject *ch = args[0];
+    int force = force_arg != NULL ? PyObject_IsTrue(force_arg) : 0;
+    if (force < 0) return NULL;
+    PyObject *d = PyObject_GetAttr(ch, s_dict);
+    if (d == NULL) return NULL;
+    if (!PyDict_CheckExact(d)) {
+        Py_DECREF(d);
+        PyErr_SetString(PyExc_TypeError, "a channel's __dict__ must be a dict");
+        return NULL;
+    }
+    PyObject *res = NULL, *rlock = NULL, *sent = NULL, *pending = NULL;
+    int r = attr_true(d, ch, s_lazy_wait);
+    if (r <= 0) goto gate;
+    if (!(sent = get_attr(d, ch, s_sent_n))) goto out;
+    if (!force) {
+        PyObject *at = get_attr(d, ch, s_reaped_at);
+        if (at == NULL) goto out;
+        r = PyObject_RichCompareBool(sent, at, Py_EQ);
+        Py_DECREF(at);
+        if (r != 0) goto gate;
+    }
+    if (!(rlock = get_attr(d, ch, s_reap_lock))) goto out;
+    if ((r = lock_acquire(rlock, 0)) <= 0) goto gate;
+    /* _reap_lock held: released below whatever happens */
+    int bad = 0;
+    PyObject *x;
+    if ((r = attr_true(d, ch, s_lost)) == 0 && (x = get_attr(d, ch, s_deferred)) != NULL &&
+        (Py_DECREF(x), x == Py_None) && (r = attr_true(d, ch, s_closed_ch)) == 0) {
+        Py_ssize_t n = -1;
+        if (put_attr(d, ch, s_reaped_at, sent) < 0 || !(pending = get_attr(d, ch, s_pending)) ||
+            !PyDict_CheckExact(pending)) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "_pending must be a dict");
+            bad = 1;
+        } else {
+            n = PyDict_GET_SIZE(pending);
+            bad = reap_take(ch, d, pending) < 0;
+        }
+        long long reaped;
+        if (!bad && (attr_long(d, ch, s_reaped, &reaped) < 0 ||
+                     set_long(d, ch, s_reaped, reaped + n - PyDict_GET_SIZE(pending)) < 0))
+            bad = 1;
+        if (bad && PyErr_ExceptionMatches(PyExc_Exception)) {
+            /* EOF, a broken stream: the reader ends the channel with it (reap's except) */
+            PyObject *et, *ev, *tb;
+            PyErr_Fetch(&et, &ev, &tb);
+            PyErr_NormalizeException(&et, &ev, &tb);
+            if (tb != NULL) PyException_SetTraceback(ev, tb);
+            bad = put_attr(d, ch, s_deferred, ev) < 0;
+            Py_XDECREF(et);
+            Py_XDECREF(ev);
+            Py_XDECREF(tb);
+            if (!bad) {
+                PyObject *y = PyObject_CallMethodNoArgs(ch, s_nudge);
+                bad = y == NULL;
+                Py_XDECREF(y);
+            }
+        }
+    } else if (r < 0 || PyErr_Occurred()) {
+        bad = 1;
+    }
+    if (bad) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        lock_release(rlock);
+        PyErr_Restore(et, ev, tb);
+        goto out;
+    }
+    if (lock_release(rlock) < 0) goto out;
+    res = Py_NewRef(Py_None);
+    goto out;
+gate:
+    if (r >= 0) res = Py_NewRef(Py_None);
+out:
+    Py_XDECREF(rlock);
+    Py_XDECREF(sent);
+    Py_XDECREF(pending);
+    Py_DECREF(d);
+    return res;
+}
+
+static PyObject *onestep_fail_allocation(PyObject *m, PyObject *arg) {
+    long k = PyLong_AsLong(arg);
+    if (k == -1 && PyErr_Occurred()) return NULL;
+    PyObject *r = Py_BuildValue("(ll)", fault_at, fault_hits);
+    fault_at = k;
+    return r;
+}
+
 static PyMethodDef module_methods[] = {
+    {"_fail_allocation", (PyCFunction)onestep_fail_allocation, METH_O,
+     "_fail_allocation(k) -> (the last k left, failures made): tests only; -1 turns it off"},
     {"configure", (PyCFunction)onestep_configure, METH_VARARGS,
      "configure(py_deliver, one_send_type, run_callbacks, batch_header_size)"},
     {"deliver", (PyCFunction)(void (*)(void))onestep_deliver, METH_FASTCALL,
      "deliver(ch, buf, whole) -> (frames taken, where the rest starts): fast_acks.deliver in C"},
+    {"sock_reap", (PyCFunction)(void (*)(void))onestep_sock_reap, METH_FASTCALL | METH_KEYWORDS,
+     "sock_reap(ch, force=False): LazySocketChannel.reap in C"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1214,6 +1569,21 @@ PyMODINIT_FUNC PyInit__onestep(void) {
     INTERN(s_locked, "locked");
     INTERN(s_dict, "__dict__");
     INTERN(s_reap, "reap");
+    INTERN(s_buffer_memory, "buffer_memory");
+    INTERN(s_lazy_wait, "_lazy_wait");
+    INTERN(s_reaped_at, "_reaped_at");
+    INTERN(s_reap_lock, "_reap_lock");
+    INTERN(s_deferred, "_deferred");
+    INTERN(s_closed_ch, "_closed");
+    INTERN(s_proto, "_proto");
+    INTERN(s_frames, "frames");
+    INTERN(s_fbuf, "_buf");
+    INTERN(s_fpos, "_pos");
+    INTERN(s_sock, "_sock");
+    INTERN(s_fileno, "fileno");
+    INTERN(s_take_data, "_take_data");
+    INTERN(s_reaped, "reaped");
+    INTERN(s_nudge, "_nudge");
     if ((s_empty = PyTuple_New(0)) == NULL) return NULL;
     PyObject *zlib = PyImport_ImportModule("zlib");
     if (zlib != NULL) {

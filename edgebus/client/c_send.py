@@ -65,7 +65,7 @@ AVAILABLE = Sender is not None and C_SEND and produce_frame is not None
 # would not look in the instance's dict first (_plain checks it).
 PRODUCER_ATTRS = ("_fast", "value_serializer", "key_serializer", "_txn", "_channel", "_closed",
                   "_ready", "_in_flight", "_queued_bytes", "_sender_wake_at", "_drain_held",
-                  "_blocked", "_flushing", "_open", "max_in_flight", "_cond", "_mutex",
+                  "_blocked", "_flushing", "_open", "max_in_flight", "buffer_memory", "_cond", "_mutex",
                   "_results_lock", "_sent", "_counts")
 CHANNEL_ATTRS = ("lost", "_fds_closed", "_timed", "_send_gap", "_last_send", "_sent",
                  "_read_mark")
@@ -133,8 +133,8 @@ def install(producer: Producer) -> bool:
             not _plain(producer, PRODUCER_ATTRS):
         return False
     ring, sock = _functions()
-    limits = (producer.max_in_flight, fast_send.REAP_AT, FAST_MAX_RECORD, F.BATCH_HEADER_SIZE,
-              fast_send._RECORD_FIXED, producer.buffer_memory, producer._first_deadline,
+    limits = (fast_send.REAP_AT, FAST_MAX_RECORD, F.BATCH_HEADER_SIZE,
+              fast_send._RECORD_FIXED, producer._first_deadline,
               _unread_recent(), lazy_acks.STEADY_S, PRODUCE, CORR_MASK)
     producer.send = Sender(producer, Producer.send, producer._one_class, channel_handles,  # type: ignore[method-assign]
                            send_rest, FutureRecordMetadata, producer._mutex, producer._io_lock,

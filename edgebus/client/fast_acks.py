@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgebus import format as F
 from edgebus.client.dispatch import refusal
-from edgebus.client.one_send import _OneSend
+from edgebus.client.one_send import _OneSend, run_callbacks
 from edgebus.protocol.framing import ResponseFrame
 
 if TYPE_CHECKING:
@@ -81,19 +81,9 @@ def deliver(ch: Dispatcher, buf: Any, whole: bool) -> tuple[int, int]:
     return taken, pos
 
 
-def _run_callbacks(r: _OneSend, ev: Any, cbs: Any) -> None:
-    """What the C walk (edgebus/onestep.c settle) leaves to Python for a settled send: its
-    event and its callbacks, as Producer._one_step_acked runs them."""
-    if ev is not None:
-        ev.set()
-    for cb in cbs:
-        try:
-            cb(r)  # the user's callbacks
-        except Exception:
-            log.exception("a send() callback raised; ignored")
-
-
 py_deliver = deliver
+# LazySocketChannel.reap in C (edgebus/onestep.c sock_reap), when built; None: the Python one.
+C_REAP: Any = None
 try:
     from edgebus import _onestep
     from edgebus.tuning import C_SEND
@@ -101,5 +91,6 @@ except ImportError:  # built without it: the Python walk
     pass
 else:
     if C_SEND:
-        _onestep.configure(py_deliver, _OneSend, _run_callbacks, F.BATCH_HEADER_SIZE)
+        _onestep.configure(py_deliver, _OneSend, run_callbacks, F.BATCH_HEADER_SIZE)
         deliver = _onestep.deliver
+        C_REAP = _onestep.sock_reap

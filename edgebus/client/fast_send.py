@@ -24,7 +24,6 @@ per acknowledgement.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
@@ -33,15 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from edgebus import format as F
 from edgebus.client.batch_builder import _Builder
-from edgebus.client.one_send import _OneSend, new_future, one_send_class
+from edgebus.client.one_send import _OneSend, new_future, one_send_class, run_callbacks
 from edgebus.client.record_frames import FAST_MAX_RECORD, produce_frame
 from edgebus.client.types import FutureRecordMetadata
 from edgebus.errors import BrokerUnavailableError, EdgebusError
 from edgebus.fastpath.produce import _prefix, produce_result
 from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ResponseFrame
-
-log = logging.getLogger("edgebus.producer")
 
 if TYPE_CHECKING:
     from edgebus.client.channel import AsyncChannel
@@ -149,13 +146,8 @@ class _FastSend:
                     ev, cbs = r._event, r.callbacks
                     if cbs:
                         r.callbacks = ()
-                if ev is not None:
-                    ev.set()
-                for cb in cbs:
-                    try:
-                        cb(r)  # the user's callbacks
-                    except Exception:
-                        log.exception("a send() callback raised; ignored")
+                if ev is not None or cbs:
+                    run_callbacks(r, ev, cbs)
             self._in_flight -= n
             self._queued_bytes -= queued - n * header
             counts = self._counts

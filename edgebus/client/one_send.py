@@ -19,10 +19,13 @@ gives the instance its own list.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from edgebus.client.types import AckOwner, BatchResult, FutureRecordMetadata
+
+log = logging.getLogger("edgebus.producer")
 
 
 class _OneSend(BatchResult):
@@ -96,3 +99,16 @@ def new_future(b: BatchResult, ts: int) -> FutureRecordMetadata:
     f = object.__new__(FutureRecordMetadata)
     f._batch, f._index, f._timestamp = b, 0, ts
     return f
+
+
+def run_callbacks(r: _OneSend, ev: Any, cbs: Any) -> None:
+    """What is left to do for a settled one-step send outside the results lock: set its event
+    (someone waits) and run its callbacks, in order, a raising one logged. The one place for it:
+    Producer._one_step_acked (fast_send.py) and the C settling (edgebus/onestep.c settle)."""
+    if ev is not None:
+        ev.set()
+    for cb in cbs:
+        try:
+            cb(r)  # the user's callbacks
+        except Exception:
+            log.exception("a send() callback raised; ignored")

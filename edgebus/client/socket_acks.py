@@ -37,8 +37,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import MethodType
 
-from edgebus.client import lazy_acks
+from edgebus.client import fast_acks, lazy_acks
 from edgebus.client.channel import RECV_SIZE, AsyncChannel
 from edgebus.client.dispatch import CORR_MASK, Callback
 from edgebus.client.fast_acks import deliver as deliver_acks
@@ -115,6 +116,8 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
         self._write = self._write_sock
         self._fbuf = new_frame_buffer()  # send_record's frame (writers hold _lock)
         self._fview = None if self._fbuf is None else memoryview(ffi_buffer(self._fbuf))
+        if fast_acks.C_REAP is not None:  # a builtin is no method: bound here (a cycle the GC ends)
+            self.reap = MethodType(fast_acks.C_REAP, self)  # type: ignore[method-assign]
 
     def _write_sock(self, frame: bytes) -> None:
         self._note_send()
@@ -222,6 +225,12 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
                 self._sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:
             return
+        self._take_data(data)
+
+    def _take_data(self, data: bytes) -> None:
+        """Under _reap_lock: run the callbacks of the whole frames of what a recv() returned
+        (b"": the supervisor closed the connection); also the C reap's rest (_onestep.sock_reap:
+        what its walk left)."""
         if not data:
             raise BrokerUnavailableError(f"the supervisor at {self.path} closed the connection")
         proto = self._proto
@@ -301,10 +310,12 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
                 return False
         return True
 
-    def reap(self, force: bool = False) -> None:
+    def _py_reap(self, force: bool = False) -> None:
         """Take the acknowledgements that came, in the calling thread (a producer's send),
         while the reader waits lazily; once per request written at most (force: whether or
-        not one was written since, as when a future is asked for), never waiting."""
+        not one was written since, as when a future is asked for), never waiting. In C when
+        built (_onestep.sock_reap: this and _take's common read, with no Python frame; the C
+        Sender calls it directly); this is its Python twin."""
         if not self._lazy_wait or (self._sent == self._reaped_at and not force) \
                 or not self._reap_lock.acquire(blocking=False):
             return
@@ -320,6 +331,8 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
             self._nudge()
         finally:
             self._reap_lock.release()
+
+    reap = _py_reap  # or, per instance, the C one (__init__)
 
     def _nudge(self) -> None:
         with self._fd_lock:
@@ -346,6 +359,5 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
         self._sock.close()
         if not self._reader.is_alive():
             self._close_fds()
-
 
 __all__ = ["LazySocketChannel"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -20,7 +21,12 @@ import pytest
 
 from edgebus import Admin, Consumer, Producer, TopicPartition
 from edgebus.client import c_send
-from edgebus.errors import RecordTooLargeError, UnknownPartitionError
+from edgebus.errors import (
+    EdgebusError,
+    OperationTimeoutError,
+    RecordTooLargeError,
+    UnknownPartitionError,
+)
 
 needs_cext = pytest.mark.skipif(not c_send.AVAILABLE,
                                 reason="edgebus._onestep is not built, or EDGEBUS_PRODUCER_C_SEND=0")
@@ -382,3 +388,96 @@ def test_keyed_sends_are_made_in_c_on_the_keys_partitions(broker, transport) -> 
     for part in range(3):
         want = [b"v" + k for k in keys if partition_for_key(k, 3) == part]
         assert [r.value for r in _read_all(broker, topic, len(want), part)] == want
+
+
+@needs_cext
+@pytest.mark.integration
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_limits_changed_after_start_bind_the_c_sends(broker, transport) -> None:
+    """max_in_flight and buffer_memory set on a running producer bind its C sends as they bind
+    Producer.send's: the C Sender read copies made when it was installed (before: two of the
+    five sends made in C, the hold window of one unread request letting the second go, and the
+    over-full buffer's record taken)."""
+    topic = _topic(broker, f"limits-{transport}")
+    with Producer(socket=broker.socket, transport=transport, linger_ms=0, max_block_ms=300) as p:
+        p.send(topic, b"warm", partition=0).get(10)
+        p.max_in_flight = 1
+        os.kill(broker.pid, signal.SIGSTOP)  # nothing answered: the first send stays in flight
+        try:
+            c0, py0 = p.send.counts()  # type: ignore[attr-defined]
+            futs = [p.send(topic, b"%d" % i, partition=0) for i in range(5)]
+            c1, py1 = p.send.counts()  # type: ignore[attr-defined]
+            assert (c1 - c0, py1 - py0) == (1, 4)
+            assert p._in_flight == 1  # the other four wait in a batch for the answer
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
+        assert [f.get(10).offset for f in futs] == [1, 2, 3, 4, 5]
+        p.max_in_flight = 32
+        p.buffer_memory = 200  # one 100-byte record (122 bytes queued) fits, two do not
+        os.kill(broker.pid, signal.SIGSTOP)
+        try:
+            c0, _ = p.send.counts()  # type: ignore[attr-defined]
+            first = p.send(topic, b"a" * 100, partition=0)
+            with pytest.raises(OperationTimeoutError, match="buffer_memory is full"):
+                p.send(topic, b"b" * 100, partition=0)
+            assert p.send.counts()[0] - c0 == 1  # type: ignore[attr-defined]
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
+        assert first.get(10).offset == 6
+    assert [r.value for r in _read_all(broker, topic, 7)][-1] == b"a" * 100
+
+
+@needs_cext
+@pytest.mark.integration
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_failed_allocation_in_a_c_send_raises_memory_error_and_loses_nothing(broker,
+                                                                              transport) -> None:
+    """Each allocation of a C send and of the acknowledgements' intake it makes at REAP_AT in
+    flight (edgebus/onestep.c, the checks its test switch `_fail_allocation` counts) made to
+    fail in turn: the send raises MemoryError, or returns a future (a failed intake ends the
+    connection, whose loss fails what it had in flight); every future ends, with its record at
+    its offset or an error; nothing stays counted in flight or queued; the value given holds no
+    reference more than before. Before: a failed allocation after the write left the record out
+    of the in-flight count (its answer then made the count negative: flush never finished), and
+    one in the intake's settling dropped the answers it had taken (their futures never ended)."""
+    from edgebus import _onestep
+    topic = _topic(broker, f"nomem-{transport}")
+    value = b"m" * 100
+    with Producer(socket=broker.socket, transport=transport, linger_ms=0, retries=0) as p:
+        p.send(topic, b"warm", partition=0).get(10)
+        p.send(topic, b"warm", partition=0)  # the first C send makes the channel's handles
+        time.sleep(0.15)  # get()'s hurry window over: answers wait for a send's reap
+        refs = sys.getrefcount(value)
+        futs: list = []
+        raised = failed = 0
+        for k in range(200):
+            for _ in range(4):  # paced: at the trial, REAP_AT or more in flight, answered
+                futs.append(p.send(topic, value, partition=0))
+                time.sleep(0.002)
+            hits0 = _onestep._fail_allocation(k)[1]
+            try:
+                futs.append(p.send(topic, value, partition=0))
+            except MemoryError:
+                raised += 1
+            finally:
+                hit = _onestep._fail_allocation(-1)[1] > hits0
+            failed += hit
+            if not hit:
+                break  # past the last allocation checked
+        else:
+            pytest.fail("a send checks more than 200 allocations")
+        offsets = []
+        for f in futs:
+            try:
+                offsets.append(f.get(15).offset)
+            except OperationTimeoutError:
+                raise  # no outcome: a lost record
+            except (EdgebusError, MemoryError):
+                pass  # an outcome: the loss of the connection a failed intake ended
+        p.flush(15)
+        assert (p._in_flight, p._queued_bytes, p._sent) == (0, 0, {})
+        assert sys.getrefcount(value) == refs
+        p.send(topic, b"last", partition=0).get(10)
+    assert raised > 0 and failed >= raised and failed > 8, (raised, failed)
+    got = {r.offset: r.value for r in _read_all(broker, topic, max(offsets) + 2)}
+    assert all(got[o] == value for o in offsets)

@@ -29,7 +29,7 @@ def handles(c):
     return None      # "the Python path sends on it"
 s = Sender(p, lambda *a, **k: "py", lambda t, q: (One, b"pre"), handles, None, Fut,
            threading.RLock(), threading.Lock(), 0, 0,
-           (32, 4, 16384, 61, 22, 1 << 25, 5.0, 0.0005, 1.0, 0, 0xFFFFFFFF))
+           (4, 16384, 61, 22, 5.0, 0.0005, 1.0, 0, 0xFFFFFFFF))
 base = sys.getrefcount(ch)
 ts = [threading.Thread(target=lambda: s("t", b"x")) for _ in range(2)]
 [t.start() for t in ts]; [t.join() for t in ts]

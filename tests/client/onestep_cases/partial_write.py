@@ -38,7 +38,7 @@ p._partitions = {"t": 1}; p._sticky = {"t": 0}; p._record_max = {"t": 10**6}
 p._open = {}; p._sent = {}; p._cond = Cond()
 p._fast = True; p.value_serializer = None; p.key_serializer = None; p._txn = None
 p._channel = ch; p._in_flight = 0; p._closed = False; p._ready = collections.deque()
-p._queued_bytes = 0; p._sender_wake_at = math.inf
+p._queued_bytes = 0; p.max_in_flight = 32; p.buffer_memory = 1 << 25; p._sender_wake_at = math.inf
 p._send_held = lambda *a: "held"
 rest = []
 def send_rest(*a): rest.append(a)
@@ -46,7 +46,7 @@ handles = lambda c: (1, a.fileno(), int(ffi.cast("uintptr_t", fbuf)), FRAME_BUFF
 ring, sock = c_send._functions()
 s = Sender(p, lambda *a, **k: "py", lambda t, q: (One, b"\x00" * 20), handles, send_rest, Fut,
            threading.RLock(), io, 0, sock,
-           (32, 4, 16384, 61, 22, 1 << 25, 5.0, 0.0005, 1.0, PRODUCE, 0xFFFFFFFF))
+           (4, 16384, 61, 22, 5.0, 0.0005, 1.0, PRODUCE, 0xFFFFFFFF))
 try:
     r = s("t", b"v" * 1000)
     print("returned", r)
