@@ -195,6 +195,13 @@ def _patch_supervisor() -> None:
         # Variant EDGEBUS_HOPS_NO_WINDOW=1: a standing fetch answers only while its consumer has
         # read every answer (before lat16), not all but the last (handlers/standing.py caught_up).
         L.ShmLink.last_entry = property(lambda self: 0, lambda self, v: None)  # type: ignore[assignment]
+        # ... and no window of unread bytes either (tail28's, 16 KiB by default): the Python
+        # rule and the C plane's copy of it.
+        import edgebus.server.handlers.standing as SH
+        import edgebus.server.listeners.shm_plane as SP
+
+        SH.STANDING_WINDOW = 0
+        SP.STANDING_WINDOW = 0
 
 
 def _full_collection_cost() -> None:
