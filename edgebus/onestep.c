@@ -366,6 +366,22 @@ static int attr_long(PyObject *d, PyObject *o, PyObject *name, long long *out) {
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
+/* A limit the C path can compare: 1 an int that fits (in *out), 0 anything else (a float, a
+ * huge int: the Python path's), -1 an error. */
+static int attr_limit(PyObject *d, PyObject *o, PyObject *name, long long *out) {
+    PyObject *v = get_attr(d, o, name);
+    if (v == NULL) return -1;
+    int ok = PyLong_CheckExact(v);
+    if (ok) {
+        int overflow = 0;
+        *out = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (*out == -1 && PyErr_Occurred()) ok = -1;
+        else if (overflow) ok = 0;
+    }
+    Py_DECREF(v);
+    return ok;
+}
+
 static int attr_double(PyObject *d, PyObject *o, PyObject *name, double *out) {
     PyObject *v = get_attr(d, o, name);
     if (v == NULL) return -1;
@@ -625,10 +641,14 @@ static PyObject *Sender_vectorcall(PyObject *self, PyObject *const *args, size_t
     long long max_in_flight, buffer_memory;
     if (attr_long(s->pdict, producer, s_in_flight, &in_flight) < 0 ||
         attr_long(s->pdict, producer, s_queued, &queued) < 0 ||
-        attr_double(s->pdict, producer, s_wake_at, &wake_at) < 0 ||
-        attr_long(s->pdict, producer, s_max_in_flight, &max_in_flight) < 0 ||
-        attr_long(s->pdict, producer, s_buffer_memory, &buffer_memory) < 0)
+        attr_double(s->pdict, producer, s_wake_at, &wake_at) < 0)
         goto error;
+    /* A user's float or huge limit (64e6, inf): Producer.send compares it as it is. */
+    if ((r = attr_limit(s->pdict, producer, s_max_in_flight, &max_in_flight)) <= 0 ||
+        (r = attr_limit(s->pdict, producer, s_buffer_memory, &buffer_memory)) <= 0) {
+        if (r < 0) goto error;
+        goto python;
+    }
     if (in_flight >= max_in_flight || queued + size > buffer_memory)
         goto python;
     /* The I/O thread must learn this batch's deadline: told after the write, still under the
@@ -983,6 +1003,7 @@ static int settle(PyObject *pending, acked_t *acked, Py_ssize_t n) {
     struct {
         PyObject *id, *base, *ts; /* made in pass 1; id NULL: already settled, skipped */
         PyObject *ev, *cbs;       /* its event and callbacks to run; ev NULL: none */
+        long long size;
     } run[ACKED_MAX];
     int rc = -1, restored = 0;
     PyObject *owner = NULL, *od = NULL, *mutex = NULL, *rlock = NULL, *sent = NULL, *counts = NULL;
@@ -1021,7 +1042,7 @@ static int settle(PyObject *pending, acked_t *acked, Py_ssize_t n) {
         goto out;
     }
     /* Under the producer's mutex, really held: Python code may run (events, callbacks). */
-    long long first_in_flight, taken = 0, queued = 0, qb, rec, batch;
+    long long first_in_flight, taken = 0, queued = 0, qb, rec, batch, settled = 0, settled_bytes = 0;
     if (attr_long(od, owner, s_in_flight, &first_in_flight) < 0 ||
         !(rlock = get_attr(od, owner, s_results_lock)) ||
         !(sent = get_attr(od, owner, s_sent_d)) || !(counts = get_attr(od, owner, s_counts)) ||
@@ -1044,6 +1065,7 @@ static int settle(PyObject *pending, acked_t *acked, Py_ssize_t n) {
             made++; /* its references are released below */
             goto unlock;
         }
+        run[made].size = size;
         taken++;
         queued += size;
     }
@@ -1060,14 +1082,28 @@ static int settle(PyObject *pending, acked_t *acked, Py_ssize_t n) {
         !(v_rec = NOMEM(PyLong_FromLongLong(rec + taken))) ||
         !(v_batch = NOMEM(PyLong_FromLongLong(batch + taken))))
         goto unlock;
-    /* Pass 2: BatchResult.done for each, inline, under the results lock (its invariant with
-     * add_callback) taken once for them all; their events and callbacks run after it, in
-     * order (no Python code runs while it is held). Stores into what exists: nothing fails. */
-    if (lock_acquire(rlock, 1) != 1) goto unlock;
-    int bad = 0;
-    for (Py_ssize_t i = 0; i < n && !bad; i++) {
+    /* Pass 2, in response order: BatchResult.done for each under the results lock (its
+     * invariant with add_callback), held across the records nobody waits on and without
+     * callbacks; one with an event or callbacks is marked, the lock released and its event set
+     * and callbacks run before the next is marked, as the Python path does (a callback added
+     * meanwhile, or a get(), sees the records settled in order). A failure there (a callback's
+     * BaseException, ev.set()) is kept, the first one, and raised once every record is settled
+     * and counted: each still gets its outcome. The stores go into what exists: nothing else
+     * fails once the lock is held. */
+    PyObject *cb_et = NULL, *cb_ev = NULL, *cb_tb = NULL;
+    int bad = 0, locked = 0;
+    Py_ssize_t i = 0;
+    for (; i < n && !bad; i++) {
         PyObject *b = acked[i].b;
         if (run[i].id == NULL) continue;
+        if (!locked) {
+            if (lock_acquire(rlock, 1) != 1) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "the results lock");
+                bad = 1;
+                break;
+            }
+            locked = 1;
+        }
         int pr = PyDict_Contains(sent, run[i].id); /* sent.pop(id(r), None) */
         if (pr > 0) pr = PyDict_DelItem(sent, run[i].id);
         PyObject *ev = NULL, *cbs = NULL;
@@ -1087,30 +1123,75 @@ static int settle(PyObject *pending, acked_t *acked, Py_ssize_t n) {
         }
         Py_XDECREF(ev);
         Py_XDECREF(cbs);
+        if (bad) { /* a store into an existing attribute failed: i stays unsettled */
+            if (run[i].ev == NULL) { /* its done flag may be set: undo what can be */
+                PyObject *et, *ev2, *tb;
+                PyErr_Fetch(&et, &ev2, &tb);
+                if (PyObject_SetAttr(b, s_done, Py_False) < 0) PyErr_Clear();
+                PyErr_Restore(et, ev2, tb);
+            }
+            break;
+        }
+        settled++;
+        settled_bytes += run[i].size;
+        if (run[i].ev == NULL) continue;
+        locked = 0;
+        if (lock_release(rlock) < 0) {
+            bad = 1;
+            i++; /* i is settled */
+            break;
+        }
+        PyObject *r = PyObject_CallFunctionObjArgs(g_run_callbacks, b, run[i].ev, run[i].cbs, NULL);
+        if (r == NULL) {
+            if (cb_et == NULL) PyErr_Fetch(&cb_et, &cb_ev, &cb_tb);
+            else PyErr_Clear();
+        }
+        Py_XDECREF(r);
     }
-    if (!bad)
-        bad = put_attr(od, owner, s_in_flight, v_in_flight) < 0 ||
-              put_attr(od, owner, s_queued, v_queued) < 0 ||
-              PyDict_SetItem(counts, s_rec_total, v_rec) < 0 ||
-              PyDict_SetItem(counts, s_batch_total, v_batch) < 0;
-    if (bad) {
+    if (locked) {
         PyObject *et, *ev2, *tb;
         PyErr_Fetch(&et, &ev2, &tb);
-        lock_release(rlock);
+        if (lock_release(rlock) < 0 && !bad) bad = 1;
+        else if (et != NULL) PyErr_Restore(et, ev2, tb);
+        else if (bad && !PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "settle");
+    }
+    /* The counts for the records settled (all of them: the values made in pass 1). */
+    if (settled == taken) {
+        PyObject *et, *ev2, *tb;
+        PyErr_Fetch(&et, &ev2, &tb);
+        int cbad = put_attr(od, owner, s_in_flight, v_in_flight) < 0 ||
+                   put_attr(od, owner, s_queued, v_queued) < 0 ||
+                   PyDict_SetItem(counts, s_rec_total, v_rec) < 0 ||
+                   PyDict_SetItem(counts, s_batch_total, v_batch) < 0;
+        if (et != NULL) {
+            if (cbad) PyErr_Clear();
+            PyErr_Restore(et, ev2, tb);
+        }
+        bad = bad || cbad;
+    } else if (settled > 0) { /* broken off (rare): count what was settled, best effort */
+        PyObject *et, *ev2, *tb;
+        PyErr_Fetch(&et, &ev2, &tb);
+        if (set_long(od, owner, s_in_flight, first_in_flight - settled) < 0 ||
+            set_long(od, owner, s_queued, qb - (settled_bytes - settled * g_header)) < 0)
+            PyErr_Clear();
+        PyObject *x = PyLong_FromLongLong(rec + settled), *y = PyLong_FromLongLong(batch + settled);
+        if (x == NULL || y == NULL || PyDict_SetItem(counts, s_rec_total, x) < 0 ||
+            PyDict_SetItem(counts, s_batch_total, y) < 0)
+            PyErr_Clear();
+        Py_XDECREF(x);
+        Py_XDECREF(y);
         PyErr_Restore(et, ev2, tb);
+    }
+    /* Those not settled go back to pending (the caller's error ends the channel). */
+    if (bad) {
+        restore(pending, acked + i, n - i);
+        restored = 1;
+        Py_XDECREF(cb_et);
+        Py_XDECREF(cb_ev);
+        Py_XDECREF(cb_tb);
         goto unlock;
     }
-    if (lock_release(rlock) < 0) goto unlock;
-    /* Settled: from here an error is raised, but nothing goes back to pending. */
     restored = 1;
-    for (Py_ssize_t j = 0; j < n; j++) {
-        if (run[j].ev == NULL) continue;
-        if (!bad) {
-            PyObject *r = PyObject_CallFunctionObjArgs(g_run_callbacks, acked[j].b, run[j].ev, run[j].cbs, NULL);
-            if (r == NULL) bad = 1;
-            Py_XDECREF(r);
-        }
-    }
     if (bad) goto unlock;
     /* _finish's wake-ups (fast_send._one_step_acked): who can use the room these made */
     int held = 0, r1;
@@ -1153,6 +1234,10 @@ static int settle(PyObject *pending, acked_t *acked, Py_ssize_t n) {
         Py_DECREF(r);
     }
     rc = 0;
+    if (cb_et != NULL) { /* a callback's failure, raised now that everything is settled */
+        PyErr_Restore(cb_et, cb_ev, cb_tb);
+        rc = -1;
+    }
 unlock:
     if (rc < 0) {
         PyObject *et, *ev2, *tb;
@@ -1317,20 +1402,20 @@ done:
  * sock_reap(ch, force): what reap() and _take(block=False) do, for the common read (nothing
  * buffered in the channel's FrameBuffer, answers to one-step sends): the gate (the reader
  * waits lazily; a request written since the last reap, unless force), _reap_lock tried, one
- * recv(MSG_DONTWAIT) into a buffer on this stack, the walk above and settle. Whatever else
+ * recv(MSG_DONTWAIT) into a buffer of the heap's, the walk above and settle. Whatever else
  * came (an error, another request's answer, a partial frame, bytes already buffered, the
  * end of the stream) goes as bytes to ch._take_data, the Python rest of _take, after the
  * answers before it were settled (response order). An Exception on the way is the channel's
  * `_deferred` (its reader ends the channel with it), as in reap().
  */
-#define REAP_RECV (64 * 1024) /* on the stack; what does not fit stays in the socket */
+#define REAP_RECV (64 * 1024) /* one read's most; what does not fit stays in the socket */
 
 static PyObject *s_lazy_wait, *s_reaped_at, *s_reap_lock, *s_deferred, *s_closed_ch, *s_proto,
     *s_frames, *s_fbuf, *s_fpos, *s_sock, *s_fileno, *s_take_data, *s_reaped, *s_nudge;
 
-/* The C reap's body, with _reap_lock held; -1 with an exception set. */
-static int reap_take(PyObject *ch, PyObject *d, PyObject *pending) {
-    unsigned char buf[REAP_RECV];
+/* The C reap's body, with _reap_lock held, reading into buf (REAP_RECV bytes); -1 with an
+ * exception set. */
+static int reap_take_into(PyObject *ch, PyObject *d, PyObject *pending, unsigned char *buf) {
     PyObject *lock = get_attr(d, ch, s_lock);
     if (lock == NULL) return -1;
     int locked = is_locked_obj(lock);
@@ -1359,7 +1444,7 @@ static int reap_take(PyObject *ch, PyObject *d, PyObject *pending) {
     if (fd == -1 && PyErr_Occurred()) return -1;
     ssize_t got;
     do {
-        got = recv((int)fd, buf, sizeof buf, MSG_DONTWAIT);
+        got = recv((int)fd, buf, REAP_RECV, MSG_DONTWAIT);
     } while (got < 0 && errno == EINTR && !PyErr_CheckSignals());
     if (got < 0) {
         if (PyErr_Occurred()) return -1;
@@ -1386,7 +1471,17 @@ static int reap_take(PyObject *ch, PyObject *d, PyObject *pending) {
         }
     }
     if (settle(pending, acked, nacked) < 0) {
-        Py_XDECREF(rest);
+        /* settle raises after settling all it could (a callback's KeyboardInterrupt): the rest
+         * still goes to the Python walk, or the next read would start inside a frame. */
+        if (rest != NULL) {
+            PyObject *et, *ev, *tb;
+            PyErr_Fetch(&et, &ev, &tb);
+            PyObject *r = PyObject_CallMethodOneArg(ch, s_take_data, rest);
+            Py_XDECREF(r);
+            if (r == NULL) PyErr_Clear(); /* the first error is the one raised */
+            Py_DECREF(rest);
+            PyErr_Restore(et, ev, tb);
+        }
         return -1;
     }
     if (rest == NULL) return 0;
@@ -1395,6 +1490,20 @@ static int reap_take(PyObject *ch, PyObject *d, PyObject *pending) {
     if (r == NULL) return -1;
     Py_DECREF(r);
     return 0;
+}
+
+/* The buffer is the heap's, not the sending thread's stack: a user's thread may have a small
+ * stack (threading.stack_size(64 KiB) crashed with it on the stack), and a static one could be
+ * shared by two producers' reaps when Python code (settle) lets another thread run. */
+static int reap_take(PyObject *ch, PyObject *d, PyObject *pending) {
+    unsigned char *buf = PyMem_RawMalloc(REAP_RECV);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    int r = reap_take_into(ch, d, pending, buf);
+    PyMem_RawFree(buf);
+    return r;
 }
 
 static PyObject *onestep_sock_reap(PyObject *m, PyObject *const *args, size_t nargsf,

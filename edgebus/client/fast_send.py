@@ -129,6 +129,7 @@ class _FastSend:
         plain producer sends in one step (no ordered retries, idempotence or durable hold), so
         only their common part is needed. Any thread."""
         header = F.BATCH_HEADER_SIZE
+        failed: BaseException | None = None
         with self._mutex:
             first_in_flight = self._in_flight
             sent, n, queued = self._sent, 0, 0
@@ -147,7 +148,12 @@ class _FastSend:
                     if cbs:
                         r.callbacks = ()
                 if ev is not None or cbs:
-                    run_callbacks(r, ev, cbs)
+                    # A callback's BaseException (KeyboardInterrupt) is raised once every
+                    # record is settled and counted: each still gets its outcome.
+                    try:
+                        run_callbacks(r, ev, cbs)
+                    except BaseException as e:  # raised below, after the counts
+                        failed = failed or e
             self._in_flight -= n
             self._queued_bytes -= queued - n * header
             counts = self._counts
@@ -161,6 +167,8 @@ class _FastSend:
             if self._blocked or self._flushing or self._closed or held or (
                     (self._ready or self._open) and first_in_flight >= self.max_in_flight):
                 self._cond.notify_all()
+        if failed is not None:
+            raise failed
 
     def _send_one(self, topic: str, p: int, key: bytes | None, value: bytes | None,
                   ts: int) -> FutureRecordMetadata | None:
