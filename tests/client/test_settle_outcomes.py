@@ -29,20 +29,26 @@ from .test_socket_reap_c import REAPS, _Owner, _Stream, peer  # noqa: F401
 TRANSPORTS = ["shm", "socket"]
 
 
-@pytest.mark.parametrize("reap", REAPS)
-def test_a_callback_added_by_an_earlier_records_callback_runs_after_the_records_own(
-        peer: Any, reap: str) -> None:  # noqa: F811
-    ch, far = peer
-    take = ch.reap if reap == "c" else ch._py_reap
+def _two_sends(pair: Any, reap: str) -> tuple[Any, _Owner, Any, tuple[Any, Any], bytes]:
+    """(the reap to call, the producer state, the supervisor's end, the two one-step sends'
+    results, both their answers as one read's bytes)."""
+    ch, far = pair
     owner = _Owner()
     s = _Stream(ch, owner)
     (c1, f1), (c2, f2) = s.one_send("ok"), s.one_send("ok")
-    b1, b2 = ch._pending[c1], ch._pending[c2]
+    take = ch.reap if reap == "c" else ch._py_reap
+    return take, owner, far, (ch._pending[c1], ch._pending[c2]), f1 + f2
+
+
+@pytest.mark.parametrize("reap", REAPS)
+def test_a_callback_added_by_an_earlier_records_callback_runs_after_the_records_own(
+        peer: Any, reap: str) -> None:  # noqa: F811
+    take, _, far, (b1, b2), answers = _two_sends(peer, reap)
     order: list[str] = []
     b2.add_callback(lambda r: order.append("2-own"))
     b1.add_callback(lambda r: (order.append("1"),
                                b2.add_callback(lambda r: order.append("2-added"))))
-    far.sendall(f1 + f2)
+    far.sendall(answers)
     take(force=True)
     assert order == ["1", "2-own", "2-added"]
 
@@ -54,12 +60,7 @@ class Stop(BaseException):
 @pytest.mark.parametrize("reap", REAPS)
 def test_a_base_exception_in_a_callback_leaves_no_later_record_without_its_outcome(
         peer: Any, reap: str) -> None:  # noqa: F811
-    ch, far = peer
-    take = ch.reap if reap == "c" else ch._py_reap
-    owner = _Owner()
-    s = _Stream(ch, owner)
-    (c1, f1), (c2, f2) = s.one_send("ok"), s.one_send("ok")
-    b1, b2 = ch._pending[c1], ch._pending[c2]
+    take, owner, far, (b1, b2), answers = _two_sends(peer, reap)
 
     def boom(r: Any) -> None:
         raise Stop()
@@ -72,7 +73,7 @@ def test_a_base_exception_in_a_callback_leaves_no_later_record_without_its_outco
     woke: list[bool] = []
     t = threading.Thread(target=lambda: woke.append(b2._event.wait(10)))
     t.start()
-    far.sendall(f1 + f2)
+    far.sendall(answers)
     with pytest.raises(Stop):
         take(force=True)
     t.join(15)
