@@ -74,6 +74,12 @@ def test_a_subject_no_stream_takes_is_refused_alone_and_shipped_once_the_stream_
     st = link_status(port, "hub")
     assert st["state"] == "up" and st["sessions"] == sessions, st  # no session lost over b
     assert nats.end("b", 0) == 0
+    # The refusal was never taken for a cluster without a leader. Checked before the update:
+    # after it, a loaded cluster may really answer "no responders" for a moment (the new
+    # subject's interest reaching every node, a leader moving), which the link rides out by
+    # a new session like any other outage; CI saw that once.
+    before = rep.log()
+    assert "NoRespondersError" not in before, before
 
     _stream(nats, "UPDATE", [f"{PREFIX}.a.>", f"{PREFIX}.b.>"])
     # Asked again on the backoff (5 s, then 10 s, ... at most 60 s): taken within it.
@@ -83,7 +89,6 @@ def test_a_subject_no_stream_takes_is_refused_alone_and_shipped_once_the_stream_
     log = rep.log()
     assert log.count("b-0 refused by the target") == 1, log  # logged once, not per retry
     assert "b-0 taken by the target again" in log, log
-    assert "NoRespondersError" not in log, log
 
 
 def _deny(dest: NatsDestination, subjects: list[str]) -> None:
