@@ -10,14 +10,14 @@ process, polling with `poll(50)` as bench/run.py's consumer does. The consumer c
 ("c_call") of every poll that returned records, and the records those polls returned. Counts do
 not depend on the machine's load; the profiler slows the consumer, so a poll may find more than
 one record (records per poll is printed with the counts). With --base TREE each transport runs
-in TREE too (its own processes, PYTHONPATH=TREE): before and after side by side.
+in TREE too (its own processes, importing TREE's edgebus: bench/trees.py): before and
+after side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import subprocess
 import sys
@@ -26,24 +26,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench.paced_pair import PacedPair
+
 HERE = Path(__file__).resolve()
 TREE = HERE.parents[1]
 
 
-def _this_bench_too() -> None:
-    """--base runs this file with PYTHONPATH=the other tree, whose bench/ may lack a module this
-    file uses (bench/clients.py): look for those in this tree's bench/ after the other's. Run
-    alone (`python -m bench.consumer_calls --one ...`, or its callgrind child, which runs this
-    file as a script) nothing names the tree: this one is found last, after any PYTHONPATH."""
-    if str(TREE) not in sys.path:
-        sys.path.append(str(TREE))
-    import bench
-
-    if str(HERE.parent) not in bench.__path__:
-        bench.__path__.append(str(HERE.parent))
-
-
-def _consumer(sock: str, transport: str, topic: str, n: int, ready: Any, go: Any,
+def _consumer(sock: str, transport: str, topic: str, n: int, ready: Any, go: Any, done: Any,
               results: Any, top: int) -> None:
     from bench.clients import tail_consumer
 
@@ -81,39 +70,24 @@ def _consumer(sock: str, transport: str, topic: str, n: int, ready: Any, go: Any
         calls += counts["call"]
         c_calls += counts["c_call"] - 1
     results.put(("c", got, polls, empty, calls, c_calls, names.most_common(top)))
+    done.wait()
     c.close()
 
 
 def one(transport: str, rate: int, duration: float, top: int) -> dict[str, Any]:
-    from bench.wakeups import _producer
     from edgebus import Admin
     from edgebus.testing import EmbeddedBroker
 
     n = int(rate * duration)
     broker = EmbeddedBroker(log_level="WARNING").start()
-    ctx = mp.get_context("fork")
-    ready, results = ctx.Queue(), ctx.Queue()
-    go, done = ctx.Event(), ctx.Event()
     try:
         topic = f"calls-{os.getpid()}"
         with Admin(socket=broker.socket, transport="socket") as a:
             a.create_topic(topic, 1)
-        cons = ctx.Process(target=_consumer, args=(broker.socket, transport, topic, n, ready, go,
-                                                   results, top), daemon=True)
-        cons.start()
-        ready.get(timeout=60)
-        prod = ctx.Process(target=_producer, args=(broker.socket, transport, topic, rate, n,
-                                                   ready, go, done, results), daemon=True)
-        prod.start()
-        ready.get(timeout=60)
-        go.set()
-        got: dict[str, Any] = {}
-        for _ in range(2):
-            r = results.get(timeout=duration + 180)
-            got[r[0]] = r
-        done.set()
-        prod.join(30)
-        cons.join(30)
+        pair = PacedPair(broker.socket, transport, topic, rate, n, consumer=_consumer,
+                         consumer_extra=(top,))
+        got = pair.run(duration + 180)
+        pair.close()
     finally:
         broker.stop()
         broker.cleanup()
@@ -222,7 +196,9 @@ def instructions(transport: str, rate: int, n: int) -> dict[str, Any]:
              "--collect-atstart=yes", sys.executable, str(HERE), "--callgrind-child",
              f"{sock}|{transport}|{topic}|{n}"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err_file, text=True,
-            env={**os.environ, "PYTHONHASHSEED": "0"})
+            # (a script: its bench package named, whoever started this process)
+            env={**os.environ, "PYTHONHASHSEED": "0",
+                 "PYTHONPATH": os.environ.get("PYTHONPATH") or str(TREE)})
         assert child.stdin is not None and child.stdout is not None
         if transport == "bare":
             assert child.stdout.readline().strip() == "listening"
@@ -286,7 +262,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--callgrind-child", default="", help=argparse.SUPPRESS)
     ap.add_argument("--out", default="")
     a = ap.parse_args(argv)
-    _this_bench_too()
     if a.callgrind_child:
         sock, tr, topic, n = a.callgrind_child.split("|")
         _callgrind_child(sock, tr, topic, int(n))

@@ -14,7 +14,7 @@ message: the consumer's CPU (all threads, /proc schedstat), its wake-ups (volunt
 switches) and so its CPU per wake-up, the share of it in the kernel (/proc stat utime/stime,
 clock ticks: rough), the producer's requests per record, the producer's and supervisor's CPU,
 the p50 latency from each record's scheduled send time. Each case is its own process with
-PYTHONPATH set to the tree it runs (bench/trees.py), the order reversed every other round.
+the edgebus of the tree it runs (bench/trees.py), the order reversed every other round.
 
 --spinners 0,2 runs every case once per count, alternated: with K processes spinning at
 SCHED_IDLE (they run only when nothing else wants a CPU, so they take no CPU from the measured
@@ -30,58 +30,30 @@ import json
 import multiprocessing as mp
 import os
 import statistics
-import struct
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from bench.paced_pair import (
+    PacedPair,
+    latencies,
+    thread_counters,
+)
+
 HERE = Path(__file__).resolve()
 TREE = HERE.parents[1]
-_STAMP = struct.Struct("<qq")  # scheduled send time (monotonic ns), sequence
 
 
 def _cpu(pid: int) -> tuple[int, int, int, int]:
     """(CPU ns of all threads, voluntary switches, user ticks, system ticks) of pid."""
-    ns = vol = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                ns += int(f.read().split()[0])
-            with open(f"/proc/{pid}/task/{tid}/status") as f:
-                vol += sum(int(line.split()[1]) for line in f
-                           if line.startswith("voluntary_ctxt_switches"))
-        except OSError:
-            continue  # the thread ended meanwhile
+    threads = thread_counters(pid).values()
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return ns, vol, int(fields[11]), int(fields[12])
-
-
-def _producer(sock: str, transport: str, topic: str, rate: int, n: int, ready: Any, go: Any,
-              results: Any) -> None:
-    from edgebus import Producer
-
-    p = Producer(socket=sock, transport=transport, acks="written", linger_ms=0)
-    p.send(topic, b"warm", partition=0).get(10)
-    m0 = p.metrics()["producer-metrics"]
-    ready.put(os.getpid())
-    go.wait()
-    pad = b"x" * (100 - _STAMP.size)
-    step = 1e9 / rate
-    t0 = time.monotonic_ns()
-    for k in range(n):
-        due = t0 + int(k * step)
-        delay = due - time.monotonic_ns()
-        if delay > 0:
-            time.sleep(delay / 1e9)
-        p.send(topic, _STAMP.pack(due, k) + pad, partition=0)
-    p.flush(60)
-    m1 = p.metrics()["producer-metrics"]
-    results.put((m1["batch-send-total"] - m0["batch-send-total"])
-                / max(1, m1["record-send-total"] - m0["record-send-total"]))
-    p.close(10)
+    return (sum(t[0] for t in threads), sum(t[1] for t in threads), int(fields[11]),
+            int(fields[12]))
 
 
 def consumer(sock: str, transport: str, topic: str, n: int) -> None:
@@ -95,9 +67,9 @@ def consumer(sock: str, transport: str, topic: str, n: int) -> None:
     while got < n and time.monotonic() < hard:
         for recs in c.poll(50, max_records=1_000_000).values():
             now = time.monotonic_ns()
-            mine = [r.value for r in recs if r.value is not None and len(r.value) == 100]
+            mine = latencies(recs, now)
             got += len(mine)
-            lat += [now - _STAMP.unpack_from(v)[0] for v in mine]
+            lat += mine
     lat.sort()
     print(f"done {got} {lat[len(lat) // 2] / 1000 if lat else -1}", flush=True)
     sys.stdin.readline()
@@ -107,43 +79,40 @@ def consumer(sock: str, transport: str, topic: str, n: int) -> None:
 def one(transport: str, consumer_tree: str, rate: int, duration: float) -> dict[str, Any]:
     """One case: supervisor and producer from this process's tree, the consumer from
     consumer_tree's."""
+    from bench.trees import tree_env
     from edgebus import Admin
     from edgebus.testing import EmbeddedBroker
 
     n = int(rate * duration)
     broker = EmbeddedBroker(log_level="WARNING").start()
-    ctx = mp.get_context("fork")
-    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    stack = ExitStack()  # the consumer's tree_env, until the consumer is gone
     try:
         topic = f"wakes-{os.getpid()}"
         with Admin(socket=broker.socket, transport="socket") as a:
             a.create_topic(topic, 1)
         cons = subprocess.Popen(
             [sys.executable, str(HERE), "--consumer", f"{broker.socket}|{transport}|{topic}|{n}"],
-            env={**os.environ, "PYTHONPATH": consumer_tree}, cwd=consumer_tree,
+            env=stack.enter_context(tree_env(consumer_tree)), cwd=consumer_tree,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert cons.stdin is not None and cons.stdout is not None
         if cons.stdout.readline().strip() != "ready":
             raise RuntimeError("the consumer did not start")
-        prod = ctx.Process(target=_producer, args=(broker.socket, transport, topic, rate, n,
-                                                   ready, go, results), daemon=True)
-        prod.start()
-        ppid = ready.get(timeout=60)
+        pair = PacedPair(broker.socket, transport, topic, rate, n, consumer=None)
         assert broker.pid is not None
-        pids = {"producer": ppid, "supervisor": broker.pid, "consumer": cons.pid}
+        pids = {"producer": pair.pids["p"], "supervisor": broker.pid, "consumer": cons.pid}
         before = {k: _cpu(p) for k, p in pids.items()}
         load = os.getloadavg()[0]
-        go.set()
+        requests = pair.run(duration + 180)["p"][2]  # go; the producer then waits for done
         line = cons.stdout.readline().split()
         after = {k: _cpu(p) for k, p in pids.items()}
-        requests = results.get(timeout=60)
         cons.stdin.write("bye\n")
         cons.stdin.flush()
         cons.wait(30)
-        prod.join(30)
+        pair.close()
     finally:
         broker.stop()
         broker.cleanup()
+        stack.close()
     d = {k: [y - x for x, y in zip(before[k], after[k], strict=True)] for k in pids}
     ns, wakes, ut, st = d["consumer"]
     return {"transport": transport, "load": load, "received": int(line[1]),

@@ -1,25 +1,36 @@
 """Where a record's time goes at a paced rate (issue 16): per-hop one-way latency of one producer
-`send()` (linger_ms=0) -> supervisor -> one consumer, on the shm and the socket path.
+`send()` (linger_ms=0) -> supervisor -> one consumer, on the shm and the socket path, with the
+Python paths of the producer, the supervisor and the consumer (below: not the defaults).
 
     python -m bench.hops [--rate 10000] [--sizes 100,1024] [--duration 3] [--rounds 1]
                          [--transports shm,socket] [--out bench/results/FILE.md]
                          [--variants 'before:client.nohold=1;after:']
 
+The paths measured: the library carries no trace hooks, so this module wraps a few Python methods
+(producer, supervisor, consumer) and stamps CLOCK_MONOTONIC (comparable across processes on one
+host) into an in-memory list per process, written out at the end. By default a record now goes
+by C all the way (the C send, the supervisor's C data plane and parked loop, the consumer's C
+take), past none of those methods: each case therefore runs with them off (SUPERVISOR_PYTHON,
+CLIENTS_PYTHON: EDGEBUS_SHM_C_PLANE=0, EDGEBUS_PRODUCER_C_SEND=0, EDGEBUS_CONSUMER_C_TAKE=0, ...),
+the paths a record takes when the C modules are not built or decline it. The default paths'
+latency is split from outside by bench/tail_where.py. A case whose stamps account for fewer than
+90% of the records its consumer received stops the run with an error naming the stamps that
+fell short (hops_analysis.check_measured), rather than printing hops of nothing.
+
 --variants runs each case once per variant, alternated (reversed every other round): a name, then
 environment variables for the supervisor, or `client.NAME=1` for a change in the forked producer
 (CLIENT_VARIANTS: `client.nohold`, the producer before it held batches behind an unread request;
-`client.hold1`, holding behind any unread request on the rings, not only two (before lat16);
 EDGEBUS_HOPS_NO_WINDOW=1, the supervisor's standing fetch answering only a consumer that has
 read every answer, not all but the last (before lat16);
 `client.nofreeze`, the forked producer and consumer not freezing the heap they inherit, as
-bench/run.py CHILD_GC_FREEZE), or `sup.nice=N` (the supervisor's threads at nice N, bench/process_knobs.py).
+bench/run.py CHILD_GC_FREEZE), or `sup.nice=N` (the supervisor's threads at nice N,
+bench/process_knobs.py). (`client.hold1` is gone: it replaced a ring method the C send made
+obsolete.)
 
-The library carries no trace hooks: this module wraps a few methods (producer, supervisor,
-consumer) and stamps CLOCK_MONOTONIC (comparable across processes on one host) into an in-memory
-list per process, written out at the end. The supervisor runs as `python -m bench.hops --serve
-CONFIG` so that its methods are wrapped before it starts; the producer and consumer are forked
-from this process after their methods are wrapped. The wrapping costs a few microseconds per
-event: compare hops with each other, not these totals with `bench.paced`'s.
+The supervisor runs as `python bench/hops.py --serve CONFIG` so that its methods are wrapped
+before it starts; the producer and consumer (bench/paced_pair.py) wrap theirs when forked. The
+wrapping costs a few microseconds per event: compare hops with each other, not these totals with
+`bench.paced`'s.
 
 A record's hops (each record's offset is its sequence number: a fresh topic, one producer):
   held      send() called -> its batch starts to be written (held while no request could go,
@@ -46,11 +57,8 @@ from __future__ import annotations
 import argparse
 import atexit
 import gc
-import multiprocessing as mp
 import os
 import shutil
-import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -76,10 +84,22 @@ from bench.hops_analysis import (  # noqa: F401 (the event format and kinds; ana
     SQ,
     SR,
     SW,
+    NothingMeasured,
     _load,
     analyse,
+    check_measured,
     render,
 )
+from bench.paced_pair import STAMP, PacedPair, gc_spans, paced, tail_polls, wrapped_supervisor
+
+# The paths this benchmark can stamp: the Python ones. By default a record goes by the C send
+# (edgebus/onestep.c), the supervisor's C data plane and parked loop (shm_plane.py, park.c) and
+# the consumer's C take (quick_take.py), which call none of the methods wrapped here; stamping
+# inside them would put probes on the product's hot path. bench/tail_where.py splits the default
+# paths' latency from outside (send() called and returned, parked waits, poll() returned).
+SUPERVISOR_PYTHON = {"EDGEBUS_SHM_C_PLANE": "0", "EDGEBUS_SOCKET_C_PLANE": "0",
+                     "EDGEBUS_SHM_C_PARK": "0"}
+CLIENTS_PYTHON = {"EDGEBUS_PRODUCER_C_SEND": "0", "EDGEBUS_CONSUMER_C_TAKE": "0"}
 
 _events: list[tuple[int, int, int, int, int]] = []
 _now = time.monotonic_ns
@@ -108,15 +128,7 @@ def dump(role: str) -> None:
 
 
 def _gc_hook() -> None:
-    t0 = [0]
-
-    def cb(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            t0[0] = _now()
-        else:
-            _events.append((GCA, t0[0], info["generation"], _now() - t0[0], 0))
-
-    gc.callbacks.append(cb)
+    gc_spans(lambda t0, t1, gen: _events.append((GCA, t0, gen, t1 - t0, 0)))
 
 
 # --- supervisor ----------------------------------------------------------------------------------
@@ -233,12 +245,9 @@ def serve(config: str) -> int:
 
 
 # --- clients -------------------------------------------------------------------------------------
-def _patch_clients() -> None:
-    from edgebus import format as F
-    from edgebus.client import channel as C
+def _patch_producer() -> None:
+    """In the forked producer (its classes only)."""
     from edgebus.client import producer as P
-    from edgebus.client import shm_channel as SC
-    from edgebus.fastpath.fetch import fetch_response
 
     orig_send_batch = P.Producer._send_batch
 
@@ -271,6 +280,15 @@ def _patch_clients() -> None:
 
     P.Producer._finish = finish  # type: ignore[method-assign]
 
+
+def _patch_consumer() -> None:
+    """In the forked consumer (its classes only: the producer's acknowledgements are read by the
+    same methods)."""
+    from edgebus import format as F
+    from edgebus.client import channel as C
+    from edgebus.client import shm_rings as SR
+    from edgebus.fastpath.fetch import fetch_response
+
     def offsets(frame: Any) -> tuple[int, int]:
         try:
             resp = fetch_response(frame)
@@ -290,24 +308,29 @@ def _patch_clients() -> None:
                 pos += length
         return first, last
 
-    def wrap(cls: Any) -> None:
-        orig = cls._frames
+    def stamp(got: Any) -> Any:
+        t = _now()
+        for f in got:
+            first, last = offsets(f)
+            _events.append((CF, t, f.correlation_id, first, last))
+        return got
 
-        def frames(self: Any, deadline: float) -> Any:
-            got = orig(self, deadline)
-            t = _now()
-            for f in got:
-                first, last = offsets(f)
-                _events.append((CF, t, f.correlation_id, first, last))
-            return got
+    # Each frame read once: a ring's frames come from ShmRings.read (the channel's standing-fetch
+    # wait calls it directly, not _frames), a socket's from SyncChannel._frames (ShmSyncChannel's
+    # _frames on a socket calls it: wrapping both stamped its frames twice, and the answers were
+    # then matched to the wrong frames).
+    orig_read = SR.ShmRings.read
 
-        cls._frames = frames
+    def read(self: Any, *a: Any, **kw: Any) -> Any:
+        return stamp(orig_read(self, *a, **kw))
 
-    wrap(C.SyncChannel)
-    wrap(SC.ShmSyncChannel)
+    SR.ShmRings.read = read  # type: ignore[method-assign]
+    orig_frames = C.SyncChannel._frames
 
+    def frames(self: Any, deadline: float) -> Any:
+        return stamp(orig_frames(self, deadline))
 
-_STAMP = struct.Struct("<qq")
+    C.SyncChannel._frames = frames  # type: ignore[method-assign]
 
 
 # Client-side variants (`--variants` entries named client.NAME): applied in the forked producer.
@@ -327,131 +350,94 @@ def _no_hold(p: Any) -> None:
         cls.send_record = send_record  # type: ignore[method-assign,assignment]
 
 
-def _hold_one(p: Any) -> None:
-    """Hold a record while the supervisor has yet to read any request (head != tail), not only
-    when it is more than one request behind (before lat16): for the forked producer's rings."""
-    from edgebus.client import shm_rings as SR
-
-    orig = SR.ShmRings.__init__
-
-    def old_tail(rings: Any) -> None:
-        head, tail = rings.req_head, rings.req_tail
-        rings.req_tail = lambda: -1 if head() != tail() else tail()
-
-    def init(self: Any, *a: Any) -> None:
-        orig(self, *a)
-        old_tail(self)
-
-    SR.ShmRings.__init__ = init  # type: ignore[method-assign,assignment]
-    rings = getattr(p._channel, "_rings", None)  # a channel opened already
-    if rings is not None:
-        old_tail(rings)
+# (client.hold1, holding a record while the supervisor had any request unread, is gone: it
+# replaced ShmRings.req_tail, which the rings no longer have; the C send reads the ring itself.)
+CLIENT_VARIANTS = {"client.nohold": _no_hold}
 
 
-CLIENT_VARIANTS = {"client.nohold": _no_hold, "client.hold1": _hold_one}
-
-
-def _producer(sock: str, topic: str, transport: str, size: int, rate: int, duration: float,
-              go: Any, done: Any, env: dict[str, str]) -> None:
+def _producer(sock: str, transport: str, topic: str, rate: int, n: int, ready: Any, go: Any,
+              done: Any, results: Any, size: int, env: dict[str, str]) -> None:
     from bench.run import _tight_timers, child_heap
     from edgebus import Producer
 
     child_heap()
     _gc_hook()
+    _patch_producer()
     p = Producer(socket=sock, transport=transport, linger_ms=0)
     for name, fn in CLIENT_VARIANTS.items():
         if env.get(name):
             fn(p)
-    pad = b"x" * (size - _STAMP.size)
+    pad = b"x" * (size - STAMP.size)
+    ready.put(("p", os.getpid()))
     go.wait()
     _tight_timers()
-    n = int(rate * duration)
-    t0 = time.monotonic()
     mono_ns = time.monotonic_ns
-    for k in range(n):
-        delay = t0 + k / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        p.send(topic, _STAMP.pack(mono_ns(), k) + pad, partition=0)
+    for k, _due in paced(n, rate):
+        # the time send() is called, not the schedule's: `held` starts there
+        p.send(topic, STAMP.pack(mono_ns(), k) + pad, partition=0)
     p.flush(60)
     p.close(30)
     dump("prod")
-    done.put(n)
+    results.put(("p", n))
 
 
-def _consumer(sock: str, topic: str, transport: str, ready: Any, go: Any, expected: Any,
-              done: Any) -> None:
+def _consumer(sock: str, transport: str, topic: str, n: int, ready: Any, go: Any, done: Any,
+              results: Any) -> None:
     from bench.clients import tail_consumer
     from bench.run import child_heap
 
     child_heap()
     _gc_hook()
+    _patch_consumer()
     c = tail_consumer(sock, transport, topic)
-    ready.put(1)
+    ready.put(("c", os.getpid()))
     go.wait()
     got = 0
-    unpack = _STAMP.unpack_from
-    hard = time.monotonic() + 120
-    while time.monotonic() < hard:
-        for recs in c.poll(50, max_records=1_000_000).values():
-            t = _now()
-            for r in recs:
-                ts, seq = unpack(r.value or bytes(16))
-                _events.append((CR, t, r.offset, seq, ts))
-            got += len(recs)
-        if 0 < expected.value <= got:
-            break
+    unpack = STAMP.unpack_from
+    for _t0, t, recs in tail_polls(c, n):
+        for r in recs:
+            ts, seq = unpack(r.value or bytes(16))
+            _events.append((CR, t, r.offset, seq, ts))
+        got += len(recs)
     c.close()
     dump("cons")
-    done.put(got)
+    results.put(("c", got))
 
 
 def run_case(transport: str, size: int, rate: int, duration: float,
              env: dict[str, str] | None = None) -> dict[str, Any]:
-    from edgebus import Admin
-    from edgebus.testing import EmbeddedBroker
-
-    tdir = tempfile.mkdtemp(prefix="eb-hops-")
-    os.environ["EDGEBUS_HOPS_DIR"] = tdir
-    broker = EmbeddedBroker(log_level="WARNING")
-    broker._log_file = open(broker.log_path, "ab")  # noqa: SIM115 (EmbeddedBroker.start's way)
-    broker.proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.hops", "--serve", str(broker.config_path)],
-        stdout=broker._log_file, stderr=subprocess.STDOUT,
-        env={**os.environ, **{k: v for k, v in (env or {}).items()
-                              if not k.startswith(("client.", "sup."))}})
-    broker.wait_ready()
     from bench import process_knobs
     from bench import run as R
+    from edgebus import Admin
 
-    R.CHILD_GC_FREEZE = not (env or {}).get("client.nofreeze")
-    if (env or {}).get("sup.nice"):
-        process_knobs.renice(broker.proc.pid, int((env or {})["sup.nice"]))
+    env = env or {}
+    tdir = tempfile.mkdtemp(prefix="eb-hops-")
+    os.environ["EDGEBUS_HOPS_DIR"] = tdir
+    broker = wrapped_supervisor(__file__, {**SUPERVISOR_PYTHON, **{
+        k: v for k, v in env.items() if not k.startswith(("client.", "sup."))}})
+    R.CHILD_GC_FREEZE = not env.get("client.nofreeze")
+    if env.get("sup.nice"):
+        assert broker.proc is not None
+        process_knobs.renice(broker.proc.pid, int(env["sup.nice"]))
+    n = int(rate * duration)
     try:
         topic = f"hops-{os.getpid()}-{transport}-{size}"
         with Admin(socket=broker.socket, transport="socket") as a:
             a.create_topic(topic, 1, config={"max_message_bytes": 4 << 20})
-        mpc = mp.get_context("fork")
         R.before_fork()
-        ready, done, go = mpc.Queue(), mpc.Queue(), mpc.Event()
-        expected = mpc.Value("q", 0)
-        cons = mpc.Process(target=_consumer, args=(broker.socket, topic, transport, ready, go,
-                                                   expected, done))
-        cons.start()
-        ready.get(timeout=60)
-        prod = mpc.Process(target=_producer, args=(broker.socket, topic, transport, size, rate,
-                                                   duration, go, done, env or {}))
-        prod.start()
-        time.sleep(0.3)
-        go.set()
-        prod.join(duration + 120)
-        expected.value = int(rate * duration)
-        cons.join(120)
+        pair = PacedPair(broker.socket, transport, topic, rate, n, consumer=_consumer,
+                         producer=_producer, producer_extra=(size, env))
+        try:
+            got = pair.run(duration + 180)
+        finally:
+            pair.close()
     finally:
         broker.stop()
         broker.cleanup()
     try:
-        return analyse(tdir, transport, size, rate)
+        r = analyse(tdir, transport, size, rate)
+        r["received"] = got["c"][1]
+        return r
     finally:
         if not os.environ.get("EDGEBUS_HOPS_KEEP"):  # the raw stamps, for a closer look
             shutil.rmtree(tdir, ignore_errors=True)
@@ -473,7 +459,13 @@ def main(argv: list[str] | None = None) -> None:
                          "the colon: the defaults), e.g. 'before:client.nohold=1;after:'")
     ap.add_argument("--out", default="")
     a = ap.parse_args(argv)
-    _patch_clients()
+    # Before edgebus is imported here: the forked clients inherit these modules as they are.
+    os.environ.update(CLIENTS_PYTHON)
+    from edgebus.client import c_send, quick_take
+
+    if c_send.AVAILABLE or quick_take.AVAILABLE:
+        sys.exit(f"bench.hops: the clients' C paths were imported on before {CLIENTS_PYTHON} "
+                 "could turn them off; run it as its own process (python -m bench.hops)")
     variants: list[tuple[str, dict[str, str]]] = []
     for v in (a.variants or "default:").split(";"):
         name, _, spec = v.partition(":")
@@ -484,6 +476,10 @@ def main(argv: list[str] | None = None) -> None:
             cases = [(t, v) for t in a.transports.split(",") for v in variants]
             for transport, (vname, env) in (cases if rnd % 2 == 0 else cases[::-1]):
                 r = run_case(transport, size, a.rate, a.duration, env)
+                try:
+                    check_measured(r)
+                except NothingMeasured as e:
+                    sys.exit(f"bench.hops: {transport}, {size} B, variant {vname}: {e}")
                 r["round"], r["variant"] = rnd, vname
                 results.append(r)
                 print(f"  {rnd} {transport:6} {vname:10} {size:5} B  p50 {r.get('p50')}  "

@@ -12,14 +12,13 @@ sync-back needed Python; `returns_timeout`: the loop's deadline) and the links h
 by reason (`to_python`), per 1,000 messages. The counts move much less with the machine's load
 than CPU does (a return to Python is a Python turn: grant checks, sync-back, the frame or wake-up
 Python serves). With --base TREE each round runs TREE's code too, alternated (this, base, base,
-this, ...), each case in a process of its own with PYTHONPATH set to its tree.
+this, ...), each case in a process of its own importing its tree's edgebus (bench/trees.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import statistics
 import sys
@@ -27,21 +26,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.paced_pair import PacedPair, thread_counters, threads_since
+
 HERE = Path(__file__).resolve()
 TREE = HERE.parents[1]
 
 
 def one(transport: str, rate: int, duration: float) -> dict[str, Any]:
     """One case in this process's tree."""
-    from bench import wakeups as W
     from edgebus import Admin
     from edgebus.testing import EmbeddedBroker
 
     n = int(rate * duration)
     broker = EmbeddedBroker(log_level="WARNING").start(timeout=30)
-    ctx = mp.get_context("fork")
-    ready, results = ctx.Queue(), ctx.Queue()
-    go, done = ctx.Event(), ctx.Event()
 
     def plane() -> dict[str, Any]:
         with Admin(socket=broker.socket, transport="socket") as a:
@@ -51,30 +48,19 @@ def one(transport: str, rate: int, duration: float) -> dict[str, Any]:
         topic = f"park-returns-{os.getpid()}"
         with Admin(socket=broker.socket, transport="socket") as a:
             a.create_topic(topic, 1)
-        cons = ctx.Process(target=W._consumer, args=(broker.socket, transport, topic, n, ready,
-                                                     go, done, results), daemon=True)
-        cons.start()
-        ready.get(timeout=60)
-        prod = ctx.Process(target=W._producer, args=(broker.socket, transport, topic, rate, n,
-                                                     ready, go, done, results), daemon=True)
-        prod.start()
-        ready.get(timeout=60)
+        pair = PacedPair(broker.socket, transport, topic, rate, n)
         assert broker.pid is not None
         s0 = plane()
-        t0 = W._threads(broker.pid)
+        t0 = thread_counters(broker.pid)
         load = os.getloadavg()[0]
-        go.set()
-        for _ in range(2):
-            results.get(timeout=duration + 180)
-        t1 = W._threads(broker.pid)
+        pair.run(duration + 180)
+        t1 = thread_counters(broker.pid)
         s1 = plane()
-        done.set()
-        prod.join(30)
-        cons.join(30)
+        pair.close()
     finally:
         broker.stop()
         broker.cleanup()
-    cpu = sum(v[0] for v in W._diff(t0, t1).values()) / 1000 / n
+    cpu = sum(v[0] for v in threads_since(t0, t1).values()) / 1000 / n
     p0, p1 = s0.get("park") or {}, s1.get("park") or {}
 
     def per_k(a: Any, b: Any) -> float:

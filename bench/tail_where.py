@@ -31,14 +31,11 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import gc
 import multiprocessing as mp
 import os
 import pickle
 import shutil
 import statistics
-import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,8 +44,28 @@ from bisect import bisect_left, bisect_right
 from pathlib import Path
 from typing import Any
 
+HERE = Path(__file__).resolve()
+TREE = HERE.parents[1]
+
+# Run in another tree (main's docstring), this file measures that tree's edgebus; the
+# benchmark's own modules are still this checkout's (the other's bench/ may be older or lack
+# them: bench/paced_pair.py), and, run alone as a script, found here.
+sys.path.append(str(TREE))
+import bench  # noqa: E402
+
+if bench.__path__[0] != str(HERE.parent):
+    bench.__path__.insert(0, str(HERE.parent))
+
+from bench.paced_pair import (  # noqa: E402
+    STAMP,
+    PacedPair,
+    gc_spans,
+    paced,
+    tail_polls,
+    wrapped_supervisor,
+)
+
 _now = time.monotonic_ns
-_STAMP = struct.Struct("<qq")
 _events: dict[str, list[Any]] = {"park": [], "gc": [], "hold": [], "resume": [], "index": [],
                                  "tick": [], "after": []}
 _TO_PY = ("not_fast", "declined", "ring", "after_append", "spin", "standing", "socket")
@@ -63,15 +80,7 @@ def _dump(role: str) -> None:
 
 
 def _gc_hook() -> None:
-    t0 = [0]
-
-    def cb(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            t0[0] = _now()
-        else:
-            _events["gc"].append((t0[0], _now(), info["generation"]))
-
-    gc.callbacks.append(cb)
+    gc_spans(lambda t0, t1, gen: _events["gc"].append((t0, t1, gen)))
 
 
 # --- supervisor ----------------------------------------------------------------------------------
@@ -163,8 +172,8 @@ def serve(config: str) -> int:
 
 
 # --- clients -------------------------------------------------------------------------------------
-def _producer(sock: str, topic: str, transport: str, size: int, rate: int, duration: float,
-              go: Any, done: Any) -> None:
+def _producer(sock: str, transport: str, topic: str, rate: int, n: int, ready: Any, go: Any,
+              done: Any, results: Any, size: int) -> None:
     from bench import peers
     from bench.run import Ctx, _tight_timers, child_heap
 
@@ -173,31 +182,25 @@ def _producer(sock: str, topic: str, transport: str, size: int, rate: int, durat
     ctx = Ctx("edgebus", 1, 1, True)
     ctx.data.update(socket=sock, topic=topic, transport=transport, acks="written", linger_ms=0)
     p = peers.Edgebus.producer(ctx, 0)
-    n = int(rate * duration)
     due_a, t0_a, t1_a = array("q", bytes(8 * n)), array("q", bytes(8 * n)), array("q", bytes(8 * n))
-    pad = b"x" * (size - _STAMP.size)
+    pad = b"x" * (size - STAMP.size)
+    ready.put(("p", os.getpid()))
     go.wait()
     _tight_timers()
     mono_ns = time.monotonic_ns
-    step_ns = 1e9 / rate
-    t0 = mono_ns()
-    for k in range(n):  # bench/run.py producer_main's loop, stamped
-        due = t0 + int(k * step_ns)
-        delay = due - mono_ns()
-        if delay > 0:
-            time.sleep(delay / 1e9)
+    for k, due in paced(n, rate):  # bench/run.py producer_main's loop, stamped
         s = mono_ns()
-        p.send(_STAMP.pack(due, k) + pad)
+        p.send(STAMP.pack(due, k) + pad)
         due_a[k], t0_a[k], t1_a[k] = due, s, mono_ns()
     p.flush()
     p.close()
     _events["send"] = [due_a.tobytes(), t0_a.tobytes(), t1_a.tobytes()]
     _dump("prod")
-    done.put(n)
+    results.put(("p", n))
 
 
-def _consumer(sock: str, topic: str, transport: str, ready: Any, go: Any, expected: Any,
-              done: Any) -> None:
+def _consumer(sock: str, transport: str, topic: str, n: int, ready: Any, go: Any, done: Any,
+              results: Any) -> None:
     from bench.clients import tail_consumer
     from bench.run import child_heap
 
@@ -207,31 +210,20 @@ def _consumer(sock: str, topic: str, transport: str, ready: Any, go: Any, expect
     recv = array("q")
     seqs = array("q")
     polls = array("q")  # (poll called, poll returned, records) per poll that returned records
-    ready.put(1)
+    ready.put(("c", os.getpid()))
     go.wait()
     got = 0
-    unpack = _STAMP.unpack_from
-    hard = time.monotonic() + 120
-    mono_ns = time.monotonic_ns
-    while time.monotonic() < hard:
-        t0 = mono_ns()
-        out = c.poll(50, max_records=1_000_000)
-        if out:
-            t = mono_ns()
-            k = 0
-            for recs in out.values():
-                for r in recs:
-                    seqs.append(unpack(r.value or bytes(16))[1])
-                    recv.append(t)
-                k += len(recs)
-            polls.extend((t0, t, k))
-            got += k
-        if 0 < expected.value <= got:
-            break
+    unpack = STAMP.unpack_from
+    for t0, t, recs in tail_polls(c, n):
+        for r in recs:
+            seqs.append(unpack(r.value or bytes(16))[1])
+            recv.append(t)
+        polls.extend((t0, t, len(recs)))
+        got += len(recs)
     c.close()
     _events["recv"] = [seqs.tobytes(), recv.tobytes(), polls.tobytes()]
     _dump("cons")
-    done.put(got)
+    results.put(("c", got))
 
 
 def _preload(sock: str, mb: int) -> None:
@@ -254,16 +246,10 @@ def run_case(transport: str, size: int, rate: int, duration: float,
              env: dict[str, str], preload_mb: int = 0) -> dict[str, Any]:
     from bench import run as R
     from edgebus import Admin
-    from edgebus.testing import EmbeddedBroker
 
     tdir = tempfile.mkdtemp(prefix="eb-tail-")
     os.environ["EDGEBUS_TAIL_DIR"] = tdir
-    broker = EmbeddedBroker(log_level="WARNING")
-    broker._log_file = open(broker.log_path, "ab")  # noqa: SIM115 (EmbeddedBroker.start's way)
-    broker.proc = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--serve", str(broker.config_path)],
-        stdout=broker._log_file, stderr=subprocess.STDOUT, env={**os.environ, **env})
-    broker.wait_ready()
+    broker = wrapped_supervisor(str(HERE), env)
     if preload_mb:  # in a child of its own, as python -m bench's cases run
         pre = mp.get_context("fork").Process(target=_preload, args=(broker.socket, preload_mb))
         pre.start()
@@ -273,25 +259,17 @@ def run_case(transport: str, size: int, rate: int, duration: float,
         topic = f"tail-{os.getpid()}-{transport}-{size}"
         with Admin(socket=broker.socket, transport="socket") as a:
             a.create_topic(topic, 1, config={"max_message_bytes": 4 << 20})
-        mpc = mp.get_context("fork")
         R.before_fork()
-        ready, done, go = mpc.Queue(), mpc.Queue(), mpc.Event()
-        expected = mpc.Value("q", 0)
-        cons = mpc.Process(target=_consumer, args=(broker.socket, topic, transport, ready, go,
-                                                   expected, done))
-        cons.start()
-        ready.get(timeout=60)
-        prod = mpc.Process(target=_producer, args=(broker.socket, topic, transport, size, rate,
-                                                   duration, go, done))
-        prod.start()
-        time.sleep(0.3)
-        go.set()
-        prod.join(duration + 120)
-        expected.value = int(rate * duration)
-        cons.join(120)
-        if cons.exitcode or prod.exitcode:
+        pair = PacedPair(broker.socket, transport, topic, rate, int(rate * duration),
+                         consumer=_consumer, producer=_producer, producer_extra=(size,))
+        try:
+            pair.run(duration + 180)
+        except RuntimeError:
             print(f"the consumer or the producer failed; the supervisor's log:\n{broker.log()[-4000:]}",
                   file=sys.stderr)
+            raise
+        finally:
+            pair.close()
     finally:
         broker.stop()
         broker.cleanup()
@@ -346,7 +324,7 @@ def analyse(tdir: str) -> dict[str, Any]:
             lat.append((t - due[seq], seq, t))
     lat = lat[len(lat) // 10:]  # warm-up, as bench/run.py
     if not lat:
-        return {"records": 0}
+        return {"records": 0, "received": len(seqs), "sent": len(due)}
     ordered = sorted(x[0] for x in lat)
     # send() returned -> out of poll(): the supervisor's and the consumer's part alone (a
     # producer descheduled on a loaded machine is in the total's tail, not here)
@@ -397,7 +375,8 @@ def analyse(tdir: str) -> dict[str, Any]:
     held = sum(1 for _l, seq, t in lat if bisect_left(holds, t) > bisect_left(holds, s1[seq]))
     big_polls = sorted(polls[i + 2] for i in range(0, len(polls), 3))
     return {
-        "records": len(lat), "p50": round(p50 / 1000), "p99": round(p99 / 1000),
+        "records": len(lat), "received": len(seqs), "sent": len(due),
+        "p50": round(p50 / 1000), "p99": round(p99 / 1000),
         "transit_p50": round(transits[len(transits) // 2] / 1000),
         "transit_p99": round(transits[int(0.99 * len(transits))] / 1000),
         "slow": len(slow), "classes": classes, "reasons": reasons,
@@ -513,6 +492,9 @@ def main(argv: list[str] | None = None) -> None:
                         os.environ.pop(k, None)
                     else:
                         os.environ[k] = old
+            if not r["records"] or r["received"] < r["sent"]:  # a table of nothing, or of part
+                sys.exit(f"bench.tail_where: {size} B, variant {vname}: the consumer received "
+                         f"{r['received']} of the {r['sent']} records sent; nothing to report")
             r["round"], r["variant"] = rnd, vname
             rows.append(r)
             print(render_row(r), flush=True)

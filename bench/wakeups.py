@@ -15,19 +15,18 @@ differently, so its counts were not those of the untraced run).
 With --base TREE (another checkout, e.g. `git worktree add --detach ../base main` with its C
 modules copied or built), each round runs TREE's code too, alternated with this checkout's.
 
-Each case is a child process (`--one`) with PYTHONPATH set to the tree it measures, so the
-supervisor and the clients are that tree's code.
+Each case is a child process (`--one`) importing the edgebus of the tree it measures, so the
+supervisor and the clients are that tree's code, and this checkout's benchmark code
+(bench/trees.py, bench/paced_pair.py: the same for both trees).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import signal
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -35,105 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.paced_pair import PacedPair, thread_counters, threads_since
+
 HERE = Path(__file__).resolve()
 TREE = HERE.parents[1]
-
-
-def _this_bench_too() -> None:
-    """--base runs this file with PYTHONPATH=the other tree, whose bench/ may lack a module this
-    file uses (bench/clients.py): look for those in this tree's bench/ after the other's."""
-    import bench
-
-    if str(HERE.parent) not in bench.__path__:
-        bench.__path__.append(str(HERE.parent))
-
-
-_STAMP = struct.Struct("<qq")  # scheduled send time (monotonic ns), sequence
-
-
-# --- per-thread counters -------------------------------------------------------------------------
-def _threads(pid: int) -> dict[int, tuple[int, int, int]]:
-    """tid -> (CPU ns, voluntary switches, involuntary switches) of every thread of pid."""
-    out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                ns = int(f.read().split()[0])
-            vol = invol = 0
-            with open(f"/proc/{pid}/task/{tid}/status") as f:
-                for line in f:
-                    if line.startswith("voluntary_ctxt_switches"):
-                        vol = int(line.split()[1])
-                    elif line.startswith("nonvoluntary_ctxt_switches"):
-                        invol = int(line.split()[1])
-        except OSError:
-            continue  # the thread ended meanwhile
-        out[int(tid)] = (ns, vol, invol)
-    return out
-
-
-def _diff(a: dict[int, tuple[int, int, int]], b: dict[int, tuple[int, int, int]]
-          ) -> dict[int, tuple[int, int, int]]:
-    z = (0, 0, 0)
-    return {t: tuple(y - x for x, y in zip(a.get(t, z), v, strict=True))  # type: ignore[misc]
-            for t, v in b.items()}
-
-
-# --- the clients ---------------------------------------------------------------------------------
-def _names() -> dict[int, str]:
-    import threading
-
-    return {t.native_id or 0: t.name for t in threading.enumerate()}
-
-
-def _producer(sock: str, transport: str, topic: str, rate: int, n: int, ready: Any, go: Any,
-              done: Any, results: Any) -> None:
-    from edgebus import Producer
-
-    p = Producer(socket=sock, transport=transport, acks="written", linger_ms=0)
-    p.send(topic, b"warm", partition=0).get(10)
-    m0 = p.metrics()["producer-metrics"]
-    ready.put(("p", os.getpid(), _names()))
-    go.wait()
-    pad = b"x" * (100 - _STAMP.size)
-    step = 1e9 / rate
-    t0 = time.monotonic_ns()
-    for k in range(n):
-        due = t0 + int(k * step)
-        delay = due - time.monotonic_ns()
-        if delay > 0:
-            time.sleep(delay / 1e9)
-        p.send(topic, _STAMP.pack(due, k) + pad, partition=0)
-    p.flush(60)
-    m1 = p.metrics()["producer-metrics"]
-    # requests (batches) per record: below 1 when records were held back into batches
-    results.put(("p", _names(), (m1["batch-send-total"] - m0["batch-send-total"])
-                 / max(1, m1["record-send-total"] - m0["record-send-total"])))
-    done.wait()
-    p.close(10)
-
-
-def _consumer(sock: str, transport: str, topic: str, n: int, ready: Any, go: Any, done: Any,
-              results: Any) -> None:
-    from bench.clients import tail_consumer
-
-    c = tail_consumer(sock, transport, topic)
-    ready.put(("c", os.getpid(), _names()))
-    go.wait()
-    got, lat = 0, []
-    hard = time.monotonic() + 120
-    while got < n and time.monotonic() < hard:
-        for recs in c.poll(50, max_records=1_000_000).values():
-            now = time.monotonic_ns()
-            mine = [r.value for r in recs
-                    if r.value is not None and len(r.value) == 100]  # not the producer's warm-up
-            got += len(mine)
-            lat += [now - _STAMP.unpack_from(v)[0] for v in mine]
-    lat.sort()
-    results.put(("c", got, lat[len(lat) // 2] / 1000 if lat else -1, _names(),
-                 lat[len(lat) * 99 // 100] / 1000 if lat else -1))
-    done.wait()
-    c.close()
 
 
 # The calls a message's path makes, counted by the kernel's tracepoints (perf stat): unlike
@@ -198,41 +102,27 @@ def one(transport: str, rate: int, duration: float, syscalls: bool,
         wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={grind}", "--vgdb=yes"]
     broker = EmbeddedBroker(log_level="WARNING", wrapper=wrapper).start(
         timeout=600 if instructions else 30)
-    ctx = mp.get_context("fork")
-    ready, results = ctx.Queue(), ctx.Queue()
-    go, done = ctx.Event(), ctx.Event()
     try:
         topic = f"wakeups-{os.getpid()}"
         with Admin(socket=broker.socket, transport="socket") as a:
             a.create_topic(topic, 1)
-        cons = ctx.Process(target=_consumer, args=(broker.socket, transport, topic, n, ready, go,
-                                                   done, results), daemon=True)
-        cons.start()
-        _, cpid, _ = ready.get(timeout=60)
-        prod = ctx.Process(target=_producer, args=(broker.socket, transport, topic, rate, n,
-                                                   ready, go, done, results), daemon=True)
-        prod.start()
-        _, ppid, _ = ready.get(timeout=60)
+        pair = PacedPair(broker.socket, transport, topic, rate, n)
         assert broker.pid is not None
-        pids = {"producer": ppid, "supervisor": broker.pid, "consumer": cpid}
+        pids = {"producer": pair.pids["p"], "supervisor": broker.pid, "consumer": pair.pids["c"]}
         tracers, files = {}, {}
         if syscalls:
             for role, pid in pids.items():
                 files[role] = tempfile.mktemp(prefix=f"wakeups-{role}-")
                 tracers[role] = _perf(pid, files[role])
             time.sleep(0.5)  # attached
-        before = {role: _threads(pid) for role, pid in pids.items()}
+        before = {role: thread_counters(pid) for role, pid in pids.items()}
         load = os.getloadavg()[0]
         if calls:
             Path(counted + ".start").touch()
         if instructions:
             _callgrind(int(broker.pid), "--zero")
-        go.set()
-        got: dict[str, Any] = {}
-        for _ in range(2):
-            r = results.get(timeout=duration + 180)
-            got[r[0]] = r
-        after = {role: _threads(pid) for role, pid in pids.items()}
+        got = pair.run(duration + 180)
+        after = {role: thread_counters(pid) for role, pid in pids.items()}
         if calls:
             Path(counted + ".stop").touch()
         if instructions:
@@ -241,9 +131,7 @@ def one(transport: str, rate: int, duration: float, syscalls: bool,
             t.send_signal(signal.SIGINT)
         for t in tracers.values():
             t.wait(30)
-        done.set()
-        prod.join(30)
-        cons.join(30)
+        pair.close()
     finally:
         broker.stop()
         broker.cleanup()
@@ -261,7 +149,7 @@ def one(transport: str, rate: int, duration: float, syscalls: bool,
         for name in (counted, counted + ".start", counted + ".stop"):
             os.unlink(name)
     for role, pid in pids.items():
-        d = _diff(before[role], after[role])
+        d = threads_since(before[role], after[role])
         sc, sc_tid = _perf_counts(files[role]) if syscalls else ({}, {})
         if syscalls:
             os.unlink(files[role])
@@ -412,7 +300,6 @@ def main(argv: list[str] | None = None) -> None:
                     "message (use a low --rate: it runs ~50x slower)")
     ap.add_argument("--out", default="")
     a = ap.parse_args(argv)
-    _this_bench_too()
     if a.one:
         print(json.dumps(one(a.one, a.rate, a.duration, not a.no_syscalls, a.calls,
                              a.instructions)))
