@@ -27,8 +27,8 @@ bench/run.py CHILD_GC_FREEZE), or `sup.nice=N` (the supervisor's threads at nice
 bench/process_knobs.py). (`client.hold1` is gone: it replaced a ring method the C send made
 obsolete.)
 
-The supervisor runs as `python bench/hops.py --serve CONFIG` so that its methods are wrapped
-before it starts; the producer and consumer (bench/paced_pair.py) wrap theirs when forked. The
+The supervisor runs as `python bench/hops_record.py --serve CONFIG` so that its methods are
+wrapped before it starts; the producer and consumer (bench/paced_pair.py) wrap theirs when forked. The
 wrapping costs a few microseconds per event: compare hops with each other, not these totals with
 `bench.paced`'s.
 
@@ -55,8 +55,6 @@ inherit this process's heap, so theirs include it).
 from __future__ import annotations
 
 import argparse
-import atexit
-import gc
 import os
 import shutil
 import sys
@@ -90,7 +88,8 @@ from bench.hops_analysis import (  # noqa: F401 (the event format and kinds; ana
     check_measured,
     render,
 )
-from bench.paced_pair import STAMP, PacedPair, gc_spans, paced, tail_polls, wrapped_supervisor
+from bench.hops_record import _events, _gc_hook, _now, dump
+from bench.paced_pair import STAMP, PacedPair, paced, tail_polls, wrapped_supervisor
 
 # The paths this benchmark can stamp: the Python ones. By default a record goes by the C send
 # (edgebus/onestep.c), the supervisor's C data plane and parked loop (shm_plane.py, park.c) and
@@ -100,149 +99,6 @@ from bench.paced_pair import STAMP, PacedPair, gc_spans, paced, tail_polls, wrap
 SUPERVISOR_PYTHON = {"EDGEBUS_SHM_C_PLANE": "0", "EDGEBUS_SOCKET_C_PLANE": "0",
                      "EDGEBUS_SHM_C_PARK": "0"}
 CLIENTS_PYTHON = {"EDGEBUS_PRODUCER_C_SEND": "0", "EDGEBUS_CONSUMER_C_TAKE": "0"}
-
-_events: list[tuple[int, int, int, int, int]] = []
-_now = time.monotonic_ns
-
-
-def ev(kind: int, a: int = 0, b: int = 0, c: int = 0) -> None:
-    _events.append((kind, _now(), a, b, c))
-
-
-_packed: list[bytes] = []  # stamps already packed (_full_collection_cost)
-
-
-def _pack() -> None:
-    _packed.append(b"".join(_EV.pack(*e) for e in _events))
-    _events.clear()
-
-
-def dump(role: str) -> None:
-    d = os.environ.get("EDGEBUS_HOPS_DIR")
-    _pack()
-    if not d or not any(_packed):
-        return
-    with open(Path(d) / f"{role}-{os.getpid()}.ev", "wb") as f:
-        f.write(b"".join(_packed))
-    _packed.clear()
-
-
-def _gc_hook() -> None:
-    gc_spans(lambda t0, t1, gen: _events.append((GCA, t0, gen, t1 - t0, 0)))
-
-
-# --- supervisor ----------------------------------------------------------------------------------
-def _patch_supervisor() -> None:
-    from edgebus.server import dispatch as D
-    from edgebus.server.handlers import standing as S
-    from edgebus.server.listeners import shm as L
-    from edgebus.server.listeners import stream as ST
-
-    orig_dispatch = D.Dispatcher.dispatch_frame
-
-    def dispatch_frame(self: Any, conn: Any, key: int, ver: int, corr: int, body: Any) -> None:
-        _events.append((SD, _now(), conn.id, key, corr))
-        orig_dispatch(self, conn, key, ver, corr, body)
-        _events.append((SE, _now(), conn.id, key, corr))
-
-    D.Dispatcher.dispatch_frame = dispatch_frame  # type: ignore[method-assign,assignment]
-
-    orig_queue = ST.Connection.queue
-
-    def queue(self: Any, data: bytes) -> None:
-        corr = int.from_bytes(bytes(data[4:8]), "little", signed=True)
-        _events.append((SQ, _now(), self.id, corr, 0))
-        orig_queue(self, data)
-
-    ST.Connection.queue = queue  # type: ignore[method-assign]
-
-    orig_link_queue = L.ShmLink.queue
-
-    def link_queue(self: Any, data: bytes) -> bool:
-        n = len(self.pending)
-        r: bool = orig_link_queue(self, data)
-        if len(self.pending) > n:
-            _events.append((SP, _now(), self.conn.id, 0, 0))
-        return r
-
-    L.ShmLink.queue = link_queue  # type: ignore[method-assign]
-
-    orig_flush = L.ShmLink._flush_pending
-
-    def flush(self: Any) -> None:
-        n = len(self.pending)
-        orig_flush(self)
-        if len(self.pending) < n:
-            _events.append((SF, _now(), self.conn.id, n - len(self.pending), 0))
-
-    L.ShmLink._flush_pending = flush  # type: ignore[method-assign]
-
-    orig_call = L.ShmLink.__call__
-
-    def call(self: Any, mask: int) -> None:
-        _events.append((SW, _now(), self.conn.id, int(self.spinning), 0))
-        orig_call(self, mask)
-
-    L.ShmLink.__call__ = call  # type: ignore[method-assign]
-
-    orig_may = S.StandingFetches.may_answer
-
-    def may_answer(self: Any, w: Any) -> bool:
-        r: bool = orig_may(self, w)
-        if not r:
-            _events.append((SH, _now(), w.conn.id, 0, 0))
-        return r
-
-    S.StandingFetches.may_answer = may_answer  # type: ignore[method-assign]
-
-    orig_resume = S.StandingFetches.resume
-
-    def resume(self: Any, link: Any) -> None:
-        _events.append((SR, _now(), link.conn.id, 0, 0))
-        orig_resume(self, link)
-
-    S.StandingFetches.resume = resume  # type: ignore[method-assign]
-
-    if os.environ.get("EDGEBUS_HOPS_NO_WINDOW"):
-        # Variant EDGEBUS_HOPS_NO_WINDOW=1: a standing fetch answers only while its consumer has
-        # read every answer (before lat16), not all but the last (handlers/standing.py caught_up).
-        L.ShmLink.last_entry = property(lambda self: 0, lambda self, v: None)  # type: ignore[assignment]
-        # ... and no window of unread bytes either (tail28's, 16 KiB by default): the Python
-        # rule and the C plane's copy of it.
-        import edgebus.server.handlers.standing as SH
-        import edgebus.server.listeners.shm_plane as SP
-
-        SH.STANDING_WINDOW = 0
-        SP.STANDING_WINDOW = 0
-
-
-def _full_collection_cost() -> None:
-    """At the supervisor's exit: one full collection timed (CPU time of this thread: the machine's
-    load does not enter) as the heap stands (frozen, when the supervisor froze its start:
-    server/gcpolicy.py), then again with everything unfrozen: what a full collection during
-    traffic costs with and without the freeze. The objects tracked."""
-    _pack()  # the stamps as bytes: their list would be walked by the unfrozen collection only
-    gc.collect()  # first the garbage
-    cpu = time.thread_time_ns
-    t0 = cpu()
-    gc.collect()
-    frozen_ns = cpu() - t0
-    n = gc.get_freeze_count() + len(gc.get_objects())
-    gc.unfreeze()
-    t0 = cpu()
-    gc.collect()
-    _events.append((GCX, _now(), frozen_ns, cpu() - t0, n))
-
-
-def serve(config: str) -> int:
-    _patch_supervisor()
-    _gc_hook()
-    atexit.register(dump, "sup")
-    atexit.register(_full_collection_cost)  # runs before dump (atexit: last in, first out)
-    from edgebus.cli.main import main
-
-    return main(["serve", "--config", config])
-
 
 # --- clients -------------------------------------------------------------------------------------
 def _patch_producer() -> None:
@@ -286,7 +142,7 @@ def _patch_consumer() -> None:
     same methods)."""
     from edgebus import format as F
     from edgebus.client import channel as C
-    from edgebus.client import shm_rings as SR
+    from edgebus.client import shm_rings as RINGS
     from edgebus.fastpath.fetch import fetch_response
 
     def offsets(frame: Any) -> tuple[int, int]:
@@ -319,12 +175,12 @@ def _patch_consumer() -> None:
     # wait calls it directly, not _frames), a socket's from SyncChannel._frames (ShmSyncChannel's
     # _frames on a socket calls it: wrapping both stamped its frames twice, and the answers were
     # then matched to the wrong frames).
-    orig_read = SR.ShmRings.read
+    orig_read = RINGS.ShmRings.read
 
     def read(self: Any, *a: Any, **kw: Any) -> Any:
         return stamp(orig_read(self, *a, **kw))
 
-    SR.ShmRings.read = read  # type: ignore[method-assign]
+    RINGS.ShmRings.read = read  # type: ignore[method-assign]
     orig_frames = C.SyncChannel._frames
 
     def frames(self: Any, deadline: float) -> Any:
@@ -413,7 +269,7 @@ def run_case(transport: str, size: int, rate: int, duration: float,
     env = env or {}
     tdir = tempfile.mkdtemp(prefix="eb-hops-")
     os.environ["EDGEBUS_HOPS_DIR"] = tdir
-    broker = wrapped_supervisor(__file__, {**SUPERVISOR_PYTHON, **{
+    broker = wrapped_supervisor(str(Path(__file__).with_name("hops_record.py")), {**SUPERVISOR_PYTHON, **{
         k: v for k, v in env.items() if not k.startswith(("client.", "sup."))}})
     R.CHILD_GC_FREEZE = not env.get("client.nofreeze")
     if env.get("sup.nice"):
@@ -445,8 +301,6 @@ def run_case(transport: str, size: int, rate: int, duration: float,
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--serve"]:
-        sys.exit(serve(argv[1]))
     ap = argparse.ArgumentParser(prog="python -m bench.hops", description=__doc__.split("\n")[0])
     ap.add_argument("--rate", type=int, default=10_000)
     ap.add_argument("--sizes", default="100,1024")

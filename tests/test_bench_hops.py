@@ -117,3 +117,16 @@ def test_a_run_on_the_c_plane_stops_naming_the_missing_stamps(tmp_path: Path) ->
     assert "bench.hops: shm, 100 B, variant c:" in run.stderr, run.stderr[-3000:]
     assert "PRODUCE dispatches (Dispatcher.dispatch_frame): " in run.stderr
     assert not (tmp_path / "hops.md").exists()
+
+
+@pytest.mark.integration
+def test_the_no_window_variant_measures_too(tmp_path: Path) -> None:
+    """EDGEBUS_HOPS_NO_WINDOW=1 (the supervisor's standing fetch as before lat16): its wrapping
+    imported two modules under the names of two stamp kinds, so the supervisor's stamps of held
+    and pended answers were modules (its stamp file was never written) or, without the variant,
+    unbound names (a NameError in the supervisor at each held answer)."""
+    run = _hops(tmp_path, "--transports", "shm", "--variants", "nw:EDGEBUS_HOPS_NO_WINDOW=1")
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [line for line in (tmp_path / "hops.md").read_text().splitlines()
+            if line.startswith("| 0 | shm | nw | 100 | 450 |")]
+    assert len(rows) == 1 and not rows[0].endswith("| - |"), run.stdout[-3000:]
