@@ -89,7 +89,7 @@ from bench.hops_analysis import (  # noqa: F401 (the event format and kinds; ana
     render,
 )
 from bench.hops_record import _events, _gc_hook, _now, dump
-from bench.paced_pair import STAMP, PacedPair, paced, tail_polls, wrapped_supervisor
+from bench.paced_pair import STAMP, PacedPair, paced_child, stamped_polls, wrapped_supervisor
 
 # The paths this benchmark can stamp: the Python ones. By default a record goes by the C send
 # (edgebus/onestep.c), the supervisor's C data plane and parked loop (shm_plane.py, park.c) and
@@ -213,7 +213,7 @@ CLIENT_VARIANTS = {"client.nohold": _no_hold}
 
 def _producer(sock: str, transport: str, topic: str, rate: int, n: int, ready: Any, go: Any,
               done: Any, results: Any, size: int, env: dict[str, str]) -> None:
-    from bench.run import _tight_timers, child_heap
+    from bench.run import child_heap
     from edgebus import Producer
 
     child_heap()
@@ -224,11 +224,8 @@ def _producer(sock: str, transport: str, topic: str, rate: int, n: int, ready: A
         if env.get(name):
             fn(p)
     pad = b"x" * (size - STAMP.size)
-    ready.put(("p", os.getpid()))
-    go.wait()
-    _tight_timers()
     mono_ns = time.monotonic_ns
-    for k, _due in paced(n, rate):
+    for k, _due in paced_child(n, rate, ready, go):
         # the time send() is called, not the schedule's: `held` starts there
         p.send(topic, STAMP.pack(mono_ns(), k) + pad, partition=0)
     p.flush(60)
@@ -239,25 +236,14 @@ def _producer(sock: str, transport: str, topic: str, rate: int, n: int, ready: A
 
 def _consumer(sock: str, transport: str, topic: str, n: int, ready: Any, go: Any, done: Any,
               results: Any) -> None:
-    from bench.clients import tail_consumer
-    from bench.run import child_heap
-
-    child_heap()
     _gc_hook()
     _patch_consumer()
-    c = tail_consumer(sock, transport, topic)
-    ready.put(("c", os.getpid()))
-    go.wait()
-    got = 0
     unpack = STAMP.unpack_from
-    for _t0, t, recs in tail_polls(c, n):
+    for _t0, t, recs in stamped_polls(sock, transport, topic, n, ready, go, results):
         for r in recs:
             ts, seq = unpack(r.value or bytes(16))
             _events.append((CR, t, r.offset, seq, ts))
-        got += len(recs)
-    c.close()
-    dump("cons")
-    results.put(("c", got))
+    dump("cons")  # (read after the parent has joined this process)
 
 
 def run_case(transport: str, size: int, rate: int, duration: float,

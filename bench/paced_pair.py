@@ -220,6 +220,37 @@ def wrapped_supervisor(script: str, env: dict[str, str]) -> EmbeddedBroker:
     return broker
 
 
+def paced_child(n: int, rate: float, ready: Any, go: Any) -> Iterator[tuple[int, int]]:
+    """A forked producer's schedule, its client made: says ready, waits for go, then `paced`
+    with bench/run.py's fine timers (sleeps of a few microseconds)."""
+    from bench.run import _tight_timers
+
+    ready.put(("p", os.getpid()))
+    go.wait()
+    _tight_timers()
+    yield from paced(n, rate)
+
+
+def stamped_polls(sock: str, transport: str, topic: str, n: int, ready: Any, go: Any,
+                  results: Any) -> Iterator[tuple[int, int, list[Any]]]:
+    """A forked consumer of hops or tail_where (its stamps set up before the first iteration):
+    its heap frozen (bench/run.py child_heap), a tail_consumer, ready, go, then each poll
+    with records (tail_polls); at the end the consumer closed and `("c", records)` its result."""
+    from bench.clients import tail_consumer
+    from bench.run import child_heap
+
+    child_heap()
+    c = tail_consumer(sock, transport, topic)
+    ready.put(("c", os.getpid()))
+    go.wait()
+    got = 0
+    for poll in tail_polls(c, n):
+        got += len(poll[2])
+        yield poll
+    c.close()
+    results.put(("c", got))
+
+
 def tail_polls(c: Any, n: int) -> Iterator[tuple[int, int, list[Any]]]:
     """`(ns when poll() was called, ns when it returned, its records)` for each of the consumer's
     polls that returned records, until n records came (or 120 s)."""

@@ -22,7 +22,6 @@ import contextlib
 import ctypes
 import gc
 import multiprocessing as mp
-import struct
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ if __package__ in (None, ""):  # run as a script: bench/run.py
 
 import psutil
 
+from bench.paced_pair import STAMP, paced
 from bench.peers import Ctx
 from bench.proc_usage import (  # noqa: F401 (their old import path: bench.run)
     _counters,
@@ -48,7 +48,7 @@ from bench.run_report import _progress, find, render_md, table, targets  # noqa:
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RATE = 10_000  # total messages/s in latency runs
-_STAMP = struct.Struct("<qq")  # send time (monotonic ns), sequence
+_STAMP = STAMP  # send time (monotonic ns), sequence
 CHUNK = 1000  # messages per send_many call and per one-record loop between clock checks
 
 
@@ -105,18 +105,11 @@ def producer_main(adapter: Any, ctx: Ctx, i: int, size: int, api: str, duration:
             rate = RATE / ctx.producers
             n = int(rate * duration)
             pad = b"x" * (size - _STAMP.size)
-            mono_ns = time.monotonic_ns
-            step_ns = 1e9 / rate
-            t0 = mono_ns()
-            for k in range(n):
+            for k, due in paced(n, rate):
                 # Every system's record carries its scheduled send time, not the moment send()
                 # was called: a producer held up (a blocking call, a full queue, a late wake-up)
                 # counts the delay in every record it made late, as a user waiting on a reading
                 # sees it (no coordinated omission), and the same for every system.
-                due = t0 + int(k * step_ns)
-                delay = due - mono_ns()
-                if delay > 0:
-                    time.sleep(delay / 1e9)
                 p.send(_STAMP.pack(due, k) + pad)
             sent = n
         else:

@@ -58,8 +58,8 @@ from bench.paced_pair import (  # noqa: E402
     STAMP,
     PacedPair,
     gc_spans,
-    paced,
-    tail_polls,
+    paced_child,
+    stamped_polls,
     wrapped_supervisor,
 )
 from bench.tail_analysis import _TO_PY, HEAD, analyse, render_row  # noqa: E402
@@ -172,7 +172,7 @@ def serve(config: str) -> int:
 def _producer(sock: str, transport: str, topic: str, rate: int, n: int, ready: Any, go: Any,
               done: Any, results: Any, size: int) -> None:
     from bench import peers
-    from bench.run import Ctx, _tight_timers, child_heap
+    from bench.run import Ctx, child_heap
 
     child_heap()
     _gc_hook()
@@ -181,11 +181,8 @@ def _producer(sock: str, transport: str, topic: str, rate: int, n: int, ready: A
     p = peers.Edgebus.producer(ctx, 0)
     due_a, t0_a, t1_a = array("q", bytes(8 * n)), array("q", bytes(8 * n)), array("q", bytes(8 * n))
     pad = b"x" * (size - STAMP.size)
-    ready.put(("p", os.getpid()))
-    go.wait()
-    _tight_timers()
     mono_ns = time.monotonic_ns
-    for k, due in paced(n, rate):  # bench/run.py producer_main's loop, stamped
+    for k, due in paced_child(n, rate, ready, go):  # bench/run.py producer_main's loop, stamped
         s = mono_ns()
         p.send(STAMP.pack(due, k) + pad)
         due_a[k], t0_a[k], t1_a[k] = due, s, mono_ns()
@@ -198,29 +195,18 @@ def _producer(sock: str, transport: str, topic: str, rate: int, n: int, ready: A
 
 def _consumer(sock: str, transport: str, topic: str, n: int, ready: Any, go: Any, done: Any,
               results: Any) -> None:
-    from bench.clients import tail_consumer
-    from bench.run import child_heap
-
-    child_heap()
     _gc_hook()
-    c = tail_consumer(sock, transport, topic)
     recv = array("q")
     seqs = array("q")
     polls = array("q")  # (poll called, poll returned, records) per poll that returned records
-    ready.put(("c", os.getpid()))
-    go.wait()
-    got = 0
     unpack = STAMP.unpack_from
-    for t0, t, recs in tail_polls(c, n):
+    for t0, t, recs in stamped_polls(sock, transport, topic, n, ready, go, results):
         for r in recs:
             seqs.append(unpack(r.value or bytes(16))[1])
             recv.append(t)
         polls.extend((t0, t, len(recs)))
-        got += len(recs)
-    c.close()
     _events["recv"] = [seqs.tobytes(), recv.tobytes(), polls.tobytes()]
-    _dump("cons")
-    results.put(("c", got))
+    _dump("cons")  # (read after the parent has joined this process)
 
 
 def _preload(sock: str, mb: int) -> None:
