@@ -26,10 +26,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.paced_pair import PacedPair
-
 HERE = Path(__file__).resolve()
 TREE = HERE.parents[1]
+# Run by path with nothing naming the tree (its callgrind child, or by hand): the bench package
+# is this checkout's, found after any PYTHONPATH.
+sys.path.append(str(TREE))
+
+from bench.paced_pair import PacedPair, new_topic  # noqa: E402
 
 
 def _consumer(sock: str, transport: str, topic: str, n: int, ready: Any, go: Any, done: Any,
@@ -75,15 +78,12 @@ def _consumer(sock: str, transport: str, topic: str, n: int, ready: Any, go: Any
 
 
 def one(transport: str, rate: int, duration: float, top: int) -> dict[str, Any]:
-    from edgebus import Admin
     from edgebus.testing import EmbeddedBroker
 
     n = int(rate * duration)
     broker = EmbeddedBroker(log_level="WARNING").start()
     try:
-        topic = f"calls-{os.getpid()}"
-        with Admin(socket=broker.socket, transport="socket") as a:
-            a.create_topic(topic, 1)
+        topic = new_topic(broker.socket, "calls")
         pair = PacedPair(broker.socket, transport, topic, rate, n, consumer=_consumer,
                          consumer_extra=(top,))
         got = pair.run(duration + 180)
@@ -196,9 +196,7 @@ def instructions(transport: str, rate: int, n: int) -> dict[str, Any]:
              "--collect-atstart=yes", sys.executable, str(HERE), "--callgrind-child",
              f"{sock}|{transport}|{topic}|{n}"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err_file, text=True,
-            # (a script: its bench package named, whoever started this process)
-            env={**os.environ, "PYTHONHASHSEED": "0",
-                 "PYTHONPATH": os.environ.get("PYTHONPATH") or str(TREE)})
+            env={**os.environ, "PYTHONHASHSEED": "0"})
         assert child.stdin is not None and child.stdout is not None
         if transport == "bare":
             assert child.stdout.readline().strip() == "listening"

@@ -40,6 +40,7 @@ from typing import Any
 from bench.paced_pair import (
     PacedPair,
     latencies,
+    new_topic,
     thread_counters,
 )
 
@@ -80,16 +81,13 @@ def one(transport: str, consumer_tree: str, rate: int, duration: float) -> dict[
     """One case: supervisor and producer from this process's tree, the consumer from
     consumer_tree's."""
     from bench.trees import tree_env
-    from edgebus import Admin
     from edgebus.testing import EmbeddedBroker
 
     n = int(rate * duration)
     broker = EmbeddedBroker(log_level="WARNING").start()
     stack = ExitStack()  # the consumer's tree_env, until the consumer is gone
     try:
-        topic = f"wakes-{os.getpid()}"
-        with Admin(socket=broker.socket, transport="socket") as a:
-            a.create_topic(topic, 1)
+        topic = new_topic(broker.socket, "wakes")
         cons = subprocess.Popen(
             [sys.executable, str(HERE), "--consumer", f"{broker.socket}|{transport}|{topic}|{n}"],
             env=stack.enter_context(tree_env(consumer_tree)), cwd=consumer_tree,

@@ -89,7 +89,14 @@ from bench.hops_analysis import (  # noqa: F401 (the event format and kinds; ana
     render,
 )
 from bench.hops_record import _events, _gc_hook, _now, dump
-from bench.paced_pair import STAMP, PacedPair, paced_child, stamped_polls, wrapped_supervisor
+from bench.paced_pair import (
+    STAMP,
+    PacedPair,
+    new_topic,
+    paced_child,
+    stamped_polls,
+    wrapped_supervisor,
+)
 
 # The paths this benchmark can stamp: the Python ones. By default a record goes by the C send
 # (edgebus/onestep.c), the supervisor's C data plane and parked loop (shm_plane.py, park.c) and
@@ -250,7 +257,6 @@ def run_case(transport: str, size: int, rate: int, duration: float,
              env: dict[str, str] | None = None) -> dict[str, Any]:
     from bench import process_knobs
     from bench import run as R
-    from edgebus import Admin
 
     env = env or {}
     tdir = tempfile.mkdtemp(prefix="eb-hops-")
@@ -263,16 +269,11 @@ def run_case(transport: str, size: int, rate: int, duration: float,
         process_knobs.renice(broker.proc.pid, int(env["sup.nice"]))
     n = int(rate * duration)
     try:
-        topic = f"hops-{os.getpid()}-{transport}-{size}"
-        with Admin(socket=broker.socket, transport="socket") as a:
-            a.create_topic(topic, 1, config={"max_message_bytes": 4 << 20})
+        topic = new_topic(broker.socket, f"hops-{transport}-{size}", max_message_bytes=4 << 20)
         R.before_fork()
-        pair = PacedPair(broker.socket, transport, topic, rate, n, consumer=_consumer,
-                         producer=_producer, producer_extra=(size, env))
-        try:
+        with PacedPair(broker.socket, transport, topic, rate, n, consumer=_consumer,
+                       producer=_producer, producer_extra=(size, env)) as pair:
             got = pair.run(duration + 180)
-        finally:
-            pair.close()
     finally:
         broker.stop()
         broker.cleanup()

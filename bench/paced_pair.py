@@ -198,6 +198,27 @@ class PacedPair:
         for proc in self.procs:
             proc.join(timeout)
 
+    def __enter__(self) -> PacedPair:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        for proc in self.procs:  # a child may wait for go or done for good: not joined, ended
+            proc.kill()
+            proc.join(10)
+
+
+def new_topic(sock: str, prefix: str, **config: Any) -> str:
+    """A topic of one partition made for this case (its name: prefix and this process's pid)."""
+    from edgebus import Admin
+
+    topic = f"{prefix}-{os.getpid()}"
+    with Admin(socket=sock, transport="socket") as a:
+        a.create_topic(topic, 1, config=config or None)
+    return topic
+
 
 # --- hops.py and tail_where.py: a supervisor with wrapped methods, stamped clients ------------------
 def wrapped_supervisor(script: str, env: dict[str, str]) -> EmbeddedBroker:

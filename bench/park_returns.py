@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.paced_pair import PacedPair, thread_counters, threads_since
+from bench.paced_pair import PacedPair, new_topic, thread_counters, threads_since
 
 HERE = Path(__file__).resolve()
 TREE = HERE.parents[1]
@@ -45,9 +45,7 @@ def one(transport: str, rate: int, duration: float) -> dict[str, Any]:
             return dict(a.status()["shm_plane"])
 
     try:
-        topic = f"park-returns-{os.getpid()}"
-        with Admin(socket=broker.socket, transport="socket") as a:
-            a.create_topic(topic, 1)
+        topic = new_topic(broker.socket, "park-returns")
         pair = PacedPair(broker.socket, transport, topic, rate, n)
         assert broker.pid is not None
         s0 = plane()

@@ -58,6 +58,7 @@ from bench.paced_pair import (  # noqa: E402
     STAMP,
     PacedPair,
     gc_spans,
+    new_topic,
     paced_child,
     stamped_polls,
     wrapped_supervisor,
@@ -228,7 +229,6 @@ def _preload(sock: str, mb: int) -> None:
 def run_case(transport: str, size: int, rate: int, duration: float,
              env: dict[str, str], preload_mb: int = 0) -> dict[str, Any]:
     from bench import run as R
-    from edgebus import Admin
 
     tdir = tempfile.mkdtemp(prefix="eb-tail-")
     os.environ["EDGEBUS_TAIL_DIR"] = tdir
@@ -239,20 +239,16 @@ def run_case(transport: str, size: int, rate: int, duration: float,
         pre.join(600)
     load = os.getloadavg()[0]
     try:
-        topic = f"tail-{os.getpid()}-{transport}-{size}"
-        with Admin(socket=broker.socket, transport="socket") as a:
-            a.create_topic(topic, 1, config={"max_message_bytes": 4 << 20})
+        topic = new_topic(broker.socket, f"tail-{transport}-{size}", max_message_bytes=4 << 20)
         R.before_fork()
-        pair = PacedPair(broker.socket, transport, topic, rate, int(rate * duration),
-                         consumer=_consumer, producer=_producer, producer_extra=(size,))
-        try:
-            pair.run(duration + 180)
-        except RuntimeError:
-            print(f"the consumer or the producer failed; the supervisor's log:\n{broker.log()[-4000:]}",
-                  file=sys.stderr)
-            raise
-        finally:
-            pair.close()
+        with PacedPair(broker.socket, transport, topic, rate, int(rate * duration),
+                       consumer=_consumer, producer=_producer, producer_extra=(size,)) as pair:
+            try:
+                pair.run(duration + 180)
+            except RuntimeError:
+                print(f"the consumer or the producer failed; the supervisor's log:\n"
+                      f"{broker.log()[-4000:]}", file=sys.stderr)
+                raise
     finally:
         broker.stop()
         broker.cleanup()

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.paced_pair import PacedPair, thread_counters, threads_since
+from bench.paced_pair import PacedPair, new_topic, thread_counters, threads_since
 
 HERE = Path(__file__).resolve()
 TREE = HERE.parents[1]
@@ -91,7 +91,6 @@ def _instructions(prefix: str) -> int:
 def one(transport: str, rate: int, duration: float, syscalls: bool,
         calls: bool = False, instructions: bool = False) -> dict[str, Any]:
     """One case in this process's tree: counters per process and thread, per message."""
-    from edgebus import Admin
     from edgebus.testing import EmbeddedBroker
 
     n = int(rate * duration)
@@ -103,9 +102,7 @@ def one(transport: str, rate: int, duration: float, syscalls: bool,
     broker = EmbeddedBroker(log_level="WARNING", wrapper=wrapper).start(
         timeout=600 if instructions else 30)
     try:
-        topic = f"wakeups-{os.getpid()}"
-        with Admin(socket=broker.socket, transport="socket") as a:
-            a.create_topic(topic, 1)
+        topic = new_topic(broker.socket, "wakeups")
         pair = PacedPair(broker.socket, transport, topic, rate, n)
         assert broker.pid is not None
         pids = {"producer": pair.pids["p"], "supervisor": broker.pid, "consumer": pair.pids["c"]}
