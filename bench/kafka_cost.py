@@ -21,7 +21,6 @@ case. Writes bench/results/kafka-cost.json and .md (`--out` to change the stem).
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import shutil
@@ -35,7 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.acl_cpu import _cpu_ns
-from bench.request_cost import HERE, RESULTS, Supervisor, summarize_spy
+from bench.request_cost import (
+    HERE,
+    RESULTS,
+    Supervisor,
+    short_commit,
+    summarize_spy,
+    write_report,
+)
 
 CLIENT = {"socket.nagle.disable": True}
 
@@ -210,33 +216,16 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {case} | {statistics.median(a) / statistics.median(b):.3f} | "
                          f"{singles[0]:.3f}-{singles[-1]:.3f} |")
 
-    def rev(tree: Path) -> str:
-        return subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True).stdout.strip()
-
-    commit = rev(args.tree)
-    base_commit = "" if args.base is None else rev(args.base)
+    commit = short_commit(args.tree)
+    base_commit = "" if args.base is None else short_commit(args.base)
     head = (f"`python -m bench.kafka_cost {' '.join(argv if argv is not None else sys.argv[1:])}`"
             f"; this tree at {commit}" + (f", base at {base_commit}" if base_commit else "")
             + f"; {args.requests} requests at {args.rate:g}/s, {args.records} records of "
             f"{args.size} B, {args.rounds} rounds; load average at the end "
             f"{os.getloadavg()[0]:.2f} (2 cores, shared)")
-    print("\n" + head + "\n\n" + "\n".join(lines))
-    for name, v in profiles.items():
-        print(f"\npy-spy, this supervisor, {name} (own time):\n" + "\n".join(v))
-    report = dict(when=time.strftime("%Y-%m-%dT%H:%M:%S%z"), command=head, commit=commit,
-                  base_commit=base_commit, loadavg=os.getloadavg(), summary=summary,
-                  profiles=profiles)
-    Path(args.out + ".json").write_text(json.dumps(report, indent=1))
-    md = "\n\n".join([f"# Supervisor CPU per Kafka request and record "
-                      f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", head,
-                      "\n".join(lines)]
-                     + [f"py-spy, this supervisor, {name} (own time):\n\n```\n" + "\n".join(v)
-                        + "\n```" for name, v in profiles.items()])
-    Path(args.out + ".md").write_text(md + "\n")
-    print(f"\nwrote {args.out}.json and .md")
+    write_report(args.out, "Supervisor CPU per Kafka request and record", head, lines, summary,
+                 profiles, "py-spy", commit, base_commit)
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

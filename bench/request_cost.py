@@ -295,33 +295,42 @@ def main(argv: list[str] | None = None) -> int:
                 lines.append(f"| {transport} | {case} | "
                              f"{statistics.median(a) / statistics.median(b):.3f} | "
                              f"{singles[0]:.3f}-{singles[-1]:.3f} |")
-    commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    base_commit = "" if args.base is None else subprocess.run(
-        ["git", "-C", str(args.base), "rev-parse", "--short", "HEAD"],
-        capture_output=True, text=True).stdout.strip()
+    commit = short_commit(HERE)
+    base_commit = "" if args.base is None else short_commit(args.base)
     head = (f"`python -m bench.request_cost {' '.join(argv if argv is not None else sys.argv[1:])}`"
             f"; this tree at {commit}" + (f", base at {base_commit}" if base_commit else "")
             + (f"; {args.requests} requests per count in-process" if args.inproc else
                f"; {args.requests} requests per count at {args.rate:g}/s")
             + f", {args.rounds} rounds; "
             f"load average at the end {os.getloadavg()[0]:.2f} (2 cores, shared)")
+    write_report(args.out, "Supervisor CPU per request", head, lines, summary, profiles,
+                 "cProfile" if args.inproc else "py-spy", commit, base_commit)
+    return 0
+
+
+def short_commit(tree: Path | str) -> str:
+    return subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+
+
+def write_report(out: str, title: str, head: str, lines: list[str], summary: Any,
+                 profiles: dict[str, list[str]], prof_name: str, commit: str,
+                 base_commit: str) -> None:
+    """The report of request_cost and kafka_cost, printed and written to OUT.json and OUT.md: the
+    command and conditions (head), the table (lines), each profile of this supervisor."""
     print("\n" + head + "\n\n" + "\n".join(lines))
-    prof_name = "cProfile" if args.inproc else "py-spy"
     for k, v in profiles.items():
         print(f"\n{prof_name}, this supervisor, {k} (own time):\n" + "\n".join(v))
     report = dict(when=time.strftime("%Y-%m-%dT%H:%M:%S%z"), command=head, commit=commit,
                   base_commit=base_commit, loadavg=os.getloadavg(), summary=summary,
                   profiles=profiles)
-    Path(args.out + ".json").write_text(json.dumps(report, indent=1))
-    md = "\n\n".join([f"# Supervisor CPU per request ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
-                      head, "\n".join(lines)]
-                     + [f"{prof_name}, this supervisor, {k} (own time):\n\n```\n" + "\n".join(v) + "\n```"
-                        for k, v in profiles.items()])
-    Path(args.out + ".md").write_text(md + "\n")
-    print(f"\nwrote {args.out}.json and .md")
-    return 0
-
+    Path(out + ".json").write_text(json.dumps(report, indent=1))
+    md = "\n\n".join([f"# {title} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
+                       head, "\n".join(lines)]
+                      + [f"{prof_name}, this supervisor, {k} (own time):\n\n```\n" + "\n".join(v)
+                         + "\n```" for k, v in profiles.items()])
+    Path(out + ".md").write_text(md + "\n")
+    print(f"\nwrote {out}.json and .md")
 
 if __name__ == "__main__":
     raise SystemExit(main())
