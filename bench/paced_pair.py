@@ -8,16 +8,16 @@ started and ready first, so that it sees every record), waits for `go`, does its
 `(role, ...)` on `results` and, if it waits for `done`, closes its client only after: counters
 read between the results and `done` see no close.
 
-Also the pieces hops.py and tail_where.py share: the paced schedule (`paced`), the 16-byte stamp
-each record starts with, a supervisor started through a benchmark script that wraps its methods
-first (`wrapped_supervisor`), the consumer's poll loop (`tail_polls`) and each collection's span
+Also: the paced schedule (`paced`, bench/run.py's producers' too), the 16-byte stamp each record
+starts with, a case's topic (`new_topic`), the per-thread counters read of the processes
+(`thread_counters`); and what hops.py and tail_where.py share: a supervisor started through a
+script that wraps its methods first (`wrapped_supervisor`), the stamped children's frame
+(`paced_child`, `stamped_polls`: the consumer's poll loop) and each collection's span
 (`gc_spans`).
 
-These benchmarks also run their cases in an older checkout (`--base TREE`: the case's process
-has PYTHONPATH=TREE, so `bench` is TREE's, which may not have this module). Each such benchmark
-therefore adds its own bench/ folder to `bench.__path__` after TREE's before importing this
-module, and this module takes from TREE's bench/ only what every tree has had (bench/run.py's
-child_heap, bench/clients.py's tail_consumer).
+Run against another checkout (`--base TREE`), a case's process imports TREE's edgebus and this
+checkout's bench/, this module included (bench/trees.py; tail_where.py, run by hand in another
+tree, puts its own bench/ first): a tree older than this module needs none of it.
 """
 
 from __future__ import annotations

@@ -54,26 +54,25 @@ def test_hops_of_a_held_record_and_of_one_answered_inside_the_append(tmp_path: P
     assert any(line.startswith("| 0 | shm | after | 100 | p50 | 360.0 |") for line in md)
 
 
-@pytest.mark.unit
-def test_an_answer_inside_the_dispatch_ends_the_append_hop(tmp_path: Path) -> None:
+def _one_record_answered_inside_the_dispatch(d: Path) -> None:
     produce, fetch = int(M.Api.PRODUCE), int(M.Api.FETCH_STANDING)
-    _write(tmp_path, "prod", [(H.PB, 105 * US, 1, 0, 0), (H.PW, 110 * US, 1, 0, 0)])
-    _write(tmp_path, "sup", [
+    _write(d, "prod", [(H.PB, 105 * US, 1, 0, 0), (H.PW, 110 * US, 1, 0, 0)])
+    _write(d, "sup", [
         (H.SD, 50 * US, 2, fetch, 9),
         (H.SD, 150 * US, 1, produce, 5), (H.SQ, 160 * US, 2, 9, 0), (H.SE, 170 * US, 1, produce, 5)])
-    _write(tmp_path, "cons", [(H.CF, 200 * US, 9, 0, 0), (H.CR, 220 * US, 0, 0, 100 * US)])
+    _write(d, "cons", [(H.CF, 200 * US, 9, 0, 0), (H.CR, 220 * US, 0, 0, 100 * US)])
+
+
+@pytest.mark.unit
+def test_an_answer_inside_the_dispatch_ends_the_append_hop(tmp_path: Path) -> None:
+    _one_record_answered_inside_the_dispatch(tmp_path)
     hop = H.analyse(str(tmp_path), "shm", 100, 10_000)["p50"]
     assert (hop["append"], hop["to_answer"], hop["cons_wake"], hop["decode"]) == (10, 0, 40, 20)
 
 
 @pytest.mark.unit
 def test_a_case_whose_stamps_miss_its_records_is_an_error(tmp_path: Path) -> None:
-    produce, fetch = int(M.Api.PRODUCE), int(M.Api.FETCH_STANDING)
-    _write(tmp_path, "prod", [(H.PB, 105 * US, 1, 0, 0), (H.PW, 110 * US, 1, 0, 0)])
-    _write(tmp_path, "sup", [
-        (H.SD, 50 * US, 2, fetch, 9),
-        (H.SD, 150 * US, 1, produce, 5), (H.SQ, 160 * US, 2, 9, 0), (H.SE, 170 * US, 1, produce, 5)])
-    _write(tmp_path, "cons", [(H.CF, 200 * US, 9, 0, 0), (H.CR, 220 * US, 0, 0, 100 * US)])
+    _one_record_answered_inside_the_dispatch(tmp_path)
     r = H.analyse(str(tmp_path), "shm", 100, 10_000)
     H.check_measured({**r, "received": 1})  # the one record received has its hops
     # ten received, one stamped by the producer and the supervisor (as with the C send and plane)
