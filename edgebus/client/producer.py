@@ -326,7 +326,7 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
     def _send_held(self, topic: str, p: int, key: bytes | None, value: bytes | None,
                    ts: int) -> FutureRecordMetadata:
         """send()'s general path for a record without headers at linger_ms=0 (the same lines as
-        send()'s tail): the C Sender's hand-over (edgebus/onestep.c) for a record it found must
+        send()'s tail): the C Sender's hand-over (edgebus/onestep_send.c) for a record it found must
         wait or batch (the supervisor behind, batches open or ready, a lock taken, no channel),
         without send()'s argument handling and _send_one again."""
         rec = B.encode_record(ts, key, value, ())
