@@ -3,7 +3,7 @@
 setuptools runs cffi's `cffi_modules` hook on `pip install` (editable or not), which compiles
 edgebus/shm/ring.c and take.c into edgebus.shm._ring (the shared-memory ring, a consumer's
 one-call take) and edgebus/records.c into edgebus._records (the record-batch loops) with the
-system C compiler and Python's headers; and edgebus/onestep.c (Python's C API, no cffi) into
+system C compiler and Python's headers; and edgebus/onestep*.c (Python's C API, no cffi) into
 edgebus._onestep (a producer's one-record send()).
 
 Both are optional: on a board without a compiler (or without Python's headers) the install
@@ -46,7 +46,12 @@ class OptionalBuildExt(build_ext):
 
 # A producer's one-record send() in C (edgebus/onestep.c: Python's C API, which cffi's API mode
 # cannot give: it takes and makes Python objects). Optional like the rest.
-ONESTEP = Extension("edgebus._onestep", ["edgebus/onestep.c"], extra_compile_args=["-O2"])
+# One extension from several files (edgebus/onestep.c says which holds what; onestep.h is their
+# private header: a change to it rebuilds them all).
+ONESTEP = Extension("edgebus._onestep",
+                    ["edgebus/onestep.c", "edgebus/onestep_sender.c", "edgebus/onestep_send.c",
+                     "edgebus/onestep_acks.c", "edgebus/onestep_settle.c", "edgebus/onestep_reap.c"],
+                    depends=["edgebus/onestep.h"], extra_compile_args=["-O2"])
 
 setup(ext_modules=[ONESTEP],
       cffi_modules=["edgebus/shm/_build.py:ffibuilder", "edgebus/_records_build.py:ffibuilder",

@@ -121,7 +121,7 @@ def run_rounds(lookup: Callable[[process_knobs.Variant, str], tuple[Any, Any] | 
     another module than bench.run, and the forked producers read its RATE)."""
 
     from edgebus import tuning
-    from edgebus.client import shm_channel
+    from edgebus.client import shm_sync_channel
 
     def rate_of(r: int) -> None:
         R.RATE = r
@@ -140,7 +140,7 @@ def run_rounds(lookup: Callable[[process_knobs.Variant, str], tuple[Any, Any] | 
                     for v, name in cases:
                         adapter, measured = lookup(v, name)  # type: ignore[misc]
                         # Read by the forked clients (the module's copy of the knob).
-                        shm_channel.STANDING = tuning.STANDING and name != "edgebus-shm-plainfetch"
+                        shm_sync_channel.STANDING = tuning.STANDING and name != "edgebus-shm-plainfetch"
                         R.CHILD_GC_FREEZE = v.freeze
                         if measured is not None:  # the supervisor: this variant's priority
                             process_knobs.set_policy(measured.pid, v.policy)
@@ -153,7 +153,7 @@ def run_rounds(lookup: Callable[[process_knobs.Variant, str], tuple[Any, Any] | 
     finally:
         rate_of(10_000)
         R.CHILD_GC_FREEZE = True
-        shm_channel.STANDING = tuning.STANDING
+        shm_sync_channel.STANDING = tuning.STANDING
     return rows
 
 

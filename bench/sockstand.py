@@ -13,7 +13,7 @@ paced rate, counted rather than only timed, because CPU time on a loaded shared 
                               [--out bench/results/issue16-sockstand-counts.md]
 
 "on" and "off" are the same code with the client's switch (EDGEBUS_SHM_STANDING_FETCH, read by
-the forked clients from `edgebus.client.shm_channel.STANDING`), alternated in every round.
+the forked clients from `edgebus.client.shm_sync_channel.STANDING`), alternated in every round.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="")
     a = ap.parse_args(argv)
     from edgebus import tuning
-    from edgebus.client import shm_channel
+    from edgebus.client import shm_sync_channel
     from edgebus.testing import EmbeddedBroker
 
     broker = EmbeddedBroker(log_level="WARNING").start()
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
                 R.RATE = rate
                 order = ["on", "off"] if rnd % 2 == 0 else ["off", "on"]
                 for variant in order:
-                    shm_channel.STANDING = tuning.STANDING and variant == "on"
+                    shm_sync_channel.STANDING = tuning.STANDING and variant == "on"
                     sampler = _Requests(broker)
                     sampler.start()
                     v0, i0 = _switches(pid)

@@ -14,6 +14,10 @@ import sysconfig
 
 from cffi import FFI
 
+# edgebus/records.c and the files split from it, in this order: one translation unit wherever
+# records.c is read (the later files use its includes, macros and record checks).
+RECORDS = ("records.c", "records_fetch.c", "records_kafka.c")
+
 
 def read_sources(*paths: str) -> str:
     """The C files at `paths` as one translation unit, in that order (a later file calls the

@@ -50,7 +50,7 @@ _C = runpy.run_path(os.path.join(_HERE, "_cbuild.py"))
 # sock_send.c: a producer's one-call socket send. Without zlib's header eb_check_batch leaves the
 # CRC to Python.
 ffibuilder = _C["builder"]("edgebus._records", CDEF, _C["read_sources"](
-    os.path.join(_HERE, "records.c"), os.path.join(_HERE, "sock_send.c")))
+    *(os.path.join(_HERE, f) for f in _C["RECORDS"]), os.path.join(_HERE, "sock_send.c")))
 
 if __name__ == "__main__":  # a manual in-tree build: python edgebus/_records_build.py
     ffibuilder.compile(tmpdir=os.path.dirname(_HERE), verbose=True)

@@ -130,7 +130,7 @@ def _struct_for(fmt: bytes) -> struct.Struct:
 
 def fetched_records(body: Any, want: bytes, min_offset: int, topic: str, partition: int,
                     make: Callable[..., Any]) -> tuple[list[Any], int, int, int] | None:
-    """The consumer's fast path for one FETCH answer (edgebus/records.c eb_plan_fetched): the
+    """The consumer's fast path for one FETCH answer (edgebus/records_fetch.c eb_plan_fetched): the
     records at offset >= min_offset of a response body answering only the partition `want`
     names (its body prefix: partition count 1, topic, partition), each made by make(topic,
     partition, offset, timestamp, key, value), with the high watermark, log start offset and the

@@ -61,7 +61,7 @@ def _functions() -> tuple[int, int]:
 
 AVAILABLE = Sender is not None and C_SEND and produce_frame is not None
 # The attributes the C code reads and sets in the producer's and the channel's __dict__ directly
-# (edgebus/onestep.c get_attr): none may be a data descriptor of their class, for which Python
+# (edgebus/onestep.h get_attr): none may be a data descriptor of their class, for which Python
 # would not look in the instance's dict first (_plain checks it).
 PRODUCER_ATTRS = ("_fast", "value_serializer", "key_serializer", "_txn", "_channel", "_closed",
                   "_ready", "_in_flight", "_queued_bytes", "_sender_wake_at", "_drain_held",

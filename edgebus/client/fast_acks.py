@@ -82,7 +82,7 @@ def deliver(ch: Dispatcher, buf: Any, whole: bool) -> tuple[int, int]:
 
 
 py_deliver = deliver
-# LazySocketChannel.reap in C (edgebus/onestep.c sock_reap), when built; None: the Python one.
+# LazySocketChannel.reap in C (edgebus/onestep_reap.c sock_reap), when built; None: the Python one.
 C_REAP: Any = None
 try:
     from edgebus import _onestep

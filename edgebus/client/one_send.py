@@ -104,7 +104,7 @@ def new_future(b: BatchResult, ts: int) -> FutureRecordMetadata:
 def run_callbacks(r: _OneSend, ev: Any, cbs: Any) -> None:
     """What is left to do for a settled one-step send outside the results lock: set its event
     (someone waits) and run its callbacks, in order, a raising one logged. The one place for it:
-    Producer._one_step_acked (fast_send.py) and the C settling (edgebus/onestep.c settle)."""
+    Producer._one_step_acked (fast_send.py) and the C settling (edgebus/onestep_settle.c)."""
     if ev is not None:
         ev.set()
     for cb in cbs:

@@ -4,7 +4,9 @@ Records are encoded in the caller's thread into per-partition batches; one I/O t
 when it reaches `batch_size` or has waited `linger_ms`, pipelining up to `max_in_flight` requests
 on one connection. A lost connection fails the in-flight batches (their outcome is unknown) and
 the next batch reconnects. The I/O thread's half is `_Delivery` (edgebus/client/delivery.py);
-a batch being filled is a `_Builder` (edgebus/client/batch_builder.py).
+filling, sealing and (at linger_ms=0) sending batches from the caller's thread is
+`_Accumulator` (edgebus/client/accumulator.py); a batch being filled is a `_Builder`
+(edgebus/client/batch_builder.py).
 
 Ordered retries (`retries` > 0; Kafka's `retries` with `max.in.flight.requests.per.connection=1`
 per partition): a batch that fails with a retriable error (a lost connection, a request timeout,
@@ -41,15 +43,14 @@ import os
 import random
 import threading
 import time
-from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Sequence
-from itertools import accumulate
+from collections.abc import Callable
 from typing import Any
 
 from edgebus import batch as B
 from edgebus import format as F
 from edgebus.client import c_send
+from edgebus.client.accumulator import Headers, _Accumulator, _as_bytes
 from edgebus.client.batch_builder import _Builder
 from edgebus.client.channel import AsyncChannel, SyncChannel, resolve_socket
 from edgebus.client.delivery import _Delivery
@@ -57,15 +58,11 @@ from edgebus.client.fast_send import _FastSend
 from edgebus.client.shm_channel import ShmAsyncChannel, check_transport
 from edgebus.client.txn import TransactionalProducer
 from edgebus.client.types import (
-    BatchResult,
-    FutureBatch,
     FutureRecordMetadata,
     partition_for_key,
 )
 from edgebus.errors import (
-    ClosedError,
     OperationTimeoutError,
-    RecordTooLargeError,
     UnknownPartitionError,
     error_for_code,
 )
@@ -85,21 +82,9 @@ IDEMPOTENT_IN_FLIGHT = 5
 # per record: at 64 KiB the benchmark's send_batch moved ~40% less than at 256 KiB with ~20% more
 # supervisor CPU per record (bench/results/defaults.md). An open batch grows only as records come.
 DEFAULT_BATCH_SIZE = 256 * 1024
-Headers = Sequence[tuple[str, bytes | None]]
 
 
-def _as_bytes(v: Any, what: str) -> bytes | None:
-    if v is None or isinstance(v, bytes):
-        return v
-    if isinstance(v, (bytearray, memoryview)):
-        return bytes(v)
-    if isinstance(v, str):
-        return v.encode()
-    raise TypeError(f"{what} must be bytes, str or None (or set a {what}_serializer), "
-                    f"got {type(v).__name__}")
-
-
-class Producer(_Delivery, _FastSend, TransactionalProducer):
+class Producer(_Delivery, _Accumulator, _FastSend, TransactionalProducer):
     """Sends records to the supervisor; kafka-python's names and meanings where they fit.
 
     `acks`: what a successful future promises ("none": nothing, no answer; "written": in the log
@@ -326,7 +311,7 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
     def _send_held(self, topic: str, p: int, key: bytes | None, value: bytes | None,
                    ts: int) -> FutureRecordMetadata:
         """send()'s general path for a record without headers at linger_ms=0 (the same lines as
-        send()'s tail): the C Sender's hand-over (edgebus/onestep.c) for a record it found must
+        send()'s tail): the C Sender's hand-over (edgebus/onestep_send.c) for a record it found must
         wait or batch (the supervisor behind, batches open or ready, a lock taken, no channel),
         without send()'s argument handling and _send_one again."""
         rec = B.encode_record(ts, key, value, ())
@@ -339,172 +324,6 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
         if todo is not None:
             self._send_inline(todo)
         return fut
-
-    def send_batch(
-        self,
-        topic: str,
-        values: Sequence[Any],
-        keys: Sequence[Any] | None = None,
-        partition: int | None = None,
-        headers: Headers | None = None,
-        timestamp_ms: int | None = None,
-        record_headers: Sequence[Headers | None] | None = None,
-    ) -> FutureBatch:
-        """Send many records in one call; cheaper per record than send(). One future for all.
-
-        `headers` are given to every record; `record_headers[i]`, when given, to record i instead.
-        The records of one call that go to one partition travel in one batch when together they
-        fit in `batch_size` (an open batch of that partition that they would overflow is sealed
-        first): they are appended, or fail, together and in order.
-        """
-        if keys is not None and len(keys) != len(values):
-            raise ValueError(f"{len(keys)} keys for {len(values)} values")
-        if record_headers is not None and len(record_headers) != len(values):
-            raise ValueError(f"{len(record_headers)} header lists for {len(values)} values")
-        ts = time.time_ns() // 1_000_000 if timestamp_ms is None else int(timestamp_ms)
-        if (keys is None and record_headers is None and not headers
-                and self.value_serializer is None and values):
-            bulk = B.encode_plain_values(values, ts)  # None unless every value is plain bytes
-            if bulk is not None:
-                fb = self._send_batch_bulk(topic, partition, ts, *bulk)
-                if not self.linger:
-                    self._send_now()
-                return fb
-        hdrs = headers or ()
-        timestamps = [ts] * len(values)
-        enc = B.encode_record
-        vs = self.value_serializer
-        by_part: dict[int, list[tuple[int, bytes]]] = {}
-        for i, v in enumerate(values):
-            if vs is not None and v is not None:
-                v = vs(v)
-            k = None if keys is None else keys[i]
-            if k is not None and self.key_serializer is not None:
-                k = self.key_serializer(k)
-            k = _as_bytes(k, "key")
-            p = self._choose(topic, k, partition)
-            h = hdrs if record_headers is None else (record_headers[i] or ())
-            rec = enc(ts, k, _as_bytes(v, "value"), h)
-            self._check_size(topic, len(rec))
-            by_part.setdefault(p, []).append((i, rec))
-        parts: list[tuple[BatchResult, int, list[int]]] = []
-        with self._cond:
-            for p, items in by_part.items():
-                self._make_room(topic, p, sum(len(rec) for _, rec in items))
-                cur: BatchResult | None = None
-                for i, rec in items:
-                    b, idx = self._append(topic, p, rec, ts)
-                    if b.result is not cur:
-                        cur = b.result
-                        parts.append((cur, idx, []))
-                    parts[-1][2].append(i)
-        if not self.linger:
-            self._send_now()
-        return FutureBatch(parts, timestamps)
-
-    def _send_batch_bulk(self, topic: str, partition: int | None, ts: int, blob: bytearray,
-                         sizes: list[int]) -> FutureBatch:
-        """send_batch of values only, encoded by C in one go: per batch, not per record, work.
-        Same batching rules as the general path (one batch if they fit, else full batches)."""
-        p = self._choose(topic, None, partition)
-        self._check_size(topic, max(sizes))
-        n = len(sizes)
-        cum: list[int] = []  # cum[i] = bytes before record i; made only when records must split
-        mv = memoryview(blob)
-        parts: list[tuple[BatchResult, int, Sequence[int]]] = []
-        key = (topic, p)
-        with self._cond:
-            self._make_room(topic, p, len(blob))
-            if self._closed:
-                raise ClosedError("the producer is closed")
-            i = 0
-            while i < n:
-                b = self._open.get(key)
-                if b is None:
-                    b = self._open[key] = _Builder(topic, p, self)
-                room = self._batch_max[topic] - b.size
-                if i == 0 and len(blob) <= room:
-                    j = n  # all fit: the common case needs no per-record sums
-                else:
-                    if not cum:
-                        cum = list(accumulate(sizes, initial=0))
-                    j = bisect_right(cum, cum[i] + room, i + 1) - 1  # records i..j-1 fit
-                if j <= i:
-                    if b.count:
-                        self._seal(key, b)
-                        continue
-                    j = i + 1  # a record larger than batch_size travels alone
-                chunk = mv if j == n and i == 0 else mv[cum[i] : cum[j]]
-                first = b.add_many(chunk, j - i, ts)
-                self._queued_bytes += len(chunk)
-                parts.append((b.result, first, range(i, j)))
-                i = j
-                if b.size >= self._batch_max[topic] or i < n:
-                    self._seal(key, b)
-                elif first == 0 and self.linger:
-                    self._cond.notify()  # the sender must learn this batch's linger deadline
-        return FutureBatch(parts, [ts] * n)
-
-    def _send_now(self) -> None:
-        """linger_ms=0: seal what is open and send ready batches from the caller's thread. A
-        hand-off to the I/O thread would cost a thread wake-up (tens of microseconds) per send;
-        if that thread is sending right now, it takes these batches next instead."""
-        with self._cond:
-            todo = self._take_for_inline_send()
-        if todo is not None:
-            self._send_inline(todo)
-
-    def _take_for_inline_send(self) -> list[_Builder] | None:
-        """Under self._cond: seal every open batch. Then either take the I/O lock (never waited
-        for here, so the lock order I/O lock -> _cond elsewhere cannot deadlock) and return the
-        batches for the caller to send, or, when whoever holds it may not look again, wake the
-        I/O thread, which sends as soon as the lock is free, and return None."""
-        # Acknowledgements that came since the last send, taken here (and their callbacks run)
-        # instead of waking the reader thread for each (lazy acknowledgements, shm). This thread
-        # looks at every open batch below, so a hold's wake-up of the I/O thread is not needed.
-        self._drain_held = False
-        self._reap()
-        got = self._io_lock.acquire(blocking=False)
-        for key, b in list(self._open.items()):
-            if self._ordered and self._waiting(key, time.monotonic()):
-                continue  # it keeps filling until its partition may send again
-            if self._hold_at and self._unacked.get(key, 0) >= self._hold_at:
-                continue  # durable: it keeps filling until an acknowledgement comes
-            if self._in_flight >= self.max_in_flight:
-                # No request could go now: it keeps filling (as Kafka's accumulator does), and
-                # the I/O thread seals it when an acknowledgement frees a slot. Sealed here, each
-                # record would wait in line as a batch of its own, sent one per acknowledgement.
-                # The acknowledgements are awaited now: not collected lazily (shm).
-                ch = self._channel  # once: close() may drop it meanwhile (not under _cond)
-                if ch is not None:
-                    ch.hurry()
-                continue
-            if self._in_flight and self._unread():
-                # The supervisor has not yet read our last request (socket; on the rings, the
-                # one before it: ShmAsyncChannel.unread): this one
-                # would wait behind it anyway, so it keeps filling and goes with the next send
-                # that finds the acknowledgement come, or as soon as the reader delivers it
-                # (_finish wakes the I/O thread). A supervisor that falls behind thus gets fewer,
-                # fuller requests instead of one per record. The reader is hurried for that one
-                # acknowledgement only: a URGENT_S window of them (as before) made every
-                # acknowledgement a wake-up, on a loaded machine most of the time.
-                self._drain_held = True
-                ch = self._channel  # close() may have dropped it since _unread() looked
-                if ch is not None:
-                    ch.hurry(once=True)
-                continue
-            self._seal(key, b, notify=not got)
-        if not got:
-            self._cond.notify()
-            return None
-        return self._pop_ready()
-
-    def _reap(self) -> None:
-        """Under self._cond: deliver the acknowledgements the channel's reader is not being
-        woken for (ShmAsyncChannel.reap); their callbacks run in this thread."""
-        ch = self._channel
-        if ch is not None:
-            ch.reap()
 
     def _poll_acks(self) -> None:
         """A future is asked whether it is done (AckOwner): take the acknowledgements that came
@@ -521,88 +340,6 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
         if ch is not None:
             ch.want_callbacks()
 
-    def _unread(self) -> bool:
-        """Whether the supervisor has yet to read a request this producer wrote (the request
-        ring's head and tail; on the socket, SIOCOUTQ)."""
-        ch = self._channel
-        return ch is not None and ch.unread()
-
-    def _send_inline(self, todo: list[_Builder]) -> None:
-        """With self._io_lock held (by _take_for_inline_send); releases it."""
-        try:
-            if todo and not self._send_todo(todo):
-                with self._cond:
-                    self._cond.notify()  # not connected: the I/O thread retries with backoff
-        finally:
-            self._io_lock.release()
-
-    def _make_room(self, topic: str, p: int, total: int) -> None:
-        """Under self._cond, before appending `total` bytes of records to (topic, p) in one go:
-        wait for buffer memory for all of them (so that _append does not release the lock midway,
-        letting the sender seal a half-filled batch), and seal an open batch they would overflow."""
-        self._wait_for_room(total)
-        b = self._open.get((topic, p))
-        if b is not None and b.records and b.size + total > self._batch_max[topic]:
-            self._seal((topic, p), b)
-
-    def _wait_for_room(self, nbytes: int) -> None:
-        """Under self._cond: backpressure while buffer_memory cannot take nbytes more (the
-        supervisor is slower than the caller, or unreachable), for at most max_block_ms."""
-        deadline = None
-        while self._queued_bytes + nbytes > self.buffer_memory and self._queued_bytes > 0:
-            if self._closed:
-                raise ClosedError("the producer is closed")
-            deadline = deadline or time.monotonic() + self.max_block
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise OperationTimeoutError(
-                    f"{self._queued_bytes} bytes are waiting to be sent; buffer_memory is full")
-            self._wait_for_memory(left)
-
-    def _check_size(self, topic: str, n: int) -> None:
-        limit = self._record_max.get(topic, self.max_request_size)
-        if n + F.BATCH_HEADER_SIZE > limit:
-            what = "max_request_size" if limit == self.max_request_size else \
-                f"the max_message_bytes of topic {topic!r}"
-            raise RecordTooLargeError(
-                f"record of {n} bytes (with a {F.BATCH_HEADER_SIZE}-byte batch header) exceeds "
-                f"{what} ({limit} bytes)")
-
-    def _append(self, topic: str, p: int, rec: bytes, ts: int) -> tuple[_Builder, int]:
-        """Under self._cond: add rec to the open batch of (topic, p), rolling batches as needed."""
-        if self._closed:
-            raise ClosedError("the producer is closed")
-        if self._queued_bytes + len(rec) > self.buffer_memory:
-            self._wait_for_room(len(rec))
-        key = (topic, p)
-        limit = self._batch_max[topic]
-        b = self._open.get(key)
-        if b is not None and b.size + len(rec) > limit and b.records:
-            self._seal(key, b)
-            b = None
-        if b is None:
-            b = self._open[key] = _Builder(topic, p, self)
-        idx = b.add(rec, ts)
-        self._queued_bytes += len(rec)
-        if b.size >= limit:
-            self._seal(key, b)
-        elif len(b.records) == 1 and self.linger:
-            self._cond.notify()  # the sender must learn this batch's linger deadline
-        return b, idx
-
-    def _seal(self, key: tuple[str, int], b: _Builder, notify: bool = True) -> None:
-        del self._open[key]
-        self._sealed += 1
-        b.order = self._sealed
-        self._ready.append(b)
-        if self._hold_at:
-            self._unacked[key] = self._unacked.get(key, 0) + 1
-        if self._sticky.get(b.topic) == b.partition:
-            n = self._partitions.get(b.topic, 1)
-            self._sticky[b.topic] = random.randrange(n)
-        if notify:
-            self._cond.notify()
-
     def metrics(self) -> dict[str, dict[str, float]]:
         """Counters in kafka-python's shape ({"producer-metrics": {name: value}}): records and
         batches acknowledged (`record-send-total`, `batch-send-total`), records failed for good
@@ -615,15 +352,6 @@ class Producer(_Delivery, _FastSend, TransactionalProducer):
         ch = self._channel
         out["connection-count"] = 1 if ch is not None and ch.lost is None else 0
         return {"producer-metrics": out}
-
-    def _wait_for_memory(self, timeout: float) -> None:
-        """Under self._cond: a caller blocked on buffer_memory (counted, so _finish wakes it)."""
-        self._blocked += 1
-        try:
-            with self._awaiting_acks():
-                self._cond.wait(timeout)
-        finally:
-            self._blocked -= 1
 
     # --- lifecycle -------------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> None:

@@ -5,7 +5,7 @@ the wake-up and the returned records is most of its CPU. ShmSyncChannel.standing
 `QuickTake.quick_take` first: one C call (take.c eb_take_plan, eb_take_sock_plan) waits for the
 next frame, leaves it whole in a buffer of this channel (copied out of the response ring, or
 received from the socket) and, when it answers the standing fetch with no error, checks and
-plans its records where they lie (records.c eb_plan_fetched); its header fields and the plan
+plans its records where they lie (records_fetch.c eb_plan_fetched); its header fields and the plan
 come back in the call's got[] (one struct unpack), and one `Struct.unpack_from` and a `map` make
 the records (edgebus.records.planned). No bytearray, memoryview, ResponseFrame or epoll event
 list per answer; the arguments that stay the same are set once (AnswerBuffer.take_plan_for).

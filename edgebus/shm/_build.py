@@ -101,8 +101,8 @@ _C = runpy.run_path(os.path.join(_ROOT, "_cbuild.py"))
 # produce.c also records.c's frame builder. Without zlib's header eb_ring_produce returns -2 (and
 # the client sends no record in one step: eb_produce_frame cannot either).
 ffibuilder = _C["builder"]("edgebus.shm._ring", CDEF, _C["read_sources"](
-    os.path.join(_HERE, "ring.c"), os.path.join(_HERE, "take.c"), os.path.join(_ROOT, "records.c"),
-    os.path.join(_HERE, "produce.c")))
+    os.path.join(_HERE, "ring.c"), os.path.join(_HERE, "take.c"),
+    *(os.path.join(_ROOT, f) for f in _C["RECORDS"]), os.path.join(_HERE, "produce.c")))
 
 if __name__ == "__main__":  # a manual in-tree build: python edgebus/shm/_build.py
     ffibuilder.compile(tmpdir=os.path.dirname(_ROOT), verbose=True)

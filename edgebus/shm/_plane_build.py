@@ -155,8 +155,8 @@ _C = runpy.run_path(os.path.join(_ROOT, "_cbuild.py"))
 # Without zlib's header eb_check_batch leaves the CRC to Python, and the plane then takes no
 # frame (every batch needs its CRC checked).
 ffibuilder = _C["builder"]("edgebus.shm._plane", CDEF, _C["read_sources"](
-    os.path.join(_HERE, "ring.c"), os.path.join(_ROOT, "records.c"), os.path.join(_HERE, "plane.c"),
-    os.path.join(_HERE, "sockplane.c"), os.path.join(_HERE, "park.c")))
+    os.path.join(_HERE, "ring.c"), *(os.path.join(_ROOT, f) for f in _C["RECORDS"]),
+    os.path.join(_HERE, "plane.c"), os.path.join(_HERE, "sockplane.c"), os.path.join(_HERE, "park.c")))
 
 if __name__ == "__main__":  # a manual in-tree build: python edgebus/shm/_plane_build.py
     ffibuilder.compile(tmpdir=os.path.dirname(_ROOT), verbose=True)

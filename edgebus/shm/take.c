@@ -8,7 +8,7 @@
  * recv() of a new 1 MiB bytes object. Here each is one call that leaves one whole response
  * frame (u32 length, correlation id, error code, body: docs/FORMAT.md 7.2) in a buffer the
  * caller owns and reuses, and its header fields in info[]; the caller then plans the body
- * (edgebus/records.c eb_plan_fetched) and unpacks the records straight from that buffer.
+ * (edgebus/records_fetch.c eb_plan_fetched) and unpacks the records straight from that buffer.
  * Anything unusual (the socket became readable, a signal, a frame that does not fit, bytes
  * that are not exactly one whole frame) is handed back to the Python path, which does what it
  * did before.

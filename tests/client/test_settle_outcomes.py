@@ -1,6 +1,6 @@
 """What settling a group of acknowledged one-step sends owes each record, whoever settles it
 (the C reap, the Python reap; a real producer and supervisor for the rest), found by a review of
-the C intake (edgebus/onestep.c settle, sock_reap):
+the C intake (edgebus/onestep_settle.c settle, onestep_reap.c sock_reap):
 
 - callbacks run in the order the Python path gives: a record's own callbacks before one that an
   earlier record's callback added to it;

@@ -1,5 +1,5 @@
 """A sending thread's intake of the socket's acknowledgements (LazySocketChannel.reap), in C
-(edgebus/onestep.c sock_reap) and in Python (`_py_reap`), against a scripted supervisor: a real
+(edgebus/onestep_reap.c sock_reap) and in Python (`_py_reap`), against a scripted supervisor: a real
 Unix socket whose far end this test writes byte for byte, and a real LazySocketChannel with its
 reader thread in its unsignalled wait. Whatever a read's cut, every answer reaches its request
 once, in the stream's order: one-step sends settled by the C walk, error answers and other

@@ -1,5 +1,5 @@
 """The consumer's quick poll (issue 16): a standing fetch's answer decoded in one C call
-(edgebus.records.fetched_records, records.c eb_plan_fetched) and taken through
+(edgebus.records.fetched_records, records_fetch.c eb_plan_fetched) and taken through
 ShmSyncChannel.standing_records.
 
 - the decode: on any one-partition FETCH answer (several batches, skipped offsets, keys or none,

@@ -1,5 +1,5 @@
 """The per-record conversions between Kafka records (v2: varints) and edgebus records (docs/FORMAT.md
-section 9), in Python: the specification of records.c's loops (`eb_kafka_to_edgebus`,
+section 9), in Python: the specification of records_kafka.c's loops (`eb_kafka_to_edgebus`,
 `eb_edgebus_to_kafka`) and the fallback when the C module is not built (records.py calls them;
 tests check that both give the same bytes and errors).
 """

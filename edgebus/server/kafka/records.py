@@ -7,7 +7,7 @@ absolute), keys, values, nulls, headers, and the producer id, epoch and base seq
 header fields FORMAT.md 2.1 reserved for them. Fetch: each stored edgebus batch becomes one
 uncompressed Kafka batch with its base offset, timestamps and producer fields.
 
-Records are converted one by one, so the per-record loops run in C (edgebus/records.c
+Records are converted one by one, so the per-record loops run in C (edgebus/records_kafka.c
 `eb_kafka_to_edgebus`, `eb_edgebus_to_kafka`) when the module is built; the Python below is
 the specification and the fallback, and tests check that both give the same bytes and errors.
 """
