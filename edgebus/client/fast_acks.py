@@ -53,7 +53,9 @@ def py_deliver(ch: Dispatcher, buf: Any, whole: bool,
     then the first such exception is raised; what the walk left (whole=False: a frame's start,
     a large frame) is handed to the socket channel's FrameBuffer first (`_take_rest`), since
     the caller gets no position then. failed: one met before this walk (the C walk's settling,
-    edgebus/onestep.c deliver), raised likewise."""
+    edgebus/onestep.c deliver), raised likewise. A refusal of the connection still ends the
+    walk at once, and is what is raised: the connection is over, and its loss gives every
+    request still pending its outcome."""
     pending, lock = ch._pending, ch._lock
     acked: list[tuple[_OneSend, int, int]] = []
     mv = None
@@ -71,7 +73,11 @@ def py_deliver(ch: Dispatcher, buf: Any, whole: bool,
             acked.append((cb, base, ts))
         else:
             if acked:  # the answers before this one first: outcomes in response order
-                failed = _settle(acked, failed)
+                try:  # (inline, not a helper: a Python call per reap on the Python path)
+                    acked[0][0].owner._one_step_acked(acked)  # type: ignore[union-attr]
+                except BaseException as e:  # every record settled first (_one_step_acked)
+                    if failed is None:
+                        failed = e
                 acked = []
             if mv is None:
                 mv = memoryview(buf)
@@ -90,7 +96,11 @@ def py_deliver(ch: Dispatcher, buf: Any, whole: bool,
         pos = nxt
         taken += 1
     if acked:
-        failed = _settle(acked, failed)
+        try:
+            acked[0][0].owner._one_step_acked(acked)  # type: ignore[union-attr]
+        except BaseException as e:
+            if failed is None:
+                failed = e
     if failed is not None:
         if not whole and pos < end:
             try:
@@ -100,17 +110,6 @@ def py_deliver(ch: Dispatcher, buf: Any, whole: bool,
                           exc_info=True)
         raise failed
     return taken, pos
-
-
-def _settle(acked: list[tuple[_OneSend, int, int]],
-            failed: BaseException | None) -> BaseException | None:
-    """Settle a group (Producer._one_step_acked, which settles every record before it raises a
-    callback's BaseException); the first such exception, to be raised after the walk."""
-    try:
-        acked[0][0].owner._one_step_acked(acked)  # type: ignore[union-attr]
-    except BaseException as e:
-        return failed if failed is not None else e
-    return failed
 
 
 # What the channels call: this walk, or its C twin (which starts with no `failed`).
