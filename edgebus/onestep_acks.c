@@ -89,6 +89,31 @@ int onestep_walk(PyObject *pending, const unsigned char *buf, Py_ssize_t end, in
     return stopped;
 }
 
+/* With settle's exception set: buf[pos:] to the Python walk with that exception as its
+ * `failed` (it settles the rest, hands a socket's partial frame to the FrameBuffer, and raises
+ * it, or a refusal); the exception set after is the walk's, or settle's if the walk could not
+ * be called. */
+static void deliver_rest_failed(PyObject *ch, PyObject *bufobj, Py_ssize_t pos, PyObject *whole) {
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (tb != NULL) PyException_SetTraceback(ev, tb);
+    PyObject *mv = PyMemoryView_FromObject(bufobj), *rest = NULL, *r = NULL;
+    if (mv != NULL && (rest = PySequence_GetSlice(mv, pos, PY_SSIZE_T_MAX)) != NULL)
+        r = PyObject_CallFunctionObjArgs(g_py_deliver, ch, rest, whole, ev, NULL);
+    Py_XDECREF(mv);
+    Py_XDECREF(rest);
+    if (r == NULL && rest != NULL) { /* the walk raised (its own `failed`): that one */
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+        return;
+    }
+    Py_XDECREF(r); /* not called (no memory), or returned: settle's exception stands */
+    PyErr_Clear();
+    PyErr_Restore(et, ev, tb);
+}
+
 PyObject *onestep_deliver(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "deliver(ch, buf, whole)");
@@ -123,7 +148,13 @@ PyObject *onestep_deliver(PyObject *m, PyObject *const *args, Py_ssize_t nargs) 
     have_view = 0;
     Py_ssize_t settled = nacked;
     nacked = 0;
-    if (onestep_settle(pending, acked, settled) < 0) goto error;
+    if (onestep_settle(pending, acked, settled) < 0) {
+        /* settle raises after settling all it could (a callback's KeyboardInterrupt): the rest
+         * still goes to the Python walk, which raises it once that is settled too (else the
+         * rest's answers were lost, and on the socket the next read started inside a frame). */
+        if (pos < end) deliver_rest_failed(ch, bufobj, pos, args[2]);
+        goto error;
+    }
     if (!more) {
         res = Py_BuildValue("(nn)", taken, pos);
         goto done;

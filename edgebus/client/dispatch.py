@@ -142,8 +142,10 @@ class Dispatcher:
 
     def _deliver(self, frames: Iterable[ResponseFrame]) -> None:
         """Run the callbacks of response frames, in order (the reader thread, or a transport's
-        reaping sender: one of them at a time). Raises the refusal of the whole connection."""
+        reaping sender: one of them at a time). Raises the refusal of the whole connection; a
+        callback's BaseException (KeyboardInterrupt) once every frame has had its callback."""
         lock, pending = self._lock, self._pending
+        failed: BaseException | None = None
         for frame in frames:
             with lock:
                 cb = pending.pop(frame.correlation_id, None)
@@ -154,6 +156,11 @@ class Dispatcher:
                     cb(frame, None)
                 except Exception:  # never let one callback end the reader thread
                     log.exception("a response callback failed")
+                except BaseException as e:  # the frames taken after it still get theirs
+                    if failed is None:
+                        failed = e
+        if failed is not None:
+            raise failed
 
     def _read_loop(self) -> None:
         err: BaseException

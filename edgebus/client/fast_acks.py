@@ -11,12 +11,14 @@ call (`Producer._one_step_acked`). Anything else (an error, an unusual body, ano
 answer, a frame too large to take here) gets a `ResponseFrame` and its callback as before
 (`Dispatcher._deliver`'s rules: in order, a raising callback logged, a refusal of the whole
 connection raised), after the ones collected before it have been settled, so outcomes keep the
-responses' order.
+responses' order. A callback's BaseException (KeyboardInterrupt) ends nothing early: every answer
+taken is settled once, then it is raised (`py_deliver`'s docstring).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from edgebus import format as F
@@ -40,10 +42,20 @@ _STR = F.STR_LENGTH.size
 SMALL_FRAME = 64 * 1024
 
 
-def deliver(ch: Dispatcher, buf: Any, whole: bool) -> tuple[int, int]:
+def py_deliver(ch: Dispatcher, buf: Any, whole: bool,
+               failed: BaseException | None = None) -> tuple[int, int]:
     """Settle the responses at the start of buf, in order; (frames taken, where the rest
     starts). whole: buf holds whole frames only (the response ring's); else the walk stops at
-    a partial frame or a large one, which the caller hands to its FrameBuffer."""
+    a partial frame or a large one, which the caller hands to its FrameBuffer.
+
+    A callback's BaseException (KeyboardInterrupt, SystemExit; settling raises it once its
+    group is settled) does not end the walk: every answer in buf is still settled, once, and
+    then the first such exception is raised; what the walk left (whole=False: a frame's start,
+    a large frame) is handed to the socket channel's FrameBuffer first (`_take_rest`), since
+    the caller gets no position then. failed: one met before this walk (the C walk's settling,
+    edgebus/onestep.c deliver), raised likewise. A refusal of the connection still ends the
+    walk at once, and is what is raised: the connection is over, and its loss gives every
+    request still pending its outcome."""
     pending, lock = ch._pending, ch._lock
     acked: list[tuple[_OneSend, int, int]] = []
     mv = None
@@ -61,7 +73,11 @@ def deliver(ch: Dispatcher, buf: Any, whole: bool) -> tuple[int, int]:
             acked.append((cb, base, ts))
         else:
             if acked:  # the answers before this one first: outcomes in response order
-                acked[0][0].owner._one_step_acked(acked)  # type: ignore[union-attr]
+                try:  # (inline, not a helper: a Python call per reap on the Python path)
+                    acked[0][0].owner._one_step_acked(acked)  # type: ignore[union-attr]
+                except BaseException as e:  # every record settled first (_one_step_acked)
+                    if failed is None:
+                        failed = e
                 acked = []
             if mv is None:
                 mv = memoryview(buf)
@@ -74,14 +90,30 @@ def deliver(ch: Dispatcher, buf: Any, whole: bool) -> tuple[int, int]:
                     cb(frame, None)
                 except Exception:  # never let one callback end the reader thread
                     log.exception("a response callback failed")
+                except BaseException as e:  # raised once the rest is settled
+                    if failed is None:
+                        failed = e
         pos = nxt
         taken += 1
     if acked:
-        acked[0][0].owner._one_step_acked(acked)  # type: ignore[union-attr]
+        try:
+            acked[0][0].owner._one_step_acked(acked)  # type: ignore[union-attr]
+        except BaseException as e:
+            if failed is None:
+                failed = e
+    if failed is not None:
+        if not whole and pos < end:
+            try:
+                ch._take_rest(memoryview(buf)[pos:])  # type: ignore[attr-defined]
+            except BaseException:  # the first error is the one raised
+                log.debug("after a callback's exception, taking the rest failed too",
+                          exc_info=True)
+        raise failed
     return taken, pos
 
 
-py_deliver = deliver
+# What the channels call: this walk, or its C twin (which starts with no `failed`).
+deliver: Callable[[Dispatcher, Any, bool], tuple[int, int]] = py_deliver
 # LazySocketChannel.reap in C (edgebus/onestep_reap.c sock_reap), when built; None: the Python one.
 C_REAP: Any = None
 try:

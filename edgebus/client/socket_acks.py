@@ -242,9 +242,18 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
             end = deliver_acks(self, data, False)[1]
             if end == len(data):
                 return
-            proto.receive_data(memoryview(data)[end:])
+            self._take_rest(memoryview(data)[end:])
         else:
-            proto.receive_data(data)
+            self._take_rest(data)
+
+    def _take_rest(self, data: bytes | memoryview) -> None:
+        """Under _reap_lock: bytes through the FrameBuffer, and the callbacks of the whole
+        frames it then holds: what the bulk walk does not take (a frame's start, a large frame;
+        all of a read that adds to bytes already buffered), and, when a callback raised during
+        the walk, what it left (fast_acks.py_deliver hands it here, since its caller then gets
+        no position)."""
+        proto = self._proto
+        proto.receive_data(data)
         nxt = proto.next_response
         frames = []
         while (f := nxt()) is not None:  # not iter(..., None): a dataclass == per frame
