@@ -95,8 +95,10 @@ async def publish_patiently(js: Any, subject: str, payload: bytes,
                             deadline)
 
 
-async def _read_subject(urls: list[str], subject: str) -> list[tuple[dict[str, str], bytes, int]]:
-    """(headers, payload, stream sequence) of every message on the subject, in order. Each step
+async def _read_subject(urls: list[str], subject: str, stream: str = STREAM
+                        ) -> list[tuple[dict[str, str], bytes, int]]:
+    """(headers, payload, stream sequence) of every message on the subject of `stream`, in
+    order. Each step
     (the stream info, the consumer's creation, each fetch) is asked again while the cluster
     does not answer it yet (_patiently), and a read that stays unanswered for STEP_PATIENCE_S
     starts over with a new connection and consumer, until FETCH_PATIENCE_S: the test's own
@@ -106,11 +108,12 @@ async def _read_subject(urls: list[str], subject: str) -> list[tuple[dict[str, s
     loop = asyncio.get_running_loop()
     deadline = loop.time() + FETCH_PATIENCE_S
     return await _patiently(
-        lambda: _read_subject_once(urls, subject, min(deadline, loop.time() + STEP_PATIENCE_S)),
+        lambda: _read_subject_once(urls, subject, stream,
+                                   min(deadline, loop.time() + STEP_PATIENCE_S)),
         deadline)
 
 
-async def _read_subject_once(urls: list[str], subject: str, deadline: float
+async def _read_subject_once(urls: list[str], subject: str, stream: str, deadline: float
                              ) -> list[tuple[dict[str, str], bytes, int]]:
     from nats.js.api import AckPolicy, ConsumerConfig
     from nats.js.errors import APIError
@@ -118,7 +121,7 @@ async def _read_subject_once(urls: list[str], subject: str, deadline: float
     nc = await _connect(urls)
     try:
         async def info() -> dict[str, Any]:
-            r = await nc.request(f"$JS.API.STREAM.INFO.{STREAM}",
+            r = await nc.request(f"$JS.API.STREAM.INFO.{stream}",
                                  json.dumps({"subjects_filter": subject}).encode(), timeout=5)
             d: dict[str, Any] = json.loads(r.data)
             if "error" in d and d["error"].get("err_code") != ERR_STREAM_NOT_FOUND:
@@ -133,7 +136,7 @@ async def _read_subject_once(urls: list[str], subject: str, deadline: float
             return []
         js = nc.jetstream()
         sub = await _patiently(lambda: js.pull_subscribe(
-            subject, stream=STREAM, config=ConsumerConfig(ack_policy=AckPolicy.NONE)), deadline)
+            subject, stream=stream, config=ConsumerConfig(ack_policy=AckPolicy.NONE)), deadline)
         out: list[tuple[dict[str, str], bytes, int]] = []
         try:
             while len(out) < count:
