@@ -46,7 +46,10 @@ def test_a_subject_the_user_may_not_read_is_refused_alone_until_allowed(
     _deny(nats, [rule])
     refused = ["b"] if denied == "create" else ["a", "b"]
     cfg = nats.link_config(tmp_path)
-    cfg.update(down_stream=OFFICE, heartbeat_s=0.5, topics=[
+    # Heartbeats of 2 s: the claim is one session throughout, and at 0.5 s a loaded machine
+    # answers a pull late enough to be taken for a half-open link (a new session that is the
+    # load's, not the refusal's; CI saw that in test_nats_down.py's gap test).
+    cfg.update(down_stream=OFFICE, heartbeat_s=2.0, topics=[
         {"pattern": "a", "direction": "down", "remote": "office.a"},
         {"pattern": "b", "direction": "down", "remote": "office.b"}])
     rep = replicators.make({"node": NODE, "source": {"socket": source.socket},
