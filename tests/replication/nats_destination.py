@@ -25,6 +25,9 @@ FETCH_PATIENCE_S = 60.0
 STEP_PATIENCE_S = 10.0
 # JetStream's "stream not found" (nats-server server/errors.json).
 ERR_STREAM_NOT_FOUND = 10059
+# JetStream's "no suitable peers for placement" (errors.json): a replicated stream made before
+# the meta leader has heard from every node of a just-started cluster ("peer offline").
+ERR_NO_PEERS_FOR_PLACEMENT = 10005
 T = TypeVar("T")
 
 RecordRow = tuple[int, int, bytes | None, bytes | None, tuple[tuple[str, bytes | None], ...]]
@@ -57,13 +60,16 @@ def _unanswered(e: BaseException) -> bool:
     """A JetStream API call not answered yet: 503 (no responders, or JetStream without a
     leader for the stream or the new consumer: an election after a node restart, a new
     consumer's interest not yet on this client's node) or no answer in time. Seconds under
-    load; the reader asks again."""
+    load; the reader asks again. Also a stream's creation refused for want of placement peers
+    (ERR_NO_PEERS_FOR_PLACEMENT): a cluster just started, at load 15, had not heard from a node
+    yet; creating is idempotent."""
     import nats.errors
     from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 
     return (isinstance(e, nats.errors.NoRespondersError | nats.errors.TimeoutError
                        | ServiceUnavailableError | NoStreamResponseError)
-            or (isinstance(e, APIError) and e.code in (503, 408)))
+            or (isinstance(e, APIError) and (e.code in (503, 408)
+                                             or e.err_code == ERR_NO_PEERS_FOR_PLACEMENT)))
 
 
 async def _patiently(step: Callable[[], Awaitable[T]], deadline: float) -> T:

@@ -22,6 +22,7 @@ from . import faults
 from .conftest import NODE, Replicator, Replicators, wait_for
 from .nats_cluster import nats_server_binary
 from .nats_destination import (
+    ERR_NO_PEERS_FOR_PLACEMENT,
     FETCH_PATIENCE_S,
     NatsDestination,
     _connect,
@@ -51,7 +52,8 @@ def nats(tmp_path: Path) -> Iterator[NatsDestination]:
 def _api(nats: NatsDestination, subject: str, body: dict[str, Any]) -> dict[str, Any]:
     """A JetStream API request, asked again while the cluster does not answer it yet (no
     answer in 5 s, no responders, 503: a cluster just started has no meta leader for seconds
-    under load; CI at load 15-28 timed out the stream's creation so): every request here is
+    under load; CI at load 15-28 timed out the stream's creation so; or no placement peers:
+    here at load 15 the leader had not heard from a node yet): every request here is
     idempotent (create with the same config, names, delete)."""
     from nats.js.errors import APIError
 
@@ -61,8 +63,9 @@ def _api(nats: NatsDestination, subject: str, body: dict[str, Any]) -> dict[str,
             async def once() -> dict[str, Any]:
                 r = await nc.request(subject, json.dumps(body).encode(), timeout=5)
                 d = dict(json.loads(r.data))
-                if d.get("error", {}).get("code") == 503:
-                    APIError.from_error(d["error"])  # raises: asked again
+                err = d.get("error", {})
+                if err.get("code") == 503 or err.get("err_code") == ERR_NO_PEERS_FOR_PLACEMENT:
+                    APIError.from_error(err)  # raises: asked again
                 return d
 
             deadline = asyncio.get_running_loop().time() + FETCH_PATIENCE_S
