@@ -275,13 +275,16 @@ class Device:
 
 def read_all(socket_path: str, topic: str, expect: int, timeout: float = 60.0,
              quiet: float = 0.5) -> list[Any]:
-    """Every record of `topic` from the beginning: waits until at least `expect` are there and
-    nothing new came for `quiet` seconds."""
+    """Every record of `topic` from the beginning: waits until at least `expect` are there, every
+    record there when the read began has been read, and nothing new came for `quiet` seconds.
+    (The second condition: with `expect` 0, a loaded machine's first polls could come back
+    empty for `quiet` seconds and the read end with a part of the topic, read as lost.)"""
     c = Consumer(socket=socket_path, auto_offset_reset="earliest")
     try:
         tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic))]
         c.assign(tps)
         c.seek_to_beginning()
+        ends = c.end_offsets(tps)
         out: list[Any] = []
         deadline = time.monotonic() + timeout
         last_new = time.monotonic()
@@ -292,7 +295,8 @@ def read_all(socket_path: str, topic: str, expect: int, timeout: float = 60.0,
                 out.extend(recs)
             if n:
                 last_new = time.monotonic()
-            elif len(out) >= expect and time.monotonic() - last_new >= quiet:
+            elif (len(out) >= expect and time.monotonic() - last_new >= quiet
+                  and all(c.position(tp) >= end for tp, end in ends.items())):
                 break
         return out
     finally:

@@ -66,14 +66,16 @@ def finish(devs: list[Device], socket: str, count: int,
         expected = {(d, s) for d in DEVICES for s in range(count)}
 
     def complete() -> list[Any] | None:
-        recs = read_all(socket, TOPIC, 0, timeout=2, quiet=0.2)
+        # Each read ends 0.2 s after the last record: its bound is for a stuck read only (at 2 s
+        # a loaded machine's read of every record could end early, every time, and read as lost).
+        recs = read_all(socket, TOPIC, 0, timeout=20, quiet=0.2)
         got = {(d, s) for d, seqs in device_sequences(recs).items() for s in seqs}
         return recs if got >= expected else None
 
     try:
         records = wait_for(complete, 30, "every message to arrive", interval=0.5)
     except AssertionError:
-        records = read_all(socket, TOPIC, 0, timeout=2)
+        records = read_all(socket, TOPIC, 0, timeout=60)
     seqs = device_sequences(records)
     got = {(d, s) for d, ss in seqs.items() for s in ss}
     lost = sorted(expected - got)

@@ -4,6 +4,7 @@ records (offset, timestamp, key, value, headers)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -180,26 +181,44 @@ class NatsTarget(Target):
     name = "nats"
 
     def __init__(self, root: Path) -> None:
-        from .nats_destination import PREFIX, STREAM, NatsDestination, _connect
+        from .nats_destination import (
+            ERR_NO_PEERS_FOR_PLACEMENT,
+            FETCH_PATIENCE_S,
+            PREFIX,
+            STREAM,
+            NatsDestination,
+            _connect,
+            _patiently,
+        )
 
         self.dest = NatsDestination(root)
         self.root = root
         self._relays = [Relay(("127.0.0.1", n.port)) for n in self.dest.cluster.nodes]
 
         async def make_stream() -> dict[str, Any]:
+            from nats.js.errors import APIError
+
             nc = await _connect(self.dest.cluster.urls)
             try:
-                # A 1 s dedup window: only resuming from the subject's last message, not
-                # Nats-Msg-Id dedup, can keep doubles out (as test_nats_target.py's).
-                r = await nc.request(f"$JS.API.STREAM.CREATE.{STREAM}", json.dumps({
-                    "name": STREAM, "subjects": [f"{PREFIX}.>"], "storage": "file",
-                    "num_replicas": 3, "allow_atomic": True,
-                    "duplicate_window": 1_000_000_000}).encode(), timeout=10)
-                return dict(json.loads(r.data))
+                async def once() -> dict[str, Any]:
+                    # A 1 s dedup window: only resuming from the subject's last message, not
+                    # Nats-Msg-Id dedup, can keep doubles out (as test_nats_target.py's).
+                    r = await nc.request(f"$JS.API.STREAM.CREATE.{STREAM}", json.dumps({
+                        "name": STREAM, "subjects": [f"{PREFIX}.>"], "storage": "file",
+                        "num_replicas": 3, "allow_atomic": True,
+                        "duplicate_window": 1_000_000_000}).encode(), timeout=10)
+                    d = dict(json.loads(r.data))
+                    err = d.get("error", {})
+                    if (err.get("code") == 503
+                            or err.get("err_code") == ERR_NO_PEERS_FOR_PLACEMENT):
+                        APIError.from_error(err)  # raises: a cluster just started, asked again
+                    return d
+
+                # Asked again while unanswered (nats_destination._unanswered): idempotent.
+                return await _patiently(
+                    once, asyncio.get_running_loop().time() + FETCH_PATIENCE_S)
             finally:
                 await nc.close()
-
-        import asyncio
 
         made = asyncio.run(make_stream())
         assert "error" not in made, made

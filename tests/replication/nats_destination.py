@@ -25,6 +25,9 @@ FETCH_PATIENCE_S = 60.0
 STEP_PATIENCE_S = 10.0
 # JetStream's "stream not found" (nats-server server/errors.json).
 ERR_STREAM_NOT_FOUND = 10059
+# JetStream's "no suitable peers for placement" (errors.json): a replicated stream made before
+# the meta leader has heard from every node of a just-started cluster ("peer offline").
+ERR_NO_PEERS_FOR_PLACEMENT = 10005
 T = TypeVar("T")
 
 RecordRow = tuple[int, int, bytes | None, bytes | None, tuple[tuple[str, bytes | None], ...]]
@@ -57,13 +60,16 @@ def _unanswered(e: BaseException) -> bool:
     """A JetStream API call not answered yet: 503 (no responders, or JetStream without a
     leader for the stream or the new consumer: an election after a node restart, a new
     consumer's interest not yet on this client's node) or no answer in time. Seconds under
-    load; the reader asks again."""
+    load; the reader asks again. Also a stream's creation refused for want of placement peers
+    (ERR_NO_PEERS_FOR_PLACEMENT): a cluster just started, at load 15, had not heard from a node
+    yet; creating is idempotent."""
     import nats.errors
     from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 
     return (isinstance(e, nats.errors.NoRespondersError | nats.errors.TimeoutError
                        | ServiceUnavailableError | NoStreamResponseError)
-            or (isinstance(e, APIError) and e.code in (503, 408)))
+            or (isinstance(e, APIError) and (e.code in (503, 408)
+                                             or e.err_code == ERR_NO_PEERS_FOR_PLACEMENT)))
 
 
 async def _patiently(step: Callable[[], Awaitable[T]], deadline: float) -> T:
@@ -95,8 +101,10 @@ async def publish_patiently(js: Any, subject: str, payload: bytes,
                             deadline)
 
 
-async def _read_subject(urls: list[str], subject: str) -> list[tuple[dict[str, str], bytes, int]]:
-    """(headers, payload, stream sequence) of every message on the subject, in order. Each step
+async def _read_subject(urls: list[str], subject: str, stream: str = STREAM
+                        ) -> list[tuple[dict[str, str], bytes, int]]:
+    """(headers, payload, stream sequence) of every message on the subject of `stream`, in
+    order. Each step
     (the stream info, the consumer's creation, each fetch) is asked again while the cluster
     does not answer it yet (_patiently), and a read that stays unanswered for STEP_PATIENCE_S
     starts over with a new connection and consumer, until FETCH_PATIENCE_S: the test's own
@@ -106,11 +114,12 @@ async def _read_subject(urls: list[str], subject: str) -> list[tuple[dict[str, s
     loop = asyncio.get_running_loop()
     deadline = loop.time() + FETCH_PATIENCE_S
     return await _patiently(
-        lambda: _read_subject_once(urls, subject, min(deadline, loop.time() + STEP_PATIENCE_S)),
+        lambda: _read_subject_once(urls, subject, stream,
+                                   min(deadline, loop.time() + STEP_PATIENCE_S)),
         deadline)
 
 
-async def _read_subject_once(urls: list[str], subject: str, deadline: float
+async def _read_subject_once(urls: list[str], subject: str, stream: str, deadline: float
                              ) -> list[tuple[dict[str, str], bytes, int]]:
     from nats.js.api import AckPolicy, ConsumerConfig
     from nats.js.errors import APIError
@@ -118,7 +127,7 @@ async def _read_subject_once(urls: list[str], subject: str, deadline: float
     nc = await _connect(urls)
     try:
         async def info() -> dict[str, Any]:
-            r = await nc.request(f"$JS.API.STREAM.INFO.{STREAM}",
+            r = await nc.request(f"$JS.API.STREAM.INFO.{stream}",
                                  json.dumps({"subjects_filter": subject}).encode(), timeout=5)
             d: dict[str, Any] = json.loads(r.data)
             if "error" in d and d["error"].get("err_code") != ERR_STREAM_NOT_FOUND:
@@ -133,7 +142,7 @@ async def _read_subject_once(urls: list[str], subject: str, deadline: float
             return []
         js = nc.jetstream()
         sub = await _patiently(lambda: js.pull_subscribe(
-            subject, stream=STREAM, config=ConsumerConfig(ack_policy=AckPolicy.NONE)), deadline)
+            subject, stream=stream, config=ConsumerConfig(ack_policy=AckPolicy.NONE)), deadline)
         out: list[tuple[dict[str, str], bytes, int]] = []
         try:
             while len(out) < count:

@@ -75,7 +75,10 @@ def test_sasl_ssl_ships_and_a_wrong_password_is_refused_on_both_sides(
     bad = replicator(replicators, source, kafka_server, tmp_path, "not-the-password").start()
     # The replicator's own line names the refusal (librdkafka alone reports it only to its
     # error callback: the failed call says "Broker transport failure").
-    wait_for(lambda: "KafkaAuthenticationError" in bad.log(), what=f"the replicator to report "
+    # 90 s: this took 11-12 s of the default 30 at load 12-20 (librdkafka's SASL handshake
+    # and its retries); CI runs at load 15-28.
+    wait_for(lambda: "KafkaAuthenticationError" in bad.log(), timeout=90,
+             what=f"the replicator to report "
              f"the refusal:\n{bad.log()[-2000:]}")
     line = next(ln for ln in bad.log().splitlines() if "KafkaAuthenticationError" in ln)
     assert "SASL authentication error: authentication failed (SCRAM-SHA-512)" in line, line

@@ -46,7 +46,10 @@ def test_a_subject_the_user_may_not_read_is_refused_alone_until_allowed(
     _deny(nats, [rule])
     refused = ["b"] if denied == "create" else ["a", "b"]
     cfg = nats.link_config(tmp_path)
-    cfg.update(down_stream=OFFICE, heartbeat_s=0.5, topics=[
+    # Heartbeats of 2 s: the claim is one session throughout, and at 0.5 s a loaded machine
+    # answers a pull late enough to be taken for a half-open link (a new session that is the
+    # load's, not the refusal's; CI saw that in test_nats_down.py's gap test).
+    cfg.update(down_stream=OFFICE, heartbeat_s=2.0, topics=[
         {"pattern": "a", "direction": "down", "remote": "office.a"},
         {"pattern": "b", "direction": "down", "remote": "office.b"}])
     rep = replicators.make({"node": NODE, "source": {"socket": source.socket},
@@ -72,12 +75,14 @@ def test_a_subject_the_user_may_not_read_is_refused_alone_until_allowed(
     st = link_status(port, "office:down")
     assert st["state"] == "up", st
     sessions = st["sessions"]
+    up = "link office:down: up"
+    ups = rep.log().count(up)  # the session that refused: its "up" line is the last one
     asyncio.run(_publish(urls, [("office.a", b"a3")]))
     if denied == "create":  # a comes down while b is refused, in the same session
         wait_for(lambda: got("a") == [b"a0", b"a1", b"a2", b"a3"],
                  what=f"a's new message:\n{rep.log()[-3000:]}")
     wait_for(lambda: is_refused("b") and link_status(port, "office:down")["sessions"] == sessions,
-             what="b still refused")
+             what=f"b still refused, in the same session:\n{rep.log()[-3000:]}")
     assert got("b") == []
 
     _deny(nats, [])
@@ -85,9 +90,13 @@ def test_a_subject_the_user_may_not_read_is_refused_alone_until_allowed(
     wait_for(lambda: got("b") == [b"b0", b"b1"] and got("a") == [b"a0", b"a1", b"a2", b"a3"]
              and not any(p["held"] for p in parts().values()),
              timeout=90, what=f"b down once allowed:\n{rep.log()[-3000:]}")
-    assert link_status(port, "office:down")["sessions"] == sessions, "no session lost over it"
     log = rep.log()
     for t in refused:
         assert log.count(f"office.{t} refused by the target") == 1, log  # once, not per retry
-        assert f"office.{t} taken by the target again" in log, log
+        # Taken again by the refusal's own re-ask, in the session that refused it: no session
+        # came up before it. (Not "no session after it": the reloaded, loaded cluster may then
+        # answer the new consumer's first pull 503, which ends a session that the link rides
+        # out like any outage; seen on main at load 15, with the records above exact.)
+        taken = log.index(f"office.{t} taken by the target again")
+        assert log[:taken].count(up) == ups, f"taken again by a new session, not the re-ask:\n{log}"
     assert rep.stop() == 0

@@ -180,6 +180,13 @@ class NatsRemote(NatsTarget):
         # a half-open link is given up within two heartbeats of the last answer (pull.py).
         got = self._run(self._fetch_all(wait_s), wait_s + self.timeout / 2)
         out.refused, self._refused_now = self._refused_now, {}
+        if not got:
+            # No subject read (none is in the stream yet, or all are held or refused): no
+            # stream info, which is only for the gap check of what was read. The stream may
+            # not exist yet, and its "not found" would end the session with a WARNING every
+            # pull round (an error loop) instead of waiting for pull.py's look for it. A
+            # _last_seq left older only makes the next gap check stricter.
+            return out
         before, info = self._last_seq, self._stream_info()
         first = int(info["state"].get("first_seq", 0))
         self._last_seq = int(info["state"].get("last_seq", 0))
