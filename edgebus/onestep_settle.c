@@ -63,6 +63,9 @@ int onestep_settle(PyObject *pending, acked_t *acked, Py_ssize_t n) {
         }
         PyObject *r = PyObject_CallMethodOneArg(owner, s_one_step_acked, list);
         Py_DECREF(list);
+        /* Called, it settled and counted every record before raising (a callback's
+         * BaseException): none goes back to pending, which would count them again. */
+        restored = 1;
         if (r == NULL) goto out;
         Py_DECREF(r);
         rc = 0;

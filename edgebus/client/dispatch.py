@@ -165,13 +165,23 @@ class Dispatcher:
     def _read_loop(self) -> None:
         err: BaseException
         deliver, receive = self._deliver, self._receive
-        try:
-            while True:
-                deliver(receive())
-        except OSError as e:
-            err = BrokerUnavailableError(f"lost the connection to {self.path}: {e}")
-        except Exception as e:  # the stream ended (BrokerUnavailableError) or a broken peer
-            err = e
+        while True:
+            try:
+                while True:
+                    deliver(receive())
+            except OSError as e:
+                err = BrokerUnavailableError(f"lost the connection to {self.path}: {e}")
+            except Exception as e:  # the stream ended (BrokerUnavailableError) or a broken peer
+                err = e
+            except BaseException as e:
+                # A user callback's KeyboardInterrupt or SystemExit, raised once every answer
+                # read had its outcome: this thread has nobody to raise it to. Logged, and the
+                # reading goes on (as Kafka's producer does with its I/O thread's callbacks);
+                # ending it would leave every request in flight without its answer.
+                log.error("a callback raised %r in the reader thread; logged, reading goes on",
+                          e, exc_info=e)
+                continue
+            break
         self._lose(err)
 
     def _lose(self, err: BaseException) -> None:

@@ -216,6 +216,18 @@ class _FastSend:
                 with self._mutex:
                     self._finish(b, -1, -1, e)  # maybe written: failed, as the general path does
                 return new_future(b, ts)
+            except BaseException:
+                # Another record's callback raised in the reap send_record runs before writing
+                # (LazySocketChannel.unwritten): this one was not written, so it is not counted
+                # either. Written (then pending), its answer or the connection's loss settles it.
+                if getattr(ch, "unwritten", None) is b:
+                    ch.unwritten = None  # type: ignore[union-attr]
+                    with self._mutex:
+                        self._in_flight -= 1
+                        self._queued_bytes -= size
+                        del self._sent[id(b)]
+                        self._cond.notify_all()  # a flush() may have waited for it alone
+                raise
             if not sent:  # the supervisor has our last request unread: hold this one back
                 with self._mutex:
                     self._in_flight -= 1

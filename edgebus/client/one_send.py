@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from edgebus.client.types import AckOwner, BatchResult, FutureRecordMetadata
+from edgebus.client.types import AckOwner, BatchResult, FutureRecordMetadata, run_rest
 
 log = logging.getLogger("edgebus.producer")
 
@@ -103,7 +103,8 @@ def new_future(b: BatchResult, ts: int) -> FutureRecordMetadata:
 
 def run_callbacks(r: _OneSend, ev: Any, cbs: Any) -> None:
     """What is left to do for a settled one-step send outside the results lock: set its event
-    (someone waits) and run its callbacks, in order, a raising one logged. The one place for it:
+    (someone waits) and run its callbacks, in order, every one: an Exception logged, the first
+    BaseException (KeyboardInterrupt) raised after the last. The one place for it:
     Producer._one_step_acked (fast_send.py) and the C settling (edgebus/onestep_settle.c)."""
     if ev is not None:
         ev.set()
@@ -112,3 +113,5 @@ def run_callbacks(r: _OneSend, ev: Any, cbs: Any) -> None:
             cb(r)  # the user's callbacks
         except Exception:
             log.exception("a send() callback raised; ignored")
+        except BaseException as e:  # KeyboardInterrupt: raised once every callback ran
+            run_rest(r, cbs, cb, e)

@@ -68,6 +68,10 @@ _NONE_QUEUED = _OUTQ.pack(0)
 class LazySocketChannel(LazyAcks, AsyncChannel):
     """AsyncChannel whose acknowledgements a steadily sending producer takes itself."""
 
+    # The callback of the record whose send_record raised from its reap (a user callback's
+    # BaseException) before writing it: its sender (fast_send) undoes what it counted.
+    unwritten: object = None
+
     def __init__(self, path: Path, on_lost: Callable[[BaseException], None] | None = None) -> None:
         self._init_lazy_acks()
         self._sent = 0  # requests written; a reap without a new one since the last finds nothing
@@ -210,7 +214,11 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
                     return True
             # Bytes unread: the last request's alone unless, with the answers that came taken
             # (outside _lock: delivering takes it), two or more are still unanswered.
-            self.reap(force=True)
+            try:
+                self.reap(force=True)
+            except BaseException:  # another record's callback raised: this one is not written
+                self.unwritten = callback
+                raise
             if len(self._pending) > 1:
                 self._unread_seen = (self._sent, len(self._pending))
                 self._unread_fresh = True

@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import zlib
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, NoReturn, Protocol
 
 from edgebus.errors import OperationTimeoutError
+
+log = logging.getLogger("edgebus.producer")
+
+
+def run_rest(arg: object, callbacks: Sequence[Callable[[Any], object]], failed_cb: object,
+             failed: BaseException) -> NoReturn:
+    """After `failed_cb(arg)`, one of `callbacks`, raised `failed`: run the callbacks after it
+    (an Exception logged) and raise the first BaseException that is not an Exception, `failed`
+    or a later one's; else `failed`. Found by identity: each callback of a result is its own
+    object (add_both makes a closure per call, a FutureBatch adds its one once per result); the
+    same one twice in a list would be taken at its first place."""
+    at = next(i for i, c in enumerate(callbacks) if c is failed_cb)
+    first = None if isinstance(failed, Exception) else failed
+    for cb in callbacks[at + 1:]:
+        try:
+            cb(arg)
+        except Exception:
+            log.exception("a send() callback raised; ignored")
+        except BaseException as e:  # KeyboardInterrupt, SystemExit: the first is raised
+            if first is None:
+                first = e
+            else:
+                log.error("a send() callback raised %r after another's %r; logged", e, first)
+    raise failed if first is None else first
 
 
 class TopicPartition(NamedTuple):
@@ -93,8 +118,11 @@ class BatchResult:
             if self._event is not None:
                 self._event.set()
             callbacks, self.callbacks = self.callbacks, []
-        for cb in callbacks:
-            cb(self)
+        try:  # (around the loop, not in it: nothing added per callback)
+            for cb in callbacks:
+                cb(self)
+        except BaseException as e:  # the later callbacks still run, then it is raised
+            run_rest(self, callbacks, cb, e)
 
     def add_callback(self, cb: Callable[[BatchResult], object]) -> None:
         """cb(self) once done: now (in this thread) if already done, else in done()'s thread."""
