@@ -23,6 +23,7 @@ from edgebus.client.admin import Admin
 from edgebus.client.consumer import Consumer
 from edgebus.client.producer import Producer
 from edgebus.client.types import TopicPartition
+from tests.frozen import sigstop
 
 
 def _batches(p: Producer) -> int:
@@ -43,7 +44,7 @@ def test_a_record_behind_one_unread_request_is_written_behind_two_held(broker, t
         p.send(topic, b"warm", partition=0).get(5)
         before = _batches(p)  # counted when acknowledged
         pid = broker.proc.pid
-        os.kill(pid, signal.SIGSTOP)  # nothing is read while stopped
+        sigstop(pid)  # nothing is read while stopped
         try:
             futures = [p.send(topic, b"one", partition=0),
                        p.send(topic, b"two", partition=0)]  # behind one unread request: written

@@ -25,6 +25,7 @@ from edgebus import Admin, Consumer, Producer, TopicPartition
 from edgebus.client import lazy_acks, socket_acks
 from edgebus.client.socket_acks import LazySocketChannel
 from edgebus.testing import wait_for
+from tests.frozen import sigstop
 
 
 def _switches(tid: int) -> int:
@@ -64,7 +65,7 @@ def test_a_held_batch_does_not_wake_the_reader_before_its_answer(broker, monkeyp
         p.send(topic, b"next", partition=0)  # its answer ends the window's last signalled wait
         wait_for(lambda: ch._lazy_wait and not ch._pending, 10,
                  "the reader in its unsignalled wait, nothing in flight", interval=0.005)
-        os.kill(pid, signal.SIGSTOP)
+        sigstop(pid)
         stopped = True
         before = _switches(tid)
         futures = [p.send(topic, b"one", partition=0),

@@ -19,6 +19,7 @@ from edgebus import Admin, Consumer, Producer, TopicPartition
 from edgebus.client import lazy_acks
 from edgebus.client.socket_acks import LazySocketChannel
 from edgebus.testing import wait_for
+from tests.frozen import sigstop
 
 
 class GatedEp:
@@ -62,7 +63,7 @@ def test_a_second_hold_after_the_producer_took_the_arms_answer_is_armed_again(br
                  "reader in lazy wait via the proxy", interval=0.005)
         gep.entered.clear()
         wait_for(lambda: gep.entered.is_set() or ch._lazy_wait, 10, "again", interval=0.005)
-        os.kill(pid, signal.SIGSTOP)
+        sigstop(pid)
         stopped = True
         gep.gate_on = True
         futs = [p.send(topic, b"one", partition=0), p.send(topic, b"two", partition=0)]
@@ -70,7 +71,7 @@ def test_a_second_hold_after_the_producer_took_the_arms_answer_is_armed_again(br
         os.kill(pid, signal.SIGCONT)
         stopped = False
         assert gep.returned.wait(10), "the arm did not fire"
-        os.kill(pid, signal.SIGSTOP)  # answers of one/two are in our socket; reader gated
+        sigstop(pid)  # answers of one/two are in our socket; reader gated
         stopped = True
         time.sleep(0.2)
         # the producer's thread takes those answers (a future asked: _poll_acks' reap), not the

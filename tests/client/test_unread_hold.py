@@ -18,6 +18,7 @@ from edgebus.client.admin import Admin
 from edgebus.client.consumer import Consumer
 from edgebus.client.producer import Producer
 from edgebus.client.types import TopicPartition
+from tests.frozen import sigstop
 
 
 @pytest.mark.integration
@@ -35,7 +36,7 @@ def test_records_sent_while_the_last_request_is_unread_go_as_one_batch(broker, t
         p.send(topic, b"warm", partition=0).get(5)
         before = p.metrics()["producer-metrics"]["batch-send-total"]
         pid = broker.proc.pid
-        os.kill(pid, signal.SIGSTOP)  # nothing is read: the first request stays unread
+        sigstop(pid)  # nothing is read: the first request stays unread
         try:
             futures = [p.send(topic, str(i).encode(), partition=0) for i in range(201)]
         finally:
@@ -74,7 +75,7 @@ def test_a_record_sent_alone_after_a_held_one_is_not_stranded(broker, transport)
             assert p.send(topic, b"%d" % i, partition=0).get(5).offset == i
         assert p.metrics()["producer-metrics"]["batch-send-total"] == 20
         pid = broker.proc.pid
-        os.kill(pid, signal.SIGSTOP)
+        sigstop(pid)
         try:
             first = p.send(topic, b"first", partition=0)
             alone = p.send(topic, b"alone", partition=0)  # held behind the unread one
@@ -96,7 +97,7 @@ def test_batches_of_several_partitions_held_behind_an_unread_request_all_go(brok
     try:
         p.send(topic, b"warm", partition=0).get(5)
         pid = broker.proc.pid
-        os.kill(pid, signal.SIGSTOP)
+        sigstop(pid)
         try:
             futures = [(i % 2, p.send(topic, b"%d" % i, partition=i % 2)) for i in range(40)]
         finally:
