@@ -108,10 +108,11 @@ def run_callbacks(r: _OneSend, ev: Any, cbs: Any) -> None:
     Producer._one_step_acked (fast_send.py) and the C settling (edgebus/onestep_settle.c)."""
     if ev is not None:
         ev.set()
-    for cb in cbs:
+    rest = iter(cbs)
+    for cb in rest:
         try:
             cb(r)  # the user's callbacks
         except Exception:
             log.exception("a send() callback raised; ignored")
         except BaseException as e:  # KeyboardInterrupt: raised once every callback ran
-            run_rest(r, cbs, cb, e)
+            run_rest(r, rest, e)

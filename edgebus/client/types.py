@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, NoReturn, Protocol
 
@@ -14,16 +14,13 @@ from edgebus.errors import OperationTimeoutError
 log = logging.getLogger("edgebus.producer")
 
 
-def run_rest(arg: object, callbacks: Sequence[Callable[[Any], object]], failed_cb: object,
+def run_rest(arg: object, rest: Iterator[Callable[[Any], object]],
              failed: BaseException) -> NoReturn:
-    """After `failed_cb(arg)`, one of `callbacks`, raised `failed`: run the callbacks after it
-    (an Exception logged) and raise the first BaseException that is not an Exception, `failed`
-    or a later one's; else `failed`. Found by identity: each callback of a result is its own
-    object (add_both makes a closure per call, a FutureBatch adds its one once per result); the
-    same one twice in a list would be taken at its first place."""
-    at = next(i for i, c in enumerate(callbacks) if c is failed_cb)
+    """A callback raised `failed`: run the callbacks after it (`rest`, the iterator the caller's
+    loop was taking them from; an Exception logged) and raise the first BaseException that is not
+    an Exception, `failed` or a later one's; else `failed`."""
     first = None if isinstance(failed, Exception) else failed
-    for cb in callbacks[at + 1:]:
+    for cb in rest:
         try:
             cb(arg)
         except Exception:
@@ -118,11 +115,12 @@ class BatchResult:
             if self._event is not None:
                 self._event.set()
             callbacks, self.callbacks = self.callbacks, []
+        rest = iter(callbacks)
         try:  # (around the loop, not in it: nothing added per callback)
-            for cb in callbacks:
+            for cb in rest:
                 cb(self)
         except BaseException as e:  # the later callbacks still run, then it is raised
-            run_rest(self, callbacks, cb, e)
+            run_rest(self, rest, e)
 
     def add_callback(self, cb: Callable[[BatchResult], object]) -> None:
         """cb(self) once done: now (in this thread) if already done, else in done()'s thread."""
