@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from edgebus import format as F
 from edgebus.client import fast_send, lazy_acks
-from edgebus.client.dispatch import CORR_MASK
+from edgebus.client.dispatch import CORR_MASK, unwritten
 from edgebus.client.record_frames import FAST_MAX_RECORD, FRAME_BUFFER_BYTES, PRODUCE, produce_frame
 from edgebus.client.types import FutureRecordMetadata
-from edgebus.errors import BrokerUnavailableError
 from edgebus.tuning import C_SEND
 
 if TYPE_CHECKING:
@@ -111,7 +110,7 @@ def channel_handles(ch: Any) -> tuple[int, int, int, int, Any, Any, dict[int, An
 def send_rest(producer: Producer, ch: Any, b: Any, sent: int, n: int, corr: int) -> None:
     """The rest of a one-step frame send(2) took only part of (or failed on), with the
     producer's I/O lock and the channel's lock held by the caller (the C Sender), as
-    LazySocketChannel.send_record does it; a failure fails the record (maybe written), as
+    LazySocketChannel.send_record does it; a failure fails the record (not sent: dispatch.unwritten), as
     `_send_one` does."""
     import os
     try:
@@ -121,7 +120,7 @@ def send_rest(producer: Producer, ch: Any, b: Any, sent: int, n: int, corr: int)
         ch._sendall(ch._fview[sent:n])
     except OSError as e:
         ch._pending.pop(corr, None)
-        err = BrokerUnavailableError(f"lost the connection to {ch.path}: {e}")
+        err = unwritten(ch.path, e)
         with producer._mutex:
             producer._finish(b, -1, -1, err)
 

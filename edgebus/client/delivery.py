@@ -262,8 +262,8 @@ class _Delivery(_OrderedRetries):
             try:
                 self._send_batch(ch, b)
             except BrokerUnavailableError as e:
-                # This batch may have reached the supervisor: fail it (outcome unknown) rather
-                # than send it twice; the ones after it were never written, so retry them.
+                # Its write failed, so the supervisor has none of it (dispatch.unwritten): it
+                # fails, saying not sent; the ones after it were never tried, so retry them.
                 with self._cond:
                     self._finish(b, -1, -1, e)
                 self._requeue_or_expire(todo[i + 1 :], e, popped=True)

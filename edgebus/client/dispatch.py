@@ -52,6 +52,14 @@ def refusal(frame: ResponseFrame) -> EdgebusError | None:
     return None
 
 
+def unwritten(path: object, e: BaseException) -> BrokerUnavailableError:
+    """The error of a request whose write failed. The supervisor takes only whole frames (a
+    ring publishes one whole or not at all; a socket's part of one dies with the connection),
+    so the request was not sent: saying so tells a caller it may send it again without
+    doubling it (a write that fails is a connection that died before our reader saw it)."""
+    return BrokerUnavailableError(f"not sent: lost the connection to {path}: {e}")
+
+
 def encode(api: int, corr: int, body: Message | EncodedRequest) -> bytes:
     """The request frame: built by the body itself when it is already encoded, else the codec."""
     if isinstance(body, EncodedRequest):
@@ -135,7 +143,7 @@ class Dispatcher:
                 self._write(frame)
             except (BrokerUnavailableError, OSError) as e:
                 self._pending.pop(corr, None)
-                raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
+                raise unwritten(self.path, e) from None
 
     def _receive(self) -> Iterable[ResponseFrame]:
         raise NotImplementedError

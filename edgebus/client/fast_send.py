@@ -214,7 +214,7 @@ class _FastSend:
                 sent = ch.send_record(pre, key, value, ts, b, hold, now)  # type: ignore[union-attr]
             except BrokerUnavailableError as e:
                 with self._mutex:
-                    self._finish(b, -1, -1, e)  # maybe written: failed, as the general path does
+                    self._finish(b, -1, -1, e)  # its write failed (not sent): failed, as the general path does
                 return new_future(b, ts)
             except BaseException:
                 # Another record's callback raised in the reap send_record runs before writing

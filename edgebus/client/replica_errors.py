@@ -100,7 +100,7 @@ def link_lost(where: str, e: BaseException) -> EdgebusError:
     return e if isinstance(e, EdgebusError) else TargetUnavailableError(f"{where}: {e}")
 
 
-_CHANNEL_PREFIX = re.compile(r"^lost the connection to tcp:\S+?: ")
+_CHANNEL_PREFIX = re.compile(r"^(?:not sent: )?lost the connection to tcp:\S+?: ")
 
 
 def _text(e: BaseException) -> str:

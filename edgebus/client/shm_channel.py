@@ -29,7 +29,7 @@ from pathlib import Path
 
 from edgebus.client import lazy_acks
 from edgebus.client.channel import AsyncChannel
-from edgebus.client.dispatch import CORR_MASK, Callback, Dispatcher
+from edgebus.client.dispatch import CORR_MASK, Callback, Dispatcher, unwritten
 from edgebus.client.fast_acks import deliver as deliver_acks
 from edgebus.client.lazy_acks import LazyAcks
 from edgebus.client.record_frames import (
@@ -123,7 +123,7 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
                     rings.write(frame_bytes(buf, n))
                 except (BrokerUnavailableError, OSError, ValueError) as e:
                     self._pending.pop(corr, None)
-                    raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
+                    raise unwritten(self.path, e) from None
                 self._sender.last_at = at
             # _note_send, without its call (once per record); the gaps' average is used only
             # by timed waits (lazy_acks: with callbacks), so kept only then

@@ -41,7 +41,7 @@ from types import MethodType
 
 from edgebus.client import fast_acks, lazy_acks
 from edgebus.client.channel import RECV_SIZE, AsyncChannel
-from edgebus.client.dispatch import CORR_MASK, Callback
+from edgebus.client.dispatch import CORR_MASK, Callback, unwritten
 from edgebus.client.fast_acks import deliver as deliver_acks
 from edgebus.client.lazy_acks import LazyAcks
 from edgebus.client.record_frames import (
@@ -199,8 +199,7 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
                             self._sendall(self._fview[sent:n])  # type: ignore[index]
                         except OSError as e:
                             self._pending.pop(corr, None)
-                            raise BrokerUnavailableError(
-                                f"lost the connection to {self.path}: {e}") from None
+                            raise unwritten(self.path, e) from None
                     # _note_send, without its call (once per record); the gaps' average is used
                     # only by timed waits (lazy_acks: with callbacks), so kept only then
                     if self._timed:
