@@ -138,6 +138,8 @@ class _Accumulator:
             by_part.setdefault(p, []).append((i, rec))
         parts: list[tuple[BatchResult, int, list[int]]] = []
         with self._cond:
+            if not self.linger:
+                self._reap_first()
             for p, items in by_part.items():
                 self._make_room(topic, p, sum(len(rec) for _, rec in items))
                 cur: BatchResult | None = None
@@ -163,6 +165,8 @@ class _Accumulator:
         parts: list[tuple[BatchResult, int, Sequence[int]]] = []
         key = (topic, p)
         with self._cond:
+            if not self.linger:
+                self._reap_first()
             self._make_room(topic, p, len(blob))
             if self._closed:
                 raise ClosedError("the producer is closed")
@@ -208,11 +212,10 @@ class _Accumulator:
         for here, so the lock order I/O lock -> _cond elsewhere cannot deadlock) and return the
         batches for the caller to send, or, when whoever holds it may not look again, wake the
         I/O thread, which sends as soon as the lock is free, and return None."""
-        # Acknowledgements that came since the last send, taken here (and their callbacks run)
-        # instead of waking the reader thread for each (lazy acknowledgements, shm). This thread
-        # looks at every open batch below, so a hold's wake-up of the I/O thread is not needed.
+        # The acknowledgements that came since the last send were taken by the caller before
+        # it appended (_reap_first). This thread looks at every open batch below, so a hold's
+        # wake-up of the I/O thread is not needed.
         self._drain_held = False
-        self._reap()
         got = self._io_lock.acquire(blocking=False)
         for key, b in list(self._open.items()):
             if self._ordered and self._waiting(key, time.monotonic()):
@@ -248,9 +251,16 @@ class _Accumulator:
             return None
         return self._pop_ready()
 
-    def _reap(self) -> None:
-        """Under self._cond: deliver the acknowledgements the channel's reader is not being
-        woken for (ShmAsyncChannel.reap); their callbacks run in this thread."""
+    def _reap_first(self) -> None:
+        """Under self._cond, before a send appends its records: deliver the acknowledgements
+        the channel's reader is not being woken for (lazy acknowledgements: ShmAsyncChannel.reap,
+        LazySocketChannel.reap) instead of waking it for each; their callbacks run in this
+        thread. Before the append, never after: a callback's BaseException (KeyboardInterrupt)
+        then leaves the send with nothing of its records done, so a send that raises has not
+        sent them (send()'s contract: a caller may send them again). A hold's wake-up of the
+        I/O thread is not needed: the caller looks at every open batch next
+        (_take_for_inline_send; Producer.send inlines this)."""
+        self._drain_held = False
         ch = self._channel
         if ch is not None:
             ch.reap()
