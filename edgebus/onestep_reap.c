@@ -78,7 +78,21 @@ static int reap_take_into(PyObject *ch, PyObject *d, PyObject *pending, unsigned
             PyErr_Fetch(&et, &ev, &tb);
             PyObject *r = PyObject_CallMethodOneArg(ch, s_take_data, rest);
             Py_XDECREF(r);
-            if (r == NULL) PyErr_Clear(); /* the first error is the one raised */
+            if (r == NULL && PyErr_ExceptionMatches(PyExc_Exception)) {
+                /* A broken frame, a refusal, EOF: still the connection's end (the reader ends
+                 * the channel with it: ch._end_with), as without the callback; the callback's
+                 * exception is the one raised. */
+                PyObject *et2, *ev2, *tb2;
+                PyErr_Fetch(&et2, &ev2, &tb2);
+                PyErr_NormalizeException(&et2, &ev2, &tb2);
+                if (tb2 != NULL) PyException_SetTraceback(ev2, tb2);
+                PyObject *y = PyObject_CallMethod(ch, "_end_with", "O", ev2);
+                Py_XDECREF(y);
+                Py_XDECREF(et2);
+                Py_XDECREF(ev2);
+                Py_XDECREF(tb2);
+            }
+            PyErr_Clear(); /* the first error is the one raised (another callback's: dropped) */
             Py_DECREF(rest);
             PyErr_Restore(et, ev, tb);
         }

@@ -52,7 +52,8 @@ def py_deliver(ch: Dispatcher, buf: Any, whole: bool,
     group is settled) does not end the walk: every answer in buf is still settled, once, and
     then the first such exception is raised; what the walk left (whole=False: a frame's start,
     a large frame) is handed to the socket channel's FrameBuffer first (`_take_rest`), since
-    the caller gets no position then. failed: one met before this walk (the C walk's settling,
+    the caller gets no position then, and a broken frame there still ends the connection
+    (`_end_with`: the reader ends the channel with it), as it would without the callback. failed: one met before this walk (the C walk's settling,
     edgebus/onestep.c deliver), raised likewise. A refusal of the connection still ends the
     walk at once, and is what is raised: the connection is over, and its loss gives every
     request still pending its outcome."""
@@ -105,8 +106,10 @@ def py_deliver(ch: Dispatcher, buf: Any, whole: bool,
         if not whole and pos < end:
             try:
                 ch._take_rest(memoryview(buf)[pos:])  # type: ignore[attr-defined]
-            except BaseException:  # the first error is the one raised
-                log.debug("after a callback's exception, taking the rest failed too",
+            except Exception as e:  # a broken frame, a refusal: still the connection's end
+                ch._end_with(e)  # type: ignore[attr-defined]
+            except BaseException:  # another callback's: the first one is raised
+                log.debug("after a callback's exception, another callback raised too",
                           exc_info=True)
         raise failed
     return taken, pos

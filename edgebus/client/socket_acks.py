@@ -343,10 +343,18 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
             self._take(block=False)
             self.reaped += n - len(self._pending)
         except Exception as e:  # EOF, a broken stream: the reader ends the channel with it
-            self._deferred = e
-            self._nudge()
+            self._end_with(e)
         finally:
             self._reap_lock.release()
+
+    def _end_with(self, e: Exception) -> None:
+        """A broken stream or the end of it (a ProtocolError, a refusal, EOF) met by a sender's
+        reap, or met under a callback's BaseException, which is what is raised then (py_deliver,
+        the C reap): the reader ends the channel with it (its next _receive raises it), and
+        every request in flight gets that outcome. The first one met is kept."""
+        if self._deferred is None:
+            self._deferred = e
+        self._nudge()
 
     reap = _py_reap  # or, per instance, the C one (__init__)
 

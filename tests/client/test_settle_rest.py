@@ -29,6 +29,7 @@ from edgebus import format as F
 from edgebus.client import fast_acks, lazy_acks, shm_channel, socket_acks
 from edgebus.client.one_send import one_send_class
 from edgebus.client.shm_channel import ShmAsyncChannel, open_async_channel
+from edgebus.errors import ProtocolError
 from edgebus.protocol import messages as M
 from edgebus.testing import wait_for
 
@@ -196,3 +197,30 @@ def test_on_the_rings_every_answer_of_the_reap_is_settled_and_the_raise_comes_af
     finally:
         ch.close()
 
+
+
+@pytest.mark.parametrize("reap", REAPS, ids=lambda r: f"{r}-reap")
+def test_a_broken_frame_after_a_raising_callback_ends_the_connection(
+        peer: Any, reap: str, walk: str) -> None:  # noqa: F811
+    """A callback's BaseException is raised after the read is settled, and a broken frame read
+    with it (here: a length shorter than a header) is still the connection's end, as it is
+    without the callback (the reap's except: `_deferred`, which the reader ends the channel
+    with). Before (568e913), both reaps dropped the ProtocolError: the C reap cleared it
+    (onestep_reap.c), the Python walk logged it at DEBUG (fast_acks.py_deliver); the channel
+    went on reading a stream it could no longer split into frames."""
+    ch, far = peer
+    take = ch.reap if reap == "c" else ch._py_reap
+    owner = _Owner()
+    s = _Stream(ch, owner)
+    corr, ok = s.one_send("ok")
+    ch._pending[corr].add_callback(_boom)
+    waiting, _ = s.one_send("ok")  # its answer never comes: the connection's end fails it
+    far.sendall(ok + F.RESPONSE_HEADER.pack(2, 999, 0))
+    with pytest.raises(Stop):
+        take(force=True)
+    assert isinstance(ch._deferred, ProtocolError), ch._deferred
+    wait_for(lambda: ch.lost is not None, 10, "the reader to end the connection")
+    assert isinstance(ch.lost, ProtocolError), ch.lost
+    assert [c for c, _v in s.out] == [corr, waiting]  # each settled once, in order
+    assert s.out[0] == (corr, corr * 10) and isinstance(s.out[1][1], str)  # failed
+    assert ch._pending == {}
