@@ -104,17 +104,24 @@ print("records", sum(seen.values()), "twice", len(twice), twice[:10], "missing",
 def test_a_send_that_raises_did_not_send_its_record(broker: Any, transport: str, linger: str,
                                                     c_send: str) -> None:
     """Before the fix (568e913): some of these sends raised with their record appended, the
-    retry stored it twice (`twice` > 0 in every combination)."""
-    topic = f"retry-{transport}-{linger}-{c_send}"
-    with Admin(socket=broker.socket, transport="socket") as a:
-        a.create_topic(topic, 1)
-    r = subprocess.run([sys.executable, "-c", _RETRY, str(broker.socket), topic, transport, linger,
-                        str(N)], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "EDGEBUS_PRODUCER_C_SEND": c_send})
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, out[-4000:]
-    assert "all done True in_flight 0" in out, out
-    assert f"records {N} twice 0 [] missing 0\n" in out, out
+    retry stored it twice (76 to 99 of 300 records twice, in every combination). On a loaded
+    machine the channel's reader may take every answer itself (a signalled wait, when the
+    supervisor falls behind and a record is held for its answer), so no send raises: the run is
+    then made again, up to three times, each checked."""
+    raised_in_sends = []
+    for attempt in range(3):
+        topic = f"retry-{transport}-{linger}-{c_send}-{attempt}"
+        with Admin(socket=broker.socket, transport="socket") as a:
+            a.create_topic(topic, 1)
+        r = subprocess.run([sys.executable, "-c", _RETRY, str(broker.socket), topic, transport,
+                            linger, str(N)], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "EDGEBUS_PRODUCER_C_SEND": c_send})
+        out = r.stdout + r.stderr
+        assert r.returncode == 0, out[-4000:]
+        assert "all done True in_flight 0" in out, out
+        assert f"records {N} twice 0 [] missing 0\n" in out, out
+        raised_in_sends.append(int(out.split("send raised ")[1].split()[0]))
+        if raised_in_sends[-1]:
+            break
     # the scenario: sends' reaps ran callbacks that raised, and some send() raised
-    raised = int(out.split("send raised ")[1].split()[0])
-    assert raised > 0 and "'send':" in out, out
+    assert raised_in_sends[-1] > 0, raised_in_sends
