@@ -53,8 +53,9 @@ def py_deliver(ch: Dispatcher, buf: Any, whole: bool,
     then the first such exception is raised; what the walk left (whole=False: a frame's start,
     a large frame) is handed to the socket channel's FrameBuffer first (`_take_rest`), since
     the caller gets no position then, and a broken frame there still ends the connection
-    (`_end_with`: the reader ends the channel with it), as it would without the callback. failed: one met before this walk (the C walk's settling,
-    edgebus/onestep.c deliver), raised likewise. A refusal of the connection still ends the
+    (`_end_with`: the reader ends the channel with it), as it would without the callback.
+    failed: one met before this walk (the C walk's settling, edgebus/onestep.c deliver),
+    raised likewise. A refusal of the connection still ends the
     walk at once, and is what is raised: the connection is over, and its loss gives every
     request still pending its outcome."""
     pending, lock = ch._pending, ch._lock
