@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -200,14 +201,26 @@ class Device:
         self.acked = 0
         self.sent = 0
         self.reconnects = 0
+        # Packet id -> seq of each publish not acknowledged yet, and seq -> how many times it was
+        # unacknowledged when a new connection was accepted: paho sends those again (DUP) after
+        # the CONNACK, and a broker that had stored the first copy (its PUBACK lost as it
+        # stopped) takes the second as a new message. An upper bound on the device's resends.
+        self.unacked: dict[int, int] = {}
+        self.resent: dict[int, int] = {}
         self._closing = False
         self._thread: threading.Thread | None = None
         self.client.on_publish = self._on_publish
+        self.client.on_connect = self._on_connect
         self.client.connect("127.0.0.1", port, keepalive=10)
         self.pump(10.0, until=self.client.is_connected)
 
-    def _on_publish(self, *args: Any) -> None:
+    def _on_publish(self, client: Any, userdata: Any, mid: int, *args: Any) -> None:
         self.acked += 1
+        self.unacked.pop(mid, None)
+
+    def _on_connect(self, *args: Any) -> None:
+        for seq in self.unacked.values():
+            self.resent[seq] = self.resent.get(seq, 0) + 1
 
     def pump(self, timeout: float, until: Callable[[], bool] | None = None) -> None:
         """Run paho's loop in this thread (reconnecting as needed) for `timeout` seconds, or
@@ -242,7 +255,9 @@ class Device:
         self.pump(30.0, until=lambda: True)  # connected first: see the class docstring
         body = payload if payload is not None else json.dumps(
             {"device": self.id, "seq": seq}).encode()
-        self.client.publish(topic or self.topic, body, qos=qos, **kw)
+        info = self.client.publish(topic or self.topic, body, qos=qos, **kw)
+        if qos:
+            self.unacked[info.mid] = seq
         self.sent += 1
 
     def flush(self, timeout: float = 30.0) -> None:
@@ -330,3 +345,48 @@ def check_no_loss(seqs: dict[str, list[int]], devices: list[str], count: int) ->
         assert not bad, f"device {d}: order broken at {bad[:5]} (index, before, after)"
         dups[d] = len(got) - len(seen)
     return dups
+
+
+def bridge_deliveries(log_path: Path) -> dict[tuple[str, int], set[tuple[int, int, bool]]]:
+    """(device, seq) -> every delivery of that reading to the bridge, from its DEBUG trace
+    ("received gen G mid M ... dup D ... payload") as (connection generation, packet id, DUP)."""
+    got: dict[tuple[str, int], set[tuple[int, int, bool]]] = {}
+    for m in re.finditer(r'received gen (\d+) mid (\d+) qos \d dup (\d) retain \d \S+ '
+                         r'b\'\{"device": "(d\d+)", "seq": (\d+)\}\'',
+                         log_path.read_text(errors="replace")):
+        got.setdefault((m.group(4), int(m.group(5))), set()).add(
+            (int(m.group(1)), int(m.group(2)), m.group(3) == "1"))
+    return got
+
+
+def split_duplicates(records: list[Any], deliveries: dict[tuple[str, int], set[Any]],
+                     devices: list[Device]) -> tuple[int, int, list[str]]:
+    """Who made each extra copy of a reading in edgebus: (copies the bridge appended more than
+    once, copies that are separate MQTT messages from the broker, and those of the latter that
+    their device cannot have sent: descriptions).
+
+    The broker gives every message it delivers its own packet id, and keeps it when it sends
+    the message again (DUP) in the session. So the MQTT messages of a reading are its distinct
+    packet ids in the bridge's trace (within a session whose 16-bit ids did not wrap: a few
+    thousand messages here), and a copy beyond them was appended twice by the bridge. Two
+    messages of one reading mean its device sent it twice (a QoS 1 publisher resends what was
+    not acknowledged when its connection broke; the broker stored both), which
+    Device.resent bounds."""
+    copies: dict[tuple[str, int], int] = {}
+    for r in records:
+        doc = json.loads(r.value)
+        key = (doc["device"], doc["seq"])
+        copies[key] = copies.get(key, 0) + 1
+    resent = {(d.id, s): n for d in devices for s, n in d.resent.items()}
+    by_bridge = by_device = 0
+    unexplained = []
+    for key, n in sorted(copies.items()):
+        if n < 2:
+            continue
+        messages = min(n, max(1, len({mid for _, mid, _ in deliveries.get(key, ())})))
+        by_bridge += n - messages
+        by_device += messages - 1
+        if messages - 1 > resent.get(key, 0):
+            unexplained.append(f"{key}: {n} copies, deliveries {sorted(deliveries.get(key, ()))},"
+                               f" unacknowledged at {resent.get(key, 0)} reconnections")
+    return by_bridge, by_device, unexplained
