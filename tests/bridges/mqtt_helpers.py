@@ -152,7 +152,9 @@ class BridgeProcess:
         except AssertionError as e:
             raise AssertionError(f"{e}\nstatus: {self.status()}\nlog:\n{self.log()}") from None
 
-    def wait_connected(self, timeout: float = 20.0) -> dict[str, Any]:
+    def wait_connected(self, timeout: float = 60.0) -> dict[str, Any]:
+        # A bound for a bridge that never connects, not a speed check: at load 33 on two cores
+        # a bridge had not even written its first status (nor a log line) 20 s after its start.
         return self.wait_status(
             lambda s: s["mqtt"]["connected"] and s["gauges"]["edgebus_connected"], timeout,
             "the bridge to connect to MQTT and edgebus")

@@ -196,16 +196,21 @@ def test_supervisor_restarted_mid_stream_bridge_waits_and_loses_nothing(
     wait_for(lambda: (bridge.status() or {}).get("counters", {}).get("in_appended", 0) > 800,
              30, "the bridge to be mid-stream")
     edgebus_broker.kill9()
-    # While the supervisor is down the bridge fills its window, then stops taking messages.
-    received = -1
-    for _ in range(50):
-        time.sleep(0.3)
-        now = bridge.status()["counters"]["in_received"]
-        if now == received:
-            break
-        received = now
-    st = bridge.status()
-    assert st["counters"]["in_received"] == received, "the bridge kept reading"
+    # While the supervisor is down the bridge fills its window (over 3,000 messages are still to
+    # come), then stops taking messages: it holds receive_maximum, none can be appended, and
+    # can_read() stays false. (This used to poll until two reads 0.3 s apart agreed, which a
+    # status file not rewritten meanwhile on a loaded machine also gives.)
+    full = bridge.wait_status(lambda s: s["gauges"]["in_pending"] >= RECEIVE_MAX, 60,
+                              "the window to fill")
+    writes = {full["written_at"]}
+
+    def three_writes_later(s: dict[str, Any]) -> bool:
+        writes.add(s["written_at"])
+        return len(writes) > 3
+
+    st = bridge.wait_status(three_writes_later, 30, "three more status writes")
+    assert st["counters"]["in_received"] == full["counters"]["in_received"], \
+        "the bridge kept reading"
     assert 0 < st["gauges"]["in_pending"] <= RECEIVE_MAX
     mosquitto.stop()  # the held messages' acks can no longer go out on their connection...
     mosquitto.start()
