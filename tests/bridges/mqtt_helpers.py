@@ -349,19 +349,21 @@ def check_no_loss(seqs: dict[str, list[int]], devices: list[str], count: int) ->
     return dups
 
 
-def bridge_deliveries(log_path: Path) -> dict[tuple[str, int], set[tuple[int, int, bool]]]:
+def bridge_deliveries(log_path: Path) -> dict[tuple[str, int], list[tuple[int, int, bool]]]:
     """(device, seq) -> every delivery of that reading to the bridge, from its DEBUG trace
-    ("received gen G mid M ... dup D ... payload") as (connection generation, packet id, DUP)."""
-    got: dict[tuple[str, int], set[tuple[int, int, bool]]] = {}
+    ("received gen G mid M ... dup D ... payload") as (connection generation, packet id, DUP),
+    in the order received (each process of a restarted bridge appends to the same log; its
+    generations start again at 1)."""
+    got: dict[tuple[str, int], list[tuple[int, int, bool]]] = {}
     for m in re.finditer(r'received gen (\d+) mid (\d+) qos \d dup (\d) retain \d \S+ '
                          r'b\'\{"device": "(d\d+)", "seq": (\d+)\}\'',
                          log_path.read_text(errors="replace")):
-        got.setdefault((m.group(4), int(m.group(5))), set()).add(
+        got.setdefault((m.group(4), int(m.group(5))), []).append(
             (int(m.group(1)), int(m.group(2)), m.group(3) == "1"))
     return got
 
 
-def split_duplicates(records: list[Any], deliveries: dict[tuple[str, int], set[Any]],
+def split_duplicates(records: list[Any], deliveries: dict[tuple[str, int], list[Any]],
                      devices: list[Device]) -> tuple[int, int, list[str]]:
     """Who made each extra copy of a reading in edgebus: (copies the bridge appended more than
     once, copies that are separate MQTT messages from the broker, and those of the latter that
@@ -392,3 +394,21 @@ def split_duplicates(records: list[Any], deliveries: dict[tuple[str, int], set[A
             unexplained.append(f"{key}: {n} copies, deliveries {sorted(deliveries.get(key, ()))},"
                                f" unacknowledged at {resent.get(key, 0)} reconnections")
     return by_bridge, by_device, unexplained
+
+
+def not_redelivered(records: list[Any],
+                    deliveries: dict[tuple[str, int], list[tuple[int, int, bool]]]) -> list[str]:
+    """The readings with more copies in edgebus than deliveries that could make one: the first
+    delivery, and each one the broker sent again (DUP). Empty when every duplicate is a message
+    the broker sent again, the bridge's promise across its own crashes."""
+    copies: dict[tuple[str, int], int] = {}
+    for r in records:
+        doc = json.loads(r.value)
+        key = (doc["device"], doc["seq"])
+        copies[key] = copies.get(key, 0) + 1
+    bad = []
+    for key, n in sorted(copies.items()):
+        got = deliveries.get(key, [])
+        if n > 1 + sum(1 for _, _, dup in got if dup):
+            bad.append(f"{key}: {n} copies, deliveries {got}")
+    return bad
