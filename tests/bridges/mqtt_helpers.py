@@ -64,6 +64,7 @@ class Mosquitto:
             lines.append("user root")  # else it drops to 'mosquitto', who cannot write root/
         self.conf.write_text("\n".join(lines) + "\n" + extra)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.killed_on_stop = 0
 
     def start(self, timeout: float = 10.0) -> Mosquitto:
         assert MOSQUITTO is not None
@@ -90,13 +91,17 @@ class Mosquitto:
         self.proc = None
 
     def stop(self) -> None:
+        """SIGTERM: Mosquitto saves its sessions and queues as it exits. If it has not exited
+        after 60 s it is killed, which loses what it had not saved: `killed_on_stop` counts
+        that, so a test can tell such a loss from the bridge's."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(60)  # a bound for a stuck Mosquitto (10 s was near at load 35)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                self.killed_on_stop += 1
         self.proc = None
 
     def log(self) -> str:

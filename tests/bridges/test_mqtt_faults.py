@@ -142,6 +142,7 @@ def test_mosquitto_killed_and_restarted_5_times_loses_nothing(
         bridge.wait_status(lambda s: s["gauges"]["in_pending"] == 0, 30, "the bridge to idle")
         time.sleep(0.5)
         expected = received_by_bridge(bridge)
+    assert mosquitto.killed_on_stop == 0, "Mosquitto did not exit on SIGTERM within 60 s"
     dups, records = finish(devices, edgebus_broker.socket, count, expected, bridge)
     st = bridge.wait_status(lambda s: s["gauges"]["in_pending"] == 0, 30, "the bridge to idle")
     c = st["counters"]
@@ -224,6 +225,7 @@ def test_supervisor_restarted_mid_stream_bridge_waits_and_loses_nothing(
     edgebus_broker.start()
     for t in threads:
         t.join()
+    assert mosquitto.killed_on_stop == 0, "Mosquitto did not exit on SIGTERM within 60 s"
     dups, records = finish(devices, edgebus_broker.socket, count, bridge=bridge)
     st = bridge.wait_status(lambda s: s["gauges"]["in_pending"] == 0, 30, "the bridge to idle")
     c = st["counters"]
