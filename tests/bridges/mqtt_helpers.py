@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -63,6 +64,7 @@ class Mosquitto:
             lines.append("user root")  # else it drops to 'mosquitto', who cannot write root/
         self.conf.write_text("\n".join(lines) + "\n" + extra)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.killed_on_stop = 0
 
     def start(self, timeout: float = 10.0) -> Mosquitto:
         assert MOSQUITTO is not None
@@ -89,13 +91,17 @@ class Mosquitto:
         self.proc = None
 
     def stop(self) -> None:
+        """SIGTERM: Mosquitto saves its sessions and queues as it exits. If it has not exited
+        after 60 s it is killed, which loses what it had not saved: `killed_on_stop` counts
+        that, so a test can tell such a loss from the bridge's."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(60)  # a bound for a stuck Mosquitto (10 s was near at load 35)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                self.killed_on_stop += 1
         self.proc = None
 
     def log(self) -> str:
@@ -151,7 +157,9 @@ class BridgeProcess:
         except AssertionError as e:
             raise AssertionError(f"{e}\nstatus: {self.status()}\nlog:\n{self.log()}") from None
 
-    def wait_connected(self, timeout: float = 20.0) -> dict[str, Any]:
+    def wait_connected(self, timeout: float = 60.0) -> dict[str, Any]:
+        # A bound for a bridge that never connects, not a speed check: at load 33 on two cores
+        # a bridge had not even written its first status (nor a log line) 20 s after its start.
         return self.wait_status(
             lambda s: s["mqtt"]["connected"] and s["gauges"]["edgebus_connected"], timeout,
             "the bridge to connect to MQTT and edgebus")
@@ -200,14 +208,26 @@ class Device:
         self.acked = 0
         self.sent = 0
         self.reconnects = 0
+        # Packet id -> seq of each publish not acknowledged yet, and seq -> how many times it was
+        # unacknowledged when a new connection was accepted: paho sends those again (DUP) after
+        # the CONNACK, and a broker that had stored the first copy (its PUBACK lost as it
+        # stopped) takes the second as a new message. An upper bound on the device's resends.
+        self.unacked: dict[int, int] = {}
+        self.resent: dict[int, int] = {}
         self._closing = False
         self._thread: threading.Thread | None = None
         self.client.on_publish = self._on_publish
+        self.client.on_connect = self._on_connect
         self.client.connect("127.0.0.1", port, keepalive=10)
         self.pump(10.0, until=self.client.is_connected)
 
-    def _on_publish(self, *args: Any) -> None:
+    def _on_publish(self, client: Any, userdata: Any, mid: int, *args: Any) -> None:
         self.acked += 1
+        self.unacked.pop(mid, None)
+
+    def _on_connect(self, *args: Any) -> None:
+        for seq in self.unacked.values():
+            self.resent[seq] = self.resent.get(seq, 0) + 1
 
     def pump(self, timeout: float, until: Callable[[], bool] | None = None) -> None:
         """Run paho's loop in this thread (reconnecting as needed) for `timeout` seconds, or
@@ -242,7 +262,9 @@ class Device:
         self.pump(30.0, until=lambda: True)  # connected first: see the class docstring
         body = payload if payload is not None else json.dumps(
             {"device": self.id, "seq": seq}).encode()
-        self.client.publish(topic or self.topic, body, qos=qos, **kw)
+        info = self.client.publish(topic or self.topic, body, qos=qos, **kw)
+        if qos:
+            self.unacked[info.mid] = seq
         self.sent += 1
 
     def flush(self, timeout: float = 30.0) -> None:
@@ -330,3 +352,68 @@ def check_no_loss(seqs: dict[str, list[int]], devices: list[str], count: int) ->
         assert not bad, f"device {d}: order broken at {bad[:5]} (index, before, after)"
         dups[d] = len(got) - len(seen)
     return dups
+
+
+def bridge_deliveries(log_path: Path) -> dict[tuple[str, int], list[tuple[int, int, bool]]]:
+    """(device, seq) -> every delivery of that reading to the bridge, from its DEBUG trace
+    ("received gen G mid M ... dup D ... payload") as (connection generation, packet id, DUP),
+    in the order received (each process of a restarted bridge appends to the same log; its
+    generations start again at 1)."""
+    got: dict[tuple[str, int], list[tuple[int, int, bool]]] = {}
+    for m in re.finditer(r'received gen (\d+) mid (\d+) qos \d dup (\d) retain \d \S+ '
+                         r'b\'\{"device": "(d\d+)", "seq": (\d+)\}\'',
+                         log_path.read_text(errors="replace")):
+        got.setdefault((m.group(4), int(m.group(5))), []).append(
+            (int(m.group(1)), int(m.group(2)), m.group(3) == "1"))
+    return got
+
+
+def split_duplicates(records: list[Any], deliveries: dict[tuple[str, int], list[Any]],
+                     devices: list[Device]) -> tuple[int, int, list[str]]:
+    """Who made each extra copy of a reading in edgebus: (copies the bridge appended more than
+    once, copies that are separate MQTT messages from the broker, and those of the latter that
+    their device cannot have sent: descriptions).
+
+    The broker gives every message it delivers its own packet id, and keeps it when it sends
+    the message again (DUP) in the session. So the MQTT messages of a reading are its distinct
+    packet ids in the bridge's trace (within a session whose 16-bit ids did not wrap: a few
+    thousand messages here), and a copy beyond them was appended twice by the bridge. Two
+    messages of one reading mean its device sent it twice (a QoS 1 publisher resends what was
+    not acknowledged when its connection broke; the broker stored both), which
+    Device.resent bounds."""
+    copies: dict[tuple[str, int], int] = {}
+    for r in records:
+        doc = json.loads(r.value)
+        key = (doc["device"], doc["seq"])
+        copies[key] = copies.get(key, 0) + 1
+    resent = {(d.id, s): n for d in devices for s, n in d.resent.items()}
+    by_bridge = by_device = 0
+    unexplained = []
+    for key, n in sorted(copies.items()):
+        if n < 2:
+            continue
+        messages = min(n, max(1, len({mid for _, mid, _ in deliveries.get(key, ())})))
+        by_bridge += n - messages
+        by_device += messages - 1
+        if messages - 1 > resent.get(key, 0):
+            unexplained.append(f"{key}: {n} copies, deliveries {sorted(deliveries.get(key, ()))},"
+                               f" unacknowledged at {resent.get(key, 0)} reconnections")
+    return by_bridge, by_device, unexplained
+
+
+def not_redelivered(records: list[Any],
+                    deliveries: dict[tuple[str, int], list[tuple[int, int, bool]]]) -> list[str]:
+    """The readings with more copies in edgebus than deliveries that could make one: the first
+    delivery, and each one the broker sent again (DUP). Empty when every duplicate is a message
+    the broker sent again, the bridge's promise across its own crashes."""
+    copies: dict[tuple[str, int], int] = {}
+    for r in records:
+        doc = json.loads(r.value)
+        key = (doc["device"], doc["seq"])
+        copies[key] = copies.get(key, 0) + 1
+    bad = []
+    for key, n in sorted(copies.items()):
+        got = deliveries.get(key, [])
+        if n > 1 + sum(1 for _, _, dup in got if dup):
+            bad.append(f"{key}: {n} copies, deliveries {got}")
+    return bad

@@ -3,8 +3,11 @@ message is lost, the order per device holds, and every duplicate is one the brok
 
 The true bound (bridges/mqtt/README.md, "Duplicates after a crash"): a kill duplicates the
 messages the bridge had appended whose PUBACK the broker had not yet *processed*; the broker sends
-exactly those again, with the DUP flag. So per kill, duplicates <= the DUP redeliveries the
-restarted bridge receives; the bridge adds none of its own. How many that is depends on the
+exactly those again, with the DUP flag. So every reading has at most one copy more than the DUP
+redeliveries of it the bridge received (its DEBUG trace, across all its processes); the bridge adds
+none of its own. (Checked per reading from the trace: the per-kill comparison this test made
+before, duplicates read from the log against in_redelivered from a status file written every
+200 ms, attributed late duplicates and late redeliveries to different kills.) How many that is depends on the
 broker: at most the window (mqtt.receive_maximum) while Mosquitto keeps to its Receive Maximum
 and reads PUBACKs promptly; more when it falls behind (a loaded machine, or saving after every
 change), because Mosquitto 2.0 then sends past the Receive Maximum. The documented bound of 32
@@ -19,9 +22,11 @@ from typing import Any
 import pytest
 from mqtt_helpers import (
     Device,
+    bridge_deliveries,
     check_no_loss,
     device_sequences,
     needs_mosquitto,
+    not_redelivered,
     read_all,
     wait_for,
 )
@@ -38,6 +43,7 @@ KILLS = 3
 
 def config(port: int, socket: str) -> dict[str, Any]:
     return {
+        "log_level": "DEBUG",  # the trace of every delivery, for not_redelivered()
         "mqtt": {"port": port, "client_id": "bridge-crash", "keepalive_ms": "5s",
                  "receive_maximum": RECEIVE_MAX, "reconnect_min_ms": 50, "reconnect_max_ms": 400},
         "edgebus": {"socket": socket, "acks": "written", "create_topics": True,
@@ -105,13 +111,13 @@ def test_each_bridge_sigkill_under_load_duplicates_at_most_the_window(
         bridge.wait_status(lambda st: st["gauges"]["in_pending"] == 0, 30, "the bridge to idle")
         time.sleep(0.5)
         redeliveries[-1] = redelivered(bridge)  # the last process may have had more since
-    seqs = device_sequences(read_all(socket, TOPIC, total, timeout=30))
-    dups = check_no_loss(seqs, DEVICES, count)  # none lost, order per device kept
+    records = read_all(socket, TOPIC, total, timeout=30)
+    dups = check_no_loss(device_sequences(records), DEVICES, count)  # none lost, order kept
     print(f"\nbridge SIGKILL x{KILLS} ({mode}, {total} messages): duplicates per kill {per_kill}, "
-          f"DUP redeliveries after each restart {redeliveries}, duplicates in all "
-          f"{sum(dups.values())} (window {RECEIVE_MAX})")
+          f"DUP redeliveries after each restart {redeliveries} (both read a little after the "
+          f"restart), duplicates in all {sum(dups.values())} (window {RECEIVE_MAX})")
+    assert bridge.stop() == 0
     # Each duplicate is a message the broker sent again (DUP): the bridge appends nothing twice
     # of its own, at a kill or in the normal operation between kills.
-    assert all(d <= r for d, r in zip(per_kill, redeliveries, strict=True)), (per_kill, redeliveries)
-    assert sum(dups.values()) <= sum(redeliveries), (dups, redeliveries)
-    assert bridge.stop() == 0
+    bad = not_redelivered(records, bridge_deliveries(bridge.log_path))
+    assert not bad, f"{len(bad)} readings with copies the broker did not send again: {bad[:5]}"

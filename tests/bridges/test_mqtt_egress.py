@@ -38,14 +38,17 @@ class Subscriber:
 
         c.on_message = on_message
         c.on_connect = lambda client, *a: client.subscribe(topic, 1)
+        # The subscription holds from its SUBACK on: a command published before it would reach
+        # no one (a timed sleep here was short on a loaded machine).
+        self.subscribed = threading.Event()
+        c.on_subscribe = lambda *a: self.subscribed.set()
         c.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
         p = Properties(PacketTypes.CONNECT)
         p.SessionExpiryInterval = 3600
         c.connect("127.0.0.1", port, clean_start=False, properties=p)
         c.loop_start()
         self.client = c
-        wait_for(c.is_connected, 10, "the subscriber to connect")
-        time.sleep(0.2)  # SUBACK
+        wait_for(self.subscribed.is_set, 20, "the subscriber's SUBACK")
 
     def messages(self) -> list[Any]:
         with self.lock:

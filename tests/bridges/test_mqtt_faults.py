@@ -1,10 +1,21 @@
 """No loss through failures: Mosquitto killed and restarted, the bridge SIGKILLed, the supervisor
 restarted, all mid-stream. Duplicates are counted; after a bridge crash they are bounded by the
-in-flight window (mqtt.receive_maximum)."""
+in-flight window (mqtt.receive_maximum).
+
+Where Mosquitto stops mid-stream, the devices make duplicates of their own: a device's PUBACKs that
+Mosquitto had not yet written, or that the device had not yet read, when it stopped never arrive;
+the device (QoS 1, at least once) publishes those messages again on its next connection, and
+Mosquitto, which had stored the first copy, takes the second as a new message with a packet id of
+its own. The bridge is handed two messages and appends both; no subscriber could tell them from two
+readings. So these tests count who made each duplicate (mqtt_helpers.split_duplicates, from the
+bridge's DEBUG trace): the bridge's bound is on its own, and every other one must be a message its
+device may have sent twice. (Measured, mqtt30: 19 of 30 runs of the SIGTERM case at load 17-25
+had 18-164 duplicates, every one a second MQTT message of the reading, with its own packet id,
+from a device that had it unacknowledged when it reconnected; none appended twice by the bridge.
+That is how a bound of 32 on all duplicates broke with 45.)"""
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -13,10 +24,12 @@ from mqtt_helpers import (
     BridgeProcess,
     Device,
     Mosquitto,
+    bridge_deliveries,
     check_no_loss,
     device_sequences,
     needs_mosquitto,
     read_all,
+    split_duplicates,
     wait_for,
 )
 
@@ -56,10 +69,11 @@ def setup(mosq: Mosquitto, socket: str, make_bridge: Any, made: list[Device],
 
 
 def finish(devs: list[Device], socket: str, count: int,
-           expected: set[tuple[str, int]] | None = None) -> tuple[dict[str, int], int]:
+           expected: set[tuple[str, int]] | None = None,
+           bridge: BridgeProcess | None = None) -> tuple[dict[str, int], list[Any]]:
     """Wait for every publish to be acknowledged by Mosquitto and every expected message (default:
     all) to arrive; check that none is missing and the order per device; return the duplicates
-    per device and the record count."""
+    per device and the records."""
     wait_for(lambda: all(d.acked >= count for d in devs), 60,
              "Mosquitto to acknowledge every publish")
     if expected is None:
@@ -73,24 +87,25 @@ def finish(devs: list[Device], socket: str, count: int,
         return recs if got >= expected else None
 
     try:
-        records = wait_for(complete, 30, "every message to arrive", interval=0.5)
+        # A bound for a stuck bridge: 30 s was short at load 35 (a bridge there had not logged
+        # a line 20 s after its start), and a late record read as lost.
+        records = wait_for(complete, 120, "every message to arrive", interval=0.5)
     except AssertionError:
         records = read_all(socket, TOPIC, 0, timeout=60)
     seqs = device_sequences(records)
     got = {(d, s) for d, ss in seqs.items() for s in ss}
     lost = sorted(expected - got)
-    assert not lost, f"{len(lost)} messages lost by the bridge, first {lost[:10]}"
+    per_device = {d: sum(1 for k in lost if k[0] == d) for d in DEVICES}
+    status = bridge.status() if bridge is not None else None
+    assert not lost, (f"{len(lost)} messages lost by the bridge ({per_device}), first "
+                      f"{lost[:10]}; bridge status {status}")
     kept = {d: [s for s in ss if (d, s) in expected] for d, ss in seqs.items()}
-    return check_no_loss(kept, DEVICES, 0), len(records)
+    return check_no_loss(kept, DEVICES, 0), records
 
 
 def received_by_bridge(bridge: BridgeProcess) -> set[tuple[str, int]]:
     """Every message the bridge was handed, from its DEBUG trace ("received ... payload")."""
-    got = set()
-    for m in re.finditer(r'received gen .* b\'\{"device": "(d\d)", "seq": (\d+)\}\'',
-                         bridge.log_path.read_text()):
-        got.add((m.group(1), int(m.group(2))))
-    return got
+    return set(bridge_deliveries(bridge.log_path))
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
@@ -109,8 +124,7 @@ def test_mosquitto_killed_and_restarted_5_times_loses_nothing(
     the bridge is reported as lost by Mosquitto."""
     count = 600
     mosquitto = make_mosquitto(persistence=True, save_every_change=how == "SIGKILL")
-    bridge = setup(mosquitto, edgebus_broker.socket, make_bridge, devices,
-                   log_level="DEBUG" if how == "SIGKILL" else "INFO")
+    bridge = setup(mosquitto, edgebus_broker.socket, make_bridge, devices, log_level="DEBUG")
     threads = [d.run(count, rate=250) for d in devices]  # 1,250 messages/s for 2.4 s
     for _ in range(5):
         time.sleep(0.35)
@@ -128,18 +142,29 @@ def test_mosquitto_killed_and_restarted_5_times_loses_nothing(
         bridge.wait_status(lambda s: s["gauges"]["in_pending"] == 0, 30, "the bridge to idle")
         time.sleep(0.5)
         expected = received_by_bridge(bridge)
-    dups, total = finish(devices, edgebus_broker.socket, count, expected)
+    assert mosquitto.killed_on_stop == 0, "Mosquitto did not exit on SIGTERM within 60 s"
+    dups, records = finish(devices, edgebus_broker.socket, count, expected, bridge)
     st = bridge.wait_status(lambda s: s["gauges"]["in_pending"] == 0, 30, "the bridge to idle")
     c = st["counters"]
     lost_by_mosquitto = len(DEVICES) * count - len(expected) if expected is not None else 0
-    print(f"\nmosquitto {how} x5: {total} records, duplicates {sum(dups.values())} {dups}; "
-          f"never delivered by Mosquitto {lost_by_mosquitto}; bridge connects "
+    by_bridge, by_devices, unexplained = split_duplicates(
+        records, bridge_deliveries(bridge.log_path), devices)
+    print(f"\nmosquitto {how} x5: {len(records)} records, duplicates {sum(dups.values())} {dups}"
+          f" (appended twice by the bridge {by_bridge}, sent twice by the devices {by_devices});"
+          f" never delivered by Mosquitto {lost_by_mosquitto}; bridge connects "
           f"{c['mqtt_connects']}, redelivered {c['in_redelivered']}, merged {c['in_merged']}")
     assert c["mqtt_connects"] >= 3  # it reconnected (two restarts may fall in one backoff)
     if how == "SIGTERM":
-        # Redeliveries of what the bridge had appended (acks Mosquitto had not read when it
-        # stopped, or held messages) are recognised from the bridge's recent deliveries.
-        assert sum(dups.values()) <= RECEIVE_MAX
+        # Mosquitto saves its sessions as it stops, and the bridge keeps running: every
+        # redelivery of what the bridge had appended (acks Mosquitto had not read when it
+        # stopped, or held messages) comes with its packet id and DUP, and is recognised from
+        # the bridge's recent deliveries (3,000 messages, well inside window.MAX_HISTORY). So
+        # the bridge appends no message twice...
+        assert by_bridge == 0, (by_bridge, dups)
+        # ...and every other duplicate is a second message from a device that had the reading
+        # unacknowledged when it reconnected (see the module docstring): at least once between
+        # device and broker, not the bridge's to remove.
+        assert not unexplained, unexplained
 
 
 def test_bridge_sigkilled_mid_stream_loses_nothing_and_duplicates_are_bounded(
@@ -154,8 +179,8 @@ def test_bridge_sigkilled_mid_stream_loses_nothing_and_duplicates_are_bounded(
     bridge.start()
     for t in threads:
         t.join()
-    dups, total = finish(devices, edgebus_broker.socket, count)
-    total_dups = sum(dups.values())
+    dups, records = finish(devices, edgebus_broker.socket, count, bridge=bridge)
+    total, total_dups = len(records), sum(dups.values())
     redelivered = int((bridge.status() or {}).get("counters", {}).get("in_redelivered", 0))
     print(f"\nbridge SIGKILL: {total} records, duplicates {total_dups} {dups}, DUP redeliveries "
           f"{redelivered} (receive_maximum={RECEIVE_MAX})")
@@ -173,21 +198,26 @@ def test_supervisor_restarted_mid_stream_bridge_waits_and_loses_nothing(
     restarted too, so the messages the bridge holds come again on a new connection."""
     count = 800
     mosquitto = make_mosquitto(persistence=True)  # SIGTERM + start keeps the bridge's session
-    bridge = setup(mosquitto, edgebus_broker.socket, make_bridge, devices)
+    bridge = setup(mosquitto, edgebus_broker.socket, make_bridge, devices, log_level="DEBUG")
     threads = [d.run(count, rate=400) for d in devices]  # 2,000 messages/s for 2 s
     wait_for(lambda: (bridge.status() or {}).get("counters", {}).get("in_appended", 0) > 800,
              30, "the bridge to be mid-stream")
     edgebus_broker.kill9()
-    # While the supervisor is down the bridge fills its window, then stops taking messages.
-    received = -1
-    for _ in range(50):
-        time.sleep(0.3)
-        now = bridge.status()["counters"]["in_received"]
-        if now == received:
-            break
-        received = now
-    st = bridge.status()
-    assert st["counters"]["in_received"] == received, "the bridge kept reading"
+    # While the supervisor is down the bridge fills its window (over 3,000 messages are still to
+    # come), then stops taking messages: it holds receive_maximum, none can be appended, and
+    # can_read() stays false. (This used to poll until two reads 0.3 s apart agreed, which a
+    # status file not rewritten meanwhile on a loaded machine also gives.)
+    full = bridge.wait_status(lambda s: s["gauges"]["in_pending"] >= RECEIVE_MAX, 60,
+                              "the window to fill")
+    writes = {full["written_at"]}
+
+    def three_writes_later(s: dict[str, Any]) -> bool:
+        writes.add(s["written_at"])
+        return len(writes) > 3
+
+    st = bridge.wait_status(three_writes_later, 30, "three more status writes")
+    assert st["counters"]["in_received"] == full["counters"]["in_received"], \
+        "the bridge kept reading"
     assert 0 < st["gauges"]["in_pending"] <= RECEIVE_MAX
     mosquitto.stop()  # the held messages' acks can no longer go out on their connection...
     mosquitto.start()
@@ -195,11 +225,15 @@ def test_supervisor_restarted_mid_stream_bridge_waits_and_loses_nothing(
     edgebus_broker.start()
     for t in threads:
         t.join()
-    dups, total = finish(devices, edgebus_broker.socket, count)
+    assert mosquitto.killed_on_stop == 0, "Mosquitto did not exit on SIGTERM within 60 s"
+    dups, records = finish(devices, edgebus_broker.socket, count, bridge=bridge)
     st = bridge.wait_status(lambda s: s["gauges"]["in_pending"] == 0, 30, "the bridge to idle")
     c = st["counters"]
-    print(f"\nsupervisor kill -9 (and a Mosquitto restart meanwhile): {total} records, "
-          f"duplicates {sum(dups.values())} {dups}; append retries {c['in_append_retries']}, "
+    by_bridge, by_devices, unexplained = split_duplicates(
+        records, bridge_deliveries(bridge.log_path), devices)
+    print(f"\nsupervisor kill -9 (and a Mosquitto restart meanwhile): {len(records)} records, "
+          f"duplicates {sum(dups.values())} {dups} (appended twice by the bridge {by_bridge}, "
+          f"sent twice by the devices {by_devices}); append retries {c['in_append_retries']}, "
           f"max held {st['gauges']['in_pending_max']}, redelivered {c['in_redelivered']}, "
           f"merged {c['in_merged']}")
     assert st["gauges"]["in_pending_max"] <= RECEIVE_MAX
@@ -207,6 +241,9 @@ def test_supervisor_restarted_mid_stream_bridge_waits_and_loses_nothing(
     # records it already holds (same packet id, topic and payload): acknowledged, not doubled.
     assert c["in_merged"] > 0
     # Batches in flight when the supervisor died may have been written before it died; they are
-    # sent again, so at most one window of records can be doubled.
-    assert sum(dups.values()) <= RECEIVE_MAX
+    # sent again, so at most one window of records can be doubled by the bridge...
+    assert by_bridge <= RECEIVE_MAX, (by_bridge, dups)
+    # ...and the Mosquitto restart makes devices send again what they had unacknowledged (the
+    # module docstring): each such duplicate is a second message from its device.
+    assert not unexplained, unexplained
     assert bridge.stop() == 0
