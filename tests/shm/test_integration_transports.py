@@ -35,5 +35,9 @@ def test_headers_null_keys_and_values_round_trip(transport, broker):
     e2e.test_headers_null_keys_and_values_round_trip(broker)
 
 
+# The socket only: the rings are what tests/integration/test_crash.py's own run uses (the default
+# transport, "auto", takes them wherever they work, as on CI), and a forced [shm] run repeated
+# that claim at ~20-35 s a run; the other tests here still force the rings.
+@pytest.mark.parametrize("transport", ["socket"], indirect=True)
 def test_sigkill_during_durable_produce_loses_nothing_acknowledged(transport, make_broker, tmp_path):
     crash.test_sigkill_during_durable_produce_loses_nothing_acknowledged(make_broker, tmp_path)
