@@ -21,6 +21,32 @@ void onestep_release_acked(acked_t *acked, Py_ssize_t n) {
     }
 }
 
+/* The counts moved by what was settled, from their values now (-1 and an exception on a
+ * failure): a callback run meanwhile may have sent, re-entering the producer's mutex (an RLock),
+ * and counted its own record, so values read before it are stale. */
+static int count_settled(PyObject *od, PyObject *owner, PyObject *counts, long long settled,
+                         long long bytes) {
+    long long v;
+    if (attr_long(od, owner, s_in_flight, &v) < 0 || set_long(od, owner, s_in_flight, v - settled) < 0 ||
+        attr_long(od, owner, s_queued, &v) < 0 || set_long(od, owner, s_queued, v - bytes) < 0)
+        return -1;
+    PyObject *names[2] = {s_rec_total, s_batch_total};
+    for (int k = 0; k < 2; k++) {
+        PyObject *c = PyDict_GetItemWithError(counts, names[k]); /* borrowed */
+        if (c == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "the producer's send counts");
+            return -1;
+        }
+        if ((v = PyLong_AsLongLong(c)) == -1 && PyErr_Occurred()) return -1;
+        PyObject *x = PyLong_FromLongLong(v + settled);
+        if (x == NULL) return -1;
+        int r = PyDict_SetItem(counts, names[k], x);
+        Py_DECREF(x);
+        if (r < 0) return -1;
+    }
+    return 0;
+}
+
 /* Settle acked[0..n) (Producer._one_step_acked, in C); consumes the references. On an error
  * (-1) the ones not settled are back in pending (restore). Every object the changes need is
  * made first (pass 1, which changes nothing), so that a failed allocation leaves nothing half
@@ -121,7 +147,7 @@ int onestep_settle(PyObject *pending, acked_t *acked, Py_ssize_t n) {
      * and counted: each still gets its outcome. The stores go into what exists: nothing else
      * fails once the lock is held. */
     PyObject *cb_et = NULL, *cb_ev = NULL, *cb_tb = NULL;
-    int bad = 0, locked = 0;
+    int bad = 0, locked = 0, called = 0; /* called: a callback ran (Python code, any) */
     Py_ssize_t i = 0;
     for (; i < n && !bad; i++) {
         PyObject *b = acked[i].b;
@@ -171,6 +197,7 @@ int onestep_settle(PyObject *pending, acked_t *acked, Py_ssize_t n) {
             i++; /* i is settled */
             break;
         }
+        called = 1;
         PyObject *r = PyObject_CallFunctionObjArgs(g_run_callbacks, b, run[i].ev, run[i].cbs, NULL);
         if (r == NULL) {
             if (cb_et == NULL) PyErr_Fetch(&cb_et, &cb_ev, &cb_tb);
@@ -185,8 +212,9 @@ int onestep_settle(PyObject *pending, acked_t *acked, Py_ssize_t n) {
         else if (et != NULL) PyErr_Restore(et, ev2, tb);
         else if (bad && !PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "settle");
     }
-    /* The counts for the records settled (all of them: the values made in pass 1). */
-    if (settled == taken) {
+    /* The counts for the records settled: all of them, with no callback run, the values made
+     * in pass 1 (nothing can fail); else moved from their values now (count_settled). */
+    if (settled == taken && !called) {
         PyObject *et, *ev2, *tb;
         PyErr_Fetch(&et, &ev2, &tb);
         int cbad = put_attr(od, owner, s_in_flight, v_in_flight) < 0 ||
@@ -198,19 +226,17 @@ int onestep_settle(PyObject *pending, acked_t *acked, Py_ssize_t n) {
             PyErr_Restore(et, ev2, tb);
         }
         bad = bad || cbad;
-    } else if (settled > 0) { /* broken off (rare): count what was settled, best effort */
+    } else if (settled > 0) {
+        /* A callback ran, or pass 2 broke off (rare: then best effort, its error kept) */
         PyObject *et, *ev2, *tb;
         PyErr_Fetch(&et, &ev2, &tb);
-        if (set_long(od, owner, s_in_flight, first_in_flight - settled) < 0 ||
-            set_long(od, owner, s_queued, qb - (settled_bytes - settled * g_header)) < 0)
+        int cbad = count_settled(od, owner, counts, settled, settled_bytes - settled * g_header) < 0;
+        if (cbad && (et != NULL || settled != taken)) {
             PyErr_Clear();
-        PyObject *x = PyLong_FromLongLong(rec + settled), *y = PyLong_FromLongLong(batch + settled);
-        if (x == NULL || y == NULL || PyDict_SetItem(counts, s_rec_total, x) < 0 ||
-            PyDict_SetItem(counts, s_batch_total, y) < 0)
-            PyErr_Clear();
-        Py_XDECREF(x);
-        Py_XDECREF(y);
-        PyErr_Restore(et, ev2, tb);
+            cbad = 0;
+        }
+        if (et != NULL) PyErr_Restore(et, ev2, tb);
+        bad = bad || cbad;
     }
     /* Those not settled go back to pending (the caller's error ends the channel). */
     if (bad) {
