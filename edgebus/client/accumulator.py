@@ -140,11 +140,16 @@ class _Accumulator:
         with self._cond:
             if not self.linger:
                 self._reap_first()
+            # Room for the whole call before any of it is appended, and no wait after: a wait
+            # that timed out (or met close()) part-way would raise with records taken in (a
+            # caller's retry would store them twice). A call larger than buffer_memory goes
+            # once the buffer is empty, as one record larger than it does.
+            self._wait_for_room(sum(len(rec) for items in by_part.values() for _, rec in items))
             for p, items in by_part.items():
-                self._make_room(topic, p, sum(len(rec) for _, rec in items))
+                self._make_room(topic, p, sum(len(rec) for _, rec in items), wait=False)
                 cur: BatchResult | None = None
                 for i, rec in items:
-                    b, idx = self._append(topic, p, rec, ts)
+                    b, idx = self._append(topic, p, rec, ts, wait=False)
                     if b.result is not cur:
                         cur = b.result
                         parts.append((cur, idx, []))
@@ -280,11 +285,13 @@ class _Accumulator:
         finally:
             self._io_lock.release()
 
-    def _make_room(self, topic: str, p: int, total: int) -> None:
+    def _make_room(self, topic: str, p: int, total: int, wait: bool = True) -> None:
         """Under self._cond, before appending `total` bytes of records to (topic, p) in one go:
         wait for buffer memory for all of them (so that _append does not release the lock midway,
-        letting the sender seal a half-filled batch), and seal an open batch they would overflow."""
-        self._wait_for_room(total)
+        letting the sender seal a half-filled batch; not wait: the caller did), and seal an open
+        batch they would overflow."""
+        if wait:
+            self._wait_for_room(total)
         b = self._open.get((topic, p))
         if b is not None and b.records and b.size + total > self._batch_max[topic]:
             self._seal((topic, p), b)
@@ -312,11 +319,13 @@ class _Accumulator:
                 f"record of {n} bytes (with a {F.BATCH_HEADER_SIZE}-byte batch header) exceeds "
                 f"{what} ({limit} bytes)")
 
-    def _append(self, topic: str, p: int, rec: bytes, ts: int) -> tuple[_Builder, int]:
-        """Under self._cond: add rec to the open batch of (topic, p), rolling batches as needed."""
+    def _append(self, topic: str, p: int, rec: bytes, ts: int, wait: bool = True
+                ) -> tuple[_Builder, int]:
+        """Under self._cond: add rec to the open batch of (topic, p), rolling batches as needed
+        (not wait: the caller made room for it, and for the records of its call before it)."""
         if self._closed:
             raise ClosedError("the producer is closed")
-        if self._queued_bytes + len(rec) > self.buffer_memory:
+        if wait and self._queued_bytes + len(rec) > self.buffer_memory:
             self._wait_for_room(len(rec))
         key = (topic, p)
         limit = self._batch_max[topic]

@@ -263,11 +263,21 @@ class _Delivery(_OrderedRetries):
                 self._send_batch(ch, b)
             except BrokerUnavailableError as e:
                 # Its write failed, so the supervisor has none of it (dispatch.unwritten): it
-                # fails, saying not sent; the ones after it were never tried, so retry them.
-                with self._cond:
-                    self._finish(b, -1, -1, e)
-                self._requeue_or_expire(todo[i + 1 :], e, popped=True)
+                # fails, saying not sent; the ones after it were never tried, so retry them
+                # (also when one of its callbacks raises: none may stay counted, never sent).
+                try:
+                    with self._cond:
+                        self._finish(b, -1, -1, e)
+                finally:
+                    self._requeue_or_expire(todo[i + 1 :], e, popped=True)
                 break
+            except BaseException:
+                # A callback's (acks=0: a batch is settled here once written): the ones after
+                # it were not tried; back to the front for the I/O thread, then raised.
+                self._requeue_or_expire(
+                    todo[i + 1 :], BrokerUnavailableError("not sent: a callback raised first"),
+                    popped=True)
+                raise
         return True
 
     def _ensure_channel(self) -> AsyncChannel | ShmAsyncChannel:
