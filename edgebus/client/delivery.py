@@ -109,6 +109,23 @@ class _Delivery(_OrderedRetries):
 
     # --- I/O thread ------------------------------------------------------------------------------
     def _sender(self) -> None:
+        """The I/O thread. A user callback's BaseException (KeyboardInterrupt, SystemExit) met
+        here (an expiry's, a reap's, an acks=0 send's) has nobody to be raised to: logged, and the
+        thread goes on, as the reader does (dispatch._read_loop) and as Kafka's I/O thread does
+        with its callbacks' exceptions; ending it left every later batch unsent and flush()
+        waiting forever. The loop takes up from the state it left (every batch is settled,
+        requeued or still where it was)."""
+        while True:
+            try:
+                self._sender_loop()
+                return
+            except Exception:
+                raise
+            except BaseException as e:
+                log.error("a callback raised %r in the producer's I/O thread; logged, sending "
+                          "goes on", e, exc_info=e)
+
+    def _sender_loop(self) -> None:
         attempt = 0  # failed connection attempts in a row
         while True:
             expired = False

@@ -202,6 +202,9 @@ class Dispatcher:
                 cb(None, err)
             except Exception:  # a callback's failure must not keep the others from running
                 log.exception("a response callback failed")
+            except BaseException as e:  # a user's KeyboardInterrupt: as in _read_loop
+                log.error("a callback raised %r in the reader thread; logged, the other "
+                          "requests in flight still get their outcome", e, exc_info=e)
         if not self._closed and self._on_lost is not None:
             try:
                 self._on_lost(err)
