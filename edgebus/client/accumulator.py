@@ -236,19 +236,7 @@ class _Accumulator:
                 if ch is not None:
                     ch.hurry()
                 continue
-            if self._in_flight and self._unread():
-                # The supervisor has not yet read our last request (socket; on the rings, the
-                # one before it: ShmAsyncChannel.unread): this one
-                # would wait behind it anyway, so it keeps filling and goes with the next send
-                # that finds the acknowledgement come, or as soon as the reader delivers it
-                # (_finish wakes the I/O thread). A supervisor that falls behind thus gets fewer,
-                # fuller requests instead of one per record. The reader is hurried for that one
-                # acknowledgement only: a URGENT_S window of them (as before) made every
-                # acknowledgement a wake-up, on a loaded machine most of the time.
-                self._drain_held = True
-                ch = self._channel  # close() may have dropped it since _unread() looked
-                if ch is not None:
-                    ch.hurry(once=True)
+            if self._held_behind_unread():
                 continue
             self._seal(key, b, notify=not got)
         if not got:
@@ -269,6 +257,23 @@ class _Accumulator:
         ch = self._channel
         if ch is not None:
             ch.reap()
+
+    def _held_behind_unread(self) -> bool:
+        """Under self._cond, at linger_ms=0 (the caller's inline send, and the I/O thread on any
+        wake-up): whether an open batch keeps filling because the supervisor has not yet read
+        the request before our last one (ShmAsyncChannel.unread, LazySocketChannel.unread). It
+        would wait behind them anyway, so it goes with the next send that finds an
+        acknowledgement come, or as soon as the reader delivers one (_finish wakes the I/O
+        thread: _drain_held). A supervisor that falls behind thus gets fewer, fuller requests
+        instead of one per record. The reader is hurried for that one acknowledgement only: a
+        URGENT_S window of them made every acknowledgement a wake-up on a loaded machine."""
+        if not (self._in_flight and self._unread()):
+            return False
+        self._drain_held = True
+        ch = self._channel  # close() may have dropped it since _unread() looked
+        if ch is not None:
+            ch.hurry(once=True)
+        return True
 
     def _unread(self) -> bool:
         """Whether the supervisor has yet to read a request this producer wrote (the request

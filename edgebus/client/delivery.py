@@ -87,6 +87,7 @@ class _Delivery(_OrderedRetries):
     _ack_waiters_lock: threading.Lock
     # Defined by Producer (front half) and TransactionalProducer (edgebus/client/txn.py).
     _seal: Callable[..., None]
+    _held_behind_unread: Callable[[], bool]
     _seq: Sequencer | None
     _failed_for_good: Callable[[Any, BaseException], None]
 
@@ -144,7 +145,15 @@ class _Delivery(_OrderedRetries):
                             if self._busy.get(key):
                                 continue
                             due = max(due, self._retry_at[key])
-                        if due <= now or self._flushing or self._closed:
+                        if self._flushing or self._closed:
+                            self._seal(key, b)
+                        elif not self.linger and self._held_behind_unread():
+                            # Woken for anything else (a new batch's deadline, notified when the
+                            # sender's send ran; late on a loaded machine, in the middle of a
+                            # burst), it must hold what the senders hold: sealed, the held
+                            # batch left split in two (issue hold30).
+                            continue
+                        elif due <= now:
                             self._seal(key, b)
                         elif next_due is None or due < next_due:
                             next_due = due
