@@ -138,13 +138,17 @@ class _Accumulator:
             by_part.setdefault(p, []).append((i, rec))
         parts: list[tuple[BatchResult, int, list[int]]] = []
         with self._cond:
-            if not self.linger:
-                self._reap_first()
             # Room for the whole call before any of it is appended, and no wait after: a wait
             # that timed out (or met close()) part-way would raise with records taken in (a
             # caller's retry would store them twice). A call larger than buffer_memory goes
             # once the buffer is empty, as one record larger than it does.
-            self._wait_for_room(sum(len(rec) for items in by_part.values() for _, rec in items))
+            try:
+                if not self.linger:
+                    self._reap_first()
+                self._wait_for_room(sum(len(rec) for items in by_part.values() for _, rec in items))
+            except BaseException:
+                self._reap_first_failed()
+                raise
             for p, items in by_part.items():
                 self._make_room(topic, p, sum(len(rec) for _, rec in items), wait=False)
                 cur: BatchResult | None = None
@@ -170,9 +174,13 @@ class _Accumulator:
         parts: list[tuple[BatchResult, int, Sequence[int]]] = []
         key = (topic, p)
         with self._cond:
-            if not self.linger:
-                self._reap_first()
-            self._make_room(topic, p, len(blob))
+            try:
+                if not self.linger:
+                    self._reap_first()
+                self._make_room(topic, p, len(blob))
+            except BaseException:
+                self._reap_first_failed()
+                raise
             if self._closed:
                 raise ClosedError("the producer is closed")
             i = 0
@@ -257,6 +265,16 @@ class _Accumulator:
         ch = self._channel
         if ch is not None:
             ch.reap()
+
+    def _reap_first_failed(self) -> None:
+        """Under self._cond: a send raised between _reap_first (which cleared _drain_held: the
+        caller looks at the open batches next) and _take_for_inline_send (a callback's exception
+        in the reap, buffer_memory full, close()). Its look will not come: a held batch goes with
+        the next acknowledgement again, and the I/O thread looks now (it holds or sends it);
+        before, it waited for that thread's next deadline, request_timeout_ms."""
+        if not self.linger:
+            self._drain_held = True
+            self._cond.notify_all()
 
     def _held_behind_unread(self) -> bool:
         """Under self._cond, at linger_ms=0 (the caller's inline send, and the I/O thread on any

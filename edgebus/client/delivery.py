@@ -43,6 +43,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgebus.producer")
 
 
+def finish_all(finish: Callable[..., None], batches: list[Any], err: BaseException,
+               **kw: Any) -> None:
+    """Fail every batch (`_finish`), then raise the first BaseException a user's callback
+    raised on the way (KeyboardInterrupt): one raising callback must not leave the batches after
+    it with no outcome, taken off every table (their futures never ended, flush() returned)."""
+    failed: BaseException | None = None
+    for b in batches:
+        try:
+            finish(b, -1, -1, err, **kw)
+        except BaseException as e:
+            if failed is None:
+                failed = e
+    if failed is not None:
+        raise failed
+
+
 class _Delivery(_OrderedRetries):
     """The I/O thread's methods of Producer; the state they share with its front half."""
 
@@ -206,8 +222,8 @@ class _Delivery(_OrderedRetries):
                         f"no acknowledgement within request_timeout_ms="
                         f"{int(self.request_timeout * 1000)} or delivery_timeout_ms="
                         f"{self._delivery_ms()}")
-                    for b in list(self._sent.values()):
-                        self._finish(b, -1, -1, err)  # retried if ordered mode allows
+                    finish_all(self._finish, list(self._sent.values()), err)  # retried if
+                    # ordered mode allows
                 continue
             with self._io_lock:
                 with self._cond:
@@ -349,11 +365,13 @@ class _Delivery(_OrderedRetries):
                     self._seal(key, b, notify=False)
                 batches = [*batches, *self._ready]
                 self._ready.clear()
+            done = []
             for b in batches:
                 if hopeless or now - b.created > self.delivery_timeout or self._closed:
-                    self._finish(b, -1, -1, err, in_flight=False)
+                    done.append(b)
                 else:
                     self._requeue(b)
+            finish_all(self._finish, done, err, in_flight=False)
 
     def _send_batch(self, ch: AsyncChannel | ShmAsyncChannel, b: _Builder) -> None:
         if self._seq is None:

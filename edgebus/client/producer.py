@@ -301,10 +301,14 @@ class Producer(_Delivery, _Accumulator, _FastSend, TransactionalProducer):
             # The acknowledgements that came, taken before the append (_reap_first): a callback
             # raising in it raises here with nothing of this record done.
             self._drain_held = False
-            ch = self._channel
-            if ch is not None:
-                ch.reap()
-            b, idx = self._append(topic, p, rec, ts)
+            try:
+                ch = self._channel
+                if ch is not None:
+                    ch.reap()
+                b, idx = self._append(topic, p, rec, ts)
+            except BaseException:
+                self._reap_first_failed()
+                raise
             fut = FutureRecordMetadata(b.result, idx, ts)
             if self.linger:
                 return fut
@@ -323,8 +327,12 @@ class Producer(_Delivery, _Accumulator, _FastSend, TransactionalProducer):
         if len(rec) + F.BATCH_HEADER_SIZE > self._record_max[topic]:
             self._check_size(topic, len(rec))  # raises
         with self._cond:
-            self._reap_first()
-            b, idx = self._append(topic, p, rec, ts)
+            try:
+                self._reap_first()
+                b, idx = self._append(topic, p, rec, ts)
+            except BaseException:
+                self._reap_first_failed()
+                raise
             fut = FutureRecordMetadata(b.result, idx, ts)
             todo = self._take_for_inline_send()  # linger_ms=0: only such producers have a Sender
         if todo is not None:
