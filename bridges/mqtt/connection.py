@@ -146,8 +146,10 @@ class MqttConnection:
         while not self._stop.is_set():
             if not self._can_read():
                 # Too much held: do not (re)connect until the bridge catches up.
+                self.metrics.set("mqtt_read_paused", 1)
                 self._stop.wait(LOOP_TIMEOUT)
                 continue
+            self.metrics.set("mqtt_read_paused", 0)
             with self._gen_lock:
                 self.generation += 1
             try:
@@ -216,26 +218,49 @@ class MqttConnection:
         """Run one connection until it is lost or stop() is called; True if it was accepted."""
         accepted = False
         paused = False
-        while not self._stop.is_set():
-            if self._can_read():
-                if paused:
-                    paused = False
-                rc = self.client.loop(LOOP_TIMEOUT)
-            else:
-                if not paused:
-                    paused = True
-                    self.metrics.inc("mqtt_read_pauses")
-                    log.debug("in-flight window full (or stopping): reading from MQTT paused")
-                # Write (acks) and keep alive, but read nothing: the broker's window fills.
-                self._resume.wait(LOOP_TIMEOUT)
-                self._resume.clear()
-                rc = self.client.loop_write() if self.client.want_write() else MQTTErrorCode(0)
-                if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    rc = self.client.loop_misc()
-            accepted = accepted or self.connected.is_set()
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                break
+        next_read = 0.0  # while paused: when to read one packet (see _read_while_paused)
+        try:
+            while not self._stop.is_set():
+                if self._can_read():
+                    if paused:
+                        paused = False
+                        self.metrics.set("mqtt_read_paused", 0)
+                    rc = self.client.loop(LOOP_TIMEOUT)
+                else:
+                    if not paused:
+                        paused = True
+                        # No PINGREQ can be unanswered until a keepalive after the last bytes
+                        # read, so a pause shorter than that reads nothing.
+                        next_read = time.monotonic() + self.s.keepalive_ms / 1000
+                        self.metrics.inc("mqtt_read_pauses")
+                        self.metrics.set("mqtt_read_paused", 1)
+                        log.debug("in-flight window full (or stopping): reading from MQTT paused")
+                    # Write (acks) and keep alive, but read nothing: the broker's window fills.
+                    self._resume.wait(LOOP_TIMEOUT)
+                    self._resume.clear()
+                    rc = self.client.loop_write() if self.client.want_write() else MQTTErrorCode(0)
+                    if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and time.monotonic() >= next_read:
+                        next_read = time.monotonic() + self._paused_read_interval()
+                        rc = self.client.loop_read()
+                    if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                        rc = self.client.loop_misc()
+                accepted = accepted or self.connected.is_set()
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+        finally:
+            self.metrics.set("mqtt_read_paused", 0)
         return accepted
+
+    def _paused_read_interval(self) -> float:
+        """How often a connection paused for over a keepalive reads one packet. paho drops a
+        connection whose PINGRESP it has not read within a keepalive of its PINGREQ; a pause
+        longer than that (the supervisor down) would otherwise end in a reconnect and the broker
+        sending the whole window again. Three reads per keepalive put two after each PINGREQ in
+        time. The broker sends little beyond the window (MQTT 5 Receive Maximum, a 3.1.1
+        broker's in-flight limit; Mosquitto 2.0 was seen to send one more), so such a read
+        mostly finds the PINGRESP; a broker that sends more gets one more message held per read
+        (QoS 0, or a 3.1.1 broker without a limit)."""
+        return max(0.2, self.s.keepalive_ms / 1000 / 3)
 
     def _shutdown(self) -> None:
         c = self.client

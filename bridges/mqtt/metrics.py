@@ -40,7 +40,8 @@ COUNTERS = (
     # connection
     "mqtt_connects", "mqtt_disconnects", "mqtt_connect_failures", "mqtt_read_pauses",
 )
-GAUGES = ("in_pending", "in_pending_max", "out_in_flight", "mqtt_connected", "edgebus_connected")
+GAUGES = ("in_pending", "in_pending_max", "out_in_flight", "mqtt_connected", "mqtt_read_paused",
+          "edgebus_connected")
 
 
 class Metrics:
