@@ -215,10 +215,17 @@ class MqttConnection:
             self._socket_error = buf
 
     def _serve(self) -> bool:
-        """Run one connection until it is lost or stop() is called; True if it was accepted."""
+        """Run one connection until it is lost or stop() is called; True if it was accepted.
+
+        While paused (the window full) nothing is read: Mosquitto 2.0.11 does not keep to the
+        Receive Maximum (each PUBACK lets it send a whole window more), so the messages it sends
+        beyond stay in the socket, not in the bridge's memory. paho then reads no PINGRESP
+        either, and drops the connection ("Keep alive timeout") a keepalive after its PINGREQ:
+        a pause longer than about two keepalives (the supervisor down) ends the connection, and
+        the bridge connects again only once it can read; the broker sends the unacknowledged
+        messages again, and the bridge matches them to the records it holds (window.py)."""
         accepted = False
         paused = False
-        next_read = 0.0  # while paused: when to read one packet (see _read_while_paused)
         try:
             while not self._stop.is_set():
                 if self._can_read():
@@ -229,9 +236,6 @@ class MqttConnection:
                 else:
                     if not paused:
                         paused = True
-                        # No PINGREQ can be unanswered until a keepalive after the last bytes
-                        # read, so a pause shorter than that reads nothing.
-                        next_read = time.monotonic() + self.s.keepalive_ms / 1000
                         self.metrics.inc("mqtt_read_pauses")
                         self.metrics.set("mqtt_read_paused", 1)
                         log.debug("in-flight window full (or stopping): reading from MQTT paused")
@@ -239,28 +243,14 @@ class MqttConnection:
                     self._resume.wait(LOOP_TIMEOUT)
                     self._resume.clear()
                     rc = self.client.loop_write() if self.client.want_write() else MQTTErrorCode(0)
-                    if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and time.monotonic() >= next_read:
-                        next_read = time.monotonic() + self._paused_read_interval()
-                        rc = self.client.loop_read()
                     if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                         rc = self.client.loop_misc()
                 accepted = accepted or self.connected.is_set()
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     break
-        finally:
-            self.metrics.set("mqtt_read_paused", 0)
+        finally:  # _run does not connect again while it cannot read: still paused then
+            self.metrics.set("mqtt_read_paused", 0 if self._can_read() else 1)
         return accepted
-
-    def _paused_read_interval(self) -> float:
-        """How often a connection paused for over a keepalive reads one packet. paho drops a
-        connection whose PINGRESP it has not read within a keepalive of its PINGREQ; a pause
-        longer than that (the supervisor down) would otherwise end in a reconnect and the broker
-        sending the whole window again. Three reads per keepalive put two after each PINGREQ in
-        time. The broker sends little beyond the window (MQTT 5 Receive Maximum, a 3.1.1
-        broker's in-flight limit; Mosquitto 2.0 was seen to send one more), so such a read
-        mostly finds the PINGRESP; a broker that sends more gets one more message held per read
-        (QoS 0, or a 3.1.1 broker without a limit)."""
-        return max(0.2, self.s.keepalive_ms / 1000 / 3)
 
     def _shutdown(self) -> None:
         c = self.client
