@@ -110,9 +110,9 @@ def test_a_cluster_down_for_long_is_one_log_line_per_change_of_trouble(
     before = threads()
     nats.cluster.close()  # SIGKILL, all three
     first = link_status(port, "office")["sessions"]
-    # Each session tries the three dead servers for its request timeout and a second each
-    # (nats-py retries a refused connect until then): ~6 s a session at heartbeat 0.5, plus the
-    # backoff; seven took 45-48 s at load 12, so 60 s left CI at load 15-28 little room.
+    # Each session tries the three dead servers, each refused at once (nats31: before, nats-py
+    # retried a refused connect for the request timeout and a second, ~6 s a session at
+    # heartbeat 0.5), so the backoff sets the pace; seven took 45-48 s at load 12 before.
     wait_for(lambda: link_status(port, "office")["sessions"] >= first + 7, timeout=180,
              what=f"seven sessions tried:\n{rep.log()[-2000:]}")
     # Each session's event loop thread is gone with it (a day down is thousands of sessions):

@@ -70,6 +70,7 @@ class NatsTarget:
         self._thread: threading.Thread | None = None
         self._nc: Any = None
         self.server = ""  # the NATS server of this session (tried or connected): errors name it
+        self.passed_over: list[str] = []  # servers the last connect gave up, each with why
         # Per partition: (stream sequence of the subject's last message, first offset not there).
         self._last: dict[tuple[str, int], tuple[int, int]] = {}
         # The stream's subject filters and the subjects the user may not publish to: kept
@@ -122,6 +123,7 @@ class NatsTarget:
 
     def connect(self) -> None:
         import nats  # a dependency of this target only
+        import nats.errors
 
         self.close()
         self._loop = asyncio.new_event_loop()
@@ -135,6 +137,11 @@ class NatsTarget:
             # One connection per session: a failure ends the session and the link reads every
             # cursor again, so nats-py must not reconnect (or buffer publishes) behind our back.
             "allow_reconnect": False, "connect_timeout": self.timeout,
+            # allow_reconnect does not cover the TCP connect itself: nats-py retries a server
+            # that refuses it (nothing listening) every reconnect_time_wait (2 s) until it was
+            # tried max_reconnect_attempts (60) times, so a NATS node down cost the whole bound
+            # and read as a timeout. 1 is its least (0 means no limit): one immediate retry.
+            "max_reconnect_attempts": 1, "reconnect_time_wait": 0,
             "max_outstanding_pings": 2, "ping_interval": max(1, int(self.cfg.heartbeat_s)),
         }
         if o.user is not None:
@@ -155,39 +162,62 @@ class NatsTarget:
                 kw["tls_hostname"] = tls.server_name
 
         access = self._access
+        last: list[Exception] = []  # the last error nats-py reported (why it gave a server up)
 
         async def errors(e: Exception) -> None:
             # Every error reaches the caller of the failing request (no log per retry); a
             # publish denied is noted, to refuse that subject's partition alone.
+            last[:] = [e]
             access.on_error(e)
 
         kw["error_cb"] = errors
+
+        async def open_one(server: str) -> Any:
+            last.clear()
+            try:
+                return await nats.connect(**{**kw, "servers": [server]})
+            except nats.errors.NoServersError:
+                # nats-py gave the server up after max_reconnect_attempts and says only "no
+                # servers available": the reason is what it reported (connection refused).
+                if last:
+                    raise last[0] from None
+                raise
+
         # nats-py without reconnects gives up after the first server it tries: try each in
         # turn (shuffled, so that nodes share the links), so a node that is down costs nothing.
         servers = list(o.servers)
         random.shuffle(servers)
-        failed: list[str] = []
+        failed: list[tuple[str, EdgebusError]] = []
         for server in servers:
             self.server = server
             try:
-                # A second past nats-py's own connect_timeout, so that its answer (refused,
-                # timed out) is the one reported rather than a race between the two bounds.
-                self._nc = self._run(nats.connect(**{**kw, "servers": [server]}),
-                                     self.timeout + 1)
+                # A second past nats-py's own connect_timeout, so that its answer (refused at
+                # once, or a silent server timed out) is the one reported rather than a race
+                # between the two bounds.
+                self._nc = self._run(open_one(server), self.timeout + 1)
                 break
             except AuthenticationError:
                 raise
             except EdgebusError as e:
-                failed.append(f"{server}: {Exception.__str__(e).removeprefix(self.where + ': ')}")
-                if len(failed) == len(servers):
-                    self.server = ""
-                    cls = type(e) if isinstance(e, NatsUnavailableError) else NatsUnavailableError
-                    # Sorted: the servers were tried shuffled, and the same trouble should
-                    # read the same on every retry (one log line per change of trouble).
-                    raise cls(f"{self.name}: no NATS server of the link answered: "
-                              + "; ".join(sorted(failed))) from None
+                failed.append((server, e))
+        else:
+            self.server = ""
+            # Sorted: the servers were tried shuffled, and the same trouble should read the
+            # same on every retry (one log line per change of trouble); so is the kind: a
+            # timeout only when every server was silent.
+            cls = (NatsTimeoutError if all(isinstance(e, NatsTimeoutError) for _, e in failed)
+                   else NatsUnavailableError)
+            raise cls(f"{self.name}: no NATS server of the link answered: "
+                      + "; ".join(sorted(self._reasons(failed)))) from None
+        # The servers given up before this one, each with why (a NATS node down).
+        self.passed_over = self._reasons(failed)
         self._last.clear()
         self._ensure_stream()
+
+    def _reasons(self, failed: list[tuple[str, EdgebusError]]) -> list[str]:
+        where = f"{self.name} (NATS server "
+        return [f"{server}: {Exception.__str__(e).removeprefix(f'{where}{server}): ')}"
+                for server, e in failed]
 
     async def _api(self, subject: str, body: dict[str, Any]) -> dict[str, Any]:
         msg = await self._nc.request(subject, json.dumps(body).encode(), timeout=self.timeout)

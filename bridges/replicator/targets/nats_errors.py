@@ -59,4 +59,8 @@ def mapped_error(e: Exception, where: str) -> EdgebusError:
         return AuthenticationError(f"{where}: the NATS server refused our credentials: {text}")
     if isinstance(e, ne.TimeoutError | asyncio.TimeoutError):
         return NatsTimeoutError(f"{where}: no answer within the timeout")
+    if isinstance(e, ConnectionRefusedError):
+        return NatsUnavailableError(
+            f"{where}: connection refused: nothing listens there (the NATS server is down, or "
+            "the link's servers name another port)")
     return NatsUnavailableError(f"{where}: {type(e).__name__}: {text}")
