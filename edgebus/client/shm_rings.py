@@ -107,6 +107,9 @@ class ShmRings:
         self._resp_prepare = functools.partial(R.lib.eb_prepare_sleep_data, self.resp.d)
         self._resp_cancel = functools.partial(R.lib.eb_cancel_sleep_data, self.resp.d)
         self.proto = ClientProtocol()  # frames that arrive on the socket (too large for the ring)
+        # An answer whose body is longer than this came on the socket (its frame is larger than
+        # the ring's max_frame): a standing fetch ends after one (handlers/standing.py).
+        self.big_body = self.resp.max_frame - _HEAD
         # The reader waits in epoll with efd_data edge-triggered: each write by the supervisor
         # (or a nudge) wakes it once, with no read(2) of the count to re-arm it (one system call
         # less per wake-up; the count just grows, 2**64 writes away from its limit). The socket

@@ -40,6 +40,8 @@ from edgebus.protocol import messages as M
 from edgebus.protocol.framing import ResponseFrame
 from edgebus.tuning import FETCH_AHEAD, STANDING, check_transport
 
+_NEVER = 1 << 62  # no answer body is this long: on the socket transport no answer ends a standing fetch
+
 try:  # the consumer's one-call decode of a standing fetch's answer (edgebus/records.c)
     from edgebus.records import fetched_records as _fetched_records
 except ImportError:  # the C module is not built: the general path
@@ -154,6 +156,9 @@ class ShmSyncChannel(QuickTake, SyncChannel):
             if frame is None:
                 return self._nothing_yet(body)
             standing, self._ahead, self._ahead_at = self._standing, None, None
+            # Too large for the ring, it came on the socket, and the supervisor's standing
+            # fetch ended with it (handlers/standing.py): a new one is sent below.
+            ended = self._rings is not None and len(frame.body) > self._rings.big_body
             if frame.error_code in _NO_STANDING and standing is not None:
                 # A supervisor without FETCH_STANDING: fetch-ahead with plain fetches from now.
                 self._standing_ok = False
@@ -169,11 +174,12 @@ class ShmSyncChannel(QuickTake, SyncChannel):
             # dropped; the supervisor answers it when its max_wait_ms runs out at the latest.
             self._drop_ahead()
             resp = fetch_response(self._roundtrip(M.Api.FETCH, body, deadline, t))
+            ended = False
         self._remember(resp)
         if FETCH_AHEAD:
             guess = next_body(body, resp, body.max_wait_ms)
             if standing is not None:
-                if guess is not None:
+                if guess is not None and not ended:
                     # The supervisor re-armed the standing fetch with this same guess
                     # (edgebus/fastpath/standing.py): its next answer comes under the same id.
                     self._ahead = (guess.key, standing)
@@ -262,9 +268,11 @@ class ShmSyncChannel(QuickTake, SyncChannel):
                     except ProtocolError:
                         self.close()  # as request(): the next request starts on a new connection
                         raise
+                rings = self._rings
+                big = rings.big_body if rings is not None else _NEVER
                 while frames:
                     frame = frames.popleft()
-                    got = None if frame.error_code else _fetched_records(
+                    got = None if frame.error_code or len(frame.body) > big else _fetched_records(
                         frame.body, want, offset, topic, partition, make)
                     if got is None:
                         frames.appendleft(frame)  # for the general path

@@ -32,7 +32,7 @@ from edgebus.protocol import messages as M
 from edgebus.server.dispatch import DEFERRED, NO_RESPONSE
 from edgebus.server.durable import DurableAcks
 from edgebus.server.fetchwait import FetchWaiters, ParkedFetch
-from edgebus.server.handlers.standing import StandingFetches
+from edgebus.server.handlers.standing import StandingFetches, sent_on_socket
 from edgebus.server.parking import ParkingService
 from edgebus.server.service import LoopApi
 from edgebus.server.stats import Stats
@@ -334,18 +334,20 @@ class DataHandlers(ParkingService):
                     self.waiters.remove(w)
                     if not w.conn.closed:
                         self.stats.batch_sent(p.topic, batch)
+                        before = sent_on_socket(w.conn) if w.standing else -1
                         # LoopApi.answer of an encoded frame, without its two calls
                         w.conn.queue(frame)
                         w.conn.update_interest()
                         if w.standing:
-                            self.standing.answered(w, None, batch, base)
+                            self.standing.answered(w, None, batch, base, before)
                     continue
             resp, total = self.read_fetch(w.request)
             if total >= w.request.min_bytes:
                 self.waiters.remove(w)
+                before = sent_on_socket(w.conn) if w.standing else -1
                 self.api.answer(w.conn, w.correlation_id, resp)
                 if w.standing:
-                    self.standing.answered(w, resp)
+                    self.standing.answered(w, resp, socket_before=before)
 
     def read_fetch(self, req: M.FetchRequest) -> tuple[M.FetchResponse, int]:
         # Bounded whatever the client asks, so the response fits the client's frame limit; only

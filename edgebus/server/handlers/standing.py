@@ -215,6 +215,10 @@ class StandingFetches:
             if frame is not None:
                 # The one batch appended since (a consumer one answer behind, resumed): from
                 # memory, as read_fetch would answer it; the successor starts at the log end.
+                if link is not conn and len(frame) > link.max_frame:
+                    data.api.answer(conn, corr, frame)  # on the socket: the standing fetch ends
+                    self._stop(link)
+                    return
                 data.api.answer(conn, corr, frame)
                 fp = req.partitions[0]
                 end = data.logs.partition(fp.topic, fp.partition).log_end_offset
@@ -226,7 +230,11 @@ class StandingFetches:
                 if total < req.min_bytes and not any(p.error_code for p in resp.partitions):
                     self._park(conn, corr, req)
                     return
+                before = sent_on_socket(conn)
                 data.api.answer(conn, corr, resp)
+                if sent_on_socket(conn) != before:
+                    self._stop(link)  # too large for the ring: the standing fetch ends here
+                    return
                 nxt = next_fetch(req, resp, req.max_wait_ms)
             if nxt is None:
                 self._stop(link)
@@ -284,6 +292,8 @@ class StandingFetches:
                                        p.log_start_offset, batch)
         except Exception:  # unusual values: the general path gives its own result or error
             return False
+        if link is not conn and len(frame) > link.max_frame:
+            return False  # the socket carries it, and the standing fetch ends: the general path
         data.stats.batch_sent(p.topic, batch)
         conn.queue(frame)
         conn.update_interest()  # as LoopApi.answer does after queueing
@@ -326,14 +336,18 @@ class StandingFetches:
         return False
 
     def answered(self, w: ParkedFetch, resp: M.FetchResponse | None, batch: Any = None,
-                 base: int = -1) -> None:
+                 base: int = -1, socket_before: int = -1) -> None:
         """Parked standing fetch `w` was just answered with `resp`, or (resp None) with the one
-        `batch` appended at `base` (DataHandlers.fetch_appended): re-arm its successor."""
+        `batch` appended at `base` (DataHandlers.fetch_appended): re-arm its successor.
+        socket_before: sent_on_socket(w.conn) before that answer was queued."""
         conn = w.conn
         link = _state(conn)
         if link.standing_w is not w:
             return
         link.standing_w = None
+        if sent_on_socket(conn) != socket_before:
+            self._stop(link)  # too large for the ring: the standing fetch ends here
+            return
         req = w.request
         if resp is not None:
             nxt = next_fetch(req, resp, req.max_wait_ms)
@@ -394,6 +408,16 @@ class StandingFetches:
     def _stop(link: Any) -> None:
         link.standing = None
         link.standing_w = None
+
+
+def sent_on_socket(conn: Any) -> int:
+    """How many answers too large for the connection's response ring went on its socket (-1:
+    no rings). A standing fetch on the rings ends after such an answer, and the client knows it
+    by the answer's size (larger than the ring's max_frame; docs/FORMAT.md): its later answers
+    would come in the ring, which the client reads before the socket, and a consumer would take
+    them first and skip the large one's records."""
+    link = conn.shm
+    return -1 if link is None else link.socket_frames
 
 
 def _unix_stream(conn: Any) -> bool:

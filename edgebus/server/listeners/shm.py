@@ -92,6 +92,9 @@ class ShmLink:
         self.resp = resp  # supervisor -> client; we are its writer
         self.req_d, self.resp_d = req.d, resp.d  # their C descriptors (None once closed)
         self.max_frame = resp.max_frame
+        # Frames too large for the ring, sent on the socket instead: a standing fetch ends after
+        # such an answer (handlers/standing.py), as the client's rule expects.
+        self.socket_frames = 0
         self.efd_sup = efd_sup  # we wait on it
         self.efd_data = efd_data  # we signal it after writing resp (if the client sleeps)
         self.efd_space = efd_space  # we signal it after reading req (if the client waits for room)
@@ -128,6 +131,7 @@ class ShmLink:
             return True
         n = len(data)
         if n > self.max_frame:
+            self.socket_frames += 1
             return False
         if not self.pending:
             # Ring.write inlined (one C call: the frame, and the eventfd write if the client
