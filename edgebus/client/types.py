@@ -14,6 +14,24 @@ from edgebus.errors import OperationTimeoutError
 log = logging.getLogger("edgebus.producer")
 
 
+class _CallbackDepth(threading.local):
+    """How many loops running a producer's send() callbacks this thread is inside (nested: a
+    callback's send() may settle others). One increment around each loop (BatchResult.done,
+    one_send.run_callbacks, which the C settling calls), not per callback: flush() and close()
+    ask it (in_callback) because inside a callback they would wait for acknowledgements only
+    this thread could take (Kafka's producer: flush() raises there, close() becomes close(0))."""
+
+    n = 0  # the class's: a thread that never ran a callback reads it without a store
+
+
+CALLBACK_DEPTH = _CallbackDepth()
+
+
+def in_callback() -> bool:
+    """Whether this thread is running one of a producer's send() callbacks (_CallbackDepth)."""
+    return CALLBACK_DEPTH.n > 0
+
+
 def run_rest(arg: object, rest: Iterator[Callable[[Any], object]],
              failed: BaseException) -> NoReturn:
     """A callback raised `failed`: run the callbacks after it (`rest`, the iterator the caller's
@@ -115,12 +133,18 @@ class BatchResult:
             if self._event is not None:
                 self._event.set()
             callbacks, self.callbacks = self.callbacks, []
+        if not callbacks:
+            return
         rest = iter(callbacks)
+        depth = CALLBACK_DEPTH  # flush()/close() inside a callback must know (in_callback)
+        depth.n += 1
         try:  # (around the loop, not in it: nothing added per callback)
             for cb in rest:
                 cb(self)
         except BaseException as e:  # the later callbacks still run, then it is raised
             run_rest(self, rest, e)
+        finally:
+            depth.n -= 1
 
     def add_callback(self, cb: Callable[[BatchResult], object]) -> None:
         """cb(self) once done: now (in this thread) if already done, else in done()'s thread."""
