@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edgebus.client.types import (
-    CALLBACK_DEPTH,
+    RUNNING,
     AckOwner,
     BatchResult,
     FutureRecordMetadata,
@@ -117,8 +117,8 @@ def run_callbacks(r: _OneSend, ev: Any, cbs: Any) -> None:
     if not cbs:
         return
     rest = iter(cbs)
-    depth = CALLBACK_DEPTH  # flush()/close() inside a callback must know (types.in_callback)
-    depth.n += 1
+    running = RUNNING.owners  # flush()/close() inside a callback must know (types.in_callback)
+    running.append(r.owner)
     try:
         for cb in rest:
             try:
@@ -128,4 +128,4 @@ def run_callbacks(r: _OneSend, ev: Any, cbs: Any) -> None:
             except BaseException as e:  # KeyboardInterrupt: raised once every callback ran
                 run_rest(r, rest, e)
     finally:
-        depth.n -= 1
+        running.pop()

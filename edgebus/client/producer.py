@@ -380,7 +380,7 @@ class Producer(_Delivery, _Accumulator, _FastSend, TransactionalProducer):
         producer's callbacks (IllegalStateError, as Kafka's IllegalStateException): they run in
         the threads that take acknowledgements (the reader, the I/O thread, a send's reap, with
         the producer's mutex held), so a wait there could only time out or hang."""
-        if in_callback():
+        if in_callback(self):
             raise IllegalStateError(
                 "flush() inside a send() callback is not permitted: it would wait for "
                 "acknowledgements that only the thread running the callback can take")
@@ -409,7 +409,7 @@ class Producer(_Delivery, _Accumulator, _FastSend, TransactionalProducer):
         callback waits for that."""
         if self._shut:
             return
-        if in_callback():
+        if in_callback(self):
             if not self._closed:
                 log.warning("close() inside a send() callback: closing without waiting (as "
                             "close(0)); records not yet acknowledged fail with ClosedError")

@@ -14,22 +14,25 @@ from edgebus.errors import OperationTimeoutError
 log = logging.getLogger("edgebus.producer")
 
 
-class _CallbackDepth(threading.local):
-    """How many loops running a producer's send() callbacks this thread is inside (nested: a
-    callback's send() may settle others). One increment around each loop (BatchResult.done,
-    one_send.run_callbacks, which the C settling calls), not per callback: flush() and close()
-    ask it (in_callback) because inside a callback they would wait for acknowledgements only
-    this thread could take (Kafka's producer: flush() raises there, close() becomes close(0))."""
+class _Running(threading.local):
+    """The producers whose send() callbacks this thread is running, innermost last (nested: a
+    callback's send() may settle others). Pushed around each loop that runs callbacks
+    (BatchResult.done, one_send.run_callbacks, which the C settling calls), not per callback:
+    flush() and close() ask it (in_callback) because inside one of their own producer's callbacks
+    they would wait for acknowledgements only this thread could take (Kafka's producer: flush()
+    raises there, close() becomes close(0)). Per producer, as Kafka's check is (its own I/O
+    thread): another producer's flush() in a callback waits for its own threads, and works."""
 
-    n = 0  # the class's: a thread that never ran a callback reads it without a store
+    def __init__(self) -> None:
+        self.owners: list[object] = []
 
 
-CALLBACK_DEPTH = _CallbackDepth()
+RUNNING = _Running()
 
 
-def in_callback() -> bool:
-    """Whether this thread is running one of a producer's send() callbacks (_CallbackDepth)."""
-    return CALLBACK_DEPTH.n > 0
+def in_callback(owner: object) -> bool:
+    """Whether this thread is running one of `owner`'s send() callbacks (_Running)."""
+    return owner in RUNNING.owners
 
 
 def run_rest(arg: object, rest: Iterator[Callable[[Any], object]],
@@ -136,15 +139,15 @@ class BatchResult:
         if not callbacks:
             return
         rest = iter(callbacks)
-        depth = CALLBACK_DEPTH  # flush()/close() inside a callback must know (in_callback)
-        depth.n += 1
+        running = RUNNING.owners  # flush()/close() inside a callback must know (in_callback)
+        running.append(self.owner)
         try:  # (around the loop, not in it: nothing added per callback)
             for cb in rest:
                 cb(self)
         except BaseException as e:  # the later callbacks still run, then it is raised
             run_rest(self, rest, e)
         finally:
-            depth.n -= 1
+            running.pop()
 
     def add_callback(self, cb: Callable[[BatchResult], object]) -> None:
         """cb(self) once done: now (in this thread) if already done, else in done()'s thread."""
