@@ -406,7 +406,8 @@ class Producer(_Delivery, _Accumulator, _FastSend, TransactionalProducer):
         a WARNING): waiting would hang or time out (flush()), and the thread running the callback
         may be the one close() joins. The I/O thread then fails what is not yet acknowledged
         (ClosedError) and closes the connection (_close_now); a later close() from outside a
-        callback waits for that."""
+        callback waits for that. An open transaction is not aborted there (that is a request
+        and a wait too): the supervisor aborts it after transaction_timeout_ms."""
         if self._shut:
             return
         if in_callback(self):
