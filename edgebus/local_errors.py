@@ -89,3 +89,12 @@ class TransportUnavailableError(BrokerUnavailableError):
     code = 113
     retriable = False
     hint = "use transport='auto' (the socket then), or install gcc and python3-dev and reinstall edgebus"
+
+
+class IllegalStateError(EdgebusError):
+    """A call that cannot work where it was made: `Producer.flush()` inside one of the
+    producer's own callbacks (it would wait for acknowledgements that only the thread running
+    the callback could take: Kafka's producer raises IllegalStateException there)."""
+
+    code = 115
+    hint = "flush from outside the callback (the thread that sent), or use close(), which does not wait there"

@@ -92,6 +92,7 @@ class _Delivery(_OrderedRetries):
     _sender_wake_at: float
     _flushing: int
     _closed: bool
+    _close_now: bool  # close() inside a callback: fail what is left and end (_close_in_callback)
     _channel: AsyncChannel | ShmAsyncChannel | None  # replaced under _io_lock
     _channel_gone: bool  # close() took it (under _io_lock): never opened again
     _hold_at: int
@@ -131,13 +132,33 @@ class _Delivery(_OrderedRetries):
         thread goes on, as the reader does (dispatch._read_loop) and as Kafka's I/O thread does
         with its callbacks' exceptions; ending it left every later batch unsent and flush()
         waiting forever. The loop takes up from the state it left (every batch is settled,
-        requeued or still where it was)."""
+        requeued or still where it was).
+
+        An ordinary Exception here is edgebus's own (a callback's is caught in _finish): a bug,
+        or an OSError nobody expected. It used to end the thread, with the same result. Logged at
+        ERROR with its traceback and the loop goes on after a pause (Kafka's Sender: "Uncaught
+        error in kafka producer I/O thread", and goes on), rather than failing every pending
+        batch and refusing later sends: a transient fault (EMFILE while reconnecting, say) then
+        costs a delay, not every record the producer holds and the producer itself, and no batch
+        is lost either way, since where a step holds batches it puts them back or fails them
+        before the error leaves it (_send_todo), and the loop's other steps move batches between
+        tables only under _cond, whole. The pause (doubling from reconnect_backoff_ms to
+        reconnect_backoff_max_ms while the errors follow each other) keeps a persistent bug from
+        spinning a core and flooding the log; its records still end at their delivery timeout."""
+        errors = 0
+        last = -math.inf
         while True:
             try:
                 self._sender_loop()
                 return
-            except Exception:
-                raise
+            except Exception as e:
+                now = time.monotonic()
+                errors = errors + 1 if now - last < 10 * self.backoff_max else 1
+                last = now
+                pause = backoff_delay(errors - 1, self.backoff, self.backoff_max)
+                log.error("uncaught error in the producer's I/O thread (%r); going on in %.2f s",
+                          e, pause, exc_info=e)
+                time.sleep(pause)
             except BaseException as e:
                 log.error("a callback raised %r in the producer's I/O thread; logged, sending "
                           "goes on", e, exc_info=e)
@@ -148,6 +169,8 @@ class _Delivery(_OrderedRetries):
             expired = False
             with self._cond:
                 while True:
+                    if self._close_now:
+                        break
                     now = time.monotonic()
                     next_due = None
                     for key, b in list(self._open.items()):
@@ -207,6 +230,9 @@ class _Delivery(_OrderedRetries):
                             self._cond.wait(None if next_due is None else max(0.0, next_due - now))
                     finally:
                         self._sender_wake_at = 0.0
+            if self._close_now:
+                self._close_in_callback()
+                return
             if expired:
                 # Dropping the connection fails every in-flight batch (outcome unknown; retried
                 # in ordered mode while the delivery timeout allows); the next batch reconnects.
@@ -240,6 +266,40 @@ class _Delivery(_OrderedRetries):
                     attempt += 1
                     continue
             attempt = 0
+
+    def _close_in_callback(self) -> None:
+        """The I/O thread's end after close() inside a callback (Producer.close; Kafka's close(0)
+        from a callback, whose Sender then fails what is left): what was sent fails with a
+        ClosedError saying it may have been written, what was not (open, ready or waiting out a
+        backoff) with one saying it was not sent; then the connection is closed (its reader
+        ends). Under the I/O lock, so no send is writing meanwhile (and none opens a channel
+        after it: _channel_gone), as close() takes it: waited for 5 s at most, since a writer
+        stuck on a full ring (the supervisor stopped) is ended by the channel's close instead,
+        its batches then failed by _send_todo. The channel is closed after both locks are let
+        go, as its reader may need the mutex to finish a callback before it can end."""
+        sent_err = ClosedError("the producer was closed inside a send() callback before this "
+                               "batch was acknowledged (it may have been written)")
+        unsent_err = ClosedError("not sent: the producer was closed inside a send() callback "
+                                 "(close() there does not wait)")
+        got = self._io_lock.acquire(timeout=5)
+        try:
+            ch, self._channel = self._channel, None
+            self._channel_gone = True
+            with self._cond:
+                for key, b in list(self._open.items()):
+                    self._seal(key, b, notify=False)
+                unsent = list(self._ready)
+                self._ready.clear()
+                try:
+                    finish_all(self._finish, list(self._sent.values()), sent_err)
+                finally:
+                    finish_all(self._finish, unsent, unsent_err, in_flight=False)
+                    self._cond.notify_all()  # a close() from outside waits for this thread
+        finally:
+            if got:
+                self._io_lock.release()
+        if ch is not None:
+            ch.close()
 
     def _pop_ready(self) -> list[_Builder]:
         """Under self._cond (and self._io_lock): the batches to send now, oldest first. They
@@ -300,6 +360,16 @@ class _Delivery(_OrderedRetries):
             else:
                 self._requeue_or_expire(todo, e, popped=True)
             return False
+        except Exception as e:
+            # Not a refusal: an error opening the channel nobody expected (EMFILE, ENOMEM, a
+            # bug). It used to leave these counted in flight, never sent (flush() waited
+            # forever, and the I/O thread ended: _sender). They go back to the front, in order,
+            # for the caller's backoff and next attempt (or fail at their delivery timeout).
+            log.error("could not open a connection to the supervisor (%r); trying again after "
+                      "a backoff", e, exc_info=e)
+            self._requeue_or_expire(todo, BrokerUnavailableError(f"not sent: {e!r}"),
+                                    popped=True)
+            return False
         for i, b in enumerate(todo):
             try:
                 self._send_batch(ch, b)
@@ -313,6 +383,31 @@ class _Delivery(_OrderedRetries):
                 finally:
                     self._requeue_or_expire(todo[i + 1 :], e, popped=True)
                 break
+            except Exception as e:
+                # edgebus's own (a callback's Exception is caught in _finish), raised while
+                # encoding or writing this batch: whether its request was written, or half of
+                # it, is unknown, so the connection is dropped (a half frame must not be
+                # followed by others) and this batch gets a lost connection's outcome (failed,
+                # saying it may have been written; retried in ordered mode); the ones after it
+                # were not tried and go back to the front. Before, all of them stayed counted
+                # in flight, never sent or settled, and flush() waited forever.
+                log.error("internal error sending a batch to %s-%d (%r); dropping the "
+                          "connection", b.topic, b.partition, e, exc_info=e)
+                err = BrokerUnavailableError(
+                    f"the connection was dropped after an internal error ({e!r}); the batch "
+                    f"may have been written")
+                self._channel = None  # under _io_lock (the caller's)
+                try:
+                    ch.close()  # what it has in flight fails (retried in ordered mode)
+                    with self._cond:
+                        # Failed by the close if its request was registered; else still counted
+                        # (in _sent or not) and nowhere else: not requeued by the close.
+                        if not b.result._done and (id(b) in self._sent
+                                                   or all(r is not b for r in self._ready)):
+                            self._finish(b, -1, -1, err)
+                finally:
+                    self._requeue_or_expire(todo[i + 1 :], err, popped=True)
+                return False
             except BaseException:
                 # A callback's (acks=0: a batch is settled here once written): the ones after
                 # it were not tried; back to the front for the I/O thread, then raised.

@@ -23,7 +23,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from edgebus.client.types import AckOwner, BatchResult, FutureRecordMetadata, run_rest
+from edgebus.client.types import (
+    RUNNING,
+    AckOwner,
+    BatchResult,
+    FutureRecordMetadata,
+    run_rest,
+)
 
 log = logging.getLogger("edgebus.producer")
 
@@ -108,11 +114,18 @@ def run_callbacks(r: _OneSend, ev: Any, cbs: Any) -> None:
     Producer._one_step_acked (fast_send.py) and the C settling (edgebus/onestep_settle.c)."""
     if ev is not None:
         ev.set()
+    if not cbs:
+        return
     rest = iter(cbs)
-    for cb in rest:
-        try:
-            cb(r)  # the user's callbacks
-        except Exception:
-            log.exception("a send() callback raised; ignored")
-        except BaseException as e:  # KeyboardInterrupt: raised once every callback ran
-            run_rest(r, rest, e)
+    running = RUNNING.owners  # flush()/close() inside a callback must know (types.in_callback)
+    running.append(r.owner)
+    try:
+        for cb in rest:
+            try:
+                cb(r)  # the user's callbacks
+            except Exception:
+                log.exception("a send() callback raised; ignored")
+            except BaseException as e:  # KeyboardInterrupt: raised once every callback ran
+                run_rest(r, rest, e)
+    finally:
+        running.pop()

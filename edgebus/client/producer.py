@@ -38,6 +38,7 @@ more than about two fsyncs. `flush()` and `close()` send it at once.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -59,15 +60,19 @@ from edgebus.client.shm_channel import ShmAsyncChannel, check_transport
 from edgebus.client.txn import TransactionalProducer
 from edgebus.client.types import (
     FutureRecordMetadata,
+    in_callback,
     partition_for_key,
 )
 from edgebus.errors import (
+    IllegalStateError,
     OperationTimeoutError,
     UnknownPartitionError,
     error_for_code,
 )
 from edgebus.heap import keep_freed_heap
 from edgebus.protocol import messages as M
+
+log = logging.getLogger("edgebus.producer")
 
 # acks="durable": batches per partition sent and not yet acknowledged before its next records are
 # held back to fill one batch (module docstring). Two: one being fsynced while the next is
@@ -196,6 +201,8 @@ class Producer(_Delivery, _Accumulator, _FastSend, TransactionalProducer):
         self._sender_wake_at = 0.0
         self._flushing = 0
         self._closed = False
+        self._close_now = False  # close() inside a callback: the I/O thread fails what is left
+        self._shut = False  # a close() from outside a callback has finished
         self._channel: AsyncChannel | ShmAsyncChannel | None = None
         self._channel_gone = False  # close() took the channel: a send after it must not open one
         # acks="durable": sealed, unacknowledged batches per partition; at DURABLE_IN_FLIGHT its
@@ -369,7 +376,14 @@ class Producer(_Delivery, _Accumulator, _FastSend, TransactionalProducer):
 
     # --- lifecycle -------------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> None:
-        """Send everything buffered and wait for its acknowledgements."""
+        """Send everything buffered and wait for its acknowledgements. Not inside one of this
+        producer's callbacks (IllegalStateError, as Kafka's IllegalStateException): they run in
+        the threads that take acknowledgements (the reader, the I/O thread, a send's reap, with
+        the producer's mutex held), so a wait there could only time out or hang."""
+        if in_callback(self):
+            raise IllegalStateError(
+                "flush() inside a send() callback is not permitted: it would wait for "
+                "acknowledgements that only the thread running the callback can take")
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             self._flushing += 1
@@ -386,12 +400,31 @@ class Producer(_Delivery, _Accumulator, _FastSend, TransactionalProducer):
 
     def close(self, timeout: float | None = None) -> None:
         """Send what is buffered, wait for its acknowledgements (up to `timeout`), and close. A
-        transaction still open is aborted (as Kafka's producer does): commit it first to keep it."""
-        if self._closed:
+        transaction still open is aborted (as Kafka's producer does): commit it first to keep it.
+
+        Inside one of this producer's callbacks it waits for nothing (Kafka's close(0) there, with
+        a WARNING): waiting would hang or time out (flush()), and the thread running the callback
+        may be the one close() joins. The I/O thread then fails what is not yet acknowledged
+        (ClosedError) and closes the connection (_close_now); a later close() from outside a
+        callback waits for that. An open transaction is not aborted there (that is a request
+        and a wait too): the supervisor aborts it after transaction_timeout_ms."""
+        if self._shut:
             return
+        if in_callback(self):
+            if not self._closed:
+                log.warning("close() inside a send() callback: closing without waiting (as "
+                            "close(0)); records not yet acknowledged fail with ClosedError")
+                with self._cond:  # an RLock: the callback may run with it held
+                    self._close_now = True
+                    self._closed = True
+                    self._cond.notify_all()
+            return
+        # closed already (from a callback, or another close() under way): nothing to wait for
+        closing = self._closed
         try:
-            self._abort_on_close(timeout)
-            self.flush(timeout)
+            if not closing:
+                self._abort_on_close(timeout)
+                self.flush(timeout)
         finally:
             with self._cond:
                 self._closed = True
@@ -412,6 +445,7 @@ class Producer(_Delivery, _Accumulator, _FastSend, TransactionalProducer):
             # not return with it still running.
             self._thread.join(timeout=5)
             self._meta.close()
+            self._shut = True
 
     def __enter__(self) -> Producer:
         return self

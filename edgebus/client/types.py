@@ -14,6 +14,27 @@ from edgebus.errors import OperationTimeoutError
 log = logging.getLogger("edgebus.producer")
 
 
+class _Running(threading.local):
+    """The producers whose send() callbacks this thread is running, innermost last (nested: a
+    callback's send() may settle others). Pushed around each loop that runs callbacks
+    (BatchResult.done, one_send.run_callbacks, which the C settling calls), not per callback:
+    flush() and close() ask it (in_callback) because inside one of their own producer's callbacks
+    they would wait for acknowledgements only this thread could take (Kafka's producer: flush()
+    raises there, close() becomes close(0)). Per producer, as Kafka's check is (its own I/O
+    thread): another producer's flush() in a callback waits for its own threads, and works."""
+
+    def __init__(self) -> None:
+        self.owners: list[object] = []
+
+
+RUNNING = _Running()
+
+
+def in_callback(owner: object) -> bool:
+    """Whether this thread is running one of `owner`'s send() callbacks (_Running)."""
+    return owner in RUNNING.owners
+
+
 def run_rest(arg: object, rest: Iterator[Callable[[Any], object]],
              failed: BaseException) -> NoReturn:
     """A callback raised `failed`: run the callbacks after it (`rest`, the iterator the caller's
@@ -115,12 +136,18 @@ class BatchResult:
             if self._event is not None:
                 self._event.set()
             callbacks, self.callbacks = self.callbacks, []
+        if not callbacks:
+            return
         rest = iter(callbacks)
+        running = RUNNING.owners  # flush()/close() inside a callback must know (in_callback)
+        running.append(self.owner)
         try:  # (around the loop, not in it: nothing added per callback)
             for cb in rest:
                 cb(self)
         except BaseException as e:  # the later callbacks still run, then it is raised
             run_rest(self, rest, e)
+        finally:
+            running.pop()
 
     def add_callback(self, cb: Callable[[BatchResult], object]) -> None:
         """cb(self) once done: now (in this thread) if already done, else in done()'s thread."""
