@@ -150,9 +150,10 @@ def test_a_write_interrupted_mid_frame_leaves_no_garbage(broker: Any, transport:
     """Before the fix (integ 929c9a1) all six cases fail: on the socket the supervisor logged
     "sent a bad frame (frame of 1111638594 bytes exceeds the limit ...)" (the record's own bytes
     read as the next frame's length) and closed the connection, the record sent again and those
-    after it failed; with the C Sender the interrupted tail made send() raise SystemError (the
-    locks released with the exception set); on the rings the interrupted request's callback
-    stayed pending (2, not 1) although nothing was published."""
+    after it failed (with the C Sender a later send raised RuntimeError "a lock was taken during
+    a one-step send's partial write"); with the C Sender the interrupted tail made send() raise
+    SystemError (its locks released with the exception set); on the rings the interrupted
+    request's callback stayed pending (2, not 1) although nothing was published."""
     import json
     topic = f"intr-{transport}-{mode}-{c_send}"
     with Admin(socket=broker.socket, transport="socket") as a:
