@@ -393,9 +393,21 @@ PyObject *onestep_Sender_vectorcall(PyObject *self, PyObject *const *args, size_
         }
         PyObject *x = PyObject_CallFunction(s->send_rest, "OOOLLO", producer, ch, b,
                                             (long long)sent, frame_n, corr_obj);
+        if (x == NULL) {
+            /* send_rest raised (an interrupt in its sendall: KeyboardInterrupt): the locks are
+             * released with that exception put aside (a call with one set is a SystemError),
+             * then it is raised; the record stays pending, settled by its answer or the loss
+             * of the connection send_rest ended (c_send.send_rest). */
+            PyObject *et, *ev, *tb;
+            PyErr_Fetch(&et, &ev, &tb);
+            if (release(ch_rel) < 0) PyErr_Clear();
+            if (release(s->io_release) < 0) PyErr_Clear();
+            PyErr_Restore(et, ev, tb);
+            goto error;
+        }
         int e1 = release(ch_rel), e2 = release(s->io_release);
-        if (x == NULL || e1 < 0 || e2 < 0) {
-            Py_XDECREF(x);
+        if (e1 < 0 || e2 < 0) {
+            Py_DECREF(x);
             goto error;
         }
         Py_DECREF(x);

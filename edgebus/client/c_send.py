@@ -111,18 +111,26 @@ def send_rest(producer: Producer, ch: Any, b: Any, sent: int, n: int, corr: int)
     """The rest of a one-step frame send(2) took only part of (or failed on), with the
     producer's I/O lock and the channel's lock held by the caller (the C Sender), as
     LazySocketChannel.send_record does it; a failure fails the record (not sent: dispatch.unwritten), as
-    `_send_one` does."""
+    `_send_one` does. A failure after part of it went ends the connection first
+    (LazySocketChannel._write_failed); an interrupt that may have come after its last byte is
+    raised with the record pending (counted: its answer or that loss settles it)."""
     import os
-    try:
-        if sent < 0:
-            raise OSError(-sent - 1000, os.strerror(-sent - 1000)) if sent <= -1000 \
-                else OSError(f"the frame was not built ({sent})")
-        ch._sendall(ch._fview[sent:n])
-    except OSError as e:
-        ch._pending.pop(corr, None)
-        err = unwritten(ch.path, e)
-        with producer._mutex:
-            producer._finish(b, -1, -1, err)
+    e: BaseException
+    if sent < 0:  # none of it written: the stream holds no part of it
+        e = OSError(-sent - 1000, os.strerror(-sent - 1000)) if sent <= -1000 \
+            else OSError(f"the frame was not built ({sent})")
+    else:
+        try:
+            ch._sendall(ch._fview[sent:n])
+            return
+        except BaseException as x:
+            if not ch._write_failed(x):
+                raise
+            e = x
+    ch._pending.pop(corr, None)
+    err = unwritten(ch.path, e)
+    with producer._mutex:
+        producer._finish(b, -1, -1, err)
 
 
 def install(producer: Producer) -> bool:

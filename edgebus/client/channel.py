@@ -214,7 +214,15 @@ class SyncChannel:
     # --- the socket transport --------------------------------------------------------------------
     def _write(self, frame: bytes, deadline: float) -> None:
         assert self._sock is not None
-        self._sock.sendall(frame)
+        try:
+            self._sock.sendall(frame)
+        except BaseException:
+            # Part of the frame may be in the stream (a failed sendall, or one a signal
+            # handler's KeyboardInterrupt interrupted): the next request would follow it, read as
+            # its rest. The connection ends (the supervisor drops the part); the next request
+            # makes a new one.
+            self.close()
+            raise
 
     def _frames(self, deadline: float) -> list[ResponseFrame]:
         """The response frames buffered or next received; [] at the deadline."""
@@ -306,6 +314,21 @@ class AsyncChannel(Dispatcher):
         self._proto = ClientProtocol()
         self._write = self._sock.sendall
         self._start()
+
+    def _write_failed(self, e: BaseException) -> bool:
+        """Dispatcher._write_failed for the socket: part of the frame may be in the stream, and
+        the supervisor would read the next frame written as its rest (garbage, or worse, parsed).
+        The connection ends now: shut down, the supervisor reads that part, then the end, and
+        drops it (it takes only whole frames); our reader meets the end, and every request in
+        flight gets the loss as its outcome. Not sent only for an OSError: sendall raises one
+        only while bytes of the frame remain (a signal handler's exception raised in it, such as
+        KeyboardInterrupt, may come after its last byte: the outcome is then unknown)."""
+        self._end_stream()
+        return isinstance(e, OSError)
+
+    def _end_stream(self) -> None:
+        with contextlib.suppress(OSError):  # closed meanwhile (close()): ended already
+            self._sock.shutdown(socket.SHUT_RDWR)
 
     def unread(self) -> bool:
         # SIOCOUTQ on a Unix stream socket: bytes written and not yet read by the peer (they

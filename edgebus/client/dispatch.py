@@ -53,11 +53,21 @@ def refusal(frame: ResponseFrame) -> EdgebusError | None:
 
 
 def unwritten(path: object, e: BaseException) -> BrokerUnavailableError:
-    """The error of a request whose write failed. The supervisor takes only whole frames (a
-    ring publishes one whole or not at all; a socket's part of one dies with the connection),
-    so the request was not sent: saying so tells a caller it may send it again without
-    doubling it (a write that fails is a connection that died before our reader saw it)."""
-    return BrokerUnavailableError(f"not sent: lost the connection to {path}: {e}")
+    """The error of a request whose write failed with its frame not whole in the stream. The
+    supervisor takes only whole frames (a ring publishes one whole or not at all; a socket's
+    part of one is dropped at the end of the connection, which the transport's `_write_failed`
+    ends at once), so the request was not sent: saying so tells a caller it may send it again
+    without doubling it."""
+    text = str(e)
+    if not text.startswith("lost the connection to "):  # the channel's own loss says so already
+        text = f"lost the connection to {path}: {text}"
+    return BrokerUnavailableError(f"not sent: {text}")
+
+
+def interrupted(path: object, e: BaseException) -> BrokerUnavailableError:
+    """The outcome of a request whose write was interrupted (a signal handler's exception,
+    KeyboardInterrupt) before any of its frame reached the supervisor (a ring's: unpublished)."""
+    return BrokerUnavailableError(f"not sent: its write to {path} was interrupted ({e!r})")
 
 
 def encode(api: int, corr: int, body: Message | EncodedRequest) -> bytes:
@@ -133,7 +143,7 @@ class Dispatcher:
         A None callback means no response is expected (acks=none)."""
         with self._lock:
             if self.lost is not None:
-                raise BrokerUnavailableError(str(self.lost))
+                raise unwritten(self.path, self.lost)  # lost before it was written: not sent
             corr = next_corr(self._corr)
             frame = body.frame(corr) if isinstance(body, EncodedRequest) \
                 else ClientProtocol.encode_request(api, corr, body)
@@ -141,9 +151,32 @@ class Dispatcher:
                 self._pending[corr] = callback
             try:
                 self._write(frame)
-            except (BrokerUnavailableError, OSError) as e:
+                return
+            except BaseException as e:
+                # The transport ends a stream that may hold part of the frame (a socket's), and
+                # says whether none of it can reach the supervisor; if some may (an interrupt
+                # after sendall's last byte), the callback stays: the answer, or the loss of the
+                # connection just ended, settles it (outcome unknown).
+                if not self._write_failed(e):
+                    raise
                 self._pending.pop(corr, None)
-                raise unwritten(self.path, e) from None
+                if isinstance(e, (BrokerUnavailableError, OSError)):
+                    raise unwritten(self.path, e) from None
+                err = e
+        # An interrupt (KeyboardInterrupt) with nothing sent: the request fails, not sent, out of
+        # _lock (its callback takes the caller's locks), and the interrupt goes on to the caller.
+        try:
+            if callback is not None:
+                callback(None, interrupted(self.path, err))
+        finally:
+            raise err
+
+    def _write_failed(self, e: BaseException) -> bool:
+        """Under _lock, `_write` having raised e: end the connection if part of the frame may be
+        in the stream, and say whether none of the frame can reach the supervisor (then its
+        request was not sent). By default (a transport whose write is whole or nothing, and
+        raises only before it), True."""
+        return True
 
     def _receive(self) -> Iterable[ResponseFrame]:
         raise NotImplementedError

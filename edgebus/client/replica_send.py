@@ -47,9 +47,13 @@ class SplitRequestChannel(SyncChannel):
         frame = b"".join([F.REQUEST_HEADER.pack(F.REQUEST_MIN_LENGTH + n, api, 0, corr), *out])
         try:
             self._write_parts(frame, data)
-        except OSError as e:
+        except BaseException as e:
+            # Part of the frame may be in the stream (an interrupt raised inside sendmsg or
+            # sendall, too): the next request would follow it, read as its rest
             self.close()
-            raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
+            if isinstance(e, OSError):
+                raise BrokerUnavailableError(f"lost the connection to {self.path}: {e}") from None
+            raise
         self.in_flight = corr
         return corr
 

@@ -61,6 +61,10 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
     what it took (`_reap_lock`), so callbacks run once each and in response order.
     """
 
+    # The callback of the record whose send_record raised (an interrupt while waiting for room)
+    # with nothing published: its sender (fast_send) undoes what it counted.
+    unwritten: object = None
+
     def __init__(self, path: Path, rings: ShmRings,
                  on_lost: Callable[[BaseException], None] | None = None) -> None:
         super().__init__(path, on_lost, "edgebus-shm-reader")
@@ -93,6 +97,16 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
         self._sender.last_at = rings.req_head()
         rings.write(frame)
 
+    def _write_failed(self, e: BaseException) -> bool:
+        """Dispatcher._write_failed for the ring: a frame is published whole or not at all, so
+        the stream is whole either way; none of it can reach the supervisor unless the ring's
+        head moved past where _write_ring found it (an interrupt raised right after publishing).
+        Under _lock: only our writes move the head, and close() unmaps only after taking it.
+        (ShmRings.write sends a frame larger than the ring's max on the socket: never here, the
+        ring being sized for max_request_size, open_async_channel.)"""
+        rings = self._rings
+        return self._fds_closed or rings.req is None or rings.req_head() == self._sender.last_at
+
     def send_record(self, prefix: bytes, key: bytes | None, value: bytes | None, ts: int,
                     callback: Callback, hold: bool, now: float) -> bool:
         """send() of a one-record PRODUCE (edgebus/client/fast_send.py), built by C straight
@@ -102,7 +116,7 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
         monotonic clock (the send gap's note)."""
         with self._lock:
             if self.lost is not None:
-                raise BrokerUnavailableError(str(self.lost))
+                raise unwritten(self.path, self.lost)  # lost before it was written: not sent
             if self._fds_closed:
                 raise BrokerUnavailableError("the channel was closed")
             corr = (next(self._corr) - 1) % CORR_MASK + 1  # dispatch.next_corr, inline
@@ -114,17 +128,7 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
                 return False
             self._pending[corr] = callback
             if rc != 1:  # no room now: the frame in a buffer, and the waiting write (backpressure)
-                buf = self._fbuf
-                n = produce_frame(buf, FRAME_BUFFER_BYTES, prefix, len(prefix), k, kl, v, vl, ts,
-                                  corr, PRODUCE)
-                rings = self._rings
-                at = rings.req_head()
-                try:
-                    rings.write(frame_bytes(buf, n))
-                except (BrokerUnavailableError, OSError, ValueError) as e:
-                    self._pending.pop(corr, None)
-                    raise unwritten(self.path, e) from None
-                self._sender.last_at = at
+                self._write_waiting(prefix, k, kl, v, vl, ts, corr, callback)
             # _note_send, without its call (once per record); the gaps' average is used only
             # by timed waits (lazy_acks: with callbacks), so kept only then
             if self._timed:
@@ -133,6 +137,33 @@ class ShmAsyncChannel(LazyAcks, Dispatcher):
                 self._send_gap += ((gap if gap < cap else cap) - self._send_gap) / 4
             self._last_send = now
         return True
+
+    def _write_waiting(self, prefix: bytes, k: object, kl: int, v: object, vl: int, ts: int,
+                       corr: int, callback: Callback) -> None:
+        """Under _lock: send_record's frame when the ring has no room now, built into a buffer
+        and written by the write that waits for room (backpressure). A method of its own: the
+        success path's jump over it stays short (no EXTENDED_ARG)."""
+        buf = self._fbuf
+        n = produce_frame(buf, FRAME_BUFFER_BYTES, prefix, len(prefix), k, kl, v, vl, ts,
+                          corr, PRODUCE)
+        rings = self._rings
+        at = rings.req_head()
+        try:
+            rings.write(frame_bytes(buf, n))
+        except (BrokerUnavailableError, OSError, ValueError) as e:
+            self._pending.pop(corr, None)
+            raise unwritten(self.path, e) from None
+        except BaseException:
+            # An interrupt while waiting for room: unpublished unless the head moved (then it
+            # is pending, settled by its answer). Unpublished, it is taken back as a send whose
+            # reap raised is (fast_send: `unwritten`, not counted).
+            if rings.req_head() == at:
+                self._pending.pop(corr, None)
+                self.unwritten = callback
+            else:
+                self._sender.last_at = at
+            raise
+        self._sender.last_at = at
 
     def _receive(self) -> tuple[()]:
         if self._closed:

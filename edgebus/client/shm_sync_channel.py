@@ -104,7 +104,13 @@ class ShmSyncChannel(QuickTake, SyncChannel):
     def _write(self, frame: bytes, deadline: float) -> None:
         if self._rings is None:
             return super()._write(frame, deadline)
-        self._rings.write(frame, deadline)
+        try:
+            self._rings.write(frame, deadline)
+        except BaseException:
+            # A frame too large for the ring goes on the socket (ShmRings.write), where part of
+            # it may stay: the connection ends, as SyncChannel._write ends it
+            self.close()
+            raise
 
     def _frames(self, deadline: float) -> list[ResponseFrame]:
         if self._rings is None:

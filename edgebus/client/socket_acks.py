@@ -181,7 +181,7 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
         while True:  # twice at most: a look that found bytes unread, then without one
             with self._lock:
                 if self.lost is not None:
-                    raise BrokerUnavailableError(str(self.lost))
+                    raise unwritten(self.path, self.lost)  # lost before it was written: not sent
                 corr = (next(self._corr) - 1) % CORR_MASK + 1  # dispatch.next_corr, inline
                 k, kl = (NULL, -1) if key is None else (key, len(key))
                 v, vl = (NULL, -1) if value is None else (value, len(value))
@@ -192,12 +192,19 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
                     self._pending[corr] = callback
                     n = FRAME_FIXED + plen + (kl if kl > 0 else 0) + (vl if vl > 0 else 0)
                     if sent != n:  # a full socket buffer took part of it (or none), or an error
+                        if sent < 0:  # none of it written: the stream holds no part of it
+                            self._pending.pop(corr, None)
+                            raise unwritten(self.path, OSError(
+                                -sent - 1000, os.strerror(-sent - 1000)) if sent <= -1000
+                                else OSError(f"the frame was not built ({sent})"))
                         try:
-                            if sent < 0:
-                                raise OSError(-sent - 1000, os.strerror(-sent - 1000)) \
-                                    if sent <= -1000 else OSError(f"the frame was not built ({sent})")
                             self._sendall(self._fview[sent:n])  # type: ignore[index]
-                        except OSError as e:
+                        except BaseException as e:
+                            # Part of it is in the stream: the connection ends (_write_failed);
+                            # an interrupt maybe after its last byte leaves it pending, settled
+                            # by its answer or that loss (fast_send: counted, outcome unknown)
+                            if not self._write_failed(e):
+                                raise
                             self._pending.pop(corr, None)
                             raise unwritten(self.path, e) from None
                     # _note_send, without its call (once per record); the gaps' average is used
@@ -223,6 +230,10 @@ class LazySocketChannel(LazyAcks, AsyncChannel):
                 self._unread_fresh = True
                 return False
             look = False
+
+    def _end_stream(self) -> None:
+        super()._end_stream()
+        self._nudge()  # the reader's unsignalled wait ends (the socket's hang-up would too)
 
     def _take(self, block: bool) -> None:
         """Under _reap_lock: read what the socket holds (waiting for it when block) and run
