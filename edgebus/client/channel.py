@@ -320,11 +320,14 @@ class AsyncChannel(Dispatcher):
         the supervisor would read the next frame written as its rest (garbage, or worse, parsed).
         The connection ends now: shut down, the supervisor reads that part, then the end, and
         drops it (it takes only whole frames); our reader meets the end, and every request in
-        flight gets the loss as its outcome. Not sent only for an OSError: sendall raises one
-        only while bytes of the frame remain (a signal handler's exception raised in it, such as
-        KeyboardInterrupt, may come after its last byte: the outcome is then unknown)."""
+        flight gets the loss as its outcome. Not sent only for the kernel's error (an OSError
+        with an errno): sendall raises one only while bytes of the frame remain. A signal
+        handler's exception raised in it (KeyboardInterrupt, or an OSError of its own, errno
+        None: the signal module's own example) may come after its last byte, which CPython's
+        sendall checks for signals after too (review31 stored a record twice that way): the
+        outcome is then unknown."""
         self._end_stream()
-        return isinstance(e, OSError)
+        return isinstance(e, OSError) and e.errno is not None
 
     def _end_stream(self) -> None:
         with contextlib.suppress(OSError):  # closed meanwhile (close()): ended already

@@ -281,25 +281,30 @@ class _Delivery(_OrderedRetries):
                                "batch was acknowledged (it may have been written)")
         unsent_err = ClosedError("not sent: the producer was closed inside a send() callback "
                                  "(close() there does not wait)")
-        got = self._io_lock.acquire(timeout=5)
+        ch = None
         try:
-            ch, self._channel = self._channel, None
-            self._channel_gone = True
-            with self._cond:
-                for key, b in list(self._open.items()):
-                    self._seal(key, b, notify=False)
-                unsent = list(self._ready)
-                self._ready.clear()
-                try:
-                    finish_all(self._finish, list(self._sent.values()), sent_err)
-                finally:
-                    finish_all(self._finish, unsent, unsent_err, in_flight=False)
-                    self._cond.notify_all()  # a close() from outside waits for this thread
+            got = self._io_lock.acquire(timeout=5)
+            try:
+                ch, self._channel = self._channel, None
+                self._channel_gone = True
+                with self._cond:
+                    for key, b in list(self._open.items()):
+                        self._seal(key, b, notify=False)
+                    unsent = list(self._ready)
+                    self._ready.clear()
+                    try:
+                        finish_all(self._finish, list(self._sent.values()), sent_err)
+                    finally:
+                        finish_all(self._finish, unsent, unsent_err, in_flight=False)
+                        self._cond.notify_all()  # a close() from outside waits for this thread
+            finally:
+                if got:
+                    self._io_lock.release()
         finally:
-            if got:
-                self._io_lock.release()
-        if ch is not None:
-            ch.close()
+            # Also when a callback of the batches failed above raised (KeyboardInterrupt): the
+            # channel is ours alone now (taken off the producer), and nobody else would close it.
+            if ch is not None:
+                ch.close()
 
     def _pop_ready(self) -> list[_Builder]:
         """Under self._cond (and self._io_lock): the batches to send now, oldest first. They
