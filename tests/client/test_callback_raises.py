@@ -68,18 +68,20 @@ assert fast_acks.C_REAP is not None, "the C reap is not built or is off"
 from edgebus.client.producer import Producer as P
 python_settled = []
 orig = P._one_step_acked
+held, go = threading.Event(), threading.Event()
 def counted(self, acked):
     python_settled.append(len(acked))
+    go.set()  # the C settling found the mutex held (the scenario): the holder lets it go
     return orig(self, acked)
 P._one_step_acked = counted  # the C settling calls it when it finds the mutex held
 p = lazy_producer()
 python_settled.clear()
+go.clear()
 fa = p.send(topic, b"A", partition=0)
 fa.add_callback(boom)
 ch = p._channel
 wait_for(lambda: answer_there(ch), 30, "A's answer")
 assert len(ch._pending) == 1, ch._pending
-held, go = threading.Event(), threading.Event()
 def hold():
     with p._mutex:  # the C settling finds it held: the Python settling (_one_step_acked) runs
         held.set()
@@ -87,10 +89,8 @@ def hold():
 t = threading.Thread(target=hold)
 t.start()
 held.wait()
-def release():
-    time.sleep(0.5)  # the reap below finds the mutex held
-    go.set()
-threading.Thread(target=release).start()
+# Let go from counted(), not after a fixed 0.5 s: a reap descheduled that long on a loaded
+# machine would find the mutex free and the scenario would not happen.
 try:
     ch.reap(force=True)
     print("raised none")

@@ -117,10 +117,12 @@ def test_crc_corrupt_batch_after_good_ones_item4(broker):
     # The first poll delivers records (it used to raise at once, delivering none).
     with Consumer(socket=broker.socket, auto_offset_reset="earliest") as c:
         c.assign([tps[0]])
-        first = c.poll(5000, max_records=10_000)[tps[0]]
+        # (poll returns at the first fetch's records, or raises at its error: 30 s, not 5 s,
+        # only bounds a loaded supervisor)
+        first = c.poll(30_000, max_records=10_000)[tps[0]]
         assert [r.offset for r in first] == list(range(victim[2]))
         with pytest.raises(CorruptRecordError) as e:
-            c.poll(5000)
+            c.poll(30_000)
         assert (e.value.topic, e.value.partition, e.value.offset) == ("c", 0, victim[2])
         assert "CRC" in str(e.value)
     got, errors = consume_all(broker.socket, tps)

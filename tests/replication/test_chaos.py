@@ -11,6 +11,7 @@ import contextlib
 import random
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -81,9 +82,17 @@ def test_cuts_and_kills_of_every_process_leave_an_exact_mirror(source, destinati
         destination.kill9()
         destination.restart()
 
+    before_last_cut = [0]  # the relay's connections made before the last cut began
+
+    def cut(how: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            before_last_cut[0] = relay.connections  # read first: a connection made from now on
+            how()                                   # (even one this cut ends) counts as after
+        return run
+
     try:
         # half-open: longer than two heartbeats, so only the heartbeat notices
-        faults.inject(events, {"cut": relay.cut, "half-open": lambda: relay.half_open(0.7),
+        faults.inject(events, {"cut": cut(relay.cut), "half-open": cut(lambda: relay.half_open(0.7)),
                                "replicator": lambda: faults.kill9_restart(rep),
                                "source": lambda: faults.kill9_restart(source),
                                "destination": destination_kill9}, pause=0.3)
@@ -101,7 +110,14 @@ def test_cuts_and_kills_of_every_process_leave_an_exact_mirror(source, destinati
         assert dst[p] == src[p], f"partition {p}: the mirror differs record by record"
     on_mirror = {r[3] for p in range(PARTITIONS) for r in dst[p]}
     assert set(acked) <= on_mirror, "an acknowledged record is missing"
-    assert relay.connections >= CUTS // 2, "the replicator reconnected after the cuts"
+    # The replicator reconnected after the cuts: a connection after the last one (its session
+    # keeps a link up with heartbeats, data or not). Not a count of CUTS // 2 connections: a
+    # session cut before it moved anything grows the backoff (bridges/replicator/sessions.py,
+    # STABLE_SESSION_S), and faults overlap (a replicator started during a half-open hold and
+    # killed again before it connected), so the count depends on the machine's speed: 13-26
+    # in six loaded runs, 9 in a failing one (load ~20).
+    wait_for(lambda: relay.connections > before_last_cut[0], 60,
+             "the replicator to reconnect after the last cut")
     relay.close()
 
 

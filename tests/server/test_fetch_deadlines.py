@@ -49,8 +49,9 @@ def test_a_short_wait_expires_on_time_beside_a_rearmed_standing_fetch(make_broke
                 quiet.sendall(req(M.Api.FETCH, corr, M.FetchRequest(
                     300, 1, 4096, [M.FetchPartition("fdl_quiet", 0, 0, 4096)])))
                 append_and_read(5)  # the standing fetch keeps being re-armed meanwhile
-                # 8 s: far past the 300 ms wait, far before the standing fetch's 30 s
-                frames = read_frames(quiet, 8, want=1)
+                # 20 s: far past the 300 ms wait (a loaded supervisor may answer seconds late),
+                # and 10 s before the standing fetch's 30 s, re-armed just above
+                frames = read_frames(quiet, 20, want=1)
                 assert [f.correlation_id for f in frames] == [corr], \
                     "the short wait was not answered when it ran out"
                 resp = ClientProtocol.decode_body(M.Api.FETCH, frames[0])

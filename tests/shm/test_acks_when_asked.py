@@ -153,12 +153,22 @@ def test_an_answered_record_is_not_timed_out(broker, transport, monkeypatch) -> 
     for it: it takes the answers first, so the record succeeds instead of failing."""
     monkeypatch.setattr(lazy_acks, "ACK_UNASKED_S", 30.0)
     topic = _topic(broker, f"asked-timeout-{transport}")
+    # 3 s, not 200 ms: the answer must come before the timeouts for this case to exist, and a
+    # supervisor late by 0.3 s (SIGSTOPped that long, as a loaded machine deschedules it) made
+    # the 200 ms timeout fail the record, rightly, as unanswered.
+    timeout_s = 3.0
     p = Producer(socket=broker.socket, transport=transport, linger_ms=0,
-                 request_timeout_ms=200, delivery_timeout_ms=200)
+                 request_timeout_ms=timeout_s * 1000, delivery_timeout_ms=timeout_s * 1000)
     try:
         p.send(topic, b"warm", partition=0).get(5)
+        sent = time.monotonic()
         fut = p.send(topic, b"quiet", partition=0)
-        time.sleep(0.6)  # past both timeouts, nobody asking
+        # Appended is answered (the answer goes in the same turn), seen on another connection.
+        with Admin(socket=broker.socket, transport="socket") as a:
+            wait_for(lambda: a.describe_topic(topic).partitions[0].log_end_offset == 2, 60,
+                     "the record's append")
+        assert time.monotonic() - sent < timeout_s, "answered after the timeouts: no case here"
+        time.sleep(max(0.0, sent + timeout_s + 0.4 - time.monotonic()))  # past both, unasked
         assert fut.get(5).offset == 1  # OperationTimeoutError: timed out although answered
     finally:
         p.close(5)
